@@ -1,0 +1,72 @@
+# posgrad: `make` builds the libraries and examples, `make test` runs the suites.
+CC      ?= cc
+PREFIX  ?= /usr/local
+OPT     ?= -O3
+WERROR  ?=
+CFLAGS  ?=
+override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L
+LDLIBS  = -lm -lpthread
+
+LIB_SRC  ?= $(wildcard tensor/*.c autograd/*.c nn/*.c optim/*.c)
+LIB_HDR   = $(wildcard posgrad.h tensor/*.h autograd/*.h nn/*.h optim/*.h)
+TEST_SRC ?= $(wildcard tests/test_*.c)
+EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
+BUILD    ?= build
+OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
+
+.PHONY: all test check asan valgrind bench install clean run
+
+all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
+
+$(BUILD)/%.o: %.c $(LIB_HDR) tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libposgrad.a: $(OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libposgrad.so: $(OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+examples/%: examples/%.c $(BUILD)/libposgrad.a
+	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
+
+$(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libposgrad.a -lcriterion $(LDLIBS)
+
+# Criterion runs suites in forked workers; -j2 matches this machine.
+TEST_ARGS ?= -j2
+test: $(BUILD)/tests/run_tests
+	$(BUILD)/tests/run_tests $(TEST_ARGS)
+
+check: test
+
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 CFLAGS="$(SAN)" LDFLAGS="$(SAN)" build-asan/tests/run_tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/tests/run_tests -j1
+
+valgrind: $(BUILD)/tests/run_tests
+	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	  --trace-children=yes --child-silent-after-fork=yes -q $(BUILD)/tests/run_tests -j1 --no-early-exit
+
+$(BUILD)/tests/bench: tests/bench/bench.c $(BUILD)/libposgrad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
+
+bench: $(BUILD)/tests/bench
+	$(BUILD)/tests/bench
+
+run: all
+	./examples/fit_line
+
+install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/posgrad
+	install -m 644 $(BUILD)/libposgrad.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libposgrad.so $(DESTDIR)$(PREFIX)/lib/
+	for h in $(LIB_HDR); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/posgrad/$$h; done
+	sed -e 's|@PREFIX@|$(PREFIX)|' posgrad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/posgrad.pc
+
+clean:
+	rm -rf build build-asan $(EXAMPLES)

@@ -1,0 +1,317 @@
+/* Creation in a graph, and the storage ops: copy, cast, reshape, detach;
+ * custom ops. */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+static pg_arena *arena_of(pg_graph *g) { return g ? pg_graph_arena(g) : NULL; }
+
+/* The tensor layer reported an error: copy it onto the graph. */
+static pg_tensor *adopt(pg_graph *g, pg_tensor *t)
+{
+    if (!t) {
+        pg_graph_fail(g, "%s", pg_last_error());
+        return NULL;
+    }
+    t->graph = g;
+    return t;
+}
+
+pg_tensor *pg_empty(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return adopt(g, pg_tensor_empty(arena_of(g), dtype, ndim, shape));
+}
+
+pg_tensor *pg_full(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double value)
+{
+    return adopt(g, pg_tensor_full(arena_of(g), dtype, ndim, shape, value));
+}
+
+pg_tensor *pg_zeros(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return pg_full(g, dtype, ndim, shape, 0.0);
+}
+
+pg_tensor *pg_ones(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return pg_full(g, dtype, ndim, shape, 1.0);
+}
+
+pg_tensor *pg_arange(pg_graph *g, pg_dtype dtype, double start, double end, double step)
+{
+    if (step == 0.0 || !isfinite(start) || !isfinite(end) || !isfinite(step) || (end - start) / step > 1e15) {
+        pg_graph_fail(g, "pg_arange: bad range start %g, end %g, step %g", start, end, step);
+        return NULL;
+    }
+    double count = ceil((end - start) / step);
+    int64_t n = count > 0 ? (int64_t)count : 0;
+    pg_tensor *t = pg_empty(g, dtype, 1, &n);
+    if (t)
+        pg_fill_arange(t, start, step);
+    return t;
+}
+
+pg_tensor *pg_linspace(pg_graph *g, pg_dtype dtype, double start, double end, int64_t n)
+{
+    pg_tensor *t = pg_empty(g, dtype, 1, &n);
+    if (t)
+        pg_fill_linspace(t, start, end);
+    return t;
+}
+
+pg_tensor *pg_from_array(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, const void *values)
+{
+    return adopt(g, pg_tensor_from_array(arena_of(g), dtype, ndim, shape, values));
+}
+
+static bool check_rng(pg_graph *g, const char *fn, const pg_rng *r)
+{
+    if (!r)
+        pg_graph_fail(g, "%s: generator is NULL", fn);
+    return r != NULL;
+}
+
+pg_tensor *pg_rand(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r)
+{
+    if (!check_rng(g, "pg_rand", r))
+        return NULL;
+    pg_tensor *t = pg_empty(g, dtype, ndim, shape);
+    if (t)
+        pg_fill_uniform(t, r, 0.0, 1.0);
+    return t;
+}
+
+pg_tensor *pg_randn(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r)
+{
+    if (!check_rng(g, "pg_randn", r))
+        return NULL;
+    pg_tensor *t = pg_empty(g, dtype, ndim, shape);
+    if (t)
+        pg_fill_normal(t, r, 0.0, 1.0);
+    return t;
+}
+
+pg_tensor *pg_bernoulli(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double p, pg_rng *r)
+{
+    if (!check_rng(g, "pg_bernoulli", r))
+        return NULL;
+    if (!(p >= 0.0 && p <= 1.0)) {
+        pg_graph_fail(g, "pg_bernoulli: p = %g outside [0, 1]", p);
+        return NULL;
+    }
+    pg_tensor *t = pg_empty(g, dtype, ndim, shape);
+    if (t)
+        pg_fill_bernoulli(t, r, p);
+    return t;
+}
+
+/* ---- copy, cast, reshape, detach ------------------------------------------------- */
+
+/* d(out)/d(x) is the identity (up to dtype and shape): add grad_out into x's grad. */
+static int identity_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *x = n->in[0];
+    pg_tensor *gx = pg_grad_of(g, x);
+    if (!x->requires_grad)
+        return 0;
+    if (!gx)
+        return -1;
+    const pg_tensor *go = n->out->grad;
+    if (go->dtype == PG_F64 && gx->dtype == PG_F64) {
+        double *d = gx->data;
+        const double *s = go->data;
+        for (int64_t i = 0; i < gx->numel; i++)
+            d[i] += s[i];
+    } else if (go->dtype == PG_F32 && gx->dtype == PG_F32) {
+        float *d = gx->data;
+        const float *s = go->data;
+        for (int64_t i = 0; i < gx->numel; i++)
+            d[i] += s[i];
+    } else {
+        for (int64_t i = 0; i < gx->numel; i++)
+            pg_set(gx, i, pg_get(gx, i) + pg_get(go, i));
+    }
+    return 0;
+}
+
+static bool check_input(pg_graph *g, const char *fn, const pg_tensor *x)
+{
+    if (!x)
+        pg_graph_fail(g, "%s: input is NULL", fn);
+    return x != NULL;
+}
+
+pg_tensor *pg_cast(pg_graph *g, pg_tensor *x, pg_dtype dtype)
+{
+    if (!check_input(g, "pg_cast", x))
+        return NULL;
+    if ((unsigned)dtype > PG_BOOL) {
+        pg_graph_fail(g, "pg_cast: unknown dtype %d", (int)dtype);
+        return NULL;
+    }
+    pg_tensor *out = pg_op_output(g, "pg_cast", dtype, x->ndim, x->shape);
+    if (!out)
+        return NULL;
+    pg_copy_into(out, x);
+    if (pg_dtype_is_float(dtype) && pg_dtype_is_float(x->dtype))
+        pg_op_record(g, "pg_cast", out, 1, &x, identity_backward);
+    return out;
+}
+
+pg_tensor *pg_copy(pg_graph *g, pg_tensor *x)
+{
+    return x ? pg_cast(g, x, x->dtype) : (check_input(g, "pg_copy", x), NULL);
+}
+
+pg_tensor *pg_reshape(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape)
+{
+    if (!check_input(g, "pg_reshape", x))
+        return NULL;
+    int64_t s[PG_MAX_DIMS];
+    if (ndim < 0 || ndim > PG_MAX_DIMS || (ndim && !shape)) {
+        pg_graph_fail(g, "pg_reshape: bad ndim %d", ndim);
+        return NULL;
+    }
+    /* one entry may be -1: inferred from the others */
+    int infer = -1;
+    int64_t known = 1;
+    for (int i = 0; i < ndim; i++) {
+        s[i] = shape[i];
+        if (s[i] == -1 && infer < 0)
+            infer = i;
+        else if (s[i] >= 0)
+            known *= s[i];
+        else {
+            pg_graph_fail(g, "pg_reshape: bad size %lld in dim %d", (long long)s[i], i);
+            return NULL;
+        }
+    }
+    if (infer >= 0)
+        s[infer] = known ? x->numel / known : 0;
+    pg_tensor *out = pg_tensor_view(arena_of(g), x, ndim, s);
+    if (!out) {
+        char a[128];
+        pg_graph_fail(g, "pg_reshape: cannot reshape %s to %d dims: %s", pg_shape_str(a, sizeof a, x), ndim,
+                      pg_last_error());
+        return NULL;
+    }
+    out->graph = g;
+    pg_op_record(g, "pg_reshape", out, 1, &x, identity_backward);
+    return out;
+}
+
+pg_tensor *pg_detach(pg_graph *g, pg_tensor *x)
+{
+    if (!check_input(g, "pg_detach", x))
+        return NULL;
+    pg_tensor *out = pg_tensor_view(arena_of(g), x, x->ndim, x->shape);
+    if (!out) {
+        pg_graph_fail(g, "pg_detach: %s", pg_last_error());
+        return NULL;
+    }
+    out->graph = g;
+    return out;
+}
+
+/* ---- custom ops -------------------------------------------------------------------- */
+
+typedef struct custom_ctx {
+    const pg_custom_op *op;
+    void *user;
+} custom_ctx;
+
+static int custom_backward(pg_graph *g, pg_node *n)
+{
+    custom_ctx *c = n->ctx;
+    pg_tensor **grads = pg_graph_alloc(g, (size_t)n->n_in * sizeof *grads);
+    if (!grads)
+        return -1;
+    for (int i = 0; i < n->n_in; i++) {
+        grads[i] = NULL;
+        if (n->in[i] && n->in[i]->requires_grad) {
+            /* a fresh zeroed buffer, added to the input's grad afterwards, so
+             * the user's backward may write or add */
+            grads[i] = pg_tensor_full(pg_graph_arena(g), n->in[i]->dtype, n->in[i]->ndim, n->in[i]->shape, 0.0);
+            if (!grads[i]) {
+                pg_graph_fail(g, "%s: out of memory in backward", c->op->name);
+                return -1;
+            }
+        }
+    }
+    if (c->op->backward(grads, n->out->grad, n->out, n->in, n->n_in, c->user) != 0) {
+        pg_graph_fail(g, "%s: custom backward failed", c->op->name);
+        return -1;
+    }
+    for (int i = 0; i < n->n_in; i++)
+        if (grads[i] && pg_grad_accumulate(g, n->in[i], grads[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static bool check_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *const *in, pg_dtype *dtype)
+{
+    if (!op || !op->forward || !op->backward || !op->name) {
+        pg_graph_fail(g, "pg_custom: op must have a name, forward and backward");
+        return false;
+    }
+    if (n_in < 1 || !in) {
+        pg_graph_fail(g, "%s: needs at least one input, got %d", op->name, n_in);
+        return false;
+    }
+    *dtype = PG_F64;
+    bool found = false;
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) {
+            pg_graph_fail(g, "%s: input %d is NULL", op->name, i);
+            return false;
+        }
+        if (pg_dtype_is_float(in[i]->dtype)) {
+            if (found && in[i]->dtype != *dtype) {
+                pg_graph_fail(g, "%s: float inputs mix f32 and f64", op->name);
+                return false;
+            }
+            *dtype = in[i]->dtype;
+            found = true;
+        }
+    }
+    if (!found) {
+        pg_graph_fail(g, "%s: needs a float input", op->name);
+        return false;
+    }
+    return true;
+}
+
+pg_tensor *pg_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *const *in, int out_ndim,
+                     const int64_t *out_shape, const void *ctx, size_t ctx_size)
+{
+    pg_dtype dtype;
+    if (!check_custom(g, op, n_in, in, &dtype))
+        return NULL;
+    pg_tensor *out = pg_op_output(g, op->name, dtype, out_ndim, out_shape);
+    if (!out)
+        return NULL;
+    void *user = NULL;
+    if (ctx && ctx_size) {
+        user = g ? pg_graph_alloc(g, ctx_size) : NULL;
+        if (user)
+            memcpy(user, ctx, ctx_size);
+        else
+            user = (void *)ctx; /* no graph: only forward runs, ctx is still alive */
+    }
+    if (op->forward(out, in, n_in, user) != 0) {
+        pg_graph_fail(g, "%s: custom forward failed", op->name);
+        pg_tensor_free(out);
+        return NULL;
+    }
+    pg_node *n = pg_op_record(g, op->name, out, n_in, in, custom_backward);
+    if (n) {
+        custom_ctx *c = pg_graph_alloc(g, sizeof *c);
+        if (!c)
+            return NULL;
+        c->op = op;
+        c->user = user;
+        n->ctx = c;
+    }
+    return out;
+}

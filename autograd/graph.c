@@ -1,0 +1,269 @@
+/* The graph: arena, tape, errors, grad mode, recording and backward. */
+#include "graph.h"
+
+#include "../tensor/broadcast.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pg_graph {
+    pg_arena *arena;
+    pg_node **tape; /* heap array, kept across resets */
+    int n_nodes, cap_nodes;
+    int no_grad_depth;
+    bool has_error;
+    char error[512];
+};
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+pg_graph *pg_graph_new(void)
+{
+    pg_graph *g = calloc(1, sizeof *g);
+    if (!g) {
+        pg_set_error("pg_graph_new: out of memory");
+        return NULL;
+    }
+    g->arena = pg_arena_new(0);
+    if (!g->arena) {
+        free(g);
+        pg_set_error("pg_graph_new: out of memory");
+        return NULL;
+    }
+    return g;
+}
+
+void pg_graph_free(pg_graph *g)
+{
+    if (!g)
+        return;
+    pg_arena_free(g->arena);
+    free(g->tape);
+    free(g);
+}
+
+void pg_graph_reset(pg_graph *g)
+{
+    if (!g)
+        return;
+    pg_arena_reset(g->arena);
+    g->n_nodes = 0;
+    g->has_error = false;
+    g->error[0] = '\0';
+}
+
+pg_arena *pg_graph_arena(pg_graph *g) { return g ? g->arena : NULL; }
+int pg_graph_num_nodes(const pg_graph *g) { return g ? g->n_nodes : 0; }
+const pg_node *pg_graph_node(const pg_graph *g, int i)
+{
+    return g && i >= 0 && i < g->n_nodes ? g->tape[i] : NULL;
+}
+
+void *pg_graph_alloc(pg_graph *g, size_t bytes)
+{
+    void *p = pg_arena_alloc(g->arena, bytes);
+    if (!p)
+        pg_graph_fail(g, "pg_graph_alloc: out of memory for %zu bytes", bytes);
+    return p;
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+
+const char *pg_graph_error(const pg_graph *g) { return g && g->has_error ? g->error : NULL; }
+
+void pg_graph_fail(pg_graph *g, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pg_set_error("%s", msg);
+    if (g && !g->has_error) {
+        memcpy(g->error, msg, sizeof msg);
+        g->has_error = true;
+    }
+}
+
+/* ---- grad mode --------------------------------------------------------------- */
+
+void pg_no_grad_begin(pg_graph *g)
+{
+    if (g)
+        g->no_grad_depth++;
+}
+
+void pg_no_grad_end(pg_graph *g)
+{
+    if (g && g->no_grad_depth > 0)
+        g->no_grad_depth--;
+}
+
+bool pg_grad_enabled(const pg_graph *g) { return g && g->no_grad_depth == 0; }
+
+void pg_set_requires_grad(pg_tensor *t, bool on)
+{
+    if (t)
+        t->requires_grad = on;
+}
+
+void pg_zero_grad(pg_tensor *t)
+{
+    if (t && t->grad)
+        memset(t->grad->data, 0, (size_t)t->grad->numel * pg_dtype_size(t->grad->dtype));
+}
+
+/* ---- recording ------------------------------------------------------------------- */
+
+pg_tensor *pg_op_output(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    pg_tensor *t = pg_tensor_empty(g ? g->arena : NULL, dtype, ndim, shape);
+    if (!t) {
+        pg_graph_fail(g, "%s: %s", fn, pg_last_error());
+        return NULL;
+    }
+    t->graph = g;
+    return t;
+}
+
+bool pg_op_needs_grad(const pg_graph *g, int n_in, pg_tensor *const *in)
+{
+    if (!pg_grad_enabled(g))
+        return false;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && in[i]->requires_grad)
+            return true;
+    return false;
+}
+
+static bool tape_push(pg_graph *g, pg_node *n)
+{
+    if (g->n_nodes == g->cap_nodes) {
+        int cap = g->cap_nodes ? 2 * g->cap_nodes : 256;
+        pg_node **t = realloc(g->tape, (size_t)cap * sizeof *t);
+        if (!t)
+            return false;
+        g->tape = t;
+        g->cap_nodes = cap;
+    }
+    g->tape[g->n_nodes++] = n;
+    return true;
+}
+
+pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_tensor *const *in,
+                      pg_backward_fn backward)
+{
+    if (!out || !pg_op_needs_grad(g, n_in, in))
+        return NULL;
+    pg_node *n = pg_arena_alloc(g->arena, sizeof *n);
+    pg_tensor **ins = pg_arena_alloc(g->arena, (size_t)(n_in ? n_in : 1) * sizeof *ins);
+    if (!n || !ins || !tape_push(g, n)) {
+        pg_graph_fail(g, "%s: out of memory recording the op", fn);
+        return NULL;
+    }
+    memset(n, 0, sizeof *n);
+    memcpy(ins, in, (size_t)n_in * sizeof *ins);
+    n->name = fn;
+    n->backward = backward;
+    n->out = out;
+    n->n_in = n_in;
+    n->in = ins;
+    out->node = n;
+    out->requires_grad = true;
+    return n;
+}
+
+/* ---- gradients ------------------------------------------------------------------- */
+
+pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x)
+{
+    if (!x || !x->requires_grad)
+        return NULL;
+    if (!x->grad) {
+        pg_tensor *gr = pg_tensor_full(x->in_arena ? g->arena : NULL, x->dtype, x->ndim, x->shape, 0.0);
+        if (!gr) {
+            pg_graph_fail(g, "backward: out of memory for a gradient");
+            return NULL;
+        }
+        x->grad = gr;
+    }
+    return x->grad;
+}
+
+int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta)
+{
+    if (!x || !x->requires_grad)
+        return 0;
+    pg_tensor *gr = pg_grad_of(g, x);
+    if (!gr)
+        return -1;
+    if (delta->dtype != gr->dtype) {
+        pg_graph_fail(g, "backward: gradient dtype %s for a %s tensor", pg_dtype_name(delta->dtype),
+                      pg_dtype_name(gr->dtype));
+        return -1;
+    }
+    pg_sum_to_accumulate(gr, delta);
+    return 0;
+}
+
+/* ---- backward -------------------------------------------------------------------- */
+
+static int run_tape(pg_graph *g)
+{
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        pg_node *n = g->tape[i];
+        if (!n->out->grad)
+            continue; /* no gradient reached this op */
+        if (n->backward(g, n) != 0) {
+            if (!g->has_error)
+                pg_graph_fail(g, "pg_backward: backward of %s failed", n->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pg_backward_with(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out)
+{
+    char a[128], b[128];
+    if (!g || !out || !grad_out) {
+        pg_graph_fail(g, "pg_backward: %s is NULL", !g ? "graph" : !out ? "output" : "upstream gradient");
+        return -1;
+    }
+    if (!out->requires_grad) {
+        pg_graph_fail(g, "pg_backward: output %s does not require grad", pg_shape_str(a, sizeof a, out));
+        return -1;
+    }
+    if (!pg_same_shape(out, grad_out) || grad_out->dtype != out->dtype) {
+        pg_graph_fail(g, "pg_backward: upstream gradient %s does not match output %s",
+                      pg_shape_str(a, sizeof a, grad_out), pg_shape_str(b, sizeof b, out));
+        return -1;
+    }
+    /* gradients of the graph's own op outputs start from zero on each backward */
+    for (int i = 0; i < g->n_nodes; i++)
+        g->tape[i]->out->grad = NULL;
+    if (pg_grad_accumulate(g, out, grad_out) != 0)
+        return -1;
+    return run_tape(g);
+}
+
+int pg_backward(pg_graph *g, pg_tensor *loss)
+{
+    char a[128];
+    if (!g || !loss) {
+        pg_graph_fail(g, "pg_backward: %s is NULL", g ? "loss" : "graph");
+        return -1;
+    }
+    if (loss->numel != 1 || !pg_dtype_is_float(loss->dtype)) {
+        pg_graph_fail(g, "pg_backward: loss must be one float element, got %s", pg_shape_str(a, sizeof a, loss));
+        return -1;
+    }
+    pg_tensor *one = pg_tensor_full(g->arena, loss->dtype, loss->ndim, loss->shape, 1.0);
+    if (!one) {
+        pg_graph_fail(g, "pg_backward: out of memory");
+        return -1;
+    }
+    return pg_backward_with(g, loss, one);
+}

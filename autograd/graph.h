@@ -1,0 +1,163 @@
+/* posgrad autograd: the graph (arena + tape), backward, no-grad scopes,
+ * custom ops and gradcheck.
+ *
+ * A pg_graph holds every tensor made while running a model (in its arena) and
+ * the tape of recorded ops. pg_graph_reset frees them all at once and keeps the
+ * memory, so a training loop allocates nothing after its first step.
+ *
+ * Ops record a node when grad mode is on and any input requires grad; the
+ * output then requires grad too. pg_backward walks the tape in reverse and
+ * accumulates gradients into `t->grad` of every tensor that requires grad:
+ * heap leaves (parameters) keep theirs across steps until pg_zero_grad;
+ * tensors in the graph lose theirs at reset. */
+#ifndef PG_GRAPH_H
+#define PG_GRAPH_H
+
+#include "../tensor/tensor.h"
+
+typedef struct pg_graph pg_graph;
+typedef struct pg_node pg_node;
+
+/* A backward rule: read node->out->grad, accumulate into the inputs' grads
+ * (pg_grad_of / pg_grad_accumulate). Returns 0, or -1 after pg_graph_fail. */
+typedef int (*pg_backward_fn)(pg_graph *g, pg_node *node);
+
+#define PG_NODE_PARAMS 8
+
+struct pg_node {
+    const char *name;        /* op name, e.g. "pg_add" */
+    pg_backward_fn backward;
+    pg_tensor *out;
+    int n_in;
+    pg_tensor **in;          /* n_in inputs (entries may be non-differentiable) */
+    double p[PG_NODE_PARAMS];   /* small scalar parameters of the op */
+    int64_t ip[PG_NODE_PARAMS]; /* small integer parameters (axes, flags) */
+    void *ctx;               /* larger saved state, in the graph's arena */
+    pg_tensor *saved;        /* a saved tensor (e.g. softmax output, a mask) */
+};
+
+/* ---- graph lifetime ---------------------------------------------------------- */
+pg_graph *pg_graph_new(void);
+void pg_graph_free(pg_graph *g);
+/* Frees every tensor of the graph, empties the tape, clears the error; keeps memory. */
+void pg_graph_reset(pg_graph *g);
+pg_arena *pg_graph_arena(pg_graph *g);
+int pg_graph_num_nodes(const pg_graph *g);
+const pg_node *pg_graph_node(const pg_graph *g, int i);
+
+/* ---- errors ------------------------------------------------------------------ */
+/* The first error recorded on this graph since its reset, or NULL. */
+const char *pg_graph_error(const pg_graph *g);
+/* Records an error (the graph keeps the first; pg_last_error gets each). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void pg_graph_fail(pg_graph *g, const char *fmt, ...);
+
+/* ---- grad mode --------------------------------------------------------------- */
+/* Nested scope in which nothing is recorded (inference, optimizer updates). */
+void pg_no_grad_begin(pg_graph *g);
+void pg_no_grad_end(pg_graph *g);
+bool pg_grad_enabled(const pg_graph *g);
+
+/* ---- leaves and gradients ----------------------------------------------------- */
+void pg_set_requires_grad(pg_tensor *t, bool on);
+/* Sets every element of t->grad to zero (keeps the buffer); no-op without grad. */
+void pg_zero_grad(pg_tensor *t);
+/* A tensor in g sharing x's data that does not require grad. */
+pg_tensor *pg_detach(pg_graph *g, pg_tensor *x);
+
+/* Backward from a scalar (numel 1) loss with upstream gradient 1. 0 or -1. */
+int pg_backward(pg_graph *g, pg_tensor *loss);
+/* Backward from `out` with upstream gradient `grad_out` (same shape). 0 or -1. */
+int pg_backward_with(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out);
+
+/* ---- creation in a graph (g NULL: a heap tensor the caller frees) --------------- */
+pg_tensor *pg_empty(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape);
+pg_tensor *pg_zeros(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape);
+pg_tensor *pg_ones(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape);
+pg_tensor *pg_full(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double value);
+pg_tensor *pg_arange(pg_graph *g, pg_dtype dtype, double start, double end, double step);
+pg_tensor *pg_linspace(pg_graph *g, pg_dtype dtype, double start, double end, int64_t n);
+pg_tensor *pg_from_array(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, const void *values);
+pg_tensor *pg_rand(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r);  /* U[0,1) */
+pg_tensor *pg_randn(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r); /* N(0,1) */
+pg_tensor *pg_bernoulli(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double p, pg_rng *r);
+/* Differentiable copy and dtype cast (gradient flows back, cast to the input's dtype). */
+pg_tensor *pg_copy(pg_graph *g, pg_tensor *x);
+pg_tensor *pg_cast(pg_graph *g, pg_tensor *x, pg_dtype dtype);
+/* Shares storage with x; differentiable. */
+pg_tensor *pg_reshape(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape);
+
+/* ---- writing ops ---------------------------------------------------------------
+ * How every built-in op is made, and what a fused kernel of nn/ uses:
+ *   out = pg_op_output(g, "pg_myop", dtype, ndim, shape);   // in g's arena
+ *   ... compute out ...
+ *   pg_node *n = pg_op_record(g, "pg_myop", out, 2, (pg_tensor *[]){a, b}, myop_backward);
+ *   if (n) { n->p[0] = alpha; n->saved = something; }
+ * pg_op_record returns NULL (not an error) when nothing needs recording. */
+pg_tensor *pg_op_output(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape);
+pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_tensor *const *in,
+                      pg_backward_fn backward);
+/* true when grad mode is on and any input requires grad */
+bool pg_op_needs_grad(const pg_graph *g, int n_in, pg_tensor *const *in);
+/* Gradient buffer of x, allocated zeroed on first use; NULL if x needs no grad. */
+pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x);
+/* x->grad += delta, where delta has the broadcast (larger) shape of x: summed
+ * over broadcast dims. No-op if x needs no grad. 0 or -1. */
+int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta);
+/* Scratch memory in the graph's arena, valid until reset. */
+void *pg_graph_alloc(pg_graph *g, size_t bytes);
+
+/* ---- custom ops -------------------------------------------------------------------
+ * A user-supplied forward/backward pair recorded like a built-in op.
+ * forward: fill `out` (allocated with out_shape and the inputs' float dtype).
+ * backward: add d(loss)/d(in[i]) into grad_in[i] (zeroed buffers shaped like
+ *   in[i]; NULL where in[i] needs no gradient), given grad_out.
+ * ctx is copied (ctx_size bytes) into the graph, so it may live on the stack.
+ * Both return 0, or nonzero for failure (then pg_custom returns NULL). */
+typedef struct pg_custom_op {
+    const char *name;
+    int (*forward)(pg_tensor *out, pg_tensor *const *in, int n_in, void *ctx);
+    int (*backward)(pg_tensor *const *grad_in, const pg_tensor *grad_out, const pg_tensor *out,
+                    pg_tensor *const *in, int n_in, void *ctx);
+} pg_custom_op;
+
+pg_tensor *pg_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *const *in,
+                     int out_ndim, const int64_t *out_shape, const void *ctx, size_t ctx_size);
+
+/* ---- gradcheck --------------------------------------------------------------------
+ * fn builds the output from the inputs in graph g. gradcheck compares the
+ * analytic gradient of L = sum(v * fn(inputs)) (v random, seeded) with central
+ * differences (L(x+eps) - L(x-eps)) / 2eps for every element of every f64 input
+ * that requires grad. An element passes when |analytic - numeric| <= atol +
+ * rtol * |numeric|. With check_f32 it also runs fn on f32 copies of the float
+ * inputs and requires outputs and gradients to agree with f64 within f32_atol +
+ * f32_rtol * |f64 value|. The inputs and their grads are left as they were. */
+typedef pg_tensor *(*pg_gradcheck_fn)(pg_graph *g, pg_tensor *const *inputs, int n_inputs, void *ctx);
+
+typedef struct pg_gradcheck_opts {
+    double eps, atol, rtol;     /* defaults 1e-6, 1e-7, 1e-5 */
+    bool check_f32;             /* default true */
+    double f32_atol, f32_rtol;  /* defaults 1e-4, 1e-3 */
+    uint64_t seed;              /* for v; default 1 */
+} pg_gradcheck_opts;
+
+typedef struct pg_gradcheck_result {
+    bool ok;
+    double max_abs_err, max_rel_err; /* over all checked elements (f64) */
+    int worst_input;                 /* -1 if nothing was checked */
+    int64_t worst_index;             /* flat index in that input */
+    double worst_analytic, worst_numeric;
+    bool f32_ok;
+    double f32_max_err;              /* worst |f32 - f64| over outputs and grads */
+    int checked;                     /* elements checked */
+    char message[512];               /* why it failed, empty when ok */
+} pg_gradcheck_result;
+
+pg_gradcheck_opts pg_gradcheck_defaults(void);
+/* opts NULL: defaults. */
+pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n_inputs, pg_tensor *const *inputs, void *ctx,
+                                 const pg_gradcheck_opts *opts);
+
+#endif

@@ -1,0 +1,199 @@
+/* Unary elementwise ops, forward and backward side by side.
+ *
+ * Each op is one row of UNARY_OPS: its name, y = f(x) and dy/dx written in
+ * terms of x, y and the op's two scalar parameters a, b. The rows expand into
+ * an f32 and an f64 kernel (tgmath picks expf or exp from the type), a
+ * backward rule and the public function. */
+#include "op_util.h"
+
+#include <tgmath.h>
+
+#define INV_SQRT2 0.70710678118654752440   /* 1/sqrt(2) */
+#define INV_SQRT2PI 0.39894228040143267794 /* 1/sqrt(2 pi) */
+#define SQRT_2_OVER_PI 0.79788456080286535588
+#define GELU_C 0.044715
+
+static inline double sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static inline float sigmoid_f(float x) { return x >= 0 ? 1.0f / (1.0f + exp(-x)) : exp(x) / (1.0f + exp(x)); }
+#define SIGMOID(x) _Generic((x), float: sigmoid_f, default: sigmoid_d)(x)
+#define SIGN(x) (T)((x) > 0 ? 1 : (x) < 0 ? -1 : (x))
+
+/* tanh-form GELU: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
+#define GELU_U(x) ((T)SQRT_2_OVER_PI * ((x) + (T)GELU_C * (x) * (x) * (x)))
+
+/*  name        forward y(x, a, b)                              dy/dx (x, y, a, b)                        */
+#define UNARY_OPS(X)                                                                                            \
+    X(neg, -x, (T)-1)                                                                                           \
+    X(abs, fabs(x), SIGN(x))                                                                                    \
+    X(exp, exp(x), y)                                                                                           \
+    X(log, log(x), (T)1 / x)                                                                                    \
+    X(log1p, log1p(x), (T)1 / ((T)1 + x))                                                                       \
+    X(sqrt, sqrt(x), (T)0.5 / y)                                                                                \
+    X(rsqrt, (T)1 / sqrt(x), (T)-0.5 * y * y * y)                                                               \
+    X(square, x * x, (T)2 * x)                                                                                  \
+    X(sin, sin(x), cos(x))                                                                                      \
+    X(cos, cos(x), -sin(x))                                                                                     \
+    X(tanh, tanh(x), (T)1 - y * y)                                                                              \
+    X(sigmoid, SIGMOID(x), y * ((T)1 - y))                                                                      \
+    X(relu, x > 0 ? x : (x == x ? (T)0 : x), (T)(x > 0))                                                        \
+    /* d/dx x Phi(x) = Phi(x) + x phi(x) */                                                                     \
+    X(gelu, (T)0.5 * x * ((T)1 + erf(x * (T)INV_SQRT2)),                                                        \
+      (T)0.5 * ((T)1 + erf(x * (T)INV_SQRT2)) + x * (T)INV_SQRT2PI * exp((T)-0.5 * x * x))                      \
+    X(gelu_tanh, (T)0.5 * x * ((T)1 + tanh(GELU_U(x))),                                                         \
+      (T)0.5 * ((T)1 + tanh(GELU_U(x))) +                                                                       \
+          (T)0.5 * x * ((T)1 - tanh(GELU_U(x)) * tanh(GELU_U(x))) * (T)SQRT_2_OVER_PI *                         \
+              ((T)1 + (T)(3 * GELU_C) * x * x))                                                                 \
+    X(silu, x * SIGMOID(x), SIGMOID(x) * ((T)1 + x * ((T)1 - SIGMOID(x))))                                      \
+    X(softplus, x > (T)20 ? x : log1p(exp(x)), x > (T)20 ? (T)1 : SIGMOID(x))                                   \
+    /* NaN passes through; the gradient flows where a <= x <= b */                                              \
+    X(clamp, x < (T)a ? (T)a : (x > (T)b ? (T)b : x), (T)(x >= (T)a && x <= (T)b))                              \
+    /* torch: the gradient of x^0 is 0 everywhere */                                                            \
+    X(pow_scalar, pow(x, (T)a), a == 0 ? (T)0 : (T)a * pow(x, (T)(a - 1)))                                     \
+    X(add_scalar, x + (T)a, (T)1)                                                                               \
+    X(mul_scalar, x * (T)a, (T)a)
+
+/* ops without a gradient */
+#define FLAT_OPS(X)                                                                                             \
+    X(sign, SIGN(x))                                                                                            \
+    X(floor, floor(x))                                                                                          \
+    X(round, nearbyint(x)) /* default rounding mode: half to even */
+
+/* ---- kernels: y[i] = f(x[i]) and gx[i] += gy[i] * f'(x[i]) --------------------- */
+
+#define DEFINE_KERNELS(name, fwd, deriv)                                                                       \
+    DEFINE_KERNELS_T(name, fwd, deriv, float, f32)                                                              \
+    DEFINE_KERNELS_T(name, fwd, deriv, double, f64)
+
+#define DEFINE_KERNELS_T(name, fwd, deriv, TY, sfx)                                                             \
+    static void name##_fwd_##sfx(TY *restrict ys, const TY *restrict xs, int64_t n, double a, double b)           \
+    { typedef TY T;                                                                                                           \
+        (void)a, (void)b;                                                                                       \
+        for (int64_t i = 0; i < n; i++) {                                                                       \
+            T x = xs[i];                                                                                        \
+            ys[i] = fwd;                                                                                        \
+        }                                                                                                       \
+    }                                                                                                           \
+    static void name##_bwd_##sfx(TY *restrict gx, const TY *restrict gy, const TY *restrict xs,                    \
+                                 const TY *restrict ys, int64_t n, double a, double b)                           \
+    { typedef TY T;                                                                                                           \
+        (void)a, (void)b, (void)xs, (void)ys;                                                                   \
+        for (int64_t i = 0; i < n; i++) {                                                                       \
+            T x = xs[i], y = ys[i];                                                                             \
+            (void)x, (void)y;                                                                                   \
+            gx[i] += gy[i] * (deriv);                                                                           \
+        }                                                                                                       \
+    }
+
+UNARY_OPS(DEFINE_KERNELS)
+
+#define DEFINE_FLAT_KERNELS(name, fwd)                                                                         \
+    DEFINE_FLAT_T(name, fwd, float, f32)                                                                        \
+    DEFINE_FLAT_T(name, fwd, double, f64)
+#define DEFINE_FLAT_T(name, fwd, TY, sfx)                                                                       \
+    static void name##_fwd_##sfx(TY *restrict ys, const TY *restrict xs, int64_t n, double a, double b)           \
+    { typedef TY T;                                                                                                           \
+        (void)a, (void)b;                                                                                       \
+        for (int64_t i = 0; i < n; i++) {                                                                       \
+            T x = xs[i];                                                                                        \
+            ys[i] = fwd;                                                                                        \
+        }                                                                                                       \
+    }
+
+FLAT_OPS(DEFINE_FLAT_KERNELS)
+
+/* ---- the shared driver --------------------------------------------------------- */
+
+typedef void (*fwd_f32)(float *, const float *, int64_t, double, double);
+typedef void (*fwd_f64)(double *, const double *, int64_t, double, double);
+typedef void (*bwd_f32)(float *, const float *, const float *, const float *, int64_t, double, double);
+typedef void (*bwd_f64)(double *, const double *, const double *, const double *, int64_t, double, double);
+
+typedef struct unary_kind {
+    const char *name;
+    fwd_f32 f32;
+    fwd_f64 f64;
+    bwd_f32 b32;
+    bwd_f64 b64;
+} unary_kind;
+
+static int unary_backward(pg_graph *g, pg_node *n)
+{
+    const unary_kind *k = n->ctx;
+    pg_tensor *x = n->in[0], *y = n->out;
+    pg_tensor *gx = pg_grad_of(g, x);
+    if (!gx)
+        return -1;
+    if (x->dtype == PG_F32)
+        k->b32(gx->data, y->grad->data, x->data, y->data, x->numel, n->p[0], n->p[1]);
+    else
+        k->b64(gx->data, y->grad->data, x->data, y->data, x->numel, n->p[0], n->p[1]);
+    return 0;
+}
+
+static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a, double b)
+{
+    if (!arg_float(g, k->name, "x", x))
+        return NULL;
+    pg_tensor *y = pg_op_output(g, k->name, x->dtype, x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    if (x->dtype == PG_F32)
+        k->f32(y->data, x->data, x->numel, a, b);
+    else
+        k->f64(y->data, x->data, x->numel, a, b);
+    if (k->b32) {
+        pg_node *n = pg_op_record(g, k->name, y, 1, &x, unary_backward);
+        if (n) {
+            n->ctx = (void *)k;
+            n->p[0] = a;
+            n->p[1] = b;
+        }
+    }
+    return y;
+}
+
+#define KIND(name) static const unary_kind name##_kind = {"pg_" #name, name##_fwd_f32, name##_fwd_f64, name##_bwd_f32, name##_bwd_f64};
+#define FLAT_KIND(name) static const unary_kind name##_kind = {"pg_" #name, name##_fwd_f32, name##_fwd_f64, NULL, NULL};
+#define DEFINE_KIND(name, fwd, deriv) KIND(name)
+#define DEFINE_FLAT_KIND(name, fwd) FLAT_KIND(name)
+UNARY_OPS(DEFINE_KIND)
+FLAT_OPS(DEFINE_FLAT_KIND)
+
+/* ---- public functions ------------------------------------------------------------ */
+
+#define PLAIN(name)                                                                                            \
+    pg_tensor *pg_##name(pg_graph *g, pg_tensor *x) { return unary(g, &name##_kind, x, 0.0, 0.0); }
+
+PLAIN(neg)
+PLAIN(abs)
+PLAIN(sign)
+PLAIN(exp)
+PLAIN(log)
+PLAIN(log1p)
+PLAIN(sqrt)
+PLAIN(rsqrt)
+PLAIN(square)
+PLAIN(sin)
+PLAIN(cos)
+PLAIN(tanh)
+PLAIN(sigmoid)
+PLAIN(relu)
+PLAIN(gelu)
+PLAIN(gelu_tanh)
+PLAIN(silu)
+PLAIN(softplus)
+PLAIN(floor)
+PLAIN(round)
+
+pg_tensor *pg_clamp(pg_graph *g, pg_tensor *x, double lo, double hi)
+{
+    if (lo > hi || lo != lo || hi != hi) {
+        pg_graph_fail(g, "pg_clamp: bad bounds lo %g, hi %g", lo, hi);
+        return NULL;
+    }
+    return unary(g, &clamp_kind, x, lo, hi);
+}
+
+pg_tensor *pg_pow_scalar(pg_graph *g, pg_tensor *x, double p) { return unary(g, &pow_scalar_kind, x, p, 0.0); }
+pg_tensor *pg_add_scalar(pg_graph *g, pg_tensor *x, double c) { return unary(g, &add_scalar_kind, x, c, 0.0); }
+pg_tensor *pg_mul_scalar(pg_graph *g, pg_tensor *x, double c) { return unary(g, &mul_scalar_kind, x, c, 0.0); }

@@ -1,0 +1,64 @@
+/* Internal helpers shared by the op files: argument checks that record
+ * "pg_op: ..." messages, and dtype dispatch. Not part of the public API. */
+#ifndef PG_OP_UTIL_H
+#define PG_OP_UTIL_H
+
+#include "../tensor/broadcast.h"
+#include "ops.h"
+
+/* Formats a tensor's dtype and shape ("f32[2,3]") into a local buffer. */
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+
+/* x is non-NULL (else records "fn: name is NULL") */
+static inline bool arg_present(pg_graph *g, const char *fn, const char *name, const pg_tensor *x)
+{
+    if (!x)
+        pg_graph_fail(g, "%s: %s is NULL", fn, name);
+    return x != NULL;
+}
+
+/* x is non-NULL and f32 or f64 */
+static inline bool arg_float(pg_graph *g, const char *fn, const char *name, const pg_tensor *x)
+{
+    if (!arg_present(g, fn, name, x))
+        return false;
+    if (!pg_dtype_is_float(x->dtype)) {
+        pg_graph_fail(g, "%s: %s must be f32 or f64, got %s", fn, name, SHAPE(x));
+        return false;
+    }
+    return true;
+}
+
+/* a and b are float tensors of one dtype */
+static inline bool args_float_pair(pg_graph *g, const char *fn, const pg_tensor *a, const pg_tensor *b)
+{
+    if (!arg_float(g, fn, "a", a) || !arg_float(g, fn, "b", b))
+        return false;
+    if (a->dtype != b->dtype) {
+        pg_graph_fail(g, "%s: dtypes differ: a is %s, b is %s", fn, SHAPE(a), SHAPE(b));
+        return false;
+    }
+    return true;
+}
+
+/* Broadcast shape of n tensors, recording the error on g. */
+static inline bool broadcast_shape(pg_graph *g, const char *fn, int n, const pg_tensor *const *ts, int *ndim,
+                                   int64_t *shape)
+{
+    if (!pg_bcast_shape(fn, n, ts, ndim, shape)) {
+        pg_graph_fail(g, "%s", pg_last_error());
+        return false;
+    }
+    return true;
+}
+
+/* Normalises an axis, recording the error on g. -1 when out of range. */
+static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim)
+{
+    int a = pg_axis(fn, axis, ndim);
+    if (a < 0)
+        pg_graph_fail(g, "%s", pg_last_error());
+    return a;
+}
+
+#endif

@@ -1,0 +1,10 @@
+/* posgrad: train transformers from C. The one header to include.
+ * Layers (each uses only those above it): tensor/ -> autograd/ -> nn/ -> optim/. */
+#ifndef POSGRAD_H
+#define POSGRAD_H
+
+#include "tensor/tensor.h"
+#include "autograd/graph.h"
+#include "autograd/ops.h"
+
+#endif

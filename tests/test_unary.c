@@ -1,0 +1,160 @@
+/* Unary ops: forward values (reference numbers from Python's math module),
+ * f64 gradchecks on an odd shape, f32 path, bad input. */
+#include "testutil.h"
+
+typedef pg_tensor *(*unary_fn)(pg_graph *, pg_tensor *);
+
+static pg_tensor *apply_f64(unary_fn f, const double *xs, int64_t n)
+{
+    pg_tensor *x = pg_tensor_from_array(NULL, PG_F64, 1, &n, xs);
+    pg_tensor *y = f(NULL, x);
+    pg_tensor_free(x);
+    return y;
+}
+
+static const double SYM[5] = {-2.0, -0.5, 0.0, 0.5, 2.0};
+static const double POS[4] = {0.5, 1.0, 2.0, 3.0};
+
+#define CHECK_SYM(fn, tol, ...)                                                                                \
+    do {                                                                                                       \
+        pg_tensor *y = apply_f64(fn, SYM, 5);                                                                  \
+        ASSERT_VALUES(y, tol, __VA_ARGS__);                                                                    \
+        pg_tensor_free(y);                                                                                     \
+    } while (0)
+#define CHECK_POS(fn, tol, ...)                                                                                \
+    do {                                                                                                       \
+        pg_tensor *y = apply_f64(fn, POS, 4);                                                                  \
+        ASSERT_VALUES(y, tol, __VA_ARGS__);                                                                    \
+        pg_tensor_free(y);                                                                                     \
+    } while (0)
+
+Test(unary, forward_values)
+{
+    CHECK_SYM(pg_neg, 0, 2.0, 0.5, 0.0, -0.5, -2.0);
+    CHECK_SYM(pg_abs, 0, 2.0, 0.5, 0.0, 0.5, 2.0);
+    CHECK_SYM(pg_sign, 0, -1, -1, 0, 1, 1);
+    CHECK_SYM(pg_square, 0, 4, 0.25, 0, 0.25, 4);
+    CHECK_SYM(pg_relu, 0, 0, 0, 0, 0.5, 2);
+    CHECK_SYM(pg_exp, 1e-15, 0.1353352832366127, 0.6065306597126334, 1.0, 1.6487212707001282, 7.38905609893065);
+    CHECK_SYM(pg_sin, 1e-15, -0.9092974268256817, -0.479425538604203, 0.0, 0.479425538604203, 0.9092974268256817);
+    CHECK_SYM(pg_cos, 1e-15, -0.4161468365471424, 0.8775825618903728, 1.0, 0.8775825618903728, -0.4161468365471424);
+    CHECK_SYM(pg_tanh, 1e-15, -0.9640275800758169, -0.46211715726000974, 0.0, 0.46211715726000974,
+              0.9640275800758169);
+    CHECK_SYM(pg_sigmoid, 1e-15, 0.11920292202211755, 0.3775406687981454, 0.5, 0.6224593312018546,
+              0.8807970779778823);
+    CHECK_SYM(pg_gelu, 1e-15, -0.04550026389635842, -0.15426876936299344, 0.0, 0.34573123063700656,
+              1.9544997361036416);
+    CHECK_SYM(pg_gelu_tanh, 1e-15, -0.04540230591222494, -0.15428599017485606, 0.0, 0.34571400982514394,
+              1.954597694087775);
+    CHECK_SYM(pg_silu, 1e-15, -0.2384058440442351, -0.1887703343990727, 0.0, 0.3112296656009273,
+              1.7615941559557646);
+    CHECK_SYM(pg_softplus, 1e-15, 0.1269280110429725, 0.4740769841801067, 0.6931471805599453, 0.9740769841801067,
+              2.1269280110429727);
+    CHECK_POS(pg_log, 1e-15, -0.6931471805599453, 0.0, 0.6931471805599453, 1.0986122886681098);
+    CHECK_POS(pg_log1p, 1e-15, 0.4054651081081644, 0.6931471805599453, 1.0986122886681096, 1.3862943611198906);
+    CHECK_POS(pg_sqrt, 1e-15, 0.7071067811865476, 1.0, 1.4142135623730951, 1.7320508075688772);
+    CHECK_POS(pg_rsqrt, 1e-15, 1.414213562373095, 1.0, 0.7071067811865475, 0.5773502691896258);
+}
+
+Test(unary, floor_round_and_scalars)
+{
+    const double xs[6] = {-1.5, -0.5, 0.5, 1.5, 2.5, 2.7};
+    pg_tensor *x = pg_tensor_from_array(NULL, PG_F64, 1, (int64_t[]){6}, xs);
+    x->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *f = pg_floor(g, x), *r = pg_round(g, x);
+    ASSERT_VALUES(f, 0, -2, -1, 0, 1, 2, 2);
+    ASSERT_VALUES(r, 0, -2, -0.0, 0, 2, 2, 3); /* half to even */
+    cr_assert(!f->requires_grad && !r->requires_grad, "floor/round have no gradient");
+    ASSERT_VALUES(pg_clamp(g, x, -1, 1), 0, -1, -0.5, 0.5, 1, 1, 1);
+    ASSERT_VALUES(pg_clamp(g, x, 0, INFINITY), 0, 0, 0, 0.5, 1.5, 2.5, 2.7);
+    ASSERT_VALUES(pg_pow_scalar(g, x, 2), 1e-15, 2.25, 0.25, 0.25, 2.25, 6.25, 7.29);
+    ASSERT_VALUES(pg_add_scalar(g, x, 1), 1e-15, -0.5, 0.5, 1.5, 2.5, 3.5, 3.7);
+    ASSERT_VALUES(pg_mul_scalar(g, x, -2), 1e-15, 3, 1, -1, -3, -5, -5.4);
+    pg_graph_free(g);
+    pg_tensor_free(x);
+}
+
+Test(unary, tie_gradients)
+{
+    /* relu'(0) = 0, |x|'(0) = 0, clamp passes the gradient at its bounds */
+    pg_tensor *x = T64(PG_SHAPE(3), -1.0, 0.0, 1.0);
+    x->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_add(g, pg_add(g, pg_relu(g, x), pg_abs(g, x)), pg_clamp(g, x, -1.0, 0.0));
+    cr_assert_eq(pg_backward_with(g, y, pg_ones(g, PG_F64, PG_SHAPE(3))), 0, "%s", pg_graph_error(g));
+    ASSERT_VALUES(x->grad, 0, 0 + -1 + 1, 0 + 0 + 1, 1 + 1 + 0);
+    pg_graph_free(g);
+    pg_tensor_free(x);
+}
+
+typedef struct unary_case {
+    const char *name;
+    unary_fn fn;
+    double lo, hi;
+} unary_case;
+
+static pg_tensor *call_unary(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    return ((const unary_case *)ctx)->fn(g, in[0]);
+}
+
+static pg_tensor *clamp_fn(pg_graph *g, pg_tensor *x) { return pg_clamp(g, x, -0.5, 0.4); }
+static pg_tensor *pow_fn(pg_graph *g, pg_tensor *x) { return pg_pow_scalar(g, x, 2.5); }
+static pg_tensor *add_s_fn(pg_graph *g, pg_tensor *x) { return pg_add_scalar(g, x, 0.7); }
+static pg_tensor *mul_s_fn(pg_graph *g, pg_tensor *x) { return pg_mul_scalar(g, x, -1.3); }
+
+static const unary_case CASES[] = {
+    {"neg", pg_neg, -2, 2},           {"abs", pg_abs, -2, 2},       {"exp", pg_exp, -2, 2},
+    {"log", pg_log, 0.2, 3},          {"log1p", pg_log1p, -0.5, 3}, {"sqrt", pg_sqrt, 0.2, 3},
+    {"rsqrt", pg_rsqrt, 0.2, 3},      {"square", pg_square, -2, 2}, {"sin", pg_sin, -3, 3},
+    {"cos", pg_cos, -3, 3},           {"tanh", pg_tanh, -2, 2},     {"sigmoid", pg_sigmoid, -4, 4},
+    {"relu", pg_relu, -2, 2},         {"gelu", pg_gelu, -3, 3},     {"gelu_tanh", pg_gelu_tanh, -3, 3},
+    {"silu", pg_silu, -3, 3},         {"softplus", pg_softplus, -3, 3}, {"clamp", clamp_fn, -1, 1},
+    {"pow_scalar", pow_fn, 0.2, 2},   {"add_scalar", add_s_fn, -2, 2}, {"mul_scalar", mul_s_fn, -2, 2},
+};
+
+Test(unary, gradcheck_all)
+{
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+        pg_tensor *x = rand_param(PG_SHAPE(3, 5), CASES[c].lo, CASES[c].hi, 100 + c);
+        pg_gradcheck_result r = pg_gradcheck(call_unary, 1, &x, (void *)&CASES[c], NULL);
+        cr_expect(r.ok, "%s: %s", CASES[c].name, r.message);
+        cr_expect_eq(r.checked, 15);
+        pg_tensor_free(x);
+    }
+}
+
+Test(unary, softplus_threshold_and_stability)
+{
+    pg_tensor *x = T64(PG_SHAPE(4), -800.0, 30.0, 800.0, -30.0);
+    pg_tensor *y = pg_softplus(NULL, x), *s = pg_sigmoid(NULL, x);
+    ASSERT_VALUES(y, 1e-15, 0.0, 30.0, 800.0, 9.357622968839737e-14);
+    ASSERT_VALUES(s, 1e-15, 0.0, 0.9999999999999064, 1.0, 9.3576229688393e-14);
+    pg_tensor_free(x);
+    pg_tensor_free(y);
+    pg_tensor_free(s);
+}
+
+Test(unary, f32_matches_f64)
+{
+    pg_tensor *x = T32(PG_SHAPE(2, 2), -1.0f, 0.25f, 0.5f, 2.0f);
+    pg_tensor *y = pg_gelu(NULL, x);
+    cr_assert_eq(y->dtype, PG_F32);
+    ASSERT_VALUES(y, 1e-6, -0.15865525393145707, 0.14967658142073093, 0.34573123063700656, 1.9544997361036416);
+    pg_tensor_free(x);
+    pg_tensor_free(y);
+}
+
+Test(unary, bad_input)
+{
+    pg_graph *g = pg_graph_new();
+    ASSERT_FAILS(pg_exp(g, NULL), "pg_exp: x is NULL");
+    pg_tensor *ids = TI64(PG_SHAPE(2), 1, 2);
+    ASSERT_FAILS(pg_tanh(g, ids), "pg_tanh: x must be f32 or f64, got i64[2]");
+    ASSERT_FAILS(pg_clamp(g, NULL, 1, 0), "pg_clamp: bad bounds");
+    cr_assert_str_eq(pg_graph_error(g), "pg_exp: x is NULL", "the graph keeps the first error");
+    pg_tensor_free(ids);
+    pg_graph_free(g);
+}
