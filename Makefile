@@ -45,11 +45,11 @@ check: test
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 CFLAGS="$(SAN)" LDFLAGS="$(SAN)" build-asan/tests/run_tests
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/tests/run_tests -j1
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/checked_run.sh build-asan/tests/run_tests -j2
 
 valgrind: $(BUILD)/tests/run_tests
-	valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --trace-children=yes --child-silent-after-fork=yes -q $(BUILD)/tests/run_tests -j1 --no-early-exit
+	tests/checked_run.sh valgrind --error-exitcode=1 --leak-check=full \
+	  --errors-for-leak-kinds=definite,indirect --trace-children=yes -q $(BUILD)/tests/run_tests -j2
 
 $(BUILD)/tests/bench: tests/bench/bench.c $(BUILD)/libposgrad.a
 	@mkdir -p $(dir $@)

@@ -7,10 +7,11 @@
 #include <string.h>
 #include <tgmath.h>
 
-/* maximum / minimum: NaN wins; a tie gives each side half the gradient (torch) */
+/* maximum / minimum: NaN wins; a tie gives each side half the gradient, and
+ * where either side is NaN both get all of it (torch) */
 #define MAXIMUM(a, b) ((a) != (a) || (b) != (b) ? (a) + (b) : (a) > (b) ? (a) : (b))
 #define MINIMUM(a, b) ((a) != (a) || (b) != (b) ? (a) + (b) : (a) < (b) ? (a) : (b))
-#define WINS(a, b) ((a) > (b) ? (T)1 : (a) == (b) ? (T)0.5 : (T)0)
+#define WINS(a, b) ((a) < (b) ? (T)0 : (a) == (b) ? (T)0.5 : (T)1)
 
 /*  name      forward          dy/da                                 dy/db                                 */
 #define BINARY_OPS(X)                                                                                          \
