@@ -26,16 +26,25 @@
 
 /* Loops over the plan of (out, a, b) with offsets off[0..2]; BODY sees the
  * element indices io, ia, ib. */
-#define PLAN_LOOP(p, ...)                                                                                    \
+#define PLAN_LOOP(p, ...)                                                                                     \
     do {                                                                                                       \
         int64_t idx_[PG_MAX_DIMS] = {0}, off[PG_BCAST_MAX] = {0};                                              \
-        for (int64_t r_ = 0; r_ < (p).outer; r_++, pg_bcast_next(&(p), idx_, off))                            \
-            for (int64_t i_ = 0; i_ < (p).inner; i_++) {                                                       \
-                int64_t io = off[0] + i_ * (p).istride[0];                                                     \
-                int64_t ia = off[1] + i_ * (p).istride[1];                                                     \
-                int64_t ib = off[2] + i_ * (p).istride[2];                                                     \
-                __VA_ARGS__;                                                                                       \
+        bool unit_ = (p).istride[0] == 1 && (p).istride[1] == 1 && (p).istride[2] == 1;                        \
+        for (int64_t r_ = 0; r_ < (p).outer; r_++, pg_bcast_next(&(p), idx_, off)) {                          \
+            if (unit_) { /* the common case, a loop the compiler vectorises */                                 \
+                for (int64_t i_ = 0; i_ < (p).inner; i_++) {                                                   \
+                    int64_t io = off[0] + i_, ia = off[1] + i_, ib = off[2] + i_;                              \
+                    __VA_ARGS__;                                                                               \
+                }                                                                                              \
+            } else {                                                                                           \
+                for (int64_t i_ = 0; i_ < (p).inner; i_++) {                                                   \
+                    int64_t io = off[0] + i_ * (p).istride[0];                                                 \
+                    int64_t ia = off[1] + i_ * (p).istride[1];                                                 \
+                    int64_t ib = off[2] + i_ * (p).istride[2];                                                 \
+                    __VA_ARGS__;                                                                               \
+                }                                                                                              \
             }                                                                                                  \
+        }                                                                                                      \
     } while (0)
 
 #define DEFINE_BINARY(name, fwd, da, db)                                                                       \

@@ -55,26 +55,6 @@ double pg_rng_normal(pg_rng *r)
 
 /* ---- fills ------------------------------------------------------------------ */
 
-/* A double to the int64 range without undefined behaviour (NaN -> 0). */
-static int64_t to_i64(double v)
-{
-    if (!(v == v))
-        return 0;
-    if (v >= 9.2233720368547758e18)
-        return INT64_MAX;
-    if (v <= -9.2233720368547758e18)
-        return INT64_MIN;
-    return (int64_t)v;
-}
-
-static void store(pg_tensor *t, int64_t i, double v)
-{
-    if (t->dtype == PG_I64)
-        ((int64_t *)t->data)[i] = to_i64(v);
-    else
-        pg_set(t, i, v);
-}
-
 static bool check_fill(const char *fn, const pg_tensor *t)
 {
     if (!t)
@@ -96,7 +76,7 @@ int pg_fill(pg_tensor *t, double value)
             p[i] = value;
     } else {
         for (int64_t i = 0; i < t->numel; i++)
-            store(t, i, value);
+            pg_set(t, i, value);
     }
     return 0;
 }
@@ -106,7 +86,7 @@ int pg_fill_arange(pg_tensor *t, double start, double step)
     if (!check_fill("pg_fill_arange", t))
         return -1;
     for (int64_t i = 0; i < t->numel; i++)
-        store(t, i, start + (double)i * step);
+        pg_set(t, i, start + (double)i * step);
     return 0;
 }
 
@@ -118,7 +98,7 @@ int pg_fill_linspace(pg_tensor *t, double start, double end)
     double step = n > 1 ? (end - start) / (double)(n - 1) : 0.0;
     /* as torch.linspace: the second half counts back from `end` */
     for (int64_t i = 0; i < n; i++)
-        store(t, i, i < n / 2 ? start + step * (double)i : end - step * (double)(n - 1 - i));
+        pg_set(t, i, i < n / 2 ? start + step * (double)i : end - step * (double)(n - 1 - i));
     return 0;
 }
 
@@ -127,7 +107,7 @@ int pg_fill_uniform(pg_tensor *t, pg_rng *r, double low, double high)
     if (!check_fill("pg_fill_uniform", t))
         return -1;
     for (int64_t i = 0; i < t->numel; i++)
-        store(t, i, low + (high - low) * u01(draw_at(r, (uint64_t)i)));
+        pg_set(t, i, low + (high - low) * u01(draw_at(r, (uint64_t)i)));
     r->counter += (uint64_t)t->numel;
     return 0;
 }
@@ -137,7 +117,7 @@ int pg_fill_normal(pg_tensor *t, pg_rng *r, double mean, double std)
     if (!check_fill("pg_fill_normal", t))
         return -1;
     for (int64_t i = 0; i < t->numel; i++)
-        store(t, i, mean + std * normal_at(r, (uint64_t)i));
+        pg_set(t, i, mean + std * normal_at(r, (uint64_t)i));
     r->counter += ((uint64_t)t->numel + 1) & ~(uint64_t)1;
     return 0;
 }
@@ -151,7 +131,7 @@ int pg_fill_bernoulli(pg_tensor *t, pg_rng *r, double p)
         return -1;
     }
     for (int64_t i = 0; i < t->numel; i++)
-        store(t, i, u01(draw_at(r, (uint64_t)i)) < p ? 1.0 : 0.0);
+        pg_set(t, i, u01(draw_at(r, (uint64_t)i)) < p ? 1.0 : 0.0);
     r->counter += (uint64_t)t->numel;
     return 0;
 }
@@ -183,7 +163,7 @@ int pg_copy_into(pg_tensor *dst, const pg_tensor *src)
             d[i] = s[i];
     } else {
         for (int64_t i = 0; i < src->numel; i++)
-            store(dst, i, pg_get(src, i));
+            pg_set(dst, i, pg_get(src, i));
     }
     return 0;
 }

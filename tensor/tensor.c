@@ -328,12 +328,24 @@ double pg_get(const pg_tensor *t, int64_t i)
     return NAN;
 }
 
+/* A double to the int64 range without undefined behaviour (NaN -> 0). */
+static int64_t to_i64(double v)
+{
+    if (v != v)
+        return 0;
+    if (v >= 9.2233720368547758e18)
+        return INT64_MAX;
+    if (v <= -9.2233720368547758e18)
+        return INT64_MIN;
+    return (int64_t)v;
+}
+
 void pg_set(pg_tensor *t, int64_t i, double v)
 {
     switch (t->dtype) {
     case PG_F32: ((float *)t->data)[i] = (float)v; break;
     case PG_F64: ((double *)t->data)[i] = v; break;
-    case PG_I64: ((int64_t *)t->data)[i] = (int64_t)v; break;
+    case PG_I64: ((int64_t *)t->data)[i] = to_i64(v); break;
     case PG_BOOL: ((uint8_t *)t->data)[i] = v != 0; break;
     }
 }

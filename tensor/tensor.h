@@ -92,7 +92,7 @@ int64_t *pg_i64(const pg_tensor *t);
 uint8_t *pg_bool(const pg_tensor *t);
 /* element i of the flat data as a double (any dtype); no bounds check */
 double pg_get(const pg_tensor *t, int64_t i);
-void pg_set(pg_tensor *t, int64_t i, double v);
+void pg_set(pg_tensor *t, int64_t i, double v); /* i64: truncates, saturates, NaN -> 0 */
 /* the single element of a tensor with numel 1 (NaN and an error otherwise) */
 double pg_item(const pg_tensor *t);
 
@@ -125,23 +125,5 @@ int pg_fill_uniform(pg_tensor *t, pg_rng *r, double low, double high);
 int pg_fill_normal(pg_tensor *t, pg_rng *r, double mean, double std);
 int pg_fill_bernoulli(pg_tensor *t, pg_rng *r, double p);           /* 1 with probability p */
 int pg_copy_into(pg_tensor *dst, const pg_tensor *src);             /* same numel, casts dtype */
-
-/* ---- creation on an arena (NULL: heap) -------------------------------------
- * autograd/ wraps these as pg_zeros(g, ...) etc.; most code uses those. */
-pg_tensor *pg_tensor_full(pg_arena *a, pg_dtype dtype, int ndim, const int64_t *shape, double value);
-pg_tensor *pg_tensor_from_array(pg_arena *a, pg_dtype dtype, int ndim, const int64_t *shape,
-                                const void *values); /* values: numel elements of dtype */
-pg_tensor *pg_tensor_copy(pg_arena *a, const pg_tensor *src);
-pg_tensor *pg_tensor_cast(pg_arena *a, const pg_tensor *src, pg_dtype dtype);
-
-/* ---- fills (any dtype; return 0, or -1 with an error) ----------------------- */
-int pg_fill(pg_tensor *t, double value);
-int pg_fill_arange(pg_tensor *t, double start, double step);        /* t[i] = start + i*step */
-int pg_fill_linspace(pg_tensor *t, double start, double end);       /* numel points, ends included */
-int pg_fill_uniform(pg_tensor *t, pg_rng *r, double low, double high);
-int pg_fill_normal(pg_tensor *t, pg_rng *r, double mean, double std);
-int pg_fill_bernoulli(pg_tensor *t, pg_rng *r, double p);           /* 1 with probability p */
-int pg_copy_into(pg_tensor *dst, const pg_tensor *src);             /* same numel, casts dtype */
-
 
 #endif
