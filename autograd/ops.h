@@ -123,7 +123,8 @@ pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 pg_tensor *pg_index_select(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 /* Rows of table (V, D) at ids (any shape, PG_I64): out ids.shape + (D). */
 pg_tensor *pg_embedding(pg_graph *g, pg_tensor *table, pg_tensor *ids);
-/* torch.scatter_add: x + src scattered along axis at index (index shaped like src). */
+/* torch.scatter_add: x + src scattered along axis at index. index (PG_I64) has x's
+ * ndim and is no larger than src, nor than x off the axis (as torch). */
 pg_tensor *pg_scatter_add(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index, pg_tensor *src);
 
 /* ---- losses and regularisers (autograd/op_loss.c) --------------------------------------

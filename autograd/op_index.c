@@ -1,0 +1,416 @@
+/* Indexing ops: gather, index_select, embedding, scatter_add.
+ *
+ * Indices are PG_I64. Every index is checked against its axis before anything
+ * is written; the first bad one gives NULL and a message with its value and
+ * the size. gather / index_select / embedding move bytes, so they take any
+ * dtype; scatter_add adds, so it takes f32, f64 or i64. Float results record
+ * a gradient: the backward rules scatter-add (gather, index_select,
+ * embedding) or gather (scatter_add w.r.t. src) the upstream gradient, in
+ * index order, so repeated indices accumulate. */
+#include "op_util.h"
+
+#include <string.h>
+
+/* first position of an index outside [0, size), or -1 */
+static int64_t first_bad(const pg_tensor *index, int64_t size)
+{
+    const int64_t *v = index->data;
+    for (int64_t i = 0; i < index->numel; i++)
+        if (v[i] < 0 || v[i] >= size)
+            return i;
+    return -1;
+}
+
+/* index is a non-NULL i64 tensor whose entries lie in [0, size) */
+static bool check_index(pg_graph *g, const char *fn, const pg_tensor *index, int axis, int64_t size)
+{
+    if (!arg_present(g, fn, "index", index))
+        return false;
+    if (index->dtype != PG_I64) {
+        pg_graph_fail(g, "%s: index must be i64, got %s", fn, SHAPE(index));
+        return false;
+    }
+    int64_t i = first_bad(index, size);
+    if (i >= 0)
+        pg_graph_fail(g, "%s: index %lld out of range for axis %d of size %lld", fn,
+                      (long long)((const int64_t *)index->data)[i], axis, (long long)size);
+    return i < 0;
+}
+
+static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
+{
+    for (int d = ndim - 1; d >= 0; d--)
+        stride[d] = d == ndim - 1 ? 1 : stride[d + 1] * shape[d + 1];
+}
+
+/* ---- walking an index tensor (gather, scatter_add) ------------------------------------
+ * For each entry i (flat, contiguous) of the index: `oa` is the offset in the
+ * indexed tensor a without the axis term (the caller adds index[i] * ax) and
+ * `ob` the offset in a dense tensor b (scatter_add's src). The last dim is the
+ * inner loop, the others an odometer. */
+typedef struct walk {
+    int n;                                     /* outer dims: all but the last */
+    int64_t size[PG_MAX_DIMS], sa[PG_MAX_DIMS], sb[PG_MAX_DIMS];
+    int64_t outer, inner, ia, ib;              /* inner loop: length and strides */
+    int64_t ax;                                /* a's stride along the axis */
+} walk;
+
+/* over index's shape; a's and b's (may be NULL) own shapes give the strides */
+static walk walk_plan(const pg_tensor *index, const pg_tensor *a, const pg_tensor *b, int axis)
+{
+    walk w;
+    int64_t as[PG_MAX_DIMS] = {0}, bs[PG_MAX_DIMS] = {0};
+    int nd = index->ndim;
+    contiguous_strides(nd, a->shape, as);
+    contiguous_strides(nd, b ? b->shape : index->shape, bs);
+    w.ax = as[axis];
+    as[axis] = 0;
+    w.n = nd - 1;
+    w.outer = 1;
+    for (int d = 0; d < nd - 1; d++) {
+        w.size[d] = index->shape[d];
+        w.sa[d] = as[d];
+        w.sb[d] = bs[d];
+        w.outer *= index->shape[d];
+    }
+    w.inner = index->shape[nd - 1];
+    w.ia = as[nd - 1];
+    w.ib = bs[nd - 1];
+    return w;
+}
+
+static void walk_next(const walk *w, int64_t *idx, int64_t *oa, int64_t *ob)
+{
+    for (int d = w->n - 1; d >= 0; d--) {
+        if (++idx[d] < w->size[d]) {
+            *oa += w->sa[d];
+            *ob += w->sb[d];
+            return;
+        }
+        idx[d] = 0;
+        *oa -= (w->size[d] - 1) * w->sa[d];
+        *ob -= (w->size[d] - 1) * w->sb[d];
+    }
+}
+
+/* BODY sees i (flat index position), oa and ob */
+#define WALK(w, ...)                                                                                           \
+    do {                                                                                                       \
+        int64_t idx_[PG_MAX_DIMS] = {0}, oa_ = 0, ob_ = 0;                                                     \
+        for (int64_t r_ = 0; r_ < (w).outer; r_++, walk_next(&(w), idx_, &oa_, &ob_))                          \
+            for (int64_t j_ = 0; j_ < (w).inner; j_++) {                                                       \
+                int64_t i = r_ * (w).inner + j_, oa = oa_ + j_ * (w).ia, ob = ob_ + j_ * (w).ib;               \
+                (void)ob;                                                                                      \
+                __VA_ARGS__;                                                                                   \
+            }                                                                                                  \
+    } while (0)
+
+/* ---- gather ------------------------------------------------------------------------- */
+
+/* y[i] = x[oa + index[i] * ax], elements of N bytes */
+#define DEFINE_GATHER(N)                                                                                       \
+    static void gather_##N(const walk *w, char *restrict y, const char *restrict x, const int64_t *index)     \
+    {                                                                                                          \
+        WALK(*w, memcpy(y + i * N, x + (oa + index[i] * w->ax) * N, N));                                       \
+    }
+DEFINE_GATHER(1)
+DEFINE_GATHER(4)
+DEFINE_GATHER(8)
+
+/* gx[oa + index[i] * ax] += gy[i]: the scatter-add of the gradient */
+#define DEFINE_GATHER_BWD(T, sfx)                                                                              \
+    static void gather_bwd_##sfx(const walk *w, T *restrict gx, const T *restrict gy, const int64_t *index)    \
+    {                                                                                                          \
+        WALK(*w, gx[oa + index[i] * w->ax] += gy[i]);                                                          \
+    }
+DEFINE_GATHER_BWD(float, f32)
+DEFINE_GATHER_BWD(double, f64)
+
+/* ip[0] axis; saved: the index */
+static int gather_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
+    if (!gx)
+        return x->requires_grad ? -1 : 0;
+    walk w = walk_plan(n->saved, x, NULL, (int)n->ip[0]);
+    if (x->dtype == PG_F32)
+        gather_bwd_f32(&w, gx->data, n->out->grad->data, n->saved->data);
+    else
+        gather_bwd_f64(&w, gx->data, n->out->grad->data, n->saved->data);
+    return 0;
+}
+
+/* index has x's ndim and is no larger than x off the axis (larger than `other` nowhere, when given) */
+static bool check_index_shape(pg_graph *g, const char *fn, const pg_tensor *index, const pg_tensor *x, int axis,
+                              const pg_tensor *other)
+{
+    if (index->ndim != x->ndim || (other && other->ndim != x->ndim)) {
+        pg_graph_fail(g, "%s: index %s must have the %d dims of x %s%s%s", fn, SHAPE(index), x->ndim, SHAPE(x),
+                      other ? " and src " : "", other ? SHAPE(other) : "");
+        return false;
+    }
+    for (int d = 0; d < x->ndim; d++) {
+        if (d != axis && index->shape[d] > x->shape[d]) {
+            pg_graph_fail(g, "%s: index %s is larger than x %s in dim %d", fn, SHAPE(index), SHAPE(x), d);
+            return false;
+        }
+        if (other && index->shape[d] > other->shape[d]) {
+            pg_graph_fail(g, "%s: index %s is larger than src %s in dim %d", fn, SHAPE(index), SHAPE(other), d);
+            return false;
+        }
+    }
+    return true;
+}
+
+pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index)
+{
+    const char *fn = "pg_gather";
+    if (!arg_present(g, fn, "x", x) || !arg_present(g, fn, "index", index))
+        return NULL;
+    int a = axis_arg(g, fn, axis, x->ndim);
+    if (a < 0)
+        return NULL;
+    if (index->dtype != PG_I64) {
+        pg_graph_fail(g, "%s: index must be i64, got %s", fn, SHAPE(index));
+        return NULL;
+    }
+    if (!check_index_shape(g, fn, index, x, a, NULL) || !check_index(g, fn, index, a, x->shape[a]))
+        return NULL;
+    pg_tensor *y = pg_op_output(g, fn, x->dtype, index->ndim, index->shape);
+    if (!y)
+        return NULL;
+    walk w = walk_plan(index, x, NULL, a);
+    switch (pg_dtype_size(x->dtype)) {
+    case 1: gather_1(&w, y->data, x->data, index->data); break;
+    case 4: gather_4(&w, y->data, x->data, index->data); break;
+    default: gather_8(&w, y->data, x->data, index->data); break;
+    }
+    if (pg_dtype_is_float(x->dtype)) {
+        pg_node *n = pg_op_record(g, fn, y, 1, &x, gather_backward);
+        if (n) {
+            n->ip[0] = a;
+            n->saved = index;
+        }
+    }
+    return y;
+}
+
+/* ---- index_select / embedding ----------------------------------------------------------
+ * x seen as (outer, n, inner) around the axis, y as (outer, k, inner):
+ * y[o, j, :] = x[o, index[j], :] */
+
+typedef struct rows {
+    int64_t outer, n, k, inner;
+} rows;
+
+static rows rows_around(const pg_tensor *x, int axis, int64_t k)
+{
+    rows r = {1, x->shape[axis], k, 1};
+    for (int d = 0; d < axis; d++)
+        r.outer *= x->shape[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        r.inner *= x->shape[d];
+    return r;
+}
+
+/* single elements (inner 1) of N bytes, without a memcpy call each */
+#define DEFINE_SELECT1(N)                                                                                      \
+    static void select1_##N(const rows *r, char *restrict y, const char *restrict x, const int64_t *index)    \
+    {                                                                                                          \
+        for (int64_t o = 0; o < r->outer; o++)                                                                 \
+            for (int64_t j = 0; j < r->k; j++)                                                                 \
+                memcpy(y + (o * r->k + j) * N, x + (o * r->n + index[j]) * N, N);                             \
+    }
+DEFINE_SELECT1(1)
+DEFINE_SELECT1(4)
+DEFINE_SELECT1(8)
+
+static void select_rows(const rows *r, void *y, const void *x, const int64_t *index, size_t es)
+{
+    if (r->inner == 1) {
+        switch (es) {
+        case 1: select1_1(r, y, x, index); return;
+        case 4: select1_4(r, y, x, index); return;
+        default: select1_8(r, y, x, index); return;
+        }
+    }
+    size_t row = (size_t)r->inner * es;
+    if (row == 0)
+        return;
+    for (int64_t o = 0; o < r->outer; o++)
+        for (int64_t j = 0; j < r->k; j++)
+            memcpy((char *)y + (size_t)(o * r->k + j) * row, (const char *)x + (size_t)(o * r->n + index[j]) * row,
+                   row);
+}
+
+/* gx[o, index[j], :] += gy[o, j, :] */
+#define DEFINE_SELECT_BWD(T, sfx)                                                                              \
+    static void select_bwd_##sfx(const rows *r, T *gx, const T *gy, const int64_t *index)                      \
+    {                                                                                                          \
+        for (int64_t o = 0; o < r->outer; o++)                                                                 \
+            for (int64_t j = 0; j < r->k; j++) {                                                               \
+                T *restrict d = gx + (o * r->n + index[j]) * r->inner;                                         \
+                const T *restrict s = gy + (o * r->k + j) * r->inner;                                          \
+                for (int64_t i = 0; i < r->inner; i++)                                                         \
+                    d[i] += s[i];                                                                              \
+            }                                                                                                  \
+    }
+DEFINE_SELECT_BWD(float, f32)
+DEFINE_SELECT_BWD(double, f64)
+
+/* ip[0] axis; saved: the index (any shape, read flat) */
+static int select_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
+    if (!gx)
+        return x->requires_grad ? -1 : 0;
+    rows r = rows_around(x, (int)n->ip[0], n->saved->numel);
+    if (x->dtype == PG_F32)
+        select_bwd_f32(&r, gx->data, n->out->grad->data, n->saved->data);
+    else
+        select_bwd_f64(&r, gx->data, n->out->grad->data, n->saved->data);
+    return 0;
+}
+
+/* y (shape given) = rows of x at index along axis; records select_backward */
+static pg_tensor *select_op(pg_graph *g, const char *fn, pg_tensor *x, int axis, pg_tensor *index, int ndim,
+                         const int64_t *shape)
+{
+    pg_tensor *y = pg_op_output(g, fn, x->dtype, ndim, shape);
+    if (!y)
+        return NULL;
+    rows r = rows_around(x, axis, index->numel);
+    select_rows(&r, y->data, x->data, index->data, pg_dtype_size(x->dtype));
+    if (pg_dtype_is_float(x->dtype)) {
+        pg_node *n = pg_op_record(g, fn, y, 1, &x, select_backward);
+        if (n) {
+            n->ip[0] = axis;
+            n->saved = index;
+        }
+    }
+    return y;
+}
+
+pg_tensor *pg_index_select(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index)
+{
+    const char *fn = "pg_index_select";
+    if (!arg_present(g, fn, "x", x) || !arg_present(g, fn, "index", index))
+        return NULL;
+    int a = axis_arg(g, fn, axis, x->ndim);
+    if (a < 0)
+        return NULL;
+    if (index->dtype != PG_I64 || index->ndim != 1) {
+        pg_graph_fail(g, "%s: index must be 1-D i64, got %s", fn, SHAPE(index));
+        return NULL;
+    }
+    if (!check_index(g, fn, index, a, x->shape[a]))
+        return NULL;
+    int64_t shape[PG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[a] = index->numel;
+    return select_op(g, fn, x, a, index, x->ndim, shape);
+}
+
+pg_tensor *pg_embedding(pg_graph *g, pg_tensor *table, pg_tensor *ids)
+{
+    const char *fn = "pg_embedding";
+    if (!arg_present(g, fn, "table", table) || !arg_present(g, fn, "ids", ids))
+        return NULL;
+    if (table->ndim != 2) {
+        pg_graph_fail(g, "%s: table must be 2-D (V, D), got %s", fn, SHAPE(table));
+        return NULL;
+    }
+    if (ids->dtype != PG_I64 || ids->ndim + 1 > PG_MAX_DIMS) {
+        pg_graph_fail(g, "%s: ids must be i64 with at most %d dims, got %s", fn, PG_MAX_DIMS - 1, SHAPE(ids));
+        return NULL;
+    }
+    int64_t i = first_bad(ids, table->shape[0]);
+    if (i >= 0) {
+        pg_graph_fail(g, "%s: id %lld out of range for a table of %lld rows", fn,
+                      (long long)((const int64_t *)ids->data)[i], (long long)table->shape[0]);
+        return NULL;
+    }
+    int64_t shape[PG_MAX_DIMS];
+    memcpy(shape, ids->shape, sizeof shape);
+    shape[ids->ndim] = table->shape[1];
+    return select_op(g, fn, table, 0, ids, ids->ndim + 1, shape);
+}
+
+/* ---- scatter_add -------------------------------------------------------------------------
+ * y = x; y[oa + index[i] * ax] += src[ob] over index's entries (torch.scatter_add:
+ * index has x's ndim, is no larger than src anywhere and than x off the axis). */
+
+#define DEFINE_SCATTER(T, sfx)                                                                                 \
+    static void scatter_##sfx(const walk *w, T *restrict y, const T *restrict src, const int64_t *index)      \
+    {                                                                                                          \
+        WALK(*w, y[oa + index[i] * w->ax] += src[ob]);                                                         \
+    }
+DEFINE_SCATTER(float, f32)
+DEFINE_SCATTER(double, f64)
+DEFINE_SCATTER(int64_t, i64)
+
+#define DEFINE_SCATTER_BWD(T, sfx)                                                                             \
+    /* d/dsrc: gsrc[ob] += gy[oa + index[i] * ax] (a gather of the gradient) */                                \
+    static void scatter_bwd_##sfx(const walk *w, T *restrict gsrc, const T *restrict gy, const int64_t *index) \
+    {                                                                                                          \
+        WALK(*w, gsrc[ob] += gy[oa + index[i] * w->ax]);                                                       \
+    }
+DEFINE_SCATTER_BWD(float, f32)
+DEFINE_SCATTER_BWD(double, f64)
+
+/* in: x, src; ip[0] axis; saved: the index. d/dx is the identity. */
+static int scatter_add_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *x = n->in[0], *src = n->in[1], *gy = n->out->grad;
+    if (pg_grad_accumulate(g, x, gy) != 0)
+        return -1;
+    pg_tensor *gs = pg_grad_of(g, src);
+    if (!gs)
+        return src->requires_grad ? -1 : 0;
+    walk w = walk_plan(n->saved, x, src, (int)n->ip[0]);
+    if (x->dtype == PG_F32)
+        scatter_bwd_f32(&w, gs->data, gy->data, n->saved->data);
+    else
+        scatter_bwd_f64(&w, gs->data, gy->data, n->saved->data);
+    return 0;
+}
+
+pg_tensor *pg_scatter_add(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index, pg_tensor *src)
+{
+    const char *fn = "pg_scatter_add";
+    if (!arg_present(g, fn, "x", x) || !arg_present(g, fn, "index", index) || !arg_present(g, fn, "src", src))
+        return NULL;
+    if (x->dtype == PG_BOOL || src->dtype != x->dtype) {
+        pg_graph_fail(g, "%s: x and src must share a dtype of f32, f64 or i64: x is %s, src is %s", fn, SHAPE(x),
+                      SHAPE(src));
+        return NULL;
+    }
+    int a = axis_arg(g, fn, axis, x->ndim);
+    if (a < 0)
+        return NULL;
+    if (index->dtype != PG_I64) {
+        pg_graph_fail(g, "%s: index must be i64, got %s", fn, SHAPE(index));
+        return NULL;
+    }
+    if (!check_index_shape(g, fn, index, x, a, src) || !check_index(g, fn, index, a, x->shape[a]))
+        return NULL;
+    pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    if (x->numel)
+        memcpy(y->data, x->data, (size_t)x->numel * pg_dtype_size(x->dtype));
+    walk w = walk_plan(index, x, src, a);
+    switch (x->dtype) {
+    case PG_F32: scatter_f32(&w, y->data, src->data, index->data); break;
+    case PG_F64: scatter_f64(&w, y->data, src->data, index->data); break;
+    default: scatter_i64(&w, y->data, src->data, index->data); break;
+    }
+    if (pg_dtype_is_float(x->dtype)) {
+        pg_node *n = pg_op_record(g, fn, y, 2, (pg_tensor *[]){x, src}, scatter_add_backward);
+        if (n) {
+            n->ip[0] = a;
+            n->saved = index;
+        }
+    }
+    return y;
+}
