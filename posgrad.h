@@ -4,6 +4,7 @@
 #define POSGRAD_H
 
 #include "tensor/tensor.h"
+#include "tensor/gemm.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"
 

@@ -78,6 +78,8 @@ void pg_bcast_plan(pg_bcast *p, int ndim, const int64_t *shape, int n, const pg_
         if (shape[d] == 0) { /* empty: no iteration */
             p->inner = 0;
             p->outer = 0;
+            for (int k = 0; k < n; k++)
+                p->istride[k] = 0;
             return;
         }
     p->inner = p->shape[p->ndim - 1];

@@ -1,0 +1,184 @@
+/* Batched matrix product with transpose flags and NumPy-broadcast batch dims,
+ * forward and backward on the GEMM kernels of tensor/gemm.h.
+ *
+ * out[z] = op(a[za]) op(b[zb]) for every output batch index z, where za and zb
+ * are z with broadcast dims pinned to 0. With G = d out[z] (M x N):
+ *   d op(A) = G op(B)^T   (M x K)        d op(B) = op(A)^T G   (K x N)
+ * and a transposed operand gets the transpose of that, so every gradient is
+ * one GEMM written straight into the stored layout. Gradients of a broadcast
+ * operand accumulate (beta = 1) into its one slot, batch after batch. */
+#include "op_util.h"
+
+#include "../tensor/gemm.h"
+
+/* Shapes of one matmul: matrices M x K times K x N over a broadcast batch. */
+typedef struct mm_plan {
+    int64_t M, N, K;
+    int64_t lda, ldb;                /* row strides of a and b as stored */
+    int nb;                          /* batch dims of the output */
+    int64_t bshape[PG_MAX_DIMS];     /* output batch shape */
+    int64_t astr[PG_MAX_DIMS];       /* a's matrix-index stride per batch dim (0: broadcast) */
+    int64_t bstr[PG_MAX_DIMS];
+    int64_t nbatch;                  /* matrices in the output */
+} mm_plan;
+
+/* Matrix-index strides of t's batch dims aligned right to nb output dims. */
+static void batch_strides(const pg_tensor *t, int nb, const int64_t *bshape, int64_t *str)
+{
+    int tb = t->ndim - 2;
+    int64_t s = 1;
+    for (int d = nb - 1; d >= 0; d--) {
+        int td = d - (nb - tb);
+        int64_t size = td >= 0 ? t->shape[td] : 1;
+        str[d] = size == 1 && bshape[d] != 1 ? 0 : s;
+        s *= size;
+    }
+}
+
+/* Validates the operands and fills the plan and the output shape; false with
+ * a message on g otherwise. */
+static bool plan_matmul(pg_graph *g, const pg_tensor *a, const pg_tensor *b, bool ta, bool tb, mm_plan *p,
+                        int64_t *out_shape)
+{
+    const char *fn = "pg_matmul";
+    if (!args_float_pair(g, fn, a, b))
+        return false;
+    if (a->ndim < 2 || b->ndim < 2) {
+        pg_graph_fail(g, "%s: both operands must be at least 2-D: a is %s, b is %s", fn, SHAPE(a), SHAPE(b));
+        return false;
+    }
+    int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    int64_t br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+    p->M = ta ? ac : ar;
+    p->K = ta ? ar : ac;
+    p->N = tb ? br : bc;
+    p->lda = ac;
+    p->ldb = bc;
+    if ((tb ? bc : br) != p->K) {
+        pg_graph_fail(g, "%s: inner dims differ: a is %s%s, b is %s%s", fn, SHAPE(a), ta ? " transposed" : "",
+                      SHAPE(b), tb ? " transposed" : "");
+        return false;
+    }
+    int na = a->ndim - 2, nbb = b->ndim - 2;
+    p->nb = na > nbb ? na : nbb;
+    p->nbatch = 1;
+    for (int d = 0; d < p->nb; d++) {
+        int da = d - (p->nb - na), db = d - (p->nb - nbb);
+        int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
+        if (sa != sb && sa != 1 && sb != 1) {
+            pg_graph_fail(g, "%s: batch dims do not broadcast: a is %s, b is %s", fn, SHAPE(a), SHAPE(b));
+            return false;
+        }
+        p->bshape[d] = sa == 1 ? sb : sa;
+        p->nbatch *= p->bshape[d];
+        out_shape[d] = p->bshape[d];
+    }
+    out_shape[p->nb] = p->M;
+    out_shape[p->nb + 1] = p->N;
+    batch_strides(a, p->nb, p->bshape, p->astr);
+    batch_strides(b, p->nb, p->bshape, p->bstr);
+    return true;
+}
+
+static int64_t batch_count(const pg_tensor *t)
+{
+    int64_t c = 1;
+    for (int d = 0; d < t->ndim - 2; d++)
+        c *= t->shape[d];
+    return c;
+}
+
+/* a (..., M, K) with a full batch (no transpose, nothing broadcast) times a
+ * single matrix b: the batch folds into the rows, one GEMM of
+ * (nbatch * M) x N, so b is packed once (the Linear-layer case). */
+static void fold_batch(mm_plan *p, bool ta, const pg_tensor *a, const pg_tensor *b)
+{
+    if (ta || p->nb == 0 || batch_count(b) != 1 || batch_count(a) != p->nbatch)
+        return;
+    p->M *= p->nbatch;
+    p->nbatch = 1;
+    p->nb = 0;
+}
+
+/* Advances the output batch multi-index idx and the matrix indices of a and b. */
+static void batch_next(const mm_plan *p, int64_t *idx, int64_t *za, int64_t *zb)
+{
+    for (int d = p->nb - 1; d >= 0; d--) {
+        *za += p->astr[d];
+        *zb += p->bstr[d];
+        if (++idx[d] < p->bshape[d])
+            return;
+        *za -= p->astr[d] * p->bshape[d];
+        *zb -= p->bstr[d] * p->bshape[d];
+        idx[d] = 0;
+    }
+}
+
+/* C = op(A) op(B) + beta C on element offsets of float or double buffers. */
+static void gemm(pg_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A, int64_t ia,
+                 int64_t lda, const void *B, int64_t ib, int64_t ldb, double beta, void *C, int64_t ic, int64_t ldc)
+{
+    if (dt == PG_F32)
+        pg_gemm_f32(ta, tb, M, N, K, 1.0f, (const float *)A + ia, lda, (const float *)B + ib, ldb, (float)beta,
+                    (float *)C + ic, ldc);
+    else
+        pg_gemm_f64(ta, tb, M, N, K, 1.0, (const double *)A + ia, lda, (const double *)B + ib, ldb, beta,
+                    (double *)C + ic, ldc);
+}
+
+static int matmul_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *a = n->in[0], *b = n->in[1];
+    bool ta = n->ip[0], tb = n->ip[1];
+    pg_tensor *ga = pg_grad_of(g, a), *gb = pg_grad_of(g, b);
+    if ((a->requires_grad && !ga) || (b->requires_grad && !gb))
+        return -1;
+    mm_plan p;
+    int64_t shape[PG_MAX_DIMS];
+    if (!plan_matmul(g, a, b, ta, tb, &p, shape))
+        return -1;
+    fold_batch(&p, ta, a, b);
+    int64_t M = p.M, N = p.N, K = p.K, msize_a = M * K, msize_b = K * N, msize_c = M * N;
+    pg_dtype dt = a->dtype;
+    const void *G = n->out->grad->data;
+    int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
+    for (int64_t z = 0; z < p.nbatch; z++, batch_next(&p, idx, &za, &zb)) {
+        int64_t oa = za * msize_a, ob = zb * msize_b, oc = z * msize_c;
+        if (ga) {
+            if (!ta) /* dA (M x K) = G op(B)^T */
+                gemm(dt, false, !tb, M, K, N, G, oc, N, b->data, ob, p.ldb, 1.0, ga->data, oa, K);
+            else /* dA stored (K x M) = op(B) G^T */
+                gemm(dt, tb, true, K, M, N, b->data, ob, p.ldb, G, oc, N, 1.0, ga->data, oa, M);
+        }
+        if (gb) {
+            if (!tb) /* dB (K x N) = op(A)^T G */
+                gemm(dt, !ta, false, K, N, M, a->data, oa, p.lda, G, oc, N, 1.0, gb->data, ob, N);
+            else /* dB stored (N x K) = G^T op(A) */
+                gemm(dt, true, ta, N, K, M, G, oc, N, a->data, oa, p.lda, 1.0, gb->data, ob, K);
+        }
+    }
+    return 0;
+}
+
+pg_tensor *pg_matmul(pg_graph *g, pg_tensor *a, pg_tensor *b, bool trans_a, bool trans_b)
+{
+    mm_plan p;
+    int64_t shape[PG_MAX_DIMS];
+    if (!plan_matmul(g, a, b, trans_a, trans_b, &p, shape))
+        return NULL;
+    int ndim = p.nb + 2;
+    pg_tensor *out = pg_op_output(g, "pg_matmul", a->dtype, ndim, shape);
+    if (!out)
+        return NULL;
+    fold_batch(&p, trans_a, a, b);
+    int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
+    for (int64_t z = 0; z < p.nbatch; z++, batch_next(&p, idx, &za, &zb))
+        gemm(a->dtype, trans_a, trans_b, p.M, p.N, p.K, a->data, za * p.M * p.K, p.lda, b->data, zb * p.K * p.N,
+             p.ldb, 0.0, out->data, z * p.M * p.N, p.N);
+    pg_node *n = pg_op_record(g, "pg_matmul", out, 2, (pg_tensor *[]){a, b}, matmul_backward);
+    if (n) {
+        n->ip[0] = trans_a;
+        n->ip[1] = trans_b;
+    }
+    return out;
+}

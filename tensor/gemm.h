@@ -1,0 +1,28 @@
+/* posgrad GEMM kernels (no autograd): C = alpha * op(A) * op(B) + beta * C on
+ * row-major matrices, op(X) = X or X^T.
+ *
+ *   op(A) is M x K: A is stored M x K (trans_a false) or K x M (trans_a true),
+ *   op(B) is K x N: B is stored K x N (trans_b false) or N x K (trans_b true),
+ *   C is M x N. lda, ldb, ldc are the row strides (elements) of A, B, C as
+ *   stored, at least their number of columns.
+ *
+ * beta == 0 does not read C (it may hold NaN or garbage); alpha == 0 or K == 0
+ * does not read A or B. C must not overlap A or B. M, N or K of 0 is allowed.
+ *
+ * The implementation packs panels of op(A) and op(B) into contiguous blocks
+ * (cache blocking MC x KC x NC) and runs a register-tiled MR x NR micro-kernel
+ * over them. Results are deterministic: the summation order over K depends
+ * only on K. If the packing buffers cannot be allocated it falls back to a
+ * plain loop (slower, same contract). */
+#ifndef PG_GEMM_H
+#define PG_GEMM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+void pg_gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void pg_gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+                 int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
+
+#endif

@@ -1,0 +1,370 @@
+/* GEMM kernels against a naive triple loop, and pg_matmul: forward values
+ * (PyTorch 1.13 numbers), transposes, batch broadcasting, gradchecks, f32. */
+#include "testutil.h"
+
+#include "../tensor/gemm.h"
+
+/* ---- pg_gemm against a naive loop ------------------------------------------------ */
+
+/* C = alpha op(A) op(B) + beta C in double, beta == 0 not reading C */
+static void naive_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+                       int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t p = 0; p < K; p++)
+                s += (ta ? A[p * lda + i] : A[i * lda + p]) * (tb ? B[j * ldb + p] : B[p * ldb + j]);
+            C[i * ldc + j] = alpha * s + (beta == 0 ? 0 : beta * C[i * ldc + j]);
+        }
+}
+
+static double *rand_buf(int64_t n, uint64_t seed)
+{
+    pg_rng r = pg_rng_init(seed);
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = 2 * pg_rng_uniform(&r) - 1;
+    return v;
+}
+
+static float *to_f32(const double *v, int64_t n)
+{
+    float *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    for (int64_t i = 0; i < n; i++)
+        f[i] = (float)v[i];
+    return f;
+}
+
+/* One case: stored A, B with padded leading dims, C prefilled (NaN when beta
+ * is 0); f64 and f32 results against the naive loop. */
+static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, double beta, uint64_t seed)
+{
+    int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int64_t lda = ac + 3, ldb = bc + 1, ldc = N + 2;
+    double *A = rand_buf(ar * lda, seed), *B = rand_buf(br * ldb, seed + 1), *C = rand_buf(M * ldc, seed + 2);
+    if (beta == 0)
+        for (int64_t i = 0; i < M * ldc; i++)
+            C[i] = NAN;
+    size_t bytes = (size_t)(M * ldc + 1) * sizeof(double);
+    double *ref = malloc(bytes), *c64 = malloc(bytes);
+    for (int64_t i = 0; i < M * ldc; i++)
+        ref[i] = c64[i] = C[i];
+    float *A32 = to_f32(A, ar * lda), *B32 = to_f32(B, br * ldb), *c32 = to_f32(C, M * ldc);
+    naive_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, ref, ldc);
+    pg_gemm_f64(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, c64, ldc);
+    pg_gemm_f32(ta, tb, M, N, K, (float)alpha, A32, lda, B32, ldb, (float)beta, c32, ldc);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < ldc; j++) {
+            int64_t k = i * ldc + j;
+            if (j >= N) { /* padding past N is untouched */
+                cr_assert(isnan(C[k]) ? isnan(c64[k]) : c64[k] == C[k], "padding written");
+                continue;
+            }
+            double tol = 1e-13 * (double)(K + 1), tol32 = 3e-6 * (double)(K + 1);
+            cr_assert(fabs(c64[k] - ref[k]) <= tol * (1 + fabs(ref[k])),
+                      "f64 ta %d tb %d M %lld N %lld K %lld alpha %g beta %g: C[%lld,%lld] = %.17g, expected %.17g",
+                      ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta, (long long)i, (long long)j,
+                      c64[k], ref[k]);
+            cr_assert(fabs(c32[k] - ref[k]) <= tol32 * (1 + fabs(ref[k])),
+                      "f32 ta %d tb %d M %lld N %lld K %lld: C[%lld,%lld] = %.9g, expected %.17g", ta, tb,
+                      (long long)M, (long long)N, (long long)K, (long long)i, (long long)j, (double)c32[k], ref[k]);
+        }
+    free(A), free(B), free(C), free(ref), free(c64), free(A32), free(B32), free(c32);
+}
+
+Test(gemm, awkward_sizes_all_transposes)
+{
+    const int64_t sizes[] = {1, 7, 33, 65};
+    uint64_t seed = 1;
+    for (int t = 0; t < 4; t++)
+        for (int mi = 0; mi < 4; mi++)
+            for (int ni = 0; ni < 4; ni++)
+                for (int ki = 0; ki < 4; ki++)
+                    check_gemm(t & 1, t & 2, sizes[mi], sizes[ni], sizes[ki], 1.0, 0.0, seed++);
+}
+
+Test(gemm, alpha_beta_and_nan_in_c)
+{
+    for (int t = 0; t < 4; t++) {
+        check_gemm(t & 1, t & 2, 9, 17, 5, 1.0, 1.0, 10 + t);   /* accumulate */
+        check_gemm(t & 1, t & 2, 13, 6, 11, -0.5, 2.0, 20 + t); /* general alpha, beta */
+        check_gemm(t & 1, t & 2, 7, 33, 3, 2.0, 0.0, 30 + t);   /* beta 0: C is NaN before */
+    }
+}
+
+Test(gemm, blocking_boundaries)
+{
+    /* K beyond one KC block (256), M beyond MC (72), N beyond NC (2048) */
+    for (int t = 0; t < 4; t++) {
+        check_gemm(t & 1, t & 2, 5, 9, 600, 1.0, 0.0, 40 + t);
+        check_gemm(t & 1, t & 2, 150, 20, 300, 1.0, 0.5, 50 + t);
+        check_gemm(t & 1, t & 2, 3, 2100, 4, 1.0, 0.0, 60 + t);
+    }
+}
+
+Test(gemm, degenerate_sizes)
+{
+    /* K = 0: C = beta C, and beta 0 writes zeros over NaN; M or N = 0: nothing */
+    double C[6] = {NAN, NAN, NAN, NAN, NAN, NAN}, A[1] = {7}, B[1] = {5};
+    pg_gemm_f64(false, false, 2, 3, 0, 1.0, A, 1, B, 3, 0.0, C, 3);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(C[i], 0.0);
+    double D[4] = {1, 2, 3, 4};
+    pg_gemm_f64(false, false, 2, 2, 0, 1.0, A, 1, B, 2, 3.0, D, 2);
+    cr_assert(D[0] == 3 && D[1] == 6 && D[2] == 9 && D[3] == 12);
+    float E[2] = {NAN, NAN};
+    pg_gemm_f32(true, true, 0, 2, 3, 1.0f, NULL, 1, NULL, 3, 0.0f, E, 2);
+    cr_assert(isnan(E[0]) && isnan(E[1]), "M = 0 touches nothing");
+    /* alpha 0 does not read A or B (NaN there) */
+    double An[4] = {NAN, NAN, NAN, NAN}, F[4] = {1, 1, 1, 1};
+    pg_gemm_f64(false, false, 2, 2, 2, 0.0, An, 2, An, 2, 0.5, F, 2);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(F[i], 0.5);
+}
+
+/* ---- pg_matmul forward --------------------------------------------------------------- */
+
+/* a = [[-1, -0.5, 0], [0.5, 1, 1.5]], b = [[1, 2], [3, -1], [0.5, 4]];
+ * torch: a @ b = [[-2.5, -1.5], [4.25, 6.0]] (also by hand) */
+Test(matmul, forward_all_transposes)
+{
+    pg_tensor *a = T64(PG_SHAPE(2, 3), -1, -0.5, 0, 0.5, 1, 1.5);
+    pg_tensor *at = T64(PG_SHAPE(3, 2), -1, 0.5, -0.5, 1, 0, 1.5); /* a^T stored */
+    pg_tensor *b = T64(PG_SHAPE(3, 2), 1, 2, 3, -1, 0.5, 4);
+    pg_tensor *bt = T64(PG_SHAPE(2, 3), 1, 3, 0.5, 2, -1, 4); /* b^T stored */
+    pg_tensor *ys[4] = {pg_matmul(NULL, a, b, false, false), pg_matmul(NULL, at, b, true, false),
+                        pg_matmul(NULL, a, bt, false, true), pg_matmul(NULL, at, bt, true, true)};
+    for (int i = 0; i < 4; i++) {
+        assert_shape(ys[i], PG_SHAPE(2, 2));
+        ASSERT_VALUES(ys[i], 1e-15, -2.5, -1.5, 4.25, 6.0);
+    }
+    free_all(4, ys);
+    free_all(4, (pg_tensor *[]){a, at, b, bt});
+}
+
+/* A = (arange(12).reshape(2,1,2,3) - 5) / 4, B = arange(18).reshape(3,3,2) * 0.3 - 2;
+ * values of A @ B from torch 1.13 (float64) */
+Test(matmul, forward_batch_broadcast_values)
+{
+    pg_tensor *a = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(2, 1, 2, 3));
+    pg_tensor *b = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(3, 3, 2));
+    pg_fill_arange(a, -5.0 / 4, 0.25);
+    pg_fill_arange(b, -2, 0.3);
+    pg_tensor *y = pg_matmul(NULL, a, b, false, false);
+    assert_shape(y, PG_SHAPE(2, 3, 2, 2));
+    ASSERT_VALUES(y, 1e-14, 4.5, 3.6, 1.35, 1.125, -0.8999999999999997, -1.7999999999999998, 1.1102230246251565e-16,
+                  -0.22499999999999998, -6.299999999999999, -7.199999999999999, -1.3499999999999999, -1.575, -1.8,
+                  -1.35, -4.95, -3.825, 0.8999999999999999, 1.3499999999999996, 1.7999999999999998,
+                  2.9249999999999994, 3.5999999999999996, 4.05, 8.549999999999999, 9.675);
+    free_all(3, (pg_tensor *[]){a, b, y});
+}
+
+/* Reference batched matmul by index arithmetic (pg_get), any transposes and
+ * broadcast batch dims; out has the expected shape already. */
+static void ref_matmul(const pg_tensor *a, const pg_tensor *b, bool ta, bool tb, pg_tensor *out)
+{
+    int nb = out->ndim - 2;
+    int64_t M = out->shape[nb], N = out->shape[nb + 1], K = a->shape[a->ndim - (ta ? 2 : 1)];
+    int64_t nbatch = M > 0 && N > 0 ? out->numel / (M * N) : 0;
+    for (int64_t z = 0; z < nbatch; z++) {
+        /* batch multi-index of z, mapped into a and b with broadcasting */
+        int64_t rem = z, za = 0, zb = 0, sa = 1, sb = 1;
+        for (int d = nb - 1; d >= 0; d--) {
+            int64_t i = rem % out->shape[d];
+            rem /= out->shape[d];
+            int da = d - (nb - (a->ndim - 2)), db = d - (nb - (b->ndim - 2));
+            if (da >= 0) {
+                za += (a->shape[da] == 1 ? 0 : i) * sa;
+                sa *= a->shape[da];
+            }
+            if (db >= 0) {
+                zb += (b->shape[db] == 1 ? 0 : i) * sb;
+                sb *= b->shape[db];
+            }
+        }
+        int64_t lda = a->shape[a->ndim - 1], ldb = b->shape[b->ndim - 1];
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                double s = 0;
+                for (int64_t p = 0; p < K; p++)
+                    s += pg_get(a, za * M * K + (ta ? p * lda + i : i * lda + p)) *
+                         pg_get(b, zb * K * N + (tb ? j * ldb + p : p * ldb + j));
+                pg_set(out, z * M * N + i * N + j, s);
+            }
+    }
+}
+
+typedef struct mm_case {
+    int an, bn;
+    int64_t ashape[5], bshape[5];
+    int on;
+    int64_t oshape[5];
+} mm_case;
+
+/* shapes are given untransposed (a: ..., M, K; b: ..., K, N) */
+static const mm_case BCAST[] = {
+    {4, 3, {2, 1, 3, 4}, {5, 4, 2}, 4, {2, 5, 3, 2}}, /* both broadcast */
+    {2, 3, {3, 4}, {2, 4, 5}, 3, {2, 3, 5}},          /* a 2-D */
+    {3, 2, {2, 3, 4}, {4, 5}, 3, {2, 3, 5}},          /* b 2-D: batch folded into rows */
+    {4, 4, {2, 3, 1, 4}, {1, 3, 4, 2}, 4, {2, 3, 1, 2}}, /* M = 1, both broadcast */
+    {3, 3, {1, 3, 4}, {2, 4, 3}, 3, {2, 3, 3}},       /* a batch 1 */
+};
+
+/* the stored shape of an operand: its last two dims swapped when transposed */
+static pg_tensor *operand(int n, const int64_t *shape, bool trans, uint64_t seed)
+{
+    int64_t s[5];
+    memcpy(s, shape, (size_t)n * sizeof *s);
+    if (trans) {
+        s[n - 2] = shape[n - 1];
+        s[n - 1] = shape[n - 2];
+    }
+    return rand_param(n, s, -1, 1, seed);
+}
+
+Test(matmul, broadcast_all_transposes_against_reference)
+{
+    for (size_t c = 0; c < sizeof BCAST / sizeof BCAST[0]; c++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            const mm_case *k = &BCAST[c];
+            pg_tensor *a = operand(k->an, k->ashape, ta, 7 * c + t), *b = operand(k->bn, k->bshape, tb, 100 + c);
+            pg_tensor *y = pg_matmul(NULL, a, b, ta, tb);
+            assert_shape(y, k->on, k->oshape);
+            pg_tensor *ref = pg_tensor_empty(NULL, PG_F64, k->on, k->oshape);
+            ref_matmul(a, b, ta, tb, ref);
+            for (int64_t i = 0; i < ref->numel; i++)
+                cr_assert(fabs(pg_get(y, i) - pg_get(ref, i)) < 1e-13, "case %zu ta %d tb %d element %lld: %g vs %g",
+                          c, ta, tb, (long long)i, pg_get(y, i), pg_get(ref, i));
+            free_all(4, (pg_tensor *[]){a, b, y, ref});
+        }
+}
+
+Test(matmul, f32_matches_f64)
+{
+    pg_tensor *a = rand_param(PG_SHAPE(2, 33, 65), -1, 1, 3), *b = rand_param(PG_SHAPE(65, 17), -1, 1, 4);
+    pg_tensor *a32 = pg_tensor_cast(NULL, a, PG_F32), *b32 = pg_tensor_cast(NULL, b, PG_F32);
+    pg_tensor *y = pg_matmul(NULL, a, b, false, false), *y32 = pg_matmul(NULL, a32, b32, false, false);
+    cr_assert_eq(y32->dtype, PG_F32);
+    assert_shape(y32, PG_SHAPE(2, 33, 17));
+    for (int64_t i = 0; i < y->numel; i++)
+        cr_assert(fabs(pg_get(y32, i) - pg_get(y, i)) < 1e-5, "element %lld", (long long)i);
+    free_all(6, (pg_tensor *[]){a, b, a32, b32, y, y32});
+}
+
+/* ---- gradients --------------------------------------------------------------------- */
+
+typedef struct flags {
+    bool ta, tb;
+} flags;
+
+static pg_tensor *mm_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const flags *f = ctx;
+    return pg_matmul(g, in[0], in[1], f->ta, f->tb);
+}
+
+Test(matmul, gradcheck_transposes)
+{
+    /* odd sizes M 3, K 5, N 4 with a batch of 2 */
+    const int64_t a_nt[3] = {2, 3, 5}, b_nt[3] = {2, 5, 4};
+    for (int t = 0; t < 4; t++) {
+        flags f = {t & 1, t & 2};
+        pg_tensor *a = operand(3, a_nt, f.ta, 11 + t), *b = operand(3, b_nt, f.tb, 21 + t);
+        assert_gradcheck(mm_fn, 2, (pg_tensor *[]){a, b}, &f, NULL);
+        free_all(2, (pg_tensor *[]){a, b});
+    }
+}
+
+Test(matmul, gradcheck_broadcast)
+{
+    for (size_t c = 0; c < sizeof BCAST / sizeof BCAST[0]; c++)
+        for (int t = 0; t < 4; t++) {
+            flags f = {t & 1, t & 2};
+            const mm_case *k = &BCAST[c];
+            pg_tensor *a = operand(k->an, k->ashape, f.ta, 31 + c), *b = operand(k->bn, k->bshape, f.tb, 41 + t);
+            pg_gradcheck_result r = pg_gradcheck(mm_fn, 2, (pg_tensor *[]){a, b}, &f, NULL);
+            cr_expect(r.ok, "case %zu ta %d tb %d: %s", c, f.ta, f.tb, r.message);
+            free_all(2, (pg_tensor *[]){a, b});
+        }
+}
+
+static pg_tensor *gram_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return pg_matmul(g, in[0], in[0], false, true); /* x x^T: both gradients land in one tensor */
+}
+
+Test(matmul, gradcheck_same_operand_and_one_input)
+{
+    pg_tensor *x = rand_param(PG_SHAPE(3, 4), -1, 1, 5);
+    assert_gradcheck(gram_fn, 1, &x, NULL, NULL);
+    /* only b requires grad */
+    pg_tensor *a = rand_param(PG_SHAPE(2, 3, 4), -1, 1, 6), *b = rand_param(PG_SHAPE(4, 2), -1, 1, 7);
+    a->requires_grad = false;
+    flags f = {false, false};
+    assert_gradcheck(mm_fn, 2, (pg_tensor *[]){a, b}, &f, NULL);
+    free_all(3, (pg_tensor *[]){x, a, b});
+}
+
+/* hand-checked: y = a b with a (1,2) = [1, 2], b (2,1) = [3, 4]; dy = 1 gives
+ * da = b^T = [3, 4], db = a^T = [1, 2]; grads accumulate across backward calls */
+Test(matmul, gradient_values)
+{
+    pg_tensor *a = T64(PG_SHAPE(1, 2), 1, 2), *b = T64(PG_SHAPE(2, 1), 3, 4);
+    a->requires_grad = b->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    for (int step = 0; step < 2; step++) {
+        pg_graph_reset(g);
+        pg_tensor *y = pg_matmul(g, a, b, false, false);
+        ASSERT_VALUES(y, 0, 11);
+        cr_assert_eq(pg_backward(g, y), 0, "%s", pg_graph_error(g));
+    }
+    ASSERT_VALUES(a->grad, 0, 6, 8);
+    ASSERT_VALUES(b->grad, 0, 2, 4);
+    pg_graph_free(g);
+    free_all(2, (pg_tensor *[]){a, b});
+}
+
+Test(matmul, empty_dims)
+{
+    /* K = 0 gives zeros; a zero batch gives an empty result */
+    pg_tensor *a = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(2, 0)), *b = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(0, 3));
+    pg_tensor *y = pg_matmul(NULL, a, b, false, false);
+    assert_shape(y, PG_SHAPE(2, 3));
+    ASSERT_VALUES(y, 0, 0, 0, 0, 0, 0, 0);
+    pg_tensor *c = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(0, 2, 2)), *d = T64(PG_SHAPE(2, 2), 1, 2, 3, 4);
+    pg_tensor *z = pg_matmul(NULL, c, d, false, false);
+    assert_shape(z, PG_SHAPE(0, 2, 2));
+    free_all(6, (pg_tensor *[]){a, b, y, c, d, z});
+}
+
+Test(matmul, bad_input)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *a = pg_tensor_full(NULL, PG_F64, PG_SHAPE(4, 8), 1);
+    pg_tensor *b = pg_tensor_full(NULL, PG_F64, PG_SHAPE(16, 3), 1);
+    pg_tensor *v = pg_tensor_full(NULL, PG_F64, PG_SHAPE(8), 1);
+    pg_tensor *f = pg_tensor_full(NULL, PG_F32, PG_SHAPE(8, 3), 1);
+    pg_tensor *ids = pg_tensor_full(NULL, PG_I64, PG_SHAPE(8, 3), 0);
+    pg_tensor *x = pg_tensor_full(NULL, PG_F64, PG_SHAPE(2, 4, 8), 1);
+    pg_tensor *y = pg_tensor_full(NULL, PG_F64, PG_SHAPE(3, 8, 3), 1);
+    ASSERT_FAILS(pg_matmul(g, NULL, b, false, false), "pg_matmul: a is NULL");
+    ASSERT_FAILS(pg_matmul(g, a, NULL, false, false), "pg_matmul: b is NULL");
+    ASSERT_FAILS(pg_matmul(g, a, b, false, false), "pg_matmul: inner dims differ: a is f64[4,8], b is f64[16,3]");
+    ASSERT_FAILS(pg_matmul(g, a, b, true, false),
+                 "pg_matmul: inner dims differ: a is f64[4,8] transposed, b is f64[16,3]");
+    ASSERT_FAILS(pg_matmul(g, a, b, false, true),
+                 "pg_matmul: inner dims differ: a is f64[4,8], b is f64[16,3] transposed");
+    ASSERT_FAILS(pg_matmul(g, a, v, false, false),
+                 "pg_matmul: both operands must be at least 2-D: a is f64[4,8], b is f64[8]");
+    ASSERT_FAILS(pg_matmul(g, a, f, false, false), "pg_matmul: dtypes differ: a is f64[4,8], b is f32[8,3]");
+    ASSERT_FAILS(pg_matmul(g, a, ids, false, false), "pg_matmul: b must be f32 or f64, got i64[8,3]");
+    ASSERT_FAILS(pg_matmul(g, x, y, false, false),
+                 "pg_matmul: batch dims do not broadcast: a is f64[2,4,8], b is f64[3,8,3]");
+    cr_assert_str_eq(pg_graph_error(g), "pg_matmul: a is NULL", "the graph keeps the first error");
+    free_all(7, (pg_tensor *[]){a, b, v, f, ids, x, y});
+    pg_graph_free(g);
+}
