@@ -65,7 +65,7 @@ install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/posgrad
 	install -m 644 $(BUILD)/libposgrad.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libposgrad.so $(DESTDIR)$(PREFIX)/lib/
-	for h in $(LIB_HDR); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/posgrad/$$h; done
+	for h in $(filter-out %/op_util.h,$(LIB_HDR)); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/posgrad/$$h; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' posgrad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/posgrad.pc
 
 clean:
