@@ -26,11 +26,11 @@
 
 /* Loops over the plan of (out, a, b) with offsets off[0..2]; BODY sees the
  * element indices io, ia, ib. */
-#define PLAN_LOOP(p, ...)                                                                                     \
+#define PLAN_LOOP(p, ...)                                                                                      \
     do {                                                                                                       \
         int64_t idx_[PG_MAX_DIMS] = {0}, off[PG_BCAST_MAX] = {0};                                              \
         bool unit_ = (p).istride[0] == 1 && (p).istride[1] == 1 && (p).istride[2] == 1;                        \
-        for (int64_t r_ = 0; r_ < (p).outer; r_++, pg_bcast_next(&(p), idx_, off)) {                          \
+        for (int64_t r_ = 0; r_ < (p).outer; r_++, pg_bcast_next(&(p), idx_, off)) {                           \
             if (unit_) { /* the common case, a loop the compiler vectorises */                                 \
                 for (int64_t i_ = 0; i_ < (p).inner; i_++) {                                                   \
                     int64_t io = off[0] + i_, ia = off[1] + i_, ib = off[2] + i_;                              \
@@ -52,17 +52,19 @@
     DEFINE_BINARY_T(name, fwd, da, db, double, f64)
 
 #define DEFINE_BINARY_T(name, fwd, da, db, TY, sfx)                                                            \
-    static void name##_fwd_##sfx(const pg_bcast *p, TY *ys, const TY *as, const TY *bs)                           \
-    { typedef TY T;                                                                                                          \
+    static void name##_fwd_##sfx(const pg_bcast *p, TY *ys, const TY *as, const TY *bs)                        \
+    {                                                                                                          \
+        typedef TY T;                                                                                          \
         PLAN_LOOP(*p, {                                                                                        \
             T a = as[ia], b = bs[ib];                                                                          \
             ys[io] = fwd;                                                                                      \
         });                                                                                                    \
     }                                                                                                          \
     /* ga, gb may be NULL; they have the inputs' (broadcast) strides */                                        \
-    static void name##_bwd_##sfx(const pg_bcast *p, TY *ga, TY *gb, const TY *gy, const TY *ys, const TY *as,       \
-                                 const TY *bs)                                                                  \
-    { typedef TY T;                                                                                                          \
+    static void name##_bwd_##sfx(const pg_bcast *p, TY *ga, TY *gb, const TY *gy, const TY *ys, const TY *as,  \
+                                 const TY *bs)                                                                 \
+    {                                                                                                          \
+        typedef TY T;                                                                                          \
         PLAN_LOOP(*p, {                                                                                        \
             T a = as[ia], b = bs[ib], y = ys[io];                                                              \
             (void)y, (void)a, (void)b;                                                                         \

@@ -22,83 +22,80 @@ static inline float sigmoid_f(float x) { return x >= 0 ? 1.0f / (1.0f + exp(-x))
 #define GELU_U(x) ((T)SQRT_2_OVER_PI * ((x) + (T)GELU_C * (x) * (x) * (x)))
 
 /*  name        forward y(x, a, b)                              dy/dx (x, y, a, b)                        */
-#define UNARY_OPS(X)                                                                                            \
-    X(neg, -x, (T)-1)                                                                                           \
-    X(abs, fabs(x), SIGN(x))                                                                                    \
-    X(exp, exp(x), y)                                                                                           \
-    X(log, log(x), (T)1 / x)                                                                                    \
-    X(log1p, log1p(x), (T)1 / ((T)1 + x))                                                                       \
-    X(sqrt, sqrt(x), (T)0.5 / y)                                                                                \
-    X(rsqrt, (T)1 / sqrt(x), (T)-0.5 * y * y * y)                                                               \
-    X(square, x * x, (T)2 * x)                                                                                  \
-    X(sin, sin(x), cos(x))                                                                                      \
-    X(cos, cos(x), -sin(x))                                                                                     \
-    X(tanh, tanh(x), (T)1 - y * y)                                                                              \
-    X(sigmoid, SIGMOID(x), y * ((T)1 - y))                                                                      \
-    X(relu, x > 0 ? x : (x == x ? (T)0 : x), (T)(x > 0))                                                        \
-    /* d/dx x Phi(x) = Phi(x) + x phi(x) */                                                                     \
-    X(gelu, (T)0.5 * x * ((T)1 + erf(x * (T)INV_SQRT2)),                                                        \
-      (T)0.5 * ((T)1 + erf(x * (T)INV_SQRT2)) + x * (T)INV_SQRT2PI * exp((T)-0.5 * x * x))                      \
-    X(gelu_tanh, (T)0.5 * x * ((T)1 + tanh(GELU_U(x))),                                                         \
-      (T)0.5 * ((T)1 + tanh(GELU_U(x))) +                                                                       \
-          (T)0.5 * x * ((T)1 - tanh(GELU_U(x)) * tanh(GELU_U(x))) * (T)SQRT_2_OVER_PI *                         \
-              ((T)1 + (T)(3 * GELU_C) * x * x))                                                                 \
-    X(silu, x * SIGMOID(x), SIGMOID(x) * ((T)1 + x * ((T)1 - SIGMOID(x))))                                      \
-    X(softplus, x > (T)20 ? x : log1p(exp(x)), x > (T)20 ? (T)1 : SIGMOID(x))                                   \
-    /* NaN passes through; the gradient flows where a <= x <= b */                                              \
-    X(clamp, x < (T)a ? (T)a : (x > (T)b ? (T)b : x), (T)(x >= (T)a && x <= (T)b))                              \
-    /* torch: the gradient of x^0 is 0 everywhere */                                                            \
+#define UNARY_OPS(X)                                                                                           \
+    X(neg, -x, (T)-1)                                                                                          \
+    X(abs, fabs(x), SIGN(x))                                                                                   \
+    X(exp, exp(x), y)                                                                                          \
+    X(log, log(x), (T)1 / x)                                                                                   \
+    X(log1p, log1p(x), (T)1 / ((T)1 + x))                                                                      \
+    X(sqrt, sqrt(x), (T)0.5 / y)                                                                               \
+    X(rsqrt, (T)1 / sqrt(x), (T)-0.5 * y * y * y)                                                              \
+    X(square, x * x, (T)2 * x)                                                                                 \
+    X(sin, sin(x), cos(x))                                                                                     \
+    X(cos, cos(x), -sin(x))                                                                                    \
+    X(tanh, tanh(x), (T)1 - y * y)                                                                             \
+    X(sigmoid, SIGMOID(x), y * ((T)1 - y))                                                                     \
+    X(relu, x > 0 ? x : (x == x ? (T)0 : x), (T)(x > 0))                                                       \
+    /* d/dx x Phi(x) = Phi(x) + x phi(x) */                                                                    \
+    X(gelu, (T)0.5 * x * ((T)1 + erf(x * (T)INV_SQRT2)),                                                       \
+      (T)0.5 * ((T)1 + erf(x * (T)INV_SQRT2)) + x * (T)INV_SQRT2PI * exp((T)-0.5 * x * x))                     \
+    X(gelu_tanh, (T)0.5 * x * ((T)1 + tanh(GELU_U(x))),                                                        \
+      (T)0.5 * ((T)1 + tanh(GELU_U(x))) +                                                                      \
+          (T)0.5 * x * ((T)1 - tanh(GELU_U(x)) * tanh(GELU_U(x))) * (T)SQRT_2_OVER_PI *                        \
+              ((T)1 + (T)(3 * GELU_C) * x * x))                                                                \
+    X(silu, x * SIGMOID(x), SIGMOID(x) * ((T)1 + x * ((T)1 - SIGMOID(x))))                                     \
+    X(softplus, x > (T)20 ? x : log1p(exp(x)), x > (T)20 ? (T)1 : SIGMOID(x))                                  \
+    /* NaN passes through; the gradient flows where a <= x <= b */                                             \
+    X(clamp, x < (T)a ? (T)a : (x > (T)b ? (T)b : x), (T)(x >= (T)a && x <= (T)b))                             \
+    /* torch: the gradient of x^0 is 0 everywhere */                                                           \
     X(pow_scalar, pow(x, (T)a), a == 0 ? (T)0 : (T)a * pow(x, (T)(a - 1)))                                     \
-    X(add_scalar, x + (T)a, (T)1)                                                                               \
+    X(add_scalar, x + (T)a, (T)1)                                                                              \
     X(mul_scalar, x * (T)a, (T)a)
 
 /* ops without a gradient */
-#define FLAT_OPS(X)                                                                                             \
-    X(sign, SIGN(x))                                                                                            \
-    X(floor, floor(x))                                                                                          \
+#define FLAT_OPS(X)                                                                                            \
+    X(sign, SIGN(x))                                                                                           \
+    X(floor, floor(x))                                                                                         \
     X(round, nearbyint(x)) /* default rounding mode: half to even */
 
 /* ---- kernels: y[i] = f(x[i]) and gx[i] += gy[i] * f'(x[i]) --------------------- */
 
-#define DEFINE_KERNELS(name, fwd, deriv)                                                                       \
-    DEFINE_KERNELS_T(name, fwd, deriv, float, f32)                                                              \
-    DEFINE_KERNELS_T(name, fwd, deriv, double, f64)
-
-#define DEFINE_KERNELS_T(name, fwd, deriv, TY, sfx)                                                             \
-    static void name##_fwd_##sfx(TY *restrict ys, const TY *restrict xs, int64_t n, double a, double b)           \
-    { typedef TY T;                                                                                                           \
-        (void)a, (void)b;                                                                                       \
-        for (int64_t i = 0; i < n; i++) {                                                                       \
-            T x = xs[i];                                                                                        \
-            ys[i] = fwd;                                                                                        \
-        }                                                                                                       \
-    }                                                                                                           \
-    static void name##_bwd_##sfx(TY *restrict gx, const TY *restrict gy, const TY *restrict xs,                    \
-                                 const TY *restrict ys, int64_t n, double a, double b)                           \
-    { typedef TY T;                                                                                                           \
-        (void)a, (void)b, (void)xs, (void)ys;                                                                   \
-        for (int64_t i = 0; i < n; i++) {                                                                       \
-            T x = xs[i], y = ys[i];                                                                             \
-            (void)x, (void)y;                                                                                   \
-            gx[i] += gy[i] * (deriv);                                                                           \
-        }                                                                                                       \
+/* y[i] = f(x[i]) for one element type */
+#define DEFINE_FWD_T(name, fwd, TY, sfx)                                                                       \
+    static void name##_fwd_##sfx(TY *restrict ys, const TY *restrict xs, int64_t n, double a, double b)        \
+    {                                                                                                          \
+        typedef TY T;                                                                                          \
+        (void)a, (void)b;                                                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                                      \
+            T x = xs[i];                                                                                       \
+            ys[i] = fwd;                                                                                       \
+        }                                                                                                      \
     }
+
+/* gx[i] += gy[i] * f'(x[i]) for one element type */
+#define DEFINE_BWD_T(name, deriv, TY, sfx)                                                                     \
+    static void name##_bwd_##sfx(TY *restrict gx, const TY *restrict gy, const TY *restrict xs,                \
+                                 const TY *restrict ys, int64_t n, double a, double b)                         \
+    {                                                                                                          \
+        typedef TY T;                                                                                          \
+        (void)a, (void)b, (void)xs, (void)ys;                                                                  \
+        for (int64_t i = 0; i < n; i++) {                                                                      \
+            T x = xs[i], y = ys[i];                                                                            \
+            (void)x, (void)y;                                                                                  \
+            gx[i] += gy[i] * (deriv);                                                                          \
+        }                                                                                                      \
+    }
+
+#define DEFINE_KERNELS(name, fwd, deriv)                                                                       \
+    DEFINE_FWD_T(name, fwd, float, f32)                                                                        \
+    DEFINE_FWD_T(name, fwd, double, f64)                                                                       \
+    DEFINE_BWD_T(name, deriv, float, f32)                                                                      \
+    DEFINE_BWD_T(name, deriv, double, f64)
+#define DEFINE_FLAT_KERNELS(name, fwd)                                                                         \
+    DEFINE_FWD_T(name, fwd, float, f32)                                                                        \
+    DEFINE_FWD_T(name, fwd, double, f64)
 
 UNARY_OPS(DEFINE_KERNELS)
-
-#define DEFINE_FLAT_KERNELS(name, fwd)                                                                         \
-    DEFINE_FLAT_T(name, fwd, float, f32)                                                                        \
-    DEFINE_FLAT_T(name, fwd, double, f64)
-#define DEFINE_FLAT_T(name, fwd, TY, sfx)                                                                       \
-    static void name##_fwd_##sfx(TY *restrict ys, const TY *restrict xs, int64_t n, double a, double b)           \
-    { typedef TY T;                                                                                                           \
-        (void)a, (void)b;                                                                                       \
-        for (int64_t i = 0; i < n; i++) {                                                                       \
-            T x = xs[i];                                                                                        \
-            ys[i] = fwd;                                                                                        \
-        }                                                                                                       \
-    }
-
 FLAT_OPS(DEFINE_FLAT_KERNELS)
 
 /* ---- the shared driver --------------------------------------------------------- */
