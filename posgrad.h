@@ -7,5 +7,7 @@
 #include "tensor/gemm.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"
+#include "nn/module.h"
+#include "nn/safetensors.h"
 
 #endif

@@ -1,0 +1,173 @@
+/* The basic layers: Linear, Embedding, LayerNorm. */
+#include "module.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* Allocates a zeroed module struct of `size` bytes and initialises its base. */
+static void *module_alloc(size_t size, const char *type)
+{
+    pg_module *m = calloc(1, size);
+    if (!m) {
+        pg_set_error("%s: out of memory", type);
+        return NULL;
+    }
+    pg_module_init(m, type, NULL);
+    return m;
+}
+
+static bool check_ctor(const char *fn, pg_dtype dtype, bool need_rng, const pg_rng *r)
+{
+    if (!pg_dtype_is_float(dtype)) {
+        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+        return false;
+    }
+    if (need_rng && !r) {
+        pg_set_error("%s: generator is NULL", fn);
+        return false;
+    }
+    return true;
+}
+
+/* x's last dim must be `features` and its dtype the module's */
+static bool check_input(pg_graph *g, const char *fn, const pg_tensor *x, int64_t features, const pg_tensor *w)
+{
+    char a[128], b[128];
+    if (!x) {
+        pg_graph_fail(g, "%s: x is NULL", fn);
+        return false;
+    }
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != features || x->dtype != w->dtype) {
+        pg_graph_fail(g, "%s: x is %s, expected (..., %lld) of the weight's dtype (weight %s)", fn,
+                      pg_shape_str(a, sizeof a, x), (long long)features, pg_shape_str(b, sizeof b, w));
+        return false;
+    }
+    return true;
+}
+
+/* ---- Linear ------------------------------------------------------------------------- */
+
+pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, pg_dtype dtype, pg_rng *r)
+{
+    const char *fn = "pg_linear_new";
+    if (!check_ctor(fn, dtype, true, r))
+        return NULL;
+    if (in_features < 1 || out_features < 1) {
+        pg_set_error("%s: features must be >= 1, got in %lld, out %lld", fn, (long long)in_features,
+                     (long long)out_features);
+        return NULL;
+    }
+    pg_linear *l = module_alloc(sizeof *l, "Linear");
+    if (!l)
+        return NULL;
+    l->in_features = in_features;
+    l->out_features = out_features;
+    l->weight = pg_module_new_param(&l->base, "weight", dtype, PG_SHAPE(out_features, in_features));
+    if (bias)
+        l->bias = pg_module_new_param(&l->base, "bias", dtype, PG_SHAPE(out_features));
+    if (!l->weight || (bias && !l->bias)) {
+        pg_module_free(&l->base);
+        return NULL;
+    }
+    /* torch: kaiming_uniform(a = sqrt(5)) on W, i.e. U(-1/sqrt(in), 1/sqrt(in)); same for b */
+    double bound = 1.0 / sqrt((double)in_features);
+    pg_fill_uniform(l->weight, r, -bound, bound);
+    if (l->bias)
+        pg_fill_uniform(l->bias, r, -bound, bound);
+    return l;
+}
+
+pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
+{
+    const char *fn = "pg_linear_forward";
+    if (!l) {
+        pg_graph_fail(g, "%s: module is NULL", fn);
+        return NULL;
+    }
+    if (!check_input(g, fn, x, l->in_features, l->weight))
+        return NULL;
+    /* x (..., in) viewed as (rows, in) so that one GEMM does it: y = x W^T */
+    int64_t rows = x->numel / l->in_features;
+    pg_tensor *x2 = pg_reshape(g, x, PG_SHAPE(rows, l->in_features));
+    pg_tensor *y = pg_matmul(g, x2, l->weight, false, true);
+    if (l->bias)
+        y = pg_add(g, y, l->bias);
+    int64_t shape[PG_MAX_DIMS];
+    for (int d = 0; d < x->ndim - 1; d++)
+        shape[d] = x->shape[d];
+    shape[x->ndim - 1] = l->out_features;
+    return pg_reshape(g, y, x->ndim, shape);
+}
+
+/* ---- Embedding ---------------------------------------------------------------------- */
+
+pg_embed *pg_embed_new(int64_t num, int64_t dim, pg_dtype dtype, pg_rng *r)
+{
+    const char *fn = "pg_embed_new";
+    if (!check_ctor(fn, dtype, true, r))
+        return NULL;
+    if (num < 1 || dim < 1) {
+        pg_set_error("%s: num and dim must be >= 1, got %lld, %lld", fn, (long long)num, (long long)dim);
+        return NULL;
+    }
+    pg_embed *e = module_alloc(sizeof *e, "Embedding");
+    if (!e)
+        return NULL;
+    e->num = num;
+    e->dim = dim;
+    e->weight = pg_module_new_param(&e->base, "weight", dtype, PG_SHAPE(num, dim));
+    if (!e->weight) {
+        pg_module_free(&e->base);
+        return NULL;
+    }
+    pg_fill_normal(e->weight, r, 0.0, 1.0); /* torch: N(0, 1) */
+    return e;
+}
+
+pg_tensor *pg_embed_forward(pg_graph *g, pg_embed *e, pg_tensor *ids)
+{
+    if (!e) {
+        pg_graph_fail(g, "pg_embed_forward: module is NULL");
+        return NULL;
+    }
+    return pg_embedding(g, e->weight, ids);
+}
+
+/* ---- LayerNorm ---------------------------------------------------------------------- */
+
+pg_layernorm *pg_layernorm_new(int64_t dim, double eps, bool affine, bool bias, pg_dtype dtype)
+{
+    const char *fn = "pg_layernorm_new";
+    if (!check_ctor(fn, dtype, false, NULL))
+        return NULL;
+    if (dim < 1 || !(eps >= 0) || !isfinite(eps)) {
+        pg_set_error("%s: need dim >= 1 and finite eps >= 0, got %lld, %g", fn, (long long)dim, eps);
+        return NULL;
+    }
+    pg_layernorm *n = module_alloc(sizeof *n, "LayerNorm");
+    if (!n)
+        return NULL;
+    n->dim = dim;
+    n->eps = eps;
+    if (affine) {
+        n->weight = pg_module_new_param(&n->base, "weight", dtype, PG_SHAPE(dim));
+        if (n->weight)
+            pg_fill(n->weight, 1.0);
+        if (bias)
+            n->bias = pg_module_new_param(&n->base, "bias", dtype, PG_SHAPE(dim));
+        if (!n->weight || (bias && !n->bias)) {
+            pg_module_free(&n->base);
+            return NULL;
+        }
+    }
+    return n;
+}
+
+pg_tensor *pg_layernorm_forward(pg_graph *g, pg_layernorm *n, pg_tensor *x)
+{
+    if (!n) {
+        pg_graph_fail(g, "pg_layernorm_forward: module is NULL");
+        return NULL;
+    }
+    return pg_layer_norm(g, x, 1, n->weight, n->bias, n->eps);
+}

@@ -1,0 +1,268 @@
+/* The module base: registration, full names, iteration, modes, freeing. */
+#include "module.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *))
+{
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    m->training = true;
+    m->destroy = destroy;
+}
+
+/* Appends (name, ptr) to a growable entry array. */
+static int entry_push(pg_module_entry **arr, int *n, int *cap, const char *name, void *ptr, bool owned)
+{
+    if (*n == *cap) {
+        int c = *cap ? 2 * *cap : 4;
+        pg_module_entry *a = realloc(*arr, (size_t)c * sizeof *a);
+        if (!a)
+            return -1;
+        *arr = a;
+        *cap = c;
+    }
+    size_t len = strlen(name);
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, name, len + 1);
+    (*arr)[(*n)++] = (pg_module_entry){copy, ptr, owned};
+    return 0;
+}
+
+static bool valid_name(const char *fn, const pg_module *m, const char *name)
+{
+    if (!m || !name || !name[0] || strchr(name, '.')) {
+        pg_set_error("%s: bad module or name \"%s\" (names are non-empty, without dots)", fn, name ? name : "(null)");
+        return false;
+    }
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) {
+            pg_set_error("%s: %s already has a parameter \"%s\"", fn, m->type, name);
+            return false;
+        }
+    for (int i = 0; i < m->n_children; i++)
+        if (!strcmp(m->children[i].name, name)) {
+            pg_set_error("%s: %s already has a child \"%s\"", fn, m->type, name);
+            return false;
+        }
+    return true;
+}
+
+int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned)
+{
+    if (!t) {
+        pg_set_error("pg_module_add_param: tensor for \"%s\" is NULL", name ? name : "(null)");
+        return -1;
+    }
+    if (!valid_name("pg_module_add_param", m, name))
+        return -1;
+    if (entry_push(&m->params, &m->n_params, &m->cap_params, name, t, owned) != 0) {
+        pg_set_error("pg_module_add_param: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    if (!pg_dtype_is_float(dtype)) {
+        pg_set_error("pg_module_new_param: parameter \"%s\" must be f32 or f64", name ? name : "(null)");
+        return NULL;
+    }
+    pg_tensor *t = pg_tensor_full(NULL, dtype, ndim, shape, 0.0);
+    if (!t)
+        return NULL;
+    t->requires_grad = true;
+    if (pg_module_add_param(m, name, t, true) != 0) {
+        pg_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int pg_module_add_child(pg_module *m, const char *name, pg_module *child)
+{
+    if (!child) {
+        pg_set_error("pg_module_add_child: child \"%s\" is NULL", name ? name : "(null)");
+        return -1;
+    }
+    if (!valid_name("pg_module_add_child", m, name) ||
+        entry_push(&m->children, &m->n_children, &m->cap_children, name, child, true) != 0) {
+        pg_module_free(child);
+        return -1;
+    }
+    return 0;
+}
+
+void pg_module_free(pg_module *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_params; i++) {
+        if (m->params[i].owned)
+            pg_tensor_free(m->params[i].ptr);
+        free(m->params[i].name);
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        pg_module_free(m->children[i].ptr);
+        free(m->children[i].name);
+    }
+    free(m->params);
+    free(m->children);
+    if (m->destroy)
+        m->destroy(m);
+    else
+        free(m);
+}
+
+/* ---- iteration ---------------------------------------------------------------------- */
+
+typedef void (*visit_fn)(const char *full_name, pg_tensor *t, void *ctx);
+
+/* Calls visit for every parameter with its full name (prefix + local path). */
+static void visit_params(const pg_module *m, char *prefix, size_t len, size_t cap, visit_fn visit, void *ctx)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        snprintf(prefix + len, cap - len, "%s", m->params[i].name);
+        visit(prefix, m->params[i].ptr, ctx);
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        int k = snprintf(prefix + len, cap - len, "%s.", m->children[i].name);
+        size_t next = len + (size_t)k < cap ? len + (size_t)k : cap - 1;
+        visit_params(m->children[i].ptr, prefix, next, cap, visit, ctx);
+    }
+    prefix[len] = '\0';
+}
+
+int pg_tensor_list_push(pg_tensor_list *l, const char *name, pg_tensor *t)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 16;
+        char **names = realloc(l->names, (size_t)cap * sizeof *names);
+        if (names)
+            l->names = names;
+        pg_tensor **ts = realloc(l->tensors, (size_t)cap * sizeof *ts);
+        if (ts)
+            l->tensors = ts;
+        if (!names || !ts) {
+            pg_set_error("pg_tensor_list_push: out of memory");
+            return -1;
+        }
+        l->cap = cap;
+    }
+    size_t len = strlen(name);
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        pg_set_error("pg_tensor_list_push: out of memory");
+        return -1;
+    }
+    memcpy(copy, name, len + 1);
+    l->names[l->n] = copy;
+    l->tensors[l->n++] = t;
+    return 0;
+}
+
+int pg_tensor_list_find(const pg_tensor_list *l, const char *name)
+{
+    for (int i = 0; l && name && i < l->n; i++)
+        if (!strcmp(l->names[i], name))
+            return i;
+    return -1;
+}
+
+void pg_tensor_list_free(pg_tensor_list *l)
+{
+    if (!l)
+        return;
+    for (int i = 0; i < l->n; i++)
+        free(l->names[i]);
+    free(l->names);
+    free(l->tensors);
+    *l = (pg_tensor_list){0, 0, NULL, NULL};
+}
+
+void pg_tensor_list_free_all(pg_tensor_list *l)
+{
+    for (int i = 0; l && i < l->n; i++)
+        pg_tensor_free(l->tensors[i]);
+    pg_tensor_list_free(l);
+}
+
+typedef struct collect_ctx {
+    pg_tensor_list *list;
+    bool failed;
+} collect_ctx;
+
+static void collect(const char *full_name, pg_tensor *t, void *p)
+{
+    collect_ctx *c = p;
+    for (int i = 0; i < c->list->n; i++)
+        if (c->list->tensors[i] == t)
+            return; /* shared: listed once */
+    if (!c->failed && pg_tensor_list_push(c->list, full_name, t) != 0)
+        c->failed = true;
+}
+
+pg_tensor_list pg_module_parameters(const pg_module *m)
+{
+    pg_tensor_list l = {0, 0, NULL, NULL};
+    if (!m)
+        return l;
+    char prefix[1024] = "";
+    collect_ctx c = {&l, false};
+    visit_params(m, prefix, 0, sizeof prefix, collect, &c);
+    if (c.failed)
+        pg_tensor_list_free(&l);
+    return l;
+}
+
+pg_tensor *pg_module_find_param(const pg_module *m, const char *full_name)
+{
+    if (!m || !full_name)
+        return NULL;
+    const char *dot = strchr(full_name, '.');
+    if (!dot) {
+        for (int i = 0; i < m->n_params; i++)
+            if (!strcmp(m->params[i].name, full_name))
+                return m->params[i].ptr;
+        return NULL;
+    }
+    size_t len = (size_t)(dot - full_name);
+    for (int i = 0; i < m->n_children; i++)
+        if (strlen(m->children[i].name) == len && !strncmp(m->children[i].name, full_name, len))
+            return pg_module_find_param(m->children[i].ptr, dot + 1);
+    return NULL;
+}
+
+int64_t pg_module_num_elements(const pg_module *m)
+{
+    pg_tensor_list l = pg_module_parameters(m);
+    int64_t n = 0;
+    for (int i = 0; i < l.n; i++)
+        n += l.tensors[i]->numel;
+    pg_tensor_list_free(&l);
+    return n;
+}
+
+void pg_module_zero_grad(pg_module *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_params; i++)
+        pg_zero_grad(m->params[i].ptr);
+    for (int i = 0; i < m->n_children; i++)
+        pg_module_zero_grad(m->children[i].ptr);
+}
+
+void pg_module_train(pg_module *m, bool on)
+{
+    if (!m)
+        return;
+    m->training = on;
+    for (int i = 0; i < m->n_children; i++)
+        pg_module_train(m->children[i].ptr, on);
+}
