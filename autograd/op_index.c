@@ -167,7 +167,7 @@ pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index)
     const char *fn = "pg_gather";
     if (!arg_present(g, fn, "x", x) || !arg_present(g, fn, "index", index))
         return NULL;
-    int a = axis_arg(g, fn, axis, x->ndim);
+    int a = axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     if (index->dtype != PG_I64) {
@@ -296,7 +296,7 @@ pg_tensor *pg_index_select(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index
     const char *fn = "pg_index_select";
     if (!arg_present(g, fn, "x", x) || !arg_present(g, fn, "index", index))
         return NULL;
-    int a = axis_arg(g, fn, axis, x->ndim);
+    int a = axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     if (index->dtype != PG_I64 || index->ndim != 1) {
@@ -385,7 +385,7 @@ pg_tensor *pg_scatter_add(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index,
                       SHAPE(src));
         return NULL;
     }
-    int a = axis_arg(g, fn, axis, x->ndim);
+    int a = axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     if (index->dtype != PG_I64) {

@@ -189,7 +189,7 @@ static bool parse_axes(pg_graph *g, const char *fn, const pg_tensor *x, int n_ax
         return false;
     }
     for (int k = 0; k < n_axes; k++) {
-        int a = axis_arg(g, fn, axes[k], nd);
+        int a = axis_arg(g, fn, axes[k], nd, x);
         if (a < 0)
             return false;
         if (seen >> a & 1u) {

@@ -349,7 +349,7 @@ pg_tensor *pg_transpose(pg_graph *g, pg_tensor *x, int axis0, int axis1)
     const char *fn = "pg_transpose";
     if (!arg_present(g, fn, "x", x))
         return NULL;
-    int a = axis_arg(g, fn, axis0, x->ndim), b = a < 0 ? -1 : axis_arg(g, fn, axis1, x->ndim);
+    int a = axis_arg(g, fn, axis0, x->ndim, x), b = a < 0 ? -1 : axis_arg(g, fn, axis1, x->ndim, x);
     if (b < 0)
         return NULL;
     int p[PG_MAX_DIMS];
@@ -388,7 +388,7 @@ pg_tensor *pg_slice(pg_graph *g, pg_tensor *x, int axis, int64_t start, int64_t 
     const char *fn = "pg_slice";
     if (!arg_present(g, fn, "x", x))
         return NULL;
-    int a = axis_arg(g, fn, axis, x->ndim);
+    int a = axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     if (step < 1) {
@@ -405,7 +405,7 @@ pg_tensor *pg_narrow(pg_graph *g, pg_tensor *x, int axis, int64_t start, int64_t
     const char *fn = "pg_narrow";
     if (!arg_present(g, fn, "x", x))
         return NULL;
-    int a = axis_arg(g, fn, axis, x->ndim);
+    int a = axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     int64_t n = x->shape[a], s = start < 0 ? start + n : start; /* negative start counts from the end */
@@ -520,7 +520,7 @@ pg_tensor *pg_concat(pg_graph *g, int n, pg_tensor *const *xs, int axis)
     const char *fn = "pg_concat";
     if (!check_list(g, fn, n, xs))
         return NULL;
-    int a = axis_arg(g, fn, axis, xs[0]->ndim);
+    int a = axis_arg(g, fn, axis, xs[0]->ndim, xs[0]);
     if (a < 0 || !check_alike(g, fn, n, xs, a))
         return NULL;
     int64_t shape[PG_MAX_DIMS];
@@ -540,7 +540,7 @@ pg_tensor *pg_stack(pg_graph *g, int n, pg_tensor *const *xs, int axis)
         pg_graph_fail(g, "%s: stacking %s would need more than %d dims", fn, SHAPE(xs[0]), PG_MAX_DIMS);
         return NULL;
     }
-    int a = axis_arg(g, fn, axis, ndim);
+    int a = axis_arg(g, fn, axis, ndim, xs[0]);
     if (a < 0)
         return NULL;
     int64_t shape[PG_MAX_DIMS];
@@ -574,7 +574,7 @@ pg_tensor *pg_pad(pg_graph *g, pg_tensor *x, int axis, int64_t before, int64_t a
     const char *fn = "pg_pad";
     if (!arg_present(g, fn, "x", x))
         return NULL;
-    int a = axis_arg(g, fn, axis, x->ndim);
+    int a = axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     int64_t n = x->shape[a];

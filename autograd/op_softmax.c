@@ -187,7 +187,7 @@ static pg_tensor *softmax_op(pg_graph *g, const char *fn, pg_tensor *x, int axis
     if (!arg_float(g, fn, "x", x))
         return NULL;
     /* a 0-dim tensor is one row of one element (axis 0 or -1, as torch) */
-    int a = x->ndim == 0 && (axis == 0 || axis == -1) ? 0 : axis_arg(g, fn, axis, x->ndim);
+    int a = x->ndim == 0 && (axis == 0 || axis == -1) ? 0 : axis_arg(g, fn, axis, x->ndim, x);
     if (a < 0)
         return NULL;
     int64_t outer = 1, n = x->ndim ? x->shape[a] : 1, inner = 1;

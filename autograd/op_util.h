@@ -52,12 +52,13 @@ static inline bool broadcast_shape(pg_graph *g, const char *fn, int n, const pg_
     return true;
 }
 
-/* Normalises an axis, recording the error on g. -1 when out of range. */
-static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim)
+/* Normalises an axis of a tensor with ndim dims, recording the error on g
+ * with x's shape. -1 when out of range. */
+static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim, const pg_tensor *x)
 {
     int a = pg_axis(fn, axis, ndim);
     if (a < 0)
-        pg_graph_fail(g, "%s", pg_last_error());
+        pg_graph_fail(g, "%s: x is %s", pg_last_error(), SHAPE(x));
     return a;
 }
 

@@ -262,6 +262,7 @@ Test(graph, errors_first_kept_and_null_propagates)
     cr_assert_null(pg_exp(g, pg_add(g, a, c)));
     cr_assert_str_eq(pg_graph_error(g), "pg_add: shapes do not broadcast: f32[4,8], f32[16,3]");
     cr_assert(strstr(pg_last_error(), "pg_exp: x is NULL"));
+    ASSERT_FAILS(pg_softmax(g, a, 2), "pg_softmax: axis 2 out of range for a tensor of 2 dims: x is f32[4,8]");
     pg_graph_reset(g);
     cr_assert_null(pg_graph_error(g), "reset clears the error");
     cr_assert_eq(pg_backward(g, NULL), -1);
