@@ -15,7 +15,7 @@ BUILD    ?= build
 OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
-.PHONY: all test check asan valgrind bench install clean run
+.PHONY: all test check asan valgrind bench install clean run fixtures fuzz
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
@@ -57,6 +57,10 @@ $(BUILD)/tests/bench: tests/bench/bench.c $(BUILD)/libposgrad.a
 
 bench: $(BUILD)/tests/bench
 	$(BUILD)/tests/bench
+
+# Regenerates the committed parity fixtures (needs Debian's python3-torch); tests never need it.
+fixtures:
+	/usr/bin/python3 tests/fixtures/gen_fixtures.py
 
 run: all
 	./examples/fit_line
