@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 OPT     ?= -O3
 WERROR  ?=
 CFLAGS  ?=
-override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L
+override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L -fno-math-errno
 LDLIBS  = -lm -lpthread
 
 LIB_SRC  ?= $(wildcard tensor/*.c autograd/*.c nn/*.c optim/*.c)
@@ -61,6 +61,17 @@ bench: $(BUILD)/tests/bench
 # Regenerates the committed parity fixtures (needs Debian's python3-torch); tests never need it.
 fixtures:
 	/usr/bin/python3 tests/fixtures/gen_fixtures.py
+
+# libFuzzer target for the safetensors loader (clang from Debian's packages).
+FUZZ_TIME ?= 60
+fuzz:
+	@mkdir -p build-fuzz/corpus
+	clang -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=all -I. tests/fuzz/fuzz_safetensors.c tensor/*.c autograd/*.c \
+	  nn/module.c nn/safetensors.c -o build-fuzz/fuzz_safetensors -lm -lpthread
+	cp tests/fixtures/st_*.safetensors build-fuzz/corpus/
+	./build-fuzz/fuzz_safetensors -dict=tests/fuzz/safetensors.dict -max_len=4096 \
+	  -max_total_time=$(FUZZ_TIME) build-fuzz/corpus
 
 run: all
 	./examples/fit_line

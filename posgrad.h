@@ -9,5 +9,6 @@
 #include "autograd/ops.h"
 #include "nn/module.h"
 #include "nn/safetensors.h"
+#include "optim/optim.h"
 
 #endif

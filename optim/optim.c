@@ -1,0 +1,459 @@
+/* SGD, Adam and AdamW over parameter groups: construction, validation, the
+ * update kernels and the decay / no-decay split.
+ *
+ * The kernels follow torch.optim (PyTorch 1.13) single-tensor paths in the
+ * same order of operations. Scalars (1 - beta1, lr / (1 - beta1^step), ...)
+ * are computed in double as torch computes them in Python, then cast to the
+ * parameter's dtype as torch casts a Python scalar; the elementwise work runs
+ * in that dtype. The only difference left is that torch's AVX2 kernels fuse
+ * some multiply-adds (a + alpha * b) that C11 rounds twice: about one ulp. */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+pg_optim_hparams pg_sgd_hparams(double lr)
+{
+    return (pg_optim_hparams){.lr = lr};
+}
+
+pg_optim_hparams pg_adam_hparams(double lr)
+{
+    return (pg_optim_hparams){.lr = lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+}
+
+pg_optim_hparams pg_adamw_hparams(double lr)
+{
+    return (pg_optim_hparams){.lr = lr, .weight_decay = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+}
+
+static const char *kind_name(pg_optim_kind k)
+{
+    return k == PG_SGD ? "SGD" : k == PG_ADAM ? "Adam" : k == PG_ADAMW ? "AdamW" : "?";
+}
+
+/* The checks of torch's constructors (written so that NaN fails them too). */
+static bool check_hparams(const char *fn, pg_optim_kind kind, const pg_optim_hparams *h)
+{
+    const char *k = kind_name(kind), *what = NULL, *need = NULL;
+    double v = 0;
+    bool sgd = kind == PG_SGD;
+    if (!(h->lr >= 0))
+        what = "lr", need = ">= 0", v = h->lr;
+    else if (!(h->weight_decay >= 0))
+        what = "weight_decay", need = ">= 0", v = h->weight_decay;
+    else if (sgd && !(h->momentum >= 0))
+        what = "momentum", need = ">= 0", v = h->momentum;
+    else if (sgd && isnan(h->dampening))
+        what = "dampening", need = "a number", v = h->dampening;
+    else if (!sgd && !(h->beta1 >= 0 && h->beta1 < 1))
+        what = "beta1", need = "in [0, 1)", v = h->beta1;
+    else if (!sgd && !(h->beta2 >= 0 && h->beta2 < 1))
+        what = "beta2", need = "in [0, 1)", v = h->beta2;
+    else if (!sgd && !(h->eps >= 0))
+        what = "eps", need = ">= 0", v = h->eps;
+    if (what) {
+        pg_set_error("%s: %s %s must be %s, got %g", fn, k, what, need, v);
+        return false;
+    }
+    if (sgd && h->nesterov && !(h->momentum > 0 && h->dampening == 0)) {
+        pg_set_error("%s: SGD nesterov needs momentum > 0 and dampening 0, got momentum %g, dampening %g", fn,
+                     h->momentum, h->dampening);
+        return false;
+    }
+    return true;
+}
+
+pg_optim *pg_optim_new(pg_optim_kind kind, const pg_optim_hparams *defaults)
+{
+    const char *fn = "pg_optim_new";
+    if (kind != PG_SGD && kind != PG_ADAM && kind != PG_ADAMW) {
+        pg_set_error("%s: unknown optimizer kind %d", fn, (int)kind);
+        return NULL;
+    }
+    pg_optim_hparams h = defaults ? *defaults
+                         : kind == PG_SGD ? pg_sgd_hparams(1e-3)
+                         : kind == PG_ADAM ? pg_adam_hparams(1e-3)
+                                           : pg_adamw_hparams(1e-3);
+    if (!check_hparams(fn, kind, &h))
+        return NULL;
+    pg_optim *o = calloc(1, sizeof *o);
+    if (!o) {
+        pg_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    o->kind = kind;
+    o->defaults = h;
+    return o;
+}
+
+static void state_free(pg_param_state *st)
+{
+    pg_tensor_free(st->step);
+    pg_tensor_free(st->momentum_buffer);
+    pg_tensor_free(st->exp_avg);
+    pg_tensor_free(st->exp_avg_sq);
+    pg_tensor_free(st->max_exp_avg_sq);
+    memset(st, 0, sizeof *st);
+}
+
+void pg_optim_free(pg_optim *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; i < o->n_params; i++)
+        state_free(&o->state[i]);
+    free(o->state);
+    free(o->groups);
+    free(o);
+}
+
+/* ---- adding groups ---------------------------------------------------------------------- */
+
+static bool known_param(const pg_optim *o, pg_tensor *const *params, int upto, const pg_tensor *t)
+{
+    for (int i = 0; i < o->n_params; i++)
+        if (o->state[i].param == t)
+            return true;
+    for (int i = 0; i < upto; i++)
+        if (params[i] == t)
+            return true;
+    return false;
+}
+
+static bool check_params(const char *fn, const pg_optim *o, pg_tensor *const *params, int n)
+{
+    char s[128];
+    if (n < 0 || (n > 0 && !params)) {
+        pg_set_error("%s: bad parameter array (%d params, array %s)", fn, n, params ? "set" : "NULL");
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        const pg_tensor *t = params[i];
+        if (!t) {
+            pg_set_error("%s: parameter %d is NULL", fn, i);
+            return false;
+        }
+        if (!pg_dtype_is_float(t->dtype) || t->in_arena) {
+            pg_set_error("%s: parameter %d is %s%s; parameters are f32 or f64 heap tensors", fn, i,
+                         pg_shape_str(s, sizeof s, t), t->in_arena ? " in a graph arena" : "");
+            return false;
+        }
+        if (known_param(o, params, i, t)) {
+            pg_set_error("%s: parameter %d (%s) appears twice in the optimizer", fn, i,
+                         pg_shape_str(s, sizeof s, t));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Zeroed buffer shaped like p (NULL on OOM, error set). */
+static pg_tensor *zeros_like(const pg_tensor *p)
+{
+    return pg_tensor_full(NULL, p->dtype, p->ndim, p->shape, 0.0);
+}
+
+/* Allocates the state this group's settings use. 0, or -1 with st freed. */
+static int state_init(pg_param_state *st, pg_tensor *p, pg_optim_kind kind, const pg_optim_hparams *h)
+{
+    memset(st, 0, sizeof *st);
+    st->param = p;
+    st->step = pg_tensor_full(NULL, PG_I64, 0, NULL, 0.0);
+    bool ok = st->step != NULL;
+    if (kind == PG_SGD && h->momentum > 0)
+        ok = ok && (st->momentum_buffer = zeros_like(p)) != NULL;
+    if (kind != PG_SGD) {
+        ok = ok && (st->exp_avg = zeros_like(p)) != NULL;
+        ok = ok && (st->exp_avg_sq = zeros_like(p)) != NULL;
+        if (h->amsgrad)
+            ok = ok && (st->max_exp_avg_sq = zeros_like(p)) != NULL;
+    }
+    if (!ok)
+        state_free(st);
+    return ok ? 0 : -1;
+}
+
+/* Room for one more group and n more params. */
+static int reserve(pg_optim *o, int n)
+{
+    if (o->n_groups == o->cap_groups) {
+        int cap = o->cap_groups ? 2 * o->cap_groups : 4;
+        pg_param_group *g = realloc(o->groups, (size_t)cap * sizeof *g);
+        if (!g)
+            return -1;
+        o->groups = g;
+        o->cap_groups = cap;
+    }
+    if (o->n_params + n > o->cap_params) {
+        int cap = o->cap_params ? o->cap_params : 8;
+        while (cap < o->n_params + n)
+            cap *= 2;
+        pg_param_state *s = realloc(o->state, (size_t)cap * sizeof *s);
+        if (!s)
+            return -1;
+        o->state = s;
+        o->cap_params = cap;
+    }
+    return 0;
+}
+
+int pg_optim_add_group(pg_optim *o, pg_tensor *const *params, int n, const pg_optim_hparams *h)
+{
+    const char *fn = "pg_optim_add_group";
+    if (!o) {
+        pg_set_error("%s: optimizer is NULL", fn);
+        return -1;
+    }
+    pg_optim_hparams hp = h ? *h : o->defaults;
+    if (!check_hparams(fn, o->kind, &hp) || !check_params(fn, o, params, n))
+        return -1;
+    if (reserve(o, n) != 0) {
+        pg_set_error("%s: out of memory", fn);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (state_init(&o->state[o->n_params + i], params[i], o->kind, &hp) != 0) {
+            while (i-- > 0)
+                state_free(&o->state[o->n_params + i]);
+            pg_set_error("%s: out of memory for the state of %d parameters", fn, n);
+            return -1;
+        }
+    }
+    o->groups[o->n_groups] = (pg_param_group){hp, hp.lr, o->n_params, n};
+    o->n_params += n;
+    return o->n_groups++;
+}
+
+int pg_optim_add_group_lr(pg_optim *o, pg_tensor *const *params, int n, double lr, double weight_decay)
+{
+    if (!o) {
+        pg_set_error("pg_optim_add_group_lr: optimizer is NULL");
+        return -1;
+    }
+    pg_optim_hparams h = o->defaults;
+    h.lr = lr;
+    h.weight_decay = weight_decay;
+    return pg_optim_add_group(o, params, n, &h);
+}
+
+/* ---- update kernels ------------------------------------------------------------------------
+ * One instance per float type T. Each mirrors a torch single-tensor loop
+ * body, in torch's order; comments give the torch line. */
+
+/* torch._single_tensor_sgd:
+ *   d = g + wd * p                                  (if wd != 0)
+ *   buf = d on the first step, else buf * momentum + (1 - dampening) * d
+ *   d = nesterov ? d + momentum * buf : buf         (if momentum != 0)
+ *   p = p - lr * d */
+#define DEFINE_SGD(NAME, T)                                                                                    \
+    static void NAME(T *p, const T *g, T *buf, int64_t n, const pg_optim_hparams *h, bool first)             \
+    {                                                                                                          \
+        const T wd = (T)h->weight_decay, mom = (T)h->momentum, keep = (T)(1.0 - h->dampening);                \
+        const T neg_lr = (T)(-h->lr);                                                                          \
+        const bool decay = h->weight_decay != 0, nesterov = h->nesterov;                                      \
+        for (int64_t i = 0; i < n; i++) {                                                                      \
+            T d = g[i];                                                                                        \
+            if (decay)                                                                                         \
+                d = d + wd * p[i];                                                                             \
+            if (buf) {                                                                                         \
+                buf[i] = first ? d : buf[i] * mom + keep * d;                                                  \
+                d = nesterov ? d + mom * buf[i] : buf[i];                                                      \
+            }                                                                                                  \
+            p[i] = p[i] + neg_lr * d;                                                                          \
+        }                                                                                                      \
+    }
+DEFINE_SGD(sgd_f32, float)
+DEFINE_SGD(sgd_f64, double)
+
+/* Scalars of one Adam / AdamW update of one parameter, in double. */
+typedef struct adam_coef {
+    double decay;         /* AdamW: p *= 1 - lr * wd (1: none) */
+    double wd;            /* Adam: g += wd * p (0: none) */
+    double beta1, beta2, keep1, keep2; /* keep = 1 - beta */
+    double bc2_sqrt;      /* sqrt(1 - beta2^step) */
+    double neg_step_size; /* -lr / (1 - beta1^step) */
+    double eps;
+} adam_coef;
+
+/* torch._single_tensor_adam / _adamw (amsgrad as vmax != NULL):
+ *   p = p * (1 - lr * wd)                           (AdamW)
+ *   g = g + wd * p                                  (Adam, if wd != 0)
+ *   m = m * beta1 + (1 - beta1) * g
+ *   v = v * beta2 + ((1 - beta2) * g) * g
+ *   vmax = maximum(vmax, v), NaN-propagating        (amsgrad; then v -> vmax below)
+ *   p = p + (-step_size * m) / (sqrt(v) / sqrt(1 - beta2^step) + eps) */
+#define DEFINE_ADAM(NAME, T, SQRT)                                                                             \
+    static void NAME(T *p, const T *g, T *m, T *v, T *vmax, int64_t n, const adam_coef *c)                    \
+    {                                                                                                          \
+        const T decay = (T)c->decay, wd = (T)c->wd, b1 = (T)c->beta1, b2 = (T)c->beta2;                       \
+        const T k1 = (T)c->keep1, k2 = (T)c->keep2, bc2 = (T)c->bc2_sqrt;                                     \
+        const T nss = (T)c->neg_step_size, eps = (T)c->eps;                                                    \
+        const bool do_decay = c->decay != 1.0, do_wd = c->wd != 0.0;                                           \
+        for (int64_t i = 0; i < n; i++) {                                                                      \
+            T gi = g[i];                                                                                       \
+            if (do_decay)                                                                                      \
+                p[i] = p[i] * decay;                                                                           \
+            if (do_wd)                                                                                         \
+                gi = gi + wd * p[i];                                                                           \
+            m[i] = m[i] * b1 + k1 * gi;                                                                        \
+            v[i] = v[i] * b2 + (k2 * gi) * gi;                                                                 \
+            T vi = v[i];                                                                                       \
+            if (vmax) {                                                                                        \
+                if (!(vmax[i] >= vi || vmax[i] != vmax[i]))                                                    \
+                    vmax[i] = vi;                                                                              \
+                vi = vmax[i];                                                                                  \
+            }                                                                                                  \
+            p[i] = p[i] + (nss * m[i]) / (SQRT(vi) / bc2 + eps);                                               \
+        }                                                                                                      \
+    }
+DEFINE_ADAM(adam_f32, float, sqrtf)
+DEFINE_ADAM(adam_f64, double, sqrt)
+
+static void *data_or_null(pg_tensor *t)
+{
+    return t ? t->data : NULL;
+}
+
+static void sgd_update(pg_param_state *st, const pg_optim_hparams *h, int64_t step)
+{
+    pg_tensor *p = st->param;
+    bool first = step == 1;
+    if (p->dtype == PG_F32)
+        sgd_f32(p->data, p->grad->data, data_or_null(st->momentum_buffer), p->numel, h, first);
+    else
+        sgd_f64(p->data, p->grad->data, data_or_null(st->momentum_buffer), p->numel, h, first);
+}
+
+static void adam_update(pg_param_state *st, const pg_optim_hparams *h, int64_t step, bool decoupled)
+{
+    /* torch: bias_correction1 = 1 - beta1 ** step, step_size = lr / bias_correction1,
+     * bias_correction2_sqrt = math.sqrt(1 - beta2 ** step), all Python floats */
+    double bc1 = 1.0 - pow(h->beta1, (double)step);
+    double bc2 = 1.0 - pow(h->beta2, (double)step);
+    adam_coef c = {
+        .decay = decoupled ? 1.0 - h->lr * h->weight_decay : 1.0,
+        .wd = decoupled ? 0.0 : h->weight_decay,
+        .beta1 = h->beta1,
+        .beta2 = h->beta2,
+        .keep1 = 1.0 - h->beta1,
+        .keep2 = 1.0 - h->beta2,
+        .bc2_sqrt = sqrt(bc2),
+        .neg_step_size = -(h->lr / bc1),
+        .eps = h->eps,
+    };
+    pg_tensor *p = st->param;
+    if (p->dtype == PG_F32)
+        adam_f32(p->data, p->grad->data, st->exp_avg->data, st->exp_avg_sq->data,
+                 data_or_null(st->max_exp_avg_sq), p->numel, &c);
+    else
+        adam_f64(p->data, p->grad->data, st->exp_avg->data, st->exp_avg_sq->data,
+                 data_or_null(st->max_exp_avg_sq), p->numel, &c);
+}
+
+/* Every grad matches its parameter. */
+static bool check_grads(const pg_optim *o)
+{
+    char a[128], b[128];
+    for (int i = 0; i < o->n_params; i++) {
+        const pg_tensor *p = o->state[i].param, *g = p->grad;
+        if (g && (g->dtype != p->dtype || g->numel != p->numel || !g->data)) {
+            pg_set_error("pg_optim_step: parameter %d is %s but its grad is %s", i, pg_shape_str(a, sizeof a, p),
+                         pg_shape_str(b, sizeof b, g));
+            return false;
+        }
+    }
+    return true;
+}
+
+int pg_optim_step(pg_optim *o)
+{
+    if (!o) {
+        pg_set_error("pg_optim_step: optimizer is NULL");
+        return -1;
+    }
+    if (!check_grads(o))
+        return -1;
+    for (int gi = 0; gi < o->n_groups; gi++) {
+        const pg_param_group *grp = &o->groups[gi];
+        for (int i = grp->first; i < grp->first + grp->n; i++) {
+            pg_param_state *st = &o->state[i];
+            if (!st->param->grad)
+                continue; /* torch skips params whose grad is None */
+            int64_t step = ++*pg_i64(st->step);
+            if (o->kind == PG_SGD)
+                sgd_update(st, &grp->h, step);
+            else
+                adam_update(st, &grp->h, step, o->kind == PG_ADAMW);
+        }
+    }
+    return 0;
+}
+
+void pg_optim_zero_grad(pg_optim *o)
+{
+    for (int i = 0; o && i < o->n_params; i++)
+        pg_zero_grad(o->state[i].param);
+}
+
+/* ---- decay / no-decay split ----------------------------------------------------------------- */
+
+bool pg_no_decay_default(const char *name, const pg_tensor *t, void *ctx)
+{
+    (void)ctx;
+    if (t && t->ndim < 2)
+        return true;
+    return name && (strstr(name, "bias") || strstr(name, "norm") || strstr(name, "div"));
+}
+
+int pg_split_decay(const pg_tensor_list *params, pg_param_pred no_decay, void *ctx, pg_tensor_list *decay,
+                   pg_tensor_list *no_decay_out)
+{
+    const char *fn = "pg_split_decay";
+    if (!params || !no_decay || !decay || !no_decay_out || decay == no_decay_out) {
+        pg_set_error("%s: NULL or repeated argument", fn);
+        return -1;
+    }
+    if (decay->n || no_decay_out->n) {
+        pg_set_error("%s: the output lists must start empty", fn);
+        return -1;
+    }
+    for (int i = 0; i < params->n; i++) {
+        const char *name = params->names[i];
+        pg_tensor *t = params->tensors[i];
+        if (pg_tensor_list_push(no_decay(name, t, ctx) ? no_decay_out : decay, name, t) != 0) {
+            pg_tensor_list_free(decay);
+            pg_tensor_list_free(no_decay_out);
+            pg_set_error("%s: out of memory", fn);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pg_optim_add_decay_groups(pg_optim *o, const pg_tensor_list *params, pg_param_pred no_decay, void *ctx,
+                              double lr, double weight_decay)
+{
+    const char *fn = "pg_optim_add_decay_groups";
+    if (!o) {
+        pg_set_error("%s: optimizer is NULL", fn);
+        return -1;
+    }
+    pg_tensor_list dec = {0, 0, NULL, NULL}, nodec = {0, 0, NULL, NULL};
+    if (pg_split_decay(params, no_decay, ctx, &dec, &nodec) != 0)
+        return -1;
+    int n_groups = o->n_groups, n_params = o->n_params;
+    int first = pg_optim_add_group_lr(o, dec.tensors, dec.n, lr, weight_decay);
+    if (first >= 0 && pg_optim_add_group_lr(o, nodec.tensors, nodec.n, lr, 0.0) < 0) {
+        /* roll the first group back: o unchanged */
+        for (int i = n_params; i < o->n_params; i++)
+            state_free(&o->state[i]);
+        o->n_params = n_params;
+        o->n_groups = n_groups;
+        first = -1;
+    }
+    pg_tensor_list_free(&dec);
+    pg_tensor_list_free(&nodec);
+    return first;
+}
