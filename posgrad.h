@@ -10,5 +10,6 @@
 #include "nn/module.h"
 #include "nn/safetensors.h"
 #include "optim/optim.h"
+#include "optim/checkpoint.h"
 
 #endif
