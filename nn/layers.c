@@ -80,8 +80,9 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
 pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
 {
     const char *fn = "pg_linear_forward";
-    if (!l) {
-        pg_graph_fail(g, "%s: module is NULL", fn);
+    if (!l || !g) {
+        /* several ops: their intermediates need a graph to live in */
+        pg_graph_fail(g, "%s: %s is NULL", fn, l ? "graph" : "module");
         return NULL;
     }
     if (!check_input(g, fn, x, l->in_features, l->weight))
@@ -167,6 +168,13 @@ pg_tensor *pg_layernorm_forward(pg_graph *g, pg_layernorm *n, pg_tensor *x)
 {
     if (!n) {
         pg_graph_fail(g, "pg_layernorm_forward: module is NULL");
+        return NULL;
+    }
+    /* the last dim must be the module's, also without weight (torch checks normalized_shape) */
+    if (x && (x->ndim < 1 || x->shape[x->ndim - 1] != n->dim)) {
+        char s[128];
+        pg_graph_fail(g, "pg_layernorm_forward: x is %s, expected (..., %lld)", pg_shape_str(s, sizeof s, x),
+                      (long long)n->dim);
         return NULL;
     }
     return pg_layer_norm(g, x, 1, n->weight, n->bias, n->eps);

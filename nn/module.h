@@ -136,11 +136,13 @@ pg_dropout_mod *pg_dropout_new(double p);
 pg_tensor *pg_dropout_forward(pg_graph *g, pg_dropout_mod *d, pg_tensor *x, pg_rng *r);
 
 /* ---- FeedForward -------------------------------------------------------------------------
- * PG_FF_MLP: Linear(dim, hidden) -> activation -> Dropout -> Linear(hidden, dim)
- *   (names "0", "2" for the Linears, as nn.Sequential(Linear, act, Dropout, Linear)
- *   would give "net.0" / "net.3": see the .c for the exact names).
- * PG_FF_GLU: bio-attention's GLU: a, gate = split(Linear(dim, 2 hidden)(x)),
- *   h = a * act(gate) -> Dropout -> Linear(hidden, dim). With PG_ACT_SILU this is SwiGLU. */
+ * PG_FF_MLP: proj_in = Linear(dim, hidden) -> activation -> Dropout -> proj_out = Linear(hidden, dim).
+ * PG_FF_GLU: bio-attention's GLU: a, gate = chunk(proj_in(x), 2) with proj_in = Linear(dim, 2 hidden)
+ *   (a the first half, gate the second), h = a * act(gate) -> Dropout -> proj_out = Linear(hidden, dim).
+ *   With PG_ACT_SILU this is SwiGLU.
+ * Children "proj_in", "dropout", "proj_out" (as a PyTorch module with those attributes; the
+ * class is spelled out in nn/layers_ff.c): parameters "proj_in.weight", "proj_in.bias",
+ * "proj_out.weight", "proj_out.bias". `bias` applies to both Linears; torch's default init. */
 typedef enum { PG_FF_MLP = 0, PG_FF_GLU = 1 } pg_ff_kind;
 typedef enum { PG_ACT_GELU = 0, PG_ACT_GELU_TANH, PG_ACT_RELU, PG_ACT_SILU } pg_activation;
 typedef struct pg_feedforward {
