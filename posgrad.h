@@ -9,6 +9,9 @@
 #include "autograd/ops.h"
 #include "nn/module.h"
 #include "nn/safetensors.h"
+#include "nn/posmod.h"
+#include "nn/attention.h"
+#include "nn/transformer.h"
 #include "optim/optim.h"
 #include "optim/checkpoint.h"
 

@@ -80,9 +80,12 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
 pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
 {
     const char *fn = "pg_linear_forward";
-    if (!l || !g) {
-        /* several ops: their intermediates need a graph to live in */
-        pg_graph_fail(g, "%s: %s is NULL", fn, l ? "graph" : "module");
+    if (!g) { /* several ops: run them in a scratch graph, return a heap tensor */
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_linear_forward(s, l, x) : NULL);
+    }
+    if (!l) {
+        pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;
     }
     if (!check_input(g, fn, x, l->in_features, l->weight))

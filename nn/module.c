@@ -266,3 +266,26 @@ void pg_module_train(pg_module *m, bool on)
     for (int i = 0; i < m->n_children; i++)
         pg_module_train(m->children[i].ptr, on);
 }
+
+/* ---- g == NULL ---------------------------------------------------------------------------- */
+
+pg_graph *pg_nn_scratch_begin(const char *fn)
+{
+    pg_graph *s = pg_graph_new();
+    if (!s)
+        pg_set_error("%s: out of memory for a scratch graph", fn);
+    else
+        pg_no_grad_begin(s);
+    return s;
+}
+
+pg_tensor *pg_nn_scratch_end(pg_graph *s, pg_tensor *out)
+{
+    if (!s)
+        return NULL;
+    pg_tensor *r = out ? pg_tensor_copy(NULL, out) : NULL;
+    if (!out && pg_graph_error(s))
+        pg_set_error("%s", pg_graph_error(s));
+    pg_graph_free(s);
+    return r;
+}

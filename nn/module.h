@@ -70,6 +70,17 @@ void pg_module_zero_grad(pg_module *m);
 /* Train (true) or eval (false) mode for m and every descendant. */
 void pg_module_train(pg_module *m, bool on);
 
+/* ---- running without a graph ------------------------------------------------------------
+ * Module forwards accept g == NULL like the ops do: they run in a scratch graph without recording and return a heap
+ * tensor the caller frees (a new one, even where with a graph x itself would come
+ * back). These two functions do that:
+ *   if (!g) { pg_graph *s = pg_nn_scratch_begin(fn);
+ *             return pg_nn_scratch_end(s, s ? my_forward(s, ...) : NULL); }
+ * scratch_end copies out to the heap, keeps the graph's FIRST error in
+ * pg_last_error (not a later "x is NULL" of the chain) and frees the graph. */
+pg_graph *pg_nn_scratch_begin(const char *fn);
+pg_tensor *pg_nn_scratch_end(pg_graph *s, pg_tensor *out);
+
 /* ---- init (nn/init.c), all from a seeded generator, in place ---------------------
  * fan_in / fan_out as torch: for a (out, in, ...) weight, fan_in = in * receptive
  * field, fan_out = out * receptive field. Return 0, or -1 with an error. */

@@ -739,7 +739,13 @@ Test(linear, bad_input)
     pg_tensor *s = pg_tensor_full(NULL, PG_F64, 0, NULL, 1.0);
     ASSERT_FAILS(pg_linear_forward(g, a, NULL), "pg_linear_forward: x is NULL");
     ASSERT_FAILS(pg_linear_forward(g, NULL, x32), "pg_linear_forward: module is NULL");
-    ASSERT_FAILS(pg_linear_forward(NULL, a, x32), "pg_linear_forward: graph is NULL");
+    pg_tensor *xok = pg_tensor_full(NULL, PG_F64, PG_SHAPE(3, 4), 1.0);
+    pg_tensor *heap = pg_linear_forward(NULL, a, xok); /* no graph: a heap result the caller frees */
+    assert_shape(heap, PG_SHAPE(3, 2));
+    cr_assert(!heap->in_arena);
+    pg_tensor_free(heap);
+    pg_tensor_free(xok);
+    ASSERT_FAILS(pg_linear_forward(NULL, a, x), "pg_linear_forward: x is f64[2,3], expected (..., 4)");
     ASSERT_FAILS(pg_linear_forward(g, a, x),
                  "pg_linear_forward: x is f64[2,3], expected (..., 4) of the weight's dtype (weight f64[2,4])");
     ASSERT_FAILS(pg_linear_forward(g, a, x32), "pg_linear_forward: x is f32[2,4], expected (..., 4)");

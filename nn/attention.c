@@ -1,0 +1,430 @@
+/* Scaled dot-product attention and MultiheadAttention (self and cross) with
+ * the positional protocol. Everything is built from autograd ops, so the
+ * gradients come from their backward rules. */
+#include "attention.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+/* b broadcasts to want (4 dims) without growing it: at most 4 dims, each 1 or equal */
+static bool fits4(const pg_tensor *b, const int64_t want[4])
+{
+    if (b->ndim > 4)
+        return false;
+    for (int d = 0; d < b->ndim; d++) {
+        int64_t s = b->shape[d], t = want[d + 4 - b->ndim];
+        if (s != 1 && s != t)
+            return false;
+    }
+    return true;
+}
+
+static bool bias_ok(pg_graph *g, const char *fn, const char *what, const pg_tensor *b, const int64_t want[4],
+                    pg_dtype dtype)
+{
+    if (b->dtype != dtype || !fits4(b, want)) {
+        pg_graph_fail(g, "%s: %s is %s, expected %s broadcastable to (B, H, Lq, Lk) = (%lld, %lld, %lld, %lld)", fn,
+                      what, SHAPE(b), pg_dtype_name(dtype), (long long)want[0], (long long)want[1],
+                      (long long)want[2], (long long)want[3]);
+        return false;
+    }
+    return true;
+}
+
+static bool mask_ok(pg_graph *g, const char *fn, const pg_tensor *m, int64_t B, int64_t Lk)
+{
+    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != B || m->shape[1] != Lk)) {
+        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
+                      (long long)B, (long long)Lk);
+        return false;
+    }
+    return true;
+}
+
+int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool self_attn, int64_t B, int64_t heads,
+                       int64_t Lq, int64_t Lk, pg_dtype dtype)
+{
+    if (!a)
+        return 0;
+    if (self_attn && (a->pos_q || a->pos_k)) {
+        pg_graph_fail(g, "%s: pos_q / pos_k are for cross-attention; self-attention takes pos", fn);
+        return -1;
+    }
+    if (!self_attn && a->pos) {
+        pg_graph_fail(g, "%s: pos is for self-attention; cross-attention takes pos_q and pos_k", fn);
+        return -1;
+    }
+    pg_pos_ctx c = {self_attn ? a->pos : a->pos_q, self_attn ? a->pos : a->pos_k, a->mask, self_attn, false, B,
+                    heads, 0, Lq, Lk, 1.0, dtype, a->rng};
+    if (!mask_ok(g, fn, a->mask, B, Lk) || pg_pos_ctx_check(g, fn, &c) != 0)
+        return -1;
+    if (a->bias && !bias_ok(g, fn, "bias", a->bias, (const int64_t[]){B, heads, Lq, Lk}, dtype))
+        return -1;
+    return 0;
+}
+
+/* ---- the attention math -------------------------------------------------------------------- */
+
+/* q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv), one float dtype */
+static bool qkv_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v)
+{
+    if (!q || !k || !v) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !q ? "q" : !k ? "k" : "v");
+        return false;
+    }
+    bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
+              k->ndim == 4 && v->ndim == 4;
+    for (int d = 0; ok && d < 2; d++)
+        ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
+    ok = ok && k->shape[3] == q->shape[3] && v->shape[2] == k->shape[2];
+    if (!ok)
+        pg_graph_fail(g, "%s: expected q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float dtype, "
+                         "got q %s, k %s, v %s",
+                      fn, SHAPE(q), SHAPE(k), SHAPE(v));
+    return ok;
+}
+
+/* hide[b, 0, i, j] = (mask given and !mask[b, j]) or (causal and j > i): (B or 1, 1, Lq, Lk) */
+static pg_tensor *hidden_entries(pg_graph *g, const pg_tensor *mask, bool causal, int64_t B, int64_t Lq, int64_t Lk)
+{
+    int64_t Bm = mask ? B : 1;
+    pg_tensor *hide = pg_empty(g, PG_BOOL, PG_SHAPE(Bm, 1, Lq, Lk));
+    if (!hide)
+        return NULL;
+    uint8_t *h = pg_bool(hide);
+    const uint8_t *m = mask ? pg_bool(mask) : NULL;
+    for (int64_t b = 0; b < Bm; b++)
+        for (int64_t i = 0; i < Lq; i++)
+            for (int64_t j = 0; j < Lk; j++)
+                h[(b * Lq + i) * Lk + j] = (m && !m[b * Lk + j]) || (causal && j > i);
+    return hide;
+}
+
+pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
+{
+    const char *fn = "pg_attention";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_attention(s, q, k, v, o) : NULL);
+    }
+    const pg_sdpa_opts none = {0};
+    if (!o)
+        o = &none;
+    if (!qkv_ok(g, fn, q, k, v))
+        return NULL;
+    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2], Dh = q->shape[3];
+    double scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)Dh);
+    if (!isfinite(scale) || !(o->dropout >= 0 && o->dropout < 1)) {
+        pg_graph_fail(g, "%s: need a finite scale and dropout in [0, 1), got %g, %g", fn, o->scale, o->dropout);
+        return NULL;
+    }
+    if (!mask_ok(g, fn, o->mask, B, Lk) ||
+        (o->bias && !bias_ok(g, fn, "bias", o->bias, (const int64_t[]){B, H, Lq, Lk}, q->dtype)))
+        return NULL;
+    if (o->dropout > 0 && !o->rng) {
+        pg_graph_fail(g, "%s: dropout %g needs a generator", fn, o->dropout);
+        return NULL;
+    }
+    /* logits = q k^T * scale + bias: (B, H, Lq, Lk) */
+    pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, k, false, true), scale);
+    if (o->bias)
+        logits = pg_add(g, logits, o->bias);
+    if (o->mask || o->causal) /* hidden entries: -inf, no gradient to the bias there */
+        logits = pg_masked_fill(g, logits, hidden_entries(g, o->mask, o->causal, B, Lq, Lk), -INFINITY);
+    /* an all -inf row gives zero weights and zero gradient (pg_softmax) */
+    pg_tensor *w = pg_softmax(g, logits, -1);
+    if (o->dropout > 0)
+        w = pg_dropout(g, w, o->dropout, true, o->rng);
+    return pg_matmul(g, w, v, false, false); /* (B, H, Lq, Dv) */
+}
+
+/* ---- MultiheadAttention ------------------------------------------------------------------------ */
+
+pg_mha_config pg_mha_defaults(int64_t dim, int64_t heads)
+{
+    pg_mha_config c = {0};
+    c.dim = dim;
+    c.heads = heads;
+    c.bias = true;
+    c.dtype = PG_F32;
+    return c;
+}
+
+static void mha_destroy(pg_module *base)
+{
+    pg_mha *m = (pg_mha *)base;
+    free(m->pos);
+    free(m);
+}
+
+/* Frees pos[from..n), each distinct module once (a list may repeat one by mistake). */
+static void free_posmods(pg_posmod *const *pos, int from, int n)
+{
+    for (int i = from; pos && i < n; i++) {
+        bool seen = false;
+        for (int j = from; j < i; j++)
+            seen = seen || pos[j] == pos[i];
+        if (pos[i] && !seen)
+            pg_module_free(&pos[i]->base);
+    }
+}
+
+static bool mha_config_ok(const char *fn, const pg_mha_config *c, pg_posmod *const *pos, int n_pos, const pg_rng *r)
+{
+    if (!c || !r) {
+        pg_set_error("%s: %s is NULL", fn, c ? "generator" : "config");
+        return false;
+    }
+    if (c->dim < 1 || c->heads < 1 || c->dim % c->heads != 0 || c->context_dim < 0) {
+        pg_set_error("%s: dim %lld must be a positive multiple of heads %lld (context_dim %lld >= 0)", fn,
+                     (long long)c->dim, (long long)c->heads, (long long)c->context_dim);
+        return false;
+    }
+    if (!(c->dropout >= 0 && c->dropout < 1) || !(c->scale >= 0) || !isfinite(c->scale) ||
+        !pg_dtype_is_float(c->dtype)) {
+        pg_set_error("%s: need dropout in [0, 1), a finite scale >= 0 and a float dtype, got %g, %g, %s", fn,
+                     c->dropout, c->scale, pg_dtype_name(c->dtype));
+        return false;
+    }
+    if (n_pos < 0 || (n_pos > 0 && !pos)) {
+        pg_set_error("%s: bad positional module list (%d modules)", fn, n_pos);
+        return false;
+    }
+    for (int i = 0; i < n_pos; i++) {
+        bool dup = false;
+        for (int j = 0; j < i; j++)
+            dup = dup || pos[j] == pos[i];
+        if (!pos[i] || !pos[i]->ops || dup) {
+            pg_set_error("%s: positional module %d is %s", fn, i,
+                         !pos[i] ? "NULL" : dup ? "listed twice" : "missing its hooks");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Registers pos[0..n) under parent: one module as "pos", several as "pos.0", ...
+ * Takes ownership of all of them, also on failure. 0 or -1. */
+static int adopt_posmods(pg_module *parent, pg_posmod *const *pos, int n)
+{
+    if (n == 0)
+        return 0;
+    if (n == 1)
+        return pg_module_add_child(parent, "pos", &pos[0]->base);
+    pg_module *list = calloc(1, sizeof *list);
+    if (!list) {
+        pg_set_error("adopt_posmods: out of memory");
+        free_posmods(pos, 0, n);
+        return -1;
+    }
+    pg_module_init(list, "ModuleList", NULL);
+    if (pg_module_add_child(parent, "pos", list) != 0) {
+        free_posmods(pos, 0, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", i);
+        if (pg_module_add_child(list, name, &pos[i]->base) != 0) {
+            free_posmods(pos, i + 1, n);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Adds a Linear child; false (and the module's tree keeps nothing extra) on failure */
+static bool add_linear(pg_mha *m, const char *name, pg_linear **slot, int64_t in, int64_t out, pg_rng *r)
+{
+    *slot = pg_linear_new(in, out, m->cfg.bias, m->cfg.dtype, r);
+    if (!*slot || pg_module_add_child(&m->base, name, &(*slot)->base) != 0) {
+        *slot = NULL;
+        return false;
+    }
+    return true;
+}
+
+pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r)
+{
+    const char *fn = "pg_mha_new";
+    if (!mha_config_ok(fn, c, pos, n_pos, r)) {
+        free_posmods(pos, 0, n_pos > 0 ? n_pos : 0);
+        return NULL;
+    }
+    pg_mha *m = calloc(1, sizeof *m);
+    if (m && n_pos > 0 && !(m->pos = malloc((size_t)n_pos * sizeof *m->pos))) {
+        free(m);
+        m = NULL;
+    }
+    if (!m) {
+        pg_set_error("%s: out of memory", fn);
+        free_posmods(pos, 0, n_pos);
+        return NULL;
+    }
+    pg_module_init(&m->base, "MultiheadAttention", mha_destroy);
+    m->cfg = *c;
+    m->head_dim = c->dim / c->heads;
+    if (m->cfg.context_dim == 0)
+        m->cfg.context_dim = c->dim;
+    if (m->cfg.scale == 0)
+        m->cfg.scale = 1.0 / sqrt((double)m->head_dim);
+    m->n_pos = n_pos;
+    for (int i = 0; i < n_pos; i++)
+        m->pos[i] = pos[i];
+    bool ok = c->cross ? add_linear(m, "to_q", &m->to_q, c->dim, c->dim, r) &&
+                             add_linear(m, "to_kv", &m->to_kv, m->cfg.context_dim, 2 * c->dim, r)
+                       : add_linear(m, "to_qkv", &m->to_qkv, c->dim, 3 * c->dim, r);
+    ok = ok && add_linear(m, "to_out", &m->to_out, c->dim, c->dim, r);
+    if (!ok) {
+        free_posmods(pos, 0, n_pos);
+        pg_module_free(&m->base);
+        return NULL;
+    }
+    if (adopt_posmods(&m->base, pos, n_pos) != 0) {
+        pg_module_free(&m->base);
+        return NULL;
+    }
+    return m;
+}
+
+/* t (B, L, n * H * Dh) -> out[0..n): (B, H, L, Dh) each, the n chunks of the
+ * last axis in order, heads outer within a chunk (channel c = h * Dh + d). */
+static bool split_heads(pg_graph *g, pg_tensor *t, int n, int64_t H, int64_t Dh, pg_tensor **out)
+{
+    if (!t)
+        return false;
+    int64_t B = t->shape[0], L = t->shape[1];
+    pg_tensor *s = pg_reshape(g, t, PG_SHAPE(B, L, n, H, Dh));
+    s = pg_permute(g, s, (const int[]){2, 0, 3, 1, 4}); /* (n, B, H, L, Dh) */
+    for (int i = 0; i < n; i++) {
+        pg_tensor *c = n == 1 ? s : pg_narrow(g, s, 0, i, 1);
+        out[i] = pg_reshape(g, c, PG_SHAPE(B, H, L, Dh));
+        if (!out[i])
+            return false;
+    }
+    return true;
+}
+
+static bool check_input(pg_graph *g, const char *fn, const char *name, const pg_tensor *x, int64_t width,
+                        pg_dtype dtype)
+{
+    if (!x || x->ndim != 3 || x->shape[2] != width || x->dtype != dtype || x->shape[0] < 1 || x->shape[1] < 1) {
+        pg_graph_fail(g, "%s: %s is %s, expected (B, L, %lld) of %s", fn, name, x ? SHAPE(x) : "NULL",
+                      (long long)width, pg_dtype_name(dtype));
+        return false;
+    }
+    return true;
+}
+
+/* Runs mod_qkv / mod_bias of every positional module in order; *bias
+ * accumulates the biases (NULL while none). */
+static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
+                        const pg_pos_ctx *c, pg_tensor **bias)
+{
+    const int64_t want[4] = {c->B, c->heads, c->Lq, c->Lk};
+    for (int i = 0; i < m->n_pos; i++) {
+        pg_posmod *p = m->pos[i];
+        if (p->ops->mod_qkv) {
+            pg_tensor *q0 = *q, *k0 = *k, *v0 = *v;
+            if (p->ops->mod_qkv(g, p, q, k, v, c) != 0) {
+                if (!pg_graph_error(g)) /* a hook that failed without saying why */
+                    pg_graph_fail(g, "%s: positional module %d (%s): mod_qkv failed", fn, i, p->base.type);
+                return false;
+            }
+            bool same = *q && *k && *v && pg_same_shape(*q, q0) && pg_same_shape(*k, k0) && pg_same_shape(*v, v0) &&
+                        (*q)->dtype == q0->dtype && (*k)->dtype == k0->dtype && (*v)->dtype == v0->dtype;
+            if (!same) {
+                pg_graph_fail(g, "%s: positional module %d (%s): mod_qkv must keep the shapes of q %s, k %s, v %s", fn,
+                              i, p->base.type, SHAPE(q0), SHAPE(k0), SHAPE(v0));
+                return false;
+            }
+        }
+        if (p->ops->mod_bias) {
+            pg_tensor *b = p->ops->mod_bias(g, p, *q, *k, *v, c);
+            if (!b) {
+                if (!pg_graph_error(g))
+                    pg_graph_fail(g, "%s: positional module %d (%s): mod_bias failed", fn, i, p->base.type);
+                return false;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "positional module %d (%s) gave a bias that", i, p->base.type);
+            if (!bias_ok(g, fn, what, b, want, c->dtype))
+                return false;
+            *bias = *bias ? pg_add(g, *bias, b) : b;
+        }
+    }
+    return true;
+}
+
+/* m, x (B, Lq, dim), context (cross: (B, Lk, context_dim), self: NULL) and the args */
+static bool mha_inputs_ok(pg_graph *g, const char *fn, const pg_mha *m, const pg_tensor *x, const pg_tensor *context,
+                          const pg_attn_args *a)
+{
+    if (!m) {
+        pg_graph_fail(g, "%s: module is NULL", fn);
+        return false;
+    }
+    const pg_mha_config *c = &m->cfg;
+    if (!check_input(g, fn, "x", x, c->dim, c->dtype))
+        return false;
+    if (c->cross) {
+        if (!check_input(g, fn, "context", context, c->context_dim, c->dtype))
+            return false;
+        if (context->shape[0] != x->shape[0]) {
+            pg_graph_fail(g, "%s: batch sizes differ: x %s, context %s", fn, SHAPE(x), SHAPE(context));
+            return false;
+        }
+    } else if (context) {
+        pg_graph_fail(g, "%s: a self-attention module takes no context (got %s)", fn, SHAPE(context));
+        return false;
+    }
+    int64_t Lk = c->cross ? context->shape[1] : x->shape[1];
+    if (pg_attn_args_check(g, fn, a, !c->cross, x->shape[0], c->heads, x->shape[1], Lk, c->dtype) != 0)
+        return false;
+    if (m->base.training && c->dropout > 0 && !a->rng) {
+        pg_graph_fail(g, "%s: attention dropout %g in train mode needs args.rng", fn, c->dropout);
+        return false;
+    }
+    return true;
+}
+
+pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
+{
+    const char *fn = "pg_mha_forward";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_mha_forward(s, m, x, context, a) : NULL);
+    }
+    const pg_attn_args none = {0};
+    if (!a)
+        a = &none;
+    if (!mha_inputs_ok(g, fn, m, x, context, a))
+        return NULL;
+    const pg_mha_config *c = &m->cfg;
+    int64_t B = x->shape[0], Lq = x->shape[1], Lk = c->cross ? context->shape[1] : Lq, H = c->heads;
+    bool drop = m->base.training && c->dropout > 0;
+    /* q (B, H, Lq, Dh); k, v (B, H, Lk, Dh) */
+    pg_tensor *qkv[3] = {NULL, NULL, NULL};
+    bool ok = c->cross ? split_heads(g, pg_linear_forward(g, m->to_q, x), 1, H, m->head_dim, qkv) &&
+                             split_heads(g, pg_linear_forward(g, m->to_kv, context), 2, H, m->head_dim, qkv + 1)
+                       : split_heads(g, pg_linear_forward(g, m->to_qkv, x), 3, H, m->head_dim, qkv);
+    if (!ok)
+        return NULL;
+    pg_pos_ctx pc = {c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
+                     H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng};
+    pg_tensor *bias = NULL;
+    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, &bias))
+        return NULL;
+    if (a->bias)
+        bias = bias ? pg_add(g, bias, a->bias) : a->bias;
+    pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
+    pg_tensor *out = pg_attention(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh) */
+    out = pg_permute(g, out, (const int[]){0, 2, 1, 3});         /* (B, Lq, H, Dh) */
+    out = pg_reshape(g, out, PG_SHAPE(B, Lq, c->dim));            /* heads merged: (n h) */
+    return out ? pg_linear_forward(g, m->to_out, out) : NULL;
+}

@@ -1,0 +1,82 @@
+/* posgrad nn: scaled dot-product attention and MultiheadAttention with the
+ * positional protocol (nn/posmod.h). docs/attention.md has the whole story.
+ *
+ * Masks: a boolean key-padding mask (B, Lk) where false = masked (the key is
+ * hidden from every query); causal hides key j from query i when j > i (the
+ * diagonal stays visible; positional-semantics.md §7). Hidden logits become
+ * -inf. A query that sees no key at all outputs 0 and passes zero gradient,
+ * never NaN. */
+#ifndef PG_NN_ATTENTION_H
+#define PG_NN_ATTENTION_H
+
+#include "posmod.h"
+
+/* ---- the attention math ----------------------------------------------------------------
+ * out = softmax(q k^T * scale + bias, hidden entries -inf) v, dropout on the weights.
+ * q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) -> (B, H, Lq, Dv). */
+typedef struct pg_sdpa_opts {
+    pg_tensor *bias;  /* additive, broadcastable to (B, H, Lq, Lk) (may require grad); NULL: none */
+    pg_tensor *mask;  /* (B, Lk) bool, false = masked; NULL: none */
+    bool causal;      /* hide key j from query i when j > i */
+    double scale;     /* 0: 1 / sqrt(Dh) */
+    double dropout;   /* probability of zeroing an attention weight (0: none; pass 0 in eval) */
+    pg_rng *rng;      /* for dropout */
+} pg_sdpa_opts;
+/* o NULL: no bias, mask or dropout, default scale. */
+pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o);
+
+/* ---- per-call inputs of MultiheadAttention, blocks and the LM --------------------------- */
+typedef struct pg_attn_args {
+    pg_tensor *mask;  /* (B, Lk) bool key-padding mask, false = masked; NULL: none */
+    pg_tensor *bias;  /* user additive logits bias broadcastable to (B, heads, Lq, Lk); NULL: none */
+    pg_tensor *pos;   /* self-attention positions (B, Lp), Lp <= L, f32/f64/i64; NULL: 0..L-1 */
+    pg_tensor *pos_q; /* cross-attention: query positions (B, Lpq), NULL: 0..Lq-1 */
+    pg_tensor *pos_k; /* cross-attention: key (context) positions (B, Lpk), NULL: 0..Lk-1 */
+    pg_rng *rng;      /* dropout masks in train mode (needed when a dropout p > 0) */
+} pg_attn_args;
+
+/* Checks args for an attention call with batch B, Lq queries and Lk keys, naming
+ * fn: mask (B, Lk) bool, bias broadcastable to (B, heads, Lq, Lk) of dtype,
+ * positions (pos only in self-attention, pos_q / pos_k only in cross). 0 or -1. */
+int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool self_attn, int64_t B, int64_t heads,
+                       int64_t Lq, int64_t Lk, pg_dtype dtype);
+
+/* ---- MultiheadAttention --------------------------------------------------------------------
+ * Parameters (PyTorch names):
+ *   self-attention:  to_qkv  Linear(dim -> 3 dim): q, k, v = split in that order
+ *   cross-attention: to_q    Linear(dim -> dim), to_kv Linear(context_dim -> 2 dim): k, v
+ *   both:            to_out  Linear(dim -> dim)
+ *   positional modules: child "pos" when there is one, "pos.0", "pos.1", ... when several
+ * Heads are the outer factor of the channels: channel c = n * head_dim + h. */
+typedef struct pg_mha_config {
+    int64_t dim, heads;    /* dim % heads == 0 */
+    bool cross;            /* queries from x, keys and values from a context */
+    int64_t context_dim;   /* cross: the context's width; 0: dim */
+    bool bias;             /* biases in the projections */
+    bool causal;
+    double dropout;        /* on the attention weights, train mode only */
+    double scale;          /* 0: 1 / sqrt(head_dim) */
+    pg_dtype dtype;
+} pg_mha_config;
+/* dim, heads; bias on, f32, everything else off / default */
+pg_mha_config pg_mha_defaults(int64_t dim, int64_t heads);
+
+typedef struct pg_mha {
+    pg_module base;
+    pg_mha_config cfg;         /* scale and context_dim resolved */
+    int64_t head_dim;
+    pg_linear *to_qkv;         /* self-attention, else NULL */
+    pg_linear *to_q, *to_kv;   /* cross-attention, else NULL */
+    pg_linear *to_out;
+    int n_pos;
+    pg_posmod **pos;           /* the positional modules in call order (children: owned by the tree) */
+} pg_mha;
+
+/* Takes ownership of pos[0..n_pos) (also on failure). pos may be NULL when n_pos is 0. */
+pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r);
+/* x (B, Lq, dim); context (B, Lk, context_dim) for cross-attention, NULL for self.
+ * a may be NULL. Calls mod_qkv and mod_bias of the positional modules (not
+ * mod_x: see pg_block_forward). -> (B, Lq, dim) */
+pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a);
+
+#endif

@@ -1,0 +1,241 @@
+/* The positional protocol: context checks, mod_x application, helpers for
+ * schemes, and the registry of schemes by name (nn/posmod_list.h). */
+#include "posmod.h"
+
+#include <string.h>
+
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+
+/* ---- the registry: one PG_POSMOD(name) line per scheme in posmod_list.h ---------------- */
+
+#define PG_POSMOD(name) pg_posmod *pg_posmod_make_##name(const pg_posmod_args *a);
+#include "posmod_list.h"
+#undef PG_POSMOD
+
+static const struct {
+    const char *name;
+    pg_posmod_make_fn make;
+} KINDS[] = {
+#define PG_POSMOD(name) {#name, pg_posmod_make_##name},
+#include "posmod_list.h"
+#undef PG_POSMOD
+    {NULL, NULL}, /* sentinel */
+};
+
+pg_posmod_make_fn pg_posmod_lookup(const char *kind)
+{
+    for (int i = 0; kind && KINDS[i].name; i++)
+        if (!strcmp(KINDS[i].name, kind))
+            return KINDS[i].make;
+    return NULL;
+}
+
+int pg_posmod_kinds(const char **names, int max)
+{
+    int n = 0;
+    for (; KINDS[n].name; n++)
+        if (names && n < max)
+            names[n] = KINDS[n].name;
+    return n;
+}
+
+pg_posmod *pg_posmod_from_spec(const pg_posmod_spec *s, const pg_posmod_args *a)
+{
+    const char *fn = "pg_posmod_from_spec";
+    if (!s || !a) {
+        pg_set_error("%s: %s is NULL", fn, s ? "args" : "spec");
+        return NULL;
+    }
+    pg_posmod_make_fn make = s->make ? s->make : pg_posmod_lookup(s->kind);
+    if (!make) {
+        pg_set_error("%s: unknown positional module kind \"%s\" (%d registered in nn/posmod_list.h)", fn,
+                     s->kind ? s->kind : "(null)", pg_posmod_kinds(NULL, 0));
+        return NULL;
+    }
+    pg_posmod_args args = *a;
+    args.opts = s->opts;
+    pg_posmod *m = make(&args);
+    if (m && !m->ops) {
+        pg_set_error("%s: the constructor for \"%s\" returned a module without hooks", fn,
+                     s->kind ? s->kind : "(custom)");
+        pg_module_free(&m->base);
+        return NULL;
+    }
+    return m;
+}
+
+void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *))
+{
+    pg_module_init(&m->base, type, destroy);
+    m->ops = ops;
+}
+
+/* ---- checks ---------------------------------------------------------------------------- */
+
+/* pos is NULL or (B, Lp) of f32/f64/i64 with Lp <= L */
+static bool pos_ok(pg_graph *g, const char *fn, const char *name, const pg_tensor *pos, int64_t B, int64_t L)
+{
+    if (!pos)
+        return true;
+    bool dtype_ok = pos->dtype == PG_F32 || pos->dtype == PG_F64 || pos->dtype == PG_I64;
+    if (!dtype_ok || pos->ndim != 2 || pos->shape[0] != B || pos->shape[1] > L) {
+        pg_graph_fail(g, "%s: %s is %s, expected (B, Lp) = (%lld, <= %lld) of f32, f64 or i64", fn, name,
+                      SHAPE(pos), (long long)B, (long long)L);
+        return false;
+    }
+    return true;
+}
+
+int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
+{
+    if (!c) {
+        pg_graph_fail(g, "%s: context is NULL", fn);
+        return -1;
+    }
+    if (c->B < 1 || c->Lq < 1 || c->Lk < 1 || c->heads < 0 || c->head_dim < 0) {
+        pg_graph_fail(g, "%s: bad sizes B %lld, Lq %lld, Lk %lld, heads %lld, head_dim %lld", fn, (long long)c->B,
+                      (long long)c->Lq, (long long)c->Lk, (long long)c->heads, (long long)c->head_dim);
+        return -1;
+    }
+    if (!pos_ok(g, fn, c->self_attn ? "pos" : "pos_q", c->pos_q, c->B, c->Lq) ||
+        !pos_ok(g, fn, c->self_attn ? "pos" : "pos_k", c->pos_k, c->B, c->Lk))
+        return -1;
+    const pg_tensor *m = c->mask;
+    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != c->B || m->shape[1] != c->Lk)) {
+        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
+                      (long long)c->B, (long long)c->Lk);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- mod_x ----------------------------------------------------------------------------- */
+
+pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tensor *x, pg_tensor *pos,
+                             pg_tensor *mask, int64_t heads, int64_t head_dim, pg_rng *rng)
+{
+    const char *fn = "pg_posmod_apply_x";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_posmod_apply_x(s, mods, n, x, pos, mask, heads, head_dim, rng) : NULL);
+    }
+    if (!x || !pg_dtype_is_float(x->dtype) || x->ndim != 3) {
+        pg_graph_fail(g, "%s: x is %s, expected a float (B, L, dim)", fn, x ? SHAPE(x) : "NULL");
+        return NULL;
+    }
+    if (n < 0 || (n > 0 && !mods)) {
+        pg_graph_fail(g, "%s: bad module list (%d modules)", fn, n);
+        return NULL;
+    }
+    pg_pos_ctx c = {pos, pos, mask, true, false, x->shape[0], heads, head_dim, x->shape[1], x->shape[1],
+                    1.0, x->dtype, rng};
+    if (pg_pos_ctx_check(g, fn, &c) != 0)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (!mods[i] || !mods[i]->ops->mod_x)
+            continue;
+        pg_tensor *y = mods[i]->ops->mod_x(g, mods[i], x, &c);
+        if (!y) {
+            if (!pg_graph_error(g)) /* a hook that failed without saying why */
+                pg_graph_fail(g, "%s: module %d (%s): mod_x failed", fn, i, mods[i]->base.type);
+            return NULL;
+        }
+        if (!pg_same_shape(y, x) || y->dtype != x->dtype) {
+            pg_graph_fail(g, "%s: module %d (%s) mod_x turned x %s into %s", fn, i, mods[i]->base.type, SHAPE(x),
+                          SHAPE(y));
+            return NULL;
+        }
+        x = y;
+    }
+    return x;
+}
+
+pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c)
+{
+    const char *fn = "pg_posmod_bias_table";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_posmod_bias_table(s, m, c) : NULL);
+    }
+    if (!m || !m->ops->bias_table) {
+        pg_graph_fail(g, "%s: %s has no bias_table hook", fn, m ? m->base.type : "NULL module");
+        return NULL;
+    }
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return NULL;
+    return m->ops->bias_table(g, m, c);
+}
+
+/* ---- helpers for schemes ------------------------------------------------------------------ */
+
+pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_dtype dtype)
+{
+    const char *fn = "pg_pos_resolve";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_pos_resolve(s, pos, B, L, dtype) : NULL);
+    }
+    if (!pg_dtype_is_float(dtype) && dtype != PG_I64) {
+        pg_graph_fail(g, "%s: dtype must be f32, f64 or i64, got %s", fn, pg_dtype_name(dtype));
+        return NULL;
+    }
+    if (B < 1 || L < 1) {
+        pg_graph_fail(g, "%s: bad sizes B %lld, L %lld", fn, (long long)B, (long long)L);
+        return NULL;
+    }
+    if (!pos_ok(g, fn, "pos", pos, B, L))
+        return NULL;
+    if (pos) /* positions are data: detach so a cast never records */
+        return pg_cast(g, pg_detach(g, pos), dtype);
+    pg_tensor *p = pg_empty(g, dtype, PG_SHAPE(B, L));
+    for (int64_t i = 0; p && i < B * L; i++)
+        pg_set(p, i, (double)(i % L));
+    return p;
+}
+
+pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype)
+{
+    const char *fn = "pg_pos_delta";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_pos_delta(s, c, dtype) : NULL);
+    }
+    if (!pg_dtype_is_float(dtype)) {
+        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+        return NULL;
+    }
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return NULL;
+    pg_tensor *pq = pg_pos_resolve(g, c->pos_q, c->B, c->Lq, dtype); /* (B, Lpq) */
+    pg_tensor *pk = pg_pos_resolve(g, c->pos_k, c->B, c->Lk, dtype); /* (B, Lpk) */
+    if (!pq || !pk)
+        return NULL;
+    pq = pg_reshape(g, pq, PG_SHAPE(c->B, pq->shape[1], 1));
+    pk = pg_reshape(g, pk, PG_SHAPE(c->B, 1, pk->shape[1]));
+    return pg_sub(g, pq, pk); /* (B, Lpq, Lpk) */
+}
+
+pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
+{
+    const char *fn = "pg_pos_pad_bias";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_pos_pad_bias(s, bias, Lq, Lk) : NULL);
+    }
+    if (!bias) {
+        pg_graph_fail(g, "%s: bias is NULL", fn);
+        return NULL;
+    }
+    int nd = bias->ndim;
+    if (nd < 2 || bias->shape[nd - 2] > Lq || bias->shape[nd - 1] > Lk) {
+        pg_graph_fail(g, "%s: bias is %s, expected (..., <= %lld, <= %lld)", fn, SHAPE(bias), (long long)Lq,
+                      (long long)Lk);
+        return NULL;
+    }
+    pg_tensor *b = bias;
+    if (b->shape[nd - 2] < Lq)
+        b = pg_pad(g, b, nd - 2, Lq - b->shape[nd - 2], 0, 0.0);
+    if (b && b->shape[nd - 1] < Lk)
+        b = pg_pad(g, b, nd - 1, Lk - b->shape[nd - 1], 0, 0.0);
+    return b;
+}

@@ -1,0 +1,138 @@
+/* posgrad nn: the positional protocol (DESIGN.md "Positional schemes: one protocol").
+ *
+ * A positional module is a pg_posmod: a module (parameters, children, names,
+ * train mode) plus a table of hooks. It acts at up to three points of
+ * attention (bio-attention's plugins, positional-semantics.md §1.2):
+ *
+ *   mod_x     x (B, L, dim) -> x'             the block input, before its pre-norm
+ *                                              (the residual stream carries it)
+ *   mod_qkv   q, k, v (B, H, L, Dh) -> q', k', v'   after the projections
+ *   mod_bias  -> an additive logits bias broadcastable to (B, H, Lq, Lk)
+ *
+ * A hook left NULL is not implemented. An attention layer with the module list
+ * m[0..n-1] computes, for i = 0..n-1 IN ORDER,
+ *
+ *   (q, k, v) <- m[i].mod_qkv(q, k, v)
+ *   bias      <- bias + m[i].mod_bias(q, k, v)    (q, k, v as m[i].mod_qkv left them)
+ *
+ * and then softmax(q k^T * scale + bias + user bias + mask) v. mod_x is called
+ * by whoever owns the residual stream: pg_block_forward (on its input, for its
+ * attention's modules, in order) and pg_lm_forward (on the token embeddings,
+ * for the model's input modules); pg_posmod_apply_x does it for you.
+ *
+ * Positions (pg_pos_ctx.pos_q / pos_k) are (B, Lp) tensors of f32, f64 or i64
+ * with Lp <= L, or NULL for 0..L-1. Lp < L is left padding: the first L - Lp
+ * tokens (e.g. CLS tokens) have no position; the LAST Lp tokens carry pos[0..Lp).
+ * What an un-positioned token gets is the scheme's choice (positional-semantics.md
+ * §7: no rotation, zero bias row and column; pg_pos_pad_bias helps). Positions are
+ * data: they never require grad.
+ *
+ * Adding a scheme: write nn/<scheme>.c defining a struct whose first member is
+ * a pg_posmod, a static const pg_posmod_ops table, and
+ *   pg_posmod *pg_posmod_make_<scheme>(const pg_posmod_args *a);
+ * then add the line PG_POSMOD(<scheme>) to nn/posmod_list.h. Models name it by
+ * its kind string in a pg_posmod_spec ("<scheme>"). */
+#ifndef PG_NN_POSMOD_H
+#define PG_NN_POSMOD_H
+
+#include "module.h"
+
+typedef struct pg_posmod pg_posmod;
+
+/* What a hook sees of one attention call. For mod_x the context describes x's
+ * own tokens: Lq = Lk = L and pos_q = pos_k = x's positions. */
+typedef struct pg_pos_ctx {
+    pg_tensor *pos_q;  /* (B, Lpq) query positions, Lpq <= Lq; NULL: 0..Lq-1 */
+    pg_tensor *pos_k;  /* (B, Lpk) key positions; self-attention: the same tensor as pos_q */
+    pg_tensor *mask;   /* (B, Lk) bool key-padding mask, false = masked; NULL: none */
+    bool self_attn;    /* queries and keys are the same tokens */
+    bool causal;       /* key j is hidden from query i when j > i */
+    int64_t B, heads, head_dim, Lq, Lk; /* heads, head_dim: 0 when unknown (mod_x outside attention) */
+    double scale;      /* what the attention multiplies q k^T by; biases are added unscaled */
+    pg_dtype dtype;    /* float dtype of x / q, k, v */
+    pg_rng *rng;       /* the call's generator (may be NULL) */
+} pg_pos_ctx;
+
+/* The hooks; NULL = not implemented. Each records errors with pg_graph_fail
+ * naming the scheme. Tensors handed in are not to be modified in place. */
+typedef struct pg_posmod_ops {
+    /* x (B, L, dim) -> a tensor of the same shape (usually x + pe) */
+    pg_tensor *(*mod_x)(pg_graph *g, pg_posmod *m, pg_tensor *x, const pg_pos_ctx *c);
+    /* *q (B, H, Lq, Dh), *k, *v (B, H, Lk, Dh): replace any of them by a modified
+     * tensor of the same shape and dtype. 0, or -1 after pg_graph_fail. */
+    int (*mod_qkv)(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c);
+    /* additive logits bias broadcastable to (B, H, Lq, Lk), e.g. (H, Lq, Lk);
+     * q, k, v are those after this module's own mod_qkv (§1.2 step 3) */
+    pg_tensor *(*mod_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c);
+    /* the bias as a function of the positions alone, (H, Lq, Lk) or (B, H, Lq, Lk),
+     * for inspection (heatmaps); schemes whose bias needs q/k give their
+     * position-only part or leave this NULL */
+    pg_tensor *(*bias_table)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c);
+} pg_posmod_ops;
+
+struct pg_posmod {
+    pg_module base;          /* first: &pm->base is the module */
+    const pg_posmod_ops *ops; /* static, never NULL */
+};
+
+/* Initialises the base (pg_module_init) and sets the hooks. */
+void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *));
+
+/* Applies mod_x of mods[0..n) in order to x (B, L, dim). pos (B, Lp) or NULL,
+ * mask (B, L) bool or NULL: both are checked here. heads / head_dim go into the
+ * context (0 if unknown). Returns x itself when no module has mod_x. */
+pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tensor *x, pg_tensor *pos,
+                             pg_tensor *mask, int64_t heads, int64_t head_dim, pg_rng *rng);
+
+/* The module's bias_table for the context c (checked as by attention);
+ * fails if the module has no bias_table hook. */
+pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c);
+
+/* Checks a context's positions and mask against its sizes, naming fn:
+ * pos_q (B, Lpq) with Lpq <= Lq, pos_k (B, Lpk) with Lpk <= Lk, f32/f64/i64;
+ * mask (B, Lk) bool. 0, or -1 after pg_graph_fail. */
+int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c);
+
+/* ---- helpers for schemes ------------------------------------------------------------ */
+/* Positions of one side as a (B, Lp) tensor of `dtype` (cast from f32/f64/i64;
+ * no gradient); pos NULL gives 0..L-1 as (B, L). */
+pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_dtype dtype);
+/* delta[b, i, j] = pos_q[b, i] - pos_k[b, j] over the positioned tokens:
+ * (B, Lpq, Lpk) of `dtype`. */
+pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype);
+/* bias (..., Lpq, Lpk) left/top-padded with zeros to (..., Lq, Lk): tokens without
+ * a position get a zero bias row and column (positional-semantics.md §7). */
+pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk);
+
+/* ---- building modules by name --------------------------------------------------------- */
+/* What a model tells a scheme's constructor. */
+typedef struct pg_posmod_args {
+    int64_t dim;        /* model width (mod_x acts on (B, L, dim)) */
+    int64_t heads;      /* attention heads (0 for input modules) */
+    int64_t head_dim;   /* dim / heads (0 for input modules) */
+    int64_t max_len;    /* longest sequence (for learned tables), 0 if unbounded */
+    int layer;          /* -1: the model input; 0, 1, ...: block index */
+    pg_dtype dtype;
+    pg_rng *rng;        /* for the initial parameters */
+    const void *opts;   /* the scheme's own options struct, NULL: its defaults */
+} pg_posmod_args;
+
+typedef pg_posmod *(*pg_posmod_make_fn)(const pg_posmod_args *a);
+
+/* One positional module of a model config: a registered kind ("alibi") or a
+ * constructor of your own (make, which wins when set), and the scheme's options. */
+typedef struct pg_posmod_spec {
+    const char *kind;
+    pg_posmod_make_fn make;
+    const void *opts;
+} pg_posmod_spec;
+
+/* The constructor registered as `kind` (nn/posmod_list.h), or NULL. */
+pg_posmod_make_fn pg_posmod_lookup(const char *kind);
+/* Writes up to max registered kind names into names; returns how many exist. */
+int pg_posmod_kinds(const char **names, int max);
+/* Builds the module a spec describes with a->opts = spec->opts; NULL + error
+ * (unknown kind, or the constructor's own). */
+pg_posmod *pg_posmod_from_spec(const pg_posmod_spec *s, const pg_posmod_args *a);
+
+#endif

@@ -1,0 +1,117 @@
+/* posgrad nn: the pre-norm transformer block, a decoder-only language model
+ * and sampling. docs/attention.md describes them with their parameter names. */
+#ifndef PG_NN_TRANSFORMER_H
+#define PG_NN_TRANSFORMER_H
+
+#include "attention.h"
+
+typedef enum { PG_NORM_LAYER = 0, PG_NORM_RMS = 1 } pg_norm_kind;
+
+/* ---- TransformerBlock ------------------------------------------------------------------------
+ *   x <- mod_x of attn's positional modules, in order (before the pre-norm: the
+ *        residual carries the encoding, positional-semantics.md §1.2 step 2)
+ *   x <- x + drop(attn(norm1(x)))
+ *   x <- x + drop(ff(norm2(x)))
+ * Children: "norm1" (LayerNorm or RMSNorm), "attn" (MultiheadAttention, self),
+ * "norm2", "ff" (FeedForward: "ff.proj_in", "ff.proj_out"). */
+typedef struct pg_block_config {
+    int64_t dim, heads;
+    int64_t ff_hidden;     /* 0: 4 dim */
+    pg_ff_kind ff_kind;    /* PG_FF_MLP or PG_FF_GLU */
+    pg_activation ff_act;
+    bool bias;             /* biases in the attention and FF Linears */
+    bool causal;
+    double attn_dropout;   /* on the attention weights */
+    double ff_dropout;     /* inside the FF, after the activation */
+    double resid_dropout;  /* on each branch before its residual add */
+    pg_norm_kind norm;
+    double norm_eps;       /* 0: 1e-5 */
+    double scale;          /* attention logit scale; 0: 1 / sqrt(dim / heads) */
+    pg_dtype dtype;
+} pg_block_config;
+/* dim, heads; GELU MLP of 4 dim, biases on, LayerNorm, f32, no dropout, not causal */
+pg_block_config pg_block_defaults(int64_t dim, int64_t heads);
+
+typedef struct pg_block {
+    pg_module base;
+    pg_block_config cfg;  /* ff_hidden and norm_eps resolved */
+    pg_module *norm1, *norm2; /* pg_layernorm or pg_rmsnorm (cfg.norm) */
+    pg_mha *attn;
+    pg_feedforward *ff;
+} pg_block;
+
+/* Takes ownership of the positional modules pos[0..n_pos) (also on failure);
+ * they become attn's ("attn.pos" or "attn.pos.N"). */
+pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r);
+/* x (B, L, dim) -> (B, L, dim); a may be NULL (a->rng is needed for dropout in train mode). */
+pg_tensor *pg_block_forward(pg_graph *g, pg_block *b, pg_tensor *x, const pg_attn_args *a);
+
+/* ---- decoder-only language model --------------------------------------------------------------
+ *   x = tok_emb(ids); x = mod_x of the input positional modules; x = drop(x);
+ *   x = blocks.0(x) ... blocks.{layers-1}(x)   (causal);
+ *   logits = head(norm(x))
+ * Children: "tok_emb" (Embedding vocab x dim), "pos" / "pos.N" (input positional
+ * modules), "blocks.N" (TransformerBlock), "norm", "head" (Linear dim -> vocab, no
+ * bias). With tie_weights head.weight IS tok_emb.weight (one tensor, listed once,
+ * as "tok_emb.weight"). */
+#define PG_LM_MAX_POS 4
+
+typedef struct pg_lm_config {
+    int64_t vocab, dim, heads, layers;
+    int64_t ff_hidden;     /* 0: 4 dim */
+    pg_ff_kind ff_kind;
+    pg_activation ff_act;
+    bool bias;             /* biases in the blocks' Linears */
+    double dropout;        /* embeddings, residual branches and inside the FF */
+    double attn_dropout;   /* attention weights */
+    pg_norm_kind norm;
+    double norm_eps;       /* 0: 1e-5 */
+    int64_t max_len;       /* 0: unbounded; else longer inputs fail and generation keeps the last max_len ids */
+    bool tie_weights;
+    double init_std;       /* 0: PyTorch's default inits; > 0: N(0, init_std) for the embedding and the
+                              blocks' Linear weights, zero Linear biases (GPT-2 style) */
+    pg_dtype dtype;
+    uint64_t seed;         /* all initial parameters come from pg_rng_init(seed) */
+    /* positional modules: input ones act through mod_x on the embeddings; every
+     * block gets its own instances of the layer ones (args.layer = block index) */
+    int n_input_pos;
+    pg_posmod_spec input_pos[PG_LM_MAX_POS];
+    int n_layer_pos;
+    pg_posmod_spec layer_pos[PG_LM_MAX_POS];
+} pg_lm_config;
+/* GELU MLP of 4 dim, biases on, LayerNorm, f32, untied, no dropout, seed 0 */
+pg_lm_config pg_lm_defaults(int64_t vocab, int64_t dim, int64_t heads, int64_t layers);
+
+typedef struct pg_lm {
+    pg_module base;
+    pg_lm_config cfg;
+    pg_embed *tok_emb;
+    int n_pos;
+    pg_posmod **pos;     /* input positional modules */
+    pg_block **blocks;   /* cfg.layers of them */
+    pg_module *norm;
+    pg_linear *head;
+} pg_lm;
+
+pg_lm *pg_lm_new(const pg_lm_config *c);
+/* ids (B, L) PG_I64 -> logits (B, L, vocab). a may be NULL; a->pos, a->mask and a->bias
+ * reach every block. */
+pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_args *a);
+/* Mean cross-entropy of pg_lm_forward(ids) against targets (B, L) PG_I64; targets
+ * equal to PG_LM_IGNORE (-100, as torch) are left out. A scalar. */
+#define PG_LM_IGNORE (-100)
+pg_tensor *pg_lm_loss(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor *targets, const pg_attn_args *a);
+
+/* ---- sampling ---------------------------------------------------------------------------------
+ * logits (B, V) f32/f64 -> out[b]: temperature 0 is greedy (the first maximum);
+ * otherwise one draw per row from softmax(logits / temperature) restricted to the
+ * top_k largest logits (0: all; ties broken towards the lower index, so top_k 1 is
+ * greedy), using one pg_rng_uniform of r per row. 0, or -1 with pg_last_error. */
+int pg_sample_logits(const pg_tensor *logits, double temperature, int64_t top_k, pg_rng *r, int64_t *out);
+/* prompt (B, L0) PG_I64, L0 >= 1 -> a heap (B, L0 + n_new) PG_I64 tensor: the prompt
+ * followed by n_new sampled ids (pg_sample_logits on the last position each step).
+ * Runs in eval mode without recording (the module's mode is restored). NULL + error. */
+pg_tensor *pg_lm_generate(pg_lm *lm, const pg_tensor *prompt, int64_t n_new, double temperature, int64_t top_k,
+                          pg_rng *r);
+
+#endif
