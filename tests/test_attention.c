@@ -156,99 +156,6 @@ static tmod *tmod_new(tkind kind, char id, char *log, int64_t H, int64_t Dh, int
  * helpers
  * =================================================================================== */
 
-static pg_tensor_list fixture(const char *file)
-{
-    char path[256];
-    snprintf(path, sizeof path, "tests/fixtures/%s", file);
-    pg_tensor_list l = {0, 0, NULL, NULL};
-    cr_assert_eq(pg_safetensors_load(path, &l), 0, "%s", pg_last_error());
-    return l;
-}
-
-/* the fixture tensor with the formatted name (borrowed) */
-static pg_tensor *fx(const pg_tensor_list *l, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int i = pg_tensor_list_find(l, name);
-    cr_assert_geq(i, 0, "fixture lacks %s", name);
-    return l->tensors[i];
-}
-
-/* a heap copy of a fixture tensor, requiring grad if asked */
-static pg_tensor *fx_copy(const pg_tensor_list *l, const char *name, bool grad)
-{
-    pg_tensor *t = pg_tensor_copy(NULL, fx(l, "%s", name));
-    t->requires_grad = grad;
-    return t;
-}
-
-static double max_err(const pg_tensor *a, const pg_tensor *e)
-{
-    cr_assert_not_null(a, "tensor is NULL: %s", pg_last_error());
-    cr_assert_eq(a->numel, e->numel, "numel %lld vs %lld", (long long)a->numel, (long long)e->numel);
-    double worst = 0;
-    for (int64_t i = 0; i < e->numel; i++) {
-        double d = fabs(pg_get(a, i) - pg_get(e, i)) / (1.0 + fabs(pg_get(e, i)));
-        worst = d > worst || isnan(d) ? d : worst;
-    }
-    return worst;
-}
-
-static void assert_close(const pg_tensor *a, const pg_tensor *e, double tol, const char *what)
-{
-    double err = max_err(a, e);
-    cr_assert(err <= tol, "%s: max error %.3g > %.3g", what, err, tol);
-}
-
-/* Copies the fixture entries "<prefix><param name>" into every parameter of m. */
-static void load_params(pg_module *m, const pg_tensor_list *l, const char *prefix)
-{
-    pg_tensor_list sub = {0, 0, NULL, NULL};
-    size_t n = strlen(prefix);
-    for (int i = 0; i < l->n; i++)
-        if (!strncmp(l->names[i], prefix, n))
-            pg_tensor_list_push(&sub, l->names[i] + n, l->tensors[i]);
-    pg_load_report rep = {0};
-    cr_assert_eq(pg_module_load_state(m, &sub, false, &rep), 0, "%s", pg_last_error());
-    cr_assert_eq(rep.n_missing, 0, "fixture lacks %s%s", prefix, rep.n_missing ? rep.missing[0] : "");
-    pg_load_report_free(&rep);
-    pg_tensor_list_free(&sub);
-}
-
-/* Every parameter's grad against "<prefix>grad.<name>". */
-static void check_param_grads(pg_module *m, const pg_tensor_list *l, const char *prefix, double tol)
-{
-    pg_tensor_list p = pg_module_parameters(m);
-    for (int i = 0; i < p.n; i++) {
-        pg_tensor *ref = fx(l, "%sgrad.%s", prefix, p.names[i]);
-        cr_assert_not_null(p.tensors[i]->grad, "%s has no grad", p.names[i]);
-        assert_close(p.tensors[i]->grad, ref, tol, p.names[i]);
-    }
-    pg_tensor_list_free(&p);
-}
-
-/* inputs[0..n_fixed) then every parameter of m; returns the count */
-static int with_params(pg_tensor **inputs, int n_fixed, const pg_module *m)
-{
-    pg_tensor_list p = pg_module_parameters(m);
-    for (int i = 0; i < p.n; i++)
-        inputs[n_fixed + i] = p.tensors[i];
-    int n = n_fixed + p.n;
-    pg_tensor_list_free(&p);
-    return n;
-}
-
-static pg_gradcheck_opts f64_only(void)
-{
-    pg_gradcheck_opts o = pg_gradcheck_defaults();
-    o.check_f32 = false;
-    return o;
-}
-
 static pg_mha *mha_f64(int64_t dim, int64_t heads, bool cross, int64_t ctx_dim, bool causal, pg_posmod *const *pos,
                        int n_pos, uint64_t seed)
 {
@@ -262,16 +169,6 @@ static pg_mha *mha_f64(int64_t dim, int64_t heads, bool cross, int64_t ctx_dim, 
     cr_assert_not_null(m, "%s", pg_last_error());
     return m;
 }
-
-static pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bool grad)
-{
-    pg_tensor *t = rand_param(ndim, shape, -1, 1, seed);
-    t->requires_grad = grad;
-    return t;
-}
-
-/* mask (2, 5): batch 0 hides key 3, batch 1 hides key 0 (as the fixtures) */
-static pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
 
 /* ===================================================================================
  * the protocol

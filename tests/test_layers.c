@@ -12,32 +12,11 @@
  * helpers
  * =================================================================================== */
 
-/* max over elements of |a - e| / (1 + |e|); the shapes must agree */
-static double max_err(const pg_tensor *a, const pg_tensor *e)
-{
-    cr_assert_not_null(a, "tensor is NULL: %s", pg_last_error());
-    assert_shape(a, e->ndim, e->shape);
-    double worst = 0;
-    for (int64_t i = 0; i < e->numel; i++) {
-        double d = fabs(pg_get(a, i) - pg_get(e, i)) / (1.0 + fabs(pg_get(e, i)));
-        worst = d > worst || isnan(d) ? d : worst;
-    }
-    return worst;
-}
-
-static void assert_close(const pg_tensor *a, const pg_tensor *e, double tol, const char *what)
-{
-    double err = max_err(a, e);
-    cr_assert(err <= tol, "%s: max error %.3g > %.3g", what, err, tol);
-}
-
 static pg_tensor_list load_fixture(const char *area)
 {
-    char path[256];
-    snprintf(path, sizeof path, "tests/fixtures/layers_%s.safetensors", area);
-    pg_tensor_list l = {0, 0, NULL, NULL};
-    cr_assert_eq(pg_safetensors_load(path, &l), 0, "%s", pg_last_error());
-    return l;
+    char file[128];
+    snprintf(file, sizeof file, "layers_%s.safetensors", area);
+    return fixture(file);
 }
 
 static bool fx_has(const pg_tensor_list *l, const char *c, const char *key)
@@ -45,16 +24,6 @@ static bool fx_has(const pg_tensor_list *l, const char *c, const char *key)
     char name[256];
     snprintf(name, sizeof name, "%s.%s", c, key);
     return pg_tensor_list_find(l, name) >= 0;
-}
-
-/* the fixture tensor "c.key" (borrowed) */
-static pg_tensor *fx(const pg_tensor_list *l, const char *c, const char *key)
-{
-    char name[256];
-    snprintf(name, sizeof name, "%s.%s", c, key);
-    int i = pg_tensor_list_find(l, name);
-    cr_assert_geq(i, 0, "fixture lacks %s", name);
-    return l->tensors[i];
 }
 
 /* the entries "c.<prefix>rest" as a borrowed list named "rest" */
@@ -118,17 +87,17 @@ static void check_parity(pg_module *base, void *m, fwd_fn f, const pg_tensor_lis
     load_case_state(base, l, c);
     pg_module_zero_grad(base);
     bool has_x = fx_has(l, c, "x");
-    pg_tensor *in = has_x ? pg_tensor_copy(NULL, fx(l, c, "x")) : fx(l, c, "ids");
+    pg_tensor *in = has_x ? pg_tensor_copy(NULL, fx(l, "%s.%s", c, "x")) : fx(l, "%s.%s", c, "ids");
     if (has_x)
         in->requires_grad = true;
     pg_graph *g = pg_graph_new();
     pg_tensor *y = f(g, m, in, NULL);
     cr_assert_not_null(y, "%s: %s", c, pg_graph_error(g));
     cr_assert_eq(y->dtype, PG_F64);
-    assert_close(y, fx(l, c, "y"), 1e-10, c);
-    cr_assert_eq(pg_backward_with(g, y, fx(l, c, "up")), 0, "%s", pg_graph_error(g));
+    assert_close(y, fx(l, "%s.%s", c, "y"), 1e-10, c);
+    cr_assert_eq(pg_backward_with(g, y, fx(l, "%s.%s", c, "up")), 0, "%s", pg_graph_error(g));
     if (has_x)
-        assert_close(in->grad, fx(l, c, "dx"), 1e-9, "d/dx");
+        assert_close(in->grad, fx(l, "%s.%s", c, "dx"), 1e-9, "d/dx");
     pg_tensor_list ps = pg_module_parameters(base), grads = sub_list(l, c, "grad.");
     cr_assert_eq(ps.n, grads.n, "%s: %d parameters, %d fixture gradients", c, ps.n, grads.n);
     for (int i = 0; i < ps.n; i++) {
@@ -149,12 +118,12 @@ static void check_f32(pg_module *base32, void *m32, fwd_fn f, const pg_tensor_li
 {
     load_case_state(base32, l, c);
     bool has_x = fx_has(l, c, "x");
-    pg_tensor *in = has_x ? pg_tensor_cast(NULL, fx(l, c, "x"), PG_F32) : fx(l, c, "ids");
+    pg_tensor *in = has_x ? pg_tensor_cast(NULL, fx(l, "%s.%s", c, "x"), PG_F32) : fx(l, "%s.%s", c, "ids");
     pg_graph *g = pg_graph_new();
     pg_tensor *y = f(g, m32, in, NULL);
     cr_assert_not_null(y, "%s: %s", c, pg_graph_error(g));
     cr_assert_eq(y->dtype, PG_F32);
-    assert_close(y, fx(l, c, "y"), tol, c);
+    assert_close(y, fx(l, "%s.%s", c, "y"), tol, c);
     pg_graph_free(g);
     if (has_x)
         pg_tensor_free(in);
@@ -666,8 +635,8 @@ Test(linear, gradcheck)
     pg_linear *a = pg_linear_new(4, 5, true, PG_F64, &r), *b = pg_linear_new(3, 2, false, PG_F64, &r);
     load_case_state(&a->base, &l, "bias");
     load_case_state(&b->base, &l, "nobias");
-    gradcheck_module(&a->base, a, fwd_linear, fx(&l, "bias", "x"), r);
-    gradcheck_module(&b->base, b, fwd_linear, fx(&l, "nobias", "x"), r);
+    gradcheck_module(&a->base, a, fwd_linear, fx(&l, "%s.%s", "bias", "x"), r);
+    gradcheck_module(&b->base, b, fwd_linear, fx(&l, "%s.%s", "nobias", "x"), r);
     pg_module_free(&a->base);
     pg_module_free(&b->base);
     pg_tensor_list_free_all(&l);
@@ -778,7 +747,7 @@ Test(embed, gradcheck)
     pg_rng r = pg_rng_init(1);
     pg_embed *e = pg_embed_new(7, 3, PG_F64, &r);
     load_case_state(&e->base, &l, "emb");
-    gradcheck_module(&e->base, e, fwd_embed, fx(&l, "emb", "ids"), r);
+    gradcheck_module(&e->base, e, fwd_embed, fx(&l, "%s.%s", "emb", "ids"), r);
     pg_module_free(&e->base);
     pg_tensor_list_free_all(&l);
 }
@@ -859,7 +828,7 @@ Test(layernorm, gradcheck)
     layernorms(PG_F64, ln);
     for (int i = 0; i < 3; i++) {
         load_case_state(&ln[i]->base, &l, LN_CASES[i]);
-        gradcheck_module(&ln[i]->base, ln[i], fwd_layernorm, fx(&l, LN_CASES[i], "x"), pg_rng_init(0));
+        gradcheck_module(&ln[i]->base, ln[i], fwd_layernorm, fx(&l, "%s.%s", LN_CASES[i], "x"), pg_rng_init(0));
         pg_module_free(&ln[i]->base);
     }
     pg_tensor_list_free_all(&l);
@@ -956,7 +925,7 @@ Test(rmsnorm, gradcheck)
     rmsnorms(PG_F64, n);
     for (int i = 0; i < 3; i++) {
         load_case_state(&n[i]->base, &l, RMS_CASES[i]);
-        gradcheck_module(&n[i]->base, n[i], fwd_rmsnorm, fx(&l, RMS_CASES[i], "x"), pg_rng_init(0));
+        gradcheck_module(&n[i]->base, n[i], fwd_rmsnorm, fx(&l, "%s.%s", RMS_CASES[i], "x"), pg_rng_init(0));
         pg_module_free(&n[i]->base);
     }
     pg_tensor_list_free_all(&l);
@@ -1172,9 +1141,9 @@ Test(feedforward, gradcheck)
     for (int i = 0; i < 4; i++) {
         pg_feedforward *f = ff_of(&FF_CASES[i], PG_F64);
         load_case_state(&f->base, &l, FF_CASES[i].name);
-        gradcheck_module(&f->base, f, fwd_ff, fx(&l, FF_CASES[i].name, "x"), pg_rng_init(0));
+        gradcheck_module(&f->base, f, fwd_ff, fx(&l, "%s.%s", FF_CASES[i].name, "x"), pg_rng_init(0));
         pg_module_train(&f->base, true); /* with dropout: the same mask on every call */
-        gradcheck_module(&f->base, f, fwd_ff, fx(&l, FF_CASES[i].name, "x"), pg_rng_init(31));
+        gradcheck_module(&f->base, f, fwd_ff, fx(&l, "%s.%s", FF_CASES[i].name, "x"), pg_rng_init(31));
         pg_module_free(&f->base);
     }
     pg_tensor_list_free_all(&l);

@@ -45,7 +45,7 @@ static pg_tensor *fx_get(const pg_tensor_list *l, const char *fmt, ...)
 /* Worst |a - e| / max_j |e_j| over the elements (the error relative to the
  * tensor's scale: elements that cancel to near zero are not held to a relative
  * precision their inputs never had); asserts it is <= rtol. */
-static double assert_close(const pg_tensor *a, const pg_tensor *e, double rtol, const char *what)
+static double assert_close_scaled(const pg_tensor *a, const pg_tensor *e, double rtol, const char *what)
 {
     cr_assert_not_null(a, "%s: result missing", what);
     cr_assert_not_null(e, "%s: expected value missing", what);
@@ -175,7 +175,7 @@ static int check_final_state(const pg_tensor_list *fx, const char *c, const run 
         if (strstr(name, ".step"))
             cr_assert_eq(*pg_i64(st.tensors[i]), *pg_i64(fx->tensors[k]), "%s: %s", c, name);
         else
-            *worst = fmax(*worst, assert_close(st.tensors[i], fx->tensors[k], rtol, name));
+            *worst = fmax(*worst, assert_close_scaled(st.tensors[i], fx->tensors[k], rtol, name));
         compared++;
     }
     pg_tensor_list_free(&st);
@@ -194,7 +194,7 @@ static double check_case(const pg_tensor_list *fx, const char *c, double rtol, i
         run_step(&r, fx, t);
         for (int k = 0; k < NP; k++) {
             snprintf(what, sizeof what, "%s step %d param %d", c, t, k);
-            worst = fmax(worst, assert_close(r.p[k], fx_get(fx, "%s.out.%d.%d", c, t, k), rtol, what));
+            worst = fmax(worst, assert_close_scaled(r.p[k], fx_get(fx, "%s.out.%d.%d", c, t, k), rtol, what));
         }
     }
     *n_state += check_final_state(fx, c, &r, rtol, &worst);
@@ -214,7 +214,7 @@ static double check_case_f32(const pg_tensor_list *fx, const char *c, double rto
     for (int k = 0; k < NP; k++) {
         cr_assert_eq(r.p[k]->dtype, PG_F32);
         snprintf(what, sizeof what, "%s f32 param %d", c, k);
-        worst = fmax(worst, assert_close(r.p[k], fx_get(fx, "%s.f32.%d", c, k), rtol, what));
+        worst = fmax(worst, assert_close_scaled(r.p[k], fx_get(fx, "%s.f32.%d", c, k), rtol, what));
     }
     run_free(&r);
     return worst;
@@ -358,7 +358,7 @@ Test(optim, clip_grad_norm_parity)
         for (int k = 0; k < 3; k++) {
             char what[64];
             snprintf(what, sizeof what, "clip case %d grad %d", c, k);
-            assert_close(ps[k]->grad, fx_get(&fx, "clip.%d.out.%d", c, k), 1e-14, what);
+            assert_close_scaled(ps[k]->grad, fx_get(&fx, "clip.%d.out.%d", c, k), 1e-14, what);
         }
         cr_assert_null(ps[3]->grad);
         free_all(NP, ps);

@@ -59,103 +59,20 @@ static pg_posmod *make_slope(const pg_posmod_args *a)
  * helpers
  * =================================================================================== */
 
-static pg_tensor_list fixture(const char *file)
-{
-    char path[256];
-    snprintf(path, sizeof path, "tests/fixtures/%s", file);
-    pg_tensor_list l = {0, 0, NULL, NULL};
-    cr_assert_eq(pg_safetensors_load(path, &l), 0, "%s", pg_last_error());
-    return l;
-}
-
-/* the fixture tensor with the formatted name (borrowed) */
-static pg_tensor *fx(const pg_tensor_list *l, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int i = pg_tensor_list_find(l, name);
-    cr_assert_geq(i, 0, "fixture lacks %s", name);
-    return l->tensors[i];
-}
-
-static double max_err(const pg_tensor *a, const pg_tensor *e)
-{
-    cr_assert_not_null(a, "tensor is NULL: %s", pg_last_error());
-    cr_assert_eq(a->numel, e->numel, "numel %lld vs %lld", (long long)a->numel, (long long)e->numel);
-    double worst = 0;
-    for (int64_t i = 0; i < e->numel; i++) {
-        double d = fabs(pg_get(a, i) - pg_get(e, i)) / (1.0 + fabs(pg_get(e, i)));
-        worst = d > worst || isnan(d) ? d : worst;
-    }
-    return worst;
-}
-
-static void assert_close(const pg_tensor *a, const pg_tensor *e, double tol, const char *what)
-{
-    double err = max_err(a, e);
-    cr_assert(err <= tol, "%s: max error %.3g > %.3g", what, err, tol);
-}
-
 /* Copies "<prefix><param name>" into every parameter of m, and checks that the
  * fixture has no parameter m lacks (its "<prefix>grad.<name>" entries). */
-static void load_params(pg_module *m, const pg_tensor_list *l, const char *prefix)
+static void load_params_all(pg_module *m, const pg_tensor_list *l, const char *prefix)
 {
-    pg_tensor_list sub = {0, 0, NULL, NULL};
+    load_params(m, l, prefix);
     size_t n = strlen(prefix);
     int n_grads = 0;
     for (int i = 0; i < l->n; i++)
-        if (!strncmp(l->names[i], prefix, n)) {
-            pg_tensor_list_push(&sub, l->names[i] + n, l->tensors[i]);
+        if (!strncmp(l->names[i], prefix, n))
             n_grads += !strncmp(l->names[i] + n, "grad.", 5) && strcmp(l->names[i] + n, "grad.x");
-        }
-    pg_load_report rep = {0};
-    cr_assert_eq(pg_module_load_state(m, &sub, false, &rep), 0, "%s", pg_last_error());
-    cr_assert_eq(rep.n_missing, 0, "fixture lacks %s%s", prefix, rep.n_missing ? rep.missing[0] : "");
     pg_tensor_list p = pg_module_parameters(m);
     cr_assert_eq(n_grads, p.n, "fixture has %d parameters, the module %d", n_grads, p.n);
     pg_tensor_list_free(&p);
-    pg_load_report_free(&rep);
-    pg_tensor_list_free(&sub);
 }
-
-static void check_param_grads(pg_module *m, const pg_tensor_list *l, const char *prefix, double tol)
-{
-    pg_tensor_list p = pg_module_parameters(m);
-    for (int i = 0; i < p.n; i++) {
-        cr_assert_not_null(p.tensors[i]->grad, "%s has no grad", p.names[i]);
-        assert_close(p.tensors[i]->grad, fx(l, "%sgrad.%s", prefix, p.names[i]), tol, p.names[i]);
-    }
-    pg_tensor_list_free(&p);
-}
-
-static int with_params(pg_tensor **inputs, int n_fixed, const pg_module *m)
-{
-    pg_tensor_list p = pg_module_parameters(m);
-    for (int i = 0; i < p.n; i++)
-        inputs[n_fixed + i] = p.tensors[i];
-    int n = n_fixed + p.n;
-    pg_tensor_list_free(&p);
-    return n;
-}
-
-static pg_gradcheck_opts f64_only(void)
-{
-    pg_gradcheck_opts o = pg_gradcheck_defaults();
-    o.check_f32 = false;
-    return o;
-}
-
-static pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bool grad)
-{
-    pg_tensor *t = rand_param(ndim, shape, -1, 1, seed);
-    t->requires_grad = grad;
-    return t;
-}
-
-static pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
 
 /* LayerNorm / RMSNorm parameters away from 1 / 0 so the gradchecks see them */
 static void jitter_norms(pg_module *m, uint64_t seed)
@@ -198,7 +115,7 @@ Test(block, matches_torch)
     for (int c = 0; c < 2; c++) {
         const char *p = prefixes[c];
         pg_block *b = block_f64(cs[c], NULL, 0, 1);
-        load_params(&b->base, &l, p);
+        load_params_all(&b->base, &l, p);
         pg_tensor *x = pg_tensor_copy(NULL, fx(&l, "%sx", p));
         x->requires_grad = true;
         pg_attn_args a = {.mask = c == 0 ? fx(&l, "%smask", p) : NULL};
@@ -372,7 +289,7 @@ Test(lm, matches_torch_untied_and_tied)
     for (int tie = 0; tie < 2; tie++) {
         const char *p = tie ? "tied." : "untied.";
         pg_lm *lm = tiny_lm(11, 8, 2, 2, 16, tie);
-        load_params(&lm->base, &l, p);
+        load_params_all(&lm->base, &l, p);
         pg_graph_reset(g);
         pg_tensor *logits = pg_lm_forward(g, lm, fx(&l, "ids"), NULL);
         assert_close(logits, fx(&l, "%slogits", p), 1e-10, "logits");
