@@ -2,6 +2,7 @@
  * schemes, and the registry of schemes by name (nn/posmod_list.h). */
 #include "posmod.h"
 
+#include <math.h>
 #include <string.h>
 
 #define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
@@ -238,4 +239,33 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
     if (b && b->shape[nd - 1] < Lk)
         b = pg_pad(g, b, nd - 1, Lk - b->shape[nd - 1], 0, 0.0);
     return b;
+}
+
+/* ---- divide / learned_div ---------------------------------------------------------------- */
+
+pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool *ok)
+{
+    *ok = false;
+    if (!(d.divide > 0) || !isfinite(d.divide)) {
+        pg_set_error("%s: divide must be a finite number > 0, got %g", m && m->base.type ? m->base.type : "posmod",
+                     d.divide);
+        return NULL;
+    }
+    if (!d.learned) {
+        *ok = true;
+        return NULL;
+    }
+    pg_tensor *div = pg_module_new_param(&m->base, "div", dtype, 0, NULL);
+    if (!div)
+        return NULL;
+    pg_set(div, 0, log(d.divide)); /* div = log(divide): exp(div) starts at divide */
+    *ok = true;
+    return div;
+}
+
+pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double divide)
+{
+    if (div) /* max(exp(div), 1e-8): the clamp passes no gradient where it clamps */
+        return pg_div(g, t, pg_clamp(g, pg_exp(g, div), 1e-8, INFINITY));
+    return divide == 1.0 ? t : pg_mul_scalar(g, t, 1.0 / divide);
 }

@@ -104,6 +104,21 @@ pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype);
  * a position get a zero bias row and column (positional-semantics.md §7). */
 pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk);
 
+/* The `divide` / `learned_div` option of every scheme that has one
+ * (positional-semantics.md §1.1, corrected per §7 so that it works for all):
+ * the effective divisor is the constant `divide`, or, learned, max(exp(div), 1e-8)
+ * with a 0-dim parameter "div" initialised to log(divide). Division applies to
+ * the product fed to sin/cos or the MLP: (p * f) / divisor. */
+typedef struct pg_pos_divide {
+    double divide;  /* > 0; 1 = no division */
+    bool learned;
+} pg_pos_divide;
+/* Registers "div" on m when d.learned (returned), else returns NULL without
+ * error; -1-style failure (NULL and *ok = false) for divide <= 0 or NaN. */
+pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool *ok);
+/* t / divisor, with div the parameter from pg_pos_div_param (or NULL: the constant). */
+pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double divide);
+
 /* ---- building modules by name --------------------------------------------------------- */
 /* What a model tells a scheme's constructor. */
 typedef struct pg_posmod_args {
