@@ -151,6 +151,27 @@ pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tens
     return x;
 }
 
+pg_tensor *pg_posmod_x_table(pg_graph *g, pg_posmod *m, int64_t L, int64_t dim, pg_tensor *pos)
+{
+    const char *fn = "pg_posmod_x_table";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_posmod_x_table(s, m, L, dim, pos) : NULL);
+    }
+    if (!m || !m->ops->mod_x || L < 1 || dim < 1) {
+        pg_graph_fail(g, "%s: need a module with mod_x and L, dim >= 1 (module %s, L %lld, dim %lld)", fn,
+                      m ? m->base.type : "NULL", (long long)L, (long long)dim);
+        return NULL;
+    }
+    pg_tensor *zeros = pg_zeros(g, PG_F64, PG_SHAPE(1, L, dim));
+    pg_tensor_list p = pg_module_parameters(&m->base); /* the table in the module's own dtype */
+    if (p.n > 0 && zeros)
+        zeros = pg_cast(g, zeros, p.tensors[0]->dtype);
+    pg_tensor_list_free(&p);
+    pg_tensor *x = pg_posmod_apply_x(g, &m, 1, zeros, pos, NULL, 0, 0, NULL);
+    return pg_reshape(g, x, PG_SHAPE(L, dim));
+}
+
 pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c)
 {
     const char *fn = "pg_posmod_bias_table";

@@ -88,6 +88,12 @@ pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tens
  * fails if the module has no bias_table hook. */
 pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c);
 
+/* What m's mod_x adds for L tokens of width dim: mod_x applied to zeros
+ * (1, L, dim) at positions pos ((1, Lp) or NULL), as (L, dim); for the
+ * heatmaps of additive schemes (in the dtype of m's parameters; f64 for a
+ * module without any). Fails if m has no mod_x. */
+pg_tensor *pg_posmod_x_table(pg_graph *g, pg_posmod *m, int64_t L, int64_t dim, pg_tensor *pos);
+
 /* Checks a context's positions and mask against its sizes, naming fn:
  * pos_q (B, Lpq) with Lpq <= Lq, pos_k (B, Lpk) with Lpk <= Lk, f32/f64/i64;
  * mask (B, Lk) bool. 0, or -1 after pg_graph_fail. */
