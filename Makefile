@@ -2,9 +2,12 @@
 CC      ?= cc
 PREFIX  ?= /usr/local
 OPT     ?= -O3
+# Target ISA: the build machine's by default (AVX-512 GEMM kernels where it has
+# them); ARCH=x86-64 (or any -march value) for a portable build.
+ARCH    ?= native
 WERROR  ?=
 CFLAGS  ?=
-override CFLAGS += -std=c11 $(OPT) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L -fno-math-errno
+override CFLAGS += -std=c11 $(OPT) -march=$(ARCH) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L -fno-math-errno
 LDLIBS  = -lm -lpthread
 
 LIB_SRC  ?= $(wildcard tensor/*.c autograd/*.c nn/*.c optim/*.c)
@@ -47,9 +50,11 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 CFLAGS="$(SAN)" LDFLAGS="$(SAN)" build-asan/tests/run_tests
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/checked_run.sh build-asan/tests/run_tests -j2
 
-valgrind: $(BUILD)/tests/run_tests
+# valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build.
+valgrind:
+	$(MAKE) BUILD=build-vg ARCH=x86-64 build-vg/tests/run_tests
 	tests/checked_run.sh valgrind --error-exitcode=1 --leak-check=full \
-	  --errors-for-leak-kinds=definite,indirect --trace-children=yes -q $(BUILD)/tests/run_tests -j2
+	  --errors-for-leak-kinds=definite,indirect --trace-children=yes -q build-vg/tests/run_tests -j2
 
 $(BUILD)/tests/bench: tests/bench/bench.c $(BUILD)/libposgrad.a
 	@mkdir -p $(dir $@)
@@ -84,4 +89,4 @@ install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' posgrad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/posgrad.pc
 
 clean:
-	rm -rf build build-asan $(EXAMPLES)
+	rm -rf build build-asan build-vg build-fuzz $(EXAMPLES)
