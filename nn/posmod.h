@@ -25,7 +25,9 @@
  * tokens (e.g. CLS tokens) have no position; the LAST Lp tokens carry pos[0..Lp).
  * What an un-positioned token gets is the scheme's choice (positional-semantics.md
  * §7: no rotation, zero bias row and column; pg_pos_pad_bias helps). Positions are
- * data: they never require grad.
+ * data, except that a float position tensor that requires grad gets gradients
+ * from the schemes that are differentiable in them (sinusoidal, continuous,
+ * rotary, ALiBi, DPB, XL); pg_pos_resolve detaches.
  *
  * Adding a scheme: write nn/<scheme>.c defining a struct whose first member is
  * a pg_posmod, a static const pg_posmod_ops table, and

@@ -1,0 +1,318 @@
+/* Rotary position embedding and xPos (nn/pos_rotary.h, docs/pos/rotary.md). Built from
+ * autograd ops, so gradients reach q, k, float positions and the learned divisor. */
+#include "pos_rotary.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+
+typedef struct rotary {
+    pg_posmod pm;
+    pg_rotary_opts o;   /* resolved: no zero defaults left */
+    int64_t R;          /* rotated pairs: n_dims / 2 */
+    pg_dtype dtype;
+    pg_tensor *div;     /* learned divisor parameter, or NULL */
+    double tab[];       /* inv_freq[0..R), then log(zeta)[0..R) */
+} rotary;
+
+static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c);
+
+static const pg_posmod_ops ROTARY_OPS = {NULL, rotary_qkv, NULL, NULL};
+
+pg_rotary_opts pg_rotary_defaults(void) { return (pg_rotary_opts){0}; }
+
+/* a numeric option: 0 -> def; otherwise finite and > 0 */
+static bool opt_pos(const char *fn, const char *name, double *v, double def)
+{
+    if (*v == 0) {
+        *v = def;
+        return true;
+    }
+    if (!(*v > 0) || !isfinite(*v)) {
+        pg_set_error("%s: %s must be a finite number > 0 (0: default %g), got %g", fn, name, def, *v);
+        return false;
+    }
+    return true;
+}
+
+pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype dtype)
+{
+    const char *fn = "pg_rotary_new";
+    pg_rotary_opts o = opts ? *opts : pg_rotary_defaults();
+    o.head_dim = head_dim;
+    if (!pg_dtype_is_float(dtype)) {
+        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+        return NULL;
+    }
+    if (head_dim < 1) {
+        pg_set_error("%s: head_dim must be >= 1, got %lld", fn, (long long)head_dim);
+        return NULL;
+    }
+    if (o.n_dims == 0)
+        o.n_dims = head_dim;
+    if (o.n_dims < 2 || o.n_dims % 2 || o.n_dims > head_dim) {
+        pg_set_error("%s: n_dims %lld must be even, >= 2 and <= head_dim %lld (rotation acts on channel pairs)",
+                     fn, (long long)o.n_dims, (long long)head_dim);
+        return NULL;
+    }
+    if (o.freq_dim == 0)
+        o.freq_dim = head_dim;
+    if (o.freq_dim < 2) {
+        pg_set_error("%s: freq_dim must be >= 2 (0: head_dim), got %lld", fn, (long long)o.freq_dim);
+        return NULL;
+    }
+    if (o.pairing != PG_ROTARY_INTERLEAVED && o.pairing != PG_ROTARY_HALF_SPLIT) {
+        pg_set_error("%s: pairing must be PG_ROTARY_INTERLEAVED or PG_ROTARY_HALF_SPLIT, got %d", fn, (int)o.pairing);
+        return NULL;
+    }
+    if (!opt_pos(fn, "base", &o.base, 10000) || !opt_pos(fn, "base_rescale_factor", &o.base_rescale_factor, 1) ||
+        !opt_pos(fn, "interpolation_factor", &o.interpolation_factor, 1) || !opt_pos(fn, "divide", &o.divide, 1) ||
+        !opt_pos(fn, "scale_base", &o.scale_base, 512))
+        return NULL;
+    if (o.base_rescale_factor != 1 && o.freq_dim <= 2) {
+        pg_set_error("%s: base_rescale_factor %g needs freq_dim > 2 (base * factor^(F/(F-2))), got %lld", fn,
+                     o.base_rescale_factor, (long long)o.freq_dim);
+        return NULL;
+    }
+    if (o.use_xpos && o.xpos_fixed_centre && !isfinite(o.xpos_centre)) {
+        pg_set_error("%s: xpos_centre must be finite, got %g", fn, o.xpos_centre);
+        return NULL;
+    }
+    int64_t R = o.n_dims / 2;
+    rotary *r = calloc(1, sizeof *r + 2 * (size_t)R * sizeof(double));
+    if (!r) {
+        pg_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    pg_posmod_init(&r->pm, "Rotary", &ROTARY_OPS, NULL);
+    r->o = o;
+    r->R = R;
+    r->dtype = dtype;
+    double F = (double)o.freq_dim, base = o.base;
+    if (o.base_rescale_factor != 1)
+        base *= pow(o.base_rescale_factor, F / (F - 2));
+    for (int64_t i = 0; i < R; i++) {
+        r->tab[i] = pow(base, -(double)(2 * i) / F);
+        r->tab[R + i] = log((2.0 * (double)i + 0.4 * F) / (1.4 * F));
+    }
+    bool ok;
+    pg_pos_divide d = {o.divide, o.learned_div};
+    r->div = pg_pos_div_param(&r->pm, d, dtype, &ok);
+    if (!ok) {
+        pg_module_free(&r->pm.base);
+        return NULL;
+    }
+    return &r->pm;
+}
+
+static pg_posmod *make(const pg_posmod_args *a, bool xpos)
+{
+    if (!a) {
+        pg_set_error("pg_posmod_make_%s: args is NULL", xpos ? "xpos" : "rotary");
+        return NULL;
+    }
+    pg_rotary_opts o = a->opts ? *(const pg_rotary_opts *)a->opts : pg_rotary_defaults();
+    if (xpos)
+        o.use_xpos = true;
+    return pg_rotary_new(o.head_dim ? o.head_dim : a->head_dim, &o, a->dtype);
+}
+
+pg_posmod *pg_posmod_make_rotary(const pg_posmod_args *a) { return make(a, false); }
+pg_posmod *pg_posmod_make_xpos(const pg_posmod_args *a) { return make(a, true); }
+
+/* ---- the math ---------------------------------------------------------------------------- */
+
+static rotary *as_rotary(pg_graph *g, const char *fn, pg_posmod *m)
+{
+    if (!m || m->ops != &ROTARY_OPS) {
+        pg_graph_fail(g, "%s: %s is not a rotary module", fn, m ? m->base.type : "NULL module");
+        return NULL;
+    }
+    return (rotary *)m;
+}
+
+/* pos NULL, (Lp), (1, Lp) or (B, Lp) with Lp <= L, f32/f64/i64 -> (Bp, 1, Lp, 1) of dtype
+ * (float positions keep their gradient). */
+static pg_tensor *positions(pg_graph *g, const char *fn, pg_tensor *pos, int64_t B, int64_t L, pg_dtype dtype)
+{
+    if (!pos) {
+        pg_tensor *p = pg_arange(g, dtype, 0, (double)L, 1);
+        return pg_reshape(g, p, PG_SHAPE(1, 1, L, 1));
+    }
+    bool dt = pos->dtype == PG_F32 || pos->dtype == PG_F64 || pos->dtype == PG_I64;
+    int64_t Bp = pos->ndim == 2 ? pos->shape[0] : 1, Lp = pos->ndim >= 1 ? pos->shape[pos->ndim - 1] : 0;
+    if (!dt || pos->ndim < 1 || pos->ndim > 2 || (Bp != 1 && Bp != B) || Lp > L || Lp < 1) {
+        pg_graph_fail(g, "%s: positions are %s, expected (B, Lp), (1, Lp) or (Lp) with B = %lld, 1 <= Lp <= L = %lld, "
+                      "of f32, f64 or i64", fn, SHAPE(pos), (long long)B, (long long)L);
+        return NULL;
+    }
+    pg_tensor *p = pos->dtype == dtype ? pos : pg_cast(g, pos, dtype);
+    return pg_reshape(g, p, PG_SHAPE(Bp, 1, Lp, 1));
+}
+
+/* floor((max p + 1) / 2) over the entries of pos (NULL: 0..L-1) */
+static double auto_centre(const pg_tensor *pos, int64_t L)
+{
+    if (!pos)
+        return floor((double)L / 2);
+    double mx = -INFINITY;
+    for (int64_t i = 0; i < pos->numel; i++)
+        mx = fmax(mx, pg_get(pos, i));
+    return floor((mx + 1) / 2);
+}
+
+/* angles (Bp, 1, L, R) for p (Bp, 1, Lp, 1), left-padded with zeros */
+static pg_tensor *angles(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, pg_dtype dtype)
+{
+    pg_tensor *inv = pg_empty(g, dtype, PG_SHAPE(r->R));
+    if (!p || !inv)
+        return NULL;
+    for (int64_t i = 0; i < r->R; i++)
+        pg_set(inv, i, r->tab[i]);
+    pg_tensor *a = pg_mul(g, p, inv); /* (Bp, 1, Lp, R) */
+    a = pg_pos_divide_by(g, a, r->div, r->o.divide);
+    if (r->o.interpolation_factor != 1)
+        a = pg_mul_scalar(g, a, 1.0 / r->o.interpolation_factor);
+    int64_t Lp = p->shape[2];
+    return Lp < L ? pg_pad(g, a, 2, L - Lp, 0, 0.0) : a;
+}
+
+/* the xPos log-scale (Bp, 1, L, R): +-log(zeta_i) (p - c) / scale_base, 0 for un-positioned tokens */
+static pg_tensor *xpos_log_scale(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, double centre, bool key,
+                                 pg_dtype dtype)
+{
+    pg_tensor *lz = pg_empty(g, dtype, PG_SHAPE(r->R));
+    if (!p || !lz)
+        return NULL;
+    double sgn = key ? -1.0 : 1.0;
+    for (int64_t i = 0; i < r->R; i++)
+        pg_set(lz, i, sgn * r->tab[r->R + i] / r->o.scale_base);
+    pg_tensor *e = pg_mul(g, pg_add_scalar(g, p, -centre), lz);
+    int64_t Lp = p->shape[2];
+    return Lp < L ? pg_pad(g, e, 2, L - Lp, 0, 0.0) : e;
+}
+
+/* t (B, H, L, Dh) rotated with cos / sin (Bp, 1, L, R) already times sigma */
+static pg_tensor *rotate(pg_graph *g, rotary *r, pg_tensor *t, pg_tensor *C, pg_tensor *S)
+{
+    if (!t || !C || !S)
+        return NULL;
+    int64_t B = t->shape[0], H = t->shape[1], L = t->shape[2], Dh = t->shape[3], R = r->R, n = 2 * R;
+    pg_tensor *x = n < Dh ? pg_narrow(g, t, 3, 0, n) : t, *x0, *x1, *y;
+    if (r->o.pairing == PG_ROTARY_INTERLEAVED) {
+        x = pg_reshape(g, x, PG_SHAPE(B, H, L, R, 2));
+        x0 = pg_narrow(g, x, 4, 0, 1);
+        x1 = pg_narrow(g, x, 4, 1, 1);
+        C = pg_reshape(g, C, PG_SHAPE(C->shape[0], 1, L, R, 1));
+        S = pg_reshape(g, S, PG_SHAPE(S->shape[0], 1, L, R, 1));
+    } else {
+        x0 = pg_narrow(g, x, 3, 0, R);
+        x1 = pg_narrow(g, x, 3, R, R);
+    }
+    pg_tensor *y0 = pg_sub(g, pg_mul(g, x0, C), pg_mul(g, x1, S));
+    pg_tensor *y1 = pg_add(g, pg_mul(g, x1, C), pg_mul(g, x0, S));
+    y = pg_concat(g, 2, (pg_tensor *[]){y0, y1}, r->o.pairing == PG_ROTARY_INTERLEAVED ? 4 : 3);
+    y = pg_reshape(g, y, PG_SHAPE(B, H, L, n));
+    if (n < Dh)
+        y = pg_concat(g, 2, (pg_tensor *[]){y, pg_narrow(g, t, 3, n, Dh - n)}, 3);
+    return y;
+}
+
+/* cos and sin tables (times sigma^(+-1) with xPos) for one side */
+static int tables(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, double centre, bool key, pg_dtype dtype,
+                  pg_tensor **C, pg_tensor **S)
+{
+    pg_tensor *a = angles(g, r, p, L, dtype);
+    *C = pg_cos(g, a);
+    *S = pg_sin(g, a);
+    if (r->o.use_xpos) {
+        pg_tensor *sigma = pg_exp(g, xpos_log_scale(g, r, p, L, centre, key, dtype));
+        *C = pg_mul(g, *C, sigma);
+        *S = pg_mul(g, *S, sigma);
+    }
+    return *C && *S ? 0 : -1;
+}
+
+static bool check_t(pg_graph *g, const char *fn, const char *name, rotary *r, const pg_tensor *t)
+{
+    if (!t || t->ndim != 4 || !pg_dtype_is_float(t->dtype) || t->shape[3] != r->o.head_dim ||
+        (r->div && t->dtype != r->dtype)) {
+        pg_graph_fail(g, "%s: %s is %s, expected a (B, H, L, %lld) tensor of %s (the rotary module's head_dim%s)", fn,
+                      name, t ? SHAPE(t) : "NULL", (long long)r->o.head_dim,
+                      r->div ? pg_dtype_name(r->dtype) : "f32 or f64", r->div ? " and dtype" : "");
+        return false;
+    }
+    return true;
+}
+
+static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c)
+{
+    (void)v; /* v is never rotated (§1.6, §4.3) */
+    const char *fn = "rotary mod_qkv";
+    rotary *r = (rotary *)m;
+    if (!check_t(g, fn, "q", r, *q) || !check_t(g, fn, "k", r, *k))
+        return -1;
+    pg_dtype dt = (*q)->dtype;
+    int64_t B = (*q)->shape[0], Lq = (*q)->shape[2], Lk = (*k)->shape[2];
+    pg_tensor *pq = positions(g, fn, c->pos_q, B, Lq, dt);
+    pg_tensor *pk = c->self_attn && c->pos_k == c->pos_q && Lq == Lk ? pq : positions(g, fn, c->pos_k, B, Lk, dt);
+    if (!pq || !pk)
+        return -1;
+    double centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(c->pos_k, Lk);
+    pg_tensor *Cq, *Sq, *Ck, *Sk;
+    if (tables(g, r, pq, Lq, centre, false, dt, &Cq, &Sq) != 0)
+        return -1;
+    if (pk == pq && !r->o.use_xpos) {
+        Ck = Cq, Sk = Sq;
+    } else if (tables(g, r, pk, Lk, centre, true, dt, &Ck, &Sk) != 0) {
+        return -1;
+    }
+    pg_tensor *nq = rotate(g, r, *q, Cq, Sq), *nk = rotate(g, r, *k, Ck, Sk);
+    if (!nq || !nk)
+        return -1;
+    *q = nq;
+    *k = nk;
+    return 0;
+}
+
+pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *pos, bool key, double centre)
+{
+    const char *fn = "pg_rotary_apply";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_rotary_apply(s, m, t, pos, key, centre) : NULL);
+    }
+    rotary *r = as_rotary(g, fn, m);
+    if (!r || !check_t(g, fn, "t", r, t))
+        return NULL;
+    pg_tensor *p = positions(g, fn, pos, t->shape[0], t->shape[2], t->dtype);
+    if (!p)
+        return NULL;
+    if (isnan(centre))
+        centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(pos, t->shape[2]);
+    pg_tensor *C, *S;
+    if (tables(g, r, p, t->shape[2], centre, key, t->dtype, &C, &S) != 0)
+        return NULL;
+    return rotate(g, r, t, C, S);
+}
+
+pg_tensor *pg_rotary_angles(pg_graph *g, pg_posmod *m, int64_t L, pg_tensor *pos)
+{
+    const char *fn = "pg_rotary_angles";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_rotary_angles(s, m, L, pos) : NULL);
+    }
+    rotary *r = as_rotary(g, fn, m);
+    if (!r)
+        return NULL;
+    if (L < 1) {
+        pg_graph_fail(g, "%s: L must be >= 1, got %lld", fn, (long long)L);
+        return NULL;
+    }
+    int64_t B = pos && pos->ndim == 2 ? pos->shape[0] : 1;
+    pg_tensor *a = angles(g, r, positions(g, fn, pos, B, L, r->dtype), L, r->dtype);
+    return a ? pg_reshape(g, a, PG_SHAPE(a->shape[0], L, r->R)) : NULL;
+}

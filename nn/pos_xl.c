@@ -1,0 +1,259 @@
+/* Transformer-XL relative position bias (nn/pos_xl.h; docs/pos/xl.md). */
+#include "pos_xl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+
+static const pg_posmod_ops XL_OPS;
+
+pg_xl_opts pg_xl_bio(void)
+{
+    pg_xl_opts o = {0};
+    o.interleaved = true;
+    o.proj_bias = true;
+    o.unscaled_pos = true;
+    return o;
+}
+
+pg_xl *pg_xl_new(int64_t heads, int64_t head_dim, const pg_xl_opts *opts, pg_dtype dtype, pg_rng *r)
+{
+    const char *fn = "pg_xl_new";
+    pg_xl_opts o = opts ? *opts : (pg_xl_opts){0};
+    if (!pg_dtype_is_float(dtype) || !r) {
+        pg_set_error("%s: need a float dtype and a generator (dtype %s, generator %s)", fn, pg_dtype_name(dtype),
+                     r ? "set" : "NULL");
+        return NULL;
+    }
+    if (heads < 1 || head_dim < 1) {
+        pg_set_error("%s: need heads >= 1 and head_dim >= 1, got %lld, %lld", fn, (long long)heads,
+                     (long long)head_dim);
+        return NULL;
+    }
+    if (o.r_dim == 0)
+        o.r_dim = heads * head_dim;
+    if (o.r_dim < 2 || o.r_dim % 2) {
+        pg_set_error("%s: r_dim must be even and >= 2 (sin / cos pairs), got %lld", fn, (long long)o.r_dim);
+        return NULL;
+    }
+    if (o.divide == 0)
+        o.divide = 1.0;
+    pg_xl *m = calloc(1, sizeof *m);
+    if (!m) {
+        pg_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    pg_posmod_init(&m->pm, "TransformerXLBias", &XL_OPS, NULL);
+    m->o = o;
+    m->heads = heads;
+    m->head_dim = head_dim;
+    m->dtype = dtype;
+    bool ok = true;
+    m->div = pg_pos_div_param(&m->pm, (pg_pos_divide){o.divide, o.learned_div}, dtype, &ok);
+    if (ok) {
+        m->u = pg_module_new_param(&m->pm.base, "bias_r_w", dtype, PG_SHAPE(heads, head_dim));
+        m->v = pg_module_new_param(&m->pm.base, "bias_r_r", dtype, PG_SHAPE(heads, head_dim));
+        ok = m->u && m->v;
+    }
+    if (ok) {
+        double bound = 1.0 / sqrt((double)head_dim);
+        pg_fill_uniform(m->u, r, -bound, bound);
+        pg_fill_uniform(m->v, r, -bound, bound);
+        m->embed_lin = pg_linear_new(o.r_dim, heads * head_dim, o.proj_bias, dtype, r);
+        ok = m->embed_lin && pg_module_add_child(&m->pm.base, "embed_lin", &m->embed_lin->base) == 0;
+    }
+    if (!ok) {
+        pg_module_free(&m->pm.base);
+        return NULL;
+    }
+    return m;
+}
+
+pg_posmod *pg_posmod_make_xl(const pg_posmod_args *a)
+{
+    if (!a) {
+        pg_set_error("pg_posmod_make_xl: args is NULL");
+        return NULL;
+    }
+    if (a->heads < 1) {
+        pg_set_error("pg_posmod_make_xl: Transformer-XL is an attention bias and needs heads >= 1 (got %lld; not "
+                     "an input module)",
+                     (long long)a->heads);
+        return NULL;
+    }
+    int64_t hd = a->head_dim ? a->head_dim : a->dim / a->heads;
+    pg_xl *m = pg_xl_new(a->heads, hd, a->opts, a->dtype, a->rng);
+    return m ? &m->pm : NULL;
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+pg_tensor *pg_xl_rel_encoding(pg_graph *g, pg_posmod *pm, pg_tensor *d)
+{
+    const char *fn = "pg_xl_rel_encoding";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_xl_rel_encoding(s, pm, d) : NULL);
+    }
+    if (!pm || pm->ops != &XL_OPS) {
+        pg_graph_fail(g, "%s: module is %s, expected a TransformerXLBias", fn, pm ? pm->base.type : "NULL");
+        return NULL;
+    }
+    pg_xl *m = (pg_xl *)pm;
+    if (!d || d->dtype != m->dtype || d->ndim + 1 >= PG_MAX_DIMS) {
+        pg_graph_fail(g, "%s: distances are %s, expected a tensor of the module's dtype %s", fn,
+                      d ? SHAPE(d) : "NULL", pg_dtype_name(m->dtype));
+        return NULL;
+    }
+    int64_t half = m->o.r_dim / 2;
+    pg_tensor *f = pg_empty(g, m->dtype, PG_SHAPE(half));
+    if (!f)
+        return NULL;
+    for (int64_t i = 0; i < half; i++)
+        pg_set(f, i, pow(10000.0, -2.0 * (double)i / (double)m->o.r_dim));
+    int nd = d->ndim;
+    int64_t shape[PG_MAX_DIMS];
+    for (int i = 0; i < nd; i++)
+        shape[i] = d->shape[i];
+    shape[nd] = 1;
+    pg_tensor *s = pg_mul(g, pg_reshape(g, d, nd + 1, shape), f); /* (..., half) */
+    s = pg_pos_divide_by(g, s, m->div, m->o.divide);
+    pg_tensor *sc[2] = {pg_sin(g, s), pg_cos(g, s)};
+    if (!sc[0] || !sc[1])
+        return NULL;
+    if (!m->o.interleaved)
+        return pg_concat(g, 2, sc, nd);
+    pg_tensor *st = pg_stack(g, 2, sc, nd + 1); /* (..., half, 2) */
+    shape[nd] = m->o.r_dim;
+    return pg_reshape(g, st, nd + 1, shape);
+}
+
+/* positions of one side: given (B, Lp), differentiable when float and requiring grad,
+ * or start .. start + L - 1 as (1, L) */
+static pg_tensor *side(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dt)
+{
+    if (!pos)
+        return pg_reshape(g, pg_arange(g, dt, start, start + (double)L, 1.0), PG_SHAPE(1, L));
+    if (pg_dtype_is_float(pos->dtype) && pos->requires_grad)
+        return pg_cast(g, pos, dt);
+    return pg_cast(g, pg_detach(g, pos), dt);
+}
+
+/* (q + v) . r_ij for qv (Bq, heads, Lq, H): (B', heads, Lq, Lk), zero for un-positioned tokens */
+static pg_tensor *pos_term(pg_graph *g, pg_xl *m, pg_tensor *qv, const pg_pos_ctx *c)
+{
+    int64_t NH = m->heads, H = m->head_dim, Lq = c->Lq, Lk = c->Lk;
+    int64_t off = m->o.end_aligned ? Lk - Lq : 0;
+    if (!c->pos_q && !c->pos_k) { /* the Lq + Lk - 1 distances off - (Lk - 1) .. off + Lq - 1, then the shift */
+        int64_t N = Lq + Lk - 1;
+        double dmin = (double)(off - (Lk - 1));
+        pg_tensor *d = pg_arange(g, m->dtype, dmin, dmin + (double)N, 1.0);
+        pg_tensor *r = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (N, NH H) */
+        r = pg_permute(g, pg_reshape(g, r, PG_SHAPE(N, NH, H)), (const int[]){1, 2, 0}); /* (NH, H, N) */
+        pg_tensor *raw = pg_matmul(g, qv, r, false, false);                               /* (Bq, NH, Lq, N) */
+        if (!raw)
+            return NULL;
+        int64_t Bq = raw->shape[0];
+        pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(Bq, NH, Lq, Lk));
+        if (!idx)
+            return NULL;
+        int64_t *ix = pg_i64(idx);
+        for (int64_t bn = 0; bn < Bq * NH; bn++)
+            for (int64_t a = 0; a < Lq; a++)
+                for (int64_t b = 0; b < Lk; b++)
+                    ix[(bn * Lq + a) * Lk + b] = a - b + Lk - 1;
+        return pg_gather(g, raw, 3, idx);
+    }
+    pg_tensor *pq = side(g, c->pos_q, Lq, (double)off, m->dtype);
+    pg_tensor *pk = side(g, c->pos_k, Lk, 0.0, m->dtype);
+    if (!pq || !pk)
+        return NULL;
+    int64_t Lpq = pq->shape[1], Lpk = pk->shape[1];
+    pg_tensor *d = pg_sub(g, pg_reshape(g, pq, PG_SHAPE(pq->shape[0], Lpq, 1)),
+                          pg_reshape(g, pk, PG_SHAPE(pk->shape[0], 1, Lpk))); /* (B', Lpq, Lpk) */
+    if (!d)
+        return NULL;
+    int64_t Bd = d->shape[0];
+    pg_tensor *r = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (B', Lpq, Lpk, NH H) */
+    r = pg_reshape(g, r, PG_SHAPE(Bd, Lpq, Lpk, NH, H));
+    r = pg_permute(g, r, (const int[]){0, 3, 1, 2, 4}); /* (B', NH, Lpq, Lpk, H) */
+    pg_tensor *qp = pg_narrow(g, qv, 2, Lq - Lpq, Lpq);  /* the positioned queries */
+    if (!qp)
+        return NULL;
+    int64_t Bq = qp->shape[0];
+    qp = pg_reshape(g, qp, PG_SHAPE(Bq, NH, Lpq, 1, H));
+    pg_tensor *bd = pg_matmul(g, qp, r, false, true); /* (B'', NH, Lpq, 1, Lpk) */
+    if (!bd)
+        return NULL;
+    bd = pg_reshape(g, bd, PG_SHAPE(bd->shape[0], NH, Lpq, Lpk));
+    return pg_pos_pad_bias(g, bd, Lq, Lk);
+}
+
+static double scale_of(const pg_xl *m, const pg_pos_ctx *c)
+{
+    return c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
+}
+
+static bool ctx_ok(pg_graph *g, const char *fn, pg_xl *m, const pg_pos_ctx *c)
+{
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return false;
+    if (c->dtype != m->dtype || (c->heads != 0 && c->heads != m->heads) ||
+        (c->head_dim != 0 && c->head_dim != m->head_dim)) {
+        pg_graph_fail(g, "%s: the module has %lld heads of width %lld in %s, the attention %lld heads of width %lld "
+                      "in %s",
+                      fn, (long long)m->heads, (long long)m->head_dim, pg_dtype_name(m->dtype), (long long)c->heads,
+                      (long long)c->head_dim, pg_dtype_name(c->dtype));
+        return false;
+    }
+    return true;
+}
+
+static pg_tensor *xl_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
+{
+    (void)v;
+    const char *fn = "TransformerXLBias";
+    pg_xl *m = (pg_xl *)pm;
+    if (!ctx_ok(g, fn, m, c))
+        return NULL;
+    int64_t NH = m->heads, H = m->head_dim;
+    if (!q || !k || q->ndim != 4 || k->ndim != 4 || q->dtype != m->dtype || k->dtype != m->dtype ||
+        q->shape[0] != c->B || q->shape[1] != NH || q->shape[2] != c->Lq || q->shape[3] != H ||
+        k->shape[0] != c->B || k->shape[1] != NH || k->shape[2] != c->Lk || k->shape[3] != H) {
+        pg_graph_fail(g, "%s: q is %s, k is %s, expected (B, heads, L, head_dim) = (%lld, %lld, %lld / %lld, %lld) "
+                      "of %s",
+                      fn, q ? SHAPE(q) : "NULL", k ? SHAPE(k) : "NULL", (long long)c->B, (long long)NH,
+                      (long long)c->Lq, (long long)c->Lk, (long long)H, pg_dtype_name(m->dtype));
+        return NULL;
+    }
+    double s = scale_of(m, c);
+    pg_tensor *u = pg_reshape(g, m->u, PG_SHAPE(NH, 1, H));
+    pg_tensor *vv = pg_reshape(g, m->v, PG_SHAPE(NH, 1, H));
+    pg_tensor *uk = pg_matmul(g, u, k, false, true); /* (B, NH, 1, Lk) */
+    pg_tensor *p = pos_term(g, m, pg_add(g, q, vv), c);
+    if (m->o.unscaled_pos)
+        return pg_add(g, pg_mul_scalar(g, uk, s), p);
+    return pg_mul_scalar(g, pg_add(g, uk, p), s);
+}
+
+/* the position-only part: v . r_ij * s (unscaled_pos: without s) */
+static pg_tensor *xl_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
+{
+    const char *fn = "TransformerXLBias";
+    pg_xl *m = (pg_xl *)pm;
+    if (!ctx_ok(g, fn, m, c))
+        return NULL;
+    int64_t NH = m->heads, H = m->head_dim;
+    pg_tensor *vv = pg_reshape(g, m->v, PG_SHAPE(1, NH, 1, H));
+    vv = pg_broadcast_to(g, vv, PG_SHAPE(1, NH, c->Lq, H));
+    pg_tensor *p = pos_term(g, m, vv, c);
+    if (!m->o.unscaled_pos)
+        p = pg_mul_scalar(g, p, scale_of(m, c));
+    if (p && p->shape[0] == 1 && !c->pos_q && !c->pos_k)
+        p = pg_reshape(g, p, PG_SHAPE(NH, c->Lq, c->Lk));
+    return p;
+}
+
+static const pg_posmod_ops XL_OPS = {NULL, NULL, xl_bias, xl_table};
