@@ -1,0 +1,209 @@
+/* T5 bucketed relative position bias (nn/pos_t5.h), the semantics of
+ * x-transformers' RelativePositionBias. */
+#include "pos_t5.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#define POS_LIMIT 9007199254740992.0 /* 2^53: positions beyond are not integers a double can hold */
+
+int64_t pg_t5_bucket(int64_t n, bool causal, int64_t num_buckets, int64_t max_distance)
+{
+    int64_t ret = 0, nb = num_buckets;
+    if (!causal) {
+        nb /= 2;
+        if (n < 0)
+            ret += nb; /* keys after the query: the upper half */
+        n = n < 0 ? -n : n;
+    } else if (n < 0) {
+        n = 0; /* keys after the query share bucket 0 */
+    }
+    int64_t exact = nb / 2;
+    if (n < exact)
+        return ret + n;
+    /* float32 as the reference: log(n.float() / E) / log(D / E) * (N - E), truncated */
+    float v = logf((float)n / (float)exact) / (float)log((double)max_distance / (double)exact) * (float)(nb - exact);
+    if (!(v < (float)(nb - 1 - exact))) /* at or past the last bucket (also avoids an overflowing cast) */
+        return ret + nb - 1;
+    return ret + exact + (int64_t)v;
+}
+
+/* integer positions of one side into out[Bp * Lp]; float positions truncate toward zero */
+static bool int_positions(pg_graph *g, const char *fn, const char *name, const pg_tensor *pos, int64_t *out)
+{
+    for (int64_t i = 0; i < pos->numel; i++) {
+        if (pos->dtype == PG_I64) {
+            out[i] = ((const int64_t *)pos->data)[i];
+            continue;
+        }
+        double v = pg_get(pos, i);
+        if (!(fabs(v) <= POS_LIMIT)) {
+            pg_graph_fail(g, "%s: %s[%lld] is %g, expected a finite position of magnitude <= 2^53", fn, name,
+                          (long long)i, v);
+            return false;
+        }
+        out[i] = (int64_t)v; /* toward zero, as torch's .long() */
+    }
+    return true;
+}
+
+static pg_tensor *t5_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
+{
+    const char *fn = "t5";
+    pg_t5 *m = (pg_t5 *)pm;
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return NULL;
+    if (c->heads != 0 && c->heads != m->heads) {
+        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)m->heads,
+                      (long long)c->heads);
+        return NULL;
+    }
+    if (!pg_dtype_is_float(c->dtype)) {
+        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(c->dtype));
+        return NULL;
+    }
+    int64_t Bq = c->pos_q ? c->B : 1, Lpq = c->pos_q ? c->pos_q->shape[1] : c->Lq;
+    int64_t Bk = c->pos_k ? c->B : 1, Lpk = c->pos_k ? c->pos_k->shape[1] : c->Lk;
+    int64_t Bo = Bq > Bk ? Bq : Bk;
+    int64_t *pq = pg_graph_alloc(g, (size_t)(Bq * Lpq + Bk * Lpk) * sizeof(int64_t)), *pk = pq ? pq + Bq * Lpq : NULL;
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(Bo, Lpq, Lpk));
+    if (!pq || !idx)
+        return NULL;
+    if (c->pos_q) {
+        if (!int_positions(g, fn, c->self_attn ? "pos" : "pos_q", c->pos_q, pq))
+            return NULL;
+    } else {
+        int64_t start = m->align == PG_T5_ALIGN_END ? c->Lk - c->Lq : 0;
+        for (int64_t i = 0; i < Lpq; i++)
+            pq[i] = start + i;
+    }
+    if (c->pos_k) {
+        if (!int_positions(g, fn, c->self_attn ? "pos" : "pos_k", c->pos_k, pk))
+            return NULL;
+    } else {
+        for (int64_t j = 0; j < Lpk; j++)
+            pk[j] = j;
+    }
+    int64_t *id = idx->data;
+    for (int64_t b = 0; b < Bo; b++)
+        for (int64_t i = 0; i < Lpq; i++)
+            for (int64_t j = 0; j < Lpk; j++)
+                id[(b * Lpq + i) * Lpk + j] = pg_t5_bucket(pq[(Bq > 1 ? b : 0) * Lpq + i] - pk[(Bk > 1 ? b : 0) * Lpk + j],
+                                                           m->causal, m->num_buckets, m->max_distance);
+    pg_tensor *w = m->relative_attention_bias->weight;
+    pg_tensor *e = pg_embedding(g, w, idx);                        /* (Bo, Lpq, Lpk, H) */
+    pg_tensor *bias = pg_permute(g, e, (const int[]){0, 3, 1, 2}); /* (Bo, H, Lpq, Lpk) */
+    bias = pg_mul_scalar(g, bias, m->scale);
+    if (bias && bias->dtype != c->dtype)
+        bias = pg_cast(g, bias, c->dtype);
+    bias = pg_pos_pad_bias(g, bias, c->Lq, c->Lk);
+    if (bias && !c->pos_q && !c->pos_k)
+        bias = pg_reshape(g, bias, PG_SHAPE(m->heads, c->Lq, c->Lk));
+    if (!bias && !pg_graph_error(g))
+        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
+                      c->pos_k ? SHAPE(c->pos_k) : "default");
+    return bias;
+}
+
+static pg_tensor *t5_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
+{
+    (void)q, (void)k, (void)v; /* the bias depends on the positions alone */
+    return t5_table(g, m, c);
+}
+
+static const pg_posmod_ops T5_OPS = {NULL, NULL, t5_bias, t5_table};
+
+pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dtype dtype, pg_rng *r)
+{
+    const char *fn = "pg_t5_new";
+    pg_t5_opts d = {0};
+    if (!o)
+        o = &d;
+    if (o->heads != 0 && o->heads != heads) {
+        pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)o->heads, (long long)heads);
+        return NULL;
+    }
+    int64_t nb = o->num_buckets ? o->num_buckets : 32, md = o->max_distance ? o->max_distance : 128;
+    int64_t half = o->causal ? nb : nb / 2, exact = half / 2;
+    if (heads < 1 || head_dim < 0) {
+        pg_set_error("%s: need heads >= 1 and head_dim >= 0, got %lld, %lld", fn, (long long)heads,
+                     (long long)head_dim);
+        return NULL;
+    }
+    if (nb < 0 || exact < 1) {
+        pg_set_error("%s: num_buckets %lld is too small: need >= %d for %s buckets", fn, (long long)nb,
+                     o->causal ? 2 : 4, o->causal ? "causal" : "bidirectional");
+        return NULL;
+    }
+    if (md <= exact) {
+        pg_set_error("%s: max_distance %lld must exceed the exact range %lld (num_buckets %lld, %s)", fn,
+                     (long long)md, (long long)exact, (long long)nb, o->causal ? "causal" : "bidirectional");
+        return NULL;
+    }
+    if (o->align != PG_T5_ALIGN_START && o->align != PG_T5_ALIGN_END) {
+        pg_set_error("%s: align must be PG_T5_ALIGN_START or PG_T5_ALIGN_END, got %d", fn, (int)o->align);
+        return NULL;
+    }
+    double scale = o->scale;
+    if (scale == 0) {
+        if (head_dim < 1) {
+            pg_set_error("%s: scale 0 means sqrt(head_dim), but head_dim is %lld; give a scale", fn,
+                         (long long)head_dim);
+            return NULL;
+        }
+        scale = sqrt((double)head_dim);
+    }
+    if (!isfinite(scale)) {
+        pg_set_error("%s: scale must be finite, got %g", fn, scale);
+        return NULL;
+    }
+    if (!r) {
+        pg_set_error("%s: the table's initial values need a generator (r is NULL)", fn);
+        return NULL;
+    }
+    pg_embed *e = pg_embed_new(nb, heads, dtype, r); /* checks dtype; N(0, 1) */
+    if (!e)
+        return NULL;
+    pg_t5 *m = calloc(1, sizeof *m);
+    if (!m) {
+        pg_module_free(&e->base);
+        pg_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    pg_posmod_init(&m->pm, "T5RelativePositionBias", &T5_OPS, NULL);
+    m->heads = heads;
+    m->num_buckets = nb;
+    m->max_distance = md;
+    m->causal = o->causal;
+    m->scale = scale;
+    m->align = o->align;
+    m->relative_attention_bias = e;
+    if (pg_module_add_child(&m->pm.base, "relative_attention_bias", &e->base) != 0) {
+        pg_module_free(&m->pm.base);
+        return NULL;
+    }
+    return &m->pm;
+}
+
+pg_posmod *pg_posmod_make_t5(const pg_posmod_args *a)
+{
+    if (!a) {
+        pg_set_error("pg_posmod_make_t5: args is NULL");
+        return NULL;
+    }
+    const pg_t5_opts *o = a->opts;
+    int64_t heads = o && o->heads ? o->heads : a->heads;
+    if (heads < 1) {
+        pg_set_error("pg_posmod_make_t5: the T5 bias acts inside attention and needs heads >= 1 (args.heads %lld)",
+                     (long long)a->heads);
+        return NULL;
+    }
+    if (o && o->heads && a->heads && o->heads != a->heads) {
+        pg_set_error("pg_posmod_make_t5: opts.heads %lld differs from the attention's %lld heads", (long long)o->heads,
+                     (long long)a->heads);
+        return NULL;
+    }
+    return pg_t5_new(heads, a->head_dim, o, a->dtype, a->rng);
+}
