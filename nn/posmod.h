@@ -70,6 +70,13 @@ typedef struct pg_posmod_ops {
      * for inspection (heatmaps); schemes whose bias needs q/k give their
      * position-only part or leave this NULL */
     pg_tensor *(*bias_table)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c);
+    /* the bias as a function of the signed distance alone: d (D) of f32/f64
+     * holding query position minus key position -> (H, D) of d's dtype,
+     * differentiable in the scheme's parameters (and in d where the scheme is).
+     * Implemented by schemes whose bias is f_h(p_q - p_k) (ALiBi, DPB, T5);
+     * LocalAttention and the fused attention use it to bias a window band or a
+     * tile without ever building an L x L matrix. NULL: not such a scheme. */
+    pg_tensor *(*dist_bias)(pg_graph *g, pg_posmod *m, pg_tensor *d, const pg_pos_ctx *c);
 } pg_posmod_ops;
 
 struct pg_posmod {
