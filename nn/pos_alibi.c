@@ -107,7 +107,7 @@ static pg_tensor *alibi_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor 
     return alibi_table(g, m, c);
 }
 
-static const pg_posmod_ops ALIBI_OPS = {NULL, NULL, alibi_bias, alibi_table};
+static const pg_posmod_ops ALIBI_OPS = {.mod_bias = alibi_bias, .bias_table = alibi_table};
 
 pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
 {

@@ -288,7 +288,7 @@ static pg_tensor *dpb_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *
     return dpb_table(g, pm, c);
 }
 
-static const pg_posmod_ops DPB_OPS = {NULL, NULL, dpb_bias, dpb_table};
+static const pg_posmod_ops DPB_OPS = {.mod_bias = dpb_bias, .bias_table = dpb_table};
 
 pg_tensor *pg_dpb_bias_ij(pg_graph *g, pg_posmod *pm, int64_t i, int64_t j)
 {

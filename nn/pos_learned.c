@@ -83,7 +83,7 @@ static pg_tensor *learned_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, const p
     return pg_pos_abs_add(g, fn, x, pe, c, !s->ignore_mask);
 }
 
-static const pg_posmod_ops LEARNED_OPS = {learned_mod_x, NULL, NULL, NULL};
+static const pg_posmod_ops LEARNED_OPS = {.mod_x = learned_mod_x};
 
 pg_posmod *pg_learned_new(int64_t dim, int64_t max_seq_len, const pg_learned_opts *o, pg_dtype dtype, pg_rng *r)
 {
@@ -178,7 +178,7 @@ static pg_tensor *continuous_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
     return pg_pos_abs_add(g, fn, x, h, c, !s->o.ignore_mask);
 }
 
-static const pg_posmod_ops CONTINUOUS_OPS = {continuous_mod_x, NULL, NULL, NULL};
+static const pg_posmod_ops CONTINUOUS_OPS = {.mod_x = continuous_mod_x};
 
 pg_continuous_opts pg_continuous_defaults(void)
 {

@@ -225,7 +225,7 @@ static pg_tensor *posrel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor
     return bias;
 }
 
-static const pg_posmod_ops POSREL_OPS = {NULL, NULL, posrel_bias, NULL};
+static const pg_posmod_ops POSREL_OPS = {.mod_bias = posrel_bias};
 
 pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_pos_ctx *c)
 {

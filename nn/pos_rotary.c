@@ -19,7 +19,7 @@ typedef struct rotary {
 
 static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c);
 
-static const pg_posmod_ops ROTARY_OPS = {NULL, rotary_qkv, NULL, NULL};
+static const pg_posmod_ops ROTARY_OPS = {.mod_qkv = rotary_qkv};
 
 pg_rotary_opts pg_rotary_defaults(void) { return (pg_rotary_opts){0}; }
 

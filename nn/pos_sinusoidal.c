@@ -86,7 +86,7 @@ static pg_tensor *sinusoidal_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
     return pg_pos_abs_add(g, fn, x, pe, c, !s->o.ignore_mask);
 }
 
-static const pg_posmod_ops SINUSOIDAL_OPS = {sinusoidal_mod_x, NULL, NULL, NULL};
+static const pg_posmod_ops SINUSOIDAL_OPS = {.mod_x = sinusoidal_mod_x};
 
 pg_sinusoidal_opts pg_sinusoidal_defaults(void)
 {

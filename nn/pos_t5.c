@@ -113,7 +113,7 @@ static pg_tensor *t5_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k,
     return t5_table(g, m, c);
 }
 
-static const pg_posmod_ops T5_OPS = {NULL, NULL, t5_bias, t5_table};
+static const pg_posmod_ops T5_OPS = {.mod_bias = t5_bias, .bias_table = t5_table};
 
 pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dtype dtype, pg_rng *r)
 {

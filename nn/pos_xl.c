@@ -256,4 +256,4 @@ static pg_tensor *xl_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
     return p;
 }
 
-static const pg_posmod_ops XL_OPS = {NULL, NULL, xl_bias, xl_table};
+static const pg_posmod_ops XL_OPS = {.mod_bias = xl_bias, .bias_table = xl_table};

@@ -109,12 +109,12 @@ static int badqkv_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
 }
 
 static const pg_posmod_ops OPS[] = {
-    [QSCALE] = {NULL, qscale_qkv, NULL, NULL},
-    [HEADSLOPE] = {NULL, NULL, headslope_bias, headslope_table},
-    [ADDVEC] = {addvec_x, NULL, NULL, NULL},
-    [XLISH] = {NULL, xlish_qkv, xlish_bias, NULL},
-    [BADBIAS] = {NULL, NULL, badbias_bias, NULL},
-    [BADQKV] = {NULL, badqkv_qkv, NULL, NULL},
+    [QSCALE] = {.mod_qkv = qscale_qkv},
+    [HEADSLOPE] = {.mod_bias = headslope_bias, .bias_table = headslope_table},
+    [ADDVEC] = {.mod_x = addvec_x},
+    [XLISH] = {.mod_qkv = xlish_qkv, .mod_bias = xlish_bias},
+    [BADBIAS] = {.mod_bias = badbias_bias},
+    [BADQKV] = {.mod_qkv = badqkv_qkv},
 };
 static const char *const TYPES[] = {"TestQScale", "TestHeadSlope", "TestAddVec", "TestXLish", "TestBadBias",
                                     "TestBadQKV"};

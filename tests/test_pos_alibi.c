@@ -418,7 +418,7 @@ static int qscale_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
     *q = pg_mul_scalar(g, *q, ((qscale *)m)->s);
     return *q ? 0 : -1;
 }
-static const pg_posmod_ops QSCALE_OPS = {NULL, qscale_qkv, NULL, NULL};
+static const pg_posmod_ops QSCALE_OPS = {.mod_qkv = qscale_qkv};
 
 Test(pos_alibi, combined_with_another_module)
 {

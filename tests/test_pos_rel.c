@@ -358,7 +358,7 @@ static int qscale_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
     *q = pg_mul(g, *q, pg_module_find_param(&m->base, "scale"));
     return *q ? 0 : -1;
 }
-static const pg_posmod_ops QSCALE_OPS = {NULL, qscale_qkv, NULL, NULL};
+static const pg_posmod_ops QSCALE_OPS = {.mod_qkv = qscale_qkv};
 
 static pg_posmod *qscale_new(void)
 {

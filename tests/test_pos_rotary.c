@@ -27,7 +27,7 @@ static pg_tensor *slope_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor 
     pg_tensor *d = pg_pos_pad_bias(g, pg_pos_delta(g, c, c->dtype), c->Lq, c->Lk);
     return pg_mul(g, ((slope_mod *)m)->slope, pg_reshape(g, d, PG_SHAPE(c->B, 1, c->Lq, c->Lk)));
 }
-static const pg_posmod_ops SLOPE_OPS = {NULL, NULL, slope_bias, NULL};
+static const pg_posmod_ops SLOPE_OPS = {.mod_bias = slope_bias};
 
 static pg_posmod *slope_new(int64_t H)
 {

@@ -34,8 +34,8 @@ static pg_tensor *slope_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor 
     return pg_mul(g, ((tmod *)m)->p, pg_reshape(g, d, PG_SHAPE(c->B, 1, c->Lq, c->Lk)));
 }
 
-static const pg_posmod_ops ADDVEC_OPS = {addvec_x, NULL, NULL, NULL};
-static const pg_posmod_ops SLOPE_OPS = {NULL, NULL, slope_bias, NULL};
+static const pg_posmod_ops ADDVEC_OPS = {.mod_x = addvec_x};
+static const pg_posmod_ops SLOPE_OPS = {.mod_bias = slope_bias};
 
 static tmod *tmod_new(bool addvec, int64_t n, pg_dtype dtype, uint64_t seed)
 {
