@@ -107,7 +107,38 @@ static pg_tensor *alibi_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor 
     return alibi_table(g, m, c);
 }
 
-static const pg_posmod_ops ALIBI_OPS = {.mod_bias = alibi_bias, .bias_table = alibi_table};
+/* dist_bias: d (D) signed distances -> (H, D): -|slope_h d / divisor|, and the
+ * asymmetric fill, as alibi_table for one row of distances */
+static pg_tensor *alibi_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c)
+{
+    (void)c;
+    pg_alibi *m = (pg_alibi *)pm;
+    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
+        pg_graph_fail(g, "alibi: dist_bias needs distances (D) of f32/f64, got %s", d ? SHAPE(d) : "NULL");
+        return NULL;
+    }
+    pg_dtype dt = d->dtype;
+    int64_t H = m->heads, D = d->shape[0];
+    pg_tensor *slopes = pg_empty(g, dt, PG_SHAPE(H, 1));
+    for (int64_t h = 0; slopes && h < H; h++)
+        pg_set(slopes, h, m->slopes[h]);
+    pg_tensor *div = m->div && m->div->dtype != dt ? pg_cast(g, m->div, dt) : m->div;
+    pg_tensor *raw = pg_pos_divide_by(g, pg_mul(g, pg_reshape(g, d, PG_SHAPE(1, D)), slopes), div, m->divide);
+    pg_tensor *bias = pg_neg(g, pg_abs(g, raw)); /* (H, D) */
+    if (m->asymmetric && bias) {
+        pg_tensor *zero = pg_zeros(g, dt, 0, NULL);
+        pg_tensor *even = pg_empty(g, PG_BOOL, PG_SHAPE(H, 1));
+        for (int64_t h = 0; even && h < H; h++)
+            pg_set(even, h, h % 2 == 0);
+        pg_tensor *odd = pg_logical_not(g, even);
+        pg_tensor *block = pg_logical_or(g, pg_logical_and(g, even, pg_gt(g, raw, zero)),
+                                         pg_logical_and(g, odd, pg_lt(g, raw, zero)));
+        bias = pg_masked_fill(g, bias, block, dt == PG_F32 ? -FLT_MAX : -DBL_MAX);
+    }
+    return bias;
+}
+
+static const pg_posmod_ops ALIBI_OPS = {.mod_bias = alibi_bias, .bias_table = alibi_table, .dist_bias = alibi_dist};
 
 pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
 {

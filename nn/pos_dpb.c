@@ -288,7 +288,22 @@ static pg_tensor *dpb_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *
     return dpb_table(g, pm, c);
 }
 
-static const pg_posmod_ops DPB_OPS = {.mod_bias = dpb_bias, .bias_table = dpb_table};
+/* dist_bias: d (D) signed distances -> (heads, D) in d's dtype, sign applied */
+static pg_tensor *dpb_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c)
+{
+    (void)c;
+    pg_dpb *m = (pg_dpb *)pm;
+    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
+        pg_graph_fail(g, "DynamicPositionBias: dist_bias needs distances (D) of f32/f64, got %s",
+                      d ? SHAPE(d) : "NULL");
+        return NULL;
+    }
+    pg_tensor *T = pg_dpb_mlp(g, pm, d->dtype == m->dtype ? d : pg_cast(g, d, m->dtype)); /* (D, heads) */
+    T = signed_out(g, m, pg_transpose(g, T, 0, 1));                                        /* (heads, D) */
+    return T && T->dtype != d->dtype ? pg_cast(g, T, d->dtype) : T;
+}
+
+static const pg_posmod_ops DPB_OPS = {.mod_bias = dpb_bias, .bias_table = dpb_table, .dist_bias = dpb_dist};
 
 pg_tensor *pg_dpb_bias_ij(pg_graph *g, pg_posmod *pm, int64_t i, int64_t j)
 {

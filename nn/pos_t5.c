@@ -113,7 +113,30 @@ static pg_tensor *t5_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k,
     return t5_table(g, m, c);
 }
 
-static const pg_posmod_ops T5_OPS = {.mod_bias = t5_bias, .bias_table = t5_table};
+/* dist_bias: d (D) signed distances (truncated to integers) -> (heads, D) in d's dtype */
+static pg_tensor *t5_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c)
+{
+    (void)c;
+    const char *fn = "t5";
+    pg_t5 *m = (pg_t5 *)pm;
+    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
+        pg_graph_fail(g, "%s: dist_bias needs distances (D) of f32/f64, got %s", fn, d ? SHAPE(d) : "NULL");
+        return NULL;
+    }
+    int64_t D = d->shape[0];
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(D));
+    int64_t *n = pg_graph_alloc(g, (size_t)(D > 0 ? D : 1) * sizeof(int64_t));
+    if (!idx || !n || !int_positions(g, fn, "distance", d, n))
+        return NULL;
+    int64_t *id = idx->data;
+    for (int64_t i = 0; i < D; i++)
+        id[i] = pg_t5_bucket(n[i], m->causal, m->num_buckets, m->max_distance);
+    pg_tensor *e = pg_embedding(g, m->relative_attention_bias->weight, idx); /* (D, heads) */
+    pg_tensor *bias = pg_mul_scalar(g, pg_transpose(g, e, 0, 1), m->scale);  /* (heads, D) */
+    return bias && bias->dtype != d->dtype ? pg_cast(g, bias, d->dtype) : bias;
+}
+
+static const pg_posmod_ops T5_OPS = {.mod_bias = t5_bias, .bias_table = t5_table, .dist_bias = t5_dist};
 
 pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dtype dtype, pg_rng *r)
 {

@@ -1,0 +1,485 @@
+/* LocalAttention (nn/local_attention.h; positional-semantics.md §2, §7). */
+#include "local_attention.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pos_rotary.h"
+#include "pos_xl.h"
+
+#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#define SELF_VALUE (-5e4) /* upstream TOKEN_SELF_ATTN_VALUE */
+
+pg_local_attention_config pg_local_attention_defaults(int64_t window_size)
+{
+    pg_local_attention_config c = {0};
+    c.window_size = window_size;
+    c.look_backward = 1;
+    c.look_forward = -1;
+    c.use_rotary_pos_emb = true;
+    c.dtype = PG_F32;
+    return c;
+}
+
+/* Transformer-XL: its bias needs q and k, so LocalAttention computes it on the band itself */
+static bool is_xl(const pg_posmod *p)
+{
+    return p && !strcmp(p->base.type, "TransformerXLBias");
+}
+
+static void free_pos(pg_posmod *const *pos, int from, int n)
+{
+    for (int i = from; pos && i < n; i++) {
+        bool seen = false;
+        for (int j = from; j < i; j++)
+            seen = seen || pos[j] == pos[i];
+        if (pos[i] && !seen)
+            pg_module_free(&pos[i]->base);
+    }
+}
+
+static void la_destroy(pg_module *base)
+{
+    pg_local_attention *m = (pg_local_attention *)base;
+    free(m->pos);
+    free(m);
+}
+
+/* one scheme as child "pos", several as "pos.0", ...; owns them all, also on failure */
+static int adopt(pg_module *parent, pg_posmod *const *pos, int n)
+{
+    if (n == 0)
+        return 0;
+    if (n == 1)
+        return pg_module_add_child(parent, "pos", &pos[0]->base);
+    pg_module *list = calloc(1, sizeof *list);
+    if (!list) {
+        pg_set_error("pg_local_attention_new: out of memory");
+        free_pos(pos, 0, n);
+        return -1;
+    }
+    pg_module_init(list, "ModuleList", NULL);
+    if (pg_module_add_child(parent, "pos", list) != 0) {
+        free_pos(pos, 0, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", i);
+        if (pg_module_add_child(list, name, &pos[i]->base) != 0) {
+            free_pos(pos, i + 1, n);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, pg_posmod *const *pos, int n_pos)
+{
+    const char *fn = "pg_local_attention_new";
+    const char *bad = NULL;
+    if (!c)
+        bad = "config is NULL";
+    else if (n_pos < 0 || (n_pos > 0 && !pos))
+        bad = "n_pos < 0 or pos NULL";
+    else if (c->window_size < 1)
+        bad = "window_size must be >= 1";
+    else if (c->look_backward < 0 || c->look_forward < -1)
+        bad = "look_backward must be >= 0 and look_forward >= 0 (or -1: auto)";
+    else if (c->causal && c->look_forward > 0)
+        bad = "look_forward must be 0 when causal";
+    else if (!(c->dropout >= 0 && c->dropout < 1) || !(c->scale >= 0) || !isfinite(c->scale) ||
+             !(c->xpos_scale_base >= 0) || !isfinite(c->xpos_scale_base))
+        bad = "need dropout in [0, 1), a finite scale >= 0 and xpos_scale_base >= 0";
+    else if (!pg_dtype_is_float(c->dtype))
+        bad = "dtype must be f32 or f64";
+    else if (c->dim < 0 || (c->use_rotary_pos_emb && c->dim % 2 != 0))
+        bad = "rotary needs an even dim >= 2 (0: no rotary)";
+    else if (c->use_xpos && !(c->use_rotary_pos_emb && c->dim > 0))
+        bad = "use_xpos needs rotary (use_rotary_pos_emb and dim > 0)";
+    for (int i = 0; !bad && i < n_pos; i++)
+        if (!pos[i] || (!pos[i]->ops->dist_bias && !is_xl(pos[i])))
+            bad = "every positional module must implement dist_bias (ALiBi, DPB, T5) or be Transformer-XL";
+    if (bad) {
+        pg_set_error("%s: %s (window %lld, causal %d, look_backward %lld, look_forward %lld, dim %lld, "
+                     "xpos %d, %d schemes)",
+                     fn, bad, c ? (long long)c->window_size : 0LL, c ? c->causal : 0,
+                     c ? (long long)c->look_backward : 0LL, c ? (long long)c->look_forward : 0LL,
+                     c ? (long long)c->dim : 0LL, c ? c->use_xpos : 0, n_pos);
+        if (n_pos > 0 && pos)
+            free_pos(pos, 0, n_pos);
+        return NULL;
+    }
+    pg_local_attention *m = calloc(1, sizeof *m);
+    pg_posmod **list = n_pos ? malloc((size_t)n_pos * sizeof *list) : NULL;
+    if (!m || (n_pos && !list)) {
+        free(m);
+        free(list);
+        free_pos(pos, 0, n_pos);
+        pg_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    pg_module_init(&m->base, "LocalAttention", la_destroy);
+    m->cfg = *c;
+    if (m->cfg.look_forward < 0)
+        m->cfg.look_forward = c->causal ? 0 : 1;
+    if (m->cfg.xpos_scale_base == 0)
+        m->cfg.xpos_scale_base = (double)(c->window_size / 2);
+    m->n_pos = n_pos;
+    m->pos = list;
+    for (int i = 0; i < n_pos; i++)
+        list[i] = pos[i];
+    if (adopt(&m->base, pos, n_pos) != 0) {
+        pg_module_free(&m->base);
+        return NULL;
+    }
+    if (c->use_rotary_pos_emb && c->dim > 0) {
+        if (m->cfg.use_xpos && !(m->cfg.xpos_scale_base > 0)) {
+            pg_set_error("%s: xpos needs xpos_scale_base > 0 (window %lld gives %g)", fn, (long long)c->window_size,
+                         m->cfg.xpos_scale_base);
+            pg_module_free(&m->base);
+            return NULL;
+        }
+        pg_rotary_opts o = pg_rotary_defaults();
+        o.pairing = PG_ROTARY_HALF_SPLIT;
+        m->rotary = pg_rotary_new(c->dim, &o, c->dtype);
+        if (!m->rotary || pg_module_add_child(&m->base, "rel_pos", &m->rotary->base) != 0) {
+            pg_module_free(&m->base);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+/* x (b, W, w, c) -> (b, W, S, c): slot s of window omega holds row s mod w of window
+ * omega - lb + s / w (zero where that window does not exist; those slots are hidden) */
+static pg_tensor *look_around(pg_graph *g, pg_tensor *x, int64_t lb, int64_t lf)
+{
+    int64_t W = x ? x->shape[1] : 0;
+    pg_tensor *p = pg_pad(g, x, 1, lb, lf, 0.0); /* (b, W + lb + lf, w, c) */
+    int n = (int)(lb + lf + 1);
+    pg_tensor **parts = pg_graph_alloc(g, (size_t)n * sizeof *parts);
+    if (!p || !parts)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        parts[i] = pg_narrow(g, p, 1, i, W);
+    return n == 1 ? parts[0] : pg_concat(g, n, parts, 2);
+}
+
+/* the (W, w, S) band of hidden (query, slot) pairs that do not depend on the data:
+ * pad slots, autopadded keys (j >= n), causal, exact_windowsize */
+static pg_tensor *static_hidden(pg_graph *g, const pg_local_attention_config *c, int64_t n, int64_t W, int64_t w)
+{
+    int64_t lb = c->look_backward, lf = c->look_forward, w0 = c->window_size, S = (lb + lf + 1) * w;
+    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(W, w, S));
+    if (!h)
+        return NULL;
+    uint8_t *hd = h->data;
+    for (int64_t om = 0; om < W; om++)
+        for (int64_t r = 0; r < w; r++) {
+            int64_t a = om * w + r;
+            for (int64_t s = 0; s < S; s++) {
+                int64_t src = om - lb + s / w, j = src * w + s % w;
+                bool hide = src < 0 || src >= W || j >= n;
+                if (c->causal)
+                    hide = hide || j > a || (c->exact_windowsize && a > j + w0 * lb);
+                else if (c->exact_windowsize)
+                    hide = hide || j - w0 * lf > a || a > j + w0 * lb;
+                hd[(om * w + r) * S + s] = hide;
+            }
+        }
+    return h;
+}
+
+/* shared_qk: (W, w, S) true where the slot is the query itself */
+static pg_tensor *self_band(pg_graph *g, int64_t lb, int64_t lf, int64_t W, int64_t w)
+{
+    int64_t S = (lb + lf + 1) * w;
+    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(W, w, S));
+    if (!h)
+        return NULL;
+    uint8_t *hd = h->data;
+    for (int64_t om = 0; om < W; om++)
+        for (int64_t r = 0; r < w; r++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t src = om - lb + s / w;
+                hd[(om * w + r) * S + s] = src >= 0 && src < W && src * w + s % w == om * w + r;
+            }
+    return h;
+}
+
+/* xPos factors for queries (w, d) (key false) or key slots (S, d) (key true), true
+ * positions measured from the centre (omega - lb) w + floor(S / 2) of each window's
+ * look-around: query offset r -> r + lb w - floor(S/2), slot s -> s - floor(S/2);
+ * keys get the inverse */
+static pg_tensor *xpos_table(pg_graph *g, const pg_local_attention *m, int64_t w, int64_t S, int64_t d, bool key,
+                             pg_dtype dt)
+{
+    int64_t n = key ? S : w, half = d / 2;
+    pg_tensor *t = pg_empty(g, dt, PG_SHAPE(n, d));
+    for (int64_t i = 0; t && i < n; i++) {
+        double p = key ? (double)(i - S / 2) : (double)(i + m->cfg.look_backward * w - S / 2);
+        for (int64_t ch = 0; ch < d; ch++) {
+            int64_t f = ch % half;
+            double zeta = (2.0 * (double)f + 0.4 * (double)d) / (1.4 * (double)d);
+            double s = pow(zeta, p / m->cfg.xpos_scale_base);
+            pg_set(t, i * d + ch, key ? 1.0 / s : s);
+        }
+    }
+    return t;
+}
+
+/* the schemes' bias on the band: (Hs, w, S) from dist_bias at the distances
+ * r + lb w - s; NULL with no error when there are no schemes */
+static pg_tensor *scheme_bias(pg_graph *g, const char *fn, pg_local_attention *m, int64_t b, int64_t w, int64_t S,
+                              pg_dtype dt, pg_rng *rng)
+{
+    int64_t lb = m->cfg.look_backward, dmin = lb * w - (S - 1), D = w + S - 1;
+    pg_tensor *total = NULL;
+    pg_tensor *d = pg_arange(g, dt, (double)dmin, (double)(dmin + D), 1.0); /* (D) */
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(w * S));
+    if (!d || !idx)
+        return NULL;
+    int64_t *ix = idx->data;
+    for (int64_t r = 0; r < w; r++)
+        for (int64_t s = 0; s < S; s++)
+            ix[r * S + s] = r + lb * w - s - dmin;
+    pg_pos_ctx ctx = {.self_attn = true, .causal = m->cfg.causal, .B = b, .Lq = w, .Lk = S, .dtype = dt, .rng = rng};
+    for (int i = 0; i < m->n_pos; i++) {
+        if (is_xl(m->pos[i]))
+            continue;
+        pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx); /* (Hs, D) */
+        if (!t)
+            return NULL;
+        if (t->ndim != 2 || t->shape[1] != D || b % t->shape[0] != 0) {
+            pg_graph_fail(g, "%s: scheme %d (%s) gave a distance bias %s, expected (H, %lld) with H dividing %lld rows",
+                          fn, i, m->pos[i]->base.type, SHAPE(t), (long long)D, (long long)b);
+            return NULL;
+        }
+        t = pg_reshape(g, pg_index_select(g, t, 1, idx), PG_SHAPE(t->shape[0], w, S)); /* (Hs, w, S) */
+        if (total && t && total->shape[0] != t->shape[0] && total->shape[0] != 1 && t->shape[0] != 1) {
+            pg_graph_fail(g, "%s: schemes disagree on heads (%lld vs %lld)", fn, (long long)total->shape[0],
+                          (long long)t->shape[0]);
+            return NULL;
+        }
+        total = total ? pg_add(g, total, t) : t;
+    }
+    return total;
+}
+
+/* Transformer-XL's bias on the band, (b, W, w, S):
+ *   (u . k_j + (q_i + v) . r(i - j)) * s   (unscaled_pos: u . k_j * s + (q_i + v) . r(i - j))
+ * with q, k the inputs (padded to L' = W w) as (b / NH, NH, L', d); W_R R is evaluated on
+ * the w + S - 1 distances of the band and gathered (the relative shift of Dai et al.) */
+static pg_tensor *xl_band(pg_graph *g, const char *fn, pg_xl *x, pg_tensor *q, pg_tensor *k, int64_t w, int64_t lb,
+                          int64_t lf, double s)
+{
+    int64_t NH = x->heads, H = x->head_dim, b = q->shape[0], Lp = q->shape[2], d = q->shape[3];
+    if (b % NH != 0 || d != H || q->dtype != x->dtype) {
+        pg_graph_fail(g, "%s: Transformer-XL has %lld heads of width %lld in %s; the input has %lld rows of width %lld "
+                      "in %s (need rows = batch x heads)",
+                      fn, (long long)NH, (long long)H, pg_dtype_name(x->dtype), (long long)b, (long long)d,
+                      pg_dtype_name(q->dtype));
+        return NULL;
+    }
+    int64_t W = Lp / w, S = (lb + lf + 1) * w, D = w + S - 1, dmin = lb * w - (S - 1);
+    pg_tensor *q4 = pg_reshape(g, q, PG_SHAPE(b / NH, NH, Lp, H)), *k4 = pg_reshape(g, k, PG_SHAPE(b / NH, NH, Lp, H));
+    pg_tensor *uk = pg_matmul(g, pg_reshape(g, x->u, PG_SHAPE(NH, 1, H)), k4, false, true); /* (B, NH, 1, L') */
+    uk = look_around(g, pg_reshape(g, uk, PG_SHAPE(b, W, w, 1)), lb, lf);                     /* (b, W, S, 1) */
+    uk = pg_reshape(g, uk, PG_SHAPE(b, W, 1, S));
+    pg_tensor *dist = pg_arange(g, x->dtype, (double)dmin, (double)(dmin + D), 1.0);
+    pg_tensor *r = pg_linear_forward(g, x->embed_lin, pg_xl_rel_encoding(g, &x->pm, dist));  /* (D, NH H) */
+    r = pg_permute(g, pg_reshape(g, r, PG_SHAPE(D, NH, H)), (const int[]){1, 2, 0});          /* (NH, H, D) */
+    pg_tensor *qv = pg_add(g, q4, pg_reshape(g, x->v, PG_SHAPE(NH, 1, H)));
+    pg_tensor *raw = pg_reshape(g, pg_matmul(g, qv, r, false, false), PG_SHAPE(b, W, w, D));
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(b, W, w, S));
+    if (!raw || !uk || !idx)
+        return NULL;
+    int64_t *ix = idx->data;
+    for (int64_t row = 0; row < b * W; row++)
+        for (int64_t rr = 0; rr < w; rr++)
+            for (int64_t sl = 0; sl < S; sl++)
+                ix[(row * w + rr) * S + sl] = rr + lb * w - sl - dmin;
+    pg_tensor *p = pg_gather(g, raw, 3, idx); /* (b, W, w, S) */
+    if (x->o.unscaled_pos)
+        return pg_add(g, pg_mul_scalar(g, uk, s), p);
+    return pg_mul_scalar(g, pg_add(g, uk, p), s);
+}
+
+/* sim (b, W, w, S) + bias (Hb, w, S) with row r using bias[r mod Hb] */
+static pg_tensor *add_head_bias(pg_graph *g, pg_tensor *sim, pg_tensor *bias)
+{
+    if (!sim || !bias)
+        return NULL;
+    int64_t b = sim->shape[0], W = sim->shape[1], w = sim->shape[2], S = sim->shape[3], Hb = bias->shape[0];
+    pg_tensor *s5 = pg_reshape(g, sim, PG_SHAPE(b / Hb, Hb, W, w, S));
+    s5 = pg_add(g, s5, pg_reshape(g, bias, PG_SHAPE(1, Hb, 1, w, S)));
+    return pg_reshape(g, s5, PG_SHAPE(b, W, w, S));
+}
+
+static bool same_shape(const pg_tensor *a, const pg_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
+
+pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k,
+                                      pg_tensor *v, const pg_local_args *a)
+{
+    const char *fn = "pg_local_attention_forward";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_local_attention_forward(s, m, q, k, v, a) : NULL);
+    }
+    const pg_local_args none = {0};
+    if (!a)
+        a = &none;
+    if (!m || !q || !k || !v) {
+        pg_graph_fail(g, "%s: module or q, k, v is NULL", fn);
+        return NULL;
+    }
+    if ((q->ndim != 3 && q->ndim != 4) || !same_shape(q, k) || !same_shape(q, v) || !pg_dtype_is_float(q->dtype) ||
+        k->dtype != q->dtype || v->dtype != q->dtype) {
+        pg_graph_fail(g, "%s: q, k, v must share one shape (B, L, d) or (B, H, L, d) and a float dtype, got %s %s, "
+                      "%s %s, %s %s",
+                      fn, SHAPE(q), pg_dtype_name(q->dtype), SHAPE(k), pg_dtype_name(k->dtype), SHAPE(v),
+                      pg_dtype_name(v->dtype));
+        return NULL;
+    }
+    const pg_local_attention_config *c = &m->cfg;
+    pg_dtype dt = q->dtype;
+    int nd = q->ndim;
+    int64_t n = q->shape[nd - 2], d = q->shape[nd - 1], b = q->numel / (n * d > 0 ? n * d : 1);
+    int64_t w0 = c->window_size, w = a->window_size > 0 ? a->window_size : w0;
+    int64_t lb = c->look_backward, lf = c->look_forward;
+    if (a->window_size < 0 || (a->window_size > 0 && !c->use_xpos)) {
+        pg_graph_fail(g, "%s: a window_size override (%lld) is allowed only with use_xpos", fn,
+                      (long long)a->window_size);
+        return NULL;
+    }
+    if (n < 1 || d < 1 || b < 1) {
+        pg_graph_fail(g, "%s: empty input %s", fn, SHAPE(q));
+        return NULL;
+    }
+    if (m->rotary && d != c->dim) {
+        pg_graph_fail(g, "%s: rotary was built for head dim %lld, q is %s", fn, (long long)c->dim, SHAPE(q));
+        return NULL;
+    }
+    int64_t np = c->autopad ? (n + w0 - 1) / w0 * w0 : n; /* padded length */
+    if (np % w != 0) {
+        pg_graph_fail(g, "%s: sequence length %lld%s must be divisible by the window size %lld%s", fn, (long long)n,
+                      c->autopad ? " (autopadded)" : "", (long long)w,
+                      c->autopad ? "" : " (set autopad to pad it; a window longer than the sequence needs autopad)");
+        return NULL;
+    }
+    int64_t W = np / w, S = (lb + lf + 1) * w, B0 = 0;
+    if (a->mask) {
+        B0 = a->mask->ndim == 2 ? a->mask->shape[0] : 0;
+        if (a->mask->dtype != PG_BOOL || a->mask->ndim != 2 || a->mask->shape[1] != n || B0 < 1 || b % B0 != 0) {
+            pg_graph_fail(g, "%s: mask must be (B, %lld) bool with B dividing the %lld packed rows, got %s %s", fn,
+                          (long long)n, (long long)b, SHAPE(a->mask), pg_dtype_name(a->mask->dtype));
+            return NULL;
+        }
+    }
+    if (a->attn_bias) {
+        pg_tensor *ab = a->attn_bias;
+        if (ab->ndim != 3 || ab->shape[1] != w || ab->shape[2] != S || ab->shape[0] < 1 || b % ab->shape[0] != 0 ||
+            ab->dtype != dt) {
+            pg_graph_fail(g, "%s: attn_bias must be (Hb, %lld, %lld) of %s with Hb dividing %lld, got %s %s", fn,
+                          (long long)w, (long long)S, pg_dtype_name(dt), (long long)b, SHAPE(ab),
+                          pg_dtype_name(ab->dtype));
+            return NULL;
+        }
+    }
+    bool drop = c->dropout > 0 && m->base.training;
+    if (drop && !a->rng) {
+        pg_graph_fail(g, "%s: dropout %g needs a generator", fn, c->dropout);
+        return NULL;
+    }
+    /* pack: (b, 1, n, d), autopad to (b, 1, np, d) */
+    pg_tensor *t3[3] = {q, k, v};
+    for (int i = 0; i < 3; i++) {
+        t3[i] = pg_reshape(g, t3[i], PG_SHAPE(b, 1, n, d));
+        if (np > n)
+            t3[i] = pg_pad(g, t3[i], 2, 0, np - n, 0.0);
+    }
+    pg_tensor *bk = t3[1], *bv = t3[2];
+    double sc = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
+    pg_tensor *xl = NULL; /* the Transformer-XL terms, from the unscaled inputs */
+    for (int i = 0; i < m->n_pos; i++) {
+        if (!is_xl(m->pos[i]))
+            continue;
+        pg_tensor *t = xl_band(g, fn, (pg_xl *)m->pos[i], t3[0], t3[1], w, lb, lf, sc);
+        if (!t)
+            return NULL;
+        xl = xl ? pg_add(g, xl, t) : t;
+    }
+    pg_tensor *bq = pg_mul_scalar(g, t3[0], sc);
+    if (c->shared_qk) /* k / max(|k|, 1e-12) */
+        bk = pg_div(g, bk, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, bk), 1, (const int[]){3}, true)), 1e-12,
+                                    INFINITY));
+    if (m->rotary) { /* true positions 0 .. np - 1 */
+        bq = pg_rotary_apply(g, m->rotary, bq, NULL, false, NAN);
+        bk = pg_rotary_apply(g, m->rotary, bk, NULL, true, NAN);
+    }
+    /* windows */
+    bq = pg_reshape(g, bq, PG_SHAPE(b, W, w, d));
+    bk = look_around(g, pg_reshape(g, bk, PG_SHAPE(b, W, w, d)), lb, lf); /* (b, W, S, d) */
+    bv = look_around(g, pg_reshape(g, bv, PG_SHAPE(b, W, w, d)), lb, lf);
+    if (c->use_xpos) {
+        bq = pg_mul(g, bq, xpos_table(g, m, w, S, d, false, dt));
+        bk = pg_mul(g, bk, xpos_table(g, m, w, S, d, true, dt));
+    }
+    pg_tensor *sim = pg_matmul(g, bq, bk, false, true); /* (b, W, w, S) */
+    if (a->attn_bias)
+        sim = add_head_bias(g, sim, a->attn_bias);
+    int n_dist = 0;
+    for (int i = 0; i < m->n_pos; i++)
+        n_dist += !is_xl(m->pos[i]);
+    if (n_dist > 0 && sim) {
+        pg_tensor *sb = scheme_bias(g, fn, m, b, w, S, dt, a->rng);
+        if (!sb)
+            return NULL;
+        sim = add_head_bias(g, sim, sb);
+    }
+    if (xl)
+        sim = pg_add(g, sim, xl);
+    if (c->shared_qk)
+        sim = pg_masked_fill(g, sim, self_band(g, lb, lf, W, w), SELF_VALUE);
+    /* hidden entries -> -inf: the static band, and the key mask */
+    pg_tensor *hidden = static_hidden(g, c, n, W, w); /* (W, w, S) */
+    if (a->mask && sim) {
+        pg_tensor *km = pg_logical_not(g, a->mask); /* (B0, n) true = hidden */
+        km = pg_reshape(g, km, PG_SHAPE(B0, 1, n, 1));
+        if (np > n)
+            km = pg_pad(g, km, 2, 0, np - n, 1.0);
+        km = look_around(g, pg_reshape(g, km, PG_SHAPE(B0, W, w, 1)), lb, lf); /* (B0, W, S, 1) */
+        km = pg_reshape(g, km, PG_SHAPE(B0, 1, W, 1, S));
+        hidden = pg_logical_or(g, hidden, km); /* (B0, 1, W, w, S) */
+        sim = pg_reshape(g, sim, PG_SHAPE(B0, b / B0, W, w, S));
+        sim = pg_masked_fill(g, sim, hidden, -INFINITY);
+        sim = pg_reshape(g, sim, PG_SHAPE(b, W, w, S));
+    } else {
+        sim = pg_masked_fill(g, sim, hidden, -INFINITY);
+    }
+    /* a row with every slot -inf gives zero weights and zero gradient (pg_softmax) */
+    pg_tensor *p = pg_softmax(g, sim, -1);
+    if (drop)
+        p = pg_dropout(g, p, c->dropout, true, a->rng);
+    pg_tensor *out = pg_matmul(g, p, bv, false, false); /* (b, W, w, d) */
+    out = pg_reshape(g, out, PG_SHAPE(b, np, d));
+    if (np > n)
+        out = pg_narrow(g, out, 1, 0, n);
+    out = out ? pg_reshape(g, out, nd, q->shape) : NULL;
+    if (!out && !pg_graph_error(g))
+        pg_graph_fail(g, "%s: failed for q %s, window %lld", fn, SHAPE(q), (long long)w);
+    return out;
+}
