@@ -2,10 +2,14 @@
  * of several timed runs after a warm-up. */
 #include "../../posgrad.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_s(void)
 {
@@ -34,6 +38,37 @@ static double median_time(void (*fn)(void *, int), void *ctx, int reps)
     }
     qsort(t, RUNS, sizeof t[0], cmp_double);
     return t[RUNS / 2];
+}
+
+/* Runs fn(ctx) in a child process and returns its peak resident memory in MB
+ * (the child's own ru_maxrss) and, through *ms, the milliseconds fn reported;
+ * -1 on failure. A fresh process per case keeps one case's peak from hiding
+ * another's. */
+static double in_child(double (*fn)(void *), void *ctx, double *ms)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        double out[2] = {fn(ctx), -1};
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            out[1] = (double)ru.ru_maxrss / 1024.0;
+        ssize_t w = write(fd[1], out, sizeof out);
+        _exit(w == (ssize_t)sizeof out ? 0 : 1);
+    }
+    close(fd[1]);
+    double out[2] = {-1, -1};
+    ssize_t r = pid > 0 ? read(fd[0], out, sizeof out) : -1;
+    close(fd[0]);
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || r != (ssize_t)sizeof out || status != 0)
+        return -1;
+    *ms = out[0];
+    return out[1];
 }
 
 /* ---- op overhead: record a 16-element add and run its backward ------------------ */
@@ -96,6 +131,53 @@ static void bench_matmul(pg_dtype dt, int64_t n)
     pg_tensor_free(c.b);
 }
 
+/* ---- attention scaling: forward + backward at length L (batch 1, 4 heads, head dim 32,
+ * f32, causal), each case in its own process for its peak memory ---------------------- */
+
+typedef struct attn_case {
+    int64_t L;
+    bool local; /* LocalAttention (window 128, look_backward 1) or full attention */
+} attn_case;
+
+static double attn_run(void *p)
+{
+    const attn_case *c = p;
+    pg_rng r = pg_rng_init(3);
+    pg_tensor *qkv[3];
+    for (int i = 0; i < 3; i++) {
+        qkv[i] = pg_randn(NULL, PG_F32, PG_SHAPE(1, 4, c->L, 32), &r);
+        pg_set_requires_grad(qkv[i], true);
+    }
+    pg_local_attention_config lc = pg_local_attention_defaults(128);
+    lc.causal = true;
+    lc.use_rotary_pos_emb = false;
+    pg_local_attention *la = c->local ? pg_local_attention_new(&lc, NULL, 0) : NULL;
+    pg_graph *g = pg_graph_new();
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) { /* the first run grows the arena */
+        pg_graph_reset(g);
+        double t0 = now_s();
+        pg_tensor *out = c->local ? pg_local_attention_forward(g, la, qkv[0], qkv[1], qkv[2], NULL)
+                                  : pg_attention(g, qkv[0], qkv[1], qkv[2], &(pg_sdpa_opts){.causal = true});
+        pg_tensor *loss = pg_sum(g, out, 0, NULL, false);
+        if (!loss || pg_backward(g, loss) != 0)
+            return -1;
+        best = fmin(best, now_s() - t0);
+    }
+    return best * 1e3;
+}
+
+static void bench_attention(bool local, int64_t max_L)
+{
+    for (int64_t L = 1024; L <= max_L; L *= 2) {
+        attn_case c = {L, local};
+        double ms = -1, mb = in_child(attn_run, &c, &ms);
+        const char *name = local ? "local" : "full";
+        printf("attn_%s_%lld_ms %.2f ms\n", name, (long long)L, ms);
+        printf("attn_%s_%lld_mb %.1f MB\n", name, (long long)L, mb);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
@@ -107,5 +189,9 @@ int main(int argc, char **argv)
             bench_matmul(PG_F32, sizes[i]);
         bench_matmul(PG_F64, 256);
     }
+    if (!only || !strncmp("attn_local", only, strlen(only)))
+        bench_attention(true, 16384);
+    if (only && !strncmp("attn_full", only, strlen(only))) /* unfused reference: L x L memory */
+        bench_attention(false, 4096);
     return 0;
 }
