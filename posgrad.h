@@ -7,6 +7,7 @@
 #include "tensor/gemm.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"
+#include "autograd/flash.h"
 #include "nn/module.h"
 #include "nn/safetensors.h"
 #include "nn/posmod.h"

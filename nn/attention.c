@@ -3,6 +3,8 @@
  * gradients come from their backward rules. */
 #include "attention.h"
 
+#include "../autograd/flash.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,10 +323,38 @@ static bool check_input(pg_graph *g, const char *fn, const char *name, const pg_
     return true;
 }
 
+/* The distances i - j of Lq queries and Lk keys at default positions, in the
+ * fused kernel's order: d[t] = t - (Lk - 1), t = 0 .. Lq + Lk - 2. */
+static pg_tensor *distances(pg_graph *g, int64_t Lq, int64_t Lk, pg_dtype dtype)
+{
+    return pg_arange(g, dtype, (double)(1 - Lk), (double)Lq, 1.0);
+}
+
+/* A module's bias over distance for the fused kernel: (H, Lq + Lk - 1). */
+static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c)
+{
+    pg_tensor *b = p->ops->dist_bias(g, p, distances(g, c->Lq, c->Lk, c->dtype), c);
+    int64_t D = c->Lq + c->Lk - 1;
+    if (b && b->ndim == 2 && b->shape[0] != c->heads) {
+        pg_graph_fail(g, "%s: positional module %d (%s): the module has %lld heads, the attention %lld", fn, i,
+                      p->base.type, (long long)b->shape[0], (long long)c->heads);
+        return NULL;
+    }
+    if (b && (b->ndim != 2 || b->shape[1] != D || b->dtype != c->dtype)) {
+        pg_graph_fail(g, "%s: positional module %d (%s) gave a distance bias %s, expected (%lld, %lld)", fn, i,
+                      p->base.type, SHAPE(b), (long long)c->heads, (long long)D);
+        return NULL;
+    }
+    if (!b && !pg_graph_error(g))
+        pg_graph_fail(g, "%s: positional module %d (%s): dist_bias failed", fn, i, p->base.type);
+    return b;
+}
+
 /* Runs mod_qkv / mod_bias of every positional module in order; *bias
- * accumulates the biases (NULL while none). */
+ * accumulates the biases (NULL while none). With `fused` the biases come from
+ * dist_bias as (H, Lq + Lk - 1) tables over distance instead. */
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
-                        const pg_pos_ctx *c, pg_tensor **bias)
+                        const pg_pos_ctx *c, bool fused, pg_tensor **bias)
 {
     const int64_t want[4] = {c->B, c->heads, c->Lq, c->Lk};
     for (int i = 0; i < m->n_pos; i++) {
@@ -344,7 +374,12 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
                 return false;
             }
         }
-        if (p->ops->mod_bias) {
+        if (p->ops->mod_bias && fused) {
+            pg_tensor *b = distance_bias(g, fn, i, p, c);
+            if (!b)
+                return false;
+            *bias = *bias ? pg_add(g, *bias, b) : b;
+        } else if (p->ops->mod_bias) {
             pg_tensor *b = p->ops->mod_bias(g, p, *q, *k, *v, c);
             if (!b) {
                 if (!pg_graph_error(g))
@@ -393,6 +428,18 @@ static bool mha_inputs_ok(pg_graph *g, const char *fn, const pg_mha *m, const pg
     return true;
 }
 
+/* Whether the fused kernel computes exactly what this call asks (see pg_mha_config.unfused). */
+static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t Lk, bool drop)
+{
+    const pg_mha_config *c = &m->cfg;
+    if (c->unfused || drop || a->bias || Lq != Lk || a->pos || a->pos_q || a->pos_k)
+        return false;
+    for (int i = 0; i < m->n_pos; i++)
+        if (m->pos[i]->ops->mod_bias && !m->pos[i]->ops->dist_bias)
+            return false;
+    return true;
+}
+
 pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
 {
     const char *fn = "pg_mha_forward";
@@ -417,13 +464,19 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
         return NULL;
     pg_pos_ctx pc = {c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
                      H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng};
-    pg_tensor *bias = NULL;
-    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, &bias))
+    bool fused = fusable(m, a, Lq, Lk, drop);
+    pg_tensor *bias = NULL, *out;
+    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias))
         return NULL;
-    if (a->bias)
-        bias = bias ? pg_add(g, bias, a->bias) : a->bias;
-    pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
-    pg_tensor *out = pg_attention(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh) */
+    if (fused) {
+        pg_flash_opts fo = {c->scale, c->causal, a->mask, bias};
+        out = pg_flash_attention(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh) */
+    } else {
+        if (a->bias)
+            bias = bias ? pg_add(g, bias, a->bias) : a->bias;
+        pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
+        out = pg_attention(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh) */
+    }
     out = pg_permute(g, out, (const int[]){0, 2, 1, 3});         /* (B, Lq, H, Dh) */
     out = pg_reshape(g, out, PG_SHAPE(B, Lq, c->dim));            /* heads merged: (n h) */
     return out ? pg_linear_forward(g, m->to_out, out) : NULL;

@@ -57,6 +57,11 @@ typedef struct pg_mha_config {
     double dropout;        /* on the attention weights, train mode only */
     double scale;          /* 0: 1 / sqrt(head_dim) */
     pg_dtype dtype;
+    /* The fused kernel (autograd/flash.h: tiled, memory linear in L) runs
+     * whenever the call allows it: default positions, Lq == Lk, no user bias,
+     * no active attention dropout, and every positional bias a function of
+     * distance (dist_bias). unfused forces the reference path (pg_attention). */
+    bool unfused;
 } pg_mha_config;
 /* dim, heads; bias on, f32, everything else off / default */
 pg_mha_config pg_mha_defaults(int64_t dim, int64_t heads);

@@ -1,6 +1,7 @@
 /* posgrad benchmarks: one line per figure, `name value unit`, each the median
  * of several timed runs after a warm-up. */
 #include "../../posgrad.h"
+#include "../../autograd/flash.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -134,9 +135,12 @@ static void bench_matmul(pg_dtype dt, int64_t n)
 /* ---- attention scaling: forward + backward at length L (batch 1, 4 heads, head dim 32,
  * f32, causal), each case in its own process for its peak memory ---------------------- */
 
+typedef enum { ATTN_LOCAL, ATTN_FUSED, ATTN_FULL } attn_kind;
+static const char *const ATTN_NAMES[] = {"local", "fused", "full"};
+
 typedef struct attn_case {
     int64_t L;
-    bool local; /* LocalAttention (window 128, look_backward 1) or full attention */
+    attn_kind kind; /* LocalAttention (window 128, look_backward 1), fused full, unfused full */
 } attn_case;
 
 static double attn_run(void *p)
@@ -151,14 +155,16 @@ static double attn_run(void *p)
     pg_local_attention_config lc = pg_local_attention_defaults(128);
     lc.causal = true;
     lc.use_rotary_pos_emb = false;
-    pg_local_attention *la = c->local ? pg_local_attention_new(&lc, NULL, 0) : NULL;
+    pg_local_attention *la = c->kind == ATTN_LOCAL ? pg_local_attention_new(&lc, NULL, 0) : NULL;
     pg_graph *g = pg_graph_new();
     double best = 1e30;
     for (int rep = 0; rep < 3; rep++) { /* the first run grows the arena */
         pg_graph_reset(g);
         double t0 = now_s();
-        pg_tensor *out = c->local ? pg_local_attention_forward(g, la, qkv[0], qkv[1], qkv[2], NULL)
-                                  : pg_attention(g, qkv[0], qkv[1], qkv[2], &(pg_sdpa_opts){.causal = true});
+        pg_tensor *out = c->kind == ATTN_LOCAL ? pg_local_attention_forward(g, la, qkv[0], qkv[1], qkv[2], NULL)
+                         : c->kind == ATTN_FUSED
+                             ? pg_flash_attention(g, qkv[0], qkv[1], qkv[2], &(pg_flash_opts){.causal = true})
+                             : pg_attention(g, qkv[0], qkv[1], qkv[2], &(pg_sdpa_opts){.causal = true});
         pg_tensor *loss = pg_sum(g, out, 0, NULL, false);
         if (!loss || pg_backward(g, loss) != 0)
             return -1;
@@ -167,12 +173,12 @@ static double attn_run(void *p)
     return best * 1e3;
 }
 
-static void bench_attention(bool local, int64_t max_L)
+static void bench_attention(attn_kind kind, int64_t max_L)
 {
     for (int64_t L = 1024; L <= max_L; L *= 2) {
-        attn_case c = {L, local};
+        attn_case c = {L, kind};
         double ms = -1, mb = in_child(attn_run, &c, &ms);
-        const char *name = local ? "local" : "full";
+        const char *name = ATTN_NAMES[kind];
         printf("attn_%s_%lld_ms %.2f ms\n", name, (long long)L, ms);
         printf("attn_%s_%lld_mb %.1f MB\n", name, (long long)L, mb);
     }
@@ -190,8 +196,10 @@ int main(int argc, char **argv)
         bench_matmul(PG_F64, 256);
     }
     if (!only || !strncmp("attn_local", only, strlen(only)))
-        bench_attention(true, 16384);
+        bench_attention(ATTN_LOCAL, 16384);
+    if (!only || !strncmp("attn_fused", only, strlen(only)))
+        bench_attention(ATTN_FUSED, 16384);
     if (only && !strncmp("attn_full", only, strlen(only))) /* unfused reference: L x L memory */
-        bench_attention(false, 4096);
+        bench_attention(ATTN_FULL, 4096);
     return 0;
 }

@@ -1,0 +1,47 @@
+/* posgrad autograd: fused scaled dot-product attention (FlashAttention style).
+ *
+ * out = softmax(q k^T * scale + bias, hidden entries -inf) v, computed in
+ * tiles of 64 queries x 64 keys with the online softmax (running max, running
+ * sum, output accumulator), so neither the forward nor the backward ever holds
+ * an Lq x Lk matrix: memory grows linearly with the sequence length. The
+ * forward saves only the output and the per-row logsumexp (B, H, Lq); the
+ * backward recomputes each tile's probabilities (FlashAttention-2:
+ * D_i = rowsum(dO * O), dS = P * (dP - D_i)). docs/flash_attention.md.
+ *
+ * Shapes: q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv), one float dtype
+ * (f32 or f64) -> out (B, H, Lq, Dv).
+ *
+ * Hidden entries, exactly as pg_attention (nn/attention.h):
+ *   mask (B, Lk) bool, false = key hidden from every query;
+ *   causal hides key j from query i when j > i, start-aligned also when
+ *   Lq != Lk (query i sees keys 0..i; with Lq > Lk the rows i >= Lk - 1 see
+ *   every key, with Lq < Lk the keys j >= Lq are never seen).
+ * A query that sees no key outputs 0 and passes zero gradient, never NaN.
+ *
+ * Relative bias as a function of distance: dist_bias (H, Lq + Lk - 1) holds,
+ * for head h, the bias of the pair (i, j) at index (i - j) + Lk - 1 (the
+ * distance d = i - j runs from -(Lk - 1) to Lq - 1); it is added to the scaled
+ * logits. It may require grad: its gradient is the sum of dS over the visible
+ * pairs at each distance, so it flows on to whatever produced it (a positional
+ * module's dist_bias hook: ALiBi slopes, DPB MLP, T5 table). */
+#ifndef PG_FLASH_H
+#define PG_FLASH_H
+
+#include "graph.h"
+
+typedef struct pg_flash_opts {
+    double scale;          /* 0: 1 / sqrt(D) */
+    bool causal;           /* hide key j from query i when j > i */
+    pg_tensor *mask;       /* (B, Lk) bool, false = masked; NULL: none */
+    pg_tensor *dist_bias;  /* (H, Lq + Lk - 1) of q's dtype, index (i - j) + Lk - 1; NULL: none */
+} pg_flash_opts;
+
+/* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
+ * v and dist_bias. g NULL: a heap result the caller frees, nothing recorded. */
+pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_flash_opts *o);
+
+/* Tile sizes (queries x keys) of the kernels. */
+#define PG_FLASH_BQ 64
+#define PG_FLASH_BK 64
+
+#endif

@@ -1,0 +1,537 @@
+/* Fused attention (autograd/flash.h): tiled forward with the online softmax
+ * and a FlashAttention-2 backward, side by side.
+ *
+ * The kernels are written once for an element type T: this file includes
+ * itself twice with FLASH_T float / double (the part below `#else`).
+ *
+ * Per (batch, head) and block of BQ queries, the key blocks of BK keys are
+ * visited in order (with causal, only up to the block's last query). For each
+ * tile:
+ *   S = (q k^T) * scale + bias[i - j + Lk - 1], hidden entries -inf   (BQ x BK)
+ *   forward:  m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
+ *             acc = acc e^(m - m') + P v;   at the end out = acc / l, lse = m + log l
+ *   backward: P = exp(S - lse); dv += P^T dO; dP = dO v^T; dS = P (dP - D_i)
+ *             with D_i = rowsum(dO * O); dq += scale dS k; dk += scale dS^T q;
+ *             dbias[i - j + Lk - 1] += dS.
+ * Rows whose every key is hidden have l = 0: out 0, lse -inf, P = 0 in the
+ * backward (hence no gradient anywhere), never NaN.
+ *
+ * Every product is one small GEMM (gemm_acc) accumulating register blocks;
+ * the logits and dP read the head's keys and values transposed once per
+ * (batch, head), so the inner loops run over contiguous memory without
+ * reductions and vectorise without -ffast-math. f32 uses a vectorisable exp
+ * (Cody-Waite reduction and a degree-7 polynomial, within 1.2e-7 of exp); f64
+ * uses libm's exp, so f64 matches the unfused ops to rounding. */
+#ifndef FLASH_T
+
+#include "flash.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "op_util.h"
+
+#define BQ PG_FLASH_BQ
+#define BK PG_FLASH_BK
+
+typedef struct flash_dims {
+    int64_t B, H, Lq, Lk, D, Dv;
+    double scale;
+    bool causal;
+    const uint8_t *mask; /* (B, Lk) or NULL */
+} flash_dims;
+
+/* Scratch of one call, in elements of T: forward Kt (one head's keys
+ * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di. Linear in Lk. */
+static size_t scratch_elems(const flash_dims *d)
+{
+    return (size_t)(d->D + d->Dv) * (size_t)d->Lk + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv + 2 * (size_t)BQ;
+}
+
+/* Sums and maxima over a tile row use LANES independent partial results, so
+ * that the loops vectorise (a single running sum is a serial chain). */
+#define LANES 16
+
+/* a * b + c, fused where the target has FMA (C11 does not contract a * b + c
+ * by itself); the products then round once. */
+#if defined(__FMA__) || defined(__aarch64__)
+#define MADD_f32(a, b, c) fmaf(a, b, c)
+#define MADD_f64(a, b, c) fma(a, b, c)
+#else
+#define MADD_f32(a, b, c) ((a) * (b) + (c))
+#define MADD_f64(a, b, c) ((a) * (b) + (c))
+#endif
+/* rows x columns of a register block in gemm_acc: 16 vector accumulators
+ * with AVX-512 (RB_f32 x CB floats, RB_f64 x CB doubles) */
+#define RB_f32 8
+#define RB_f64 4
+#define CB 32
+
+/* y[c] = exp(y[c] - m) for c < n, in place (y - m <= 0 expected; -inf gives 0).
+ * exp(t) = 2^n exp(r), n = round(t / ln 2), r = t - n ln 2 in two parts
+ * (|r| <= ln 2 / 2), exp(r) by its degree-7 Taylor polynomial (relative
+ * error < 3e-8; within 1.2e-7 of exp overall), 2^n built in the exponent bits;
+ * below 2^-126 the result is 0. A row holding NaN (or t > 1) takes expf.
+ * Three passes, each of which GCC vectorises (the clamp and the conversion
+ * in one loop keep it scalar). */
+static void exp_row_f32(float *restrict y, float m, int64_t n)
+{
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723212e-6f;
+    int odd = 0; /* NaN or above 1: libm (the conversion below needs a bounded t) */
+    for (int64_t c = 0; c < n; c++)
+        odd |= !(y[c] - m <= 1.0f);
+    if (odd) {
+        for (int64_t c = 0; c < n; c++)
+            y[c] = expf(y[c] - m);
+        return;
+    }
+    for (int64_t c = 0; c < n; c++) {
+        float t = y[c] - m;
+        y[c] = t < -100.0f ? -100.0f : t; /* also -inf */
+    }
+    for (int64_t c = 0; c < n; c++) {
+        const float t = y[c];
+        const int32_t ni = (int32_t)(t * log2e - 0.5f); /* t <= 0 (or tiny): round to nearest */
+        const float nf = (float)ni;
+        const float r = (t - nf * ln2_hi) - nf * ln2_lo;
+        float p = 1.0f / 5040.0f;
+        p = p * r + 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        int32_t bits = (ni + 127) * (1 << 23); /* 2^ni */
+        bits = ni < -126 ? 0 : bits;
+        float scale2;
+        memcpy(&scale2, &bits, sizeof scale2);
+        y[c] = p * scale2;
+    }
+}
+
+static void exp_row_f64(double *restrict y, double m, int64_t n)
+{
+    for (int64_t c = 0; c < n; c++)
+        y[c] = exp(y[c] - m);
+}
+
+#define FLASH_T float
+#define FLASH_SFX f32
+#include "op_flash.c"
+#undef FLASH_T
+#undef FLASH_SFX
+#define FLASH_T double
+#define FLASH_SFX f64
+#include "op_flash.c"
+#undef FLASH_T
+#undef FLASH_SFX
+
+/* ---- the op --------------------------------------------------------------------------------- */
+
+typedef struct flash_saved {
+    flash_dims d;
+    pg_tensor *lse;  /* (B, H, Lq) */
+    pg_tensor *bias; /* dist_bias or NULL (also in node->in[3]) */
+    pg_tensor *mask;
+} flash_saved;
+
+static int flash_backward(pg_graph *g, pg_node *node)
+{
+    const flash_saved *s = node->ctx;
+    pg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2], *out = node->out;
+    pg_tensor *dq = pg_grad_of(g, q), *dk = pg_grad_of(g, k), *dv = pg_grad_of(g, v);
+    pg_tensor *db = s->bias ? pg_grad_of(g, s->bias) : NULL;
+    if ((q->requires_grad && !dq) || (k->requires_grad && !dk) || (v->requires_grad && !dv) ||
+        (s->bias && s->bias->requires_grad && !db))
+        return -1;
+    void *scr = pg_graph_alloc(g, scratch_elems(&s->d) * pg_dtype_size(q->dtype));
+    if (!scr)
+        return -1;
+    if (q->dtype == PG_F32)
+        flash_bwd_f32(&s->d, dq ? pg_f32(dq) : NULL, dk ? pg_f32(dk) : NULL, dv ? pg_f32(dv) : NULL,
+                      db ? pg_f32(db) : NULL, pg_f32(q), pg_f32(k), pg_f32(v), s->bias ? pg_f32(s->bias) : NULL,
+                      pg_f32(out), pg_f32(out->grad), pg_f32(s->lse), scr);
+    else
+        flash_bwd_f64(&s->d, dq ? pg_f64(dq) : NULL, dk ? pg_f64(dk) : NULL, dv ? pg_f64(dv) : NULL,
+                      db ? pg_f64(db) : NULL, pg_f64(q), pg_f64(k), pg_f64(v), s->bias ? pg_f64(s->bias) : NULL,
+                      pg_f64(out), pg_f64(out->grad), pg_f64(s->lse), scr);
+    return 0;
+}
+
+static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
+                          const pg_flash_opts *o)
+{
+    if (!arg_present(g, fn, "q", q) || !arg_present(g, fn, "k", k) || !arg_present(g, fn, "v", v))
+        return false;
+    bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
+              k->ndim == 4 && v->ndim == 4;
+    for (int d = 0; ok && d < 2; d++)
+        ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
+    ok = ok && k->shape[3] == q->shape[3] && v->shape[2] == k->shape[2];
+    for (int d = 0; ok && d < 4; d++)
+        ok = q->shape[d] > 0 && k->shape[d] > 0 && v->shape[d] > 0;
+    if (!ok) {
+        pg_graph_fail(g,
+                      "%s: expected q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) of one float dtype, all dims "
+                      "positive, got q %s, k %s, v %s",
+                      fn, SHAPE(q), SHAPE(k), SHAPE(v));
+        return false;
+    }
+    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2];
+    if (!isfinite(o->scale)) {
+        pg_graph_fail(g, "%s: scale must be finite, got %g", fn, o->scale);
+        return false;
+    }
+    const pg_tensor *m = o->mask;
+    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != B || m->shape[1] != Lk)) {
+        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
+                      (long long)B, (long long)Lk);
+        return false;
+    }
+    const pg_tensor *b = o->dist_bias;
+    if (b && (b->dtype != q->dtype || b->ndim != 2 || b->shape[0] != H || b->shape[1] != Lq + Lk - 1)) {
+        pg_graph_fail(g, "%s: dist_bias is %s, expected %s (H, Lq + Lk - 1) = (%lld, %lld) for Lq %lld, Lk %lld", fn,
+                      SHAPE(b), pg_dtype_name(q->dtype), (long long)H, (long long)(Lq + Lk - 1), (long long)Lq,
+                      (long long)Lk);
+        return false;
+    }
+    return true;
+}
+
+pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_flash_opts *o)
+{
+    const char *fn = "pg_flash_attention";
+    const pg_flash_opts none = {0};
+    if (!o)
+        o = &none;
+    if (!flash_args_ok(g, fn, q, k, v, o))
+        return NULL;
+    flash_dims d = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], v->shape[3],
+                    o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
+                    o->mask ? pg_bool(o->mask) : NULL};
+    pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
+    if (!out)
+        return NULL;
+    pg_tensor *bias = o->dist_bias;
+    pg_tensor *ins[4] = {q, k, v, bias};
+    int n_in = bias ? 4 : 3;
+    bool rec = g && pg_op_needs_grad(g, n_in, ins);
+    size_t esz = pg_dtype_size(q->dtype), scr_bytes = scratch_elems(&d) * esz;
+    /* lse: saved in the graph when recording, else scratch */
+    pg_tensor *lse = NULL;
+    void *scr = NULL, *lse_data = NULL;
+    if (g) {
+        scr = pg_graph_alloc(g, scr_bytes);
+        if (rec) {
+            lse = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq));
+            lse_data = lse ? lse->data : NULL;
+        } else {
+            lse_data = pg_graph_alloc(g, (size_t)(d.B * d.H * d.Lq) * esz);
+        }
+    } else {
+        scr = malloc(scr_bytes);
+        lse_data = malloc((size_t)(d.B * d.H * d.Lq) * esz);
+    }
+    if (!scr || !lse_data) {
+        if (!g) {
+            free(scr);
+            free(lse_data);
+            pg_tensor_free(out);
+            pg_set_error("%s: out of memory", fn);
+        } else if (!pg_graph_error(g)) {
+            pg_graph_fail(g, "%s: out of memory", fn);
+        }
+        return NULL;
+    }
+    if (q->dtype == PG_F32)
+        flash_fwd_f32(&d, pg_f32(out), lse_data, pg_f32(q), pg_f32(k), pg_f32(v), bias ? pg_f32(bias) : NULL, scr);
+    else
+        flash_fwd_f64(&d, pg_f64(out), lse_data, pg_f64(q), pg_f64(k), pg_f64(v), bias ? pg_f64(bias) : NULL, scr);
+    if (!g) {
+        free(scr);
+        free(lse_data);
+        return out;
+    }
+    if (rec) {
+        pg_node *n = pg_op_record(g, fn, out, n_in, ins, flash_backward);
+        flash_saved *s = n ? pg_graph_alloc(g, sizeof *s) : NULL;
+        if (!s) {
+            if (!pg_graph_error(g))
+                pg_graph_fail(g, "%s: out of memory recording the op", fn);
+            return NULL;
+        }
+        *s = (flash_saved){d, lse, bias, o->mask};
+        n->ctx = s;
+        n->saved = lse;
+    }
+    return out;
+}
+
+#else /* ---- kernels for one element type T ----------------------------------------------------- */
+
+#define T FLASH_T
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define F(name) CAT(name, FLASH_SFX)
+#define MADD CAT(MADD, FLASH_SFX)
+#define RB CAT(RB, FLASH_SFX)
+
+/* C (rows, w; row stride ldc) += alpha * A (rows, n) B (n, w; row stride ldb),
+ * A[r, c] at A[r * ars + c * acs] (a transposed A costs nothing: its entries
+ * are broadcast one at a time). Blocks of RB rows x CB columns accumulate in
+ * registers. */
+static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
+                        const T *restrict Bm, int64_t ldb, int64_t rows, int64_t n, int64_t w, T alpha)
+{
+    int64_t r = 0;
+    for (; r + RB <= rows; r += RB) {
+        int64_t e0 = 0;
+        for (; e0 + CB <= w; e0 += CB) {
+            T acc[RB][CB];
+            memset(acc, 0, sizeof acc);
+            for (int64_t c = 0; c < n; c++) {
+                const T *restrict b = Bm + c * ldb + e0;
+                for (int i = 0; i < RB; i++) {
+                    const T a = A[(r + i) * ars + c * acs];
+                    for (int l = 0; l < CB; l++)
+                        acc[i][l] = MADD(a, b[l], acc[i][l]);
+                }
+            }
+            for (int i = 0; i < RB; i++)
+                for (int l = 0; l < CB; l++)
+                    C[(r + i) * ldc + e0 + l] += alpha * acc[i][l];
+        }
+        for (int i = 0; e0 < w && i < RB; i++) { /* the last w % CB columns */
+            T *restrict cr = C + (r + i) * ldc;
+            for (int64_t c = 0; c < n; c++) {
+                const T a = alpha * A[(r + i) * ars + c * acs];
+                const T *restrict b = Bm + c * ldb;
+                for (int64_t e = e0; e < w; e++)
+                    cr[e] = MADD(a, b[e], cr[e]);
+            }
+        }
+    }
+    for (; r < rows; r++) { /* the last rows % RB rows */
+        T *restrict cr = C + r * ldc;
+        for (int64_t c = 0; c < n; c++) {
+            const T a = alpha * A[r * ars + c * acs];
+            const T *restrict b = Bm + c * ldb;
+            for (int64_t e = 0; e < w; e++)
+                cr[e] = MADD(a, b[e], cr[e]);
+        }
+    }
+}
+
+/* X (n, w) -> Xt (w, n), in strips of 16 rows of X (contiguous stores) */
+static void F(transpose)(T *restrict Xt, const T *restrict X, int64_t n, int64_t w)
+{
+    int64_t c0 = 0;
+    for (; c0 + 16 <= n; c0 += 16)
+        for (int64_t e = 0; e < w; e++)
+            for (int l = 0; l < 16; l++)
+                Xt[e * n + c0 + l] = X[(c0 + l) * w + e];
+    for (; c0 < n; c0++)
+        for (int64_t e = 0; e < w; e++)
+            Xt[e * n + c0] = X[c0 * w + e];
+}
+
+static T F(row_max)(const T *restrict x, int64_t n)
+{
+    T part[LANES];
+    for (int l = 0; l < LANES; l++)
+        part[l] = -INFINITY;
+    int64_t c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++)
+            part[l] = x[c + l] > part[l] ? x[c + l] : part[l];
+    T m = -INFINITY;
+    for (int l = 0; l < LANES; l++)
+        m = part[l] > m ? part[l] : m;
+    for (; c < n; c++)
+        m = x[c] > m ? x[c] : m;
+    return m;
+}
+
+static T F(row_sum)(const T *restrict x, int64_t n)
+{
+    T part[LANES] = {0};
+    int64_t c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (int l = 0; l < LANES; l++)
+            part[l] += x[c + l];
+    T s = 0;
+    for (int l = 0; l < LANES; l++)
+        s += part[l];
+    for (; c < n; c++)
+        s += x[c];
+    return s;
+}
+
+/* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
+ * (-inf where hidden); Kt (D, Lk) holds the keys of the head transposed. */
+static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
+                           const T *restrict bh, const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0,
+                           int64_t bk)
+{
+    const int64_t D = d->D, Lk = d->Lk;
+    for (int64_t r = 0; r < bq; r++)
+        memset(S + r * BK, 0, (size_t)bk * sizeof(T));
+    F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, Lk, bq, D, bk, (T)d->scale);
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict s = S + r * BK;
+        if (bh) { /* bias of distance i - j at index i - j + Lk - 1, decreasing with c */
+            const T *restrict br = bh + (i0 + r - j0 + Lk - 1);
+            for (int64_t c = 0; c < bk; c++)
+                s[c] += br[-c];
+        }
+        if (mk)
+            for (int64_t c = 0; c < bk; c++)
+                s[c] = mk[j0 + c] ? s[c] : (T)-INFINITY;
+        if (d->causal)
+            for (int64_t c = i0 + r - j0 + 1 > 0 ? i0 + r - j0 + 1 : 0; c < bk; c++) /* j > i */
+                s[c] = (T)-INFINITY;
+    }
+}
+
+static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
+                         void *scratch)
+{
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
+    T *Kt = scratch, *S = Kt + D * Lk, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
+    for (int64_t bh_i = 0; bh_i < d->B * H; bh_i++) {
+        int64_t b = bh_i / H, h = bh_i % H;
+        const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
+        const T *bh = bias ? bias + h * NB : NULL;
+        const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
+        T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
+        F(transpose)(Kt, kh, Lk, D);
+        for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
+            int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
+            int64_t jend = d->causal && i0 + bq < Lk ? i0 + bq : Lk;
+            for (int64_t r = 0; r < bq; r++)
+                m[r] = -INFINITY, l[r] = 0;
+            memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
+            for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+                int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+                F(tile_logits)(d, S, qh, Kt, bh, mk, i0, bq, j0, bk);
+                for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
+                    T *restrict s = S + r * BK;
+                    T mx = F(row_max)(s, bk);
+                    T mn = mx > m[r] ? mx : m[r];
+                    if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
+                        memset(s, 0, (size_t)bk * sizeof(T));
+                        continue;
+                    }
+                    T alpha = (T)exp((double)(m[r] - mn));
+                    F(exp_row)(s, mn, bk);
+                    l[r] = l[r] * alpha + F(row_sum)(s, bk);
+                    m[r] = mn;
+                    if (alpha != 1) {
+                        T *restrict a = acc + r * Dv;
+                        for (int64_t e = 0; e < Dv; e++)
+                            a[e] *= alpha;
+                    }
+                }
+                F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1); /* acc += P v */
+            }
+            for (int64_t r = 0; r < bq; r++) {
+                T *restrict o = oh + (i0 + r) * Dv;
+                const T *restrict a = acc + r * Dv;
+                if (l[r] == 0) {
+                    for (int64_t e = 0; e < Dv; e++)
+                        o[e] = 0;
+                    lh[i0 + r] = -INFINITY;
+                } else {
+                    T inv = (T)1 / l[r];
+                    for (int64_t e = 0; e < Dv; e++)
+                        o[e] = a[e] * inv;
+                    lh[i0 + r] = m[r] + (T)log((double)l[r]);
+                }
+            }
+        }
+    }
+}
+
+/* Accumulates the gradients into dq, dk, dv, db (each may be NULL). */
+static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const T *q, const T *k, const T *v,
+                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch)
+{
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
+    const T scale = (T)d->scale;
+    const bool need_ds = dq || dk || db;
+    T *Kt = scratch, *Vt = Kt + D * Lk, *P = Vt + Dv * Lk, *dS = P + BQ * BK, *Di = dS + BQ * BK;
+    for (int64_t bh_i = 0; bh_i < d->B * H; bh_i++) {
+        int64_t b = bh_i / H, h = bh_i % H;
+        const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
+        const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
+        const T *bh = bias ? bias + h * NB : NULL;
+        const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
+        T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
+        T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
+        F(transpose)(Kt, kh, Lk, D);
+        if (need_ds)
+            F(transpose)(Vt, vh, Lk, Dv);
+        for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
+            int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
+            int64_t jend = d->causal && i0 + bq < Lk ? i0 + bq : Lk;
+            bool any = false;
+            for (int64_t r = 0; r < bq; r++) { /* D_i = rowsum(dO * O) */
+                const T *restrict o = oh + (i0 + r) * Dv, *restrict go = gh + (i0 + r) * Dv;
+                T s = 0;
+                for (int64_t e = 0; e < Dv; e++)
+                    s += go[e] * o[e];
+                Di[r] = s;
+                any = any || lh[i0 + r] != -INFINITY;
+            }
+            if (!any) /* no query of the block sees a key: no gradient */
+                continue;
+            for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+                int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+                F(tile_logits)(d, P, qh, Kt, bh, mk, i0, bq, j0, bk);
+                for (int64_t r = 0; r < bq; r++) {
+                    const T li = lh[i0 + r];
+                    if (li == -INFINITY) /* no visible key: P = 0 */
+                        memset(P + r * BK, 0, (size_t)bk * sizeof(T));
+                    else
+                        F(exp_row)(P + r * BK, li, bk);
+                }
+                if (dvh) /* dv += P^T dO */
+                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1);
+                if (!need_ds)
+                    continue;
+                for (int64_t r = 0; r < bq; r++)
+                    memset(dS + r * BK, 0, (size_t)bk * sizeof(T));
+                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, Lk, bq, Dv, bk, 1); /* dP = dO v^T */
+                for (int64_t r = 0; r < bq; r++) {                         /* dS = P (dP - D_i) */
+                    T *restrict ds = dS + r * BK;
+                    const T *restrict p = P + r * BK;
+                    const T di = Di[r];
+                    for (int64_t c = 0; c < bk; c++)
+                        ds[c] = p[c] * (ds[c] - di);
+                }
+                if (dqh) /* dq += scale dS k */
+                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale);
+                if (dkh) /* dk += scale dS^T q */
+                    F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale);
+                if (dbh) /* dbias[i - j + Lk - 1] += dS[i, j] */
+                    for (int64_t r = 0; r < bq; r++) {
+                        T *restrict g = dbh + (i0 + r - j0 + Lk - 1);
+                        const T *restrict ds = dS + r * BK;
+                        for (int64_t c = 0; c < bk; c++)
+                            g[-c] += ds[c];
+                    }
+            }
+        }
+    }
+}
+
+#undef T
+#undef F
+#undef MADD
+#undef RB
+#undef CAT
+#undef CAT2
+
+#endif
