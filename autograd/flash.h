@@ -34,6 +34,14 @@ typedef struct pg_flash_opts {
     bool causal;           /* hide key j from query i when j > i */
     pg_tensor *mask;       /* (B, Lk) bool, false = masked; NULL: none */
     pg_tensor *dist_bias;  /* (H, Lq + Lk - 1) of q's dtype, index (i - j) + Lk - 1; NULL: none */
+    /* A local band (LocalAttention, positional-semantics.md §2): with window
+     * w > 0, query i sees only the keys of windows floor(i/w) - look_backward
+     * .. floor(i/w) + look_forward, or with exact_window the keys
+     * i - w look_backward <= j <= i + w look_forward. Only the key tiles that
+     * meet the band are visited: time and memory O(L (lb + lf + 1) w). */
+    int64_t window;
+    int64_t look_backward, look_forward;
+    bool exact_window;
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,

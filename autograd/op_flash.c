@@ -40,7 +40,36 @@ typedef struct flash_dims {
     double scale;
     bool causal;
     const uint8_t *mask; /* (B, Lk) or NULL */
+    int64_t w, lb, lf;   /* local band (w 0: none) */
+    bool exact;
 } flash_dims;
+
+/* The keys query i may see: [*lo, *hi] (before causal and mask). */
+static void band(const flash_dims *d, int64_t i, int64_t *lo, int64_t *hi)
+{
+    *lo = 0;
+    *hi = d->Lk - 1;
+    if (d->w <= 0)
+        return;
+    int64_t first = d->exact ? i - d->w * d->lb : (i / d->w - d->lb) * d->w;
+    int64_t last = d->exact ? i + d->w * d->lf : (i / d->w + d->lf + 1) * d->w - 1;
+    *lo = first > 0 ? first : 0;
+    *hi = last < d->Lk - 1 ? last : d->Lk - 1;
+}
+
+/* The key range [*j_start, *j_end) a block of queries i0 .. i0 + bq - 1 visits. */
+static void key_range(const flash_dims *d, int64_t i0, int64_t bq, int64_t *j_start, int64_t *j_end)
+{
+    int64_t lo, hi, lo2, hi2;
+    band(d, i0, &lo, &hi);
+    band(d, i0 + bq - 1, &lo2, &hi2);
+    *j_start = lo;
+    *j_end = hi2 + 1;
+    if (d->causal && i0 + bq < *j_end) /* j > i is hidden */
+        *j_end = i0 + bq;
+    if (*j_end < *j_start)
+        *j_end = *j_start;
+}
 
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
  * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di. Linear in Lk. */
@@ -165,6 +194,11 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
 {
     if (!arg_present(g, fn, "q", q) || !arg_present(g, fn, "k", k) || !arg_present(g, fn, "v", v))
         return false;
+    if (o->window < 0 || (o->window > 0 && (o->look_backward < 0 || o->look_forward < 0))) {
+        pg_graph_fail(g, "%s: bad local band: window %lld, look_backward %lld, look_forward %lld", fn,
+                      (long long)o->window, (long long)o->look_backward, (long long)o->look_forward);
+        return false;
+    }
     bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
               k->ndim == 4 && v->ndim == 4;
     for (int d = 0; ok && d < 2; d++)
@@ -210,7 +244,8 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
         return NULL;
     flash_dims d = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], v->shape[3],
                     o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
-                    o->mask ? pg_bool(o->mask) : NULL};
+                    o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
+                    o->exact_window};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
@@ -392,6 +427,12 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
         if (d->causal)
             for (int64_t c = i0 + r - j0 + 1 > 0 ? i0 + r - j0 + 1 : 0; c < bk; c++) /* j > i */
                 s[c] = (T)-INFINITY;
+        if (d->w > 0) { /* outside the local band */
+            int64_t lo, hi;
+            band(d, i0 + r, &lo, &hi);
+            for (int64_t c = 0; c < bk; c++)
+                s[c] = j0 + c < lo || j0 + c > hi ? (T)-INFINITY : s[c];
+        }
     }
 }
 
@@ -409,11 +450,12 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         F(transpose)(Kt, kh, Lk, D);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
-            int64_t jend = d->causal && i0 + bq < Lk ? i0 + bq : Lk;
+            int64_t jstart, jend;
+            key_range(d, i0, bq, &jstart, &jend);
             for (int64_t r = 0; r < bq; r++)
                 m[r] = -INFINITY, l[r] = 0;
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
-            for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+            for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 F(tile_logits)(d, S, qh, Kt, bh, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
@@ -475,7 +517,8 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
             F(transpose)(Vt, vh, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
-            int64_t jend = d->causal && i0 + bq < Lk ? i0 + bq : Lk;
+            int64_t jstart, jend;
+            key_range(d, i0, bq, &jstart, &jend);
             bool any = false;
             for (int64_t r = 0; r < bq; r++) { /* D_i = rowsum(dO * O) */
                 const T *restrict o = oh + (i0 + r) * Dv, *restrict go = gh + (i0 + r) * Dv;
@@ -487,7 +530,7 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
             }
             if (!any) /* no query of the block sees a key: no gradient */
                 continue;
-            for (int64_t j0 = 0; j0 < jend; j0 += BK) {
+            for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 F(tile_logits)(d, P, qh, Kt, bh, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {

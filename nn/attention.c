@@ -469,7 +469,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias))
         return NULL;
     if (fused) {
-        pg_flash_opts fo = {c->scale, c->causal, a->mask, bias};
+        pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias};
         out = pg_flash_attention(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh) */
     } else {
         if (a->bias)

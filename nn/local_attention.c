@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../autograd/flash.h"
 #include "pos_rotary.h"
 #include "pos_xl.h"
 
@@ -331,6 +332,79 @@ static bool same_shape(const pg_tensor *a, const pg_tensor *b)
     return true;
 }
 
+/* ---- the fused path ------------------------------------------------------------------ */
+
+/* Whether the fused band kernel computes what this call asks, apart from the
+ * schemes' head counts (checked once their tables exist). */
+static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, const pg_tensor *q, bool drop)
+{
+    const pg_local_attention_config *c = &m->cfg;
+    if (c->unfused || drop || c->shared_qk || c->use_xpos || a->attn_bias || a->window_size > 0)
+        return false;
+    if (a->mask && a->mask->shape[0] != q->shape[0])
+        return false;
+    for (int i = 0; i < m->n_pos; i++)
+        if (is_xl(m->pos[i]))
+            return false;
+    return true;
+}
+
+/* The schemes' biases over every distance i - j of n tokens, (H, 2n - 1) in the
+ * fused kernel's order; NULL without error when there is no scheme, and
+ * *heads_ok false when a scheme's head count is not H. */
+static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, int64_t H, pg_dtype dt, pg_rng *rng,
+                                 bool *heads_ok)
+{
+    *heads_ok = true;
+    if (m->n_pos == 0)
+        return NULL;
+    pg_tensor *d = pg_arange(g, dt, (double)(1 - n), (double)n, 1.0);
+    pg_pos_ctx ctx = {.self_attn = true, .causal = m->cfg.causal, .B = 1, .heads = H, .Lq = n, .Lk = n,
+                      .dtype = dt, .rng = rng};
+    pg_tensor *total = NULL;
+    for (int i = 0; i < m->n_pos && d; i++) {
+        pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx);
+        if (!t)
+            return NULL;
+        if (t->ndim != 2 || t->shape[0] != H || t->shape[1] != 2 * n - 1) {
+            *heads_ok = false;
+            return NULL;
+        }
+        total = total ? pg_add(g, total, t) : t;
+    }
+    return total;
+}
+
+/* q, k, v (B, L, d) or (B, H, L, d) through pg_flash_attention with the band;
+ * *fallback true (no error) when a scheme's heads do not fit. */
+static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
+                             const pg_local_args *a, int64_t w, double sc, bool *fallback)
+{
+    const pg_local_attention_config *c = &m->cfg;
+    int nd = q->ndim;
+    int64_t B = q->shape[0], H = nd == 4 ? q->shape[1] : 1, n = q->shape[nd - 2], d = q->shape[nd - 1];
+    bool heads_ok;
+    pg_tensor *bias = band_dist_bias(g, m, n, H, q->dtype, a->rng, &heads_ok);
+    if (!heads_ok) {
+        *fallback = true;
+        return NULL;
+    }
+    if (m->n_pos > 0 && !bias)
+        return NULL;
+    pg_tensor *t3[3] = {q, k, v};
+    for (int i = 0; i < 3; i++)
+        t3[i] = pg_reshape(g, t3[i], PG_SHAPE(B, H, n, d));
+    if (m->rotary) { /* true positions 0 .. n - 1 */
+        t3[0] = pg_rotary_apply(g, m->rotary, t3[0], NULL, false, NAN);
+        t3[1] = pg_rotary_apply(g, m->rotary, t3[1], NULL, true, NAN);
+    }
+    pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
+                        .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
+                        .look_forward = c->look_forward, .exact_window = c->exact_windowsize};
+    pg_tensor *out = pg_flash_attention(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d) */
+    return pg_reshape(g, out, nd, q->shape);
+}
+
 pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k,
                                       pg_tensor *v, const pg_local_args *a)
 {
@@ -404,6 +478,13 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         pg_graph_fail(g, "%s: dropout %g needs a generator", fn, c->dropout);
         return NULL;
     }
+    double sc = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
+    if (band_fusable(m, a, q, drop)) {
+        bool fallback = false;
+        pg_tensor *out = band_fused(g, m, q, k, v, a, w, sc, &fallback);
+        if (!fallback)
+            return out;
+    }
     /* pack: (b, 1, n, d), autopad to (b, 1, np, d) */
     pg_tensor *t3[3] = {q, k, v};
     for (int i = 0; i < 3; i++) {
@@ -412,7 +493,6 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
             t3[i] = pg_pad(g, t3[i], 2, 0, np - n, 0.0);
     }
     pg_tensor *bk = t3[1], *bv = t3[2];
-    double sc = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
     pg_tensor *xl = NULL; /* the Transformer-XL terms, from the unscaled inputs */
     for (int i = 0; i < m->n_pos; i++) {
         if (!is_xl(m->pos[i]))

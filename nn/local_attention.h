@@ -40,6 +40,13 @@ typedef struct pg_local_attention_config {
     bool use_xpos;           /* xPos scaling (needs rotary active) */
     double xpos_scale_base;  /* 0: w0 / 2 (integer division, as upstream) */
     pg_dtype dtype;          /* of the rotary module (no other parameters); f32 or f64 */
+    /* The fused band kernel (pg_flash_attention with a window: memory and time
+     * O(L S), no (b, W, w, S) logits) runs whenever the call allows it: no
+     * dropout in train mode, shared_qk, xPos, attn_bias, window override or
+     * Transformer-XL; a mask with one row per batch element; schemes whose
+     * distance bias has one row per head. unfused forces the band-of-ops path,
+     * which is the reference (tests hold the two equal). */
+    bool unfused;
 } pg_local_attention_config;
 
 /* window_size w0; look_backward 1, look_forward -1 (auto), use_rotary_pos_emb true

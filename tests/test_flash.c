@@ -87,7 +87,7 @@ static run_out run(bool fused, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tens
     pg_graph *g = pg_graph_new();
     pg_tensor *out;
     if (fused) {
-        pg_flash_opts o = {scale, causal, mask, db};
+        pg_flash_opts o = {.scale = scale, .causal = causal, .mask = mask, .dist_bias = db};
         out = pg_flash_attention(g, q, k, v, &o);
     } else {
         out = unfused(g, q, k, v, db, mask, causal, scale);
@@ -175,7 +175,7 @@ typedef struct gc_ctx {
 static pg_tensor *flash_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
     gc_ctx *c = ctx;
-    pg_flash_opts o = {0.7, c->causal, c->mask, n > 3 ? in[3] : NULL};
+    pg_flash_opts o = {.scale = 0.7, .causal = c->causal, .mask = c->mask, .dist_bias = n > 3 ? in[3] : NULL};
     return pg_flash_attention(g, in[0], in[1], in[2], &o);
 }
 
@@ -229,7 +229,7 @@ Test(flash, without_graph)
 {
     pg_tensor *q = randt(PG_SHAPE(1, 2, 5, 3), 1, false), *k = randt(PG_SHAPE(1, 2, 5, 3), 2, false);
     pg_tensor *v = randt(PG_SHAPE(1, 2, 5, 3), 3, false);
-    pg_flash_opts o = {0, true, NULL, NULL};
+    pg_flash_opts o = {.causal = true};
     pg_tensor *a = pg_flash_attention(NULL, q, k, v, &o);
     pg_graph *g = pg_graph_new();
     pg_tensor *b = unfused(g, q, k, v, NULL, NULL, true, 0);
@@ -275,7 +275,7 @@ static pg_tensor *alibi_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
     pg_tensor *dist = pg_empty(g, in[0]->dtype, PG_SHAPE(1, Lq + Lk - 1));
     for (int64_t i = 0; i < Lq + Lk - 1; i++)
         pg_set(dist, i, -fabs((double)(i - (Lk - 1))));
-    pg_flash_opts o = {0, true, NULL, pg_mul(g, in[3], dist)};
+    pg_flash_opts o = {.causal = true, .dist_bias = pg_mul(g, in[3], dist)};
     return pg_flash_attention(g, in[0], in[1], in[2], &o);
 }
 

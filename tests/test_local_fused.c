@@ -1,0 +1,121 @@
+/* LocalAttention's fused band kernel against its band-of-ops reference path:
+ * equal to 1e-12 in f64, outputs and every gradient, over the options the
+ * fused path serves. */
+#include "testutil.h"
+
+typedef struct band_case {
+    bool causal, exact, autopad, rotary, masked;
+    int64_t w, lb, lf, L;
+    int scheme; /* 0 none, 1 ALiBi (learned div), 2 DPB, 3 T5 */
+} band_case;
+
+static pg_posmod *scheme(int kind, int64_t heads)
+{
+    pg_rng r = pg_rng_init(21);
+    if (kind == 1) {
+        pg_alibi_opts o = {0};
+        o.div.divide = 1.5;
+        o.div.learned = true;
+        return pg_alibi_new(heads, &o, PG_F64);
+    }
+    if (kind == 2) {
+        pg_dpb_opts o = pg_dpb_xtransformers(2, true, false);
+        return &pg_dpb_new(8, heads, &o, PG_F64, &r)->pm;
+    }
+    pg_t5_opts o = {0};
+    o.num_buckets = 8;
+    o.max_distance = 16;
+    o.causal = false;
+    return pg_t5_new(heads, 4, &o, PG_F64, &r);
+}
+
+static pg_local_attention *make(const band_case *bc, bool unfused)
+{
+    pg_local_attention_config c = pg_local_attention_defaults(bc->w);
+    c.causal = bc->causal;
+    c.look_backward = bc->lb;
+    c.look_forward = bc->causal ? 0 : bc->lf;
+    c.exact_windowsize = bc->exact;
+    c.autopad = bc->autopad;
+    c.use_rotary_pos_emb = bc->rotary;
+    c.dim = bc->rotary ? 4 : 0;
+    c.dtype = PG_F64;
+    c.unfused = unfused;
+    pg_posmod *pos = bc->scheme ? scheme(bc->scheme, 2) : NULL;
+    pg_local_attention *m = pg_local_attention_new(&c, &pos, bc->scheme ? 1 : 0);
+    cr_assert_not_null(m, "%s", pg_last_error());
+    return m;
+}
+
+/* forward + backward on (2, 2, L, 4) inputs; counts the fused nodes */
+static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *mask, int *n_fused)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_local_attention_forward(g, m, qkv[0], qkv[1], qkv[2], &(pg_local_args){.mask = mask});
+    cr_assert_not_null(y, "%s", pg_graph_error(g));
+    pg_rng r = pg_rng_init(8);
+    cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
+    *n_fused = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+        *n_fused += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
+    pg_tensor *out = pg_tensor_copy(NULL, y);
+    pg_graph_free(g);
+    return out;
+}
+
+static void check(band_case bc)
+{
+    pg_local_attention *fused = make(&bc, false), *ref = make(&bc, true);
+    pg_tensor *a[3], *b[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = randt(PG_SHAPE(2, 2, bc.L, 4), 30 + (uint64_t)i, true);
+        b[i] = pg_tensor_copy(NULL, a[i]);
+        b[i]->requires_grad = true;
+    }
+    pg_tensor *mask = NULL;
+    if (bc.masked) { /* batch 1 hides keys 1 and L - 2; batch 0 nothing */
+        mask = pg_ones(NULL, PG_BOOL, PG_SHAPE(2, bc.L));
+        pg_bool(mask)[bc.L + 1] = 0;
+        pg_bool(mask)[2 * bc.L - 2] = 0;
+    }
+    int nf = 0, nr = 0;
+    pg_tensor *y1 = run(fused, a, mask, &nf), *y2 = run(ref, b, mask, &nr);
+    cr_assert_eq(nf, 1, "the fused path serves this case");
+    cr_assert_eq(nr, 0, "unfused forces the reference");
+    assert_close(y1, y2, 1e-12, "output");
+    for (int i = 0; i < 3; i++)
+        assert_close(a[i]->grad, b[i]->grad, 1e-12, i == 0 ? "grad q" : i == 1 ? "grad k" : "grad v");
+    pg_tensor_list p1 = pg_module_parameters(&fused->base), p2 = pg_module_parameters(&ref->base);
+    for (int i = 0; i < p1.n; i++) {
+        cr_assert_not_null(p1.tensors[i]->grad, "%s has no grad", p1.names[i]);
+        assert_close(p1.tensors[i]->grad, p2.tensors[i]->grad, 1e-12, p1.names[i]);
+    }
+    pg_tensor_list_free(&p1);
+    pg_tensor_list_free(&p2);
+    free_all(3, a);
+    free_all(3, b);
+    pg_tensor *ts[] = {mask, y1, y2};
+    free_all(3, ts);
+    pg_module_free(&fused->base);
+    pg_module_free(&ref->base);
+}
+
+Test(local_fused, plain_windows)
+{
+    check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 12});
+    check((band_case){.w = 3, .lb = 2, .lf = 0, .L = 12, .causal = true});
+    check((band_case){.w = 4, .lb = 1, .lf = 2, .L = 12, .exact = true});
+}
+
+Test(local_fused, causal_exact_masked_autopad_rotary)
+{
+    check((band_case){.w = 3, .lb = 1, .L = 11, .causal = true, .exact = true, .masked = true, .autopad = true});
+    check((band_case){.w = 4, .lb = 1, .lf = 1, .L = 10, .autopad = true, .rotary = true, .masked = true});
+}
+
+Test(local_fused, distance_bias_schemes)
+{
+    check((band_case){.w = 3, .lb = 1, .L = 9, .causal = true, .scheme = 1});
+    check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 9, .scheme = 2, .masked = true});
+    check((band_case){.w = 2, .lb = 2, .lf = 1, .L = 8, .scheme = 3, .exact = true});
+}
