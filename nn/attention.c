@@ -164,18 +164,6 @@ static void mha_destroy(pg_module *base)
     free(m);
 }
 
-/* Frees pos[from..n), each distinct module once (a list may repeat one by mistake). */
-static void free_posmods(pg_posmod *const *pos, int from, int n)
-{
-    for (int i = from; pos && i < n; i++) {
-        bool seen = false;
-        for (int j = from; j < i; j++)
-            seen = seen || pos[j] == pos[i];
-        if (pos[i] && !seen)
-            pg_module_free(&pos[i]->base);
-    }
-}
-
 static bool mha_config_ok(const char *fn, const pg_mha_config *c, pg_posmod *const *pos, int n_pos, const pg_rng *r)
 {
     if (!c || !r) {
@@ -210,36 +198,6 @@ static bool mha_config_ok(const char *fn, const pg_mha_config *c, pg_posmod *con
     return true;
 }
 
-/* Registers pos[0..n) under parent: one module as "pos", several as "pos.0", ...
- * Takes ownership of all of them, also on failure. 0 or -1. */
-static int adopt_posmods(pg_module *parent, pg_posmod *const *pos, int n)
-{
-    if (n == 0)
-        return 0;
-    if (n == 1)
-        return pg_module_add_child(parent, "pos", &pos[0]->base);
-    pg_module *list = calloc(1, sizeof *list);
-    if (!list) {
-        pg_set_error("adopt_posmods: out of memory");
-        free_posmods(pos, 0, n);
-        return -1;
-    }
-    pg_module_init(list, "ModuleList", NULL);
-    if (pg_module_add_child(parent, "pos", list) != 0) {
-        free_posmods(pos, 0, n);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "%d", i);
-        if (pg_module_add_child(list, name, &pos[i]->base) != 0) {
-            free_posmods(pos, i + 1, n);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Adds a Linear child; false (and the module's tree keeps nothing extra) on failure */
 static bool add_linear(pg_mha *m, const char *name, pg_linear **slot, int64_t in, int64_t out, pg_rng *r)
 {
@@ -255,7 +213,7 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
 {
     const char *fn = "pg_mha_new";
     if (!mha_config_ok(fn, c, pos, n_pos, r)) {
-        free_posmods(pos, 0, n_pos > 0 ? n_pos : 0);
+        pg_posmod_free_list(pos, 0, n_pos > 0 ? n_pos : 0);
         return NULL;
     }
     pg_mha *m = calloc(1, sizeof *m);
@@ -265,7 +223,7 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
     }
     if (!m) {
         pg_set_error("%s: out of memory", fn);
-        free_posmods(pos, 0, n_pos);
+        pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
     pg_module_init(&m->base, "MultiheadAttention", mha_destroy);
@@ -283,11 +241,11 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
                        : add_linear(m, "to_qkv", &m->to_qkv, c->dim, 3 * c->dim, r);
     ok = ok && add_linear(m, "to_out", &m->to_out, c->dim, c->dim, r);
     if (!ok) {
-        free_posmods(pos, 0, n_pos);
+        pg_posmod_free_list(pos, 0, n_pos);
         pg_module_free(&m->base);
         return NULL;
     }
-    if (adopt_posmods(&m->base, pos, n_pos) != 0) {
+    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
         pg_module_free(&m->base);
         return NULL;
     }

@@ -30,51 +30,11 @@ static bool is_xl(const pg_posmod *p)
     return p && !strcmp(p->base.type, "TransformerXLBias");
 }
 
-static void free_pos(pg_posmod *const *pos, int from, int n)
-{
-    for (int i = from; pos && i < n; i++) {
-        bool seen = false;
-        for (int j = from; j < i; j++)
-            seen = seen || pos[j] == pos[i];
-        if (pos[i] && !seen)
-            pg_module_free(&pos[i]->base);
-    }
-}
-
 static void la_destroy(pg_module *base)
 {
     pg_local_attention *m = (pg_local_attention *)base;
     free(m->pos);
     free(m);
-}
-
-/* one scheme as child "pos", several as "pos.0", ...; owns them all, also on failure */
-static int adopt(pg_module *parent, pg_posmod *const *pos, int n)
-{
-    if (n == 0)
-        return 0;
-    if (n == 1)
-        return pg_module_add_child(parent, "pos", &pos[0]->base);
-    pg_module *list = calloc(1, sizeof *list);
-    if (!list) {
-        pg_set_error("pg_local_attention_new: out of memory");
-        free_pos(pos, 0, n);
-        return -1;
-    }
-    pg_module_init(list, "ModuleList", NULL);
-    if (pg_module_add_child(parent, "pos", list) != 0) {
-        free_pos(pos, 0, n);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "%d", i);
-        if (pg_module_add_child(list, name, &pos[i]->base) != 0) {
-            free_pos(pos, i + 1, n);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, pg_posmod *const *pos, int n_pos)
@@ -110,7 +70,7 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
                      c ? (long long)c->look_backward : 0LL, c ? (long long)c->look_forward : 0LL,
                      c ? (long long)c->dim : 0LL, c ? c->use_xpos : 0, n_pos);
         if (n_pos > 0 && pos)
-            free_pos(pos, 0, n_pos);
+            pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
     pg_local_attention *m = calloc(1, sizeof *m);
@@ -118,7 +78,7 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
     if (!m || (n_pos && !list)) {
         free(m);
         free(list);
-        free_pos(pos, 0, n_pos);
+        pg_posmod_free_list(pos, 0, n_pos);
         pg_set_error("%s: out of memory", fn);
         return NULL;
     }
@@ -132,7 +92,7 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
     m->pos = list;
     for (int i = 0; i < n_pos; i++)
         list[i] = pos[i];
-    if (adopt(&m->base, pos, n_pos) != 0) {
+    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
         pg_module_free(&m->base);
         return NULL;
     }

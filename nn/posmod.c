@@ -3,6 +3,8 @@
 #include "posmod.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
@@ -289,4 +291,45 @@ pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double di
     if (div) /* max(exp(div), 1e-8): the clamp passes no gradient where it clamps */
         return pg_div(g, t, pg_clamp(g, pg_exp(g, div), 1e-8, INFINITY));
     return divide == 1.0 ? t : pg_mul_scalar(g, t, 1.0 / divide);
+}
+
+/* ---- owning lists of modules ------------------------------------------------------------- */
+
+void pg_posmod_free_list(pg_posmod *const *pos, int from, int n)
+{
+    for (int i = from; pos && i < n; i++) {
+        bool seen = false;
+        for (int j = from; j < i; j++)
+            seen = seen || pos[j] == pos[i];
+        if (pos[i] && !seen)
+            pg_module_free(&pos[i]->base);
+    }
+}
+
+int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
+{
+    if (n == 0)
+        return 0;
+    if (n == 1)
+        return pg_module_add_child(parent, "pos", &pos[0]->base);
+    pg_module *list = calloc(1, sizeof *list);
+    if (!list) {
+        pg_set_error("pg_posmod_adopt: out of memory");
+        pg_posmod_free_list(pos, 0, n);
+        return -1;
+    }
+    pg_module_init(list, "ModuleList", NULL);
+    if (pg_module_add_child(parent, "pos", list) != 0) {
+        pg_posmod_free_list(pos, 0, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", i);
+        if (pg_module_add_child(list, name, &pos[i]->base) != 0) {
+            pg_posmod_free_list(pos, i + 1, n);
+            return -1;
+        }
+    }
+    return 0;
 }

@@ -87,6 +87,13 @@ struct pg_posmod {
 /* Initialises the base (pg_module_init) and sets the hooks. */
 void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *));
 
+/* Frees pos[from..n), each distinct module once: for a constructor that
+ * promised to take ownership of a module list and fails. */
+void pg_posmod_free_list(pg_posmod *const *pos, int from, int n);
+/* Registers pos[0..n) under parent: one module as child "pos", several as
+ * "pos.0", "pos.1", ... Takes ownership of all of them, also on failure. 0 or -1. */
+int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n);
+
 /* Applies mod_x of mods[0..n) in order to x (B, L, dim). pos (B, Lp) or NULL,
  * mask (B, L) bool or NULL: both are checked here. heads / head_dim go into the
  * context (0 if unknown). Returns x itself when no module has mod_x. */

@@ -63,29 +63,17 @@ static bool block_config_ok(const char *fn, const pg_block_config *c)
     return ok;
 }
 
-/* Frees pos[0..n), each distinct module once. */
-static void free_posmods(pg_posmod *const *pos, int n)
-{
-    for (int i = 0; pos && i < n; i++) {
-        bool seen = false;
-        for (int j = 0; j < i; j++)
-            seen = seen || pos[j] == pos[i];
-        if (pos[i] && !seen)
-            pg_module_free(&pos[i]->base);
-    }
-}
-
 pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r)
 {
     const char *fn = "pg_block_new";
     if (!block_config_ok(fn, c)) {
-        free_posmods(pos, n_pos); /* ownership was promised */
+        pg_posmod_free_list(pos, 0, n_pos); /* ownership was promised */
         return NULL;
     }
     pg_block *b = calloc(1, sizeof *b);
     if (!b) {
         pg_set_error("%s: out of memory", fn);
-        free_posmods(pos, n_pos);
+        pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
     pg_module_init(&b->base, "TransformerBlock", NULL);
@@ -100,7 +88,7 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
     /* children in data-flow order */
     b->norm1 = norm_new(k->norm, k->dim, k->norm_eps, k->dtype);
     if (!adopt(&b->base, "norm1", b->norm1)) {
-        free_posmods(pos, n_pos);
+        pg_posmod_free_list(pos, 0, n_pos);
         goto fail;
     }
     b->attn = pg_mha_new(&mc, pos, n_pos, r); /* adopts pos, also when it fails */
