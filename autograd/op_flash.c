@@ -32,6 +32,8 @@
 
 #include "op_util.h"
 
+#include "../tensor/threadpool.h"
+
 #define BQ PG_FLASH_BQ
 #define BK PG_FLASH_BK
 
@@ -157,6 +159,67 @@ static void exp_row_f64(double *restrict y, double m, int64_t n)
 #undef FLASH_T
 #undef FLASH_SFX
 
+/* ---- threads: heads spread over the pool, thread t takes heads t, t + T, ... ------------------ */
+
+typedef struct flash_job {
+    const flash_dims *d;
+    pg_dtype dtype;
+    int T;             /* tasks = threads used */
+    void *scratch;     /* T slices of scr_bytes */
+    size_t scr_bytes;
+    void *w[4];        /* forward: out, lse; backward: dq, dk, dv */
+    const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
+    void *db;          /* backward: T slices of db_bytes (or the grad itself when T == 1) */
+    size_t db_bytes;
+} flash_job;
+
+static int flash_threads(const flash_dims *d)
+{
+    int64_t heads = d->B * d->H, T = pg_num_threads();
+    return (int)(heads < T ? heads : T);
+}
+
+static void flash_fwd_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const flash_job *j = ctx;
+    void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
+    if (j->dtype == PG_F32)
+        flash_fwd_f32(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, t, j->T);
+    else
+        flash_fwd_f64(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, t, j->T);
+}
+
+static void flash_bwd_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const flash_job *j = ctx;
+    void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
+    void *db = j->db && j->T > 1 ? (char *)j->db + (size_t)t * j->db_bytes : j->db;
+    if (j->dtype == PG_F32)
+        flash_bwd_f32(j->d, j->w[0], j->w[1], j->w[2], db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5],
+                      j->r[6], scr, t, j->T);
+    else
+        flash_bwd_f64(j->d, j->w[0], j->w[1], j->w[2], db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5],
+                      j->r[6], scr, t, j->T);
+}
+
+/* dst += src (numel of dst elements of its float dtype) */
+static void add_into(pg_tensor *dst, const void *src)
+{
+    if (dst->dtype == PG_F32) {
+        float *a = dst->data;
+        const float *b = src;
+        for (int64_t i = 0; i < dst->numel; i++)
+            a[i] += b[i];
+    } else {
+        double *a = dst->data;
+        const double *b = src;
+        for (int64_t i = 0; i < dst->numel; i++)
+            a[i] += b[i];
+    }
+}
+
 /* ---- the op --------------------------------------------------------------------------------- */
 
 typedef struct flash_saved {
@@ -175,17 +238,25 @@ static int flash_backward(pg_graph *g, pg_node *node)
     if ((q->requires_grad && !dq) || (k->requires_grad && !dk) || (v->requires_grad && !dv) ||
         (s->bias && s->bias->requires_grad && !db))
         return -1;
-    void *scr = pg_graph_alloc(g, scratch_elems(&s->d) * pg_dtype_size(q->dtype));
-    if (!scr)
+    flash_job j = {.d = &s->d, .dtype = q->dtype, .T = flash_threads(&s->d),
+                   .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
+                   .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, NULL},
+                   .r = {q->data, k->data, v->data, s->bias ? s->bias->data : NULL, out->data, out->grad->data,
+                         s->lse->data}};
+    j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
+    /* db is summed over heads that different threads handle: one zeroed buffer
+     * per thread, added up in thread order after the join */
+    size_t db_bytes = db ? (size_t)db->numel * pg_dtype_size(q->dtype) : 0;
+    void *db_parts = db && j.T > 1 ? pg_graph_alloc(g, db_bytes * (size_t)j.T) : NULL;
+    if (!j.scratch || (db && j.T > 1 && !db_parts))
         return -1;
-    if (q->dtype == PG_F32)
-        flash_bwd_f32(&s->d, dq ? pg_f32(dq) : NULL, dk ? pg_f32(dk) : NULL, dv ? pg_f32(dv) : NULL,
-                      db ? pg_f32(db) : NULL, pg_f32(q), pg_f32(k), pg_f32(v), s->bias ? pg_f32(s->bias) : NULL,
-                      pg_f32(out), pg_f32(out->grad), pg_f32(s->lse), scr);
-    else
-        flash_bwd_f64(&s->d, dq ? pg_f64(dq) : NULL, dk ? pg_f64(dk) : NULL, dv ? pg_f64(dv) : NULL,
-                      db ? pg_f64(db) : NULL, pg_f64(q), pg_f64(k), pg_f64(v), s->bias ? pg_f64(s->bias) : NULL,
-                      pg_f64(out), pg_f64(out->grad), pg_f64(s->lse), scr);
+    if (db_parts)
+        memset(db_parts, 0, db_bytes * (size_t)j.T);
+    j.db = db ? (db_parts ? db_parts : db->data) : NULL;
+    j.db_bytes = db_bytes;
+    pg_parallel_for(j.T, flash_bwd_task, &j);
+    for (int t = 0; db_parts && t < j.T; t++)
+        add_into(db, (char *)db_parts + (size_t)t * db_bytes);
     return 0;
 }
 
@@ -253,7 +324,8 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
     pg_tensor *ins[4] = {q, k, v, bias};
     int n_in = bias ? 4 : 3;
     bool rec = g && pg_op_needs_grad(g, n_in, ins);
-    size_t esz = pg_dtype_size(q->dtype), scr_bytes = scratch_elems(&d) * esz;
+    int T = flash_threads(&d);
+    size_t esz = pg_dtype_size(q->dtype), scr_bytes = scratch_elems(&d) * esz * (size_t)T;
     /* lse: saved in the graph when recording, else scratch */
     pg_tensor *lse = NULL;
     void *scr = NULL, *lse_data = NULL;
@@ -280,10 +352,9 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
         }
         return NULL;
     }
-    if (q->dtype == PG_F32)
-        flash_fwd_f32(&d, pg_f32(out), lse_data, pg_f32(q), pg_f32(k), pg_f32(v), bias ? pg_f32(bias) : NULL, scr);
-    else
-        flash_fwd_f64(&d, pg_f64(out), lse_data, pg_f64(q), pg_f64(k), pg_f64(v), bias ? pg_f64(bias) : NULL, scr);
+    flash_job j = {.d = &d, .dtype = q->dtype, .T = T, .scratch = scr, .scr_bytes = scratch_elems(&d) * esz,
+                   .w = {out->data, lse_data, NULL, NULL}, .r = {q->data, k->data, v->data, bias ? bias->data : NULL}};
+    pg_parallel_for(T, flash_fwd_task, &j);
     if (!g) {
         free(scr);
         free(lse_data);
@@ -436,12 +507,13 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
     }
 }
 
+/* Heads bh_i = first, first + step, ... of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
-                         void *scratch)
+                         void *scratch, int64_t first, int64_t step)
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     T *Kt = scratch, *S = Kt + D * Lk, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
-    for (int64_t bh_i = 0; bh_i < d->B * H; bh_i++) {
+    for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *bh = bias ? bias + h * NB : NULL;
@@ -497,14 +569,16 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
 }
 
 /* Accumulates the gradients into dq, dk, dv, db (each may be NULL). */
+/* Heads bh_i = first, first + step, ... (dq, dk, dv slices are theirs alone; db is shared). */
 static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const T *q, const T *k, const T *v,
-                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch)
+                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
+                         int64_t step)
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const T scale = (T)d->scale;
     const bool need_ds = dq || dk || db;
     T *Kt = scratch, *Vt = Kt + D * Lk, *P = Vt + Dv * Lk, *dS = P + BQ * BK, *Di = dS + BQ * BK;
-    for (int64_t bh_i = 0; bh_i < d->B * H; bh_i++) {
+    for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;

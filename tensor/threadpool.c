@@ -1,0 +1,169 @@
+/* The persistent thread pool (see threadpool.h).
+ *
+ * One job at a time: the caller publishes (fn, ctx, n) under the mutex, bumps
+ * the generation and wakes the workers; worker t runs tasks t, t + T, ...; the
+ * caller runs its own share as thread 0 and then waits until every worker has
+ * reported the generation done. */
+#include "threadpool.h"
+
+#include "tensor.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    pthread_t threads[PG_MAX_THREADS];
+    int n_workers;   /* threads besides the caller */
+    int want;        /* the configured thread count (0: not yet decided) */
+    uint64_t generation;
+    int pending;     /* workers still running the current job */
+    bool stop, busy, exit_hook;
+    void (*fn)(void *, int64_t, int);
+    void *ctx;
+    int64_t n;
+} pool;
+
+static pool P = {.mu = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static void run_share(void (*fn)(void *, int64_t, int), void *ctx, int64_t n, int t, int T)
+{
+    for (int64_t i = t; i < n; i += T)
+        fn(ctx, i, t);
+}
+
+static void *worker(void *arg)
+{
+    int t = (int)(intptr_t)arg; /* 1 .. n_workers */
+    uint64_t seen = 0;
+    pthread_mutex_lock(&P.mu);
+    for (;;) {
+        while (!P.stop && P.generation == seen)
+            pthread_cond_wait(&P.work, &P.mu);
+        if (P.stop)
+            break;
+        seen = P.generation;
+        void (*fn)(void *, int64_t, int) = P.fn;
+        void *ctx = P.ctx;
+        int64_t n = P.n;
+        int T = P.n_workers + 1;
+        pthread_mutex_unlock(&P.mu);
+        run_share(fn, ctx, n, t, T);
+        pthread_mutex_lock(&P.mu);
+        if (--P.pending == 0)
+            pthread_cond_signal(&P.done);
+    }
+    pthread_mutex_unlock(&P.mu);
+    return NULL;
+}
+
+/* Joins the workers (at exit, or before a new thread count). Caller holds no lock. */
+static void stop_workers(void)
+{
+    pthread_mutex_lock(&P.mu);
+    P.stop = true;
+    pthread_cond_broadcast(&P.work);
+    int n = P.n_workers;
+    pthread_mutex_unlock(&P.mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(P.threads[i], NULL);
+    pthread_mutex_lock(&P.mu);
+    P.n_workers = 0;
+    P.stop = false;
+    pthread_mutex_unlock(&P.mu);
+}
+
+/* In a child made by fork() the workers do not exist: start afresh. */
+static void after_fork_child(void)
+{
+    pthread_mutex_init(&P.mu, NULL);
+    pthread_cond_init(&P.work, NULL);
+    pthread_cond_init(&P.done, NULL);
+    P.n_workers = 0;
+    P.busy = false;
+    P.stop = false;
+}
+
+static int default_threads(void)
+{
+    const char *env = getenv("PG_NUM_THREADS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end == '\0' && v >= 1 && v <= PG_MAX_THREADS)
+            return (int)v;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores < 1 ? 1 : cores > PG_MAX_THREADS ? PG_MAX_THREADS : (int)cores;
+}
+
+int pg_num_threads(void)
+{
+    pthread_mutex_lock(&P.mu);
+    if (P.want == 0)
+        P.want = default_threads();
+    int n = P.want;
+    pthread_mutex_unlock(&P.mu);
+    return n;
+}
+
+int pg_set_num_threads(int n)
+{
+    if (n < 1 || n > PG_MAX_THREADS) {
+        pg_set_error("pg_set_num_threads: %d outside 1..%d", n, PG_MAX_THREADS);
+        return -1;
+    }
+    stop_workers(); /* the next parallel call starts n - 1 of them */
+    pthread_mutex_lock(&P.mu);
+    P.want = n;
+    pthread_mutex_unlock(&P.mu);
+    return 0;
+}
+
+/* Starts the workers for the configured count; under the lock. False if none could start. */
+static bool ensure_workers(void)
+{
+    if (P.want == 0)
+        P.want = default_threads();
+    if (!P.exit_hook) {
+        P.exit_hook = true;
+        atexit(stop_workers);
+        pthread_atfork(NULL, NULL, after_fork_child);
+    }
+    while (P.n_workers < P.want - 1) {
+        if (pthread_create(&P.threads[P.n_workers], NULL, worker, (void *)(intptr_t)(P.n_workers + 1)) != 0)
+            break;
+        P.n_workers++;
+    }
+    return P.n_workers > 0;
+}
+
+void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), void *ctx)
+{
+    if (n <= 0)
+        return;
+    pthread_mutex_lock(&P.mu);
+    if (P.busy || n == 1 || !ensure_workers()) { /* nested, trivial, or no threads: serial */
+        pthread_mutex_unlock(&P.mu);
+        run_share(fn, ctx, n, 0, 1);
+        return;
+    }
+    P.busy = true;
+    P.fn = fn;
+    P.ctx = ctx;
+    P.n = n;
+    P.pending = P.n_workers;
+    P.generation++;
+    int T = P.n_workers + 1;
+    pthread_cond_broadcast(&P.work);
+    pthread_mutex_unlock(&P.mu);
+    run_share(fn, ctx, n, 0, T);
+    pthread_mutex_lock(&P.mu);
+    while (P.pending > 0)
+        pthread_cond_wait(&P.done, &P.mu);
+    P.busy = false;
+    pthread_mutex_unlock(&P.mu);
+}

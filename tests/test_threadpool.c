@@ -1,0 +1,120 @@
+/* The thread pool: every task runs once on its fixed thread, nested calls run
+ * serially, and the fused attention gives the same numbers for any thread
+ * count. (A forked child starting its own pool is exercised by make bench,
+ * which runs each attention case in a child; forking inside a Criterion test
+ * would make valgrind report the runner's state in the child.) */
+#include "testutil.h"
+
+#include "../tensor/threadpool.h"
+
+
+typedef struct count_ctx {
+    int runs[1000];
+    int thread_of[1000];
+    int T;
+    int nested_ok;
+} count_ctx;
+
+static void count(void *p, int64_t i, int thread)
+{
+    count_ctx *c = p;
+    c->runs[i]++;
+    c->thread_of[i] = thread;
+}
+
+Test(threadpool, every_task_once_on_its_thread)
+{
+    for (int T = 1; T <= 5; T++) {
+        cr_assert_eq(pg_set_num_threads(T), 0);
+        cr_assert_eq(pg_num_threads(), T);
+        count_ctx *c = calloc(1, sizeof *c);
+        pg_parallel_for(1000, count, c);
+        for (int i = 0; i < 1000; i++) {
+            cr_assert_eq(c->runs[i], 1, "T %d: task %d ran %d times", T, i, c->runs[i]);
+            cr_assert_eq(c->thread_of[i], i % T, "T %d: task %d on thread %d", T, i, c->thread_of[i]);
+        }
+        free(c);
+    }
+}
+
+static void inner(void *p, int64_t i, int thread)
+{
+    (void)i;
+    count_ctx *c = p;
+    if (thread == 0)
+        c->nested_ok++;
+}
+
+static void outer(void *p, int64_t i, int thread)
+{
+    (void)i, (void)thread;
+    count_ctx local = {0};
+    pg_parallel_for(4, inner, &local); /* serial: all on thread 0 */
+    count_ctx *c = p;
+    __atomic_add_fetch(&c->nested_ok, local.nested_ok, __ATOMIC_SEQ_CST);
+}
+
+Test(threadpool, nested_calls_run_serially)
+{
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    count_ctx *c = calloc(1, sizeof *c);
+    pg_parallel_for(6, outer, c);
+    cr_assert_eq(c->nested_ok, 24);
+    free(c);
+}
+
+Test(threadpool, bad_input)
+{
+    cr_assert_eq(pg_set_num_threads(0), -1);
+    cr_assert(strstr(pg_last_error(), "pg_set_num_threads: 0 outside 1..64"));
+    cr_assert_eq(pg_set_num_threads(65), -1);
+    pg_parallel_for(0, count, NULL); /* nothing to do */
+}
+
+/* fused attention forward + backward (B 2, H 3, L 40, causal, mask, distance bias)
+ * with T threads: copies of out, dq, dk, dv, dbias */
+static void flash_with(int T, pg_tensor **res)
+{
+    cr_assert_eq(pg_set_num_threads(T), 0);
+    pg_tensor *q = randt(PG_SHAPE(2, 3, 40, 8), 1, true), *k = randt(PG_SHAPE(2, 3, 40, 8), 2, true);
+    pg_tensor *v = randt(PG_SHAPE(2, 3, 40, 8), 3, true), *db = randt(PG_SHAPE(3, 79), 4, true);
+    pg_tensor *mask = pg_ones(NULL, PG_BOOL, PG_SHAPE(2, 40));
+    pg_bool(mask)[45] = 0;
+    pg_graph *g = pg_graph_new();
+    pg_flash_opts o = {.causal = true, .mask = mask, .dist_bias = db};
+    pg_tensor *y = pg_flash_attention(g, q, k, v, &o);
+    pg_rng r = pg_rng_init(6);
+    cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
+    res[0] = pg_tensor_copy(NULL, y);
+    res[1] = pg_tensor_copy(NULL, q->grad);
+    res[2] = pg_tensor_copy(NULL, k->grad);
+    res[3] = pg_tensor_copy(NULL, v->grad);
+    res[4] = pg_tensor_copy(NULL, db->grad);
+    pg_graph_free(g);
+    pg_tensor *ts[] = {q, k, v, db, mask};
+    free_all(5, ts);
+}
+
+Test(threadpool, fused_attention_same_for_any_thread_count)
+{
+    pg_tensor *one[5], *two[5], *two_again[5], *three[5];
+    flash_with(1, one);
+    flash_with(2, two);
+    flash_with(2, two_again);
+    flash_with(3, three);
+    for (int i = 0; i < 5; i++) {
+        size_t bytes = (size_t)one[i]->numel * sizeof(double);
+        cr_assert_eq(memcmp(two[i]->data, two_again[i]->data, bytes), 0, "result %d differs between runs", i);
+        if (i < 4) { /* each head is one thread's: bit-identical for any count */
+            cr_assert_eq(memcmp(one[i]->data, two[i]->data, bytes), 0, "result %d differs with 2 threads", i);
+            cr_assert_eq(memcmp(one[i]->data, three[i]->data, bytes), 0, "result %d differs with 3 threads", i);
+        } else { /* the bias gradient sums per-thread parts */
+            assert_close(two[i], one[i], 1e-14, "dbias, 2 threads");
+            assert_close(three[i], one[i], 1e-14, "dbias, 3 threads");
+        }
+    }
+    free_all(5, one);
+    free_all(5, two);
+    free_all(5, two_again);
+    free_all(5, three);
+}
