@@ -288,57 +288,11 @@ Test(pos_dpb, gradcheck_every_option)
  * in MultiheadAttention, an LM, combined with XL; Adam changes the parameters
  * =================================================================================== */
 
-static double *snapshot(pg_module *m, int *n_out)
-{
-    pg_tensor_list p = pg_module_parameters(m);
-    int64_t total = 0;
-    for (int i = 0; i < p.n; i++)
-        total += p.tensors[i]->numel;
-    double *s = malloc(sizeof(double) * (size_t)total);
-    int64_t k = 0;
-    for (int i = 0; i < p.n; i++)
-        for (int64_t j = 0; j < p.tensors[i]->numel; j++)
-            s[k++] = pg_get(p.tensors[i], j);
-    *n_out = p.n;
-    pg_tensor_list_free(&p);
-    return s;
-}
-
-/* every parameter of m changed (at least one element) and is finite */
-static void assert_all_changed(pg_module *m, const double *before)
-{
-    pg_tensor_list p = pg_module_parameters(m);
-    int64_t k = 0;
-    for (int i = 0; i < p.n; i++) {
-        bool changed = false;
-        for (int64_t j = 0; j < p.tensors[i]->numel; j++, k++) {
-            double x = pg_get(p.tensors[i], j);
-            cr_assert(isfinite(x), "%s is not finite", p.names[i]);
-            changed |= x != before[k];
-        }
-        cr_assert(changed, "%s did not change", p.names[i]);
-    }
-    pg_tensor_list_free(&p);
-}
-
 static void adam_step(pg_module *model, pg_module *watch, pg_tensor *(*loss)(pg_graph *, void *), void *ctx)
 {
-    int n;
-    double *before = snapshot(watch, &n);
-    pg_tensor_list ps = pg_module_parameters(model);
-    pg_optim_hparams h = pg_adam_hparams(1e-2);
-    pg_optim *opt = pg_optim_new(PG_ADAM, &h);
-    cr_assert_geq(pg_optim_add_group(opt, ps.tensors, ps.n, NULL), 0, "%s", pg_last_error());
     pg_graph *g = pg_graph_new();
-    pg_tensor *L = loss(g, ctx);
-    cr_assert_not_null(L, "%s", pg_graph_error(g));
-    cr_assert_eq(pg_backward(g, L), 0, "%s", pg_graph_error(g));
-    cr_assert_eq(pg_optim_step(opt), 0, "%s", pg_last_error());
-    assert_all_changed(watch, before);
+    assert_adam_step_changes(model, watch, g, loss(g, ctx));
     pg_graph_free(g);
-    pg_optim_free(opt);
-    pg_tensor_list_free(&ps);
-    free(before);
 }
 
 typedef struct mha_ctx {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../posgrad.h"
@@ -193,5 +194,52 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
 
 /* key mask (2, 5) as the attention fixtures: batch 0 hides key 3, batch 1 hides key 0 */
 static inline pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
+
+/* ---- training: one Adam step changes a module's parameters ------------------------------ */
+
+/* All parameter values of m, flattened (malloc'd; free it). */
+static inline double *params_snapshot(const pg_module *m)
+{
+    pg_tensor_list p = pg_module_parameters(m);
+    int64_t total = 0;
+    for (int i = 0; i < p.n; i++)
+        total += p.tensors[i]->numel;
+    double *s = malloc(sizeof(double) * (size_t)(total ? total : 1));
+    int64_t k = 0;
+    for (int i = 0; i < p.n; i++)
+        for (int64_t j = 0; j < p.tensors[i]->numel; j++)
+            s[k++] = pg_get(p.tensors[i], j);
+    pg_tensor_list_free(&p);
+    return s;
+}
+
+/* Backward from loss (a scalar in g), one Adam step (lr 1e-2) over model's
+ * parameters; then every parameter of watch has changed and is finite. */
+static inline void assert_adam_step_changes(pg_module *model, pg_module *watch, pg_graph *g, pg_tensor *loss)
+{
+    double *before = params_snapshot(watch);
+    pg_tensor_list ps = pg_module_parameters(model);
+    pg_optim_hparams h = pg_adam_hparams(1e-2);
+    pg_optim *opt = pg_optim_new(PG_ADAM, &h);
+    cr_assert_geq(pg_optim_add_group(opt, ps.tensors, ps.n, NULL), 0, "%s", pg_last_error());
+    cr_assert_not_null(loss, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_optim_step(opt), 0, "%s", pg_last_error());
+    pg_tensor_list p = pg_module_parameters(watch);
+    int64_t k = 0;
+    for (int i = 0; i < p.n; i++) {
+        bool changed = false;
+        for (int64_t j = 0; j < p.tensors[i]->numel; j++, k++) {
+            double x = pg_get(p.tensors[i], j);
+            cr_assert(isfinite(x), "%s is not finite", p.names[i]);
+            changed |= x != before[k];
+        }
+        cr_assert(changed, "%s did not change", p.names[i]);
+    }
+    pg_tensor_list_free(&p);
+    pg_optim_free(opt);
+    pg_tensor_list_free(&ps);
+    free(before);
+}
 
 #endif
