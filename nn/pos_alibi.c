@@ -217,16 +217,8 @@ pg_posmod *pg_posmod_make_alibi(const pg_posmod_args *a)
         return NULL;
     }
     const pg_alibi_opts *o = a->opts;
-    int64_t heads = o && o->heads ? o->heads : a->heads;
-    if (heads < 1) {
-        pg_set_error("pg_posmod_make_alibi: ALiBi acts inside attention and needs heads >= 1 (args.heads %lld)",
-                     (long long)a->heads);
+    int64_t heads = pg_posmod_heads("pg_posmod_make_alibi", "ALiBi", o ? o->heads : 0, a);
+    if (!heads)
         return NULL;
-    }
-    if (o && o->heads && a->heads && o->heads != a->heads) {
-        pg_set_error("pg_posmod_make_alibi: opts.heads %lld differs from the attention's %lld heads",
-                     (long long)o->heads, (long long)a->heads);
-        return NULL;
-    }
     return pg_alibi_new(heads, o, a->dtype);
 }

@@ -333,3 +333,19 @@ int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
     }
     return 0;
 }
+
+int64_t pg_posmod_heads(const char *fn, const char *what, int64_t opt_heads, const pg_posmod_args *a)
+{
+    int64_t heads = opt_heads ? opt_heads : a->heads;
+    if (heads < 1) {
+        pg_set_error("%s: %s acts inside attention and needs heads >= 1 (args.heads %lld)", fn, what,
+                     (long long)a->heads);
+        return 0;
+    }
+    if (opt_heads && a->heads && opt_heads != a->heads) {
+        pg_set_error("%s: opts.heads %lld differs from the attention's %lld heads", fn, (long long)opt_heads,
+                     (long long)a->heads);
+        return 0;
+    }
+    return heads;
+}

@@ -156,6 +156,12 @@ typedef struct pg_posmod_args {
 
 typedef pg_posmod *(*pg_posmod_make_fn)(const pg_posmod_args *a);
 
+/* The head count a per-head scheme's constructor fn should use: opt_heads
+ * (its options' own count) if set, else a->heads. 0 with an error naming fn
+ * when neither is >= 1 ("<what> acts inside attention and needs heads >= 1")
+ * or when both are set and differ. */
+int64_t pg_posmod_heads(const char *fn, const char *what, int64_t opt_heads, const pg_posmod_args *a);
+
 /* One positional module of a model config: a registered kind ("alibi") or a
  * constructor of your own (make, which wins when set), and the scheme's options. */
 typedef struct pg_posmod_spec {
