@@ -56,9 +56,9 @@ valgrind:
 	tests/checked_run.sh valgrind --error-exitcode=1 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect --trace-children=yes -q build-vg/tests/run_tests -j2
 
-$(BUILD)/tests/bench: tests/bench/bench.c $(BUILD)/libposgrad.a
+$(BUILD)/tests/bench: $(wildcard tests/bench/*.c tests/bench/*.h) $(BUILD)/libposgrad.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
+	$(CC) $(CFLAGS) -I. $(filter %.c,$^) -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
 
 bench: $(BUILD)/tests/bench
 	$(BUILD)/tests/bench

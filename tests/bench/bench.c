@@ -1,6 +1,6 @@
 /* posgrad benchmarks: one line per figure, `name value unit`, each the median
  * of several timed runs after a warm-up. */
-#include "../../posgrad.h"
+#include "bench.h"
 #include "../../autograd/flash.h"
 
 #include <math.h>
@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
+double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -25,10 +25,8 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-#define RUNS 7
-
 /* median seconds of one call of fn(ctx, reps) divided by reps */
-static double median_time(void (*fn)(void *, int), void *ctx, int reps)
+double median_time(void (*fn)(void *, int), void *ctx, int reps)
 {
     double t[RUNS];
     fn(ctx, reps); /* warm-up */
@@ -45,7 +43,7 @@ static double median_time(void (*fn)(void *, int), void *ctx, int reps)
  * (the child's own ru_maxrss) and, through *ms, the milliseconds fn reported;
  * -1 on failure. A fresh process per case keeps one case's peak from hiding
  * another's. */
-static double in_child(double (*fn)(void *), void *ctx, double *ms)
+double in_child(double (*fn)(void *), void *ctx, double *ms)
 {
     int fd[2];
     if (pipe(fd) != 0)
@@ -70,6 +68,11 @@ static double in_child(double (*fn)(void *), void *ctx, double *ms)
         return -1;
     *ms = out[0];
     return out[1];
+}
+
+bool bench_selected(const char *only, const char *name)
+{
+    return !only || !strncmp(name, only, strlen(only));
 }
 
 /* ---- op overhead: record a 16-element add and run its backward ------------------ */
@@ -102,34 +105,6 @@ static void bench_op_overhead(void)
     pg_tensor_free(c.a);
     pg_tensor_free(c.b);
     pg_tensor_free(c.up);
-}
-
-/* ---- matmul forward ---------------------------------------------------------------- */
-
-typedef struct mm_ctx {
-    pg_graph *g;
-    pg_tensor *a, *b;
-} mm_ctx;
-
-static void mm_run(void *p, int reps)
-{
-    mm_ctx *c = p;
-    for (int i = 0; i < reps; i++) {
-        pg_graph_reset(c->g);
-        pg_matmul(c->g, c->a, c->b, false, false);
-    }
-}
-
-static void bench_matmul(pg_dtype dt, int64_t n)
-{
-    pg_rng r = pg_rng_init(2);
-    mm_ctx c = {pg_graph_new(), pg_randn(NULL, dt, PG_SHAPE(n, n), &r), pg_randn(NULL, dt, PG_SHAPE(n, n), &r)};
-    int reps = n >= 1024 ? 2 : n >= 256 ? 20 : 2000;
-    double t = median_time(mm_run, &c, reps);
-    printf("gemm_%s_%lld_t1 %.2f GFLOP/s\n", pg_dtype_name(dt), (long long)n, 2.0 * (double)(n * n * n) / t * 1e-9);
-    pg_graph_free(c.g);
-    pg_tensor_free(c.a);
-    pg_tensor_free(c.b);
 }
 
 /* ---- attention scaling: forward + backward at length L (batch 1, 4 heads, head dim 32,
@@ -187,19 +162,15 @@ static void bench_attention(attn_kind kind, int64_t max_L)
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
-    if (!only || !strncmp("op_overhead", only, strlen(only)))
+    if (bench_selected(only, "op_overhead"))
         bench_op_overhead();
-    if (!only || !strncmp("gemm", only, strlen(only))) {
-        int64_t sizes[] = {64, 256, 1024};
-        for (int i = 0; i < 3; i++)
-            bench_matmul(PG_F32, sizes[i]);
-        bench_matmul(PG_F64, 256);
-    }
-    if (!only || !strncmp("attn_local", only, strlen(only)))
+    bench_gemm_all(only);
+    bench_train_all(only);
+    if (bench_selected(only, "attn_local"))
         bench_attention(ATTN_LOCAL, 16384);
-    if (!only || !strncmp("attn_fused", only, strlen(only)))
+    if (bench_selected(only, "attn_fused"))
         bench_attention(ATTN_FUSED, 16384);
-    if (only && !strncmp("attn_full", only, strlen(only))) /* unfused reference: L x L memory */
+    if (only && bench_selected(only, "attn_full")) /* unfused reference: L x L memory */
         bench_attention(ATTN_FULL, 4096);
     return 0;
 }

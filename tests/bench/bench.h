@@ -1,0 +1,24 @@
+/* Shared helpers of the benchmark programs (tests/bench/): timing, medians,
+ * peak memory of a forked case. Every figure is printed as `name value unit`. */
+#ifndef PG_BENCH_H
+#define PG_BENCH_H
+
+#include "../../posgrad.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RUNS 7
+
+double now_s(void);
+/* median seconds of one call of fn(ctx, reps) divided by reps, after a warm-up call */
+double median_time(void (*fn)(void *, int), void *ctx, int reps);
+/* runs fn(ctx) in a child process: returns its peak resident MB, *ms what fn returned; -1 on failure */
+double in_child(double (*fn)(void *), void *ctx, double *ms);
+/* true when the case `name` matches the command-line prefix (or there is none) */
+bool bench_selected(const char *only, const char *name);
+
+void bench_gemm_all(const char *only);  /* bench_gemm.c: fma_peak_*, gemm_* */
+void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 */
+
+#endif
