@@ -73,16 +73,59 @@ static void key_range(const flash_dims *d, int64_t i0, int64_t bq, int64_t *j_st
         *j_end = *j_start;
 }
 
+/* Row stride of the transposed keys and values (Kt, Vt): Lk padded so that
+ * consecutive rows fall in different L1 sets (a power-of-two stride such as
+ * Lk = 16384 floats would map every row of a tile to the same few sets). */
+static int64_t t_stride(const flash_dims *d)
+{
+    return (d->Lk + 15) / 16 * 16 + 16;
+}
+
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
  * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di. Linear in Lk. */
 static size_t scratch_elems(const flash_dims *d)
 {
-    return (size_t)(d->D + d->Dv) * (size_t)d->Lk + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv + 2 * (size_t)BQ;
+    return (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
+           2 * (size_t)BQ;
 }
 
 /* Sums and maxima over a tile row use LANES independent partial results, so
  * that the loops vectorise (a single running sum is a serial chain). */
 #define LANES 16
+#define DEFINE_ROW_MAX(T, sfx)                                                                                         \
+    static T row_max_##sfx(const T *restrict x, int64_t n)                                                             \
+    {                                                                                                                  \
+        T part[LANES];                                                                                                 \
+        for (int l = 0; l < LANES; l++)                                                                                \
+            part[l] = -INFINITY;                                                                                       \
+        int64_t c = 0;                                                                                                 \
+        for (; c + LANES <= n; c += LANES)                                                                             \
+            for (int l = 0; l < LANES; l++)                                                                            \
+                part[l] = x[c + l] > part[l] ? x[c + l] : part[l];                                                     \
+        T m = -INFINITY;                                                                                               \
+        for (int l = 0; l < LANES; l++)                                                                                \
+            m = part[l] > m ? part[l] : m;                                                                             \
+        for (; c < n; c++)                                                                                             \
+            m = x[c] > m ? x[c] : m;                                                                                   \
+        return m;                                                                                                      \
+    }
+#define DEFINE_ROW_SUM(T, sfx)                                                                                         \
+    static T row_sum_##sfx(const T *restrict x, int64_t n)                                                             \
+    {                                                                                                                  \
+        T part[LANES] = {0};                                                                                           \
+        int64_t c = 0;                                                                                                 \
+        for (; c + LANES <= n; c += LANES)                                                                             \
+            for (int l = 0; l < LANES; l++)                                                                            \
+                part[l] += x[c + l];                                                                                   \
+        T s = 0;                                                                                                       \
+        for (int l = 0; l < LANES; l++)                                                                                \
+            s += part[l];                                                                                              \
+        for (; c < n; c++)                                                                                             \
+            s += x[c];                                                                                                 \
+        return s;                                                                                                      \
+    }
+DEFINE_ROW_MAX(double, f64)
+DEFINE_ROW_SUM(double, f64)
 
 /* a * b + c, fused where the target has FMA (C11 does not contract a * b + c
  * by itself); the products then round once. */
@@ -99,23 +142,91 @@ static size_t scratch_elems(const flash_dims *d)
 #define RB_f64 4
 #define CB 32
 
-/* y[c] = exp(y[c] - m) for c < n, in place (y - m <= 0 expected; -inf gives 0).
+/* y[c] = exp(y[c] - m) for c < n, in place, returning the sum of the results
+ * (y - m <= 0 expected; -inf gives 0).
  * exp(t) = 2^n exp(r), n = round(t / ln 2), r = t - n ln 2 in two parts
  * (|r| <= ln 2 / 2), exp(r) by its degree-7 Taylor polynomial (relative
  * error < 3e-8; within 1.2e-7 of exp overall), 2^n built in the exponent bits;
- * below 2^-126 the result is 0. A row holding NaN (or t > 1) takes expf.
- * Three passes, each of which GCC vectorises (the clamp and the conversion
- * in one loop keep it scalar). */
-static void exp_row_f32(float *restrict y, float m, int64_t n)
+ * below 2^-126 the result is 0. Values that are NaN or above 1 take expf. */
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693145751953125f
+#define EXP_LN2_LO 1.42860682030941723212e-6f
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* 16 lanes of the function above; t <= 1 and not NaN */
+static __m512 exp16(__m512 t)
 {
-    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723212e-6f;
+    t = _mm512_max_ps(t, _mm512_set1_ps(-100.0f)); /* also -inf */
+    const __m512 nf = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(EXP_LN2_HI), t);
+    r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i ni = _mm512_cvtps_epi32(nf);
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23); /* 2^ni */
+    const __mmask16 normal = _mm512_cmp_epi32_mask(ni, _mm512_set1_epi32(-126), _MM_CMPINT_NLT);
+    return _mm512_maskz_mul_ps(normal, p, _mm512_castsi512_ps(bits));
+}
+
+/* One pass in chunks of 16 (the tail masked); a chunk holding NaN or a value
+ * above 1 takes expf lane by lane. */
+static float exp_row_f32(float *restrict y, float m, int64_t n)
+{
+    const __m512 vm = _mm512_set1_ps(m), one = _mm512_set1_ps(1.0f);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 lanes = n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1);
+        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, y + c), vm);
+        __m512 e;
+        if ((_mm512_cmp_ps_mask(t, one, _CMP_LE_OQ) & lanes) == lanes) {
+            e = exp16(t);
+        } else {
+            float tv[16];
+            _mm512_storeu_ps(tv, t);
+            for (int l = 0; l < 16; l++)
+                tv[l] = expf(tv[l]);
+            e = _mm512_loadu_ps(tv);
+        }
+        e = _mm512_maskz_mov_ps(lanes, e);
+        _mm512_mask_storeu_ps(y + c, lanes, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+/* the largest of x[0 .. n) ignoring NaN; -inf for none */
+static float row_max_f32(const float *restrict x, int64_t n)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 lanes = n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1);
+        mx = _mm512_mask_max_ps(mx, lanes, _mm512_maskz_loadu_ps(lanes, x + c), mx); /* NaN: keeps mx */
+    }
+    return _mm512_reduce_max_ps(mx);
+}
+
+#else /* portable: three passes, each of which GCC vectorises (the clamp and
+       * the conversion in one loop keep it scalar) */
+DEFINE_ROW_MAX(float, f32)
+DEFINE_ROW_SUM(float, f32)
+
+static float exp_row_f32(float *restrict y, float m, int64_t n)
+{
     int odd = 0; /* NaN or above 1: libm (the conversion below needs a bounded t) */
     for (int64_t c = 0; c < n; c++)
         odd |= !(y[c] - m <= 1.0f);
     if (odd) {
         for (int64_t c = 0; c < n; c++)
             y[c] = expf(y[c] - m);
-        return;
+        return row_sum_f32(y, n);
     }
     for (int64_t c = 0; c < n; c++) {
         float t = y[c] - m;
@@ -123,9 +234,9 @@ static void exp_row_f32(float *restrict y, float m, int64_t n)
     }
     for (int64_t c = 0; c < n; c++) {
         const float t = y[c];
-        const int32_t ni = (int32_t)(t * log2e - 0.5f); /* t <= 0 (or tiny): round to nearest */
+        const int32_t ni = (int32_t)(t * EXP_LOG2E - 0.5f); /* t <= 0 (or tiny): round to nearest */
         const float nf = (float)ni;
-        const float r = (t - nf * ln2_hi) - nf * ln2_lo;
+        const float r = (t - nf * EXP_LN2_HI) - nf * EXP_LN2_LO;
         float p = 1.0f / 5040.0f;
         p = p * r + 1.0f / 720.0f;
         p = p * r + 1.0f / 120.0f;
@@ -140,12 +251,15 @@ static void exp_row_f32(float *restrict y, float m, int64_t n)
         memcpy(&scale2, &bits, sizeof scale2);
         y[c] = p * scale2;
     }
+    return row_sum_f32(y, n);
 }
+#endif
 
-static void exp_row_f64(double *restrict y, double m, int64_t n)
+static double exp_row_f64(double *restrict y, double m, int64_t n)
 {
     for (int64_t c = 0; c < n; c++)
         y[c] = exp(y[c] - m);
+    return row_sum_f64(y, n);
 }
 
 #define FLASH_T float
@@ -430,53 +544,21 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
     }
 }
 
-/* X (n, w) -> Xt (w, n), in strips of 16 rows of X (contiguous stores) */
-static void F(transpose)(T *restrict Xt, const T *restrict X, int64_t n, int64_t w)
+/* X (n, w) -> Xt (w, n; row stride ldt), in strips of 16 rows of X (contiguous stores) */
+static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w)
 {
     int64_t c0 = 0;
     for (; c0 + 16 <= n; c0 += 16)
         for (int64_t e = 0; e < w; e++)
             for (int l = 0; l < 16; l++)
-                Xt[e * n + c0 + l] = X[(c0 + l) * w + e];
+                Xt[e * ldt + c0 + l] = X[(c0 + l) * w + e];
     for (; c0 < n; c0++)
         for (int64_t e = 0; e < w; e++)
-            Xt[e * n + c0] = X[c0 * w + e];
-}
-
-static T F(row_max)(const T *restrict x, int64_t n)
-{
-    T part[LANES];
-    for (int l = 0; l < LANES; l++)
-        part[l] = -INFINITY;
-    int64_t c = 0;
-    for (; c + LANES <= n; c += LANES)
-        for (int l = 0; l < LANES; l++)
-            part[l] = x[c + l] > part[l] ? x[c + l] : part[l];
-    T m = -INFINITY;
-    for (int l = 0; l < LANES; l++)
-        m = part[l] > m ? part[l] : m;
-    for (; c < n; c++)
-        m = x[c] > m ? x[c] : m;
-    return m;
-}
-
-static T F(row_sum)(const T *restrict x, int64_t n)
-{
-    T part[LANES] = {0};
-    int64_t c = 0;
-    for (; c + LANES <= n; c += LANES)
-        for (int l = 0; l < LANES; l++)
-            part[l] += x[c + l];
-    T s = 0;
-    for (int l = 0; l < LANES; l++)
-        s += part[l];
-    for (; c < n; c++)
-        s += x[c];
-    return s;
+            Xt[e * ldt + c0] = X[c0 * w + e];
 }
 
 /* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
- * (-inf where hidden); Kt (D, Lk) holds the keys of the head transposed. */
+ * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed. */
 static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
                            const T *restrict bh, const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0,
                            int64_t bk)
@@ -484,7 +566,16 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
     const int64_t D = d->D, Lk = d->Lk;
     for (int64_t r = 0; r < bq; r++)
         memset(S + r * BK, 0, (size_t)bk * sizeof(T));
-    F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, Lk, bq, D, bk, (T)d->scale);
+    F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale);
+    /* the causal and band tests can be skipped for a tile every query of which sees every key */
+    const bool causal = d->causal && j0 + bk - 1 > i0;
+    bool banded = false;
+    if (d->w > 0) {
+        int64_t lo_last, hi_last, lo_first, hi_first; /* lo and hi grow with i */
+        band(d, i0, &lo_first, &hi_first);
+        band(d, i0 + bq - 1, &lo_last, &hi_last);
+        banded = lo_last > j0 || hi_first < j0 + bk - 1;
+    }
     for (int64_t r = 0; r < bq; r++) {
         T *restrict s = S + r * BK;
         if (bh) { /* bias of distance i - j at index i - j + Lk - 1, decreasing with c */
@@ -495,10 +586,10 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
         if (mk)
             for (int64_t c = 0; c < bk; c++)
                 s[c] = mk[j0 + c] ? s[c] : (T)-INFINITY;
-        if (d->causal)
+        if (causal)
             for (int64_t c = i0 + r - j0 + 1 > 0 ? i0 + r - j0 + 1 : 0; c < bk; c++) /* j > i */
                 s[c] = (T)-INFINITY;
-        if (d->w > 0) { /* outside the local band */
+        if (banded) { /* outside the local band */
             int64_t lo, hi;
             band(d, i0 + r, &lo, &hi);
             for (int64_t c = 0; c < bk; c++)
@@ -512,14 +603,15 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                          void *scratch, int64_t first, int64_t step)
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
-    T *Kt = scratch, *S = Kt + D * Lk, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
+    const int64_t ldt = t_stride(d);
+    T *Kt = scratch, *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *bh = bias ? bias + h * NB : NULL;
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
-        F(transpose)(Kt, kh, Lk, D);
+        F(transpose)(Kt, ldt, kh, Lk, D);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -539,8 +631,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                         continue;
                     }
                     T alpha = (T)exp((double)(m[r] - mn));
-                    F(exp_row)(s, mn, bk);
-                    l[r] = l[r] * alpha + F(row_sum)(s, bk);
+                    l[r] = l[r] * alpha + F(exp_row)(s, mn, bk);
                     m[r] = mn;
                     if (alpha != 1) {
                         T *restrict a = acc + r * Dv;
@@ -577,7 +668,8 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const T scale = (T)d->scale;
     const bool need_ds = dq || dk || db;
-    T *Kt = scratch, *Vt = Kt + D * Lk, *P = Vt + Dv * Lk, *dS = P + BQ * BK, *Di = dS + BQ * BK;
+    const int64_t ldt = t_stride(d);
+    T *Kt = scratch, *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
@@ -586,9 +678,9 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
-        F(transpose)(Kt, kh, Lk, D);
+        F(transpose)(Kt, ldt, kh, Lk, D);
         if (need_ds)
-            F(transpose)(Vt, vh, Lk, Dv);
+            F(transpose)(Vt, ldt, vh, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -620,7 +712,7 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
                     continue;
                 for (int64_t r = 0; r < bq; r++)
                     memset(dS + r * BK, 0, (size_t)bk * sizeof(T));
-                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, Lk, bq, Dv, bk, 1); /* dP = dO v^T */
+                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, ldt, bq, Dv, bk, 1); /* dP = dO v^T */
                 for (int64_t r = 0; r < bq; r++) {                         /* dS = P (dP - D_i) */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK;
