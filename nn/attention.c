@@ -181,6 +181,15 @@ static bool mha_config_ok(const char *fn, const pg_mha_config *c, pg_posmod *con
                      c->dropout, c->scale, pg_dtype_name(c->dtype));
         return false;
     }
+    const pg_attn_band *b = &c->band;
+    if (b->window < 0 || b->look_backward < 0 || b->look_forward < 0 || (b->window > 0 && c->cross) ||
+        (b->window > 0 && c->causal && b->look_forward > 0)) {
+        pg_set_error("%s: bad band: window %lld, look_backward %lld, look_forward %lld (need >= 0; self-attention; "
+                     "no look_forward with causal)%s",
+                     fn, (long long)b->window, (long long)b->look_backward, (long long)b->look_forward,
+                     c->cross ? ", cross-attention" : "");
+        return false;
+    }
     if (n_pos < 0 || (n_pos > 0 && !pos)) {
         pg_set_error("%s: bad positional module list (%d modules)", fn, n_pos);
         return false;
@@ -386,6 +395,22 @@ static bool mha_inputs_ok(pg_graph *g, const char *fn, const pg_mha *m, const pg
     return true;
 }
 
+/* The band as an additive (L, L) bias: 0 inside, -inf outside (the reference path). */
+static pg_tensor *band_bias(pg_graph *g, const pg_attn_band *b, int64_t L, pg_dtype dtype)
+{
+    pg_tensor *t = pg_empty(g, PG_F64, PG_SHAPE(L, L));
+    if (!t)
+        return NULL;
+    const int64_t w = b->window;
+    for (int64_t i = 0; i < L; i++) {
+        int64_t lo = b->exact ? i - w * b->look_backward : (i / w - b->look_backward) * w;
+        int64_t hi = b->exact ? i + w * b->look_forward : (i / w + b->look_forward + 1) * w - 1;
+        for (int64_t j = 0; j < L; j++)
+            pg_f64(t)[i * L + j] = j < lo || j > hi ? -INFINITY : 0.0;
+    }
+    return dtype == PG_F64 ? t : pg_cast(g, t, dtype);
+}
+
 /* Whether the fused kernel computes exactly what this call asks (see pg_mha_config.unfused). */
 static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t Lk, bool drop)
 {
@@ -426,12 +451,19 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     pg_tensor *bias = NULL, *out;
     if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias))
         return NULL;
+    const pg_attn_band *band = &c->band;
     if (fused) {
-        pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias};
+        pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
+                            .window = band->window, .look_backward = band->look_backward,
+                            .look_forward = band->look_forward, .exact_window = band->exact};
         out = pg_flash_attention(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh) */
     } else {
         if (a->bias)
             bias = bias ? pg_add(g, bias, a->bias) : a->bias;
+        if (band->window > 0) {
+            pg_tensor *bb = band_bias(g, band, Lq, c->dtype);
+            bias = bias ? pg_add(g, bias, bb) : bb;
+        }
         pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
         out = pg_attention(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh) */
     }

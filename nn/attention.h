@@ -48,6 +48,16 @@ int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool 
  *   both:            to_out  Linear(dim -> dim)
  *   positional modules: child "pos" when there is one, "pos.0", "pos.1", ... when several
  * Heads are the outer factor of the channels: channel c = n * head_dim + h. */
+/* Local attention as a band of keys (LocalAttention's windows, positional-semantics.md §2):
+ * with window w > 0, query i sees the keys of its own window [w floor(i / w), +w) and of
+ * look_backward windows before and look_forward windows after it; with exact the band is
+ * [i - w look_backward, i + w look_forward] instead. causal still hides j > i. window 0:
+ * full attention. The fused kernel visits only the key tiles that meet the band. */
+typedef struct pg_attn_band {
+    int64_t window, look_backward, look_forward;
+    bool exact;
+} pg_attn_band;
+
 typedef struct pg_mha_config {
     int64_t dim, heads;    /* dim % heads == 0 */
     bool cross;            /* queries from x, keys and values from a context */
@@ -57,6 +67,7 @@ typedef struct pg_mha_config {
     double dropout;        /* on the attention weights, train mode only */
     double scale;          /* 0: 1 / sqrt(head_dim) */
     pg_dtype dtype;
+    pg_attn_band band;     /* self-attention only; window 0: full */
     /* The fused kernel (autograd/flash.h: tiled, memory linear in L) runs
      * whenever the call allows it: default positions, Lq == Lk, no user bias,
      * no active attention dropout, and every positional bias a function of

@@ -84,7 +84,7 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
         b->cfg.norm_eps = 1e-5;
     const pg_block_config *k = &b->cfg;
     pg_mha_config mc = {.dim = k->dim, .heads = k->heads, .bias = k->bias, .causal = k->causal,
-                        .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype};
+                        .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype, .band = k->band};
     /* children in data-flow order */
     b->norm1 = norm_new(k->norm, k->dim, k->norm_eps, k->dtype);
     if (!adopt(&b->base, "norm1", b->norm1)) {
@@ -279,7 +279,7 @@ static bool add_blocks(pg_lm *lm, pg_rng *r)
     pg_block_config bc = {.dim = c->dim, .heads = c->heads, .ff_hidden = c->ff_hidden, .ff_kind = c->ff_kind,
                           .ff_act = c->ff_act, .bias = c->bias, .causal = true, .attn_dropout = c->attn_dropout,
                           .ff_dropout = c->dropout, .resid_dropout = c->dropout, .norm = c->norm,
-                          .norm_eps = c->norm_eps, .dtype = c->dtype};
+                          .norm_eps = c->norm_eps, .dtype = c->dtype, .band = c->band};
     for (int64_t i = 0; i < c->layers; i++) {
         pg_posmod *pos[PG_LM_MAX_POS];
         if (build_posmods("pg_lm_new", c, c->layer_pos, c->n_layer_pos, (int)i, r, pos) != 0)

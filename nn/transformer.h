@@ -28,6 +28,7 @@ typedef struct pg_block_config {
     double norm_eps;       /* 0: 1e-5 */
     double scale;          /* attention logit scale; 0: 1 / sqrt(dim / heads) */
     pg_dtype dtype;
+    pg_attn_band band;     /* local attention band (window 0: full attention) */
 } pg_block_config;
 /* dim, heads; GELU MLP of 4 dim, biases on, LayerNorm, f32, no dropout, not causal */
 pg_block_config pg_block_defaults(int64_t dim, int64_t heads);
@@ -71,6 +72,7 @@ typedef struct pg_lm_config {
     double init_std;       /* 0: PyTorch's default inits; > 0: N(0, init_std) for the embedding and the
                               blocks' Linear weights, zero Linear biases (GPT-2 style) */
     pg_dtype dtype;
+    pg_attn_band band;     /* every block's local attention band (window 0: full attention) */
     uint64_t seed;         /* all initial parameters come from pg_rng_init(seed) */
     /* positional modules: input ones act through mod_x on the embeddings; every
      * block gets its own instances of the layer ones (args.layer = block index) */

@@ -13,13 +13,16 @@ static pg_posmod *alibi_learned(void)
     return pg_alibi_new(2, &o, PG_F64);
 }
 
-/* an MHA (dim 8, 2 heads) with the given schemes; the same seed gives the same weights */
-static pg_mha *make(pos_set set, bool causal, bool unfused)
+/* an MHA (dim 8, 2 heads) with the given schemes and band (NULL: full); the same seed
+ * gives the same weights */
+static pg_mha *make_band(pos_set set, bool causal, bool unfused, const pg_attn_band *band)
 {
     pg_mha_config c = pg_mha_defaults(8, 2);
     c.dtype = PG_F64;
     c.causal = causal;
     c.unfused = unfused;
+    if (band)
+        c.band = *band;
     pg_rng r = pg_rng_init(7);
     pg_posmod *pos[3];
     int n = 0;
@@ -37,6 +40,8 @@ static pg_mha *make(pos_set set, bool causal, bool unfused)
     return m;
 }
 
+static pg_mha *make(pos_set set, bool causal, bool unfused) { return make_band(set, causal, unfused, NULL); }
+
 /* forward + backward with a fixed upstream; returns the output (heap copy) */
 static pg_tensor *run(pg_mha *m, pg_tensor *x, pg_tensor *mask)
 {
@@ -51,9 +56,9 @@ static pg_tensor *run(pg_mha *m, pg_tensor *x, pg_tensor *mask)
     return out;
 }
 
-static void assert_fused_equals_unfused(pos_set set, bool causal, bool masked)
+static void assert_band_fused_equals_unfused(pos_set set, bool causal, bool masked, const pg_attn_band *band)
 {
-    pg_mha *fused = make(set, causal, false), *ref = make(set, causal, true);
+    pg_mha *fused = make_band(set, causal, false, band), *ref = make_band(set, causal, true, band);
     pg_tensor *x1 = randt(PG_SHAPE(2, 7, 8), 3, true), *x2 = pg_tensor_copy(NULL, x1);
     x2->requires_grad = true;
     /* batch 1 hides keys 0 and 4; batch 0 hides nothing */
@@ -73,6 +78,11 @@ static void assert_fused_equals_unfused(pos_set set, bool causal, bool masked)
     free_all(5, ts);
     pg_module_free(&fused->base);
     pg_module_free(&ref->base);
+}
+
+static void assert_fused_equals_unfused(pos_set set, bool causal, bool masked)
+{
+    assert_band_fused_equals_unfused(set, causal, masked, NULL);
 }
 
 Test(flash_mha, fused_equals_unfused_plain) { assert_fused_equals_unfused(NO_POS, false, false); }
@@ -112,4 +122,93 @@ Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
     pg_tensor *ts[] = {x, pos, bias};
     free_all(3, ts);
     pg_module_free(&m->base);
+}
+
+/* ---- local attention bands (pg_mha_config.band) ---------------------------------------------- */
+
+Test(flash_mha, band_fused_equals_unfused)
+{
+    const pg_attn_band windows = {.window = 2, .look_backward = 1}, both = {.window = 3, .look_backward = 1, .look_forward = 1},
+                       exact = {.window = 2, .look_backward = 1, .look_forward = 1, .exact = true};
+    assert_band_fused_equals_unfused(NO_POS, true, false, &windows);
+    assert_band_fused_equals_unfused(WITH_ALIBI, true, true, &windows);
+    assert_band_fused_equals_unfused(WITH_DPB_T5_ROTARY, false, true, &both);
+    assert_band_fused_equals_unfused(NO_POS, false, false, &exact);
+}
+
+/* The band hides exactly the keys LocalAttention's windows hide: the same module
+ * without a band but with the band written out by hand as a user bias. L 7, window 2,
+ * look_backward 1, causal: query i sees keys 2 floor(i / 2) - 2 .. i. */
+Test(flash_mha, band_hides_what_the_windows_hide)
+{
+    const pg_attn_band band = {.window = 2, .look_backward = 1};
+    pg_mha *banded = make_band(NO_POS, true, false, &band), *full = make(NO_POS, true, true);
+    pg_tensor *x = randt(PG_SHAPE(2, 7, 8), 3, false), *bias = pg_zeros(NULL, PG_F64, PG_SHAPE(7, 7));
+    for (int i = 0; i < 7; i++)
+        for (int j = 0; j < 7; j++)
+            pg_f64(bias)[i * 7 + j] = j < 2 * (i / 2) - 2 ? -INFINITY : 0.0;
+    pg_tensor *y1 = pg_mha_forward(NULL, banded, x, NULL, NULL);
+    pg_tensor *y2 = pg_mha_forward(NULL, full, x, NULL, &(pg_attn_args){.bias = bias});
+    cr_assert(y1 && y2, "%s", pg_last_error());
+    assert_close(y1, y2, 1e-13, "banded vs hand-written band");
+    pg_tensor *ts[] = {x, bias, y1, y2};
+    free_all(4, ts);
+    pg_module_free(&banded->base);
+    pg_module_free(&full->base);
+}
+
+typedef struct band_ctx {
+    pg_mha *m;
+} band_ctx;
+
+static pg_tensor *band_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const band_ctx *c = ctx;
+    return pg_mha_forward(g, c->m, in[0], NULL, NULL);
+}
+
+Test(flash_mha, band_gradcheck)
+{
+    const pg_attn_band band = {.window = 2, .look_backward = 1};
+    for (int unfused = 0; unfused < 2; unfused++) {
+        band_ctx c = {make_band(WITH_ALIBI, true, unfused, &band)};
+        pg_tensor *in[8] = {randt(PG_SHAPE(1, 5, 8), 9, true)};
+        int n = with_params(in, 1, &c.m->base);
+        pg_gradcheck_opts o = f64_only();
+        assert_gradcheck(band_fn, n, in, &c, &o);
+        pg_tensor_free(in[0]);
+        pg_module_free(&c.m->base);
+    }
+}
+
+Test(flash_mha, band_in_an_lm_trains)
+{
+    pg_lm_config cfg = pg_lm_defaults(11, 8, 2, 1);
+    cfg.band = (pg_attn_band){.window = 3, .look_backward = 1};
+    cfg.n_layer_pos = 1;
+    cfg.layer_pos[0] = (pg_posmod_spec){.kind = "rotary"};
+    pg_lm *lm = pg_lm_new(&cfg);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    pg_graph *g = pg_graph_new();
+    pg_tensor *ids = TI64(PG_SHAPE(1, 8), 1, 2, 3, 4, 5, 6, 7, 8), *tg = TI64(PG_SHAPE(1, 8), 2, 3, 4, 5, 6, 7, 8, 9);
+    assert_adam_step_changes(&lm->base, &lm->blocks[0]->attn->base, g, pg_lm_loss(g, lm, ids, tg, NULL));
+    pg_graph_free(g);
+    pg_tensor *ts[] = {ids, tg};
+    free_all(2, ts);
+    pg_module_free(&lm->base);
+}
+
+Test(flash_mha, band_bad_config)
+{
+    pg_mha_config c = pg_mha_defaults(8, 2);
+    pg_rng r = pg_rng_init(1);
+    c.band.window = -1;
+    ASSERT_FAILS(pg_mha_new(&c, NULL, 0, &r), "pg_mha_new: bad band: window -1");
+    c.band = (pg_attn_band){.window = 4, .look_forward = 1};
+    c.causal = true;
+    ASSERT_FAILS(pg_mha_new(&c, NULL, 0, &r), "no look_forward with causal");
+    c.causal = false;
+    c.cross = true;
+    ASSERT_FAILS(pg_mha_new(&c, NULL, 0, &r), "cross-attention");
 }
