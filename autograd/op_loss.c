@@ -2,6 +2,9 @@
  * and backward side by side. */
 #include "op_util.h"
 
+#include "../tensor/threadpool.h"
+#include "../tensor/vmath.h"
+
 #include <tgmath.h>
 
 /* ---- cross entropy ------------------------------------------------------------
@@ -12,6 +15,56 @@
  *   d loss / d x_c = (p_c - (1 - s) [c == t] - s / C) / count
  * lse is computed stably (max subtracted) and saved per row for backward. */
 
+/* log sum_c exp(x_c) of one row and, through *xsum, sum_c x_c. f64: the plain
+ * loops (parity with PyTorch to rounding). f32: 16 partial maxima and sums so
+ * that the loops vectorise, exp from tensor/vmath.h, sums in double. */
+static double lse_row_f64(const double *x, int64_t C, double *xsum)
+{
+    double m = x[0], sum = 0, xs = 0;
+    for (int64_t c = 1; c < C; c++)
+        m = x[c] > m ? x[c] : m;
+    for (int64_t c = 0; c < C; c++) {
+        sum += exp(x[c] - m);
+        xs += x[c];
+    }
+    *xsum = xs;
+    return m + log(sum);
+}
+
+#define CE_LANES 16
+static float lse_row_f32(const float *x, int64_t C, double *xsum)
+{
+    float mp[CE_LANES];
+    double sp[CE_LANES] = {0}, xp[CE_LANES] = {0};
+    for (int l = 0; l < CE_LANES; l++)
+        mp[l] = -INFINITY;
+    int64_t c0 = C / CE_LANES * CE_LANES;
+    for (int64_t c = 0; c < c0; c += CE_LANES)
+        for (int l = 0; l < CE_LANES; l++)
+            mp[l] = x[c + l] > mp[l] ? x[c + l] : mp[l];
+    float m = x[0];
+    for (int l = 0; l < CE_LANES; l++)
+        m = mp[l] > m ? mp[l] : m;
+    for (int64_t c = c0; c < C; c++)
+        m = x[c] > m ? x[c] : m;
+    for (int64_t c = 0; c < c0; c += CE_LANES)
+        for (int l = 0; l < CE_LANES; l++) {
+            sp[l] += pg_vexp((double)x[c + l] - (double)m);
+            xp[l] += (double)x[c + l];
+        }
+    double sum = 0, xs = 0;
+    for (int l = 0; l < CE_LANES; l++)
+        sum += sp[l], xs += xp[l];
+    for (int64_t c = c0; c < C; c++)
+        sum += pg_vexp((double)x[c] - (double)m), xs += (double)x[c];
+    *xsum = xs;
+    return (float)((double)m + log(sum));
+}
+
+static inline float exp_f(float x) { return (float)pg_vexp(x); }
+static inline double exp_d(double x) { return exp(x); }
+#define EXP_T(x) _Generic((x), float: exp_f, default: exp_d)(x)
+
 #define DEFINE_CE(T, sfx)                                                                                              \
     /* x: (rows, C); lse: (rows) or NULL; returns the sum of the kept rows' losses */                                  \
     static double ce_fwd_##sfx(const T *x, const int64_t *tg, int64_t rows, int64_t C, int64_t ignore, T s,            \
@@ -21,19 +74,13 @@
         for (int64_t r = 0; r < rows; r++, x += C) {                                                                   \
             if (tg[r] == ignore)                                                                                       \
                 continue;                                                                                              \
-            T m = x[0], sum = 0, xsum = 0;                                                                             \
-            for (int64_t c = 1; c < C; c++)                                                                            \
-                m = x[c] > m ? x[c] : m;                                                                               \
-            for (int64_t c = 0; c < C; c++) {                                                                          \
-                sum += exp(x[c] - m);                                                                                  \
-                xsum += x[c];                                                                                          \
-            }                                                                                                          \
-            T l = m + log(sum);                                                                                        \
+            double xsum;                                                                                               \
+            T l = lse_row_##sfx(x, C, &xsum);                                                                          \
             if (lse)                                                                                                   \
                 lse[r] = l;                                                                                            \
             T loss = ((T)1 - s) * (l - x[tg[r]]);                                                                      \
             if (s > 0) /* s == 0 adds nothing, even where a logit is -inf */                                           \
-                loss += s * (l - xsum / (T)C);                                                                         \
+                loss += s * (l - (T)xsum / (T)C);                                                                      \
             total += loss;                                                                                             \
         }                                                                                                              \
         return total;                                                                                                  \
@@ -46,14 +93,59 @@
         for (int64_t r = 0; r < rows; r++, x += C, gx += C) {                                                          \
             if (tg[r] == ignore)                                                                                       \
                 continue;                                                                                              \
+            const T l = lse[r];                                                                                        \
             for (int64_t c = 0; c < C; c++)                                                                            \
-                gx[c] += up * (exp(x[c] - lse[r]) - off);                                                              \
+                gx[c] += up * (EXP_T(x[c] - l) - off);                                                                 \
             gx[tg[r]] -= up * ((T)1 - s);                                                                              \
         }                                                                                                              \
     }
 
 DEFINE_CE(float, f32)
 DEFINE_CE(double, f64)
+
+/* ---- rows over the thread pool: task t of T takes rows [t rows / T, (t + 1) rows / T);
+ * the forward's per-task loss sums are added in task order ------------------------------- */
+#define CE_GRAIN 16384 /* logits per task at least */
+
+typedef struct ce_job {
+    bool f32, backward;
+    int64_t rows, C, T, ignore;
+    double s, up;
+    void *gx;
+    const void *x, *lse_in;
+    void *lse;
+    const int64_t *tg;
+    double *totals; /* forward: T per-task sums */
+} ce_job;
+
+static int64_t ce_tasks(int64_t rows, int64_t C)
+{
+    int64_t T = pg_num_threads(), most = rows * C / CE_GRAIN;
+    T = T < most ? T : most;
+    return T < 1 ? 1 : T;
+}
+
+static void ce_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const ce_job *j = ctx;
+    int64_t r0 = t * j->rows / j->T, n = (t + 1) * j->rows / j->T - r0, off = r0 * j->C;
+    const int64_t *tg = j->tg + r0;
+    if (j->f32) {
+        const float *x = (const float *)j->x + off;
+        if (j->backward)
+            ce_bwd_f32((float *)j->gx + off, x, tg, (const float *)j->lse_in + r0, n, j->C, j->ignore, (float)j->s,
+                       (float)j->up);
+        else
+            j->totals[t] = ce_fwd_f32(x, tg, n, j->C, j->ignore, (float)j->s, j->lse ? (float *)j->lse + r0 : NULL);
+    } else {
+        const double *x = (const double *)j->x + off;
+        if (j->backward)
+            ce_bwd_f64((double *)j->gx + off, x, tg, (const double *)j->lse_in + r0, n, j->C, j->ignore, j->s, j->up);
+        else
+            j->totals[t] = ce_fwd_f64(x, tg, n, j->C, j->ignore, j->s, j->lse ? (double *)j->lse + r0 : NULL);
+    }
+}
 
 static int cross_entropy_backward(pg_graph *g, pg_node *n)
 {
@@ -66,10 +158,9 @@ static int cross_entropy_backward(pg_graph *g, pg_node *n)
     if (count == 0)
         return 0; /* every target ignored: zero gradient */
     double up = pg_get(n->out->grad, 0) / count;
-    if (x->dtype == PG_F32)
-        ce_bwd_f32(gx->data, x->data, tg->data, n->ctx, rows, C, ignore, (float)s, (float)up);
-    else
-        ce_bwd_f64(gx->data, x->data, tg->data, n->ctx, rows, C, ignore, s, up);
+    ce_job j = {.f32 = x->dtype == PG_F32, .backward = true, .rows = rows, .C = C, .T = ce_tasks(rows, C),
+                .ignore = ignore, .s = s, .up = up, .gx = gx->data, .x = x->data, .lse_in = n->ctx, .tg = tg->data};
+    pg_parallel_for(j.T, ce_task, &j);
     return 0;
 }
 
@@ -133,9 +224,12 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
     void *lse = keep ? pg_graph_alloc(g, (size_t)rows * pg_dtype_size(logits->dtype)) : NULL;
     if (keep && !lse)
         return NULL;
-    double total = logits->dtype == PG_F32
-                       ? ce_fwd_f32(logits->data, targets->data, rows, C, ignore_index, (float)label_smoothing, lse)
-                       : ce_fwd_f64(logits->data, targets->data, rows, C, ignore_index, label_smoothing, lse);
+    double totals[PG_MAX_THREADS], total = 0;
+    ce_job j = {.f32 = logits->dtype == PG_F32, .rows = rows, .C = C, .T = ce_tasks(rows, C), .ignore = ignore_index,
+                .s = label_smoothing, .x = logits->data, .lse = lse, .tg = targets->data, .totals = totals};
+    pg_parallel_for(j.T, ce_task, &j);
+    for (int64_t t = 0; t < j.T; t++)
+        total += totals[t];
     pg_set(out, 0, count ? total / (double)count : 0.0);
     pg_node *n = pg_op_record(g, fn, out, 2, (pg_tensor *[]){logits, targets}, cross_entropy_backward);
     if (n) {

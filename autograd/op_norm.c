@@ -17,6 +17,8 @@
  * mean) / D; the mean(dxhat) term comes from d mean / dx_i = 1 / D.) */
 #include "op_util.h"
 
+#include "../tensor/threadpool.h"
+
 #include <tgmath.h>
 
 /* Per-row statistics saved for the backward: stats[2r] = mean, stats[2r+1] = rstd. */
@@ -114,6 +116,63 @@ static bool acc_for(pg_graph *g, const pg_tensor *grad, int64_t D, double **acc)
     return true;
 }
 
+/* ---- rows over the thread pool: task t of T takes rows [t rows / T, (t + 1) rows / T);
+ * the backward's dw, db are summed per task and then over tasks in task order ---------- */
+#define NORM_GRAIN 32768 /* elements per task at least */
+
+typedef struct norm_job {
+    bool f32, center;
+    int64_t rows, D, T;
+    double eps;
+    void *y_or_gx;
+    const void *x, *w, *b, *gy;
+    double *stats;
+    double *aw, *ab; /* backward: T slices of D each, or NULL */
+} norm_job;
+
+static int64_t norm_tasks(int64_t rows, int64_t D)
+{
+    int64_t T = pg_num_threads(), most = rows * D / NORM_GRAIN;
+    T = T < most ? T : most;
+    return T < 1 ? 1 : T;
+}
+
+static void norm_task(void *ctx, int64_t t, int thread, bool backward)
+{
+    (void)thread;
+    const norm_job *j = ctx;
+    int64_t r0 = t * j->rows / j->T, r1 = (t + 1) * j->rows / j->T, off = r0 * j->D, n = r1 - r0;
+    size_t es = j->f32 ? sizeof(float) : sizeof(double);
+    void *out = j->y_or_gx ? (char *)j->y_or_gx + (size_t)off * es : NULL;
+    const void *x = (const char *)j->x + (size_t)off * es;
+    double *stats = j->stats ? j->stats + 2 * r0 : NULL;
+    if (!backward) {
+        if (j->f32)
+            norm_fwd_f32(out, x, j->w, j->b, stats, n, j->D, j->eps, j->center);
+        else
+            norm_fwd_f64(out, x, j->w, j->b, stats, n, j->D, j->eps, j->center);
+        return;
+    }
+    const void *gy = (const char *)j->gy + (size_t)off * es;
+    double *aw = j->aw ? j->aw + t * j->D : NULL, *ab = j->ab ? j->ab + t * j->D : NULL;
+    if (j->f32)
+        norm_bwd_f32(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center);
+    else
+        norm_bwd_f64(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center);
+}
+
+static void norm_fwd_task(void *ctx, int64_t t, int thread) { norm_task(ctx, t, thread, false); }
+static void norm_bwd_task(void *ctx, int64_t t, int thread) { norm_task(ctx, t, thread, true); }
+
+/* gw += the T per-task sums of acc (T slices of D), added in task order */
+static void add_task_sums(pg_tensor *gw, double *acc, int64_t T, int64_t D)
+{
+    for (int64_t t = 1; t < T; t++)
+        for (int64_t j = 0; j < D; j++)
+            acc[j] += acc[t * D + j];
+    add_acc(gw, acc);
+}
+
 /* n->in: x, weight, bias (the last two may be NULL); n->ip: rows, D; n->ctx: norm_ctx */
 static int norm_backward(pg_graph *g, pg_node *n)
 {
@@ -122,23 +181,20 @@ static int norm_backward(pg_graph *g, pg_node *n)
     pg_tensor *gx = pg_grad_of(g, x), *gw = pg_grad_of(g, w), *gb = pg_grad_of(g, b);
     if ((x->requires_grad && !gx) || (w && w->requires_grad && !gw) || (b && b->requires_grad && !gb))
         return -1;
-    int64_t rows = n->ip[0], D = n->ip[1];
+    int64_t rows = n->ip[0], D = n->ip[1], T = norm_tasks(rows, D);
     double *aw, *ab;
-    if (!acc_for(g, gw, D, &aw) || !acc_for(g, gb, D, &ab))
+    if (!acc_for(g, gw, T * D, &aw) || !acc_for(g, gb, T * D, &ab))
         return -1;
-    void *gxd = gx ? gx->data : NULL, *wd = w ? w->data : NULL;
-    if (x->dtype == PG_F32)
-        norm_bwd_f32(gxd, aw, ab, y->grad->data, x->data, wd, c->stats, rows, D, c->center);
-    else
-        norm_bwd_f64(gxd, aw, ab, y->grad->data, x->data, wd, c->stats, rows, D, c->center);
+    norm_job j = {x->dtype == PG_F32, c->center, rows, D, T, 0.0, gx ? gx->data : NULL, x->data,
+                  w ? w->data : NULL, NULL, y->grad->data, c->stats, aw, ab};
+    pg_parallel_for(T, norm_bwd_task, &j);
     if (gw)
-        add_acc(gw, aw);
+        add_task_sums(gw, aw, T, D);
     if (gb)
-        add_acc(gb, ab);
+        add_task_sums(gb, ab, T, D);
     return 0;
 }
 
-/* weight / bias: NULL, or x's dtype and the shape of x's last norm_ndim dims */
 static bool affine_arg(pg_graph *g, const char *fn, const char *name, const pg_tensor *p, const pg_tensor *x,
                        int norm_ndim)
 {
@@ -190,12 +246,9 @@ static pg_tensor *norm_op(pg_graph *g, const char *fn, pg_tensor *x, int norm_nd
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    void *wd = w ? w->data : NULL, *bd = b ? b->data : NULL;
-    double *stats = c ? c->stats : NULL;
-    if (x->dtype == PG_F32)
-        norm_fwd_f32(y->data, x->data, wd, bd, stats, rows, D, eps, center);
-    else
-        norm_fwd_f64(y->data, x->data, wd, bd, stats, rows, D, eps, center);
+    norm_job j = {x->dtype == PG_F32, center, rows, D, norm_tasks(rows, D), eps, y->data, x->data,
+                  w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
+    pg_parallel_for(j.T, norm_fwd_task, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, in, norm_backward);
     if (n) {
         n->ctx = c;

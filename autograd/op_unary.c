@@ -6,6 +6,7 @@
  * backward rule and the public function. */
 #include "op_util.h"
 
+#include "../tensor/threadpool.h"
 #include "../tensor/vmath.h"
 
 #include <tgmath.h>
@@ -131,6 +132,34 @@ typedef struct unary_kind {
     bwd_f64 b64;
 } unary_kind;
 
+/* Elementwise kernels run over slices of the tensor on the thread pool (each
+ * element's result does not depend on the split). */
+#define UNARY_GRAIN 32768
+
+typedef struct unary_job {
+    const unary_kind *k;
+    bool f32, backward;
+    void *out;                  /* y, or gx */
+    const void *x, *y, *gy;
+    double a, b;
+} unary_job;
+
+static void unary_slice(void *ctx, int64_t i0, int64_t i1)
+{
+    const unary_job *j = ctx;
+    int64_t n = i1 - i0;
+    if (j->f32 && !j->backward)
+        j->k->f32((float *)j->out + i0, (const float *)j->x + i0, n, j->a, j->b);
+    else if (!j->backward)
+        j->k->f64((double *)j->out + i0, (const double *)j->x + i0, n, j->a, j->b);
+    else if (j->f32)
+        j->k->b32((float *)j->out + i0, (const float *)j->gy + i0, (const float *)j->x + i0,
+                  (const float *)j->y + i0, n, j->a, j->b);
+    else
+        j->k->b64((double *)j->out + i0, (const double *)j->gy + i0, (const double *)j->x + i0,
+                  (const double *)j->y + i0, n, j->a, j->b);
+}
+
 static int unary_backward(pg_graph *g, pg_node *n)
 {
     const unary_kind *k = n->ctx;
@@ -138,10 +167,8 @@ static int unary_backward(pg_graph *g, pg_node *n)
     pg_tensor *gx = pg_grad_of(g, x);
     if (!gx)
         return -1;
-    if (x->dtype == PG_F32)
-        k->b32(gx->data, y->grad->data, x->data, y->data, x->numel, n->p[0], n->p[1]);
-    else
-        k->b64(gx->data, y->grad->data, x->data, y->data, x->numel, n->p[0], n->p[1]);
+    unary_job j = {k, x->dtype == PG_F32, true, gx->data, x->data, y->data, y->grad->data, n->p[0], n->p[1]};
+    pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
     return 0;
 }
 
@@ -152,10 +179,8 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
     pg_tensor *y = pg_op_output(g, k->name, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    if (x->dtype == PG_F32)
-        k->f32(y->data, x->data, x->numel, a, b);
-    else
-        k->f64(y->data, x->data, x->numel, a, b);
+    unary_job j = {k, x->dtype == PG_F32, false, y->data, x->data, NULL, NULL, a, b};
+    pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
     if (k->b32) {
         pg_node *n = pg_op_record(g, k->name, y, 1, &x, unary_backward);
         if (n) {

@@ -167,3 +167,34 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
     P.busy = false;
     pthread_mutex_unlock(&P.mu);
 }
+
+typedef struct range_job {
+    void (*fn)(void *ctx, int64_t begin, int64_t end);
+    void *ctx;
+    int64_t n, slice;
+} range_job;
+
+static void range_task(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    const range_job *j = ctx;
+    int64_t begin = i * j->slice, end = begin + j->slice < j->n ? begin + j->slice : j->n;
+    if (begin < end)
+        j->fn(j->ctx, begin, end);
+}
+
+void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx)
+{
+    if (n <= 0)
+        return;
+    int64_t T = pg_num_threads(), most = grain > 0 ? n / grain : n;
+    T = T < most ? T : most;
+    if (T <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    int64_t slice = (n + T - 1) / T;
+    slice = (slice + 15) / 16 * 16;
+    range_job j = {fn, ctx, n, slice};
+    pg_parallel_for((n + slice - 1) / slice, range_task, &j);
+}

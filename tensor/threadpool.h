@@ -23,4 +23,11 @@ int pg_num_threads(void);
 int pg_set_num_threads(int n);
 void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), void *ctx);
 
+/* fn(ctx, begin, end) over contiguous slices that cover [0, n) once: one slice
+ * per thread, each at least `grain` items (so small n stays on the caller),
+ * boundaries multiples of 16 items (whole cache lines of floats). For
+ * elementwise and row-wise kernels: each item's result does not depend on the
+ * split. */
+void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
+
 #endif

@@ -118,3 +118,57 @@ Test(threadpool, fused_attention_same_for_any_thread_count)
     free_all(5, two_again);
     free_all(5, three);
 }
+
+/* GELU, LayerNorm and cross-entropy split rows / elements over the pool when
+ * the tensor is large: x (64, 1024) f32 is above every grain. Forward values
+ * and input gradients are bit-identical for any thread count; the LayerNorm
+ * weight and bias gradients sum per-task parts (in double) and agree to f32
+ * rounding, as does the loss (a sum of per-task sums). Results: y, loss, dx, dw, db of
+ * gelu -> layer_norm -> cross_entropy. */
+static void row_ops_with(int threads, pg_tensor *out[5])
+{
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(threads), 0);
+    pg_rng r = pg_rng_init(21);
+    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(64, 1024), &r), *w = pg_randn(NULL, PG_F32, PG_SHAPE(1024), &r);
+    pg_tensor *b = pg_randn(NULL, PG_F32, PG_SHAPE(1024), &r), *tg = pg_empty(NULL, PG_I64, PG_SHAPE(64));
+    for (int i = 0; i < 64; i++)
+        pg_i64(tg)[i] = (i * 37) % 1024;
+    pg_tensor *leaves[] = {x, w, b};
+    for (int i = 0; i < 3; i++)
+        pg_set_requires_grad(leaves[i], true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *h = pg_layer_norm(g, pg_gelu(g, x), 1, w, b, 1e-5);
+    pg_tensor *loss = pg_cross_entropy(g, h, tg, -100, 0.1);
+    cr_assert_not_null(loss, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    out[0] = pg_tensor_copy(NULL, h);
+    out[1] = pg_tensor_copy(NULL, loss);
+    for (int i = 0; i < 3; i++)
+        out[2 + i] = pg_tensor_copy(NULL, leaves[i]->grad);
+    pg_graph_free(g);
+    free_all(3, leaves);
+    pg_tensor_free(tg);
+    pg_set_num_threads(saved);
+}
+
+Test(threadpool, row_ops_same_for_any_thread_count)
+{
+    pg_tensor *one[5], *two[5], *three[5];
+    row_ops_with(1, one);
+    row_ops_with(2, two);
+    row_ops_with(3, three);
+    for (int i = 0; i < 5; i++) {
+        size_t bytes = (size_t)one[i]->numel * sizeof(float);
+        if (i == 0 || i == 2) { /* per-element or per-row: bit-identical */
+            cr_assert_eq(memcmp(one[i]->data, two[i]->data, bytes), 0, "result %d differs with 2 threads", i);
+            cr_assert_eq(memcmp(one[i]->data, three[i]->data, bytes), 0, "result %d differs with 3 threads", i);
+        } else {
+            assert_close(two[i], one[i], 1e-6, "loss or LayerNorm parameter grads, 2 threads");
+            assert_close(three[i], one[i], 1e-6, "loss or LayerNorm parameter grads, 3 threads");
+        }
+    }
+    free_all(5, one);
+    free_all(5, two);
+    free_all(5, three);
+}
