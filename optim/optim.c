@@ -9,6 +9,8 @@
  * some multiply-adds (a + alpha * b) that C11 rounds twice: about one ulp. */
 #include "optim.h"
 
+#include "../tensor/threadpool.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,6 +328,30 @@ static void sgd_update(pg_param_state *st, const pg_optim_hparams *h, int64_t st
         sgd_f64(p->data, p->grad->data, data_or_null(st->momentum_buffer), p->numel, h, first);
 }
 
+/* elements [i0, i1) of one parameter: the update is elementwise, so the slices
+ * may run on the thread pool */
+typedef struct adam_job {
+    pg_param_state *st;
+    const adam_coef *c;
+} adam_job;
+
+static void adam_slice(void *ctx, int64_t i0, int64_t i1)
+{
+    const adam_job *j = ctx;
+    const pg_param_state *st = j->st;
+    const pg_tensor *p = st->param;
+    int64_t n = i1 - i0;
+    if (p->dtype == PG_F32) {
+        float *vmax = st->max_exp_avg_sq ? (float *)st->max_exp_avg_sq->data + i0 : NULL;
+        adam_f32((float *)p->data + i0, (const float *)p->grad->data + i0, (float *)st->exp_avg->data + i0,
+                 (float *)st->exp_avg_sq->data + i0, vmax, n, j->c);
+    } else {
+        double *vmax = st->max_exp_avg_sq ? (double *)st->max_exp_avg_sq->data + i0 : NULL;
+        adam_f64((double *)p->data + i0, (const double *)p->grad->data + i0, (double *)st->exp_avg->data + i0,
+                 (double *)st->exp_avg_sq->data + i0, vmax, n, j->c);
+    }
+}
+
 static void adam_update(pg_param_state *st, const pg_optim_hparams *h, int64_t step, bool decoupled)
 {
     /* torch: bias_correction1 = 1 - beta1 ** step, step_size = lr / bias_correction1,
@@ -343,13 +369,8 @@ static void adam_update(pg_param_state *st, const pg_optim_hparams *h, int64_t s
         .neg_step_size = -(h->lr / bc1),
         .eps = h->eps,
     };
-    pg_tensor *p = st->param;
-    if (p->dtype == PG_F32)
-        adam_f32(p->data, p->grad->data, st->exp_avg->data, st->exp_avg_sq->data,
-                 data_or_null(st->max_exp_avg_sq), p->numel, &c);
-    else
-        adam_f64(p->data, p->grad->data, st->exp_avg->data, st->exp_avg_sq->data,
-                 data_or_null(st->max_exp_avg_sq), p->numel, &c);
+    adam_job j = {st, &c};
+    pg_parallel_range(st->param->numel, 32768, adam_slice, &j);
 }
 
 /* Every grad matches its parameter. */

@@ -1,5 +1,6 @@
 /* Creation, fills, casts and the counter-based random generator. */
 #include "tensor.h"
+#include "threadpool.h"
 
 #include <math.h>
 #include <string.h>
@@ -62,18 +63,33 @@ static bool check_fill(const char *fn, const pg_tensor *t)
     return t != NULL;
 }
 
+typedef struct fill_job {
+    pg_tensor *t;
+    double value;
+} fill_job;
+
+/* float fills run over slices on the thread pool (gradient buffers are zeroed this way) */
+static void fill_slice(void *ctx, int64_t i0, int64_t i1)
+{
+    const fill_job *j = ctx;
+    if (j->t->dtype == PG_F32) {
+        float *p = j->t->data, v = (float)j->value;
+        for (int64_t i = i0; i < i1; i++)
+            p[i] = v;
+    } else {
+        double *p = j->t->data;
+        for (int64_t i = i0; i < i1; i++)
+            p[i] = j->value;
+    }
+}
+
 int pg_fill(pg_tensor *t, double value)
 {
     if (!check_fill("pg_fill", t))
         return -1;
-    if (t->dtype == PG_F32) {
-        float *p = t->data;
-        for (int64_t i = 0; i < t->numel; i++)
-            p[i] = (float)value;
-    } else if (t->dtype == PG_F64) {
-        double *p = t->data;
-        for (int64_t i = 0; i < t->numel; i++)
-            p[i] = value;
+    if (t->dtype == PG_F32 || t->dtype == PG_F64) {
+        fill_job j = {t, value};
+        pg_parallel_range(t->numel, 65536, fill_slice, &j);
     } else {
         for (int64_t i = 0; i < t->numel; i++)
             pg_set(t, i, value);

@@ -26,7 +26,8 @@ static inline double pg_vexp(double x)
 {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const double log2e = 1.4426950408889634074, ln2_hi = 0.693147180369123816490, ln2_lo = 1.90821492927058770002e-10;
-    const double xc = x < -708.0 ? -708.0 : x > 709.0 ? 709.0 : x; /* NaN stays NaN */
+    double xc = x < 709.0 ? x : 709.0; /* selects GCC vectorises; NaN is put back at the end */
+    xc = xc > -708.0 ? xc : -708.0;
     const double kd = xc * log2e + shifter, n = kd - shifter;
     const double r = (xc - n * ln2_hi) - n * ln2_lo;
     double p = 1.0 / 39916800.0;
@@ -47,8 +48,9 @@ static inline double pg_vexp(double x)
     double scale;
     memcpy(&scale, &bits, sizeof scale);
     double y = p * scale;
-    y = x < -708.0 ? 0.0 : y;
-    return x > 709.0 ? (double)INFINITY : y;
+    y = x > -708.0 ? y : 0.0;
+    y = x < 709.0 ? y : (double)INFINITY;
+    return x == x ? y : x;
 }
 
 /* Phi(x) = erfc(y) / 2 with y = -x / sqrt 2 for x <= 0, and 1 - erfc(|y|) / 2 for x > 0.
