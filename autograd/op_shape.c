@@ -105,6 +105,16 @@ static void block_fill(const block *b, void *dst, const void *elem, size_t es)
 #define DEFINE_BLOCK_ADD(T, sfx)                                                                               \
     static void block_add_##sfx(const block *b, T *dst, const T *src)                                          \
     {                                                                                                          \
+        if (b->dst_step == 1 && b->src_step == 1) { /* one contiguous run of count x inner per o */            \
+            const int64_t run = b->count * b->inner;                                                           \
+            for (int64_t o = 0; o < b->outer; o++) {                                                           \
+                T *restrict d = dst + (o * b->dst_n + b->dst_start) * b->inner;                                \
+                const T *restrict s = src + (o * b->src_n + b->src_start) * b->inner;                          \
+                for (int64_t i = 0; i < run; i++)                                                              \
+                    d[i] += s[i];                                                                              \
+            }                                                                                                  \
+            return;                                                                                            \
+        }                                                                                                      \
         for (int64_t o = 0; o < b->outer; o++)                                                                 \
             for (int64_t k = 0; k < b->count; k++) {                                                           \
                 T *restrict d = dst + (o * b->dst_n + b->dst_start + k * b->dst_step) * b->inner;              \
