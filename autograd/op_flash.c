@@ -21,8 +21,8 @@
  * (batch, head), so the inner loops run over contiguous memory without
  * reductions and vectorise without -ffast-math. f32 uses a vectorisable exp
  * (Cody-Waite reduction and a degree-7 polynomial, within 1.2e-7 of exp); f64
- * uses tensor/vmath.h's (relative error < 1e-13), so f64 matches the unfused
- * ops to 1e-13. */
+ * uses tensor/vmath.h's (relative error < 1e-15), so f64 matches the unfused
+ * ops to rounding. */
 #ifndef FLASH_T
 
 #include "flash.h"

@@ -16,7 +16,7 @@
  * lse is computed stably (max subtracted) and saved per row for backward. */
 
 /* log sum_c exp(x_c) of one row and, through *xsum, sum_c x_c, exp from
- * tensor/vmath.h (vectorisable; relative error < 1e-13). f64: sums in order.
+ * tensor/vmath.h (vectorisable; relative error < 1e-15). f64: sums in order.
  * f32: 16 partial maxima and sums so that the loops vectorise, sums in double. */
 static double lse_row_f64(const double *x, int64_t C, double *xsum)
 {

@@ -20,6 +20,8 @@
  *                at the -inf outputs, which any finite loss implies. */
 #include "op_util.h"
 
+#include "../tensor/vmath.h"
+
 #include <tgmath.h>
 
 #define CHUNK 64 /* columns per block in the strided kernels */
@@ -33,27 +35,64 @@
 #define INV(s) ((s) == 0 ? (T)0 : (T)1 / (s))
 #define ALIVE(y) ((y) != -INFINITY) /* NaN stays alive: it propagates */
 
+/* exp(a - b): f32 from tensor/vmath.h with the difference taken in double (the
+ * loops vectorise; within an ulp of expf), f64 from libm (the reference path
+ * stays exact to rounding) */
+static inline float exp_diff_f(float a, float b) { return (float)pg_vexp((double)a - (double)b); }
+static inline double exp_diff_d(double a, double b) { return exp(a - b); }
+#define EXP_DIFF(a, b) _Generic((a), float: exp_diff_f, default: exp_diff_d)(a, (T)(b))
+
+/* Row maxima and sums over LANES partial results, so that the loops vectorise. */
+#define LANES 16
+#define DEFINE_ROW_REDUCE(TY, sfx)                                                                             \
+    /* the largest entry ignoring NaN; -inf for none */                                                        \
+    static TY row_max_##sfx(const TY *restrict x, int64_t n)                                                   \
+    {                                                                                                          \
+        TY part[LANES], m = -INFINITY;                                                                         \
+        for (int l = 0; l < LANES; l++)                                                                        \
+            part[l] = -INFINITY;                                                                               \
+        int64_t k0 = n / LANES * LANES;                                                                        \
+        for (int64_t k = 0; k < k0; k += LANES)                                                                \
+            for (int l = 0; l < LANES; l++)                                                                    \
+                part[l] = x[k + l] > part[l] ? x[k + l] : part[l];                                             \
+        for (int64_t k = k0; k < n; k++)                                                                       \
+            m = x[k] > m ? x[k] : m;                                                                           \
+        for (int l = 0; l < LANES; l++)                                                                        \
+            m = part[l] > m ? part[l] : m;                                                                     \
+        return m;                                                                                              \
+    }                                                                                                          \
+    /* sum of a[k] * (b ? b[k] : 1) */                                                                         \
+    static TY row_dot_##sfx(const TY *restrict a, const TY *restrict b, int64_t n)                             \
+    {                                                                                                          \
+        TY part[LANES] = {0}, s = 0;                                                                           \
+        int64_t k0 = n / LANES * LANES;                                                                        \
+        for (int64_t k = 0; k < k0; k += LANES)                                                                \
+            for (int l = 0; l < LANES; l++)                                                                    \
+                part[l] += a[k + l] * (b ? b[k + l] : (TY)1);                                                  \
+        for (int64_t k = k0; k < n; k++)                                                                       \
+            s += a[k] * (b ? b[k] : (TY)1);                                                                    \
+        for (int l = 0; l < LANES; l++)                                                                        \
+            s += part[l];                                                                                      \
+        return s;                                                                                              \
+    }
+DEFINE_ROW_REDUCE(float, f32)
+DEFINE_ROW_REDUCE(double, f64)
+
 #define DEFINE_SOFTMAX(TY, sfx)                                                                                \
     /* x, y: (rows, n) */                                                                                      \
     static void rows_fwd_##sfx(TY *restrict y, const TY *restrict x, int64_t rows, int64_t n, bool logsm)         \
     {                                                                                                          \
         typedef TY T;                                                                                          \
         for (int64_t r = 0; r < rows; r++, x += n, y += n) {                                                   \
-            T m = -INFINITY, s = 0;                                                                            \
+            T shift = SHIFT(row_max_##sfx(x, n)); /* NaN skipped here, it propagates through s */             \
             for (int64_t k = 0; k < n; k++)                                                                    \
-                m = x[k] > m ? x[k] : m; /* NaN skipped here, it propagates through s */                      \
-            T shift = SHIFT(m);                                                                                \
+                y[k] = (T)EXP_DIFF(x[k], shift);                                                               \
+            T s = row_dot_##sfx(y, NULL, n);                                                                   \
             if (logsm) {                                                                                       \
-                for (int64_t k = 0; k < n; k++)                                                                \
-                    s += exp(x[k] - shift);                                                                    \
                 T ls = LOGSUM(s);                                                                              \
                 for (int64_t k = 0; k < n; k++)                                                                \
                     y[k] = (x[k] - shift) - ls;                                                                \
             } else {                                                                                           \
-                for (int64_t k = 0; k < n; k++) {                                                              \
-                    y[k] = exp(x[k] - shift);                                                                  \
-                    s += y[k];                                                                                 \
-                }                                                                                              \
                 T inv = INV(s);                                                                                \
                 for (int64_t k = 0; k < n; k++)                                                                \
                     y[k] *= inv;                                                                               \
@@ -81,7 +120,7 @@
                 if (logsm) {                                                                                   \
                     for (int64_t k = 0; k < n; k++)                                                            \
                         for (int64_t j = 0; j < w; j++)                                                        \
-                            s[j] += exp(xs[k * inner + j] - m[j]);                                             \
+                            s[j] += (T)EXP_DIFF(xs[k * inner + j], m[j]);                                      \
                     for (int64_t j = 0; j < w; j++)                                                            \
                         s[j] = LOGSUM(s[j]);                                                                   \
                     for (int64_t k = 0; k < n; k++)                                                            \
@@ -90,7 +129,7 @@
                 } else {                                                                                       \
                     for (int64_t k = 0; k < n; k++)                                                            \
                         for (int64_t j = 0; j < w; j++) {                                                      \
-                            ys[k * inner + j] = exp(xs[k * inner + j] - m[j]);                                 \
+                            ys[k * inner + j] = (T)EXP_DIFF(xs[k * inner + j], m[j]);                          \
                             s[j] += ys[k * inner + j];                                                         \
                         }                                                                                      \
                     for (int64_t j = 0; j < w; j++)                                                            \
@@ -112,10 +151,9 @@
                 for (int64_t k = 0; k < n; k++)                                                                \
                     s += ALIVE(y[k]) ? gy[k] : (T)0;                                                           \
                 for (int64_t k = 0; k < n; k++)                                                                \
-                    gx[k] += ALIVE(y[k]) ? gy[k] - exp(y[k]) * s : (T)0;                                       \
+                    gx[k] += ALIVE(y[k]) ? gy[k] - (T)EXP_DIFF(y[k], 0) * s : (T)0;                            \
             } else {                                                                                           \
-                for (int64_t k = 0; k < n; k++)                                                                \
-                    s += gy[k] * y[k];                                                                         \
+                s = row_dot_##sfx(gy, y, n);                                                                   \
                 for (int64_t k = 0; k < n; k++)                                                                \
                     gx[k] += y[k] * (gy[k] - s);                                                               \
             }                                                                                                  \
@@ -141,7 +179,7 @@
                     for (int64_t k = 0; k < n; k++)                                                            \
                         for (int64_t j = 0; j < w; j++) {                                                      \
                             T yv = ys[k * inner + j];                                                          \
-                            gxs[k * inner + j] += ALIVE(yv) ? gys[k * inner + j] - exp(yv) * s[j] : (T)0;      \
+                            gxs[k * inner + j] += ALIVE(yv) ? gys[k * inner + j] - (T)EXP_DIFF(yv, 0) * s[j] : (T)0; \
                         }                                                                                      \
                 } else {                                                                                       \
                     for (int64_t k = 0; k < n; k++)                                                            \
