@@ -117,6 +117,11 @@ pg_tensor *pg_stack(pg_graph *g, int n, pg_tensor *const *xs, int axis);
 /* Pads one axis with `value`: `before` entries in front, `after` behind. A
  * negative amount crops that side instead (as torch.nn.functional.pad). */
 pg_tensor *pg_pad(pg_graph *g, pg_tensor *x, int axis, int64_t before, int64_t after, double value);
+/* Rotary rotation of channel pairs (autograd/op_rotate.c): t (B, H, L, Dh), cos and
+ * sin (1 or B, 1, L, R) with 1 <= R <= Dh / 2; pair i is channels (i, R + i), or
+ * (2i, 2i + 1) when interleaved: y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin;
+ * channels 2R .. Dh - 1 pass through. Gradients reach t, cos and sin. */
+pg_tensor *pg_rotate_pairs(pg_graph *g, pg_tensor *t, pg_tensor *cos, pg_tensor *sin, bool interleaved);
 /* torch.gather: out[i][j] = x[index[i][j]][j] for axis 0; out has index's shape. */
 pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 /* Entries of x along `axis` at the 1-D PG_I64 `index`. */

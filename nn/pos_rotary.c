@@ -194,30 +194,12 @@ static pg_tensor *xpos_log_scale(pg_graph *g, rotary *r, pg_tensor *p, int64_t L
     return Lp < L ? pg_pad(g, e, 2, L - Lp, 0, 0.0) : e;
 }
 
-/* t (B, H, L, Dh) rotated with cos / sin (Bp, 1, L, R) already times sigma */
+/* t (B, H, L, Dh) rotated with cos / sin (Bp, 1, L, R) already times sigma (one fused op) */
 static pg_tensor *rotate(pg_graph *g, rotary *r, pg_tensor *t, pg_tensor *C, pg_tensor *S)
 {
     if (!t || !C || !S)
         return NULL;
-    int64_t B = t->shape[0], H = t->shape[1], L = t->shape[2], Dh = t->shape[3], R = r->R, n = 2 * R;
-    pg_tensor *x = n < Dh ? pg_narrow(g, t, 3, 0, n) : t, *x0, *x1, *y;
-    if (r->o.pairing == PG_ROTARY_INTERLEAVED) {
-        x = pg_reshape(g, x, PG_SHAPE(B, H, L, R, 2));
-        x0 = pg_narrow(g, x, 4, 0, 1);
-        x1 = pg_narrow(g, x, 4, 1, 1);
-        C = pg_reshape(g, C, PG_SHAPE(C->shape[0], 1, L, R, 1));
-        S = pg_reshape(g, S, PG_SHAPE(S->shape[0], 1, L, R, 1));
-    } else {
-        x0 = pg_narrow(g, x, 3, 0, R);
-        x1 = pg_narrow(g, x, 3, R, R);
-    }
-    pg_tensor *y0 = pg_sub(g, pg_mul(g, x0, C), pg_mul(g, x1, S));
-    pg_tensor *y1 = pg_add(g, pg_mul(g, x1, C), pg_mul(g, x0, S));
-    y = pg_concat(g, 2, (pg_tensor *[]){y0, y1}, r->o.pairing == PG_ROTARY_INTERLEAVED ? 4 : 3);
-    y = pg_reshape(g, y, PG_SHAPE(B, H, L, n));
-    if (n < Dh)
-        y = pg_concat(g, 2, (pg_tensor *[]){y, pg_narrow(g, t, 3, n, Dh - n)}, 3);
-    return y;
+    return pg_rotate_pairs(g, t, C, S, r->o.pairing == PG_ROTARY_INTERLEAVED);
 }
 
 /* cos and sin tables (times sigma^(+-1) with xPos) for one side */
