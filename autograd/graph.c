@@ -177,6 +177,23 @@ pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_
 
 /* ---- gradients ------------------------------------------------------------------- */
 
+pg_tensor *pg_grad_fresh(pg_graph *g, pg_tensor *x, bool *fresh)
+{
+    *fresh = false;
+    if (!x || !x->requires_grad)
+        return NULL;
+    if (!x->grad) {
+        pg_tensor *gr = pg_tensor_empty(x->in_arena ? g->arena : NULL, x->dtype, x->ndim, x->shape);
+        if (!gr) {
+            pg_graph_fail(g, "backward: out of memory for a gradient");
+            return NULL;
+        }
+        x->grad = gr;
+        *fresh = true;
+    }
+    return x->grad;
+}
+
 pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x)
 {
     if (!x || !x->requires_grad)

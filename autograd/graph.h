@@ -103,6 +103,10 @@ pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_
 bool pg_op_needs_grad(const pg_graph *g, int n_in, pg_tensor *const *in);
 /* Gradient buffer of x, allocated zeroed on first use; NULL if x needs no grad. */
 pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x);
+/* The same for a backward rule that writes every entry of x's gradient: on
+ * first use the buffer is not zeroed and *fresh is set, and the rule must then
+ * assign (=) rather than add (+=); otherwise *fresh is false. */
+pg_tensor *pg_grad_fresh(pg_graph *g, pg_tensor *x, bool *fresh);
 /* x->grad += delta, where delta has the broadcast (larger) shape of x: summed
  * over broadcast dims. No-op if x needs no grad. 0 or -1. */
 int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta);

@@ -130,7 +130,8 @@ static int matmul_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *a = n->in[0], *b = n->in[1];
     bool ta = n->ip[0], tb = n->ip[1];
-    pg_tensor *ga = pg_grad_of(g, a), *gb = pg_grad_of(g, b);
+    bool fresh_a, fresh_b; /* a new gradient buffer that each batch's GEMM overwrites */
+    pg_tensor *ga = pg_grad_fresh(g, a, &fresh_a), *gb = pg_grad_fresh(g, b, &fresh_b);
     if ((a->requires_grad && !ga) || (b->requires_grad && !gb))
         return -1;
     mm_plan p;
@@ -139,6 +140,14 @@ static int matmul_backward(pg_graph *g, pg_node *n)
         return -1;
     fold_batch(&p, ta, a, b);
     int64_t M = p.M, N = p.N, K = p.K, msize_a = M * K, msize_b = K * N, msize_c = M * N;
+    /* beta 0 for a fresh buffer whose every slot one batch writes once (no broadcast:
+     * the operand has as many matrices as the output); else zero it and accumulate */
+    double beta_a = fresh_a && a->numel / (msize_a ? msize_a : 1) == p.nbatch ? 0.0 : 1.0;
+    double beta_b = fresh_b && b->numel / (msize_b ? msize_b : 1) == p.nbatch ? 0.0 : 1.0;
+    if (fresh_a && beta_a == 1.0)
+        pg_fill(ga, 0.0);
+    if (fresh_b && beta_b == 1.0)
+        pg_fill(gb, 0.0);
     pg_dtype dt = a->dtype;
     const void *G = n->out->grad->data;
     int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
@@ -146,15 +155,15 @@ static int matmul_backward(pg_graph *g, pg_node *n)
         int64_t oa = za * msize_a, ob = zb * msize_b, oc = z * msize_c;
         if (ga) {
             if (!ta) /* dA (M x K) = G op(B)^T */
-                gemm(dt, false, !tb, M, K, N, G, oc, N, b->data, ob, p.ldb, 1.0, ga->data, oa, K);
+                gemm(dt, false, !tb, M, K, N, G, oc, N, b->data, ob, p.ldb, beta_a, ga->data, oa, K);
             else /* dA stored (K x M) = op(B) G^T */
-                gemm(dt, tb, true, K, M, N, b->data, ob, p.ldb, G, oc, N, 1.0, ga->data, oa, M);
+                gemm(dt, tb, true, K, M, N, b->data, ob, p.ldb, G, oc, N, beta_a, ga->data, oa, M);
         }
         if (gb) {
             if (!tb) /* dB (K x N) = op(A)^T G */
-                gemm(dt, !ta, false, K, N, M, a->data, oa, p.lda, G, oc, N, 1.0, gb->data, ob, N);
+                gemm(dt, !ta, false, K, N, M, a->data, oa, p.lda, G, oc, N, beta_b, gb->data, ob, N);
             else /* dB stored (N x K) = G^T op(A) */
-                gemm(dt, true, ta, N, K, M, G, oc, N, a->data, oa, p.lda, 1.0, gb->data, ob, K);
+                gemm(dt, true, ta, N, K, M, G, oc, N, a->data, oa, p.lda, beta_b, gb->data, ob, K);
         }
     }
     return 0;
