@@ -6,6 +6,7 @@
 #include "tensor/tensor.h"
 #include "tensor/gemm.h"
 #include "tensor/threadpool.h"
+#include "tensor/png.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"
 #include "autograd/flash.h"
