@@ -144,18 +144,19 @@ DEFINE_ROW_SUM(double, f64)
 #define RB_f64 4
 #define CB 32
 
-/* y[c] = exp(y[c] - m) for c < n, in place, returning the sum of the results
- * (y - m <= 0 expected; -inf gives 0).
- * exp(t) = 2^n exp(r), n = round(t / ln 2), r = t - n ln 2 in two parts
- * (|r| <= ln 2 / 2), exp(r) by its degree-7 Taylor polynomial (relative
- * error < 3e-8; within 1.2e-7 of exp overall), 2^n built in the exponent bits;
- * below 2^-126 the result is 0. Values that are NaN or above 1 take expf. */
+/* exp_row: y[c] = exp(y[c] - m) for c < n, in place, returning the sum of the
+ * results (y - m <= 0 expected; -inf gives 0).
+ * With AVX-512, in float, 16 lanes at a time: exp(t) = 2^n exp(r),
+ * n = round(t / ln 2), r = t - n ln 2 in two parts (|r| <= ln 2 / 2), exp(r) by
+ * its degree-7 Taylor polynomial (relative error < 3e-8; within 1.2e-7 of exp
+ * overall), 2^n built in the exponent bits; below 2^-126 the result is 0.
+ * Values that are NaN or above 1 take expf. Elsewhere: vmath's exp in double. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
 #define EXP_LOG2E 1.44269504088896341f
 #define EXP_LN2_HI 0.693145751953125f
 #define EXP_LN2_LO 1.42860682030941723212e-6f
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
 
 /* 16 lanes of the function above; t <= 1 and not NaN */
 static __m512 exp16(__m512 t)
@@ -215,44 +216,14 @@ static float row_max_f32(const float *restrict x, int64_t n)
     return _mm512_reduce_max_ps(mx);
 }
 
-#else /* portable: three passes, each of which GCC vectorises (the clamp and
-       * the conversion in one loop keep it scalar) */
+#else /* portable: vmath's exp in double (the loop vectorises for SSE2 / AVX2) */
 DEFINE_ROW_MAX(float, f32)
 DEFINE_ROW_SUM(float, f32)
 
 static float exp_row_f32(float *restrict y, float m, int64_t n)
 {
-    int odd = 0; /* NaN or above 1: libm (the conversion below needs a bounded t) */
     for (int64_t c = 0; c < n; c++)
-        odd |= !(y[c] - m <= 1.0f);
-    if (odd) {
-        for (int64_t c = 0; c < n; c++)
-            y[c] = expf(y[c] - m);
-        return row_sum_f32(y, n);
-    }
-    for (int64_t c = 0; c < n; c++) {
-        float t = y[c] - m;
-        y[c] = t < -100.0f ? -100.0f : t; /* also -inf */
-    }
-    for (int64_t c = 0; c < n; c++) {
-        const float t = y[c];
-        const int32_t ni = (int32_t)(t * EXP_LOG2E - 0.5f); /* t <= 0 (or tiny): round to nearest */
-        const float nf = (float)ni;
-        const float r = (t - nf * EXP_LN2_HI) - nf * EXP_LN2_LO;
-        float p = 1.0f / 5040.0f;
-        p = p * r + 1.0f / 720.0f;
-        p = p * r + 1.0f / 120.0f;
-        p = p * r + 1.0f / 24.0f;
-        p = p * r + 1.0f / 6.0f;
-        p = p * r + 0.5f;
-        p = p * r + 1.0f;
-        p = p * r + 1.0f;
-        int32_t bits = (ni + 127) * (1 << 23); /* 2^ni */
-        bits = ni < -126 ? 0 : bits;
-        float scale2;
-        memcpy(&scale2, &bits, sizeof scale2);
-        y[c] = p * scale2;
-    }
+        y[c] = (float)pg_vexp((double)y[c] - (double)m);
     return row_sum_f32(y, n);
 }
 #endif
