@@ -11,6 +11,8 @@
 
 #include "../tensor/gemm.h"
 
+#include <string.h>
+
 /* Shapes of one matmul: matrices M x K times K x N over a broadcast batch. */
 typedef struct mm_plan {
     int64_t M, N, K;
@@ -190,4 +192,78 @@ pg_tensor *pg_matmul(pg_graph *g, pg_tensor *a, pg_tensor *b, bool trans_a, bool
         n->ip[1] = trans_b;
     }
     return out;
+}
+
+/* ---- the Linear layer's product as one op -----------------------------------------------
+ * y = x W^T + b: x (..., K) viewed as (M, K), W (N, K), b (N) or NULL, y (..., N).
+ * Forward: the bias rows are written into y and one GEMM adds x W^T (beta 1).
+ * Backward: dx (M, K) = dy W, dW (N, K) += dy^T x, db (N) += the rows of dy
+ * summed in row order. A fresh gradient buffer is written with beta 0 (no
+ * zero fill). Against pg_matmul + pg_add this saves the bias pass, the two
+ * reshapes' gradient copies and the add's backward. */
+
+static int linear_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    bool fx, fw, fb;
+    pg_tensor *gx = pg_grad_fresh(g, x, &fx), *gw = pg_grad_fresh(g, w, &fw), *gb = pg_grad_fresh(g, b, &fb);
+    if ((x->requires_grad && !gx) || (w->requires_grad && !gw) || (b && b->requires_grad && !gb))
+        return -1;
+    int64_t N = w->shape[0], K = w->shape[1], M = n->ip[0];
+    pg_dtype dt = x->dtype;
+    const void *G = n->out->grad->data;
+    if (gx) /* dx (M, K) = dy (M, N) W (N, K) */
+        gemm(dt, false, false, M, K, N, G, 0, N, w->data, 0, K, fx ? 0.0 : 1.0, gx->data, 0, K);
+    if (gw) /* dW (N, K) = dy^T (N, M) x (M, K) */
+        gemm(dt, true, false, N, K, M, G, 0, N, x->data, 0, K, fw ? 0.0 : 1.0, gw->data, 0, K);
+    if (gb && fb)
+        pg_fill(gb, 0.0);
+    for (int64_t r = 0; gb && r < M; r++) {
+        if (dt == PG_F32) {
+            float *d = gb->data;
+            const float *s = (const float *)G + r * N;
+            for (int64_t j = 0; j < N; j++)
+                d[j] += s[j];
+        } else {
+            double *d = gb->data;
+            const double *s = (const double *)G + r * N;
+            for (int64_t j = 0; j < N; j++)
+                d[j] += s[j];
+        }
+    }
+    return 0;
+}
+
+static bool linear_args_ok(pg_graph *g, const char *fn, const pg_tensor *x, const pg_tensor *w, const pg_tensor *b)
+{
+    if (!arg_float(g, fn, "x", x) || !arg_present(g, fn, "weight", w))
+        return false;
+    bool ok = x->ndim >= 1 && w->ndim == 2 && w->dtype == x->dtype && x->shape[x->ndim - 1] == w->shape[1] &&
+              (!b || (b->ndim == 1 && b->dtype == x->dtype && b->shape[0] == w->shape[0]));
+    if (!ok)
+        pg_graph_fail(g, "%s: expected x (..., K), weight (N, K) and bias (N) or NULL of one float dtype, got x %s, "
+                      "weight %s, bias %s", fn, SHAPE(x), SHAPE(w), b ? SHAPE(b) : "NULL");
+    return ok;
+}
+
+pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bias)
+{
+    const char *fn = "pg_affine";
+    if (!linear_args_ok(g, fn, x, weight, bias))
+        return NULL;
+    int64_t N = weight->shape[0], K = weight->shape[1], M = 1, shape[PG_MAX_DIMS];
+    for (int d = 0; d < x->ndim - 1; d++)
+        M *= shape[d] = x->shape[d];
+    shape[x->ndim - 1] = N;
+    pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, shape);
+    if (!y)
+        return NULL;
+    size_t es = pg_dtype_size(x->dtype);
+    for (int64_t r = 0; bias && r < M; r++)
+        memcpy((char *)y->data + (size_t)(r * N) * es, bias->data, (size_t)N * es);
+    gemm(x->dtype, false, true, M, N, K, x->data, 0, K, weight->data, 0, K, bias ? 1.0 : 0.0, y->data, 0, N);
+    pg_node *n = pg_op_record(g, fn, y, bias ? 3 : 2, (pg_tensor *[]){x, weight, bias}, linear_backward);
+    if (n)
+        n->ip[0] = M;
+    return y;
 }

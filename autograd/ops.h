@@ -92,6 +92,9 @@ pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis);
  * a: (..., M, K) (or (..., K, M) with trans_a), b: (..., K, N) (or (..., N, K)
  * with trans_b); batch dims broadcast; out (..., M, N). Both at least 2-D. */
 pg_tensor *pg_matmul(pg_graph *g, pg_tensor *a, pg_tensor *b, bool trans_a, bool trans_b);
+/* The Linear layer's product, one op: y = x W^T + b for x (..., K), weight (N, K),
+ * bias (N) or NULL; y (..., N). */
+pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bias);
 
 /* ---- softmax and norms (autograd/op_softmax.c, op_norm.c) ---------------------------
  * A row that is all -inf gives zeros (softmax) or -inf (log_softmax) and

@@ -80,7 +80,7 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
 pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
 {
     const char *fn = "pg_linear_forward";
-    if (!g) { /* several ops: run them in a scratch graph, return a heap tensor */
+    if (!g) { /* no graph: a scratch one, returning a heap tensor (as every module does) */
         pg_graph *s = pg_nn_scratch_begin(fn);
         return pg_nn_scratch_end(s, s ? pg_linear_forward(s, l, x) : NULL);
     }
@@ -90,17 +90,7 @@ pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
     }
     if (!check_input(g, fn, x, l->in_features, l->weight))
         return NULL;
-    /* x (..., in) viewed as (rows, in) so that one GEMM does it: y = x W^T */
-    int64_t rows = x->numel / l->in_features;
-    pg_tensor *x2 = pg_reshape(g, x, PG_SHAPE(rows, l->in_features));
-    pg_tensor *y = pg_matmul(g, x2, l->weight, false, true);
-    if (l->bias)
-        y = pg_add(g, y, l->bias);
-    int64_t shape[PG_MAX_DIMS];
-    for (int d = 0; d < x->ndim - 1; d++)
-        shape[d] = x->shape[d];
-    shape[x->ndim - 1] = l->out_features;
-    return pg_reshape(g, y, x->ndim, shape);
+    return pg_affine(g, x, l->weight, l->bias); /* one GEMM over x viewed as (rows, in) */
 }
 
 /* ---- Embedding ---------------------------------------------------------------------- */
