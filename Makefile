@@ -22,7 +22,10 @@ TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
-$(BUILD)/%.o: %.c $(LIB_HDR) tests/testutil.h
+# test files include the examples (their smoke tests), so they depend on them too
+EX_SRC    = $(wildcard examples/*.c examples/*.h)
+
+$(BUILD)/%.o: %.c $(LIB_HDR) tests/testutil.h $(EX_SRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -32,7 +35,7 @@ $(BUILD)/libposgrad.a: $(OBJ)
 $(BUILD)/libposgrad.so: $(OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 
-examples/%: examples/%.c $(BUILD)/libposgrad.a
+examples/%: examples/%.c $(wildcard examples/*.h) $(BUILD)/libposgrad.a
 	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
 
 $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
@@ -78,8 +81,10 @@ fuzz:
 	./build-fuzz/fuzz_safetensors -dict=tests/fuzz/safetensors.dict -max_len=4096 \
 	  -max_total_time=$(FUZZ_TIME) build-fuzz/corpus
 
+# The README's main command: a character-level LM on tinyshakespeare (~3 minutes
+# on 2 cores; docs/examples.md). RUN_ARGS passes flags, e.g. RUN_ARGS="--pos alibi".
 run: all
-	./examples/fit_line
+	./examples/train_lm $(RUN_ARGS)
 
 install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/posgrad
@@ -89,4 +94,4 @@ install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' posgrad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/posgrad.pc
 
 clean:
-	rm -rf build build-asan build-vg build-fuzz $(EXAMPLES)
+	rm -rf build build-asan build-vg build-fuzz $(EXAMPLES) train_lm_out bias_lab_out extrapolate_out

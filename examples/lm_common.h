@@ -1,0 +1,414 @@
+/* Helpers shared by the character-level LM examples (train_lm, extrapolate):
+ * command-line flags, the corpus and its batches, building a model for a
+ * positional scheme by name, evaluation, sampling, a progress bar and timing.
+ * Everything is static inline so that an example including this header only
+ * pays for (and is only warned about) what it uses. */
+#ifndef PG_EXAMPLES_LM_COMMON_H
+#define PG_EXAMPLES_LM_COMMON_H
+
+#include "../posgrad.h" /* relative to this file: also found when a test includes it */
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- flags ------------------------------------------------------------------------------------ */
+typedef enum { LM_INT, LM_DOUBLE, LM_STR } lm_flag_type;
+
+typedef struct lm_flag {
+    const char *name; /* without the leading "--" */
+    lm_flag_type type;
+    void *dst;        /* int *, double * or const char ** */
+    const char *help;
+} lm_flag;
+
+static inline void lm_usage(FILE *f, const char *prog, const char *summary, const lm_flag *flags, int n)
+{
+    fprintf(f, "usage: %s [flags]\n%s\n\nflags:\n", prog, summary);
+    for (int i = 0; i < n; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", flags[i].name,
+                 flags[i].type == LM_STR ? "S" : flags[i].type == LM_INT ? "N" : "X");
+        fprintf(f, "  %-20s %s", left, flags[i].help);
+        if (flags[i].type == LM_INT)
+            fprintf(f, " (default %d)\n", *(int *)flags[i].dst);
+        else if (flags[i].type == LM_DOUBLE)
+            fprintf(f, " (default %g)\n", *(double *)flags[i].dst);
+        else if (*(const char **)flags[i].dst)
+            fprintf(f, " (default %s)\n", *(const char **)flags[i].dst);
+        else
+            fprintf(f, "\n");
+    }
+    fprintf(f, "  %-20s %s\n", "--help", "this list");
+}
+
+static inline int lm_set_flag(const lm_flag *f, const char *value, const char *prog)
+{
+    char *end = NULL;
+    errno = 0;
+    if (f->type == LM_STR) {
+        *(const char **)f->dst = value;
+        return 0;
+    }
+    if (f->type == LM_INT) {
+        long v = strtol(value, &end, 10);
+        if (errno == 0 && end != value && *end == '\0' && v >= -1000000000L && v <= 1000000000L) {
+            *(int *)f->dst = (int)v;
+            return 0;
+        }
+    } else {
+        double v = strtod(value, &end);
+        if (errno == 0 && end != value && *end == '\0' && isfinite(v)) {
+            *(double *)f->dst = v;
+            return 0;
+        }
+    }
+    fprintf(stderr, "%s: --%s wants %s, got '%s'\n", prog, f->name, f->type == LM_INT ? "an integer" : "a number",
+            value);
+    return -1;
+}
+
+/* Parses "--name value" and "--name=value". 0: parsed; 1: --help was printed
+ * (exit 0); -1: a message and the usage went to stderr (exit nonzero). */
+static inline int lm_parse_flags(int argc, char **argv, const lm_flag *flags, int n, const char *summary)
+{
+    const char *prog = argc > 0 ? argv[0] : "example";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            lm_usage(stdout, prog, summary, flags, n);
+            return 1;
+        }
+        const lm_flag *f = NULL;
+        const char *value = NULL;
+        if (!strncmp(a, "--", 2)) {
+            const char *eq = strchr(a + 2, '=');
+            size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+            for (int j = 0; j < n && !f; j++)
+                if (strlen(flags[j].name) == len && !strncmp(flags[j].name, a + 2, len))
+                    f = &flags[j];
+            if (f && eq)
+                value = eq + 1;
+            else if (f && i + 1 < argc)
+                value = argv[++i];
+            else if (f) {
+                fprintf(stderr, "%s: --%s needs a value\n", prog, f->name);
+                lm_usage(stderr, prog, summary, flags, n);
+                return -1;
+            }
+        }
+        if (!f) {
+            fprintf(stderr, "%s: unknown argument '%s'\n", prog, a);
+            lm_usage(stderr, prog, summary, flags, n);
+            return -1;
+        }
+        if (lm_set_flag(f, value, prog) != 0) {
+            lm_usage(stderr, prog, summary, flags, n);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- time ------------------------------------------------------------------------------------- */
+static inline double lm_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- corpus ----------------------------------------------------------------------------------- */
+/* A text as ids into its sorted set of distinct bytes; the first 90% is the
+ * training split, the rest validation (as nanoGPT's shakespeare_char). */
+typedef struct lm_corpus {
+    uint8_t *ids;
+    int64_t n, n_train;       /* ids [0, n_train) train, [n_train, n) validation */
+    int vocab;
+    unsigned char chars[256]; /* id -> byte */
+    int id_of[256];           /* byte -> id, -1 if absent */
+} lm_corpus;
+
+static inline void lm_corpus_free(lm_corpus *c)
+{
+    free(c->ids);
+    c->ids = NULL;
+}
+
+/* 0, or -1 after a message on stderr. Needs min_split + 1 tokens in each split. */
+static inline int lm_corpus_load(lm_corpus *c, const char *path, int64_t min_split)
+{
+    memset(c, 0, sizeof *c);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open corpus '%s': %s (run from the repository root or pass --data)\n", path,
+                strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0, got;
+    uint8_t *buf = malloc(cap);
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            uint8_t *bigger = realloc(buf, cap * 2);
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!buf) {
+        fprintf(stderr, "out of memory reading '%s'\n", path);
+        return -1;
+    }
+    int64_t n_val = (int64_t)n - (int64_t)n * 9 / 10;
+    if ((int64_t)n * 9 / 10 <= min_split || n_val <= min_split) {
+        fprintf(stderr, "corpus '%s' has %zu bytes: too short for windows of %lld tokens in both splits\n", path,
+                n, (long long)min_split);
+        free(buf);
+        return -1;
+    }
+    bool seen[256] = {false};
+    for (size_t i = 0; i < n; i++)
+        seen[buf[i]] = true;
+    for (int b = 0; b < 256; b++) {
+        c->id_of[b] = seen[b] ? c->vocab : -1;
+        if (seen[b])
+            c->chars[c->vocab++] = (unsigned char)b;
+    }
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)c->id_of[buf[i]];
+    c->ids = buf;
+    c->n = (int64_t)n;
+    c->n_train = (int64_t)n * 9 / 10;
+    return 0;
+}
+
+/* ids and targets (B, L) I64 in g: window b starts at starts[b] of the corpus. */
+static inline void lm_fill_windows(pg_graph *g, const lm_corpus *c, const int64_t *starts, int64_t B, int64_t L,
+                                   pg_tensor **ids, pg_tensor **targets)
+{
+    *ids = pg_empty(g, PG_I64, PG_SHAPE(B, L));
+    *targets = pg_empty(g, PG_I64, PG_SHAPE(B, L));
+    if (!*ids || !*targets)
+        return;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < L; t++) {
+            pg_i64(*ids)[b * L + t] = c->ids[starts[b] + t];
+            pg_i64(*targets)[b * L + t] = c->ids[starts[b] + t + 1];
+        }
+}
+
+/* A random training batch (B <= 4096). */
+static inline void lm_train_batch(pg_graph *g, const lm_corpus *c, int64_t B, int64_t L, pg_rng *r,
+                                  pg_tensor **ids, pg_tensor **targets)
+{
+    int64_t starts[4096];
+    for (int64_t b = 0; b < B && b < 4096; b++)
+        starts[b] = (int64_t)(pg_rng_uniform(r) * (double)(c->n_train - L - 1));
+    lm_fill_windows(g, c, starts, B, L, ids, targets);
+}
+
+/* ---- models by scheme name ---------------------------------------------------------------------- */
+/* The --pos choices. "rel" is Shaw-style relative embeddings (rel1d); "local" is
+ * rotary inside local attention: LocalAttention's causal windows (one window
+ * back) as pg_lm's attention band, which the fused kernel runs in time and
+ * memory linear in the length. */
+static const char *const LM_SCHEMES[] = {"none", "sinusoidal", "learned", "continuous", "rotary", "xpos",
+                                         "alibi", "dpb",        "xl",      "t5",         "rel",    "local"};
+enum { LM_N_SCHEMES = sizeof LM_SCHEMES / sizeof LM_SCHEMES[0] };
+
+static inline bool lm_scheme_is_input(const char *pos)
+{
+    return !strcmp(pos, "sinusoidal") || !strcmp(pos, "learned") || !strcmp(pos, "continuous");
+}
+
+/* Sets c's positional modules (and for "local" its band, of window local_window)
+ * for the scheme pos. 0, or -1 (unknown name). */
+static inline int lm_config_pos(pg_lm_config *c, const char *pos, int64_t local_window)
+{
+    static const pg_t5_opts t5_causal = {.causal = true}; /* causal buckets, as x-transformers in a decoder */
+    c->n_input_pos = 0;
+    c->n_layer_pos = 0;
+    if (!strcmp(pos, "none"))
+        return 0;
+    if (lm_scheme_is_input(pos)) {
+        c->n_input_pos = 1;
+        c->input_pos[0] = (pg_posmod_spec){.kind = pos};
+        return 0;
+    }
+    pg_posmod_spec s = {.kind = pos};
+    if (!strcmp(pos, "rel"))
+        s.kind = "rel1d";
+    else if (!strcmp(pos, "local")) {
+        s.kind = "rotary";
+        c->band = (pg_attn_band){.window = local_window > 0 ? local_window : 1, .look_backward = 1};
+    }
+    else if (!strcmp(pos, "t5"))
+        s.opts = &t5_causal;
+    else if (!pg_posmod_lookup(pos))
+        return -1;
+    c->n_layer_pos = 1;
+    c->layer_pos[0] = s;
+    return 0;
+}
+
+/* ---- evaluation and sampling -------------------------------------------------------------------- */
+/* Mean loss over n_windows evenly spaced windows of length L in the validation
+ * split (the same windows every call), batched by B, without recording.
+ * NaN on error. */
+static inline double lm_eval_loss(pg_graph *g, pg_lm *lm, const lm_corpus *c, int64_t L, int64_t n_windows, int64_t B)
+{
+    int64_t n_val = c->n - c->n_train, span = n_val - L - 1;
+    if (span < 0 || n_windows < 1 || B < 1 || B > 4096)
+        return NAN;
+    bool was_training = lm->base.training;
+    pg_module_train(&lm->base, false);
+    double total = 0.0;
+    int64_t done = 0;
+    while (done < n_windows) {
+        int64_t nb = n_windows - done < B ? n_windows - done : B, starts[4096];
+        for (int64_t b = 0; b < nb; b++)
+            starts[b] = c->n_train + (n_windows > 1 ? (done + b) * span / (n_windows - 1) : 0);
+        pg_graph_reset(g);
+        pg_no_grad_begin(g);
+        pg_tensor *ids, *targets;
+        lm_fill_windows(g, c, starts, nb, L, &ids, &targets);
+        pg_tensor *loss = pg_lm_loss(g, lm, ids, targets, NULL);
+        pg_no_grad_end(g);
+        if (!loss) {
+            fprintf(stderr, "evaluation at length %lld: %s\n", (long long)L, pg_graph_error(g));
+            total = NAN;
+            break;
+        }
+        total += pg_item(loss) * (double)nb;
+        done += nb;
+    }
+    pg_graph_reset(g);
+    pg_module_train(&lm->base, was_training);
+    return total / (double)n_windows;
+}
+
+/* Writes prompt + n_new sampled characters to out (temperature, top_k as
+ * pg_sample_logits), feeding the model at most the last ctx ids. 0 or -1. */
+static inline int lm_sample(FILE *out, pg_graph *g, pg_lm *lm, const lm_corpus *c, const char *prompt, int64_t n_new,
+                            int64_t ctx, double temperature, int64_t top_k, pg_rng *r)
+{
+    int64_t n0 = 0, cap = (int64_t)strlen(prompt) + n_new + 1;
+    int64_t *hist = malloc((size_t)cap * sizeof *hist);
+    if (!hist)
+        return -1;
+    for (const char *p = prompt; *p; p++)
+        if (c->id_of[(unsigned char)*p] >= 0)
+            hist[n0++] = c->id_of[(unsigned char)*p];
+    if (n0 == 0)
+        hist[n0++] = 0;
+    for (int64_t i = 0; i < n0; i++)
+        fputc(c->chars[hist[i]], out);
+    bool was_training = lm->base.training;
+    pg_module_train(&lm->base, false);
+    int rc = 0;
+    for (int64_t k = 0; k < n_new && rc == 0; k++) {
+        int64_t n = n0 + k, L = n < ctx ? n : ctx;
+        pg_graph_reset(g);
+        pg_no_grad_begin(g);
+        pg_tensor *ids = pg_empty(g, PG_I64, PG_SHAPE(1, L));
+        pg_tensor *last = pg_empty(g, PG_F64, PG_SHAPE(1, c->vocab));
+        pg_tensor *logits = NULL;
+        if (ids && last) {
+            memcpy(pg_i64(ids), hist + n - L, (size_t)L * sizeof *hist);
+            logits = pg_lm_forward(g, lm, ids, NULL); /* (1, L, vocab) */
+        }
+        pg_no_grad_end(g);
+        int64_t next;
+        if (!logits) {
+            fprintf(stderr, "sampling: %s\n", pg_graph_error(g));
+            rc = -1;
+            break;
+        }
+        for (int v = 0; v < c->vocab; v++)
+            pg_f64(last)[v] = pg_get(logits, (L - 1) * c->vocab + v);
+        rc = pg_sample_logits(last, temperature, top_k, r, &next);
+        if (rc == 0) {
+            hist[n] = next;
+            fputc(c->chars[next], out);
+        }
+    }
+    fputc('\n', out);
+    pg_graph_reset(g);
+    pg_module_train(&lm->base, was_training);
+    free(hist);
+    return rc;
+}
+
+/* ---- progress ----------------------------------------------------------------------------------- */
+/* On a terminal: one line redrawn with \r (step, loss, tokens/s, ETA); otherwise
+ * a plain line every `every` steps and at the last. */
+typedef struct lm_progress {
+    bool tty;
+    int every;
+    int width;        /* characters of the bar */
+    double last_draw; /* lm_now() of the last redraw (the bar is redrawn at most 10 times a second) */
+} lm_progress;
+
+static inline void lm_fmt_time(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e7)
+        s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static inline void lm_progress_show(lm_progress *p, int step, int steps, double loss, double tok_s, double eta_s)
+{
+    char eta[32];
+    lm_fmt_time(eta, sizeof eta, eta_s);
+    if (p->tty) {
+        double now = lm_now();
+        if (now - p->last_draw < 0.1 && step != steps)
+            return;
+        p->last_draw = now;
+        int filled = steps > 0 ? (int)((int64_t)p->width * step / steps) : p->width;
+        char bar[128];
+        int w = p->width < 120 ? p->width : 120;
+        for (int i = 0; i < w; i++)
+            bar[i] = i < filled ? '#' : '.';
+        bar[w] = '\0';
+        printf("\r[%s] step %d/%d  loss %.4f  %.0f tok/s  ETA %s   ", bar, step, steps, loss, tok_s, eta);
+        fflush(stdout);
+    } else if (step % p->every == 0 || step == steps || step == 1) {
+        printf("step %d/%d  loss %.4f  %.0f tok/s  ETA %s\n", step, steps, loss, tok_s, eta);
+        fflush(stdout);
+    }
+}
+
+/* Ends the redrawn line before other output. */
+static inline void lm_progress_break(const lm_progress *p)
+{
+    if (p->tty) {
+        printf("\n");
+        fflush(stdout);
+    }
+}
+
+/* mkdir -p for one level (the parent must exist). 0 or -1 with a message. */
+static inline int lm_make_dir(const char *dir)
+{
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST)
+        return 0;
+    fprintf(stderr, "cannot create directory '%s': %s\n", dir, strerror(errno));
+    return -1;
+}
+
+#endif
