@@ -4,53 +4,125 @@
  * High-Performance Matrix Multiplication", 2008):
  *
  *   for jc in N by NC:            a KC x NC panel of op(B) is packed into Bp
- *     for pc in K by KC:            (stays in L3 / L2)
+ *     for pc in K by KC:
  *       pack op(B)[pc:+KC, jc:+NC] into Bp as NR-wide column slivers
  *       for ic in M by MC:          an MC x KC block of op(A) is packed into Ap
  *         pack op(A)[ic:+MC, pc:+KC] into Ap as MR-tall row slivers (in L2)
- *         for jr in NC by NR, ir in MC by MR:
- *           micro-kernel: C[ir:+MR, jr:+NR] (+)= alpha * Ap sliver * Bp sliver
+ *         for jr in NC by NR:       one KC x NR sliver of Bp (L1 / L2)
+ *           for ir in MC by MR:
+ *             micro-kernel: C[ir:+MR, jr:+NR] (+)= alpha * Ap sliver * Bp sliver
  *
- * Packing makes both operands contiguous and unit-stride whatever the
- * transposes, and pads the edge slivers with zeros, so the micro-kernel always
- * runs a full MR x NR tile; edge tiles go through a small local buffer. beta
- * is applied on the first K block only (later blocks accumulate with beta 1),
- * and beta == 0 never reads C.
+ * Packing makes both operands contiguous whatever the transposes. When an
+ * operand is already suitable it is read in place instead (the micro-kernel
+ * takes strides): op(A) always can be (the kernel broadcasts one element per
+ * row), op(B) when it is not transposed and N is a multiple of NR. Whether
+ * to pack depends only on the shapes (plan_packing), so does the result.
  *
- * The micro-kernel is plain C: an MR x NR block of accumulators updated by a
- * rank-1 product per k, the NR loop innermost over contiguous packed B, so
- * gcc -O3 vectorises it and keeps the accumulators in vector registers (SSE2
- * build: f32 ~35 GFLOP/s, f64 ~16 GFLOP/s on one Zen 4 core at n = 1024, the
- * same for every transpose combination). No FMA contraction (-std=c11), so
- * results do not depend on the target ISA's fusing. */
+ * SIMD builds have a micro-kernel per row count 1..MR, so a ragged last row
+ * sliver costs only its own rows; a ragged last column sliver goes through a
+ * local MR x NR tile that holds C's values, so every element sees the same
+ * arithmetic wherever it lies. beta is applied on the first K block only
+ * (later blocks accumulate with beta 1), and beta == 0 never reads C.
+ *
+ * Threads: a product of 2^25 flops or more is cut into one block of C rows
+ * (or of columns when N > M) per thread on pg_parallel_for, at multiples of
+ * MR (NR); each thread runs the scheme above on its block with its own
+ * packing buffers. The K blocking never depends on the split, so each element
+ * is summed in the same order for every thread count: identical results.
+ *
+ * Micro-kernels, chosen at build time:
+ *   AVX-512 (__AVX512F__):      14 x 32 f32, 14 x 16 f64 (28 zmm accumulators)
+ *   AVX2 + FMA:                 6 x 16 f32, 6 x 8 f64 (12 ymm accumulators)
+ *   portable C (SSE2 baseline): 4 x 16 f32, 4 x 4 f64, no FMA contraction.
+ * FMA kernels round once per multiply-add where the portable one rounds twice,
+ * so builds differ from each other in the last bits (each is deterministic). */
 #include "gemm.h"
 
-#include <stdlib.h>
+#include "threadpool.h"
 
-/* Tile sizes per target ISA. With AVX-512 (a build for a machine that has it,
- * e.g. -march=native) the micro-kernels below use intrinsics: 14 rows x 2
- * vectors = 28 of the 32 zmm registers hold the C tile. Otherwise the plain-C
- * kernel, with the sizes measured best for it on Zen 4 (SSE2 default build).
- * MC is a multiple of MR, NC of NR. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#define VEC_KERNELS 1
 #define MR_F32 14
 #define NR_F32 32
 #define MR_F64 14
 #define NR_F64 16
-#define MC 112
-#else /* SSE2, AVX */
+#define V_f32 __m512
+#define V_f64 __m512d
+#define SET1_f32 _mm512_set1_ps
+#define SET1_f64 _mm512_set1_pd
+#define ZERO_f32 _mm512_setzero_ps
+#define ZERO_f64 _mm512_setzero_pd
+#define LOAD_f32 _mm512_loadu_ps
+#define LOAD_f64 _mm512_loadu_pd
+#define STORE_f32 _mm512_storeu_ps
+#define STORE_f64 _mm512_storeu_pd
+#define FMA_f32 _mm512_fmadd_ps
+#define FMA_f64 _mm512_fmadd_pd
+#define MUL_f32 _mm512_mul_ps
+#define MUL_f64 _mm512_mul_pd
+#define LANES_f32 16
+#define LANES_f64 8
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define VEC_KERNELS 1
+#define MR_F32 6
+#define NR_F32 16
+#define MR_F64 6
+#define NR_F64 8
+#define V_f32 __m256
+#define V_f64 __m256d
+#define SET1_f32 _mm256_set1_ps
+#define SET1_f64 _mm256_set1_pd
+#define ZERO_f32 _mm256_setzero_ps
+#define ZERO_f64 _mm256_setzero_pd
+#define LOAD_f32 _mm256_loadu_ps
+#define LOAD_f64 _mm256_loadu_pd
+#define STORE_f32 _mm256_storeu_ps
+#define STORE_f64 _mm256_storeu_pd
+#define FMA_f32 _mm256_fmadd_ps
+#define FMA_f64 _mm256_fmadd_pd
+#define MUL_f32 _mm256_mul_ps
+#define MUL_f64 _mm256_mul_pd
+#define LANES_f32 8
+#define LANES_f64 4
+#else /* SSE2 baseline: plain C, vectorised by the compiler */
+#define VEC_KERNELS 0
 #define MR_F32 4
 #define NR_F32 16
 #define MR_F64 4
 #define NR_F64 4
-#define MC 72
 #endif
-/* cache blocks: MC x KC of op(A) stays in L2, a KC x NR sliver of op(B) in L1 */
-#define KC 256
-#define NC 2048
 
-/* The micro-kernel stays a separate function: inlined into its callers, gcc's
+/* Cache blocks (elements), measured best on Zen 5 (48 KiB L1D, 1 MiB L2): the
+ * MC x KC block of op(A) (168 KiB f32) and the KC x NR sliver of op(B) (64
+ * KiB) stream from L2 into the kernel, the KC x NC panel of op(B) from L3. A
+ * long KC halves the passes over C against KC 256 (1024^3: 101 vs 95
+ * GFLOP/s); MC is a multiple of every MR (14, 6, 4), NC of every NR. */
+#ifndef KC
+#define KC 512
+#endif
+#ifndef MC
+#define MC 84
+#endif
+#ifndef NC
+#define NC 1024
+#endif
+/* see plan_packing */
+#ifndef WIDE_BYTES
+#define WIDE_BYTES 4096
+#endif
+/* below this many flops (2 M N K) a product stays on the calling thread: a
+ * pool dispatch costs 10-45 us on this machine, 2^25 flops ~300 us on a core */
+#ifndef PARALLEL_MIN_FLOPS
+#define PARALLEL_MIN_FLOPS (1 << 25)
+#endif
+
+/* Micro-kernels stay separate functions: inlined into their callers, gcc's
  * register allocation of the accumulator block varies with the context. */
 #if defined(__GNUC__)
 #define NOINLINE __attribute__((noinline))
@@ -61,100 +133,135 @@
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* ---- micro-kernel ------------------------------------------------------------
- * a: (kc, MR) packed sliver of op(A), b: (kc, NR) packed sliver of op(B),
- * c: MR x NR tile with row stride ldc.
- * c = alpha * (a^T b) + beta * c, and c is not read when beta == 0. */
-#define DEFINE_UKERNEL(T, sfx, MR, NR)                                                                                 \
-    NOINLINE static void ukernel_##sfx(int64_t kc, const T *restrict a, const T *restrict b, T alpha, T beta,          \
-                              T *restrict c, int64_t ldc)                                                              \
+/* ---- micro-kernels ------------------------------------------------------------
+ * Every kernel: c[0:R, 0:NR] = alpha * sum_p a(:, p) b(p, :) + beta * c, c not
+ * read when beta == 0. Row i of op(A) at step p is a[i * ars + p * aks] (packed
+ * slivers: ars 1, aks MR); row p of the op(B) sliver starts at b + p * bks. */
+#define KERNEL_ARGS(T)                                                                                                 \
+    int64_t kc, const T *restrict a, int64_t ars, int64_t aks, const T *restrict b, int64_t bks, T alpha, T beta,      \
+        T *restrict c, int64_t ldc
+
+#if VEC_KERNELS
+/* R rows x 2 vectors of accumulators; per k two vectors of the B row and one
+ * broadcast A element per row. ARS / AKS: the A strides (constants for packed
+ * slivers, so the addressing folds). */
+#define DEFINE_VKERNEL(T, sfx, name, R, ARS, AKS)                                                                      \
+    NOINLINE static void name(KERNEL_ARGS(T))                                                                          \
     {                                                                                                                  \
-        T acc[MR][NR] = {{0}};                                                                                         \
-        for (int64_t p = 0; p < kc; p++, a += MR, b += NR) {                                                           \
-            T bv[NR];                                                                                                  \
-            for (int j = 0; j < NR; j++)                                                                               \
+        (void)ars, (void)aks;                                                                                          \
+        V_##sfx c0[R], c1[R];                                                                                          \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) c0[i] = c1[i] = ZERO_##sfx();                             \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) /* the C tile, read or written at the end */              \
+        {                                                                                                              \
+            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);                                                    \
+            _mm_prefetch((const char *)(c + i * ldc + 2 * LANES_##sfx - 1), _MM_HINT_T0);                              \
+        }                                                                                                              \
+        for (int64_t p = 0; p < kc; p++, a += (AKS), b += bks) {                                                       \
+            V_##sfx b0 = LOAD_##sfx(b), b1 = LOAD_##sfx(b + LANES_##sfx);                                              \
+            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                       \
+            {                                                                                                          \
+                V_##sfx ai = SET1_##sfx(a[i * (ARS)]);                                                                 \
+                c0[i] = FMA_##sfx(ai, b0, c0[i]);                                                                      \
+                c1[i] = FMA_##sfx(ai, b1, c1[i]);                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+        V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta);                                                         \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                           \
+        {                                                                                                              \
+            T *ci = c + i * ldc;                                                                                       \
+            V_##sfx r0 = MUL_##sfx(va, c0[i]), r1 = MUL_##sfx(va, c1[i]);                                              \
+            if (beta != 0) { /* beta == 0 never reads C */                                                             \
+                r0 = FMA_##sfx(vb, LOAD_##sfx(ci), r0);                                                                \
+                r1 = FMA_##sfx(vb, LOAD_##sfx(ci + LANES_##sfx), r1);                                                  \
+            }                                                                                                          \
+            STORE_##sfx(ci, r0);                                                                                       \
+            STORE_##sfx(ci + LANES_##sfx, r1);                                                                         \
+        }                                                                                                              \
+    }
+/* kp_<sfx>_<R>: packed A sliver; ks_<sfx>_<R>: op(A) read in place */
+#define DEFINE_VKERNEL_PAIR(R, T, sfx, MR)                                                                             \
+    DEFINE_VKERNEL(T, sfx, kp_##sfx##_##R, R, 1, MR)                                                                   \
+    DEFINE_VKERNEL(T, sfx, ks_##sfx##_##R, R, ars, aks)
+#define KP_NAME(R, T, sfx, MR) kp_##sfx##_##R,
+#define KS_NAME(R, T, sfx, MR) ks_##sfx##_##R,
+
+#if MR_F32 == 14
+#define FOR_ROWS(X, ...)                                                                                               \
+    X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(3, __VA_ARGS__) X(4, __VA_ARGS__) X(5, __VA_ARGS__) X(6, __VA_ARGS__)        \
+    X(7, __VA_ARGS__) X(8, __VA_ARGS__) X(9, __VA_ARGS__) X(10, __VA_ARGS__) X(11, __VA_ARGS__) X(12, __VA_ARGS__)     \
+    X(13, __VA_ARGS__) X(14, __VA_ARGS__)
+#else
+#define FOR_ROWS(X, ...)                                                                                               \
+    X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(3, __VA_ARGS__) X(4, __VA_ARGS__) X(5, __VA_ARGS__) X(6, __VA_ARGS__)
+#endif
+
+/* kernels_<sfx>[packed][R]: the kernel for R rows (index 0 unused) */
+#define DEFINE_KERNELS(T, sfx, MR, NR)                                                                                 \
+    FOR_ROWS(DEFINE_VKERNEL_PAIR, T, sfx, MR)                                                                          \
+    typedef void (*kernel_##sfx##_fn)(KERNEL_ARGS(T));                                                                 \
+    static const kernel_##sfx##_fn kernels_##sfx[2][MR + 1] = {{NULL, FOR_ROWS(KS_NAME, T, sfx, MR)},                 \
+                                                               {NULL, FOR_ROWS(KP_NAME, T, sfx, MR)}};
+
+#else /* portable */
+/* An MR x NR block of accumulators updated by a rank-1 product per k, the NR
+ * loop innermost over contiguous packed B: gcc -O3 vectorises it. Packed A
+ * only (zero-padded rows), so one kernel serves every row count. */
+#define DEFINE_KERNELS(T, sfx, MR_, NR_)                                                                               \
+    NOINLINE static void kernel_full_##sfx(KERNEL_ARGS(T))                                                             \
+    {                                                                                                                  \
+        (void)ars, (void)aks;                                                                                          \
+        T acc[MR_][NR_] = {{0}};                                                                                       \
+        for (int64_t p = 0; p < kc; p++, a += MR_, b += bks) {                                                         \
+            T bv[NR_];                                                                                                 \
+            for (int j = 0; j < NR_; j++)                                                                              \
                 bv[j] = b[j];                                                                                          \
-            for (int i = 0; i < MR; i++) {                                                                             \
+            for (int i = 0; i < MR_; i++) {                                                                            \
                 T ai = a[i];                                                                                           \
-                for (int j = 0; j < NR; j++)                                                                           \
+                for (int j = 0; j < NR_; j++)                                                                          \
                     acc[i][j] += ai * bv[j];                                                                           \
             }                                                                                                          \
         }                                                                                                              \
-        if (beta == 0) {                                                                                               \
-            for (int i = 0; i < MR; i++)                                                                               \
-                for (int j = 0; j < NR; j++)                                                                           \
-                    c[i * ldc + j] = alpha * acc[i][j];                                                                \
-        } else {                                                                                                       \
-            for (int i = 0; i < MR; i++)                                                                               \
-                for (int j = 0; j < NR; j++)                                                                           \
-                    c[i * ldc + j] = alpha * acc[i][j] + beta * c[i * ldc + j];                                        \
-        }                                                                                                              \
+        for (int i = 0; i < MR_; i++)                                                                                  \
+            for (int j = 0; j < NR_; j++)                                                                              \
+                c[i * ldc + j] = beta == 0 ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];            \
     }
-
-#if defined(__AVX512F__)
-/* The same contract with AVX-512 FMA: per k, two vectors of the packed B row
- * and one broadcast A element per row update the 14 x 2 accumulator tile. The
- * FMA rounds once where the plain kernel rounds twice, so AVX-512 builds
- * differ from portable ones in the last bit (each is deterministic). */
-#define DEFINE_UKERNEL_AVX512(T, sfx, MR, V, SET1, ZERO, LOADU, STOREU, FMADD, MUL, LANES)                           \
-    NOINLINE static void ukernel_##sfx(int64_t kc, const T *restrict a, const T *restrict b, T alpha, T beta,          \
-                                       T *restrict c, int64_t ldc)                                                     \
-    {                                                                                                                  \
-        V c0[MR], c1[MR];                                                                                              \
-        _Pragma("GCC unroll 14") for (int i = 0; i < MR; i++) c0[i] = c1[i] = ZERO();                                  \
-        for (int64_t p = 0; p < kc; p++, a += MR, b += 2 * LANES) {                                                    \
-            V b0 = LOADU(b), b1 = LOADU(b + LANES);                                                                    \
-            _Pragma("GCC unroll 14") for (int i = 0; i < MR; i++)                                                      \
-            {                                                                                                          \
-                V ai = SET1(a[i]);                                                                                     \
-                c0[i] = FMADD(ai, b0, c0[i]);                                                                          \
-                c1[i] = FMADD(ai, b1, c1[i]);                                                                          \
-            }                                                                                                          \
-        }                                                                                                              \
-        V va = SET1(alpha), vb = SET1(beta);                                                                           \
-        _Pragma("GCC unroll 14") for (int i = 0; i < MR; i++)                                                          \
-        {                                                                                                              \
-            T *ci = c + i * ldc;                                                                                       \
-            V r0 = MUL(va, c0[i]), r1 = MUL(va, c1[i]);                                                                \
-            if (beta != 0) { /* beta == 0 never reads C */                                                             \
-                r0 = FMADD(vb, LOADU(ci), r0);                                                                         \
-                r1 = FMADD(vb, LOADU(ci + LANES), r1);                                                                 \
-            }                                                                                                          \
-            STOREU(ci, r0);                                                                                            \
-            STOREU(ci + LANES, r1);                                                                                    \
-        }                                                                                                              \
-    }
-DEFINE_UKERNEL_AVX512(float, f32, MR_F32, __m512, _mm512_set1_ps, _mm512_setzero_ps, _mm512_loadu_ps,
-                      _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_mul_ps, 16)
-DEFINE_UKERNEL_AVX512(double, f64, MR_F64, __m512d, _mm512_set1_pd, _mm512_setzero_pd, _mm512_loadu_pd,
-                      _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_mul_pd, 8)
-#define PORTABLE_UKERNEL(T, sfx, MR, NR) /* the intrinsics kernels above */
-#else
-#define PORTABLE_UKERNEL(T, sfx, MR, NR) DEFINE_UKERNEL(T, sfx, MR, NR)
 #endif
 
 /* ---- packing -----------------------------------------------------------------
- * pack_a: op(A)[0:mc, 0:kc] (A already offset to the block) -> Ap as
+ * pack_a: op(A)[0:mc, 0:kc] (A already offset to the block) -> ap as
  *   ceil(mc/MR) slivers of (kc, MR), rows past mc zero.
- * pack_b: op(B)[0:kc, 0:nc] -> Bp as ceil(nc/NR) slivers of (kc, NR), columns
- *   past nc zero. */
+ * pack_b: op(B)[0:kc, 0:nc] -> bp as ceil(nc/NR) slivers of (kc, NR), columns
+ *   past nc zero. The inner loops run along the stored rows. */
 #define DEFINE_PACK(T, sfx, MR, NR)                                                                                    \
     static void pack_a_##sfx(bool trans, int64_t mc, int64_t kc, const T *A, int64_t lda, T *restrict ap)              \
     {                                                                                                                  \
         for (int64_t i0 = 0; i0 < mc; i0 += MR, ap += kc * MR) {                                                       \
             int64_t m = min64(MR, mc - i0);                                                                            \
-            for (int64_t p = 0; p < kc; p++)                                                                           \
-                for (int64_t i = 0; i < MR; i++)                                                                       \
-                    ap[p * MR + i] = i >= m ? (T)0 : trans ? A[p * lda + i0 + i] : A[(i0 + i) * lda + p];              \
+            if (m < MR)                                                                                                \
+                memset(ap, 0, (size_t)(kc * MR) * sizeof(T));                                                          \
+            if (trans) /* stored (K, M): row p of the store is column p of the sliver */                               \
+                for (int64_t p = 0; p < kc; p++)                                                                       \
+                    for (int64_t i = 0; i < m; i++)                                                                    \
+                        ap[p * MR + i] = A[p * lda + i0 + i];                                                          \
+            else                                                                                                       \
+                for (int64_t i = 0; i < m; i++)                                                                        \
+                    for (int64_t p = 0; p < kc; p++)                                                                   \
+                        ap[p * MR + i] = A[(i0 + i) * lda + p];                                                        \
         }                                                                                                              \
     }                                                                                                                  \
     static void pack_b_##sfx(bool trans, int64_t kc, int64_t nc, const T *B, int64_t ldb, T *restrict bp)              \
     {                                                                                                                  \
         for (int64_t j0 = 0; j0 < nc; j0 += NR, bp += kc * NR) {                                                       \
             int64_t n = min64(NR, nc - j0);                                                                            \
-            for (int64_t p = 0; p < kc; p++)                                                                           \
-                for (int64_t j = 0; j < NR; j++)                                                                       \
-                    bp[p * NR + j] = j >= n ? (T)0 : trans ? B[(j0 + j) * ldb + p] : B[p * ldb + j0 + j];              \
+            if (n < NR)                                                                                                \
+                memset(bp, 0, (size_t)(kc * NR) * sizeof(T));                                                          \
+            if (trans) /* stored (N, K) */                                                                             \
+                for (int64_t j = 0; j < n; j++)                                                                        \
+                    for (int64_t p = 0; p < kc; p++)                                                                   \
+                        bp[p * NR + j] = B[(j0 + j) * ldb + p];                                                        \
+            else                                                                                                       \
+                for (int64_t p = 0; p < kc; p++)                                                                       \
+                    memcpy(bp + p * NR, B + p * ldb + j0, (size_t)n * sizeof(T));                                      \
         }                                                                                                              \
     }
 
@@ -182,54 +289,158 @@ DEFINE_UKERNEL_AVX512(double, f64, MR_F64, __m512d, _mm512_set1_pd, _mm512_setze
             }                                                                                                          \
     }
 
-/* ---- one packed block: C[0:mc, 0:nc] (+)= alpha * Ap * Bp ------------------------
- * Full tiles go straight to C; edge tiles through a local MR x NR buffer. */
-#define DEFINE_MACRO_KERNEL(T, sfx, MR, NR)                                                                            \
-    static void block_##sfx(int64_t mc, int64_t nc, int64_t kc, T alpha, const T *ap, const T *bp, T beta,             \
-                            T *C, int64_t ldc)                                                                         \
-    {                                                                                                                  \
-        for (int64_t j0 = 0; j0 < nc; j0 += NR) {                                                                      \
-            int64_t n = min64(NR, nc - j0);                                                                            \
-            const T *b = bp + (j0 / NR) * kc * NR;                                                                     \
-            for (int64_t i0 = 0; i0 < mc; i0 += MR) {                                                                  \
-                int64_t m = min64(MR, mc - i0);                                                                        \
-                const T *a = ap + (i0 / MR) * kc * MR;                                                                 \
-                T *c = C + i0 * ldc + j0;                                                                              \
-                if (m == MR && n == NR) {                                                                              \
-                    ukernel_##sfx(kc, a, b, alpha, beta, c, ldc);                                                      \
-                    continue;                                                                                          \
-                }                                                                                                      \
-                T tile[MR * NR];                                                                                       \
-                ukernel_##sfx(kc, a, b, alpha, 0, tile, NR);                                                           \
-                for (int64_t i = 0; i < m; i++)                                                                        \
-                    for (int64_t j = 0; j < n; j++)                                                                    \
-                        c[i * ldc + j] = beta == 0 ? tile[i * NR + j] : tile[i * NR + j] + beta * c[i * ldc + j];      \
-            }                                                                                                          \
-        }                                                                                                              \
-    }
+/* ---- packing buffers -------------------------------------------------------------
+ * One pair per thread (a pthread key, freed when the thread exits), grown when
+ * a call needs more and then reused: no allocation (and no page faults) per
+ * call once warm. */
+typedef struct scratch_bufs {
+    void *buf[2];
+    size_t cap[2];
+} scratch_bufs;
 
-/* ---- driver --------------------------------------------------------------------- */
-/* Packing buffers, one pair per thread, grown when a call needs more and then
- * reused: no allocation (and no page faults) per call once warm. */
-static void *scratch(int slot, size_t bytes)
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_key_ok;
+
+static void scratch_free(void *p)
 {
-    static _Thread_local void *buf[2];
-    static _Thread_local size_t cap[2];
-    if (cap[slot] < bytes) {
-        free(buf[slot]);
-        size_t size = (bytes + 63) / 64 * 64;
-        buf[slot] = aligned_alloc(64, size);
-        cap[slot] = buf[slot] ? size : 0;
-    }
-    return buf[slot];
+    scratch_bufs *s = p;
+    free(s->buf[0]);
+    free(s->buf[1]);
+    free(s);
 }
 
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+static void *scratch(int slot, size_t bytes)
+{
+    pthread_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok)
+        return NULL;
+    scratch_bufs *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap[slot] < bytes) {
+        free(s->buf[slot]);
+        size_t size = (bytes + 63) / 64 * 64;
+        s->buf[slot] = aligned_alloc(64, size);
+        s->cap[slot] = s->buf[slot] ? size : 0;
+    }
+    return s->buf[slot];
+}
+
+/* ---- one product, split into per-thread blocks of C ----------------------------- */
+typedef struct gemm_plan {
+    bool ta, tb, pack_a, pack_b;
+    int64_t M, N, K, lda, ldb, ldc;
+    const void *A, *B;
+    void *C;
+    double alpha, beta;
+    bool split_rows;    /* threads take blocks of rows (else of columns) */
+    int64_t chunk;      /* rows / columns per task */
+} gemm_plan;
+
+/* The operand view handed to the block loop: the sliver for rows i0.. starts at
+ * a + (i0 / MR) * a_step, its element (i, p) at + i * ars + p * aks. */
+typedef struct operand {
+    const void *p;
+    int64_t rs, ks, step;
+} operand;
+
+#if VEC_KERNELS
+#define KERNEL_FOR(sfx, MR, packed, m) kernels_##sfx[packed][m]
+#define ROW_KERNELS 1
+#else
+#define KERNEL_FOR(sfx, MR, packed, m) ((void)(packed), kernel_full_##sfx)
+#define ROW_KERNELS 0
+#endif
+
 #define DEFINE_GEMM(T, sfx, MR, NR)                                                                                    \
-    PORTABLE_UKERNEL(T, sfx, MR, NR)                                                                                   \
     DEFINE_PACK(T, sfx, MR, NR)                                                                                        \
     DEFINE_SCALE(T, sfx)                                                                                               \
     DEFINE_PLAIN(T, sfx)                                                                                               \
-    DEFINE_MACRO_KERNEL(T, sfx, MR, NR)                                                                                \
+    /* C[0:mc, 0:nc] (+)= alpha * op(A) op(B) over one kc block. A ragged column                                     \
+     * sliver runs on a tile loaded with C's values, the same arithmetic as in place. */                               \
+    static void block_##sfx(int64_t mc, int64_t nc, int64_t kc, T alpha, operand a, bool a_packed, const T *b,         \
+                            int64_t bks, int64_t b_step, T beta, T *C, int64_t ldc)                                    \
+    {                                                                                                                  \
+        for (int64_t j0 = 0; j0 < nc; j0 += NR) {                                                                      \
+            int64_t n = min64(NR, nc - j0);                                                                            \
+            const T *bj = b + (j0 / NR) * b_step;                                                                      \
+            for (int64_t i0 = 0; i0 < mc; i0 += MR) {                                                                  \
+                int64_t m = min64(MR, mc - i0);                                                                        \
+                const T *ai = (const T *)a.p + (i0 / MR) * a.step;                                                     \
+                T *c = C + i0 * ldc + j0;                                                                              \
+                if (n == NR && (ROW_KERNELS || m == MR)) {                                                             \
+                    KERNEL_FOR(sfx, MR, a_packed, m)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, c, ldc);                \
+                    continue;                                                                                          \
+                }                                                                                                      \
+                T tile[MR * NR] = {0};                                                                                 \
+                if (beta != 0)                                                                                         \
+                    for (int64_t i = 0; i < m; i++)                                                                    \
+                        memcpy(tile + i * NR, c + i * ldc, (size_t)n * sizeof(T));                                     \
+                KERNEL_FOR(sfx, MR, a_packed, ROW_KERNELS ? m : MR)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, tile,    \
+                                                                    NR);                                               \
+                for (int64_t i = 0; i < m; i++)                                                                        \
+                    memcpy(c + i * ldc, tile + i * NR, (size_t)n * sizeof(T));                                         \
+            }                                                                                                          \
+        }                                                                                                              \
+    }                                                                                                                  \
+    /* C[m0:m1, n0:n1] of the plan, on the calling thread */                                                          \
+    static void gemm_range_##sfx(const gemm_plan *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1)                   \
+    {                                                                                                                  \
+        const T *A = g->A, *B = g->B;                                                                                  \
+        T *C = (T *)g->C + m0 * g->ldc + n0, alpha = (T)g->alpha, beta = (T)g->beta;                                   \
+        int64_t M = m1 - m0, N = n1 - n0, K = g->K, lda = g->lda, ldb = g->ldb, ldc = g->ldc;                         \
+        bool ta = g->ta, tb = g->tb;                                                                                   \
+        int64_t kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR), nc_max = round_up(min64(N, NC), NR);       \
+        T *ap = g->pack_a ? scratch(0, (size_t)(kc_max * mc_max) * sizeof(T)) : NULL;                                  \
+        T *bp = g->pack_b ? scratch(1, (size_t)(kc_max * nc_max) * sizeof(T)) : NULL;                                  \
+        if ((g->pack_a && !ap) || (g->pack_b && !bp)) {                                                                \
+            scale_c_##sfx(M, N, beta, C, ldc);                                                                         \
+            gemm_plain_##sfx(ta, tb, M, N, K, alpha, ta ? A + m0 : A + m0 * lda, lda, tb ? B + n0 * ldb : B + n0, ldb, \
+                             C, ldc);                                                                                  \
+            return;                                                                                                    \
+        }                                                                                                              \
+        for (int64_t jc = 0; jc < N; jc += NC) {                                                                       \
+            int64_t nc = min64(NC, N - jc), j = n0 + jc;                                                               \
+            for (int64_t pc = 0; pc < K; pc += KC) {                                                                   \
+                int64_t kc = min64(KC, K - pc);                                                                        \
+                const T *b = B + pc * ldb + j;                                                                         \
+                int64_t bks = ldb, b_step = NR;                                                                        \
+                if (g->pack_b) {                                                                                       \
+                    pack_b_##sfx(tb, kc, nc, tb ? B + j * ldb + pc : b, ldb, bp);                                      \
+                    b = bp, bks = NR, b_step = NR * kc;                                                                \
+                }                                                                                                      \
+                T beta_eff = pc == 0 ? beta : (T)1;                                                                    \
+                for (int64_t ic = 0; ic < M; ic += MC) {                                                               \
+                    int64_t mc = min64(MC, M - ic), i = m0 + ic;                                                       \
+                    operand a = ta ? (operand){A + pc * lda + i, 1, lda, MR}                                           \
+                                   : (operand){A + i * lda + pc, lda, 1, MR * lda};                                    \
+                    if (g->pack_a) {                                                                                   \
+                        pack_a_##sfx(ta, mc, kc, a.p, lda, ap);                                                        \
+                        a = (operand){ap, 1, MR, MR * kc};                                                             \
+                    }                                                                                                  \
+                    block_##sfx(mc, nc, kc, alpha, a, g->pack_a, b, bks, b_step, beta_eff, C + ic * ldc + jc, ldc);    \
+                }                                                                                                      \
+            }                                                                                                          \
+        }                                                                                                              \
+    }                                                                                                                  \
+    static void gemm_task_##sfx(void *ctx, int64_t t, int thread)                                                      \
+    {                                                                                                                  \
+        (void)thread;                                                                                                  \
+        const gemm_plan *g = ctx;                                                                                      \
+        int64_t lo = t * g->chunk;                                                                                     \
+        if (g->split_rows)                                                                                             \
+            gemm_range_##sfx(g, lo, min64(g->M, lo + g->chunk), 0, g->N);                                              \
+        else                                                                                                           \
+            gemm_range_##sfx(g, 0, g->M, lo, min64(g->N, lo + g->chunk));                                             \
+    }                                                                                                                  \
     void pg_gemm_##sfx(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T *A,               \
                        int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                                \
     {                                                                                                                  \
@@ -239,29 +450,56 @@ static void *scratch(int slot, size_t bytes)
             scale_c_##sfx(M, N, beta, C, ldc);                                                                         \
             return;                                                                                                    \
         }                                                                                                              \
-        int64_t kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR);                                            \
-        int64_t nc_max = round_up(min64(N, NC), NR);                                                                   \
-        T *ap = scratch(0, (size_t)(kc_max * mc_max) * sizeof(T));                                                     \
-        T *bp = scratch(1, (size_t)(kc_max * nc_max) * sizeof(T));                                                     \
-        if (!ap || !bp) {                                                                                              \
-            scale_c_##sfx(M, N, beta, C, ldc);                                                                         \
-            gemm_plain_##sfx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, C, ldc);                                \
-            return;                                                                                                    \
-        }                                                                                                              \
-        for (int64_t jc = 0; jc < N; jc += NC) {                                                                       \
-            int64_t nc = min64(NC, N - jc);                                                                            \
-            for (int64_t pc = 0; pc < K; pc += KC) {                                                                   \
-                int64_t kc = min64(KC, K - pc);                                                                        \
-                pack_b_##sfx(trans_b, kc, nc, trans_b ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, bp);               \
-                T beta_eff = pc == 0 ? beta : (T)1;                                                                    \
-                for (int64_t ic = 0; ic < M; ic += MC) {                                                               \
-                    int64_t mc = min64(MC, M - ic);                                                                    \
-                    pack_a_##sfx(trans_a, mc, kc, trans_a ? A + pc * lda + ic : A + ic * lda + pc, lda, ap);           \
-                    block_##sfx(mc, nc, kc, alpha, ap, bp, beta_eff, C + ic * ldc + jc, ldc);                          \
-                }                                                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
+        gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
+                       .A = A, .B = B, .C = C, .alpha = alpha, .beta = beta};                                          \
+        plan_packing(&g, NR, sizeof(T));                                                                               \
+        plan_split(&g, MR, NR);                                                                                        \
+        if (g.chunk == 0)                                                                                              \
+            gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
+        else                                                                                                           \
+            pg_parallel_for(((g.split_rows ? M : N) + g.chunk - 1) / g.chunk, gemm_task_##sfx, &g);                   \
     }
 
+/* Which operands to pack, from the shapes alone (so results never depend on
+ * the thread split). Reading op(A) in place (either transpose) and op(B) in
+ * place (not transposed, N a multiple of NR) saves the copies and beats
+ * packing on narrow products (Zen 5, f32 GFLOP/s in place vs packed:
+ * 2048x128x128 111 vs 100, 128x2048x128 tn 114 vs 101, 64^3 109 vs 88). It
+ * loses when consecutive reads sit a multiple of 4 KiB apart (they share L1
+ * and L2 sets: 512x2048x128 tn 101 vs 109) and when C's rows are 4 KiB or more
+ * (each A block serves many B slivers: 1024^3 56 vs 92). The portable kernel
+ * always reads packed slivers. */
+static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
+{
+#if VEC_KERNELS
+    bool wide = g->N * (int64_t)elem >= WIDE_BYTES;
+    g->pack_a = wide || g->lda * (int64_t)elem % WIDE_BYTES == 0;
+    g->pack_b = wide || g->tb || g->N % NR != 0;
+#else
+    (void)NR, (void)elem;
+    g->pack_a = g->pack_b = true;
+#endif
+}
+
+/* One task per thread over blocks of rows (or of columns when N > M), cut at
+ * multiples of MR (NR). Splitting the larger dimension measured best even
+ * when the other balances better (128x2048x128 tn on 2 threads: rows 70 + 58
+ * 208 GFLOP/s, columns 64 + 64 198). chunk 0: run on the calling thread. */
+static void plan_split(gemm_plan *g, int64_t MR, int64_t NR)
+{
+    g->chunk = 0;
+    int threads = pg_num_threads();
+    double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
+    if (threads < 2 || flops < PARALLEL_MIN_FLOPS)
+        return;
+    g->split_rows = g->M >= g->N;
+    int64_t extent = g->split_rows ? g->M : g->N, unit = g->split_rows ? MR : NR;
+    g->chunk = round_up((extent + threads - 1) / threads, unit);
+    if (g->chunk >= extent) /* one task: nothing to share */
+        g->chunk = 0;
+}
+
+DEFINE_KERNELS(float, f32, MR_F32, NR_F32)
+DEFINE_KERNELS(double, f64, MR_F64, NR_F64)
 DEFINE_GEMM(float, f32, MR_F32, NR_F32)
 DEFINE_GEMM(double, f64, MR_F64, NR_F64)

@@ -95,12 +95,92 @@ Test(gemm, alpha_beta_and_nan_in_c)
 
 Test(gemm, blocking_boundaries)
 {
-    /* K beyond one KC block (256), M beyond MC (72), N beyond NC (2048) */
+    /* K beyond one KC block (512), M beyond MC (84), N beyond NC (1024) */
     for (int t = 0; t < 4; t++) {
         check_gemm(t & 1, t & 2, 5, 9, 600, 1.0, 0.0, 40 + t);
         check_gemm(t & 1, t & 2, 150, 20, 300, 1.0, 0.5, 50 + t);
         check_gemm(t & 1, t & 2, 3, 2100, 4, 1.0, 0.0, 60 + t);
     }
+}
+
+/* Every row count of a micro-kernel (1 .. 30 covers MR 4, 6, 14 and two
+ * slivers), on each path: op(A) and op(B) read in place (N a multiple of NR,
+ * narrow C), op(B) packed (transposed or ragged N), both packed (C rows of
+ * 4 KiB or more), and K over one KC block with in-place operands. */
+Test(gemm, row_counts_and_packing_paths)
+{
+    uint64_t seed = 100;
+    for (int64_t m = 1; m <= 30; m++)
+        for (int t = 0; t < 4; t++) {
+            check_gemm(t & 1, t & 2, m, 64, 9, 1.0, m % 2 ? 0.0 : 0.75, seed++);
+            check_gemm(t & 1, t & 2, m, 40, 4, -1.0, 1.0, seed++);
+        }
+    for (int t = 0; t < 4; t++) {
+        check_gemm(t & 1, t & 2, 17, 1040, 3, 1.0, 0.5, seed++);
+        check_gemm(t & 1, t & 2, 20, 32, 1100, 1.0, 0.0, seed++);
+    }
+}
+
+/* C = op(A) op(B) on t threads into a fresh buffer */
+static double *gemm_on_threads(int t, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double *A,
+                               const double *B, const double *C0)
+{
+    cr_assert_eq(pg_set_num_threads(t), 0);
+    double *C = malloc((size_t)(M * N) * sizeof *C);
+    memcpy(C, C0, (size_t)(M * N) * sizeof *C);
+    pg_gemm_f64(ta, tb, M, N, K, 0.5, A, ta ? M : K, B, tb ? K : N, -1.0, C, N);
+    return C;
+}
+
+static float *gemm_on_threads_f32(int t, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
+                                  const float *B)
+{
+    cr_assert_eq(pg_set_num_threads(t), 0);
+    float *C = malloc((size_t)(M * N) * sizeof *C);
+    pg_gemm_f32(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C, N);
+    return C;
+}
+
+/* Products large enough to be split over the pool (over 2^25 flops; rows
+ * when M >= N, else columns; ragged and not; in place, packed, A packed for
+ * its 4 KiB row stride) give the same bits on 1 and 2 threads, and match a
+ * naive loop. */
+Test(gemm, thread_count_does_not_change_bits)
+{
+    int saved = pg_num_threads();
+    struct {
+        int64_t M, N, K;
+    } shapes[] = {{200, 96, 900}, {30, 1100, 520}, {45, 390, 1024}};
+    for (int s = 0; s < 3; s++)
+        for (int t = s % 2; t < 4; t += 2) { /* two transposes per shape: small for valgrind */
+            bool ta = t & 1, tb = t & 2;
+            int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
+            double *A = rand_buf(M * K, 300 + s), *B = rand_buf(K * N, 400 + s), *C0 = rand_buf(M * N, 500 + s);
+            float *A32 = to_f32(A, M * K), *B32 = to_f32(B, K * N);
+            double *c1 = gemm_on_threads(1, ta, tb, M, N, K, A, B, C0);
+            double *c2 = gemm_on_threads(2, ta, tb, M, N, K, A, B, C0);
+            float *f1 = gemm_on_threads_f32(1, ta, tb, M, N, K, A32, B32);
+            float *f2 = gemm_on_threads_f32(2, ta, tb, M, N, K, A32, B32);
+            cr_assert(!memcmp(c1, c2, (size_t)(M * N) * sizeof *c1), "f64 M %lld N %lld K %lld ta %d tb %d differs",
+                      (long long)M, (long long)N, (long long)K, ta, tb);
+            cr_assert(!memcmp(f1, f2, (size_t)(M * N) * sizeof *f1), "f32 M %lld N %lld K %lld ta %d tb %d differs",
+                      (long long)M, (long long)N, (long long)K, ta, tb);
+            /* spot checks against the naive sum: corners and the middle */
+            int64_t probe[3][2] = {{0, 0}, {M - 1, N - 1}, {M / 2, N / 2}};
+            for (int q = 0; q < 3; q++) {
+                int64_t i = probe[q][0], j = probe[q][1];
+                double ref = 0;
+                for (int64_t p = 0; p < K; p++)
+                    ref += (ta ? A[p * M + i] : A[i * K + p]) * (tb ? B[j * K + p] : B[p * N + j]);
+                double c64 = 0.5 * ref - C0[i * N + j];
+                cr_assert(fabs(c2[i * N + j] - c64) <= 1e-12 * (double)K, "f64 C[%lld,%lld] = %.17g, expected %.17g",
+                          (long long)i, (long long)j, c2[i * N + j], c64);
+                cr_assert(fabs(f2[i * N + j] - ref) <= 1e-5 * (double)K, "f32 C[%lld,%lld] = %.9g, expected %.17g",
+                          (long long)i, (long long)j, (double)f2[i * N + j], ref);
+            }
+            free(A), free(B), free(C0), free(A32), free(B32), free(c1), free(c2), free(f1), free(f2);
+        }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
 }
 
 Test(gemm, degenerate_sizes)

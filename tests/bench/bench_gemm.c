@@ -1,42 +1,178 @@
-/* GEMM benchmarks: gemm_<dtype>_<n>_t<threads> GFLOP/s. */
+/* GEMM benchmarks, GFLOP/s: the register-only FMA peak (fma_peak_t1/_t2),
+ * square products gemm_<dtype>_<n>_t<threads>, and the toy training model's
+ * products gemm_f32_toy_<M>x<K>x<N>[_tn|_nt]_t<threads> (op(A) M x K, op(B)
+ * K x N; _nt: B stored transposed as in a Linear forward x W^T, _tn: A stored
+ * transposed as in its weight gradient dY^T X). Each figure is the median of
+ * several runs after a warm-up, threads set by pg_set_num_threads. */
 #include "bench.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
-/* ---- matmul forward ---------------------------------------------------------------- */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
 
-typedef struct mm_ctx {
-    pg_graph *g;
-    pg_tensor *a, *b;
-} mm_ctx;
+/* ---- peak: independent FMA chains on registers only ------------------------------ */
 
-static void mm_run(void *p, int reps)
+#if defined(__AVX512F__)
+typedef __m512 fvec;
+#define FV_LANES 16
+#define FV_SET1 _mm512_set1_ps
+#define FV_FMA _mm512_fmadd_ps
+#define FV_SUM _mm512_reduce_add_ps
+#elif defined(__AVX2__) && defined(__FMA__)
+typedef __m256 fvec;
+#define FV_LANES 8
+#define FV_SET1 _mm256_set1_ps
+#define FV_FMA _mm256_fmadd_ps
+static float fv_sum(__m256 v)
 {
-    mm_ctx *c = p;
+    float f[8];
+    _mm256_storeu_ps(f, v);
+    return f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
+}
+#define FV_SUM fv_sum
+#elif defined(__GNUC__) /* portable: SSE2 multiply then add (no FMA), counted as 2 flops a lane */
+typedef float fvec __attribute__((vector_size(16)));
+#define FV_LANES 4
+#define FV_SET1(x) ((fvec){(x), (x), (x), (x)})
+#define FV_FMA(a, b, c) ((a) * (b) + (c))
+#define FV_SUM(v) ((v)[0] + (v)[1] + (v)[2] + (v)[3])
+#else
+typedef float fvec;
+#define FV_LANES 1
+#define FV_SET1(x) (x)
+#define FV_FMA(a, b, c) ((a) * (b) + (c))
+#define FV_SUM(x) (x)
+#endif
+
+#define PEAK_ITERS 20000000L
+#define PEAK_CHAINS 12
+
+static volatile float peak_sink;
+
+/* PEAK_ITERS x PEAK_CHAINS independent vector multiply-adds */
+static void peak_task(void *ctx, int64_t i, int thread)
+{
+    (void)ctx, (void)i, (void)thread;
+    static volatile float init[PEAK_CHAINS + 2] = {1, 1e-30f, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    fvec x = FV_SET1(init[0]), y = FV_SET1(init[1]); /* c = c * 1 + tiny, opaque to the compiler */
+    fvec c0 = FV_SET1(init[2]), c1 = FV_SET1(init[3]), c2 = FV_SET1(init[4]), c3 = FV_SET1(init[5]);
+    fvec c4 = FV_SET1(init[6]), c5 = FV_SET1(init[7]), c6 = FV_SET1(init[8]), c7 = FV_SET1(init[9]);
+    fvec c8 = FV_SET1(init[10]), c9 = FV_SET1(init[11]), c10 = FV_SET1(init[12]), c11 = FV_SET1(init[13]);
+    for (long r = 0; r < PEAK_ITERS; r++) {
+        c0 = FV_FMA(c0, x, y), c1 = FV_FMA(c1, x, y), c2 = FV_FMA(c2, x, y), c3 = FV_FMA(c3, x, y);
+        c4 = FV_FMA(c4, x, y), c5 = FV_FMA(c5, x, y), c6 = FV_FMA(c6, x, y), c7 = FV_FMA(c7, x, y);
+        c8 = FV_FMA(c8, x, y), c9 = FV_FMA(c9, x, y), c10 = FV_FMA(c10, x, y), c11 = FV_FMA(c11, x, y);
+    }
+    peak_sink = FV_SUM(c0) + FV_SUM(c1) + FV_SUM(c2) + FV_SUM(c3) + FV_SUM(c4) + FV_SUM(c5) + FV_SUM(c6) +
+                FV_SUM(c7) + FV_SUM(c8) + FV_SUM(c9) + FV_SUM(c10) + FV_SUM(c11);
+}
+
+static void peak_run(void *ctx, int reps)
+{
+    int threads = *(int *)ctx;
+    for (int i = 0; i < reps; i++)
+        pg_parallel_for(threads, peak_task, NULL);
+}
+
+static void bench_peak(int threads)
+{
+    char name[32];
+    snprintf(name, sizeof name, "fma_peak_t%d", threads);
+    pg_set_num_threads(threads);
+    double t = median_time(peak_run, &threads, 1);
+    double flops = 2.0 * FV_LANES * PEAK_CHAINS * (double)PEAK_ITERS * threads;
+    printf("%s %.2f GFLOP/s\n", name, flops / t * 1e-9);
+}
+
+/* ---- one product C = op(A) op(B) -------------------------------------------------- */
+
+typedef struct gemm_ctx {
+    pg_dtype dt;
+    bool ta, tb;
+    int64_t M, N, K;
+    void *a, *b, *c;
+} gemm_ctx;
+
+static void gemm_run(void *p, int reps)
+{
+    gemm_ctx *g = p;
+    int64_t lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
     for (int i = 0; i < reps; i++) {
-        pg_graph_reset(c->g);
-        pg_matmul(c->g, c->a, c->b, false, false);
+        if (g->dt == PG_F32)
+            pg_gemm_f32(g->ta, g->tb, g->M, g->N, g->K, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, g->N);
+        else
+            pg_gemm_f64(g->ta, g->tb, g->M, g->N, g->K, 1.0, g->a, lda, g->b, ldb, 0.0, g->c, g->N);
     }
 }
 
-static void bench_matmul(pg_dtype dt, int64_t n)
+static void *rand_matrix(pg_dtype dt, int64_t n, pg_rng *r)
+{
+    size_t size = dt == PG_F32 ? sizeof(float) : sizeof(double);
+    void *v = malloc((size_t)n * size);
+    for (int64_t i = 0; v && i < n; i++) {
+        double x = 2 * pg_rng_uniform(r) - 1;
+        if (dt == PG_F32)
+            ((float *)v)[i] = (float)x;
+        else
+            ((double *)v)[i] = x;
+    }
+    return v;
+}
+
+/* prints `name_t<threads> GFLOP/s` for each thread count in 1, 2 */
+static void bench_gemm(const char *name, pg_dtype dt, bool ta, bool tb, int64_t M, int64_t K, int64_t N)
 {
     pg_rng r = pg_rng_init(2);
-    mm_ctx c = {pg_graph_new(), pg_randn(NULL, dt, PG_SHAPE(n, n), &r), pg_randn(NULL, dt, PG_SHAPE(n, n), &r)};
-    int reps = n >= 1024 ? 2 : n >= 256 ? 20 : 2000;
-    double t = median_time(mm_run, &c, reps);
-    printf("gemm_%s_%lld_t1 %.2f GFLOP/s\n", pg_dtype_name(dt), (long long)n, 2.0 * (double)(n * n * n) / t * 1e-9);
-    pg_graph_free(c.g);
-    pg_tensor_free(c.a);
-    pg_tensor_free(c.b);
+    gemm_ctx g = {dt, ta, tb, M, N, K, rand_matrix(dt, M * K, &r), rand_matrix(dt, K * N, &r),
+                  rand_matrix(dt, M * N, &r)};
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+    int reps = (int)(2e8 / flops) + 1; /* about 2 ms or more per timed run */
+    for (int threads = 1; threads <= 2 && g.a && g.b && g.c; threads++) {
+        pg_set_num_threads(threads);
+        double t = median_time(gemm_run, &g, reps);
+        printf("%s_t%d %.2f GFLOP/s\n", name, threads, flops / t * 1e-9);
+    }
+    free(g.a), free(g.b), free(g.c);
 }
 
 void bench_gemm_all(const char *only)
 {
-    if (!bench_selected(only, "gemm"))
-        return;
-    int64_t sizes[] = {64, 256, 1024};
-    for (int i = 0; i < 3; i++)
-        bench_matmul(PG_F32, sizes[i]);
-    bench_matmul(PG_F64, 256);
+    int saved = pg_num_threads();
+    if (bench_selected(only, "fma_peak") || bench_selected(only, "gemm")) {
+        bench_peak(1);
+        bench_peak(2);
+    }
+    char name[96];
+    int64_t sizes[] = {64, 128, 256, 512, 1024, 2048};
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "gemm_f32_%lld", (long long)sizes[i]);
+        if (bench_selected(only, name))
+            bench_gemm(name, PG_F32, false, false, sizes[i], sizes[i], sizes[i]);
+    }
+    if (bench_selected(only, "gemm_f64_1024"))
+        bench_gemm("gemm_f64_1024", PG_F64, false, false, 1024, 1024, 1024);
+    /* toy model (d_model 128, MLP 512, qkv 384, vocab 256, 2048 tokens): a Linear
+     * (out, in) runs x W^T forward (_nt), dY W for the input gradient, dY^T X for
+     * the weight gradient (_tn) */
+    int64_t io[5][2] = {{128, 384}, {128, 128}, {128, 512}, {512, 128}, {128, 256}}, T = 2048;
+    for (int i = 0; i < 5; i++) {
+        int64_t in = io[i][0], out = io[i][1];
+        struct {
+            int64_t M, K, N;
+            bool ta, tb;
+            const char *sfx;
+        } cases[3] = {{T, in, out, false, true, "_nt"},   /* y = x W^T */
+                      {T, out, in, false, false, ""},     /* dx = dy W */
+                      {out, T, in, true, false, "_tn"}}; /* dW = dy^T x */
+        for (int c = 0; c < 3; c++) {
+            snprintf(name, sizeof name, "gemm_f32_toy_%lldx%lldx%lld%s", (long long)cases[c].M, (long long)cases[c].K,
+                     (long long)cases[c].N, cases[c].sfx);
+            if (bench_selected(only, name))
+                bench_gemm(name, PG_F32, cases[c].ta, cases[c].tb, cases[c].M, cases[c].K, cases[c].N);
+        }
+    }
+    pg_set_num_threads(saved);
 }
