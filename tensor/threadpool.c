@@ -1,17 +1,27 @@
 /* The persistent thread pool (see threadpool.h).
  *
- * One job at a time: the caller publishes (fn, ctx, n) under the mutex, bumps
- * the generation and wakes the workers; worker t runs tasks t, t + T, ...; the
- * caller runs its own share as thread 0 and then waits until every worker has
- * reported the generation done. */
+ * One job at a time: the caller publishes (fn, ctx, n) and then bumps the
+ * generation (release), so a worker that sees the new generation (acquire)
+ * sees the job; worker t runs tasks t, t + T, ...; the caller runs its own
+ * share as thread 0 and then waits until every worker has counted itself out
+ * of `pending`.
+ *
+ * Waking a thread blocked on a condition variable costs 10-45 us here, more
+ * than many of the kernels' jobs take. So both sides first spin for a while
+ * (SPIN polls of an atomic, a few tens of microseconds) and only then block:
+ * back-to-back jobs, as in a training step, never sleep. Sleeping and waking
+ * happen under the mutex, so no wake-up is lost. */
 #include "threadpool.h"
 
 #include "tensor.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+#define SPIN 4000
 
 typedef struct pool {
     pthread_mutex_t mu;
@@ -19,15 +29,25 @@ typedef struct pool {
     pthread_t threads[PG_MAX_THREADS];
     int n_workers;   /* threads besides the caller */
     int want;        /* the configured thread count (0: not yet decided) */
-    uint64_t generation;
-    int pending;     /* workers still running the current job */
-    bool stop, busy, exit_hook;
+    _Atomic uint64_t generation;
+    _Atomic int pending; /* workers still running the current job */
+    atomic_bool stop;
+    bool busy, exit_hook;
     void (*fn)(void *, int64_t, int);
     void *ctx;
     int64_t n;
+    int T;
+    uint64_t born[PG_MAX_THREADS + 1]; /* generation when worker t started: its first job is the next one */
 } pool;
 
 static pool P = {.mu = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static void run_share(void (*fn)(void *, int64_t, int), void *ctx, int64_t n, int t, int T)
 {
@@ -35,28 +55,38 @@ static void run_share(void (*fn)(void *, int64_t, int), void *ctx, int64_t n, in
         fn(ctx, i, t);
 }
 
+/* The generation after `seen` (or `seen` itself once stopping): spin, then sleep. */
+static uint64_t next_job(uint64_t seen)
+{
+    uint64_t g = seen;
+    for (int s = 0; s < SPIN && g == seen && !atomic_load(&P.stop); s++) {
+        cpu_relax();
+        g = atomic_load_explicit(&P.generation, memory_order_acquire);
+    }
+    if (g != seen || atomic_load(&P.stop))
+        return g;
+    pthread_mutex_lock(&P.mu);
+    while (!atomic_load(&P.stop) && (g = atomic_load_explicit(&P.generation, memory_order_acquire)) == seen)
+        pthread_cond_wait(&P.work, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+    return g;
+}
+
 static void *worker(void *arg)
 {
     int t = (int)(intptr_t)arg; /* 1 .. n_workers */
-    uint64_t seen = 0;
-    pthread_mutex_lock(&P.mu);
+    uint64_t seen = P.born[t];  /* written before pthread_create */
     for (;;) {
-        while (!P.stop && P.generation == seen)
-            pthread_cond_wait(&P.work, &P.mu);
-        if (P.stop)
+        seen = next_job(seen);
+        if (atomic_load(&P.stop))
             break;
-        seen = P.generation;
-        void (*fn)(void *, int64_t, int) = P.fn;
-        void *ctx = P.ctx;
-        int64_t n = P.n;
-        int T = P.n_workers + 1;
-        pthread_mutex_unlock(&P.mu);
-        run_share(fn, ctx, n, t, T);
-        pthread_mutex_lock(&P.mu);
-        if (--P.pending == 0)
+        run_share(P.fn, P.ctx, P.n, t, P.T);
+        if (atomic_fetch_sub(&P.pending, 1) == 1) { /* the last one out wakes a sleeping caller */
+            pthread_mutex_lock(&P.mu);
             pthread_cond_signal(&P.done);
+            pthread_mutex_unlock(&P.mu);
+        }
     }
-    pthread_mutex_unlock(&P.mu);
     return NULL;
 }
 
@@ -64,7 +94,7 @@ static void *worker(void *arg)
 static void stop_workers(void)
 {
     pthread_mutex_lock(&P.mu);
-    P.stop = true;
+    atomic_store(&P.stop, true);
     pthread_cond_broadcast(&P.work);
     int n = P.n_workers;
     pthread_mutex_unlock(&P.mu);
@@ -72,7 +102,7 @@ static void stop_workers(void)
         pthread_join(P.threads[i], NULL);
     pthread_mutex_lock(&P.mu);
     P.n_workers = 0;
-    P.stop = false;
+    atomic_store(&P.stop, false);
     pthread_mutex_unlock(&P.mu);
 }
 
@@ -84,7 +114,8 @@ static void after_fork_child(void)
     pthread_cond_init(&P.done, NULL);
     P.n_workers = 0;
     P.busy = false;
-    P.stop = false;
+    atomic_store(&P.stop, false);
+    atomic_store(&P.pending, 0);
 }
 
 static int default_threads(void)
@@ -134,6 +165,7 @@ static bool ensure_workers(void)
         pthread_atfork(NULL, NULL, after_fork_child);
     }
     while (P.n_workers < P.want - 1) {
+        P.born[P.n_workers + 1] = atomic_load(&P.generation);
         if (pthread_create(&P.threads[P.n_workers], NULL, worker, (void *)(intptr_t)(P.n_workers + 1)) != 0)
             break;
         P.n_workers++;
@@ -155,14 +187,17 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
     P.fn = fn;
     P.ctx = ctx;
     P.n = n;
-    P.pending = P.n_workers;
-    P.generation++;
-    int T = P.n_workers + 1;
+    P.T = P.n_workers + 1;
+    int T = P.T;
+    atomic_store(&P.pending, P.n_workers);
+    atomic_fetch_add_explicit(&P.generation, 1, memory_order_release); /* publishes the job */
     pthread_cond_broadcast(&P.work);
     pthread_mutex_unlock(&P.mu);
     run_share(fn, ctx, n, 0, T);
+    for (int s = 0; s < SPIN && atomic_load(&P.pending) > 0; s++)
+        cpu_relax();
     pthread_mutex_lock(&P.mu);
-    while (P.pending > 0)
+    while (atomic_load(&P.pending) > 0)
         pthread_cond_wait(&P.done, &P.mu);
     P.busy = false;
     pthread_mutex_unlock(&P.mu);
@@ -187,6 +222,10 @@ void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t b
 {
     if (n <= 0)
         return;
+    if (grain > 0 && n < 2 * grain) { /* one slice: no need to ask the pool */
+        fn(ctx, 0, n);
+        return;
+    }
     int64_t T = pg_num_threads(), most = grain > 0 ? n / grain : n;
     T = T < most ? T : most;
     if (T <= 1) {
