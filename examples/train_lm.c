@@ -27,7 +27,7 @@ typedef struct train_lm_result {
 /* The default run (`make run`): docs/examples.md records it. */
 static train_lm_opts train_lm_defaults(void)
 {
-    return (train_lm_opts){.pos = "rotary",
+    return (train_lm_opts){.pos = "dpb",
                            .data = "examples/data/tinyshakespeare.txt",
                            .out = "train_lm_out",
                            .prompt = "ROMEO:",
