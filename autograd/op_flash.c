@@ -473,12 +473,20 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
 #define RB CAT(RB, FLASH_SFX)
 
 /* C (rows, w; row stride ldc) += alpha * A (rows, n) B (n, w; row stride ldb),
- * A[r, c] at A[r * ars + c * acs] (a transposed A costs nothing: its entries
- * are broadcast one at a time). Blocks of RB rows x CB columns accumulate in
- * registers. */
+ * or = with `set` (C is then not read), A[r, c] at A[r * ars + c * acs] (a
+ * transposed A costs nothing: its entries are broadcast one at a time).
+ * Blocks of RB rows x CB columns accumulate in registers. */
 static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
-                        const T *restrict Bm, int64_t ldb, int64_t rows, int64_t n, int64_t w, T alpha)
+                        const T *restrict Bm, int64_t ldb, int64_t rows, int64_t n, int64_t w, T alpha, bool set)
 {
+    if (set) { /* only the edges accumulate in place: zero them */
+        int64_t full_r = rows / RB * RB, full_w = w / CB * CB;
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t from = r < full_r ? full_w : 0;
+            if (from < w)
+                memset(C + r * ldc + from, 0, (size_t)(w - from) * sizeof(T));
+        }
+    }
     int64_t r = 0;
     for (; r + RB <= rows; r += RB) {
         int64_t e0 = 0;
@@ -493,9 +501,15 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
                         acc[i][l] = MADD(a, b[l], acc[i][l]);
                 }
             }
-            for (int i = 0; i < RB; i++)
-                for (int l = 0; l < CB; l++)
-                    C[(r + i) * ldc + e0 + l] += alpha * acc[i][l];
+            for (int i = 0; i < RB; i++) {
+                T *restrict cr = C + (r + i) * ldc + e0;
+                if (set)
+                    for (int l = 0; l < CB; l++)
+                        cr[l] = alpha * acc[i][l];
+                else
+                    for (int l = 0; l < CB; l++)
+                        cr[l] += alpha * acc[i][l];
+            }
         }
         for (int i = 0; e0 < w && i < RB; i++) { /* the last w % CB columns */
             T *restrict cr = C + (r + i) * ldc;
@@ -538,9 +552,7 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
                            int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
-    for (int64_t r = 0; r < bq; r++)
-        memset(S + r * BK, 0, (size_t)bk * sizeof(T));
-    F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale);
+    F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
     /* the causal and band tests can be skipped for a tile every query of which sees every key */
     const bool causal = d->causal && j0 + bk - 1 > i0;
     bool banded = false;
@@ -613,7 +625,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                             a[e] *= alpha;
                     }
                 }
-                F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1); /* acc += P v */
+                F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1, false); /* acc += P v */
             }
             for (int64_t r = 0; r < bq; r++) {
                 T *restrict o = oh + (i0 + r) * Dv;
@@ -681,12 +693,10 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
                         F(exp_row)(P + r * BK, li, bk);
                 }
                 if (dvh) /* dv += P^T dO */
-                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1);
+                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1, false);
                 if (!need_ds)
                     continue;
-                for (int64_t r = 0; r < bq; r++)
-                    memset(dS + r * BK, 0, (size_t)bk * sizeof(T));
-                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, ldt, bq, Dv, bk, 1); /* dP = dO v^T */
+                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
                 for (int64_t r = 0; r < bq; r++) {                         /* dS = P (dP - D_i) */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK;
@@ -695,9 +705,9 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
                         ds[c] = p[c] * (ds[c] - di);
                 }
                 if (dqh) /* dq += scale dS k */
-                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale);
+                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale, false);
                 if (dkh) /* dk += scale dS^T q */
-                    F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale);
+                    F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale, false);
                 if (dbh) /* dbias[i - j + Lk - 1] += dS[i, j] */
                     for (int64_t r = 0; r < bq; r++) {
                         T *restrict g = dbh + (i0 + r - j0 + Lk - 1);

@@ -352,7 +352,7 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     if (m->n_pos > 0 && !bias)
         return NULL;
     pg_tensor *t3[3] = {q, k, v};
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; nd != 4 && i < 3; i++) /* (B, L, d) as one head; (B, H, L, d) as it is */
         t3[i] = pg_reshape(g, t3[i], PG_SHAPE(B, H, n, d));
     if (m->rotary) { /* true positions 0 .. n - 1 */
         t3[0] = pg_rotary_apply(g, m->rotary, t3[0], NULL, false, NAN);
@@ -362,7 +362,7 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize};
     pg_tensor *out = pg_flash_attention(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d) */
-    return pg_reshape(g, out, nd, q->shape);
+    return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }
 
 pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k,

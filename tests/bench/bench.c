@@ -39,35 +39,37 @@ double median_time(void (*fn)(void *, int), void *ctx, int reps)
     return t[RUNS / 2];
 }
 
-/* Runs fn(ctx) in a child process and returns its peak resident memory in MB
- * (the child's own ru_maxrss) and, through *ms, the milliseconds fn reported;
- * -1 on failure. A fresh process per case keeps one case's peak from hiding
- * another's. */
-double in_child(double (*fn)(void *), void *ctx, double *ms)
+/* Runs `argv0 --case NAME ARG` as a fresh process (fork + exec of this binary,
+ * so its memory starts empty rather than as a copy of this one's), which
+ * prints the milliseconds its case took and its own peak resident memory
+ * (ru_maxrss); returns those MB and, through *ms, the milliseconds; -1 on
+ * failure. One process per case keeps one case's peak from hiding another's. */
+double in_fresh_process(const char *argv0, const char *name, long long arg, double *ms)
 {
     int fd[2];
     if (pipe(fd) != 0)
         return -1;
     fflush(stdout);
+    char argbuf[32];
+    snprintf(argbuf, sizeof argbuf, "%lld", arg);
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
-        double out[2] = {fn(ctx), -1};
-        struct rusage ru;
-        if (getrusage(RUSAGE_SELF, &ru) == 0)
-            out[1] = (double)ru.ru_maxrss / 1024.0;
-        ssize_t w = write(fd[1], out, sizeof out);
-        _exit(w == (ssize_t)sizeof out ? 0 : 1);
+        if (dup2(fd[1], STDOUT_FILENO) < 0)
+            _exit(127);
+        execl("/proc/self/exe", argv0, "--case", name, argbuf, (char *)NULL);
+        _exit(127);
     }
     close(fd[1]);
-    double out[2] = {-1, -1};
-    ssize_t r = pid > 0 ? read(fd[0], out, sizeof out) : -1;
+    char out[64] = {0};
+    ssize_t r = pid > 0 ? read(fd[0], out, sizeof out - 1) : -1;
     close(fd[0]);
     int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0 || r != (ssize_t)sizeof out || status != 0)
+    double mb = -1;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || r <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        sscanf(out, "%lf %lf", ms, &mb) != 2)
         return -1;
-    *ms = out[0];
-    return out[1];
+    return mb;
 }
 
 bool bench_selected(const char *only, const char *name)
@@ -132,8 +134,10 @@ static double attn_run(void *p)
     lc.use_rotary_pos_emb = false;
     pg_local_attention *la = c->kind == ATTN_LOCAL ? pg_local_attention_new(&lc, NULL, 0) : NULL;
     pg_graph *g = pg_graph_new();
-    double best = 1e30;
-    for (int rep = 0; rep < 3; rep++) { /* the first run grows the arena */
+    /* two warm-up runs (the first grows the arena, the second reuses its merged
+     * chunk for the first time), then the median of RUNS timed ones */
+    double t[RUNS];
+    for (int rep = -2; rep < RUNS; rep++) {
         pg_graph_reset(g);
         double t0 = now_s();
         pg_tensor *out = c->kind == ATTN_LOCAL ? pg_local_attention_forward(g, la, qkv[0], qkv[1], qkv[2], NULL)
@@ -143,34 +147,54 @@ static double attn_run(void *p)
         pg_tensor *loss = pg_sum(g, out, 0, NULL, false);
         if (!loss || pg_backward(g, loss) != 0)
             return -1;
-        best = fmin(best, now_s() - t0);
+        if (rep >= 0)
+            t[rep] = now_s() - t0;
     }
-    return best * 1e3;
+    qsort(t, RUNS, sizeof t[0], cmp_double);
+    return t[RUNS / 2] * 1e3;
 }
 
-static void bench_attention(attn_kind kind, int64_t max_L)
+static void bench_attention(const char *argv0, attn_kind kind, int64_t max_L)
 {
     for (int64_t L = 1024; L <= max_L; L *= 2) {
-        attn_case c = {L, kind};
-        double ms = -1, mb = in_child(attn_run, &c, &ms);
+        double ms = -1, mb = in_fresh_process(argv0, ATTN_NAMES[kind], (long long)L, &ms);
         const char *name = ATTN_NAMES[kind];
         printf("attn_%s_%lld_ms %.2f ms\n", name, (long long)L, ms);
         printf("attn_%s_%lld_mb %.1f MB\n", name, (long long)L, mb);
     }
 }
 
+/* `bench --case local|fused|full L`: one attention case; prints its milliseconds
+ * and this process's peak resident MB */
+static int run_case(const char *name, const char *arg)
+{
+    for (int k = 0; k < 3; k++)
+        if (!strcmp(name, ATTN_NAMES[k])) {
+            attn_case c = {strtoll(arg, NULL, 10), (attn_kind)k};
+            double ms = attn_run(&c);
+            struct rusage ru;
+            if (ms < 0 || getrusage(RUSAGE_SELF, &ru) != 0)
+                return 1;
+            printf("%.6f %.3f\n", ms, (double)ru.ru_maxrss / 1024.0);
+            return 0;
+        }
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "--case"))
+        return run_case(argv[2], argv[3]);
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
     if (bench_selected(only, "op_overhead"))
         bench_op_overhead();
     bench_gemm_all(only);
     bench_train_all(only);
     if (bench_selected(only, "attn_local"))
-        bench_attention(ATTN_LOCAL, 16384);
+        bench_attention(argv[0], ATTN_LOCAL, 16384);
     if (bench_selected(only, "attn_fused"))
-        bench_attention(ATTN_FUSED, 16384);
+        bench_attention(argv[0], ATTN_FUSED, 16384);
     if (only && bench_selected(only, "attn_full")) /* unfused reference: L x L memory */
-        bench_attention(ATTN_FULL, 4096);
+        bench_attention(argv[0], ATTN_FULL, 4096);
     return 0;
 }

@@ -13,8 +13,9 @@
 double now_s(void);
 /* median seconds of one call of fn(ctx, reps) divided by reps, after a warm-up call */
 double median_time(void (*fn)(void *, int), void *ctx, int reps);
-/* runs fn(ctx) in a child process: returns its peak resident MB, *ms what fn returned; -1 on failure */
-double in_child(double (*fn)(void *), void *ctx, double *ms);
+/* runs `argv0 --case name arg` as a fresh process: returns its peak resident MB, *ms the
+ * milliseconds it printed; -1 on failure */
+double in_fresh_process(const char *argv0, const char *name, long long arg, double *ms);
 /* true when the case `name` matches the command-line prefix (or there is none) */
 bool bench_selected(const char *only, const char *name);
 
