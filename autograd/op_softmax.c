@@ -20,6 +20,7 @@
  *                at the -inf outputs, which any finite loss implies. */
 #include "op_util.h"
 
+#include "../tensor/threadpool.h"
 #include "../tensor/vmath.h"
 
 #include <tgmath.h>
@@ -197,6 +198,39 @@ DEFINE_SOFTMAX(double, f64)
 
 /* ---- drivers --------------------------------------------------------------------- */
 
+/* Rows of a last-axis softmax over the thread pool: each row is independent, so
+ * the result does not depend on the split (whole rows per slice). */
+#define SOFTMAX_GRAIN 32768 /* elements per slice at least */
+
+typedef struct rows_job {
+    bool f32, logsm, backward;
+    int64_t n;
+    void *out;             /* y, or gx */
+    const void *x, *gy, *y; /* forward: x; backward: gy, y */
+} rows_job;
+
+static void rows_slice(void *ctx, int64_t r0, int64_t r1)
+{
+    const rows_job *j = ctx;
+    int64_t off = r0 * j->n, rows = r1 - r0;
+    if (j->f32 && !j->backward)
+        rows_fwd_f32((float *)j->out + off, (const float *)j->x + off, rows, j->n, j->logsm);
+    else if (!j->backward)
+        rows_fwd_f64((double *)j->out + off, (const double *)j->x + off, rows, j->n, j->logsm);
+    else if (j->f32)
+        rows_bwd_f32((float *)j->out + off, (const float *)j->gy + off, (const float *)j->y + off, rows, j->n,
+                     j->logsm);
+    else
+        rows_bwd_f64((double *)j->out + off, (const double *)j->gy + off, (const double *)j->y + off, rows, j->n,
+                     j->logsm);
+}
+
+static void rows_parallel(rows_job *j, int64_t rows)
+{
+    int64_t grain = SOFTMAX_GRAIN / (j->n > 0 ? j->n : 1);
+    pg_parallel_range(rows, grain > 0 ? grain : 1, rows_slice, j);
+}
+
 /* n->ip: outer, n, inner, log flag */
 static int softmax_backward(pg_graph *g, pg_node *node)
 {
@@ -206,16 +240,13 @@ static int softmax_backward(pg_graph *g, pg_node *node)
         return -1;
     int64_t outer = node->ip[0], n = node->ip[1], inner = node->ip[2];
     bool logsm = node->ip[3] != 0;
-    if (x->dtype == PG_F32) {
-        if (inner == 1)
-            rows_bwd_f32(gx->data, y->grad->data, y->data, outer, n, logsm);
-        else
-            cols_bwd_f32(gx->data, y->grad->data, y->data, outer, n, inner, logsm);
+    if (inner == 1) {
+        rows_job j = {x->dtype == PG_F32, logsm, true, n, gx->data, NULL, y->grad->data, y->data};
+        rows_parallel(&j, outer);
+    } else if (x->dtype == PG_F32) {
+        cols_bwd_f32(gx->data, y->grad->data, y->data, outer, n, inner, logsm);
     } else {
-        if (inner == 1)
-            rows_bwd_f64(gx->data, y->grad->data, y->data, outer, n, logsm);
-        else
-            cols_bwd_f64(gx->data, y->grad->data, y->data, outer, n, inner, logsm);
+        cols_bwd_f64(gx->data, y->grad->data, y->data, outer, n, inner, logsm);
     }
     return 0;
 }
@@ -236,16 +267,13 @@ static pg_tensor *softmax_op(pg_graph *g, const char *fn, pg_tensor *x, int axis
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    if (x->dtype == PG_F32) {
-        if (inner == 1)
-            rows_fwd_f32(y->data, x->data, outer, n, logsm);
-        else
-            cols_fwd_f32(y->data, x->data, outer, n, inner, logsm);
+    if (inner == 1) {
+        rows_job j = {x->dtype == PG_F32, logsm, false, n, y->data, x->data, NULL, NULL};
+        rows_parallel(&j, outer);
+    } else if (x->dtype == PG_F32) {
+        cols_fwd_f32(y->data, x->data, outer, n, inner, logsm);
     } else {
-        if (inner == 1)
-            rows_fwd_f64(y->data, x->data, outer, n, logsm);
-        else
-            cols_fwd_f64(y->data, x->data, outer, n, inner, logsm);
+        cols_fwd_f64(y->data, x->data, outer, n, inner, logsm);
     }
     pg_node *node = pg_op_record(g, fn, y, 1, &x, softmax_backward);
     if (node) {
