@@ -27,52 +27,38 @@ typedef struct norm_ctx {
     bool center;
 } norm_ctx;
 
-/* Row sums in double: f64 in order (parity with PyTorch to rounding); f32 in 16
- * partial sums so that the loops vectorise. sum_x(x): sum of x[j]; sum_sq(x, mean):
- * sum of (x[j] - mean)^2; sum_dot(a, b): sum of a[j] * b[j]. */
+/* Row sums in double over 16 partial sums, so that the loops vectorise:
+ * row_sum(x): sum of x[j]; row_sum_sq(x, mean): sum of (x[j] - mean)^2. */
 #define NORM_LANES 16
-static double sum_x_f64(const double *x, int64_t D)
-{
-    double s = 0;
-    for (int64_t j = 0; j < D; j++)
-        s += x[j];
-    return s;
-}
-static double sum_sq_f64(const double *x, int64_t D, double mean)
-{
-    double s = 0;
-    for (int64_t j = 0; j < D; j++)
-        s += (x[j] - mean) * (x[j] - mean);
-    return s;
-}
-static double lanes_total(const double *part, double tail)
-{
-    for (int l = 0; l < NORM_LANES; l++)
-        tail += part[l];
-    return tail;
-}
-static double sum_x_f32(const float *x, int64_t D)
-{
-    double part[NORM_LANES] = {0}, tail = 0;
-    int64_t j0 = D / NORM_LANES * NORM_LANES;
-    for (int64_t j = 0; j < j0; j += NORM_LANES)
-        for (int l = 0; l < NORM_LANES; l++)
-            part[l] += (double)x[j + l];
-    for (int64_t j = j0; j < D; j++)
-        tail += (double)x[j];
-    return lanes_total(part, tail);
-}
-static double sum_sq_f32(const float *x, int64_t D, double mean)
-{
-    double part[NORM_LANES] = {0}, tail = 0;
-    int64_t j0 = D / NORM_LANES * NORM_LANES;
-    for (int64_t j = 0; j < j0; j += NORM_LANES)
-        for (int l = 0; l < NORM_LANES; l++)
-            part[l] += ((double)x[j + l] - mean) * ((double)x[j + l] - mean);
-    for (int64_t j = j0; j < D; j++)
-        tail += ((double)x[j] - mean) * ((double)x[j] - mean);
-    return lanes_total(part, tail);
-}
+#define DEFINE_ROW_SUMS(TY, sfx)                                                                               \
+    static double sum_x_##sfx(const TY *x, int64_t D)                                                          \
+    {                                                                                                          \
+        double part[NORM_LANES] = {0}, s = 0;                                                                  \
+        int64_t j0 = D / NORM_LANES * NORM_LANES;                                                              \
+        for (int64_t j = 0; j < j0; j += NORM_LANES)                                                           \
+            for (int l = 0; l < NORM_LANES; l++)                                                               \
+                part[l] += (double)x[j + l];                                                                   \
+        for (int64_t j = j0; j < D; j++)                                                                       \
+            s += (double)x[j];                                                                                 \
+        for (int l = 0; l < NORM_LANES; l++)                                                                   \
+            s += part[l];                                                                                      \
+        return s;                                                                                              \
+    }                                                                                                          \
+    static double sum_sq_##sfx(const TY *x, int64_t D, double mean)                                            \
+    {                                                                                                          \
+        double part[NORM_LANES] = {0}, s = 0;                                                                  \
+        int64_t j0 = D / NORM_LANES * NORM_LANES;                                                              \
+        for (int64_t j = 0; j < j0; j += NORM_LANES)                                                           \
+            for (int l = 0; l < NORM_LANES; l++)                                                               \
+                part[l] += ((double)x[j + l] - mean) * ((double)x[j + l] - mean);                              \
+        for (int64_t j = j0; j < D; j++)                                                                       \
+            s += ((double)x[j] - mean) * ((double)x[j] - mean);                                                \
+        for (int l = 0; l < NORM_LANES; l++)                                                                   \
+            s += part[l];                                                                                      \
+        return s;                                                                                              \
+    }
+DEFINE_ROW_SUMS(float, f32)
+DEFINE_ROW_SUMS(double, f64)
 
 #define DEFINE_NORM(TY, sfx)                                                                                   \
     /* x, y: (rows, D); w, b: (D) or NULL; stats: (rows, 2) or NULL */                                         \

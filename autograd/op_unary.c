@@ -22,21 +22,24 @@ static inline float sigmoid_f(float x) { return x >= 0 ? 1.0f / (1.0f + exp(-x))
 #define SIGN(x) (T)((x) > 0 ? 1 : (x) < 0 ? -1 : (x))
 
 /* GELU and its derivative Phi(x) + x phi(x): tensor/vmath.h for float (the
- * loops vectorise; Phi and phi share e^(-x^2/2)), libm for double (parity with
- * PyTorch to rounding) */
+ * loops vectorise; Phi and phi share e^(-x^2/2)), libm's erf for double
+ * (parity with PyTorch to rounding) */
 static inline float gelu_f(float x) { return (float)(x * pg_vncdf(x)); }
 static inline double gelu_d(double x) { return x * (0.5 * (1.0 + erf(x * INV_SQRT2))); }
-static inline float dgelu_f(float x)
+static inline float dgelu_f(float x, float y)
 {
+    (void)y;
     const double e = pg_vexp(-0.5 * (double)x * (double)x);
     return (float)(pg_vncdf_with(x, e) + x * INV_SQRT2PI * e);
 }
-static inline double dgelu_d(double x)
+/* double: Phi(x) = y / x from the forward's output (no second erf; exact to an
+ * ulp, and Phi(0) = 1/2), phi from vmath's exp: the loop vectorises */
+static inline double dgelu_d(double x, double y)
 {
-    return 0.5 * (1.0 + erf(x * INV_SQRT2)) + x * INV_SQRT2PI * exp(-0.5 * x * x);
+    return (x != 0 ? y / x : 0.5) + x * INV_SQRT2PI * pg_vexp(-0.5 * x * x);
 }
 #define GELU(x) _Generic((x), float: gelu_f, default: gelu_d)(x)
-#define DGELU(x) _Generic((x), float: dgelu_f, default: dgelu_d)(x)
+#define DGELU(x, y) _Generic((x), float: dgelu_f, default: dgelu_d)(x, y)
 
 /* tanh-form GELU: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
 #define GELU_U(x) ((T)SQRT_2_OVER_PI * ((x) + (T)GELU_C * (x) * (x) * (x)))
@@ -57,7 +60,7 @@ static inline double dgelu_d(double x)
     X(sigmoid, SIGMOID(x), y * ((T)1 - y))                                                                     \
     X(relu, x > 0 ? x : (x == x ? (T)0 : x), (T)(x > 0))                                                       \
     /* d/dx x Phi(x) = Phi(x) + x phi(x) */                                                                    \
-    X(gelu, GELU(x), DGELU(x))                                                                                 \
+    X(gelu, GELU(x), DGELU(x, y))                                                                              \
     X(gelu_tanh, (T)0.5 * x * ((T)1 + tanh(GELU_U(x))),                                                        \
       (T)0.5 * ((T)1 + tanh(GELU_U(x))) +                                                                      \
           (T)0.5 * x * ((T)1 - tanh(GELU_U(x)) * tanh(GELU_U(x))) * (T)SQRT_2_OVER_PI *                        \
