@@ -37,6 +37,39 @@ Test(threadpool, every_task_once_on_its_thread)
     }
 }
 
+/* Back-to-back jobs (the workers spin between them rather than sleep), with the
+ * thread count changed every 25 jobs and jobs of different sizes: every task of
+ * every job runs exactly once, on its thread. */
+typedef struct stamp_ctx {
+    int runs[64];
+    int job;
+} stamp_ctx;
+
+static void stamp(void *p, int64_t i, int thread)
+{
+    stamp_ctx *c = p;
+    (void)thread;
+    c->runs[i] += c->job;
+}
+
+Test(threadpool, back_to_back_jobs_and_count_changes)
+{
+    int saved = pg_num_threads();
+    stamp_ctx c = {{0}, 0};
+    for (int job = 1; job <= 200; job++) {
+        if (job % 25 == 1)
+            cr_assert_eq(pg_set_num_threads(1 + (job / 25) % 3), 0);
+        int64_t n = 1 + job % 64;
+        memset(c.runs, 0, sizeof c.runs);
+        c.job = job;
+        pg_parallel_for(n, stamp, &c);
+        for (int64_t i = 0; i < 64; i++)
+            cr_assert_eq(c.runs[i], i < n ? job : 0, "job %d (%lld tasks): task %lld got %d", job, (long long)n,
+                         (long long)i, c.runs[i]);
+    }
+    pg_set_num_threads(saved);
+}
+
 static void inner(void *p, int64_t i, int thread)
 {
     (void)i;
