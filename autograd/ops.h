@@ -125,6 +125,10 @@ pg_tensor *pg_pad(pg_graph *g, pg_tensor *x, int axis, int64_t before, int64_t a
  * (2i, 2i + 1) when interleaved: y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin;
  * channels 2R .. Dh - 1 pass through. Gradients reach t, cos and sin. */
 pg_tensor *pg_rotate_pairs(pg_graph *g, pg_tensor *t, pg_tensor *cos, pg_tensor *sin, bool interleaved);
+/* Transformer-XL's relative-to-absolute shift (autograd/op_relshift.c): x (..., Lq,
+ * Lq + Lk - 1) of scores per distance t - (Lk - 1) -> y (..., Lq, Lk) with
+ * y[..., a, b] = x[..., a, a - b + Lk - 1]. */
+pg_tensor *pg_rel_shift(pg_graph *g, pg_tensor *x, int64_t Lk);
 /* torch.gather: out[i][j] = x[index[i][j]][j] for axis 0; out has index's shape. */
 pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 /* Entries of x along `axis` at the 1-D PG_I64 `index`. */

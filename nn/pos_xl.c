@@ -153,18 +153,7 @@ static pg_tensor *pos_term(pg_graph *g, pg_xl *m, pg_tensor *qv, const pg_pos_ct
         pg_tensor *r = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (N, NH H) */
         r = pg_permute(g, pg_reshape(g, r, PG_SHAPE(N, NH, H)), (const int[]){1, 2, 0}); /* (NH, H, N) */
         pg_tensor *raw = pg_matmul(g, qv, r, false, false);                               /* (Bq, NH, Lq, N) */
-        if (!raw)
-            return NULL;
-        int64_t Bq = raw->shape[0];
-        pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(Bq, NH, Lq, Lk));
-        if (!idx)
-            return NULL;
-        int64_t *ix = pg_i64(idx);
-        for (int64_t bn = 0; bn < Bq * NH; bn++)
-            for (int64_t a = 0; a < Lq; a++)
-                for (int64_t b = 0; b < Lk; b++)
-                    ix[(bn * Lq + a) * Lk + b] = a - b + Lk - 1;
-        return pg_gather(g, raw, 3, idx);
+        return pg_rel_shift(g, raw, Lk); /* [a, b] = raw[a, a - b + Lk - 1] */
     }
     pg_tensor *pq = side(g, c->pos_q, Lq, (double)off, m->dtype);
     pg_tensor *pk = side(g, c->pos_k, Lk, 0.0, m->dtype);
