@@ -91,41 +91,7 @@ static size_t scratch_elems(const flash_dims *d)
            2 * (size_t)BQ;
 }
 
-/* Sums and maxima over a tile row use LANES independent partial results, so
- * that the loops vectorise (a single running sum is a serial chain). */
-#define LANES 16
-#define DEFINE_ROW_MAX(T, sfx)                                                                                         \
-    static T row_max_##sfx(const T *restrict x, int64_t n)                                                             \
-    {                                                                                                                  \
-        T part[LANES];                                                                                                 \
-        for (int l = 0; l < LANES; l++)                                                                                \
-            part[l] = -INFINITY;                                                                                       \
-        int64_t c = 0;                                                                                                 \
-        for (; c + LANES <= n; c += LANES)                                                                             \
-            for (int l = 0; l < LANES; l++)                                                                            \
-                part[l] = x[c + l] > part[l] ? x[c + l] : part[l];                                                     \
-        T m = -INFINITY;                                                                                               \
-        for (int l = 0; l < LANES; l++)                                                                                \
-            m = part[l] > m ? part[l] : m;                                                                             \
-        for (; c < n; c++)                                                                                             \
-            m = x[c] > m ? x[c] : m;                                                                                   \
-        return m;                                                                                                      \
-    }
-#define DEFINE_ROW_SUM(T, sfx)                                                                                         \
-    static T row_sum_##sfx(const T *restrict x, int64_t n)                                                             \
-    {                                                                                                                  \
-        T part[LANES] = {0};                                                                                           \
-        int64_t c = 0;                                                                                                 \
-        for (; c + LANES <= n; c += LANES)                                                                             \
-            for (int l = 0; l < LANES; l++)                                                                            \
-                part[l] += x[c + l];                                                                                   \
-        T s = 0;                                                                                                       \
-        for (int l = 0; l < LANES; l++)                                                                                \
-            s += part[l];                                                                                              \
-        for (; c < n; c++)                                                                                             \
-            s += x[c];                                                                                                 \
-        return s;                                                                                                      \
-    }
+/* row maxima and sums: op_util.h's lane reductions */
 DEFINE_ROW_MAX(double, f64)
 DEFINE_ROW_SUM(double, f64)
 

@@ -43,41 +43,13 @@ static inline float exp_diff_f(float a, float b) { return (float)pg_vexp((double
 static inline double exp_diff_d(double a, double b) { return exp(a - b); }
 #define EXP_DIFF(a, b) _Generic((a), float: exp_diff_f, default: exp_diff_d)(a, (T)(b))
 
-/* Row maxima and sums over LANES partial results, so that the loops vectorise. */
-#define LANES 16
-#define DEFINE_ROW_REDUCE(TY, sfx)                                                                             \
-    /* the largest entry ignoring NaN; -inf for none */                                                        \
-    static TY row_max_##sfx(const TY *restrict x, int64_t n)                                                   \
-    {                                                                                                          \
-        TY part[LANES], m = -INFINITY;                                                                         \
-        for (int l = 0; l < LANES; l++)                                                                        \
-            part[l] = -INFINITY;                                                                               \
-        int64_t k0 = n / LANES * LANES;                                                                        \
-        for (int64_t k = 0; k < k0; k += LANES)                                                                \
-            for (int l = 0; l < LANES; l++)                                                                    \
-                part[l] = x[k + l] > part[l] ? x[k + l] : part[l];                                             \
-        for (int64_t k = k0; k < n; k++)                                                                       \
-            m = x[k] > m ? x[k] : m;                                                                           \
-        for (int l = 0; l < LANES; l++)                                                                        \
-            m = part[l] > m ? part[l] : m;                                                                     \
-        return m;                                                                                              \
-    }                                                                                                          \
-    /* sum of a[k] * (b ? b[k] : 1) */                                                                         \
-    static TY row_dot_##sfx(const TY *restrict a, const TY *restrict b, int64_t n)                             \
-    {                                                                                                          \
-        TY part[LANES] = {0}, s = 0;                                                                           \
-        int64_t k0 = n / LANES * LANES;                                                                        \
-        for (int64_t k = 0; k < k0; k += LANES)                                                                \
-            for (int l = 0; l < LANES; l++)                                                                    \
-                part[l] += a[k + l] * (b ? b[k + l] : (TY)1);                                                  \
-        for (int64_t k = k0; k < n; k++)                                                                       \
-            s += a[k] * (b ? b[k] : (TY)1);                                                                    \
-        for (int l = 0; l < LANES; l++)                                                                        \
-            s += part[l];                                                                                      \
-        return s;                                                                                              \
-    }
-DEFINE_ROW_REDUCE(float, f32)
-DEFINE_ROW_REDUCE(double, f64)
+/* row maxima, sums and dot products: op_util.h's lane reductions */
+DEFINE_ROW_MAX(float, f32)
+DEFINE_ROW_MAX(double, f64)
+DEFINE_ROW_SUM(float, f32)
+DEFINE_ROW_SUM(double, f64)
+DEFINE_ROW_DOT(float, f32)
+DEFINE_ROW_DOT(double, f64)
 
 #define DEFINE_SOFTMAX(TY, sfx)                                                                                \
     /* x, y: (rows, n) */                                                                                      \
@@ -88,7 +60,7 @@ DEFINE_ROW_REDUCE(double, f64)
             T shift = SHIFT(row_max_##sfx(x, n)); /* NaN skipped here, it propagates through s */             \
             for (int64_t k = 0; k < n; k++)                                                                    \
                 y[k] = (T)EXP_DIFF(x[k], shift);                                                               \
-            T s = row_dot_##sfx(y, NULL, n);                                                                   \
+            T s = row_sum_##sfx(y, n);                                                                   \
             if (logsm) {                                                                                       \
                 T ls = LOGSUM(s);                                                                              \
                 for (int64_t k = 0; k < n; k++)                                                                \

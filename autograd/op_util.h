@@ -62,4 +62,59 @@ static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim, cons
     return a;
 }
 
+/* Row reductions over ROW_LANES independent partial results, so that the loops
+ * vectorise without -ffast-math (a single running sum is a serial chain); each
+ * macro defines a static function for element type T with suffix sfx:
+ *   row_max_sfx(x, n)    the largest of x[0..n) ignoring NaN, -inf for none
+ *   row_sum_sfx(x, n)    sum of x[0..n)
+ *   row_dot_sfx(a, b, n) sum of a[k] * b[k] */
+#define ROW_LANES 16
+#define DEFINE_ROW_MAX(T, sfx)                                                                                         \
+    static T row_max_##sfx(const T *restrict x, int64_t n)                                                             \
+    {                                                                                                                  \
+        T part[ROW_LANES];                                                                                                 \
+        for (int l = 0; l < ROW_LANES; l++)                                                                                \
+            part[l] = -INFINITY;                                                                                       \
+        int64_t c = 0;                                                                                                 \
+        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                             \
+            for (int l = 0; l < ROW_LANES; l++)                                                                            \
+                part[l] = x[c + l] > part[l] ? x[c + l] : part[l];                                                     \
+        T m = -INFINITY;                                                                                               \
+        for (int l = 0; l < ROW_LANES; l++)                                                                                \
+            m = part[l] > m ? part[l] : m;                                                                             \
+        for (; c < n; c++)                                                                                             \
+            m = x[c] > m ? x[c] : m;                                                                                   \
+        return m;                                                                                                      \
+    }
+#define DEFINE_ROW_SUM(T, sfx)                                                                                         \
+    static T row_sum_##sfx(const T *restrict x, int64_t n)                                                             \
+    {                                                                                                                  \
+        T part[ROW_LANES] = {0};                                                                                           \
+        int64_t c = 0;                                                                                                 \
+        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                             \
+            for (int l = 0; l < ROW_LANES; l++)                                                                            \
+                part[l] += x[c + l];                                                                                   \
+        T s = 0;                                                                                                       \
+        for (int l = 0; l < ROW_LANES; l++)                                                                                \
+            s += part[l];                                                                                              \
+        for (; c < n; c++)                                                                                             \
+            s += x[c];                                                                                                 \
+        return s;                                                                                                      \
+    }
+#define DEFINE_ROW_DOT(T, sfx)                                                                                         \
+    static T row_dot_##sfx(const T *restrict a, const T *restrict b, int64_t n)                                        \
+    {                                                                                                                  \
+        T part[ROW_LANES] = {0};                                                                                       \
+        int64_t c = 0;                                                                                                 \
+        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                     \
+            for (int l = 0; l < ROW_LANES; l++)                                                                        \
+                part[l] += a[c + l] * b[c + l];                                                                        \
+        T s = 0;                                                                                                       \
+        for (int l = 0; l < ROW_LANES; l++)                                                                            \
+            s += part[l];                                                                                              \
+        for (; c < n; c++)                                                                                             \
+            s += a[c] * b[c];                                                                                          \
+        return s;                                                                                                      \
+    }
+
 #endif
