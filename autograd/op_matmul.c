@@ -205,9 +205,9 @@ pg_tensor *pg_matmul(pg_graph *g, pg_tensor *a, pg_tensor *b, bool trans_a, bool
 static int linear_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
-    bool fx, fw, fb;
-    pg_tensor *gx = pg_grad_fresh(g, x, &fx), *gw = pg_grad_fresh(g, w, &fw), *gb = pg_grad_fresh(g, b, &fb);
-    if ((x->requires_grad && !gx) || (w->requires_grad && !gw) || (b && b->requires_grad && !gb))
+    bool fx, fw;
+    pg_tensor *gx = pg_grad_fresh(g, x, &fx), *gw = pg_grad_fresh(g, w, &fw);
+    if ((x->requires_grad && !gx) || (w->requires_grad && !gw))
         return -1;
     int64_t N = w->shape[0], K = w->shape[1], M = n->ip[0];
     pg_dtype dt = x->dtype;
@@ -216,22 +216,7 @@ static int linear_backward(pg_graph *g, pg_node *n)
         gemm(dt, false, false, M, K, N, G, 0, N, w->data, 0, K, fx ? 0.0 : 1.0, gx->data, 0, K);
     if (gw) /* dW (N, K) = dy^T (N, M) x (M, K) */
         gemm(dt, true, false, N, K, M, G, 0, N, x->data, 0, K, fw ? 0.0 : 1.0, gw->data, 0, K);
-    if (gb && fb)
-        pg_fill(gb, 0.0);
-    for (int64_t r = 0; gb && r < M; r++) {
-        if (dt == PG_F32) {
-            float *d = gb->data;
-            const float *s = (const float *)G + r * N;
-            for (int64_t j = 0; j < N; j++)
-                d[j] += s[j];
-        } else {
-            double *d = gb->data;
-            const double *s = (const double *)G + r * N;
-            for (int64_t j = 0; j < N; j++)
-                d[j] += s[j];
-        }
-    }
-    return 0;
+    return b ? pg_grad_accumulate(g, b, n->out->grad) : 0; /* db += dy summed over its rows */
 }
 
 static bool linear_args_ok(pg_graph *g, const char *fn, const pg_tensor *x, const pg_tensor *w, const pg_tensor *b)
