@@ -127,13 +127,6 @@ typedef struct ce_job {
     double *totals; /* forward: T per-task sums */
 } ce_job;
 
-static int64_t ce_tasks(int64_t rows, int64_t C)
-{
-    int64_t T = pg_num_threads(), most = rows * C / CE_GRAIN;
-    T = T < most ? T : most;
-    return T < 1 ? 1 : T;
-}
-
 static void ce_task(void *ctx, int64_t t, int thread)
 {
     (void)thread;
@@ -167,7 +160,8 @@ static int cross_entropy_backward(pg_graph *g, pg_node *n)
     if (count == 0)
         return 0; /* every target ignored: zero gradient */
     double up = pg_get(n->out->grad, 0) / count;
-    ce_job j = {.f32 = x->dtype == PG_F32, .backward = true, .rows = rows, .C = C, .T = ce_tasks(rows, C),
+    ce_job j = {.f32 = x->dtype == PG_F32, .backward = true, .rows = rows, .C = C,
+                .T = pg_parallel_tasks(rows * C, CE_GRAIN),
                 .ignore = ignore, .s = s, .up = up, .gx = gx->data, .x = x->data, .lse_in = n->ctx, .tg = tg->data};
     pg_parallel_for(j.T, ce_task, &j);
     return 0;
@@ -234,7 +228,8 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
     if (keep && !lse)
         return NULL;
     double totals[PG_MAX_THREADS], total = 0;
-    ce_job j = {.f32 = logits->dtype == PG_F32, .rows = rows, .C = C, .T = ce_tasks(rows, C), .ignore = ignore_index,
+    ce_job j = {.f32 = logits->dtype == PG_F32, .rows = rows, .C = C, .T = pg_parallel_tasks(rows * C, CE_GRAIN),
+                .ignore = ignore_index,
                 .s = label_smoothing, .x = logits->data, .lse = lse, .tg = targets->data, .totals = totals};
     pg_parallel_for(j.T, ce_task, &j);
     for (int64_t t = 0; t < j.T; t++)

@@ -157,13 +157,6 @@ typedef struct norm_job {
     double *aw, *ab; /* backward: T slices of D each, or NULL */
 } norm_job;
 
-static int64_t norm_tasks(int64_t rows, int64_t D)
-{
-    int64_t T = pg_num_threads(), most = rows * D / NORM_GRAIN;
-    T = T < most ? T : most;
-    return T < 1 ? 1 : T;
-}
-
 static void norm_task(void *ctx, int64_t t, int thread, bool backward)
 {
     (void)thread;
@@ -208,7 +201,7 @@ static int norm_backward(pg_graph *g, pg_node *n)
     pg_tensor *gx = pg_grad_of(g, x), *gw = pg_grad_of(g, w), *gb = pg_grad_of(g, b);
     if ((x->requires_grad && !gx) || (w && w->requires_grad && !gw) || (b && b->requires_grad && !gb))
         return -1;
-    int64_t rows = n->ip[0], D = n->ip[1], T = norm_tasks(rows, D);
+    int64_t rows = n->ip[0], D = n->ip[1], T = pg_parallel_tasks(rows * D, NORM_GRAIN);
     double *aw, *ab;
     if (!acc_for(g, gw, T * D, &aw) || !acc_for(g, gb, T * D, &ab))
         return -1;
@@ -273,7 +266,7 @@ static pg_tensor *norm_op(pg_graph *g, const char *fn, pg_tensor *x, int norm_nd
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    norm_job j = {x->dtype == PG_F32, center, rows, D, norm_tasks(rows, D), eps, y->data, x->data,
+    norm_job j = {x->dtype == PG_F32, center, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps, y->data, x->data,
                   w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
     pg_parallel_for(j.T, norm_fwd_task, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, in, norm_backward);

@@ -218,16 +218,20 @@ static void range_task(void *ctx, int64_t i, int thread)
         j->fn(j->ctx, begin, end);
 }
 
+int64_t pg_parallel_tasks(int64_t work, int64_t grain)
+{
+    if (grain > 0 && work < 2 * grain) /* one task: no need to ask the pool */
+        return 1;
+    int64_t T = pg_num_threads(), most = grain > 0 ? work / grain : work;
+    T = T < most ? T : most;
+    return T < 1 ? 1 : T;
+}
+
 void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx)
 {
     if (n <= 0)
         return;
-    if (grain > 0 && n < 2 * grain) { /* one slice: no need to ask the pool */
-        fn(ctx, 0, n);
-        return;
-    }
-    int64_t T = pg_num_threads(), most = grain > 0 ? n / grain : n;
-    T = T < most ? T : most;
+    int64_t T = pg_parallel_tasks(n, grain);
     if (T <= 1) {
         fn(ctx, 0, n);
         return;

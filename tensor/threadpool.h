@@ -23,6 +23,11 @@ int pg_num_threads(void);
 int pg_set_num_threads(int n);
 void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), void *ctx);
 
+/* How many tasks `work` items (elements, say) are worth: the thread count, but
+ * at least `grain` items per task, and at least 1. Small work does not ask the
+ * pool (no lock). */
+int64_t pg_parallel_tasks(int64_t work, int64_t grain);
+
 /* fn(ctx, begin, end) over contiguous slices that cover [0, n) once: one slice
  * per thread, each at least `grain` items (so small n stays on the caller),
  * boundaries multiples of 16 items (whole cache lines of floats). For
