@@ -72,15 +72,15 @@ static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim, cons
 #define DEFINE_ROW_MAX(T, sfx)                                                                                         \
     static T row_max_##sfx(const T *restrict x, int64_t n)                                                             \
     {                                                                                                                  \
-        T part[ROW_LANES];                                                                                                 \
-        for (int l = 0; l < ROW_LANES; l++)                                                                                \
+        T part[ROW_LANES];                                                                                             \
+        for (int l = 0; l < ROW_LANES; l++)                                                                            \
             part[l] = -INFINITY;                                                                                       \
         int64_t c = 0;                                                                                                 \
-        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                             \
-            for (int l = 0; l < ROW_LANES; l++)                                                                            \
+        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                     \
+            for (int l = 0; l < ROW_LANES; l++)                                                                        \
                 part[l] = x[c + l] > part[l] ? x[c + l] : part[l];                                                     \
         T m = -INFINITY;                                                                                               \
-        for (int l = 0; l < ROW_LANES; l++)                                                                                \
+        for (int l = 0; l < ROW_LANES; l++)                                                                            \
             m = part[l] > m ? part[l] : m;                                                                             \
         for (; c < n; c++)                                                                                             \
             m = x[c] > m ? x[c] : m;                                                                                   \
@@ -89,13 +89,13 @@ static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim, cons
 #define DEFINE_ROW_SUM(T, sfx)                                                                                         \
     static T row_sum_##sfx(const T *restrict x, int64_t n)                                                             \
     {                                                                                                                  \
-        T part[ROW_LANES] = {0};                                                                                           \
+        T part[ROW_LANES] = {0};                                                                                       \
         int64_t c = 0;                                                                                                 \
-        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                             \
-            for (int l = 0; l < ROW_LANES; l++)                                                                            \
+        for (; c + ROW_LANES <= n; c += ROW_LANES)                                                                     \
+            for (int l = 0; l < ROW_LANES; l++)                                                                        \
                 part[l] += x[c + l];                                                                                   \
         T s = 0;                                                                                                       \
-        for (int l = 0; l < ROW_LANES; l++)                                                                                \
+        for (int l = 0; l < ROW_LANES; l++)                                                                            \
             s += part[l];                                                                                              \
         for (; c < n; c++)                                                                                             \
             s += x[c];                                                                                                 \
