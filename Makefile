@@ -18,7 +18,7 @@ BUILD    ?= build
 OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
-.PHONY: all test check asan valgrind bench install clean run fixtures fuzz
+.PHONY: all test check asan valgrind bench install install-check setup-check clean run fixtures fuzz need-criterion
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
@@ -38,6 +38,11 @@ $(BUILD)/libposgrad.so: $(OBJ)
 examples/%: examples/%.c $(wildcard examples/*.h) $(BUILD)/libposgrad.a
 	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
 
+# The suites need Criterion: tests/need.sh installs it (root) or names the command.
+$(TEST_OBJ): | need-criterion
+need-criterion:
+	@tests/need.sh criterion
+
 $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libposgrad.a -lcriterion $(LDLIBS)
 
@@ -55,6 +60,7 @@ asan:
 
 # valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build.
 valgrind:
+	@tests/need.sh valgrind
 	$(MAKE) BUILD=build-vg ARCH=x86-64 build-vg/tests/run_tests
 	tests/checked_run.sh valgrind --error-exitcode=1 --leak-check=full \
 	  --errors-for-leak-kinds=definite,indirect --trace-children=yes -q build-vg/tests/run_tests -j2
@@ -68,11 +74,13 @@ bench: $(BUILD)/tests/bench
 
 # Regenerates the committed parity fixtures (needs Debian's python3-torch); tests never need it.
 fixtures:
+	@tests/need.sh torch
 	/usr/bin/python3 tests/fixtures/gen_fixtures.py
 
 # libFuzzer target for the safetensors loader (clang from Debian's packages).
 FUZZ_TIME ?= 60
 fuzz:
+	@tests/need.sh clang
 	@mkdir -p build-fuzz/corpus
 	clang -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=all -I. tests/fuzz/fuzz_safetensors.c tensor/*.c autograd/*.c \
@@ -92,6 +100,16 @@ install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	install -m 755 $(BUILD)/libposgrad.so $(DESTDIR)$(PREFIX)/lib/
 	for h in $(filter-out %/op_util.h,$(LIB_HDR)); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/posgrad/$$h; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' posgrad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/posgrad.pc
+	@# a system-wide install (root, no staging) refreshes the loader's cache
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+# tests/need.sh (each target's tool check) on present and missing tools.
+setup-check:
+	tests/need_check.sh
+
+# Runs the README's "Using the installed library" section against a temporary prefix.
+install-check: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
+	tests/install_check.sh
 
 clean:
 	rm -rf build build-asan build-vg build-fuzz $(EXAMPLES) train_lm_out bias_lab_out extrapolate_out
