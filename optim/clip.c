@@ -2,7 +2,11 @@
  * (PyTorch 1.13). Parameters whose grad is NULL are skipped. */
 #include "optim.h"
 
+#include "../tensor/threadpool.h"
+
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 
 /* max that keeps a NaN once seen (torch.max propagates NaN) */
 static double max_nan(double m, double a)
@@ -96,23 +100,31 @@ static void scale_grad(pg_tensor *g, double coef)
     }
 }
 
-double pg_clip_grad_norm_p(pg_tensor *const *params, int n, double max_norm, double p)
+/* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to <= 1 (NaN stays
+ * NaN); multiplying by a coef of exactly 1 changes nothing, so it is skipped */
+static void clip_to(pg_tensor *const *params, int n, double max_norm, double total)
 {
-    const char *fn = "pg_clip_grad_norm";
-    if (!check_args(fn, params, n, p))
-        return -1.0;
-    if (!(max_norm >= 0)) {
-        pg_set_error("%s: max_norm must be >= 0, got %g", fn, max_norm);
-        return -1.0;
-    }
-    double total = total_norm(params, n, p);
-    /* torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to <= 1 (NaN stays
-     * NaN); multiplying by a coef of exactly 1 changes nothing, so it is skipped */
     double coef = max_norm / (total + 1e-6);
     if (!(coef >= 1.0))
         for (int i = 0; i < n; i++)
             if (params[i]->grad)
                 scale_grad(params[i]->grad, coef);
+}
+
+static bool check_max_norm(const char *fn, double max_norm)
+{
+    if (!(max_norm >= 0))
+        pg_set_error("%s: max_norm must be >= 0, got %g", fn, max_norm);
+    return max_norm >= 0;
+}
+
+double pg_clip_grad_norm_p(pg_tensor *const *params, int n, double max_norm, double p)
+{
+    const char *fn = "pg_clip_grad_norm";
+    if (!check_args(fn, params, n, p) || !check_max_norm(fn, max_norm))
+        return -1.0;
+    double total = total_norm(params, n, p);
+    clip_to(params, n, max_norm, total);
     return total;
 }
 
@@ -140,5 +152,133 @@ int pg_clip_grad_value(pg_tensor *const *params, int n, double clip_value)
                 pg_set(g, j, -clip_value);
         }
     }
+    return 0;
+}
+
+
+/* ---- non-finite gradients ------------------------------------------------------------------
+ * A float is NaN or infinite exactly when its exponent bits are all ones, i.e.
+ * when its bit pattern with the sign cleared is >= that of +inf. Blocks of
+ * SCAN_BLOCK elements take the largest such pattern (an integer max that
+ * vectorises; no float compare, so no -ffast-math question); only a block that
+ * reaches +inf's pattern is searched element by element. */
+#define SCAN_BLOCK 256
+#define SCAN_GRAIN 65536 /* elements per task at least */
+
+#define DEFINE_SCAN(NAME, T, I, ABS_MASK, INF_BITS)                                                            \
+    /* first i in [i0, i1) with x[i] NaN or infinite, else -1 */                                               \
+    static int64_t NAME(const T *x, int64_t i0, int64_t i1)                                                    \
+    {                                                                                                          \
+        for (int64_t b = i0; b < i1; b += SCAN_BLOCK) {                                                        \
+            int64_t e = i1 - b < SCAN_BLOCK ? i1 : b + SCAN_BLOCK;                                             \
+            I m = 0;                                                                                           \
+            for (int64_t i = b; i < e; i++) {                                                                  \
+                I u;                                                                                           \
+                memcpy(&u, &x[i], sizeof u);                                                                   \
+                u &= ABS_MASK;                                                                                 \
+                m = u > m ? u : m;                                                                             \
+            }                                                                                                  \
+            if (m >= INF_BITS)                                                                                 \
+                for (int64_t i = b; i < e; i++)                                                                \
+                    if (!isfinite(x[i]))                                                                       \
+                        return i;                                                                              \
+        }                                                                                                      \
+        return -1;                                                                                             \
+    }
+DEFINE_SCAN(scan_f32, float, int32_t, INT32_C(0x7fffffff), INT32_C(0x7f800000))
+DEFINE_SCAN(scan_f64, double, int64_t, INT64_C(0x7fffffffffffffff), INT64_C(0x7ff0000000000000))
+
+/* task t of T scans its share [t n / T, (t + 1) n / T) of one grad */
+typedef struct scan_job {
+    const pg_tensor *g;
+    int64_t T;
+    int64_t first[PG_MAX_THREADS];
+} scan_job;
+
+static void scan_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    scan_job *j = ctx;
+    int64_t n = j->g->numel, i0 = t * n / j->T, i1 = (t + 1) * n / j->T;
+    j->first[t] = j->g->dtype == PG_F32 ? scan_f32(j->g->data, i0, i1) : scan_f64(j->g->data, i0, i1);
+}
+
+/* flat index of the first non-finite element of a float tensor, or -1 */
+static int64_t first_nonfinite(const pg_tensor *g)
+{
+    scan_job j = {.g = g, .T = pg_parallel_tasks(g->numel, SCAN_GRAIN)};
+    if (j.T > PG_MAX_THREADS)
+        j.T = PG_MAX_THREADS;
+    if (j.T <= 1) {
+        scan_task(&j, 0, 0);
+    } else {
+        pg_parallel_for(j.T, scan_task, &j);
+    }
+    for (int64_t t = 0; t < j.T; t++)
+        if (j.first[t] >= 0)
+            return j.first[t];
+    return -1;
+}
+
+/* params already checked */
+static bool find_nonfinite(pg_tensor *const *params, int n, pg_nonfinite *where)
+{
+    for (int i = 0; i < n; i++) {
+        const pg_tensor *g = params[i]->grad;
+        int64_t k = g ? first_nonfinite(g) : -1;
+        if (k >= 0) {
+            *where = (pg_nonfinite){i, k, pg_get(g, k)};
+            return true;
+        }
+    }
+    *where = (pg_nonfinite){-1, -1, 0.0};
+    return false;
+}
+
+int pg_grad_find_nonfinite(pg_tensor *const *params, int n, pg_nonfinite *where)
+{
+    const char *fn = "pg_grad_find_nonfinite";
+    if (!where) {
+        pg_set_error("%s: where is NULL", fn);
+        return -1;
+    }
+    if (!check_args(fn, params, n, 2.0))
+        return -1;
+    return find_nonfinite(params, n, where) ? 1 : 0;
+}
+
+/* "nan", "inf", "-inf" (printf may write a NaN with its sign bit as "-nan") */
+static const char *nonfinite_str(double v)
+{
+    return isnan(v) ? "nan" : v > 0 ? "inf" : "-inf";
+}
+
+int pg_clip_grad_norm_ex(pg_tensor *const *params, int n, const pg_clip_opts *opts, double *total_out)
+{
+    const char *fn = "pg_clip_grad_norm_ex";
+    if (!opts) {
+        pg_set_error("%s: opts is NULL", fn);
+        return -1;
+    }
+    double p = opts->norm_type == 0 ? 2.0 : opts->norm_type;
+    if (!check_args(fn, params, n, p) || !check_max_norm(fn, opts->max_norm))
+        return -1;
+    double total = total_norm(params, n, p);
+    if (total_out)
+        *total_out = total;
+    if (opts->error_if_nonfinite && !isfinite(total)) {
+        /* the error path pays a second pass, to say where */
+        pg_nonfinite w;
+        char s[128], where[256];
+        if (find_nonfinite(params, n, &w))
+            snprintf(where, sizeof where, "first non-finite in parameter %d, %s: element %lld is %s", w.param,
+                     pg_shape_str(s, sizeof s, params[w.param]->grad), (long long)w.index, nonfinite_str(w.value));
+        else
+            snprintf(where, sizeof where, "every element is finite: their %g-norm overflows double", p);
+        pg_set_error("%s: total gradient norm is %s (%s); the grads are left unchanged", fn, nonfinite_str(total),
+                     where);
+        return PG_NONFINITE;
+    }
+    clip_to(params, n, opts->max_norm, total);
     return 0;
 }

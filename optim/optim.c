@@ -12,6 +12,7 @@
 #include "../tensor/threadpool.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,7 @@ static void state_free(pg_param_state *st)
     pg_tensor_free(st->exp_avg);
     pg_tensor_free(st->exp_avg_sq);
     pg_tensor_free(st->max_exp_avg_sq);
+    free(st->name);
     memset(st, 0, sizeof *st);
 }
 
@@ -157,13 +159,17 @@ static pg_tensor *zeros_like(const pg_tensor *p)
     return pg_tensor_full(NULL, p->dtype, p->ndim, p->shape, 0.0);
 }
 
-/* Allocates the state this group's settings use. 0, or -1 with st freed. */
-static int state_init(pg_param_state *st, pg_tensor *p, pg_optim_kind kind, const pg_optim_hparams *h)
+/* Allocates the state this group's settings use (and a copy of the name, if
+ * any). 0, or -1 with st freed. */
+static int state_init(pg_param_state *st, pg_tensor *p, const char *name, pg_optim_kind kind,
+                      const pg_optim_hparams *h)
 {
     memset(st, 0, sizeof *st);
     st->param = p;
     st->step = pg_tensor_full(NULL, PG_I64, 0, NULL, 0.0);
     bool ok = st->step != NULL;
+    if (name)
+        ok = ok && (st->name = strdup(name)) != NULL;
     if (kind == PG_SGD && h->momentum > 0)
         ok = ok && (st->momentum_buffer = zeros_like(p)) != NULL;
     if (kind != PG_SGD) {
@@ -201,9 +207,10 @@ static int reserve(pg_optim *o, int n)
     return 0;
 }
 
-int pg_optim_add_group(pg_optim *o, pg_tensor *const *params, int n, const pg_optim_hparams *h)
+/* pg_optim_add_group with the parameters' names (names may be NULL, and so may its entries) */
+static int add_group(const char *fn, pg_optim *o, pg_tensor *const *params, char *const *names, int n,
+                     const pg_optim_hparams *h)
 {
-    const char *fn = "pg_optim_add_group";
     if (!o) {
         pg_set_error("%s: optimizer is NULL", fn);
         return -1;
@@ -216,7 +223,7 @@ int pg_optim_add_group(pg_optim *o, pg_tensor *const *params, int n, const pg_op
         return -1;
     }
     for (int i = 0; i < n; i++) {
-        if (state_init(&o->state[o->n_params + i], params[i], o->kind, &hp) != 0) {
+        if (state_init(&o->state[o->n_params + i], params[i], names ? names[i] : NULL, o->kind, &hp) != 0) {
             while (i-- > 0)
                 state_free(&o->state[o->n_params + i]);
             pg_set_error("%s: out of memory for the state of %d parameters", fn, n);
@@ -228,15 +235,38 @@ int pg_optim_add_group(pg_optim *o, pg_tensor *const *params, int n, const pg_op
     return o->n_groups++;
 }
 
+int pg_optim_add_group(pg_optim *o, pg_tensor *const *params, int n, const pg_optim_hparams *h)
+{
+    return add_group("pg_optim_add_group", o, params, NULL, n, h);
+}
+
+int pg_optim_add_group_named(pg_optim *o, const pg_tensor_list *params, const pg_optim_hparams *h)
+{
+    const char *fn = "pg_optim_add_group_named";
+    if (o && !params) {
+        pg_set_error("%s: params is NULL", fn);
+        return -1;
+    }
+    return add_group(fn, o, params ? params->tensors : NULL, params ? params->names : NULL, params ? params->n : 0,
+                     h);
+}
+
+/* o->defaults with this lr and weight decay */
+static pg_optim_hparams defaults_lr(const pg_optim *o, double lr, double weight_decay)
+{
+    pg_optim_hparams h = o->defaults;
+    h.lr = lr;
+    h.weight_decay = weight_decay;
+    return h;
+}
+
 int pg_optim_add_group_lr(pg_optim *o, pg_tensor *const *params, int n, double lr, double weight_decay)
 {
     if (!o) {
         pg_set_error("pg_optim_add_group_lr: optimizer is NULL");
         return -1;
     }
-    pg_optim_hparams h = o->defaults;
-    h.lr = lr;
-    h.weight_decay = weight_decay;
+    pg_optim_hparams h = defaults_lr(o, lr, weight_decay);
     return pg_optim_add_group(o, params, n, &h);
 }
 
@@ -388,6 +418,30 @@ static bool check_grads(const pg_optim *o)
     return true;
 }
 
+/* Every grad is finite (check_finite), else the error names the first bad element. */
+static bool check_finite(const pg_optim *o)
+{
+    for (int i = 0; i < o->n_params; i++) {
+        const pg_param_state *st = &o->state[i];
+        pg_nonfinite w;
+        /* one parameter at a time (no array to build); its grad's dtype and size
+         * were checked, so this returns 0 or 1 */
+        if (pg_grad_find_nonfinite(&st->param, 1, &w) == 1) {
+            char s[128], who[384];
+            pg_shape_str(s, sizeof s, st->param);
+            if (st->name)
+                snprintf(who, sizeof who, "%s, %s", st->name, s);
+            else
+                snprintf(who, sizeof who, "%s", s);
+            pg_set_error("pg_optim_step: the gradient of parameter %d (%s) is not finite: element %lld is %s; "
+                         "nothing was updated", i, who, (long long)w.index,
+                         isnan(w.value) ? "nan" : w.value > 0 ? "inf" : "-inf");
+            return false;
+        }
+    }
+    return true;
+}
+
 int pg_optim_step(pg_optim *o)
 {
     if (!o) {
@@ -396,6 +450,8 @@ int pg_optim_step(pg_optim *o)
     }
     if (!check_grads(o))
         return -1;
+    if (o->check_finite && !check_finite(o))
+        return PG_NONFINITE;
     for (int gi = 0; gi < o->n_groups; gi++) {
         const pg_param_group *grp = &o->groups[gi];
         for (int i = grp->first; i < grp->first + grp->n; i++) {
@@ -465,8 +521,9 @@ int pg_optim_add_decay_groups(pg_optim *o, const pg_tensor_list *params, pg_para
     if (pg_split_decay(params, no_decay, ctx, &dec, &nodec) != 0)
         return -1;
     int n_groups = o->n_groups, n_params = o->n_params;
-    int first = pg_optim_add_group_lr(o, dec.tensors, dec.n, lr, weight_decay);
-    if (first >= 0 && pg_optim_add_group_lr(o, nodec.tensors, nodec.n, lr, 0.0) < 0) {
+    pg_optim_hparams hd = defaults_lr(o, lr, weight_decay), hn = defaults_lr(o, lr, 0.0);
+    int first = add_group(fn, o, dec.tensors, dec.names, dec.n, &hd);
+    if (first >= 0 && add_group(fn, o, nodec.tensors, nodec.names, nodec.n, &hn) < 0) {
         /* roll the first group back: o unchanged */
         for (int i = n_params; i < o->n_params; i++)
             state_free(&o->state[i]);
@@ -478,3 +535,4 @@ int pg_optim_add_decay_groups(pg_optim *o, const pg_tensor_list *params, pg_para
     pg_tensor_list_free(&nodec);
     return first;
 }
+
