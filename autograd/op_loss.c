@@ -1,5 +1,6 @@
-/* Losses and regularisers: fused softmax cross-entropy and dropout, forward
- * and backward side by side. */
+/* Losses over classes and regularisers: fused softmax cross-entropy, negative
+ * log-likelihood and dropout, forward and backward side by side. (The
+ * elementwise losses are in op_loss_extra.c.) */
 #include "op_util.h"
 
 #include "../tensor/threadpool.h"
@@ -167,8 +168,10 @@ static int cross_entropy_backward(pg_graph *g, pg_node *n)
     return 0;
 }
 
-/* Targets within [0, C) or ignore_index; counts the kept ones. */
-static bool check_targets(pg_graph *g, const pg_tensor *x, const pg_tensor *tg, int64_t ignore, int64_t *count)
+/* Targets within [0, C) or ignore_index; counts the kept ones. fn and xn name
+ * the op and its input in messages. */
+static bool check_targets(pg_graph *g, const char *fn, const char *xn, const pg_tensor *x, const pg_tensor *tg,
+                          int64_t ignore, int64_t *count)
 {
     int64_t C = x->shape[x->ndim - 1];
     const int64_t *t = tg->data;
@@ -177,8 +180,8 @@ static bool check_targets(pg_graph *g, const pg_tensor *x, const pg_tensor *tg, 
         if (t[i] == ignore)
             continue;
         if (t[i] < 0 || t[i] >= C) {
-            pg_graph_fail(g, "pg_cross_entropy: target %lld at index %lld is out of range for C = %lld classes "
-                          "(logits %s)", (long long)t[i], (long long)i, (long long)C, SHAPE(x));
+            pg_graph_fail(g, "%s: target %lld at index %lld is out of range for C = %lld classes (%s %s)", fn,
+                          (long long)t[i], (long long)i, (long long)C, xn, SHAPE(x));
             return false;
         }
         (*count)++;
@@ -186,10 +189,10 @@ static bool check_targets(pg_graph *g, const pg_tensor *x, const pg_tensor *tg, 
     return true;
 }
 
-static bool check_ce_args(pg_graph *g, const pg_tensor *x, const pg_tensor *tg, double s)
+/* x (named xn): float (..., C); targets: i64 (...) */
+static bool check_class_args(pg_graph *g, const char *fn, const char *xn, const pg_tensor *x, const pg_tensor *tg)
 {
-    const char *fn = "pg_cross_entropy";
-    if (!arg_float(g, fn, "logits", x) || !arg_present(g, fn, "targets", tg))
+    if (!arg_float(g, fn, xn, x) || !arg_present(g, fn, "targets", tg))
         return false;
     if (tg->dtype != PG_I64) {
         pg_graph_fail(g, "%s: targets must be i64, got %s", fn, SHAPE(tg));
@@ -199,10 +202,18 @@ static bool check_ce_args(pg_graph *g, const pg_tensor *x, const pg_tensor *tg, 
     for (int d = 0; same && d < tg->ndim; d++)
         same = tg->shape[d] == x->shape[d];
     if (!same) {
-        pg_graph_fail(g, "%s: targets must have the logits' shape without the last dim: logits is %s, targets is %s",
-                      fn, SHAPE(x), SHAPE(tg));
+        pg_graph_fail(g, "%s: targets must have the %s' shape without the last dim: %s is %s, targets is %s", fn, xn,
+                      xn, SHAPE(x), SHAPE(tg));
         return false;
     }
+    return true;
+}
+
+static bool check_ce_args(pg_graph *g, const pg_tensor *x, const pg_tensor *tg, double s)
+{
+    const char *fn = "pg_cross_entropy";
+    if (!check_class_args(g, fn, "logits", x, tg))
+        return false;
     if (!(s >= 0 && s <= 1)) {
         pg_graph_fail(g, "%s: label_smoothing %g outside [0, 1]", fn, s);
         return false;
@@ -216,7 +227,7 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
     const char *fn = "pg_cross_entropy";
     int64_t count;
     if (!check_ce_args(g, logits, targets, label_smoothing) ||
-        !check_targets(g, logits, targets, ignore_index, &count))
+        !check_targets(g, fn, "logits", logits, targets, ignore_index, &count))
         return NULL;
     int64_t C = logits->shape[logits->ndim - 1], rows = targets->numel;
     pg_tensor *out = pg_op_output(g, fn, logits->dtype, 0, NULL);
@@ -241,6 +252,91 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
         n->p[1] = label_smoothing;
         n->ip[0] = ignore_index;
         n->ctx = lse;
+    }
+    return out;
+}
+
+/* ---- negative log-likelihood ------------------------------------------------------
+ * Row i of log-probabilities lp (C classes), target t_i, weight w (1 without):
+ *   loss_i = -w[t_i] lp[i, t_i], 0 where t_i == ignore_index
+ *   NONE: loss_i; SUM: sum_i loss_i; MEAN: sum_i loss_i / W, W = sum of w[t_i]
+ *   over the kept rows (0 when W == 0, as pg_cross_entropy; torch: NaN)
+ *   d/d lp[i, t_i] = -w[t_i] up_i, up_i = upstream (NONE: per row; MEAN: / W)
+ * One element per row: a plain loop (no thread pool); the products are rounded
+ * once to the dtype (a product of two floats is exact in double), sums in double. */
+
+static int nll_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *lp = n->in[0], *tg = n->in[1], *w = n->in[2], *out = n->out;
+    pg_tensor *glp = pg_grad_of(g, lp);
+    if (!glp)
+        return -1;
+    int64_t C = lp->shape[lp->ndim - 1], ignore = n->ip[0];
+    pg_reduction r = (pg_reduction)n->ip[1];
+    double total_w = n->p[0];
+    if (r != PG_REDUCE_NONE && total_w == 0)
+        return 0; /* a loss of 0 by convention: zero gradient */
+    double up0 = r == PG_REDUCE_NONE ? 0.0 : pg_get(out->grad, 0) / (r == PG_REDUCE_MEAN ? total_w : 1.0);
+    const int64_t *t = tg->data;
+    for (int64_t i = 0; i < tg->numel; i++) {
+        if (t[i] == ignore)
+            continue;
+        double u = r == PG_REDUCE_NONE ? pg_get(out->grad, i) : up0;
+        int64_t k = i * C + t[i];
+        pg_set(glp, k, pg_get(glp, k) - (w ? pg_get(w, t[i]) : 1.0) * u);
+    }
+    return 0;
+}
+
+pg_tensor *pg_nll_loss(pg_graph *g, pg_tensor *log_probs, pg_tensor *targets, pg_tensor *weight,
+                       int64_t ignore_index, pg_reduction r)
+{
+    const char *fn = "pg_nll_loss";
+    int64_t count;
+    if (!check_class_args(g, fn, "log_probs", log_probs, targets))
+        return NULL;
+    if (r != PG_REDUCE_MEAN && r != PG_REDUCE_SUM && r != PG_REDUCE_NONE) {
+        pg_graph_fail(g, "%s: unknown reduction %d (PG_REDUCE_MEAN, PG_REDUCE_SUM or PG_REDUCE_NONE)", fn, (int)r);
+        return NULL;
+    }
+    int64_t C = log_probs->shape[log_probs->ndim - 1];
+    if (weight && (weight->dtype != log_probs->dtype || weight->ndim != 1 || weight->shape[0] != C)) {
+        pg_graph_fail(g, "%s: weight must be %s[%lld] (one per class of log_probs %s), got %s", fn,
+                      pg_dtype_name(log_probs->dtype), (long long)C, SHAPE(log_probs), SHAPE(weight));
+        return NULL;
+    }
+    if (weight && weight->requires_grad && pg_grad_enabled(g)) {
+        pg_graph_fail(g, "%s: weight requires grad, but the loss gives it no gradient (as torch); pass a detached "
+                      "tensor", fn);
+        return NULL;
+    }
+    if (!check_targets(g, fn, "log_probs", log_probs, targets, ignore_index, &count))
+        return NULL;
+    bool none = r == PG_REDUCE_NONE;
+    pg_tensor *out = pg_op_output(g, fn, log_probs->dtype, none ? targets->ndim : 0, targets->shape);
+    if (!out)
+        return NULL;
+    const int64_t *t = targets->data;
+    double total = 0, total_w = 0;
+    for (int64_t i = 0; i < targets->numel; i++) {
+        double li = 0;
+        if (t[i] != ignore_index) {
+            double wi = weight ? pg_get(weight, t[i]) : 1.0;
+            li = -wi * pg_get(log_probs, i * C + t[i]);
+            total_w += wi;
+        }
+        if (none)
+            pg_set(out, i, li);
+        else
+            total += li;
+    }
+    if (!none)
+        pg_set(out, 0, r == PG_REDUCE_SUM ? total : total_w != 0 ? total / total_w : 0.0);
+    pg_node *n = pg_op_record(g, fn, out, 3, (pg_tensor *[]){log_probs, targets, weight}, nll_backward);
+    if (n) {
+        n->p[0] = total_w;
+        n->ip[0] = ignore_index;
+        n->ip[1] = r;
     }
     return out;
 }

@@ -149,4 +149,54 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
  * from r; not training (or p == 0): x itself. */
 pg_tensor *pg_dropout(pg_graph *g, pg_tensor *x, double p, bool training, pg_rng *r);
 
+/* How a loss reduces its per-element values (torch's reduction=): MEAN (the
+ * zero value, torch's default), SUM (both give a 0-dim tensor), or NONE (the
+ * per-element losses, shaped as below). The reduction is always the last
+ * argument. */
+typedef enum { PG_REDUCE_MEAN = 0, PG_REDUCE_SUM = 1, PG_REDUCE_NONE = 2 } pg_reduction;
+
+/* ---- regression losses (autograd/op_loss_extra.c) ----------------------------------------
+ * input and target: one float dtype and the same shape (torch broadcasts them
+ * with a warning; here a shape mismatch is an error). With d = input - target,
+ * per element (torch.nn.functional's definitions):
+ *   mse        d^2
+ *   l1         |d|                                         d/dd: sign(d), 0 at d = 0 (as torch)
+ *   smooth_l1  |d| < beta ? 0.5 d^2 / beta : |d| - beta/2  beta >= 0; beta = 0 is l1 (as torch)
+ *   huber      |d| < delta ? 0.5 d^2 : delta (|d| - delta/2)  delta > 0  (= delta * smooth_l1(beta = delta))
+ * MEAN divides the sum by the element count (an empty input gives NaN, as
+ * torch). Gradients reach input and target (d/dtarget = -d/dinput). Kinks:
+ * l1's derivative jumps at d = 0; smooth_l1 and huber are once differentiable,
+ * their second derivative jumps at |d| = beta / delta, where the gradient is
+ * +-1 (+-delta), the value both sides agree on. */
+pg_tensor *pg_mse_loss(pg_graph *g, pg_tensor *input, pg_tensor *target, pg_reduction r);
+pg_tensor *pg_l1_loss(pg_graph *g, pg_tensor *input, pg_tensor *target, pg_reduction r);
+pg_tensor *pg_smooth_l1_loss(pg_graph *g, pg_tensor *input, pg_tensor *target, double beta, pg_reduction r);
+pg_tensor *pg_huber_loss(pg_graph *g, pg_tensor *input, pg_tensor *target, double delta, pg_reduction r);
+
+/* torch's binary_cross_entropy_with_logits (autograd/op_loss_extra.c): logits x
+ * and target y (probabilities, usually 0 or 1) of one float dtype and shape;
+ * weight w and pos_weight p (either may be NULL) of that dtype, each
+ * broadcasting to x's shape (pos_weight typically (C) against (..., C)):
+ *   loss = w [(1 - y) x + (1 + (p - 1) y) log(1 + e^-x)]
+ * in torch's stable form (log(1 + e^-x) = m + log(e^-m + e^(-x-m)), m = max(-x, 0)),
+ * so logits of any size give finite values. MEAN divides by the element count
+ * (not by the weights). Gradients reach x and y; weight and pos_weight get none
+ * (as torch): recording with one of them requiring grad is an error. */
+pg_tensor *pg_bce_with_logits(pg_graph *g, pg_tensor *logits, pg_tensor *target, pg_tensor *weight,
+                              pg_tensor *pos_weight, pg_reduction r);
+
+/* torch's nll_loss (autograd/op_loss.c) on log-probabilities, with
+ * pg_cross_entropy's conventions: log_probs (..., C) with the classes on the
+ * LAST axis (torch puts them at dim 1; the same for 1-D and 2-D inputs),
+ * targets PG_I64 (...), entries equal to ignore_index skipped (torch's default
+ * is -100), others in [0, C). weight: (C) of log_probs' dtype, or NULL (all 1).
+ * Per target: -weight[t] * log_probs[..., t] (0 where ignored); NONE gives those
+ * (targets' shape), SUM their sum, MEAN their sum divided by the sum of
+ * weight[t] over the kept targets; a total weight of 0 (e.g. every target
+ * ignored) gives 0 and zero gradient, as pg_cross_entropy (torch: NaN).
+ * Gradient to log_probs only (weight: none, as torch; an error when recording
+ * with a weight that requires grad). nll_loss(log_softmax(x)) is cross_entropy(x). */
+pg_tensor *pg_nll_loss(pg_graph *g, pg_tensor *log_probs, pg_tensor *targets, pg_tensor *weight,
+                       int64_t ignore_index, pg_reduction r);
+
 #endif
