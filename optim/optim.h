@@ -167,11 +167,12 @@ int pg_optim_add_decay_groups(pg_optim *o, const pg_tensor_list *params, pg_para
  *   (p = INFINITY: max |g|), coef = max_norm / (total + 1e-6), clamped to <= 1,
  *   and every grad is multiplied by coef (a coef of 1 leaves them unchanged).
  * Norms are accumulated in double for f32 grads too. Returns the total norm
- * before clipping (0 when no grad; inf or NaN pass through as torch, and
- * then every grad becomes NaN), or -1 on bad arguments (params NULL with
- * n > 0, a NULL entry, max_norm < 0 or NaN, p <= 0 or NaN). A norm is >= 0
- * or NaN, so `total < 0` (false for NaN) tells an error from a norm; or use
- * pg_clip_grad_norm_ex, which returns a status and the norm separately. */
+ * before clipping (0 when no grad), or -1 on bad arguments (params NULL
+ * with n > 0, a NULL entry, max_norm < 0 or NaN, p <= 0 or NaN). A norm is
+ * >= 0 or NaN, so `total < 0` (false for NaN) tells an error from a norm; or
+ * use pg_clip_grad_norm_ex, which returns a status and the norm apart.
+ * A non-finite total passes through as in torch: NaN makes coef NaN and every
+ * grad NaN; inf makes coef 0, so the grads become 0 and their inf elements NaN. */
 double pg_clip_grad_norm(pg_tensor *const *params, int n, double max_norm);
 double pg_clip_grad_norm_p(pg_tensor *const *params, int n, double max_norm, double p);
 /* The total p-norm of the grads without changing them (-1 on bad arguments). */
