@@ -45,8 +45,20 @@ typedef struct pg_flash_opts {
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v and dist_bias. g NULL: a heap result the caller frees, nothing recorded. */
+ * v and dist_bias. g NULL: a heap result the caller frees, nothing recorded.
+ *
+ * Any window >= 0 and look_backward, look_forward >= 0 are valid, up to
+ * INT64_MAX: a band that reaches past either end of the sequence sees every key
+ * in that direction (the arithmetic saturates), so window 4 with look_backward
+ * 2^62 and causal is full causal attention. Negative values are refused. */
 pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_flash_opts *o);
+
+/* The keys [*lo, *hi] of 0 .. Lk - 1 that query i >= 0 may see through o's local
+ * band, before causal and the mask (window <= 0 or o NULL: all of them; *lo > *hi:
+ * none; a negative look_backward or look_forward counts as 0). Saturating, as
+ * above. The one definition of the band: the kernel's and MultiheadAttention's
+ * reference path (nn/attention.c) use it. */
+void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi);
 
 /* Tile sizes (queries x keys) of the kernels. */
 #define PG_FLASH_BQ 64

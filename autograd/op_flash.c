@@ -48,17 +48,47 @@ typedef struct flash_dims {
     bool exact;
 } flash_dims;
 
-/* The keys query i may see: [*lo, *hi] (before causal and mask). */
-static void band(const flash_dims *d, int64_t i, int64_t *lo, int64_t *hi)
+/* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
+static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+static int64_t sat_mul(int64_t a, int64_t b) { return b != 0 && a > INT64_MAX / b ? INT64_MAX : a * b; }
+
+/* The keys query i may see, [*lo, *hi] (before causal and mask), for a band
+ * w > 0, lb, lf >= 0 (else all Lk keys). A band edge past either end of the
+ * sequence saturates: exact_window i - w lb (0 when w lb >= i) .. i + w lf;
+ * windows (i/w - lb) w (0 when lb >= i/w) .. (i/w + lf + 1) w - 1. */
+static void band_keys(int64_t w, int64_t lb, int64_t lf, bool exact, int64_t i, int64_t Lk, int64_t *lo,
+                      int64_t *hi)
 {
     *lo = 0;
-    *hi = d->Lk - 1;
-    if (d->w <= 0)
+    *hi = Lk - 1;
+    if (w <= 0)
         return;
-    int64_t first = d->exact ? i - d->w * d->lb : (i / d->w - d->lb) * d->w;
-    int64_t last = d->exact ? i + d->w * d->lf : (i / d->w + d->lf + 1) * d->w - 1;
-    *lo = first > 0 ? first : 0;
-    *hi = last < d->Lk - 1 ? last : d->Lk - 1;
+    int64_t first, last;
+    if (exact) {
+        int64_t back = sat_mul(w, lb);
+        first = back >= i ? 0 : i - back;
+        last = sat_add(i, sat_mul(w, lf));
+    } else {
+        int64_t win = i / w;
+        first = lb >= win ? 0 : (win - lb) * w;
+        last = sat_mul(sat_add(sat_add(win, lf), 1), w) - 1;
+    }
+    *lo = first;
+    *hi = last < Lk - 1 ? last : Lk - 1;
+}
+
+void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi)
+{
+    if (!o)
+        band_keys(0, 0, 0, false, i, Lk, lo, hi);
+    else /* negative look_backward / look_forward (refused by the op) count as 0 */
+        band_keys(o->window, o->look_backward > 0 ? o->look_backward : 0, o->look_forward > 0 ? o->look_forward : 0,
+                  o->exact_window, i, Lk, lo, hi);
+}
+
+static void band(const flash_dims *d, int64_t i, int64_t *lo, int64_t *hi)
+{
+    band_keys(d->w, d->lb, d->lf, d->exact, i, d->Lk, lo, hi);
 }
 
 /* The key range [*j_start, *j_end) a block of queries i0 .. i0 + bq - 1 visits. */

@@ -401,10 +401,11 @@ static pg_tensor *band_bias(pg_graph *g, const pg_attn_band *b, int64_t L, pg_dt
     pg_tensor *t = pg_empty(g, PG_F64, PG_SHAPE(L, L));
     if (!t)
         return NULL;
-    const int64_t w = b->window;
+    const pg_flash_opts o = {.window = b->window, .look_backward = b->look_backward,
+                             .look_forward = b->look_forward, .exact_window = b->exact};
     for (int64_t i = 0; i < L; i++) {
-        int64_t lo = b->exact ? i - w * b->look_backward : (i / w - b->look_backward) * w;
-        int64_t hi = b->exact ? i + w * b->look_forward : (i / w + b->look_forward + 1) * w - 1;
+        int64_t lo, hi; /* the fused kernel's band (saturating) */
+        pg_flash_band(&o, i, L, &lo, &hi);
         for (int64_t j = 0; j < L; j++)
             pg_f64(t)[i * L + j] = j < lo || j > hi ? -INFINITY : 0.0;
     }

@@ -52,7 +52,9 @@ int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool 
  * with window w > 0, query i sees the keys of its own window [w floor(i / w), +w) and of
  * look_backward windows before and look_forward windows after it; with exact the band is
  * [i - w look_backward, i + w look_forward] instead. causal still hides j > i. window 0:
- * full attention. The fused kernel visits only the key tiles that meet the band. */
+ * full attention. Values up to INT64_MAX are valid: a band past either end of the
+ * sequence sees every key in that direction (pg_flash_band, saturating). The fused
+ * kernel visits only the key tiles that meet the band. */
 typedef struct pg_attn_band {
     int64_t window, look_backward, look_forward;
     bool exact;

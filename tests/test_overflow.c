@@ -1,0 +1,216 @@
+/* Extreme but legal sizes and options (issue 11, item 2): a local band that
+ * reaches beyond the sequence (window, look_backward, look_forward up to
+ * INT64_MAX) means "every key in that direction", so the result equals the
+ * attention with that band written out by hand (or full / full causal
+ * attention); arguments whose arithmetic cannot be represented are refused
+ * with a message naming the function. `make asan` runs every case under UBSan
+ * (no signed overflow anywhere). */
+#include "../autograd/flash.h"
+#include "testutil.h"
+
+#define BIG (1LL << 62)
+#define MAX INT64_MAX
+
+typedef struct band {
+    int64_t w, lb, lf;
+    bool exact, causal;
+} band;
+
+/* whether query i sees key j under b (w 0: every key), computed without overflow */
+static bool visible(const band *b, int64_t i, int64_t j)
+{
+    if (b->causal && j > i)
+        return false;
+    if (b->w <= 0)
+        return true;
+    if (b->exact) { /* i - w lb <= j <= i + w lf; the products in double (exact for these small distances) */
+        double d = (double)i - (double)j;
+        return d >= 0 ? d <= (double)b->w * (double)b->lb : -d <= (double)b->w * (double)b->lf;
+    }
+    int64_t ahead = j / b->w - i / b->w; /* windows from the query's to the key's */
+    return ahead >= 0 ? ahead <= b->lf : -ahead <= b->lb;
+}
+
+/* (Lq, Lk) additive bias: 0 where visible, -inf elsewhere */
+static pg_tensor *band_bias(const band *b, int64_t Lq, int64_t Lk)
+{
+    pg_tensor *t = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(Lq, Lk));
+    for (int64_t i = 0; i < Lq; i++)
+        for (int64_t j = 0; j < Lk; j++)
+            pg_set(t, i * Lk + j, visible(b, i, j) ? 0.0 : -INFINITY);
+    return t;
+}
+
+static char *describe(char *buf, size_t n, const band *b, int64_t Lq, int64_t Lk)
+{
+    snprintf(buf, n, "Lq %lld Lk %lld window %lld lb %lld lf %lld exact %d causal %d", (long long)Lq, (long long)Lk,
+             (long long)b->w, (long long)b->lb, (long long)b->lf, b->exact, b->causal);
+    return buf;
+}
+
+typedef struct res {
+    pg_tensor *out, *gq, *gk, *gv; /* heap copies */
+} res;
+
+static void res_free(res *r) { free_all(4, (pg_tensor *[]){r->out, r->gq, r->gk, r->gv}); }
+
+static pg_tensor *take_grad(pg_tensor *t)
+{
+    cr_assert_not_null(t->grad, "no gradient reached an input");
+    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
+    pg_zero_grad(t);
+    return c;
+}
+
+/* out and the gradients of sum(w * out): pg_flash_attention with the band (fused), or
+ * pg_attention with the band as an additive bias (the reference) */
+static res run(bool fused, const band *b, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *w)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *out, *bias = NULL;
+    if (fused) {
+        pg_flash_opts o = {.causal = b->causal, .window = b->w, .look_backward = b->lb, .look_forward = b->lf,
+                           .exact_window = b->exact};
+        out = pg_flash_attention(g, q, k, v, &o);
+    } else {
+        bias = band_bias(b, q->shape[2], k->shape[2]);
+        out = pg_attention(g, q, k, v, &(pg_sdpa_opts){.bias = bias, .causal = b->causal});
+    }
+    cr_assert_not_null(out, "%s", pg_last_error());
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, out, w), 0, NULL, false)), 0, "%s", pg_last_error());
+    res r = {pg_tensor_copy(NULL, out), take_grad(q), take_grad(k), take_grad(v)};
+    pg_graph_free(g);
+    pg_tensor_free(bias);
+    return r;
+}
+
+static void assert_same(const res *a, const res *e, const char *what)
+{
+    assert_close(a->out, e->out, 1e-12, what);
+    assert_close(a->gq, e->gq, 1e-12, what);
+    assert_close(a->gk, e->gk, 1e-12, what);
+    assert_close(a->gv, e->gv, 1e-12, what);
+}
+
+/* the flash kernel with band b against pg_attention with b written out, for q (1, 2, Lq, 3) */
+static void check_flash_band(const band *b, int64_t Lq, int64_t Lk, uint64_t seed)
+{
+    pg_tensor *q = randt(PG_SHAPE(1, 2, Lq, 3), seed, true), *k = randt(PG_SHAPE(1, 2, Lk, 3), seed + 1, true),
+              *v = randt(PG_SHAPE(1, 2, Lk, 3), seed + 2, true), *w = randt(PG_SHAPE(1, 2, Lq, 3), seed + 3, false);
+    res f = run(true, b, q, k, v, w), e = run(false, b, q, k, v, w);
+    char what[160];
+    assert_same(&f, &e, describe(what, sizeof what, b, Lq, Lk));
+    res_free(&f);
+    res_free(&e);
+    free_all(4, (pg_tensor *[]){q, k, v, w});
+}
+
+/* The reported case: causal, window 4, look_backward 2^62 is full causal attention. */
+Test(overflow, flash_reported_case_is_full_causal)
+{
+    pg_tensor *q = randt(PG_SHAPE(2, 2, 70, 4), 1, true), *k = randt(PG_SHAPE(2, 2, 70, 4), 2, true),
+              *v = randt(PG_SHAPE(2, 2, 70, 4), 3, true), *w = randt(PG_SHAPE(2, 2, 70, 4), 4, false);
+    const band full = {.causal = true};
+    res e = run(false, &full, q, k, v, w);
+    for (int exact = 0; exact < 2; exact++) {
+        const band b = {.w = 4, .lb = 1LL << 62, .exact = exact, .causal = true};
+        res f = run(true, &b, q, k, v, w);
+        assert_same(&f, &e, exact ? "exact window" : "windows");
+        res_free(&f);
+    }
+    res_free(&e);
+    free_all(4, (pg_tensor *[]){q, k, v, w});
+}
+
+/* Huge look_forward / look_backward / window, window 1, length 1, Lq != Lk: every
+ * band that reaches past the sequence saturates. */
+Test(overflow, flash_band_saturates)
+{
+    const band bands[] = {
+        {4, BIG, 0, false, true},   {4, MAX, 0, true, true},     {4, 0, MAX, false, false},  {4, 0, BIG, true, false},
+        {4, 1, MAX, false, false},  {4, MAX, MAX, false, false}, {4, MAX, MAX, true, false}, {3, MAX, 1, true, false},
+        {MAX, 1, 1, false, false},  {MAX, 1, 1, true, false},    {MAX, 0, 0, true, false},   {MAX, 0, 0, false, true},
+        {BIG, BIG, BIG, false, false}, {MAX, MAX, MAX, true, true}, {1, MAX, 0, false, true}, {1, 0, MAX, true, false},
+        {1, 0, 0, false, false},    {1, MAX, MAX, false, false},
+    };
+    const int64_t sizes[][2] = {{70, 70}, {70, 5}, {3, 130}, {1, 1}};
+    uint64_t seed = 10;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (size_t i = 0; i < sizeof bands / sizeof bands[0]; i++, seed += 4)
+            check_flash_band(&bands[i], sizes[s][0], sizes[s][1], seed);
+}
+
+/* A negative band is still refused, naming the function. */
+Test(overflow, flash_bad_band_refused)
+{
+    pg_tensor *q = randt(PG_SHAPE(1, 1, 4, 2), 1, false);
+    ASSERT_FAILS(pg_flash_attention(NULL, q, q, q, &(pg_flash_opts){.window = 2, .look_backward = INT64_MIN}),
+                 "pg_flash_attention: bad local band");
+    ASSERT_FAILS(pg_flash_attention(NULL, q, q, q, &(pg_flash_opts){.window = INT64_MIN}),
+                 "pg_flash_attention: bad local band");
+    pg_tensor_free(q);
+}
+
+/* ---- MultiheadAttention's band: fused and the reference path ---------------------------- */
+
+static pg_mha *mha(bool causal, bool unfused, const pg_attn_band *b)
+{
+    pg_mha_config c = pg_mha_defaults(8, 2);
+    c.dtype = PG_F64;
+    c.causal = causal;
+    c.unfused = unfused;
+    if (b)
+        c.band = *b;
+    pg_rng r = pg_rng_init(7);
+    pg_mha *m = pg_mha_new(&c, NULL, 0, &r);
+    cr_assert_not_null(m, "%s", pg_last_error());
+    return m;
+}
+
+/* output and grad x of MHA on x (2, 7, 8) with an additive bias (or NULL), heap copies */
+static pg_tensor *mha_run(pg_mha *m, pg_tensor *x, pg_tensor *bias, pg_tensor **gx)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_mha_forward(g, m, x, NULL, &(pg_attn_args){.bias = bias});
+    cr_assert_not_null(y, "%s", pg_last_error());
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_square(g, y), 0, NULL, false)), 0, "%s", pg_last_error());
+    pg_tensor *out = pg_tensor_copy(NULL, y);
+    *gx = take_grad(x);
+    pg_graph_free(g);
+    return out;
+}
+
+/* the band of cfg.band (fused and the reference path) against no band and the
+ * band written out as a bias */
+Test(overflow, mha_band_saturates)
+{
+    const pg_attn_band bands[] = {
+        {4, BIG, 0, false}, {4, MAX, 0, true},  {4, MAX, MAX, false},   {2, 0, MAX, true},  {MAX, 1, 1, false},
+        {MAX, 1, 1, true},  {MAX, 0, 0, true},  {BIG, MAX, MAX, true},  {1, MAX, 0, false},
+    };
+    pg_tensor *x = randt(PG_SHAPE(2, 7, 8), 3, true);
+    for (int causal = 0; causal < 2; causal++) {
+        pg_mha *full = mha(causal, true, NULL);
+        for (size_t i = 0; i < sizeof bands / sizeof bands[0]; i++) {
+            const pg_attn_band *a = &bands[i];
+            if (causal && a->look_forward > 0)
+                continue; /* refused with causal */
+            const band b = {a->window, a->look_backward, a->look_forward, a->exact, causal};
+            pg_tensor *bias = band_bias(&b, 7, 7), *ge, *e = mha_run(full, x, bias, &ge);
+            for (int unfused = 0; unfused < 2; unfused++) {
+                pg_mha *m = mha(causal, unfused, a);
+                pg_tensor *gy, *y = mha_run(m, x, NULL, &gy);
+                char what[200];
+                int n = snprintf(what, sizeof what, "unfused %d ", unfused);
+                describe(what + n, sizeof what - (size_t)n, &b, 7, 7);
+                assert_close(y, e, 1e-12, what);
+                assert_close(gy, ge, 1e-12, what);
+                free_all(2, (pg_tensor *[]){y, gy});
+                pg_module_free(&m->base);
+            }
+            free_all(3, (pg_tensor *[]){bias, e, ge});
+        }
+        pg_module_free(&full->base);
+    }
+    pg_tensor_free(x);
+}
