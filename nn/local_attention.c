@@ -1,6 +1,7 @@
 /* LocalAttention (nn/local_attention.h; positional-semantics.md §2, §7). */
 #include "local_attention.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,10 @@
 
 #define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
 #define SELF_VALUE (-5e4) /* upstream TOKEN_SELF_ATTN_VALUE */
+
+/* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
+static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
+static int64_t sat_mul(int64_t a, int64_t b) { return b != 0 && a > INT64_MAX / b ? INT64_MAX : a * b; }
 
 pg_local_attention_config pg_local_attention_defaults(int64_t window_size)
 {
@@ -132,10 +137,14 @@ static pg_tensor *look_around(pg_graph *g, pg_tensor *x, int64_t lb, int64_t lf)
 }
 
 /* the (W, w, S) band of hidden (query, slot) pairs that do not depend on the data:
- * pad slots, autopadded keys (j >= n), causal, exact_windowsize */
-static pg_tensor *static_hidden(pg_graph *g, const pg_local_attention_config *c, int64_t n, int64_t W, int64_t w)
+ * pad slots, autopadded keys (j >= n), causal, exact_windowsize. The slots are
+ * those of lb, lf windows around (clamped to the windows that exist); the exact
+ * window compares with the configured w0 lb, w0 lf (saturating). */
+static pg_tensor *static_hidden(pg_graph *g, const pg_local_attention_config *c, int64_t n, int64_t W, int64_t w,
+                                int64_t lb, int64_t lf)
 {
-    int64_t lb = c->look_backward, lf = c->look_forward, w0 = c->window_size, S = (lb + lf + 1) * w;
+    const int64_t S = (lb + lf + 1) * w, back = sat_mul(c->window_size, c->look_backward),
+                  fwd = sat_mul(c->window_size, c->look_forward);
     pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(W, w, S));
     if (!h)
         return NULL;
@@ -147,9 +156,9 @@ static pg_tensor *static_hidden(pg_graph *g, const pg_local_attention_config *c,
                 int64_t src = om - lb + s / w, j = src * w + s % w;
                 bool hide = src < 0 || src >= W || j >= n;
                 if (c->causal)
-                    hide = hide || j > a || (c->exact_windowsize && a > j + w0 * lb);
+                    hide = hide || j > a || (c->exact_windowsize && a - j > back);
                 else if (c->exact_windowsize)
-                    hide = hide || j - w0 * lf > a || a > j + w0 * lb;
+                    hide = hide || j - a > fwd || a - j > back;
                 hd[(om * w + r) * S + s] = hide;
             }
         }
@@ -177,13 +186,13 @@ static pg_tensor *self_band(pg_graph *g, int64_t lb, int64_t lf, int64_t W, int6
  * positions measured from the centre (omega - lb) w + floor(S / 2) of each window's
  * look-around: query offset r -> r + lb w - floor(S/2), slot s -> s - floor(S/2);
  * keys get the inverse */
-static pg_tensor *xpos_table(pg_graph *g, const pg_local_attention *m, int64_t w, int64_t S, int64_t d, bool key,
-                             pg_dtype dt)
+static pg_tensor *xpos_table(pg_graph *g, const pg_local_attention *m, int64_t w, int64_t lb, int64_t S, int64_t d,
+                             bool key, pg_dtype dt)
 {
     int64_t n = key ? S : w, half = d / 2;
     pg_tensor *t = pg_empty(g, dt, PG_SHAPE(n, d));
     for (int64_t i = 0; t && i < n; i++) {
-        double p = key ? (double)(i - S / 2) : (double)(i + m->cfg.look_backward * w - S / 2);
+        double p = key ? (double)(i - S / 2) : (double)(i + lb * w - S / 2);
         for (int64_t ch = 0; ch < d; ch++) {
             int64_t f = ch % half;
             double zeta = (2.0 * (double)f + 0.4 * (double)d) / (1.4 * (double)d);
@@ -196,10 +205,10 @@ static pg_tensor *xpos_table(pg_graph *g, const pg_local_attention *m, int64_t w
 
 /* the schemes' bias on the band: (Hs, w, S) from dist_bias at the distances
  * r + lb w - s; NULL with no error when there are no schemes */
-static pg_tensor *scheme_bias(pg_graph *g, const char *fn, pg_local_attention *m, int64_t b, int64_t w, int64_t S,
-                              pg_dtype dt, pg_rng *rng)
+static pg_tensor *scheme_bias(pg_graph *g, const char *fn, pg_local_attention *m, int64_t b, int64_t w, int64_t lb,
+                              int64_t S, pg_dtype dt, pg_rng *rng)
 {
-    int64_t lb = m->cfg.look_backward, dmin = lb * w - (S - 1), D = w + S - 1;
+    int64_t dmin = lb * w - (S - 1), D = w + S - 1;
     pg_tensor *total = NULL;
     pg_tensor *d = pg_arange(g, dt, (double)dmin, (double)(dmin + D), 1.0); /* (D) */
     pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(w * S));
@@ -407,14 +416,26 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         pg_graph_fail(g, "%s: rotary was built for head dim %lld, q is %s", fn, (long long)c->dim, SHAPE(q));
         return NULL;
     }
-    int64_t np = c->autopad ? (n + w0 - 1) / w0 * w0 : n; /* padded length */
+    /* padded length: n up to a multiple of w0 (w0 - n % w0 first: no overflow, even for w0 near INT64_MAX) */
+    int64_t np = c->autopad && n % w0 != 0 ? n + (w0 - n % w0) : n;
     if (np % w != 0) {
         pg_graph_fail(g, "%s: sequence length %lld%s must be divisible by the window size %lld%s", fn, (long long)n,
                       c->autopad ? " (autopadded)" : "", (long long)w,
                       c->autopad ? "" : " (set autopad to pad it; a window longer than the sequence needs autopad)");
         return NULL;
     }
-    int64_t W = np / w, S = (lb + lf + 1) * w, B0 = 0;
+    /* The band of ops runs on the windows that matter, which computes the same:
+     * windows made of padding only (np beyond n rounded up to w: an override w
+     * below w0) hold no output row and no visible key; one window covering the
+     * sequence needs no padding (width n); look_backward / look_forward past the
+     * first / last window reach only pad slots, which are hidden. So: windows of
+     * we rows over ne rows, W of them, lbe / lfe windows around, S slots. The
+     * exact window still compares with w0 lb, w0 lf (static_hidden). */
+    int64_t ne = n % w != 0 ? n + (w - n % w) : n, we = w;
+    if (ne == w)
+        we = ne = n;
+    int64_t W = ne / we, lbe = lb < W - 1 ? lb : W - 1, lfe = lf < W - 1 ? lf : W - 1;
+    int64_t S = (lbe + lfe + 1) * we, B0 = 0;
     if (a->mask) {
         B0 = a->mask->ndim == 2 ? a->mask->shape[0] : 0;
         if (a->mask->dtype != PG_BOOL || a->mask->ndim != 2 || a->mask->shape[1] != n || B0 < 1 || b % B0 != 0) {
@@ -423,12 +444,19 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
             return NULL;
         }
     }
-    if (a->attn_bias) {
-        pg_tensor *ab = a->attn_bias;
-        if (ab->ndim != 3 || ab->shape[1] != w || ab->shape[2] != S || ab->shape[0] < 1 || b % ab->shape[0] != 0 ||
-            ab->dtype != dt) {
+    pg_tensor *ab = a->attn_bias; /* documented as (Hb, w, (lb + lf + 1) w), whatever the sequence */
+    if (ab) {
+        int64_t S_doc = sat_mul(sat_add(sat_add(lb, lf), 1), w);
+        if (S_doc == INT64_MAX) { /* no tensor has that many slots */
+            pg_graph_fail(g, "%s: attn_bias must be (Hb, %lld, (lb + lf + 1) w) of %s, and with lb %lld, lf %lld "
+                          "that is more than INT64_MAX slots; got %s",
+                          fn, (long long)w, pg_dtype_name(dt), (long long)lb, (long long)lf, SHAPE(ab));
+            return NULL;
+        }
+        if (ab->ndim != 3 || ab->shape[1] != w || ab->shape[2] != S_doc || ab->shape[0] < 1 ||
+            b % ab->shape[0] != 0 || ab->dtype != dt) {
             pg_graph_fail(g, "%s: attn_bias must be (Hb, %lld, %lld) of %s with Hb dividing %lld, got %s %s", fn,
-                          (long long)w, (long long)S, pg_dtype_name(dt), (long long)b, SHAPE(ab),
+                          (long long)w, (long long)S_doc, pg_dtype_name(dt), (long long)b, SHAPE(ab),
                           pg_dtype_name(ab->dtype));
             return NULL;
         }
@@ -445,19 +473,29 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         if (!fallback)
             return out;
     }
-    /* pack: (b, 1, n, d), autopad to (b, 1, np, d) */
+    if (lbe + lfe + 1 > INT_MAX) { /* the band of ops: look_around concatenates that many views */
+        pg_graph_fail(g, "%s: %lld windows around each window (look_backward %lld, look_forward %lld over %lld "
+                      "windows) are more than %d",
+                      fn, (long long)(lbe + lfe + 1), (long long)lb, (long long)lf, (long long)W, INT_MAX);
+        return NULL;
+    }
+    /* pack: (b, 1, n, d), autopad to (b, 1, ne, d) */
     pg_tensor *t3[3] = {q, k, v};
     for (int i = 0; i < 3; i++) {
         t3[i] = pg_reshape(g, t3[i], PG_SHAPE(b, 1, n, d));
-        if (np > n)
-            t3[i] = pg_pad(g, t3[i], 2, 0, np - n, 0.0);
+        if (ne > n)
+            t3[i] = pg_pad(g, t3[i], 2, 0, ne - n, 0.0);
     }
+    if (ab && we < w) /* the rows of the one window */
+        ab = pg_narrow(g, ab, 1, 0, we);
+    if (ab && S < ab->shape[2]) /* window offsets -lbe .. lfe: the slots (o + lb) w + r, a run from (lb - lbe) w */
+        ab = pg_narrow(g, ab, 2, (lb - lbe) * w, S);
     pg_tensor *bk = t3[1], *bv = t3[2];
     pg_tensor *xl = NULL; /* the Transformer-XL terms, from the unscaled inputs */
     for (int i = 0; i < m->n_pos; i++) {
         if (!is_xl(m->pos[i]))
             continue;
-        pg_tensor *t = xl_band(g, fn, (pg_xl *)m->pos[i], t3[0], t3[1], w, lb, lf, sc);
+        pg_tensor *t = xl_band(g, fn, (pg_xl *)m->pos[i], t3[0], t3[1], we, lbe, lfe, sc);
         if (!t)
             return NULL;
         xl = xl ? pg_add(g, xl, t) : t;
@@ -466,26 +504,26 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (c->shared_qk) /* k / max(|k|, 1e-12) */
         bk = pg_div(g, bk, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, bk), 1, (const int[]){3}, true)), 1e-12,
                                     INFINITY));
-    if (m->rotary) { /* true positions 0 .. np - 1 */
+    if (m->rotary) { /* true positions 0 .. ne - 1 */
         bq = pg_rotary_apply(g, m->rotary, bq, NULL, false, NAN);
         bk = pg_rotary_apply(g, m->rotary, bk, NULL, true, NAN);
     }
     /* windows */
-    bq = pg_reshape(g, bq, PG_SHAPE(b, W, w, d));
-    bk = look_around(g, pg_reshape(g, bk, PG_SHAPE(b, W, w, d)), lb, lf); /* (b, W, S, d) */
-    bv = look_around(g, pg_reshape(g, bv, PG_SHAPE(b, W, w, d)), lb, lf);
+    bq = pg_reshape(g, bq, PG_SHAPE(b, W, we, d));
+    bk = look_around(g, pg_reshape(g, bk, PG_SHAPE(b, W, we, d)), lbe, lfe); /* (b, W, S, d) */
+    bv = look_around(g, pg_reshape(g, bv, PG_SHAPE(b, W, we, d)), lbe, lfe);
     if (c->use_xpos) {
-        bq = pg_mul(g, bq, xpos_table(g, m, w, S, d, false, dt));
-        bk = pg_mul(g, bk, xpos_table(g, m, w, S, d, true, dt));
+        bq = pg_mul(g, bq, xpos_table(g, m, we, lbe, S, d, false, dt));
+        bk = pg_mul(g, bk, xpos_table(g, m, we, lbe, S, d, true, dt));
     }
     pg_tensor *sim = pg_matmul(g, bq, bk, false, true); /* (b, W, w, S) */
-    if (a->attn_bias)
-        sim = add_head_bias(g, sim, a->attn_bias);
+    if (ab)
+        sim = add_head_bias(g, sim, ab);
     int n_dist = 0;
     for (int i = 0; i < m->n_pos; i++)
         n_dist += !is_xl(m->pos[i]);
     if (n_dist > 0 && sim) {
-        pg_tensor *sb = scheme_bias(g, fn, m, b, w, S, dt, a->rng);
+        pg_tensor *sb = scheme_bias(g, fn, m, b, we, lbe, S, dt, a->rng);
         if (!sb)
             return NULL;
         sim = add_head_bias(g, sim, sb);
@@ -493,20 +531,20 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (xl)
         sim = pg_add(g, sim, xl);
     if (c->shared_qk)
-        sim = pg_masked_fill(g, sim, self_band(g, lb, lf, W, w), SELF_VALUE);
+        sim = pg_masked_fill(g, sim, self_band(g, lbe, lfe, W, we), SELF_VALUE);
     /* hidden entries -> -inf: the static band, and the key mask */
-    pg_tensor *hidden = static_hidden(g, c, n, W, w); /* (W, w, S) */
+    pg_tensor *hidden = static_hidden(g, c, n, W, we, lbe, lfe); /* (W, we, S) */
     if (a->mask && sim) {
         pg_tensor *km = pg_logical_not(g, a->mask); /* (B0, n) true = hidden */
         km = pg_reshape(g, km, PG_SHAPE(B0, 1, n, 1));
-        if (np > n)
-            km = pg_pad(g, km, 2, 0, np - n, 1.0);
-        km = look_around(g, pg_reshape(g, km, PG_SHAPE(B0, W, w, 1)), lb, lf); /* (B0, W, S, 1) */
+        if (ne > n)
+            km = pg_pad(g, km, 2, 0, ne - n, 1.0);
+        km = look_around(g, pg_reshape(g, km, PG_SHAPE(B0, W, we, 1)), lbe, lfe); /* (B0, W, S, 1) */
         km = pg_reshape(g, km, PG_SHAPE(B0, 1, W, 1, S));
-        hidden = pg_logical_or(g, hidden, km); /* (B0, 1, W, w, S) */
-        sim = pg_reshape(g, sim, PG_SHAPE(B0, b / B0, W, w, S));
+        hidden = pg_logical_or(g, hidden, km); /* (B0, 1, W, we, S) */
+        sim = pg_reshape(g, sim, PG_SHAPE(B0, b / B0, W, we, S));
         sim = pg_masked_fill(g, sim, hidden, -INFINITY);
-        sim = pg_reshape(g, sim, PG_SHAPE(b, W, w, S));
+        sim = pg_reshape(g, sim, PG_SHAPE(b, W, we, S));
     } else {
         sim = pg_masked_fill(g, sim, hidden, -INFINITY);
     }
@@ -514,9 +552,9 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     pg_tensor *p = pg_softmax(g, sim, -1);
     if (drop)
         p = pg_dropout(g, p, c->dropout, true, a->rng);
-    pg_tensor *out = pg_matmul(g, p, bv, false, false); /* (b, W, w, d) */
-    out = pg_reshape(g, out, PG_SHAPE(b, np, d));
-    if (np > n)
+    pg_tensor *out = pg_matmul(g, p, bv, false, false); /* (b, W, we, d) */
+    out = pg_reshape(g, out, PG_SHAPE(b, ne, d));
+    if (ne > n)
         out = pg_narrow(g, out, 1, 0, n);
     out = out ? pg_reshape(g, out, nd, q->shape) : NULL;
     if (!out && !pg_graph_error(g))

@@ -13,6 +13,12 @@
  * values); causal hides key j from query i only when j > i. Hidden logits are -inf
  * (upstream -FMAX: the same weights wherever a row sees some key).
  *
+ * window_size, look_backward and look_forward may be as large as INT64_MAX: a band
+ * reaching past either end of the sequence sees every key in that direction (no
+ * size grows with them: the look-around is clamped to the windows that exist, a
+ * window longer than the sequence is one window of it). attn_bias keeps its shape
+ * (Hb, w, (lb + lf + 1) w); it is refused when that is beyond INT64_MAX slots.
+ *
  * Relative-bias schemes (pg_posmod with a dist_bias hook: ALiBi, DPB, T5) are
  * computed on the band only: with the default positions the distance between query
  * offset r of its window and slot s is r + lb w - s in every window, so one (H, w, S)

@@ -8,6 +8,7 @@
 #include "../autograd/flash.h"
 #include "testutil.h"
 
+
 #define BIG (1LL << 62)
 #define MAX INT64_MAX
 
@@ -213,4 +214,142 @@ Test(overflow, mha_band_saturates)
         pg_module_free(&full->base);
     }
     pg_tensor_free(x);
+}
+
+/* ---- LocalAttention: fused and unfused ---------------------------------------------------- */
+
+typedef struct la_opts {
+    int64_t w0, lb, lf;
+    bool exact, causal, autopad;
+} la_opts;
+
+static pg_local_attention *local(const la_opts *o, bool unfused)
+{
+    pg_local_attention_config c = pg_local_attention_defaults(o->w0);
+    c.look_backward = o->lb;
+    c.look_forward = o->lf;
+    c.exact_windowsize = o->exact;
+    c.causal = o->causal;
+    c.autopad = o->autopad;
+    c.unfused = unfused;
+    c.dtype = PG_F64;
+    pg_local_attention *m = pg_local_attention_new(&c, NULL, 0);
+    cr_assert_not_null(m, "%s", pg_last_error());
+    return m;
+}
+
+/* LocalAttention on q, k, v (2, 2, L, 4), out and grads, against pg_attention with its band */
+static void check_local(const la_opts *o, int64_t L, pg_tensor *mask, uint64_t seed)
+{
+    pg_tensor *q = randt(PG_SHAPE(2, 2, L, 4), seed, true), *k = randt(PG_SHAPE(2, 2, L, 4), seed + 1, true),
+              *v = randt(PG_SHAPE(2, 2, L, 4), seed + 2, true), *w = randt(PG_SHAPE(2, 2, L, 4), seed + 3, false);
+    /* the windows: autopad with a window longer than the sequence makes one window of it all */
+    const band b = {o->exact || o->w0 < L ? o->w0 : L, o->lb, o->lf, o->exact, o->causal};
+    pg_tensor *bias = band_bias(&b, L, L);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *e = pg_attention(g, q, k, v, &(pg_sdpa_opts){.bias = bias, .mask = mask, .causal = o->causal});
+    cr_assert_not_null(e, "%s", pg_last_error());
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, e, w), 0, NULL, false)), 0, "%s", pg_last_error());
+    res ref = {pg_tensor_copy(NULL, e), take_grad(q), take_grad(k), take_grad(v)};
+    pg_graph_free(g);
+    for (int unfused = 0; unfused < 2; unfused++) {
+        pg_local_attention *m = local(o, unfused);
+        g = pg_graph_new();
+        pg_tensor *y = pg_local_attention_forward(g, m, q, k, v, &(pg_local_args){.mask = mask});
+        char what[200];
+        int n = snprintf(what, sizeof what, "unfused %d autopad %d mask %d ", unfused, o->autopad, mask != NULL);
+        describe(what + n, sizeof what - (size_t)n, &b, L, L);
+        cr_assert_not_null(y, "%s: %s", what, pg_last_error());
+        cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y, w), 0, NULL, false)), 0, "%s", pg_last_error());
+        res got = {pg_tensor_copy(NULL, y), take_grad(q), take_grad(k), take_grad(v)};
+        pg_graph_free(g);
+        assert_same(&got, &ref, what);
+        res_free(&got);
+        pg_module_free(&m->base);
+    }
+    res_free(&ref);
+    free_all(5, (pg_tensor *[]){q, k, v, w, bias});
+}
+
+Test(overflow, local_attention_band_saturates)
+{
+    const la_opts opts[] = {
+        {4, BIG, 0, false, true, false},  {4, MAX, 0, true, true, false},     {4, BIG, 0, false, true, true},
+        {4, 1, MAX, false, false, false}, {4, MAX, MAX, false, false, false}, {3, BIG, BIG, true, false, false},
+        {3, 0, MAX, true, false, false},  {1, MAX, 0, false, true, false},    {2, 9, 0, false, false, false},
+        {MAX, 1, 1, false, false, true},  {MAX, MAX, 0, false, true, true},   {MAX, 0, 0, true, false, true},
+        {BIG, 0, MAX, true, false, true}, {5, 1, 0, false, true, true},
+    };
+    pg_tensor *mask = TBOOL(PG_SHAPE(2, 12), 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1);
+    uint64_t seed = 100;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++, seed += 8) {
+        check_local(&opts[i], 12, NULL, seed);
+        check_local(&opts[i], 12, mask, seed + 4);
+    }
+    const la_opts one = {MAX, MAX, 0, false, true, true}; /* L = 1 */
+    check_local(&one, 1, NULL, 7);
+    pg_tensor_free(mask);
+}
+
+/* attn_bias keeps its documented shape (Hb, w, (lb + lf + 1) w) when look_backward
+ * reaches past the sequence: the slots of windows that do not exist are never read. */
+Test(overflow, local_attention_attn_bias_past_the_sequence)
+{
+    const int64_t L = 8, w = 4, lb = 5, lf = 2, S = (lb + lf + 1) * w; /* 2 windows */
+    pg_tensor *q = randt(PG_SHAPE(2, L, 3), 1, true), *k = randt(PG_SHAPE(2, L, 3), 2, true),
+              *v = randt(PG_SHAPE(2, L, 3), 3, true), *ab = randt(PG_SHAPE(1, w, S), 4, true);
+    /* the reference: slot (window offset o = j/w - i/w, row j % w) of the look-around at index (o + lb) w + j % w */
+    pg_tensor *bias = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(L, L));
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < L; j++)
+            pg_set(bias, i * L + j, pg_get(ab, (i % w) * S + (j / w - i / w + lb) * w + j % w));
+    pg_tensor *q4 = pg_reshape(NULL, q, PG_SHAPE(2, 1, L, 3)), *k4 = pg_reshape(NULL, k, PG_SHAPE(2, 1, L, 3)),
+              *v4 = pg_reshape(NULL, v, PG_SHAPE(2, 1, L, 3));
+    pg_tensor *e = pg_attention(NULL, q4, k4, v4, &(pg_sdpa_opts){.bias = bias});
+    const la_opts o = {w, lb, lf, false, false, false};
+    pg_local_attention *m = local(&o, false);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_local_attention_forward(g, m, q, k, v, &(pg_local_args){.attn_bias = ab});
+    cr_assert_not_null(y, "%s", pg_last_error());
+    assert_close(pg_reshape(g, y, PG_SHAPE(2, 1, L, 3)), e, 1e-12, "attn_bias past the sequence");
+    cr_assert_eq(pg_backward(g, pg_sum(g, y, 0, NULL, false)), 0, "%s", pg_last_error());
+    cr_assert_not_null(ab->grad);
+    for (int64_t r = 0; r < w; r++) /* the slots of window offset -5 .. -2 exist for no query: no gradient */
+        for (int64_t s = 0; s < (lb - 1) * w; s++)
+            cr_assert_eq(pg_get(ab->grad, r * S + s), 0.0);
+    pg_graph_free(g);
+    /* a huge look_backward: no attn_bias can have (lb + lf + 1) w slots */
+    const la_opts huge = {w, BIG, 0, false, false, false};
+    pg_local_attention *mh = local(&huge, false);
+    ASSERT_FAILS(pg_local_attention_forward(NULL, mh, q, k, v, &(pg_local_args){.attn_bias = ab}),
+                 "pg_local_attention_forward: attn_bias must be (Hb, 4, (lb + lf + 1) w)");
+    pg_module_free(&m->base);
+    pg_module_free(&mh->base);
+    free_all(9, (pg_tensor *[]){q, k, v, ab, bias, q4, k4, v4, e});
+}
+
+/* xPos with a window override: autopad to a huge window_size only pads up to the
+ * override's windows (the rest would be pad rows and hidden keys). */
+Test(overflow, local_attention_override_with_huge_window)
+{
+    pg_tensor *q = randt(PG_SHAPE(1, 2, 8, 4), 1, false), *k = randt(PG_SHAPE(1, 2, 8, 4), 2, false),
+              *v = randt(PG_SHAPE(1, 2, 8, 4), 3, false);
+    pg_tensor *y[2];
+    const int64_t w0[2] = {8, BIG};
+    for (int i = 0; i < 2; i++) {
+        pg_local_attention_config c = pg_local_attention_defaults(w0[i]);
+        c.causal = true;
+        c.autopad = true;
+        c.dim = 4;
+        c.use_xpos = true;
+        c.xpos_scale_base = 3;
+        c.dtype = PG_F64;
+        pg_local_attention *m = pg_local_attention_new(&c, NULL, 0);
+        cr_assert_not_null(m, "%s", pg_last_error());
+        y[i] = pg_local_attention_forward(NULL, m, q, k, v, &(pg_local_args){.window_size = 4});
+        cr_assert_not_null(y[i], "window %lld: %s", (long long)w0[i], pg_last_error());
+        pg_module_free(&m->base);
+    }
+    assert_close(y[1], y[0], 1e-12, "window 2^62 vs 8");
+    free_all(5, (pg_tensor *[]){q, k, v, y[0], y[1]});
 }
