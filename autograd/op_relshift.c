@@ -76,7 +76,8 @@ pg_tensor *pg_rel_shift(pg_graph *g, pg_tensor *x, int64_t Lk)
         return NULL;
     int nd = x->ndim;
     int64_t Lq = nd >= 2 ? x->shape[nd - 2] : 0;
-    if (nd < 2 || Lk < 1 || Lq < 1 || x->shape[nd - 1] != Lq + Lk - 1) {
+    /* N = Lq + Lk - 1 checked as Lk = N - Lq + 1: Lk may be anything, even INT64_MAX */
+    if (nd < 2 || Lk < 1 || Lq < 1 || Lk != x->shape[nd - 1] - Lq + 1) {
         pg_graph_fail(g, "%s: expected x (..., Lq, Lq + Lk - 1) with Lq, Lk >= 1, got x %s and Lk %lld", fn,
                       SHAPE(x), (long long)Lk);
         return NULL;

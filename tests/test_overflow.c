@@ -353,3 +353,13 @@ Test(overflow, local_attention_override_with_huge_window)
     assert_close(y[1], y[0], 1e-12, "window 2^62 vs 8");
     free_all(5, (pg_tensor *[]){q, k, v, y[0], y[1]});
 }
+
+/* ---- pg_rel_shift, GEMM ----------------------------------------------------------------- */
+
+Test(overflow, rel_shift_huge_lk_refused)
+{
+    pg_tensor *x = randt(PG_SHAPE(3, 4), 1, false);
+    ASSERT_FAILS(pg_rel_shift(NULL, x, MAX), "pg_rel_shift: expected x (..., Lq, Lq + Lk - 1)");
+    ASSERT_FAILS(pg_rel_shift(NULL, x, BIG), "Lk 4611686018427387904");
+    pg_tensor_free(x);
+}
