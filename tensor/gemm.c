@@ -345,11 +345,14 @@ typedef struct gemm_plan {
     int64_t chunk;      /* rows / columns per task */
 } gemm_plan;
 
-/* The operand view handed to the block loop: the sliver for rows i0.. starts at
- * a + (i0 / MR) * a_step, its element (i, p) at + i * ars + p * aks. */
+/* The operand view handed to the block loop: the sliver for rows i0.. (i0 a
+ * multiple of MR) starts at a + i0 * row_step, its element (i, p) at
+ * + i * ars + p * aks. Per row, not per sliver, so that no offset is formed for
+ * a row that does not exist (MR * lda may not be representable when A has one
+ * row and a huge stride). */
 typedef struct operand {
     const void *p;
-    int64_t rs, ks, step;
+    int64_t rs, ks, row_step;
 } operand;
 
 #if VEC_KERNELS
@@ -374,7 +377,7 @@ typedef struct operand {
             const T *bj = b + (j0 / NR) * b_step;                                                                      \
             for (int64_t i0 = 0; i0 < mc; i0 += MR) {                                                                  \
                 int64_t m = min64(MR, mc - i0);                                                                        \
-                const T *ai = (const T *)a.p + (i0 / MR) * a.step;                                                     \
+                const T *ai = (const T *)a.p + i0 * a.row_step;                                                        \
                 T *c = C + i0 * ldc + j0;                                                                              \
                 if (n == NR && (ROW_KERNELS || m == MR)) {                                                             \
                     KERNEL_FOR(sfx, MR, a_packed, m)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, c, ldc);                \
@@ -411,20 +414,20 @@ typedef struct operand {
             int64_t nc = min64(NC, N - jc), j = n0 + jc;                                                               \
             for (int64_t pc = 0; pc < K; pc += KC) {                                                                   \
                 int64_t kc = min64(KC, K - pc);                                                                        \
-                const T *b = B + pc * ldb + j;                                                                         \
+                const T *b = tb ? B + j * ldb + pc : B + pc * ldb + j; /* op(B)[pc, j] */                              \
                 int64_t bks = ldb, b_step = NR;                                                                        \
                 if (g->pack_b) {                                                                                       \
-                    pack_b_##sfx(tb, kc, nc, tb ? B + j * ldb + pc : b, ldb, bp);                                      \
+                    pack_b_##sfx(tb, kc, nc, b, ldb, bp);                                                              \
                     b = bp, bks = NR, b_step = NR * kc;                                                                \
                 }                                                                                                      \
                 T beta_eff = pc == 0 ? beta : (T)1;                                                                    \
                 for (int64_t ic = 0; ic < M; ic += MC) {                                                               \
                     int64_t mc = min64(MC, M - ic), i = m0 + ic;                                                       \
-                    operand a = ta ? (operand){A + pc * lda + i, 1, lda, MR}                                           \
-                                   : (operand){A + i * lda + pc, lda, 1, MR * lda};                                    \
+                    operand a = ta ? (operand){A + pc * lda + i, 1, lda, 1}                                            \
+                                   : (operand){A + i * lda + pc, lda, 1, lda};                                         \
                     if (g->pack_a) {                                                                                   \
                         pack_a_##sfx(ta, mc, kc, a.p, lda, ap);                                                        \
-                        a = (operand){ap, 1, MR, MR * kc};                                                             \
+                        a = (operand){ap, 1, MR, kc};                                                                  \
                     }                                                                                                  \
                     block_##sfx(mc, nc, kc, alpha, a, g->pack_a, b, bks, b_step, beta_eff, C + ic * ldc + jc, ldc);    \
                 }                                                                                                      \
@@ -472,8 +475,9 @@ typedef struct operand {
 static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 {
 #if VEC_KERNELS
-    bool wide = g->N * (int64_t)elem >= WIDE_BYTES;
-    g->pack_a = wide || g->lda * (int64_t)elem % WIDE_BYTES == 0;
+    /* (lda mod WIDE_BYTES) * elem: lda * elem may not be representable (one row, a huge stride) */
+    bool wide = g->N >= WIDE_BYTES / (int64_t)elem;
+    g->pack_a = wide || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
     g->pack_b = wide || g->tb || g->N % NR != 0;
 #else
     (void)NR, (void)elem;

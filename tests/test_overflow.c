@@ -363,3 +363,39 @@ Test(overflow, rel_shift_huge_lk_refused)
     ASSERT_FAILS(pg_rel_shift(NULL, x, BIG), "Lk 4611686018427387904");
     pg_tensor_free(x);
 }
+
+/* One row of A (or one column of op(B) stored transposed) with a row stride near
+ * INT64_MAX is legal (the stride is never stepped); K spans several KC blocks. */
+Test(overflow, gemm_single_row_huge_strides)
+{
+    enum { K = 1100, N = 40 };
+    double *a = malloc(K * sizeof *a), *b = malloc((size_t)K * N * sizeof *b), *bt = malloc(K * sizeof *bt);
+    double c[N], e[N], c1[1], e1 = 0;
+    for (int p = 0; p < K; p++) {
+        a[p] = sin(p + 1.0);
+        bt[p] = cos(p * 0.5);
+        e1 += a[p] * bt[p];
+        for (int j = 0; j < N; j++)
+            b[p * N + j] = cos(p * 0.3 + j);
+    }
+    for (int j = 0; j < N; j++) {
+        e[j] = 0;
+        for (int p = 0; p < K; p++)
+            e[j] += a[p] * b[p * N + j];
+    }
+    const int64_t huge = INT64_MAX / 2;
+    pg_gemm_f64(false, false, 1, N, K, 1.0, a, huge, b, N, 0.0, c, huge);
+    for (int j = 0; j < N; j++)
+        cr_assert_float_eq(c[j], e[j], 1e-12 * (1 + fabs(e[j])), "column %d", j);
+    /* op(B) = bt^T with B stored (N = 1, K) transposed, its row stride huge */
+    pg_gemm_f64(false, true, 1, 1, K, 1.0, a, huge, bt, huge, 0.0, c1, huge);
+    cr_assert_float_eq(c1[0], e1, 1e-12 * (1 + fabs(e1)));
+    float af[K], btf[K], cf[1];
+    for (int p = 0; p < K; p++)
+        af[p] = (float)a[p], btf[p] = (float)bt[p];
+    pg_gemm_f32(false, true, 1, 1, K, 1.0f, af, huge, btf, huge, 0.0f, cf, huge);
+    cr_assert_float_eq(cf[0], e1, 1e-3 * (1 + fabs(e1)));
+    free(a);
+    free(b);
+    free(bt);
+}
