@@ -344,6 +344,25 @@ static int flash_backward(pg_graph *g, pg_node *node)
     return 0;
 }
 
+bool pg_attn_qkv_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v)
+{
+    if (!arg_present(g, fn, "q", q) || !arg_present(g, fn, "k", k) || !arg_present(g, fn, "v", v))
+        return false;
+    bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
+              k->ndim == 4 && v->ndim == 4;
+    for (int d = 0; ok && d < 2; d++)
+        ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
+    ok = ok && k->shape[3] == q->shape[3] && v->shape[2] == k->shape[2];
+    for (int d = 0; ok && d < 4; d++) /* softmax over an empty key sequence is undefined */
+        ok = q->shape[d] > 0 && k->shape[d] > 0 && v->shape[d] > 0;
+    if (!ok)
+        pg_graph_fail(g,
+                      "%s: expected q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float dtype, all "
+                      "dims positive, got q %s, k %s, v %s",
+                      fn, SHAPE(q), SHAPE(k), SHAPE(v));
+    return ok;
+}
+
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)
 {
@@ -354,20 +373,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
                       (long long)o->window, (long long)o->look_backward, (long long)o->look_forward);
         return false;
     }
-    bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
-              k->ndim == 4 && v->ndim == 4;
-    for (int d = 0; ok && d < 2; d++)
-        ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
-    ok = ok && k->shape[3] == q->shape[3] && v->shape[2] == k->shape[2];
-    for (int d = 0; ok && d < 4; d++)
-        ok = q->shape[d] > 0 && k->shape[d] > 0 && v->shape[d] > 0;
-    if (!ok) {
-        pg_graph_fail(g,
-                      "%s: expected q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) of one float dtype, all dims "
-                      "positive, got q %s, k %s, v %s",
-                      fn, SHAPE(q), SHAPE(k), SHAPE(v));
+    if (!pg_attn_qkv_ok(g, fn, q, k, v))
         return false;
-    }
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2];
     if (!isfinite(o->scale)) {
         pg_graph_fail(g, "%s: scale must be finite, got %g", fn, o->scale);

@@ -72,25 +72,6 @@ int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool 
 
 /* ---- the attention math -------------------------------------------------------------------- */
 
-/* q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv), one float dtype */
-static bool qkv_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v)
-{
-    if (!q || !k || !v) {
-        pg_graph_fail(g, "%s: %s is NULL", fn, !q ? "q" : !k ? "k" : "v");
-        return false;
-    }
-    bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
-              k->ndim == 4 && v->ndim == 4;
-    for (int d = 0; ok && d < 2; d++)
-        ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
-    ok = ok && k->shape[3] == q->shape[3] && v->shape[2] == k->shape[2];
-    if (!ok)
-        pg_graph_fail(g, "%s: expected q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float dtype, "
-                         "got q %s, k %s, v %s",
-                      fn, SHAPE(q), SHAPE(k), SHAPE(v));
-    return ok;
-}
-
 /* hide[b, 0, i, j] = (mask given and !mask[b, j]) or (causal and j > i): (B or 1, 1, Lq, Lk) */
 static pg_tensor *hidden_entries(pg_graph *g, const pg_tensor *mask, bool causal, int64_t B, int64_t Lq, int64_t Lk)
 {
@@ -117,7 +98,7 @@ pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, c
     const pg_sdpa_opts none = {0};
     if (!o)
         o = &none;
-    if (!qkv_ok(g, fn, q, k, v))
+    if (!pg_attn_qkv_ok(g, fn, q, k, v)) /* the rule of pg_flash_attention: every dim positive */
         return NULL;
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2], Dh = q->shape[3];
     double scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)Dh);
@@ -283,7 +264,7 @@ static bool check_input(pg_graph *g, const char *fn, const char *name, const pg_
                         pg_dtype dtype)
 {
     if (!x || x->ndim != 3 || x->shape[2] != width || x->dtype != dtype || x->shape[0] < 1 || x->shape[1] < 1) {
-        pg_graph_fail(g, "%s: %s is %s, expected (B, L, %lld) of %s", fn, name, x ? SHAPE(x) : "NULL",
+        pg_graph_fail(g, "%s: %s is %s, expected (B, L, %lld) of %s, B and L >= 1", fn, name, x ? SHAPE(x) : "NULL",
                       (long long)width, pg_dtype_name(dtype));
         return false;
     }

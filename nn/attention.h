@@ -22,7 +22,9 @@ typedef struct pg_sdpa_opts {
     double dropout;   /* probability of zeroing an attention weight (0: none; pass 0 in eval) */
     pg_rng *rng;      /* for dropout */
 } pg_sdpa_opts;
-/* o NULL: no bias, mask or dropout, default scale. */
+/* o NULL: no bias, mask or dropout, default scale. Every dim of q, k, v must be
+ * positive: an empty key sequence (softmax over no keys is undefined) or query
+ * sequence is refused with pg_flash_attention's message (pg_attn_qkv_ok). */
 pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o);
 
 /* ---- per-call inputs of MultiheadAttention, blocks and the LM --------------------------- */

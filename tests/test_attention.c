@@ -531,6 +531,25 @@ Test(attention, bad_input)
     free_all(9, own);
 }
 
+/* Softmax over zero keys is undefined: an empty key (or query) sequence is refused,
+ * as pg_flash_attention refuses it (one rule for both). */
+Test(attention, empty_sequences_refused)
+{
+    pg_tensor *q = randt(PG_SHAPE(1, 2, 4, 3), 1, false), *k = randt(PG_SHAPE(1, 2, 5, 3), 2, false),
+              *v = randt(PG_SHAPE(1, 2, 5, 3), 3, false), *q0 = randt(PG_SHAPE(1, 2, 0, 3), 4, false),
+              *k0 = randt(PG_SHAPE(1, 2, 0, 3), 5, false), *v0 = randt(PG_SHAPE(1, 2, 0, 3), 6, false);
+    ASSERT_FAILS(pg_attention(NULL, q, k0, v0, NULL),
+                 "pg_attention: expected q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float dtype, "
+                 "all dims positive, got q f64[1,2,4,3], k f64[1,2,0,3], v f64[1,2,0,3]");
+    ASSERT_FAILS(pg_attention(NULL, q0, k, v, NULL), "all dims positive, got q f64[1,2,0,3]");
+    ASSERT_FAILS(pg_attention(NULL, q0, k0, v0, &(pg_sdpa_opts){.causal = true}), "pg_attention: expected q");
+    pg_graph *g = pg_graph_new();
+    ASSERT_FAILS(pg_attention(g, q, k0, v0, NULL), "k f64[1,2,0,3]");
+    cr_assert(strstr(pg_graph_error(g), "pg_attention: expected q"), "%s", pg_graph_error(g));
+    pg_graph_free(g);
+    free_all(6, (pg_tensor *[]){q, k, v, q0, k0, v0});
+}
+
 /* ===================================================================================
  * MultiheadAttention
  * =================================================================================== */
@@ -754,6 +773,24 @@ Test(mha, bad_forward_input)
                  "bias is f64[3,5,5], expected f64 broadcastable to (B, H, Lq, Lk) = (2, 2, 5, 5)");
     pg_tensor *own[] = {x, x7, x2, x32, ctx, ctx8, ctx1, mask, mask_f, mask4, pos, bias};
     free_all(12, own);
+    pg_module_free(&m->base);
+    pg_module_free(&xm->base);
+}
+
+/* An empty sequence (x or context with L = 0) is refused, as by pg_attention. */
+Test(mha, empty_sequences_refused)
+{
+    pg_mha *m = mha_f64(8, 2, false, 0, false, NULL, 0, 1), *xm = mha_f64(8, 2, true, 6, false, NULL, 0, 1);
+    pg_tensor *x = randt(PG_SHAPE(2, 5, 8), 1, false), *x0 = randt(PG_SHAPE(2, 0, 8), 2, false),
+              *ctx0 = randt(PG_SHAPE(2, 0, 6), 3, false), *ctx = randt(PG_SHAPE(2, 3, 6), 4, false);
+    ASSERT_FAILS(pg_mha_forward(NULL, m, x0, NULL, NULL),
+                 "pg_mha_forward: x is f64[2,0,8], expected (B, L, 8) of f64");
+    ASSERT_FAILS(pg_mha_forward(NULL, m, x0, NULL, NULL), "B and L >= 1");
+    ASSERT_FAILS(pg_mha_forward(NULL, xm, x, ctx0, NULL),
+                 "pg_mha_forward: context is f64[2,0,6], expected (B, L, 6)");
+    ASSERT_FAILS(pg_mha_forward(NULL, xm, x0, ctx, NULL), "pg_mha_forward: x is f64[2,0,8]");
+    pg_tensor *own[] = {x, x0, ctx0, ctx};
+    free_all(4, own);
     pg_module_free(&m->base);
     pg_module_free(&xm->base);
 }

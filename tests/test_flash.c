@@ -267,6 +267,26 @@ Test(flash, bad_input)
     pg_graph_free(g);
 }
 
+/* One rule with pg_attention: an empty query or key sequence (softmax over no keys is
+ * undefined) is refused with the same message. */
+Test(flash, empty_sequences_refused)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *q = pg_zeros(g, PG_F64, PG_SHAPE(1, 2, 4, 3)), *k = pg_zeros(g, PG_F64, PG_SHAPE(1, 2, 5, 3));
+    pg_tensor *v = pg_zeros(g, PG_F64, PG_SHAPE(1, 2, 5, 3)), *q0 = pg_zeros(g, PG_F64, PG_SHAPE(1, 2, 0, 3));
+    pg_tensor *k0 = pg_zeros(g, PG_F64, PG_SHAPE(1, 2, 0, 3)), *v0 = pg_zeros(g, PG_F64, PG_SHAPE(1, 2, 0, 3));
+    const char *both = "expected q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float dtype, "
+                       "all dims positive, got q f64[1,2,4,3], k f64[1,2,0,3], v f64[1,2,0,3]";
+    ASSERT_FAILS(pg_flash_attention(g, q, k0, v0, NULL), both);
+    ASSERT_FAILS(pg_attention(g, q, k0, v0, NULL), both);
+    ASSERT_FAILS(pg_flash_attention(g, q0, k, v, &(pg_flash_opts){.causal = true}),
+                 "pg_flash_attention: expected q (B, H, Lq, Dh)");
+    ASSERT_FAILS(pg_attention(g, q0, k, v, &(pg_sdpa_opts){.causal = true}), "pg_attention: expected q (B, H, Lq, Dh)");
+    ASSERT_FAILS(pg_flash_attention(NULL, q0, k0, v0, &(pg_flash_opts){.window = 2, .look_backward = 1}),
+                 "all dims positive, got q f64[1,2,0,3]");
+    pg_graph_free(g);
+}
+
 /* an ALiBi-like bias: dist_bias = slope[h] * -|d| built by ops; the gradient reaches slope */
 static pg_tensor *alibi_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
