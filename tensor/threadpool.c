@@ -15,6 +15,7 @@
 
 #include "tensor.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -118,17 +119,30 @@ static void after_fork_child(void)
     atomic_store(&P.pending, 0);
 }
 
-static int default_threads(void)
+/* PG_NUM_THREADS: its count, 0 when unset or empty, -1 when set to anything
+ * but an integer in 1..PG_MAX_THREADS. */
+static int env_threads(void)
 {
     const char *env = getenv("PG_NUM_THREADS");
-    if (env && *env) {
-        char *end;
-        long v = strtol(env, &end, 10);
-        if (*end == '\0' && v >= 1 && v <= PG_MAX_THREADS)
-            return (int)v;
-    }
+    if (!env || !*env)
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(env, &end, 10);
+    return errno == 0 && *end == '\0' && v >= 1 && v <= PG_MAX_THREADS ? (int)v : -1;
+}
+
+static int core_threads(void)
+{
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     return cores < 1 ? 1 : cores > PG_MAX_THREADS ? PG_MAX_THREADS : (int)cores;
+}
+
+/* The count before any pg_set_num_threads: a valid PG_NUM_THREADS, else the cores. */
+static int default_threads(void)
+{
+    int env = env_threads();
+    return env > 0 ? env : core_threads();
 }
 
 int pg_num_threads(void)
@@ -151,6 +165,26 @@ int pg_set_num_threads(int n)
     pthread_mutex_lock(&P.mu);
     P.want = n;
     pthread_mutex_unlock(&P.mu);
+    return 0;
+}
+
+int pg_threads_init(int n)
+{
+    if (n < 0 || n > PG_MAX_THREADS) {
+        pg_set_error("pg_threads_init: %d outside 0..%d (0: PG_NUM_THREADS or the online cores)", n,
+                     PG_MAX_THREADS);
+        return -1;
+    }
+    if (n > 0)
+        return pg_set_num_threads(n);
+    int env = env_threads(), cores = core_threads();
+    pg_set_num_threads(env > 0 ? env : cores); /* in range: cannot fail */
+    if (env < 0) {
+        pg_set_error("pg_threads_init: PG_NUM_THREADS is '%s', not an integer in 1..%d; using the %d online "
+                     "cores",
+                     getenv("PG_NUM_THREADS"), PG_MAX_THREADS, cores);
+        return -1;
+    }
     return 0;
 }
 

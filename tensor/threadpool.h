@@ -2,9 +2,18 @@
  *
  * The workers start on the first parallel call and wait between calls; no
  * thread is started per call. They are joined at exit, and a child process
- * made by fork() starts its own pool when it first needs one. The thread count
- * is PG_NUM_THREADS from the environment if set (1..PG_MAX_THREADS), else the
- * number of online cores; pg_set_num_threads changes it.
+ * made by fork() starts its own pool when it first needs one.
+ *
+ * The thread count: one rule. A count is an integer in 1..PG_MAX_THREADS,
+ * whether it comes from a program's flag or from the environment variable
+ * PG_NUM_THREADS; nothing is clamped. Until a program says otherwise the pool
+ * uses PG_NUM_THREADS if it is set to a valid count, else the number of online
+ * cores (at most PG_MAX_THREADS). An unset or empty PG_NUM_THREADS means "not
+ * given". A PG_NUM_THREADS that is set but not a valid count ("1000", "0",
+ * "four") is never used, and the library never prints: the pool falls back to
+ * the cores, and pg_threads_init(0) returns -1 with a message naming the
+ * variable, its value and the range, which a program should show (the examples
+ * print it and exit with status 2, as for a bad --threads).
  *
  * pg_parallel_for(n, fn, ctx) calls fn(ctx, i, t) for every i in [0, n), with
  * task i always run by thread t = i % T (the caller is thread 0): a fixed
@@ -19,8 +28,15 @@
 #define PG_MAX_THREADS 64
 
 int pg_num_threads(void);
-/* 1 .. PG_MAX_THREADS; returns 0, or -1 with an error. */
+/* 1 .. PG_MAX_THREADS; returns 0, or -1 with an error (the count is unchanged). */
 int pg_set_num_threads(int n);
+/* What a program calls once at its start with the count from its command line.
+ * n in 1..PG_MAX_THREADS: pg_set_num_threads(n), the environment is not read.
+ * n == 0: PG_NUM_THREADS if set to a valid count, else the online cores; when
+ * PG_NUM_THREADS is set but invalid the cores are used and -1 is returned with
+ * "pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64; using
+ * the N online cores". Any other n: -1 and nothing changes. 0 otherwise. */
+int pg_threads_init(int n);
 void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), void *ctx);
 
 /* How many tasks `work` items (elements, say) are worth: the thread count, but

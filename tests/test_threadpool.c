@@ -7,6 +7,8 @@
 
 #include "../tensor/threadpool.h"
 
+#include <unistd.h>
+
 
 typedef struct count_ctx {
     int runs[1000];
@@ -204,4 +206,48 @@ Test(threadpool, row_ops_same_for_any_thread_count)
     free_all(5, one);
     free_all(5, two);
     free_all(5, three);
+}
+
+/* pg_threads_init: the one rule for a thread count from a flag or from
+ * PG_NUM_THREADS (1..PG_MAX_THREADS). A bad PG_NUM_THREADS is not silently
+ * ignored: the pool falls back to the online cores and pg_threads_init returns
+ * -1 with a message naming the variable, its value and the accepted range. */
+Test(threadpool, threads_init_reads_the_environment)
+{
+    cr_assert_eq(setenv("PG_NUM_THREADS", "3", 1), 0);
+    cr_assert_eq(pg_threads_init(0), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_num_threads(), 3);
+    cr_assert_eq(pg_threads_init(2), 0, "an explicit count wins over the environment");
+    cr_assert_eq(pg_num_threads(), 2);
+    cr_assert_eq(unsetenv("PG_NUM_THREADS"), 0);
+    cr_assert_eq(pg_threads_init(0), 0, "%s", pg_last_error());
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    cr_assert_eq(pg_num_threads(), cores < 1 ? 1 : cores > PG_MAX_THREADS ? PG_MAX_THREADS : (int)cores);
+    cr_assert_eq(setenv("PG_NUM_THREADS", "", 1), 0);
+    cr_assert_eq(pg_threads_init(0), 0, "an empty PG_NUM_THREADS counts as unset");
+}
+
+Test(threadpool, threads_init_rejects_a_bad_environment)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int fallback = cores < 1 ? 1 : cores > PG_MAX_THREADS ? PG_MAX_THREADS : (int)cores;
+    const char *bad[] = {"1000", "0", "-2", "four", "4x", "65"};
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(setenv("PG_NUM_THREADS", bad[i], 1), 0);
+        pg_clear_error();
+        cr_assert_eq(pg_threads_init(0), -1, "PG_NUM_THREADS=%s", bad[i]);
+        char want[128];
+        snprintf(want, sizeof want, "PG_NUM_THREADS is '%s', not an integer in 1..%d", bad[i], PG_MAX_THREADS);
+        cr_assert(strstr(pg_last_error(), want), "PG_NUM_THREADS=%s: '%s'", bad[i], pg_last_error());
+        cr_assert_eq(pg_num_threads(), fallback, "PG_NUM_THREADS=%s: the pool uses the cores", bad[i]);
+    }
+    cr_assert_eq(setenv("PG_NUM_THREADS", "1000", 1), 0);
+    cr_assert_eq(pg_threads_init(4), 0, "an explicit count does not read the environment");
+    cr_assert_eq(pg_num_threads(), 4);
+    cr_assert_eq(pg_threads_init(-1), -1);
+    cr_assert(strstr(pg_last_error(), "pg_threads_init: -1 outside 0..64"), "%s", pg_last_error());
+    cr_assert_eq(pg_threads_init(PG_MAX_THREADS + 1), -1);
+    cr_assert(strstr(pg_last_error(), "pg_threads_init: 65 outside 0..64"), "%s", pg_last_error());
+    cr_assert_eq(pg_num_threads(), 4, "a rejected count changes nothing");
+    unsetenv("PG_NUM_THREADS");
 }
