@@ -177,12 +177,11 @@ int pg_threads_init(int n)
     }
     if (n > 0)
         return pg_set_num_threads(n);
-    int env = env_threads(), cores = core_threads();
-    pg_set_num_threads(env > 0 ? env : cores); /* in range: cannot fail */
+    int env = env_threads();
+    pg_set_num_threads(env > 0 ? env : core_threads()); /* in range: cannot fail */
     if (env < 0) {
-        pg_set_error("pg_threads_init: PG_NUM_THREADS is '%s', not an integer in 1..%d; using the %d online "
-                     "cores",
-                     getenv("PG_NUM_THREADS"), PG_MAX_THREADS, cores);
+        pg_set_error("pg_threads_init: PG_NUM_THREADS is '%s', not an integer in 1..%d", getenv("PG_NUM_THREADS"),
+                     PG_MAX_THREADS);
         return -1;
     }
     return 0;

@@ -34,8 +34,8 @@ int pg_set_num_threads(int n);
  * n in 1..PG_MAX_THREADS: pg_set_num_threads(n), the environment is not read.
  * n == 0: PG_NUM_THREADS if set to a valid count, else the online cores; when
  * PG_NUM_THREADS is set but invalid the cores are used and -1 is returned with
- * "pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64; using
- * the N online cores". Any other n: -1 and nothing changes. 0 otherwise. */
+ * "pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64".
+ * Any other n: -1 and nothing changes. 0 otherwise. */
 int pg_threads_init(int n);
 void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), void *ctx);
 
