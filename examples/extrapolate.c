@@ -6,7 +6,10 @@
  * a markdown table (scheme x length). A learned absolute table has rows only for
  * the training length: its longer entries are "n/a" (nothing is extended).
  * docs/examples.md records a run. */
+#include "cli.h"
 #include "lm_common.h"
+
+#include <limits.h>
 
 enum { EX_MAX_SCHEMES = 16, EX_MAX_LENS = 8 };
 
@@ -48,36 +51,136 @@ static const char EXTRAPOLATE_SUMMARY[] =
     "Trains one character-level LM per positional scheme on windows of --train-len characters\n"
     "(same budget, seed and batches) and prints a markdown table of the validation loss (nats per\n"
     "character) at each of --eval-lens. Schemes: none sinusoidal learned continuous rotary xpos\n"
-    "alibi dpb xl t5 rel";
+    "alibi dpb xl t5 rel local. Every argument is checked before any training: a bad one is one\n"
+    "line on stderr and exit status 2; a failure while running (e.g. no corpus) is status 1.";
 
-/* Splits "a,b,c" into out[0..max) (copies of at most 15 characters). The count, or -1. */
-static int split_names(const char *list, char out[][16], int max)
+enum { EX_N_FLAGS = 14, EX_MIN_LEN = 2, EX_MAX_LEN = 65536 };
+
+/* The flags, pointing into o: the one place that states each option's range. */
+static int extrapolate_flags(extrapolate_opts *o, cli_flag *f)
 {
-    int n = 0;
-    const char *p = list;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (len == 0 || len > 15 || n == max)
-            return -1;
-        memcpy(out[n], p, len);
-        out[n++][len] = '\0';
-        p += len + (e ? 1 : 0);
-    }
-    return n;
+    const cli_flag flags[EX_N_FLAGS] = {
+        {"schemes", CLI_STR, &o->schemes, .help = "comma-separated positional schemes, from the list above"},
+        {"train-len", CLI_INT, &o->train_len, "training window length", .min = EX_MIN_LEN, .max = EX_MAX_LEN},
+        {"eval-lens", CLI_STR, &o->eval_lens, .help = "comma-separated evaluation lengths, each 2..65536, at most 8"},
+        {"layers", CLI_INT, &o->layers, "transformer blocks", .min = 1, .max = 256},
+        {"dim", CLI_INT, &o->dim, "model width (a multiple of --heads)", .min = 1, .max = 16384},
+        {"heads", CLI_INT, &o->heads, "attention heads", .min = 1, .max = 1024},
+        {"batch", CLI_INT, &o->batch, "sequences per step", .min = 1, .max = 4096},
+        {"steps", CLI_INT, &o->steps, "optimisation steps per scheme", .min = 1, .max = 1e9},
+        {"lr", CLI_DOUBLE, &o->lr, "peak learning rate (AdamW, warmup + cosine)", .min = 0, .max = INFINITY,
+         .above_min = true},
+        {"seed", CLI_INT, &o->seed, "seed of the weights and the batches", .min = 0, .max = INT_MAX},
+        {"threads", CLI_INT, &o->threads, "threads (0: PG_NUM_THREADS or all cores)", .min = 0,
+         .max = PG_MAX_THREADS},
+        {"eval-tokens", CLI_INT, &o->eval_tokens, "validation characters per length", .min = 1, .max = 1e9},
+        {"data", CLI_STR, &o->data, .help = "corpus (any text file)"},
+        {"md", CLI_STR, &o->md, .help = "also write the table to this file"},
+    };
+    memcpy(f, flags, sizeof flags);
+    return EX_N_FLAGS;
 }
 
-static int parse_lens(const char *list, int64_t *lens, int max)
+/* The next entry of a comma-separated list at *p, its length; *p advances past
+ * it and its comma, *more says whether there was a comma (another entry, maybe
+ * empty, follows). */
+static size_t next_entry(const char **p, const char **entry, bool *more)
 {
-    char names[EX_MAX_LENS][16];
-    int n = split_names(list, names, max < EX_MAX_LENS ? max : EX_MAX_LENS);
-    for (int i = 0; i < n; i++) {
-        char *end;
-        lens[i] = strtol(names[i], &end, 10);
-        if (*end || lens[i] < 2 || lens[i] > 65536)
+    *entry = *p;
+    size_t len = strcspn(*p, ",");
+    *more = (*p)[len] == ',';
+    *p += len + *more;
+    return len;
+}
+
+/* --schemes into r->schemes: every name one of LM_SCHEMES, none twice. 0, or
+ * -1 after one line naming the flag, the bad entry and the accepted names. */
+static int check_schemes(const char *list, extrapolate_result *r)
+{
+    char known[256] = "";
+    for (int k = 0; k < LM_N_SCHEMES; k++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", k ? " " : "", LM_SCHEMES[k]);
+    r->n_schemes = 0;
+    const char *p = list, *e;
+    for (bool more = true; more;) {
+        size_t len = next_entry(&p, &e, &more);
+        int k = 0;
+        while (k < LM_N_SCHEMES && (strlen(LM_SCHEMES[k]) != len || strncmp(LM_SCHEMES[k], e, len)))
+            k++;
+        if (len == 0) {
+            fprintf(stderr, "extrapolate: --schemes: '%s' has an empty entry (want comma-separated names of: %s)\n",
+                    list, known);
             return -1;
+        }
+        if (k == LM_N_SCHEMES) {
+            fprintf(stderr, "extrapolate: --schemes: unknown scheme '%.*s' (accepted: %s)\n", (int)len, e, known);
+            return -1;
+        }
+        for (int s = 0; s < r->n_schemes; s++)
+            if (!strcmp(r->schemes[s], LM_SCHEMES[k])) {
+                fprintf(stderr, "extrapolate: --schemes lists '%s' twice\n", LM_SCHEMES[k]);
+                return -1;
+            }
+        if (r->n_schemes == EX_MAX_SCHEMES) {
+            fprintf(stderr, "extrapolate: --schemes: more than %d schemes\n", EX_MAX_SCHEMES);
+            return -1;
+        }
+        snprintf(r->schemes[r->n_schemes++], sizeof r->schemes[0], "%s", LM_SCHEMES[k]);
     }
-    return n;
+    return 0;
+}
+
+/* --eval-lens into r->lens: integers in 2..65536, at most EX_MAX_LENS, none twice. 0 or -1 (one line). */
+static int check_lens(const char *list, extrapolate_result *r)
+{
+    int n = 0;
+    const char *p = list, *e;
+    for (bool more = true; more; n++) {
+        size_t len = next_entry(&p, &e, &more);
+        char entry[32] = "", *end;
+        snprintf(entry, sizeof entry, "%.*s", (int)(len < 31 ? len : 31), e);
+        errno = 0;
+        long v = strtol(entry, &end, 10);
+        if (len == 0) {
+            fprintf(stderr, "extrapolate: --eval-lens: '%s' has an empty entry (want comma-separated integers in "
+                            "%d..%d)\n", list, EX_MIN_LEN, EX_MAX_LEN);
+            return -1;
+        }
+        if (errno || end == entry || *end || len > 31 || v < EX_MIN_LEN || v > EX_MAX_LEN) {
+            fprintf(stderr, "extrapolate: --eval-lens: '%.*s' is not an integer in %d..%d\n", (int)len, e,
+                    EX_MIN_LEN, EX_MAX_LEN);
+            return -1;
+        }
+        for (int i = 0; i < n && i < EX_MAX_LENS; i++)
+            if (r->lens[i] == v) {
+                fprintf(stderr, "extrapolate: --eval-lens lists '%ld' twice\n", v);
+                return -1;
+            }
+        if (n < EX_MAX_LENS)
+            r->lens[n] = v;
+    }
+    if (n > EX_MAX_LENS) {
+        fprintf(stderr, "extrapolate: --eval-lens: %d lengths, at most %d\n", n, EX_MAX_LENS);
+        return -1;
+    }
+    r->n_lens = n;
+    return 0;
+}
+
+/* Every option of o, before any work; r gets the scheme and length lists. 0, or -1 after one line. */
+static int extrapolate_check(const extrapolate_opts *o, extrapolate_result *r)
+{
+    extrapolate_opts copy = *o; /* the flags table points into it */
+    cli_flag flags[EX_N_FLAGS];
+    int n = extrapolate_flags(&copy, flags);
+    if (cli_check("extrapolate", flags, n) != 0 || check_schemes(o->schemes, r) != 0 ||
+        check_lens(o->eval_lens, r) != 0)
+        return -1;
+    if (o->dim % o->heads != 0) {
+        fprintf(stderr, "extrapolate: --dim %d is not a multiple of --heads %d\n", o->dim, o->heads);
+        return -1;
+    }
+    return 0;
 }
 
 /* One scheme: train, then evaluate at every length (NaN where the model cannot go). 0 or -1. */
@@ -172,27 +275,15 @@ static void print_table(FILE *f, const extrapolate_opts *o, const extrapolate_re
     }
 }
 
-/* Runs every scheme of o; r gets the figures. 0, or 1 after a message. */
+/* Runs every scheme of o; r gets the figures. The exit status: 0; 2 (CLI_EXIT_USAGE)
+ * for a bad option, found before any work; 1 for a failure while running. */
 static int extrapolate_run(const extrapolate_opts *o, extrapolate_result *r)
 {
     memset(r, 0, sizeof *r);
-    r->n_schemes = split_names(o->schemes, r->schemes, EX_MAX_SCHEMES);
-    r->n_lens = parse_lens(o->eval_lens, r->lens, EX_MAX_LENS);
-    if (r->n_schemes < 1 || r->n_lens < 1) {
-        fprintf(stderr, "extrapolate: bad --schemes '%s' or --eval-lens '%s' (comma-separated, at most %d / %d)\n",
-                o->schemes, o->eval_lens, EX_MAX_SCHEMES, EX_MAX_LENS);
-        return 1;
-    }
-    if (o->train_len < 2 || o->layers < 1 || o->dim < 1 || o->heads < 1 || o->dim % o->heads || o->batch < 1 ||
-        o->batch > 4096 || o->steps < 1 || !(o->lr > 0) || o->eval_tokens < 1 || o->threads < 0) {
-        fprintf(stderr, "extrapolate: sizes, --steps, --lr and --eval-tokens must be positive, --dim a multiple of "
-                        "--heads\n");
-        return 1;
-    }
-    if (o->threads > 0 && pg_set_num_threads(o->threads) != 0) {
-        fprintf(stderr, "extrapolate: %s\n", pg_last_error());
-        return 1;
-    }
+    if (extrapolate_check(o, r) != 0)
+        return CLI_EXIT_USAGE;
+    if (cli_threads("extrapolate", o->threads) != 0)
+        return CLI_EXIT_USAGE;
     int64_t longest = o->train_len;
     for (int i = 0; i < r->n_lens; i++)
         longest = r->lens[i] > longest ? r->lens[i] : longest;
@@ -231,26 +322,11 @@ static int extrapolate_run(const extrapolate_opts *o, extrapolate_result *r)
 int extrapolate_main(int argc, char **argv)
 {
     extrapolate_opts o = extrapolate_defaults();
-    const lm_flag flags[] = {
-        {"schemes", LM_STR, &o.schemes, "comma-separated positional schemes"},
-        {"train-len", LM_INT, &o.train_len, "training window length"},
-        {"eval-lens", LM_STR, &o.eval_lens, "comma-separated evaluation lengths"},
-        {"layers", LM_INT, &o.layers, "transformer blocks"},
-        {"dim", LM_INT, &o.dim, "model width"},
-        {"heads", LM_INT, &o.heads, "attention heads"},
-        {"batch", LM_INT, &o.batch, "sequences per step"},
-        {"steps", LM_INT, &o.steps, "optimisation steps per scheme"},
-        {"lr", LM_DOUBLE, &o.lr, "peak learning rate (AdamW, warmup + cosine)"},
-        {"seed", LM_INT, &o.seed, "seed of the weights and the batches"},
-        {"threads", LM_INT, &o.threads, "threads (0: PG_NUM_THREADS or all cores)"},
-        {"eval-tokens", LM_INT, &o.eval_tokens, "validation characters per length"},
-        {"data", LM_STR, &o.data, "corpus (any text file)"},
-        {"md", LM_STR, &o.md, "also write the table to this file"},
-    };
-    int n = (int)(sizeof flags / sizeof flags[0]);
-    int p = lm_parse_flags(argc, argv, flags, n, EXTRAPOLATE_SUMMARY);
-    if (p != 0)
-        return p > 0 ? 0 : 2;
+    cli_flag flags[EX_N_FLAGS];
+    int n = extrapolate_flags(&o, flags);
+    int p = cli_parse("extrapolate", argc, argv, flags, n, EXTRAPOLATE_SUMMARY);
+    if (p != CLI_RUN)
+        return p == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     extrapolate_result r;
     return extrapolate_run(&o, &r);
 }

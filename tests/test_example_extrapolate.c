@@ -6,6 +6,8 @@
 
 #include "testutil.h"
 
+#include "example_run.h"
+
 static const char CORPUS[] = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor "
                              "jugs. how vexingly quick daft zebras jump! ";
 
@@ -69,4 +71,110 @@ Test(example_extrapolate, bad_flags_fail)
     cr_assert_neq(extrapolate_main(7, scheme), 0);
     char *help[] = {"extrapolate", "--help"};
     cr_assert_eq(extrapolate_main(2, help), 0);
+}
+
+/* A temp dir with the corpus; the path of the corpus in data. */
+static void write_corpus(char dir[64], char data[128])
+{
+    strcpy(dir, "/tmp/pg_extrapolate_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(data, 128, "%s/corpus.txt", dir);
+    FILE *f = fopen(data, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 10; i++)
+        fputs(CORPUS, f);
+    fclose(f);
+}
+
+/* Every argument is checked before any work: an unknown scheme late in
+ * --schemes fails before the first scheme trains (nothing on stdout), with one
+ * line naming the flag, the bad name and the accepted ones. */
+Test(example_extrapolate, unknown_scheme_rejected_before_training)
+{
+    char dir[64], data[128];
+    write_corpus(dir, data);
+    ex_run r;
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--schemes", "alibi,nope", "--data", data, "--train-len", "8",
+           "--eval-lens", "8", "--layers", "1", "--dim", "8", "--heads", "2", "--batch", "2", "--steps", "2",
+           "--eval-tokens", "16");
+    cr_assert_eq(r.rc, 2, "rc %d, stdout:\n%s", r.rc, r.out);
+    ex_assert_one_line(&r, "extrapolate: --schemes: unknown scheme 'nope'",
+                       "none sinusoidal learned continuous rotary xpos alibi dpb xl t5 rel local");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--schemes", "alibi,,rotary", "--data", data);
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "--schemes", "'alibi,,rotary'", "empty");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--schemes", "alibi,rotary,alibi", "--data", data);
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "--schemes", "'alibi' twice");
+    unlink(data);
+    rmdir(dir);
+}
+
+/* A bad --eval-lens is reported as a bad --eval-lens (not as --schemes), with
+ * the bad entry and the accepted values; the corpus is not even opened. */
+Test(example_extrapolate, bad_eval_lens_named_as_such)
+{
+    const char *cases[][2] = {
+        {"64,,128", "--eval-lens: '64,,128' has an empty entry"},
+        {"64,abc", "--eval-lens: 'abc' is not an integer in 2..65536"},
+        {"1", "--eval-lens: '1' is not an integer in 2..65536"},
+        {"64,100000", "--eval-lens: '100000' is not an integer in 2..65536"},
+        {"8,16,24,32,40,48,56,64,72", "--eval-lens: 9 lengths, at most 8"},
+        {"64,64", "--eval-lens lists '64' twice"},
+    };
+    for (int i = 0; i < 6; i++) {
+        ex_run r;
+        EX_RUN(&r, extrapolate_main, "extrapolate", "--eval-lens", (char *)cases[i][0], "--data", "/nonexistent");
+        cr_assert_eq(r.rc, 2, "--eval-lens %s: rc %d", cases[i][0], r.rc);
+        ex_assert_one_line(&r, cases[i][1]);
+        cr_assert_null(strstr(r.err, "--schemes"), "%s", r.err);
+    }
+}
+
+/* --help: the usage on stdout, status 0; what it does not understand: one
+ * line on stderr, status 2. */
+Test(example_extrapolate, help_and_bad_command_lines)
+{
+    ex_run r;
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "usage: extrapolate [flags]") && strstr(r.out, "--eval-lens S"), "%s", r.out);
+    cr_assert_str_empty(r.err);
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--bogus");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: unknown flag '--bogus'");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--steps");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: --steps needs a value: an integer in 1..");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--steps", "many");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: --steps wants an integer in 1..", "got 'many'");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--lr", "0");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: --lr wants a number > 0", "got '0'");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "alibi");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: unexpected argument 'alibi'");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--dim", "30", "--heads", "4", "--data", "/nonexistent");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: --dim 30 is not a multiple of --heads 4");
+}
+
+/* One rule for the thread count: --threads and PG_NUM_THREADS both want 1..64
+ * (0 for the flag: the environment or the cores); either out of range is an
+ * error naming it, before any work. */
+Test(example_extrapolate, thread_counts_one_rule)
+{
+    ex_run r;
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--threads", "100000", "--data", "/nonexistent");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: --threads wants an integer in 0..64, got '100000'");
+    cr_assert_eq(setenv("PG_NUM_THREADS", "1000", 1), 0);
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--data", "/nonexistent");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "extrapolate: pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64");
+    EX_RUN(&r, extrapolate_main, "extrapolate", "--threads", "1", "--data", "/nonexistent");
+    cr_assert_eq(r.rc, 1, "--threads wins over PG_NUM_THREADS: the missing corpus is what fails");
+    ex_assert_one_line(&r, "cannot open corpus '/nonexistent'");
+    unsetenv("PG_NUM_THREADS");
 }

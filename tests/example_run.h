@@ -1,0 +1,77 @@
+/* For the examples' smoke tests: run an example's main with its stdout and
+ * stderr captured (to unlinked temporary files, through the file descriptors,
+ * so printf and fprintf(stderr) are both caught), then look at what it printed.
+ *
+ *   ex_run r;
+ *   EX_RUN(&r, tiny_lm_main, "tiny_lm", "--steps", "abc");
+ *   cr_assert_eq(r.rc, 2);
+ *   ex_assert_one_line(&r, "--steps wants an integer in 1..");
+ *
+ * Each Criterion test runs in its own process, so a test may also chdir or
+ * setenv freely. (Included after testutil.h.) */
+#ifndef PG_TESTS_EXAMPLE_RUN_H
+#define PG_TESTS_EXAMPLE_RUN_H
+
+#include <unistd.h>
+
+typedef struct ex_run {
+    int rc;
+    char out[16384], err[4096]; /* truncated if longer */
+} ex_run;
+
+static inline void ex_read(FILE *f, char *buf, size_t n)
+{
+    rewind(f);
+    size_t got = fread(buf, 1, n - 1, f);
+    buf[got] = '\0';
+    fclose(f);
+}
+
+/* argv is NULL-terminated. */
+static inline void ex_capture(ex_run *r, int (*main_fn)(int, char **), char **argv)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    FILE *out = tmpfile(), *err = tmpfile();
+    cr_assert(out && err, "tmpfile failed");
+    fflush(stdout);
+    fflush(stderr);
+    int saved_out = dup(1), saved_err = dup(2);
+    cr_assert(saved_out >= 0 && saved_err >= 0);
+    dup2(fileno(out), 1);
+    dup2(fileno(err), 2);
+    r->rc = main_fn(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(saved_out, 1);
+    dup2(saved_err, 2);
+    close(saved_out);
+    close(saved_err);
+    ex_read(out, r->out, sizeof r->out);
+    ex_read(err, r->err, sizeof r->err);
+}
+
+#define EX_RUN(r, main_fn, ...) ex_capture((r), (main_fn), (char *[]){__VA_ARGS__, NULL})
+
+/* Lines in s (a last line without '\n' counts). */
+static inline int ex_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n' || (s[1] == '\0');
+    return n;
+}
+
+/* Nothing on stdout, exactly one line on stderr, and it contains each of the
+ * given fragments (NULL-terminated). */
+#define ex_assert_one_line(r, ...) ex_assert_one_line_((r), (const char *[]){__VA_ARGS__, NULL})
+static inline void ex_assert_one_line_(const ex_run *r, const char *const *fragments)
+{
+    cr_assert_eq(ex_lines(r->err), 1, "want one line on stderr, got:\n%s", r->err);
+    cr_assert_str_empty(r->out, "want nothing on stdout, got:\n%s", r->out);
+    for (; *fragments; fragments++)
+        cr_assert(strstr(r->err, *fragments), "stderr '%s' lacks '%s'", r->err, *fragments);
+}
+
+#endif
