@@ -23,6 +23,7 @@
  * divisor: it cannot peak at K1 or K2, which is the lesson of its row.
  * docs/teaching.md walks through a default run. */
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
+#include "cli.h"
 
 #include <errno.h>
 #include <math.h>
@@ -304,7 +305,8 @@ static int trainer_init(trainer *t, const char *scheme, const bias_lab_opts *o)
     int64_t total = (int64_t)o->epochs * o->steps;
     if (!t->opt || pg_optim_add_decay_groups(t->opt, &t->params, pg_no_decay_default, NULL, o->lr, 0.01) != 0)
         return -1;
-    t->sched = pg_schedule_new(t->opt, pg_sched_warmup_cosine(total / 10 + 1, 0.1, total, 0.1));
+    int64_t warmup = total > 1 ? total / 10 + 1 : 0; /* a single step has no room for a warmup */
+    t->sched = pg_schedule_new(t->opt, pg_sched_warmup_cosine(warmup, 0.1, total, 0.1));
     t->g = pg_graph_new();
     return t->sched && t->g ? 0 : -1;
 }
@@ -441,17 +443,59 @@ static void print_verdicts(const bias_lab_result *r)
     }
 }
 
-/* Runs the lab; 0, or -1 (message on stderr) for a bad option or a failed step. */
+/* ---- options ---------------------------------------------------------------------------------------- */
+
+enum { BL_N_FLAGS = 9 };
+
+/* The flags, pointing into o: the one place that states each range.
+ * (bias_lab_main adds --quiet, which sets o->verbose = 0.) */
+static int bias_lab_flags(bias_lab_opts *o, cli_flag *f)
+{
+    const cli_flag flags[BL_N_FLAGS] = {
+        {"scheme", CLI_STR, &o->scheme, .help = "dpb, alibi, t5, xl, rel1d or all"},
+        {"epochs", CLI_INT, &o->epochs, "heatmaps after each epoch", .min = 1, .max = 1000},
+        {"steps", CLI_INT, &o->steps, "optimizer steps per epoch", .min = 1, .max = 1000000},
+        {"batch", CLI_INT, &o->batch, "sequences per step", .min = 1, .max = 65536},
+        {"probe", CLI_INT, &o->probe, "sequences in the fixed probe batch for pictures and verdicts", .min = 1,
+         .max = 65536},
+        {"lr", CLI_DOUBLE, &o->lr, "AdamW learning rate", .min = 0, .max = INFINITY, .above_min = true},
+        {"out", CLI_STR, &o->out_dir, .help = "where the PNGs go, created if missing ('': no PNGs)"},
+        {"seed", CLI_U64, &o->seed, .help = "model and data seed"},
+        {"threads", CLI_INT, &o->threads, "worker threads (0: PG_NUM_THREADS or all cores)", .min = 0,
+         .max = PG_MAX_THREADS},
+    };
+    memcpy(f, flags, sizeof flags);
+    return BL_N_FLAGS;
+}
+
+/* Every option of o, before any work. 0, or -1 after one line on stderr. */
+static int bias_lab_check(const bias_lab_opts *o)
+{
+    bias_lab_opts copy = *o; /* the flags table points into it */
+    cli_flag flags[BL_N_FLAGS];
+    if (cli_check("bias_lab", flags, bias_lab_flags(&copy, flags)) != 0)
+        return -1;
+    bool known = o->scheme && strcmp(o->scheme, "all") == 0;
+    for (int i = 0; i < BL_MAX_SCHEMES && !known; i++)
+        known = o->scheme && strcmp(o->scheme, BL_SCHEMES[i]) == 0;
+    if (!known) {
+        fprintf(stderr, "bias_lab: --scheme: unknown scheme '%s' (accepted: dpb alibi t5 xl rel1d all)\n",
+                o->scheme ? o->scheme : "(null)");
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the lab; 0, or -1 (one line on stderr) for a bad option, found before
+ * any work, or a failure while running. */
 int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
 {
     memset(r, 0, sizeof *r);
-    bool all = strcmp(o->scheme, "all") == 0;
-    if (o->epochs < 1 || o->steps < 1 || o->batch < 1 || o->probe < 1 || !(o->lr > 0)) {
-        fprintf(stderr, "bias_lab: epochs, steps, batch, probe and lr must be positive\n");
+    if (bias_lab_check(o) != 0)
         return -1;
-    }
+    bool all = strcmp(o->scheme, "all") == 0;
     if (o->out_dir && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "bias_lab: cannot create %s: %s\n", o->out_dir, strerror(errno));
+        fprintf(stderr, "bias_lab: cannot create --out directory '%s': %s\n", o->out_dir, strerror(errno));
         return -1;
     }
     if (o->threads > 0 && pg_set_num_threads(o->threads) != 0) {
@@ -464,10 +508,6 @@ int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
         if (run_scheme(BL_SCHEMES[i], o, &r->s[r->n++]) != 0)
             return -1;
     }
-    if (r->n == 0) {
-        fprintf(stderr, "bias_lab: unknown scheme '%s' (dpb, alibi, t5, xl, rel1d or all)\n", o->scheme);
-        return -1;
-    }
     if (o->verbose)
         print_verdicts(r);
     return 0;
@@ -475,87 +515,38 @@ int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
 
 /* ---- command line ------------------------------------------------------------------------------------- */
 
-static void usage(const char *prog)
-{
-    bias_lab_opts d = bias_lab_defaults();
-    printf("usage: %s [options]\n"
-           "Trains a 1-layer, 2-head transformer on a task with planted offsets %d and %d with each\n"
-           "positional bias scheme, writes the learned biases as PNG heatmaps and reports whether\n"
-           "each head's bias peaks at a planted offset.\n"
-           "  --scheme S    dpb, alibi, t5, xl, rel1d or all (default %s)\n"
-           "  --epochs N    heatmaps after each epoch (default %d)\n"
-           "  --steps N     optimizer steps per epoch (default %d)\n"
-           "  --batch N     sequences per step (default %d)\n"
-           "  --probe N     sequences in the fixed probe batch for pictures and verdicts (default %d)\n"
-           "  --lr X        AdamW learning rate (default %g)\n"
-           "  --out DIR     where the PNGs go (default %s)\n"
-           "  --seed N      model and data seed (default %llu)\n"
-           "  --threads N   worker threads (default: PG_NUM_THREADS or all cores)\n"
-           "  --quiet       only the final table\n"
-           "  --help        this text\n",
-           prog, BL_K1, BL_K2, d.scheme, d.epochs, d.steps, d.batch, d.probe, d.lr, d.out_dir,
-           (unsigned long long)d.seed);
-}
-
-/* Parses argv into o; 0, 1 for --help, -1 for a bad flag. */
-static int parse_args(int argc, char **argv, bias_lab_opts *o)
-{
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0)
-            return 1;
-        if (strcmp(a, "--quiet") == 0) {
-            o->verbose = 0;
-            continue;
-        }
-        if (!v) {
-            fprintf(stderr, "bias_lab: unknown flag or missing value: %s (try --help)\n", a);
-            return -1;
-        }
-        i++;
-        if (strcmp(a, "--scheme") == 0)
-            o->scheme = v;
-        else if (strcmp(a, "--epochs") == 0)
-            o->epochs = atoi(v);
-        else if (strcmp(a, "--steps") == 0)
-            o->steps = atoi(v);
-        else if (strcmp(a, "--batch") == 0)
-            o->batch = atoi(v);
-        else if (strcmp(a, "--probe") == 0)
-            o->probe = atoi(v);
-        else if (strcmp(a, "--lr") == 0)
-            o->lr = atof(v);
-        else if (strcmp(a, "--out") == 0)
-            o->out_dir = v;
-        else if (strcmp(a, "--seed") == 0)
-            o->seed = strtoull(v, NULL, 10);
-        else if (strcmp(a, "--threads") == 0)
-            o->threads = atoi(v);
-        else {
-            fprintf(stderr, "bias_lab: unknown flag %s (try --help)\n", a);
-            return -1;
-        }
-    }
-    return 0;
-}
+static const char BIAS_LAB_SUMMARY[] =
+    "Trains a 1-layer, 2-head transformer on a task with planted offsets 2 and 5 with each\n"
+    "positional bias scheme, writes the learned biases as PNG heatmaps and reports whether\n"
+    "each head's bias peaks at a planted offset. A bad argument is one line on stderr and\n"
+    "exit status 2, before any work; a failure while running is status 1.";
 
 int bias_lab_main(int argc, char **argv)
 {
     bias_lab_opts o = bias_lab_defaults();
-    int p = parse_args(argc, argv, &o);
-    if (p != 0) {
-        if (p > 0)
-            usage(argv[0]);
-        return p > 0 ? 0 : 2;
-    }
+    bool quiet = false;
+    cli_flag flags[BL_N_FLAGS + 1];
+    int n = bias_lab_flags(&o, flags);
+    flags[n++] = (cli_flag){"quiet", CLI_SWITCH, &quiet, .help = "only the final table"};
+    int p = cli_parse("bias_lab", argc, argv, flags, n, BIAS_LAB_SUMMARY);
+    if (p != CLI_RUN)
+        return p == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    o.verbose = !quiet;
+    if (o.out_dir && !*o.out_dir)
+        o.out_dir = NULL; /* --out '': no pictures */
+    if (bias_lab_check(&o) != 0 || cli_threads("bias_lab", o.threads) != 0)
+        return CLI_EXIT_USAGE;
     double t0 = seconds_now();
     bias_lab_result r;
     if (bias_lab_run(&o, &r) != 0)
-        return 1;
+        return CLI_EXIT_FAIL;
     if (!o.verbose)
         print_verdicts(&r);
-    printf("\n%d scheme(s) in %.1f s; heatmaps in %s/\n", r.n, seconds_now() - t0, o.out_dir ? o.out_dir : "(none)");
-    return 0;
+    if (o.out_dir)
+        printf("\n%d scheme(s) in %.1f s; heatmaps in %s/\n", r.n, seconds_now() - t0, o.out_dir);
+    else
+        printf("\n%d scheme(s) in %.1f s; no heatmaps (--out '')\n", r.n, seconds_now() - t0);
+    return CLI_EXIT_OK;
 }
 
 #ifndef PG_EXAMPLE_NO_MAIN

@@ -9,6 +9,8 @@
 #include "testutil.h"
 #include <criterion/redirect.h>
 
+#include "example_run.h"
+
 static bool is_png(const char *path)
 {
     static const unsigned char SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
@@ -89,11 +91,89 @@ Test(example_bias_lab, flags_and_bad_input)
     cr_assert_eq(bias_lab_main(2, help), 0);
     cr_assert_eq(bias_lab_main(3, bad_flag), 2);
     cr_assert_eq(bias_lab_main(2, missing), 2);
-    cr_assert_eq(bias_lab_main(8, bad_scheme), 1);
-    cr_assert_eq(bias_lab_main(3, zero_steps), 1);
+    cr_assert_eq(bias_lab_main(8, bad_scheme), 2); /* a bad argument: status 2, as every example */
+    cr_assert_eq(bias_lab_main(3, zero_steps), 2);
     bias_lab_opts o = bias_lab_defaults();
     o.out_dir = "/nonexistent-dir/sub";
     o.verbose = 0;
     bias_lab_result r;
     cr_assert_eq(bias_lab_run(&o, &r), -1);
+}
+
+/* A bad argument is found before any work: the default --out directory is not
+ * created (this is what left an empty bias_lab_out/ in the repository root
+ * after make test). Run in an empty temporary working directory, which must
+ * stay empty. */
+Test(example_bias_lab, bad_arguments_create_nothing)
+{
+    char dir[] = "/tmp/pg_bias_lab_cwd_XXXXXX", old[4096];
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_not_null(getcwd(old, sizeof old));
+    cr_assert_eq(chdir(dir), 0);
+    ex_run r;
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "rotary", "--epochs", "1", "--steps", "1", "--quiet");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "bias_lab: --scheme: unknown scheme 'rotary' (accepted: dpb alibi t5 xl rel1d all)");
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--steps", "0");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "bias_lab: --steps wants an integer in 1..", "got '0'");
+    cr_assert_eq(chdir(old), 0);
+    cr_assert_eq(rmdir(dir), 0, "the working directory stayed empty");
+}
+
+/* --help on stdout (status 0); an unknown flag, a missing value, a value that
+ * is not a number (atoi used to read "abc" as 0): one line on stderr, status 2. */
+Test(example_bias_lab, help_and_bad_command_lines)
+{
+    ex_run r;
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "usage: bias_lab [flags]") && strstr(r.out, "--scheme S") && strstr(r.out, "--quiet"),
+              "%s", r.out);
+    cr_assert_str_empty(r.err);
+    const char *cases[][3] = {
+        {"--frobnicate", "3", "bias_lab: unknown flag '--frobnicate'"},
+        {"--steps", "abc", "bias_lab: --steps wants an integer in 1..1000000, got 'abc'"},
+        {"--lr", "fast", "bias_lab: --lr wants a number > 0, got 'fast'"},
+        {"--seed", "x", "bias_lab: --seed wants an integer in 0..18446744073709551615, got 'x'"},
+        {"--seed", "-1", "bias_lab: --seed wants an integer in 0..18446744073709551615, got '-1'"},
+        {"--quiet=1", NULL, "bias_lab: --quiet takes no value, got '--quiet=1'"},
+        {"--epochs", NULL, "bias_lab: --epochs needs a value: an integer in 1..1000"},
+        {"--threads", "100000", "bias_lab: --threads wants an integer in 0..64, got '100000'"},
+    };
+    for (int i = 0; i < 8; i++) {
+        if (cases[i][1])
+            EX_RUN(&r, bias_lab_main, "bias_lab", (char *)cases[i][0], (char *)cases[i][1]);
+        else
+            EX_RUN(&r, bias_lab_main, "bias_lab", (char *)cases[i][0]);
+        cr_assert_eq(r.rc, 2, "%s: rc %d", cases[i][0], r.rc);
+        ex_assert_one_line(&r, cases[i][2]);
+    }
+}
+
+/* PG_NUM_THREADS out of range is an error like --threads out of range. */
+Test(example_bias_lab, bad_pg_num_threads)
+{
+    cr_assert_eq(setenv("PG_NUM_THREADS", "1000", 1), 0);
+    ex_run r;
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--out", "", "--quiet");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "bias_lab: pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64");
+    unsetenv("PG_NUM_THREADS");
+}
+
+/* --out '' writes no pictures: a tiny run through main, quiet, prints its table. */
+Test(example_bias_lab, main_without_pictures)
+{
+    char dir[] = "/tmp/pg_bias_lab_cwd_XXXXXX", old[4096];
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_not_null(getcwd(old, sizeof old));
+    cr_assert_eq(chdir(dir), 0);
+    ex_run r;
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "t5", "--epochs", "1", "--steps", "1", "--batch", "2",
+           "--probe", "2", "--threads", "1", "--out", "", "--quiet");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "| t5 |") && strstr(r.out, "no heatmaps (--out '')"), "%s", r.out);
+    cr_assert_eq(chdir(old), 0);
+    cr_assert_eq(rmdir(dir), 0, "nothing written");
 }
