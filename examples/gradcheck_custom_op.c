@@ -18,6 +18,7 @@
  * line written as w[h], a classic slip) is checked, and the report that catches
  * it is printed. Exit code 0 when the good op passes and the bad one is caught. */
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
+#include "cli.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -147,17 +148,15 @@ int gradcheck_custom_op_run(uint64_t seed, int verbose, gradcheck_custom_op_resu
 int gradcheck_custom_op_main(int argc, char **argv)
 {
     uint64_t seed = 7;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-            seed = strtoull(argv[++i], NULL, 10);
-        } else {
-            printf("usage: %s [--seed N]\n"
-                   "Checks a user-written positional-bias op with pg_gradcheck, then catches a wrong "
-                   "backward.\n",
-                   argv[0]);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
+    const cli_flag flags[] = {{"seed", CLI_U64, &seed, .help = "seed of the op's inputs s, a and w"}};
+    int p = cli_parse("gradcheck_custom_op", argc, argv, flags, 1,
+                      "Checks a user-written positional-bias op with pg_gradcheck, then catches a wrong backward.\n"
+                      "Exit status 0 when the correct op passes and the wrong one is caught, 1 otherwise,\n"
+                      "2 for a bad argument.");
+    if (p != CLI_RUN)
+        return p == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (cli_threads("gradcheck_custom_op", 0) != 0)
+        return CLI_EXIT_USAGE;
     gradcheck_custom_op_result res;
     int rc = gradcheck_custom_op_run(seed, 1, &res);
     printf("\n%s\n", rc == 0 ? "verdict: the correct op passes, the wrong backward is caught."

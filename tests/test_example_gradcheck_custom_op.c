@@ -7,6 +7,8 @@
 #include "testutil.h"
 #include <criterion/redirect.h>
 
+#include "example_run.h"
+
 Test(example_gradcheck_custom_op, good_passes_bad_is_caught)
 {
     gradcheck_custom_op_result r;
@@ -28,4 +30,36 @@ Test(example_gradcheck_custom_op, main_exit_codes)
     cr_assert_eq(gradcheck_custom_op_main(3, ok_args), 0);
     cr_assert_eq(gradcheck_custom_op_main(2, help), 0);
     cr_assert_eq(gradcheck_custom_op_main(2, bad), 2);
+}
+
+/* --help on stdout, status 0; what it does not understand (an unknown flag, a
+ * missing or non-numeric --seed, which used to run with seed 0): one line on
+ * stderr, status 2, nothing checked. */
+Test(example_gradcheck_custom_op, help_and_bad_command_lines)
+{
+    ex_run r;
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "usage: gradcheck_custom_op [flags]") && strstr(r.out, "--seed N"), "%s", r.out);
+    cr_assert_str_empty(r.err);
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--seed", "x");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "gradcheck_custom_op: --seed wants an integer in 0..18446744073709551615, got 'x'");
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--seed", "12abc");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "got '12abc'");
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--seed");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "gradcheck_custom_op: --seed needs a value");
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--nope");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "gradcheck_custom_op: unknown flag '--nope'");
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--seed=9");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "verdict: the correct op passes"), "%s", r.out);
+    cr_assert(setenv("PG_NUM_THREADS", "1000", 1) == 0);
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "gradcheck_custom_op: pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64");
+    unsetenv("PG_NUM_THREADS");
 }
