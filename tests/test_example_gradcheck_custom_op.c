@@ -27,6 +27,7 @@ Test(example_gradcheck_custom_op, main_exit_codes)
     char *help[] = {"gradcheck_custom_op", "--help", NULL};
     char *bad[] = {"gradcheck_custom_op", "--nope", NULL};
     cr_redirect_stdout();
+    cr_redirect_stderr(); /* the bad flag's message */
     cr_assert_eq(gradcheck_custom_op_main(3, ok_args), 0);
     cr_assert_eq(gradcheck_custom_op_main(2, help), 0);
     cr_assert_eq(gradcheck_custom_op_main(2, bad), 2);
