@@ -25,7 +25,7 @@ all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 # test files include the examples (their smoke tests), so they depend on them too
 EX_SRC    = $(wildcard examples/*.c examples/*.h)
 
-$(BUILD)/%.o: %.c $(LIB_HDR) tests/testutil.h $(EX_SRC)
+$(BUILD)/%.o: %.c $(LIB_HDR) $(wildcard tests/*.h) $(EX_SRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
