@@ -28,11 +28,12 @@
  *     whose max is -inf (all -inf) gives -inf and zero gradient (torch: NaN);
  *     a row holding +inf gives +inf, and its gradient is NaN at the +inf
  *     entries and 0 elsewhere (as torch).
- *   - var divides by d = max(0, n - correction): correction >= n gives inf,
- *     or NaN when every deviation is 0 (n == 1 with correction 1, say). The
- *     gradient 2 (x - mean) / d uses the same d, so it is +-inf or NaN there.
- *     (torch's backward uses n - correction unclamped, so for correction > n it
- *     returns finite numbers that belong to no forward value; we do not.)
+ *   - var divides by d = n - correction and needs 0 <= correction < n (at
+ *     least one degree of freedom); anything else is an error naming the
+ *     correction and n. (torch warns and returns inf or NaN for correction
+ *     >= n, and its backward then uses n - correction unclamped, giving
+ *     finite gradients that belong to no forward value.) Reducing nothing
+ *     (n == 0) gives NaN, as mean does, whatever the correction >= 0.
  *   - a 0-dim x accepts axis 0 and -1 (as torch) and reduces nothing. */
 #include "op_util.h"
 
@@ -666,13 +667,31 @@ static int var_backward(pg_graph *g, pg_node *n)
     return 0;
 }
 
+/* 0 <= correction < n (n reduced elements), or n == 0 */
+static bool var_correction_ok(pg_graph *g, const pg_tensor *x, int64_t n, int correction)
+{
+    if (correction < 0) {
+        pg_graph_fail(g, "pg_var: correction must be >= 0, got %d (x is %s)", correction, SHAPE(x));
+        return false;
+    }
+    if (n > 0 && correction >= n) {
+        pg_graph_fail(g, "pg_var: correction %d leaves no degrees of freedom: it reduces %lld elements of %s "
+                      "(need 0 <= correction < %lld)",
+                      correction, (long long)n, SHAPE(x), (long long)n);
+        return false;
+    }
+    return true;
+}
+
 pg_tensor *pg_var(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, int correction, bool keepdim)
 {
     const char *fn = "pg_var";
     reduction r;
     pg_tensor *y = reduce_setup(g, fn, x, n_axes, axes, keepdim, false, &r);
-    if (!y)
+    if (!y || !var_correction_ok(g, x, r.p.n, correction)) {
+        pg_tensor_free(y);
         return NULL;
+    }
     void *tmp;
     const void *xd = plan_input(g, fn, &r.p, x, &tmp);
     void *mean = xd ? scratch(g, fn, (size_t)y->numel * pg_dtype_size(x->dtype)) : NULL;
@@ -681,8 +700,8 @@ pg_tensor *pg_var(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, int co
         pg_tensor_free(y);
         return NULL;
     }
-    /* two passes: the mean, then squared deviations from it */
-    double d = fmax(0.0, (double)r.p.n - correction);
+    /* two passes: the mean, then squared deviations from it; n == 0 gives 0 / 0 = NaN */
+    double d = r.p.n > 0 ? (double)(r.p.n - correction) : 0.0;
     SUMMER(x, sum)(xd, r.p.outer, r.p.n, r.p.inner, NULL, mean, (double)r.p.n);
     SUMMER(x, sqdev)(xd, r.p.outer, r.p.n, r.p.inner, mean, y->data, d);
     scratch_free(g, tmp);

@@ -83,7 +83,12 @@ pg_tensor *pg_mean(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, bool 
 pg_tensor *pg_max(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, bool keepdim);
 pg_tensor *pg_min(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, bool keepdim);
 pg_tensor *pg_logsumexp(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, bool keepdim);
-/* variance with `correction` subtracted from the count (0 biased, 1 unbiased) */
+/* variance: sum (x - mean)^2 / (n - correction) over the n reduced elements
+ * (correction 0 biased, 1 unbiased). Needs 0 <= correction < n, at least one
+ * degree of freedom: a negative correction, or correction >= n (e.g.
+ * correction 1 over a size-1 axis), is an error naming both, where PyTorch
+ * warns and returns inf or NaN. Reducing nothing (n == 0) gives NaN, as
+ * pg_mean, for any correction >= 0. */
 pg_tensor *pg_var(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, int correction, bool keepdim);
 pg_tensor *pg_argmax(pg_graph *g, pg_tensor *x, int axis, bool keepdim); /* PG_I64, first maximum */
 pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis);

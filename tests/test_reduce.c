@@ -409,18 +409,50 @@ Test(reduce, var_corrections)
     pg_tensor *x = T64(PG_SHAPE(3), 1, 2, 4);
     x->requires_grad = true;
     ASSERT_VALUES(pg_var(g, x, ALL, 2, false), 1e-15, 4.666666666666666);
-    ASSERT_VALUES(pg_var(g, x, ALL, -1, false), 1e-15, 1.1666666666666665);
     ASSERT_VALUES(grad_through(g, x, pg_var(g, x, ALL, 2, false)), 1e-15, -2.6666666666666667, -0.6666666666666667,
                   3.3333333333333333);
-    ASSERT_VALUES(grad_through(g, x, pg_var(g, x, ALL, 3, false)), 0, -INFINITY, -INFINITY, INFINITY);
-    ASSERT_VALUES(pg_var(g, x, ALL, 4, false), 0, INFINITY);
-    ASSERT_VALUES(grad_through(g, x, pg_var(g, x, ALL, 4, false)), 0, -INFINITY, -INFINITY, INFINITY);
+    /* correction < 0 or >= n: refused (ops.h), where this test used to pin inf / NaN / the n + 1 divisor */
+    ASSERT_FAILS(pg_var(g, x, ALL, -1, false), "pg_var: correction must be >= 0, got -1");
+    ASSERT_FAILS(pg_var(g, x, ALL, 3, false), "pg_var: correction 3 leaves no degrees of freedom");
+    ASSERT_FAILS(pg_var(g, x, ALL, 4, false), "pg_var: correction 4 leaves no degrees of freedom");
     pg_tensor *one = T64(PG_SHAPE(1), 3);
     one->requires_grad = true;
-    ASSERT_VALUES(pg_var(g, one, ALL, 1, false), 0, NAN);
-    ASSERT_VALUES(grad_through(g, one, pg_var(g, one, ALL, 1, false)), 0, NAN);
+    ASSERT_FAILS(pg_var(g, one, ALL, 1, false), "pg_var: correction 1 leaves no degrees of freedom");
+    ASSERT_VALUES(pg_var(g, one, ALL, 0, false), 0, 0);
     pg_tensor_free(one);
     pg_tensor_free(x);
+    pg_graph_free(g);
+}
+
+/* The rule of ops.h: 0 <= correction < n, where n is the number of reduced
+ * elements; reducing nothing (n == 0) gives NaN as pg_mean does. */
+Test(reduce, var_correction_must_leave_degrees_of_freedom)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *x = make_x(PG_F64); /* (2, 3, 4) */
+    ASSERT_FAILS(pg_var(g, x, AXES(1), -2, true),
+                 "pg_var: correction must be >= 0, got -2 (x is f64[2,3,4])");
+    ASSERT_FAILS(pg_var(NULL, x, AXES(1), INT32_MIN, false), "pg_var: correction must be >= 0");
+    ASSERT_FAILS(pg_var(g, x, AXES(1), 3, false),
+                 "pg_var: correction 3 leaves no degrees of freedom: it reduces 3 elements of f64[2,3,4] "
+                 "(need 0 <= correction < 3)");
+    ASSERT_FAILS(pg_var(g, x, AXES(0, 2), 8, false), "reduces 8 elements of f64[2,3,4]");
+    ASSERT_FAILS(pg_var(g, x, AXES(0, 2), INT32_MAX, false), "pg_var: correction 2147483647 leaves");
+    pg_tensor *v = pg_var(g, x, AXES(0, 2), 7, false); /* n - 1 is the largest correction */
+    cr_assert_not_null(v, "%s", pg_last_error());
+    for (int64_t i = 0; i < v->numel; i++)
+        cr_assert(isfinite(pg_get(v, i)) && pg_get(v, i) >= 0, "var %g", pg_get(v, i));
+    /* a size-1 axis reduces one element: only correction 0 */
+    pg_tensor *col = T64(PG_SHAPE(3, 1), 1, 2, 3);
+    ASSERT_VALUES(pg_var(g, col, AXES(1), 0, false), 0, 0, 0, 0);
+    ASSERT_FAILS(pg_var(g, col, AXES(1), 1, false), "pg_var: correction 1 leaves no degrees of freedom");
+    /* reducing nothing: NaN whatever the correction */
+    pg_tensor *e = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(3, 0));
+    ASSERT_VALUES(pg_var(g, e, AXES(1), 0, false), 0, NAN, NAN, NAN);
+    ASSERT_VALUES(pg_var(g, e, AXES(1), 1, false), 0, NAN, NAN, NAN);
+    ASSERT_FAILS(pg_var(g, e, AXES(1), -1, false), "pg_var: correction must be >= 0, got -1");
+    pg_tensor *ts[] = {x, col, e};
+    free_all(3, ts);
     pg_graph_free(g);
 }
 
