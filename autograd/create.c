@@ -7,35 +7,33 @@
 
 static pg_arena *arena_of(pg_graph *g) { return g ? pg_graph_arena(g) : NULL; }
 
-/* The tensor layer reported an error: copy it onto the graph. */
-static pg_tensor *adopt(pg_graph *g, pg_tensor *t)
+/* A new tensor in g (g NULL: the heap) filled with value, naming fn in errors. */
+static pg_tensor *full(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape, double value)
 {
-    if (!t) {
-        pg_graph_fail(g, "%s", pg_last_error());
-        return NULL;
-    }
-    t->graph = g;
+    pg_tensor *t = pg_op_output(g, fn, dtype, ndim, shape);
+    if (t)
+        pg_fill(t, value);
     return t;
 }
 
 pg_tensor *pg_empty(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape)
 {
-    return adopt(g, pg_tensor_empty(arena_of(g), dtype, ndim, shape));
+    return pg_op_output(g, "pg_empty", dtype, ndim, shape);
 }
 
 pg_tensor *pg_full(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double value)
 {
-    return adopt(g, pg_tensor_full(arena_of(g), dtype, ndim, shape, value));
+    return full(g, "pg_full", dtype, ndim, shape, value);
 }
 
 pg_tensor *pg_zeros(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape)
 {
-    return pg_full(g, dtype, ndim, shape, 0.0);
+    return full(g, "pg_zeros", dtype, ndim, shape, 0.0);
 }
 
 pg_tensor *pg_ones(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape)
 {
-    return pg_full(g, dtype, ndim, shape, 1.0);
+    return full(g, "pg_ones", dtype, ndim, shape, 1.0);
 }
 
 pg_tensor *pg_arange(pg_graph *g, pg_dtype dtype, double start, double end, double step)
@@ -46,7 +44,7 @@ pg_tensor *pg_arange(pg_graph *g, pg_dtype dtype, double start, double end, doub
     }
     double count = ceil((end - start) / step);
     int64_t n = count > 0 ? (int64_t)count : 0;
-    pg_tensor *t = pg_empty(g, dtype, 1, &n);
+    pg_tensor *t = pg_op_output(g, "pg_arange", dtype, 1, &n);
     if (t)
         pg_fill_arange(t, start, step);
     return t;
@@ -54,7 +52,7 @@ pg_tensor *pg_arange(pg_graph *g, pg_dtype dtype, double start, double end, doub
 
 pg_tensor *pg_linspace(pg_graph *g, pg_dtype dtype, double start, double end, int64_t n)
 {
-    pg_tensor *t = pg_empty(g, dtype, 1, &n);
+    pg_tensor *t = pg_op_output(g, "pg_linspace", dtype, 1, &n);
     if (t)
         pg_fill_linspace(t, start, end);
     return t;
@@ -62,21 +60,30 @@ pg_tensor *pg_linspace(pg_graph *g, pg_dtype dtype, double start, double end, in
 
 pg_tensor *pg_from_array(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, const void *values)
 {
-    return adopt(g, pg_tensor_from_array(arena_of(g), dtype, ndim, shape, values));
+    if (!values) {
+        pg_graph_fail(g, "pg_from_array: values is NULL");
+        return NULL;
+    }
+    pg_tensor *t = pg_op_output(g, "pg_from_array", dtype, ndim, shape);
+    if (t)
+        memcpy(t->data, values, (size_t)t->numel * pg_dtype_size(dtype));
+    return t;
 }
 
-static bool check_rng(pg_graph *g, const char *fn, const pg_rng *r)
+/* The random creators: a generator, then a tensor for it to fill. */
+static pg_tensor *random_output(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape,
+                                const pg_rng *r)
 {
-    if (!r)
+    if (!r) {
         pg_graph_fail(g, "%s: generator is NULL", fn);
-    return r != NULL;
+        return NULL;
+    }
+    return pg_op_output(g, fn, dtype, ndim, shape);
 }
 
 pg_tensor *pg_rand(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r)
 {
-    if (!check_rng(g, "pg_rand", r))
-        return NULL;
-    pg_tensor *t = pg_empty(g, dtype, ndim, shape);
+    pg_tensor *t = random_output(g, "pg_rand", dtype, ndim, shape, r);
     if (t)
         pg_fill_uniform(t, r, 0.0, 1.0);
     return t;
@@ -84,9 +91,7 @@ pg_tensor *pg_rand(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, 
 
 pg_tensor *pg_randn(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r)
 {
-    if (!check_rng(g, "pg_randn", r))
-        return NULL;
-    pg_tensor *t = pg_empty(g, dtype, ndim, shape);
+    pg_tensor *t = random_output(g, "pg_randn", dtype, ndim, shape, r);
     if (t)
         pg_fill_normal(t, r, 0.0, 1.0);
     return t;
@@ -94,13 +99,11 @@ pg_tensor *pg_randn(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape,
 
 pg_tensor *pg_bernoulli(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double p, pg_rng *r)
 {
-    if (!check_rng(g, "pg_bernoulli", r))
-        return NULL;
     if (!(p >= 0.0 && p <= 1.0)) {
         pg_graph_fail(g, "pg_bernoulli: p = %g outside [0, 1]", p);
         return NULL;
     }
-    pg_tensor *t = pg_empty(g, dtype, ndim, shape);
+    pg_tensor *t = random_output(g, "pg_bernoulli", dtype, ndim, shape, r);
     if (t)
         pg_fill_bernoulli(t, r, p);
     return t;
@@ -180,8 +183,8 @@ pg_tensor *pg_reshape(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape)
         s[i] = shape[i];
         if (s[i] == -1 && infer < 0)
             infer = i;
-        else if (s[i] >= 0)
-            known *= s[i];
+        else if (s[i] >= 0) /* saturates: a product past int64 matches no tensor (pg_tensor_view says so) */
+            known = s[i] && known > INT64_MAX / s[i] ? INT64_MAX : known * s[i];
         else {
             pg_graph_fail(g, "pg_reshape: bad size %lld in dim %d", (long long)s[i], i);
             return NULL;

@@ -12,11 +12,14 @@ pg_gradcheck_opts pg_gradcheck_defaults(void)
     return o;
 }
 
+/* Records the first failure in r->message and in pg_last_error. */
 static void fail(pg_gradcheck_result *r, const char *fmt, const char *detail)
 {
     r->ok = false;
-    if (!r->message[0])
+    if (!r->message[0]) {
         snprintf(r->message, sizeof r->message, fmt, detail ? detail : "");
+        pg_set_error("%s", r->message);
+    }
 }
 
 /* sum(v * out) in double */
@@ -63,22 +66,22 @@ static bool analytic_run(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, 
     rn->grads = calloc((size_t)n, sizeof *rn->grads);
     pg_tensor *out = fn(g, in, n, ctx);
     if (!out || !rn->grads) {
-        fail(r, "gradcheck: the function failed: %s", pg_graph_error(g) ? pg_graph_error(g) : pg_last_error());
+        fail(r, "pg_gradcheck: the function failed: %s", pg_graph_error(g) ? pg_graph_error(g) : pg_last_error());
         return false;
     }
     if (out->numel != v->numel) {
-        fail(r, "gradcheck: the output changed size between runs%s", NULL);
+        fail(r, "pg_gradcheck: the output changed size between runs%s", NULL);
         return false;
     }
     rn->out = pg_tensor_cast(NULL, out, PG_F64);
     if (!out->requires_grad) {
-        fail(r, "gradcheck: the output does not depend on any input that requires grad%s", NULL);
+        fail(r, "pg_gradcheck: the output does not depend on any input that requires grad%s", NULL);
         return false;
     }
     pg_tensor *up = pg_tensor_cast(pg_graph_arena(g), v, out->dtype);
     pg_tensor *upv = up ? pg_tensor_view(pg_graph_arena(g), up, out->ndim, out->shape) : NULL;
     if (!upv || pg_backward_with(g, out, upv) != 0) {
-        fail(r, "gradcheck: backward failed: %s", pg_graph_error(g));
+        fail(r, "pg_gradcheck: backward failed: %s", pg_graph_error(g));
         return false;
     }
     for (int i = 0; i < n; i++) {
@@ -117,7 +120,7 @@ static void compare_numeric(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *i
                     char d[256];
                     snprintf(d, sizeof d, "input %d element %lld: analytic %.12g, numeric %.12g", i, (long long)j,
                              ana, num);
-                    fail(r, "gradcheck: gradient mismatch at %s", d);
+                    fail(r, "pg_gradcheck: gradient mismatch at %s", d);
                 }
                 if (r->ok || bad) {
                     r->worst_input = i;
@@ -150,7 +153,7 @@ static void compare_f32(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, i
 {
     pg_tensor **in32 = calloc((size_t)n, sizeof *in32);
     if (!in32) {
-        fail(r, "gradcheck: out of memory%s", NULL);
+        fail(r, "pg_gradcheck: out of memory%s", NULL);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -165,7 +168,7 @@ static void compare_f32(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, i
             if (rn.grads[i] && !close_f32(rn.grads[i], ref->grads[i], o, &r->f32_max_err))
                 r->f32_ok = false;
         if (!r->f32_ok)
-            fail(r, "gradcheck: the f32 path differs from f64 by up to %s", NULL);
+            fail(r, "pg_gradcheck: the f32 path differs from f64 by up to %s", NULL);
     }
     run_free(&rn, n);
     for (int i = 0; i < n; i++)
@@ -176,19 +179,19 @@ static void compare_f32(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, i
 static bool check_args(pg_gradcheck_fn fn, int n, pg_tensor *const *in, pg_gradcheck_result *r)
 {
     if (!fn || n < 1 || !in) {
-        fail(r, "gradcheck: need a function and at least one input%s", NULL);
+        fail(r, "pg_gradcheck: need a function and at least one input%s", NULL);
         return false;
     }
     for (int i = 0; i < n; i++) {
         char d[160], s[128];
         if (!in[i]) {
             snprintf(d, sizeof d, "%d", i);
-            fail(r, "gradcheck: input %s is NULL", d);
+            fail(r, "pg_gradcheck: input %s is NULL", d);
             return false;
         }
         if (in[i]->requires_grad && in[i]->dtype != PG_F64) {
             snprintf(d, sizeof d, "%d is %s", i, pg_shape_str(s, sizeof s, in[i]));
-            fail(r, "gradcheck: inputs that require grad must be f64; input %s", d);
+            fail(r, "pg_gradcheck: inputs that require grad must be f64; input %s", d);
             return false;
         }
     }
@@ -208,7 +211,7 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
         return r;
     pg_tensor *saved[64] = {0};
     if (n > 64) {
-        fail(&r, "gradcheck: at most 64 inputs%s", NULL);
+        fail(&r, "pg_gradcheck: at most 64 inputs%s", NULL);
         return r;
     }
     for (int i = 0; i < n; i++) { /* the caller's grads are put back at the end */
@@ -235,13 +238,13 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
         if (o.check_f32 && r.ok)
             compare_f32(g, fn, in, n, ctx, v, &ref, &o, &r);
     } else if (!v) {
-        fail(&r, "gradcheck: the function failed: %s", g && pg_graph_error(g) ? pg_graph_error(g) : pg_last_error());
+        fail(&r, "pg_gradcheck: the function failed: %s", g && pg_graph_error(g) ? pg_graph_error(g) : pg_last_error());
     }
     if (!r.f32_ok) {
         char d[64];
         snprintf(d, sizeof d, "%.3g", r.f32_max_err);
         r.message[0] = '\0';
-        fail(&r, "gradcheck: the f32 path differs from f64 by up to %s", d);
+        fail(&r, "pg_gradcheck: the f32 path differs from f64 by up to %s", d);
     }
     run_free(&ref, n);
     pg_tensor_free(v);

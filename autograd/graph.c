@@ -46,8 +46,10 @@ void pg_graph_free(pg_graph *g)
 
 void pg_graph_reset(pg_graph *g)
 {
-    if (!g)
+    if (!g) {
+        pg_set_error("pg_graph_reset: graph is NULL");
         return;
+    }
     pg_arena_reset(g->arena);
     g->n_nodes = 0;
     g->has_error = false;
@@ -63,6 +65,10 @@ const pg_node *pg_graph_node(const pg_graph *g, int i)
 
 void *pg_graph_alloc(pg_graph *g, size_t bytes)
 {
+    if (!g) {
+        pg_set_error("pg_graph_alloc: graph is NULL");
+        return NULL;
+    }
     void *p = pg_arena_alloc(g->arena, bytes);
     if (!p)
         pg_graph_fail(g, "pg_graph_alloc: out of memory for %zu bytes", bytes);
@@ -75,11 +81,13 @@ const char *pg_graph_error(const pg_graph *g) { return g && g->has_error ? g->er
 
 void pg_graph_fail(pg_graph *g, const char *fmt, ...)
 {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    char msg[512] = "pg_graph_fail: fmt is NULL";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
     pg_set_error("%s", msg);
     if (g && !g->has_error) {
         memcpy(g->error, msg, sizeof msg);
@@ -105,13 +113,17 @@ bool pg_grad_enabled(const pg_graph *g) { return g && g->no_grad_depth == 0; }
 
 void pg_set_requires_grad(pg_tensor *t, bool on)
 {
-    if (t)
+    if (!t)
+        pg_set_error("pg_set_requires_grad: tensor is NULL");
+    else
         t->requires_grad = on;
 }
 
 void pg_zero_grad(pg_tensor *t)
 {
-    if (t && t->grad)
+    if (!t)
+        pg_set_error("pg_zero_grad: tensor is NULL");
+    else if (t->grad)
         memset(t->grad->data, 0, (size_t)t->grad->numel * pg_dtype_size(t->grad->dtype));
 }
 
@@ -119,9 +131,9 @@ void pg_zero_grad(pg_tensor *t)
 
 pg_tensor *pg_op_output(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape)
 {
-    pg_tensor *t = pg_tensor_empty(g ? g->arena : NULL, dtype, ndim, shape);
+    pg_tensor *t = fn ? pg_tensor_alloc(g ? g->arena : NULL, fn, dtype, ndim, shape) : NULL;
     if (!t) {
-        pg_graph_fail(g, "%s: %s", fn, pg_last_error());
+        pg_graph_fail(g, "%s", fn ? pg_last_error() : "pg_op_output: fn is NULL");
         return NULL;
     }
     t->graph = g;
@@ -130,6 +142,10 @@ pg_tensor *pg_op_output(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, c
 
 bool pg_op_needs_grad(const pg_graph *g, int n_in, pg_tensor *const *in)
 {
+    if (!in && n_in > 0) {
+        pg_set_error("pg_op_needs_grad: in is NULL for %d inputs", n_in);
+        return false;
+    }
     if (!pg_grad_enabled(g))
         return false;
     for (int i = 0; i < n_in; i++)
@@ -155,7 +171,12 @@ static bool tape_push(pg_graph *g, pg_node *n)
 pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_tensor *const *in,
                       pg_backward_fn backward)
 {
-    if (!out || !pg_op_needs_grad(g, n_in, in))
+    const char *null = !fn ? "fn" : !out ? "out" : !in && n_in > 0 ? "in" : !backward ? "backward" : NULL;
+    if (null || n_in < 0) {
+        pg_graph_fail(g, "pg_op_record: %s%s", null ? null : "n_in < 0", null ? " is NULL" : "");
+        return NULL;
+    }
+    if (!pg_op_needs_grad(g, n_in, in))
         return NULL;
     pg_node *n = pg_arena_alloc(g->arena, sizeof *n);
     pg_tensor **ins = pg_arena_alloc(g->arena, (size_t)(n_in ? n_in : 1) * sizeof *ins);
@@ -177,10 +198,22 @@ pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_
 
 /* ---- gradients ------------------------------------------------------------------- */
 
+/* x's gradient lives where x does: an arena tensor's in g's arena. */
+static bool grad_home_ok(const char *fn, const pg_graph *g, const pg_tensor *x)
+{
+    if (x->in_arena && !g)
+        pg_set_error("%s: x lives in a graph's arena but g is NULL", fn);
+    return g || !x->in_arena;
+}
+
 pg_tensor *pg_grad_fresh(pg_graph *g, pg_tensor *x, bool *fresh)
 {
+    if (!fresh) {
+        pg_graph_fail(g, "pg_grad_fresh: fresh is NULL");
+        return NULL;
+    }
     *fresh = false;
-    if (!x || !x->requires_grad)
+    if (!x || !x->requires_grad || !grad_home_ok("pg_grad_fresh", g, x))
         return NULL;
     if (!x->grad) {
         pg_tensor *gr = pg_tensor_empty(x->in_arena ? g->arena : NULL, x->dtype, x->ndim, x->shape);
@@ -196,7 +229,7 @@ pg_tensor *pg_grad_fresh(pg_graph *g, pg_tensor *x, bool *fresh)
 
 pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x)
 {
-    if (!x || !x->requires_grad)
+    if (!x || !x->requires_grad || !grad_home_ok("pg_grad_of", g, x))
         return NULL;
     if (!x->grad) {
         pg_tensor *gr = pg_tensor_full(x->in_arena ? g->arena : NULL, x->dtype, x->ndim, x->shape, 0.0);
@@ -211,6 +244,10 @@ pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x)
 
 int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta)
 {
+    if (!delta) {
+        pg_graph_fail(g, "pg_grad_accumulate: delta is NULL");
+        return -1;
+    }
     if (!x || !x->requires_grad)
         return 0;
     pg_tensor *gr = pg_grad_of(g, x);

@@ -9,7 +9,13 @@
  * output then requires grad too. pg_backward walks the tape in reverse and
  * accumulates gradients into `t->grad` of every tensor that requires grad:
  * heap leaves (parameters) keep theirs across steps until pg_zero_grad;
- * tensors in the graph lose theirs at reset. */
+ * tensors in the graph lose theirs at reset.
+ *
+ * g NULL means "no graph" throughout: creators and ops return heap tensors and
+ * record nothing, pg_graph_arena(NULL) is NULL (the heap), pg_graph_num_nodes
+ * 0, pg_graph_node and pg_graph_error NULL, pg_grad_enabled false, and
+ * pg_no_grad_begin/end do nothing. Functions that need a graph (pg_backward,
+ * pg_graph_reset, pg_graph_alloc) fail on NULL with a message. */
 #ifndef PG_GRAPH_H
 #define PG_GRAPH_H
 
@@ -39,7 +45,8 @@ struct pg_node {
 /* ---- graph lifetime ---------------------------------------------------------- */
 pg_graph *pg_graph_new(void);
 void pg_graph_free(pg_graph *g);
-/* Frees every tensor of the graph, empties the tape, clears the error; keeps memory. */
+/* Frees every tensor of the graph, empties the tape, clears the error; keeps
+ * memory. NULL: an error (pg_last_error), nothing done. */
 void pg_graph_reset(pg_graph *g);
 pg_arena *pg_graph_arena(pg_graph *g);
 int pg_graph_num_nodes(const pg_graph *g);
@@ -48,7 +55,8 @@ const pg_node *pg_graph_node(const pg_graph *g, int i);
 /* ---- errors ------------------------------------------------------------------ */
 /* The first error recorded on this graph since its reset, or NULL. */
 const char *pg_graph_error(const pg_graph *g);
-/* Records an error (the graph keeps the first; pg_last_error gets each). */
+/* Records an error (the graph keeps the first; pg_last_error gets each). g
+ * NULL: pg_last_error only. fmt NULL records "pg_graph_fail: fmt is NULL". */
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
@@ -95,22 +103,26 @@ pg_tensor *pg_reshape(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape)
  *   ... compute out ...
  *   pg_node *n = pg_op_record(g, "pg_myop", out, 2, (pg_tensor *[]){a, b}, myop_backward);
  *   if (n) { n->p[0] = alpha; n->saved = something; }
- * pg_op_record returns NULL (not an error) when nothing needs recording. */
+ * pg_op_record returns NULL (not an error) when nothing needs recording, and
+ * NULL with an error when fn, out or backward is NULL, or in is NULL for
+ * n_in > 0. pg_op_output's errors (a bad or too large shape, out of memory)
+ * name fn (tensor/tensor.h, "Size rule"). */
 pg_tensor *pg_op_output(pg_graph *g, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape);
 pg_node *pg_op_record(pg_graph *g, const char *fn, pg_tensor *out, int n_in, pg_tensor *const *in,
                       pg_backward_fn backward);
 /* true when grad mode is on and any input requires grad */
 bool pg_op_needs_grad(const pg_graph *g, int n_in, pg_tensor *const *in);
-/* Gradient buffer of x, allocated zeroed on first use; NULL if x needs no grad. */
+/* Gradient buffer of x, allocated zeroed on first use (in g's arena for a
+ * tensor of g, so g must then be given); NULL if x is NULL or needs no grad. */
 pg_tensor *pg_grad_of(pg_graph *g, pg_tensor *x);
 /* The same for a backward rule that writes every entry of x's gradient: on
  * first use the buffer is not zeroed and *fresh is set, and the rule must then
  * assign (=) rather than add (+=); otherwise *fresh is false. */
 pg_tensor *pg_grad_fresh(pg_graph *g, pg_tensor *x, bool *fresh);
 /* x->grad += delta, where delta has the broadcast (larger) shape of x: summed
- * over broadcast dims. No-op if x needs no grad. 0 or -1. */
+ * over broadcast dims. No-op if x needs no grad. 0 or -1 (delta NULL: -1). */
 int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta);
-/* Scratch memory in the graph's arena, valid until reset. */
+/* Scratch memory in the graph's arena, valid until reset; NULL + error for g NULL or OOM. */
 void *pg_graph_alloc(pg_graph *g, size_t bytes);
 
 /* ---- custom ops -------------------------------------------------------------------
@@ -160,7 +172,8 @@ typedef struct pg_gradcheck_result {
 } pg_gradcheck_result;
 
 pg_gradcheck_opts pg_gradcheck_defaults(void);
-/* opts NULL: defaults. */
+/* opts NULL: defaults. fn or inputs NULL (or a NULL input): r.ok false and
+ * the reason in r.message and pg_last_error ("pg_gradcheck: ..."). */
 pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n_inputs, pg_tensor *const *inputs, void *ctx,
                                  const pg_gradcheck_opts *opts);
 

@@ -19,6 +19,10 @@ static bool check_float(const char *fn, const pg_tensor *t, const pg_rng *r)
 
 int pg_init_fans(const pg_tensor *t, int64_t *fan_in, int64_t *fan_out)
 {
+    if (!fan_in || !fan_out) {
+        pg_set_error("pg_init_fans: %s is NULL", fan_in ? "fan_out" : "fan_in");
+        return -1;
+    }
     if (!t || t->ndim < 2) {
         char s[128];
         pg_set_error("pg_init_fans: fans need at least 2 dims, got %s", pg_shape_str(s, sizeof s, t));

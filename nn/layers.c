@@ -63,7 +63,7 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
     l->in_features = in_features;
     l->out_features = out_features;
     l->weight = pg_module_new_param(&l->base, "weight", dtype, PG_SHAPE(out_features, in_features));
-    if (bias)
+    if (bias && l->weight)
         l->bias = pg_module_new_param(&l->base, "bias", dtype, PG_SHAPE(out_features));
     if (!l->weight || (bias && !l->bias)) {
         pg_module_free(&l->base);
@@ -120,8 +120,8 @@ pg_embed *pg_embed_new(int64_t num, int64_t dim, pg_dtype dtype, pg_rng *r)
 
 pg_tensor *pg_embed_forward(pg_graph *g, pg_embed *e, pg_tensor *ids)
 {
-    if (!e) {
-        pg_graph_fail(g, "pg_embed_forward: module is NULL");
+    if (!e || !ids) {
+        pg_graph_fail(g, "pg_embed_forward: %s is NULL", e ? "ids" : "module");
         return NULL;
     }
     return pg_embedding(g, e->weight, ids);
@@ -159,12 +159,12 @@ pg_layernorm *pg_layernorm_new(int64_t dim, double eps, bool affine, bool bias, 
 
 pg_tensor *pg_layernorm_forward(pg_graph *g, pg_layernorm *n, pg_tensor *x)
 {
-    if (!n) {
-        pg_graph_fail(g, "pg_layernorm_forward: module is NULL");
+    if (!n || !x) {
+        pg_graph_fail(g, "pg_layernorm_forward: %s is NULL", n ? "x" : "module");
         return NULL;
     }
     /* the last dim must be the module's, also without weight (torch checks normalized_shape) */
-    if (x && (x->ndim < 1 || x->shape[x->ndim - 1] != n->dim)) {
+    if ((x->ndim < 1 || x->shape[x->ndim - 1] != n->dim)) {
         char s[128];
         pg_graph_fail(g, "pg_layernorm_forward: x is %s, expected (..., %lld)", pg_shape_str(s, sizeof s, x),
                       (long long)n->dim);

@@ -137,6 +137,10 @@ pg_tensor *pg_dropout_forward(pg_graph *g, pg_dropout_mod *d, pg_tensor *x, pg_r
 
 pg_tensor *pg_activation_apply(pg_graph *g, pg_activation act, pg_tensor *x)
 {
+    if (!x) {
+        pg_graph_fail(g, "pg_activation_apply: x is NULL");
+        return NULL;
+    }
     switch (act) {
     case PG_ACT_GELU:
         return pg_gelu(g, x);

@@ -7,8 +7,14 @@
 
 void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *))
 {
+    if (!m) {
+        pg_set_error("pg_module_init: module is NULL");
+        return;
+    }
+    if (!type)
+        pg_set_error("pg_module_init: type is NULL (the module is named \"Module\")");
     memset(m, 0, sizeof *m);
-    m->type = type;
+    m->type = type ? type : "Module";
     m->training = true;
     m->destroy = destroy;
 }
@@ -52,32 +58,41 @@ static bool valid_name(const char *fn, const pg_module *m, const char *name)
     return true;
 }
 
-int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned)
+static int add_param(const char *fn, pg_module *m, const char *name, pg_tensor *t, bool owned)
 {
     if (!t) {
-        pg_set_error("pg_module_add_param: tensor for \"%s\" is NULL", name ? name : "(null)");
+        pg_set_error("%s: tensor for \"%s\" is NULL", fn, name ? name : "(null)");
         return -1;
     }
-    if (!valid_name("pg_module_add_param", m, name))
+    if (!valid_name(fn, m, name))
         return -1;
     if (entry_push(&m->params, &m->n_params, &m->cap_params, name, t, owned) != 0) {
-        pg_set_error("pg_module_add_param: out of memory");
+        pg_set_error("%s: out of memory", fn);
         return -1;
     }
     return 0;
 }
 
+int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned)
+{
+    return add_param("pg_module_add_param", m, name, t, owned);
+}
+
 pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape)
 {
+    const char *fn = "pg_module_new_param";
     if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("pg_module_new_param: parameter \"%s\" must be f32 or f64", name ? name : "(null)");
+        pg_set_error("%s: parameter \"%s\" must be f32 or f64", fn, name ? name : "(null)");
         return NULL;
     }
-    pg_tensor *t = pg_tensor_full(NULL, dtype, ndim, shape, 0.0);
+    if (!valid_name(fn, m, name))
+        return NULL;
+    pg_tensor *t = pg_tensor_alloc(NULL, fn, dtype, ndim, shape);
     if (!t)
         return NULL;
+    pg_fill(t, 0.0);
     t->requires_grad = true;
-    if (pg_module_add_param(m, name, t, true) != 0) {
+    if (add_param(fn, m, name, t, true) != 0) {
         pg_tensor_free(t);
         return NULL;
     }
@@ -140,6 +155,10 @@ static void visit_params(const pg_module *m, char *prefix, size_t len, size_t ca
 
 int pg_tensor_list_push(pg_tensor_list *l, const char *name, pg_tensor *t)
 {
+    if (!l || !name) {
+        pg_set_error("pg_tensor_list_push: %s is NULL", l ? "name" : "list");
+        return -1;
+    }
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 16;
         char **names = realloc(l->names, (size_t)cap * sizeof *names);
@@ -168,7 +187,11 @@ int pg_tensor_list_push(pg_tensor_list *l, const char *name, pg_tensor *t)
 
 int pg_tensor_list_find(const pg_tensor_list *l, const char *name)
 {
-    for (int i = 0; l && name && i < l->n; i++)
+    if (!l || !name) {
+        pg_set_error("pg_tensor_list_find: %s is NULL", l ? "name" : "list");
+        return -1;
+    }
+    for (int i = 0; i < l->n; i++)
         if (!strcmp(l->names[i], name))
             return i;
     return -1;
@@ -210,8 +233,10 @@ static void collect(const char *full_name, pg_tensor *t, void *p)
 pg_tensor_list pg_module_parameters(const pg_module *m)
 {
     pg_tensor_list l = {0, 0, NULL, NULL};
-    if (!m)
+    if (!m) {
+        pg_set_error("pg_module_parameters: module is NULL");
         return l;
+    }
     char prefix[1024] = "";
     collect_ctx c = {&l, false};
     visit_params(m, prefix, 0, sizeof prefix, collect, &c);
@@ -222,8 +247,10 @@ pg_tensor_list pg_module_parameters(const pg_module *m)
 
 pg_tensor *pg_module_find_param(const pg_module *m, const char *full_name)
 {
-    if (!m || !full_name)
+    if (!m || !full_name) {
+        pg_set_error("pg_module_find_param: %s is NULL", m ? "full_name" : "module");
         return NULL;
+    }
     const char *dot = strchr(full_name, '.');
     if (!dot) {
         for (int i = 0; i < m->n_params; i++)
@@ -240,6 +267,10 @@ pg_tensor *pg_module_find_param(const pg_module *m, const char *full_name)
 
 int64_t pg_module_num_elements(const pg_module *m)
 {
+    if (!m) {
+        pg_set_error("pg_module_num_elements: module is NULL");
+        return 0;
+    }
     pg_tensor_list l = pg_module_parameters(m);
     int64_t n = 0;
     for (int i = 0; i < l.n; i++)
@@ -250,8 +281,10 @@ int64_t pg_module_num_elements(const pg_module *m)
 
 void pg_module_zero_grad(pg_module *m)
 {
-    if (!m)
+    if (!m) {
+        pg_set_error("pg_module_zero_grad: module is NULL");
         return;
+    }
     for (int i = 0; i < m->n_params; i++)
         pg_zero_grad(m->params[i].ptr);
     for (int i = 0; i < m->n_children; i++)
@@ -260,8 +293,10 @@ void pg_module_zero_grad(pg_module *m)
 
 void pg_module_train(pg_module *m, bool on)
 {
-    if (!m)
+    if (!m) {
+        pg_set_error("pg_module_train: module is NULL");
         return;
+    }
     m->training = on;
     for (int i = 0; i < m->n_children; i++)
         pg_module_train(m->children[i].ptr, on);
@@ -271,6 +306,10 @@ void pg_module_train(pg_module *m, bool on)
 
 pg_graph *pg_nn_scratch_begin(const char *fn)
 {
+    if (!fn) {
+        pg_set_error("pg_nn_scratch_begin: fn is NULL");
+        return NULL;
+    }
     pg_graph *s = pg_graph_new();
     if (!s)
         pg_set_error("%s: out of memory for a scratch graph", fn);

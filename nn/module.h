@@ -30,7 +30,8 @@ struct pg_module {
     void (*destroy)(pg_module *m);
 };
 
-/* ---- building a module ---------------------------------------------------------- */
+/* ---- building a module ----------------------------------------------------------
+ * m NULL: an error, nothing done; type NULL: an error, and the type "Module". */
 void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *));
 /* A new zeroed parameter (heap, requires grad) registered as `name`; NULL on error. */
 pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape);
@@ -48,9 +49,10 @@ typedef struct pg_tensor_list {
     char **names;        /* owned copies */
     pg_tensor **tensors; /* borrowed unless the producer says otherwise */
 } pg_tensor_list;
-/* Appends (a copy of) name and t. 0 or -1. */
+/* Appends (a copy of) name and t (t may be NULL: a missing entry). 0, or -1
+ * for l or name NULL or out of memory. */
 int pg_tensor_list_push(pg_tensor_list *l, const char *name, pg_tensor *t);
-/* Index of name, or -1. */
+/* Index of name, or -1 (also, with an error, for l or name NULL). */
 int pg_tensor_list_find(const pg_tensor_list *l, const char *name);
 /* Frees the names and arrays, not the tensors; leaves an empty list. */
 void pg_tensor_list_free(pg_tensor_list *l);
@@ -60,14 +62,15 @@ void pg_tensor_list_free_all(pg_tensor_list *l);
 /* ---- using a module ----------------------------------------------------------------- */
 /* Parameters with full names, depth first in registration order (children
  * after the module's own params, as PyTorch); a tensor shared under two names
- * is listed once, under the first. Tensors are borrowed: pg_tensor_list_free. */
+ * is listed once, under the first. Tensors are borrowed: pg_tensor_list_free.
+ * m NULL: an empty list and an error. */
 pg_tensor_list pg_module_parameters(const pg_module *m);
-/* The parameter with this full name, or NULL. */
+/* The parameter with this full name, or NULL (with an error for NULL arguments). */
 pg_tensor *pg_module_find_param(const pg_module *m, const char *full_name);
-/* Total number of parameter elements (shared tensors counted once). */
+/* Total number of parameter elements (shared tensors counted once); 0 (and an error) for m NULL. */
 int64_t pg_module_num_elements(const pg_module *m);
-void pg_module_zero_grad(pg_module *m);
-/* Train (true) or eval (false) mode for m and every descendant. */
+void pg_module_zero_grad(pg_module *m); /* m NULL: an error, nothing done */
+/* Train (true) or eval (false) mode for m and every descendant (m NULL: an error). */
 void pg_module_train(pg_module *m, bool on);
 
 /* ---- running without a graph ------------------------------------------------------------
@@ -77,7 +80,8 @@ void pg_module_train(pg_module *m, bool on);
  *   if (!g) { pg_graph *s = pg_nn_scratch_begin(fn);
  *             return pg_nn_scratch_end(s, s ? my_forward(s, ...) : NULL); }
  * scratch_end copies out to the heap, keeps the graph's FIRST error in
- * pg_last_error (not a later "x is NULL" of the chain) and frees the graph. */
+ * pg_last_error (not a later "x is NULL" of the chain) and frees the graph.
+ * begin(NULL) fails; end(NULL, ...) returns NULL and leaves begin's error. */
 pg_graph *pg_nn_scratch_begin(const char *fn);
 pg_tensor *pg_nn_scratch_end(pg_graph *s, pg_tensor *out);
 
@@ -95,7 +99,7 @@ int pg_init_xavier_normal(pg_tensor *t, pg_rng *r, double gain);
  * a = 0 is relu) */
 int pg_init_kaiming_uniform(pg_tensor *t, pg_rng *r, double a, pg_fan_mode mode);
 int pg_init_kaiming_normal(pg_tensor *t, pg_rng *r, double a, pg_fan_mode mode);
-int pg_init_fans(const pg_tensor *t, int64_t *fan_in, int64_t *fan_out);
+int pg_init_fans(const pg_tensor *t, int64_t *fan_in, int64_t *fan_out); /* -1 for any NULL */
 
 /* ---- Linear: y = x W^T + b, W (out, in), b (out); torch's default init --------------- */
 typedef struct pg_linear {

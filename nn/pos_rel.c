@@ -238,6 +238,10 @@ pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_po
         pg_graph_fail(g, "%s: module %s is not abs1d, rel1d or rel2d", fn, m ? m->base.type : "NULL");
         return NULL;
     }
+    if (!q) {
+        pg_graph_fail(g, "%s: q is NULL", fn);
+        return NULL;
+    }
     if (pg_pos_ctx_check(g, fn, c) != 0)
         return NULL;
     return posrel_bias(g, m, q, NULL, NULL, c);
@@ -245,8 +249,11 @@ pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_po
 
 pg_tensor *pg_posrel_table(const pg_posmod *m, int which)
 {
-    if (!m || m->ops != &POSREL_OPS || which < 0 || which > 1)
+    if (!m || m->ops != &POSREL_OPS || which < 0 || which > 1) {
+        pg_set_error("pg_posrel_table: need an abs1d, rel1d or rel2d module and which 0 or 1, got %s and %d",
+                     m ? m->base.type : "NULL", which);
         return NULL;
+    }
     const posrel *p = (const posrel *)m;
     return which ? p->t1 : p->t0;
 }
@@ -388,29 +395,29 @@ pg_posmod *pg_posmod_make_rel2d(const pg_posmod_args *a)
 
 pg_posmod *pg_abs1d_new(int64_t tokens, int64_t dim_head, pg_dtype dtype, pg_rng *r)
 {
-    pg_abs1d_opts o = {.tokens = tokens, .dim_head = dim_head};
-    pg_posmod_args a = {.dtype = dtype, .rng = r, .layer = 0, .opts = &o};
+    const char *fn = "pg_abs1d_new";
+    pg_posmod_args a = {.dtype = dtype, .rng = r, .layer = 0};
     if (tokens < 1) {
-        pg_set_error("pg_abs1d_new: tokens must be >= 1, got %lld", (long long)tokens);
+        pg_set_error("%s: tokens must be >= 1, got %lld", fn, (long long)tokens);
         return NULL;
     }
-    return pg_posmod_make_abs1d(&a);
+    return posrel_make(ABS1D, fn, &a, (posrel_cfg){.tokens = tokens, .d = dim_head});
 }
 
 pg_posmod *pg_rel1d_new(int64_t tokens, int64_t dim_head, int64_t heads, pg_dtype dtype, pg_rng *r)
 {
-    pg_rel1d_opts o = {.tokens = tokens, .dim_head = dim_head, .heads = heads};
-    pg_posmod_args a = {.dtype = dtype, .rng = r, .layer = 0, .opts = &o};
+    const char *fn = "pg_rel1d_new";
+    pg_posmod_args a = {.dtype = dtype, .rng = r, .layer = 0};
     if (tokens < 1) {
-        pg_set_error("pg_rel1d_new: tokens must be >= 1, got %lld", (long long)tokens);
+        pg_set_error("%s: tokens must be >= 1, got %lld", fn, (long long)tokens);
         return NULL;
     }
-    return pg_posmod_make_rel1d(&a);
+    return posrel_make(REL1D, fn, &a, (posrel_cfg){.tokens = tokens, .d = dim_head, .heads = heads});
 }
 
 pg_posmod *pg_rel2d_new(int64_t height, int64_t width, int64_t dim_head, int64_t heads, pg_dtype dtype, pg_rng *r)
 {
-    pg_rel2d_opts o = {.height = height, .width = width, .dim_head = dim_head, .heads = heads};
-    pg_posmod_args a = {.dtype = dtype, .rng = r, .layer = 0, .opts = &o};
-    return pg_posmod_make_rel2d(&a);
+    pg_posmod_args a = {.dtype = dtype, .rng = r, .layer = 0};
+    return posrel_make(REL2D, "pg_rel2d_new", &a,
+                       (posrel_cfg){.hgt = height, .wid = width, .d = dim_head, .heads = heads});
 }

@@ -64,7 +64,8 @@ pg_posmod *pg_abs1d_new(int64_t tokens, int64_t dim_head, pg_dtype dtype, pg_rng
 pg_posmod *pg_rel1d_new(int64_t tokens, int64_t dim_head, int64_t heads, pg_dtype dtype, pg_rng *r);
 pg_posmod *pg_rel2d_new(int64_t height, int64_t width, int64_t dim_head, int64_t heads, pg_dtype dtype, pg_rng *r);
 
-/* The module's tables (borrowed): abs1d: E; rel1d: R; rel2d: Rw then Rh (second NULL otherwise). */
+/* The module's tables (borrowed): abs1d: E; rel1d: R; rel2d: Rw then Rh (second NULL otherwise).
+ * NULL and an error for m NULL, not one of these schemes, or which outside 0..1. */
 pg_tensor *pg_posrel_table(const pg_posmod *m, int which);
 
 /* The bias one of these modules adds for queries q (B, H, Lq, d) in context c

@@ -18,6 +18,10 @@ typedef struct pos_sinusoidal {
 
 pg_tensor *pg_pos_abs_positions(pg_graph *g, const char *fn, pg_tensor *x, const pg_pos_ctx *c)
 {
+    if (!fn) {
+        pg_graph_fail(g, "pg_pos_abs_positions: fn is NULL");
+        return NULL;
+    }
     if (!x || !pg_dtype_is_float(x->dtype) || x->ndim != 3) {
         pg_graph_fail(g, "%s: x is %s, expected a float (B, L, dim)", fn, x ? SHAPE(x) : "NULL");
         return NULL;
@@ -41,8 +45,12 @@ pg_tensor *pg_pos_abs_positions(pg_graph *g, const char *fn, pg_tensor *x, const
 pg_tensor *pg_pos_abs_add(pg_graph *g, const char *fn, pg_tensor *x, pg_tensor *pe, const pg_pos_ctx *c,
                           bool use_mask)
 {
-    if (!x || !pe)
+    if (!fn || !x || !pe || !c || x->ndim != 3) {
+        pg_graph_fail(g, "%s: %s", fn ? fn : "pg_pos_abs_add",
+                      !fn ? "fn is NULL" : !x ? "x is NULL" : !pe ? "encoding is NULL" : !c ? "context is NULL"
+                                                                                     : "x is not (B, L, dim)");
         return NULL;
+    }
     int64_t B = x->shape[0], L = x->shape[1], dim = x->shape[2];
     if (pe->ndim != 3 || pe->shape[0] != B || pe->shape[1] > L || pe->shape[2] != dim) {
         pg_graph_fail(g, "%s: encoding is %s, expected (%lld, <= %lld, %lld) for x %s", fn, SHAPE(pe), (long long)B,

@@ -27,7 +27,11 @@ static const struct {
 
 pg_posmod_make_fn pg_posmod_lookup(const char *kind)
 {
-    for (int i = 0; kind && KINDS[i].name; i++)
+    if (!kind) {
+        pg_set_error("pg_posmod_lookup: kind is NULL");
+        return NULL;
+    }
+    for (int i = 0; KINDS[i].name; i++)
         if (!strcmp(KINDS[i].name, kind))
             return KINDS[i].make;
     return NULL;
@@ -35,6 +39,10 @@ pg_posmod_make_fn pg_posmod_lookup(const char *kind)
 
 int pg_posmod_kinds(const char **names, int max)
 {
+    if (!names && max > 0) {
+        pg_set_error("pg_posmod_kinds: names is NULL for max %d", max);
+        return -1;
+    }
     int n = 0;
     for (; KINDS[n].name; n++)
         if (names && n < max)
@@ -49,7 +57,7 @@ pg_posmod *pg_posmod_from_spec(const pg_posmod_spec *s, const pg_posmod_args *a)
         pg_set_error("%s: %s is NULL", fn, s ? "args" : "spec");
         return NULL;
     }
-    pg_posmod_make_fn make = s->make ? s->make : pg_posmod_lookup(s->kind);
+    pg_posmod_make_fn make = s->make ? s->make : s->kind ? pg_posmod_lookup(s->kind) : NULL;
     if (!make) {
         pg_set_error("%s: unknown positional module kind \"%s\" (%d registered in nn/posmod_list.h)", fn,
                      s->kind ? s->kind : "(null)", pg_posmod_kinds(NULL, 0));
@@ -69,8 +77,15 @@ pg_posmod *pg_posmod_from_spec(const pg_posmod_spec *s, const pg_posmod_args *a)
 
 void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *))
 {
+    static const pg_posmod_ops no_hooks = {0};
+    if (!m) {
+        pg_set_error("pg_posmod_init: module is NULL");
+        return;
+    }
     pg_module_init(&m->base, type, destroy);
-    m->ops = ops;
+    m->ops = ops ? ops : &no_hooks;
+    if (!ops)
+        pg_set_error("pg_posmod_init: ops is NULL (the module gets no hooks)");
 }
 
 /* ---- checks ---------------------------------------------------------------------------- */
@@ -91,6 +106,10 @@ static bool pos_ok(pg_graph *g, const char *fn, const char *name, const pg_tenso
 
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
 {
+    if (!fn) {
+        pg_graph_fail(g, "pg_pos_ctx_check: fn is NULL");
+        return -1;
+    }
     if (!c) {
         pg_graph_fail(g, "%s: context is NULL", fn);
         return -1;
@@ -135,7 +154,11 @@ pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tens
     if (pg_pos_ctx_check(g, fn, &c) != 0)
         return NULL;
     for (int i = 0; i < n; i++) {
-        if (!mods[i] || !mods[i]->ops->mod_x)
+        if (!mods[i]) {
+            pg_graph_fail(g, "%s: module %d of %d is NULL", fn, i, n);
+            return NULL;
+        }
+        if (!mods[i]->ops->mod_x)
             continue;
         pg_tensor *y = mods[i]->ops->mod_x(g, mods[i], x, &c);
         if (!y) {
@@ -268,6 +291,12 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
 
 pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool *ok)
 {
+    if (!m || !ok) {
+        pg_set_error("pg_pos_div_param: %s is NULL", m ? "ok" : "module");
+        if (ok)
+            *ok = false;
+        return NULL;
+    }
     *ok = false;
     if (!(d.divide > 0) || !isfinite(d.divide)) {
         pg_set_error("%s: divide must be a finite number > 0, got %g", m && m->base.type ? m->base.type : "posmod",
@@ -288,6 +317,10 @@ pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool 
 
 pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double divide)
 {
+    if (!t) {
+        pg_graph_fail(g, "pg_pos_divide_by: t is NULL");
+        return NULL;
+    }
     if (div) /* max(exp(div), 1e-8): the clamp passes no gradient where it clamps */
         return pg_div(g, t, pg_clamp(g, pg_exp(g, div), 1e-8, INFINITY));
     return divide == 1.0 ? t : pg_mul_scalar(g, t, 1.0 / divide);
@@ -308,13 +341,25 @@ void pg_posmod_free_list(pg_posmod *const *pos, int from, int n)
 
 int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
 {
+    const char *fn = "pg_posmod_adopt";
     if (n == 0)
         return 0;
+    if (!parent || !pos || n < 0) {
+        pg_set_error("%s: %s (%d modules)", fn, !parent ? "parent is NULL" : !pos ? "pos is NULL" : "n < 0", n);
+        pg_posmod_free_list(pos, 0, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (!pos[i]) {
+            pg_set_error("%s: module %d of %d is NULL", fn, i, n);
+            pg_posmod_free_list(pos, 0, n);
+            return -1;
+        }
     if (n == 1)
         return pg_module_add_child(parent, "pos", &pos[0]->base);
     pg_module *list = calloc(1, sizeof *list);
     if (!list) {
-        pg_set_error("pg_posmod_adopt: out of memory");
+        pg_set_error("%s: out of memory", fn);
         pg_posmod_free_list(pos, 0, n);
         return -1;
     }
@@ -336,6 +381,10 @@ int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
 
 int64_t pg_posmod_heads(const char *fn, const char *what, int64_t opt_heads, const pg_posmod_args *a)
 {
+    if (!fn || !what || !a) {
+        pg_set_error("%s: %s is NULL", fn ? fn : "pg_posmod_heads", !fn ? "fn" : !what ? "what" : "args");
+        return 0;
+    }
     int64_t heads = opt_heads ? opt_heads : a->heads;
     if (heads < 1) {
         pg_set_error("%s: %s acts inside attention and needs heads >= 1 (args.heads %lld)", fn, what,

@@ -84,19 +84,22 @@ struct pg_posmod {
     const pg_posmod_ops *ops; /* static, never NULL */
 };
 
-/* Initialises the base (pg_module_init) and sets the hooks. */
+/* Initialises the base (pg_module_init) and sets the hooks. m NULL: an error;
+ * ops NULL: an error, and a table without hooks (ops is never NULL). */
 void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *));
 
 /* Frees pos[from..n), each distinct module once: for a constructor that
  * promised to take ownership of a module list and fails. */
 void pg_posmod_free_list(pg_posmod *const *pos, int from, int n);
 /* Registers pos[0..n) under parent: one module as child "pos", several as
- * "pos.0", "pos.1", ... Takes ownership of all of them, also on failure. 0 or -1. */
+ * "pos.0", "pos.1", ... Takes ownership of all of them, also on failure
+ * (parent, pos or an entry NULL: -1). 0 or -1. */
 int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n);
 
 /* Applies mod_x of mods[0..n) in order to x (B, L, dim). pos (B, Lp) or NULL,
  * mask (B, L) bool or NULL: both are checked here. heads / head_dim go into the
- * context (0 if unknown). Returns x itself when no module has mod_x. */
+ * context (0 if unknown). Returns x itself when no module has mod_x. A NULL
+ * entry in mods is an error. */
 pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tensor *x, pg_tensor *pos,
                              pg_tensor *mask, int64_t heads, int64_t head_dim, pg_rng *rng);
 
@@ -170,9 +173,10 @@ typedef struct pg_posmod_spec {
     const void *opts;
 } pg_posmod_spec;
 
-/* The constructor registered as `kind` (nn/posmod_list.h), or NULL. */
+/* The constructor registered as `kind` (nn/posmod_list.h), or NULL (an error for kind NULL). */
 pg_posmod_make_fn pg_posmod_lookup(const char *kind);
-/* Writes up to max registered kind names into names; returns how many exist. */
+/* Writes up to max registered kind names into names; returns how many exist
+ * (names may be NULL with max 0, to count; -1 for names NULL and max > 0). */
 int pg_posmod_kinds(const char **names, int max);
 /* Builds the module a spec describes with a->opts = spec->opts; NULL + error
  * (unknown kind, or the constructor's own). */

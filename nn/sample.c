@@ -130,11 +130,22 @@ pg_tensor *pg_lm_generate(pg_lm *lm, const pg_tensor *prompt, int64_t n_new, dou
                      prompt ? SHAPE(prompt) : "NULL", (long long)n_new);
         return NULL;
     }
+    if (!r && temperature != 0) {
+        pg_set_error("%s: need a generator when sampling (temperature %g), got NULL", fn, temperature);
+        return NULL;
+    }
     int64_t B = prompt->shape[0], L0 = prompt->shape[1];
-    pg_tensor *seq = pg_tensor_full(NULL, PG_I64, PG_SHAPE(B, L0 + n_new), 0.0);
+    if (n_new > INT64_MAX - L0) {
+        pg_set_error("%s: n_new %lld is too large", fn, (long long)n_new);
+        return NULL;
+    }
+    pg_tensor *seq = pg_tensor_alloc(NULL, fn, PG_I64, PG_SHAPE(B, L0 + n_new)); /* refuses absurd lengths */
+    if (!seq)
+        return NULL;
+    pg_fill(seq, 0.0);
     int64_t *next = malloc((size_t)B * sizeof *next);
     pg_graph *g = pg_graph_new();
-    if (!seq || !next || !g) {
+    if (!next || !g) {
         pg_set_error("%s: out of memory", fn);
         pg_tensor_free(seq);
         free(next);

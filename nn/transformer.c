@@ -66,7 +66,10 @@ static bool block_config_ok(const char *fn, const pg_block_config *c)
 pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r)
 {
     const char *fn = "pg_block_new";
-    if (!block_config_ok(fn, c)) {
+    bool args_ok = r && n_pos >= 0 && (pos || n_pos == 0);
+    if (!args_ok)
+        pg_set_error("%s: %s", fn, !r ? "generator is NULL" : "bad positional module list (pos NULL or n_pos < 0)");
+    if (!args_ok || !block_config_ok(fn, c)) {
         pg_posmod_free_list(pos, 0, n_pos); /* ownership was promised */
         return NULL;
     }
@@ -438,6 +441,10 @@ pg_tensor *pg_lm_loss(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor *targets
     if (!g) {
         pg_graph *s = pg_nn_scratch_begin("pg_lm_loss");
         return pg_nn_scratch_end(s, s ? pg_lm_loss(s, lm, ids, targets, a) : NULL);
+    }
+    if (!lm || !ids || !targets) {
+        pg_graph_fail(g, "pg_lm_loss: %s is NULL", !lm ? "module" : !ids ? "ids" : "targets");
+        return NULL;
     }
     pg_tensor *logits = pg_lm_forward(g, lm, ids, a);
     if (!logits)

@@ -167,5 +167,9 @@ int pg_schedule_step(pg_schedule *s)
 
 int64_t pg_schedule_get_step(const pg_schedule *s)
 {
-    return s ? *pg_i64(s->step) : -1;
+    if (!s) {
+        pg_set_error("pg_schedule_get_step: schedule is NULL");
+        return -1;
+    }
+    return *pg_i64(s->step);
 }

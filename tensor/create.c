@@ -28,14 +28,28 @@ pg_rng pg_rng_init(uint64_t seed)
     return r;
 }
 
+static bool check_rng(const char *fn, const pg_rng *r)
+{
+    if (!r)
+        pg_set_error("%s: generator is NULL", fn);
+    return r != NULL;
+}
+
 uint64_t pg_rng_next_u64(pg_rng *r)
 {
+    if (!check_rng("pg_rng_next_u64", r))
+        return 0;
     uint64_t v = draw_at(r, 0);
     r->counter++;
     return v;
 }
 
-double pg_rng_uniform(pg_rng *r) { return u01(pg_rng_next_u64(r)); }
+double pg_rng_uniform(pg_rng *r)
+{
+    if (!check_rng("pg_rng_uniform", r))
+        return NAN;
+    return u01(pg_rng_next_u64(r));
+}
 
 /* Box-Muller on draws (2k, 2k+1) gives normals 2k and 2k+1 (cos and sin). */
 static double normal_at(const pg_rng *r, uint64_t i)
@@ -49,6 +63,8 @@ static double normal_at(const pg_rng *r, uint64_t i)
 
 double pg_rng_normal(pg_rng *r)
 {
+    if (!check_rng("pg_rng_normal", r))
+        return NAN;
     double v = normal_at(r, 0);
     r->counter += 2;
     return v;
@@ -61,6 +77,12 @@ static bool check_fill(const char *fn, const pg_tensor *t)
     if (!t)
         pg_set_error("%s: tensor is NULL", fn);
     return t != NULL;
+}
+
+/* the random fills: a tensor and a generator */
+static bool check_random_fill(const char *fn, const pg_tensor *t, const pg_rng *r)
+{
+    return check_fill(fn, t) && check_rng(fn, r);
 }
 
 typedef struct fill_job {
@@ -120,7 +142,7 @@ int pg_fill_linspace(pg_tensor *t, double start, double end)
 
 int pg_fill_uniform(pg_tensor *t, pg_rng *r, double low, double high)
 {
-    if (!check_fill("pg_fill_uniform", t))
+    if (!check_random_fill("pg_fill_uniform", t, r))
         return -1;
     for (int64_t i = 0; i < t->numel; i++)
         pg_set(t, i, low + (high - low) * u01(draw_at(r, (uint64_t)i)));
@@ -130,7 +152,7 @@ int pg_fill_uniform(pg_tensor *t, pg_rng *r, double low, double high)
 
 int pg_fill_normal(pg_tensor *t, pg_rng *r, double mean, double std)
 {
-    if (!check_fill("pg_fill_normal", t))
+    if (!check_random_fill("pg_fill_normal", t, r))
         return -1;
     for (int64_t i = 0; i < t->numel; i++)
         pg_set(t, i, mean + std * normal_at(r, (uint64_t)i));
@@ -140,7 +162,7 @@ int pg_fill_normal(pg_tensor *t, pg_rng *r, double mean, double std)
 
 int pg_fill_bernoulli(pg_tensor *t, pg_rng *r, double p)
 {
-    if (!check_fill("pg_fill_bernoulli", t))
+    if (!check_random_fill("pg_fill_bernoulli", t, r))
         return -1;
     if (!(p >= 0.0 && p <= 1.0)) {
         pg_set_error("pg_fill_bernoulli: p = %g outside [0, 1]", p);
@@ -188,7 +210,7 @@ int pg_copy_into(pg_tensor *dst, const pg_tensor *src)
 
 pg_tensor *pg_tensor_full(pg_arena *a, pg_dtype dtype, int ndim, const int64_t *shape, double value)
 {
-    pg_tensor *t = pg_tensor_empty(a, dtype, ndim, shape);
+    pg_tensor *t = pg_tensor_alloc(a, "pg_tensor_full", dtype, ndim, shape);
     if (t)
         pg_fill(t, value);
     return t;
@@ -201,25 +223,30 @@ pg_tensor *pg_tensor_from_array(pg_arena *a, pg_dtype dtype, int ndim, const int
         pg_set_error("pg_tensor_from_array: values is NULL");
         return NULL;
     }
-    pg_tensor *t = pg_tensor_empty(a, dtype, ndim, shape);
+    pg_tensor *t = pg_tensor_alloc(a, "pg_tensor_from_array", dtype, ndim, shape);
     if (t)
         memcpy(t->data, values, (size_t)t->numel * pg_dtype_size(dtype));
     return t;
 }
 
+static pg_tensor *cast(pg_arena *a, const char *fn, const pg_tensor *src, pg_dtype dtype)
+{
+    if (!src) {
+        pg_set_error("%s: source is NULL", fn);
+        return NULL;
+    }
+    pg_tensor *t = pg_tensor_alloc(a, fn, dtype, src->ndim, src->shape);
+    if (t)
+        pg_copy_into(t, src);
+    return t;
+}
+
 pg_tensor *pg_tensor_copy(pg_arena *a, const pg_tensor *src)
 {
-    return src ? pg_tensor_cast(a, src, src->dtype) : (pg_set_error("pg_tensor_copy: source is NULL"), NULL);
+    return cast(a, "pg_tensor_copy", src, src ? src->dtype : PG_F32);
 }
 
 pg_tensor *pg_tensor_cast(pg_arena *a, const pg_tensor *src, pg_dtype dtype)
 {
-    if (!src) {
-        pg_set_error("pg_tensor_cast: source is NULL");
-        return NULL;
-    }
-    pg_tensor *t = pg_tensor_empty(a, dtype, src->ndim, src->shape);
-    if (t)
-        pg_copy_into(t, src);
-    return t;
+    return cast(a, "pg_tensor_cast", src, dtype);
 }

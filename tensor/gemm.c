@@ -37,6 +37,7 @@
  * FMA kernels round once per multiply-add where the portable one rounds twice,
  * so builds differ from each other in the last bits (each is deterministic). */
 #include "gemm.h"
+#include "tensor.h"
 
 #include "threadpool.h"
 
@@ -449,6 +450,8 @@ typedef struct operand {
     {                                                                                                                  \
         if (M <= 0 || N <= 0)                                                                                          \
             return;                                                                                                    \
+        if (!gemm_args_ok("pg_gemm_" #sfx, C, K > 0 && alpha != 0, A, B))                                             \
+            return;                                                                                                    \
         if (K <= 0 || alpha == 0) {                                                                                    \
             scale_c_##sfx(M, N, beta, C, ldc);                                                                         \
             return;                                                                                                    \
@@ -462,6 +465,15 @@ typedef struct operand {
         else                                                                                                           \
             pg_parallel_for(((g.split_rows ? M : N) + g.chunk - 1) / g.chunk, gemm_task_##sfx, &g);                   \
     }
+
+/* C must be given whenever it has elements; A and B when they are read. */
+static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const void *A, const void *B)
+{
+    const char *null = !C ? "C" : reads_ab && !A ? "A" : reads_ab && !B ? "B" : NULL;
+    if (null)
+        pg_set_error("%s: %s is NULL", fn, null);
+    return !null;
+}
 
 /* Which operands to pack, from the shapes alone (so results never depend on
  * the thread split). Reading op(A) in place (either transpose) and op(B) in

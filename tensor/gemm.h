@@ -8,6 +8,8 @@
  *
  * beta == 0 does not read C (it may hold NaN or garbage); alpha == 0 or K == 0
  * does not read A or B. C must not overlap A or B. M, N or K of 0 is allowed.
+ * A NULL C (when M, N > 0), or a NULL A or B that would be read, records an
+ * error naming the function (pg_last_error) and leaves C untouched.
  *
  * The implementation packs panels of op(A) and op(B) into contiguous blocks
  * (cache blocking MC x KC x NC) and runs a register-tiled MR x NR micro-kernel

@@ -30,8 +30,18 @@ static const uint32_t NIBBLE[16] = {
     0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu,
 };
 
+/* buf may be NULL only for n == 0 */
+static bool bytes_given(const char *fn, const uint8_t *buf, size_t n)
+{
+    if (!buf && n)
+        pg_set_error("%s: buf is NULL for %zu bytes", fn, n);
+    return buf || !n;
+}
+
 uint32_t pg_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 {
+    if (!bytes_given("pg_crc32", buf, n))
+        return crc;
     uint32_t c = crc ^ 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
         c ^= buf[i];
@@ -44,6 +54,8 @@ uint32_t pg_crc32(uint32_t crc, const uint8_t *buf, size_t n)
 /* Adler-32 (RFC 1950): a = 1 + sum of bytes, b = sum of the a's, both mod 65521. */
 uint32_t pg_adler32(uint32_t adler, const uint8_t *buf, size_t n)
 {
+    if (!bytes_given("pg_adler32", buf, n))
+        return adler;
     const uint32_t MOD = 65521u;
     uint32_t a = adler & 0xFFFFu, b = adler >> 16;
     while (n > 0) {
@@ -248,8 +260,10 @@ static const uint8_t RAMP[9][3] = {
 
 void pg_colormap(double t, uint8_t rgb[3])
 {
-    if (!rgb)
+    if (!rgb) {
+        pg_set_error("pg_colormap: rgb is NULL");
         return;
+    }
     if (isnan(t)) {
         rgb[0] = rgb[1] = rgb[2] = PG_PNG_NAN_GRAY;
         return;

@@ -27,7 +27,7 @@ int pg_png_write(const char *path, int64_t width, int64_t height, int channels,
 /* perceptual colormap (viridis-like, monotonic lightness), t in [0, 1]
  * clamped; NaN -> a gray (PG_PNG_NAN_GRAY). t is quantised to
  * PG_COLORMAP_LEVELS evenly spaced colours, each strictly lighter (CIE L*)
- * than the one before: 0 is dark violet, 1 light yellow. */
+ * than the one before: 0 is dark violet, 1 light yellow. rgb NULL: an error. */
 #define PG_COLORMAP_LEVELS 128
 void pg_colormap(double t, uint8_t rgb[3]);
 
@@ -50,7 +50,8 @@ int pg_png_heatmap(const char *path, const pg_tensor *t, int64_t cell_px, double
  * crc: the PNG/zlib CRC-32 (polynomial 0xEDB88320, reflected, init and final
  * xor 0xFFFFFFFF) of n bytes; pass the previous result to continue a running
  * CRC, 0 to start. adler: Adler-32 of n bytes; continue with the previous
- * result, start with 1. */
+ * result, start with 1. buf NULL with n > 0: an error, and the running value
+ * comes back unchanged. */
 uint32_t pg_crc32(uint32_t crc, const uint8_t *buf, size_t n);
 uint32_t pg_adler32(uint32_t adler, const uint8_t *buf, size_t n);
 

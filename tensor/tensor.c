@@ -16,6 +16,10 @@ void pg_clear_error(void) { last_error[0] = '\0'; }
 
 void pg_set_error(const char *fmt, ...)
 {
+    if (!fmt) {
+        snprintf(last_error, sizeof last_error, "pg_set_error: fmt is NULL");
+        return;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
@@ -48,22 +52,39 @@ size_t pg_dtype_size(pg_dtype dtype)
 
 bool pg_dtype_is_float(pg_dtype dtype) { return dtype == PG_F32 || dtype == PG_F64; }
 
-char *pg_shape_str(char *buf, size_t size, const pg_tensor *t)
+/* "[2,3]" into buf (size >= 1), truncated to fit. */
+static char *dims_str(char *buf, size_t size, int ndim, const int64_t *shape)
 {
-    if (!t) {
-        snprintf(buf, size, "NULL");
-        return buf;
-    }
-    size_t n = (size_t)snprintf(buf, size, "%s[", pg_dtype_name(t->dtype));
-    for (int i = 0; i < t->ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, i ? ",%lld" : "%lld", (long long)t->shape[i]);
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, i ? ",%lld" : "%lld", (long long)shape[i]);
     if (n < size)
         snprintf(buf + n, size - n, "]");
     return buf;
 }
 
+char *pg_shape_str(char *buf, size_t size, const pg_tensor *t)
+{
+    if (!buf || !size) {
+        pg_set_error("pg_shape_str: buf is %s", buf ? "empty (size 0)" : "NULL");
+        return NULL;
+    }
+    if (!t) {
+        snprintf(buf, size, "NULL");
+        return buf;
+    }
+    size_t n = (size_t)snprintf(buf, size, "%s", pg_dtype_name(t->dtype));
+    if (n < size)
+        dims_str(buf + n, size - n, t->ndim, t->shape);
+    return buf;
+}
+
 bool pg_same_shape(const pg_tensor *a, const pg_tensor *b)
 {
+    if (!a || !b) {
+        pg_set_error("pg_same_shape: %s is NULL", a ? "b" : "a");
+        return false;
+    }
     if (a->ndim != b->ndim)
         return false;
     for (int i = 0; i < a->ndim; i++)
@@ -74,6 +95,10 @@ bool pg_same_shape(const pg_tensor *a, const pg_tensor *b)
 
 int pg_axis(const char *fn, int axis, int ndim)
 {
+    if (!fn) {
+        pg_set_error("pg_axis: fn is NULL");
+        return -1;
+    }
     int a = axis < 0 ? axis + ndim : axis;
     if (a < 0 || a >= ndim) {
         pg_set_error("%s: axis %d out of range for a tensor of %d dims", fn, axis, ndim);
@@ -126,19 +151,40 @@ static void chunks_free(chunk *c)
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+/* false (and an error naming fn) for a request no tensor could need */
+static bool arena_size_ok(const char *fn, size_t bytes)
+{
+    if (bytes > (size_t)PG_MAX_TENSOR_BYTES) {
+        pg_set_error("%s: %zu bytes is more than PG_MAX_TENSOR_BYTES (%lld)", fn, bytes,
+                     (long long)PG_MAX_TENSOR_BYTES);
+        return false;
+    }
+    return true;
+}
+
+/* true for a non-NULL arena; else an error naming fn */
+static bool arena_given(const char *fn, const pg_arena *a)
+{
+    if (!a)
+        pg_set_error("%s: arena is NULL", fn);
+    return a != NULL;
+}
+
 pg_arena *pg_arena_new(size_t initial_bytes)
 {
-    pg_arena *a = calloc(1, sizeof *a);
-    if (!a)
+    if (!arena_size_ok("pg_arena_new", initial_bytes))
         return NULL;
-    if (initial_bytes) {
+    pg_arena *a = calloc(1, sizeof *a);
+    if (a && initial_bytes) {
         a->head = chunk_new(round_up(initial_bytes, ARENA_ALIGN));
+        a->chunk_allocs = 1;
         if (!a->head) {
             free(a);
-            return NULL;
+            a = NULL;
         }
-        a->chunk_allocs = 1;
     }
+    if (!a)
+        pg_set_error("pg_arena_new: out of memory for %zu bytes", initial_bytes);
     return a;
 }
 
@@ -152,15 +198,21 @@ void pg_arena_free(pg_arena *a)
 
 void *pg_arena_alloc(pg_arena *a, size_t bytes)
 {
+    if (!arena_given("pg_arena_alloc", a) || !arena_size_ok("pg_arena_alloc", bytes))
+        return NULL;
     bytes = round_up(bytes ? bytes : 1, ARENA_ALIGN);
     if (!a->head || a->head->size - a->head->used < bytes) {
         size_t last = a->head ? a->head->size : 0;
         size_t size = 2 * last > bytes ? 2 * last : bytes;
+        if (size > (size_t)PG_MAX_TENSOR_BYTES)
+            size = bytes; /* doubling stops at the cap */
         if (size < ((size_t)1 << 20))
             size = (size_t)1 << 20;
         chunk *c = chunk_new(size);
-        if (!c)
+        if (!c) {
+            pg_set_error("pg_arena_alloc: out of memory for a chunk of %zu bytes", size);
             return NULL;
+        }
         c->next = a->head;
         a->head = c;
         a->chunk_allocs++;
@@ -173,36 +225,58 @@ void *pg_arena_alloc(pg_arena *a, size_t bytes)
 
 void pg_arena_reset(pg_arena *a)
 {
+    if (!arena_given("pg_arena_reset", a))
+        return;
     if (a->head && a->head->next) {
         /* several chunks: replace them by one that holds a whole step */
         size_t need = 0;
         for (chunk *c = a->head; c; c = c->next)
             need += c->size;
         chunks_free(a->head);
-        a->head = chunk_new(need);
-        a->chunk_allocs++;
+        a->head = chunk_new(need < (size_t)PG_MAX_TENSOR_BYTES ? need : (size_t)PG_MAX_TENSOR_BYTES);
+        a->chunk_allocs += a->head != NULL; /* if it failed, the next alloc starts a chunk */
     }
     if (a->head)
         a->head->used = 0;
     a->total_used = 0;
 }
 
-size_t pg_arena_used(const pg_arena *a) { return a->total_used; }
+size_t pg_arena_used(const pg_arena *a) { return arena_given("pg_arena_used", a) ? a->total_used : 0; }
 
 size_t pg_arena_capacity(const pg_arena *a)
 {
     size_t n = 0;
-    for (chunk *c = a->head; c; c = c->next)
+    for (chunk *c = arena_given("pg_arena_capacity", a) ? a->head : NULL; c; c = c->next)
         n += c->size;
     return n;
 }
 
-size_t pg_arena_chunk_allocs(const pg_arena *a) { return a->chunk_allocs; }
+size_t pg_arena_chunk_allocs(const pg_arena *a)
+{
+    return arena_given("pg_arena_chunk_allocs", a) ? a->chunk_allocs : 0;
+}
 
 /* ---- tensors ---------------------------------------------------------------- */
 
-static bool check_shape(const char *fn, int ndim, const int64_t *shape, int64_t *numel)
+static bool check_dtype(const char *fn, pg_dtype dtype)
 {
+    if ((unsigned)dtype > PG_BOOL) {
+        pg_set_error("%s: unknown dtype %d", fn, (int)dtype);
+        return false;
+    }
+    return true;
+}
+
+/* Validates a shape for a tensor of dtype and gives its element count. The
+ * product of the nonzero sizes times the element size must stay within
+ * PG_MAX_TENSOR_BYTES, so every byte count, stride and offset of the tensor
+ * fits in int64 (and size_t) without overflow. It is checked as
+ * span <= cap / size per dim, which cannot itself overflow. */
+static bool check_shape(const char *fn, pg_dtype dtype, int ndim, const int64_t *shape, int64_t *numel)
+{
+    char s[256];
+    if (!check_dtype(fn, dtype))
+        return false;
     if (ndim < 0 || ndim > PG_MAX_DIMS) {
         pg_set_error("%s: ndim %d outside 0..%d", fn, ndim, PG_MAX_DIMS);
         return false;
@@ -211,28 +285,27 @@ static bool check_shape(const char *fn, int ndim, const int64_t *shape, int64_t 
         pg_set_error("%s: shape is NULL for ndim %d", fn, ndim);
         return false;
     }
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    for (int i = 0; i < ndim; i++)
         if (shape[i] < 0) {
-            pg_set_error("%s: negative size %lld in dim %d", fn, (long long)shape[i], i);
+            pg_set_error("%s: negative size %lld in dim %d of shape %s", fn, (long long)shape[i], i,
+                         dims_str(s, sizeof s, ndim, shape));
             return false;
         }
-        if (shape[i] && n > INT64_MAX / 16 / shape[i]) {
-            pg_set_error("%s: shape too large", fn);
+    const int64_t esize = (int64_t)pg_dtype_size(dtype), cap = PG_MAX_TENSOR_BYTES / esize;
+    int64_t span = 1; /* product of the nonzero sizes */
+    bool empty = false;
+    for (int i = 0; i < ndim; i++) {
+        empty = empty || shape[i] == 0;
+        if (shape[i] > 0 && span > cap / shape[i]) {
+            pg_set_error("%s: shape %s of %s is too large (more than %lld elements of %lld bytes: a tensor holds "
+                         "at most PG_MAX_TENSOR_BYTES = %lld bytes)",
+                         fn, dims_str(s, sizeof s, ndim, shape), pg_dtype_name(dtype), (long long)cap,
+                         (long long)esize, (long long)PG_MAX_TENSOR_BYTES);
             return false;
         }
-        n *= shape[i];
+        span *= shape[i] > 0 ? shape[i] : 1;
     }
-    *numel = n;
-    return true;
-}
-
-static bool check_dtype(const char *fn, pg_dtype dtype)
-{
-    if ((unsigned)dtype > PG_BOOL) {
-        pg_set_error("%s: unknown dtype %d", fn, (int)dtype);
-        return false;
-    }
+    *numel = empty ? 0 : span;
     return true;
 }
 
@@ -251,16 +324,21 @@ static pg_tensor *header_new(pg_arena *a, pg_dtype dtype, int ndim, const int64_
     return t;
 }
 
-pg_tensor *pg_tensor_empty(pg_arena *a, pg_dtype dtype, int ndim, const int64_t *shape)
+pg_tensor *pg_tensor_alloc(pg_arena *a, const char *fn, pg_dtype dtype, int ndim, const int64_t *shape)
 {
     int64_t numel;
-    if (!check_dtype("pg_tensor_empty", dtype) || !check_shape("pg_tensor_empty", ndim, shape, &numel))
+    if (!fn) {
+        pg_set_error("pg_tensor_alloc: fn is NULL");
+        return NULL;
+    }
+    if (!check_shape(fn, dtype, ndim, shape, &numel))
         return NULL;
     pg_tensor *t = header_new(a, dtype, ndim, shape, numel);
     if (!t) {
-        pg_set_error("pg_tensor_empty: out of memory");
+        pg_set_error("%s: out of memory for a tensor header", fn);
         return NULL;
     }
+    /* numel * size <= PG_MAX_TENSOR_BYTES: no overflow, and round_up cannot wrap */
     size_t bytes = (size_t)numel * pg_dtype_size(dtype);
     if (a) {
         t->data = pg_arena_alloc(a, bytes);
@@ -269,12 +347,18 @@ pg_tensor *pg_tensor_empty(pg_arena *a, pg_dtype dtype, int ndim, const int64_t 
         t->owns_data = true;
     }
     if (!t->data) {
+        char s[128];
         if (!a)
             free(t);
-        pg_set_error("pg_tensor_empty: out of memory for %zu bytes", bytes);
+        pg_set_error("%s: out of memory for %s (%zu bytes)", fn, dims_str(s, sizeof s, ndim, shape), bytes);
         return NULL;
     }
     return t;
+}
+
+pg_tensor *pg_tensor_empty(pg_arena *a, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return pg_tensor_alloc(a, "pg_tensor_empty", dtype, ndim, shape);
 }
 
 pg_tensor *pg_tensor_view(pg_arena *a, const pg_tensor *src, int ndim, const int64_t *shape)
@@ -284,7 +368,7 @@ pg_tensor *pg_tensor_view(pg_arena *a, const pg_tensor *src, int ndim, const int
         pg_set_error("pg_tensor_view: source is NULL");
         return NULL;
     }
-    if (!check_shape("pg_tensor_view", ndim, shape, &numel))
+    if (!check_shape("pg_tensor_view", src->dtype, ndim, shape, &numel))
         return NULL;
     if (numel != src->numel) {
         char s[128];
@@ -312,13 +396,25 @@ void pg_tensor_free(pg_tensor *t)
     free(t);
 }
 
-float *pg_f32(const pg_tensor *t) { return t && t->dtype == PG_F32 ? t->data : NULL; }
-double *pg_f64(const pg_tensor *t) { return t && t->dtype == PG_F64 ? t->data : NULL; }
-int64_t *pg_i64(const pg_tensor *t) { return t && t->dtype == PG_I64 ? t->data : NULL; }
-uint8_t *pg_bool(const pg_tensor *t) { return t && t->dtype == PG_BOOL ? t->data : NULL; }
+/* t's data if t has dtype; NULL otherwise (an error for t NULL) */
+static void *typed(const char *fn, const pg_tensor *t, pg_dtype dtype)
+{
+    if (!t)
+        pg_set_error("%s: tensor is NULL", fn);
+    return t && t->dtype == dtype ? t->data : NULL;
+}
+
+float *pg_f32(const pg_tensor *t) { return typed("pg_f32", t, PG_F32); }
+double *pg_f64(const pg_tensor *t) { return typed("pg_f64", t, PG_F64); }
+int64_t *pg_i64(const pg_tensor *t) { return typed("pg_i64", t, PG_I64); }
+uint8_t *pg_bool(const pg_tensor *t) { return typed("pg_bool", t, PG_BOOL); }
 
 double pg_get(const pg_tensor *t, int64_t i)
 {
+    if (!t) {
+        pg_set_error("pg_get: tensor is NULL");
+        return NAN;
+    }
     switch (t->dtype) {
     case PG_F32: return ((const float *)t->data)[i];
     case PG_F64: return ((const double *)t->data)[i];
@@ -342,6 +438,10 @@ static int64_t to_i64(double v)
 
 void pg_set(pg_tensor *t, int64_t i, double v)
 {
+    if (!t) {
+        pg_set_error("pg_set: tensor is NULL");
+        return;
+    }
     switch (t->dtype) {
     case PG_F32: ((float *)t->data)[i] = (float)v; break;
     case PG_F64: ((double *)t->data)[i] = v; break;

@@ -208,6 +208,10 @@ static bool ensure_workers(void)
 
 void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), void *ctx)
 {
+    if (!fn) {
+        pg_set_error("pg_parallel_for: fn is NULL");
+        return;
+    }
     if (n <= 0)
         return;
     pthread_mutex_lock(&P.mu);
@@ -262,6 +266,10 @@ int64_t pg_parallel_tasks(int64_t work, int64_t grain)
 
 void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx)
 {
+    if (!fn) {
+        pg_set_error("pg_parallel_range: fn is NULL");
+        return;
+    }
     if (n <= 0)
         return;
     int64_t T = pg_parallel_tasks(n, grain);

@@ -19,7 +19,8 @@
  * task i always run by thread t = i % T (the caller is thread 0): a fixed
  * partition, so results that reduce per thread in thread order are identical
  * from run to run for a fixed thread count. Calls do not nest: a parallel
- * call from inside fn runs serially on the calling thread. */
+ * call from inside fn runs serially on the calling thread. fn NULL records an
+ * error (pg_last_error) and runs nothing. */
 #ifndef PG_THREADPOOL_H
 #define PG_THREADPOOL_H
 

@@ -388,7 +388,7 @@ Test(module, bad_registration)
     cr_assert_not_null(pg_module_new_param(m, "w", PG_F64, PG_SHAPE(2)));
     cr_assert_eq(pg_module_add_child(m, "sub", bare("Sub")), 0);
     ASSERT_FAILS(pg_module_new_param(m, "w", PG_F64, PG_SHAPE(2)),
-                 "pg_module_add_param: M already has a parameter \"w\"");
+                 "pg_module_new_param: M already has a parameter \"w\"");
     ASSERT_FAILS(pg_module_new_param(m, "sub", PG_F64, PG_SHAPE(2)), "M already has a child \"sub\"");
     ASSERT_FAILS(pg_module_new_param(m, "a.b", PG_F64, PG_SHAPE(2)), "bad module or name \"a.b\"");
     ASSERT_FAILS(pg_module_new_param(m, "", PG_F64, PG_SHAPE(2)), "bad module or name \"\"");
@@ -786,7 +786,7 @@ Test(embed, bad_input)
     pg_graph *g = pg_graph_new();
     pg_tensor *hi = TI64(PG_SHAPE(3), 0, 7, 1), *neg = TI64(PG_SHAPE(2, 1), -1, 2);
     pg_tensor *fl = T64(PG_SHAPE(2), 0.0, 1.0);
-    ASSERT_FAILS(pg_embed_forward(g, e, NULL), "pg_embedding: ids is NULL");
+    ASSERT_FAILS(pg_embed_forward(g, e, NULL), "pg_embed_forward: ids is NULL");
     ASSERT_FAILS(pg_embed_forward(g, NULL, hi), "pg_embed_forward: module is NULL");
     ASSERT_FAILS(pg_embed_forward(g, e, hi), "pg_embedding: id 7 out of range for a table of 7 rows");
     ASSERT_FAILS(pg_embed_forward(g, e, neg), "pg_embedding: id -1 out of range for a table of 7 rows");
@@ -879,7 +879,7 @@ Test(layernorm, bad_input)
     pg_tensor *x32 = pg_tensor_full(NULL, PG_F32, PG_SHAPE(2, 4), 1.0);
     pg_tensor *ids = pg_tensor_full(NULL, PG_I64, PG_SHAPE(2, 4), 1.0);
     ASSERT_FAILS(pg_layernorm_forward(g, NULL, x), "pg_layernorm_forward: module is NULL");
-    ASSERT_FAILS(pg_layernorm_forward(g, a, NULL), "pg_layer_norm: x is NULL");
+    ASSERT_FAILS(pg_layernorm_forward(g, a, NULL), "pg_layernorm_forward: x is NULL");
     ASSERT_FAILS(pg_layernorm_forward(g, a, x), "pg_layernorm_forward: x is f64[2,5], expected (..., 4)");
     ASSERT_FAILS(pg_layernorm_forward(g, p, x), "pg_layernorm_forward: x is f64[2,5], expected (..., 4)");
     ASSERT_FAILS(pg_layernorm_forward(g, a, x32), "pg_layer_norm: dtypes differ: x is f32[2,4], weight is f64[4]");
