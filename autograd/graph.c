@@ -279,23 +279,43 @@ static int run_tape(pg_graph *g)
     return 0;
 }
 
-int pg_backward_with(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out)
+/* true when `out` was made in g: an op output recorded on g's tape (since its
+ * last reset), or a leaf that lives on the heap or in g's arena. */
+static bool made_in(const pg_graph *g, const pg_tensor *out)
 {
-    char a[128], b[128];
-    if (!g || !out || !grad_out) {
-        pg_graph_fail(g, "pg_backward: %s is NULL", !g ? "graph" : !out ? "output" : "upstream gradient");
-        return -1;
-    }
+    if (out->graph && out->graph != g)
+        return false;
+    if (!out->node)
+        return true;
+    for (int i = g->n_nodes - 1; i >= 0; i--)
+        if (g->tape[i] == out->node)
+            return true;
+    return false;
+}
+
+/* What pg_backward and pg_backward_with check of the output before anything
+ * is allocated or computed, naming fn. */
+static bool backward_output_ok(pg_graph *g, const char *fn, const pg_tensor *out)
+{
+    char a[128];
     if (!out->requires_grad) {
-        pg_graph_fail(g, "pg_backward: output %s does not require grad", pg_shape_str(a, sizeof a, out));
-        return -1;
+        pg_graph_fail(g, "%s: output %s does not require grad", fn, pg_shape_str(a, sizeof a, out));
+        return false;
     }
-    if (!pg_same_shape(out, grad_out) || grad_out->dtype != out->dtype) {
-        pg_graph_fail(g, "pg_backward: upstream gradient %s does not match output %s",
-                      pg_shape_str(a, sizeof a, grad_out), pg_shape_str(b, sizeof b, out));
-        return -1;
+    if (!made_in(g, out)) {
+        pg_graph_fail(g, "%s: output %s was not recorded on this graph (it belongs to another graph, or to this "
+                      "one before its last reset): call backward on the graph that made it",
+                      fn, pg_shape_str(a, sizeof a, out));
+        return false;
     }
-    /* gradients of the graph's own op outputs start from zero on each backward */
+    return true;
+}
+
+/* Seeds out's gradient with grad_out and runs the tape. */
+static int backward_run(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out)
+{
+    /* gradients of the graph's own op outputs start from zero on each backward;
+     * leaves keep theirs, so a second backward adds to them (graph.h) */
     for (int i = 0; i < g->n_nodes; i++)
         g->tape[i]->out->grad = NULL;
     if (pg_grad_accumulate(g, out, grad_out) != 0)
@@ -303,21 +323,43 @@ int pg_backward_with(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out)
     return run_tape(g);
 }
 
+int pg_backward_with(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out)
+{
+    const char *fn = "pg_backward_with";
+    char a[128], b[128];
+    if (!g || !out || !grad_out) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !g ? "graph" : !out ? "output" : "upstream gradient");
+        return -1;
+    }
+    if (!backward_output_ok(g, fn, out))
+        return -1;
+    if (!pg_same_shape(out, grad_out) || grad_out->dtype != out->dtype) {
+        pg_graph_fail(g, "%s: upstream gradient %s does not match output %s", fn,
+                      pg_shape_str(a, sizeof a, grad_out), pg_shape_str(b, sizeof b, out));
+        return -1;
+    }
+    return backward_run(g, out, grad_out);
+}
+
 int pg_backward(pg_graph *g, pg_tensor *loss)
 {
+    const char *fn = "pg_backward";
     char a[128];
     if (!g || !loss) {
-        pg_graph_fail(g, "pg_backward: %s is NULL", g ? "loss" : "graph");
+        pg_graph_fail(g, "%s: %s is NULL", fn, g ? "loss" : "graph");
         return -1;
     }
     if (loss->numel != 1 || !pg_dtype_is_float(loss->dtype)) {
-        pg_graph_fail(g, "pg_backward: loss must be one float element, got %s", pg_shape_str(a, sizeof a, loss));
+        pg_graph_fail(g, "%s: loss must be one float element, got %s", fn, pg_shape_str(a, sizeof a, loss));
         return -1;
     }
-    pg_tensor *one = pg_tensor_full(g->arena, loss->dtype, loss->ndim, loss->shape, 1.0);
+    if (!backward_output_ok(g, fn, loss))
+        return -1;
+    pg_tensor *one = pg_tensor_alloc(g->arena, fn, loss->dtype, loss->ndim, loss->shape);
     if (!one) {
-        pg_graph_fail(g, "pg_backward: out of memory");
+        pg_graph_fail(g, "%s", pg_last_error());
         return -1;
     }
-    return pg_backward_with(g, loss, one);
+    pg_fill(one, 1.0);
+    return backward_run(g, loss, one);
 }

@@ -69,15 +69,29 @@ void pg_no_grad_end(pg_graph *g);
 bool pg_grad_enabled(const pg_graph *g);
 
 /* ---- leaves and gradients ----------------------------------------------------- */
-void pg_set_requires_grad(pg_tensor *t, bool on);
-/* Sets every element of t->grad to zero (keeps the buffer); no-op without grad. */
+void pg_set_requires_grad(pg_tensor *t, bool on); /* t NULL: an error */
+/* Sets every element of t->grad to zero (keeps the buffer); no-op without
+ * grad; t NULL: an error. */
 void pg_zero_grad(pg_tensor *t);
 /* A tensor in g sharing x's data that does not require grad. */
 pg_tensor *pg_detach(pg_graph *g, pg_tensor *x);
 
-/* Backward from a scalar (numel 1) loss with upstream gradient 1. 0 or -1. */
+/* Backward from a scalar (numel 1) loss with upstream gradient 1. 0 or -1.
+ *
+ * The output must have been recorded on g (since g's last reset), or be a
+ * heap leaf: an output of another graph, or of g before a reset, is an error
+ * ("pg_backward: output f64[] was not recorded on this graph ...") and
+ * nothing is computed.
+ *
+ * Calling backward again on the same graph (from the same output or another)
+ * is allowed and ACCUMULATES, as PyTorch's backward(retain_graph=True): the
+ * tape is not consumed, each call computes the same gradient and adds it to
+ * the leaves' grads (zero them between calls if you want only the latest).
+ * The graph's own tensors' grads restart from zero on each call and hold the
+ * latest call's gradient only. docs/autograd.md "Recording and backward". */
 int pg_backward(pg_graph *g, pg_tensor *loss);
-/* Backward from `out` with upstream gradient `grad_out` (same shape). 0 or -1. */
+/* Backward from `out` with upstream gradient `grad_out` (same shape and
+ * dtype). 0 or -1. Same rules as pg_backward. */
 int pg_backward_with(pg_graph *g, pg_tensor *out, const pg_tensor *grad_out);
 
 /* ---- creation in a graph (g NULL: a heap tensor the caller frees) --------------- */

@@ -135,6 +135,100 @@ Test(graph, backward_twice_on_one_graph)
     pg_tensor_free(w);
 }
 
+/* Backward again on the same graph (documented in graph.h): leaves add up the
+ * gradient of each call (PyTorch's retain_graph=True), intermediate tensors
+ * hold only the latest call's, and the tape is not consumed, so every call
+ * computes the same gradient. Checked on a whole LM (attention, norms,
+ * embedding, cross-entropy). */
+Test(graph, backward_again_adds_to_leaves_only)
+{
+    pg_lm_config c = pg_lm_defaults(7, 8, 2, 2);
+    c.dtype = PG_F64;
+    c.seed = 3;
+    pg_lm *lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    pg_tensor *ids = TI64(PG_SHAPE(2, 5), 1, 2, 3, 4, 5, 6, 0, 1, 2, 3);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *loss = pg_lm_loss(g, lm, ids, ids, NULL);
+    cr_assert_not_null(loss, "%s", pg_graph_error(g));
+    pg_tensor_list ps = pg_module_parameters(&lm->base);
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    pg_tensor *once[64];
+    cr_assert_lt(ps.n, 64);
+    for (int i = 0; i < ps.n; i++)
+        once[i] = pg_tensor_copy(NULL, ps.tensors[i]->grad);
+    const pg_node *last = pg_graph_node(g, pg_graph_num_nodes(g) - 1);
+    pg_tensor *logits_grad = pg_tensor_copy(NULL, last->in[0]->grad); /* an intermediate's */
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    for (int i = 0; i < ps.n; i++)
+        for (int64_t j = 0; j < once[i]->numel; j++) {
+            double a = pg_get(ps.tensors[i]->grad, j), b = pg_get(once[i], j);
+            cr_assert(fabs(a - 2 * b) <= 1e-12 * (1 + fabs(b)), "%s[%lld]: %.17g after two calls, %.17g after one",
+                      ps.names[i], (long long)j, a, b);
+        }
+    for (int64_t j = 0; j < logits_grad->numel; j++)
+        cr_assert_eq(pg_get(last->in[0]->grad, j), pg_get(logits_grad, j), "intermediate grads restart");
+    for (int i = 0; i < ps.n; i++)
+        pg_tensor_free(once[i]);
+    pg_tensor_free(logits_grad);
+    pg_tensor_list_free(&ps);
+    pg_graph_free(g);
+    pg_tensor_free(ids);
+    pg_module_free(&lm->base);
+}
+
+/* Two losses of one graph, one backward each: the leaf gets the sum. */
+Test(graph, backward_from_two_outputs_sums)
+{
+    pg_tensor *w = T64(PG_SHAPE(2), 3, -1);
+    w->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *a = pg_sum(g, w, 0, NULL, false), *b = pg_sum(g, pg_square(g, w), 0, NULL, false);
+    cr_assert_eq(pg_backward(g, a), 0);
+    cr_assert_eq(pg_backward(g, b), 0);
+    ASSERT_VALUES(w->grad, 0, 1 + 2 * 3, 1 + 2 * -1); /* d(a + b)/dw = 1 + 2w */
+    pg_graph_free(g);
+    pg_tensor_free(w);
+}
+
+/* A loss made in another graph used to return 0 and compute nothing. */
+Test(graph, backward_refuses_a_loss_of_another_graph)
+{
+    pg_tensor *w = T64(PG_SHAPE(2), 3, -1);
+    w->requires_grad = true;
+    pg_graph *g1 = pg_graph_new(), *g2 = pg_graph_new();
+    pg_tensor *h = pg_mul_scalar(g1, w, 2);
+    pg_tensor *loss = pg_sum(g1, pg_square(g1, h), 0, NULL, false);
+    pg_tensor *other = pg_sum(g2, w, 0, NULL, false); /* g2 has a tape of its own */
+    cr_assert(loss && other);
+    cr_assert_eq(pg_backward(g2, loss), -1);
+    cr_assert_str_eq(pg_graph_error(g2),
+                     "pg_backward: output f64[] was not recorded on this graph (it belongs to another graph, or to "
+                     "this one before its last reset): call backward on the graph that made it");
+    cr_assert_null(w->grad, "nothing was computed");
+    cr_assert_null(h->grad);
+    pg_tensor *one = pg_ones(g2, PG_F64, 0, NULL);
+    cr_assert_eq(pg_backward_with(g2, loss, one), -1);
+    cr_assert(strstr(pg_last_error(), "pg_backward_with: output f64[] was not recorded on this graph"), "%s",
+              pg_last_error());
+    cr_assert_null(w->grad);
+    /* an arena leaf of g1 is g1's too */
+    pg_tensor *leaf = pg_ones(g1, PG_F64, 0, NULL);
+    leaf->requires_grad = true;
+    cr_assert_eq(pg_backward(g2, leaf), -1);
+    /* on its own graph it works, and a heap leaf is anyone's (its gradient is the seed) */
+    cr_assert_eq(pg_backward(g1, loss), 0, "%s", pg_graph_error(g1));
+    ASSERT_VALUES(w->grad, 0, 8 * 3, 8 * -1);
+    pg_tensor *s = T64(PG_SHAPE(1), 2);
+    s->requires_grad = true;
+    cr_assert_eq(pg_backward(g2, s), 0, "%s", pg_graph_error(g2));
+    ASSERT_VALUES(s->grad, 0, 1);
+    pg_tensor_free(s);
+    pg_graph_free(g1);
+    pg_graph_free(g2);
+    pg_tensor_free(w);
+}
+
 Test(graph, diamond_and_scalar_loss)
 {
     /* z = x*x + exp(x) uses x three times; dz/dx = 2x + e^x */
