@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #define HUGE2 PG_SHAPE((int64_t)1 << 40, (int64_t)1 << 40) /* 2^80 elements */
 #define INT64_MAX1 PG_SHAPE(INT64_MAX)
@@ -100,8 +101,10 @@ Test(alloc, modules_and_arenas_refuse_absurd_sizes)
     pg_lm_config c = pg_lm_defaults(5, 8, 2, 1);
     pg_lm *lm = pg_lm_new(&c);
     pg_tensor *prompt = TI64(PG_SHAPE(1, 2), 1, 2);
-    ASSERT_FAILS(pg_lm_generate(lm, prompt, INT64_MAX, 0, 0, NULL), "pg_lm_generate: n_new 9223372036854775807 is too large");
-    ASSERT_FAILS(pg_lm_generate(lm, prompt, INT64_MAX / 2, 0, 0, NULL), "pg_lm_generate: shape [1,4611686018427387905] of i64 is too large");
+    ASSERT_FAILS(pg_lm_generate(lm, prompt, INT64_MAX, 0, 0, NULL),
+                 "pg_lm_generate: n_new 9223372036854775807 is too large");
+    ASSERT_FAILS(pg_lm_generate(lm, prompt, INT64_MAX / 2, 0, 0, NULL),
+                 "pg_lm_generate: shape [1,4611686018427387905] of i64 is too large");
     pg_tensor_free(prompt);
     pg_module_free(&lm->base);
 }
@@ -117,6 +120,7 @@ Test(alloc, modules_and_arenas_refuse_absurd_sizes)
 #endif
 #endif
 
+#ifndef UNDER_ASAN
 /* Limits the address space to what the process maps now plus `extra` bytes. */
 static bool limit_address_space(size_t extra)
 {
@@ -125,9 +129,10 @@ static bool limit_address_space(size_t extra)
     bool ok = f && fscanf(f, "%lu", &pages) == 1;
     if (f)
         fclose(f);
-    struct rlimit rl = {(rlim_t)pages * 4096 + extra, RLIM_INFINITY};
+    struct rlimit rl = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + extra, RLIM_INFINITY};
     return ok && setrlimit(RLIMIT_AS, &rl) == 0;
 }
+#endif
 
 Test(alloc, malloc_failure_is_an_error)
 {
@@ -141,7 +146,8 @@ Test(alloc, malloc_failure_is_an_error)
     if (!limit_address_space((size_t)256 << 20))
         cr_skip_test("no /proc/self/statm or setrlimit");
     int64_t n = (int64_t)1 << 37; /* 1 TiB of f64: under the cap, over the limit */
-    ASSERT_FAILS(pg_zeros(NULL, PG_F64, PG_SHAPE(n)), "pg_zeros: out of memory for [137438953472] (1099511627776 bytes)");
+    ASSERT_FAILS(pg_zeros(NULL, PG_F64, PG_SHAPE(n)),
+                 "pg_zeros: out of memory for [137438953472] (1099511627776 bytes)");
     ASSERT_FAILS(pg_zeros(g, PG_F64, PG_SHAPE(n)), "pg_zeros: out of memory for [137438953472]");
     cr_assert(strstr(pg_graph_error(g), "pg_zeros: "), "the graph keeps it: %s", pg_graph_error(g));
     ASSERT_FAILS(pg_tensor_empty(NULL, PG_F32, PG_SHAPE(n)), "pg_tensor_empty: out of memory");
