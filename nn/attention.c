@@ -51,6 +51,10 @@ static bool mask_ok(pg_graph *g, const char *fn, const pg_tensor *m, int64_t B, 
 int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool self_attn, int64_t B, int64_t heads,
                        int64_t Lq, int64_t Lk, pg_dtype dtype)
 {
+    if (!fn) {
+        pg_graph_fail(g, "pg_attn_args_check: fn (the caller's name for messages) is NULL");
+        return -1;
+    }
     if (!a)
         return 0;
     if (self_attn && (a->pos_q || a->pos_k)) {

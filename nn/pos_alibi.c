@@ -151,9 +151,9 @@ pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
         return NULL;
     }
     int64_t use = o->use_heads ? o->use_heads : heads;
-    if (heads < 1 || use < 1 || use > heads) {
-        pg_set_error("%s: need heads >= 1 and 0 <= use_heads <= heads, got heads %lld, use_heads %lld", fn,
-                     (long long)heads, (long long)o->use_heads);
+    if (heads < 1 || use < 1 || use > heads || heads > (int64_t)(PG_MAX_TENSOR_BYTES / sizeof(double))) {
+        pg_set_error("%s: need 1 <= heads <= %lld and 0 <= use_heads <= heads, got heads %lld, use_heads %lld", fn,
+                     (long long)(PG_MAX_TENSOR_BYTES / sizeof(double)), (long long)heads, (long long)o->use_heads);
         return NULL;
     }
     if (!pg_dtype_is_float(dtype)) {

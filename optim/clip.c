@@ -118,9 +118,8 @@ static bool check_max_norm(const char *fn, double max_norm)
     return max_norm >= 0;
 }
 
-double pg_clip_grad_norm_p(pg_tensor *const *params, int n, double max_norm, double p)
+static double clip_grad_norm(const char *fn, pg_tensor *const *params, int n, double max_norm, double p)
 {
-    const char *fn = "pg_clip_grad_norm";
     if (!check_args(fn, params, n, p) || !check_max_norm(fn, max_norm))
         return -1.0;
     double total = total_norm(params, n, p);
@@ -128,9 +127,14 @@ double pg_clip_grad_norm_p(pg_tensor *const *params, int n, double max_norm, dou
     return total;
 }
 
+double pg_clip_grad_norm_p(pg_tensor *const *params, int n, double max_norm, double p)
+{
+    return clip_grad_norm("pg_clip_grad_norm_p", params, n, max_norm, p);
+}
+
 double pg_clip_grad_norm(pg_tensor *const *params, int n, double max_norm)
 {
-    return pg_clip_grad_norm_p(params, n, max_norm, 2.0);
+    return clip_grad_norm("pg_clip_grad_norm", params, n, max_norm, 2.0);
 }
 
 int pg_clip_grad_value(pg_tensor *const *params, int n, double clip_value)

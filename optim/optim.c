@@ -470,6 +470,8 @@ int pg_optim_step(pg_optim *o)
 
 void pg_optim_zero_grad(pg_optim *o)
 {
+    if (!o)
+        pg_set_error("pg_optim_zero_grad: optimizer is NULL");
     for (int i = 0; o && i < o->n_params; i++)
         pg_zero_grad(o->state[i].param);
 }
@@ -479,9 +481,13 @@ void pg_optim_zero_grad(pg_optim *o)
 bool pg_no_decay_default(const char *name, const pg_tensor *t, void *ctx)
 {
     (void)ctx;
-    if (t && t->ndim < 2)
+    if (!name || !t) {
+        pg_set_error("pg_no_decay_default: %s is NULL", !name ? "name" : "t");
+        return false;
+    }
+    if (t->ndim < 2)
         return true;
-    return name && (strstr(name, "bias") || strstr(name, "norm") || strstr(name, "div"));
+    return (strstr(name, "bias") || strstr(name, "norm") || strstr(name, "div"));
 }
 
 int pg_split_decay(const pg_tensor_list *params, pg_param_pred no_decay, void *ctx, pg_tensor_list *decay,
@@ -515,6 +521,10 @@ int pg_optim_add_decay_groups(pg_optim *o, const pg_tensor_list *params, pg_para
     const char *fn = "pg_optim_add_decay_groups";
     if (!o) {
         pg_set_error("%s: optimizer is NULL", fn);
+        return -1;
+    }
+    if (!params || !no_decay) {
+        pg_set_error("%s: %s is NULL", fn, !params ? "params" : "no_decay");
         return -1;
     }
     pg_tensor_list dec = {0, 0, NULL, NULL}, nodec = {0, 0, NULL, NULL};

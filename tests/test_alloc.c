@@ -91,6 +91,7 @@ Test(alloc, modules_and_arenas_refuse_absurd_sizes)
     pg_rng r = pg_rng_init(1);
     ASSERT_FAILS(pg_linear_new(1LL << 40, 1LL << 40, true, PG_F32, &r), "is too large");
     ASSERT_FAILS(pg_embed_new(INT64_MAX, 8, PG_F32, &r), "is too large");
+    ASSERT_FAILS(pg_alibi_new(INT64_MAX, NULL, PG_F32), "pg_alibi_new: need 1 <= heads <= ");
     ASSERT_FAILS(pg_arena_new(SIZE_MAX), "pg_arena_new: 18446744073709551615 bytes is more than PG_MAX_TENSOR_BYTES");
     pg_arena *a = pg_arena_new(0);
     ASSERT_FAILS(pg_arena_alloc(a, SIZE_MAX - 8), "pg_arena_alloc: ");

@@ -134,10 +134,7 @@ static void expect_error(const char *fn, const char *call)
               fn);
 }
 
-/* OFF: a case in a file another engineer owns that still fails (named in the
- * report of issue 11); it is compiled but disabled until the owner adds the check. */
 #define ON .disabled = false
-#define OFF .disabled = true
 #define CASE_(id, on) Test(null_args, id, .init = setup, .fini = teardown, on)
 #define CASE(id) CASE_(id, ON)
 
@@ -669,7 +666,7 @@ PTR(attention_q, "pg_attention", pg_attention(G, NULL, Q, Q, NULL))
 PTR(attention_k, "pg_attention", pg_attention(G, Q, NULL, Q, NULL))
 PTR(attention_v, "pg_attention", pg_attention(G, Q, Q, NULL, NULL))
 /* nn/attention.c: fn NULL with a NULL args struct passes (returns 0) */
-NUM_(attn_args_check_fn, OFF, "pg_attn_args_check", pg_attn_args_check(G, NULL, NULL, true, 1, 2, 3, 3, PG_F64), -1)
+NUM(attn_args_check_fn, "pg_attn_args_check", pg_attn_args_check(G, NULL, NULL, true, 1, 2, 3, 3, PG_F64), -1)
 PTR(mha_new_c, "pg_mha_new", pg_mha_new(NULL, NULL, 0, &RNG))
 PTR(mha_new_pos, "pg_mha_new", pg_mha_new(&(pg_mha_config){.dim = 8, .heads = 2, .dtype = PG_F64}, NULL, 1, &RNG))
 PTR(mha_new_r, "pg_mha_new", pg_mha_new(&(pg_mha_config){.dim = 8, .heads = 2, .dtype = PG_F64}, NULL, 0, NULL))
@@ -710,9 +707,9 @@ NUM(optim_add_group_params, "pg_optim_add_group", pg_optim_add_group(opt(), NULL
 NUM(optim_add_group_lr, "pg_optim_add_group_lr", pg_optim_add_group_lr(NULL, &X, 1, 0.1, 0), -1)
 NUM(optim_step, "pg_optim_step", pg_optim_step(NULL), -1)
 /* optim/optim.c: these three return without recording an error */
-VOID_(optim_zero_grad, OFF, "pg_optim_zero_grad", pg_optim_zero_grad(NULL))
-NUM_(no_decay_default_name, OFF, "pg_no_decay_default", pg_no_decay_default(NULL, X, NULL), 0)
-NUM_(no_decay_default_t, OFF, "pg_no_decay_default", pg_no_decay_default("w", NULL, NULL), 0)
+VOID(optim_zero_grad, "pg_optim_zero_grad", pg_optim_zero_grad(NULL))
+NUM(no_decay_default_name, "pg_no_decay_default", pg_no_decay_default(NULL, X, NULL), 0)
+NUM(no_decay_default_t, "pg_no_decay_default", pg_no_decay_default("w", NULL, NULL), 0)
 static pg_tensor_list D1, D2;
 NUM(split_decay_params, "pg_split_decay", pg_split_decay(NULL, pg_no_decay_default, NULL, &D1, &D2), -1)
 NUM(split_decay_pred, "pg_split_decay", pg_split_decay(&LIST, NULL, NULL, &D1, &D2), -1)
@@ -721,12 +718,12 @@ NUM(split_decay_no_decay, "pg_split_decay", pg_split_decay(&LIST, pg_no_decay_de
 NUM(optim_add_decay_groups_o, "pg_optim_add_decay_groups",
     pg_optim_add_decay_groups(NULL, &LIST, pg_no_decay_default, NULL, 0.1, 0.1), -1)
 /* optim/optim.c: the error names pg_split_decay */
-NUM_(optim_add_decay_groups_params, OFF, "pg_optim_add_decay_groups",
+NUM(optim_add_decay_groups_params, "pg_optim_add_decay_groups",
      pg_optim_add_decay_groups(opt(), NULL, pg_no_decay_default, NULL, 0.1, 0.1), -1)
 NUM(clip_grad_norm, "pg_clip_grad_norm", pg_clip_grad_norm(NULL, 1, 1.0), -1)
 NUM(clip_grad_norm_entry, "pg_clip_grad_norm", pg_clip_grad_norm((pg_tensor *[]){NULL}, 1, 1.0), -1)
 /* optim/clip.c: the error names pg_clip_grad_norm */
-NUM_(clip_grad_norm_p, OFF, "pg_clip_grad_norm_p", pg_clip_grad_norm_p(NULL, 1, 1.0, 2.0), -1)
+NUM(clip_grad_norm_p, "pg_clip_grad_norm_p", pg_clip_grad_norm_p(NULL, 1, 1.0, 2.0), -1)
 NUM(grad_norm, "pg_grad_norm", pg_grad_norm(NULL, 1, 2.0), -1)
 NUM(clip_grad_value, "pg_clip_grad_value", pg_clip_grad_value(NULL, 1, 1.0), -1)
 PTR(schedule_new, "pg_schedule_new", pg_schedule_new(NULL, pg_sched_constant()))

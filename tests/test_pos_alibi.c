@@ -454,7 +454,7 @@ Test(pos_alibi, combined_with_another_module)
 
 Test(pos_alibi, bad_options)
 {
-    ASSERT_FAILS(pg_alibi_new(0, NULL, PG_F64), "pg_alibi_new: need heads >= 1");
+    ASSERT_FAILS(pg_alibi_new(0, NULL, PG_F64), "pg_alibi_new: need 1 <= heads <= 17592186044416 and 0 <= use_heads <= heads, got heads 0");
     ASSERT_FAILS(pg_alibi_new(4, &(pg_alibi_opts){.use_heads = 5}, PG_F64), "use_heads 5");
     ASSERT_FAILS(pg_alibi_new(4, &(pg_alibi_opts){.heads = 3}, PG_F64), "opts.heads 3 differs from heads 4");
     ASSERT_FAILS(pg_alibi_new(4, &(pg_alibi_opts){.div = {-1.0, true}}, PG_F64), "divide must be a finite number > 0");
