@@ -4,6 +4,7 @@
 #include "../nn/safetensors.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define RNG_NAME "rng.state"
@@ -13,12 +14,52 @@ static bool is_training_state(const char *name)
     return !strncmp(name, "optim.", 6) || !strncmp(name, "sched.", 6) || !strcmp(name, RNG_NAME);
 }
 
+static void free_strings(int n, char **s)
+{
+    for (int i = 0; s && i < n; i++)
+        free(s[i]);
+    free(s);
+}
+
 int pg_checkpoint_save(const char *path, const pg_module *model, const pg_optim *o, const pg_schedule *s,
                        const pg_rng *rng)
 {
+    return pg_checkpoint_save_meta(path, model, o, s, rng, 0, NULL, NULL);
+}
+
+int pg_checkpoint_save_meta(const char *path, const pg_module *model, const pg_optim *o, const pg_schedule *s,
+                            const pg_rng *rng, int n_meta, const char *const *keys, const char *const *values)
+{
+    const char *fn = "pg_checkpoint_save_meta";
     if (!path || !model) {
-        pg_set_error("pg_checkpoint_save: %s is NULL", path ? "model" : "path");
+        pg_set_error("%s: %s is NULL", n_meta ? fn : "pg_checkpoint_save", path ? "model" : "path");
         return -1;
+    }
+    if (n_meta < 0 || (n_meta > 0 && (!keys || !values))) {
+        pg_set_error("%s: %s: n_meta is %d with keys %s and values %s", fn, path, n_meta, keys ? "set" : "NULL",
+                     values ? "set" : "NULL");
+        return -1;
+    }
+    for (int i = 0; i < n_meta; i++)
+        if (!keys[i] || !values[i] || !keys[i][0] || !strcmp(keys[i], "format")) {
+            pg_set_error("%s: %s: metadata pair %d: %s", fn, path, i,
+                         !keys[i] || !values[i] ? "key or value is NULL"
+                         : !keys[i][0]          ? "empty key"
+                                                : "\"format\" is reserved for the file's kind");
+            return -1;
+        }
+    const char **mk = malloc(((size_t)n_meta + 1) * sizeof *mk), **mv = malloc(((size_t)n_meta + 1) * sizeof *mv);
+    if (!mk || !mv) {
+        free(mk);
+        free(mv);
+        pg_set_error("%s: out of memory", fn);
+        return -1;
+    }
+    mk[0] = "format";
+    mv[0] = PG_CHECKPOINT_FORMAT;
+    for (int i = 0; i < n_meta; i++) {
+        mk[i + 1] = keys[i];
+        mv[i + 1] = values[i];
     }
     pg_tensor_list l = pg_module_parameters(model);
     pg_tensor *rs = NULL;
@@ -33,11 +74,29 @@ int pg_checkpoint_save(const char *path, const pg_module *model, const pg_optim 
         if (!rs || pg_tensor_list_push(&l, RNG_NAME, rs) != 0)
             goto done;
     }
-    rc = pg_safetensors_save(path, &l, 1, (const char *[]){"format"}, (const char *[]){"posgrad-checkpoint-1"});
+    rc = pg_safetensors_save(path, &l, n_meta + 1, mk, mv);
 done:
     pg_tensor_list_free(&l);
     pg_tensor_free(rs);
+    free(mk);
+    free(mv);
     return rc;
+}
+
+static bool is_checkpoint(int n_meta, char **keys, char **values)
+{
+    for (int i = 0; i < n_meta; i++)
+        if (!strcmp(keys[i], "format"))
+            return !strcmp(values[i], PG_CHECKPOINT_FORMAT);
+    return false;
+}
+
+static bool has_training_state(const pg_tensor_list *file)
+{
+    for (int i = 0; i < file->n; i++)
+        if (is_training_state(file->names[i]))
+            return true;
+    return false;
 }
 
 /* Deep copy of the optimizer's current state, to put back if a later part of
@@ -87,9 +146,19 @@ int pg_checkpoint_load(const char *path, pg_module *model, pg_optim *o, pg_sched
     }
     pg_tensor_list file = {0, 0, NULL, NULL}, params = {0, 0, NULL, NULL}, before = {0, 0, NULL, NULL};
     pg_rng r = {0, 0};
-    int rc = -1;
-    if (pg_safetensors_load(path, &file) != 0 || (rng && check_rng(path, &file, &r) != 0) ||
-        model_entries(&file, &params) != 0)
+    int rc = -1, n_meta = 0;
+    char **keys = NULL, **values = NULL;
+    if (pg_safetensors_load_meta(path, &file, &n_meta, &keys, &values) != 0)
+        goto done;
+    if (!is_checkpoint(n_meta, keys, values)) {
+        pg_set_error("pg_checkpoint_load: %s is not a training checkpoint (no \"format\": \"%s\" in its metadata)%s",
+                     path, PG_CHECKPOINT_FORMAT,
+                     has_training_state(&file) ? ""
+                                               : ": it holds no optimizer state, schedule step or generator state, "
+                                                 "as a state dict from pg_module_save (pg_module_load reads those)");
+        goto done;
+    }
+    if ((rng && check_rng(path, &file, &r) != 0) || model_entries(&file, &params) != 0)
         goto done;
     /* optimizer first (it validates before writing), then the model; if the
      * model fails, the optimizer gets its old state back */
@@ -110,5 +179,74 @@ done:
     pg_tensor_list_free_all(&file);
     pg_tensor_list_free(&params);
     pg_tensor_list_free_all(&before);
+    free_strings(n_meta, keys);
+    free_strings(n_meta, values);
     return rc;
+}
+
+int pg_checkpoint_info_read(const char *path, pg_checkpoint_info *info)
+{
+    if (!info) {
+        pg_set_error("pg_checkpoint_info_read: info is NULL");
+        return -1;
+    }
+    memset(info, 0, sizeof *info);
+    info->step = -1;
+    if (!path) {
+        pg_set_error("pg_checkpoint_info_read: path is NULL");
+        return -1;
+    }
+    pg_tensor_list file = {0, 0, NULL, NULL};
+    int n_meta = 0;
+    char **keys = NULL, **values = NULL;
+    if (pg_safetensors_load_meta(path, &file, &n_meta, &keys, &values) != 0)
+        return -1;
+    info->is_checkpoint = is_checkpoint(n_meta, keys, values);
+    info->n_tensors = file.n;
+    for (int i = 0; i < file.n; i++) {
+        const char *name = file.names[i];
+        const pg_tensor *t = file.tensors[i];
+        info->has_optim = info->has_optim || !strncmp(name, "optim.", 6);
+        info->has_rng = info->has_rng || !strcmp(name, RNG_NAME);
+        info->n_model += !is_training_state(name);
+        if (!strcmp(name, "sched.step") && t->dtype == PG_I64 && t->ndim == 0)
+            info->step = pg_i64(t)[0];
+    }
+    pg_tensor_list_free_all(&file);
+    /* the pairs other than "format", moved over */
+    for (int i = 0; i < n_meta; i++)
+        if (strcmp(keys[i], "format") != 0) {
+            keys[info->n_meta] = keys[i];
+            values[info->n_meta] = values[i];
+            info->n_meta++;
+        } else {
+            free(keys[i]);
+            free(values[i]);
+        }
+    if (info->n_meta > 0) {
+        info->keys = keys;
+        info->values = values;
+    } else {
+        free(keys);
+        free(values);
+    }
+    return 0;
+}
+
+void pg_checkpoint_info_free(pg_checkpoint_info *info)
+{
+    if (!info)
+        return;
+    free_strings(info->n_meta, info->keys);
+    free_strings(info->n_meta, info->values);
+    info->keys = info->values = NULL;
+    info->n_meta = 0;
+}
+
+const char *pg_checkpoint_info_get(const pg_checkpoint_info *info, const char *key)
+{
+    for (int i = 0; info && key && i < info->n_meta; i++)
+        if (!strcmp(info->keys[i], key))
+            return info->values[i];
+    return NULL;
 }

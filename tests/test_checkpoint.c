@@ -166,3 +166,73 @@ Test(checkpoint, model_failure_restores_the_optimizer)
     run_free(&b);
     run_free(&ref);
 }
+
+Test(checkpoint, metadata_pairs_round_trip_and_describe_the_file)
+{
+    char path[128], model_path[128];
+    tmp_path(path, sizeof path, "meta");
+    tmp_path(model_path, sizeof model_path, "meta_model");
+    run a = run_new(1);
+    train(&a, 5);
+    const char *keys[] = {"app.pos", "app.dim"}, *values[] = {"dpb", "128"};
+    cr_assert_eq(pg_checkpoint_save_meta(path, a.model, a.opt, a.sched, &a.rng, 2, keys, values), 0, "%s",
+                 pg_last_error());
+    pg_checkpoint_info info;
+    cr_assert_eq(pg_checkpoint_info_read(path, &info), 0, "%s", pg_last_error());
+    cr_assert(info.is_checkpoint);
+    cr_assert(info.has_optim);
+    cr_assert(info.has_rng);
+    cr_assert_eq(info.step, 5);
+    cr_assert_eq(info.n_model, 4); /* l1.weight, l1.bias, l2.weight, l2.bias */
+    cr_assert_eq(info.n_meta, 2);  /* "format" is not listed */
+    cr_assert_str_eq(info.keys[0], "app.pos");
+    cr_assert_str_eq(pg_checkpoint_info_get(&info, "app.dim"), "128");
+    cr_assert_null(pg_checkpoint_info_get(&info, "format"));
+    cr_assert_null(pg_checkpoint_info_get(&info, "app.seq"));
+    pg_checkpoint_info_free(&info);
+    pg_checkpoint_info_free(&info); /* twice is harmless */
+    /* the file still loads as a checkpoint, and resumes exactly */
+    run full = run_new(1), resumed = run_new(2);
+    train(&full, 10);
+    cr_assert_eq(pg_checkpoint_load(path, resumed.model, resumed.opt, resumed.sched, &resumed.rng), 0, "%s",
+                 pg_last_error());
+    train(&resumed, 5);
+    assert_same_params(&full, &resumed);
+    /* "format" is the file's own key; a NULL value or an empty key is refused; nothing is written */
+    remove(path);
+    const char *fmt[] = {"format"}, *v1[] = {"x"}, *empty[] = {""}, *null_value[] = {NULL};
+    cr_assert_eq(pg_checkpoint_save_meta(path, a.model, a.opt, a.sched, &a.rng, 1, fmt, v1), -1);
+    cr_assert(strstr(pg_last_error(), "\"format\" is reserved"), "%s", pg_last_error());
+    cr_assert_eq(pg_checkpoint_save_meta(path, a.model, a.opt, a.sched, &a.rng, 1, empty, v1), -1);
+    cr_assert_eq(pg_checkpoint_save_meta(path, a.model, a.opt, a.sched, &a.rng, 1, keys, null_value), -1);
+    cr_assert_eq(pg_checkpoint_save_meta(path, a.model, a.opt, a.sched, &a.rng, 1, NULL, NULL), -1);
+    cr_assert_eq(access(path, F_OK), -1, "a refused save wrote %s", path);
+    /* a checkpoint without pairs, and a weights-only state dict */
+    cr_assert_eq(pg_checkpoint_save(path, a.model, a.opt, NULL, NULL), 0);
+    cr_assert_eq(pg_checkpoint_info_read(path, &info), 0);
+    cr_assert(info.is_checkpoint && info.has_optim && !info.has_rng);
+    cr_assert_eq(info.step, -1);
+    cr_assert_eq(info.n_meta, 0);
+    cr_assert_null(info.keys);
+    pg_checkpoint_info_free(&info);
+    cr_assert_eq(pg_module_save(a.model, model_path), 0);
+    cr_assert_eq(pg_checkpoint_info_read(model_path, &info), 0);
+    cr_assert(!info.is_checkpoint && !info.has_optim && !info.has_rng);
+    cr_assert_eq(info.n_model, 4);
+    pg_checkpoint_info_free(&info);
+    cr_assert_eq(pg_checkpoint_load(model_path, resumed.model, resumed.opt, resumed.sched, &resumed.rng), -1);
+    cr_assert(strstr(pg_last_error(), "is not a training checkpoint"), "%s", pg_last_error());
+    cr_assert(strstr(pg_last_error(), "no optimizer state"), "%s", pg_last_error());
+    /* unreadable files fail with a message and leave info empty */
+    cr_assert_eq(pg_checkpoint_info_read("/nonexistent/x.safetensors", &info), -1);
+    cr_assert(strstr(pg_last_error(), "/nonexistent/x.safetensors"), "%s", pg_last_error());
+    cr_assert_eq(info.n_meta, 0);
+    cr_assert_eq(info.step, -1);
+    cr_assert_eq(pg_checkpoint_info_read(NULL, &info), -1);
+    cr_assert_eq(pg_checkpoint_info_read(path, NULL), -1);
+    remove(path);
+    remove(model_path);
+    run_free(&a);
+    run_free(&full);
+    run_free(&resumed);
+}
