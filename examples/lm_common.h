@@ -1,6 +1,7 @@
 /* Helpers shared by the character-level LM examples (train_lm, extrapolate):
- * command-line flags, the corpus and its batches, building a model for a
- * positional scheme by name, evaluation, sampling, a progress bar and timing.
+ * command-line flags, finding and loading the corpus and its batches, building
+ * a model for a positional scheme by name, evaluation, sampling, a progress
+ * bar and timing.
  * Everything is static inline so that an example including this header only
  * pays for (and is only warned about) what it uses. */
 #ifndef PG_EXAMPLES_LM_COMMON_H
@@ -9,6 +10,7 @@
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +125,133 @@ static inline double lm_now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* ---- finding data files ----------------------------------------------------------------------- */
+/* Where a relative data path such as the default examples/data/tinyshakespeare.txt
+ * is looked for, in this order (an absolute path is only itself):
+ *   1. the path itself, from the current directory;
+ *   2. $PG_DATA_DIR/<file name> when the environment variable is set;
+ *   3. the path from the program's directory (/proc/self/exe) and from its
+ *      parent and grandparent (examples/train_lm -> the repository root;
+ *      build/tests/run_tests -> the same);
+ *   4. <file name> in PG_DATA_DIR as compiled in (-DPG_DATA_DIR=...; default
+ *      /usr/local/share/posgrad/data) and in ../share/posgrad/data next to the
+ *      program (an installed layout). */
+#ifndef PG_DATA_DIR
+#define PG_DATA_DIR "/usr/local/share/posgrad/data"
+#endif
+
+enum { LM_MAX_PLACES = 8, LM_PATH_MAX = 4096 };
+
+typedef struct lm_places {
+    int n;
+    char path[LM_MAX_PLACES][LM_PATH_MAX];
+    char why[LM_MAX_PLACES][LM_PATH_MAX + 64]; /* what the place is, for the not-found message */
+} lm_places;
+
+static inline void lm_places_add(lm_places *p, const char *why, const char *fmt_dir, const char *rest)
+{
+    if (p->n >= LM_MAX_PLACES)
+        return;
+    char path[LM_PATH_MAX];
+    int k = snprintf(path, sizeof path, "%s%s%s", fmt_dir, fmt_dir[0] ? "/" : "", rest);
+    if (k < 0 || k >= (int)sizeof path)
+        return;
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->path[i], path))
+            return;
+    memcpy(p->path[p->n], path, (size_t)k + 1);
+    snprintf(p->why[p->n], sizeof p->why[p->n], "%s", why);
+    p->n++;
+}
+
+/* Every place where `path` may be, in the order above. */
+static inline void lm_data_places(const char *path, lm_places *p)
+{
+    p->n = 0;
+    if (path[0] == '/') {
+        lm_places_add(p, "as given", "", path);
+        return;
+    }
+    const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+    char cwd[LM_PATH_MAX];
+    if (getcwd(cwd, sizeof cwd)) {
+        lm_places_add(p, "from the current directory", cwd, path);
+    } else
+        lm_places_add(p, "from the current directory", "", path);
+    const char *env = getenv("PG_DATA_DIR");
+    if (env && env[0])
+        lm_places_add(p, "$PG_DATA_DIR", env, name);
+    char exe[LM_PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *cut = strrchr(exe, '/');
+        for (int up = 0; up < 3 && cut && cut != exe; up++) { /* the program's directory, its parent, ... */
+            *cut = '\0';
+            lm_places_add(p,
+                          up == 0   ? "from the program's directory"
+                          : up == 1 ? "from the program's parent directory"
+                                    : "from two levels above the program",
+                          exe, path);
+            cut = strrchr(exe, '/');
+        }
+    }
+    lm_places_add(p, "PG_DATA_DIR as compiled in", PG_DATA_DIR, name);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *cut = strrchr(exe, '/');
+        if (cut && cut != exe) {
+            *cut = '\0';
+            cut = strrchr(exe, '/');
+            if (cut && cut != exe) {
+                *cut = '\0';
+                char share[LM_PATH_MAX];
+                if (snprintf(share, sizeof share, "%s/share/posgrad/data", exe) < (int)sizeof share)
+                    lm_places_add(p, "share/posgrad/data of the program's installation prefix", share, name);
+            }
+        }
+    }
+}
+
+/* Resolves a data file (what: "corpus", flag: "--data") into found. 0; or
+ * -1 after a message on stderr: a directory, or every place looked in. A file
+ * found elsewhere than the path itself gets a note on stderr. */
+static inline int lm_find_data(const char *path, const char *what, const char *flag, char *found, size_t size)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) { /* as given (also a directory: said so below) */
+        if (S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "%s '%s' is a directory; %s expects a text file (e.g. examples/data/tinyshakespeare.txt)\n",
+                    what, path, flag);
+            return -1;
+        }
+        snprintf(found, size, "%s", path);
+        return 0;
+    }
+    int err = errno;
+    lm_places p;
+    lm_data_places(path, &p);
+    for (int i = 1; i < p.n && err == ENOENT; i++)
+        if (stat(p.path[i], &st) == 0 && !S_ISDIR(st.st_mode) && strlen(p.path[i]) < size) {
+            snprintf(found, size, "%s", p.path[i]);
+            fprintf(stderr, "note: %s '%s' is not in the current directory; using %s (%s)\n", what, path, p.path[i],
+                    p.why[i]);
+            return 0;
+        }
+    if (err != ENOENT || path[0] == '/') {
+        fprintf(stderr, "cannot open %s '%s': %s (%s expects a text file)\n", what, path, strerror(err), flag);
+        return -1;
+    }
+    fprintf(stderr, "cannot find %s '%s'; looked in:\n", what, path);
+    for (int i = 0; i < p.n; i++)
+        fprintf(stderr, "  %s  (%s)\n", p.path[i], p.why[i]);
+    const char *env = getenv("PG_DATA_DIR");
+    if (!env || !env[0])
+        fprintf(stderr, "  ($PG_DATA_DIR is not set)\n");
+    fprintf(stderr, "pass %s with the path of a text file, or set PG_DATA_DIR to the directory that holds it\n", flag);
+    return -1;
+}
+
 /* ---- corpus ----------------------------------------------------------------------------------- */
 /* A text as ids into its sorted set of distinct bytes; the first 90% is the
  * training split, the rest validation (as nanoGPT's shakespeare_char). */
@@ -132,6 +261,7 @@ typedef struct lm_corpus {
     int vocab;
     unsigned char chars[256]; /* id -> byte */
     int id_of[256];           /* byte -> id, -1 if absent */
+    char path[LM_PATH_MAX];   /* the file read (lm_find_data's answer for the path asked for) */
 } lm_corpus;
 
 static inline void lm_corpus_free(lm_corpus *c)
@@ -140,14 +270,17 @@ static inline void lm_corpus_free(lm_corpus *c)
     c->ids = NULL;
 }
 
-/* 0, or -1 after a message on stderr. Needs min_split + 1 tokens in each split. */
+/* 0, or -1 after a message on stderr. The path is looked for as lm_find_data
+ * does (it is --data's value). Needs min_split + 1 tokens in each split. */
 static inline int lm_corpus_load(lm_corpus *c, const char *path, int64_t min_split)
 {
     memset(c, 0, sizeof *c);
+    if (lm_find_data(path, "corpus", "--data", c->path, sizeof c->path) != 0)
+        return -1;
+    path = c->path;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "cannot open corpus '%s': %s (run from the repository root or pass --data)\n", path,
-                strerror(errno));
+        fprintf(stderr, "cannot open corpus '%s': %s (--data expects a text file)\n", path, strerror(errno));
         return -1;
     }
     size_t cap = 1 << 16, n = 0, got;
@@ -164,15 +297,29 @@ static inline int lm_corpus_load(lm_corpus *c, const char *path, int64_t min_spl
             cap *= 2;
         }
     }
+    bool failed = ferror(f) != 0;
+    int err = errno;
     fclose(f);
     if (!buf) {
         fprintf(stderr, "out of memory reading '%s'\n", path);
         return -1;
     }
+    if (failed) {
+        fprintf(stderr, "cannot read corpus '%s': %s (--data expects a text file)\n", path, strerror(err));
+        free(buf);
+        return -1;
+    }
     int64_t n_val = (int64_t)n - (int64_t)n * 9 / 10;
+    if (n == 0) {
+        fprintf(stderr, "corpus '%s' is empty; --data expects a text file\n", path);
+        free(buf);
+        return -1;
+    }
     if ((int64_t)n * 9 / 10 <= min_split || n_val <= min_split) {
-        fprintf(stderr, "corpus '%s' has %zu bytes: too short for windows of %lld tokens in both splits\n", path,
-                n, (long long)min_split);
+        fprintf(stderr,
+                "corpus '%s' has %zu bytes: too short for windows of %lld tokens in both splits (the last 10%% "
+                "is validation)\n",
+                path, n, (long long)min_split);
         free(buf);
         return -1;
     }

@@ -5,6 +5,10 @@
 #include "../examples/train_lm.c"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
 
 #include "testutil.h"
 
@@ -74,6 +78,61 @@ static train_lm_opts tiny_opts(const char *out, const char *data, const char *po
 static void quiet(void)
 {
     cr_assert_not_null(freopen("/dev/null", "w", stdout)); /* each test runs in its own process */
+}
+
+/* The whole of a file (malloc'd, NUL-terminated; "" when missing). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    size_t cap = 1 << 12, n = 0, got;
+    char *buf = malloc(cap + 1);
+    cr_assert_not_null(buf);
+    while (f && (got = fread(buf + n, 1, cap - n, f)) > 0)
+        if ((n += got) == cap) {
+            buf = realloc(buf, (cap *= 2) + 1);
+            cr_assert_not_null(buf);
+        }
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Runs train_lm_main on the NULL-terminated arguments after "train_lm" with
+ * stdout and stderr going to files; *out and *err get their text (free them). */
+static int run_captured(char **out, char **err, ...)
+{
+    char *argv[64] = {"train_lm"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, err);
+    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 63;)
+        argv[argc++] = a;
+    va_end(ap);
+    char po[64], pe[64];
+    snprintf(po, sizeof po, "/tmp/pg_train_lm_out_%d", (int)getpid());
+    snprintf(pe, sizeof pe, "/tmp/pg_train_lm_err_%d", (int)getpid());
+    fflush(stdout);
+    fflush(stderr);
+    int so = dup(1), se = dup(2);
+    int fo = open(po, O_WRONLY | O_CREAT | O_TRUNC, 0600), fe = open(pe, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert(so >= 0 && se >= 0 && fo >= 0 && fe >= 0);
+    dup2(fo, 1);
+    dup2(fe, 2);
+    close(fo);
+    close(fe);
+    int rc = train_lm_main(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(so, 1);
+    dup2(se, 2);
+    close(so);
+    close(se);
+    *out = slurp(po);
+    *err = slurp(pe);
+    remove(po);
+    remove(pe);
+    return rc;
 }
 
 Test(example_train_lm, writes_files_learns_and_resumes, .init = quiet)
@@ -150,4 +209,59 @@ Test(example_train_lm, bad_flags_fail, .init = quiet)
     cr_assert_neq(train_lm_main(3, data), 0);
     char *help[] = {"train_lm", "--help"};
     cr_assert_eq(train_lm_main(2, help), 0);
+}
+
+/* ---- item 13: --data naming a directory ----------------------------------------------------- */
+Test(example_train_lm, data_directory_is_named_as_such, .init = quiet)
+{
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, "--data", dir, "--out", out, NULL), 1);
+    cr_assert(strstr(e, "is a directory"), "%s", e);
+    cr_assert(strstr(e, "text file"), "%s", e);
+    cr_assert(!strstr(e, "too short"), "%s", e);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+/* ---- item 16: the corpus is found from any directory ---------------------------------------- */
+Test(example_train_lm, corpus_is_found_from_another_directory, .init = quiet)
+{
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    cr_assert_not_null(freopen("/dev/null", "w", stderr));
+    cr_assert_eq(chdir(dir), 0);
+    lm_corpus c;
+    cr_assert_eq(lm_corpus_load(&c, "examples/data/tinyshakespeare.txt", 200), 0);
+    cr_assert_eq(c.vocab, 65);
+    cr_assert_gt(c.n, 1000000);
+    lm_corpus_free(&c);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, corpus_not_found_lists_every_place_looked, .init = quiet)
+{
+    char dir[64], out[128], data[128], errpath[128];
+    make_workdir(dir, out, data);
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    cr_assert_eq(chdir(dir), 0);
+    cr_assert_not_null(freopen(errpath, "w", stderr));
+    setenv("PG_DATA_DIR", "/nonexistent/pg_data", 1);
+    lm_corpus c;
+    cr_assert_eq(lm_corpus_load(&c, "examples/data/no_such_corpus.txt", 200), -1);
+    fflush(stderr);
+    char *e = slurp(errpath), exe[4096], want[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    cr_assert_gt(n, 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(want, sizeof want, "%s/examples/data/no_such_corpus.txt", exe); /* next to the program */
+    cr_assert(strstr(e, want), "wanted '%s' in: %s", want, e);
+    cr_assert(strstr(e, "/nonexistent/pg_data/no_such_corpus.txt"), "%s", e); /* $PG_DATA_DIR */
+    cr_assert(strstr(e, dir), "%s", e);                                        /* the current directory */
+    cr_assert(strstr(e, "--data"), "%s", e);
+    free(e);
+    remove_tree(dir);
 }
