@@ -154,9 +154,26 @@ static int draw_input_table(pg_graph *g, pg_lm *lm, const char *dir, int64_t L)
 }
 
 /* ---- the run ------------------------------------------------------------------------------------ */
+static const char LOG_HEADER[] = "step,train_loss,val_loss,lr,tokens_per_s";
+
+/* The flags that shape the model, in the order messages list them; they are
+ * stored in the checkpoint's metadata as train_lm.<flag>. */
+enum { N_MODEL_FLAGS = 5 };
+static const char *const MODEL_FLAGS[N_MODEL_FLAGS] = {"pos", "layers", "dim", "heads", "seq"};
+
+static void model_flag_values(const train_lm_opts *o, char v[N_MODEL_FLAGS][32])
+{
+    snprintf(v[0], 32, "%s", o->pos);
+    snprintf(v[1], 32, "%d", o->layers);
+    snprintf(v[2], 32, "%d", o->dim);
+    snprintf(v[3], 32, "%d", o->heads);
+    snprintf(v[4], 32, "%d", o->seq);
+}
+
 typedef struct trainer {
     const train_lm_opts *o;
     lm_corpus corpus;
+    pg_lm_config cfg;
     pg_lm *lm;
     pg_tensor_list params;
     pg_optim *opt;
@@ -164,6 +181,16 @@ typedef struct trainer {
     pg_rng rng;
     pg_graph *g;
     FILE *csv;
+    int start_step;                 /* the resumed checkpoint's step, 0 for a new run */
+    char ckpt_path[LM_PATH_MAX], model_path[LM_PATH_MAX], log_path[LM_PATH_MAX];
+    const char *good_path;          /* the newest good training state on disk: ckpt_path, o->resume or NULL */
+    int good_step;
+    int saved_step;                 /* step of the last pair written by this run, -1: none */
+    int logged_first, logged_last;  /* steps this run added to the log (0: none) */
+    bool log_failed;
+    /* metadata of both files: the model flags, the vocabulary, the corpus, the step */
+    char flag_values[N_MODEL_FLAGS][32], meta_keys[N_MODEL_FLAGS + 3][32], vocab_hex[513], step_text[32];
+    const char *keys[N_MODEL_FLAGS + 3], *values[N_MODEL_FLAGS + 3];
 } trainer;
 
 static void trainer_free(trainer *t)
@@ -197,12 +224,269 @@ static int check_opts(const train_lm_opts *o)
     return bad ? -1 : 0;
 }
 
+/* The metadata pairs of both files (model flags, vocabulary, corpus) and, for
+ * model.safetensors, the step. */
+static void set_metadata(trainer *t)
+{
+    model_flag_values(t->o, t->flag_values);
+    int n = 0;
+    for (; n < N_MODEL_FLAGS; n++) {
+        snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.%s", MODEL_FLAGS[n]);
+        t->values[n] = t->flag_values[n];
+    }
+    for (int i = 0; i < t->corpus.vocab; i++)
+        snprintf(t->vocab_hex + 2 * i, 3, "%02x", t->corpus.chars[i]);
+    snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.vocab");
+    t->values[n++] = t->vocab_hex;
+    snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.data");
+    t->values[n++] = t->corpus.path;
+    snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.step");
+    t->values[n++] = t->step_text;
+    for (int i = 0; i < n; i++)
+        t->keys[i] = t->meta_keys[i];
+}
+
+/* ---- resuming --------------------------------------------------------------------------------- */
+/* "--pos dpb --layers 4 ..." of the flags in v (only those with differ[i] when differ is set). */
+static void flags_text(char *buf, size_t n, char v[N_MODEL_FLAGS][32], const bool *differ)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < N_MODEL_FLAGS && k < n; i++)
+        if (!differ || differ[i]) {
+            int w = snprintf(buf + k, n - k, "%s--%s %s", k ? " " : "", MODEL_FLAGS[i], v[i]);
+            k += w > 0 ? (size_t)w : 0;
+        }
+}
+
+/* Checks that o->resume is a training checkpoint of this run's model and loads
+ * it. 0, or -1 after a message. */
+static int resume(trainer *t)
+{
+    const train_lm_opts *o = t->o;
+    struct stat st;
+    bool missing = stat(o->resume, &st) != 0;
+    if (missing || S_ISDIR(st.st_mode)) {
+        int err = errno;
+        char inside[LM_PATH_MAX + 32];
+        snprintf(inside, sizeof inside, "%s/checkpoint.safetensors", o->resume);
+        bool has = !missing && stat(inside, &st) == 0 && S_ISREG(st.st_mode);
+        fprintf(stderr, "train_lm: cannot resume from %s: %s (--resume expects a training checkpoint%s%s)\n",
+                o->resume, missing ? strerror(err) : "it is a directory", has ? ": " : ", OUT/checkpoint.safetensors",
+                has ? inside : "");
+        return -1;
+    }
+    pg_checkpoint_info info;
+    if (pg_checkpoint_info_read(o->resume, &info) != 0) {
+        fprintf(stderr, "train_lm: cannot resume from %s: %s\n", o->resume, pg_last_error());
+        return -1;
+    }
+    int rc = -1;
+    char saved[N_MODEL_FLAGS][32], mine[512], theirs[512];
+    bool differ[N_MODEL_FLAGS], any = false, recorded = true;
+    if (!info.is_checkpoint && !info.has_optim) {
+        char sibling[LM_PATH_MAX + 32];
+        const char *slash = strrchr(o->resume, '/');
+        snprintf(sibling, sizeof sibling, "%.*scheckpoint.safetensors", slash ? (int)(slash - o->resume) + 1 : 0,
+                 o->resume);
+        bool there = stat(sibling, &st) == 0 && S_ISREG(st.st_mode) && strcmp(sibling, o->resume) != 0;
+        fprintf(stderr,
+                "train_lm: --resume %s is a model file: weights only, with no optimizer state, schedule step or "
+                "generator state (as train_lm writes OUT/model.safetensors), so a run cannot continue from it; "
+                "resume from the training checkpoint %s%s\n",
+                o->resume, there ? sibling : "(OUT/checkpoint.safetensors)",
+                there ? ", written with it" : " that train_lm writes next to it");
+        goto done;
+    }
+    if (!info.is_checkpoint) {
+        fprintf(stderr,
+                "train_lm: --resume %s is not a posgrad training checkpoint (no \"format\": \"%s\" in its "
+                "metadata); resume from a checkpoint.safetensors that train_lm wrote\n",
+                o->resume, PG_CHECKPOINT_FORMAT);
+        goto done;
+    }
+    for (int i = 0; i < N_MODEL_FLAGS; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "train_lm.%s", MODEL_FLAGS[i]);
+        const char *v = pg_checkpoint_info_get(&info, key);
+        recorded = recorded && v;
+        snprintf(saved[i], sizeof saved[i], "%s", v ? v : "?");
+        differ[i] = v && strcmp(v, t->flag_values[i]) != 0;
+        any = any || differ[i];
+    }
+    flags_text(mine, sizeof mine, t->flag_values, NULL);
+    if (recorded && any) {
+        flags_text(theirs, sizeof theirs, saved, NULL);
+        char asked[512];
+        flags_text(asked, sizeof asked, t->flag_values, differ);
+        fprintf(stderr,
+                "train_lm: %s was trained with %s; this run asks for %s (resume with the same model flags, or "
+                "start a new run without --resume, with another --out to keep this one)\n",
+                o->resume, theirs, asked);
+        goto done;
+    }
+    const char *vocab = pg_checkpoint_info_get(&info, "train_lm.vocab");
+    if (recorded && vocab && strcmp(vocab, t->vocab_hex) != 0) {
+        const char *data = pg_checkpoint_info_get(&info, "train_lm.data");
+        fprintf(stderr,
+                "train_lm: %s was trained on a corpus of %zu distinct characters (--data %s); --data %s has %s%d: "
+                "the model's token ids would mean other characters (resume with the corpus it was trained on)\n",
+                o->resume, strlen(vocab) / 2, data ? data : "?", t->corpus.path,
+                strlen(vocab) / 2 == (size_t)t->corpus.vocab ? "as many but other ones, " : "", t->corpus.vocab);
+        goto done;
+    }
+    if (info.step < 0) {
+        fprintf(stderr, "train_lm: --resume %s holds no schedule step (sched.step): not a train_lm checkpoint\n",
+                o->resume);
+        goto done;
+    }
+    if (pg_checkpoint_load(o->resume, &t->lm->base, t->opt, t->sched, &t->rng) != 0) {
+        if (recorded)
+            fprintf(stderr, "train_lm: cannot resume from %s: %s\n", o->resume, pg_last_error());
+        else
+            fprintf(stderr,
+                    "train_lm: %s does not record the model flags it was trained with (an older train_lm wrote "
+                    "it), and its tensors do not fit this run's model (%s): %s; resume with the flags it was "
+                    "trained with\n",
+                    o->resume, mine, pg_last_error());
+        goto done;
+    }
+    if (!recorded)
+        printf("note: %s does not record the model flags it was trained with (an older train_lm wrote it); its "
+               "tensors fit this run's %s\n",
+               o->resume, mine);
+    t->start_step = (int)info.step;
+    t->good_path = o->resume;
+    t->good_step = t->start_step;
+    rc = 0;
+done:
+    pg_checkpoint_info_free(&info);
+    return rc;
+}
+
+/* ---- the log ---------------------------------------------------------------------------------- */
+/* Opens OUT/log.csv: a new run writes the header; a resumed run appends,
+ * after dropping any rows past the checkpoint's step (a run that went on
+ * after its last checkpoint, or was killed), so that every step is in the log
+ * once. 0, or -1 after a message. */
+static int open_log(trainer *t)
+{
+    const train_lm_opts *o = t->o;
+    snprintf(t->log_path, sizeof t->log_path, "%s/log.csv", o->out);
+    char *text = NULL;
+    size_t n = 0;
+    if (o->resume) {
+        FILE *f = fopen(t->log_path, "rb");
+        if (f) {
+            size_t cap = 1 << 16, got;
+            text = malloc(cap + 1);
+            while (text && (got = fread(text + n, 1, cap - n, f)) > 0)
+                if ((n += got) == cap) {
+                    char *bigger = realloc(text, 2 * cap + 1);
+                    if (!bigger)
+                        free(text);
+                    text = bigger;
+                    cap *= 2;
+                }
+            fclose(f);
+            if (!text) {
+                fprintf(stderr, "train_lm: out of memory reading %s\n", t->log_path);
+                return -1;
+            }
+            text[n] = '\0';
+        }
+    }
+    if (n > 0) {
+        size_t h = strlen(LOG_HEADER);
+        if (strncmp(text, LOG_HEADER, h) != 0 || (text[h] != '\n' && text[h] != '\0')) {
+            fprintf(stderr,
+                    "train_lm: %s does not start with train_lm's header (%s); move it away or choose another "
+                    "--out\n",
+                    t->log_path, LOG_HEADER);
+            free(text);
+            return -1;
+        }
+        /* keep the header and the complete rows up to the checkpoint's step */
+        size_t keep = text[h] == '\n' ? h + 1 : h, at = keep;
+        int dropped = 0;
+        while (at < n) {
+            char *eol = memchr(text + at, '\n', n - at);
+            size_t len = eol ? (size_t)(eol - (text + at)) + 1 : n - at;
+            if (eol && atoi(text + at) <= t->start_step && atoi(text + at) >= 1) {
+                memmove(text + keep, text + at, len);
+                keep += len;
+            } else
+                dropped++;
+            at += len;
+        }
+        if (keep < n) {
+            char tmp[LM_PATH_MAX + 8];
+            snprintf(tmp, sizeof tmp, "%s.tmp", t->log_path);
+            FILE *f = fopen(tmp, "wb");
+            bool ok = f && fwrite(text, 1, keep, f) == keep;
+            ok = f && fclose(f) == 0 && ok;
+            if (!ok || rename(tmp, t->log_path) != 0) {
+                fprintf(stderr, "train_lm: cannot rewrite %s: %s\n", t->log_path, strerror(errno));
+                remove(tmp);
+                free(text);
+                return -1;
+            }
+            printf("note: dropped %d row%s of %s past the checkpoint's step %d (a run that went on after it); "
+                   "the log continues from step %d\n",
+                   dropped, dropped == 1 ? "" : "s", t->log_path, t->start_step, t->start_step + 1);
+        }
+    }
+    free(text);
+    t->csv = fopen(t->log_path, n > 0 ? "a" : "w");
+    if (!t->csv) {
+        fprintf(stderr, "train_lm: cannot write %s: %s\n", t->log_path, strerror(errno));
+        return -1;
+    }
+    if (n == 0)
+        fprintf(t->csv, "%s\n", LOG_HEADER);
+    fflush(t->csv);
+    return 0;
+}
+
+/* "nan", "inf", "-inf" (never "-nan"), else the number with fmt. */
+static const char *fmt_value(char *buf, size_t n, const char *fmt, double v)
+{
+    if (isnan(v))
+        snprintf(buf, n, "nan");
+    else if (isinf(v))
+        snprintf(buf, n, v > 0 ? "inf" : "-inf");
+    else
+        snprintf(buf, n, fmt, v);
+    return buf;
+}
+
+/* One row, flushed at once: a killed run leaves every step it finished. */
+static void log_row(trainer *t, int step, double loss, double val, double lr, double tok_s)
+{
+    char l[32];
+    fprintf(t->csv, "%d,%s,", step, fmt_value(l, sizeof l, "%.6f", loss));
+    if (!isnan(val))
+        fprintf(t->csv, "%.6f", val);
+    fprintf(t->csv, ",%.6g,%.1f\n", lr, tok_s);
+    if (fflush(t->csv) != 0 && !t->log_failed) {
+        fprintf(stderr, "\ntrain_lm: warning: cannot write %s: %s (training goes on)\n", t->log_path,
+                strerror(errno));
+        t->log_failed = true;
+    }
+    t->logged_first = t->logged_first ? t->logged_first : step;
+    t->logged_last = step;
+}
+
+/* ---- setting up ------------------------------------------------------------------------------- */
+/* Everything that can fail before the first step: the corpus, the memory
+ * estimate, the model, the checkpoint to resume. Nothing is written. */
 static int trainer_init(trainer *t, const train_lm_opts *o)
 {
     memset(t, 0, sizeof *t);
     t->o = o;
-    pg_lm_config c = pg_lm_defaults(0, o->dim, o->heads, o->layers);
-    if (lm_config_pos(&c, o->pos, o->seq / 4) != 0) { /* local: window seq / 4, one back */
+    t->saved_step = -1;
+    t->cfg = pg_lm_defaults(0, o->dim, o->heads, o->layers);
+    if (lm_config_pos(&t->cfg, o->pos, o->seq / 4) != 0) { /* local: window seq / 4, one back */
         fprintf(stderr, "train_lm: unknown --pos '%s'\n", o->pos);
         return -1;
     }
@@ -212,11 +496,16 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
     }
     if (lm_corpus_load(&t->corpus, o->data, o->seq + 1) != 0)
         return -1;
-    c.vocab = t->corpus.vocab;
-    c.max_len = o->seq;
-    c.init_std = o->init_std;
-    c.seed = (uint64_t)o->seed;
-    t->lm = pg_lm_new(&c);
+    t->cfg.vocab = t->corpus.vocab;
+    t->cfg.max_len = o->seq;
+    t->cfg.init_std = o->init_std;
+    t->cfg.seed = (uint64_t)o->seed;
+    set_metadata(t);
+    printf("train_lm: --pos %s, %d layers, dim %d, %d heads, seq %d, batch %d, vocab %d, %s (%lld train / %lld val "
+           "characters), %d threads\n",
+           o->pos, o->layers, o->dim, o->heads, o->seq, o->batch, t->corpus.vocab, t->corpus.path,
+           (long long)t->corpus.n_train, (long long)(t->corpus.n - t->corpus.n_train), pg_num_threads());
+    t->lm = pg_lm_new(&t->cfg);
     if (!t->lm) {
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
         return -1;
@@ -238,79 +527,154 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
         return -1;
     }
-    if (lm_make_dir(o->out) != 0)
+    printf("model: %lld parameters\n", (long long)pg_module_num_elements(&t->lm->base));
+    snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s/checkpoint.safetensors", o->out);
+    snprintf(t->model_path, sizeof t->model_path, "%s/model.safetensors", o->out);
+    if (o->resume && resume(t) != 0)
         return -1;
-    if (o->resume && pg_checkpoint_load(o->resume, &t->lm->base, t->opt, t->sched, &t->rng) != 0) {
-        fprintf(stderr, "train_lm: --resume: %s\n", pg_last_error());
-        return -1;
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/log.csv", o->out);
-    t->csv = fopen(path, o->resume ? "a" : "w");
-    if (!t->csv) {
-        fprintf(stderr, "train_lm: cannot write '%s': %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (!o->resume)
-        fprintf(t->csv, "step,train_loss,val_loss,lr,tokens_per_s\n");
     return 0;
 }
 
-/* One optimisation step on a fresh batch; the training loss, NaN on error. */
-static double train_step(trainer *t)
+/* ---- training --------------------------------------------------------------------------------- */
+/* One optimisation step on a fresh batch: 0 with *loss set (when the loss is
+ * not finite nothing is updated), -1 after a message. */
+static int train_step(trainer *t, double *loss_out)
 {
     pg_graph_reset(t->g);
     pg_tensor *ids, *targets;
     lm_train_batch(t->g, &t->corpus, t->o->batch, t->o->seq, &t->rng, &ids, &targets);
     pg_tensor *loss = pg_lm_loss(t->g, t->lm, ids, targets, NULL);
-    if (!loss || pg_backward(t->g, loss) != 0) {
+    if (!loss) {
         fprintf(stderr, "\ntrain_lm: %s\n", pg_graph_error(t->g));
-        return NAN;
+        return -1;
+    }
+    *loss_out = pg_item(loss);
+    if (!isfinite(*loss_out))
+        return 0;
+    if (pg_backward(t->g, loss) != 0) {
+        fprintf(stderr, "\ntrain_lm: %s\n", pg_graph_error(t->g));
+        return -1;
     }
     if (t->o->clip > 0)
         pg_clip_grad_norm(t->params.tensors, t->params.n, t->o->clip);
-    pg_optim_step(t->opt);
+    if (pg_optim_step(t->opt) != 0) {
+        fprintf(stderr, "\ntrain_lm: %s\n", pg_last_error());
+        return -1;
+    }
     pg_optim_zero_grad(t->opt);
     pg_schedule_step(t->sched);
-    return pg_item(loss);
+    return 0;
 }
 
-static int save_checkpoints(trainer *t)
+/* What went wrong at step, where the last good state is, what to try. */
+static void report_divergence(const trainer *t, int step, const char *what, double lr, int prev_step,
+                              double prev_loss)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->o->out);
-    int rc = pg_checkpoint_save(path, &t->lm->base, t->opt, t->sched, &t->rng);
-    snprintf(path, sizeof path, "%s/model.safetensors", t->o->out);
-    if (rc == 0)
-        rc = pg_module_save(&t->lm->base, path);
-    if (rc != 0)
-        fprintf(stderr, "train_lm: saving: %s\n", pg_last_error());
-    return rc;
+    const train_lm_opts *o = t->o;
+    fprintf(stderr, "\ntrain_lm: training diverged: %s at step %d (learning rate %g at that step, --lr %g, ", what,
+            step, lr, o->lr);
+    if (o->clip > 0)
+        fprintf(stderr, "--clip %g)\n", o->clip);
+    else
+        fprintf(stderr, "--clip 0: no gradient clipping)\n");
+    if (prev_step > 0)
+        fprintf(stderr, "  the training loss at step %d was %.4f\n", prev_step, prev_loss);
+    if (t->good_path && t->good_path == t->ckpt_path)
+        fprintf(stderr, "  the last good state is %s (step %d), left as it was, with %s\n", t->good_path,
+                t->good_step, t->model_path);
+    else if (t->good_path)
+        fprintf(stderr, "  the last good state is %s (step %d), the checkpoint this run resumed from; nothing "
+                        "was saved after it\n",
+                t->good_path, t->good_step);
+    else
+        fprintf(stderr, "  no checkpoint was written: the first was due at step %d (--eval-every %d)\n",
+                o->eval_every < o->steps ? o->eval_every : o->steps, o->eval_every);
+    fprintf(stderr, "  try a lower --lr than %g", o->lr);
+    if (o->clip > 0)
+        fprintf(stderr, " or a longer --warmup");
+    else
+        fprintf(stderr, ", or clip the gradient norm with --clip 1");
+    if (t->good_path)
+        fprintf(stderr, ", and continue with --resume %s\n", t->good_path);
+    else
+        fprintf(stderr, "\n");
+}
+
+/* Whether every parameter and every optimizer state value is finite. */
+static bool state_is_finite(const trainer *t)
+{
+    pg_tensor_list l = pg_module_parameters(&t->lm->base);
+    bool ok = pg_optim_state_export(t->opt, t->sched, &l) == 0;
+    for (int i = 0; ok && i < l.n; i++) {
+        const pg_tensor *x = l.tensors[i];
+        if (x->dtype != PG_F32 && x->dtype != PG_F64)
+            continue;
+        for (int64_t j = 0; ok && j < x->numel; j++)
+            ok = isfinite(pg_get(x, j));
+    }
+    pg_tensor_list_free(&l);
+    return ok;
+}
+
+/* Writes the model file, then the checkpoint, so that the checkpoint is never
+ * newer than the model beside it; on a failure says which file holds what.
+ * 0, or -1 after a message. */
+static int save_checkpoints(trainer *t, int step)
+{
+    char held[128];
+    if (t->saved_step >= 0)
+        snprintf(held, sizeof held, "still holds step %d", t->saved_step);
+    else
+        snprintf(held, sizeof held, "was not written by this run");
+    snprintf(t->step_text, sizeof t->step_text, "%d", step);
+    int n_meta = N_MODEL_FLAGS + 3;
+    if (pg_safetensors_save(t->model_path, &t->params, n_meta, t->keys, t->values) != 0) {
+        fprintf(stderr, "\ntrain_lm: cannot write %s at step %d: %s\n  %s was not written either, so the two "
+                        "files still agree (the checkpoint %s)\n",
+                t->model_path, step, pg_last_error(), t->ckpt_path, held);
+        return -1;
+    }
+    if (pg_checkpoint_save_meta(t->ckpt_path, &t->lm->base, t->opt, t->sched, &t->rng, n_meta - 1, t->keys,
+                                t->values) != 0) {
+        fprintf(stderr, "\ntrain_lm: cannot write %s at step %d: %s\n  %s holds step %d but the checkpoint %s: "
+                        "they disagree, and --resume would not continue from step %d\n",
+                t->ckpt_path, step, pg_last_error(), t->model_path, step, held, step);
+        return -1;
+    }
+    t->saved_step = step;
+    t->good_path = t->ckpt_path;
+    t->good_step = step;
+    return 0;
 }
 
 static int train_loop(trainer *t, train_lm_result *res)
 {
     const train_lm_opts *o = t->o;
     lm_progress bar = {.tty = isatty(STDOUT_FILENO) != 0, .every = o->log_every, .width = 30};
-    int first = (int)*pg_i64(t->sched->step) + 1;
-    double t0 = lm_now(), tail = 0;
+    int first = t->start_step + 1, prev_step = 0;
+    double t0 = lm_now(), tail = 0, prev_loss = NAN;
     int n_tail = 0;
     res->first_loss = NAN;
-    if (first > 1)
-        printf("resumed from %s at step %d\n", o->resume, first - 1);
     for (int step = first; step <= o->steps; step++) {
-        double lr = t->opt->groups[0].h.lr;
-        double loss = train_step(t);
-        if (!isfinite(loss))
+        double lr = t->opt->groups[0].h.lr, loss = NAN;
+        if (train_step(t, &loss) != 0)
             return -1;
+        double dt = lm_now() - t0, done = step - first + 1;
+        double tok_s = done * o->batch * o->seq / dt;
+        char what[128], v[32];
+        if (!isfinite(loss)) {
+            lm_progress_break(&bar);
+            log_row(t, step, loss, NAN, lr, tok_s);
+            snprintf(what, sizeof what, "the training loss is %s", fmt_value(v, sizeof v, "%g", loss));
+            report_divergence(t, step, what, lr, prev_step, prev_loss);
+            return -1;
+        }
         if (step == first)
             res->first_loss = loss;
         if (step > o->steps - 20) {
             tail += loss;
             n_tail++;
         }
-        double dt = lm_now() - t0, done = step - first + 1;
-        double tok_s = done * o->batch * o->seq / dt;
         bool eval = step % o->eval_every == 0 || step == o->steps;
         if (eval)
             bar.last_draw = 0; /* show this step before the evaluation line */
@@ -320,20 +684,25 @@ static int train_loop(trainer *t, train_lm_result *res)
             val = lm_eval_loss(t->g, t->lm, &t->corpus, o->seq, o->eval_windows, o->batch);
             lm_progress_break(&bar);
             printf("step %d: val loss %.4f (train %.4f, %.1f s)\n", step, val, loss, lm_now() - t0);
-            if (!isfinite(val) || save_checkpoints(t) != 0)
-                return -1;
+            fflush(stdout);
         }
-        fprintf(t->csv, "%d,%.6f,", step, loss);
-        if (isfinite(val))
-            fprintf(t->csv, "%.6f", val);
-        fprintf(t->csv, ",%.6g,%.1f\n", lr, tok_s);
-        res->val_loss = isfinite(val) ? val : res->val_loss;
+        log_row(t, step, loss, val, lr, tok_s);
         res->steps_run++;
-    }
-    fflush(t->csv);
-    if (res->steps_run == 0) {
-        printf("the checkpoint is at step %d: nothing left of --steps %d\n", first - 1, o->steps);
-        res->val_loss = lm_eval_loss(t->g, t->lm, &t->corpus, o->seq, o->eval_windows, o->batch);
+        if (eval) {
+            bool finite = isfinite(val) && state_is_finite(t);
+            if (!finite) {
+                snprintf(what, sizeof what, isfinite(val) ? "the parameters or Adam's state hold nan or inf%s"
+                                                          : "the validation loss is %s",
+                         isfinite(val) ? "" : fmt_value(v, sizeof v, "%g", val));
+                report_divergence(t, step, what, lr, step, loss);
+                return -1;
+            }
+            if (save_checkpoints(t, step) != 0)
+                return -1;
+            res->val_loss = val;
+        }
+        prev_step = step;
+        prev_loss = loss;
     }
     res->seconds = lm_now() - t0;
     res->tokens_per_s = res->steps_run * (double)o->batch * o->seq / (res->seconds > 0 ? res->seconds : 1);
@@ -365,23 +734,34 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
         return 1;
     trainer t;
     int rc = trainer_init(&t, o);
-    if (rc == 0) {
-        printf("train_lm: --pos %s, %d layers, dim %d, %d heads, seq %d, batch %d, %lld parameters, vocab %d, "
-               "%lld train / %lld val characters, %d threads\n",
-               o->pos, o->layers, o->dim, o->heads, o->seq, o->batch,
-               (long long)pg_module_num_elements(&t.lm->base), t.corpus.vocab, (long long)t.corpus.n_train,
-               (long long)(t.corpus.n - t.corpus.n_train), pg_num_threads());
-        rc = train_loop(&t, res);
+    if (rc == 0 && t.start_step > 0)
+        printf("resumed from %s at step %d\n", o->resume, t.start_step);
+    if (rc == 0 && t.start_step >= o->steps) {
+        /* nothing to train, nothing written */
+        res->val_loss = lm_eval_loss(t.g, t.lm, &t.corpus, o->seq, o->eval_windows, o->batch);
+        printf("nothing left to train: %s is at step %d and --steps is %d (pass --steps above %d to continue; the "
+               "cosine schedule then stretches to the new length); val loss %.4f; nothing was written\n",
+               o->resume, t.start_step, o->steps, t.start_step, res->val_loss);
+        if (o->sample_len > 0) {
+            printf("---- sample (temperature 0.8) ----\n");
+            rc = lm_sample(stdout, t.g, t.lm, &t.corpus, o->prompt, o->sample_len, o->seq, 0.8, 0, &t.rng);
+        }
+        trainer_free(&t);
+        return rc == 0 ? 0 : 1;
     }
+    if (rc == 0)
+        rc = lm_make_dir(o->out) == 0 && open_log(&t) == 0 ? 0 : -1;
+    if (rc == 0)
+        rc = train_loop(&t, res);
     if (rc == 0) {
-        printf("done: %d steps in %.1f s (%.0f tokens/s), val loss %.4f; wrote %s/log.csv, "
-               "%s/checkpoint.safetensors, %s/model.safetensors\n",
-               res->steps_run, res->seconds, res->tokens_per_s, res->val_loss, o->out, o->out, o->out);
+        printf("done: %d steps (%d-%d) in %.1f s (%.0f tokens/s), val loss %.4f at step %d\n", res->steps_run,
+               t.start_step + 1, o->steps, res->seconds, res->tokens_per_s, res->val_loss, o->steps);
+        printf("wrote %s (steps %d-%d), %s and %s (step %d)\n", t.log_path, t.logged_first, t.logged_last,
+               t.model_path, t.ckpt_path, t.saved_step);
         draw_pictures(&t);
         if (o->sample_len > 0) {
             printf("---- sample (temperature 0.8) ----\n");
-            rc = lm_sample(stdout, t.g, t.lm, &t.corpus, o->prompt, o->sample_len, o->seq, 0.8, 0,
-                           &t.rng);
+            rc = lm_sample(stdout, t.g, t.lm, &t.corpus, o->prompt, o->sample_len, o->seq, 0.8, 0, &t.rng);
         }
     }
     trainer_free(&t);

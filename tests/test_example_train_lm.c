@@ -135,6 +135,53 @@ static int run_captured(char **out, char **err, ...)
     return rc;
 }
 
+/* The tiny model of tiny_opts as flags (followed by the caller's). */
+#define TINY_FLAGS "--layers", "1", "--dim", "16", "--heads", "2", "--seq", "16", "--batch", "4", "--eval-windows", \
+                   "4", "--sample", "0", "--lr", "1e-2"
+
+static bool same_bytes(const char *a, const char *b)
+{
+    char *x = slurp(a), *y = slurp(b);
+    bool same = !strcmp(x, y) && x[0];
+    free(x);
+    free(y);
+    return same;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *f = fopen(from, "rb"), *g = fopen(to, "wb");
+    cr_assert(f && g);
+    char buf[1 << 14];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        cr_assert_eq(fwrite(buf, 1, n, g), n);
+    fclose(f);
+    fclose(g);
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Asserts the log is one header then rows for steps 1..n, each once, in order. */
+static void assert_log_rows(const char *path, int n)
+{
+    char *text = slurp(path), *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    cr_assert(line && !strcmp(line, "step,train_loss,val_loss,lr,tokens_per_s"), "first line of %s: %s", path,
+              line ? line : "(none)");
+    int expect = 1;
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        cr_assert_eq(atoi(line), expect, "%s: row '%s', expected step %d", path, line, expect);
+        expect++;
+    }
+    cr_assert_eq(expect - 1, n, "%s has %d rows, expected %d", path, expect - 1, n);
+    free(text);
+}
+
 Test(example_train_lm, writes_files_learns_and_resumes, .init = quiet)
 {
     char dir[64], out[128], data[128], ckpt[256];
@@ -209,6 +256,282 @@ Test(example_train_lm, bad_flags_fail, .init = quiet)
     cr_assert_neq(train_lm_main(3, data), 0);
     char *help[] = {"train_lm", "--help"};
     cr_assert_eq(train_lm_main(2, help), 0);
+}
+
+/* ---- issue 11, item 7: a diverging run says so and keeps the last good checkpoint ------------ */
+Test(example_train_lm, divergence_is_explained_and_keeps_the_last_good_checkpoint, .init = quiet)
+{
+    char dir[64], out[128], data[128], ckpt[256], model[256], saved_ckpt[256], saved_model[256];
+    make_workdir(dir, out, data);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+    snprintf(model, sizeof model, "%s/model.safetensors", out);
+    snprintf(saved_ckpt, sizeof saved_ckpt, "%s/ckpt_step20", dir);
+    snprintf(saved_model, sizeof saved_model, "%s/model_step20", dir);
+    char *o, *e;
+    /* a fresh run that diverges before any checkpoint */
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "40", "--eval-every", "20",
+                          "--lr", "1e30", "--clip", "0", NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "at step "), "%s", e);
+    cr_assert(strstr(e, "--lr 1e+30"), "%s", e);
+    cr_assert(strstr(e, "--clip"), "%s", e);
+    cr_assert(strstr(e, "no checkpoint"), "%s", e);
+    cr_assert(!exists_in(out, "checkpoint.safetensors"));
+    free(o);
+    free(e);
+    /* 20 good steps (a checkpoint at 20), then a resumed run at lr 1e30 */
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "20", "--eval-every", "20", NULL);
+    cr_assert_eq(rc, 0, "%s", e);
+    free(o);
+    free(e);
+    copy_file(ckpt, saved_ckpt);
+    copy_file(model, saved_model);
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "60", "--eval-every", "10",
+                      "--lr", "1e30", "--clip", "0", "--resume", ckpt, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "diverged"), "%s", e);
+    cr_assert(strstr(e, "lower --lr"), "%s", e);
+    cr_assert(strstr(e, "--clip 1"), "%s", e);
+    char want[512];
+    snprintf(want, sizeof want, "%s (step 20)", ckpt);
+    cr_assert(strstr(e, want), "wanted '%s' in: %s", want, e);
+    cr_assert(same_bytes(ckpt, saved_ckpt), "the good checkpoint was overwritten");
+    cr_assert(same_bytes(model, saved_model), "the good model was overwritten");
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+/* ---- item 8: log.csv is written row by row and appended to on --resume ------------------------ */
+Test(example_train_lm, log_rows_survive_a_kill, .init = quiet)
+{
+    char dir[64], out[128], data[128], log[256], progress[256];
+    make_workdir(dir, out, data);
+    snprintf(log, sizeof log, "%s/log.csv", out);
+    snprintf(progress, sizeof progress, "%s/progress", dir);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr) || !freopen(progress, "w", stdout))
+            _exit(3);
+        train_lm_opts o = tiny_opts(out, data, "alibi");
+        o.steps = 1000000;
+        o.eval_every = 1000000;
+        o.log_every = 1; /* a progress line per step, flushed */
+        _exit(train_lm_run(&o, NULL));
+    }
+    /* kill -9 once the progress shows step 5 (or after 60 s) */
+    int shown = 0;
+    for (int i = 0; i < 600 && shown < 5; i++) {
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+        char *text = slurp(progress), *p = text, *at;
+        while ((at = strstr(p, "step ")) != NULL) {
+            int s = atoi(at + 5);
+            shown = s > shown ? s : shown;
+            p = at + 5;
+        }
+        free(text);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    char *text = slurp(progress), *p = text, *at;
+    while ((at = strstr(p, "step ")) != NULL) { /* the last step shown before the kill */
+        int s = atoi(at + 5);
+        shown = s > shown ? s : shown;
+        p = at + 5;
+    }
+    free(text);
+    cr_assert_geq(shown, 5, "the run showed no progress");
+    text = slurp(log);
+    int n = 0;
+    for (char *q = text; *q; q++)
+        n += *q == '\n';
+    char *cut = strrchr(text, '\n'); /* a kill mid-row may leave a partial last line */
+    cr_assert_not_null(cut, "log.csv is empty after the run showed step %d", shown);
+    cut[1] = '\0';
+    FILE *f = fopen(log, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    cr_assert_geq(n - 1, shown - 1, "log.csv has %d rows; the run had shown step %d", n - 1, shown);
+    assert_log_rows(log, n - 1);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, resume_appends_to_the_log_after_the_checkpoint_step, .init = quiet)
+{
+    char dir[64], out[128], data[128], ckpt[256], log[256], out2[128], log2[256];
+    make_workdir(dir, out, data);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+    snprintf(log, sizeof log, "%s/log.csv", out);
+    snprintf(out2, sizeof out2, "%s/out2", dir);
+    snprintf(log2, sizeof log2, "%s/log.csv", out2);
+    train_lm_opts o = tiny_opts(out, data, "alibi");
+    o.steps = 20;
+    cr_assert_eq(train_lm_run(&o, NULL), 0);
+    /* rows past the checkpoint (as a killed run leaves them) are dropped on resume */
+    FILE *f = fopen(log, "a");
+    for (int s = 21; s <= 25; s++)
+        fprintf(f, "%d,9.0,,0.01,1000.0\n", s);
+    fclose(f);
+    o.resume = ckpt;
+    o.steps = 30;
+    cr_assert_eq(train_lm_run(&o, NULL), 0);
+    assert_log_rows(log, 30);
+    char *text = slurp(log);
+    cr_assert(!strstr(text, ",9.0,"), "the stale rows 21..25 are still there");
+    free(text);
+    /* resuming into a new directory starts its log with the header */
+    o.out = out2;
+    o.steps = 35;
+    cr_assert_eq(train_lm_run(&o, NULL), 0);
+    text = slurp(log2);
+    cr_assert(!strncmp(text, "step,train_loss,val_loss,lr,tokens_per_s\n31,", 44), "%s", text);
+    free(text);
+    remove_tree(dir);
+}
+
+/* ---- item 9: the model flags are in the checkpoint; a mismatch says which -------------------- */
+Test(example_train_lm, resume_with_other_model_flags_names_them, .init = quiet)
+{
+    char dir[64], out[128], data[128], ckpt[256], other[128];
+    make_workdir(dir, out, data);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+    snprintf(other, sizeof other, "%s/other", dir);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "4", "--pos", "dpb",
+                              NULL),
+                 0);
+    free(o);
+    free(e);
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", other, "--steps", "8", "--pos", "alibi",
+                          "--dim", "32", "--resume", ckpt, NULL);
+    cr_assert_eq(rc, 1);
+    char want[512];
+    snprintf(want, sizeof want, "%s was trained with --pos dpb --layers 1 --dim 16 --heads 2 --seq 16", ckpt);
+    cr_assert(strstr(e, want), "wanted '%s' in: %s", want, e);
+    cr_assert(strstr(e, "this run asks for --pos alibi --dim 32"), "%s", e);
+    cr_assert(!strstr(e, "exp_avg"), "%s", e);
+    cr_assert(!is_dir(other), "%s was created", other);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, resume_from_a_model_file_says_what_it_is, .init = quiet)
+{
+    char dir[64], out[128], data[128], model[256];
+    make_workdir(dir, out, data);
+    snprintf(model, sizeof model, "%s/model.safetensors", out);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "4", NULL), 0);
+    free(o);
+    free(e);
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "8", "--resume", model, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "weights only"), "%s", e);
+    cr_assert(strstr(e, "no optimizer state"), "%s", e);
+    cr_assert(strstr(e, "checkpoint.safetensors"), "%s", e);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, resume_from_an_older_checkpoint_without_flags, .init = quiet)
+{
+    char dir[64], out[128], data[128], ckpt[256];
+    make_workdir(dir, out, data);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "4", NULL), 0);
+    free(o);
+    free(e);
+    /* rewrite it as an older train_lm did: the format key alone */
+    pg_tensor_list l = {0, 0, NULL, NULL};
+    cr_assert_eq(pg_safetensors_load(ckpt, &l), 0);
+    cr_assert_eq(pg_safetensors_save(ckpt, &l, 1, (const char *[]){"format"}, (const char *[]){"posgrad-checkpoint-1"}),
+                 0);
+    pg_tensor_list_free_all(&l);
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "8", "--dim", "32",
+                          "--resume", ckpt, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "does not record the model flags"), "%s", e);
+    cr_assert(strstr(e, ckpt), "%s", e);
+    free(o);
+    free(e);
+    /* with the flags it was trained with, it resumes (and says it could not check them) */
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "8", "--resume", ckpt, NULL);
+    cr_assert_eq(rc, 0, "%s", e);
+    cr_assert(strstr(o, "resumed from"), "%s", o);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+/* ---- item 10: only what was written is reported; the pair never silently disagrees ----------- */
+Test(example_train_lm, nothing_left_reports_no_files, .init = quiet)
+{
+    char dir[64], out[128], data[128], ckpt[256], saved[256];
+    make_workdir(dir, out, data);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+    snprintf(saved, sizeof saved, "%s/saved", dir);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "20", NULL), 0);
+    free(o);
+    free(e);
+    copy_file(ckpt, saved);
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "10", "--resume", ckpt,
+                              NULL),
+                 0, "%s", e);
+    cr_assert(strstr(o, "nothing left"), "%s", o);
+    cr_assert(!strstr(o, "checkpoint.safetensors, "), "claims a checkpoint was written: %s", o);
+    cr_assert(!strstr(o, "wrote"), "claims files were written: %s", o);
+    cr_assert(same_bytes(ckpt, saved));
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, a_failed_model_save_leaves_the_checkpoint_alone, .init = quiet)
+{
+    char dir[64], out[128], data[128], blocker[256];
+    make_workdir(dir, out, data);
+    cr_assert_eq(mkdir(out, 0777), 0);
+    snprintf(blocker, sizeof blocker, "%s/model.safetensors/x", out); /* a non-empty directory: rename fails */
+    cr_assert_eq(mkdir(blocker, 0777) == 0 || (blocker[strlen(blocker) - 2] = '\0', mkdir(blocker, 0777) == 0 &&
+                                                 (strcat(blocker, "/x"), mkdir(blocker, 0777) == 0)),
+                 1);
+    char *o, *e;
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "20", NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "model.safetensors"), "%s", e);
+    cr_assert(strstr(e, "step 20"), "%s", e);
+    cr_assert(!exists_in(out, "checkpoint.safetensors"), "a checkpoint newer than the model file was written");
+    cr_assert(!strstr(o, "done:"), "%s", o);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, a_failed_checkpoint_save_names_the_stale_file, .init = quiet)
+{
+    char dir[64], out[128], data[128], blocker[256];
+    make_workdir(dir, out, data);
+    cr_assert_eq(mkdir(out, 0777), 0);
+    snprintf(blocker, sizeof blocker, "%s/checkpoint.safetensors", out);
+    cr_assert_eq(mkdir(blocker, 0777), 0);
+    strcat(blocker, "/x");
+    cr_assert_eq(mkdir(blocker, 0777), 0);
+    char *o, *e;
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "20", NULL);
+    cr_assert_eq(rc, 1);
+    char want[512];
+    snprintf(want, sizeof want, "%s/checkpoint.safetensors", out);
+    cr_assert(strstr(e, want), "%s", e);
+    cr_assert(strstr(e, "model.safetensors holds step 20"), "%s", e);
+    free(o);
+    free(e);
+    remove_tree(dir);
 }
 
 /* ---- item 13: --data naming a directory ----------------------------------------------------- */
