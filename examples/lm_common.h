@@ -1,7 +1,7 @@
 /* Helpers shared by the character-level LM examples (train_lm, extrapolate):
  * command-line flags, finding and loading the corpus and its batches, building
- * a model for a positional scheme by name, evaluation, sampling, a progress
- * bar and timing.
+ * a model for a positional scheme by name, the memory a training step needs,
+ * evaluation, sampling, a progress bar and timing.
  * Everything is static inline so that an example including this header only
  * pays for (and is only warned about) what it uses. */
 #ifndef PG_EXAMPLES_LM_COMMON_H
@@ -407,6 +407,181 @@ static inline int lm_config_pos(pg_lm_config *c, const char *pos, int64_t local_
     c->layer_pos[0] = s;
     return 0;
 }
+
+/* ---- the memory of a training step ------------------------------------------------------------ */
+/* The parameters pg_lm_new(c) would make, without making them: the blocks by
+ * formula, the positional modules by building one of each at max_len 2 and 3
+ * (a table of max_len rows, as learned's or rel's, grows linearly; the others
+ * do not depend on it). *mat (may be NULL) is set when a layer module adds a
+ * bias the fused attention kernel cannot take (mod_bias without dist_bias): a
+ * step then holds (B, heads, L, L) tensors. 0, or -1 with pg_last_error. */
+static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat)
+{
+    int64_t D = c->dim, F = c->ff_hidden > 0 ? c->ff_hidden : 4 * D, V = c->vocab, b = c->bias ? 1 : 0;
+    int64_t norm = c->norm == PG_NORM_RMS ? D : 2 * D;
+    int64_t ff = c->ff_kind == PG_FF_GLU ? D * 2 * F + 2 * F * b + F * D + D * b : D * F + F * b + F * D + D * b;
+    int64_t block = 2 * norm + 3 * D * D + 3 * D * b + D * D + D * b + ff;
+    int64_t n = V * D + c->layers * block + norm + (c->tie_weights ? 0 : D * V);
+    bool quadratic = false;
+    for (int side = 0; side < 2; side++) {
+        int k = side == 0 ? c->n_input_pos : c->n_layer_pos;
+        const pg_posmod_spec *specs = side == 0 ? c->input_pos : c->layer_pos;
+        for (int i = 0; i < k; i++) {
+            int64_t at[2];
+            for (int j = 0; j < 2; j++) {
+                pg_rng r = pg_rng_init(0);
+                pg_posmod_args a = {D, side ? c->heads : 0, side ? D / c->heads : 0, c->max_len > 0 ? 2 + j : 0,
+                                    side ? 0 : -1, c->dtype, &r, NULL};
+                pg_posmod *m = pg_posmod_from_spec(&specs[i], &a);
+                if (!m)
+                    return -1;
+                at[j] = pg_module_num_elements(&m->base);
+                quadratic = quadratic || (side && m->ops->mod_bias && !m->ops->dist_bias);
+                pg_module_free(&m->base);
+            }
+            int64_t per_row = at[1] - at[0];
+            n += (side ? c->layers : 1) * (at[0] + (c->max_len > 0 ? per_row * (c->max_len - 2) : 0));
+        }
+    }
+    if (mat)
+        *mat = quadratic || c->attn_dropout > 0; /* attention dropout needs the weights too */
+    *out = n;
+    return 0;
+}
+
+/* What one training step of pg_lm (forward, backward, clipping, an AdamW step)
+ * holds at its peak, in bytes. The graph of a step keeps every activation and
+ * its gradient until the graph is reset, so the activations are counted per
+ * token: measured with pg_arena_used on pg_lm's defaults (GELU MLP of 4 dim,
+ * LayerNorm, no dropout), a step holds, in floats of the model's dtype,
+ *   per token   (61 + a) dim layers + (4 + d) dim + 9 layers + heads layers + 2 vocab + 10
+ *   per position (any batch)   4 dim layers
+ *   per score   q batch heads L^2 layers, for schemes the fused kernel cannot run
+ * with a, d, q of the scheme below (rotary's q and k rotated copies, the input
+ * tables, the (B, H, L, L) logits, bias, weights and their gradients of xl and
+ * rel); the fit is exact to 0.1% over dim 32..256, 1..4 layers, 2..4 heads,
+ * vocab 65..256. Parameters cost 16 bytes each in f32 (value, gradient, Adam's
+ * two moments); the process itself (code, thread pool, GEMM buffers) about
+ * 3 MB + 1 MB per thread; the corpus one byte per character. docs/examples.md
+ * compares the total with the peak resident memory of real runs. */
+typedef struct lm_mem {
+    int64_t params;
+    double param_bytes;     /* parameters, gradients and AdamW's moments */
+    double act_bytes;       /* the step's graph */
+    double scores_bytes;    /* the part of act_bytes in (B, H, L, L) tensors */
+    double base_bytes;      /* the process and the corpus */
+    double total;
+    bool quadratic;         /* act_bytes grows with L^2 */
+} lm_mem;
+
+typedef struct lm_scheme_cost {
+    const char *pos;
+    double a, d, q;
+} lm_scheme_cost;
+
+static const lm_scheme_cost LM_SCHEME_COSTS[] = {
+    {"none", 0, 0, 0},   {"sinusoidal", 0, 4.5, 0}, {"learned", 0, 4, 0}, {"continuous", 0, 4, 0},
+    {"rotary", 4, 0, 0}, {"xpos", 4, 0, 0},         {"alibi", 0, 0, 0},   {"dpb", 0, 0, 0},
+    {"xl", 2, 0, 20},    {"t5", 0, 0, 0},           {"rel", 0, 0, 32},    {"local", 4, 0, 0},
+};
+
+/* c: the model (vocab set); pos: the --pos name (NULL or unknown: the most
+ * expensive costs measured); B x L tokens a step; corpus_bytes; threads. 0 or -1. */
+static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t B, int64_t L, int64_t corpus_bytes,
+                                 int threads, lm_mem *m)
+{
+    memset(m, 0, sizeof *m);
+    if (lm_count_params(c, &m->params, &m->quadratic) != 0)
+        return -1;
+    lm_scheme_cost k = {NULL, 4, 4.5, 32};
+    for (size_t i = 0; pos && i < sizeof LM_SCHEME_COSTS / sizeof LM_SCHEME_COSTS[0]; i++)
+        if (!strcmp(pos, LM_SCHEME_COSTS[i].pos))
+            k = LM_SCHEME_COSTS[i];
+    if (m->quadratic && !(k.q > 0))
+        k.q = 32;
+    double D = (double)c->dim, layers = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
+    double tokens = (double)B * (double)L, size = c->dtype == PG_F64 ? 8.0 : 4.0;
+    double per_token = (61 + k.a) * D * layers + (4 + k.d) * D + 9 * layers + H * layers + 2 * V + 10;
+    m->scores_bytes = m->quadratic ? k.q * (double)B * H * (double)L * (double)L * layers * size : 0;
+    m->act_bytes = (tokens * per_token + 4 * D * layers * (double)L) * size + m->scores_bytes;
+    m->param_bytes = (double)m->params * size * 4;
+    m->base_bytes = 3e6 + 1e6 * (threads > 0 ? threads : 1) + (double)corpus_bytes;
+    m->total = m->act_bytes + m->param_bytes + m->base_bytes;
+    return 0;
+}
+
+/* "812 kB", "3.1 MB", "2.1 GB", "1.6 TB" (decimal units). */
+static inline const char *lm_fmt_bytes(char *buf, size_t n, double bytes)
+{
+    static const char *const units[] = {"bytes", "kB", "MB", "GB", "TB", "PB", "EB"};
+    int u = 0;
+    while (bytes >= 999.5 && u < 6) {
+        bytes /= 1000;
+        u++;
+    }
+    snprintf(buf, n, bytes < 9.95 && u > 0 ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+    return buf;
+}
+
+/* A "Key:   123 kB" line of a /proc file, in bytes; -1 if absent. */
+static inline double lm_proc_kb(const char *file, const char *key)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return -1;
+    char line[256];
+    size_t n = strlen(key);
+    double v = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && line[n] == ':') {
+            v = strtod(line + n + 1, NULL) * 1024.0;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* The memory this process may still use, in bytes: MemAvailable of
+ * /proc/meminfo, lowered to a cgroup's limit minus its usage when one is set
+ * (v2 memory.max / memory.current, v1 memory.limit_in_bytes / usage_in_bytes),
+ * else free physical pages (sysconf). *source names where it came from. -1 if
+ * nothing says. */
+static inline double lm_mem_available(const char **source)
+{
+    double avail = lm_proc_kb("/proc/meminfo", "MemAvailable");
+    *source = "MemAvailable in /proc/meminfo";
+#ifdef _SC_AVPHYS_PAGES
+    if (avail < 0) {
+        long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0) {
+            avail = (double)pages * (double)page;
+            *source = "free physical memory (sysconf)";
+        }
+    }
+#endif
+    static const char *const limits[2][2] = {{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+                                             {"/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                              "/sys/fs/cgroup/memory/memory.usage_in_bytes"}};
+    for (int i = 0; i < 2; i++) {
+        double v[2] = {-1, -1};
+        for (int j = 0; j < 2; j++) {
+            FILE *f = fopen(limits[i][j], "r");
+            char text[64];
+            if (f && fgets(text, sizeof text, f) && text[0] >= '0' && text[0] <= '9')
+                v[j] = strtod(text, NULL);
+            if (f)
+                fclose(f);
+        }
+        if (v[0] > 0 && v[0] < 1e18 && v[1] >= 0 && (avail < 0 || v[0] - v[1] < avail)) {
+            avail = v[0] > v[1] ? v[0] - v[1] : 0;
+            *source = i == 0 ? "the cgroup's memory.max" : "the cgroup's memory.limit_in_bytes";
+        }
+    }
+    return avail;
+}
+
+/* This process's peak resident memory so far (VmHWM), in bytes; -1 if unknown. */
+static inline double lm_peak_rss(void) { return lm_proc_kb("/proc/self/status", "VmHWM"); }
 
 /* ---- evaluation and sampling -------------------------------------------------------------------- */
 /* Mean loss over n_windows evenly spaced windows of length L in the validation

@@ -22,6 +22,8 @@ typedef struct train_lm_result {
     double seconds;        /* training time of this invocation (no sampling) */
     double tokens_per_s;   /* training throughput of this invocation */
     int steps_run;
+    double mem_estimate;   /* lm_step_memory's total, bytes */
+    double peak_rss;       /* the process's peak resident memory at the end (VmHWM), bytes; -1 unknown */
 } train_lm_result;
 
 /* The default run (`make run`): docs/examples.md records it. */
@@ -174,6 +176,7 @@ typedef struct trainer {
     const train_lm_opts *o;
     lm_corpus corpus;
     pg_lm_config cfg;
+    lm_mem mem;
     pg_lm *lm;
     pg_tensor_list params;
     pg_optim *opt;
@@ -244,6 +247,65 @@ static void set_metadata(trainer *t)
     t->values[n++] = t->step_text;
     for (int i = 0; i < n; i++)
         t->keys[i] = t->meta_keys[i];
+}
+
+/* ---- memory ----------------------------------------------------------------------------------- */
+/* Prints the estimate of a step's memory; refuses (-1 after a message) past
+ * what the machine has available, warns past half of it. */
+static int check_memory(trainer *t)
+{
+    const train_lm_opts *o = t->o;
+    lm_mem *m = &t->mem;
+    if (lm_step_memory(&t->cfg, o->pos, o->batch, o->seq, t->corpus.n, pg_num_threads(), m) != 0) {
+        fprintf(stderr, "train_lm: %s\n", pg_last_error());
+        return -1;
+    }
+    char total[32], act[32], par[32], base[32], sc[32], av[32];
+    lm_fmt_bytes(total, sizeof total, m->total);
+    lm_fmt_bytes(act, sizeof act, m->act_bytes);
+    lm_fmt_bytes(par, sizeof par, m->param_bytes);
+    lm_fmt_bytes(base, sizeof base, m->base_bytes);
+    lm_fmt_bytes(sc, sizeof sc, m->scores_bytes);
+    const char *source = NULL;
+    double avail = lm_mem_available(&source);
+    printf("memory: ~%s per step (activations %s", total, act);
+    if (m->quadratic)
+        printf(", %s of them (batch, heads, seq, seq) attention scores", sc);
+    printf(", parameters+Adam %s, program and corpus %s)", par, base);
+    if (avail > 0)
+        printf("; %s available", lm_fmt_bytes(av, sizeof av, avail));
+    printf("\n");
+    fflush(stdout);
+    if (!(avail > 0) || m->total <= avail / 2)
+        return 0;
+    char advice[768];
+    if (m->act_bytes >= m->param_bytes) {
+        int k = snprintf(advice, sizeof advice,
+                         "lower --seq (%d) or --batch (%d): the activations grow with batch x seq", o->seq, o->batch);
+        if (m->quadratic && m->scores_bytes > m->act_bytes / 2 && k > 0 && k < (int)sizeof advice)
+            k += snprintf(advice + k, sizeof advice - (size_t)k,
+                          ", and --pos %s keeps (batch, heads, seq, seq) attention scores, which grow with seq^2 "
+                          "(alibi, dpb, t5, rotary and local run in the fused kernel, linear in --seq)",
+                          o->pos);
+        if (k > 0 && k < (int)sizeof advice)
+            snprintf(advice + k, sizeof advice - (size_t)k, "; or lower --dim (%d) or --layers (%d)", o->dim,
+                     o->layers);
+    } else
+        snprintf(advice, sizeof advice,
+                 "lower --dim (%d) or --layers (%d): the parameters and Adam's state alone need %s", o->dim,
+                 o->layers, par);
+    if (m->total > avail) {
+        fprintf(stderr,
+                "train_lm: a training step needs ~%s of memory (activations %s for --batch %d x --seq %d tokens "
+                "through --layers %d of --dim %d, parameters+Adam %s) but only %s is available (%s): %s\n",
+                total, act, o->batch, o->seq, o->layers, o->dim, par, av, source, advice);
+        return -1;
+    }
+    fprintf(stderr,
+            "train_lm: warning: a training step needs ~%s, more than half of the %s available (%s); other "
+            "programs may push it into swap (to be safe, %s)\n",
+            total, av, source, advice);
+    return 0;
 }
 
 /* ---- resuming --------------------------------------------------------------------------------- */
@@ -505,6 +567,8 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
            "characters), %d threads\n",
            o->pos, o->layers, o->dim, o->heads, o->seq, o->batch, t->corpus.vocab, t->corpus.path,
            (long long)t->corpus.n_train, (long long)(t->corpus.n - t->corpus.n_train), pg_num_threads());
+    if (check_memory(t) != 0)
+        return -1;
     t->lm = pg_lm_new(&t->cfg);
     if (!t->lm) {
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
@@ -730,10 +794,12 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
     res = res ? res : &scratch;
     memset(res, 0, sizeof *res);
     res->val_loss = NAN;
+    res->peak_rss = -1;
     if (check_opts(o) != 0)
         return 1;
     trainer t;
     int rc = trainer_init(&t, o);
+    res->mem_estimate = t.mem.total;
     if (rc == 0 && t.start_step > 0)
         printf("resumed from %s at step %d\n", o->resume, t.start_step);
     if (rc == 0 && t.start_step >= o->steps) {
@@ -753,11 +819,16 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
         rc = lm_make_dir(o->out) == 0 && open_log(&t) == 0 ? 0 : -1;
     if (rc == 0)
         rc = train_loop(&t, res);
+    res->peak_rss = lm_peak_rss();
     if (rc == 0) {
+        char peak[32], est[32];
         printf("done: %d steps (%d-%d) in %.1f s (%.0f tokens/s), val loss %.4f at step %d\n", res->steps_run,
                t.start_step + 1, o->steps, res->seconds, res->tokens_per_s, res->val_loss, o->steps);
         printf("wrote %s (steps %d-%d), %s and %s (step %d)\n", t.log_path, t.logged_first, t.logged_last,
                t.model_path, t.ckpt_path, t.saved_step);
+        if (res->peak_rss > 0)
+            printf("memory: peak %s resident (VmHWM), estimated ~%s\n", lm_fmt_bytes(peak, sizeof peak, res->peak_rss),
+                   lm_fmt_bytes(est, sizeof est, res->mem_estimate));
         draw_pictures(&t);
         if (o->sample_len > 0) {
             printf("---- sample (temperature 0.8) ----\n");

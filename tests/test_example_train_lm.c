@@ -534,6 +534,105 @@ Test(example_train_lm, a_failed_checkpoint_save_names_the_stale_file, .init = qu
     remove_tree(dir);
 }
 
+/* ---- item 11: the step's memory is estimated, printed, and a size past the machine refused ---- */
+Test(example_train_lm, a_size_past_the_memory_is_refused_before_any_work, .init = quiet)
+{
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    char *o, *e;
+    double t0 = lm_now();
+    int rc = run_captured(&o, &e, "--data", data, "--out", out, "--batch", "4096", "--seq", "64", "--dim", "4096",
+                          "--layers", "64", "--sample", "0", NULL);
+    double dt = lm_now() - t0;
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "memory"), "%s", e);
+    cr_assert(strstr(e, "--batch 4096"), "%s", e);
+    cr_assert(strstr(e, "--seq 64"), "%s", e);
+    cr_assert(dt < 5, "took %.1f s", dt);
+    cr_assert(!is_dir(out), "%s was created", out);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, memory_estimate_is_printed, .init = quiet)
+{
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "2", NULL), 0, "%s", e);
+    cr_assert(strstr(o, "memory: ~"), "%s", o);
+    cr_assert(strstr(o, "per step (activations "), "%s", o);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+/* Whether this process runs under AddressSanitizer or valgrind, whose
+ * shadow memory and redzones make the resident size meaningless. */
+static bool memory_is_instrumented(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return true;
+#endif
+#endif
+    const char *pre = getenv("LD_PRELOAD");
+    return pre && strstr(pre, "vgpreload");
+}
+
+Test(example_train_lm, memory_estimate_is_close_to_the_measured_peak, .init = quiet)
+{
+    if (memory_is_instrumented())
+        cr_skip_test("resident memory is not the program's under ASan or valgrind");
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    /* activations dominate: 16 x 128 tokens through 2 blocks of width 64 (~70 MB) */
+    train_lm_opts o = tiny_opts(out, data, "rotary");
+    o.dim = 64;
+    o.heads = 4;
+    o.layers = 2;
+    o.seq = 128;
+    o.batch = 16;
+    o.steps = 2;
+    o.eval_every = 2;
+    o.sample_len = 0;
+    train_lm_result r;
+    cr_assert_eq(train_lm_run(&o, &r), 0);
+    cr_assert_gt(r.peak_rss, 0);
+    double ratio = r.mem_estimate / r.peak_rss;
+    cr_assert(ratio > 0.75 && ratio < 1.33, "estimated %.1f MB, measured peak %.1f MB", r.mem_estimate / 1e6,
+              r.peak_rss / 1e6);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, memory_estimate_counts_every_parameter)
+{
+    for (int i = 0; i < LM_N_SCHEMES; i++)
+        for (int glu = 0; glu < 2; glu++) {
+            pg_lm_config c = pg_lm_defaults(11, 24, 3, 2);
+            cr_assert_eq(lm_config_pos(&c, LM_SCHEMES[i], 4), 0);
+            c.max_len = 17;
+            c.ff_kind = glu ? PG_FF_GLU : PG_FF_MLP;
+            c.bias = !glu;
+            c.norm = glu ? PG_NORM_RMS : PG_NORM_LAYER;
+            lm_mem m;
+            cr_assert_eq(lm_step_memory(&c, LM_SCHEMES[i], 2, 17, 1000, 2, &m), 0, "%s", pg_last_error());
+            pg_lm *lm = pg_lm_new(&c);
+            cr_assert_not_null(lm, "%s", pg_last_error());
+            cr_assert_eq(m.params, pg_module_num_elements(&lm->base), "--pos %s%s: counted %lld, the model has %lld",
+                         LM_SCHEMES[i], glu ? " (GLU, RMSNorm, no biases)" : "", (long long)m.params,
+                         (long long)pg_module_num_elements(&lm->base));
+            bool xl_or_rel = !strcmp(LM_SCHEMES[i], "xl") || !strcmp(LM_SCHEMES[i], "rel");
+            cr_assert_eq(m.quadratic, xl_or_rel, "--pos %s: quadratic %d", LM_SCHEMES[i], m.quadratic);
+            cr_assert_eq(m.scores_bytes > 0, xl_or_rel);
+            cr_assert(m.total > m.act_bytes + m.param_bytes);
+            pg_module_free(&lm->base);
+        }
+}
+
 /* ---- item 13: --data naming a directory ----------------------------------------------------- */
 Test(example_train_lm, data_directory_is_named_as_such, .init = quiet)
 {
