@@ -727,9 +727,13 @@ static inline void lm_progress_break(const lm_progress *p)
 /* mkdir -p for one level (the parent must exist). 0 or -1 with a message. */
 static inline int lm_make_dir(const char *dir)
 {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST)
+    struct stat st;
+    if (mkdir(dir, 0777) == 0 || (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)))
         return 0;
-    fprintf(stderr, "cannot create directory '%s': %s\n", dir, strerror(errno));
+    if (errno == EEXIST)
+        fprintf(stderr, "cannot create directory '%s': a file of that name exists (--out names a directory)\n", dir);
+    else
+        fprintf(stderr, "cannot create directory '%s': %s\n", dir, strerror(errno));
     return -1;
 }
 

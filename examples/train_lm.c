@@ -192,8 +192,8 @@ typedef struct trainer {
     int logged_first, logged_last;  /* steps this run added to the log (0: none) */
     bool log_failed;
     /* metadata of both files: the model flags, the vocabulary, the corpus, the step */
-    char flag_values[N_MODEL_FLAGS][32], meta_keys[N_MODEL_FLAGS + 3][32], vocab_hex[513], step_text[32];
-    const char *keys[N_MODEL_FLAGS + 3], *values[N_MODEL_FLAGS + 3];
+    char flag_values[N_MODEL_FLAGS][32], meta_keys[N_MODEL_FLAGS + 4][32], vocab_hex[513], step_text[32];
+    const char *keys[N_MODEL_FLAGS + 4], *values[N_MODEL_FLAGS + 4]; /* "format" (model file only), then the pairs */
 } trainer;
 
 static void trainer_free(trainer *t)
@@ -227,15 +227,19 @@ static int check_opts(const train_lm_opts *o)
     return bad ? -1 : 0;
 }
 
-/* The metadata pairs of both files (model flags, vocabulary, corpus) and, for
- * model.safetensors, the step. */
+/* The metadata pairs of both files: the model flags, the vocabulary (its
+ * bytes in hex) and the corpus; model.safetensors also gets the step and
+ * "format": "pt" (as safetensors.torch.save_file writes; some loaders want
+ * it), the checkpoint its own format (optim/checkpoint.h) and sched.step. */
 static void set_metadata(trainer *t)
 {
     model_flag_values(t->o, t->flag_values);
-    int n = 0;
-    for (; n < N_MODEL_FLAGS; n++) {
-        snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.%s", MODEL_FLAGS[n]);
-        t->values[n] = t->flag_values[n];
+    snprintf(t->meta_keys[0], sizeof t->meta_keys[0], "format");
+    t->values[0] = "pt";
+    int n = 1;
+    for (; n <= N_MODEL_FLAGS; n++) {
+        snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.%s", MODEL_FLAGS[n - 1]);
+        t->values[n] = t->flag_values[n - 1];
     }
     for (int i = 0; i < t->corpus.vocab; i++)
         snprintf(t->vocab_hex + 2 * i, 3, "%02x", t->corpus.chars[i]);
@@ -250,35 +254,18 @@ static void set_metadata(trainer *t)
 }
 
 /* ---- memory ----------------------------------------------------------------------------------- */
-/* Prints the estimate of a step's memory; refuses (-1 after a message) past
- * what the machine has available, warns past half of it. */
-static int check_memory(trainer *t)
+/* Against avail bytes (from source): 0 when m->total fits in half of it (or
+ * avail is unknown, <= 0), 1 after a warning past half, -1 after a refusal
+ * past all of it; both messages say which flags to lower. */
+static int judge_memory(const train_lm_opts *o, const lm_mem *m, double avail, const char *source)
 {
-    const train_lm_opts *o = t->o;
-    lm_mem *m = &t->mem;
-    if (lm_step_memory(&t->cfg, o->pos, o->batch, o->seq, t->corpus.n, pg_num_threads(), m) != 0) {
-        fprintf(stderr, "train_lm: %s\n", pg_last_error());
-        return -1;
-    }
-    char total[32], act[32], par[32], base[32], sc[32], av[32];
+    if (!(avail > 0) || m->total <= avail / 2)
+        return 0;
+    char total[32], act[32], par[32], av[32], advice[768];
     lm_fmt_bytes(total, sizeof total, m->total);
     lm_fmt_bytes(act, sizeof act, m->act_bytes);
     lm_fmt_bytes(par, sizeof par, m->param_bytes);
-    lm_fmt_bytes(base, sizeof base, m->base_bytes);
-    lm_fmt_bytes(sc, sizeof sc, m->scores_bytes);
-    const char *source = NULL;
-    double avail = lm_mem_available(&source);
-    printf("memory: ~%s per step (activations %s", total, act);
-    if (m->quadratic)
-        printf(", %s of them (batch, heads, seq, seq) attention scores", sc);
-    printf(", parameters+Adam %s, program and corpus %s)", par, base);
-    if (avail > 0)
-        printf("; %s available", lm_fmt_bytes(av, sizeof av, avail));
-    printf("\n");
-    fflush(stdout);
-    if (!(avail > 0) || m->total <= avail / 2)
-        return 0;
-    char advice[768];
+    lm_fmt_bytes(av, sizeof av, avail);
     if (m->act_bytes >= m->param_bytes) {
         int k = snprintf(advice, sizeof advice,
                          "lower --seq (%d) or --batch (%d): the activations grow with batch x seq", o->seq, o->batch);
@@ -305,7 +292,33 @@ static int check_memory(trainer *t)
             "train_lm: warning: a training step needs ~%s, more than half of the %s available (%s); other "
             "programs may push it into swap (to be safe, %s)\n",
             total, av, source, advice);
-    return 0;
+    return 1;
+}
+
+/* Estimates and prints the memory of a step, then judges it against what the
+ * machine has available. 0, or -1 after a message. */
+static int check_memory(trainer *t)
+{
+    const train_lm_opts *o = t->o;
+    lm_mem *m = &t->mem;
+    if (lm_step_memory(&t->cfg, o->pos, o->batch, o->seq, t->corpus.n, pg_num_threads(), m) != 0) {
+        fprintf(stderr, "train_lm: %s\n", pg_last_error());
+        return -1;
+    }
+    char total[32], act[32], par[32], base[32], sc[32], av[32];
+    const char *source = NULL;
+    double avail = lm_mem_available(&source);
+    printf("memory: ~%s per step (activations %s", lm_fmt_bytes(total, sizeof total, m->total),
+           lm_fmt_bytes(act, sizeof act, m->act_bytes));
+    if (m->quadratic)
+        printf(", %s of them (batch, heads, seq, seq) attention scores", lm_fmt_bytes(sc, sizeof sc, m->scores_bytes));
+    printf(", parameters+Adam %s, program and corpus %s)", lm_fmt_bytes(par, sizeof par, m->param_bytes),
+           lm_fmt_bytes(base, sizeof base, m->base_bytes));
+    if (avail > 0)
+        printf("; %s available", lm_fmt_bytes(av, sizeof av, avail));
+    printf("\n");
+    fflush(stdout);
+    return judge_memory(o, m, avail, source) < 0 ? -1 : 0;
 }
 
 /* ---- resuming --------------------------------------------------------------------------------- */
@@ -691,15 +704,15 @@ static int save_checkpoints(trainer *t, int step)
     else
         snprintf(held, sizeof held, "was not written by this run");
     snprintf(t->step_text, sizeof t->step_text, "%d", step);
-    int n_meta = N_MODEL_FLAGS + 3;
+    int n_meta = N_MODEL_FLAGS + 4; /* format, the flags, vocab, data, step */
     if (pg_safetensors_save(t->model_path, &t->params, n_meta, t->keys, t->values) != 0) {
         fprintf(stderr, "\ntrain_lm: cannot write %s at step %d: %s\n  %s was not written either, so the two "
                         "files still agree (the checkpoint %s)\n",
                 t->model_path, step, pg_last_error(), t->ckpt_path, held);
         return -1;
     }
-    if (pg_checkpoint_save_meta(t->ckpt_path, &t->lm->base, t->opt, t->sched, &t->rng, n_meta - 1, t->keys,
-                                t->values) != 0) {
+    if (pg_checkpoint_save_meta(t->ckpt_path, &t->lm->base, t->opt, t->sched, &t->rng, n_meta - 2, t->keys + 1,
+                                t->values + 1) != 0) {
         fprintf(stderr, "\ntrain_lm: cannot write %s at step %d: %s\n  %s holds step %d but the checkpoint %s: "
                         "they disagree, and --resume would not continue from step %d\n",
                 t->ckpt_path, step, pg_last_error(), t->model_path, step, held, step);

@@ -492,15 +492,52 @@ Test(example_train_lm, nothing_left_reports_no_files, .init = quiet)
     remove_tree(dir);
 }
 
+Test(example_train_lm, model_file_records_its_step_and_flags, .init = quiet)
+{
+    char dir[64], out[128], data[128], model[256];
+    make_workdir(dir, out, data);
+    snprintf(model, sizeof model, "%s/model.safetensors", out);
+    train_lm_opts o = tiny_opts(out, data, "alibi");
+    cr_assert_eq(train_lm_run(&o, NULL), 0);
+    pg_tensor_list l = {0, 0, NULL, NULL};
+    int n = 0;
+    char **keys = NULL, **values = NULL;
+    cr_assert_eq(pg_safetensors_load_meta(model, &l, &n, &keys, &values), 0, "%s", pg_last_error());
+    const char *want[][2] = {{"format", "pt"},        {"train_lm.pos", "alibi"}, {"train_lm.dim", "16"},
+                             {"train_lm.seq", "16"},   {"train_lm.step", "40"}};
+    for (int w = 0; w < 5; w++) {
+        bool found = false;
+        for (int i = 0; i < n; i++)
+            found = found || (!strcmp(keys[i], want[w][0]) && !strcmp(values[i], want[w][1]));
+        cr_assert(found, "model.safetensors lacks %s = %s", want[w][0], want[w][1]);
+    }
+    /* the state dict loads into the model as before */
+    pg_lm_config c = pg_lm_defaults(0, 16, 2, 1);
+    lm_config_pos(&c, "alibi", 4);
+    c.vocab = l.tensors[pg_tensor_list_find(&l, "tok_emb.weight")]->shape[0];
+    c.max_len = 16;
+    pg_lm *lm = pg_lm_new(&c);
+    cr_assert_eq(pg_module_load(&lm->base, model, true, NULL), 0, "%s", pg_last_error());
+    pg_module_free(&lm->base);
+    for (int i = 0; i < n; i++) {
+        free(keys[i]);
+        free(values[i]);
+    }
+    free(keys);
+    free(values);
+    pg_tensor_list_free_all(&l);
+    remove_tree(dir);
+}
+
 Test(example_train_lm, a_failed_model_save_leaves_the_checkpoint_alone, .init = quiet)
 {
     char dir[64], out[128], data[128], blocker[256];
     make_workdir(dir, out, data);
     cr_assert_eq(mkdir(out, 0777), 0);
-    snprintf(blocker, sizeof blocker, "%s/model.safetensors/x", out); /* a non-empty directory: rename fails */
-    cr_assert_eq(mkdir(blocker, 0777) == 0 || (blocker[strlen(blocker) - 2] = '\0', mkdir(blocker, 0777) == 0 &&
-                                                 (strcat(blocker, "/x"), mkdir(blocker, 0777) == 0)),
-                 1);
+    snprintf(blocker, sizeof blocker, "%s/model.safetensors", out); /* a non-empty directory: rename fails */
+    cr_assert_eq(mkdir(blocker, 0777), 0);
+    strcat(blocker, "/x");
+    cr_assert_eq(mkdir(blocker, 0777), 0);
     char *o, *e;
     int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "20", NULL);
     cr_assert_eq(rc, 1);
@@ -608,6 +645,34 @@ Test(example_train_lm, memory_estimate_is_close_to_the_measured_peak, .init = qu
     remove_tree(dir);
 }
 
+Test(example_train_lm, memory_warns_past_half_and_refuses_past_all, .init = quiet)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/pg_train_lm_judge_%d", (int)getpid());
+    cr_assert_not_null(freopen(path, "w", stderr));
+    train_lm_opts o = train_lm_defaults();
+    lm_mem m = {.params = 1000, .param_bytes = 16e3, .act_bytes = 6e9, .base_bytes = 1e7};
+    m.total = m.act_bytes + m.param_bytes + m.base_bytes;
+    cr_assert_eq(judge_memory(&o, &m, 20e9, "test"), 0);
+    cr_assert_eq(judge_memory(&o, &m, -1, "test"), 0); /* unknown: no verdict */
+    cr_assert_eq(judge_memory(&o, &m, 10e9, "test"), 1);
+    cr_assert_eq(judge_memory(&o, &m, 5e9, "test"), -1);
+    m.param_bytes = 8e9; /* the parameters dominate: --dim and --layers are what to lower */
+    m.total = m.act_bytes + m.param_bytes + m.base_bytes;
+    cr_assert_eq(judge_memory(&o, &m, 5e9, "test"), -1);
+    fflush(stderr);
+    char *e = slurp(path);
+    remove(path);
+    char *warn = strstr(e, "train_lm: warning: a training step needs ~6.0 GB, more than half of the 10 GB available");
+    cr_assert(warn, "%s", e);
+    char *refuse = strstr(warn, "train_lm: a training step needs ~6.0 GB of memory");
+    cr_assert(refuse, "%s", e);
+    cr_assert(strstr(refuse, "only 5.0 GB is available (test): lower --seq (128) or --batch (16)"), "%s", e);
+    cr_assert(strstr(refuse, "lower --dim (128) or --layers (4): the parameters and Adam's state alone need 8.0 GB"),
+              "%s", e);
+    free(e);
+}
+
 Test(example_train_lm, memory_estimate_counts_every_parameter)
 {
     for (int i = 0; i < LM_N_SCHEMES; i++)
@@ -684,6 +749,19 @@ Test(example_train_lm, corpus_not_found_lists_every_place_looked, .init = quiet)
     cr_assert(strstr(e, "/nonexistent/pg_data/no_such_corpus.txt"), "%s", e); /* $PG_DATA_DIR */
     cr_assert(strstr(e, dir), "%s", e);                                        /* the current directory */
     cr_assert(strstr(e, "--data"), "%s", e);
+    free(e);
+    remove_tree(dir);
+}
+
+Test(example_train_lm, out_naming_a_file_is_refused_before_training, .init = quiet)
+{
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", data, "--steps", "4", NULL), 1);
+    cr_assert(strstr(e, "a file of that name exists (--out names a directory)"), "%s", e);
+    cr_assert(!strstr(o, "step 1/"), "%s", o);
+    free(o);
     free(e);
     remove_tree(dir);
 }
