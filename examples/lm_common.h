@@ -462,15 +462,20 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * rel); the fit is exact to 0.1% over dim 32..256, 1..4 layers, 2..4 heads,
  * vocab 65..256. Parameters cost 16 bytes each in f32 (value, gradient, Adam's
  * two moments); the process itself (code, thread pool, GEMM buffers) about
- * 3 MB + 1 MB per thread; the corpus one byte per character. docs/examples.md
- * compares the total with the peak resident memory of real runs. */
+ * 3 MB + 1 MB per thread; the corpus one byte per character. Loading a
+ * training checkpoint holds, besides the model and Adam's state, the file's
+ * tensors and a copy of the optimizer state: 32 bytes per f32 parameter in
+ * all, which passes a step's peak for models of many parameters and short
+ * windows. docs/examples.md compares these with the peak resident memory of
+ * real runs. */
 typedef struct lm_mem {
     int64_t params;
     double param_bytes;     /* parameters, gradients and AdamW's moments */
     double act_bytes;       /* the step's graph */
     double scores_bytes;    /* the part of act_bytes in (B, H, L, L) tensors */
     double base_bytes;      /* the process and the corpus */
-    double total;
+    double total;           /* a training step's peak */
+    double load_bytes;      /* the peak while loading a checkpoint (pg_checkpoint_load) */
     bool quadratic;         /* act_bytes grows with L^2 */
 } lm_mem;
 
@@ -507,6 +512,7 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
     m->param_bytes = (double)m->params * size * 4;
     m->base_bytes = 3e6 + 1e6 * (threads > 0 ? threads : 1) + (double)corpus_bytes;
     m->total = m->act_bytes + m->param_bytes + m->base_bytes;
+    m->load_bytes = (double)m->params * size * 8 + m->base_bytes;
     return 0;
 }
 

@@ -314,6 +314,10 @@ static int check_memory(trainer *t)
         printf(", %s of them (batch, heads, seq, seq) attention scores", lm_fmt_bytes(sc, sizeof sc, m->scores_bytes));
     printf(", parameters+Adam %s, program and corpus %s)", lm_fmt_bytes(par, sizeof par, m->param_bytes),
            lm_fmt_bytes(base, sizeof base, m->base_bytes));
+    if (o->resume && m->load_bytes > m->total) { /* loading the checkpoint is the peak */
+        printf("; ~%s while loading the checkpoint", lm_fmt_bytes(sc, sizeof sc, m->load_bytes));
+        m->total = m->load_bytes;
+    }
     if (avail > 0)
         printf("; %s available", lm_fmt_bytes(av, sizeof av, avail));
     printf("\n");

@@ -694,6 +694,7 @@ Test(example_train_lm, memory_estimate_counts_every_parameter)
             cr_assert_eq(m.quadratic, xl_or_rel, "--pos %s: quadratic %d", LM_SCHEMES[i], m.quadratic);
             cr_assert_eq(m.scores_bytes > 0, xl_or_rel);
             cr_assert(m.total > m.act_bytes + m.param_bytes);
+            cr_assert_eq(m.load_bytes, (double)m.params * 32 + m.base_bytes); /* model, Adam, file, Adam copy */
             pg_module_free(&lm->base);
         }
 }
