@@ -580,10 +580,10 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
     t->cfg.init_std = o->init_std;
     t->cfg.seed = (uint64_t)o->seed;
     set_metadata(t);
-    printf("train_lm: --pos %s, %d layers, dim %d, %d heads, seq %d, batch %d, vocab %d, %s (%lld train / %lld val "
-           "characters), %d threads\n",
-           o->pos, o->layers, o->dim, o->heads, o->seq, o->batch, t->corpus.vocab, t->corpus.path,
-           (long long)t->corpus.n_train, (long long)(t->corpus.n - t->corpus.n_train), pg_num_threads());
+    printf("train_lm: --pos %s, %d layers, dim %d, %d heads, seq %d, batch %d, %d threads; corpus %s: vocab %d, "
+           "%lld train / %lld val characters\n",
+           o->pos, o->layers, o->dim, o->heads, o->seq, o->batch, pg_num_threads(), t->corpus.path, t->corpus.vocab,
+           (long long)t->corpus.n_train, (long long)(t->corpus.n - t->corpus.n_train));
     if (check_memory(t) != 0)
         return -1;
     t->lm = pg_lm_new(&t->cfg);
