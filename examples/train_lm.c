@@ -595,6 +595,8 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
     pg_optim_hparams h = pg_adamw_hparams(o->lr);
     h.beta2 = 0.99; /* nanoGPT's choice for small character models */
     t->opt = pg_optim_new(PG_ADAMW, &h);
+    if (t->opt)
+        t->opt->check_finite = true;
     if (!t->opt ||
         pg_optim_add_decay_groups(t->opt, &t->params, pg_no_decay_default, NULL, o->lr, o->weight_decay) != 0) {
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
@@ -618,7 +620,8 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
 
 /* ---- training --------------------------------------------------------------------------------- */
 /* One optimisation step on a fresh batch: 0 with *loss set (when the loss is
- * not finite nothing is updated), -1 after a message. */
+ * not finite nothing is updated), PG_NONFINITE when a gradient is not finite
+ * (nothing updated, the message in pg_last_error), -1 after a message. */
 static int train_step(trainer *t, double *loss_out)
 {
     pg_graph_reset(t->g);
@@ -636,9 +639,15 @@ static int train_step(trainer *t, double *loss_out)
         fprintf(stderr, "\ntrain_lm: %s\n", pg_graph_error(t->g));
         return -1;
     }
-    if (t->o->clip > 0)
-        pg_clip_grad_norm(t->params.tensors, t->params.n, t->o->clip);
-    if (pg_optim_step(t->opt) != 0) {
+    /* a NaN or inf gradient stops the run before it reaches the parameters */
+    pg_clip_opts clip = {.max_norm = t->o->clip, .error_if_nonfinite = true};
+    double norm;
+    int rc = t->o->clip > 0 ? pg_clip_grad_norm_ex(t->params.tensors, t->params.n, &clip, &norm) : 0;
+    if (rc == 0)
+        rc = pg_optim_step(t->opt); /* check_finite: refuses a non-finite gradient when not clipping */
+    if (rc == PG_NONFINITE)
+        return PG_NONFINITE;
+    if (rc != 0) {
         fprintf(stderr, "\ntrain_lm: %s\n", pg_last_error());
         return -1;
     }
@@ -738,11 +747,19 @@ static int train_loop(trainer *t, train_lm_result *res)
     res->first_loss = NAN;
     for (int step = first; step <= o->steps; step++) {
         double lr = t->opt->groups[0].h.lr, loss = NAN;
-        if (train_step(t, &loss) != 0)
-            return -1;
+        int rc = train_step(t, &loss);
         double dt = lm_now() - t0, done = step - first + 1;
         double tok_s = done * o->batch * o->seq / dt;
-        char what[128], v[32];
+        char what[512], v[32];
+        if (rc == PG_NONFINITE) {
+            lm_progress_break(&bar);
+            log_row(t, step, loss, NAN, lr, tok_s);
+            snprintf(what, sizeof what, "a gradient is not finite (training loss %.4f; %s)", loss, pg_last_error());
+            report_divergence(t, step, what, lr, prev_step, prev_loss);
+            return -1;
+        }
+        if (rc != 0)
+            return -1;
         if (!isfinite(loss)) {
             lm_progress_break(&bar);
             log_row(t, step, loss, NAN, lr, tok_s);
