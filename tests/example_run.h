@@ -16,7 +16,7 @@
 
 typedef struct ex_run {
     int rc;
-    char out[16384], err[4096]; /* truncated if longer */
+    char out[16384], err[16384]; /* truncated if longer */
 } ex_run;
 
 static inline void ex_read(FILE *f, char *buf, size_t n)

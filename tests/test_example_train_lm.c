@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include "testutil.h"
+#include "example_run.h"
 
 static const char CORPUS[] = "to be, or not to be, that is the question: whether 'tis nobler in the mind to "
                              "suffer the slings and arrows of outrageous fortune, or to take arms against a sea "
@@ -99,7 +100,8 @@ static char *slurp(const char *path)
 }
 
 /* Runs train_lm_main on the NULL-terminated arguments after "train_lm" with
- * stdout and stderr going to files; *out and *err get their text (free them). */
+ * stdout and stderr captured (example_run.h); *out and *err get their text
+ * (free them). */
 static int run_captured(char **out, char **err, ...)
 {
     char *argv[64] = {"train_lm"};
@@ -109,29 +111,14 @@ static int run_captured(char **out, char **err, ...)
     for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 63;)
         argv[argc++] = a;
     va_end(ap);
-    char po[64], pe[64];
-    snprintf(po, sizeof po, "/tmp/pg_train_lm_out_%d", (int)getpid());
-    snprintf(pe, sizeof pe, "/tmp/pg_train_lm_err_%d", (int)getpid());
-    fflush(stdout);
-    fflush(stderr);
-    int so = dup(1), se = dup(2);
-    int fo = open(po, O_WRONLY | O_CREAT | O_TRUNC, 0600), fe = open(pe, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    cr_assert(so >= 0 && se >= 0 && fo >= 0 && fe >= 0);
-    dup2(fo, 1);
-    dup2(fe, 2);
-    close(fo);
-    close(fe);
-    int rc = train_lm_main(argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    *out = slurp(po);
-    *err = slurp(pe);
-    remove(po);
-    remove(pe);
+    argv[argc] = NULL;
+    ex_run *r = malloc(sizeof *r);
+    cr_assert_not_null(r);
+    ex_capture(r, train_lm_main, argv);
+    int rc = r->rc;
+    *out = strdup(r->out);
+    *err = strdup(r->err);
+    free(r);
     return rc;
 }
 
