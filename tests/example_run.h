@@ -74,4 +74,24 @@ static inline void ex_assert_one_line_(const ex_run *r, const char *const *fragm
         cr_assert(strstr(r->err, *fragments), "stderr '%s' lacks '%s'", r->err, *fragments);
 }
 
+/* A bad command line: prog with flag (and value, unless NULL) exits 2 with
+ * one line on stderr that contains message, and nothing on stdout. */
+typedef struct ex_bad_arg {
+    const char *flag, *value, *message;
+} ex_bad_arg;
+
+static inline void ex_assert_bad_args(int (*main_fn)(int, char **), const char *prog, const ex_bad_arg *cases, int n)
+{
+    ex_run *r = malloc(sizeof *r);
+    cr_assert_not_null(r);
+    for (int i = 0; i < n; i++) {
+        char *argv[] = {(char *)prog, (char *)cases[i].flag, (char *)cases[i].value, NULL};
+        ex_capture(r, main_fn, argv);
+        cr_assert_eq(r->rc, 2, "%s %s: rc %d", cases[i].flag, cases[i].value ? cases[i].value : "", r->rc);
+        ex_assert_one_line(r, cases[i].message);
+    }
+    free(r);
+}
+#define EX_ASSERT_BAD_ARGS(main_fn, prog, cases) ex_assert_bad_args((main_fn), (prog), (cases), (int)(sizeof(cases) / sizeof((cases)[0])))
+
 #endif

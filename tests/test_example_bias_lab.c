@@ -131,7 +131,7 @@ Test(example_bias_lab, help_and_bad_command_lines)
     cr_assert(strstr(r.out, "usage: bias_lab [flags]") && strstr(r.out, "--scheme S") && strstr(r.out, "--quiet"),
               "%s", r.out);
     cr_assert_str_empty(r.err);
-    const char *cases[][3] = {
+    const ex_bad_arg cases[] = {
         {"--frobnicate", "3", "bias_lab: unknown flag '--frobnicate'"},
         {"--steps", "abc", "bias_lab: --steps wants an integer in 1..1000000, got 'abc'"},
         {"--lr", "fast", "bias_lab: --lr wants a number > 0, got 'fast'"},
@@ -141,14 +141,7 @@ Test(example_bias_lab, help_and_bad_command_lines)
         {"--epochs", NULL, "bias_lab: --epochs needs a value: an integer in 1..1000"},
         {"--threads", "100000", "bias_lab: --threads wants an integer in 0..64, got '100000'"},
     };
-    for (int i = 0; i < 8; i++) {
-        if (cases[i][1])
-            EX_RUN(&r, bias_lab_main, "bias_lab", (char *)cases[i][0], (char *)cases[i][1]);
-        else
-            EX_RUN(&r, bias_lab_main, "bias_lab", (char *)cases[i][0]);
-        cr_assert_eq(r.rc, 2, "%s: rc %d", cases[i][0], r.rc);
-        ex_assert_one_line(&r, cases[i][2]);
-    }
+    EX_ASSERT_BAD_ARGS(bias_lab_main, "bias_lab", cases);
 }
 
 /* PG_NUM_THREADS out of range is an error like --threads out of range. */

@@ -58,7 +58,7 @@ Test(example_fit_line, help_and_bad_command_lines)
     cr_assert_eq(r.rc, 0);
     cr_assert(strstr(r.out, "usage: fit_line [flags]") && strstr(r.out, "--noise X"), "%s", r.out);
     cr_assert_str_empty(r.err);
-    const char *cases[][3] = {
+    const ex_bad_arg cases[] = {
         {"--bogus", NULL, "fit_line: unknown flag '--bogus'"},
         {"--steps", NULL, "fit_line: --steps needs a value: an integer in 1..10000000"},
         {"--a", "two", "fit_line: --a wants a number in -1e+06..1e+06, got 'two'"},
@@ -67,14 +67,7 @@ Test(example_fit_line, help_and_bad_command_lines)
         {"--lr", "0", "fit_line: --lr wants a number > 0, got '0'"},
         {"--seed", "x", "fit_line: --seed wants an integer in 0..18446744073709551615, got 'x'"},
     };
-    for (int i = 0; i < 7; i++) {
-        if (cases[i][1])
-            EX_RUN(&r, fit_line_main, "fit_line", (char *)cases[i][0], (char *)cases[i][1]);
-        else
-            EX_RUN(&r, fit_line_main, "fit_line", (char *)cases[i][0]);
-        cr_assert_eq(r.rc, 2, "%s: rc %d", cases[i][0], r.rc);
-        ex_assert_one_line(&r, cases[i][2]);
-    }
+    EX_ASSERT_BAD_ARGS(fit_line_main, "fit_line", cases);
     /* a learning rate too large for the data diverges: a failure (1), said in one line */
     EX_RUN(&r, fit_line_main, "fit_line", "--lr", "5");
     cr_assert_eq(r.rc, 1);

@@ -95,7 +95,7 @@ Test(example_tiny_lm, help_and_bad_command_lines)
     cr_assert(strstr(r.out, "usage: tiny_lm [flags]") && strstr(r.out, "--steps N") && strstr(r.out, "--out S"),
               "%s", r.out);
     cr_assert_str_empty(r.err);
-    const char *cases[][3] = {
+    const ex_bad_arg cases[] = {
         {"300", NULL, "tiny_lm: unexpected argument '300'"},
         {"--bogus", NULL, "tiny_lm: unknown flag '--bogus'"},
         {"--steps", NULL, "tiny_lm: --steps needs a value: an integer in 1..1000000"},
@@ -105,14 +105,7 @@ Test(example_tiny_lm, help_and_bad_command_lines)
         {"--threads", "100000", "tiny_lm: --threads wants an integer in 0..64, got '100000'"},
         {"--prompt", "", "tiny_lm: --prompt is empty: the sample needs at least one character to start from"},
     };
-    for (int i = 0; i < 8; i++) {
-        if (cases[i][1])
-            EX_RUN(&r, tiny_lm_main, "tiny_lm", (char *)cases[i][0], (char *)cases[i][1]);
-        else
-            EX_RUN(&r, tiny_lm_main, "tiny_lm", (char *)cases[i][0]);
-        cr_assert_eq(r.rc, 2, "%s: rc %d", cases[i][0], r.rc);
-        ex_assert_one_line(&r, cases[i][2]);
-    }
+    EX_ASSERT_BAD_ARGS(tiny_lm_main, "tiny_lm", cases);
     cr_assert_eq(setenv("PG_NUM_THREADS", "1000", 1), 0);
     EX_RUN(&r, tiny_lm_main, "tiny_lm", "--out", "");
     cr_assert_eq(r.rc, 2);
