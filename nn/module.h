@@ -9,6 +9,7 @@
 #define PG_NN_MODULE_H
 
 #include "../autograd/ops.h"
+#include "../tensor/tensor_list.h"
 
 typedef struct pg_module pg_module;
 
@@ -42,22 +43,6 @@ int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned
 int pg_module_add_child(pg_module *m, const char *name, pg_module *child);
 /* Frees params, children and the module itself. NULL: no-op. */
 void pg_module_free(pg_module *m);
-
-/* ---- named tensor lists (state dicts, optimizer state, file contents) ------------------ */
-typedef struct pg_tensor_list {
-    int n, cap;
-    char **names;        /* owned copies */
-    pg_tensor **tensors; /* borrowed unless the producer says otherwise */
-} pg_tensor_list;
-/* Appends (a copy of) name and t (t may be NULL: a missing entry). 0, or -1
- * for l or name NULL or out of memory. */
-int pg_tensor_list_push(pg_tensor_list *l, const char *name, pg_tensor *t);
-/* Index of name, or -1 (also, with an error, for l or name NULL). */
-int pg_tensor_list_find(const pg_tensor_list *l, const char *name);
-/* Frees the names and arrays, not the tensors; leaves an empty list. */
-void pg_tensor_list_free(pg_tensor_list *l);
-/* Also frees the tensors (for lists that own them, e.g. a loaded file). */
-void pg_tensor_list_free_all(pg_tensor_list *l);
 
 /* ---- using a module ----------------------------------------------------------------- */
 /* Parameters with full names, depth first in registration order (children
