@@ -10,8 +10,12 @@ CFLAGS  ?=
 override CFLAGS += -std=c11 $(OPT) -march=$(ARCH) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L -fno-math-errno
 LDLIBS  = -lm -lpthread
 
-LIB_SRC  ?= $(wildcard tensor/*.c autograd/*.c nn/*.c optim/*.c)
-LIB_HDR   = $(wildcard posgrad.h tensor/*.h autograd/*.h nn/*.h optim/*.h)
+# The library's layers, each using only those before it (README, "Layout").
+LAYERS    = tensor formats autograd nn optim
+LIB_SRC  ?= $(wildcard $(addsuffix /*.c,$(LAYERS)))
+LIB_HDR   = $(wildcard posgrad.h $(addsuffix /*.h,$(LAYERS)))
+# Internal headers: shared between a layer's files, never installed.
+PRIVATE_HDR = autograd/op_util.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h
 TEST_SRC ?= $(wildcard tests/test_*.c)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 BUILD    ?= build
@@ -78,14 +82,15 @@ fixtures:
 	@tests/need.sh torch
 	/usr/bin/python3 tests/fixtures/gen_fixtures.py
 
-# libFuzzer target for the safetensors loader (clang from Debian's packages).
+# libFuzzer target for the safetensors loader (clang from Debian's packages):
+# built from the format files and the tensor layer alone.
 FUZZ_TIME ?= 60
 fuzz:
 	@tests/need.sh clang
 	@mkdir -p build-fuzz/corpus
 	clang -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=all -I. tests/fuzz/fuzz_safetensors.c tensor/*.c autograd/*.c \
-	  nn/module.c nn/safetensors.c -o build-fuzz/fuzz_safetensors -lm -lpthread
+	  -fno-sanitize-recover=all -I. tests/fuzz/fuzz_safetensors.c formats/*.c tensor/*.c \
+	  -o build-fuzz/fuzz_safetensors -lm -lpthread
 	cp tests/fixtures/st_*.safetensors build-fuzz/corpus/
 	./build-fuzz/fuzz_safetensors -dict=tests/fuzz/safetensors.dict -max_len=4096 \
 	  -max_total_time=$(FUZZ_TIME) build-fuzz/corpus
@@ -100,7 +105,7 @@ install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	install -m 644 $(BUILD)/libposgrad.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libposgrad.so $(DESTDIR)$(PREFIX)/lib/
 	install -D -m 644 examples/data/tinyshakespeare.txt $(DESTDIR)$(PREFIX)/share/posgrad/data/tinyshakespeare.txt
-	for h in $(filter-out %/op_util.h,$(LIB_HDR)); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/posgrad/$$h; done
+	for h in $(filter-out $(PRIVATE_HDR),$(LIB_HDR)); do install -D -m 644 $$h $(DESTDIR)$(PREFIX)/include/posgrad/$$h; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' posgrad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/posgrad.pc
 	@# a system-wide install (root, no staging) refreshes the loader's cache
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi

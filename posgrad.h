@@ -1,17 +1,20 @@
 /* posgrad: train transformers from C. The one header to include.
- * Layers (each uses only those above it): tensor/ -> autograd/ -> nn/ -> optim/. */
+ * Layers (each uses only those above it): tensor/ -> formats/ -> autograd/ -> nn/ -> optim/
+ * (formats/: files over tensors; README "Layout"). */
 #ifndef POSGRAD_H
 #define POSGRAD_H
 
 #include "tensor/tensor.h"
 #include "tensor/gemm.h"
 #include "tensor/threadpool.h"
-#include "tensor/png.h"
+#include "tensor/tensor_list.h"
+#include "formats/png.h"
+#include "formats/safetensors.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"
 #include "autograd/flash.h"
 #include "nn/module.h"
-#include "nn/safetensors.h"
+#include "nn/state_dict.h"
 #include "nn/posmod.h"
 #include "nn/attention.h"
 #include "nn/transformer.h"

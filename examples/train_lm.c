@@ -6,7 +6,7 @@
  * safetensors.torch.load_file), heatmaps of the positional biases, and sampled
  * text at the end. docs/examples.md describes a run; --help lists the flags. */
 #include "lm_common.h"
-#include "../tensor/png.h"
+#include "../formats/png.h"
 
 typedef struct train_lm_opts {
     const char *pos, *data, *out, *resume, *prompt;

@@ -1,7 +1,7 @@
 /* Training checkpoints: model + optimizer + schedule + RNG in one file. */
 #include "checkpoint.h"
 
-#include "../nn/safetensors.h"
+#include "../nn/state_dict.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* Training checkpoints: everything a run needs to continue bit-identically.
  *
- * One safetensors file (written atomically, see nn/safetensors.h) holding
+ * One safetensors file (written atomically, see formats/safetensors.h) holding
  *   <param names>        the model's parameters, as pg_module_save writes them;
  *   optim.<i>.*          the optimizer's per-parameter state (optim/optim.h);
  *   sched.step           the schedule's step;

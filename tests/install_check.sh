@@ -33,7 +33,7 @@ repo=$PWD
     export BUILD="$repo/build" # reuse the repository's build of the library
     cd "$tmp"
     ln -s "$repo/Makefile" Makefile
-    for d in tensor autograd nn optim tests examples posgrad.h posgrad.pc.in; do ln -s "$repo/$d" "$d"; done
+    for d in tensor formats autograd nn optim tests examples posgrad.h posgrad.pc.in; do ln -s "$repo/$d" "$d"; done
     bash -euo pipefail commands.sh >out.txt 2>err.txt
 ) || {
     echo "install-check: the README's commands failed:" >&2

@@ -226,7 +226,7 @@ NUM(fill_bernoulli_r, "pg_fill_bernoulli", pg_fill_bernoulli(Y, NULL, 0.5), -1)
 NUM(copy_into_dst, "pg_copy_into", pg_copy_into(NULL, X), -1)
 NUM(copy_into_src, "pg_copy_into", pg_copy_into(Y, NULL), -1)
 
-/* ---- tensor/gemm.h, threadpool.h, png.h ---------------------------------------------- */
+/* ---- tensor/gemm.h, threadpool.h, formats/png.h ------------------------------------- */
 
 static float F4[4] = {1, 2, 3, 4};
 static double D4[4] = {1, 2, 3, 4};
@@ -533,7 +533,7 @@ PTR(feedforward_forward_f, "pg_feedforward_forward", pg_feedforward_forward(G, N
 PTR(feedforward_forward_x, "pg_feedforward_forward", pg_feedforward_forward(G, ff(), NULL, &RNG))
 PTR(activation_apply, "pg_activation_apply", pg_activation_apply(G, PG_ACT_RELU, NULL))
 
-/* ---- nn/safetensors.h ----------------------------------------------------------------------------- */
+/* ---- formats/safetensors.h, nn/state_dict.h -------------------------------------------------------- */
 
 static const char *const KEYS[1] = {"k"};
 NUM(safetensors_save_path, "pg_safetensors_save", pg_safetensors_save(NULL, &LIST, 0, NULL, NULL), -1)

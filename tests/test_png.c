@@ -1,4 +1,4 @@
-/* The PNG writer (tensor/png.h): the file is parsed back here independently
+/* The PNG writer (formats/png.h): the file is parsed back here independently
  * of the writer (a bitwise CRC-32, a plain Adler-32, a stored-block inflater),
  * and the colormap and heatmaps are checked against their definitions. */
 #include <float.h>
@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
-#include "../tensor/png.h"
+#include "../formats/png.h"
 
 /* ---- an independent reader ---------------------------------------------------- */
 

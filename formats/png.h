@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "tensor.h"
+#include "../tensor/tensor.h"
 
 /* Largest width or height accepted (the PNG limit is 2^31 - 1; this keeps a
  * row and the whole image well inside size_t and memory). */

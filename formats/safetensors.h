@@ -1,4 +1,4 @@
-/* safetensors files and state dicts.
+/* safetensors files: named tensors (and string metadata) on disk.
  *
  * Format (https://huggingface.co/docs/safetensors): 8-byte little-endian
  * header length N, N bytes of JSON {"name": {"dtype": "F32", "shape": [..],
@@ -28,11 +28,11 @@
  * there is refused), fsyncs it and renames it over PATH, then fsyncs the
  * directory: a crash or error mid-save leaves the previous file intact, and
  * a failed save removes PATH.tmp. Little-endian machines only (checked at
- * compile time). */
-#ifndef PG_NN_SAFETENSORS_H
-#define PG_NN_SAFETENSORS_H
+ * compile time). Module state dicts over these files: nn/state_dict.h. */
+#ifndef PG_FORMATS_SAFETENSORS_H
+#define PG_FORMATS_SAFETENSORS_H
 
-#include "module.h"
+#include "../tensor/tensor_list.h"
 
 /* Writes the tensors of l (names unique, non-empty UTF-8, not
  * "__metadata__") and optional metadata key/value UTF-8 string pairs (n_meta
@@ -49,30 +49,5 @@ int pg_safetensors_parse(const void *data, size_t size, pg_tensor_list *out);
  * frees; NULL when there are none). On failure *n_meta = 0 and the arrays
  * are NULL. */
 int pg_safetensors_load_meta(const char *path, pg_tensor_list *out, int *n_meta, char ***keys, char ***values);
-
-/* ---- state dicts ----------------------------------------------------------------- */
-/* Saves every parameter of m under its full name, in its own dtype, in
- * pg_module_parameters order; a tied (shared) tensor is saved once, under its
- * first name, as the safetensors reference does with shared tensors. */
-int pg_module_save(const pg_module *m, const char *path);
-
-typedef struct pg_load_report {
-    int n_missing, n_unexpected;
-    char **missing;    /* parameter names absent from the file */
-    char **unexpected; /* file names that are no parameter */
-} pg_load_report;
-void pg_load_report_free(pg_load_report *r);
-
-/* Copies the state into m's parameters, casting f32 <-> f64 where needed. A
- * shape mismatch, a non-float or NULL entry for a parameter, a name twice in
- * the state, or (strict) any missing or unexpected key fails and leaves m
- * untouched: every entry is checked before anything is copied. A tied
- * parameter may be named by any of its names (PyTorch's state_dict lists
- * them all); it is missing only when none is present, and its first name
- * wins when several are. report may be NULL; it is filled in either case
- * (empty when the state could not be matched at all, e.g. an unreadable
- * file) and freed with pg_load_report_free. */
-int pg_module_load_state(pg_module *m, const pg_tensor_list *state, bool strict, pg_load_report *report);
-int pg_module_load(pg_module *m, const char *path, bool strict, pg_load_report *report);
 
 #endif
