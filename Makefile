@@ -26,12 +26,16 @@ TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
-# test files include the examples (their smoke tests), so they depend on them too
-EX_SRC    = $(wildcard examples/*.c examples/*.h)
+# Header dependencies come from the compiler: -MMD writes each object's .d
+# file (the headers it included, and the examples a test file includes), -MP
+# adds a rule for each header so a deleted one does not stop the build.
+DEPFLAGS  = -MMD -MP
 
-$(BUILD)/%.o: %.c $(LIB_HDR) $(wildcard tests/*.h) $(EX_SRC)
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+-include $(OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(patsubst %,$(BUILD)/%.d,$(EXAMPLES))
 
 $(BUILD)/libposgrad.a: $(OBJ)
 	rm -f $@ && ar rcs $@ $^
@@ -40,8 +44,10 @@ $(BUILD)/libposgrad.so: $(OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 
 # PG_DATA_DIR: where the LM examples look for their corpus last (make install puts it there)
-examples/%: examples/%.c $(wildcard examples/*.h) $(BUILD)/libposgrad.a
-	$(CC) $(CFLAGS) -DPG_DATA_DIR='"$(PREFIX)/share/posgrad/data"' -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
+examples/%: examples/%.c $(BUILD)/libposgrad.a
+	@mkdir -p $(BUILD)/examples
+	$(CC) $(CFLAGS) -MMD -MP -MF $(BUILD)/$@.d -MT $@ -DPG_DATA_DIR='"$(PREFIX)/share/posgrad/data"' -I. $< -o $@ \
+	  $(BUILD)/libposgrad.a $(LDLIBS)
 
 # The suites need Criterion: tests/need.sh installs it (root) or names the command.
 $(TEST_OBJ): | need-criterion
