@@ -15,7 +15,7 @@ LAYERS    = tensor formats autograd nn optim
 LIB_SRC  ?= $(wildcard $(addsuffix /*.c,$(LAYERS)))
 LIB_HDR   = $(wildcard posgrad.h $(addsuffix /*.h,$(LAYERS)))
 # Internal headers: shared between a layer's files, never installed.
-PRIVATE_HDR = autograd/op_util.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h
+PRIVATE_HDR = autograd/op_reduce.h autograd/op_util.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h
 TEST_SRC ?= $(wildcard tests/test_*.c)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 BUILD    ?= build
@@ -46,7 +46,7 @@ $(BUILD)/libposgrad.so: $(OBJ)
 # PG_DATA_DIR: where the LM examples look for their corpus last (make install puts it there)
 examples/%: examples/%.c $(BUILD)/libposgrad.a
 	@mkdir -p $(BUILD)/examples
-	$(CC) $(CFLAGS) -MMD -MP -MF $(BUILD)/$@.d -MT $@ -DPG_DATA_DIR='"$(PREFIX)/share/posgrad/data"' -I. $< -o $@ \
+	$(CC) $(CFLAGS) $(DEPFLAGS) -MF $(BUILD)/$@.d -MT $@ -DPG_DATA_DIR='"$(PREFIX)/share/posgrad/data"' -I. $< -o $@ \
 	  $(BUILD)/libposgrad.a $(LDLIBS)
 
 # The suites need Criterion: tests/need.sh installs it (root) or names the command.

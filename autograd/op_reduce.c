@@ -1,5 +1,5 @@
-/* Reductions (sum, mean, max, min, logsumexp, var, argmax) and cumsum,
- * forward and backward side by side.
+/* Reductions (sum, mean, max, min, logsumexp, var, argmax), forward and
+ * backward side by side (cumsum, a scan over the same layout: op_cumsum.c).
  *
  * Layout. The reduced axes are brought last: dims of size 1 are dropped and
  * neighbouring dims that are both reduced (or both kept) merge into one block.
@@ -35,6 +35,7 @@
  *     finite gradients that belong to no forward value.) Reducing nothing
  *     (n == 0) gives NaN, as mean does, whatever the correction >= 0.
  *   - a 0-dim x accepts axis 0 and -1 (as torch) and reduces nothing. */
+#include "op_reduce.h"
 #include "op_util.h"
 
 #include <stdlib.h>
@@ -55,17 +56,8 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ---- the plan: x as (outer, n, inner) --------------------------------------------- */
 
-typedef struct rplan {
-    int nb;                        /* blocks of merged dims, row-major */
-    int64_t size[PG_MAX_DIMS];     /* block sizes */
-    int64_t stride[PG_MAX_DIMS];   /* their element strides in x */
-    bool red[PG_MAX_DIMS];         /* block is reduced */
-    bool permute;                  /* reduced blocks are copied last: inner == 1 */
-    int64_t outer, n, inner;
-} rplan;
-
-/* mask: bit d set when axis d of x is reduced */
-static void make_plan(rplan *p, const pg_tensor *x, uint32_t mask)
+/* mask: bit d set when axis d of x is reduced (op_reduce.h) */
+void pg_reduce_plan(rplan *p, const pg_tensor *x, uint32_t mask)
 {
     p->nb = 0;
     for (int d = 0; d < x->ndim; d++) {
@@ -180,8 +172,8 @@ typedef struct reduction {
     rplan p;
 } reduction;
 
-/* A 0-dim x accepts axes 0 and -1, as torch; they reduce nothing. */
-static bool parse_axes(pg_graph *g, const char *fn, const pg_tensor *x, int n_axes, const int *axes, uint32_t *mask)
+/* A 0-dim x accepts axes 0 and -1, as torch; they reduce nothing (op_reduce.h). */
+bool pg_reduce_axes(pg_graph *g, const char *fn, const pg_tensor *x, int n_axes, const int *axes, uint32_t *mask)
 {
     int nd = x->ndim ? x->ndim : 1;
     uint32_t seen = 0;
@@ -219,9 +211,9 @@ static void shape_out(reduction *r, const pg_tensor *x, bool keepdim)
 static pg_tensor *reduce_setup(pg_graph *g, const char *fn, pg_tensor *x, int n_axes, const int *axes, bool keepdim,
                                bool nonempty, reduction *r)
 {
-    if (!arg_float(g, fn, "x", x) || !parse_axes(g, fn, x, n_axes, axes, &r->mask))
+    if (!arg_float(g, fn, "x", x) || !pg_reduce_axes(g, fn, x, n_axes, axes, &r->mask))
         return NULL;
-    make_plan(&r->p, x, r->mask);
+    pg_reduce_plan(&r->p, x, r->mask);
     if (nonempty && r->p.n == 0) {
         pg_graph_fail(g, "%s: cannot reduce zero elements of %s", fn, SHAPE(x));
         return NULL;
@@ -728,9 +720,9 @@ pg_tensor *pg_argmax(pg_graph *g, pg_tensor *x, int axis, bool keepdim)
         return NULL;
     }
     reduction r;
-    if (!parse_axes(g, fn, x, 1, &axis, &r.mask))
+    if (!pg_reduce_axes(g, fn, x, 1, &axis, &r.mask))
         return NULL;
-    make_plan(&r.p, x, r.mask);
+    pg_reduce_plan(&r.p, x, r.mask);
     if (r.p.n == 0) {
         pg_graph_fail(g, "%s: axis %d of %s is empty", fn, axis, SHAPE(x));
         return NULL;
@@ -742,65 +734,4 @@ pg_tensor *pg_argmax(pg_graph *g, pg_tensor *x, int axis, bool keepdim)
     extremum_fn k = x->dtype == PG_F32 ? max_f32 : x->dtype == PG_F64 ? max_f64 : max_i64;
     k(x->data, r.p.outer, r.p.n, r.p.inner, NULL, y->data);
     return y; /* no gradient */
-}
-
-/* ---- cumsum ------------------------------------------------------------------------------------- */
-
-/* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
- * x[o, r', i], accumulated in double; add: y += that instead. */
-#define DEFINE_CUMSUM(T, sfx)                                                                                  \
-    static void cumsum_##sfx(const T *x, T *y, int64_t outer, int64_t n, int64_t inner, bool reverse, bool add) \
-    {                                                                                                          \
-        for (int64_t o = 0; o < outer; o++)                                                                    \
-            for (int64_t i0 = 0; i0 < inner; i0 += CHUNK) {                                                    \
-                int64_t w = min64(CHUNK, inner - i0);                                                          \
-                double acc[CHUNK] = {0};                                                                       \
-                for (int64_t k = 0; k < n; k++) {                                                              \
-                    int64_t at = (o * n + (reverse ? n - 1 - k : k)) * inner + i0;                             \
-                    const T *xr = x + at;                                                                      \
-                    T *yr = y + at;                                                                            \
-                    for (int64_t i = 0; i < w; i++) {                                                          \
-                        acc[i] += xr[i];                                                                       \
-                        yr[i] = add ? yr[i] + (T)acc[i] : (T)acc[i];                                           \
-                    }                                                                                          \
-                }                                                                                              \
-            }                                                                                                  \
-    }
-DEFINE_CUMSUM(float, f32)
-DEFINE_CUMSUM(double, f64)
-
-/* ip[0]: mask of the axis. The gradient is the reversed cumsum of gy. */
-static int cumsum_backward(pg_graph *g, pg_node *n)
-{
-    pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
-    if (!gx)
-        return -1;
-    rplan p;
-    make_plan(&p, x, (uint32_t)n->ip[0]);
-    if (x->dtype == PG_F32)
-        cumsum_f32(n->out->grad->data, gx->data, p.outer, p.n, p.inner, true, true);
-    else
-        cumsum_f64(n->out->grad->data, gx->data, p.outer, p.n, p.inner, true, true);
-    return 0;
-}
-
-pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis)
-{
-    const char *fn = "pg_cumsum";
-    uint32_t mask;
-    if (!arg_float(g, fn, "x", x) || !parse_axes(g, fn, x, 1, &axis, &mask))
-        return NULL;
-    rplan p;
-    make_plan(&p, x, mask);
-    pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
-    if (!y)
-        return NULL;
-    if (x->dtype == PG_F32)
-        cumsum_f32(x->data, y->data, p.outer, p.n, p.inner, false, false);
-    else
-        cumsum_f64(x->data, y->data, p.outer, p.n, p.inner, false, false);
-    pg_node *n = pg_op_record(g, fn, y, 1, &x, cumsum_backward);
-    if (n)
-        n->ip[0] = mask;
-    return y;
 }

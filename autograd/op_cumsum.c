@@ -1,0 +1,70 @@
+/* pg_cumsum: the running sum along one axis, forward and backward. x is seen
+ * as (outer, n, inner) with n the scanned axis (the reductions' layout,
+ * op_reduce.h); sums accumulate in double, CHUNK columns at a time, and are
+ * rounded to the dtype once per element. The gradient is the reversed cumsum
+ * of the upstream gradient. */
+#include "op_reduce.h"
+#include "op_util.h"
+
+#define CHUNK 64 /* columns scanned together when the axis is not innermost */
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
+ * x[o, r', i], accumulated in double; add: y += that instead. */
+#define DEFINE_CUMSUM(T, sfx)                                                                                  \
+    static void cumsum_##sfx(const T *x, T *y, int64_t outer, int64_t n, int64_t inner, bool reverse, bool add) \
+    {                                                                                                          \
+        for (int64_t o = 0; o < outer; o++)                                                                    \
+            for (int64_t i0 = 0; i0 < inner; i0 += CHUNK) {                                                    \
+                int64_t w = min64(CHUNK, inner - i0);                                                          \
+                double acc[CHUNK] = {0};                                                                       \
+                for (int64_t k = 0; k < n; k++) {                                                              \
+                    int64_t at = (o * n + (reverse ? n - 1 - k : k)) * inner + i0;                             \
+                    const T *xr = x + at;                                                                      \
+                    T *yr = y + at;                                                                            \
+                    for (int64_t i = 0; i < w; i++) {                                                          \
+                        acc[i] += xr[i];                                                                       \
+                        yr[i] = add ? yr[i] + (T)acc[i] : (T)acc[i];                                           \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+    }
+DEFINE_CUMSUM(float, f32)
+DEFINE_CUMSUM(double, f64)
+
+/* ip[0]: mask of the axis. The gradient is the reversed cumsum of gy. */
+static int cumsum_backward(pg_graph *g, pg_node *n)
+{
+    pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
+    if (!gx)
+        return -1;
+    rplan p;
+    pg_reduce_plan(&p, x, (uint32_t)n->ip[0]);
+    if (x->dtype == PG_F32)
+        cumsum_f32(n->out->grad->data, gx->data, p.outer, p.n, p.inner, true, true);
+    else
+        cumsum_f64(n->out->grad->data, gx->data, p.outer, p.n, p.inner, true, true);
+    return 0;
+}
+
+pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis)
+{
+    const char *fn = "pg_cumsum";
+    uint32_t mask;
+    if (!arg_float(g, fn, "x", x) || !pg_reduce_axes(g, fn, x, 1, &axis, &mask))
+        return NULL;
+    rplan p;
+    pg_reduce_plan(&p, x, mask);
+    pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    if (x->dtype == PG_F32)
+        cumsum_f32(x->data, y->data, p.outer, p.n, p.inner, false, false);
+    else
+        cumsum_f64(x->data, y->data, p.outer, p.n, p.inner, false, false);
+    pg_node *n = pg_op_record(g, fn, y, 1, &x, cumsum_backward);
+    if (n)
+        n->ip[0] = mask;
+    return y;
+}
