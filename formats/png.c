@@ -1,4 +1,4 @@
-/* The PNG writer, colormap and heatmaps of tensor/png.h.
+/* The PNG writer, colormap and heatmaps of png.h.
  *
  * File layout (PNG spec, ISO/IEC 15948):
  *   signature 89 50 4E 47 0D 0A 1A 0A

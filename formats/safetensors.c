@@ -50,7 +50,7 @@ typedef struct st_entry {
 typedef struct st_header {
     pg_json_value root;
     int n;
-    st_entry *e;            /* in header order */
+    st_entry *e;               /* in header order */
     const pg_json_value *meta; /* the __metadata__ object or NULL */
 } st_header;
 
