@@ -2,6 +2,7 @@
  * schemes, and the registry of schemes by name (nn/posmod_list.h). */
 #include "posmod.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,6 +286,36 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
     if (b && b->shape[nd - 1] < Lk)
         b = pg_pad(g, b, nd - 1, Lk - b->shape[nd - 1], 0, 0.0);
     return b;
+}
+
+pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band)
+{
+    const char *fn = "pg_pos_band_slots";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_pos_band_slots(s, x, band) : NULL);
+    }
+    if (!x || !band) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, x ? "band" : "x");
+        return NULL;
+    }
+    int64_t W = band->W, w = band->w, lb = band->lb, lf = band->lf;
+    if (W < 1 || w < 1 || lb < 0 || lf < 0 || lb > W - 1 || lf > W - 1 || lb + lf + 1 > INT_MAX || x->ndim != 4 ||
+        x->shape[1] != W || x->shape[2] != w) {
+        pg_graph_fail(g, "%s: x is %s, expected (b, W, w, c) = (b, %lld, %lld, c) for a band of W %lld windows of "
+                      "%lld, lb %lld, lf %lld (0 <= lb, lf < W)",
+                      fn, SHAPE(x), (long long)W, (long long)w, (long long)W, (long long)w, (long long)lb,
+                      (long long)lf);
+        return NULL;
+    }
+    pg_tensor *p = pg_pad(g, x, 1, lb, lf, 0.0); /* (b, W + lb + lf, w, c) */
+    int n = (int)(lb + lf + 1);
+    pg_tensor **parts = pg_graph_alloc(g, (size_t)n * sizeof *parts);
+    if (!p || !parts)
+        return NULL;
+    for (int i = 0; i < n; i++) /* window offset i - lb: slots i w .. (i + 1) w - 1 */
+        parts[i] = pg_narrow(g, p, 1, i, W);
+    return n == 1 ? parts[0] : pg_concat(g, n, parts, 2);
 }
 
 /* ---- divide / learned_div ---------------------------------------------------------------- */
