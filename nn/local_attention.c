@@ -202,9 +202,10 @@ static pg_tensor *scheme_bias(pg_graph *g, const char *fn, pg_local_attention *m
         pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx); /* (Hs, D) */
         if (!t)
             return NULL;
-        if (t->ndim != 2 || t->shape[1] != D || b % t->shape[0] != 0) {
-            pg_graph_fail(g, "%s: scheme %d (%s) gave a distance bias %s, expected (H, %lld) with H dividing %lld rows",
-                          fn, i, m->pos[i]->base.type, SHAPE(t), (long long)D, (long long)b);
+        if (t->ndim != 2 || t->shape[1] != D || b % t->shape[0] != 0 || t->dtype != dt) {
+            pg_graph_fail(g, "%s: scheme %d (%s) gave a distance bias %s, expected %s (H, %lld) with H dividing %lld "
+                          "rows",
+                          fn, i, m->pos[i]->base.type, SHAPE(t), pg_dtype_name(dt), (long long)D, (long long)b);
             return NULL;
         }
         t = pg_reshape(g, pg_index_select(g, t, 1, idx), PG_SHAPE(t->shape[0], w, S)); /* (Hs, w, S) */
@@ -263,16 +264,6 @@ static pg_tensor *add_head_bias(pg_graph *g, pg_tensor *sim, pg_tensor *bias)
     return pg_reshape(g, s5, PG_SHAPE(b, W, w, S));
 }
 
-static bool same_shape(const pg_tensor *a, const pg_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i])
-            return false;
-    return true;
-}
-
 /* ---- the fused path ------------------------------------------------------------------ */
 
 /* Whether the fused band kernel computes what this call asks, apart from the
@@ -292,7 +283,7 @@ static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, co
 
 /* The schemes' biases over every distance i - j of n tokens, (H, 2n - 1) in the
  * fused kernel's order; NULL without error when there is no scheme, and
- * *heads_ok false when a scheme's head count is not H. */
+ * *heads_ok false when a scheme's table is not (H, 2n - 1) of dt (its head count differs). */
 static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, int64_t H, pg_dtype dt, pg_rng *rng,
                                  bool *heads_ok)
 {
@@ -307,8 +298,8 @@ static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, 
         pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx);
         if (!t)
             return NULL;
-        if (t->ndim != 2 || t->shape[0] != H || t->shape[1] != 2 * n - 1) {
-            *heads_ok = false;
+        if (t->ndim != 2 || t->shape[0] != H || t->shape[1] != 2 * n - 1 || t->dtype != dt) {
+            *heads_ok = false; /* the band of ops takes it, or names what is wrong */
             return NULL;
         }
         total = total ? pg_add(g, total, t) : t;
@@ -342,7 +333,7 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize};
-    pg_tensor *out = pg_flash_attention(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d) */
+    pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }
 
@@ -357,18 +348,14 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     const pg_local_args none = {0};
     if (!a)
         a = &none;
-    if (!m || !q || !k || !v) {
-        pg_graph_fail(g, "%s: module or q, k, v is NULL", fn);
+    if (!m) {
+        pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;
     }
-    if ((q->ndim != 3 && q->ndim != 4) || !same_shape(q, k) || !same_shape(q, v) || !pg_dtype_is_float(q->dtype) ||
-        k->dtype != q->dtype || v->dtype != q->dtype) {
-        pg_graph_fail(g, "%s: q, k, v must share one shape (B, L, d) or (B, H, L, d) and a float dtype, got %s %s, "
-                      "%s %s, %s %s",
-                      fn, SHAPE(q), pg_dtype_name(q->dtype), SHAPE(k), pg_dtype_name(k->dtype), SHAPE(v),
-                      pg_dtype_name(v->dtype));
+    /* q, k, v (b packed rows, n, d), the mask (B0, n) with B0 dividing b */
+    const pg_attn_operands ops = {.layout = PG_ATTN_SAME, .q = q, .k = k, .v = v, .mask = a->mask, .mask_packed = true};
+    if (pg_attn_check(g, fn, &ops) != 0)
         return NULL;
-    }
     const pg_local_attention_config *c = &m->cfg;
     pg_dtype dt = q->dtype;
     int nd = q->ndim;
@@ -378,10 +365,6 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (a->window_size < 0 || (a->window_size > 0 && !c->use_xpos)) {
         pg_graph_fail(g, "%s: a window_size override (%lld) is allowed only with use_xpos", fn,
                       (long long)a->window_size);
-        return NULL;
-    }
-    if (n < 1 || d < 1 || b < 1) {
-        pg_graph_fail(g, "%s: empty input %s", fn, SHAPE(q));
         return NULL;
     }
     if (m->rotary && d != c->dim) {
@@ -407,15 +390,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (ne == w)
         we = ne = n;
     int64_t W = ne / we, lbe = lb < W - 1 ? lb : W - 1, lfe = lf < W - 1 ? lf : W - 1;
-    int64_t S = (lbe + lfe + 1) * we, B0 = 0;
-    if (a->mask) {
-        B0 = a->mask->ndim == 2 ? a->mask->shape[0] : 0;
-        if (a->mask->dtype != PG_BOOL || a->mask->ndim != 2 || a->mask->shape[1] != n || B0 < 1 || b % B0 != 0) {
-            pg_graph_fail(g, "%s: mask must be (B, %lld) bool with B dividing the %lld packed rows, got %s %s", fn,
-                          (long long)n, (long long)b, SHAPE(a->mask), pg_dtype_name(a->mask->dtype));
-            return NULL;
-        }
-    }
+    int64_t S = (lbe + lfe + 1) * we, B0 = a->mask ? a->mask->shape[0] : 0;
     pg_tensor *ab = a->attn_bias; /* documented as (Hb, w, (lb + lf + 1) w), whatever the sequence */
     if (ab) {
         int64_t S_doc = sat_mul(sat_add(sat_add(lb, lf), 1), w);

@@ -2,6 +2,8 @@
  * schemes, and the registry of schemes by name (nn/posmod_list.h). */
 #include "posmod.h"
 
+#include "../autograd/attn_check.h"
+
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -91,20 +93,6 @@ void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, vo
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
-/* pos is NULL or (B, Lp) of f32/f64/i64 with Lp <= L */
-static bool pos_ok(pg_graph *g, const char *fn, const char *name, const pg_tensor *pos, int64_t B, int64_t L)
-{
-    if (!pos)
-        return true;
-    bool dtype_ok = pos->dtype == PG_F32 || pos->dtype == PG_F64 || pos->dtype == PG_I64;
-    if (!dtype_ok || pos->ndim != 2 || pos->shape[0] != B || pos->shape[1] > L) {
-        pg_graph_fail(g, "%s: %s is %s, expected (B, Lp) = (%lld, <= %lld) of f32, f64 or i64", fn, name,
-                      SHAPE(pos), (long long)B, (long long)L);
-        return false;
-    }
-    return true;
-}
-
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
 {
     if (!fn) {
@@ -115,21 +103,10 @@ int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
         pg_graph_fail(g, "%s: context is NULL", fn);
         return -1;
     }
-    if (c->B < 1 || c->Lq < 1 || c->Lk < 1 || c->heads < 0 || c->head_dim < 0) {
-        pg_graph_fail(g, "%s: bad sizes B %lld, Lq %lld, Lk %lld, heads %lld, head_dim %lld", fn, (long long)c->B,
-                      (long long)c->Lq, (long long)c->Lk, (long long)c->heads, (long long)c->head_dim);
-        return -1;
-    }
-    if (!pos_ok(g, fn, c->self_attn ? "pos" : "pos_q", c->pos_q, c->B, c->Lq) ||
-        !pos_ok(g, fn, c->self_attn ? "pos" : "pos_k", c->pos_k, c->B, c->Lk))
-        return -1;
-    const pg_tensor *m = c->mask;
-    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != c->B || m->shape[1] != c->Lk)) {
-        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
-                      (long long)c->B, (long long)c->Lk);
-        return -1;
-    }
-    return 0;
+    const pg_attn_operands ops = {.layout = PG_ATTN_SIZES, .B = c->B, .H = c->heads, .Lq = c->Lq, .Lk = c->Lk,
+                                  .head_dim = c->head_dim, .dtype = c->dtype, .mask = c->mask, .pos_q = c->pos_q,
+                                  .pos_k = c->pos_k, .self_attn = c->self_attn};
+    return pg_attn_check(g, fn, &ops);
 }
 
 /* ---- mod_x ----------------------------------------------------------------------------- */
@@ -231,7 +208,8 @@ pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_
         pg_graph_fail(g, "%s: bad sizes B %lld, L %lld", fn, (long long)B, (long long)L);
         return NULL;
     }
-    if (!pos_ok(g, fn, "pos", pos, B, L))
+    const pg_attn_operands ops = {.layout = PG_ATTN_SIZES, .B = B, .Lq = L, .Lk = L, .pos_q = pos, .self_attn = true};
+    if (pg_attn_check(g, fn, &ops) != 0)
         return NULL;
     if (pos) /* positions are data: detach so a cast never records */
         return pg_cast(g, pg_detach(g, pos), dtype);

@@ -147,9 +147,10 @@ pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c);
  * module without any). Fails if m has no mod_x. */
 pg_tensor *pg_posmod_x_table(pg_graph *g, pg_posmod *m, int64_t L, int64_t dim, pg_tensor *pos);
 
-/* Checks a context's positions and mask against its sizes, naming fn:
- * pos_q (B, Lpq) with Lpq <= Lq, pos_k (B, Lpk) with Lpk <= Lk, f32/f64/i64;
- * mask (B, Lk) bool. 0, or -1 after pg_graph_fail. */
+/* Checks a context's sizes, mask and positions, naming fn, with the attention
+ * check (pg_attn_check, autograd/attn_check.h: its messages): B, Lq, Lk >= 1,
+ * heads, head_dim >= 0; mask (B, Lk) bool; pos_q (B, Lpq) with Lpq <= Lq, pos_k
+ * (B, Lpk) with Lpk <= Lk, f32/f64/i64. 0, or -1 after pg_graph_fail. */
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c);
 
 /* ---- helpers for schemes ------------------------------------------------------------ */
