@@ -27,7 +27,7 @@
 #ifndef PG_FLASH_H
 #define PG_FLASH_H
 
-#include "graph.h"
+#include "attn_check.h"
 
 typedef struct pg_flash_opts {
     double scale;          /* 0: 1 / sqrt(D) */
@@ -47,8 +47,10 @@ typedef struct pg_flash_opts {
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
  * v and dist_bias. g NULL: a heap result the caller frees, nothing recorded.
  *
- * Every dim of q, k, v must be positive: an empty key sequence (softmax over
- * no keys is undefined) or query sequence is refused, as by pg_attention.
+ * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
+ * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v
+ * must be positive: an empty key sequence (softmax over no keys is undefined)
+ * or query sequence is refused, as by pg_attention.
  * Any window >= 0 and look_backward, look_forward >= 0 are valid, up to
  * INT64_MAX: a band that reaches past either end of the sequence sees every key
  * in that direction (the arithmetic saturates), so window 4 with look_backward
@@ -62,11 +64,15 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
  * reference path (nn/attention.c) use it. */
 void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi);
 
-/* The operand rule shared by pg_flash_attention and pg_attention: q, k, v
- * non-NULL, q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float
- * dtype, every dim positive. false with one message naming fn and the shapes
- * (recorded on g, and in pg_last_error). */
-bool pg_attn_qkv_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v);
+/* pg_flash_attention for a caller that has checked the operands itself:
+ * q, k, v, mask and dist_bias with pg_attn_check (PG_ATTN_HEADS), a finite
+ * scale and a band with window, look_backward, look_forward >= 0, as
+ * pg_flash_attention does. Only a NULL q, k, v or o is refused here (naming
+ * pg_flash_attention); anything else unchecked is undefined behaviour. For the
+ * attention layers (MultiheadAttention, LocalAttention), which check their
+ * arguments once at their own entry. */
+pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v,
+                                        const pg_flash_opts *o);
 
 /* Tile sizes (queries x keys) of the kernels. */
 #define PG_FLASH_BQ 64

@@ -344,53 +344,21 @@ static int flash_backward(pg_graph *g, pg_node *node)
     return 0;
 }
 
-bool pg_attn_qkv_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v)
-{
-    if (!arg_present(g, fn, "q", q) || !arg_present(g, fn, "k", k) || !arg_present(g, fn, "v", v))
-        return false;
-    bool ok = pg_dtype_is_float(q->dtype) && q->dtype == k->dtype && q->dtype == v->dtype && q->ndim == 4 &&
-              k->ndim == 4 && v->ndim == 4;
-    for (int d = 0; ok && d < 2; d++)
-        ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
-    ok = ok && k->shape[3] == q->shape[3] && v->shape[2] == k->shape[2];
-    for (int d = 0; ok && d < 4; d++) /* softmax over an empty key sequence is undefined */
-        ok = q->shape[d] > 0 && k->shape[d] > 0 && v->shape[d] > 0;
-    if (!ok)
-        pg_graph_fail(g,
-                      "%s: expected q (B, H, Lq, Dh), k (B, H, Lk, Dh), v (B, H, Lk, Dv) of one float dtype, all "
-                      "dims positive, got q %s, k %s, v %s",
-                      fn, SHAPE(q), SHAPE(k), SHAPE(v));
-    return ok;
-}
-
+/* The operands (pg_attn_check), the band and the scale. */
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)
 {
-    if (!arg_present(g, fn, "q", q) || !arg_present(g, fn, "k", k) || !arg_present(g, fn, "v", v))
+    const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask,
+                                  .dist_bias = o->dist_bias};
+    if (pg_attn_check(g, fn, &ops) != 0)
         return false;
     if (o->window < 0 || (o->window > 0 && (o->look_backward < 0 || o->look_forward < 0))) {
         pg_graph_fail(g, "%s: bad local band: window %lld, look_backward %lld, look_forward %lld", fn,
                       (long long)o->window, (long long)o->look_backward, (long long)o->look_forward);
         return false;
     }
-    if (!pg_attn_qkv_ok(g, fn, q, k, v))
-        return false;
-    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2];
     if (!isfinite(o->scale)) {
         pg_graph_fail(g, "%s: scale must be finite, got %g", fn, o->scale);
-        return false;
-    }
-    const pg_tensor *m = o->mask;
-    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != B || m->shape[1] != Lk)) {
-        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
-                      (long long)B, (long long)Lk);
-        return false;
-    }
-    const pg_tensor *b = o->dist_bias;
-    if (b && (b->dtype != q->dtype || b->ndim != 2 || b->shape[0] != H || b->shape[1] != Lq + Lk - 1)) {
-        pg_graph_fail(g, "%s: dist_bias is %s, expected %s (H, Lq + Lk - 1) = (%lld, %lld) for Lq %lld, Lk %lld", fn,
-                      SHAPE(b), pg_dtype_name(q->dtype), (long long)H, (long long)(Lq + Lk - 1), (long long)Lq,
-                      (long long)Lk);
         return false;
     }
     return true;
@@ -398,12 +366,22 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
 
 pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_flash_opts *o)
 {
-    const char *fn = "pg_flash_attention";
     const pg_flash_opts none = {0};
     if (!o)
         o = &none;
-    if (!flash_args_ok(g, fn, q, k, v, o))
+    if (!flash_args_ok(g, "pg_flash_attention", q, k, v, o))
         return NULL;
+    return pg_flash_attention_unchecked(g, q, k, v, o);
+}
+
+pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v,
+                                        const pg_flash_opts *o)
+{
+    const char *fn = "pg_flash_attention"; /* the op's name on the tape and in messages */
+    if (!q || !k || !v || !o) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !q ? "q" : !k ? "k" : !v ? "v" : "opts");
+        return NULL;
+    }
     flash_dims d = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], v->shape[3],
                     o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,

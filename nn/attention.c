@@ -11,42 +11,7 @@
 
 #define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
 
-/* ---- checks ------------------------------------------------------------------------------ */
-
-/* b broadcasts to want (4 dims) without growing it: at most 4 dims, each 1 or equal */
-static bool fits4(const pg_tensor *b, const int64_t want[4])
-{
-    if (b->ndim > 4)
-        return false;
-    for (int d = 0; d < b->ndim; d++) {
-        int64_t s = b->shape[d], t = want[d + 4 - b->ndim];
-        if (s != 1 && s != t)
-            return false;
-    }
-    return true;
-}
-
-static bool bias_ok(pg_graph *g, const char *fn, const char *what, const pg_tensor *b, const int64_t want[4],
-                    pg_dtype dtype)
-{
-    if (b->dtype != dtype || !fits4(b, want)) {
-        pg_graph_fail(g, "%s: %s is %s, expected %s broadcastable to (B, H, Lq, Lk) = (%lld, %lld, %lld, %lld)", fn,
-                      what, SHAPE(b), pg_dtype_name(dtype), (long long)want[0], (long long)want[1],
-                      (long long)want[2], (long long)want[3]);
-        return false;
-    }
-    return true;
-}
-
-static bool mask_ok(pg_graph *g, const char *fn, const pg_tensor *m, int64_t B, int64_t Lk)
-{
-    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != B || m->shape[1] != Lk)) {
-        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
-                      (long long)B, (long long)Lk);
-        return false;
-    }
-    return true;
-}
+/* ---- checks: one helper, pg_attn_check (autograd/attn_check.h) ------------------------- */
 
 int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool self_attn, int64_t B, int64_t heads,
                        int64_t Lq, int64_t Lk, pg_dtype dtype)
@@ -65,13 +30,10 @@ int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool 
         pg_graph_fail(g, "%s: pos is for self-attention; cross-attention takes pos_q and pos_k", fn);
         return -1;
     }
-    pg_pos_ctx c = {self_attn ? a->pos : a->pos_q, self_attn ? a->pos : a->pos_k, a->mask, self_attn, false, B,
-                    heads, 0, Lq, Lk, 1.0, dtype, a->rng};
-    if (!mask_ok(g, fn, a->mask, B, Lk) || pg_pos_ctx_check(g, fn, &c) != 0)
-        return -1;
-    if (a->bias && !bias_ok(g, fn, "bias", a->bias, (const int64_t[]){B, heads, Lq, Lk}, dtype))
-        return -1;
-    return 0;
+    const pg_attn_operands ops = {.layout = PG_ATTN_SIZES, .B = B, .H = heads, .Lq = Lq, .Lk = Lk, .dtype = dtype,
+                                  .mask = a->mask, .bias = a->bias, .pos_q = self_attn ? a->pos : a->pos_q,
+                                  .pos_k = self_attn ? a->pos : a->pos_k, .self_attn = self_attn};
+    return pg_attn_check(g, fn, &ops);
 }
 
 /* ---- the attention math -------------------------------------------------------------------- */
@@ -92,31 +54,12 @@ static pg_tensor *hidden_entries(pg_graph *g, const pg_tensor *mask, bool causal
     return hide;
 }
 
-pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
+/* The attention math on checked operands (pg_attention's rules; a scale of 0
+ * means 1 / sqrt(Dh)). */
+static pg_tensor *sdpa(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
 {
-    const char *fn = "pg_attention";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_attention(s, q, k, v, o) : NULL);
-    }
-    const pg_sdpa_opts none = {0};
-    if (!o)
-        o = &none;
-    if (!pg_attn_qkv_ok(g, fn, q, k, v)) /* the rule of pg_flash_attention: every dim positive */
-        return NULL;
-    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2], Dh = q->shape[3];
-    double scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)Dh);
-    if (!isfinite(scale) || !(o->dropout >= 0 && o->dropout < 1)) {
-        pg_graph_fail(g, "%s: need a finite scale and dropout in [0, 1), got %g, %g", fn, o->scale, o->dropout);
-        return NULL;
-    }
-    if (!mask_ok(g, fn, o->mask, B, Lk) ||
-        (o->bias && !bias_ok(g, fn, "bias", o->bias, (const int64_t[]){B, H, Lq, Lk}, q->dtype)))
-        return NULL;
-    if (o->dropout > 0 && !o->rng) {
-        pg_graph_fail(g, "%s: dropout %g needs a generator", fn, o->dropout);
-        return NULL;
-    }
+    int64_t B = q->shape[0], Lq = q->shape[2], Lk = k->shape[2];
+    double scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]);
     /* logits = q k^T * scale + bias: (B, H, Lq, Lk) */
     pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, k, false, true), scale);
     if (o->bias)
@@ -128,6 +71,31 @@ pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, c
     if (o->dropout > 0)
         w = pg_dropout(g, w, o->dropout, true, o->rng);
     return pg_matmul(g, w, v, false, false); /* (B, H, Lq, Dv) */
+}
+
+pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
+{
+    const char *fn = "pg_attention";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_attention(s, q, k, v, o) : NULL);
+    }
+    const pg_sdpa_opts none = {0};
+    if (!o)
+        o = &none;
+    const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask, .bias = o->bias};
+    if (pg_attn_check(g, fn, &ops) != 0) /* pg_flash_attention's rule too: every dim positive */
+        return NULL;
+    double scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]);
+    if (!isfinite(scale) || !(o->dropout >= 0 && o->dropout < 1)) {
+        pg_graph_fail(g, "%s: need a finite scale and dropout in [0, 1), got %g, %g", fn, o->scale, o->dropout);
+        return NULL;
+    }
+    if (o->dropout > 0 && !o->rng) {
+        pg_graph_fail(g, "%s: dropout %g needs a generator", fn, o->dropout);
+        return NULL;
+    }
+    return sdpa(g, q, k, v, o);
 }
 
 /* ---- MultiheadAttention ------------------------------------------------------------------------ */
@@ -308,7 +276,6 @@ static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
                         const pg_pos_ctx *c, bool fused, pg_tensor **bias)
 {
-    const int64_t want[4] = {c->B, c->heads, c->Lq, c->Lk};
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
         if (p->ops->mod_qkv) {
@@ -340,7 +307,10 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
             }
             char what[96];
             snprintf(what, sizeof what, "positional module %d (%s) gave a bias that", i, p->base.type);
-            if (!bias_ok(g, fn, what, b, want, c->dtype))
+            const pg_attn_operands ops = {.layout = PG_ATTN_SIZES, .B = c->B, .H = c->heads, .Lq = c->Lq,
+                                          .Lk = c->Lk, .head_dim = c->head_dim, .dtype = c->dtype, .bias = b,
+                                          .bias_name = what};
+            if (pg_attn_check(g, fn, &ops) != 0)
                 return false;
             *bias = *bias ? pg_add(g, *bias, b) : b;
         }
@@ -442,7 +412,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
         pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact};
-        out = pg_flash_attention(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh) */
+        out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
     } else {
         if (a->bias)
             bias = bias ? pg_add(g, bias, a->bias) : a->bias;
@@ -451,7 +421,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
             bias = bias ? pg_add(g, bias, bb) : bb;
         }
         pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
-        out = pg_attention(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh) */
+        out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }
     out = pg_permute(g, out, (const int[]){0, 2, 1, 3});         /* (B, Lq, H, Dh) */
     out = pg_reshape(g, out, PG_SHAPE(B, Lq, c->dim));            /* heads merged: (n h) */

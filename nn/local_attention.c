@@ -3,13 +3,10 @@
 
 #include <limits.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "../autograd/flash.h"
 #include "pos_rotary.h"
-#include "pos_xl.h"
 
 #define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
 #define SELF_VALUE (-5e4) /* upstream TOKEN_SELF_ATTN_VALUE */
@@ -27,12 +24,6 @@ pg_local_attention_config pg_local_attention_defaults(int64_t window_size)
     c.use_rotary_pos_emb = true;
     c.dtype = PG_F32;
     return c;
-}
-
-/* Transformer-XL: its bias needs q and k, so LocalAttention computes it on the band itself */
-static bool is_xl(const pg_posmod *p)
-{
-    return p && !strcmp(p->base.type, "TransformerXLBias");
 }
 
 static void la_destroy(pg_module *base)
@@ -66,8 +57,9 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
     else if (c->use_xpos && !(c->use_rotary_pos_emb && c->dim > 0))
         bad = "use_xpos needs rotary (use_rotary_pos_emb and dim > 0)";
     for (int i = 0; !bad && i < n_pos; i++)
-        if (!pos[i] || (!pos[i]->ops->dist_bias && !is_xl(pos[i])))
-            bad = "every positional module must implement dist_bias (ALiBi, DPB, T5) or be Transformer-XL";
+        if (!pos[i] || (!pos[i]->ops->dist_bias && !pos[i]->ops->band_bias))
+            bad = "every positional module must implement dist_bias (a bias of the distance) or band_bias (a bias "
+                  "on the band from q and k)";
     if (bad) {
         pg_set_error("%s: %s (window %lld, causal %d, look_backward %lld, look_forward %lld, dim %lld, "
                      "xpos %d, %d schemes)",
@@ -120,21 +112,6 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
 }
 
 /* ---- forward ---------------------------------------------------------------------------- */
-
-/* x (b, W, w, c) -> (b, W, S, c): slot s of window omega holds row s mod w of window
- * omega - lb + s / w (zero where that window does not exist; those slots are hidden) */
-static pg_tensor *look_around(pg_graph *g, pg_tensor *x, int64_t lb, int64_t lf)
-{
-    int64_t W = x ? x->shape[1] : 0;
-    pg_tensor *p = pg_pad(g, x, 1, lb, lf, 0.0); /* (b, W + lb + lf, w, c) */
-    int n = (int)(lb + lf + 1);
-    pg_tensor **parts = pg_graph_alloc(g, (size_t)n * sizeof *parts);
-    if (!p || !parts)
-        return NULL;
-    for (int i = 0; i < n; i++)
-        parts[i] = pg_narrow(g, p, 1, i, W);
-    return n == 1 ? parts[0] : pg_concat(g, n, parts, 2);
-}
 
 /* the (W, w, S) band of hidden (query, slot) pairs that do not depend on the data:
  * pad slots, autopadded keys (j >= n), causal, exact_windowsize. The slots are
@@ -220,14 +197,15 @@ static pg_tensor *scheme_bias(pg_graph *g, const char *fn, pg_local_attention *m
             ix[r * S + s] = r + lb * w - s - dmin;
     pg_pos_ctx ctx = {.self_attn = true, .causal = m->cfg.causal, .B = b, .Lq = w, .Lk = S, .dtype = dt, .rng = rng};
     for (int i = 0; i < m->n_pos; i++) {
-        if (is_xl(m->pos[i]))
+        if (!m->pos[i]->ops->dist_bias) /* a band_bias scheme: hook_bias */
             continue;
         pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx); /* (Hs, D) */
         if (!t)
             return NULL;
-        if (t->ndim != 2 || t->shape[1] != D || b % t->shape[0] != 0) {
-            pg_graph_fail(g, "%s: scheme %d (%s) gave a distance bias %s, expected (H, %lld) with H dividing %lld rows",
-                          fn, i, m->pos[i]->base.type, SHAPE(t), (long long)D, (long long)b);
+        if (t->ndim != 2 || t->shape[1] != D || b % t->shape[0] != 0 || t->dtype != dt) {
+            pg_graph_fail(g, "%s: scheme %d (%s) gave a distance bias %s, expected %s (H, %lld) with H dividing %lld "
+                          "rows",
+                          fn, i, m->pos[i]->base.type, SHAPE(t), pg_dtype_name(dt), (long long)D, (long long)b);
             return NULL;
         }
         t = pg_reshape(g, pg_index_select(g, t, 1, idx), PG_SHAPE(t->shape[0], w, S)); /* (Hs, w, S) */
@@ -241,43 +219,38 @@ static pg_tensor *scheme_bias(pg_graph *g, const char *fn, pg_local_attention *m
     return total;
 }
 
-/* Transformer-XL's bias on the band, (b, W, w, S):
- *   (u . k_j + (q_i + v) . r(i - j)) * s   (unscaled_pos: u . k_j * s + (q_i + v) . r(i - j))
- * with q, k the inputs (padded to L' = W w) as (b / NH, NH, L', d); W_R R is evaluated on
- * the w + S - 1 distances of the band and gathered (the relative shift of Dai et al.) */
-static pg_tensor *xl_band(pg_graph *g, const char *fn, pg_xl *x, pg_tensor *q, pg_tensor *k, int64_t w, int64_t lb,
-                          int64_t lf, double s)
+/* The biases of the schemes without dist_bias, from their band_bias hooks on the
+ * unscaled (autopadded) inputs q, k (b, 1, L', d): (b, W, w, S), or NULL with no
+ * error when there are none. */
+static pg_tensor *hook_bias(pg_graph *g, const char *fn, pg_local_attention *m, pg_tensor *q, pg_tensor *k,
+                            const pg_pos_band *band, const pg_pos_ctx *ctx)
 {
-    int64_t NH = x->heads, H = x->head_dim, b = q->shape[0], Lp = q->shape[2], d = q->shape[3];
-    if (b % NH != 0 || d != H || q->dtype != x->dtype) {
-        pg_graph_fail(g, "%s: Transformer-XL has %lld heads of width %lld in %s; the input has %lld rows of width %lld "
-                      "in %s (need rows = batch x heads)",
-                      fn, (long long)NH, (long long)H, pg_dtype_name(x->dtype), (long long)b, (long long)d,
-                      pg_dtype_name(q->dtype));
-        return NULL;
+    pg_tensor *total = NULL, *q3 = NULL, *k3 = NULL;
+    int64_t b = q->shape[0], L = q->shape[2], d = q->shape[3], S = (band->lb + band->lf + 1) * band->w;
+    for (int i = 0; i < m->n_pos; i++) {
+        pg_posmod *p = m->pos[i];
+        if (p->ops->dist_bias) /* dist_bias wins: scheme_bias */
+            continue;
+        if (!q3) {
+            q3 = pg_reshape(g, q, PG_SHAPE(b, L, d));
+            k3 = pg_reshape(g, k, PG_SHAPE(b, L, d));
+        }
+        pg_tensor *t = q3 && k3 ? p->ops->band_bias(g, p, q3, k3, band, ctx) : NULL;
+        if (!t) {
+            if (!pg_graph_error(g)) /* a hook that failed without saying why */
+                pg_graph_fail(g, "%s: positional module %d (%s): band_bias failed", fn, i, p->base.type);
+            return NULL;
+        }
+        if (t->ndim != 4 || t->shape[0] != b || t->shape[1] != band->W || t->shape[2] != band->w ||
+            t->shape[3] != S || t->dtype != q->dtype) {
+            pg_graph_fail(g, "%s: positional module %d (%s) gave a band bias %s, expected %s (%lld, %lld, %lld, %lld)",
+                          fn, i, p->base.type, SHAPE(t), pg_dtype_name(q->dtype), (long long)b, (long long)band->W,
+                          (long long)band->w, (long long)S);
+            return NULL;
+        }
+        total = total ? pg_add(g, total, t) : t;
     }
-    int64_t W = Lp / w, S = (lb + lf + 1) * w, D = w + S - 1, dmin = lb * w - (S - 1);
-    pg_tensor *q4 = pg_reshape(g, q, PG_SHAPE(b / NH, NH, Lp, H)), *k4 = pg_reshape(g, k, PG_SHAPE(b / NH, NH, Lp, H));
-    pg_tensor *uk = pg_matmul(g, pg_reshape(g, x->u, PG_SHAPE(NH, 1, H)), k4, false, true); /* (B, NH, 1, L') */
-    uk = look_around(g, pg_reshape(g, uk, PG_SHAPE(b, W, w, 1)), lb, lf);                     /* (b, W, S, 1) */
-    uk = pg_reshape(g, uk, PG_SHAPE(b, W, 1, S));
-    pg_tensor *dist = pg_arange(g, x->dtype, (double)dmin, (double)(dmin + D), 1.0);
-    pg_tensor *r = pg_linear_forward(g, x->embed_lin, pg_xl_rel_encoding(g, &x->pm, dist));  /* (D, NH H) */
-    r = pg_permute(g, pg_reshape(g, r, PG_SHAPE(D, NH, H)), (const int[]){1, 2, 0});          /* (NH, H, D) */
-    pg_tensor *qv = pg_add(g, q4, pg_reshape(g, x->v, PG_SHAPE(NH, 1, H)));
-    pg_tensor *raw = pg_reshape(g, pg_matmul(g, qv, r, false, false), PG_SHAPE(b, W, w, D));
-    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(b, W, w, S));
-    if (!raw || !uk || !idx)
-        return NULL;
-    int64_t *ix = idx->data;
-    for (int64_t row = 0; row < b * W; row++)
-        for (int64_t rr = 0; rr < w; rr++)
-            for (int64_t sl = 0; sl < S; sl++)
-                ix[(row * w + rr) * S + sl] = rr + lb * w - sl - dmin;
-    pg_tensor *p = pg_gather(g, raw, 3, idx); /* (b, W, w, S) */
-    if (x->o.unscaled_pos)
-        return pg_add(g, pg_mul_scalar(g, uk, s), p);
-    return pg_mul_scalar(g, pg_add(g, uk, p), s);
+    return total;
 }
 
 /* sim (b, W, w, S) + bias (Hb, w, S) with row r using bias[r mod Hb] */
@@ -291,16 +264,6 @@ static pg_tensor *add_head_bias(pg_graph *g, pg_tensor *sim, pg_tensor *bias)
     return pg_reshape(g, s5, PG_SHAPE(b, W, w, S));
 }
 
-static bool same_shape(const pg_tensor *a, const pg_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return false;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i])
-            return false;
-    return true;
-}
-
 /* ---- the fused path ------------------------------------------------------------------ */
 
 /* Whether the fused band kernel computes what this call asks, apart from the
@@ -312,15 +275,15 @@ static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, co
         return false;
     if (a->mask && a->mask->shape[0] != q->shape[0])
         return false;
-    for (int i = 0; i < m->n_pos; i++)
-        if (is_xl(m->pos[i]))
+    for (int i = 0; i < m->n_pos; i++) /* the kernel takes distance biases only */
+        if (!m->pos[i]->ops->dist_bias)
             return false;
     return true;
 }
 
 /* The schemes' biases over every distance i - j of n tokens, (H, 2n - 1) in the
  * fused kernel's order; NULL without error when there is no scheme, and
- * *heads_ok false when a scheme's head count is not H. */
+ * *heads_ok false when a scheme's table is not (H, 2n - 1) of dt (its head count differs). */
 static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, int64_t H, pg_dtype dt, pg_rng *rng,
                                  bool *heads_ok)
 {
@@ -335,8 +298,8 @@ static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, 
         pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx);
         if (!t)
             return NULL;
-        if (t->ndim != 2 || t->shape[0] != H || t->shape[1] != 2 * n - 1) {
-            *heads_ok = false;
+        if (t->ndim != 2 || t->shape[0] != H || t->shape[1] != 2 * n - 1 || t->dtype != dt) {
+            *heads_ok = false; /* the band of ops takes it, or names what is wrong */
             return NULL;
         }
         total = total ? pg_add(g, total, t) : t;
@@ -370,7 +333,7 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize};
-    pg_tensor *out = pg_flash_attention(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d) */
+    pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }
 
@@ -385,18 +348,14 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     const pg_local_args none = {0};
     if (!a)
         a = &none;
-    if (!m || !q || !k || !v) {
-        pg_graph_fail(g, "%s: module or q, k, v is NULL", fn);
+    if (!m) {
+        pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;
     }
-    if ((q->ndim != 3 && q->ndim != 4) || !same_shape(q, k) || !same_shape(q, v) || !pg_dtype_is_float(q->dtype) ||
-        k->dtype != q->dtype || v->dtype != q->dtype) {
-        pg_graph_fail(g, "%s: q, k, v must share one shape (B, L, d) or (B, H, L, d) and a float dtype, got %s %s, "
-                      "%s %s, %s %s",
-                      fn, SHAPE(q), pg_dtype_name(q->dtype), SHAPE(k), pg_dtype_name(k->dtype), SHAPE(v),
-                      pg_dtype_name(v->dtype));
+    /* q, k, v (b packed rows, n, d), the mask (B0, n) with B0 dividing b */
+    const pg_attn_operands ops = {.layout = PG_ATTN_SAME, .q = q, .k = k, .v = v, .mask = a->mask, .mask_packed = true};
+    if (pg_attn_check(g, fn, &ops) != 0)
         return NULL;
-    }
     const pg_local_attention_config *c = &m->cfg;
     pg_dtype dt = q->dtype;
     int nd = q->ndim;
@@ -406,10 +365,6 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (a->window_size < 0 || (a->window_size > 0 && !c->use_xpos)) {
         pg_graph_fail(g, "%s: a window_size override (%lld) is allowed only with use_xpos", fn,
                       (long long)a->window_size);
-        return NULL;
-    }
-    if (n < 1 || d < 1 || b < 1) {
-        pg_graph_fail(g, "%s: empty input %s", fn, SHAPE(q));
         return NULL;
     }
     if (m->rotary && d != c->dim) {
@@ -435,15 +390,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (ne == w)
         we = ne = n;
     int64_t W = ne / we, lbe = lb < W - 1 ? lb : W - 1, lfe = lf < W - 1 ? lf : W - 1;
-    int64_t S = (lbe + lfe + 1) * we, B0 = 0;
-    if (a->mask) {
-        B0 = a->mask->ndim == 2 ? a->mask->shape[0] : 0;
-        if (a->mask->dtype != PG_BOOL || a->mask->ndim != 2 || a->mask->shape[1] != n || B0 < 1 || b % B0 != 0) {
-            pg_graph_fail(g, "%s: mask must be (B, %lld) bool with B dividing the %lld packed rows, got %s %s", fn,
-                          (long long)n, (long long)b, SHAPE(a->mask), pg_dtype_name(a->mask->dtype));
-            return NULL;
-        }
-    }
+    int64_t S = (lbe + lfe + 1) * we, B0 = a->mask ? a->mask->shape[0] : 0;
     pg_tensor *ab = a->attn_bias; /* documented as (Hb, w, (lb + lf + 1) w), whatever the sequence */
     if (ab) {
         int64_t S_doc = sat_mul(sat_add(sat_add(lb, lf), 1), w);
@@ -473,7 +420,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         if (!fallback)
             return out;
     }
-    if (lbe + lfe + 1 > INT_MAX) { /* the band of ops: look_around concatenates that many views */
+    if (lbe + lfe + 1 > INT_MAX) { /* the band of ops: pg_pos_band_slots concatenates that many views */
         pg_graph_fail(g, "%s: %lld windows around each window (look_backward %lld, look_forward %lld over %lld "
                       "windows) are more than %d",
                       fn, (long long)(lbe + lfe + 1), (long long)lb, (long long)lf, (long long)W, INT_MAX);
@@ -491,15 +438,12 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (ab && S < ab->shape[2]) /* window offsets -lbe .. lfe: the slots (o + lb) w + r, a run from (lb - lbe) w */
         ab = pg_narrow(g, ab, 2, (lb - lbe) * w, S);
     pg_tensor *bk = t3[1], *bv = t3[2];
-    pg_tensor *xl = NULL; /* the Transformer-XL terms, from the unscaled inputs */
-    for (int i = 0; i < m->n_pos; i++) {
-        if (!is_xl(m->pos[i]))
-            continue;
-        pg_tensor *t = xl_band(g, fn, (pg_xl *)m->pos[i], t3[0], t3[1], we, lbe, lfe, sc);
-        if (!t)
-            return NULL;
-        xl = xl ? pg_add(g, xl, t) : t;
-    }
+    const pg_pos_band band = {W, we, lbe, lfe};
+    const pg_pos_ctx hctx = {.self_attn = true, .causal = c->causal, .B = b, .head_dim = d, .Lq = ne, .Lk = ne,
+                             .scale = sc, .dtype = dt, .rng = a->rng};
+    pg_tensor *hb = t3[0] && t3[1] ? hook_bias(g, fn, m, t3[0], t3[1], &band, &hctx) : NULL; /* unscaled inputs */
+    if (!hb && pg_graph_error(g))
+        return NULL;
     pg_tensor *bq = pg_mul_scalar(g, t3[0], sc);
     if (c->shared_qk) /* k / max(|k|, 1e-12) */
         bk = pg_div(g, bk, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, bk), 1, (const int[]){3}, true)), 1e-12,
@@ -510,8 +454,8 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     }
     /* windows */
     bq = pg_reshape(g, bq, PG_SHAPE(b, W, we, d));
-    bk = look_around(g, pg_reshape(g, bk, PG_SHAPE(b, W, we, d)), lbe, lfe); /* (b, W, S, d) */
-    bv = look_around(g, pg_reshape(g, bv, PG_SHAPE(b, W, we, d)), lbe, lfe);
+    bk = pg_pos_band_slots(g, pg_reshape(g, bk, PG_SHAPE(b, W, we, d)), &band); /* (b, W, S, d) */
+    bv = pg_pos_band_slots(g, pg_reshape(g, bv, PG_SHAPE(b, W, we, d)), &band);
     if (c->use_xpos) {
         bq = pg_mul(g, bq, xpos_table(g, m, we, lbe, S, d, false, dt));
         bk = pg_mul(g, bk, xpos_table(g, m, we, lbe, S, d, true, dt));
@@ -521,15 +465,15 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         sim = add_head_bias(g, sim, ab);
     int n_dist = 0;
     for (int i = 0; i < m->n_pos; i++)
-        n_dist += !is_xl(m->pos[i]);
+        n_dist += m->pos[i]->ops->dist_bias != NULL;
     if (n_dist > 0 && sim) {
         pg_tensor *sb = scheme_bias(g, fn, m, b, we, lbe, S, dt, a->rng);
         if (!sb)
             return NULL;
         sim = add_head_bias(g, sim, sb);
     }
-    if (xl)
-        sim = pg_add(g, sim, xl);
+    if (hb)
+        sim = pg_add(g, sim, hb);
     if (c->shared_qk)
         sim = pg_masked_fill(g, sim, self_band(g, lbe, lfe, W, we), SELF_VALUE);
     /* hidden entries -> -inf: the static band, and the key mask */
@@ -539,7 +483,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         km = pg_reshape(g, km, PG_SHAPE(B0, 1, n, 1));
         if (ne > n)
             km = pg_pad(g, km, 2, 0, ne - n, 1.0);
-        km = look_around(g, pg_reshape(g, km, PG_SHAPE(B0, W, we, 1)), lbe, lfe); /* (B0, W, S, 1) */
+        km = pg_pos_band_slots(g, pg_reshape(g, km, PG_SHAPE(B0, W, we, 1)), &band); /* (B0, W, S, 1) */
         km = pg_reshape(g, km, PG_SHAPE(B0, 1, W, 1, S));
         hidden = pg_logical_or(g, hidden, km); /* (B0, 1, W, we, S) */
         sim = pg_reshape(g, sim, PG_SHAPE(B0, b / B0, W, we, S));

@@ -23,9 +23,10 @@
  * computed on the band only: with the default positions the distance between query
  * offset r of its window and slot s is r + lb w - s in every window, so one (H, w, S)
  * table from dist_bias over the w + S - 1 distinct distances serves all windows.
- * Packed row r (see below) uses head r mod H of the scheme. Transformer-XL (nn/pos_xl.h),
- * whose bias needs q and k, is computed on the band by LocalAttention itself (its u . k_j
- * and (q_i + v) . W_R R(i - j) over the same distances, gathered per window). */
+ * Packed row r (see below) uses head r mod H of the scheme. A scheme whose bias needs q
+ * and k (a pg_posmod with band_bias and no dist_bias: Transformer-XL) computes it on the
+ * band through that hook (nn/posmod.h: pg_pos_band is the window layout); dist_bias wins
+ * when a module has both. */
 #ifndef PG_NN_LOCAL_ATTENTION_H
 #define PG_NN_LOCAL_ATTENTION_H
 
@@ -49,7 +50,7 @@ typedef struct pg_local_attention_config {
     /* The fused band kernel (pg_flash_attention with a window: memory and time
      * O(L S), no (b, W, w, S) logits) runs whenever the call allows it: no
      * dropout in train mode, shared_qk, xPos, attn_bias, window override or
-     * Transformer-XL; a mask with one row per batch element; schemes whose
+     * a band_bias scheme; a mask with one row per batch element; schemes whose
      * distance bias has one row per head. unfused forces the band-of-ops path,
      * which is the reference (tests hold the two equal). */
     bool unfused;
@@ -67,8 +68,8 @@ typedef struct pg_local_attention {
     pg_posmod **pos;               /* relative-bias schemes (children "pos" / "pos.0", ...) */
 } pg_local_attention;
 
-/* Takes ownership of pos[0..n_pos) (also on failure); each must implement dist_bias or be
- * Transformer-XL.
+/* Takes ownership of pos[0..n_pos) (also on failure); each must implement dist_bias or
+ * band_bias (nn/posmod.h).
  * NULL + pg_last_error for a bad config (window < 1, look_forward > 0 with causal,
  * xpos without rotary, rotary with an odd dim, ...). */
 pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, pg_posmod *const *pos, int n_pos);

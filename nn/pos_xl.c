@@ -245,4 +245,51 @@ static pg_tensor *xl_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
     return p;
 }
 
-static const pg_posmod_ops XL_OPS = {.mod_bias = xl_bias, .bias_table = xl_table};
+/* The bias on LocalAttention's band (pg_posmod_ops.band_bias), (b, W, w, S):
+ *   (u . k_j + (q_i + v) . r(i - j)) * s   (unscaled_pos: u . k_j * s + (q_i + v) . r(i - j))
+ * with q, k (b, W w, H) as (b / heads, heads, W w, H); u . k_j is put on the band's slots,
+ * W_R R is evaluated on the w + S - 1 distances of the band and gathered per (row, slot)
+ * (the relative shift of Dai et al., on the band). */
+static pg_tensor *xl_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
+                               const pg_pos_ctx *c)
+{
+    const char *fn = "TransformerXLBias";
+    pg_xl *m = (pg_xl *)pm;
+    if (!ctx_ok(g, fn, m, c))
+        return NULL;
+    int64_t NH = m->heads, H = m->head_dim;
+    if (!q || !k || !band || q->ndim != 3 || !pg_same_shape(q, k) || q->dtype != m->dtype || k->dtype != m->dtype ||
+        q->shape[0] % NH != 0 || q->shape[2] != H || q->shape[1] != band->W * band->w) {
+        pg_graph_fail(g, "%s: Transformer-XL has %lld heads of width %lld in %s; the band input is q %s, k %s, "
+                      "expected (rows, W w, %lld) with rows = batch x heads%s",
+                      fn, (long long)NH, (long long)H, pg_dtype_name(m->dtype), q ? SHAPE(q) : "NULL",
+                      k ? SHAPE(k) : "NULL", (long long)H, band ? "" : " (band is NULL)");
+        return NULL;
+    }
+    int64_t b = q->shape[0], Lp = q->shape[1], W = band->W, w = band->w, lb = band->lb;
+    int64_t S = (lb + band->lf + 1) * w, D = w + S - 1, dmin = lb * w - (S - 1);
+    double s = scale_of(m, c);
+    pg_tensor *q4 = pg_reshape(g, q, PG_SHAPE(b / NH, NH, Lp, H)), *k4 = pg_reshape(g, k, PG_SHAPE(b / NH, NH, Lp, H));
+    pg_tensor *uk = pg_matmul(g, pg_reshape(g, m->u, PG_SHAPE(NH, 1, H)), k4, false, true); /* (B, NH, 1, L') */
+    uk = pg_pos_band_slots(g, pg_reshape(g, uk, PG_SHAPE(b, W, w, 1)), band);               /* (b, W, S, 1) */
+    uk = pg_reshape(g, uk, PG_SHAPE(b, W, 1, S));
+    pg_tensor *dist = pg_arange(g, m->dtype, (double)dmin, (double)(dmin + D), 1.0);
+    pg_tensor *r = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, dist)); /* (D, NH H) */
+    r = pg_permute(g, pg_reshape(g, r, PG_SHAPE(D, NH, H)), (const int[]){1, 2, 0});         /* (NH, H, D) */
+    pg_tensor *qv = pg_add(g, q4, pg_reshape(g, m->v, PG_SHAPE(NH, 1, H)));
+    pg_tensor *raw = pg_reshape(g, pg_matmul(g, qv, r, false, false), PG_SHAPE(b, W, w, D));
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(b, W, w, S));
+    if (!raw || !uk || !idx)
+        return NULL;
+    int64_t *ix = idx->data; /* slot s of row r is at distance r + lb w - s */
+    for (int64_t row = 0; row < b * W; row++)
+        for (int64_t rr = 0; rr < w; rr++)
+            for (int64_t sl = 0; sl < S; sl++)
+                ix[(row * w + rr) * S + sl] = rr + lb * w - sl - dmin;
+    pg_tensor *p = pg_gather(g, raw, 3, idx); /* (b, W, w, S) */
+    if (m->o.unscaled_pos)
+        return pg_add(g, pg_mul_scalar(g, uk, s), p);
+    return pg_mul_scalar(g, pg_add(g, uk, p), s);
+}
+
+static const pg_posmod_ops XL_OPS = {.mod_bias = xl_bias, .bias_table = xl_table, .band_bias = xl_band_bias};

@@ -14,7 +14,9 @@
  *   bias[b, n, i, j] = (u . k_j + (q_i + v) . r_ij) * s
  *
  * (with unscaled_pos: u . k_j * s + (q_i + v) . r_ij). No mod_qkv: q, k, v are left
- * as they are for the modules after this one.
+ * as they are for the modules after this one. band_bias (nn/posmod.h) computes the same
+ * bias on LocalAttention's band of windows: W_R R on the band's distances, gathered per
+ * window, never an L x L matrix.
  *
  * Parameters (bio-attention's names):
  *   bias_r_w          (heads, H)         u, U(-1/sqrt(H), 1/sqrt(H))

@@ -2,6 +2,9 @@
  * schemes, and the registry of schemes by name (nn/posmod_list.h). */
 #include "posmod.h"
 
+#include "../autograd/attn_check.h"
+
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,20 +93,6 @@ void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, vo
 
 /* ---- checks ---------------------------------------------------------------------------- */
 
-/* pos is NULL or (B, Lp) of f32/f64/i64 with Lp <= L */
-static bool pos_ok(pg_graph *g, const char *fn, const char *name, const pg_tensor *pos, int64_t B, int64_t L)
-{
-    if (!pos)
-        return true;
-    bool dtype_ok = pos->dtype == PG_F32 || pos->dtype == PG_F64 || pos->dtype == PG_I64;
-    if (!dtype_ok || pos->ndim != 2 || pos->shape[0] != B || pos->shape[1] > L) {
-        pg_graph_fail(g, "%s: %s is %s, expected (B, Lp) = (%lld, <= %lld) of f32, f64 or i64", fn, name,
-                      SHAPE(pos), (long long)B, (long long)L);
-        return false;
-    }
-    return true;
-}
-
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
 {
     if (!fn) {
@@ -114,21 +103,10 @@ int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
         pg_graph_fail(g, "%s: context is NULL", fn);
         return -1;
     }
-    if (c->B < 1 || c->Lq < 1 || c->Lk < 1 || c->heads < 0 || c->head_dim < 0) {
-        pg_graph_fail(g, "%s: bad sizes B %lld, Lq %lld, Lk %lld, heads %lld, head_dim %lld", fn, (long long)c->B,
-                      (long long)c->Lq, (long long)c->Lk, (long long)c->heads, (long long)c->head_dim);
-        return -1;
-    }
-    if (!pos_ok(g, fn, c->self_attn ? "pos" : "pos_q", c->pos_q, c->B, c->Lq) ||
-        !pos_ok(g, fn, c->self_attn ? "pos" : "pos_k", c->pos_k, c->B, c->Lk))
-        return -1;
-    const pg_tensor *m = c->mask;
-    if (m && (m->dtype != PG_BOOL || m->ndim != 2 || m->shape[0] != c->B || m->shape[1] != c->Lk)) {
-        pg_graph_fail(g, "%s: mask is %s, expected a bool key mask (B, Lk) = (%lld, %lld)", fn, SHAPE(m),
-                      (long long)c->B, (long long)c->Lk);
-        return -1;
-    }
-    return 0;
+    const pg_attn_operands ops = {.layout = PG_ATTN_SIZES, .B = c->B, .H = c->heads, .Lq = c->Lq, .Lk = c->Lk,
+                                  .head_dim = c->head_dim, .dtype = c->dtype, .mask = c->mask, .pos_q = c->pos_q,
+                                  .pos_k = c->pos_k, .self_attn = c->self_attn};
+    return pg_attn_check(g, fn, &ops);
 }
 
 /* ---- mod_x ----------------------------------------------------------------------------- */
@@ -230,7 +208,8 @@ pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_
         pg_graph_fail(g, "%s: bad sizes B %lld, L %lld", fn, (long long)B, (long long)L);
         return NULL;
     }
-    if (!pos_ok(g, fn, "pos", pos, B, L))
+    const pg_attn_operands ops = {.layout = PG_ATTN_SIZES, .B = B, .Lq = L, .Lk = L, .pos_q = pos, .self_attn = true};
+    if (pg_attn_check(g, fn, &ops) != 0)
         return NULL;
     if (pos) /* positions are data: detach so a cast never records */
         return pg_cast(g, pg_detach(g, pos), dtype);
@@ -285,6 +264,36 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
     if (b && b->shape[nd - 1] < Lk)
         b = pg_pad(g, b, nd - 1, Lk - b->shape[nd - 1], 0, 0.0);
     return b;
+}
+
+pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band)
+{
+    const char *fn = "pg_pos_band_slots";
+    if (!g) {
+        pg_graph *s = pg_nn_scratch_begin(fn);
+        return pg_nn_scratch_end(s, s ? pg_pos_band_slots(s, x, band) : NULL);
+    }
+    if (!x || !band) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, x ? "band" : "x");
+        return NULL;
+    }
+    int64_t W = band->W, w = band->w, lb = band->lb, lf = band->lf;
+    if (W < 1 || w < 1 || lb < 0 || lf < 0 || lb > W - 1 || lf > W - 1 || lb + lf + 1 > INT_MAX || x->ndim != 4 ||
+        x->shape[1] != W || x->shape[2] != w) {
+        pg_graph_fail(g, "%s: x is %s, expected (b, W, w, c) = (b, %lld, %lld, c) for a band of W %lld windows of "
+                      "%lld, lb %lld, lf %lld (0 <= lb, lf < W)",
+                      fn, SHAPE(x), (long long)W, (long long)w, (long long)W, (long long)w, (long long)lb,
+                      (long long)lf);
+        return NULL;
+    }
+    pg_tensor *p = pg_pad(g, x, 1, lb, lf, 0.0); /* (b, W + lb + lf, w, c) */
+    int n = (int)(lb + lf + 1);
+    pg_tensor **parts = pg_graph_alloc(g, (size_t)n * sizeof *parts);
+    if (!p || !parts)
+        return NULL;
+    for (int i = 0; i < n; i++) /* window offset i - lb: slots i w .. (i + 1) w - 1 */
+        parts[i] = pg_narrow(g, p, 1, i, W);
+    return n == 1 ? parts[0] : pg_concat(g, n, parts, 2);
 }
 
 /* ---- divide / learned_div ---------------------------------------------------------------- */

@@ -9,6 +9,13 @@
  *   mod_qkv   q, k, v (B, H, L, Dh) -> q', k', v'   after the projections
  *   mod_bias  -> an additive logits bias broadcastable to (B, H, Lq, Lk)
  *
+ * Two more hooks let banded and fused attention compute a bias on the pairs they
+ * visit only, never as an L x L matrix: dist_bias (a bias that depends on the
+ * distance alone: a (H, D) table over distances) and band_bias (a bias that also
+ * needs q and k, on LocalAttention's band of windows). A layer that needs one of
+ * them calls it without knowing the scheme: a module with dist_bias is biased
+ * through it; one without dist_bias but with band_bias through that.
+ *
  * A hook left NULL is not implemented. An attention layer with the module list
  * m[0..n-1] computes, for i = 0..n-1 IN ORDER,
  *
@@ -40,6 +47,22 @@
 #include "module.h"
 
 typedef struct pg_posmod pg_posmod;
+
+/* LocalAttention's band (nn/local_attention.h), as band_bias sees it. The
+ * (padded) sequence of W w tokens is cut into W windows of w queries; window
+ * omega sees the S = (lb + lf + 1) w key slots of windows omega - lb .. omega + lf:
+ *
+ *   query row r of window omega   token omega w + r                 (0 <= r < w)
+ *   key slot s of window omega    token (omega - lb) w + s          (0 <= s < S)
+ *   their distance                r + lb w - s  (query minus key, the same in every window)
+ *
+ * A slot whose token is outside 0 .. W w - 1 holds no key; attention hides it,
+ * whatever bias it gets. lb, lf are already clamped to the windows that exist
+ * (lb, lf <= W - 1). */
+typedef struct pg_pos_band {
+    int64_t W, w;   /* windows, queries per window (>= 1) */
+    int64_t lb, lf; /* windows looked at before / after each window (>= 0) */
+} pg_pos_band;
 
 /* What a hook sees of one attention call. For mod_x the context describes x's
  * own tokens: Lq = Lk = L and pos_q = pos_k = x's positions. */
@@ -77,6 +100,17 @@ typedef struct pg_posmod_ops {
      * LocalAttention and the fused attention use it to bias a window band or a
      * tile without ever building an L x L matrix. NULL: not such a scheme. */
     pg_tensor *(*dist_bias)(pg_graph *g, pg_posmod *m, pg_tensor *d, const pg_pos_ctx *c);
+    /* the bias on LocalAttention's band, for schemes whose bias needs q and k
+     * (Transformer-XL): q, k (b, W w, Dh) of one float dtype are the call's packed
+     * rows (row r is head r mod heads of the scheme), as given to the attention
+     * after autopad, before its scale, rotary and shared_qk; band the window layout
+     * above -> (b, W, w, S) of q's dtype, entry [row, omega, r, s] the bias of query
+     * row r of window omega and key slot s, added to the scaled logits (c->scale is
+     * the attention's scale; c->B = b, c->Lq = c->Lk = W w, c->head_dim = Dh,
+     * default positions). Differentiable in q, k and the scheme's parameters.
+     * Called only for a module without dist_bias. NULL: not such a scheme. */
+    pg_tensor *(*band_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
+                            const pg_pos_ctx *c);
 } pg_posmod_ops;
 
 struct pg_posmod {
@@ -113,12 +147,19 @@ pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c);
  * module without any). Fails if m has no mod_x. */
 pg_tensor *pg_posmod_x_table(pg_graph *g, pg_posmod *m, int64_t L, int64_t dim, pg_tensor *pos);
 
-/* Checks a context's positions and mask against its sizes, naming fn:
- * pos_q (B, Lpq) with Lpq <= Lq, pos_k (B, Lpk) with Lpk <= Lk, f32/f64/i64;
- * mask (B, Lk) bool. 0, or -1 after pg_graph_fail. */
+/* Checks a context's sizes, mask and positions, naming fn, with the attention
+ * check (pg_attn_check, autograd/attn_check.h: its messages): B, Lq, Lk >= 1,
+ * heads, head_dim >= 0; mask (B, Lk) bool; pos_q (B, Lpq) with Lpq <= Lq, pos_k
+ * (B, Lpk) with Lpk <= Lk, f32/f64/i64. 0, or -1 after pg_graph_fail. */
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c);
 
 /* ---- helpers for schemes ------------------------------------------------------------ */
+/* x (b, W, w, c), one row per token of the band's W w -> (b, W, S, c): slot s of
+ * window omega holds the row of token (omega - lb) w + s, zero where there is no
+ * such token (the layout of pg_pos_band). For band_bias hooks (keys' terms on the
+ * band) and LocalAttention (keys, values, mask). Differentiable in x. */
+pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band);
+
 /* Positions of one side as a (B, Lp) tensor of `dtype` (cast from f32/f64/i64;
  * no gradient); pos NULL gives 0..L-1 as (B, L). */
 pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_dtype dtype);
