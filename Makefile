@@ -61,6 +61,7 @@ $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
 TEST_ARGS ?= -j2
 test: $(BUILD)/tests/run_tests
 	$(BUILD)/tests/run_tests $(TEST_ARGS)
+	BUILD=$(BUILD) CC="$(CC)" tests/docs_check.sh   # every C block of README.md and docs/ builds
 
 check: test
 
