@@ -36,7 +36,49 @@
 enum { BL_SYMBOLS = 8, BL_VOCAB = BL_SYMBOLS * BL_SYMBOLS, BL_K1 = 2, BL_K2 = 5 };
 enum { BL_HEADS = 2, BL_DIM = 32, BL_SEQ = 16, BL_MAX_SCHEMES = 5 };
 
-static const char *const BL_SCHEMES[BL_MAX_SCHEMES] = {"dpb", "alibi", "t5", "xl", "rel1d"};
+/* The lab's schemes, in the order "all" runs them, each with the options the lab
+ * trains it with. Each is a registered kind with an additive bias (mod_bias),
+ * which bias_lab_check confirms from the registry (pg_posmod_info); the table
+ * is the lab's experiment, not a list of what exists: a scheme joins the lab
+ * with a row here and the options that let it learn the task. */
+static const pg_alibi_opts BL_ALIBI = {.div = {.divide = 1.0, .learned = true}};
+static const pg_t5_opts BL_T5 = {.causal = true, .num_buckets = 16, .max_distance = 32}; /* exact up to 7 */
+static const pg_rel1d_opts BL_REL1D = {.tokens = BL_SEQ, .heads = BL_HEADS};             /* a table per head */
+/* bio DPB (pg_dpb_bio(): the zero options) with 2 blocks and LayerNorms: depth 1
+ * is linear in the distance (it cannot peak), and without norms both heads often
+ * settle on the same offset */
+static const pg_dpb_opts BL_DPB = {.depth = 2, .norm = true};
+
+typedef struct bl_scheme {
+    const char *kind; /* the registry kind */
+    const void *opts; /* its options in the lab; NULL: its defaults */
+} bl_scheme;
+
+static const bl_scheme BL_LAB[BL_MAX_SCHEMES] = {
+    {"dpb", &BL_DPB}, {"alibi", &BL_ALIBI}, {"t5", &BL_T5}, {"xl", NULL}, {"rel1d", &BL_REL1D},
+};
+
+/* The lab's scheme names alone, BL_SCHEMES[0 .. BL_MAX_SCHEMES) (the smoke test reads them). */
+static inline const char *const *bl_scheme_names(void)
+{
+    static const char *names[BL_MAX_SCHEMES];
+    for (int i = 0; i < BL_MAX_SCHEMES; i++)
+        names[i] = BL_LAB[i].kind;
+    return names;
+}
+#define BL_SCHEMES (bl_scheme_names())
+
+/* "dpb<sep>alibi<sep>...<last>all" into buf */
+static const char *bl_scheme_list(char *buf, size_t n, const char *sep, const char *last)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < BL_MAX_SCHEMES && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", BL_LAB[i].kind, i + 1 < BL_MAX_SCHEMES ? sep : last);
+    if (used < n)
+        snprintf(buf + used, n - used, "all");
+    return buf;
+}
 
 typedef struct bias_lab_opts {
     const char *scheme;  /* one of BL_SCHEMES, or "all" */
@@ -99,25 +141,14 @@ static void make_batch(pg_graph *g, pg_rng *r, int64_t B, pg_tensor **ids, pg_te
 
 static pg_lm *make_model(const char *scheme, uint64_t seed)
 {
-    /* the options are read by pg_lm_new only, so locals will do */
-    pg_alibi_opts alibi = {.div = {.divide = 1.0, .learned = true}};
-    pg_t5_opts t5 = {.causal = true, .num_buckets = 16, .max_distance = 32}; /* exact up to 7 */
-    pg_rel1d_opts rel1d = {.tokens = BL_SEQ, .heads = BL_HEADS};            /* a table per head */
-    /* bio DPB with 2 blocks and LayerNorms: depth 1 is linear in the distance (it
-     * cannot peak), and without norms both heads often settle on the same offset */
-    pg_dpb_opts dpb = pg_dpb_bio();
-    dpb.depth = 2;
-    dpb.norm = true;
     pg_lm_config c = pg_lm_defaults(BL_VOCAB, BL_DIM, BL_HEADS, 1);
     c.max_len = BL_SEQ;
     c.seed = seed;
     c.n_layer_pos = 1;
     c.layer_pos[0].kind = scheme;
-    c.layer_pos[0].opts = strcmp(scheme, "alibi") == 0   ? (const void *)&alibi
-                          : strcmp(scheme, "t5") == 0    ? (const void *)&t5
-                          : strcmp(scheme, "rel1d") == 0 ? (const void *)&rel1d
-                          : strcmp(scheme, "dpb") == 0   ? (const void *)&dpb
-                                                         : NULL;
+    for (int i = 0; i < BL_MAX_SCHEMES; i++)
+        if (strcmp(scheme, BL_LAB[i].kind) == 0)
+            c.layer_pos[0].opts = BL_LAB[i].opts;
     return pg_lm_new(&c);
 }
 
@@ -451,8 +482,9 @@ enum { BL_N_FLAGS = 9 };
  * (bias_lab_main adds --quiet, which sets o->verbose = 0.) */
 static int bias_lab_flags(bias_lab_opts *o, cli_flag *f)
 {
+    static char help[256]; /* the flags outlive this call */
     const cli_flag flags[BL_N_FLAGS] = {
-        {"scheme", CLI_STR, &o->scheme, .help = "dpb, alibi, t5, xl, rel1d or all"},
+        {"scheme", CLI_STR, &o->scheme, .help = bl_scheme_list(help, sizeof help, ", ", " or ")},
         {"epochs", CLI_INT, &o->epochs, "heatmaps after each epoch", .min = 1, .max = 1000},
         {"steps", CLI_INT, &o->steps, "optimizer steps per epoch", .min = 1, .max = 1000000},
         {"batch", CLI_INT, &o->batch, "sequences per step", .min = 1, .max = 65536},
@@ -477,11 +509,20 @@ static int bias_lab_check(const bias_lab_opts *o)
         return -1;
     bool known = o->scheme && strcmp(o->scheme, "all") == 0;
     for (int i = 0; i < BL_MAX_SCHEMES && !known; i++)
-        known = o->scheme && strcmp(o->scheme, BL_SCHEMES[i]) == 0;
+        known = o->scheme && strcmp(o->scheme, BL_LAB[i].kind) == 0;
     if (!known) {
-        fprintf(stderr, "bias_lab: --scheme: unknown scheme '%s' (accepted: dpb alibi t5 xl rel1d all)\n",
-                o->scheme ? o->scheme : "(null)");
+        char list[256];
+        fprintf(stderr, "bias_lab: --scheme: unknown scheme '%s' (accepted: %s)\n", o->scheme ? o->scheme : "(null)",
+                bl_scheme_list(list, sizeof list, " ", " "));
         return -1;
+    }
+    for (int i = 0; i < BL_MAX_SCHEMES; i++) { /* the lab reads each scheme's mod_bias */
+        const pg_posmod_kind_info *k = pg_posmod_info(BL_LAB[i].kind);
+        if (!k || !(k->hooks & PG_POS_HOOK_BIAS)) {
+            fprintf(stderr, "bias_lab: '%s' is not a registered scheme with an additive bias (%s)\n", BL_LAB[i].kind,
+                    k ? "no mod_bias" : pg_last_error());
+            return -1;
+        }
     }
     return 0;
 }
@@ -503,9 +544,9 @@ int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
         return -1;
     }
     for (int i = 0; i < BL_MAX_SCHEMES; i++) {
-        if (!all && strcmp(o->scheme, BL_SCHEMES[i]) != 0)
+        if (!all && strcmp(o->scheme, BL_LAB[i].kind) != 0)
             continue;
-        if (run_scheme(BL_SCHEMES[i], o, &r->s[r->n++]) != 0)
+        if (run_scheme(BL_LAB[i].kind, o, &r->s[r->n++]) != 0)
             return -1;
     }
     if (o->verbose)

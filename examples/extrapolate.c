@@ -11,7 +11,7 @@
 
 #include <limits.h>
 
-enum { EX_MAX_SCHEMES = 16, EX_MAX_LENS = 8 };
+enum { EX_MAX_SCHEMES = 32, EX_MAX_LENS = 8 };
 
 typedef struct extrapolate_opts {
     const char *schemes;   /* comma-separated --pos names */
@@ -24,7 +24,7 @@ typedef struct extrapolate_opts {
 
 typedef struct extrapolate_result {
     int n_schemes, n_lens;
-    char schemes[EX_MAX_SCHEMES][16];
+    char schemes[EX_MAX_SCHEMES][32];
     int64_t lens[EX_MAX_LENS];
     double first_loss[EX_MAX_SCHEMES], last_loss[EX_MAX_SCHEMES]; /* training loss, first / last step */
     double loss[EX_MAX_SCHEMES][EX_MAX_LENS];                      /* NaN: n/a */
@@ -50,9 +50,9 @@ static extrapolate_opts extrapolate_defaults(void)
 static const char EXTRAPOLATE_SUMMARY[] =
     "Trains one character-level LM per positional scheme on windows of --train-len characters\n"
     "(same budget, seed and batches) and prints a markdown table of the validation loss (nats per\n"
-    "character) at each of --eval-lens. Schemes: none sinusoidal learned continuous rotary xpos\n"
-    "alibi dpb xl t5 rel local. Every argument is checked before any training: a bad one is one\n"
-    "line on stderr and exit status 2; a failure while running (e.g. no corpus) is status 1.";
+    "character) at each of --eval-lens. Every argument is checked before any training: a bad one\n"
+    "is one line on stderr and exit status 2; a failure while running (e.g. no corpus) is status 1.\n"
+    "Schemes (train_lm's --pos choices):";
 
 enum { EX_N_FLAGS = 14, EX_MIN_LEN = 2, EX_MAX_LEN = 65536 };
 
@@ -97,9 +97,8 @@ static size_t next_entry(const char **p, const char **entry, bool *more)
  * -1 after one line naming the flag, the bad entry and the accepted names. */
 static int check_schemes(const char *list, extrapolate_result *r)
 {
-    char known[256] = "";
-    for (int k = 0; k < LM_N_SCHEMES; k++)
-        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", k ? " " : "", LM_SCHEMES[k]);
+    char known[1024];
+    lm_pos_names(known, sizeof known);
     r->n_schemes = 0;
     const char *p = list, *e;
     for (bool more = true; more;) {
@@ -191,7 +190,8 @@ static int run_scheme(const extrapolate_opts *o, const lm_corpus *c, const char 
         fprintf(stderr, "extrapolate: unknown scheme '%s'\n", pos);
         return -1;
     }
-    bool table = !strcmp(pos, "learned") || !strcmp(pos, "rel");
+    const pg_posmod_kind_info *k = lm_pos_info(pos);
+    bool table = k && (k->props & PG_POS_MAX_LEN);
     cfg.max_len = table ? o->train_len : 0; /* tables have train_len rows; the rest are unbounded */
     cfg.seed = (uint64_t)o->seed;
     pg_lm *lm = pg_lm_new(&cfg);
@@ -324,7 +324,9 @@ int extrapolate_main(int argc, char **argv)
     extrapolate_opts o = extrapolate_defaults();
     cli_flag flags[EX_N_FLAGS];
     int n = extrapolate_flags(&o, flags);
-    int p = cli_parse("extrapolate", argc, argv, flags, n, EXTRAPOLATE_SUMMARY);
+    char choices[1024], summary[sizeof EXTRAPOLATE_SUMMARY + sizeof choices + 16];
+    snprintf(summary, sizeof summary, "%s\n%s", EXTRAPOLATE_SUMMARY, lm_pos_names(choices, sizeof choices));
+    int p = cli_parse("extrapolate", argc, argv, flags, n, summary);
     if (p != CLI_RUN)
         return p == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     extrapolate_result r;

@@ -365,46 +365,139 @@ static inline void lm_train_batch(pg_graph *g, const lm_corpus *c, int64_t B, in
 }
 
 /* ---- models by scheme name ---------------------------------------------------------------------- */
-/* The --pos choices. "rel" is Shaw-style relative embeddings (rel1d); "local" is
- * rotary inside local attention: LocalAttention's causal windows (one window
- * back) as pg_lm's attention band, which the fused kernel runs in time and
- * memory linear in the length. */
-static const char *const LM_SCHEMES[] = {"none", "sinusoidal", "learned", "continuous", "rotary", "xpos",
-                                         "alibi", "dpb",        "xl",      "t5",         "rel",    "local"};
-enum { LM_N_SCHEMES = sizeof LM_SCHEMES / sizeof LM_SCHEMES[0] };
+/* The --pos choices of the LM examples (train_lm, extrapolate; the training
+ * benchmarks use them too): "none", then every registered kind (nn/posmod_list.h,
+ * pg_posmod_info_at) not marked PG_POS_VISION, under its kind name, then the
+ * choices below that are not registry kinds. LM_POS_EXTRAS is the one place
+ * these are defined:
+ *   none   no positional module (kind NULL);
+ *   t5     the registry's t5 with causal buckets, as x-transformers in a decoder
+ *          (an entry named after a kind replaces that kind's defaults);
+ *   rel    Shaw-style relative embeddings: the registry's rel1d (a vision kind,
+ *          offered to the text examples under this name);
+ *   local  rotary inside local attention: LocalAttention's causal windows (one
+ *          window back) as pg_lm's attention band, which the fused kernel runs
+ *          in time and memory linear in the length. */
+typedef struct lm_pos_choice {
+    const char *name; /* the --pos value */
+    const char *kind; /* the registry kind it builds; NULL: no positional module */
+    const void *opts; /* that kind's options; NULL: its defaults */
+    bool band;        /* attention in causal windows of local_window (lm_config_pos), one back */
+} lm_pos_choice;
 
-static inline bool lm_scheme_is_input(const char *pos)
+static const pg_t5_opts LM_T5_CAUSAL = {.causal = true};
+static const lm_pos_choice LM_POS_EXTRAS[] = {
+    {"none", NULL, NULL, false},
+    {"t5", "t5", &LM_T5_CAUSAL, false},
+    {"rel", "rel1d", NULL, false},
+    {"local", "rotary", NULL, true},
+};
+enum { LM_N_POS_EXTRAS = sizeof LM_POS_EXTRAS / sizeof LM_POS_EXTRAS[0], LM_MAX_POS_CHOICES = 128 };
+
+typedef struct lm_pos_choices {
+    int n;
+    const char *names[LM_MAX_POS_CHOICES];
+    lm_pos_choice c[LM_MAX_POS_CHOICES];
+} lm_pos_choices;
+
+static inline void lm_pos_add(lm_pos_choices *l, lm_pos_choice c)
 {
-    return !strcmp(pos, "sinusoidal") || !strcmp(pos, "learned") || !strcmp(pos, "continuous");
+    if (l->n < LM_MAX_POS_CHOICES) {
+        l->c[l->n] = c;
+        l->names[l->n++] = c.name;
+    }
 }
 
-/* Sets c's positional modules (and for "local" its band, of window local_window)
- * for the scheme pos. 0, or -1 (unknown name). */
+/* The choices in order, built from the registry on the first call. */
+static inline const lm_pos_choices *lm_pos_choice_list(void)
+{
+    static lm_pos_choices l;
+    if (l.n > 0)
+        return &l;
+    bool used[LM_N_POS_EXTRAS] = {false};
+    for (int e = 0; e < LM_N_POS_EXTRAS; e++)
+        if (!LM_POS_EXTRAS[e].kind) { /* "none" first */
+            lm_pos_add(&l, LM_POS_EXTRAS[e]);
+            used[e] = true;
+        }
+    const pg_posmod_kind_info *k;
+    for (int i = 0; (k = pg_posmod_info_at(i)); i++) {
+        if (k->props & PG_POS_VISION)
+            continue;
+        lm_pos_choice c = {k->kind, k->kind, NULL, false};
+        for (int e = 0; e < LM_N_POS_EXTRAS; e++)
+            if (!used[e] && !strcmp(LM_POS_EXTRAS[e].name, k->kind)) {
+                c = LM_POS_EXTRAS[e];
+                used[e] = true;
+            }
+        lm_pos_add(&l, c);
+    }
+    for (int e = 0; e < LM_N_POS_EXTRAS; e++)
+        if (!used[e])
+            lm_pos_add(&l, LM_POS_EXTRAS[e]);
+    return &l;
+}
+
+/* The choices as an array of names and their number (expressions, not constants). */
+#define LM_SCHEMES (lm_pos_choice_list()->names)
+#define LM_N_SCHEMES (lm_pos_choice_list()->n)
+
+/* The choice called name, or NULL. */
+static inline const lm_pos_choice *lm_pos_find(const char *name)
+{
+    const lm_pos_choices *l = lm_pos_choice_list();
+    for (int i = 0; name && i < l->n; i++)
+        if (!strcmp(l->names[i], name))
+            return &l->c[i];
+    return NULL;
+}
+
+/* "none sinusoidal ... local" into buf (n bytes). */
+static inline const char *lm_pos_names(char *buf, size_t n)
+{
+    const lm_pos_choices *l = lm_pos_choice_list();
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->n && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", i ? " " : "", l->names[i]);
+    return buf;
+}
+
+/* The registry entry of the kind the choice pos builds; NULL for "none" or an unknown name. */
+static inline const pg_posmod_kind_info *lm_pos_info(const char *pos)
+{
+    const lm_pos_choice *c = lm_pos_find(pos);
+    return c && c->kind ? pg_posmod_info(c->kind) : NULL;
+}
+
+/* An input scheme (applied once to the embeddings, pg_lm_config.input_pos)? */
+static inline bool lm_scheme_is_input(const char *pos)
+{
+    const pg_posmod_kind_info *k = lm_pos_info(pos);
+    return k && k->role == PG_POS_ROLE_INPUT;
+}
+
+/* Sets c's positional modules (and for a banded choice, "local", its band of
+ * window local_window) for the choice pos. 0, or -1 (unknown name). */
 static inline int lm_config_pos(pg_lm_config *c, const char *pos, int64_t local_window)
 {
-    static const pg_t5_opts t5_causal = {.causal = true}; /* causal buckets, as x-transformers in a decoder */
+    const lm_pos_choice *ch = lm_pos_find(pos);
     c->n_input_pos = 0;
     c->n_layer_pos = 0;
-    if (!strcmp(pos, "none"))
+    if (!ch)
+        return -1;
+    if (!ch->kind)
         return 0;
+    pg_posmod_spec s = {.kind = ch->kind, .opts = ch->opts};
+    if (ch->band)
+        c->band = (pg_attn_band){.window = local_window > 0 ? local_window : 1, .look_backward = 1};
     if (lm_scheme_is_input(pos)) {
         c->n_input_pos = 1;
-        c->input_pos[0] = (pg_posmod_spec){.kind = pos};
-        return 0;
+        c->input_pos[0] = s;
+    } else {
+        c->n_layer_pos = 1;
+        c->layer_pos[0] = s;
     }
-    pg_posmod_spec s = {.kind = pos};
-    if (!strcmp(pos, "rel"))
-        s.kind = "rel1d";
-    else if (!strcmp(pos, "local")) {
-        s.kind = "rotary";
-        c->band = (pg_attn_band){.window = local_window > 0 ? local_window : 1, .look_backward = 1};
-    }
-    else if (!strcmp(pos, "t5"))
-        s.opts = &t5_causal;
-    else if (!pg_posmod_lookup(pos))
-        return -1;
-    c->n_layer_pos = 1;
-    c->layer_pos[0] = s;
     return 0;
 }
 
@@ -484,6 +577,8 @@ typedef struct lm_scheme_cost {
     double a, d, q;
 } lm_scheme_cost;
 
+/* Measured per --pos choice (not a list of choices: a choice measured nowhere
+ * here, e.g. a newly registered scheme, gets the most expensive costs below). */
 static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"none", 0, 0, 0},   {"sinusoidal", 0, 4.5, 0}, {"learned", 0, 4, 0}, {"continuous", 0, 4, 0},
     {"rotary", 4, 0, 0}, {"xpos", 4, 0, 0},         {"alibi", 0, 0, 0},   {"dpb", 0, 0, 0},

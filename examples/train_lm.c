@@ -55,8 +55,7 @@ static train_lm_opts train_lm_defaults(void)
 static const char TRAIN_LM_SUMMARY[] =
     "Trains a character-level transformer (pg_lm) on a text corpus with AdamW (warmup + cosine),\n"
     "logs losses to DIR/log.csv, saves DIR/checkpoint.safetensors (training state) and\n"
-    "DIR/model.safetensors (weights), draws DIR/pos_*.png and prints a sample.\n"
-    "--pos: none sinusoidal learned continuous rotary xpos alibi dpb xl t5 rel local";
+    "DIR/model.safetensors (weights), draws DIR/pos_*.png and prints a sample.";
 
 /* ---- positional heatmaps ----------------------------------------------------------------------- */
 /* bias (H, L, L) or (1, H, L, L) -> one (L, H (L + 1) - 1) picture: the heads side
@@ -566,7 +565,8 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
     t->saved_step = -1;
     t->cfg = pg_lm_defaults(0, o->dim, o->heads, o->layers);
     if (lm_config_pos(&t->cfg, o->pos, o->seq / 4) != 0) { /* local: window seq / 4, one back */
-        fprintf(stderr, "train_lm: unknown --pos '%s'\n", o->pos);
+        char choices[1024];
+        fprintf(stderr, "train_lm: unknown --pos '%s' (choices: %s)\n", o->pos, lm_pos_names(choices, sizeof choices));
         return -1;
     }
     if (o->threads > 0 && pg_set_num_threads(o->threads) != 0) {
@@ -818,7 +818,8 @@ static void draw_pictures(trainer *t)
                lm_scheme_is_input(t->o->pos) ? "table" : "biases", o);
     else if (n == 0)
         printf("no positional bias to draw for --pos %s (it %s)\n", t->o->pos,
-               !strcmp(t->o->pos, "none") ? "has none" : "acts on q and k, not through an additive bias table");
+               t->cfg.n_input_pos + t->cfg.n_layer_pos == 0 ? "has none"
+                                                            : "acts on q and k, not through an additive bias table");
 }
 
 /* Trains as o says; res (may be NULL) gets the figures. 0, or 1 after a message. */
@@ -877,7 +878,7 @@ int train_lm_main(int argc, char **argv)
 {
     train_lm_opts o = train_lm_defaults();
     const lm_flag flags[] = {
-        {"pos", LM_STR, &o.pos, "positional scheme"},
+        {"pos", LM_STR, &o.pos, "positional scheme (the --pos line above)"},
         {"layers", LM_INT, &o.layers, "transformer blocks"},
         {"dim", LM_INT, &o.dim, "model width"},
         {"heads", LM_INT, &o.heads, "attention heads"},
@@ -902,15 +903,14 @@ int train_lm_main(int argc, char **argv)
         {"resume", LM_STR, &o.resume, "training checkpoint to continue from (DIR/checkpoint.safetensors)"},
     };
     int n = (int)(sizeof flags / sizeof flags[0]);
-    int p = lm_parse_flags(argc, argv, flags, n, TRAIN_LM_SUMMARY);
+    char choices[1024], summary[sizeof TRAIN_LM_SUMMARY + sizeof choices + 16];
+    snprintf(summary, sizeof summary, "%s\n--pos: %s", TRAIN_LM_SUMMARY, lm_pos_names(choices, sizeof choices));
+    int p = lm_parse_flags(argc, argv, flags, n, summary);
     if (p != 0)
         return p > 0 ? 0 : 2;
-    bool known = false;
-    for (int i = 0; i < LM_N_SCHEMES; i++)
-        known = known || !strcmp(o.pos, LM_SCHEMES[i]);
-    if (!known) {
-        fprintf(stderr, "%s: unknown --pos '%s'\n", argv[0], o.pos);
-        lm_usage(stderr, argv[0], TRAIN_LM_SUMMARY, flags, n);
+    if (!lm_pos_find(o.pos)) {
+        fprintf(stderr, "%s: unknown --pos '%s' (choices: %s)\n", argv[0], o.pos, choices);
+        lm_usage(stderr, argv[0], summary, flags, n);
         return 2;
     }
     return train_lm_run(&o, NULL);

@@ -12,21 +12,54 @@
 
 #define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
 
-/* ---- the registry: one PG_POSMOD(name) line per scheme in posmod_list.h ---------------- */
+/* ---- the registry: one PG_POSMOD entry per kind in posmod_list.h ------------------------ */
 
-#define PG_POSMOD(name) pg_posmod *pg_posmod_make_##name(const pg_posmod_args *a);
+#define PG_POSMOD(kind, role, hooks, props, file, summary) pg_posmod *pg_posmod_make_##kind(const pg_posmod_args *a);
 #include "posmod_list.h"
 #undef PG_POSMOD
 
-static const struct {
-    const char *name;
-    pg_posmod_make_fn make;
-} KINDS[] = {
-#define PG_POSMOD(name) {#name, pg_posmod_make_##name},
+/* dist_only and needs_qk spell out a bit of hooks and of props */
+static const pg_posmod_kind_info KINDS[] = {
+#define PG_POSMOD(kind, role, hooks, props, file, summary)                                                        \
+    {#kind, pg_posmod_make_##kind, file, role, (hooks), (props), ((hooks) & PG_POS_HOOK_DIST) != 0,                 \
+     ((props) & PG_POS_NEEDS_QK) != 0, summary},
 #include "posmod_list.h"
 #undef PG_POSMOD
-    {NULL, NULL}, /* sentinel */
 };
+enum { N_KINDS = sizeof KINDS / sizeof KINDS[0] };
+
+/* "sinusoidal learned ..." into buf (truncated to n) */
+static const char *kind_names(char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < N_KINDS && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", i ? " " : "", KINDS[i].kind);
+    return buf;
+}
+
+const pg_posmod_kind_info *pg_posmod_info(const char *kind)
+{
+    for (int i = 0; kind && i < N_KINDS; i++)
+        if (!strcmp(KINDS[i].kind, kind))
+            return &KINDS[i];
+    char names[512];
+    if (!kind)
+        pg_set_error("pg_posmod_info: kind is NULL (registered: %s)", kind_names(names, sizeof names));
+    else
+        pg_set_error("pg_posmod_info: unknown positional module kind \"%s\" (registered: %s)", kind,
+                     kind_names(names, sizeof names));
+    return NULL;
+}
+
+const pg_posmod_kind_info *pg_posmod_info_at(int i)
+{
+    if (i < 0) {
+        pg_set_error("pg_posmod_info_at: index %d < 0", i);
+        return NULL;
+    }
+    return i < N_KINDS ? &KINDS[i] : NULL;
+}
 
 pg_posmod_make_fn pg_posmod_lookup(const char *kind)
 {
@@ -34,8 +67,8 @@ pg_posmod_make_fn pg_posmod_lookup(const char *kind)
         pg_set_error("pg_posmod_lookup: kind is NULL");
         return NULL;
     }
-    for (int i = 0; KINDS[i].name; i++)
-        if (!strcmp(KINDS[i].name, kind))
+    for (int i = 0; i < N_KINDS; i++)
+        if (!strcmp(KINDS[i].kind, kind))
             return KINDS[i].make;
     return NULL;
 }
@@ -46,11 +79,9 @@ int pg_posmod_kinds(const char **names, int max)
         pg_set_error("pg_posmod_kinds: names is NULL for max %d", max);
         return -1;
     }
-    int n = 0;
-    for (; KINDS[n].name; n++)
-        if (names && n < max)
-            names[n] = KINDS[n].name;
-    return n;
+    for (int i = 0; names && i < N_KINDS && i < max; i++)
+        names[i] = KINDS[i].kind;
+    return N_KINDS;
 }
 
 pg_posmod *pg_posmod_from_spec(const pg_posmod_spec *s, const pg_posmod_args *a)
@@ -62,8 +93,9 @@ pg_posmod *pg_posmod_from_spec(const pg_posmod_spec *s, const pg_posmod_args *a)
     }
     pg_posmod_make_fn make = s->make ? s->make : s->kind ? pg_posmod_lookup(s->kind) : NULL;
     if (!make) {
-        pg_set_error("%s: unknown positional module kind \"%s\" (%d registered in nn/posmod_list.h)", fn,
-                     s->kind ? s->kind : "(null)", pg_posmod_kinds(NULL, 0));
+        char names[512];
+        pg_set_error("%s: unknown positional module kind \"%s\" (registered in nn/posmod_list.h: %s)", fn,
+                     s->kind ? s->kind : "(null)", kind_names(names, sizeof names));
         return NULL;
     }
     pg_posmod_args args = *a;

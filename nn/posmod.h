@@ -36,11 +36,17 @@
  * from the schemes that are differentiable in them (sinusoidal, continuous,
  * rotary, ALiBi, DPB, XL); pg_pos_resolve detaches.
  *
- * Adding a scheme: write nn/<scheme>.c defining a struct whose first member is
- * a pg_posmod, a static const pg_posmod_ops table, and
+ * Adding a scheme: write nn/pos_<scheme>.c (its options struct and typed
+ * constructors in nn/pos_<scheme>.h) defining a struct whose first member is a
+ * pg_posmod, a static const pg_posmod_ops table, and
  *   pg_posmod *pg_posmod_make_<scheme>(const pg_posmod_args *a);
- * then add the line PG_POSMOD(<scheme>) to nn/posmod_list.h. Models name it by
- * its kind string in a pg_posmod_spec ("<scheme>"). */
+ * then add one entry to nn/posmod_list.h:
+ *   PG_POSMOD(<scheme>, role, hooks, props, "nn/pos_<scheme>.c", "one-line summary")
+ * Models name it by its kind string in a pg_posmod_spec ("<scheme>"); the
+ * examples' --pos choices, the benchmarks and the registry tests pick it up from
+ * the registry (pg_posmod_info_at), and tests/test_pos_registry.c checks the
+ * entry against what the module does. A file may hold several related kinds
+ * (the entry's file says which: nn/pos_rel.c holds abs1d, rel1d and rel2d). */
 #ifndef PG_NN_POSMOD_H
 #define PG_NN_POSMOD_H
 
@@ -213,6 +219,54 @@ typedef struct pg_posmod_spec {
     pg_posmod_make_fn make;
     const void *opts;
 } pg_posmod_spec;
+
+/* ---- the registry (nn/posmod_list.h): every kind with what it is --------------------- */
+typedef enum pg_pos_role {
+    PG_POS_ROLE_INPUT,     /* applied once to the token embeddings (mod_x): pg_lm_config.input_pos */
+    PG_POS_ROLE_ATTENTION, /* per layer, inside attention: pg_lm_config.layer_pos */
+} pg_pos_role;
+
+/* The hooks a kind's modules implement (bits of pg_posmod_kind_info.hooks). */
+enum {
+    PG_POS_HOOK_X = 1 << 0,     /* mod_x */
+    PG_POS_HOOK_QKV = 1 << 1,   /* mod_qkv */
+    PG_POS_HOOK_BIAS = 1 << 2,  /* mod_bias */
+    PG_POS_HOOK_TABLE = 1 << 3, /* bias_table */
+    PG_POS_HOOK_DIST = 1 << 4,  /* dist_bias */
+};
+
+/* What else a kind is (bits of pg_posmod_kind_info.props). */
+enum {
+    PG_POS_NEEDS_QK = 1 << 0,   /* its mod_qkv modifies q/k, or its bias reads q or k */
+    PG_POS_MAX_LEN = 1 << 1,    /* a table with a row per position up to args.max_len: without a size
+                                   in its options it needs max_len >= 1, and longer sequences are
+                                   out of its range */
+    PG_POS_NEEDS_OPTS = 1 << 2, /* no defaults: the constructor needs its options struct */
+    PG_POS_VISION = 1 << 3,     /* from a computer-vision library (AI Summer's self-attention-cv);
+                                   the text examples offer it only under a name of their own */
+};
+
+/* One registry entry. */
+typedef struct pg_posmod_kind_info {
+    const char *kind;       /* "alibi" */
+    pg_posmod_make_fn make; /* pg_posmod_make_alibi */
+    const char *file;       /* where the constructor is: "nn/pos_alibi.c" */
+    pg_pos_role role;
+    unsigned hooks;         /* PG_POS_HOOK_* */
+    unsigned props;         /* PG_POS_* */
+    bool dist_only;         /* the bias is f_h(p_q - p_k) (hooks has PG_POS_HOOK_DIST): the
+                               fused kernel and LocalAttention's bands take it */
+    bool needs_qk;          /* props has PG_POS_NEEDS_QK */
+    const char *summary;    /* one line */
+} pg_posmod_kind_info;
+
+/* The entry of `kind`; NULL and an error naming the registered kinds for an
+ * unknown kind or NULL. */
+const pg_posmod_kind_info *pg_posmod_info(const char *kind);
+/* Entry i in registry order, for i = 0, 1, ...; NULL past the last one (no
+ * error), NULL and an error for i < 0:
+ *   for (int i = 0; (k = pg_posmod_info_at(i)); i++) ... */
+const pg_posmod_kind_info *pg_posmod_info_at(int i);
 
 /* The constructor registered as `kind` (nn/posmod_list.h), or NULL (an error for kind NULL). */
 pg_posmod_make_fn pg_posmod_lookup(const char *kind);

@@ -686,6 +686,44 @@ Test(example_train_lm, memory_estimate_counts_every_parameter)
         }
 }
 
+/* ---- issue 12: the --pos choices come from the registry -------------------------------------- */
+Test(example_train_lm, pos_choices_are_the_registry_and_the_extras)
+{
+    int want = 0;
+    const pg_posmod_kind_info *k;
+    for (int i = 0; (k = pg_posmod_info_at(i)); i++) {
+        const lm_pos_choice *c = lm_pos_find(k->kind);
+        if (k->props & PG_POS_VISION) {
+            cr_assert_null(c, "%s is a vision kind", k->kind);
+            continue;
+        }
+        want++;
+        cr_assert_not_null(c, "registered kind %s is not a --pos choice", k->kind);
+        cr_assert_str_eq(c->kind, k->kind);
+        cr_assert_eq(lm_scheme_is_input(k->kind), k->role == PG_POS_ROLE_INPUT, "%s", k->kind);
+    }
+    for (int e = 0; e < LM_N_POS_EXTRAS; e++) {
+        const lm_pos_choice *c = lm_pos_find(LM_POS_EXTRAS[e].name);
+        cr_assert_not_null(c, "extra %s", LM_POS_EXTRAS[e].name);
+        cr_assert_eq(c->opts, LM_POS_EXTRAS[e].opts, "%s: the extra's options win", LM_POS_EXTRAS[e].name);
+        want += pg_posmod_lookup(LM_POS_EXTRAS[e].name) ? 0 : 1;
+        cr_assert(!LM_POS_EXTRAS[e].kind || pg_posmod_info(LM_POS_EXTRAS[e].kind), "%s builds an unknown kind",
+                  LM_POS_EXTRAS[e].name);
+    }
+    cr_assert_eq(LM_N_SCHEMES, want);
+    char names[1024];
+    lm_pos_names(names, sizeof names);
+    for (int i = 0; i < LM_N_SCHEMES; i++) {
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(LM_SCHEMES[i], LM_SCHEMES[j], "listed twice");
+        cr_assert(strstr(names, LM_SCHEMES[i]), "%s not in '%s'", LM_SCHEMES[i], names);
+    }
+    cr_assert_str_eq(LM_SCHEMES[0], "none", "no scheme comes first");
+    pg_lm_config c = pg_lm_defaults(11, 8, 2, 1);
+    cr_assert_eq(lm_config_pos(&c, "no_such_scheme", 4), -1);
+    cr_assert_eq(c.n_input_pos + c.n_layer_pos, 0);
+}
+
 /* ---- item 13: --data naming a directory ----------------------------------------------------- */
 Test(example_train_lm, data_directory_is_named_as_such, .init = quiet)
 {

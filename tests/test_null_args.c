@@ -608,6 +608,8 @@ CASE(posmod_lookup)
     expect_error("pg_posmod_lookup", "pg_posmod_lookup(NULL)");
 }
 NUM(posmod_kinds, "pg_posmod_kinds", pg_posmod_kinds(NULL, 4), -1)
+PTR(posmod_info, "pg_posmod_info", pg_posmod_info(NUL_STR))
+PTR(posmod_info_at, "pg_posmod_info_at", pg_posmod_info_at(-1))
 PTR(posmod_from_spec_s, "pg_posmod_from_spec", pg_posmod_from_spec(NULL, &ARGS))
 PTR(posmod_from_spec_a, "pg_posmod_from_spec", pg_posmod_from_spec(&(pg_posmod_spec){"alibi", NULL, NULL}, NULL))
 
@@ -627,6 +629,17 @@ MAKE(abs1d)
 MAKE(rel1d)
 MAKE(rel2d)
 #undef MAKE
+CASE(posmod_make_every_registered_kind) /* the list above, and any kind registered since */
+{
+    const pg_posmod_kind_info *k;
+    for (int i = 0; (k = pg_posmod_info_at(i)); i++) {
+        char fn[64];
+        snprintf(fn, sizeof fn, "pg_posmod_make_%s", k->kind);
+        pg_clear_error();
+        cr_assert_null(k->make(NULL), "%s(NULL) should fail", fn);
+        expect_error(fn, fn);
+    }
+}
 PTR(dpb_new_r, "pg_dpb_new", pg_dpb_new(8, 2, NULL, PG_F64, NULL))
 PTR(xl_new_r, "pg_xl_new", pg_xl_new(2, 4, NULL, PG_F64, NULL))
 PTR(t5_new_r, "pg_t5_new", pg_t5_new(2, 4, NULL, PG_F64, NULL))

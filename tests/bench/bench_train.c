@@ -3,18 +3,17 @@
  * The toy GPT of issue 6: vocab 256, d_model 128, 4 heads, 2 layers, MLP 4x,
  * sequence 256, batch 8, Adam; one step is forward + backward + optimizer
  * step (and zeroing the gradients) on a reused graph, over random tokens.
- * Schemes: none, sinusoidal, learned (absolute, on the embeddings), rotary,
- * alibi, dpb, xl, t5 (per layer), local (rotary with a band: window 64,
- * look_backward 1). Tokens per second = batch x seq / median step time. */
+ * Schemes: every --pos choice of the LM examples (examples/lm_common.h: "none",
+ * every registered kind the text examples take, "rel", and "local": rotary with
+ * a band, window 64, look_backward 1), built as train_lm builds them. Tokens per
+ * second = batch x seq / median step time. */
 #include "bench.h"
+#include "../../examples/lm_common.h"
 
 #include <stdio.h>
 #include <string.h>
 
 enum { VOCAB = 256, DIM = 128, HEADS = 4, LAYERS = 2, SEQ = 256, BATCH = 8 };
-
-static const char *const SCHEMES[] = {"none", "sinusoidal", "learned", "rotary", "alibi",
-                                      "dpb",  "xl",         "t5",      "local"};
 
 typedef struct train_ctx {
     pg_lm *lm;
@@ -30,20 +29,8 @@ static pg_lm_config toy_config(const char *scheme, pg_dtype dtype)
     c.dtype = dtype;
     c.max_len = SEQ;
     c.seed = 1;
-    bool input = !strcmp(scheme, "sinusoidal") || !strcmp(scheme, "learned");
-    const char *kind = !strcmp(scheme, "local") ? "rotary" : scheme;
-    if (!strcmp(scheme, "local"))
-        c.band = (pg_attn_band){.window = 64, .look_backward = 1};
-    if (!strcmp(scheme, "none"))
-        return c;
-    pg_posmod_spec spec = {kind, NULL, NULL};
-    if (input) {
-        c.n_input_pos = 1;
-        c.input_pos[0] = spec;
-    } else {
-        c.n_layer_pos = 1;
-        c.layer_pos[0] = spec;
-    }
+    if (lm_config_pos(&c, scheme, SEQ / 4) != 0) /* local: window 64, one back */
+        fprintf(stderr, "train_%s: not a --pos choice\n", scheme);
     return c;
 }
 
@@ -101,11 +88,11 @@ void bench_train_all(const char *only)
 {
     int saved = pg_num_threads();
     char name[64];
-    for (size_t s = 0; s < sizeof SCHEMES / sizeof SCHEMES[0]; s++)
+    for (int s = 0; s < LM_N_SCHEMES; s++)
         for (int t = 1; t <= 2; t++) {
-            snprintf(name, sizeof name, "train_%s_t%d", SCHEMES[s], t);
+            snprintf(name, sizeof name, "train_%s_t%d", LM_SCHEMES[s], t);
             if (bench_selected(only, name))
-                printf("%s %.0f tokens/s\n", name, train_rate(SCHEMES[s], PG_F32, t));
+                printf("%s %.0f tokens/s\n", name, train_rate(LM_SCHEMES[s], PG_F32, t));
             fflush(stdout);
         }
     if (bench_selected(only, "train_none_f64_t2"))
