@@ -9,6 +9,7 @@
 #include "tensor/png.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"
+#include "autograd/gradcheck.h"
 #include "autograd/flash.h"
 #include "nn/module.h"
 #include "nn/safetensors.h"
