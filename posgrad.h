@@ -4,6 +4,7 @@
 #define POSGRAD_H
 
 #include "tensor/tensor.h"
+#include "tensor/tensor_list.h"
 #include "tensor/gemm.h"
 #include "tensor/threadpool.h"
 #include "tensor/png.h"
@@ -12,10 +13,13 @@
 #include "autograd/gradcheck.h"
 #include "autograd/flash.h"
 #include "nn/module.h"
+#include "nn/init.h"
+#include "nn/layers.h"
 #include "nn/safetensors.h"
 #include "nn/posmod.h"
 #include "nn/attention.h"
 #include "nn/transformer.h"
+#include "nn/sample.h"
 #include "nn/pos_sinusoidal.h"
 #include "nn/pos_learned.h"
 #include "nn/pos_rotary.h"

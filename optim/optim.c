@@ -9,6 +9,7 @@
  * some multiply-adds (a + alpha * b) that C11 rounds twice: about one ulp. */
 #include "optim.h"
 
+#include "../autograd/graph.h" /* pg_zero_grad */
 #include "../tensor/threadpool.h"
 
 #include <math.h>

@@ -43,7 +43,7 @@
 #ifndef PG_OPTIM_H
 #define PG_OPTIM_H
 
-#include "../nn/module.h"
+#include "../tensor/tensor_list.h"
 
 typedef enum { PG_SGD = 0, PG_ADAM = 1, PG_ADAMW = 2 } pg_optim_kind;
 
