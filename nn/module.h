@@ -1,7 +1,7 @@
 /* posgrad nn: the module base (nn/module.c): registration, full names,
- * iteration, train/eval mode, freeing, and the scratch-graph helpers of
- * forwards run without a graph. Init is nn/init.h, the basic layers
- * nn/layers.h.
+ * iteration, train/eval mode, weight-decay marks, freeing, and the scratch-graph
+ * helpers of forwards run without a graph. Init is nn/init.h, the basic
+ * layers nn/layers.h.
  *
  * A module is a struct whose first member is a pg_module. The base keeps the
  * module's own parameters and its child modules under local names; full names
@@ -40,6 +40,14 @@ struct pg_module {
 void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *));
 /* A new zeroed parameter (heap, requires grad) registered as `name`; NULL on error. */
 pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape);
+/* Flags of pg_module_new_param_ex (or-ed). */
+enum {
+    PG_PARAM_NO_DECAY = 1u /* no weight decay: optim's default groups leave it out (docs/optim.md) */
+};
+/* pg_module_new_param with flags (0: the same as pg_module_new_param); an
+ * unknown flag is an error. */
+pg_tensor *pg_module_new_param_ex(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape,
+                                  unsigned flags);
 /* Registers t as a parameter owned by m (owned) or shared with another module
  * (not owned: weight tying). 0 or -1. */
 int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned);
@@ -61,6 +69,17 @@ int64_t pg_module_num_elements(const pg_module *m);
 void pg_module_zero_grad(pg_module *m); /* m NULL: an error, nothing done */
 /* Train (true) or eval (false) mode for m and every descendant (m NULL: an error). */
 void pg_module_train(pg_module *m, bool on);
+
+/* ---- weight-decay marks -------------------------------------------------------------
+ * A module marks a parameter that must not be weight-decayed (a bias that is
+ * not a vector, say) when it registers it (PG_PARAM_NO_DECAY), or later by
+ * full name. The mark is kept on the tensor itself (t->no_decay, so a tied
+ * tensor carries it under every name) and is what pg_no_decay_default (optim/)
+ * reads first. 0, or -1 (NULL arguments, or no parameter of that name). */
+int pg_module_param_set_no_decay(pg_module *m, const char *full_name, bool no_decay);
+/* The mark of the parameter with this full name; false (and an error) for
+ * NULL arguments or an unknown name. */
+bool pg_module_param_no_decay(const pg_module *m, const char *full_name);
 
 /* ---- running without a graph ------------------------------------------------------------
  * Module forwards accept g == NULL like the ops do: they run in a scratch graph without recording and return a heap
