@@ -1,5 +1,5 @@
 /* pg_gradcheck: analytic gradients against central finite differences. */
-#include "graph.h"
+#include "gradcheck.h"
 
 #include <math.h>
 #include <stdio.h>

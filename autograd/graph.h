@@ -1,5 +1,8 @@
-/* posgrad autograd: the graph (arena + tape), backward, no-grad scopes,
- * custom ops and gradcheck.
+/* posgrad autograd: the core. One header for two files:
+ *   autograd/graph.c   the graph (arena + tape), errors, grad mode, leaves and
+ *                      gradients, backward, and what ops are written with
+ *   autograd/create.c  creation in a graph, detach, custom ops
+ * The differentiable ops are autograd/ops.h, gradcheck autograd/gradcheck.h.
  *
  * A pg_graph holds every tensor made while running a model (in its arena) and
  * the tape of recorded ops. pg_graph_reset frees them all at once and keeps the
@@ -105,11 +108,6 @@ pg_tensor *pg_from_array(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *s
 pg_tensor *pg_rand(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r);  /* U[0,1) */
 pg_tensor *pg_randn(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, pg_rng *r); /* N(0,1) */
 pg_tensor *pg_bernoulli(pg_graph *g, pg_dtype dtype, int ndim, const int64_t *shape, double p, pg_rng *r);
-/* Differentiable copy and dtype cast (gradient flows back, cast to the input's dtype). */
-pg_tensor *pg_copy(pg_graph *g, pg_tensor *x);
-pg_tensor *pg_cast(pg_graph *g, pg_tensor *x, pg_dtype dtype);
-/* Shares storage with x; differentiable. */
-pg_tensor *pg_reshape(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape);
 
 /* ---- writing ops ---------------------------------------------------------------
  * How every built-in op is made, and what a fused kernel of nn/ uses:
@@ -155,40 +153,5 @@ typedef struct pg_custom_op {
 
 pg_tensor *pg_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *const *in,
                      int out_ndim, const int64_t *out_shape, const void *ctx, size_t ctx_size);
-
-/* ---- gradcheck --------------------------------------------------------------------
- * fn builds the output from the inputs in graph g. gradcheck compares the
- * analytic gradient of L = sum(v * fn(inputs)) (v random, seeded) with central
- * differences (L(x+eps) - L(x-eps)) / 2eps for every element of every f64 input
- * that requires grad. An element passes when |analytic - numeric| <= atol +
- * rtol * |numeric|. With check_f32 it also runs fn on f32 copies of the float
- * inputs and requires outputs and gradients to agree with f64 within f32_atol +
- * f32_rtol * |f64 value|. The inputs and their grads are left as they were. */
-typedef pg_tensor *(*pg_gradcheck_fn)(pg_graph *g, pg_tensor *const *inputs, int n_inputs, void *ctx);
-
-typedef struct pg_gradcheck_opts {
-    double eps, atol, rtol;     /* defaults 1e-6, 1e-7, 1e-5 */
-    bool check_f32;             /* default true */
-    double f32_atol, f32_rtol;  /* defaults 1e-4, 1e-3 */
-    uint64_t seed;              /* for v; default 1 */
-} pg_gradcheck_opts;
-
-typedef struct pg_gradcheck_result {
-    bool ok;
-    double max_abs_err, max_rel_err; /* over all checked elements (f64) */
-    int worst_input;                 /* -1 if nothing was checked */
-    int64_t worst_index;             /* flat index in that input */
-    double worst_analytic, worst_numeric;
-    bool f32_ok;
-    double f32_max_err;              /* worst |f32 - f64| over outputs and grads */
-    int checked;                     /* elements checked */
-    char message[512];               /* why it failed, empty when ok */
-} pg_gradcheck_result;
-
-pg_gradcheck_opts pg_gradcheck_defaults(void);
-/* opts NULL: defaults. fn or inputs NULL (or a NULL input): r.ok false and
- * the reason in r.message and pg_last_error ("pg_gradcheck: ..."). */
-pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n_inputs, pg_tensor *const *inputs, void *ctx,
-                                 const pg_gradcheck_opts *opts);
 
 #endif

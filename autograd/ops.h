@@ -1,4 +1,5 @@
-/* posgrad's differentiable op set.
+/* posgrad's differentiable op set (autograd/op_*.c; the fused attention kernel
+ * is autograd/flash.h, user-written ops pg_custom in autograd/graph.h).
  *
  * Every op takes the graph first and returns a new tensor in it (g NULL: a
  * heap tensor the caller frees, nothing recorded). Bad arguments give NULL and
@@ -112,6 +113,13 @@ pg_tensor *pg_layer_norm(pg_graph *g, pg_tensor *x, int norm_ndim, pg_tensor *we
                          double eps);
 /* x / sqrt(mean(x^2) + eps) * weight over the last norm_ndim dims (weight may be NULL). */
 pg_tensor *pg_rms_norm(pg_graph *g, pg_tensor *x, int norm_ndim, pg_tensor *weight, double eps);
+
+/* ---- copy, cast, reshape (autograd/op_copy.c); the gradient is the identity ----------- */
+/* Differentiable copy and dtype cast (gradient flows back, cast to the input's dtype). */
+pg_tensor *pg_copy(pg_graph *g, pg_tensor *x);
+pg_tensor *pg_cast(pg_graph *g, pg_tensor *x, pg_dtype dtype);
+/* Shares storage with x; differentiable. */
+pg_tensor *pg_reshape(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape);
 
 /* ---- shape and indexing (autograd/op_shape.c, op_index.c); any dtype --------------- */
 pg_tensor *pg_permute(pg_graph *g, pg_tensor *x, const int *perm); /* x->ndim entries */

@@ -1,5 +1,5 @@
 /* Parameter initialisers, as torch.nn.init, from a seeded generator. */
-#include "module.h"
+#include "init.h"
 
 #include <math.h>
 

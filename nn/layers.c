@@ -1,5 +1,5 @@
 /* The basic layers: Linear, Embedding, LayerNorm. */
-#include "module.h"
+#include "layers.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -17,7 +17,7 @@
  *           return self.proj_out(self.dropout(h))
  *
  * giving "proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias". */
-#include "module.h"
+#include "layers.h"
 
 #include <math.h>
 #include <stdlib.h>

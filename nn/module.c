@@ -1,4 +1,5 @@
-/* The module base: registration, full names, iteration, modes, freeing. */
+/* The module base: registration, full names, iteration, modes, weight-decay
+ * marks, freeing; the scratch-graph helpers. */
 #include "module.h"
 
 #include <stdio.h>
@@ -78,9 +79,14 @@ int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned
     return add_param("pg_module_add_param", m, name, t, owned);
 }
 
-pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape)
+/* pg_module_new_param(_ex), naming fn in errors */
+static pg_tensor *new_param(const char *fn, pg_module *m, const char *name, pg_dtype dtype, int ndim,
+                            const int64_t *shape, unsigned flags)
 {
-    const char *fn = "pg_module_new_param";
+    if (flags & ~(unsigned)PG_PARAM_NO_DECAY) {
+        pg_set_error("%s: unknown flags 0x%x for \"%s\"", fn, flags, name ? name : "(null)");
+        return NULL;
+    }
     if (!pg_dtype_is_float(dtype)) {
         pg_set_error("%s: parameter \"%s\" must be f32 or f64", fn, name ? name : "(null)");
         return NULL;
@@ -92,11 +98,23 @@ pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, i
         return NULL;
     pg_fill(t, 0.0);
     t->requires_grad = true;
+    t->no_decay = flags & PG_PARAM_NO_DECAY;
     if (add_param(fn, m, name, t, true) != 0) {
         pg_tensor_free(t);
         return NULL;
     }
     return t;
+}
+
+pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return new_param("pg_module_new_param", m, name, dtype, ndim, shape, 0);
+}
+
+pg_tensor *pg_module_new_param_ex(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape,
+                                  unsigned flags)
+{
+    return new_param("pg_module_new_param_ex", m, name, dtype, ndim, shape, flags);
 }
 
 int pg_module_add_child(pg_module *m, const char *name, pg_module *child)
@@ -201,6 +219,34 @@ pg_tensor *pg_module_find_param(const pg_module *m, const char *full_name)
         if (strlen(m->children[i].name) == len && !strncmp(m->children[i].name, full_name, len))
             return pg_module_find_param(m->children[i].ptr, dot + 1);
     return NULL;
+}
+
+/* The parameter named full_name, or NULL with an error naming fn. */
+static pg_tensor *param_by_name(const char *fn, const pg_module *m, const char *full_name)
+{
+    if (!m || !full_name) {
+        pg_set_error("%s: %s is NULL", fn, m ? "full_name" : "module");
+        return NULL;
+    }
+    pg_tensor *t = pg_module_find_param(m, full_name);
+    if (!t)
+        pg_set_error("%s: %s has no parameter \"%s\"", fn, m->type, full_name);
+    return t;
+}
+
+int pg_module_param_set_no_decay(pg_module *m, const char *full_name, bool no_decay)
+{
+    pg_tensor *t = param_by_name("pg_module_param_set_no_decay", m, full_name);
+    if (!t)
+        return -1;
+    t->no_decay = no_decay;
+    return 0;
+}
+
+bool pg_module_param_no_decay(const pg_module *m, const char *full_name)
+{
+    const pg_tensor *t = param_by_name("pg_module_param_no_decay", m, full_name);
+    return t && t->no_decay;
 }
 
 int64_t pg_module_num_elements(const pg_module *m)

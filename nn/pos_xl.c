@@ -53,8 +53,8 @@ pg_xl *pg_xl_new(int64_t heads, int64_t head_dim, const pg_xl_opts *opts, pg_dty
     bool ok = true;
     m->div = pg_pos_div_param(&m->pm, (pg_pos_divide){o.divide, o.learned_div}, dtype, &ok);
     if (ok) {
-        m->u = pg_module_new_param(&m->pm.base, "bias_r_w", dtype, PG_SHAPE(heads, head_dim));
-        m->v = pg_module_new_param(&m->pm.base, "bias_r_r", dtype, PG_SHAPE(heads, head_dim));
+        m->u = pg_module_new_param_ex(&m->pm.base, "bias_r_w", dtype, PG_SHAPE(heads, head_dim), PG_PARAM_NO_DECAY);
+        m->v = pg_module_new_param_ex(&m->pm.base, "bias_r_r", dtype, PG_SHAPE(heads, head_dim), PG_PARAM_NO_DECAY);
         ok = m->u && m->v;
     }
     if (ok) {

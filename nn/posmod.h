@@ -50,7 +50,7 @@
 #ifndef PG_NN_POSMOD_H
 #define PG_NN_POSMOD_H
 
-#include "module.h"
+#include "layers.h" /* the module base and the layers the schemes are built from */
 
 typedef struct pg_posmod pg_posmod;
 

@@ -1,6 +1,6 @@
 /* Sampling from logits (temperature, top-k, greedy) and autoregressive
  * generation with the decoder-only LM. */
-#include "transformer.h"
+#include "sample.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,9 +1,11 @@
-/* posgrad nn: the pre-norm transformer block, a decoder-only language model
- * and sampling. docs/attention.md describes them with their parameter names. */
+/* posgrad nn: the pre-norm transformer block and a decoder-only language model
+ * (nn/transformer.c); sampling from it is nn/sample.h. docs/attention.md
+ * describes them with their parameter names. */
 #ifndef PG_NN_TRANSFORMER_H
 #define PG_NN_TRANSFORMER_H
 
 #include "attention.h"
+#include "layers.h"
 
 typedef enum { PG_NORM_LAYER = 0, PG_NORM_RMS = 1 } pg_norm_kind;
 
@@ -103,17 +105,5 @@ pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_a
  * equal to PG_LM_IGNORE (-100, as torch) are left out. A scalar. */
 #define PG_LM_IGNORE (-100)
 pg_tensor *pg_lm_loss(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor *targets, const pg_attn_args *a);
-
-/* ---- sampling ---------------------------------------------------------------------------------
- * logits (B, V) f32/f64 -> out[b]: temperature 0 is greedy (the first maximum);
- * otherwise one draw per row from softmax(logits / temperature) restricted to the
- * top_k largest logits (0: all; ties broken towards the lower index, so top_k 1 is
- * greedy), using one pg_rng_uniform of r per row. 0, or -1 with pg_last_error. */
-int pg_sample_logits(const pg_tensor *logits, double temperature, int64_t top_k, pg_rng *r, int64_t *out);
-/* prompt (B, L0) PG_I64, L0 >= 1 -> a heap (B, L0 + n_new) PG_I64 tensor: the prompt
- * followed by n_new sampled ids (pg_sample_logits on the last position each step).
- * Runs in eval mode without recording (the module's mode is restored). NULL + error. */
-pg_tensor *pg_lm_generate(pg_lm *lm, const pg_tensor *prompt, int64_t n_new, double temperature, int64_t top_k,
-                          pg_rng *r);
 
 #endif

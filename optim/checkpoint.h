@@ -13,6 +13,7 @@
 #ifndef PG_OPTIM_CHECKPOINT_H
 #define PG_OPTIM_CHECKPOINT_H
 
+#include "../nn/module.h" /* a checkpoint holds a model */
 #include "optim.h"
 
 #define PG_CHECKPOINT_FORMAT "posgrad-checkpoint-1"

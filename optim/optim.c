@@ -9,6 +9,7 @@
  * some multiply-adds (a + alpha * b) that C11 rounds twice: about one ulp. */
 #include "optim.h"
 
+#include "../autograd/graph.h" /* pg_zero_grad */
 #include "../tensor/threadpool.h"
 
 #include <math.h>
@@ -485,9 +486,12 @@ bool pg_no_decay_default(const char *name, const pg_tensor *t, void *ctx)
         pg_set_error("pg_no_decay_default: %s is NULL", !name ? "name" : "t");
         return false;
     }
-    if (t->ndim < 2)
+    if (t->no_decay || t->ndim < 2)
         return true;
-    return (strstr(name, "bias") || strstr(name, "norm") || strstr(name, "div"));
+    /* the parameter's own name: the last dotted component */
+    const char *dot = strrchr(name, '.');
+    const char *own = dot ? dot + 1 : name;
+    return !strcmp(own, "bias") || !strcmp(own, "div");
 }
 
 int pg_split_decay(const pg_tensor_list *params, pg_param_pred no_decay, void *ctx, pg_tensor_list *decay,

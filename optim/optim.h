@@ -43,7 +43,7 @@
 #ifndef PG_OPTIM_H
 #define PG_OPTIM_H
 
-#include "../nn/module.h"
+#include "../tensor/tensor_list.h"
 
 typedef enum { PG_SGD = 0, PG_ADAM = 1, PG_ADAMW = 2 } pg_optim_kind;
 
@@ -146,9 +146,16 @@ void pg_optim_zero_grad(pg_optim *o);
  * A predicate on a parameter's full name and tensor; true means "no weight
  * decay for this one". */
 typedef bool (*pg_param_pred)(const char *name, const pg_tensor *t, void *ctx);
-/* The usual rule: no decay for tensors with fewer than 2 dims (biases, norm
- * weights) and for names containing "bias", "norm" or "div" (learned
- * positional divisors); matrices and embeddings decay. ctx unused. */
+/* The default groups (docs/optim.md has the table, parameter by parameter).
+ * No decay for
+ *   - a tensor its module marked (t->no_decay: pg_module_new_param_ex with
+ *     PG_PARAM_NO_DECAY, or pg_module_param_set_no_decay; XL's u and v);
+ *   - a tensor of fewer than 2 dims: biases, norm gains, scalars;
+ *   - a parameter whose own name (the last dotted component) is "bias" or
+ *     "div" (a learned positional divisor), whatever its shape.
+ * Everything else decays: weight matrices and embedding tables, including
+ * T5's bucket table and the learned position tables (nanoGPT's rule: every
+ * tensor of 2 or more dims). ctx unused. */
 bool pg_no_decay_default(const char *name, const pg_tensor *t, void *ctx);
 /* Splits params (e.g. pg_module_parameters) into *decay and *no_decay, in
  * order, names copied, tensors borrowed (free both with pg_tensor_list_free).

@@ -36,6 +36,9 @@ typedef struct pg_tensor {
     /* memory */
     bool in_arena;  /* struct and data live in an arena: freed by its reset */
     bool owns_data; /* heap tensor whose data this struct frees */
+    /* a module registered it as a parameter without weight decay (nn/module.h);
+     * optim's default decay groups read it */
+    bool no_decay;
 } pg_tensor;
 
 /* ---- errors ---------------------------------------------------------------

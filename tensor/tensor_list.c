@@ -1,5 +1,4 @@
-/* Named tensor lists (moved from nn/module.c: file formats and optimizers
- * use them without modules). */
+/* Named tensor lists: growth, lookup, freeing. */
 #include "tensor_list.h"
 
 #include <stdlib.h>

@@ -1,6 +1,11 @@
-/* posgrad named tensor lists: (name, tensor) pairs in order, for state
- * dicts, optimizer state and file contents. The list owns copies of the
- * names; whether it owns the tensors is up to whoever fills it. */
+/* posgrad tensor layer: named tensor lists (tensor/tensor_list.c).
+ *
+ * An ordered list of (name, tensor) pairs: a module's parameters
+ * (pg_module_parameters), a state dict, an optimizer's state, a file's
+ * contents. It lives in the tensor layer, below autograd, nn and optim, so that
+ * each of them can hand such lists around without depending on the others.
+ * Start from an empty list ({0, 0, NULL, NULL}) and grow it with
+ * pg_tensor_list_push. */
 #ifndef PG_TENSOR_LIST_H
 #define PG_TENSOR_LIST_H
 

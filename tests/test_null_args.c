@@ -498,6 +498,13 @@ PTR(module_find_param_name, "pg_module_find_param", pg_module_find_param(mod(), 
 NUM(module_num_elements, "pg_module_num_elements", pg_module_num_elements(NULL), 0) /* documented 0 */
 VOID(module_zero_grad, "pg_module_zero_grad", pg_module_zero_grad(NULL))
 VOID(module_train, "pg_module_train", pg_module_train(NULL, true))
+PTR(module_new_param_ex_m, "pg_module_new_param_ex", pg_module_new_param_ex(NULL, "w", PG_F64, 2, S23, 0))
+PTR(module_new_param_ex_name, "pg_module_new_param_ex", pg_module_new_param_ex(mod(), NULL, PG_F64, 2, S23, 0))
+PTR(module_new_param_ex_shape, "pg_module_new_param_ex", pg_module_new_param_ex(mod(), "w", PG_F64, 2, NULL, 0))
+NUM(module_set_no_decay_m, "pg_module_param_set_no_decay", pg_module_param_set_no_decay(NULL, "w", true), -1)
+NUM(module_set_no_decay_name, "pg_module_param_set_no_decay", pg_module_param_set_no_decay(mod(), NULL, true), -1)
+NUM(module_no_decay_m, "pg_module_param_no_decay", pg_module_param_no_decay(NULL, "w"), 0)
+NUM(module_no_decay_name, "pg_module_param_no_decay", pg_module_param_no_decay(mod(), NULL), 0)
 PTR(nn_scratch_begin, "pg_nn_scratch_begin", pg_nn_scratch_begin(NULL))
 VALUE(nn_scratch_end, pg_nn_scratch_end(NULL, NULL), 0) /* documented: begin failed, its error stands */
 #define INIT(name, ...)                                                                                        \

@@ -1,0 +1,42 @@
+/* posgrad autograd: gradcheck (autograd/gradcheck.c): analytic gradients
+ * against central finite differences, for the ops, the layers and custom ops. */
+#ifndef PG_GRADCHECK_H
+#define PG_GRADCHECK_H
+
+#include "graph.h"
+
+/* fn builds the output from the inputs in graph g. gradcheck compares the
+ * analytic gradient of L = sum(v * fn(inputs)) (v random, seeded) with central
+ * differences (L(x+eps) - L(x-eps)) / 2eps for every element of every f64 input
+ * that requires grad. An element passes when |analytic - numeric| <= atol +
+ * rtol * |numeric|. With check_f32 it also runs fn on f32 copies of the float
+ * inputs and requires outputs and gradients to agree with f64 within f32_atol +
+ * f32_rtol * |f64 value|. The inputs and their grads are left as they were. */
+typedef pg_tensor *(*pg_gradcheck_fn)(pg_graph *g, pg_tensor *const *inputs, int n_inputs, void *ctx);
+
+typedef struct pg_gradcheck_opts {
+    double eps, atol, rtol;     /* defaults 1e-6, 1e-7, 1e-5 */
+    bool check_f32;             /* default true */
+    double f32_atol, f32_rtol;  /* defaults 1e-4, 1e-3 */
+    uint64_t seed;              /* for v; default 1 */
+} pg_gradcheck_opts;
+
+typedef struct pg_gradcheck_result {
+    bool ok;
+    double max_abs_err, max_rel_err; /* over all checked elements (f64) */
+    int worst_input;                 /* -1 if nothing was checked */
+    int64_t worst_index;             /* flat index in that input */
+    double worst_analytic, worst_numeric;
+    bool f32_ok;
+    double f32_max_err;              /* worst |f32 - f64| over outputs and grads */
+    int checked;                     /* elements checked */
+    char message[512];               /* why it failed, empty when ok */
+} pg_gradcheck_result;
+
+pg_gradcheck_opts pg_gradcheck_defaults(void);
+/* opts NULL: defaults. fn or inputs NULL (or a NULL input): r.ok false and
+ * the reason in r.message and pg_last_error ("pg_gradcheck: ..."). */
+pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n_inputs, pg_tensor *const *inputs, void *ctx,
+                                 const pg_gradcheck_opts *opts);
+
+#endif
