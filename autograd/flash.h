@@ -34,7 +34,7 @@ typedef struct pg_flash_opts {
     bool causal;           /* hide key j from query i when j > i */
     pg_tensor *mask;       /* (B, Lk) bool, false = masked; NULL: none */
     pg_tensor *dist_bias;  /* (H, Lq + Lk - 1) of q's dtype, index (i - j) + Lk - 1; NULL: none */
-    /* A local band (LocalAttention, positional-semantics.md §2): with window
+    /* A local band (LocalAttention, docs/semantics.md §2): with window
      * w > 0, query i sees only the keys of windows floor(i/w) - look_backward
      * .. floor(i/w) + look_forward, or with exact_window the keys
      * i - w look_backward <= j <= i + w look_forward. Only the key tiles that

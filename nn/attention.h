@@ -3,7 +3,7 @@
  *
  * Masks: a boolean key-padding mask (B, Lk) where false = masked (the key is
  * hidden from every query); causal hides key j from query i when j > i (the
- * diagonal stays visible; positional-semantics.md §7). Hidden logits become
+ * diagonal stays visible; docs/semantics.md §7). Hidden logits become
  * -inf. A query that sees no key at all outputs 0 and passes zero gradient,
  * never NaN. */
 #ifndef PG_NN_ATTENTION_H
@@ -50,7 +50,7 @@ int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool 
  *   both:            to_out  Linear(dim -> dim)
  *   positional modules: child "pos" when there is one, "pos.0", "pos.1", ... when several
  * Heads are the outer factor of the channels: channel c = n * head_dim + h. */
-/* Local attention as a band of keys (LocalAttention's windows, positional-semantics.md §2):
+/* Local attention as a band of keys (LocalAttention's windows, docs/semantics.md §2):
  * with window w > 0, query i sees the keys of its own window [w floor(i / w), +w) and of
  * look_backward windows before and look_forward windows after it; with exact the band is
  * [i - w look_backward, i + w look_forward] instead. causal still hides j > i. window 0:

@@ -1,4 +1,4 @@
-/* LocalAttention (nn/local_attention.h; positional-semantics.md §2, §7). */
+/* LocalAttention (nn/local_attention.h; docs/semantics.md §2, §7). */
 #include "local_attention.h"
 
 #include <limits.h>

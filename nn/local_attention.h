@@ -1,4 +1,4 @@
-/* posgrad nn: LocalAttention, lucidrains' local-attention (positional-semantics.md §2)
+/* posgrad nn: LocalAttention, lucidrains' local-attention (docs/semantics.md §2)
  * with the corrections of §7. docs/local_attention.md has the story.
  *
  * Queries are cut into windows of w tokens; window omega sees the keys of windows

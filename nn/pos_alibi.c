@@ -1,4 +1,4 @@
-/* ALiBi (nn/pos_alibi.h; positional-semantics.md §0.1, §1.7, §4.2, §7). */
+/* ALiBi (nn/pos_alibi.h; docs/semantics.md §0.1, §1.7, §4.2, §7). */
 #include "pos_alibi.h"
 
 #include <float.h>

@@ -1,5 +1,5 @@
 /* posgrad nn: ALiBi, the attention-with-linear-biases positional scheme
- * (positional-semantics.md §0.1, §1.7 bio-attention ALiBi, §4.2 x-transformers
+ * (docs/semantics.md §0.1, §1.7 bio-attention ALiBi, §4.2 x-transformers
  * AlibiPositionalBias, corrected per §7). docs/pos/alibi.md has the whole story.
  *
  * A mod_bias scheme: for heads h = 0..H-1, query i and key j,

@@ -1,5 +1,5 @@
 /* posgrad nn: dynamic position bias (DPB), a mod_bias positional scheme
- * (positional-semantics.md §1.8 bio-attention, §4.1 x-transformers, §3.2 zeta,
+ * (docs/semantics.md §1.8 bio-attention, §4.1 x-transformers, §3.2 zeta,
  * corrected per §7). docs/pos/dpb.md has the whole story.
  *
  * An MLP maps each relative distance to one bias per head:

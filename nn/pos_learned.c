@@ -1,4 +1,4 @@
-/* Learned absolute encodings: LearnedVocab (positional-semantics.md §1.4) and
+/* Learned absolute encodings: LearnedVocab (docs/semantics.md §1.4) and
  * LearnedContinuous (§1.5). Left padding and the key mask as Sinusoidal
  * (pg_pos_abs_add in nn/pos_sinusoidal.c). */
 #include "pos_learned.h"

@@ -1,6 +1,6 @@
 /* posgrad nn: learned absolute encodings, mod_x schemes (docs/pos/absolute.md).
  *
- * LearnedVocab (positional-semantics.md §1.4, bio-attention's LearnedVocab), registered as
+ * LearnedVocab (docs/semantics.md §1.4, bio-attention's LearnedVocab), registered as
  * "learned": a table of max_seq_len learned rows, pe[t] = emb.weight[pos[t]].
  *   Parameter "emb.weight" (max_seq_len, dim), N(0, 1) init. Positions: NULL = 0..L-1 or
  *   (B, Lp) i64 in [0, max_seq_len); float positions are an error (the table is discrete).

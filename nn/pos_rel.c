@@ -1,6 +1,6 @@
 /* Shaw-style learned position embeddings in the attention logits: AbsPosEmb1D,
  * RelPosEmb1D (shared or per-head tables) with AI Summer's relative_to_absolute,
- * and RelPosEmb2D on any H x W map (positional-semantics.md §5, §7). nn/pos_rel.h
+ * and RelPosEmb2D on any H x W map (docs/semantics.md §5, §7). nn/pos_rel.h
  * and docs/pos/relative.md describe the semantics. */
 #include "pos_rel.h"
 

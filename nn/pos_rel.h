@@ -1,5 +1,5 @@
 /* posgrad nn: Shaw-style learned position embeddings for the attention logits
- * (positional-semantics.md §5, AI Summer's self-attention-cv, corrected per §7).
+ * (docs/semantics.md §5, AI Summer's self-attention-cv, corrected per §7).
  * docs/pos/relative.md has the equations, options and test names.
  *
  * Three mod_bias schemes whose bias depends on the query q (B, H, Lq, d):

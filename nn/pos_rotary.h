@@ -1,5 +1,5 @@
 /* posgrad nn: rotary position embedding (RoPE) and xPos on top of it, a mod_qkv scheme
- * (positional-semantics.md §1.6 bio-attention Rotary, §4.3 x-transformers RotaryEmbedding,
+ * (docs/semantics.md §1.6 bio-attention Rotary, §4.3 x-transformers RotaryEmbedding,
  * §2 step 4 lucidrains local-attention's rotary). docs/pos/rotary.md has the story.
  *
  * For q (B, H, Lq, Dh) at positions p_q and k (B, H, Lk, Dh) at positions p_k, with
@@ -24,7 +24,7 @@
  * (B, Lp) f32 / f64 (differentiable: a float position tensor that requires grad gets its
  * gradient) or i64 (exact integers, allowed: rotary is defined at any real position and
  * integers are the common case; no gradient). Lp < L (left padding): the first L - Lp
- * tokens are NOT rotated and not xPos-scaled (angle 0, sigma 1; positional-semantics.md §7 —
+ * tokens are NOT rotated and not xPos-scaled (angle 0, sigma 1; docs/semantics.md §7 —
  * bio-attention zeroes them instead).
  *
  * The divisor is `divide`, or with learned_div max(exp(div), 1e-8) where the 0-dim

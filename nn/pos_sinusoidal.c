@@ -1,4 +1,4 @@
-/* The sinusoidal absolute encoding (positional-semantics.md §1.3) and the helpers the
+/* The sinusoidal absolute encoding (docs/semantics.md §1.3) and the helpers the
  * absolute schemes share (left padding, key mask, positions). */
 #include "pos_sinusoidal.h"
 

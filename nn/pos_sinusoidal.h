@@ -1,4 +1,4 @@
-/* posgrad nn: the fixed sinusoidal absolute encoding (positional-semantics.md §1.3,
+/* posgrad nn: the fixed sinusoidal absolute encoding (docs/semantics.md §1.3,
  * bio-attention's Sinusoidal), a mod_x scheme. docs/pos/absolute.md has the story.
  *
  *   theta[t, i] = (pos[t] * inv_freq[i]) / divisor,   inv_freq[i] = base^(-2i/dim), i < dim/2

@@ -1,5 +1,5 @@
 /* posgrad nn: Transformer-XL relative position bias (Dai et al. 2019), a mod_bias
- * positional scheme (positional-semantics.md §1.9 describes bio-attention's XL and
+ * positional scheme (docs/semantics.md §1.9 describes bio-attention's XL and
  * its bugs; posgrad follows §7). docs/pos/xl.md has the whole story.
  *
  * Per head n, query i, key j, with q, k the head's projected vectors (width H):

@@ -1,8 +1,8 @@
-/* posgrad nn: the positional protocol (DESIGN.md "Positional schemes: one protocol").
+/* posgrad nn: the positional protocol (docs/design.md, "The positional protocol").
  *
  * A positional module is a pg_posmod: a module (parameters, children, names,
  * train mode) plus a table of hooks. It acts at up to three points of
- * attention (bio-attention's plugins, positional-semantics.md §1.2):
+ * attention (bio-attention's plugins, docs/semantics.md §1.2):
  *
  *   mod_x     x (B, L, dim) -> x'             the block input, before its pre-norm
  *                                              (the residual stream carries it)
@@ -30,7 +30,7 @@
  * Positions (pg_pos_ctx.pos_q / pos_k) are (B, Lp) tensors of f32, f64 or i64
  * with Lp <= L, or NULL for 0..L-1. Lp < L is left padding: the first L - Lp
  * tokens (e.g. CLS tokens) have no position; the LAST Lp tokens carry pos[0..Lp).
- * What an un-positioned token gets is the scheme's choice (positional-semantics.md
+ * What an un-positioned token gets is the scheme's choice (docs/semantics.md
  * §7: no rotation, zero bias row and column; pg_pos_pad_bias helps). Positions are
  * data, except that a float position tensor that requires grad gets gradients
  * from the schemes that are differentiable in them (sinusoidal, continuous,
@@ -173,11 +173,11 @@ pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_
  * (B, Lpq, Lpk) of `dtype`. */
 pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype);
 /* bias (..., Lpq, Lpk) left/top-padded with zeros to (..., Lq, Lk): tokens without
- * a position get a zero bias row and column (positional-semantics.md §7). */
+ * a position get a zero bias row and column (docs/semantics.md §7). */
 pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk);
 
 /* The `divide` / `learned_div` option of every scheme that has one
- * (positional-semantics.md §1.1, corrected per §7 so that it works for all):
+ * (docs/semantics.md §1.1, corrected per §7 so that it works for all):
  * the effective divisor is the constant `divide`, or, learned, max(exp(div), 1e-8)
  * with a 0-dim parameter "div" initialised to log(divide). Division applies to
  * the product fed to sin/cos or the MLP: (p * f) / divisor. */
@@ -233,6 +233,7 @@ enum {
     PG_POS_HOOK_BIAS = 1 << 2,  /* mod_bias */
     PG_POS_HOOK_TABLE = 1 << 3, /* bias_table */
     PG_POS_HOOK_DIST = 1 << 4,  /* dist_bias */
+    PG_POS_HOOK_BAND = 1 << 5,  /* band_bias */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

@@ -13,7 +13,8 @@
  *   hooks    the pg_posmod_ops hooks its modules implement, PG_POS_HOOK_* or-ed:
  *            X (mod_x), QKV (mod_qkv), BIAS (mod_bias), TABLE (bias_table),
  *            DIST (dist_bias: the bias depends on the query-key distance only, so
- *            the fused kernel and LocalAttention's bands take it)
+ *            the fused kernel and LocalAttention's bands take it), BAND
+ *            (band_bias: a bias that reads q/k on LocalAttention's window band)
  *   props    PG_POS_* or-ed, or 0: NEEDS_QK (its hooks modify q/k or its bias
  *            reads them), MAX_LEN (a table of rows up to args.max_len),
  *            NEEDS_OPTS (no defaults: its options struct is required), VISION
@@ -45,7 +46,7 @@ PG_POSMOD(alibi, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | P
           "nn/pos_alibi.c", "minus a fixed per-head slope times the query-key distance (ALiBi, Press et al. 2022)")
 PG_POSMOD(dpb, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_dpb.c",
           "an MLP of the signed query-key distance gives each head's bias (dynamic position bias)")
-PG_POSMOD(xl, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE, PG_POS_NEEDS_QK, "nn/pos_xl.c",
+PG_POSMOD(xl, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_BAND, PG_POS_NEEDS_QK, "nn/pos_xl.c",
           "(q + u).k + (q + v).r with r projected sinusoids of the distance (Transformer-XL, Dai et al. 2019)")
 PG_POSMOD(t5, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_t5.c",
           "a learned per-head bias for log-spaced buckets of the distance (T5, Raffel et al. 2020)")

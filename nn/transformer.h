@@ -11,7 +11,7 @@ typedef enum { PG_NORM_LAYER = 0, PG_NORM_RMS = 1 } pg_norm_kind;
 
 /* ---- TransformerBlock ------------------------------------------------------------------------
  *   x <- mod_x of attn's positional modules, in order (before the pre-norm: the
- *        residual carries the encoding, positional-semantics.md §1.2 step 2)
+ *        residual carries the encoding, docs/semantics.md §1.2 step 2)
  *   x <- x + drop(attn(norm1(x)))
  *   x <- x + drop(ff(norm2(x)))
  * Children: "norm1" (LayerNorm or RMSNorm), "attn" (MultiheadAttention, self),

@@ -22,7 +22,7 @@ static pg_alibi *alibi_f64(int64_t H, const pg_alibi_opts *o)
 Test(pos_alibi, slopes_match_spec_and_xtransformers)
 {
     double s[16];
-    /* the examples of positional-semantics.md §0.1, exactly */
+    /* the examples of docs/semantics.md §0.1, exactly */
     cr_assert_eq(pg_alibi_slopes(8, s), 0);
     for (int h = 0; h < 8; h++)
         cr_assert_eq(s[h], ldexp(1.0, -(h + 1)), "n 8, head %d: %.17g", h, s[h]);
