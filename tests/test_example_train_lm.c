@@ -677,9 +677,12 @@ Test(example_train_lm, memory_estimate_counts_every_parameter)
             cr_assert_eq(m.params, pg_module_num_elements(&lm->base), "--pos %s%s: counted %lld, the model has %lld",
                          LM_SCHEMES[i], glu ? " (GLU, RMSNorm, no biases)" : "", (long long)m.params,
                          (long long)pg_module_num_elements(&lm->base));
-            bool xl_or_rel = !strcmp(LM_SCHEMES[i], "xl") || !strcmp(LM_SCHEMES[i], "rel");
-            cr_assert_eq(m.quadratic, xl_or_rel, "--pos %s: quadratic %d", LM_SCHEMES[i], m.quadratic);
-            cr_assert_eq(m.scores_bytes > 0, xl_or_rel);
+            /* quadratic: a bias that is not a function of distance alone (xl, rel) */
+            const lm_pos_choice *ch = lm_pos_find(LM_SCHEMES[i]);
+            const pg_posmod_kind_info *k = ch->kind ? pg_posmod_info(ch->kind) : NULL;
+            bool qk_bias = k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & PG_POS_HOOK_DIST);
+            cr_assert_eq(m.quadratic, qk_bias, "--pos %s: quadratic %d", LM_SCHEMES[i], m.quadratic);
+            cr_assert_eq(m.scores_bytes > 0, qk_bias);
             cr_assert(m.total > m.act_bytes + m.param_bytes);
             cr_assert_eq(m.load_bytes, (double)m.params * 32 + m.base_bytes); /* model, Adam, file, Adam copy */
             pg_module_free(&lm->base);
