@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* ---- checks: one helper, pg_attn_check (autograd/attn_check.h) ------------------------- */
 

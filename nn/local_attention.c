@@ -8,7 +8,7 @@
 #include "../autograd/flash.h"
 #include "pos_rotary.h"
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 #define SELF_VALUE (-5e4) /* upstream TOKEN_SELF_ATTN_VALUE */
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 int pg_alibi_slopes(int64_t n, double *out)
 {

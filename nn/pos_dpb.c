@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 pg_dpb_opts pg_dpb_bio(void) { return (pg_dpb_opts){0}; }
 

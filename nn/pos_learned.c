@@ -9,7 +9,7 @@
 
 #include "pos_sinusoidal.h"
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* a parameter-free container module (PyTorch's nn.Sequential / ModuleList for naming) */
 static pg_module *container(const char *type)

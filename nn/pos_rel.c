@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 typedef enum { ABS1D = 0, REL1D = 1, REL2D = 2 } posrel_kind;
 

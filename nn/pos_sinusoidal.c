@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 typedef struct pos_sinusoidal {
     pg_posmod pm;

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 #define POS_LIMIT 9007199254740992.0 /* 2^53: positions beyond are not integers a double can hold */
 
 int64_t pg_t5_bucket(int64_t n, bool causal, int64_t num_buckets, int64_t max_distance)

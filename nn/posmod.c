@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* ---- the registry: one PG_POSMOD entry per kind in posmod_list.h ------------------------ */
 
