@@ -76,10 +76,7 @@ static pg_tensor *sdpa(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, co
 pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
 {
     const char *fn = "pg_attention";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_attention(s, q, k, v, o) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_attention(g, q, k, v, o));
     const pg_sdpa_opts none = {0};
     if (!o)
         o = &none;
@@ -382,10 +379,7 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
 pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
 {
     const char *fn = "pg_mha_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_mha_forward(s, m, x, context, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_mha_forward(g, m, x, context, a));
     const pg_attn_args none = {0};
     if (!a)
         a = &none;

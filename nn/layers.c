@@ -80,10 +80,7 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
 pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
 {
     const char *fn = "pg_linear_forward";
-    if (!g) { /* no graph: a scratch one, returning a heap tensor (as every module does) */
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_linear_forward(s, l, x) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_linear_forward(g, l, x));
     if (!l) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;

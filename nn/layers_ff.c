@@ -209,10 +209,7 @@ fail:
 pg_tensor *pg_feedforward_forward(pg_graph *g, pg_feedforward *f, pg_tensor *x, pg_rng *r)
 {
     const char *fn = "pg_feedforward_forward";
-    if (!g) { /* several ops: run them in a scratch graph, return a heap tensor */
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_feedforward_forward(s, f, x, r) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_feedforward_forward(g, f, x, r));
     if (!f) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;

@@ -341,10 +341,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
                                       pg_tensor *v, const pg_local_args *a)
 {
     const char *fn = "pg_local_attention_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_local_attention_forward(s, m, q, k, v, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_local_attention_forward(g, m, q, k, v, a));
     const pg_local_args none = {0};
     if (!a)
         a = &none;

@@ -92,5 +92,22 @@ bool pg_module_param_no_decay(const pg_module *m, const char *full_name);
  * begin(NULL) fails; end(NULL, ...) returns NULL and leaves begin's error. */
 pg_graph *pg_nn_scratch_begin(const char *fn);
 pg_tensor *pg_nn_scratch_end(pg_graph *s, pg_tensor *out);
+/* PG_NN_SCRATCH(g, fn, call): the idiom above as one statement, first in a
+ * forward that returns pg_tensor *. When g is NULL it points g (a modifiable
+ * pg_graph * variable, normally the parameter) at a scratch graph, evaluates
+ * call (which uses g: usually the function calling itself) and returns call's
+ * result copied to the heap; with g given it does nothing.
+ *   pg_tensor *my_forward(pg_graph *g, my_module *m, pg_tensor *x)
+ *   {
+ *       PG_NN_SCRATCH(g, "my_forward", my_forward(g, m, x));
+ *       ... ops on g ...
+ *   } */
+#define PG_NN_SCRATCH(g, fn, call)                                                                                     \
+    do {                                                                                                               \
+        if (!(g)) {                                                                                                    \
+            (g) = pg_nn_scratch_begin(fn);                                                                             \
+            return pg_nn_scratch_end((g), (g) ? (call) : NULL);                                                        \
+        }                                                                                                              \
+    } while (0)
 
 #endif

@@ -169,10 +169,7 @@ pg_posmod *pg_posmod_make_dpb(const pg_posmod_args *a)
 pg_tensor *pg_dpb_mlp(pg_graph *g, pg_posmod *pm, pg_tensor *r)
 {
     const char *fn = "pg_dpb_mlp";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_dpb_mlp(s, pm, r) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_dpb_mlp(g, pm, r));
     if (!pm || pm->ops != &DPB_OPS) {
         pg_graph_fail(g, "%s: module is %s, expected a DynamicPositionBias", fn, pm ? pm->base.type : "NULL");
         return NULL;
@@ -308,10 +305,7 @@ static const pg_posmod_ops DPB_OPS = {.mod_bias = dpb_bias, .bias_table = dpb_ta
 pg_tensor *pg_dpb_bias_ij(pg_graph *g, pg_posmod *pm, int64_t i, int64_t j)
 {
     const char *fn = "pg_dpb_bias_ij";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_dpb_bias_ij(s, pm, i, j) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_dpb_bias_ij(g, pm, i, j));
     if (!pm || pm->ops != &DPB_OPS) {
         pg_graph_fail(g, "%s: module is %s, expected a DynamicPositionBias", fn, pm ? pm->base.type : "NULL");
         return NULL;

@@ -31,10 +31,7 @@ typedef struct posrel {
 pg_tensor *pg_rel_to_abs(pg_graph *g, pg_tensor *x)
 {
     const char *fn = "pg_rel_to_abs";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_rel_to_abs(s, x) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_rel_to_abs(g, x));
     if (!x || x->ndim < 2 || x->ndim > 7 || x->shape[x->ndim - 1] != 2 * x->shape[x->ndim - 2] - 1 ||
         x->shape[x->ndim - 2] < 1) {
         pg_graph_fail(g, "%s: x is %s, expected (..., l, 2l - 1) with l >= 1", fn, x ? SHAPE(x) : "NULL");
@@ -230,10 +227,7 @@ static const pg_posmod_ops POSREL_OPS = {.mod_bias = posrel_bias};
 pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_pos_ctx *c)
 {
     const char *fn = "pg_posrel_logits";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_posrel_logits(s, m, q, c) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_posrel_logits(g, m, q, c));
     if (!m || m->ops != &POSREL_OPS) {
         pg_graph_fail(g, "%s: module %s is not abs1d, rel1d or rel2d", fn, m ? m->base.type : "NULL");
         return NULL;

@@ -262,10 +262,7 @@ static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
 pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *pos, bool key, double centre)
 {
     const char *fn = "pg_rotary_apply";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_rotary_apply(s, m, t, pos, key, centre) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_rotary_apply(g, m, t, pos, key, centre));
     rotary *r = as_rotary(g, fn, m);
     if (!r || !check_t(g, fn, "t", r, t))
         return NULL;
@@ -283,10 +280,7 @@ pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *p
 pg_tensor *pg_rotary_angles(pg_graph *g, pg_posmod *m, int64_t L, pg_tensor *pos)
 {
     const char *fn = "pg_rotary_angles";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_rotary_angles(s, m, L, pos) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_rotary_angles(g, m, L, pos));
     rotary *r = as_rotary(g, fn, m);
     if (!r)
         return NULL;

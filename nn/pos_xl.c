@@ -93,10 +93,7 @@ pg_posmod *pg_posmod_make_xl(const pg_posmod_args *a)
 pg_tensor *pg_xl_rel_encoding(pg_graph *g, pg_posmod *pm, pg_tensor *d)
 {
     const char *fn = "pg_xl_rel_encoding";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_xl_rel_encoding(s, pm, d) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_xl_rel_encoding(g, pm, d));
     if (!pm || pm->ops != &XL_OPS) {
         pg_graph_fail(g, "%s: module is %s, expected a TransformerXLBias", fn, pm ? pm->base.type : "NULL");
         return NULL;

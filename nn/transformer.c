@@ -118,10 +118,7 @@ static pg_tensor *resid_drop(pg_graph *g, const pg_module *m, double p, pg_tenso
 pg_tensor *pg_block_forward(pg_graph *g, pg_block *b, pg_tensor *x, const pg_attn_args *a)
 {
     const char *fn = "pg_block_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_block_forward(s, b, x, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_block_forward(g, b, x, a));
     const pg_attn_args none = {0};
     if (!a)
         a = &none;
@@ -406,10 +403,7 @@ static bool ids_ok(pg_graph *g, const char *fn, const pg_lm_config *c, const pg_
 pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_args *a)
 {
     const char *fn = "pg_lm_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_lm_forward(s, lm, ids, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_lm_forward(g, lm, ids, a));
     const pg_attn_args none = {0};
     if (!a)
         a = &none;
@@ -438,10 +432,7 @@ pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_a
 
 pg_tensor *pg_lm_loss(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor *targets, const pg_attn_args *a)
 {
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin("pg_lm_loss");
-        return pg_nn_scratch_end(s, s ? pg_lm_loss(s, lm, ids, targets, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, "pg_lm_loss", pg_lm_loss(g, lm, ids, targets, a));
     if (!lm || !ids || !targets) {
         pg_graph_fail(g, "pg_lm_loss: %s is NULL", !lm ? "module" : !ids ? "ids" : "targets");
         return NULL;
