@@ -175,17 +175,16 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
         pg_posmod_free_list(pos, 0, n_pos > 0 ? n_pos : 0);
         return NULL;
     }
-    pg_mha *m = calloc(1, sizeof *m);
+    pg_mha *m = pg_module_alloc(sizeof *m, "MultiheadAttention", mha_destroy, fn);
     if (m && n_pos > 0 && !(m->pos = malloc((size_t)n_pos * sizeof *m->pos))) {
-        free(m);
+        pg_set_error("%s: out of memory", fn);
+        pg_module_free(&m->base);
         m = NULL;
     }
     if (!m) {
-        pg_set_error("%s: out of memory", fn);
         pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_module_init(&m->base, "MultiheadAttention", mha_destroy);
     m->cfg = *c;
     m->head_dim = c->dim / c->heads;
     if (m->cfg.context_dim == 0)

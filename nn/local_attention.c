@@ -70,25 +70,24 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
             pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_local_attention *m = calloc(1, sizeof *m);
-    pg_posmod **list = n_pos ? malloc((size_t)n_pos * sizeof *list) : NULL;
-    if (!m || (n_pos && !list)) {
-        free(m);
-        free(list);
-        pg_posmod_free_list(pos, 0, n_pos);
+    pg_local_attention *m = pg_module_alloc(sizeof *m, "LocalAttention", la_destroy, fn);
+    if (m && n_pos && !(m->pos = malloc((size_t)n_pos * sizeof *m->pos))) {
         pg_set_error("%s: out of memory", fn);
+        pg_module_free(&m->base);
+        m = NULL;
+    }
+    if (!m) {
+        pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_module_init(&m->base, "LocalAttention", la_destroy);
     m->cfg = *c;
     if (m->cfg.look_forward < 0)
         m->cfg.look_forward = c->causal ? 0 : 1;
     if (m->cfg.xpos_scale_base == 0)
         m->cfg.xpos_scale_base = (double)(c->window_size / 2);
     m->n_pos = n_pos;
-    m->pos = list;
     for (int i = 0; i < n_pos; i++)
-        list[i] = pos[i];
+        m->pos[i] = pos[i];
     if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
         pg_module_free(&m->base);
         return NULL;

@@ -38,6 +38,19 @@ struct pg_module {
 /* ---- building a module ----------------------------------------------------------
  * m NULL: an error, nothing done; type NULL: an error, and the type "Module". */
 void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *));
+/* A new zeroed module struct of `size` bytes with its base initialised
+ * (pg_module_init(m, type, destroy)), for constructors:
+ *   my_module *m = pg_module_alloc(sizeof *m, "MyModule", my_destroy, "my_new");
+ * The struct's FIRST member must be the pg_module (or a struct that starts with
+ * one, like pg_posmod), so that the result is also a pg_module *; size may
+ * exceed the struct for a trailing array. NULL with "fn: out of memory" when
+ * calloc fails; NULL and an error for a NULL type or fn, or a size below
+ * sizeof(pg_module). Free it with pg_module_free. */
+void *pg_module_alloc(size_t size, const char *type, void (*destroy)(pg_module *), const char *fn);
+/* A new parameter-free container (a bare pg_module) of this type, such as
+ * "Sequential" or "ModuleList": it only names children (PyTorch's naming).
+ * pg_module_alloc(sizeof(pg_module), type, NULL, fn). */
+pg_module *pg_module_new_container(const char *type, const char *fn);
 /* A new zeroed parameter (heap, requires grad) registered as `name`; NULL on error. */
 pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape);
 /* Flags of pg_module_new_param_ex (or-ed). */

@@ -312,12 +312,9 @@ static pg_posmod *posrel_make(posrel_kind kind, const char *fn, const pg_posmod_
             return NULL;
         }
     }
-    posrel *p = calloc(1, sizeof *p);
-    if (!p) {
-        pg_set_error("%s: out of memory", fn);
+    posrel *p = pg_posmod_alloc(sizeof *p, TYPE_NAME[kind], &POSREL_OPS, NULL, fn);
+    if (!p)
         return NULL;
-    }
-    pg_posmod_init(&p->pm, TYPE_NAME[kind], &POSREL_OPS, NULL);
     p->kind = kind;
     p->tokens = o.tokens;
     p->hgt = o.hgt;
@@ -336,13 +333,11 @@ static pg_posmod *posrel_make(posrel_kind kind, const char *fn, const pg_posmod_
         const char *names[2] = {"emb_w", "emb_h"};
         int64_t rows[2] = {2 * o.wid - 1, 2 * o.hgt - 1};
         for (int s = 0; s < 2 && ok; s++) {
-            pg_module *ch = calloc(1, sizeof *ch);
+            pg_module *ch = pg_module_new_container("RelPosEmb1D", fn);
             if (!ch) {
-                pg_set_error("%s: out of memory", fn);
                 ok = false;
                 break;
             }
-            pg_module_init(ch, "RelPosEmb1D", NULL);
             if (pg_module_add_child(&p->pm.base, names[s], ch) != 0) {
                 ok = false;
                 break;

@@ -81,12 +81,9 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
         return NULL;
     }
     int64_t R = o.n_dims / 2;
-    rotary *r = calloc(1, sizeof *r + 2 * (size_t)R * sizeof(double));
-    if (!r) {
-        pg_set_error("%s: out of memory", fn);
+    rotary *r = pg_posmod_alloc(sizeof *r + 2 * (size_t)R * sizeof(double), "Rotary", &ROTARY_OPS, NULL, fn);
+    if (!r)
         return NULL;
-    }
-    pg_posmod_init(&r->pm, "Rotary", &ROTARY_OPS, NULL);
     r->o = o;
     r->R = R;
     r->dtype = dtype;

@@ -121,12 +121,9 @@ pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype 
         pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
         return NULL;
     }
-    pos_sinusoidal *s = calloc(1, sizeof *s);
-    if (!s) {
-        pg_set_error("%s: out of memory", fn);
+    pos_sinusoidal *s = pg_posmod_alloc(sizeof *s, "Sinusoidal", &SINUSOIDAL_OPS, NULL, fn);
+    if (!s)
         return NULL;
-    }
-    pg_posmod_init(&s->pm, "Sinusoidal", &SINUSOIDAL_OPS, NULL);
     s->dim = dim;
     s->o = op;
     bool ok;

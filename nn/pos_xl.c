@@ -40,12 +40,9 @@ pg_xl *pg_xl_new(int64_t heads, int64_t head_dim, const pg_xl_opts *opts, pg_dty
     }
     if (o.divide == 0)
         o.divide = 1.0;
-    pg_xl *m = calloc(1, sizeof *m);
-    if (!m) {
-        pg_set_error("%s: out of memory", fn);
+    pg_xl *m = pg_posmod_alloc(sizeof *m, "TransformerXLBias", &XL_OPS, NULL, fn);
+    if (!m)
         return NULL;
-    }
-    pg_posmod_init(&m->pm, "TransformerXLBias", &XL_OPS, NULL);
     m->o = o;
     m->heads = heads;
     m->head_dim = head_dim;

@@ -123,6 +123,22 @@ void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, vo
         pg_set_error("pg_posmod_init: ops is NULL (the module gets no hooks)");
 }
 
+void *pg_posmod_alloc(size_t size, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *),
+                      const char *fn)
+{
+    if (!type || !ops || !fn || size < sizeof(pg_posmod)) {
+        pg_set_error("pg_posmod_alloc: %s", !type ? "type is NULL"
+                                           : !ops ? "ops is NULL"
+                                           : !fn  ? "fn is NULL"
+                                                  : "size is smaller than a pg_posmod");
+        return NULL;
+    }
+    pg_posmod *m = pg_module_alloc(size, type, destroy, fn);
+    if (m)
+        m->ops = ops;
+    return m;
+}
+
 /* ---- checks ---------------------------------------------------------------------------- */
 
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
@@ -377,13 +393,11 @@ int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
         }
     if (n == 1)
         return pg_module_add_child(parent, "pos", &pos[0]->base);
-    pg_module *list = calloc(1, sizeof *list);
+    pg_module *list = pg_module_new_container("ModuleList", fn);
     if (!list) {
-        pg_set_error("%s: out of memory", fn);
         pg_posmod_free_list(pos, 0, n);
         return -1;
     }
-    pg_module_init(list, "ModuleList", NULL);
     if (pg_module_add_child(parent, "pos", list) != 0) {
         pg_posmod_free_list(pos, 0, n);
         return -1;

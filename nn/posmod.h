@@ -127,6 +127,13 @@ struct pg_posmod {
 /* Initialises the base (pg_module_init) and sets the hooks. m NULL: an error;
  * ops NULL: an error, and a table without hooks (ops is never NULL). */
 void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *));
+/* A new zeroed scheme struct of `size` bytes (its FIRST member the pg_posmod)
+ * with pg_posmod_init(m, type, ops, destroy) done, for constructors:
+ *   my_scheme *m = pg_posmod_alloc(sizeof *m, "MyScheme", &MY_OPS, NULL, "my_new");
+ * NULL with "fn: out of memory" when calloc fails; NULL and an error for a
+ * NULL type, ops or fn, or a size below sizeof(pg_posmod) (pg_module_alloc). */
+void *pg_posmod_alloc(size_t size, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *),
+                      const char *fn);
 
 /* Frees pos[from..n), each distinct module once: for a constructor that
  * promised to take ownership of a module list and fails. */
