@@ -184,10 +184,6 @@ pg_posmod *pg_continuous_new(int64_t dim, const pg_continuous_opts *o, pg_dtype 
                      op.depth);
         return NULL;
     }
-    if (!(op.divide > 0) || !isfinite(op.divide)) {
-        pg_set_error("%s: divide must be a finite number > 0, got %g", fn, op.divide);
-        return NULL;
-    }
     if (!pg_dtype_is_float(dtype)) {
         pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
         return NULL;

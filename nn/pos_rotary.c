@@ -68,8 +68,7 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
         return NULL;
     }
     if (!opt_pos(fn, "base", &o.base, 10000) || !opt_pos(fn, "base_rescale_factor", &o.base_rescale_factor, 1) ||
-        !opt_pos(fn, "interpolation_factor", &o.interpolation_factor, 1) || !opt_pos(fn, "divide", &o.divide, 1) ||
-        !opt_pos(fn, "scale_base", &o.scale_base, 512))
+        !opt_pos(fn, "interpolation_factor", &o.interpolation_factor, 1) || !opt_pos(fn, "scale_base", &o.scale_base, 512))
         return NULL;
     if (o.base_rescale_factor != 1 && o.freq_dim <= 2) {
         pg_set_error("%s: base_rescale_factor %g needs freq_dim > 2 (base * factor^(F/(F-2))), got %lld", fn,
@@ -80,6 +79,8 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
         pg_set_error("%s: xpos_centre must be finite, got %g", fn, o.xpos_centre);
         return NULL;
     }
+    if (o.divide == 0) /* 0: the default; checked by pg_pos_div_param */
+        o.divide = 1;
     int64_t R = o.n_dims / 2;
     rotary *r = pg_posmod_alloc(sizeof *r + 2 * (size_t)R * sizeof(double), "Rotary", &ROTARY_OPS, NULL, fn);
     if (!r)

@@ -113,8 +113,8 @@ pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype 
         pg_set_error("%s: dim must be even and >= 2 (sin/cos pairs), got %lld", fn, (long long)dim);
         return NULL;
     }
-    if (!(op.divide > 0) || !isfinite(op.divide) || !(op.base > 1) || !isfinite(op.base)) {
-        pg_set_error("%s: need finite divide > 0 and base > 1, got divide %g, base %g", fn, op.divide, op.base);
+    if (!(op.base > 1) || !isfinite(op.base)) { /* divide: checked by pg_pos_div_param */
+        pg_set_error("%s: need a finite base > 1, got %g", fn, op.base);
         return NULL;
     }
     if (!pg_dtype_is_float(dtype)) {

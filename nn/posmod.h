@@ -193,7 +193,11 @@ typedef struct pg_pos_divide {
     bool learned;
 } pg_pos_divide;
 /* Registers "div" on m when d.learned (returned), else returns NULL without
- * error; -1-style failure (NULL and *ok = false) for divide <= 0 or NaN. */
+ * error; -1-style failure (NULL and *ok = false, "Type: divide must be a
+ * finite number > 0, got ...") for divide <= 0, NaN or infinite. This is the
+ * one check of the option: ALiBi's options embed a pg_pos_divide; sinusoidal,
+ * continuous, rotary, DPB and XL keep the fields `divide` / `learned_div`
+ * (their 0 means 1) and pass {divide, learned_div} here unchecked. */
 pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool *ok);
 /* t / divisor, with div the parameter from pg_pos_div_param (or NULL: the constant). */
 pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double divide);
