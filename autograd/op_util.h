@@ -4,10 +4,8 @@
 #define PG_OP_UTIL_H
 
 #include "../tensor/broadcast.h"
+#include "../tensor/shape_util.h"
 #include "ops.h"
-
-/* Formats a tensor's dtype and shape ("f32[2,3]") into a local buffer. */
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
 
 /* x is non-NULL (else records "fn: name is NULL") */
 static inline bool arg_present(pg_graph *g, const char *fn, const char *name, const pg_tensor *x)

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* ---- checks: one helper, pg_attn_check (autograd/attn_check.h) ------------------------- */
 
@@ -76,10 +76,7 @@ static pg_tensor *sdpa(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, co
 pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
 {
     const char *fn = "pg_attention";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_attention(s, q, k, v, o) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_attention(g, q, k, v, o));
     const pg_sdpa_opts none = {0};
     if (!o)
         o = &none;
@@ -178,17 +175,16 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
         pg_posmod_free_list(pos, 0, n_pos > 0 ? n_pos : 0);
         return NULL;
     }
-    pg_mha *m = calloc(1, sizeof *m);
+    pg_mha *m = pg_module_alloc(sizeof *m, "MultiheadAttention", mha_destroy, fn);
     if (m && n_pos > 0 && !(m->pos = malloc((size_t)n_pos * sizeof *m->pos))) {
-        free(m);
+        pg_set_error("%s: out of memory", fn);
+        pg_module_free(&m->base);
         m = NULL;
     }
     if (!m) {
-        pg_set_error("%s: out of memory", fn);
         pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_module_init(&m->base, "MultiheadAttention", mha_destroy);
     m->cfg = *c;
     m->head_dim = c->dim / c->heads;
     if (m->cfg.context_dim == 0)
@@ -382,10 +378,7 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
 pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
 {
     const char *fn = "pg_mha_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_mha_forward(s, m, x, context, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_mha_forward(g, m, x, context, a));
     const pg_attn_args none = {0};
     if (!a)
         a = &none;

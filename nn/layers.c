@@ -4,18 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* Allocates a zeroed module struct of `size` bytes and initialises its base. */
-static void *module_alloc(size_t size, const char *type)
-{
-    pg_module *m = calloc(1, size);
-    if (!m) {
-        pg_set_error("%s: out of memory", type);
-        return NULL;
-    }
-    pg_module_init(m, type, NULL);
-    return m;
-}
-
 static bool check_ctor(const char *fn, pg_dtype dtype, bool need_rng, const pg_rng *r)
 {
     if (!pg_dtype_is_float(dtype)) {
@@ -57,7 +45,7 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
                      (long long)out_features);
         return NULL;
     }
-    pg_linear *l = module_alloc(sizeof *l, "Linear");
+    pg_linear *l = pg_module_alloc(sizeof *l, "Linear", NULL, fn);
     if (!l)
         return NULL;
     l->in_features = in_features;
@@ -80,10 +68,7 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
 pg_tensor *pg_linear_forward(pg_graph *g, pg_linear *l, pg_tensor *x)
 {
     const char *fn = "pg_linear_forward";
-    if (!g) { /* no graph: a scratch one, returning a heap tensor (as every module does) */
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_linear_forward(s, l, x) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_linear_forward(g, l, x));
     if (!l) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;
@@ -104,7 +89,7 @@ pg_embed *pg_embed_new(int64_t num, int64_t dim, pg_dtype dtype, pg_rng *r)
         pg_set_error("%s: num and dim must be >= 1, got %lld, %lld", fn, (long long)num, (long long)dim);
         return NULL;
     }
-    pg_embed *e = module_alloc(sizeof *e, "Embedding");
+    pg_embed *e = pg_module_alloc(sizeof *e, "Embedding", NULL, fn);
     if (!e)
         return NULL;
     e->num = num;
@@ -138,7 +123,7 @@ pg_layernorm *pg_layernorm_new(int64_t dim, double eps, bool affine, bool bias, 
         pg_set_error("%s: need dim >= 1 and finite eps >= 0, got %lld, %g", fn, (long long)dim, eps);
         return NULL;
     }
-    pg_layernorm *n = module_alloc(sizeof *n, "LayerNorm");
+    pg_layernorm *n = pg_module_alloc(sizeof *n, "LayerNorm", NULL, fn);
     if (!n)
         return NULL;
     n->dim = dim;

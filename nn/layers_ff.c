@@ -22,18 +22,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* A zeroed module struct of `size` bytes with its base initialised. */
-static void *module_alloc(size_t size, const char *fn, const char *type)
-{
-    pg_module *m = calloc(1, size);
-    if (!m) {
-        pg_set_error("%s: out of memory", fn);
-        return NULL;
-    }
-    pg_module_init(m, type, NULL);
-    return m;
-}
-
 /* x is a float tensor whose last dim is `dim` (and whose dtype is w's when w is given) */
 static bool check_x(pg_graph *g, const char *fn, const pg_tensor *x, int64_t dim, const pg_tensor *w)
 {
@@ -70,7 +58,7 @@ pg_rmsnorm *pg_rmsnorm_new(int64_t dim, double eps, bool affine, pg_dtype dtype)
         pg_set_error("%s: need dim >= 1 and finite eps >= 0, got %lld, %g", fn, (long long)dim, eps);
         return NULL;
     }
-    pg_rmsnorm *n = module_alloc(sizeof *n, fn, "RMSNorm");
+    pg_rmsnorm *n = pg_module_alloc(sizeof *n, "RMSNorm", NULL, fn);
     if (!n)
         return NULL;
     n->dim = dim;
@@ -107,7 +95,7 @@ pg_dropout_mod *pg_dropout_new(double p)
         pg_set_error("pg_dropout_new: p must be in [0, 1), got %g", p);
         return NULL;
     }
-    pg_dropout_mod *d = module_alloc(sizeof *d, "pg_dropout_new", "Dropout");
+    pg_dropout_mod *d = pg_module_alloc(sizeof *d, "Dropout", NULL, "pg_dropout_new");
     if (d)
         d->p = p;
     return d;
@@ -181,7 +169,7 @@ pg_feedforward *pg_feedforward_new(int64_t dim, int64_t hidden, pg_ff_kind kind,
                      r ? "a generator" : "NULL");
         return NULL;
     }
-    pg_feedforward *f = module_alloc(sizeof *f, fn, "FeedForward");
+    pg_feedforward *f = pg_module_alloc(sizeof *f, "FeedForward", NULL, fn);
     if (!f)
         return NULL;
     f->kind = kind;
@@ -209,10 +197,7 @@ fail:
 pg_tensor *pg_feedforward_forward(pg_graph *g, pg_feedforward *f, pg_tensor *x, pg_rng *r)
 {
     const char *fn = "pg_feedforward_forward";
-    if (!g) { /* several ops: run them in a scratch graph, return a heap tensor */
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_feedforward_forward(s, f, x, r) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_feedforward_forward(g, f, x, r));
     if (!f) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;

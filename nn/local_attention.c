@@ -8,7 +8,7 @@
 #include "../autograd/flash.h"
 #include "pos_rotary.h"
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 #define SELF_VALUE (-5e4) /* upstream TOKEN_SELF_ATTN_VALUE */
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -70,25 +70,24 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
             pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_local_attention *m = calloc(1, sizeof *m);
-    pg_posmod **list = n_pos ? malloc((size_t)n_pos * sizeof *list) : NULL;
-    if (!m || (n_pos && !list)) {
-        free(m);
-        free(list);
-        pg_posmod_free_list(pos, 0, n_pos);
+    pg_local_attention *m = pg_module_alloc(sizeof *m, "LocalAttention", la_destroy, fn);
+    if (m && n_pos && !(m->pos = malloc((size_t)n_pos * sizeof *m->pos))) {
         pg_set_error("%s: out of memory", fn);
+        pg_module_free(&m->base);
+        m = NULL;
+    }
+    if (!m) {
+        pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_module_init(&m->base, "LocalAttention", la_destroy);
     m->cfg = *c;
     if (m->cfg.look_forward < 0)
         m->cfg.look_forward = c->causal ? 0 : 1;
     if (m->cfg.xpos_scale_base == 0)
         m->cfg.xpos_scale_base = (double)(c->window_size / 2);
     m->n_pos = n_pos;
-    m->pos = list;
     for (int i = 0; i < n_pos; i++)
-        list[i] = pos[i];
+        m->pos[i] = pos[i];
     if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
         pg_module_free(&m->base);
         return NULL;
@@ -341,10 +340,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
                                       pg_tensor *v, const pg_local_args *a)
 {
     const char *fn = "pg_local_attention_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_local_attention_forward(s, m, q, k, v, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_local_attention_forward(g, m, q, k, v, a));
     const pg_local_args none = {0};
     if (!a)
         a = &none;

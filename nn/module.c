@@ -20,6 +20,32 @@ void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *)
     m->destroy = destroy;
 }
 
+void *pg_module_alloc(size_t size, const char *type, void (*destroy)(pg_module *), const char *fn)
+{
+    if (!type || !fn || size < sizeof(pg_module)) {
+        pg_set_error("pg_module_alloc: %s", !type ? "type is NULL"
+                                            : !fn ? "fn is NULL"
+                                                  : "size is smaller than a pg_module");
+        return NULL;
+    }
+    pg_module *m = calloc(1, size);
+    if (!m) {
+        pg_set_error("%s: out of memory", fn);
+        return NULL;
+    }
+    pg_module_init(m, type, destroy);
+    return m;
+}
+
+pg_module *pg_module_new_container(const char *type, const char *fn)
+{
+    if (!type || !fn) {
+        pg_set_error("pg_module_new_container: %s is NULL", !type ? "type" : "fn");
+        return NULL;
+    }
+    return pg_module_alloc(sizeof(pg_module), type, NULL, fn);
+}
+
 /* Appends (name, ptr) to a growable entry array. */
 static int entry_push(pg_module_entry **arr, int *n, int *cap, const char *name, void *ptr, bool owned)
 {

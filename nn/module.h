@@ -38,6 +38,19 @@ struct pg_module {
 /* ---- building a module ----------------------------------------------------------
  * m NULL: an error, nothing done; type NULL: an error, and the type "Module". */
 void pg_module_init(pg_module *m, const char *type, void (*destroy)(pg_module *));
+/* A new zeroed module struct of `size` bytes with its base initialised
+ * (pg_module_init(m, type, destroy)), for constructors:
+ *   my_module *m = pg_module_alloc(sizeof *m, "MyModule", my_destroy, "my_new");
+ * The struct's FIRST member must be the pg_module (or a struct that starts with
+ * one, like pg_posmod), so that the result is also a pg_module *; size may
+ * exceed the struct for a trailing array. NULL with "fn: out of memory" when
+ * calloc fails; NULL and an error for a NULL type or fn, or a size below
+ * sizeof(pg_module). Free it with pg_module_free. */
+void *pg_module_alloc(size_t size, const char *type, void (*destroy)(pg_module *), const char *fn);
+/* A new parameter-free container (a bare pg_module) of this type, such as
+ * "Sequential" or "ModuleList": it only names children (PyTorch's naming).
+ * pg_module_alloc(sizeof(pg_module), type, NULL, fn). */
+pg_module *pg_module_new_container(const char *type, const char *fn);
 /* A new zeroed parameter (heap, requires grad) registered as `name`; NULL on error. */
 pg_tensor *pg_module_new_param(pg_module *m, const char *name, pg_dtype dtype, int ndim, const int64_t *shape);
 /* Flags of pg_module_new_param_ex (or-ed). */
@@ -92,5 +105,22 @@ bool pg_module_param_no_decay(const pg_module *m, const char *full_name);
  * begin(NULL) fails; end(NULL, ...) returns NULL and leaves begin's error. */
 pg_graph *pg_nn_scratch_begin(const char *fn);
 pg_tensor *pg_nn_scratch_end(pg_graph *s, pg_tensor *out);
+/* PG_NN_SCRATCH(g, fn, call): the idiom above as one statement, first in a
+ * forward that returns pg_tensor *. When g is NULL it points g (a modifiable
+ * pg_graph * variable, normally the parameter) at a scratch graph, evaluates
+ * call (which uses g: usually the function calling itself) and returns call's
+ * result copied to the heap; with g given it does nothing.
+ *   pg_tensor *my_forward(pg_graph *g, my_module *m, pg_tensor *x)
+ *   {
+ *       PG_NN_SCRATCH(g, "my_forward", my_forward(g, m, x));
+ *       ... ops on g ...
+ *   } */
+#define PG_NN_SCRATCH(g, fn, call)                                                                                     \
+    do {                                                                                                               \
+        if (!(g)) {                                                                                                    \
+            (g) = pg_nn_scratch_begin(fn);                                                                             \
+            return pg_nn_scratch_end((g), (g) ? (call) : NULL);                                                        \
+        }                                                                                                              \
+    } while (0)
 
 #endif

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 int pg_alibi_slopes(int64_t n, double *out)
 {
@@ -169,19 +169,17 @@ pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
             pg_set_error("%s: slope %lld is %g, expected a finite number", fn, (long long)h, o->slopes[h]);
             return NULL;
         }
-    pg_alibi *m = calloc(1, sizeof *m);
+    pg_alibi *m = pg_posmod_alloc(sizeof *m, "ALiBi", &ALIBI_OPS, alibi_destroy, fn);
+    if (!m)
+        return NULL;
     double *base = calloc((size_t)heads, sizeof *base);
-    if (m)
-        m->slopes = calloc((size_t)heads, sizeof *m->slopes);
-    if (!m || !base || !m->slopes) {
+    m->slopes = calloc((size_t)heads, sizeof *m->slopes);
+    if (!base || !m->slopes) {
         pg_set_error("%s: out of memory", fn);
         free(base);
-        if (m)
-            free(m->slopes);
-        free(m);
+        pg_module_free(&m->pm.base);
         return NULL;
     }
-    pg_posmod_init(&m->pm, "ALiBi", &ALIBI_OPS, alibi_destroy);
     m->heads = heads;
     m->use_heads = use;
     m->asymmetric = o->asymmetric;

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 pg_dpb_opts pg_dpb_bio(void) { return (pg_dpb_opts){0}; }
 
@@ -33,17 +33,6 @@ pg_dpb_opts pg_dpb_zeta(void)
 }
 
 /* ---- construction ------------------------------------------------------------------------ */
-
-static pg_module *container(void)
-{
-    pg_module *m = calloc(1, sizeof *m);
-    if (!m) {
-        pg_set_error("pg_dpb_new: out of memory");
-        return NULL;
-    }
-    pg_module_init(m, "Sequential", NULL);
-    return m;
-}
 
 /* adds child (NULL: fails) under the decimal name idx */
 static bool add_child(pg_module *parent, int idx, pg_module *child)
@@ -86,12 +75,9 @@ pg_dpb *pg_dpb_new(int64_t dim, int64_t heads, const pg_dpb_opts *opts, pg_dtype
         pg_set_error("%s: the zeta layout has no norm (use the x-transformers layout)", fn);
         return NULL;
     }
-    pg_dpb *m = calloc(1, sizeof *m);
-    if (!m) {
-        pg_set_error("%s: out of memory", fn);
+    pg_dpb *m = pg_posmod_alloc(sizeof *m, "DynamicPositionBias", &DPB_OPS, NULL, fn);
+    if (!m)
         return NULL;
-    }
-    pg_posmod_init(&m->pm, "DynamicPositionBias", &DPB_OPS, NULL);
     m->o = o;
     m->heads = heads;
     m->hidden = o.hidden;
@@ -99,7 +85,7 @@ pg_dpb *pg_dpb_new(int64_t dim, int64_t heads, const pg_dpb_opts *opts, pg_dtype
     bool ok = true;
     pg_pos_divide d = {o.divide, o.learned_div};
     m->div = pg_pos_div_param(&m->pm, d, dtype, &ok);
-    pg_module *mlp = ok ? container() : NULL;
+    pg_module *mlp = ok ? pg_module_new_container("Sequential", fn) : NULL;
     ok = ok && mlp && pg_module_add_child(&m->pm.base, "mlp", mlp) == 0;
     int64_t H = o.hidden;
     for (int l = 0; ok && l < o.depth; l++) {
@@ -109,7 +95,7 @@ pg_dpb *pg_dpb_new(int64_t dim, int64_t heads, const pg_dpb_opts *opts, pg_dtype
             ok = add_child(mlp, 2 * l, lin ? &lin->base : NULL);
             continue;
         }
-        pg_module *blk = container();
+        pg_module *blk = pg_module_new_container("Sequential", fn);
         ok = add_child(mlp, l, blk);
         if (!ok) {
             if (lin)
@@ -121,7 +107,7 @@ pg_dpb *pg_dpb_new(int64_t dim, int64_t heads, const pg_dpb_opts *opts, pg_dtype
         if (!ok || !o.norm)
             continue;
         if (o.layout == PG_DPB_LAYOUT_XT && l == 0) { /* x-transformers' LayerNorm: gamma, no bias */
-            pg_module *ln = container();
+            pg_module *ln = pg_module_new_container("Sequential", fn);
             ok = add_child(blk, 1, ln);
             m->ln_w[l] = ok ? pg_module_new_param(ln, "gamma", dtype, PG_SHAPE(H)) : NULL;
             ok = ok && m->ln_w[l];
@@ -169,10 +155,7 @@ pg_posmod *pg_posmod_make_dpb(const pg_posmod_args *a)
 pg_tensor *pg_dpb_mlp(pg_graph *g, pg_posmod *pm, pg_tensor *r)
 {
     const char *fn = "pg_dpb_mlp";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_dpb_mlp(s, pm, r) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_dpb_mlp(g, pm, r));
     if (!pm || pm->ops != &DPB_OPS) {
         pg_graph_fail(g, "%s: module is %s, expected a DynamicPositionBias", fn, pm ? pm->base.type : "NULL");
         return NULL;
@@ -308,10 +291,7 @@ static const pg_posmod_ops DPB_OPS = {.mod_bias = dpb_bias, .bias_table = dpb_ta
 pg_tensor *pg_dpb_bias_ij(pg_graph *g, pg_posmod *pm, int64_t i, int64_t j)
 {
     const char *fn = "pg_dpb_bias_ij";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_dpb_bias_ij(s, pm, i, j) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_dpb_bias_ij(g, pm, i, j));
     if (!pm || pm->ops != &DPB_OPS) {
         pg_graph_fail(g, "%s: module is %s, expected a DynamicPositionBias", fn, pm ? pm->base.type : "NULL");
         return NULL;

@@ -9,19 +9,7 @@
 
 #include "pos_sinusoidal.h"
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
-
-/* a parameter-free container module (PyTorch's nn.Sequential / ModuleList for naming) */
-static pg_module *container(const char *type)
-{
-    pg_module *m = calloc(1, sizeof *m);
-    if (!m) {
-        pg_set_error("%s: out of memory", type);
-        return NULL;
-    }
-    pg_module_init(m, type, NULL);
-    return m;
-}
+#include "../tensor/shape_util.h"
 
 /* ===================================================================================
  * LearnedVocab
@@ -101,13 +89,11 @@ pg_posmod *pg_learned_new(int64_t dim, int64_t max_seq_len, const pg_learned_opt
     pg_embed *e = pg_embed_new(max_seq_len, dim, dtype, r ? r : &r0);
     if (!e)
         return NULL;
-    pos_learned *s = calloc(1, sizeof *s);
+    pos_learned *s = pg_posmod_alloc(sizeof *s, "LearnedVocab", &LEARNED_OPS, NULL, fn);
     if (!s) {
         pg_module_free(&e->base);
-        pg_set_error("%s: out of memory", fn);
         return NULL;
     }
-    pg_posmod_init(&s->pm, "LearnedVocab", &LEARNED_OPS, NULL);
     s->dim = dim;
     s->max_seq_len = max_seq_len;
     s->ignore_mask = o && o->ignore_mask;
@@ -198,25 +184,18 @@ pg_posmod *pg_continuous_new(int64_t dim, const pg_continuous_opts *o, pg_dtype 
                      op.depth);
         return NULL;
     }
-    if (!(op.divide > 0) || !isfinite(op.divide)) {
-        pg_set_error("%s: divide must be a finite number > 0, got %g", fn, op.divide);
-        return NULL;
-    }
     if (!pg_dtype_is_float(dtype)) {
         pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
         return NULL;
     }
-    pos_continuous *s = calloc(1, sizeof *s);
-    if (!s) {
-        pg_set_error("%s: out of memory", fn);
+    pos_continuous *s = pg_posmod_alloc(sizeof *s, "LearnedContinuous", &CONTINUOUS_OPS, NULL, fn);
+    if (!s)
         return NULL;
-    }
-    pg_posmod_init(&s->pm, "LearnedContinuous", &CONTINUOUS_OPS, NULL);
     s->dim = dim;
     s->o = op;
     bool ok;
     s->div = pg_pos_div_param(&s->pm, (pg_pos_divide){op.divide, op.learned_div}, dtype, &ok);
-    pg_module *mlp = ok ? container("ModuleList") : NULL;
+    pg_module *mlp = ok ? pg_module_new_container("ModuleList", fn) : NULL;
     if (!mlp || pg_module_add_child(&s->pm.base, "mlp", mlp) != 0)
         goto fail;
     pg_rng r0 = pg_rng_init(0);
@@ -225,7 +204,7 @@ pg_posmod *pg_continuous_new(int64_t dim, const pg_continuous_opts *o, pg_dtype 
     for (int l = 0; l < op.depth; l++) {
         char name[16];
         snprintf(name, sizeof name, "%d", l);
-        pg_module *blk = container("Sequential");
+        pg_module *blk = pg_module_new_container("Sequential", fn);
         if (!blk || pg_module_add_child(mlp, name, blk) != 0)
             goto fail;
         s->lin[l] = pg_linear_new(l == 0 ? 1 : dim, dim, true, dtype, r);

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 typedef enum { ABS1D = 0, REL1D = 1, REL2D = 2 } posrel_kind;
 
@@ -31,10 +31,7 @@ typedef struct posrel {
 pg_tensor *pg_rel_to_abs(pg_graph *g, pg_tensor *x)
 {
     const char *fn = "pg_rel_to_abs";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_rel_to_abs(s, x) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_rel_to_abs(g, x));
     if (!x || x->ndim < 2 || x->ndim > 7 || x->shape[x->ndim - 1] != 2 * x->shape[x->ndim - 2] - 1 ||
         x->shape[x->ndim - 2] < 1) {
         pg_graph_fail(g, "%s: x is %s, expected (..., l, 2l - 1) with l >= 1", fn, x ? SHAPE(x) : "NULL");
@@ -230,10 +227,7 @@ static const pg_posmod_ops POSREL_OPS = {.mod_bias = posrel_bias};
 pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_pos_ctx *c)
 {
     const char *fn = "pg_posrel_logits";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_posrel_logits(s, m, q, c) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_posrel_logits(g, m, q, c));
     if (!m || m->ops != &POSREL_OPS) {
         pg_graph_fail(g, "%s: module %s is not abs1d, rel1d or rel2d", fn, m ? m->base.type : "NULL");
         return NULL;
@@ -318,12 +312,9 @@ static pg_posmod *posrel_make(posrel_kind kind, const char *fn, const pg_posmod_
             return NULL;
         }
     }
-    posrel *p = calloc(1, sizeof *p);
-    if (!p) {
-        pg_set_error("%s: out of memory", fn);
+    posrel *p = pg_posmod_alloc(sizeof *p, TYPE_NAME[kind], &POSREL_OPS, NULL, fn);
+    if (!p)
         return NULL;
-    }
-    pg_posmod_init(&p->pm, TYPE_NAME[kind], &POSREL_OPS, NULL);
     p->kind = kind;
     p->tokens = o.tokens;
     p->hgt = o.hgt;
@@ -342,13 +333,11 @@ static pg_posmod *posrel_make(posrel_kind kind, const char *fn, const pg_posmod_
         const char *names[2] = {"emb_w", "emb_h"};
         int64_t rows[2] = {2 * o.wid - 1, 2 * o.hgt - 1};
         for (int s = 0; s < 2 && ok; s++) {
-            pg_module *ch = calloc(1, sizeof *ch);
+            pg_module *ch = pg_module_new_container("RelPosEmb1D", fn);
             if (!ch) {
-                pg_set_error("%s: out of memory", fn);
                 ok = false;
                 break;
             }
-            pg_module_init(ch, "RelPosEmb1D", NULL);
             if (pg_module_add_child(&p->pm.base, names[s], ch) != 0) {
                 ok = false;
                 break;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 typedef struct rotary {
     pg_posmod pm;
@@ -68,8 +68,7 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
         return NULL;
     }
     if (!opt_pos(fn, "base", &o.base, 10000) || !opt_pos(fn, "base_rescale_factor", &o.base_rescale_factor, 1) ||
-        !opt_pos(fn, "interpolation_factor", &o.interpolation_factor, 1) || !opt_pos(fn, "divide", &o.divide, 1) ||
-        !opt_pos(fn, "scale_base", &o.scale_base, 512))
+        !opt_pos(fn, "interpolation_factor", &o.interpolation_factor, 1) || !opt_pos(fn, "scale_base", &o.scale_base, 512))
         return NULL;
     if (o.base_rescale_factor != 1 && o.freq_dim <= 2) {
         pg_set_error("%s: base_rescale_factor %g needs freq_dim > 2 (base * factor^(F/(F-2))), got %lld", fn,
@@ -80,13 +79,12 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
         pg_set_error("%s: xpos_centre must be finite, got %g", fn, o.xpos_centre);
         return NULL;
     }
+    if (o.divide == 0) /* 0: the default; checked by pg_pos_div_param */
+        o.divide = 1;
     int64_t R = o.n_dims / 2;
-    rotary *r = calloc(1, sizeof *r + 2 * (size_t)R * sizeof(double));
-    if (!r) {
-        pg_set_error("%s: out of memory", fn);
+    rotary *r = pg_posmod_alloc(sizeof *r + 2 * (size_t)R * sizeof(double), "Rotary", &ROTARY_OPS, NULL, fn);
+    if (!r)
         return NULL;
-    }
-    pg_posmod_init(&r->pm, "Rotary", &ROTARY_OPS, NULL);
     r->o = o;
     r->R = R;
     r->dtype = dtype;
@@ -262,10 +260,7 @@ static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
 pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *pos, bool key, double centre)
 {
     const char *fn = "pg_rotary_apply";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_rotary_apply(s, m, t, pos, key, centre) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_rotary_apply(g, m, t, pos, key, centre));
     rotary *r = as_rotary(g, fn, m);
     if (!r || !check_t(g, fn, "t", r, t))
         return NULL;
@@ -283,10 +278,7 @@ pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *p
 pg_tensor *pg_rotary_angles(pg_graph *g, pg_posmod *m, int64_t L, pg_tensor *pos)
 {
     const char *fn = "pg_rotary_angles";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_rotary_angles(s, m, L, pos) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_rotary_angles(g, m, L, pos));
     rotary *r = as_rotary(g, fn, m);
     if (!r)
         return NULL;

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 typedef struct pos_sinusoidal {
     pg_posmod pm;
@@ -113,20 +113,17 @@ pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype 
         pg_set_error("%s: dim must be even and >= 2 (sin/cos pairs), got %lld", fn, (long long)dim);
         return NULL;
     }
-    if (!(op.divide > 0) || !isfinite(op.divide) || !(op.base > 1) || !isfinite(op.base)) {
-        pg_set_error("%s: need finite divide > 0 and base > 1, got divide %g, base %g", fn, op.divide, op.base);
+    if (!(op.base > 1) || !isfinite(op.base)) { /* divide: checked by pg_pos_div_param */
+        pg_set_error("%s: need a finite base > 1, got %g", fn, op.base);
         return NULL;
     }
     if (!pg_dtype_is_float(dtype)) {
         pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
         return NULL;
     }
-    pos_sinusoidal *s = calloc(1, sizeof *s);
-    if (!s) {
-        pg_set_error("%s: out of memory", fn);
+    pos_sinusoidal *s = pg_posmod_alloc(sizeof *s, "Sinusoidal", &SINUSOIDAL_OPS, NULL, fn);
+    if (!s)
         return NULL;
-    }
-    pg_posmod_init(&s->pm, "Sinusoidal", &SINUSOIDAL_OPS, NULL);
     s->dim = dim;
     s->o = op;
     bool ok;

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 #define POS_LIMIT 9007199254740992.0 /* 2^53: positions beyond are not integers a double can hold */
 
 int64_t pg_t5_bucket(int64_t n, bool causal, int64_t num_buckets, int64_t max_distance)
@@ -189,13 +189,11 @@ pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dt
     pg_embed *e = pg_embed_new(nb, heads, dtype, r); /* checks dtype; N(0, 1) */
     if (!e)
         return NULL;
-    pg_t5 *m = calloc(1, sizeof *m);
+    pg_t5 *m = pg_posmod_alloc(sizeof *m, "T5RelativePositionBias", &T5_OPS, NULL, fn);
     if (!m) {
         pg_module_free(&e->base);
-        pg_set_error("%s: out of memory", fn);
         return NULL;
     }
-    pg_posmod_init(&m->pm, "T5RelativePositionBias", &T5_OPS, NULL);
     m->heads = heads;
     m->num_buckets = nb;
     m->max_distance = md;

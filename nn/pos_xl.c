@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 static const pg_posmod_ops XL_OPS;
 
@@ -40,12 +40,9 @@ pg_xl *pg_xl_new(int64_t heads, int64_t head_dim, const pg_xl_opts *opts, pg_dty
     }
     if (o.divide == 0)
         o.divide = 1.0;
-    pg_xl *m = calloc(1, sizeof *m);
-    if (!m) {
-        pg_set_error("%s: out of memory", fn);
+    pg_xl *m = pg_posmod_alloc(sizeof *m, "TransformerXLBias", &XL_OPS, NULL, fn);
+    if (!m)
         return NULL;
-    }
-    pg_posmod_init(&m->pm, "TransformerXLBias", &XL_OPS, NULL);
     m->o = o;
     m->heads = heads;
     m->head_dim = head_dim;
@@ -93,10 +90,7 @@ pg_posmod *pg_posmod_make_xl(const pg_posmod_args *a)
 pg_tensor *pg_xl_rel_encoding(pg_graph *g, pg_posmod *pm, pg_tensor *d)
 {
     const char *fn = "pg_xl_rel_encoding";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_xl_rel_encoding(s, pm, d) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_xl_rel_encoding(g, pm, d));
     if (!pm || pm->ops != &XL_OPS) {
         pg_graph_fail(g, "%s: module is %s, expected a TransformerXLBias", fn, pm ? pm->base.type : "NULL");
         return NULL;

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* ---- the registry: one PG_POSMOD entry per kind in posmod_list.h ------------------------ */
 
@@ -123,6 +123,22 @@ void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, vo
         pg_set_error("pg_posmod_init: ops is NULL (the module gets no hooks)");
 }
 
+void *pg_posmod_alloc(size_t size, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *),
+                      const char *fn)
+{
+    if (!type || !ops || !fn || size < sizeof(pg_posmod)) {
+        pg_set_error("pg_posmod_alloc: %s", !type ? "type is NULL"
+                                           : !ops ? "ops is NULL"
+                                           : !fn  ? "fn is NULL"
+                                                  : "size is smaller than a pg_posmod");
+        return NULL;
+    }
+    pg_posmod *m = pg_module_alloc(size, type, destroy, fn);
+    if (m)
+        m->ops = ops;
+    return m;
+}
+
 /* ---- checks ---------------------------------------------------------------------------- */
 
 int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c)
@@ -147,10 +163,7 @@ pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tens
                              pg_tensor *mask, int64_t heads, int64_t head_dim, pg_rng *rng)
 {
     const char *fn = "pg_posmod_apply_x";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_posmod_apply_x(s, mods, n, x, pos, mask, heads, head_dim, rng) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_posmod_apply_x(g, mods, n, x, pos, mask, heads, head_dim, rng));
     if (!x || !pg_dtype_is_float(x->dtype) || x->ndim != 3) {
         pg_graph_fail(g, "%s: x is %s, expected a float (B, L, dim)", fn, x ? SHAPE(x) : "NULL");
         return NULL;
@@ -189,10 +202,7 @@ pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tens
 pg_tensor *pg_posmod_x_table(pg_graph *g, pg_posmod *m, int64_t L, int64_t dim, pg_tensor *pos)
 {
     const char *fn = "pg_posmod_x_table";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_posmod_x_table(s, m, L, dim, pos) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_posmod_x_table(g, m, L, dim, pos));
     if (!m || !m->ops->mod_x || L < 1 || dim < 1) {
         pg_graph_fail(g, "%s: need a module with mod_x and L, dim >= 1 (module %s, L %lld, dim %lld)", fn,
                       m ? m->base.type : "NULL", (long long)L, (long long)dim);
@@ -210,10 +220,7 @@ pg_tensor *pg_posmod_x_table(pg_graph *g, pg_posmod *m, int64_t L, int64_t dim, 
 pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c)
 {
     const char *fn = "pg_posmod_bias_table";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_posmod_bias_table(s, m, c) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_posmod_bias_table(g, m, c));
     if (!m || !m->ops->bias_table) {
         pg_graph_fail(g, "%s: %s has no bias_table hook", fn, m ? m->base.type : "NULL module");
         return NULL;
@@ -228,10 +235,7 @@ pg_tensor *pg_posmod_bias_table(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c)
 pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_dtype dtype)
 {
     const char *fn = "pg_pos_resolve";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_pos_resolve(s, pos, B, L, dtype) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_pos_resolve(g, pos, B, L, dtype));
     if (!pg_dtype_is_float(dtype) && dtype != PG_I64) {
         pg_graph_fail(g, "%s: dtype must be f32, f64 or i64, got %s", fn, pg_dtype_name(dtype));
         return NULL;
@@ -254,10 +258,7 @@ pg_tensor *pg_pos_resolve(pg_graph *g, pg_tensor *pos, int64_t B, int64_t L, pg_
 pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype)
 {
     const char *fn = "pg_pos_delta";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_pos_delta(s, c, dtype) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_pos_delta(g, c, dtype));
     if (!pg_dtype_is_float(dtype)) {
         pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
         return NULL;
@@ -276,10 +277,7 @@ pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype)
 pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
 {
     const char *fn = "pg_pos_pad_bias";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_pos_pad_bias(s, bias, Lq, Lk) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_pos_pad_bias(g, bias, Lq, Lk));
     if (!bias) {
         pg_graph_fail(g, "%s: bias is NULL", fn);
         return NULL;
@@ -301,10 +299,7 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
 pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band)
 {
     const char *fn = "pg_pos_band_slots";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_pos_band_slots(s, x, band) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_pos_band_slots(g, x, band));
     if (!x || !band) {
         pg_graph_fail(g, "%s: %s is NULL", fn, x ? "band" : "x");
         return NULL;
@@ -398,13 +393,11 @@ int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
         }
     if (n == 1)
         return pg_module_add_child(parent, "pos", &pos[0]->base);
-    pg_module *list = calloc(1, sizeof *list);
+    pg_module *list = pg_module_new_container("ModuleList", fn);
     if (!list) {
-        pg_set_error("%s: out of memory", fn);
         pg_posmod_free_list(pos, 0, n);
         return -1;
     }
-    pg_module_init(list, "ModuleList", NULL);
     if (pg_module_add_child(parent, "pos", list) != 0) {
         pg_posmod_free_list(pos, 0, n);
         return -1;

@@ -127,6 +127,13 @@ struct pg_posmod {
 /* Initialises the base (pg_module_init) and sets the hooks. m NULL: an error;
  * ops NULL: an error, and a table without hooks (ops is never NULL). */
 void pg_posmod_init(pg_posmod *m, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *));
+/* A new zeroed scheme struct of `size` bytes (its FIRST member the pg_posmod)
+ * with pg_posmod_init(m, type, ops, destroy) done, for constructors:
+ *   my_scheme *m = pg_posmod_alloc(sizeof *m, "MyScheme", &MY_OPS, NULL, "my_new");
+ * NULL with "fn: out of memory" when calloc fails; NULL and an error for a
+ * NULL type, ops or fn, or a size below sizeof(pg_posmod) (pg_module_alloc). */
+void *pg_posmod_alloc(size_t size, const char *type, const pg_posmod_ops *ops, void (*destroy)(pg_module *),
+                      const char *fn);
 
 /* Frees pos[from..n), each distinct module once: for a constructor that
  * promised to take ownership of a module list and fails. */
@@ -186,7 +193,11 @@ typedef struct pg_pos_divide {
     bool learned;
 } pg_pos_divide;
 /* Registers "div" on m when d.learned (returned), else returns NULL without
- * error; -1-style failure (NULL and *ok = false) for divide <= 0 or NaN. */
+ * error; -1-style failure (NULL and *ok = false, "Type: divide must be a
+ * finite number > 0, got ...") for divide <= 0, NaN or infinite. This is the
+ * one check of the option: ALiBi's options embed a pg_pos_divide; sinusoidal,
+ * continuous, rotary, DPB and XL keep the fields `divide` / `learned_div`
+ * (their 0 means 1) and pass {divide, learned_div} here unchecked. */
 pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool *ok);
 /* t / divisor, with div the parameter from pg_pos_div_param (or NULL: the constant). */
 pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double divide);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* index of the first maximum of x[0..n) among entries with keep[i] == want */
 static int64_t first_max(const double *x, const uint8_t *keep, uint8_t want, int64_t n)

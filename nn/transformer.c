@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SHAPE(t) pg_shape_str((char[128]){0}, 128, (t))
+#include "../tensor/shape_util.h"
 
 /* ---- norms: LayerNorm or RMSNorm behind one pointer ------------------------------------------ */
 
@@ -73,13 +73,11 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
         pg_posmod_free_list(pos, 0, n_pos); /* ownership was promised */
         return NULL;
     }
-    pg_block *b = calloc(1, sizeof *b);
+    pg_block *b = pg_module_alloc(sizeof *b, "TransformerBlock", NULL, fn);
     if (!b) {
-        pg_set_error("%s: out of memory", fn);
         pg_posmod_free_list(pos, 0, n_pos);
         return NULL;
     }
-    pg_module_init(&b->base, "TransformerBlock", NULL);
     b->cfg = *c;
     if (b->cfg.ff_hidden == 0)
         b->cfg.ff_hidden = 4 * c->dim;
@@ -118,10 +116,7 @@ static pg_tensor *resid_drop(pg_graph *g, const pg_module *m, double p, pg_tenso
 pg_tensor *pg_block_forward(pg_graph *g, pg_block *b, pg_tensor *x, const pg_attn_args *a)
 {
     const char *fn = "pg_block_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_block_forward(s, b, x, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_block_forward(g, b, x, a));
     const pg_attn_args none = {0};
     if (!a)
         a = &none;
@@ -237,13 +232,8 @@ static int build_posmods(const char *fn, const pg_lm_config *c, const pg_posmod_
 /* A ModuleList child `name` of parent; NULL on failure */
 static pg_module *add_list(pg_module *parent, const char *name)
 {
-    pg_module *l = calloc(1, sizeof *l);
-    if (!l) {
-        pg_set_error("pg_lm_new: out of memory");
-        return NULL;
-    }
-    pg_module_init(l, "ModuleList", NULL);
-    return pg_module_add_child(parent, name, l) == 0 ? l : NULL;
+    pg_module *l = pg_module_new_container("ModuleList", "pg_lm_new");
+    return l && pg_module_add_child(parent, name, l) == 0 ? l : NULL;
 }
 
 /* input modules: "pos" (one) or "pos.N" (several) */
@@ -302,12 +292,9 @@ static pg_linear *make_head(pg_lm *lm, pg_rng *r)
     const pg_lm_config *c = &lm->cfg;
     if (!c->tie_weights)
         return pg_linear_new(c->dim, c->vocab, false, c->dtype, r);
-    pg_linear *h = calloc(1, sizeof *h);
-    if (!h) {
-        pg_set_error("pg_lm_new: out of memory");
+    pg_linear *h = pg_module_alloc(sizeof *h, "Linear", NULL, "pg_lm_new");
+    if (!h)
         return NULL;
-    }
-    pg_module_init(&h->base, "Linear", NULL);
     h->in_features = c->dim;
     h->out_features = c->vocab;
     h->weight = lm->tok_emb->weight;
@@ -346,18 +333,16 @@ pg_lm *pg_lm_new(const pg_lm_config *c)
     const char *fn = "pg_lm_new";
     if (!lm_config_ok(fn, c))
         return NULL;
-    pg_lm *lm = calloc(1, sizeof *lm);
-    if (lm) {
-        lm->pos = calloc(PG_LM_MAX_POS, sizeof *lm->pos);
-        lm->blocks = calloc((size_t)c->layers + 1, sizeof *lm->blocks);
-    }
-    if (!lm || !lm->pos || !lm->blocks) {
-        if (lm)
-            lm_destroy(&lm->base);
+    pg_lm *lm = pg_module_alloc(sizeof *lm, "TransformerLM", lm_destroy, fn);
+    if (!lm)
+        return NULL;
+    lm->pos = calloc(PG_LM_MAX_POS, sizeof *lm->pos);
+    lm->blocks = calloc((size_t)c->layers + 1, sizeof *lm->blocks);
+    if (!lm->pos || !lm->blocks) {
         pg_set_error("%s: out of memory", fn);
+        pg_module_free(&lm->base);
         return NULL;
     }
-    pg_module_init(&lm->base, "TransformerLM", lm_destroy);
     lm->cfg = *c;
     if (lm->cfg.norm_eps == 0)
         lm->cfg.norm_eps = 1e-5;
@@ -406,10 +391,7 @@ static bool ids_ok(pg_graph *g, const char *fn, const pg_lm_config *c, const pg_
 pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_args *a)
 {
     const char *fn = "pg_lm_forward";
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin(fn);
-        return pg_nn_scratch_end(s, s ? pg_lm_forward(s, lm, ids, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, fn, pg_lm_forward(g, lm, ids, a));
     const pg_attn_args none = {0};
     if (!a)
         a = &none;
@@ -438,10 +420,7 @@ pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_a
 
 pg_tensor *pg_lm_loss(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor *targets, const pg_attn_args *a)
 {
-    if (!g) {
-        pg_graph *s = pg_nn_scratch_begin("pg_lm_loss");
-        return pg_nn_scratch_end(s, s ? pg_lm_loss(s, lm, ids, targets, a) : NULL);
-    }
+    PG_NN_SCRATCH(g, "pg_lm_loss", pg_lm_loss(g, lm, ids, targets, a));
     if (!lm || !ids || !targets) {
         pg_graph_fail(g, "pg_lm_loss: %s is NULL", !lm ? "module" : !ids ? "ids" : "targets");
         return NULL;

@@ -65,6 +65,11 @@ void pg_set_error(const char *fmt, ...);
 /* Writes "f32[2,3]" ("NULL" for t NULL) into buf (always NUL-terminated);
  * returns buf, or NULL for buf NULL or size 0. */
 char *pg_shape_str(char *buf, size_t size, const pg_tensor *t);
+/* PG_SHAPE_STR(t): pg_shape_str into a fresh 128-byte buffer (a compound
+ * literal, alive until the end of the enclosing block), for message
+ * arguments: pg_set_error("f: x is %s", PG_SHAPE_STR(x)). Longer shapes are
+ * truncated. */
+#define PG_SHAPE_STR(t) pg_shape_str((char[128]){0}, 128, (t))
 /* Short dtype name: "f32", "f64", "i64", "bool". */
 const char *pg_dtype_name(pg_dtype dtype);
 size_t pg_dtype_size(pg_dtype dtype);

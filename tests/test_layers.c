@@ -363,6 +363,38 @@ Test(module, train_eval_recurses)
     pg_module_free(t.root);
 }
 
+/* pg_module_alloc / pg_module_new_container: zeroed structs with the base initialised */
+typedef struct counted {
+    pg_module base;
+    int64_t n;
+    double tail[]; /* size may exceed the struct */
+} counted;
+static int N_DESTROYED;
+static void counted_destroy(pg_module *m)
+{
+    N_DESTROYED++;
+    free(m);
+}
+
+Test(module, alloc_initialises_the_base)
+{
+    counted *c = pg_module_alloc(sizeof *c + 4 * sizeof(double), "Counted", counted_destroy, "test");
+    cr_assert_not_null(c, "%s", pg_last_error());
+    cr_assert_str_eq(c->base.type, "Counted");
+    cr_assert(c->base.training && c->n == 0 && c->tail[3] == 0.0);
+    pg_module *box = pg_module_new_container("ModuleList", "test");
+    cr_assert_not_null(box, "%s", pg_last_error());
+    cr_assert_str_eq(box->type, "ModuleList");
+    cr_assert_eq(box->n_params, 0);
+    cr_assert_eq(pg_module_add_child(box, "0", &c->base), 0);
+    N_DESTROYED = 0;
+    pg_module_free(box);
+    cr_assert_eq(N_DESTROYED, 1, "the child's destroy ran");
+    pg_clear_error();
+    cr_assert_null(pg_module_alloc(sizeof(int), "T", NULL, "test"));
+    cr_assert_str_eq(pg_last_error(), "pg_module_alloc: size is smaller than a pg_module");
+}
+
 Test(module, tied_parameter_listed_once_freed_once)
 {
     /* the borrowing module comes first: the shared tensor takes the first name */

@@ -469,6 +469,10 @@ CASE(module_init_type)
     expect_error("pg_module_init", "pg_module_init(&m, NULL, NULL)");
     cr_assert_not_null(m.type, "the module is still usable");
 }
+PTR(module_alloc_type, "pg_module_alloc", pg_module_alloc(sizeof(pg_module), NULL, NULL, "f"))
+PTR(module_alloc_fn, "pg_module_alloc", pg_module_alloc(sizeof(pg_module), "T", NULL, NULL))
+PTR(module_new_container_type, "pg_module_new_container", pg_module_new_container(NULL, "f"))
+PTR(module_new_container_fn, "pg_module_new_container", pg_module_new_container("T", NULL))
 PTR(module_new_param_m, "pg_module_new_param", pg_module_new_param(NULL, "w", PG_F64, 2, S23))
 PTR(module_new_param_name, "pg_module_new_param", pg_module_new_param(mod(), NULL, PG_F64, 2, S23))
 PTR(module_new_param_shape, "pg_module_new_param", pg_module_new_param(mod(), "w", PG_F64, 2, NULL))
@@ -584,6 +588,9 @@ CASE(posmod_init_ops)
     expect_error("pg_posmod_init", "pg_posmod_init(&p, \"P\", NULL, NULL)");
     cr_assert_not_null(p.ops, "ops is never NULL");
 }
+PTR(posmod_alloc_type, "pg_posmod_alloc", pg_posmod_alloc(sizeof(pg_posmod), NULL, &NO_OPS, NULL, "f"))
+PTR(posmod_alloc_ops, "pg_posmod_alloc", pg_posmod_alloc(sizeof(pg_posmod), "P", NULL, NULL, "f"))
+PTR(posmod_alloc_fn, "pg_posmod_alloc", pg_posmod_alloc(sizeof(pg_posmod), "P", &NO_OPS, NULL, NULL))
 NOOP(posmod_free_list, pg_posmod_free_list(NULL, 0, 2))
 NUM(posmod_adopt_parent, "pg_posmod_adopt", pg_posmod_adopt(NULL, (pg_posmod *[]){pg_alibi_new(2, NULL, PG_F64)}, 1),
     -1)
