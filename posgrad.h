@@ -30,6 +30,8 @@
 #include "nn/pos_xl.h"
 #include "nn/pos_t5.h"
 #include "nn/pos_rel.h"
+#include "nn/pos_kerple.h"
+#include "nn/pos_sandwich.h"
 #include "nn/local_attention.h"
 #include "optim/optim.h"
 #include "optim/checkpoint.h"

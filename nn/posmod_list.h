@@ -56,4 +56,8 @@ PG_POSMOD(rel1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_P
           "nn/pos_rel.c", "q . a learned embedding of the key-query distance (Shaw et al. 2018; AI Summer)")
 PG_POSMOD(rel2d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_NEEDS_OPTS | PG_POS_VISION,
           "nn/pos_rel.c", "q . learned row and column distance embeddings on an H x W map (AI Summer's RelPosEmb2D)")
+PG_POSMOD(kerple, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_kerple.c",
+          "minus a learned per-head log or power kernel of the query-key distance (KERPLE, Chi et al. 2022)")
+PG_POSMOD(sandwich, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_sandwich.c",
+          "the inner product of sinusoidal embeddings of two positions, minus its maximum, per-head scaled (Sandwich, Chi et al. 2023)")
 #endif
