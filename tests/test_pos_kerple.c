@@ -5,6 +5,9 @@
  * options, initial values and names, training, bad options. */
 #include <stdlib.h>
 
+#include <math.h>
+
+#include "../nn/local_attention.h"
 #include "../nn/pos_kerple.h"
 #include "testutil.h"
 
@@ -25,13 +28,13 @@ static void set_all(pg_tensor *t, double v)
 /* dist_bias over d = 0..3 of head 0 */
 static void assert_row(pg_kerple *m, const double *want, const char *what)
 {
-    pg_tensor *d = T64(PG_SHAPE(4), 0, 1, 2, 3);
-    pg_tensor *b = m->pm.ops->dist_bias(NULL, &m->pm, d, NULL);
-    cr_assert_not_null(b, "%s", pg_last_error());
+    pg_graph *g = pg_graph_new(); /* the hook builds a chain of ops: a graph frees them */
+    pg_tensor *d = pg_arange(g, PG_F64, 0, 4, 1);
+    pg_tensor *b = m->pm.ops->dist_bias(g, &m->pm, d, NULL);
+    cr_assert_not_null(b, "%s", pg_graph_error(g));
     for (int i = 0; i < 4; i++)
         cr_assert_float_eq(pg_get(b, i), want[i], 1e-6, "%s, d %d: %.9g", what, i, pg_get(b, i));
-    pg_tensor_free(b);
-    pg_tensor_free(d);
+    pg_graph_free(g);
 }
 
 Test(pos_kerple, check_values)
@@ -51,16 +54,15 @@ Test(pos_kerple, check_values)
     m = kerple_f64(1, &(pg_kerple_opts){.variant = PG_KERPLE_NEMO}, 1);
     assert_row(m, (const double[]){0, -0.693147 / 256, -1.098612 / 256, -1.386294 / 256}, "nemo init");
     /* tril: keys after the query (negative delta) get distance 0, abs gets |delta| */
-    pg_tensor *d = T64(PG_SHAPE(2), -2, 2);
-    pg_tensor *b = m->pm.ops->dist_bias(NULL, &m->pm, d, NULL);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *d = pg_arange(g, PG_F64, -2, 3, 4); /* -2, 2 */
+    pg_tensor *b = m->pm.ops->dist_bias(g, &m->pm, d, NULL);
     cr_assert_float_eq(pg_get(b, 0), pg_get(b, 1), 1e-15);
-    pg_tensor_free(b);
     m->dist = PG_KERPLE_DIST_TRIL;
-    b = m->pm.ops->dist_bias(NULL, &m->pm, d, NULL);
+    b = m->pm.ops->dist_bias(g, &m->pm, d, NULL);
     cr_assert_eq(pg_get(b, 0), 0.0);
     cr_assert_float_eq(pg_get(b, 1), -1.098612 / 256, 1e-8);
-    pg_tensor_free(b);
-    pg_tensor_free(d);
+    pg_graph_free(g);
     pg_module_free(&m->pm.base);
 }
 
@@ -337,10 +339,11 @@ Test(pos_kerple, projection_in_forward_at_step_or_never)
     m = kerple_f64(1, &(pg_kerple_opts){.project = PG_KERPLE_PROJECT_STEP, .p_max = 1.5}, 1);
     pg_set(m->scale, 0, -0.5);
     pg_set(m->inner, 0, 0.001);
-    b = m->pm.ops->dist_bias(NULL, &m->pm, d, NULL);
+    g = pg_graph_new();
+    b = m->pm.ops->dist_bias(g, &m->pm, d, NULL);
     cr_assert_float_eq(pg_get(b, 1), 0.5 * log1p(0.002), 1e-15);
     cr_assert_eq(pg_get(m->scale, 0), -0.5);
-    pg_tensor_free(b);
+    pg_graph_free(g);
     cr_assert_eq(pg_kerple_project(&m->pm), 0);
     cr_assert_eq(pg_get(m->scale, 0), 0.01);
     cr_assert_eq(pg_get(m->inner, 0), 0.01);
@@ -348,9 +351,10 @@ Test(pos_kerple, projection_in_forward_at_step_or_never)
     /* NONE (the nemo default): never clamped in forward; an explicit project still clamps p to [eps, p_max] */
     m = kerple_f64(1, &(pg_kerple_opts){.variant = PG_KERPLE_NEMO}, 1);
     pg_set(m->power, 0, 2.5);
-    b = m->pm.ops->dist_bias(NULL, &m->pm, d, NULL);
+    g = pg_graph_new();
+    b = m->pm.ops->dist_bias(g, &m->pm, d, NULL);
     cr_assert_float_eq(pg_get(b, 1), -pg_get(m->scale, 0) * log1p(pow(2.0, 2.5)), 1e-15);
-    pg_tensor_free(b);
+    pg_graph_free(g);
     cr_assert_eq(pg_kerple_project(&m->pm), 0);
     cr_assert_eq(pg_get(m->power, 0), 2.0);
     pg_module_free(&m->pm.base);
@@ -456,4 +460,72 @@ Test(pos_kerple, f32_agrees_with_f64)
     free_all(3, own);
     pg_module_free(&m32->base);
     pg_module_free(&m64->pm.base);
+}
+
+/* ===================================================================================
+ * LocalAttention: the band takes dist_bias (fused and unfused) = full attention with
+ * the bias table and the band as a bias; gradients of the parameters through it
+ * =================================================================================== */
+
+/* (L, L): 0 where LocalAttention's band shows key j to query i, -inf elsewhere */
+static pg_tensor *band(int64_t L, int64_t w, int64_t lb, int64_t lf, bool causal)
+{
+    pg_tensor *t = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(L, L));
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < L; j++) {
+            bool vis = j / w >= i / w - lb && j / w <= i / w + lf && (!causal || j <= i);
+            pg_set(t, i * L + j, vis ? 0.0 : -INFINITY);
+        }
+    return t;
+}
+
+typedef struct local_case {
+    pg_local_attention *m;
+    pg_tensor *mask;
+} local_case;
+
+static pg_tensor *call_local(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const local_case *c = ctx;
+    return pg_local_attention_forward(g, c->m, in[0], in[1], in[2], &(pg_local_args){.mask = c->mask});
+}
+
+Test(pos_kerple, local_attention_band)
+{
+    pg_gradcheck_opts go = f64_only();
+    for (int v = 0; v < 3; v++)
+        for (int variant = 0; variant < 4; variant++) { /* causal or not, fused or not */
+            bool causal = variant & 1, unfused = variant & 2;
+            pg_kerple *p = kerple_f64(2, &(pg_kerple_opts){.variant = v}, 21);
+            move_inside(p);
+            pg_local_attention_config cfg = pg_local_attention_defaults(2);
+            cfg.causal = causal;
+            cfg.unfused = unfused;
+            cfg.dtype = PG_F64;
+            pg_local_attention *m = pg_local_attention_new(&cfg, (pg_posmod *[]){&p->pm}, 1);
+            cr_assert_not_null(m, "%s", pg_last_error());
+            int64_t L = 8;
+            pg_tensor *q = randt(PG_SHAPE(2, 2, L, 4), 31, true), *k = randt(PG_SHAPE(2, 2, L, 4), 32, true),
+                      *vv = randt(PG_SHAPE(2, 2, L, 4), 33, true);
+            pg_tensor *mask = TBOOL(PG_SHAPE(2, 8), 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1);
+            pg_graph *g = pg_graph_new();
+            pg_tensor *y = pg_local_attention_forward(g, m, q, k, vv, &(pg_local_args){.mask = mask});
+            cr_assert_not_null(y, "%s", pg_graph_error(g));
+            pg_pos_ctx c = {.self_attn = true, .causal = causal, .B = 2, .heads = 2, .head_dim = 4, .Lq = L, .Lk = L,
+                            .dtype = PG_F64};
+            pg_tensor *bm = band(L, 2, 1, m->cfg.look_forward, false);
+            pg_tensor *tb = pg_add(g, p->pm.ops->bias_table(g, &p->pm, &c), bm);
+            pg_tensor *e = pg_attention(g, q, k, vv, &(pg_sdpa_opts){.bias = tb, .mask = mask, .causal = causal});
+            assert_close(y, e, 1e-12, "kerple in local vs banded full");
+            pg_graph_free(g);
+            local_case lc = {m, mask};
+            pg_tensor *in[8] = {q, k, vv};
+            int n = with_params(in, 3, &m->base);
+            gradcheck_worst(call_local, n, in, &lc, &go);
+            pg_tensor *own[] = {q, k, vv, mask, bm};
+            free_all(5, own);
+            pg_module_free(&m->base);
+        }
+    cr_log_info("pos_kerple gradcheck (with local attention): worst abs error %.3g", worst_gc);
 }

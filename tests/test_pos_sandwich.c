@@ -4,6 +4,9 @@
  * LM, bad options. */
 #include <stdlib.h>
 
+#include <math.h>
+
+#include "../nn/local_attention.h"
 #include "../nn/pos_sandwich.h"
 #include "testutil.h"
 
@@ -208,4 +211,66 @@ Test(pos_sandwich, bad_options_and_input)
     pg_tensor *own[] = {longer, d2};
     free_all(2, own);
     pg_module_free(&s->pm.base);
+}
+
+/* LocalAttention: the band takes dist_bias (fused and unfused) = full attention with the
+ * bias table and the band as a bias; gradcheck through it */
+static pg_tensor *band(int64_t L, int64_t w, int64_t lb, int64_t lf)
+{
+    pg_tensor *t = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(L, L));
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < L; j++)
+            pg_set(t, i * L + j, j / w >= i / w - lb && j / w <= i / w + lf ? 0.0 : -INFINITY);
+    return t;
+}
+
+typedef struct local_case {
+    pg_local_attention *m;
+    pg_tensor *mask;
+} local_case;
+
+static pg_tensor *call_local(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const local_case *c = ctx;
+    return pg_local_attention_forward(g, c->m, in[0], in[1], in[2], &(pg_local_args){.mask = c->mask});
+}
+
+Test(pos_sandwich, local_attention_band)
+{
+    pg_gradcheck_opts go = f64_only();
+    double worst = 0;
+    for (int variant = 0; variant < 4; variant++) { /* causal or not, fused or not */
+        bool causal = variant & 1, unfused = variant & 2;
+        pg_posmod *p = &sandwich_new(2, 4, &(pg_sandwich_opts){.base = 3.0})->pm;
+        pg_local_attention_config cfg = pg_local_attention_defaults(2);
+        cfg.causal = causal;
+        cfg.unfused = unfused;
+        cfg.dtype = PG_F64;
+        pg_local_attention *m = pg_local_attention_new(&cfg, (pg_posmod *[]){p}, 1);
+        cr_assert_not_null(m, "%s", pg_last_error());
+        int64_t L = 8;
+        pg_tensor *q = randt(PG_SHAPE(2, 2, L, 4), 31, true), *k = randt(PG_SHAPE(2, 2, L, 4), 32, true),
+                  *v = randt(PG_SHAPE(2, 2, L, 4), 33, true);
+        pg_tensor *mask = TBOOL(PG_SHAPE(2, 8), 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1);
+        pg_graph *g = pg_graph_new();
+        pg_tensor *y = pg_local_attention_forward(g, m, q, k, v, &(pg_local_args){.mask = mask});
+        cr_assert_not_null(y, "%s", pg_graph_error(g));
+        pg_pos_ctx c = {.self_attn = true, .causal = causal, .B = 2, .heads = 2, .head_dim = 4, .Lq = L, .Lk = L,
+                        .dtype = PG_F64};
+        pg_tensor *bm = band(L, 2, 1, m->cfg.look_forward);
+        pg_tensor *tb = pg_add(g, p->ops->bias_table(g, p, &c), bm);
+        pg_tensor *e = pg_attention(g, q, k, v, &(pg_sdpa_opts){.bias = tb, .mask = mask, .causal = causal});
+        assert_close(y, e, 1e-12, "sandwich in local vs banded full");
+        pg_graph_free(g);
+        local_case lc = {m, mask};
+        pg_tensor *in[] = {q, k, v};
+        pg_gradcheck_result r = pg_gradcheck(call_local, 3, in, &lc, &go);
+        cr_assert(r.ok, "%s (max abs err %.3g)", r.message, r.max_abs_err);
+        worst = r.max_abs_err > worst ? r.max_abs_err : worst;
+        pg_tensor *own[] = {q, k, v, mask, bm};
+        free_all(5, own);
+        pg_module_free(&m->base);
+    }
+    cr_log_info("pos_sandwich gradcheck (local attention): worst abs error %.3g", worst);
 }
