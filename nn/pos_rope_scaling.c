@@ -81,7 +81,7 @@ bool pg_rope_scaling_resolve(const char *fn, pg_rotary_opts *o)
     if (!check_factor(fn, o))
         return false;
     if (uses_orig_len(o->scaling) && o->rope_orig_len < 1) {
-        pg_set_error("%s: rope_orig_len (the trained length L) must be >= 1 for dynamic_ntk, dynamic_linear and "
+        pg_set_error("%s: rope_orig_len (the trained length) must be >= 1 for dynamic_ntk, dynamic_linear and "
                      "yarn, got %lld", fn, (long long)o->rope_orig_len);
         return false;
     }

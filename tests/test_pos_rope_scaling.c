@@ -391,8 +391,8 @@ Test(pos_rope_scaling, bad_options)
     BAD("pg_rotary_new: rope_factor 0.5 < 1 is meaningless", .scaling = PG_ROPE_NTK, .rope_factor = 0.5);
     BAD("rope_factor 0.5 < 1 is meaningless", .scaling = PG_ROPE_YARN, .rope_factor = 0.5, .rope_orig_len = 8);
     BAD("rope_factor 0.5 < 1 is meaningless", .scaling = PG_ROPE_DYNAMIC_NTK, .rope_factor = 0.5, .rope_orig_len = 8);
-    BAD("pg_rotary_new: rope_orig_len (the trained length L) must be >= 1", .scaling = PG_ROPE_YARN, .rope_factor = 4);
-    BAD("rope_orig_len (the trained length L) must be >= 1 for dynamic_ntk, dynamic_linear and yarn, got -3", .scaling = PG_ROPE_DYNAMIC_NTK,
+    BAD("pg_rotary_new: rope_orig_len (the trained length) must be >= 1", .scaling = PG_ROPE_YARN, .rope_factor = 4);
+    BAD("rope_orig_len (the trained length) must be >= 1 for dynamic_ntk, dynamic_linear and yarn, got -3", .scaling = PG_ROPE_DYNAMIC_NTK,
         .rope_orig_len = -3);
     BAD("rope_orig_len", .scaling = PG_ROPE_DYNAMIC_LINEAR);
     BAD("pg_rotary_new: yarn_beta_fast (1) must be > yarn_beta_slow (2) > 0", .scaling = PG_ROPE_YARN,
