@@ -22,7 +22,7 @@ static bool check_factor(const char *fn, pg_rotary_opts *o)
         o->rope_factor = 1; /* dynamic: the reference's ntk = True means 1 */
     double s = o->rope_factor;
     if (!isfinite(s) || !(s > 0)) {
-        pg_set_error("%s: rope_factor must be a finite number > 0 with scaling set (the scale s = L' / L), got %g",
+        pg_set_error("%s: rope_factor must be a finite number > 0 with scaling set (the new length over the trained one), got %g",
                      fn, s);
         return false;
     }
