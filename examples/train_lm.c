@@ -564,14 +564,15 @@ static void log_row(trainer *t, int step, double loss, double val, double lr, do
  * rotary, xpos or local (docs/pos/rotary.md "Context extension"). 0, or -1 after a message. */
 static int apply_rope_scaling(trainer *t, const train_lm_opts *o)
 {
-    static const char *const NAMES[] = {"none", "linear", "ntk", "dynamic_ntk", "dynamic_linear", "yarn"};
+    static const char *const NAMES[] = {"none", "linear", "ntk", "dynamic_ntk", "dynamic_linear", "yarn",
+                                        "part_ntk", "dynamic_yarn"};
     int s = o->rope_scaling ? -1 : PG_ROPE_NONE; /* NULL: none */
     for (int i = 0; o->rope_scaling && i < (int)(sizeof NAMES / sizeof NAMES[0]); i++)
         if (!strcmp(o->rope_scaling, NAMES[i]))
             s = i; /* the order of pg_rope_scaling */
     if (s < 0) {
         fprintf(stderr, "train_lm: unknown --rope-scaling '%s' (choices: none linear ntk dynamic_ntk dynamic_linear "
-                "yarn)\n", o->rope_scaling);
+                "yarn part_ntk dynamic_yarn)\n", o->rope_scaling);
         return -1;
     }
     if (s == PG_ROPE_NONE)
@@ -945,8 +946,10 @@ int train_lm_main(int argc, char **argv)
         {"data", LM_STR, &o.data, "corpus (any text file)"},
         {"out", LM_STR, &o.out, "output directory (created)"},
         {"rope-scaling", LM_STR, &o.rope_scaling,
-         "rotary context extension for --pos rotary, xpos, local: none linear ntk dynamic_ntk dynamic_linear yarn"},
-        {"rope-factor", LM_DOUBLE, &o.rope_factor, "its scale factor (linear, ntk, yarn; dynamic: ntk factor, 0: 1)"},
+         "rotary context extension for --pos rotary, xpos, local: none linear ntk dynamic_ntk dynamic_linear yarn "
+         "part_ntk dynamic_yarn"},
+        {"rope-factor", LM_DOUBLE, &o.rope_factor,
+         "its scale factor (linear, ntk, yarn, part_ntk; dynamic_ntk: its factor, 0: 1)"},
         {"rope-orig-len", LM_INT, &o.rope_orig_len, "its original (trained) length (0: --seq)"},
         {"resume", LM_STR, &o.resume, "training checkpoint to continue from (DIR/checkpoint.safetensors)"},
     };

@@ -19,6 +19,12 @@
  *                               gamma_k = clamp((r_k - beta_slow) / (beta_fast - beta_slow), 0, 1) * e
  *     e = yarn_extrapolation_factor; attention factor on q and k (cos and sin):
  *     mscale = (s > 1 ? 0.1 ln s + 1 : 1) * yarn_attn_factor   (yarn_no_mscale: yarn_attn_factor)
+ *   dynamic_yarn:    yarn (ramp from L) with s = len / D when len > M, else s = M / L (yarn_finetuned)
+ *                    or 1; M = rope_max_len, D = M (yarn_dynamic_by_max) or L
+ *   part_ntk:        m(a, b)_k = 1 - clamp((k - lo) / (hi - lo), 0, 1) with the index ramp's lo, hi
+ *                    for beta_fast = a, beta_slow = b; theta_ntk from base s^(F / (F - 2));
+ *                    m1 = m(1.25, 0.75) yarn_ntk_factor, t1 = theta / s (1 - m1) + theta_ntk m1,
+ *                    m2 = m(16, 2) e, theta'_k = t1 (1 - m2) + theta m2; no mscale
  */
 #ifndef PG_NN_POS_ROPE_SCALING_H
 #define PG_NN_POS_ROPE_SCALING_H
@@ -33,8 +39,8 @@ bool pg_rope_scaling_resolve(const char *fn, pg_rotary_opts *o);
  * interpolation_factor); len is read by the dynamic options only */
 void pg_rope_inv_freq(const pg_rotary_opts *o, int64_t R, double len, double *out);
 
-/* the attention factor on q and on k (1 except for yarn) */
-double pg_rope_mscale(const pg_rotary_opts *o);
+/* the attention factor on q and on k for a call of length len (1 except for yarn, dynamic_yarn) */
+double pg_rope_mscale(const pg_rotary_opts *o, double len);
 
 /* does the frequency table depend on the call's length? */
 bool pg_rope_is_dynamic(const pg_rotary_opts *o);

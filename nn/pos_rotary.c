@@ -15,7 +15,6 @@ typedef struct rotary {
     int64_t R;          /* rotated pairs: n_dims / 2 */
     pg_dtype dtype;
     pg_tensor *div;     /* learned divisor parameter, or NULL */
-    double mscale;      /* YaRN's attention factor on q and k (1 otherwise) */
     double tab[];       /* inv_freq'[0..R) (the static one; dynamic_*: recomputed per call), then log(zeta)[0..R) */
 } rotary;
 
@@ -92,7 +91,6 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
     r->o = o;
     r->R = R;
     r->dtype = dtype;
-    r->mscale = pg_rope_mscale(&o);
     double F = (double)o.freq_dim;
     pg_rope_inv_freq(&o, R, 0, r->tab); /* len 0: the static table (dynamic_*: unscaled) */
     for (int64_t i = 0; i < R; i++)
@@ -233,9 +231,10 @@ static int tables(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, double len, d
     pg_tensor *a = angles(g, r, p, L, len, dtype);
     *C = pg_cos(g, a);
     *S = pg_sin(g, a);
-    if (r->mscale != 1) {
-        *C = pg_mul_scalar(g, *C, r->mscale);
-        *S = pg_mul_scalar(g, *S, r->mscale);
+    double mscale = pg_rope_mscale(&r->o, len); /* YaRN's attention factor */
+    if (mscale != 1) {
+        *C = pg_mul_scalar(g, *C, mscale);
+        *S = pg_mul_scalar(g, *S, mscale);
     }
     if (r->o.use_xpos) {
         pg_tensor *sigma = pg_exp(g, xpos_log_scale(g, r, p, L, centre, key, dtype));
@@ -341,6 +340,6 @@ int64_t pg_rotary_frequencies(pg_posmod *m, double len, double *out, double *msc
     for (int64_t i = 0; i < r->R; i++)
         out[i] = out[i] / div / r->o.interpolation_factor;
     if (mscale)
-        *mscale = r->mscale;
+        *mscale = pg_rope_mscale(&r->o, len);
     return r->R;
 }

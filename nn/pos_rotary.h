@@ -62,7 +62,9 @@ typedef enum {
     PG_ROPE_NTK = 2,         /* NTK-aware: base * s^(F / (F - 2)) */
     PG_ROPE_DYNAMIC_NTK = 3, /* NTK with s from the call's length (ntk = rope_factor) */
     PG_ROPE_DYNAMIC_LINEAR = 4, /* jquesnelle/yarn's dynamic with ntk = False: angles * L / len */
-    PG_ROPE_YARN = 5         /* NTK-by-parts ramp + attention factor */
+    PG_ROPE_YARN = 5,        /* NTK-by-parts ramp + attention factor */
+    PG_ROPE_PART_NTK = 6,    /* jquesnelle/yarn's PartNTK: two ramps between PI, NTK and theta; no mscale */
+    PG_ROPE_DYNAMIC_YARN = 7 /* YaRN with s from the call's length (past rope_max_len) */
 } pg_rope_scaling;
 
 typedef enum {
@@ -89,14 +91,19 @@ typedef struct pg_rotary_opts {
     double xpos_centre;
     /* context extension; all zero: none (bit-identical to plain rotary) */
     pg_rope_scaling scaling;     /* default PG_ROPE_NONE */
-    double rope_factor;          /* s: > 0 for linear, >= 1 otherwise; 0: needed (dynamic: 1) */
-    int64_t rope_orig_len;       /* L, the trained length: > 0 for dynamic_* and yarn */
+    double rope_factor;          /* s: > 0 for linear, >= 1 otherwise; 0: needed (dynamic_*: 1;
+                                    dynamic_yarn does not read it) */
+    int64_t rope_orig_len;       /* L, the trained length: > 0 for all but linear and ntk */
     double yarn_beta_fast;       /* > yarn_beta_slow > 0; 0: 32 (the paper's beta) */
     double yarn_beta_slow;       /* 0: 1 (the paper's alpha) */
     double yarn_extrapolation_factor; /* gamma multiplier; 0: 1 */
     double yarn_attn_factor;     /* multiplies mscale; 0: 1 */
     bool yarn_no_mscale;         /* true: mscale = yarn_attn_factor (no 0.1 ln s + 1) */
     pg_rope_ramp yarn_ramp;      /* default PG_ROPE_RAMP_INDEX (the reference code's) */
+    double yarn_ntk_factor;      /* part_ntk: multiplies its NTK ramp; 0: 1 */
+    int64_t rope_max_len;        /* dynamic_yarn: max_position_embeddings (the cache); 0: rope_orig_len */
+    bool yarn_dynamic_by_max;    /* dynamic_yarn: s = len / rope_max_len, not len / rope_orig_len */
+    bool yarn_finetuned;         /* dynamic_yarn: len <= rope_max_len uses s = rope_max_len / rope_orig_len, not 1 */
 } pg_rotary_opts;
 
 /* all of the above at their defaults (every field zero / false) */

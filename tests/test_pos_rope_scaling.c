@@ -111,6 +111,38 @@ Test(pos_rope_scaling, hand_frequencies_yarn)
     pg_module_free(&m->base);
 }
 
+/* PartNTK and dynamic YaRN */
+Test(pos_rope_scaling, hand_frequencies_part_ntk_and_dynamic_yarn)
+{
+    /* PartNTK, base 50, F 16, L 64, s 4: theta_ntk from 50 * 4^(16/14); ramp (1.25, 0.75): lo = floor(4.29) = 4,
+     * hi = ceil(5.33) = 6; ramp (16, 2): lo = 0, hi = ceil(3.33) = 4.
+     * k = 5: m1 = 0.5, m2 = 0: theta_5 / 4 * 0.5 + theta_ntk_5 * 0.5;
+     * k = 2: m1 = 1, m2 = 0.5: theta_ntk_2 * 0.5 + theta_2 * 0.5 */
+    pg_posmod *m = rot_new(16, (pg_rotary_opts){.scaling = PG_ROPE_PART_NTK, .rope_factor = 4, .rope_orig_len = 64,
+                                                .base = 50});
+    double bn = 50 * pow(4, 16.0 / 14), ms;
+    cr_assert_float_eq(freq(m, 3, 5, &ms), 0.5 * pow(50, -10.0 / 16) / 4 + 0.5 * pow(bn, -10.0 / 16), 1e-15);
+    cr_assert_float_eq(freq(m, 3, 5, &ms), 0.02694969701446836, 1e-15);
+    cr_assert_float_eq(freq(m, 3, 2, &ms), 0.5 * pow(bn, -4.0 / 16) + 0.5 * pow(50, -4.0 / 16), 1e-15);
+    cr_assert_eq(ms, 1.0);
+    pg_module_free(&m->base);
+    /* dynamic YaRN, the YaRN case above (L 16) with M 20: len 12 -> s 1 (theta_5 kept); len 24 -> s 24/16 = 1.5;
+     * by_max -> 24/20; finetuned, len 12 -> 20/16 */
+    pg_rotary_opts o = {.scaling = PG_ROPE_DYNAMIC_YARN, .rope_orig_len = 16, .rope_max_len = 20, .base = 50,
+                        .yarn_beta_fast = 4, .yarn_beta_slow = 0.5};
+    double t5 = pow(50, -5.0 / 8);
+    double cases[][3] = {{0, 12, 1}, {0, 24, 1.5}, {1, 24, 1.2}, {2, 12, 1.25}};
+    for (int i = 0; i < 4; i++) {
+        o.yarn_dynamic_by_max = cases[i][0] == 1;
+        o.yarn_finetuned = cases[i][0] == 2;
+        m = rot_new(16, o);
+        double sc = cases[i][2];
+        cr_assert_float_eq(freq(m, cases[i][1], 5, &ms), t5 / sc, 1e-15, "case %d", i);
+        cr_assert_float_eq(ms, sc > 1 ? 0.1 * log(sc) + 1 : 1, 1e-15, "case %d", i);
+        pg_module_free(&m->base);
+    }
+}
+
 /* ===================================================================================
  * parity
  * =================================================================================== */
@@ -123,6 +155,8 @@ typedef struct scase {
 
 #define YARN_C .scaling = PG_ROPE_YARN, .rope_factor = 4, .rope_orig_len = 16, .base = 50, .yarn_beta_slow = 0.5
 #define YARN_T YARN_C, .yarn_beta_fast = 4
+#define DYN_YARN .scaling = PG_ROPE_DYNAMIC_YARN, .rope_factor = 4, .rope_orig_len = 16, .base = 50, \
+                 .yarn_beta_slow = 0.5, .yarn_beta_fast = 4
 #define LOHI(name, ...) {name "_lo", true, {__VA_ARGS__}}, {name "_hi", true, {__VA_ARGS__}}
 
 static const scase CASES[] = {
@@ -139,6 +173,14 @@ static const scase CASES[] = {
     {"yarn_no_mscale", true, {YARN_T, .yarn_no_mscale = true, .yarn_attn_factor = 0.9}},
     {"yarn_xpos_pos", true, {YARN_T, .n_dims = 8, .freq_dim = 8, .use_xpos = true, .scale_base = 16}},
     {"dyn_ntk_cross", false, {.scaling = PG_ROPE_DYNAMIC_NTK, .rope_factor = 1.5, .rope_orig_len = 8}},
+    {"part_ntk_lo", true, {.scaling = PG_ROPE_PART_NTK, .rope_factor = 4, .rope_orig_len = 64, .base = 50}},
+    {"part_ntk_knobs", true,
+     {.scaling = PG_ROPE_PART_NTK, .rope_factor = 3, .rope_orig_len = 64, .base = 50, .yarn_ntk_factor = 0.5,
+      .yarn_extrapolation_factor = 0.7}},
+    {"dyn_yarn_lo", true, {DYN_YARN}},
+    {"dyn_yarn_hi", true, {DYN_YARN}},
+    {"dyn_yarn_max", true, {DYN_YARN, .rope_max_len = 20, .yarn_dynamic_by_max = true}},
+    {"dyn_yarn_ft", true, {DYN_YARN, .rope_max_len = 20, .yarn_finetuned = true}},
     {"linear_half_partial", true,
      {.scaling = PG_ROPE_LINEAR, .rope_factor = 0.5, .n_dims = 4, .pairing = PG_ROTARY_HALF_SPLIT}},
 };
@@ -201,7 +243,8 @@ Test(pos_rope_scaling, matches_torch_every_option)
         /* the inspection function agrees with the fixture's frequencies at the call's length */
         pg_tensor *inv = fx(&l, "%s.inv", cs);
         double f[64];
-        double len = CASES[ci].self ? call_len(pos, pos, q->shape[2], q->shape[2]) : call_len(pq, pk, q->shape[2], k->shape[2]);
+        double len = CASES[ci].self ? call_len(pos, pos, q->shape[2], q->shape[2])
+                                    : call_len(pq, pk, q->shape[2], k->shape[2]);
         cr_assert_eq(pg_rotary_frequencies(m, len, f, NULL), inv->numel);
         for (int64_t i = 0; i < inv->numel; i++)
             worst_inv = fmax(worst_inv, fabs(f[i] - pg_get(inv, i)));
@@ -271,6 +314,8 @@ Test(pos_rope_scaling_grad, linear_ntk_yarn_with_positions)
     y.scale_base = 8;
     y.pairing = PG_ROTARY_HALF_SPLIT;
     gradcheck_scaled(y, 8, 6, p);
+    gradcheck_scaled((pg_rotary_opts){.scaling = PG_ROPE_PART_NTK, .rope_factor = 4, .rope_orig_len = 64, .base = 50},
+                     16, 6, p);
     pg_tensor_free(p);
 }
 
@@ -284,6 +329,9 @@ Test(pos_rope_scaling_grad, dynamic_q_and_k)
                      NULL);
     gradcheck_scaled((pg_rotary_opts){.scaling = PG_ROPE_DYNAMIC_LINEAR, .rope_orig_len = 4, .use_xpos = true}, 4, 7,
                      NULL);
+    gradcheck_scaled((pg_rotary_opts){.scaling = PG_ROPE_DYNAMIC_YARN, .rope_orig_len = 4, .base = 50,
+                                       .yarn_beta_fast = 4, .yarn_beta_slow = 0.5},
+                     8, 7, NULL);
 }
 
 /* ===================================================================================
@@ -300,7 +348,8 @@ Test(pos_rope_scaling, linear_and_ntk_equal_the_x_transformers_options)
     for (int i = 0; i < 2; i++) {
         pg_posmod *a = rot_new(6, pairs[i][0]), *b = rot_new(6, pairs[i][1]);
         pg_tensor *t = randt(PG_SHAPE(1, 2, 9, 6), 3, false);
-        pg_tensor *ta = pg_rotary_apply(NULL, a, t, NULL, false, NAN), *tb = pg_rotary_apply(NULL, b, t, NULL, false, NAN);
+        pg_tensor *ta = pg_rotary_apply(NULL, a, t, NULL, false, NAN);
+        pg_tensor *tb = pg_rotary_apply(NULL, b, t, NULL, false, NAN);
         cr_assert_leq(max_err(ta, tb), 1e-15, "pair %d differs by %.3g", i, max_err(ta, tb));
         pg_tensor *own[] = {t, ta, tb};
         free_all(3, own);
@@ -317,7 +366,8 @@ Test(pos_rope_scaling, dynamic_length_is_the_largest_position_plus_one)
               *plain = rot_new(4, (pg_rotary_opts){0});
     pg_tensor *t = randt(PG_SHAPE(1, 1, 3, 4), 4, false);
     pg_tensor *near = T64(PG_SHAPE(1, 3), 0, 1, 7), *far = T64(PG_SHAPE(1, 3), 0, 1, 15);
-    pg_tensor *a = pg_rotary_apply(NULL, d, t, near, false, NAN), *b = pg_rotary_apply(NULL, plain, t, near, false, NAN);
+    pg_tensor *a = pg_rotary_apply(NULL, d, t, near, false, NAN);
+    pg_tensor *b = pg_rotary_apply(NULL, plain, t, near, false, NAN);
     cr_assert_eq(max_err(a, b), 0.0, "len 8 <= L must be unscaled");
     pg_tensor *c = pg_rotary_apply(NULL, d, t, far, false, NAN);
     double f[2];
@@ -391,8 +441,10 @@ Test(pos_rope_scaling, bad_options)
     BAD("pg_rotary_new: rope_factor 0.5 < 1 is meaningless", .scaling = PG_ROPE_NTK, .rope_factor = 0.5);
     BAD("rope_factor 0.5 < 1 is meaningless", .scaling = PG_ROPE_YARN, .rope_factor = 0.5, .rope_orig_len = 8);
     BAD("rope_factor 0.5 < 1 is meaningless", .scaling = PG_ROPE_DYNAMIC_NTK, .rope_factor = 0.5, .rope_orig_len = 8);
-    BAD("pg_rotary_new: rope_orig_len (the trained length) must be >= 1", .scaling = PG_ROPE_YARN, .rope_factor = 4);
-    BAD("rope_orig_len (the trained length) must be >= 1 for dynamic_ntk, dynamic_linear and yarn, got -3", .scaling = PG_ROPE_DYNAMIC_NTK,
+    BAD("pg_rotary_new: rope_orig_len (the trained length) must be >= 1", .scaling = PG_ROPE_YARN,
+        .rope_factor = 4);
+    BAD("rope_orig_len (the trained length) must be >= 1 for dynamic_ntk, dynamic_linear, yarn, part_ntk and "
+        "dynamic_yarn, got -3", .scaling = PG_ROPE_DYNAMIC_NTK,
         .rope_orig_len = -3);
     BAD("rope_orig_len", .scaling = PG_ROPE_DYNAMIC_LINEAR);
     BAD("pg_rotary_new: yarn_beta_fast (1) must be > yarn_beta_slow (2) > 0", .scaling = PG_ROPE_YARN,
@@ -405,6 +457,11 @@ Test(pos_rope_scaling, bad_options)
         .yarn_attn_factor = -2);
     BAD("pg_rotary_new: yarn_ramp must be", .scaling = PG_ROPE_YARN, .rope_factor = 4, .rope_orig_len = 8,
         .yarn_ramp = (pg_rope_ramp)5);
+    BAD("pg_rotary_new: rope_max_len (-4) must be >= 1", .scaling = PG_ROPE_DYNAMIC_YARN, .rope_orig_len = 8,
+        .rope_max_len = -4);
+    BAD("yarn_ntk_factor (-1) >= 0", .scaling = PG_ROPE_PART_NTK, .rope_factor = 2, .rope_orig_len = 8,
+        .yarn_ntk_factor = -1);
+    BAD("rope_orig_len", .scaling = PG_ROPE_PART_NTK, .rope_factor = 2);
     BAD("pg_rotary_new: scaling must be one of none, linear, ntk", .scaling = (pg_rope_scaling)9);
     BAD("pg_rotary_new: scaling is set: leave base_rescale_factor (2)", .scaling = PG_ROPE_NTK, .rope_factor = 2,
         .base_rescale_factor = 2);
