@@ -9,7 +9,9 @@
 #include "../formats/png.h"
 
 typedef struct train_lm_opts {
-    const char *pos, *data, *out, *resume, *prompt;
+    const char *pos, *data, *out, *resume, *prompt, *rope_scaling;
+    int rope_orig_len; /* --rope-orig-len; 0: --seq */
+    double rope_factor;
     int layers, dim, heads, seq, batch, steps, threads, eval_every, eval_windows, warmup, sample_len, seed;
     int log_every;
     double lr, min_lr, weight_decay, clip, init_std;
@@ -33,6 +35,7 @@ static train_lm_opts train_lm_defaults(void)
                            .data = "examples/data/tinyshakespeare.txt",
                            .out = "train_lm_out",
                            .prompt = "ROMEO:",
+                           .rope_scaling = "none",
                            .layers = 4,
                            .dim = 128,
                            .heads = 4,
@@ -191,6 +194,7 @@ typedef struct trainer {
     int logged_first, logged_last;  /* steps this run added to the log (0: none) */
     bool log_failed;
     /* metadata of both files: the model flags, the vocabulary, the corpus, the step */
+    pg_rotary_opts rope; /* --rope-* for --pos rotary, xpos, local (the layer module's options) */
     char flag_values[N_MODEL_FLAGS][32], meta_keys[N_MODEL_FLAGS + 4][32], vocab_hex[513], step_text[32];
     const char *keys[N_MODEL_FLAGS + 4], *values[N_MODEL_FLAGS + 4]; /* "format" (model file only), then the pairs */
 } trainer;
@@ -556,6 +560,45 @@ static void log_row(trainer *t, int step, double loss, double val, double lr, do
 }
 
 /* ---- setting up ------------------------------------------------------------------------------- */
+/* --rope-scaling, --rope-factor, --rope-orig-len (0: --seq) into the rotary options of --pos
+ * rotary, xpos or local (docs/pos/rotary.md "Context extension"). 0, or -1 after a message. */
+static int apply_rope_scaling(trainer *t, const train_lm_opts *o)
+{
+    static const char *const NAMES[] = {"none", "linear", "ntk", "dynamic_ntk", "dynamic_linear", "yarn",
+                                        "part_ntk", "dynamic_yarn"};
+    int s = o->rope_scaling ? -1 : PG_ROPE_NONE; /* NULL: none */
+    for (int i = 0; o->rope_scaling && i < (int)(sizeof NAMES / sizeof NAMES[0]); i++)
+        if (!strcmp(o->rope_scaling, NAMES[i]))
+            s = i; /* the order of pg_rope_scaling */
+    if (s < 0) {
+        fprintf(stderr, "train_lm: unknown --rope-scaling '%s' (choices: none linear ntk dynamic_ntk dynamic_linear "
+                "yarn part_ntk dynamic_yarn)\n", o->rope_scaling);
+        return -1;
+    }
+    if (s == PG_ROPE_NONE)
+        return 0;
+    const pg_posmod_kind_info *k = lm_pos_info(o->pos);
+    if (!k || (strcmp(k->kind, "rotary") && strcmp(k->kind, "xpos")) || t->cfg.n_layer_pos != 1) {
+        fprintf(stderr, "train_lm: --rope-scaling %s applies to --pos rotary, xpos or local, not %s\n",
+                o->rope_scaling, o->pos);
+        return -1;
+    }
+    pg_posmod_spec *spec = &t->cfg.layer_pos[0];
+    t->rope = spec->opts ? *(const pg_rotary_opts *)spec->opts : pg_rotary_defaults();
+    t->rope.scaling = (pg_rope_scaling)s;
+    t->rope.rope_factor = o->rope_factor;
+    t->rope.rope_orig_len = o->rope_orig_len > 0 ? o->rope_orig_len : o->seq;
+    pg_posmod *probe = pg_rotary_new(o->dim / o->heads, &t->rope, PG_F64); /* the options' errors, now */
+    if (!probe) {
+        fprintf(stderr, "train_lm: --rope-scaling %s --rope-factor %g --rope-orig-len %d: %s\n", o->rope_scaling,
+                o->rope_factor, o->rope_orig_len, pg_last_error());
+        return -1;
+    }
+    pg_module_free(&probe->base);
+    spec->opts = &t->rope;
+    return 0;
+}
+
 /* Everything that can fail before the first step: the corpus, the memory
  * estimate, the model, the checkpoint to resume. Nothing is written. */
 static int trainer_init(trainer *t, const train_lm_opts *o)
@@ -569,6 +612,8 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
         fprintf(stderr, "train_lm: unknown --pos '%s' (choices: %s)\n", o->pos, lm_pos_names(choices, sizeof choices));
         return -1;
     }
+    if (apply_rope_scaling(t, o) != 0)
+        return -1;
     if (o->threads > 0 && pg_set_num_threads(o->threads) != 0) {
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
         return -1;
@@ -900,6 +945,12 @@ int train_lm_main(int argc, char **argv)
         {"prompt", LM_STR, &o.prompt, "start of the sample"},
         {"data", LM_STR, &o.data, "corpus (any text file)"},
         {"out", LM_STR, &o.out, "output directory (created)"},
+        {"rope-scaling", LM_STR, &o.rope_scaling,
+         "rotary context extension for --pos rotary, xpos, local: none linear ntk dynamic_ntk dynamic_linear yarn "
+         "part_ntk dynamic_yarn"},
+        {"rope-factor", LM_DOUBLE, &o.rope_factor,
+         "its scale factor (linear, ntk, yarn, part_ntk; dynamic_ntk: its factor, 0: 1)"},
+        {"rope-orig-len", LM_INT, &o.rope_orig_len, "its original (trained) length (0: --seq)"},
         {"resume", LM_STR, &o.resume, "training checkpoint to continue from (DIR/checkpoint.safetensors)"},
     };
     int n = (int)(sizeof flags / sizeof flags[0]);

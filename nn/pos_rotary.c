@@ -1,6 +1,7 @@
 /* Rotary position embedding and xPos (nn/pos_rotary.h, docs/pos/rotary.md). Built from
  * autograd ops, so gradients reach q, k, float positions and the learned divisor. */
 #include "pos_rotary.h"
+#include "pos_rope_scaling.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@ typedef struct rotary {
     int64_t R;          /* rotated pairs: n_dims / 2 */
     pg_dtype dtype;
     pg_tensor *div;     /* learned divisor parameter, or NULL */
-    double tab[];       /* inv_freq[0..R), then log(zeta)[0..R) */
+    double tab[];       /* inv_freq'[0..R) (the static one; dynamic_*: recomputed per call), then log(zeta)[0..R) */
 } rotary;
 
 static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c);
@@ -75,6 +76,8 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
                      o.base_rescale_factor, (long long)o.freq_dim);
         return NULL;
     }
+    if (!pg_rope_scaling_resolve(fn, &o))
+        return NULL;
     if (o.use_xpos && o.xpos_fixed_centre && !isfinite(o.xpos_centre)) {
         pg_set_error("%s: xpos_centre must be finite, got %g", fn, o.xpos_centre);
         return NULL;
@@ -88,13 +91,10 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
     r->o = o;
     r->R = R;
     r->dtype = dtype;
-    double F = (double)o.freq_dim, base = o.base;
-    if (o.base_rescale_factor != 1)
-        base *= pow(o.base_rescale_factor, F / (F - 2));
-    for (int64_t i = 0; i < R; i++) {
-        r->tab[i] = pow(base, -(double)(2 * i) / F);
+    double F = (double)o.freq_dim;
+    pg_rope_inv_freq(&o, R, 0, r->tab); /* len 0: the static table (dynamic_*: unscaled) */
+    for (int64_t i = 0; i < R; i++)
         r->tab[R + i] = log((2.0 * (double)i + 0.4 * F) / (1.4 * F));
-    }
     bool ok;
     pg_pos_divide d = {o.divide, o.learned_div};
     r->div = pg_pos_div_param(&r->pm, d, dtype, &ok);
@@ -150,25 +150,49 @@ static pg_tensor *positions(pg_graph *g, const char *fn, pg_tensor *pos, int64_t
     return pg_reshape(g, p, PG_SHAPE(Bp, 1, Lp, 1));
 }
 
-/* floor((max p + 1) / 2) over the entries of pos (NULL: 0..L-1) */
-static double auto_centre(const pg_tensor *pos, int64_t L)
+/* the largest entry of pos (NULL: L - 1) */
+static double max_pos(const pg_tensor *pos, int64_t L)
 {
     if (!pos)
-        return floor((double)L / 2);
+        return (double)L - 1;
     double mx = -INFINITY;
     for (int64_t i = 0; i < pos->numel; i++)
         mx = fmax(mx, pg_get(pos, i));
-    return floor((mx + 1) / 2);
+    return mx;
 }
 
-/* angles (Bp, 1, L, R) for p (Bp, 1, Lp, 1), left-padded with zeros */
-static pg_tensor *angles(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, pg_dtype dtype)
+/* floor((max p + 1) / 2) over the entries of pos (NULL: 0..L-1) */
+static double auto_centre(const pg_tensor *pos, int64_t L) { return floor((max_pos(pos, L) + 1) / 2); }
+
+/* inv_freq' (R) of dtype for a call of length len (dynamic_*: recomputed; a constant, no gradient
+ * through len) */
+static pg_tensor *inv_freq(pg_graph *g, rotary *r, double len, pg_dtype dtype)
 {
     pg_tensor *inv = pg_empty(g, dtype, PG_SHAPE(r->R));
+    if (!inv)
+        return NULL;
+    double *tab = r->tab, *dyn = NULL;
+    if (pg_rope_is_dynamic(&r->o)) {
+        dyn = malloc((size_t)r->R * sizeof *dyn);
+        if (!dyn) {
+            pg_graph_fail(g, "rotary: out of memory");
+            return NULL;
+        }
+        pg_rope_inv_freq(&r->o, r->R, len, dyn);
+        tab = dyn;
+    }
+    for (int64_t i = 0; i < r->R; i++)
+        pg_set(inv, i, tab[i]);
+    free(dyn);
+    return inv;
+}
+
+/* angles (Bp, 1, L, R) for p (Bp, 1, Lp, 1), left-padded with zeros; len: the call's length */
+static pg_tensor *angles(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, double len, pg_dtype dtype)
+{
+    pg_tensor *inv = p ? inv_freq(g, r, len, dtype) : NULL;
     if (!p || !inv)
         return NULL;
-    for (int64_t i = 0; i < r->R; i++)
-        pg_set(inv, i, r->tab[i]);
     pg_tensor *a = pg_mul(g, p, inv); /* (Bp, 1, Lp, R) */
     a = pg_pos_divide_by(g, a, r->div, r->o.divide);
     if (r->o.interpolation_factor != 1)
@@ -200,13 +224,18 @@ static pg_tensor *rotate(pg_graph *g, rotary *r, pg_tensor *t, pg_tensor *C, pg_
     return pg_rotate_pairs(g, t, C, S, r->o.pairing == PG_ROTARY_INTERLEAVED);
 }
 
-/* cos and sin tables (times sigma^(+-1) with xPos) for one side */
-static int tables(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, double centre, bool key, pg_dtype dtype,
-                  pg_tensor **C, pg_tensor **S)
+/* cos and sin tables (times sigma^(+-1) with xPos, times YaRN's mscale) for one side */
+static int tables(pg_graph *g, rotary *r, pg_tensor *p, int64_t L, double len, double centre, bool key,
+                  pg_dtype dtype, pg_tensor **C, pg_tensor **S)
 {
-    pg_tensor *a = angles(g, r, p, L, dtype);
+    pg_tensor *a = angles(g, r, p, L, len, dtype);
     *C = pg_cos(g, a);
     *S = pg_sin(g, a);
+    double mscale = pg_rope_mscale(&r->o, len); /* YaRN's attention factor */
+    if (mscale != 1) {
+        *C = pg_mul_scalar(g, *C, mscale);
+        *S = pg_mul_scalar(g, *S, mscale);
+    }
     if (r->o.use_xpos) {
         pg_tensor *sigma = pg_exp(g, xpos_log_scale(g, r, p, L, centre, key, dtype));
         *C = pg_mul(g, *C, sigma);
@@ -241,12 +270,14 @@ static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
     if (!pq || !pk)
         return -1;
     double centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(c->pos_k, Lk);
+    /* dynamic_*: the call's length is the largest position of either side + 1 */
+    double len = fmax(max_pos(c->pos_q, Lq), max_pos(c->pos_k, Lk)) + 1;
     pg_tensor *Cq, *Sq, *Ck, *Sk;
-    if (tables(g, r, pq, Lq, centre, false, dt, &Cq, &Sq) != 0)
+    if (tables(g, r, pq, Lq, len, centre, false, dt, &Cq, &Sq) != 0)
         return -1;
     if (pk == pq && !r->o.use_xpos) {
         Ck = Cq, Sk = Sq;
-    } else if (tables(g, r, pk, Lk, centre, true, dt, &Ck, &Sk) != 0) {
+    } else if (tables(g, r, pk, Lk, len, centre, true, dt, &Ck, &Sk) != 0) {
         return -1;
     }
     pg_tensor *nq = rotate(g, r, *q, Cq, Sq), *nk = rotate(g, r, *k, Ck, Sk);
@@ -270,7 +301,8 @@ pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *p
     if (isnan(centre))
         centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(pos, t->shape[2]);
     pg_tensor *C, *S;
-    if (tables(g, r, p, t->shape[2], centre, key, t->dtype, &C, &S) != 0)
+    double len = max_pos(pos, t->shape[2]) + 1;
+    if (tables(g, r, p, t->shape[2], len, centre, key, t->dtype, &C, &S) != 0)
         return NULL;
     return rotate(g, r, t, C, S);
 }
@@ -287,6 +319,27 @@ pg_tensor *pg_rotary_angles(pg_graph *g, pg_posmod *m, int64_t L, pg_tensor *pos
         return NULL;
     }
     int64_t B = pos && pos->ndim == 2 ? pos->shape[0] : 1;
-    pg_tensor *a = angles(g, r, positions(g, fn, pos, B, L, r->dtype), L, r->dtype);
+    pg_tensor *a = angles(g, r, positions(g, fn, pos, B, L, r->dtype), L, max_pos(pos, L) + 1, r->dtype);
     return a ? pg_reshape(g, a, PG_SHAPE(a->shape[0], L, r->R)) : NULL;
+}
+
+int64_t pg_rotary_frequencies(pg_posmod *m, double len, double *out, double *mscale)
+{
+    const char *fn = "pg_rotary_frequencies";
+    if (!m || m->ops != &ROTARY_OPS) {
+        pg_set_error("%s: %s is not a rotary module", fn, m ? m->base.type : "NULL module");
+        return -1;
+    }
+    if (!out || !isfinite(len) || len < 1) {
+        pg_set_error("%s: %s", fn, out ? "len must be finite and >= 1" : "out is NULL");
+        return -1;
+    }
+    rotary *r = (rotary *)m;
+    pg_rope_inv_freq(&r->o, r->R, len, out);
+    double div = r->div ? fmax(exp(pg_get(r->div, 0)), 1e-8) : r->o.divide;
+    for (int64_t i = 0; i < r->R; i++)
+        out[i] = out[i] / div / r->o.interpolation_factor;
+    if (mscale)
+        *mscale = pg_rope_mscale(&r->o, len);
+    return r->R;
 }

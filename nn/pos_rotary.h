@@ -7,10 +7,13 @@
  *
  *   base'       = base * base_rescale_factor^(F / (F - 2))     (just base when the factor is 1)
  *   inv_freq[i] = base'^(-2i / F),                                i < R
- *   a[s, i]     = (p[s] * inv_freq[i]) / divisor / interpolation_factor
+ *   inv_freq'   = inv_freq rescaled by the context-extension option `scaling` (PI, NTK, dynamic
+ *                 NTK, YaRN; nn/pos_rope_scaling.h has the equations; none by default)
+ *   a[s, i]     = (p[s] * inv_freq'[i]) / divisor / interpolation_factor
  *   pair i of the first n_dims channels = (2i, 2i+1) interleaved (default) or (i, i+R) half-split:
- *     x'_first  = (x_first * cos a - x_second * sin a) * sigma
- *     x'_second = (x_second * cos a + x_first * sin a) * sigma
+ *     x'_first  = (x_first * cos a - x_second * sin a) * sigma * mscale
+ *     x'_second = (x_second * cos a + x_first * sin a) * sigma * mscale
+ *   (mscale = 1 except with YaRN: its attention factor, on q and k both, so the logits get mscale^2)
  *   channels n_dims .. Dh-1 pass through unchanged (and unscaled); v is never changed.
  *
  *   xPos (use_xpos): sigma[s, i] = zeta_i^((p[s] - c) / scale_base), zeta_i = (2i + 0.4 F) / (1.4 F),
@@ -52,6 +55,23 @@ typedef enum {
     PG_ROTARY_HALF_SPLIT = 1   /* pairs (i, i + n_dims/2): local-attention, zeta, old x-transformers */
 } pg_rotary_pairing;
 
+/* RoPE context extension (docs/pos/rotary.md "Context extension"; nn/pos_rope_scaling.h) */
+typedef enum {
+    PG_ROPE_NONE = 0,        /* today's rotary */
+    PG_ROPE_LINEAR = 1,      /* position interpolation (PI): angles / s */
+    PG_ROPE_NTK = 2,         /* NTK-aware: base * s^(F / (F - 2)) */
+    PG_ROPE_DYNAMIC_NTK = 3, /* NTK with s from the call's length (ntk = rope_factor) */
+    PG_ROPE_DYNAMIC_LINEAR = 4, /* jquesnelle/yarn's dynamic with ntk = False: angles * L / len */
+    PG_ROPE_YARN = 5,        /* NTK-by-parts ramp + attention factor */
+    PG_ROPE_PART_NTK = 6,    /* jquesnelle/yarn's PartNTK: two ramps between PI, NTK and theta; no mscale */
+    PG_ROPE_DYNAMIC_YARN = 7 /* YaRN with s from the call's length (past rope_max_len) */
+} pg_rope_scaling;
+
+typedef enum {
+    PG_ROPE_RAMP_INDEX = 0, /* YaRN code: linear in the pair index between floor/ceil'd bounds */
+    PG_ROPE_RAMP_RATIO = 1  /* YaRN paper: linear in r = L / lambda between beta_slow and beta_fast */
+} pg_rope_ramp;
+
 /* Zero in a numeric field means its default, so designated initialisers work:
  * (pg_rotary_opts){.n_dims = 8, .use_xpos = true}. */
 typedef struct pg_rotary_opts {
@@ -69,6 +89,21 @@ typedef struct pg_rotary_opts {
     double scale_base;           /* xPos scale base > 0; 0: 512 (x-transformers' default) */
     bool xpos_fixed_centre;      /* true: c = xpos_centre; false: floor((max key position + 1) / 2) */
     double xpos_centre;
+    /* context extension; all zero: none (bit-identical to plain rotary) */
+    pg_rope_scaling scaling;     /* default PG_ROPE_NONE */
+    double rope_factor;          /* s: > 0 for linear, >= 1 otherwise; 0: needed (dynamic_*: 1;
+                                    dynamic_yarn does not read it) */
+    int64_t rope_orig_len;       /* L, the trained length: > 0 for all but linear and ntk */
+    double yarn_beta_fast;       /* > yarn_beta_slow > 0; 0: 32 (the paper's beta) */
+    double yarn_beta_slow;       /* 0: 1 (the paper's alpha) */
+    double yarn_extrapolation_factor; /* gamma multiplier; 0: 1 */
+    double yarn_attn_factor;     /* multiplies mscale; 0: 1 */
+    bool yarn_no_mscale;         /* true: mscale = yarn_attn_factor (no 0.1 ln s + 1) */
+    pg_rope_ramp yarn_ramp;      /* default PG_ROPE_RAMP_INDEX (the reference code's) */
+    double yarn_ntk_factor;      /* part_ntk: multiplies its NTK ramp; 0: 1 */
+    int64_t rope_max_len;        /* dynamic_yarn: max_position_embeddings (the cache); 0: rope_orig_len */
+    bool yarn_dynamic_by_max;    /* dynamic_yarn: s = len / rope_max_len, not len / rope_orig_len */
+    bool yarn_finetuned;         /* dynamic_yarn: len <= rope_max_len uses s = rope_max_len / rope_orig_len, not 1 */
 } pg_rotary_opts;
 
 /* all of the above at their defaults (every field zero / false) */
@@ -92,5 +127,12 @@ pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *p
  * tokens 0): (Bp, L, n_dims / 2) in the module's dtype, Bp = pos's batch (1 for NULL).
  * For heatmaps. */
 pg_tensor *pg_rotary_angles(pg_graph *g, pg_posmod *m, int64_t L, pg_tensor *pos);
+
+/* The effective frequencies d(angle)/d(position) per pair for a call whose longest length is len
+ * (positions up to len - 1; only dynamic_* read it): inv_freq'[i] / divisor / interpolation_factor
+ * (the divisor's current value) into out[0 .. n_dims/2). Returns n_dims / 2, or -1 with
+ * pg_last_error (not a rotary module, len not finite or < 1, out NULL). *mscale (when not NULL)
+ * gets the attention factor on q and on k. */
+int64_t pg_rotary_frequencies(pg_posmod *m, double len, double *out, double *mscale);
 
 #endif

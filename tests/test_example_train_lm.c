@@ -226,6 +226,41 @@ Test(example_train_lm, local_runs_with_its_band, .init = quiet)
     remove_tree(dir);
 }
 
+/* --rope-scaling reaches the rotary module of --pos rotary, xpos and local (the first loss moves
+ * off the unscaled run's), and is refused for another scheme, an unknown name or a bad factor */
+Test(example_train_lm, rope_scaling_reaches_rotary_xpos_and_local, .init = quiet)
+{
+    cr_assert_not_null(freopen("/dev/null", "w", stderr));
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    const char *pos[] = {"rotary", "xpos", "local"}, *scaling[] = {"yarn", "ntk", "dynamic_ntk"};
+    for (int i = 0; i < 3; i++) {
+        train_lm_opts o = tiny_opts(out, data, pos[i]);
+        o.steps = 2;
+        o.eval_every = 2;
+        o.sample_len = 0;
+        train_lm_result plain, scaled;
+        cr_assert_eq(train_lm_run(&o, &plain), 0);
+        o.rope_scaling = scaling[i];
+        o.rope_factor = 4;
+        o.rope_orig_len = 8; /* below --seq 16: dynamic_ntk scales */
+        cr_assert_eq(train_lm_run(&o, &scaled), 0, "%s + %s", pos[i], scaling[i]);
+        cr_assert_neq(plain.first_loss, scaled.first_loss, "%s: --rope-scaling %s changed nothing", pos[i],
+                      scaling[i]);
+    }
+    train_lm_opts o = tiny_opts(out, data, "alibi");
+    o.rope_scaling = "yarn";
+    o.rope_factor = 4;
+    cr_assert_neq(train_lm_run(&o, NULL), 0);
+    o.pos = "rotary";
+    o.rope_scaling = "bogus";
+    cr_assert_neq(train_lm_run(&o, NULL), 0);
+    o.rope_scaling = "yarn";
+    o.rope_factor = 0.5;
+    cr_assert_neq(train_lm_run(&o, NULL), 0);
+    remove_tree(dir);
+}
+
 Test(example_train_lm, bad_flags_fail, .init = quiet)
 {
     cr_assert_not_null(freopen("/dev/null", "w", stderr));
