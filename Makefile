@@ -28,10 +28,16 @@ all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
 # Header dependencies come from the compiler: -MMD writes each object's .d
 # file (the headers it included, and the examples a test file includes), -MP
-# adds a rule for each header so a deleted one does not stop the build.
+# adds a rule for each header so a deleted one does not stop the build. An
+# object without its .d file (built before, or the .d deleted) depends on the
+# missing .d, which the empty rule below "makes": so it is rebuilt, never
+# trusted with headers it may not have seen.
 DEPFLAGS  = -MMD -MP
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.d: ;
+.PRECIOUS: $(BUILD)/%.d
+
+$(BUILD)/%.o: %.c $(BUILD)/%.d
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
@@ -44,7 +50,7 @@ $(BUILD)/libposgrad.so: $(OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 
 # PG_DATA_DIR: where the LM examples look for their corpus last (make install puts it there)
-examples/%: examples/%.c $(BUILD)/libposgrad.a
+examples/%: examples/%.c $(BUILD)/examples/%.d $(BUILD)/libposgrad.a
 	@mkdir -p $(BUILD)/examples
 	$(CC) $(CFLAGS) $(DEPFLAGS) -MF $(BUILD)/$@.d -MT $@ -DPG_DATA_DIR='"$(PREFIX)/share/posgrad/data"' -I. $< -o $@ \
 	  $(BUILD)/libposgrad.a $(LDLIBS)
