@@ -35,69 +35,49 @@ static void alibi_destroy(pg_module *m)
     free(a);
 }
 
-/* positions of one side as (Bp, Lp) in dtype dt, keeping the caller's float
- * positions in the graph (ALiBi is differentiable in them); defaults: (1, L)
- * with start, start + 1, ... */
-static pg_tensor *side_positions(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dt)
+/* a per-head column of dtype dt, viewed as (H, 1) (nd 2) or (H, 1, 1) (nd 3):
+ * the slopes, or (bool) whether the head is even */
+static pg_tensor *per_head(pg_graph *g, const pg_alibi *m, pg_dtype dt, int nd, bool even)
 {
-    if (pos)
-        return pos->dtype == dt ? pos : pg_cast(g, pos, dt);
-    pg_tensor *p = pg_empty(g, dt, PG_SHAPE(1, L));
-    for (int64_t i = 0; p && i < L; i++)
-        pg_set(p, i, start + (double)i);
-    return p;
+    int64_t H = m->heads;
+    pg_tensor *t = nd == 2 ? pg_empty(g, dt, PG_SHAPE(H, 1)) : pg_empty(g, dt, PG_SHAPE(H, 1, 1));
+    for (int64_t h = 0; t && h < H; h++)
+        pg_set(t, h, even ? (double)(h % 2 == 0) : m->slopes[h]);
+    return t;
+}
+
+/* delta (any shape broadcasting against (H, 1) for nd 2, (H, 1, 1) for nd 3)
+ * -> -|slope_h delta / divisor| (docs/semantics.md §1.7), and the asymmetric fill */
+static pg_tensor *alibi_of(pg_graph *g, pg_alibi *m, pg_tensor *delta, int nd)
+{
+    pg_dtype dt = delta->dtype;
+    pg_tensor *div = m->div && m->div->dtype != dt ? pg_cast(g, m->div, dt) : m->div;
+    pg_tensor *raw = pg_pos_divide_by(g, pg_mul(g, delta, per_head(g, m, dt, nd, false)), div, m->divide);
+    pg_tensor *bias = pg_neg(g, pg_abs(g, raw));
+    if (!m->asymmetric || !bias)
+        return bias;
+    /* even heads hide keys before the query (raw > 0), odd heads keys after it (raw < 0);
+     * the split is over the head axis whatever the batch (§7) */
+    pg_tensor *zero = pg_zeros(g, dt, 0, NULL);
+    pg_tensor *even = per_head(g, m, PG_BOOL, nd, true);
+    pg_tensor *odd = pg_logical_not(g, even);
+    pg_tensor *block = pg_logical_or(g, pg_logical_and(g, even, pg_gt(g, raw, zero)),
+                                     pg_logical_and(g, odd, pg_lt(g, raw, zero)));
+    return pg_masked_fill(g, bias, block, dt == PG_F32 ? -FLT_MAX : -DBL_MAX);
 }
 
 static pg_tensor *alibi_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
 {
-    const char *fn = "alibi";
     pg_alibi *m = (pg_alibi *)pm;
-    if (pg_pos_ctx_check(g, fn, c) != 0)
+    if (pg_pos_table_check(g, "alibi", c, m->heads) != 0)
         return NULL;
-    if (c->heads != 0 && c->heads != m->heads) {
-        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)m->heads,
-                      (long long)c->heads);
-        return NULL;
-    }
-    pg_dtype dt = c->dtype;
-    if (!pg_dtype_is_float(dt)) {
-        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dt));
-        return NULL;
-    }
+    /* the caller's float positions stay in the graph: ALiBi is differentiable in them */
     double qstart = m->align == PG_ALIBI_ALIGN_END ? (double)(c->Lk - c->Lq) : 0.0;
-    pg_tensor *pq = side_positions(g, c->pos_q, c->Lq, qstart, dt);
-    pg_tensor *pk = side_positions(g, c->pos_k, c->Lk, 0.0, dt);
-    if (!pq || !pk)
-        return NULL;
-    int64_t Bq = pq->shape[0], Lpq = pq->shape[1], Bk = pk->shape[0], Lpk = pk->shape[1];
-    int64_t H = m->heads;
-    pg_tensor *delta = pg_sub(g, pg_reshape(g, pq, PG_SHAPE(Bq, 1, Lpq, 1)),
-                              pg_reshape(g, pk, PG_SHAPE(Bk, 1, 1, Lpk))); /* (Bo, 1, Lpq, Lpk) */
-    pg_tensor *slopes = pg_empty(g, dt, PG_SHAPE(H, 1, 1));
-    for (int64_t h = 0; slopes && h < H; h++)
-        pg_set(slopes, h, m->slopes[h]);
-    pg_tensor *div = m->div && m->div->dtype != dt ? pg_cast(g, m->div, dt) : m->div;
-    pg_tensor *raw = pg_pos_divide_by(g, pg_mul(g, delta, slopes), div, m->divide); /* (Bo, H, Lpq, Lpk) */
-    pg_tensor *bias = pg_neg(g, pg_abs(g, raw));
-    if (m->asymmetric && bias) {
-        /* even heads hide keys before the query (raw > 0), odd heads keys after it (raw < 0);
-         * the split is over the head axis whatever the batch (§7) */
-        pg_tensor *zero = pg_zeros(g, dt, 0, NULL);
-        pg_tensor *even = pg_empty(g, PG_BOOL, PG_SHAPE(H, 1, 1));
-        for (int64_t h = 0; even && h < H; h++)
-            pg_set(even, h, h % 2 == 0);
-        pg_tensor *odd = pg_logical_not(g, even);
-        pg_tensor *block = pg_logical_or(g, pg_logical_and(g, even, pg_gt(g, raw, zero)),
-                                         pg_logical_and(g, odd, pg_lt(g, raw, zero)));
-        bias = pg_masked_fill(g, bias, block, dt == PG_F32 ? -FLT_MAX : -DBL_MAX);
-    }
-    bias = pg_pos_pad_bias(g, bias, c->Lq, c->Lk);
-    if (bias && !c->pos_q && !c->pos_k)
-        bias = pg_reshape(g, bias, PG_SHAPE(H, c->Lq, c->Lk));
-    if (!bias && !pg_graph_error(g))
-        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
-                      c->pos_k ? SHAPE(c->pos_k) : "default");
-    return bias;
+    pg_tensor *pq = pg_pos_side(g, c->pos_q, c->Lq, qstart, c->dtype, true);
+    pg_tensor *pk = pg_pos_side(g, c->pos_k, c->Lk, 0.0, c->dtype, true);
+    pg_tensor *delta = pg_pos_delta_sides(g, pq, pk);         /* (Bo, 1, Lpq, Lpk) */
+    pg_tensor *bias = delta ? alibi_of(g, m, delta, 3) : NULL; /* (Bo, H, Lpq, Lpk) */
+    return pg_pos_table_finish(g, "alibi", bias, c, m->heads);
 }
 
 static pg_tensor *alibi_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
@@ -107,35 +87,14 @@ static pg_tensor *alibi_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor 
     return alibi_table(g, m, c);
 }
 
-/* dist_bias: d (D) signed distances -> (H, D): -|slope_h d / divisor|, and the
- * asymmetric fill, as alibi_table for one row of distances */
+/* dist_bias: d (D) signed distances -> (H, D), as alibi_table for one row of distances */
 static pg_tensor *alibi_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c)
 {
     (void)c;
-    pg_alibi *m = (pg_alibi *)pm;
-    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
-        pg_graph_fail(g, "alibi: dist_bias needs distances (D) of f32/f64, got %s", d ? SHAPE(d) : "NULL");
+    if (pg_pos_dist_check(g, "alibi", d) != 0)
         return NULL;
-    }
-    pg_dtype dt = d->dtype;
-    int64_t H = m->heads, D = d->shape[0];
-    pg_tensor *slopes = pg_empty(g, dt, PG_SHAPE(H, 1));
-    for (int64_t h = 0; slopes && h < H; h++)
-        pg_set(slopes, h, m->slopes[h]);
-    pg_tensor *div = m->div && m->div->dtype != dt ? pg_cast(g, m->div, dt) : m->div;
-    pg_tensor *raw = pg_pos_divide_by(g, pg_mul(g, pg_reshape(g, d, PG_SHAPE(1, D)), slopes), div, m->divide);
-    pg_tensor *bias = pg_neg(g, pg_abs(g, raw)); /* (H, D) */
-    if (m->asymmetric && bias) {
-        pg_tensor *zero = pg_zeros(g, dt, 0, NULL);
-        pg_tensor *even = pg_empty(g, PG_BOOL, PG_SHAPE(H, 1));
-        for (int64_t h = 0; even && h < H; h++)
-            pg_set(even, h, h % 2 == 0);
-        pg_tensor *odd = pg_logical_not(g, even);
-        pg_tensor *block = pg_logical_or(g, pg_logical_and(g, even, pg_gt(g, raw, zero)),
-                                         pg_logical_and(g, odd, pg_lt(g, raw, zero)));
-        bias = pg_masked_fill(g, bias, block, dt == PG_F32 ? -FLT_MAX : -DBL_MAX);
-    }
-    return bias;
+    pg_tensor *row = pg_reshape(g, d, PG_SHAPE(1, d->shape[0]));
+    return row ? alibi_of(g, (pg_alibi *)pm, row, 2) : NULL;
 }
 
 static const pg_posmod_ops ALIBI_OPS = {.mod_bias = alibi_bias, .bias_table = alibi_table, .dist_bias = alibi_dist};
@@ -210,13 +169,6 @@ pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
 
 pg_posmod *pg_posmod_make_alibi(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_alibi: args is NULL");
-        return NULL;
-    }
-    const pg_alibi_opts *o = a->opts;
-    int64_t heads = pg_posmod_heads("pg_posmod_make_alibi", "ALiBi", o ? o->heads : 0, a);
-    if (!heads)
-        return NULL;
-    return pg_alibi_new(heads, o, a->dtype);
+    int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_alibi", "ALiBi", pg_alibi_opts, a);
+    return heads ? pg_alibi_new(heads, a->opts, a->dtype) : NULL;
 }

@@ -136,17 +136,8 @@ pg_dpb *pg_dpb_new(int64_t dim, int64_t heads, const pg_dpb_opts *opts, pg_dtype
 
 pg_posmod *pg_posmod_make_dpb(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_dpb: args is NULL");
-        return NULL;
-    }
-    if (a->heads < 1) {
-        pg_set_error("pg_posmod_make_dpb: DPB is an attention bias and needs heads >= 1 (got %lld; not an input "
-                     "module)",
-                     (long long)a->heads);
-        return NULL;
-    }
-    pg_dpb *m = pg_dpb_new(a->dim, a->heads, a->opts, a->dtype, a->rng);
+    int64_t heads = pg_posmod_heads("pg_posmod_make_dpb", "DPB", 0, a);
+    pg_dpb *m = heads ? pg_dpb_new(a->dim, heads, a->opts, a->dtype, a->rng) : NULL;
     return m ? &m->pm : NULL;
 }
 

@@ -55,50 +55,17 @@ static pg_tensor *kerple_of(pg_graph *g, pg_kerple *m, pg_tensor *delta, int nd)
     return pg_neg(g, pg_mul(g, param_as(g, m->scale, dt, nd, H), k));
 }
 
-/* positions of one side as (Bp, Lp) in dtype dt, detached (KERPLE is not
- * differentiable in them); defaults: (1, L) with start, start + 1, ... */
-static pg_tensor *side_positions(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dt)
-{
-    if (pos)
-        return pg_pos_resolve(g, pos, pos->shape[0], L, dt);
-    pg_tensor *p = pg_empty(g, dt, PG_SHAPE(1, L));
-    for (int64_t i = 0; p && i < L; i++)
-        pg_set(p, i, start + (double)i);
-    return p;
-}
-
 static pg_tensor *kerple_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
 {
-    const char *fn = "kerple";
     pg_kerple *m = (pg_kerple *)pm;
-    if (pg_pos_ctx_check(g, fn, c) != 0)
+    if (pg_pos_table_check(g, "kerple", c, m->heads) != 0)
         return NULL;
-    if (c->heads != 0 && c->heads != m->heads) {
-        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)m->heads,
-                      (long long)c->heads);
-        return NULL;
-    }
-    pg_dtype dt = c->dtype;
-    if (!pg_dtype_is_float(dt)) {
-        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dt));
-        return NULL;
-    }
-    /* default positions end-aligned: queries Lk-Lq..Lk-1 */
-    pg_tensor *pq = side_positions(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), dt);
-    pg_tensor *pk = side_positions(g, c->pos_k, c->Lk, 0.0, dt);
-    if (!pq || !pk)
-        return NULL;
-    int64_t Bq = pq->shape[0], Lpq = pq->shape[1], Bk = pk->shape[0], Lpk = pk->shape[1];
-    pg_tensor *delta = pg_sub(g, pg_reshape(g, pq, PG_SHAPE(Bq, 1, Lpq, 1)),
-                              pg_reshape(g, pk, PG_SHAPE(Bk, 1, 1, Lpk))); /* (Bo, 1, Lpq, Lpk) */
-    pg_tensor *bias = delta ? kerple_of(g, m, delta, 3) : NULL;  /* (Bo, H, Lpq, Lpk) */
-    bias = pg_pos_pad_bias(g, bias, c->Lq, c->Lk);
-    if (bias && !c->pos_q && !c->pos_k)
-        bias = pg_reshape(g, bias, PG_SHAPE(m->heads, c->Lq, c->Lk));
-    if (!bias && !pg_graph_error(g))
-        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
-                      c->pos_k ? SHAPE(c->pos_k) : "default");
-    return bias;
+    /* default positions end-aligned: queries Lk-Lq..Lk-1; detached (KERPLE is not differentiable in them) */
+    pg_tensor *pq = pg_pos_side(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), c->dtype, false);
+    pg_tensor *pk = pg_pos_side(g, c->pos_k, c->Lk, 0.0, c->dtype, false);
+    pg_tensor *delta = pg_pos_delta_sides(g, pq, pk);          /* (Bo, 1, Lpq, Lpk) */
+    pg_tensor *bias = delta ? kerple_of(g, m, delta, 3) : NULL; /* (Bo, H, Lpq, Lpk) */
+    return pg_pos_table_finish(g, "kerple", bias, c, m->heads);
 }
 
 static pg_tensor *kerple_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
@@ -112,13 +79,10 @@ static pg_tensor *kerple_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor
 static pg_tensor *kerple_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c)
 {
     (void)c;
-    pg_kerple *m = (pg_kerple *)pm;
-    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
-        pg_graph_fail(g, "kerple: dist_bias needs distances (D) of f32/f64, got %s", d ? SHAPE(d) : "NULL");
+    if (pg_pos_dist_check(g, "kerple", d) != 0)
         return NULL;
-    }
     pg_tensor *row = pg_reshape(g, pg_detach(g, d), PG_SHAPE(1, d->shape[0]));
-    return row ? kerple_of(g, m, row, 2) : NULL;
+    return row ? kerple_of(g, (pg_kerple *)pm, row, 2) : NULL;
 }
 
 static const pg_posmod_ops KERPLE_OPS = {.mod_bias = kerple_bias, .bias_table = kerple_table, .dist_bias = kerple_dist};
@@ -126,15 +90,8 @@ static const pg_posmod_ops KERPLE_OPS = {.mod_bias = kerple_bias, .bias_table = 
 static int check_opts(const char *fn, int64_t heads, const pg_kerple_opts *o, pg_dtype dtype, double eps,
                       double p_max)
 {
-    if (o->heads != 0 && o->heads != heads) {
-        pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)o->heads, (long long)heads);
+    if (pg_pos_heads_check(fn, o->heads, heads) != 0)
         return -1;
-    }
-    if (heads < 1 || heads > (int64_t)(PG_MAX_TENSOR_BYTES / sizeof(double))) {
-        pg_set_error("%s: need 1 <= heads <= %lld, got %lld", fn, (long long)(PG_MAX_TENSOR_BYTES / sizeof(double)),
-                     (long long)heads);
-        return -1;
-    }
     if (!pg_dtype_is_float(dtype)) {
         pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
         return -1;
@@ -233,13 +190,6 @@ pg_posmod *pg_kerple_new(int64_t heads, const pg_kerple_opts *o, pg_dtype dtype,
 
 pg_posmod *pg_posmod_make_kerple(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_kerple: args is NULL");
-        return NULL;
-    }
-    const pg_kerple_opts *o = a->opts;
-    int64_t heads = pg_posmod_heads("pg_posmod_make_kerple", "KERPLE", o ? o->heads : 0, a);
-    if (!heads)
-        return NULL;
-    return pg_kerple_new(heads, o, a->dtype, a->rng);
+    int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_kerple", "KERPLE", pg_kerple_opts, a);
+    return heads ? pg_kerple_new(heads, a->opts, a->dtype, a->rng) : NULL;
 }

@@ -20,54 +20,37 @@ static double distance(const pg_sandwich *s, double delta)
     return s->dist == PG_SANDWICH_DIST_TRIL ? (delta > 0 ? delta : 0.0) : fabs(delta);
 }
 
-/* positions of one side as (Bp, Lp) of f64, detached; defaults: (1, L) with start, start + 1, ... */
-static pg_tensor *side_positions(pg_graph *g, pg_tensor *pos, int64_t L, double start)
+/* delta (outer, 1, n) of f64 -> (outer, H, n) in dtype: the value of each head at
+ * each distance (no gradient: Sandwich has no parameters) */
+static pg_tensor *sandwich_of(pg_graph *g, const pg_sandwich *s, const pg_tensor *delta, int64_t outer, int64_t n,
+                              pg_dtype dtype)
 {
-    if (pos)
-        return pg_pos_resolve(g, pos, pos->shape[0], L, PG_F64);
-    pg_tensor *p = pg_empty(g, PG_F64, PG_SHAPE(1, L));
-    for (int64_t i = 0; p && i < L; i++)
-        pg_set(p, i, start + (double)i);
-    return p;
+    int64_t H = s->heads;
+    pg_tensor *out = pg_empty(g, dtype, PG_SHAPE(outer, H, n));
+    for (int64_t o = 0; out && o < outer; o++)
+        for (int64_t t = 0; t < n; t++) {
+            double d = distance(s, pg_get(delta, o * n + t));
+            for (int64_t h = 0; h < H; h++)
+                pg_set(out, (o * H + h) * n + t, pg_sandwich_value(s, h, d));
+        }
+    return out;
 }
 
 static pg_tensor *sandwich_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
 {
-    const char *fn = "sandwich";
     pg_sandwich *s = (pg_sandwich *)pm;
-    if (pg_pos_ctx_check(g, fn, c) != 0)
+    if (pg_pos_table_check(g, "sandwich", c, s->heads) != 0)
         return NULL;
-    if (c->heads != 0 && c->heads != s->heads) {
-        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)s->heads,
-                      (long long)c->heads);
-        return NULL;
-    }
-    if (!pg_dtype_is_float(c->dtype)) {
-        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(c->dtype));
-        return NULL;
-    }
     /* default positions end-aligned: queries Lk-Lq..Lk-1 */
-    pg_tensor *pq = side_positions(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq));
-    pg_tensor *pk = side_positions(g, c->pos_k, c->Lk, 0.0);
-    if (!pq || !pk)
-        return NULL;
-    int64_t Bq = pq->shape[0], Lpq = pq->shape[1], Bk = pk->shape[0], Lpk = pk->shape[1], H = s->heads;
-    int64_t Bo = Bq > Bk ? Bq : Bk;
-    pg_tensor *bias = pg_empty(g, c->dtype, PG_SHAPE(Bo, H, Lpq, Lpk));
-    for (int64_t b = 0; bias && b < Bo; b++)
-        for (int64_t i = 0; i < Lpq; i++)
-            for (int64_t j = 0; j < Lpk; j++) {
-                double d = distance(s, pg_get(pq, (Bq > 1 ? b : 0) * Lpq + i) - pg_get(pk, (Bk > 1 ? b : 0) * Lpk + j));
-                for (int64_t h = 0; h < H; h++)
-                    pg_set(bias, ((b * H + h) * Lpq + i) * Lpk + j, pg_sandwich_value(s, h, d));
-            }
-    bias = pg_pos_pad_bias(g, bias, c->Lq, c->Lk);
-    if (bias && !c->pos_q && !c->pos_k)
-        bias = pg_reshape(g, bias, PG_SHAPE(H, c->Lq, c->Lk));
-    if (!bias && !pg_graph_error(g))
-        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
-                      c->pos_k ? SHAPE(c->pos_k) : "default");
-    return bias;
+    pg_tensor *pq = pg_pos_side(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), PG_F64, false);
+    pg_tensor *pk = pg_pos_side(g, c->pos_k, c->Lk, 0.0, PG_F64, false);
+    pg_tensor *delta = pg_pos_delta_sides(g, pq, pk); /* (Bo, 1, Lpq, Lpk) */
+    pg_tensor *bias = NULL;
+    if (delta) {
+        int64_t Bo = delta->shape[0], Lpq = delta->shape[2], Lpk = delta->shape[3];
+        bias = pg_reshape(g, sandwich_of(g, s, delta, Bo, Lpq * Lpk, c->dtype), PG_SHAPE(Bo, s->heads, Lpq, Lpk));
+    }
+    return pg_pos_table_finish(g, "sandwich", bias, c, s->heads);
 }
 
 static pg_tensor *sandwich_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
@@ -82,18 +65,10 @@ static pg_tensor *sandwich_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const 
 {
     (void)c;
     pg_sandwich *s = (pg_sandwich *)pm;
-    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
-        pg_graph_fail(g, "sandwich: dist_bias needs distances (D) of f32/f64, got %s", d ? SHAPE(d) : "NULL");
+    if (pg_pos_dist_check(g, "sandwich", d) != 0)
         return NULL;
-    }
     int64_t D = d->shape[0];
-    pg_tensor *out = pg_empty(g, d->dtype, PG_SHAPE(s->heads, D));
-    for (int64_t t = 0; out && t < D; t++) {
-        double dt = distance(s, pg_get(d, t));
-        for (int64_t h = 0; h < s->heads; h++)
-            pg_set(out, h * D + t, pg_sandwich_value(s, h, dt));
-    }
-    return out;
+    return pg_reshape(g, sandwich_of(g, s, d, 1, D, d->dtype), PG_SHAPE(s->heads, D));
 }
 
 static const pg_posmod_ops SANDWICH_OPS = {
@@ -105,15 +80,8 @@ pg_posmod *pg_sandwich_new(int64_t heads, int64_t head_dim, const pg_sandwich_op
     pg_sandwich_opts d0 = {0};
     if (!o)
         o = &d0;
-    if (o->heads != 0 && o->heads != heads) {
-        pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)o->heads, (long long)heads);
+    if (pg_pos_heads_check(fn, o->heads, heads) != 0)
         return NULL;
-    }
-    if (heads < 1 || heads > (int64_t)(PG_MAX_TENSOR_BYTES / sizeof(double))) {
-        pg_set_error("%s: need 1 <= heads <= %lld, got %lld", fn, (long long)(PG_MAX_TENSOR_BYTES / sizeof(double)),
-                     (long long)heads);
-        return NULL;
-    }
     int64_t dim = o->dim ? o->dim : head_dim;
     if (dim < 2 || dim % 2 != 0 || dim > (int64_t)1 << 40) {
         pg_set_error("%s: D' (opts.dim, 0: the head dim) must be even and >= 2, got %lld", fn, (long long)dim);
@@ -137,13 +105,6 @@ pg_posmod *pg_sandwich_new(int64_t heads, int64_t head_dim, const pg_sandwich_op
 
 pg_posmod *pg_posmod_make_sandwich(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_sandwich: args is NULL");
-        return NULL;
-    }
-    const pg_sandwich_opts *o = a->opts;
-    int64_t heads = pg_posmod_heads("pg_posmod_make_sandwich", "Sandwich", o ? o->heads : 0, a);
-    if (!heads)
-        return NULL;
-    return pg_sandwich_new(heads, a->head_dim, o);
+    int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_sandwich", "Sandwich", pg_sandwich_opts, a);
+    return heads ? pg_sandwich_new(heads, a->head_dim, a->opts) : NULL;
 }

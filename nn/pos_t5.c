@@ -53,17 +53,8 @@ static pg_tensor *t5_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
 {
     const char *fn = "t5";
     pg_t5 *m = (pg_t5 *)pm;
-    if (pg_pos_ctx_check(g, fn, c) != 0)
+    if (pg_pos_table_check(g, fn, c, m->heads) != 0)
         return NULL;
-    if (c->heads != 0 && c->heads != m->heads) {
-        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)m->heads,
-                      (long long)c->heads);
-        return NULL;
-    }
-    if (!pg_dtype_is_float(c->dtype)) {
-        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(c->dtype));
-        return NULL;
-    }
     int64_t Bq = c->pos_q ? c->B : 1, Lpq = c->pos_q ? c->pos_q->shape[1] : c->Lq;
     int64_t Bk = c->pos_k ? c->B : 1, Lpk = c->pos_k ? c->pos_k->shape[1] : c->Lk;
     int64_t Bo = Bq > Bk ? Bq : Bk;
@@ -98,13 +89,7 @@ static pg_tensor *t5_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
     bias = pg_mul_scalar(g, bias, m->scale);
     if (bias && bias->dtype != c->dtype)
         bias = pg_cast(g, bias, c->dtype);
-    bias = pg_pos_pad_bias(g, bias, c->Lq, c->Lk);
-    if (bias && !c->pos_q && !c->pos_k)
-        bias = pg_reshape(g, bias, PG_SHAPE(m->heads, c->Lq, c->Lk));
-    if (!bias && !pg_graph_error(g))
-        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
-                      c->pos_k ? SHAPE(c->pos_k) : "default");
-    return bias;
+    return pg_pos_table_finish(g, fn, bias, c, m->heads);
 }
 
 static pg_tensor *t5_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
@@ -119,10 +104,8 @@ static pg_tensor *t5_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos
     (void)c;
     const char *fn = "t5";
     pg_t5 *m = (pg_t5 *)pm;
-    if (!d || d->ndim != 1 || !pg_dtype_is_float(d->dtype)) {
-        pg_graph_fail(g, "%s: dist_bias needs distances (D) of f32/f64, got %s", fn, d ? SHAPE(d) : "NULL");
+    if (pg_pos_dist_check(g, fn, d) != 0)
         return NULL;
-    }
     int64_t D = d->shape[0];
     pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(D));
     int64_t *n = pg_graph_alloc(g, (size_t)(D > 0 ? D : 1) * sizeof(int64_t));
@@ -210,13 +193,6 @@ pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dt
 
 pg_posmod *pg_posmod_make_t5(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_t5: args is NULL");
-        return NULL;
-    }
-    const pg_t5_opts *o = a->opts;
-    int64_t heads = pg_posmod_heads("pg_posmod_make_t5", "the T5 bias", o ? o->heads : 0, a);
-    if (!heads)
-        return NULL;
-    return pg_t5_new(heads, a->head_dim, o, a->dtype, a->rng);
+    int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_t5", "the T5 bias", pg_t5_opts, a);
+    return heads ? pg_t5_new(heads, a->head_dim, a->opts, a->dtype, a->rng) : NULL;
 }

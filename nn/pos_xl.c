@@ -70,16 +70,8 @@ pg_xl *pg_xl_new(int64_t heads, int64_t head_dim, const pg_xl_opts *opts, pg_dty
 
 pg_posmod *pg_posmod_make_xl(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_xl: args is NULL");
+    if (!pg_posmod_heads("pg_posmod_make_xl", "Transformer-XL", 0, a))
         return NULL;
-    }
-    if (a->heads < 1) {
-        pg_set_error("pg_posmod_make_xl: Transformer-XL is an attention bias and needs heads >= 1 (got %lld; not "
-                     "an input module)",
-                     (long long)a->heads);
-        return NULL;
-    }
     int64_t hd = a->head_dim ? a->head_dim : a->dim / a->heads;
     pg_xl *m = pg_xl_new(a->heads, hd, a->opts, a->dtype, a->rng);
     return m ? &m->pm : NULL;

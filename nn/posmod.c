@@ -296,6 +296,78 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
     return b;
 }
 
+int pg_pos_table_check(pg_graph *g, const char *fn, const pg_pos_ctx *c, int64_t heads)
+{
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return -1;
+    if (c->heads != 0 && c->heads != heads) {
+        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)heads,
+                      (long long)c->heads);
+        return -1;
+    }
+    if (!pg_dtype_is_float(c->dtype)) {
+        pg_graph_fail(g, "%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(c->dtype));
+        return -1;
+    }
+    return 0;
+}
+
+pg_tensor *pg_pos_side(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dtype, bool keep_grad)
+{
+    if (pos && keep_grad)
+        return pos->dtype == dtype ? pos : pg_cast(g, pos, dtype);
+    if (pos)
+        return pg_pos_resolve(g, pos, pos->shape[0], L, dtype);
+    pg_tensor *p = pg_empty(g, dtype, PG_SHAPE(1, L));
+    for (int64_t i = 0; p && i < L; i++)
+        pg_set(p, i, start + (double)i);
+    return p;
+}
+
+pg_tensor *pg_pos_delta_sides(pg_graph *g, pg_tensor *pq, pg_tensor *pk)
+{
+    if (!pq || !pk)
+        return NULL;
+    int64_t Bq = pq->shape[0], Lpq = pq->shape[1], Bk = pk->shape[0], Lpk = pk->shape[1];
+    return pg_sub(g, pg_reshape(g, pq, PG_SHAPE(Bq, 1, Lpq, 1)), pg_reshape(g, pk, PG_SHAPE(Bk, 1, 1, Lpk)));
+}
+
+pg_tensor *pg_pos_table_finish(pg_graph *g, const char *fn, pg_tensor *bias, const pg_pos_ctx *c, int64_t heads)
+{
+    if (!bias) {
+        if (!pg_graph_error(g))
+            pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
+                          c->pos_k ? SHAPE(c->pos_k) : "default");
+        return NULL;
+    }
+    bias = pg_pos_pad_bias(g, bias, c->Lq, c->Lk);
+    if (bias && !c->pos_q && !c->pos_k)
+        bias = pg_reshape(g, bias, PG_SHAPE(heads, c->Lq, c->Lk));
+    return bias;
+}
+
+int pg_pos_dist_check(pg_graph *g, const char *fn, const pg_tensor *d)
+{
+    if (d && d->ndim == 1 && pg_dtype_is_float(d->dtype))
+        return 0;
+    pg_graph_fail(g, "%s: dist_bias needs distances (D) of f32/f64, got %s", fn, d ? SHAPE(d) : "NULL");
+    return -1;
+}
+
+int pg_pos_heads_check(const char *fn, int64_t opt_heads, int64_t heads)
+{
+    const int64_t most = (int64_t)(PG_MAX_TENSOR_BYTES / sizeof(double));
+    if (opt_heads != 0 && opt_heads != heads) {
+        pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)opt_heads, (long long)heads);
+        return -1;
+    }
+    if (heads < 1 || heads > most) {
+        pg_set_error("%s: need 1 <= heads <= %lld, got %lld", fn, (long long)most, (long long)heads);
+        return -1;
+    }
+    return 0;
+}
+
 pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band)
 {
     const char *fn = "pg_pos_band_slots";

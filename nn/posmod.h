@@ -183,6 +183,38 @@ pg_tensor *pg_pos_delta(pg_graph *g, const pg_pos_ctx *c, pg_dtype dtype);
  * a position get a zero bias row and column (docs/semantics.md §7). */
 pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk);
 
+/* The skeleton of a table of positions alone (ALiBi, T5, KERPLE, Sandwich: a
+ * bias_table / mod_bias that maps query and key positions to (H, Lq, Lk)):
+ *
+ *   if (pg_pos_table_check(g, "myscheme", c, m->heads) != 0) return NULL;
+ *   pg_tensor *pq = pg_pos_side(g, c->pos_q, c->Lq, c->Lk - c->Lq, dt, false);
+ *   pg_tensor *pk = pg_pos_side(g, c->pos_k, c->Lk, 0, dt, false);
+ *   pg_tensor *delta = pg_pos_delta_sides(g, pq, pk);          (Bo, 1, Lpq, Lpk)
+ *   ... the scheme's function of delta, (Bo, H, Lpq, Lpk) ...
+ *   return pg_pos_table_finish(g, "myscheme", bias, c, m->heads);
+ *
+ * pg_pos_table_check: the context (pg_pos_ctx_check), c->heads 0 or `heads`, a
+ * float c->dtype. 0, or -1 after pg_graph_fail naming fn. */
+int pg_pos_table_check(pg_graph *g, const char *fn, const pg_pos_ctx *c, int64_t heads);
+/* One side's positions as (Bp, Lp) of dtype: the caller's pos (Bp = B) cast,
+ * keeping its gradient when keep_grad (schemes differentiable in positions)
+ * and detached otherwise (pg_pos_resolve); pos NULL gives (1, L) holding
+ * start, start + 1, ... (queries usually start at Lk - Lq: end-aligned). */
+pg_tensor *pg_pos_side(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dtype, bool keep_grad);
+/* pq (Bq, Lpq), pk (Bk, Lpk) -> pq[b, i] - pk[b, j] as (max(Bq, Bk), 1, Lpq, Lpk);
+ * NULL if either is NULL. */
+pg_tensor *pg_pos_delta_sides(pg_graph *g, pg_tensor *pq, pg_tensor *pk);
+/* bias (Bo, H, Lpq, Lpk) -> padded to (Bo, H, Lq, Lk) (pg_pos_pad_bias), viewed as
+ * (H, Lq, Lk) when neither side has explicit positions. bias NULL: NULL, with
+ * "fn: failed for positions ..." unless the graph already holds an error. */
+pg_tensor *pg_pos_table_finish(pg_graph *g, const char *fn, pg_tensor *bias, const pg_pos_ctx *c, int64_t heads);
+/* A dist_bias hook's argument: d (D) of f32/f64. 0, or -1 after pg_graph_fail
+ * naming fn. */
+int pg_pos_dist_check(pg_graph *g, const char *fn, const pg_tensor *d);
+/* A per-head constructor's count: opts.heads (opt_heads) 0 or equal to heads,
+ * and 1 <= heads <= PG_MAX_TENSOR_BYTES / 8. 0, or -1 with pg_set_error naming fn. */
+int pg_pos_heads_check(const char *fn, int64_t opt_heads, int64_t heads);
+
 /* The `divide` / `learned_div` option of every scheme that has one
  * (docs/semantics.md §1.1, corrected per §7 so that it works for all):
  * the effective divisor is the constant `divide`, or, learned, max(exp(div), 1e-8)
@@ -222,6 +254,11 @@ typedef pg_posmod *(*pg_posmod_make_fn)(const pg_posmod_args *a);
  * when neither is >= 1 ("<what> acts inside attention and needs heads >= 1")
  * or when both are set and differ. */
 int64_t pg_posmod_heads(const char *fn, const char *what, int64_t opt_heads, const pg_posmod_args *a);
+/* pg_posmod_heads for a constructor whose options struct T has a heads field
+ * (a NULL a or a->opts is fine):
+ *   int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_x", "X", pg_x_opts, a); */
+#define PG_POSMOD_HEADS(fn, what, T, a) \
+    pg_posmod_heads((fn), (what), (a) && (a)->opts ? ((const T *)(a)->opts)->heads : 0, (a))
 
 /* One positional module of a model config: a registered kind ("alibi") or a
  * constructor of your own (make, which wins when set), and the scheme's options. */
