@@ -20,13 +20,14 @@ static double distance(const pg_sandwich *s, double delta)
     return s->dist == PG_SANDWICH_DIST_TRIL ? (delta > 0 ? delta : 0.0) : fabs(delta);
 }
 
-/* delta (outer, 1, n) of f64 -> (outer, H, n) in dtype: the value of each head at
- * each distance (no gradient: Sandwich has no parameters) */
+/* delta (outer, 1, n) -> out (outer, H, n) of dtype, given as its nd-dim shape
+ * ((Bo, H, Lpq, Lpk) or (H, D)): the value of each head at each distance (no
+ * gradient: Sandwich has no parameters) */
 static pg_tensor *sandwich_of(pg_graph *g, const pg_sandwich *s, const pg_tensor *delta, int64_t outer, int64_t n,
-                              pg_dtype dtype)
+                              pg_dtype dtype, int nd, const int64_t *shape)
 {
     int64_t H = s->heads;
-    pg_tensor *out = pg_empty(g, dtype, PG_SHAPE(outer, H, n));
+    pg_tensor *out = pg_empty(g, dtype, nd, shape);
     for (int64_t o = 0; out && o < outer; o++)
         for (int64_t t = 0; t < n; t++) {
             double d = distance(s, pg_get(delta, o * n + t));
@@ -48,7 +49,7 @@ static pg_tensor *sandwich_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c
     pg_tensor *bias = NULL;
     if (delta) {
         int64_t Bo = delta->shape[0], Lpq = delta->shape[2], Lpk = delta->shape[3];
-        bias = pg_reshape(g, sandwich_of(g, s, delta, Bo, Lpq * Lpk, c->dtype), PG_SHAPE(Bo, s->heads, Lpq, Lpk));
+        bias = sandwich_of(g, s, delta, Bo, Lpq * Lpk, c->dtype, PG_SHAPE(Bo, s->heads, Lpq, Lpk));
     }
     return pg_pos_table_finish(g, "sandwich", bias, c, s->heads);
 }
@@ -68,7 +69,7 @@ static pg_tensor *sandwich_dist(pg_graph *g, pg_posmod *pm, pg_tensor *d, const 
     if (pg_pos_dist_check(g, "sandwich", d) != 0)
         return NULL;
     int64_t D = d->shape[0];
-    return pg_reshape(g, sandwich_of(g, s, d, 1, D, d->dtype), PG_SHAPE(s->heads, D));
+    return sandwich_of(g, s, d, 1, D, d->dtype, PG_SHAPE(s->heads, D));
 }
 
 static const pg_posmod_ops SANDWICH_OPS = {
