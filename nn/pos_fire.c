@@ -1,0 +1,226 @@
+/* FIRE (nn/pos_fire.h; docs/pos/fire.md). */
+#include "pos_fire.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../tensor/shape_util.h"
+
+static const pg_posmod_ops FIRE_OPS;
+
+/* ---- the bias ------------------------------------------------------------------------ */
+
+/* pq (Bq, Lpq), pk (Bk, Lpk) positions of m's dtype (data, no gradient) ->
+ * the bias (Bo, H, Lpq, Lpk), Bo = max(Bq, Bk), docs/pos/fire.md (1)-(3):
+ *   u = log1p(|c| d) / (log1p(|c| max(L, i)) + eps),  L = |L_multiplier init_L|,
+ *   bias = Linear2(relu(Linear0(u))) */
+static pg_tensor *fire_of(pg_graph *g, pg_fire *m, pg_tensor *pq, pg_tensor *pk)
+{
+    if (!pq || !pk)
+        return NULL;
+    int64_t Bq = pq->shape[0], Lpq = pq->shape[1], Bk = pk->shape[0], Lpk = pk->shape[1];
+    pg_tensor *cabs = pg_abs(g, m->c);                                  /* |c|, 0-dim */
+    pg_tensor *L = pg_abs(g, pg_mul(g, m->L_multiplier, m->init_L));   /* the threshold, 0-dim */
+    pg_tensor *delta = pg_sub(g, pg_reshape(g, pq, PG_SHAPE(Bq, Lpq, 1)),
+                              pg_reshape(g, pk, PG_SHAPE(Bk, 1, Lpk))); /* (Bo, Lpq, Lpk) */
+    pg_tensor *d = m->dist == PG_FIRE_DIST_TRIL ? pg_relu(g, delta) : pg_abs(g, delta);
+    pg_tensor *num = pg_log1p(g, pg_mul(g, cabs, d));                   /* (1): psi(d) */
+    pg_tensor *top = pg_maximum(g, pq, L);                              /* max(L, i): a tie splits half / half */
+    pg_tensor *den = pg_add_scalar(g, pg_log1p(g, pg_mul(g, cabs, top)), m->eps); /* (2): psi(max(L, i)) + eps */
+    pg_tensor *u = pg_div(g, num, pg_reshape(g, den, PG_SHAPE(Bq, Lpq, 1)));       /* (Bo, Lpq, Lpk) */
+    if (!u)
+        return NULL;
+    int64_t Bo = u->shape[0];
+    pg_tensor *h = pg_reshape(g, u, PG_SHAPE(Bo, Lpq, Lpk, 1));
+    h = pg_linear_forward(g, m->lin2, pg_relu(g, pg_linear_forward(g, m->lin0, h))); /* (3): (Bo, Lpq, Lpk, H) */
+    return pg_permute(g, h, (const int[]){0, 3, 1, 2});                               /* (Bo, H, Lpq, Lpk) */
+}
+
+/* positions of one side as (Bp, Lp) in dtype dt, detached; defaults: (1, L) with
+ * start, start + 1, ... */
+static pg_tensor *side_positions(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dt)
+{
+    if (pos)
+        return pg_pos_resolve(g, pos, pos->shape[0], L, dt);
+    pg_tensor *p = pg_empty(g, dt, PG_SHAPE(1, L));
+    for (int64_t i = 0; p && i < L; i++)
+        pg_set(p, i, start + (double)i);
+    return p;
+}
+
+static bool ctx_ok(pg_graph *g, const char *fn, pg_fire *m, const pg_pos_ctx *c)
+{
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return false;
+    if (c->dtype != m->dtype || (c->heads != 0 && c->heads != m->heads)) {
+        pg_graph_fail(g, "%s: the module has %lld heads of dtype %s, the attention %lld heads of dtype %s", fn,
+                      (long long)m->heads, pg_dtype_name(m->dtype), (long long)c->heads, pg_dtype_name(c->dtype));
+        return false;
+    }
+    return true;
+}
+
+static pg_tensor *fire_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
+{
+    const char *fn = "fire";
+    pg_fire *m = (pg_fire *)pm;
+    if (!ctx_ok(g, fn, m, c))
+        return NULL;
+    /* default positions end-aligned: queries Lk-Lq..Lk-1 */
+    pg_tensor *pq = side_positions(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), m->dtype);
+    pg_tensor *pk = side_positions(g, c->pos_k, c->Lk, 0.0, m->dtype);
+    pg_tensor *bias = pg_pos_pad_bias(g, fire_of(g, m, pq, pk), c->Lq, c->Lk); /* (Bo, H, Lq, Lk) */
+    if (bias && !c->pos_q && !c->pos_k)
+        bias = pg_reshape(g, bias, PG_SHAPE(m->heads, c->Lq, c->Lk));
+    if (!bias && !pg_graph_error(g))
+        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
+                      c->pos_k ? SHAPE(c->pos_k) : "default");
+    return bias;
+}
+
+static pg_tensor *fire_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
+{
+    (void)q, (void)k, (void)v; /* FIRE depends on the positions alone */
+    return fire_table(g, m, c);
+}
+
+/* The bias on LocalAttention's band (pg_posmod_ops.band_bias), (b, W, w, S): query
+ * row r of window omega is token omega w + r, key slot s token (omega - lb) w + s
+ * (nn/posmod.h, pg_pos_band); FIRE of those positions, head h on rows h mod H.
+ * Slots without a token get a finite bias that attention hides. */
+static pg_tensor *fire_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
+                                 const pg_pos_ctx *c)
+{
+    const char *fn = "fire";
+    pg_fire *m = (pg_fire *)pm;
+    if (!ctx_ok(g, fn, m, c))
+        return NULL;
+    int64_t H = m->heads;
+    if (!q || !k || !band || q->ndim != 3 || k->ndim != 3 || q->shape[0] % H != 0 ||
+        q->shape[1] != band->W * band->w || k->shape[1] != q->shape[1]) {
+        pg_graph_fail(g, "%s: band_bias: FIRE has %lld heads; the band input is q %s, k %s, expected (rows, W w, Dh) "
+                      "with rows = batch x heads%s",
+                      fn, (long long)H, q ? SHAPE(q) : "NULL", k ? SHAPE(k) : "NULL", band ? "" : " (band is NULL)");
+        return NULL;
+    }
+    int64_t b = q->shape[0], W = band->W, w = band->w, S = (band->lb + band->lf + 1) * w;
+    pg_tensor *pq = pg_empty(g, m->dtype, PG_SHAPE(W, w)), *pk = pg_empty(g, m->dtype, PG_SHAPE(W, S));
+    if (!pq || !pk)
+        return NULL;
+    for (int64_t o = 0; o < W; o++) {
+        for (int64_t r = 0; r < w; r++)
+            pg_set(pq, o * w + r, (double)(o * w + r));
+        for (int64_t s = 0; s < S; s++)
+            pg_set(pk, o * S + s, (double)((o - band->lb) * w + s));
+    }
+    pg_tensor *t = fire_of(g, m, pq, pk);                                   /* (W, H, w, S) */
+    t = pg_permute(g, t, (const int[]){1, 0, 2, 3});                        /* (H, W, w, S) */
+    t = pg_broadcast_to(g, pg_reshape(g, t, PG_SHAPE(1, H, W, w, S)), PG_SHAPE(b / H, H, W, w, S));
+    return pg_reshape(g, t, PG_SHAPE(b, W, w, S));
+}
+
+static const pg_posmod_ops FIRE_OPS = {.mod_bias = fire_bias, .bias_table = fire_table, .band_bias = fire_band_bias};
+
+/* ---- construction ---------------------------------------------------------------------- */
+
+static int check_opts(const char *fn, int64_t heads, const pg_fire_opts *o, pg_dtype dtype, pg_rng *r)
+{
+    if (o->heads != 0 && o->heads != heads) {
+        pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)o->heads, (long long)heads);
+        return -1;
+    }
+    if (heads < 1 || heads > (1LL << 24) || o->hidden < 0 || o->hidden > (1LL << 24)) {
+        pg_set_error("%s: need 1 <= heads <= 2^24 and 1 <= hidden <= 2^24 (0: 32), got heads %lld, hidden %lld", fn,
+                     (long long)heads, (long long)o->hidden);
+        return -1;
+    }
+    if (!pg_dtype_is_float(dtype) || !r) {
+        pg_set_error("%s: need a float dtype and a generator (dtype %s, generator %s)", fn, pg_dtype_name(dtype),
+                     r ? "set" : "NULL");
+        return -1;
+    }
+    if (!isfinite(o->init_c) || !(o->init_L >= 0) || !isfinite(o->init_L) || !(o->eps >= 0) || !isfinite(o->eps)) {
+        pg_set_error("%s: need a finite init_c (0: 0.1), init_L > 0 (0: 512) and eps >= 0 (0: 1e-6), got init_c %g, "
+                     "init_L %g, eps %g",
+                     fn, o->init_c, o->init_L, o->eps);
+        return -1;
+    }
+    if (o->dist != PG_FIRE_DIST_ABS && o->dist != PG_FIRE_DIST_TRIL) {
+        pg_set_error("%s: dist must be PG_FIRE_DIST_ABS or PG_FIRE_DIST_TRIL, got %d", fn, (int)o->dist);
+        return -1;
+    }
+    return 0;
+}
+
+/* mlp.0 and mlp.2 under a Sequential "mlp", in that order (torch draws them so) */
+static int make_mlp(pg_fire *m, pg_dtype dt, pg_rng *r, const char *fn)
+{
+    pg_module *mlp = pg_module_new_container("Sequential", fn);
+    if (!mlp || pg_module_add_child(&m->pm.base, "mlp", mlp) != 0)
+        return -1;
+    m->lin0 = pg_linear_new(1, m->hidden, true, dt, r);
+    if (!m->lin0 || pg_module_add_child(mlp, "0", &m->lin0->base) != 0)
+        return -1;
+    m->lin2 = pg_linear_new(m->hidden, m->heads, true, dt, r);
+    if (!m->lin2 || pg_module_add_child(mlp, "2", &m->lin2->base) != 0)
+        return -1;
+    return 0;
+}
+
+/* c, init_L (frozen), L_multiplier: 0-dim, no weight decay */
+static int make_scalars(pg_fire *m, pg_dtype dt, double c, double L0)
+{
+    pg_module *b = &m->pm.base;
+    m->c = pg_module_new_param_ex(b, "c", dt, 0, NULL, PG_PARAM_NO_DECAY);
+    m->init_L = pg_module_new_param_ex(b, "init_L", dt, 0, NULL, PG_PARAM_NO_DECAY);
+    m->L_multiplier = pg_module_new_param_ex(b, "L_multiplier", dt, 0, NULL, PG_PARAM_NO_DECAY);
+    if (!m->c || !m->init_L || !m->L_multiplier)
+        return -1;
+    pg_set(m->c, 0, c);
+    pg_set(m->init_L, 0, L0);
+    m->init_L->requires_grad = false; /* the references' nn.Parameter(..., requires_grad=False) */
+    pg_set(m->L_multiplier, 0, 1.0);
+    return 0;
+}
+
+pg_posmod *pg_fire_new(int64_t heads, const pg_fire_opts *o, pg_dtype dtype, pg_rng *r)
+{
+    const char *fn = "pg_fire_new";
+    pg_fire_opts d0 = {0};
+    if (!o)
+        o = &d0;
+    if (check_opts(fn, heads, o, dtype, r) != 0)
+        return NULL;
+    pg_fire *m = pg_posmod_alloc(sizeof *m, "FIRE", &FIRE_OPS, NULL, fn);
+    if (!m)
+        return NULL;
+    m->heads = heads;
+    m->hidden = o->hidden ? o->hidden : 32;
+    m->eps = o->eps != 0 ? o->eps : 1e-6;
+    m->dist = o->dist;
+    m->dtype = dtype;
+    /* registered in the references' order: mlp (drawn first), c, init_L, L_multiplier */
+    if (make_mlp(m, dtype, r, fn) != 0 ||
+        make_scalars(m, dtype, o->init_c != 0 ? o->init_c : 0.1, o->init_L != 0 ? o->init_L : 512.0) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", pg_last_error());
+        pg_module_free(&m->pm.base);
+        pg_set_error("%s", msg);
+        return NULL;
+    }
+    return &m->pm;
+}
+
+pg_posmod *pg_posmod_make_fire(const pg_posmod_args *a)
+{
+    if (!a) {
+        pg_set_error("pg_posmod_make_fire: args is NULL");
+        return NULL;
+    }
+    const pg_fire_opts *o = a->opts;
+    int64_t heads = pg_posmod_heads("pg_posmod_make_fire", "FIRE", o ? o->heads : 0, a);
+    if (!heads)
+        return NULL;
+    return pg_fire_new(heads, o, a->dtype, a->rng);
+}
