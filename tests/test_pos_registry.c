@@ -173,6 +173,21 @@ static bool bias_reads_qk(pg_posmod *m)
     return diff > 1e-12;
 }
 
+/* Parameters that start at zero (CoPE's pos_emb) would hide whether the bias reads
+ * q / k: give every all-zero parameter of m distinct nonzero values. */
+static void unzero_params(pg_module *m)
+{
+    pg_tensor_list p = pg_module_parameters(m);
+    for (int i = 0; i < p.n; i++) {
+        bool zero = true;
+        for (int64_t j = 0; zero && j < p.tensors[i]->numel; j++)
+            zero = pg_get(p.tensors[i], j) == 0.0;
+        for (int64_t j = 0; zero && j < p.tensors[i]->numel; j++)
+            pg_set(p.tensors[i], j, 0.1 + 0.05 * (double)(j % 7));
+    }
+    pg_tensor_list_free(&p);
+}
+
 static void check_entry(const pg_posmod_kind_info *k, const void *opts)
 {
     pg_rng r = pg_rng_init(3);
@@ -182,6 +197,7 @@ static void check_entry(const pg_posmod_kind_info *k, const void *opts)
     cr_assert_eq(k->hooks, hooks, "%s: the entry says hooks %#x, the module has %#x", k->kind, k->hooks, hooks);
     cr_assert_eq(k->role == PG_POS_ROLE_INPUT, m->ops->mod_x != NULL, "%s: input role <=> mod_x", k->kind);
     cr_assert_eq(k->dist_only, m->ops->dist_bias != NULL, "%s: distance-only <=> dist_bias", k->kind);
+    unzero_params(&m->base);
     bool qk = m->ops->mod_qkv != NULL || (m->ops->mod_bias && bias_reads_qk(m));
     cr_assert_eq(k->needs_qk, qk, "%s: needs q/k %d, the module %s", k->kind, k->needs_qk,
                  qk ? "modifies or reads them" : "never touches them");

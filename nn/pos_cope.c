@@ -1,0 +1,220 @@
+/* CoPE (nn/pos_cope.h; docs/pos/cope.md). Built from differentiable ops:
+ * matmul, sigmoid, masked_fill, a reversed cumsum (index_select flips, cumsum),
+ * clamp, gather; only the integer indices floor p / ceil p are computed by hand
+ * (they carry no gradient). */
+#include "pos_cope.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tensor/shape_util.h"
+
+static const pg_posmod_ops COPE_OPS;
+
+/* hide[b, 0, i, j] = (mask given and !mask[b, j]) or (causal and j > i): (B or 1, 1, Lq, Lk),
+ * the entries the attention hides (nn/attention.c), whose gates are 0 */
+static pg_tensor *hidden(pg_graph *g, const pg_pos_ctx *c)
+{
+    int64_t Bm = c->mask ? c->B : 1, Lq = c->Lq, Lk = c->Lk;
+    pg_tensor *hide = pg_empty(g, PG_BOOL, PG_SHAPE(Bm, 1, Lq, Lk));
+    if (!hide)
+        return NULL;
+    uint8_t *h = pg_bool(hide);
+    const uint8_t *m = c->mask ? pg_bool(c->mask) : NULL;
+    for (int64_t b = 0; b < Bm; b++)
+        for (int64_t i = 0; i < Lq; i++)
+            for (int64_t j = 0; j < Lk; j++)
+                h[(b * Lq + i) * Lk + j] = (m && !m[b * Lk + j]) || (c->causal && j > i);
+    return hide;
+}
+
+/* x (..., n) reversed along its last axis (differentiable: index_select) */
+static pg_tensor *flip_last(pg_graph *g, pg_tensor *x)
+{
+    if (!x)
+        return NULL;
+    int64_t n = x->shape[x->ndim - 1];
+    pg_tensor *rev = pg_empty(g, PG_I64, PG_SHAPE(n));
+    if (!rev)
+        return NULL;
+    for (int64_t j = 0; j < n; j++)
+        pg_i64(rev)[j] = n - 1 - j;
+    return pg_index_select(g, x, x->ndim - 1, rev);
+}
+
+/* (1)-(2): gates (B, H, Lq, Lk) -> p_ij = min(sum_{t >= j} g_it, npos - 1) */
+static pg_tensor *positions(pg_graph *g, pg_tensor *gates, int64_t npos)
+{
+    pg_tensor *p = flip_last(g, pg_cumsum(g, flip_last(g, gates), -1)); /* suffix sum, diagonal included */
+    return pg_clamp(g, p, -INFINITY, (double)(npos - 1));              /* gradient 0 where clamped */
+}
+
+/* floor p and ceil p as i64 indices of p's shape (no gradient) */
+static bool int_indices(pg_graph *g, pg_tensor *p, pg_tensor **fl, pg_tensor **ce)
+{
+    if (!p)
+        return false;
+    *fl = pg_empty(g, PG_I64, p->ndim, p->shape);
+    *ce = pg_empty(g, PG_I64, p->ndim, p->shape);
+    if (!*fl || !*ce)
+        return false;
+    for (int64_t i = 0; i < p->numel; i++) {
+        double v = pg_get(p, i); /* in [0, npos - 1]: the gates are >= 0 */
+        pg_i64(*fl)[i] = (int64_t)floor(v);
+        pg_i64(*ce)[i] = (int64_t)ceil(v);
+    }
+    return true;
+}
+
+/* (3): z = q E, (B, H, Lq, npos), from the unscaled q */
+static pg_tensor *int_logits(pg_graph *g, pg_cope *m, pg_tensor *q)
+{
+    pg_tensor *E = m->pos_emb->dtype != q->dtype ? pg_cast(g, m->pos_emb, q->dtype) : m->pos_emb;
+    if (m->convention == PG_COPE_RAM) /* (1, Dh, npos) broadcasts over (B, H) */
+        return pg_matmul(g, q, E, false, false);
+    return pg_matmul(g, q, E, false, true); /* XT: (npos, Dh) */
+}
+
+static bool check_call(pg_graph *g, pg_cope *m, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
+                       const pg_pos_ctx *c)
+{
+    const char *fn = "cope";
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return false;
+    if (!q || !k || !v || q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || !pg_dtype_is_float(q->dtype) ||
+        k->dtype != q->dtype || v->dtype != q->dtype) {
+        pg_graph_fail(g, "%s: needs q (B, H, Lq, Dh), k and v (B, H, Lk, Dh) of one float dtype, got %s, %s, %s", fn,
+                      q ? SHAPE(q) : "NULL", k ? SHAPE(k) : "NULL", v ? SHAPE(v) : "NULL");
+        return false;
+    }
+    if (q->shape[3] != m->head_dim || k->shape[3] != m->head_dim || v->shape[3] != m->head_dim) {
+        pg_graph_fail(g, "%s: the module has head_dim %lld, got q %s, k %s, v %s", fn, (long long)m->head_dim,
+                      SHAPE(q), SHAPE(k), SHAPE(v));
+        return false;
+    }
+    if (q->shape[2] != c->Lq || k->shape[2] != c->Lk || v->shape[2] != c->Lk || q->shape[0] != c->B) {
+        pg_graph_fail(g, "%s: q %s, k %s do not match the context (B %lld, Lq %lld, Lk %lld)", fn, SHAPE(q),
+                      SHAPE(k), (long long)c->B, (long long)c->Lq, (long long)c->Lk);
+        return false;
+    }
+    return true;
+}
+
+/* mod_bias: (B, H, Lq, Lk), docs/pos/cope.md (1)-(4) */
+static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, pg_tensor *v,
+                            const pg_pos_ctx *c)
+{
+    pg_cope *m = (pg_cope *)pm;
+    if (!check_call(g, m, q, k, v, c))
+        return NULL;
+    double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
+    pg_tensor *kg = m->gates == PG_COPE_GATES_VALUE ? v : k;
+    /* (1) gates, 0 where hidden (masked_fill: no gradient there) */
+    pg_tensor *s = pg_mul_scalar(g, pg_matmul(g, q, kg, false, true), scale); /* (B, H, Lq, Lk) */
+    pg_tensor *gates = pg_sigmoid(g, s);
+    if (c->mask || c->causal)
+        gates = pg_masked_fill(g, gates, hidden(g, c), 0.0);
+    pg_tensor *p = positions(g, gates, m->npos); /* (2) */
+    pg_tensor *fl = NULL, *ce = NULL;
+    if (!int_indices(g, p, &fl, &ce))
+        return NULL;
+    pg_tensor *z = int_logits(g, m, q); /* (3) (B, H, Lq, npos) */
+    pg_tensor *zf = pg_gather(g, z, -1, fl), *zc = pg_gather(g, z, -1, ce);
+    pg_tensor *w = pg_sub(g, p, pg_floor(g, p)); /* floor p: no gradient, so only w reaches p */
+    /* (4) zc w + zf (1 - w) = zf + w (zc - zf) */
+    pg_tensor *bias = pg_add(g, zf, pg_mul(g, w, pg_sub(g, zc, zf)));
+    if (m->convention == PG_COPE_RAM && !m->nodiv) /* RAM: softmax((q.k + bias) / sqrt(Dh)) */
+        bias = pg_mul_scalar(g, bias, scale);
+    if (!bias && !pg_graph_error(g))
+        pg_graph_fail(g, "cope: failed for q %s, k %s", SHAPE(q), SHAPE(k));
+    return bias;
+}
+
+static const pg_posmod_ops COPE_OPS = {.mod_bias = cope_bias};
+
+static int check_opts(const char *fn, int64_t head_dim, int64_t max_len, const pg_cope_opts *o, pg_dtype dtype)
+{
+    if (head_dim < 1) {
+        pg_set_error("%s: CoPE acts inside attention and needs head_dim >= 1, got %lld", fn, (long long)head_dim);
+        return -1;
+    }
+    if (!pg_dtype_is_float(dtype)) {
+        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+        return -1;
+    }
+    if (o->convention != PG_COPE_RAM && o->convention != PG_COPE_XT) {
+        pg_set_error("%s: convention must be PG_COPE_RAM or PG_COPE_XT, got %d", fn, (int)o->convention);
+        return -1;
+    }
+    if (o->gates != PG_COPE_GATES_KEY && o->gates != PG_COPE_GATES_VALUE) {
+        pg_set_error("%s: gates must be PG_COPE_GATES_KEY or PG_COPE_GATES_VALUE, got %d", fn, (int)o->gates);
+        return -1;
+    }
+    if (o->nodiv && o->convention == PG_COPE_XT) {
+        pg_set_error("%s: nodiv is an option of the RAM convention (x-transformers always adds the bias after "
+                     "the scaling)", fn);
+        return -1;
+    }
+    if (o->npos < 0 || max_len < 0) {
+        pg_set_error("%s: need npos >= 1 (0: the default) and max_len >= 0, got npos %lld, max_len %lld", fn,
+                     (long long)o->npos, (long long)max_len);
+        return -1;
+    }
+    if (o->npos == 0 && o->convention == PG_COPE_RAM && max_len < 1) {
+        pg_set_error("%s: npos is unset and there is no max_len: the RAM convention's default npos is the block "
+                     "size + 1 (set opts.npos or max_len)", fn);
+        return -1;
+    }
+    return 0;
+}
+
+pg_posmod *pg_cope_new(int64_t head_dim, int64_t max_len, const pg_cope_opts *o, pg_dtype dtype)
+{
+    const char *fn = "pg_cope_new";
+    pg_cope_opts d0 = {0};
+    if (!o)
+        o = &d0;
+    if (check_opts(fn, head_dim, max_len, o, dtype) != 0)
+        return NULL;
+    int64_t npos = o->npos ? o->npos : o->convention == PG_COPE_RAM ? max_len + 1 : 16;
+    if (npos > (int64_t)(PG_MAX_TENSOR_BYTES / sizeof(double)) / head_dim) {
+        pg_set_error("%s: npos %lld times head_dim %lld is too large", fn, (long long)npos, (long long)head_dim);
+        return NULL;
+    }
+    pg_cope *m = pg_posmod_alloc(sizeof *m, "CoPE", &COPE_OPS, NULL, fn);
+    if (!m)
+        return NULL;
+    m->head_dim = head_dim;
+    m->npos = npos;
+    m->convention = o->convention;
+    m->nodiv = o->nodiv;
+    m->gates = o->gates;
+    /* zeros, as both references */
+    m->pos_emb = o->convention == PG_COPE_RAM
+                     ? pg_module_new_param(&m->pm.base, "pos_emb", dtype, PG_SHAPE(1, head_dim, npos))
+                     : pg_module_new_param(&m->pm.base, "pos_emb", dtype, PG_SHAPE(npos, head_dim));
+    if (!m->pos_emb) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", pg_last_error());
+        pg_module_free(&m->pm.base);
+        pg_set_error("%s", msg);
+        return NULL;
+    }
+    return &m->pm;
+}
+
+pg_posmod *pg_posmod_make_cope(const pg_posmod_args *a)
+{
+    if (!a) {
+        pg_set_error("pg_posmod_make_cope: args is NULL");
+        return NULL;
+    }
+    if (a->head_dim < 1) {
+        pg_set_error("pg_posmod_make_cope: CoPE acts inside attention and needs head_dim >= 1 (args.head_dim %lld)",
+                     (long long)a->head_dim);
+        return NULL;
+    }
+    return pg_cope_new(a->head_dim, a->max_len, a->opts, a->dtype);
+}
