@@ -57,9 +57,15 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
     else if (c->use_xpos && !(c->use_rotary_pos_emb && c->dim > 0))
         bad = "use_xpos needs rotary (use_rotary_pos_emb and dim > 0)";
     for (int i = 0; !bad && i < n_pos; i++)
-        if (!pos[i] || (!pos[i]->ops->dist_bias && !pos[i]->ops->band_bias))
-            bad = "every positional module must implement dist_bias (a bias of the distance) or band_bias (a bias "
-                  "on the band from q and k)";
+        if (!pos[i])
+            bad = "a positional module is NULL";
+        else if (!pos[i]->ops->dist_bias && !pos[i]->ops->band_bias) {
+            pg_set_error("%s: positional module %d (%s) has neither dist_bias (a bias of the distance) nor band_bias "
+                         "(a bias on the band from q and k), so it cannot act on LocalAttention's windows",
+                         fn, i, pos[i]->base.type);
+            pg_posmod_free_list(pos, 0, n_pos);
+            return NULL;
+        }
     if (bad) {
         pg_set_error("%s: %s (window %lld, causal %d, look_backward %lld, look_forward %lld, dim %lld, "
                      "xpos %d, %d schemes)",

@@ -454,7 +454,7 @@ Test(pos_cope, bad_input)
     cfg.dtype = PG_F64;
     pg_posmod *p = pg_cope_new(2, 0, &(pg_cope_opts){.npos = 4}, PG_F64);
     ASSERT_FAILS(pg_local_attention_new(&cfg, (pg_posmod *[]){p}, 1),
-                 "every positional module must implement dist_bias (a bias of the distance) or band_bias");
+                 "positional module 0 (CoPE) has neither dist_bias");
     pg_tensor *own[] = {q, k, q2, x};
     free_all(4, own);
 }
