@@ -395,7 +395,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     if (!ok)
         return NULL;
     pg_pos_ctx pc = {c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
-                     H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng};
+                     H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng, x};
     bool fused = fusable(m, a, Lq, Lk, drop);
     pg_tensor *bias = NULL, *out;
     if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias))

@@ -20,7 +20,9 @@
  * m[0..n-1] computes, for i = 0..n-1 IN ORDER,
  *
  *   (q, k, v) <- m[i].mod_qkv(q, k, v)
- *   bias      <- bias + m[i].mod_bias(q, k, v)    (q, k, v as m[i].mod_qkv left them)
+ *   bias      <- bias + m[i].mod_bias(q, k, v)    (q, k, v as m[i].mod_qkv left them;
+ *                                                   the context's x is the layer's input, for
+ *                                                   biases that read the tokens, as FoX's gate)
  *
  * and then softmax(q k^T * scale + bias + user bias + mask) v. mod_x is called
  * by whoever owns the residual stream: pg_block_forward (on its input, for its
@@ -82,6 +84,9 @@ typedef struct pg_pos_ctx {
     double scale;      /* what the attention multiplies q k^T by; biases are added unscaled */
     pg_dtype dtype;    /* float dtype of x / q, k, v */
     pg_rng *rng;       /* the call's generator (may be NULL) */
+    pg_tensor *x;      /* (B, Lq, dim) the attention's input (after the block's pre-norm), NULL when the
+                          caller has none: MultiheadAttention fills it, LocalAttention (given q, k, v) and
+                          mod_x leave it NULL; a scheme that reads it (PG_POS_NEEDS_X) fails without it */
 } pg_pos_ctx;
 
 /* The hooks; NULL = not implemented. Each records errors with pg_graph_fail
@@ -256,6 +261,8 @@ enum {
     PG_POS_NEEDS_OPTS = 1 << 2, /* no defaults: the constructor needs its options struct */
     PG_POS_VISION = 1 << 3,     /* from a computer-vision library (AI Summer's self-attention-cv);
                                    the text examples offer it only under a name of their own */
+    PG_POS_NEEDS_X = 1 << 4,    /* its bias reads the attention's input (pg_pos_ctx.x): it works in
+                                   MultiheadAttention, not where x is unknown (LocalAttention) */
 };
 
 /* One registry entry. */
