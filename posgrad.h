@@ -32,6 +32,7 @@
 #include "nn/pos_rel.h"
 #include "nn/pos_kerple.h"
 #include "nn/pos_sandwich.h"
+#include "nn/pos_fox.h"
 #include "nn/local_attention.h"
 #include "optim/optim.h"
 #include "optim/checkpoint.h"

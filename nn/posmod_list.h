@@ -18,12 +18,13 @@
  *   props    PG_POS_* or-ed, or 0: NEEDS_QK (its hooks modify q/k or its bias
  *            reads them), MAX_LEN (a table of rows up to args.max_len),
  *            NEEDS_OPTS (no defaults: its options struct is required), VISION
- *            (from a computer-vision library: the text examples leave it out)
+ *            (from a computer-vision library: the text examples leave it out),
+ *            NEEDS_X (its bias reads the attention's input, pg_pos_ctx.x)
  *   file     the source file that defines the constructor
  *   summary  one line: what it does, after whom
  *
  * tests/test_pos_registry.c checks every entry against the modules it builds
- * (role, hooks, NEEDS_QK, MAX_LEN, NEEDS_OPTS).
+ * (role, hooks, NEEDS_QK, MAX_LEN, NEEDS_OPTS, NEEDS_X).
  *
  * Files holding more than one kind: nn/pos_learned.c (learned, continuous),
  * nn/pos_rotary.c (rotary, xpos: one module, xpos forces use_xpos),
@@ -60,4 +61,6 @@ PG_POSMOD(kerple, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | 
           "minus a learned per-head log or power kernel of the query-key distance (KERPLE, Chi et al. 2022)")
 PG_POSMOD(sandwich, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_sandwich.c",
           "the inner product of sinusoidal embeddings of two positions, minus its maximum, per-head scaled (Sandwich, Chi et al. 2023)")
+PG_POSMOD(fox, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_X, "nn/pos_fox.c",
+          "c_i - c_j, c the running sum of per-head log forget gates of the layer's input (FoX, Lin et al. 2025)")
 #endif
