@@ -99,7 +99,7 @@ Test(example_extrapolate, unknown_scheme_rejected_before_training)
            "--eval-tokens", "16");
     cr_assert_eq(r.rc, 2, "rc %d, stdout:\n%s", r.rc, r.out);
     ex_assert_one_line(&r, "extrapolate: --schemes: unknown scheme 'nope'",
-                       "none sinusoidal learned continuous rotary xpos alibi dpb xl t5 kerple sandwich rel local");
+                       "none sinusoidal learned continuous rotary xpos alibi dpb xl t5 kerple sandwich fox rel local");
     EX_RUN(&r, extrapolate_main, "extrapolate", "--schemes", "alibi,,rotary", "--data", data);
     cr_assert_eq(r.rc, 2);
     ex_assert_one_line(&r, "--schemes", "'alibi,,rotary'", "empty");
