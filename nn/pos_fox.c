@@ -7,11 +7,11 @@
 #include "../tensor/shape_util.h"
 #include "init.h"
 
-static const pg_posmod_ops FOX_OPS;
+static const pg_posmod_ops FOX_OPS, FOX_BI_OPS;
 
 pg_tensor *pg_fox_cumulative(pg_graph *g, pg_posmod *pm, pg_tensor *x, int64_t pad_front)
 {
-    if (!pm || pm->ops != &FOX_OPS) {
+    if (!pm || (pm->ops != &FOX_OPS && pm->ops != &FOX_BI_OPS)) {
         pg_graph_fail(g, "pg_fox_cumulative: not a FoX module (%s)", pm ? pm->base.type : "NULL");
         return NULL;
     }
@@ -102,7 +102,19 @@ static pg_tensor *fox_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *
     return bias;
 }
 
-static const pg_posmod_ops FOX_OPS = {.mod_bias = fox_bias};
+/* sep_bias: (3) as c_i - c_j with a = e = c (B, H, L), for the fused kernel (one-directional only) */
+static int fox_sep(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c, pg_tensor **a, pg_tensor **e)
+{
+    if (fox_ctx_ok(g, (pg_fox *)pm, c) != 0)
+        return -1;
+    pg_tensor *cum = pg_fox_cumulative(g, pm, c->x, c->pos_q ? c->Lq - c->pos_q->shape[1] : 0);
+    *a = *e = cum;
+    return cum ? 0 : -1;
+}
+
+/* one-directional: the fused kernel takes (3) through sep_bias; bidirectional (4) is not separable */
+static const pg_posmod_ops FOX_OPS = {.mod_bias = fox_bias, .sep_bias = fox_sep};
+static const pg_posmod_ops FOX_BI_OPS = {.mod_bias = fox_bias};
 
 static int check_opts(const char *fn, int64_t heads, int64_t dim, const pg_fox_opts *o, pg_dtype dtype, double s)
 {
@@ -145,7 +157,7 @@ pg_posmod *pg_fox_new(int64_t heads, int64_t dim, const pg_fox_opts *o, pg_dtype
         pg_set_error("%s: the initial weights need a generator (r is NULL)", fn);
         return NULL;
     }
-    pg_fox *m = pg_posmod_alloc(sizeof *m, "FoX", &FOX_OPS, NULL, fn);
+    pg_fox *m = pg_posmod_alloc(sizeof *m, "FoX", o->bidirectional ? &FOX_BI_OPS : &FOX_OPS, NULL, fn);
     if (!m)
         return NULL;
     m->heads = heads;

@@ -29,7 +29,9 @@
  * so the positioned tokens are gated as if the sequence began at them. Key
  * padding (pg_pos_ctx.mask) is the attention's business: masked keys are hidden,
  * their gates still count between the tokens around them. Output of mod_bias:
- * (B, H, L, L). */
+ * (B, H, L, L). The one-directional module also has sep_bias (c as (B, H, L)
+ * for both sides): MultiheadAttention's fused kernel adds c_i - c_j per tile,
+ * memory linear in L (docs/pos/fox.md, "The fused path"). */
 #ifndef PG_NN_POS_FOX_H
 #define PG_NN_POS_FOX_H
 

@@ -9,10 +9,11 @@
  *   mod_qkv   q, k, v (B, H, L, Dh) -> q', k', v'   after the projections
  *   mod_bias  -> an additive logits bias broadcastable to (B, H, Lq, Lk)
  *
- * Two more hooks let banded and fused attention compute a bias on the pairs they
+ * Three more hooks let banded and fused attention compute a bias on the pairs they
  * visit only, never as an L x L matrix: dist_bias (a bias that depends on the
- * distance alone: a (H, D) table over distances) and band_bias (a bias that also
- * needs q and k, on LocalAttention's band of windows). A layer that needs one of
+ * distance alone: a (H, D) table over distances), band_bias (a bias that also
+ * needs q and k, on LocalAttention's band of windows) and sep_bias (a bias
+ * a_i - e_j of one vector per side, for the fused kernel). A layer that needs one of
  * them calls it without knowing the scheme: a module with dist_bias is biased
  * through it; one without dist_bias but with band_bias through that.
  *
@@ -122,6 +123,13 @@ typedef struct pg_posmod_ops {
      * Called only for a module without dist_bias. NULL: not such a scheme. */
     pg_tensor *(*band_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
                             const pg_pos_ctx *c);
+    /* the bias when it is separable, bias[b, h, i, j] = a[b, h, i] - e[b, h, j]
+     * (the forgetting gate's c_i - c_j): *a (B, H, Lq) and *e (B, H, Lk) of
+     * c->dtype, differentiable as mod_bias is. MultiheadAttention's fused kernel
+     * adds it per tile (memory linear in L), calling this instead of mod_bias
+     * when the call is fusable (default positions, Lq = Lk, no user bias).
+     * 0, or -1 after pg_graph_fail. NULL: not such a scheme. */
+    int (*sep_bias)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_tensor **a, pg_tensor **e);
 } pg_posmod_ops;
 
 struct pg_posmod {
@@ -250,6 +258,7 @@ enum {
     PG_POS_HOOK_TABLE = 1 << 3, /* bias_table */
     PG_POS_HOOK_DIST = 1 << 4,  /* dist_bias */
     PG_POS_HOOK_BAND = 1 << 5,  /* band_bias */
+    PG_POS_HOOK_SEP = 1 << 6,   /* sep_bias */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

@@ -14,7 +14,8 @@
  *            X (mod_x), QKV (mod_qkv), BIAS (mod_bias), TABLE (bias_table),
  *            DIST (dist_bias: the bias depends on the query-key distance only, so
  *            the fused kernel and LocalAttention's bands take it), BAND
- *            (band_bias: a bias that reads q/k on LocalAttention's window band)
+ *            (band_bias: a bias that reads q/k on LocalAttention's window band),
+ *            SEP (sep_bias: a bias a_i - e_j the fused kernel adds per tile)
  *   props    PG_POS_* or-ed, or 0: NEEDS_QK (its hooks modify q/k or its bias
  *            reads them), MAX_LEN (a table of rows up to args.max_len),
  *            NEEDS_OPTS (no defaults: its options struct is required), VISION
@@ -61,6 +62,6 @@ PG_POSMOD(kerple, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | 
           "minus a learned per-head log or power kernel of the query-key distance (KERPLE, Chi et al. 2022)")
 PG_POSMOD(sandwich, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_sandwich.c",
           "the inner product of sinusoidal embeddings of two positions, minus its maximum, per-head scaled (Sandwich, Chi et al. 2023)")
-PG_POSMOD(fox, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_X, "nn/pos_fox.c",
+PG_POSMOD(fox, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_SEP, PG_POS_NEEDS_X, "nn/pos_fox.c",
           "c_i - c_j, c the running sum of per-head log forget gates of the layer's input (FoX, Lin et al. 2025)")
 #endif

@@ -433,3 +433,184 @@ Test(pos_fox, bad_input)
     pg_tensor *own[] = {x, x3};
     free_all(2, own);
 }
+
+/* ===================================================================================
+ * the fused path: a separable bias per tile (autograd/op_flash.c), used by MHA
+ * =================================================================================== */
+
+/* c_i - c_j for sep_q = a (B, H, Lq), sep_k = e (B, H, Lk) as a (B, H, Lq, Lk) matrix */
+static pg_tensor *sep_matrix(pg_graph *g, pg_tensor *a, pg_tensor *e)
+{
+    int64_t B = a->shape[0], H = a->shape[1], Lq = a->shape[2], Lk = e->shape[2];
+    return pg_sub(g, pg_reshape(g, a, PG_SHAPE(B, H, Lq, 1)), pg_reshape(g, e, PG_SHAPE(B, H, 1, Lk)));
+}
+
+typedef struct flash_case {
+    bool causal, fused;
+    pg_tensor *mask;
+} flash_case;
+
+/* in: q, k, v, sep_q, sep_k: fused, or the reference pg_attention with the bias matrix */
+static pg_tensor *call_flash(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    const flash_case *c = ctx;
+    if (c->fused)
+        return pg_flash_attention(g, in[0], in[1], in[2],
+                                  &(pg_flash_opts){.causal = c->causal, .mask = c->mask, .sep_q = in[3], .sep_k = in[4]});
+    return pg_attention(g, in[0], in[1], in[2],
+                        &(pg_sdpa_opts){.bias = sep_matrix(g, in[3], in[4]), .mask = c->mask, .causal = c->causal});
+}
+
+/* the op against the reference over several tiles (L 70 > 64), also Lq != Lk, and its gradients */
+Test(pos_fox, flash_separable_bias_equals_reference)
+{
+    const int64_t sizes[][2] = {{70, 70}, {5, 70}, {70, 9}};
+    double worst = 0;
+    for (int si = 0; si < 3; si++)
+        for (int causal = 0; causal < 2; causal++) {
+            int64_t Lq = sizes[si][0], Lk = sizes[si][1];
+            pg_tensor *in[2][5];
+            for (int r = 0; r < 2; r++) { /* the same values for both runs */
+                in[r][0] = randt(PG_SHAPE(2, 2, Lq, 3), 31, true);
+                in[r][1] = randt(PG_SHAPE(2, 2, Lk, 3), 32, true);
+                in[r][2] = randt(PG_SHAPE(2, 2, Lk, 2), 33, true);
+                in[r][3] = randt(PG_SHAPE(2, 2, Lq), 34, true);
+                in[r][4] = randt(PG_SHAPE(2, 2, Lk), 35, true);
+            }
+            pg_tensor *mask = pg_tensor_empty(NULL, PG_BOOL, 2, (int64_t[]){2, Lk});
+            for (int64_t j = 0; j < 2 * Lk; j++)
+                pg_bool(mask)[j] = j % 7 != 3;
+            pg_graph *g = pg_graph_new();
+            pg_tensor *y[2];
+            for (int r = 0; r < 2; r++) {
+                flash_case fc = {causal, r == 0, mask};
+                y[r] = call_flash(g, in[r], 5, &fc);
+                cr_assert_not_null(y[r], "%s", pg_graph_error(g));
+                cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y[r], y[r]), 0, NULL, false)), 0, "%s",
+                             pg_graph_error(g));
+            }
+            double e = max_err(y[0], y[1]);
+            for (int i = 0; i < 5; i++) {
+                double ei = max_err(in[0][i]->grad, in[1][i]->grad);
+                e = ei > e ? ei : e;
+            }
+            cr_assert_lt(e, 1e-12, "Lq %lld, Lk %lld, causal %d: %g", (long long)Lq, (long long)Lk, causal, e);
+            worst = e > worst ? e : worst;
+            pg_graph_free(g);
+            free_all(5, in[0]);
+            free_all(5, in[1]);
+            pg_tensor_free(mask);
+        }
+    cr_log_info("pos_fox flash separable bias vs reference: %.3g (outputs and gradients)", worst);
+    /* gradcheck of the op over two tiles of queries and keys */
+    pg_gradcheck_opts go = f64_only();
+    flash_case fc = {true, true, NULL};
+    pg_tensor *in[5] = {randt(PG_SHAPE(1, 1, 66, 2), 41, true), randt(PG_SHAPE(1, 1, 66, 2), 42, true),
+                        randt(PG_SHAPE(1, 1, 66, 2), 43, true), randt(PG_SHAPE(1, 1, 66), 44, true),
+                        randt(PG_SHAPE(1, 1, 66), 45, true)};
+    gradcheck_worst(call_flash, 5, in, &fc, &go);
+    free_all(5, in);
+    cr_log_info("pos_fox flash gradcheck: worst abs error %.3g", worst_gc);
+}
+
+Test(pos_fox, flash_separable_bias_bad_operands)
+{
+    pg_tensor *q = randt(PG_SHAPE(1, 2, 4, 3), 1, false), *a = randt(PG_SHAPE(1, 2, 4), 2, false);
+    pg_tensor *a5 = randt(PG_SHAPE(1, 2, 5), 3, false);
+    ASSERT_FAILS(pg_flash_attention(NULL, q, q, q, &(pg_flash_opts){.sep_q = a}),
+                 "pg_flash_attention: sep_q, sep_k are f64[1,2,4], NULL, expected f64 (B, H, Lq) = (1, 2, 4)");
+    ASSERT_FAILS(pg_flash_attention(NULL, q, q, q, &(pg_flash_opts){.sep_q = a, .sep_k = a5}), "both or neither");
+    pg_tensor *own[] = {q, a, a5};
+    free_all(3, own);
+}
+
+/* counts the fused op in a graph's tape */
+static int fused_nodes(const pg_graph *g)
+{
+    int n = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+        n += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
+    return n;
+}
+
+static pg_mha *mha_cfg(bool unfused, pg_fox_opts o, uint64_t seed)
+{
+    pg_mha_config c = pg_mha_defaults(4, 2);
+    c.causal = true;
+    c.unfused = unfused;
+    c.dtype = PG_F64;
+    pg_rng r = pg_rng_init(seed);
+    pg_posmod *mods[] = {&fox_f64(2, 4, &o, seed)->pm};
+    spread((pg_fox *)mods[0], 1.0);
+    pg_mha *m = pg_mha_new(&c, mods, 1, &r);
+    cr_assert_not_null(m, "%s", pg_last_error());
+    return m;
+}
+
+/* MHA takes the fused kernel for a causal FoX at default positions: equal to the reference path
+ * over several tiles, outputs and every gradient; explicit positions and bidirectional: unfused */
+Test(pos_fox, mha_fused_equals_unfused)
+{
+    pg_fox_opts o = {.post_log_scale = 1.5};
+    pg_mha *fused = mha_cfg(false, o, 3), *ref = mha_cfg(true, o, 3);
+    pg_tensor *x[2] = {randt(PG_SHAPE(2, 70, 4), 5, true), randt(PG_SHAPE(2, 70, 4), 5, true)};
+    pg_tensor *mask = pg_tensor_empty(NULL, PG_BOOL, 2, (int64_t[]){2, 70});
+    for (int64_t j = 0; j < 140; j++)
+        pg_bool(mask)[j] = j % 9 != 4;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y[2];
+    pg_mha *ms[2] = {fused, ref};
+    for (int r = 0; r < 2; r++) {
+        y[r] = pg_mha_forward(g, ms[r], x[r], NULL, &(pg_attn_args){.mask = mask});
+        cr_assert_not_null(y[r], "%s", pg_graph_error(g));
+        cr_assert_eq(fused_nodes(g), 1, "run %d: only the first takes the fused kernel", r);
+        cr_assert_eq(pg_backward(g, pg_sum(g, pg_square(g, y[r]), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+    }
+    double e = max_err(y[0], y[1]), eg = max_err(x[0]->grad, x[1]->grad);
+    pg_tensor_list p0 = pg_module_parameters(&fused->base), p1 = pg_module_parameters(&ref->base);
+    for (int i = 0; i < p0.n; i++) {
+        double ei = max_err(p0.tensors[i]->grad, p1.tensors[i]->grad);
+        eg = ei > eg ? ei : eg;
+    }
+    cr_assert_lt(e, 1e-12);
+    cr_assert_lt(eg, 1e-12);
+    cr_log_info("pos_fox mha fused vs unfused (L 70): out %.3g, gradients %.3g", e, eg);
+    pg_tensor_list_free(&p0);
+    pg_tensor_list_free(&p1);
+    /* explicit positions: the reference path */
+    pg_graph_reset(g);
+    pg_tensor *pos = pg_tensor_empty(NULL, PG_I64, 2, (int64_t[]){2, 68});
+    for (int64_t i = 0; i < pos->numel; i++)
+        pg_i64(pos)[i] = i % 68;
+    cr_assert_not_null(pg_mha_forward(g, fused, x[0], NULL, &(pg_attn_args){.pos = pos}), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 0, "explicit positions: the reference path");
+    pg_graph_free(g);
+    pg_tensor *own[] = {x[0], x[1], mask, pos};
+    free_all(4, own);
+    pg_module_free(&fused->base);
+    pg_module_free(&ref->base);
+}
+
+/* gradcheck through the fused MHA w.r.t. x and every parameter, each init, s != 1 */
+Test(pos_fox, gradcheck_fused_mha)
+{
+    pg_gradcheck_opts go = f64_only();
+    const pg_fox_opts opts[] = {{0}, {.init = PG_FOX_INIT_DD_ALIBI, .post_log_scale = 0.6}};
+    for (int oi = 0; oi < 2; oi++) {
+        pg_mha *mha = mha_cfg(false, opts[oi], 8);
+        mha_case c = {mha, key_mask(), NULL};
+        pg_tensor *x = randt(PG_SHAPE(2, 5, 4), 9, true);
+        pg_tensor *in[16] = {x};
+        int n = with_params(in, 1, &mha->base);
+        pg_graph *g = pg_graph_new();
+        cr_assert_not_null(call_mha(g, in, n, &c));
+        cr_assert_eq(fused_nodes(g), 1);
+        pg_graph_free(g);
+        gradcheck_worst(call_mha, n, in, &c, &go);
+        pg_tensor *own[] = {x, c.mask};
+        free_all(2, own);
+        pg_module_free(&mha->base);
+    }
+    cr_log_info("pos_fox gradcheck (fused MHA): worst abs error %.3g", worst_gc);
+}
