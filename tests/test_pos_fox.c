@@ -614,3 +614,39 @@ Test(pos_fox, gradcheck_fused_mha)
     }
     cr_log_info("pos_fox gradcheck (fused MHA): worst abs error %.3g", worst_gc);
 }
+
+/* f32 (fused and unfused) agrees with f64 built from the same generator */
+Test(pos_fox, f32_agrees_with_f64)
+{
+    for (int unfused = 0; unfused < 2; unfused++) {
+        pg_tensor *y[2];
+        pg_mha *m[2];
+        pg_graph *g = pg_graph_new();
+        pg_tensor *x64 = randt(PG_SHAPE(2, 9, 4), 3, false), *x32 = pg_cast(NULL, x64, PG_F32);
+        for (int f = 0; f < 2; f++) {
+            pg_dtype dt = f ? PG_F32 : PG_F64;
+            pg_rng r = pg_rng_init(4);
+            pg_posmod *fox = pg_fox_new(2, 4, &(pg_fox_opts){.init = PG_FOX_INIT_DD_ALIBI}, dt, &r);
+            cr_assert_not_null(fox, "%s", pg_last_error());
+            pg_mha_config c = pg_mha_defaults(4, 2);
+            c.causal = true;
+            c.unfused = unfused;
+            c.dtype = dt;
+            m[f] = pg_mha_new(&c, &fox, 1, &r);
+            cr_assert_not_null(m[f], "%s", pg_last_error());
+            y[f] = pg_mha_forward(g, m[f], f ? x32 : x64, NULL, &(pg_attn_args){.mask = NULL});
+            cr_assert_not_null(y[f], "%s", pg_graph_error(g));
+        }
+        double e = 0;
+        for (int64_t i = 0; i < y[0]->numel; i++) {
+            double d = fabs(pg_get(y[0], i) - pg_get(y[1], i));
+            e = d > e ? d : e;
+        }
+        cr_assert_lt(e, 1e-5, "%s: f32 vs f64 %g", unfused ? "unfused" : "fused", e);
+        pg_graph_free(g);
+        pg_tensor_free(x64);
+        pg_tensor_free(x32);
+        pg_module_free(&m[0]->base);
+        pg_module_free(&m[1]->base);
+    }
+}
