@@ -34,6 +34,7 @@
 #include "nn/pos_sandwich.h"
 #include "nn/pos_fire.h"
 #include "nn/pos_cope.h"
+#include "nn/pos_fox.h"
 #include "nn/local_attention.h"
 #include "optim/optim.h"
 #include "optim/checkpoint.h"

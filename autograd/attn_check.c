@@ -126,6 +126,23 @@ static bool dist_bias_ok(pg_graph *g, const char *fn, const pg_tensor *b, const 
     return true;
 }
 
+/* the separable bias: sep_q (B, H, Lq) and sep_k (B, H, Lk) of the dtype, both or neither */
+static bool sep_ok(pg_graph *g, const char *fn, const pg_tensor *sq, const pg_tensor *sk, const sizes *s)
+{
+    if (!sq && !sk)
+        return true;
+    const int64_t wq[3] = {s->B, s->H, s->Lq}, wk[3] = {s->B, s->H, s->Lk};
+    bool ok = sq && sk && sq->dtype == s->dtype && sk->dtype == s->dtype && sq->ndim == 3 && sk->ndim == 3;
+    for (int d = 0; ok && d < 3; d++)
+        ok = sq->shape[d] == wq[d] && sk->shape[d] == wk[d];
+    if (!ok)
+        pg_graph_fail(g, "%s: sep_q, sep_k are %s, %s, expected %s (B, H, Lq) = (%lld, %lld, %lld) and (B, H, Lk) = "
+                         "(%lld, %lld, %lld), both or neither", fn, sq ? SHAPE(sq) : "NULL", sk ? SHAPE(sk) : "NULL",
+                      pg_dtype_name(s->dtype), (long long)s->B, (long long)s->H, (long long)s->Lq, (long long)s->B,
+                      (long long)s->H, (long long)s->Lk);
+    return ok;
+}
+
 int pg_attn_check(pg_graph *g, const char *fn, const pg_attn_operands *a)
 {
     if (!fn || !a) {
@@ -149,5 +166,6 @@ int pg_attn_check(pg_graph *g, const char *fn, const pg_attn_operands *a)
     ok = ok && pos_ok(g, fn, a->self_attn ? "pos" : "pos_q", a->pos_q, s.B, s.Lq) &&
          pos_ok(g, fn, a->self_attn ? "pos" : "pos_k", a->pos_k, s.B, s.Lk);
     ok = ok && bias_ok(g, fn, a->bias_name, a->bias, &s) && dist_bias_ok(g, fn, a->dist_bias, &s);
+    ok = ok && sep_ok(g, fn, a->sep_q, a->sep_k, &s);
     return ok ? 0 : -1;
 }

@@ -46,12 +46,13 @@ typedef struct pg_attn_operands {
     const pg_tensor *bias;          /* broadcastable to (B, H, Lq, Lk) (at most 4 dims, each 1 or equal) */
     const char *bias_name;          /* the bias in messages; NULL: "bias" */
     const pg_tensor *dist_bias;     /* (H, Lq + Lk - 1) */
+    const pg_tensor *sep_q, *sep_k; /* (B, H, Lq) and (B, H, Lk), both or neither (a separable bias) */
     const pg_tensor *pos_q, *pos_k; /* (B, Lp) of f32, f64 or i64 with Lp <= Lq (pos_q), <= Lk (pos_k) */
     bool self_attn;                 /* positions are named "pos" (else "pos_q", "pos_k") */
 } pg_attn_operands;
 
 /* Checks a's operands in the order above (q, k, v or the sizes, mask, positions,
- * bias, dist_bias), naming fn. 0, or -1 after one pg_graph_fail (also in
+ * bias, dist_bias, sep_q / sep_k), naming fn. 0, or -1 after one pg_graph_fail (also in
  * pg_last_error). fn or a NULL: -1 with a message naming pg_attn_check. */
 int pg_attn_check(pg_graph *g, const char *fn, const pg_attn_operands *a);
 

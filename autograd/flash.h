@@ -23,7 +23,13 @@
  * distance d = i - j runs from -(Lk - 1) to Lq - 1); it is added to the scaled
  * logits. It may require grad: its gradient is the sum of dS over the visible
  * pairs at each distance, so it flows on to whatever produced it (a positional
- * module's dist_bias hook: ALiBi slopes, DPB MLP, T5 table). */
+ * module's dist_bias hook: ALiBi slopes, DPB MLP, T5 table).
+ *
+ * Separable bias: sep_q (B, H, Lq) and sep_k (B, H, Lk) add
+ * sep_q[b, h, i] - sep_k[b, h, j] to the scaled logits of the pair (i, j) (the
+ * forgetting gate's c_i - c_j, nn/pos_fox.h), in each tile, never as an
+ * Lq x Lk matrix. Their gradients are the row and (minus) the column sums of
+ * dS over the visible pairs: dsep_q[i] = sum_j dS_ij, dsep_k[j] = -sum_i dS_ij. */
 #ifndef PG_FLASH_H
 #define PG_FLASH_H
 
@@ -42,10 +48,11 @@ typedef struct pg_flash_opts {
     int64_t window;
     int64_t look_backward, look_forward;
     bool exact_window;
+    pg_tensor *sep_q, *sep_k; /* (B, H, Lq), (B, H, Lk) of q's dtype: + sep_q[i] - sep_k[j]; both or neither */
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v and dist_bias. g NULL: a heap result the caller frees, nothing recorded.
+ * v, dist_bias, sep_q and sep_k. g NULL: a heap result the caller frees, nothing recorded.
  *
  * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
  * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v
@@ -65,7 +72,7 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
 void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi);
 
 /* pg_flash_attention for a caller that has checked the operands itself:
- * q, k, v, mask and dist_bias with pg_attn_check (PG_ATTN_HEADS), a finite
+ * q, k, v, mask, dist_bias and sep_q / sep_k with pg_attn_check (PG_ATTN_HEADS), a finite
  * scale and a band with window, look_backward, look_forward >= 0, as
  * pg_flash_attention does. Only a NULL q, k, v or o is refused here (naming
  * pg_flash_attention); anything else unchecked is undefined behaviour. For the

@@ -7,12 +7,12 @@
  * Per (batch, head) and block of BQ queries, the key blocks of BK keys are
  * visited in order (with causal, only up to the block's last query). For each
  * tile:
- *   S = (q k^T) * scale + bias[i - j + Lk - 1], hidden entries -inf   (BQ x BK)
+ *   S = (q k^T) * scale + bias[i - j + Lk - 1] + (sq[i] - sk[j]), hidden entries -inf   (BQ x BK)
  *   forward:  m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
  *             acc = acc e^(m - m') + P v;   at the end out = acc / l, lse = m + log l
  *   backward: P = exp(S - lse); dv += P^T dO; dP = dO v^T; dS = P (dP - D_i)
  *             with D_i = rowsum(dO * O); dq += scale dS k; dk += scale dS^T q;
- *             dbias[i - j + Lk - 1] += dS.
+ *             dbias[i - j + Lk - 1] += dS; dsq[i] += sum_j dS; dsk[j] -= sum_i dS.
  * Rows whose every key is hidden have l = 0: out 0, lse -inf, P = 0 in the
  * backward (hence no gradient anywhere), never NaN.
  *
@@ -46,6 +46,7 @@ typedef struct flash_dims {
     const uint8_t *mask; /* (B, Lk) or NULL */
     int64_t w, lb, lf;   /* local band (w 0: none) */
     bool exact;
+    const void *sq, *sk; /* separable bias (B, H, Lq), (B, H, Lk) of the element type, or NULL */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -251,7 +252,7 @@ typedef struct flash_job {
     int T;             /* tasks = threads used */
     void *scratch;     /* T slices of scr_bytes */
     size_t scr_bytes;
-    void *w[4];        /* forward: out, lse; backward: dq, dk, dv */
+    void *w[5];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk */
     const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
     void *db;          /* backward: T slices of db_bytes (or the grad itself when T == 1) */
     size_t db_bytes;
@@ -281,11 +282,9 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     void *db = j->db && j->T > 1 ? (char *)j->db + (size_t)t * j->db_bytes : j->db;
     if (j->dtype == PG_F32)
-        flash_bwd_f32(j->d, j->w[0], j->w[1], j->w[2], db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5],
-                      j->r[6], scr, t, j->T);
+        flash_bwd_f32(j->d, j->w, db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
     else
-        flash_bwd_f64(j->d, j->w[0], j->w[1], j->w[2], db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5],
-                      j->r[6], scr, t, j->T);
+        flash_bwd_f64(j->d, j->w, db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
 }
 
 /* dst += src (numel of dst elements of its float dtype) */
@@ -309,8 +308,9 @@ static void add_into(pg_tensor *dst, const void *src)
 typedef struct flash_saved {
     flash_dims d;
     pg_tensor *lse;  /* (B, H, Lq) */
-    pg_tensor *bias; /* dist_bias or NULL (also in node->in[3]) */
+    pg_tensor *bias; /* dist_bias or NULL */
     pg_tensor *mask;
+    pg_tensor *sep_q, *sep_k; /* or NULL */
 } flash_saved;
 
 static int flash_backward(pg_graph *g, pg_node *node)
@@ -319,12 +319,15 @@ static int flash_backward(pg_graph *g, pg_node *node)
     pg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2], *out = node->out;
     pg_tensor *dq = pg_grad_of(g, q), *dk = pg_grad_of(g, k), *dv = pg_grad_of(g, v);
     pg_tensor *db = s->bias ? pg_grad_of(g, s->bias) : NULL;
+    pg_tensor *dsq = s->sep_q ? pg_grad_of(g, s->sep_q) : NULL, *dsk = s->sep_k ? pg_grad_of(g, s->sep_k) : NULL;
     if ((q->requires_grad && !dq) || (k->requires_grad && !dk) || (v->requires_grad && !dv) ||
-        (s->bias && s->bias->requires_grad && !db))
+        (s->bias && s->bias->requires_grad && !db) || (s->sep_q && s->sep_q->requires_grad && !dsq) ||
+        (s->sep_k && s->sep_k->requires_grad && !dsk))
         return -1;
     flash_job j = {.d = &s->d, .dtype = q->dtype, .T = flash_threads(&s->d),
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
-                   .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, NULL},
+                   .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dsq ? dsq->data : NULL,
+                         dsk ? dsk->data : NULL},
                    .r = {q->data, k->data, v->data, s->bias ? s->bias->data : NULL, out->data, out->grad->data,
                          s->lse->data}};
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
@@ -349,7 +352,7 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
                           const pg_flash_opts *o)
 {
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask,
-                                  .dist_bias = o->dist_bias};
+                                  .dist_bias = o->dist_bias, .sep_q = o->sep_q, .sep_k = o->sep_k};
     if (pg_attn_check(g, fn, &ops) != 0)
         return false;
     if (o->window < 0 || (o->window > 0 && (o->look_backward < 0 || o->look_forward < 0))) {
@@ -385,13 +388,17 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
     flash_dims d = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], v->shape[3],
                     o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
-                    o->exact_window};
+                    o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
-    pg_tensor *bias = o->dist_bias;
-    pg_tensor *ins[4] = {q, k, v, bias};
-    int n_in = bias ? 4 : 3;
+    pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* both or neither (checked) */
+    pg_tensor *ins[6] = {q, k, v, NULL, NULL, NULL};
+    int n_in = 3;
+    pg_tensor *extra[3] = {bias, sq, sk};
+    for (int i = 0; i < 3; i++)
+        if (extra[i])
+            ins[n_in++] = extra[i];
     bool rec = g && pg_op_needs_grad(g, n_in, ins);
     int T = flash_threads(&d);
     size_t esz = pg_dtype_size(q->dtype), scr_bytes = scratch_elems(&d) * esz * (size_t)T;
@@ -437,7 +444,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                 pg_graph_fail(g, "%s: out of memory recording the op", fn);
             return NULL;
         }
-        *s = (flash_saved){d, lse, bias, o->mask};
+        *s = (flash_saved){d, lse, bias, o->mask, sq, sk};
         n->ctx = s;
         n->saved = lse;
     }
@@ -529,8 +536,8 @@ static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64
 /* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
  * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed. */
 static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
-                           const T *restrict bh, const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0,
-                           int64_t bk)
+                           const T *restrict bh, const T *const sep[2], const uint8_t *restrict mk, int64_t i0,
+                           int64_t bq, int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
     F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
@@ -549,6 +556,12 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
             const T *restrict br = bh + (i0 + r - j0 + Lk - 1);
             for (int64_t c = 0; c < bk; c++)
                 s[c] += br[-c];
+        }
+        if (sep[0]) { /* separable: + (sq[i] - sk[j]), the difference first (as the bias matrix has it) */
+            const T a = sep[0][i0 + r];
+            const T *restrict sk = sep[1] + j0;
+            for (int64_t c = 0; c < bk; c++)
+                s[c] += a - sk[c];
         }
         if (mk)
             for (int64_t c = 0; c < bk; c++)
@@ -576,6 +589,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *bh = bias ? bias + h * NB : NULL;
+        const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
         F(transpose)(Kt, ldt, kh, Lk, D);
@@ -588,7 +602,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, S, qh, Kt, bh, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, S, qh, Kt, bh, sep, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
                     T mx = F(row_max)(s, bk);
@@ -626,15 +640,32 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     }
 }
 
-/* Accumulates the gradients into dq, dk, dv, db (each may be NULL). */
-/* Heads bh_i = first, first + step, ... (dq, dk, dv slices are theirs alone; db is shared). */
-static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const T *q, const T *k, const T *v,
+/* dS's row sums into dsq[i0 ..] and minus its column sums into dsk[j0 ..] (either may be NULL) */
+static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+{
+    for (int64_t r = 0; r < bq; r++) {
+        const T *restrict ds = dS + r * BK;
+        T rs = 0;
+        for (int64_t c = 0; c < bk; c++)
+            rs += ds[c];
+        if (dsq)
+            dsq[i0 + r] += rs;
+        if (dsk)
+            for (int64_t c = 0; c < bk; c++)
+                dsk[j0 + c] -= ds[c];
+    }
+}
+
+/* Accumulates the gradients into dq, dk, dv, dsq, dsk = w[0..5) and db (each may be NULL).
+ * Heads bh_i = first, first + step, ... (the dq, dk, dv, dsq, dsk slices are theirs alone; db is shared). */
+static void F(flash_bwd)(const flash_dims *d, void *const *w, T *db, const T *q, const T *k, const T *v,
                          const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
                          int64_t step)
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const T scale = (T)d->scale;
-    const bool need_ds = dq || dk || db;
+    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4];
+    const bool need_ds = dq || dk || db || dsq || dsk;
     const int64_t ldt = t_stride(d);
     T *Kt = scratch, *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
@@ -642,8 +673,10 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
         const T *bh = bias ? bias + h * NB : NULL;
+        const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
+        T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
         F(transpose)(Kt, ldt, kh, Lk, D);
         if (need_ds)
@@ -665,7 +698,7 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
                 continue;
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, P, qh, Kt, bh, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, P, qh, Kt, bh, sep, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
                     if (li == -INFINITY) /* no visible key: P = 0 */
@@ -696,6 +729,8 @@ static void F(flash_bwd)(const flash_dims *d, T *dq, T *dk, T *dv, T *db, const 
                         for (int64_t c = 0; c < bk; c++)
                             g[-c] += ds[c];
                     }
+                if (dsqh || dskh)
+                    F(sep_grads)(dsqh, dskh, dS, i0, bq, j0, bk);
             }
         }
     }

@@ -506,7 +506,7 @@ static inline int lm_config_pos(pg_lm_config *c, const char *pos, int64_t local_
  * formula, the positional modules by building one of each at max_len 2 and 3
  * (a table of max_len rows, as learned's or rel's, grows linearly; the others
  * do not depend on it). *mat (may be NULL) is set when a layer module adds a
- * bias the fused attention kernel cannot take (mod_bias without dist_bias): a
+ * bias the fused attention kernel cannot take (mod_bias without dist_bias or sep_bias): a
  * step then holds (B, heads, L, L) tensors. 0, or -1 with pg_last_error. */
 static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat)
 {
@@ -529,7 +529,7 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
                 if (!m)
                     return -1;
                 at[j] = pg_module_num_elements(&m->base);
-                quadratic = quadratic || (side && m->ops->mod_bias && !m->ops->dist_bias);
+                quadratic = quadratic || (side && m->ops->mod_bias && !m->ops->dist_bias && !m->ops->sep_bias);
                 pg_module_free(&m->base);
             }
             int64_t per_row = at[1] - at[0];

@@ -266,11 +266,36 @@ static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p
     return b;
 }
 
+/* A module's separable bias for the fused kernel: sep[0] += a (B, H, Lq), sep[1] += e (B, H, Lk). */
+static bool separable_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c, pg_tensor *sep[2])
+{
+    pg_tensor *a = NULL, *e = NULL;
+    if (p->ops->sep_bias(g, p, c, &a, &e) != 0 || !a || !e) {
+        if (!pg_graph_error(g))
+            pg_graph_fail(g, "%s: positional module %d (%s): sep_bias failed", fn, i, p->base.type);
+        return false;
+    }
+    bool ok = a->ndim == 3 && e->ndim == 3 && a->dtype == c->dtype && e->dtype == c->dtype;
+    for (int d = 0; ok && d < 2; d++)
+        ok = a->shape[d] == (d ? c->heads : c->B) && e->shape[d] == a->shape[d];
+    if (!ok || a->shape[2] != c->Lq || e->shape[2] != c->Lk) {
+        pg_graph_fail(g, "%s: positional module %d (%s) gave a separable bias %s, %s, expected (B, H, Lq) = (%lld, "
+                         "%lld, %lld) and (B, H, Lk) = (%lld, %lld, %lld) of %s", fn, i, p->base.type, SHAPE(a),
+                      SHAPE(e), (long long)c->B, (long long)c->heads, (long long)c->Lq, (long long)c->B,
+                      (long long)c->heads, (long long)c->Lk, pg_dtype_name(c->dtype));
+        return false;
+    }
+    sep[0] = sep[0] ? pg_add(g, sep[0], a) : a;
+    sep[1] = sep[1] ? pg_add(g, sep[1], e) : e;
+    return sep[0] && sep[1];
+}
+
 /* Runs mod_qkv / mod_bias of every positional module in order; *bias
  * accumulates the biases (NULL while none). With `fused` the biases come from
- * dist_bias as (H, Lq + Lk - 1) tables over distance instead. */
+ * dist_bias as (H, Lq + Lk - 1) tables over distance instead, or from sep_bias
+ * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias. */
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
-                        const pg_pos_ctx *c, bool fused, pg_tensor **bias)
+                        const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2])
 {
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
@@ -289,7 +314,10 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
                 return false;
             }
         }
-        if (p->ops->mod_bias && fused) {
+        if (p->ops->mod_bias && fused && !p->ops->dist_bias) {
+            if (!separable_bias(g, fn, i, p, c, sep))
+                return false;
+        } else if (p->ops->mod_bias && fused) {
             pg_tensor *b = distance_bias(g, fn, i, p, c);
             if (!b)
                 return false;
@@ -370,7 +398,7 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
     if (c->unfused || drop || a->bias || Lq != Lk || a->pos || a->pos_q || a->pos_k)
         return false;
     for (int i = 0; i < m->n_pos; i++)
-        if (m->pos[i]->ops->mod_bias && !m->pos[i]->ops->dist_bias)
+        if (m->pos[i]->ops->mod_bias && !m->pos[i]->ops->dist_bias && !m->pos[i]->ops->sep_bias)
             return false;
     return true;
 }
@@ -395,16 +423,17 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     if (!ok)
         return NULL;
     pg_pos_ctx pc = {c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
-                     H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng};
+                     H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng, x};
     bool fused = fusable(m, a, Lq, Lk, drop);
-    pg_tensor *bias = NULL, *out;
-    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias))
+    pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *out;
+    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep))
         return NULL;
     const pg_attn_band *band = &c->band;
     if (fused) {
         pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                             .window = band->window, .look_backward = band->look_backward,
-                            .look_forward = band->look_forward, .exact_window = band->exact};
+                            .look_forward = band->look_forward, .exact_window = band->exact,
+                            .sep_q = sep[0], .sep_k = sep[1]};
         out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
     } else {
         if (a->bias)

@@ -173,7 +173,7 @@ pg_tensor *pg_posmod_apply_x(pg_graph *g, pg_posmod *const *mods, int n, pg_tens
         return NULL;
     }
     pg_pos_ctx c = {pos, pos, mask, true, false, x->shape[0], heads, head_dim, x->shape[1], x->shape[1],
-                    1.0, x->dtype, rng};
+                    1.0, x->dtype, rng, NULL};
     if (pg_pos_ctx_check(g, fn, &c) != 0)
         return NULL;
     for (int i = 0; i < n; i++) {

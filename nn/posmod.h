@@ -9,10 +9,11 @@
  *   mod_qkv   q, k, v (B, H, L, Dh) -> q', k', v'   after the projections
  *   mod_bias  -> an additive logits bias broadcastable to (B, H, Lq, Lk)
  *
- * Two more hooks let banded and fused attention compute a bias on the pairs they
+ * Three more hooks let banded and fused attention compute a bias on the pairs they
  * visit only, never as an L x L matrix: dist_bias (a bias that depends on the
- * distance alone: a (H, D) table over distances) and band_bias (a bias that also
- * needs q and k, on LocalAttention's band of windows). A layer that needs one of
+ * distance alone: a (H, D) table over distances), band_bias (a bias that also
+ * needs q and k, on LocalAttention's band of windows) and sep_bias (a bias
+ * a_i - e_j of one vector per side, for the fused kernel). A layer that needs one of
  * them calls it without knowing the scheme: a module with dist_bias is biased
  * through it; one without dist_bias but with band_bias through that.
  *
@@ -20,7 +21,9 @@
  * m[0..n-1] computes, for i = 0..n-1 IN ORDER,
  *
  *   (q, k, v) <- m[i].mod_qkv(q, k, v)
- *   bias      <- bias + m[i].mod_bias(q, k, v)    (q, k, v as m[i].mod_qkv left them)
+ *   bias      <- bias + m[i].mod_bias(q, k, v)    (q, k, v as m[i].mod_qkv left them;
+ *                                                   the context's x is the layer's input, for
+ *                                                   biases that read the tokens, as FoX's gate)
  *
  * and then softmax(q k^T * scale + bias + user bias + mask) v. mod_x is called
  * by whoever owns the residual stream: pg_block_forward (on its input, for its
@@ -82,6 +85,9 @@ typedef struct pg_pos_ctx {
     double scale;      /* what the attention multiplies q k^T by; biases are added unscaled */
     pg_dtype dtype;    /* float dtype of x / q, k, v */
     pg_rng *rng;       /* the call's generator (may be NULL) */
+    pg_tensor *x;      /* (B, Lq, dim) the attention's input (after the block's pre-norm), NULL when the
+                          caller has none: MultiheadAttention fills it, LocalAttention (given q, k, v) and
+                          mod_x leave it NULL; a scheme that reads it (PG_POS_NEEDS_X) fails without it */
 } pg_pos_ctx;
 
 /* The hooks; NULL = not implemented. Each records errors with pg_graph_fail
@@ -117,6 +123,13 @@ typedef struct pg_posmod_ops {
      * Called only for a module without dist_bias. NULL: not such a scheme. */
     pg_tensor *(*band_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
                             const pg_pos_ctx *c);
+    /* the bias when it is separable, bias[b, h, i, j] = a[b, h, i] - e[b, h, j]
+     * (the forgetting gate's c_i - c_j): *a (B, H, Lq) and *e (B, H, Lk) of
+     * c->dtype, differentiable as mod_bias is. MultiheadAttention's fused kernel
+     * adds it per tile (memory linear in L), calling this instead of mod_bias
+     * when the call is fusable (default positions, Lq = Lk, no user bias).
+     * 0, or -1 after pg_graph_fail. NULL: not such a scheme. */
+    int (*sep_bias)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_tensor **a, pg_tensor **e);
 } pg_posmod_ops;
 
 struct pg_posmod {
@@ -282,6 +295,7 @@ enum {
     PG_POS_HOOK_TABLE = 1 << 3, /* bias_table */
     PG_POS_HOOK_DIST = 1 << 4,  /* dist_bias */
     PG_POS_HOOK_BAND = 1 << 5,  /* band_bias */
+    PG_POS_HOOK_SEP = 1 << 6,   /* sep_bias */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */
@@ -293,6 +307,8 @@ enum {
     PG_POS_NEEDS_OPTS = 1 << 2, /* no defaults: the constructor needs its options struct */
     PG_POS_VISION = 1 << 3,     /* from a computer-vision library (AI Summer's self-attention-cv);
                                    the text examples offer it only under a name of their own */
+    PG_POS_NEEDS_X = 1 << 4,    /* its bias reads the attention's input (pg_pos_ctx.x): it works in
+                                   MultiheadAttention, not where x is unknown (LocalAttention) */
 };
 
 /* One registry entry. */

@@ -14,16 +14,18 @@
  *            X (mod_x), QKV (mod_qkv), BIAS (mod_bias), TABLE (bias_table),
  *            DIST (dist_bias: the bias depends on the query-key distance only, so
  *            the fused kernel and LocalAttention's bands take it), BAND
- *            (band_bias: a bias that reads q/k on LocalAttention's window band)
+ *            (band_bias: a bias that reads q/k on LocalAttention's window band),
+ *            SEP (sep_bias: a bias a_i - e_j the fused kernel adds per tile)
  *   props    PG_POS_* or-ed, or 0: NEEDS_QK (its hooks modify q/k or its bias
  *            reads them), MAX_LEN (a table of rows up to args.max_len),
  *            NEEDS_OPTS (no defaults: its options struct is required), VISION
- *            (from a computer-vision library: the text examples leave it out)
+ *            (from a computer-vision library: the text examples leave it out),
+ *            NEEDS_X (its bias reads the attention's input, pg_pos_ctx.x)
  *   file     the source file that defines the constructor
  *   summary  one line: what it does, after whom
  *
  * tests/test_pos_registry.c checks every entry against the modules it builds
- * (role, hooks, NEEDS_QK, MAX_LEN, NEEDS_OPTS).
+ * (role, hooks, NEEDS_QK, MAX_LEN, NEEDS_OPTS, NEEDS_X).
  *
  * Files holding more than one kind: nn/pos_learned.c (learned, continuous),
  * nn/pos_rotary.c (rotary, xpos: one module, xpos forces use_xpos),
@@ -64,4 +66,6 @@ PG_POSMOD(fire, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG
           "an MLP of the log-distance normalised by the log of max(L, query position) (FIRE, Li et al. 2024)")
 PG_POSMOD(cope, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN, "nn/pos_cope.c",
           "positions counted by sigmoid gates of q . k, interpolated learned embeddings dotted with q (CoPE, Golovneva et al. 2024)")
+PG_POSMOD(fox, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_SEP, PG_POS_NEEDS_X, "nn/pos_fox.c",
+          "c_i - c_j, c the running sum of per-head log forget gates of the layer's input (FoX, Lin et al. 2025)")
 #endif

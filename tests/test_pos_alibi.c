@@ -126,7 +126,7 @@ Test(pos_alibi, table_matches_torch)
             snprintf(key, sizeof key, "%s.pos_k", k->name);
             pk = fx_copy(&l, key, true);
         }
-        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 3, k->Lq, k->Lk, 0.5, PG_F64, NULL};
+        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 3, k->Lq, k->Lk, 0.5, PG_F64, NULL, NULL};
         pg_graph *g = pg_graph_new();
         pg_tensor *out = pg_posmod_bias_table(g, &m->pm, &c);
         cr_assert_not_null(out, "%s: %s", k->name, pg_graph_error(g));
@@ -169,7 +169,7 @@ Test(pos_alibi, asymmetric_blocks_with_minus_fmax_per_head)
      * odd heads keys after it; the diagonal stays; the split is over heads for every batch row (§7) */
     pg_alibi *m = alibi_f64(4, &(pg_alibi_opts){.asymmetric = true});
     pg_tensor *pos = TI64(PG_SHAPE(2, 4), 0, 1, 2, 3, 0, 1, 2, 3);
-    pg_pos_ctx c = {pos, pos, NULL, true, false, 2, 4, 1, 4, 4, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {pos, pos, NULL, true, false, 2, 4, 1, 4, 4, 1.0, PG_F64, NULL, NULL};
     pg_tensor *b = pg_posmod_bias_table(NULL, &m->pm, &c);
     assert_shape(b, 4, (int64_t[]){2, 4, 4, 4});
     for (int64_t bi = 0; bi < 2; bi++)
@@ -200,7 +200,7 @@ Test(pos_alibi, left_padding_gives_zero_rows_and_columns)
 {
     pg_alibi *m = alibi_f64(2, NULL);
     pg_tensor *pos = T64(PG_SHAPE(1, 2), 4.0, 1.5);
-    pg_pos_ctx c = {pos, pos, NULL, true, false, 1, 2, 1, 4, 4, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {pos, pos, NULL, true, false, 1, 2, 1, 4, 4, 1.0, PG_F64, NULL, NULL};
     pg_tensor *b = pg_posmod_bias_table(NULL, &m->pm, &c);
     assert_shape(b, 4, (int64_t[]){1, 2, 4, 4});
     for (int64_t h = 0; h < 2; h++)
@@ -269,7 +269,7 @@ static pg_tensor *call_table(pg_graph *g, pg_tensor *const *in, int n, void *ctx
 {
     (void)n;
     const tab_case *t = ctx;
-    pg_pos_ctx c = {NULL, NULL, NULL, true, false, t->B, t->m->heads, 2, t->Lq, t->Lk, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {NULL, NULL, NULL, true, false, t->B, t->m->heads, 2, t->Lq, t->Lk, 1.0, PG_F64, NULL, NULL};
     if (t->pmode == P_SELF)
         c.pos_q = c.pos_k = in[0];
     if (t->pmode == P_CROSS) {
@@ -481,7 +481,7 @@ Test(pos_alibi, bad_input)
     pg_alibi *m = alibi_f64(2, NULL);
     pg_tensor *longer = T64(PG_SHAPE(1, 6), 0, 1, 2, 3, 4, 5), *bpos = TBOOL(PG_SHAPE(1, 2), 1, 0),
               *mask = TBOOL(PG_SHAPE(1, 4), 1, 1, 1, 1);
-    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 1, 5, 5, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 1, 5, 5, 1.0, PG_F64, NULL, NULL};
     ASSERT_FAILS(pg_posmod_bias_table(NULL, &m->pm, &c), "pos is f64[1,6], expected (B, Lp) = (1, <= 5)");
     c.pos_q = c.pos_k = bpos;
     ASSERT_FAILS(pg_posmod_bias_table(NULL, &m->pm, &c), "of f32, f64 or i64");
@@ -508,7 +508,7 @@ Test(pos_alibi, f32_agrees_with_f64)
     cr_assert_not_null(m32, "%s", pg_last_error());
     pg_alibi *m64 = alibi_f64(3, &(pg_alibi_opts){.div = {1.5, true}});
     pg_tensor *pos = T32(PG_SHAPE(1, 4), 0.5f, 1.0f, 3.0f, 2.0f);
-    pg_pos_ctx c = {pos, pos, NULL, true, false, 1, 3, 1, 4, 4, 1.0, PG_F32, NULL};
+    pg_pos_ctx c = {pos, pos, NULL, true, false, 1, 3, 1, 4, 4, 1.0, PG_F32, NULL, NULL};
     pg_tensor *b32 = pg_posmod_bias_table(NULL, m32, &c);
     c.dtype = PG_F64; /* f32 positions and an f32 div cast to the call's dtype */
     pg_tensor *b64 = pg_posmod_bias_table(NULL, &m64->pm, &c);

@@ -148,7 +148,7 @@ Test(pos_dpb, inside_attention_matches_reference)
     pg_dpb *m = loaded(&l, "attn", 4, bio_opts(2, true, 1.0, false));
     pg_tensor *q = fx_copy(&l, "attn.q", true), *k = fx_copy(&l, "attn.k", true), *v = fx_copy(&l, "attn.v", true);
     pg_tensor *pos = fx(&l, "attn.pos"), *mask = fx(&l, "attn.mask");
-    pg_pos_ctx c = {pos, pos, mask, true, true, 2, 2, 3, 5, 5, 1 / sqrt(3.0), PG_F64, NULL};
+    pg_pos_ctx c = {pos, pos, mask, true, true, 2, 2, 3, 5, 5, 1 / sqrt(3.0), PG_F64, NULL, NULL};
     pg_tensor *bias = m->pm.ops->mod_bias(g, &m->pm, q, k, v, &c);
     pg_sdpa_opts o = {.bias = bias, .mask = mask, .causal = true};
     check_case(g, m, &l, "attn", pg_attention(g, q, k, v, &o));

@@ -149,7 +149,7 @@ Test(pos_kerple, table_matches_torch)
             snprintf(key, sizeof key, "%s.pos_k", k->name);
             pk = fx_copy(&l, key, false);
         }
-        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 3, k->Lq, k->Lk, 0.5, PG_F64, NULL};
+        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 3, k->Lq, k->Lk, 0.5, PG_F64, NULL, NULL};
         pg_graph *g = pg_graph_new();
         pg_tensor *out = pg_posmod_bias_table(g, &m->pm, &c);
         cr_assert_not_null(out, "%s: %s", k->name, pg_graph_error(g));
@@ -228,7 +228,7 @@ static pg_tensor *call_table(pg_graph *g, pg_tensor *const *in, int n, void *ctx
 {
     (void)in, (void)n;
     const tab_case *t = ctx;
-    pg_pos_ctx c = {NULL, NULL, NULL, true, false, 1, t->m->heads, 2, t->Lq, t->Lk, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {NULL, NULL, NULL, true, false, 1, t->m->heads, 2, t->Lq, t->Lk, 1.0, PG_F64, NULL, NULL};
     return pg_posmod_bias_table(g, &t->m->pm, &c);
 }
 
@@ -427,7 +427,7 @@ Test(pos_kerple, bad_input)
 {
     pg_kerple *m = kerple_f64(2, NULL, 1);
     pg_tensor *longer = T64(PG_SHAPE(1, 6), 0, 1, 2, 3, 4, 5), *d2 = T64(PG_SHAPE(1, 2), 0, 1);
-    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 1, 5, 5, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 1, 5, 5, 1.0, PG_F64, NULL, NULL};
     ASSERT_FAILS(pg_posmod_bias_table(NULL, &m->pm, &c), "pos is f64[1,6], expected (B, Lp) = (1, <= 5)");
     c.pos_q = c.pos_k = NULL;
     c.heads = 3;
@@ -448,7 +448,7 @@ Test(pos_kerple, f32_agrees_with_f64)
     pg_kerple *m64 = kerple_f64(3, &(pg_kerple_opts){.variant = PG_KERPLE_NEMO}, 3);
     cr_assert_not_null(m32, "%s", pg_last_error());
     pg_tensor *pos = T32(PG_SHAPE(1, 4), 0.5f, 1.0f, 3.0f, 2.0f);
-    pg_pos_ctx c = {pos, pos, NULL, true, false, 1, 3, 1, 4, 4, 1.0, PG_F32, NULL};
+    pg_pos_ctx c = {pos, pos, NULL, true, false, 1, 3, 1, 4, 4, 1.0, PG_F32, NULL, NULL};
     pg_tensor *b32 = pg_posmod_bias_table(NULL, m32, &c);
     c.dtype = PG_F64;
     pg_tensor *b64 = pg_posmod_bias_table(NULL, &m64->pm, &c);

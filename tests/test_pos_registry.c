@@ -139,34 +139,41 @@ static unsigned hooks_of(const pg_posmod *m)
     const pg_posmod_ops *o = m->ops;
     return (o->mod_x ? PG_POS_HOOK_X : 0u) | (o->mod_qkv ? PG_POS_HOOK_QKV : 0u) |
            (o->mod_bias ? PG_POS_HOOK_BIAS : 0u) | (o->bias_table ? PG_POS_HOOK_TABLE : 0u) |
-           (o->dist_bias ? PG_POS_HOOK_DIST : 0u) | (o->band_bias ? PG_POS_HOOK_BAND : 0u);
+           (o->dist_bias ? PG_POS_HOOK_DIST : 0u) | (o->band_bias ? PG_POS_HOOK_BAND : 0u) |
+           (o->sep_bias ? PG_POS_HOOK_SEP : 0u);
 }
 
-/* m's mod_bias for q, k, v drawn from seed, (.., L, L) as f64 values (caller frees) */
-static pg_tensor *bias_for(pg_posmod *m, uint64_t seed)
+/* m's mod_bias for q, k, v drawn from seed and the layer input x (1, L, DIM) drawn
+ * from xseed (0: no x), causal, (.., L, L) as f64 values (caller frees); NULL
+ * when the hook fails (graph error in *err when err is given) */
+static pg_tensor *bias_for(pg_posmod *m, uint64_t seed, uint64_t xseed, char *err, size_t n_err)
 {
     int64_t shape[4] = {1, HEADS, L, HEAD_DIM};
-    pg_tensor *qkv[3];
+    pg_tensor *qkv[4] = {NULL, NULL, NULL, xseed ? randt(PG_SHAPE(1, L, DIM), xseed, false) : NULL};
     for (int i = 0; i < 3; i++)
         qkv[i] = randt(4, shape, seed + (uint64_t)i, false);
-    pg_pos_ctx c = {.self_attn = true, .B = 1, .heads = HEADS, .head_dim = HEAD_DIM, .Lq = L, .Lk = L,
-                    .scale = 0.5, .dtype = PG_F64};
+    pg_pos_ctx c = {.self_attn = true, .causal = true, .B = 1, .heads = HEADS, .head_dim = HEAD_DIM, .Lq = L,
+                    .Lk = L, .scale = 0.5, .dtype = PG_F64, .x = qkv[3]};
     pg_graph *g = pg_graph_new();
-    pg_tensor *b = m->ops->mod_bias(g, m, qkv[0], qkv[1], qkv[2], &c);
-    cr_assert_not_null(b, "%s: %s", m->base.type, pg_graph_error(g));
-    b = pg_broadcast_to(g, b, PG_SHAPE(1, HEADS, L, L));
-    pg_tensor *out = pg_tensor_empty(NULL, PG_F64, 4, (int64_t[]){1, HEADS, L, L});
-    for (int64_t i = 0; i < out->numel; i++)
-        pg_f64(out)[i] = pg_get(b, i);
+    pg_tensor *b = m->ops->mod_bias(g, m, qkv[0], qkv[1], qkv[2], &c), *out = NULL;
+    if (!b && err)
+        snprintf(err, n_err, "%s", pg_graph_error(g) ? pg_graph_error(g) : "(no message)");
+    if (b) {
+        b = pg_broadcast_to(g, b, PG_SHAPE(1, HEADS, L, L));
+        out = pg_tensor_empty(NULL, PG_F64, 4, (int64_t[]){1, HEADS, L, L});
+        for (int64_t i = 0; i < out->numel; i++)
+            pg_f64(out)[i] = pg_get(b, i);
+    }
     pg_graph_free(g);
-    free_all(3, qkv);
+    free_all(4, qkv);
     return out;
 }
 
-/* Does m's bias change when q, k, v do? */
-static bool bias_reads_qk(pg_posmod *m)
+/* Does m's bias change when q, k, v do (x_seed: 0, or the layer input's, for NEEDS_X kinds)? Or when x does? */
+static bool bias_changes(pg_posmod *m, uint64_t s1, uint64_t x1, uint64_t s2, uint64_t x2)
 {
-    pg_tensor *a = bias_for(m, 1), *b = bias_for(m, 11);
+    pg_tensor *a = bias_for(m, s1, x1, NULL, 0), *b = bias_for(m, s2, x2, NULL, 0);
+    cr_assert(a && b, "%s: %s", m->base.type, pg_last_error());
     double diff = max_err(a, b);
     pg_tensor_free(a);
     pg_tensor_free(b);
@@ -188,6 +195,23 @@ static void unzero_params(pg_module *m)
     pg_tensor_list_free(&p);
 }
 
+/* NEEDS_X <=> mod_bias fails without the layer input, naming pg_pos_ctx.x, and changes with it */
+static void check_needs_x(const pg_posmod_kind_info *k, pg_posmod *m)
+{
+    bool needs_x = (k->props & PG_POS_NEEDS_X) != 0;
+    cr_assert(!needs_x || m->ops->mod_bias, "%s: NEEDS_X without mod_bias", k->kind);
+    if (!m->ops->mod_bias)
+        return;
+    char err[512] = "";
+    pg_tensor *bare = bias_for(m, 1, 0, err, sizeof err);
+    cr_assert_eq(bare == NULL, needs_x, "%s: mod_bias without x %s (NEEDS_X %d) %s", k->kind,
+                 bare ? "works" : "fails", needs_x, err);
+    cr_assert(!needs_x || strstr(err, "pg_pos_ctx.x"), "%s: the message names pg_pos_ctx.x: %s", k->kind, err);
+    pg_tensor_free(bare);
+    if (needs_x)
+        cr_assert(bias_changes(m, 1, 21, 1, 31), "%s: NEEDS_X but the bias does not change with x", k->kind);
+}
+
 static void check_entry(const pg_posmod_kind_info *k, const void *opts)
 {
     pg_rng r = pg_rng_init(3);
@@ -198,9 +222,11 @@ static void check_entry(const pg_posmod_kind_info *k, const void *opts)
     cr_assert_eq(k->role == PG_POS_ROLE_INPUT, m->ops->mod_x != NULL, "%s: input role <=> mod_x", k->kind);
     cr_assert_eq(k->dist_only, m->ops->dist_bias != NULL, "%s: distance-only <=> dist_bias", k->kind);
     unzero_params(&m->base);
-    bool qk = m->ops->mod_qkv != NULL || (m->ops->mod_bias && bias_reads_qk(m));
+    uint64_t xs = k->props & PG_POS_NEEDS_X ? 21 : 0;
+    bool qk = m->ops->mod_qkv != NULL || (m->ops->mod_bias && bias_changes(m, 1, xs, 11, xs));
     cr_assert_eq(k->needs_qk, qk, "%s: needs q/k %d, the module %s", k->kind, k->needs_qk,
                  qk ? "modifies or reads them" : "never touches them");
+    check_needs_x(k, m);
     pg_module_free(&m->base);
 }
 

@@ -37,7 +37,7 @@ static pg_posmod *make(pg_posmod_make_fn fn, const void *opts, int64_t heads, in
 static pg_pos_ctx ctx_for(pg_tensor *q, int64_t Lk, pg_tensor *pos_q, pg_tensor *pos_k, bool self_attn, double scale)
 {
     return (pg_pos_ctx){pos_q, pos_k, NULL, self_attn, false, q->shape[0], q->shape[1], q->shape[3],
-                        q->shape[2], Lk, scale, PG_F64, NULL};
+                        q->shape[2], Lk, scale, PG_F64, NULL, NULL};
 }
 
 static pg_tensor *maybe(const pg_tensor_list *l, const char *prefix, const char *name)

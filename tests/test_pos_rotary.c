@@ -58,7 +58,7 @@ static int run_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_t
 {
     pg_tensor *v = *k;
     pg_pos_ctx c = {pos_q, pos_k, NULL, self, false, (*q)->shape[0], (*q)->shape[1], (*q)->shape[3],
-                    (*q)->shape[2], (*k)->shape[2], 1.0, (*q)->dtype, NULL};
+                    (*q)->shape[2], (*k)->shape[2], 1.0, (*q)->dtype, NULL, NULL};
     pg_tensor *v0 = v;
     int rc = pg_pos_ctx_check(g, "run_qkv", &c) ? -1 : m->ops->mod_qkv(g, m, q, k, &v, &c);
     if (rc == 0)

@@ -85,7 +85,7 @@ Test(pos_sandwich, table_matches_torch)
             snprintf(key, sizeof key, "%s.pos_k", k->name);
             pk = fx_copy(&l, key, false);
         }
-        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 3, k->Lq, k->Lk, 0.5, PG_F64, NULL};
+        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 3, k->Lq, k->Lk, 0.5, PG_F64, NULL, NULL};
         pg_tensor *out = pg_posmod_bias_table(NULL, &s->pm, &c);
         cr_assert_not_null(out, "%s: %s", k->name, pg_last_error());
         cr_assert_eq(out->ndim, k->pmode == P_NONE ? 3 : 4);
@@ -202,7 +202,7 @@ Test(pos_sandwich, bad_options_and_input)
     ASSERT_FAILS(pg_posmod_make_sandwich(&(pg_posmod_args){.dim = 8, .dtype = PG_F64}), "needs heads >= 1");
     pg_sandwich *s = sandwich_new(2, 4, NULL);
     pg_tensor *longer = T64(PG_SHAPE(1, 6), 0, 1, 2, 3, 4, 5), *d2 = T64(PG_SHAPE(1, 2), 0, 1);
-    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 1, 5, 5, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 1, 5, 5, 1.0, PG_F64, NULL, NULL};
     ASSERT_FAILS(pg_posmod_bias_table(NULL, &s->pm, &c), "pos is f64[1,6], expected (B, Lp) = (1, <= 5)");
     c.pos_q = c.pos_k = NULL;
     c.heads = 3;

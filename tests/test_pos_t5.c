@@ -106,7 +106,7 @@ Test(pos_t5, table_matches_torch)
             pq = fx(&l, "%s.pos_q", k->name);
             pk = fx(&l, "%s.pos_k", k->name);
         }
-        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 4, k->Lq, k->Lk, 0.5, PG_F64, NULL};
+        pg_pos_ctx c = {pq, pk, NULL, k->pmode != P_CROSS, false, 2, k->H, 4, k->Lq, k->Lk, 0.5, PG_F64, NULL, NULL};
         pg_graph *g = pg_graph_new();
         pg_tensor *out = pg_posmod_bias_table(g, &m->pm, &c);
         cr_assert_not_null(out, "%s: %s", k->name, pg_graph_error(g));
@@ -145,7 +145,7 @@ Test(pos_t5, names_defaults_and_float_positions)
     /* float positions truncate toward zero: -0.9 and 0.9 both act as 0; f32 gives the same table */
     pg_tensor *pf = T64(PG_SHAPE(1, 3), -0.9, 0.9, 5.99), *pi = TI64(PG_SHAPE(1, 3), 0, 0, 5),
               *p32 = T32(PG_SHAPE(1, 3), -0.9f, 0.9f, 5.99f);
-    pg_pos_ctx c = {pf, pf, NULL, true, false, 1, 4, 16, 3, 3, 0.25, PG_F64, NULL};
+    pg_pos_ctx c = {pf, pf, NULL, true, false, 1, 4, 16, 3, 3, 0.25, PG_F64, NULL, NULL};
     pg_tensor *a = pg_posmod_bias_table(NULL, &m->pm, &c);
     c.pos_q = c.pos_k = pi;
     pg_tensor *b = pg_posmod_bias_table(NULL, &m->pm, &c);
@@ -243,7 +243,7 @@ static pg_tensor *call_table(pg_graph *g, pg_tensor *const *in, int n, void *ctx
 {
     (void)in, (void)n; /* in[0] is the module's table */
     const tab_case *t = ctx;
-    pg_pos_ctx c = {t->pos_q, t->pos_k, NULL, t->self_attn, false, t->B, t->m->heads, 4, t->Lq, t->Lk, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {t->pos_q, t->pos_k, NULL, t->self_attn, false, t->B, t->m->heads, 4, t->Lq, t->Lk, 1.0, PG_F64, NULL, NULL};
     return pg_posmod_bias_table(g, &t->m->pm, &c);
 }
 
@@ -391,7 +391,7 @@ Test(pos_t5, bad_input)
     pg_t5 *m = t5_f64(2, 4, NULL, 1);
     pg_tensor *longer = TI64(PG_SHAPE(1, 6), 0, 1, 2, 3, 4, 5), *nan = T64(PG_SHAPE(1, 2), 0, NAN),
               *huge = T64(PG_SHAPE(1, 2), 0, 1e300), *mask = TBOOL(PG_SHAPE(1, 4), 1, 1, 1, 1);
-    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 4, 5, 5, 1.0, PG_F64, NULL};
+    pg_pos_ctx c = {longer, longer, NULL, true, false, 1, 2, 4, 5, 5, 1.0, PG_F64, NULL, NULL};
     ASSERT_FAILS(pg_posmod_bias_table(NULL, &m->pm, &c), "pos is i64[1,6], expected (B, Lp) = (1, <= 5)");
     c.pos_q = c.pos_k = nan;
     ASSERT_FAILS(pg_posmod_bias_table(NULL, &m->pm, &c), "t5: pos[1] is nan, expected a finite position");

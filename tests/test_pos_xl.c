@@ -46,7 +46,7 @@ static void run_case(const pg_tensor_list *l, const xcase *x)
         pq = fx_copy(l, FX("pos_q"), true);
         pk = fx_copy(l, FX("pos_k"), true);
     }
-    pg_pos_ctx c = {pq, pk, NULL, x->self, false, 2, 2, 3, x->Lq, x->Lk, 1 / sqrt(3.0), PG_F64, NULL};
+    pg_pos_ctx c = {pq, pk, NULL, x->self, false, 2, 2, 3, x->Lq, x->Lk, 1 / sqrt(3.0), PG_F64, NULL, NULL};
     pg_tensor *b = m->pm.ops->mod_bias(g, &m->pm, q, k, k, &c);
     cr_assert_not_null(b, "%s: %s", x->name, pg_graph_error(g));
     assert_close(b, fx(l, "%s", FX("out")), TOL_OUT, FX("out"));
@@ -96,7 +96,7 @@ Test(pos_xl, inside_attention_matches_reference)
     pg_xl *m = loaded(&l, "attn", (pg_xl_opts){0});
     pg_tensor *q = fx_copy(&l, "attn.q", true), *k = fx_copy(&l, "attn.k", true), *v = fx_copy(&l, "attn.v", true);
     pg_tensor *mask = fx(&l, "attn.mask");
-    pg_pos_ctx c = {NULL, NULL, mask, true, true, 2, 2, 3, 5, 5, 1 / sqrt(3.0), PG_F64, NULL};
+    pg_pos_ctx c = {NULL, NULL, mask, true, true, 2, 2, 3, 5, 5, 1 / sqrt(3.0), PG_F64, NULL, NULL};
     pg_sdpa_opts o = {.bias = m->pm.ops->mod_bias(g, &m->pm, q, k, v, &c), .mask = mask, .causal = true};
     pg_tensor *y = pg_attention(g, q, k, v, &o);
     assert_close(y, fx(&l, "attn.out"), TOL_OUT, "attn.out");
@@ -123,7 +123,7 @@ Test(pos_xl, bio_forward_reached_with_v_twice_u)
         cr_assert_float_eq(pg_get(m->v, i), 2 * pg_get(m->u, i), 1e-15);
     pg_tensor *q = fx_copy(&l, "bio.q", true), *k = fx_copy(&l, "bio.k", true);
     double s = 1 / sqrt(3.0);
-    pg_pos_ctx c = {NULL, NULL, NULL, true, false, 2, 2, 3, 5, 5, s, PG_F64, NULL};
+    pg_pos_ctx c = {NULL, NULL, NULL, true, false, 2, 2, 3, 5, 5, s, PG_F64, NULL, NULL};
     pg_tensor *logits = pg_add(g, pg_mul_scalar(g, pg_matmul(g, q, k, false, true), s),
                                m->pm.ops->mod_bias(g, &m->pm, q, k, k, &c));
     assert_close(logits, fx(&l, "bio.out"), TOL_OUT, "bio logits");
