@@ -24,7 +24,10 @@ typedef struct extrapolate_opts {
 
 typedef struct extrapolate_result {
     int n_schemes, n_lens;
-    char schemes[EX_MAX_SCHEMES][32];
+    char schemes[EX_MAX_SCHEMES][32];     /* as listed, e.g. "rotary+yarn" */
+    const char *base[EX_MAX_SCHEMES];      /* the scheme it trains (an LM_SCHEMES name), e.g. "rotary" */
+    int scaling[EX_MAX_SCHEMES];           /* pg_rope_scaling applied past --train-len; PG_ROPE_NONE */
+    double scheme_seconds[EX_MAX_SCHEMES]; /* training (the first row of its scheme) and evaluation */
     int64_t lens[EX_MAX_LENS];
     double first_loss[EX_MAX_SCHEMES], last_loss[EX_MAX_SCHEMES]; /* training loss, first / last step */
     double loss[EX_MAX_SCHEMES][EX_MAX_LENS];                      /* NaN: n/a */
@@ -41,9 +44,9 @@ static extrapolate_opts extrapolate_defaults(void)
                               .dim = 64,
                               .heads = 4,
                               .batch = 16,
-                              .steps = 1500,
+                              .steps = 0, /* extrapolate_resolve: 1500, or the preset newer's 600 */
                               .seed = 1337,
-                              .eval_tokens = 32768,
+                              .eval_tokens = 0, /* 32768, or the preset newer's 16384 */
                               .lr = 3e-3};
 }
 
@@ -67,13 +70,15 @@ static int extrapolate_flags(extrapolate_opts *o, cli_flag *f)
         {"dim", CLI_INT, &o->dim, "model width (a multiple of --heads)", .min = 1, .max = 16384},
         {"heads", CLI_INT, &o->heads, "attention heads", .min = 1, .max = 1024},
         {"batch", CLI_INT, &o->batch, "sequences per step", .min = 1, .max = 4096},
-        {"steps", CLI_INT, &o->steps, "optimisation steps per scheme", .min = 1, .max = 1e9},
+        {"steps", CLI_INT, &o->steps, "optimisation steps per scheme (0: 1500; 600 for --schemes newer)", .min = 0,
+         .max = 1e9},
         {"lr", CLI_DOUBLE, &o->lr, "peak learning rate (AdamW, warmup + cosine)", .min = 0, .max = INFINITY,
          .above_min = true},
         {"seed", CLI_INT, &o->seed, "seed of the weights and the batches", .min = 0, .max = INT_MAX},
         {"threads", CLI_INT, &o->threads, "threads (0: PG_NUM_THREADS or all cores)", .min = 0,
          .max = PG_MAX_THREADS},
-        {"eval-tokens", CLI_INT, &o->eval_tokens, "validation characters per length", .min = 1, .max = 1e9},
+        {"eval-tokens", CLI_INT, &o->eval_tokens,
+         "validation characters per length (0: 32768; 16384 for --schemes newer)", .min = 0, .max = 1e9},
         {"data", CLI_STR, &o->data, .help = "corpus (any text file)"},
         {"md", CLI_STR, &o->md, .help = "also write the table to this file"},
     };
@@ -93,38 +98,112 @@ static size_t next_entry(const char **p, const char **entry, bool *more)
     return len;
 }
 
-/* --schemes into r->schemes: every name one of LM_SCHEMES, none twice. 0, or
- * -1 after one line naming the flag, the bad entry and the accepted names. */
-static int check_schemes(const char *list, extrapolate_result *r)
+/* The +suffixes of --schemes: rotary context extension applied at evaluation
+ * (docs/examples.md "extrapolate": the factor each one uses). "pi" and "linear"
+ * are the same method. */
+typedef struct ex_scaling {
+    const char *name;
+    pg_rope_scaling scaling;
+} ex_scaling;
+static const ex_scaling EX_SCALINGS[] = {
+    {"pi", PG_ROPE_LINEAR},   {"linear", PG_ROPE_LINEAR},       {"ntk", PG_ROPE_NTK},
+    {"dynamic_ntk", PG_ROPE_DYNAMIC_NTK}, {"dynamic_linear", PG_ROPE_DYNAMIC_LINEAR}, {"yarn", PG_ROPE_YARN},
+    {"part_ntk", PG_ROPE_PART_NTK}, {"dynamic_yarn", PG_ROPE_DYNAMIC_YARN},
+};
+enum { EX_N_SCALINGS = sizeof EX_SCALINGS / sizeof EX_SCALINGS[0] };
+
+/* Whole-list names of --schemes. */
+static const char *const EX_PRESETS[][2] = {
+    {"classic", "none,sinusoidal,learned,rotary,alibi,t5,dpb,xl"},
+    {"newer", "none,alibi,rotary,kerple,sandwich,fire,cope,fox,rotary+pi,rotary+ntk,rotary+dynamic_ntk,rotary+yarn"},
+};
+enum { EX_N_PRESETS = sizeof EX_PRESETS / sizeof EX_PRESETS[0] };
+
+/* The list a --schemes value stands for: a preset's, or the value itself. */
+static const char *expand_schemes(const char *list)
+{
+    for (int i = 0; i < EX_N_PRESETS; i++)
+        if (!strcmp(list, EX_PRESETS[i][0]))
+            return EX_PRESETS[i][1];
+    return list;
+}
+
+/* Does the choice pos build a rotary module (rotary, xpos, local)? */
+static bool ex_is_rotary(const char *pos)
+{
+    const pg_posmod_kind_info *k = lm_pos_info(pos);
+    return k && (!strcmp(k->kind, "rotary") || !strcmp(k->kind, "xpos"));
+}
+
+/* One entry "<scheme>" or "<scheme>+<scaling>" (len bytes at e) into slot s of
+ * r. 0, or -1 after one line naming the flag and what is accepted. */
+static int parse_scheme(const char *e, size_t len, const char *known, extrapolate_result *r, int s)
+{
+    const char *plus = memchr(e, '+', len);
+    size_t blen = plus ? (size_t)(plus - e) : len;
+    int k = 0;
+    while (k < LM_N_SCHEMES && (strlen(LM_SCHEMES[k]) != blen || strncmp(LM_SCHEMES[k], e, blen)))
+        k++;
+    if (k == LM_N_SCHEMES) {
+        fprintf(stderr, "extrapolate: --schemes: unknown scheme '%.*s' (accepted: %s; presets: classic newer)\n",
+                (int)blen, e, known);
+        return -1;
+    }
+    r->base[s] = LM_SCHEMES[k];
+    r->scaling[s] = PG_ROPE_NONE;
+    if (plus) {
+        const char *suf = plus + 1;
+        size_t slen = len - blen - 1;
+        int j = 0;
+        while (j < EX_N_SCALINGS && (strlen(EX_SCALINGS[j].name) != slen || strncmp(EX_SCALINGS[j].name, suf, slen)))
+            j++;
+        if (!ex_is_rotary(LM_SCHEMES[k])) {
+            fprintf(stderr, "extrapolate: --schemes: '%.*s': a +scaling applies to rotary, xpos or local only, not "
+                            "%s\n", (int)len, e, LM_SCHEMES[k]);
+            return -1;
+        }
+        if (j == EX_N_SCALINGS) {
+            fprintf(stderr, "extrapolate: --schemes: '%.*s': unknown scaling '%.*s' (accepted after rotary, xpos or "
+                            "local: pi linear ntk dynamic_ntk dynamic_linear yarn part_ntk dynamic_yarn)\n",
+                    (int)len, e, (int)slen, suf);
+            return -1;
+        }
+        r->scaling[s] = (int)EX_SCALINGS[j].scaling;
+    }
+    snprintf(r->schemes[s], sizeof r->schemes[0], "%.*s", (int)len, e);
+    return 0;
+}
+
+/* --schemes (or a preset's list) into r: every entry a scheme of LM_SCHEMES,
+ * optionally with a +scaling after a rotary one, none twice. 0, or -1 after
+ * one line naming the flag, the bad entry and the accepted names. */
+static int check_schemes(const char *given, extrapolate_result *r)
 {
     char known[1024];
     lm_pos_names(known, sizeof known);
+    const char *list = expand_schemes(given);
     r->n_schemes = 0;
     const char *p = list, *e;
     for (bool more = true; more;) {
         size_t len = next_entry(&p, &e, &more);
-        int k = 0;
-        while (k < LM_N_SCHEMES && (strlen(LM_SCHEMES[k]) != len || strncmp(LM_SCHEMES[k], e, len)))
-            k++;
         if (len == 0) {
             fprintf(stderr, "extrapolate: --schemes: '%s' has an empty entry (want comma-separated names of: %s)\n",
                     list, known);
             return -1;
         }
-        if (k == LM_N_SCHEMES) {
-            fprintf(stderr, "extrapolate: --schemes: unknown scheme '%.*s' (accepted: %s)\n", (int)len, e, known);
-            return -1;
-        }
-        for (int s = 0; s < r->n_schemes; s++)
-            if (!strcmp(r->schemes[s], LM_SCHEMES[k])) {
-                fprintf(stderr, "extrapolate: --schemes lists '%s' twice\n", LM_SCHEMES[k]);
-                return -1;
-            }
         if (r->n_schemes == EX_MAX_SCHEMES) {
             fprintf(stderr, "extrapolate: --schemes: more than %d schemes\n", EX_MAX_SCHEMES);
             return -1;
         }
-        snprintf(r->schemes[r->n_schemes++], sizeof r->schemes[0], "%s", LM_SCHEMES[k]);
+        int s = r->n_schemes;
+        if (parse_scheme(e, len, known, r, s) != 0)
+            return -1;
+        for (int t = 0; t < s; t++)
+            if (r->base[t] == r->base[s] && r->scaling[t] == r->scaling[s]) {
+                fprintf(stderr, "extrapolate: --schemes lists '%s' twice\n", r->schemes[s]);
+                return -1;
+            }
+        r->n_schemes++;
     }
     return 0;
 }
@@ -166,6 +245,22 @@ static int check_lens(const char *list, extrapolate_result *r)
     return 0;
 }
 
+enum { EX_STEPS = 1500, EX_EVAL_TOKENS = 32768, EX_NEWER_STEPS = 600, EX_NEWER_EVAL_TOKENS = 16384 };
+
+/* o with its zero (default) --steps and --eval-tokens resolved: the preset
+ * newer's smaller budget (its twelve rows in under 10 minutes on 2 busy
+ * cores, docs/examples.md), or the classic one. */
+static extrapolate_opts extrapolate_resolve(const extrapolate_opts *o)
+{
+    extrapolate_opts res = *o;
+    bool newer = !strcmp(o->schemes, "newer");
+    if (res.steps == 0)
+        res.steps = newer ? EX_NEWER_STEPS : EX_STEPS;
+    if (res.eval_tokens == 0)
+        res.eval_tokens = newer ? EX_NEWER_EVAL_TOKENS : EX_EVAL_TOKENS;
+    return res;
+}
+
 /* Every option of o, before any work; r gets the scheme and length lists. 0, or -1 after one line. */
 static int extrapolate_check(const extrapolate_opts *o, extrapolate_result *r)
 {
@@ -182,23 +277,43 @@ static int extrapolate_check(const extrapolate_opts *o, extrapolate_result *r)
     return 0;
 }
 
-/* One scheme: train, then evaluate at every length (NaN where the model cannot go). 0 or -1. */
-static int run_scheme(const extrapolate_opts *o, const lm_corpus *c, const char *pos, extrapolate_result *r, int s)
+/* The options a scheme's module gets here instead of its defaults (docs/examples.md "extrapolate"). */
+typedef struct ex_pos_opts {
+    pg_fire_opts fire;
+    pg_cope_opts cope;
+    pg_rotary_opts rope;
+} ex_pos_opts;
+
+/* *cfg for the scheme pos trained at o->train_len, pointing into *x; *table: a
+ * table with train_len rows (nothing past them). 0, or -1 (unknown scheme). */
+static int scheme_config(const extrapolate_opts *o, const lm_corpus *c, const char *pos, ex_pos_opts *x,
+                         pg_lm_config *cfg, bool *table)
 {
-    pg_lm_config cfg = pg_lm_defaults(c->vocab, o->dim, o->heads, o->layers);
-    if (lm_config_pos(&cfg, pos, o->train_len / 4) != 0) { /* local: window train_len / 4, one back */
+    *cfg = pg_lm_defaults(c->vocab, o->dim, o->heads, o->layers);
+    if (lm_config_pos(cfg, pos, o->train_len / 4) != 0) { /* local: window train_len / 4, one back */
         fprintf(stderr, "extrapolate: unknown scheme '%s'\n", pos);
         return -1;
     }
     const pg_posmod_kind_info *k = lm_pos_info(pos);
-    bool table = k && (k->props & PG_POS_MAX_LEN);
-    cfg.max_len = table ? o->train_len : 0; /* tables have train_len rows; the rest are unbounded */
-    cfg.seed = (uint64_t)o->seed;
-    pg_lm *lm = pg_lm_new(&cfg);
-    if (!lm) {
-        fprintf(stderr, "extrapolate: %s: %s\n", pos, pg_last_error());
-        return -1;
+    const char *kind = k ? k->kind : "";
+    if (!strcmp(kind, "fire")) { /* the threshold L0 below the training length (the paper's train_len / 4) */
+        x->fire = (pg_fire_opts){.init_L = o->train_len / 4.0};
+        cfg->layer_pos[0].opts = &x->fire;
     }
+    if (!strcmp(kind, "cope")) { /* RAM's npos = block size + 1; positions past it share the last row */
+        x->cope = (pg_cope_opts){.npos = o->train_len + 1};
+        cfg->layer_pos[0].opts = &x->cope;
+    }
+    *table = k && (k->props & PG_POS_MAX_LEN) && strcmp(kind, "cope");
+    cfg->max_len = *table ? o->train_len : 0; /* tables have train_len rows; the rest are unbounded */
+    cfg->seed = (uint64_t)o->seed;
+    return 0;
+}
+
+/* Trains lm for o->steps steps; the first and last training losses into row s of r. 0 or -1. */
+static int train_scheme(const extrapolate_opts *o, const lm_corpus *c, pg_lm *lm, pg_graph *g, extrapolate_result *r,
+                        int s)
+{
     pg_tensor_list ps = pg_module_parameters(&lm->base);
     pg_optim_hparams h = pg_adamw_hparams(o->lr);
     h.beta2 = 0.99;
@@ -207,16 +322,14 @@ static int run_scheme(const extrapolate_opts *o, const lm_corpus *c, const char 
     int warmup = o->steps / 10 < 100 ? o->steps / 10 : 100;
     pg_schedule *sched = pg_schedule_new(opt, pg_sched_warmup_cosine(warmup, 0.0, o->steps, 0.1));
     pg_rng rng = pg_rng_init((uint64_t)o->seed); /* the same batches for every scheme */
-    pg_graph *g = pg_graph_new();
-    int rc = sched && g ? 0 : -1;
-    double t0 = lm_now();
+    int rc = sched ? 0 : -1;
     for (int step = 1; rc == 0 && step <= o->steps; step++) {
         pg_graph_reset(g);
         pg_tensor *ids, *targets;
         lm_train_batch(g, c, o->batch, o->train_len, &rng, &ids, &targets);
         pg_tensor *loss = pg_lm_loss(g, lm, ids, targets, NULL);
         if (!loss || pg_backward(g, loss) != 0) {
-            fprintf(stderr, "extrapolate: %s: %s\n", pos, pg_graph_error(g));
+            fprintf(stderr, "extrapolate: %s: %s\n", r->schemes[s], pg_graph_error(g));
             rc = -1;
             break;
         }
@@ -228,29 +341,116 @@ static int run_scheme(const extrapolate_opts *o, const lm_corpus *c, const char 
             r->first_loss[s] = pg_item(loss);
         r->last_loss[s] = pg_item(loss);
     }
-    for (int i = 0; rc == 0 && i < r->n_lens; i++) {
+    pg_graph_reset(g);
+    pg_schedule_free(sched);
+    pg_optim_free(opt);
+    pg_tensor_list_free(&ps);
+    return rc;
+}
+
+/* The rotary options of a row with scaling sc at evaluation length L: plain up to
+ * train_len; past it PI, NTK, YaRN, part_ntk with factor L / train_len and the
+ * dynamic ones with their default factor (1), both from L0 = train_len. */
+static pg_rotary_opts eval_rope(const pg_posmod_spec *spec, int sc, int64_t L, int train_len)
+{
+    pg_rotary_opts ro = spec->opts ? *(const pg_rotary_opts *)spec->opts : pg_rotary_defaults();
+    bool dynamic = sc == PG_ROPE_DYNAMIC_NTK || sc == PG_ROPE_DYNAMIC_LINEAR || sc == PG_ROPE_DYNAMIC_YARN;
+    if (L <= train_len)
+        return ro;
+    ro.scaling = (pg_rope_scaling)sc;
+    ro.rope_orig_len = train_len;
+    ro.rope_factor = dynamic ? 0.0 : (double)L / train_len;
+    return ro;
+}
+
+/* The loss of the trained lm (config cfg) at length L with the rotary scaling sc
+ * (a copy of lm with the scaled frequencies: the same weights). NaN on error. */
+static double eval_scaled(pg_graph *g, pg_lm *lm, const pg_lm_config *cfg, const lm_corpus *c, int sc, int64_t L,
+                          int train_len, int64_t windows, int64_t B)
+{
+    if (sc == PG_ROPE_NONE || L <= train_len)
+        return lm_eval_loss(g, lm, c, L, windows, B);
+    pg_lm_config scaled = *cfg;
+    pg_rotary_opts ro = eval_rope(&cfg->layer_pos[0], sc, L, train_len);
+    scaled.layer_pos[0].opts = &ro;
+    pg_lm *copy = pg_lm_new(&scaled);
+    if (!copy) {
+        fprintf(stderr, "extrapolate: scaled rotary at length %lld: %s\n", (long long)L, pg_last_error());
+        return NAN;
+    }
+    pg_tensor_list from = pg_module_parameters(&lm->base), to = pg_module_parameters(&copy->base);
+    int rc = from.n == to.n ? 0 : -1;
+    for (int i = 0; rc == 0 && i < from.n; i++)
+        rc = pg_copy_into(to.tensors[i], from.tensors[i]);
+    double loss = rc == 0 ? lm_eval_loss(g, copy, c, L, windows, B) : NAN;
+    pg_tensor_list_free(&from);
+    pg_tensor_list_free(&to);
+    pg_module_free(&copy->base);
+    return loss;
+}
+
+/* Row s: the trained lm evaluated at every length (NaN where a table has no rows). 0 or -1. */
+static int eval_row(const extrapolate_opts *o, const lm_corpus *c, pg_graph *g, pg_lm *lm, const pg_lm_config *cfg,
+                    bool table, extrapolate_result *r, int s)
+{
+    for (int i = 0; i < r->n_lens; i++) {
         int64_t L = r->lens[i];
         if (table && L > o->train_len) {
             r->loss[s][i] = NAN; /* no rows past the training length */
             continue;
         }
         int64_t windows = o->eval_tokens / L > 0 ? o->eval_tokens / L : 1, B = 4096 / L > 0 ? 4096 / L : 1;
-        r->loss[s][i] = lm_eval_loss(g, lm, c, L, windows, B);
+        r->loss[s][i] = eval_scaled(g, lm, cfg, c, r->scaling[s], L, o->train_len, windows, B);
         if (!isfinite(r->loss[s][i]))
-            rc = -1;
+            return -1;
     }
-    if (rc == 0 && !o->quiet) {
-        printf("%-10s trained %d steps in %5.1f s (loss %.3f -> %.3f); val:", pos, o->steps, lm_now() - t0,
-               r->first_loss[s], r->last_loss[s]);
-        for (int i = 0; i < r->n_lens; i++)
-            printf(" %lld: %.3f", (long long)r->lens[i], r->loss[s][i]);
-        printf("\n");
-        fflush(stdout);
+    return 0;
+}
+
+static void print_row(const extrapolate_opts *o, const extrapolate_result *r, int s, int trained_by)
+{
+    if (trained_by == s)
+        printf("%-20s trained %d steps, evaluated, in %6.1f s (loss %.3f -> %.3f); val:", r->schemes[s], o->steps,
+               r->scheme_seconds[s], r->first_loss[s], r->last_loss[s]);
+    else
+        printf("%-20s (the %s model above) evaluated in %6.1f s; val:", r->schemes[s], r->schemes[trained_by],
+               r->scheme_seconds[s]);
+    for (int i = 0; i < r->n_lens; i++)
+        printf(" %lld: %.3f", (long long)r->lens[i], r->loss[s][i]);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Trains the scheme of row s once, then evaluates every row from s on that
+ * trains the same scheme (rotary, rotary+pi, ... share one model); marks them done. 0 or -1. */
+static int run_scheme(const extrapolate_opts *o, const lm_corpus *c, extrapolate_result *r, int s, bool *done)
+{
+    double t0 = lm_now();
+    ex_pos_opts x;
+    pg_lm_config cfg;
+    bool table;
+    if (scheme_config(o, c, r->base[s], &x, &cfg, &table) != 0)
+        return -1;
+    pg_lm *lm = pg_lm_new(&cfg);
+    if (!lm) {
+        fprintf(stderr, "extrapolate: %s: %s\n", r->schemes[s], pg_last_error());
+        return -1;
+    }
+    pg_graph *g = pg_graph_new();
+    int rc = g ? train_scheme(o, c, lm, g, r, s) : -1;
+    for (int t = s; rc == 0 && t < r->n_schemes; t++) {
+        if (done[t] || r->base[t] != r->base[s])
+            continue;
+        r->first_loss[t] = r->first_loss[s];
+        r->last_loss[t] = r->last_loss[s];
+        rc = eval_row(o, c, g, lm, &cfg, table, r, t);
+        r->scheme_seconds[t] = lm_now() - t0;
+        t0 = lm_now();
+        done[t] = true;
+        if (rc == 0 && !o->quiet)
+            print_row(o, r, t, s);
     }
     pg_graph_free(g);
-    pg_schedule_free(sched);
-    pg_optim_free(opt);
-    pg_tensor_list_free(&ps);
     pg_module_free(&lm->base);
     return rc;
 }
@@ -277,8 +477,10 @@ static void print_table(FILE *f, const extrapolate_opts *o, const extrapolate_re
 
 /* Runs every scheme of o; r gets the figures. The exit status: 0; 2 (CLI_EXIT_USAGE)
  * for a bad option, found before any work; 1 for a failure while running. */
-static int extrapolate_run(const extrapolate_opts *o, extrapolate_result *r)
+static int extrapolate_run(const extrapolate_opts *given, extrapolate_result *r)
 {
+    extrapolate_opts resolved = extrapolate_resolve(given);
+    const extrapolate_opts *o = &resolved;
     memset(r, 0, sizeof *r);
     if (extrapolate_check(o, r) != 0)
         return CLI_EXIT_USAGE;
@@ -296,8 +498,10 @@ static int extrapolate_run(const extrapolate_opts *o, extrapolate_result *r)
                o->layers, o->dim, o->heads, o->train_len, o->batch, o->steps, o->lr, o->seed, pg_num_threads());
     double t0 = lm_now();
     int rc = 0;
+    bool done[EX_MAX_SCHEMES] = {false};
     for (int s = 0; s < r->n_schemes && rc == 0; s++)
-        rc = run_scheme(o, &c, r->schemes[s], r, s);
+        if (!done[s])
+            rc = run_scheme(o, &c, r, s, done);
     lm_corpus_free(&c);
     r->seconds = lm_now() - t0;
     if (rc != 0)
@@ -306,6 +510,11 @@ static int extrapolate_run(const extrapolate_opts *o, extrapolate_result *r)
         printf("\nvalidation loss (nats per character), trained at L = %d; %.0f s in all\n\n", o->train_len,
                r->seconds);
         print_table(stdout, o, r);
+        fflush(stdout);
+        fprintf(stderr, "extrapolate: wall time:");
+        for (int s = 0; s < r->n_schemes; s++)
+            fprintf(stderr, " %s %.0f s,", r->schemes[s], r->scheme_seconds[s]);
+        fprintf(stderr, " the sweep %.0f s (%.1f min)\n", r->seconds, r->seconds / 60);
     }
     if (o->md) {
         FILE *f = fopen(o->md, "w");
