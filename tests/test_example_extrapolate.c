@@ -152,10 +152,10 @@ Test(example_extrapolate, help_and_bad_command_lines)
     ex_assert_one_line(&r, "extrapolate: unknown flag '--bogus'");
     EX_RUN(&r, extrapolate_main, "extrapolate", "--steps");
     cr_assert_eq(r.rc, 2);
-    ex_assert_one_line(&r, "extrapolate: --steps needs a value: an integer in 1..");
+    ex_assert_one_line(&r, "extrapolate: --steps needs a value: an integer in 0..");
     EX_RUN(&r, extrapolate_main, "extrapolate", "--steps", "many");
     cr_assert_eq(r.rc, 2);
-    ex_assert_one_line(&r, "extrapolate: --steps wants an integer in 1..", "got 'many'");
+    ex_assert_one_line(&r, "extrapolate: --steps wants an integer in 0..", "got 'many'");
     EX_RUN(&r, extrapolate_main, "extrapolate", "--lr", "0");
     cr_assert_eq(r.rc, 2);
     ex_assert_one_line(&r, "extrapolate: --lr wants a number > 0", "got '0'");
@@ -184,4 +184,174 @@ Test(example_extrapolate, thread_counts_one_rule)
     cr_assert_eq(r.rc, 1, "--threads wins over PG_NUM_THREADS: the missing corpus is what fails");
     ex_assert_one_line(&r, "cannot open corpus '/nonexistent'");
     unsetenv("PG_NUM_THREADS");
+}
+
+/* <scheme>+<scaling>: the rotary kinds (rotary, xpos, local) take a context
+ * extension, evaluated on the model trained without it; "pi" is "linear". The
+ * preset newer expands to its twelve rows. */
+Test(example_extrapolate, scaling_suffixes_and_presets_parse)
+{
+    extrapolate_result r;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(check_schemes("rotary,rotary+pi,rotary+ntk,rotary+dynamic_ntk,rotary+yarn,xpos+linear,local+part_ntk,"
+                               "rotary+dynamic_linear,rotary+dynamic_yarn",
+                               &r),
+                 0);
+    cr_assert_eq(r.n_schemes, 9);
+    const int want[] = {PG_ROPE_NONE, PG_ROPE_LINEAR,         PG_ROPE_NTK,       PG_ROPE_DYNAMIC_NTK,
+                        PG_ROPE_YARN, PG_ROPE_LINEAR,         PG_ROPE_PART_NTK,  PG_ROPE_DYNAMIC_LINEAR,
+                        PG_ROPE_DYNAMIC_YARN};
+    const char *base[] = {"rotary", "rotary", "rotary", "rotary", "rotary", "xpos", "local", "rotary", "rotary"};
+    for (int s = 0; s < 9; s++) {
+        cr_assert_eq(r.scaling[s], want[s], "%s", r.schemes[s]);
+        cr_assert_str_eq(r.base[s], base[s], "%s", r.schemes[s]);
+    }
+    cr_assert_str_eq(r.schemes[4], "rotary+yarn");
+    cr_assert_eq(check_schemes("newer", &r), 0);
+    cr_assert_eq(r.n_schemes, 12);
+    const char *newer[] = {"none", "alibi", "rotary", "kerple", "sandwich", "fire", "cope", "fox",
+                           "rotary+pi", "rotary+ntk", "rotary+dynamic_ntk", "rotary+yarn"};
+    for (int s = 0; s < 12; s++)
+        cr_assert_str_eq(r.schemes[s], newer[s]);
+    cr_assert_eq(check_schemes("classic", &r), 0);
+    cr_assert_eq(r.n_schemes, 8);
+    cr_assert_str_eq(r.schemes[7], "xl");
+}
+
+/* The preset newer has its own budget unless --steps / --eval-tokens are given. */
+Test(example_extrapolate, preset_budget)
+{
+    extrapolate_opts o = extrapolate_defaults();
+    extrapolate_opts res = extrapolate_resolve(&o);
+    cr_assert_eq(res.steps, 1500);
+    cr_assert_eq(res.eval_tokens, 32768);
+    o.schemes = "newer";
+    res = extrapolate_resolve(&o);
+    cr_assert_eq(res.steps, 600);
+    cr_assert_eq(res.eval_tokens, 16384);
+    o.steps = 7;
+    o.eval_tokens = 99;
+    res = extrapolate_resolve(&o);
+    cr_assert_eq(res.steps, 7);
+    cr_assert_eq(res.eval_tokens, 99);
+}
+
+/* The factor each row uses: none at or below --train-len; past it PI, NTK,
+ * YaRN with L / train_len from L0 = train_len, the dynamic ones their default
+ * factor (0: 1), also from L0 = train_len. */
+Test(example_extrapolate, scaling_factor_per_length)
+{
+    pg_posmod_spec rotary = {.kind = "rotary"};
+    pg_rotary_opts ro = eval_rope(&rotary, PG_ROPE_YARN, 64, 64);
+    cr_assert_eq(ro.scaling, PG_ROPE_NONE);
+    ro = eval_rope(&rotary, PG_ROPE_YARN, 512, 64);
+    cr_assert_eq(ro.scaling, PG_ROPE_YARN);
+    cr_assert_eq(ro.rope_factor, 8.0);
+    cr_assert_eq(ro.rope_orig_len, 64);
+    ro = eval_rope(&rotary, PG_ROPE_LINEAR, 128, 64);
+    cr_assert_eq(ro.rope_factor, 2.0);
+    ro = eval_rope(&rotary, PG_ROPE_NTK, 256, 64);
+    cr_assert_eq(ro.rope_factor, 4.0);
+    ro = eval_rope(&rotary, PG_ROPE_DYNAMIC_NTK, 512, 64);
+    cr_assert_eq(ro.scaling, PG_ROPE_DYNAMIC_NTK);
+    cr_assert_eq(ro.rope_factor, 0.0);
+    cr_assert_eq(ro.rope_orig_len, 64);
+    pg_rotary_opts half = {.pairing = PG_ROTARY_HALF_SPLIT};
+    pg_posmod_spec custom = {.kind = "rotary", .opts = &half};
+    ro = eval_rope(&custom, PG_ROPE_NTK, 256, 64);
+    cr_assert_eq(ro.pairing, PG_ROTARY_HALF_SPLIT, "the scheme's own options are kept");
+}
+
+/* FIRE's threshold L0 is train_len / 4 (below the training length); CoPE's
+ * npos is train_len + 1 and it is evaluated past it (not a table). */
+Test(example_extrapolate, fire_and_cope_options)
+{
+    extrapolate_opts o = extrapolate_defaults();
+    o.train_len = 64;
+    lm_corpus c;
+    memset(&c, 0, sizeof c);
+    c.vocab = 30;
+    ex_pos_opts x;
+    pg_lm_config cfg;
+    bool table = true;
+    cr_assert_eq(scheme_config(&o, &c, "fire", &x, &cfg, &table), 0);
+    cr_assert_eq(cfg.layer_pos[0].opts, &x.fire);
+    cr_assert_eq(x.fire.init_L, 16.0);
+    cr_assert(!table);
+    cr_assert_eq(cfg.max_len, 0);
+    cr_assert_eq(scheme_config(&o, &c, "cope", &x, &cfg, &table), 0);
+    cr_assert_eq(cfg.layer_pos[0].opts, &x.cope);
+    cr_assert_eq(x.cope.npos, 65);
+    cr_assert(!table);
+    cr_assert_eq(scheme_config(&o, &c, "learned", &x, &cfg, &table), 0);
+    cr_assert(table);
+    cr_assert_eq(cfg.max_len, 64);
+}
+
+/* A bad +suffix, a suffix on a scheme that is not rotary, a row listed twice
+ * under two names: one line before any training (nothing on stdout). */
+Test(example_extrapolate, bad_scaling_rejected_before_training)
+{
+    char dir[64], data[128];
+    write_corpus(dir, data);
+    const char *cases[][2] = {
+        {"rotary,rotary+foo", "--schemes: 'rotary+foo': unknown scaling 'foo' (accepted after rotary, xpos or local: "
+                              "pi linear ntk dynamic_ntk dynamic_linear yarn part_ntk dynamic_yarn)"},
+        {"rotary+", "--schemes: 'rotary+': unknown scaling ''"},
+        {"alibi,alibi+ntk", "--schemes: 'alibi+ntk': a +scaling applies to rotary, xpos or local only, not alibi"},
+        {"fire+yarn", "not fire"},
+        {"none+pi", "not none"},
+        {"nope+yarn", "--schemes: unknown scheme 'nope'"},
+        {"rotary+pi,rotary+linear", "--schemes lists 'rotary+linear' twice"},
+        {"rotary+yarn+ntk", "unknown scaling 'yarn+ntk'"},
+    };
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        ex_run r;
+        EX_RUN(&r, extrapolate_main, "extrapolate", "--schemes", (char *)cases[i][0], "--data", data, "--steps", "1",
+               "--train-len", "8", "--eval-lens", "8", "--dim", "8", "--heads", "2", "--layers", "1");
+        cr_assert_eq(r.rc, 2, "%s: rc %d", cases[i][0], r.rc);
+        ex_assert_one_line(&r, "extrapolate: ", cases[i][1]);
+    }
+    unlink(data);
+    rmdir(dir);
+}
+
+/* A tiny sweep with the new rows: rotary and its YaRN and dynamic NTK rows share
+ * one trained model (the same training losses, the same loss at the training
+ * length, a different one past it); FIRE, CoPE and FoX give finite losses at
+ * 4x the training length. */
+Test(example_extrapolate, tiny_run_with_new_rows)
+{
+    char dir[64], data[128];
+    write_corpus(dir, data);
+    extrapolate_opts o = extrapolate_defaults();
+    o.schemes = "rotary,fire,rotary+yarn,cope,fox,rotary+dynamic_ntk";
+    o.eval_lens = "8,32";
+    o.data = data;
+    o.train_len = 8;
+    o.layers = 1;
+    o.dim = 16;
+    o.heads = 2;
+    o.batch = 4;
+    o.steps = 20;
+    o.eval_tokens = 64;
+    o.lr = 1e-2;
+    o.quiet = true;
+    extrapolate_result r;
+    cr_assert_eq(extrapolate_run(&o, &r), 0);
+    cr_assert_eq(r.n_schemes, 6);
+    for (int s = 0; s < 6; s++)
+        for (int i = 0; i < 2; i++)
+            cr_assert(isfinite(r.loss[s][i]) && r.loss[s][i] > 0, "%s at %lld: %g", r.schemes[s],
+                      (long long)r.lens[i], r.loss[s][i]);
+    for (int s = 2; s <= 5; s += 3) {
+        cr_assert_eq(r.first_loss[s], r.first_loss[0], "%s shares rotary's training", r.schemes[s]);
+        cr_assert_eq(r.last_loss[s], r.last_loss[0]);
+        cr_assert_eq(r.loss[s][0], r.loss[0][0], "%s: unscaled at the training length", r.schemes[s]);
+        cr_assert_neq(r.loss[s][1], r.loss[0][1], "%s: scaled past it", r.schemes[s]);
+    }
+    for (int s = 1; s <= 4; s += 3)
+        cr_assert(r.last_loss[s] < r.first_loss[s], "%s trains", r.schemes[s]);
+    unlink(data);
+    rmdir(dir);
 }
