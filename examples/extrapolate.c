@@ -5,7 +5,11 @@
  * measures the validation loss on windows of each --eval-lens length and prints
  * a markdown table (scheme x length). A learned absolute table has rows only for
  * the training length: its longer entries are "n/a" (nothing is extended).
- * docs/examples.md records a run. */
+ * A rotary scheme may carry a context extension, "rotary+yarn": the rotary model
+ * is trained once and evaluated past --train-len with the scaled frequencies
+ * (PI, NTK, YaRN: factor eval_len / train_len; dynamic: from the call's length),
+ * no fine-tuning. --schemes newer runs the newer schemes and these rows.
+ * docs/examples.md records runs. */
 #include "cli.h"
 #include "lm_common.h"
 
@@ -55,6 +59,10 @@ static const char EXTRAPOLATE_SUMMARY[] =
     "(same budget, seed and batches) and prints a markdown table of the validation loss (nats per\n"
     "character) at each of --eval-lens. Every argument is checked before any training: a bad one\n"
     "is one line on stderr and exit status 2; a failure while running (e.g. no corpus) is status 1.\n"
+    "A rotary scheme may carry a context extension applied past --train-len, e.g. rotary+yarn\n"
+    "(+pi +linear +ntk +dynamic_ntk +dynamic_linear +yarn +part_ntk +dynamic_yarn); presets:\n"
+    "--schemes classic (the default list), --schemes newer (none alibi rotary kerple sandwich fire\n"
+    "cope fox rotary+pi rotary+ntk rotary+dynamic_ntk rotary+yarn, 600 steps).\n"
     "Schemes (train_lm's --pos choices):";
 
 enum { EX_N_FLAGS = 14, EX_MIN_LEN = 2, EX_MAX_LEN = 65536 };
