@@ -77,9 +77,8 @@ pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, c
 {
     const char *fn = "pg_attention";
     PG_NN_SCRATCH(g, fn, pg_attention(g, q, k, v, o));
-    const pg_sdpa_opts none = {0};
-    if (!o)
-        o = &none;
+    static const pg_sdpa_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask, .bias = o->bias};
     if (pg_attn_check(g, fn, &ops) != 0) /* pg_flash_attention's rule too: every dim positive */
         return NULL;
@@ -203,10 +202,8 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
         pg_module_free(&m->base);
         return NULL;
     }
-    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
-        pg_module_free(&m->base);
-        return NULL;
-    }
+    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0)
+        return pg_module_fail(&m->base, NULL);
     return m;
 }
 
