@@ -853,6 +853,23 @@ static int train_loop(trainer *t, train_lm_result *res)
     return 0;
 }
 
+/* Why --pos has no picture, from its registry entry (hooks, props), not its name. */
+static const char *no_picture_reason(const char *pos)
+{
+    const pg_posmod_kind_info *k = lm_pos_info(pos);
+    if (!k)
+        return "it has none";
+    if (!(k->hooks & PG_POS_HOOK_BIAS))
+        return k->hooks & PG_POS_HOOK_QKV ? "it modifies q and k (mod_qkv) and adds no bias to the logits"
+                                          : "it adds no bias to the logits";
+    if (k->props & PG_POS_NEEDS_X)
+        return "its bias is computed from the layer's input x (pg_pos_ctx.x), not from positions alone: it has no "
+               "position-only table (bias_table)";
+    if (k->props & PG_POS_NEEDS_QK)
+        return "its bias reads q or k, not positions alone: it has no position-only table (bias_table)";
+    return "it has no position-only table (bias_table)";
+}
+
 static void draw_pictures(trainer *t)
 {
     const char *o = t->o->out;
@@ -862,9 +879,7 @@ static void draw_pictures(trainer *t)
         printf("wrote %d heatmap%s of the positional %s to %s/pos_*.png\n", n, n > 1 ? "s" : "",
                lm_scheme_is_input(t->o->pos) ? "table" : "biases", o);
     else if (n == 0)
-        printf("no positional bias to draw for --pos %s (it %s)\n", t->o->pos,
-               t->cfg.n_input_pos + t->cfg.n_layer_pos == 0 ? "has none"
-                                                            : "acts on q and k, not through an additive bias table");
+        printf("no positional bias to draw for --pos %s (%s)\n", t->o->pos, no_picture_reason(t->o->pos));
 }
 
 /* Trains as o says; res (may be NULL) gets the figures. 0, or 1 after a message. */

@@ -215,6 +215,38 @@ Test(example_train_lm, input_scheme_draws_its_table_and_none_draws_nothing, .ini
     remove_tree(dir);
 }
 
+/* Every attention scheme: a heatmap when its registry entry has a bias_table (FIRE, KERPLE, ...), else a
+ * reason read from its hooks and props: fox's bias comes from x, not from q and k. */
+Test(example_train_lm, each_scheme_draws_its_bias_or_says_why_not, .init = quiet)
+{
+    char dir[64], out[128], data[128], png[256];
+    make_workdir(dir, out, data);
+    snprintf(png, sizeof png, "%s/pos_layer0.png", out);
+    for (int i = 0; i < LM_N_SCHEMES; i++) {
+        const char *pos = LM_SCHEMES[i];
+        if (lm_scheme_is_input(pos))
+            continue;
+        const pg_posmod_kind_info *k = lm_pos_info(pos);
+        char *o, *e;
+        int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "2", "--eval-every", "2",
+                              "--pos", pos, NULL);
+        cr_assert_eq(rc, 0, "--pos %s: %s", pos, e);
+        bool table = k && (k->hooks & PG_POS_HOOK_TABLE);
+        cr_assert_eq(exists_in(out, "pos_layer0.png"), table, "--pos %s: %s", pos, o);
+        cr_assert_eq(strstr(o, "no positional bias to draw") == NULL, table, "--pos %s: %s", pos, o);
+        if (k && (k->props & PG_POS_NEEDS_X))
+            cr_assert(strstr(o, "computed from the layer's input x") && !strstr(o, "q and k"), "%s: %s", pos, o);
+        if (k && !(k->props & PG_POS_NEEDS_QK))
+            cr_assert(!strstr(o, "q and k") && !strstr(o, "q or k"), "--pos %s: %s", pos, o);
+        if (!k)
+            cr_assert(strstr(o, "(it has none)"), "%s", o);
+        free(o);
+        free(e);
+        remove_tree(out);
+    }
+    remove_tree(dir);
+}
+
 Test(example_train_lm, local_runs_with_its_band, .init = quiet)
 {
     char dir[64], out[128], data[128];
