@@ -162,19 +162,31 @@ static bool check_index_shape(pg_graph *g, const char *fn, const pg_tensor *inde
     return true;
 }
 
+/* The axis of a gather / scatter_add along `axis` of x with index (and src for
+ * scatter_add): index i64 of a shape that fits x (and src), entries in range.
+ * The axis in 0..ndim-1, or -1 after pg_graph_fail. */
+static int gather_axis(pg_graph *g, const char *fn, const pg_tensor *x, int axis, const pg_tensor *index,
+                       const pg_tensor *src)
+{
+    int a = axis_arg(g, fn, axis, x->ndim, x);
+    if (a < 0)
+        return -1;
+    if (index->dtype != PG_I64) {
+        pg_graph_fail(g, "%s: index must be i64, got %s", fn, SHAPE(index));
+        return -1;
+    }
+    if (!check_index_shape(g, fn, index, x, a, src) || !check_index(g, fn, index, a, x->shape[a]))
+        return -1;
+    return a;
+}
+
 pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index)
 {
     const char *fn = "pg_gather";
     if (!arg_present(g, fn, "x", x) || !arg_present(g, fn, "index", index))
         return NULL;
-    int a = axis_arg(g, fn, axis, x->ndim, x);
+    int a = gather_axis(g, fn, x, axis, index, NULL);
     if (a < 0)
-        return NULL;
-    if (index->dtype != PG_I64) {
-        pg_graph_fail(g, "%s: index must be i64, got %s", fn, SHAPE(index));
-        return NULL;
-    }
-    if (!check_index_shape(g, fn, index, x, a, NULL) || !check_index(g, fn, index, a, x->shape[a]))
         return NULL;
     pg_tensor *y = pg_op_output(g, fn, x->dtype, index->ndim, index->shape);
     if (!y)
@@ -385,14 +397,8 @@ pg_tensor *pg_scatter_add(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index,
                       SHAPE(src));
         return NULL;
     }
-    int a = axis_arg(g, fn, axis, x->ndim, x);
+    int a = gather_axis(g, fn, x, axis, index, src);
     if (a < 0)
-        return NULL;
-    if (index->dtype != PG_I64) {
-        pg_graph_fail(g, "%s: index must be i64, got %s", fn, SHAPE(index));
-        return NULL;
-    }
-    if (!check_index_shape(g, fn, index, x, a, src) || !check_index(g, fn, index, a, x->shape[a]))
         return NULL;
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)

@@ -9,18 +9,22 @@
  * must learn to peak at K1 in one head and at K2 in the other.
  *
  * The model is pg_lm (1 block, 2 heads, dim 32) with one positional bias
- * scheme in its attention: dpb, alibi with a learned divisor, t5, xl, rel1d.
+ * scheme in its attention: dpb, alibi with a learned divisor, t5, xl, rel1d,
+ * kerple, fire, cope, fox (every learnable bias; sandwich, which has no
+ * parameters, has nothing to learn and no row).
  * Before training and after each epoch it writes, per scheme, a PNG heatmap
  * of every head's bias (query rows, key columns; hidden future keys in gray)
  * and prints the bias over distance as a row of ASCII shades. The bias shown is what the scheme
  * adds to the logits, averaged over a batch: for dpb, alibi and t5 it depends
- * on positions alone; xl and rel1d mix in the query / key content, which the
- * average keeps.
+ * on positions alone (kerple, fire too); xl, rel1d and cope mix in the query / key
+ * content and fox the layer's input x (pg_pos_ctx.x), which the average keeps.
  *
  * At the end: per scheme, whether each head's bias peaks at a planted offset
  * (and the two heads cover both), the accuracy, and the learned divisor.
  * ALiBi's bias is -slope |i - j| / divisor, largest at distance 0 whatever the
- * divisor: it cannot peak at K1 or K2, which is the lesson of its row.
+ * divisor: it cannot peak at K1 or K2, which is the lesson of its row; so are
+ * KERPLE's (-r1 log(1 + r2 d), r1, r2 > 0) and FoX's (c_i - c_j, a sum of
+ * log gates <= 0) for the same reason. docs/examples.md has the new rows.
  * docs/teaching.md walks through a default run. */
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
 #include "cli.h"
@@ -34,11 +38,12 @@
 #include <time.h>
 
 enum { BL_SYMBOLS = 8, BL_VOCAB = BL_SYMBOLS * BL_SYMBOLS, BL_K1 = 2, BL_K2 = 5 };
-enum { BL_HEADS = 2, BL_DIM = 32, BL_SEQ = 16, BL_MAX_SCHEMES = 5 };
+enum { BL_HEADS = 2, BL_DIM = 32, BL_SEQ = 16, BL_MAX_SCHEMES = 9 };
 
 /* The lab's schemes, in the order "all" runs them, each with the options the lab
  * trains it with. Each is a registered kind with an additive bias (mod_bias),
- * which bias_lab_check confirms from the registry (pg_posmod_info); the table
+ * which bias_lab_check confirms from the registry (pg_posmod_info; mean_bias
+ * gives the bias q, k, v and x, so NEEDS_QK and NEEDS_X kinds qualify); the table
  * is the lab's experiment, not a list of what exists: a scheme joins the lab
  * with a row here and the options that let it learn the task. */
 static const pg_alibi_opts BL_ALIBI = {.div = {.divide = 1.0, .learned = true}};
@@ -48,6 +53,9 @@ static const pg_rel1d_opts BL_REL1D = {.tokens = BL_SEQ, .heads = BL_HEADS};    
  * is linear in the distance (it cannot peak), and without norms both heads often
  * settle on the same offset */
 static const pg_dpb_opts BL_DPB = {.depth = 2, .norm = true};
+/* FIRE's threshold L at the lab's length (its default 512 squeezes u = psi(d) / psi(L) of
+ * distances 0..15 into 0 .. 0.23); KERPLE (log), CoPE and FoX with their defaults */
+static const pg_fire_opts BL_FIRE = {.init_L = BL_SEQ};
 
 typedef struct bl_scheme {
     const char *kind; /* the registry kind */
@@ -55,7 +63,8 @@ typedef struct bl_scheme {
 } bl_scheme;
 
 static const bl_scheme BL_LAB[BL_MAX_SCHEMES] = {
-    {"dpb", &BL_DPB}, {"alibi", &BL_ALIBI}, {"t5", &BL_T5}, {"xl", NULL}, {"rel1d", &BL_REL1D},
+    {"dpb", &BL_DPB}, {"alibi", &BL_ALIBI}, {"t5", &BL_T5},  {"xl", NULL},   {"rel1d", &BL_REL1D},
+    {"kerple", NULL}, {"fire", &BL_FIRE},   {"cope", NULL}, {"fox", NULL},
 };
 
 /* The lab's scheme names alone, BL_SCHEMES[0 .. BL_MAX_SCHEMES) (the smoke test reads them). */
@@ -153,13 +162,15 @@ static pg_lm *make_model(const char *scheme, uint64_t seed)
 }
 
 /* q, k, v (B, H, L, Dh) of the block's attention for the batch ids: the
- * projections pg_mha_forward makes (channel c = head * Dh + d). */
-static bool block_qkv(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor **qkv)
+ * projections pg_mha_forward makes (channel c = head * Dh + d); *xin (B, L, dim)
+ * the attention's input (after the pre-norm), which PG_POS_NEEDS_X schemes read. */
+static bool block_qkv(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor **qkv, pg_tensor **xin)
 {
     pg_block *blk = lm->blocks[0];
     int64_t B = ids->shape[0], L = ids->shape[1], H = blk->attn->cfg.heads, Dh = blk->attn->head_dim;
     pg_tensor *x = pg_embed_forward(g, lm->tok_emb, ids);
     x = pg_layernorm_forward(g, (pg_layernorm *)blk->norm1, x);
+    *xin = x;
     pg_tensor *t = pg_linear_forward(g, blk->attn->to_qkv, x); /* (B, L, 3 dim) */
     t = pg_reshape(g, t, PG_SHAPE(B, L, 3, H, Dh));
     t = pg_permute(g, t, (const int[]){2, 0, 3, 1, 4}); /* (3, B, H, L, Dh) */
@@ -178,11 +189,11 @@ static int mean_bias(pg_graph *g, pg_lm *lm, pg_tensor *ids, double *bias)
     pg_mha *m = lm->blocks[0]->attn;
     pg_posmod *pm = m->pos[0];
     int64_t B = ids->shape[0], H = m->cfg.heads;
-    pg_tensor *qkv[3];
-    if (!block_qkv(g, lm, ids, qkv))
+    pg_tensor *qkv[3], *x;
+    if (!block_qkv(g, lm, ids, qkv, &x))
         return -1;
     pg_pos_ctx c = {.self_attn = true, .causal = true, .B = B, .heads = H, .head_dim = m->head_dim,
-                    .Lq = BL_SEQ, .Lk = BL_SEQ, .scale = m->cfg.scale, .dtype = m->cfg.dtype};
+                    .Lq = BL_SEQ, .Lk = BL_SEQ, .scale = m->cfg.scale, .dtype = m->cfg.dtype, .x = x};
     pg_tensor *b = pm->ops->mod_bias(g, pm, qkv[0], qkv[1], qkv[2], &c);
     b = pg_broadcast_to(g, b, PG_SHAPE(B, H, BL_SEQ, BL_SEQ));
     b = pg_mean(g, b, 1, (const int[]){0}, false); /* (H, L, L) */

@@ -11,7 +11,7 @@
 typedef struct train_lm_opts {
     const char *pos, *data, *out, *resume, *prompt, *rope_scaling;
     int rope_orig_len; /* --rope-orig-len; 0: --seq */
-    double rope_factor;
+    double rope_factor, rope_beta_fast, rope_beta_slow, rope_attn_factor; /* YaRN's */
     int layers, dim, heads, seq, batch, steps, threads, eval_every, eval_windows, warmup, sample_len, seed;
     int log_every;
     double lr, min_lr, weight_decay, clip, init_std;
@@ -36,6 +36,9 @@ static train_lm_opts train_lm_defaults(void)
                            .out = "train_lm_out",
                            .prompt = "ROMEO:",
                            .rope_scaling = "none",
+                           .rope_beta_fast = 32, /* pg_rotary_opts' defaults (the paper's beta and alpha) */
+                           .rope_beta_slow = 1,
+                           .rope_attn_factor = 1,
                            .layers = 4,
                            .dim = 128,
                            .heads = 4,
@@ -161,9 +164,14 @@ static int draw_input_table(pg_graph *g, pg_lm *lm, const char *dir, int64_t L)
 static const char LOG_HEADER[] = "step,train_loss,val_loss,lr,tokens_per_s";
 
 /* The flags that shape the model, in the order messages list them; they are
- * stored in the checkpoint's metadata as train_lm.<flag>. */
-enum { N_MODEL_FLAGS = 5 };
-static const char *const MODEL_FLAGS[N_MODEL_FLAGS] = {"pos", "layers", "dim", "heads", "seq"};
+ * stored in the checkpoint's metadata as train_lm.<flag>. The first
+ * N_CORE_FLAGS are always there; the --rope-* ones (rotary's frequencies, no
+ * tensors) are "-" with --rope-scaling none (and in checkpoints written before
+ * they were recorded), and messages leave a "-" out. */
+enum { N_CORE_FLAGS = 5, N_MODEL_FLAGS = 11 };
+static const char *const MODEL_FLAGS[N_MODEL_FLAGS] = {
+    "pos", "layers", "dim", "heads", "seq", "rope-scaling", "rope-factor", "rope-orig-len", "rope-beta-fast",
+    "rope-beta-slow", "rope-attn-factor"};
 
 static void model_flag_values(const train_lm_opts *o, char v[N_MODEL_FLAGS][32])
 {
@@ -172,6 +180,16 @@ static void model_flag_values(const train_lm_opts *o, char v[N_MODEL_FLAGS][32])
     snprintf(v[2], 32, "%d", o->dim);
     snprintf(v[3], 32, "%d", o->heads);
     snprintf(v[4], 32, "%d", o->seq);
+    bool none = !o->rope_scaling || !strcmp(o->rope_scaling, "none");
+    snprintf(v[5], 32, "%s", none ? "none" : o->rope_scaling);
+    const double rope[] = {o->rope_factor, o->rope_orig_len > 0 ? o->rope_orig_len : o->seq, o->rope_beta_fast,
+                           o->rope_beta_slow, o->rope_attn_factor};
+    for (int i = 0; i < 5; i++) {
+        if (none)
+            snprintf(v[6 + i], 32, "-");
+        else
+            snprintf(v[6 + i], 32, "%.15g", rope[i]);
+    }
 }
 
 typedef struct trainer {
@@ -329,16 +347,19 @@ static int check_memory(trainer *t)
 }
 
 /* ---- resuming --------------------------------------------------------------------------------- */
-/* "--pos dpb --layers 4 ..." of the flags in v (only those with differ[i] when differ is set). */
+/* "--pos dpb --layers 4 ..." of the flags in v (only those with differ[i] when differ is set);
+ * a --rope-* flag that does not apply ("-") is left out, and so is --rope-scaling none unless it differs. */
 static void flags_text(char *buf, size_t n, char v[N_MODEL_FLAGS][32], const bool *differ)
 {
     size_t k = 0;
     buf[0] = '\0';
-    for (int i = 0; i < N_MODEL_FLAGS && k < n; i++)
-        if (!differ || differ[i]) {
+    for (int i = 0; i < N_MODEL_FLAGS && k < n; i++) {
+        bool unset = i >= N_CORE_FLAGS && (!strcmp(v[i], "-") || (!differ && !strcmp(v[i], "none")));
+        if ((!differ || differ[i]) && !unset) {
             int w = snprintf(buf + k, n - k, "%s--%s %s", k ? " " : "", MODEL_FLAGS[i], v[i]);
             k += w > 0 ? (size_t)w : 0;
         }
+    }
 }
 
 /* Checks that o->resume is a training checkpoint of this run's model and loads
@@ -391,6 +412,8 @@ static int resume(trainer *t)
         char key[64];
         snprintf(key, sizeof key, "train_lm.%s", MODEL_FLAGS[i]);
         const char *v = pg_checkpoint_info_get(&info, key);
+        if (!v && i >= N_CORE_FLAGS) /* written before the --rope-* flags were recorded: no scaling then */
+            v = i == N_CORE_FLAGS ? "none" : "-";
         recorded = recorded && v;
         snprintf(saved[i], sizeof saved[i], "%s", v ? v : "?");
         differ[i] = v && strcmp(v, t->flag_values[i]) != 0;
@@ -588,10 +611,16 @@ static int apply_rope_scaling(trainer *t, const train_lm_opts *o)
     t->rope.scaling = (pg_rope_scaling)s;
     t->rope.rope_factor = o->rope_factor;
     t->rope.rope_orig_len = o->rope_orig_len > 0 ? o->rope_orig_len : o->seq;
+    t->rope.yarn_beta_fast = o->rope_beta_fast;
+    t->rope.yarn_beta_slow = o->rope_beta_slow;
+    t->rope.yarn_attn_factor = o->rope_attn_factor;
     pg_posmod *probe = pg_rotary_new(o->dim / o->heads, &t->rope, PG_F64); /* the options' errors, now */
     if (!probe) {
-        fprintf(stderr, "train_lm: --rope-scaling %s --rope-factor %g --rope-orig-len %d: %s\n", o->rope_scaling,
-                o->rope_factor, o->rope_orig_len, pg_last_error());
+        fprintf(stderr,
+                "train_lm: --rope-scaling %s --rope-factor %g --rope-orig-len %d --rope-beta-fast %g --rope-beta-slow "
+                "%g --rope-attn-factor %g: %s\n",
+                o->rope_scaling, o->rope_factor, o->rope_orig_len, o->rope_beta_fast, o->rope_beta_slow,
+                o->rope_attn_factor, pg_last_error());
         return -1;
     }
     pg_module_free(&probe->base);
@@ -853,6 +882,23 @@ static int train_loop(trainer *t, train_lm_result *res)
     return 0;
 }
 
+/* Why --pos has no picture, from its registry entry (hooks, props), not its name. */
+static const char *no_picture_reason(const char *pos)
+{
+    const pg_posmod_kind_info *k = lm_pos_info(pos);
+    if (!k)
+        return "it has none";
+    if (!(k->hooks & PG_POS_HOOK_BIAS))
+        return k->hooks & PG_POS_HOOK_QKV ? "it modifies q and k (mod_qkv) and adds no bias to the logits"
+                                          : "it adds no bias to the logits";
+    if (k->props & PG_POS_NEEDS_X)
+        return "its bias is computed from the layer's input x (pg_pos_ctx.x), not from positions alone: it has no "
+               "position-only table (bias_table)";
+    if (k->props & PG_POS_NEEDS_QK)
+        return "its bias reads q or k, not positions alone: it has no position-only table (bias_table)";
+    return "it has no position-only table (bias_table)";
+}
+
 static void draw_pictures(trainer *t)
 {
     const char *o = t->o->out;
@@ -862,9 +908,7 @@ static void draw_pictures(trainer *t)
         printf("wrote %d heatmap%s of the positional %s to %s/pos_*.png\n", n, n > 1 ? "s" : "",
                lm_scheme_is_input(t->o->pos) ? "table" : "biases", o);
     else if (n == 0)
-        printf("no positional bias to draw for --pos %s (it %s)\n", t->o->pos,
-               t->cfg.n_input_pos + t->cfg.n_layer_pos == 0 ? "has none"
-                                                            : "acts on q and k, not through an additive bias table");
+        printf("no positional bias to draw for --pos %s (%s)\n", t->o->pos, no_picture_reason(t->o->pos));
 }
 
 /* Trains as o says; res (may be NULL) gets the figures. 0, or 1 after a message. */
@@ -951,6 +995,11 @@ int train_lm_main(int argc, char **argv)
         {"rope-factor", LM_DOUBLE, &o.rope_factor,
          "its scale factor (linear, ntk, yarn, part_ntk; dynamic_ntk: its factor, 0: 1)"},
         {"rope-orig-len", LM_INT, &o.rope_orig_len, "its original (trained) length (0: --seq)"},
+        {"rope-beta-fast", LM_DOUBLE, &o.rope_beta_fast,
+         "yarn, dynamic_yarn: the ramp's high end beta_fast (> --rope-beta-slow; the paper's beta)"},
+        {"rope-beta-slow", LM_DOUBLE, &o.rope_beta_slow, "yarn, dynamic_yarn: the ramp's low end (the paper's alpha)"},
+        {"rope-attn-factor", LM_DOUBLE, &o.rope_attn_factor,
+         "yarn, dynamic_yarn: multiplies the attention factor mscale = 0.1 ln(factor) + 1 on q and k"},
         {"resume", LM_STR, &o.resume, "training checkpoint to continue from (DIR/checkpoint.safetensors)"},
     };
     int n = (int)(sizeof flags / sizeof flags[0]);

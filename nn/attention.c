@@ -77,9 +77,8 @@ pg_tensor *pg_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, c
 {
     const char *fn = "pg_attention";
     PG_NN_SCRATCH(g, fn, pg_attention(g, q, k, v, o));
-    const pg_sdpa_opts none = {0};
-    if (!o)
-        o = &none;
+    static const pg_sdpa_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask, .bias = o->bias};
     if (pg_attn_check(g, fn, &ops) != 0) /* pg_flash_attention's rule too: every dim positive */
         return NULL;
@@ -203,10 +202,8 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
         pg_module_free(&m->base);
         return NULL;
     }
-    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
-        pg_module_free(&m->base);
-        return NULL;
-    }
+    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0)
+        return pg_module_fail(&m->base, NULL);
     return m;
 }
 
@@ -403,27 +400,54 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
     return true;
 }
 
+/* The checked inputs projected: q (B, H, Lq, Dh), k, v (B, H, Lk, Dh) into qkv and
+ * the positional context of the call into *pc. false after pg_graph_fail. */
+static bool project(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a,
+                    pg_tensor *qkv[3], pg_pos_ctx *pc)
+{
+    if (!mha_inputs_ok(g, fn, m, x, context, a))
+        return false;
+    const pg_mha_config *c = &m->cfg;
+    int64_t B = x->shape[0], Lq = x->shape[1], Lk = c->cross ? context->shape[1] : Lq, H = c->heads;
+    bool ok = c->cross ? split_heads(g, pg_linear_forward(g, m->to_q, x), 1, H, m->head_dim, qkv) &&
+                             split_heads(g, pg_linear_forward(g, m->to_kv, context), 2, H, m->head_dim, qkv + 1)
+                       : split_heads(g, pg_linear_forward(g, m->to_qkv, x), 3, H, m->head_dim, qkv);
+    *pc = (pg_pos_ctx){c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
+                       H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng, x};
+    return ok;
+}
+
+pg_tensor *pg_mha_positional_bias(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
+{
+    const char *fn = "pg_mha_positional_bias";
+    PG_NN_SCRATCH(g, fn, pg_mha_positional_bias(g, m, x, context, a));
+    static const pg_attn_args NO_ARGS = {0};
+    a = a ? a : &NO_ARGS;
+    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *bias = NULL, *sep[2] = {NULL, NULL};
+    pg_pos_ctx pc;
+    if (!project(g, fn, m, x, context, a, qkv, &pc) ||
+        !run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, false, &bias, sep))
+        return NULL;
+    if (!bias) {
+        pg_graph_fail(g, "%s: none of the attention's %d positional modules adds a logits bias", fn, m->n_pos);
+        return NULL;
+    }
+    return pg_broadcast_to(g, bias, PG_SHAPE(pc.B, pc.heads, pc.Lq, pc.Lk));
+}
+
 pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
 {
     const char *fn = "pg_mha_forward";
     PG_NN_SCRATCH(g, fn, pg_mha_forward(g, m, x, context, a));
-    const pg_attn_args none = {0};
-    if (!a)
-        a = &none;
-    if (!mha_inputs_ok(g, fn, m, x, context, a))
+    static const pg_attn_args NO_ARGS = {0};
+    a = a ? a : &NO_ARGS;
+    pg_tensor *qkv[3] = {NULL, NULL, NULL};
+    pg_pos_ctx pc;
+    if (!project(g, fn, m, x, context, a, qkv, &pc))
         return NULL;
     const pg_mha_config *c = &m->cfg;
-    int64_t B = x->shape[0], Lq = x->shape[1], Lk = c->cross ? context->shape[1] : Lq, H = c->heads;
+    int64_t B = pc.B, Lq = pc.Lq, Lk = pc.Lk;
     bool drop = m->base.training && c->dropout > 0;
-    /* q (B, H, Lq, Dh); k, v (B, H, Lk, Dh) */
-    pg_tensor *qkv[3] = {NULL, NULL, NULL};
-    bool ok = c->cross ? split_heads(g, pg_linear_forward(g, m->to_q, x), 1, H, m->head_dim, qkv) &&
-                             split_heads(g, pg_linear_forward(g, m->to_kv, context), 2, H, m->head_dim, qkv + 1)
-                       : split_heads(g, pg_linear_forward(g, m->to_qkv, x), 3, H, m->head_dim, qkv);
-    if (!ok)
-        return NULL;
-    pg_pos_ctx pc = {c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
-                     H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng, x};
     bool fused = fusable(m, a, Lq, Lk, drop);
     pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *out;
     if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep))

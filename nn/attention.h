@@ -98,5 +98,11 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
  * a may be NULL. Calls mod_qkv and mod_bias of the positional modules (not
  * mod_x: see pg_block_forward). -> (B, Lq, dim) */
 pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a);
+/* What the positional modules add to the logits for this input: x, context and
+ * a as for pg_mha_forward; the sum of their mod_bias (after their mod_qkv, in
+ * order; unscaled, as the logits get it) as (B, H, Lq, Lk), for inspection:
+ * heatmaps of input-dependent schemes (CoPE, the forgetting gate) and of the
+ * others alike. Fails when no module adds a bias. Differentiable. */
+pg_tensor *pg_mha_positional_bias(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a);
 
 #endif

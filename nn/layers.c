@@ -6,10 +6,8 @@
 
 static bool check_ctor(const char *fn, pg_dtype dtype, bool need_rng, const pg_rng *r)
 {
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return false;
-    }
     if (need_rng && !r) {
         pg_set_error("%s: generator is NULL", fn);
         return false;
@@ -53,10 +51,8 @@ pg_linear *pg_linear_new(int64_t in_features, int64_t out_features, bool bias, p
     l->weight = pg_module_new_param(&l->base, "weight", dtype, PG_SHAPE(out_features, in_features));
     if (bias && l->weight)
         l->bias = pg_module_new_param(&l->base, "bias", dtype, PG_SHAPE(out_features));
-    if (!l->weight || (bias && !l->bias)) {
-        pg_module_free(&l->base);
-        return NULL;
-    }
+    if (!l->weight || (bias && !l->bias))
+        return pg_module_fail(&l->base, NULL);
     /* torch: kaiming_uniform(a = sqrt(5)) on W, i.e. U(-1/sqrt(in), 1/sqrt(in)); same for b */
     double bound = 1.0 / sqrt((double)in_features);
     pg_fill_uniform(l->weight, r, -bound, bound);
@@ -95,10 +91,8 @@ pg_embed *pg_embed_new(int64_t num, int64_t dim, pg_dtype dtype, pg_rng *r)
     e->num = num;
     e->dim = dim;
     e->weight = pg_module_new_param(&e->base, "weight", dtype, PG_SHAPE(num, dim));
-    if (!e->weight) {
-        pg_module_free(&e->base);
-        return NULL;
-    }
+    if (!e->weight)
+        return pg_module_fail(&e->base, NULL);
     pg_fill_normal(e->weight, r, 0.0, 1.0); /* torch: N(0, 1) */
     return e;
 }
@@ -134,10 +128,8 @@ pg_layernorm *pg_layernorm_new(int64_t dim, double eps, bool affine, bool bias, 
             pg_fill(n->weight, 1.0);
         if (bias)
             n->bias = pg_module_new_param(&n->base, "bias", dtype, PG_SHAPE(dim));
-        if (!n->weight || (bias && !n->bias)) {
-            pg_module_free(&n->base);
-            return NULL;
-        }
+        if (!n->weight || (bias && !n->bias))
+            return pg_module_fail(&n->base, NULL);
     }
     return n;
 }

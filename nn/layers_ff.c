@@ -50,10 +50,8 @@ static bool check_x(pg_graph *g, const char *fn, const pg_tensor *x, int64_t dim
 pg_rmsnorm *pg_rmsnorm_new(int64_t dim, double eps, bool affine, pg_dtype dtype)
 {
     const char *fn = "pg_rmsnorm_new";
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return NULL;
-    }
     if (dim < 1 || !(eps >= 0) || !isfinite(eps)) {
         pg_set_error("%s: need dim >= 1 and finite eps >= 0, got %lld, %g", fn, (long long)dim, eps);
         return NULL;
@@ -65,10 +63,8 @@ pg_rmsnorm *pg_rmsnorm_new(int64_t dim, double eps, bool affine, pg_dtype dtype)
     n->eps = eps;
     if (affine) {
         n->weight = pg_module_new_param(&n->base, "weight", dtype, PG_SHAPE(dim));
-        if (!n->weight) {
-            pg_module_free(&n->base);
-            return NULL;
-        }
+        if (!n->weight)
+            return pg_module_fail(&n->base, NULL);
         pg_fill(n->weight, 1.0);
     }
     return n;

@@ -94,10 +94,8 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
     m->n_pos = n_pos;
     for (int i = 0; i < n_pos; i++)
         m->pos[i] = pos[i];
-    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0) {
-        pg_module_free(&m->base);
-        return NULL;
-    }
+    if (pg_posmod_adopt(&m->base, pos, n_pos) != 0)
+        return pg_module_fail(&m->base, NULL);
     if (c->use_rotary_pos_emb && c->dim > 0) {
         if (m->cfg.use_xpos && !(m->cfg.xpos_scale_base > 0)) {
             pg_set_error("%s: xpos needs xpos_scale_base > 0 (window %lld gives %g)", fn, (long long)c->window_size,
@@ -108,10 +106,8 @@ pg_local_attention *pg_local_attention_new(const pg_local_attention_config *c, p
         pg_rotary_opts o = pg_rotary_defaults();
         o.pairing = PG_ROTARY_HALF_SPLIT;
         m->rotary = pg_rotary_new(c->dim, &o, c->dtype);
-        if (!m->rotary || pg_module_add_child(&m->base, "rel_pos", &m->rotary->base) != 0) {
-            pg_module_free(&m->base);
-            return NULL;
-        }
+        if (!m->rotary || pg_module_add_child(&m->base, "rel_pos", &m->rotary->base) != 0)
+            return pg_module_fail(&m->base, NULL);
     }
     return m;
 }

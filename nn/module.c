@@ -157,6 +157,26 @@ int pg_module_add_child(pg_module *m, const char *name, pg_module *child)
     return 0;
 }
 
+bool pg_module_dtype_ok(const char *fn, pg_dtype dtype)
+{
+    if (pg_dtype_is_float(dtype))
+        return true;
+    pg_set_error("%s: dtype must be f32 or f64, got %s", fn ? fn : "pg_module_dtype_ok", pg_dtype_name(dtype));
+    return false;
+}
+
+void *pg_module_fail(pg_module *m, const char *fn)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", pg_last_error());
+    pg_module_free(m);
+    if (fn)
+        pg_set_error("%s: %s", fn, msg);
+    else
+        pg_set_error("%s", msg);
+    return NULL;
+}
+
 void pg_module_free(pg_module *m)
 {
     if (!m)

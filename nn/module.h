@@ -68,6 +68,13 @@ int pg_module_add_param(pg_module *m, const char *name, pg_tensor *t, bool owned
 int pg_module_add_child(pg_module *m, const char *name, pg_module *child);
 /* Frees params, children and the module itself. NULL: no-op. */
 void pg_module_free(pg_module *m);
+/* For a constructor that fails after allocating: frees m (pg_module_free) and
+ * keeps the error recorded before, prefixed with "fn: " when fn is not NULL.
+ * Returns NULL, so a constructor can `return pg_module_fail(&m->base, fn);`. */
+void *pg_module_fail(pg_module *m, const char *fn);
+/* A module constructor's dtype: f32 or f64. false with "fn: dtype must be f32 or
+ * f64, got <dtype>" otherwise. */
+bool pg_module_dtype_ok(const char *fn, pg_dtype dtype);
 
 /* ---- using a module ----------------------------------------------------------------- */
 /* Parameters with full names, depth first in registration order (children

@@ -102,9 +102,8 @@ static const pg_posmod_ops ALIBI_OPS = {.mod_bias = alibi_bias, .bias_table = al
 pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
 {
     const char *fn = "pg_alibi_new";
-    pg_alibi_opts d = {0};
-    if (!o)
-        o = &d;
+    static const pg_alibi_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     if (o->heads != 0 && o->heads != heads) {
         pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)o->heads, (long long)heads);
         return NULL;
@@ -115,10 +114,8 @@ pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
                      (long long)(PG_MAX_TENSOR_BYTES / sizeof(double)), (long long)heads, (long long)o->use_heads);
         return NULL;
     }
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return NULL;
-    }
     if (o->align != PG_ALIBI_ALIGN_START && o->align != PG_ALIBI_ALIGN_END) {
         pg_set_error("%s: align must be PG_ALIBI_ALIGN_START or PG_ALIBI_ALIGN_END, got %d", fn, (int)o->align);
         return NULL;
@@ -158,11 +155,7 @@ pg_posmod *pg_alibi_new(int64_t heads, const pg_alibi_opts *o, pg_dtype dtype)
     bool ok;
     m->div = pg_pos_div_param(&m->pm, dv, dtype, &ok);
     if (!ok) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s: %s", fn, pg_last_error());
-        pg_set_error("%s", msg);
-        pg_module_free(&m->pm.base);
-        return NULL;
+        return pg_module_fail(&m->pm.base, fn);
     }
     return &m->pm;
 }

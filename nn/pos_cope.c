@@ -140,10 +140,8 @@ static int check_opts(const char *fn, int64_t head_dim, int64_t max_len, const p
         pg_set_error("%s: CoPE acts inside attention and needs head_dim >= 1, got %lld", fn, (long long)head_dim);
         return -1;
     }
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return -1;
-    }
     if (o->convention != PG_COPE_RAM && o->convention != PG_COPE_XT) {
         pg_set_error("%s: convention must be PG_COPE_RAM or PG_COPE_XT, got %d", fn, (int)o->convention);
         return -1;
@@ -173,9 +171,8 @@ static int check_opts(const char *fn, int64_t head_dim, int64_t max_len, const p
 pg_posmod *pg_cope_new(int64_t head_dim, int64_t max_len, const pg_cope_opts *o, pg_dtype dtype)
 {
     const char *fn = "pg_cope_new";
-    pg_cope_opts d0 = {0};
-    if (!o)
-        o = &d0;
+    static const pg_cope_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     if (check_opts(fn, head_dim, max_len, o, dtype) != 0)
         return NULL;
     int64_t npos = o->npos ? o->npos : o->convention == PG_COPE_RAM ? max_len + 1 : 16;
@@ -196,21 +193,15 @@ pg_posmod *pg_cope_new(int64_t head_dim, int64_t max_len, const pg_cope_opts *o,
                      ? pg_module_new_param(&m->pm.base, "pos_emb", dtype, PG_SHAPE(1, head_dim, npos))
                      : pg_module_new_param(&m->pm.base, "pos_emb", dtype, PG_SHAPE(npos, head_dim));
     if (!m->pos_emb) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", pg_last_error());
-        pg_module_free(&m->pm.base);
-        pg_set_error("%s", msg);
-        return NULL;
+        return pg_module_fail(&m->pm.base, NULL);
     }
     return &m->pm;
 }
 
 pg_posmod *pg_posmod_make_cope(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_cope: args is NULL");
+    if (!pg_posmod_args_ok("pg_posmod_make_cope", a))
         return NULL;
-    }
     if (a->head_dim < 1) {
         pg_set_error("pg_posmod_make_cope: CoPE acts inside attention and needs head_dim >= 1 (args.head_dim %lld)",
                      (long long)a->head_dim);

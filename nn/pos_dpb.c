@@ -127,10 +127,8 @@ pg_dpb *pg_dpb_new(int64_t dim, int64_t heads, const pg_dpb_opts *opts, pg_dtype
         m->lin[o.depth] = out;
         ok = add_child(mlp, o.layout == PG_DPB_LAYOUT_ZETA ? 2 * o.depth : o.depth, out ? &out->base : NULL);
     }
-    if (!ok) {
-        pg_module_free(&m->pm.base);
-        return NULL;
-    }
+    if (!ok)
+        return pg_module_fail(&m->pm.base, NULL);
     return m;
 }
 
@@ -224,14 +222,7 @@ static pg_tensor *side(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_
 
 static bool ctx_ok(pg_graph *g, const char *fn, pg_dpb *m, const pg_pos_ctx *c)
 {
-    if (pg_pos_ctx_check(g, fn, c) != 0)
-        return false;
-    if (c->dtype != m->dtype || (c->heads != 0 && c->heads != m->heads)) {
-        pg_graph_fail(g, "%s: the module has %lld heads of dtype %s, the attention %lld heads of dtype %s", fn,
-                      (long long)m->heads, pg_dtype_name(m->dtype), (long long)c->heads, pg_dtype_name(c->dtype));
-        return false;
-    }
-    return true;
+    return pg_pos_module_check(g, fn, c, m->heads, m->dtype) == 0;
 }
 
 static pg_tensor *dpb_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)

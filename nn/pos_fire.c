@@ -37,28 +37,9 @@ static pg_tensor *fire_of(pg_graph *g, pg_fire *m, pg_tensor *pq, pg_tensor *pk)
     return pg_permute(g, h, (const int[]){0, 3, 1, 2});                               /* (Bo, H, Lpq, Lpk) */
 }
 
-/* positions of one side as (Bp, Lp) in dtype dt, detached; defaults: (1, L) with
- * start, start + 1, ... */
-static pg_tensor *side_positions(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dt)
-{
-    if (pos)
-        return pg_pos_resolve(g, pos, pos->shape[0], L, dt);
-    pg_tensor *p = pg_empty(g, dt, PG_SHAPE(1, L));
-    for (int64_t i = 0; p && i < L; i++)
-        pg_set(p, i, start + (double)i);
-    return p;
-}
-
 static bool ctx_ok(pg_graph *g, const char *fn, pg_fire *m, const pg_pos_ctx *c)
 {
-    if (pg_pos_ctx_check(g, fn, c) != 0)
-        return false;
-    if (c->dtype != m->dtype || (c->heads != 0 && c->heads != m->heads)) {
-        pg_graph_fail(g, "%s: the module has %lld heads of dtype %s, the attention %lld heads of dtype %s", fn,
-                      (long long)m->heads, pg_dtype_name(m->dtype), (long long)c->heads, pg_dtype_name(c->dtype));
-        return false;
-    }
-    return true;
+    return pg_pos_module_check(g, fn, c, m->heads, m->dtype) == 0;
 }
 
 static pg_tensor *fire_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
@@ -68,15 +49,10 @@ static pg_tensor *fire_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
     if (!ctx_ok(g, fn, m, c))
         return NULL;
     /* default positions end-aligned: queries Lk-Lq..Lk-1 */
-    pg_tensor *pq = side_positions(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), m->dtype);
-    pg_tensor *pk = side_positions(g, c->pos_k, c->Lk, 0.0, m->dtype);
-    pg_tensor *bias = pg_pos_pad_bias(g, fire_of(g, m, pq, pk), c->Lq, c->Lk); /* (Bo, H, Lq, Lk) */
-    if (bias && !c->pos_q && !c->pos_k)
-        bias = pg_reshape(g, bias, PG_SHAPE(m->heads, c->Lq, c->Lk));
-    if (!bias && !pg_graph_error(g))
-        pg_graph_fail(g, "%s: failed for positions %s, %s", fn, c->pos_q ? SHAPE(c->pos_q) : "default",
-                      c->pos_k ? SHAPE(c->pos_k) : "default");
-    return bias;
+    pg_tensor *pq = pg_pos_side(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), m->dtype, false);
+    pg_tensor *pk = pg_pos_side(g, c->pos_k, c->Lk, 0.0, m->dtype, false);
+    pg_tensor *bias = fire_of(g, m, pq, pk); /* (Bo, H, Lpq, Lpk) */
+    return pg_pos_table_finish(g, fn, bias, c, m->heads);
 }
 
 static pg_tensor *fire_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
@@ -187,9 +163,8 @@ static int make_scalars(pg_fire *m, pg_dtype dt, double c, double L0)
 pg_posmod *pg_fire_new(int64_t heads, const pg_fire_opts *o, pg_dtype dtype, pg_rng *r)
 {
     const char *fn = "pg_fire_new";
-    pg_fire_opts d0 = {0};
-    if (!o)
-        o = &d0;
+    static const pg_fire_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     if (check_opts(fn, heads, o, dtype, r) != 0)
         return NULL;
     pg_fire *m = pg_posmod_alloc(sizeof *m, "FIRE", &FIRE_OPS, NULL, fn);
@@ -203,24 +178,13 @@ pg_posmod *pg_fire_new(int64_t heads, const pg_fire_opts *o, pg_dtype dtype, pg_
     /* registered in the references' order: mlp (drawn first), c, init_L, L_multiplier */
     if (make_mlp(m, dtype, r, fn) != 0 ||
         make_scalars(m, dtype, o->init_c != 0 ? o->init_c : 0.1, o->init_L != 0 ? o->init_L : 512.0) != 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", pg_last_error());
-        pg_module_free(&m->pm.base);
-        pg_set_error("%s", msg);
-        return NULL;
+        return pg_module_fail(&m->pm.base, NULL);
     }
     return &m->pm;
 }
 
 pg_posmod *pg_posmod_make_fire(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_fire: args is NULL");
-        return NULL;
-    }
-    const pg_fire_opts *o = a->opts;
-    int64_t heads = pg_posmod_heads("pg_posmod_make_fire", "FIRE", o ? o->heads : 0, a);
-    if (!heads)
-        return NULL;
-    return pg_fire_new(heads, o, a->dtype, a->rng);
+    int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_fire", "FIRE", pg_fire_opts, a);
+    return heads ? pg_fire_new(heads, a->opts, a->dtype, a->rng) : NULL;
 }

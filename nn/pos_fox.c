@@ -129,10 +129,8 @@ static int check_opts(const char *fn, int64_t heads, int64_t dim, const pg_fox_o
                      fn, (long long)heads, (long long)dim);
         return -1;
     }
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return -1;
-    }
     if (o->init != PG_FOX_INIT_FOX && o->init != PG_FOX_INIT_DD_ALIBI) {
         pg_set_error("%s: init must be PG_FOX_INIT_FOX or PG_FOX_INIT_DD_ALIBI, got %d", fn, (int)o->init);
         return -1;
@@ -147,9 +145,8 @@ static int check_opts(const char *fn, int64_t heads, int64_t dim, const pg_fox_o
 pg_posmod *pg_fox_new(int64_t heads, int64_t dim, const pg_fox_opts *o, pg_dtype dtype, pg_rng *r)
 {
     const char *fn = "pg_fox_new";
-    pg_fox_opts d0 = {0};
-    if (!o)
-        o = &d0;
+    static const pg_fox_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     double s = o->post_log_scale == 0 ? 1.0 : o->post_log_scale;
     if (check_opts(fn, heads, dim, o, dtype, s) != 0)
         return NULL;
@@ -169,11 +166,7 @@ pg_posmod *pg_fox_new(int64_t heads, int64_t dim, const pg_fox_opts *o, pg_dtype
     pg_linear *l = pg_linear_new(dim, G, true, dtype, r);
     if (!l || pg_module_add_child(&m->pm.base, "fgate_proj", &l->base) != 0 ||
         pg_init_normal(l->weight, r, 0.0, 0.02) != 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", pg_last_error());
-        pg_module_free(&m->pm.base);
-        pg_set_error("%s: %s", fn, msg);
-        return NULL;
+        return pg_module_fail(&m->pm.base, fn);
     }
     for (int64_t i = 0; i < G; i++)
         pg_set(l->bias, i, o->init == PG_FOX_INIT_DD_ALIBI ? 5.0 : 0.0);
@@ -183,13 +176,7 @@ pg_posmod *pg_fox_new(int64_t heads, int64_t dim, const pg_fox_opts *o, pg_dtype
 
 pg_posmod *pg_posmod_make_fox(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_fox: args is NULL");
-        return NULL;
-    }
-    const pg_fox_opts *o = a->opts;
-    int64_t heads = pg_posmod_heads("pg_posmod_make_fox", "the forgetting gate", o ? o->heads : 0, a);
-    if (!heads)
-        return NULL;
-    return pg_fox_new(heads, o && o->dim ? o->dim : a->dim, o, a->dtype, a->rng);
+    int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_fox", "the forgetting gate", pg_fox_opts, a);
+    const pg_fox_opts *o = heads ? a->opts : NULL;
+    return heads ? pg_fox_new(heads, o && o->dim ? o->dim : a->dim, o, a->dtype, a->rng) : NULL;
 }

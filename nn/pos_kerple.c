@@ -92,10 +92,8 @@ static int check_opts(const char *fn, int64_t heads, const pg_kerple_opts *o, pg
 {
     if (pg_pos_heads_check(fn, o->heads, heads) != 0)
         return -1;
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return -1;
-    }
     if (o->variant < PG_KERPLE_LOG || o->variant > PG_KERPLE_NEMO) {
         pg_set_error("%s: variant must be PG_KERPLE_LOG, PG_KERPLE_POWER or PG_KERPLE_NEMO, got %d", fn,
                      (int)o->variant);
@@ -161,9 +159,8 @@ static int make_params(pg_kerple *m, pg_dtype dt, pg_rng *r, const char *fn)
 pg_posmod *pg_kerple_new(int64_t heads, const pg_kerple_opts *o, pg_dtype dtype, pg_rng *r)
 {
     const char *fn = "pg_kerple_new";
-    pg_kerple_opts d0 = {0};
-    if (!o)
-        o = &d0;
+    static const pg_kerple_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     double eps = o->eps == 0 ? 1e-2 : o->eps, p_max = o->p_max == 0 ? 2.0 : o->p_max;
     if (check_opts(fn, heads, o, dtype, eps, p_max) != 0)
         return NULL;
@@ -179,11 +176,7 @@ pg_posmod *pg_kerple_new(int64_t heads, const pg_kerple_opts *o, pg_dtype dtype,
     if (m->project == PG_KERPLE_PROJECT_DEFAULT)
         m->project = o->variant == PG_KERPLE_NEMO ? PG_KERPLE_PROJECT_NONE : PG_KERPLE_PROJECT_FORWARD;
     if (make_params(m, dtype, r, fn) != 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", pg_last_error());
-        pg_module_free(&m->pm.base);
-        pg_set_error("%s", msg);
-        return NULL;
+        return pg_module_fail(&m->pm.base, NULL);
     }
     return &m->pm;
 }

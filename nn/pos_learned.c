@@ -81,36 +81,28 @@ pg_posmod *pg_learned_new(int64_t dim, int64_t max_seq_len, const pg_learned_opt
                      (long long)max_seq_len);
         return NULL;
     }
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return NULL;
-    }
     pg_rng r0 = pg_rng_init(0);
     pg_embed *e = pg_embed_new(max_seq_len, dim, dtype, r ? r : &r0);
     if (!e)
         return NULL;
     pos_learned *s = pg_posmod_alloc(sizeof *s, "LearnedVocab", &LEARNED_OPS, NULL, fn);
-    if (!s) {
-        pg_module_free(&e->base);
-        return NULL;
-    }
+    if (!s)
+        return pg_module_fail(&e->base, NULL);
     s->dim = dim;
     s->max_seq_len = max_seq_len;
     s->ignore_mask = o && o->ignore_mask;
     s->emb = e;
-    if (pg_module_add_child(&s->pm.base, "emb", &e->base) != 0) {
-        pg_module_free(&s->pm.base);
-        return NULL;
-    }
+    if (pg_module_add_child(&s->pm.base, "emb", &e->base) != 0)
+        return pg_module_fail(&s->pm.base, NULL);
     return &s->pm;
 }
 
 pg_posmod *pg_posmod_make_learned(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_learned: args is NULL");
+    if (!pg_posmod_args_ok("pg_posmod_make_learned", a))
         return NULL;
-    }
     const pg_learned_opts *o = a->opts;
     int64_t n = o && o->max_seq_len ? o->max_seq_len : a->max_len;
     if (n < 1) {
@@ -184,10 +176,8 @@ pg_posmod *pg_continuous_new(int64_t dim, const pg_continuous_opts *o, pg_dtype 
                      op.depth);
         return NULL;
     }
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return NULL;
-    }
     pos_continuous *s = pg_posmod_alloc(sizeof *s, "LearnedContinuous", &CONTINUOUS_OPS, NULL, fn);
     if (!s)
         return NULL;
@@ -224,9 +214,7 @@ fail:
 
 pg_posmod *pg_posmod_make_continuous(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_continuous: args is NULL");
+    if (!pg_posmod_args_ok("pg_posmod_make_continuous", a))
         return NULL;
-    }
     return pg_continuous_new(a->dim, a->opts, a->dtype, a->rng);
 }

@@ -350,10 +350,8 @@ static pg_posmod *posrel_make(posrel_kind kind, const char *fn, const pg_posmod_
                 p->t1 = t;
         }
     }
-    if (!ok) {
-        pg_module_free(&p->pm.base);
-        return NULL;
-    }
+    if (!ok)
+        return pg_module_fail(&p->pm.base, NULL);
     return &p->pm;
 }
 

@@ -43,10 +43,8 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
     const char *fn = "pg_rotary_new";
     pg_rotary_opts o = opts ? *opts : pg_rotary_defaults();
     o.head_dim = head_dim;
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return NULL;
-    }
     if (head_dim < 1) {
         pg_set_error("%s: head_dim must be >= 1, got %lld", fn, (long long)head_dim);
         return NULL;
@@ -98,10 +96,8 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *opts, pg_dtype 
     bool ok;
     pg_pos_divide d = {o.divide, o.learned_div};
     r->div = pg_pos_div_param(&r->pm, d, dtype, &ok);
-    if (!ok) {
-        pg_module_free(&r->pm.base);
-        return NULL;
-    }
+    if (!ok)
+        return pg_module_fail(&r->pm.base, NULL);
     return &r->pm;
 }
 

@@ -78,9 +78,8 @@ static const pg_posmod_ops SANDWICH_OPS = {
 pg_posmod *pg_sandwich_new(int64_t heads, int64_t head_dim, const pg_sandwich_opts *o)
 {
     const char *fn = "pg_sandwich_new";
-    pg_sandwich_opts d0 = {0};
-    if (!o)
-        o = &d0;
+    static const pg_sandwich_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     if (pg_pos_heads_check(fn, o->heads, heads) != 0)
         return NULL;
     int64_t dim = o->dim ? o->dim : head_dim;

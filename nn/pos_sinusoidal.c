@@ -117,10 +117,8 @@ pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype 
         pg_set_error("%s: need a finite base > 1, got %g", fn, op.base);
         return NULL;
     }
-    if (!pg_dtype_is_float(dtype)) {
-        pg_set_error("%s: dtype must be f32 or f64, got %s", fn, pg_dtype_name(dtype));
+    if (!pg_module_dtype_ok(fn, dtype))
         return NULL;
-    }
     pos_sinusoidal *s = pg_posmod_alloc(sizeof *s, "Sinusoidal", &SINUSOIDAL_OPS, NULL, fn);
     if (!s)
         return NULL;
@@ -128,18 +126,14 @@ pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype 
     s->o = op;
     bool ok;
     s->div = pg_pos_div_param(&s->pm, (pg_pos_divide){op.divide, op.learned_div}, dtype, &ok);
-    if (!ok) {
-        pg_module_free(&s->pm.base);
-        return NULL;
-    }
+    if (!ok)
+        return pg_module_fail(&s->pm.base, NULL);
     return &s->pm;
 }
 
 pg_posmod *pg_posmod_make_sinusoidal(const pg_posmod_args *a)
 {
-    if (!a) {
-        pg_set_error("pg_posmod_make_sinusoidal: args is NULL");
+    if (!pg_posmod_args_ok("pg_posmod_make_sinusoidal", a))
         return NULL;
-    }
     return pg_sinusoidal_new(a->dim, a->opts, a->dtype);
 }

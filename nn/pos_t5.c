@@ -124,9 +124,8 @@ static const pg_posmod_ops T5_OPS = {.mod_bias = t5_bias, .bias_table = t5_table
 pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dtype dtype, pg_rng *r)
 {
     const char *fn = "pg_t5_new";
-    pg_t5_opts d = {0};
-    if (!o)
-        o = &d;
+    static const pg_t5_opts DEFAULTS = {0};
+    o = o ? o : &DEFAULTS;
     if (o->heads != 0 && o->heads != heads) {
         pg_set_error("%s: opts.heads %lld differs from heads %lld", fn, (long long)o->heads, (long long)heads);
         return NULL;
@@ -173,10 +172,8 @@ pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dt
     if (!e)
         return NULL;
     pg_t5 *m = pg_posmod_alloc(sizeof *m, "T5RelativePositionBias", &T5_OPS, NULL, fn);
-    if (!m) {
-        pg_module_free(&e->base);
-        return NULL;
-    }
+    if (!m)
+        return pg_module_fail(&e->base, NULL);
     m->heads = heads;
     m->num_buckets = nb;
     m->max_distance = md;
@@ -184,10 +181,8 @@ pg_posmod *pg_t5_new(int64_t heads, int64_t head_dim, const pg_t5_opts *o, pg_dt
     m->scale = scale;
     m->align = o->align;
     m->relative_attention_bias = e;
-    if (pg_module_add_child(&m->pm.base, "relative_attention_bias", &e->base) != 0) {
-        pg_module_free(&m->pm.base);
-        return NULL;
-    }
+    if (pg_module_add_child(&m->pm.base, "relative_attention_bias", &e->base) != 0)
+        return pg_module_fail(&m->pm.base, NULL);
     return &m->pm;
 }
 

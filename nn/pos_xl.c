@@ -61,10 +61,8 @@ pg_xl *pg_xl_new(int64_t heads, int64_t head_dim, const pg_xl_opts *opts, pg_dty
         m->embed_lin = pg_linear_new(o.r_dim, heads * head_dim, o.proj_bias, dtype, r);
         ok = m->embed_lin && pg_module_add_child(&m->pm.base, "embed_lin", &m->embed_lin->base) == 0;
     }
-    if (!ok) {
-        pg_module_free(&m->pm.base);
-        return NULL;
-    }
+    if (!ok)
+        return pg_module_fail(&m->pm.base, NULL);
     return m;
 }
 

@@ -312,6 +312,18 @@ int pg_pos_table_check(pg_graph *g, const char *fn, const pg_pos_ctx *c, int64_t
     return 0;
 }
 
+int pg_pos_module_check(pg_graph *g, const char *fn, const pg_pos_ctx *c, int64_t heads, pg_dtype dtype)
+{
+    if (pg_pos_ctx_check(g, fn, c) != 0)
+        return -1;
+    if (c->dtype != dtype || (c->heads != 0 && c->heads != heads)) {
+        pg_graph_fail(g, "%s: the module has %lld heads of dtype %s, the attention %lld heads of dtype %s", fn,
+                      (long long)heads, pg_dtype_name(dtype), (long long)c->heads, pg_dtype_name(c->dtype));
+        return -1;
+    }
+    return 0;
+}
+
 pg_tensor *pg_pos_side(pg_graph *g, pg_tensor *pos, int64_t L, double start, pg_dtype dtype, bool keep_grad)
 {
     if (pos && keep_grad)
@@ -483,6 +495,13 @@ int pg_posmod_adopt(pg_module *parent, pg_posmod *const *pos, int n)
         }
     }
     return 0;
+}
+
+bool pg_posmod_args_ok(const char *fn, const pg_posmod_args *a)
+{
+    if (!a)
+        pg_set_error("%s: args is NULL", fn ? fn : "pg_posmod_args_ok");
+    return a != NULL;
 }
 
 int64_t pg_posmod_heads(const char *fn, const char *what, int64_t opt_heads, const pg_posmod_args *a)

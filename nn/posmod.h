@@ -209,6 +209,9 @@ pg_tensor *pg_pos_pad_bias(pg_graph *g, pg_tensor *bias, int64_t Lq, int64_t Lk)
  * pg_pos_table_check: the context (pg_pos_ctx_check), c->heads 0 or `heads`, a
  * float c->dtype. 0, or -1 after pg_graph_fail naming fn. */
 int pg_pos_table_check(pg_graph *g, const char *fn, const pg_pos_ctx *c, int64_t heads);
+/* As pg_pos_table_check, for a module that computes in its parameters' dtype:
+ * c->dtype must be `dtype`. */
+int pg_pos_module_check(pg_graph *g, const char *fn, const pg_pos_ctx *c, int64_t heads, pg_dtype dtype);
 /* One side's positions as (Bp, Lp) of dtype: the caller's pos (Bp = B) cast,
  * keeping its gradient when keep_grad (schemes differentiable in positions)
  * and detached otherwise (pg_pos_resolve); pos NULL gives (1, L) holding
@@ -267,6 +270,8 @@ typedef pg_posmod *(*pg_posmod_make_fn)(const pg_posmod_args *a);
  * when neither is >= 1 ("<what> acts inside attention and needs heads >= 1")
  * or when both are set and differ. */
 int64_t pg_posmod_heads(const char *fn, const char *what, int64_t opt_heads, const pg_posmod_args *a);
+/* A constructor's args present: false with "fn: args is NULL" otherwise. */
+bool pg_posmod_args_ok(const char *fn, const pg_posmod_args *a);
 /* pg_posmod_heads for a constructor whose options struct T has a heads field
  * (a NULL a or a->opts is fine):
  *   int64_t heads = PG_POSMOD_HEADS("pg_posmod_make_x", "X", pg_x_opts, a); */

@@ -8,6 +8,8 @@
 
 #include "../tensor/shape_util.h"
 
+static const pg_attn_args NO_ARGS = {0}; /* a NULL pg_attn_args means these */
+
 /* ---- norms: LayerNorm or RMSNorm behind one pointer ------------------------------------------ */
 
 static pg_module *norm_new(pg_norm_kind kind, int64_t dim, double eps, pg_dtype dtype)
@@ -117,9 +119,7 @@ pg_tensor *pg_block_forward(pg_graph *g, pg_block *b, pg_tensor *x, const pg_att
 {
     const char *fn = "pg_block_forward";
     PG_NN_SCRATCH(g, fn, pg_block_forward(g, b, x, a));
-    const pg_attn_args none = {0};
-    if (!a)
-        a = &none;
+    a = a ? a : &NO_ARGS;
     if (!b) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;
@@ -298,10 +298,8 @@ static pg_linear *make_head(pg_lm *lm, pg_rng *r)
     h->in_features = c->dim;
     h->out_features = c->vocab;
     h->weight = lm->tok_emb->weight;
-    if (pg_module_add_param(&h->base, "weight", h->weight, false) != 0) {
-        pg_module_free(&h->base);
-        return NULL;
-    }
+    if (pg_module_add_param(&h->base, "weight", h->weight, false) != 0)
+        return pg_module_fail(&h->base, NULL);
     return h;
 }
 
@@ -358,10 +356,8 @@ pg_lm *pg_lm_new(const pg_lm_config *c)
         lm->head = make_head(lm, &r);
         ok = adopt(&lm->base, "head", lm->head ? &lm->head->base : NULL);
     }
-    if (!ok) {
-        pg_module_free(&lm->base);
-        return NULL;
-    }
+    if (!ok)
+        return pg_module_fail(&lm->base, NULL);
     if (c->init_std > 0)
         init_gpt2(lm, &r);
     return lm;
@@ -392,9 +388,7 @@ pg_tensor *pg_lm_forward(pg_graph *g, pg_lm *lm, pg_tensor *ids, const pg_attn_a
 {
     const char *fn = "pg_lm_forward";
     PG_NN_SCRATCH(g, fn, pg_lm_forward(g, lm, ids, a));
-    const pg_attn_args none = {0};
-    if (!a)
-        a = &none;
+    a = a ? a : &NO_ARGS;
     if (!lm) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;

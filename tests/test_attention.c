@@ -794,3 +794,46 @@ Test(mha, empty_sequences_refused)
     pg_module_free(&m->base);
     pg_module_free(&xm->base);
 }
+
+/* pg_mha_positional_bias: ALiBi's bias is its table whatever the input; FoX's is its
+ * own mod_bias for the layer input; a module without a bias is refused, as are bad inputs. */
+Test(mha, positional_bias_for_an_input)
+{
+    pg_posmod *al = pg_alibi_new(2, NULL, PG_F64);
+    pg_mha *m = mha_f64(8, 2, false, 0, true, &al, 1, 7);
+    pg_tensor *x = randt(PG_SHAPE(2, 5, 8), 3, false);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *b = pg_mha_positional_bias(g, m, x, NULL, NULL);
+    assert_shape(b, PG_SHAPE(2, 2, 5, 5));
+    pg_pos_ctx c = {.self_attn = true, .causal = true, .B = 2, .heads = 2, .head_dim = 4, .Lq = 5, .Lk = 5,
+                    .scale = 0.5, .dtype = PG_F64};
+    pg_tensor *t = pg_broadcast_to(g, pg_posmod_bias_table(g, m->pos[0], &c), PG_SHAPE(2, 2, 5, 5));
+    cr_assert_lt(max_err(b, t), 1e-15);
+    cr_assert_eq(pg_get(b, 1 * 5 + 0), -0.0625); /* head 0, query 1, key 0: -slope 2^-4 x distance 1 */
+    pg_module_free(&m->base);
+
+    pg_rng r = pg_rng_init(5);
+    pg_posmod *fox = pg_fox_new(2, 8, NULL, PG_F64, &r);
+    m = mha_f64(8, 2, false, 0, true, &fox, 1, 7);
+    b = pg_mha_positional_bias(g, m, x, NULL, NULL);
+    assert_shape(b, PG_SHAPE(2, 2, 5, 5));
+    /* the forgetting gate: zero on the diagonal, <= 0 below it, and it depends on x */
+    for (int64_t i = 0; i < 5; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double v = pg_get(b, (1 * 5 + i) * 5 + j);
+            cr_assert(i == j ? v == 0 : v < 0, "bias[0, 1, %lld, %lld] = %g", (long long)i, (long long)j, v);
+        }
+    pg_tensor *x2 = randt(PG_SHAPE(2, 5, 8), 4, false);
+    cr_assert_gt(max_err(pg_mha_positional_bias(g, m, x2, NULL, NULL), b), 1e-6);
+    ASSERT_FAILS(pg_mha_positional_bias(g, m, NULL, NULL, NULL), "pg_mha_positional_bias: x is NULL");
+    ASSERT_FAILS(pg_mha_positional_bias(g, NULL, x, NULL, NULL), "pg_mha_positional_bias: module is NULL");
+    pg_module_free(&m->base);
+
+    pg_posmod *rot = pg_rotary_new(4, NULL, PG_F64);
+    m = mha_f64(8, 2, false, 0, true, &rot, 1, 7);
+    ASSERT_FAILS(pg_mha_positional_bias(g, m, x, NULL, NULL), "none of the attention's 1 positional modules");
+    pg_module_free(&m->base);
+    pg_graph_free(g);
+    pg_tensor_free(x);
+    pg_tensor_free(x2);
+}

@@ -55,6 +55,10 @@ Test(example_bias_lab, every_scheme_writes_heatmaps)
         for (int h = 0; h < BL_HEADS; h++)
             cr_assert(s->peak[h] >= 0 && s->peak[h] < BL_SEQ);
         cr_assert_eq(s->has_divisor, strcmp(s->scheme, "alibi") == 0);
+        /* biases that fall with the distance whatever their parameters: the peak stays at 0 */
+        bool monotone = !strcmp(s->scheme, "alibi") || !strcmp(s->scheme, "kerple") || !strcmp(s->scheme, "fox");
+        for (int h = 0; monotone && h < BL_HEADS; h++)
+            cr_assert_eq(s->peak[h], 0, "%s head %d", s->scheme, h);
         for (int e = 0; e <= 2; e++) {
             char path[128];
             snprintf(path, sizeof path, "%s/bias_%s_epoch%d.png", dir, s->scheme, e);
@@ -113,7 +117,7 @@ Test(example_bias_lab, bad_arguments_create_nothing)
     ex_run r;
     EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "rotary", "--epochs", "1", "--steps", "1", "--quiet");
     cr_assert_eq(r.rc, 2);
-    ex_assert_one_line(&r, "bias_lab: --scheme: unknown scheme 'rotary' (accepted: dpb alibi t5 xl rel1d all)");
+    ex_assert_one_line(&r, "bias_lab: --scheme: unknown scheme 'rotary' (accepted: dpb alibi t5 xl rel1d kerple fire cope fox all)");
     EX_RUN(&r, bias_lab_main, "bias_lab", "--steps", "0");
     cr_assert_eq(r.rc, 2);
     ex_assert_one_line(&r, "bias_lab: --steps wants an integer in 1..", "got '0'");

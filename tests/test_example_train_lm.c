@@ -215,6 +215,38 @@ Test(example_train_lm, input_scheme_draws_its_table_and_none_draws_nothing, .ini
     remove_tree(dir);
 }
 
+/* Every attention scheme: a heatmap when its registry entry has a bias_table (FIRE, KERPLE, ...), else a
+ * reason read from its hooks and props: fox's bias comes from x, not from q and k. */
+Test(example_train_lm, each_scheme_draws_its_bias_or_says_why_not, .init = quiet)
+{
+    char dir[64], out[128], data[128], png[256];
+    make_workdir(dir, out, data);
+    snprintf(png, sizeof png, "%s/pos_layer0.png", out);
+    for (int i = 0; i < LM_N_SCHEMES; i++) {
+        const char *pos = LM_SCHEMES[i];
+        if (lm_scheme_is_input(pos))
+            continue;
+        const pg_posmod_kind_info *k = lm_pos_info(pos);
+        char *o, *e;
+        int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "2", "--eval-every", "2",
+                              "--pos", pos, NULL);
+        cr_assert_eq(rc, 0, "--pos %s: %s", pos, e);
+        bool table = k && (k->hooks & PG_POS_HOOK_TABLE);
+        cr_assert_eq(exists_in(out, "pos_layer0.png"), table, "--pos %s: %s", pos, o);
+        cr_assert_eq(strstr(o, "no positional bias to draw") == NULL, table, "--pos %s: %s", pos, o);
+        if (k && (k->props & PG_POS_NEEDS_X))
+            cr_assert(strstr(o, "computed from the layer's input x") && !strstr(o, "q and k"), "%s: %s", pos, o);
+        if (k && !(k->props & PG_POS_NEEDS_QK))
+            cr_assert(!strstr(o, "q and k") && !strstr(o, "q or k"), "--pos %s: %s", pos, o);
+        if (!k)
+            cr_assert(strstr(o, "(it has none)"), "%s", o);
+        free(o);
+        free(e);
+        remove_tree(out);
+    }
+    remove_tree(dir);
+}
+
 Test(example_train_lm, local_runs_with_its_band, .init = quiet)
 {
     char dir[64], out[128], data[128];
@@ -435,6 +467,126 @@ Test(example_train_lm, resume_with_other_model_flags_names_them, .init = quiet)
     cr_assert(strstr(e, "this run asks for --pos alibi --dim 32"), "%s", e);
     cr_assert(!strstr(e, "exp_avg"), "%s", e);
     cr_assert(!is_dir(other), "%s was created", other);
+    free(o);
+    free(e);
+    remove_tree(dir);
+}
+
+/* The --rope-* flags are model flags: recorded in both files' metadata, checked by --resume as
+ * --pos and --dim are (a conflict names them); a checkpoint without them had no scaling. */
+Test(example_train_lm, rope_flags_are_recorded_and_checked_on_resume, .init = quiet)
+{
+    char dir[64], out[128], data[128], ckpt[256];
+    make_workdir(dir, out, data);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", out);
+#define YARN_FLAGS "--pos", "rotary", "--rope-scaling", "yarn", "--rope-factor", "4", "--rope-beta-fast", "16"
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "4", YARN_FLAGS, NULL), 0,
+                 "%s", e);
+    free(o);
+    free(e);
+    pg_checkpoint_info info;
+    cr_assert_eq(pg_checkpoint_info_read(ckpt, &info), 0, "%s", pg_last_error());
+    const char *want[][2] = {{"train_lm.rope-scaling", "yarn"},  {"train_lm.rope-factor", "4"},
+                             {"train_lm.rope-orig-len", "16"},   {"train_lm.rope-beta-fast", "16"},
+                             {"train_lm.rope-beta-slow", "1"},   {"train_lm.rope-attn-factor", "1"}};
+    for (int w = 0; w < 6; w++) {
+        const char *v = pg_checkpoint_info_get(&info, want[w][0]);
+        cr_assert(v && !strcmp(v, want[w][1]), "%s = %s, wanted %s", want[w][0], v ? v : "(none)", want[w][1]);
+    }
+    pg_checkpoint_info_free(&info);
+    /* the same flags resume */
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "6", YARN_FLAGS, "--resume",
+                          ckpt, NULL);
+    cr_assert_eq(rc, 0, "%s", e);
+    cr_assert(strstr(o, "resumed from"), "%s", o);
+    free(o);
+    free(e);
+    /* without the scaling: refused, naming it */
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "8", "--pos", "rotary", "--resume",
+                      ckpt, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "was trained with --pos rotary --layers 1 --dim 16 --heads 2 --seq 16 --rope-scaling yarn "
+                        "--rope-factor 4 --rope-orig-len 16 --rope-beta-fast 16 --rope-beta-slow 1 "
+                        "--rope-attn-factor 1; this run asks for --rope-scaling none ("),
+              "%s", e);
+    free(o);
+    free(e);
+    /* another beta: refused, naming that flag alone */
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "8", YARN_FLAGS,
+                      "--rope-beta-slow", "2", "--resume", ckpt, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "this run asks for --rope-beta-slow 2 ("), "%s", e);
+    free(o);
+    free(e);
+    /* a checkpoint written before the --rope-* flags were recorded: read as --rope-scaling none */
+    remove_tree(out);
+    cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "4", "--pos", "rotary",
+                              NULL),
+                 0);
+    free(o);
+    free(e);
+    pg_tensor_list l = {0, 0, NULL, NULL};
+    int n = 0, kept = 0;
+    char **keys = NULL, **values = NULL;
+    cr_assert_eq(pg_safetensors_load_meta(ckpt, &l, &n, &keys, &values), 0, "%s", pg_last_error());
+    const char *k2[32], *v2[32];
+    for (int i = 0; i < n && kept < 32; i++)
+        if (!strstr(keys[i], "train_lm.rope-")) {
+            k2[kept] = keys[i];
+            v2[kept++] = values[i];
+        }
+    cr_assert_lt(kept, n, "the rope keys were there");
+    cr_assert_eq(pg_safetensors_save(ckpt, &l, kept, k2, v2), 0, "%s", pg_last_error());
+    for (int i = 0; i < n; i++) {
+        free(keys[i]);
+        free(values[i]);
+    }
+    free(keys);
+    free(values);
+    pg_tensor_list_free_all(&l);
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "6", "--pos", "rotary", "--resume",
+                      ckpt, NULL);
+    cr_assert_eq(rc, 0, "%s", e);
+    free(o);
+    free(e);
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "8", YARN_FLAGS, "--resume",
+                      ckpt, NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "this run asks for --rope-scaling yarn --rope-factor 4"), "%s", e);
+    free(o);
+    free(e);
+#undef YARN_FLAGS
+    remove_tree(dir);
+}
+
+/* --help lists YaRN's betas and attention factor with their defaults; a bad pair is refused */
+Test(example_train_lm, rope_yarn_flags_have_defaults_and_are_checked, .init = quiet)
+{
+    char *o, *e;
+    cr_assert_eq(run_captured(&o, &e, "--help", NULL), 0);
+    cr_assert(strstr(o, "--rope-beta-fast X") && strstr(o, "(default 32)"), "%s", o);
+    cr_assert(strstr(o, "--rope-beta-slow X") && strstr(o, "--rope-attn-factor X"), "%s", o);
+    const char *after[] = {"--rope-beta-slow X", "--rope-attn-factor X"};
+    for (int i = 0; i < 2; i++) {
+        const char *line = strstr(o, after[i]), *end = line ? strchr(line, '\n') : NULL;
+        cr_assert(end && !strncmp(end - 11, "(default 1)", 11), "%s", line ? line : o);
+    }
+    free(o);
+    free(e);
+    char dir[64], out[128], data[128];
+    make_workdir(dir, out, data);
+    int rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "2", "--pos", "rotary",
+                          "--rope-scaling", "yarn", "--rope-factor", "4", "--rope-beta-fast", "0.5", NULL);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(e, "--rope-beta-fast 0.5") && strstr(e, "yarn_beta_fast (0.5) must be > yarn_beta_slow (1)"),
+              "%s", e);
+    cr_assert(!is_dir(out), "nothing written");
+    free(o);
+    free(e);
+    rc = run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "2", "--pos", "rotary",
+                      "--rope-scaling", "yarn", "--rope-factor", "4", "--rope-attn-factor", "0.7", NULL);
+    cr_assert_eq(rc, 0, "%s", e);
     free(o);
     free(e);
     remove_tree(dir);
