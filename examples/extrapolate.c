@@ -140,7 +140,7 @@ static const char *expand_schemes(const char *list)
 static bool ex_is_rotary(const char *pos)
 {
     const pg_posmod_kind_info *k = lm_pos_info(pos);
-    return k && (!strcmp(k->kind, "rotary") || !strcmp(k->kind, "xpos"));
+    return k && (k->props & PG_POS_ROTARY);
 }
 
 /* One entry "<scheme>" or "<scheme>+<scaling>" (len bytes at e) into slot s of
@@ -292,6 +292,25 @@ typedef struct ex_pos_opts {
     pg_rotary_opts rope;
 } ex_pos_opts;
 
+/* The options this experiment gives a kind, from the training length (a table
+ * keyed by registry kind; tests check each is one): FIRE's threshold L0 below
+ * the training length (the paper's train_len / 4); CoPE's npos = train_len + 1
+ * (RAM's block size + 1; counted positions past it share the last row). */
+static const void *ex_fire_opts(ex_pos_opts *x, int train_len)
+{
+    x->fire = (pg_fire_opts){.init_L = train_len / 4.0};
+    return &x->fire;
+}
+static const void *ex_cope_opts(ex_pos_opts *x, int train_len)
+{
+    x->cope = (pg_cope_opts){.npos = train_len + 1};
+    return &x->cope;
+}
+static const struct {
+    const char *kind;
+    const void *(*opts)(ex_pos_opts *x, int train_len);
+} EX_KIND_OPTS[] = {{"fire", ex_fire_opts}, {"cope", ex_cope_opts}};
+
 /* *cfg for the scheme pos trained at o->train_len, pointing into *x; *table: a
  * table with train_len rows (nothing past them). 0, or -1 (unknown scheme). */
 static int scheme_config(const extrapolate_opts *o, const lm_corpus *c, const char *pos, ex_pos_opts *x,
@@ -303,16 +322,10 @@ static int scheme_config(const extrapolate_opts *o, const lm_corpus *c, const ch
         return -1;
     }
     const pg_posmod_kind_info *k = lm_pos_info(pos);
-    const char *kind = k ? k->kind : "";
-    if (!strcmp(kind, "fire")) { /* the threshold L0 below the training length (the paper's train_len / 4) */
-        x->fire = (pg_fire_opts){.init_L = o->train_len / 4.0};
-        cfg->layer_pos[0].opts = &x->fire;
-    }
-    if (!strcmp(kind, "cope")) { /* RAM's npos = block size + 1; positions past it share the last row */
-        x->cope = (pg_cope_opts){.npos = o->train_len + 1};
-        cfg->layer_pos[0].opts = &x->cope;
-    }
-    *table = k && (k->props & PG_POS_MAX_LEN) && strcmp(kind, "cope");
+    for (size_t i = 0; k && i < sizeof EX_KIND_OPTS / sizeof EX_KIND_OPTS[0]; i++)
+        if (!strcmp(k->kind, EX_KIND_OPTS[i].kind))
+            cfg->layer_pos[0].opts = EX_KIND_OPTS[i].opts(x, o->train_len);
+    *table = k && (k->props & PG_POS_BOUNDED);
     cfg->max_len = *table ? o->train_len : 0; /* tables have train_len rows; the rest are unbounded */
     cfg->seed = (uint64_t)o->seed;
     return 0;

@@ -601,7 +601,7 @@ static int apply_rope_scaling(trainer *t, const train_lm_opts *o)
     if (s == PG_ROPE_NONE)
         return 0;
     const pg_posmod_kind_info *k = lm_pos_info(o->pos);
-    if (!k || (strcmp(k->kind, "rotary") && strcmp(k->kind, "xpos")) || t->cfg.n_layer_pos != 1) {
+    if (!k || !(k->props & PG_POS_ROTARY) || t->cfg.n_layer_pos != 1) {
         fprintf(stderr, "train_lm: --rope-scaling %s applies to --pos rotary, xpos or local, not %s\n",
                 o->rope_scaling, o->pos);
         return -1;

@@ -306,14 +306,17 @@ enum {
 /* What else a kind is (bits of pg_posmod_kind_info.props). */
 enum {
     PG_POS_NEEDS_QK = 1 << 0,   /* its mod_qkv modifies q/k, or its bias reads q or k */
-    PG_POS_MAX_LEN = 1 << 1,    /* a table with a row per position up to args.max_len: without a size
-                                   in its options it needs max_len >= 1, and longer sequences are
-                                   out of its range */
+    PG_POS_MAX_LEN = 1 << 1,    /* sized by args.max_len (a row per position or per counted
+                                   position): without a size in its options it needs max_len >= 1 */
     PG_POS_NEEDS_OPTS = 1 << 2, /* no defaults: the constructor needs its options struct */
     PG_POS_VISION = 1 << 3,     /* from a computer-vision library (AI Summer's self-attention-cv);
                                    the text examples offer it only under a name of their own */
     PG_POS_NEEDS_X = 1 << 4,    /* its bias reads the attention's input (pg_pos_ctx.x): it works in
                                    MultiheadAttention, not where x is unknown (LocalAttention) */
+    PG_POS_BOUNDED = 1 << 5,    /* refuses sequences longer than its size (max_len): nothing is
+                                   defined past its rows (a learned absolute table) */
+    PG_POS_ROTARY = 1 << 6,     /* its options are a pg_rotary_opts (nn/pos_rotary.h): rotary
+                                   scaling (PI, NTK, YaRN, ...) applies to it */
 };
 
 /* One registry entry. */

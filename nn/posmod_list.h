@@ -36,13 +36,13 @@
 #ifdef PG_POSMOD
 PG_POSMOD(sinusoidal, PG_POS_ROLE_INPUT, PG_POS_HOOK_X, 0, "nn/pos_sinusoidal.c",
           "fixed sines and cosines of the position added to the token embeddings (Vaswani et al. 2017)")
-PG_POSMOD(learned, PG_POS_ROLE_INPUT, PG_POS_HOOK_X, PG_POS_MAX_LEN, "nn/pos_learned.c",
+PG_POSMOD(learned, PG_POS_ROLE_INPUT, PG_POS_HOOK_X, PG_POS_MAX_LEN | PG_POS_BOUNDED, "nn/pos_learned.c",
           "a learned embedding per position (max_len rows) added to the token embeddings")
 PG_POSMOD(continuous, PG_POS_ROLE_INPUT, PG_POS_HOOK_X, 0, "nn/pos_learned.c",
           "an MLP of the real-valued position added to the token embeddings (bio-attention)")
-PG_POSMOD(rotary, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV, PG_POS_NEEDS_QK, "nn/pos_rotary.c",
+PG_POSMOD(rotary, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV, PG_POS_NEEDS_QK | PG_POS_ROTARY, "nn/pos_rotary.c",
           "rotates pairs of q and k channels by angles proportional to the position (RoPE, Su et al. 2021)")
-PG_POSMOD(xpos, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV, PG_POS_NEEDS_QK, "nn/pos_rotary.c",
+PG_POSMOD(xpos, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV, PG_POS_NEEDS_QK | PG_POS_ROTARY, "nn/pos_rotary.c",
           "rotary plus a per-channel exponential decay of q . k with the distance (xPos, Sun et al. 2022)")
 PG_POSMOD(alibi, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0,
           "nn/pos_alibi.c", "minus a fixed per-head slope times the query-key distance (ALiBi, Press et al. 2022)")
@@ -52,9 +52,9 @@ PG_POSMOD(xl, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_P
           "(q + u).k + (q + v).r with r projected sinusoids of the distance (Transformer-XL, Dai et al. 2019)")
 PG_POSMOD(t5, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_t5.c",
           "a learned per-head bias for log-spaced buckets of the distance (T5, Raffel et al. 2020)")
-PG_POSMOD(abs1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_VISION,
+PG_POSMOD(abs1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_BOUNDED | PG_POS_VISION,
           "nn/pos_rel.c", "q . a learned embedding of the key's position (AI Summer's AbsPosEmb1D)")
-PG_POSMOD(rel1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_VISION,
+PG_POSMOD(rel1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_BOUNDED | PG_POS_VISION,
           "nn/pos_rel.c", "q . a learned embedding of the key-query distance (Shaw et al. 2018; AI Summer)")
 PG_POSMOD(rel2d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_NEEDS_OPTS | PG_POS_VISION,
           "nn/pos_rel.c", "q . learned row and column distance embeddings on an H x W map (AI Summer's RelPosEmb2D)")

@@ -288,6 +288,13 @@ Test(example_extrapolate, fire_and_cope_options)
     cr_assert_eq(cfg.max_len, 64);
 }
 
+/* Every entry of the per-kind options table names a registered kind. */
+Test(example_extrapolate, kind_options_name_registered_kinds)
+{
+    for (size_t i = 0; i < sizeof EX_KIND_OPTS / sizeof EX_KIND_OPTS[0]; i++)
+        cr_assert_not_null(pg_posmod_lookup(EX_KIND_OPTS[i].kind), "%s is not a registered kind", EX_KIND_OPTS[i].kind);
+}
+
 /* A bad +suffix, a suffix on a scheme that is not rotary, a row listed twice
  * under two names: one line before any training (nothing on stdout). */
 Test(example_extrapolate, bad_scaling_rejected_before_training)

@@ -270,3 +270,72 @@ Test(pos_registry, max_len_marks_the_tables_sized_by_max_len)
             pg_module_free(&unbounded->base);
     }
 }
+
+/* BOUNDED <=> built for max_len 4, the module refuses 5 tokens (and takes 4). */
+static bool takes_len(pg_posmod *m, const pg_posmod_kind_info *k, int64_t len)
+{
+    pg_graph *g = pg_graph_new();
+    bool ok;
+    if (m->ops->mod_x) {
+        pg_tensor *x = randt(PG_SHAPE(1, len, DIM), 5, false);
+        ok = pg_posmod_apply_x(g, &m, 1, x, NULL, NULL, 0, 0, NULL) != NULL;
+        pg_tensor_free(x);
+    } else {
+        cr_assert_eq(len, L, "bias_for works at L tokens");
+        pg_tensor *b = bias_for(m, 1, k->props & PG_POS_NEEDS_X ? 21 : 0, NULL, 0);
+        ok = b != NULL;
+        pg_tensor_free(b);
+    }
+    pg_graph_free(g);
+    return ok;
+}
+
+Test(pos_registry, bounded_marks_the_kinds_that_refuse_longer_sequences)
+{
+    for (int i = 0; i < n_kinds(); i++) {
+        const pg_posmod_kind_info *k = pg_posmod_info_at(i);
+        bool bounded = (k->props & PG_POS_BOUNDED) != 0;
+        pg_rng r = pg_rng_init(3);
+        const void *opts = k->props & PG_POS_NEEDS_OPTS ? needed_opts(k) : NULL;
+        pg_posmod *small = build(k, L - 1, opts, &r), *exact = build(k, L, opts, &r);
+        cr_assert(small && exact, "%s: %s", k->kind, pg_last_error());
+        if (!small->ops->mod_x && !small->ops->mod_bias)
+            cr_assert(!bounded, "%s: BOUNDED without mod_x or mod_bias", k->kind);
+        else {
+            cr_assert_eq(!takes_len(small, k, L), bounded, "%s built for %d tokens %s %d (BOUNDED %d)", k->kind,
+                         L - 1, bounded ? "takes" : "refuses", L, bounded);
+            cr_assert(takes_len(exact, k, L), "%s refuses as many tokens as it was built for", k->kind);
+        }
+        pg_module_free(&small->base);
+        pg_module_free(&exact->base);
+    }
+}
+
+/* ROTARY <=> the kind takes a pg_rotary_opts, and its scaling changes what it does to q. */
+Test(pos_registry, rotary_marks_the_kinds_that_take_rotary_options)
+{
+    for (int i = 0; i < n_kinds(); i++) {
+        const pg_posmod_kind_info *k = pg_posmod_info_at(i);
+        if (!(k->props & PG_POS_ROTARY))
+            continue;
+        cr_assert(k->hooks & PG_POS_HOOK_QKV, "%s: ROTARY without mod_qkv", k->kind);
+        pg_rotary_opts o = pg_rotary_defaults();
+        o.scaling = PG_ROPE_LINEAR;
+        o.rope_factor = 4;
+        pg_rng r = pg_rng_init(3);
+        pg_posmod *plain = build(k, 8, NULL, &r), *scaled = build(k, 8, &o, &r);
+        cr_assert(plain && scaled, "%s: %s", k->kind, pg_last_error());
+        pg_pos_ctx c = {.self_attn = true, .B = 1, .heads = HEADS, .head_dim = HEAD_DIM, .Lq = L, .Lk = L,
+                        .scale = 0.5, .dtype = PG_F64};
+        pg_tensor *q0 = randt(PG_SHAPE(1, HEADS, L, HEAD_DIM), 7, false);
+        pg_graph *g = pg_graph_new();
+        pg_tensor *q[2] = {q0, q0}, *kk[2] = {q0, q0}, *v[2] = {q0, q0};
+        cr_assert_eq(plain->ops->mod_qkv(g, plain, &q[0], &kk[0], &v[0], &c), 0, "%s", pg_graph_error(g));
+        cr_assert_eq(scaled->ops->mod_qkv(g, scaled, &q[1], &kk[1], &v[1], &c), 0, "%s", pg_graph_error(g));
+        cr_assert_gt(max_err(q[0], q[1]), 1e-6, "%s: scaling changes nothing", k->kind);
+        pg_graph_free(g);
+        pg_tensor_free(q0);
+        pg_module_free(&plain->base);
+        pg_module_free(&scaled->base);
+    }
+}
