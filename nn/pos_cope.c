@@ -1,7 +1,7 @@
 /* CoPE (nn/pos_cope.h; docs/pos/cope.md). Built from differentiable ops:
  * matmul, sigmoid, masked_fill, a reversed cumsum (index_select flips, cumsum),
  * clamp, gather; only the integer indices floor p / ceil p are computed by hand
- * (they carry no gradient). */
+ * (they carry no gradient). The soft one-hot (5): sub, abs, softmax, matmul. */
 #include "pos_cope.h"
 
 #include <math.h>
@@ -102,7 +102,34 @@ static bool check_call(pg_graph *g, pg_cope *m, const pg_tensor *q, const pg_ten
     return true;
 }
 
-/* mod_bias: (B, H, Lq, Lk), docs/pos/cope.md (1)-(4) */
+/* (4): z (B, H, Lq, npos) read at p (B, H, Lq, Lk) by linear interpolation */
+static pg_tensor *interp_bias(pg_graph *g, pg_tensor *p, pg_tensor *z)
+{
+    pg_tensor *fl = NULL, *ce = NULL;
+    if (!z || !int_indices(g, p, &fl, &ce))
+        return NULL;
+    pg_tensor *zf = pg_gather(g, z, -1, fl), *zc = pg_gather(g, z, -1, ce);
+    pg_tensor *w = pg_sub(g, p, pg_floor(g, p)); /* floor p: no gradient, so only w reaches p */
+    /* zc w + zf (1 - w) = zf + w (zc - zf) */
+    return pg_add(g, zf, pg_mul(g, w, pg_sub(g, zc, zf)));
+}
+
+/* (5): a_ijn = softmax_n(-|p_ij - n| / temp) (B, H, Lq, Lk, npos); bias_ij = sum_n a_ijn z_i[n].
+ * Smooth in p except where p is an integer (the kink of |p - n|). */
+static pg_tensor *soft_bias(pg_graph *g, pg_tensor *p, pg_tensor *z, double temp)
+{
+    if (!p || !z)
+        return NULL;
+    int64_t B = p->shape[0], H = p->shape[1], Lq = p->shape[2], Lk = p->shape[3], npos = z->shape[3];
+    pg_tensor *n = pg_arange(g, p->dtype, 0, (double)npos, 1); /* (npos) */
+    pg_tensor *d = pg_abs(g, pg_sub(g, pg_reshape(g, p, 5, (int64_t[]){B, H, Lq, Lk, 1}), n));
+    pg_tensor *a = pg_softmax(g, pg_mul_scalar(g, d, -1.0 / temp), -1);
+    pg_tensor *zc = pg_reshape(g, z, 5, (int64_t[]){B, H, Lq, npos, 1});
+    pg_tensor *bias = pg_matmul(g, a, zc, false, false); /* (B, H, Lq, Lk, 1) */
+    return bias ? pg_reshape(g, bias, 4, p->shape) : NULL;
+}
+
+/* mod_bias: (B, H, Lq, Lk), docs/pos/cope.md (1)-(5) */
 static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, pg_tensor *v,
                             const pg_pos_ctx *c)
 {
@@ -117,14 +144,8 @@ static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor 
     if (c->mask || c->causal)
         gates = pg_masked_fill(g, gates, hidden(g, c), 0.0);
     pg_tensor *p = positions(g, gates, m->npos); /* (2) */
-    pg_tensor *fl = NULL, *ce = NULL;
-    if (!int_indices(g, p, &fl, &ce))
-        return NULL;
-    pg_tensor *z = int_logits(g, m, q); /* (3) (B, H, Lq, npos) */
-    pg_tensor *zf = pg_gather(g, z, -1, fl), *zc = pg_gather(g, z, -1, ce);
-    pg_tensor *w = pg_sub(g, p, pg_floor(g, p)); /* floor p: no gradient, so only w reaches p */
-    /* (4) zc w + zf (1 - w) = zf + w (zc - zf) */
-    pg_tensor *bias = pg_add(g, zf, pg_mul(g, w, pg_sub(g, zc, zf)));
+    pg_tensor *z = int_logits(g, m, q);          /* (3) (B, H, Lq, npos) */
+    pg_tensor *bias = m->soft_onehot ? soft_bias(g, p, z, m->soft_onehot_temp) : interp_bias(g, p, z);
     if (m->convention == PG_COPE_RAM && !m->nodiv) /* RAM: softmax((q.k + bias) / sqrt(Dh)) */
         bias = pg_mul_scalar(g, bias, scale);
     if (!bias && !pg_graph_error(g))
@@ -153,6 +174,17 @@ static int check_opts(const char *fn, int64_t head_dim, int64_t max_len, const p
     if (o->nodiv && o->convention == PG_COPE_XT) {
         pg_set_error("%s: nodiv is an option of the RAM convention (x-transformers always adds the bias after "
                      "the scaling)", fn);
+        return -1;
+    }
+    if (!o->soft_onehot && o->soft_onehot_temp != 0) {
+        pg_set_error("%s: soft_onehot_temp is %g but soft_onehot is off (set soft_onehot, or leave the "
+                     "temperature 0)", fn, o->soft_onehot_temp);
+        return -1;
+    }
+    double t = o->soft_onehot_temp; /* 1 / t must be finite too: (5) divides by it */
+    if (o->soft_onehot && !(t == 0 || (t > 0 && isfinite(t) && isfinite(1.0 / t)))) {
+        pg_set_error("%s: soft_onehot_temp must be a finite temperature > 0 (0: x-transformers' 0.05), got %g", fn,
+                     t);
         return -1;
     }
     if (o->npos < 0 || max_len < 0) {
@@ -188,6 +220,8 @@ pg_posmod *pg_cope_new(int64_t head_dim, int64_t max_len, const pg_cope_opts *o,
     m->convention = o->convention;
     m->nodiv = o->nodiv;
     m->gates = o->gates;
+    m->soft_onehot = o->soft_onehot;
+    m->soft_onehot_temp = !o->soft_onehot ? 0 : o->soft_onehot_temp != 0 ? o->soft_onehot_temp : 0.05;
     /* zeros, as both references */
     m->pos_emb = o->convention == PG_COPE_RAM
                      ? pg_module_new_param(&m->pm.base, "pos_emb", dtype, PG_SHAPE(1, head_dim, npos))

@@ -9,6 +9,8 @@
  *   (2) p_ij = min(sum_{t=j..Lk-1} g_it, npos - 1)   (causal: the sum stops at t = i)
  *   (3) z_i[n] = q_i . E[:, n]               n = 0..npos-1, E (Dh, npos), the unscaled q
  *   (4) bias_ij = z_i[ceil p] w + z_i[floor p] (1 - w),   w = p - floor p
+ *   (5) soft_onehot instead of (4): a_ijn = softmax_n(-|p_ij - n| / temp),
+ *       bias_ij = sum_n a_ijn z_i[n]   (x-transformers' soft one-hot)
  *
  * and, in the RAM convention without nodiv, the bias times scale (RAM adds it
  * before the 1/sqrt(Dh) division; posgrad adds biases after the scaling).
@@ -22,7 +24,8 @@
  *
  * Memory: mod_bias materialises (B, H, Lq, Lk) gates, positions and bias (the
  * suffix sum needs the whole row), so MultiheadAttention takes its unfused path
- * and memory is quadratic in L. No bias_table (the bias has no position-only
+ * and memory is quadratic in L (soft_onehot: also (B, H, Lq, Lk, npos) weights).
+ * No bias_table (the bias has no position-only
  * part), no dist_bias, no band_bias: LocalAttention refuses the module.
  * Positions (pos_q / pos_k) are not used: CoPE's positions come from content. */
 #ifndef PG_NN_POS_COPE_H
@@ -40,12 +43,15 @@ typedef enum {
     PG_COPE_GATES_VALUE = 1 /* sigmoid(scale q . v) (RAM's cope_val_gates) */
 } pg_cope_gates;
 
-/* All-zero is the default: RAM, npos = max_len + 1, bias divided with the logits, key gates. */
+/* All-zero is the default: RAM, npos = max_len + 1, bias divided with the logits, key gates,
+ * linear interpolation (4). */
 typedef struct pg_cope_opts {
     pg_cope_convention convention;
     int64_t npos;        /* npos_max >= 1; 0: max_len + 1 (RAM, needs max_len >= 1) or 16 (XT) */
     bool nodiv;          /* RAM's cope_nodiv: the bias is added after the scaling (XT always does) */
     pg_cope_gates gates;
+    bool soft_onehot;        /* (5) instead of (4), either convention (x-transformers' soft_onehot) */
+    double soft_onehot_temp; /* temp > 0 of (5); 0: x-transformers' 0.05; must stay 0 without soft_onehot */
 } pg_cope_opts;
 
 typedef struct pg_cope {
@@ -54,6 +60,8 @@ typedef struct pg_cope {
     pg_cope_convention convention;
     bool nodiv;
     pg_cope_gates gates;
+    bool soft_onehot;
+    double soft_onehot_temp; /* resolved (> 0) when soft_onehot, else 0 */
     pg_tensor *pos_emb; /* E: RAM (1, Dh, npos), XT (npos, Dh); zeros at init */
 } pg_cope;
 

@@ -1,4 +1,4 @@
-/* CoPE (nn/pos_cope.c): a hand-computed case, PyTorch parity of the bias and its
+/* CoPE (nn/pos_cope.c): hand-computed cases (also the soft one-hot), PyTorch parity of the bias and its
  * gradients for every option (tests/fixtures/gen_pos_cope.py), MultiheadAttention
  * parity, gradchecks w.r.t. q, k, v and E away from integer positions and the
  * clamp, names and shapes, training (MHA, a 1-block LM with Adam), bad options,
@@ -65,6 +65,36 @@ Test(pos_cope, hand_computed)
     }
 }
 
+Test(pos_cope, hand_computed_soft_onehot)
+{
+    /* docs/pos/cope.md "Check values": Dh = 1, q = 1, k = 0: every gate 1/2; causal L = 3:
+     * p = 0.5 (j = i), 1, 1.5, hidden p = 0. E[n] = n^2, npos 3, temp 1 / ln 2: weights
+     * prop. to 2^-|p - n|: p 0.5 -> (2, 2, 1) / 5, bias 1.2; p 1 -> (1, 2, 1) / 4, 1.5;
+     * p 1.5 -> (1, 2, 2) / 5, 2.0; p 0 -> (4, 2, 1) / 7, 6/7. d bias_20 / d E = q a = (0.2, 0.4, 0.4). */
+    pg_cope *m = cope_f64(1, 0,
+                          &(pg_cope_opts){.convention = PG_COPE_XT, .npos = 3, .soft_onehot = true,
+                                          .soft_onehot_temp = 1 / log(2.0)});
+    for (int n = 0; n < 3; n++)
+        pg_set(m->pos_emb, n, (double)(n * n));
+    pg_tensor *q = T64(PG_SHAPE(1, 1, 3, 1), 1, 1, 1), *k = T64(PG_SHAPE(1, 1, 3, 1), 0, 0, 0);
+    pg_pos_ctx c = ctx_for(q, k, NULL, true, 1.0);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *b = m->pm.ops->mod_bias(g, &m->pm, q, k, k, &c);
+    cr_assert_not_null(b, "%s", pg_graph_error(g));
+    const double h = 6.0 / 7, want[9] = {1.2, h, h, 1.5, 1.2, h, 2.0, 1.5, 1.2};
+    for (int i = 0; i < 9; i++)
+        cr_assert_float_eq(pg_get(b, i), want[i], 1e-14, "entry %d: %.15g", i, pg_get(b, i));
+    pg_tensor *dy = T64(PG_SHAPE(1, 1, 3, 3), 0, 0, 0, 0, 0, 0, 1, 0, 0);
+    cr_assert_eq(pg_backward_with(g, b, dy), 0, "%s", pg_graph_error(g));
+    const double dE[3] = {0.2, 0.4, 0.4};
+    for (int n = 0; n < 3; n++)
+        cr_assert_float_eq(pg_get(m->pos_emb->grad, n), dE[n], 1e-14, "dE[%d]", n);
+    pg_graph_free(g);
+    pg_tensor *own[] = {q, k, dy};
+    free_all(3, own);
+    pg_module_free(&m->pm.base);
+}
+
 /* ===================================================================================
  * parity with PyTorch
  * =================================================================================== */
@@ -77,17 +107,21 @@ typedef struct ccase {
     bool causal, mask;
     pg_cope_gates gates;
     bool nodiv;
+    double temp; /* > 0: the soft one-hot; -1: with temp 0 (x-transformers' 0.05) */
 } ccase;
 
 /* gen_pos_cope.py's CASES (the sizes come from the fixture) */
 static const ccase CASES[] = {
-    {"ram", PG_COPE_RAM, 6, 0.5, true, true, PG_COPE_GATES_KEY, false},
-    {"ram_clamp", PG_COPE_RAM, 3, 0.7, true, false, PG_COPE_GATES_KEY, false},
-    {"ram_nodiv", PG_COPE_RAM, 6, 0.5, true, true, PG_COPE_GATES_KEY, true},
-    {"ram_val", PG_COPE_RAM, 5, 0.6, true, false, PG_COPE_GATES_VALUE, false},
-    {"xt", PG_COPE_XT, 0, 0.5, true, true, PG_COPE_GATES_KEY, false}, /* npos 0: XT's default 16 */
-    {"xt_bidir", PG_COPE_XT, 4, 0.5, false, true, PG_COPE_GATES_KEY, false},
-    {"xt_cross", PG_COPE_XT, 8, 0.8, true, false, PG_COPE_GATES_VALUE, false},
+    {"ram", PG_COPE_RAM, 6, 0.5, true, true, PG_COPE_GATES_KEY, false, 0},
+    {"ram_clamp", PG_COPE_RAM, 3, 0.7, true, false, PG_COPE_GATES_KEY, false, 0},
+    {"ram_nodiv", PG_COPE_RAM, 6, 0.5, true, true, PG_COPE_GATES_KEY, true, 0},
+    {"ram_val", PG_COPE_RAM, 5, 0.6, true, false, PG_COPE_GATES_VALUE, false, 0},
+    {"xt", PG_COPE_XT, 0, 0.5, true, true, PG_COPE_GATES_KEY, false, 0}, /* npos 0: XT's default 16 */
+    {"xt_bidir", PG_COPE_XT, 4, 0.5, false, true, PG_COPE_GATES_KEY, false, 0},
+    {"xt_cross", PG_COPE_XT, 8, 0.8, true, false, PG_COPE_GATES_VALUE, false, 0},
+    {"xt_soft", PG_COPE_XT, 0, 0.5, true, true, PG_COPE_GATES_KEY, false, -1}, /* 0.05 by default */
+    {"xt_soft_t", PG_COPE_XT, 4, 0.9, false, true, PG_COPE_GATES_KEY, false, 0.7},
+    {"ram_soft", PG_COPE_RAM, 3, 0.7, true, false, PG_COPE_GATES_VALUE, false, 0.3},
 };
 
 Test(pos_cope, matches_torch_every_option)
@@ -105,7 +139,8 @@ Test(pos_cope, matches_torch_every_option)
         pg_tensor *v = fx_copy(&l, key, true);
         pg_cope *m = cope_f64(q->shape[3], 0,
                               &(pg_cope_opts){.convention = k->conv, .npos = k->npos, .nodiv = k->nodiv,
-                                              .gates = k->gates});
+                                              .gates = k->gates, .soft_onehot = k->temp != 0,
+                                              .soft_onehot_temp = k->temp > 0 ? k->temp : 0});
         pg_copy_into(m->pos_emb, fx(&l, "%s.pos_emb", k->name)); /* checks the shape too */
         pg_tensor *mask = k->mask ? fx(&l, "%s.mask", k->name) : NULL;
         pg_pos_ctx c = ctx_for(q, kk, mask, k->causal, k->scale);
@@ -259,6 +294,43 @@ Test(pos_cope, gradcheck_q_k_v_and_E)
     cr_log_info("pos_cope gradcheck (bias): worst abs error %.3g", worst_gc);
 }
 
+Test(pos_cope, gradcheck_soft_onehot)
+{
+    /* the soft one-hot (5): XT at x-transformers' temp 0.05 (steep between integers), XT at
+     * temp 0.5 with npos 3 (the clamp active) and not causal, RAM with value gates at 0.3;
+     * the only kinks are at integer p (|p - n|), kept 1e-3 away as above */
+    const pg_cope_opts opts[] = {
+        {.convention = PG_COPE_XT, .npos = 8, .soft_onehot = true},
+        {.convention = PG_COPE_XT, .npos = 3, .soft_onehot = true, .soft_onehot_temp = 0.5},
+        {.convention = PG_COPE_RAM, .npos = 8, .gates = PG_COPE_GATES_VALUE, .soft_onehot = true,
+         .soft_onehot_temp = 0.3},
+    };
+    for (int variant = 0; variant < 3; variant++) {
+        pg_cope *m = cope_f64(3, 0, &opts[variant]);
+        pg_tensor *mask = TBOOL(PG_SHAPE(2, 5), 1, 1, 0, 1, 1, 1, 1, 1, 1, 0);
+        bool found = false;
+        for (uint64_t seed = 1; seed < 200 && !found; seed++) {
+            pg_tensor *q = randt(PG_SHAPE(2, 2, 5, 3), 10 * seed + 5, true),
+                      *k = randt(PG_SHAPE(2, 2, 5, 3), 10 * seed + 6, true),
+                      *v = randt(PG_SHAPE(2, 2, 5, 3), 10 * seed + 7, true);
+            pg_tensor *E = rand_param(m->pos_emb->ndim, m->pos_emb->shape, -1, 1, 10 * seed + 8);
+            pg_copy_into(m->pos_emb, E);
+            gc_case t = {m, ctx_for(q, k, mask, variant != 1, 2.3)};
+            found = away_from_kinks(m, q, k, v, &t.c);
+            if (found) {
+                pg_tensor *in[] = {q, k, v, m->pos_emb};
+                gradcheck_worst(call_bias, 4, in, &t);
+            }
+            pg_tensor *own[] = {q, k, v, E};
+            free_all(4, own);
+        }
+        cr_assert(found, "variant %d: no seed keeps the positions 1e-3 from an integer", variant);
+        pg_tensor_free(mask);
+        pg_module_free(&m->pm.base);
+    }
+    cr_log_info("pos_cope gradcheck (soft one-hot): worst abs error %.3g", worst_gc);
+}
+
 typedef struct mha_case {
     pg_mha *m;
     pg_tensor *mask;
@@ -312,6 +384,12 @@ Test(pos_cope, names_shapes_and_init)
     pg_module_free(&m->pm.base);
     m = cope_f64(4, 0, &(pg_cope_opts){.npos = 7});
     assert_shape(m->pos_emb, 3, (int64_t[]){1, 4, 7});
+    cr_assert(!m->soft_onehot);
+    cr_assert_eq(m->soft_onehot_temp, 0.0);
+    pg_module_free(&m->pm.base);
+    m = cope_f64(4, 0, &(pg_cope_opts){.convention = PG_COPE_XT, .soft_onehot = true}); /* temp 0: 0.05 */
+    cr_assert(m->soft_onehot);
+    cr_assert_eq(m->soft_onehot_temp, 0.05);
     pg_module_free(&m->pm.base);
 
     pg_lm_config c = pg_lm_defaults(7, 8, 2, 2);
@@ -426,6 +504,14 @@ Test(pos_cope, bad_options)
     ASSERT_FAILS(pg_cope_new(4, 8, &(pg_cope_opts){.convention = PG_COPE_XT, .nodiv = true}, PG_F64),
                  "nodiv is an option of the RAM convention");
     ASSERT_FAILS(pg_cope_new(4, 8, &(pg_cope_opts){.npos = -1}, PG_F64), "need npos >= 1");
+    const double bad_t[] = {-0.05, NAN, INFINITY, -INFINITY, 1e-320};
+    for (int i = 0; i < 5; i++)
+        ASSERT_FAILS(pg_cope_new(4, 8, &(pg_cope_opts){.soft_onehot = true, .soft_onehot_temp = bad_t[i]}, PG_F64),
+                     "pg_cope_new: soft_onehot_temp must be a finite temperature > 0");
+    ASSERT_FAILS(pg_cope_new(4, 8, &(pg_cope_opts){.soft_onehot_temp = 0.1}, PG_F64),
+                 "pg_cope_new: soft_onehot_temp is 0.1 but soft_onehot is off");
+    ASSERT_FAILS(pg_cope_new(4, 8, &(pg_cope_opts){.soft_onehot_temp = NAN}, PG_F64),
+                 "pg_cope_new: soft_onehot_temp is nan but soft_onehot is off");
     ASSERT_FAILS(pg_cope_new(4, 0, NULL, PG_F64), "pg_cope_new: npos is unset and there is no max_len");
     ASSERT_FAILS(pg_cope_new(4, (int64_t)1 << 60, NULL, PG_F64), "is too large");
     pg_posmod *xt = pg_cope_new(4, 0, &(pg_cope_opts){.convention = PG_COPE_XT}, PG_F64);
