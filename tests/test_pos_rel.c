@@ -370,14 +370,7 @@ static pg_posmod *qscale_new(void)
 
 static pg_mha *mha_with(int64_t dim, int64_t heads, bool causal, bool cross, pg_posmod *const *mods, int n)
 {
-    pg_mha_config c = pg_mha_defaults(dim, heads);
-    c.causal = causal;
-    c.cross = cross;
-    c.dtype = PG_F64;
-    pg_rng r = pg_rng_init(3);
-    pg_mha *m = pg_mha_new(&c, mods, n, &r);
-    cr_assert_not_null(m, "%s", pg_last_error());
-    return m;
+    return test_mha(dim, heads, (test_mha_flags){.causal = causal, .cross = cross}, mods, n, 3);
 }
 
 static void mha_parity(pg_mha *m, const pg_tensor_list *l, const char *p, pg_tensor *mask)

@@ -171,13 +171,7 @@ Test(pos_t5, names_defaults_and_float_positions)
 
 static pg_mha *mha_with(int64_t dim, int64_t heads, bool causal, pg_posmod *const *pos, int n, uint64_t seed)
 {
-    pg_mha_config c = pg_mha_defaults(dim, heads);
-    c.causal = causal;
-    c.dtype = PG_F64;
-    pg_rng r = pg_rng_init(seed);
-    pg_mha *m = pg_mha_new(&c, pos, n, &r);
-    cr_assert_not_null(m, "%s", pg_last_error());
-    return m;
+    return test_mha(dim, heads, (test_mha_flags){.causal = causal}, pos, n, seed);
 }
 
 Test(pos_t5, mha_matches_torch)

@@ -185,6 +185,28 @@ static inline pg_gradcheck_opts f64_only(void)
 }
 
 /* random heap f64 tensor in [-1, 1), requiring grad if asked */
+/* An f64 MultiheadAttention of the given shape and flags over the positional
+ * modules pos[0..n) (taken), its weights drawn from seed; asserts it builds. */
+typedef struct test_mha_flags {
+    bool causal, unfused, cross;
+    int64_t context_dim; /* 0: pg_mha_defaults' */
+} test_mha_flags;
+static inline pg_mha *test_mha(int64_t dim, int64_t heads, test_mha_flags f, pg_posmod *const *pos, int n,
+                               uint64_t seed)
+{
+    pg_mha_config c = pg_mha_defaults(dim, heads);
+    c.causal = f.causal;
+    c.unfused = f.unfused;
+    c.cross = f.cross;
+    if (f.context_dim)
+        c.context_dim = f.context_dim;
+    c.dtype = PG_F64;
+    pg_rng r = pg_rng_init(seed);
+    pg_mha *m = pg_mha_new(&c, pos, n, &r);
+    cr_assert_not_null(m, "%s", pg_last_error());
+    return m;
+}
+
 static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bool grad)
 {
     pg_tensor *t = rand_param(ndim, shape, -1, 1, seed);
