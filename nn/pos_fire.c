@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../tensor/shape_util.h"
 
@@ -42,15 +43,95 @@ static bool ctx_ok(pg_graph *g, const char *fn, pg_fire *m, const pg_pos_ctx *c)
     return pg_pos_module_check(g, fn, c, m->heads, m->dtype) == 0;
 }
 
+/* ---- training-mode random positions (opts.train_max_len) ------------------------------ */
+
+/* uniform in [0, n), n >= 1, without modulo bias (rejects the low (2^64 - n) mod n values) */
+static uint64_t below(pg_rng *r, uint64_t n)
+{
+    uint64_t floor = (0 - n) % n, x;
+    do
+        x = pg_rng_next_u64(r);
+    while (x < floor);
+    return x % n;
+}
+
+int pg_fire_draw_positions(pg_rng *r, int64_t L, int64_t max_len, int64_t *pos)
+{
+    const char *fn = "pg_fire_draw_positions";
+    if (!r || !pos || L < 1 || L > max_len || max_len > (1LL << 53)) {
+        pg_set_error("%s: need a generator, an output and 1 <= L <= max_len <= 2^53, got generator %s, output %s, "
+                     "L %lld, max_len %lld",
+                     fn, r ? "set" : "NULL", pos ? "set" : "NULL", (long long)L, (long long)max_len);
+        return -1;
+    }
+    /* Floyd: for j = max_len - L .. max_len - 1 take t uniform in [0, j]; t if new, else j
+     * (j exceeds everything taken so far, so it goes at the end). pos[0..n-1] stays sorted. */
+    int64_t n = 0;
+    for (int64_t j = max_len - L; j < max_len; j++) {
+        int64_t t = (int64_t)below(r, (uint64_t)j + 1), lo = 0, hi = n;
+        while (lo < hi) { /* first index with pos[idx] >= t */
+            int64_t mid = lo + (hi - lo) / 2;
+            if (pos[mid] < t)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < n && pos[lo] == t) {
+            pos[n++] = j;
+        } else {
+            memmove(pos + lo + 1, pos + lo, (size_t)(n - lo) * sizeof *pos);
+            pos[lo] = t;
+            n++;
+        }
+    }
+    return 0;
+}
+
+/* The call draws when the option is on, the module trains, and it is a square
+ * self-attention with default positions shorter than train_max_len. */
+static bool draws(const pg_fire *m, const pg_pos_ctx *c)
+{
+    return m->train_max_len > c->Lq && m->pm.base.training && c->self_attn && !c->pos_q && !c->pos_k &&
+           c->Lq == c->Lk;
+}
+
+/* (1, L) i64 positions drawn from the call's generator; NULL after pg_graph_fail */
+static pg_tensor *drawn_positions(pg_graph *g, const char *fn, const pg_fire *m, const pg_pos_ctx *c)
+{
+    if (!c->rng) {
+        pg_graph_fail(g, "%s: train_max_len %lld in training mode draws random positions and needs the call's "
+                      "generator (pg_pos_ctx.rng, pg_attn_args.rng), got NULL",
+                      fn, (long long)m->train_max_len);
+        return NULL;
+    }
+    pg_tensor *p = pg_empty(g, PG_I64, PG_SHAPE(1, c->Lq));
+    if (!p)
+        return NULL;
+    if (pg_fire_draw_positions(c->rng, c->Lq, m->train_max_len, p->data) != 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", pg_last_error()); /* pg_graph_fail may reuse the error buffer */
+        pg_graph_fail(g, "%s: %s", fn, why);
+        return NULL;
+    }
+    return p;
+}
+
 static pg_tensor *fire_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
 {
     const char *fn = "fire";
     pg_fire *m = (pg_fire *)pm;
     if (!ctx_ok(g, fn, m, c))
         return NULL;
-    /* default positions end-aligned: queries Lk-Lq..Lk-1 */
-    pg_tensor *pq = pg_pos_side(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), m->dtype, false);
-    pg_tensor *pk = pg_pos_side(g, c->pos_k, c->Lk, 0.0, m->dtype, false);
+    pg_tensor *pq, *pk;
+    if (draws(m, c)) { /* the same sorted random positions for queries and keys */
+        pg_tensor *p = drawn_positions(g, fn, m, c);
+        if (!p)
+            return NULL;
+        pq = pk = pg_pos_side(g, p, c->Lq, 0.0, m->dtype, false);
+    } else { /* default positions end-aligned: queries Lk-Lq..Lk-1 */
+        pq = pg_pos_side(g, c->pos_q, c->Lq, (double)(c->Lk - c->Lq), m->dtype, false);
+        pk = pg_pos_side(g, c->pos_k, c->Lk, 0.0, m->dtype, false);
+    }
     pg_tensor *bias = fire_of(g, m, pq, pk); /* (Bo, H, Lpq, Lpk) */
     return pg_pos_table_finish(g, fn, bias, c, m->heads);
 }
@@ -72,6 +153,12 @@ static pg_tensor *fire_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_te
     pg_fire *m = (pg_fire *)pm;
     if (!ctx_ok(g, fn, m, c))
         return NULL;
+    if (m->train_max_len > 0 && m->pm.base.training) {
+        pg_graph_fail(g, "%s: band_bias: train_max_len %lld (random positions in training) is not supported by "
+                      "LocalAttention; set it to 0 or put the module in eval mode",
+                      fn, (long long)m->train_max_len);
+        return NULL;
+    }
     int64_t H = m->heads;
     if (!q || !k || !band || q->ndim != 3 || k->ndim != 3 || q->shape[0] % H != 0 ||
         q->shape[1] != band->W * band->w || k->shape[1] != q->shape[1]) {
@@ -120,6 +207,10 @@ static int check_opts(const char *fn, int64_t heads, const pg_fire_opts *o, pg_d
         pg_set_error("%s: need a finite init_c (0: 0.1), init_L > 0 (0: 512) and eps >= 0 (0: 1e-6), got init_c %g, "
                      "init_L %g, eps %g",
                      fn, o->init_c, o->init_L, o->eps);
+        return -1;
+    }
+    if (o->train_max_len < 0 || o->train_max_len > (1LL << 53)) {
+        pg_set_error("%s: need 0 <= train_max_len <= 2^53 (0: off), got %lld", fn, (long long)o->train_max_len);
         return -1;
     }
     if (o->dist != PG_FIRE_DIST_ABS && o->dist != PG_FIRE_DIST_TRIL) {
@@ -174,6 +265,7 @@ pg_posmod *pg_fire_new(int64_t heads, const pg_fire_opts *o, pg_dtype dtype, pg_
     m->hidden = o->hidden ? o->hidden : 32;
     m->eps = o->eps != 0 ? o->eps : 1e-6;
     m->dist = o->dist;
+    m->train_max_len = o->train_max_len;
     m->dtype = dtype;
     /* registered in the references' order: mlp (drawn first), c, init_L, L_multiplier */
     if (make_mlp(m, dtype, r, fn) != 0 ||

@@ -23,7 +23,9 @@
  * At a tie i == L the gradient of max(L, i) goes half to L and half to i (as
  * torch.maximum). Positions are data (no gradient). Default positions: queries
  * Lk-Lq..Lk-1, keys 0..Lk-1 (end-aligned). Positions shorter than the sequence:
- * zero bias rows and columns for the un-positioned tokens. Output of mod_bias /
+ * zero bias rows and columns for the un-positioned tokens. opts.train_max_len:
+ * random positions in training (pg_fire_draw_positions); LocalAttention refuses
+ * it in training mode. Output of mod_bias /
  * bias_table: (H, Lq, Lk) with default positions on both sides, else
  * (B, H, Lq, Lk). */
 #ifndef PG_NN_POS_FIRE_H
@@ -45,6 +47,9 @@ typedef struct pg_fire_opts {
     double init_L;     /* the frozen L0, finite and > 0; 0 means 512 */
     double eps;        /* added to the normaliser, finite and >= 0; 0 means 1e-6 (use a tiny value for none) */
     pg_fire_dist dist;
+    int64_t train_max_len; /* >= 0; 0: off. In training mode, self-attention with default positions and
+                              Lq = Lk = L < train_max_len: the bias at L random sorted distinct positions
+                              in [0, train_max_len), drawn per call from pg_pos_ctx.rng (required then) */
 } pg_fire_opts;
 
 typedef struct pg_fire {
@@ -52,6 +57,7 @@ typedef struct pg_fire {
     int64_t heads, hidden;
     double eps;
     pg_fire_dist dist;
+    int64_t train_max_len; /* 0: off */
     pg_dtype dtype;
     pg_tensor *c, *init_L, *L_multiplier; /* 0-dim; init_L does not require grad */
     pg_linear *lin0, *lin2;               /* mlp.0 (1 -> hidden), mlp.2 (hidden -> H) */
@@ -61,6 +67,11 @@ typedef struct pg_fire {
  * defaults. dtype: of the parameters (and of the attention it serves); r: the
  * MLP's initial weights (required). NULL + error on bad options. */
 pg_posmod *pg_fire_new(int64_t heads, const pg_fire_opts *o, pg_dtype dtype, pg_rng *r);
+/* The training-mode draw (opts.train_max_len): L distinct positions in
+ * [0, max_len), sorted ascending, into pos[0..L-1], uniform over the L-subsets
+ * (Floyd's sampling, one bounded integer per position from r). Needs r and
+ * 1 <= L <= max_len <= 2^53. 0, or -1 and an error naming the function. */
+int pg_fire_draw_positions(pg_rng *r, int64_t L, int64_t max_len, int64_t *pos);
 /* The registered constructor ("fire"): heads from o->heads or a->heads, dtype
  * a->dtype, initial weights from a->rng. */
 pg_posmod *pg_posmod_make_fire(const pg_posmod_args *a);

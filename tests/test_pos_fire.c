@@ -3,7 +3,8 @@
  * L0 so the normaliser varies) with the parameters' gradients and inside a causal
  * MultiheadAttention (tests/fixtures/gen_pos_fire.py), gradchecks w.r.t. every
  * parameter, LocalAttention through band_bias, initial values and state-dict names
- * (init_L frozen), training in a 1-block LM, bad options. */
+ * (init_L frozen), training in a 1-block LM, training-mode random positions
+ * (train_max_len), bad options. */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -432,6 +433,200 @@ Test(pos_fire, local_attention_band)
 }
 
 /* ===================================================================================
+ * training-mode random positions (opts.train_max_len)
+ * =================================================================================== */
+
+Test(pos_fire, draw_positions)
+{
+    int64_t a[6], b[6], c[6];
+    pg_rng r1 = pg_rng_init(7), r2 = pg_rng_init(7), r3 = pg_rng_init(8);
+    cr_assert_eq(pg_fire_draw_positions(&r1, 6, 40, a), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_fire_draw_positions(&r2, 6, 40, b), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_fire_draw_positions(&r3, 6, 40, c), 0, "%s", pg_last_error());
+    bool other = false;
+    for (int i = 0; i < 6; i++) {
+        cr_assert(a[i] >= 0 && a[i] < 40, "position %lld out of [0, 40)", (long long)a[i]);
+        cr_assert(i == 0 || a[i] > a[i - 1], "not sorted and distinct at %d: %lld, %lld", i, (long long)a[i - 1],
+                  (long long)a[i]);
+        cr_assert_eq(a[i], b[i], "the same seed drew differently at %d", i);
+        other = other || a[i] != c[i];
+    }
+    cr_assert(other, "another seed drew the same positions");
+    /* L = max_len: every position */
+    cr_assert_eq(pg_fire_draw_positions(&r1, 6, 6, a), 0, "%s", pg_last_error());
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(a[i], i);
+    /* uniform over the 10 pairs of 0..4: 20000 draws, each pair 2000 +- 10% (about 7 sigma) */
+    int count[5][5] = {{0}};
+    for (int t = 0; t < 20000; t++) {
+        cr_assert_eq(pg_fire_draw_positions(&r1, 2, 5, a), 0);
+        count[a[0]][a[1]]++;
+    }
+    for (int i = 0; i < 5; i++)
+        for (int j = i + 1; j < 5; j++)
+            cr_assert(count[i][j] > 1800 && count[i][j] < 2200, "pair (%d, %d) drawn %d times of 20000", i, j,
+                      count[i][j]);
+    pg_clear_error();
+    cr_assert_eq(pg_fire_draw_positions(NULL, 2, 5, a), -1);
+    cr_assert(strstr(pg_last_error(), "pg_fire_draw_positions: need a generator") != NULL, "%s", pg_last_error());
+    cr_assert_eq(pg_fire_draw_positions(&r1, 6, 5, a), -1);
+    cr_assert(strstr(pg_last_error(), "L 6, max_len 5") != NULL, "%s", pg_last_error());
+    cr_assert_eq(pg_fire_draw_positions(&r1, 0, 5, a), -1);
+}
+
+/* the table of m for a self-attention of L tokens; pos NULL: default positions */
+static pg_tensor *table_of(pg_fire *m, int64_t L, pg_tensor *pos, pg_rng *r)
+{
+    pg_pos_ctx c = self_ctx(m->heads, L);
+    c.pos_q = c.pos_k = pos;
+    c.rng = r;
+    pg_tensor *t = pg_posmod_bias_table(NULL, &m->pm, &c);
+    cr_assert_not_null(t, "%s", pg_last_error());
+    return t;
+}
+
+/* (1, L) f64 positions drawn as the module draws them from a generator seeded `seed` */
+static pg_tensor *drawn_like(int64_t L, int64_t max_len, uint64_t seed)
+{
+    int64_t p[16];
+    pg_rng r = pg_rng_init(seed);
+    cr_assert_eq(pg_fire_draw_positions(&r, L, max_len, p), 0, "%s", pg_last_error());
+    pg_tensor *t = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(1, L));
+    for (int64_t i = 0; i < L; i++)
+        pg_set(t, i, (double)p[i]);
+    return t;
+}
+
+Test(pos_fire, train_positions_off_cases)
+{
+    /* no draw: eval mode, train_max_len <= L, explicit positions, cross-attention, Lq != Lk;
+     * each equals the module without the option (same seed: same weights) and leaves the generator alone */
+    pg_fire *off = fire_f64(2, &(pg_fire_opts){.init_L = 3}, 5);
+    pg_tensor *pos = T64(PG_SHAPE(1, 6), 0.0, 2.0, 3.0, 7.0, 9.0, 20.0);
+    pg_tensor *want = table_of(off, 6, NULL, NULL), *want_pos = table_of(off, 6, pos, NULL);
+    for (int64_t tml = 3; tml <= 30; tml += 27) { /* 3 <= L, 30 > L */
+        pg_fire *m = fire_f64(2, &(pg_fire_opts){.init_L = 3, .train_max_len = tml}, 5);
+        cr_assert_eq(m->train_max_len, tml);
+        pg_rng r = pg_rng_init(1), r0 = pg_rng_init(1);
+        for (int eval = 0; eval < 2; eval++) {
+            pg_module_train(&m->pm.base, !eval);
+            if (eval || tml <= 6) {
+                pg_tensor *t = table_of(m, 6, NULL, &r);
+                assert_close(t, want, 0, "eval mode or train_max_len <= L: the default positions");
+                pg_tensor_free(t);
+            }
+            pg_tensor *t = table_of(m, 6, pos, &r);
+            assert_close(t, want_pos, 0, "explicit positions: as given");
+            pg_tensor_free(t);
+        }
+        pg_module_train(&m->pm.base, true);
+        pg_pos_ctx c = self_ctx(2, 6);
+        c.rng = &r;
+        c.self_attn = false; /* cross-attention */
+        pg_tensor *t = pg_posmod_bias_table(NULL, &m->pm, &c);
+        assert_close(t, want, 0, "cross-attention: the default positions");
+        pg_tensor_free(t);
+        cr_assert_eq(pg_rng_next_u64(&r), pg_rng_next_u64(&r0), "a call without a draw used the generator");
+        pg_module_free(&m->pm.base);
+    }
+    pg_tensor *own[] = {pos, want, want_pos};
+    free_all(3, own);
+    pg_module_free(&off->pm.base);
+}
+
+Test(pos_fire, train_positions_are_drawn)
+{
+    /* training, L = 6 < train_max_len = 40: the bias at the positions drawn from the call's generator */
+    pg_fire *m = fire_f64(3, &(pg_fire_opts){.init_L = 8, .train_max_len = 40}, 5);
+    pg_rng r = pg_rng_init(11);
+    pg_tensor *got = table_of(m, 6, NULL, &r), *got2 = table_of(m, 6, NULL, &r);
+    assert_shape(got, 3, (int64_t[]){3, 6, 6});
+    pg_tensor *p = drawn_like(6, 40, 11), *want = table_of(m, 6, p, NULL); /* (1, 3, 6, 6) */
+    pg_tensor *got4 = pg_reshape(NULL, got, PG_SHAPE(1, 3, 6, 6));
+    assert_close(got4, want, 0, "training: the drawn positions");
+    pg_tensor_free(got4);
+    double diff = 0;
+    for (int64_t i = 0; i < 108; i++)
+        diff = fmax(diff, fabs(pg_get(got, i) - pg_get(got2, i)));
+    cr_assert_gt(diff, 1e-6, "the second call drew the same positions");
+    /* a NULL generator: named */
+    pg_pos_ctx c = self_ctx(3, 6);
+    ASSERT_FAILS(pg_posmod_bias_table(NULL, &m->pm, &c),
+                 "fire: train_max_len 40 in training mode draws random positions and needs the call's generator");
+    /* inside MultiheadAttention: args.rng draws what args.pos gives explicitly */
+    pg_mha *mha = mha_with(6, 3, true, false, &m->pm, 4);
+    pg_tensor *x = randt(PG_SHAPE(2, 6, 6), 3, false);
+    pg_rng ra = pg_rng_init(11);
+    pg_tensor *y = pg_mha_forward(NULL, mha, x, NULL, &(pg_attn_args){.rng = &ra});
+    cr_assert_not_null(y, "%s", pg_last_error());
+    pg_tensor *pp = pg_broadcast_to(NULL, p, PG_SHAPE(2, 6));
+    pg_tensor *e = pg_mha_forward(NULL, mha, x, NULL, &(pg_attn_args){.pos = pp});
+    cr_assert_not_null(e, "%s", pg_last_error());
+    assert_close(y, e, 1e-15, "MultiheadAttention: drawn vs explicit positions");
+    ASSERT_FAILS(pg_mha_forward(NULL, mha, x, NULL, NULL), "train_max_len 40");
+    pg_tensor *own[] = {got, got2, p, want, x, y, pp, e};
+    free_all(8, own);
+    pg_module_free(&mha->base);
+}
+
+/* the table at positions drawn from a generator re-seeded per call (so every call draws the same) */
+static pg_tensor *call_drawn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)in, (void)n;
+    pg_fire *m = ctx;
+    pg_rng r = pg_rng_init(13);
+    pg_pos_ctx c = self_ctx(m->heads, 6);
+    c.rng = &r;
+    return pg_posmod_bias_table(g, &m->pm, &c);
+}
+
+Test(pos_fire, train_positions_gradcheck)
+{
+    for (int dist = 0; dist < 2; dist++) {
+        pg_fire *m = away_from_kinks(3, 4, dist, 2);
+        m->train_max_len = 12; /* positions in 0..11, L = 3.25 between them */
+        pg_tensor *p = drawn_like(6, 12, 13);
+        double c = fabs(pg_get(m->c, 0)), Lt = fabs(pg_get(m->L_multiplier, 0) * pg_get(m->init_L, 0)), lo = INFINITY;
+        for (int64_t i = 0; i < 6; i++)
+            for (int64_t j = 0; j < 6; j++) {
+                double pi = pg_get(p, i), pj = pg_get(p, j);
+                double d = dist == PG_FIRE_DIST_TRIL ? fmax(pi - pj, 0) : fabs(pi - pj);
+                double u = log1p(c * d) / (log1p(c * fmax(Lt, pi)) + m->eps);
+                for (int64_t k = 0; k < m->hidden; k++)
+                    lo = fmin(lo, fabs(pg_get(m->lin0->weight, k) * u + pg_get(m->lin0->bias, k)));
+            }
+        cr_assert_gt(lo, 0.02, "a ReLU pre-activation near its kink at the drawn positions: %g", lo);
+        pg_tensor *in[8];
+        int n = with_params(in, 0, &m->pm.base);
+        gradcheck_worst(call_drawn, n, in, m);
+        pg_tensor_free(p);
+        pg_module_free(&m->pm.base);
+    }
+    cr_log_info("pos_fire gradcheck (drawn positions): worst abs error %.3g", worst_gc);
+}
+
+Test(pos_fire, train_positions_local_attention)
+{
+    /* LocalAttention refuses the option in training mode and ignores it in eval mode */
+    pg_fire *p = fire_f64(2, &(pg_fire_opts){.train_max_len = 40}, 5);
+    pg_local_attention_config cfg = pg_local_attention_defaults(3);
+    cfg.autopad = true;
+    cfg.dtype = PG_F64;
+    pg_local_attention *m = pg_local_attention_new(&cfg, (pg_posmod *[]){&p->pm}, 1);
+    cr_assert_not_null(m, "%s", pg_last_error());
+    pg_tensor *q = randt(PG_SHAPE(1, 2, 7, 4), 31, false);
+    pg_rng r = pg_rng_init(1);
+    ASSERT_FAILS(pg_local_attention_forward(NULL, m, q, q, q, &(pg_local_args){.rng = &r}),
+                 "fire: band_bias: train_max_len 40 (random positions in training) is not supported by LocalAttention");
+    pg_module_train(&m->base, false);
+    pg_tensor *y = pg_local_attention_forward(NULL, m, q, q, q, &(pg_local_args){.rng = &r});
+    cr_assert_not_null(y, "%s", pg_last_error());
+    pg_tensor *own[] = {q, y};
+    free_all(2, own);
+    pg_module_free(&m->base);
+}
+
+/* ===================================================================================
  * training
  * =================================================================================== */
 
@@ -516,6 +711,9 @@ Test(pos_fire, bad_options)
     ASSERT_FAILS(pg_fire_new(2, &(pg_fire_opts){.init_L = NAN}, PG_F64, &r), "init_L nan");
     ASSERT_FAILS(pg_fire_new(2, &(pg_fire_opts){.init_c = INFINITY}, PG_F64, &r), "init_c inf");
     ASSERT_FAILS(pg_fire_new(2, &(pg_fire_opts){.eps = -1e-3}, PG_F64, &r), "eps -0.001");
+    ASSERT_FAILS(pg_fire_new(2, &(pg_fire_opts){.train_max_len = -1}, PG_F64, &r),
+                 "pg_fire_new: need 0 <= train_max_len <= 2^53 (0: off), got -1");
+    ASSERT_FAILS(pg_fire_new(2, &(pg_fire_opts){.train_max_len = (1LL << 53) + 1}, PG_F64, &r), "train_max_len");
     ASSERT_FAILS(pg_fire_new(2, &(pg_fire_opts){.dist = 2}, PG_F64, &r),
                  "dist must be PG_FIRE_DIST_ABS or PG_FIRE_DIST_TRIL, got 2");
     pg_posmod_args a = {.dim = 8, .heads = 0, .dtype = PG_F64, .rng = &r};
