@@ -221,15 +221,7 @@ Test(pos_fire, table_matches_torch)
 
 static pg_mha *mha_with(int64_t dim, int64_t heads, bool causal, bool unfused, pg_posmod *pos, uint64_t seed)
 {
-    pg_mha_config c = pg_mha_defaults(dim, heads);
-    c.causal = causal;
-    c.unfused = unfused;
-    c.dtype = PG_F64;
-    pg_rng r = pg_rng_init(seed);
-    pg_posmod *mods[] = {pos};
-    pg_mha *m = pg_mha_new(&c, mods, 1, &r);
-    cr_assert_not_null(m, "%s", pg_last_error());
-    return m;
+    return test_mha(dim, heads, (test_mha_flags){.causal = causal, .unfused = unfused}, &pos, 1, seed);
 }
 
 Test(pos_fire, mha_matches_torch)
