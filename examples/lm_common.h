@@ -470,6 +470,23 @@ static inline const pg_posmod_kind_info *lm_pos_info(const char *pos)
     return c && c->kind ? pg_posmod_info(c->kind) : NULL;
 }
 
+/* The choices whose attention runs in the fused kernel (memory linear in the
+ * length), from the registry: no logits bias, or one of the distance alone
+ * (dist_bias) or separable (sep_bias). Space-separated into buf (n bytes). */
+static inline const char *lm_fused_names(char *buf, size_t n)
+{
+    const lm_pos_choices *l = lm_pos_choice_list();
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->n && used < n; i++) {
+        const pg_posmod_kind_info *k = l->c[i].kind ? pg_posmod_info(l->c[i].kind) : NULL;
+        if (k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP)))
+            continue;
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? " " : "", l->names[i]);
+    }
+    return buf;
+}
+
 /* An input scheme (applied once to the embeddings, pg_lm_config.input_pos)? */
 static inline bool lm_scheme_is_input(const char *pos)
 {

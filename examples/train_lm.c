@@ -282,7 +282,7 @@ static int judge_memory(const train_lm_opts *o, const lm_mem *m, double avail, c
 {
     if (!(avail > 0) || m->total <= avail / 2)
         return 0;
-    char total[32], act[32], par[32], av[32], advice[768];
+    char total[32], act[32], par[32], av[32], advice[1024], fused[256];
     lm_fmt_bytes(total, sizeof total, m->total);
     lm_fmt_bytes(act, sizeof act, m->act_bytes);
     lm_fmt_bytes(par, sizeof par, m->param_bytes);
@@ -293,8 +293,8 @@ static int judge_memory(const train_lm_opts *o, const lm_mem *m, double avail, c
         if (m->quadratic && m->scores_bytes > m->act_bytes / 2 && k > 0 && k < (int)sizeof advice)
             k += snprintf(advice + k, sizeof advice - (size_t)k,
                           ", and --pos %s keeps (batch, heads, seq, seq) attention scores, which grow with seq^2 "
-                          "(alibi, dpb, t5, rotary and local run in the fused kernel, linear in --seq)",
-                          o->pos);
+                          "(%s run in the fused kernel, linear in --seq)",
+                          o->pos, lm_fused_names(fused, sizeof fused));
         if (k > 0 && k < (int)sizeof advice)
             snprintf(advice + k, sizeof advice - (size_t)k, "; or lower --dim (%d) or --layers (%d)", o->dim,
                      o->layers);

@@ -847,6 +847,25 @@ Test(example_train_lm, memory_warns_past_half_and_refuses_past_all, .init = quie
     free(e);
 }
 
+/* The schemes the memory advice calls fused come from the registry: a bias of the
+ * distance alone or separable, or none; not XL, rel, FIRE or CoPE. */
+Test(example_train_lm, fused_schemes_named_from_the_registry)
+{
+    char buf[512], padded[520];
+    snprintf(padded, sizeof padded, " %s ", lm_fused_names(buf, sizeof buf));
+    const char *fused[] = {"none", "sinusoidal", "rotary", "alibi", "dpb", "t5", "kerple", "sandwich", "fox", "local"};
+    const char *quadratic[] = {"xl", "rel", "fire", "cope"};
+    char w[32];
+    for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) {
+        snprintf(w, sizeof w, " %s ", fused[i]);
+        cr_assert(strstr(padded, w), "%s missing from \"%s\"", fused[i], buf);
+    }
+    for (size_t i = 0; i < sizeof quadratic / sizeof quadratic[0]; i++) {
+        snprintf(w, sizeof w, " %s ", quadratic[i]);
+        cr_assert(!strstr(padded, w), "%s listed as fused in \"%s\"", quadratic[i], buf);
+    }
+}
+
 Test(example_train_lm, memory_estimate_counts_every_parameter)
 {
     for (int i = 0; i < LM_N_SCHEMES; i++)
