@@ -46,7 +46,7 @@ static pg_tensor *pair_diff(pg_graph *g, pg_tensor *c, int sign)
 static int fox_ctx_ok(pg_graph *g, const pg_fox *m, const pg_pos_ctx *c)
 {
     const char *fn = "fox";
-    if (pg_pos_ctx_check(g, fn, c) != 0)
+    if (pg_pos_table_check(g, fn, c, m->heads) != 0) /* the context, the head count, a float dtype */
         return -1;
     if (!c->x) {
         pg_graph_fail(g, "%s: the forgetting gate reads the attention's input, and this call gives none "
@@ -56,11 +56,6 @@ static int fox_ctx_ok(pg_graph *g, const pg_fox *m, const pg_pos_ctx *c)
     if (!c->self_attn || c->Lq != c->Lk) {
         pg_graph_fail(g, "%s: the forgetting gate is for self-attention (got %s, Lq %lld, Lk %lld)", fn,
                       c->self_attn ? "self-attention" : "cross-attention", (long long)c->Lq, (long long)c->Lk);
-        return -1;
-    }
-    if (c->heads != 0 && c->heads != m->heads) {
-        pg_graph_fail(g, "%s: the module has %lld heads, the attention %lld", fn, (long long)m->heads,
-                      (long long)c->heads);
         return -1;
     }
     const pg_tensor *x = c->x;
