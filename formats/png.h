@@ -55,4 +55,27 @@ int pg_png_heatmap(const char *path, const pg_tensor *t, int64_t cell_px, double
 uint32_t pg_crc32(uint32_t crc, const uint8_t *buf, size_t n);
 uint32_t pg_adler32(uint32_t adler, const uint8_t *buf, size_t n);
 
+/* ---- in memory, and reading back ------------------------------------------------------- */
+
+/* The PNG file of pg_png_write as bytes: *out malloc'd (the caller frees it),
+ * *len its size. 0, or -1 + pg_set_error (nothing allocated). */
+int pg_png_encode(uint8_t **out, size_t *len, int64_t width, int64_t height, int channels,
+                  const uint8_t *pixels);
+
+/* Decodes a PNG (8-bit gray, gray+alpha, RGB or RGBA; every filter type; not
+ * interlaced; chunks' CRCs and the zlib Adler-32 checked) to *pixels
+ * (malloc'd, height * width * channels bytes, rows top first). A corrupt or
+ * unsupported file: -1 and a message naming what was wrong; nothing allocated. */
+int pg_png_decode(const uint8_t *data, size_t len, int64_t *width, int64_t *height, int *channels,
+                  uint8_t **pixels);
+int pg_png_read(const char *path, int64_t *width, int64_t *height, int *channels, uint8_t **pixels);
+
+/* zlib streams (RFC 1950 around RFC 1951 deflate). compress: LZ77 over a
+ * 32 KiB window with Huffman codes (fixed or dynamic per block, whichever is
+ * smaller, stored when neither helps). decompress: any valid stream (stored,
+ * fixed and dynamic blocks), refusing output past max_out bytes. *out
+ * malloc'd; 0, or -1 + pg_set_error. */
+int pg_zlib_compress(uint8_t **out, size_t *out_len, const uint8_t *in, size_t n);
+int pg_zlib_decompress(uint8_t **out, size_t *out_len, const uint8_t *in, size_t n, size_t max_out);
+
 #endif
