@@ -9,6 +9,7 @@
 #include "tensor/gemm.h"
 #include "tensor/threadpool.h"
 #include "formats/png.h"
+#include "formats/plot.h"
 #include "formats/safetensors.h"
 #include "autograd/graph.h"
 #include "autograd/ops.h"

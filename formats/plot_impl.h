@@ -1,0 +1,59 @@
+/* Internal to the plotting files (formats/font.c, plot_*.c): the font's
+ * descender shift, the tick chooser and its labels, and the drawing helpers
+ * the heatmap and line-plot files share. Not installed. */
+#ifndef PG_PLOT_IMPL_H
+#define PG_PLOT_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "plot.h"
+
+/* Rows c's glyph is drawn below the top of its cell: 2 for g p q y , ; _,
+ * 1 for j, else 0 (the descenders, font.c). */
+int pg_font_shift(char c);
+
+/* The house colours: white background, dark gray axes and text. */
+#define PG_PLOT_BG ((pg_rgb){255, 255, 255})
+#define PG_PLOT_INK ((pg_rgb){51, 51, 51})
+#define PG_PLOT_GRID ((pg_rgb){232, 232, 232})
+
+#define PG_PLOT_MAX_TICKS 32
+#define PG_PLOT_LABEL_LEN 24
+
+/* Ticks at multiples of a "nice" step (1, 2 or 5 times a power of ten) inside
+ * [lo, hi], at most max_ticks of them (2..PG_PLOT_MAX_TICKS), as many as fit;
+ * integer: the step is at least 1 (whole-number axes). Writes the ticks in
+ * ascending order and the step to *step; returns their count (0 for a bad or
+ * non-finite range; lo == hi gives the one tick lo). */
+int pg_plot_ticks(double lo, double hi, int max_ticks, bool integer, double *ticks, double *step);
+
+/* Decade ticks for a log10 axis over [lo, hi] (values, both > 0): the powers
+ * of ten inside, every k-th decade when there are more than max_ticks. When
+ * fewer than two powers of ten fall inside, the nice linear ticks of the
+ * values instead. Returns the count; *step is 0 for decades (labels 1e-3
+ * style), else the linear step. */
+int pg_plot_log_ticks(double lo, double hi, int max_ticks, double *ticks, double *step);
+
+/* Labels for n ticks with the given step, one style for the whole axis:
+ * fixed with as many decimals as the step needs ("0.37", "15"), or
+ * scientific ("1e-5", "2.5e6") when the largest magnitude is >= 1e5 or below
+ * 1e-3. step 0: powers of ten, "0.01" .. "1000" as decimals, else "1e-3". */
+void pg_plot_tick_labels(const double *ticks, int n, double step, char labels[][PG_PLOT_LABEL_LEN]);
+
+/* A short number for a colour bar's end ("%.3g", exponent without padding). */
+void pg_plot_number(char *buf, size_t size, double v);
+
+/* Text centred horizontally on cx with its top at y. */
+void pg_text_center(pg_canvas *c, int64_t cx, int64_t y, const char *s, int scale, pg_rgb color);
+
+/* The segment clipped to the rectangle [x0, x1] x [y0, y1] (Liang-Barsky);
+ * false when nothing is left. */
+bool pg_plot_clip(double *ax, double *ay, double *bx, double *by, double x0, double y0, double x1, double y1);
+
+/* A dashed line (dash and gap in pixels) between two points, clipped. */
+void pg_plot_dashed(pg_canvas *c, double x0, double y0, double x1, double y1, int dash, int gap, int thickness,
+                    pg_rgb color);
+
+#endif
