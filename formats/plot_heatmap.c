@@ -222,10 +222,17 @@ static void panel_diagonal(pg_canvas *c, const hm_layout *L, int64_t x0, int64_t
     pg_canvas_line(c, ax - 0.5, ay - 0.5, bx - 0.5, by - 0.5, L->cell >= 12 ? 2 : 1, DIAG_COLOR);
 }
 
+/* The top-left pixel of panel p's first cell. */
+static void panel_origin(const hm_layout *L, int64_t p, int64_t *x0, int64_t *y0)
+{
+    *x0 = L->left + (p % L->per_row) * L->block_w + L->gutter;
+    *y0 = L->top + (p / L->per_row) * L->block_h + L->label_h;
+}
+
 static void draw_panel(pg_canvas *c, const hm_layout *L, const pg_heatmap_opts *o, const hm_data *d, int64_t p)
 {
-    int64_t gx = p % L->per_row, gy = p / L->per_row;
-    int64_t x0 = L->left + gx * L->block_w + L->gutter, y0 = L->top + gy * L->block_h + L->label_h;
+    int64_t x0, y0;
+    panel_origin(L, p, &x0, &y0);
     char buf[32];
     pg_text_center(c, x0 + L->pw / 2, y0 - L->label_h + 2, panel_label(o, p, buf, sizeof buf), 2, PG_PLOT_INK);
     const int64_t base = p * L->rows * L->cols;
@@ -337,17 +344,28 @@ static void hm_range(hm_data *d, const pg_heatmap_opts *o)
     }
 }
 
+/* Checks, the colour range and the layout (no pixels yet). 0 or -1. */
+static int hm_prepare(hm_layout *L, hm_data *d, pg_heatmap_opts *o, const void *out, const pg_tensor *maps,
+                      const pg_heatmap_opts *opts)
+{
+    *o = opts ? *opts : (pg_heatmap_opts){0};
+    if (hm_check(out, maps, o))
+        return -1;
+    *d = (hm_data){.t = maps};
+    hm_range(d, o);
+    return hm_layout_init(L, maps, o, d);
+}
+
 int pg_plot_heatmaps_canvas(pg_canvas *out, const pg_tensor *maps, const pg_heatmap_opts *opts)
 {
-    pg_heatmap_opts o = opts ? *opts : (pg_heatmap_opts){0};
-    if (hm_check(out, maps, &o))
-        return -1;
-    out->rgb = NULL;
-    out->width = out->height = 0;
-    hm_data d = {.t = maps};
-    hm_range(&d, &o);
+    if (out) {
+        out->rgb = NULL;
+        out->width = out->height = 0;
+    }
+    pg_heatmap_opts o;
+    hm_data d;
     hm_layout L;
-    if (hm_layout_init(&L, maps, &o, &d) || pg_canvas_init(out, L.width, L.height))
+    if (hm_prepare(&L, &d, &o, out, maps, opts) || pg_canvas_init(out, L.width, L.height))
         return -1;
     if (o.title)
         pg_text_center(out, L.width / 2, PAD, o.title, 2, PG_PLOT_INK);
@@ -360,6 +378,26 @@ int pg_plot_heatmaps_canvas(pg_canvas *out, const pg_tensor *maps, const pg_heat
     }
     draw_bar(out, &L, &o, &d);
     draw_legend(out, &L, &o, &d);
+    return 0;
+}
+
+int pg_plot_heatmap_geometry(pg_heatmap_geom *g, const pg_tensor *maps, const pg_heatmap_opts *opts, int64_t p)
+{
+    pg_heatmap_opts o;
+    hm_data d;
+    hm_layout L;
+    if (hm_prepare(&L, &d, &o, g, maps, opts))
+        return -1;
+    if (p < 0 || p >= L.panels) {
+        pg_set_error(FN ": panel %lld of %lld", (long long)p, (long long)L.panels);
+        return -1;
+    }
+    int64_t x0, y0;
+    panel_origin(&L, p, &x0, &y0);
+    char buf[32];
+    const char *label = panel_label(&o, p, buf, sizeof buf);
+    *g = (pg_heatmap_geom){L.width, L.height, L.cell, x0, y0, x0 + L.pw / 2 - pg_text_width(label, 2) / 2,
+                           y0 - L.label_h + 2, L.bar_x, L.bar_y, L.bar_h, d.lo, d.hi};
     return 0;
 }
 

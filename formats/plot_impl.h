@@ -26,7 +26,8 @@ int pg_font_shift(char c);
  * [lo, hi], at most max_ticks of them (2..PG_PLOT_MAX_TICKS), as many as fit;
  * integer: the step is at least 1 (whole-number axes). Writes the ticks in
  * ascending order and the step to *step; returns their count (0 for a bad or
- * non-finite range; lo == hi gives the one tick lo). */
+ * non-finite range; lo == hi gives the one tick lo, with a step of 1 for a
+ * whole number, else a hundredth of its power of ten). */
 int pg_plot_ticks(double lo, double hi, int max_ticks, bool integer, double *ticks, double *step);
 
 /* Decade ticks for a log10 axis over [lo, hi] (values, both > 0): the powers
@@ -37,7 +38,8 @@ int pg_plot_ticks(double lo, double hi, int max_ticks, bool integer, double *tic
 int pg_plot_log_ticks(double lo, double hi, int max_ticks, double *ticks, double *step);
 
 /* Labels for n ticks with the given step, one style for the whole axis:
- * fixed with as many decimals as the step needs ("0.37", "15"), or
+ * fixed with as many decimals as the step needs, the same on every label
+ * ("0.0 0.5 1.0", "0.37", "15"), or
  * scientific ("1e-5", "2.5e6") when the largest magnitude is >= 1e5 or below
  * 1e-3. step 0: powers of ten, "0.01" .. "1000" as decimals, else "1e-3". */
 void pg_plot_tick_labels(const double *ticks, int n, double step, char labels[][PG_PLOT_LABEL_LEN]);
@@ -57,3 +59,27 @@ void pg_plot_dashed(pg_canvas *c, double x0, double y0, double x1, double y1, in
                     pg_rgb color);
 
 #endif
+
+/* ---- geometry of the figures, for tests ----------------------------------------------------- */
+
+/* Where pg_plot_heatmaps_canvas puts panel p: its first cell's top-left
+ * (x0, y0), the cell side, the panel label's top-left, and the colour bar
+ * (top-left, height; its top row is vmax). Same errors as the figure. */
+typedef struct pg_heatmap_geom {
+    int64_t width, height, cell, x0, y0, label_x, label_y, bar_x, bar_y, bar_h;
+    double lo, hi; /* the colour range */
+} pg_heatmap_geom;
+int pg_plot_heatmap_geometry(pg_heatmap_geom *g, const pg_tensor *maps, const pg_heatmap_opts *opts, int64_t p);
+
+/* Where pg_plot_lines_canvas puts things: the plot area (inclusive), each
+ * axis's range in axis units (log10 on a log axis), the legend box and the
+ * top-left of its first entry's text. */
+typedef struct pg_lineplot_geom {
+    int64_t px0, py0, px1, py1;
+    double xlo, xhi, ylo, yhi;
+    bool log_x, log_y, legend_outside;
+    int64_t leg_x, leg_y, leg_w, leg_h, leg_text_x, leg_text_y;
+} pg_lineplot_geom;
+int pg_plot_lines_geometry(pg_lineplot_geom *g, const pg_series *series, int n_series, const pg_lineplot_opts *opts);
+/* The pixel position of the data point (x, y) (not rounded). */
+void pg_plot_lines_map(const pg_lineplot_geom *g, double x, double y, double *px, double *py);

@@ -229,6 +229,8 @@ static int lp_layout(lp_plot *P, int64_t right_extra)
 /* ---- legend --------------------------------------------------------------------------------- */
 
 #define SWATCH 24
+#define LEGEND_TEXT_DX (8 + SWATCH + 6) /* the first entry's text from the box's corner */
+#define LEGEND_TEXT_DY 9
 
 static void legend_size(lp_plot *P)
 {
@@ -314,12 +316,12 @@ static void draw_legend(pg_canvas *c, const lp_plot *P)
         return;
     pg_canvas_fill_rect(c, P->leg_x, P->leg_y, P->leg_w, P->leg_h, (pg_rgb){200, 200, 200});
     pg_canvas_fill_rect(c, P->leg_x + 1, P->leg_y + 1, P->leg_w - 2, P->leg_h - 2, PG_PLOT_BG);
-    int64_t row = PG_FONT_CELL_H * LEGEND_S + 6, y = P->leg_y + 6 + 3;
+    int64_t row = PG_FONT_CELL_H * LEGEND_S + 6, y = P->leg_y + LEGEND_TEXT_DY;
     for (int k = 0; k < P->n_series; k++) {
         if (!P->s[k].label)
             continue;
         draw_swatch(c, &P->s[k], k, P->leg_x + 8, y + (PG_FONT_GLYPH_H * LEGEND_S) / 2);
-        pg_text_draw(c, P->leg_x + 8 + SWATCH + 6, y, P->s[k].label, LEGEND_S, PG_PLOT_INK);
+        pg_text_draw(c, P->leg_x + LEGEND_TEXT_DX, y, P->s[k].label, LEGEND_S, PG_PLOT_INK);
         y += row;
     }
 }
@@ -423,41 +425,56 @@ static void draw_identity(pg_canvas *c, const lp_plot *P)
     }
 }
 
-int pg_plot_lines_canvas(pg_canvas *out, const pg_series *series, int n_series, const pg_lineplot_opts *opts)
+/* Checks everything and lays the figure out (no pixels yet). 0 or -1. */
+static int lp_prepare(lp_plot *P, const pg_series *series, int n_series, const pg_lineplot_opts *opts)
 {
-    if (!out || !series) {
-        pg_set_error(FN ": %s is NULL", !out ? "out" : "series");
-        return -1;
-    }
-    out->rgb = NULL;
-    out->width = out->height = 0;
-    if (n_series < 1 || n_series > MAX_SERIES) {
-        pg_set_error(FN ": n_series %d is out of range (1..%d)", n_series, MAX_SERIES);
-        return -1;
-    }
-    lp_plot *P = calloc(1, sizeof *P);
-    if (!P) {
-        pg_set_error(FN ": out of memory");
-        return -1;
-    }
     P->s = series;
     P->n_series = n_series;
     P->o = opts ? *opts : (pg_lineplot_opts){0};
     P->o.width = P->o.width ? P->o.width : 640;
     P->o.height = P->o.height ? P->o.height : 420;
-    int rc = -1;
     if (check_opts(&P->o) || check_series(P))
-        goto done;
+        return -1;
     bool any = false;
     for (int k = 0; k < n_series; k++)
         any = any || series[k].n > 0;
     if (!any) {
         pg_set_error(FN ": none of the %d series has a point, so the axes have no range", n_series);
-        goto done;
+        return -1;
     }
     axis_range(P, &P->x, true);
     axis_range(P, &P->y, false);
-    if (lp_layout(P, 0) || place_legend(P) || pg_canvas_init(out, P->o.width, P->o.height))
+    return lp_layout(P, 0) || place_legend(P) ? -1 : 0;
+}
+
+/* The checks of the arguments every entry point shares; P calloc'd on success. */
+static lp_plot *lp_begin(const void *out, const pg_series *series, int n_series)
+{
+    if (!out || !series) {
+        pg_set_error(FN ": %s is NULL", !out ? "out" : "series");
+        return NULL;
+    }
+    if (n_series < 1 || n_series > MAX_SERIES) {
+        pg_set_error(FN ": n_series %d is out of range (1..%d)", n_series, MAX_SERIES);
+        return NULL;
+    }
+    lp_plot *P = calloc(1, sizeof *P);
+    if (!P)
+        pg_set_error(FN ": out of memory");
+    return P;
+}
+
+int pg_plot_lines_canvas(pg_canvas *out, const pg_series *series, int n_series, const pg_lineplot_opts *opts)
+{
+    if (out) {
+        out->rgb = NULL;
+        out->width = out->height = 0;
+    }
+    lp_plot *P = lp_begin(out, series, n_series);
+    if (!P)
+        return -1;
+    int rc = -1;
+    if (lp_prepare(P, series, n_series, opts) || pg_canvas_init(out, P->o.width, P->o.height))
         goto done;
     draw_grid_and_ticks(out, P);
     if (P->o.identity_line)
@@ -471,6 +488,27 @@ int pg_plot_lines_canvas(pg_canvas *out, const pg_series *series, int n_series, 
 done:
     free(P);
     return rc;
+}
+
+int pg_plot_lines_geometry(pg_lineplot_geom *g, const pg_series *series, int n_series, const pg_lineplot_opts *opts)
+{
+    lp_plot *P = lp_begin(g, series, n_series);
+    if (!P)
+        return -1;
+    int rc = lp_prepare(P, series, n_series, opts);
+    if (rc == 0)
+        *g = (pg_lineplot_geom){P->px0, P->py0, P->px1, P->py1, P->x.lo, P->x.hi, P->y.lo, P->y.hi,
+                                P->x.log, P->y.log, P->legend_outside, P->leg_x, P->leg_y, P->leg_w, P->leg_h,
+                                P->leg_x + LEGEND_TEXT_DX, P->leg_y + LEGEND_TEXT_DY};
+    free(P);
+    return rc;
+}
+
+void pg_plot_lines_map(const pg_lineplot_geom *g, double x, double y, double *px, double *py)
+{
+    double ax = to_axis(x, g->log_x), ay = to_axis(y, g->log_y);
+    *px = g->px0 + (ax - g->xlo) / (g->xhi - g->xlo) * (double)(g->px1 - g->px0);
+    *py = g->py1 - (ay - g->ylo) / (g->yhi - g->ylo) * (double)(g->py1 - g->py0);
 }
 
 int pg_plot_lines(const char *path, const pg_series *series, int n_series, const pg_lineplot_opts *opts)

@@ -23,8 +23,9 @@ int pg_plot_ticks(double lo, double hi, int max_ticks, bool integer, double *tic
     *step = 0;
     if (!isfinite(lo) || !isfinite(hi) || lo > hi || !isfinite(hi - lo))
         return 0;
-    if (lo == hi) {
+    if (lo == hi) { /* one tick; a step that labels it with three significant digits */
         ticks[0] = lo;
+        *step = lo == floor(lo) ? 1.0 : pow(10, floor(log10(fabs(lo))) - 2);
         return 1;
     }
     max_ticks = max_ticks < 2 ? 2 : max_ticks > PG_PLOT_MAX_TICKS ? PG_PLOT_MAX_TICKS : max_ticks;
@@ -123,8 +124,8 @@ void pg_plot_tick_labels(const double *ticks, int n, double step, char labels[][
             sci_label(labels[i], ticks[i], step);
         else {
             snprintf(labels[i], PG_PLOT_LABEL_LEN, "%.*f", decimals, ticks[i]);
-            if (strcmp(labels[i], "-0") == 0 || (decimals > 0 && ticks[i] == 0))
-                strcpy(labels[i], "0");
+            if (labels[i][0] == '-' && strspn(labels[i] + 1, "0.") == strlen(labels[i] + 1))
+                memmove(labels[i], labels[i] + 1, strlen(labels[i])); /* "-0.0" -> "0.0" */
         }
     }
 }

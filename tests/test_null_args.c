@@ -803,6 +803,46 @@ NUM(optim_state_import_state, "pg_optim_state_import", pg_optim_state_import(opt
 NUM(checkpoint_save_path, "pg_checkpoint_save", pg_checkpoint_save(NULL, mod(), NULL, NULL, NULL), -1)
 NUM(checkpoint_load_path, "pg_checkpoint_load", pg_checkpoint_load(NULL, mod(), NULL, NULL, NULL), -1)
 
+/* ---- formats/plot.h ------------------------------------------------------------------------ */
+#undef SECTION
+#define SECTION "plot"
+
+static const pg_rgb INK3 = {0, 0, 0};
+static const double Y3[3] = {1, 2, 3};
+#define SERIES3 (&(pg_series){.label = "s", .y = Y3, .n = 3})
+NUM(canvas_init, "pg_canvas_init", pg_canvas_init(NULL, 4, 4), -1)
+NOOP(canvas_free, pg_canvas_free(NULL))
+NUM(canvas_write_png_c, "pg_canvas_write_png", pg_canvas_write_png(NULL, "/tmp/pg_null_args.png"), -1)
+VOID(canvas_get, "pg_canvas_get", (void)pg_canvas_get(NULL, 0, 0))
+VOID(canvas_fill_rect, "pg_canvas_fill_rect", pg_canvas_fill_rect(NULL, 0, 0, 2, 2, INK3))
+VOID(canvas_line, "pg_canvas_line", pg_canvas_line(NULL, 0, 0, 2, 2, 1, INK3))
+VOID(text_draw_c, "pg_text_draw", pg_text_draw(NULL, 0, 0, "a", 1, INK3))
+VOID(text_draw_up_c, "pg_text_draw_up", pg_text_draw_up(NULL, 0, 0, "a", 1, INK3))
+VALUE(text_width, pg_text_width(NULL, 1), 0) /* no text: no width */
+VALUE(text_height, pg_text_height(NULL, 1), 0)
+CASE(plot_canvas_strings) /* a live canvas with a NULL string or path */
+{
+    pg_canvas c;
+    cr_assert_eq(pg_canvas_init(&c, 4, 4), 0);
+    pg_clear_error();
+    pg_text_draw(&c, 0, 0, NUL_STR, 1, INK3);
+    expect_error("pg_text_draw", "pg_text_draw(&c, 0, 0, NULL, 1, INK3)");
+    pg_text_draw_up(&c, 0, 0, NUL_STR, 1, INK3);
+    expect_error("pg_text_draw_up", "pg_text_draw_up(&c, 0, 0, NULL, 1, INK3)");
+    cr_assert_eq(pg_canvas_write_png(&c, NULL), -1);
+    expect_error("pg_canvas_write_png", "pg_canvas_write_png(&c, NULL)");
+    pg_canvas_free(&c);
+}
+NUM(plot_heatmaps_canvas_out, "pg_plot_heatmaps", pg_plot_heatmaps_canvas(NULL, X, NULL), -1)
+NUM(plot_heatmaps_canvas_maps, "pg_plot_heatmaps", pg_plot_heatmaps_canvas(&(pg_canvas){0}, NULL, NULL), -1)
+NUM(plot_heatmaps_path, "pg_plot_heatmaps", pg_plot_heatmaps(NULL, X, NULL), -1)
+NUM(plot_heatmaps_maps, "pg_plot_heatmaps", pg_plot_heatmaps("/tmp/pg_null_args.png", NULL, NULL), -1)
+NUM(plot_lines_canvas_out, "pg_plot_lines", pg_plot_lines_canvas(NULL, SERIES3, 1, NULL), -1)
+NUM(plot_lines_canvas_series, "pg_plot_lines", pg_plot_lines_canvas(&(pg_canvas){0}, NULL, 1, NULL), -1)
+NUM(plot_lines_path, "pg_plot_lines", pg_plot_lines(NULL, SERIES3, 1, NULL), -1)
+NUM(plot_lines_series, "pg_plot_lines", pg_plot_lines("/tmp/pg_null_args.png", NULL, 1, NULL), -1)
+NUM(plot_lines_y, "pg_plot_lines", pg_plot_lines_canvas(&(pg_canvas){0}, &(pg_series){.n = 3}, 1, NULL), -1)
+
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
 
@@ -854,12 +894,14 @@ Test(null_args, posmod) { run_section("posmod"); }
 Test(null_args, schemes) { run_section("schemes"); }
 Test(null_args, attention) { run_section("attention"); }
 Test(null_args, optim) { run_section("optim"); }
+Test(null_args, plot) { run_section("plot"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
 {
     static const char *const known[] = {"tensor", "kernels", "graph",  "ops",       "module",
-                                        "safetensors", "posmod", "schemes", "attention", "optim"};
+                                        "safetensors", "posmod", "schemes", "attention", "optim",
+                                        "plot"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;
