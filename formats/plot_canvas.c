@@ -80,6 +80,8 @@ void pg_canvas_fill_rect(pg_canvas *c, int64_t x, int64_t y, int64_t w, int64_t 
     /* clip [x, x + w) x [y, y + h) to the canvas without overflowing */
     int64_t x0 = x < 0 ? 0 : x, y0 = y < 0 ? 0 : y;
     int64_t x1 = x > c->width - w ? c->width : x + w, y1 = y > c->height - h ? c->height : y + h;
+    if (x0 >= x1 || y0 >= y1)
+        return;
     for (int64_t yy = y0; yy < y1; yy++) {
         uint8_t *p = c->rgb + ((size_t)yy * (size_t)c->width + (size_t)x0) * 3;
         for (int64_t xx = x0; xx < x1; xx++, p += 3) {
