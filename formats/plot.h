@@ -45,15 +45,18 @@ void pg_canvas_line(pg_canvas *c, double x0, double y0, double x1, double y1, in
 
 /* Each printable ASCII character (32..126) is a 5 x 7 glyph in a 6 x 9 cell
  * (one column of spacing, two rows for descenders and line spacing), drawn
- * at an integer scale 1..8 (scale 2: 12 x 18 pixels a character). Other bytes
- * draw as '?'. '\n' starts a new line. */
+ * at an integer scale 1..8 (scale 2: 12 x 18 pixels a character; other
+ * scales are clamped to 1..8). Other bytes draw as '?'. '\n' starts a new
+ * line. Descenders: the glyphs of g p q y , ; _ are drawn 2 rows lower in the
+ * cell and j 1 row lower, so their tails use the two spare rows. */
 #define PG_FONT_GLYPH_W 5
 #define PG_FONT_GLYPH_H 7
 #define PG_FONT_CELL_W 6
 #define PG_FONT_CELL_H 9
 
 /* The glyph of c: PG_FONT_GLYPH_H rows, top first, bit 4 of a row = leftmost
- * pixel. Characters outside 32..126 give '?''s glyph. */
+ * pixel (before the descender shift above). Characters outside 32..126 give
+ * '?''s glyph. */
 const uint8_t *pg_font_glyph(char c);
 /* Pixel size of s at scale (the widest line; lines * cell height). */
 int64_t pg_text_width(const char *s, int scale);
@@ -133,8 +136,11 @@ typedef struct pg_lineplot_opts {
 } pg_lineplot_opts;
 
 /* Plots n_series series (1..64) on one pair of axes with a legend (the
- * labelled series). A series with n == 0 is allowed (legend only). An axis
- * with no finite point is an error naming the series. 0 or -1. */
+ * labelled series). A series with n == 0 is allowed (legend only). A series
+ * with n > 0 but no drawable point (all non-finite, or all <= 0 on a log
+ * axis) is an error naming the series, as is a call where no series has a
+ * point. The legend sits in the plot corner covering the fewest points, or
+ * outside on the right when every corner covers some. 0 or -1. */
 int pg_plot_lines_canvas(pg_canvas *out, const pg_series *series, int n_series, const pg_lineplot_opts *opts);
 int pg_plot_lines(const char *path, const pg_series *series, int n_series, const pg_lineplot_opts *opts);
 
