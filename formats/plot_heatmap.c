@@ -99,13 +99,39 @@ static const char *ylabel_of(const pg_heatmap_opts *o)
     return o->ylabel ? o->ylabel : "query position i";
 }
 
-static int64_t bar_label_w(const hm_data *d, int ts)
+/* An end of the colour bar: 3 significant digits, and 0 for rounding noise
+ * (|v| below 1e-6 of the range, such as a probability of 4.9e-17). */
+static void bar_number(char *buf, size_t n, double v, const hm_data *d)
+{
+    double span = d->hi - d->lo;
+    pg_plot_number(buf, n, isfinite(span) && span > 0 && fabs(v) < 1e-6 * span ? 0.0 : v);
+}
+
+/* The colour bar's inner ticks for a bar h pixels tall; their count. */
+static int bar_ticks(const hm_data *d, int64_t h, double *ticks, char labels[][PG_PLOT_LABEL_LEN])
+{
+    double step;
+    int n = d->hi > d->lo ? pg_plot_ticks(d->lo, d->hi, (int)(h / 40 + 1), false, ticks, &step) : 0;
+    pg_plot_tick_labels(ticks, n, step, labels);
+    return n;
+}
+
+/* The widest label beside a colour bar h pixels tall. */
+static int64_t bar_label_w(const hm_data *d, int64_t h, int ts)
 {
     char a[32], b[32];
-    pg_plot_number(a, sizeof a, d->lo);
-    pg_plot_number(b, sizeof b, d->hi);
+    bar_number(a, sizeof a, d->lo, d);
+    bar_number(b, sizeof b, d->hi, d);
     int64_t w = pg_text_width(a, ts), wb = pg_text_width(b, ts);
-    return (w > wb ? w : wb) + 2 * PG_FONT_CELL_W * ts; /* room for inner tick labels one digit longer */
+    w = w > wb ? w : wb;
+    double ticks[PG_PLOT_MAX_TICKS];
+    char labels[PG_PLOT_MAX_TICKS][PG_PLOT_LABEL_LEN];
+    int n = bar_ticks(d, h, ticks, labels);
+    for (int k = 0; k < n; k++) {
+        int64_t t = pg_text_width(labels[k], ts);
+        w = t > w ? t : w;
+    }
+    return w;
 }
 
 /* Width of the legend lines under the colour bar. */
@@ -137,7 +163,7 @@ static void layout_for_cell(hm_layout *L, const pg_heatmap_opts *o, const hm_dat
     L->bar_x = L->left + L->per_row * L->block_w + 8;
     L->bar_y = L->top + L->label_h;
     L->bar_h = L->ph > 160 ? L->ph : 160;
-    int64_t bar_w = BAR_W + TICK + 4 + bar_label_w(d, ts) + (o->value_label ? PG_FONT_CELL_H * ts + 8 : 0);
+    int64_t bar_w = BAR_W + TICK + 4 + bar_label_w(d, L->bar_h, ts) + (o->value_label ? PG_FONT_CELL_H * ts + 12 : 0);
     int64_t leg = legend_w(o, d, ts);
     L->bar_area_w = (bar_w > leg ? bar_w : leg) + PAD;
     L->width = L->bar_x + L->bar_area_w;
@@ -190,8 +216,10 @@ static void panel_ticks(pg_canvas *c, const hm_layout *L, int64_t x0, int64_t y0
 {
     int64_t n_cells = across ? L->cols : L->rows, len = across ? L->pw : L->ph;
     char buf[32];
-    snprintf(buf, sizeof buf, "%lld", (long long)(n_cells - 1));
-    int64_t room = across ? pg_text_width(buf, L->ts) + 14 : PG_FONT_CELL_H * L->ts + 8;
+    /* the same spacing on both axes: room for the longer of the two last labels */
+    snprintf(buf, sizeof buf, "%lld", (long long)((L->rows > L->cols ? L->rows : L->cols) - 1));
+    int64_t room = pg_text_width(buf, L->ts) + 14, tall = PG_FONT_CELL_H * L->ts + 8;
+    room = room > tall ? room : tall;
     double ticks[PG_PLOT_MAX_TICKS], step;
     int64_t max_ticks = len / room + 1;
     int n = pg_plot_ticks(0, (double)(n_cells - 1), (int)(max_ticks < 2 ? 2 : max_ticks), true, ticks, &step);
@@ -278,15 +306,14 @@ static void draw_bar(pg_canvas *c, const hm_layout *L, const pg_heatmap_opts *o,
         pg_plot_number(buf, sizeof buf, d->lo);
         bar_tick(c, L, y0 + h / 2, buf);
     } else {
-        pg_plot_number(buf, sizeof buf, d->hi);
+        bar_number(buf, sizeof buf, d->hi, d);
         bar_tick(c, L, y0, buf);
-        pg_plot_number(buf, sizeof buf, d->lo);
+        bar_number(buf, sizeof buf, d->lo, d);
         bar_tick(c, L, y0 + h - 1, buf);
         /* nice ticks between, clear of the two ends' labels */
-        double ticks[PG_PLOT_MAX_TICKS], step;
+        double ticks[PG_PLOT_MAX_TICKS];
         char labels[PG_PLOT_MAX_TICKS][PG_PLOT_LABEL_LEN];
-        int n = pg_plot_ticks(d->lo, d->hi, (int)(h / 40 + 1), false, ticks, &step);
-        pg_plot_tick_labels(ticks, n, step, labels);
+        int n = bar_ticks(d, h, ticks, labels);
         int64_t clear = PG_FONT_CELL_H * L->ts + 2;
         for (int k = 0; k < n; k++) {
             int64_t y = y0 + (int64_t)llround((d->hi - ticks[k]) / (d->hi - d->lo) * (double)(h - 1));
@@ -295,7 +322,7 @@ static void draw_bar(pg_canvas *c, const hm_layout *L, const pg_heatmap_opts *o,
         }
     }
     if (o->value_label) {
-        int64_t lx = x + BAR_W + TICK + 4 + bar_label_w(d, L->ts);
+        int64_t lx = x + BAR_W + TICK + 4 + bar_label_w(d, h, L->ts) + 10;
         int64_t tw = pg_text_width(o->value_label, L->ts);
         pg_text_draw_up(c, lx, y0 + h / 2 - tw / 2, o->value_label, L->ts, PG_PLOT_INK);
     }

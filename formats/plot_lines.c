@@ -32,6 +32,7 @@ typedef struct lp_axis {
     double ticks[PG_PLOT_MAX_TICKS]; /* in axis units */
     char labels[PG_PLOT_MAX_TICKS][PG_PLOT_LABEL_LEN];
     bool integer; /* every finite value a whole number */
+    bool decades; /* log axis ticked at powers of ten: minor ticks at 2..9 times them */
 } lp_axis;
 
 typedef struct lp_plot {
@@ -174,6 +175,7 @@ static void axis_ticks(lp_axis *A, int64_t len, bool across)
         A->n = A->log ? pg_plot_log_ticks(pow(10, A->lo), pow(10, A->hi), max, v, &step)
                       : pg_plot_ticks(A->lo, A->hi, max, A->integer, v, &step);
         pg_plot_tick_labels(v, A->n, step, A->labels);
+        A->decades = A->log && step == 0;
         int64_t need = 0;
         for (int i = 0; i < A->n; i++) {
             A->ticks[i] = A->log ? log10(v[i]) : v[i];
@@ -359,8 +361,30 @@ static void draw_series(pg_canvas *c, const lp_plot *P, int k)
     }
 }
 
+/* Short unlabelled ticks at 2..9 times each power of ten on a log axis
+ * ticked at decades, when the decades are tall enough to tell them apart. */
+static void minor_ticks(pg_canvas *c, const lp_plot *P, const lp_axis *A, bool is_x)
+{
+    double len = is_x ? (double)(P->px1 - P->px0) : (double)(P->py1 - P->py0);
+    if (!A->decades || len / (A->hi - A->lo) < 40)
+        return;
+    for (double e = floor(A->lo); e <= A->hi; e++)
+        for (int k = 2; k <= 9; k++) {
+            double a = e + log10(k);
+            if (a < A->lo || a > A->hi)
+                continue;
+            if (is_x)
+                pg_canvas_fill_rect(c, (int64_t)lround(map_x(P, a)), P->py1 + 1, 1, TICK / 2 + 1, PG_PLOT_INK);
+            else
+                pg_canvas_fill_rect(c, P->px0 - TICK / 2 - 1, (int64_t)lround(map_y(P, a)), TICK / 2 + 1, 1,
+                                    PG_PLOT_INK);
+        }
+}
+
 static void draw_grid_and_ticks(pg_canvas *c, const lp_plot *P)
 {
+    minor_ticks(c, P, &P->x, true);
+    minor_ticks(c, P, &P->y, false);
     for (int i = 0; i < P->x.n; i++) {
         int64_t x = (int64_t)lround(map_x(P, P->x.ticks[i]));
         pg_canvas_fill_rect(c, x, P->py0, 1, P->py1 - P->py0 + 1, PG_PLOT_GRID);
