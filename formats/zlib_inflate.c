@@ -224,14 +224,14 @@ static int codes(inflater *s, const huff *lit, const huff *dist)
 /* Fixed codes (section 3.2.6). */
 static int fixed_block(inflater *s)
 {
-    uint8_t l[288 + 30];
+    uint8_t l[288 + 32];
     huff lit, dist;
     for (int i = 0; i < 288; i++)
         l[i] = i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8;
-    for (int i = 0; i < 30; i++)
+    for (int i = 0; i < 32; i++) /* 30 and 31 are codes, never valid symbols */
         l[288 + i] = 5;
     huff_build(&lit, l, 288);
-    huff_build(&dist, l + 288, 30);
+    huff_build(&dist, l + 288, 32);
     return codes(s, &lit, &dist);
 }
 
