@@ -112,18 +112,26 @@ static uint8_t paeth(int a, int b, int c)
 
 /* Row cur filtered with type ft (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth)
  * into out (n bytes); prev is the row above (zeros for the first), bpp the
- * bytes per pixel (section 9.2). Returns the sum of |byte| read as signed,
+ * bytes per pixel (section 9.2: a, b, c are the bytes left, up and up-left,
+ * 0 off the image's left edge). Returns the sum of |byte| read as signed,
  * the spec's suggested measure of how well the row will compress. */
 static uint64_t filter_row(int ft, const uint8_t *cur, const uint8_t *prev, size_t n, size_t bpp, uint8_t *out)
 {
-    uint64_t sum = 0;
-    for (size_t x = 0; x < n; x++) {
-        int a = x >= bpp ? cur[x - bpp] : 0, b = prev[x], c = x >= bpp ? prev[x - bpp] : 0;
-        int pred = ft == 0 ? 0 : ft == 1 ? a : ft == 2 ? b : ft == 3 ? (a + b) / 2 : paeth(a, b, c);
-        uint8_t v = (uint8_t)(cur[x] - pred);
-        out[x] = v;
-        sum += v < 128 ? v : 256u - v;
+    size_t k = bpp < n ? bpp : n; /* the first pixel: a = c = 0 */
+    for (size_t x = 0; x < k; x++)
+        out[x] = (uint8_t)(cur[x] - (ft == 2 || ft == 4 ? prev[x] : ft == 3 ? prev[x] / 2 : 0));
+    switch (ft) {
+    case 0: memcpy(out + k, cur + k, n - k); break;
+    case 1: for (size_t x = k; x < n; x++) out[x] = (uint8_t)(cur[x] - cur[x - bpp]); break;
+    case 2: for (size_t x = k; x < n; x++) out[x] = (uint8_t)(cur[x] - prev[x]); break;
+    case 3: for (size_t x = k; x < n; x++) out[x] = (uint8_t)(cur[x] - ((cur[x - bpp] + prev[x]) >> 1)); break;
+    default:
+        for (size_t x = k; x < n; x++)
+            out[x] = (uint8_t)(cur[x] - paeth(cur[x - bpp], prev[x], prev[x - bpp]));
     }
+    uint64_t sum = 0;
+    for (size_t x = 0; x < n; x++)
+        sum += out[x] < 128 ? out[x] : 256u - out[x];
     return sum;
 }
 
