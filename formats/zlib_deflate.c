@@ -21,7 +21,7 @@
 #define WMASK (PG_ZLIB_WINDOW - 1)
 #define MIN_MATCH 3
 #define MAX_MATCH 258
-#define MAX_CHAIN 32   /* candidates tried per position */
+#define MAX_CHAIN 64   /* candidates tried per position */
 #define GOOD_MATCH 32  /* a match this long cuts the search to a quarter */
 #define LAZY_MAX 32    /* matches this long are taken at once, no lazy look */
 #define TOO_FAR 4096   /* a 3-byte match further back than this costs more than its literals */
