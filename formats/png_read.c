@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct png_info {
     uint32_t width, height;
@@ -239,17 +240,26 @@ static int slurp(const char *who, const char *path, uint8_t **buf, size_t *len)
     FILE *f = fopen(path, "rb");
     if (!f)
         return fail(who, "cannot open: %s", strerror(errno));
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    uint8_t *b = n >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
-    int rc = b && fread(b, 1, (size_t)n, f) == (size_t)n ? 0 : -1;
-    int err = errno;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return fail(who, "not a regular file");
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b) {
+        fclose(f);
+        return fail(who, "out of memory for a %zu-byte file", n);
+    }
+    size_t got = fread(b, 1, n, f);
+    int err = errno, bad = ferror(f);
     fclose(f);
-    if (rc) {
+    if (got != n) {
         free(b);
-        return fail(who, "cannot read: %s", b ? strerror(err) : "out of memory or not a regular file");
+        return fail(who, "cannot read: %s", bad ? strerror(err) : "the file shrank while being read");
     }
     *buf = b;
-    *len = (size_t)n;
+    *len = n;
     return 0;
 }
 

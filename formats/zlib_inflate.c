@@ -162,6 +162,8 @@ static int stored_block(inflater *s)
     if (len != (~nlen & 0xFFFFu))
         return fail(s, "stored block length %u does not match its complement %u", len, nlen);
     s->pos += 4;
+    if (len == 0)
+        return 0; /* an empty block (a flush point): nothing to copy, maybe no buffer yet */
     if (s->n - s->pos < len)
         return fail(s, "truncated input (stored block of %u bytes, %zu left)", len, s->n - s->pos);
     while (s->cap - s->len < len)

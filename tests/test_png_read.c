@@ -21,7 +21,8 @@ static void be32(uint8_t *p, uint32_t v)
 static void add(file *f, const void *p, size_t n)
 {
     cr_assert_leq(f->n + n, sizeof f->b);
-    memcpy(f->b + f->n, p, n);
+    if (n)
+        memcpy(f->b + f->n, p, n);
     f->n += n;
 }
 
@@ -214,7 +215,7 @@ Test(png_read, read_files)
     cr_assert(strstr(pg_last_error(), "pg_png_read: 'tests/fixtures/gen_png_filters.py': not a PNG file"), "%s",
               pg_last_error());
     cr_assert_eq(pg_png_read("tests", &w, &h, &c, &px), -1, "a directory");
-    cr_assert(strstr(pg_last_error(), "pg_png_read: 'tests': "), "%s", pg_last_error());
+    cr_assert(strstr(pg_last_error(), "pg_png_read: 'tests': not a regular file"), "%s", pg_last_error());
     cr_assert_eq(pg_png_decode(NULL, 0, &w, &h, &c, &px), -1);
     cr_assert(strstr(pg_last_error(), "pg_png_decode: not a PNG file"), "%s", pg_last_error());
     cr_assert_eq(pg_png_decode((const uint8_t *)"x", 1, &w, NULL, &c, &px), -1);
