@@ -6,6 +6,7 @@
 #include "testutil.h"
 #include "zlib_streams.h"
 #include "../formats/png.h"
+#include "../formats/zlib_huff.h"
 
 /* ---- data --------------------------------------------------------------------------------- */
 
@@ -100,6 +101,60 @@ Test(zlib, window_distances)
     free(near);
     free(fr);
     free(edge);
+}
+
+/* ---- length-limited codes ------------------------------------------------------------ */
+
+/* Kraft sum of the lengths, in units of 2^-limit: 2^limit for a complete code. */
+static uint64_t kraft(const uint8_t *len, int num, int limit)
+{
+    uint64_t k = 0;
+    for (int s = 0; s < num; s++)
+        if (len[s])
+            k += 1ull << (limit - len[s]);
+    return k;
+}
+
+Test(zlib, huffman_lengths_limited_and_complete)
+{
+    /* Fibonacci counts make the deepest Huffman tree: depth num - 1 unlimited */
+    uint32_t fib[30];
+    fib[0] = fib[1] = 1;
+    for (int i = 2; i < 30; i++)
+        fib[i] = fib[i - 1] + fib[i - 2];
+    uint8_t len[30];
+    pg_huff_lengths(fib, 30, 15, len);
+    for (int s = 0; s < 30; s++) {
+        cr_assert(len[s] >= 1 && len[s] <= 15, "symbol %d: length %d", s, len[s]);
+        if (s > 0)
+            cr_assert_leq(len[s], len[s - 1], "a more frequent symbol has a longer code");
+    }
+    cr_assert_eq(kraft(len, 30, 15), 1ull << 15, "complete code");
+    pg_huff_lengths(fib, 19, 7, len); /* the code-length code's limit */
+    for (int s = 0; s < 19; s++)
+        cr_assert(len[s] >= 1 && len[s] <= 7, "symbol %d: length %d", s, len[s]);
+    cr_assert_eq(kraft(len, 19, 7), 1ull << 7);
+    /* one used symbol still gets a complete two-code code */
+    uint32_t one[5] = {0, 0, 9, 0, 0};
+    pg_huff_lengths(one, 5, 15, len);
+    cr_assert(len[2] == 1 && kraft(len, 5, 15) == 1ull << 15);
+    /* and end to end: 25 byte values with Fibonacci counts, shuffled */
+    size_t n = 0;
+    for (int i = 0; i < 25; i++)
+        n += fib[i];
+    uint8_t *data = malloc(n), *r = random_bytes(4 * n, 3);
+    for (size_t i = 0, k = 0; i < 25; i++)
+        for (uint32_t c = 0; c < fib[i]; c++)
+            data[k++] = (uint8_t)(i * 10);
+    for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        size_t j = (r[4 * i] | (size_t)r[4 * i + 1] << 8 | (size_t)r[4 * i + 2] << 16) % (i + 1);
+        uint8_t t = data[i];
+        data[i] = data[j];
+        data[j] = t;
+    }
+    roundtrip(data, n, n / 2); /* about 2 bits a byte, far below 8 */
+    free(data);
+    free(r);
 }
 
 /* ---- streams from Python's zlib ------------------------------------------------------- */
