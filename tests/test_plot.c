@@ -3,6 +3,7 @@
  * masked gray, panel sizes and labels) and line plots (series through their
  * mapped points, log axes, the legend), and bad input. */
 #include <float.h>
+#include <unistd.h>
 
 #include "testutil.h"
 #include "../formats/plot_impl.h"
@@ -446,5 +447,58 @@ Test(plot_lines, bad_input)
     /* a series with no points beside one with points: a legend entry only */
     pg_series two[2] = {s, empty};
     cr_assert_eq(pg_plot_lines_canvas(&c, two, 2, NULL), 0, "%s", pg_last_error());
+    pg_canvas_free(&c);
+}
+
+/* ---- the files: written, read back with pg_png_read, every pixel compared ------------------ */
+
+static void check_file_matches(const pg_canvas *c, const char *path)
+{
+    int64_t w = 0, h = 0;
+    int ch = 0;
+    uint8_t *px = NULL;
+    cr_assert_eq(pg_png_read(path, &w, &h, &ch, &px), 0, "%s: %s", path, pg_last_error());
+    cr_assert_eq(w, c->width);
+    cr_assert_eq(h, c->height);
+    cr_assert_eq(ch, 3);
+    for (int64_t i = 0; i < w * h * 3; i++)
+        cr_assert_eq(px[i], c->rgb[i], "%s: byte %lld (pixel %lld, %lld) is %d, the canvas has %d", path,
+                     (long long)i, (long long)(i / 3 % w), (long long)(i / 3 / w), px[i], c->rgb[i]);
+    free(px);
+    remove(path);
+}
+
+Test(plot_files, heatmap_line_and_scatter_figures_read_back_pixel_for_pixel)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/pg_test_plot_%d.png", (int)getpid());
+    pg_canvas c;
+    /* a heatmap with masked cells and a title */
+    pg_tensor *t = two_panels();
+    pg_heatmap_opts ho = {.title = "two heads", .value_label = "bias"};
+    cr_assert_eq(pg_plot_heatmaps(path, t, &ho), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_plot_heatmaps_canvas(&c, t, &ho), 0);
+    check_file_matches(&c, path);
+    pg_canvas_free(&c);
+    pg_tensor_free(t);
+    /* a line plot on a log axis with a mark, and a scatter plot with the identity line */
+    const double y[4] = {3, 1, 0.2, 0.05}, a[4] = {-1, 0, 1, 2}, b[4] = {-1.1, 0.05, 0.9, 2.1};
+    pg_series s = {.label = "loss", .y = y, .n = 4, .style = PG_PLOT_STYLE_LINE_POINTS, .color = -1};
+    pg_plot_mark m = {.x = 2, .label = "L"};
+    pg_lineplot_opts lo = {.title = "loss", .xlabel = "step", .ylabel = "nats", .log_y = true, .marks = &m,
+                           .n_marks = 1};
+    cr_assert_eq(pg_plot_lines(path, &s, 1, &lo), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_plot_lines_canvas(&c, &s, 1, &lo), 0);
+    check_file_matches(&c, path);
+    pg_canvas_free(&c);
+    pg_series sc = {.label = "grad", .x = a, .y = b, .n = 4, .style = PG_PLOT_STYLE_POINTS, .color = -1};
+    pg_lineplot_opts so = {.identity_line = true, .width = 300, .height = 300};
+    cr_assert_eq(pg_plot_lines(path, &sc, 1, &so), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_plot_lines_canvas(&c, &sc, 1, &so), 0);
+    check_file_matches(&c, path);
+    /* and a bare canvas */
+    pg_text_draw(&c, 3, 3, "canvas", 2, PG_PLOT_INK);
+    cr_assert_eq(pg_canvas_write_png(&c, path), 0);
+    check_file_matches(&c, path);
     pg_canvas_free(&c);
 }
