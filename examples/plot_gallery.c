@@ -118,6 +118,13 @@ static int font(const char *dir)
     return report(dir, "plot_font.png", rc);
 }
 
+/* Every figure into dir; the number that failed. */
+static int plot_gallery_run(const char *dir)
+{
+    return heatmap(dir) + lines(dir) + scatter(dir) + font(dir);
+}
+
+#ifndef PG_EXAMPLE_NO_MAIN
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "docs/img";
@@ -125,6 +132,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: plot_gallery [DIR]   (writes DIR/plot_*.png; DIR defaults to docs/img)\n");
         return 2;
     }
-    int bad = heatmap(dir) + lines(dir) + scatter(dir) + font(dir);
-    return bad ? 1 : 0;
+    return plot_gallery_run(dir) ? 1 : 0;
 }
+#endif
