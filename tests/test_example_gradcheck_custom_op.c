@@ -12,7 +12,7 @@
 Test(example_gradcheck_custom_op, good_passes_bad_is_caught)
 {
     gradcheck_custom_op_result r;
-    cr_assert_eq(gradcheck_custom_op_run(3, 0, &r), 0);
+    cr_assert_eq(gradcheck_custom_op_run(3, 0, NULL, &r), 0);
     cr_assert(r.good.ok, "%s", r.good.message);
     cr_assert(r.good.f32_ok);
     cr_assert_eq(r.good.checked, 2 * 5 * 5 + 2 + 2);
