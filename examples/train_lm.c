@@ -873,7 +873,7 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
     return rc == 0 ? 0 : 1;
 }
 
-int train_lm_main(int argc, char **argv)
+static int train_lm_main(int argc, char **argv)
 {
     train_lm_opts o = train_lm_defaults();
     const lm_flag flags[] = {
