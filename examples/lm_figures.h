@@ -122,7 +122,7 @@ static int lm_figs_distance_panel(pg_canvas *out, const pg_tensor *b, int64_t H,
 {
     double *d = malloc((size_t)L * sizeof *d), *y = malloc((size_t)(H * L) * sizeof *y);
     pg_series s[PG_PLOT_PALETTE];
-    char names[PG_PLOT_PALETTE][16], title[32];
+    char names[PG_PLOT_PALETTE][24], title[32];
     int n = H < PG_PLOT_PALETTE ? (int)H : PG_PLOT_PALETTE; /* the first 10 heads */
     for (int64_t k = 0; d && y && k < L; k++) {
         d[k] = (double)k;
