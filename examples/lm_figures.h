@@ -284,14 +284,39 @@ static pg_tensor *lm_figs_attn_input(pg_graph *g, pg_block *b, pg_tensor *x)
                                       : pg_layernorm_forward(g, (pg_layernorm *)b->norm1, x);
 }
 
-/* attn_layerN.png: weights (1, H, L, L) of layer on the prompt `text`. 0 or -1. */
+static int lm_figs_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The 99th percentile of the finite values of t (1 when there are none). */
+static double lm_figs_p99(const pg_tensor *t)
+{
+    double *v = malloc((size_t)t->numel * sizeof *v), q = 1;
+    int64_t n = 0;
+    for (int64_t i = 0; v && i < t->numel; i++)
+        if (isfinite(pg_get(t, i)))
+            v[n++] = pg_get(t, i);
+    if (n > 0) {
+        qsort(v, (size_t)n, sizeof *v, lm_figs_cmp);
+        q = v[(int64_t)(0.99 * (double)(n - 1))];
+    }
+    free(v);
+    return q > 0 ? q : 1;
+}
+
+/* attn_layerN.png: weights (1, H, L, L) of layer on the prompt `text`. The
+ * first queries see few keys and put most of their weight on them: the
+ * colours stop at the 99th percentile so that the other rows stay readable. 0 or -1. */
 static int lm_figs_attn_layer(lm_figs *f, const pg_tensor *w, int64_t H, int64_t layer, const char *text)
 {
     pg_tensor *maps = lm_figs_causal(w, H, f->L);
     char title[320], path[LM_PATH_MAX + 32];
     snprintf(title, sizeof title, "--pos %s, layer %lld: attention probabilities of each head\non \"%s\"", f->pos,
              (long long)layer, text);
-    pg_heatmap_opts o = {.title = title, .value_label = "probability query i gives key j",
+    double top = maps ? lm_figs_p99(maps) : 1;
+    pg_heatmap_opts o = {.title = title, .value_label = "probability (top 1% clamped)", .vmin = 0, .vmax = top,
                          .masked_label = "hidden (causal: key j after query i)"};
     lm_figs_path(path, sizeof path, f, "attn_layer", layer);
     int rc = maps ? pg_plot_heatmaps(path, maps, &o) : -1;
