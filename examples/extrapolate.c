@@ -515,9 +515,12 @@ static int draw_plot(const char *path, const extrapolate_opts *o, const extrapol
     snprintf(title, sizeof title, "extrapolate: trained on %d characters, evaluated longer", o->train_len);
     snprintf(mark, sizeof mark, "training length %d", o->train_len);
     pg_plot_mark m = {.x = o->train_len, .label = mark};
+    double lo = o->train_len, hi = o->train_len; /* an octave of room on the left for the legend and the mark */
+    for (int i = 0; i < r->n_lens; i++)
+        lo = fmin(lo, x[i]), hi = fmax(hi, x[i]);
     pg_lineplot_opts po = {.title = title, .xlabel = "evaluation length L (characters, log scale)",
                            .ylabel = "validation loss (nats per character)", .width = 800, .height = 520,
-                           .log_x = true, .marks = &m, .n_marks = 1};
+                           .log_x = true, .marks = &m, .n_marks = 1, .xmin = lo / 2, .xmax = hi * 1.15};
     if (pg_plot_lines(path, s, r->n_schemes, &po) != 0) {
         fprintf(stderr, "extrapolate: cannot draw '%s': %s\n", path, pg_last_error());
         return -1;
