@@ -15,14 +15,14 @@ LAYERS    = tensor formats autograd nn optim
 LIB_SRC  ?= $(wildcard $(addsuffix /*.c,$(LAYERS)))
 LIB_HDR   = $(wildcard posgrad.h $(addsuffix /*.h,$(LAYERS)))
 # Internal headers: shared between a layer's files, never installed.
-PRIVATE_HDR = tensor/shape_util.h autograd/op_reduce.h autograd/op_util.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h
+PRIVATE_HDR = tensor/shape_util.h autograd/op_reduce.h autograd/op_util.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h formats/zlib_impl.h formats/zlib_huff.h
 TEST_SRC ?= $(wildcard tests/test_*.c)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 BUILD    ?= build
 OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
-.PHONY: all test check asan valgrind bench install install-check setup-check clean run fixtures fuzz need-criterion
+.PHONY: all test check asan valgrind bench install install-check setup-check clean run fixtures fuzz fuzz-png need-criterion
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
@@ -107,6 +107,17 @@ fuzz:
 	cp tests/fixtures/st_*.safetensors build-fuzz/corpus/
 	./build-fuzz/fuzz_safetensors -dict=tests/fuzz/safetensors.dict -max_len=4096 \
 	  -max_total_time=$(FUZZ_TIME) build-fuzz/corpus
+
+# libFuzzer target for the PNG reader and the inflater (seeds: the PNG fixtures).
+fuzz-png:
+	@tests/need.sh clang
+	@mkdir -p build-fuzz/corpus_png
+	clang -std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=all -I. tests/fuzz/fuzz_png.c formats/*.c tensor/*.c \
+	  -o build-fuzz/fuzz_png -lm -lpthread
+	cp tests/fixtures/png_*.png build-fuzz/corpus_png/
+	./build-fuzz/fuzz_png -dict=tests/fuzz/png.dict -max_len=4096 \
+	  -max_total_time=$(FUZZ_TIME) build-fuzz/corpus_png
 
 # The README's main command: a character-level LM on tinyshakespeare (about 70 s
 # on 2 idle cores of an AVX-512 machine; docs/examples.md). RUN_ARGS passes flags, e.g. RUN_ARGS="--pos alibi".

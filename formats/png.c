@@ -1,12 +1,11 @@
-/* The PNG writer, colormap and heatmaps of png.h.
+/* The PNG writer, colormap and heatmaps of png.h (the reader: png_read.c).
  *
  * File layout (PNG spec, ISO/IEC 15948):
  *   signature 89 50 4E 47 0D 0A 1A 0A
  *   chunk := length (4 bytes, big-endian, of data) | type (4) | data | CRC-32(type | data)
  *   IHDR: width, height (4 each), bit depth 8, colour type, 0 (deflate), 0 (filter), 0 (no interlace)
- *   IDAT: zlib stream = 78 01 | stored deflate blocks | Adler-32 (big-endian) of the raw data
- *         stored block := BFINAL/BTYPE byte (BTYPE 00) | LEN (2, little-endian) | ~LEN | LEN bytes
- *         raw data: for each row, filter byte 0 then width * channels bytes
+ *   IDAT: zlib stream (pg_zlib_compress, zlib_deflate.c) of the filtered rows:
+ *         for each row, a filter type byte (0..4, section 9) then width * channels bytes
  *   IEND: empty */
 #define _POSIX_C_SOURCE 200809L
 
@@ -82,53 +81,15 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-/* Writes one chunk; 0 or -1 (errno from stdio). */
-static int write_chunk(FILE *f, const char type[4], const uint8_t *data, size_t len)
+/* Appends one chunk at p: length, type, data, CRC-32 of type and data; returns the end. */
+static uint8_t *put_chunk(uint8_t *p, const char type[4], const uint8_t *data, size_t len)
 {
-    uint8_t head[8];
-    put_be32(head, (uint32_t)len);
-    memcpy(head + 4, type, 4);
-    uint32_t crc = pg_crc32(0, (const uint8_t *)type, 4);
-    crc = pg_crc32(crc, data, len);
-    uint8_t tail[4];
-    put_be32(tail, crc);
-    if (fwrite(head, 1, 8, f) != 8)
-        return -1;
-    if (len > 0 && fwrite(data, 1, len, f) != len)
-        return -1;
-    return fwrite(tail, 1, 4, f) == 4 ? 0 : -1;
-}
-
-#define STORED_MAX 65535u
-
-/* The zlib stream of stored blocks holding raw (n bytes): 2 header bytes, 5
- * bytes per block, n data bytes, 4 bytes Adler-32. */
-static size_t zlib_stored_size(size_t n)
-{
-    size_t blocks = n == 0 ? 1 : (n + STORED_MAX - 1) / STORED_MAX;
-    return 2 + 5 * blocks + n + 4;
-}
-
-static void zlib_stored(uint8_t *out, const uint8_t *raw, size_t n)
-{
-    uint8_t *p = out;
-    *p++ = 0x78; /* CM 8 (deflate), CINFO 7 (32 KiB window) */
-    *p++ = 0x01; /* FLEVEL 0, no dictionary; (0x78 * 256 + 0x01) % 31 == 0 */
-    size_t done = 0;
-    do {
-        size_t len = n - done < STORED_MAX ? n - done : STORED_MAX;
-        bool last = done + len == n;
-        *p++ = last ? 1 : 0; /* BFINAL, BTYPE 00 (stored) */
-        p[0] = (uint8_t)len;
-        p[1] = (uint8_t)(len >> 8);
-        p[2] = (uint8_t)~len;
-        p[3] = (uint8_t)(~len >> 8);
-        p += 4;
-        memcpy(p, raw + done, len);
-        p += len;
-        done += len;
-    } while (done < n);
-    put_be32(p, pg_adler32(1, raw, n));
+    put_be32(p, (uint32_t)len);
+    memcpy(p + 4, type, 4);
+    if (len)
+        memcpy(p + 8, data, len);
+    put_be32(p + 8 + len, pg_crc32(0, p + 4, 4 + len));
+    return p + 12 + len;
 }
 
 static int color_type(int channels)
@@ -141,36 +102,145 @@ static int color_type(int channels)
     }
 }
 
-/* Raw image data: each row preceded by filter byte 0. */
-static void raw_rows(uint8_t *raw, const uint8_t *pixels, size_t row_bytes, size_t height)
+/* Paeth predictor (PNG spec section 9.4): of left a, up b, up-left c, the one
+ * nearest to a + b - c, ties going to a, then b. */
+static uint8_t paeth(int a, int b, int c)
+{
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return (uint8_t)(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
+}
+
+/* Row cur filtered with type ft (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth)
+ * into out (n bytes); prev is the row above (zeros for the first), bpp the
+ * bytes per pixel (section 9.2: a, b, c are the bytes left, up and up-left,
+ * 0 off the image's left edge). Returns the sum of |byte| read as signed,
+ * the spec's suggested measure of how well the row will compress. */
+static uint64_t filter_row(int ft, const uint8_t *cur, const uint8_t *prev, size_t n, size_t bpp, uint8_t *out)
+{
+    size_t k = bpp < n ? bpp : n; /* the first pixel: a = c = 0 */
+    for (size_t x = 0; x < k; x++)
+        out[x] = (uint8_t)(cur[x] - (ft == 2 || ft == 4 ? prev[x] : ft == 3 ? prev[x] / 2 : 0));
+    switch (ft) {
+    case 0: memcpy(out + k, cur + k, n - k); break;
+    case 1: for (size_t x = k; x < n; x++) out[x] = (uint8_t)(cur[x] - cur[x - bpp]); break;
+    case 2: for (size_t x = k; x < n; x++) out[x] = (uint8_t)(cur[x] - prev[x]); break;
+    case 3: for (size_t x = k; x < n; x++) out[x] = (uint8_t)(cur[x] - ((cur[x - bpp] + prev[x]) >> 1)); break;
+    default:
+        for (size_t x = k; x < n; x++)
+            out[x] = (uint8_t)(cur[x] - paeth(cur[x - bpp], prev[x], prev[x - bpp]));
+    }
+    uint64_t sum = 0;
+    for (size_t x = 0; x < n; x++)
+        sum += out[x] < 128 ? out[x] : 256u - out[x];
+    return sum;
+}
+
+/* The filtered image (section 7.3): each row as its filter type byte and the
+ * filtered bytes, the type chosen per row by the smallest sum of |byte|. */
+static void filter_rows(uint8_t *raw, const uint8_t *pixels, size_t row_bytes, size_t height, size_t bpp,
+                        uint8_t *zero, uint8_t *trial)
 {
     for (size_t y = 0; y < height; y++) {
+        const uint8_t *cur = pixels + y * row_bytes, *prev = y ? cur - row_bytes : zero;
         uint8_t *row = raw + y * (row_bytes + 1);
+        uint64_t best = filter_row(0, cur, prev, row_bytes, bpp, row + 1);
         row[0] = 0;
-        memcpy(row + 1, pixels + y * row_bytes, row_bytes);
+        for (int ft = 1; ft <= 4; ft++) {
+            uint64_t sum = filter_row(ft, cur, prev, row_bytes, bpp, trial);
+            if (sum < best) {
+                best = sum;
+                row[0] = (uint8_t)ft;
+                memcpy(row + 1, trial, row_bytes);
+            }
+        }
     }
 }
 
-static int write_png_file(FILE *f, uint32_t w, uint32_t h, int channels, const uint8_t *idat, size_t idat_len)
+static int encode_check(int64_t width, int64_t height, int channels, const uint8_t *pixels, const char *fn,
+                        const char *path)
 {
-    static const uint8_t SIGNATURE[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    uint8_t ihdr[13];
-    put_be32(ihdr, w);
-    put_be32(ihdr + 4, h);
-    ihdr[8] = 8;                          /* bit depth */
-    ihdr[9] = (uint8_t)color_type(channels);
-    ihdr[10] = ihdr[11] = ihdr[12] = 0;  /* deflate, adaptive filtering, no interlace */
-    if (fwrite(SIGNATURE, 1, 8, f) != 8)
+    if (!pixels) {
+        pg_set_error("%s: pixels is NULL", fn);
         return -1;
-    if (write_chunk(f, "IHDR", ihdr, 13) || write_chunk(f, "IDAT", idat, idat_len) ||
-        write_chunk(f, "IEND", NULL, 0))
+    }
+    if (width < 1 || height < 1 || width > PG_PNG_MAX_SIDE || height > PG_PNG_MAX_SIDE) {
+        pg_set_error("%s: image size %lldx%lld out of range (1..%d per side)%s%s%s", fn, (long long)width,
+                     (long long)height, PG_PNG_MAX_SIDE, path ? " for '" : "", path ? path : "", path ? "'" : "");
         return -1;
+    }
+    if (color_type(channels) < 0) {
+        pg_set_error("%s: channels %d not supported (1 gray, 3 RGB, 4 RGBA)%s%s%s", fn, channels,
+                     path ? " for '" : "", path ? path : "", path ? "'" : "");
+        return -1;
+    }
     return 0;
 }
 
+/* The filtered rows' zlib stream in *z; 0 or -1 (message naming fn). */
+static int compress_image(uint8_t **z, size_t *zn, int64_t width, int64_t height, int channels,
+                          const uint8_t *pixels, const char *fn)
+{
+    size_t row_bytes = (size_t)width * (size_t)channels;
+    size_t raw_len = (row_bytes + 1) * (size_t)height;
+    uint8_t *raw = malloc(raw_len), *zero = calloc(row_bytes, 1), *trial = malloc(row_bytes);
+    int rc = -1;
+    if (raw && zero && trial) {
+        filter_rows(raw, pixels, row_bytes, (size_t)height, (size_t)channels, zero, trial);
+        rc = pg_zlib_compress(z, zn, raw, raw_len);
+    } else {
+        pg_set_error("%s: out of memory for a %lldx%lld image", fn, (long long)width, (long long)height);
+    }
+    free(raw);
+    free(zero);
+    free(trial);
+    return rc;
+}
+
+static int encode(uint8_t **out, size_t *len, int64_t width, int64_t height, int channels, const uint8_t *pixels,
+                  const char *fn)
+{
+    static const uint8_t SIGNATURE[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    uint8_t *z;
+    size_t zn;
+    if (compress_image(&z, &zn, width, height, channels, pixels, fn))
+        return -1;
+    /* signature, IHDR (12 + 13), IDAT (12 + zn), IEND (12) */
+    size_t total = 8 + 25 + 12 + zn + 12;
+    uint8_t *file = zn <= 0x7FFFFFFFu ? malloc(total) : NULL;
+    if (!file) {
+        free(z);
+        pg_set_error("%s: out of memory for a %zu-byte file", fn, total);
+        return -1;
+    }
+    uint8_t ihdr[13];
+    put_be32(ihdr, (uint32_t)width);
+    put_be32(ihdr + 4, (uint32_t)height);
+    ihdr[8] = 8; /* bit depth */
+    ihdr[9] = (uint8_t)color_type(channels);
+    ihdr[10] = ihdr[11] = ihdr[12] = 0; /* deflate, adaptive filtering, no interlace */
+    memcpy(file, SIGNATURE, 8);
+    uint8_t *p = put_chunk(file + 8, "IHDR", ihdr, 13);
+    p = put_chunk(p, "IDAT", z, zn);
+    put_chunk(p, "IEND", NULL, 0);
+    free(z);
+    *out = file;
+    *len = total;
+    return 0;
+}
+
+int pg_png_encode(uint8_t **out, size_t *len, int64_t width, int64_t height, int channels, const uint8_t *pixels)
+{
+    if (!out || !len) {
+        pg_set_error("pg_png_encode: %s is NULL", !out ? "out" : "len");
+        return -1;
+    }
+    if (encode_check(width, height, channels, pixels, "pg_png_encode", NULL))
+        return -1;
+    return encode(out, len, width, height, channels, pixels, "pg_png_encode");
+}
+
 /* Writes the file to a temporary name beside path, then renames it over path. */
-static int write_atomically(const char *path, uint32_t w, uint32_t h, int channels, const uint8_t *idat,
-                            size_t idat_len)
+static int write_atomically(const char *path, const uint8_t *file, size_t len)
 {
     size_t tmp_size = strlen(path) + 32;
     char *tmp = malloc(tmp_size);
@@ -185,7 +255,7 @@ static int write_atomically(const char *path, uint32_t w, uint32_t h, int channe
         free(tmp);
         return -1;
     }
-    int rc = write_png_file(f, w, h, channels, idat, idat_len);
+    int rc = fwrite(file, 1, len, f) == len ? 0 : -1;
     int err = errno;
     if (fclose(f) != 0 && rc == 0) {
         rc = -1;
@@ -205,35 +275,18 @@ static int write_atomically(const char *path, uint32_t w, uint32_t h, int channe
 
 int pg_png_write(const char *path, int64_t width, int64_t height, int channels, const uint8_t *pixels)
 {
-    if (!path || !pixels) {
-        pg_set_error("pg_png_write: %s is NULL", !path ? "path" : "pixels");
+    if (!path) {
+        pg_set_error("pg_png_write: path is NULL");
         return -1;
     }
-    if (width < 1 || height < 1 || width > PG_PNG_MAX_SIDE || height > PG_PNG_MAX_SIDE) {
-        pg_set_error("pg_png_write: image size %lldx%lld out of range (1..%d per side) for '%s'",
-                     (long long)width, (long long)height, PG_PNG_MAX_SIDE, path);
+    if (encode_check(width, height, channels, pixels, "pg_png_write", path))
         return -1;
-    }
-    if (color_type(channels) < 0) {
-        pg_set_error("pg_png_write: channels %d not supported (1 gray, 3 RGB, 4 RGBA) for '%s'", channels, path);
+    uint8_t *file;
+    size_t len;
+    if (encode(&file, &len, width, height, channels, pixels, "pg_png_write"))
         return -1;
-    }
-    size_t row_bytes = (size_t)width * (size_t)channels;
-    size_t raw_len = ((size_t)row_bytes + 1) * (size_t)height;
-    size_t idat_len = zlib_stored_size(raw_len);
-    uint8_t *raw = malloc(raw_len);
-    uint8_t *idat = malloc(idat_len);
-    if (!raw || !idat) {
-        free(raw);
-        free(idat);
-        pg_set_error("pg_png_write: out of memory for a %lldx%lld image", (long long)width, (long long)height);
-        return -1;
-    }
-    raw_rows(raw, pixels, row_bytes, (size_t)height);
-    zlib_stored(idat, raw, raw_len);
-    free(raw);
-    int rc = write_atomically(path, (uint32_t)width, (uint32_t)height, channels, idat, idat_len);
-    free(idat);
+    int rc = write_atomically(path, file, len);
+    free(file);
     return rc;
 }
 

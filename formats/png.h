@@ -1,12 +1,15 @@
-/* posgrad pictures: a dependency-free PNG writer, a perceptual colormap and
- * tensor heatmaps.
+/* posgrad pictures: a dependency-free PNG writer and reader, the zlib
+ * compression under them, a perceptual colormap and tensor heatmaps.
  *
- * The PNG is 8-bit, non-interlaced, one IHDR, one IDAT and an IEND chunk. The
- * IDAT holds a zlib stream of stored (uncompressed) deflate blocks of at most
- * 65535 bytes, each image row prefixed by filter byte 0 (None); chunks carry
- * their CRC-32 and the zlib stream its Adler-32. Files are written atomically:
- * to "path.tmp.PID" then renamed over path, so a reader never sees half a file.
- * Errors never abort: -1 and pg_set_error with a message naming the function. */
+ * The PNG is 8-bit, non-interlaced, one IHDR, one IDAT and an IEND chunk.
+ * Each row gets the filter (PNG spec section 9: None, Sub, Up, Average,
+ * Paeth) whose output has the smallest sum of |byte|; the IDAT holds the rows
+ * as a zlib stream of pg_zlib_compress (LZ77 + Huffman, docs/png.md). Chunks
+ * carry their CRC-32 and the zlib stream its Adler-32. Files are written
+ * atomically: to "path.tmp.PID" then renamed over path, so a reader never sees
+ * half a file. The reader takes any 8-bit gray, gray + alpha, RGB or RGBA PNG
+ * that is not interlaced. Errors never abort: -1 and pg_set_error with a
+ * message naming the function. */
 #ifndef PG_PNG_H
 #define PG_PNG_H
 

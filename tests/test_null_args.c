@@ -267,6 +267,22 @@ NUM(png_heatmap_path, "pg_png_heatmap", pg_png_heatmap(NULL, X, 1, 0, 0), -1)
 NUM(png_heatmap_t, "pg_png_heatmap", pg_png_heatmap("/tmp/pg_null_args.png", NULL, 1, 0, 0), -1)
 NUM(crc32, "pg_crc32", pg_crc32(0, NULL, 4), 0)
 NUM(adler32, "pg_adler32", pg_adler32(1, NULL, 4), 1)
+static uint8_t *PNG_OUT;
+static size_t PNG_LEN;
+static int64_t PNG_W, PNG_H;
+static int PNG_C;
+NUM(png_encode_out, "pg_png_encode", pg_png_encode(NULL, &PNG_LEN, 2, 2, 1, PX), -1)
+NUM(png_encode_len, "pg_png_encode", pg_png_encode(&PNG_OUT, NULL, 2, 2, 1, PX), -1)
+NUM(png_encode_pixels, "pg_png_encode", pg_png_encode(&PNG_OUT, &PNG_LEN, 2, 2, 1, NULL), -1)
+NUM(png_decode_data, "pg_png_decode", pg_png_decode(NULL, 8, &PNG_W, &PNG_H, &PNG_C, &PNG_OUT), -1)
+NUM(png_decode_width, "pg_png_decode", pg_png_decode(PX, 4, NULL, &PNG_H, &PNG_C, &PNG_OUT), -1)
+NUM(png_decode_pixels, "pg_png_decode", pg_png_decode(PX, 4, &PNG_W, &PNG_H, &PNG_C, NULL), -1)
+NUM(png_read_path, "pg_png_read", pg_png_read(NULL, &PNG_W, &PNG_H, &PNG_C, &PNG_OUT), -1)
+NUM(png_read_channels, "pg_png_read", pg_png_read("/tmp/x.png", &PNG_W, &PNG_H, NULL, &PNG_OUT), -1)
+NUM(zlib_compress_out, "pg_zlib_compress", pg_zlib_compress(NULL, &PNG_LEN, PX, 4), -1)
+NUM(zlib_compress_in, "pg_zlib_compress", pg_zlib_compress(&PNG_OUT, &PNG_LEN, NULL, 4), -1)
+NUM(zlib_decompress_out, "pg_zlib_decompress", pg_zlib_decompress(NULL, &PNG_LEN, PX, 4, 100), -1)
+NUM(zlib_decompress_in, "pg_zlib_decompress", pg_zlib_decompress(&PNG_OUT, &PNG_LEN, NULL, 4, 100), -1)
 
 /* ---- autograd/graph.h ------------------------------------------------------------------ */
 #undef SECTION

@@ -1,6 +1,11 @@
-/* The PNG writer (formats/png.h): the file is parsed back here independently
- * of the writer (a bitwise CRC-32, a plain Adler-32, a stored-block inflater),
- * and the colormap and heatmaps are checked against their definitions. */
+/* The PNG writer and reader (formats/png.h). Files are parsed here
+ * independently of the reader (chunks walked with a bitwise CRC-32, the
+ * stream's Adler-32 recomputed plainly, the filters undone from the spec);
+ * only the inflating is the project's own pg_zlib_decompress, which
+ * tests/test_zlib.c checks against Python's zlib. Every file is also read
+ * back with pg_png_decode and the two results compared. Two fixtures written
+ * by Python from the spec (tests/fixtures/gen_png_filters.py) use all five
+ * filter types. The colormap and heatmaps are checked against their definitions. */
 #include <float.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,50 +59,47 @@ typedef struct decoded {
     uint32_t width, height;
     int channels;
     uint8_t *pixels; /* height * width * channels */
-    int stored_blocks;
+    unsigned filters; /* bit t set: some row uses filter type t */
+    size_t file_size;
 } decoded;
 
-/* Inflates a zlib stream made only of stored blocks; checks the Adler-32.
- * Returns the raw bytes (malloc) and their count. */
-static uint8_t *inflate_stored(const uint8_t *z, size_t zn, size_t *out_n, int *blocks)
+/* PNG spec section 9.4 */
+static int paeth_ref(int a, int b, int c)
 {
-    cr_assert_geq(zn, 6u);
-    cr_assert_eq(z[0] & 0x0F, 8, "CM must be 8 (deflate)");
-    cr_assert_eq((z[0] * 256 + z[1]) % 31, 0, "zlib header check bits");
-    cr_assert_eq(z[1] & 0x20, 0, "no preset dictionary");
-    uint8_t *out = malloc(zn);
-    size_t pos = 2, n = 0;
-    int final = 0;
-    *blocks = 0;
-    while (!final) {
-        cr_assert_lt(pos + 5, zn);
-        final = z[pos] & 1;
-        cr_assert_eq((z[pos] >> 1) & 3, 0, "BTYPE must be 00 (stored)");
-        uint32_t len = z[pos + 1] | (uint32_t)z[pos + 2] << 8;
-        uint32_t nlen = z[pos + 3] | (uint32_t)z[pos + 4] << 8;
-        cr_assert_eq(len ^ 0xFFFFu, nlen, "NLEN is the complement of LEN");
-        pos += 5;
-        cr_assert_leq(pos + len, zn - 4);
-        memcpy(out + n, z + pos, len);
-        n += len;
-        pos += len;
-        (*blocks)++;
-    }
-    cr_assert_eq(pos + 4, zn, "the Adler-32 ends the stream");
-    cr_assert_eq(be32(z + pos), adler_plain(out, n), "Adler-32");
-    *out_n = n;
-    return out;
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    if (pa <= pb && pa <= pc)
+        return a;
+    return pb <= pc ? b : c;
 }
 
-/* Parses a PNG as pg_png_write makes it, checking every chunk's CRC. */
-static decoded read_png(const char *path)
+/* Undoes the filters (section 9.2) of raw into d->pixels. */
+static void unfilter_ref(decoded *d, const uint8_t *raw)
+{
+    size_t row = (size_t)d->width * d->channels, bpp = (size_t)d->channels;
+    d->pixels = malloc(row * d->height);
+    for (uint32_t y = 0; y < d->height; y++) {
+        const uint8_t *f = raw + y * (row + 1) + 1;
+        uint8_t *cur = d->pixels + y * row, *up = y ? cur - row : NULL;
+        int t = f[-1];
+        cr_assert_leq(t, 4, "filter type %d of row %u", t, y);
+        d->filters |= 1u << t;
+        for (size_t x = 0; x < row; x++) {
+            int a = x >= bpp ? cur[x - bpp] : 0, b = up ? up[x] : 0, c = up && x >= bpp ? up[x - bpp] : 0;
+            int pred[5] = {0, a, b, (a + b) >> 1, paeth_ref(a, b, c)};
+            cur[x] = (uint8_t)(f[x] + pred[t]);
+        }
+    }
+}
+
+/* Parses a PNG file's bytes, checking every chunk's CRC; ancillary chunks skipped. */
+static decoded parse_png(const uint8_t *f, size_t n)
 {
     static const uint8_t SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-    size_t n;
-    uint8_t *f = read_all(path, &n);
+    static const int CHANNELS[7] = {1, 0, 3, 0, 2, 0, 4};
     cr_assert_geq(n, 8u + 25 + 12 + 12);
     cr_assert_arr_eq(f, SIG, 8, "PNG signature");
     decoded d = {0};
+    d.file_size = n;
     uint8_t *idat = malloc(n);
     size_t idat_n = 0, pos = 8;
     int chunk = 0, seen_end = 0;
@@ -114,35 +116,50 @@ static decoded read_png(const char *path)
             d.height = be32(data + 4);
             cr_assert_eq(data[8], 8, "bit depth 8");
             int ct = data[9];
-            cr_assert(ct == 0 || ct == 2 || ct == 6, "colour type %d", ct);
-            d.channels = ct == 0 ? 1 : ct == 2 ? 3 : 4;
+            cr_assert(ct == 0 || ct == 2 || ct == 4 || ct == 6, "colour type %d", ct);
+            d.channels = CHANNELS[ct];
             cr_assert_eq(data[10], 0, "compression method");
             cr_assert_eq(data[11], 0, "filter method");
             cr_assert_eq(data[12], 0, "no interlace");
         } else if (memcmp(type, "IDAT", 4) == 0) {
             memcpy(idat + idat_n, data, len);
             idat_n += len;
-        } else {
-            cr_assert_eq(memcmp(type, "IEND", 4), 0, "unexpected chunk %.4s", type);
+        } else if (memcmp(type, "IEND", 4) == 0) {
             cr_assert_eq(len, 0u);
             seen_end = 1;
             cr_assert_eq(pos + 12, n, "IEND is last");
+        } else {
+            cr_assert(type[0] >= 'a' && type[0] <= 'z', "unexpected critical chunk %.4s", type);
         }
         pos += 12 + len;
         chunk++;
     }
     cr_assert(seen_end, "IEND");
-    size_t raw_n;
-    uint8_t *raw = inflate_stored(idat, idat_n, &raw_n, &d.stored_blocks);
-    size_t row = (size_t)d.width * d.channels;
+    size_t row = (size_t)d.width * d.channels, raw_n;
+    uint8_t *raw;
+    cr_assert_eq(pg_zlib_decompress(&raw, &raw_n, idat, idat_n, (row + 1) * d.height), 0, "%s", pg_last_error());
     cr_assert_eq(raw_n, (row + 1) * d.height, "raw size");
-    d.pixels = malloc(row * d.height);
-    for (uint32_t y = 0; y < d.height; y++) {
-        cr_assert_eq(raw[y * (row + 1)], 0, "filter byte of row %u", y);
-        memcpy(d.pixels + y * row, raw + y * (row + 1) + 1, row);
-    }
+    cr_assert_eq(be32(idat + idat_n - 4), adler_plain(raw, raw_n), "Adler-32");
+    unfilter_ref(&d, raw);
     free(raw);
     free(idat);
+    /* the project's reader agrees */
+    int64_t w, h;
+    int c;
+    uint8_t *px;
+    cr_assert_eq(pg_png_decode(f, n, &w, &h, &c, &px), 0, "%s", pg_last_error());
+    cr_assert(w == d.width && h == d.height && c == d.channels, "pg_png_decode: %lldx%lld x %d", (long long)w,
+              (long long)h, c);
+    cr_assert_arr_eq(px, d.pixels, row * d.height, "pg_png_decode's pixels");
+    free(px);
+    return d;
+}
+
+static decoded read_png(const char *path)
+{
+    size_t n;
+    uint8_t *f = read_all(path, &n);
+    decoded d = parse_png(f, n);
     free(f);
     return d;
 }
@@ -163,58 +180,145 @@ static void rm_file_in(const char *dir, const char *name)
 
 /* ---- the writer ----------------------------------------------------------------- */
 
-static void roundtrip(int64_t w, int64_t h, int channels, int min_blocks)
+static void roundtrip(int64_t w, int64_t h, int channels, const uint8_t *px)
 {
     char dir[64], path[128];
     tmp_dir(dir);
     snprintf(path, sizeof path, "%s/img.png", dir);
     size_t n = (size_t)(w * h * channels);
-    uint8_t *px = malloc(n);
-    for (size_t i = 0; i < n; i++)
-        px[i] = (uint8_t)(i * 37 + i / 251);
     cr_assert_eq(pg_png_write(path, w, h, channels, px), 0, "%s", pg_last_error());
     decoded d = read_png(path);
     cr_assert_eq(d.width, (uint32_t)w);
     cr_assert_eq(d.height, (uint32_t)h);
     cr_assert_eq(d.channels, channels);
-    cr_assert_geq(d.stored_blocks, min_blocks);
     cr_assert_arr_eq(d.pixels, px, n, "decoded pixels equal the input");
+    /* pg_png_encode makes the same bytes in memory */
+    size_t fn, en;
+    uint8_t *file = read_all(path, &fn), *enc;
+    cr_assert_eq(pg_png_encode(&enc, &en, w, h, channels, px), 0, "%s", pg_last_error());
+    cr_assert_eq(en, fn);
+    cr_assert_arr_eq(enc, file, fn);
+    free(enc);
+    free(file);
     free(d.pixels);
-    free(px);
     rm_file_in(dir, "img.png");
     cr_assert_eq(rmdir(dir), 0, "only img.png was left (no temporary file)");
 }
 
+static uint8_t *pattern(size_t n)
+{
+    uint8_t *px = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        px[i] = (uint8_t)(i * 37 + i / 251);
+    return px;
+}
+
 Test(png, gray_rgb_rgba_roundtrip)
 {
-    roundtrip(1, 1, 1, 1);
-    roundtrip(5, 3, 1, 1);
-    roundtrip(7, 4, 3, 1);
-    roundtrip(3, 9, 4, 1);
+    const int64_t sizes[][3] = {{1, 1, 1}, {5, 3, 1}, {7, 4, 3}, {3, 9, 4}, {1, 6, 3}, {300, 250, 4}};
+    for (int i = 0; i < 6; i++) {
+        uint8_t *px = pattern((size_t)(sizes[i][0] * sizes[i][1] * sizes[i][2]));
+        roundtrip(sizes[i][0], sizes[i][1], (int)sizes[i][2], px);
+        free(px);
+    }
 }
 
-Test(png, several_stored_blocks)
+/* Encodes in memory and parses; the caller frees d.pixels. */
+static decoded encode_parse(int64_t w, int64_t h, int channels, const uint8_t *px)
 {
-    /* (200 * 3 + 1) * 120 = 72120 raw bytes: two stored blocks */
-    roundtrip(200, 120, 3, 2);
+    uint8_t *f;
+    size_t n;
+    cr_assert_eq(pg_png_encode(&f, &n, w, h, channels, px), 0, "%s", pg_last_error());
+    decoded d = parse_png(f, n);
+    cr_assert_arr_eq(d.pixels, px, (size_t)(w * h * channels));
+    free(f);
+    return d;
 }
 
-Test(png, checksums_match_independent_ones)
+Test(png, filters_chosen_per_row)
 {
-    uint8_t buf[300];
-    for (int i = 0; i < 300; i++)
-        buf[i] = (uint8_t)(i * 7 + 3);
-    cr_assert_eq(pg_crc32(0, (const uint8_t *)"123456789", 9), 0xCBF43926u); /* the CRC-32 check value */
-    cr_assert_eq(pg_crc32(0, buf, 300), crc_bitwise(buf, 300));
-    cr_assert_eq(pg_crc32(pg_crc32(0, buf, 100), buf + 100, 200), crc_bitwise(buf, 300), "running CRC");
-    cr_assert_eq(pg_adler32(1, (const uint8_t *)"Wikipedia", 9), 0x11E60398u);
-    cr_assert_eq(pg_adler32(pg_adler32(1, buf, 120), buf + 120, 180), adler_plain(buf, 300));
-    /* long run of 0xFF: the deferred modulo must not overflow */
-    size_t big = 100000;
-    uint8_t *ff = malloc(big);
-    memset(ff, 0xFF, big);
-    cr_assert_eq(pg_adler32(1, ff, big), adler_plain(ff, big));
-    free(ff);
+    /* 64 x 64 RGB: rows 0-15 a horizontal ramp (Sub is exact), rows 16-31
+     * noise repeated from row 16 on (Up is exact), rows 32-63 a smooth 2-D
+     * field (Average or Paeth) */
+    int64_t w = 64, h = 64;
+    uint8_t *px = malloc((size_t)(w * h * 3));
+    uint32_t seed = 5;
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) {
+                uint8_t *p = px + (y * w + x) * 3 + c;
+                seed = seed * 1103515245u + 12345u;
+                if (y < 16)
+                    *p = (uint8_t)(x * 3 + c * 50 + y * 7);
+                else if (y == 16)
+                    *p = (uint8_t)(seed >> 24);
+                else if (y < 32)
+                    *p = px[(16 * w + x) * 3 + c];
+                else
+                    *p = (uint8_t)((x * x + y * y) / 40 + c * 30);
+            }
+    decoded d = encode_parse(w, h, 3, px);
+    cr_assert(d.filters & (1u << 1), "Sub used (filters 0x%x)", d.filters);
+    cr_assert(d.filters & (1u << 2), "Up used (filters 0x%x)", d.filters);
+    cr_assert(d.filters & (1u << 3 | 1u << 4), "Average or Paeth used (filters 0x%x)", d.filters);
+    free(d.pixels);
+    free(px);
+}
+
+Test(png, python_fixtures_all_five_filters)
+{
+    const char *files[2] = {"tests/fixtures/png_filters.png", "tests/fixtures/png_gray_alpha.png"};
+    const int channels[2] = {3, 2};
+    for (int k = 0; k < 2; k++) {
+        decoded d = read_png(files[k]);
+        cr_assert(d.width == 9 && d.height == 10 && d.channels == channels[k], "%s: %ux%u x %d", files[k], d.width,
+                  d.height, d.channels);
+        cr_assert_eq(d.filters, 0x1Fu, "%s: all five filter types (0x%x)", files[k], d.filters);
+        for (int y = 0; y < 10; y++)
+            for (int x = 0; x < 9; x++)
+                for (int c = 0; c < channels[k]; c++) {
+                    int want = (x * 37 + y * 91 + c * 53 + x * y * 11) % 256;
+                    cr_assert_eq(d.pixels[(y * 9 + x) * channels[k] + c], want, "%s: (%d, %d) sample %d",
+                                 files[k], x, y, c);
+                }
+        free(d.pixels);
+        int64_t w, h;
+        int ch;
+        uint8_t *px;
+        cr_assert_eq(pg_png_read(files[k], &w, &h, &ch, &px), 0, "%s", pg_last_error());
+        cr_assert(w == 9 && h == 10 && ch == channels[k]);
+        free(px);
+    }
+}
+
+/* A (rows, 4 * L) f64 attention-bias-like tensor: four causal heads side by
+ * side, each a smooth decay with its own rate, the future -inf (gray). */
+static pg_tensor *bias_like(int64_t L)
+{
+    pg_tensor *t = pg_empty(NULL, PG_F64, PG_SHAPE(L, 4 * L));
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t hd = 0; hd < 4; hd++)
+            for (int64_t j = 0; j < L; j++)
+                pg_f64(t)[i * 4 * L + hd * L + j] = j > i ? -INFINITY : -(double)(i - j) * (hd + 1) / 8.0 + sin(j);
+    return t;
+}
+
+Test(png, heatmap_sizes)
+{
+    char dir[64], path[128];
+    tmp_dir(dir);
+    snprintf(path, sizeof path, "%s/h.png", dir);
+    /* train_lm's layout: four heads of L = 128 side by side, 2 px cells: 1024 x 256 pixels here
+     * (train_lm's gaps make 1036), 786 KB as stored blocks */
+    pg_tensor *t = bias_like(128);
+    cr_assert_eq(pg_png_heatmap(path, t, 2, 0, 0), 0, "%s", pg_last_error());
+    decoded d = read_png(path);
+    cr_assert(d.width == 1024 && d.height == 256);
+    cr_assert_lt(d.file_size, 100000u, "a 1024 x 256 heatmap takes %zu bytes", d.file_size);
+    free(d.pixels);
+    pg_tensor_free(t);
+    rm_file_in(dir, "h.png");
+    cr_assert_eq(rmdir(dir), 0);
 }
 
 Test(png, bad_input)
@@ -243,6 +347,13 @@ Test(png, bad_input)
     cr_assert(strstr(pg_last_error(), "cannot write"), "%s", pg_last_error());
     cr_assert_eq(rmdir(path), 0);
     cr_assert_eq(rmdir(dir), 0, "no temporary file left behind");
+    uint8_t *out;
+    size_t n;
+    cr_assert_eq(pg_png_encode(&out, &n, 2, 2, 5, px), -1);
+    cr_assert(strstr(pg_last_error(), "pg_png_encode: channels 5 not supported (1 gray, 3 RGB, 4 RGBA)"), "%s",
+              pg_last_error());
+    cr_assert_eq(pg_png_encode(&out, &n, PG_PNG_MAX_SIDE + 1, 1, 1, px), -1);
+    cr_assert(strstr(pg_last_error(), "pg_png_encode: image size 16385x1 out of range"), "%s", pg_last_error());
 }
 
 /* ---- the colormap --------------------------------------------------------------- */

@@ -21,5 +21,6 @@ bool bench_selected(const char *only, const char *name);
 
 void bench_gemm_all(const char *only);  /* bench_gemm.c: fma_peak_*, gemm_* */
 void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 */
+void bench_png_all(const char *only);   /* bench_png.c: png_encode_*, png_decode_* */
 
 #endif
