@@ -9,9 +9,11 @@
  * is trained once and evaluated past --train-len with the scaled frequencies
  * (PI, NTK, YaRN: factor eval_len / train_len; dynamic: from the call's length),
  * no fine-tuning. --schemes newer runs the newer schemes and these rows.
+ * --plot draws the table: the loss against the length, a line per row.
  * docs/examples.md records runs. */
 #include "cli.h"
 #include "lm_common.h"
+#include "../formats/plot.h"
 
 #include <limits.h>
 
@@ -20,7 +22,7 @@ enum { EX_MAX_SCHEMES = 32, EX_MAX_LENS = 8 };
 typedef struct extrapolate_opts {
     const char *schemes;   /* comma-separated --pos names */
     const char *eval_lens; /* comma-separated lengths */
-    const char *data, *md;
+    const char *data, *md, *plot;
     int train_len, layers, dim, heads, batch, steps, seed, threads, eval_tokens;
     double lr;
     bool quiet;
@@ -65,7 +67,7 @@ static const char EXTRAPOLATE_SUMMARY[] =
     "cope fox rotary+pi rotary+ntk rotary+dynamic_ntk rotary+yarn, 600 steps).\n"
     "Schemes (train_lm's --pos choices):";
 
-enum { EX_N_FLAGS = 14, EX_MIN_LEN = 2, EX_MAX_LEN = 65536 };
+enum { EX_N_FLAGS = 15, EX_MIN_LEN = 2, EX_MAX_LEN = 65536 };
 
 /* The flags, pointing into o: the one place that states each option's range. */
 static int extrapolate_flags(extrapolate_opts *o, cli_flag *f)
@@ -89,6 +91,7 @@ static int extrapolate_flags(extrapolate_opts *o, cli_flag *f)
          "validation characters per length (0: 32768; 16384 for --schemes newer)", .min = 0, .max = 1e9},
         {"data", CLI_STR, &o->data, .help = "corpus (any text file)"},
         {"md", CLI_STR, &o->md, .help = "also write the table to this file"},
+        {"plot", CLI_STR, &o->plot, .help = "also draw the table to this PNG: loss against length, a line per row"},
     };
     memcpy(f, flags, sizeof flags);
     return EX_N_FLAGS;
@@ -496,6 +499,35 @@ static void print_table(FILE *f, const extrapolate_opts *o, const extrapolate_re
     }
 }
 
+/* The table as a figure at path: the loss against the evaluation length (log
+ * axis), a line per row ("n/a" entries leave a gap), the training length
+ * marked. 0, or -1 after a message. */
+static int draw_plot(const char *path, const extrapolate_opts *o, const extrapolate_result *r)
+{
+    double x[EX_MAX_LENS];
+    pg_series s[EX_MAX_SCHEMES];
+    for (int i = 0; i < r->n_lens; i++)
+        x[i] = (double)r->lens[i];
+    for (int k = 0; k < r->n_schemes; k++) /* past the palette's colours, lines without points */
+        s[k] = (pg_series){.label = r->schemes[k], .x = x, .y = r->loss[k], .n = r->n_lens, .color = k,
+                           .style = k < PG_PLOT_PALETTE ? PG_PLOT_STYLE_LINE_POINTS : PG_PLOT_STYLE_LINE};
+    char title[160], mark[64];
+    snprintf(title, sizeof title, "extrapolate: trained on %d characters, evaluated longer", o->train_len);
+    snprintf(mark, sizeof mark, "training length %d", o->train_len);
+    pg_plot_mark m = {.x = o->train_len, .label = mark};
+    double lo = o->train_len, hi = o->train_len; /* an octave of room on the left for the legend and the mark */
+    for (int i = 0; i < r->n_lens; i++)
+        lo = fmin(lo, x[i]), hi = fmax(hi, x[i]);
+    pg_lineplot_opts po = {.title = title, .xlabel = "evaluation length L (characters, log scale)",
+                           .ylabel = "validation loss (nats per character)", .width = 800, .height = 520,
+                           .log_x = true, .marks = &m, .n_marks = 1, .xmin = lo / 2, .xmax = hi * 1.15};
+    if (pg_plot_lines(path, s, r->n_schemes, &po) != 0) {
+        fprintf(stderr, "extrapolate: cannot draw '%s': %s\n", path, pg_last_error());
+        return -1;
+    }
+    return 0;
+}
+
 /* Runs every scheme of o; r gets the figures. The exit status: 0; 2 (CLI_EXIT_USAGE)
  * for a bad option, found before any work; 1 for a failure while running. */
 static int extrapolate_run(const extrapolate_opts *given, extrapolate_result *r)
@@ -546,6 +578,10 @@ static int extrapolate_run(const extrapolate_opts *given, extrapolate_result *r)
         print_table(f, o, r);
         fclose(f);
     }
+    if (o->plot && draw_plot(o->plot, o, r) != 0)
+        return 1;
+    if (o->plot && !o->quiet)
+        printf("\nwrote %s (the table above as a figure)\n", o->plot);
     return 0;
 }
 

@@ -3,17 +3,17 @@
  * AdamW with linear warmup and cosine decay, a live progress bar, validation
  * loss at intervals, a CSV log, a training checkpoint (resumable with --resume)
  * and a model-only state dict (both safetensors, readable by
- * safetensors.torch.load_file), heatmaps of the positional biases, and sampled
- * text at the end. docs/examples.md describes a run; --help lists the flags. */
-#include "lm_common.h"
-#include "../formats/png.h"
+ * safetensors.torch.load_file), figures redrawn at each evaluation (the loss,
+ * the positional biases, the attention maps: lm_figures.h) and sampled text
+ * at the end. docs/examples.md describes a run; --help lists the flags. */
+#include "lm_figures.h"
 
 typedef struct train_lm_opts {
     const char *pos, *data, *out, *resume, *prompt, *rope_scaling;
     int rope_orig_len; /* --rope-orig-len; 0: --seq */
     double rope_factor, rope_beta_fast, rope_beta_slow, rope_attn_factor; /* YaRN's */
     int layers, dim, heads, seq, batch, steps, threads, eval_every, eval_windows, warmup, sample_len, seed;
-    int log_every;
+    int log_every, figures;
     double lr, min_lr, weight_decay, clip, init_std;
 } train_lm_opts;
 
@@ -52,6 +52,7 @@ static train_lm_opts train_lm_defaults(void)
                            .sample_len = 400,
                            .seed = 1337,
                            .log_every = 50,
+                           .figures = 1,
                            .lr = 3e-3,
                            .min_lr = 0.1,
                            .weight_decay = 0.1,
@@ -61,104 +62,7 @@ static train_lm_opts train_lm_defaults(void)
 static const char TRAIN_LM_SUMMARY[] =
     "Trains a character-level transformer (pg_lm) on a text corpus with AdamW (warmup + cosine),\n"
     "logs losses to DIR/log.csv, saves DIR/checkpoint.safetensors (training state) and\n"
-    "DIR/model.safetensors (weights), draws DIR/pos_*.png and prints a sample.";
-
-/* ---- positional heatmaps ----------------------------------------------------------------------- */
-/* bias (H, L, L) or (1, H, L, L) -> one (L, H (L + 1) - 1) picture: the heads side
- * by side, separated by a NaN (gray) column; causally hidden cells NaN too. */
-static pg_tensor *heads_side_by_side(const pg_tensor *bias, int64_t H, int64_t L)
-{
-    int64_t W = H * (L + 1) - 1;
-    pg_tensor *img = pg_empty(NULL, PG_F64, PG_SHAPE(L, W));
-    if (!img)
-        return NULL;
-    for (int64_t i = 0; i < L; i++)
-        for (int64_t x = 0; x < W; x++) {
-            int64_t h = x / (L + 1), j = x % (L + 1);
-            bool shown = j < L && j <= i;
-            pg_f64(img)[i * W + x] = shown ? pg_get(bias, (h * L + i) * L + j) : NAN;
-        }
-    return img;
-}
-
-static int64_t cell_px_for(int64_t L)
-{
-    return L >= 128 ? 2 : L >= 32 ? 4 : 8;
-}
-
-/* blocks.N's bias for the scheme's bias_table over positions 0..L-1 -> DIR/pos_layerN.png */
-static int draw_layer_biases(pg_graph *g, pg_lm *lm, const char *dir, int64_t L)
-{
-    int drawn = 0;
-    for (int64_t layer = 0; layer < lm->cfg.layers; layer++) {
-        pg_mha *attn = lm->blocks[layer]->attn;
-        for (int i = 0; i < attn->n_pos; i++) {
-            pg_posmod *m = attn->pos[i];
-            if (!m->ops->bias_table)
-                continue;
-            pg_pos_ctx c = {.self_attn = true, .causal = true, .B = 1, .heads = lm->cfg.heads,
-                            .head_dim = attn->head_dim, .Lq = L, .Lk = L, .scale = attn->cfg.scale,
-                            .dtype = lm->cfg.dtype};
-            pg_graph_reset(g);
-            pg_no_grad_begin(g);
-            pg_tensor *bias = pg_posmod_bias_table(g, m, &c);
-            pg_no_grad_end(g);
-            pg_tensor *img = bias ? heads_side_by_side(bias, lm->cfg.heads, L) : NULL;
-            char path[4096];
-            snprintf(path, sizeof path, "%s/pos_layer%lld.png", dir, (long long)layer);
-            if (!img || pg_png_heatmap(path, img, cell_px_for(L), 0, 0) != 0) {
-                fprintf(stderr, "heatmap of layer %lld: %s\n", (long long)layer,
-                        bias ? pg_last_error() : pg_graph_error(g));
-                pg_tensor_free(img);
-                return -1;
-            }
-            pg_tensor_free(img);
-            drawn++;
-        }
-    }
-    pg_graph_reset(g);
-    return drawn;
-}
-
-/* What the input scheme adds, P (L, dim) -> DIR/pos_input.png, and the cosine
- * similarity of its rows, S[i][j] = P_i . P_j / (|P_i| |P_j|) -> DIR/pos_input_similarity.png */
-static int draw_input_table(pg_graph *g, pg_lm *lm, const char *dir, int64_t L)
-{
-    if (lm->n_pos < 1)
-        return 0;
-    int64_t D = lm->cfg.dim;
-    pg_graph_reset(g);
-    pg_no_grad_begin(g);
-    pg_tensor *P = pg_posmod_x_table(g, lm->pos[0], L, D, NULL);
-    pg_no_grad_end(g);
-    pg_tensor *S = pg_empty(NULL, PG_F64, PG_SHAPE(L, L));
-    char path[4096];
-    int rc = P && S ? 0 : -1;
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/pos_input.png", dir);
-        rc = pg_png_heatmap(path, P, cell_px_for(L) > 2 ? 2 : 1, 0, 0);
-    }
-    for (int64_t i = 0; rc == 0 && i < L; i++)
-        for (int64_t j = 0; j < L; j++) {
-            double dot = 0, ni = 0, nj = 0;
-            for (int64_t d = 0; d < D; d++) {
-                double a = pg_get(P, i * D + d), b = pg_get(P, j * D + d);
-                dot += a * b;
-                ni += a * a;
-                nj += b * b;
-            }
-            pg_f64(S)[i * L + j] = ni > 0 && nj > 0 ? dot / sqrt(ni * nj) : 0.0;
-        }
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/pos_input_similarity.png", dir);
-        rc = pg_png_heatmap(path, S, cell_px_for(L), -1, 1);
-    }
-    if (rc != 0)
-        fprintf(stderr, "heatmap of the input table: %s\n", P ? pg_last_error() : pg_graph_error(g));
-    pg_tensor_free(S);
-    pg_graph_reset(g);
-    return rc == 0 ? 2 : -1;
-}
+    "DIR/model.safetensors (weights), redraws the figures DIR/*.png at each evaluation and prints a sample.";
 
 /* ---- the run ------------------------------------------------------------------------------------ */
 static const char LOG_HEADER[] = "step,train_loss,val_loss,lr,tokens_per_s";
@@ -203,6 +107,7 @@ typedef struct trainer {
     pg_schedule *sched;
     pg_rng rng;
     pg_graph *g;
+    lm_figs figs;
     FILE *csv;
     int start_step;                 /* the resumed checkpoint's step, 0 for a new run */
     char ckpt_path[LM_PATH_MAX], model_path[LM_PATH_MAX], log_path[LM_PATH_MAX];
@@ -243,6 +148,8 @@ static int check_opts(const train_lm_opts *o)
         bad = "--lr must be > 0, -1 <= --warmup < --steps and --min-lr (a factor of --lr) in [0, 1]";
     else if (o->threads < 0 || o->sample_len < 0 || o->weight_decay < 0 || o->init_std < 0)
         bad = "--threads, --sample, --wd and --init-std must be >= 0";
+    else if (o->figures != 0 && o->figures != 1)
+        bad = "--figures must be 0 (none) or 1 (redrawn at each evaluation)";
     if (bad)
         fprintf(stderr, "train_lm: %s\n", bad);
     return bad ? -1 : 0;
@@ -871,6 +778,9 @@ static int train_loop(trainer *t, train_lm_result *res)
             }
             if (save_checkpoints(t, step) != 0)
                 return -1;
+            if (o->figures && lm_figs_draw(&t->figs, t->g, t->lm, &t->corpus, t->log_path) == 0 &&
+                t->figs.rounds == 1)
+                printf("figures in %s/, redrawn at each evaluation: %s\n", o->out, t->figs.list);
             res->val_loss = val;
         }
         prev_step = step;
@@ -899,15 +809,14 @@ static const char *no_picture_reason(const char *pos)
     return "it has no position-only table (bias_table)";
 }
 
-static void draw_pictures(trainer *t)
+static void report_figures(const trainer *t)
 {
-    const char *o = t->o->out;
-    int64_t L = t->o->seq < 64 ? t->o->seq : 64;
-    int n = lm_scheme_is_input(t->o->pos) ? draw_input_table(t->g, t->lm, o, L) : draw_layer_biases(t->g, t->lm, o, L);
-    if (n > 0)
-        printf("wrote %d heatmap%s of the positional %s to %s/pos_*.png\n", n, n > 1 ? "s" : "",
-               lm_scheme_is_input(t->o->pos) ? "table" : "biases", o);
-    else if (n == 0)
+    const lm_figs *f = &t->figs;
+    if (f->rounds > 0)
+        printf("figures: %d file%s in %s/, drawn at each of %d evaluation%s: %s\n", f->files, f->files == 1 ? "" : "s",
+               t->o->out, f->rounds, f->rounds == 1 ? "" : "s", f->list);
+    const pg_posmod_kind_info *k = lm_pos_info(t->o->pos);
+    if (!k || (k->role != PG_POS_ROLE_INPUT && !(k->hooks & PG_POS_HOOK_TABLE)))
         printf("no positional bias to draw for --pos %s (%s)\n", t->o->pos, no_picture_reason(t->o->pos));
 }
 
@@ -939,6 +848,7 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
         trainer_free(&t);
         return rc == 0 ? 0 : 1;
     }
+    t.figs = (lm_figs){.dir = o->out, .pos = o->pos, .L = o->seq < LM_FIG_MAX_L ? o->seq : LM_FIG_MAX_L};
     if (rc == 0)
         rc = lm_make_dir(o->out) == 0 && open_log(&t) == 0 ? 0 : -1;
     if (rc == 0)
@@ -953,7 +863,7 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
         if (res->peak_rss > 0)
             printf("memory: peak %s resident (VmHWM), estimated ~%s\n", lm_fmt_bytes(peak, sizeof peak, res->peak_rss),
                    lm_fmt_bytes(est, sizeof est, res->mem_estimate));
-        draw_pictures(&t);
+        report_figures(&t);
         if (o->sample_len > 0) {
             printf("---- sample (temperature 0.8) ----\n");
             rc = lm_sample(stdout, t.g, t.lm, &t.corpus, o->prompt, o->sample_len, o->seq, 0.8, 0, &t.rng);
@@ -963,7 +873,7 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
     return rc == 0 ? 0 : 1;
 }
 
-int train_lm_main(int argc, char **argv)
+static int train_lm_main(int argc, char **argv)
 {
     train_lm_opts o = train_lm_defaults();
     const lm_flag flags[] = {
@@ -989,6 +899,7 @@ int train_lm_main(int argc, char **argv)
         {"prompt", LM_STR, &o.prompt, "start of the sample"},
         {"data", LM_STR, &o.data, "corpus (any text file)"},
         {"out", LM_STR, &o.out, "output directory (created)"},
+        {"figures", LM_INT, &o.figures, "1: redraw the figures DIR/*.png at each evaluation; 0: none"},
         {"rope-scaling", LM_STR, &o.rope_scaling,
          "rotary context extension for --pos rotary, xpos, local: none linear ntk dynamic_ntk dynamic_linear yarn "
          "part_ntk dynamic_yarn"},

@@ -56,7 +56,9 @@ static pg_tensor *hidden_entries(pg_graph *g, const pg_tensor *mask, bool causal
 
 /* The attention math on checked operands (pg_attention's rules; a scale of 0
  * means 1 / sqrt(Dh)). */
-static pg_tensor *sdpa(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
+/* The weights softmax(q k^T * scale + bias, hidden entries -inf) over the keys,
+ * before dropout: (B, H, Lq, Lk). */
+static pg_tensor *sdpa_weights(pg_graph *g, pg_tensor *q, pg_tensor *k, const pg_sdpa_opts *o)
 {
     int64_t B = q->shape[0], Lq = q->shape[2], Lk = k->shape[2];
     double scale = o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]);
@@ -67,7 +69,12 @@ static pg_tensor *sdpa(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, co
     if (o->mask || o->causal) /* hidden entries: -inf, no gradient to the bias there */
         logits = pg_masked_fill(g, logits, hidden_entries(g, o->mask, o->causal, B, Lq, Lk), -INFINITY);
     /* an all -inf row gives zero weights and zero gradient (pg_softmax) */
-    pg_tensor *w = pg_softmax(g, logits, -1);
+    return pg_softmax(g, logits, -1);
+}
+
+static pg_tensor *sdpa(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_sdpa_opts *o)
+{
+    pg_tensor *w = sdpa_weights(g, q, k, o);
     if (o->dropout > 0)
         w = pg_dropout(g, w, o->dropout, true, o->rng);
     return pg_matmul(g, w, v, false, false); /* (B, H, Lq, Dv) */
@@ -435,6 +442,33 @@ pg_tensor *pg_mha_positional_bias(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tenso
     return pg_broadcast_to(g, bias, PG_SHAPE(pc.B, pc.heads, pc.Lq, pc.Lk));
 }
 
+/* The bias of the reference path: the positional modules', a->bias and the band's. */
+static pg_tensor *reference_bias(pg_graph *g, const pg_mha *m, const pg_attn_args *a, pg_tensor *bias, int64_t Lq)
+{
+    if (a->bias)
+        bias = bias ? pg_add(g, bias, a->bias) : a->bias;
+    if (m->cfg.band.window > 0) {
+        pg_tensor *bb = band_bias(g, &m->cfg.band, Lq, m->cfg.dtype);
+        bias = bias ? pg_add(g, bias, bb) : bb;
+    }
+    return bias;
+}
+
+pg_tensor *pg_mha_attention_weights(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
+{
+    const char *fn = "pg_mha_attention_weights";
+    PG_NN_SCRATCH(g, fn, pg_mha_attention_weights(g, m, x, context, a));
+    static const pg_attn_args NO_ARGS = {0};
+    a = a ? a : &NO_ARGS;
+    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *bias = NULL, *sep[2] = {NULL, NULL};
+    pg_pos_ctx pc;
+    if (!project(g, fn, m, x, context, a, qkv, &pc) ||
+        !run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, false, &bias, sep))
+        return NULL;
+    pg_sdpa_opts o = {reference_bias(g, m, a, bias, pc.Lq), a->mask, m->cfg.causal, m->cfg.scale, 0.0, NULL};
+    return sdpa_weights(g, qkv[0], qkv[1], &o); /* (B, H, Lq, Lk) */
+}
+
 pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
 {
     const char *fn = "pg_mha_forward";
@@ -460,12 +494,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .sep_q = sep[0], .sep_k = sep[1]};
         out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
     } else {
-        if (a->bias)
-            bias = bias ? pg_add(g, bias, a->bias) : a->bias;
-        if (band->window > 0) {
-            pg_tensor *bb = band_bias(g, band, Lq, c->dtype);
-            bias = bias ? pg_add(g, bias, bb) : bb;
-        }
+        bias = reference_bias(g, m, a, bias, Lq);
         pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
         out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }

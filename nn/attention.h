@@ -104,5 +104,12 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
  * heatmaps of input-dependent schemes (CoPE, the forgetting gate) and of the
  * others alike. Fails when no module adds a bias. Differentiable. */
 pg_tensor *pg_mha_positional_bias(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a);
+/* The attention probabilities of this input, as pg_mha_forward's reference
+ * path computes them: softmax(q k^T * scale + bias, hidden entries -inf) over
+ * the keys, after every positional module's mod_qkv and with their mod_bias,
+ * a->bias, the mask, causal and the band; no dropout. (B, H, Lq, Lk); each row
+ * sums to 1 (a query that sees no key: zeros). For inspection: attention
+ * maps. Differentiable. */
+pg_tensor *pg_mha_attention_weights(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a);
 
 #endif

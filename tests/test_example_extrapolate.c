@@ -1,11 +1,13 @@
 /* Smoke test of examples/extrapolate.c: three schemes trained a few steps on a
  * tiny corpus, evaluated at the training length and twice it; the learned table
- * reports n/a past its rows; the markdown file is written; bad flags fail. */
+ * reports n/a past its rows; the markdown file and the figure (--plot) are
+ * written; bad flags fail. */
 #define PG_EXAMPLE_NO_MAIN
 #include "../examples/extrapolate.c"
 
 #include "testutil.h"
 
+#include "example_png.h"
 #include "example_run.h"
 
 static const char CORPUS[] = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor "
@@ -13,10 +15,11 @@ static const char CORPUS[] = "the quick brown fox jumps over the lazy dog; pack 
 
 Test(example_extrapolate, trains_each_scheme_and_tabulates)
 {
-    char dir[64] = "/tmp/pg_extrapolate_XXXXXX", data[128], md[128];
+    char dir[64] = "/tmp/pg_extrapolate_XXXXXX", data[128], md[128], png[128];
     cr_assert_not_null(mkdtemp(dir));
     snprintf(data, sizeof data, "%s/corpus.txt", dir);
     snprintf(md, sizeof md, "%s/table.md", dir);
+    snprintf(png, sizeof png, "%s/table.png", dir);
     FILE *f = fopen(data, "w");
     cr_assert_not_null(f);
     for (int i = 0; i < 10; i++)
@@ -28,6 +31,7 @@ Test(example_extrapolate, trains_each_scheme_and_tabulates)
     o.eval_lens = "8,16";
     o.data = data;
     o.md = md;
+    o.plot = png;
     o.train_len = 8;
     o.layers = 1;
     o.dim = 16;
@@ -54,6 +58,9 @@ Test(example_extrapolate, trains_each_scheme_and_tabulates)
     cr_assert_not_null(fgets(line, sizeof line, f));
     fclose(f);
     cr_assert(strstr(line, "| scheme |") == line, "%s", line);
+    ex_png p = ex_assert_png(png, 800, 520);
+    cr_assert(p.width == 800 && p.height == 520, "%s is %lld x %lld", png, (long long)p.width, (long long)p.height);
+    unlink(png);
     unlink(md);
     unlink(data);
     rmdir(dir);

@@ -7,18 +7,47 @@
 #include "testutil.h"
 #include <criterion/redirect.h>
 
+#include "example_png.h"
 #include "example_run.h"
 
 Test(example_gradcheck_custom_op, good_passes_bad_is_caught)
 {
     gradcheck_custom_op_result r;
-    cr_assert_eq(gradcheck_custom_op_run(3, 0, &r), 0);
+    cr_assert_eq(gradcheck_custom_op_run(3, 0, NULL, &r), 0);
     cr_assert(r.good.ok, "%s", r.good.message);
     cr_assert(r.good.f32_ok);
     cr_assert_eq(r.good.checked, 2 * 5 * 5 + 2 + 2);
     cr_assert(!r.bad.ok);
     cr_assert_eq(r.bad.worst_input, 2, "the wrong dL/dw is what is caught");
     cr_assert(strstr(r.bad.message, "gradient mismatch at input 2"), "%s", r.bad.message);
+}
+
+/* The figure's points: the correct backward agrees with central differences
+ * everywhere; the wrong one on s and a, not on w. */
+Test(example_gradcheck_custom_op, figure_points_and_file)
+{
+    pg_rng rng = pg_rng_init(3);
+    pg_tensor *in[3] = {param_f64(&rng, PG_SHAPE(2, 5, 5), -1, 1), param_f64(&rng, PG_SHAPE(2), 0.2, 1.0),
+                        param_f64(&rng, PG_SHAPE(2), 1.0, 3.0)};
+    double ana[N_GRADS], num[N_GRADS];
+    gauss_ctx good = {0}, bad = {1};
+    cr_assert_eq(gradient_pairs(in, &good, ana, num), 0);
+    for (int i = 0; i < N_GRADS; i++)
+        cr_assert(fabs(ana[i] - num[i]) < 1e-7, "element %d: %g against %g", i, ana[i], num[i]);
+    cr_assert_eq(gradient_pairs(in, &bad, ana, num), 0);
+    for (int i = 0; i < N_GRADS; i++) /* w: the last two */
+        cr_assert_eq(fabs(ana[i] - num[i]) < 1e-7, i < N_GRADS - 2, "element %d: %g against %g", i, ana[i], num[i]);
+    for (int k = 0; k < 3; k++)
+        cr_assert_null(in[k]->grad, "the inputs' grads are left as they were");
+    char path[] = "/tmp/pg_gradcheck_plot_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    cr_assert_eq(draw_gradients(path, in), 0, "%s", pg_last_error());
+    ex_png p = ex_assert_png(path, 2 * 560, 40 + 480);
+    cr_assert(p.width == 2 * 560 && p.height == 40 + 480, "%lld x %lld", (long long)p.width, (long long)p.height);
+    unlink(path);
+    free_all(3, in);
 }
 
 Test(example_gradcheck_custom_op, main_exit_codes)

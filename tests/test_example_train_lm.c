@@ -216,7 +216,8 @@ Test(example_train_lm, input_scheme_draws_its_table_and_none_draws_nothing, .ini
 }
 
 /* Every attention scheme: a heatmap when its registry entry has a bias_table (FIRE, KERPLE, ...), else a
- * reason read from its hooks and props: fox's bias comes from x, not from q and k. */
+ * reason read from its hooks and props: fox's bias comes from x, not from q and k; the loss and the
+ * attention maps for all, the bias against distance for the distance-only ones. */
 Test(example_train_lm, each_scheme_draws_its_bias_or_says_why_not, .init = quiet)
 {
     char dir[64], out[128], data[128], png[256];
@@ -233,6 +234,8 @@ Test(example_train_lm, each_scheme_draws_its_bias_or_says_why_not, .init = quiet
         cr_assert_eq(rc, 0, "--pos %s: %s", pos, e);
         bool table = k && (k->hooks & PG_POS_HOOK_TABLE);
         cr_assert_eq(exists_in(out, "pos_layer0.png"), table, "--pos %s: %s", pos, o);
+        cr_assert(exists_in(out, "attn_layer0.png") && exists_in(out, "loss.png"), "--pos %s: %s", pos, o);
+        cr_assert_eq(exists_in(out, "bias_vs_distance.png"), table && k->dist_only, "--pos %s: %s", pos, o);
         cr_assert_eq(strstr(o, "no positional bias to draw") == NULL, table, "--pos %s: %s", pos, o);
         if (k && (k->props & PG_POS_NEEDS_X))
             cr_assert(strstr(o, "computed from the layer's input x") && !strstr(o, "q and k"), "%s: %s", pos, o);

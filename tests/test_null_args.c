@@ -751,6 +751,8 @@ PTR(mha_new_pos, "pg_mha_new", pg_mha_new(&(pg_mha_config){.dim = 8, .heads = 2,
 PTR(mha_new_r, "pg_mha_new", pg_mha_new(&(pg_mha_config){.dim = 8, .heads = 2, .dtype = PG_F64}, NULL, 0, NULL))
 PTR(mha_forward_m, "pg_mha_forward", pg_mha_forward(G, NULL, XS, NULL, NULL))
 PTR(mha_forward_x, "pg_mha_forward", pg_mha_forward(G, mha(), NULL, NULL, NULL))
+PTR(mha_attention_weights_m, "pg_mha_attention_weights", pg_mha_attention_weights(G, NULL, XS, NULL, NULL))
+PTR(mha_attention_weights_x, "pg_mha_attention_weights", pg_mha_attention_weights(G, mha(), NULL, NULL, NULL))
 PTR(block_new_c, "pg_block_new", pg_block_new(NULL, NULL, 0, &RNG))
 PTR(block_new_pos, "pg_block_new",
     pg_block_new(&(pg_block_config){.dim = 8, .heads = 2, .dtype = PG_F64}, NULL, 1, &RNG))
