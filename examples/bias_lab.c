@@ -500,13 +500,13 @@ static int bias_lab_flags(bias_lab_opts *o, cli_flag *f)
     static char help[256]; /* the flags outlive this call */
     const cli_flag flags[BL_N_FLAGS] = {
         {"scheme", CLI_STR, &o->scheme, .help = bl_scheme_list(help, sizeof help, ", ", " or ")},
-        {"epochs", CLI_INT, &o->epochs, "heatmaps after each epoch", .min = 1, .max = 1000},
+        {"epochs", CLI_INT, &o->epochs, "figures after each epoch", .min = 1, .max = 1000},
         {"steps", CLI_INT, &o->steps, "optimizer steps per epoch", .min = 1, .max = 1000000},
         {"batch", CLI_INT, &o->batch, "sequences per step", .min = 1, .max = 65536},
         {"probe", CLI_INT, &o->probe, "sequences in the fixed probe batch for pictures and verdicts", .min = 1,
          .max = 65536},
         {"lr", CLI_DOUBLE, &o->lr, "AdamW learning rate", .min = 0, .max = INFINITY, .above_min = true},
-        {"out", CLI_STR, &o->out_dir, .help = "where the PNGs go, created if missing ('': no PNGs)"},
+        {"out", CLI_STR, &o->out_dir, .help = "where the figures and report.html go, created if missing ('': none)"},
         {"seed", CLI_U64, &o->seed, .help = "model and data seed of a single run (instead of --seeds)"},
         {"seeds", CLI_STR, &o->seeds, .help = "N: seeds 1..N, or a list like 1,2,3; a verdict is a rate over them"},
         {"threads", CLI_INT, &o->threads, "worker threads (0: PG_NUM_THREADS or all cores)", .min = 0,
