@@ -22,7 +22,7 @@ BUILD    ?= build
 OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
-.PHONY: all test check asan valgrind bench install install-check setup-check clean run fixtures fuzz need-criterion browser-check
+.PHONY: all test check asan valgrind bench install install-check setup-check clean run fixtures fuzz need-criterion
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
@@ -97,6 +97,7 @@ $(BUILD)/tests/browser/shot_check: tests/browser/shot_check.c $(BUILD)/libposgra
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
 
+.PHONY: browser-check
 browser-check: examples/bias_lab $(BUILD)/tests/browser/shot_check
 	BUILD=$(BUILD) tests/browser_check.sh
 

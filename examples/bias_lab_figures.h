@@ -59,7 +59,7 @@ static int bl_fig_profile_to(const char *path, const char *title, const double *
     const pg_plot_mark marks[2] = {{BL_K1, "planted 2"}, {BL_K2, "planted 5"}};
     pg_lineplot_opts opts = {.title = title,
                              .xlabel = "distance d = i - j (tokens back)",
-                             .ylabel = "mean bias over queries",
+                             .ylabel = "mean bias over queries (logits)",
                              .marks = marks,
                              .n_marks = 2,
                              .xmin = 0,
