@@ -90,6 +90,17 @@ $(BUILD)/tests/bench: $(wildcard tests/bench/*.c tests/bench/*.h) $(BUILD)/libpo
 bench: $(BUILD)/tests/bench
 	$(BUILD)/tests/bench
 
+# bias_lab's report.html in headless Chromium (tests/need.sh installs it): the
+# page's own self-test, then a screenshot decoded by tests/browser/shot_check.
+# Its own target, not in make test (about half a minute).
+$(BUILD)/tests/browser/shot_check: tests/browser/shot_check.c $(BUILD)/libposgrad.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I. $< -o $@ $(BUILD)/libposgrad.a $(LDLIBS)
+
+.PHONY: browser-check
+browser-check: examples/bias_lab $(BUILD)/tests/browser/shot_check
+	BUILD=$(BUILD) tests/browser_check.sh
+
 # Regenerates the committed parity fixtures (needs Debian's python3-torch); tests never need it.
 fixtures:
 	@tests/need.sh torch

@@ -12,9 +12,11 @@
  * scheme in its attention: dpb, alibi with a learned divisor, t5, xl, rel1d,
  * kerple, fire, cope, fox (every learnable bias; sandwich, which has no
  * parameters, has nothing to learn and no row).
- * Before training and after each epoch it writes, per scheme, a PNG heatmap
- * of every head's bias (query rows, key columns; hidden future keys in gray)
- * and prints the bias over distance as a row of ASCII shades. The bias shown is what the scheme
+ * Before training and after each epoch it draws, per scheme, a labelled
+ * heatmap of every head's bias (query rows, key columns; hidden future keys
+ * masked; the planted offsets as diagonals) and the bias against distance
+ * (bias_lab_figures.h), and prints the bias over distance as a row of ASCII
+ * shades. The bias shown is what the scheme
  * adds to the logits, averaged over a batch: for dpb, alibi and t5 it depends
  * on positions alone (kerple, fire too); xl, rel1d and cope mix in the query / key
  * content and fox the layer's input x (pg_pos_ctx.x), which the average keeps.
@@ -25,11 +27,18 @@
  * divisor: it cannot peak at K1 or K2, which is the lesson of its row; so are
  * KERPLE's (-r1 log(1 + r2 d), r1, r2 > 0) and FoX's (c_i - c_j, a sum of
  * log gates <= 0) for the same reason. docs/examples.md has the new rows.
+ *
+ * One run can mislead (a seed where both heads settle on distance 2), so by
+ * default the lab runs several seeds and a verdict is a rate: how often each
+ * scheme recovers both offsets (bias_lab_seeds.h). The figures of the first
+ * seed, the verdicts and the rates go into a self-contained report.html
+ * (bias_lab_report.h) with a slider over the epochs of each scheme.
  * docs/teaching.md walks through a default run. */
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
 #include "cli.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +47,10 @@
 #include <time.h>
 
 enum { BL_SYMBOLS = 8, BL_VOCAB = BL_SYMBOLS * BL_SYMBOLS, BL_K1 = 2, BL_K2 = 5 };
-enum { BL_HEADS = 2, BL_DIM = 32, BL_SEQ = 16, BL_MAX_SCHEMES = 9 };
+enum { BL_HEADS = 2, BL_DIM = 32, BL_SEQ = 16, BL_MAX_SCHEMES = 9, BL_MAX_SEEDS = 64 };
+/* The default --seeds: seeds 1..3, about 90 s for the nine schemes on 2 cores
+ * (one seed is about 30 s; docs/teaching.md has the measurements). */
+#define BL_DEFAULT_SEEDS "3"
 
 /* The lab's schemes, in the order "all" runs them, each with the options the lab
  * trains it with. Each is a registered kind with an additive bias (mod_bias),
@@ -95,8 +107,9 @@ typedef struct bias_lab_opts {
     int steps;           /* optimizer steps per epoch */
     int batch;
     int probe;           /* sequences in the fixed probe batch (pictures, verdicts, accuracy) */
-    const char *out_dir; /* PNGs go here (created if missing); NULL: none */
-    uint64_t seed;
+    const char *out_dir; /* figures and report.html go here (created if missing); NULL: none */
+    uint64_t seed;       /* bias_lab_run's seed */
+    const char *seeds;   /* bias_lab_seeds_run's: "N" (seeds 1..N) or a list "3,7,11"; NULL or "": seed */
     int threads;         /* 0: leave the pool as it is */
     double lr;
     int verbose;         /* print progress, text heatmaps and verdicts */
@@ -104,6 +117,7 @@ typedef struct bias_lab_opts {
 
 typedef struct bias_lab_scheme_result {
     const char *scheme;
+    uint64_t seed;
     double first_loss, last_loss; /* mean over the first / last 10% of steps (at least one step) */
     double probe_loss_before;     /* loss on a fixed probe batch (never trained on) before training */
     double probe_loss_after;      /* ... and after */
@@ -113,7 +127,9 @@ typedef struct bias_lab_scheme_result {
     bool peaks_ok;                /* every head peaks at K1 or K2, and both offsets are covered */
     bool has_divisor;
     double divisor;               /* learned effective divisor max(exp(div), 1e-8) */
-    int pngs;                     /* heatmaps written: epochs + 1 (epoch 0 is the initial bias) */
+    double profile[BL_HEADS * BL_SEQ]; /* the final bias against distance (the peaks' source) */
+    int pngs;                     /* epochs pictured: epochs + 1 (epoch 0 is the initial bias), each a
+                                     heatmap and a profile figure */
     double seconds;
 } bias_lab_scheme_result;
 
@@ -125,7 +141,8 @@ typedef struct bias_lab_result {
 static bias_lab_opts bias_lab_defaults(void)
 {
     return (bias_lab_opts){.scheme = "all", .epochs = 8, .steps = 250, .batch = 32, .probe = 64,
-                           .out_dir = "bias_lab_out", .seed = 1, .threads = 0, .lr = 1e-2, .verbose = 1};
+                           .out_dir = "bias_lab_out", .seed = 1, .seeds = BL_DEFAULT_SEEDS, .threads = 0,
+                           .lr = 1e-2, .verbose = 1};
 }
 
 /* ---- data ---------------------------------------------------------------------------------- */
@@ -218,25 +235,7 @@ static void distance_profile(const double *bias, double *profile)
 
 /* ---- pictures ------------------------------------------------------------------------------------ */
 
-/* Heads side by side, (L, H (L + 1) - 1), a NaN (gray) column between heads and
- * NaN on the hidden future keys (j > i). */
-static int write_heatmap(const char *dir, const char *scheme, int epoch, const double *bias)
-{
-    enum { W = BL_HEADS * (BL_SEQ + 1) - 1 };
-    pg_tensor *img = pg_full(NULL, PG_F64, PG_SHAPE(BL_SEQ, W), NAN);
-    if (!img)
-        return -1;
-    double *p = pg_f64(img);
-    for (int h = 0; h < BL_HEADS; h++)
-        for (int i = 0; i < BL_SEQ; i++)
-            for (int j = 0; j <= i; j++)
-                p[i * W + h * (BL_SEQ + 1) + j] = bias[(h * BL_SEQ + i) * BL_SEQ + j];
-    char path[1024];
-    snprintf(path, sizeof path, "%s/bias_%s_epoch%d.png", dir, scheme, epoch);
-    int rc = pg_png_heatmap(path, img, 5, 0, 0);
-    pg_tensor_free(img);
-    return rc;
-}
+#include "bias_lab_figures.h"
 
 /* One row of shades per head over distance 0..L-1, darkest = lowest bias of that head. */
 static void print_text_heatmap(const double *profile)
@@ -394,8 +393,9 @@ static int inspect(trainer *t, pg_tensor *probe, const bias_lab_opts *o, const c
         return -1;
     distance_profile(bias, profile);
     find_peaks(profile, s);
+    memcpy(s->profile, profile, sizeof profile);
     if (o->out_dir) {
-        if (write_heatmap(o->out_dir, scheme, epoch, bias) != 0)
+        if (bl_fig_heatmap(o->out_dir, scheme, epoch, bias) != 0 || bl_fig_profile(o->out_dir, scheme, epoch, profile) != 0)
             return -1;
         s->pngs++;
     }
@@ -435,6 +435,7 @@ static int run_scheme(const char *scheme, const bias_lab_opts *o, bias_lab_schem
     double t0 = seconds_now();
     memset(s, 0, sizeof *s);
     s->scheme = scheme;
+    s->seed = o->seed;
     trainer t;
     memset(&t, 0, sizeof t);
     pg_rng data_rng = pg_rng_init(o->seed * 7919 + 17); /* the same data for every scheme */
@@ -485,9 +486,12 @@ static void print_verdicts(const bias_lab_result *r)
     }
 }
 
+#include "bias_lab_seeds.h"
+#include "bias_lab_report.h"
+
 /* ---- options ---------------------------------------------------------------------------------------- */
 
-enum { BL_N_FLAGS = 9 };
+enum { BL_N_FLAGS = 10 };
 
 /* The flags, pointing into o: the one place that states each range.
  * (bias_lab_main adds --quiet, which sets o->verbose = 0.) */
@@ -496,14 +500,15 @@ static int bias_lab_flags(bias_lab_opts *o, cli_flag *f)
     static char help[256]; /* the flags outlive this call */
     const cli_flag flags[BL_N_FLAGS] = {
         {"scheme", CLI_STR, &o->scheme, .help = bl_scheme_list(help, sizeof help, ", ", " or ")},
-        {"epochs", CLI_INT, &o->epochs, "heatmaps after each epoch", .min = 1, .max = 1000},
+        {"epochs", CLI_INT, &o->epochs, "figures after each epoch", .min = 1, .max = 1000},
         {"steps", CLI_INT, &o->steps, "optimizer steps per epoch", .min = 1, .max = 1000000},
         {"batch", CLI_INT, &o->batch, "sequences per step", .min = 1, .max = 65536},
         {"probe", CLI_INT, &o->probe, "sequences in the fixed probe batch for pictures and verdicts", .min = 1,
          .max = 65536},
         {"lr", CLI_DOUBLE, &o->lr, "AdamW learning rate", .min = 0, .max = INFINITY, .above_min = true},
-        {"out", CLI_STR, &o->out_dir, .help = "where the PNGs go, created if missing ('': no PNGs)"},
-        {"seed", CLI_U64, &o->seed, .help = "model and data seed"},
+        {"out", CLI_STR, &o->out_dir, .help = "where the figures and report.html go, created if missing ('': none)"},
+        {"seed", CLI_U64, &o->seed, .help = "model and data seed of a single run (instead of --seeds)"},
+        {"seeds", CLI_STR, &o->seeds, .help = "N: seeds 1..N, or a list like 1,2,3; a verdict is a rate over them"},
         {"threads", CLI_INT, &o->threads, "worker threads (0: PG_NUM_THREADS or all cores)", .min = 0,
          .max = PG_MAX_THREADS},
     };
@@ -525,6 +530,14 @@ static int bias_lab_check(const bias_lab_opts *o)
         char list[256];
         fprintf(stderr, "bias_lab: --scheme: unknown scheme '%s' (accepted: %s)\n", o->scheme ? o->scheme : "(null)",
                 bl_scheme_list(list, sizeof list, " ", " "));
+        return -1;
+    }
+    uint64_t seeds[BL_MAX_SEEDS];
+    int n_seeds;
+    char why[128];
+    if (o->seeds && *o->seeds && bl_parse_seeds(o->seeds, seeds, &n_seeds, why, sizeof why) != 0) {
+        fprintf(stderr, "bias_lab: --seeds wants a count in 1..%d or a list like 1,2,3, got '%s' (%s)\n",
+                BL_MAX_SEEDS, o->seeds, why);
         return -1;
     }
     for (int i = 0; i < BL_MAX_SCHEMES; i++) { /* the lab reads each scheme's mod_bias */
@@ -565,13 +578,67 @@ int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
     return 0;
 }
 
+/* Runs the lab over o->seeds (NULL or "": o->seed alone): the first seed with
+ * o's figures and progress, the others quiet and without figures (each prints
+ * its verdict table when o->verbose); then the rates, and with o->out_dir the
+ * report. 0, or -1 (one line on stderr) as bias_lab_run. */
+int bias_lab_seeds_run(const bias_lab_opts *o, bias_lab_seeds_result *r)
+{
+    double t0 = seconds_now();
+    memset(r, 0, sizeof *r);
+    if (bias_lab_check(o) != 0)
+        return -1;
+    char why[128];
+    if (!o->seeds || !*o->seeds) {
+        r->seeds[0] = o->seed;
+        r->n_seeds = 1;
+    } else if (bl_parse_seeds(o->seeds, r->seeds, &r->n_seeds, why, sizeof why) != 0) {
+        return -1; /* bias_lab_check has said why */
+    }
+    for (int k = 0; k < r->n_seeds; k++) {
+        bias_lab_opts one = *o;
+        one.seed = r->seeds[k];
+        one.out_dir = k == 0 ? o->out_dir : NULL;
+        one.verbose = k == 0 && o->verbose;
+        if (o->verbose && r->n_seeds > 1)
+            printf("\n#### seed %" PRIu64 " (%d of %d)%s\n", one.seed, k + 1, r->n_seeds,
+                   k == 0 ? ", pictured" : ": training quietly, then its table");
+        fflush(stdout);
+        bias_lab_result run;
+        if (bias_lab_run(&one, &run) != 0)
+            return -1;
+        if (o->verbose && k > 0)
+            print_verdicts(&run);
+        if (k == 0)
+            r->first = run;
+        r->n = run.n;
+        for (int i = 0; i < run.n; i++)
+            bl_rate_add(&r->rate[i], &run.s[i]);
+    }
+    if (o->out_dir && bl_write_report(o->out_dir, o, r) != 0)
+        return -1;
+    r->seconds = seconds_now() - t0;
+    return 0;
+}
+
 /* ---- command line ------------------------------------------------------------------------------------- */
 
 static const char BIAS_LAB_SUMMARY[] =
     "Trains a 1-layer, 2-head transformer on a task with planted offsets 2 and 5 with each\n"
-    "positional bias scheme, writes the learned biases as PNG heatmaps and reports whether\n"
-    "each head's bias peaks at a planted offset. A bad argument is one line on stderr and\n"
-    "exit status 2, before any work; a failure while running is status 1.";
+    "positional bias scheme, over several seeds, and reports how often each head's bias peaks\n"
+    "at a planted offset. Draws the first seed's biases every epoch (heatmaps and bias against\n"
+    "distance) and writes report.html, a self-contained page with every figure. A bad argument\n"
+    "is one line on stderr and exit status 2, before any work; a failure while running is status 1.";
+
+/* Whether argv names --flag (as "--flag" or "--flag=..."). */
+static bool bl_flag_given(int argc, char **argv, const char *flag)
+{
+    size_t n = strlen(flag);
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--", 2) && !strncmp(argv[i] + 2, flag, n) && (!argv[i][n + 2] || argv[i][n + 2] == '='))
+            return true;
+    return false;
+}
 
 int bias_lab_main(int argc, char **argv)
 {
@@ -579,25 +646,34 @@ int bias_lab_main(int argc, char **argv)
     bool quiet = false;
     cli_flag flags[BL_N_FLAGS + 1];
     int n = bias_lab_flags(&o, flags);
-    flags[n++] = (cli_flag){"quiet", CLI_SWITCH, &quiet, .help = "only the final table"};
+    flags[n++] = (cli_flag){"quiet", CLI_SWITCH, &quiet, .help = "only the final tables"};
     int p = cli_parse("bias_lab", argc, argv, flags, n, BIAS_LAB_SUMMARY);
     if (p != CLI_RUN)
         return p == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (bl_flag_given(argc, argv, "seed")) {
+        if (bl_flag_given(argc, argv, "seeds")) {
+            fprintf(stderr, "bias_lab: --seed (one run) and --seeds (several) exclude each other: give one\n");
+            return CLI_EXIT_USAGE;
+        }
+        o.seeds = NULL; /* one run */
+    }
     o.verbose = !quiet;
     if (o.out_dir && !*o.out_dir)
         o.out_dir = NULL; /* --out '': no pictures */
     if (bias_lab_check(&o) != 0 || cli_threads("bias_lab", o.threads) != 0)
         return CLI_EXIT_USAGE;
-    double t0 = seconds_now();
-    bias_lab_result r;
-    if (bias_lab_run(&o, &r) != 0)
+    bias_lab_seeds_result r;
+    if (bias_lab_seeds_run(&o, &r) != 0)
         return CLI_EXIT_FAIL;
     if (!o.verbose)
-        print_verdicts(&r);
+        print_verdicts(&r.first);
+    if (r.n_seeds > 1)
+        bl_print_rates(&r);
     if (o.out_dir)
-        printf("\n%d scheme(s) in %.1f s; heatmaps in %s/\n", r.n, seconds_now() - t0, o.out_dir);
+        printf("\n%d scheme(s) x %d seed(s) in %.1f s; figures and report in %s/report.html\n", r.n, r.n_seeds,
+               r.seconds, o.out_dir);
     else
-        printf("\n%d scheme(s) in %.1f s; no heatmaps (--out '')\n", r.n, seconds_now() - t0);
+        printf("\n%d scheme(s) x %d seed(s) in %.1f s; no figures (--out '')\n", r.n, r.n_seeds, r.seconds);
     return CLI_EXIT_OK;
 }
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Makes sure a build or test tool is on this machine before make uses it.
 #
-#   tests/need.sh criterion | valgrind | pkg-config | clang | torch
+#   tests/need.sh criterion | valgrind | pkg-config | clang | torch | chromium
 #   tests/need.sh --header <header> <debian-package>     (any C header)
 #   tests/need.sh --command <command> <debian-package>   (any program)
 #
@@ -22,10 +22,11 @@ valgrind) check="have_command valgrind" pkg=valgrind what="valgrind" ;;
 pkg-config) check="have_command pkg-config" pkg=pkg-config what="pkg-config" ;;
 clang) check="have_command clang" pkg=clang what="clang (libFuzzer)" ;;
 torch) check="have_torch" pkg=python3-torch what="PyTorch for /usr/bin/python3" ;;
+chromium) check="have_command chromium" pkg=chromium what="Chromium (make browser-check)" ;;
 --header) check="have_header ${2:?header}" pkg=${3:?package} what="the header <$2>" ;;
 --command) check="have_command ${2:?command}" pkg=${3:?package} what="the command $2" ;;
 *)
-    echo "usage: tests/need.sh criterion|valgrind|pkg-config|clang|torch" >&2
+    echo "usage: tests/need.sh criterion|valgrind|pkg-config|clang|torch|chromium" >&2
     echo "       tests/need.sh --header <header> <package> | --command <command> <package>" >&2
     exit 2
     ;;

@@ -1,5 +1,6 @@
 /* Smoke test of examples/bias_lab.c: a step or two of every scheme writes one
- * valid PNG per epoch (and one before training), a few steps lower the loss,
+ * heatmap and one profile PNG per epoch (and before training), a few steps
+ * lower the loss, several seeds give rates and a self-contained report.html,
  * bad flags and schemes fail cleanly. */
 #define PG_EXAMPLE_NO_MAIN
 #include "../examples/bias_lab.c"
@@ -59,14 +60,15 @@ Test(example_bias_lab, every_scheme_writes_heatmaps)
         bool monotone = !strcmp(s->scheme, "alibi") || !strcmp(s->scheme, "kerple") || !strcmp(s->scheme, "fox");
         for (int h = 0; monotone && h < BL_HEADS; h++)
             cr_assert_eq(s->peak[h], 0, "%s head %d", s->scheme, h);
-        for (int e = 0; e <= 2; e++) {
-            char path[128];
-            snprintf(path, sizeof path, "%s/bias_%s_epoch%d.png", dir, s->scheme, e);
-            cr_assert(is_png(path), "%s", path);
-            cr_assert_eq(remove(path), 0);
-        }
+        for (int e = 0; e <= 2; e++)
+            for (int k = 0; k < 2; k++) {
+                char path[128];
+                snprintf(path, sizeof path, "%s/%s_%s_epoch%d.png", dir, k ? "profile" : "bias", s->scheme, e);
+                cr_assert(is_png(path), "%s", path);
+                cr_assert_eq(remove(path), 0);
+            }
     }
-    cr_assert_eq(rmdir(dir), 0, "only the heatmaps were written");
+    cr_assert_eq(rmdir(dir), 0, "only the figures were written (the report is bias_lab_seeds_run's)");
 }
 
 Test(example_bias_lab, loss_falls)
@@ -170,7 +172,133 @@ Test(example_bias_lab, main_without_pictures)
     EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "t5", "--epochs", "1", "--steps", "1", "--batch", "2",
            "--probe", "2", "--threads", "1", "--out", "", "--quiet");
     cr_assert_eq(r.rc, 0, "%s", r.err);
-    cr_assert(strstr(r.out, "| t5 |") && strstr(r.out, "no heatmaps (--out '')"), "%s", r.out);
+    cr_assert(strstr(r.out, "| t5 |") && strstr(r.out, "1 scheme(s) x 3 seed(s)") && strstr(r.out, "no figures (--out '')"),
+              "%s", r.out);
+    cr_assert(strstr(r.out, "Over 3 runs (seeds 1, 2, 3):") && strstr(r.out, "| t5 | "), "the rate table: %s", r.out);
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "t5", "--epochs", "1", "--steps", "1", "--batch", "2",
+           "--probe", "2", "--threads", "1", "--out", "", "--quiet", "--seed", "5");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "1 scheme(s) x 1 seed(s)") && !strstr(r.out, "Over "), "--seed: one run, no rates: %s", r.out);
     cr_assert_eq(chdir(old), 0);
     cr_assert_eq(rmdir(dir), 0, "nothing written");
+}
+
+/* RFC 4648 section 10's test vectors. */
+Test(example_bias_lab, base64_rfc4648_vectors)
+{
+    static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        char *buf = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&buf, &n);
+        cr_assert_not_null(f);
+        bl_base64(f, (const uint8_t *)in[i], strlen(in[i]));
+        cr_assert_eq(fclose(f), 0);
+        cr_assert_str_eq(buf, out[i], "base64(\"%s\")", in[i]);
+        free(buf);
+    }
+}
+
+Test(example_bias_lab, seeds_lists)
+{
+    uint64_t seeds[BL_MAX_SEEDS];
+    int n;
+    char why[128];
+    cr_assert_eq(bl_parse_seeds("3", seeds, &n, why, sizeof why), 0);
+    cr_assert(n == 3 && seeds[0] == 1 && seeds[1] == 2 && seeds[2] == 3);
+    cr_assert_eq(bl_parse_seeds("11,2,18446744073709551615", seeds, &n, why, sizeof why), 0);
+    cr_assert(n == 3 && seeds[0] == 11 && seeds[1] == 2 && seeds[2] == UINT64_MAX);
+    const char *bad[] = {"", "0", "65", "x", "3x", "1,,2", "1,", ",1", "1,1", "-1,2", "1, 2", "1,18446744073709551616"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(bl_parse_seeds(bad[i], seeds, &n, why, sizeof why), -1, "'%s'", bad[i]);
+    cr_assert_eq(bl_parse_seeds("1,1", seeds, &n, why, sizeof why), -1);
+    cr_assert_str_eq(why, "seed 1 is listed twice");
+    ex_run r;
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--seeds", "0");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "bias_lab: --seeds wants a count in 1..64 or a list like 1,2,3, got '0'");
+    EX_RUN(&r, bias_lab_main, "bias_lab", "--seed", "4", "--seeds=1,2");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "bias_lab: --seed (one run) and --seeds (several) exclude each other");
+}
+
+/* The rate keeps the most accurate run that missed: the instructive one. */
+Test(example_bias_lab, rate_keeps_the_most_accurate_miss)
+{
+    bias_lab_scheme_rate q = {0};
+    bias_lab_scheme_result a = {.scheme = "dpb", .seed = 1, .accuracy = 1.0, .peaks_ok = true};
+    bias_lab_scheme_result b = {.scheme = "dpb", .seed = 2, .accuracy = 0.4, .peaks_ok = false};
+    bias_lab_scheme_result c = {.scheme = "dpb", .seed = 3, .accuracy = 0.9, .peaks_ok = false};
+    bl_rate_add(&q, &a);
+    cr_assert_not(q.has_miss);
+    bl_rate_add(&q, &b);
+    bl_rate_add(&q, &c);
+    cr_assert(q.runs == 3 && q.recovered == 1 && q.has_miss && q.miss.seed == 3);
+    cr_assert_float_eq(q.acc_mean, 2.3 / 3, 1e-12);
+    cr_assert(q.acc_min == 0.4 && q.acc_max == 1.0);
+}
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n)
+        buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static int count_of(const char *s, const char *what)
+{
+    int n = 0;
+    for (const char *p = strstr(s, what); p; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+/* Two seeds of two schemes: rates over both, the figures of the first, and a
+ * report.html with every figure embedded, a slider per scheme and nothing
+ * fetched from elsewhere. (make browser-check opens it in Chromium.) */
+Test(example_bias_lab, seeds_and_report)
+{
+    char dir[] = "/tmp/pg_bias_lab_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    bias_lab_opts o = tiny_opts("t5", 2, dir);
+    o.seeds = "4,9";
+    bias_lab_seeds_result r;
+    cr_assert_eq(bias_lab_seeds_run(&o, &r), 0);
+    cr_assert(r.n_seeds == 2 && r.seeds[0] == 4 && r.seeds[1] == 9 && r.n == 1);
+    cr_assert(r.first.n == 1 && r.first.s[0].seed == 4 && r.first.s[0].pngs == 3);
+    const bias_lab_scheme_rate *q = &r.rate[0];
+    cr_assert(q->runs == 2 && q->recovered >= 0 && q->recovered <= 2 && q->has_miss == (q->recovered < 2));
+    cr_assert(q->acc_min <= q->acc_mean && q->acc_mean <= q->acc_max);
+    char path[256];
+    snprintf(path, sizeof path, "%s/report.html", dir);
+    char *html = read_all(path);
+    cr_assert_not_null(html);
+    int figures = 2 * 3 + q->has_miss; /* heatmap and profile per epoch 0..2, the miss's profile */
+    cr_assert_eq(count_of(html, "<img "), figures);
+    cr_assert_eq(count_of(html, "src=\"data:image/png;base64,iVBORw0KGgo"), figures, "PNGs, embedded");
+    cr_assert_eq(count_of(html, "<input type=\"range\" min=\"0\" max=\"2\""), 1);
+    cr_assert(strstr(html, "id=\"s-t5\"") && strstr(html, "Over 2 runs (seeds 4, 9)") && strstr(html, "#selftest"));
+    cr_assert_null(strstr(html, "http"), "no external resource");
+    free(html);
+    cr_assert_eq(remove(path), 0);
+    if (q->has_miss) {
+        snprintf(path, sizeof path, "%s/missed_t5_seed%" PRIu64 ".png", dir, q->miss.seed);
+        cr_assert(is_png(path), "%s", path);
+        cr_assert_eq(remove(path), 0);
+    }
+    for (int e = 0; e <= 2; e++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(path, sizeof path, "%s/%s_t5_epoch%d.png", dir, k ? "profile" : "bias", e);
+            cr_assert_eq(remove(path), 0, "%s", path);
+        }
+    cr_assert_eq(rmdir(dir), 0, "the figures of seed 4 and the report, nothing else");
 }
