@@ -40,6 +40,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,9 +50,10 @@
 
 enum { BL_SYMBOLS = 8, BL_VOCAB = BL_SYMBOLS * BL_SYMBOLS, BL_K1 = 2, BL_K2 = 5 };
 enum { BL_HEADS = 2, BL_DIM = 32, BL_SEQ = 16, BL_MAX_SCHEMES = 9, BL_MAX_SEEDS = 64 };
-/* The default --seeds: seeds 1..3, about 90 s for the nine schemes on 2 cores
- * (one seed is about 30 s; docs/teaching.md has the measurements). */
-#define BL_DEFAULT_SEEDS "3"
+/* The default --seeds: seeds 1..5, about 90 s for the nine schemes on 2 cores:
+ * one seed is about 30 s, and the seeds after the first train two at a time
+ * (bl_run_quiet_seeds; docs/teaching.md has the measurements). */
+#define BL_DEFAULT_SEEDS "5"
 
 /* The lab's schemes, in the order "all" runs them, each with the options the lab
  * trains it with. Each is a registered kind with an additive bias (mod_bias),
@@ -578,10 +581,67 @@ int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
     return 0;
 }
 
+/* The seeds after the first, trained quietly in lanes: the calling thread and
+ * lanes - 1 more each take the next seed and train it on one thread (the lab's
+ * model is too small for a second core to help inside a step, so two seeds at
+ * once take the time of one). Results go to runs[k], k in 1..n-1, whatever
+ * lane ran them, so the rates do not depend on the lanes. */
+typedef struct bl_lanes {
+    const bias_lab_opts *o;
+    const uint64_t *seeds;
+    int n;
+    atomic_int next;          /* the next seed index to take */
+    bias_lab_result *runs;    /* n results */
+    int *rc;                  /* n return codes */
+} bl_lanes;
+
+static void *bl_lane(void *arg)
+{
+    bl_lanes *L = arg;
+    for (int k; (k = atomic_fetch_add(&L->next, 1)) < L->n;) {
+        bias_lab_opts one = *L->o;
+        one.seed = L->seeds[k];
+        one.out_dir = NULL;
+        one.verbose = 0;
+        one.threads = 0; /* the pool is set to one thread for the lanes */
+        L->rc[k] = bias_lab_run(&one, &L->runs[k]);
+    }
+    return NULL;
+}
+
+/* Runs seeds 1..n-1 of seeds in up to pg_num_threads() lanes; 0, or -1 when a
+ * run failed (it has said why on stderr). */
+static int bl_run_quiet_seeds(const bias_lab_opts *o, const uint64_t *seeds, int n, bias_lab_result *runs)
+{
+    int *rc = calloc((size_t)n, sizeof *rc);
+    if (!rc)
+        return fprintf(stderr, "bias_lab: out of memory for %d seeds\n", n), -1;
+    bl_lanes L = {.o = o, .seeds = seeds, .n = n, .runs = runs, .rc = rc};
+    atomic_init(&L.next, 1);
+    int threads = pg_num_threads(), lanes = threads < n - 1 ? threads : n - 1, started = 0;
+    pthread_t extra[BL_MAX_SEEDS];
+    if (lanes > 1 && pg_set_num_threads(1) != 0)
+        lanes = 1;
+    for (; started < lanes - 1; started++)
+        if (pthread_create(&extra[started], NULL, bl_lane, &L) != 0)
+            break; /* fewer lanes: the ones running take the rest */
+    bl_lane(&L);
+    for (int t = 0; t < started; t++)
+        pthread_join(extra[t], NULL);
+    if (lanes > 1)
+        pg_set_num_threads(threads);
+    int bad = 0;
+    for (int k = 1; k < n; k++)
+        bad |= rc[k];
+    free(rc);
+    return bad ? -1 : 0;
+}
+
 /* Runs the lab over o->seeds (NULL or "": o->seed alone): the first seed with
- * o's figures and progress, the others quiet and without figures (each prints
- * its verdict table when o->verbose); then the rates, and with o->out_dir the
- * report. 0, or -1 (one line on stderr) as bias_lab_run. */
+ * o's figures and progress, the others quietly in parallel lanes
+ * (bl_run_quiet_seeds), each printing its verdict table afterwards when
+ * o->verbose; then the rates, and with o->out_dir the report. 0, or -1 (one
+ * line on stderr) as bias_lab_run. */
 int bias_lab_seeds_run(const bias_lab_opts *o, bias_lab_seeds_result *r)
 {
     double t0 = seconds_now();
@@ -595,26 +655,36 @@ int bias_lab_seeds_run(const bias_lab_opts *o, bias_lab_seeds_result *r)
     } else if (bl_parse_seeds(o->seeds, r->seeds, &r->n_seeds, why, sizeof why) != 0) {
         return -1; /* bias_lab_check has said why */
     }
-    for (int k = 0; k < r->n_seeds; k++) {
-        bias_lab_opts one = *o;
-        one.seed = r->seeds[k];
-        one.out_dir = k == 0 ? o->out_dir : NULL;
-        one.verbose = k == 0 && o->verbose;
-        if (o->verbose && r->n_seeds > 1)
-            printf("\n#### seed %" PRIu64 " (%d of %d)%s\n", one.seed, k + 1, r->n_seeds,
-                   k == 0 ? ", pictured" : ": training quietly, then its table");
+    bias_lab_result *runs = calloc((size_t)r->n_seeds, sizeof *runs);
+    if (!runs)
+        return fprintf(stderr, "bias_lab: out of memory for %d seeds\n", r->n_seeds), -1;
+    bias_lab_opts first = *o;
+    first.seed = r->seeds[0];
+    if (o->verbose && r->n_seeds > 1)
+        printf("\n#### seed %" PRIu64 " (1 of %d), pictured\n", first.seed, r->n_seeds);
+    fflush(stdout);
+    int rc = bias_lab_run(&first, &runs[0]);
+    if (rc == 0 && r->n_seeds > 1) {
+        if (o->verbose)
+            printf("\n(seeds %d..%d of %d: training quietly, %d at a time)\n", 2, r->n_seeds, r->n_seeds,
+                   pg_num_threads() < r->n_seeds - 1 ? pg_num_threads() : r->n_seeds - 1);
         fflush(stdout);
-        bias_lab_result run;
-        if (bias_lab_run(&one, &run) != 0)
-            return -1;
-        if (o->verbose && k > 0)
-            print_verdicts(&run);
-        if (k == 0)
-            r->first = run;
-        r->n = run.n;
-        for (int i = 0; i < run.n; i++)
-            bl_rate_add(&r->rate[i], &run.s[i]);
+        rc = bl_run_quiet_seeds(o, r->seeds, r->n_seeds, runs);
     }
+    for (int k = 0; rc == 0 && k < r->n_seeds; k++) {
+        if (o->verbose && k > 0) {
+            printf("\n#### seed %" PRIu64 " (%d of %d)\n", r->seeds[k], k + 1, r->n_seeds);
+            print_verdicts(&runs[k]);
+        }
+        r->n = runs[k].n;
+        for (int i = 0; i < runs[k].n; i++)
+            bl_rate_add(&r->rate[i], &runs[k].s[i]);
+    }
+    if (rc == 0)
+        r->first = runs[0];
+    free(runs);
+    if (rc != 0)
+        return -1;
     if (o->out_dir && bl_write_report(o->out_dir, o, r) != 0)
         return -1;
     r->seconds = seconds_now() - t0;

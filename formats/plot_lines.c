@@ -32,7 +32,7 @@ typedef struct lp_axis {
     double ticks[PG_PLOT_MAX_TICKS]; /* in axis units */
     char labels[PG_PLOT_MAX_TICKS][PG_PLOT_LABEL_LEN];
     bool integer; /* every finite value a whole number */
-    bool decades; /* log axis ticked at powers of ten: minor ticks at 2..9 times them */
+    bool decades; /* a log axis: minor ticks at 2..9 times each power of ten */
 } lp_axis;
 
 typedef struct lp_plot {
@@ -175,7 +175,7 @@ static void axis_ticks(lp_axis *A, int64_t len, bool across)
         A->n = A->log ? pg_plot_log_ticks(pow(10, A->lo), pow(10, A->hi), max, v, &step)
                       : pg_plot_ticks(A->lo, A->hi, max, A->integer, v, &step);
         pg_plot_tick_labels(v, A->n, step, A->labels);
-        A->decades = A->log && step == 0;
+        A->decades = A->log; /* minor ticks at 2..9 times each power of ten */
         int64_t need = 0;
         for (int i = 0; i < A->n; i++) {
             A->ticks[i] = A->log ? log10(v[i]) : v[i];
@@ -361,8 +361,8 @@ static void draw_series(pg_canvas *c, const lp_plot *P, int k)
     }
 }
 
-/* Short unlabelled ticks at 2..9 times each power of ten on a log axis
- * ticked at decades, when the decades are tall enough to tell them apart. */
+/* Short unlabelled ticks at 2..9 times each power of ten on a log axis, when
+ * the powers of ten are far enough apart to tell them apart. */
 static void minor_ticks(pg_canvas *c, const lp_plot *P, const lp_axis *A, bool is_x)
 {
     double len = is_x ? (double)(P->px1 - P->px0) : (double)(P->py1 - P->py0);

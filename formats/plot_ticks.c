@@ -48,6 +48,25 @@ int pg_plot_ticks(double lo, double hi, int max_ticks, bool integer, double *tic
     return (int)(n < PG_PLOT_MAX_TICKS ? n : PG_PLOT_MAX_TICKS);
 }
 
+/* Ticks m * 10^e (m from ms) inside [lo, hi], evenly spread on a log axis
+ * within each power of ten; 0 when more than max_ticks. *step: the first
+ * tick's power of ten (for the labels' decimals). */
+static int mantissa_ticks(double lo, double hi, int max_ticks, const int *ms, int nm, double *ticks, double *step)
+{
+    int n = 0;
+    for (int e = (int)floor(log10(lo)); e <= (int)floor(log10(hi)); e++)
+        for (int k = 0; k < nm; k++) {
+            double v = ms[k] * pow(10, e);
+            if (v < lo * (1 - 1e-9) || v > hi * (1 + 1e-9))
+                continue;
+            if (n == max_ticks)
+                return 0;
+            ticks[n++] = v;
+        }
+    *step = n ? pow(10, floor(log10(ticks[0]) + 1e-9)) : 0;
+    return n;
+}
+
 int pg_plot_log_ticks(double lo, double hi, int max_ticks, double *ticks, double *step)
 {
     *step = 0;
@@ -55,8 +74,13 @@ int pg_plot_log_ticks(double lo, double hi, int max_ticks, double *ticks, double
         return 0;
     max_ticks = max_ticks < 2 ? 2 : max_ticks > PG_PLOT_MAX_TICKS ? PG_PLOT_MAX_TICKS : max_ticks;
     int e0 = (int)ceil(log10(lo) - 1e-9), e1 = (int)floor(log10(hi) + 1e-9);
-    if (e1 - e0 + 1 < 2)
-        return pg_plot_ticks(lo, hi, max_ticks, false, ticks, step);
+    if (e1 - e0 + 1 < 2) { /* under two powers of ten: 1-2-5 ticks, else every 1..9, else linear */
+        static const int M125[] = {1, 2, 5}, M19[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+        int n = mantissa_ticks(lo, hi, max_ticks, M125, 3, ticks, step);
+        if (n < 2)
+            n = mantissa_ticks(lo, hi, max_ticks, M19, 9, ticks, step);
+        return n >= 2 ? n : pg_plot_ticks(lo, hi, max_ticks, false, ticks, step);
+    }
     int k = (e1 - e0 + max_ticks) / max_ticks; /* every k-th decade: ceil(decades / max_ticks) */
     int n = 0;
     for (int e = (int)ceil((double)e0 / k) * k; e <= e1 && n < max_ticks; e += k)

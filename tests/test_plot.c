@@ -148,7 +148,11 @@ Test(plot_ticks, log_decades)
     check_ticks(1e-5, 1, 8, false, true, "1e-5 1e-4 1e-3 0.01 0.1 1");
     check_ticks(0.5, 2000, 8, false, true, "1 10 100 1000");
     check_ticks(1e-12, 1e12, 6, false, true, "1e-10 1e-5 1 1e5 1e10");
-    check_ticks(2, 8, 4, false, true, "2 4 6 8"); /* no two powers of ten inside: linear ticks */
+    /* under two powers of ten inside: 1-2-5 times them, else 1..9 times, else linear */
+    check_ticks(32, 560, 8, false, true, "50 100 200 500");
+    check_ticks(2, 8, 4, false, true, "2 5");
+    check_ticks(2.5, 4.5, 4, false, true, "3 4");
+    check_ticks(2.1, 2.9, 4, false, true, "2.2 2.4 2.6 2.8");
     double t[PG_PLOT_MAX_TICKS], step;
     cr_assert_eq(pg_plot_log_ticks(0, 1, 5, t, &step), 0);
     cr_assert_eq(pg_plot_ticks(NAN, 1, 5, false, t, &step), 0);
