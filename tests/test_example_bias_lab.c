@@ -172,9 +172,9 @@ Test(example_bias_lab, main_without_pictures)
     EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "t5", "--epochs", "1", "--steps", "1", "--batch", "2",
            "--probe", "2", "--threads", "1", "--out", "", "--quiet");
     cr_assert_eq(r.rc, 0, "%s", r.err);
-    cr_assert(strstr(r.out, "| t5 |") && strstr(r.out, "1 scheme(s) x 3 seed(s)") && strstr(r.out, "no figures (--out '')"),
+    cr_assert(strstr(r.out, "| t5 |") && strstr(r.out, "1 scheme(s) x 5 seed(s)") && strstr(r.out, "no figures (--out '')"),
               "%s", r.out);
-    cr_assert(strstr(r.out, "Over 3 runs (seeds 1, 2, 3):") && strstr(r.out, "| t5 | "), "the rate table: %s", r.out);
+    cr_assert(strstr(r.out, "Over 5 runs (seeds 1, 2, 3, 4, 5):") && strstr(r.out, "| t5 | "), "the rate table: %s", r.out);
     EX_RUN(&r, bias_lab_main, "bias_lab", "--scheme", "t5", "--epochs", "1", "--steps", "1", "--batch", "2",
            "--probe", "2", "--threads", "1", "--out", "", "--quiet", "--seed", "5");
     cr_assert_eq(r.rc, 0, "%s", r.err);
@@ -301,4 +301,26 @@ Test(example_bias_lab, seeds_and_report)
             cr_assert_eq(remove(path), 0, "%s", path);
         }
     cr_assert_eq(rmdir(dir), 0, "the figures of seed 4 and the report, nothing else");
+}
+
+/* Seeds after the first train in parallel lanes when the pool has threads:
+ * the rates are those of one lane, seed by seed, and the pool's size comes
+ * back as it was. */
+Test(example_bias_lab, lanes_give_the_rates_of_one_lane)
+{
+    bias_lab_seeds_result one, two;
+    bias_lab_opts o = tiny_opts("dpb", 3, NULL);
+    o.seeds = "3,4,5,6";
+    cr_assert_eq(bias_lab_seeds_run(&o, &one), 0);
+    o.threads = 2;
+    cr_assert_eq(bias_lab_seeds_run(&o, &two), 0);
+    cr_assert_eq(pg_num_threads(), 2, "the pool is given back its 2 threads");
+    const bias_lab_scheme_rate *a = &one.rate[0], *b = &two.rate[0];
+    cr_assert(a->runs == 4 && b->runs == 4 && a->recovered == b->recovered);
+    cr_assert(a->acc_mean == b->acc_mean && a->acc_min == b->acc_min && a->acc_max == b->acc_max);
+    cr_assert(a->has_miss == b->has_miss && (!a->has_miss || a->miss.seed == b->miss.seed));
+    cr_assert(a->has_miss || a->recovered == 4);
+    if (a->has_miss)
+        cr_assert(memcmp(a->miss.profile, b->miss.profile, sizeof a->miss.profile) == 0,
+                  "the missed run's profile, bit for bit");
 }
