@@ -424,16 +424,27 @@ static bool project(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_ten
     return ok;
 }
 
+/* What both probes below share: project x (and context) to q, k, v and run the
+ * positional modules over them, as pg_mha_forward's reference path does. */
+static bool positional_terms(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_tensor *context,
+                             const pg_attn_args *a, pg_tensor *qkv[3], pg_pos_ctx *pc, pg_tensor **bias)
+{
+    pg_tensor *sep[2] = {NULL, NULL};
+    *bias = NULL;
+    return project(g, fn, m, x, context, a, qkv, pc) &&
+           run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], pc, false, bias, sep);
+}
+
+static const pg_attn_args NO_ATTN_ARGS = {0};
+
 pg_tensor *pg_mha_positional_bias(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a)
 {
     const char *fn = "pg_mha_positional_bias";
     PG_NN_SCRATCH(g, fn, pg_mha_positional_bias(g, m, x, context, a));
-    static const pg_attn_args NO_ARGS = {0};
-    a = a ? a : &NO_ARGS;
-    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *bias = NULL, *sep[2] = {NULL, NULL};
+    a = a ? a : &NO_ATTN_ARGS;
+    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *bias;
     pg_pos_ctx pc;
-    if (!project(g, fn, m, x, context, a, qkv, &pc) ||
-        !run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, false, &bias, sep))
+    if (!positional_terms(g, fn, m, x, context, a, qkv, &pc, &bias))
         return NULL;
     if (!bias) {
         pg_graph_fail(g, "%s: none of the attention's %d positional modules adds a logits bias", fn, m->n_pos);
@@ -458,12 +469,10 @@ pg_tensor *pg_mha_attention_weights(pg_graph *g, pg_mha *m, pg_tensor *x, pg_ten
 {
     const char *fn = "pg_mha_attention_weights";
     PG_NN_SCRATCH(g, fn, pg_mha_attention_weights(g, m, x, context, a));
-    static const pg_attn_args NO_ARGS = {0};
-    a = a ? a : &NO_ARGS;
-    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *bias = NULL, *sep[2] = {NULL, NULL};
+    a = a ? a : &NO_ATTN_ARGS;
+    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *bias;
     pg_pos_ctx pc;
-    if (!project(g, fn, m, x, context, a, qkv, &pc) ||
-        !run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, false, &bias, sep))
+    if (!positional_terms(g, fn, m, x, context, a, qkv, &pc, &bias))
         return NULL;
     pg_sdpa_opts o = {reference_bias(g, m, a, bias, pc.Lq), a->mask, m->cfg.causal, m->cfg.scale, 0.0, NULL};
     return sdpa_weights(g, qkv[0], qkv[1], &o); /* (B, H, Lq, Lk) */
@@ -473,8 +482,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
 {
     const char *fn = "pg_mha_forward";
     PG_NN_SCRATCH(g, fn, pg_mha_forward(g, m, x, context, a));
-    static const pg_attn_args NO_ARGS = {0};
-    a = a ? a : &NO_ARGS;
+    a = a ? a : &NO_ATTN_ARGS;
     pg_tensor *qkv[3] = {NULL, NULL, NULL};
     pg_pos_ctx pc;
     if (!project(g, fn, m, x, context, a, qkv, &pc))

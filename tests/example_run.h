@@ -94,4 +94,20 @@ static inline void ex_assert_bad_args(int (*main_fn)(int, char **), const char *
 }
 #define EX_ASSERT_BAD_ARGS(main_fn, prog, cases) ex_assert_bad_args((main_fn), (prog), (cases), (int)(sizeof(cases) / sizeof((cases)[0])))
 
+/* A new temp dir (template: "/tmp/pg_<name>_XXXXXX", at most 63 chars) holding
+ * corpus.txt, text repeated 12 times, and the path of out/ in it: the LM
+ * examples' tests train on it. */
+static inline void ex_corpus_workdir(char dir[64], const char *tmpl, const char *text, char out[128], char data[128])
+{
+    snprintf(dir, 64, "%s", tmpl);
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(out, 128, "%s/out", dir);
+    snprintf(data, 128, "%s/corpus.txt", dir);
+    FILE *f = fopen(data, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 12; i++)
+        fputs(text, f);
+    fclose(f);
+}
+
 #endif

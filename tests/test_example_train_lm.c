@@ -20,15 +20,7 @@ static const char CORPUS[] = "to be, or not to be, that is the question: whether
 /* A temp dir holding corpus.txt (CORPUS repeated) and the path of out/ in it. */
 static void make_workdir(char dir[64], char out[128], char data[128])
 {
-    strcpy(dir, "/tmp/pg_train_lm_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(out, 128, "%s/out", dir);
-    snprintf(data, 128, "%s/corpus.txt", dir);
-    FILE *f = fopen(data, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < 12; i++)
-        fputs(CORPUS, f);
-    fclose(f);
+    ex_corpus_workdir(dir, "/tmp/pg_train_lm_XXXXXX", CORPUS, out, data);
 }
 
 static void remove_tree(const char *dir)

@@ -15,17 +15,10 @@
 /* A temp dir with corpus.txt (a short text repeated) and the path of out/ in it. */
 static void workdir(char dir[64], char out[128], char data[128])
 {
-    strcpy(dir, "/tmp/pg_train_lm_figs_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(out, 128, "%s/out", dir);
-    snprintf(data, 128, "%s/corpus.txt", dir);
-    FILE *f = fopen(data, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < 12; i++)
-        fputs("to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings "
-              "and arrows of outrageous fortune, or to take arms against a sea of troubles. ",
-              f);
-    fclose(f);
+    ex_corpus_workdir(dir, "/tmp/pg_train_lm_figs_XXXXXX",
+                      "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the "
+                      "slings and arrows of outrageous fortune, or to take arms against a sea of troubles. ",
+                      out, data);
 }
 
 /* Removes the files of dir/out, dir/out and dir's own files, then dir. */
