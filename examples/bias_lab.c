@@ -556,11 +556,11 @@ static int bias_lab_check(const bias_lab_opts *o)
 
 /* Runs the lab; 0, or -1 (one line on stderr) for a bad option, found before
  * any work, or a failure while running. */
-int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
+/* bias_lab_run after its checks; the lanes call it directly (bias_lab_check
+ * fills static tables: one thread at a time). */
+static int bias_lab_run_checked(const bias_lab_opts *o, bias_lab_result *r)
 {
     memset(r, 0, sizeof *r);
-    if (bias_lab_check(o) != 0)
-        return -1;
     bool all = strcmp(o->scheme, "all") == 0;
     if (o->out_dir && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "bias_lab: cannot create --out directory '%s': %s\n", o->out_dir, strerror(errno));
@@ -579,6 +579,12 @@ int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
     if (o->verbose)
         print_verdicts(r);
     return 0;
+}
+
+int bias_lab_run(const bias_lab_opts *o, bias_lab_result *r)
+{
+    memset(r, 0, sizeof *r);
+    return bias_lab_check(o) != 0 ? -1 : bias_lab_run_checked(o, r);
 }
 
 /* The seeds after the first, trained quietly in lanes: the calling thread and
@@ -604,7 +610,7 @@ static void *bl_lane(void *arg)
         one.out_dir = NULL;
         one.verbose = 0;
         one.threads = 0; /* the pool is set to one thread for the lanes */
-        L->rc[k] = bias_lab_run(&one, &L->runs[k]);
+        L->rc[k] = bias_lab_run_checked(&one, &L->runs[k]); /* checked by bias_lab_seeds_run */
     }
     return NULL;
 }
