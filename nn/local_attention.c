@@ -265,6 +265,129 @@ static pg_tensor *add_head_bias(pg_graph *g, pg_tensor *sim, pg_tensor *bias)
     return pg_reshape(g, s5, PG_SHAPE(b, W, w, S));
 }
 
+/* ---- explicit positions (pg_local_args.pos_q / pos_k; docs/local_attention.md "Positions") ---- */
+
+/* pos NULL, or (B0, n) of f32/f64/i64 with B0 dividing the b packed rows and finite entries */
+static bool pos_arg_ok(pg_graph *g, const char *fn, const char *name, const pg_tensor *pos, int64_t b, int64_t n)
+{
+    if (!pos)
+        return true;
+    bool dt = pos->dtype == PG_F32 || pos->dtype == PG_F64 || pos->dtype == PG_I64;
+    if (!dt || pos->ndim != 2 || pos->shape[0] < 1 || b % pos->shape[0] != 0 || pos->shape[1] != n) {
+        pg_graph_fail(g, "%s: %s is %s, expected (B0, L) = (B0 dividing the %lld packed rows, %lld) of f32, f64 "
+                      "or i64",
+                      fn, name, SHAPE(pos), (long long)b, (long long)n);
+        return false;
+    }
+    for (int64_t i = 0; i < pos->numel; i++)
+        if (!isfinite(pg_get(pos, i))) {
+            pg_graph_fail(g, "%s: %s %s holds a non-finite position at flat index %lld", fn, name, SHAPE(pos),
+                          (long long)i);
+            return false;
+        }
+    return true;
+}
+
+static int64_t gcd64(int64_t a, int64_t b) { return b ? gcd64(b, a % b) : a; }
+
+/* The positions of R rows over the ne >= n (autopadded) tokens as f64 (R, ne): row r
+ * takes pos[r / (R / B0)] (B0 dividing R), NULL gives 0..n-1; autopadded tokens
+ * t >= n continue from the last position by +1 (hidden keys, cut queries: any finite
+ * value would do). No gradient: positions are data. */
+static pg_tensor *row_positions(pg_graph *g, const pg_tensor *pos, int64_t R, int64_t n, int64_t ne)
+{
+    pg_tensor *p = pg_empty(g, PG_F64, PG_SHAPE(R, ne));
+    if (!p)
+        return NULL;
+    double *pd = p->data;
+    int64_t per = pos ? R / pos->shape[0] : R;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t t = 0; t < ne; t++) {
+            int64_t tt = t < n ? t : n - 1;
+            double v = pos ? pg_get(pos, (r / per) * n + tt) : (double)tt;
+            pd[r * ne + t] = v + (double)(t - tt);
+        }
+    return p;
+}
+
+/* xPos factors at the positions pq, pk (R, W w) of the R = b rows: queries (b, W, w, d)
+ * (key false) or key slots (b, W, S, d) (key true, the inverse; 1 for a slot without a
+ * token, which is hidden). Window omega measures from c = pq[row, omega w] - lb w +
+ * floor(S/2): with the default positions the centre of xpos_table, the same numbers. */
+static pg_tensor *xpos_table_at(pg_graph *g, const pg_local_attention *m, const pg_tensor *pq,
+                                const pg_tensor *pk, const pg_pos_band *bd, int64_t d, bool key, pg_dtype dt)
+{
+    int64_t R = pq->shape[0], W = bd->W, w = bd->w, S = (bd->lb + bd->lf + 1) * w, n = key ? S : w, half = d / 2;
+    const double *qd = pq->data, *kd = pk->data;
+    pg_tensor *t = pg_empty(g, dt, PG_SHAPE(R, W, n, d));
+    for (int64_t row = 0; t && row < R; row++)
+        for (int64_t om = 0; om < W; om++) {
+            double c = qd[row * W * w + om * w] - (double)(bd->lb * w) + (double)(S / 2);
+            for (int64_t i = 0; i < n; i++) {
+                int64_t tok = key ? (om - bd->lb) * w + i : om * w + i;
+                bool none = tok < 0 || tok >= W * w;
+                double p = none ? c : (key ? kd : qd)[row * W * w + tok] - c;
+                for (int64_t ch = 0; ch < d; ch++) {
+                    double zeta = (2.0 * (double)(ch % half) + 0.4 * (double)d) / (1.4 * (double)d);
+                    double s = none ? 1.0 : pow(zeta, p / m->cfg.xpos_scale_base);
+                    pg_set(t, ((row * W + om) * n + i) * d + ch, key ? 1.0 / s : s);
+                }
+            }
+        }
+    return t;
+}
+
+/* sim (b, W, w, S) plus the dist_bias schemes at the given positions: the distance of
+ * query r of window omega and slot s in packed row `row` is pq[row, omega w + r] -
+ * pk[row, (omega - lb) w + s] (0 for a slot without a token: hidden anyway). The
+ * distances are formed once per position group (G = lcm of the two position batches:
+ * row r is group r / (b / G)); row r takes head r mod Hs of a scheme's (Hs, .) result. */
+static pg_tensor *scheme_bias_at(pg_graph *g, const char *fn, pg_local_attention *m, pg_tensor *sim,
+                                 const pg_local_args *a, int64_t n, int64_t ne, const pg_pos_band *bd, pg_rng *rng)
+{
+    int64_t b = sim->shape[0], W = bd->W, w = bd->w, S = sim->shape[3];
+    int64_t Bq = a->pos_q ? a->pos_q->shape[0] : 1, Bk = a->pos_k ? a->pos_k->shape[0] : 1;
+    int64_t G = Bq / gcd64(Bq, Bk) * Bk, D = G * W * w * S;
+    pg_tensor *pq = row_positions(g, a->pos_q, G, n, ne), *pk = row_positions(g, a->pos_k, G, n, ne);
+    pg_tensor *dist = pg_empty(g, sim->dtype, PG_SHAPE(D));
+    if (!pq || !pk || !dist)
+        return NULL;
+    const double *qd = pq->data, *kd = pk->data;
+    for (int64_t gr = 0; gr < G; gr++)
+        for (int64_t om = 0; om < W; om++)
+            for (int64_t r = 0; r < w; r++)
+                for (int64_t s = 0; s < S; s++) {
+                    int64_t j = (om - bd->lb) * w + s, at = ((gr * W + om) * w + r) * S + s;
+                    pg_set(dist, at, j < 0 || j >= ne ? 0.0 : qd[gr * ne + om * w + r] - kd[gr * ne + j]);
+                }
+    pg_pos_ctx ctx = {.self_attn = true, .causal = m->cfg.causal, .B = b, .Lq = ne, .Lk = ne, .dtype = sim->dtype,
+                      .rng = rng};
+    for (int i = 0; i < m->n_pos && sim; i++) {
+        if (!m->pos[i]->ops->dist_bias)
+            continue;
+        pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], dist, &ctx); /* (Hs, D) */
+        if (!t)
+            return NULL;
+        if (t->ndim != 2 || t->shape[1] != D || b % t->shape[0] != 0 || t->dtype != sim->dtype) {
+            pg_graph_fail(g, "%s: scheme %d (%s) gave a distance bias %s, expected %s (H, %lld) with H dividing %lld "
+                          "rows",
+                          fn, i, m->pos[i]->base.type, SHAPE(t), pg_dtype_name(sim->dtype), (long long)D,
+                          (long long)b);
+            return NULL;
+        }
+        int64_t Hs = t->shape[0];
+        pg_tensor *rows = pg_empty(g, PG_I64, PG_SHAPE(b)); /* one per scheme: index_select keeps it */
+        if (!rows)
+            return NULL;
+        int64_t *ri = rows->data;
+        for (int64_t r = 0; r < b; r++) /* (head, group) of row r */
+            ri[r] = (r % Hs) * G + r / (b / G);
+        t = pg_index_select(g, pg_reshape(g, t, PG_SHAPE(Hs * G, W * w * S)), 0, rows); /* (b, W w S) */
+        sim = pg_add(g, sim, pg_reshape(g, t, PG_SHAPE(b, W, w, S)));
+    }
+    return sim;
+}
+
 /* ---- the fused path ------------------------------------------------------------------ */
 
 /* Whether the fused band kernel computes what this call asks, apart from the
@@ -275,6 +398,10 @@ static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, co
     if (c->unfused || drop || c->shared_qk || c->use_xpos || a->attn_bias || a->window_size > 0)
         return false;
     if (a->mask && a->mask->shape[0] != q->shape[0])
+        return false;
+    bool given = a->pos_q || a->pos_k; /* rotary takes (1 or B, L) positions; distance tables need defaults */
+    if (given && (m->n_pos > 0 || (a->pos_q && a->pos_q->shape[0] != 1 && a->pos_q->shape[0] != q->shape[0]) ||
+                  (a->pos_k && a->pos_k->shape[0] != 1 && a->pos_k->shape[0] != q->shape[0])))
         return false;
     for (int i = 0; i < m->n_pos; i++) /* the kernel takes distance biases only */
         if (!m->pos[i]->ops->dist_bias)
@@ -327,9 +454,9 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     pg_tensor *t3[3] = {q, k, v};
     for (int i = 0; nd != 4 && i < 3; i++) /* (B, L, d) as one head; (B, H, L, d) as it is */
         t3[i] = pg_reshape(g, t3[i], PG_SHAPE(B, H, n, d));
-    if (m->rotary) { /* true positions 0 .. n - 1 */
-        t3[0] = pg_rotary_apply(g, m->rotary, t3[0], NULL, false, NAN);
-        t3[1] = pg_rotary_apply(g, m->rotary, t3[1], NULL, true, NAN);
+    if (m->rotary) { /* the given positions, else the true positions 0 .. n - 1 */
+        t3[0] = pg_rotary_apply(g, m->rotary, t3[0], a->pos_q, false, NAN);
+        t3[1] = pg_rotary_apply(g, m->rotary, t3[1], a->pos_k, true, NAN);
     }
     pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
@@ -369,6 +496,17 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         pg_graph_fail(g, "%s: rotary was built for head dim %lld, q is %s", fn, (long long)c->dim, SHAPE(q));
         return NULL;
     }
+    if (!pos_arg_ok(g, fn, "pos_q", a->pos_q, b, n) || !pos_arg_ok(g, fn, "pos_k", a->pos_k, b, n))
+        return NULL;
+    bool given = a->pos_q || a->pos_k;
+    for (int i = 0; given && i < m->n_pos; i++)
+        if (!m->pos[i]->ops->dist_bias) {
+            pg_graph_fail(g, "%s: positional module %d (%s) biases the band from q and k (band_bias) at the default "
+                          "positions only; pos_q %s / pos_k %s are not supported with it",
+                          fn, i, m->pos[i]->base.type, a->pos_q ? SHAPE(a->pos_q) : "NULL",
+                          a->pos_k ? SHAPE(a->pos_k) : "NULL");
+            return NULL;
+        }
     /* padded length: n up to a multiple of w0 (w0 - n % w0 first: no overflow, even for w0 near INT64_MAX) */
     int64_t np = c->autopad && n % w0 != 0 ? n + (w0 - n % w0) : n;
     if (np % w != 0) {
@@ -446,15 +584,25 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (c->shared_qk) /* k / max(|k|, 1e-12) */
         bk = pg_div(g, bk, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, bk), 1, (const int[]){3}, true)), 1e-12,
                                     INFINITY));
-    if (m->rotary) { /* true positions 0 .. ne - 1 */
-        bq = pg_rotary_apply(g, m->rotary, bq, NULL, false, NAN);
-        bk = pg_rotary_apply(g, m->rotary, bk, NULL, true, NAN);
+    pg_tensor *pq = NULL, *pk = NULL; /* (b, ne) f64 when positions are given */
+    if (given && (m->rotary || c->use_xpos)) {
+        pq = row_positions(g, a->pos_q, b, n, ne);
+        pk = row_positions(g, a->pos_k, b, n, ne);
+        if (!pq || !pk)
+            return NULL;
+    }
+    if (m->rotary) { /* the given positions, else the true positions 0 .. ne - 1 */
+        bq = pg_rotary_apply(g, m->rotary, bq, pq, false, NAN);
+        bk = pg_rotary_apply(g, m->rotary, bk, pk, true, NAN);
     }
     /* windows */
     bq = pg_reshape(g, bq, PG_SHAPE(b, W, we, d));
     bk = pg_pos_band_slots(g, pg_reshape(g, bk, PG_SHAPE(b, W, we, d)), &band); /* (b, W, S, d) */
     bv = pg_pos_band_slots(g, pg_reshape(g, bv, PG_SHAPE(b, W, we, d)), &band);
-    if (c->use_xpos) {
+    if (c->use_xpos && pq) {
+        bq = pg_mul(g, bq, xpos_table_at(g, m, pq, pk, &band, d, false, dt));
+        bk = pg_mul(g, bk, xpos_table_at(g, m, pq, pk, &band, d, true, dt));
+    } else if (c->use_xpos) {
         bq = pg_mul(g, bq, xpos_table(g, m, we, lbe, S, d, false, dt));
         bk = pg_mul(g, bk, xpos_table(g, m, we, lbe, S, d, true, dt));
     }
@@ -464,7 +612,10 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     int n_dist = 0;
     for (int i = 0; i < m->n_pos; i++)
         n_dist += m->pos[i]->ops->dist_bias != NULL;
-    if (n_dist > 0 && sim) {
+    if (n_dist > 0 && sim && given) {
+        if (!(sim = scheme_bias_at(g, fn, m, sim, a, n, ne, &band, a->rng)))
+            return NULL;
+    } else if (n_dist > 0 && sim) {
         pg_tensor *sb = scheme_bias(g, fn, m, b, we, lbe, S, dt, a->rng);
         if (!sb)
             return NULL;

@@ -80,6 +80,13 @@ typedef struct pg_local_args {
     pg_tensor *attn_bias;  /* (Hb, w, S) additive, row r uses attn_bias[r mod Hb] (b % Hb == 0); NULL: none */
     int64_t window_size;   /* > 0: the bucket size for this call (only with use_xpos); 0: w0 */
     pg_rng *rng;           /* dropout */
+    /* Explicit positions (docs/local_attention.md "Positions"): (B0, L) of f32, f64 or i64,
+     * finite, one row per batch element as the mask (b % B0 == 0, row r uses pos[r / (b / B0)]);
+     * NULL: 0..L-1. The windows stay cut by sequence index; rotary / xPos angles and the
+     * dist_bias schemes' distances use pos_q[i] - pos_k[j]. Data: no gradient. Not with a
+     * band_bias scheme (Transformer-XL). */
+    pg_tensor *pos_q;      /* query positions */
+    pg_tensor *pos_k;      /* key positions */
 } pg_local_args;
 
 /* q, k, v (B, L, d) or (B, H, L, d), all the same shape and float dtype; leading axes
