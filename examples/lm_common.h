@@ -737,13 +737,26 @@ static inline double lm_eval_loss(pg_graph *g, pg_lm *lm, const lm_corpus *c, in
     return total / (double)n_windows;
 }
 
-/* Writes prompt + n_new sampled characters to out (temperature, top_k as
- * pg_sample_logits), feeding the model at most the last ctx ids. 0 or -1. */
-static inline int lm_sample(FILE *out, pg_graph *g, pg_lm *lm, const lm_corpus *c, const char *prompt, int64_t n_new,
-                            int64_t ctx, double temperature, int64_t top_k, pg_rng *r)
+/* pg_sample_opts.on_token for lm_sample: prints each character as it comes */
+typedef struct lm_printer {
+    FILE *out;
+    const lm_corpus *c;
+} lm_printer;
+
+static inline int lm_print_token(void *ctx, int64_t b, int64_t token)
 {
-    int64_t n0 = 0, cap = (int64_t)strlen(prompt) + n_new + 1;
-    int64_t *hist = malloc((size_t)cap * sizeof *hist);
+    (void)b; /* one row */
+    lm_printer *p = ctx;
+    fputc(p->c->chars[token], p->out);
+    return fflush(p->out) == 0 ? 0 : 1; /* a closed pipe ends the sampling */
+}
+
+/* Writes prompt + up to o->max_new sampled characters to out, each as it is
+ * drawn (pg_lm_generate_ex under o, whose on_token / ctx this sets; the model
+ * sees at most its cfg.max_len last ids). 0 or -1. */
+static inline int lm_sample(FILE *out, pg_lm *lm, const lm_corpus *c, const char *prompt, const pg_sample_opts *o)
+{
+    int64_t n0 = 0, *hist = malloc(strlen(prompt) * sizeof *hist + sizeof *hist);
     if (!hist)
         return -1;
     for (const char *p = prompt; *p; p++)
@@ -753,39 +766,21 @@ static inline int lm_sample(FILE *out, pg_graph *g, pg_lm *lm, const lm_corpus *
         hist[n0++] = 0;
     for (int64_t i = 0; i < n0; i++)
         fputc(c->chars[hist[i]], out);
-    bool was_training = lm->base.training;
-    pg_module_train(&lm->base, false);
-    int rc = 0;
-    for (int64_t k = 0; k < n_new && rc == 0; k++) {
-        int64_t n = n0 + k, L = n < ctx ? n : ctx;
-        pg_graph_reset(g);
-        pg_no_grad_begin(g);
-        pg_tensor *ids = pg_empty(g, PG_I64, PG_SHAPE(1, L));
-        pg_tensor *last = pg_empty(g, PG_F64, PG_SHAPE(1, c->vocab));
-        pg_tensor *logits = NULL;
-        if (ids && last) {
-            memcpy(pg_i64(ids), hist + n - L, (size_t)L * sizeof *hist);
-            logits = pg_lm_forward(g, lm, ids, NULL); /* (1, L, vocab) */
-        }
-        pg_no_grad_end(g);
-        int64_t next;
-        if (!logits) {
-            fprintf(stderr, "sampling: %s\n", pg_graph_error(g));
-            rc = -1;
-            break;
-        }
-        for (int v = 0; v < c->vocab; v++)
-            pg_f64(last)[v] = pg_get(logits, (L - 1) * c->vocab + v);
-        rc = pg_sample_logits(last, temperature, top_k, r, &next);
-        if (rc == 0) {
-            hist[n] = next;
-            fputc(c->chars[next], out);
-        }
-    }
-    fputc('\n', out);
-    pg_graph_reset(g);
-    pg_module_train(&lm->base, was_training);
+    pg_tensor *ids = pg_tensor_from_array(NULL, PG_I64, 2, (const int64_t[]){1, n0}, hist); /* (1, L0) */
     free(hist);
+    if (!ids)
+        return -1;
+    lm_printer pr = {out, c};
+    pg_sample_opts so = *o;
+    so.on_token = lm_print_token;
+    so.ctx = &pr;
+    pg_tensor *text = pg_lm_generate_ex(lm, ids, &so); /* (1, n0 + n) */
+    fputc('\n', out);
+    if (!text)
+        fprintf(stderr, "sampling: %s\n", pg_last_error());
+    int rc = text ? 0 : -1;
+    pg_tensor_free(text);
+    pg_tensor_free(ids);
     return rc;
 }
 

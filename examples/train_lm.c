@@ -13,7 +13,8 @@ typedef struct train_lm_opts {
     int rope_orig_len; /* --rope-orig-len; 0: --seq */
     double rope_factor, rope_beta_fast, rope_beta_slow, rope_attn_factor; /* YaRN's */
     int layers, dim, heads, seq, batch, steps, threads, eval_every, eval_windows, warmup, sample_len, seed;
-    int log_every, figures;
+    int log_every, figures, top_k, sample_seed;
+    double temperature, top_p; /* the sample's (pg_sample_opts) */
     double lr, min_lr, weight_decay, clip, init_std;
 } train_lm_opts;
 
@@ -51,6 +52,9 @@ static train_lm_opts train_lm_defaults(void)
                            .warmup = -1,
                            .sample_len = 400,
                            .seed = 1337,
+                           .sample_seed = -1,
+                           .temperature = 0.8,
+                           .top_p = 1,
                            .log_every = 50,
                            .figures = 1,
                            .lr = 3e-3,
@@ -135,6 +139,23 @@ static void trainer_free(trainer *t)
     lm_corpus_free(&t->corpus);
 }
 
+/* --sample characters after --prompt, printed as they are drawn; 0 or -1 */
+static int print_sample(trainer *t)
+{
+    const train_lm_opts *o = t->o;
+    pg_sample_opts so = pg_sample_defaults();
+    so.temperature = o->temperature;
+    so.top_k = o->top_k;
+    so.top_p = o->top_p;
+    so.max_new = o->sample_len;
+    so.rng = o->sample_seed < 0 ? &t->rng : NULL; /* -1: the training generator goes on */
+    so.seed = (uint64_t)o->sample_seed;
+    if (o->sample_len == 0)
+        return 0;
+    printf("---- sample (temperature %g, top-k %d, top-p %g) ----\n", o->temperature, o->top_k, o->top_p);
+    return lm_sample(stdout, t->lm, &t->corpus, o->prompt, &so);
+}
+
 static int check_opts(const train_lm_opts *o)
 {
     const char *bad = NULL;
@@ -148,6 +169,8 @@ static int check_opts(const train_lm_opts *o)
         bad = "--lr must be > 0, -1 <= --warmup < --steps and --min-lr (a factor of --lr) in [0, 1]";
     else if (o->threads < 0 || o->sample_len < 0 || o->weight_decay < 0 || o->init_std < 0)
         bad = "--threads, --sample, --wd and --init-std must be >= 0";
+    else if (!(o->temperature >= 0) || !isfinite(o->temperature) || o->top_k < 0 || !(o->top_p > 0 && o->top_p <= 1))
+        bad = "--temperature must be finite and >= 0, --top-k >= 0 and --top-p in (0, 1]";
     else if (o->figures != 0 && o->figures != 1)
         bad = "--figures must be 0 (none) or 1 (redrawn at each evaluation)";
     if (bad)
@@ -841,10 +864,7 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
         printf("nothing left to train: %s is at step %d and --steps is %d (pass --steps above %d to continue; the "
                "cosine schedule then stretches to the new length); val loss %.4f; nothing was written\n",
                o->resume, t.start_step, o->steps, t.start_step, res->val_loss);
-        if (o->sample_len > 0) {
-            printf("---- sample (temperature 0.8) ----\n");
-            rc = lm_sample(stdout, t.g, t.lm, &t.corpus, o->prompt, o->sample_len, o->seq, 0.8, 0, &t.rng);
-        }
+        rc = print_sample(&t);
         trainer_free(&t);
         return rc == 0 ? 0 : 1;
     }
@@ -864,10 +884,7 @@ static int train_lm_run(const train_lm_opts *o, train_lm_result *res)
             printf("memory: peak %s resident (VmHWM), estimated ~%s\n", lm_fmt_bytes(peak, sizeof peak, res->peak_rss),
                    lm_fmt_bytes(est, sizeof est, res->mem_estimate));
         report_figures(&t);
-        if (o->sample_len > 0) {
-            printf("---- sample (temperature 0.8) ----\n");
-            rc = lm_sample(stdout, t.g, t.lm, &t.corpus, o->prompt, o->sample_len, o->seq, 0.8, 0, &t.rng);
-        }
+        rc = print_sample(&t);
     }
     trainer_free(&t);
     return rc == 0 ? 0 : 1;
@@ -897,6 +914,10 @@ static int train_lm_main(int argc, char **argv)
         {"log-every", LM_INT, &o.log_every, "steps between plain progress lines (not a terminal)"},
         {"sample", LM_INT, &o.sample_len, "characters sampled at the end"},
         {"prompt", LM_STR, &o.prompt, "start of the sample"},
+        {"temperature", LM_DOUBLE, &o.temperature, "the sample's temperature (0: greedy)"},
+        {"top-k", LM_INT, &o.top_k, "the sample draws from the top-k likeliest characters (0: all)"},
+        {"top-p", LM_DOUBLE, &o.top_p, "then from the fewest whose probability reaches top-p (1: all)"},
+        {"sample-seed", LM_INT, &o.sample_seed, "seed of the sample (-1: the training generator goes on)"},
         {"data", LM_STR, &o.data, "corpus (any text file)"},
         {"out", LM_STR, &o.out, "output directory (created)"},
         {"figures", LM_INT, &o.figures, "1: redraw the figures DIR/*.png at each evaluation; 0: none"},

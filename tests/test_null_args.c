@@ -772,6 +772,11 @@ NUM(sample_logits_out, "pg_sample_logits", pg_sample_logits(X, 1.0, 0, &RNG, NUL
 PTR(lm_generate_lm, "pg_lm_generate", pg_lm_generate(NULL, TOK, 2, 1.0, 0, &RNG))
 PTR(lm_generate_prompt, "pg_lm_generate", pg_lm_generate(lm(), NULL, 2, 1.0, 0, &RNG))
 PTR(lm_generate_r, "pg_lm_generate", pg_lm_generate(lm(), TOK, 2, 1.0, 0, NULL))
+/* nn/sample.h options (issue 15): NULL options are the defaults, so only logits / out / lm / prompt */
+NUM(sample_logits_ex_logits, "pg_sample_logits_ex", pg_sample_logits_ex(NULL, NULL, OUT2), -1)
+NUM(sample_logits_ex_out, "pg_sample_logits_ex", pg_sample_logits_ex(X, NULL, NULL), -1)
+PTR(lm_generate_ex_lm, "pg_lm_generate_ex", pg_lm_generate_ex(NULL, TOK, NULL))
+PTR(lm_generate_ex_prompt, "pg_lm_generate_ex", pg_lm_generate_ex(lm(), NULL, NULL))
 PTR(local_attention_new_c, "pg_local_attention_new", pg_local_attention_new(NULL, NULL, 0))
 PTR(local_attention_new_pos, "pg_local_attention_new",
     pg_local_attention_new(&(pg_local_attention_config){.window_size = 2, .dtype = PG_F64}, NULL, 1))
