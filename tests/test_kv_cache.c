@@ -128,6 +128,41 @@ Test(kv_cache, xpos_fixed_centre)
     check_scheme(NULL, "rotary", &o, 0);
 }
 
+Test(kv_cache, rotary_scaling_linear)
+{
+    pg_rotary_opts o = pg_rotary_defaults();
+    o.scaling = PG_ROPE_LINEAR;
+    o.rope_factor = 2;
+    check_scheme(NULL, "rotary", &o, 0);
+}
+
+/* a prefill on a non-empty cache extends it: chunks of 3, 1, 4, 1, 7 tokens */
+Test(kv_cache, chunked_prefill)
+{
+    const char *kinds[] = {"rotary", "alibi", "t5"};
+    for (int k = 0; k < 3; k++) {
+        pg_lm *lm = small_lm("sinusoidal", kinds[k], NULL, 0);
+        pg_tensor *ids = random_ids(2, 16, 5);
+        pg_tensor *full = pg_lm_forward(NULL, lm, ids, NULL);
+        pg_lm_cache *c = pg_lm_cache_new(lm, 2, 16);
+        pg_graph *g = pg_graph_new();
+        const int64_t chunks[] = {3, 1, 4, 1, 7};
+        double worst = 0;
+        for (int i = 0, t = 0; i < 5; t += (int)chunks[i++]) {
+            pg_graph_reset(g);
+            pg_tensor *part = pg_narrow(g, ids, 1, t, chunks[i]);
+            double d = worst_diff(pg_lm_cache_prefill(g, lm, c, part), full, t, chunks[i]);
+            worst = fmax(worst, d);
+        }
+        cr_assert(worst <= 1e-12, "%s: worst chunked difference %.3g", kinds[k], worst);
+        pg_lm_cache_free(c);
+        pg_graph_free(g);
+        pg_tensor_free(full);
+        pg_tensor_free(ids);
+        pg_module_free(&lm->base);
+    }
+}
+
 /* reset empties the cache and a second sequence decodes as the first */
 Test(kv_cache, reset_reuses)
 {
