@@ -2,6 +2,7 @@
  * (nn/kv_cache.h has the design; docs/attention.md "Incremental decoding"). */
 #include "kv_cache.h"
 
+#include "pos_fox.h"
 #include "pos_rope_scaling.h"
 #include "pos_rotary.h"
 
@@ -16,6 +17,7 @@ struct pg_lm_cache {
     int64_t layers, B, H, Dh, cap, len;
     pg_dtype dtype;
     pg_tensor **k, **v; /* per layer: (B, H, cap, Dh) heap tensors */
+    pg_tensor **fc;     /* per layer with a forgetting gate: its c_t (B, H, cap) (docs/pos/fox.md (2)), else NULL */
 };
 
 /* ---- which schemes decode (nn/kv_cache.h) ---------------------------------------------- */
@@ -29,7 +31,10 @@ static bool kind_in(const char *kind, const char *const *list)
 }
 
 static const char *const INPUT_KINDS[] = {"sinusoidal", "learned", "continuous", NULL};
-static const char *const BIAS_KINDS[] = {"alibi", "dpb", "t5", "kerple", "sandwich", "fire", NULL};
+/* biases of the positions given (generic), of the gates over the cached keys (cope, one query row at a
+ * time) and of the running sum of log-gates (fox, c_t kept in the cache) */
+static const char *const BIAS_KINDS[] = {"alibi", "dpb", "t5", "kerple", "sandwich", "fire", "xl", NULL};
+static const char *const STATE_KINDS[] = {"cope", "fox", NULL};
 static const char *const ROTARY_KINDS[] = {"rotary", "xpos", NULL};
 
 /* true when the cache decodes spec s exactly; else an error naming why */
@@ -38,13 +43,16 @@ static bool spec_ok(const char *fn, const pg_posmod_spec *s, bool input, int i)
     const char *why = NULL;
     if (s->make)
         why = "a custom constructor (spec.make)";
-    else if (input ? !kind_in(s->kind, INPUT_KINDS) : !kind_in(s->kind, BIAS_KINDS) && !kind_in(s->kind, ROTARY_KINDS))
+    else if (input ? !kind_in(s->kind, INPUT_KINDS)
+                   : !kind_in(s->kind, BIAS_KINDS) && !kind_in(s->kind, ROTARY_KINDS) && !kind_in(s->kind, STATE_KINDS))
         why = "a scheme without incremental decoding yet";
+    else if (!strcmp(s->kind, "fox") && s->opts && ((const pg_fox_opts *)s->opts)->bidirectional)
+        why = "a bidirectional forgetting gate (its c' of later keys)";
     else if (kind_in(s->kind, ROTARY_KINDS) && s->opts && pg_rope_is_dynamic(s->opts))
         why = "a dynamic_* rotary scaling (its frequencies change with the length)";
     if (why)
         pg_set_error("%s: %s positional module %d (%s) is %s; decodable: sinusoidal, learned, continuous (input), "
-                     "rotary, xpos, alibi, dpb, t5, kerple, sandwich, fire (layer)",
+                     "rotary, xpos, alibi, dpb, t5, kerple, sandwich, fire, xl, cope, fox (layer)",
                      fn, input ? "input" : "layer", i, s->kind ? s->kind : "custom", why);
     return !why;
 }
@@ -55,9 +63,16 @@ static bool lm_decodable(const char *fn, const pg_lm *lm)
     for (int i = 0; i < c->n_input_pos; i++)
         if (!spec_ok(fn, &c->input_pos[i], true, i))
             return false;
-    for (int i = 0; i < c->n_layer_pos; i++)
+    int n_fox = 0;
+    for (int i = 0; i < c->n_layer_pos; i++) {
         if (!spec_ok(fn, &c->layer_pos[i], false, i))
             return false;
+        n_fox += !strcmp(c->layer_pos[i].kind, "fox");
+    }
+    if (n_fox > 1) {
+        pg_set_error("%s: %d forgetting gates per layer; the cache keeps the running sum of one", fn, n_fox);
+        return false;
+    }
     if (c->band.window > 0) {
         pg_set_error("%s: local attention bands (window %lld) do not decode incrementally yet", fn,
                      (long long)c->band.window);
@@ -86,16 +101,20 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
         return NULL;
     pg_lm_cache *c = calloc(1, sizeof *c);
     if (!c || !(c->k = calloc((size_t)lc->layers + 1, sizeof *c->k)) ||
-        !(c->v = calloc((size_t)lc->layers + 1, sizeof *c->v))) {
+        !(c->v = calloc((size_t)lc->layers + 1, sizeof *c->v)) || !(c->fc = calloc((size_t)lc->layers + 1, sizeof *c->fc))) {
         pg_lm_cache_free(c);
         pg_set_error("%s: out of memory", fn);
         return NULL;
     }
-    *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, c->k, c->v};
+    *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, c->k, c->v, c->fc};
+    bool fox = false;
+    for (int i = 0; i < lc->n_layer_pos; i++)
+        fox = fox || !strcmp(lc->layer_pos[i].kind, "fox");
     for (int64_t l = 0; l < c->layers; l++) {
         c->k[l] = pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity, c->Dh));
         c->v[l] = c->k[l] ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity, c->Dh)) : NULL;
-        if (!c->v[l]) {
+        c->fc[l] = c->v[l] && fox ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity)) : NULL;
+        if (!c->v[l] || (fox && !c->fc[l])) {
             char why[256];
             snprintf(why, sizeof why, "%s", pg_last_error());
             pg_lm_cache_free(c);
@@ -113,9 +132,11 @@ void pg_lm_cache_free(pg_lm_cache *c)
     for (int64_t l = 0; c->k && l < c->layers; l++) {
         pg_tensor_free(c->k[l]);
         pg_tensor_free(c->v ? c->v[l] : NULL);
+        pg_tensor_free(c->fc ? c->fc[l] : NULL);
     }
     free(c->k);
     free(c->v);
+    free(c->fc);
     free(c);
 }
 
@@ -203,18 +224,69 @@ static bool rotate_new(pg_graph *g, const pg_lm *lm, pg_mha *m, const ext *e, pg
     return true;
 }
 
-/* sum of the bias modules' mod_bias for the new queries over all keys: (.., H, Ln, Lt) or NULL */
-static pg_tensor *bias_terms(pg_graph *g, const pg_lm *lm, pg_mha *m, const ext *e, pg_tensor *x, pg_tensor *q,
+/* CoPE: its gates sum over the keys up to the query (start-aligned causal in the
+ * module), so each new query row r is its own call over keys 0 .. t0 + r with
+ * nothing hidden; rows padded with zeros (hidden there anyway) to Lt: (B, H, Ln, Lt) */
+static pg_tensor *cope_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *q, pg_tensor *K, pg_tensor *V,
+                            double scale)
+{
+    pg_tensor **rows = pg_graph_alloc(g, (size_t)e->Ln * sizeof *rows);
+    for (int64_t r = 0; !rows && r < 1; r++)
+        return NULL;
+    for (int64_t r = 0; r < e->Ln; r++) {
+        int64_t n = e->t0 + r + 1;
+        pg_pos_ctx pc = {NULL, NULL, NULL, false, false, e->c->B, e->c->H, e->c->Dh, 1, n, scale, e->c->dtype,
+                         NULL, NULL};
+        pg_tensor *b = p->ops->mod_bias(g, p, pg_narrow(g, q, 2, r, 1), pg_narrow(g, K, 2, 0, n),
+                                        pg_narrow(g, V, 2, 0, n), &pc);
+        if (!(rows[r] = pg_pad(g, pg_broadcast_to(g, b, PG_SHAPE(e->c->B, e->c->H, 1, n)), 3, 0, e->Lt - n, 0.0)))
+            return NULL;
+    }
+    return e->Ln == 1 ? rows[0] : pg_concat(g, (int)e->Ln, rows, 2);
+}
+
+/* FoX: c_t of the new tokens = their own cumulative log-gates (sep_bias over the chunk) plus
+ * c_{t0 - 1} from the cache; stored, then bias c_i - c_j over all keys: (B, H, Ln, Lt) */
+static pg_tensor *fox_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *x, pg_tensor *fc, double scale)
+{
+    const pg_lm_cache *c = e->c;
+    pg_pos_ctx pc = {NULL, NULL, NULL, true, true, c->B, c->H, c->Dh, e->Ln, e->Ln, scale, c->dtype, NULL, x};
+    pg_tensor *a = NULL, *d = NULL, *prev = pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->H, 1));
+    if (!prev || p->ops->sep_bias(g, p, &pc, &a, &d) != 0 || !a)
+        return NULL;
+    for (int64_t bh = 0; e->t0 > 0 && bh < c->B * c->H; bh++)
+        pg_set(prev, bh, pg_get(fc, bh * c->cap + e->t0 - 1));
+    pg_tensor *cn = pg_add(g, a, prev); /* (B, H, Ln) */
+    if (!cn)
+        return NULL;
+    for (int64_t bh = 0; bh < c->B * c->H; bh++)
+        for (int64_t i = 0; i < e->Ln; i++)
+            pg_set(fc, bh * c->cap + e->t0 + i, pg_get(cn, bh * e->Ln + i));
+    pg_tensor *all = pg_empty(g, c->dtype, PG_SHAPE(c->B, c->H, 1, e->Lt));
+    for (int64_t bh = 0; all && bh < c->B * c->H; bh++)
+        for (int64_t j = 0; j < e->Lt; j++)
+            pg_set(all, bh * e->Lt + j, pg_get(fc, bh * c->cap + j));
+    return pg_sub(g, pg_reshape(g, cn, PG_SHAPE(c->B, c->H, e->Ln, 1)), all);
+}
+
+/* sum of the bias modules' terms for the new queries over all keys: (.., H, Ln, Lt) or NULL */
+static pg_tensor *bias_terms(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, pg_tensor *x, pg_tensor *q,
                              pg_tensor *K, pg_tensor *V, bool *ok)
 {
     const pg_lm_cache *c = e->c;
+    pg_mha *m = lm->blocks[l]->attn;
     pg_pos_ctx pc = {e->pn, e->pall, NULL, false, true, c->B, c->H, c->Dh, e->Ln, e->Lt, m->cfg.scale, c->dtype,
                      NULL, x};
     pg_tensor *bias = NULL;
     for (int i = 0; i < m->n_pos && *ok; i++) {
-        if (!kind_in(lm->cfg.layer_pos[i].kind, BIAS_KINDS))
+        const char *kind = lm->cfg.layer_pos[i].kind;
+        pg_posmod *p = m->pos[i];
+        pg_tensor *b = kind_in(kind, BIAS_KINDS) ? p->ops->mod_bias(g, p, q, K, V, &pc)
+                       : !strcmp(kind, "cope")   ? cope_rows(g, p, e, q, K, V, m->cfg.scale)
+                       : !strcmp(kind, "fox")    ? fox_rows(g, p, e, x, c->fc[l], m->cfg.scale)
+                                                 : NULL;
+        if (!kind_in(kind, BIAS_KINDS) && !kind_in(kind, STATE_KINDS))
             continue;
-        pg_tensor *b = m->pos[i]->ops->mod_bias(g, m->pos[i], q, K, V, &pc);
         *ok = b != NULL;
         bias = !b ? NULL : bias ? pg_add(g, bias, b) : b;
     }
@@ -235,7 +307,7 @@ static pg_tensor *attend(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, 
     store_rows(e, e->c->v[l], v);
     pg_tensor *K = load_rows(g, e, e->c->k[l]), *V = load_rows(g, e, e->c->v[l]); /* (B, H, Lt, Dh) */
     bool ok = K && V;
-    pg_tensor *bias = ok ? bias_terms(g, lm, m, e, h, q, K, V, &ok) : NULL;
+    pg_tensor *bias = ok ? bias_terms(g, lm, l, e, h, q, K, V, &ok) : NULL;
     if (!ok)
         return NULL;
     pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, K, false, true), m->cfg.scale); /* (B, H, Ln, Lt) */

@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "../nn/kv_cache.h"
+#include "../nn/pos_cope.h"
+#include "../nn/pos_fire.h"
+#include "../nn/pos_fox.h"
 #include "../nn/pos_rotary.h"
 #include "testutil.h"
 
@@ -28,6 +31,13 @@ static pg_lm *small_lm(const char *input, const char *layer, const void *layer_o
     pg_lm *lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "pg_lm_new(%s, %s): %s", input ? input : "-", layer ? layer : "-", pg_last_error());
     pg_module_train(&lm->base, false);
+    /* CoPE's position embeddings start at zero (the references): random ones, so its bias counts */
+    pg_tensor_list ps = pg_module_parameters(&lm->base);
+    pg_rng r = pg_rng_init(11);
+    for (int i = 0; i < ps.n; i++)
+        if (strstr(ps.names[i], "pos_emb"))
+            pg_fill_normal(ps.tensors[i], &r, 0.0, 1.0);
+    pg_tensor_list_free(&ps);
     return lm;
 }
 
@@ -108,6 +118,16 @@ Test(kv_cache, t5) { check_scheme(NULL, "t5", NULL, 0); }
 Test(kv_cache, kerple) { check_scheme(NULL, "kerple", NULL, 0); }
 Test(kv_cache, sandwich) { check_scheme(NULL, "sandwich", NULL, 0); }
 Test(kv_cache, fire) { check_scheme(NULL, "fire", NULL, 0); }
+/* L = 4: the bias depends on the query position past it (psi(max(L, i))) */
+Test(kv_cache, fire_past_its_length) { check_scheme(NULL, "fire", &(pg_fire_opts){.init_L = 4}, 0); }
+Test(kv_cache, xl) { check_scheme(NULL, "xl", NULL, 0); }
+Test(kv_cache, cope) { check_scheme(NULL, "cope", NULL, 24); } /* npos = max_len + 1 */
+Test(kv_cache, cope_xt) { check_scheme(NULL, "cope", &(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4}, 0); }
+Test(kv_cache, fox) { check_scheme(NULL, "fox", NULL, 0); }
+Test(kv_cache, sinusoidal_and_fox_dd_alibi)
+{
+    check_scheme("sinusoidal", "fox", &(pg_fox_opts){.init = PG_FOX_INIT_DD_ALIBI}, 0);
+}
 Test(kv_cache, sinusoidal_and_alibi) { check_scheme("sinusoidal", "alibi", NULL, 0); }
 
 Test(kv_cache, rotary_scaling_yarn)
@@ -241,12 +261,22 @@ Test(kv_cache, new_refuses)
     ASSERT_FAILS(pg_lm_cache_new(lm, 1, 0), "got batch 1, capacity 0");
     ASSERT_FAILS(pg_lm_cache_new(lm, 1, 9), "capacity 9 (max_len 8)");
     pg_module_free(&lm->base);
-    const char *undecodable[] = {"xl", "cope", "fox"};
-    for (int i = 0; i < 3; i++) {
-        lm = small_lm(NULL, undecodable[i], NULL, 16);
-        ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "without incremental decoding yet");
-        pg_module_free(&lm->base);
-    }
+    lm = small_lm(NULL, "fox", &(pg_fox_opts){.bidirectional = true}, 0);
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "layer positional module 0 (fox) is a bidirectional forgetting gate");
+    pg_module_free(&lm->base);
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
+    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "rel1d"};
+    c.max_len = 8;
+    lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "(rel1d) is a scheme without incremental decoding yet");
+    pg_module_free(&lm->base);
+    c.n_layer_pos = 0;
+    c.band = (pg_attn_band){.window = 4, .look_backward = 1};
+    lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "local attention bands (window 4) do not decode incrementally yet");
+    pg_module_free(&lm->base);
     pg_rotary_opts o = pg_rotary_defaults();
     o.scaling = PG_ROPE_DYNAMIC_NTK;
     o.rope_orig_len = 8;
