@@ -231,7 +231,7 @@ static pg_tensor *cope_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *
                             double scale)
 {
     pg_tensor **rows = pg_graph_alloc(g, (size_t)e->Ln * sizeof *rows);
-    for (int64_t r = 0; !rows && r < 1; r++)
+    if (!rows)
         return NULL;
     for (int64_t r = 0; r < e->Ln; r++) {
         int64_t n = e->t0 + r + 1;

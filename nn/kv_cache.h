@@ -9,6 +9,8 @@
  *                                        zeta^(-p / scale_base), centre 0 or the fixed
  *                                        xpos_centre) at its position p; other schemes: k
  *   values[layer] (B, H, capacity, Dh)   v (no scheme here modifies v)
+ *   fc[layer]     (B, H, capacity)       FoX only: c_t, the cumulative log-gate sum at each
+ *                                        token (docs/pos/fox.md (2)); the running sum is c_{len-1}
  *
  * both allocated once, at pg_lm_cache_new (no allocation while decoding). The
  * first `len` slots of each are filled. A call that extends the cache with Ln new
@@ -26,11 +28,15 @@
  *
  * So every scheme that honours explicit positions decodes without a special case,
  * and each call equals the full forward of the whole sequence at the new positions
- * (up to rounding; tests/test_kv_cache.c checks 1e-12 in float64). Supported
- * schemes this round: input sinusoidal, learned, continuous; layer rotary and xpos
- * (not the dynamic_* scalings, whose frequencies change with the length), alibi,
- * dpb, t5, kerple, sandwich, fire; no band. pg_lm_cache_new refuses the others
- * (xl, cope, fox, the vision kinds, a custom constructor, a band) naming them.
+ * (up to rounding; tests/test_kv_cache.c checks 1e-12 in float64). Two schemes keep
+ * more: CoPE's gates sum over the keys up to the query, so each new query row is one
+ * mod_bias call over keys 0 .. t0 + r (nothing hidden); FoX's bias c_i - c_j reads
+ * fc: the new c_t are the chunk's own cumulative sums (sep_bias) plus c_{t0-1}.
+ * Decodable: input sinusoidal, learned, continuous; layer rotary and xpos (not the
+ * dynamic_* scalings, whose frequencies change with the length), alibi, dpb, t5,
+ * kerple, sandwich, fire, xl, cope, fox (one-directional, one per layer); no band.
+ * pg_lm_cache_new refuses the others (the vision kinds, a custom constructor, a
+ * band, bidirectional FoX, dynamic rotary scaling) naming them.
  *
  * Calls run without recording a backward graph (pg_no_grad_begin) in the caller's
  * graph g: reset g between steps (pg_graph_reset) and its arena is reused. The
