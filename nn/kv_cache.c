@@ -2,6 +2,7 @@
  * (nn/kv_cache.h has the design; docs/attention.md "Incremental decoding"). */
 #include "kv_cache.h"
 
+#include "../autograd/flash.h"
 #include "pos_fox.h"
 #include "pos_rope_scaling.h"
 #include "pos_rotary.h"
@@ -16,6 +17,8 @@
 struct pg_lm_cache {
     int64_t layers, B, H, Dh, cap, len;
     pg_dtype dtype;
+    int64_t R;           /* key slots per layer: cap, or with a band a ring of min(cap, w (lb + 2)) */
+    pg_flash_opts band;  /* the model's band (window 0: none) */
     pg_tensor **k, **v; /* per layer: (B, H, cap, Dh) heap tensors */
     pg_tensor **fc;     /* per layer with a forgetting gate: its c_t (B, H, cap) (docs/pos/fox.md (2)), else NULL */
 };
@@ -73,9 +76,12 @@ static bool lm_decodable(const char *fn, const pg_lm *lm)
         pg_set_error("%s: %d forgetting gates per layer; the cache keeps the running sum of one", fn, n_fox);
         return false;
     }
-    if (c->band.window > 0) {
-        pg_set_error("%s: local attention bands (window %lld) do not decode incrementally yet", fn,
-                     (long long)c->band.window);
+    bool order = false; /* cope's gate sums and fox's c_j need the keys in order, not in a ring */
+    for (int i = 0; i < c->n_layer_pos; i++)
+        order = order || kind_in(c->layer_pos[i].kind, STATE_KINDS);
+    if (c->band.window > 0 && order) {
+        pg_set_error("%s: a local attention band (window %lld) with cope or fox does not decode incrementally yet",
+                     fn, (long long)c->band.window);
         return false;
     }
     return true;
@@ -106,13 +112,19 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
         pg_set_error("%s: out of memory", fn);
         return NULL;
     }
-    *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, c->k, c->v, c->fc};
+    const pg_attn_band *bd = &lc->band;
+    pg_flash_opts band = {.window = bd->window, .look_backward = bd->look_backward, .exact_window = bd->exact};
+    int64_t R = capacity; /* a ring: a chunk of <= w new tokens and the w (lb + 1) keys before it */
+    if (bd->window > 0 && bd->look_backward < INT64_MAX / bd->window - 2)
+        R = bd->window * (bd->look_backward + 2) < capacity ? bd->window * (bd->look_backward + 2) : capacity;
+    *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, R, band, c->k, c->v,
+                       c->fc};
     bool fox = false;
     for (int i = 0; i < lc->n_layer_pos; i++)
         fox = fox || !strcmp(lc->layer_pos[i].kind, "fox");
     for (int64_t l = 0; l < c->layers; l++) {
-        c->k[l] = pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity, c->Dh));
-        c->v[l] = c->k[l] ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity, c->Dh)) : NULL;
+        c->k[l] = pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, R, c->Dh));
+        c->v[l] = c->k[l] ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, R, c->Dh)) : NULL;
         c->fc[l] = c->v[l] && fox ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity)) : NULL;
         if (!c->v[l] || (fox && !c->fc[l])) {
             char why[256];
@@ -165,8 +177,9 @@ typedef struct ext {
     const char *fn;
     pg_lm_cache *c;
     int64_t t0, Ln, Lt;   /* first new position, new tokens, tokens after the call */
-    pg_tensor *pn, *pall; /* positions (B, Ln) t0 .., (B, Lt) 0 .. Lt - 1, i64 */
-    pg_tensor *hide;      /* (1, 1, Ln, Lt) bool, key j after new query i; NULL when Ln = 1 */
+    int64_t Lk;           /* keys in the store: Lt, or with a band min(Lt, R) (the ring's slots) */
+    pg_tensor *pn, *pall; /* positions (B, Ln) t0 .., (B, Lk) of the keys in slot order, i64 */
+    pg_tensor *hide;      /* (1, 1, Ln, Lk) bool: key after new query i or outside its band; NULL: none */
 } ext;
 
 static pg_tensor *norm_fwd(pg_graph *g, pg_norm_kind kind, pg_module *n, pg_tensor *x)
@@ -175,26 +188,27 @@ static pg_tensor *norm_fwd(pg_graph *g, pg_norm_kind kind, pg_module *n, pg_tens
                                : pg_layernorm_forward(g, (pg_layernorm *)n, x);
 }
 
-/* t (B, H, Ln, Dh) into slots t0 .. t0 + Ln of store (B, H, cap, Dh) */
+/* t (B, H, Ln, Dh) into the slots (t0 + i) mod R of store (B, H, R, Dh) */
 static void store_rows(const ext *e, pg_tensor *store, const pg_tensor *t)
 {
     size_t es = pg_dtype_size(store->dtype), row = (size_t)e->c->Dh * es;
     for (int64_t bh = 0; bh < e->c->B * e->c->H; bh++)
-        memcpy((char *)store->data + ((size_t)(bh * e->c->cap + e->t0)) * row,
-               (const char *)t->data + (size_t)(bh * e->Ln) * row, (size_t)e->Ln * row);
+        for (int64_t i = 0; i < e->Ln; i++)
+            memcpy((char *)store->data + ((size_t)(bh * e->c->R + (e->t0 + i) % e->c->R)) * row,
+                   (const char *)t->data + (size_t)(bh * e->Ln + i) * row, row);
 }
 
-/* slots 0 .. Lt of store as a tensor (B, H, Lt, Dh) of g */
+/* slots 0 .. Lk of store as a tensor (B, H, Lk, Dh) of g */
 static pg_tensor *load_rows(pg_graph *g, const ext *e, const pg_tensor *store)
 {
     const pg_lm_cache *c = e->c;
-    pg_tensor *t = pg_empty(g, c->dtype, PG_SHAPE(c->B, c->H, e->Lt, c->Dh));
+    pg_tensor *t = pg_empty(g, c->dtype, PG_SHAPE(c->B, c->H, e->Lk, c->Dh));
     if (!t)
         return NULL;
     size_t row = (size_t)c->Dh * pg_dtype_size(c->dtype);
     for (int64_t bh = 0; bh < c->B * c->H; bh++)
-        memcpy((char *)t->data + (size_t)(bh * e->Lt) * row, (const char *)store->data + (size_t)(bh * c->cap) * row,
-               (size_t)e->Lt * row);
+        memcpy((char *)t->data + (size_t)(bh * e->Lk) * row, (const char *)store->data + (size_t)(bh * c->R) * row,
+               (size_t)e->Lk * row);
     return t;
 }
 
@@ -275,7 +289,7 @@ static pg_tensor *bias_terms(pg_graph *g, const pg_lm *lm, int64_t l, const ext 
 {
     const pg_lm_cache *c = e->c;
     pg_mha *m = lm->blocks[l]->attn;
-    pg_pos_ctx pc = {e->pn, e->pall, NULL, false, true, c->B, c->H, c->Dh, e->Ln, e->Lt, m->cfg.scale, c->dtype,
+    pg_pos_ctx pc = {e->pn, e->pall, NULL, false, true, c->B, c->H, c->Dh, e->Ln, e->Lk, m->cfg.scale, c->dtype,
                      NULL, x};
     pg_tensor *bias = NULL;
     for (int i = 0; i < m->n_pos && *ok; i++) {
@@ -305,12 +319,12 @@ static pg_tensor *attend(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, 
         return NULL;
     store_rows(e, e->c->k[l], k);
     store_rows(e, e->c->v[l], v);
-    pg_tensor *K = load_rows(g, e, e->c->k[l]), *V = load_rows(g, e, e->c->v[l]); /* (B, H, Lt, Dh) */
+    pg_tensor *K = load_rows(g, e, e->c->k[l]), *V = load_rows(g, e, e->c->v[l]); /* (B, H, Lk, Dh) */
     bool ok = K && V;
     pg_tensor *bias = ok ? bias_terms(g, lm, l, e, h, q, K, V, &ok) : NULL;
     if (!ok)
         return NULL;
-    pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, K, false, true), m->cfg.scale); /* (B, H, Ln, Lt) */
+    pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, K, false, true), m->cfg.scale); /* (B, H, Ln, Lk) */
     if (bias)
         logits = pg_add(g, logits, bias);
     if (e->hide)
@@ -342,12 +356,30 @@ static pg_tensor *positions(pg_graph *g, int64_t B, int64_t start, int64_t n)
     return p;
 }
 
+/* the keys' positions in slot order (B, Lk): slot s holds the last position p <= Lt - 1 with p = s mod R */
+static pg_tensor *slot_positions(pg_graph *g, const ext *e)
+{
+    int64_t R = e->c->R, B = e->c->B;
+    pg_tensor *p = pg_empty(g, PG_I64, PG_SHAPE(B, e->Lk));
+    for (int64_t i = 0; p && i < B * e->Lk; i++) {
+        int64_t s = i % e->Lk;
+        pg_i64(p)[i] = s + R * ((e->Lt - 1 - s) / R);
+    }
+    return p;
+}
+
+/* hide[i, s]: the key in slot s is after new query i (position t0 + i) or outside its band (pg_flash_band) */
 static pg_tensor *causal_hide(pg_graph *g, const ext *e)
 {
-    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(1, 1, e->Ln, e->Lt));
-    for (int64_t i = 0; h && i < e->Ln; i++)
-        for (int64_t j = 0; j < e->Lt; j++)
-            pg_bool(h)[i * e->Lt + j] = j > e->t0 + i;
+    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(1, 1, e->Ln, e->Lk));
+    for (int64_t i = 0; h && i < e->Ln; i++) {
+        int64_t lo = 0, hi = 0;
+        pg_flash_band(&e->c->band, e->t0 + i, e->Lt, &lo, &hi);
+        for (int64_t s = 0; s < e->Lk; s++) {
+            int64_t p = pg_i64(e->pall)[s];
+            pg_bool(h)[i * e->Lk + s] = p > e->t0 + i || p < lo;
+        }
+    }
     return h;
 }
 
@@ -395,12 +427,13 @@ static bool ext_ok(pg_graph *g, const char *fn, const pg_lm *lm, const pg_lm_cac
 /* ids (B, Ln) -> logits (B, Ln, vocab); the cache grows by Ln on success */
 static pg_tensor *extend(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c, pg_tensor *ids)
 {
-    int64_t B = c->B, Ln = ids->shape[1];
-    ext e = {fn, c, c->len, Ln, c->len + Ln, NULL, NULL, NULL};
+    int64_t B = c->B, Ln = ids->shape[1], Lt = c->len + Ln;
+    ext e = {fn, c, c->len, Ln, Lt, c->band.window > 0 && Lt > c->R ? c->R : Lt, NULL, NULL, NULL};
     e.pn = positions(g, B, e.t0, Ln);
-    e.pall = positions(g, B, 0, e.Lt);
-    e.hide = Ln > 1 ? causal_hide(g, &e) : NULL;
-    if (!e.pn || !e.pall || (Ln > 1 && !e.hide))
+    e.pall = slot_positions(g, &e);
+    bool hide = Ln > 1 || c->band.window > 0;
+    e.hide = hide && e.pall ? causal_hide(g, &e) : NULL;
+    if (!e.pn || !e.pall || (hide && !e.hide))
         return NULL;
     pg_tensor *x = pg_embed_forward(g, lm->tok_emb, ids); /* (B, Ln, dim) */
     x = pg_posmod_apply_x(g, lm->pos, lm->n_pos, x, e.pn, NULL, 0, 0, NULL);
@@ -414,6 +447,22 @@ static pg_tensor *extend(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c,
     return out;
 }
 
+/* extend by pieces of at most one window with a band (the ring holds one piece and the keys before it) */
+static pg_tensor *extend_pieces(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c, pg_tensor *ids)
+{
+    int64_t L = ids->shape[1], w = c->band.window, len0 = c->len;
+    if (w <= 0 || L <= w)
+        return extend(g, fn, lm, c, ids);
+    int64_t n = (L + w - 1) / w;
+    pg_tensor **parts = pg_graph_alloc(g, (size_t)n * sizeof *parts);
+    for (int64_t i = 0; parts && i < n; i++)
+        if (!(parts[i] = extend(g, fn, lm, c, pg_narrow(g, ids, 1, i * w, i * w + w <= L ? w : L - i * w)))) {
+            c->len = len0; /* as it was (the slots written since are past it) */
+            return NULL;
+        }
+    return parts ? pg_concat(g, (int)n, parts, 1) : NULL;
+}
+
 static pg_tensor *ext_call(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c, pg_tensor *ids, int64_t want_L)
 {
     if (!g) {
@@ -423,7 +472,7 @@ static pg_tensor *ext_call(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *
     if (!ext_ok(g, fn, lm, c, ids, want_L))
         return NULL;
     pg_no_grad_begin(g);
-    pg_tensor *out = extend(g, fn, lm, c, ids);
+    pg_tensor *out = extend_pieces(g, fn, lm, c, ids);
     pg_no_grad_end(g);
     return out;
 }

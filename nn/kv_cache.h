@@ -5,24 +5,27 @@
  * tokens seen so far, as attention uses them: AFTER the projections and after
  * the positional modules' mod_qkv at each token's absolute position:
  *
- *   keys[layer]   (B, H, capacity, Dh)   rotary / xPos: k rotated (and xPos-scaled by
+ *   keys[layer]   (B, H, R, Dh)          rotary / xPos: k rotated (and xPos-scaled by
  *                                        zeta^(-p / scale_base), centre 0 or the fixed
  *                                        xpos_centre) at its position p; other schemes: k
- *   values[layer] (B, H, capacity, Dh)   v (no scheme here modifies v)
+ *   values[layer] (B, H, R, Dh)          v (no scheme here modifies v)
  *   fc[layer]     (B, H, capacity)       FoX only: c_t, the cumulative log-gate sum at each
  *                                        token (docs/pos/fox.md (2)); the running sum is c_{len-1}
  *
- * both allocated once, at pg_lm_cache_new (no allocation while decoding). The
- * first `len` slots of each are filled. A call that extends the cache with Ln new
+ * all allocated once, at pg_lm_cache_new (no allocation while decoding). R is the
+ * capacity, or with a local attention band (window w, look_backward lb) a ring of
+ * min(capacity, w (lb + 2)) slots: token t in slot t mod R, memory bounded by the
+ * window, not the length; calls longer than w are cut into pieces of w tokens. A call that extends the cache with Ln new
  * tokens (B, Ln) at positions t0 = len .. len + Ln - 1:
  *
  *   x = tok_emb(ids); x = mod_x of the input modules at the explicit positions t0..;
  *   per block: x = mod_x of the block's modules at those positions;
  *     q, k, v = split(to_qkv(norm1(x)))                          (B, H, Ln, Dh)
  *     rotary family: q, k rotated at their positions (pg_rotary_apply)
- *     keys[t0 .. t0 + Ln) = k, values[..] = v
- *     logits = q K^T scale + sum of mod_bias over (pos_q = t0.., pos_k = 0 .. len + Ln - 1)
- *              (B, H, Ln, len + Ln), key j hidden from new query i when j > t0 + i
+ *     keys[slots of t0 .. t0 + Ln) = k, values[..] = v
+ *     logits = q K^T scale + sum of mod_bias over (pos_q = t0.., pos_k = the stored keys'
+ *              positions, 0 .. len + Ln - 1 without a ring) (B, H, Ln, keys), key at p
+ *              hidden from new query i when p > t0 + i or p is outside its band
  *     x += to_out(softmax(logits) V); x += ff(norm2(x))
  *   logits = head(norm(x))                                      (B, Ln, vocab)
  *
@@ -34,13 +37,16 @@
  * fc: the new c_t are the chunk's own cumulative sums (sep_bias) plus c_{t0-1}.
  * Decodable: input sinusoidal, learned, continuous; layer rotary and xpos (not the
  * dynamic_* scalings, whose frequencies change with the length), alibi, dpb, t5,
- * kerple, sandwich, fire, xl, cope, fox (one-directional, one per layer); no band.
- * pg_lm_cache_new refuses the others (the vision kinds, a custom constructor, a
- * band, bidirectional FoX, dynamic rotary scaling) naming them.
+ * kerple, sandwich, fire, xl, cope, fox (one-directional, one per layer); bands with
+ * all of them but cope and fox. pg_lm_cache_new refuses the others (the vision
+ * kinds, a custom constructor, a band with cope or fox, bidirectional FoX, dynamic
+ * rotary scaling) naming them.
  *
  * Calls run without recording a backward graph (pg_no_grad_begin) in the caller's
  * graph g: reset g between steps (pg_graph_reset) and its arena is reused. The
- * model must be in eval mode. A failed call leaves the cache as it was. */
+ * model must be in eval mode. A failed call leaves the cache as it was (except a call
+ * of more than one window with a band that fails after its checks, e.g. out of
+ * memory: it may have overwritten ring slots; reset the cache). */
 #ifndef PG_NN_KV_CACHE_H
 #define PG_NN_KV_CACHE_H
 

@@ -16,6 +16,8 @@
 
 enum { VOCAB = 11, DIM = 16, HEADS = 2, LAYERS = 2 };
 
+static pg_attn_band BAND; /* every block's band for the next small_lm (window 0: none) */
+
 /* A small f64 LM in eval mode with one input kind and one layer kind (either NULL) */
 static pg_lm *small_lm(const char *input, const char *layer, const void *layer_opts, int64_t max_len)
 {
@@ -24,6 +26,7 @@ static pg_lm *small_lm(const char *input, const char *layer, const void *layer_o
     c.seed = 7;
     c.init_std = 0.3; /* attention far from uniform */
     c.max_len = max_len;
+    c.band = BAND;
     if (input)
         c.input_pos[c.n_input_pos++] = (pg_posmod_spec){.kind = input};
     if (layer)
@@ -183,6 +186,24 @@ Test(kv_cache, chunked_prefill)
     }
 }
 
+/* local attention bands: the keys in a ring of w (lb + 2) slots (12 or 8 here, of 24 tokens), prefills
+ * of 5 tokens cut into pieces of one window */
+static void check_banded(const char *input, const char *layer, pg_attn_band band)
+{
+    BAND = band;
+    check_scheme(input, layer, NULL, 0);
+    BAND = (pg_attn_band){0};
+}
+Test(kv_cache, band_none) { check_banded(NULL, NULL, (pg_attn_band){.window = 4, .look_backward = 1}); }
+Test(kv_cache, band_rotary) { check_banded(NULL, "rotary", (pg_attn_band){.window = 4, .look_backward = 1}); }
+Test(kv_cache, band_alibi) { check_banded(NULL, "alibi", (pg_attn_band){.window = 3, .look_backward = 1}); }
+Test(kv_cache, band_xl) { check_banded("sinusoidal", "xl", (pg_attn_band){.window = 4, .look_backward = 1}); }
+Test(kv_cache, band_exact_t5)
+{
+    check_banded(NULL, "t5", (pg_attn_band){.window = 2, .look_backward = 2, .exact = true});
+}
+Test(kv_cache, band_fire) { check_banded(NULL, "fire", (pg_attn_band){.window = 4, .look_backward = 0}); }
+
 /* reset empties the cache and a second sequence decodes as the first */
 Test(kv_cache, reset_reuses)
 {
@@ -275,7 +296,14 @@ Test(kv_cache, new_refuses)
     c.band = (pg_attn_band){.window = 4, .look_backward = 1};
     lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "%s", pg_last_error());
-    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "local attention bands (window 4) do not decode incrementally yet");
+    pg_lm_cache *ok = pg_lm_cache_new(lm, 1, 4);
+    cr_assert_not_null(ok, "a band alone decodes: %s", pg_last_error());
+    pg_lm_cache_free(ok);
+    pg_module_free(&lm->base);
+    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "cope"};
+    lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "a local attention band (window 4) with cope or fox");
     pg_module_free(&lm->base);
     pg_rotary_opts o = pg_rotary_defaults();
     o.scaling = PG_ROPE_DYNAMIC_NTK;
