@@ -23,6 +23,7 @@
 #include "nn/attention.h"
 #include "nn/transformer.h"
 #include "nn/sample.h"
+#include "nn/kv_cache.h"
 #include "nn/pos_sinusoidal.h"
 #include "nn/pos_learned.h"
 #include "nn/pos_rotary.h"

@@ -866,6 +866,39 @@ NUM(plot_lines_path, "pg_plot_lines", pg_plot_lines(NULL, SERIES3, 1, NULL), -1)
 NUM(plot_lines_series, "pg_plot_lines", pg_plot_lines("/tmp/pg_null_args.png", NULL, 1, NULL), -1)
 NUM(plot_lines_y, "pg_plot_lines", pg_plot_lines_canvas(&(pg_canvas){0}, &(pg_series){.n = 3}, 1, NULL), -1)
 
+/* ---- nn/kv_cache.h ------------------------------------------------------------------------------ */
+#undef SECTION
+#define SECTION "kv_cache"
+
+PTR(lm_cache_new, "pg_lm_cache_new", pg_lm_cache_new(NULL, 1, 4))
+NOOP(lm_cache_free, pg_lm_cache_free(NULL))
+VOID(lm_cache_reset, "pg_lm_cache_reset", pg_lm_cache_reset(NULL))
+NUM(lm_cache_len, "pg_lm_cache_len", pg_lm_cache_len(NULL), -1)
+PTR(lm_cache_prefill_c, "pg_lm_cache_prefill", pg_lm_cache_prefill(G, lm(), NULL, TOK))
+PTR(lm_cache_step_c, "pg_lm_cache_step", pg_lm_cache_step(G, lm(), NULL, TOK))
+/* calls with a valid cache (batch 1, capacity 4) and one NULL: lm, ids or g (needed: the caller's graph) */
+static void cache_call(bool step, int null_at)
+{
+    pg_lm *m = lm();
+    pg_lm_cache *c = pg_lm_cache_new(m, 1, 4);
+    cr_assert_not_null(c, "%s", pg_last_error());
+    pg_graph *g = null_at == 0 ? NULL : G;
+    pg_lm *mm = null_at == 1 ? NULL : m;
+    pg_tensor *ids = null_at == 2 ? NULL : TOK;
+    pg_clear_error();
+    const char *fn = step ? "pg_lm_cache_step" : "pg_lm_cache_prefill";
+    pg_tensor *r = step ? pg_lm_cache_step(g, mm, c, ids) : pg_lm_cache_prefill(g, mm, c, ids);
+    cr_assert_null(r, "%s with NULL at %d should fail", fn, null_at);
+    expect_error(fn, fn);
+    pg_lm_cache_free(c);
+}
+CASE(lm_cache_prefill_g) { cache_call(false, 0); }
+CASE(lm_cache_prefill_lm) { cache_call(false, 1); }
+CASE(lm_cache_prefill_ids) { cache_call(false, 2); }
+CASE(lm_cache_step_g) { cache_call(true, 0); }
+CASE(lm_cache_step_lm) { cache_call(true, 1); }
+CASE(lm_cache_step_ids) { cache_call(true, 2); }
+
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
 
@@ -918,13 +951,15 @@ Test(null_args, schemes) { run_section("schemes"); }
 Test(null_args, attention) { run_section("attention"); }
 Test(null_args, optim) { run_section("optim"); }
 Test(null_args, plot) { run_section("plot"); }
+Test(null_args, kv_cache) { run_section("kv_cache"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
 {
     static const char *const known[] = {"tensor", "kernels", "graph",  "ops",       "module",
                                         "safetensors", "posmod", "schemes", "attention", "optim",
-                                        "plot"};
+                                        "plot",
+                                        "kv_cache"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;

@@ -1,0 +1,318 @@
+/* Incremental decoding with the key/value cache (nn/kv_cache.c): for every
+ * scheme the cache decodes, a prefill and single steps give the logits of the
+ * full forward of the whole sequence (pg_lm_forward, the independent reference)
+ * at every position within 1e-12 in float64, batch 2, prefills of 1 and 5
+ * tokens, past max_len where the scheme has none; and the bad calls. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../nn/kv_cache.h"
+#include "../nn/pos_cope.h"
+#include "../nn/pos_fire.h"
+#include "../nn/pos_fox.h"
+#include "../nn/pos_rotary.h"
+#include "testutil.h"
+
+enum { VOCAB = 11, DIM = 16, HEADS = 2, LAYERS = 2 };
+
+static pg_attn_band BAND; /* every block's band for the next small_lm (window 0: none) */
+
+/* A small f64 LM in eval mode with one input kind and one layer kind (either NULL) */
+static pg_lm *small_lm(const char *input, const char *layer, const void *layer_opts, int64_t max_len)
+{
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
+    c.dtype = PG_F64;
+    c.seed = 7;
+    c.init_std = 0.3; /* attention far from uniform */
+    c.max_len = max_len;
+    c.band = BAND;
+    if (input)
+        c.input_pos[c.n_input_pos++] = (pg_posmod_spec){.kind = input};
+    if (layer)
+        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = layer, .opts = layer_opts};
+    pg_lm *lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "pg_lm_new(%s, %s): %s", input ? input : "-", layer ? layer : "-", pg_last_error());
+    pg_module_train(&lm->base, false);
+    /* CoPE's position embeddings start at zero (the references): random ones, so its bias counts */
+    pg_tensor_list ps = pg_module_parameters(&lm->base);
+    pg_rng r = pg_rng_init(11);
+    for (int i = 0; i < ps.n; i++)
+        if (strstr(ps.names[i], "pos_emb"))
+            pg_fill_normal(ps.tensors[i], &r, 0.0, 1.0);
+    pg_tensor_list_free(&ps);
+    return lm;
+}
+
+/* ids (B, L) with random tokens */
+static pg_tensor *random_ids(int64_t B, int64_t L, uint64_t seed)
+{
+    pg_tensor *ids = pg_empty(NULL, PG_I64, PG_SHAPE(B, L));
+    pg_rng r = pg_rng_init(seed);
+    for (int64_t i = 0; i < B * L; i++)
+        pg_i64(ids)[i] = (int64_t)(pg_rng_uniform(&r) * VOCAB) % VOCAB;
+    return ids;
+}
+
+/* worst |a - full[b, t0 + i, :]| over a (B, n, V) against full (B, L, V) */
+static double worst_diff(const pg_tensor *a, const pg_tensor *full, int64_t t0, int64_t n)
+{
+    cr_assert_not_null(a, "cached logits are NULL: %s", pg_last_error());
+    int64_t B = full->shape[0], L = full->shape[1];
+    double worst = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t v = 0; v < VOCAB; v++) {
+                double d = fabs(pg_f64(a)[(b * n + i) * VOCAB + v] - pg_f64(full)[(b * L + t0 + i) * VOCAB + v]);
+                worst = d > worst || isnan(d) ? d : worst;
+            }
+    return worst;
+}
+
+/* prefill L0 tokens, then single steps to L; the worst difference to the full forward */
+static double decode_diff(pg_lm *lm, int64_t B, int64_t L0, int64_t L, uint64_t seed)
+{
+    pg_tensor *ids = random_ids(B, L, seed);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *full = pg_lm_forward(NULL, lm, ids, NULL); /* (B, L, V), heap */
+    cr_assert_not_null(full, "full forward: %s", pg_last_error());
+    pg_lm_cache *c = pg_lm_cache_new(lm, B, L);
+    cr_assert_not_null(c, "pg_lm_cache_new: %s", pg_last_error());
+    pg_tensor *prompt = pg_narrow(NULL, ids, 1, 0, L0);
+    double worst = worst_diff(pg_lm_cache_prefill(g, lm, c, prompt), full, 0, L0);
+    for (int64_t t = L0; t < L; t++) {
+        pg_graph_reset(g);
+        pg_tensor *one = pg_narrow(g, ids, 1, t, 1);
+        double d = worst_diff(pg_lm_cache_step(g, lm, c, one), full, t, 1);
+        worst = d > worst || isnan(d) ? d : worst;
+    }
+    cr_assert_eq(pg_lm_cache_len(c), L);
+    pg_lm_cache_free(c);
+    pg_tensor_free(prompt);
+    pg_tensor_free(full);
+    pg_tensor_free(ids);
+    pg_graph_free(g);
+    return worst;
+}
+
+/* every check of one scheme: batch 2, prefills of 5 and 1 tokens, 24 tokens in all */
+static void check_scheme(const char *input, const char *layer, const void *opts, int64_t max_len)
+{
+    pg_lm *lm = small_lm(input, layer, opts, max_len);
+    double d5 = decode_diff(lm, 2, 5, 24, 3), d1 = decode_diff(lm, 1, 1, 24, 4);
+    double worst = fmax(d5, d1);
+    printf("kv_cache %s/%s: worst cached-vs-full difference %.3g\n", input ? input : "-", layer ? layer : "-",
+           worst);
+    cr_assert(worst <= 1e-12, "%s/%s: worst cached-vs-full difference %.3g (prefill 5: %.3g, prefill 1: %.3g)",
+              input ? input : "-", layer ? layer : "-", worst, d5, d1);
+    pg_module_free(&lm->base);
+}
+
+/* max_len 0 (unbounded) where the scheme allows: the decode runs past any trained length */
+Test(kv_cache, no_positions) { check_scheme(NULL, NULL, NULL, 0); }
+Test(kv_cache, sinusoidal) { check_scheme("sinusoidal", NULL, NULL, 0); }
+Test(kv_cache, learned) { check_scheme("learned", NULL, NULL, 24); }
+Test(kv_cache, continuous) { check_scheme("continuous", NULL, NULL, 0); }
+Test(kv_cache, rotary) { check_scheme(NULL, "rotary", NULL, 0); }
+Test(kv_cache, xpos) { check_scheme(NULL, "xpos", NULL, 0); }
+Test(kv_cache, alibi) { check_scheme(NULL, "alibi", NULL, 0); }
+Test(kv_cache, dpb) { check_scheme(NULL, "dpb", NULL, 0); }
+Test(kv_cache, t5) { check_scheme(NULL, "t5", NULL, 0); }
+Test(kv_cache, kerple) { check_scheme(NULL, "kerple", NULL, 0); }
+Test(kv_cache, sandwich) { check_scheme(NULL, "sandwich", NULL, 0); }
+Test(kv_cache, fire) { check_scheme(NULL, "fire", NULL, 0); }
+/* L = 4: the bias depends on the query position past it (psi(max(L, i))) */
+Test(kv_cache, fire_past_its_length) { check_scheme(NULL, "fire", &(pg_fire_opts){.init_L = 4}, 0); }
+Test(kv_cache, xl) { check_scheme(NULL, "xl", NULL, 0); }
+Test(kv_cache, cope) { check_scheme(NULL, "cope", NULL, 24); } /* npos = max_len + 1 */
+Test(kv_cache, cope_xt) { check_scheme(NULL, "cope", &(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4}, 0); }
+Test(kv_cache, fox) { check_scheme(NULL, "fox", NULL, 0); }
+Test(kv_cache, sinusoidal_and_fox_dd_alibi)
+{
+    check_scheme("sinusoidal", "fox", &(pg_fox_opts){.init = PG_FOX_INIT_DD_ALIBI}, 0);
+}
+Test(kv_cache, sinusoidal_and_alibi) { check_scheme("sinusoidal", "alibi", NULL, 0); }
+
+Test(kv_cache, rotary_scaling_yarn)
+{
+    pg_rotary_opts o = pg_rotary_defaults();
+    o.scaling = PG_ROPE_YARN;
+    o.rope_factor = 4;
+    o.rope_orig_len = 8;
+    check_scheme(NULL, "rotary", &o, 0);
+}
+
+Test(kv_cache, xpos_fixed_centre)
+{
+    pg_rotary_opts o = pg_rotary_defaults();
+    o.use_xpos = true;
+    o.xpos_fixed_centre = true;
+    o.xpos_centre = 5;
+    check_scheme(NULL, "rotary", &o, 0);
+}
+
+Test(kv_cache, rotary_scaling_linear)
+{
+    pg_rotary_opts o = pg_rotary_defaults();
+    o.scaling = PG_ROPE_LINEAR;
+    o.rope_factor = 2;
+    check_scheme(NULL, "rotary", &o, 0);
+}
+
+/* a prefill on a non-empty cache extends it: chunks of 3, 1, 4, 1, 7 tokens */
+Test(kv_cache, chunked_prefill)
+{
+    const char *kinds[] = {"rotary", "alibi", "t5"};
+    for (int k = 0; k < 3; k++) {
+        pg_lm *lm = small_lm("sinusoidal", kinds[k], NULL, 0);
+        pg_tensor *ids = random_ids(2, 16, 5);
+        pg_tensor *full = pg_lm_forward(NULL, lm, ids, NULL);
+        pg_lm_cache *c = pg_lm_cache_new(lm, 2, 16);
+        pg_graph *g = pg_graph_new();
+        const int64_t chunks[] = {3, 1, 4, 1, 7};
+        double worst = 0;
+        for (int i = 0, t = 0; i < 5; t += (int)chunks[i++]) {
+            pg_graph_reset(g);
+            pg_tensor *part = pg_narrow(g, ids, 1, t, chunks[i]);
+            double d = worst_diff(pg_lm_cache_prefill(g, lm, c, part), full, t, chunks[i]);
+            worst = fmax(worst, d);
+        }
+        cr_assert(worst <= 1e-12, "%s: worst chunked difference %.3g", kinds[k], worst);
+        pg_lm_cache_free(c);
+        pg_graph_free(g);
+        pg_tensor_free(full);
+        pg_tensor_free(ids);
+        pg_module_free(&lm->base);
+    }
+}
+
+/* local attention bands: the keys in a ring of w (lb + 2) slots (12 or 8 here, of 24 tokens), prefills
+ * of 5 tokens cut into pieces of one window */
+static void check_banded(const char *input, const char *layer, pg_attn_band band)
+{
+    BAND = band;
+    check_scheme(input, layer, NULL, 0);
+    BAND = (pg_attn_band){0};
+}
+Test(kv_cache, band_none) { check_banded(NULL, NULL, (pg_attn_band){.window = 4, .look_backward = 1}); }
+Test(kv_cache, band_rotary) { check_banded(NULL, "rotary", (pg_attn_band){.window = 4, .look_backward = 1}); }
+Test(kv_cache, band_alibi) { check_banded(NULL, "alibi", (pg_attn_band){.window = 3, .look_backward = 1}); }
+Test(kv_cache, band_xl) { check_banded("sinusoidal", "xl", (pg_attn_band){.window = 4, .look_backward = 1}); }
+Test(kv_cache, band_exact_t5)
+{
+    check_banded(NULL, "t5", (pg_attn_band){.window = 2, .look_backward = 2, .exact = true});
+}
+Test(kv_cache, band_fire) { check_banded(NULL, "fire", (pg_attn_band){.window = 4, .look_backward = 0}); }
+
+/* reset empties the cache and a second sequence decodes as the first */
+Test(kv_cache, reset_reuses)
+{
+    pg_lm *lm = small_lm(NULL, "rotary", NULL, 0);
+    pg_graph *g = pg_graph_new();
+    pg_lm_cache *c = pg_lm_cache_new(lm, 1, 4);
+    pg_tensor *ids = TI64(PG_SHAPE(1, 3), 1, 2, 3);
+    pg_tensor *a = pg_lm_cache_prefill(g, lm, c, ids);
+    cr_assert_not_null(a, "%s", pg_last_error());
+    double first = pg_f64(a)[2 * VOCAB];
+    pg_lm_cache_reset(c);
+    cr_assert_eq(pg_lm_cache_len(c), 0);
+    pg_tensor *b = pg_lm_cache_prefill(g, lm, c, ids);
+    cr_assert_not_null(b, "%s", pg_last_error());
+    cr_assert_eq(pg_f64(b)[2 * VOCAB], first);
+    pg_tensor_free(ids);
+    pg_lm_cache_free(c);
+    pg_graph_free(g);
+    pg_module_free(&lm->base);
+}
+
+/* ---- bad calls ---------------------------------------------------------------------------- */
+
+#define GRAPH_FAILS(expr, needle)                                                                              \
+    do {                                                                                                       \
+        pg_graph_reset(g);                                                                                     \
+        ASSERT_FAILS(expr, needle);                                                                            \
+    } while (0)
+
+Test(kv_cache, bad_calls)
+{
+    pg_lm *lm = small_lm(NULL, "alibi", NULL, 0);
+    pg_lm *other = small_lm(NULL, NULL, NULL, 0);
+    other->cfg.layers = 1; /* only its shape is read: a model of another shape */
+    pg_graph *g = pg_graph_new();
+    pg_lm_cache *c = pg_lm_cache_new(lm, 2, 4);
+    cr_assert_not_null(c, "%s", pg_last_error());
+    pg_tensor *p3 = TI64(PG_SHAPE(2, 3), 1, 2, 3, 4, 5, 6), *p1 = TI64(PG_SHAPE(2, 1), 1, 2);
+    pg_tensor *wrong_b = TI64(PG_SHAPE(1, 1), 1), *f = T64(PG_SHAPE(2, 1), 1, 2);
+    pg_tensor *big = TI64(PG_SHAPE(2, 1), 1, VOCAB);
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, c, p3), "ids is i64[2,3], expected i64 (2, 1)");
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, c, wrong_b), "ids is i64[1,1]");
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, c, f), "ids is f64[2,1]");
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, c, big), "outside the vocabulary [0, 11)");
+    GRAPH_FAILS(pg_lm_cache_step(g, other, c, p1), "the cache was made for another model shape: 2 layers");
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, NULL, p1), "pg_lm_cache_step: cache is NULL");
+    GRAPH_FAILS(pg_lm_cache_prefill(g, NULL, c, p3), "pg_lm_cache_prefill: model is NULL");
+    GRAPH_FAILS(pg_lm_cache_prefill(g, lm, c, NULL), "pg_lm_cache_prefill: ids is NULL");
+    ASSERT_FAILS(pg_lm_cache_step(NULL, lm, c, p1), "pg_lm_cache_step: graph is NULL");
+    cr_assert_eq(pg_lm_cache_len(c), 0, "failed calls leave the cache empty");
+    /* a step before any prefill is a prefill of one token */
+    pg_graph_reset(g);
+    cr_assert_not_null(pg_lm_cache_step(g, lm, c, p1), "%s", pg_last_error());
+    pg_graph_reset(g);
+    cr_assert_not_null(pg_lm_cache_prefill(g, lm, c, p3), "%s", pg_last_error());
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, c, p1),
+                "pg_lm_cache_step: the cache holds 4 of its capacity 4 tokens; 1 more asked for (length 5)");
+    cr_assert_eq(pg_lm_cache_len(c), 4);
+    pg_module_train(&lm->base, true);
+    pg_lm_cache_reset(c);
+    GRAPH_FAILS(pg_lm_cache_step(g, lm, c, p1), "the model is in train mode");
+    pg_tensor *ts[] = {p3, p1, wrong_b, f, big};
+    free_all(5, ts);
+    pg_lm_cache_free(c);
+    pg_graph_free(g);
+    other->cfg.layers = LAYERS;
+    pg_module_free(&other->base);
+    pg_module_free(&lm->base);
+}
+
+Test(kv_cache, new_refuses)
+{
+    pg_lm *lm = small_lm(NULL, "rotary", NULL, 8);
+    ASSERT_FAILS(pg_lm_cache_new(NULL, 1, 4), "pg_lm_cache_new: model is NULL");
+    ASSERT_FAILS(pg_lm_cache_new(lm, 0, 4), "need batch >= 1 and 1 <= capacity <= the model's max_len");
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 0), "got batch 1, capacity 0");
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 9), "capacity 9 (max_len 8)");
+    pg_module_free(&lm->base);
+    lm = small_lm(NULL, "fox", &(pg_fox_opts){.bidirectional = true}, 0);
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "layer positional module 0 (fox) is a bidirectional forgetting gate");
+    pg_module_free(&lm->base);
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
+    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "rel1d"};
+    c.max_len = 8;
+    lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "(rel1d) is a scheme without incremental decoding yet");
+    pg_module_free(&lm->base);
+    c.n_layer_pos = 0;
+    c.band = (pg_attn_band){.window = 4, .look_backward = 1};
+    lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    pg_lm_cache *ok = pg_lm_cache_new(lm, 1, 4);
+    cr_assert_not_null(ok, "a band alone decodes: %s", pg_last_error());
+    pg_lm_cache_free(ok);
+    pg_module_free(&lm->base);
+    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "cope"};
+    lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "%s", pg_last_error());
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "a local attention band (window 4) with cope or fox");
+    pg_module_free(&lm->base);
+    pg_rotary_opts o = pg_rotary_defaults();
+    o.scaling = PG_ROPE_DYNAMIC_NTK;
+    o.rope_orig_len = 8;
+    lm = small_lm(NULL, "rotary", &o, 0);
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "a dynamic_* rotary scaling");
+    pg_module_free(&lm->base);
+    pg_lm_cache_free(NULL); /* a no-op */
+    pg_clear_error();
+    cr_assert_eq(pg_lm_cache_len(NULL), -1);
+    cr_assert(strstr(pg_last_error(), "pg_lm_cache_len: cache is NULL"));
+}
