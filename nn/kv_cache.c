@@ -413,8 +413,9 @@ static bool ext_ok(pg_graph *g, const char *fn, const pg_lm *lm, const pg_lm_cac
     }
     for (int64_t i = 0; i < ids->numel; i++)
         if (pg_i64(ids)[i] < 0 || pg_i64(ids)[i] >= k->vocab) {
-            pg_graph_fail(g, "%s: id %lld at flat index %lld is outside the vocabulary [0, %lld)", fn,
-                          (long long)pg_i64(ids)[i], (long long)i, (long long)k->vocab);
+            pg_graph_fail(g, "%s: id %lld at [%lld, %lld] is outside the vocabulary [0, %lld)", fn,
+                          (long long)pg_i64(ids)[i], (long long)(i / ids->shape[1]), (long long)(i % ids->shape[1]),
+                          (long long)k->vocab);
             return false;
         }
     if (lm->base.training) {

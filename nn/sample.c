@@ -2,6 +2,7 @@
  * generation with the decoder-only LM (stop ids, a per-token callback).
  * docs/attention.md, "Sampling". */
 #include "sample.h"
+#include "kv_cache.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -199,16 +200,42 @@ static pg_tensor *window(pg_graph *g, const pg_tensor *seq, int64_t L, int64_t L
 }
 
 /* The model's next-id logits (B, V) in g after the first L columns of seq
- * (B, >= L): the full forward of the last max_len of them (the one step a KV
- * cache replaces). NULL + pg_last_error. */
-static pg_tensor *next_logits(pg_graph *g, pg_lm *lm, const pg_tensor *seq, int64_t L)
+ * (B, >= L). Through the KV cache (nn/kv_cache.h) while the sequence fits it:
+ * the columns not yet fed (the prompt at first, then one id a step) in one
+ * call, each step costing one position instead of the whole prefix. Without a
+ * cache (a scheme it cannot decode), or past its capacity (the model's max_len:
+ * a window then slides), the full forward of the last max_len columns. */
+typedef struct decoder {
+    pg_lm_cache *cache; /* NULL: full forwards */
+    int64_t capacity;   /* the cache's */
+    int64_t fed;        /* columns of seq the cache holds */
+} decoder;
+
+/* logits of a prefill (B, n, V) or a step (B, V) -> the last position's (B, V) */
+static pg_tensor *last_row(pg_graph *g, pg_tensor *logits, int64_t B, int64_t V)
+{
+    if (logits->ndim == 2)
+        return logits;
+    return pg_reshape(g, pg_narrow(g, logits, 1, logits->shape[1] - 1, 1), PG_SHAPE(B, V));
+}
+
+static pg_tensor *next_logits(pg_graph *g, pg_lm *lm, decoder *d, const pg_tensor *seq, int64_t L)
 {
     int64_t B = seq->shape[0], V = lm->cfg.vocab;
-    int64_t Lw = lm->cfg.max_len > 0 && L > lm->cfg.max_len ? lm->cfg.max_len : L;
-    pg_tensor *logits = pg_lm_forward(g, lm, window(g, seq, L, Lw), NULL); /* (B, Lw, V) */
-    pg_tensor *last = pg_reshape(g, pg_narrow(g, logits, 1, Lw - 1, 1), PG_SHAPE(B, V));
-    if (!last)
-        pg_set_error("%s", pg_graph_error(g)); /* the first error, not a later "x is NULL" */
+    pg_tensor *logits;
+    if (d->cache && L <= d->capacity) {
+        pg_tensor *ids = window(g, seq, L, L - d->fed); /* the columns not fed yet */
+        logits = L - d->fed == 1 ? pg_lm_cache_step(g, lm, d->cache, ids) : pg_lm_cache_prefill(g, lm, d->cache, ids);
+        if (logits)
+            d->fed = L;
+    } else {
+        int64_t Lw = lm->cfg.max_len > 0 && L > lm->cfg.max_len ? lm->cfg.max_len : L;
+        logits = pg_lm_forward(g, lm, window(g, seq, L, Lw), NULL); /* (B, Lw, V) */
+    }
+    pg_tensor *last = logits ? last_row(g, logits, B, V) : NULL;
+    const char *e = pg_graph_error(g);
+    if (!last && e && *e)
+        pg_set_error("%s", e); /* the first error, not a later "x is NULL" */
     return last;
 }
 
@@ -243,6 +270,10 @@ static int64_t place_ids(const pg_sample_opts *o, pg_tensor *seq, int64_t L, con
 static int generate_loop(const char *fn, pg_graph *g, pg_lm *lm, const pg_sample_opts *o, pg_rng *r, pg_tensor *seq,
                          int64_t L0, int64_t *n)
 {
+    /* the cache holds what fits the model's max_len; a scheme it cannot decode: full forwards */
+    int64_t cap = L0 + o->max_new;
+    cap = lm->cfg.max_len > 0 && cap > lm->cfg.max_len ? lm->cfg.max_len : cap;
+    decoder d = {pg_lm_cache_new(lm, seq->shape[0], cap), cap, 0};
     int64_t B = seq->shape[0];
     int64_t *next = malloc((size_t)B * sizeof *next);
     uint8_t *done = calloc((size_t)B, 1);
@@ -253,7 +284,7 @@ static int generate_loop(const char *fn, pg_graph *g, pg_lm *lm, const pg_sample
     int64_t live = B, s = 0;
     while (rc == 0 && s < o->max_new && live > 0 && !halt) {
         pg_graph_reset(g);
-        pg_tensor *last = next_logits(g, lm, seq, L0 + s); /* (B, V) */
+        pg_tensor *last = next_logits(g, lm, &d, seq, L0 + s); /* (B, V) */
         rc = last ? sample_rows(fn, last, o, r, next) : -1;
         if (rc == 0)
             live = place_ids(o, seq, L0 + s++, next, done, &halt);
@@ -261,6 +292,7 @@ static int generate_loop(const char *fn, pg_graph *g, pg_lm *lm, const pg_sample
     *n = s;
     free(next);
     free(done);
+    pg_lm_cache_free(d.cache);
     return rc;
 }
 
@@ -319,6 +351,14 @@ static int check_prompt(const char *fn, const pg_lm *lm, const pg_tensor *prompt
                      lm ? "a model" : "NULL", prompt ? SHAPE(prompt) : "NULL");
         return -1;
     }
+    const int64_t *v = pg_i64(prompt);
+    for (int64_t i = 0; i < prompt->numel; i++)
+        if (v[i] < 0 || v[i] >= lm->cfg.vocab) {
+            pg_set_error("%s: prompt id %lld at [%lld, %lld] is outside the vocabulary [0, %lld)", fn,
+                         (long long)v[i], (long long)(i / prompt->shape[1]), (long long)(i % prompt->shape[1]),
+                         (long long)lm->cfg.vocab);
+            return -1;
+        }
     return 0;
 }
 

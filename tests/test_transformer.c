@@ -578,7 +578,7 @@ Test(sample, generate_past_max_len_and_bad_input)
     ASSERT_FAILS(pg_lm_generate(lm, flt, 2, 1.0, 0, &r), "pg_lm_generate: need a model, an i64 prompt (B, L0)");
     ASSERT_FAILS(pg_lm_generate(lm, prompt, -1, 1.0, 0, &r), "n_new >= 0");
     ASSERT_FAILS(pg_lm_generate(NULL, prompt, 2, 1.0, 0, &r), "need a model");
-    ASSERT_FAILS(pg_lm_generate(lm, big, 2, 1.0, 0, &r), "pg_lm_forward: id 9 at [0, 1] is outside the vocabulary");
+    ASSERT_FAILS(pg_lm_generate(lm, big, 2, 1.0, 0, &r), "pg_lm_generate: prompt id 9 at [0, 1] is outside the vocabulary [0, 9)");
     ASSERT_FAILS(pg_lm_generate(lm, prompt, 2, 1.0, -2, &r), "top_k >= 0");
     ASSERT_FAILS(pg_lm_generate(lm, prompt, 2, 1.0, 0, NULL), "a generator when sampling");
     pg_tensor *own[] = {prompt, flt, big, s, z};
