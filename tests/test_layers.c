@@ -612,14 +612,6 @@ Test(init, same_seed_same_values)
     }
 }
 
-/* Asserts an int-returning call fails (-1) with a last error containing needle. */
-#define ASSERT_RC_FAILS(expr, needle)                                                                          \
-    do {                                                                                                       \
-        pg_clear_error();                                                                                      \
-        cr_assert_eq((expr), -1, "%s should have failed", #expr);                                              \
-        cr_assert(strstr(pg_last_error(), (needle)) != NULL, "error \"%s\" lacks \"%s\"", pg_last_error(),    \
-                  (needle));                                                                                   \
-    } while (0)
 
 Test(init, bad_input)
 {

@@ -4,13 +4,6 @@
  * per row, and bad options. docs/attention.md, "Sampling". */
 #include "testutil.h"
 
-#define ASSERT_RC_FAILS(expr, needle)                                                                          \
-    do {                                                                                                       \
-        pg_clear_error();                                                                                      \
-        cr_assert_eq((expr), -1, "%s should have failed", #expr);                                              \
-        cr_assert(strstr(pg_last_error(), (needle)) != NULL, "error \"%s\" lacks \"%s\"", pg_last_error(),   \
-                  (needle));                                                                                   \
-    } while (0)
 
 enum { MAXV = 8 };
 

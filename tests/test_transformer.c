@@ -463,14 +463,6 @@ Test(lm, bad_input)
  * sampling
  * =================================================================================== */
 
-/* a call returning -1 with a last error containing needle */
-#define ASSERT_RC_FAILS(expr, needle)                                                                          \
-    do {                                                                                                       \
-        pg_clear_error();                                                                                      \
-        cr_assert_eq((expr), -1, "%s should have failed", #expr);                                              \
-        cr_assert(strstr(pg_last_error(), (needle)) != NULL, "error \"%s\" lacks \"%s\"", pg_last_error(),   \
-                  (needle));                                                                                   \
-    } while (0)
 
 Test(sample, temperature_shapes_the_distribution)
 {

@@ -59,6 +59,15 @@ static inline void assert_values(const pg_tensor *t, const double *expected, int
                   (needle));                                                                                   \
     } while (0)
 
+/* Asserts an int-returning call fails (-1) with a last error containing needle. */
+#define ASSERT_RC_FAILS(expr, needle)                                                                          \
+    do {                                                                                                       \
+        pg_clear_error();                                                                                      \
+        cr_assert_eq((expr), -1, "%s should have failed", #expr);                                              \
+        cr_assert(strstr(pg_last_error(), (needle)) != NULL, "error \"%s\" lacks \"%s\"", pg_last_error(),      \
+                  (needle));                                                                                   \
+    } while (0)
+
 /* Random heap f64 tensor with values in [lo, hi), requiring grad. */
 static inline pg_tensor *rand_param(int ndim, const int64_t *shape, double lo, double hi, uint64_t seed)
 {
