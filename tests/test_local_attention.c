@@ -269,19 +269,7 @@ Test(local_attention, equals_banded_full_attention)
 
 /* ---- relative-bias schemes ------------------------------------------------------------------ */
 
-static pg_posmod *scheme(int which, int64_t heads)
-{
-    pg_rng r = pg_rng_init(77);
-    pg_posmod_args a = {.dim = 8, .heads = heads, .head_dim = 4, .dtype = PG_F64, .rng = &r};
-    pg_posmod *p = which == 0 ? pg_posmod_make_alibi(&a) : which == 1 ? pg_posmod_make_dpb(&a) : pg_posmod_make_t5(&a);
-    cr_assert_not_null(p, "%s", pg_last_error());
-    if (which == 2) { /* T5 starts at zero: make the table non-trivial */
-        pg_tensor_list ps = pg_module_parameters(&p->base);
-        pg_fill_uniform(ps.tensors[0], &r, -1, 1);
-        pg_tensor_list_free(&ps);
-    }
-    return p;
-}
+static pg_posmod *scheme(int which, int64_t heads) { return test_rel_scheme(which, heads, 77); }
 
 Test(local_attention, dist_bias_matches_bias_table)
 {

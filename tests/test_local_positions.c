@@ -27,19 +27,8 @@ static const lp_case CASES[] = {
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
-static pg_posmod *lp_scheme(int which, int64_t heads)
-{
-    pg_rng r = pg_rng_init(91);
-    pg_posmod_args a = {.dim = 8, .heads = heads, .head_dim = 4, .dtype = PG_F64, .rng = &r};
-    pg_posmod *p = which == 1 ? pg_posmod_make_alibi(&a) : which == 2 ? pg_posmod_make_dpb(&a) : pg_posmod_make_t5(&a);
-    cr_assert_not_null(p, "%s", pg_last_error());
-    if (which == 3) { /* T5 starts at zero: make its table non-trivial */
-        pg_tensor_list ps = pg_module_parameters(&p->base);
-        pg_fill_uniform(ps.tensors[0], &r, -1, 1);
-        pg_tensor_list_free(&ps);
-    }
-    return p;
-}
+/* which 1 ALiBi, 2 DPB, 3 T5 */
+static pg_posmod *lp_scheme(int which, int64_t heads) { return test_rel_scheme(which - 1, heads, 91); }
 
 static pg_local_attention *lp_make(const lp_case *c, int64_t d)
 {

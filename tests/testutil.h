@@ -273,4 +273,21 @@ static inline void assert_adam_step_changes(pg_module *model, pg_module *watch, 
     free(before);
 }
 
+/* A relative-bias scheme for attention tests, f64, dim 8 over heads x 4:
+ * which 0 ALiBi, 1 DPB, 2 T5 (its table, zero at the start, filled from
+ * U(-1, 1) so the bias is not trivial); parameters drawn from seed. */
+static inline pg_posmod *test_rel_scheme(int which, int64_t heads, uint64_t seed)
+{
+    pg_rng r = pg_rng_init(seed);
+    pg_posmod_args a = {.dim = 8, .heads = heads, .head_dim = 4, .dtype = PG_F64, .rng = &r};
+    pg_posmod *p = which == 0 ? pg_posmod_make_alibi(&a) : which == 1 ? pg_posmod_make_dpb(&a) : pg_posmod_make_t5(&a);
+    cr_assert_not_null(p, "%s", pg_last_error());
+    if (which == 2) {
+        pg_tensor_list ps = pg_module_parameters(&p->base);
+        pg_fill_uniform(ps.tensors[0], &r, -1, 1);
+        pg_tensor_list_free(&ps);
+    }
+    return p;
+}
+
 #endif
