@@ -1,0 +1,53 @@
+/* posgrad nn: the KV cache's private pieces, shared by nn/kv_cache.c (lifetime,
+ * checks, the extension call) and nn/kv_cache_attend.c (one block's attention for
+ * the new tokens over the cached keys). nn/kv_cache.h has the design. */
+#ifndef PG_NN_KV_CACHE_IMPL_H
+#define PG_NN_KV_CACHE_IMPL_H
+
+#include "kv_cache.h"
+#include "../autograd/flash.h"
+
+#include <string.h>
+
+struct pg_lm_cache {
+    int64_t layers, B, H, Dh, cap, len;
+    pg_dtype dtype;
+    int64_t R;           /* key slots per layer: cap, or with a band a ring of min(cap, w (lb + 2)) */
+    pg_flash_opts band;  /* the model's band (window 0: none) */
+    pg_tensor **k, **v; /* per layer: (B, H, cap, Dh) heap tensors */
+    pg_tensor **fc;     /* per layer with a forgetting gate: its c_t (B, H, cap) (docs/pos/fox.md (2)), else NULL */
+};
+
+/* ---- which schemes decode, and how ---------------------------------------------------------- */
+
+static inline bool kind_in(const char *kind, const char *const *list)
+{
+    for (int i = 0; kind && list[i]; i++)
+        if (!strcmp(kind, list[i]))
+            return true;
+    return false;
+}
+
+static const char *const INPUT_KINDS[] = {"sinusoidal", "learned", "continuous", NULL};
+/* biases of the positions given (generic), of the gates over the cached keys (cope, one query row at a
+ * time) and of the running sum of log-gates (fox, c_t kept in the cache) */
+static const char *const BIAS_KINDS[] = {"alibi", "dpb", "t5", "kerple", "sandwich", "fire", "xl", NULL};
+static const char *const STATE_KINDS[] = {"cope", "fox", NULL};
+static const char *const ROTARY_KINDS[] = {"rotary", "xpos", NULL};
+
+/* What one extension call shares across the blocks. */
+typedef struct ext {
+    const char *fn;
+    pg_lm_cache *c;
+    int64_t t0, Ln, Lt;   /* first new position, new tokens, tokens after the call */
+    int64_t Lk;           /* keys in the store: Lt, or with a band min(Lt, R) (the ring's slots) */
+    pg_tensor *pn, *pall; /* positions (B, Ln) t0 .., (B, Lk) of the keys in slot order, i64 */
+    pg_tensor *hide;      /* (1, 1, Ln, Lk) bool: key after new query i or outside its band; NULL: none */
+} ext;
+
+/* block l for the new tokens: x (B, Ln, dim) -> (B, Ln, dim); keys and values stored (kv_cache_attend.c) */
+pg_tensor *pg_kvc_block(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, pg_tensor *x);
+/* the final norm of lm on x (LayerNorm or RMSNorm) */
+pg_tensor *pg_kvc_norm(pg_graph *g, pg_norm_kind kind, pg_module *n, pg_tensor *x);
+
+#endif
