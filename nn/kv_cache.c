@@ -2,7 +2,6 @@
  * (nn/kv_cache.h has the design; docs/attention.md "Incremental decoding"). */
 #include "kv_cache_impl.h"
 
-#include "pos_fox.h"
 #include "pos_rope_scaling.h"
 #include "pos_rotary.h"
 
@@ -24,13 +23,9 @@ static bool spec_ok(const char *fn, const pg_posmod_spec *s, bool input, int i)
     else if (input ? !kind_in(s->kind, INPUT_KINDS)
                    : !kind_in(s->kind, BIAS_KINDS) && !kind_in(s->kind, ROTARY_KINDS) && !kind_in(s->kind, STATE_KINDS))
         why = "a scheme without incremental decoding yet";
-    else if (!strcmp(s->kind, "fox") && s->opts && ((const pg_fox_opts *)s->opts)->bidirectional)
-        why = "a bidirectional forgetting gate (its c' of later keys)";
-    else if (kind_in(s->kind, ROTARY_KINDS) && s->opts && pg_rope_is_dynamic(s->opts))
-        why = "a dynamic_* rotary scaling (its frequencies change with the length)";
     if (why)
         pg_set_error("%s: %s positional module %d (%s) is %s; decodable: sinusoidal, learned, continuous (input), "
-                     "rotary, xpos, alibi, dpb, t5, kerple, sandwich, fire, xl, cope, fox (layer)",
+                     "rotary, xpos, alibi, dpb, t5, kerple, sandwich, fire, xl, abs1d, rel1d, rel2d, cope, fox (layer)",
                      fn, input ? "input" : "layer", i, s->kind ? s->kind : "custom", why);
     return !why;
 }
@@ -49,14 +44,6 @@ static bool lm_decodable(const char *fn, const pg_lm *lm)
     }
     if (n_fox > 1) {
         pg_set_error("%s: %d forgetting gates per layer; the cache keeps the running sum of one", fn, n_fox);
-        return false;
-    }
-    bool order = false; /* cope's gate sums and fox's c_j need the keys in order, not in a ring */
-    for (int i = 0; i < c->n_layer_pos; i++)
-        order = order || kind_in(c->layer_pos[i].kind, STATE_KINDS);
-    if (c->band.window > 0 && order) {
-        pg_set_error("%s: a local attention band (window %lld) with cope or fox does not decode incrementally yet",
-                     fn, (long long)c->band.window);
         return false;
     }
     return true;
@@ -93,11 +80,15 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
     if (bd->window > 0 && bd->look_backward < INT64_MAX / bd->window - 2)
         R = bd->window * (bd->look_backward + 2) < capacity ? bd->window * (bd->look_backward + 2) : capacity;
     *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, R, band, c->k, c->v,
-                       c->fc};
+                       c->fc, false, PG_LM_CACHE_ROPE_RECOMPUTE, NULL};
     bool fox = false;
-    for (int i = 0; i < lc->n_layer_pos; i++)
-        fox = fox || !strcmp(lc->layer_pos[i].kind, "fox");
-    for (int64_t l = 0; l < c->layers; l++) {
+    for (int i = 0; i < lc->n_layer_pos; i++) {
+        const pg_posmod_spec *s = &lc->layer_pos[i];
+        fox = fox || !strcmp(s->kind, "fox");
+        c->raw_keys = c->raw_keys || (kind_in(s->kind, ROTARY_KINDS) && s->opts && pg_rope_is_dynamic(s->opts));
+    }
+    c->ids = c->raw_keys ? pg_empty(NULL, PG_I64, PG_SHAPE(batch, capacity)) : NULL;
+    for (int64_t l = 0; l < c->layers && (!c->raw_keys || c->ids); l++) {
         c->k[l] = pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, R, c->Dh));
         c->v[l] = c->k[l] ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, R, c->Dh)) : NULL;
         c->fc[l] = c->v[l] && fox ? pg_empty(NULL, c->dtype, PG_SHAPE(batch, c->H, capacity)) : NULL;
@@ -108,6 +99,11 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
             pg_set_error("%s: batch %lld x capacity %lld: %s", fn, (long long)batch, (long long)capacity, why);
             return NULL;
         }
+    }
+    if (c->raw_keys && !c->ids) {
+        pg_lm_cache_free(c);
+        pg_set_error("%s: batch %lld x capacity %lld: out of memory", fn, (long long)batch, (long long)capacity);
+        return NULL;
     }
     return c;
 }
@@ -121,6 +117,7 @@ void pg_lm_cache_free(pg_lm_cache *c)
         pg_tensor_free(c->v ? c->v[l] : NULL);
         pg_tensor_free(c->fc ? c->fc[l] : NULL);
     }
+    pg_tensor_free(c->ids);
     free(c->k);
     free(c->v);
     free(c->fc);
@@ -134,6 +131,16 @@ void pg_lm_cache_reset(pg_lm_cache *c)
         return;
     }
     c->len = 0;
+}
+
+int pg_lm_cache_set_rope(pg_lm_cache *c, pg_lm_cache_rope how)
+{
+    if (!c || (how != PG_LM_CACHE_ROPE_RECOMPUTE && how != PG_LM_CACHE_ROPE_REROTATE)) {
+        pg_set_error("pg_lm_cache_set_rope: %s", !c ? "cache is NULL" : "how is not a pg_lm_cache_rope");
+        return -1;
+    }
+    c->rope = how;
+    return 0;
 }
 
 int64_t pg_lm_cache_len(const pg_lm_cache *c)
@@ -241,6 +248,9 @@ static pg_tensor *extend(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c,
     for (int64_t l = 0; x && l < lm->cfg.layers; l++)
         x = pg_kvc_block(g, lm, l, &e, x);
     pg_tensor *out = x ? pg_linear_forward(g, lm->head, pg_kvc_norm(g, lm->cfg.norm, lm->norm, x)) : NULL;
+    if (out && c->ids)
+        for (int64_t b = 0; b < B; b++)
+            memcpy(pg_i64(c->ids) + b * c->cap + e.t0, pg_i64(ids) + b * Ln, (size_t)Ln * sizeof(int64_t));
     if (out)
         c->len = e.Lt;
     else if (!pg_graph_error(g))
@@ -264,6 +274,43 @@ static pg_tensor *extend_pieces(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_ca
     return parts ? pg_concat(g, (int)n, parts, 1) : NULL;
 }
 
+/* true when a dynamic rotary module's frequencies (or attention factor) for the length after a
+ * call of Ln tokens differ from those before it: the cached states are then stale */
+static bool rope_changes(pg_graph *g, const pg_lm *lm, const pg_lm_cache *c, int64_t Ln)
+{
+    const pg_mha *m = lm->blocks[0]->attn;
+    for (int i = 0; c->len > 0 && i < m->n_pos; i++) {
+        const pg_posmod_spec *s = &lm->cfg.layer_pos[i];
+        if (!kind_in(s->kind, ROTARY_KINDS) || !s->opts || !pg_rope_is_dynamic(s->opts))
+            continue;
+        double *f0 = pg_graph_alloc(g, (size_t)c->Dh * sizeof *f0), *f1 = pg_graph_alloc(g, (size_t)c->Dh * sizeof *f1);
+        double m0 = 0, m1 = 0;
+        int64_t n = f0 && f1 ? pg_rotary_frequencies(m->pos[i], (double)c->len, f0, &m0) : -1;
+        if (n < 0 || pg_rotary_frequencies(m->pos[i], (double)(c->len + Ln), f1, &m1) != n || m0 != m1 ||
+            memcmp(f0, f1, (size_t)n * sizeof *f0) != 0)
+            return true;
+    }
+    return false;
+}
+
+/* PG_LM_CACHE_ROPE_RECOMPUTE when the frequencies change: the whole sequence (cached ids, then
+ * ids) again from an empty cache, the last Ln rows returned; else the plain extension */
+static pg_tensor *extend_or_recompute(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c, pg_tensor *ids)
+{
+    if (!c->raw_keys || c->rope != PG_LM_CACHE_ROPE_RECOMPUTE || !rope_changes(g, lm, c, ids->shape[1]))
+        return extend_pieces(g, fn, lm, c, ids);
+    int64_t t0 = c->len, Ln = ids->shape[1];
+    pg_tensor *held = pg_narrow(g, c->ids, 1, 0, t0);
+    pg_tensor *all = pg_concat(g, 2, (pg_tensor *[]){held, ids}, 1); /* (B, t0 + Ln) */
+    if (!all)
+        return NULL;
+    c->len = 0;
+    pg_tensor *out = extend_pieces(g, fn, lm, c, all);
+    if (!out)
+        c->len = t0;
+    return out ? pg_narrow(g, out, 1, t0, Ln) : NULL;
+}
+
 static pg_tensor *ext_call(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c, pg_tensor *ids, int64_t want_L)
 {
     if (!g) {
@@ -273,7 +320,7 @@ static pg_tensor *ext_call(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *
     if (!ext_ok(g, fn, lm, c, ids, want_L))
         return NULL;
     pg_no_grad_begin(g);
-    pg_tensor *out = extend_pieces(g, fn, lm, c, ids);
+    pg_tensor *out = extend_or_recompute(g, fn, lm, c, ids);
     pg_no_grad_end(g);
     return out;
 }

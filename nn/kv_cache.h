@@ -35,12 +35,13 @@
  * more: CoPE's gates sum over the keys up to the query, so each new query row is one
  * mod_bias call over keys 0 .. t0 + r (nothing hidden); FoX's bias c_i - c_j reads
  * fc: the new c_t are the chunk's own cumulative sums (sep_bias) plus c_{t0-1}.
- * Decodable: input sinusoidal, learned, continuous; layer rotary and xpos (not the
- * dynamic_* scalings, whose frequencies change with the length), alibi, dpb, t5,
- * kerple, sandwich, fire, xl, cope, fox (one-directional, one per layer); bands with
- * all of them but cope and fox. pg_lm_cache_new refuses the others (the vision
- * kinds, a custom constructor, a band with cope or fox, bidirectional FoX, dynamic
- * rotary scaling) naming them.
+ * Decodable: input sinusoidal, learned, continuous; layer rotary and xpos with
+ * every scaling (the dynamic_* ones below), alibi, dpb, t5, kerple, sandwich, fire,
+ * xl, abs1d, rel1d, rel2d (their tables indexed by the explicit positions), cope,
+ * fox (one per layer; a bidirectional gate decodes as its causal half, since the LM
+ * hides later keys); bands with all of them (CoPE's keys gathered in order from the
+ * ring, FoX's c_t kept for every position: B H capacity scalars). pg_lm_cache_new
+ * refuses a custom constructor (spec.make), whose hooks it cannot know, naming it.
  *
  * Calls run without recording a backward graph (pg_no_grad_begin) in the caller's
  * graph g: reset g between steps (pg_graph_reset) and its arena is reused. The
@@ -63,6 +64,23 @@ void pg_lm_cache_free(pg_lm_cache *c); /* NULL: no-op */
 void pg_lm_cache_reset(pg_lm_cache *c);
 /* Tokens held (0 after new / reset); -1 for NULL. */
 int64_t pg_lm_cache_len(const pg_lm_cache *c);
+/* Rotary scalings whose frequencies depend on the length (pg_rotary_opts.scaling
+ * dynamic_ntk, dynamic_linear, dynamic_yarn): the cache keeps their keys BEFORE
+ * rotation and rotates every key at each call at the frequencies of the length
+ * after the call, as the full forward of the whole sequence does. That makes the
+ * first block exact; a deeper block's keys of earlier tokens, though, come from
+ * states the full forward would recompute at the new length. So:
+ *   PG_LM_CACHE_ROPE_RECOMPUTE (default): a call after which the frequencies differ
+ *     from those before it runs the whole sequence again from the cached ids (each
+ *     step then costs a full forward, past the trained length only) and every
+ *     step equals the full forward;
+ *   PG_LM_CACHE_ROPE_REROTATE: never recomputes (incremental cost; what KV-cached
+ *     dynamic scaling elsewhere does): each token's deeper states stay those of
+ *     the length at which it was new, its first block's keys re-rotated.
+ * Without a dynamic scaling both are the same. 0, or -1 for a NULL cache or an
+ * unknown mode. */
+typedef enum { PG_LM_CACHE_ROPE_RECOMPUTE = 0, PG_LM_CACHE_ROPE_REROTATE = 1 } pg_lm_cache_rope;
+int pg_lm_cache_set_rope(pg_lm_cache *c, pg_lm_cache_rope how);
 /* Feeds ids (B, L0) PG_I64 (B the cache's batch) in one forward at positions
  * len .. len + L0 - 1 (0 .. L0 - 1 on an empty cache) -> logits (B, L0, vocab) of
  * every new position. Fails when len + L0 > capacity. */

@@ -47,52 +47,83 @@ static pg_tensor *head_chunk(pg_graph *g, pg_tensor *t, int n, int i, int64_t H,
     return pg_reshape(g, s, PG_SHAPE(B, H, L, Dh));
 }
 
-/* q, k (B, H, Ln, Dh) through the block's rotary modules at the new positions */
-static bool rotate_new(pg_graph *g, const pg_lm *lm, pg_mha *m, const ext *e, pg_tensor **q, pg_tensor **k)
+/* t (B, H, n, Dh) at positions pos (B, n) through the block's rotary modules, in order: a
+ * query, or a key (key true: xPos divides by its scale). No rotary module: t as it is. */
+static pg_tensor *rotate(pg_graph *g, const pg_lm *lm, pg_mha *m, pg_tensor *t, pg_tensor *pos, bool key)
 {
-    for (int i = 0; i < m->n_pos; i++) {
+    for (int i = 0; t && i < m->n_pos; i++) {
         const pg_posmod_spec *s = &lm->cfg.layer_pos[i];
         if (!kind_in(s->kind, ROTARY_KINDS))
             continue;
         const pg_rotary_opts *o = s->opts;
         double centre = o && o->xpos_fixed_centre ? o->xpos_centre : 0.0; /* cancels in q k^T (xPos) */
-        *q = pg_rotary_apply(g, m->pos[i], *q, e->pn, false, centre);
-        *k = pg_rotary_apply(g, m->pos[i], *k, e->pn, true, centre);
-        if (!*q || !*k)
-            return false;
+        t = pg_rotary_apply(g, m->pos[i], t, pos, key, centre);
     }
-    return true;
+    return t;
 }
 
-/* CoPE: its gates sum over the keys up to the query (start-aligned causal in the
- * module), so each new query row r is its own call over keys 0 .. t0 + r with
- * nothing hidden; rows padded with zeros (hidden there anyway) to Lt: (B, H, Ln, Lt) */
+/* The ring's slots of positions lo .. p (p - lo < R): one run of slots, or two when it
+ * wraps (slots lo mod R .. R - 1, then 0 .. p mod R). Returns the number of runs. */
+static int ring_runs(const ext *e, int64_t lo, int64_t p, int64_t s0[2], int64_t n[2])
+{
+    int64_t R = e->c->R, a = lo % R, b = p % R;
+    s0[0] = a;
+    if (a <= b) {
+        n[0] = b - a + 1;
+        return 1;
+    }
+    n[0] = R - a, s0[1] = 0, n[1] = b + 1;
+    return 2;
+}
+
+/* CoPE: its gates sum over the keys from each key up to the query, so each new query row r
+ * (position p = t0 + r) is its own call over the keys its band lets it see, lo .. p, in
+ * order (gathered from the ring), nothing hidden; the row goes back to slot order with
+ * zeros in the hidden slots: (B, H, 1, Lk) per row, (B, H, Ln, Lk) in all */
+static pg_tensor *cope_row(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *q1, pg_tensor *K, pg_tensor *V,
+                           double scale, int64_t pos)
+{
+    int64_t lo = 0, hi = 0, s0[2], n[2];
+    pg_flash_band(&e->c->band, pos, e->Lt, &lo, &hi);
+    int runs = ring_runs(e, lo, pos, s0, n);
+    pg_tensor *Kr = pg_narrow(g, K, 2, s0[0], n[0]), *Vr = pg_narrow(g, V, 2, s0[0], n[0]);
+    if (runs == 2) { /* positions in order: the run at the ring's end first */
+        Kr = pg_concat(g, 2, (pg_tensor *[]){Kr, pg_narrow(g, K, 2, 0, n[1])}, 2);
+        Vr = pg_concat(g, 2, (pg_tensor *[]){Vr, pg_narrow(g, V, 2, 0, n[1])}, 2);
+    }
+    int64_t nk = pos - lo + 1;
+    pg_pos_ctx pc = {NULL, NULL, NULL, false, false, e->c->B, e->c->H, e->c->Dh, 1, nk, scale, e->c->dtype,
+                     NULL, NULL};
+    pg_tensor *b = Kr && Vr ? p->ops->mod_bias(g, p, q1, Kr, Vr, &pc) : NULL;
+    b = pg_broadcast_to(g, b, PG_SHAPE(e->c->B, e->c->H, 1, nk));
+    if (runs == 1)
+        return pg_pad(g, b, 3, s0[0], e->Lk - s0[0] - n[0], 0.0);
+    pg_tensor *tail = pg_narrow(g, b, 3, 0, n[0]), *head = pg_narrow(g, b, 3, n[0], n[1]);
+    return pg_concat(g, 2, (pg_tensor *[]){pg_pad(g, head, 3, 0, s0[0] - n[1], 0.0), tail}, 3);
+}
+
 static pg_tensor *cope_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *q, pg_tensor *K, pg_tensor *V,
                             double scale)
 {
     pg_tensor **rows = pg_graph_alloc(g, (size_t)e->Ln * sizeof *rows);
     if (!rows)
         return NULL;
-    for (int64_t r = 0; r < e->Ln; r++) {
-        int64_t n = e->t0 + r + 1;
-        pg_pos_ctx pc = {NULL, NULL, NULL, false, false, e->c->B, e->c->H, e->c->Dh, 1, n, scale, e->c->dtype,
-                         NULL, NULL};
-        pg_tensor *b = p->ops->mod_bias(g, p, pg_narrow(g, q, 2, r, 1), pg_narrow(g, K, 2, 0, n),
-                                        pg_narrow(g, V, 2, 0, n), &pc);
-        if (!(rows[r] = pg_pad(g, pg_broadcast_to(g, b, PG_SHAPE(e->c->B, e->c->H, 1, n)), 3, 0, e->Lt - n, 0.0)))
+    for (int64_t r = 0; r < e->Ln; r++)
+        if (!(rows[r] = cope_row(g, p, e, pg_narrow(g, q, 2, r, 1), K, V, scale, e->t0 + r)))
             return NULL;
-    }
     return e->Ln == 1 ? rows[0] : pg_concat(g, (int)e->Ln, rows, 2);
 }
 
-/* FoX: c_t of the new tokens = their own cumulative log-gates (sep_bias over the chunk) plus
- * c_{t0 - 1} from the cache; stored, then bias c_i - c_j over all keys: (B, H, Ln, Lt) */
-static pg_tensor *fox_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *x, pg_tensor *fc, double scale)
+/* FoX: c_t of the new tokens = their own cumulative log-gates (pg_fox_cumulative over the
+ * chunk; a bidirectional gate's first H channels, its c: the causal LM hides the keys after
+ * the query, where c' would act) plus c_{t0 - 1} from the cache; stored, then the bias
+ * c_i - c_j over the keys in slot order (their positions e->pall): (B, H, Ln, Lk) */
+static pg_tensor *fox_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *x, pg_tensor *fc)
 {
     const pg_lm_cache *c = e->c;
-    pg_pos_ctx pc = {NULL, NULL, NULL, true, true, c->B, c->H, c->Dh, e->Ln, e->Ln, scale, c->dtype, NULL, x};
-    pg_tensor *a = NULL, *d = NULL, *prev = pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->H, 1));
-    if (!prev || p->ops->sep_bias(g, p, &pc, &a, &d) != 0 || !a)
+    pg_tensor *a = pg_narrow(g, pg_fox_cumulative(g, p, x, 0), 1, 0, c->H); /* (B, H, Ln) */
+    pg_tensor *prev = pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->H, 1));
+    if (!a || !prev)
         return NULL;
     for (int64_t bh = 0; e->t0 > 0 && bh < c->B * c->H; bh++)
         pg_set(prev, bh, pg_get(fc, bh * c->cap + e->t0 - 1));
@@ -102,10 +133,10 @@ static pg_tensor *fox_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *x
     for (int64_t bh = 0; bh < c->B * c->H; bh++)
         for (int64_t i = 0; i < e->Ln; i++)
             pg_set(fc, bh * c->cap + e->t0 + i, pg_get(cn, bh * e->Ln + i));
-    pg_tensor *all = pg_empty(g, c->dtype, PG_SHAPE(c->B, c->H, 1, e->Lt));
+    pg_tensor *all = pg_empty(g, c->dtype, PG_SHAPE(c->B, c->H, 1, e->Lk));
     for (int64_t bh = 0; all && bh < c->B * c->H; bh++)
-        for (int64_t j = 0; j < e->Lt; j++)
-            pg_set(all, bh * e->Lt + j, pg_get(fc, bh * c->cap + j));
+        for (int64_t s = 0; s < e->Lk; s++)
+            pg_set(all, bh * e->Lk + s, pg_get(fc, bh * c->cap + pg_i64(e->pall)[(bh / c->H) * e->Lk + s]));
     return pg_sub(g, pg_reshape(g, cn, PG_SHAPE(c->B, c->H, e->Ln, 1)), all);
 }
 
@@ -123,7 +154,7 @@ static pg_tensor *bias_terms(pg_graph *g, const pg_lm *lm, int64_t l, const ext 
         pg_posmod *p = m->pos[i];
         pg_tensor *b = kind_in(kind, BIAS_KINDS) ? p->ops->mod_bias(g, p, q, K, V, &pc)
                        : !strcmp(kind, "cope")   ? cope_rows(g, p, e, q, K, V, m->cfg.scale)
-                       : !strcmp(kind, "fox")    ? fox_rows(g, p, e, x, c->fc[l], m->cfg.scale)
+                       : !strcmp(kind, "fox")    ? fox_rows(g, p, e, x, c->fc[l])
                                                  : NULL;
         if (!kind_in(kind, BIAS_KINDS) && !kind_in(kind, STATE_KINDS))
             continue;
@@ -141,11 +172,16 @@ static pg_tensor *attend(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, 
     pg_tensor *qkv = pg_linear_forward(g, m->to_qkv, h); /* (B, Ln, 3 dim) */
     pg_tensor *q = head_chunk(g, qkv, 3, 0, H, Dh), *k = head_chunk(g, qkv, 3, 1, H, Dh);
     pg_tensor *v = head_chunk(g, qkv, 3, 2, H, Dh);
-    if (!q || !k || !v || !rotate_new(g, lm, m, e, &q, &k))
+    bool raw = e->c->raw_keys; /* a dynamic rotary scaling: keys stored before rotation */
+    q = rotate(g, lm, m, q, e->pn, false);
+    k = raw ? k : rotate(g, lm, m, k, e->pn, true);
+    if (!q || !k || !v)
         return NULL;
     store_rows(e, e->c->k[l], k);
     store_rows(e, e->c->v[l], v);
     pg_tensor *K = load_rows(g, e, e->c->k[l]), *V = load_rows(g, e, e->c->v[l]); /* (B, H, Lk, Dh) */
+    if (raw) /* every key at this call's frequencies (their length is Lt, as for q) */
+        K = rotate(g, lm, m, K, e->pall, true);
     bool ok = K && V;
     pg_tensor *bias = ok ? bias_terms(g, lm, l, e, h, q, K, V, &ok) : NULL;
     if (!ok)

@@ -16,6 +16,9 @@ struct pg_lm_cache {
     pg_flash_opts band;  /* the model's band (window 0: none) */
     pg_tensor **k, **v; /* per layer: (B, H, cap, Dh) heap tensors */
     pg_tensor **fc;     /* per layer with a forgetting gate: its c_t (B, H, cap) (docs/pos/fox.md (2)), else NULL */
+    bool raw_keys;      /* a dynamic_* rotary scaling: k stored before rotation, all rotated at each call */
+    pg_lm_cache_rope rope; /* with raw_keys: recompute when the frequencies change, or re-rotate only */
+    pg_tensor *ids;     /* with raw_keys: the ids held (B, cap) i64, for a recompute; else NULL */
 };
 
 /* ---- which schemes decode, and how ---------------------------------------------------------- */
@@ -31,7 +34,8 @@ static inline bool kind_in(const char *kind, const char *const *list)
 static const char *const INPUT_KINDS[] = {"sinusoidal", "learned", "continuous", NULL};
 /* biases of the positions given (generic), of the gates over the cached keys (cope, one query row at a
  * time) and of the running sum of log-gates (fox, c_t kept in the cache) */
-static const char *const BIAS_KINDS[] = {"alibi", "dpb", "t5", "kerple", "sandwich", "fire", "xl", NULL};
+static const char *const BIAS_KINDS[] = {"alibi", "dpb", "t5", "kerple", "sandwich", "fire", "xl",
+                                         "abs1d", "rel1d", "rel2d", NULL};
 static const char *const STATE_KINDS[] = {"cope", "fox", NULL};
 static const char *const ROTARY_KINDS[] = {"rotary", "xpos", NULL};
 

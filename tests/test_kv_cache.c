@@ -11,17 +11,19 @@
 #include "../nn/pos_cope.h"
 #include "../nn/pos_fire.h"
 #include "../nn/pos_fox.h"
+#include "../nn/pos_rel.h"
 #include "../nn/pos_rotary.h"
 #include "testutil.h"
 
 enum { VOCAB = 11, DIM = 16, HEADS = 2, LAYERS = 2 };
 
 static pg_attn_band BAND; /* every block's band for the next small_lm (window 0: none) */
+static int64_t N_LAYERS = LAYERS; /* blocks of the next small_lm */
 
 /* A small f64 LM in eval mode with one input kind and one layer kind (either NULL) */
 static pg_lm *small_lm(const char *input, const char *layer, const void *layer_opts, int64_t max_len)
 {
-    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, N_LAYERS);
     c.dtype = PG_F64;
     c.seed = 7;
     c.init_std = 0.3; /* attention far from uniform */
@@ -132,6 +134,12 @@ Test(kv_cache, sinusoidal_and_fox_dd_alibi)
     check_scheme("sinusoidal", "fox", &(pg_fox_opts){.init = PG_FOX_INIT_DD_ALIBI}, 0);
 }
 Test(kv_cache, sinusoidal_and_alibi) { check_scheme("sinusoidal", "alibi", NULL, 0); }
+/* the tables of the vision kinds indexed by the explicit positions (bounded by max_len / the map) */
+Test(kv_cache, abs1d) { check_scheme(NULL, "abs1d", NULL, 24); }
+Test(kv_cache, rel1d) { check_scheme(NULL, "rel1d", &(pg_rel1d_opts){.heads = HEADS}, 24); }
+Test(kv_cache, rel2d) { check_scheme(NULL, "rel2d", &(pg_rel2d_opts){.height = 4, .width = 6}, 24); }
+/* the causal LM hides the keys after the query, where the second gate c' acts: c alone decodes */
+Test(kv_cache, fox_bidirectional) { check_scheme(NULL, "fox", &(pg_fox_opts){.bidirectional = true}, 0); }
 
 Test(kv_cache, rotary_scaling_yarn)
 {
@@ -188,11 +196,15 @@ Test(kv_cache, chunked_prefill)
 
 /* local attention bands: the keys in a ring of w (lb + 2) slots (12 or 8 here, of 24 tokens), prefills
  * of 5 tokens cut into pieces of one window */
-static void check_banded(const char *input, const char *layer, pg_attn_band band)
+static void check_banded_with(const char *input, const char *layer, const void *opts, pg_attn_band band)
 {
     BAND = band;
-    check_scheme(input, layer, NULL, 0);
+    check_scheme(input, layer, opts, 0);
     BAND = (pg_attn_band){0};
+}
+static void check_banded(const char *input, const char *layer, pg_attn_band band)
+{
+    check_banded_with(input, layer, NULL, band);
 }
 Test(kv_cache, band_none) { check_banded(NULL, NULL, (pg_attn_band){.window = 4, .look_backward = 1}); }
 Test(kv_cache, band_rotary) { check_banded(NULL, "rotary", (pg_attn_band){.window = 4, .look_backward = 1}); }
@@ -203,6 +215,20 @@ Test(kv_cache, band_exact_t5)
     check_banded(NULL, "t5", (pg_attn_band){.window = 2, .look_backward = 2, .exact = true});
 }
 Test(kv_cache, band_fire) { check_banded(NULL, "fire", (pg_attn_band){.window = 4, .look_backward = 0}); }
+/* CoPE's gates over the keys its band shows, gathered in order from the ring (which wraps); FoX's
+ * c_j read at the ring's positions */
+Test(kv_cache, band_cope)
+{
+    pg_cope_opts o = {.convention = PG_COPE_XT, .npos = 6};
+    check_banded_with(NULL, "cope", &o, (pg_attn_band){.window = 4, .look_backward = 1});
+    check_banded_with(NULL, "cope", &o, (pg_attn_band){.window = 3, .look_backward = 2, .exact = true});
+}
+Test(kv_cache, band_fox)
+{
+    check_banded(NULL, "fox", (pg_attn_band){.window = 4, .look_backward = 1});
+    check_banded_with("sinusoidal", "fox", &(pg_fox_opts){.bidirectional = true},
+                      (pg_attn_band){.window = 3, .look_backward = 0});
+}
 
 /* reset empties the cache and a second sequence decodes as the first */
 Test(kv_cache, reset_reuses)
@@ -282,15 +308,12 @@ Test(kv_cache, new_refuses)
     ASSERT_FAILS(pg_lm_cache_new(lm, 1, 0), "got batch 1, capacity 0");
     ASSERT_FAILS(pg_lm_cache_new(lm, 1, 9), "capacity 9 (max_len 8)");
     pg_module_free(&lm->base);
-    lm = small_lm(NULL, "fox", &(pg_fox_opts){.bidirectional = true}, 0);
-    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "layer positional module 0 (fox) is a bidirectional forgetting gate");
-    pg_module_free(&lm->base);
     pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
-    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "rel1d"};
+    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "alibi", .make = pg_posmod_make_alibi};
     c.max_len = 8;
     lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "%s", pg_last_error());
-    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "(rel1d) is a scheme without incremental decoding yet");
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "layer positional module 0 (alibi) is a custom constructor (spec.make)");
     pg_module_free(&lm->base);
     c.n_layer_pos = 0;
     c.band = (pg_attn_band){.window = 4, .look_backward = 1};
@@ -300,19 +323,16 @@ Test(kv_cache, new_refuses)
     cr_assert_not_null(ok, "a band alone decodes: %s", pg_last_error());
     pg_lm_cache_free(ok);
     pg_module_free(&lm->base);
-    c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "cope"};
+    c.layer_pos[0] = c.layer_pos[1] = (pg_posmod_spec){.kind = "fox"};
+    c.n_layer_pos = 2;
     lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "%s", pg_last_error());
-    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "a local attention band (window 4) with cope or fox");
-    pg_module_free(&lm->base);
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_DYNAMIC_NTK;
-    o.rope_orig_len = 8;
-    lm = small_lm(NULL, "rotary", &o, 0);
-    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "a dynamic_* rotary scaling");
+    ASSERT_FAILS(pg_lm_cache_new(lm, 1, 4), "2 forgetting gates per layer; the cache keeps the running sum of one");
     pg_module_free(&lm->base);
     pg_lm_cache_free(NULL); /* a no-op */
     pg_clear_error();
+    cr_assert_eq(pg_lm_cache_set_rope(NULL, PG_LM_CACHE_ROPE_REROTATE), -1);
+    cr_assert(strstr(pg_last_error(), "pg_lm_cache_set_rope: cache is NULL"));
     cr_assert_eq(pg_lm_cache_len(NULL), -1);
     cr_assert(strstr(pg_last_error(), "pg_lm_cache_len: cache is NULL"));
 }
@@ -366,3 +386,141 @@ Test(kv_cache, generate_goes_through_the_cache)
         pg_module_free(&lm->base);
     }
 }
+
+/* ---- rotary scalings whose frequencies depend on the length (dynamic_*) -------------------------
+ * The cache keeps such keys before rotation and rotates all of them at each call at the
+ * frequencies of the length after it (nn/kv_cache.h). The first block's attention is then the full
+ * forward's; a deeper block's keys of earlier tokens come from states computed when those tokens
+ * were new. stepwise_reference computes exactly that without the cache: the prompt's states in one
+ * pg_block_forward per block, then for each new token t, block l's output row t from
+ * pg_block_forward over the states of tokens 0..t entering it. */
+static void copy_rows(pg_tensor *dst, const pg_tensor *src, int64_t from, int64_t n, int64_t at)
+{
+    int64_t B = dst->shape[0], Ld = dst->shape[1], Ls = src->shape[1], D = dst->shape[2];
+    for (int64_t b = 0; b < B; b++)
+        memcpy(pg_f64(dst) + (b * Ld + at) * D, pg_f64(src) + (b * Ls + from) * D, (size_t)(n * D) * sizeof(double));
+}
+
+static pg_tensor *stepwise_reference(pg_lm *lm, pg_tensor *ids, int64_t L0)
+{
+    int64_t B = ids->shape[0], L = ids->shape[1], nl = lm->cfg.layers;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *X[8]; /* X[l]: (B, L, dim), the states entering block l; X[nl] the last block's output */
+    cr_assert(nl < 8);
+    X[0] = pg_embed_forward(g, lm->tok_emb, ids);
+    X[0] = pg_posmod_apply_x(g, lm->pos, lm->n_pos, X[0], NULL, NULL, 0, 0, NULL);
+    cr_assert_not_null(X[0], "%s", pg_last_error());
+    for (int64_t l = 1; l <= nl; l++)
+        X[l] = pg_zeros(g, PG_F64, PG_SHAPE(B, L, DIM));
+    for (int64_t t = L0; t <= L; t++) /* t = L0: the prompt's rows 0 .. L0 - 1 together */
+        for (int64_t l = 0; l < nl; l++) {
+            int64_t n = t == L0 ? L0 : t;
+            pg_tensor *out = pg_block_forward(g, lm->blocks[l], pg_narrow(g, X[l], 1, 0, n), NULL);
+            cr_assert_not_null(out, "%s", pg_last_error());
+            copy_rows(X[l + 1], out, t == L0 ? 0 : n - 1, t == L0 ? L0 : 1, t == L0 ? 0 : n - 1);
+        }
+    pg_tensor *logits = pg_linear_forward(g, lm->head, pg_layernorm_forward(g, (pg_layernorm *)lm->norm, X[nl]));
+    pg_tensor *heap = pg_empty(NULL, PG_F64, PG_SHAPE(B, L, VOCAB));
+    memcpy(pg_f64(heap), pg_f64(logits), (size_t)(B * L * VOCAB) * sizeof(double));
+    pg_graph_free(g);
+    return heap;
+}
+
+/* cached logits (B, L, V) of prefill L0 then single steps, in mode how */
+static pg_tensor *cached_logits(pg_lm *lm, pg_tensor *ids, int64_t L0, pg_lm_cache_rope how)
+{
+    int64_t B = ids->shape[0], L = ids->shape[1];
+    pg_tensor *out = pg_empty(NULL, PG_F64, PG_SHAPE(B, L, VOCAB));
+    pg_lm_cache *c = pg_lm_cache_new(lm, B, L);
+    cr_assert_not_null(c, "pg_lm_cache_new: %s", pg_last_error());
+    cr_assert_eq(pg_lm_cache_set_rope(c, how), 0);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *first = pg_lm_cache_prefill(g, lm, c, pg_narrow(g, ids, 1, 0, L0));
+    cr_assert_not_null(first, "%s", pg_last_error());
+    copy_rows(out, first, 0, L0, 0);
+    for (int64_t t = L0; t < L; t++) {
+        pg_graph_reset(g);
+        pg_tensor *y = pg_lm_cache_step(g, lm, c, pg_narrow(g, ids, 1, t, 1));
+        cr_assert_not_null(y, "step %lld: %s", (long long)t, pg_last_error());
+        copy_rows(out, pg_reshape(g, y, PG_SHAPE(B, 1, VOCAB)), 0, 1, t);
+    }
+    pg_graph_free(g);
+    pg_lm_cache_free(c);
+    return out;
+}
+
+/* worst |a - b| over positions [from, to) of (B, L, V) logits */
+static double worst_between(const pg_tensor *a, const pg_tensor *b, int64_t from, int64_t to)
+{
+    int64_t B = a->shape[0], L = a->shape[1];
+    double worst = 0;
+    for (int64_t r = 0; r < B; r++)
+        for (int64_t i = from * VOCAB; i < to * VOCAB; i++) {
+            double d = fabs(pg_f64(a)[r * L * VOCAB + i] - pg_f64(b)[r * L * VOCAB + i]);
+            worst = d > worst || isnan(d) ? d : worst;
+        }
+    return worst;
+}
+
+/* What a fresh full forward gives at each step: positions < L0 from pg_lm_forward of the prompt,
+ * position t >= L0 from pg_lm_forward of ids[:, :t + 1] (its frequencies those of length t + 1) */
+static pg_tensor *full_at_each_step(pg_lm *lm, pg_tensor *ids, int64_t L0)
+{
+    int64_t B = ids->shape[0], L = ids->shape[1];
+    pg_tensor *out = pg_empty(NULL, PG_F64, PG_SHAPE(B, L, VOCAB));
+    pg_graph *g = pg_graph_new();
+    for (int64_t t = L0 - 1; t < L; t++) {
+        pg_graph_reset(g);
+        pg_tensor *y = pg_lm_forward(g, lm, pg_narrow(g, ids, 1, 0, t + 1), NULL); /* (B, t + 1, V) */
+        cr_assert_not_null(y, "%s", pg_last_error());
+        copy_rows(out, y, t == L0 - 1 ? 0 : t, t == L0 - 1 ? L0 : 1, t == L0 - 1 ? 0 : t);
+    }
+    pg_graph_free(g);
+    return out;
+}
+
+/* L = 8 trained tokens (dynamic_yarn: M = 10), a prompt of 5, decoding to 24: the frequencies change
+ * at every step past L. Recompute (the default): every step equals the full forward. Re-rotate: equals
+ * the stepwise reference, and the full forward within L, and past L with one block; with two the
+ * difference past L is real (printed for docs/attention.md). */
+static void check_dynamic(pg_rope_scaling scaling, bool xpos)
+{
+    pg_rotary_opts o = pg_rotary_defaults();
+    o.scaling = scaling;
+    o.rope_factor = scaling == PG_ROPE_DYNAMIC_NTK ? 2 : 0;
+    o.rope_orig_len = 8;
+    o.rope_max_len = scaling == PG_ROPE_DYNAMIC_YARN ? 10 : 0;
+    o.use_xpos = xpos;
+    int64_t B = 2, L0 = 5, L = 24, Lo = scaling == PG_ROPE_DYNAMIC_YARN ? 10 : 8;
+    pg_tensor *ids = random_ids(B, L, 9);
+    for (int64_t layers = 1; layers <= 2; layers++) {
+        N_LAYERS = layers;
+        pg_lm *lm = small_lm(NULL, "rotary", &o, 0);
+        N_LAYERS = LAYERS;
+        pg_tensor *full = full_at_each_step(lm, ids, L0), *step = stepwise_reference(lm, ids, L0);
+        pg_tensor *exact = cached_logits(lm, ids, L0, PG_LM_CACHE_ROPE_RECOMPUTE);
+        pg_tensor *fast = cached_logits(lm, ids, L0, PG_LM_CACHE_ROPE_REROTATE);
+        double d_exact = worst_between(exact, full, 0, L), d_step = worst_between(fast, step, 0, L);
+        double d_in = worst_between(fast, full, 0, Lo), d_past = worst_between(fast, full, Lo, L);
+        printf("kv_cache dynamic %d%s, %lld layer%s: recompute vs full forward %.3g; re-rotate vs stepwise %.3g, "
+               "vs full forward %.3g up to the trained length, %.3g past it\n", (int)scaling, xpos ? " xpos" : "",
+               (long long)layers, layers > 1 ? "s" : "", d_exact, d_step, d_in, d_past);
+        cr_assert(d_exact <= 1e-12, "recompute: cached vs full forward %.3g", d_exact);
+        cr_assert(d_step <= 1e-12, "re-rotate: cached vs stepwise reference %.3g", d_step);
+        cr_assert(d_in <= 1e-12, "re-rotate: cached vs full forward within the trained length %.3g", d_in);
+        if (layers == 1) /* one block: its keys are the embeddings', so the full forward is matched */
+            cr_assert(d_past <= 1e-12, "one layer, re-rotate vs full past the trained length: %.3g", d_past);
+        else /* the deeper keys of earlier tokens were computed at their own length: the case is real */
+            cr_assert(d_past > 1e-6, "two layers: the frequencies should have changed past %lld", (long long)Lo);
+        pg_tensor_free(full);
+        pg_tensor_free(exact);
+        pg_tensor_free(fast);
+        pg_tensor_free(step);
+        pg_module_free(&lm->base);
+    }
+    pg_tensor_free(ids);
+}
+Test(kv_cache, rotary_dynamic_ntk) { check_dynamic(PG_ROPE_DYNAMIC_NTK, false); }
+Test(kv_cache, rotary_dynamic_linear) { check_dynamic(PG_ROPE_DYNAMIC_LINEAR, false); }
+Test(kv_cache, rotary_dynamic_yarn) { check_dynamic(PG_ROPE_DYNAMIC_YARN, false); }
+Test(kv_cache, xpos_dynamic_ntk) { check_dynamic(PG_ROPE_DYNAMIC_NTK, true); }
