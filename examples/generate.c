@@ -263,7 +263,7 @@ static int generate_run(const generate_opts *o)
     return n >= 0 ? 0 : 1;
 }
 
-static int check_opts(const generate_opts *o)
+static int generate_check_opts(const generate_opts *o)
 {
     const char *bad = NULL;
     if (o->tokens < 0 || o->threads < 0 || o->seed < -1)
@@ -325,7 +325,7 @@ static int generate_main(int argc, char **argv)
                 "train_lm --out wrote; --help lists the flags)\n", prog);
         return 2;
     }
-    if (check_opts(&o) != 0)
+    if (generate_check_opts(&o) != 0)
         return 2;
     return generate_run(&o);
 }
