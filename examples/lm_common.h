@@ -9,6 +9,7 @@
 
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -753,7 +754,7 @@ static inline int lm_print_token(void *ctx, int64_t b, int64_t token)
 
 /* Writes prompt + up to o->max_new sampled characters to out, each as it is
  * drawn (pg_lm_generate_ex under o, whose on_token / ctx this sets; the model
- * sees at most its cfg.max_len last ids). 0 or -1. */
+ * sees at most its cfg.max_len last ids). The characters drawn (>= 0), or -1. */
 static inline int lm_sample(FILE *out, pg_lm *lm, const lm_corpus *c, const char *prompt, const pg_sample_opts *o)
 {
     int64_t n0 = 0, *hist = malloc(strlen(prompt) * sizeof *hist + sizeof *hist);
@@ -778,7 +779,7 @@ static inline int lm_sample(FILE *out, pg_lm *lm, const lm_corpus *c, const char
     fputc('\n', out);
     if (!text)
         fprintf(stderr, "sampling: %s\n", pg_last_error());
-    int rc = text ? 0 : -1;
+    int rc = text ? (int)(text->shape[1] - n0) : -1; /* text (1, n0 + n) */
     pg_tensor_free(text);
     pg_tensor_free(ids);
     return rc;

@@ -7,6 +7,7 @@
  * the positional biases, the attention maps: lm_figures.h) and sampled text
  * at the end. docs/examples.md describes a run; --help lists the flags. */
 #include "lm_figures.h"
+#include "lm_model.h"
 
 typedef struct train_lm_opts {
     const char *pos, *data, *out, *resume, *prompt, *rope_scaling;
@@ -71,33 +72,20 @@ static const char TRAIN_LM_SUMMARY[] =
 /* ---- the run ------------------------------------------------------------------------------------ */
 static const char LOG_HEADER[] = "step,train_loss,val_loss,lr,tokens_per_s";
 
-/* The flags that shape the model, in the order messages list them; they are
- * stored in the checkpoint's metadata as train_lm.<flag>. The first
- * N_CORE_FLAGS are always there; the --rope-* ones (rotary's frequencies, no
- * tensors) are "-" with --rope-scaling none (and in checkpoints written before
- * they were recorded), and messages leave a "-" out. */
-enum { N_CORE_FLAGS = 5, N_MODEL_FLAGS = 11 };
-static const char *const MODEL_FLAGS[N_MODEL_FLAGS] = {
-    "pos", "layers", "dim", "heads", "seq", "rope-scaling", "rope-factor", "rope-orig-len", "rope-beta-fast",
-    "rope-beta-slow", "rope-attn-factor"};
-
-static void model_flag_values(const train_lm_opts *o, char v[N_MODEL_FLAGS][32])
+/* The model flags of o (lm_model.h: stored in both files' metadata as train_lm.<flag>). */
+static lm_model_flags model_flags_of(const train_lm_opts *o)
 {
-    snprintf(v[0], 32, "%s", o->pos);
-    snprintf(v[1], 32, "%d", o->layers);
-    snprintf(v[2], 32, "%d", o->dim);
-    snprintf(v[3], 32, "%d", o->heads);
-    snprintf(v[4], 32, "%d", o->seq);
-    bool none = !o->rope_scaling || !strcmp(o->rope_scaling, "none");
-    snprintf(v[5], 32, "%s", none ? "none" : o->rope_scaling);
-    const double rope[] = {o->rope_factor, o->rope_orig_len > 0 ? o->rope_orig_len : o->seq, o->rope_beta_fast,
-                           o->rope_beta_slow, o->rope_attn_factor};
-    for (int i = 0; i < 5; i++) {
-        if (none)
-            snprintf(v[6 + i], 32, "-");
-        else
-            snprintf(v[6 + i], 32, "%.15g", rope[i]);
-    }
+    return (lm_model_flags){.pos = o->pos,
+                            .rope_scaling = o->rope_scaling,
+                            .layers = o->layers,
+                            .dim = o->dim,
+                            .heads = o->heads,
+                            .seq = o->seq,
+                            .rope_orig_len = o->rope_orig_len,
+                            .rope_factor = o->rope_factor,
+                            .rope_beta_fast = o->rope_beta_fast,
+                            .rope_beta_slow = o->rope_beta_slow,
+                            .rope_attn_factor = o->rope_attn_factor};
 }
 
 typedef struct trainer {
@@ -122,8 +110,8 @@ typedef struct trainer {
     bool log_failed;
     /* metadata of both files: the model flags, the vocabulary, the corpus, the step */
     pg_rotary_opts rope; /* --rope-* for --pos rotary, xpos, local (the layer module's options) */
-    char flag_values[N_MODEL_FLAGS][32], meta_keys[N_MODEL_FLAGS + 4][32], vocab_hex[513], step_text[32];
-    const char *keys[N_MODEL_FLAGS + 4], *values[N_MODEL_FLAGS + 4]; /* "format" (model file only), then the pairs */
+    char flag_values[LM_N_MODEL_FLAGS][LM_FLAG_CHARS], meta_keys[LM_N_MODEL_FLAGS + 4][32], vocab_hex[513], step_text[32];
+    const char *keys[LM_N_MODEL_FLAGS + 4], *values[LM_N_MODEL_FLAGS + 4]; /* "format" (model file only), then the pairs */
 } trainer;
 
 static void trainer_free(trainer *t)
@@ -153,7 +141,7 @@ static int print_sample(trainer *t)
     if (o->sample_len == 0)
         return 0;
     printf("---- sample (temperature %g, top-k %d, top-p %g) ----\n", o->temperature, o->top_k, o->top_p);
-    return lm_sample(stdout, t->lm, &t->corpus, o->prompt, &so);
+    return lm_sample(stdout, t->lm, &t->corpus, o->prompt, &so) < 0 ? -1 : 0;
 }
 
 static int check_opts(const train_lm_opts *o)
@@ -184,16 +172,16 @@ static int check_opts(const train_lm_opts *o)
  * it), the checkpoint its own format (optim/checkpoint.h) and sched.step. */
 static void set_metadata(trainer *t)
 {
-    model_flag_values(t->o, t->flag_values);
+    lm_model_flags f = model_flags_of(t->o);
+    lm_model_flag_values(&f, t->flag_values);
     snprintf(t->meta_keys[0], sizeof t->meta_keys[0], "format");
     t->values[0] = "pt";
     int n = 1;
-    for (; n <= N_MODEL_FLAGS; n++) {
-        snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.%s", MODEL_FLAGS[n - 1]);
+    for (; n <= LM_N_MODEL_FLAGS; n++) {
+        snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.%s", LM_MODEL_FLAGS[n - 1]);
         t->values[n] = t->flag_values[n - 1];
     }
-    for (int i = 0; i < t->corpus.vocab; i++)
-        snprintf(t->vocab_hex + 2 * i, 3, "%02x", t->corpus.chars[i]);
+    lm_vocab_hex(&t->corpus, t->vocab_hex);
     snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.vocab");
     t->values[n++] = t->vocab_hex;
     snprintf(t->meta_keys[n], sizeof t->meta_keys[n], "train_lm.data");
@@ -279,14 +267,14 @@ static int check_memory(trainer *t)
 /* ---- resuming --------------------------------------------------------------------------------- */
 /* "--pos dpb --layers 4 ..." of the flags in v (only those with differ[i] when differ is set);
  * a --rope-* flag that does not apply ("-") is left out, and so is --rope-scaling none unless it differs. */
-static void flags_text(char *buf, size_t n, char v[N_MODEL_FLAGS][32], const bool *differ)
+static void flags_text(char *buf, size_t n, char v[LM_N_MODEL_FLAGS][LM_FLAG_CHARS], const bool *differ)
 {
     size_t k = 0;
     buf[0] = '\0';
-    for (int i = 0; i < N_MODEL_FLAGS && k < n; i++) {
-        bool unset = i >= N_CORE_FLAGS && (!strcmp(v[i], "-") || (!differ && !strcmp(v[i], "none")));
+    for (int i = 0; i < LM_N_MODEL_FLAGS && k < n; i++) {
+        bool unset = i >= LM_N_CORE_FLAGS && (!strcmp(v[i], "-") || (!differ && !strcmp(v[i], "none")));
         if ((!differ || differ[i]) && !unset) {
-            int w = snprintf(buf + k, n - k, "%s--%s %s", k ? " " : "", MODEL_FLAGS[i], v[i]);
+            int w = snprintf(buf + k, n - k, "%s--%s %s", k ? " " : "", LM_MODEL_FLAGS[i], v[i]);
             k += w > 0 ? (size_t)w : 0;
         }
     }
@@ -315,8 +303,8 @@ static int resume(trainer *t)
         return -1;
     }
     int rc = -1;
-    char saved[N_MODEL_FLAGS][32], mine[512], theirs[512];
-    bool differ[N_MODEL_FLAGS], any = false, recorded = true;
+    char saved[LM_N_MODEL_FLAGS][LM_FLAG_CHARS], mine[512], theirs[512];
+    bool differ[LM_N_MODEL_FLAGS], any = false, recorded = lm_model_flags_saved(&info, saved);
     if (!info.is_checkpoint && !info.has_optim) {
         char sibling[LM_PATH_MAX + 32];
         const char *slash = strrchr(o->resume, '/');
@@ -338,15 +326,8 @@ static int resume(trainer *t)
                 o->resume, PG_CHECKPOINT_FORMAT);
         goto done;
     }
-    for (int i = 0; i < N_MODEL_FLAGS; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "train_lm.%s", MODEL_FLAGS[i]);
-        const char *v = pg_checkpoint_info_get(&info, key);
-        if (!v && i >= N_CORE_FLAGS) /* written before the --rope-* flags were recorded: no scaling then */
-            v = i == N_CORE_FLAGS ? "none" : "-";
-        recorded = recorded && v;
-        snprintf(saved[i], sizeof saved[i], "%s", v ? v : "?");
-        differ[i] = v && strcmp(v, t->flag_values[i]) != 0;
+    for (int i = 0; i < LM_N_MODEL_FLAGS; i++) { /* "?": not recorded (lm_model_flags_saved) */
+        differ[i] = strcmp(saved[i], "?") != 0 && strcmp(saved[i], t->flag_values[i]) != 0;
         any = any || differ[i];
     }
     flags_text(mine, sizeof mine, t->flag_values, NULL);
@@ -513,51 +494,6 @@ static void log_row(trainer *t, int step, double loss, double val, double lr, do
 }
 
 /* ---- setting up ------------------------------------------------------------------------------- */
-/* --rope-scaling, --rope-factor, --rope-orig-len (0: --seq) into the rotary options of --pos
- * rotary, xpos or local (docs/pos/rotary.md "Context extension"). 0, or -1 after a message. */
-static int apply_rope_scaling(trainer *t, const train_lm_opts *o)
-{
-    static const char *const NAMES[] = {"none", "linear", "ntk", "dynamic_ntk", "dynamic_linear", "yarn",
-                                        "part_ntk", "dynamic_yarn"};
-    int s = o->rope_scaling ? -1 : PG_ROPE_NONE; /* NULL: none */
-    for (int i = 0; o->rope_scaling && i < (int)(sizeof NAMES / sizeof NAMES[0]); i++)
-        if (!strcmp(o->rope_scaling, NAMES[i]))
-            s = i; /* the order of pg_rope_scaling */
-    if (s < 0) {
-        fprintf(stderr, "train_lm: unknown --rope-scaling '%s' (choices: none linear ntk dynamic_ntk dynamic_linear "
-                "yarn part_ntk dynamic_yarn)\n", o->rope_scaling);
-        return -1;
-    }
-    if (s == PG_ROPE_NONE)
-        return 0;
-    const pg_posmod_kind_info *k = lm_pos_info(o->pos);
-    if (!k || !(k->props & PG_POS_ROTARY) || t->cfg.n_layer_pos != 1) {
-        fprintf(stderr, "train_lm: --rope-scaling %s applies to --pos rotary, xpos or local, not %s\n",
-                o->rope_scaling, o->pos);
-        return -1;
-    }
-    pg_posmod_spec *spec = &t->cfg.layer_pos[0];
-    t->rope = spec->opts ? *(const pg_rotary_opts *)spec->opts : pg_rotary_defaults();
-    t->rope.scaling = (pg_rope_scaling)s;
-    t->rope.rope_factor = o->rope_factor;
-    t->rope.rope_orig_len = o->rope_orig_len > 0 ? o->rope_orig_len : o->seq;
-    t->rope.yarn_beta_fast = o->rope_beta_fast;
-    t->rope.yarn_beta_slow = o->rope_beta_slow;
-    t->rope.yarn_attn_factor = o->rope_attn_factor;
-    pg_posmod *probe = pg_rotary_new(o->dim / o->heads, &t->rope, PG_F64); /* the options' errors, now */
-    if (!probe) {
-        fprintf(stderr,
-                "train_lm: --rope-scaling %s --rope-factor %g --rope-orig-len %d --rope-beta-fast %g --rope-beta-slow "
-                "%g --rope-attn-factor %g: %s\n",
-                o->rope_scaling, o->rope_factor, o->rope_orig_len, o->rope_beta_fast, o->rope_beta_slow,
-                o->rope_attn_factor, pg_last_error());
-        return -1;
-    }
-    pg_module_free(&probe->base);
-    spec->opts = &t->rope;
-    return 0;
-}
-
 /* Everything that can fail before the first step: the corpus, the memory
  * estimate, the model, the checkpoint to resume. Nothing is written. */
 static int trainer_init(trainer *t, const train_lm_opts *o)
@@ -565,13 +501,8 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
     memset(t, 0, sizeof *t);
     t->o = o;
     t->saved_step = -1;
-    t->cfg = pg_lm_defaults(0, o->dim, o->heads, o->layers);
-    if (lm_config_pos(&t->cfg, o->pos, o->seq / 4) != 0) { /* local: window seq / 4, one back */
-        char choices[1024];
-        fprintf(stderr, "train_lm: unknown --pos '%s' (choices: %s)\n", o->pos, lm_pos_names(choices, sizeof choices));
-        return -1;
-    }
-    if (apply_rope_scaling(t, o) != 0)
+    lm_model_flags f = model_flags_of(o);
+    if (lm_model_config(&f, "train_lm", &t->cfg, &t->rope) != 0) /* the model generate rebuilds (lm_model.h) */
         return -1;
     if (o->threads > 0 && pg_set_num_threads(o->threads) != 0) {
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
@@ -580,7 +511,6 @@ static int trainer_init(trainer *t, const train_lm_opts *o)
     if (lm_corpus_load(&t->corpus, o->data, o->seq + 1) != 0)
         return -1;
     t->cfg.vocab = t->corpus.vocab;
-    t->cfg.max_len = o->seq;
     t->cfg.init_std = o->init_std;
     t->cfg.seed = (uint64_t)o->seed;
     set_metadata(t);
@@ -721,7 +651,7 @@ static int save_checkpoints(trainer *t, int step)
     else
         snprintf(held, sizeof held, "was not written by this run");
     snprintf(t->step_text, sizeof t->step_text, "%d", step);
-    int n_meta = N_MODEL_FLAGS + 4; /* format, the flags, vocab, data, step */
+    int n_meta = LM_N_MODEL_FLAGS + 4; /* format, the flags, vocab, data, step */
     if (pg_safetensors_save(t->model_path, &t->params, n_meta, t->keys, t->values) != 0) {
         fprintf(stderr, "\ntrain_lm: cannot write %s at step %d: %s\n  %s was not written either, so the two "
                         "files still agree (the checkpoint %s)\n",

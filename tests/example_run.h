@@ -12,6 +12,7 @@
 #ifndef PG_TESTS_EXAMPLE_RUN_H
 #define PG_TESTS_EXAMPLE_RUN_H
 
+#include <dirent.h>
 #include <unistd.h>
 
 typedef struct ex_run {
@@ -108,6 +109,25 @@ static inline void ex_corpus_workdir(char dir[64], const char *tmpl, const char 
     for (int i = 0; i < 12; i++)
         fputs(text, f);
     fclose(f);
+}
+
+/* Removes dir and everything under it (files and directories). */
+static inline void ex_remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        int k = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (k > 0 && k < (int)sizeof path && unlink(path) != 0)
+            ex_remove_tree(path);
+    }
+    closedir(d);
+    rmdir(dir);
 }
 
 #endif
