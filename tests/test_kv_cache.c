@@ -303,6 +303,10 @@ Test(kv_cache, bad_calls)
 Test(kv_cache, new_refuses)
 {
     pg_lm *lm = small_lm(NULL, "rotary", NULL, 8);
+    pg_lm_cache *mode = pg_lm_cache_new(lm, 1, 4);
+    cr_assert_eq(pg_lm_cache_set_rope(mode, (pg_lm_cache_rope)7), -1);
+    cr_assert(strstr(pg_last_error(), "pg_lm_cache_set_rope: how is not a pg_lm_cache_rope"), "%s", pg_last_error());
+    pg_lm_cache_free(mode);
     ASSERT_FAILS(pg_lm_cache_new(NULL, 1, 4), "pg_lm_cache_new: model is NULL");
     ASSERT_FAILS(pg_lm_cache_new(lm, 0, 4), "need batch >= 1 and 1 <= capacity <= the model's max_len");
     ASSERT_FAILS(pg_lm_cache_new(lm, 1, 0), "got batch 1, capacity 0");

@@ -874,6 +874,7 @@ PTR(lm_cache_new, "pg_lm_cache_new", pg_lm_cache_new(NULL, 1, 4))
 NOOP(lm_cache_free, pg_lm_cache_free(NULL))
 VOID(lm_cache_reset, "pg_lm_cache_reset", pg_lm_cache_reset(NULL))
 NUM(lm_cache_len, "pg_lm_cache_len", pg_lm_cache_len(NULL), -1)
+NUM(lm_cache_set_rope, "pg_lm_cache_set_rope", pg_lm_cache_set_rope(NULL, PG_LM_CACHE_ROPE_REROTATE), -1)
 PTR(lm_cache_prefill_c, "pg_lm_cache_prefill", pg_lm_cache_prefill(G, lm(), NULL, TOK))
 PTR(lm_cache_step_c, "pg_lm_cache_step", pg_lm_cache_step(G, lm(), NULL, TOK))
 /* calls with a valid cache (batch 1, capacity 4) and one NULL: lm, ids or g (needed: the caller's graph) */
