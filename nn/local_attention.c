@@ -499,14 +499,6 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (!pos_arg_ok(g, fn, "pos_q", a->pos_q, b, n) || !pos_arg_ok(g, fn, "pos_k", a->pos_k, b, n))
         return NULL;
     bool given = a->pos_q || a->pos_k;
-    for (int i = 0; given && i < m->n_pos; i++)
-        if (!m->pos[i]->ops->dist_bias) {
-            pg_graph_fail(g, "%s: positional module %d (%s) biases the band from q and k (band_bias) at the default "
-                          "positions only; pos_q %s / pos_k %s are not supported with it",
-                          fn, i, m->pos[i]->base.type, a->pos_q ? SHAPE(a->pos_q) : "NULL",
-                          a->pos_k ? SHAPE(a->pos_k) : "NULL");
-            return NULL;
-        }
     /* padded length: n up to a multiple of w0 (w0 - n % w0 first: no overflow, even for w0 near INT64_MAX) */
     int64_t np = c->autopad && n % w0 != 0 ? n + (w0 - n % w0) : n;
     if (np % w != 0) {
@@ -574,7 +566,17 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (ab && S < ab->shape[2]) /* window offsets -lbe .. lfe: the slots (o + lb) w + r, a run from (lb - lbe) w */
         ab = pg_narrow(g, ab, 2, (lb - lbe) * w, S);
     pg_tensor *bk = t3[1], *bv = t3[2];
-    const pg_pos_band band = {W, we, lbe, lfe};
+    bool hooks = false; /* band_bias schemes: they see the rows' explicit positions on the band */
+    for (int i = 0; i < m->n_pos; i++)
+        hooks = hooks || !m->pos[i]->ops->dist_bias;
+    pg_tensor *pq = NULL, *pk = NULL; /* (b, ne) f64 when positions are given */
+    if (given && (m->rotary || c->use_xpos || hooks)) {
+        pq = row_positions(g, a->pos_q, b, n, ne);
+        pk = row_positions(g, a->pos_k, b, n, ne);
+        if (!pq || !pk)
+            return NULL;
+    }
+    const pg_pos_band band = {W, we, lbe, lfe, pq, pk};
     const pg_pos_ctx hctx = {.self_attn = true, .causal = c->causal, .B = b, .head_dim = d, .Lq = ne, .Lk = ne,
                              .scale = sc, .dtype = dt, .rng = a->rng};
     pg_tensor *hb = t3[0] && t3[1] ? hook_bias(g, fn, m, t3[0], t3[1], &band, &hctx) : NULL; /* unscaled inputs */
@@ -584,13 +586,6 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     if (c->shared_qk) /* k / max(|k|, 1e-12) */
         bk = pg_div(g, bk, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, bk), 1, (const int[]){3}, true)), 1e-12,
                                     INFINITY));
-    pg_tensor *pq = NULL, *pk = NULL; /* (b, ne) f64 when positions are given */
-    if (given && (m->rotary || c->use_xpos)) {
-        pq = row_positions(g, a->pos_q, b, n, ne);
-        pk = row_positions(g, a->pos_k, b, n, ne);
-        if (!pq || !pk)
-            return NULL;
-    }
     if (m->rotary) { /* the given positions, else the true positions 0 .. ne - 1 */
         bq = pg_rotary_apply(g, m->rotary, bq, pq, false, NAN);
         bk = pg_rotary_apply(g, m->rotary, bk, pk, true, NAN);

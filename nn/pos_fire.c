@@ -144,7 +144,8 @@ static pg_tensor *fire_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *
 
 /* The bias on LocalAttention's band (pg_posmod_ops.band_bias), (b, W, w, S): query
  * row r of window omega is token omega w + r, key slot s token (omega - lb) w + s
- * (nn/posmod.h, pg_pos_band); FIRE of those positions, head h on rows h mod H.
+ * (nn/posmod.h, pg_pos_band), or the band's explicit positions; FIRE of those
+ * positions, head h on rows h mod H.
  * Slots without a token get a finite bias that attention hides. */
 static pg_tensor *fire_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
                                  const pg_pos_ctx *c)
@@ -168,6 +169,14 @@ static pg_tensor *fire_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_te
         return NULL;
     }
     int64_t b = q->shape[0], W = band->W, w = band->w, S = (band->lb + band->lf + 1) * w;
+    if (band->pq || band->pk) { /* explicit positions: each row's own, each row its head */
+        pg_tensor *bq = NULL, *bk = NULL;
+        if (pg_pos_band_positions(g, band, b, m->dtype, &bq, &bk) != 0)
+            return NULL;
+        pg_tensor *t = fire_of(g, m, pg_reshape(g, bq, PG_SHAPE(b * W, w)), pg_reshape(g, bk, PG_SHAPE(b * W, S)));
+        t = pg_permute(g, pg_reshape(g, t, PG_SHAPE(b, W, H, w, S)), (const int[]){0, 2, 1, 3, 4}); /* (b, H, W, w, S) */
+        return pg_pos_head_of_row(g, t);
+    }
     pg_tensor *pq = pg_empty(g, m->dtype, PG_SHAPE(W, w)), *pk = pg_empty(g, m->dtype, PG_SHAPE(W, S));
     if (!pq || !pk)
         return NULL;

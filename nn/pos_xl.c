@@ -229,11 +229,36 @@ static pg_tensor *xl_table(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c)
     return p;
 }
 
+/* (q_i + v) . W_R R(pq_i - pk_j) on the band at its explicit positions, qv (b, W, w, H) with
+ * row r on head r mod NH: each row's encodings R (b, W w S, r_dim) projected by its own head's
+ * rows of W_R (and bias), then one dot per pair: (b, W, w, S). Memory b W w S H. */
+static pg_tensor *band_pos_term(pg_graph *g, pg_xl *m, pg_tensor *qv, const pg_pos_band *band)
+{
+    int64_t NH = m->heads, H = m->head_dim, R = m->o.r_dim, b = qv->shape[0], W = band->W, w = band->w;
+    int64_t S = (band->lb + band->lf + 1) * w, P = W * w * S;
+    pg_tensor *pq = NULL, *pk = NULL;
+    if (pg_pos_band_positions(g, band, b, m->dtype, &pq, &pk) != 0)
+        return NULL;
+    pg_tensor *dist = pg_sub(g, pg_reshape(g, pq, PG_SHAPE(b, W, w, 1)), pg_reshape(g, pk, PG_SHAPE(b, W, 1, S)));
+    pg_tensor *enc = pg_reshape(g, pg_xl_rel_encoding(g, &m->pm, dist), PG_SHAPE(b, P, R));
+    pg_tensor *wr = pg_reshape(g, m->embed_lin->weight, PG_SHAPE(1, NH, H, R));
+    wr = pg_pos_head_of_row(g, pg_broadcast_to(g, wr, PG_SHAPE(b, NH, H, R))); /* (b, H, R) */
+    pg_tensor *r = pg_matmul(g, enc, wr, false, true);                           /* (b, P, H) */
+    if (m->embed_lin->bias) {
+        pg_tensor *br = pg_reshape(g, m->embed_lin->bias, PG_SHAPE(1, NH, 1, H));
+        r = pg_add(g, r, pg_pos_head_of_row(g, pg_broadcast_to(g, br, PG_SHAPE(b, NH, 1, H)))); /* + (b, 1, H) */
+    }
+    r = pg_reshape(g, r, PG_SHAPE(b, W, w, S, H));
+    pg_tensor *p = pg_matmul(g, pg_reshape(g, qv, PG_SHAPE(b, W, w, 1, H)), r, false, true); /* (b, W, w, 1, S) */
+    return pg_reshape(g, p, PG_SHAPE(b, W, w, S));
+}
+
 /* The bias on LocalAttention's band (pg_posmod_ops.band_bias), (b, W, w, S):
  *   (u . k_j + (q_i + v) . r(i - j)) * s   (unscaled_pos: u . k_j * s + (q_i + v) . r(i - j))
  * with q, k (b, W w, H) as (b / heads, heads, W w, H); u . k_j is put on the band's slots,
  * W_R R is evaluated on the w + S - 1 distances of the band and gathered per (row, slot)
- * (the relative shift of Dai et al., on the band). */
+ * (the relative shift of Dai et al., on the band); at explicit positions (band->pq / pk)
+ * on each pair's own distance (band_pos_term). */
 static pg_tensor *xl_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_band *band,
                                const pg_pos_ctx *c)
 {
@@ -257,6 +282,13 @@ static pg_tensor *xl_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tens
     pg_tensor *uk = pg_matmul(g, pg_reshape(g, m->u, PG_SHAPE(NH, 1, H)), k4, false, true); /* (B, NH, 1, L') */
     uk = pg_pos_band_slots(g, pg_reshape(g, uk, PG_SHAPE(b, W, w, 1)), band);               /* (b, W, S, 1) */
     uk = pg_reshape(g, uk, PG_SHAPE(b, W, 1, S));
+    if (band->pq || band->pk) { /* explicit positions: r of each pair's own distance */
+        pg_tensor *qv = pg_add(g, q4, pg_reshape(g, m->v, PG_SHAPE(NH, 1, H)));
+        pg_tensor *p = band_pos_term(g, m, pg_reshape(g, qv, PG_SHAPE(b, W, w, H)), band);
+        if (m->o.unscaled_pos)
+            return pg_add(g, pg_mul_scalar(g, uk, s), p);
+        return pg_mul_scalar(g, pg_add(g, uk, p), s);
+    }
     pg_tensor *dist = pg_arange(g, m->dtype, (double)dmin, (double)(dmin + D), 1.0);
     pg_tensor *r = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, dist)); /* (D, NH H) */
     r = pg_permute(g, pg_reshape(g, r, PG_SHAPE(D, NH, H)), (const int[]){1, 2, 0});         /* (NH, H, D) */

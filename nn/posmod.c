@@ -407,6 +407,64 @@ pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band)
     return n == 1 ? parts[0] : pg_concat(g, n, parts, 2);
 }
 
+static double band_position(const pg_tensor *pos, int64_t row, int64_t n, int64_t t)
+{
+    return pos ? ((const double *)pos->data)[row * n + t] : (double)t;
+}
+
+int pg_pos_band_positions(pg_graph *g, const pg_pos_band *band, int64_t b, pg_dtype dtype, pg_tensor **pq,
+                          pg_tensor **pk)
+{
+    const char *fn = "pg_pos_band_positions";
+    int64_t W = band ? band->W : 0, w = band ? band->w : 0, n = W * w;
+    int64_t S = band ? (band->lb + band->lf + 1) * w : 0;
+    const pg_tensor *sq = band ? band->pq : NULL, *sk = band ? band->pk : NULL;
+    for (int i = 0; i < 2; i++) {
+        const pg_tensor *p = i ? sk : sq;
+        if (!band || !pq || !pk || (p && (p->dtype != PG_F64 || p->ndim != 2 || p->shape[0] != b || p->shape[1] != n))) {
+            pg_graph_fail(g, "%s: %s; band positions must be f64 (b, W w) = (%lld, %lld)", fn,
+                          !band ? "band is NULL" : !pq || !pk ? "an output is NULL" : SHAPE(p), (long long)b,
+                          (long long)n);
+            return -1;
+        }
+    }
+    *pq = pg_empty(g, dtype, PG_SHAPE(b, W, w));
+    *pk = pg_empty(g, dtype, PG_SHAPE(b, W, S));
+    if (!*pq || !*pk)
+        return -1;
+    for (int64_t r = 0; r < b; r++)
+        for (int64_t o = 0; o < W; o++) {
+            for (int64_t i = 0; i < w; i++)
+                pg_set(*pq, (r * W + o) * w + i, band_position(sq, r, n, o * w + i));
+            for (int64_t s = 0; s < S; s++) {
+                int64_t t = (o - band->lb) * w + s;
+                bool none = t < 0 || t >= n;
+                pg_set(*pk, (r * W + o) * S + s, none ? band_position(sq, r, n, o * w) : band_position(sk, r, n, t));
+            }
+        }
+    return 0;
+}
+
+pg_tensor *pg_pos_head_of_row(pg_graph *g, pg_tensor *t)
+{
+    if (!t || t->ndim < 2) {
+        pg_graph_fail(g, "pg_pos_head_of_row: t is %s, expected (b, H, ...)", t ? SHAPE(t) : "NULL");
+        return NULL;
+    }
+    int64_t b = t->shape[0], H = t->shape[1], rest = t->numel / (b > 0 && H > 0 ? b * H : 1);
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(b));
+    if (!idx)
+        return NULL;
+    for (int64_t r = 0; r < b; r++)
+        pg_i64(idx)[r] = r * H + r % H;
+    int64_t shape[PG_MAX_DIMS];
+    shape[0] = b;
+    for (int i = 2; i < t->ndim; i++)
+        shape[i - 1] = t->shape[i];
+    pg_tensor *sel = pg_index_select(g, pg_reshape(g, t, PG_SHAPE(b * H, rest)), 0, idx);
+    return pg_reshape(g, sel, t->ndim - 1, shape);
+}
+
 /* ---- divide / learned_div ---------------------------------------------------------------- */
 
 pg_tensor *pg_pos_div_param(pg_posmod *m, pg_pos_divide d, pg_dtype dtype, bool *ok)

@@ -67,10 +67,15 @@ typedef struct pg_posmod pg_posmod;
  *
  * A slot whose token is outside 0 .. W w - 1 holds no key; attention hides it,
  * whatever bias it gets. lb, lf are already clamped to the windows that exist
- * (lb, lf <= W - 1). */
+ * (lb, lf <= W - 1). With explicit positions (pq / pk set) the distance is
+ * pq[row, query token] - pk[row, key token] instead: a band_bias hook must read
+ * them (pg_pos_band_positions gives both sides on the band's layout). */
 typedef struct pg_pos_band {
     int64_t W, w;   /* windows, queries per window (>= 1) */
     int64_t lb, lf; /* windows looked at before / after each window (>= 0) */
+    /* explicit positions (LocalAttention's pos_q / pos_k), or both NULL for the token
+     * indices above: (b, W w) f64, one row per row of the hook's q and k */
+    const pg_tensor *pq, *pk;
 } pg_pos_band;
 
 /* What a hook sees of one attention call. For mod_x the context describes x's
@@ -185,6 +190,16 @@ int pg_pos_ctx_check(pg_graph *g, const char *fn, const pg_pos_ctx *c);
  * such token (the layout of pg_pos_band). For band_bias hooks (keys' terms on the
  * band) and LocalAttention (keys, values, mask). Differentiable in x. */
 pg_tensor *pg_pos_band_slots(pg_graph *g, pg_tensor *x, const pg_pos_band *band);
+
+/* The positions a band_bias hook sees for b rows: queries *pq (b, W, w) and key slots
+ * *pk (b, W, S), of dtype, from band->pq / pk or the token indices when NULL; a slot
+ * without a token gets its window's first query position (finite; attention hides
+ * it). 0, or -1 after pg_graph_fail. */
+int pg_pos_band_positions(pg_graph *g, const pg_pos_band *band, int64_t b, pg_dtype dtype, pg_tensor **pq,
+                          pg_tensor **pk);
+/* t (b, H, ...) -> (b, ...): row r keeps head r mod H (the band's rows are batch x heads,
+ * heads fastest). Differentiable in t. */
+pg_tensor *pg_pos_head_of_row(pg_graph *g, pg_tensor *t);
 
 /* Positions of one side as a (B, Lp) tensor of `dtype` (cast from f32/f64/i64;
  * no gradient); pos NULL gives 0..L-1 as (B, L). */

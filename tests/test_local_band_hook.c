@@ -113,18 +113,6 @@ static pg_local_attention *local(int64_t w, int64_t lb, int64_t lf, bool causal,
     return m;
 }
 
-/* [i, j] = 0 where the band (windows of w, lb back, lf ahead, causal) lets query i see key j, else -inf */
-static pg_tensor *band_mask(pg_graph *g, int64_t L, int64_t w, int64_t lb, int64_t lf, bool causal)
-{
-    pg_tensor *t = pg_empty(g, PG_F64, PG_SHAPE(L, L));
-    for (int64_t i = 0; i < L; i++)
-        for (int64_t j = 0; j < L; j++) {
-            bool vis = j / w >= i / w - lb && j / w <= i / w + lf && (!causal || j <= i);
-            pg_set(t, i * L + j, vis ? 0.0 : -INFINITY);
-        }
-    return t;
-}
-
 static void check_equals_full(int64_t L, int64_t w, int64_t lb, int64_t lf, bool causal, bool autopad)
 {
     band_qk *bm = bqk_new(&BAND_QK, "TestBandQK", 2, 5);
@@ -136,7 +124,7 @@ static void check_equals_full(int64_t L, int64_t w, int64_t lb, int64_t lf, bool
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     pg_pos_ctx c = {.self_attn = true, .causal = causal, .B = 2, .heads = 2, .head_dim = 4, .Lq = L, .Lk = L,
                     .dtype = PG_F64};
-    pg_tensor *bias = pg_add(g, bm->pm.ops->mod_bias(g, &bm->pm, q, k, v, &c), band_mask(g, L, w, lb, lf, causal));
+    pg_tensor *bias = pg_add(g, bm->pm.ops->mod_bias(g, &bm->pm, q, k, v, &c), test_band_mask(g, L, w, lb, lf, causal));
     pg_tensor *e = pg_attention(g, q, k, v, &(pg_sdpa_opts){.bias = bias, .causal = causal});
     cr_assert_not_null(e, "%s", pg_graph_error(g));
     assert_close(y, e, 1e-12, "band_bias in LocalAttention vs full attention with mod_bias");

@@ -27,8 +27,17 @@ static const lp_case CASES[] = {
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
 
-/* which 1 ALiBi, 2 DPB, 3 T5 */
-static pg_posmod *lp_scheme(int which, int64_t heads) { return test_rel_scheme(which - 1, heads, 91); }
+/* which 1 ALiBi, 2 DPB, 3 T5 (dist_bias); 4 Transformer-XL, 5 FIRE (band_bias) */
+static pg_posmod *lp_scheme(int which, int64_t heads, int64_t d)
+{
+    if (which <= 3)
+        return test_rel_scheme(which - 1, heads, 91);
+    pg_rng r = pg_rng_init(92);
+    pg_posmod_args pa = {.dim = heads * d, .heads = heads, .head_dim = d, .dtype = PG_F64, .rng = &r};
+    pg_posmod *p = which == 4 ? pg_posmod_make_xl(&pa) : pg_posmod_make_fire(&pa);
+    cr_assert_not_null(p, "%s", pg_last_error());
+    return p;
+}
 
 static pg_local_attention *lp_make(const lp_case *c, int64_t d)
 {
@@ -42,7 +51,7 @@ static pg_local_attention *lp_make(const lp_case *c, int64_t d)
     cfg.autopad = c->autopad;
     cfg.unfused = c->unfused;
     cfg.dtype = PG_F64;
-    pg_posmod *p = c->scheme ? lp_scheme(c->scheme, 2) : NULL;
+    pg_posmod *p = c->scheme ? lp_scheme(c->scheme, 2, d) : NULL;
     pg_local_attention *m = pg_local_attention_new(&cfg, &p, c->scheme ? 1 : 0);
     cr_assert_not_null(m, "%s", pg_last_error());
     return m;
@@ -266,6 +275,8 @@ Test(local_positions, gradcheck_with_positions)
         {.w = 2, .lb = 1, .lf = 1, .rotary = true, .scheme = 2},      /* DPB: its MLP's parameters too */
         {.w = 4, .lb = 1, .lf = -1, .scheme = 3, .autopad = true},    /* T5's table, autopad 6 -> 8 */
         {.w = 2, .lb = 1, .lf = -1, .scheme = 1, .unfused = true},    /* ALiBi */
+        {.w = 2, .lb = 1, .lf = 0, .causal = true, .scheme = 4},      /* Transformer-XL: u, v, W_R */
+        {.w = 3, .lb = 1, .lf = 1, .scheme = 5},                      /* FIRE: its MLP, c, L */
     };
     for (int ci = 0; ci < (int)(sizeof cs / sizeof cs[0]); ci++) {
         lp_gc ctx = {.m = lp_make(&cs[ci], d), .a = {.pos_q = p, .pos_k = ci == 1 ? pk : p, .mask = ci == 2 ? mask : NULL}};
@@ -279,6 +290,50 @@ Test(local_positions, gradcheck_with_positions)
         pg_module_free(&ctx.m->base);
     }
     free_all(3, (pg_tensor *[]){p, pk, mask});
+}
+
+/* ---- band_bias schemes at explicit positions ------------------------------------------------
+ * Transformer-XL and FIRE bias the band through band_bias, which reads the rows' positions
+ * (pg_pos_band.pq / pk): each pair's own distance, FIRE also the query's position. Reference:
+ * full attention with the scheme's mod_bias at the same positions plus the band (by index) as a
+ * -inf mask. q, k, v (B, H, L, d), positions per batch row. */
+static void check_hook_at_positions(int scheme, lp_case c, int64_t L)
+{
+    const int64_t B = 2, H = 2, d = 4;
+    c.scheme = scheme;
+    pg_local_attention *m = lp_make(&c, d);
+    pg_tensor *q = randt(PG_SHAPE(B, H, L, d), 81, true), *k = randt(PG_SHAPE(B, H, L, d), 82, true),
+              *v = randt(PG_SHAPE(B, H, L, d), 83, true), *pq = positions(PG_F64, B, L, p_irregular);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_local_attention_forward(g, m, q, k, v, &(pg_local_args){.pos_q = pq, .pos_k = pq});
+    cr_assert_not_null(y, "%s", pg_graph_error(g));
+    pg_pos_ctx ctx = {.pos_q = pq, .pos_k = pq, .self_attn = true, .causal = c.causal, .B = B, .heads = H,
+                      .head_dim = d, .Lq = L, .Lk = L, .scale = 1.0 / sqrt((double)d), .dtype = PG_F64};
+    pg_posmod *p = m->pos[0];
+    int64_t lf = c.lf < 0 ? 0 : c.lf;
+    pg_tensor *bias = pg_add(g, p->ops->mod_bias(g, p, q, k, v, &ctx), test_band_mask(g, L, c.w, c.lb, lf, c.causal));
+    pg_tensor *e = pg_attention(g, q, k, v, &(pg_sdpa_opts){.bias = bias, .causal = c.causal});
+    cr_assert_not_null(e, "%s", pg_graph_error(g));
+    double err = max_err(y, e);
+    printf("local_positions %s at irregular positions (w %lld, lb %lld, lf %lld%s, L %lld): %.3g\n",
+           scheme == 4 ? "xl" : "fire", (long long)c.w, (long long)c.lb, (long long)lf, c.causal ? ", causal" : "",
+           (long long)L, err);
+    cr_assert_leq(err, 1e-12, "band_bias at positions vs full attention with mod_bias: %g", err);
+    /* and the positions matter: the default positions give another output */
+    pg_tensor *y0 = pg_local_attention_forward(g, m, q, k, v, NULL);
+    cr_assert_gt(max_err(y0, e), 1e-6, "the explicit positions changed nothing");
+    pg_graph_free(g);
+    free_all(4, (pg_tensor *[]){q, k, v, pq});
+    pg_module_free(&m->base);
+}
+
+Test(local_positions, band_bias_schemes_at_positions)
+{
+    for (int scheme = 4; scheme <= 5; scheme++) {
+        check_hook_at_positions(scheme, (lp_case){.w = 2, .lb = 1, .lf = 1}, 8);
+        check_hook_at_positions(scheme, (lp_case){.w = 3, .lb = 2, .lf = 0, .causal = true}, 9);
+        check_hook_at_positions(scheme, (lp_case){.w = 2, .lb = 1, .lf = 0, .causal = true}, 8);
+    }
 }
 
 /* ---- bad input --------------------------------------------------------------------------- */
@@ -312,18 +367,6 @@ Test(local_positions, bad_positions)
     pg_tensor *y1 = run(m, q, q, q, pi, NULL), *y2 = run(m, q, q, q, pi, pd);
     cr_assert_leq(max_err(y1, y2), 1e-15, "pos_k NULL = 0..L-1: %g", max_err(y1, y2));
     pg_tensor_free(y1), pg_tensor_free(y2);
-    /* a band_bias scheme (Transformer-XL) takes the default positions only */
-    pg_rng r = pg_rng_init(3);
-    pg_posmod_args pa = {.dim = 8, .heads = 2, .head_dim = 4, .dtype = PG_F64, .rng = &r};
-    pg_posmod *xl = pg_posmod_make_xl(&pa);
-    pg_local_attention_config cfg = pg_local_attention_defaults(2);
-    cfg.dtype = PG_F64;
-    pg_local_attention *mx = pg_local_attention_new(&cfg, &xl, 1);
-    cr_assert_not_null(mx, "%s", pg_last_error());
-    ASSERT_FAILS(pg_local_attention_forward(NULL, mx, q, q, q, &(pg_local_args){.pos_q = pi, .pos_k = pi}),
-                 "pg_local_attention_forward: positional module 0 (TransformerXLBias) biases the band from q and k "
-                 "(band_bias) at the default positions only; pos_q f64[2,8] / pos_k f64[2,8]");
-    pg_module_free(&mx->base);
     free_all(7, (pg_tensor *[]){q, short_p, bool_p, b3, one_d, nan_p, pd});
     pg_tensor_free(pi);
     pg_module_free(&m->base);

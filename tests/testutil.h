@@ -290,4 +290,17 @@ static inline pg_posmod *test_rel_scheme(int which, int64_t heads, uint64_t seed
     return p;
 }
 
+/* (L, L) f64: [i, j] = 0 where a local-attention band (windows of w, lb back, lf ahead, causal)
+ * lets query i see key j, else -inf; the reference's additive mask */
+static inline pg_tensor *test_band_mask(pg_graph *g, int64_t L, int64_t w, int64_t lb, int64_t lf, bool causal)
+{
+    pg_tensor *t = pg_empty(g, PG_F64, PG_SHAPE(L, L));
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < L; j++) {
+            bool vis = j / w >= i / w - lb && j / w <= i / w + lf && (!causal || j <= i);
+            pg_set(t, i * L + j, vis ? 0.0 : -INFINITY);
+        }
+    return t;
+}
+
 #endif
