@@ -61,6 +61,19 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity);
 void pg_lm_cache_free(pg_lm_cache *c); /* NULL: no-op */
 /* Empties the cache (length 0) for a new sequence; keeps its memory. */
 void pg_lm_cache_reset(pg_lm_cache *c);
+/* Left padding: a batch of prompts of different lengths, right-aligned to a
+ * common width. On an empty cache (new or reset), start (B entries) gives each
+ * row's leading pad columns, 0 <= start[b] < capacity; reset clears them (no
+ * padding). Then column t of row b is at position t - start[b] (its pads at
+ * position 0), its real queries see only its real keys (columns >= start[b]),
+ * causal and band measured in positions, so every row's logits equal those of
+ * its unpadded sequence alone (tests/test_kv_cache_pad.c: 1e-12 in float64);
+ * a pad query sees its own key only (finite, meaningless logits). CoPE's gate
+ * sums and FoX's c_i - c_j between a real key and a real query read real
+ * tokens only. A prefill or step fails when a row would still hold only pads
+ * after it (its last logits would be a pad's). 0, or -1 + error: NULL, a
+ * non-empty cache, a start outside [0, capacity). */
+int pg_lm_cache_set_start(pg_lm_cache *c, const int64_t *start);
 /* Tokens held (0 after new / reset); -1 for NULL. */
 int64_t pg_lm_cache_len(const pg_lm_cache *c);
 /* Feeds ids (B, L0) PG_I64 (B the cache's batch) in one forward at positions

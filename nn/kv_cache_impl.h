@@ -16,6 +16,8 @@ struct pg_lm_cache {
     pg_flash_opts band;  /* the model's band (window 0: none) */
     pg_tensor **k, **v; /* per layer: (B, H, cap, Dh) heap tensors */
     pg_tensor **fc;     /* per layer with a forgetting gate: its c_t (B, H, cap) (docs/pos/fox.md (2)), else NULL */
+    int64_t *start;     /* (B) leading pad columns of each row (pg_lm_cache_set_start); all 0: none */
+    bool padded;        /* some start[b] > 0 */
 };
 
 /* ---- which schemes decode, and how ---------------------------------------------------------- */
@@ -41,8 +43,10 @@ typedef struct ext {
     pg_lm_cache *c;
     int64_t t0, Ln, Lt;   /* first new position, new tokens, tokens after the call */
     int64_t Lk;           /* keys in the store: Lt, or with a band min(Lt, R) (the ring's slots) */
-    pg_tensor *pn, *pall; /* positions (B, Ln) t0 .., (B, Lk) of the keys in slot order, i64 */
-    pg_tensor *hide;      /* (1, 1, Ln, Lk) bool: key after new query i or outside its band; NULL: none */
+    pg_tensor *pn, *pall; /* positions (B, Ln) of the new columns t0 .., (B, Lk) of the keys in slot order, i64:
+                             column t of row b is at position t - start[b] (its pads at 0) */
+    pg_tensor *hide;      /* (B, 1, Ln, Lk) bool: key after new query i, outside its band or a pad of the row
+                             (a pad query sees its own key only); NULL: none */
 } ext;
 
 /* block l for the new tokens: x (B, Ln, dim) -> (B, Ln, dim); keys and values stored (kv_cache_attend.c) */
