@@ -26,6 +26,8 @@
  *     logits = q K^T scale + sum of mod_bias over (pos_q = t0.., pos_k = the stored keys'
  *              positions, 0 .. len + Ln - 1 without a ring) (B, H, Ln, keys), key at p
  *              hidden from new query i when p > t0 + i or p is outside its band
+ *              (per row with left padding: positions t - start[b], pads hidden,
+ *              pg_lm_cache_set_start below)
  *     x += to_out(softmax(logits) V); x += ff(norm2(x))
  *   logits = head(norm(x))                                      (B, Ln, vocab)
  *

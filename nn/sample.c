@@ -304,8 +304,10 @@ static int generate_loop(const char *fn, pg_graph *g, pg_lm *lm, const pg_sample
     int rc = next && done ? 0 : -1;
     if (rc != 0)
         pg_set_error("%s: out of memory", fn);
-    if (rc == 0 && d.cache && d.start && pg_lm_cache_set_start(d.cache, d.start) != 0)
-        rc = -1;
+    if (d.cache && d.start && pg_lm_cache_set_start(d.cache, d.start) != 0) { /* a start past max_len: */
+        pg_lm_cache_free(d.cache);                                           /* full forwards only */
+        d.cache = NULL;
+    }
     bool halt = false;
     int64_t live = B, s = 0;
     while (rc == 0 && s < o->max_new && live > 0 && !halt) {

@@ -243,12 +243,13 @@ Test(kv_cache_pad, generate_through_the_cache)
     }
 }
 
-/* max_len 10 < 23 columns: the cache until then, after it the full forward of each row's own last 10 ids */
+/* max_len 10 < 23 columns: the cache until then, after it the full forward of each row's own last 10 ids;
+ * max_len 5 < the width 7 (a start of 5 past the cache's capacity): full forwards only */
 Test(kv_cache_pad, generate_past_max_len)
 {
-    const char *input[] = {NULL, "learned"}, *layer[] = {"rotary", NULL};
-    for (int k = 0; k < 2; k++) {
-        pg_lm *lm = pad_lm(input[k], layer[k], NULL, 10, (pg_attn_band){0});
+    const char *input[] = {NULL, "learned", NULL}, *layer[] = {"rotary", NULL, "rotary"};
+    for (int k = 0; k < 3; k++) {
+        pg_lm *lm = pad_lm(input[k], layer[k], NULL, k == 2 ? 5 : 10, (pg_attn_band){0});
         check_generate(lm, layer[k] ? layer[k] : input[k]);
         pg_module_free(&lm->base);
     }
