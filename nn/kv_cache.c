@@ -69,7 +69,8 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
         return NULL;
     pg_lm_cache *c = calloc(1, sizeof *c);
     if (!c || !(c->k = calloc((size_t)lc->layers + 1, sizeof *c->k)) ||
-        !(c->v = calloc((size_t)lc->layers + 1, sizeof *c->v)) || !(c->fc = calloc((size_t)lc->layers + 1, sizeof *c->fc))) {
+        !(c->v = calloc((size_t)lc->layers + 1, sizeof *c->v)) || !(c->fc = calloc((size_t)lc->layers + 1, sizeof *c->fc)) ||
+        !(c->start = calloc((size_t)batch, sizeof *c->start))) {
         pg_lm_cache_free(c);
         pg_set_error("%s: out of memory", fn);
         return NULL;
@@ -80,7 +81,7 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
     if (bd->window > 0 && bd->look_backward < INT64_MAX / bd->window - 2)
         R = bd->window * (bd->look_backward + 2) < capacity ? bd->window * (bd->look_backward + 2) : capacity;
     *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, R, band, c->k, c->v,
-                       c->fc, false, PG_LM_CACHE_ROPE_RECOMPUTE, NULL};
+                       c->fc, false, PG_LM_CACHE_ROPE_RECOMPUTE, NULL, c->start, false};
     bool fox = false;
     for (int i = 0; i < lc->n_layer_pos; i++) {
         const pg_posmod_spec *s = &lc->layer_pos[i];
@@ -121,6 +122,7 @@ void pg_lm_cache_free(pg_lm_cache *c)
     free(c->k);
     free(c->v);
     free(c->fc);
+    free(c->start);
     free(c);
 }
 
@@ -131,6 +133,43 @@ void pg_lm_cache_reset(pg_lm_cache *c)
         return;
     }
     c->len = 0;
+    memset(c->start, 0, (size_t)c->B * sizeof *c->start);
+    c->padded = false;
+}
+
+int pg_lm_cache_set_start(pg_lm_cache *c, const int64_t *start)
+{
+    const char *fn = "pg_lm_cache_set_start";
+    if (!c || !start) {
+        pg_set_error("%s: %s is NULL", fn, !c ? "cache" : "start");
+        return -1;
+    }
+    if (c->len > 0) {
+        pg_set_error("%s: the cache holds %lld tokens; set the starts on an empty cache (new or reset)", fn,
+                     (long long)c->len);
+        return -1;
+    }
+    for (int64_t b = 0; b < c->B; b++)
+        if (start[b] < 0 || start[b] >= c->cap) {
+            pg_set_error("%s: start[%lld] = %lld, need 0 <= start < the capacity %lld (a row keeps a real token)", fn,
+                         (long long)b, (long long)start[b], (long long)c->cap);
+            return -1;
+        }
+    bool any = false;
+    for (int64_t b = 0; b < c->B; b++)
+        any = any || start[b] > 0;
+    if (any && c->raw_keys) { /* the call's length sets the frequencies: one length for the whole batch */
+        pg_set_error("%s: a dynamic_* rotary scaling takes its frequencies from the sequence's length, which left "
+                     "padding would make the longest row's for every row; decode rows of different lengths one at "
+                     "a time", fn);
+        return -1;
+    }
+    c->padded = false;
+    for (int64_t b = 0; b < c->B; b++) {
+        c->start[b] = start[b];
+        c->padded = c->padded || start[b] > 0;
+    }
+    return 0;
 }
 
 int pg_lm_cache_set_rope(pg_lm_cache *c, pg_lm_cache_rope how)
@@ -154,39 +193,49 @@ int64_t pg_lm_cache_len(const pg_lm_cache *c)
 
 /* ---- one extension by Ln tokens ------------------------------------------------------------ */
 
-/* positions (B, n) i64 holding start, start + 1, ... in every row */
-static pg_tensor *positions(pg_graph *g, int64_t B, int64_t start, int64_t n)
+/* the position of column t in row b: t - start[b], the row's pads at 0 */
+static int64_t col_pos(const pg_lm_cache *c, int64_t b, int64_t t)
 {
-    pg_tensor *p = pg_empty(g, PG_I64, PG_SHAPE(B, n));
-    for (int64_t i = 0; p && i < B * n; i++)
-        pg_i64(p)[i] = start + i % n;
+    return t > c->start[b] ? t - c->start[b] : 0;
+}
+
+/* positions (B, Ln) i64 of the new columns t0 .. t0 + Ln - 1 */
+static pg_tensor *positions(pg_graph *g, const ext *e)
+{
+    pg_tensor *p = pg_empty(g, PG_I64, PG_SHAPE(e->c->B, e->Ln));
+    for (int64_t i = 0; p && i < e->c->B * e->Ln; i++)
+        pg_i64(p)[i] = col_pos(e->c, i / e->Ln, e->t0 + i % e->Ln);
     return p;
 }
 
-/* the keys' positions in slot order (B, Lk): slot s holds the last position p <= Lt - 1 with p = s mod R */
+/* the keys' positions in slot order (B, Lk) */
 static pg_tensor *slot_positions(pg_graph *g, const ext *e)
 {
-    int64_t R = e->c->R, B = e->c->B;
-    pg_tensor *p = pg_empty(g, PG_I64, PG_SHAPE(B, e->Lk));
-    for (int64_t i = 0; p && i < B * e->Lk; i++) {
-        int64_t s = i % e->Lk;
-        pg_i64(p)[i] = s + R * ((e->Lt - 1 - s) / R);
-    }
+    pg_tensor *p = pg_empty(g, PG_I64, PG_SHAPE(e->c->B, e->Lk));
+    for (int64_t i = 0; p && i < e->c->B * e->Lk; i++)
+        pg_i64(p)[i] = col_pos(e->c, i / e->Lk, pg_kvc_slot_col(e, i % e->Lk));
     return p;
 }
 
-/* hide[i, s]: the key in slot s is after new query i (position t0 + i) or outside its band (pg_flash_band) */
+/* hide[b, 0, i, s] for the new query i of row b (column t = t0 + i) and the key in slot s (column u):
+ * a real query (t >= start[b], position p = t - start[b]) sees the real keys (u >= start[b]) at positions
+ * <= p inside the band of p (pg_flash_band over the row's Lt - start[b] tokens: the band is measured in
+ * positions, so a padded row sees the keys its unpadded run sees); a pad query sees its own key only
+ * (finite: a row of -inf would give NaN) */
 static pg_tensor *causal_hide(pg_graph *g, const ext *e)
 {
-    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(1, 1, e->Ln, e->Lk));
-    for (int64_t i = 0; h && i < e->Ln; i++) {
-        int64_t lo = 0, hi = 0;
-        pg_flash_band(&e->c->band, e->t0 + i, e->Lt, &lo, &hi);
-        for (int64_t s = 0; s < e->Lk; s++) {
-            int64_t p = pg_i64(e->pall)[s];
-            pg_bool(h)[i * e->Lk + s] = p > e->t0 + i || p < lo;
+    int64_t B = e->c->B, Ln = e->Ln, Lk = e->Lk;
+    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(B, 1, Ln, Lk));
+    for (int64_t b = 0; h && b < B; b++)
+        for (int64_t i = 0; i < Ln; i++) {
+            int64_t t = e->t0 + i, s0 = e->c->start[b], p = t - s0, lo = 0, hi = 0;
+            if (p >= 0)
+                pg_flash_band(&e->c->band, p, e->Lt - s0, &lo, &hi);
+            for (int64_t s = 0; s < Lk; s++) {
+                int64_t u = pg_kvc_slot_col(e, s);
+                pg_bool(h)[(b * Ln + i) * Lk + s] = p < 0 ? u != t : u < s0 || u - s0 > p || u - s0 < lo;
+            }
         }
-    }
     return h;
 }
 
@@ -212,6 +261,13 @@ static bool ext_ok(pg_graph *g, const char *fn, const pg_lm *lm, const pg_lm_cac
                       (long long)c->B, want_L > 0 ? "1" : "L >= 1");
         return false;
     }
+    for (int64_t b = 0; b < c->B; b++)
+        if (c->start[b] >= c->len + ids->shape[1]) {
+            pg_graph_fail(g, "%s: row %lld starts at column %lld (pg_lm_cache_set_start) but would hold %lld columns: "
+                          "every row needs a real token by the end of a call", fn, (long long)b,
+                          (long long)c->start[b], (long long)(c->len + ids->shape[1]));
+            return false;
+        }
     if (c->len + ids->shape[1] > c->cap) {
         pg_graph_fail(g, "%s: the cache holds %lld of its capacity %lld tokens; %lld more asked for (length %lld)",
                       fn, (long long)c->len, (long long)c->cap, (long long)ids->shape[1],
@@ -235,11 +291,11 @@ static bool ext_ok(pg_graph *g, const char *fn, const pg_lm *lm, const pg_lm_cac
 /* ids (B, Ln) -> logits (B, Ln, vocab); the cache grows by Ln on success */
 static pg_tensor *extend(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c, pg_tensor *ids)
 {
-    int64_t B = c->B, Ln = ids->shape[1], Lt = c->len + Ln;
+    int64_t Ln = ids->shape[1], Lt = c->len + Ln;
     ext e = {fn, c, c->len, Ln, Lt, c->band.window > 0 && Lt > c->R ? c->R : Lt, NULL, NULL, NULL};
-    e.pn = positions(g, B, e.t0, Ln);
+    e.pn = positions(g, &e);
     e.pall = slot_positions(g, &e);
-    bool hide = Ln > 1 || c->band.window > 0;
+    bool hide = Ln > 1 || c->band.window > 0 || c->padded;
     e.hide = hide && e.pall ? causal_hide(g, &e) : NULL;
     if (!e.pn || !e.pall || (hide && !e.hide))
         return NULL;
@@ -249,7 +305,7 @@ static pg_tensor *extend(pg_graph *g, const char *fn, pg_lm *lm, pg_lm_cache *c,
         x = pg_kvc_block(g, lm, l, &e, x);
     pg_tensor *out = x ? pg_linear_forward(g, lm->head, pg_kvc_norm(g, lm->cfg.norm, lm->norm, x)) : NULL;
     if (out && c->ids)
-        for (int64_t b = 0; b < B; b++)
+        for (int64_t b = 0; b < c->B; b++)
             memcpy(pg_i64(c->ids) + b * c->cap + e.t0, pg_i64(ids) + b * Ln, (size_t)Ln * sizeof(int64_t));
     if (out)
         c->len = e.Lt;

@@ -26,6 +26,8 @@
  *     logits = q K^T scale + sum of mod_bias over (pos_q = t0.., pos_k = the stored keys'
  *              positions, 0 .. len + Ln - 1 without a ring) (B, H, Ln, keys), key at p
  *              hidden from new query i when p > t0 + i or p is outside its band
+ *              (per row with left padding: positions t - start[b], pads hidden,
+ *              pg_lm_cache_set_start below)
  *     x += to_out(softmax(logits) V); x += ff(norm2(x))
  *   logits = head(norm(x))                                      (B, Ln, vocab)
  *
@@ -62,6 +64,19 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity);
 void pg_lm_cache_free(pg_lm_cache *c); /* NULL: no-op */
 /* Empties the cache (length 0) for a new sequence; keeps its memory. */
 void pg_lm_cache_reset(pg_lm_cache *c);
+/* Left padding: a batch of prompts of different lengths, right-aligned to a
+ * common width. On an empty cache (new or reset), start (B entries) gives each
+ * row's leading pad columns, 0 <= start[b] < capacity; reset clears them (no
+ * padding). Then column t of row b is at position t - start[b] (its pads at
+ * position 0), its real queries see only its real keys (columns >= start[b]),
+ * causal and band measured in positions, so every row's logits equal those of
+ * its unpadded sequence alone (tests/test_kv_cache_pad.c: 1e-12 in float64);
+ * a pad query sees its own key only (finite, meaningless logits). CoPE's gate
+ * sums and FoX's c_i - c_j between a real key and a real query read real
+ * tokens only. A prefill or step fails when a row would still hold only pads
+ * after it (its last logits would be a pad's). 0, or -1 + error: NULL, a
+ * non-empty cache, a start outside [0, capacity). */
+int pg_lm_cache_set_start(pg_lm_cache *c, const int64_t *start);
 /* Tokens held (0 after new / reset); -1 for NULL. */
 int64_t pg_lm_cache_len(const pg_lm_cache *c);
 /* Rotary scalings whose frequencies depend on the length (pg_rotary_opts.scaling

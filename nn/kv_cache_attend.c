@@ -77,14 +77,15 @@ static int ring_runs(const ext *e, int64_t lo, int64_t p, int64_t s0[2], int64_t
 }
 
 /* CoPE: its gates sum over the keys from each key up to the query, so each new query row r
- * (position p = t0 + r) is its own call over the keys its band lets it see, lo .. p, in
+ * (column p = t0 + r) is its own call over the ring's keys up to it, columns lo .. p, in
  * order (gathered from the ring), nothing hidden; the row goes back to slot order with
- * zeros in the hidden slots: (B, H, 1, Lk) per row, (B, H, Ln, Lk) in all */
+ * zeros in the slots after p: (B, H, 1, Lk) per row, (B, H, Ln, Lk) in all */
 static pg_tensor *cope_row(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *q1, pg_tensor *K, pg_tensor *V,
                            double scale, int64_t pos)
 {
-    int64_t lo = 0, hi = 0, s0[2], n[2];
-    pg_flash_band(&e->c->band, pos, e->Lt, &lo, &hi);
+    /* every key the ring holds up to the query: a key before the band changes no in-band key's
+     * sum (they run from the key to the query) and is hidden anyway, as are a row's pads */
+    int64_t lo = e->Lt > e->c->R ? e->Lt - e->c->R : 0, s0[2], n[2];
     int runs = ring_runs(e, lo, pos, s0, n);
     pg_tensor *Kr = pg_narrow(g, K, 2, s0[0], n[0]), *Vr = pg_narrow(g, V, 2, s0[0], n[0]);
     if (runs == 2) { /* positions in order: the run at the ring's end first */
@@ -136,7 +137,7 @@ static pg_tensor *fox_rows(pg_graph *g, pg_posmod *p, const ext *e, pg_tensor *x
     pg_tensor *all = pg_empty(g, c->dtype, PG_SHAPE(c->B, c->H, 1, e->Lk));
     for (int64_t bh = 0; all && bh < c->B * c->H; bh++)
         for (int64_t s = 0; s < e->Lk; s++)
-            pg_set(all, bh * e->Lk + s, pg_get(fc, bh * c->cap + pg_i64(e->pall)[(bh / c->H) * e->Lk + s]));
+            pg_set(all, bh * e->Lk + s, pg_get(fc, bh * c->cap + pg_kvc_slot_col(e, s)));
     return pg_sub(g, pg_reshape(g, cn, PG_SHAPE(c->B, c->H, e->Ln, 1)), all);
 }
 

@@ -19,6 +19,8 @@ struct pg_lm_cache {
     bool raw_keys;      /* a dynamic_* rotary scaling: k stored before rotation, all rotated at each call */
     pg_lm_cache_rope rope; /* with raw_keys: recompute when the frequencies change, or re-rotate only */
     pg_tensor *ids;     /* with raw_keys: the ids held (B, cap) i64, for a recompute; else NULL */
+    int64_t *start;     /* (B) leading pad columns of each row (pg_lm_cache_set_start); all 0: none */
+    bool padded;        /* some start[b] > 0 */
 };
 
 /* ---- which schemes decode, and how ---------------------------------------------------------- */
@@ -45,9 +47,17 @@ typedef struct ext {
     pg_lm_cache *c;
     int64_t t0, Ln, Lt;   /* first new position, new tokens, tokens after the call */
     int64_t Lk;           /* keys in the store: Lt, or with a band min(Lt, R) (the ring's slots) */
-    pg_tensor *pn, *pall; /* positions (B, Ln) t0 .., (B, Lk) of the keys in slot order, i64 */
-    pg_tensor *hide;      /* (1, 1, Ln, Lk) bool: key after new query i or outside its band; NULL: none */
+    pg_tensor *pn, *pall; /* positions (B, Ln) of the new columns t0 .., (B, Lk) of the keys in slot order, i64:
+                             column t of row b is at position t - start[b] (its pads at 0) */
+    pg_tensor *hide;      /* (B, 1, Ln, Lk) bool: key after new query i, outside its band or a pad of the row
+                             (a pad query sees its own key only); NULL: none */
 } ext;
+
+/* the column in slot s after Lt columns: the last t <= Lt - 1 with t = s mod R */
+static inline int64_t pg_kvc_slot_col(const ext *e, int64_t s)
+{
+    return s + e->c->R * ((e->Lt - 1 - s) / e->c->R);
+}
 
 /* block l for the new tokens: x (B, Ln, dim) -> (B, Ln, dim); keys and values stored (kv_cache_attend.c) */
 pg_tensor *pg_kvc_block(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, pg_tensor *x);

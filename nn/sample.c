@@ -206,9 +206,10 @@ static pg_tensor *window(pg_graph *g, const pg_tensor *seq, int64_t L, int64_t L
  * cache (a scheme it cannot decode), or past its capacity (the model's max_len:
  * a window then slides), the full forward of the last max_len columns. */
 typedef struct decoder {
-    pg_lm_cache *cache; /* NULL: full forwards */
-    int64_t capacity;   /* the cache's */
-    int64_t fed;        /* columns of seq the cache holds */
+    pg_lm_cache *cache;   /* NULL: full forwards */
+    int64_t capacity;     /* the cache's */
+    int64_t fed;          /* columns of seq the cache holds */
+    const int64_t *start; /* (B) left padding (o->prompt_start); NULL: none */
 } decoder;
 
 /* logits of a prefill (B, n, V) or a step (B, V) -> the last position's (B, V) */
@@ -217,6 +218,27 @@ static pg_tensor *last_row(pg_graph *g, pg_tensor *logits, int64_t B, int64_t V)
     if (logits->ndim == 2)
         return logits;
     return pg_reshape(g, pg_narrow(g, logits, 1, logits->shape[1] - 1, 1), PG_SHAPE(B, V));
+}
+
+/* Without the cache and with left padding: row by row, the full forward of the row's own last
+ * min(max_len, L - start[b]) real columns (the ids it gives alone) -> (B, V) in g */
+static pg_tensor *rows_forward(pg_graph *g, pg_lm *lm, const pg_tensor *seq, int64_t L, const int64_t *start)
+{
+    int64_t B = seq->shape[0], V = lm->cfg.vocab, C = seq->shape[1];
+    pg_tensor *out = pg_empty(g, lm->cfg.dtype, PG_SHAPE(B, V));
+    for (int64_t b = 0; out && b < B; b++) {
+        int64_t Lb = L - start[b], Lw = lm->cfg.max_len > 0 && Lb > lm->cfg.max_len ? lm->cfg.max_len : Lb;
+        pg_tensor *ids = pg_empty(g, PG_I64, PG_SHAPE(1, Lw));
+        if (!ids)
+            return NULL;
+        memcpy(pg_i64(ids), pg_i64(seq) + b * C + (L - Lw), (size_t)Lw * sizeof(int64_t));
+        pg_tensor *logits = pg_lm_forward(g, lm, ids, NULL); /* (1, Lw, V) */
+        if (!logits)
+            return NULL;
+        for (int64_t v = 0; v < V; v++)
+            pg_set(out, b * V + v, pg_get(logits, (Lw - 1) * V + v));
+    }
+    return out;
 }
 
 static pg_tensor *next_logits(pg_graph *g, pg_lm *lm, decoder *d, const pg_tensor *seq, int64_t L)
@@ -228,6 +250,8 @@ static pg_tensor *next_logits(pg_graph *g, pg_lm *lm, decoder *d, const pg_tenso
         logits = L - d->fed == 1 ? pg_lm_cache_step(g, lm, d->cache, ids) : pg_lm_cache_prefill(g, lm, d->cache, ids);
         if (logits)
             d->fed = L;
+    } else if (d->start) {
+        logits = rows_forward(g, lm, seq, L, d->start); /* (B, V) */
     } else {
         int64_t Lw = lm->cfg.max_len > 0 && L > lm->cfg.max_len ? lm->cfg.max_len : L;
         logits = pg_lm_forward(g, lm, window(g, seq, L, Lw), NULL); /* (B, Lw, V) */
@@ -273,13 +297,17 @@ static int generate_loop(const char *fn, pg_graph *g, pg_lm *lm, const pg_sample
     /* the cache holds what fits the model's max_len; a scheme it cannot decode: full forwards */
     int64_t cap = L0 + o->max_new;
     cap = lm->cfg.max_len > 0 && cap > lm->cfg.max_len ? lm->cfg.max_len : cap;
-    decoder d = {pg_lm_cache_new(lm, seq->shape[0], cap), cap, 0};
+    decoder d = {pg_lm_cache_new(lm, seq->shape[0], cap), cap, 0, o->prompt_start};
     int64_t B = seq->shape[0];
     int64_t *next = malloc((size_t)B * sizeof *next);
     uint8_t *done = calloc((size_t)B, 1);
     int rc = next && done ? 0 : -1;
     if (rc != 0)
         pg_set_error("%s: out of memory", fn);
+    if (d.cache && d.start && pg_lm_cache_set_start(d.cache, d.start) != 0) { /* a start past max_len: */
+        pg_lm_cache_free(d.cache);                                           /* full forwards only */
+        d.cache = NULL;
+    }
     bool halt = false;
     int64_t live = B, s = 0;
     while (rc == 0 && s < o->max_new && live > 0 && !halt) {
@@ -375,6 +403,12 @@ pg_tensor *pg_lm_generate_ex(pg_lm *lm, const pg_tensor *prompt, const pg_sample
                      fn, (long long)o->max_new, (long long)o->n_stop, o->stop ? "ids" : "NULL");
         return NULL;
     }
+    for (int64_t b = 0; o->prompt_start && b < prompt->shape[0]; b++)
+        if (o->prompt_start[b] < 0 || o->prompt_start[b] >= prompt->shape[1]) {
+            pg_set_error("%s: prompt_start[%lld] = %lld, need 0 <= start < the prompt's width %lld (a row keeps a "
+                         "real token)", fn, (long long)b, (long long)o->prompt_start[b], (long long)prompt->shape[1]);
+            return NULL;
+        }
     pg_rng own = pg_rng_init(o->seed);
     return generate(fn, lm, prompt, o, o->rng ? o->rng : &own);
 }

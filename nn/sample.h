@@ -23,9 +23,11 @@ typedef struct pg_sample_opts {
     int64_t max_new;      /* >= 0; new ids per row at most (generation only). Default 32 */
     pg_token_fn on_token; /* NULL: none */
     void *ctx;            /* on_token's first argument */
+    const int64_t *prompt_start; /* generation: B entries, 0 <= prompt_start[b] < L0: row b's prompt is
+                                    left-padded, its real tokens start at that column; NULL: none. Default NULL */
 } pg_sample_opts;
 
-/* temperature 1, top_k 0, top_p 1, no generator (seed 0), no stop ids, max_new 32, no callback */
+/* temperature 1, top_k 0, top_p 1, no generator (seed 0), no stop ids, max_new 32, no callback, no padding */
 pg_sample_opts pg_sample_defaults(void);
 
 /* logits (B, V) f32/f64 -> out[b]: one id per row under o (NULL: the
@@ -47,7 +49,13 @@ int pg_sample_logits(const pg_tensor *logits, double temperature, int64_t top_k,
  * made; the draws of every row are made each step, so stops do not change
  * the other rows' ids. Generation ends after max_new steps, when every row has
  * stopped, or when on_token returns nonzero (n: the steps run). Runs in eval
- * mode without recording (the module's mode is restored). NULL + error. */
+ * mode without recording (the module's mode is restored). With
+ * o->prompt_start, prompts of different lengths left-padded to L0: row b
+ * continues from its last real token and its ids are those its unpadded
+ * prompt prompt[b, start[b]:] gives alone (the KV cache with
+ * pg_lm_cache_set_start; past the model's max_len, the full forward of each
+ * row's own last max_len real ids); the pads stay in the output, the new ids
+ * follow column L0 - 1 in every row. NULL + error. */
 pg_tensor *pg_lm_generate_ex(pg_lm *lm, const pg_tensor *prompt, const pg_sample_opts *o);
 /* As pg_lm_generate_ex with max_new n_new, temperature, top_k and the
  * generator r (required when temperature != 0): always (B, L0 + n_new). */

@@ -20,30 +20,13 @@ enum { VOCAB = 11, DIM = 16, HEADS = 2, LAYERS = 2 };
 static pg_attn_band BAND; /* every block's band for the next small_lm (window 0: none) */
 static int64_t N_LAYERS = LAYERS; /* blocks of the next small_lm */
 
-/* A small f64 LM in eval mode with one input kind and one layer kind (either NULL) */
+/* A small f64 LM in eval mode with one input kind and one layer kind (either NULL) (testutil.h) */
 static pg_lm *small_lm(const char *input, const char *layer, const void *layer_opts, int64_t max_len)
 {
     pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, N_LAYERS);
-    c.dtype = PG_F64;
-    c.seed = 7;
-    c.init_std = 0.3; /* attention far from uniform */
     c.max_len = max_len;
     c.band = BAND;
-    if (input)
-        c.input_pos[c.n_input_pos++] = (pg_posmod_spec){.kind = input};
-    if (layer)
-        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = layer, .opts = layer_opts};
-    pg_lm *lm = pg_lm_new(&c);
-    cr_assert_not_null(lm, "pg_lm_new(%s, %s): %s", input ? input : "-", layer ? layer : "-", pg_last_error());
-    pg_module_train(&lm->base, false);
-    /* CoPE's position embeddings start at zero (the references): random ones, so its bias counts */
-    pg_tensor_list ps = pg_module_parameters(&lm->base);
-    pg_rng r = pg_rng_init(11);
-    for (int i = 0; i < ps.n; i++)
-        if (strstr(ps.names[i], "pos_emb"))
-            pg_fill_normal(ps.tensors[i], &r, 0.0, 1.0);
-    pg_tensor_list_free(&ps);
-    return lm;
+    return test_small_lm(c, input, layer, layer_opts);
 }
 
 /* ids (B, L) with random tokens */

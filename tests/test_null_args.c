@@ -900,6 +900,22 @@ CASE(lm_cache_step_g) { cache_call(true, 0); }
 CASE(lm_cache_step_lm) { cache_call(true, 1); }
 CASE(lm_cache_step_ids) { cache_call(true, 2); }
 
+/* ---- nn/kv_cache.h: left padding ------------------------------------------------------------------------ */
+#undef SECTION
+#define SECTION "kv_cache_pad"
+
+NUM(lm_cache_set_start_c, "pg_lm_cache_set_start", pg_lm_cache_set_start(NULL, (const int64_t[]){0}), -1)
+/* a valid cache (batch 1, capacity 4) and NULL starts */
+CASE(lm_cache_set_start_start)
+{
+    pg_lm_cache *c = pg_lm_cache_new(lm(), 1, 4);
+    cr_assert_not_null(c, "%s", pg_last_error());
+    pg_clear_error();
+    cr_assert_eq(pg_lm_cache_set_start(c, NULL), -1, "NULL starts should fail");
+    expect_error("pg_lm_cache_set_start", "pg_lm_cache_set_start(c, NULL)");
+    pg_lm_cache_free(c);
+}
+
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
 
@@ -953,6 +969,7 @@ Test(null_args, attention) { run_section("attention"); }
 Test(null_args, optim) { run_section("optim"); }
 Test(null_args, plot) { run_section("plot"); }
 Test(null_args, kv_cache) { run_section("kv_cache"); }
+Test(null_args, kv_cache_pad) { run_section("kv_cache_pad"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
@@ -960,7 +977,8 @@ Test(null_args, every_case_has_a_section)
     static const char *const known[] = {"tensor", "kernels", "graph",  "ops",       "module",
                                         "safetensors", "posmod", "schemes", "attention", "optim",
                                         "plot",
-                                        "kv_cache"};
+                                        "kv_cache",
+                                        "kv_cache_pad"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;

@@ -303,4 +303,29 @@ static inline pg_tensor *test_band_mask(pg_graph *g, int64_t L, int64_t w, int64
     return t;
 }
 
+/* A small f64 LM of shape c (its max_len, band, ...) for the KV cache suites, in
+ * eval mode, with one input kind and one layer kind (either NULL): seed 7,
+ * init_std 0.3 (attention far from uniform) and CoPE's position embeddings
+ * (zero at the start, as the references) drawn from N(0, 1) so its bias counts. */
+static inline pg_lm *test_small_lm(pg_lm_config c, const char *input, const char *layer, const void *layer_opts)
+{
+    c.dtype = PG_F64;
+    c.seed = 7;
+    c.init_std = 0.3;
+    if (input)
+        c.input_pos[c.n_input_pos++] = (pg_posmod_spec){.kind = input};
+    if (layer)
+        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = layer, .opts = layer_opts};
+    pg_lm *lm = pg_lm_new(&c);
+    cr_assert_not_null(lm, "pg_lm_new(%s, %s): %s", input ? input : "-", layer ? layer : "-", pg_last_error());
+    pg_module_train(&lm->base, false);
+    pg_tensor_list ps = pg_module_parameters(&lm->base);
+    pg_rng r = pg_rng_init(11);
+    for (int i = 0; i < ps.n; i++)
+        if (strstr(ps.names[i], "pos_emb"))
+            pg_fill_normal(ps.tensors[i], &r, 0.0, 1.0);
+    pg_tensor_list_free(&ps);
+    return lm;
+}
+
 #endif
