@@ -354,7 +354,7 @@ static int copy_backward(pg_tensor *const *gi, const pg_tensor *go, const pg_ten
     (void)out, (void)in, (void)n_in, (void)ctx;
     return gi[0] ? pg_copy_into(gi[0], go) : 0;
 }
-static const pg_custom_op MY_OP = {"my_op", copy_forward, copy_backward};
+static const pg_custom_op MY_OP = {.name = "my_op", .forward = copy_forward, .backward = copy_backward};
 PTR(custom_op, "pg_custom", pg_custom(G, NULL, 1, &X, 2, S23, NULL, 0))
 PTR(custom_in, "my_op", pg_custom(G, &MY_OP, 1, NULL, 2, S23, NULL, 0))
 PTR(custom_in_entry, "my_op", pg_custom(G, &MY_OP, 1, (pg_tensor *[]){NULL}, 2, S23, NULL, 0))
