@@ -126,27 +126,19 @@ Test(kv_cache, fox_bidirectional) { check_scheme(NULL, "fox", &(pg_fox_opts){.bi
 
 Test(kv_cache, rotary_scaling_yarn)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_YARN;
-    o.rope_factor = 4;
-    o.rope_orig_len = 8;
+    pg_rotary_opts o = test_rope_opts(TEST_ROPE_YARN);
     check_scheme(NULL, "rotary", &o, 0);
 }
 
 Test(kv_cache, xpos_fixed_centre)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.use_xpos = true;
-    o.xpos_fixed_centre = true;
-    o.xpos_centre = 5;
+    pg_rotary_opts o = test_rope_opts(TEST_XPOS_FIXED);
     check_scheme(NULL, "rotary", &o, 0);
 }
 
 Test(kv_cache, rotary_scaling_linear)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_LINEAR;
-    o.rope_factor = 2;
+    pg_rotary_opts o = test_rope_opts(TEST_ROPE_PI);
     check_scheme(NULL, "rotary", &o, 0);
 }
 
