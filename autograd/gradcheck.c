@@ -97,8 +97,22 @@ static bool analytic_run(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, 
     return true;
 }
 
+/* one element's errors into input i's stat */
+static void stat_add(pg_gradcheck_stat *st, int64_t j, double ana, double num, double abs_err, double rel_err,
+                     bool bad)
+{
+    st->checked++;
+    if (abs_err > st->max_abs_err || st->worst_index < 0)
+        st->worst_index = j, st->analytic = ana, st->numeric = num;
+    st->max_abs_err = fmax(st->max_abs_err, abs_err);
+    st->max_rel_err = fmax(st->max_rel_err, rel_err);
+    if (bad && st->ok)
+        st->ok = false, st->first_bad = j, st->bad_analytic = ana, st->bad_numeric = num;
+}
+
 static void compare_numeric(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, int n, void *ctx,
-                            const pg_tensor *v, const run *rn, const pg_gradcheck_opts *o, pg_gradcheck_result *r)
+                            const pg_tensor *v, const run *rn, const pg_gradcheck_opts *o, pg_gradcheck_result *r,
+                            pg_gradcheck_stat *stats)
 {
     for (int i = 0; i < n; i++) {
         if (!in[i]->requires_grad)
@@ -133,6 +147,8 @@ static void compare_numeric(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *i
             }
             r->max_abs_err = fmax(r->max_abs_err, abs_err);
             r->max_rel_err = fmax(r->max_rel_err, abs_err <= o->atol ? 0.0 : rel_err);
+            if (stats)
+                stat_add(&stats[i], j, ana, num, abs_err, abs_err / fmax(fabs(num), o->atol), bad);
         }
     }
 }
@@ -230,6 +246,14 @@ static bool resolve_opts(pg_gradcheck_opts *o, pg_gradcheck_result *r)
 pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in, void *ctx,
                                  const pg_gradcheck_opts *opts)
 {
+    return pg_gradcheck_ex(fn, n, in, ctx, opts, NULL);
+}
+
+pg_gradcheck_result pg_gradcheck_ex(pg_gradcheck_fn fn, int n, pg_tensor *const *in, void *ctx,
+                                    const pg_gradcheck_opts *opts, pg_gradcheck_stat *stats)
+{
+    for (int i = 0; stats && i < n; i++)
+        stats[i] = (pg_gradcheck_stat){.worst_index = -1, .first_bad = -1, .ok = true};
     pg_gradcheck_opts o = opts ? *opts : pg_gradcheck_defaults();
     pg_gradcheck_result r;
     memset(&r, 0, sizeof r);
@@ -238,9 +262,9 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
     r.worst_input = -1;
     if (!resolve_opts(&o, &r) || !check_args(fn, n, in, &r))
         return r;
-    pg_tensor *saved[64] = {0};
-    if (n > 64) {
-        fail(&r, "pg_gradcheck: at most 64 inputs%s", NULL);
+    pg_tensor **saved = calloc((size_t)n, sizeof *saved);
+    if (!saved) {
+        fail(&r, "pg_gradcheck: out of memory%s", NULL);
         return r;
     }
     for (int i = 0; i < n; i++) { /* the caller's grads are put back at the end */
@@ -264,7 +288,7 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
     }
     char why[256];
     if (v && analytic_run(g, fn, in, n, ctx, v, &ref, why)) {
-        compare_numeric(g, fn, in, n, ctx, v, &ref, &o, &r);
+        compare_numeric(g, fn, in, n, ctx, v, &ref, &o, &r, stats);
         if (o.check_f32 && r.ok)
             compare_f32(g, fn, in, n, ctx, v, &ref, &o, &r);
     } else if (v) {
@@ -285,5 +309,6 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
         pg_tensor_free(in[i]->grad);
         in[i]->grad = saved[i];
     }
+    free(saved);
     return r;
 }

@@ -44,10 +44,26 @@ typedef struct pg_gradcheck_result {
                                         weights are f64), empty otherwise */
 } pg_gradcheck_result;
 
+/* One input's share of a check (pg_gradcheck_ex): elements checked, the worst
+ * element (flat index, -1 when none was checked) and whether all passed. */
+typedef struct pg_gradcheck_stat {
+    int64_t checked;
+    double max_abs_err, max_rel_err; /* relative: |analytic - numeric| / max(|numeric|, atol) */
+    int64_t worst_index;
+    double analytic, numeric; /* at worst_index */
+    int64_t first_bad;        /* the first failing element, -1: none */
+    double bad_analytic, bad_numeric;
+    bool ok;
+} pg_gradcheck_stat;
+
 pg_gradcheck_opts pg_gradcheck_defaults(void);
 /* opts NULL: defaults. fn or inputs NULL (or a NULL input): r.ok false and
  * the reason in r.message and pg_last_error ("pg_gradcheck: ..."). */
 pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n_inputs, pg_tensor *const *inputs, void *ctx,
                                  const pg_gradcheck_opts *opts);
+/* pg_gradcheck that also fills stats[0 .. n_inputs) (one per input; zeros with
+ * worst_index -1 for an input that needs no gradient). stats may be NULL. */
+pg_gradcheck_result pg_gradcheck_ex(pg_gradcheck_fn fn, int n_inputs, pg_tensor *const *inputs, void *ctx,
+                                    const pg_gradcheck_opts *opts, pg_gradcheck_stat *stats);
 
 #endif

@@ -153,3 +153,104 @@ Test(gradcheck, a_custom_ops_own_message_is_kept)
     pg_graph_free(g);
     pg_tensor_free(x);
 }
+
+/* ---- a module, by named tensor (nn/gradcheck_module.h) ------------------------------------- */
+
+static pg_tensor *lin_fn(pg_graph *g, pg_module *m, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return pg_linear_forward(g, (pg_linear *)m, in[0]);
+}
+
+Test(gradcheck, module_by_named_tensor)
+{
+    pg_rng r = pg_rng_init(7);
+    pg_linear *lin = pg_linear_new(3, 4, true, PG_F64, &r);
+    pg_tensor *x = input(8);
+    pg_module_gradcheck res = pg_gradcheck_module(lin_fn, &lin->base, 1, &x, NULL, NULL);
+    cr_assert(res.all.ok, "%s", res.all.message);
+    cr_assert_eq(res.n, 3);
+    const char *names[] = {"input 0", "weight", "bias"};
+    const int64_t counts[] = {6, 12, 4};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq(res.entries[i].name, names[i]);
+        cr_assert_eq(res.entries[i].stat.checked, counts[i], "%s: %lld", names[i],
+                     (long long)res.entries[i].stat.checked);
+        cr_assert(res.entries[i].stat.ok && res.entries[i].stat.max_abs_err < 1e-8);
+    }
+    cr_assert_str_eq(res.entries[1].shape, "f64[4,3]");
+    cr_assert(strstr(res.all.note, "f32 leg not run"), "%s", res.all.note);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    cr_assert_eq(pg_module_gradcheck_print(f, &res), 0);
+    fclose(f);
+    cr_assert(strstr(text, "weight") && strstr(text, "pass: 22 elements"), "%s", text);
+    free(text);
+    pg_module_gradcheck_free(&res);
+    pg_tensor_free(x);
+    pg_module_free(&lin->base);
+}
+
+/* a wrong backward planted on one parameter: that parameter and element are named */
+static int twice_forward(pg_tensor *out, pg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    for (int64_t i = 0; i < out->numel; i++)
+        pg_set(out, i, 2 * pg_get(in[0], i));
+    return 0;
+}
+
+static int twice_wrong_backward(pg_tensor *const *grad_in, const pg_tensor *grad_out, const pg_tensor *out,
+                                pg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in, (void)ctx;
+    for (int64_t i = 0; grad_in[0] && i < grad_out->numel; i++) /* planted: element 2 forgets its factor 2 */
+        pg_set(grad_in[0], i, pg_get(grad_out, i) * (i == 2 ? 1.0 : 2.0));
+    return 0;
+}
+
+static const pg_custom_op TWICE = {.name = "twice", .forward = twice_forward, .backward = twice_wrong_backward};
+
+static pg_tensor *lin_twice_bias_fn(pg_graph *g, pg_module *m, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    pg_linear *lin = (pg_linear *)m;
+    pg_tensor *b2 = pg_custom(g, &TWICE, 1, &lin->bias, 1, lin->bias->shape, NULL, 0);
+    return pg_add(g, pg_linear_forward(g, lin, in[0]), b2);
+}
+
+Test(gradcheck, module_names_the_wrong_parameter)
+{
+    pg_rng r = pg_rng_init(9);
+    pg_linear *lin = pg_linear_new(3, 4, true, PG_F64, &r);
+    pg_tensor *x = input(10);
+    pg_module_gradcheck res = pg_gradcheck_module(lin_twice_bias_fn, &lin->base, 1, &x, NULL, NULL);
+    cr_assert(!res.all.ok);
+    printf("gradcheck planted fault: %s\n", res.all.message);
+    cr_assert(strstr(res.all.message, "pg_gradcheck_module: bias[2]: analytic"), "%s", res.all.message);
+    cr_assert(res.entries[0].stat.ok && res.entries[1].stat.ok && !res.entries[2].stat.ok);
+    cr_assert_eq(res.entries[2].stat.first_bad, 2);
+    pg_module_gradcheck_free(&res);
+    pg_tensor_free(x);
+    pg_module_free(&lin->base);
+}
+
+Test(gradcheck, module_bad_arguments)
+{
+    pg_rng r = pg_rng_init(11);
+    pg_linear *lin = pg_linear_new(3, 4, true, PG_F32, &r);
+    pg_tensor *x = input(12);
+    pg_module_gradcheck res = pg_gradcheck_module(lin_fn, &lin->base, 1, &x, NULL, NULL);
+    cr_assert(!res.all.ok && strstr(res.all.message, "pg_gradcheck_module: parameter weight is f32[4,3]; check the "
+                                                     "module in f64"),
+              "%s", res.all.message);
+    res = pg_gradcheck_module(NULL, &lin->base, 1, &x, NULL, NULL);
+    cr_assert(!res.all.ok && strstr(res.all.message, "fn is NULL"));
+    res = pg_gradcheck_module(lin_fn, NULL, 1, &x, NULL, NULL);
+    cr_assert(!res.all.ok && strstr(res.all.message, "module is NULL"));
+    cr_assert_eq(pg_module_gradcheck_print(NULL, &res), -1);
+    pg_module_gradcheck_free(NULL);
+    pg_tensor_free(x);
+    pg_module_free(&lin->base);
+}

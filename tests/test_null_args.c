@@ -387,6 +387,38 @@ CASE(gradcheck_input_entry)
     cr_assert(!r.ok);
     expect_error("pg_gradcheck", "pg_gradcheck(id_fn, 1, {NULL}, ...)");
 }
+CASE(gradcheck_ex_fn)
+{
+    pg_clear_error();
+    pg_gradcheck_stat st;
+    cr_assert(!pg_gradcheck_ex(NULL, 1, &X, NULL, NULL, &st).ok);
+    expect_error("pg_gradcheck", "pg_gradcheck_ex(NULL, ...)");
+}
+static pg_tensor *id_module_fn(pg_graph *g, pg_module *m, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)m, (void)n, (void)ctx;
+    return pg_copy(g, in[0]);
+}
+CASE(gradcheck_module_args)
+{
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(NULL, &lm()->base, 1, &X, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(NULL fn, ...)");
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(id_module_fn, NULL, 1, &X, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(fn, NULL, ...)");
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(id_module_fn, &lm()->base, 1, NULL, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(fn, m, 1, NULL, ...)");
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(id_module_fn, &lm()->base, 1, (pg_tensor *[]){NULL}, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(fn, m, 1, {NULL}, ...)");
+    cr_assert(strstr(pg_last_error(), "input 0 is NULL"), "%s", pg_last_error());
+    pg_clear_error();
+    cr_assert_eq(pg_module_gradcheck_print(NULL, NULL), -1);
+    expect_error("pg_module_gradcheck_print", "pg_module_gradcheck_print(NULL, NULL)");
+    pg_module_gradcheck_free(NULL);
+}
 
 /* ---- autograd/ops.h: every tensor position of every op ----------------------------------- */
 #undef SECTION
