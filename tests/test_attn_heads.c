@@ -75,6 +75,8 @@ static void check_mha_case(const pg_tensor_list *l, const heads_case *k, bool un
     pg_graph *g = pg_graph_new();
     pg_tensor *y = pg_mha_forward(g, m, x, ctx, &(pg_attn_args){.mask = fx(l, "%smask", p)});
     cr_assert_not_null(y, "%s: %s", k->name, pg_graph_error(g));
+    printf("attn_heads mha %s (%s): output error %.3g\n", k->name, unfused ? "reference" : "fused",
+           max_err(y, fx(l, "%sout", p)));
     assert_close(y, fx(l, "%sout", p), 1e-10, k->name);
     cr_assert_eq(pg_backward_with(g, y, fx(l, "%sdy", p)), 0, "%s", pg_graph_error(g));
     assert_close(x->grad, fx(l, "%sgrad.x", p), 1e-10, "grad x");
@@ -223,6 +225,7 @@ Test(attn_heads, lm_matches_torch)
         load_params(&lm->base, &l, p);
         pg_graph *g = pg_graph_new();
         pg_tensor *logits = pg_lm_forward(g, lm, fx(&l, "%sids", p), NULL);
+        printf("attn_heads lm %s: logits error %.3g\n", names[i], max_err(logits, fx(&l, "%slogits", p)));
         assert_close(logits, fx(&l, "%slogits", p), 1e-10, "logits");
         pg_tensor *loss = pg_lm_loss(g, lm, fx(&l, "%sids", p), fx(&l, "%stargets", p), NULL);
         assert_close(loss, fx(&l, "%sloss", p), 1e-10, "loss");
