@@ -87,7 +87,10 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
         b->cfg.norm_eps = 1e-5;
     const pg_block_config *k = &b->cfg;
     pg_mha_config mc = {.dim = k->dim, .heads = k->heads, .bias = k->bias, .causal = k->causal,
-                        .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype, .band = k->band};
+                        .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype, .band = k->band,
+                        .dim_head = k->dim_head, .kv_heads = k->kv_heads, .qk_norm = k->qk_norm,
+                        .qk_norm_scale = k->qk_norm_scale, .qk_norm_dim_scale = k->qk_norm_dim_scale,
+                        .qk_norm_groups = k->qk_norm_groups};
     /* children in data-flow order */
     b->norm1 = norm_new(k->norm, k->dim, k->norm_eps, k->dtype);
     if (!adopt(&b->base, "norm1", b->norm1)) {
@@ -176,11 +179,12 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
         pg_set_error("%s: config is NULL", fn);
         return false;
     }
-    if (c->vocab < 1 || c->dim < 1 || c->heads < 1 || c->dim % c->heads != 0 || c->layers < 0 || c->max_len < 0) {
-        pg_set_error("%s: need vocab >= 1, dim a positive multiple of heads, layers >= 0 and max_len >= 0, got "
-                     "vocab %lld, dim %lld, heads %lld, layers %lld, max_len %lld",
-                     fn, (long long)c->vocab, (long long)c->dim, (long long)c->heads, (long long)c->layers,
-                     (long long)c->max_len);
+    if (c->vocab < 1 || c->dim < 1 || c->heads < 1 || c->dim_head < 0 || (c->dim_head == 0 && c->dim % c->heads) ||
+        c->layers < 0 || c->max_len < 0) {
+        pg_set_error("%s: need vocab >= 1, dim a positive multiple of heads (or dim_head > 0), layers >= 0 and "
+                     "max_len >= 0, got vocab %lld, dim %lld, heads %lld, dim_head %lld, layers %lld, max_len %lld",
+                     fn, (long long)c->vocab, (long long)c->dim, (long long)c->heads, (long long)c->dim_head,
+                     (long long)c->layers, (long long)c->max_len);
         return false;
     }
     if (!(c->dropout >= 0 && c->dropout < 1) || !(c->init_std >= 0) || !isfinite(c->init_std) ||
@@ -205,7 +209,8 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
 static int build_posmods(const char *fn, const pg_lm_config *c, const pg_posmod_spec *specs, int n, int layer,
                          pg_rng *r, pg_posmod **out)
 {
-    pg_posmod_args a = {c->dim, layer < 0 ? 0 : c->heads, layer < 0 ? 0 : c->dim / c->heads, c->max_len, layer,
+    int64_t Dh = c->dim_head > 0 ? c->dim_head : c->dim / c->heads; /* the attention's head width */
+    pg_posmod_args a = {c->dim, layer < 0 ? 0 : c->heads, layer < 0 ? 0 : Dh, c->max_len, layer,
                         c->dtype, r, NULL};
     for (int i = 0; i < n; i++) {
         out[i] = pg_posmod_from_spec(&specs[i], &a);
@@ -272,7 +277,10 @@ static bool add_blocks(pg_lm *lm, pg_rng *r)
     pg_block_config bc = {.dim = c->dim, .heads = c->heads, .ff_hidden = c->ff_hidden, .ff_kind = c->ff_kind,
                           .ff_act = c->ff_act, .bias = c->bias, .causal = true, .attn_dropout = c->attn_dropout,
                           .ff_dropout = c->dropout, .resid_dropout = c->dropout, .norm = c->norm,
-                          .norm_eps = c->norm_eps, .dtype = c->dtype, .band = c->band};
+                          .norm_eps = c->norm_eps, .dtype = c->dtype, .band = c->band,
+                          .dim_head = c->dim_head, .kv_heads = c->kv_heads, .qk_norm = c->qk_norm,
+                          .qk_norm_dim_scale = c->qk_norm_dim_scale, .qk_norm_scale = c->qk_norm_scale,
+                          .qk_norm_groups = c->qk_norm_groups};
     for (int64_t i = 0; i < c->layers; i++) {
         pg_posmod *pos[PG_LM_MAX_POS];
         if (build_posmods("pg_lm_new", c, c->layer_pos, c->n_layer_pos, (int)i, r, pos) != 0)

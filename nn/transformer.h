@@ -28,9 +28,16 @@ typedef struct pg_block_config {
     double resid_dropout;  /* on each branch before its residual add */
     pg_norm_kind norm;
     double norm_eps;       /* 0: 1e-5 */
-    double scale;          /* attention logit scale; 0: 1 / sqrt(dim / heads) */
+    double scale;          /* attention logit scale; 0: 1 / sqrt(head width) */
     pg_dtype dtype;
     pg_attn_band band;     /* local attention band (window 0: full attention) */
+    /* head width, grouped-query attention, qk-norm: pg_mha_config's fields of these
+     * names, passed to every attention (docs/attention.md, "Head width, ...") */
+    int64_t dim_head;          /* 0: dim / heads */
+    int64_t kv_heads;          /* 0: heads */
+    bool qk_norm, qk_norm_dim_scale;
+    double qk_norm_scale;      /* 0: 10, or 1 / sqrt(dim_head) with qk_norm_dim_scale */
+    int64_t qk_norm_groups;    /* 0: 1 */
 } pg_block_config;
 /* dim, heads; GELU MLP of 4 dim, biases on, LayerNorm, f32, no dropout, not causal */
 pg_block_config pg_block_defaults(int64_t dim, int64_t heads);
@@ -82,6 +89,13 @@ typedef struct pg_lm_config {
     pg_posmod_spec input_pos[PG_LM_MAX_POS];
     int n_layer_pos;
     pg_posmod_spec layer_pos[PG_LM_MAX_POS];
+    /* head width, grouped-query attention, qk-norm: pg_mha_config's fields of these
+     * names, passed to every attention (docs/attention.md, "Head width, ...") */
+    int64_t dim_head;          /* 0: dim / heads */
+    int64_t kv_heads;          /* 0: heads */
+    bool qk_norm, qk_norm_dim_scale;
+    double qk_norm_scale;      /* 0: 10, or 1 / sqrt(dim_head) with qk_norm_dim_scale */
+    int64_t qk_norm_groups;    /* 0: 1 */
 } pg_lm_config;
 /* GELU MLP of 4 dim, biases on, LayerNorm, f32, untied, no dropout, seed 0 */
 pg_lm_config pg_lm_defaults(int64_t vocab, int64_t dim, int64_t heads, int64_t layers);

@@ -503,3 +503,46 @@ Test(kv_cache, rotary_dynamic_ntk) { check_dynamic(PG_ROPE_DYNAMIC_NTK, false); 
 Test(kv_cache, rotary_dynamic_linear) { check_dynamic(PG_ROPE_DYNAMIC_LINEAR, false); }
 Test(kv_cache, rotary_dynamic_yarn) { check_dynamic(PG_ROPE_DYNAMIC_YARN, false); }
 Test(kv_cache, xpos_dynamic_ntk) { check_dynamic(PG_ROPE_DYNAMIC_NTK, true); }
+
+/* ---- head width, grouped-query attention and qk-norm (docs/attention.md, section of that name):
+ * 4 heads over dim 16; the cache holds the 4 query heads' keys and values (k, v repeated from
+ * kv_heads), each of dim_head; cached = full forward within 1e-12 as above */
+typedef struct heads_opts {
+    int64_t dim_head, kv_heads;
+    bool qk_norm, dim_scale;
+    pg_attn_band band;
+} heads_opts;
+
+static void check_heads(heads_opts h, const char *layer, const void *opts)
+{
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, 4, LAYERS);
+    c.dim_head = h.dim_head;
+    c.kv_heads = h.kv_heads;
+    c.qk_norm = h.qk_norm;
+    c.qk_norm_dim_scale = h.dim_scale;
+    c.band = h.band;
+    pg_lm *lm = test_small_lm(c, NULL, layer, opts);
+    cr_assert_eq(lm->blocks[0]->attn->head_dim, h.dim_head ? h.dim_head : DIM / 4);
+    double worst = fmax(decode_diff(lm, 2, 5, 24, 3), decode_diff(lm, 1, 1, 24, 4));
+    printf("kv_cache heads: dim_head %lld, kv_heads %lld, qk_norm %d%s, %s: worst cached-vs-full difference %.3g\n",
+           (long long)h.dim_head, (long long)h.kv_heads, (int)h.qk_norm, h.dim_scale ? " + dim scale" : "",
+           layer ? layer : "-", worst);
+    cr_assert(worst <= 1e-12, "dim_head %lld, kv_heads %lld, qk_norm %d, %s: worst difference %.3g",
+              (long long)h.dim_head, (long long)h.kv_heads, (int)h.qk_norm, layer ? layer : "-", worst);
+    pg_module_free(&lm->base);
+}
+Test(kv_cache, dim_head_rotary) { check_heads((heads_opts){.dim_head = 8}, "rotary", NULL); }
+Test(kv_cache, dim_head_xl) { check_heads((heads_opts){.dim_head = 6}, "xl", NULL); }
+Test(kv_cache, gqa_rotary) { check_heads((heads_opts){.dim_head = 8, .kv_heads = 2}, "rotary", NULL); }
+Test(kv_cache, gqa_t5) { check_heads((heads_opts){.kv_heads = 2}, "t5", NULL); }
+Test(kv_cache, gqa_cope) { check_heads((heads_opts){.kv_heads = 2}, "cope", &(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4}); }
+Test(kv_cache, mqa_xpos) { check_heads((heads_opts){.dim_head = 8, .kv_heads = 1}, "xpos", NULL); }
+Test(kv_cache, mqa_band_alibi)
+{
+    check_heads((heads_opts){.kv_heads = 1, .band = {.window = 4, .look_backward = 1}}, "alibi", NULL);
+}
+Test(kv_cache, qk_norm_rotary) { check_heads((heads_opts){.kv_heads = 2, .qk_norm = true}, "rotary", NULL); }
+Test(kv_cache, qk_norm_dim_scale_gqa)
+{
+    check_heads((heads_opts){.dim_head = 8, .kv_heads = 2, .qk_norm = true, .dim_scale = true}, "rotary", NULL);
+}

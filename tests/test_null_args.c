@@ -948,6 +948,16 @@ CASE(lm_cache_set_start_start)
     pg_lm_cache_free(c);
 }
 
+/* ---- nn/attention.h: head width, grouped-query attention, qk-norm (pg_mha_qkv) ------------------------ */
+#undef SECTION
+#define SECTION "attn_heads"
+
+static pg_tensor *QKV3[3];
+NUM(mha_qkv_g, "pg_mha_qkv", pg_mha_qkv(NULL, mha(), XS, NULL, QKV3), -1)
+NUM(mha_qkv_m, "pg_mha_qkv", pg_mha_qkv(G, NULL, XS, NULL, QKV3), -1)
+NUM(mha_qkv_x, "pg_mha_qkv", pg_mha_qkv(G, mha(), NULL, NULL, QKV3), -1)
+NUM(mha_qkv_qkv, "pg_mha_qkv", pg_mha_qkv(G, mha(), XS, NULL, NULL), -1)
+
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
 
@@ -1002,6 +1012,7 @@ Test(null_args, optim) { run_section("optim"); }
 Test(null_args, plot) { run_section("plot"); }
 Test(null_args, kv_cache) { run_section("kv_cache"); }
 Test(null_args, kv_cache_pad) { run_section("kv_cache_pad"); }
+Test(null_args, attn_heads) { run_section("attn_heads"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
@@ -1010,7 +1021,8 @@ Test(null_args, every_case_has_a_section)
                                         "safetensors", "posmod", "schemes", "attention", "optim",
                                         "plot",
                                         "kv_cache",
-                                        "kv_cache_pad"};
+                                        "kv_cache_pad",
+                                        "attn_heads"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;
