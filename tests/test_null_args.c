@@ -916,6 +916,13 @@ CASE(lm_cache_set_start_start)
     pg_lm_cache_free(c);
 }
 
+/* ---- nn/attention.h: a borrowed positional module (pg_mha_borrow_pos; tests/test_shared_pos.c) -------- */
+#undef SECTION
+#define SECTION "shared_pos"
+
+NUM(mha_borrow_pos_m, "pg_mha_borrow_pos", pg_mha_borrow_pos(NULL, NULL, 0), -1)
+NUM(mha_borrow_pos_p, "pg_mha_borrow_pos", pg_mha_borrow_pos(mha(), NULL, 0), -1)
+
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
 
@@ -970,6 +977,7 @@ Test(null_args, optim) { run_section("optim"); }
 Test(null_args, plot) { run_section("plot"); }
 Test(null_args, kv_cache) { run_section("kv_cache"); }
 Test(null_args, kv_cache_pad) { run_section("kv_cache_pad"); }
+Test(null_args, shared_pos) { run_section("shared_pos"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
@@ -978,7 +986,8 @@ Test(null_args, every_case_has_a_section)
                                         "safetensors", "posmod", "schemes", "attention", "optim",
                                         "plot",
                                         "kv_cache",
-                                        "kv_cache_pad"};
+                                        "kv_cache_pad",
+                                        "shared_pos"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;
