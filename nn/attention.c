@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../tensor/shape_util.h"
 
@@ -279,6 +280,37 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
     if (pg_posmod_adopt(&m->base, pos, n_pos) != 0)
         return pg_module_fail(&m->base, NULL);
     return m;
+}
+
+/* ---- a borrowed positional module (attention.h: pg_mha_borrow_pos) ---------------------------- */
+
+int pg_mha_borrow_pos(pg_mha *m, pg_posmod *p, int at)
+{
+    const char *fn = "pg_mha_borrow_pos";
+    if (!m || !p || !p->ops) {
+        pg_set_error("%s: %s", fn, !m ? "module is NULL" : !p ? "positional module is NULL" : "module has no hooks");
+        return -1;
+    }
+    if (at < 0 || at > m->n_pos) {
+        pg_set_error("%s: index %d is outside [0, %d] (the attention has %d positional modules)", fn, at, m->n_pos,
+                     m->n_pos);
+        return -1;
+    }
+    for (int i = 0; i < m->n_pos; i++)
+        if (m->pos[i] == p) {
+            pg_set_error("%s: the module (%s) is already positional module %d", fn, p->base.type, i);
+            return -1;
+        }
+    pg_posmod **list = realloc(m->pos, (size_t)(m->n_pos + 1) * sizeof *list);
+    if (!list) {
+        pg_set_error("%s: out of memory", fn);
+        return -1;
+    }
+    memmove(list + at + 1, list + at, (size_t)(m->n_pos - at) * sizeof *list);
+    list[at] = p; /* in the call list only: not a child, never freed here */
+    m->pos = list;
+    m->n_pos++;
+    return 0;
 }
 
 /* t (B, L, C) -> channels off .. off + H Dh as (B, H, L, Dh), heads outer (channel

@@ -100,13 +100,26 @@ typedef struct pg_mha {
     pg_linear *to_q, *to_kv;   /* cross-attention, else NULL */
     pg_linear *to_out;
     int n_pos;
-    pg_posmod **pos;           /* the positional modules in call order (children: owned by the tree) */
+    pg_posmod **pos;           /* the positional modules in call order (children: owned by the tree;
+                                  or borrowed: pg_mha_borrow_pos) */
     int64_t kv_heads;          /* resolved cfg.kv_heads */
     pg_tensor *qk_q_scale, *qk_k_scale; /* qk_norm_dim_scale: (H, 1, Dh), (G, 1, Dh); else NULL */
 } pg_mha;
 
 /* Takes ownership of pos[0..n_pos) (also on failure). pos may be NULL when n_pos is 0. */
 pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r);
+/* Puts p into m's positional modules at index `at` (0 .. n_pos; the later ones move
+ * up) WITHOUT taking it: m borrows p. The ownership rule: the modules m owns are its
+ * children ("pos", "pos.N": pg_mha_new's); a borrowed one is not a child, so its
+ * parameters are not listed under m, pg_module_free(m) leaves it and
+ * pg_module_train(m) does not reach it. Whoever lends it owns it (keeps it as a
+ * child of its own) and keeps it alive as long as m: pg_lm shares one module
+ * across all its blocks this way (its child "rel_pos", pg_lm_config.share_layer_pos;
+ * docs/attention.md "Sharing one positional module across layers"). The
+ * forwards call it like the others, in list order, fused path included, so
+ * gradients from every borrower add up in its parameters. 0, or -1 (m or p NULL,
+ * at out of range, p already in the list; nothing changed). */
+int pg_mha_borrow_pos(pg_mha *m, pg_posmod *p, int at);
 /* x (B, Lq, dim); context (B, Lk, context_dim) for cross-attention, NULL for self.
  * a may be NULL. Calls mod_qkv and mod_bias of the positional modules (not
  * mod_x: see pg_block_forward). -> (B, Lq, dim) */

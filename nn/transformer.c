@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../tensor/shape_util.h"
 
@@ -201,6 +202,12 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
                      PG_LM_MAX_POS);
         return false;
     }
+    for (int i = c->n_layer_pos; i < PG_LM_MAX_POS; i++)
+        if (c->share_layer_pos[i]) {
+            pg_set_error("%s: share_layer_pos[%d] is set but n_layer_pos is %d: there is no layer_pos[%d] to share",
+                         fn, i, c->n_layer_pos, i);
+            return false;
+        }
     return true;
 }
 
@@ -268,12 +275,68 @@ static bool add_input_pos(pg_lm *lm, pg_rng *r)
     return ok;
 }
 
+/* ---- one positional module shared by every block (pg_lm_config.share_layer_pos) ---------------- */
+
+/* Builds each shared layer_pos[i] once as lm->rel_pos[i], the LM's child "rel_pos"
+ * (one) or "rel_pos.N" (several, N counting the shared ones), built as for block 0. */
+static bool add_rel_pos(pg_lm *lm, pg_rng *r)
+{
+    const char *fn = "pg_lm_new";
+    const pg_lm_config *c = &lm->cfg;
+    int n = 0;
+    for (int i = 0; i < c->n_layer_pos; i++)
+        n += c->share_layer_pos[i];
+    pg_module *parent = &lm->base;
+    if (n > 1 && !(parent = add_list(&lm->base, "rel_pos")))
+        return false;
+    for (int i = 0, k = 0; i < c->n_layer_pos; i++) {
+        if (!c->share_layer_pos[i])
+            continue;
+        pg_posmod *p = NULL;
+        if (build_posmods(fn, c, &c->layer_pos[i], 1, 0, r, &p) != 0) {
+            char why[300];
+            const char *at = strstr(pg_last_error(), "of layer 0: ");
+            snprintf(why, sizeof why, "%s", at ? at + strlen("of layer 0: ") : pg_last_error());
+            pg_set_error("%s: shared positional module layer_pos[%d] (share_layer_pos): %s", fn, i, why);
+            return false;
+        }
+        char name[16];
+        snprintf(name, sizeof name, "%d", k++);
+        if (pg_module_add_child(parent, n > 1 ? name : "rel_pos", &p->base) != 0)
+            return false;
+        lm->rel_pos[i] = p;
+    }
+    return true;
+}
+
+/* The specs each block builds for itself: layer_pos without the shared entries, in order. */
+static int own_layer_specs(const pg_lm_config *c, pg_posmod_spec *own)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_layer_pos; i++)
+        if (!c->share_layer_pos[i])
+            own[n++] = c->layer_pos[i];
+    return n;
+}
+
+/* Lends the shared modules to b's attention at their layer_pos index (ascending, so
+ * the list ends up in layer_pos order). */
+static bool lend_rel_pos(const pg_lm *lm, pg_block *b)
+{
+    for (int i = 0; i < lm->cfg.n_layer_pos; i++)
+        if (lm->rel_pos[i] && pg_mha_borrow_pos(b->attn, lm->rel_pos[i], i) != 0)
+            return false;
+    return true;
+}
+
 static bool add_blocks(pg_lm *lm, pg_rng *r)
 {
     const pg_lm_config *c = &lm->cfg;
     pg_module *list = add_list(&lm->base, "blocks");
     if (!list)
         return false;
+    pg_posmod_spec own[PG_LM_MAX_POS];
+    int n_own = own_layer_specs(c, own);
     pg_block_config bc = {.dim = c->dim, .heads = c->heads, .ff_hidden = c->ff_hidden, .ff_kind = c->ff_kind,
                           .ff_act = c->ff_act, .bias = c->bias, .causal = true, .attn_dropout = c->attn_dropout,
                           .ff_dropout = c->dropout, .resid_dropout = c->dropout, .norm = c->norm,
@@ -283,12 +346,12 @@ static bool add_blocks(pg_lm *lm, pg_rng *r)
                           .qk_norm_groups = c->qk_norm_groups};
     for (int64_t i = 0; i < c->layers; i++) {
         pg_posmod *pos[PG_LM_MAX_POS];
-        if (build_posmods("pg_lm_new", c, c->layer_pos, c->n_layer_pos, (int)i, r, pos) != 0)
+        if (build_posmods("pg_lm_new", c, own, n_own, (int)i, r, pos) != 0)
             return false;
         char name[24];
         snprintf(name, sizeof name, "%lld", (long long)i);
-        lm->blocks[i] = pg_block_new(&bc, pos, c->n_layer_pos, r);
-        if (!adopt(list, name, lm->blocks[i] ? &lm->blocks[i]->base : NULL))
+        lm->blocks[i] = pg_block_new(&bc, pos, n_own, r);
+        if (!adopt(list, name, lm->blocks[i] ? &lm->blocks[i]->base : NULL) || !lend_rel_pos(lm, lm->blocks[i]))
             return false;
     }
     return true;
@@ -355,7 +418,7 @@ pg_lm *pg_lm_new(const pg_lm_config *c)
     pg_rng r = pg_rng_init(c->seed);
     lm->tok_emb = pg_embed_new(c->vocab, c->dim, c->dtype, &r);
     bool ok = adopt(&lm->base, "tok_emb", lm->tok_emb ? &lm->tok_emb->base : NULL) && add_input_pos(lm, &r) &&
-              add_blocks(lm, &r);
+              add_rel_pos(lm, &r) && add_blocks(lm, &r);
     if (ok) {
         lm->norm = norm_new(c->norm, c->dim, lm->cfg.norm_eps, c->dtype);
         ok = adopt(&lm->base, "norm", lm->norm);

@@ -546,3 +546,53 @@ Test(kv_cache, qk_norm_dim_scale_gqa)
 {
     check_heads((heads_opts){.dim_head = 8, .kv_heads = 2, .qk_norm = true, .dim_scale = true}, "rotary", NULL);
 }
+
+/* ---- one positional module shared by every block (pg_lm_config.share_layer_pos) ---------------- */
+
+/* A 3-block LM whose layer modules are the kinds given, shared where share[i]; the shared
+ * modules' parameters (T5's table starts at zero) drawn from N(0, 0.5) so they count. */
+static pg_lm *shared_lm(int n, const char *const *kinds, const bool *share)
+{
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, 3);
+    for (int i = 0; i < n; i++) {
+        c.layer_pos[c.n_layer_pos] = (pg_posmod_spec){.kind = kinds[i]};
+        c.share_layer_pos[c.n_layer_pos++] = share[i];
+    }
+    pg_lm *lm = test_small_lm(c, NULL, NULL, NULL);
+    pg_tensor_list ps = pg_module_parameters(&lm->base);
+    pg_rng r = pg_rng_init(5);
+    int n_shared = 0;
+    for (int i = 0; i < ps.n; i++)
+        if (!strncmp(ps.names[i], "rel_pos.", 8)) {
+            pg_fill_normal(ps.tensors[i], &r, 0.0, 0.5);
+            n_shared++;
+        }
+    pg_tensor_list_free(&ps);
+    cr_assert_gt(n_shared, 0, "no rel_pos parameters");
+    return lm;
+}
+
+static void check_shared(int n, const char *const *kinds, const bool *share, const char *what)
+{
+    pg_lm *lm = shared_lm(n, kinds, share);
+    double d5 = decode_diff(lm, 2, 5, 24, 3), d1 = decode_diff(lm, 1, 1, 24, 4);
+    double worst = fmax(d5, d1);
+    printf("kv_cache shared %s: worst cached-vs-full difference %.3g\n", what, worst);
+    cr_assert(worst <= 1e-12, "shared %s: worst cached-vs-full difference %.3g", what, worst);
+    pg_module_free(&lm->base);
+}
+
+Test(kv_cache, shared_dpb_and_t5)
+{
+    check_shared(2, (const char *[]){"dpb", "t5"}, (const bool[]){true, true}, "dpb + t5");
+}
+Test(kv_cache, shared_dpb_alone_and_t5_alone)
+{
+    check_shared(1, (const char *[]){"dpb"}, (const bool[]){true}, "dpb");
+    check_shared(1, (const char *[]){"t5"}, (const bool[]){true}, "t5");
+}
+/* shared and per-layer modules mixed: a per-layer rotary before a shared T5 and FoX */
+Test(kv_cache, shared_mixed_with_per_layer)
+{
+    check_shared(3, (const char *[]){"rotary", "t5", "fox"}, (const bool[]){false, true, true}, "rotary | t5 + fox");
+}

@@ -957,6 +957,12 @@ NUM(mha_qkv_g, "pg_mha_qkv", pg_mha_qkv(NULL, mha(), XS, NULL, QKV3), -1)
 NUM(mha_qkv_m, "pg_mha_qkv", pg_mha_qkv(G, NULL, XS, NULL, QKV3), -1)
 NUM(mha_qkv_x, "pg_mha_qkv", pg_mha_qkv(G, mha(), NULL, NULL, QKV3), -1)
 NUM(mha_qkv_qkv, "pg_mha_qkv", pg_mha_qkv(G, mha(), XS, NULL, NULL), -1)
+/* ---- nn/attention.h: a borrowed positional module (pg_mha_borrow_pos; tests/test_shared_pos.c) -------- */
+#undef SECTION
+#define SECTION "shared_pos"
+
+NUM(mha_borrow_pos_m, "pg_mha_borrow_pos", pg_mha_borrow_pos(NULL, NULL, 0), -1)
+NUM(mha_borrow_pos_p, "pg_mha_borrow_pos", pg_mha_borrow_pos(mha(), NULL, 0), -1)
 
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
@@ -1013,6 +1019,7 @@ Test(null_args, plot) { run_section("plot"); }
 Test(null_args, kv_cache) { run_section("kv_cache"); }
 Test(null_args, kv_cache_pad) { run_section("kv_cache_pad"); }
 Test(null_args, attn_heads) { run_section("attn_heads"); }
+Test(null_args, shared_pos) { run_section("shared_pos"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
@@ -1022,7 +1029,7 @@ Test(null_args, every_case_has_a_section)
                                         "plot",
                                         "kv_cache",
                                         "kv_cache_pad",
-                                        "attn_heads"};
+                                        "attn_heads", "shared_pos"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;
