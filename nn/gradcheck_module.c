@@ -75,8 +75,9 @@ static void name_failure(pg_module_gradcheck *r, pg_tensor *const *all, int n_al
         const pg_gradcheck_entry *e = &r->entries[k++];
         if (e->stat.ok)
             continue;
-        char at[128];
-        index_str(at, sizeof at, all[i], e->stat.first_bad);
+        char at[128] = " along a random direction (fast mode)";
+        if (e->stat.first_bad >= 0)
+            index_str(at, sizeof at, all[i], e->stat.first_bad);
         snprintf(r->all.message, sizeof r->all.message, "pg_gradcheck_module: %s%s: analytic %.6g, numeric %.6g",
                  e->name, at, e->stat.bad_analytic, e->stat.bad_numeric);
         pg_set_error("%s", r->all.message);
@@ -152,8 +153,17 @@ int pg_module_gradcheck_print(FILE *f, const pg_module_gradcheck *r)
                 e->stat.max_abs_err, e->stat.max_rel_err, (long long)e->stat.worst_index,
                 e->stat.ok ? "pass" : "FAIL");
     }
-    fprintf(f, "%s: %d elements%s%s\n", r->all.ok ? "pass" : "FAIL", r->all.checked,
-            r->all.ok ? "" : "; ", r->all.ok ? "" : r->all.message);
+    int64_t elements = 0;
+    for (int i = 0; i < r->n; i++)
+        elements += r->entries[i].stat.checked;
+    bool fast = r->n > 0 && r->entries[0].stat.worst_index < 0 && r->entries[0].stat.checked > 0;
+    if (fast)
+        fprintf(f, "%s: %d random directions (fast mode, one per tensor) over %lld elements%s%s\n",
+                r->all.ok ? "pass" : "FAIL", r->all.checked, (long long)elements, r->all.ok ? "" : "; ",
+                r->all.ok ? "" : r->all.message);
+    else
+        fprintf(f, "%s: %lld elements%s%s\n", r->all.ok ? "pass" : "FAIL", (long long)elements,
+                r->all.ok ? "" : "; ", r->all.ok ? "" : r->all.message);
     if (r->all.note[0])
         fprintf(f, "note: %s\n", r->all.note);
     return 0;

@@ -254,3 +254,61 @@ Test(gradcheck, module_bad_arguments)
     pg_tensor_free(x);
     pg_module_free(&lin->base);
 }
+
+/* ---- fast mode: one random direction per tensor -------------------------------------------- */
+
+Test(gradcheck, fast_mode_passes_and_catches)
+{
+    pg_tensor *x = input(13);
+    pg_gradcheck_opts o = {.fast = true};
+    pg_gradcheck_result r = pg_gradcheck(cube_fn, 1, &x, (void *)&CUBE64, &o);
+    cr_assert(r.ok, "%s", r.message);
+    cr_assert_eq(r.checked, 1, "one direction for one input");
+    cr_assert_eq(r.worst_index, -1);
+    pg_rng rng = pg_rng_init(14);
+    pg_linear *lin = pg_linear_new(3, 4, true, PG_F64, &rng);
+    pg_module_gradcheck m = pg_gradcheck_module(lin_twice_bias_fn, &lin->base, 1, &x, NULL, &o);
+    cr_assert(!m.all.ok);
+    cr_assert(strstr(m.all.message, "pg_gradcheck_module: bias along a random direction (fast mode): analytic"),
+              "%s", m.all.message);
+    cr_assert(m.entries[0].stat.ok && m.entries[1].stat.ok && !m.entries[2].stat.ok,
+              "input and weight pass, bias fails");
+    cr_assert_eq(m.entries[1].stat.checked, 12, "the weight's direction covers its 12 elements");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    pg_module_gradcheck_print(f, &m);
+    fclose(f);
+    cr_assert(strstr(text, "FAIL: 3 random directions (fast mode, one per tensor) over 22 elements"), "%s", text);
+    free(text);
+    pg_module_gradcheck_free(&m);
+    pg_module_free(&lin->base);
+    pg_tensor_free(x);
+}
+
+/* a block through fast mode agrees with the full mode's verdict, far faster */
+static pg_tensor *block_fn(pg_graph *g, pg_module *m, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    return pg_block_forward(g, (pg_block *)m, in[0], NULL);
+}
+
+Test(gradcheck, fast_mode_on_a_block)
+{
+    pg_rng r = pg_rng_init(15);
+    pg_block_config c = pg_block_defaults(8, 2);
+    c.dtype = PG_F64;
+    c.causal = true;
+    pg_posmod *dpb = pg_posmod_make_dpb(&(pg_posmod_args){.dim = 8, .heads = 2, .head_dim = 4, .dtype = PG_F64,
+                                                          .rng = &r});
+    pg_block *b = pg_block_new(&c, &dpb, 1, &r);
+    pg_tensor *x = pg_randn(NULL, PG_F64, 3, (const int64_t[]){2, 5, 8}, &r);
+    pg_set_requires_grad(x, true);
+    pg_gradcheck_opts o = {.fast = true};
+    pg_module_gradcheck m = pg_gradcheck_module(block_fn, &b->base, 1, &x, NULL, &o);
+    cr_assert(m.all.ok, "%s", m.all.message);
+    cr_assert_eq(m.all.checked, m.n, "one direction per tensor: %d for %d tensors", m.all.checked, m.n);
+    pg_module_gradcheck_free(&m);
+    pg_tensor_free(x);
+    pg_module_free(&b->base);
+}
