@@ -122,15 +122,15 @@ static const char *entry_problem(const pg_map_entry *e)
     return NULL;
 }
 
-int pg_state_map_add(pg_state_map *m, const pg_map_entry *e)
+static int add_entry(const char *fn, pg_state_map *m, const pg_map_entry *e)
 {
     if (!m || !e) {
-        pg_set_error("pg_state_map_add: map or entry is NULL");
+        pg_set_error("%s: map or entry is NULL", fn);
         return -1;
     }
     const char *bad = entry_problem(e);
     if (bad) {
-        pg_set_error("pg_state_map_add: %s: entry for \"%s\": %s", m->library,
+        pg_set_error("%s: %s: entry for \"%s\": %s", fn, m->library,
                      e->ours ? e->ours : (e->n_theirs > 0 && e->theirs[0]) ? e->theirs[0] : "?", bad);
         return -1;
     }
@@ -138,7 +138,7 @@ int pg_state_map_add(pg_state_map *m, const pg_map_entry *e)
         int cap = m->cap ? 2 * m->cap : 16;
         pg_map_entry *grown = realloc(m->entries, (size_t)cap * sizeof *grown);
         if (!grown) {
-            pg_set_error("pg_state_map_add: out of memory");
+            pg_set_error("%s: out of memory", fn);
             return -1;
         }
         m->entries = grown;
@@ -153,23 +153,25 @@ int pg_state_map_add(pg_state_map *m, const pg_map_entry *e)
     if (!ok) {
         c.ours = e->ours && c.ours != e->ours ? c.ours : NULL;
         entry_free(&c);
-        pg_set_error("pg_state_map_add: out of memory");
+        pg_set_error("%s: out of memory", fn);
         return -1;
     }
     m->entries[m->n++] = c;
     return 0;
 }
 
+int pg_state_map_add(pg_state_map *m, const pg_map_entry *e) { return add_entry("pg_state_map_add", m, e); }
+
 int pg_state_map_rename(pg_state_map *m, const char *ours, const char *theirs)
 {
     pg_map_entry e = {PG_MAP_RENAME, ours, 1, {theirs}, {0}, 0, 0};
-    return pg_state_map_add(m, &e);
+    return add_entry("pg_state_map_rename", m, &e);
 }
 
 int pg_state_map_drop(pg_state_map *m, const char *theirs)
 {
     pg_map_entry e = {PG_MAP_DROP, NULL, 1, {theirs}, {0}, 0, 0};
-    return pg_state_map_add(m, &e);
+    return add_entry("pg_state_map_drop", m, &e);
 }
 
 /* The entry whose ours pattern matches name (and its index), or -1. */
@@ -518,8 +520,8 @@ int pg_module_save_mapped(const pg_module *m, const pg_state_map *map, const cha
                           const char *const *meta_keys, const char *const *meta_values)
 {
     pg_fmt_ctx c = {"pg_module_save_mapped", path ? path : "(null)"};
-    if (!m || !map) {
-        pg_fmt_fail(&c, "module or map is NULL");
+    if (!m || !map || !path) {
+        pg_fmt_fail(&c, "module, map or path is NULL");
         return -1;
     }
     pg_tensor_list params = pg_module_parameters(m), out = {0, 0, NULL, NULL};

@@ -58,7 +58,7 @@ typedef struct pg_state_map {
     pg_map_entry *entries; /* owned copies of the names */
 } pg_state_map;
 
-/* An empty map (library names it in messages); NULL + error when out of memory. */
+/* An empty map (library names it in messages; NULL: "map"); NULL + error when out of memory. */
 pg_state_map *pg_state_map_new(const char *library);
 void pg_state_map_free(pg_state_map *m);
 /* Appends a copy of e; -1 + error for a malformed entry (an op/part count that
