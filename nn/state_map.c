@@ -26,41 +26,88 @@ static void say(char *buf, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- patterns: at most one "{i}", a decimal index without leading zeros ---------------- */
+/* ---- patterns: at most one index token, "{i}" or an affine "{Ai+B}" ("{2i}", "{2i+1}":
+ * x-transformers interleaves attention and feed-forward layers), which stands for
+ * the decimal A i + B without leading zeros ---------------------------------------------- */
 
-static int count_index(const char *p)
+typedef struct idx_tok {
+    const char *at; /* the '{', or NULL: no token */
+    size_t len;     /* of the token, braces included */
+    long a, b;
+} idx_tok;
+
+static long parse_small(const char **s)
 {
-    int n = 0;
-    for (const char *s = strstr(p, "{i}"); s; s = strstr(s + 3, "{i}"))
-        n++;
-    return n;
+    long v = 0;
+    while (**s >= '0' && **s <= '9' && v < 100000)
+        v = v * 10 + (*(*s)++ - '0');
+    return v;
 }
 
-/* true when name matches pat; *i the index (-1 without "{i}"). */
+/* The first token of p; false when a '{' starts no well-formed token. */
+static bool find_tok(const char *p, idx_tok *t)
+{
+    t->at = strchr(p, '{');
+    t->a = 1;
+    t->b = 0;
+    if (!t->at)
+        return true;
+    const char *s = t->at + 1;
+    if (*s >= '1' && *s <= '9')
+        t->a = parse_small(&s);
+    if (*s++ != 'i')
+        return false;
+    if (*s == '+') {
+        s++;
+        if (*s < '0' || *s > '9')
+            return false;
+        t->b = parse_small(&s);
+    }
+    if (*s != '}')
+        return false;
+    t->len = (size_t)(s + 1 - t->at);
+    return true;
+}
+
+/* Index tokens in p (0 or 1), or -1 for a malformed or second one. */
+static int count_index(const char *p)
+{
+    idx_tok t, u;
+    if (!find_tok(p, &t))
+        return -1;
+    if (!t.at)
+        return 0;
+    return find_tok(t.at + t.len, &u) && !u.at ? 1 : -1;
+}
+
+/* true when name matches pat; *i the index (-1 without a token). */
 static bool pat_match(const char *pat, const char *name, long *i)
 {
     *i = -1;
-    const char *at = strstr(pat, "{i}");
-    if (!at)
+    idx_tok t;
+    find_tok(pat, &t);
+    if (!t.at)
         return strcmp(pat, name) == 0;
-    size_t pre = (size_t)(at - pat);
+    size_t pre = (size_t)(t.at - pat);
     if (strncmp(pat, name, pre) != 0)
         return false;
     const char *d = name + pre, *e = d;
     long v = 0;
     while (*e >= '0' && *e <= '9' && v < INT_MAX / 10)
         v = v * 10 + (*e++ - '0');
-    if (e == d || (*d == '0' && e - d > 1) || (*e >= '0' && *e <= '9'))
+    if (e == d || (*d == '0' && e - d > 1) || (*e >= '0' && *e <= '9') || v < t.b || (v - t.b) % t.a != 0)
         return false;
-    *i = v;
-    return strcmp(at + 3, e) == 0;
+    *i = (v - t.b) / t.a;
+    return strcmp(t.at + t.len, e) == 0;
 }
 
-/* pat with "{i}" replaced by i; false if it does not fit. */
+/* pat with its token replaced by A i + B; false if it does not fit. */
 static bool pat_expand(const char *pat, long i, char *buf, size_t size)
 {
-    const char *at = strstr(pat, "{i}");
-    int k = at ? snprintf(buf, size, "%.*s%ld%s", (int)(at - pat), pat, i, at + 3) : snprintf(buf, size, "%s", pat);
+    idx_tok t;
+    find_tok(pat, &t);
+    int k = t.at ? snprintf(buf, size, "%.*s%ld%s", (int)(t.at - pat), pat, t.a * i + t.b, t.at + t.len)
+                 : snprintf(buf, size, "%s", pat);
     return k >= 0 && (size_t)k < size;
 }
 
@@ -107,15 +154,17 @@ static const char *entry_problem(const pg_map_entry *e)
         return "n_theirs does not fit the op (1 for rename/transpose, 1..4 otherwise)";
     if ((e->op == PG_MAP_DROP) != (e->ours == NULL))
         return "ours must be NULL exactly for a drop";
-    int want = e->ours ? count_index(e->ours) : -1;
-    if (want > 1)
-        return "more than one {i} in ours";
+    int want = e->ours ? count_index(e->ours) : -2;
+    if (want == -1)
+        return "a malformed or second index token in ours (one {i} or {Ai+B})";
     for (int k = 0; k < e->n_theirs; k++) {
         if (!e->theirs[k])
             return "a foreign name is NULL";
         int c = count_index(e->theirs[k]);
-        if (c > 1 || (want >= 0 && c != want))
-            return "ours and every foreign name must all carry one {i} or none";
+        if (c < 0)
+            return "a malformed or second index token in a foreign name (one {i} or {Ai+B})";
+        if (want >= 0 && c != want)
+            return "ours and every foreign name must all carry one index token or none";
         if (e->op == PG_MAP_SPLIT && e->rows[k] < 0)
             return "negative rows";
     }

@@ -23,9 +23,11 @@
  * and add 0 the round trip is exact; with add = -1 it is exact when w - 1 is
  * (weights in [0.5, 2] by Sterbenz's lemma, so trained gains near 1).
  *
- * Names are patterns with at most one "{i}", a layer index (decimal, no
- * leading zeros): "blocks.{i}.attn.to_qkv.weight" <-> "transformer.h.{i}.attn.c_attn.weight",
- * so one map serves any depth.
+ * Names are patterns with at most one index token, "{i}" (a layer index,
+ * decimal, no leading zeros) or an affine "{Ai+B}" standing for A i + B:
+ * "blocks.{i}.attn.to_qkv.weight" <-> "transformer.h.{i}.attn.c_attn.weight", or
+ * "blocks.{i}.norm2.weight" <-> "attn_layers.layers.{2i+1}.0.0.gamma" where a library
+ * interleaves attention and feed-forward layers; so one map serves any depth.
  *
  * Loading through a map is strict: every parameter of the module needs an
  * entry and its foreign tensor(s); every foreign name must be used by an
@@ -62,8 +64,8 @@ typedef struct pg_state_map {
 pg_state_map *pg_state_map_new(const char *library);
 void pg_state_map_free(pg_state_map *m);
 /* Appends a copy of e; -1 + error for a malformed entry (an op/part count that
- * does not fit, a NULL name, more than one "{i}", or ours and theirs that do not
- * both carry "{i}"). */
+ * does not fit, a NULL name, a malformed or second index token, or ours and
+ * theirs that do not all carry one). */
 int pg_state_map_add(pg_state_map *m, const pg_map_entry *e);
 /* Shorthands for pg_state_map_add. */
 int pg_state_map_rename(pg_state_map *m, const char *ours, const char *theirs);

@@ -27,8 +27,8 @@ static const char *const plain[][2] = {
     {"blocks.{i}.norm1.bias", "layers.{i}.n1.beta"},
     {"blocks.{i}.attn.to_out.weight", "layers.{i}.attn.to_out.weight"},
     {"blocks.{i}.attn.to_out.bias", "layers.{i}.attn.to_out.bias"},
-    {"blocks.{i}.norm2.weight", "layers.{i}.n2.weight"},
-    {"blocks.{i}.norm2.bias", "layers.{i}.n2.bias"},
+    {"blocks.{i}.norm2.weight", "layers.{2i+1}.n2.weight"}, /* interleaved, as x-transformers' layers */
+    {"blocks.{i}.norm2.bias", "layers.{2i+1}.n2.bias"},
     {"blocks.{i}.ff.proj_in.bias", "layers.{i}.ff.c_fc.bias"},
     {"blocks.{i}.ff.proj_out.weight", "layers.{i}.ff.out.weight"},
     {"blocks.{i}.ff.proj_out.bias", "layers.{i}.ff.out.bias"},
@@ -42,7 +42,7 @@ static pg_state_map *test_map(bool head_entry)
     pg_state_map *m = pg_state_map_new("test");
     pg_map_entry e[] = {
         {PG_MAP_RENAME, "tok_emb.weight", 1, {"token_emb.emb.weight"}, {0}, 2.0, 0},
-        {PG_MAP_RENAME, "blocks.{i}.norm1.weight", 1, {"layers.{i}.n1.gamma"}, {0}, 0, -1.0},
+        {PG_MAP_RENAME, "blocks.{i}.norm1.weight", 1, {"layers.{2i}.n1.gamma"}, {0}, 0, -1.0},
         {PG_MAP_SPLIT, "blocks.{i}.attn.to_qkv.weight", 3,
          {"layers.{i}.attn.to_q.weight", "layers.{i}.attn.to_k.weight", "layers.{i}.attn.to_v.weight"}, {0}, 0, 0},
         {PG_MAP_SPLIT, "blocks.{i}.attn.to_qkv.bias", 3,
@@ -96,7 +96,10 @@ Test(state_map, each_transform_gives_the_foreign_values)
     for (int64_t r = 0; r < 8; r++)
         for (int64_t j = 0; j < 32; j++)
             cr_assert_eq(pg_get(c, r * 32 + j), pg_get(fc, j * 8 + r)); /* (in, out) */
-    const pg_tensor *g = get(&t, "layers.0.n1.gamma"), *w = param(lm, "blocks.0.norm1.weight");
+    /* {2i} and {2i+1}: block 1's norms are layers 2 and 3 */
+    cr_assert_lt(pg_tensor_list_find(&t, "layers.1.n1.gamma"), 0);
+    cr_assert_eq(memcmp(get(&t, "layers.3.n2.weight")->data, param(lm, "blocks.1.norm2.weight")->data, 64), 0);
+    const pg_tensor *g = get(&t, "layers.2.n1.gamma"), *w = param(lm, "blocks.1.norm1.weight");
     const pg_tensor *e = get(&t, "token_emb.emb.weight"), *emb = param(lm, "tok_emb.weight");
     for (int64_t j = 0; j < 8; j++)
         cr_assert_eq(pg_get(g, j), pg_get(w, j) - 1.0);
@@ -160,8 +163,10 @@ Test(state_map, malformed_entries_are_refused)
 {
     pg_state_map *m = pg_state_map_new("bad");
     pg_map_entry two = {PG_MAP_RENAME, "a.{i}.{i}", 1, {"b.{i}.{i}"}, {0}, 0, 0};
-    ASSERT_RC_FAILS(pg_state_map_add(m, &two), "more than one {i}");
-    ASSERT_RC_FAILS(pg_state_map_rename(m, "blocks.{i}.w", "h.w"), "all carry one {i} or none");
+    ASSERT_RC_FAILS(pg_state_map_add(m, &two), "a malformed or second index token in ours");
+    ASSERT_RC_FAILS(pg_state_map_rename(m, "blocks.{i}.w", "h.w"), "all carry one index token or none");
+    ASSERT_RC_FAILS(pg_state_map_rename(m, "blocks.{i}.w", "h.{i+}.w"), "malformed or second index token in a foreign");
+    ASSERT_RC_FAILS(pg_state_map_rename(m, "blocks.{i}.w", "h.{0i}.w"), "malformed or second index token in a foreign");
     pg_map_entry parts = {PG_MAP_RENAME, "w", 2, {"a", "b"}, {0}, 0, 0};
     ASSERT_RC_FAILS(pg_state_map_add(m, &parts), "n_theirs does not fit");
     ASSERT_RC_FAILS(pg_state_map_rename(m, "w", NULL), "a foreign name is NULL");
