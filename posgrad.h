@@ -25,6 +25,7 @@
 #include "nn/sample.h"
 #include "nn/kv_cache.h"
 #include "nn/gradcheck_module.h"
+#include "nn/state_map.h"
 #include "nn/pos_sinusoidal.h"
 #include "nn/pos_learned.h"
 #include "nn/pos_rotary.h"

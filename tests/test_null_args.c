@@ -654,6 +654,47 @@ NUM(module_load_state_state, "pg_module_load_state", pg_module_load_state(mod(),
 NUM(module_load_m, "pg_module_load", pg_module_load(NULL, "/tmp/pg_null.st", false, NULL), -1)
 NUM(module_load_path, "pg_module_load", pg_module_load(mod(), NULL, false, NULL), -1)
 
+/* ---- nn/state_map.h --------------------------------------------------------------------------------- */
+#undef SECTION
+#define SECTION "state_map"
+
+/* A call on a fresh map M (freed after the call): -1 and an error naming fn. */
+#define MAP_NUM(id, fn, expr)                                                                                  \
+    CASE(id)                                                                                                   \
+    {                                                                                                          \
+        pg_state_map *M = pg_state_map_new("t");                                                               \
+        pg_tensor_list out_ = {0, 0, NULL, NULL};                                                              \
+        (void)out_;                                                                                            \
+        pg_clear_error();                                                                                      \
+        int r_ = (expr);                                                                                       \
+        pg_state_map_free(M);                                                                                  \
+        cr_assert_eq(r_, -1, "%s should fail", #expr);                                                         \
+        expect_error(fn, #expr);                                                                               \
+    }
+static const pg_map_entry MAP_E = {PG_MAP_RENAME, "weight", 1, {"w"}, {0}, 0, 0};
+NOOP(state_map_free, pg_state_map_free(NULL))
+PTR(state_map_nanogpt, "pg_state_map_nanogpt", pg_state_map_nanogpt(NULL))
+MAP_NUM(state_map_add_m, "pg_state_map_add", pg_state_map_add(NULL, &MAP_E))
+MAP_NUM(state_map_add_e, "pg_state_map_add", pg_state_map_add(M, NULL))
+MAP_NUM(state_map_rename_m, "pg_state_map_rename", pg_state_map_rename(NULL, "a", "b"))
+MAP_NUM(state_map_rename_ours, "pg_state_map_rename", pg_state_map_rename(M, NULL, "b"))
+MAP_NUM(state_map_rename_theirs, "pg_state_map_rename", pg_state_map_rename(M, "a", NULL))
+MAP_NUM(state_map_drop_m, "pg_state_map_drop", pg_state_map_drop(NULL, "b"))
+MAP_NUM(state_map_drop_theirs, "pg_state_map_drop", pg_state_map_drop(M, NULL))
+MAP_NUM(state_map_to_theirs_map, "pg_state_map_to_theirs", pg_state_map_to_theirs(NULL, &LIST, &out_))
+MAP_NUM(state_map_to_theirs_ours, "pg_state_map_to_theirs", pg_state_map_to_theirs(M, NULL, &out_))
+MAP_NUM(state_map_to_theirs_out, "pg_state_map_to_theirs", pg_state_map_to_theirs(M, &LIST, NULL))
+MAP_NUM(module_load_state_mapped_m, "pg_module_load_state_mapped", pg_module_load_state_mapped(NULL, M, &LIST))
+MAP_NUM(module_load_state_mapped_map, "pg_module_load_state_mapped", pg_module_load_state_mapped(mod(), NULL, &LIST))
+MAP_NUM(module_load_state_mapped_state, "pg_module_load_state_mapped", pg_module_load_state_mapped(mod(), M, NULL))
+MAP_NUM(module_load_mapped_m, "pg_module_load_mapped", pg_module_load_mapped(NULL, M, "/tmp/pg_null.st"))
+MAP_NUM(module_load_mapped_map, "pg_module_load_mapped", pg_module_load_mapped(mod(), NULL, "/tmp/pg_null.st"))
+MAP_NUM(module_load_mapped_path, "pg_module_load_mapped", pg_module_load_mapped(mod(), M, NULL))
+MAP_NUM(module_save_mapped_m, "pg_module_save_mapped", pg_module_save_mapped(NULL, M, "/tmp/pg_null.st", 0, NULL, NULL))
+MAP_NUM(module_save_mapped_map, "pg_module_save_mapped",
+        pg_module_save_mapped(mod(), NULL, "/tmp/pg_null.st", 0, NULL, NULL))
+MAP_NUM(module_save_mapped_path, "pg_module_save_mapped", pg_module_save_mapped(mod(), M, NULL, 0, NULL, NULL))
+
 /* ---- nn/posmod.h ------------------------------------------------------------------------------------ */
 #undef SECTION
 #define SECTION "posmod"
@@ -1020,6 +1061,7 @@ Test(null_args, kv_cache) { run_section("kv_cache"); }
 Test(null_args, kv_cache_pad) { run_section("kv_cache_pad"); }
 Test(null_args, attn_heads) { run_section("attn_heads"); }
 Test(null_args, shared_pos) { run_section("shared_pos"); }
+Test(null_args, state_map) { run_section("state_map"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
@@ -1029,7 +1071,7 @@ Test(null_args, every_case_has_a_section)
                                         "plot",
                                         "kv_cache",
                                         "kv_cache_pad",
-                                        "attn_heads", "shared_pos"};
+                                        "attn_heads", "shared_pos", "state_map"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;

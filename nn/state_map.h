@@ -1,0 +1,100 @@
+/* State maps: a module's parameters under another library's names and
+ * layouts (docs/interop.md). A map is a list of entries, each tying one
+ * posgrad parameter name to the foreign name(s) that hold it, with a
+ * transform:
+ *
+ *   PG_MAP_RENAME     theirs[0] is the parameter (up to the value transform)
+ *   PG_MAP_TRANSPOSE  theirs[0] is the 2-D parameter transposed (HF GPT-2's Conv1D)
+ *   PG_MAP_SPLIT      theirs[0..n) are row blocks of the parameter, concatenated
+ *                     along dim 0 in that order (posgrad's fused to_qkv <-> separate
+ *                     to_q, to_k, to_v); rows[k] their row counts (all 0: equal parts)
+ *   PG_MAP_TIED       each of theirs[0..n) is a full copy (a tied tensor that the
+ *                     library's state_dict lists under several names, nanoGPT's
+ *                     transformer.wte.weight and lm_head.weight): loading needs at
+ *                     least one, and those present must be equal bit for bit;
+ *                     saving writes every one
+ *   PG_MAP_DROP       theirs[0..n) are foreign buffers that are no parameter
+ *                     (nanoGPT's causal-mask attn.bias, rotary inv_freq): loading
+ *                     accepts and ignores them, saving does not write them; ours is NULL
+ *
+ * and a value transform, theirs = ours * mul + add (mul 0 means 1): add = -1
+ * for a unit-offset gain stored as gamma = weight - 1, mul for an embedding
+ * scale. Loading computes ours = (theirs - add) / mul. With mul a power of two
+ * and add 0 the round trip is exact; with add = -1 it is exact when w - 1 is
+ * (weights in [0.5, 2] by Sterbenz's lemma, so trained gains near 1).
+ *
+ * Names are patterns with at most one index token, "{i}" (a layer index,
+ * decimal, no leading zeros) or an affine "{Ai+B}" standing for A i + B:
+ * "blocks.{i}.attn.to_qkv.weight" <-> "transformer.h.{i}.attn.c_attn.weight", or
+ * "blocks.{i}.norm2.weight" <-> "attn_layers.layers.{2i+1}.0.0.gamma" where a library
+ * interleaves attention and feed-forward layers; so one map serves any depth.
+ *
+ * Loading through a map is strict: every parameter of the module needs an
+ * entry and its foreign tensor(s); every foreign name must be used by an
+ * entry or match a DROP pattern. Failures name the tensor:
+ *   pg_module_load_mapped: ckpt.st: nanogpt: missing "transformer.h.1.ln_1.bias" (for blocks.1.norm1.bias)
+ * and leave the module untouched (everything is checked before anything is
+ * copied). Saving writes exactly the foreign names. */
+#ifndef PG_NN_STATE_MAP_H
+#define PG_NN_STATE_MAP_H
+
+#include "state_dict.h"
+#include "transformer.h"
+
+#define PG_MAP_MAX_PARTS 4
+
+typedef enum pg_map_op { PG_MAP_RENAME = 0, PG_MAP_TRANSPOSE, PG_MAP_SPLIT, PG_MAP_TIED, PG_MAP_DROP } pg_map_op;
+
+typedef struct pg_map_entry {
+    pg_map_op op;
+    const char *ours; /* posgrad parameter name pattern; NULL for PG_MAP_DROP */
+    int n_theirs;     /* 1 for RENAME / TRANSPOSE, 1..PG_MAP_MAX_PARTS otherwise */
+    const char *theirs[PG_MAP_MAX_PARTS];
+    int64_t rows[PG_MAP_MAX_PARTS]; /* SPLIT: rows per part on save (all 0: equal parts) */
+    double mul, add;                /* theirs = ours * mul + add; mul 0 means 1 */
+} pg_map_entry;
+
+typedef struct pg_state_map {
+    char *library; /* "nanogpt", for messages */
+    int n, cap;
+    pg_map_entry *entries; /* owned copies of the names */
+} pg_state_map;
+
+/* An empty map (library names it in messages; NULL: "map"); NULL + error when out of memory. */
+pg_state_map *pg_state_map_new(const char *library);
+void pg_state_map_free(pg_state_map *m);
+/* Appends a copy of e; -1 + error for a malformed entry (an op/part count that
+ * does not fit, a NULL name, a malformed or second index token, or ours and
+ * theirs that do not all carry one). */
+int pg_state_map_add(pg_state_map *m, const pg_map_entry *e);
+/* Shorthands for pg_state_map_add. */
+int pg_state_map_rename(pg_state_map *m, const char *ours, const char *theirs);
+int pg_state_map_drop(pg_state_map *m, const char *theirs);
+
+/* ours (names the map's ours patterns match, each tensor once: pg_module_parameters
+ * or gradients under the same names) -> new heap tensors under the foreign names,
+ * appended to *out (free with pg_tensor_list_free_all), in ours' order; a name
+ * without an entry fails naming it. On failure *out is as it was. */
+int pg_state_map_to_theirs(const pg_state_map *map, const pg_tensor_list *ours, pg_tensor_list *out);
+
+/* Strict load of a foreign state (or file) into m through the map; casts f32 <-> f64. */
+int pg_module_load_state_mapped(pg_module *m, const pg_state_map *map, const pg_tensor_list *theirs);
+int pg_module_load_mapped(pg_module *m, const pg_state_map *map, const char *path);
+/* m's parameters under the foreign names, with optional metadata pairs (n_meta may be 0). */
+int pg_module_save_mapped(const pg_module *m, const pg_state_map *map, const char *path, int n_meta,
+                          const char *const *meta_keys, const char *const *meta_values);
+
+/* ---- one table per library (nn/state_map_tables.c) ----------------------------------------
+ * nanoGPT (karpathy/nanoGPT model.py, GPT(GPTConfig)): a pg_lm with tie_weights, one
+ * "learned" input positional module (block_size = max_len rows), no layer positional
+ * modules, LayerNorm with eps 1e-5, an exact-GELU MLP of 4 dim, bias on, causal
+ * full attention. bias = false needs LayerNorm without bias (issue 16 item 3) and
+ * is refused until the LM has it; the map then only leaves out the bias entries.
+ * NULL + error naming the first setting nanoGPT cannot express. */
+pg_state_map *pg_state_map_nanogpt(const pg_lm_config *c);
+/* The pg_lm_config of GPT(GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd,
+ * dropout = 0, bias = true)) in dtype. */
+pg_lm_config pg_lm_config_nanogpt(int64_t block_size, int64_t vocab, int64_t layers, int64_t heads, int64_t dim,
+                                  pg_dtype dtype);
+
+#endif

@@ -1,0 +1,94 @@
+/* Smoke test of examples/convert.c: the nanoGPT fixture (gen_interop_nanogpt.py)
+ * to posgrad's names and back gives the same tensors bit for bit, the config
+ * carried in the metadata; flags override it; --help, bad command lines (exit 2)
+ * and bad files (exit 1, naming the tensor). */
+#define PG_EXAMPLE_NO_MAIN
+#include "../examples/convert.c"
+
+#include "testutil.h"
+
+#include "example_run.h"
+
+#define NANO "tests/fixtures/interop_nanogpt.safetensors"
+
+static void assert_same_tensors(const char *a, const char *b)
+{
+    pg_tensor_list x = {0, 0, NULL, NULL}, y = {0, 0, NULL, NULL};
+    cr_assert_eq(pg_safetensors_load(a, &x), 0, "%s", pg_last_error());
+    cr_assert_eq(pg_safetensors_load(b, &y), 0, "%s", pg_last_error());
+    cr_assert_eq(x.n, y.n);
+    for (int i = 0; i < x.n; i++) {
+        int j = pg_tensor_list_find(&y, x.names[i]);
+        cr_assert_geq(j, 0, "%s", x.names[i]);
+        cr_assert(pg_same_shape(x.tensors[i], y.tensors[j]) && x.tensors[i]->dtype == y.tensors[j]->dtype);
+        cr_assert_eq(memcmp(x.tensors[i]->data, y.tensors[j]->data, (size_t)x.tensors[i]->numel * 8), 0, "%s",
+                     x.names[i]);
+    }
+    pg_tensor_list_free_all(&x);
+    pg_tensor_list_free_all(&y);
+}
+
+Test(example_convert, nanogpt_to_posgrad_and_back)
+{
+    char pg[] = "build/tests/convert_pg.safetensors", back[] = "build/tests/convert_back.safetensors";
+    ex_run r;
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", NANO, pg);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "block_size 8, vocab_size 13, n_layer 2, n_head 2, n_embd 8, f64"), "%s", r.out);
+    /* posgrad's file has posgrad's names and loads strictly into the matching pg_lm */
+    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, PG_F64);
+    pg_lm *lm = pg_lm_new(&c);
+    cr_assert_eq(pg_module_load(&lm->base, pg, true, NULL), 0, "%s", pg_last_error());
+    pg_module_free(&lm->base);
+    /* back: no flags needed, the config is in the metadata */
+    EX_RUN(&r, convert_main, "convert", "--from=posgrad", "--to=nanogpt", pg, back);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    assert_same_tensors(NANO, back);
+    /* a flag overrides the metadata: 3 layers, and the file has 2 */
+    EX_RUN(&r, convert_main, "convert", "--from", "posgrad", "--to", "nanogpt", "--n_layer", "3", pg, back);
+    cr_assert_eq(r.rc, 1);
+    ex_assert_one_line(&r, "convert: pg_module_load: ", "blocks.2.norm1.weight");
+    remove(pg);
+    remove(back);
+}
+
+Test(example_convert, help_and_bad_command_lines)
+{
+    ex_run r;
+    EX_RUN(&r, convert_main, "convert", "--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "usage: convert [flags]") && strstr(r.out, "--n_embd N"), "%s", r.out);
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "wants IN and OUT as the last two arguments");
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", NANO); /* OUT forgotten */
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "--to needs a value");
+    EX_RUN(&r, convert_main, "convert", "--from", "xtransformers", "--to", "posgrad", NANO, "build/tests/x");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "--from 'xtransformers' --to 'posgrad'");
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", "--n_head", "x", NANO, "build/tests/x");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "--n_head");
+}
+
+Test(example_convert, bad_files_fail_naming_the_problem)
+{
+    ex_run r;
+    /* a posgrad file read as nanoGPT's */
+    char pg[] = "build/tests/convert_bad.safetensors";
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", NANO, pg);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", pg, "build/tests/never.safetensors");
+    cr_assert_eq(r.rc, 1);
+    ex_assert_one_line(&r, "nanogpt: missing \"transformer.wte.weight\" (for tok_emb.weight)");
+    remove(pg);
+    /* no file; a file without the config in its metadata */
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", "build/tests/none.st", "build/tests/x");
+    cr_assert_eq(r.rc, 1);
+    ex_assert_one_line(&r, "build/tests/none.st");
+    EX_RUN(&r, convert_main, "convert", "--from", "nanogpt", "--to", "posgrad", "tests/fixtures/interop_nanogpt_io.safetensors",
+           "build/tests/x");
+    cr_assert_eq(r.rc, 2);
+    ex_assert_one_line(&r, "has no block_size in its metadata: give --block_size");
+}
