@@ -8,7 +8,7 @@
 
 pg_gradcheck_opts pg_gradcheck_defaults(void)
 {
-    pg_gradcheck_opts o = {1e-6, 1e-7, 1e-5, true, 1e-4, 1e-3, 1, false};
+    pg_gradcheck_opts o = {1e-6, 1e-7, 1e-5, true, 1e-4, 1e-3, 1, false, false, 0, 1e-3, 0};
     return o;
 }
 
@@ -110,46 +110,143 @@ static void stat_add(pg_gradcheck_stat *st, int64_t j, double ana, double num, d
         st->ok = false, st->first_bad = j, st->bad_analytic = ana, st->bad_numeric = num;
 }
 
+/* What the element loop shares. */
+typedef struct chk {
+    pg_graph *g;
+    pg_gradcheck_fn fn;
+    pg_tensor *const *in;
+    int n;
+    void *ctx;
+    const pg_tensor *v;
+    const pg_gradcheck_opts *o;
+    pg_gradcheck_result *r;
+    pg_gradcheck_stat *stats;
+    double l0; /* L at the inputs as given (the one-sided differences) */
+} chk;
+
+/* L with x[j] = orig + t; NaN (and r's message naming the element) when fn fails there */
+static double loss_shifted(const chk *c, int i, int64_t j, double t)
+{
+    double *x = pg_f64(c->in[i]), orig = x[j];
+    x[j] = orig + t;
+    double l = loss_at(c->g, c->fn, c->in, c->n, c->ctx, c->v);
+    x[j] = orig;
+    if (isnan(l) && c->r->ok) {
+        const char *e = pg_graph_error(c->g) ? pg_graph_error(c->g) : pg_last_error();
+        char d[400];
+        snprintf(d, sizeof d, "input %d element %lld %+g: %s", i, (long long)j, t,
+                 e && e[0] ? e : "it returned NULL (or NaN) and said nothing");
+        fail(c->r, "pg_gradcheck: the function failed at %s", d);
+    }
+    return l;
+}
+
+/* the numeric derivative of element j of input i; *lp, *lm: L at +-eps (for kinks) */
+static double numeric_at(const chk *c, int i, int64_t j, double *lp, double *lm)
+{
+    double e = c->o->eps;
+    *lp = loss_shifted(c, i, j, e);
+    *lm = loss_shifted(c, i, j, -e);
+    if (!c->o->richardson)
+        return (*lp - *lm) / (2.0 * e);
+    double lp2 = loss_shifted(c, i, j, 2 * e), lm2 = loss_shifted(c, i, j, -2 * e);
+    return (-lp2 + 8.0 * *lp - 8.0 * *lm + lm2) / (12.0 * e);
+}
+
+/* |right slope - left slope| at x[j] with step h: (L(x+h) - L) / h - (L - L(x-h)) / h */
+static double slope_jump(const chk *c, double lp, double lm, double h)
+{
+    return fabs((lp - c->l0) / h - (c->l0 - lm) / h);
+}
+
+/* a non-differentiable point: the one-sided slopes differ by more than kink_tol, and by as much at
+ * half the step (a smooth curvature's difference halves with the step; a kink's does not) */
+static bool at_kink(const chk *c, int i, int64_t j, double lp, double lm, double *lo, double *hi)
+{
+    double e = c->o->eps;
+    if (!(slope_jump(c, lp, lm, e) > c->o->kink_tol))
+        return false;
+    double lp2 = loss_shifted(c, i, j, e / 2), lm2 = loss_shifted(c, i, j, -e / 2);
+    if (!(slope_jump(c, lp2, lm2, e / 2) > 0.75 * slope_jump(c, lp, lm, e)))
+        return false;
+    *lo = fmin((lp - c->l0) / e, (c->l0 - lm) / e);
+    *hi = fmax((lp - c->l0) / e, (c->l0 - lm) / e);
+    return true;
+}
+
+static void record_kink(const chk *c, int i, int64_t j)
+{
+    if (c->r->kinks++ == 0)
+        c->r->kink_input = i, c->r->kink_index = j;
+    if (c->stats)
+        c->stats[i].kinks++;
+}
+
+/* one element: compare, classify, record */
+static void check_element(const chk *c, const pg_tensor *grad, int i, int64_t j)
+{
+    const pg_gradcheck_opts *o = c->o;
+    pg_gradcheck_result *r = c->r;
+    double lp, lm, num = numeric_at(c, i, j, &lp, &lm), ana = pg_get(grad, j), lo, hi;
+    double abs_err = fabs(ana - num);
+    bool bad = !(abs_err <= o->atol + o->rtol * fabs(num));
+    if (isfinite(num) && at_kink(c, i, j, lp, lm, &lo, &hi)) {
+        double tol = o->atol + o->rtol * fmax(fabs(lo), fabs(hi));
+        if (ana >= lo - tol && ana <= hi + tol) { /* a subgradient: reported as a kink, not checked */
+            record_kink(c, i, j);
+            return;
+        }
+        bad = true; /* a value outside the one-sided slopes is wrong at a kink too */
+    }
+    r->checked++;
+    if (bad && r->ok) {
+        char d[256];
+        snprintf(d, sizeof d, "input %d element %lld: analytic %.12g, numeric %.12g", i, (long long)j, ana, num);
+        fail(r, "pg_gradcheck: gradient mismatch at %s", d);
+    }
+    if ((bad || abs_err > r->max_abs_err || r->worst_input < 0) && (r->ok || bad))
+        r->worst_input = i, r->worst_index = j, r->worst_analytic = ana, r->worst_numeric = num;
+    r->max_abs_err = fmax(r->max_abs_err, abs_err);
+    r->max_rel_err = fmax(r->max_rel_err, abs_err <= o->atol ? 0.0 : abs_err / fmax(fabs(num), 1e-300));
+    if (c->stats)
+        stat_add(&c->stats[i], j, ana, num, abs_err, abs_err / fmax(fabs(num), o->atol), bad);
+}
+
+/* the elements of input i to check: all, or a seeded subset of max_per_input (a partial shuffle) */
+static int64_t *chosen(const chk *c, int i, int64_t *count)
+{
+    int64_t m = c->in[i]->numel, k = c->o->max_per_input > 0 && c->o->max_per_input < m ? c->o->max_per_input : m;
+    int64_t *idx = malloc((size_t)(m > 0 ? m : 1) * sizeof *idx);
+    if (!idx)
+        return NULL;
+    for (int64_t j = 0; j < m; j++)
+        idx[j] = j;
+    pg_rng rng = pg_rng_init(c->o->seed * 1000003u + (uint64_t)i);
+    for (int64_t j = 0; k < m && j < k; j++) {
+        int64_t t = j + (int64_t)(pg_rng_uniform(&rng) * (double)(m - j));
+        int64_t s = idx[j];
+        idx[j] = idx[t], idx[t] = s;
+    }
+    *count = k;
+    return idx;
+}
+
 static void compare_numeric(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, int n, void *ctx,
                             const pg_tensor *v, const run *rn, const pg_gradcheck_opts *o, pg_gradcheck_result *r,
                             pg_gradcheck_stat *stats)
 {
-    for (int i = 0; i < n; i++) {
+    chk c = {g, fn, in, n, ctx, v, o, r, stats, loss_at(g, fn, in, n, ctx, v)};
+    for (int i = 0; i < n; i++) { /* every input, also after a failure: each gets its stat */
         if (!in[i]->requires_grad)
             continue;
-        double *x = pg_f64(in[i]);
-        for (int64_t j = 0; j < in[i]->numel; j++) {
-            double orig = x[j];
-            x[j] = orig + o->eps;
-            double lp = loss_at(g, fn, in, n, ctx, v);
-            x[j] = orig - o->eps;
-            double lm = loss_at(g, fn, in, n, ctx, v);
-            x[j] = orig;
-            double num = (lp - lm) / (2.0 * o->eps);
-            double ana = pg_get(rn->grads[i], j);
-            double abs_err = fabs(ana - num);
-            double rel_err = abs_err / fmax(fabs(num), 1e-300);
-            r->checked++;
-            bool bad = !(abs_err <= o->atol + o->rtol * fabs(num));
-            if (bad || abs_err > r->max_abs_err || r->worst_input < 0) {
-                if (bad && r->ok) {
-                    char d[256];
-                    snprintf(d, sizeof d, "input %d element %lld: analytic %.12g, numeric %.12g", i, (long long)j,
-                             ana, num);
-                    fail(r, "pg_gradcheck: gradient mismatch at %s", d);
-                }
-                if (r->ok || bad) {
-                    r->worst_input = i;
-                    r->worst_index = j;
-                    r->worst_analytic = ana;
-                    r->worst_numeric = num;
-                }
-            }
-            r->max_abs_err = fmax(r->max_abs_err, abs_err);
-            r->max_rel_err = fmax(r->max_rel_err, abs_err <= o->atol ? 0.0 : rel_err);
-            if (stats)
-                stat_add(&stats[i], j, ana, num, abs_err, abs_err / fmax(fabs(num), o->atol), bad);
+        int64_t k = 0, *idx = chosen(&c, i, &k);
+        if (!idx) {
+            fail(r, "pg_gradcheck: out of memory%s", NULL);
+            return;
         }
+        for (int64_t t = 0; t < k; t++)
+            check_element(&c, rn->grads[i], i, idx[t]);
+        free(idx);
     }
 }
 
@@ -297,7 +394,41 @@ static bool resolve_opts(pg_gradcheck_opts *o, pg_gradcheck_result *r)
     }
     if (o->seed == 0)
         o->seed = d.seed;
+    if (!(o->kink_tol >= 0) || !(o->nondet_tol >= 0) || o->max_per_input < 0) {
+        char d2[200];
+        snprintf(d2, sizeof d2, "opts.kink_tol %g, nondet_tol %g, max_per_input %lld; need them >= 0", o->kink_tol,
+                 o->nondet_tol, (long long)o->max_per_input);
+        fail(r, "pg_gradcheck: %s", d2);
+        return false;
+    }
+    if (o->kink_tol == 0)
+        o->kink_tol = d.kink_tol;
     return true;
+}
+
+/* backward again: every gradient within nondet_tol of the first run's, else r fails naming one */
+static void check_determinism(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, int n, void *ctx,
+                              const pg_tensor *v, const run *ref, const pg_gradcheck_opts *o, pg_gradcheck_result *r)
+{
+    run again = {0};
+    char why[256];
+    if (!analytic_run(g, fn, in, n, ctx, v, &again, why)) {
+        fail(r, "pg_gradcheck: the second backward (determinism) failed: %s", why);
+        run_free(&again, n);
+        return;
+    }
+    for (int i = 0; i < n && r->ok; i++)
+        for (int64_t j = 0; ref->grads[i] && j < ref->grads[i]->numel; j++) {
+            double a = pg_get(ref->grads[i], j), b = pg_get(again.grads[i], j);
+            if (!(fabs(a - b) <= o->nondet_tol) && !(a == b)) {
+                char d[256];
+                snprintf(d, sizeof d, "input %d element %lld: %.17g, then %.17g (nondet_tol %g)", i, (long long)j, a,
+                         b, o->nondet_tol);
+                fail(r, "pg_gradcheck: non-deterministic gradient (two backward runs) at %s", d);
+                break;
+            }
+        }
+    run_free(&again, n);
 }
 
 pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in, void *ctx,
@@ -317,6 +448,8 @@ pg_gradcheck_result pg_gradcheck_ex(pg_gradcheck_fn fn, int n, pg_tensor *const 
     r.ok = true;
     r.f32_ok = true;
     r.worst_input = -1;
+    r.kink_input = -1;
+    r.kink_index = -1;
     if (!resolve_opts(&o, &r) || !check_args(fn, n, in, &r))
         return r;
     pg_tensor **saved = calloc((size_t)n, sizeof *saved);
@@ -345,6 +478,7 @@ pg_gradcheck_result pg_gradcheck_ex(pg_gradcheck_fn fn, int n, pg_tensor *const 
     }
     char why[256];
     if (v && analytic_run(g, fn, in, n, ctx, v, &ref, why)) {
+        check_determinism(g, fn, in, n, ctx, v, &ref, &o, &r);
         if (o.fast)
             compare_fast(g, fn, in, n, ctx, v, &ref, &o, &r, stats);
         else

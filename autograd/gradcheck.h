@@ -35,6 +35,18 @@ typedef struct pg_gradcheck_opts {
      * size): use the full mode (or sampling) to find the element. The stat of an
      * input covers its numel elements, worst_index -1. docs/autograd.md "Fast mode". */
     bool fast;
+    /* the full mode's options */
+    bool richardson;            /* 4-point difference (-L(x+2e) + 8L(x+e) - 8L(x-e) + L(x-2e)) / 12e: error
+                                   O(e^4) instead of O(e^2), for tighter tolerances; 4 forwards an element */
+    int64_t max_per_input;      /* > 0: a seeded random subset of that many elements of a larger input
+                                   (each at most once); 0: every element */
+    double kink_tol;            /* an element whose analytic value disagrees, but whose one-sided differences
+                                   (L(x+e) - L(x)) / e and (L(x) - L(x-e)) / e differ by more than kink_tol
+                                   with the analytic value between them (a subgradient), is a kink (ReLU or
+                                   |x| at 0, a max tie, a clamp at its bound), counted in r.kinks, not a
+                                   failure; 0: 1e-3 */
+    double nondet_tol;          /* backward runs twice; gradients differing by more fail as non-deterministic
+                                   (0: they must be bit-identical) */
 } pg_gradcheck_opts;
 
 typedef struct pg_gradcheck_result {
@@ -46,7 +58,10 @@ typedef struct pg_gradcheck_result {
     bool f32_ok;
     bool f32_checked;                /* the f32 leg ran (check_f32, and fn ran on the f32 copies) */
     double f32_max_err;              /* worst |f32 - f64| over outputs and grads */
-    int checked;                     /* elements checked */
+    int checked;                     /* elements checked (fast mode: directions) */
+    int kinks;                       /* elements reported as non-differentiable points (kink_tol) */
+    int kink_input;                  /* the first kink: input and flat index (-1: none) */
+    int64_t kink_index;
     char message[512];               /* why it failed, empty when ok */
     char note[512];                  /* what was skipped and why (the f32 leg when fn does not run on
                                         f32 copies: a custom op declaring f64 only, a module whose
@@ -61,6 +76,7 @@ typedef struct pg_gradcheck_stat {
     int64_t worst_index;
     double analytic, numeric; /* at worst_index */
     int64_t first_bad;        /* the first failing element, -1: none */
+    int64_t kinks;            /* elements reported as kinks */
     double bad_analytic, bad_numeric;
     bool ok;
 } pg_gradcheck_stat;

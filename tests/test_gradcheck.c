@@ -312,3 +312,163 @@ Test(gradcheck, fast_mode_on_a_block)
     pg_tensor_free(x);
     pg_module_free(&b->base);
 }
+
+/* ---- kinks, Richardson, sampling, determinism, a function failing mid-check ---------------- */
+
+/* kinks planted: x[1] = 0 under relu and abs, x[2] = 0.5 at clamp's upper bound, x[3] ties y[3] under max */
+static pg_tensor *kinky_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    int which = *(const int *)ctx;
+    pg_tensor *x = in[0];
+    return which == 0   ? pg_relu(g, x)
+           : which == 1 ? pg_abs(g, x)
+           : which == 2 ? pg_clamp(g, x, -2.0, 0.5)
+                        : pg_maximum(g, x, in[1]);
+}
+
+Test(gradcheck, kinks_are_reported_not_failed)
+{
+    const char *what[] = {"relu at 0", "abs at 0", "clamp at its bound", "max tie"};
+    const int64_t where[] = {1, 1, 2, 3};
+    for (int which = 0; which < 4; which++) {
+        pg_tensor *in[2] = {pg_from_array(NULL, PG_F64, 1, (const int64_t[]){4}, (const double[]){-0.7, 0, 0.5, 1.25}),
+                            pg_from_array(NULL, PG_F64, 1, (const int64_t[]){4}, (const double[]){0.3, -1, 2, 1.25})};
+        pg_set_requires_grad(in[0], true);
+        pg_set_requires_grad(in[1], true);
+        int nin = which == 3 ? 2 : 1;
+        pg_gradcheck_opts o = pg_gradcheck_defaults();
+        o.check_f32 = false;
+        pg_gradcheck_stat st[2];
+        pg_gradcheck_result r = pg_gradcheck_ex(kinky_fn, nin, in, &which, &o, st);
+        cr_assert(r.ok, "%s: %s", what[which], r.message);
+        cr_assert_geq(r.kinks, 1, "%s: no kink reported", what[which]);
+        cr_assert_eq(r.kink_input, 0, "%s", what[which]);
+        cr_assert_eq(r.kink_index, where[which], "%s: kink at %lld", what[which], (long long)r.kink_index);
+        cr_assert_eq(st[0].kinks, which == 3 ? 1 : 1, "%s", what[which]);
+        free_all(2, in);
+    }
+}
+
+/* a wrong gradient AT a kink is still a failure: its value is not between the one-sided slopes */
+static int relu_wrong_forward(pg_tensor *out, pg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    for (int64_t i = 0; i < out->numel; i++)
+        pg_set(out, i, fmax(pg_get(in[0], i), 0.0));
+    return 0;
+}
+
+static int relu_wrong_backward(pg_tensor *const *grad_in, const pg_tensor *grad_out, const pg_tensor *out,
+                               pg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    for (int64_t i = 0; grad_in[0] && i < grad_out->numel; i++) /* planted: slope 3 at 0 */
+        pg_set(grad_in[0], i, pg_get(grad_out, i) * (pg_get(in[0], i) > 0 ? 1.0 : pg_get(in[0], i) == 0 ? 3.0 : 0.0));
+    return 0;
+}
+
+static const pg_custom_op RELU_WRONG = {.name = "relu_wrong", .forward = relu_wrong_forward,
+                                        .backward = relu_wrong_backward};
+
+Test(gradcheck, a_wrong_gradient_at_a_kink_still_fails)
+{
+    pg_tensor *x = pg_from_array(NULL, PG_F64, 1, (const int64_t[]){3}, (const double[]){-0.7, 0, 0.5});
+    pg_set_requires_grad(x, true);
+    pg_gradcheck_result r = pg_gradcheck(cube_fn, 1, &x, (void *)&RELU_WRONG, NULL);
+    cr_assert(!r.ok && strstr(r.message, "input 0 element 1"), "%s", r.message);
+    cr_assert_eq(r.kinks, 0);
+    pg_tensor_free(x);
+}
+
+/* x^5 at 2 with eps 1e-2: the central difference is off by ~5e-5 relative, the 4-point one by ~1e-9 */
+static pg_tensor *fifth_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    pg_tensor *x2 = pg_mul(g, in[0], in[0]);
+    return pg_mul(g, pg_mul(g, x2, x2), in[0]);
+}
+
+Test(gradcheck, richardson_is_tighter)
+{
+    pg_tensor *x = pg_from_array(NULL, PG_F64, 1, (const int64_t[]){2}, (const double[]){2, -1.5});
+    pg_set_requires_grad(x, true);
+    pg_gradcheck_opts o = {.eps = 1e-2, .rtol = 1e-6, .atol = 1e-12};
+    pg_gradcheck_result central = pg_gradcheck(fifth_fn, 1, &x, NULL, &o);
+    cr_assert(!central.ok, "the central difference should miss rtol 1e-6 at eps 1e-2 (%g)", central.max_rel_err);
+    o.richardson = true;
+    pg_gradcheck_result four = pg_gradcheck(fifth_fn, 1, &x, NULL, &o);
+    cr_assert(four.ok, "%s", four.message);
+    cr_assert_lt(four.max_abs_err, central.max_abs_err / 100, "%g vs %g", four.max_abs_err, central.max_abs_err);
+    pg_tensor_free(x);
+}
+
+/* max_per_input: a seeded subset, each element at most once, the same for the same seed */
+Test(gradcheck, sampling_checks_a_seeded_subset)
+{
+    pg_rng rng = pg_rng_init(21);
+    pg_tensor *x = pg_randn(NULL, PG_F64, 2, (const int64_t[]){10, 10}, &rng);
+    pg_set_requires_grad(x, true);
+    pg_gradcheck_opts o = {.max_per_input = 7};
+    pg_gradcheck_stat st;
+    pg_gradcheck_result r = pg_gradcheck_ex(fifth_fn, 1, &x, NULL, &o, &st);
+    cr_assert(r.ok, "%s", r.message);
+    cr_assert_eq(r.checked, 7);
+    cr_assert_eq(st.checked, 7);
+    pg_gradcheck_stat st2;
+    pg_gradcheck_ex(fifth_fn, 1, &x, NULL, &o, &st2);
+    cr_assert_eq(st.worst_index, st2.worst_index, "same seed, same subset");
+    o.max_per_input = 1000; /* more than there are: all */
+    cr_assert_eq(pg_gradcheck(fifth_fn, 1, &x, NULL, &o).checked, 100);
+    pg_tensor_free(x);
+}
+
+/* a backward that differs from call to call */
+static int drift_calls;
+static int drift_backward(pg_tensor *const *grad_in, const pg_tensor *grad_out, const pg_tensor *out,
+                          pg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in, (void)ctx;
+    drift_calls++;
+    for (int64_t i = 0; grad_in[0] && i < grad_out->numel; i++)
+        pg_set(grad_in[0], i, 2 * pg_get(grad_out, i) + (i == 1 ? 1e-13 * drift_calls : 0.0));
+    return 0;
+}
+
+static const pg_custom_op DRIFT = {.name = "drift", .forward = twice_forward, .backward = drift_backward};
+
+Test(gradcheck, non_deterministic_gradients_fail)
+{
+    pg_tensor *x = input(22);
+    pg_gradcheck_result r = pg_gradcheck(cube_fn, 1, &x, (void *)&DRIFT, NULL);
+    cr_assert(!r.ok && strstr(r.message, "non-deterministic gradient (two backward runs) at input 0 element 1"), "%s",
+              r.message);
+    pg_gradcheck_opts o = pg_gradcheck_defaults();
+    o.nondet_tol = 1e-9; /* allowed to drift that much */
+    r = pg_gradcheck(cube_fn, 1, &x, (void *)&DRIFT, &o);
+    cr_assert(r.ok, "%s", r.message);
+    pg_tensor_free(x);
+}
+
+/* fn fails at one perturbed point: a failed result naming the element and the graph's message */
+static pg_tensor *fails_past_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    if (pg_f64(in[0])[3] > 0.25 + 1e-9) {
+        pg_graph_fail(g, "fails_past: x[3] = %g is past 0.25", pg_f64(in[0])[3]);
+        return NULL;
+    }
+    return pg_mul(g, in[0], in[0]);
+}
+
+Test(gradcheck, a_function_failing_mid_check_is_named)
+{
+    pg_tensor *x = pg_from_array(NULL, PG_F64, 1, (const int64_t[]){4}, (const double[]){1, 2, 3, 0.25});
+    pg_set_requires_grad(x, true);
+    pg_gradcheck_result r = pg_gradcheck(fails_past_fn, 1, &x, NULL, NULL);
+    cr_assert(!r.ok);
+    cr_assert(strstr(r.message, "pg_gradcheck: the function failed at input 0 element 3 +1e-06: fails_past: x[3] = "
+                                "0.250001 is past 0.25"),
+              "%s", r.message);
+    pg_tensor_free(x);
+}
