@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../nn/kv_cache.h"
 #include "../nn/pos_learned.h"
 #include "../nn/pos_sinusoidal.h"
 #include "../nn/transformer.h"
@@ -669,4 +670,46 @@ Test(norm_conventions, block_switches_and_names)
     cr_assert_eq(pg_get(blk->norm1 ? pg_module_find_param(blk->norm1, "weight") : NULL, 0), 0.0, "unit offset");
     pg_tensor_list_free(&p);
     pg_module_free(&blk->base);
+}
+
+/* the KV cache decodes these models as the full forward does (the conventions live in the modules) */
+static double cached_vs_full(pg_lm *lm)
+{
+    pg_tensor *ids = TI64(PG_SHAPE(2, 6), 1, 5, 2, 9, 0, 3, 10, 4, 4, 7, 6, 2);
+    pg_tensor *full = pg_lm_forward(NULL, lm, ids, NULL); /* (2, 6, 11) */
+    cr_assert_not_null(full, "%s", pg_last_error());
+    pg_lm_cache *c = pg_lm_cache_new(lm, 2, 6);
+    cr_assert_not_null(c, "%s", pg_last_error());
+    pg_graph *g = pg_graph_new();
+    double worst = 0;
+    for (int64_t t = 0; t < 6; t += t == 0 ? 3 : 1) {
+        pg_graph_reset(g);
+        int64_t n = t == 0 ? 3 : 1;
+        pg_tensor *y = t == 0 ? pg_lm_cache_prefill(g, lm, c, pg_narrow(g, ids, 1, 0, 3))
+                              : pg_lm_cache_step(g, lm, c, pg_narrow(g, ids, 1, t, 1));
+        cr_assert_not_null(y, "%s", pg_graph_error(g));
+        for (int64_t b = 0; b < 2; b++)
+            for (int64_t i = 0; i < n * 11; i++)
+                worst = fmax(worst, fabs(pg_get(y, b * n * 11 + i) - pg_get(full, (b * 6 + t) * 11 + i)));
+    }
+    pg_graph_free(g);
+    pg_lm_cache_free(c);
+    pg_tensor_free(full);
+    pg_tensor_free(ids);
+    return worst;
+}
+
+Test(norm_conventions, kv_cache_decodes_the_conventions)
+{
+    pg_tensor_list l = fixture(FIX);
+    pg_lm *lms[3] = {nano_lm(&l, -1), xt_lm(false), xt_lm(true)};
+    for (int i = 0; i < 3; i++) {
+        pg_module_train(&lms[i]->base, false);
+        if (i > 0)
+            load_params(&lms[i]->base, &l, i == 1 ? "xt_ln.p." : "xt_rms.p.");
+        double d = cached_vs_full(lms[i]);
+        cr_assert(d <= 1e-12, "model %d: cached vs full %.3g", i, d);
+        pg_module_free(&lms[i]->base);
+    }
+    pg_tensor_list_free_all(&l);
 }
