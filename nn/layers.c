@@ -99,6 +99,7 @@ pg_embed *pg_embed_new(int64_t num, int64_t dim, pg_dtype dtype, pg_rng *r)
 
 pg_tensor *pg_embed_forward(pg_graph *g, pg_embed *e, pg_tensor *ids)
 {
+    PG_NN_SCRATCH(g, "pg_embed_forward", pg_embed_forward(g, e, ids)); /* l2norm: several ops */
     if (!e || !ids) {
         pg_graph_fail(g, "pg_embed_forward: %s is NULL", e ? "ids" : "module");
         return NULL;
@@ -188,6 +189,7 @@ pg_layernorm *pg_layernorm_new_opts(int64_t dim, const pg_norm_opts *o, pg_dtype
 
 pg_tensor *pg_layernorm_forward(pg_graph *g, pg_layernorm *n, pg_tensor *x)
 {
+    PG_NN_SCRATCH(g, "pg_layernorm_forward", pg_layernorm_forward(g, n, x)); /* unit offset: two ops */
     if (!n || !x) {
         pg_graph_fail(g, "pg_layernorm_forward: %s is NULL", n ? "x" : "module");
         return NULL;

@@ -52,6 +52,7 @@ static bool check_x(pg_graph *g, const char *fn, const pg_tensor *x, int64_t dim
 pg_tensor *pg_l2_normalize(pg_graph *g, pg_tensor *x, double eps)
 {
     const char *fn = "pg_l2_normalize";
+    PG_NN_SCRATCH(g, fn, pg_l2_normalize(g, x, eps));
     if (!x || !pg_dtype_is_float(x->dtype) || x->ndim < 1) {
         char a[128];
         pg_graph_fail(g, "%s: x is %s, expected a float tensor (..., dim)", fn, x ? pg_shape_str(a, sizeof a, x)
@@ -108,6 +109,7 @@ pg_rmsnorm *pg_rmsnorm_new_opts(int64_t dim, const pg_norm_opts *o, pg_dtype dty
 pg_tensor *pg_rmsnorm_forward(pg_graph *g, pg_rmsnorm *n, pg_tensor *x)
 {
     const char *fn = "pg_rmsnorm_forward";
+    PG_NN_SCRATCH(g, fn, pg_rmsnorm_forward(g, n, x));
     if (!n) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;

@@ -10,8 +10,6 @@
 
 static const pg_attn_args NO_ARGS = {0}; /* a NULL pg_attn_args means these */
 
-/* ---- norms: LayerNorm or RMSNorm behind one pointer ------------------------------------------ */
-
 /* ---- biases and norm conventions (transformer.h, pg_bias_switch) ------------------------------ */
 
 static pg_bias_switch switch_resolve(pg_bias_switch s, bool dflt)
