@@ -24,6 +24,7 @@
 #include "nn/transformer.h"
 #include "nn/sample.h"
 #include "nn/kv_cache.h"
+#include "nn/gradcheck_module.h"
 #include "nn/pos_sinusoidal.h"
 #include "nn/pos_learned.h"
 #include "nn/pos_rotary.h"

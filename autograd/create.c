@@ -3,6 +3,7 @@
 #include "graph.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static pg_arena *arena_of(pg_graph *g) { return g ? pg_graph_arena(g) : NULL; }
@@ -138,6 +139,16 @@ typedef struct custom_ctx {
     void *user;
 } custom_ctx;
 
+/* the op's own message (pg_set_error inside fwd/bwd) after "name: custom forward failed" */
+static void custom_fail(pg_graph *g, const char *name, const char *what)
+{
+    const char *own = pg_last_error();
+    char why[384] = "";
+    if (own && own[0])
+        snprintf(why, sizeof why, ": %s", own);
+    pg_graph_fail(g, "%s: custom %s failed%s", name, what, why);
+}
+
 static int custom_backward(pg_graph *g, pg_node *n)
 {
     custom_ctx *c = n->ctx;
@@ -156,8 +167,9 @@ static int custom_backward(pg_graph *g, pg_node *n)
             }
         }
     }
+    pg_clear_error();
     if (c->op->backward(grads, n->out->grad, n->out, n->in, n->n_in, c->user) != 0) {
-        pg_graph_fail(g, "%s: custom backward failed", c->op->name);
+        custom_fail(g, c->op->name, "backward");
         return -1;
     }
     for (int i = 0; i < n->n_in; i++)
@@ -196,8 +208,15 @@ static bool check_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tenso
         pg_graph_fail(g, "%s: needs a float input", op->name);
         return false;
     }
+    unsigned bit = *dtype == PG_F32 ? PG_CUSTOM_F32 : PG_CUSTOM_F64;
+    if (op->dtypes && !(op->dtypes & bit)) {
+        pg_graph_fail(g, "%s: the inputs are %s; the op handles only %s (pg_custom_op.dtypes)", op->name,
+                      pg_dtype_name(*dtype), op->dtypes & PG_CUSTOM_F64 ? "f64" : "f32");
+        return false;
+    }
     return true;
 }
+
 
 pg_tensor *pg_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *const *in, int out_ndim,
                      const int64_t *out_shape, const void *ctx, size_t ctx_size)
@@ -216,8 +235,9 @@ pg_tensor *pg_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *c
         else
             user = (void *)ctx; /* no graph: only forward runs, ctx is still alive */
     }
+    pg_clear_error();
     if (op->forward(out, in, n_in, user) != 0) {
-        pg_graph_fail(g, "%s: custom forward failed", op->name);
+        custom_fail(g, op->name, "forward");
         pg_tensor_free(out);
         return NULL;
     }

@@ -58,30 +58,32 @@ static void run_free(run *rn, int n)
 
 /* Forward + backward with upstream v (cast to the output's dtype); copies the
  * output and the inputs' grads to f64 heap tensors. Returns false with a message. */
+/* why (256 bytes) gets the reason when it returns false */
 static bool analytic_run(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, int n, void *ctx,
-                         const pg_tensor *v, run *rn, pg_gradcheck_result *r)
+                         const pg_tensor *v, run *rn, char *why)
 {
     pg_graph_reset(g);
     rn->out = NULL;
     rn->grads = calloc((size_t)n, sizeof *rn->grads);
     pg_tensor *out = fn(g, in, n, ctx);
+    const char *err = pg_graph_error(g) ? pg_graph_error(g) : pg_last_error();
     if (!out || !rn->grads) {
-        fail(r, "pg_gradcheck: the function failed: %s", pg_graph_error(g) ? pg_graph_error(g) : pg_last_error());
+        snprintf(why, 256, "the function failed: %s", err && err[0] ? err : "it returned NULL and said nothing");
         return false;
     }
     if (out->numel != v->numel) {
-        fail(r, "pg_gradcheck: the output changed size between runs%s", NULL);
+        snprintf(why, 256, "the output changed size between runs");
         return false;
     }
     rn->out = pg_tensor_cast(NULL, out, PG_F64);
     if (!out->requires_grad) {
-        fail(r, "pg_gradcheck: the output does not depend on any input that requires grad%s", NULL);
+        snprintf(why, 256, "the output does not depend on any input that requires grad");
         return false;
     }
     pg_tensor *up = pg_tensor_cast(pg_graph_arena(g), v, out->dtype);
     pg_tensor *upv = up ? pg_tensor_view(pg_graph_arena(g), up, out->ndim, out->shape) : NULL;
     if (!upv || pg_backward_with(g, out, upv) != 0) {
-        fail(r, "pg_gradcheck: backward failed: %s", pg_graph_error(g));
+        snprintf(why, 256, "backward failed: %s", pg_graph_error(g) ? pg_graph_error(g) : "out of memory");
         return false;
     }
     for (int i = 0; i < n; i++) {
@@ -95,8 +97,22 @@ static bool analytic_run(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, 
     return true;
 }
 
+/* one element's errors into input i's stat */
+static void stat_add(pg_gradcheck_stat *st, int64_t j, double ana, double num, double abs_err, double rel_err,
+                     bool bad)
+{
+    st->checked++;
+    if (abs_err > st->max_abs_err || st->worst_index < 0)
+        st->worst_index = j, st->analytic = ana, st->numeric = num;
+    st->max_abs_err = fmax(st->max_abs_err, abs_err);
+    st->max_rel_err = fmax(st->max_rel_err, rel_err);
+    if (bad && st->ok)
+        st->ok = false, st->first_bad = j, st->bad_analytic = ana, st->bad_numeric = num;
+}
+
 static void compare_numeric(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, int n, void *ctx,
-                            const pg_tensor *v, const run *rn, const pg_gradcheck_opts *o, pg_gradcheck_result *r)
+                            const pg_tensor *v, const run *rn, const pg_gradcheck_opts *o, pg_gradcheck_result *r,
+                            pg_gradcheck_stat *stats)
 {
     for (int i = 0; i < n; i++) {
         if (!in[i]->requires_grad)
@@ -131,6 +147,8 @@ static void compare_numeric(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *i
             }
             r->max_abs_err = fmax(r->max_abs_err, abs_err);
             r->max_rel_err = fmax(r->max_rel_err, abs_err <= o->atol ? 0.0 : rel_err);
+            if (stats)
+                stat_add(&stats[i], j, ana, num, abs_err, abs_err / fmax(fabs(num), o->atol), bad);
         }
     }
 }
@@ -162,7 +180,11 @@ static void compare_f32(pg_graph *g, pg_gradcheck_fn fn, pg_tensor *const *in, i
             in32[i]->requires_grad = in[i]->requires_grad;
     }
     run rn = {0};
-    if (analytic_run(g, fn, in32, n, ctx, v, &rn, r)) {
+    char why[256];
+    if (!analytic_run(g, fn, in32, n, ctx, v, &rn, why)) { /* fn does not run on f32 data: skip, say why */
+        snprintf(r->note, sizeof r->note, "f32 leg skipped: %s", why);
+    } else {
+        r->f32_checked = true;
         r->f32_ok = close_f32(rn.out, ref->out, o, &r->f32_max_err);
         for (int i = 0; i < n; i++)
             if (rn.grads[i] && !close_f32(rn.grads[i], ref->grads[i], o, &r->f32_max_err))
@@ -198,20 +220,51 @@ static bool check_args(pg_gradcheck_fn fn, int n, pg_tensor *const *in, pg_gradc
     return true;
 }
 
+/* zero fields -> their defaults; false (and r's message) for a negative or non-finite one */
+static bool resolve_opts(pg_gradcheck_opts *o, pg_gradcheck_result *r)
+{
+    const pg_gradcheck_opts d = pg_gradcheck_defaults();
+    double *f[] = {&o->eps, &o->atol, &o->rtol, &o->f32_atol, &o->f32_rtol};
+    const double def[] = {d.eps, d.atol, d.rtol, d.f32_atol, d.f32_rtol};
+    const char *names[] = {"eps", "atol", "rtol", "f32_atol", "f32_rtol"};
+    for (int i = 0; i < 5; i++) {
+        if (!isfinite(*f[i]) || *f[i] < 0) {
+            char d2[160];
+            snprintf(d2, sizeof d2, "opts.%s is %g; need a finite value >= 0 (0: the default %g)", names[i], *f[i],
+                     def[i]);
+            fail(r, "pg_gradcheck: %s", d2);
+            return false;
+        }
+        if (*f[i] == 0)
+            *f[i] = def[i];
+    }
+    if (o->seed == 0)
+        o->seed = d.seed;
+    return true;
+}
+
 pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in, void *ctx,
                                  const pg_gradcheck_opts *opts)
 {
+    return pg_gradcheck_ex(fn, n, in, ctx, opts, NULL);
+}
+
+pg_gradcheck_result pg_gradcheck_ex(pg_gradcheck_fn fn, int n, pg_tensor *const *in, void *ctx,
+                                    const pg_gradcheck_opts *opts, pg_gradcheck_stat *stats)
+{
+    for (int i = 0; stats && i < n; i++)
+        stats[i] = (pg_gradcheck_stat){.worst_index = -1, .first_bad = -1, .ok = true};
     pg_gradcheck_opts o = opts ? *opts : pg_gradcheck_defaults();
     pg_gradcheck_result r;
     memset(&r, 0, sizeof r);
     r.ok = true;
     r.f32_ok = true;
     r.worst_input = -1;
-    if (!check_args(fn, n, in, &r))
+    if (!resolve_opts(&o, &r) || !check_args(fn, n, in, &r))
         return r;
-    pg_tensor *saved[64] = {0};
-    if (n > 64) {
-        fail(&r, "pg_gradcheck: at most 64 inputs%s", NULL);
+    pg_tensor **saved = calloc((size_t)n, sizeof *saved);
+    if (!saved) {
+        fail(&r, "pg_gradcheck: out of memory%s", NULL);
         return r;
     }
     for (int i = 0; i < n; i++) { /* the caller's grads are put back at the end */
@@ -233,11 +286,14 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
                 pg_fill_uniform(v, &rng, -1.0, 1.0);
         }
     }
-    if (v && analytic_run(g, fn, in, n, ctx, v, &ref, &r)) {
-        compare_numeric(g, fn, in, n, ctx, v, &ref, &o, &r);
+    char why[256];
+    if (v && analytic_run(g, fn, in, n, ctx, v, &ref, why)) {
+        compare_numeric(g, fn, in, n, ctx, v, &ref, &o, &r, stats);
         if (o.check_f32 && r.ok)
             compare_f32(g, fn, in, n, ctx, v, &ref, &o, &r);
-    } else if (!v) {
+    } else if (v) {
+        fail(&r, "pg_gradcheck: %s", why);
+    } else {
         fail(&r, "pg_gradcheck: the function failed: %s", g && pg_graph_error(g) ? pg_graph_error(g) : pg_last_error());
     }
     if (!r.f32_ok) {
@@ -253,5 +309,6 @@ pg_gradcheck_result pg_gradcheck(pg_gradcheck_fn fn, int n, pg_tensor *const *in
         pg_tensor_free(in[i]->grad);
         in[i]->grad = saved[i];
     }
+    free(saved);
     return r;
 }

@@ -143,12 +143,19 @@ void *pg_graph_alloc(pg_graph *g, size_t bytes);
  * backward: add d(loss)/d(in[i]) into grad_in[i] (zeroed buffers shaped like
  *   in[i]; NULL where in[i] needs no gradient), given grad_out.
  * ctx is copied (ctx_size bytes) into the graph, so it may live on the stack.
- * Both return 0, or nonzero for failure (then pg_custom returns NULL). */
+ * Both return 0, or nonzero for failure (then pg_custom returns NULL; a message
+ * the function set with pg_set_error is kept after the op's name).
+ * dtypes: the float dtypes forward and backward handle (PG_CUSTOM_F32 |
+ * PG_CUSTOM_F64; 0: both); pg_custom refuses inputs of another, so an op that
+ * reads pg_f64 declares PG_CUSTOM_F64 and is never handed f32 data (pg_gradcheck
+ * then skips its f32 leg, with a note). */
+enum { PG_CUSTOM_F32 = 1u << 0, PG_CUSTOM_F64 = 1u << 1 };
 typedef struct pg_custom_op {
     const char *name;
     int (*forward)(pg_tensor *out, pg_tensor *const *in, int n_in, void *ctx);
     int (*backward)(pg_tensor *const *grad_in, const pg_tensor *grad_out, const pg_tensor *out,
                     pg_tensor *const *in, int n_in, void *ctx);
+    unsigned dtypes;
 } pg_custom_op;
 
 pg_tensor *pg_custom(pg_graph *g, const pg_custom_op *op, int n_in, pg_tensor *const *in,

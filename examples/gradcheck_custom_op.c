@@ -79,7 +79,8 @@ static int gauss_bias_backward(pg_tensor *const *grad_in, const pg_tensor *grad_
 }
 
 /* The pg_custom_op must outlive every graph that recorded it: static const. */
-static const pg_custom_op GAUSS_BIAS = {"gauss_bias", gauss_bias_forward, gauss_bias_backward};
+static const pg_custom_op GAUSS_BIAS = {
+    .name = "gauss_bias", .forward = gauss_bias_forward, .backward = gauss_bias_backward};
 
 /* What gradcheck differentiates: attention weights softmax(s + b) over keys,
  * (H, L, L). inputs: s, a, w. */

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../tensor/shape_util.h"
 
@@ -120,17 +121,48 @@ static void mha_destroy(pg_module *base)
     free(m);
 }
 
+/* kv_heads and the qk-norm options (docs/attention.md "Head width, grouped-query attention and qk-norm") */
+static bool heads_config_ok(const char *fn, const pg_mha_config *c)
+{
+    int64_t Dh = c->dim_head > 0 ? c->dim_head : c->dim / c->heads;
+    if (c->kv_heads < 0 || (c->kv_heads > 0 && c->heads % c->kv_heads != 0)) {
+        pg_set_error("%s: kv_heads %lld must divide heads %lld (0: heads)", fn, (long long)c->kv_heads,
+                     (long long)c->heads);
+        return false;
+    }
+    if (!c->qk_norm && (c->qk_norm_scale != 0 || c->qk_norm_dim_scale || c->qk_norm_groups != 0)) {
+        pg_set_error("%s: qk_norm_scale %g, qk_norm_dim_scale %d, qk_norm_groups %lld are options of qk_norm, which "
+                     "is off", fn, c->qk_norm_scale, (int)c->qk_norm_dim_scale, (long long)c->qk_norm_groups);
+        return false;
+    }
+    if (c->qk_norm && (!(c->qk_norm_scale >= 0) || !isfinite(c->qk_norm_scale) || c->scale != 0)) {
+        pg_set_error("%s: qk_norm needs a finite qk_norm_scale >= 0 (0: the default) and scale 0 (qk_norm_scale is "
+                     "the logit scale), got qk_norm_scale %g, scale %g", fn, c->qk_norm_scale, c->scale);
+        return false;
+    }
+    if (c->qk_norm && (c->qk_norm_groups < 0 || (c->qk_norm_groups > 0 && Dh % c->qk_norm_groups != 0))) {
+        pg_set_error("%s: qk_norm_groups %lld must divide dim_head %lld (0: 1)", fn, (long long)c->qk_norm_groups,
+                     (long long)Dh);
+        return false;
+    }
+    return true;
+}
+
 static bool mha_config_ok(const char *fn, const pg_mha_config *c, pg_posmod *const *pos, int n_pos, const pg_rng *r)
 {
     if (!c || !r) {
         pg_set_error("%s: %s is NULL", fn, c ? "generator" : "config");
         return false;
     }
-    if (c->dim < 1 || c->heads < 1 || c->dim % c->heads != 0 || c->context_dim < 0) {
-        pg_set_error("%s: dim %lld must be a positive multiple of heads %lld (context_dim %lld >= 0)", fn,
-                     (long long)c->dim, (long long)c->heads, (long long)c->context_dim);
+    if (c->dim < 1 || c->heads < 1 || c->context_dim < 0 || c->dim_head < 0 ||
+        (c->dim_head == 0 && c->dim % c->heads != 0)) {
+        pg_set_error("%s: dim %lld must be a positive multiple of heads %lld unless dim_head is set (dim_head %lld "
+                     ">= 0, context_dim %lld >= 0)", fn, (long long)c->dim, (long long)c->heads,
+                     (long long)c->dim_head, (long long)c->context_dim);
         return false;
     }
+    if (!heads_config_ok(fn, c))
+        return false;
     if (!(c->dropout >= 0 && c->dropout < 1) || !(c->scale >= 0) || !isfinite(c->scale) ||
         !pg_dtype_is_float(c->dtype)) {
         pg_set_error("%s: need dropout in [0, 1), a finite scale >= 0 and a float dtype, got %g, %g, %s", fn,
@@ -174,6 +206,43 @@ static bool add_linear(pg_mha *m, const char *name, pg_linear **slot, int64_t in
     return true;
 }
 
+/* dim_head, kv_heads, qk_norm_groups and the logit scale resolved: with qk_norm the scale
+ * is qk_norm_scale, by default 10, or 1 / sqrt(Dh) with the learned dim scales (which
+ * start at Dh^(1/4), so q.k starts at cos * 1 as without them); else 1 / sqrt(Dh). */
+static void resolve_heads(pg_mha *m)
+{
+    pg_mha_config *c = &m->cfg;
+    m->head_dim = c->dim_head = c->dim_head > 0 ? c->dim_head : c->dim / c->heads;
+    m->kv_heads = c->kv_heads = c->kv_heads > 0 ? c->kv_heads : c->heads;
+    if (c->qk_norm && c->qk_norm_groups == 0)
+        c->qk_norm_groups = 1;
+    if (c->qk_norm && c->qk_norm_scale == 0)
+        c->qk_norm_scale = c->qk_norm_dim_scale ? 1.0 / sqrt((double)m->head_dim) : 10.0;
+    if (c->qk_norm)
+        c->scale = c->qk_norm_scale;
+    else if (c->scale == 0)
+        c->scale = 1.0 / sqrt((double)m->head_dim);
+}
+
+/* qk_norm_dim_scale: the gains qk_norm_q_scale (H, 1, Dh), qk_norm_k_scale (G, 1, Dh), all Dh^(1/4) */
+static bool add_qk_scales(pg_mha *m)
+{
+    const pg_mha_config *c = &m->cfg;
+    if (!c->qk_norm || !c->qk_norm_dim_scale)
+        return true;
+    m->qk_q_scale = pg_module_new_param(&m->base, "qk_norm_q_scale", c->dtype, PG_SHAPE(c->heads, 1, m->head_dim));
+    m->qk_k_scale = m->qk_q_scale ? pg_module_new_param(&m->base, "qk_norm_k_scale", c->dtype,
+                                                        PG_SHAPE(m->kv_heads, 1, m->head_dim))
+                                  : NULL;
+    if (!m->qk_k_scale)
+        return false;
+    pg_tensor *t[2] = {m->qk_q_scale, m->qk_k_scale};
+    for (int i = 0; i < 2; i++)
+        for (int64_t j = 0; j < t[i]->numel; j++)
+            pg_set(t[i], j, pow((double)m->head_dim, 0.25));
+    return true;
+}
+
 pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r)
 {
     const char *fn = "pg_mha_new";
@@ -192,18 +261,17 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
         return NULL;
     }
     m->cfg = *c;
-    m->head_dim = c->dim / c->heads;
+    resolve_heads(m);
     if (m->cfg.context_dim == 0)
         m->cfg.context_dim = c->dim;
-    if (m->cfg.scale == 0)
-        m->cfg.scale = 1.0 / sqrt((double)m->head_dim);
     m->n_pos = n_pos;
     for (int i = 0; i < n_pos; i++)
         m->pos[i] = pos[i];
-    bool ok = c->cross ? add_linear(m, "to_q", &m->to_q, c->dim, c->dim, r) &&
-                             add_linear(m, "to_kv", &m->to_kv, m->cfg.context_dim, 2 * c->dim, r)
-                       : add_linear(m, "to_qkv", &m->to_qkv, c->dim, 3 * c->dim, r);
-    ok = ok && add_linear(m, "to_out", &m->to_out, c->dim, c->dim, r);
+    int64_t qw = c->heads * m->head_dim, kvw = m->kv_heads * m->head_dim; /* H Dh, G Dh */
+    bool ok = c->cross ? add_linear(m, "to_q", &m->to_q, c->dim, qw, r) &&
+                             add_linear(m, "to_kv", &m->to_kv, m->cfg.context_dim, 2 * kvw, r)
+                       : add_linear(m, "to_qkv", &m->to_qkv, c->dim, qw + 2 * kvw, r);
+    ok = ok && add_linear(m, "to_out", &m->to_out, qw, c->dim, r) && add_qk_scales(m);
     if (!ok) {
         pg_posmod_free_list(pos, 0, n_pos);
         pg_module_free(&m->base);
@@ -214,22 +282,92 @@ pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_
     return m;
 }
 
-/* t (B, L, n * H * Dh) -> out[0..n): (B, H, L, Dh) each, the n chunks of the
- * last axis in order, heads outer within a chunk (channel c = h * Dh + d). */
-static bool split_heads(pg_graph *g, pg_tensor *t, int n, int64_t H, int64_t Dh, pg_tensor **out)
+/* ---- a borrowed positional module (attention.h: pg_mha_borrow_pos) ---------------------------- */
+
+int pg_mha_borrow_pos(pg_mha *m, pg_posmod *p, int at)
+{
+    const char *fn = "pg_mha_borrow_pos";
+    if (!m || !p || !p->ops) {
+        pg_set_error("%s: %s", fn, !m ? "module is NULL" : !p ? "positional module is NULL" : "module has no hooks");
+        return -1;
+    }
+    if (at < 0 || at > m->n_pos) {
+        pg_set_error("%s: index %d is outside [0, %d] (the attention has %d positional modules)", fn, at, m->n_pos,
+                     m->n_pos);
+        return -1;
+    }
+    for (int i = 0; i < m->n_pos; i++)
+        if (m->pos[i] == p) {
+            pg_set_error("%s: the module (%s) is already positional module %d", fn, p->base.type, i);
+            return -1;
+        }
+    pg_posmod **list = realloc(m->pos, (size_t)(m->n_pos + 1) * sizeof *list);
+    if (!list) {
+        pg_set_error("%s: out of memory", fn);
+        return -1;
+    }
+    memmove(list + at + 1, list + at, (size_t)(m->n_pos - at) * sizeof *list);
+    list[at] = p; /* in the call list only: not a child, never freed here */
+    m->pos = list;
+    m->n_pos++;
+    return 0;
+}
+
+/* t (B, L, C) -> channels off .. off + H Dh as (B, H, L, Dh), heads outer (channel
+ * off + h Dh + d) */
+static pg_tensor *split_heads(pg_graph *g, pg_tensor *t, int64_t off, int64_t H, int64_t Dh)
 {
     if (!t)
-        return false;
+        return NULL;
     int64_t B = t->shape[0], L = t->shape[1];
-    pg_tensor *s = pg_reshape(g, t, PG_SHAPE(B, L, n, H, Dh));
-    s = pg_permute(g, s, (const int[]){2, 0, 3, 1, 4}); /* (n, B, H, L, Dh) */
-    for (int i = 0; i < n; i++) {
-        pg_tensor *c = n == 1 ? s : pg_narrow(g, s, 0, i, 1);
-        out[i] = pg_reshape(g, c, PG_SHAPE(B, H, L, Dh));
-        if (!out[i])
-            return false;
+    pg_tensor *s = off == 0 && t->shape[2] == H * Dh ? t : pg_narrow(g, t, 2, off, H * Dh);
+    s = pg_reshape(g, s, PG_SHAPE(B, L, H, Dh));
+    return pg_permute(g, s, (const int[]){0, 2, 1, 3}); /* (B, H, L, Dh) */
+}
+
+/* x / max(|x|, 1e-12) over each group of Dh / groups channels (torch's F.normalize), times
+ * the gain (heads, 1, Dh) when given: t (B, heads, L, Dh) */
+static pg_tensor *qk_l2norm(pg_graph *g, pg_tensor *t, int64_t groups, pg_tensor *gain)
+{
+    if (!t)
+        return NULL;
+    int64_t B = t->shape[0], H = t->shape[1], L = t->shape[2], Dh = t->shape[3];
+    pg_tensor *s = pg_reshape(g, t, PG_SHAPE(B, H, L, groups, Dh / groups));
+    pg_tensor *n = pg_sqrt(g, pg_sum(g, pg_mul(g, s, s), 1, (const int[]){4}, true));
+    s = pg_reshape(g, pg_div(g, s, pg_clamp(g, n, 1e-12, INFINITY)), PG_SHAPE(B, H, L, Dh));
+    return gain ? pg_mul(g, s, gain) : s;
+}
+
+/* t (B, G, L, Dh) -> (B, H, L, Dh), head n = t's head n mod G: x-transformers'
+ * repeat(t, 'b g n d -> b (r g) n d'); the backward sums the r copies */
+static pg_tensor *repeat_kv(pg_graph *g, pg_tensor *t, int64_t H)
+{
+    if (!t || t->shape[1] == H)
+        return t;
+    int64_t B = t->shape[0], G = t->shape[1], L = t->shape[2], Dh = t->shape[3];
+    pg_tensor *s = pg_broadcast_to(g, pg_reshape(g, t, PG_SHAPE(B, 1, G, L, Dh)), PG_SHAPE(B, H / G, G, L, Dh));
+    return pg_reshape(g, s, PG_SHAPE(B, H, L, Dh));
+}
+
+/* The projections split into q (B, H, Lq, Dh), k, v (B, G, Lk, Dh), qk-normalised, k and
+ * v repeated to H heads. Inputs checked. */
+static bool heads_of(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, pg_tensor *qkv[3])
+{
+    const pg_mha_config *c = &m->cfg;
+    int64_t H = c->heads, G = m->kv_heads, Dh = m->head_dim;
+    pg_tensor *p = pg_linear_forward(g, c->cross ? m->to_q : m->to_qkv, x); /* (B, Lq, H Dh [+ 2 G Dh]) */
+    pg_tensor *pkv = c->cross ? pg_linear_forward(g, m->to_kv, context) : p; /* (B, Lk, [H Dh +] 2 G Dh) */
+    int64_t koff = c->cross ? 0 : H * Dh;
+    qkv[0] = split_heads(g, p, 0, H, Dh);
+    qkv[1] = split_heads(g, pkv, koff, G, Dh);
+    qkv[2] = split_heads(g, pkv, koff + G * Dh, G, Dh);
+    if (c->qk_norm) { /* before the positional modules (rotary), as x-transformers */
+        qkv[0] = qk_l2norm(g, qkv[0], c->qk_norm_groups, m->qk_q_scale);
+        qkv[1] = qk_l2norm(g, qkv[1], c->qk_norm_groups, m->qk_k_scale);
     }
-    return true;
+    qkv[1] = repeat_kv(g, qkv[1], H);
+    qkv[2] = repeat_kv(g, qkv[2], H);
+    return qkv[0] && qkv[1] && qkv[2];
 }
 
 static bool check_input(pg_graph *g, const char *fn, const char *name, const pg_tensor *x, int64_t width,
@@ -371,7 +509,7 @@ static bool mha_inputs_ok(pg_graph *g, const char *fn, const pg_mha *m, const pg
     int64_t Lk = c->cross ? context->shape[1] : x->shape[1];
     if (pg_attn_args_check(g, fn, a, !c->cross, x->shape[0], c->heads, x->shape[1], Lk, c->dtype) != 0)
         return false;
-    if (m->base.training && c->dropout > 0 && !a->rng) {
+    if (a && m->base.training && c->dropout > 0 && !a->rng) {
         pg_graph_fail(g, "%s: attention dropout %g in train mode needs args.rng", fn, c->dropout);
         return false;
     }
@@ -416,9 +554,7 @@ static bool project(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_ten
         return false;
     const pg_mha_config *c = &m->cfg;
     int64_t B = x->shape[0], Lq = x->shape[1], Lk = c->cross ? context->shape[1] : Lq, H = c->heads;
-    bool ok = c->cross ? split_heads(g, pg_linear_forward(g, m->to_q, x), 1, H, m->head_dim, qkv) &&
-                             split_heads(g, pg_linear_forward(g, m->to_kv, context), 2, H, m->head_dim, qkv + 1)
-                       : split_heads(g, pg_linear_forward(g, m->to_qkv, x), 3, H, m->head_dim, qkv);
+    bool ok = heads_of(g, m, x, context, qkv);
     *pc = (pg_pos_ctx){c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
                        H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng, x};
     return ok;
@@ -507,6 +643,18 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
         out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }
     out = pg_permute(g, out, (const int[]){0, 2, 1, 3});         /* (B, Lq, H, Dh) */
-    out = pg_reshape(g, out, PG_SHAPE(B, Lq, c->dim));            /* heads merged: (n h) */
+    out = pg_reshape(g, out, PG_SHAPE(B, Lq, c->heads * m->head_dim)); /* heads merged: (n h) */
     return out ? pg_linear_forward(g, m->to_out, out) : NULL;
+}
+
+int pg_mha_qkv(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, pg_tensor *qkv[3])
+{
+    const char *fn = "pg_mha_qkv";
+    if (!g || !qkv) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !g ? "graph" : "qkv");
+        return -1;
+    }
+    if (!mha_inputs_ok(g, fn, m, x, context, NULL))
+        return -1;
+    return heads_of(g, m, x, context, qkv) ? 0 : -1;
 }

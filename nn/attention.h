@@ -44,12 +44,14 @@ int pg_attn_args_check(pg_graph *g, const char *fn, const pg_attn_args *a, bool 
                        int64_t Lq, int64_t Lk, pg_dtype dtype);
 
 /* ---- MultiheadAttention --------------------------------------------------------------------
- * Parameters (PyTorch names):
- *   self-attention:  to_qkv  Linear(dim -> 3 dim): q, k, v = split in that order
- *   cross-attention: to_q    Linear(dim -> dim), to_kv Linear(context_dim -> 2 dim): k, v
- *   both:            to_out  Linear(dim -> dim)
+ * Parameters (PyTorch names), with H = heads, G = kv_heads, Dh = dim_head:
+ *   self-attention:  to_qkv  Linear(dim -> (H + 2 G) Dh): rows q (H Dh), k (G Dh), v (G Dh)
+ *   cross-attention: to_q    Linear(dim -> H Dh), to_kv Linear(context_dim -> 2 G Dh): k, v
+ *   both:            to_out  Linear(H Dh -> dim)
+ *   qk_norm_dim_scale: qk_norm_q_scale (H, 1, Dh), qk_norm_k_scale (G, 1, Dh)
  *   positional modules: child "pos" when there is one, "pos.0", "pos.1", ... when several
- * Heads are the outer factor of the channels: channel c = n * head_dim + h. */
+ * Heads are the outer factor of the channels: channel c = n * head_dim + h. Query head n
+ * uses key / value head n mod G (x-transformers' repeat 'b g n d -> b (r g) n d'). */
 /* Local attention as a band of keys (LocalAttention's windows, docs/semantics.md §2):
  * with window w > 0, query i sees the keys of its own window [w floor(i / w), +w) and of
  * look_backward windows before and look_forward windows after it; with exact the band is
@@ -63,7 +65,7 @@ typedef struct pg_attn_band {
 } pg_attn_band;
 
 typedef struct pg_mha_config {
-    int64_t dim, heads;    /* dim % heads == 0 */
+    int64_t dim, heads;    /* dim % heads == 0 unless dim_head is set */
     bool cross;            /* queries from x, keys and values from a context */
     int64_t context_dim;   /* cross: the context's width; 0: dim */
     bool bias;             /* biases in the projections */
@@ -77,6 +79,15 @@ typedef struct pg_mha_config {
      * no active attention dropout, and every positional bias a function of
      * distance (dist_bias). unfused forces the reference path (pg_attention). */
     bool unfused;
+    /* head width, grouped-query attention and qk-norm (docs/attention.md, section of that
+     * name; x-transformers' Attention dim_head, kv_heads, qk_norm*) */
+    int64_t dim_head;        /* width of a head; 0: dim / heads */
+    int64_t kv_heads;        /* key / value heads G, dividing heads; 0: heads (1: multi-query) */
+    bool qk_norm;            /* l2-normalise q and k per head (per group) before the positional modules */
+    double qk_norm_scale;    /* qk_norm: the logit scale (scale must stay 0); 0: 10, or 1 / sqrt(dim_head)
+                                with qk_norm_dim_scale (as x-transformers) */
+    bool qk_norm_dim_scale;  /* qk_norm: learned gains qk_norm_q_scale / _k_scale, init dim_head^0.25 */
+    int64_t qk_norm_groups;  /* qk_norm: normalise dim_head / groups channels at a time; 0: 1 */
 } pg_mha_config;
 /* dim, heads; bias on, f32, everything else off / default */
 pg_mha_config pg_mha_defaults(int64_t dim, int64_t heads);
@@ -89,11 +100,26 @@ typedef struct pg_mha {
     pg_linear *to_q, *to_kv;   /* cross-attention, else NULL */
     pg_linear *to_out;
     int n_pos;
-    pg_posmod **pos;           /* the positional modules in call order (children: owned by the tree) */
+    pg_posmod **pos;           /* the positional modules in call order (children: owned by the tree;
+                                  or borrowed: pg_mha_borrow_pos) */
+    int64_t kv_heads;          /* resolved cfg.kv_heads */
+    pg_tensor *qk_q_scale, *qk_k_scale; /* qk_norm_dim_scale: (H, 1, Dh), (G, 1, Dh); else NULL */
 } pg_mha;
 
 /* Takes ownership of pos[0..n_pos) (also on failure). pos may be NULL when n_pos is 0. */
 pg_mha *pg_mha_new(const pg_mha_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r);
+/* Puts p into m's positional modules at index `at` (0 .. n_pos; the later ones move
+ * up) WITHOUT taking it: m borrows p. The ownership rule: the modules m owns are its
+ * children ("pos", "pos.N": pg_mha_new's); a borrowed one is not a child, so its
+ * parameters are not listed under m, pg_module_free(m) leaves it and
+ * pg_module_train(m) does not reach it. Whoever lends it owns it (keeps it as a
+ * child of its own) and keeps it alive as long as m: pg_lm shares one module
+ * across all its blocks this way (its child "rel_pos", pg_lm_config.share_layer_pos;
+ * docs/attention.md "Sharing one positional module across layers"). The
+ * forwards call it like the others, in list order, fused path included, so
+ * gradients from every borrower add up in its parameters. 0, or -1 (m or p NULL,
+ * at out of range, p already in the list; nothing changed). */
+int pg_mha_borrow_pos(pg_mha *m, pg_posmod *p, int at);
 /* x (B, Lq, dim); context (B, Lk, context_dim) for cross-attention, NULL for self.
  * a may be NULL. Calls mod_qkv and mod_bias of the positional modules (not
  * mod_x: see pg_block_forward). -> (B, Lq, dim) */
@@ -111,5 +137,11 @@ pg_tensor *pg_mha_positional_bias(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tenso
  * sums to 1 (a query that sees no key: zeros). For inspection: attention
  * maps. Differentiable. */
 pg_tensor *pg_mha_attention_weights(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a);
+
+/* The projected heads as the positional modules see them: x (B, Lq, dim), context as
+ * for pg_mha_forward -> qkv[0] = q (B, H, Lq, Dh), qkv[1] = k, qkv[2] = v (B, H, Lk, Dh):
+ * split, qk-normalised (qk_norm) and k, v repeated from G to H heads (head n: n mod G).
+ * g must not be NULL. 0, or -1 after pg_graph_fail. Differentiable. */
+int pg_mha_qkv(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, pg_tensor *qkv[3]);
 
 #endif

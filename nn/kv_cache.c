@@ -80,7 +80,8 @@ pg_lm_cache *pg_lm_cache_new(const pg_lm *lm, int64_t batch, int64_t capacity)
     int64_t R = capacity; /* a ring: a chunk of <= w new tokens and the w (lb + 1) keys before it */
     if (bd->window > 0 && bd->look_backward < INT64_MAX / bd->window - 2)
         R = bd->window * (bd->look_backward + 2) < capacity ? bd->window * (bd->look_backward + 2) : capacity;
-    *c = (pg_lm_cache){lc->layers, batch, lc->heads, lc->dim / lc->heads, capacity, 0, lc->dtype, R, band, c->k, c->v,
+    int64_t Dh = lc->dim_head > 0 ? lc->dim_head : lc->dim / lc->heads; /* H heads of Dh: k, v repeated (GQA) */
+    *c = (pg_lm_cache){lc->layers, batch, lc->heads, Dh, capacity, 0, lc->dtype, R, band, c->k, c->v,
                        c->fc, false, PG_LM_CACHE_ROPE_RECOMPUTE, NULL, c->start, false};
     bool fox = false;
     for (int i = 0; i < lc->n_layer_pos; i++) {
@@ -248,11 +249,12 @@ static bool ext_ok(pg_graph *g, const char *fn, const pg_lm *lm, const pg_lm_cac
         return false;
     }
     const pg_lm_config *k = &lm->cfg;
-    if (k->layers != c->layers || k->heads != c->H || k->dim / k->heads != c->Dh || k->dtype != c->dtype) {
+    int64_t Dh = k->dim_head > 0 ? k->dim_head : k->dim / k->heads;
+    if (k->layers != c->layers || k->heads != c->H || Dh != c->Dh || k->dtype != c->dtype) {
         pg_graph_fail(g, "%s: the cache was made for another model shape: %lld layers, %lld heads of %lld, %s; this "
                       "model has %lld layers, %lld heads of %lld, %s", fn, (long long)c->layers, (long long)c->H,
                       (long long)c->Dh, pg_dtype_name(c->dtype), (long long)k->layers, (long long)k->heads,
-                      (long long)(k->dim / k->heads), pg_dtype_name(k->dtype));
+                      (long long)Dh, pg_dtype_name(k->dtype));
         return false;
     }
     if (ids->dtype != PG_I64 || ids->ndim != 2 || ids->shape[0] != c->B || ids->shape[1] < 1 ||

@@ -5,6 +5,9 @@
  * tokens seen so far, as attention uses them: AFTER the projections and after
  * the positional modules' mod_qkv at each token's absolute position:
  *
+ *   (H query heads of width Dh = dim_head; with grouped-query attention (kv_heads)
+ *   k and v are kept repeated to H heads, as pg_mha_qkv gives them: simple, not
+ *   the memory GQA could save)
  *   keys[layer]   (B, H, R, Dh)          rotary / xPos: k rotated (and xPos-scaled by
  *                                        zeta^(-p / scale_base), centre 0 or the fixed
  *                                        xpos_centre) at its position p; other schemes: k

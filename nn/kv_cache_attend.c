@@ -38,15 +38,6 @@ static pg_tensor *load_rows(pg_graph *g, const ext *e, const pg_tensor *store)
     return t;
 }
 
-/* t (B, L, n H Dh) -> chunk i of the last axis as (B, H, L, Dh) (attention.c's split_heads) */
-static pg_tensor *head_chunk(pg_graph *g, pg_tensor *t, int n, int i, int64_t H, int64_t Dh)
-{
-    int64_t B = t ? t->shape[0] : 0, L = t ? t->shape[1] : 0;
-    pg_tensor *s = pg_reshape(g, t, PG_SHAPE(B, L, n, H, Dh));
-    s = pg_permute(g, pg_narrow(g, s, 2, i, 1), (const int[]){2, 0, 3, 1, 4}); /* (1, B, H, L, Dh) */
-    return pg_reshape(g, s, PG_SHAPE(B, H, L, Dh));
-}
-
 /* t (B, H, n, Dh) at positions pos (B, n) through the block's rotary modules, in order: a
  * query, or a key (key true: xPos divides by its scale). No rotary module: t as it is. */
 static pg_tensor *rotate(pg_graph *g, const pg_lm *lm, pg_mha *m, pg_tensor *t, pg_tensor *pos, bool key)
@@ -170,9 +161,12 @@ static pg_tensor *attend(pg_graph *g, const pg_lm *lm, int64_t l, const ext *e, 
 {
     pg_mha *m = lm->blocks[l]->attn;
     int64_t B = e->c->B, H = e->c->H, Dh = e->c->Dh;
-    pg_tensor *qkv = pg_linear_forward(g, m->to_qkv, h); /* (B, Ln, 3 dim) */
-    pg_tensor *q = head_chunk(g, qkv, 3, 0, H, Dh), *k = head_chunk(g, qkv, 3, 1, H, Dh);
-    pg_tensor *v = head_chunk(g, qkv, 3, 2, H, Dh);
+    /* q, k, v (B, H, Ln, Dh): to_qkv's rows split (H, kv_heads, kv_heads heads), qk-norm, k and
+     * v repeated to H heads (the cache holds H heads; pg_mha_qkv) */
+    pg_tensor *qkv[3];
+    if (pg_mha_qkv(g, m, h, NULL, qkv) != 0)
+        return NULL;
+    pg_tensor *q = qkv[0], *k = qkv[1], *v = qkv[2];
     bool raw = e->c->raw_keys; /* a dynamic rotary scaling: keys stored before rotation */
     q = rotate(g, lm, m, q, e->pn, false);
     k = raw ? k : rotate(g, lm, m, k, e->pn, true);

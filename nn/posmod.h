@@ -270,7 +270,7 @@ pg_tensor *pg_pos_divide_by(pg_graph *g, pg_tensor *t, pg_tensor *div, double di
 typedef struct pg_posmod_args {
     int64_t dim;        /* model width (mod_x acts on (B, L, dim)) */
     int64_t heads;      /* attention heads (0 for input modules) */
-    int64_t head_dim;   /* dim / heads (0 for input modules) */
+    int64_t head_dim;   /* the attention's head width: dim_head, by default dim / heads (0 for input modules) */
     int64_t max_len;    /* longest sequence (for learned tables), 0 if unbounded */
     int layer;          /* -1: the model input; 0, 1, ...: block index */
     pg_dtype dtype;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../tensor/shape_util.h"
 
@@ -138,7 +139,10 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
     conventions_resolve(&b->cfg);
     const pg_block_config *k = &b->cfg;
     pg_mha_config mc = {.dim = k->dim, .heads = k->heads, .bias = k->attn_bias == PG_BIAS_ON, .causal = k->causal,
-                        .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype, .band = k->band};
+                        .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype, .band = k->band,
+                        .dim_head = k->dim_head, .kv_heads = k->kv_heads, .qk_norm = k->qk_norm,
+                        .qk_norm_scale = k->qk_norm_scale, .qk_norm_dim_scale = k->qk_norm_dim_scale,
+                        .qk_norm_groups = k->qk_norm_groups};
     /* children in data-flow order */
     b->norm1 = norm_new(k);
     if (!adopt(&b->base, "norm1", b->norm1)) {
@@ -246,11 +250,12 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
         pg_set_error("%s: config is NULL", fn);
         return false;
     }
-    if (c->vocab < 1 || c->dim < 1 || c->heads < 1 || c->dim % c->heads != 0 || c->layers < 0 || c->max_len < 0) {
-        pg_set_error("%s: need vocab >= 1, dim a positive multiple of heads, layers >= 0 and max_len >= 0, got "
-                     "vocab %lld, dim %lld, heads %lld, layers %lld, max_len %lld",
-                     fn, (long long)c->vocab, (long long)c->dim, (long long)c->heads, (long long)c->layers,
-                     (long long)c->max_len);
+    if (c->vocab < 1 || c->dim < 1 || c->heads < 1 || c->dim_head < 0 || (c->dim_head == 0 && c->dim % c->heads) ||
+        c->layers < 0 || c->max_len < 0) {
+        pg_set_error("%s: need vocab >= 1, dim a positive multiple of heads (or dim_head > 0), layers >= 0 and "
+                     "max_len >= 0, got vocab %lld, dim %lld, heads %lld, dim_head %lld, layers %lld, max_len %lld",
+                     fn, (long long)c->vocab, (long long)c->dim, (long long)c->heads, (long long)c->dim_head,
+                     (long long)c->layers, (long long)c->max_len);
         return false;
     }
     if (!(c->dropout >= 0 && c->dropout < 1) || !(c->init_std >= 0) || !isfinite(c->init_std) ||
@@ -267,6 +272,12 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
                      PG_LM_MAX_POS);
         return false;
     }
+    for (int i = c->n_layer_pos; i < PG_LM_MAX_POS; i++)
+        if (c->share_layer_pos[i]) {
+            pg_set_error("%s: share_layer_pos[%d] is set but n_layer_pos is %d: there is no layer_pos[%d] to share",
+                         fn, i, c->n_layer_pos, i);
+            return false;
+        }
     pg_block_config bc = lm_norm_config(c);
     return conventions_ok(fn, &bc);
 }
@@ -276,7 +287,8 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
 static int build_posmods(const char *fn, const pg_lm_config *c, const pg_posmod_spec *specs, int n, int layer,
                          pg_rng *r, pg_posmod **out)
 {
-    pg_posmod_args a = {c->dim, layer < 0 ? 0 : c->heads, layer < 0 ? 0 : c->dim / c->heads, c->max_len, layer,
+    int64_t Dh = c->dim_head > 0 ? c->dim_head : c->dim / c->heads; /* the attention's head width */
+    pg_posmod_args a = {c->dim, layer < 0 ? 0 : c->heads, layer < 0 ? 0 : Dh, c->max_len, layer,
                         c->dtype, r, NULL};
     for (int i = 0; i < n; i++) {
         out[i] = pg_posmod_from_spec(&specs[i], &a);
@@ -334,25 +346,84 @@ static bool add_input_pos(pg_lm *lm, pg_rng *r)
     return ok;
 }
 
+/* ---- one positional module shared by every block (pg_lm_config.share_layer_pos) ---------------- */
+
+/* Builds each shared layer_pos[i] once as lm->rel_pos[i], the LM's child "rel_pos"
+ * (one) or "rel_pos.N" (several, N counting the shared ones), built as for block 0. */
+static bool add_rel_pos(pg_lm *lm, pg_rng *r)
+{
+    const char *fn = "pg_lm_new";
+    const pg_lm_config *c = &lm->cfg;
+    int n = 0;
+    for (int i = 0; i < c->n_layer_pos; i++)
+        n += c->share_layer_pos[i];
+    pg_module *parent = &lm->base;
+    if (n > 1 && !(parent = add_list(&lm->base, "rel_pos")))
+        return false;
+    for (int i = 0, k = 0; i < c->n_layer_pos; i++) {
+        if (!c->share_layer_pos[i])
+            continue;
+        pg_posmod *p = NULL;
+        if (build_posmods(fn, c, &c->layer_pos[i], 1, 0, r, &p) != 0) {
+            char why[300];
+            const char *at = strstr(pg_last_error(), "of layer 0: ");
+            snprintf(why, sizeof why, "%s", at ? at + strlen("of layer 0: ") : pg_last_error());
+            pg_set_error("%s: shared positional module layer_pos[%d] (share_layer_pos): %s", fn, i, why);
+            return false;
+        }
+        char name[16];
+        snprintf(name, sizeof name, "%d", k++);
+        if (pg_module_add_child(parent, n > 1 ? name : "rel_pos", &p->base) != 0)
+            return false;
+        lm->rel_pos[i] = p;
+    }
+    return true;
+}
+
+/* The specs each block builds for itself: layer_pos without the shared entries, in order. */
+static int own_layer_specs(const pg_lm_config *c, pg_posmod_spec *own)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_layer_pos; i++)
+        if (!c->share_layer_pos[i])
+            own[n++] = c->layer_pos[i];
+    return n;
+}
+
+/* Lends the shared modules to b's attention at their layer_pos index (ascending, so
+ * the list ends up in layer_pos order). */
+static bool lend_rel_pos(const pg_lm *lm, pg_block *b)
+{
+    for (int i = 0; i < lm->cfg.n_layer_pos; i++)
+        if (lm->rel_pos[i] && pg_mha_borrow_pos(b->attn, lm->rel_pos[i], i) != 0)
+            return false;
+    return true;
+}
+
 static bool add_blocks(pg_lm *lm, pg_rng *r)
 {
     const pg_lm_config *c = &lm->cfg;
     pg_module *list = add_list(&lm->base, "blocks");
     if (!list)
         return false;
+    pg_posmod_spec own[PG_LM_MAX_POS];
+    int n_own = own_layer_specs(c, own);
     pg_block_config bc = {.dim = c->dim, .heads = c->heads, .ff_hidden = c->ff_hidden, .ff_kind = c->ff_kind,
                           .ff_act = c->ff_act, .bias = c->bias, .causal = true, .attn_dropout = c->attn_dropout,
                           .ff_dropout = c->dropout, .resid_dropout = c->dropout, .norm = c->norm,
-                          .norm_eps = c->norm_eps, .dtype = c->dtype, .band = c->band};
+                          .norm_eps = c->norm_eps, .dtype = c->dtype, .band = c->band,
+                          .dim_head = c->dim_head, .kv_heads = c->kv_heads, .qk_norm = c->qk_norm,
+                          .qk_norm_dim_scale = c->qk_norm_dim_scale, .qk_norm_scale = c->qk_norm_scale,
+                          .qk_norm_groups = c->qk_norm_groups};
     lm_conventions(&bc, c);
     for (int64_t i = 0; i < c->layers; i++) {
         pg_posmod *pos[PG_LM_MAX_POS];
-        if (build_posmods("pg_lm_new", c, c->layer_pos, c->n_layer_pos, (int)i, r, pos) != 0)
+        if (build_posmods("pg_lm_new", c, own, n_own, (int)i, r, pos) != 0)
             return false;
         char name[24];
         snprintf(name, sizeof name, "%lld", (long long)i);
-        lm->blocks[i] = pg_block_new(&bc, pos, c->n_layer_pos, r);
-        if (!adopt(list, name, lm->blocks[i] ? &lm->blocks[i]->base : NULL))
+        lm->blocks[i] = pg_block_new(&bc, pos, n_own, r);
+        if (!adopt(list, name, lm->blocks[i] ? &lm->blocks[i]->base : NULL) || !lend_rel_pos(lm, lm->blocks[i]))
             return false;
     }
     return true;
@@ -422,7 +493,7 @@ pg_lm *pg_lm_new(const pg_lm_config *c)
     if (lm->tok_emb)
         lm->tok_emb->l2norm = c->tok_l2norm;
     bool ok = adopt(&lm->base, "tok_emb", lm->tok_emb ? &lm->tok_emb->base : NULL) && add_input_pos(lm, &r) &&
-              add_blocks(lm, &r);
+              add_rel_pos(lm, &r) && add_blocks(lm, &r);
     if (ok) {
         lm->norm = norm_new(&nc);
         ok = adopt(&lm->base, "norm", lm->norm);

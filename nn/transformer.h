@@ -44,9 +44,16 @@ typedef struct pg_block_config {
     double resid_dropout;  /* on each branch before its residual add */
     pg_norm_kind norm;
     double norm_eps;       /* 0: the form's default (1e-5; PG_RMS_L2 1e-12); PG_NORM_EPS_ZERO: 0 */
-    double scale;          /* attention logit scale; 0: 1 / sqrt(dim / heads) */
+    double scale;          /* attention logit scale; 0: 1 / sqrt(head width) */
     pg_dtype dtype;
     pg_attn_band band;     /* local attention band (window 0: full attention) */
+    /* head width, grouped-query attention, qk-norm: pg_mha_config's fields of these
+     * names, passed to every attention (docs/attention.md, "Head width, ...") */
+    int64_t dim_head;          /* 0: dim / heads */
+    int64_t kv_heads;          /* 0: heads */
+    bool qk_norm, qk_norm_dim_scale;
+    double qk_norm_scale;      /* 0: 10, or 1 / sqrt(dim_head) with qk_norm_dim_scale */
+    int64_t qk_norm_groups;    /* 0: 1 */
     /* biases and norm conventions (see above pg_bias_switch) */
     pg_bias_switch attn_bias, ff_bias, norm_bias;
     bool norm_unit_offset; /* norm gains are weight + 1, weight initialised at 0 (x-transformers' unit_offset) */
@@ -74,7 +81,8 @@ pg_tensor *pg_block_forward(pg_graph *g, pg_block *b, pg_tensor *x, const pg_att
  *   x = blocks.0(x) ... blocks.{layers-1}(x)   (causal);
  *   logits = head(norm(x))
  * Children: "tok_emb" (Embedding vocab x dim), "pos" / "pos.N" (input positional
- * modules), "blocks.N" (TransformerBlock), "norm", "head" (Linear dim -> vocab, no
+ * modules), "rel_pos" / "rel_pos.N" (the shared layer modules, see share_layer_pos),
+ * "blocks.N" (TransformerBlock), "norm", "head" (Linear dim -> vocab, no
  * bias). With tie_weights head.weight IS tok_emb.weight (one tensor, listed once,
  * as "tok_emb.weight"). */
 #define PG_LM_MAX_POS 4
@@ -102,6 +110,28 @@ typedef struct pg_lm_config {
     pg_posmod_spec input_pos[PG_LM_MAX_POS];
     int n_layer_pos;
     pg_posmod_spec layer_pos[PG_LM_MAX_POS];
+    /* head width, grouped-query attention, qk-norm: pg_mha_config's fields of these
+     * names, passed to every attention (docs/attention.md, "Head width, ...") */
+    int64_t dim_head;          /* 0: dim / heads */
+    int64_t kv_heads;          /* 0: heads */
+    bool qk_norm, qk_norm_dim_scale;
+    double qk_norm_scale;      /* 0: 10, or 1 / sqrt(dim_head) with qk_norm_dim_scale */
+    int64_t qk_norm_groups;    /* 0: 1 */
+    /* share_layer_pos[i]: layer_pos[i] is ONE module of the LM, used by every block
+     * (x-transformers' AttentionLayers.rel_pos: its DPB, T5 or ALiBi serves all
+     * layers). The LM owns it as child "rel_pos" (one shared module) or
+     * "rel_pos.N" (several, N counting the shared ones in layer_pos order); the
+     * blocks borrow it (pg_mha_borrow_pos) at index i of their attention's list,
+     * so its parameters are listed once and get the sum of every layer's
+     * gradient, and the fused kernel still takes it (dist_bias / sep_bias). A
+     * flag per entry rather than a second spec list: the call order and the
+     * index i stay those of layer_pos (the KV cache reads layer_pos[i] beside
+     * attn->pos[i]), and shared and per-layer modules mix (a shared T5 bias with
+     * per-layer CoPE, as x-transformers). Every attention kind can be shared
+     * (none depends on its layer index; built with args.layer 0). A flag past
+     * n_layer_pos is refused. docs/attention.md "Sharing one positional module
+     * across layers". */
+    bool share_layer_pos[PG_LM_MAX_POS];
     /* biases, norm conventions and the loss (docs/attention.md "Biases, norms and ignore_index"):
      * the blocks' and the final norm's switches as pg_block_config's; tok_l2norm: the token
      * embedding is l2-normalised (x-transformers' l2norm_embed); the loss leaves out targets equal
@@ -123,6 +153,8 @@ typedef struct pg_lm {
     int n_pos;
     pg_posmod **pos;     /* input positional modules */
     pg_block **blocks;   /* cfg.layers of them */
+    pg_posmod *rel_pos[PG_LM_MAX_POS]; /* [i]: the shared module of layer_pos[i] (child "rel_pos" /
+                                          "rel_pos.N"), NULL where not shared */
     pg_module *norm;
     pg_linear *head;
 } pg_lm;

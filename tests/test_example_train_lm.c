@@ -23,24 +23,6 @@ static void make_workdir(char dir[64], char out[128], char data[128])
     ex_corpus_workdir(dir, "/tmp/pg_train_lm_XXXXXX", CORPUS, out, data);
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (unlink(path) != 0)
-            remove_tree(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static bool exists_in(const char *dir, const char *name)
 {
     char path[512];
@@ -186,7 +168,7 @@ Test(example_train_lm, writes_files_learns_and_resumes, .init = quiet)
     cr_assert_eq(train_lm_run(&o, &r3), 0);
     cr_assert_eq(r3.steps_run, 0);
     cr_assert(isfinite(r3.val_loss));
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, input_scheme_draws_its_table_and_none_draws_nothing, .init = quiet)
@@ -204,7 +186,7 @@ Test(example_train_lm, input_scheme_draws_its_table_and_none_draws_nothing, .ini
     cr_assert_eq(train_lm_run(&o, NULL), 0);
     cr_assert(!exists_in(dir, "pos_layer0.png"));
     cr_assert(exists_in(dir, "log.csv"));
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* Every attention scheme: a heatmap when its registry entry has a bias_table (FIRE, KERPLE, ...), else a
@@ -237,9 +219,9 @@ Test(example_train_lm, each_scheme_draws_its_bias_or_says_why_not, .init = quiet
             cr_assert(strstr(o, "(it has none)"), "%s", o);
         free(o);
         free(e);
-        remove_tree(out);
+        ex_remove_tree(out);
     }
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, local_runs_with_its_band, .init = quiet)
@@ -250,7 +232,7 @@ Test(example_train_lm, local_runs_with_its_band, .init = quiet)
     o.steps = 4;
     o.eval_every = 4;
     cr_assert_eq(train_lm_run(&o, NULL), 0);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* --rope-scaling reaches the rotary module of --pos rotary, xpos and local (the first loss moves
@@ -285,7 +267,7 @@ Test(example_train_lm, rope_scaling_reaches_rotary_xpos_and_local, .init = quiet
     o.rope_scaling = "yarn";
     o.rope_factor = 0.5;
     cr_assert_neq(train_lm_run(&o, NULL), 0);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, bad_flags_fail, .init = quiet)
@@ -348,7 +330,7 @@ Test(example_train_lm, divergence_is_explained_and_keeps_the_last_good_checkpoin
     cr_assert(same_bytes(model, saved_model), "the good model was overwritten");
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* ---- item 8: log.csv is written row by row and appended to on --resume ------------------------ */
@@ -404,7 +386,7 @@ Test(example_train_lm, log_rows_survive_a_kill, .init = quiet)
     free(text);
     cr_assert_geq(n - 1, shown - 1, "log.csv has %d rows; the run had shown step %d", n - 1, shown);
     assert_log_rows(log, n - 1);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, resume_appends_to_the_log_after_the_checkpoint_step, .init = quiet)
@@ -437,7 +419,7 @@ Test(example_train_lm, resume_appends_to_the_log_after_the_checkpoint_step, .ini
     text = slurp(log2);
     cr_assert(!strncmp(text, "step,train_loss,val_loss,lr,tokens_per_s\n31,", 44), "%s", text);
     free(text);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* ---- item 9: the model flags are in the checkpoint; a mismatch says which -------------------- */
@@ -464,7 +446,7 @@ Test(example_train_lm, resume_with_other_model_flags_names_them, .init = quiet)
     cr_assert(!is_dir(other), "%s was created", other);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* The --rope-* flags are model flags: recorded in both files' metadata, checked by --resume as
@@ -515,7 +497,7 @@ Test(example_train_lm, rope_flags_are_recorded_and_checked_on_resume, .init = qu
     free(o);
     free(e);
     /* a checkpoint written before the --rope-* flags were recorded: read as --rope-scaling none */
-    remove_tree(out);
+    ex_remove_tree(out);
     cr_assert_eq(run_captured(&o, &e, TINY_FLAGS, "--data", data, "--out", out, "--steps", "4", "--pos", "rotary",
                               NULL),
                  0);
@@ -552,7 +534,7 @@ Test(example_train_lm, rope_flags_are_recorded_and_checked_on_resume, .init = qu
     free(o);
     free(e);
 #undef YARN_FLAGS
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* --help lists YaRN's betas and attention factor with their defaults; a bad pair is refused */
@@ -584,7 +566,7 @@ Test(example_train_lm, rope_yarn_flags_have_defaults_and_are_checked, .init = qu
     cr_assert_eq(rc, 0, "%s", e);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, resume_from_a_model_file_says_what_it_is, .init = quiet)
@@ -603,7 +585,7 @@ Test(example_train_lm, resume_from_a_model_file_says_what_it_is, .init = quiet)
     cr_assert(strstr(e, "checkpoint.safetensors"), "%s", e);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, resume_from_an_older_checkpoint_without_flags, .init = quiet)
@@ -634,7 +616,7 @@ Test(example_train_lm, resume_from_an_older_checkpoint_without_flags, .init = qu
     cr_assert(strstr(o, "resumed from"), "%s", o);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* ---- item 10: only what was written is reported; the pair never silently disagrees ----------- */
@@ -658,7 +640,7 @@ Test(example_train_lm, nothing_left_reports_no_files, .init = quiet)
     cr_assert(same_bytes(ckpt, saved));
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, model_file_records_its_step_and_flags, .init = quiet)
@@ -695,7 +677,7 @@ Test(example_train_lm, model_file_records_its_step_and_flags, .init = quiet)
     free(keys);
     free(values);
     pg_tensor_list_free_all(&l);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, a_failed_model_save_leaves_the_checkpoint_alone, .init = quiet)
@@ -716,7 +698,7 @@ Test(example_train_lm, a_failed_model_save_leaves_the_checkpoint_alone, .init = 
     cr_assert(!strstr(o, "done:"), "%s", o);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, a_failed_checkpoint_save_names_the_stale_file, .init = quiet)
@@ -737,7 +719,7 @@ Test(example_train_lm, a_failed_checkpoint_save_names_the_stale_file, .init = qu
     cr_assert(strstr(e, "model.safetensors holds step 20"), "%s", e);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* ---- item 11: the step's memory is estimated, printed, and a size past the machine refused ---- */
@@ -758,7 +740,7 @@ Test(example_train_lm, a_size_past_the_memory_is_refused_before_any_work, .init 
     cr_assert(!is_dir(out), "%s was created", out);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, memory_estimate_is_printed, .init = quiet)
@@ -771,7 +753,7 @@ Test(example_train_lm, memory_estimate_is_printed, .init = quiet)
     cr_assert(strstr(o, "per step (activations "), "%s", o);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* Whether this process runs under AddressSanitizer or valgrind, whose
@@ -811,7 +793,7 @@ Test(example_train_lm, memory_estimate_is_close_to_the_measured_peak, .init = qu
     double ratio = r.mem_estimate / r.peak_rss;
     cr_assert(ratio > 0.75 && ratio < 1.33, "estimated %.1f MB, measured peak %.1f MB", r.mem_estimate / 1e6,
               r.peak_rss / 1e6);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, memory_warns_past_half_and_refuses_past_all, .init = quiet)
@@ -940,7 +922,7 @@ Test(example_train_lm, data_directory_is_named_as_such, .init = quiet)
     cr_assert(!strstr(e, "too short"), "%s", e);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 /* ---- item 16: the corpus is found from any directory ---------------------------------------- */
@@ -955,7 +937,7 @@ Test(example_train_lm, corpus_is_found_from_another_directory, .init = quiet)
     cr_assert_eq(c.vocab, 65);
     cr_assert_gt(c.n, 1000000);
     lm_corpus_free(&c);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, corpus_not_found_lists_every_place_looked, .init = quiet)
@@ -980,7 +962,7 @@ Test(example_train_lm, corpus_not_found_lists_every_place_looked, .init = quiet)
     cr_assert(strstr(e, dir), "%s", e);                                        /* the current directory */
     cr_assert(strstr(e, "--data"), "%s", e);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }
 
 Test(example_train_lm, out_naming_a_file_is_refused_before_training, .init = quiet)
@@ -993,5 +975,5 @@ Test(example_train_lm, out_naming_a_file_is_refused_before_training, .init = qui
     cr_assert(!strstr(o, "step 1/"), "%s", o);
     free(o);
     free(e);
-    remove_tree(dir);
+    ex_remove_tree(dir);
 }

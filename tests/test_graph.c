@@ -404,7 +404,7 @@ static int cube_backward(pg_tensor *const *grad_in, const pg_tensor *grad_out, c
     return 0;
 }
 
-static const pg_custom_op CUBE = {"cube", cube_forward, cube_backward};
+static const pg_custom_op CUBE = {.name = "cube", .forward = cube_forward, .backward = cube_backward};
 
 static pg_tensor *cube_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
@@ -454,7 +454,7 @@ Test(custom, bad_input)
     pg_graph *g = pg_graph_new();
     pg_tensor *ids = TI64(PG_SHAPE(2), 1, 2);
     ASSERT_FAILS(pg_custom(g, &CUBE, 1, &ids, PG_SHAPE(2), NULL, 0), "cube: needs a float input");
-    pg_custom_op broken = {"broken", NULL, NULL};
+    pg_custom_op broken = {.name = "broken"};
     ASSERT_FAILS(pg_custom(g, &broken, 1, &ids, PG_SHAPE(2), NULL, 0), "op must have a name, forward and backward");
     pg_tensor *none = NULL;
     ASSERT_FAILS(pg_custom(g, &CUBE, 1, &none, PG_SHAPE(2), NULL, 0), "cube: input 0 is NULL");

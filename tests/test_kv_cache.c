@@ -126,27 +126,19 @@ Test(kv_cache, fox_bidirectional) { check_scheme(NULL, "fox", &(pg_fox_opts){.bi
 
 Test(kv_cache, rotary_scaling_yarn)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_YARN;
-    o.rope_factor = 4;
-    o.rope_orig_len = 8;
+    pg_rotary_opts o = test_rope_opts(TEST_ROPE_YARN);
     check_scheme(NULL, "rotary", &o, 0);
 }
 
 Test(kv_cache, xpos_fixed_centre)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.use_xpos = true;
-    o.xpos_fixed_centre = true;
-    o.xpos_centre = 5;
+    pg_rotary_opts o = test_rope_opts(TEST_XPOS_FIXED);
     check_scheme(NULL, "rotary", &o, 0);
 }
 
 Test(kv_cache, rotary_scaling_linear)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_LINEAR;
-    o.rope_factor = 2;
+    pg_rotary_opts o = test_rope_opts(TEST_ROPE_PI);
     check_scheme(NULL, "rotary", &o, 0);
 }
 
@@ -511,3 +503,96 @@ Test(kv_cache, rotary_dynamic_ntk) { check_dynamic(PG_ROPE_DYNAMIC_NTK, false); 
 Test(kv_cache, rotary_dynamic_linear) { check_dynamic(PG_ROPE_DYNAMIC_LINEAR, false); }
 Test(kv_cache, rotary_dynamic_yarn) { check_dynamic(PG_ROPE_DYNAMIC_YARN, false); }
 Test(kv_cache, xpos_dynamic_ntk) { check_dynamic(PG_ROPE_DYNAMIC_NTK, true); }
+
+/* ---- head width, grouped-query attention and qk-norm (docs/attention.md, section of that name):
+ * 4 heads over dim 16; the cache holds the 4 query heads' keys and values (k, v repeated from
+ * kv_heads), each of dim_head; cached = full forward within 1e-12 as above */
+typedef struct heads_opts {
+    int64_t dim_head, kv_heads;
+    bool qk_norm, dim_scale;
+    pg_attn_band band;
+} heads_opts;
+
+static void check_heads(heads_opts h, const char *layer, const void *opts)
+{
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, 4, LAYERS);
+    c.dim_head = h.dim_head;
+    c.kv_heads = h.kv_heads;
+    c.qk_norm = h.qk_norm;
+    c.qk_norm_dim_scale = h.dim_scale;
+    c.band = h.band;
+    pg_lm *lm = test_small_lm(c, NULL, layer, opts);
+    cr_assert_eq(lm->blocks[0]->attn->head_dim, h.dim_head ? h.dim_head : DIM / 4);
+    double worst = fmax(decode_diff(lm, 2, 5, 24, 3), decode_diff(lm, 1, 1, 24, 4));
+    printf("kv_cache heads: dim_head %lld, kv_heads %lld, qk_norm %d%s, %s: worst cached-vs-full difference %.3g\n",
+           (long long)h.dim_head, (long long)h.kv_heads, (int)h.qk_norm, h.dim_scale ? " + dim scale" : "",
+           layer ? layer : "-", worst);
+    cr_assert(worst <= 1e-12, "dim_head %lld, kv_heads %lld, qk_norm %d, %s: worst difference %.3g",
+              (long long)h.dim_head, (long long)h.kv_heads, (int)h.qk_norm, layer ? layer : "-", worst);
+    pg_module_free(&lm->base);
+}
+Test(kv_cache, dim_head_rotary) { check_heads((heads_opts){.dim_head = 8}, "rotary", NULL); }
+Test(kv_cache, dim_head_xl) { check_heads((heads_opts){.dim_head = 6}, "xl", NULL); }
+Test(kv_cache, gqa_rotary) { check_heads((heads_opts){.dim_head = 8, .kv_heads = 2}, "rotary", NULL); }
+Test(kv_cache, gqa_t5) { check_heads((heads_opts){.kv_heads = 2}, "t5", NULL); }
+Test(kv_cache, gqa_cope) { check_heads((heads_opts){.kv_heads = 2}, "cope", &(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4}); }
+Test(kv_cache, mqa_xpos) { check_heads((heads_opts){.dim_head = 8, .kv_heads = 1}, "xpos", NULL); }
+Test(kv_cache, mqa_band_alibi)
+{
+    check_heads((heads_opts){.kv_heads = 1, .band = {.window = 4, .look_backward = 1}}, "alibi", NULL);
+}
+Test(kv_cache, qk_norm_rotary) { check_heads((heads_opts){.kv_heads = 2, .qk_norm = true}, "rotary", NULL); }
+Test(kv_cache, qk_norm_dim_scale_gqa)
+{
+    check_heads((heads_opts){.dim_head = 8, .kv_heads = 2, .qk_norm = true, .dim_scale = true}, "rotary", NULL);
+}
+
+/* ---- one positional module shared by every block (pg_lm_config.share_layer_pos) ---------------- */
+
+/* A 3-block LM whose layer modules are the kinds given, shared where share[i]; the shared
+ * modules' parameters (T5's table starts at zero) drawn from N(0, 0.5) so they count. */
+static pg_lm *shared_lm(int n, const char *const *kinds, const bool *share)
+{
+    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, 3);
+    for (int i = 0; i < n; i++) {
+        c.layer_pos[c.n_layer_pos] = (pg_posmod_spec){.kind = kinds[i]};
+        c.share_layer_pos[c.n_layer_pos++] = share[i];
+    }
+    pg_lm *lm = test_small_lm(c, NULL, NULL, NULL);
+    pg_tensor_list ps = pg_module_parameters(&lm->base);
+    pg_rng r = pg_rng_init(5);
+    int n_shared = 0;
+    for (int i = 0; i < ps.n; i++)
+        if (!strncmp(ps.names[i], "rel_pos.", 8)) {
+            pg_fill_normal(ps.tensors[i], &r, 0.0, 0.5);
+            n_shared++;
+        }
+    pg_tensor_list_free(&ps);
+    cr_assert_gt(n_shared, 0, "no rel_pos parameters");
+    return lm;
+}
+
+static void check_shared(int n, const char *const *kinds, const bool *share, const char *what)
+{
+    pg_lm *lm = shared_lm(n, kinds, share);
+    double d5 = decode_diff(lm, 2, 5, 24, 3), d1 = decode_diff(lm, 1, 1, 24, 4);
+    double worst = fmax(d5, d1);
+    printf("kv_cache shared %s: worst cached-vs-full difference %.3g\n", what, worst);
+    cr_assert(worst <= 1e-12, "shared %s: worst cached-vs-full difference %.3g", what, worst);
+    pg_module_free(&lm->base);
+}
+
+Test(kv_cache, shared_dpb_and_t5)
+{
+    check_shared(2, (const char *[]){"dpb", "t5"}, (const bool[]){true, true}, "dpb + t5");
+}
+Test(kv_cache, shared_dpb_alone_and_t5_alone)
+{
+    check_shared(1, (const char *[]){"dpb"}, (const bool[]){true}, "dpb");
+    check_shared(1, (const char *[]){"t5"}, (const bool[]){true}, "t5");
+}
+/* shared and per-layer modules mixed: a per-layer rotary before a shared T5 and FoX */
+Test(kv_cache, shared_mixed_with_per_layer)
+{
+    check_shared(3, (const char *[]){"rotary", "t5", "fox"}, (const bool[]){false, true, true}, "rotary | t5 + fox");
+}

@@ -145,27 +145,19 @@ Test(kv_cache_pad, fox_dd_alibi) { check("sinusoidal", "fox", &(pg_fox_opts){.in
 
 Test(kv_cache_pad, rotary_pi)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_LINEAR;
-    o.rope_factor = 2;
+    pg_rotary_opts o = test_rope_opts(TEST_ROPE_PI);
     check(NULL, "rotary", &o, 0);
 }
 
 Test(kv_cache_pad, rotary_yarn)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.scaling = PG_ROPE_YARN;
-    o.rope_factor = 4;
-    o.rope_orig_len = 8;
+    pg_rotary_opts o = test_rope_opts(TEST_ROPE_YARN);
     check(NULL, "rotary", &o, 0);
 }
 
 Test(kv_cache_pad, xpos_fixed_centre)
 {
-    pg_rotary_opts o = pg_rotary_defaults();
-    o.use_xpos = true;
-    o.xpos_fixed_centre = true;
-    o.xpos_centre = 5;
+    pg_rotary_opts o = test_rope_opts(TEST_XPOS_FIXED);
     check(NULL, "rotary", &o, 0);
 }
 

@@ -354,7 +354,7 @@ static int copy_backward(pg_tensor *const *gi, const pg_tensor *go, const pg_ten
     (void)out, (void)in, (void)n_in, (void)ctx;
     return gi[0] ? pg_copy_into(gi[0], go) : 0;
 }
-static const pg_custom_op MY_OP = {"my_op", copy_forward, copy_backward};
+static const pg_custom_op MY_OP = {.name = "my_op", .forward = copy_forward, .backward = copy_backward};
 PTR(custom_op, "pg_custom", pg_custom(G, NULL, 1, &X, 2, S23, NULL, 0))
 PTR(custom_in, "my_op", pg_custom(G, &MY_OP, 1, NULL, 2, S23, NULL, 0))
 PTR(custom_in_entry, "my_op", pg_custom(G, &MY_OP, 1, (pg_tensor *[]){NULL}, 2, S23, NULL, 0))
@@ -386,6 +386,38 @@ CASE(gradcheck_input_entry)
     pg_gradcheck_result r = pg_gradcheck(id_fn, 1, (pg_tensor *[]){NULL}, NULL, NULL);
     cr_assert(!r.ok);
     expect_error("pg_gradcheck", "pg_gradcheck(id_fn, 1, {NULL}, ...)");
+}
+CASE(gradcheck_ex_fn)
+{
+    pg_clear_error();
+    pg_gradcheck_stat st;
+    cr_assert(!pg_gradcheck_ex(NULL, 1, &X, NULL, NULL, &st).ok);
+    expect_error("pg_gradcheck", "pg_gradcheck_ex(NULL, ...)");
+}
+static pg_tensor *id_module_fn(pg_graph *g, pg_module *m, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)m, (void)n, (void)ctx;
+    return pg_copy(g, in[0]);
+}
+CASE(gradcheck_module_args)
+{
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(NULL, &lm()->base, 1, &X, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(NULL fn, ...)");
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(id_module_fn, NULL, 1, &X, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(fn, NULL, ...)");
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(id_module_fn, &lm()->base, 1, NULL, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(fn, m, 1, NULL, ...)");
+    pg_clear_error();
+    cr_assert(!pg_gradcheck_module(id_module_fn, &lm()->base, 1, (pg_tensor *[]){NULL}, NULL, NULL).all.ok);
+    expect_error("pg_gradcheck_module", "pg_gradcheck_module(fn, m, 1, {NULL}, ...)");
+    cr_assert(strstr(pg_last_error(), "input 0 is NULL"), "%s", pg_last_error());
+    pg_clear_error();
+    cr_assert_eq(pg_module_gradcheck_print(NULL, NULL), -1);
+    expect_error("pg_module_gradcheck_print", "pg_module_gradcheck_print(NULL, NULL)");
+    pg_module_gradcheck_free(NULL);
 }
 
 /* ---- autograd/ops.h: every tensor position of every op ----------------------------------- */
@@ -916,6 +948,22 @@ CASE(lm_cache_set_start_start)
     pg_lm_cache_free(c);
 }
 
+/* ---- nn/attention.h: head width, grouped-query attention, qk-norm (pg_mha_qkv) ------------------------ */
+#undef SECTION
+#define SECTION "attn_heads"
+
+static pg_tensor *QKV3[3];
+NUM(mha_qkv_g, "pg_mha_qkv", pg_mha_qkv(NULL, mha(), XS, NULL, QKV3), -1)
+NUM(mha_qkv_m, "pg_mha_qkv", pg_mha_qkv(G, NULL, XS, NULL, QKV3), -1)
+NUM(mha_qkv_x, "pg_mha_qkv", pg_mha_qkv(G, mha(), NULL, NULL, QKV3), -1)
+NUM(mha_qkv_qkv, "pg_mha_qkv", pg_mha_qkv(G, mha(), XS, NULL, NULL), -1)
+/* ---- nn/attention.h: a borrowed positional module (pg_mha_borrow_pos; tests/test_shared_pos.c) -------- */
+#undef SECTION
+#define SECTION "shared_pos"
+
+NUM(mha_borrow_pos_m, "pg_mha_borrow_pos", pg_mha_borrow_pos(NULL, NULL, 0), -1)
+NUM(mha_borrow_pos_p, "pg_mha_borrow_pos", pg_mha_borrow_pos(mha(), NULL, 0), -1)
+
 /* ---- running a section ------------------------------------------------------------------------------ */
 #undef SECTION
 
@@ -970,6 +1018,8 @@ Test(null_args, optim) { run_section("optim"); }
 Test(null_args, plot) { run_section("plot"); }
 Test(null_args, kv_cache) { run_section("kv_cache"); }
 Test(null_args, kv_cache_pad) { run_section("kv_cache_pad"); }
+Test(null_args, attn_heads) { run_section("attn_heads"); }
+Test(null_args, shared_pos) { run_section("shared_pos"); }
 
 /* Every case belongs to one of the sections above. */
 Test(null_args, every_case_has_a_section)
@@ -978,7 +1028,8 @@ Test(null_args, every_case_has_a_section)
                                         "safetensors", "posmod", "schemes", "attention", "optim",
                                         "plot",
                                         "kv_cache",
-                                        "kv_cache_pad"};
+                                        "kv_cache_pad",
+                                        "attn_heads", "shared_pos"};
     cr_assert_gt(N_CASES, 400, "only %d cases registered", N_CASES);
     for (int i = 0; i < N_CASES; i++) {
         bool found = false;

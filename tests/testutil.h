@@ -328,4 +328,19 @@ static inline pg_lm *test_small_lm(pg_lm_config c, const char *input, const char
     return lm;
 }
 
+/* The rotary options the KV cache suites decode: PI (linear, factor 2), YaRN
+ * (factor 4 over a trained length of 8), xPos about the fixed centre 5. */
+typedef enum { TEST_ROPE_PI, TEST_ROPE_YARN, TEST_XPOS_FIXED } test_rope_case;
+static inline pg_rotary_opts test_rope_opts(test_rope_case which)
+{
+    pg_rotary_opts o = pg_rotary_defaults();
+    if (which == TEST_ROPE_PI)
+        o.scaling = PG_ROPE_LINEAR, o.rope_factor = 2;
+    else if (which == TEST_ROPE_YARN)
+        o.scaling = PG_ROPE_YARN, o.rope_factor = 4, o.rope_orig_len = 8;
+    else
+        o.use_xpos = true, o.xpos_fixed_centre = true, o.xpos_centre = 5;
+    return o;
+}
+
 #endif
