@@ -44,42 +44,83 @@ static bool check_x(pg_graph *g, const char *fn, const pg_tensor *x, int64_t dim
 }
 
 /* ---- RMSNorm -------------------------------------------------------------------------
- * y = x / sqrt(mean(x^2) + eps) * weight over the last dim (torch.nn.RMSNorm; pass eps
- * explicitly: torch's eps=None means the dtype's machine epsilon). */
+ * PG_RMS_MEAN: y = x / sqrt(mean(x^2) + eps) * gain (torch.nn.RMSNorm; pass eps explicitly:
+ *   torch's eps=None means the dtype's machine epsilon).
+ * PG_RMS_L2:   y = x / max(||x||_2, eps) * sqrt(dim) * gain (x-transformers' RMSNorm).
+ * gain = weight (+ 1 with unit_offset). */
 
-pg_rmsnorm *pg_rmsnorm_new(int64_t dim, double eps, bool affine, pg_dtype dtype)
+pg_tensor *pg_l2_normalize(pg_graph *g, pg_tensor *x, double eps)
 {
-    const char *fn = "pg_rmsnorm_new";
-    if (!pg_module_dtype_ok(fn, dtype))
-        return NULL;
-    if (dim < 1 || !(eps >= 0) || !isfinite(eps)) {
-        pg_set_error("%s: need dim >= 1 and finite eps >= 0, got %lld, %g", fn, (long long)dim, eps);
+    const char *fn = "pg_l2_normalize";
+    PG_NN_SCRATCH(g, fn, pg_l2_normalize(g, x, eps));
+    if (!x || !pg_dtype_is_float(x->dtype) || x->ndim < 1) {
+        char a[128];
+        pg_graph_fail(g, "%s: x is %s, expected a float tensor (..., dim)", fn, x ? pg_shape_str(a, sizeof a, x)
+                                                                                   : "NULL");
         return NULL;
     }
+    if (!(eps > 0) || !isfinite(eps)) {
+        pg_graph_fail(g, "%s: need a finite eps > 0, got %g", fn, eps);
+        return NULL;
+    }
+    int last = x->ndim - 1;
+    /* max(||x||, eps) = sqrt(max(sum x^2, eps^2)): the clamp keeps sqrt's gradient finite at a zero row */
+    pg_tensor *ss = pg_clamp(g, pg_sum(g, pg_square(g, x), 1, &last, true), eps * eps, INFINITY); /* (..., 1) */
+    return pg_div(g, x, pg_sqrt(g, ss));
+}
+
+static pg_rmsnorm *rmsnorm_make(const char *fn, int64_t dim, const pg_norm_opts *o, pg_dtype dtype)
+{
+    if (!pg_module_dtype_ok(fn, dtype) || !pg_norm_opts_ok(fn, dim, o, false))
+        return NULL;
     pg_rmsnorm *n = pg_module_alloc(sizeof *n, "RMSNorm", NULL, fn);
     if (!n)
         return NULL;
     n->dim = dim;
-    n->eps = eps;
-    if (affine) {
+    n->eps = o->eps;
+    n->unit_offset = o->unit_offset;
+    n->form = o->form;
+    if (o->affine) {
         n->weight = pg_module_new_param(&n->base, "weight", dtype, PG_SHAPE(dim));
         if (!n->weight)
             return pg_module_fail(&n->base, NULL);
-        pg_fill(n->weight, 1.0);
+        pg_fill(n->weight, o->unit_offset ? 0.0 : 1.0); /* the gain starts at 1 either way */
     }
     return n;
+}
+
+pg_rmsnorm *pg_rmsnorm_new(int64_t dim, double eps, bool affine, pg_dtype dtype)
+{
+    pg_norm_opts o = pg_norm_defaults();
+    o.eps = eps;
+    o.affine = affine;
+    o.bias = false;
+    return rmsnorm_make("pg_rmsnorm_new", dim, &o, dtype);
+}
+
+pg_rmsnorm *pg_rmsnorm_new_opts(int64_t dim, const pg_norm_opts *o, pg_dtype dtype)
+{
+    pg_norm_opts op = o ? *o : pg_norm_defaults();
+    if (!o)
+        op.bias = false;
+    return rmsnorm_make("pg_rmsnorm_new_opts", dim, &op, dtype);
 }
 
 pg_tensor *pg_rmsnorm_forward(pg_graph *g, pg_rmsnorm *n, pg_tensor *x)
 {
     const char *fn = "pg_rmsnorm_forward";
+    PG_NN_SCRATCH(g, fn, pg_rmsnorm_forward(g, n, x));
     if (!n) {
         pg_graph_fail(g, "%s: module is NULL", fn);
         return NULL;
     }
     if (!check_x(g, fn, x, n->dim, n->weight))
         return NULL;
-    return pg_rms_norm(g, x, 1, n->weight, n->eps);
+    pg_tensor *gain = pg_norm_gain(g, n->weight, n->unit_offset);
+    if (n->form == PG_RMS_MEAN)
+        return pg_rms_norm(g, x, 1, gain, n->eps);
+    pg_tensor *y = pg_mul_scalar(g, pg_l2_normalize(g, x, n->eps), sqrt((double)n->dim));
+    return gain ? pg_mul(g, y, gain) : y;
 }
 
 /* ---- Dropout (torch.nn.Dropout) --------------------------------------------------------

@@ -18,7 +18,8 @@
 typedef struct pos_learned {
     pg_posmod pm;
     int64_t dim, max_seq_len;
-    bool ignore_mask;
+    bool ignore_mask, l2norm;
+    double scale; /* resolved: > 0 */
     pg_embed *emb;
 } pos_learned;
 
@@ -68,6 +69,10 @@ static pg_tensor *learned_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, const p
             }
     }
     pg_tensor *pe = pg_embedding(g, s->emb->weight, ids); /* (B, Lp, dim) */
+    if (s->scale != 1.0) /* x-transformers: emb * dim^-0.5 */
+        pe = pg_mul_scalar(g, pe, s->scale);
+    if (s->l2norm) /* x-transformers' l2norm_embed: F.normalize(pe, dim=-1) */
+        pe = pg_l2_normalize(g, pe, 1e-12);
     return pg_pos_abs_add(g, fn, x, pe, c, !s->ignore_mask);
 }
 
@@ -79,6 +84,11 @@ pg_posmod *pg_learned_new(int64_t dim, int64_t max_seq_len, const pg_learned_opt
     if (dim < 1 || max_seq_len < 1) {
         pg_set_error("%s: need dim >= 1 and max_seq_len >= 1, got dim %lld, max_seq_len %lld", fn, (long long)dim,
                      (long long)max_seq_len);
+        return NULL;
+    }
+    double scale = o && o->scale != 0 ? o->scale : 1.0;
+    if (!(scale > 0) || !isfinite(scale)) {
+        pg_set_error("%s: scale must be finite and >= 0 (0 means 1), got %g", fn, o->scale);
         return NULL;
     }
     if (!pg_module_dtype_ok(fn, dtype))
@@ -93,6 +103,8 @@ pg_posmod *pg_learned_new(int64_t dim, int64_t max_seq_len, const pg_learned_opt
     s->dim = dim;
     s->max_seq_len = max_seq_len;
     s->ignore_mask = o && o->ignore_mask;
+    s->l2norm = o && o->l2norm;
+    s->scale = scale;
     s->emb = e;
     if (pg_module_add_child(&s->pm.base, "emb", &e->base) != 0)
         return pg_module_fail(&s->pm.base, NULL);

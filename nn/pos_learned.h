@@ -1,7 +1,8 @@
 /* posgrad nn: learned absolute encodings, mod_x schemes (docs/pos/absolute.md).
  *
  * LearnedVocab (docs/semantics.md §1.4, bio-attention's LearnedVocab), registered as
- * "learned": a table of max_seq_len learned rows, pe[t] = emb.weight[pos[t]].
+ * "learned": a table of max_seq_len learned rows, pe[t] = emb.weight[pos[t]] (optionally
+ * scaled and l2-normalised: pg_learned_opts.scale, .l2norm, as x-transformers).
  *   Parameter "emb.weight" (max_seq_len, dim), N(0, 1) init. Positions: NULL = 0..L-1 or
  *   (B, Lp) i64 in [0, max_seq_len); float positions are an error (the table is discrete).
  *   No divide option.
@@ -28,6 +29,11 @@
 typedef struct pg_learned_opts {
     int64_t max_seq_len; /* rows of the table; 0: pg_posmod_args.max_len (which must then be > 0) */
     bool ignore_mask;    /* true: masked tokens still get their row. Default false */
+    /* x-transformers' AbsolutePositionalEmbedding: pe[t] = emb.weight[pos[t]] * scale, then
+     * pe[t] / max(||pe[t]||_2, 1e-12) when l2norm (their l2norm_embed, which sets scale 1).
+     * Theirs: scale = dim^-0.5 (pow(dim, -0.5)). */
+    double scale;        /* finite, >= 0; 0 means 1 (no scaling, posgrad's and nanoGPT's). Default 1 */
+    bool l2norm;         /* Default false */
 } pg_learned_opts;
 
 /* The registry constructor ("learned"): a->dim, a->max_len, a->dtype, a->rng (NULL: seed 0),

@@ -12,6 +12,7 @@ typedef struct pos_sinusoidal {
     int64_t dim;
     pg_sinusoidal_opts o; /* resolved: divide > 0, base > 1 */
     pg_tensor *div;       /* learned_div parameter, else NULL */
+    pg_tensor *scale;     /* learned_scale parameter (1), else NULL */
 } pos_sinusoidal;
 
 /* ---- shared helpers --------------------------------------------------------------------- */
@@ -79,9 +80,10 @@ static pg_tensor *sinusoidal_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
         pg_graph_fail(g, "%s: x is %s, expected (B, L, dim = %lld)", fn, SHAPE(x), (long long)s->dim);
         return NULL;
     }
-    if (s->div && s->div->dtype != x->dtype) {
-        pg_graph_fail(g, "%s: x is %s but the module's div is %s", fn, pg_dtype_name(x->dtype),
-                      pg_dtype_name(s->div->dtype));
+    pg_tensor *own = s->div ? s->div : s->scale; /* both have the module's dtype */
+    if (own && own->dtype != x->dtype) {
+        pg_graph_fail(g, "%s: x is %s but the module's %s is %s", fn, pg_dtype_name(x->dtype),
+                      s->div ? "div" : "scale", pg_dtype_name(own->dtype));
         return NULL;
     }
     int64_t B = x->shape[0], Lp = p->shape[1], half = s->dim / 2;
@@ -90,7 +92,10 @@ static pg_tensor *sinusoidal_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
         pg_set(f, i, 1.0 / pow(s->o.base, (double)(2 * i) / (double)s->dim));
     pg_tensor *th = pg_pos_divide_by(g, pg_mul(g, p, f), s->div, s->o.divide); /* (B, Lp, dim/2) */
     pg_tensor *sc[2] = {pg_sin(g, th), pg_cos(g, th)};
-    pg_tensor *pe = pg_reshape(g, pg_stack(g, 2, sc, 3), PG_SHAPE(B, Lp, s->dim)); /* sin, cos interleaved */
+    pg_tensor *pe = s->o.cat_halves ? pg_concat(g, 2, sc, 2) /* (B, Lp, dim): sines, then cosines */
+                                    : pg_reshape(g, pg_stack(g, 2, sc, 3), PG_SHAPE(B, Lp, s->dim)); /* pairs */
+    if (s->scale) /* x-transformers' ScaledSinusoidalEmbedding: emb * scale */
+        pe = pg_mul(g, pe, s->scale);
     return pg_pos_abs_add(g, fn, x, pe, c, !s->o.ignore_mask);
 }
 
@@ -99,6 +104,14 @@ static const pg_posmod_ops SINUSOIDAL_OPS = {.mod_x = sinusoidal_mod_x};
 pg_sinusoidal_opts pg_sinusoidal_defaults(void)
 {
     return (pg_sinusoidal_opts){.divide = 1.0, .learned_div = false, .base = 10000.0, .ignore_mask = false};
+}
+
+pg_sinusoidal_opts pg_scaled_sinusoidal_defaults(void)
+{
+    pg_sinusoidal_opts o = pg_sinusoidal_defaults();
+    o.cat_halves = true;
+    o.learned_scale = true;
+    return o;
 }
 
 pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype dtype)
@@ -126,6 +139,12 @@ pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype 
     s->o = op;
     bool ok;
     s->div = pg_pos_div_param(&s->pm, (pg_pos_divide){op.divide, op.learned_div}, dtype, &ok);
+    if (ok && op.learned_scale) {
+        s->scale = pg_module_new_param(&s->pm.base, "scale", dtype, PG_SHAPE(1));
+        if (s->scale)
+            pg_fill(s->scale, 1.0 / sqrt((double)dim)); /* torch.ones(1) * dim ** -0.5 */
+        ok = s->scale != NULL;
+    }
     if (!ok)
         return pg_module_fail(&s->pm.base, NULL);
     return &s->pm;

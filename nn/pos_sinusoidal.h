@@ -3,6 +3,8 @@
  *
  *   theta[t, i] = (pos[t] * inv_freq[i]) / divisor,   inv_freq[i] = base^(-2i/dim), i < dim/2
  *   pe[t, 2i] = sin theta[t, i],  pe[t, 2i+1] = cos theta[t, i]      (interleaved pairs)
+ *   or, with cat_halves, pe[t, i] = sin theta[t, i], pe[t, dim/2 + i] = cos theta[t, i]; with
+ *   learned_scale pe is multiplied by the parameter "scale" (1) (x-transformers' scaled form)
  *   out = x + pe,  where pe is
  *     - zero for the first L - Lp tokens when positions are shorter than the sequence
  *       (left padding: un-positioned tokens get no encoding);
@@ -24,10 +26,18 @@ typedef struct pg_sinusoidal_opts {
     bool learned_div;  /* parameter "div" = log(divide), divisor max(exp(div), 1e-8). Default false */
     double base;       /* frequency base; 0 means 10000 (the reference). Default 10000 */
     bool ignore_mask;  /* true: tokens with a false key-mask entry still get their encoding. Default false */
+    /* x-transformers' ScaledSinusoidalEmbedding (scaled_sinu_pos_emb = True) is
+     * pg_scaled_sinusoidal_defaults(): the same frequencies, base^(-i/(dim/2)) = base^(-2i/dim), and
+     *   cat_halves:     pe = cat(sin theta, cos theta) (sines in the first half) instead of pairs
+     *   learned_scale:  pe *= parameter "scale" (1), initialised at dim^-0.5 */
+    bool cat_halves;    /* Default false */
+    bool learned_scale; /* Default false */
 } pg_sinusoidal_opts;
 
-/* {divide 1, learned_div false, base 10000, ignore_mask false} */
+/* {divide 1, learned_div false, base 10000, ignore_mask false, cat_halves false, learned_scale false} */
 pg_sinusoidal_opts pg_sinusoidal_defaults(void);
+/* x-transformers' ScaledSinusoidalEmbedding: the defaults with cat_halves and learned_scale */
+pg_sinusoidal_opts pg_scaled_sinusoidal_defaults(void);
 
 /* The registry constructor: a->dim, a->dtype (of "div"), a->opts a pg_sinusoidal_opts or NULL. */
 pg_posmod *pg_posmod_make_sinusoidal(const pg_posmod_args *a);

@@ -11,15 +11,66 @@
 
 static const pg_attn_args NO_ARGS = {0}; /* a NULL pg_attn_args means these */
 
+/* ---- biases and norm conventions (transformer.h, pg_bias_switch) ------------------------------ */
+
+static pg_bias_switch switch_resolve(pg_bias_switch s, bool dflt)
+{
+    return s == PG_BIAS_DEFAULT ? (dflt ? PG_BIAS_ON : PG_BIAS_OFF) : s;
+}
+
+/* the form's default eps: F.normalize's 1e-12 for PG_RMS_L2, else torch's 1e-5 */
+static double eps_default(pg_norm_kind kind, pg_rms_form form)
+{
+    return kind == PG_NORM_RMS && form == PG_RMS_L2 ? 1e-12 : 1e-5;
+}
+
+static bool switch_ok(pg_bias_switch s) { return s == PG_BIAS_DEFAULT || s == PG_BIAS_ON || s == PG_BIAS_OFF; }
+
+/* The switches and norm options of c are known and fit its norm; message "fn: ..." */
+static bool conventions_ok(const char *fn, const pg_block_config *c)
+{
+    bool rms = c->norm == PG_NORM_RMS, l2 = rms && c->rms_form == PG_RMS_L2;
+    const char *why = !switch_ok(c->attn_bias) || !switch_ok(c->ff_bias) || !switch_ok(c->norm_bias)
+                          ? "attn_bias, ff_bias and norm_bias must be PG_BIAS_DEFAULT, PG_BIAS_ON or PG_BIAS_OFF"
+                      : rms && c->norm_bias == PG_BIAS_ON ? "norm_bias PG_BIAS_ON needs LayerNorm (RMSNorm has no bias)"
+                      : c->rms_form != PG_RMS_MEAN && c->rms_form != PG_RMS_L2 ? "unknown rms_form"
+                      : !rms && c->rms_form != PG_RMS_MEAN ? "rms_form PG_RMS_L2 needs norm PG_NORM_RMS"
+                      : l2 && c->norm_eps == PG_NORM_EPS_ZERO ? "PG_RMS_L2 needs norm_eps > 0 (0 means 1e-12)"
+                      : !(c->norm_eps >= 0 || c->norm_eps == PG_NORM_EPS_ZERO) || !isfinite(c->norm_eps)
+                          ? "norm_eps must be finite and >= 0, or PG_NORM_EPS_ZERO"
+                          : NULL;
+    if (why)
+        pg_set_error("%s: %s (norm %d, rms_form %d, norm_eps %g, attn_bias %d, ff_bias %d, norm_bias %d)", fn, why,
+                     (int)c->norm, (int)c->rms_form, c->norm_eps, (int)c->attn_bias, (int)c->ff_bias,
+                     (int)c->norm_bias);
+    return !why;
+}
+
+/* The switches to ON / OFF and norm_eps 0 to the form's default (PG_NORM_EPS_ZERO stays) */
+static void conventions_resolve(pg_block_config *k)
+{
+    k->attn_bias = switch_resolve(k->attn_bias, k->bias);
+    k->ff_bias = switch_resolve(k->ff_bias, k->bias);
+    k->norm_bias = switch_resolve(k->norm_bias, k->norm == PG_NORM_LAYER); /* before: always on */
+    if (k->norm_eps == 0)
+        k->norm_eps = eps_default(k->norm, k->rms_form);
+}
+
 /* ---- norms: LayerNorm or RMSNorm behind one pointer ------------------------------------------ */
 
-static pg_module *norm_new(pg_norm_kind kind, int64_t dim, double eps, pg_dtype dtype)
+/* the block's norm (k resolved) */
+static pg_module *norm_new(const pg_block_config *k)
 {
-    if (kind == PG_NORM_RMS) {
-        pg_rmsnorm *n = pg_rmsnorm_new(dim, eps, true, dtype);
+    pg_norm_opts o = pg_norm_defaults();
+    o.eps = k->norm_eps == PG_NORM_EPS_ZERO ? 0.0 : k->norm_eps;
+    o.bias = k->norm == PG_NORM_LAYER && k->norm_bias == PG_BIAS_ON;
+    o.unit_offset = k->norm_unit_offset;
+    o.form = k->norm == PG_NORM_RMS ? k->rms_form : PG_RMS_MEAN;
+    if (k->norm == PG_NORM_RMS) {
+        pg_rmsnorm *n = pg_rmsnorm_new_opts(k->dim, &o, k->dtype);
         return n ? &n->base : NULL;
     }
-    pg_layernorm *n = pg_layernorm_new(dim, eps, true, true, dtype);
+    pg_layernorm *n = pg_layernorm_new_opts(k->dim, &o, k->dtype);
     return n ? &n->base : NULL;
 }
 
@@ -58,12 +109,13 @@ static bool block_config_ok(const char *fn, const pg_block_config *c)
         return false;
     }
     bool ok = c->dim >= 1 && c->ff_hidden >= 0 && (c->norm == PG_NORM_LAYER || c->norm == PG_NORM_RMS) &&
-              c->norm_eps >= 0 && isfinite(c->norm_eps) && c->resid_dropout >= 0 && c->resid_dropout < 1;
+              (c->norm_eps >= 0 || c->norm_eps == PG_NORM_EPS_ZERO) && isfinite(c->norm_eps) &&
+              c->resid_dropout >= 0 && c->resid_dropout < 1;
     if (!ok)
         pg_set_error("%s: need dim >= 1, ff_hidden >= 0, a known norm, finite norm_eps >= 0 and resid_dropout in "
                      "[0, 1), got dim %lld, ff_hidden %lld, norm %d, norm_eps %g, resid_dropout %g",
                      fn, (long long)c->dim, (long long)c->ff_hidden, (int)c->norm, c->norm_eps, c->resid_dropout);
-    return ok;
+    return ok && conventions_ok(fn, c);
 }
 
 pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_pos, pg_rng *r)
@@ -84,16 +136,15 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
     b->cfg = *c;
     if (b->cfg.ff_hidden == 0)
         b->cfg.ff_hidden = 4 * c->dim;
-    if (b->cfg.norm_eps == 0)
-        b->cfg.norm_eps = 1e-5;
+    conventions_resolve(&b->cfg);
     const pg_block_config *k = &b->cfg;
-    pg_mha_config mc = {.dim = k->dim, .heads = k->heads, .bias = k->bias, .causal = k->causal,
+    pg_mha_config mc = {.dim = k->dim, .heads = k->heads, .bias = k->attn_bias == PG_BIAS_ON, .causal = k->causal,
                         .dropout = k->attn_dropout, .scale = k->scale, .dtype = k->dtype, .band = k->band,
                         .dim_head = k->dim_head, .kv_heads = k->kv_heads, .qk_norm = k->qk_norm,
                         .qk_norm_scale = k->qk_norm_scale, .qk_norm_dim_scale = k->qk_norm_dim_scale,
                         .qk_norm_groups = k->qk_norm_groups};
     /* children in data-flow order */
-    b->norm1 = norm_new(k->norm, k->dim, k->norm_eps, k->dtype);
+    b->norm1 = norm_new(k);
     if (!adopt(&b->base, "norm1", b->norm1)) {
         pg_posmod_free_list(pos, 0, n_pos);
         goto fail;
@@ -101,10 +152,11 @@ pg_block *pg_block_new(const pg_block_config *c, pg_posmod *const *pos, int n_po
     b->attn = pg_mha_new(&mc, pos, n_pos, r); /* adopts pos, also when it fails */
     if (!adopt(&b->base, "attn", b->attn ? &b->attn->base : NULL))
         goto fail;
-    b->norm2 = norm_new(k->norm, k->dim, k->norm_eps, k->dtype);
+    b->norm2 = norm_new(k);
     if (!adopt(&b->base, "norm2", b->norm2))
         goto fail;
-    b->ff = pg_feedforward_new(k->dim, k->ff_hidden, k->ff_kind, k->ff_act, k->ff_dropout, k->bias, k->dtype, r);
+    b->ff = pg_feedforward_new(k->dim, k->ff_hidden, k->ff_kind, k->ff_act, k->ff_dropout, k->ff_bias == PG_BIAS_ON,
+                               k->dtype, r);
     if (!adopt(&b->base, "ff", b->ff ? &b->ff->base : NULL))
         goto fail;
     return b;
@@ -174,6 +226,24 @@ static void lm_destroy(pg_module *base)
     free(lm);
 }
 
+/* The LM's switches and norm options (one group of fields) into a block config */
+static void lm_conventions(pg_block_config *bc, const pg_lm_config *c)
+{
+    bc->attn_bias = c->attn_bias;
+    bc->ff_bias = c->ff_bias;
+    bc->norm_bias = c->norm_bias;
+    bc->norm_unit_offset = c->norm_unit_offset;
+    bc->rms_form = c->rms_form;
+}
+
+/* What the final norm is built from (resolved by norm_new's caller) */
+static pg_block_config lm_norm_config(const pg_lm_config *c)
+{
+    pg_block_config bc = {.dim = c->dim, .bias = c->bias, .norm = c->norm, .norm_eps = c->norm_eps, .dtype = c->dtype};
+    lm_conventions(&bc, c);
+    return bc;
+}
+
 static bool lm_config_ok(const char *fn, const pg_lm_config *c)
 {
     if (!c) {
@@ -190,7 +260,7 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
     }
     if (!(c->dropout >= 0 && c->dropout < 1) || !(c->init_std >= 0) || !isfinite(c->init_std) ||
         !pg_dtype_is_float(c->dtype) || (c->norm != PG_NORM_LAYER && c->norm != PG_NORM_RMS) ||
-        !(c->norm_eps >= 0) || !isfinite(c->norm_eps)) {
+        !(c->norm_eps >= 0 || c->norm_eps == PG_NORM_EPS_ZERO) || !isfinite(c->norm_eps)) {
         pg_set_error("%s: need dropout in [0, 1), finite init_std >= 0, a float dtype, a known norm and finite "
                      "norm_eps >= 0, got %g, %g, %s, %d, %g",
                      fn, c->dropout, c->init_std, pg_dtype_name(c->dtype), (int)c->norm, c->norm_eps);
@@ -208,7 +278,8 @@ static bool lm_config_ok(const char *fn, const pg_lm_config *c)
                          fn, i, c->n_layer_pos, i);
             return false;
         }
-    return true;
+    pg_block_config bc = lm_norm_config(c);
+    return conventions_ok(fn, &bc);
 }
 
 /* Builds the n positional modules of specs for `layer` into out; on failure
@@ -344,6 +415,7 @@ static bool add_blocks(pg_lm *lm, pg_rng *r)
                           .dim_head = c->dim_head, .kv_heads = c->kv_heads, .qk_norm = c->qk_norm,
                           .qk_norm_dim_scale = c->qk_norm_dim_scale, .qk_norm_scale = c->qk_norm_scale,
                           .qk_norm_groups = c->qk_norm_groups};
+    lm_conventions(&bc, c);
     for (int64_t i = 0; i < c->layers; i++) {
         pg_posmod *pos[PG_LM_MAX_POS];
         if (build_posmods("pg_lm_new", c, own, n_own, (int)i, r, pos) != 0)
@@ -413,14 +485,17 @@ pg_lm *pg_lm_new(const pg_lm_config *c)
         return NULL;
     }
     lm->cfg = *c;
-    if (lm->cfg.norm_eps == 0)
-        lm->cfg.norm_eps = 1e-5;
+    pg_block_config nc = lm_norm_config(c);
+    conventions_resolve(&nc);
+    lm->cfg.norm_eps = nc.norm_eps;
     pg_rng r = pg_rng_init(c->seed);
     lm->tok_emb = pg_embed_new(c->vocab, c->dim, c->dtype, &r);
+    if (lm->tok_emb)
+        lm->tok_emb->l2norm = c->tok_l2norm;
     bool ok = adopt(&lm->base, "tok_emb", lm->tok_emb ? &lm->tok_emb->base : NULL) && add_input_pos(lm, &r) &&
               add_rel_pos(lm, &r) && add_blocks(lm, &r);
     if (ok) {
-        lm->norm = norm_new(c->norm, c->dim, lm->cfg.norm_eps, c->dtype);
+        lm->norm = norm_new(&nc);
         ok = adopt(&lm->base, "norm", lm->norm);
     }
     if (ok) {
@@ -493,5 +568,6 @@ pg_tensor *pg_lm_loss(pg_graph *g, pg_lm *lm, pg_tensor *ids, pg_tensor *targets
     pg_tensor *logits = pg_lm_forward(g, lm, ids, a);
     if (!logits)
         return NULL;
-    return pg_cross_entropy(g, logits, targets, PG_LM_IGNORE, 0.0);
+    const pg_lm_config *c = &lm->cfg;
+    return pg_cross_entropy(g, logits, targets, c->has_ignore_index ? c->ignore_index : PG_LM_IGNORE, 0.0);
 }

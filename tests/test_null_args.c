@@ -1080,3 +1080,13 @@ Test(null_args, every_case_has_a_section)
         cr_assert(found, "case %s is in section %s, which no test runs", CASES[i].id, CASES[i].section);
     }
 }
+
+/* ---- nn/layers.h: norm options, l2 normalisation (issue 16) ------------------------------------------ */
+#define SECTION "module"
+PTR(l2_normalize_x, "pg_l2_normalize", pg_l2_normalize(G, NULL, 1e-12))
+VALUE(norm_opts_ok_o, pg_norm_opts_ok("pg_norm_opts_ok", 3, NULL, true), 0)
+VALUE(norm_opts_ok_fn, pg_norm_opts_ok(NULL, 3, &(pg_norm_opts){.eps = 1e-5}, true), 1) /* fn NULL: named for itself */
+VALUE(norm_gain_weight, pg_norm_gain(G, NULL, true), 0) /* no weight: no gain */
+VALUE(layernorm_new_opts_o, keep(pg_layernorm_new_opts(3, NULL, PG_F64)) != NULL, 1) /* NULL: the defaults */
+VALUE(rmsnorm_new_opts_o, keep(pg_rmsnorm_new_opts(3, NULL, PG_F64)) != NULL, 1)
+#undef SECTION
