@@ -86,7 +86,7 @@ static int convert_save(const pg_lm *lm, const pg_state_map *map, const char *ou
 static int convert_run(const convert_opts *o, pg_dtype dtype)
 {
     const int *f = o->field;
-    pg_lm_config c = pg_lm_config_nanogpt(f[0], f[1], f[2], f[3], f[4], dtype);
+    pg_lm_config c = pg_lm_config_nanogpt(f[0], f[1], f[2], f[3], f[4], true, dtype);
     pg_lm *lm = pg_lm_new(&c);
     pg_state_map *map = lm ? pg_state_map_nanogpt(&c) : NULL;
     char vals[CONVERT_N_FIELDS][16];

@@ -87,14 +87,14 @@ int pg_module_save_mapped(const pg_module *m, const pg_state_map *map, const cha
 /* ---- one table per library (nn/state_map_tables.c) ----------------------------------------
  * nanoGPT (karpathy/nanoGPT model.py, GPT(GPTConfig)): a pg_lm with tie_weights, one
  * "learned" input positional module (block_size = max_len rows), no layer positional
- * modules, LayerNorm with eps 1e-5, an exact-GELU MLP of 4 dim, bias on, causal
- * full attention. bias = false needs LayerNorm without bias (issue 16 item 3) and
- * is refused until the LM has it; the map then only leaves out the bias entries.
+ * modules, LayerNorm with eps 1e-5, an exact-GELU MLP of 4 dim, causal full
+ * attention; bias=True (every Linear and LayerNorm has its bias) or bias=False (none:
+ * bias = false and norm_bias = PG_BIAS_OFF; the map leaves the bias entries out).
  * NULL + error naming the first setting nanoGPT cannot express. */
 pg_state_map *pg_state_map_nanogpt(const pg_lm_config *c);
 /* The pg_lm_config of GPT(GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd,
- * dropout = 0, bias = true)) in dtype. */
+ * dropout = 0, bias)) in dtype, with nanoGPT's loss ignore_index -1. */
 pg_lm_config pg_lm_config_nanogpt(int64_t block_size, int64_t vocab, int64_t layers, int64_t heads, int64_t dim,
-                                  pg_dtype dtype);
+                                  bool bias, pg_dtype dtype);
 
 #endif

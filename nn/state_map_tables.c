@@ -34,15 +34,30 @@ static const char *nanogpt_problem(const pg_lm_config *c)
         return "needs an exact-GELU MLP of 4 dim (nn.GELU())";
     if (c->band.window != 0)
         return "has full causal attention only (no band)";
-    if (!c->bias) /* the one place bias=False changes: leave the bias entries out below */
-        return "bias = false needs LayerNorm without bias in the LM (issue 16 item 3), not in posgrad yet";
+    if (c->dim_head != 0 && c->dim_head * c->heads != c->dim)
+        return "has heads of n_embd / n_head (dim_head)";
+    if ((c->kv_heads != 0 && c->kv_heads != c->heads) || c->qk_norm)
+        return "has neither grouped-query attention (kv_heads) nor qk_norm";
+    if (c->norm_unit_offset || c->tok_l2norm)
+        return "has plain LayerNorm gains and token embeddings (norm_unit_offset, tok_l2norm)";
+    /* bias=True: every bias; bias=False: none (bias = false and norm_bias = PG_BIAS_OFF) */
+    pg_bias_switch off = PG_BIAS_OFF, on = PG_BIAS_ON;
+    if (c->bias ? c->attn_bias == off || c->ff_bias == off || c->norm_bias == off
+                : c->attn_bias == on || c->ff_bias == on || c->norm_bias != off)
+        return c->bias ? "bias = True has biases everywhere (attn_bias, ff_bias, norm_bias not PG_BIAS_OFF)"
+                       : "bias = False has no bias anywhere: bias = false and norm_bias = PG_BIAS_OFF "
+                         "(attn_bias, ff_bias not PG_BIAS_ON)";
     return NULL;
 }
 
 pg_lm_config pg_lm_config_nanogpt(int64_t block_size, int64_t vocab, int64_t layers, int64_t heads, int64_t dim,
-                                  pg_dtype dtype)
+                                  bool bias, pg_dtype dtype)
 {
     pg_lm_config c = pg_lm_defaults(vocab, dim, heads, layers);
+    c.bias = bias;
+    c.norm_bias = bias ? PG_BIAS_DEFAULT : PG_BIAS_OFF;
+    c.has_ignore_index = true; /* F.cross_entropy(..., ignore_index=-1) */
+    c.ignore_index = -1;
     c.tie_weights = true;
     c.max_len = block_size;
     c.norm_eps = 1e-5;

@@ -36,7 +36,7 @@ Test(example_convert, nanogpt_to_posgrad_and_back)
     cr_assert_eq(r.rc, 0, "%s", r.err);
     cr_assert(strstr(r.out, "block_size 8, vocab_size 13, n_layer 2, n_head 2, n_embd 8, f64"), "%s", r.out);
     /* posgrad's file has posgrad's names and loads strictly into the matching pg_lm */
-    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, PG_F64);
+    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, PG_F64);
     pg_lm *lm = pg_lm_new(&c);
     cr_assert_eq(pg_module_load(&lm->base, pg, true, NULL), 0, "%s", pg_last_error());
     pg_module_free(&lm->base);

@@ -12,7 +12,7 @@
 
 static pg_lm *nanogpt_lm(pg_dtype dtype, uint64_t seed)
 {
-    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, dtype);
+    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, dtype);
     c.seed = seed;
     pg_lm *lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "%s", pg_last_error());
@@ -211,16 +211,28 @@ Test(interop, nanogpt_mask_buffers_and_one_tied_name_load)
 
 Test(interop, nanogpt_refuses_what_it_cannot_express)
 {
-    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, PG_F64);
+    pg_lm_config c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, PG_F64);
     c.tie_weights = false;
     ASSERT_FAILS(pg_state_map_nanogpt(&c), "needs tie_weights");
-    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, PG_F64);
-    c.bias = false;
-    ASSERT_FAILS(pg_state_map_nanogpt(&c), "LayerNorm without bias");
-    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, PG_F64);
+    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, PG_F64);
+    c.bias = false; /* the Linears' biases off, the LayerNorms' kept: neither bias=True nor bias=False */
+    ASSERT_FAILS(pg_state_map_nanogpt(&c), "bias = False has no bias anywhere");
+    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, PG_F64);
+    c.attn_bias = PG_BIAS_OFF;
+    ASSERT_FAILS(pg_state_map_nanogpt(&c), "bias = True has biases everywhere");
+    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, false, PG_F64);
+    pg_state_map *ok = pg_state_map_nanogpt(&c);
+    cr_assert_not_null(ok, "bias=False: %s", pg_last_error());
+    pg_state_map_free(ok);
+    c.kv_heads = 1;
+    ASSERT_FAILS(pg_state_map_nanogpt(&c), "grouped-query");
+    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, false, PG_F64);
+    c.dim_head = 8;
+    ASSERT_FAILS(pg_state_map_nanogpt(&c), "dim_head");
+    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, PG_F64);
     c.ff_act = PG_ACT_GELU_TANH;
     ASSERT_FAILS(pg_state_map_nanogpt(&c), "exact-GELU");
-    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, PG_F64);
+    c = pg_lm_config_nanogpt(8, 13, 2, 2, 8, true, PG_F64);
     c.input_pos[0].kind = "sinusoidal";
     ASSERT_FAILS(pg_state_map_nanogpt(&c), "\"learned\"");
     ASSERT_FAILS(pg_state_map_nanogpt(NULL), "NULL");

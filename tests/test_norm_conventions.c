@@ -393,55 +393,27 @@ Test(norm_conventions, bad_embedding_options)
  * the LM: nanoGPT's bias=False, x-transformers' conventions, ignore_index
  * =================================================================================== */
 
-/* nanoGPT's GPT(n_layer 2) names beside posgrad's, in posgrad's parameter order */
-static void nano_names(char nano[15][64], char ours[15][64])
+/* GPT(vocab 11, block_size 8, n_layer 2, n_head 2, n_embd 8, bias=False): its state dict (the
+ * fixture's "nano.p.<nanoGPT name>" entries) loaded strictly through the nanoGPT map */
+static pg_lm *nano_lm(const pg_tensor_list *l, int64_t ignore, pg_state_map **map)
 {
-    static const char *const per_block[6][2] = {
-        {"ln_1.weight", "norm1.weight"},     {"attn.c_attn.weight", "attn.to_qkv.weight"},
-        {"attn.c_proj.weight", "attn.to_out.weight"}, {"ln_2.weight", "norm2.weight"},
-        {"mlp.c_fc.weight", "ff.proj_in.weight"},     {"mlp.c_proj.weight", "ff.proj_out.weight"}};
-    int n = 0;
-    snprintf(nano[n], 64, "transformer.wte.weight"), snprintf(ours[n++], 64, "tok_emb.weight");
-    snprintf(nano[n], 64, "transformer.wpe.weight"), snprintf(ours[n++], 64, "pos.emb.weight");
-    for (int b = 0; b < 2; b++)
-        for (int k = 0; k < 6; k++, n++) {
-            snprintf(nano[n], 64, "transformer.h.%d.%s", b, per_block[k][0]);
-            snprintf(ours[n], 64, "blocks.%d.%s", b, per_block[k][1]);
-        }
-    snprintf(nano[n], 64, "transformer.ln_f.weight"), snprintf(ours[n], 64, "norm.weight");
-}
-
-/* GPT(vocab 11, block_size 8, n_layer 2, n_head 2, n_embd 8, bias=False) as a pg_lm_config */
-static pg_lm_config nano_config(int64_t ignore)
-{
-    pg_lm_config c = pg_lm_defaults(11, 8, 2, 2);
-    c.bias = false;                /* the Linears */
-    c.norm_bias = PG_BIAS_OFF;     /* and the LayerNorms */
-    c.tie_weights = true;
-    c.max_len = 8;
-    c.dtype = PG_F64;
-    c.input_pos[c.n_input_pos++] = (pg_posmod_spec){.kind = "learned"};
-    c.has_ignore_index = true;
+    pg_lm_config c = pg_lm_config_nanogpt(8, 11, 2, 2, 8, /*bias*/ false, PG_F64);
     c.ignore_index = ignore;
-    return c;
-}
-
-static pg_lm *nano_lm(const pg_tensor_list *l, int64_t ignore)
-{
-    pg_lm_config c = nano_config(ignore);
     pg_lm *lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "%s", pg_last_error());
-    char nano[15][64], ours[15][64], key[96];
-    nano_names(nano, ours);
     pg_tensor_list p = pg_module_parameters(&lm->base);
     cr_assert_eq(p.n, 15, "nanoGPT bias=False has 15 parameters, posgrad %d", p.n);
-    for (int i = 0; i < p.n; i++) {
-        cr_assert_str_eq(p.names[i], ours[i]);
+    for (int i = 0; i < p.n; i++)
         cr_assert_null(strstr(p.names[i], "bias"), "%s with bias=False", p.names[i]);
-        snprintf(key, sizeof key, "nano.p.%s", nano[i]);
-        set_param(&lm->base, ours[i], l, key);
-    }
     pg_tensor_list_free(&p);
+    *map = pg_state_map_nanogpt(&c);
+    cr_assert_not_null(*map, "%s", pg_last_error());
+    pg_tensor_list theirs = {0};
+    for (int i = 0; i < l->n; i++)
+        if (!strncmp(l->names[i], "nano.p.", 7))
+            pg_tensor_list_push(&theirs, l->names[i] + 7, l->tensors[i]);
+    cr_assert_eq(pg_module_load_state_mapped(&lm->base, *map, &theirs), 0, "%s", pg_last_error());
+    pg_tensor_list_free(&theirs);
     return lm;
 }
 
@@ -449,20 +421,31 @@ Test(norm_conventions, nanogpt_bias_false_matches_torch)
 {
     pg_tensor_list l = fixture(FIX);
     pg_graph *g = pg_graph_new();
-    pg_lm *lm = nano_lm(&l, -1);
+    pg_state_map *map = NULL;
+    pg_lm *lm = nano_lm(&l, -1, &map);
     pg_tensor *ids = fx(&l, "nano.ids");
     assert_close(pg_lm_forward(g, lm, ids, NULL), fx(&l, "nano.logits"), 1e-10, "logits");
     pg_graph_reset(g);
     pg_tensor *loss = pg_lm_loss(g, lm, ids, fx(&l, "nano.targets_m1"), NULL);
     assert_close(loss, fx(&l, "nano.loss_m1"), 1e-12, "loss, ignore_index -1");
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
-    char nano[15][64], ours[15][64];
-    nano_names(nano, ours);
-    for (int i = 0; i < 15; i++)
-        assert_close(pg_module_find_param(&lm->base, ours[i])->grad, fx(&l, "nano.grad.%s", nano[i]), 1e-10, ours[i]);
+    pg_tensor_list ps = pg_module_parameters(&lm->base), grads = {0}, theirs = {0};
+    for (int i = 0; i < ps.n; i++)
+        pg_tensor_list_push(&grads, ps.names[i], ps.tensors[i]->grad);
+    cr_assert_eq(pg_state_map_to_theirs(map, &grads, &theirs), 0, "%s", pg_last_error());
+    cr_assert_geq(theirs.n, 15);
+    for (int i = 0; i < theirs.n; i++) /* lm_head.weight: the tied copy of transformer.wte.weight's */
+        assert_close(theirs.tensors[i], fx(&l, "nano.grad.%s", !strcmp(theirs.names[i], "lm_head.weight")
+                                                                  ? "transformer.wte.weight" : theirs.names[i]),
+                     1e-10, theirs.names[i]);
+    pg_tensor_list_free_all(&theirs);
+    pg_tensor_list_free(&grads);
+    pg_tensor_list_free(&ps);
     pg_module_free(&lm->base);
+    pg_state_map_free(map);
     /* ignore_index 0: a real class id, asked for explicitly */
-    lm = nano_lm(&l, 0);
+    lm = nano_lm(&l, 0, &map);
+    pg_state_map_free(map);
     pg_graph_reset(g);
     assert_close(pg_lm_loss(g, lm, ids, fx(&l, "nano.targets_0"), NULL), fx(&l, "nano.loss_0"), 1e-12, "loss, 0");
     /* without has_ignore_index the index is -100, as before: 0 counts and -1 is refused */
@@ -702,7 +685,9 @@ static double cached_vs_full(pg_lm *lm)
 Test(norm_conventions, kv_cache_decodes_the_conventions)
 {
     pg_tensor_list l = fixture(FIX);
-    pg_lm *lms[3] = {nano_lm(&l, -1), xt_lm(false), xt_lm(true)};
+    pg_state_map *map = NULL;
+    pg_lm *lms[3] = {nano_lm(&l, -1, &map), xt_lm(false), xt_lm(true)};
+    pg_state_map_free(map);
     for (int i = 0; i < 3; i++) {
         pg_module_train(&lms[i]->base, false);
         if (i > 0)
