@@ -78,3 +78,19 @@ int pg_fmt_find_duplicate(int n, const char *const *names)
     return dup;
 }
 
+
+bool pg_fmt_names_ok(const pg_fmt_ctx *c, int n, char *const *names)
+{
+    for (int i = 0; i < n; i++)
+        if (!names[i]) {
+            pg_fmt_fail(c, "state name %d is NULL", i);
+            return false;
+        }
+    char s[PG_FMT_NAME_SHOW + 8];
+    int dup = pg_fmt_find_duplicate(n, (const char *const *)names);
+    if (dup == -2)
+        pg_fmt_fail(c, "out of memory");
+    else if (dup >= 0)
+        pg_fmt_fail(c, "state name \"%s\" appears twice", pg_fmt_show(names[dup], s, sizeof s));
+    return dup == -1;
+}

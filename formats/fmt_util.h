@@ -37,5 +37,9 @@ int pg_fmt_cmp_str(const void *a, const void *b);
 /* Index of a name that equals an earlier one (in sorted order), or -1; -2
  * when out of memory. */
 int pg_fmt_find_duplicate(int n, const char *const *names);
+/* A state's n names (names non-NULL when n > 0): none NULL, none twice; else
+ * false after pg_fmt_fail naming the first bad one ("state name 3 is NULL",
+ * "state name \"w\" appears twice"). */
+bool pg_fmt_names_ok(const pg_fmt_ctx *c, int n, char *const *names);
 
 #endif

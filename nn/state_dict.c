@@ -193,18 +193,7 @@ static bool state_ok(const pg_fmt_ctx *c, const pg_module *m, const pg_tensor_li
         pg_fmt_fail(c, "module or state is NULL");
         return false;
     }
-    for (int i = 0; i < state->n; i++)
-        if (!state->names[i]) {
-            pg_fmt_fail(c, "state name %d is NULL", i);
-            return false;
-        }
-    char s[PG_FMT_NAME_SHOW + 8];
-    int dup = pg_fmt_find_duplicate(state->n, (const char *const *)state->names);
-    if (dup == -2)
-        pg_fmt_fail(c, "out of memory");
-    else if (dup >= 0)
-        pg_fmt_fail(c, "state name \"%s\" appears twice", pg_fmt_show(state->names[dup], s, sizeof s));
-    return dup == -1;
+    return pg_fmt_names_ok(c, state->n, state->names);
 }
 
 static int load_state(const pg_fmt_ctx *c, pg_module *m, const pg_tensor_list *state, bool strict,

@@ -506,18 +506,7 @@ static bool theirs_ok(const pg_fmt_ctx *c, const pg_module *m, const pg_state_ma
         pg_fmt_fail(c, "module, map or state is NULL");
         return false;
     }
-    for (int i = 0; i < l->n; i++)
-        if (!l->names[i]) {
-            pg_fmt_fail(c, "state name %d is NULL", i);
-            return false;
-        }
-    char s[PG_FMT_NAME_SHOW + 8];
-    int dup = pg_fmt_find_duplicate(l->n, (const char *const *)l->names);
-    if (dup == -2)
-        pg_fmt_fail(c, "out of memory");
-    else if (dup >= 0)
-        pg_fmt_fail(c, "state name \"%s\" appears twice", pg_fmt_show(l->names[dup], s, sizeof s));
-    return dup == -1;
+    return pg_fmt_names_ok(c, l->n, l->names);
 }
 
 static int load_mapped(const pg_fmt_ctx *c, pg_module *m, const pg_state_map *map, const pg_tensor_list *theirs)

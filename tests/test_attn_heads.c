@@ -5,18 +5,6 @@
  * inputs and every parameter for each option, bad configurations refused. */
 #include "testutil.h"
 
-/* parameters named *norm* (LayerNorms, qk-norm gains) moved off their initial values */
-static void jitter_norms(pg_module *m, uint64_t seed)
-{
-    pg_rng r = pg_rng_init(seed);
-    pg_tensor_list p = pg_module_parameters(m);
-    for (int i = 0; i < p.n; i++)
-        if (strstr(p.names[i], "norm"))
-            for (int64_t j = 0; j < p.tensors[i]->numel; j++)
-                pg_set(p.tensors[i], j, pg_get(p.tensors[i], j) + 0.3 * (pg_rng_uniform(&r) - 0.5));
-    pg_tensor_list_free(&p);
-}
-
 typedef struct heads_case {
     const char *name;
     int64_t dim_head, kv_heads;
@@ -174,7 +162,7 @@ static void gradcheck_case(const heads_case *k, bool unfused)
     s.dim_head = 4;
     s.groups = k->groups ? 2 : 0;
     pg_mha *m = case_mha(&s, 6, unfused, 9);
-    jitter_norms(&m->base, 3);
+    test_jitter_norms(&m->base, 3);
     mha_ctx c = {m, key_mask()};
     pg_tensor *in[64];
     int nf = 1;
@@ -262,7 +250,7 @@ Test(attn_heads, lm_gradcheck_every_parameter)
     c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){.kind = "rotary", .opts = &(pg_rotary_opts){.n_dims = 2}};
     pg_lm *lm = pg_lm_new(&c);
     cr_assert_not_null(lm, "%s", pg_last_error());
-    jitter_norms(&lm->base, 4);
+    test_jitter_norms(&lm->base, 4);
     lm_ctx k = {lm, TI64(PG_SHAPE(2, 4), 1, 4, 0, 2, 3, 3, 1, 0)};
     pg_tensor *in[128];
     int n = with_params(in, 0, &lm->base);

@@ -74,18 +74,6 @@ static void load_params_all(pg_module *m, const pg_tensor_list *l, const char *p
     pg_tensor_list_free(&p);
 }
 
-/* LayerNorm / RMSNorm parameters away from 1 / 0 so the gradchecks see them */
-static void jitter_norms(pg_module *m, uint64_t seed)
-{
-    pg_rng r = pg_rng_init(seed);
-    pg_tensor_list p = pg_module_parameters(m);
-    for (int i = 0; i < p.n; i++)
-        if (strstr(p.names[i], "norm"))
-            for (int64_t j = 0; j < p.tensors[i]->numel; j++)
-                pg_set(p.tensors[i], j, pg_get(p.tensors[i], j) + 0.3 * (pg_rng_uniform(&r) - 0.5));
-    pg_tensor_list_free(&p);
-}
-
 static pg_block *block_f64(pg_block_config c, pg_posmod *const *pos, int n_pos, uint64_t seed)
 {
     c.dtype = PG_F64;
@@ -152,7 +140,7 @@ Test(block, gradcheck_layernorm_mlp_with_positional_modules)
     c.causal = true;
     pg_posmod *pos[] = {&tmod_new(true, 4, PG_F64, 1)->pm, &tmod_new(false, 2, PG_F64, 2)->pm};
     pg_block *b = block_f64(c, pos, 2, 3);
-    jitter_norms(&b->base, 4);
+    test_jitter_norms(&b->base, 4);
     pg_tensor *p = T64(PG_SHAPE(2, 4), 0, 1, 2, 3, 0.5, 1, 3, 7);
     block_case bc = {b, key_mask(), p};
     pg_tensor *in[64] = {randt(PG_SHAPE(2, 5, 4), 5, true)};
@@ -173,7 +161,7 @@ Test(block, gradcheck_rmsnorm_swiglu)
     c.norm = PG_NORM_RMS;
     c.bias = false;
     pg_block *b = block_f64(c, NULL, 0, 3);
-    jitter_norms(&b->base, 4);
+    test_jitter_norms(&b->base, 4);
     block_case bc = {b, NULL, NULL};
     pg_tensor *in[64] = {randt(PG_SHAPE(1, 3, 4), 5, true)};
     int n = with_params(in, 1, &b->base);
@@ -321,7 +309,7 @@ static pg_tensor *call_lm(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 static void gradcheck_lm(bool tie)
 {
     pg_lm *lm = tiny_lm(5, 4, 2, 2, 6, tie);
-    jitter_norms(&lm->base, 1);
+    test_jitter_norms(&lm->base, 1);
     lm_case c = {lm, TI64(PG_SHAPE(2, 4), 1, 4, 0, 2, 3, 3, 1, 0), TBOOL(PG_SHAPE(2, 4), 1, 1, 0, 1, 0, 1, 1, 1)};
     pg_tensor *in[128];
     int n = with_params(in, 0, &lm->base);

@@ -343,4 +343,17 @@ static inline pg_rotary_opts test_rope_opts(test_rope_case which)
     return o;
 }
 
+/* Parameters named *norm* (LayerNorm / RMSNorm gains and biases, qk-norm gains) moved
+ * off their initial 1 / 0 by U(-0.15, 0.15), so gradchecks and fixtures see them. */
+static inline void test_jitter_norms(pg_module *m, uint64_t seed)
+{
+    pg_rng r = pg_rng_init(seed);
+    pg_tensor_list p = pg_module_parameters(m);
+    for (int i = 0; i < p.n; i++)
+        if (strstr(p.names[i], "norm"))
+            for (int64_t j = 0; j < p.tensors[i]->numel; j++)
+                pg_set(p.tensors[i], j, pg_get(p.tensors[i], j) + 0.3 * (pg_rng_uniform(&r) - 0.5));
+    pg_tensor_list_free(&p);
+}
+
 #endif
