@@ -139,8 +139,15 @@ static void gc_pos_row(gc_report *rep, const pg_posmod_kind_info *k, const char 
     pg_tensor_free(x);
 }
 
+/* Whether MultiheadAttention's fused kernel takes the kind: no bias (rotary, xPos:
+ * q and k only), or a bias it adds per tile (a distance or separable bias). */
+static bool gc_pos_fusable(const pg_posmod_kind_info *k)
+{
+    return !(k->hooks & PG_POS_HOOK_BIAS) || (k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP));
+}
+
 /* Every registered kind: its defaults (or required options), its variants, and the
- * fused path for the kinds the fused kernel takes (a distance or separable bias). */
+ * fused path for the kinds the fused kernel takes (gc_pos_fusable). */
 static void gc_run_pos(gc_report *rep)
 {
     const pg_posmod_kind_info *k;
@@ -160,7 +167,7 @@ static void gc_run_pos(gc_report *rep)
             if (!strcmp(GC_POS_VARIANTS[v].kind, k->kind))
                 gc_pos_row(rep, k, GC_POS_VARIANTS[v].label, GC_POS_VARIANTS[v].opts,
                            GC_POS_VARIANTS[v].bidirectional, false);
-        if (k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP))
+        if (k->role == PG_POS_ROLE_ATTENTION && gc_pos_fusable(k))
             gc_pos_row(rep, k, req ? req->label : NULL, req ? req->opts : NULL, false, true);
     }
 }
