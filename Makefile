@@ -22,7 +22,7 @@ BUILD    ?= build
 OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
-.PHONY: all test check asan valgrind bench install install-check setup-check clean run fixtures fuzz fuzz-png need-criterion
+.PHONY: all test check asan valgrind bench install install-check setup-check clean run gradcheck fixtures fuzz fuzz-png need-criterion
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
@@ -134,6 +134,12 @@ fuzz-png:
 # on 2 idle cores of an AVX-512 machine; docs/examples.md). RUN_ARGS passes flags, e.g. RUN_ARGS="--pos alibi".
 run: all
 	./examples/train_lm $(RUN_ARGS)
+
+# Float64 gradchecks of every op, positional scheme and attention module as one
+# table (docs/autograd.md "The report: make gradcheck"). GRADCHECK_ARGS passes
+# flags, e.g. GRADCHECK_ARGS="--fast" or GRADCHECK_ARGS="--filter pos/".
+gradcheck: examples/gradcheck_report
+	./examples/gradcheck_report $(GRADCHECK_ARGS)
 
 install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/posgrad
