@@ -19,7 +19,10 @@ double in_fresh_process(const char *argv0, const char *name, long long arg, doub
 /* true when the case `name` matches the command-line prefix (or there is none) */
 bool bench_selected(const char *only, const char *name);
 
-void bench_gemm_all(const char *only);  /* bench_gemm.c: fma_peak_*, gemm_* */
+void bench_fma_peak(void);              /* bench_gemm.c: fma_peak_t1, fma_peak_t2 (first of all) */
+/* `name value GFLOP/s (P% of fma_peak_t<threads>)` once bench_fma_peak has run */
+void print_gflops(const char *name, int threads, double gflops);
+void bench_gemm_all(const char *only);  /* bench_gemm.c: gemm_* */
 void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 */
 void bench_png_all(const char *only);   /* bench_png.c: png_encode_*, png_decode_* */
 void bench_generate_all(const char *only); /* bench_generate.c: generate_cached_tok_s, generate_full_tok_s */

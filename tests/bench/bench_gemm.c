@@ -77,14 +77,34 @@ static void peak_run(void *ctx, int reps)
         pg_parallel_for(threads, peak_task, NULL);
 }
 
+/* this run's peak at 1 and 2 threads (GFLOP/s), the yardstick of every GEMM line */
+static double fma_peak[3];
+
 static void bench_peak(int threads)
 {
-    char name[32];
-    snprintf(name, sizeof name, "fma_peak_t%d", threads);
     pg_set_num_threads(threads);
     double t = median_time(peak_run, &threads, 1);
     double flops = 2.0 * FV_LANES * PEAK_CHAINS * (double)PEAK_ITERS * threads;
-    printf("%s %.2f GFLOP/s\n", name, flops / t * 1e-9);
+    fma_peak[threads] = flops / t * 1e-9;
+    printf("fma_peak_t%d %.2f GFLOP/s\n", threads, fma_peak[threads]);
+}
+
+void bench_fma_peak(void)
+{
+    int saved = pg_num_threads();
+    bench_peak(1);
+    bench_peak(2);
+    pg_set_num_threads(saved);
+}
+
+/* `name GFLOP/s` and, after the unit, the share of this run's fma_peak at that
+ * thread count (measured first by bench_fma_peak) */
+void print_gflops(const char *name, int threads, double gflops)
+{
+    printf("%s %.2f GFLOP/s", name, gflops);
+    if (threads >= 1 && threads <= 2 && fma_peak[threads] > 0)
+        printf(" (%.0f%% of fma_peak_t%d)", 100 * gflops / fma_peak[threads], threads);
+    printf("\n");
 }
 
 /* ---- one product C = op(A) op(B) -------------------------------------------------- */
@@ -133,7 +153,9 @@ static void bench_gemm(const char *name, pg_dtype dt, bool ta, bool tb, int64_t 
     for (int threads = 1; threads <= 2 && g.a && g.b && g.c; threads++) {
         pg_set_num_threads(threads);
         double t = median_time(gemm_run, &g, reps);
-        printf("%s_t%d %.2f GFLOP/s\n", name, threads, flops / t * 1e-9);
+        char full[128];
+        snprintf(full, sizeof full, "%s_t%d", name, threads);
+        print_gflops(full, threads, flops / t * 1e-9);
     }
     free(g.a), free(g.b), free(g.c);
 }
@@ -141,10 +163,6 @@ static void bench_gemm(const char *name, pg_dtype dt, bool ta, bool tb, int64_t 
 void bench_gemm_all(const char *only)
 {
     int saved = pg_num_threads();
-    if (bench_selected(only, "fma_peak") || bench_selected(only, "gemm")) {
-        bench_peak(1);
-        bench_peak(2);
-    }
     char name[96];
     int64_t sizes[] = {64, 128, 256, 512, 1024, 2048};
     for (int i = 0; i < 6; i++) {
