@@ -250,15 +250,24 @@ int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta)
     }
     if (!x || !x->requires_grad)
         return 0;
-    pg_tensor *gr = pg_grad_of(g, x);
+    bool fresh;
+    pg_tensor *gr = pg_grad_fresh(g, x, &fresh);
     if (!gr)
         return -1;
     if (delta->dtype != gr->dtype) {
+        if (fresh) /* a gradient is never left unwritten */
+            memset(gr->data, 0, (size_t)gr->numel * pg_dtype_size(gr->dtype));
         pg_graph_fail(g, "backward: gradient dtype %s for a %s tensor", pg_dtype_name(delta->dtype),
                       pg_dtype_name(gr->dtype));
         return -1;
     }
-    pg_sum_to_accumulate(gr, delta);
+    if (fresh && delta->numel == gr->numel) /* same shape: the first contribution is a copy */
+        memcpy(gr->data, delta->data, (size_t)gr->numel * pg_dtype_size(gr->dtype));
+    else {
+        if (fresh)
+            memset(gr->data, 0, (size_t)gr->numel * pg_dtype_size(gr->dtype));
+        pg_sum_to_accumulate(gr, delta);
+    }
     return 0;
 }
 

@@ -2,16 +2,26 @@
  * or viewed in another shape) and the gradient is the identity. */
 #include "op_util.h"
 
+#include <string.h>
+
 /* d(out)/d(x) is the identity (up to dtype and shape): add grad_out into x's grad. */
 static int identity_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *x = n->in[0];
-    pg_tensor *gx = pg_grad_of(g, x);
+    bool fresh;
+    pg_tensor *gx = pg_grad_fresh(g, x, &fresh);
     if (!x->requires_grad)
         return 0;
     if (!gx)
         return -1;
     const pg_tensor *go = n->out->grad;
+    size_t bytes = (size_t)gx->numel * pg_dtype_size(gx->dtype);
+    if (fresh && go->dtype == gx->dtype) { /* the first contribution: a copy, not an add to zeros */
+        memcpy(gx->data, go->data, bytes);
+        return 0;
+    }
+    if (fresh)
+        memset(gx->data, 0, bytes);
     if (go->dtype == PG_F64 && gx->dtype == PG_F64) {
         double *d = gx->data;
         const double *s = go->data;

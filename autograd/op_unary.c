@@ -94,18 +94,26 @@ static inline double dgelu_d(double x, double y)
         }                                                                                                      \
     }
 
-/* gx[i] += gy[i] * f'(x[i]) for one element type */
+/* gx[i] += gy[i] * f'(x[i]) for one element type; gx[i] = ... when assign (a fresh
+ * gradient, pg_grad_fresh: nothing to add to) */
 #define DEFINE_BWD_T(name, deriv, TY, sfx)                                                                     \
     static void name##_bwd_##sfx(TY *restrict gx, const TY *restrict gy, const TY *restrict xs,                \
-                                 const TY *restrict ys, int64_t n, double a, double b)                         \
+                                 const TY *restrict ys, int64_t n, double a, double b, bool assign)            \
     {                                                                                                          \
         typedef TY T;                                                                                          \
         (void)a, (void)b, (void)xs, (void)ys;                                                                  \
-        for (int64_t i = 0; i < n; i++) {                                                                      \
-            T x = xs[i], y = ys[i];                                                                            \
-            (void)x, (void)y;                                                                                  \
-            gx[i] += gy[i] * (deriv);                                                                          \
-        }                                                                                                      \
+        if (assign)                                                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                T x = xs[i], y = ys[i];                                                                        \
+                (void)x, (void)y;                                                                              \
+                gx[i] = gy[i] * (deriv);                                                                       \
+            }                                                                                                  \
+        else                                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                T x = xs[i], y = ys[i];                                                                        \
+                (void)x, (void)y;                                                                              \
+                gx[i] += gy[i] * (deriv);                                                                      \
+            }                                                                                                  \
     }
 
 #define DEFINE_KERNELS(name, fwd, deriv)                                                                       \
@@ -124,8 +132,8 @@ FLAT_OPS(DEFINE_FLAT_KERNELS)
 
 typedef void (*fwd_f32)(float *, const float *, int64_t, double, double);
 typedef void (*fwd_f64)(double *, const double *, int64_t, double, double);
-typedef void (*bwd_f32)(float *, const float *, const float *, const float *, int64_t, double, double);
-typedef void (*bwd_f64)(double *, const double *, const double *, const double *, int64_t, double, double);
+typedef void (*bwd_f32)(float *, const float *, const float *, const float *, int64_t, double, double, bool);
+typedef void (*bwd_f64)(double *, const double *, const double *, const double *, int64_t, double, double, bool);
 
 typedef struct unary_kind {
     const char *name;
@@ -141,7 +149,7 @@ typedef struct unary_kind {
 
 typedef struct unary_job {
     const unary_kind *k;
-    bool f32, backward;
+    bool f32, backward, assign; /* assign: gx is fresh (written, not added to) */
     void *out;                  /* y, or gx */
     const void *x, *y, *gy;
     double a, b;
@@ -157,20 +165,21 @@ static void unary_slice(void *ctx, int64_t i0, int64_t i1)
         j->k->f64((double *)j->out + i0, (const double *)j->x + i0, n, j->a, j->b);
     else if (j->f32)
         j->k->b32((float *)j->out + i0, (const float *)j->gy + i0, (const float *)j->x + i0,
-                  (const float *)j->y + i0, n, j->a, j->b);
+                  (const float *)j->y + i0, n, j->a, j->b, j->assign);
     else
         j->k->b64((double *)j->out + i0, (const double *)j->gy + i0, (const double *)j->x + i0,
-                  (const double *)j->y + i0, n, j->a, j->b);
+                  (const double *)j->y + i0, n, j->a, j->b, j->assign);
 }
 
 static int unary_backward(pg_graph *g, pg_node *n)
 {
     const unary_kind *k = n->ctx;
     pg_tensor *x = n->in[0], *y = n->out;
-    pg_tensor *gx = pg_grad_of(g, x);
+    bool fresh;
+    pg_tensor *gx = pg_grad_fresh(g, x, &fresh);
     if (!gx)
         return -1;
-    unary_job j = {k, x->dtype == PG_F32, true, gx->data, x->data, y->data, y->grad->data, n->p[0], n->p[1]};
+    unary_job j = {k, x->dtype == PG_F32, true, fresh, gx->data, x->data, y->data, y->grad->data, n->p[0], n->p[1]};
     pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
     return 0;
 }
@@ -182,7 +191,7 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
     pg_tensor *y = pg_op_output(g, k->name, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    unary_job j = {k, x->dtype == PG_F32, false, y->data, x->data, NULL, NULL, a, b};
+    unary_job j = {k, x->dtype == PG_F32, false, false, y->data, x->data, NULL, NULL, a, b};
     pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
     if (k->b32) {
         pg_node *n = pg_op_record(g, k->name, y, 1, &x, unary_backward);
