@@ -22,7 +22,7 @@ BUILD    ?= build
 OBJ       = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 TEST_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
 
-.PHONY: all test check asan valgrind bench install install-check setup-check clean run gradcheck fixtures fuzz fuzz-png need-criterion
+.PHONY: all test check asan valgrind bench install install-check setup-check clean run gradcheck docs-gradcheck fixtures fuzz fuzz-png need-criterion
 
 all: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so $(EXAMPLES)
 
@@ -65,9 +65,10 @@ $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
 
 # Criterion runs suites in forked workers; -j2 matches this machine.
 TEST_ARGS ?= -j2
-test: $(BUILD)/tests/run_tests
+test: $(BUILD)/tests/run_tests examples/gradcheck_report
 	$(BUILD)/tests/run_tests $(TEST_ARGS)
 	BUILD=$(BUILD) CC="$(CC)" tests/docs_check.sh   # every C block of README.md and docs/ builds
+	tests/gen_docs_gradcheck.sh --check   # the gradcheck blocks of docs/ match make gradcheck
 
 check: test
 
@@ -140,6 +141,11 @@ run: all
 # flags, e.g. GRADCHECK_ARGS="--fast" or GRADCHECK_ARGS="--filter pos/".
 gradcheck: examples/gradcheck_report
 	./examples/gradcheck_report $(GRADCHECK_ARGS)
+
+# Rewrites the gradcheck blocks of docs/ops.md, docs/pos/*.md, docs/autograd.md
+# from the report (tests/gen_docs_gradcheck.sh; checked by make test).
+docs-gradcheck: examples/gradcheck_report
+	tests/gen_docs_gradcheck.sh
 
 install: $(BUILD)/libposgrad.a $(BUILD)/libposgrad.so
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/posgrad

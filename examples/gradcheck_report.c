@@ -6,7 +6,9 @@
  *
  *   what  elements  worst abs err  time (ms)  result  kinks
  *
- * then a summary line. Exit status 0 when every row passes, 1 otherwise, 2 for a
+ * then a summary line. --markdown prints the same rows as a Markdown table without the
+ * time column (what docs/ops.md and the scheme pages embed: tests/gen_docs_gradcheck.sh).
+ * Exit status 0 when every row passes, 1 otherwise, 2 for a
  * bad command line (or a --filter that matches no row). docs/autograd.md
  * "The report: make gradcheck". */
 #include "../posgrad.h" /* relative to this file: also found when a test includes it */
@@ -22,7 +24,7 @@
  * the rows the filter keeps (none: a usage error before any work). */
 typedef struct gc_report {
     const char *filter;
-    bool fast, count_only;
+    bool fast, count_only, markdown;
     int matched, rows, failed;
     FILE *out;
 } gc_report;
@@ -55,6 +57,12 @@ static pg_gradcheck_opts gc_opts(const gc_report *r, bool fast)
     return o;
 }
 
+/* --markdown's header: no time column (the rows are bit-stable for a build, the times are not) */
+static void gc_header_markdown(FILE *f)
+{
+    fprintf(f, "| what | elements | worst abs err | result | kinks |\n|---|--:|--:|---|--:|\n");
+}
+
 static void gc_header(FILE *f)
 {
     fprintf(f, "%-34s %9s %13s %10s  %-6s %5s\n", "what", "elements", "worst abs err", "time (ms)", "result",
@@ -66,8 +74,12 @@ static void gc_row(gc_report *r, const char *what, const pg_gradcheck_result *re
 {
     r->rows++;
     r->failed += !res->ok;
-    fprintf(r->out, "%-34s %9d %13.2e %10.1f  %-6s %5d\n", what, res->checked, res->max_abs_err, ms,
-            res->ok ? "pass" : "FAIL", res->kinks);
+    if (r->markdown)
+        fprintf(r->out, "| %s | %d | %.2e | %s | %d |\n", what, res->checked, res->max_abs_err,
+                res->ok ? "pass" : "FAIL", res->kinks);
+    else
+        fprintf(r->out, "%-34s %9d %13.2e %10.1f  %-6s %5d\n", what, res->checked, res->max_abs_err, ms,
+                res->ok ? "pass" : "FAIL", res->kinks);
     if (!res->ok)
         fprintf(stderr, "gradcheck_report: %s: %s\n", what, res->message[0] ? res->message : pg_last_error());
 }
@@ -91,10 +103,11 @@ static void gc_run_all(gc_report *r)
     gc_run_modules(r);
 }
 
-/* Runs the report to r->out; returns the exit status (0 all pass, 1 a failure, 2 no row matched). */
-int gradcheck_report_run(const char *filter, bool fast, FILE *out)
+/* Runs the report to out (a Markdown table with markdown); returns the exit status (0 all pass, 1 a
+ * failure, 2 no row matched). */
+int gradcheck_report_run_ex(const char *filter, bool fast, bool markdown, FILE *out)
 {
-    gc_report r = {.filter = filter, .fast = fast, .count_only = true, .out = out};
+    gc_report r = {.filter = filter, .fast = fast, .count_only = true, .markdown = markdown, .out = out};
     gc_run_all(&r);
     if (r.matched == 0) {
         fprintf(stderr, "gradcheck_report: --filter '%s' matches no row\n", filter ? filter : "");
@@ -102,24 +115,35 @@ int gradcheck_report_run(const char *filter, bool fast, FILE *out)
     }
     r.count_only = false;
     double t0 = gc_now_ms();
-    gc_header(out);
+    if (markdown)
+        gc_header_markdown(out);
+    else
+        gc_header(out);
     gc_run_all(&r);
     double s = (gc_now_ms() - t0) / 1e3;
-    if (r.failed == 0)
+    if (markdown)
+        fprintf(out, "\n%d checks, %d failures%s\n", r.rows, r.failed, fast ? " (fast mode)" : "");
+    else if (r.failed == 0)
         fprintf(out, "%d checks, all pass, %.1f s%s\n", r.rows, s, fast ? " (fast mode)" : "");
     else
         fprintf(out, "%d checks, %d failures, %.1f s%s\n", r.rows, r.failed, s, fast ? " (fast mode)" : "");
     return r.failed == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
+int gradcheck_report_run(const char *filter, bool fast, FILE *out)
+{
+    return gradcheck_report_run_ex(filter, fast, false, out);
+}
+
 int gradcheck_report_main(int argc, char **argv)
 {
-    bool fast = false;
+    bool fast = false, markdown = false;
     const char *filter = NULL;
     const cli_flag flags[] = {
         {"fast", CLI_SWITCH, &fast, .help = "fast mode everywhere (one random direction per tensor)"},
-        {"filter", CLI_STR, &filter, .help = "only the rows whose name contains this text"}};
-    int p = cli_parse("gradcheck_report", argc, argv, flags, 2,
+        {"filter", CLI_STR, &filter, .help = "only the rows whose name contains this text"},
+        {"markdown", CLI_SWITCH, &markdown, .help = "a Markdown table without the time column (for docs/)"}};
+    int p = cli_parse("gradcheck_report", argc, argv, flags, 3,
                       "Float64 gradchecks of every op, positional scheme and attention module, as one table.\n"
                       "Exit status 0 when every row passes, 1 when one fails, 2 for a bad argument\n"
                       "(or a --filter that matches no row).");
@@ -127,7 +151,7 @@ int gradcheck_report_main(int argc, char **argv)
         return p == CLI_HELP ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (cli_threads("gradcheck_report", 0) != 0)
         return CLI_EXIT_USAGE;
-    return gradcheck_report_run(filter, fast, stdout);
+    return gradcheck_report_run_ex(filter, fast, markdown, stdout);
 }
 
 #ifndef PG_EXAMPLE_NO_MAIN

@@ -1,6 +1,7 @@
-/* Smoke test of examples/gradcheck_custom_op.c: the correct Gaussian-distance
- * bias op passes pg_gradcheck, the one with the wrong backward is caught on
- * its w input. */
+/* examples/gradcheck_custom_op.c, the walk-through: the correct Gaussian-distance
+ * bias op passes pg_gradcheck, the one with the wrong backward is caught on its
+ * w input, |x| at 0 is a kink (a slope outside [-1, 1] there fails), a block
+ * passes in fast mode; --eps-plot's errors behave as docs/teaching.md says. */
 #define PG_EXAMPLE_NO_MAIN
 #include "../examples/gradcheck_custom_op.c"
 
@@ -92,4 +93,68 @@ Test(example_gradcheck_custom_op, help_and_bad_command_lines)
     cr_assert_eq(r.rc, 2);
     ex_assert_one_line(&r, "gradcheck_custom_op: pg_threads_init: PG_NUM_THREADS is '1000', not an integer in 1..64");
     unsetenv("PG_NUM_THREADS");
+}
+
+/* steps 3 and 4 of the walk-through */
+Test(example_gradcheck_custom_op, kink_and_fast_block_steps)
+{
+    gradcheck_custom_op_result r;
+    cr_assert_eq(gradcheck_custom_op_run(3, 0, NULL, &r), 0);
+    cr_assert(r.kink.ok, "%s", r.kink.message);
+    cr_assert_eq(r.kink.kinks, 1);
+    cr_assert(r.kink.kink_input == 0 && r.kink.kink_index == 1, "the kink is x[1] = 0");
+    cr_assert_eq(r.kink.checked, 3, "the other three elements are checked");
+    cr_assert(!r.kink_bad.ok);
+    cr_assert(strstr(r.kink_bad.message, "gradient mismatch at input 0 element 1"), "%s", r.kink_bad.message);
+    cr_assert(r.block.ok, "%s", r.block.message);
+    cr_assert_eq(r.block_tensors, 17, "the input and 16 parameters");
+    cr_assert_eq(r.block.checked, r.block_tensors, "one direction per tensor");
+    cr_assert_gt(r.block_elements, 10000);
+    cr_assert(r.block_ms > 0 && r.forward_ms > 0);
+    cr_assert_lt(r.block_ms, 100 * r.forward_ms * r.block_tensors, "fast mode: about 2 forwards a tensor");
+}
+
+/* The finite difference's error against its step: O(eps^2) truncation at large eps, rounding ~u/eps at small
+ * eps, the float64 optimum near u^(1/3), float32 far worse, Richardson better (docs/teaching.md). */
+Test(example_gradcheck_custom_op, eps_study_behaves)
+{
+    eps_study s;
+    cr_assert_eq(eps_study_run(&s), 0);
+    double c64 = s.best_err[EPS_F64_CENTRAL], c32 = s.best_err[EPS_F32_CENTRAL];
+    cr_assert_lt(c64, 1e-9, "float64 central: best %g", c64);
+    cr_assert(s.best_eps[EPS_F64_CENTRAL] >= 1e-7 && s.best_eps[EPS_F64_CENTRAL] <= 1e-3, "best eps %g",
+              s.best_eps[EPS_F64_CENTRAL]);
+    cr_assert_gt(c32, 1e4 * c64, "float32 %g against float64 %g", c32, c64);
+    cr_assert(s.best_eps[EPS_F32_CENTRAL] >= 1e-4, "float32's best step is larger: %g", s.best_eps[EPS_F32_CENTRAL]);
+    cr_assert_lt(s.best_err[EPS_F64_RICHARDSON], c64 / 10, "Richardson %g", s.best_err[EPS_F64_RICHARDSON]);
+    cr_assert_gt(s.best_eps[EPS_F64_RICHARDSON], s.best_eps[EPS_F64_CENTRAL], "Richardson's best step is larger");
+    /* k = 8: eps 1e-2, k = 12: 1e-3: truncation, central O(eps^2) -> x100 */
+    double ratio = s.err[EPS_F64_CENTRAL][8] / s.err[EPS_F64_CENTRAL][12];
+    cr_assert(ratio > 50 && ratio < 200, "central, 1e-2 against 1e-3: ratio %g, not ~100", ratio);
+    /* k = 4: 0.1, k = 8: 1e-2: Richardson O(eps^4) -> x10^4 */
+    double r4 = s.err[EPS_F64_RICHARDSON][4] / s.err[EPS_F64_RICHARDSON][8];
+    cr_assert(r4 > 2e3 && r4 < 5e4, "Richardson, 0.1 against 1e-2: ratio %g, not ~1e4", r4);
+    /* k = 48: 1e-12: rounding dominates, ~u |L| / eps */
+    cr_assert_gt(s.err[EPS_F64_CENTRAL][48], 1e3 * c64, "at 1e-12: %g", s.err[EPS_F64_CENTRAL][48]);
+    cr_assert_gt(s.err[EPS_F32_CENTRAL][24], 1e-3, "float32 at 1e-6: %g", s.err[EPS_F32_CENTRAL][24]);
+}
+
+Test(example_gradcheck_custom_op, eps_plot_flag)
+{
+    char path[] = "/tmp/pg_gradcheck_eps_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    ex_run r;
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--eps-plot", path);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "float64 central") && strstr(r.out, "step 4. Fast mode on a whole transformer block") &&
+                  strstr(r.out, "step 3. A kink is reported as a kink"),
+              "%s", r.out);
+    ex_png p = ex_assert_png(path, 760, 520);
+    cr_assert(p.width == 760 && p.height == 520);
+    unlink(path);
+    EX_RUN(&r, gradcheck_custom_op_main, "gradcheck_custom_op", "--eps-plot", "/nonexistent/dir/x.png");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "cannot draw '/nonexistent/dir/x.png'"), "%s", r.err);
 }

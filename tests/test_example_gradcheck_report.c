@@ -1,7 +1,8 @@
 /* Smoke test of examples/gradcheck_report.c (`make gradcheck`): a few rows
  * through --filter (the header, one passing row each, the summary, status 0),
  * --fast, a failing row as the table shows it, a --filter that matches nothing
- * (one line on stderr, status 2) and --help. */
+ * (one line on stderr, status 2), --help, and --markdown (the table docs/ embeds:
+ * tests/gen_docs_gradcheck.sh). */
 #define PG_EXAMPLE_NO_MAIN
 #include "../examples/gradcheck_report.c"
 
@@ -106,4 +107,24 @@ Test(example_gradcheck_report, no_match_help_and_bad_flags)
     EX_RUN(&r, gradcheck_report_main, "gradcheck_report", "--filter");
     cr_assert_eq(r.rc, 2);
     ex_assert_one_line(&r, "--filter needs a value");
+}
+
+/* --markdown: a Markdown table of the same rows, no time column, bit-identical from run to run (what
+ * tests/gen_docs_gradcheck.sh compares with the committed blocks of docs/). */
+Test(example_gradcheck_report, markdown_rows_are_stable)
+{
+    ex_run *r = malloc(sizeof *r), *again = malloc(sizeof *again);
+    cr_assert(r && again);
+    EX_RUN(r, gradcheck_report_main, "gradcheck_report", "--markdown", "--filter", "pos/cope");
+    cr_assert_eq(r->rc, 0, "%s", r->err);
+    cr_assert(!strncmp(r->out, "| what | elements | worst abs err | result | kinks |\n|---|--:|--:|---|--:|\n", 74),
+              "%s", r->out);
+    cr_assert(!strstr(r->out, "time"), "no time column: %s", r->out);
+    cr_assert(strstr(r->out, "\n| pos/cope | 356 | ") && strstr(r->out, "\n| pos/cope soft onehot | 356 | "), "%s",
+              r->out);
+    cr_assert(strstr(r->out, " | pass | 0 |\n") && strstr(r->out, "\n4 checks, 0 failures\n"), "%s", r->out);
+    EX_RUN(again, gradcheck_report_main, "gradcheck_report", "--markdown", "--filter", "pos/cope");
+    cr_assert_str_eq(r->out, again->out, "the digits differ between two runs");
+    free(r);
+    free(again);
 }

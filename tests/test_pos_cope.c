@@ -537,3 +537,63 @@ Test(pos_cope, bad_input)
     pg_tensor *own[] = {q, k, q2, x};
     free_all(4, own);
 }
+
+/* ===================================================================================
+ * a kink planted at an integer position (docs/pos/cope.md "Gradients"; docs/autograd.md "Kinks")
+ * =================================================================================== */
+
+/* Dh = 1, q_i = 1, k_j = 0, scale 1, causal L = 3: every gate is sigmoid(0) = 1/2 exactly, so
+ * p = 0.5 on the diagonal, p_10 = p_21 = 1 exactly, p_20 = 1.5. Moving k_0 moves g_10 and so
+ * p_10 across the integer 1: the bias of (4) is piecewise linear in p with slope z[1] - z[0]
+ * below 1 and z[2] - z[1] above. E[n] = e[n] (XT, npos 4). */
+static pg_gradcheck_result cope_at_integer(const pg_cope_opts *o, const double e[4], pg_gradcheck_stat st[4])
+{
+    pg_cope *m = cope_f64(1, 0, o);
+    for (int n = 0; n < 4; n++)
+        pg_set(m->pos_emb, n, e[n]);
+    pg_tensor *q = T64(PG_SHAPE(1, 1, 3, 1), 1, 1, 1), *k = T64(PG_SHAPE(1, 1, 3, 1), 0, 0, 0);
+    pg_tensor *v = T64(PG_SHAPE(1, 1, 3, 1), 0, 0, 0);
+    q->requires_grad = k->requires_grad = true;
+    gc_case t = {m, ctx_for(q, k, NULL, true, 1.0)};
+    pg_tensor *in[] = {q, k, v, m->pos_emb};
+    pg_gradcheck_opts go = f64_only();
+    pg_gradcheck_result r = pg_gradcheck_ex(call_bias, 4, in, &t, &go, st);
+    cr_assert(!away_from_kinks(m, q, k, v, &t.c), "the planted positions are integers");
+    pg_tensor *own[] = {q, k, v};
+    free_all(3, own);
+    pg_module_free(&m->pm.base);
+    return r;
+}
+
+Test(pos_cope, integer_position_is_a_kink)
+{
+    /* the soft one-hot (5): |p - n| at p = n = 1; its derivative there is taken as 0, so the
+     * analytic slope is the midpoint of the one-sided ones: a kink, counted, not a failure */
+    const double sq[4] = {0, 1, 4, 9};
+    pg_gradcheck_stat st[4];
+    pg_gradcheck_result r = cope_at_integer(&(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4, .soft_onehot = true,
+                                                            .soft_onehot_temp = 0.5},
+                                            sq, st);
+    cr_assert(r.ok, "%s", r.message);
+    cr_assert_geq(r.kinks, 1, "no kink reported at p = 1");
+    cr_assert_geq(st[1].kinks, 1, "k_0 moves p_10 across 1: a kink in k");
+    cr_assert_eq(st[3].kinks, 0, "the bias is linear in E: no kink there");
+    cr_assert_eq(st[3].checked, 4);
+    cr_log_info("pos_cope kink (soft one-hot at p = 1): %d kinks, first input %d element %lld", r.kinks,
+                r.kink_input, (long long)r.kink_index);
+    /* (4) where z has a peak at 1 (E = 0, 1, 0, ...): one-sided slopes +1 and -1, and the
+     * references' gradient at integer p, z[ceil p] - z[floor p] = 0 (floor = ceil), lies between
+     * them: a kink */
+    const double peak[4] = {0, 1, 0, -1};
+    r = cope_at_integer(&(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4}, peak, st);
+    cr_assert(r.ok, "%s", r.message);
+    cr_assert_geq(st[1].kinks, 1, "no kink reported at p = 1 with a peak in z");
+    /* (4) where z rises through 1 (E = n^2): one-sided slopes 1 and 3 (times dp/dk); the
+     * gradient 0 that floor = ceil gives is outside them, and gradcheck says so (a value outside
+     * the one-sided slopes fails at a kink too), naming an element of k */
+    r = cope_at_integer(&(pg_cope_opts){.convention = PG_COPE_XT, .npos = 4}, sq, st);
+    cr_assert(!r.ok, "a gradient outside the one-sided slopes at p = 1 passed");
+    cr_assert(strstr(r.message, "pg_gradcheck: gradient mismatch at input 1 element 0: analytic"), "%s", r.message);
+    cr_assert_eq(st[1].first_bad, 0, "k_0 moves p_10");
+    cr_log_info("pos_cope at p = 1 with z rising: %s", r.message);
+}
