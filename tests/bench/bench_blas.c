@@ -10,8 +10,8 @@
  * bench_gemm.c's (keep the two tables alike), row-major with the same
  * transposes. For each shape and thread count (1, 2) posgrad's pg_gemm_f32
  * and cblas_sgemm are timed alternately, ROUNDS times each (each a median of
- * RUNS timed runs after a warm-up, bench.c's median_time); the figure printed
- * is the median of the rounds:
+ * RUNS timed runs after a warm-up, bench.c's median_time, then a pause of
+ * 150 ms: settle()); the figure printed is the median of the rounds:
  *   gemm_f32_<shape>_t<T>    posgrad  GFLOP/s
  *   blas_sgemm_<shape>_t<T>  OpenBLAS GFLOP/s
  *   blas_ratio_<shape>_t<T>  posgrad / OpenBLAS  x
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ROUNDS 3
 
@@ -93,6 +94,16 @@ static void run_blas(void *p, int reps)
                       (int)g->M, (int)g->N, (int)g->K, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, (int)g->N);
 }
 
+/* A pause between the two sides: OpenBLAS's idle threads spin (yielding) for about
+ * 2^28 cycles after a call before they sleep (its THREAD_TIMEOUT), posgrad's pool
+ * briefly too; without it one side's spinning threads share the cores with the
+ * other side's first timed runs. */
+static void settle(void)
+{
+    struct timespec ts = {0, 150 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -142,7 +153,9 @@ static void blas_shape(const blas_lib *lib, const char *shape, bool ta, bool tb,
         double tp[ROUNDS], tb_[ROUNDS];
         for (int k = 0; k < ROUNDS; k++) {
             tp[k] = median_time(run_posgrad, &g, reps);
+            settle();
             tb_[k] = median_time(run_blas, &g, reps);
+            settle();
         }
         qsort(tp, ROUNDS, sizeof tp[0], cmp_double);
         qsort(tb_, ROUNDS, sizeof tb_[0], cmp_double);
