@@ -19,6 +19,12 @@ prints `train_rotary_t2 <tokens/s> tokens/s` (warm-up, then the median of 7
 timed steps, as bench_train.c). --scheme all runs every scheme; --dtype f64
 names the line train_<scheme>_f64_t<threads>; --params prints the parameter
 count (compare: examples/train_lm prints posgrad's as "model: N parameters").
+
+make bench-compare (tests/bench/compare.sh) runs it alternately with posgrad's
+bench, with OMP_WAIT_POLICY=PASSIVE, OPENBLAS_NUM_THREADS=<threads> (OpenBLAS
+does not follow torch.set_num_threads) and an allocator that keeps freed memory
+(jemalloc with MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1); run by hand,
+set the same for the same figures (docs/performance.md).
 """
 import argparse
 import math
