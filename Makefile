@@ -91,6 +91,12 @@ $(BUILD)/tests/bench: $(wildcard tests/bench/*.c tests/bench/*.h) $(BUILD)/libpo
 bench: $(BUILD)/tests/bench
 	$(BUILD)/tests/bench
 
+# posgrad beside PyTorch (tests/bench/torch_train.py, when python3-torch is installed)
+# and OpenBLAS (when libopenblas0 is): COMPARE_THREADS, COMPARE_ROUNDS, COMPARE_SCHEMES
+.PHONY: bench-compare
+bench-compare: $(BUILD)/tests/bench examples/train_lm
+	BENCH=$(BUILD)/tests/bench tests/bench/compare.sh
+
 # bias_lab's report.html in headless Chromium (tests/need.sh installs it): the
 # page's own self-test, then a screenshot decoded by tests/browser/shot_check.
 # Its own target, not in make test (about half a minute).

@@ -210,6 +210,7 @@ int main(int argc, char **argv)
     bench_train_all(only);
     bench_png_all(only);
     bench_generate_all(only);
+    bench_blas_all(only); /* only when named: `bench blas` */
     if (bench_selected(only, "attn_local"))
         bench_attention(argv[0], ATTN_LOCAL, 16384);
     if (bench_selected(only, "attn_fused"))

@@ -26,5 +26,6 @@ void bench_gemm_all(const char *only);  /* bench_gemm.c: gemm_* */
 void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 */
 void bench_png_all(const char *only);   /* bench_png.c: png_encode_*, png_decode_* */
 void bench_generate_all(const char *only); /* bench_generate.c: generate_cached_tok_s, generate_full_tok_s */
+void bench_blas_all(const char *only);     /* bench_blas.c: `bench blas`, posgrad beside OpenBLAS (only when named) */
 
 #endif
