@@ -3,6 +3,7 @@
  * terms of a, b and y. The backward walks the broadcast plan with each
  * input's own strides, so a broadcast input's gradient sums up in place. */
 #include "op_util.h"
+#include "../tensor/threadpool.h"
 
 #include <string.h>
 #include <tgmath.h>
@@ -91,13 +92,72 @@ typedef struct binary_kind {
                                             name##_bwd_f64};
 BINARY_OPS(DEFINE_KIND)
 
+/* ---- the same-shape case on the thread pool ----------------------------------------
+ * When a, b and y have one shape (the residual adds, the gates), the plan is one flat
+ * loop, cut into slices: element i's result never depends on the split. A fresh gradient
+ * (pg_grad_fresh) is zeroed slice by slice just before its slice accumulates, while it
+ * is in cache, instead of in a separate pass over memory. */
+#define BINARY_GRAIN 32768
+
+typedef struct binary_job {
+    const binary_kind *k;
+    bool f32, backward, fresh_a, fresh_b;
+    void *y, *ga, *gb;
+    const void *a, *b, *gy;
+} binary_job;
+
+static void binary_slice(void *ctx, int64_t i0, int64_t i1)
+{
+    const binary_job *j = ctx;
+    size_t es = j->f32 ? sizeof(float) : sizeof(double), o = (size_t)i0 * es;
+    pg_bcast p = {.ndim = 1, .n = 3, .shape = {i1 - i0}, .inner = i1 - i0, .istride = {1, 1, 1}, .outer = 1};
+    char *y = j->y, *ga = j->ga, *gb = j->gb;
+    const char *a = j->a, *b = j->b, *gy = j->gy;
+    if (!j->backward) {
+        if (j->f32)
+            j->k->f32(&p, (float *)(y + o), (const float *)(a + o), (const float *)(b + o));
+        else
+            j->k->f64(&p, (double *)(y + o), (const double *)(a + o), (const double *)(b + o));
+        return;
+    }
+    if (j->fresh_a)
+        memset(ga + o, 0, (size_t)(i1 - i0) * es);
+    if (j->fresh_b)
+        memset(gb + o, 0, (size_t)(i1 - i0) * es);
+    void *da = ga ? ga + o : NULL, *db = gb ? gb + o : NULL;
+    if (j->f32)
+        j->k->b32(&p, da, db, (const float *)(gy + o), (const float *)(y + o), (const float *)(a + o),
+                  (const float *)(b + o));
+    else
+        j->k->b64(&p, da, db, (const double *)(gy + o), (const double *)(y + o), (const double *)(a + o),
+                  (const double *)(b + o));
+}
+
+static bool same_shapes(const pg_tensor *y, const pg_tensor *a, const pg_tensor *b)
+{
+    return a->numel == y->numel && b->numel == y->numel;
+}
+
 static int binary_backward(pg_graph *g, pg_node *n)
 {
     const binary_kind *k = n->ctx;
     pg_tensor *a = n->in[0], *b = n->in[1], *y = n->out;
-    pg_tensor *ga = pg_grad_of(g, a), *gb = pg_grad_of(g, b);
+    bool fresh_a = false, fresh_b = false;
+    pg_tensor *ga = pg_grad_fresh(g, a, &fresh_a), *gb = a == b ? NULL : pg_grad_fresh(g, b, &fresh_b);
+    if (a == b) /* x op x: both contributions go to one gradient, added in turn */
+        gb = ga;
     if ((a->requires_grad && !ga) || (b->requires_grad && !gb))
         return -1;
+    if (same_shapes(y, a, b) && a != b) {
+        binary_job j = {k, y->dtype == PG_F32, true, fresh_a, fresh_b, y->data, ga ? ga->data : NULL,
+                        gb ? gb->data : NULL, a->data, b->data, y->grad->data};
+        pg_parallel_range(y->numel, BINARY_GRAIN, binary_slice, &j);
+        return 0;
+    }
+    if (fresh_a) /* broadcast, or x op x: contributions add up in place */
+        memset(ga->data, 0, (size_t)ga->numel * pg_dtype_size(ga->dtype));
+    if (fresh_b)
+        memset(gb->data, 0, (size_t)gb->numel * pg_dtype_size(gb->dtype));
     pg_bcast p;
     pg_bcast_plan(&p, y->ndim, y->shape, 3, (const pg_tensor *[]){y, a, b});
     void *da = ga ? ga->data : NULL, *db = gb ? gb->data : NULL;
@@ -118,12 +178,17 @@ static pg_tensor *binary(pg_graph *g, const binary_kind *k, pg_tensor *a, pg_ten
     pg_tensor *y = pg_op_output(g, k->name, a->dtype, ndim, shape);
     if (!y)
         return NULL;
-    pg_bcast p;
-    pg_bcast_plan(&p, ndim, shape, 3, (const pg_tensor *[]){y, a, b});
-    if (y->dtype == PG_F32)
-        k->f32(&p, y->data, a->data, b->data);
-    else
-        k->f64(&p, y->data, a->data, b->data);
+    if (same_shapes(y, a, b)) {
+        binary_job j = {k, y->dtype == PG_F32, false, false, false, y->data, NULL, NULL, a->data, b->data, NULL};
+        pg_parallel_range(y->numel, BINARY_GRAIN, binary_slice, &j);
+    } else {
+        pg_bcast p;
+        pg_bcast_plan(&p, ndim, shape, 3, (const pg_tensor *[]){y, a, b});
+        if (y->dtype == PG_F32)
+            k->f32(&p, y->data, a->data, b->data);
+        else
+            k->f64(&p, y->data, a->data, b->data);
+    }
     pg_node *n = pg_op_record(g, k->name, y, 2, (pg_tensor *[]){a, b}, binary_backward);
     if (n)
         n->ctx = (void *)k;
