@@ -17,12 +17,14 @@
 #include "op_util.h"
 
 #include "../tensor/threadpool.h"
+#include <string.h>
 
 typedef struct rot_job {
     bool f32, interleaved;
     int64_t B, H, L, Dh, R, Bc;
     const void *x, *C, *S, *gy;
-    void *out; /* y, or dx */
+    void *out;  /* y, or dx */
+    bool fresh; /* dx is a fresh gradient: each task zeroes its slab first, while it is in cache */
 } rot_job;
 
 /* channel offsets of pair i */
@@ -104,6 +106,9 @@ static void rot_bwd_task(void *ctx, int64_t s, int thread)
     (void)thread;
     const rot_job *j = ctx;
     int64_t ox = slab_x(j, s), oc = slab_cs(j, s);
+    if (j->fresh)
+        memset((char *)j->out + (size_t)ox * (j->f32 ? sizeof(float) : sizeof(double)), 0,
+               (size_t)(j->L * j->Dh) * (j->f32 ? sizeof(float) : sizeof(double)));
     if (j->f32)
         rot_bwd_x_f32(j, (float *)j->out + ox, (const float *)j->gy + ox, (const float *)j->C + oc,
                       (const float *)j->S + oc);
@@ -116,11 +121,12 @@ static void rot_bwd_task(void *ctx, int64_t s, int thread)
 static int rotate_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *t = n->in[0], *C = n->in[1], *S = n->in[2], *y = n->out;
-    pg_tensor *gt = pg_grad_of(g, t), *gC = pg_grad_of(g, C), *gS = pg_grad_of(g, S);
+    bool fresh;
+    pg_tensor *gt = pg_grad_fresh(g, t, &fresh), *gC = pg_grad_of(g, C), *gS = pg_grad_of(g, S);
     if ((t->requires_grad && !gt) || (C->requires_grad && !gC) || (S->requires_grad && !gS))
         return -1;
     rot_job j = {t->dtype == PG_F32, n->ip[1] != 0, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-                 n->ip[0], C->shape[0], t->data, C->data, S->data, y->grad->data, gt ? gt->data : NULL};
+                 n->ip[0], C->shape[0], t->data, C->data, S->data, y->grad->data, gt ? gt->data : NULL, fresh};
     if (gt)
         pg_parallel_for(j.B * j.H, rot_bwd_task, &j);
     for (int64_t s = 0; (gC || gS) && s < j.B * j.H; s++) {
@@ -166,7 +172,7 @@ pg_tensor *pg_rotate_pairs(pg_graph *g, pg_tensor *t, pg_tensor *C, pg_tensor *S
     if (!y)
         return NULL;
     rot_job j = {t->dtype == PG_F32, interleaved, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-                 R, C->shape[0], t->data, C->data, S->data, NULL, y->data};
+                 R, C->shape[0], t->data, C->data, S->data, NULL, y->data, false};
     pg_parallel_for(j.B * j.H, rot_fwd_task, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, (pg_tensor *[]){t, C, S}, rotate_backward);
     if (n) {
