@@ -133,6 +133,11 @@ pg_tensor *pg_stack(pg_graph *g, int n, pg_tensor *const *xs, int axis);
 /* Pads one axis with `value`: `before` entries in front, `after` behind. A
  * negative amount crops that side instead (as torch.nn.functional.pad). */
 pg_tensor *pg_pad(pg_graph *g, pg_tensor *x, int axis, int64_t before, int64_t after, double value);
+/* Attention heads (autograd/op_heads.c), one copy each way:
+ * pg_split_heads: x (B, L, W) -> (B, heads, L, head_dim), y[b, h, l, d] = x[b, l, offset + h head_dim + d]
+ * (needs offset + heads head_dim <= W); pg_merge_heads: x (B, H, L, Dh) -> (B, L, H Dh). */
+pg_tensor *pg_split_heads(pg_graph *g, pg_tensor *x, int64_t offset, int64_t heads, int64_t head_dim);
+pg_tensor *pg_merge_heads(pg_graph *g, pg_tensor *x);
 /* Rotary rotation of channel pairs (autograd/op_rotate.c): t (B, H, L, Dh), cos and
  * sin (1 or B, 1, L, R) with 1 <= R <= Dh / 2; pair i is channels (i, R + i), or
  * (2i, 2i + 1) when interleaved: y_a = x_a cos - x_b sin, y_b = x_b cos + x_a sin;

@@ -319,10 +319,7 @@ static pg_tensor *split_heads(pg_graph *g, pg_tensor *t, int64_t off, int64_t H,
 {
     if (!t)
         return NULL;
-    int64_t B = t->shape[0], L = t->shape[1];
-    pg_tensor *s = off == 0 && t->shape[2] == H * Dh ? t : pg_narrow(g, t, 2, off, H * Dh);
-    s = pg_reshape(g, s, PG_SHAPE(B, L, H, Dh));
-    return pg_permute(g, s, (const int[]){0, 2, 1, 3}); /* (B, H, L, Dh) */
+    return pg_split_heads(g, t, off, H, Dh); /* (B, H, L, Dh) */
 }
 
 /* x / max(|x|, 1e-12) over each group of Dh / groups channels (torch's F.normalize), times
@@ -624,7 +621,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     if (!project(g, fn, m, x, context, a, qkv, &pc))
         return NULL;
     const pg_mha_config *c = &m->cfg;
-    int64_t B = pc.B, Lq = pc.Lq, Lk = pc.Lk;
+    int64_t Lq = pc.Lq, Lk = pc.Lk;
     bool drop = m->base.training && c->dropout > 0;
     bool fused = fusable(m, a, Lq, Lk, drop);
     pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *out;
@@ -642,8 +639,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
         pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
         out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }
-    out = pg_permute(g, out, (const int[]){0, 2, 1, 3});         /* (B, Lq, H, Dh) */
-    out = pg_reshape(g, out, PG_SHAPE(B, Lq, c->heads * m->head_dim)); /* heads merged: (n h) */
+    out = pg_merge_heads(g, out); /* (B, Lq, H Dh), heads outer: (n h) */
     return out ? pg_linear_forward(g, m->to_out, out) : NULL;
 }
 
