@@ -1,0 +1,314 @@
+/* The x-transformers table of state maps (state_map.h; docs/interop.md "x-transformers").
+ *
+ * Read from lucidrains/x-transformers v2.26.4 (x_transformers/x_transformers.py):
+ * TransformerWrapper(num_tokens, max_seq_len, attn_layers = Decoder(dim, depth, heads, ...))
+ * has these state_dict names (torch_einops_utils' Sequential drops its None entries, so the
+ * indices below count only the modules that exist):
+ *   token_emb.emb.weight                      TokenEmbedding (l2norm_embed: F.normalize of the row)
+ *   pos_emb.emb.weight                        AbsolutePositionalEmbedding, used times dim^-0.5
+ *                                             (1 and l2norm with l2norm_embed); posgrad stores it
+ *                                             unscaled too (pg_learned_opts.scale): a rename
+ *   pos_emb.scale                             ScaledSinusoidalEmbedding's learned scalar
+ *   attn_layers.layers.{2i}.0.0.gamma / .g    the attention's pre-norm: LayerNorm (no bias) or
+ *                                             RMSNorm; with norm_add_unit_offset (default True)
+ *                                             the gain is gamma + 1 and gamma is stored, exactly
+ *                                             as posgrad's norm_unit_offset stores weight: a rename
+ *   attn_layers.layers.{2i}.1.to_q / to_k / to_v / to_out.weight   LinearNoBias; posgrad's to_qkv
+ *                                             is their row concatenation (q: heads * dim_head rows,
+ *                                             k and v: kv_heads * dim_head each): PG_MAP_SPLIT
+ *   attn_layers.layers.{2i}.1.qk_norm_q_scale / qk_norm_k_scale    with attn_qk_norm_dim_scale
+ *   attn_layers.layers.{2i+1}.0.0.gamma / .g  the feed-forward's pre-norm
+ *   attn_layers.layers.{2i+1}.1.ff.0.0.{weight,bias}  FeedForward's Linear(dim, inner) (GLU:
+ *                                             ff.0.proj, Linear(dim, 2 inner), x then gate)
+ *   attn_layers.layers.{2i+1}.1.ff.2.{weight,bias}    Linear(inner, dim) (after the Dropout, ff.1)
+ *   attn_layers.final_norm.gamma / .g
+ *   attn_layers.rel_pos.relative_attention_bias.weight   T5 (rel_pos_bias), one for all layers
+ *   attn_layers.rel_pos.mlp.*                 DynamicPositionBias, one for all layers
+ *   attn_layers.rotary_pos_emb.inv_freq (.scale with xPos)   persistent buffers: dropped
+ *   to_logits.weight                          LinearNoBias; absent with tie_embedding
+ * The residuals have no parameters; ALiBi and the sinusoid keep non-persistent buffers. */
+#include "state_map.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+pg_lm_config pg_lm_config_xtransformers(pg_xt_config *x)
+{
+    pg_lm_config c = pg_lm_defaults(x->num_tokens, x->dim, x->heads, x->depth);
+    int64_t dh = x->attn_dim_head ? x->attn_dim_head : 64;
+    c.dtype = x->dtype;
+    c.max_len = x->max_seq_len;
+    c.dim_head = dh;
+    c.kv_heads = x->attn_kv_heads;
+    c.qk_norm = x->attn_qk_norm;
+    c.qk_norm_dim_scale = x->attn_qk_norm_dim_scale;
+    c.qk_norm_groups = x->attn_qk_norm_groups;
+    c.qk_norm_scale = x->attn_qk_norm_scale;
+    /* LayerNorm(dim): nn.LayerNorm(elementwise_affine = False), eps 1e-5, times gamma; RMSNorm:
+     * F.normalize (eps 1e-12) * sqrt(dim) * g, posgrad's PG_RMS_L2 (its default eps 1e-12) */
+    c.norm = x->use_rmsnorm ? PG_NORM_RMS : PG_NORM_LAYER;
+    c.rms_form = x->use_rmsnorm ? PG_RMS_L2 : PG_RMS_MEAN;
+    c.norm_eps = x->use_rmsnorm ? 0 : 1e-5;
+    c.norm_unit_offset = !x->no_norm_unit_offset;
+    c.bias = true;
+    c.attn_bias = PG_BIAS_OFF;
+    c.norm_bias = PG_BIAS_OFF;
+    c.ff_bias = x->ff_no_bias ? PG_BIAS_OFF : PG_BIAS_ON;
+    c.ff_kind = x->ff_glu ? PG_FF_GLU : PG_FF_MLP;
+    c.ff_act = x->ff_swish ? PG_ACT_SILU : PG_ACT_GELU;
+    c.ff_hidden = (int64_t)((double)x->dim * (x->ff_mult > 0 ? x->ff_mult : 4.0)); /* int(dim * mult) */
+    c.tie_weights = x->tie_embedding;
+    c.tok_l2norm = x->l2norm_embed;
+    /* the absolute embedding: on unless turned off, rotary or T5 (disable_abs_pos_emb) */
+    bool abs = x->abs_pos_emb > 0 || (x->abs_pos_emb == 0 && !x->rotary_pos_emb && !x->rotary_xpos && !x->rel_pos_bias);
+    if (abs && x->max_seq_len > 0 && x->scaled_sinu_pos_emb) {
+        x->sinu = pg_scaled_sinusoidal_defaults();
+        c.input_pos[c.n_input_pos++] = (pg_posmod_spec){"sinusoidal", NULL, &x->sinu};
+    } else if (abs && x->max_seq_len > 0) {
+        x->learned = (pg_learned_opts){.max_seq_len = x->max_seq_len, .l2norm = x->l2norm_embed,
+                                       .scale = x->l2norm_embed ? 1.0 : pow((double)x->dim, -0.5)};
+        c.input_pos[c.n_input_pos++] = (pg_posmod_spec){"learned", NULL, &x->learned};
+    }
+    if (x->rotary_pos_emb || x->rotary_xpos) { /* RotaryEmbedding(rotary_emb_dim), interleaved pairs */
+        int64_t rd = x->rotary_emb_dim ? x->rotary_emb_dim : dh / 2;
+        x->rotary = (pg_rotary_opts){.n_dims = rd, .freq_dim = rd, .use_xpos = x->rotary_xpos};
+        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){"rotary", NULL, &x->rotary};
+    }
+    /* the relative biases: AttentionLayers.rel_pos, one module for every layer, end-aligned */
+    if (x->alibi_pos_bias) {
+        x->alibi = (pg_alibi_opts){.align = PG_ALIBI_ALIGN_END};
+        c.share_layer_pos[c.n_layer_pos] = true;
+        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){"alibi", NULL, &x->alibi};
+    }
+    if (x->rel_pos_bias) { /* scale dim_head^0.5: pg_t5_opts.scale 0 with the attention's head width */
+        x->t5 = (pg_t5_opts){.num_buckets = x->rel_pos_num_buckets, .max_distance = x->rel_pos_max_distance,
+                             .causal = true, .align = PG_T5_ALIGN_END};
+        c.share_layer_pos[c.n_layer_pos] = true;
+        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){"t5", NULL, &x->t5};
+    }
+    if (x->dynamic_pos_bias) { /* DynamicPositionBias(dim // 4, depth 2) */
+        x->dpb = pg_dpb_xtransformers(x->dynamic_pos_bias_mlp_depth ? x->dynamic_pos_bias_mlp_depth : 2,
+                                      x->dynamic_pos_bias_log_distance, x->dynamic_pos_bias_norm);
+        c.share_layer_pos[c.n_layer_pos] = true;
+        c.layer_pos[c.n_layer_pos++] = (pg_posmod_spec){"dpb", NULL, &x->dpb};
+    }
+    return c;
+}
+
+/* ---- the problem check -------------------------------------------------------------------------- */
+
+static bool spec_is(const pg_posmod_spec *s, const char *kind)
+{
+    return s->kind && !s->make && strcmp(s->kind, kind) == 0;
+}
+
+static bool bias_on(pg_bias_switch s, bool dflt) { return s == PG_BIAS_ON || (s == PG_BIAS_DEFAULT && dflt); }
+
+/* Why the input positions of c are not TransformerWrapper's pos_emb, or NULL. */
+static const char *xt_input_problem(const pg_lm_config *c)
+{
+    if (c->n_input_pos == 0)
+        return NULL;
+    const pg_posmod_spec *s = &c->input_pos[0];
+    if (c->n_input_pos > 1 || c->max_len <= 0)
+        return "has at most one input positional module (pos_emb) and needs max_len = max_seq_len > 0 with it";
+    if (spec_is(s, "sinusoidal")) {
+        const pg_sinusoidal_opts *o = s->opts;
+        bool ok = o && o->cat_halves && o->learned_scale && (o->base == 0 || o->base == 10000) && !o->learned_div &&
+                  (o->divide == 0 || o->divide == 1);
+        return ok ? NULL : "has the sinusoid only as ScaledSinusoidalEmbedding (pg_scaled_sinusoidal_defaults())";
+    }
+    const pg_learned_opts *o = s->opts;
+    if (!spec_is(s, "learned") || !o)
+        return "has a \"learned\" (AbsolutePositionalEmbedding) or scaled \"sinusoidal\" input position only";
+    double want = o->l2norm ? 1.0 : pow((double)c->dim, -0.5);
+    if ((o->scale == 0 ? 1.0 : o->scale) != want || o->l2norm != c->tok_l2norm ||
+        (o->max_seq_len != 0 && o->max_seq_len != c->max_len))
+        return "scales AbsolutePositionalEmbedding by dim^-0.5 (pg_learned_opts.scale), or l2-normalises it "
+               "and the token embedding together (l2norm_embed: .l2norm = tok_l2norm, scale 1), max_seq_len rows";
+    return NULL;
+}
+
+static const char *xt_rotary_problem(const pg_rotary_opts *o, int64_t dh)
+{
+    if (!o || o->n_dims <= 0 || o->n_dims > dh || o->freq_dim != o->n_dims || o->pairing != PG_ROTARY_INTERLEAVED ||
+        (o->base != 0 && o->base != 10000) || (o->divide != 0 && o->divide != 1) || o->learned_div || o->scaling != PG_ROPE_NONE ||
+        o->xpos_fixed_centre || (o->scale_base != 0 && o->scale_base != 512) || (o->head_dim != 0 && o->head_dim != dh))
+        return "has RotaryEmbedding(rotary_emb_dim) only as pg_rotary_opts{.n_dims = .freq_dim = rotary_emb_dim "
+               "<= dim_head, interleaved, base 10000, no divide or scaling, (use_xpos)}";
+    return NULL;
+}
+
+static const char *xt_bias_problem(const pg_posmod_spec *s)
+{
+    if (spec_is(s, "alibi")) {
+        const pg_alibi_opts *o = s->opts;
+        return o && !o->slopes && !o->asymmetric && o->align == PG_ALIBI_ALIGN_END && !o->div.learned &&
+                       (o->div.divide == 0 || o->div.divide == 1)
+                   ? NULL
+                   : "has AlibiPositionalBias as pg_alibi_opts{.align = PG_ALIBI_ALIGN_END} (slopes of its recipe)";
+    }
+    if (spec_is(s, "t5")) {
+        const pg_t5_opts *o = s->opts;
+        return o && o->causal && o->align == PG_T5_ALIGN_END && o->scale == 0
+                   ? NULL
+                   : "has a causal, end-aligned T5 bias scaled by sqrt(dim_head) (pg_t5_opts)";
+    }
+    if (spec_is(s, "dpb")) {
+        const pg_dpb_opts *o = s->opts;
+        return o && o->layout == PG_DPB_LAYOUT_XT && o->sign == PG_DPB_ADD && o->end_aligned && o->hidden == 0 &&
+                       o->distance != PG_DPB_ABS && (o->divide == 0 || o->divide == 1) && !o->learned_div
+                   ? NULL
+                   : "has DynamicPositionBias as pg_dpb_xtransformers(depth, log_distance, norm)";
+    }
+    return "has no positional module of that kind inside attention (rotary, xpos, alibi, t5 or dpb only)";
+}
+
+/* Why the layer positions of c are not AttentionLayers' rotary_pos_emb / rel_pos, or NULL. */
+static const char *xt_layer_problem(const pg_lm_config *c)
+{
+    int n_rot = 0, n_bias = 0;
+    int64_t dh = c->dim_head ? c->dim_head : c->dim / c->heads;
+    for (int k = 0; k < c->n_layer_pos; k++) {
+        const pg_posmod_spec *s = &c->layer_pos[k];
+        const char *bad;
+        if (spec_is(s, "rotary") || spec_is(s, "xpos")) {
+            n_rot++;
+            bad = xt_rotary_problem(s->opts, dh);
+        } else {
+            n_bias++;
+            bad = c->share_layer_pos[k] ? xt_bias_problem(s)
+                                        : "shares its relative bias across layers (share_layer_pos) as rel_pos";
+        }
+        if (bad)
+            return bad;
+    }
+    return n_rot > 1 || n_bias > 1 ? "has at most one rotary and one relative bias (alibi, t5 or dpb)" : NULL;
+}
+
+/* Why x-transformers cannot express c, or NULL. */
+static const char *xt_problem(const pg_lm_config *c)
+{
+    const char *bad = xt_input_problem(c);
+    if (!bad)
+        bad = xt_layer_problem(c);
+    if (bad)
+        return bad;
+    if (bias_on(c->attn_bias, c->bias) || (c->norm == PG_NORM_LAYER && c->norm_bias != PG_BIAS_OFF))
+        return "has no attention biases and no LayerNorm bias (attn_bias, norm_bias PG_BIAS_OFF)";
+    if (c->norm == PG_NORM_LAYER ? c->norm_eps != 0 && c->norm_eps != 1e-5
+                                 : c->rms_form != PG_RMS_L2 || (c->norm_eps != 0 && c->norm_eps != 1e-12))
+        return "has LayerNorm with eps 1e-5 or RMSNorm of F.normalize (PG_RMS_L2, eps 1e-12)";
+    if (c->ff_act != PG_ACT_GELU && c->ff_act != PG_ACT_SILU)
+        return "has FeedForward activations GELU (exact) and SiLU (ff_swish) here";
+    if (c->band.window != 0)
+        return "has full causal attention only here (no band)";
+    if (c->heads < 2)
+        return "drops to_out for one head (Attention's project_out): heads >= 2 here";
+    return NULL;
+}
+
+/* ---- the table ---------------------------------------------------------------------------------- */
+
+static int xt_rename(pg_state_map *m, const char *ours, const char *theirs, const char *tail)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s%s", theirs, tail);
+    return pg_state_map_rename(m, ours, buf);
+}
+
+/* the block's entries: norms, q / k / v split, to_out, qk scales, the feed-forward */
+static int xt_blocks(pg_state_map *m, const pg_lm_config *c)
+{
+    const char *g = c->norm == PG_NORM_RMS ? ".g" : ".gamma";
+    int64_t dh = c->dim_head ? c->dim_head : c->dim / c->heads, kv = c->kv_heads ? c->kv_heads : c->heads;
+    pg_map_entry qkv = {PG_MAP_SPLIT, "blocks.{i}.attn.to_qkv.weight", 3,
+                        {"attn_layers.layers.{2i}.1.to_q.weight", "attn_layers.layers.{2i}.1.to_k.weight",
+                         "attn_layers.layers.{2i}.1.to_v.weight"},
+                        {c->heads * dh, kv * dh, kv * dh}, 0, 0};
+    const char *in = c->ff_kind == PG_FF_GLU ? "attn_layers.layers.{2i+1}.1.ff.0.proj"
+                                             : "attn_layers.layers.{2i+1}.1.ff.0.0";
+    bool ffb = bias_on(c->ff_bias, c->bias);
+    int rc = xt_rename(m, "blocks.{i}.norm1.weight", "attn_layers.layers.{2i}.0.0", g);
+    rc = rc ? rc : pg_state_map_add(m, &qkv);
+    rc = rc ? rc : pg_state_map_rename(m, "blocks.{i}.attn.to_out.weight", "attn_layers.layers.{2i}.1.to_out.weight");
+    if (c->qk_norm && c->qk_norm_dim_scale) {
+        rc = rc ? rc : pg_state_map_rename(m, "blocks.{i}.attn.qk_norm_q_scale", "attn_layers.layers.{2i}.1.qk_norm_q_scale");
+        rc = rc ? rc : pg_state_map_rename(m, "blocks.{i}.attn.qk_norm_k_scale", "attn_layers.layers.{2i}.1.qk_norm_k_scale");
+    }
+    rc = rc ? rc : xt_rename(m, "blocks.{i}.norm2.weight", "attn_layers.layers.{2i+1}.0.0", g);
+    rc = rc ? rc : xt_rename(m, "blocks.{i}.ff.proj_in.weight", in, ".weight");
+    rc = rc ? rc : pg_state_map_rename(m, "blocks.{i}.ff.proj_out.weight", "attn_layers.layers.{2i+1}.1.ff.2.weight");
+    if (ffb) {
+        rc = rc ? rc : xt_rename(m, "blocks.{i}.ff.proj_in.bias", in, ".bias");
+        rc = rc ? rc : pg_state_map_rename(m, "blocks.{i}.ff.proj_out.bias", "attn_layers.layers.{2i+1}.1.ff.2.bias");
+    }
+    return rc;
+}
+
+/* the shared DynamicPositionBias: mlp.0 = (Linear(1, d), [LayerNorm(d) gamma], SiLU), mlp.l =
+ * (Linear(d, d), [nn.LayerNorm(d)], SiLU), mlp.depth = Linear(d, heads) (nn/pos_dpb.h, XT layout) */
+static int xt_dpb(pg_state_map *m, const pg_dpb_opts *o)
+{
+    int depth = o->depth ? o->depth : 2, rc = 0;
+    for (int l = 0; rc == 0 && l <= depth; l++) {
+        const char *hidden[] = {"0.weight", "0.bias", l == 0 ? "1.gamma" : "1.weight", "1.bias"};
+        const char *last[] = {"weight", "bias"};
+        int n = l == depth ? 2 : !o->norm ? 2 : l == 0 ? 3 : 4;
+        for (int k = 0; rc == 0 && k < n; k++) {
+            char ours[96], theirs[128];
+            snprintf(ours, sizeof ours, "rel_pos.mlp.%d.%s", l, l == depth ? last[k] : hidden[k]);
+            snprintf(theirs, sizeof theirs, "attn_layers.%s", ours);
+            rc = pg_state_map_rename(m, ours, theirs);
+        }
+    }
+    return rc;
+}
+
+static int xt_positions(pg_state_map *m, const pg_lm_config *c)
+{
+    int rc = 0;
+    if (c->n_input_pos == 1)
+        rc = spec_is(&c->input_pos[0], "sinusoidal") ? pg_state_map_rename(m, "pos.scale", "pos_emb.scale")
+                                                     : pg_state_map_rename(m, "pos.emb.weight", "pos_emb.emb.weight");
+    for (int k = 0; rc == 0 && k < c->n_layer_pos; k++) {
+        const pg_posmod_spec *s = &c->layer_pos[k];
+        if (spec_is(s, "t5"))
+            rc = pg_state_map_rename(m, "rel_pos.relative_attention_bias.weight",
+                                     "attn_layers.rel_pos.relative_attention_bias.weight");
+        else if (spec_is(s, "dpb"))
+            rc = xt_dpb(m, s->opts);
+        else if (!spec_is(s, "alibi")) { /* rotary: RotaryEmbedding's persistent buffers */
+            rc = pg_state_map_drop(m, "attn_layers.rotary_pos_emb.inv_freq");
+            rc = rc ? rc : pg_state_map_drop(m, "attn_layers.rotary_pos_emb.scale");
+        }
+    }
+    return rc;
+}
+
+pg_state_map *pg_state_map_xtransformers(const pg_lm_config *c)
+{
+    if (!c) {
+        pg_set_error("pg_state_map_xtransformers: config is NULL");
+        return NULL;
+    }
+    const char *bad = xt_problem(c);
+    if (bad) {
+        pg_set_error("pg_state_map_xtransformers: x-transformers' TransformerWrapper(Decoder) %s", bad);
+        return NULL;
+    }
+    pg_state_map *m = pg_state_map_new("xtransformers");
+    const char *g = c->norm == PG_NORM_RMS ? ".g" : ".gamma";
+    int rc = m ? pg_state_map_rename(m, "tok_emb.weight", "token_emb.emb.weight") : -1;
+    rc = rc ? rc : xt_rename(m, "norm.weight", "attn_layers.final_norm", g);
+    if (!c->tie_weights)
+        rc = rc ? rc : pg_state_map_rename(m, "head.weight", "to_logits.weight");
+    rc = rc ? rc : xt_blocks(m, c);
+    rc = rc ? rc : xt_positions(m, c);
+    if (rc != 0) {
+        pg_state_map_free(m);
+        return NULL;
+    }
+    return m;
+}
