@@ -140,11 +140,22 @@ typedef struct pg_xt_config {
     pg_dpb_opts dpb;
 } pg_xt_config;
 
-/* The pg_lm_config of that TransformerWrapper (its options resolved into x's storage). */
+/* The pg_lm_config of that TransformerWrapper (its options resolved into x's storage); x NULL:
+ * an error and a config pg_lm_new refuses. */
 pg_lm_config pg_lm_config_xtransformers(pg_xt_config *x);
 /* The map of a pg_lm of config c to x-transformers' state_dict names ("token_emb.emb.weight",
  * "attn_layers.layers.{2i}.1.to_q.weight", ...; docs/interop.md "x-transformers"). NULL + error
  * naming the first setting x-transformers cannot express. */
 pg_state_map *pg_state_map_xtransformers(const pg_lm_config *c);
+/* One keyword argument of the constructors from a string ("heads" "4", "rotary_pos_emb" "True";
+ * the names above plus attn_one_kv_head, norm_add_unit_offset, use_abs_pos_emb and Decoder's
+ * disable_abs_pos_emb): 0 set, 1 not a key of these (x unchanged), -1 + error for a bad value. */
+int pg_xt_config_set(pg_xt_config *x, const char *key, const char *value);
+/* The keyword arguments of x that differ from x-transformers' defaults (the five sizes always
+ * unless 0), at most cap pairs into keys / values; returns how many (-1 + error for NULL). For
+ * file metadata. */
+#define PG_XT_KEY_MAX 40
+#define PG_XT_VALUE_MAX 32
+int pg_xt_config_write(const pg_xt_config *x, int cap, char (*keys)[PG_XT_KEY_MAX], char (*values)[PG_XT_VALUE_MAX]);
 
 #endif

@@ -30,11 +30,17 @@
 #include "state_map.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 pg_lm_config pg_lm_config_xtransformers(pg_xt_config *x)
 {
+    if (!x) { /* a config pg_lm_new refuses */
+        pg_set_error("pg_lm_config_xtransformers: x is NULL");
+        return pg_lm_defaults(0, 0, 0, 0);
+    }
     pg_lm_config c = pg_lm_defaults(x->num_tokens, x->dim, x->heads, x->depth);
     int64_t dh = x->attn_dim_head ? x->attn_dim_head : 64;
     c.dtype = x->dtype;
@@ -178,8 +184,9 @@ static const char *xt_layer_problem(const pg_lm_config *c)
             bad = xt_rotary_problem(s->opts, dh);
         } else {
             n_bias++;
-            bad = c->share_layer_pos[k] ? xt_bias_problem(s)
-                                        : "shares its relative bias across layers (share_layer_pos) as rel_pos";
+            bad = xt_bias_problem(s);
+            if (!bad && !c->share_layer_pos[k])
+                bad = "shares its relative bias across layers (share_layer_pos) as rel_pos";
         }
         if (bad)
             return bad;
@@ -311,4 +318,135 @@ pg_state_map *pg_state_map_xtransformers(const pg_lm_config *c)
         return NULL;
     }
     return m;
+}
+
+/* ---- keyword arguments as strings (metadata, command lines) --------------------------------------- */
+
+typedef enum { XT_INT, XT_BOOL, XT_NOT, XT_REAL, XT_ONE_KV, XT_ABS, XT_DISABLE } xt_kind;
+typedef struct {
+    const char *key;
+    xt_kind kind;
+    size_t off;
+} xt_field;
+
+#define XT_F(key, kind, field) {key, kind, offsetof(pg_xt_config, field)}
+static const xt_field XT_FIELDS[] = {
+    XT_F("num_tokens", XT_INT, num_tokens), XT_F("max_seq_len", XT_INT, max_seq_len), XT_F("dim", XT_INT, dim),
+    XT_F("depth", XT_INT, depth), XT_F("heads", XT_INT, heads), XT_F("attn_dim_head", XT_INT, attn_dim_head),
+    XT_F("attn_kv_heads", XT_INT, attn_kv_heads), XT_F("attn_one_kv_head", XT_ONE_KV, attn_kv_heads),
+    XT_F("attn_qk_norm", XT_BOOL, attn_qk_norm), XT_F("attn_qk_norm_dim_scale", XT_BOOL, attn_qk_norm_dim_scale),
+    XT_F("attn_qk_norm_groups", XT_INT, attn_qk_norm_groups), XT_F("attn_qk_norm_scale", XT_REAL, attn_qk_norm_scale),
+    XT_F("use_rmsnorm", XT_BOOL, use_rmsnorm), XT_F("norm_add_unit_offset", XT_NOT, no_norm_unit_offset),
+    XT_F("rotary_pos_emb", XT_BOOL, rotary_pos_emb), XT_F("rotary_xpos", XT_BOOL, rotary_xpos),
+    XT_F("rotary_emb_dim", XT_INT, rotary_emb_dim), XT_F("alibi_pos_bias", XT_BOOL, alibi_pos_bias),
+    XT_F("rel_pos_bias", XT_BOOL, rel_pos_bias), XT_F("rel_pos_num_buckets", XT_INT, rel_pos_num_buckets),
+    XT_F("rel_pos_max_distance", XT_INT, rel_pos_max_distance), XT_F("dynamic_pos_bias", XT_BOOL, dynamic_pos_bias),
+    XT_F("dynamic_pos_bias_log_distance", XT_BOOL, dynamic_pos_bias_log_distance),
+    XT_F("dynamic_pos_bias_norm", XT_BOOL, dynamic_pos_bias_norm), XT_F("ff_mult", XT_REAL, ff_mult),
+    XT_F("ff_glu", XT_BOOL, ff_glu), XT_F("ff_swish", XT_BOOL, ff_swish), XT_F("ff_no_bias", XT_BOOL, ff_no_bias),
+    XT_F("tie_embedding", XT_BOOL, tie_embedding), XT_F("l2norm_embed", XT_BOOL, l2norm_embed),
+    XT_F("scaled_sinu_pos_emb", XT_BOOL, scaled_sinu_pos_emb), XT_F("use_abs_pos_emb", XT_ABS, abs_pos_emb),
+    XT_F("disable_abs_pos_emb", XT_DISABLE, abs_pos_emb),
+};
+
+/* "True" / "true" / "1" and "False" / "false" / "0" (Python's str() of a bool, and C's) */
+static int xt_parse_bool(const char *v)
+{
+    if (!strcmp(v, "True") || !strcmp(v, "true") || !strcmp(v, "1"))
+        return 1;
+    return !strcmp(v, "False") || !strcmp(v, "false") || !strcmp(v, "0") ? 0 : -1;
+}
+
+static int xt_store(pg_xt_config *x, const xt_field *f, const char *v)
+{
+    char *end = NULL;
+    char *p = (char *)x + f->off;
+    if (f->kind == XT_INT) {
+        long long n = strtoll(v, &end, 10);
+        if (end == v || *end || n < 0)
+            return -1;
+        memcpy(p, &(int64_t){n}, sizeof(int64_t));
+        return 0;
+    }
+    if (f->kind == XT_REAL) {
+        double d = strtod(v, &end);
+        if (end == v || *end || !(d >= 0) || !isfinite(d))
+            return -1;
+        memcpy(p, &d, sizeof d);
+        return 0;
+    }
+    int b = xt_parse_bool(v);
+    if (b < 0)
+        return -1;
+    if (f->kind == XT_ONE_KV) {
+        if (b)
+            x->attn_kv_heads = 1;
+    } else if (f->kind == XT_ABS) { /* TransformerWrapper: True keeps the rule, False turns it off */
+        x->abs_pos_emb = b ? x->abs_pos_emb : -1;
+    } else if (f->kind == XT_DISABLE) { /* Decoder: overrides the rule (on unless rotary or T5) */
+        x->abs_pos_emb = b ? -1 : 1;
+    } else {
+        bool v2 = f->kind == XT_NOT ? !b : b;
+        memcpy(p, &v2, sizeof v2);
+    }
+    return 0;
+}
+
+int pg_xt_config_set(pg_xt_config *x, const char *key, const char *value)
+{
+    if (!x || !key || !value) {
+        pg_set_error("pg_xt_config_set: NULL argument (x %p, key %s, value %s)", (void *)x, key ? key : "NULL",
+                     value ? value : "NULL");
+        return -1;
+    }
+    for (size_t k = 0; k < sizeof XT_FIELDS / sizeof XT_FIELDS[0]; k++) {
+        if (strcmp(XT_FIELDS[k].key, key) != 0)
+            continue;
+        if (xt_store(x, &XT_FIELDS[k], value) == 0)
+            return 0;
+        pg_set_error("pg_xt_config_set: %s = \"%s\" is not a%s", key, value,
+                     XT_FIELDS[k].kind == XT_INT    ? " non-negative integer"
+                     : XT_FIELDS[k].kind == XT_REAL ? " non-negative number"
+                                                    : " bool (True / False)");
+        return -1;
+    }
+    return 1;
+}
+
+/* one field as its keyword argument, or "" where it has x-transformers' default */
+static void xt_format(const pg_xt_config *x, const xt_field *f, char *out, size_t cap)
+{
+    const char *p = (const char *)x + f->off;
+    int64_t i;
+    double d;
+    bool b;
+    out[0] = 0;
+    if (f->kind == XT_INT && (memcpy(&i, p, sizeof i), i != 0))
+        snprintf(out, cap, "%lld", (long long)i);
+    else if (f->kind == XT_REAL && (memcpy(&d, p, sizeof d), d != 0))
+        snprintf(out, cap, "%.17g", d);
+    else if (f->kind == XT_BOOL && (memcpy(&b, p, sizeof b), b))
+        snprintf(out, cap, "True");
+    else if (f->kind == XT_NOT && (memcpy(&b, p, sizeof b), b))
+        snprintf(out, cap, "False");
+    else if (f->kind == XT_DISABLE && x->abs_pos_emb != 0)
+        snprintf(out, cap, "%s", x->abs_pos_emb < 0 ? "True" : "False");
+}
+
+int pg_xt_config_write(const pg_xt_config *x, int cap, char (*keys)[PG_XT_KEY_MAX], char (*values)[PG_XT_VALUE_MAX])
+{
+    if (!x || !keys || !values || cap < 0) {
+        pg_set_error("pg_xt_config_write: NULL argument or cap %d < 0 (x %p, keys %p, values %p)", cap,
+                     (const void *)x, (void *)keys, (void *)values);
+        return -1;
+    }
+    int n = 0;
+    for (size_t k = 0; k < sizeof XT_FIELDS / sizeof XT_FIELDS[0] && n < cap; k++) {
+        xt_format(x, &XT_FIELDS[k], values[n], PG_XT_VALUE_MAX);
+        if (values[n][0]) {
+            snprintf(keys[n], PG_XT_KEY_MAX, "%s", XT_FIELDS[k].key);
+            n++;
+        }
+    }
+    return n;
 }
