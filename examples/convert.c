@@ -123,14 +123,22 @@ static int convert_load(pg_lm *lm, const pg_state_map *map, const char *in)
     return rc;
 }
 
-/* Saves lm under map's names (NULL: posgrad's, as pg_module_save) with the metadata pairs. */
-static int convert_save(const pg_lm *lm, const pg_state_map *map, const char *out, int n, const char *const *k,
-                        const char *const *v)
+/* Saves lm under map's names (NULL: posgrad's, as pg_module_save) with the metadata pairs and,
+ * when given, the library's buffers (x-transformers' rotary inv_freq: pg_xt_buffers). */
+typedef int (*convert_buffers_fn)(const pg_lm_config *c, pg_tensor_list *out);
+static int convert_save(const pg_lm *lm, const pg_state_map *map, convert_buffers_fn buffers, const char *out, int n,
+                        const char *const *k, const char *const *v)
 {
-    if (map)
-        return pg_module_save_mapped(&lm->base, map, out, n, k, v);
-    pg_tensor_list l = pg_module_parameters(&lm->base);
-    int rc = pg_safetensors_save(out, &l, n, k, v);
+    pg_tensor_list l = pg_module_parameters(&lm->base), theirs = {0, 0, NULL, NULL};
+    int rc = 0;
+    if (map) {
+        rc = pg_state_map_to_theirs(map, &l, &theirs);
+        if (rc == 0 && buffers)
+            rc = buffers(&lm->cfg, &theirs) < 0 ? -1 : 0;
+    }
+    if (rc == 0)
+        rc = pg_safetensors_save(out, map ? &theirs : &l, n, k, v);
+    pg_tensor_list_free_all(&theirs);
     pg_tensor_list_free(&l);
     return rc;
 }
@@ -138,14 +146,14 @@ static int convert_save(const pg_lm *lm, const pg_state_map *map, const char *ou
 /* The conversion of a config c and its map: load through the library's names or
  * posgrad's, save through the other; CLI_EXIT_OK or CLI_EXIT_FAIL. */
 static int convert_lm(const convert_opts *o, const pg_lm_config *c, pg_state_map *(*table)(const pg_lm_config *),
-                      int n, const char *const *k, const char *const *v)
+                      convert_buffers_fn buffers, int n, const char *const *k, const char *const *v)
 {
     pg_lm *lm = pg_lm_new(c);
     pg_state_map *map = lm ? table(c) : NULL;
     bool from_lib = strcmp(o->from, "posgrad") != 0;
     int rc = map ? convert_load(lm, from_lib ? map : NULL, o->in) : -1;
     if (rc == 0)
-        rc = convert_save(lm, from_lib ? NULL : map, o->out, n, k, v);
+        rc = convert_save(lm, from_lib ? NULL : map, buffers, o->out, n, k, v);
     if (rc != 0)
         fprintf(stderr, "convert: %s\n", pg_last_error());
     pg_state_map_free(map);
@@ -178,7 +186,7 @@ static int convert_nanogpt(convert_opts *o, const convert_meta *m)
         v[k] = vals[k];
     }
     v[CONVERT_N_FIELDS] = bias ? "True" : "False";
-    rc = convert_lm(o, &c, pg_state_map_nanogpt, CONVERT_N_FIELDS + 1, CONVERT_FIELDS, v);
+    rc = convert_lm(o, &c, pg_state_map_nanogpt, NULL, CONVERT_N_FIELDS + 1, CONVERT_FIELDS, v);
     if (rc == CLI_EXIT_OK)
         printf("convert: %s (%s) -> %s (%s): GPT with block_size %d, vocab_size %d, n_layer %d, n_head %d, "
                "n_embd %d, bias %s, %s\n",
@@ -276,7 +284,7 @@ static int convert_xtransformers(convert_opts *o, const convert_meta *m)
         size_t len = strlen(line);
         snprintf(line + len, sizeof line - len, "%s%s=%s", i ? ", " : "", keys[i], values[i]);
     }
-    rc = convert_lm(o, &c, pg_state_map_xtransformers, n, k, v);
+    rc = convert_lm(o, &c, pg_state_map_xtransformers, pg_xt_buffers, n, k, v);
     if (rc == CLI_EXIT_OK)
         printf("convert: %s (%s) -> %s (%s): TransformerWrapper(Decoder) with %s, %s\n", o->in, o->from, o->out,
                o->to, line, pg_dtype_name(m->dtype));

@@ -154,6 +154,11 @@ int pg_xt_config_set(pg_xt_config *x, const char *key, const char *value);
 /* The keyword arguments of x that differ from x-transformers' defaults (the five sizes always
  * unless 0), at most cap pairs into keys / values; returns how many (-1 + error for NULL). For
  * file metadata. */
+/* x-transformers' persistent buffers of a config c (the rotary "attn_layers.rotary_pos_emb.inv_freq",
+ * with xPos also ".scale"; float32 as torch registers them), appended to *out as heap tensors, so
+ * that a file of pg_state_map_to_theirs plus these loads into their model with strict=True. The
+ * map drops them on load. Returns how many (0, 1 or 2), -1 + error (out as it was). */
+int pg_xt_buffers(const pg_lm_config *c, pg_tensor_list *out);
 #define PG_XT_KEY_MAX 40
 #define PG_XT_VALUE_MAX 32
 int pg_xt_config_write(const pg_xt_config *x, int cap, char (*keys)[PG_XT_KEY_MAX], char (*values)[PG_XT_VALUE_MAX]);

@@ -450,3 +450,54 @@ int pg_xt_config_write(const pg_xt_config *x, int cap, char (*keys)[PG_XT_KEY_MA
     }
     return n;
 }
+
+/* ---- persistent buffers ------------------------------------------------------------------------- */
+
+/* RotaryEmbedding(r): inv_freq[k] = 1 / base'^(2k / r), base' = base * base_rescale_factor^(r / (r - 2));
+ * with xPos scale[k] = (2k + 0.4 r) / (1.4 r); float32 as torch keeps them (computed in double,
+ * rounded once). */
+static int xt_rotary_buffers(const pg_rotary_opts *o, bool xpos, pg_tensor_list *out)
+{
+    int64_t r = o->n_dims, half = r / 2;
+    double base = (o->base > 0 ? o->base : 10000.0) *
+                  (o->base_rescale_factor > 0 && o->base_rescale_factor != 1
+                       ? pow(o->base_rescale_factor, (double)r / (double)(r - 2))
+                       : 1.0);
+    const char *names[2] = {"attn_layers.rotary_pos_emb.inv_freq", "attn_layers.rotary_pos_emb.scale"};
+    for (int b = 0; b < (xpos ? 2 : 1); b++) {
+        pg_tensor *t = pg_tensor_empty(NULL, PG_F32, 1, &half);
+        if (!t || pg_tensor_list_push(out, names[b], t) != 0) {
+            pg_tensor_free(t);
+            return -1;
+        }
+        for (int64_t k = 0; k < half; k++)
+            ((float *)t->data)[k] = (float)(b == 0 ? 1.0 / pow(base, (double)(2 * k) / (double)r)
+                                                   : ((double)(2 * k) + 0.4 * (double)r) / (1.4 * (double)r));
+    }
+    return 0;
+}
+
+int pg_xt_buffers(const pg_lm_config *c, pg_tensor_list *out)
+{
+    if (!c || !out) {
+        pg_set_error("pg_xt_buffers: NULL argument (c %p, out %p)", (const void *)c, (void *)out);
+        return -1;
+    }
+    int n0 = out->n;
+    for (int k = 0; k < c->n_layer_pos; k++) {
+        const pg_posmod_spec *s = &c->layer_pos[k];
+        const pg_rotary_opts *o = s->opts;
+        if (!(spec_is(s, "rotary") || spec_is(s, "xpos")) || !o)
+            continue;
+        if (xt_rotary_buffers(o, o->use_xpos || spec_is(s, "xpos"), out) != 0) {
+            while (out->n > n0) { /* out as it was */
+                out->n--;
+                free(out->names[out->n]);
+                pg_tensor_free(out->tensors[out->n]);
+            }
+            return -1;
+        }
+        return 1 + (o->use_xpos || spec_is(s, "xpos"));
+    }
+    return 0;
+}

@@ -5,7 +5,7 @@
  * qk-norm with dim scale + no unit offset + SwiGLU) loads strictly into the pg_lm of
  * pg_lm_config_xtransformers (the kwargs read from the file's metadata) and gives the
  * logits, loss and every gradient within 1e-10 (the measured errors are printed); saving
- * gives the state dict back bit for bit (without the dropped inv_freq buffer);
+ * gives the state dict back bit for bit (the rotary inv_freq buffer from pg_xt_buffers);
  * posgrad -> x-transformers -> posgrad is bit-identical; inexpressible configurations,
  * missing tensors and bad kwargs are refused with messages naming them. */
 #include "testutil.h"
@@ -94,7 +94,8 @@ Test(interop_xt, absolute_defaults_give_their_logits_loss_and_gradients) { check
 Test(interop_xt, rotary_rmsnorm_gqa_tied_give_their_logits_loss_and_gradients) { check_case("rot"); }
 Test(interop_xt, shared_dpb_qk_norm_swiglu_give_their_logits_loss_and_gradients) { check_case("dpb"); }
 
-/* Saving gives every tensor of the file back bit for bit, and nothing else (the buffer is dropped). */
+/* Saving gives every tensor of the file back bit for bit, and nothing else: the parameters through
+ * the map, the rotary inv_freq buffer (float32, as torch registers it) from pg_xt_buffers. */
 Test(interop_xt, save_gives_the_state_dict_back_bit_for_bit)
 {
     for (int k = 0; k < 3; k++) {
@@ -105,25 +106,40 @@ Test(interop_xt, save_gives_the_state_dict_back_bit_for_bit)
         cr_assert_eq(pg_module_load_state_mapped(&lm->base, map, &sd), 0, "%s", pg_last_error());
         pg_tensor_list ps = pg_module_parameters(&lm->base);
         cr_assert_eq(pg_state_map_to_theirs(map, &ps, &back), 0, "%s", pg_last_error());
-        int skipped = 0;
+        int nb = pg_xt_buffers(&lm->cfg, &back);
+        cr_assert_eq(nb, k == 1 ? 1 : 0, "%s: %d buffers (%s)", CASES[k], nb, pg_last_error());
+        cr_assert_eq(back.n, sd.n, "%s: %d saved, %d in the file", CASES[k], back.n, sd.n);
         for (int i = 0; i < sd.n; i++) {
             int j = pg_tensor_list_find(&back, sd.names[i]);
-            if (j < 0 && strstr(sd.names[i], "inv_freq")) {
-                skipped++;
-                continue;
-            }
             cr_assert_geq(j, 0, "%s: %s not saved", CASES[k], sd.names[i]);
-            cr_assert(pg_same_shape(back.tensors[j], sd.tensors[i]), "%s", sd.names[i]);
-            cr_assert_eq(memcmp(back.tensors[j]->data, sd.tensors[i]->data, (size_t)sd.tensors[i]->numel * 8), 0,
-                         "%s: %s differs", CASES[k], sd.names[i]);
+            const pg_tensor *a = sd.tensors[i], *b = back.tensors[j];
+            cr_assert(a->dtype == b->dtype && pg_same_shape(a, b), "%s: %s vs %s", sd.names[i], PG_SHAPE_STR(a),
+                      PG_SHAPE_STR(b));
+            cr_assert_eq(memcmp(a->data, b->data, (size_t)a->numel * pg_dtype_size(a->dtype)), 0, "%s: %s differs",
+                         CASES[k], sd.names[i]);
         }
-        cr_assert_eq(back.n + skipped, sd.n, "%s: %d saved, %d in the file", CASES[k], back.n, sd.n);
         pg_tensor_list_free_all(&back);
         pg_tensor_list_free(&ps);
         pg_tensor_list_free_all(&sd);
         pg_state_map_free(map);
         pg_module_free(&lm->base);
     }
+}
+
+/* xPos adds RotaryEmbedding's "scale" buffer: (2k + 0.4 r) / (1.4 r) for r = rotary_emb_dim. */
+Test(interop_xt, xpos_buffers)
+{
+    pg_xt_config x = {.num_tokens = 5, .max_seq_len = 4, .dim = 8, .depth = 1, .heads = 2, .attn_dim_head = 8,
+                      .rotary_xpos = true, .dtype = PG_F64};
+    pg_lm_config c = pg_lm_config_xtransformers(&x);
+    pg_tensor_list l = {0, 0, NULL, NULL};
+    cr_assert_eq(pg_xt_buffers(&c, &l), 2, "%s", pg_last_error());
+    const pg_tensor *inv = l.tensors[0], *sc = l.tensors[1];
+    cr_assert(!strcmp(l.names[1], "attn_layers.rotary_pos_emb.scale") && inv->numel == 2 && sc->dtype == PG_F32);
+    cr_assert(((float *)inv->data)[0] == 1.0f && ((float *)inv->data)[1] == 0.01f); /* 10000^(-2/4) */
+    cr_assert(((float *)sc->data)[0] == (float)(1.6 / 5.6) && ((float *)sc->data)[1] == (float)(3.6 / 5.6));
+    pg_tensor_list_free_all(&l);
+    ASSERT_RC_FAILS(pg_xt_buffers(NULL, &l), "pg_xt_buffers");
 }
 
 /* posgrad -> x-transformers -> posgrad for models of their own init (T5 and ALiBi included). */

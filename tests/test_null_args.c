@@ -678,6 +678,7 @@ PTR(state_map_xtransformers, "pg_state_map_xtransformers", pg_state_map_xtransfo
 NUM(lm_config_xtransformers, "pg_lm_config_xtransformers", pg_lm_config_xtransformers(NULL).dim, 0)
 static pg_xt_config XT;
 static char XT_K[2][PG_XT_KEY_MAX], XT_V[2][PG_XT_VALUE_MAX];
+NUM(xt_buffers_c, "pg_xt_buffers", pg_xt_buffers(NULL, &LIST), -1)
 NUM(xt_config_set_x, "pg_xt_config_set", pg_xt_config_set(NULL, "heads", "4"), -1)
 NUM(xt_config_set_key, "pg_xt_config_set", pg_xt_config_set(&XT, NULL, "4"), -1)
 NUM(xt_config_set_value, "pg_xt_config_set", pg_xt_config_set(&XT, "heads", NULL), -1)
