@@ -113,10 +113,11 @@ Test(example_convert, bad_files_fail_naming_the_problem)
 /* x-transformers' files to posgrad and back: every tensor bit for bit, inv_freq included. */
 Test(example_convert, xtransformers_to_posgrad_and_back)
 {
-    static char abs_[] = XT "abs.safetensors", rot[] = XT "rot.safetensors", dpb[] = XT "dpb.safetensors";
-    char *cases[] = {abs_, rot, dpb};
+    static char abs_[] = XT "abs.safetensors", rot[] = XT "rot.safetensors", dpb[] = XT "dpb.safetensors",
+                t5[] = XT "t5.safetensors";
+    char *cases[] = {abs_, rot, dpb, t5};
     char pg[] = "build/tests/convert_xt_pg.safetensors", back[] = "build/tests/convert_xt_back.safetensors";
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         ex_run r;
         EX_RUN(&r, convert_main, "convert", "--from", "xtransformers", "--to", "posgrad", cases[k], pg);
         cr_assert_eq(r.rc, 0, "%s", r.err);

@@ -1,8 +1,9 @@
 /* x-transformers interop (nn/state_map.h, nn/state_map_xtransformers.c; docs/interop.md
  * "x-transformers"): a TransformerWrapper(Decoder) written in PyTorch with x-transformers'
- * names and conventions (tests/fixtures/gen_interop_xtransformers.py, float64) in three
+ * names and conventions (tests/fixtures/gen_interop_xtransformers.py, float64) in four
  * configurations (abs: the defaults; rot: rotary + RMSNorm + GQA + tied; dpb: shared DPB +
- * qk-norm with dim scale + no unit offset + SwiGLU) loads strictly into the pg_lm of
+ * qk-norm with dim scale + no unit offset + SwiGLU; t5: shared T5 + MQA + qk-norm +
+ * l2norm_embed + FF without bias) loads strictly into the pg_lm of
  * pg_lm_config_xtransformers (the kwargs read from the file's metadata) and gives the
  * logits, loss and every gradient within 1e-10 (the measured errors are printed); saving
  * gives the state dict back bit for bit (the rotary inv_freq buffer from pg_xt_buffers);
@@ -10,7 +11,8 @@
  * missing tensors and bad kwargs are refused with messages naming them. */
 #include "testutil.h"
 
-static const char *const CASES[] = {"abs", "rot", "dpb"};
+static const char *const CASES[] = {"abs", "rot", "dpb", "t5"};
+#define N_CASES 4
 
 /* The file's state dict and its kwargs (metadata) as a pg_xt_config in f64. */
 static pg_tensor_list xt_file(const char *cfg, pg_xt_config *x)
@@ -93,12 +95,13 @@ static void check_case(const char *cfg)
 Test(interop_xt, absolute_defaults_give_their_logits_loss_and_gradients) { check_case("abs"); }
 Test(interop_xt, rotary_rmsnorm_gqa_tied_give_their_logits_loss_and_gradients) { check_case("rot"); }
 Test(interop_xt, shared_dpb_qk_norm_swiglu_give_their_logits_loss_and_gradients) { check_case("dpb"); }
+Test(interop_xt, shared_t5_mqa_qk_norm_l2norm_embed_give_their_logits_loss_and_gradients) { check_case("t5"); }
 
 /* Saving gives every tensor of the file back bit for bit, and nothing else: the parameters through
  * the map, the rotary inv_freq buffer (float32, as torch registers it) from pg_xt_buffers. */
 Test(interop_xt, save_gives_the_state_dict_back_bit_for_bit)
 {
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_CASES; k++) {
         pg_xt_config x;
         pg_tensor_list sd = xt_file(CASES[k], &x), back = {0, 0, NULL, NULL};
         pg_state_map *map;
@@ -168,7 +171,7 @@ static void round_trip(pg_xt_config x)
 
 Test(interop_xt, round_trip_posgrad_xtransformers_posgrad_is_bit_identical)
 {
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < N_CASES; k++) {
         pg_xt_config x;
         pg_tensor_list sd = xt_file(CASES[k], &x);
         pg_tensor_list_free_all(&sd);
