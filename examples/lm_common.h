@@ -523,16 +523,33 @@ static inline int lm_config_pos(pg_lm_config *c, const char *pos, int64_t local_
 /* The parameters pg_lm_new(c) would make, without making them: the blocks by
  * formula, the positional modules by building one of each at max_len 2 and 3
  * (a table of max_len rows, as learned's or rel's, grows linearly; the others
- * do not depend on it). *mat (may be NULL) is set when a layer module adds a
+ * do not depend on it), counted once when shared (share_layer_pos). The blocks follow
+ * dim_head, kv_heads, qk-norm gains and the bias switches. *mat (may be NULL) is set when a layer module adds a
  * bias the fused attention kernel cannot take (mod_bias without dist_bias or sep_bias): a
  * step then holds (B, heads, L, L) tensors. 0, or -1 with pg_last_error. */
+/* a bias switch resolved as pg_block_new does (transformer.h: DEFAULT follows dflt) */
+static inline int64_t lm_bias_on(pg_bias_switch s, bool dflt) { return s == PG_BIAS_ON || (s == PG_BIAS_DEFAULT && dflt); }
+
+/* One block's parameters: norms, to_qkv (q: heads x dim_head rows, k and v: kv_heads x dim_head
+ * each), to_out, the qk-norm gains, the feed-forward (nn/transformer.h, nn/attention.h). */
+static inline int64_t lm_block_params(const pg_lm_config *c)
+{
+    int64_t D = c->dim, F = c->ff_hidden > 0 ? c->ff_hidden : 4 * D;
+    int64_t dh = c->dim_head > 0 ? c->dim_head : D / c->heads, kv = c->kv_heads > 0 ? c->kv_heads : c->heads;
+    int64_t q = c->heads * dh, qkv = q + 2 * kv * dh;
+    int64_t ab = lm_bias_on(c->attn_bias, c->bias), fb = lm_bias_on(c->ff_bias, c->bias);
+    int64_t norm = D + (c->norm == PG_NORM_LAYER && c->norm_bias != PG_BIAS_OFF ? D : 0);
+    int64_t attn = qkv * D + qkv * ab + q * D + D * ab + (c->qk_norm && c->qk_norm_dim_scale ? qkv - kv * dh : 0);
+    int64_t ff = c->ff_kind == PG_FF_GLU ? D * 2 * F + 2 * F * fb + F * D + D * fb : D * F + F * fb + F * D + D * fb;
+    return 2 * norm + attn + ff;
+}
+
 static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat)
 {
-    int64_t D = c->dim, F = c->ff_hidden > 0 ? c->ff_hidden : 4 * D, V = c->vocab, b = c->bias ? 1 : 0;
-    int64_t norm = c->norm == PG_NORM_RMS ? D : 2 * D;
-    int64_t ff = c->ff_kind == PG_FF_GLU ? D * 2 * F + 2 * F * b + F * D + D * b : D * F + F * b + F * D + D * b;
-    int64_t block = 2 * norm + 3 * D * D + 3 * D * b + D * D + D * b + ff;
-    int64_t n = V * D + c->layers * block + norm + (c->tie_weights ? 0 : D * V);
+    int64_t D = c->dim, V = c->vocab;
+    int64_t norm = D + (c->norm == PG_NORM_LAYER && c->norm_bias != PG_BIAS_OFF ? D : 0);
+    int64_t dh = c->dim_head > 0 ? c->dim_head : D / c->heads;
+    int64_t n = V * D + c->layers * lm_block_params(c) + norm + (c->tie_weights ? 0 : D * V);
     bool quadratic = false;
     for (int side = 0; side < 2; side++) {
         int k = side == 0 ? c->n_input_pos : c->n_layer_pos;
@@ -541,7 +558,7 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
             int64_t at[2];
             for (int j = 0; j < 2; j++) {
                 pg_rng r = pg_rng_init(0);
-                pg_posmod_args a = {D, side ? c->heads : 0, side ? D / c->heads : 0, c->max_len > 0 ? 2 + j : 0,
+                pg_posmod_args a = {D, side ? c->heads : 0, side ? dh : 0, c->max_len > 0 ? 2 + j : 0,
                                     side ? 0 : -1, c->dtype, &r, NULL};
                 pg_posmod *m = pg_posmod_from_spec(&specs[i], &a);
                 if (!m)
@@ -551,7 +568,8 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
                 pg_module_free(&m->base);
             }
             int64_t per_row = at[1] - at[0];
-            n += (side ? c->layers : 1) * (at[0] + (c->max_len > 0 ? per_row * (c->max_len - 2) : 0));
+            int64_t copies = side && !c->share_layer_pos[i] ? c->layers : 1; /* a shared one is the LM's, once */
+            n += copies * (at[0] + (c->max_len > 0 ? per_row * (c->max_len - 2) : 0));
         }
     }
     if (mat)

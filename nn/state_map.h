@@ -38,6 +38,12 @@
 #ifndef PG_NN_STATE_MAP_H
 #define PG_NN_STATE_MAP_H
 
+#include "pos_alibi.h"
+#include "pos_dpb.h"
+#include "pos_learned.h"
+#include "pos_rotary.h"
+#include "pos_sinusoidal.h"
+#include "pos_t5.h"
 #include "state_dict.h"
 #include "transformer.h"
 
@@ -96,5 +102,65 @@ pg_state_map *pg_state_map_nanogpt(const pg_lm_config *c);
  * dropout = 0, bias)) in dtype, with nanoGPT's loss ignore_index -1. */
 pg_lm_config pg_lm_config_nanogpt(int64_t block_size, int64_t vocab, int64_t layers, int64_t heads, int64_t dim,
                                   bool bias, pg_dtype dtype);
+
+/* ---- x-transformers (lucidrains/x-transformers v2.26.4, x_transformers.py; nn/state_map_xtransformers.c)
+ * TransformerWrapper(num_tokens, max_seq_len, attn_layers = Decoder(dim, depth, heads, ...)):
+ * the fields below are its keyword arguments, zero / false meaning x-transformers' default.
+ * pg_lm_config_xtransformers fills the option structs at the end (storage the returned
+ * config's positional specs point into: keep *x alive until pg_lm_new and the map are made). */
+typedef struct pg_xt_config {
+    int64_t num_tokens, max_seq_len, dim, depth, heads;
+    int64_t attn_dim_head;              /* 0: 64 (DEFAULT_DIM_HEAD) */
+    int64_t attn_kv_heads;              /* 0: heads; attn_one_kv_head is 1 */
+    bool attn_qk_norm, attn_qk_norm_dim_scale;
+    int64_t attn_qk_norm_groups;        /* 0: 1 */
+    double attn_qk_norm_scale;          /* 0: 10 */
+    bool use_rmsnorm;                   /* RMSNorm (F.normalize * sqrt(dim) * g) instead of LayerNorm */
+    bool no_norm_unit_offset;           /* norm_add_unit_offset = False (its default is True) */
+    bool rotary_pos_emb, rotary_xpos;
+    int64_t rotary_emb_dim;             /* 0: attn_dim_head / 2 */
+    bool alibi_pos_bias;                /* AlibiPositionalBias, no parameters */
+    bool rel_pos_bias;                  /* T5 RelativePositionBias */
+    int64_t rel_pos_num_buckets, rel_pos_max_distance; /* 0: 32, 128 */
+    bool dynamic_pos_bias, dynamic_pos_bias_log_distance, dynamic_pos_bias_norm;
+    int dynamic_pos_bias_mlp_depth;     /* 0: 2 */
+    double ff_mult;                     /* 0: 4 */
+    bool ff_glu, ff_swish, ff_no_bias;
+    /* TransformerWrapper */
+    bool tie_embedding, l2norm_embed, scaled_sinu_pos_emb;
+    int abs_pos_emb; /* 0: x-transformers' rule (on unless rotary or rel_pos_bias), 1: on, -1: off
+                        (use_abs_pos_emb = False) */
+    pg_dtype dtype;
+    /* filled by pg_lm_config_xtransformers */
+    pg_learned_opts learned;
+    pg_sinusoidal_opts sinu;
+    pg_rotary_opts rotary;
+    pg_alibi_opts alibi;
+    pg_t5_opts t5;
+    pg_dpb_opts dpb;
+} pg_xt_config;
+
+/* The pg_lm_config of that TransformerWrapper (its options resolved into x's storage); x NULL:
+ * an error and a config pg_lm_new refuses. */
+pg_lm_config pg_lm_config_xtransformers(pg_xt_config *x);
+/* The map of a pg_lm of config c to x-transformers' state_dict names ("token_emb.emb.weight",
+ * "attn_layers.layers.{2i}.1.to_q.weight", ...; docs/interop.md "x-transformers"). NULL + error
+ * naming the first setting x-transformers cannot express. */
+pg_state_map *pg_state_map_xtransformers(const pg_lm_config *c);
+/* One keyword argument of the constructors from a string ("heads" "4", "rotary_pos_emb" "True";
+ * the names above plus attn_one_kv_head, norm_add_unit_offset, use_abs_pos_emb and Decoder's
+ * disable_abs_pos_emb): 0 set, 1 not a key of these (x unchanged), -1 + error for a bad value. */
+int pg_xt_config_set(pg_xt_config *x, const char *key, const char *value);
+/* The keyword arguments of x that differ from x-transformers' defaults (the five sizes always
+ * unless 0), at most cap pairs into keys / values; returns how many (-1 + error for NULL). For
+ * file metadata. */
+/* x-transformers' persistent buffers of a config c (the rotary "attn_layers.rotary_pos_emb.inv_freq",
+ * with xPos also ".scale"; float32 as torch registers them), appended to *out as heap tensors, so
+ * that a file of pg_state_map_to_theirs plus these loads into their model with strict=True. The
+ * map drops them on load. Returns how many (0, 1 or 2), -1 + error (out as it was). */
+int pg_xt_buffers(const pg_lm_config *c, pg_tensor_list *out);
+#define PG_XT_KEY_MAX 40
+#define PG_XT_VALUE_MAX 32
+int pg_xt_config_write(const pg_xt_config *x, int cap, char (*keys)[PG_XT_KEY_MAX], char (*values)[PG_XT_VALUE_MAX]);
 
 #endif

@@ -676,6 +676,17 @@ NUM(module_load_path, "pg_module_load", pg_module_load(mod(), NULL, false, NULL)
 static const pg_map_entry MAP_E = {PG_MAP_RENAME, "weight", 1, {"w"}, {0}, 0, 0};
 NOOP(state_map_free, pg_state_map_free(NULL))
 PTR(state_map_nanogpt, "pg_state_map_nanogpt", pg_state_map_nanogpt(NULL))
+PTR(state_map_xtransformers, "pg_state_map_xtransformers", pg_state_map_xtransformers(NULL))
+NUM(lm_config_xtransformers, "pg_lm_config_xtransformers", pg_lm_config_xtransformers(NULL).dim, 0)
+static pg_xt_config XT;
+static char XT_K[2][PG_XT_KEY_MAX], XT_V[2][PG_XT_VALUE_MAX];
+NUM(xt_buffers_c, "pg_xt_buffers", pg_xt_buffers(NULL, &LIST), -1)
+NUM(xt_config_set_x, "pg_xt_config_set", pg_xt_config_set(NULL, "heads", "4"), -1)
+NUM(xt_config_set_key, "pg_xt_config_set", pg_xt_config_set(&XT, NULL, "4"), -1)
+NUM(xt_config_set_value, "pg_xt_config_set", pg_xt_config_set(&XT, "heads", NULL), -1)
+NUM(xt_config_write_x, "pg_xt_config_write", pg_xt_config_write(NULL, 2, XT_K, XT_V), -1)
+NUM(xt_config_write_keys, "pg_xt_config_write", pg_xt_config_write(&XT, 2, NULL, XT_V), -1)
+NUM(xt_config_write_values, "pg_xt_config_write", pg_xt_config_write(&XT, 2, XT_K, NULL), -1)
 MAP_NUM(state_map_add_m, "pg_state_map_add", pg_state_map_add(NULL, &MAP_E))
 MAP_NUM(state_map_add_e, "pg_state_map_add", pg_state_map_add(M, NULL))
 MAP_NUM(state_map_rename_m, "pg_state_map_rename", pg_state_map_rename(NULL, "a", "b"))
