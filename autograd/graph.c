@@ -2,6 +2,7 @@
 #include "graph.h"
 
 #include "../tensor/broadcast.h"
+#include "op_util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -262,7 +263,7 @@ int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta)
         return -1;
     }
     if (fresh && delta->numel == gr->numel) /* same shape: the first contribution is a copy */
-        memcpy(gr->data, delta->data, (size_t)gr->numel * pg_dtype_size(gr->dtype));
+        op_copy_parallel(gr->data, delta->data, (size_t)gr->numel * pg_dtype_size(gr->dtype));
     else {
         if (fresh)
             memset(gr->data, 0, (size_t)gr->numel * pg_dtype_size(gr->dtype));

@@ -17,7 +17,7 @@ static int identity_backward(pg_graph *g, pg_node *n)
     const pg_tensor *go = n->out->grad;
     size_t bytes = (size_t)gx->numel * pg_dtype_size(gx->dtype);
     if (fresh && go->dtype == gx->dtype) { /* the first contribution: a copy, not an add to zeros */
-        memcpy(gx->data, go->data, bytes);
+        op_copy_parallel(gx->data, go->data, bytes);
         return 0;
     }
     if (fresh)

@@ -231,6 +231,20 @@ static bool linear_args_ok(pg_graph *g, const char *fn, const pg_tensor *x, cons
     return ok;
 }
 
+/* y's rows [r0, r1) = the bias row (the GEMM then adds x W^T with beta 1) */
+typedef struct bias_rows_job {
+    char *y;
+    const char *bias;
+    size_t row;
+} bias_rows_job;
+
+static void bias_rows_slice(void *ctx, int64_t r0, int64_t r1)
+{
+    const bias_rows_job *j = ctx;
+    for (int64_t r = r0; r < r1; r++)
+        memcpy(j->y + (size_t)r * j->row, j->bias, j->row);
+}
+
 pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bias)
 {
     const char *fn = "pg_affine";
@@ -243,9 +257,9 @@ pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bi
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, shape);
     if (!y)
         return NULL;
-    size_t es = pg_dtype_size(x->dtype);
-    for (int64_t r = 0; bias && r < M; r++)
-        memcpy((char *)y->data + (size_t)(r * N) * es, bias->data, (size_t)N * es);
+    bias_rows_job bj = {y->data, bias ? bias->data : NULL, (size_t)N * pg_dtype_size(x->dtype)};
+    if (bias) /* rows on the thread pool from 256 KiB in all */
+        pg_parallel_range(M, ((int64_t)1 << 18) / (int64_t)(bj.row ? bj.row : 1) + 1, bias_rows_slice, &bj);
     gemm(x->dtype, false, true, M, N, K, x->data, 0, K, weight->data, 0, K, bias ? 1.0 : 0.0, y->data, 0, N);
     pg_node *n = pg_op_record(g, fn, y, bias ? 3 : 2, (pg_tensor *[]){x, weight, bias}, linear_backward);
     if (n)

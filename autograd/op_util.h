@@ -6,6 +6,9 @@
 #include "../tensor/broadcast.h"
 #include "../tensor/shape_util.h"
 #include "ops.h"
+#include "../tensor/threadpool.h"
+
+#include <string.h>
 
 /* x is non-NULL (else records "fn: name is NULL") */
 static inline bool arg_present(pg_graph *g, const char *fn, const char *name, const pg_tensor *x)
@@ -114,5 +117,26 @@ static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim, cons
             s += a[c] * b[c];                                                                                          \
         return s;                                                                                                      \
     }
+
+/* ---- a large copy on the thread pool -------------------------------------------------- */
+
+typedef struct op_copy_job {
+    char *dst;
+    const char *src;
+} op_copy_job;
+
+static inline void op_copy_slice(void *ctx, int64_t b0, int64_t b1)
+{
+    const op_copy_job *j = ctx;
+    memcpy(j->dst + b0, j->src + b0, (size_t)(b1 - b0));
+}
+
+/* memcpy(dst, src, bytes), split over the threads from 1 MiB on (a serial copy is
+ * the other thread's idle time in a 2-thread step) */
+static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
+{
+    op_copy_job j = {dst, src};
+    pg_parallel_range((int64_t)bytes, (int64_t)1 << 20, op_copy_slice, &j);
+}
 
 #endif
