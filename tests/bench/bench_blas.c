@@ -10,8 +10,8 @@
  * bench_gemm.c's (keep the two tables alike), row-major with the same
  * transposes. For each shape and thread count (1, 2) posgrad's pg_gemm_f32
  * and cblas_sgemm are timed alternately, ROUNDS times each (each a median of
- * RUNS timed runs after a warm-up, bench.c's median_time, then a pause of
- * 150 ms: settle()); the figure printed is the median of the rounds:
+ * RUNS timed runs after 50 ms of untimed calls (warm()) and bench.c's warm-up,
+ * then a pause of 150 ms: settle()); the figure printed is the median of the rounds:
  *   gemm_f32_<shape>_t<T>    posgrad  GFLOP/s
  *   blas_sgemm_<shape>_t<T>  OpenBLAS GFLOP/s
  *   blas_ratio_<shape>_t<T>  posgrad / OpenBLAS  x
