@@ -33,18 +33,43 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 DEFINE_CUMSUM(float, f32)
 DEFINE_CUMSUM(double, f64)
 
-/* ip[0]: mask of the axis. The gradient is the reversed cumsum of gy. */
+/* The (outer) rows are independent: slices of them run on the thread pool, each
+ * row's sums in the same order whatever the split. */
+typedef struct cumsum_job {
+    bool f32, reverse, add;
+    const void *x;
+    void *y;
+    int64_t n, inner;
+} cumsum_job;
+
+static void cumsum_slice(void *ctx, int64_t o0, int64_t o1)
+{
+    const cumsum_job *j = ctx;
+    size_t at = (size_t)(o0 * j->n * j->inner);
+    if (j->f32)
+        cumsum_f32((const float *)j->x + at, (float *)j->y + at, o1 - o0, j->n, j->inner, j->reverse, j->add);
+    else
+        cumsum_f64((const double *)j->x + at, (double *)j->y + at, o1 - o0, j->n, j->inner, j->reverse, j->add);
+}
+
+static void cumsum_run(const cumsum_job *j, int64_t outer)
+{
+    int64_t row = j->n * j->inner > 0 ? j->n * j->inner : 1;
+    pg_parallel_range(outer, 32768 / row + 1, cumsum_slice, (void *)j);
+}
+
+/* ip[0]: mask of the axis. The gradient is the reversed cumsum of gy, written
+ * into a fresh gradient (pg_grad_fresh), added to one that has a value. */
 static int cumsum_backward(pg_graph *g, pg_node *n)
 {
-    pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
+    bool fresh;
+    pg_tensor *x = n->in[0], *gx = pg_grad_fresh(g, x, &fresh);
     if (!gx)
         return -1;
     rplan p;
     pg_reduce_plan(&p, x, (uint32_t)n->ip[0]);
-    if (x->dtype == PG_F32)
-        cumsum_f32(n->out->grad->data, gx->data, p.outer, p.n, p.inner, true, true);
-    else
-        cumsum_f64(n->out->grad->data, gx->data, p.outer, p.n, p.inner, true, true);
+    cumsum_job j = {x->dtype == PG_F32, true, !fresh, n->out->grad->data, gx->data, p.n, p.inner};
+    cumsum_run(&j, p.outer);
     return 0;
 }
 
@@ -59,10 +84,8 @@ pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis)
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    if (x->dtype == PG_F32)
-        cumsum_f32(x->data, y->data, p.outer, p.n, p.inner, false, false);
-    else
-        cumsum_f64(x->data, y->data, p.outer, p.n, p.inner, false, false);
+    cumsum_job j = {x->dtype == PG_F32, false, false, x->data, y->data, p.n, p.inner};
+    cumsum_run(&j, p.outer);
     pg_node *n = pg_op_record(g, fn, y, 1, &x, cumsum_backward);
     if (n)
         n->ip[0] = mask;

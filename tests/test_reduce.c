@@ -523,3 +523,49 @@ Test(reduce, bad_input)
     free_all(4, ts);
     pg_graph_free(g);
 }
+
+/* cumsum's rows run in slices on the thread pool: (300, 7, 40) along the middle axis
+ * (many slices, a chunked inner scan) and (5000, 33) along the last, values against a
+ * naive double sum, 1 and 3 threads bit for bit; the gradient of x used by two cumsums
+ * (a fresh gradient, then one that adds) is the sum of both reversed cumsums. */
+Test(reduce, cumsum_on_the_pool)
+{
+    int saved = pg_num_threads();
+    const int64_t shapes[2][3] = {{300, 7, 40}, {5000, 33, 1}};
+    for (int s = 0; s < 2; s++) {
+        int axis = s == 0 ? 1 : -1;
+        pg_tensor *out[2] = {NULL, NULL}, *grad[2] = {NULL, NULL};
+        for (int run = 0; run < 2; run++) {
+            cr_assert_eq(pg_set_num_threads(run == 0 ? 1 : 3), 0);
+            pg_rng r = pg_rng_init(9);
+            pg_tensor *x = s == 0 ? pg_randn(NULL, PG_F32, PG_SHAPE(300, 7, 40), &r)
+                                  : pg_randn(NULL, PG_F32, PG_SHAPE(5000, 33), &r);
+            pg_set_requires_grad(x, true);
+            pg_graph *g = pg_graph_new();
+            pg_tensor *c = pg_cumsum(g, x, axis), *d = pg_cumsum(g, x, axis);
+            pg_tensor *loss = pg_add(g, pg_sum(g, c, 0, NULL, false), pg_sum(g, pg_mul_scalar(g, d, 2.0), 0, NULL, false));
+            cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+            out[run] = pg_copy(NULL, c);
+            grad[run] = pg_copy(NULL, x->grad);
+            int64_t n = shapes[s][1], inner = shapes[s][2];
+            for (int64_t o = 0; o < shapes[s][0]; o += 37)
+                for (int64_t i = 0; i < inner; i++) {
+                    double acc = 0;
+                    for (int64_t k = 0; k < n; k++) {
+                        int64_t at = (o * n + k) * inner + i;
+                        acc += pg_f32(x)[at];
+                        cr_assert_eq(pg_f32(c)[at], (float)acc, "cumsum at %lld", (long long)at);
+                        /* d loss / d x[k] = 3 (n - k): every later position sums it, once plus twice */
+                        cr_assert_eq(pg_f32(x->grad)[at], (float)(3 * (n - k)), "grad at %lld", (long long)at);
+                    }
+                }
+            pg_graph_free(g);
+            pg_tensor_free(x);
+        }
+        cr_assert_eq(memcmp(out[0]->data, out[1]->data, (size_t)out[0]->numel * sizeof(float)), 0);
+        cr_assert_eq(memcmp(grad[0]->data, grad[1]->data, (size_t)grad[0]->numel * sizeof(float)), 0);
+        free_all(2, out);
+        free_all(2, grad);
+    }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
