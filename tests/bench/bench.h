@@ -23,6 +23,27 @@ void bench_fma_peak(void);              /* bench_gemm.c: fma_peak_t1, fma_peak_t
 /* `name value GFLOP/s (P% of fma_peak_t<threads>)` once bench_fma_peak has run */
 void print_gflops(const char *name, int threads, double gflops);
 void bench_gemm_all(const char *only);  /* bench_gemm.c: gemm_* */
+
+/* One product C = op(A) op(B) of random matrices (bench_gemm.c; bench_blas.c times
+ * OpenBLAS on the same): C (M, N), row-major, lda / ldb those of op's storage. */
+typedef struct gemm_case {
+    pg_dtype dt;
+    bool ta, tb;
+    int64_t M, N, K;
+    void *a, *b, *c;
+} gemm_case;
+bool gemm_case_init(gemm_case *g, pg_dtype dt, bool ta, bool tb, int64_t M, int64_t K, int64_t N);
+void gemm_case_run(void *g, int reps); /* reps x pg_gemm_f32 / _f64, for median_time */
+void gemm_case_free(gemm_case *g);
+
+/* The toy training model's 15 products, named toy_<M>x<K>x<N>[_nt|_tn] */
+enum { BENCH_TOY_SHAPES = 15 };
+typedef struct toy_shape {
+    int64_t M, K, N;
+    bool ta, tb;
+    char name[48];
+} toy_shape;
+int bench_toy_shapes(toy_shape out[BENCH_TOY_SHAPES]);
 void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 */
 void bench_png_all(const char *only);   /* bench_png.c: png_encode_*, png_decode_* */
 void bench_generate_all(const char *only); /* bench_generate.c: generate_cached_tok_s, generate_full_tok_s */

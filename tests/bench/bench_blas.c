@@ -7,7 +7,7 @@
  * (in glibc's libc since 2.34: no -ldl). Missing: one line says so.
  *
  * Shapes: 1024^3 and the toy training model's products, the same as
- * bench_gemm.c's (keep the two tables alike), row-major with the same
+ * bench_gemm.c's (one list: bench_toy_shapes), row-major with the same
  * transposes. For each shape and thread count (1, 2) posgrad's pg_gemm_f32
  * and cblas_sgemm are timed alternately, ROUNDS times each (each a median of
  * RUNS timed runs after 50 ms of untimed calls (warm()) and bench.c's warm-up,
@@ -71,27 +71,18 @@ static const char *blas_open(blas_lib *b)
 }
 
 typedef struct blas_case {
+    gemm_case g; /* f32; posgrad's side is gemm_case_run on it */
     const blas_lib *lib;
-    bool ta, tb;
-    int64_t M, N, K;
-    float *a, *b, *c;
 } blas_case;
-
-static void run_posgrad(void *p, int reps)
-{
-    blas_case *g = p;
-    int64_t lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
-    for (int i = 0; i < reps; i++)
-        pg_gemm_f32(g->ta, g->tb, g->M, g->N, g->K, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, g->N);
-}
 
 static void run_blas(void *p, int reps)
 {
-    blas_case *g = p;
+    const blas_case *bc = p;
+    const gemm_case *g = &bc->g;
     int lda = (int)(g->ta ? g->M : g->K), ldb = (int)(g->tb ? g->K : g->N);
     for (int i = 0; i < reps; i++)
-        g->lib->sgemm(CBLAS_ROW_MAJOR, g->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, g->tb ? CBLAS_TRANS : CBLAS_NO_TRANS,
-                      (int)g->M, (int)g->N, (int)g->K, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, (int)g->N);
+        bc->lib->sgemm(CBLAS_ROW_MAJOR, g->ta ? CBLAS_TRANS : CBLAS_NO_TRANS, g->tb ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                       (int)g->M, (int)g->N, (int)g->K, 1.0f, g->a, lda, g->b, ldb, 0.0f, g->c, (int)g->N);
 }
 
 /* A pause between the two sides: OpenBLAS's idle threads spin (yielding) for about
@@ -122,53 +113,46 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* largest |posgrad - OpenBLAS| over C relative to the largest |C| (the same product twice) */
-static double blas_disagreement(blas_case *g)
+static double blas_disagreement(blas_case *bc)
 {
+    const gemm_case *g = &bc->g;
     size_t n = (size_t)(g->M * g->N);
-    float *mine = malloc(n * sizeof *mine);
+    float *mine = malloc(n * sizeof *mine), *c = g->c;
     if (!mine)
         return 0;
-    run_posgrad(g, 1);
-    memcpy(mine, g->c, n * sizeof *mine);
-    run_blas(g, 1);
+    gemm_case_run(&bc->g, 1);
+    memcpy(mine, c, n * sizeof *mine);
+    run_blas(bc, 1);
     double diff = 0, big = 0;
     for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)mine[i] - (double)g->c[i]));
-        big = fmax(big, fabs((double)g->c[i]));
+        diff = fmax(diff, fabs((double)mine[i] - (double)c[i]));
+        big = fmax(big, fabs((double)c[i]));
     }
     free(mine);
     return big > 0 ? diff / big : diff;
 }
 
-static float *rand_floats(int64_t n, pg_rng *r)
-{
-    float *v = malloc((size_t)n * sizeof *v);
-    for (int64_t i = 0; v && i < n; i++)
-        v[i] = (float)(2 * pg_rng_uniform(r) - 1);
-    return v;
-}
-
 /* one shape at 1 and 2 threads: posgrad and OpenBLAS alternately, ROUNDS each */
 static void blas_shape(const blas_lib *lib, const char *shape, bool ta, bool tb, int64_t M, int64_t K, int64_t N)
 {
-    pg_rng r = pg_rng_init(2);
-    blas_case g = {lib, ta, tb, M, N, K, rand_floats(M * K, &r), rand_floats(K * N, &r), rand_floats(M * N, &r)};
+    blas_case bc = {.lib = lib};
+    bool ok = gemm_case_init(&bc.g, PG_F32, ta, tb, M, K, N);
     double flops = 2.0 * (double)M * (double)N * (double)K;
     int reps = (int)(2e8 / flops) + 1; /* about 2 ms or more per timed run, as bench_gemm.c */
-    double err = g.a && g.b && g.c ? blas_disagreement(&g) : 0;
+    double err = ok ? blas_disagreement(&bc) : 0;
     if (err > 1e-4)
         printf("# blas_%s: posgrad and OpenBLAS disagree (max difference %.3g of max |C|)\n", shape, err);
-    for (int threads = 1; threads <= 2 && g.a && g.b && g.c; threads++) {
+    for (int threads = 1; threads <= 2 && ok; threads++) {
         pg_set_num_threads(threads);
         lib->set_threads(threads); /* may start OpenBLAS's threads, which then spin a while */
         settle();
         double tp[ROUNDS], tb_[ROUNDS];
         for (int k = 0; k < ROUNDS; k++) {
-            warm(run_posgrad, &g, reps);
-            tp[k] = median_time(run_posgrad, &g, reps);
+            warm(gemm_case_run, &bc.g, reps);
+            tp[k] = median_time(gemm_case_run, &bc.g, reps);
             settle();
-            warm(run_blas, &g, reps);
-            tb_[k] = median_time(run_blas, &g, reps);
+            warm(run_blas, &bc, reps);
+            tb_[k] = median_time(run_blas, &bc, reps);
             settle();
         }
         qsort(tp, ROUNDS, sizeof tp[0], cmp_double);
@@ -179,7 +163,7 @@ static void blas_shape(const blas_lib *lib, const char *shape, bool ta, bool tb,
         printf("blas_ratio_%s_t%d %.3f x\n", shape, threads, mine / theirs);
         fflush(stdout);
     }
-    free(g.a), free(g.b), free(g.c);
+    gemm_case_free(&bc.g);
 }
 
 /* Runs only when `only` names it: "blas" (every shape), "blas_sgemm_1024", "blas_sgemm_toy", ... */
@@ -200,23 +184,11 @@ void bench_blas_all(const char *only)
     char name[96];
     if (bench_selected(only, "blas_sgemm_1024"))
         blas_shape(&lib, "1024", false, false, 1024, 1024, 1024);
-    /* the toy model's products (bench_gemm.c): x W^T (_nt), dY W, dY^T X (_tn), T = 2048 tokens */
-    int64_t io[5][2] = {{128, 384}, {128, 128}, {128, 512}, {512, 128}, {128, 256}}, T = 2048;
-    for (int i = 0; i < 5; i++) {
-        int64_t in = io[i][0], out = io[i][1];
-        struct {
-            int64_t M, K, N;
-            bool ta, tb;
-            const char *sfx;
-        } cases[3] = {{T, in, out, false, true, "_nt"}, {T, out, in, false, false, ""}, {out, T, in, true, false, "_tn"}};
-        for (int c = 0; c < 3; c++) {
-            char shape[64];
-            snprintf(shape, sizeof shape, "toy_%lldx%lldx%lld%s", (long long)cases[c].M, (long long)cases[c].K,
-                     (long long)cases[c].N, cases[c].sfx);
-            snprintf(name, sizeof name, "blas_sgemm_%s", shape);
-            if (bench_selected(only, name))
-                blas_shape(&lib, shape, cases[c].ta, cases[c].tb, cases[c].M, cases[c].K, cases[c].N);
-        }
+    toy_shape toy[BENCH_TOY_SHAPES]; /* bench_gemm.c's gemm_f32_toy_* products */
+    for (int c = 0, n = bench_toy_shapes(toy); c < n; c++) {
+        snprintf(name, sizeof name, "blas_sgemm_%s", toy[c].name);
+        if (bench_selected(only, name))
+            blas_shape(&lib, toy[c].name, toy[c].ta, toy[c].tb, toy[c].M, toy[c].K, toy[c].N);
     }
     pg_set_num_threads(saved);
     dlclose(lib.handle);

@@ -107,18 +107,11 @@ void print_gflops(const char *name, int threads, double gflops)
     printf("\n");
 }
 
-/* ---- one product C = op(A) op(B) -------------------------------------------------- */
+/* ---- one product C = op(A) op(B) (bench.h's gemm_case) ---------------------------- */
 
-typedef struct gemm_ctx {
-    pg_dtype dt;
-    bool ta, tb;
-    int64_t M, N, K;
-    void *a, *b, *c;
-} gemm_ctx;
-
-static void gemm_run(void *p, int reps)
+void gemm_case_run(void *p, int reps)
 {
-    gemm_ctx *g = p;
+    gemm_case *g = p;
     int64_t lda = g->ta ? g->M : g->K, ldb = g->tb ? g->K : g->N;
     for (int i = 0; i < reps; i++) {
         if (g->dt == PG_F32)
@@ -142,22 +135,52 @@ static void *rand_matrix(pg_dtype dt, int64_t n, pg_rng *r)
     return v;
 }
 
+bool gemm_case_init(gemm_case *g, pg_dtype dt, bool ta, bool tb, int64_t M, int64_t K, int64_t N)
+{
+    pg_rng r = pg_rng_init(2);
+    *g = (gemm_case){dt, ta, tb, M, N, K, rand_matrix(dt, M * K, &r), rand_matrix(dt, K * N, &r),
+                     rand_matrix(dt, M * N, &r)};
+    return g->a && g->b && g->c;
+}
+
+void gemm_case_free(gemm_case *g)
+{
+    free(g->a), free(g->b), free(g->c);
+}
+
+/* toy model (d_model 128, MLP 512, qkv 384, vocab 256, 2048 tokens): a Linear (out, in)
+ * runs x W^T forward (_nt), dY W for the input gradient, dY^T X for the weight gradient (_tn) */
+int bench_toy_shapes(toy_shape out[BENCH_TOY_SHAPES])
+{
+    const int64_t io[5][2] = {{128, 384}, {128, 128}, {128, 512}, {512, 128}, {128, 256}}, T = 2048;
+    int n = 0;
+    for (int i = 0; i < 5; i++) {
+        int64_t in = io[i][0], o = io[i][1];
+        out[n++] = (toy_shape){T, in, o, false, true, ""};  /* y = x W^T */
+        out[n++] = (toy_shape){T, o, in, false, false, ""}; /* dx = dy W */
+        out[n++] = (toy_shape){o, T, in, true, false, ""};  /* dW = dy^T x */
+    }
+    for (int k = 0; k < n; k++)
+        snprintf(out[k].name, sizeof out[k].name, "toy_%lldx%lldx%lld%s", (long long)out[k].M,
+                 (long long)out[k].K, (long long)out[k].N, out[k].tb ? "_nt" : out[k].ta ? "_tn" : "");
+    return n;
+}
+
 /* prints `name_t<threads> GFLOP/s` for each thread count in 1, 2 */
 static void bench_gemm(const char *name, pg_dtype dt, bool ta, bool tb, int64_t M, int64_t K, int64_t N)
 {
-    pg_rng r = pg_rng_init(2);
-    gemm_ctx g = {dt, ta, tb, M, N, K, rand_matrix(dt, M * K, &r), rand_matrix(dt, K * N, &r),
-                  rand_matrix(dt, M * N, &r)};
+    gemm_case g;
+    bool ok = gemm_case_init(&g, dt, ta, tb, M, K, N);
     double flops = 2.0 * (double)M * (double)N * (double)K;
     int reps = (int)(2e8 / flops) + 1; /* about 2 ms or more per timed run */
-    for (int threads = 1; threads <= 2 && g.a && g.b && g.c; threads++) {
+    for (int threads = 1; threads <= 2 && ok; threads++) {
         pg_set_num_threads(threads);
-        double t = median_time(gemm_run, &g, reps);
+        double t = median_time(gemm_case_run, &g, reps);
         char full[128];
         snprintf(full, sizeof full, "%s_t%d", name, threads);
         print_gflops(full, threads, flops / t * 1e-9);
     }
-    free(g.a), free(g.b), free(g.c);
+    gemm_case_free(&g);
 }
 
 void bench_gemm_all(const char *only)
@@ -172,25 +195,11 @@ void bench_gemm_all(const char *only)
     }
     if (bench_selected(only, "gemm_f64_1024"))
         bench_gemm("gemm_f64_1024", PG_F64, false, false, 1024, 1024, 1024);
-    /* toy model (d_model 128, MLP 512, qkv 384, vocab 256, 2048 tokens): a Linear
-     * (out, in) runs x W^T forward (_nt), dY W for the input gradient, dY^T X for
-     * the weight gradient (_tn) */
-    int64_t io[5][2] = {{128, 384}, {128, 128}, {128, 512}, {512, 128}, {128, 256}}, T = 2048;
-    for (int i = 0; i < 5; i++) {
-        int64_t in = io[i][0], out = io[i][1];
-        struct {
-            int64_t M, K, N;
-            bool ta, tb;
-            const char *sfx;
-        } cases[3] = {{T, in, out, false, true, "_nt"},   /* y = x W^T */
-                      {T, out, in, false, false, ""},     /* dx = dy W */
-                      {out, T, in, true, false, "_tn"}}; /* dW = dy^T x */
-        for (int c = 0; c < 3; c++) {
-            snprintf(name, sizeof name, "gemm_f32_toy_%lldx%lldx%lld%s", (long long)cases[c].M, (long long)cases[c].K,
-                     (long long)cases[c].N, cases[c].sfx);
-            if (bench_selected(only, name))
-                bench_gemm(name, PG_F32, cases[c].ta, cases[c].tb, cases[c].M, cases[c].K, cases[c].N);
-        }
+    toy_shape toy[BENCH_TOY_SHAPES];
+    for (int c = 0, n = bench_toy_shapes(toy); c < n; c++) {
+        snprintf(name, sizeof name, "gemm_f32_%s", toy[c].name);
+        if (bench_selected(only, name))
+            bench_gemm(name, PG_F32, toy[c].ta, toy[c].tb, toy[c].M, toy[c].K, toy[c].N);
     }
     pg_set_num_threads(saved);
 }
