@@ -93,38 +93,94 @@ static void walk_next(const walk *w, int64_t *idx, int64_t *oa, int64_t *ob)
     }
 }
 
-/* BODY sees i (flat index position), oa and ob */
-#define WALK(w, ...)                                                                                           \
+/* the odometer at outer row r: idx and the offsets oa, ob of its first entry */
+static void walk_seek(const walk *w, int64_t r, int64_t *idx, int64_t *oa, int64_t *ob)
+{
+    *oa = *ob = 0;
+    for (int d = w->n - 1; d >= 0; d--) {
+        if (w->size[d] <= 0) { /* an empty index: no rows to walk */
+            idx[d] = 0;
+            continue;
+        }
+        idx[d] = r % w->size[d];
+        r /= w->size[d];
+        *oa += idx[d] * w->sa[d];
+        *ob += idx[d] * w->sb[d];
+    }
+}
+
+/* BODY sees i (flat index position), oa and ob, for the outer rows [r0, r1) */
+#define WALK_ROWS(w, r0, r1, ...)                                                                              \
     do {                                                                                                       \
-        int64_t idx_[PG_MAX_DIMS] = {0}, oa_ = 0, ob_ = 0;                                                     \
-        for (int64_t r_ = 0; r_ < (w).outer; r_++, walk_next(&(w), idx_, &oa_, &ob_))                          \
+        int64_t idx_[PG_MAX_DIMS] = {0}, oa_, ob_;                                                             \
+        walk_seek(&(w), (r0), idx_, &oa_, &ob_);                                                               \
+        for (int64_t r_ = (r0); r_ < (r1); r_++, walk_next(&(w), idx_, &oa_, &ob_))                            \
             for (int64_t j_ = 0; j_ < (w).inner; j_++) {                                                       \
                 int64_t i = r_ * (w).inner + j_, oa = oa_ + j_ * (w).ia, ob = ob_ + j_ * (w).ib;               \
                 (void)ob;                                                                                      \
                 __VA_ARGS__;                                                                                   \
             }                                                                                                  \
     } while (0)
+#define WALK(w, ...) WALK_ROWS(w, 0, (w).outer, __VA_ARGS__)
 
 /* ---- gather ------------------------------------------------------------------------- */
 
-/* y[i] = x[oa + index[i] * ax], elements of N bytes */
+/* y[i] = x[oa + index[i] * ax] for the rows [r0, r1), elements of N bytes */
 #define DEFINE_GATHER(N)                                                                                       \
-    static void gather_##N(const walk *w, char *restrict y, const char *restrict x, const int64_t *index)     \
+    static void gather_##N(const walk *w, int64_t r0, int64_t r1, char *restrict y, const char *restrict x,   \
+                           const int64_t *index)                                                               \
     {                                                                                                          \
-        WALK(*w, memcpy(y + i * N, x + (oa + index[i] * w->ax) * N, N));                                       \
+        WALK_ROWS(*w, r0, r1, memcpy(y + i * N, x + (oa + index[i] * w->ax) * N, N));                          \
     }
 DEFINE_GATHER(1)
 DEFINE_GATHER(4)
 DEFINE_GATHER(8)
 
-/* gx[oa + index[i] * ax] += gy[i]: the scatter-add of the gradient */
+/* gx[oa + index[i] * ax] += gy[i] for the rows [r0, r1): the scatter-add of the gradient */
 #define DEFINE_GATHER_BWD(T, sfx)                                                                              \
-    static void gather_bwd_##sfx(const walk *w, T *restrict gx, const T *restrict gy, const int64_t *index)    \
+    static void gather_bwd_##sfx(const walk *w, int64_t r0, int64_t r1, T *restrict gx, const T *restrict gy,  \
+                                 const int64_t *index)                                                         \
     {                                                                                                          \
-        WALK(*w, gx[oa + index[i] * w->ax] += gy[i]);                                                          \
+        WALK_ROWS(*w, r0, r1, gx[oa + index[i] * w->ax] += gy[i]);                                             \
     }
 DEFINE_GATHER_BWD(float, f32)
 DEFINE_GATHER_BWD(double, f64)
+
+/* Rows of the walk on the thread pool. The forward's rows write disjoint outputs; the
+ * backward's only when the axis is the last dim (each outer row of the index then reads
+ * and writes its own row of x), else one task adds in index order. */
+typedef struct gather_job {
+    const walk *w;
+    size_t es;
+    bool backward;
+    void *out;
+    const void *in;
+    const int64_t *index;
+} gather_job;
+
+static void gather_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const gather_job *j = ctx;
+    if (!j->backward) {
+        switch (j->es) {
+        case 1: gather_1(j->w, r0, r1, j->out, j->in, j->index); break;
+        case 4: gather_4(j->w, r0, r1, j->out, j->in, j->index); break;
+        default: gather_8(j->w, r0, r1, j->out, j->in, j->index); break;
+        }
+    } else if (j->es == sizeof(float)) {
+        gather_bwd_f32(j->w, r0, r1, j->out, j->in, j->index);
+    } else {
+        gather_bwd_f64(j->w, r0, r1, j->out, j->in, j->index);
+    }
+}
+
+static void gather_run(const gather_job *j, bool split)
+{
+    if (split)
+        pg_parallel_range(j->w->outer, 16384 / (j->w->inner > 0 ? j->w->inner : 1) + 1, gather_rows, (void *)j);
+    else
+        gather_rows((void *)j, 0, j->w->outer);
+}
 
 /* ip[0] axis; saved: the index */
 static int gather_backward(pg_graph *g, pg_node *n)
@@ -133,10 +189,8 @@ static int gather_backward(pg_graph *g, pg_node *n)
     if (!gx)
         return x->requires_grad ? -1 : 0;
     walk w = walk_plan(n->saved, x, NULL, (int)n->ip[0]);
-    if (x->dtype == PG_F32)
-        gather_bwd_f32(&w, gx->data, n->out->grad->data, n->saved->data);
-    else
-        gather_bwd_f64(&w, gx->data, n->out->grad->data, n->saved->data);
+    gather_job j = {&w, pg_dtype_size(x->dtype), true, gx->data, n->out->grad->data, n->saved->data};
+    gather_run(&j, n->ip[0] == x->ndim - 1);
     return 0;
 }
 
@@ -192,11 +246,8 @@ pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index)
     if (!y)
         return NULL;
     walk w = walk_plan(index, x, NULL, a);
-    switch (pg_dtype_size(x->dtype)) {
-    case 1: gather_1(&w, y->data, x->data, index->data); break;
-    case 4: gather_4(&w, y->data, x->data, index->data); break;
-    default: gather_8(&w, y->data, x->data, index->data); break;
-    }
+    gather_job j = {&w, pg_dtype_size(x->dtype), false, y->data, x->data, index->data};
+    gather_run(&j, true);
     if (pg_dtype_is_float(x->dtype)) {
         pg_node *n = pg_op_record(g, fn, y, 1, &x, gather_backward);
         if (n) {

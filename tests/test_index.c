@@ -272,3 +272,51 @@ Test(index, bad_input)
     free_all(13, ts);
     pg_graph_free(g);
 }
+
+/* gather's rows on the thread pool: (400, 3, 50) from x (400, 3, 60) along the last axis
+ * (forward and the scatter-add backward split by rows) and (40, 3, 60) along axis 0 (the
+ * backward in one task: rows share x's rows), repeated indices; values against a naive
+ * loop, 1 and 3 threads bit for bit */
+Test(index, gather_rows_on_the_pool)
+{
+    int saved = pg_num_threads();
+    for (int axis = 2; axis >= 0; axis -= 2) {
+        pg_tensor *res[2][2];
+        for (int run = 0; run < 2; run++) {
+            cr_assert_eq(pg_set_num_threads(run == 0 ? 1 : 3), 0);
+            pg_rng r = pg_rng_init(21);
+            pg_tensor *x = pg_randn(NULL, PG_F64, PG_SHAPE(400, 3, 60), &r);
+            pg_set_requires_grad(x, true);
+            int64_t ishape[3] = {axis == 2 ? 400 : 40, 3, axis == 2 ? 50 : 60}, size = axis == 2 ? 60 : 400;
+            pg_tensor *idx = pg_empty(NULL, PG_I64, 3, ishape);
+            for (int64_t i = 0; i < idx->numel; i++)
+                pg_i64(idx)[i] = (i * 7919) % (size / 2); /* repeats */
+            pg_graph *g = pg_graph_new();
+            pg_tensor *y = pg_gather(g, x, axis, idx);
+            cr_assert(y, "%s", pg_graph_error(g));
+            pg_tensor *w = pg_randn(g, PG_F64, 3, ishape, &r);
+            cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y, w), 0, NULL, false)), 0);
+            pg_tensor *expect = pg_zeros(NULL, PG_F64, PG_SHAPE(400, 3, 60));
+            for (int64_t a = 0; a < ishape[0]; a++)
+                for (int64_t b = 0; b < 3; b++)
+                    for (int64_t c = 0; c < ishape[2]; c++) {
+                        int64_t i = (a * 3 + b) * ishape[2] + c, k = pg_i64(idx)[i];
+                        int64_t at = axis == 2 ? (a * 3 + b) * 60 + k : (k * 3 + b) * 60 + c;
+                        cr_assert_eq(pg_f64(y)[i], pg_f64(x)[at]);
+                        pg_f64(expect)[at] += pg_f64(w)[i];
+                    }
+            assert_close(x->grad, expect, 1e-12, "gather gradient");
+            res[run][0] = pg_copy(NULL, y);
+            res[run][1] = pg_copy(NULL, x->grad);
+            pg_graph_free(g);
+            pg_tensor *ts[] = {x, idx, expect};
+            free_all(3, ts);
+        }
+        for (int k = 0; k < 2; k++)
+            cr_assert_eq(memcmp(res[0][k]->data, res[1][k]->data, (size_t)res[0][k]->numel * sizeof(double)), 0,
+                         "axis %d: 1 and 3 threads differ (%s)", axis, k ? "gradient" : "values");
+        free_all(2, res[0]);
+        free_all(2, res[1]);
+    }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
