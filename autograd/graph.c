@@ -266,7 +266,7 @@ int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta)
         op_copy_parallel(gr->data, delta->data, (size_t)gr->numel * pg_dtype_size(gr->dtype));
     else {
         if (fresh)
-            memset(gr->data, 0, (size_t)gr->numel * pg_dtype_size(gr->dtype));
+            pg_fill(gr, 0.0);
         pg_sum_to_accumulate(gr, delta);
     }
     return 0;

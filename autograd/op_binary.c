@@ -154,10 +154,10 @@ static int binary_backward(pg_graph *g, pg_node *n)
         pg_parallel_range(y->numel, BINARY_GRAIN, binary_slice, &j);
         return 0;
     }
-    if (fresh_a) /* broadcast, or x op x: contributions add up in place */
-        memset(ga->data, 0, (size_t)ga->numel * pg_dtype_size(ga->dtype));
+    if (fresh_a) /* broadcast, or x op x: contributions add up in place (zeroed on the pool) */
+        pg_fill(ga, 0.0);
     if (fresh_b)
-        memset(gb->data, 0, (size_t)gb->numel * pg_dtype_size(gb->dtype));
+        pg_fill(gb, 0.0);
     pg_bcast p;
     pg_bcast_plan(&p, y->ndim, y->shape, 3, (const pg_tensor *[]){y, a, b});
     void *da = ga ? ga->data : NULL, *db = gb ? gb->data : NULL;

@@ -1,4 +1,5 @@
-/* pg_cumsum: the running sum along one axis, forward and backward. x is seen
+/* pg_cumsum, pg_cumsum_reverse: the running sum along one axis (from the end
+ * for the reverse: the suffix sums), forward and backward. x is seen
  * as (outer, n, inner) with n the scanned axis (the reductions' layout,
  * op_reduce.h); sums accumulate in double, CHUNK columns at a time, and are
  * rounded to the dtype once per element. The gradient is the reversed cumsum
@@ -58,8 +59,9 @@ static void cumsum_run(const cumsum_job *j, int64_t outer)
     pg_parallel_range(outer, 32768 / row + 1, cumsum_slice, (void *)j);
 }
 
-/* ip[0]: mask of the axis. The gradient is the reversed cumsum of gy, written
- * into a fresh gradient (pg_grad_fresh), added to one that has a value. */
+/* ip[0]: mask of the axis, ip[1]: reverse. The gradient is the cumsum of gy in the
+ * other direction, written into a fresh gradient (pg_grad_fresh), added to one that
+ * has a value. */
 static int cumsum_backward(pg_graph *g, pg_node *n)
 {
     bool fresh;
@@ -68,14 +70,13 @@ static int cumsum_backward(pg_graph *g, pg_node *n)
         return -1;
     rplan p;
     pg_reduce_plan(&p, x, (uint32_t)n->ip[0]);
-    cumsum_job j = {x->dtype == PG_F32, true, !fresh, n->out->grad->data, gx->data, p.n, p.inner};
+    cumsum_job j = {x->dtype == PG_F32, n->ip[1] == 0, !fresh, n->out->grad->data, gx->data, p.n, p.inner};
     cumsum_run(&j, p.outer);
     return 0;
 }
 
-pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis)
+static pg_tensor *cumsum_op(pg_graph *g, const char *fn, pg_tensor *x, int axis, bool reverse)
 {
-    const char *fn = "pg_cumsum";
     uint32_t mask;
     if (!arg_float(g, fn, "x", x) || !pg_reduce_axes(g, fn, x, 1, &axis, &mask))
         return NULL;
@@ -84,10 +85,19 @@ pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis)
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    cumsum_job j = {x->dtype == PG_F32, false, false, x->data, y->data, p.n, p.inner};
+    cumsum_job j = {x->dtype == PG_F32, reverse, false, x->data, y->data, p.n, p.inner};
     cumsum_run(&j, p.outer);
     pg_node *n = pg_op_record(g, fn, y, 1, &x, cumsum_backward);
-    if (n)
+    if (n) {
         n->ip[0] = mask;
+        n->ip[1] = reverse;
+    }
     return y;
+}
+
+pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis) { return cumsum_op(g, "pg_cumsum", x, axis, false); }
+
+pg_tensor *pg_cumsum_reverse(pg_graph *g, pg_tensor *x, int axis)
+{
+    return cumsum_op(g, "pg_cumsum_reverse", x, axis, true);
 }

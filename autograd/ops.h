@@ -93,6 +93,8 @@ pg_tensor *pg_logsumexp(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, 
 pg_tensor *pg_var(pg_graph *g, pg_tensor *x, int n_axes, const int *axes, int correction, bool keepdim);
 pg_tensor *pg_argmax(pg_graph *g, pg_tensor *x, int axis, bool keepdim); /* PG_I64, first maximum */
 pg_tensor *pg_cumsum(pg_graph *g, pg_tensor *x, int axis);
+/* the suffix sums y[..., i, ...] = sum over j >= i of x[..., j, ...] (torch: x.flip(a).cumsum(a).flip(a)) */
+pg_tensor *pg_cumsum_reverse(pg_graph *g, pg_tensor *x, int axis);
 
 /* ---- matmul (autograd/op_matmul.c) -----------------------------------------------
  * a: (..., M, K) (or (..., K, M) with trans_a), b: (..., K, N) (or (..., N, K)

@@ -84,6 +84,7 @@ OPFN(op_logsumexp, pg_logsumexp(g, X, 1, (const int[]){1}, true))
 OPFN(op_var1, pg_var(g, X, 1, (const int[]){-1}, 1, false))
 OPFN(op_var0, pg_var(g, X, 0, NULL, 0, false))
 OPFN(op_cumsum, pg_cumsum(g, X, 1))
+OPFN(op_cumsum_reverse, pg_cumsum_reverse(g, X, 1))
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 OPFN(op_matmul, pg_matmul(g, X, Y, false, false))
@@ -169,7 +170,7 @@ static const gc_op_case GC_OPS[] = {
     {"reduce/mean axes 0,2", op_mean, "u2x3x4"}, {"reduce/max axis", op_max, "u3x4"},
     {"reduce/min all", op_min_all, "u3x4"}, {"reduce/logsumexp", op_logsumexp, "u2x3x4"},
     {"reduce/var unbiased", op_var1, "u3x4"}, {"reduce/var biased all", op_var0, "u3x4"},
-    {"reduce/cumsum", op_cumsum, "u2x4"},
+    {"reduce/cumsum", op_cumsum, "u2x4"}, {"reduce/cumsum_reverse", op_cumsum_reverse, "u2x4"},
     {"matmul/plain", op_matmul, "u3x4 u4x2"}, {"matmul/trans_a", op_matmul_ta, "u4x3 u4x2"},
     {"matmul/trans_b", op_matmul_tb, "u3x4 u2x4"}, {"matmul/batch broadcast", op_matmul, "u2x3x4 u4x2"},
     {"matmul/affine", op_affine, "u2x3x4 u5x4 u5"}, {"matmul/affine no bias", op_affine_nb, "u3x4 u5x4"},

@@ -30,25 +30,11 @@ static pg_tensor *hidden(pg_graph *g, const pg_pos_ctx *c)
     return hide;
 }
 
-/* x (..., n) reversed along its last axis (differentiable: index_select) */
-static pg_tensor *flip_last(pg_graph *g, pg_tensor *x)
-{
-    if (!x)
-        return NULL;
-    int64_t n = x->shape[x->ndim - 1];
-    pg_tensor *rev = pg_empty(g, PG_I64, PG_SHAPE(n));
-    if (!rev)
-        return NULL;
-    for (int64_t j = 0; j < n; j++)
-        pg_i64(rev)[j] = n - 1 - j;
-    return pg_index_select(g, x, x->ndim - 1, rev);
-}
-
 /* (1)-(2): gates (B, H, Lq, Lk) -> p_ij = min(sum_{t >= j} g_it, npos - 1) */
 static pg_tensor *positions(pg_graph *g, pg_tensor *gates, int64_t npos)
 {
-    pg_tensor *p = flip_last(g, pg_cumsum(g, flip_last(g, gates), -1)); /* suffix sum, diagonal included */
-    return pg_clamp(g, p, -INFINITY, (double)(npos - 1));              /* gradient 0 where clamped */
+    pg_tensor *p = pg_cumsum_reverse(g, gates, -1);         /* suffix sum, diagonal included */
+    return pg_clamp(g, p, -INFINITY, (double)(npos - 1)); /* gradient 0 where clamped */
 }
 
 /* floor p and the next index, min(floor p + 1, npos - 1), as i64 indices of p's shape (no

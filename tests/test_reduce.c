@@ -569,3 +569,61 @@ Test(reduce, cumsum_on_the_pool)
     }
     cr_assert_eq(pg_set_num_threads(saved), 0);
 }
+
+/* pg_cumsum_reverse: the suffix sums, equal bit for bit to flip, cumsum, flip (forward and
+ * gradient, f32 and f64, each axis), gradcheck, bad input named */
+static pg_tensor *flip_axis(pg_graph *g, pg_tensor *x, int axis)
+{
+    int64_t n = x->shape[axis];
+    pg_tensor *rev = pg_empty(g, PG_I64, PG_SHAPE(n));
+    for (int64_t j = 0; j < n; j++)
+        pg_i64(rev)[j] = n - 1 - j;
+    return pg_index_select(g, x, axis, rev);
+}
+
+Test(reduce, cumsum_reverse_is_flip_cumsum_flip)
+{
+    for (int dt = 0; dt < 2; dt++)
+        for (int axis = 0; axis < 3; axis++) {
+            pg_dtype d = dt ? PG_F64 : PG_F32;
+            pg_tensor *x[2];
+            for (int k = 0; k < 2; k++) {
+                pg_rng r = pg_rng_init(31);
+                x[k] = pg_randn(NULL, d, PG_SHAPE(4, 70, 9), &r);
+                pg_set_requires_grad(x[k], true);
+            }
+            pg_graph *g = pg_graph_new();
+            pg_rng ru = pg_rng_init(32);
+            pg_tensor *up = pg_randn(g, d, PG_SHAPE(4, 70, 9), &ru);
+            pg_tensor *y0 = pg_cumsum_reverse(g, x[0], axis);
+            pg_tensor *y1 = flip_axis(g, pg_cumsum(g, flip_axis(g, x[1], axis), axis), axis);
+            cr_assert(y0 && y1, "%s", pg_graph_error(g));
+            cr_assert_eq(pg_backward_with(g, y0, up), 0);
+            cr_assert_eq(pg_backward_with(g, y1, up), 0);
+            size_t bytes = (size_t)y0->numel * pg_dtype_size(d);
+            cr_assert_eq(memcmp(y0->data, y1->data, bytes), 0, "values, axis %d", axis);
+            cr_assert_eq(memcmp(x[0]->grad->data, x[1]->grad->data, bytes), 0, "gradients, axis %d", axis);
+            pg_graph_free(g);
+            free_all(2, x);
+        }
+    pg_tensor *v = T64(PG_SHAPE(4), 1, 2, 3, 4), *s = pg_cumsum_reverse(NULL, v, 0);
+    ASSERT_VALUES(s, 0, 10, 9, 7, 4);
+    ASSERT_FAILS(pg_cumsum_reverse(NULL, v, 1), "pg_cumsum_reverse");
+    pg_tensor *ts[] = {v, s};
+    free_all(2, ts);
+}
+
+static pg_tensor *call_cumsum_reverse(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    return pg_cumsum_reverse(g, in[0], *(const int *)ctx);
+}
+
+Test(reduce, gradcheck_cumsum_reverse)
+{
+    for (int axis = 0; axis < 3; axis++) {
+        pg_tensor *x = randt(PG_SHAPE(2, 3, 4), 5, true);
+        assert_gradcheck(call_cumsum_reverse, 1, &x, &axis, NULL);
+        pg_tensor_free(x);
+    }
+}
