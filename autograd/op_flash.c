@@ -258,9 +258,14 @@ typedef struct flash_job {
     size_t db_bytes;
 } flash_job;
 
+/* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
+ * (B H Lq Lk (D + Dv)), where a hand-off to the pool costs more than it saves */
 static int flash_threads(const flash_dims *d)
 {
     int64_t heads = d->B * d->H, T = pg_num_threads();
+    double work = (double)heads * (double)d->Lq * (double)d->Lk * (double)(d->D + d->Dv);
+    if (work < (double)(1 << 20))
+        return 1;
     return (int)(heads < T ? heads : T);
 }
 

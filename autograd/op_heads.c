@@ -75,7 +75,7 @@ static void heads_run(heads_job *j, void *dst, const void *src, bool to_heads, b
     j->src = src;
     j->to_heads = to_heads;
     j->add = add;
-    pg_parallel_for(j->B * j->H, heads_task, j);
+    op_parallel_for(j->B * j->H, j->B * j->H * j->L * j->Dh, 32768, heads_task, j); /* small: on the caller */
 }
 
 /* n->ctx: the heads_job of the forward (sizes and offset) */

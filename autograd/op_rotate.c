@@ -19,6 +19,8 @@
 #include "../tensor/threadpool.h"
 #include <string.h>
 
+#define ROT_GRAIN 32768 /* elements of t below which the rotation stays on the caller */
+
 typedef struct rot_job {
     bool f32, interleaved;
     int64_t B, H, L, Dh, R, Bc;
@@ -128,7 +130,7 @@ static int rotate_backward(pg_graph *g, pg_node *n)
     rot_job j = {t->dtype == PG_F32, n->ip[1] != 0, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
                  n->ip[0], C->shape[0], t->data, C->data, S->data, y->grad->data, gt ? gt->data : NULL, fresh};
     if (gt)
-        pg_parallel_for(j.B * j.H, rot_bwd_task, &j);
+        op_parallel_for(j.B * j.H, t->numel, ROT_GRAIN, rot_bwd_task, &j);
     for (int64_t s = 0; (gC || gS) && s < j.B * j.H; s++) {
         int64_t ox = slab_x(&j, s), oc = slab_cs(&j, s);
         if (j.f32)
@@ -173,7 +175,7 @@ pg_tensor *pg_rotate_pairs(pg_graph *g, pg_tensor *t, pg_tensor *C, pg_tensor *S
         return NULL;
     rot_job j = {t->dtype == PG_F32, interleaved, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
                  R, C->shape[0], t->data, C->data, S->data, NULL, y->data, false};
-    pg_parallel_for(j.B * j.H, rot_fwd_task, &j);
+    op_parallel_for(j.B * j.H, t->numel, ROT_GRAIN, rot_fwd_task, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, (pg_tensor *[]){t, C, S}, rotate_backward);
     if (n) {
         n->ip[0] = R;

@@ -139,4 +139,18 @@ static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
     pg_parallel_range((int64_t)bytes, (int64_t)1 << 20, op_copy_slice, &j);
 }
 
+/* pg_parallel_for over n tasks when the work (elements, say) is worth the pool: below
+ * `grain` the caller runs every task itself as thread 0 (a hand-off to a sleeping
+ * worker costs 10-45 us, more than a small op). Tasks must not depend on the split. */
+static inline void op_parallel_for(int64_t n, int64_t work, int64_t grain,
+                                   void (*fn)(void *ctx, int64_t i, int thread), void *ctx)
+{
+    if (work < grain) {
+        for (int64_t i = 0; i < n; i++)
+            fn(ctx, i, 0);
+    } else {
+        pg_parallel_for(n, fn, ctx);
+    }
+}
+
 #endif
