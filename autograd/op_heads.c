@@ -58,12 +58,13 @@ static void heads_task(void *ctx, int64_t t, int thread)
     }
 }
 
-/* zeroes columns outside [off, off + H Dh) of rows (b, l) of a (B, L, W) buffer */
-static void zero_other_columns(const heads_job *j, char *buf)
+/* rows [r0, r1) of the (B, L, W) buffer j->dst: columns outside [off, off + H Dh) zeroed */
+static void zero_other_columns(void *ctx, int64_t r0, int64_t r1)
 {
+    const heads_job *j = ctx;
     int64_t used = j->H * j->Dh, rest = j->W - j->off - used;
-    for (int64_t r = 0; r < j->B * j->L; r++) {
-        char *row = buf + (size_t)(r * j->W) * j->es;
+    for (int64_t r = r0; r < r1; r++) {
+        char *row = j->dst + (size_t)(r * j->W) * j->es;
         memset(row, 0, (size_t)j->off * j->es);
         memset(row + (size_t)(j->off + used) * j->es, 0, (size_t)rest * j->es);
     }
@@ -78,34 +79,26 @@ static void heads_run(heads_job *j, void *dst, const void *src, bool to_heads, b
     op_parallel_for(j->B * j->H, j->B * j->H * j->L * j->Dh, 32768, heads_task, j); /* small: on the caller */
 }
 
-/* n->ctx: the heads_job of the forward (sizes and offset) */
-static int split_heads_backward(pg_graph *g, pg_node *n)
+/* n->ctx: the heads_job of the forward; the gradient goes the other way (split: back to
+ * the (B, L, W) rows, whose columns no split owns are zeroed when fresh; merge: back to
+ * the heads) */
+static int heads_backward(pg_graph *g, pg_node *n)
 {
     heads_job j = *(const heads_job *)n->ctx;
-    bool fresh;
+    bool fresh, to_rows = j.to_heads;
     pg_tensor *gx = pg_grad_fresh(g, n->in[0], &fresh);
     if (!gx)
         return n->in[0]->requires_grad ? -1 : 0;
-    if (fresh)
-        zero_other_columns(&j, gx->data);
-    heads_run(&j, gx->data, n->out->grad->data, false, !fresh);
-    return 0;
-}
-
-static int merge_heads_backward(pg_graph *g, pg_node *n)
-{
-    heads_job j = *(const heads_job *)n->ctx;
-    bool fresh;
-    pg_tensor *gx = pg_grad_fresh(g, n->in[0], &fresh);
-    if (!gx)
-        return n->in[0]->requires_grad ? -1 : 0;
-    heads_run(&j, gx->data, n->out->grad->data, true, !fresh);
+    if (fresh && to_rows && j.W > j.H * j.Dh) {
+        j.dst = gx->data;
+        pg_parallel_range(j.B * j.L, 32768 / j.W + 1, zero_other_columns, &j);
+    }
+    heads_run(&j, gx->data, n->out->grad->data, !to_rows, !fresh);
     return 0;
 }
 
 /* records backward with a copy of j as its ctx */
-static pg_tensor *heads_record(pg_graph *g, const char *fn, pg_tensor *x, pg_tensor *y, const heads_job *j,
-                               pg_backward_fn backward)
+static pg_tensor *heads_record(pg_graph *g, const char *fn, pg_tensor *x, pg_tensor *y, const heads_job *j)
 {
     if (!pg_dtype_is_float(x->dtype) || !pg_op_needs_grad(g, 1, &x))
         return y;
@@ -113,7 +106,7 @@ static pg_tensor *heads_record(pg_graph *g, const char *fn, pg_tensor *x, pg_ten
     if (!saved)
         return NULL;
     *saved = *j;
-    pg_node *n = pg_op_record(g, fn, y, 1, &x, backward);
+    pg_node *n = pg_op_record(g, fn, y, 1, &x, heads_backward);
     if (n)
         n->ctx = saved;
     return y;
@@ -137,7 +130,7 @@ pg_tensor *pg_split_heads(pg_graph *g, pg_tensor *x, int64_t offset, int64_t hea
         return NULL;
     heads_job j = {B, heads, L, head_dim, x->shape[2], offset, pg_dtype_size(x->dtype), NULL, NULL, false, false};
     heads_run(&j, y->data, x->data, true, false);
-    return heads_record(g, fn, x, y, &j, split_heads_backward);
+    return heads_record(g, fn, x, y, &j);
 }
 
 pg_tensor *pg_merge_heads(pg_graph *g, pg_tensor *x)
@@ -155,5 +148,5 @@ pg_tensor *pg_merge_heads(pg_graph *g, pg_tensor *x)
         return NULL;
     heads_job j = {B, H, L, Dh, H * Dh, 0, pg_dtype_size(x->dtype), NULL, NULL, false, false};
     heads_run(&j, y->data, x->data, false, false);
-    return heads_record(g, fn, x, y, &j, merge_heads_backward);
+    return heads_record(g, fn, x, y, &j);
 }

@@ -108,9 +108,9 @@ static void rot_bwd_task(void *ctx, int64_t s, int thread)
     (void)thread;
     const rot_job *j = ctx;
     int64_t ox = slab_x(j, s), oc = slab_cs(j, s);
+    size_t es = j->f32 ? sizeof(float) : sizeof(double);
     if (j->fresh)
-        memset((char *)j->out + (size_t)ox * (j->f32 ? sizeof(float) : sizeof(double)), 0,
-               (size_t)(j->L * j->Dh) * (j->f32 ? sizeof(float) : sizeof(double)));
+        memset((char *)j->out + (size_t)ox * es, 0, (size_t)(j->L * j->Dh) * es);
     if (j->f32)
         rot_bwd_x_f32(j, (float *)j->out + ox, (const float *)j->gy + ox, (const float *)j->C + oc,
                       (const float *)j->S + oc);
