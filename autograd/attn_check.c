@@ -5,7 +5,7 @@
 
 /* The call's sizes, from q, k (PG_ATTN_HEADS, PG_ATTN_SAME) or as given. */
 typedef struct sizes {
-    int64_t B, H, Lq, Lk;
+    int64_t B, H, Lq, Lk, D; /* D: the head dim (0 when unknown) */
     pg_dtype dtype;
 } sizes;
 
@@ -27,7 +27,7 @@ static bool heads_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_t
                       fn, SHAPE(q), SHAPE(k), SHAPE(v));
         return false;
     }
-    *s = (sizes){q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->dtype};
+    *s = (sizes){q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], q->dtype};
     return true;
 }
 
@@ -49,7 +49,7 @@ static bool same_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_te
         pg_graph_fail(g, "%s: empty input %s", fn, SHAPE(q));
         return false;
     }
-    *s = (sizes){b, nd == 4 ? q->shape[1] : 1, n, n, q->dtype};
+    *s = (sizes){b, nd == 4 ? q->shape[1] : 1, n, n, q->shape[nd - 1], q->dtype};
     return true;
 }
 
@@ -60,7 +60,7 @@ static bool sizes_ok(pg_graph *g, const char *fn, const pg_attn_operands *a, siz
                       (long long)a->Lq, (long long)a->Lk, (long long)a->H, (long long)a->head_dim);
         return false;
     }
-    *s = (sizes){a->B, a->H, a->Lq, a->Lk, a->dtype};
+    *s = (sizes){a->B, a->H, a->Lq, a->Lk, a->head_dim, a->dtype};
     return true;
 }
 
@@ -143,6 +143,23 @@ static bool sep_ok(pg_graph *g, const char *fn, const pg_tensor *sq, const pg_te
     return ok;
 }
 
+/* the relative keys: rel_q (B, H, Lq, D) and rel_k (H, Lq + Lk - 1, D) of the dtype, both or neither */
+static bool rel_ok(pg_graph *g, const char *fn, const pg_tensor *rq, const pg_tensor *rk, const sizes *s)
+{
+    if (!rq && !rk)
+        return true;
+    const int64_t wq[4] = {s->B, s->H, s->Lq, s->D}, wk[3] = {s->H, s->Lq + s->Lk - 1, s->D};
+    bool ok = rq && rk && s->D > 0 && rq->dtype == s->dtype && rk->dtype == s->dtype && rq->ndim == 4 && rk->ndim == 3;
+    for (int d = 0; ok && d < 4; d++)
+        ok = rq->shape[d] == wq[d] && (d == 3 || rk->shape[d] == wk[d]);
+    if (!ok)
+        pg_graph_fail(g, "%s: rel_q, rel_k are %s, %s, expected %s (B, H, Lq, Dh) = (%lld, %lld, %lld, %lld) and "
+                         "(H, Lq + Lk - 1, Dh) = (%lld, %lld, %lld), both or neither", fn, rq ? SHAPE(rq) : "NULL",
+                      rk ? SHAPE(rk) : "NULL", pg_dtype_name(s->dtype), (long long)s->B, (long long)s->H,
+                      (long long)s->Lq, (long long)s->D, (long long)wk[0], (long long)wk[1], (long long)wk[2]);
+    return ok;
+}
+
 int pg_attn_check(pg_graph *g, const char *fn, const pg_attn_operands *a)
 {
     if (!fn || !a) {
@@ -166,6 +183,6 @@ int pg_attn_check(pg_graph *g, const char *fn, const pg_attn_operands *a)
     ok = ok && pos_ok(g, fn, a->self_attn ? "pos" : "pos_q", a->pos_q, s.B, s.Lq) &&
          pos_ok(g, fn, a->self_attn ? "pos" : "pos_k", a->pos_k, s.B, s.Lk);
     ok = ok && bias_ok(g, fn, a->bias_name, a->bias, &s) && dist_bias_ok(g, fn, a->dist_bias, &s);
-    ok = ok && sep_ok(g, fn, a->sep_q, a->sep_k, &s);
+    ok = ok && sep_ok(g, fn, a->sep_q, a->sep_k, &s) && rel_ok(g, fn, a->rel_q, a->rel_k, &s);
     return ok ? 0 : -1;
 }

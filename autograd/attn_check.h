@@ -21,7 +21,8 @@
  *   fn: mask must be (B, Lk) bool with B dividing the .. packed rows, got ..  (mask_packed)
  *   fn: pos is i64[..], expected (B, Lp) = (.., <= ..) of f32, f64 or i64  (pos_q / pos_k)
  *   fn: bias is f64[..], expected f64 broadcastable to (B, H, Lq, Lk) = (.., .., .., ..)
- *   fn: dist_bias is f64[..], expected f64 (H, Lq + Lk - 1) = (.., ..) for Lq .., Lk .. */
+ *   fn: dist_bias is f64[..], expected f64 (H, Lq + Lk - 1) = (.., ..) for Lq .., Lk ..
+ *   fn: rel_q, rel_k are .., .., expected f64 (B, H, Lq, Dh) = (..) and (H, Lq + Lk - 1, Dh) = (..), both or neither */
 #ifndef PG_ATTN_CHECK_H
 #define PG_ATTN_CHECK_H
 
@@ -47,12 +48,13 @@ typedef struct pg_attn_operands {
     const char *bias_name;          /* the bias in messages; NULL: "bias" */
     const pg_tensor *dist_bias;     /* (H, Lq + Lk - 1) */
     const pg_tensor *sep_q, *sep_k; /* (B, H, Lq) and (B, H, Lk), both or neither (a separable bias) */
+    const pg_tensor *rel_q, *rel_k; /* (B, H, Lq, Dh) and (H, Lq + Lk - 1, Dh), both or neither (PG_ATTN_HEADS) */
     const pg_tensor *pos_q, *pos_k; /* (B, Lp) of f32, f64 or i64 with Lp <= Lq (pos_q), <= Lk (pos_k) */
     bool self_attn;                 /* positions are named "pos" (else "pos_q", "pos_k") */
 } pg_attn_operands;
 
 /* Checks a's operands in the order above (q, k, v or the sizes, mask, positions,
- * bias, dist_bias, sep_q / sep_k), naming fn. 0, or -1 after one pg_graph_fail (also in
+ * bias, dist_bias, sep_q / sep_k, rel_q / rel_k), naming fn. 0, or -1 after one pg_graph_fail (also in
  * pg_last_error). fn or a NULL: -1 with a message naming pg_attn_check. */
 int pg_attn_check(pg_graph *g, const char *fn, const pg_attn_operands *a);
 

@@ -29,7 +29,16 @@
  * sep_q[b, h, i] - sep_k[b, h, j] to the scaled logits of the pair (i, j) (the
  * forgetting gate's c_i - c_j, nn/pos_fox.h), in each tile, never as an
  * Lq x Lk matrix. Their gradients are the row and (minus) the column sums of
- * dS over the visible pairs: dsep_q[i] = sum_j dS_ij, dsep_k[j] = -sum_i dS_ij. */
+ * dS over the visible pairs: dsep_q[i] = sum_j dS_ij, dsep_k[j] = -sum_i dS_ij.
+ *
+ * Relative keys (Transformer-XL's position term, nn/pos_xl.h): rel_q
+ * (B, H, Lq, D) and rel_k (H, Lq + Lk - 1, D) add
+ *   rel_scale * rel_q[b, h, i] . rel_k[h, i - j + Lk - 1]
+ * to the logit of the pair (i, j), same index as dist_bias. A tile of bq x bk
+ * pairs meets the bq + bk - 1 consecutive distances of a band of rel_k, so each
+ * tile costs one more small product, (bq, D) x (D, bq + bk - 1), and memory
+ * stays linear in L. Gradients: drel_q[i] += rel_scale sum_j dS_ij rel_k[i - j],
+ * drel_k[i - j] += rel_scale sum dS_ij rel_q[i] (summed over batches). */
 #ifndef PG_FLASH_H
 #define PG_FLASH_H
 
@@ -49,10 +58,12 @@ typedef struct pg_flash_opts {
     int64_t look_backward, look_forward;
     bool exact_window;
     pg_tensor *sep_q, *sep_k; /* (B, H, Lq), (B, H, Lk) of q's dtype: + sep_q[i] - sep_k[j]; both or neither */
+    pg_tensor *rel_q, *rel_k; /* (B, H, Lq, D), (H, Lq + Lk - 1, D) of q's dtype: relative keys; both or neither */
+    double rel_scale;         /* the relative term's factor; 0: 1 */
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v, dist_bias, sep_q and sep_k. g NULL: a heap result the caller frees, nothing recorded.
+ * v, dist_bias, sep_q, sep_k, rel_q and rel_k. g NULL: a heap result the caller frees, nothing recorded.
  *
  * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
  * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v
@@ -72,8 +83,8 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
 void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi);
 
 /* pg_flash_attention for a caller that has checked the operands itself:
- * q, k, v, mask, dist_bias and sep_q / sep_k with pg_attn_check (PG_ATTN_HEADS), a finite
- * scale and a band with window, look_backward, look_forward >= 0, as
+ * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), a finite
+ * scale and rel_scale and a band with window, look_backward, look_forward >= 0, as
  * pg_flash_attention does. Only a NULL q, k, v or o is refused here (naming
  * pg_flash_attention); anything else unchecked is undefined behaviour. For the
  * attention layers (MultiheadAttention, LocalAttention), which check their

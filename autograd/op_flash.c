@@ -7,12 +7,14 @@
  * Per (batch, head) and block of BQ queries, the key blocks of BK keys are
  * visited in order (with causal, only up to the block's last query). For each
  * tile:
- *   S = (q k^T) * scale + bias[i - j + Lk - 1] + (sq[i] - sk[j]), hidden entries -inf   (BQ x BK)
+ *   S = (q k^T) * scale + bias[i - j + Lk - 1] + (sq[i] - sk[j]) + rs rq_i . rk[i - j + Lk - 1],
+ *       hidden entries -inf   (BQ x BK)
  *   forward:  m' = max(m, rowmax S); P = exp(S - m'); l = l e^(m - m') + rowsum P;
  *             acc = acc e^(m - m') + P v;   at the end out = acc / l, lse = m + log l
  *   backward: P = exp(S - lse); dv += P^T dO; dP = dO v^T; dS = P (dP - D_i)
  *             with D_i = rowsum(dO * O); dq += scale dS k; dk += scale dS^T q;
- *             dbias[i - j + Lk - 1] += dS; dsq[i] += sum_j dS; dsk[j] -= sum_i dS.
+ *             dbias[i - j + Lk - 1] += dS; dsq[i] += sum_j dS; dsk[j] -= sum_i dS;
+ *             relative keys through the tile's band of distances (rel_tile, rel_grads).
  * Rows whose every key is hidden have l = 0: out 0, lse -inf, P = 0 in the
  * backward (hence no gradient anywhere), never NaN.
  *
@@ -47,6 +49,8 @@ typedef struct flash_dims {
     int64_t w, lb, lf;   /* local band (w 0: none) */
     bool exact;
     const void *sq, *sk; /* separable bias (B, H, Lq), (B, H, Lk) of the element type, or NULL */
+    const void *rq, *rk; /* relative keys (B, H, Lq, D), (H, Lq + Lk - 1, D), or NULL */
+    double rs;           /* their factor */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -114,12 +118,30 @@ static int64_t t_stride(const flash_dims *d)
     return (d->Lk + 15) / 16 * 16 + 16;
 }
 
+/* Row stride of a head's relative keys transposed (Rt, D x (Lq + Lk - 1)), padded as above. */
+static int64_t r_stride(const flash_dims *d)
+{
+    return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 16;
+}
+
+/* Row stride of a tile's relative logits over its band of distances (bq + bk - 1 <= LDR). */
+#define LDR (BQ + BK)
+
+/* The first distance index i - j + Lk - 1 of the tile (i0, j0, bk): its pairs
+ * meet the bq + bk - 1 indices from there, pair (r, c) at base + r - c + bk - 1. */
+static int64_t tile_base(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk)
+{
+    return i0 - j0 - (bk - 1) + d->Lk - 1;
+}
+
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
- * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di. Linear in Lk. */
+ * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di; with relative keys
+ * also Rt and two (BQ, LDR) tiles. Linear in Lq + Lk. */
 static size_t scratch_elems(const flash_dims *d)
 {
+    size_t rel = d->rq ? (size_t)d->D * (size_t)r_stride(d) + 2 * (size_t)BQ * LDR : 0;
     return (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
-           2 * (size_t)BQ;
+           2 * (size_t)BQ + rel;
 }
 
 /* row maxima and sums: op_util.h's lane reductions */
@@ -252,10 +274,10 @@ typedef struct flash_job {
     int T;             /* tasks = threads used */
     void *scratch;     /* T slices of scr_bytes */
     size_t scr_bytes;
-    void *w[5];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk */
+    void *w[6];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq */
     const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
-    void *db;          /* backward: T slices of db_bytes (or the grad itself when T == 1) */
-    size_t db_bytes;
+    void *shared[2];   /* backward: dbias, drk, summed over batches: T slices each (or the grad itself when T == 1) */
+    size_t shared_bytes[2];
 } flash_job;
 
 /* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
@@ -285,11 +307,13 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
     (void)thread;
     const flash_job *j = ctx;
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
-    void *db = j->db && j->T > 1 ? (char *)j->db + (size_t)t * j->db_bytes : j->db;
+    void *sh[2];
+    for (int i = 0; i < 2; i++)
+        sh[i] = j->shared[i] && j->T > 1 ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
     if (j->dtype == PG_F32)
-        flash_bwd_f32(j->d, j->w, db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
+        flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
     else
-        flash_bwd_f64(j->d, j->w, db, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
+        flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
 }
 
 /* dst += src (numel of dst elements of its float dtype) */
@@ -316,39 +340,55 @@ typedef struct flash_saved {
     pg_tensor *bias; /* dist_bias or NULL */
     pg_tensor *mask;
     pg_tensor *sep_q, *sep_k; /* or NULL */
+    pg_tensor *rel_q, *rel_k; /* or NULL */
 } flash_saved;
+
+/* The gradient of t (NULL when t is NULL or needs none); *fail when t needs one and none came. */
+static pg_tensor *grad_if(pg_graph *g, pg_tensor *t, bool *fail)
+{
+    pg_tensor *gt = t ? pg_grad_of(g, t) : NULL;
+    *fail = *fail || (t && t->requires_grad && !gt);
+    return gt;
+}
 
 static int flash_backward(pg_graph *g, pg_node *node)
 {
     const flash_saved *s = node->ctx;
     pg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2], *out = node->out;
-    pg_tensor *dq = pg_grad_of(g, q), *dk = pg_grad_of(g, k), *dv = pg_grad_of(g, v);
-    pg_tensor *db = s->bias ? pg_grad_of(g, s->bias) : NULL;
-    pg_tensor *dsq = s->sep_q ? pg_grad_of(g, s->sep_q) : NULL, *dsk = s->sep_k ? pg_grad_of(g, s->sep_k) : NULL;
-    if ((q->requires_grad && !dq) || (k->requires_grad && !dk) || (v->requires_grad && !dv) ||
-        (s->bias && s->bias->requires_grad && !db) || (s->sep_q && s->sep_q->requires_grad && !dsq) ||
-        (s->sep_k && s->sep_k->requires_grad && !dsk))
+    bool fail = false;
+    pg_tensor *dq = grad_if(g, q, &fail), *dk = grad_if(g, k, &fail), *dv = grad_if(g, v, &fail);
+    pg_tensor *dsq = grad_if(g, s->sep_q, &fail), *dsk = grad_if(g, s->sep_k, &fail);
+    pg_tensor *drq = grad_if(g, s->rel_q, &fail);
+    pg_tensor *shared[2] = {grad_if(g, s->bias, &fail), grad_if(g, s->rel_k, &fail)}; /* db, drk */
+    if (fail)
         return -1;
     flash_job j = {.d = &s->d, .dtype = q->dtype, .T = flash_threads(&s->d),
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
                    .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dsq ? dsq->data : NULL,
-                         dsk ? dsk->data : NULL},
+                         dsk ? dsk->data : NULL, drq ? drq->data : NULL},
                    .r = {q->data, k->data, v->data, s->bias ? s->bias->data : NULL, out->data, out->grad->data,
                          s->lse->data}};
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
-    /* db is summed over heads that different threads handle: one zeroed buffer
-     * per thread, added up in thread order after the join */
-    size_t db_bytes = db ? (size_t)db->numel * pg_dtype_size(q->dtype) : 0;
-    void *db_parts = db && j.T > 1 ? pg_graph_alloc(g, db_bytes * (size_t)j.T) : NULL;
-    if (!j.scratch || (db && j.T > 1 && !db_parts))
+    if (!j.scratch)
         return -1;
-    if (db_parts)
-        memset(db_parts, 0, db_bytes * (size_t)j.T);
-    j.db = db ? (db_parts ? db_parts : db->data) : NULL;
-    j.db_bytes = db_bytes;
+    /* dbias and drk are summed over heads that different threads handle: one
+     * zeroed buffer per thread, added up in thread order after the join */
+    for (int i = 0; i < 2; i++) {
+        if (!shared[i])
+            continue;
+        j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(q->dtype);
+        j.shared[i] = shared[i]->data;
+        if (j.T > 1) {
+            j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)j.T);
+            if (!j.shared[i])
+                return -1;
+            memset(j.shared[i], 0, j.shared_bytes[i] * (size_t)j.T);
+        }
+    }
     pg_parallel_for(j.T, flash_bwd_task, &j);
-    for (int t = 0; db_parts && t < j.T; t++)
-        add_into(db, (char *)db_parts + (size_t)t * db_bytes);
+    for (int i = 0; i < 2; i++)
+        for (int t = 0; shared[i] && j.T > 1 && t < j.T; t++)
+            add_into(shared[i], (char *)j.shared[i] + (size_t)t * j.shared_bytes[i]);
     return 0;
 }
 
@@ -357,7 +397,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
                           const pg_flash_opts *o)
 {
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask,
-                                  .dist_bias = o->dist_bias, .sep_q = o->sep_q, .sep_k = o->sep_k};
+                                  .dist_bias = o->dist_bias, .sep_q = o->sep_q, .sep_k = o->sep_k,
+                                  .rel_q = o->rel_q, .rel_k = o->rel_k};
     if (pg_attn_check(g, fn, &ops) != 0)
         return false;
     if (o->window < 0 || (o->window > 0 && (o->look_backward < 0 || o->look_forward < 0))) {
@@ -365,8 +406,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
                       (long long)o->window, (long long)o->look_backward, (long long)o->look_forward);
         return false;
     }
-    if (!isfinite(o->scale)) {
-        pg_graph_fail(g, "%s: scale must be finite, got %g", fn, o->scale);
+    if (!isfinite(o->scale) || !isfinite(o->rel_scale)) {
+        pg_graph_fail(g, "%s: scale and rel_scale must be finite, got %g, %g", fn, o->scale, o->rel_scale);
         return false;
     }
     return true;
@@ -393,15 +434,17 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
     flash_dims d = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], v->shape[3],
                     o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
-                    o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL};
+                    o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL,
+                    o->rel_q ? o->rel_q->data : NULL, o->rel_k ? o->rel_k->data : NULL,
+                    o->rel_scale != 0 ? o->rel_scale : 1.0};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* both or neither (checked) */
-    pg_tensor *ins[6] = {q, k, v, NULL, NULL, NULL};
+    pg_tensor *ins[8] = {q, k, v, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
-    pg_tensor *extra[3] = {bias, sq, sk};
-    for (int i = 0; i < 3; i++)
+    pg_tensor *extra[5] = {bias, sq, sk, o->rel_q, o->rel_k};
+    for (int i = 0; i < 5; i++)
         if (extra[i])
             ins[n_in++] = extra[i];
     bool rec = g && pg_op_needs_grad(g, n_in, ins);
@@ -449,7 +492,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                 pg_graph_fail(g, "%s: out of memory recording the op", fn);
             return NULL;
         }
-        *s = (flash_saved){d, lse, bias, o->mask, sq, sk};
+        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k};
         n->ctx = s;
         n->saved = lse;
     }
@@ -538,14 +581,58 @@ static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64
             Xt[e * ldt + c0] = X[c0 * w + e];
 }
 
+/* One head's relative keys for the tiles: the head's queries of the term (Lq, D),
+ * its keys rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride) and a
+ * (BQ, LDR) tile of relative logits (or of their gradient). */
+typedef struct F(rel_head) {
+    const T *q, *rk, *Rt;
+    T *tile;
+} F(rel_head);
+
+/* S += rs q_i . rk[i - j + Lk - 1] over the tile: Tr = rs q (bq, D) x Rt band (D, bq + bk - 1),
+ * then row r takes the bk entries Tr[r, r + bk - 1 - c] */
+static void F(rel_tile)(const flash_dims *d, T *restrict S, const F(rel_head) *rh, int64_t i0, int64_t bq,
+                        int64_t j0, int64_t bk)
+{
+    const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
+    F(gemm_acc)(rh->tile, LDR, rh->q + i0 * D, D, 1, rh->Rt + base, r_stride(d), bq, D, bq + bk - 1, (T)d->rs, true);
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict s = S + r * BK;
+        const T *restrict tr = rh->tile + r * LDR + r + bk - 1;
+        for (int64_t c = 0; c < bk; c++)
+            s[c] += tr[-c];
+    }
+}
+
+/* The relative keys' gradients of one tile from dS: dTr[r, r + bk - 1 - c] = dS[r, c]
+ * (every other entry 0), then drq (bq, D) += rs dTr rk band and drk band += rs dTr^T q. */
+static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_head) *rh, T *drq, T *drk,
+                         int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+{
+    const int64_t D = d->D, base = tile_base(d, i0, j0, bk), nb = bq + bk - 1;
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict tr = rh->tile + r * LDR;
+        const T *restrict ds = dS + r * BK;
+        memset(tr, 0, (size_t)nb * sizeof(T));
+        for (int64_t c = 0; c < bk; c++)
+            tr[r + bk - 1 - c] = ds[c];
+    }
+    if (drq)
+        F(gemm_acc)(drq + i0 * D, D, rh->tile, LDR, 1, rh->rk + base * D, D, bq, nb, D, (T)d->rs, false);
+    if (drk)
+        F(gemm_acc)(drk + base * D, D, rh->tile, 1, LDR, rh->q + i0 * D, D, nb, bq, D, (T)d->rs, false);
+}
+
 /* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
  * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed. */
 static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
-                           const T *restrict bh, const T *const sep[2], const uint8_t *restrict mk, int64_t i0,
-                           int64_t bq, int64_t j0, int64_t bk)
+                           const T *restrict bh, const T *const sep[2], const F(rel_head) *rh,
+                           const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
     F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
+    if (rh)
+        F(rel_tile)(d, S, rh, i0, bq, j0, bk);
     /* the causal and band tests can be skipped for a tile every query of which sees every key */
     const bool causal = d->causal && j0 + bk - 1 > i0;
     bool banded = false;
@@ -583,6 +670,16 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
     }
 }
 
+/* rh for head bh_i: its queries of the term and keys, the keys transposed into Rt */
+static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_t bh_i)
+{
+    const int64_t NB = d->Lq + d->Lk - 1;
+    rh->q = (const T *)d->rq + bh_i * d->Lq * d->D;
+    rh->rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
+    F(transpose)(Rt, r_stride(d), rh->rk, NB, d->D);
+    rh->Rt = Rt;
+}
+
 /* Heads bh_i = first, first + step, ... of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
                          void *scratch, int64_t first, int64_t step)
@@ -590,6 +687,9 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const int64_t ldt = t_stride(d);
     T *Kt = scratch, *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
+    F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
+    T *Rt = l + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
+    rel.tile = Rt + D * r_stride(d);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
@@ -598,6 +698,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
         F(transpose)(Kt, ldt, kh, Lk, D);
+        if (rh)
+            F(rel_head_load)(d, rh, Rt, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -607,7 +709,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, S, qh, Kt, bh, sep, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
                     T mx = F(row_max)(s, bk);
@@ -661,18 +763,22 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
     }
 }
 
-/* Accumulates the gradients into dq, dk, dv, dsq, dsk = w[0..5) and db (each may be NULL).
- * Heads bh_i = first, first + step, ... (the dq, dk, dv, dsq, dsk slices are theirs alone; db is shared). */
-static void F(flash_bwd)(const flash_dims *d, void *const *w, T *db, const T *q, const T *k, const T *v,
+/* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk = sh[0..2)
+ * (each may be NULL). Heads bh_i = first, first + step, ... (the w slices are theirs alone;
+ * sh is shared by the batches of a head). */
+static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
                          const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
                          int64_t step)
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const T scale = (T)d->scale;
-    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4];
-    const bool need_ds = dq || dk || db || dsq || dsk;
+    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5], *db = sh[0], *drk = sh[1];
+    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk;
     const int64_t ldt = t_stride(d);
     T *Kt = scratch, *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
+    F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
+    T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
+    rel.tile = Rt + D * r_stride(d);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
@@ -683,7 +789,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, T *db, const T *q,
         T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
         T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
+        T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
         F(transpose)(Kt, ldt, kh, Lk, D);
+        if (rh)
+            F(rel_head_load)(d, rh, Rt, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
@@ -703,7 +812,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, T *db, const T *q,
                 continue;
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, P, qh, Kt, bh, sep, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
                     if (li == -INFINITY) /* no visible key: P = 0 */
@@ -736,6 +845,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, T *db, const T *q,
                     }
                 if (dsqh || dskh)
                     F(sep_grads)(dsqh, dskh, dS, i0, bq, j0, bk);
+                if (drqh || drkh)
+                    F(rel_grads)(d, dS, rh, drqh, drkh, i0, bq, j0, bk);
             }
         }
     }

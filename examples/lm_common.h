@@ -473,7 +473,7 @@ static inline const pg_posmod_kind_info *lm_pos_info(const char *pos)
 
 /* The choices whose attention runs in the fused kernel (memory linear in the
  * length), from the registry: no logits bias, or one of the distance alone
- * (dist_bias) or separable (sep_bias). Space-separated into buf (n bytes). */
+ * (dist_bias), separable (sep_bias) or in relative keys (rel_bias). Space-separated into buf (n bytes). */
 static inline const char *lm_fused_names(char *buf, size_t n)
 {
     const lm_pos_choices *l = lm_pos_choice_list();
@@ -481,7 +481,7 @@ static inline const char *lm_fused_names(char *buf, size_t n)
     buf[0] = '\0';
     for (int i = 0; i < l->n && used < n; i++) {
         const pg_posmod_kind_info *k = l->c[i].kind ? pg_posmod_info(l->c[i].kind) : NULL;
-        if (k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP)))
+        if (k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL)))
             continue;
         used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? " " : "", l->names[i]);
     }
@@ -525,7 +525,7 @@ static inline int lm_config_pos(pg_lm_config *c, const char *pos, int64_t local_
  * (a table of max_len rows, as learned's or rel's, grows linearly; the others
  * do not depend on it), counted once when shared (share_layer_pos). The blocks follow
  * dim_head, kv_heads, qk-norm gains and the bias switches. *mat (may be NULL) is set when a layer module adds a
- * bias the fused attention kernel cannot take (mod_bias without dist_bias or sep_bias): a
+ * bias the fused attention kernel cannot take (mod_bias without dist_bias, sep_bias or rel_bias): a
  * step then holds (B, heads, L, L) tensors. 0, or -1 with pg_last_error. */
 /* a bias switch resolved as pg_block_new does (transformer.h: DEFAULT follows dflt) */
 static inline int64_t lm_bias_on(pg_bias_switch s, bool dflt) { return s == PG_BIAS_ON || (s == PG_BIAS_DEFAULT && dflt); }
@@ -564,7 +564,8 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
                 if (!m)
                     return -1;
                 at[j] = pg_module_num_elements(&m->base);
-                quadratic = quadratic || (side && m->ops->mod_bias && !m->ops->dist_bias && !m->ops->sep_bias);
+                quadratic = quadratic || (side && m->ops->mod_bias && !m->ops->dist_bias && !m->ops->sep_bias &&
+                                          !m->ops->rel_bias);
                 pg_module_free(&m->base);
             }
             int64_t per_row = at[1] - at[0];

@@ -429,12 +429,34 @@ static bool separable_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, con
     return sep[0] && sep[1];
 }
 
+/* A module's relative keys for the fused kernel (at most one per call: fusable);
+ * its key-side term e joins sep[1] (sep[0] zeros until a separable bias adds to it). */
+static bool relative_keys(pg_graph *g, const char *fn, int i, pg_posmod *p, pg_tensor *q, pg_tensor *k,
+                          const pg_pos_ctx *c, pg_pos_rel *rel, pg_tensor *sep[2])
+{
+    if (p->ops->rel_bias(g, p, q, k, c, rel) != 0 || !rel->q || !rel->k) {
+        if (!pg_graph_error(g))
+            pg_graph_fail(g, "%s: positional module %d (%s): rel_bias failed", fn, i, p->base.type);
+        return false;
+    }
+    const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = k, .rel_q = rel->q, .rel_k = rel->k};
+    if (pg_attn_check(g, fn, &ops) != 0)
+        return false;
+    if (!rel->e)
+        return true;
+    if (!sep[0])
+        sep[0] = pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->heads, c->Lq));
+    sep[1] = sep[1] ? pg_add(g, sep[1], rel->e) : rel->e;
+    return sep[0] && sep[1];
+}
+
 /* Runs mod_qkv / mod_bias of every positional module in order; *bias
  * accumulates the biases (NULL while none). With `fused` the biases come from
- * dist_bias as (H, Lq + Lk - 1) tables over distance instead, or from sep_bias
- * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias. */
+ * dist_bias as (H, Lq + Lk - 1) tables over distance instead, from sep_bias
+ * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias,
+ * or from rel_bias as relative keys *rel. */
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
-                        const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2])
+                        const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2], pg_pos_rel *rel)
 {
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
@@ -453,7 +475,10 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
                 return false;
             }
         }
-        if (p->ops->mod_bias && fused && !p->ops->dist_bias) {
+        if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
+            if (!relative_keys(g, fn, i, p, *q, *k, c, rel, sep))
+                return false;
+        } else if (p->ops->mod_bias && fused && !p->ops->dist_bias) {
             if (!separable_bias(g, fn, i, p, c, sep))
                 return false;
         } else if (p->ops->mod_bias && fused) {
@@ -536,10 +561,14 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
     const pg_mha_config *c = &m->cfg;
     if (c->unfused || drop || a->bias || Lq != Lk || a->pos || a->pos_q || a->pos_k)
         return false;
-    for (int i = 0; i < m->n_pos; i++)
-        if (m->pos[i]->ops->mod_bias && !m->pos[i]->ops->dist_bias && !m->pos[i]->ops->sep_bias)
+    int n_rel = 0; /* the kernel takes one set of relative keys */
+    for (int i = 0; i < m->n_pos; i++) {
+        const pg_posmod_ops *o = m->pos[i]->ops;
+        if (o->mod_bias && !o->dist_bias && !o->sep_bias && !o->rel_bias)
             return false;
-    return true;
+        n_rel += o->mod_bias && !o->dist_bias && o->rel_bias;
+    }
+    return n_rel <= 1;
 }
 
 /* The checked inputs projected: q (B, H, Lq, Dh), k, v (B, H, Lk, Dh) into qkv and
@@ -563,9 +592,10 @@ static bool positional_terms(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *
                              const pg_attn_args *a, pg_tensor *qkv[3], pg_pos_ctx *pc, pg_tensor **bias)
 {
     pg_tensor *sep[2] = {NULL, NULL};
+    pg_pos_rel rel = {0};
     *bias = NULL;
     return project(g, fn, m, x, context, a, qkv, pc) &&
-           run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], pc, false, bias, sep);
+           run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], pc, false, bias, sep, &rel);
 }
 
 static const pg_attn_args NO_ATTN_ARGS = {0};
@@ -625,14 +655,16 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     bool drop = m->base.training && c->dropout > 0;
     bool fused = fusable(m, a, Lq, Lk, drop);
     pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *out;
-    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep))
+    pg_pos_rel rel = {0};
+    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel))
         return NULL;
     const pg_attn_band *band = &c->band;
     if (fused) {
         pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,
-                            .sep_q = sep[0], .sep_k = sep[1]};
+                            .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k,
+                            .rel_scale = rel.scale};
         out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
     } else {
         bias = reference_bias(g, m, a, bias, Lq);

@@ -308,4 +308,35 @@ static pg_tensor *xl_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tens
     return pg_mul_scalar(g, pg_add(g, uk, p), s);
 }
 
-static const pg_posmod_ops XL_OPS = {.mod_bias = xl_bias, .bias_table = xl_table, .band_bias = xl_band_bias};
+/* The bias in the fused kernel's form (pg_posmod_ops.rel_bias), default positions:
+ *   r->q = q_i + v, r->k[t] = W_R R(t - (Lk - 1) + off) (the distances of the kernel's
+ *   index t; off = Lk - Lq when end_aligned), r->scale = s (unscaled_pos: 1),
+ *   r->e = -s u . k_j (the content term u . k_j s as a key-side separable bias). */
+static int xl_rel_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    const char *fn = "TransformerXLBias";
+    pg_xl *m = (pg_xl *)pm;
+    if (!ctx_ok(g, fn, m, c) || !r)
+        return -1;
+    int64_t NH = m->heads, H = m->head_dim, Lq = c->Lq, Lk = c->Lk, N = Lq + Lk - 1;
+    if (c->pos_q || c->pos_k || !q || !k || q->ndim != 4 || k->ndim != 4 || q->shape[1] != NH || k->shape[1] != NH ||
+        q->shape[2] != Lq || k->shape[2] != Lk || q->shape[3] != H || k->shape[3] != H) {
+        pg_graph_fail(g, "%s: the fused form takes q (B, %lld, %lld, %lld), k (B, %lld, %lld, %lld) at default "
+                         "positions, got q %s, k %s%s",
+                      fn, (long long)NH, (long long)Lq, (long long)H, (long long)NH, (long long)Lk, (long long)H,
+                      q ? SHAPE(q) : "NULL", k ? SHAPE(k) : "NULL", c->pos_q || c->pos_k ? " with positions" : "");
+        return -1;
+    }
+    double s = scale_of(m, c), dmin = (double)((m->o.end_aligned ? Lk - Lq : 0) - (Lk - 1));
+    pg_tensor *d = pg_arange(g, m->dtype, dmin, dmin + (double)N, 1.0);
+    pg_tensor *rk = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (N, NH H) */
+    r->k = pg_permute(g, pg_reshape(g, rk, PG_SHAPE(N, NH, H)), (const int[]){1, 0, 2}); /* (NH, N, H) */
+    r->q = pg_add(g, q, pg_reshape(g, m->v, PG_SHAPE(NH, 1, H)));                        /* (B, NH, Lq, H) */
+    pg_tensor *uk = pg_matmul(g, pg_reshape(g, m->u, PG_SHAPE(NH, 1, H)), k, false, true); /* (B, NH, 1, Lk) */
+    r->e = pg_mul_scalar(g, pg_reshape(g, uk, PG_SHAPE(k->shape[0], NH, Lk)), -s);
+    r->scale = m->o.unscaled_pos ? 1.0 : s;
+    return r->k && r->q && r->e ? 0 : -1;
+}
+
+static const pg_posmod_ops XL_OPS = {.mod_bias = xl_bias, .bias_table = xl_table, .band_bias = xl_band_bias,
+                                     .rel_bias = xl_rel_bias};

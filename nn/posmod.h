@@ -9,11 +9,13 @@
  *   mod_qkv   q, k, v (B, H, L, Dh) -> q', k', v'   after the projections
  *   mod_bias  -> an additive logits bias broadcastable to (B, H, Lq, Lk)
  *
- * Three more hooks let banded and fused attention compute a bias on the pairs they
+ * Four more hooks let banded and fused attention compute a bias on the pairs they
  * visit only, never as an L x L matrix: dist_bias (a bias that depends on the
  * distance alone: a (H, D) table over distances), band_bias (a bias that also
- * needs q and k, on LocalAttention's band of windows) and sep_bias (a bias
- * a_i - e_j of one vector per side, for the fused kernel). A layer that needs one of
+ * needs q and k, on LocalAttention's band of windows), sep_bias (a bias
+ * a_i - e_j of one vector per side, for the fused kernel) and rel_bias (a query
+ * vector dotted with a key of the distance, Transformer-XL's term, for the fused
+ * kernel). A layer that needs one of
  * them calls it without knowing the scheme: a module with dist_bias is biased
  * through it; one without dist_bias but with band_bias through that.
  *
@@ -95,6 +97,14 @@ typedef struct pg_pos_ctx {
                           mod_x leave it NULL; a scheme that reads it (PG_POS_NEEDS_X) fails without it */
 } pg_pos_ctx;
 
+/* A rel_bias hook's result: scale * q[b, h, i] . k[h, i - j + Lk - 1] - e[b, h, j]. */
+typedef struct pg_pos_rel {
+    pg_tensor *q; /* (B, H, Lq, Dh) */
+    pg_tensor *k; /* (H, Lq + Lk - 1, Dh) */
+    pg_tensor *e; /* (B, H, Lk) or NULL */
+    double scale;
+} pg_pos_rel;
+
 /* The hooks; NULL = not implemented. Each records errors with pg_graph_fail
  * naming the scheme. Tensors handed in are not to be modified in place. */
 typedef struct pg_posmod_ops {
@@ -135,6 +145,15 @@ typedef struct pg_posmod_ops {
      * when the call is fusable (default positions, Lq = Lk, no user bias).
      * 0, or -1 after pg_graph_fail. NULL: not such a scheme. */
     int (*sep_bias)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_tensor **a, pg_tensor **e);
+    /* the bias in Transformer-XL's form (autograd/flash.h, relative keys),
+     *   bias[b, h, i, j] = r->scale * r->q[b, h, i] . r->k[h, i - j + Lk - 1] - r->e[b, h, j]
+     * with r->q (B, H, Lq, Dh), r->k (H, Lq + Lk - 1, Dh) (index t: distance
+     * t - (Lk - 1) at default positions), r->e (B, H, Lk) or NULL, of c->dtype,
+     * differentiable as mod_bias is; q, k (B, H, L, Dh) as for mod_bias. The fused
+     * kernel adds it per tile (memory linear in L): MultiheadAttention calls this
+     * instead of mod_bias when the call is fusable, LocalAttention on its fused
+     * band (with c->Lq = c->Lk). 0, or -1 after pg_graph_fail. NULL: not such a scheme. */
+    int (*rel_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r);
 } pg_posmod_ops;
 
 struct pg_posmod {
@@ -316,6 +335,7 @@ enum {
     PG_POS_HOOK_DIST = 1 << 4,  /* dist_bias */
     PG_POS_HOOK_BAND = 1 << 5,  /* band_bias */
     PG_POS_HOOK_SEP = 1 << 6,   /* sep_bias */
+    PG_POS_HOOK_REL = 1 << 7,   /* rel_bias */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

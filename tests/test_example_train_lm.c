@@ -860,10 +860,10 @@ Test(example_train_lm, memory_estimate_counts_every_parameter)
             cr_assert_eq(m.params, pg_module_num_elements(&lm->base), "--pos %s%s: counted %lld, the model has %lld",
                          LM_SCHEMES[i], glu ? " (GLU, RMSNorm, no biases)" : "", (long long)m.params,
                          (long long)pg_module_num_elements(&lm->base));
-            /* quadratic: a bias that is neither a function of distance alone nor separable (xl, rel) */
+            /* quadratic: a bias that is neither a function of distance alone, separable nor relative keys (rel) */
             const lm_pos_choice *ch = lm_pos_find(LM_SCHEMES[i]);
             const pg_posmod_kind_info *k = ch->kind ? pg_posmod_info(ch->kind) : NULL;
-            bool qk_bias = k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP));
+            bool qk_bias = k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL));
             cr_assert_eq(m.quadratic, qk_bias, "--pos %s: quadratic %d", LM_SCHEMES[i], m.quadratic);
             cr_assert_eq(m.scores_bytes > 0, qk_bias);
             cr_assert(m.total > m.act_bytes + m.param_bytes);

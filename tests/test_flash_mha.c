@@ -3,7 +3,7 @@
  * every gradient, with and without distance-bias schemes. */
 #include "testutil.h"
 
-typedef enum { NO_POS, WITH_ALIBI, WITH_DPB_T5_ROTARY } pos_set;
+typedef enum { NO_POS, WITH_ALIBI, WITH_DPB_T5_ROTARY, WITH_XL, WITH_XL_BIO_ROTARY_ALIBI } pos_set;
 
 static pg_posmod *alibi_learned(void)
 {
@@ -35,6 +35,15 @@ static pg_mha *make_band(pos_set set, bool causal, bool unfused, const pg_attn_b
         pos[n++] = &pg_dpb_new(8, 2, &d, PG_F64, &pr)->pm;
         pos[n++] = pg_t5_new(2, 4, NULL, PG_F64, &pr);
     }
+    if (set == WITH_XL || set == WITH_XL_BIO_ROTARY_ALIBI) { /* Dai et al. with a learned divisor; bio's layout */
+        pg_xl_opts o = set == WITH_XL ? (pg_xl_opts){.divide = 3, .learned_div = true, .r_dim = 6} : pg_xl_bio();
+        pg_rng pr = pg_rng_init(13);
+        if (set == WITH_XL_BIO_ROTARY_ALIBI)
+            pos[n++] = pg_rotary_new(4, NULL, PG_F64);
+        pos[n++] = &pg_xl_new(2, 4, &o, PG_F64, &pr)->pm;
+        if (set == WITH_XL_BIO_ROTARY_ALIBI)
+            pos[n++] = alibi_learned();
+    }
     pg_mha *m = pg_mha_new(&c, pos, n, &r);
     cr_assert_not_null(m, "%s", pg_last_error());
     return m;
@@ -56,13 +65,17 @@ static pg_tensor *run(pg_mha *m, pg_tensor *x, pg_tensor *mask)
     return out;
 }
 
-static void assert_band_fused_equals_unfused(pos_set set, bool causal, bool masked, const pg_attn_band *band)
+/* L tokens; with `masked` batch 1 hides keys 0 and 4 (and every 9th from 13), batch 0 nothing */
+static void assert_fused_equals_unfused_at(pos_set set, bool causal, bool masked, const pg_attn_band *band, int64_t L)
 {
     pg_mha *fused = make_band(set, causal, false, band), *ref = make_band(set, causal, true, band);
-    pg_tensor *x1 = randt(PG_SHAPE(2, 7, 8), 3, true), *x2 = pg_tensor_copy(NULL, x1);
+    pg_tensor *x1 = randt(PG_SHAPE(2, L, 8), 3, true), *x2 = pg_tensor_copy(NULL, x1);
     x2->requires_grad = true;
-    /* batch 1 hides keys 0 and 4; batch 0 hides nothing */
-    pg_tensor *mask = masked ? TBOOL(PG_SHAPE(2, 7), 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1) : NULL;
+    pg_tensor *mask = masked ? pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(2, L)) : NULL;
+    for (int64_t j = 0; mask && j < L; j++) {
+        pg_bool(mask)[j] = 1;
+        pg_bool(mask)[L + j] = j != 0 && j != 4 && (j < 13 || (j - 13) % 9 != 0);
+    }
     pg_tensor *y1 = run(fused, x1, mask), *y2 = run(ref, x2, mask);
     assert_close(y1, y2, 1e-12, "output");
     assert_close(x1->grad, x2->grad, 1e-12, "grad x");
@@ -80,6 +93,11 @@ static void assert_band_fused_equals_unfused(pos_set set, bool causal, bool mask
     pg_module_free(&ref->base);
 }
 
+static void assert_band_fused_equals_unfused(pos_set set, bool causal, bool masked, const pg_attn_band *band)
+{
+    assert_fused_equals_unfused_at(set, causal, masked, band, 7);
+}
+
 static void assert_fused_equals_unfused(pos_set set, bool causal, bool masked)
 {
     assert_band_fused_equals_unfused(set, causal, masked, NULL);
@@ -92,6 +110,17 @@ Test(flash_mha, fused_equals_unfused_dpb_t5_rotary)
 {
     assert_fused_equals_unfused(WITH_DPB_T5_ROTARY, false, true);
     assert_fused_equals_unfused(WITH_DPB_T5_ROTARY, true, false);
+}
+
+/* Transformer-XL through the kernel's relative keys: u, v, W_R (and the learned
+ * divisor) get the unfused path's gradients; several tiles; beside rotary and ALiBi */
+Test(flash_mha, fused_equals_unfused_xl)
+{
+    assert_fused_equals_unfused(WITH_XL, true, true);
+    assert_fused_equals_unfused(WITH_XL, false, false);
+    assert_fused_equals_unfused(WITH_XL_BIO_ROTARY_ALIBI, true, true);
+    assert_fused_equals_unfused_at(WITH_XL, true, true, NULL, 150);
+    assert_fused_equals_unfused_at(WITH_XL_BIO_ROTARY_ALIBI, false, true, NULL, 97);
 }
 
 /* counts the fused op in a graph's tape */
@@ -118,6 +147,14 @@ Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
     pg_tensor *bias = randt(PG_SHAPE(7, 7), 4, false);
     cr_assert_not_null(pg_mha_forward(g, m, x, NULL, &(pg_attn_args){.bias = bias}), "%s", pg_graph_error(g));
     cr_assert_eq(fused_nodes(g), 0, "a user bias: the reference path");
+    pg_graph_reset(g);
+    pg_mha *xl = make(WITH_XL, true, false);
+    cr_assert_not_null(pg_mha_forward(g, xl, x, NULL, NULL), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 1, "Transformer-XL at default positions: fused");
+    pg_graph_reset(g);
+    cr_assert_not_null(pg_mha_forward(g, xl, x, NULL, &(pg_attn_args){.pos = pos}), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 0, "Transformer-XL at explicit positions: the reference path");
+    pg_module_free(&xl->base);
     pg_graph_free(g);
     pg_tensor *ts[] = {x, pos, bias};
     free_all(3, ts);
@@ -134,6 +171,10 @@ Test(flash_mha, band_fused_equals_unfused)
     assert_band_fused_equals_unfused(WITH_ALIBI, true, true, &windows);
     assert_band_fused_equals_unfused(WITH_DPB_T5_ROTARY, false, true, &both);
     assert_band_fused_equals_unfused(NO_POS, false, false, &exact);
+    assert_band_fused_equals_unfused(WITH_XL, true, true, &windows);
+    assert_band_fused_equals_unfused(WITH_XL_BIO_ROTARY_ALIBI, false, true, &both);
+    const pg_attn_band wide = {.window = 40, .look_backward = 1};
+    assert_fused_equals_unfused_at(WITH_XL, true, true, &wide, 150);
 }
 
 /* The band hides exactly the keys LocalAttention's windows hide: the same module

@@ -1,0 +1,257 @@
+/* The fused attention's relative keys (autograd/flash.h: rel_q, rel_k, rel_scale)
+ * against the same logits built from unfused ops: raw = rel_q rel_k^T over every
+ * distance, gathered at i - j + Lk - 1 (the relative shift), scaled and added.
+ * Outputs and the gradients of q, k, v, rel_q, rel_k in f64 within 1e-12 over
+ * several tiles, Lq != Lk, causal, masks, a local band, a distance bias beside
+ * them; bit-identical results for 1 and 2 threads; gradchecks; f32 against f64;
+ * bad input. */
+#include "../autograd/flash.h"
+#include "testutil.h"
+
+typedef struct rcase {
+    int64_t B, H, Lq, Lk, D;
+    bool causal, mask, bias;
+    int64_t window; /* > 0: a local band, look_backward 1 */
+    double rs;      /* rel_scale (0: 1) */
+} rcase;
+
+typedef struct rel_in {
+    pg_tensor *q, *k, *v, *rq, *rk, *db, *mask;
+} rel_in;
+
+static pg_tensor *key_mask_of(const rcase *c)
+{
+    pg_tensor *m = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(c->B, c->Lk));
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t j = 0; j < c->Lk; j++)
+            pg_bool(m)[b * c->Lk + j] = (j * 5 + b) % 7 != 3;
+    return m;
+}
+
+static rel_in make_inputs(const rcase *c, uint64_t seed)
+{
+    rel_in in = {randt(PG_SHAPE(c->B, c->H, c->Lq, c->D), seed, true),
+                 randt(PG_SHAPE(c->B, c->H, c->Lk, c->D), seed + 1, true),
+                 randt(PG_SHAPE(c->B, c->H, c->Lk, c->D), seed + 2, true),
+                 randt(PG_SHAPE(c->B, c->H, c->Lq, c->D), seed + 3, true),
+                 randt(PG_SHAPE(c->H, c->Lq + c->Lk - 1, c->D), seed + 4, true),
+                 c->bias ? randt(PG_SHAPE(c->H, c->Lq + c->Lk - 1), seed + 5, true) : NULL,
+                 c->mask ? key_mask_of(c) : NULL};
+    return in;
+}
+
+static void free_inputs(rel_in *in) { free_all(7, (pg_tensor *[]){in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask}); }
+
+/* (B, H, Lq, Lk): rs rq_i . rk[i - j + Lk - 1] from ops */
+static pg_tensor *rel_logits(pg_graph *g, pg_tensor *rq, pg_tensor *rk, int64_t Lk, double rs)
+{
+    int64_t B = rq->shape[0], H = rq->shape[1], Lq = rq->shape[2];
+    pg_tensor *raw = pg_matmul(g, rq, pg_reshape(g, rk, PG_SHAPE(1, H, Lq + Lk - 1, rk->shape[2])), false, true);
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(B, H, Lq, Lk));
+    for (int64_t r = 0; r < B * H; r++)
+        for (int64_t i = 0; i < Lq; i++)
+            for (int64_t j = 0; j < Lk; j++)
+                pg_i64(idx)[(r * Lq + i) * Lk + j] = i - j + Lk - 1;
+    return pg_mul_scalar(g, pg_gather(g, raw, 3, idx), rs != 0 ? rs : 1.0);
+}
+
+/* the hidden pairs of the case as a (B, 1, Lq, Lk) bool */
+static pg_tensor *hidden_of(pg_graph *g, const rcase *c, const pg_tensor *mask)
+{
+    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(c->B, 1, c->Lq, c->Lk));
+    const pg_flash_opts band = {.window = c->window, .look_backward = 1};
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t i = 0; i < c->Lq; i++) {
+            int64_t lo, hi;
+            pg_flash_band(&band, i, c->Lk, &lo, &hi);
+            for (int64_t j = 0; j < c->Lk; j++)
+                pg_bool(h)[(b * c->Lq + i) * c->Lk + j] =
+                    (mask && !pg_bool(mask)[b * c->Lk + j]) || (c->causal && j > i) || j < lo || j > hi;
+        }
+    return h;
+}
+
+static pg_tensor *unfused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *rq,
+                          pg_tensor *rk, pg_tensor *db, const pg_tensor *mask)
+{
+    pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, k, false, true), 1.0 / sqrt((double)c->D));
+    logits = pg_add(g, logits, rel_logits(g, rq, rk, c->Lk, c->rs));
+    if (db) {
+        pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(c->Lq * c->Lk));
+        for (int64_t i = 0; i < c->Lq; i++)
+            for (int64_t j = 0; j < c->Lk; j++)
+                pg_i64(idx)[i * c->Lk + j] = i - j + c->Lk - 1;
+        logits = pg_add(g, logits, pg_reshape(g, pg_index_select(g, db, 1, idx), PG_SHAPE(c->H, c->Lq, c->Lk)));
+    }
+    logits = pg_masked_fill(g, logits, hidden_of(g, c, mask), -INFINITY);
+    return pg_matmul(g, pg_softmax(g, logits, -1), v, false, false);
+}
+
+static pg_tensor *fused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *rq,
+                        pg_tensor *rk, pg_tensor *db, pg_tensor *mask)
+{
+    pg_flash_opts o = {.causal = c->causal, .mask = mask, .dist_bias = db, .rel_q = rq, .rel_k = rk,
+                       .rel_scale = c->rs, .window = c->window, .look_backward = 1};
+    return pg_flash_attention(g, q, k, v, &o);
+}
+
+enum { N_OUT = 7 }; /* out, dq, dk, dv, drq, drk, ddb */
+
+static pg_tensor *grab_grad(pg_tensor *t)
+{
+    if (!t)
+        return NULL;
+    cr_assert_not_null(t->grad, "no gradient reached an input");
+    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
+    pg_zero_grad(t);
+    return c;
+}
+
+/* out and the gradients of sum(w * out) */
+static void run(bool use_fused, const rcase *c, rel_in *in, pg_tensor *w, pg_tensor *res[N_OUT])
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *out = use_fused ? fused(g, c, in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask)
+                               : unfused(g, c, in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask);
+    cr_assert_not_null(out, "%s", pg_last_error());
+    pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_last_error());
+    pg_tensor *got[N_OUT] = {pg_tensor_copy(NULL, out), grab_grad(in->q), grab_grad(in->k), grab_grad(in->v),
+                             grab_grad(in->rq), grab_grad(in->rk), grab_grad(in->db)};
+    memcpy(res, got, sizeof got);
+    pg_graph_free(g);
+}
+
+static const char *const NAMES[N_OUT] = {"out", "dq", "dk", "dv", "drel_q", "drel_k", "ddist_bias"};
+
+static void check_case(const rcase *c, uint64_t seed)
+{
+    rel_in in = make_inputs(c, seed);
+    pg_tensor *w = randt(PG_SHAPE(c->B, c->H, c->Lq, c->D), seed + 9, false);
+    pg_tensor *f[N_OUT], *u[N_OUT];
+    run(true, c, &in, w, f);
+    run(false, c, &in, w, u);
+    for (int i = 0; i < N_OUT; i++) {
+        char what[200];
+        snprintf(what, sizeof what, "%s: B%lld H%lld Lq%lld Lk%lld D%lld causal %d mask %d bias %d window %lld rs %g",
+                 NAMES[i], (long long)c->B, (long long)c->H, (long long)c->Lq, (long long)c->Lk, (long long)c->D,
+                 c->causal, c->mask, c->bias, (long long)c->window, c->rs);
+        if (u[i])
+            assert_close(f[i], u[i], 1e-12, what);
+        pg_tensor_free(f[i]);
+        pg_tensor_free(u[i]);
+    }
+    pg_tensor_free(w);
+    free_inputs(&in);
+}
+
+Test(flash_rel, matches_unfused_f64)
+{
+    const rcase cases[] = {
+        {2, 3, 70, 70, 8, false, false, false, 0, 0},   {2, 3, 70, 70, 8, true, false, false, 0, 0.37},
+        {1, 2, 130, 100, 5, true, true, false, 0, 1.5}, {1, 2, 100, 130, 5, false, true, true, 0, 0},
+        {2, 2, 150, 150, 7, true, false, true, 0, 0.125}, {1, 2, 200, 200, 4, true, true, false, 48, 0.5},
+        {1, 1, 3, 9, 2, false, false, false, 0, -2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_case(&cases[i], 100 + 10 * i);
+}
+
+/* drel_k sums over batches that different threads handle: the same bits for 1 and 2 threads */
+Test(flash_rel, same_bits_for_any_thread_count)
+{
+    const rcase c = {3, 4, 90, 90, 8, true, true, true, 0, 0.5};
+    rel_in in = make_inputs(&c, 7);
+    pg_tensor *w = randt(PG_SHAPE(3, 4, 90, 8), 8, false);
+    int saved = pg_num_threads();
+    pg_tensor *a[N_OUT], *b[N_OUT];
+    cr_assert_eq(pg_set_num_threads(1), 0);
+    run(true, &c, &in, w, a);
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    run(true, &c, &in, w, b);
+    pg_set_num_threads(saved);
+    for (int i = 0; i < N_OUT; i++) {
+        cr_assert_eq(memcmp(a[i]->data, b[i]->data, (size_t)a[i]->numel * sizeof(double)), 0, "%s differs", NAMES[i]);
+        pg_tensor_free(a[i]);
+        pg_tensor_free(b[i]);
+    }
+    pg_tensor_free(w);
+    free_inputs(&in);
+}
+
+typedef struct gc_ctx {
+    rcase c;
+    pg_tensor *mask;
+} gc_ctx;
+
+static pg_tensor *rel_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    const gc_ctx *x = ctx;
+    return fused(g, &x->c, in[0], in[1], in[2], in[3], in[4], n > 5 ? in[5] : NULL, x->mask);
+}
+
+/* gradcheck in q, k, v, rel_q, rel_k (and a distance bias), one and several tiles */
+Test(flash_rel, gradcheck)
+{
+    const rcase cases[] = {{2, 2, 4, 4, 3, false, true, true, 0, 0.7},
+                           {1, 2, 3, 6, 3, true, false, false, 0, 0},
+                           {1, 1, 6, 3, 2, true, true, true, 0, -1.3},
+                           {1, 1, 70, 70, 2, true, false, false, 32, 0.9}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gc_ctx x = {cases[i], cases[i].mask ? key_mask_of(&cases[i]) : NULL};
+        rel_in in = make_inputs(&cases[i], 30 + i);
+        pg_tensor *ins[6] = {in.q, in.k, in.v, in.rq, in.rk, in.db};
+        assert_gradcheck(rel_fn, in.db ? 6 : 5, ins, &x, NULL);
+        free_inputs(&in);
+        pg_tensor_free(x.mask);
+    }
+}
+
+/* f32 (fast exp) against f64 over several tiles */
+Test(flash_rel, f32_agrees_with_f64)
+{
+    const rcase c = {1, 2, 130, 100, 8, true, true, true, 0, 0.5};
+    rel_in in = make_inputs(&c, 50);
+    rel_in in32;
+    pg_tensor **src = &in.q, **dst = &in32.q;
+    for (int i = 0; i < 7; i++) {
+        dst[i] = src[i] && src[i]->dtype == PG_F64 ? pg_tensor_cast(NULL, src[i], PG_F32)
+                                                   : (src[i] ? pg_tensor_copy(NULL, src[i]) : NULL);
+        if (dst[i] && dst[i]->dtype == PG_F32)
+            dst[i]->requires_grad = true;
+    }
+    pg_tensor *w = randt(PG_SHAPE(1, 2, 130, 8), 51, false);
+    pg_tensor *a[N_OUT], *b[N_OUT];
+    run(true, &c, &in, w, a);
+    run(true, &c, &in32, w, b);
+    for (int i = 0; i < N_OUT; i++) {
+        assert_close(b[i], a[i], 1e-4, NAMES[i]);
+        pg_tensor_free(a[i]);
+        pg_tensor_free(b[i]);
+    }
+    pg_tensor_free(w);
+    free_inputs(&in);
+    free_inputs(&in32);
+}
+
+Test(flash_rel, bad_input)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *q = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 4, 5)), *k = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 5));
+    pg_tensor *v = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 5));
+    pg_tensor *rq = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 4, 5)), *rk = pg_zeros(g, PG_F64, PG_SHAPE(3, 9, 5));
+    pg_tensor *rk_len = pg_zeros(g, PG_F64, PG_SHAPE(3, 10, 5)), *rk_d = pg_zeros(g, PG_F64, PG_SHAPE(3, 9, 4));
+    pg_tensor *rq32 = pg_zeros(g, PG_F32, PG_SHAPE(2, 3, 4, 5));
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq}),
+                 "pg_flash_attention: rel_q, rel_k are f64[2,3,4,5], NULL, expected f64 (B, H, Lq, Dh) = (2, 3, 4, "
+                 "5) and (H, Lq + Lk - 1, Dh) = (3, 9, 5), both or neither");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_k = rk}), "rel_q, rel_k are NULL, f64[3,9,5]");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq, .rel_k = rk_len}), "f64[3,10,5]");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq, .rel_k = rk_d}), "f64[3,9,4]");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq32, .rel_k = rk}), "f32[2,3,4,5]");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq, .rel_k = rk, .rel_scale = NAN}),
+                 "scale and rel_scale must be finite");
+    cr_assert_not_null(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq, .rel_k = rk}), "%s",
+                       pg_last_error());
+    pg_graph_free(g);
+}
