@@ -160,6 +160,26 @@ static pg_tensor *self_band(pg_graph *g, int64_t lb, int64_t lf, int64_t W, int6
     return h;
 }
 
+/* shared_qk: k / max(|k|, 1e-12) over the head dim of a 4-D k (docs/semantics.md §7, step 2) */
+static pg_tensor *unit_keys(pg_graph *g, pg_tensor *k)
+{
+    return pg_div(g, k, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, k), 1, (const int[]){3}, true)), 1e-12,
+                                 INFINITY));
+}
+
+/* shared_qk on the fused path: bias + (H, 2n - 1) holding SELF_VALUE at distance
+ * 0 (index n - 1), 0 elsewhere (bias NULL: the table alone). Added rather than
+ * set: with another key visible exp(-5e4 + ...) is 0 in f32 and f64 as the
+ * reference's fill gives, and a row that sees only itself has weight 1 and zero
+ * logit gradient either way (docs/local_attention.md, Two paths). */
+static pg_tensor *self_dist_bias(pg_graph *g, pg_tensor *bias, int64_t n, int64_t H, pg_dtype dt)
+{
+    pg_tensor *t = pg_zeros(g, dt, PG_SHAPE(H, 2 * n - 1));
+    for (int64_t h = 0; t && h < H; h++)
+        pg_set(t, h * (2 * n - 1) + n - 1, SELF_VALUE);
+    return bias && t ? pg_add(g, bias, t) : t;
+}
+
 /* xPos factors for queries (w, d) (key false) or key slots (S, d) (key true), true
  * positions measured from the centre (omega - lb) w + floor(S / 2) of each window's
  * look-around: query offset r -> r + lb w - floor(S/2), slot s -> s - floor(S/2);
@@ -395,7 +415,7 @@ static pg_tensor *scheme_bias_at(pg_graph *g, const char *fn, pg_local_attention
 static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, const pg_tensor *q, bool drop)
 {
     const pg_local_attention_config *c = &m->cfg;
-    if (c->unfused || drop || c->shared_qk || c->use_xpos || a->attn_bias || a->window_size > 0)
+    if (c->unfused || drop || c->use_xpos || a->attn_bias || a->window_size > 0)
         return false;
     if (a->mask && a->mask->shape[0] != q->shape[0])
         return false;
@@ -451,9 +471,13 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     }
     if (m->n_pos > 0 && !bias)
         return NULL;
+    if (c->shared_qk && !(bias = self_dist_bias(g, bias, n, H, q->dtype)))
+        return NULL;
     pg_tensor *t3[3] = {q, k, v};
     for (int i = 0; nd != 4 && i < 3; i++) /* (B, L, d) as one head; (B, H, L, d) as it is */
         t3[i] = pg_reshape(g, t3[i], PG_SHAPE(B, H, n, d));
+    if (c->shared_qk) /* normalise, then rotary, as the reference */
+        t3[1] = unit_keys(g, t3[1]);
     if (m->rotary) { /* the given positions, else the true positions 0 .. n - 1 */
         t3[0] = pg_rotary_apply(g, m->rotary, t3[0], a->pos_q, false, NAN);
         t3[1] = pg_rotary_apply(g, m->rotary, t3[1], a->pos_k, true, NAN);
@@ -584,8 +608,7 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
         return NULL;
     pg_tensor *bq = pg_mul_scalar(g, t3[0], sc);
     if (c->shared_qk) /* k / max(|k|, 1e-12) */
-        bk = pg_div(g, bk, pg_clamp(g, pg_sqrt(g, pg_sum(g, pg_square(g, bk), 1, (const int[]){3}, true)), 1e-12,
-                                    INFINITY));
+        bk = unit_keys(g, bk);
     if (m->rotary) { /* the given positions, else the true positions 0 .. ne - 1 */
         bq = pg_rotary_apply(g, m->rotary, bq, pq, false, NAN);
         bk = pg_rotary_apply(g, m->rotary, bk, pk, true, NAN);
