@@ -434,9 +434,12 @@ static bool separable_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, con
 static bool relative_keys(pg_graph *g, const char *fn, int i, pg_posmod *p, pg_tensor *q, pg_tensor *k,
                           const pg_pos_ctx *c, pg_pos_rel *rel, pg_tensor *sep[2])
 {
-    if (p->ops->rel_bias(g, p, q, k, c, rel) != 0 || !rel->q || !rel->k) {
+    int rc = p->ops->rel_bias(g, p, q, k, c, rel);
+    if (rc != 0 || !rel->q || !rel->k) {
         if (!pg_graph_error(g))
-            pg_graph_fail(g, "%s: positional module %d (%s): rel_bias failed", fn, i, p->base.type);
+            pg_graph_fail(g, "%s: positional module %d (%s): rel_bias %s (q %s, k %s, %lld heads)", fn, i,
+                          p->base.type, rc == 1 ? "does not fit the call" : "failed", SHAPE(q), SHAPE(k),
+                          (long long)c->heads);
         return false;
     }
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = k, .rel_q = rel->q, .rel_k = rel->k};

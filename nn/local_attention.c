@@ -423,10 +423,14 @@ static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, co
     if (given && (m->n_pos > 0 || (a->pos_q && a->pos_q->shape[0] != 1 && a->pos_q->shape[0] != q->shape[0]) ||
                   (a->pos_k && a->pos_k->shape[0] != 1 && a->pos_k->shape[0] != q->shape[0])))
         return false;
-    for (int i = 0; i < m->n_pos; i++) /* the kernel takes distance biases only */
-        if (!m->pos[i]->ops->dist_bias)
+    int n_rel = 0; /* the kernel takes distance biases and one set of relative keys */
+    for (int i = 0; i < m->n_pos; i++) {
+        const pg_posmod_ops *o = m->pos[i]->ops;
+        if (!o->dist_bias && !o->rel_bias)
             return false;
-    return true;
+        n_rel += !o->dist_bias;
+    }
+    return n_rel <= 1;
 }
 
 /* The schemes' biases over every distance i - j of n tokens, (H, 2n - 1) in the
@@ -443,6 +447,8 @@ static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, 
                       .dtype = dt, .rng = rng};
     pg_tensor *total = NULL;
     for (int i = 0; i < m->n_pos && d; i++) {
+        if (!m->pos[i]->ops->dist_bias) /* relative keys: band_rel */
+            continue;
         pg_tensor *t = m->pos[i]->ops->dist_bias(g, m->pos[i], d, &ctx);
         if (!t)
             return NULL;
@@ -453,6 +459,38 @@ static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, 
         total = total ? pg_add(g, total, t) : t;
     }
     return total;
+}
+
+/* The relative keys of the scheme without dist_bias (Transformer-XL; at most one:
+ * band_fusable) on q, k (B, H, n, d) as given (before rotary and shared_qk, as
+ * band_bias sees them), its key-side term into sep; 1 (no error) when its heads
+ * do not fit, 0 also when there is no such scheme (rel->q stays NULL). */
+static int band_rel(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k, double sc, pg_rng *rng,
+                    pg_pos_rel *rel, pg_tensor *sep[2])
+{
+    int64_t B = q->shape[0], H = q->shape[1], n = q->shape[2];
+    for (int i = 0; i < m->n_pos; i++) {
+        pg_posmod *p = m->pos[i];
+        if (p->ops->dist_bias)
+            continue;
+        /* heads and width left unknown (0): q, k of other heads than the scheme's give 1, not an error */
+        pg_pos_ctx ctx = {.self_attn = true, .causal = m->cfg.causal, .B = B, .Lq = n, .Lk = n, .scale = sc,
+                          .dtype = q->dtype, .rng = rng};
+        int rc = p->ops->rel_bias(g, p, q, k, &ctx, rel);
+        if (rc != 0)
+            return rc;
+        if (rel->e) {
+            sep[0] = pg_zeros(g, q->dtype, PG_SHAPE(B, H, n));
+            sep[1] = rel->e;
+        }
+        if (!rel->q || !rel->k || (rel->e && !sep[0])) {
+            if (!pg_graph_error(g))
+                pg_graph_fail(g, "pg_local_attention_forward: positional module %d (%s): rel_bias failed", i,
+                              p->base.type);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* q, k, v (B, L, d) or (B, H, L, d) through pg_flash_attention with the band;
@@ -469,13 +507,20 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
         *fallback = true;
         return NULL;
     }
-    if (m->n_pos > 0 && !bias)
+    if (!bias && pg_graph_error(g))
         return NULL;
     if (c->shared_qk && !(bias = self_dist_bias(g, bias, n, H, q->dtype)))
         return NULL;
     pg_tensor *t3[3] = {q, k, v};
     for (int i = 0; nd != 4 && i < 3; i++) /* (B, L, d) as one head; (B, H, L, d) as it is */
         t3[i] = pg_reshape(g, t3[i], PG_SHAPE(B, H, n, d));
+    pg_pos_rel rel = {0};
+    pg_tensor *sep[2] = {NULL, NULL};
+    int rc = t3[0] && t3[1] ? band_rel(g, m, t3[0], t3[1], sc, a->rng, &rel, sep) : -1;
+    if (rc != 0) {
+        *fallback = rc == 1;
+        return NULL;
+    }
     if (c->shared_qk) /* normalise, then rotary, as the reference */
         t3[1] = unit_keys(g, t3[1]);
     if (m->rotary) { /* the given positions, else the true positions 0 .. n - 1 */
@@ -484,7 +529,8 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     }
     pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
-                        .look_forward = c->look_forward, .exact_window = c->exact_windowsize};
+                        .look_forward = c->look_forward, .exact_window = c->exact_windowsize,
+                        .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k, .rel_scale = rel.scale};
     pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }

@@ -314,19 +314,18 @@ static pg_tensor *xl_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tens
  *   r->e = -s u . k_j (the content term u . k_j s as a key-side separable bias). */
 static int xl_rel_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
 {
-    const char *fn = "TransformerXLBias";
     pg_xl *m = (pg_xl *)pm;
-    if (!ctx_ok(g, fn, m, c) || !r)
+    if (!ctx_ok(g, "TransformerXLBias", m, c)) /* heads, widths, dtype the context names: an error */
         return -1;
-    int64_t NH = m->heads, H = m->head_dim, Lq = c->Lq, Lk = c->Lk, N = Lq + Lk - 1;
-    if (c->pos_q || c->pos_k || !q || !k || q->ndim != 4 || k->ndim != 4 || q->shape[1] != NH || k->shape[1] != NH ||
-        q->shape[2] != Lq || k->shape[2] != Lk || q->shape[3] != H || k->shape[3] != H) {
-        pg_graph_fail(g, "%s: the fused form takes q (B, %lld, %lld, %lld), k (B, %lld, %lld, %lld) at default "
-                         "positions, got q %s, k %s%s",
-                      fn, (long long)NH, (long long)Lq, (long long)H, (long long)NH, (long long)Lk, (long long)H,
-                      q ? SHAPE(q) : "NULL", k ? SHAPE(k) : "NULL", c->pos_q || c->pos_k ? " with positions" : "");
+    if (!r || !q || !k) {
+        pg_graph_fail(g, "TransformerXLBias: rel_bias: %s is NULL", !r ? "result" : !q ? "q" : "k");
         return -1;
     }
+    int64_t NH = m->heads, H = m->head_dim, Lq = c->Lq, Lk = c->Lk, N = Lq + Lk - 1;
+    if (c->pos_q || c->pos_k || c->dtype != m->dtype || q->dtype != m->dtype || k->dtype != m->dtype ||
+        q->ndim != 4 || k->ndim != 4 || q->shape[1] != NH || k->shape[1] != NH || q->shape[2] != Lq ||
+        k->shape[2] != Lk || q->shape[3] != H || k->shape[3] != H)
+        return 1; /* q, k not of this module's heads (context without heads) or positions: another path */
     double s = scale_of(m, c), dmin = (double)((m->o.end_aligned ? Lk - Lq : 0) - (Lk - 1));
     pg_tensor *d = pg_arange(g, m->dtype, dmin, dmin + (double)N, 1.0);
     pg_tensor *rk = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (N, NH H) */

@@ -152,7 +152,10 @@ typedef struct pg_posmod_ops {
      * differentiable as mod_bias is; q, k (B, H, L, Dh) as for mod_bias. The fused
      * kernel adds it per tile (memory linear in L): MultiheadAttention calls this
      * instead of mod_bias when the call is fusable, LocalAttention on its fused
-     * band (with c->Lq = c->Lk). 0, or -1 after pg_graph_fail. NULL: not such a scheme. */
+     * band (with c->Lq = c->Lk, c->heads and c->head_dim 0). 0; 1 when q, k are not of the
+     * module's heads and width, or positions are given (nothing recorded, no error:
+     * LocalAttention then takes its band of ops);
+     * -1 after pg_graph_fail. NULL: not such a scheme. */
     int (*rel_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r);
 } pg_posmod_ops;
 

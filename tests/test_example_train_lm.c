@@ -830,8 +830,9 @@ Test(example_train_lm, fused_schemes_named_from_the_registry)
 {
     char buf[512], padded[520];
     snprintf(padded, sizeof padded, " %s ", lm_fused_names(buf, sizeof buf));
-    const char *fused[] = {"none", "sinusoidal", "rotary", "alibi", "dpb", "t5", "kerple", "sandwich", "fox", "local"};
-    const char *quadratic[] = {"xl", "rel", "fire", "cope"};
+    const char *fused[] = {"none", "sinusoidal", "rotary", "alibi", "dpb", "t5", "kerple", "sandwich", "fox", "local",
+                           "xl"};
+    const char *quadratic[] = {"rel", "fire", "cope"};
     char w[32];
     for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) {
         snprintf(w, sizeof w, " %s ", fused[i]);

@@ -6,12 +6,17 @@
 typedef struct band_case {
     bool causal, exact, autopad, rotary, masked;
     int64_t w, lb, lf, L;
-    int scheme; /* 0 none, 1 ALiBi (learned div), 2 DPB, 3 T5 */
+    int scheme; /* 0 none, 1 ALiBi (learned div), 2 DPB, 3 T5, 4 Transformer-XL, 5 XL (bio) + ALiBi */
+    bool shared_qk;
 } band_case;
 
 static pg_posmod *scheme(int kind, int64_t heads)
 {
     pg_rng r = pg_rng_init(21);
+    if (kind == 4 || kind == 5) {
+        pg_xl_opts o = kind == 4 ? (pg_xl_opts){.divide = 2, .learned_div = true} : pg_xl_bio();
+        return &pg_xl_new(heads, 4, &o, PG_F64, &r)->pm;
+    }
     if (kind == 1) {
         pg_alibi_opts o = {0};
         o.div.divide = 1.5;
@@ -41,8 +46,9 @@ static pg_local_attention *make(const band_case *bc, bool unfused)
     c.dim = bc->rotary ? 4 : 0;
     c.dtype = PG_F64;
     c.unfused = unfused;
-    pg_posmod *pos = bc->scheme ? scheme(bc->scheme, 2) : NULL;
-    pg_local_attention *m = pg_local_attention_new(&c, &pos, bc->scheme ? 1 : 0);
+    c.shared_qk = bc->shared_qk;
+    pg_posmod *pos[2] = {bc->scheme ? scheme(bc->scheme, 2) : NULL, bc->scheme == 5 ? scheme(1, 2) : NULL};
+    pg_local_attention *m = pg_local_attention_new(&c, pos, bc->scheme ? 1 + (bc->scheme == 5) : 0);
     cr_assert_not_null(m, "%s", pg_last_error());
     return m;
 }
@@ -118,4 +124,16 @@ Test(local_fused, distance_bias_schemes)
     check((band_case){.w = 3, .lb = 1, .L = 9, .causal = true, .scheme = 1});
     check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 9, .scheme = 2, .masked = true});
     check((band_case){.w = 2, .lb = 2, .lf = 1, .L = 8, .scheme = 3, .exact = true});
+}
+
+/* Transformer-XL through the kernel's relative keys on the band: u, v, W_R and the
+ * divisor get the band of ops' gradients (its band_bias hook); with ALiBi beside it,
+ * rotary, shared_qk, masks, autopad, exact windows, several tiles */
+Test(local_fused, transformer_xl)
+{
+    check((band_case){.w = 3, .lb = 1, .L = 9, .causal = true, .scheme = 4});
+    check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 10, .scheme = 4, .masked = true, .autopad = true});
+    check((band_case){.w = 2, .lb = 2, .lf = 1, .L = 8, .scheme = 5, .exact = true, .rotary = true});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .scheme = 5, .shared_qk = true, .masked = true});
+    check((band_case){.w = 40, .lb = 1, .L = 160, .causal = true, .scheme = 4, .rotary = true});
 }
