@@ -118,10 +118,11 @@ static int64_t t_stride(const flash_dims *d)
     return (d->Lk + 15) / 16 * 16 + 16;
 }
 
-/* Row stride of a head's relative keys transposed (Rt, D x (Lq + Lk - 1)), padded as above. */
+/* Row stride of a head's relative keys transposed (Rt, D x (Lq + Lk - 1)), padded as above
+ * and by CB - 1 zero columns more: a tile's product runs over whole register blocks. */
 static int64_t r_stride(const flash_dims *d)
 {
-    return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 16;
+    return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 48;
 }
 
 /* Row stride of a tile's relative logits over its band of distances (bq + bk - 1 <= LDR). */
@@ -595,7 +596,8 @@ static void F(rel_tile)(const flash_dims *d, T *restrict S, const F(rel_head) *r
                         int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
-    F(gemm_acc)(rh->tile, LDR, rh->q + i0 * D, D, 1, rh->Rt + base, r_stride(d), bq, D, bq + bk - 1, (T)d->rs, true);
+    const int64_t nb = (bq + bk - 1 + CB - 1) / CB * CB; /* <= LDR; the columns past bq + bk - 1 are not read */
+    F(gemm_acc)(rh->tile, LDR, rh->q + i0 * D, D, 1, rh->Rt + base, r_stride(d), bq, D, nb, (T)d->rs, true);
     for (int64_t r = 0; r < bq; r++) {
         T *restrict s = S + r * BK;
         const T *restrict tr = rh->tile + r * LDR + r + bk - 1;
@@ -676,7 +678,10 @@ static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_
     const int64_t NB = d->Lq + d->Lk - 1;
     rh->q = (const T *)d->rq + bh_i * d->Lq * d->D;
     rh->rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
-    F(transpose)(Rt, r_stride(d), rh->rk, NB, d->D);
+    const int64_t ldr = r_stride(d);
+    F(transpose)(Rt, ldr, rh->rk, NB, d->D);
+    for (int64_t e = 0; e < d->D; e++) /* the padding columns a tile's product may read */
+        memset(Rt + e * ldr + NB, 0, (size_t)(ldr - NB) * sizeof(T));
     rh->Rt = Rt;
 }
 
