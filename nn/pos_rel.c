@@ -222,13 +222,45 @@ static pg_tensor *posrel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor
     return bias;
 }
 
+/* rel1d's bias in the fused kernel's form (pg_posmod_ops.rel_bias) at default positions,
+ * Lq = Lk = L <= tokens: q_i . R[j - i + T - 1] is q_i against the relative key of the
+ * kernel's index t = i - j + L - 1, rel_k[t] = R[T + L - 2 - t] (the table's middle
+ * 2L - 1 rows, reversed; a shared table repeated over the heads). 1 (another path)
+ * with positions or Lq != Lk. */
+static int rel1d_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)k;
+    posrel *p = (posrel *)m;
+    if (!r || c->pos_q || c->pos_k || c->Lq != c->Lk || (p->scaled && c->scale == 0))
+        return r ? 1 : -1;
+    int64_t T = p->tokens, L = c->Lq, N = 2 * L - 1;
+    if (!q || q->ndim != 4 || q->dtype != p->t0->dtype || q->shape[0] != c->B || q->shape[2] != L ||
+        q->shape[3] != p->d || (p->heads > 0 && q->shape[1] != p->heads))
+        return posrel_bias(g, m, q, k, NULL, c) ? 1 : -1; /* its message, or (a fit after all) another path */
+    if (L > T) {
+        pg_graph_fail(g, "rel1d: sequence length %lld but the table covers distances up to %lld (tokens %lld)",
+                      (long long)L, (long long)(T - 1), (long long)T);
+        return -1;
+    }
+    int64_t H = q->shape[1], ax = p->t0->ndim - 2;
+    pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(N));
+    for (int64_t t = 0; idx && t < N; t++)
+        pg_i64(idx)[t] = N - 1 - t;
+    pg_tensor *rk = pg_index_select(g, pg_narrow(g, p->t0, ax, T - L, N), ax, idx); /* ([heads,] N, d) */
+    if (rk && rk->ndim == 2)
+        rk = pg_broadcast_to(g, pg_reshape(g, rk, PG_SHAPE(1, N, p->d)), PG_SHAPE(H, N, p->d));
+    *r = (pg_pos_rel){q, rk, NULL, p->scaled ? c->scale : 1.0};
+    return rk ? 0 : -1;
+}
+
 static const pg_posmod_ops POSREL_OPS = {.mod_bias = posrel_bias};
+static const pg_posmod_ops REL1D_OPS = {.mod_bias = posrel_bias, .rel_bias = rel1d_rel_bias};
 
 pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_pos_ctx *c)
 {
     const char *fn = "pg_posrel_logits";
     PG_NN_SCRATCH(g, fn, pg_posrel_logits(g, m, q, c));
-    if (!m || m->ops != &POSREL_OPS) {
+    if (!m || (m->ops != &POSREL_OPS && m->ops != &REL1D_OPS)) {
         pg_graph_fail(g, "%s: module %s is not abs1d, rel1d or rel2d", fn, m ? m->base.type : "NULL");
         return NULL;
     }
@@ -243,7 +275,7 @@ pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_po
 
 pg_tensor *pg_posrel_table(const pg_posmod *m, int which)
 {
-    if (!m || m->ops != &POSREL_OPS || which < 0 || which > 1) {
+    if (!m || (m->ops != &POSREL_OPS && m->ops != &REL1D_OPS) || which < 0 || which > 1) {
         pg_set_error("pg_posrel_table: need an abs1d, rel1d or rel2d module and which 0 or 1, got %s and %d",
                      m ? m->base.type : "NULL", which);
         return NULL;
@@ -312,7 +344,7 @@ static pg_posmod *posrel_make(posrel_kind kind, const char *fn, const pg_posmod_
             return NULL;
         }
     }
-    posrel *p = pg_posmod_alloc(sizeof *p, TYPE_NAME[kind], &POSREL_OPS, NULL, fn);
+    posrel *p = pg_posmod_alloc(sizeof *p, TYPE_NAME[kind], kind == REL1D ? &REL1D_OPS : &POSREL_OPS, NULL, fn);
     if (!p)
         return NULL;
     p->kind = kind;

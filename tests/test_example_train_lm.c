@@ -831,8 +831,8 @@ Test(example_train_lm, fused_schemes_named_from_the_registry)
     char buf[512], padded[520];
     snprintf(padded, sizeof padded, " %s ", lm_fused_names(buf, sizeof buf));
     const char *fused[] = {"none", "sinusoidal", "rotary", "alibi", "dpb", "t5", "kerple", "sandwich", "fox", "local",
-                           "xl"};
-    const char *quadratic[] = {"rel", "fire", "cope"};
+                           "xl", "rel"};
+    const char *quadratic[] = {"fire", "cope"};
     char w[32];
     for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) {
         snprintf(w, sizeof w, " %s ", fused[i]);
@@ -861,7 +861,7 @@ Test(example_train_lm, memory_estimate_counts_every_parameter)
             cr_assert_eq(m.params, pg_module_num_elements(&lm->base), "--pos %s%s: counted %lld, the model has %lld",
                          LM_SCHEMES[i], glu ? " (GLU, RMSNorm, no biases)" : "", (long long)m.params,
                          (long long)pg_module_num_elements(&lm->base));
-            /* quadratic: a bias that is neither a function of distance alone, separable nor relative keys (rel) */
+            /* quadratic: a bias that is neither a function of distance alone, separable nor relative keys (fire, cope) */
             const lm_pos_choice *ch = lm_pos_find(LM_SCHEMES[i]);
             const pg_posmod_kind_info *k = ch->kind ? pg_posmod_info(ch->kind) : NULL;
             bool qk_bias = k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL));

@@ -3,7 +3,8 @@
  * every gradient, with and without distance-bias schemes. */
 #include "testutil.h"
 
-typedef enum { NO_POS, WITH_ALIBI, WITH_DPB_T5_ROTARY, WITH_XL, WITH_XL_BIO_ROTARY_ALIBI } pos_set;
+typedef enum { NO_POS, WITH_ALIBI, WITH_DPB_T5_ROTARY, WITH_XL, WITH_XL_BIO_ROTARY_ALIBI, WITH_REL1D,
+               WITH_REL1D_HEADS_SCALED_ROTARY } pos_set;
 
 static pg_posmod *alibi_learned(void)
 {
@@ -43,6 +44,14 @@ static pg_mha *make_band(pos_set set, bool causal, bool unfused, const pg_attn_b
         pos[n++] = &pg_xl_new(2, 4, &o, PG_F64, &pr)->pm;
         if (set == WITH_XL_BIO_ROTARY_ALIBI)
             pos[n++] = alibi_learned();
+    }
+    if (set == WITH_REL1D || set == WITH_REL1D_HEADS_SCALED_ROTARY) { /* Shaw's 1-D table, 200 tokens */
+        bool per_head = set == WITH_REL1D_HEADS_SCALED_ROTARY;
+        pg_rel1d_opts o = {.tokens = 200, .heads = per_head ? 2 : 0, .scaled = per_head};
+        pg_rng pr = pg_rng_init(17);
+        if (per_head)
+            pos[n++] = pg_rotary_new(4, NULL, PG_F64);
+        pos[n++] = pg_posmod_make_rel1d(&(pg_posmod_args){8, 2, 4, 0, 0, PG_F64, &pr, &o});
     }
     pg_mha *m = pg_mha_new(&c, pos, n, &r);
     cr_assert_not_null(m, "%s", pg_last_error());
@@ -123,6 +132,29 @@ Test(flash_mha, fused_equals_unfused_xl)
     assert_fused_equals_unfused_at(WITH_XL_BIO_ROTARY_ALIBI, false, true, NULL, 97);
 }
 
+/* Shaw's 1-D relative table through the kernel's relative keys (the table's middle rows
+ * reversed): shared and per-head tables, unscaled and scaled, beside rotary */
+Test(flash_mha, fused_equals_unfused_rel1d)
+{
+    assert_fused_equals_unfused(WITH_REL1D, true, true);
+    assert_fused_equals_unfused(WITH_REL1D_HEADS_SCALED_ROTARY, false, true);
+    assert_fused_equals_unfused_at(WITH_REL1D, false, true, NULL, 150);
+    assert_fused_equals_unfused_at(WITH_REL1D_HEADS_SCALED_ROTARY, true, false, NULL, 200);
+    const pg_attn_band windows = {.window = 2, .look_backward = 1};
+    assert_band_fused_equals_unfused(WITH_REL1D, true, true, &windows);
+    /* past the table: the same refusal on both paths */
+    pg_mha *m = make(WITH_REL1D, true, false);
+    pg_tensor *x = randt(PG_SHAPE(1, 201, 8), 3, false);
+    ASSERT_FAILS(pg_mha_forward(NULL, m, x, NULL, NULL), "rel1d: sequence length 201 but the table covers distances "
+                                                         "up to 199 (tokens 200)");
+    pg_module_free(&m->base);
+    m = make(WITH_REL1D, true, true);
+    ASSERT_FAILS(pg_mha_forward(NULL, m, x, NULL, NULL), "rel1d: sequence length 201 but the table covers distances "
+                                                         "up to 199 (tokens 200)");
+    pg_module_free(&m->base);
+    pg_tensor_free(x);
+}
+
 /* counts the fused op in a graph's tape */
 static int fused_nodes(const pg_graph *g)
 {
@@ -154,6 +186,11 @@ Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
     pg_graph_reset(g);
     cr_assert_not_null(pg_mha_forward(g, xl, x, NULL, &(pg_attn_args){.pos = pos}), "%s", pg_graph_error(g));
     cr_assert_eq(fused_nodes(g), 0, "Transformer-XL at explicit positions: the reference path");
+    pg_graph_reset(g);
+    pg_mha *rel = make(WITH_REL1D, true, false);
+    cr_assert_not_null(pg_mha_forward(g, rel, x, NULL, NULL), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 1, "rel1d at default positions: fused");
+    pg_module_free(&rel->base);
     pg_module_free(&xl->base);
     pg_graph_free(g);
     pg_tensor *ts[] = {x, pos, bias};
