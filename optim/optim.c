@@ -383,7 +383,7 @@ static void adam_slice(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
-static void adam_update(pg_param_state *st, const pg_optim_hparams *h, int64_t step, bool decoupled)
+static adam_coef adam_coefs(const pg_optim_hparams *h, int64_t step, bool decoupled)
 {
     /* torch: bias_correction1 = 1 - beta1 ** step, step_size = lr / bias_correction1,
      * bias_correction2_sqrt = math.sqrt(1 - beta2 ** step), all Python floats */
@@ -400,8 +400,74 @@ static void adam_update(pg_param_state *st, const pg_optim_hparams *h, int64_t s
         .neg_step_size = -(h->lr / bc1),
         .eps = h->eps,
     };
-    adam_job j = {st, &c};
-    pg_parallel_range(st->param->numel, 32768, adam_slice, &j);
+    return c;
+}
+
+/* ---- one pass over every parameter's elements, split evenly over the threads ----------------
+ * The elements of the n parameters laid end to end, [0, total); task t of T takes
+ * [t total / T, (t + 1) total / T) (boundaries multiples of 16 elements), whatever
+ * parameters that range crosses. Elementwise work, so any split gives the same bits;
+ * many small parameters share a thread instead of each running on the caller. */
+typedef struct flat_job {
+    pg_param_state **st; /* n parameters */
+    adam_coef *coef;     /* n, or NULL (zeroing) */
+    int64_t *start;      /* n + 1 prefix sums of the element counts */
+    int n, T;
+    void (*slice)(const struct flat_job *j, int k, int64_t i0, int64_t i1); /* parameter k, its elements [i0, i1) */
+} flat_job;
+
+static void flat_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const flat_job *j = ctx;
+    int64_t total = j->start[j->n];
+    int64_t lo = total * t / j->T / 16 * 16, hi = t + 1 == j->T ? total : total * (t + 1) / j->T / 16 * 16;
+    for (int k = 0; k < j->n && lo < hi; k++) {
+        int64_t a = j->start[k], b = j->start[k + 1];
+        if (b <= lo)
+            continue;
+        int64_t i0 = lo - a, i1 = (hi < b ? hi : b) - a;
+        j->slice(j, k, i0, i1);
+        lo = a + i1;
+    }
+}
+
+/* runs j over its parameters: on the pool above 65536 elements in all */
+static void flat_run(flat_job *j)
+{
+    j->start[0] = 0;
+    for (int k = 0; k < j->n; k++)
+        j->start[k + 1] = j->start[k] + j->st[k]->param->numel;
+    j->T = (int)pg_parallel_tasks(j->start[j->n], 65536);
+    pg_parallel_for(j->T, flat_task, j);
+}
+
+static void adam_flat_slice(const flat_job *j, int k, int64_t i0, int64_t i1)
+{
+    adam_job a = {j->st[k], &j->coef[k]};
+    adam_slice(&a, i0, i1);
+}
+
+static void zero_flat_slice(const flat_job *j, int k, int64_t i0, int64_t i1)
+{
+    const pg_tensor *g = j->st[k]->param->grad;
+    size_t es = pg_dtype_size(g->dtype);
+    memset((char *)g->data + (size_t)i0 * es, 0, (size_t)(i1 - i0) * es);
+}
+
+/* A flat job's arrays for up to n parameters (one allocation at j->start: free(j->start)), or false. */
+static bool flat_alloc(flat_job *j, int n, bool coefs)
+{
+    size_t coef_bytes = coefs ? (size_t)n * sizeof *j->coef : 0;
+    size_t bytes = (size_t)n * sizeof *j->st + (size_t)(n + 1) * sizeof *j->start + coef_bytes;
+    char *mem = malloc(bytes ? bytes : 1);
+    if (!mem)
+        return false;
+    j->start = (int64_t *)mem;
+    j->coef = coefs ? (adam_coef *)(mem + (size_t)(n + 1) * sizeof *j->start) : NULL;
+    j->st = (pg_param_state **)(mem + (size_t)(n + 1) * sizeof *j->start + coef_bytes);
+    j->n = 0;
+    return true;
 }
 
 /* Every grad matches its parameter. */
@@ -453,6 +519,9 @@ int pg_optim_step(pg_optim *o)
         return -1;
     if (o->check_finite && !check_finite(o))
         return PG_NONFINITE;
+    /* Adam: every parameter's coefficients first, then one pass over all their elements */
+    flat_job j;
+    bool flat = o->kind != PG_SGD && flat_alloc(&j, o->n_params, true);
     for (int gi = 0; gi < o->n_groups; gi++) {
         const pg_param_group *grp = &o->groups[gi];
         for (int i = grp->first; i < grp->first + grp->n; i++) {
@@ -460,21 +529,46 @@ int pg_optim_step(pg_optim *o)
             if (!st->param->grad)
                 continue; /* torch skips params whose grad is None */
             int64_t step = ++*pg_i64(st->step);
-            if (o->kind == PG_SGD)
+            if (o->kind == PG_SGD) {
                 sgd_update(st, &grp->h, step);
-            else
-                adam_update(st, &grp->h, step, o->kind == PG_ADAMW);
+                continue;
+            }
+            adam_coef c = adam_coefs(&grp->h, step, o->kind == PG_ADAMW);
+            if (flat) {
+                j.st[j.n] = st;
+                j.coef[j.n++] = c;
+            } else { /* no memory for the list: parameter by parameter */
+                adam_job a = {st, &c};
+                pg_parallel_range(st->param->numel, 32768, adam_slice, &a);
+            }
         }
+    }
+    if (flat) {
+        j.slice = adam_flat_slice;
+        flat_run(&j);
+        free(j.start);
     }
     return 0;
 }
 
 void pg_optim_zero_grad(pg_optim *o)
 {
-    if (!o)
+    if (!o) {
         pg_set_error("pg_optim_zero_grad: optimizer is NULL");
-    for (int i = 0; o && i < o->n_params; i++)
-        pg_zero_grad(o->state[i].param);
+        return;
+    }
+    flat_job j;
+    if (!flat_alloc(&j, o->n_params, false)) { /* no memory for the list: one at a time */
+        for (int i = 0; i < o->n_params; i++)
+            pg_zero_grad(o->state[i].param);
+        return;
+    }
+    for (int i = 0; i < o->n_params; i++)
+        if (o->state[i].param->grad)
+            j.st[j.n++] = &o->state[i];
+    j.slice = zero_flat_slice;
+    flat_run(&j);
+    free(j.start);
 }
 
 /* ---- decay / no-decay split ----------------------------------------------------------------- */
