@@ -44,6 +44,13 @@ uint64_t pg_rng_next_u64(pg_rng *r)
     return v;
 }
 
+double pg_rng_uniform_at(const pg_rng *r, uint64_t i)
+{
+    if (!check_rng("pg_rng_uniform_at", r))
+        return NAN;
+    return u01(draw_at(r, i));
+}
+
 double pg_rng_uniform(pg_rng *r)
 {
     if (!check_rng("pg_rng_uniform", r))

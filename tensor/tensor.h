@@ -144,6 +144,11 @@ pg_rng pg_rng_init(uint64_t seed);
 uint64_t pg_rng_next_u64(pg_rng *r); /* r NULL: 0 and an error */
 double pg_rng_uniform(pg_rng *r); /* [0, 1), 53 random bits; r NULL: NaN and an error */
 double pg_rng_normal(pg_rng *r);  /* N(0, 1); r NULL: NaN and an error */
+/* The uniform [0, 1) that draw i from r's position would give (i = 0: what pg_rng_uniform
+ * returns next), without advancing r: pg_fill_bernoulli(t, r, p) sets element i to
+ * pg_rng_uniform_at(r, i) < p. For kernels that regenerate a stream's values in any
+ * order (the fused attention's dropout). r NULL: NaN and an error. */
+double pg_rng_uniform_at(const pg_rng *r, uint64_t i);
 
 /* ---- creation on an arena (NULL: heap) -------------------------------------
  * autograd/ wraps these as pg_zeros(g, ...) etc.; most code uses those. */

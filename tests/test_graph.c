@@ -74,6 +74,15 @@ Test(tensor, rng_reproducible_and_distributed)
     for (int i = 0; i < 10000; i++)
         kept += pg_f32(bern)[i];
     cr_assert(fabs(kept / 10000 - 0.3) < 0.02, "bernoulli(0.3) gave %g", kept / 10000);
+    /* uniform_at(i): draw i ahead without advancing, in any order; the bernoulli fill's rule */
+    pg_rng r6 = pg_rng_init(9), r7 = pg_rng_init(9);
+    pg_rng_next_u64(&r6), pg_rng_next_u64(&r7);
+    pg_tensor *keep = pg_bernoulli(NULL, PG_F64, PG_SHAPE(64), 0.6, &r7);
+    for (int i = 63; i >= 0; i--)
+        cr_assert_eq(pg_f64(keep)[i], pg_rng_uniform_at(&r6, (uint64_t)i) < 0.6 ? 1.0 : 0.0, "element %d", i);
+    cr_assert_eq(r6.counter, 1, "uniform_at does not advance");
+    cr_assert_eq(pg_rng_uniform_at(&r6, 0), pg_rng_uniform(&r6));
+    pg_tensor_free(keep);
     pg_rng r5 = pg_rng_init(43);
     cr_assert_neq(pg_rng_next_u64(&r5), pg_rng_next_u64(&r1), "different seeds differ");
     pg_tensor *ts[] = {a, b, u, bern};
