@@ -151,6 +151,11 @@ pg_tensor *pg_rotate_pairs(pg_graph *g, pg_tensor *t, pg_tensor *cos, pg_tensor 
 pg_tensor *pg_rel_shift(pg_graph *g, pg_tensor *x, int64_t Lk);
 /* torch.gather: out[i][j] = x[index[i][j]][j] for axis 0; out has index's shape. */
 pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
+/* z (..., n) read at fractional positions p (..., m), same leading dims, every p in
+ * [0, n - 1] (autograd/op_lerp.c): out[..., j] = z[f] + w (z[c] - z[f]), f = floor p_j,
+ * c = min(f + 1, n - 1), w = p_j - f (CoPE's interpolation). Gradients reach z and p
+ * (dp = z[c] - z[f]: the right-hand slope at an integer p). */
+pg_tensor *pg_gather_lerp(pg_graph *g, pg_tensor *z, pg_tensor *p);
 /* Entries of x along `axis` at the 1-D PG_I64 `index`. */
 pg_tensor *pg_index_select(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 /* Rows of table (V, D) at ids (any shape, PG_I64): out ids.shape + (D). */

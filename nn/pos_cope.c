@@ -37,28 +37,6 @@ static pg_tensor *positions(pg_graph *g, pg_tensor *gates, int64_t npos)
     return pg_clamp(g, p, -INFINITY, (double)(npos - 1)); /* gradient 0 where clamped */
 }
 
-/* floor p and the next index, min(floor p + 1, npos - 1), as i64 indices of p's shape (no
- * gradient). The interpolation (4) has the same value with ceil p; at an integer p the
- * weight of the upper index is 0, and the gradient z[floor p + 1] - z[floor p] is the
- * right-hand slope: a one-sided derivative, where ceil p = floor p (the references) gives 0,
- * which is neither (docs/pos/cope.md). */
-static bool int_indices(pg_graph *g, pg_tensor *p, int64_t npos, pg_tensor **fl, pg_tensor **ce)
-{
-    if (!p)
-        return false;
-    *fl = pg_empty(g, PG_I64, p->ndim, p->shape);
-    *ce = pg_empty(g, PG_I64, p->ndim, p->shape);
-    if (!*fl || !*ce)
-        return false;
-    for (int64_t i = 0; i < p->numel; i++) {
-        double v = pg_get(p, i); /* in [0, npos - 1]: the gates are >= 0 */
-        int64_t f = (int64_t)floor(v);
-        pg_i64(*fl)[i] = f;
-        pg_i64(*ce)[i] = f + 1 < npos ? f + 1 : f;
-    }
-    return true;
-}
-
 /* (3): z = q E, (B, H, Lq, npos), from the unscaled q */
 static pg_tensor *int_logits(pg_graph *g, pg_cope *m, pg_tensor *q)
 {
@@ -96,13 +74,11 @@ static bool check_call(pg_graph *g, pg_cope *m, const pg_tensor *q, const pg_ten
 /* (4): z (B, H, Lq, npos) read at p (B, H, Lq, Lk) by linear interpolation */
 static pg_tensor *interp_bias(pg_graph *g, pg_tensor *p, pg_tensor *z)
 {
-    pg_tensor *fl = NULL, *ce = NULL;
-    if (!z || !int_indices(g, p, z->shape[3], &fl, &ce))
-        return NULL;
-    pg_tensor *zf = pg_gather(g, z, -1, fl), *zc = pg_gather(g, z, -1, ce);
-    pg_tensor *w = pg_sub(g, p, pg_floor(g, p)); /* floor p: no gradient, so only w reaches p */
-    /* zc w + zf (1 - w) = zf + w (zc - zf) */
-    return pg_add(g, zf, pg_mul(g, w, pg_sub(g, zc, zf)));
+    /* z[f] + w (z[f + 1] - z[f]), f = floor p, w = p - f; the upper index floor p + 1 (not
+     * ceil p), so at an integer p the gradient is the right-hand slope z[f + 1] - z[f], a
+     * one-sided derivative, where ceil p = floor p (the references) gives 0, which is
+     * neither (docs/pos/cope.md) */
+    return p && z ? pg_gather_lerp(g, z, p) : NULL;
 }
 
 /* (5): a_ijn = softmax_n(-|p_ij - n| / temp) (B, H, Lq, Lk, npos); bias_ij = sum_n a_ijn z_i[n].
