@@ -8,15 +8,33 @@
 #include "op_util.h"
 
 #define CHUNK 64 /* columns scanned together when the axis is not innermost */
+#define ROWS 8   /* rows scanned together when it is */
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
  * x[o, r', i], accumulated in double; add: y += that instead. */
 #define DEFINE_CUMSUM(T, sfx)                                                                                  \
+    /* the scanned axis innermost: ROWS rows at once, so their sums' add latencies overlap */                 \
+    static int64_t cumsum_rows_##sfx(const T *x, T *y, int64_t outer, int64_t n, bool reverse, bool add)       \
+    {                                                                                                          \
+        int64_t o = 0;                                                                                         \
+        for (; o + ROWS <= outer; o += ROWS) {                                                                 \
+            double acc[ROWS] = {0};                                                                            \
+            for (int64_t k = 0; k < n; k++) {                                                                  \
+                int64_t at = o * n + (reverse ? n - 1 - k : k);                                                \
+                for (int r = 0; r < ROWS; r++, at += n) {                                                      \
+                    acc[r] += x[at];                                                                           \
+                    y[at] = add ? y[at] + (T)acc[r] : (T)acc[r];                                               \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        return o;                                                                                              \
+    }                                                                                                          \
     static void cumsum_##sfx(const T *x, T *y, int64_t outer, int64_t n, int64_t inner, bool reverse, bool add) \
     {                                                                                                          \
-        for (int64_t o = 0; o < outer; o++)                                                                    \
+        int64_t done = inner == 1 ? cumsum_rows_##sfx(x, y, outer, n, reverse, add) : 0;                       \
+        for (int64_t o = done; o < outer; o++)                                                                 \
             for (int64_t i0 = 0; i0 < inner; i0 += CHUNK) {                                                    \
                 int64_t w = min64(CHUNK, inner - i0);                                                          \
                 double acc[CHUNK] = {0};                                                                       \

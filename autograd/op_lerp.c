@@ -25,7 +25,7 @@ typedef struct lerp_job {
     uint8_t *bad; /* forward: per row, 1 when a p of the row is outside [0, n - 1] or NaN (the row is skipped) */
 } lerp_job;
 
-#define DEFINE_LERP(T, sfx)                                                                                    \
+#define DEFINE_LERP(T, sfx, FLOOR)                                                                                    \
     static bool lerp_row_ok_##sfx(const T *restrict p, int64_t n, int64_t m)                                   \
     {                                                                                                          \
         int64_t outside = 0;                                                                                   \
@@ -36,7 +36,7 @@ typedef struct lerp_job {
     static void lerp_fwd_##sfx(T *restrict out, const T *restrict z, const T *restrict p, int64_t n, int64_t m) \
     {                                                                                                          \
         for (int64_t j = 0; j < m; j++) {                                                                      \
-            const T fl = (T)floor((double)p[j]);                                                               \
+            const T fl = FLOOR(p[j]);                                                                          \
             const int64_t f = (int64_t)fl, c = f + 1 < n ? f + 1 : f;                                          \
             out[j] = z[f] + (p[j] - fl) * (z[c] - z[f]);                                                       \
         }                                                                                                      \
@@ -44,20 +44,27 @@ typedef struct lerp_job {
     static void lerp_bwd_##sfx(T *restrict dz, T *restrict dp, const T *restrict z, const T *restrict p,       \
                                const T *restrict dout, int64_t n, int64_t m)                                   \
     {                                                                                                          \
+        /* dz[f] and dz[c] gather in registers while f stays (CoPE's p falls along a row) */                  \
+        int64_t cur_f = -1, cur_c = -1;                                                                        \
+        T acc_f = 0, acc_c = 0;                                                                                \
         for (int64_t j = 0; j < m; j++) {                                                                      \
-            const T fl = (T)floor((double)p[j]), w = p[j] - fl, g = dout[j];                                   \
+            const T fl = FLOOR(p[j]), w = p[j] - fl, g = dout[j];                                              \
             const int64_t f = (int64_t)fl, c = f + 1 < n ? f + 1 : f;                                          \
-            if (dz) { /* as the chain: dout to z[f], then (z[c] - z[f]) w's share */                           \
-                dz[f] += g;                                                                                    \
-                dz[c] += w * g;                                                                                \
-                dz[f] -= w * g;                                                                                \
+            if (dz && f != cur_f) {                                                                            \
+                if (cur_f >= 0)                                                                                \
+                    dz[cur_f] += acc_f, dz[cur_c] += acc_c;                                                    \
+                cur_f = f, cur_c = c, acc_f = 0, acc_c = 0;                                                    \
             }                                                                                                  \
+            acc_f += g - w * g; /* dout to z[f], less (z[c] - z[f]) w's share */                               \
+            acc_c += w * g;                                                                                    \
             if (dp)                                                                                            \
                 dp[j] += g * (z[c] - z[f]);                                                                    \
         }                                                                                                      \
+        if (dz && cur_f >= 0)                                                                                  \
+            dz[cur_f] += acc_f, dz[cur_c] += acc_c;                                                            \
     }
-DEFINE_LERP(float, f32)
-DEFINE_LERP(double, f64)
+DEFINE_LERP(float, f32, floorf)
+DEFINE_LERP(double, f64, floor)
 
 /* row r: forward when dout is NULL, else backward */
 static void lerp_rows(void *ctx, int64_t r, int thread)
