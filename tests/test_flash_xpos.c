@@ -185,6 +185,35 @@ Test(flash_xpos, f32_agrees_with_f64)
     free_all(8, (pg_tensor *[]){qkv[0], qkv[1], qkv[2], w, mask, h32[0], h32[1], h32[2]});
 }
 
+/* heads go to threads whole (each thread its own scaled tiles): the same bits for 1 and 2
+ * threads, f32 and f64; the work is above the one-task threshold */
+Test(flash_xpos, same_bits_for_any_thread_count)
+{
+    const xcase c = {2, 3, 140, 140, 8, true, true, 30, 2, 0, true, 10};
+    for (int f32 = 0; f32 < 2; f32++) {
+        pg_tensor *qkv[3], *w = randt(PG_SHAPE(2, 3, 140, 8), 14, false), *mask = make_mask(&c);
+        for (int i = 0; i < 3; i++) {
+            pg_tensor *t = randt(PG_SHAPE(2, 3, 140, 8), 11 + (uint64_t)i, false);
+            qkv[i] = f32 ? pg_tensor_cast(NULL, t, PG_F32) : pg_tensor_copy(NULL, t);
+            qkv[i]->requires_grad = true;
+            pg_tensor_free(t);
+        }
+        int saved = pg_num_threads(), n;
+        cr_assert_eq(pg_set_num_threads(1), 0);
+        xrun a = run(true, qkv, mask, &c, w, &n);
+        cr_assert_eq(pg_set_num_threads(2), 0);
+        xrun b = run(true, qkv, mask, &c, w, &n);
+        pg_set_num_threads(saved);
+        size_t bytes = (size_t)a.out->numel * pg_dtype_size(a.out->dtype);
+        cr_assert_eq(memcmp(a.out->data, b.out->data, bytes), 0, "out differs (f32 %d)", f32);
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(memcmp(a.g[i]->data, b.g[i]->data, bytes), 0, "gradient %d differs (f32 %d)", i, f32);
+        xrun_free(&a);
+        xrun_free(&b);
+        free_all(5, (pg_tensor *[]){qkv[0], qkv[1], qkv[2], w, mask});
+    }
+}
+
 /* no graph: the heap result equals the graph's (the tables freed with it) */
 Test(flash_xpos, without_graph)
 {
