@@ -38,7 +38,20 @@
  * pairs meets the bq + bk - 1 consecutive distances of a band of rel_k, so each
  * tile costs one more small product, (bq, D) x (D, bq + bk - 1), and memory
  * stays linear in L. Gradients: drel_q[i] += rel_scale sum_j dS_ij rel_k[i - j],
- * drel_k[i - j] += rel_scale sum dS_ij rel_q[i] (summed over batches). */
+ * drel_k[i - j] += rel_scale sum dS_ij rel_q[i] (summed over batches).
+ *
+ * xPos (xpos_scale_base = s > 0; Sun et al. 2022, as LocalAttention's reference
+ * path in nn/local_attention.c): channel c of q_i and k_j is scaled so that the
+ * product of the pair is q_ic k_jc zeta_c^((i - j) / s), with
+ *   zeta_c = (2 f + 0.4 D) / (1.4 D),  f = c mod (D / 2)  (D even),
+ * a function of i - j only. Scaling q_i by zeta^(i/s) and k_j by zeta^(-j/s)
+ * would leave the range of the dtype for long sequences, so each tile measures
+ * from its own centre c0 = i0 + BQ / 2 (i0 its first query): q'_i = q_i
+ * zeta^((i - c0)/s), k'_j = k_j zeta^((c0 - j)/s), the factors in double; the
+ * logit is scale q' . k', and the chain rule gives dq_i and dk_j the same factors.
+ * A pair's factor zeta^((i - j)/s) itself may of course leave the range (a key
+ * far in the future of a non-causal query with a small s): then the logit is
+ * +-inf or NaN, as the product's. */
 #ifndef PG_FLASH_H
 #define PG_FLASH_H
 
@@ -60,6 +73,7 @@ typedef struct pg_flash_opts {
     pg_tensor *sep_q, *sep_k; /* (B, H, Lq), (B, H, Lk) of q's dtype: + sep_q[i] - sep_k[j]; both or neither */
     pg_tensor *rel_q, *rel_k; /* (B, H, Lq, D), (H, Lq + Lk - 1, D) of q's dtype: relative keys; both or neither */
     double rel_scale;         /* the relative term's factor; 0: 1 */
+    double xpos_scale_base;   /* > 0: xPos on q and k with this scale base (above; D even); 0: off */
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
@@ -84,9 +98,9 @@ void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, i
 
 /* pg_flash_attention for a caller that has checked the operands itself:
  * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), a finite
- * scale and rel_scale and a band with window, look_backward, look_forward >= 0, as
- * pg_flash_attention does. Only a NULL q, k, v or o is refused here (naming
- * pg_flash_attention); anything else unchecked is undefined behaviour. For the
+ * scale and rel_scale, a finite xpos_scale_base >= 0 (> 0 only with an even D) and a band with
+ * window, look_backward, look_forward >= 0, as pg_flash_attention does. Only a NULL q, k, v
+ * or o is refused here (naming pg_flash_attention); anything else unchecked is undefined behaviour. For the
  * attention layers (MultiheadAttention, LocalAttention), which check their
  * arguments once at their own entry. */
 pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v,

@@ -51,6 +51,7 @@ typedef struct flash_dims {
     const void *sq, *sk; /* separable bias (B, H, Lq), (B, H, Lk) of the element type, or NULL */
     const void *rq, *rk; /* relative keys (B, H, Lq, D), (H, Lq + Lk - 1, D), or NULL */
     double rs;           /* their factor */
+    const double *xz;    /* xPos tables lz, zq, zk (xpos_tables), or NULL: no xPos */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -135,14 +136,41 @@ static int64_t tile_base(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk
     return i0 - j0 - (bk - 1) + d->Lk - 1;
 }
 
+/* With xPos, the first elements of a thread's scratch (flash_xpos.h): g, kf in
+ * double (counted as two elements each), Qx, Kxr, Kx, dQx, dKx; else none. */
+static size_t xpos_elems(const flash_dims *d)
+{
+    return d->xz ? 2 * (size_t)d->D * (1 + BK) + (size_t)d->D * (2 * BQ + 3 * BK) : 0;
+}
+
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
  * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di; with relative keys
- * also Rt and two (BQ, LDR) tiles. Linear in Lq + Lk. */
+ * also Rt and two (BQ, LDR) tiles; with xPos its tiles first (whole slices
+ * a multiple of 16 elements: the doubles stay aligned). Linear in Lq + Lk. */
 static size_t scratch_elems(const flash_dims *d)
 {
     size_t rel = d->rq ? (size_t)d->D * (size_t)r_stride(d) + 2 * (size_t)BQ * LDR : 0;
-    return (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
-           2 * (size_t)BQ + rel;
+    size_t n = (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
+               2 * (size_t)BQ + rel;
+    return d->xz ? (n + xpos_elems(d) + 15) / 16 * 16 : n;
+}
+
+/* xPos tables (flash.h), n_xpos doubles: lz[e] = log(zeta_e) / s, zeta_e = (2 f + 0.4 D) / (1.4 D),
+ * f = e mod (D / 2); zq[r, e] = exp((r - BQ / 2) lz[e]), r < BQ; zk[c, e] = exp(-c lz[e]), c < BK */
+static size_t n_xpos(int64_t D) { return (size_t)D * (1 + BQ + BK); }
+
+static void xpos_tables(double *xz, int64_t D, double s)
+{
+    int64_t half = D / 2 > 0 ? D / 2 : 1; /* D even (checked); no division by zero regardless */
+    double *zq = xz + D, *zk = zq + BQ * D;
+    for (int64_t e = 0; e < D; e++)
+        xz[e] = log((2.0 * (double)(e % half) + 0.4 * (double)D) / (1.4 * (double)D)) / s;
+    for (int64_t r = 0; r < BQ; r++)
+        for (int64_t e = 0; e < D; e++)
+            zq[r * D + e] = exp((double)(r - BQ / 2) * xz[e]);
+    for (int64_t c = 0; c < BK; c++)
+        for (int64_t e = 0; e < D; e++)
+            zk[c * D + e] = exp(-(double)c * xz[e]);
 }
 
 /* row maxima and sums: op_util.h's lane reductions */
@@ -411,6 +439,12 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
         pg_graph_fail(g, "%s: scale and rel_scale must be finite, got %g, %g", fn, o->scale, o->rel_scale);
         return false;
     }
+    if (!(o->xpos_scale_base >= 0) || !isfinite(o->xpos_scale_base) ||
+        (o->xpos_scale_base > 0 && q->shape[3] % 2 != 0)) {
+        pg_graph_fail(g, "%s: xpos_scale_base must be finite and >= 0 (0: off), and > 0 needs an even head dim; "
+                      "got %g with q %s", fn, o->xpos_scale_base, PG_SHAPE_STR(q));
+        return false;
+    }
     return true;
 }
 
@@ -437,10 +471,23 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
                     o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL,
                     o->rel_q ? o->rel_q->data : NULL, o->rel_k ? o->rel_k->data : NULL,
-                    o->rel_scale != 0 ? o->rel_scale : 1.0};
+                    o->rel_scale != 0 ? o->rel_scale : 1.0, NULL};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
+    double *xz = NULL; /* xPos tables: in the graph (the backward reads them), else freed below */
+    if (o->xpos_scale_base > 0) {
+        size_t xb = n_xpos(d.D) * sizeof(double);
+        if (!(xz = g ? pg_graph_alloc(g, xb) : malloc(xb))) {
+            if (!g) {
+                pg_tensor_free(out);
+                pg_set_error("%s: out of memory", fn);
+            }
+            return NULL;
+        }
+        xpos_tables(xz, d.D, o->xpos_scale_base);
+        d.xz = xz;
+    }
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* both or neither (checked) */
     pg_tensor *ins[8] = {q, k, v, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
@@ -470,6 +517,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
         if (!g) {
             free(scr);
             free(lse_data);
+            free(xz);
             pg_tensor_free(out);
             pg_set_error("%s: out of memory", fn);
         } else if (!pg_graph_error(g)) {
@@ -483,6 +531,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
     if (!g) {
         free(scr);
         free(lse_data);
+        free(xz);
         return out;
     }
     if (rec) {
@@ -582,6 +631,8 @@ static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64
             Xt[e * ldt + c0] = X[c0 * w + e];
 }
 
+#include "flash_xpos.h" /* xPos tiles: F(xpos_tile), F(xpos_keys), ... */
+
 /* One head's relative keys for the tiles: the head's queries of the term (Lq, D),
  * its keys rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride) and a
  * (BQ, LDR) tile of relative logits (or of their gradient). */
@@ -626,13 +677,20 @@ static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_
 }
 
 /* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
- * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed. */
+ * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed;
+ * with xPos (xt) the block's scaled queries xt->Qx and the tile's keys scaled here instead. */
 static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
                            const T *restrict bh, const T *const sep[2], const F(rel_head) *rh,
-                           const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+                           F(xpos_tile) *xt, const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0,
+                           int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
-    F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
+    if (xt) { /* S = scale Qx Kx */
+        F(xpos_keys)(d, xt, i0, j0, bk);
+        F(gemm_acc)(S, BK, xt->Qx, D, 1, xt->Kx, BK, bq, D, bk, (T)d->scale, true);
+    } else {
+        F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
+    }
     if (rh)
         F(rel_tile)(d, S, rh, i0, bq, j0, bk);
     /* the causal and band tests can be skipped for a tile every query of which sees every key */
@@ -691,10 +749,13 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const int64_t ldt = t_stride(d);
-    T *Kt = scratch, *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
+    T *Kt = (T *)scratch + xpos_elems(d), *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
     T *Rt = l + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
     rel.tile = Rt + D * r_stride(d);
+    F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
+    if (xt)
+        F(xpos_init)(d, xt, scratch);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
@@ -702,7 +763,10 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
-        F(transpose)(Kt, ldt, kh, Lk, D);
+        if (xt) /* the tiles scale kh themselves */
+            xt->kh = kh;
+        else
+            F(transpose)(Kt, ldt, kh, Lk, D);
         if (rh)
             F(rel_head_load)(d, rh, Rt, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
@@ -712,9 +776,11 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             for (int64_t r = 0; r < bq; r++)
                 m[r] = -INFINITY, l[r] = 0;
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
+            if (xt && jstart < jend)
+                F(xpos_queries)(d, xt, qh, i0, bq);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, xt, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
                     T mx = F(row_max)(s, bk);
@@ -780,10 +846,13 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5], *db = sh[0], *drk = sh[1];
     const bool need_ds = dq || dk || db || dsq || dsk || drq || drk;
     const int64_t ldt = t_stride(d);
-    T *Kt = scratch, *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
+    T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
     T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
     rel.tile = Rt + D * r_stride(d);
+    F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
+    if (xt)
+        F(xpos_init)(d, xt, scratch);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
@@ -795,7 +864,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
         T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
         T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
-        F(transpose)(Kt, ldt, kh, Lk, D);
+        if (xt) /* the tiles scale kh themselves */
+            xt->kh = kh;
+        else
+            F(transpose)(Kt, ldt, kh, Lk, D);
         if (rh)
             F(rel_head_load)(d, rh, Rt, bh_i);
         if (need_ds)
@@ -815,9 +887,13 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
             }
             if (!any) /* no query of the block sees a key: no gradient */
                 continue;
+            if (xt) { /* the block's scaled queries; dQx summed over its tiles */
+                F(xpos_queries)(d, xt, qh, i0, bq);
+                memset(xt->dQx, 0, (size_t)(bq * D) * sizeof(T));
+            }
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, xt, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
                     if (li == -INFINITY) /* no visible key: P = 0 */
@@ -837,10 +913,16 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                     for (int64_t c = 0; c < bk; c++)
                         ds[c] = p[c] * (ds[c] - di);
                 }
-                if (dqh) /* dq += scale dS k */
+                if (dqh && xt) /* dQx += scale dS Kx */
+                    F(gemm_acc)(xt->dQx, D, dS, BK, 1, xt->Kxr, D, bq, bk, D, scale, false);
+                else if (dqh) /* dq += scale dS k */
                     F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale, false);
-                if (dkh) /* dk += scale dS^T q */
+                if (dkh && xt) { /* dKx = scale dS^T Qx, dk += dKx kf */
+                    F(gemm_acc)(xt->dKx, D, dS, 1, BK, xt->Qx, D, bk, bq, D, scale, true);
+                    F(xpos_dk)(d, xt, dkh, j0, bk);
+                } else if (dkh) { /* dk += scale dS^T q */
                     F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale, false);
+                }
                 if (dbh) /* dbias[i - j + Lk - 1] += dS[i, j] */
                     for (int64_t r = 0; r < bq; r++) {
                         T *restrict g = dbh + (i0 + r - j0 + Lk - 1);
@@ -853,6 +935,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                 if (drqh || drkh)
                     F(rel_grads)(d, dS, rh, drqh, drkh, i0, bq, j0, bk);
             }
+            if (dqh && xt) /* dq += dQx zq */
+                F(xpos_dq)(d, xt, dqh, i0, bq);
         }
     }
 }

@@ -411,15 +411,22 @@ static pg_tensor *scheme_bias_at(pg_graph *g, const char *fn, pg_local_attention
 /* ---- the fused path ------------------------------------------------------------------ */
 
 /* Whether the fused band kernel computes what this call asks, apart from the
- * schemes' head counts (checked once their tables exist). */
+ * schemes' head counts (checked once their tables exist). xPos: the kernel's
+ * (flash.h) gives pair (i, j) the factor zeta^((i - j) / s) of the reference's
+ * per-window tables (their positions from a window's centre differ by i - j);
+ * with a window override w the band is windows of w, but an exact window
+ * compares with w0 (static_hidden) within those windows: the kernel's exact band
+ * i - w0 lb .. i + w0 lf lies inside them only when w >= w0. */
 static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, const pg_tensor *q, bool drop)
 {
     const pg_local_attention_config *c = &m->cfg;
-    if (c->unfused || drop || c->use_xpos || a->attn_bias || a->window_size > 0)
+    bool given = a->pos_q || a->pos_k; /* rotary takes (1 or B, L) positions; distance tables need defaults */
+    if (c->unfused || drop || a->attn_bias || (c->use_xpos && given))
+        return false;
+    if (a->window_size > 0 && c->exact_windowsize && a->window_size < c->window_size)
         return false;
     if (a->mask && a->mask->shape[0] != q->shape[0])
         return false;
-    bool given = a->pos_q || a->pos_k; /* rotary takes (1 or B, L) positions; distance tables need defaults */
     if (given && (m->n_pos > 0 || (a->pos_q && a->pos_q->shape[0] != 1 && a->pos_q->shape[0] != q->shape[0]) ||
                   (a->pos_k && a->pos_k->shape[0] != 1 && a->pos_k->shape[0] != q->shape[0])))
         return false;
@@ -530,7 +537,8 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize,
-                        .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k, .rel_scale = rel.scale};
+                        .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k, .rel_scale = rel.scale,
+                        .xpos_scale_base = c->use_xpos ? c->xpos_scale_base : 0};
     pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }

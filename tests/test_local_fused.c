@@ -8,6 +8,10 @@ typedef struct band_case {
     int64_t w, lb, lf, L;
     int scheme; /* 0 none, 1 ALiBi (learned div), 2 DPB, 3 T5, 4 Transformer-XL, 5 XL (bio) + ALiBi */
     bool shared_qk;
+    bool xpos;     /* use_xpos (rotary on) with xpos_scale_base sb (0: w / 2) */
+    double sb;
+    int64_t wo;    /* the call's window_size override (xpos only; 0: none) */
+    bool ref_only; /* the call must take the reference path */
 } band_case;
 
 static pg_posmod *scheme(int kind, int64_t heads)
@@ -42,8 +46,10 @@ static pg_local_attention *make(const band_case *bc, bool unfused)
     c.look_forward = bc->causal ? 0 : bc->lf;
     c.exact_windowsize = bc->exact;
     c.autopad = bc->autopad;
-    c.use_rotary_pos_emb = bc->rotary;
-    c.dim = bc->rotary ? 4 : 0;
+    c.use_rotary_pos_emb = bc->rotary || bc->xpos;
+    c.dim = bc->rotary || bc->xpos ? 4 : 0;
+    c.use_xpos = bc->xpos;
+    c.xpos_scale_base = bc->sb;
     c.dtype = PG_F64;
     c.unfused = unfused;
     c.shared_qk = bc->shared_qk;
@@ -54,10 +60,11 @@ static pg_local_attention *make(const band_case *bc, bool unfused)
 }
 
 /* forward + backward on (2, 2, L, 4) inputs; counts the fused nodes */
-static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *mask, int *n_fused)
+static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *mask, int64_t wo, int *n_fused)
 {
     pg_graph *g = pg_graph_new();
-    pg_tensor *y = pg_local_attention_forward(g, m, qkv[0], qkv[1], qkv[2], &(pg_local_args){.mask = mask});
+    pg_tensor *y = pg_local_attention_forward(g, m, qkv[0], qkv[1], qkv[2],
+                                              &(pg_local_args){.mask = mask, .window_size = wo});
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     pg_rng r = pg_rng_init(8);
     cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
@@ -85,8 +92,9 @@ static void check(band_case bc)
         pg_bool(mask)[2 * bc.L - 2] = 0;
     }
     int nf = 0, nr = 0;
-    pg_tensor *y1 = run(fused, a, mask, &nf), *y2 = run(ref, b, mask, &nr);
-    cr_assert_eq(nf, 1, "the fused path serves this case");
+    pg_tensor *y1 = run(fused, a, mask, bc.wo, &nf), *y2 = run(ref, b, mask, bc.wo, &nr);
+    cr_assert_eq(nf, bc.ref_only ? 0 : 1, "%s",
+                 bc.ref_only ? "the reference serves this case" : "the fused path serves this case");
     cr_assert_eq(nr, 0, "unfused forces the reference");
     assert_close(y1, y2, 1e-12, "output");
     for (int i = 0; i < 3; i++)
@@ -136,4 +144,27 @@ Test(local_fused, transformer_xl)
     check((band_case){.w = 2, .lb = 2, .lf = 1, .L = 8, .scheme = 5, .exact = true, .rotary = true});
     check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .scheme = 5, .shared_qk = true, .masked = true});
     check((band_case){.w = 40, .lb = 1, .L = 160, .causal = true, .scheme = 4, .rotary = true});
+}
+
+/* xPos through the kernel's per-tile scaling (autograd/flash.h "xPos"): the reference
+ * scales each window's queries and slots from the window's centre, the kernel each
+ * tile's from the tile's; both give pair (i, j) zeta^((i - j) / s). Causal and not,
+ * look_forward, exact windows, autopad, masks, rotary under it, several tiles,
+ * shared_qk and ALiBi beside it, the window override (an exact window with a smaller
+ * override takes the reference: its band is not the kernel's) */
+Test(local_fused, xpos)
+{
+    check((band_case){.w = 3, .lb = 1, .L = 12, .causal = true, .xpos = true});
+    check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 11, .xpos = true, .sb = 2.5, .masked = true, .autopad = true});
+    check((band_case){.w = 4, .lb = 2, .lf = 1, .L = 12, .xpos = true, .exact = true});
+    check((band_case){.w = 40, .lb = 1, .L = 160, .causal = true, .xpos = true, .masked = true});
+    check((band_case){.w = 48, .lb = 1, .lf = 1, .L = 150, .xpos = true, .autopad = true, .exact = true,
+                      .masked = true});
+    check((band_case){.w = 40, .lb = 2, .L = 200, .causal = true, .xpos = true, .sb = 7, .exact = true});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .xpos = true, .shared_qk = true, .scheme = 1});
+    check((band_case){.w = 4, .lb = 1, .lf = 1, .L = 160, .xpos = true, .sb = 20, .wo = 40, .masked = true});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .xpos = true, .wo = 2});
+    check((band_case){.w = 2, .lb = 1, .L = 12, .causal = true, .xpos = true, .exact = true, .wo = 6});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .xpos = true, .exact = true, .wo = 2,
+                      .ref_only = true});
 }
