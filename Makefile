@@ -15,7 +15,7 @@ LAYERS    = tensor formats autograd nn optim
 LIB_SRC  ?= $(wildcard $(addsuffix /*.c,$(LAYERS)))
 LIB_HDR   = $(wildcard posgrad.h $(addsuffix /*.h,$(LAYERS)))
 # Internal headers: shared between a layer's files, never installed.
-PRIVATE_HDR = tensor/shape_util.h autograd/op_reduce.h autograd/op_util.h autograd/flash_xpos.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h formats/zlib_impl.h formats/zlib_huff.h formats/plot_impl.h
+PRIVATE_HDR = tensor/shape_util.h autograd/op_reduce.h autograd/op_util.h autograd/flash_xpos.h autograd/flash_kernels.h formats/fmt_util.h formats/json.h formats/safetensors_impl.h formats/zlib_impl.h formats/zlib_huff.h formats/plot_impl.h
 TEST_SRC ?= $(wildcard tests/test_*.c)
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/*.c))
 BUILD    ?= build

@@ -1,8 +1,9 @@
 /* xPos in the fused attention kernels (autograd/flash.h "xPos", docs/flash_attention.md
  * "xPos"): one thread's scaled copies of a block's queries and of a tile's keys.
  *
- * Internal: autograd/op_flash.c includes this inside its kernels for one element
- * type T (T, F(name), BQ, BK and F(transpose) defined there), once per type, hence
+ * Internal: autograd/flash_kernels.h (included by autograd/op_flash.c) includes this
+ * inside its kernels for one element type T (T, F(name), BQ, BK and F(transpose)
+ * defined there), once per type, hence
  * no include guard.
  *
  * For the block of queries from i0, centre c0 = i0 + BQ / 2:

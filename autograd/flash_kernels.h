@@ -1,0 +1,405 @@
+/* The fused attention's kernels for one element type T (autograd/flash.h,
+ * docs/flash_attention.md "How it works"): the tile products, the logits of a
+ * tile, the relative keys' band, the forward with the online softmax and the
+ * FlashAttention-2 backward.
+ *
+ * Internal: autograd/op_flash.c includes this once per type with FLASH_T (float,
+ * double) and FLASH_SFX (f32, f64) defined, after its type-free helpers (the band,
+ * exp_row_*, row_max_*, MADD_*, RB_*, CB, LDR, scratch layout); no include guard. */
+
+#define T FLASH_T
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define F(name) CAT(name, FLASH_SFX)
+#define MADD CAT(MADD, FLASH_SFX)
+#define RB CAT(RB, FLASH_SFX)
+
+/* C (rows, w; row stride ldc) += alpha * A (rows, n) B (n, w; row stride ldb),
+ * or = with `set` (C is then not read), A[r, c] at A[r * ars + c * acs] (a
+ * transposed A costs nothing: its entries are broadcast one at a time).
+ * Blocks of RB rows x CB columns accumulate in registers. */
+static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
+                        const T *restrict Bm, int64_t ldb, int64_t rows, int64_t n, int64_t w, T alpha, bool set)
+{
+    if (set) { /* only the edges accumulate in place: zero them */
+        int64_t full_r = rows / RB * RB, full_w = w / CB * CB;
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t from = r < full_r ? full_w : 0;
+            if (from < w)
+                memset(C + r * ldc + from, 0, (size_t)(w - from) * sizeof(T));
+        }
+    }
+    int64_t r = 0;
+    for (; r + RB <= rows; r += RB) {
+        int64_t e0 = 0;
+        for (; e0 + CB <= w; e0 += CB) {
+            T acc[RB][CB];
+            memset(acc, 0, sizeof acc);
+            for (int64_t c = 0; c < n; c++) {
+                const T *restrict b = Bm + c * ldb + e0;
+                for (int i = 0; i < RB; i++) {
+                    const T a = A[(r + i) * ars + c * acs];
+                    for (int l = 0; l < CB; l++)
+                        acc[i][l] = MADD(a, b[l], acc[i][l]);
+                }
+            }
+            for (int i = 0; i < RB; i++) {
+                T *restrict cr = C + (r + i) * ldc + e0;
+                if (set)
+                    for (int l = 0; l < CB; l++)
+                        cr[l] = alpha * acc[i][l];
+                else
+                    for (int l = 0; l < CB; l++)
+                        cr[l] += alpha * acc[i][l];
+            }
+        }
+        for (int i = 0; e0 < w && i < RB; i++) { /* the last w % CB columns */
+            T *restrict cr = C + (r + i) * ldc;
+            for (int64_t c = 0; c < n; c++) {
+                const T a = alpha * A[(r + i) * ars + c * acs];
+                const T *restrict b = Bm + c * ldb;
+                for (int64_t e = e0; e < w; e++)
+                    cr[e] = MADD(a, b[e], cr[e]);
+            }
+        }
+    }
+    for (; r < rows; r++) { /* the last rows % RB rows */
+        T *restrict cr = C + r * ldc;
+        for (int64_t c = 0; c < n; c++) {
+            const T a = alpha * A[r * ars + c * acs];
+            const T *restrict b = Bm + c * ldb;
+            for (int64_t e = 0; e < w; e++)
+                cr[e] = MADD(a, b[e], cr[e]);
+        }
+    }
+}
+
+/* X (n, w) -> Xt (w, n; row stride ldt), in strips of 16 rows of X (contiguous stores) */
+static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w)
+{
+    int64_t c0 = 0;
+    for (; c0 + 16 <= n; c0 += 16)
+        for (int64_t e = 0; e < w; e++)
+            for (int l = 0; l < 16; l++)
+                Xt[e * ldt + c0 + l] = X[(c0 + l) * w + e];
+    for (; c0 < n; c0++)
+        for (int64_t e = 0; e < w; e++)
+            Xt[e * ldt + c0] = X[c0 * w + e];
+}
+
+#include "flash_xpos.h" /* xPos tiles: F(xpos_tile), F(xpos_keys), ... */
+
+/* One head's relative keys for the tiles: the head's queries of the term (Lq, D),
+ * its keys rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride) and a
+ * (BQ, LDR) tile of relative logits (or of their gradient). */
+typedef struct F(rel_head) {
+    const T *q, *rk, *Rt;
+    T *tile;
+} F(rel_head);
+
+/* S += rs q_i . rk[i - j + Lk - 1] over the tile: Tr = rs q (bq, D) x Rt band (D, bq + bk - 1),
+ * then row r takes the bk entries Tr[r, r + bk - 1 - c] */
+static void F(rel_tile)(const flash_dims *d, T *restrict S, const F(rel_head) *rh, int64_t i0, int64_t bq,
+                        int64_t j0, int64_t bk)
+{
+    const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
+    const int64_t nb = (bq + bk - 1 + CB - 1) / CB * CB; /* <= LDR; the columns past bq + bk - 1 are not read */
+    F(gemm_acc)(rh->tile, LDR, rh->q + i0 * D, D, 1, rh->Rt + base, r_stride(d), bq, D, nb, (T)d->rs, true);
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict s = S + r * BK;
+        const T *restrict tr = rh->tile + r * LDR + r + bk - 1;
+        for (int64_t c = 0; c < bk; c++)
+            s[c] += tr[-c];
+    }
+}
+
+/* The relative keys' gradients of one tile from dS: dTr[r, r + bk - 1 - c] = dS[r, c]
+ * (every other entry 0), then drq (bq, D) += rs dTr rk band and drk band += rs dTr^T q. */
+static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_head) *rh, T *drq, T *drk,
+                         int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+{
+    const int64_t D = d->D, base = tile_base(d, i0, j0, bk), nb = bq + bk - 1;
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict tr = rh->tile + r * LDR;
+        const T *restrict ds = dS + r * BK;
+        memset(tr, 0, (size_t)nb * sizeof(T));
+        for (int64_t c = 0; c < bk; c++)
+            tr[r + bk - 1 - c] = ds[c];
+    }
+    if (drq)
+        F(gemm_acc)(drq + i0 * D, D, rh->tile, LDR, 1, rh->rk + base * D, D, bq, nb, D, (T)d->rs, false);
+    if (drk)
+        F(gemm_acc)(drk + base * D, D, rh->tile, 1, LDR, rh->q + i0 * D, D, nb, bq, D, (T)d->rs, false);
+}
+
+/* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
+ * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed;
+ * with xPos (xt) the block's scaled queries xt->Qx and the tile's keys scaled here instead. */
+static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
+                           const T *restrict bh, const T *const sep[2], const F(rel_head) *rh,
+                           F(xpos_tile) *xt, const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0,
+                           int64_t bk)
+{
+    const int64_t D = d->D, Lk = d->Lk;
+    if (xt) { /* S = scale Qx Kx */
+        F(xpos_keys)(d, xt, i0, j0, bk);
+        F(gemm_acc)(S, BK, xt->Qx, D, 1, xt->Kx, BK, bq, D, bk, (T)d->scale, true);
+    } else {
+        F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
+    }
+    if (rh)
+        F(rel_tile)(d, S, rh, i0, bq, j0, bk);
+    /* the causal and band tests can be skipped for a tile every query of which sees every key */
+    const bool causal = d->causal && j0 + bk - 1 > i0;
+    bool banded = false;
+    if (d->w > 0) {
+        int64_t lo_last, hi_last, lo_first, hi_first; /* lo and hi grow with i */
+        band(d, i0, &lo_first, &hi_first);
+        band(d, i0 + bq - 1, &lo_last, &hi_last);
+        banded = lo_last > j0 || hi_first < j0 + bk - 1;
+    }
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict s = S + r * BK;
+        if (bh) { /* bias of distance i - j at index i - j + Lk - 1, decreasing with c */
+            const T *restrict br = bh + (i0 + r - j0 + Lk - 1);
+            for (int64_t c = 0; c < bk; c++)
+                s[c] += br[-c];
+        }
+        if (sep[0]) { /* separable: + (sq[i] - sk[j]), the difference first (as the bias matrix has it) */
+            const T a = sep[0][i0 + r];
+            const T *restrict sk = sep[1] + j0;
+            for (int64_t c = 0; c < bk; c++)
+                s[c] += a - sk[c];
+        }
+        if (mk)
+            for (int64_t c = 0; c < bk; c++)
+                s[c] = mk[j0 + c] ? s[c] : (T)-INFINITY;
+        if (causal)
+            for (int64_t c = i0 + r - j0 + 1 > 0 ? i0 + r - j0 + 1 : 0; c < bk; c++) /* j > i */
+                s[c] = (T)-INFINITY;
+        if (banded) { /* outside the local band */
+            int64_t lo, hi;
+            band(d, i0 + r, &lo, &hi);
+            for (int64_t c = 0; c < bk; c++)
+                s[c] = j0 + c < lo || j0 + c > hi ? (T)-INFINITY : s[c];
+        }
+    }
+}
+
+/* rh for head bh_i: its queries of the term and keys, the keys transposed into Rt */
+static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_t bh_i)
+{
+    const int64_t NB = d->Lq + d->Lk - 1;
+    rh->q = (const T *)d->rq + bh_i * d->Lq * d->D;
+    rh->rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
+    const int64_t ldr = r_stride(d);
+    F(transpose)(Rt, ldr, rh->rk, NB, d->D);
+    for (int64_t e = 0; e < d->D; e++) /* the padding columns a tile's product may read */
+        memset(Rt + e * ldr + NB, 0, (size_t)(ldr - NB) * sizeof(T));
+    rh->Rt = Rt;
+}
+
+/* Heads bh_i = first, first + step, ... of the B x H of them. */
+static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
+                         void *scratch, int64_t first, int64_t step)
+{
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
+    const int64_t ldt = t_stride(d);
+    T *Kt = (T *)scratch + xpos_elems(d), *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
+    F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
+    T *Rt = l + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
+    rel.tile = Rt + D * r_stride(d);
+    F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
+    if (xt)
+        F(xpos_init)(d, xt, scratch);
+    for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
+        int64_t b = bh_i / H, h = bh_i % H;
+        const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
+        const T *bh = bias ? bias + h * NB : NULL;
+        const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
+        const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
+        T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
+        if (xt) /* the tiles scale kh themselves */
+            xt->kh = kh;
+        else
+            F(transpose)(Kt, ldt, kh, Lk, D);
+        if (rh)
+            F(rel_head_load)(d, rh, Rt, bh_i);
+        for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
+            int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
+            int64_t jstart, jend;
+            key_range(d, i0, bq, &jstart, &jend);
+            for (int64_t r = 0; r < bq; r++)
+                m[r] = -INFINITY, l[r] = 0;
+            memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
+            if (xt && jstart < jend)
+                F(xpos_queries)(d, xt, qh, i0, bq);
+            for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
+                int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, xt, mk, i0, bq, j0, bk);
+                for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
+                    T *restrict s = S + r * BK;
+                    T mx = F(row_max)(s, bk);
+                    T mn = mx > m[r] ? mx : m[r];
+                    if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
+                        memset(s, 0, (size_t)bk * sizeof(T));
+                        continue;
+                    }
+                    T alpha = (T)exp((double)(m[r] - mn));
+                    l[r] = l[r] * alpha + F(exp_row)(s, mn, bk);
+                    m[r] = mn;
+                    if (alpha != 1) {
+                        T *restrict a = acc + r * Dv;
+                        for (int64_t e = 0; e < Dv; e++)
+                            a[e] *= alpha;
+                    }
+                }
+                F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1, false); /* acc += P v */
+            }
+            for (int64_t r = 0; r < bq; r++) {
+                T *restrict o = oh + (i0 + r) * Dv;
+                const T *restrict a = acc + r * Dv;
+                if (l[r] == 0) {
+                    for (int64_t e = 0; e < Dv; e++)
+                        o[e] = 0;
+                    lh[i0 + r] = -INFINITY;
+                } else {
+                    T inv = (T)1 / l[r];
+                    for (int64_t e = 0; e < Dv; e++)
+                        o[e] = a[e] * inv;
+                    lh[i0 + r] = m[r] + (T)log((double)l[r]);
+                }
+            }
+        }
+    }
+}
+
+/* dS's row sums into dsq[i0 ..] and minus its column sums into dsk[j0 ..] (either may be NULL) */
+static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+{
+    for (int64_t r = 0; r < bq; r++) {
+        const T *restrict ds = dS + r * BK;
+        T rs = 0;
+        for (int64_t c = 0; c < bk; c++)
+            rs += ds[c];
+        if (dsq)
+            dsq[i0 + r] += rs;
+        if (dsk)
+            for (int64_t c = 0; c < bk; c++)
+                dsk[j0 + c] -= ds[c];
+    }
+}
+
+/* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk = sh[0..2)
+ * (each may be NULL). Heads bh_i = first, first + step, ... (the w slices are theirs alone;
+ * sh is shared by the batches of a head). */
+static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
+                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
+                         int64_t step)
+{
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
+    const T scale = (T)d->scale;
+    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5], *db = sh[0], *drk = sh[1];
+    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk;
+    const int64_t ldt = t_stride(d);
+    T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
+    F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
+    T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
+    rel.tile = Rt + D * r_stride(d);
+    F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
+    if (xt)
+        F(xpos_init)(d, xt, scratch);
+    for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
+        int64_t b = bh_i / H, h = bh_i % H;
+        const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
+        const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
+        const T *bh = bias ? bias + h * NB : NULL;
+        const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
+        const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
+        T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
+        T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
+        T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
+        T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
+        if (xt) /* the tiles scale kh themselves */
+            xt->kh = kh;
+        else
+            F(transpose)(Kt, ldt, kh, Lk, D);
+        if (rh)
+            F(rel_head_load)(d, rh, Rt, bh_i);
+        if (need_ds)
+            F(transpose)(Vt, ldt, vh, Lk, Dv);
+        for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
+            int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
+            int64_t jstart, jend;
+            key_range(d, i0, bq, &jstart, &jend);
+            bool any = false;
+            for (int64_t r = 0; r < bq; r++) { /* D_i = rowsum(dO * O) */
+                const T *restrict o = oh + (i0 + r) * Dv, *restrict go = gh + (i0 + r) * Dv;
+                T s = 0;
+                for (int64_t e = 0; e < Dv; e++)
+                    s += go[e] * o[e];
+                Di[r] = s;
+                any = any || lh[i0 + r] != -INFINITY;
+            }
+            if (!any) /* no query of the block sees a key: no gradient */
+                continue;
+            if (xt) { /* the block's scaled queries; dQx summed over its tiles */
+                F(xpos_queries)(d, xt, qh, i0, bq);
+                memset(xt->dQx, 0, (size_t)(bq * D) * sizeof(T));
+            }
+            for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
+                int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, xt, mk, i0, bq, j0, bk);
+                for (int64_t r = 0; r < bq; r++) {
+                    const T li = lh[i0 + r];
+                    if (li == -INFINITY) /* no visible key: P = 0 */
+                        memset(P + r * BK, 0, (size_t)bk * sizeof(T));
+                    else
+                        F(exp_row)(P + r * BK, li, bk);
+                }
+                if (dvh) /* dv += P^T dO */
+                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1, false);
+                if (!need_ds)
+                    continue;
+                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
+                for (int64_t r = 0; r < bq; r++) {                         /* dS = P (dP - D_i) */
+                    T *restrict ds = dS + r * BK;
+                    const T *restrict p = P + r * BK;
+                    const T di = Di[r];
+                    for (int64_t c = 0; c < bk; c++)
+                        ds[c] = p[c] * (ds[c] - di);
+                }
+                if (dqh && xt) /* dQx += scale dS Kx */
+                    F(gemm_acc)(xt->dQx, D, dS, BK, 1, xt->Kxr, D, bq, bk, D, scale, false);
+                else if (dqh) /* dq += scale dS k */
+                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale, false);
+                if (dkh && xt) { /* dKx = scale dS^T Qx, dk += dKx kf */
+                    F(gemm_acc)(xt->dKx, D, dS, 1, BK, xt->Qx, D, bk, bq, D, scale, true);
+                    F(xpos_dk)(d, xt, dkh, j0, bk);
+                } else if (dkh) { /* dk += scale dS^T q */
+                    F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale, false);
+                }
+                if (dbh) /* dbias[i - j + Lk - 1] += dS[i, j] */
+                    for (int64_t r = 0; r < bq; r++) {
+                        T *restrict g = dbh + (i0 + r - j0 + Lk - 1);
+                        const T *restrict ds = dS + r * BK;
+                        for (int64_t c = 0; c < bk; c++)
+                            g[-c] += ds[c];
+                    }
+                if (dsqh || dskh)
+                    F(sep_grads)(dsqh, dskh, dS, i0, bq, j0, bk);
+                if (drqh || drkh)
+                    F(rel_grads)(d, dS, rh, drqh, drkh, i0, bq, j0, bk);
+            }
+            if (dqh && xt) /* dq += dQx zq */
+                F(xpos_dq)(d, xt, dqh, i0, bq);
+        }
+    }
+}
+
+#undef T
+#undef F
+#undef MADD
+#undef RB
+#undef CAT
+#undef CAT2
