@@ -74,6 +74,15 @@ typedef struct pg_flash_opts {
     pg_tensor *rel_q, *rel_k; /* (B, H, Lq, D), (H, Lq + Lk - 1, D) of q's dtype: relative keys; both or neither */
     double rel_scale;         /* the relative term's factor; 0: 1 */
     double xpos_scale_base;   /* > 0: xPos on q and k with this scale base (above; D even); 0: off */
+    /* Attention dropout: each probability P[b, h, i, j] is kept with probability
+     * 1 - dropout and then divided by 1 - dropout, else 0 (the normaliser is the
+     * undropped one), from rng's stream: element (b, h, i, j) of a (B, H, Lq, Lk)
+     * tensor at pg_rng_uniform_at(rng, ((b H + h) Lq + i) Lk + j) < 1 - dropout,
+     * exactly the mask pg_dropout draws for the weights from the same state; rng
+     * then advances by B H Lq Lk. The backward regenerates the mask, never stores
+     * it. dropout in [0, 1]; > 0 needs rng. 0: none. */
+    double dropout;
+    pg_rng *rng;
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,

@@ -199,6 +199,27 @@ static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_
     rh->Rt = Rt;
 }
 
+/* Dropout of the tile's probabilities (flash.h "dropout"): pair (i, j) of head bh_i is
+ * kept where uniform number ((bh_i Lq) + i) Lk + j of the call's stream is < 1 - p
+ * (pg_dropout's mask of the (B, H, Lq, Lk) weights) and then scaled by 1 / (1 - p).
+ * With Z: the factors into Z (bq x BK); without: applied to P in place. */
+static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int64_t bh_i, int64_t i0, int64_t bq,
+                         int64_t j0, int64_t bk)
+{
+    const double keep = 1.0 - d->drop;
+    const T sc = (T)(d->drop < 1 ? 1.0 / (1.0 - d->drop) : 0.0);
+    double u[BK];
+    for (int64_t r = 0; r < bq; r++) {
+        pg_rng_uniforms_at(&d->drop_rng, (uint64_t)((bh_i * d->Lq + i0 + r) * d->Lk + j0), bk, u);
+        if (Z)
+            for (int64_t c = 0; c < bk; c++)
+                Z[r * BK + c] = u[c] < keep ? sc : (T)0;
+        else
+            for (int64_t c = 0; c < bk; c++)
+                P[r * BK + c] = u[c] < keep ? P[r * BK + c] * sc : (T)0;
+    }
+}
+
 /* Heads bh_i = first, first + step, ... of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
                          void *scratch, int64_t first, int64_t step)
@@ -254,6 +275,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                             a[e] *= alpha;
                     }
                 }
+                if (d->drop > 0) /* l keeps the undropped sum */
+                    F(drop_tile)(d, S, NULL, bh_i, i0, bq, j0, bk);
                 F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1, false); /* acc += P v */
             }
             for (int64_t r = 0; r < bq; r++) {
@@ -306,6 +329,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
     T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
     rel.tile = Rt + D * r_stride(d);
+    T *Z = d->rq ? rel.tile + 2 * BQ * LDR : Rt; /* with dropout: the tile's factors (BQ, BK) */
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
@@ -357,17 +381,30 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                     else
                         F(exp_row)(P + r * BK, li, bk);
                 }
-                if (dvh) /* dv += P^T dO */
+                const bool drop = d->drop > 0;
+                if (drop)
+                    F(drop_tile)(d, NULL, Z, bh_i, i0, bq, j0, bk);
+                if (dvh && drop) { /* dv += (P Z)^T dO, P Z made in dS before dS is due */
+                    for (int64_t r = 0; r < bq; r++)
+                        for (int64_t c = 0; c < bk; c++)
+                            dS[r * BK + c] = P[r * BK + c] * Z[r * BK + c];
+                    F(gemm_acc)(dvh + j0 * Dv, Dv, dS, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1, false);
+                } else if (dvh) { /* dv += P^T dO */
                     F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1, false);
+                }
                 if (!need_ds)
                     continue;
                 F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
-                for (int64_t r = 0; r < bq; r++) {                         /* dS = P (dP - D_i) */
+                for (int64_t r = 0; r < bq; r++) { /* dS = P (dP - D_i), dP through the dropout: dP Z */
                     T *restrict ds = dS + r * BK;
-                    const T *restrict p = P + r * BK;
+                    const T *restrict p = P + r * BK, *restrict z = Z + r * BK;
                     const T di = Di[r];
-                    for (int64_t c = 0; c < bk; c++)
-                        ds[c] = p[c] * (ds[c] - di);
+                    if (drop)
+                        for (int64_t c = 0; c < bk; c++)
+                            ds[c] = p[c] * (ds[c] * z[c] - di);
+                    else
+                        for (int64_t c = 0; c < bk; c++)
+                            ds[c] = p[c] * (ds[c] - di);
                 }
                 if (dqh && xt) /* dQx += scale dS Kx */
                     F(gemm_acc)(xt->dQx, D, dS, BK, 1, xt->Kxr, D, bq, bk, D, scale, false);

@@ -51,6 +51,8 @@ typedef struct flash_dims {
     const void *rq, *rk; /* relative keys (B, H, Lq, D), (H, Lq + Lk - 1, D), or NULL */
     double rs;           /* their factor */
     const double *xz;    /* xPos tables lz, zq, zk (xpos_tables), or NULL: no xPos */
+    double drop;         /* dropout probability (0: none) */
+    pg_rng drop_rng;     /* the stream's state at the call */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -149,8 +151,9 @@ static size_t xpos_elems(const flash_dims *d)
 static size_t scratch_elems(const flash_dims *d)
 {
     size_t rel = d->rq ? (size_t)d->D * (size_t)r_stride(d) + 2 * (size_t)BQ * LDR : 0;
+    size_t drop = d->drop > 0 ? (size_t)BQ * BK : 0; /* the backward's kept-and-scaled tile */
     size_t n = (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
-               2 * (size_t)BQ + rel;
+               2 * (size_t)BQ + rel + drop;
     return d->xz ? (n + xpos_elems(d) + 15) / 16 * 16 : n;
 }
 
@@ -438,6 +441,11 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
         pg_graph_fail(g, "%s: scale and rel_scale must be finite, got %g, %g", fn, o->scale, o->rel_scale);
         return false;
     }
+    if (!(o->dropout >= 0 && o->dropout <= 1) || (o->dropout > 0 && !o->rng)) {
+        pg_graph_fail(g, "%s: dropout must be in [0, 1] and > 0 needs a generator (rng), got %g and rng %s", fn,
+                      o->dropout, o->rng ? "set" : "NULL");
+        return false;
+    }
     if (!(o->xpos_scale_base >= 0) || !isfinite(o->xpos_scale_base) ||
         (o->xpos_scale_base > 0 && q->shape[3] % 2 != 0)) {
         pg_graph_fail(g, "%s: xpos_scale_base must be finite and >= 0 (0: off), and > 0 needs an even head dim; "
@@ -470,7 +478,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
                     o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL,
                     o->rel_q ? o->rel_q->data : NULL, o->rel_k ? o->rel_k->data : NULL,
-                    o->rel_scale != 0 ? o->rel_scale : 1.0, NULL};
+                    o->rel_scale != 0 ? o->rel_scale : 1.0, NULL, o->dropout > 0 && o->rng ? o->dropout : 0,
+                    o->rng ? *o->rng : (pg_rng){0, 0}};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
@@ -527,6 +536,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
     flash_job j = {.d = &d, .dtype = q->dtype, .T = T, .scratch = scr, .scr_bytes = scratch_elems(&d) * esz,
                    .w = {out->data, lse_data, NULL, NULL}, .r = {q->data, k->data, v->data, bias ? bias->data : NULL}};
     pg_parallel_for(T, flash_fwd_task, &j);
+    if (d.drop > 0) /* the stream moves on as pg_dropout's fill of the weights would */
+        o->rng->counter += (uint64_t)(d.B * d.H * d.Lq * d.Lk);
     if (!g) {
         free(scr);
         free(lse_data);

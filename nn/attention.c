@@ -559,10 +559,10 @@ static pg_tensor *band_bias(pg_graph *g, const pg_attn_band *b, int64_t L, pg_dt
 }
 
 /* Whether the fused kernel computes exactly what this call asks (see pg_mha_config.unfused). */
-static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t Lk, bool drop)
+static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t Lk)
 {
     const pg_mha_config *c = &m->cfg;
-    if (c->unfused || drop || a->bias || Lq != Lk || a->pos || a->pos_q || a->pos_k)
+    if (c->unfused || a->bias || Lq != Lk || a->pos || a->pos_q || a->pos_k)
         return false;
     int n_rel = 0; /* the kernel takes one set of relative keys */
     for (int i = 0; i < m->n_pos; i++) {
@@ -656,7 +656,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     const pg_mha_config *c = &m->cfg;
     int64_t Lq = pc.Lq, Lk = pc.Lk;
     bool drop = m->base.training && c->dropout > 0;
-    bool fused = fusable(m, a, Lq, Lk, drop);
+    bool fused = fusable(m, a, Lq, Lk);
     pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *out;
     pg_pos_rel rel = {0};
     if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel))
@@ -667,7 +667,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,
                             .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k,
-                            .rel_scale = rel.scale};
+                            .rel_scale = rel.scale, .dropout = drop ? c->dropout : 0.0, .rng = a->rng};
         out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
     } else {
         bias = reference_bias(g, m, a, bias, Lq);

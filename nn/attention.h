@@ -76,8 +76,10 @@ typedef struct pg_mha_config {
     pg_attn_band band;     /* self-attention only; window 0: full */
     /* The fused kernel (autograd/flash.h: tiled, memory linear in L) runs
      * whenever the call allows it: default positions, Lq == Lk, no user bias,
-     * no active attention dropout, and every positional bias a function of
-     * distance (dist_bias). unfused forces the reference path (pg_attention). */
+     * and every positional bias a function of distance (dist_bias), separable
+     * (sep_bias) or one set of relative keys (rel_bias). Attention dropout runs
+     * in it too, with the very mask the reference path draws from args.rng.
+     * unfused forces the reference path (pg_attention). */
     bool unfused;
     /* head width, grouped-query attention and qk-norm (docs/attention.md, section of that
      * name; x-transformers' Attention dim_head, kv_heads, qk_norm*) */

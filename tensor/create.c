@@ -51,6 +51,19 @@ double pg_rng_uniform_at(const pg_rng *r, uint64_t i)
     return u01(draw_at(r, i));
 }
 
+void pg_rng_uniforms_at(const pg_rng *r, uint64_t i, int64_t n, double *u)
+{
+    if (!check_rng("pg_rng_uniforms_at", r))
+        return;
+    if (!u || n < 0) {
+        pg_set_error("pg_rng_uniforms_at: %s", !u ? "u is NULL" : "n < 0");
+        return;
+    }
+    const uint64_t seed = r->seed, base = r->counter + i + 1;
+    for (int64_t k = 0; k < n; k++)
+        u[k] = u01(mix64(seed + (base + (uint64_t)k) * GOLDEN));
+}
+
 double pg_rng_uniform(pg_rng *r)
 {
     if (!check_rng("pg_rng_uniform", r))

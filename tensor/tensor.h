@@ -149,6 +149,9 @@ double pg_rng_normal(pg_rng *r);  /* N(0, 1); r NULL: NaN and an error */
  * pg_rng_uniform_at(r, i) < p. For kernels that regenerate a stream's values in any
  * order (the fused attention's dropout). r NULL: NaN and an error. */
 double pg_rng_uniform_at(const pg_rng *r, uint64_t i);
+/* u[k] = pg_rng_uniform_at(r, i + k) for k < n (a loop that vectorises); r or u NULL,
+ * n < 0: nothing written and an error. */
+void pg_rng_uniforms_at(const pg_rng *r, uint64_t i, int64_t n, double *u);
 
 /* ---- creation on an arena (NULL: heap) -------------------------------------
  * autograd/ wraps these as pg_zeros(g, ...) etc.; most code uses those. */

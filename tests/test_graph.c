@@ -81,6 +81,10 @@ Test(tensor, rng_reproducible_and_distributed)
     for (int i = 63; i >= 0; i--)
         cr_assert_eq(pg_f64(keep)[i], pg_rng_uniform_at(&r6, (uint64_t)i) < 0.6 ? 1.0 : 0.0, "element %d", i);
     cr_assert_eq(r6.counter, 1, "uniform_at does not advance");
+    double us[70];
+    pg_rng_uniforms_at(&r6, 5, 70, us);
+    for (int i = 0; i < 70; i++)
+        cr_assert_eq(us[i], pg_rng_uniform_at(&r6, 5 + (uint64_t)i), "uniforms_at %d", i);
     cr_assert_eq(pg_rng_uniform_at(&r6, 0), pg_rng_uniform(&r6));
     pg_tensor_free(keep);
     pg_rng r5 = pg_rng_init(43);
