@@ -83,10 +83,17 @@ typedef struct pg_flash_opts {
      * it. dropout in [0, 1]; > 0 needs rng. 0: none. */
     double dropout;
     pg_rng *rng;
+    /* LocalAttention's attn_bias: (Hb, window, (look_backward + look_forward + 1)
+     * window) of q's dtype, Hb dividing B H, with a band (window > 0). Row
+     * bh = b H + h uses window_bias[bh mod Hb]; the pair (i, j) gets entry
+     * [i mod window, j - (floor(i / window) - look_backward) window]: the query's
+     * offset in its window and the key's slot in the windows it looks at (every
+     * key the band shows has one). Differentiable. NULL: none. */
+    pg_tensor *window_bias;
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v, dist_bias, sep_q, sep_k, rel_q and rel_k. g NULL: a heap result the caller frees, nothing recorded.
+ * v, dist_bias, sep_q, sep_k, rel_q, rel_k and window_bias. g NULL: a heap result the caller frees, nothing recorded.
  *
  * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
  * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v

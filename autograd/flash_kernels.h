@@ -132,13 +132,27 @@ static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_
         F(gemm_acc)(drk + base * D, D, rh->tile, 1, LDR, rh->q + i0 * D, D, nb, bq, D, (T)d->rs, false);
 }
 
+/* The window bias's columns of query i in the tile (j0, bk): [*c0, *c1), column c at slot
+ * *sl0 + c (flash.h window_bias: slots from key (floor(i / w) - lb) w on). */
+#ifndef FLASH_WBIAS_SPAN
+#define FLASH_WBIAS_SPAN
+static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, int64_t *c0, int64_t *c1,
+                       int64_t *sl0)
+{
+    const int64_t first = (i / d->w - d->lb) * d->w; /* slot 0's key; (lb + lf + 1) w fits (checked) */
+    *sl0 = j0 - first;
+    *c0 = first > j0 ? first - j0 : 0;
+    *c1 = first + d->wb_S - j0 < bk ? first + d->wb_S - j0 : bk;
+}
+#endif
+
 /* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
  * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed;
  * with xPos (xt) the block's scaled queries xt->Qx and the tile's keys scaled here instead. */
 static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
                            const T *restrict bh, const T *const sep[2], const F(rel_head) *rh,
-                           F(xpos_tile) *xt, const uint8_t *restrict mk, int64_t i0, int64_t bq, int64_t j0,
-                           int64_t bk)
+                           F(xpos_tile) *xt, const T *restrict wbh, const uint8_t *restrict mk, int64_t i0,
+                           int64_t bq, int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
     if (xt) { /* S = scale Qx Kx */
@@ -164,6 +178,13 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict
             const T *restrict br = bh + (i0 + r - j0 + Lk - 1);
             for (int64_t c = 0; c < bk; c++)
                 s[c] += br[-c];
+        }
+        if (wbh) { /* the window bias: row i mod w, the keys' slots */
+            int64_t c0, c1, sl0;
+            wbias_span(d, i0 + r, j0, bk, &c0, &c1, &sl0);
+            const T *restrict wr = wbh + ((i0 + r) % d->w) * d->wb_S + sl0;
+            for (int64_t c = c0; c < c1; c++)
+                s[c] += wr[c];
         }
         if (sep[0]) { /* separable: + (sq[i] - sk[j]), the difference first (as the bias matrix has it) */
             const T a = sep[0][i0 + r];
@@ -237,6 +258,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         int64_t b = bh_i / H, h = bh_i % H;
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *bh = bias ? bias + h * NB : NULL;
+        const T *wbh = d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
         const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
@@ -257,7 +279,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 F(xpos_queries)(d, xt, qh, i0, bq);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, xt, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, xt, wbh, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
                     T mx = F(row_max)(s, bk);
@@ -313,7 +335,7 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
     }
 }
 
-/* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk = sh[0..2)
+/* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
  * (each may be NULL). Heads bh_i = first, first + step, ... (the w slices are theirs alone;
  * sh is shared by the batches of a head). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
@@ -322,8 +344,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
 {
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const T scale = (T)d->scale;
-    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5], *db = sh[0], *drk = sh[1];
-    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk;
+    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
+    T *db = sh[0], *drk = sh[1], *dwb = sh[2];
+    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk || dwb;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
@@ -338,12 +361,14 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
         const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
         const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
         const T *bh = bias ? bias + h * NB : NULL;
+        const T *wbh = d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
         const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
         const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
         T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
         T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
+        T *dwbh = dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
         if (xt) /* the tiles scale kh themselves */
             xt->kh = kh;
         else
@@ -373,7 +398,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
             }
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, xt, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, xt, wbh, mk, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
                     if (li == -INFINITY) /* no visible key: P = 0 */
@@ -427,6 +452,14 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                     F(sep_grads)(dsqh, dskh, dS, i0, bq, j0, bk);
                 if (drqh || drkh)
                     F(rel_grads)(d, dS, rh, drqh, drkh, i0, bq, j0, bk);
+                for (int64_t r = 0; dwbh && r < bq; r++) { /* dwb[i mod w, slot] += dS */
+                    int64_t c0, c1, sl0;
+                    wbias_span(d, i0 + r, j0, bk, &c0, &c1, &sl0);
+                    T *restrict gw = dwbh + ((i0 + r) % d->w) * d->wb_S + sl0;
+                    const T *restrict ds = dS + r * BK;
+                    for (int64_t c = c0; c < c1; c++)
+                        gw[c] += ds[c];
+                }
             }
             if (dqh && xt) /* dq += dQx zq */
                 F(xpos_dq)(d, xt, dqh, i0, bq);

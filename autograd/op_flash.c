@@ -51,6 +51,8 @@ typedef struct flash_dims {
     const void *rq, *rk; /* relative keys (B, H, Lq, D), (H, Lq + Lk - 1, D), or NULL */
     double rs;           /* their factor */
     const double *xz;    /* xPos tables lz, zq, zk (xpos_tables), or NULL: no xPos */
+    const void *wb;      /* window bias (Hb, w, NS) of the element type, or NULL */
+    int64_t wb_H, wb_S;  /* its Hb and NS = (lb + lf + 1) w */
     double drop;         /* dropout probability (0: none) */
     pg_rng drop_rng;     /* the stream's state at the call */
 } flash_dims;
@@ -299,6 +301,8 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
 
 /* ---- threads: heads spread over the pool, thread t takes heads t, t + T, ... ------------------ */
 
+enum { N_SHARED = 3 }; /* gradients summed over rows that different threads handle */
+
 typedef struct flash_job {
     const flash_dims *d;
     pg_dtype dtype;
@@ -307,8 +311,8 @@ typedef struct flash_job {
     size_t scr_bytes;
     void *w[6];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq */
     const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
-    void *shared[2];   /* backward: dbias, drk, summed over batches: T slices each (or the grad itself when T == 1) */
-    size_t shared_bytes[2];
+    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, summed over rows: T slices each (the grad itself if T == 1) */
+    size_t shared_bytes[N_SHARED];
 } flash_job;
 
 /* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
@@ -338,8 +342,8 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
     (void)thread;
     const flash_job *j = ctx;
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
-    void *sh[2];
-    for (int i = 0; i < 2; i++)
+    void *sh[N_SHARED];
+    for (int i = 0; i < N_SHARED; i++)
         sh[i] = j->shared[i] && j->T > 1 ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
     if (j->dtype == PG_F32)
         flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
@@ -372,6 +376,7 @@ typedef struct flash_saved {
     pg_tensor *mask;
     pg_tensor *sep_q, *sep_k; /* or NULL */
     pg_tensor *rel_q, *rel_k; /* or NULL */
+    pg_tensor *wbias;         /* or NULL */
 } flash_saved;
 
 /* The gradient of t (NULL when t is NULL or needs none); *fail when t needs one and none came. */
@@ -390,7 +395,8 @@ static int flash_backward(pg_graph *g, pg_node *node)
     pg_tensor *dq = grad_if(g, q, &fail), *dk = grad_if(g, k, &fail), *dv = grad_if(g, v, &fail);
     pg_tensor *dsq = grad_if(g, s->sep_q, &fail), *dsk = grad_if(g, s->sep_k, &fail);
     pg_tensor *drq = grad_if(g, s->rel_q, &fail);
-    pg_tensor *shared[2] = {grad_if(g, s->bias, &fail), grad_if(g, s->rel_k, &fail)}; /* db, drk */
+    pg_tensor *shared[N_SHARED] = {grad_if(g, s->bias, &fail), grad_if(g, s->rel_k, &fail),
+                                   grad_if(g, s->wbias, &fail)}; /* db, drk, dwb */
     if (fail)
         return -1;
     flash_job j = {.d = &s->d, .dtype = q->dtype, .T = flash_threads(&s->d),
@@ -404,7 +410,7 @@ static int flash_backward(pg_graph *g, pg_node *node)
         return -1;
     /* dbias and drk are summed over heads that different threads handle: one
      * zeroed buffer per thread, added up in thread order after the join */
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
             continue;
         j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(q->dtype);
@@ -417,10 +423,27 @@ static int flash_backward(pg_graph *g, pg_node *node)
         }
     }
     pg_parallel_for(j.T, flash_bwd_task, &j);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < N_SHARED; i++)
         for (int t = 0; shared[i] && j.T > 1 && t < j.T; t++)
             add_into(shared[i], (char *)j.shared[i] + (size_t)t * j.shared_bytes[i]);
     return 0;
+}
+
+/* window_bias (Hb, w, (lb + lf + 1) w) of q's dtype with Hb dividing B H, and a band w > 0 */
+static bool window_bias_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_flash_opts *o)
+{
+    const pg_tensor *wb = o->window_bias;
+    int64_t w = o->window, lb = o->look_backward, lf = o->look_forward, rows = q->shape[0] * q->shape[1];
+    int64_t NS = w > 0 && lb >= 0 && lf >= 0 ? sat_mul(sat_add(sat_add(lb, lf), 1), w) : -1;
+    if (NS < 0 || NS == INT64_MAX || wb->ndim != 3 || wb->dtype != q->dtype || wb->shape[0] < 1 ||
+        rows % wb->shape[0] != 0 || wb->shape[1] != w || wb->shape[2] != NS) {
+        pg_graph_fail(g, "%s: window_bias is %s, expected %s (Hb, window, (look_backward + look_forward + 1) window) "
+                         "= (Hb, %lld, %lld) with Hb dividing B H = %lld, and a band (window %lld > 0)",
+                      fn, PG_SHAPE_STR(wb), pg_dtype_name(q->dtype), (long long)w, (long long)NS, (long long)rows,
+                      (long long)w);
+        return false;
+    }
+    return true;
 }
 
 /* The operands (pg_attn_check), the band and the scale. */
@@ -441,6 +464,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
         pg_graph_fail(g, "%s: scale and rel_scale must be finite, got %g, %g", fn, o->scale, o->rel_scale);
         return false;
     }
+    if (o->window_bias && !window_bias_ok(g, fn, q, o))
+        return false;
     if (!(o->dropout >= 0 && o->dropout <= 1) || (o->dropout > 0 && !o->rng)) {
         pg_graph_fail(g, "%s: dropout must be in [0, 1] and > 0 needs a generator (rng), got %g and rng %s", fn,
                       o->dropout, o->rng ? "set" : "NULL");
@@ -478,8 +503,9 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
                     o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL,
                     o->rel_q ? o->rel_q->data : NULL, o->rel_k ? o->rel_k->data : NULL,
-                    o->rel_scale != 0 ? o->rel_scale : 1.0, NULL, o->dropout > 0 && o->rng ? o->dropout : 0,
-                    o->rng ? *o->rng : (pg_rng){0, 0}};
+                    o->rel_scale != 0 ? o->rel_scale : 1.0, NULL, o->window_bias ? o->window_bias->data : NULL,
+                    o->window_bias ? o->window_bias->shape[0] : 0, o->window_bias ? o->window_bias->shape[2] : 0,
+                    o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0}};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
@@ -497,10 +523,10 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
         d.xz = xz;
     }
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* both or neither (checked) */
-    pg_tensor *ins[8] = {q, k, v, NULL, NULL, NULL, NULL, NULL};
+    pg_tensor *ins[9] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
-    pg_tensor *extra[5] = {bias, sq, sk, o->rel_q, o->rel_k};
-    for (int i = 0; i < 5; i++)
+    pg_tensor *extra[6] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias};
+    for (int i = 0; i < 6; i++)
         if (extra[i])
             ins[n_in++] = extra[i];
     bool rec = g && pg_op_needs_grad(g, n_in, ins);
@@ -552,7 +578,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                 pg_graph_fail(g, "%s: out of memory recording the op", fn);
             return NULL;
         }
-        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k};
+        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k, o->window_bias};
         n->ctx = s;
         n->saved = lse;
     }

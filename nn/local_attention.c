@@ -421,7 +421,7 @@ static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, co
 {
     const pg_local_attention_config *c = &m->cfg;
     bool given = a->pos_q || a->pos_k; /* rotary takes (1 or B, L) positions; distance tables need defaults */
-    if (c->unfused || drop || a->attn_bias || (c->use_xpos && given))
+    if (c->unfused || drop || (c->use_xpos && given) || (a->attn_bias && a->window_size > 0))
         return false;
     if (a->window_size > 0 && c->exact_windowsize && a->window_size < c->window_size)
         return false;
@@ -538,7 +538,7 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize,
                         .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k, .rel_scale = rel.scale,
-                        .xpos_scale_base = c->use_xpos ? c->xpos_scale_base : 0};
+                        .xpos_scale_base = c->use_xpos ? c->xpos_scale_base : 0, .window_bias = a->attn_bias};
     pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }

@@ -12,6 +12,7 @@ typedef struct band_case {
     double sb;
     int64_t wo;    /* the call's window_size override (xpos only; 0: none) */
     bool ref_only; /* the call must take the reference path */
+    int64_t ab;    /* attn_bias (Hb, w, (lb + lf + 1) w) with Hb = ab (1, 2 or 4 of the 4 rows); 0: none */
 } band_case;
 
 static pg_posmod *scheme(int kind, int64_t heads)
@@ -60,11 +61,12 @@ static pg_local_attention *make(const band_case *bc, bool unfused)
 }
 
 /* forward + backward on (2, 2, L, 4) inputs; counts the fused nodes */
-static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *mask, int64_t wo, int *n_fused)
+static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *mask, int64_t wo, pg_tensor *ab,
+                      int *n_fused)
 {
     pg_graph *g = pg_graph_new();
     pg_tensor *y = pg_local_attention_forward(g, m, qkv[0], qkv[1], qkv[2],
-                                              &(pg_local_args){.mask = mask, .window_size = wo});
+                                              &(pg_local_args){.mask = mask, .window_size = wo, .attn_bias = ab});
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     pg_rng r = pg_rng_init(8);
     cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
@@ -91,8 +93,17 @@ static void check(band_case bc)
         pg_bool(mask)[bc.L + 1] = 0;
         pg_bool(mask)[2 * bc.L - 2] = 0;
     }
+    pg_tensor *ab[2] = {NULL, NULL}; /* attn_bias, one copy per path */
+    if (bc.ab) {
+        int64_t lf = bc.causal ? 0 : bc.lf, ww = bc.wo ? bc.wo : bc.w;
+        ab[0] = randt(PG_SHAPE(bc.ab, ww, (bc.lb + lf + 1) * ww), 77, true);
+        ab[1] = pg_tensor_copy(NULL, ab[0]);
+        ab[1]->requires_grad = true;
+    }
     int nf = 0, nr = 0;
-    pg_tensor *y1 = run(fused, a, mask, bc.wo, &nf), *y2 = run(ref, b, mask, bc.wo, &nr);
+    pg_tensor *y1 = run(fused, a, mask, bc.wo, ab[0], &nf), *y2 = run(ref, b, mask, bc.wo, ab[1], &nr);
+    if (bc.ab)
+        assert_close(ab[0]->grad, ab[1]->grad, 1e-12, "grad attn_bias");
     cr_assert_eq(nf, bc.ref_only ? 0 : 1, "%s",
                  bc.ref_only ? "the reference serves this case" : "the fused path serves this case");
     cr_assert_eq(nr, 0, "unfused forces the reference");
@@ -108,8 +119,8 @@ static void check(band_case bc)
     pg_tensor_list_free(&p2);
     free_all(3, a);
     free_all(3, b);
-    pg_tensor *ts[] = {mask, y1, y2};
-    free_all(3, ts);
+    pg_tensor *ts[] = {mask, y1, y2, ab[0], ab[1]};
+    free_all(5, ts);
     pg_module_free(&fused->base);
     pg_module_free(&ref->base);
 }
@@ -167,4 +178,18 @@ Test(local_fused, xpos)
     check((band_case){.w = 2, .lb = 1, .L = 12, .causal = true, .xpos = true, .exact = true, .wo = 6});
     check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .xpos = true, .exact = true, .wo = 2,
                       .ref_only = true});
+}
+
+/* attn_bias (Hb, w, (lb + lf + 1) w) through the kernel's window_bias: the query's offset in its
+ * window and the key's slot, row r on attn_bias[r mod Hb]; its gradient too */
+Test(local_fused, attn_bias)
+{
+    check((band_case){.w = 3, .lb = 1, .L = 12, .causal = true, .ab = 1});
+    check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 10, .autopad = true, .masked = true, .ab = 2});
+    check((band_case){.w = 4, .lb = 2, .lf = 1, .L = 12, .exact = true, .ab = 4});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .causal = true, .exact = true, .rotary = true, .scheme = 1, .ab = 2});
+    check((band_case){.w = 8, .lb = 3, .lf = 2, .L = 24, .ab = 1}); /* look-around past both ends */
+    check((band_case){.w = 16, .lb = 1, .L = 10, .autopad = true, .causal = true, .ab = 4}); /* one short window */
+    check((band_case){.w = 40, .lb = 1, .L = 160, .causal = true, .scheme = 4, .ab = 2});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .xpos = true, .wo = 6, .ab = 1, .ref_only = true}); /* override */
 }
