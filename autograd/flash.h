@@ -83,6 +83,13 @@ typedef struct pg_flash_opts {
      * it. dropout in [0, 1]; > 0 needs rng. 0: none. */
     double dropout;
     pg_rng *rng;
+    /* The mask in LocalAttention's layout instead (its band of ops draws it on the
+     * (B H, W, w, S) weights of windows): with dropout_window = w > 0, pair (i, j) of
+     * row bh = b H + h takes uniform number ((bh W + floor(i / w)) w + i mod w) S +
+     * j - (floor(i / w) - lb) w (a key outside the S slots is never visible), W =
+     * dropout_windows >= ceil(Lq / w), S = dropout_slots, lb = dropout_look_backward < W,
+     * and the stream moves on by B H W w S. 0: the (B, H, Lq, Lk) layout above. */
+    int64_t dropout_window, dropout_windows, dropout_slots, dropout_look_backward;
     /* LocalAttention's attn_bias: (Hb, window, (look_backward + look_forward + 1)
      * window) of q's dtype, Hb dividing B H, with a band (window > 0). Row
      * bh = b H + h uses window_bias[bh mod Hb]; the pair (i, j) gets entry

@@ -136,6 +136,24 @@ static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_
  * *sl0 + c (flash.h window_bias: slots from key (floor(i / w) - lb) w on). */
 #ifndef FLASH_WBIAS_SPAN
 #define FLASH_WBIAS_SPAN
+/* The stream index of pair (i, j0) of row bh_i for the dropout mask, and the tile's
+ * columns [*c0, *c1) that have one (flash.h: the (B, H, Lq, Lk) layout, or LocalAttention's
+ * windows: slots from key (floor(i / w) - lb) w on, S of them). */
+static uint64_t drop_row(const flash_dims *d, int64_t bh_i, int64_t i, int64_t j0, int64_t bk, int64_t *c0,
+                         int64_t *c1)
+{
+    if (d->dw <= 0) {
+        *c0 = 0, *c1 = bk;
+        return (uint64_t)((bh_i * d->Lq + i) * d->Lk + j0);
+    }
+    const int64_t om = i / d->dw, first = (om - d->dlb) * d->dw, s0 = j0 - first;
+    *c0 = s0 < 0 ? -s0 : 0;
+    *c1 = d->dS - s0 < bk ? d->dS - s0 : bk;
+    if (*c1 < *c0)
+        *c1 = *c0;
+    return (uint64_t)(((bh_i * d->dW + om) * d->dw + i % d->dw) * d->dS + s0); /* wraps for s0 < 0: c0 skips it */
+}
+
 static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, int64_t *c0, int64_t *c1,
                        int64_t *sl0)
 {
@@ -221,9 +239,9 @@ static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_
 }
 
 /* Dropout of the tile's probabilities (flash.h "dropout"): pair (i, j) of head bh_i is
- * kept where uniform number ((bh_i Lq) + i) Lk + j of the call's stream is < 1 - p
- * (pg_dropout's mask of the (B, H, Lq, Lk) weights) and then scaled by 1 / (1 - p).
- * With Z: the factors into Z (bq x BK); without: applied to P in place. */
+ * kept where its uniform number of the call's stream (drop_row) is < 1 - p (pg_dropout's
+ * mask of the weights) and then scaled by 1 / (1 - p). With Z: the factors into Z
+ * (bq x BK); without: applied to P in place. */
 static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int64_t bh_i, int64_t i0, int64_t bq,
                          int64_t j0, int64_t bk)
 {
@@ -231,7 +249,11 @@ static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int6
     const T sc = (T)(d->drop < 1 ? 1.0 / (1.0 - d->drop) : 0.0);
     double u[BK];
     for (int64_t r = 0; r < bq; r++) {
-        pg_rng_uniforms_at(&d->drop_rng, (uint64_t)((bh_i * d->Lq + i0 + r) * d->Lk + j0), bk, u);
+        int64_t c0, c1;
+        uint64_t at = drop_row(d, bh_i, i0 + r, j0, bk, &c0, &c1);
+        for (int64_t c = 0; c < bk; c++) /* no number for a key outside the slots: never visible */
+            u[c] = 1.0;
+        pg_rng_uniforms_at(&d->drop_rng, at + (uint64_t)c0, c1 - c0, u + c0);
         if (Z)
             for (int64_t c = 0; c < bk; c++)
                 Z[r * BK + c] = u[c] < keep ? sc : (T)0;

@@ -55,6 +55,7 @@ typedef struct flash_dims {
     int64_t wb_H, wb_S;  /* its Hb and NS = (lb + lf + 1) w */
     double drop;         /* dropout probability (0: none) */
     pg_rng drop_rng;     /* the stream's state at the call */
+    int64_t dw, dW, dS, dlb; /* the mask's band layout (flash.h dropout_window ...; dw 0: (B, H, Lq, Lk)) */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -446,6 +447,21 @@ static bool window_bias_ok(pg_graph *g, const char *fn, const pg_tensor *q, cons
     return true;
 }
 
+/* dropout_window w > 0, W w >= Lq, S >= 1, lb >= 0 and B H W w S representable */
+static bool drop_layout_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_flash_opts *o)
+{
+    int64_t w = o->dropout_window, W = o->dropout_windows, S = o->dropout_slots, lb = o->dropout_look_backward;
+    int64_t rows = q->shape[0] * q->shape[1];
+    bool ok = w > 0 && W > 0 && S > 0 && lb >= 0 && lb < W && sat_mul(W, w) >= q->shape[2] &&
+              sat_mul(sat_mul(sat_mul(rows, W), w), S) < INT64_MAX;
+    if (!ok)
+        pg_graph_fail(g, "%s: dropout layout window %lld, windows %lld, slots %lld, look_backward %lld: need "
+                         "window, windows, slots >= 1, 0 <= look_backward < windows, windows x window >= Lq = %lld and B H "
+                         "windows window slots < 2^63", fn, (long long)w, (long long)W, (long long)S, (long long)lb,
+                      (long long)q->shape[2]);
+    return ok;
+}
+
 /* The operands (pg_attn_check), the band and the scale. */
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)
@@ -465,6 +481,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
         return false;
     }
     if (o->window_bias && !window_bias_ok(g, fn, q, o))
+        return false;
+    if (o->dropout_window != 0 && !drop_layout_ok(g, fn, q, o))
         return false;
     if (!(o->dropout >= 0 && o->dropout <= 1) || (o->dropout > 0 && !o->rng)) {
         pg_graph_fail(g, "%s: dropout must be in [0, 1] and > 0 needs a generator (rng), got %g and rng %s", fn,
@@ -505,7 +523,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->rel_q ? o->rel_q->data : NULL, o->rel_k ? o->rel_k->data : NULL,
                     o->rel_scale != 0 ? o->rel_scale : 1.0, NULL, o->window_bias ? o->window_bias->data : NULL,
                     o->window_bias ? o->window_bias->shape[0] : 0, o->window_bias ? o->window_bias->shape[2] : 0,
-                    o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0}};
+                    o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
+                    o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
@@ -563,7 +582,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                    .w = {out->data, lse_data, NULL, NULL}, .r = {q->data, k->data, v->data, bias ? bias->data : NULL}};
     pg_parallel_for(T, flash_fwd_task, &j);
     if (d.drop > 0) /* the stream moves on as pg_dropout's fill of the weights would */
-        o->rng->counter += (uint64_t)(d.B * d.H * d.Lq * d.Lk);
+        o->rng->counter += d.dw > 0 ? (uint64_t)(d.B * d.H * d.dW * d.dw * d.dS) : (uint64_t)(d.B * d.H * d.Lq * d.Lk);
     if (!g) {
         free(scr);
         free(lse_data);

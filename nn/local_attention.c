@@ -421,7 +421,7 @@ static bool band_fusable(const pg_local_attention *m, const pg_local_args *a, co
 {
     const pg_local_attention_config *c = &m->cfg;
     bool given = a->pos_q || a->pos_k; /* rotary takes (1 or B, L) positions; distance tables need defaults */
-    if (c->unfused || drop || (c->use_xpos && given) || (a->attn_bias && a->window_size > 0))
+    if (c->unfused || (c->use_xpos && given) || ((a->attn_bias || drop) && a->window_size > 0))
         return false;
     if (a->window_size > 0 && c->exact_windowsize && a->window_size < c->window_size)
         return false;
@@ -500,10 +500,17 @@ static int band_rel(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor 
     return 0;
 }
 
+/* Dropout in train mode, with the band of ops' layout of its mask: windows of we rows, W of
+ * them, lbe windows looked back, S slots (pg_local_attention_forward). p 0: none. */
+typedef struct band_drop {
+    double p;
+    int64_t we, W, lbe, S;
+} band_drop;
+
 /* q, k, v (B, L, d) or (B, H, L, d) through pg_flash_attention with the band;
  * *fallback true (no error) when a scheme's heads do not fit. */
 static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
-                             const pg_local_args *a, int64_t w, double sc, bool *fallback)
+                             const pg_local_args *a, int64_t w, double sc, const band_drop *dl, bool *fallback)
 {
     const pg_local_attention_config *c = &m->cfg;
     int nd = q->ndim;
@@ -538,7 +545,9 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize,
                         .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k, .rel_scale = rel.scale,
-                        .xpos_scale_base = c->use_xpos ? c->xpos_scale_base : 0, .window_bias = a->attn_bias};
+                        .xpos_scale_base = c->use_xpos ? c->xpos_scale_base : 0, .window_bias = a->attn_bias,
+                        .dropout = dl->p, .rng = dl->p > 0 ? a->rng : NULL, .dropout_window = dl->p > 0 ? dl->we : 0,
+                        .dropout_windows = dl->W, .dropout_slots = dl->S, .dropout_look_backward = dl->lbe};
     pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }
@@ -622,7 +631,8 @@ pg_tensor *pg_local_attention_forward(pg_graph *g, pg_local_attention *m, pg_ten
     double sc = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
     if (band_fusable(m, a, q, drop)) {
         bool fallback = false;
-        pg_tensor *out = band_fused(g, m, q, k, v, a, w, sc, &fallback);
+        const band_drop dl = {drop ? c->dropout : 0.0, we, W, lbe, S};
+        pg_tensor *out = band_fused(g, m, q, k, v, a, w, sc, &dl, &fallback);
         if (!fallback)
             return out;
     }

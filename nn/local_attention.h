@@ -49,11 +49,11 @@ typedef struct pg_local_attention_config {
     pg_dtype dtype;          /* of the rotary module (no other parameters); f32 or f64 */
     /* The fused band kernel (pg_flash_attention with a window: memory and time
      * O(L S), no (b, W, w, S) logits) runs whenever the call allows it: no
-     * dropout in train mode, attn_bias with a window override, xPos with explicit positions, an exact
+     * attn_bias or dropout with a window override, xPos with explicit positions, an exact
      * window with a smaller window override, or a scheme with neither dist_bias
      * nor rel_bias (FIRE); a mask with one row per batch element; schemes whose
      * tables have one row per head (Transformer-XL: q, k as (B, H, L, d) with
-     * its heads). shared_qk, xPos and attn_bias are fused. unfused forces the band-of-ops path,
+     * its heads). shared_qk, xPos, attn_bias and dropout are fused. unfused forces the band-of-ops path,
      * which is the reference (tests hold the two equal). */
     bool unfused;
 } pg_local_attention_config;

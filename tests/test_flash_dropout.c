@@ -217,6 +217,13 @@ Test(flash_dropout, bad_input)
     ASSERT_FAILS(pg_flash_attention(g, q, q, q, &(pg_flash_opts){.dropout = -0.1, .rng = &r}), "got -0.1 and rng set");
     ASSERT_FAILS(pg_flash_attention(g, q, q, q, &(pg_flash_opts){.dropout = 1.5, .rng = &r}), "got 1.5");
     ASSERT_FAILS(pg_flash_attention(g, q, q, q, &(pg_flash_opts){.dropout = NAN, .rng = &r}), "got nan");
+    ASSERT_FAILS(pg_flash_attention(g, q, q, q, &(pg_flash_opts){.dropout = 0.1, .rng = &r, .dropout_window = 2}),
+                 "pg_flash_attention: dropout layout window 2, windows 0, slots 0, look_backward 0: need window, "
+                 "windows, slots >= 1, 0 <= look_backward < windows, windows x window >= Lq = 4");
+    ASSERT_FAILS(pg_flash_attention(g, q, q, q,
+                                    &(pg_flash_opts){.dropout = 0.1, .rng = &r, .dropout_window = 2,
+                                                     .dropout_windows = 1, .dropout_slots = 4}),
+                 "dropout layout window 2, windows 1, slots 4"); /* 1 window of 2 rows < 4 queries */
     cr_assert_eq(r.counter, 0, "a refused call draws nothing");
     cr_assert_not_null(pg_flash_attention(g, q, q, q, &(pg_flash_opts){.dropout = 0}), "%s", pg_last_error());
     pg_graph_free(g);

@@ -13,6 +13,7 @@ typedef struct band_case {
     int64_t wo;    /* the call's window_size override (xpos only; 0: none) */
     bool ref_only; /* the call must take the reference path */
     int64_t ab;    /* attn_bias (Hb, w, (lb + lf + 1) w) with Hb = ab (1, 2 or 4 of the 4 rows); 0: none */
+    double drop;   /* attention dropout in train mode (the same generator state on both paths) */
 } band_case;
 
 static pg_posmod *scheme(int kind, int64_t heads)
@@ -54,9 +55,11 @@ static pg_local_attention *make(const band_case *bc, bool unfused)
     c.dtype = PG_F64;
     c.unfused = unfused;
     c.shared_qk = bc->shared_qk;
+    c.dropout = bc->drop;
     pg_posmod *pos[2] = {bc->scheme ? scheme(bc->scheme, 2) : NULL, bc->scheme == 5 ? scheme(1, 2) : NULL};
     pg_local_attention *m = pg_local_attention_new(&c, pos, bc->scheme ? 1 + (bc->scheme == 5) : 0);
     cr_assert_not_null(m, "%s", pg_last_error());
+    pg_module_train(&m->base, bc->drop > 0);
     return m;
 }
 
@@ -65,8 +68,10 @@ static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *m
                       int *n_fused)
 {
     pg_graph *g = pg_graph_new();
+    pg_rng dr = pg_rng_init(99);
     pg_tensor *y = pg_local_attention_forward(g, m, qkv[0], qkv[1], qkv[2],
-                                              &(pg_local_args){.mask = mask, .window_size = wo, .attn_bias = ab});
+                                              &(pg_local_args){.mask = mask, .window_size = wo, .attn_bias = ab,
+                                                               .rng = &dr});
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     pg_rng r = pg_rng_init(8);
     cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
@@ -192,4 +197,17 @@ Test(local_fused, attn_bias)
     check((band_case){.w = 16, .lb = 1, .L = 10, .autopad = true, .causal = true, .ab = 4}); /* one short window */
     check((band_case){.w = 40, .lb = 1, .L = 160, .causal = true, .scheme = 4, .ab = 2});
     check((band_case){.w = 4, .lb = 1, .L = 12, .xpos = true, .wo = 6, .ab = 1, .ref_only = true}); /* override */
+}
+
+/* attention dropout in train mode: the kernel draws the band of ops' own mask (its (b, W, w, S)
+ * layout) from the same generator state, so the two paths agree */
+Test(local_fused, dropout)
+{
+    check((band_case){.w = 3, .lb = 1, .L = 12, .causal = true, .drop = 0.3});
+    check((band_case){.w = 3, .lb = 1, .lf = 1, .L = 10, .autopad = true, .masked = true, .drop = 0.5});
+    check((band_case){.w = 4, .lb = 2, .lf = 1, .L = 12, .exact = true, .ab = 2, .drop = 0.2});
+    check((band_case){.w = 8, .lb = 3, .lf = 2, .L = 24, .rotary = true, .scheme = 1, .drop = 0.4});
+    check((band_case){.w = 16, .lb = 1, .L = 10, .autopad = true, .causal = true, .drop = 0.3}); /* one window */
+    check((band_case){.w = 40, .lb = 1, .L = 160, .causal = true, .scheme = 4, .drop = 0.1});
+    check((band_case){.w = 4, .lb = 1, .L = 12, .xpos = true, .wo = 6, .drop = 0.3, .ref_only = true});
 }
