@@ -164,15 +164,36 @@ static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, i
 }
 #endif
 
+/* One head's operands, bh_i = b H + h: its queries, keys, values and the biases' rows */
+typedef struct F(head) {
+    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv) */
+    const T *bias;      /* dist_bias row (Lq + Lk - 1) or NULL */
+    const T *wb;        /* window bias (w, NS) or NULL */
+    const T *sep[2];    /* separable bias (Lq), (Lk) or NULL */
+    const uint8_t *mask; /* (Lk) or NULL */
+} F(head);
+
+static F(head) F(head_at)(const flash_dims *d, int64_t bh_i, const T *q, const T *k, const T *v, const T *bias)
+{
+    const int64_t Lq = d->Lq, Lk = d->Lk;
+    F(head) hd = {q + bh_i * Lq * d->D, k + bh_i * Lk * d->D, v + bh_i * Lk * d->Dv,
+                  bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
+                  d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
+                  {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL},
+                  d->mask ? d->mask + (bh_i / d->H) * Lk : NULL};
+    return hd;
+}
+
 /* S[r * BK + c] = logit of query i0 + r and key j0 + c for r < bq, c < bk
  * (-inf where hidden); Kt (D, Lk; row stride t_stride) holds the keys of the head transposed;
  * with xPos (xt) the block's scaled queries xt->Qx and the tile's keys scaled here instead. */
-static void F(tile_logits)(const flash_dims *d, T *restrict S, const T *restrict qh, const T *restrict Kt,
-                           const T *restrict bh, const T *const sep[2], const F(rel_head) *rh,
-                           F(xpos_tile) *xt, const T *restrict wbh, const uint8_t *restrict mk, int64_t i0,
-                           int64_t bq, int64_t j0, int64_t bk)
+static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd, const T *restrict Kt,
+                           const F(rel_head) *rh, F(xpos_tile) *xt, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
+    const T *restrict qh = hd->q, *restrict bh = hd->bias, *restrict wbh = hd->wb;
+    const T *const *sep = hd->sep;
+    const uint8_t *restrict mk = hd->mask;
     if (xt) { /* S = scale Qx Kx */
         F(xpos_keys)(d, xt, i0, j0, bk);
         F(gemm_acc)(S, BK, xt->Qx, D, 1, xt->Kx, BK, bq, D, bk, (T)d->scale, true);
@@ -267,7 +288,7 @@ static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int6
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
                          void *scratch, int64_t first, int64_t step)
 {
-    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
@@ -277,12 +298,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     if (xt)
         F(xpos_init)(d, xt, scratch);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
-        int64_t b = bh_i / H, h = bh_i % H;
-        const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
-        const T *bh = bias ? bias + h * NB : NULL;
-        const T *wbh = d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
-        const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
-        const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
+        const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
+        const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
         if (xt) /* the tiles scale kh themselves */
             xt->kh = kh;
@@ -301,7 +318,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 F(xpos_queries)(d, xt, qh, i0, bq);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, S, qh, Kt, bh, sep, rh, xt, wbh, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, S, &hd, Kt, rh, xt, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
                     T mx = F(row_max)(s, bk);
@@ -379,13 +396,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     if (xt)
         F(xpos_init)(d, xt, scratch);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
-        int64_t b = bh_i / H, h = bh_i % H;
-        const T *qh = q + bh_i * Lq * D, *kh = k + bh_i * Lk * D, *vh = v + bh_i * Lk * Dv;
+        const int64_t h = bh_i % H;
+        const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
+        const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
-        const T *bh = bias ? bias + h * NB : NULL;
-        const T *wbh = d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
-        const T *sep[2] = {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL};
-        const uint8_t *mk = d->mask ? d->mask + b * Lk : NULL;
         T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
         T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
@@ -420,7 +434,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
             }
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
-                F(tile_logits)(d, P, qh, Kt, bh, sep, rh, xt, wbh, mk, i0, bq, j0, bk);
+                F(tile_logits)(d, P, &hd, Kt, rh, xt, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
                     if (li == -INFINITY) /* no visible key: P = 0 */

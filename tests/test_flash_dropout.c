@@ -15,14 +15,7 @@ typedef struct dcase {
     double p;
 } dcase;
 
-static pg_tensor *key_mask_of(const dcase *c)
-{
-    pg_tensor *m = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(c->B, c->Lk));
-    for (int64_t b = 0; b < c->B; b++)
-        for (int64_t j = 0; j < c->Lk; j++)
-            pg_bool(m)[b * c->Lk + j] = (j * 3 + b) % 7 != 2;
-    return m;
-}
+static pg_tensor *key_mask_of(const dcase *c) { return key_mask_pattern(c->B, c->Lk, 3, 2); }
 
 static pg_tensor *unfused(pg_graph *g, const dcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v,
                           const pg_tensor *mask, pg_rng *r)

@@ -19,14 +19,7 @@ typedef struct rel_in {
     pg_tensor *q, *k, *v, *rq, *rk, *db, *mask;
 } rel_in;
 
-static pg_tensor *key_mask_of(const rcase *c)
-{
-    pg_tensor *m = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(c->B, c->Lk));
-    for (int64_t b = 0; b < c->B; b++)
-        for (int64_t j = 0; j < c->Lk; j++)
-            pg_bool(m)[b * c->Lk + j] = (j * 5 + b) % 7 != 3;
-    return m;
-}
+static pg_tensor *key_mask_of(const rcase *c) { return key_mask_pattern(c->B, c->Lk, 5, 3); }
 
 static rel_in make_inputs(const rcase *c, uint64_t seed)
 {

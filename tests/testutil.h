@@ -225,6 +225,15 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
 
 /* key mask (2, 5) as the attention fixtures: batch 0 hides key 3, batch 1 hides key 0 */
 static inline pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
+/* a (B, Lk) key mask that hides key j of batch b where (a j + b) mod 7 == r (heap) */
+static inline pg_tensor *key_mask_pattern(int64_t B, int64_t Lk, int64_t a, int64_t r)
+{
+    pg_tensor *m = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(B, Lk));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < Lk; j++)
+            pg_bool(m)[b * Lk + j] = (j * a + b) % 7 != r;
+    return m;
+}
 
 /* ---- training: one Adam step changes a module's parameters ------------------------------ */
 
