@@ -123,6 +123,19 @@ OPFN(op_index_select, pg_index_select(g, X, 0, GC_I64(g, PG_SHAPE(3), 2, 0, 2)))
 OPFN(op_embedding, pg_embedding(g, X, GC_I64(g, PG_SHAPE(2, 3), 4, 0, 4, 1, 3, 0)))
 OPFN(op_scatter_add, pg_scatter_add(g, X, 0, GC_I64(g, PG_SHAPE(2, 4), 2, 0, 1, 2, 0, 0, 2, 1), Y))
 
+/* ---- the fused attention (autograd/flash.h) and its options --------------------------------- */
+static pg_tensor *gc_flash(pg_graph *g, pg_tensor *const *in, pg_flash_opts o)
+{
+    o.causal = true;
+    return pg_flash_attention(g, in[0], in[1], in[2], &o);
+}
+OPFN(op_flash, gc_flash(g, in, (pg_flash_opts){.scale = 0.7}))
+OPFN(op_flash_rel, gc_flash(g, in, (pg_flash_opts){.rel_q = in[3], .rel_k = in[4], .rel_scale = 0.6}))
+OPFN(op_flash_wbias, gc_flash(g, in, (pg_flash_opts){.window = 2, .look_backward = 1, .window_bias = in[3]}))
+OPFN(op_flash_xpos, gc_flash(g, in, (pg_flash_opts){.xpos_scale_base = 2.0}))
+/* dropout 0.3 from the same generator state at every evaluation: one fixed mask */
+OPFN(op_flash_dropout, gc_flash(g, in, (pg_flash_opts){.dropout = 0.3, .rng = &(pg_rng){pg_rng_init(5).seed, 0}}))
+
 /* ---- losses ----------------------------------------------------------------------------------- */
 OPFN(op_cross_entropy, pg_cross_entropy(g, X, GC_I64(g, PG_SHAPE(2, 3), 1, 4, -100, 0, 2, 3), -100, 0.0))
 OPFN(op_cross_entropy_ls, pg_cross_entropy(g, X, GC_I64(g, PG_SHAPE(2, 3), 1, 4, 2, 0, 2, 3), -100, 0.1))
@@ -197,6 +210,11 @@ static const gc_op_case GC_OPS[] = {
     {"loss/smooth_l1", op_smooth_l1, "u2x3 u2x3"}, {"loss/huber", op_huber, "u2x3 u2x3"},
     {"loss/bce_with_logits", op_bce, "u2x3 q2x3"}, {"loss/bce weight pos_weight", op_bce_w, "u2x3 q2x3"},
     {"loss/nll ignore", op_nll, "u2x3x5"}, {"loss/nll weight", op_nll_w, "u2x3x5"},
+    {"attn/flash", op_flash, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
+    {"attn/flash relative keys", op_flash_rel, "u1x2x5x4 u1x2x5x4 u1x2x5x3 u1x2x5x4 u2x9x4"},
+    {"attn/flash window bias", op_flash_wbias, "u1x2x6x4 u1x2x6x4 u1x2x6x3 u2x2x4"},
+    {"attn/flash xpos", op_flash_xpos, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
+    {"attn/flash dropout", op_flash_dropout, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
 };
 
 /* One input from its word ("u2x3"); NULL for a bad word. */
@@ -223,16 +241,18 @@ static pg_tensor *gc_op_input(const char *w, pg_rng *r)
     return t;
 }
 
+#define GC_MAX_INPUTS 5 /* inputs of a case at most */
+
 /* One case: its inputs, the check, the row. */
 static void gc_op_row(gc_report *rep, const gc_op_case *c, uint64_t seed)
 {
     if (!gc_want(rep, c->name))
         return;
     pg_rng r = pg_rng_init(seed);
-    pg_tensor *in[3] = {NULL, NULL, NULL};
+    pg_tensor *in[GC_MAX_INPUTS] = {NULL};
     int n = 0;
     bool ok = true;
-    for (const char *w = c->inputs; ok && *w && n < 3; n++) {
+    for (const char *w = c->inputs; ok && *w && n < GC_MAX_INPUTS; n++) {
         ok = (in[n] = gc_op_input(w, &r)) != NULL;
         w = strchr(w, ' ') ? strchr(w, ' ') + 1 : w + strlen(w);
     }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tests/gen_docs_gradcheck.sh [--check]: the gradcheck figures of docs/ops.md, the
+# tests/gen_docs_gradcheck.sh [--check]: the gradcheck figures of docs/ops.md, docs/flash_attention.md, the
 # scheme pages docs/pos/*.md and docs/autograd.md come from the report
 # (examples/gradcheck_report, `make gradcheck`), generated, not hand-written.
 #
@@ -110,7 +110,7 @@ norm() {
 }
 
 status=0
-for page in docs/ops.md docs/pos/*.md docs/autograd.md; do
+for page in docs/ops.md docs/flash_attention.md docs/pos/*.md docs/autograd.md; do
     if ! grep -q '^<!-- gradcheck:begin ' "$page"; then
         [ "$page" = docs/autograd.md ] || { echo "gen_docs_gradcheck: $page has no gradcheck block" >&2; status=1; }
         continue
