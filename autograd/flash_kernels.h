@@ -97,39 +97,74 @@ typedef struct F(rel_head) {
     T *tile;
 } F(rel_head);
 
-/* S += rs q_i . rk[i - j + Lk - 1] over the tile: Tr = rs q (bq, D) x Rt band (D, bq + bk - 1),
- * then row r takes the bk entries Tr[r, r + bk - 1 - c] */
+/* The relative keys' products run over blocks of REL_ROWS rows of the tile: row r of the
+ * tile needs the distances t = r + bk - 1 - c of its visible keys c < rel_cols(r), so a
+ * block [r0, r1) needs t in [r0 + bk - cmax, r1 + bk - 1), cmax its last row's count: about
+ * 3/4 of the bq + bk - 1 columns of the whole tile, and a causal diagonal tile half that. */
+#ifndef FLASH_REL_ROWS
+#define FLASH_REL_ROWS
+#define REL_ROWS 32
+/* the keys c < this count of row r of the tile (i0, j0, bk) can be visible (causal: j <= i) */
+static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, int64_t bk)
+{
+    if (!d->causal)
+        return bk;
+    int64_t n = i0 + r - j0 + 1;
+    return n < 0 ? 0 : n < bk ? n : bk;
+}
+#endif
+
+/* S += rs q_i . rk[i - j + Lk - 1] over the tile: per block of rows, Tr = rs q (rows, D) x
+ * Rt band (D, the block's distances, rounded up to whole register blocks: Rt's zero padding),
+ * then row r takes Tr[r, r + bk - 1 - c] for its visible c */
 static void F(rel_tile)(const flash_dims *d, T *restrict S, const F(rel_head) *rh, int64_t i0, int64_t bq,
                         int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
-    const int64_t nb = (bq + bk - 1 + CB - 1) / CB * CB; /* <= LDR; the columns past bq + bk - 1 are not read */
-    F(gemm_acc)(rh->tile, LDR, rh->q + i0 * D, D, 1, rh->Rt + base, r_stride(d), bq, D, nb, (T)d->rs, true);
-    for (int64_t r = 0; r < bq; r++) {
-        T *restrict s = S + r * BK;
-        const T *restrict tr = rh->tile + r * LDR + r + bk - 1;
-        for (int64_t c = 0; c < bk; c++)
-            s[c] += tr[-c];
+    for (int64_t r0 = 0; r0 < bq; r0 += REL_ROWS) {
+        const int64_t r1 = r0 + REL_ROWS < bq ? r0 + REL_ROWS : bq, cmax = rel_cols(d, i0, r1 - 1, j0, bk);
+        if (cmax <= 0)
+            continue;
+        const int64_t t_lo = r0 + bk - cmax, w = (r1 - r0 + cmax - 1 + CB - 1) / CB * CB; /* t_lo + w <= LDR */
+        F(gemm_acc)(rh->tile + r0 * LDR + t_lo, LDR, rh->q + (i0 + r0) * D, D, 1, rh->Rt + base + t_lo,
+                    r_stride(d), r1 - r0, D, w, (T)d->rs, true);
+        for (int64_t r = r0; r < r1; r++) {
+            T *restrict s = S + r * BK;
+            const T *restrict tr = rh->tile + r * LDR + r + bk - 1;
+            const int64_t cm = rel_cols(d, i0, r, j0, bk); /* the rest is hidden */
+            for (int64_t c = 0; c < cm; c++)
+                s[c] += tr[-c];
+        }
     }
 }
 
-/* The relative keys' gradients of one tile from dS: dTr[r, r + bk - 1 - c] = dS[r, c]
- * (every other entry 0), then drq (bq, D) += rs dTr rk band and drk band += rs dTr^T q. */
+/* The relative keys' gradients of one tile from dS, per block of rows as above:
+ * dTr[r, r + bk - 1 - c] = dS[r, c] (every other entry of the block's columns 0), then
+ * drq (rows, D) += rs dTr rk band and drk band += rs dTr^T q. */
 static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_head) *rh, T *drq, T *drk,
                          int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
-    const int64_t D = d->D, base = tile_base(d, i0, j0, bk), nb = bq + bk - 1;
-    for (int64_t r = 0; r < bq; r++) {
-        T *restrict tr = rh->tile + r * LDR;
-        const T *restrict ds = dS + r * BK;
-        memset(tr, 0, (size_t)nb * sizeof(T));
-        for (int64_t c = 0; c < bk; c++)
-            tr[r + bk - 1 - c] = ds[c];
+    const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
+    for (int64_t r0 = 0; r0 < bq; r0 += REL_ROWS) {
+        const int64_t r1 = r0 + REL_ROWS < bq ? r0 + REL_ROWS : bq, cmax = rel_cols(d, i0, r1 - 1, j0, bk);
+        if (cmax <= 0)
+            continue;
+        const int64_t t_lo = r0 + bk - cmax, w = r1 - r0 + cmax - 1;
+        T *blk = rh->tile + r0 * LDR + t_lo;
+        for (int64_t r = r0; r < r1; r++) {
+            T *restrict tr = rh->tile + r * LDR;
+            const T *restrict ds = dS + r * BK;
+            memset(tr + t_lo, 0, (size_t)w * sizeof(T));
+            for (int64_t c = 0, cm = rel_cols(d, i0, r, j0, bk); c < cm; c++)
+                tr[r + bk - 1 - c] = ds[c];
+        }
+        if (drq)
+            F(gemm_acc)(drq + (i0 + r0) * D, D, blk, LDR, 1, rh->rk + (base + t_lo) * D, D, r1 - r0, w, D,
+                        (T)d->rs, false);
+        if (drk)
+            F(gemm_acc)(drk + (base + t_lo) * D, D, blk, 1, LDR, rh->q + (i0 + r0) * D, D, w, r1 - r0, D,
+                        (T)d->rs, false);
     }
-    if (drq)
-        F(gemm_acc)(drq + i0 * D, D, rh->tile, LDR, 1, rh->rk + base * D, D, bq, nb, D, (T)d->rs, false);
-    if (drk)
-        F(gemm_acc)(drk + base * D, D, rh->tile, 1, LDR, rh->q + i0 * D, D, nb, bq, D, (T)d->rs, false);
 }
 
 /* The window bias's columns of query i in the tile (j0, bk): [*c0, *c1), column c at slot

@@ -130,8 +130,12 @@ static int64_t r_stride(const flash_dims *d)
     return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 48;
 }
 
-/* Row stride of a tile's relative logits over its band of distances (bq + bk - 1 <= LDR). */
-#define LDR (BQ + BK)
+/* Columns of a register block in gemm_acc (below) */
+#define CB 32
+
+/* Row stride of a tile's relative logits over its band of distances: bq + bk - 1 and a
+ * block's rounding up to whole register blocks (flash_kernels.h rel_tile) fit. */
+#define LDR (BQ + BK + CB)
 
 /* The first distance index i - j + Lk - 1 of the tile (i0, j0, bk): its pairs
  * meet the bq + bk - 1 indices from there, pair (r, c) at base + r - c + bk - 1. */
@@ -191,11 +195,10 @@ DEFINE_ROW_SUM(double, f64)
 #define MADD_f32(a, b, c) ((a) * (b) + (c))
 #define MADD_f64(a, b, c) ((a) * (b) + (c))
 #endif
-/* rows x columns of a register block in gemm_acc: 16 vector accumulators
- * with AVX-512 (RB_f32 x CB floats, RB_f64 x CB doubles) */
+/* rows of a register block in gemm_acc: 16 vector accumulators with AVX-512
+ * (RB_f32 x CB floats, RB_f64 x CB doubles) */
 #define RB_f32 8
 #define RB_f64 4
-#define CB 32
 
 /* exp_row: y[c] = exp(y[c] - m) for c < n, in place, returning the sum of the
  * results (y - m <= 0 expected; -inf gives 0).
