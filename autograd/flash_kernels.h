@@ -319,11 +319,24 @@ static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int6
     }
 }
 
+/* A head's keys for the tiles: transposed into Kt (row stride t_stride), or with xPos left
+ * to the tiles (they scale kh themselves); its relative keys into rh and Rt */
+static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh, T *Kt, T *Rt, const T *kh,
+                         int64_t bh_i)
+{
+    if (xt)
+        xt->kh = kh;
+    else
+        F(transpose)(Kt, t_stride(d), kh, d->Lk, d->D);
+    if (rh)
+        F(rel_head_load)(d, rh, Rt, bh_i);
+}
+
 /* Heads bh_i = first, first + step, ... of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
                          void *scratch, int64_t first, int64_t step)
 {
-    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
+    const int64_t H = d->H, Lq = d->Lq, D = d->D, Dv = d->Dv;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
@@ -336,12 +349,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
-        if (xt) /* the tiles scale kh themselves */
-            xt->kh = kh;
-        else
-            F(transpose)(Kt, ldt, kh, Lk, D);
-        if (rh)
-            F(rel_head_load)(d, rh, Rt, bh_i);
+        F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -440,12 +448,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
         T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
         T *dwbh = dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
-        if (xt) /* the tiles scale kh themselves */
-            xt->kh = kh;
-        else
-            F(transpose)(Kt, ldt, kh, Lk, D);
-        if (rh)
-            F(rel_head_load)(d, rh, Rt, bh_i);
+        F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {

@@ -70,16 +70,6 @@ typedef struct run_out {
 
 static void run_free(run_out *r) { free_all(5, (pg_tensor *[]){r->out, r->gq, r->gk, r->gv, r->gb}); }
 
-static pg_tensor *grad_copy(pg_tensor *t)
-{
-    if (!t)
-        return NULL;
-    cr_assert_not_null(t->grad, "no gradient reached an input");
-    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
-    pg_zero_grad(t);
-    return c;
-}
-
 /* out and gradients of L = sum(w * out) */
 static run_out run(bool fused, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *db, pg_tensor *mask,
                    bool causal, double scale, pg_tensor *w)
@@ -95,7 +85,7 @@ static run_out run(bool fused, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tens
     cr_assert_not_null(out, "%s", pg_last_error());
     pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_last_error());
-    run_out r = {pg_tensor_copy(NULL, out), grad_copy(q), grad_copy(k), grad_copy(v), grad_copy(db)};
+    run_out r = {pg_tensor_copy(NULL, out), take_grad(q), take_grad(k), take_grad(v), take_grad(db)};
     pg_graph_free(g);
     return r;
 }

@@ -21,16 +21,7 @@ static pg_tensor *unfused(pg_graph *g, const dcase *c, pg_tensor *q, pg_tensor *
                           const pg_tensor *mask, pg_rng *r)
 {
     pg_tensor *logits = pg_mul_scalar(g, pg_matmul(g, q, k, false, true), 1.0 / sqrt((double)c->D));
-    pg_tensor *hide = pg_empty(g, PG_BOOL, PG_SHAPE(c->B, 1, c->Lq, c->Lk));
-    const pg_flash_opts band = {.window = c->window, .look_backward = 1};
-    for (int64_t b = 0; b < c->B; b++)
-        for (int64_t i = 0; i < c->Lq; i++) {
-            int64_t lo, hi;
-            pg_flash_band(&band, i, c->Lk, &lo, &hi);
-            for (int64_t j = 0; j < c->Lk; j++)
-                pg_bool(hide)[(b * c->Lq + i) * c->Lk + j] =
-                    (mask && !pg_bool(mask)[b * c->Lk + j]) || (c->causal && j > i) || j < lo || j > hi;
-        }
+    pg_tensor *hide = hidden_pairs(g, c->B, c->Lq, c->Lk, mask, c->causal, c->window);
     pg_tensor *w = pg_softmax(g, pg_masked_fill(g, logits, hide, -INFINITY), -1);
     return pg_matmul(g, pg_dropout(g, w, c->p, true, r), v, false, false);
 }
@@ -46,13 +37,6 @@ static pg_tensor *fused(pg_graph *g, const dcase *c, pg_tensor *q, pg_tensor *k,
 enum { N_OUT = 4 };
 static const char *const NAMES[N_OUT] = {"out", "dq", "dk", "dv"};
 
-static pg_tensor *grab(pg_tensor *t)
-{
-    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
-    pg_zero_grad(t);
-    return c;
-}
-
 /* out and the gradients of sum(w * out); r advances as the call draws */
 static void run(bool use_fused, const dcase *c, pg_tensor *const qkv[3], pg_tensor *mask, pg_tensor *w, pg_rng *r,
                 pg_tensor *res[N_OUT])
@@ -65,7 +49,7 @@ static void run(bool use_fused, const dcase *c, pg_tensor *const qkv[3], pg_tens
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
     res[0] = pg_tensor_copy(NULL, out);
     for (int i = 0; i < 3; i++)
-        res[1 + i] = grab(qkv[i]);
+        res[1 + i] = take_grad(qkv[i]);
     pg_graph_free(g);
 }
 

@@ -48,22 +48,6 @@ static pg_tensor *rel_logits(pg_graph *g, pg_tensor *rq, pg_tensor *rk, int64_t 
     return pg_mul_scalar(g, pg_gather(g, raw, 3, idx), rs != 0 ? rs : 1.0);
 }
 
-/* the hidden pairs of the case as a (B, 1, Lq, Lk) bool */
-static pg_tensor *hidden_of(pg_graph *g, const rcase *c, const pg_tensor *mask)
-{
-    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(c->B, 1, c->Lq, c->Lk));
-    const pg_flash_opts band = {.window = c->window, .look_backward = 1};
-    for (int64_t b = 0; b < c->B; b++)
-        for (int64_t i = 0; i < c->Lq; i++) {
-            int64_t lo, hi;
-            pg_flash_band(&band, i, c->Lk, &lo, &hi);
-            for (int64_t j = 0; j < c->Lk; j++)
-                pg_bool(h)[(b * c->Lq + i) * c->Lk + j] =
-                    (mask && !pg_bool(mask)[b * c->Lk + j]) || (c->causal && j > i) || j < lo || j > hi;
-        }
-    return h;
-}
-
 static pg_tensor *unfused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *rq,
                           pg_tensor *rk, pg_tensor *db, const pg_tensor *mask)
 {
@@ -76,7 +60,7 @@ static pg_tensor *unfused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *
                 pg_i64(idx)[i * c->Lk + j] = i - j + c->Lk - 1;
         logits = pg_add(g, logits, pg_reshape(g, pg_index_select(g, db, 1, idx), PG_SHAPE(c->H, c->Lq, c->Lk)));
     }
-    logits = pg_masked_fill(g, logits, hidden_of(g, c, mask), -INFINITY);
+    logits = pg_masked_fill(g, logits, hidden_pairs(g, c->B, c->Lq, c->Lk, mask, c->causal, c->window), -INFINITY);
     return pg_matmul(g, pg_softmax(g, logits, -1), v, false, false);
 }
 
@@ -90,16 +74,6 @@ static pg_tensor *fused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k,
 
 enum { N_OUT = 7 }; /* out, dq, dk, dv, drq, drk, ddb */
 
-static pg_tensor *grab_grad(pg_tensor *t)
-{
-    if (!t)
-        return NULL;
-    cr_assert_not_null(t->grad, "no gradient reached an input");
-    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
-    pg_zero_grad(t);
-    return c;
-}
-
 /* out and the gradients of sum(w * out) */
 static void run(bool use_fused, const rcase *c, rel_in *in, pg_tensor *w, pg_tensor *res[N_OUT])
 {
@@ -109,8 +83,8 @@ static void run(bool use_fused, const rcase *c, rel_in *in, pg_tensor *w, pg_ten
     cr_assert_not_null(out, "%s", pg_last_error());
     pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_last_error());
-    pg_tensor *got[N_OUT] = {pg_tensor_copy(NULL, out), grab_grad(in->q), grab_grad(in->k), grab_grad(in->v),
-                             grab_grad(in->rq), grab_grad(in->rk), grab_grad(in->db)};
+    pg_tensor *got[N_OUT] = {pg_tensor_copy(NULL, out), take_grad(in->q), take_grad(in->k), take_grad(in->v),
+                             take_grad(in->rq), take_grad(in->rk), take_grad(in->db)};
     memcpy(res, got, sizeof got);
     pg_graph_free(g);
 }

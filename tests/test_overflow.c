@@ -55,14 +55,6 @@ typedef struct res {
 
 static void res_free(res *r) { free_all(4, (pg_tensor *[]){r->out, r->gq, r->gk, r->gv}); }
 
-static pg_tensor *take_grad(pg_tensor *t)
-{
-    cr_assert_not_null(t->grad, "no gradient reached an input");
-    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
-    pg_zero_grad(t);
-    return c;
-}
-
 /* out and the gradients of sum(w * out): pg_flash_attention with the band (fused), or
  * pg_attention with the band as an additive bias (the reference) */
 static res run(bool fused, const band *b, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *w)

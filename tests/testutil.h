@@ -225,6 +225,37 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
 
 /* key mask (2, 5) as the attention fixtures: batch 0 hides key 3, batch 1 hides key 0 */
 static inline pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
+/* a heap copy of t's gradient, which is then zeroed (NULL for t NULL); fails the test when
+ * no gradient reached t */
+static inline pg_tensor *take_grad(pg_tensor *t)
+{
+    if (!t)
+        return NULL;
+    cr_assert_not_null(t->grad, "no gradient reached an input");
+    pg_tensor *c = pg_tensor_copy(NULL, t->grad);
+    pg_zero_grad(t);
+    return c;
+}
+
+/* (B, 1, Lq, Lk) bool in g: true where attention hides key j from query i: the key mask
+ * (B, Lk) (NULL: none), causal j > i, or outside a band of `window` with one window back
+ * (pg_flash_band; window 0: none) */
+static inline pg_tensor *hidden_pairs(pg_graph *g, int64_t B, int64_t Lq, int64_t Lk, const pg_tensor *mask,
+                                      bool causal, int64_t window)
+{
+    pg_tensor *h = pg_empty(g, PG_BOOL, PG_SHAPE(B, 1, Lq, Lk));
+    const pg_flash_opts band = {.window = window, .look_backward = 1};
+    for (int64_t b = 0; h && b < B; b++)
+        for (int64_t i = 0; i < Lq; i++) {
+            int64_t lo, hi;
+            pg_flash_band(&band, i, Lk, &lo, &hi);
+            for (int64_t j = 0; j < Lk; j++)
+                pg_bool(h)[(b * Lq + i) * Lk + j] =
+                    (mask && !pg_bool(mask)[b * Lk + j]) || (causal && j > i) || j < lo || j > hi;
+        }
+    return h;
+}
+
 /* a (B, Lk) key mask that hides key j of batch b where (a j + b) mod 7 == r (heap) */
 static inline pg_tensor *key_mask_pattern(int64_t B, int64_t Lk, int64_t a, int64_t r)
 {
