@@ -412,7 +412,7 @@ static int flash_backward(pg_graph *g, pg_node *node)
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
     if (!j.scratch)
         return -1;
-    /* dbias and drk are summed over heads that different threads handle: one
+    /* dbias, drk and dwb are summed over rows that different threads handle: one
      * zeroed buffer per thread, added up in thread order after the join */
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
@@ -459,8 +459,8 @@ static bool drop_layout_ok(pg_graph *g, const char *fn, const pg_tensor *q, cons
               sat_mul(sat_mul(sat_mul(rows, W), w), S) < INT64_MAX;
     if (!ok)
         pg_graph_fail(g, "%s: dropout layout window %lld, windows %lld, slots %lld, look_backward %lld: need "
-                         "window, windows, slots >= 1, 0 <= look_backward < windows, windows x window >= Lq = %lld and B H "
-                         "windows window slots < 2^63", fn, (long long)w, (long long)W, (long long)S, (long long)lb,
+                         "window, windows, slots >= 1, 0 <= look_backward < windows, windows x window >= Lq = %lld "
+                         "and B H windows window slots < 2^63", fn, (long long)w, (long long)W, (long long)S, (long long)lb,
                       (long long)q->shape[2]);
     return ok;
 }

@@ -33,7 +33,10 @@ static rel_in make_inputs(const rcase *c, uint64_t seed)
     return in;
 }
 
-static void free_inputs(rel_in *in) { free_all(7, (pg_tensor *[]){in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask}); }
+static void free_inputs(rel_in *in)
+{
+    free_all(7, (pg_tensor *[]){in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask});
+}
 
 /* (B, H, Lq, Lk): rs rq_i . rk[i - j + Lk - 1] from ops */
 static pg_tensor *rel_logits(pg_graph *g, pg_tensor *rq, pg_tensor *rk, int64_t Lk, double rs)
