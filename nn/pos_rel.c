@@ -91,24 +91,32 @@ static pg_tensor *rel_term(pg_graph *g, pg_tensor *q, pg_tensor *table, const in
 
 /* ---- the bias ------------------------------------------------------------------------- */
 
+/* q (B, heads, Lq, dim_head) of the table's dtype (heads the module's when it has its own
+ * tables), else false after pg_graph_fail naming the kind */
+static bool q_ok(pg_graph *g, const posrel *p, const pg_tensor *q, const pg_pos_ctx *c)
+{
+    if (q && q->ndim == 4 && q->dtype == p->t0->dtype && q->shape[0] == c->B && q->shape[2] == c->Lq &&
+        q->shape[3] == p->d && (p->heads == 0 || q->shape[1] == p->heads))
+        return true;
+    char want[64];
+    if (p->heads > 0)
+        snprintf(want, sizeof want, "%lld", (long long)p->heads);
+    else
+        snprintf(want, sizeof want, "H");
+    pg_graph_fail(g, "%s: q is %s, expected (B, heads, Lq, dim_head) = (%lld, %s, %lld, %lld) of %s",
+                  KIND_NAME[p->kind], q ? SHAPE(q) : "NULL", (long long)c->B, want, (long long)c->Lq,
+                  (long long)p->d, pg_dtype_name(p->t0->dtype));
+    return false;
+}
+
 static pg_tensor *posrel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
                               const pg_pos_ctx *c)
 {
     (void)k, (void)v;
     posrel *p = (posrel *)m;
     const char *fn = KIND_NAME[p->kind];
-    if (!q || q->ndim != 4 || q->dtype != p->t0->dtype || q->shape[0] != c->B || q->shape[2] != c->Lq ||
-        q->shape[3] != p->d || (p->heads > 0 && q->shape[1] != p->heads)) {
-        char want[64];
-        if (p->heads > 0)
-            snprintf(want, sizeof want, "%lld", (long long)p->heads);
-        else
-            snprintf(want, sizeof want, "H");
-        pg_graph_fail(g, "%s: q is %s, expected (B, heads, Lq, dim_head) = (%lld, %s, %lld, %lld) of %s", fn,
-                      q ? SHAPE(q) : "NULL", (long long)c->B, want, (long long)c->Lq, (long long)p->d,
-                      pg_dtype_name(p->t0->dtype));
+    if (!q_ok(g, p, q, c))
         return NULL;
-    }
     int64_t B = c->B, Hh = q->shape[1], Lq = c->Lq, Lk = c->Lk;
     bool defaults = !c->pos_q && !c->pos_k;
     pg_tensor *pq = int_pos(g, p, c->self_attn ? "pos" : "pos_q", c->pos_q, B, Lq);
@@ -234,9 +242,8 @@ static int rel1d_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k,
     if (!r || c->pos_q || c->pos_k || c->Lq != c->Lk || (p->scaled && c->scale == 0))
         return r ? 1 : -1;
     int64_t T = p->tokens, L = c->Lq, N = 2 * L - 1;
-    if (!q || q->ndim != 4 || q->dtype != p->t0->dtype || q->shape[0] != c->B || q->shape[2] != L ||
-        q->shape[3] != p->d || (p->heads > 0 && q->shape[1] != p->heads))
-        return posrel_bias(g, m, q, k, NULL, c) ? 1 : -1; /* its message, or (a fit after all) another path */
+    if (!q_ok(g, p, q, c))
+        return -1;
     if (L > T) {
         pg_graph_fail(g, "rel1d: sequence length %lld but the table covers distances up to %lld (tokens %lld)",
                       (long long)L, (long long)(T - 1), (long long)T);
