@@ -134,6 +134,33 @@ static inline double dgelu_d(double x, double y)
 UNARY_OPS(DEFINE_KERNELS)
 FLAT_OPS(DEFINE_FLAT_KERNELS)
 
+/* ---- f32 ops whose forward also saves the derivative ----------------------------
+ * GELU's f32 backward would compute e^(-x^2/2) and Phi(x) again: as much work as the
+ * forward. When the op is recorded, the forward writes f'(x) = Phi(x) + x phi(x) beside
+ * y (the expressions of gelu_f and dgelu_f, so the same bits) and the backward is one
+ * product per element: gx (+)= gy * d. */
+typedef void (*fwd_saving_f32)(float *, float *, const float *, int64_t);
+
+static void gelu_fwd_saving_f32(float *restrict ys, float *restrict ds, const float *restrict xs, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float x = xs[i], e = pg_vgaussf(x), cdf = pg_vncdff_with(x, e);
+        ys[i] = x * cdf;
+        ds[i] = fmaf(x * (float)INV_SQRT2PI, e, cdf);
+    }
+}
+
+static void bwd_saved_f32(float *restrict gx, const float *restrict gy, const float *restrict ds, int64_t n,
+                          bool assign)
+{
+    if (assign)
+        for (int64_t i = 0; i < n; i++)
+            gx[i] = gy[i] * ds[i];
+    else
+        for (int64_t i = 0; i < n; i++)
+            gx[i] += gy[i] * ds[i];
+}
+
 /* ---- the shared driver --------------------------------------------------------- */
 
 typedef void (*fwd_f32)(float *, const float *, int64_t, double, double);
@@ -159,13 +186,19 @@ typedef struct unary_job {
     void *out;                  /* y, or gx */
     const void *x, *y, *gy;
     double a, b;
+    fwd_saving_f32 saving; /* forward: also write f'(x) into d */
+    float *d;              /* the saved f'(x), or NULL */
 } unary_job;
 
 static void unary_slice(void *ctx, int64_t i0, int64_t i1)
 {
     const unary_job *j = ctx;
     int64_t n = i1 - i0;
-    if (j->f32 && !j->backward)
+    if (j->d && !j->backward)
+        j->saving((float *)j->out + i0, j->d + i0, (const float *)j->x + i0, n);
+    else if (j->d)
+        bwd_saved_f32((float *)j->out + i0, (const float *)j->gy + i0, j->d + i0, n, j->assign);
+    else if (j->f32 && !j->backward)
         j->k->f32((float *)j->out + i0, (const float *)j->x + i0, n, j->a, j->b);
     else if (!j->backward)
         j->k->f64((double *)j->out + i0, (const double *)j->x + i0, n, j->a, j->b);
@@ -185,10 +218,13 @@ static int unary_backward(pg_graph *g, pg_node *n)
     pg_tensor *gx = pg_grad_fresh(g, x, &fresh);
     if (!gx)
         return -1;
-    unary_job j = {k, x->dtype == PG_F32, true, fresh, gx->data, x->data, y->data, y->grad->data, n->p[0], n->p[1]};
+    unary_job j = {k,       x->dtype == PG_F32, true, fresh, gx->data, x->data, y->data, y->grad->data,
+                   n->p[0], n->p[1], NULL, n->saved ? n->saved->data : NULL};
     pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
     return 0;
 }
+
+static fwd_saving_f32 saving_kernel(const unary_kind *k, const pg_tensor *x);
 
 static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a, double b)
 {
@@ -197,7 +233,11 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
     pg_tensor *y = pg_op_output(g, k->name, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    unary_job j = {k, x->dtype == PG_F32, false, false, y->data, x->data, NULL, NULL, a, b};
+    pg_tensor *d = NULL; /* f'(x) for the backward, when the forward can save it */
+    fwd_saving_f32 saving = pg_op_needs_grad(g, 1, &x) ? saving_kernel(k, x) : NULL;
+    if (saving && !(d = pg_op_output(g, k->name, PG_F32, x->ndim, x->shape)))
+        return NULL;
+    unary_job j = {k, x->dtype == PG_F32, false, false, y->data, x->data, NULL, NULL, a, b, saving, d ? d->data : NULL};
     pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
     if (k->b32) {
         pg_node *n = pg_op_record(g, k->name, y, 1, &x, unary_backward);
@@ -205,6 +245,7 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
             n->ctx = (void *)k;
             n->p[0] = a;
             n->p[1] = b;
+            n->saved = d;
         }
     }
     return y;
@@ -216,6 +257,12 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
 #define DEFINE_FLAT_KIND(name, fwd) FLAT_KIND(name)
 UNARY_OPS(DEFINE_KIND)
 FLAT_OPS(DEFINE_FLAT_KIND)
+
+/* the saving forward of k for x, or NULL (f64, and every op but GELU) */
+static fwd_saving_f32 saving_kernel(const unary_kind *k, const pg_tensor *x)
+{
+    return k == &gelu_kind && x->dtype == PG_F32 ? gelu_fwd_saving_f32 : NULL;
+}
 
 /* ---- public functions ------------------------------------------------------------ */
 

@@ -93,6 +93,44 @@ Test(vmath, gelu_f32_within_ulps_of_f64)
     pg_tensor_free(x64);
 }
 
+/* The recorded f32 GELU writes f'(x) beside y and its backward multiplies by it:
+ * its y equals the unrecorded forward's bit for bit (odd lengths reach the loops'
+ * remainders), the fresh (=) and accumulating (+=) backward agree (two uses of x:
+ * the gradient is the sum of both products), and an upstream gradient scales it. */
+Test(vmath, gelu_f32_saved_derivative_paths_agree)
+{
+    enum { N = 1037 };
+    pg_rng r = pg_rng_init(11);
+    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(N), &r), *up = pg_randn(NULL, PG_F32, PG_SHAPE(N), &r);
+    for (int i = 0; i < N; i++)
+        pg_f32(x)[i] *= 4.0f;
+    pg_tensor *plain = pg_gelu(NULL, x);
+    pg_set_requires_grad(x, true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_gelu(g, x);
+    cr_assert(plain && y, "%s", pg_last_error());
+    cr_assert_eq(memcmp(pg_f32(plain), pg_f32(y), N * sizeof(float)), 0, "recorded and plain GELU differ");
+    cr_assert_eq(pg_backward_with(g, y, up), 0, "%s", pg_graph_error(g));
+    pg_tensor *once = pg_cast(NULL, x->grad, PG_F32);
+    pg_zero_grad(x);
+    pg_graph_reset(g);
+    pg_tensor *y1 = pg_gelu(g, x), *y2 = pg_gelu(g, x);
+    cr_assert_eq(pg_backward_with(g, pg_add(g, y1, y2), up), 0, "%s", pg_graph_error(g));
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(pg_f32(x->grad)[i], pg_f32(once)[i] + pg_f32(once)[i], "element %d: %.9g vs 2 x %.9g", i,
+                     pg_f32(x->grad)[i], pg_f32(once)[i]);
+    pg_zero_grad(x);
+    pg_graph_reset(g);
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_gelu(g, x), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(pg_f32(once)[i], pg_f32(up)[i] * pg_f32(x->grad)[i], "element %d", i);
+    pg_graph_free(g);
+    pg_tensor_free(once);
+    pg_tensor_free(plain);
+    pg_tensor_free(up);
+    pg_tensor_free(x);
+}
+
 /* f32 sigmoid (e^-|x| from pg_vexpf, vectorised) against libm in double at the same float
  * inputs: within 2.5e-7 relative on [-87, 30]; 0 and 1 at the far ends, NaN kept; its
  * gradient y (1 - y) follows */
