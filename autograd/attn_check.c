@@ -126,21 +126,21 @@ static bool dist_bias_ok(pg_graph *g, const char *fn, const pg_tensor *b, const 
     return true;
 }
 
-/* the separable bias: sep_q (B, H, Lq) and sep_k (B, H, Lk) of the dtype, both or neither */
+/* one side of the separable bias, sep_q (B, H, Lq) or sep_k (B, H, Lk) of the dtype, or NULL */
+static bool sep_side_ok(pg_graph *g, const char *fn, const char *name, const pg_tensor *t, int64_t L, const char *Ln,
+                        const sizes *s)
+{
+    if (!t || (t->dtype == s->dtype && t->ndim == 3 && t->shape[0] == s->B && t->shape[1] == s->H && t->shape[2] == L))
+        return true;
+    pg_graph_fail(g, "%s: %s is %s, expected %s (B, H, %s) = (%lld, %lld, %lld)", fn, name, SHAPE(t),
+                  pg_dtype_name(s->dtype), Ln, (long long)s->B, (long long)s->H, (long long)L);
+    return false;
+}
+
+/* the separable bias: sep_q (B, H, Lq) and sep_k (B, H, Lk), either or both */
 static bool sep_ok(pg_graph *g, const char *fn, const pg_tensor *sq, const pg_tensor *sk, const sizes *s)
 {
-    if (!sq && !sk)
-        return true;
-    const int64_t wq[3] = {s->B, s->H, s->Lq}, wk[3] = {s->B, s->H, s->Lk};
-    bool ok = sq && sk && sq->dtype == s->dtype && sk->dtype == s->dtype && sq->ndim == 3 && sk->ndim == 3;
-    for (int d = 0; ok && d < 3; d++)
-        ok = sq->shape[d] == wq[d] && sk->shape[d] == wk[d];
-    if (!ok)
-        pg_graph_fail(g, "%s: sep_q, sep_k are %s, %s, expected %s (B, H, Lq) = (%lld, %lld, %lld) and (B, H, Lk) = "
-                         "(%lld, %lld, %lld), both or neither", fn, sq ? SHAPE(sq) : "NULL", sk ? SHAPE(sk) : "NULL",
-                      pg_dtype_name(s->dtype), (long long)s->B, (long long)s->H, (long long)s->Lq, (long long)s->B,
-                      (long long)s->H, (long long)s->Lk);
-    return ok;
+    return sep_side_ok(g, fn, "sep_q", sq, s->Lq, "Lq", s) && sep_side_ok(g, fn, "sep_k", sk, s->Lk, "Lk", s);
 }
 
 /* the relative keys: rel_q (B, H, Lq, D) and rel_k (H, Lq + Lk - 1, D) of the dtype, both or neither */

@@ -22,6 +22,7 @@
  *   fn: pos is i64[..], expected (B, Lp) = (.., <= ..) of f32, f64 or i64  (pos_q / pos_k)
  *   fn: bias is f64[..], expected f64 broadcastable to (B, H, Lq, Lk) = (.., .., .., ..)
  *   fn: dist_bias is f64[..], expected f64 (H, Lq + Lk - 1) = (.., ..) for Lq .., Lk ..
+ *   fn: sep_k is f64[..], expected f64 (B, H, Lk) = (.., .., ..)       (sep_q likewise, Lq)
  *   fn: rel_q, rel_k are .., .., expected f64 (B, H, Lq, Dh) = (..) and (H, Lq + Lk - 1, Dh) = (..), both or neither */
 #ifndef PG_ATTN_CHECK_H
 #define PG_ATTN_CHECK_H
@@ -47,7 +48,7 @@ typedef struct pg_attn_operands {
     const pg_tensor *bias;          /* broadcastable to (B, H, Lq, Lk) (at most 4 dims, each 1 or equal) */
     const char *bias_name;          /* the bias in messages; NULL: "bias" */
     const pg_tensor *dist_bias;     /* (H, Lq + Lk - 1) */
-    const pg_tensor *sep_q, *sep_k; /* (B, H, Lq) and (B, H, Lk), both or neither (a separable bias) */
+    const pg_tensor *sep_q, *sep_k; /* (B, H, Lq) and (B, H, Lk), either or both (a separable bias) */
     const pg_tensor *rel_q, *rel_k; /* (B, H, Lq, Dh) and (H, Lq + Lk - 1, Dh), both or neither (PG_ATTN_HEADS) */
     const pg_tensor *pos_q, *pos_k; /* (B, Lp) of f32, f64 or i64 with Lp <= Lq (pos_q), <= Lk (pos_k) */
     bool self_attn;                 /* positions are named "pos" (else "pos_q", "pos_k") */

@@ -28,7 +28,8 @@
  * Separable bias: sep_q (B, H, Lq) and sep_k (B, H, Lk) add
  * sep_q[b, h, i] - sep_k[b, h, j] to the scaled logits of the pair (i, j) (the
  * forgetting gate's c_i - c_j, nn/pos_fox.h), in each tile, never as an
- * Lq x Lk matrix. Their gradients are the row and (minus) the column sums of
+ * Lq x Lk matrix; either side may be given alone (the other is 0: Transformer-XL's
+ * key-side term -s u . k_j is sep_k alone). Their gradients are the row and (minus) the column sums of
  * dS over the visible pairs: dsep_q[i] = sum_j dS_ij, dsep_k[j] = -sum_i dS_ij.
  *
  * Relative keys (Transformer-XL's position term, nn/pos_xl.h): rel_q
@@ -70,7 +71,7 @@ typedef struct pg_flash_opts {
     int64_t window;
     int64_t look_backward, look_forward;
     bool exact_window;
-    pg_tensor *sep_q, *sep_k; /* (B, H, Lq), (B, H, Lk) of q's dtype: + sep_q[i] - sep_k[j]; both or neither */
+    pg_tensor *sep_q, *sep_k; /* (B, H, Lq), (B, H, Lk) of q's dtype: + sep_q[i] - sep_k[j]; either may be NULL (0) */
     pg_tensor *rel_q, *rel_k; /* (B, H, Lq, D), (H, Lq + Lk - 1, D) of q's dtype: relative keys; both or neither */
     double rel_scale;         /* the relative term's factor; 0: 1 */
     double xpos_scale_base;   /* > 0: xPos on q and k with this scale base (above; D even); 0: off */

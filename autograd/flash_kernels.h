@@ -260,11 +260,12 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
             for (int64_t c = c0; c < c1; c++)
                 s[c] += wr[c];
         }
-        if (sep[0]) { /* separable: + (sq[i] - sk[j]), the difference first (as the bias matrix has it) */
-            const T a = sep[0][i0 + r];
-            const T *restrict sk = sep[1] + j0;
+        if (sep[0] || sep[1]) { /* separable: + (sq[i] - sk[j]), a missing side 0, the difference first
+                                 * (as the bias matrix has it) */
+            const T a = sep[0] ? sep[0][i0 + r] : (T)0;
+            const T *restrict sk = sep[1] ? sep[1] + j0 : NULL;
             for (int64_t c = 0; c < bk; c++)
-                s[c] += a - sk[c];
+                s[c] += sk ? a - sk[c] : a;
         }
         if (mk)
             for (int64_t c = 0; c < bk; c++)

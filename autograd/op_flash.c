@@ -544,7 +544,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
         xpos_tables(xz, d.D, o->xpos_scale_base);
         d.xz = xz;
     }
-    pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* both or neither (checked) */
+    pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* either may be NULL */
     pg_tensor *ins[9] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
     pg_tensor *extra[6] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias};

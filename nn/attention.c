@@ -430,7 +430,7 @@ static bool separable_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, con
 }
 
 /* A module's relative keys for the fused kernel (at most one per call: fusable);
- * its key-side term e joins sep[1] (sep[0] zeros until a separable bias adds to it). */
+ * its key-side term e joins sep[1] (the kernel takes sep_k alone: sep[0] may stay NULL). */
 static bool relative_keys(pg_graph *g, const char *fn, int i, pg_posmod *p, pg_tensor *q, pg_tensor *k,
                           const pg_pos_ctx *c, pg_pos_rel *rel, pg_tensor *sep[2])
 {
@@ -447,10 +447,8 @@ static bool relative_keys(pg_graph *g, const char *fn, int i, pg_posmod *p, pg_t
         return false;
     if (!rel->e)
         return true;
-    if (!sep[0])
-        sep[0] = pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->heads, c->Lq));
-    sep[1] = sep[1] ? pg_add(g, sep[1], rel->e) : rel->e;
-    return sep[0] && sep[1];
+    sep[1] = sep[1] ? pg_add(g, sep[1], rel->e) : rel->e; /* the key side alone: sep[0] may stay NULL */
+    return sep[1] != NULL;
 }
 
 /* Runs mod_qkv / mod_bias of every positional module in order; *bias

@@ -475,7 +475,7 @@ static pg_tensor *band_dist_bias(pg_graph *g, pg_local_attention *m, int64_t n, 
 static int band_rel(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k, double sc, pg_rng *rng,
                     pg_pos_rel *rel, pg_tensor *sep[2])
 {
-    int64_t B = q->shape[0], H = q->shape[1], n = q->shape[2];
+    int64_t B = q->shape[0], n = q->shape[2];
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
         if (p->ops->dist_bias)
@@ -486,11 +486,8 @@ static int band_rel(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor 
         int rc = p->ops->rel_bias(g, p, q, k, &ctx, rel);
         if (rc != 0)
             return rc;
-        if (rel->e) {
-            sep[0] = pg_zeros(g, q->dtype, PG_SHAPE(B, H, n));
-            sep[1] = rel->e;
-        }
-        if (!rel->q || !rel->k || (rel->e && !sep[0])) {
+        sep[1] = rel->e; /* the key side alone, or NULL */
+        if (!rel->q || !rel->k) {
             if (!pg_graph_error(g))
                 pg_graph_fail(g, "pg_local_attention_forward: positional module %d (%s): rel_bias failed", i,
                               p->base.type);
