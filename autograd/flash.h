@@ -98,10 +98,15 @@ typedef struct pg_flash_opts {
      * offset in its window and the key's slot in the windows it looks at (every
      * key the band shows has one). Differentiable. NULL: none. */
     pg_tensor *window_bias;
+    /* A bias per pair of positions: (Bb, H, Lq, Lk) of q's dtype, Bb 1 (the same for
+     * every batch, as FIRE's) or B; entry [b, h, i, j] is added to the scaled logit of
+     * the pair (i, j), read per tile. Differentiable (with Bb 1 the batches' gradients
+     * are summed). NULL: none. Memory: the caller's L x L tensor, nothing more. */
+    pg_tensor *pair_bias;
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v, dist_bias, sep_q, sep_k, rel_q, rel_k and window_bias. g NULL: a heap result the caller frees, nothing recorded.
+ * v, dist_bias, sep_q, sep_k, rel_q, rel_k, window_bias and pair_bias. g NULL: a heap result the caller frees, nothing recorded.
  *
  * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
  * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v

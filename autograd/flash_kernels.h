@@ -205,6 +205,7 @@ typedef struct F(head) {
     const T *bias;      /* dist_bias row (Lq + Lk - 1) or NULL */
     const T *wb;        /* window bias (w, NS) or NULL */
     const T *sep[2];    /* separable bias (Lq), (Lk) or NULL */
+    const T *pair;      /* pair bias (Lq, Lk) or NULL */
     const uint8_t *mask; /* (Lk) or NULL */
 } F(head);
 
@@ -215,6 +216,7 @@ static F(head) F(head_at)(const flash_dims *d, int64_t bh_i, const T *q, const T
                   bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
                   d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
                   {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL},
+                  d->pb ? (const T *)d->pb + (bh_i % d->pb_H) * Lq * Lk : NULL,
                   d->mask ? d->mask + (bh_i / d->H) * Lk : NULL};
     return hd;
 }
@@ -226,7 +228,7 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
                            const F(rel_head) *rh, F(xpos_tile) *xt, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
     const int64_t D = d->D, Lk = d->Lk;
-    const T *restrict qh = hd->q, *restrict bh = hd->bias, *restrict wbh = hd->wb;
+    const T *restrict qh = hd->q, *restrict bh = hd->bias, *restrict wbh = hd->wb, *restrict pbh = hd->pair;
     const T *const *sep = hd->sep;
     const uint8_t *restrict mk = hd->mask;
     if (xt) { /* S = scale Qx Kx */
@@ -252,6 +254,11 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
             const T *restrict br = bh + (i0 + r - j0 + Lk - 1);
             for (int64_t c = 0; c < bk; c++)
                 s[c] += br[-c];
+        }
+        if (pbh) { /* the pair bias: row i, keys j0 .. */
+            const T *restrict pr = pbh + (i0 + r) * Lk + j0;
+            for (int64_t c = 0; c < bk; c++)
+                s[c] += pr[c];
         }
         if (wbh) { /* the window bias: row i mod w, the keys' slots */
             int64_t c0, c1, sl0;
@@ -419,8 +426,9 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
 }
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
- * (each may be NULL). Heads bh_i = first, first + step, ... (the w slices are theirs alone;
- * sh is shared by the batches of a head). */
+ * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
+ * Heads bh_i = first, first + step, ... (the w slices are theirs alone; sh is shared by the
+ * batches of a head). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
                          const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
                          int64_t step)
@@ -428,8 +436,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
     const T scale = (T)d->scale;
     T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
-    T *db = sh[0], *drk = sh[1], *dwb = sh[2];
-    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk || dwb;
+    T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3];
+    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk || dwb || dpb;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
@@ -449,6 +457,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
         T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
         T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
         T *dwbh = dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
+        T *dpbh = dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL;
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, Lk, Dv);
@@ -523,6 +532,12 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                         for (int64_t c = 0; c < bk; c++)
                             g[-c] += ds[c];
                     }
+                for (int64_t r = 0; dpbh && r < bq; r++) { /* dpair[i, j] += dS[i, j] */
+                    T *restrict gp = dpbh + (i0 + r) * Lk + j0;
+                    const T *restrict ds = dS + r * BK;
+                    for (int64_t c = 0; c < bk; c++)
+                        gp[c] += ds[c];
+                }
                 if (dsqh || dskh)
                     F(sep_grads)(dsqh, dskh, dS, i0, bq, j0, bk);
                 if (drqh || drkh)

@@ -56,6 +56,8 @@ typedef struct flash_dims {
     double drop;         /* dropout probability (0: none) */
     pg_rng drop_rng;     /* the stream's state at the call */
     int64_t dw, dW, dS, dlb; /* the mask's band layout (flash.h dropout_window ...; dw 0: (B, H, Lq, Lk)) */
+    const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
+    int64_t pb_H;
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -305,7 +307,7 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
 
 /* ---- threads: heads spread over the pool, thread t takes heads t, t + T, ... ------------------ */
 
-enum { N_SHARED = 3 }; /* gradients summed over rows that different threads handle */
+enum { N_SHARED = 4 }; /* gradients summed over rows that different threads handle */
 
 typedef struct flash_job {
     const flash_dims *d;
@@ -313,9 +315,10 @@ typedef struct flash_job {
     int T;             /* tasks = threads used */
     void *scratch;     /* T slices of scr_bytes */
     size_t scr_bytes;
-    void *w[6];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq */
+    void *w[7];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq, dpair (one per head) */
     const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
-    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, summed over rows: T slices each (the grad itself if T == 1) */
+    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, dpair (shared by batches): T slices each (the grad itself if
+                             * T == 1) */
     size_t shared_bytes[N_SHARED];
 } flash_job;
 
@@ -381,6 +384,7 @@ typedef struct flash_saved {
     pg_tensor *sep_q, *sep_k; /* or NULL */
     pg_tensor *rel_q, *rel_k; /* or NULL */
     pg_tensor *wbias;         /* or NULL */
+    pg_tensor *pair;          /* or NULL */
 } flash_saved;
 
 /* The gradient of t (NULL when t is NULL or needs none); *fail when t needs one and none came. */
@@ -398,21 +402,22 @@ static int flash_backward(pg_graph *g, pg_node *node)
     bool fail = false;
     pg_tensor *dq = grad_if(g, q, &fail), *dk = grad_if(g, k, &fail), *dv = grad_if(g, v, &fail);
     pg_tensor *dsq = grad_if(g, s->sep_q, &fail), *dsk = grad_if(g, s->sep_k, &fail);
-    pg_tensor *drq = grad_if(g, s->rel_q, &fail);
+    pg_tensor *drq = grad_if(g, s->rel_q, &fail), *dpair = grad_if(g, s->pair, &fail);
+    bool pair_own = s->d.pb_H == s->d.B * s->d.H; /* a slice per head: written by its thread alone */
     pg_tensor *shared[N_SHARED] = {grad_if(g, s->bias, &fail), grad_if(g, s->rel_k, &fail),
-                                   grad_if(g, s->wbias, &fail)}; /* db, drk, dwb */
+                                   grad_if(g, s->wbias, &fail), pair_own ? NULL : dpair}; /* db, drk, dwb, dpair */
     if (fail)
         return -1;
     flash_job j = {.d = &s->d, .dtype = q->dtype, .T = flash_threads(&s->d),
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
                    .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dsq ? dsq->data : NULL,
-                         dsk ? dsk->data : NULL, drq ? drq->data : NULL},
+                         dsk ? dsk->data : NULL, drq ? drq->data : NULL, dpair && pair_own ? dpair->data : NULL},
                    .r = {q->data, k->data, v->data, s->bias ? s->bias->data : NULL, out->data, out->grad->data,
                          s->lse->data}};
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
     if (!j.scratch)
         return -1;
-    /* dbias, drk and dwb are summed over rows that different threads handle: one
+    /* dbias, drk, dwb and a shared dpair are summed over rows that different threads handle: one
      * zeroed buffer per thread, added up in thread order after the join */
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
@@ -450,6 +455,18 @@ static bool window_bias_ok(pg_graph *g, const char *fn, const pg_tensor *q, cons
     return true;
 }
 
+/* pair_bias (Bb, H, Lq, Lk) of q's dtype with Bb 1 or B */
+static bool pair_bias_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *pb)
+{
+    const int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], Lk = k->shape[2];
+    if (pb->ndim == 4 && pb->dtype == q->dtype && (pb->shape[0] == 1 || pb->shape[0] == B) && pb->shape[1] == H &&
+        pb->shape[2] == Lq && pb->shape[3] == Lk)
+        return true;
+    pg_graph_fail(g, "%s: pair_bias is %s, expected %s (1 or B, H, Lq, Lk) = (1 or %lld, %lld, %lld, %lld)", fn,
+                  PG_SHAPE_STR(pb), pg_dtype_name(q->dtype), (long long)B, (long long)H, (long long)Lq, (long long)Lk);
+    return false;
+}
+
 /* dropout_window w > 0, W w >= Lq, S >= 1, lb >= 0 and B H W w S representable */
 static bool drop_layout_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_flash_opts *o)
 {
@@ -484,6 +501,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
         return false;
     }
     if (o->window_bias && !window_bias_ok(g, fn, q, o))
+        return false;
+    if (o->pair_bias && !pair_bias_ok(g, fn, q, k, o->pair_bias))
         return false;
     if (o->dropout_window != 0 && !drop_layout_ok(g, fn, q, o))
         return false;
@@ -527,7 +546,9 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->rel_scale != 0 ? o->rel_scale : 1.0, NULL, o->window_bias ? o->window_bias->data : NULL,
                     o->window_bias ? o->window_bias->shape[0] : 0, o->window_bias ? o->window_bias->shape[2] : 0,
                     o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
-                    o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward};
+                    o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
+                    o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
+                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;
@@ -545,10 +566,10 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
         d.xz = xz;
     }
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* either may be NULL */
-    pg_tensor *ins[9] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL};
+    pg_tensor *ins[10] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
-    pg_tensor *extra[6] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias};
-    for (int i = 0; i < 6; i++)
+    pg_tensor *extra[7] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias};
+    for (int i = 0; i < 7; i++)
         if (extra[i])
             ins[n_in++] = extra[i];
     bool rec = g && pg_op_needs_grad(g, n_in, ins);
@@ -600,7 +621,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                 pg_graph_fail(g, "%s: out of memory recording the op", fn);
             return NULL;
         }
-        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k, o->window_bias};
+        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias};
         n->ctx = s;
         n->saved = lse;
     }

@@ -451,13 +451,25 @@ static bool relative_keys(pg_graph *g, const char *fn, int i, pg_posmod *p, pg_t
     return sep[1] != NULL;
 }
 
+/* A bias broadcastable to (B, H, Lq, Lk) as the kernel's pair_bias (Bb, H, Lq, Lk), Bb 1 or B:
+ * itself when it has that shape (FIRE's (1, H, L, L), CoPE's (B, H, L, L)), else broadcast. */
+static pg_tensor *pair_shaped(pg_graph *g, pg_tensor *b, const pg_pos_ctx *c)
+{
+    int64_t Bb = b->ndim == 4 ? b->shape[0] : 1;
+    if (b->ndim == 4 && b->shape[1] == c->heads && b->shape[2] == c->Lq && b->shape[3] == c->Lk)
+        return b;
+    return pg_add(g, pg_zeros(g, c->dtype, PG_SHAPE(Bb, c->heads, c->Lq, c->Lk)), b);
+}
+
 /* Runs mod_qkv / mod_bias of every positional module in order; *bias
  * accumulates the biases (NULL while none). With `fused` the biases come from
  * dist_bias as (H, Lq + Lk - 1) tables over distance instead, from sep_bias
  * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias,
- * or from rel_bias as relative keys *rel. */
+ * from rel_bias as relative keys *rel, or from mod_bias alone as *pair
+ * (Bb, H, Lq, Lk) for the kernel's pair_bias. */
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
-                        const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2], pg_pos_rel *rel)
+                        const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2], pg_pos_rel *rel,
+                        pg_tensor **pair)
 {
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
@@ -479,15 +491,15 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
         if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
             if (!relative_keys(g, fn, i, p, *q, *k, c, rel, sep))
                 return false;
-        } else if (p->ops->mod_bias && fused && !p->ops->dist_bias) {
+        } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->sep_bias) {
             if (!separable_bias(g, fn, i, p, c, sep))
                 return false;
-        } else if (p->ops->mod_bias && fused) {
+        } else if (p->ops->mod_bias && fused && p->ops->dist_bias) {
             pg_tensor *b = distance_bias(g, fn, i, p, c);
             if (!b)
                 return false;
             *bias = *bias ? pg_add(g, *bias, b) : b;
-        } else if (p->ops->mod_bias) {
+        } else if (p->ops->mod_bias) { /* a bias per pair: the reference's bias, or the kernel's pair_bias */
             pg_tensor *b = p->ops->mod_bias(g, p, *q, *k, *v, c);
             if (!b) {
                 if (!pg_graph_error(g))
@@ -501,10 +513,11 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
                                           .bias_name = what};
             if (pg_attn_check(g, fn, &ops) != 0)
                 return false;
-            *bias = *bias ? pg_add(g, *bias, b) : b;
+            pg_tensor **sum = fused ? pair : bias;
+            *sum = *sum ? pg_add(g, *sum, b) : b;
         }
     }
-    return true;
+    return !fused || !*pair || (*pair = pair_shaped(g, *pair, c));
 }
 
 /* m, x (B, Lq, dim), context (cross: (B, Lk, context_dim), self: NULL) and the args */
@@ -565,8 +578,6 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
     int n_rel = 0; /* the kernel takes one set of relative keys */
     for (int i = 0; i < m->n_pos; i++) {
         const pg_posmod_ops *o = m->pos[i]->ops;
-        if (o->mod_bias && !o->dist_bias && !o->sep_bias && !o->rel_bias)
-            return false;
         n_rel += o->mod_bias && !o->dist_bias && o->rel_bias;
     }
     return n_rel <= 1;
@@ -592,11 +603,11 @@ static bool project(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_ten
 static bool positional_terms(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_tensor *context,
                              const pg_attn_args *a, pg_tensor *qkv[3], pg_pos_ctx *pc, pg_tensor **bias)
 {
-    pg_tensor *sep[2] = {NULL, NULL};
+    pg_tensor *sep[2] = {NULL, NULL}, *pair = NULL;
     pg_pos_rel rel = {0};
     *bias = NULL;
     return project(g, fn, m, x, context, a, qkv, pc) &&
-           run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], pc, false, bias, sep, &rel);
+           run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], pc, false, bias, sep, &rel, &pair);
 }
 
 static const pg_attn_args NO_ATTN_ARGS = {0};
@@ -655,9 +666,9 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     int64_t Lq = pc.Lq, Lk = pc.Lk;
     bool drop = m->base.training && c->dropout > 0;
     bool fused = fusable(m, a, Lq, Lk);
-    pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *out;
+    pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *pair = NULL, *out;
     pg_pos_rel rel = {0};
-    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel))
+    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel, &pair))
         return NULL;
     const pg_attn_band *band = &c->band;
     if (fused) {
@@ -665,7 +676,8 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,
                             .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k,
-                            .rel_scale = rel.scale, .dropout = drop ? c->dropout : 0.0, .rng = a->rng};
+                            .rel_scale = rel.scale, .pair_bias = pair, .dropout = drop ? c->dropout : 0.0,
+                            .rng = a->rng};
         out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
     } else {
         bias = reference_bias(g, m, a, bias, Lq);

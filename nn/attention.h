@@ -77,7 +77,8 @@ typedef struct pg_mha_config {
     /* The fused kernel (autograd/flash.h: tiled, memory linear in L) runs
      * whenever the call allows it: default positions, Lq == Lk, no user bias,
      * and every positional bias a function of distance (dist_bias), separable
-     * (sep_bias) or one set of relative keys (rel_bias). Attention dropout runs
+     * (sep_bias), one set of relative keys (rel_bias), or else mod_bias's
+     * bias per pair (FIRE, CoPE) read per tile as the kernel's pair_bias. Attention dropout runs
      * in it too, with the very mask the reference path draws from args.rng.
      * unfused forces the reference path (pg_attention). */
     bool unfused;

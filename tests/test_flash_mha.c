@@ -4,7 +4,7 @@
 #include "testutil.h"
 
 typedef enum { NO_POS, WITH_ALIBI, WITH_DPB_T5_ROTARY, WITH_XL, WITH_XL_BIO_ROTARY_ALIBI, WITH_REL1D,
-               WITH_REL1D_HEADS_SCALED_ROTARY } pos_set;
+               WITH_REL1D_HEADS_SCALED_ROTARY, WITH_FIRE, WITH_COPE_ROTARY, WITH_FIRE_COPE_ALIBI } pos_set;
 
 static pg_posmod *alibi_learned(void)
 {
@@ -53,6 +53,17 @@ static pg_mha *make_band(pos_set set, bool causal, bool unfused, const pg_attn_b
             pos[n++] = pg_rotary_new(4, NULL, PG_F64);
         pos[n++] = pg_posmod_make_rel1d(&(pg_posmod_args){8, 2, 4, 0, 0, PG_F64, &pr, &o});
     }
+    if (set == WITH_FIRE || set == WITH_FIRE_COPE_ALIBI) { /* FIRE's bias (1, H, L, L), the same per batch */
+        pg_rng pr = pg_rng_init(19);
+        pos[n++] = pg_fire_new(2, &(pg_fire_opts){.hidden = 5, .init_L = 4}, PG_F64, &pr);
+    }
+    if (set == WITH_COPE_ROTARY || set == WITH_FIRE_COPE_ALIBI) { /* CoPE's bias (B, H, L, L) */
+        if (set == WITH_COPE_ROTARY)
+            pos[n++] = pg_rotary_new(4, NULL, PG_F64);
+        pos[n++] = pg_cope_new(4, 6, NULL, PG_F64);
+    }
+    if (set == WITH_FIRE_COPE_ALIBI)
+        pos[n++] = alibi_learned();
     pg_mha *m = pg_mha_new(&c, pos, n, &r);
     cr_assert_not_null(m, "%s", pg_last_error());
     return m;
@@ -91,6 +102,10 @@ static void assert_fused_equals_unfused_at(pos_set set, bool causal, bool masked
     pg_tensor_list p1 = pg_module_parameters(&fused->base), p2 = pg_module_parameters(&ref->base);
     cr_assert_eq(p1.n, p2.n);
     for (int i = 0; i < p1.n; i++) {
+        if (!p1.tensors[i]->requires_grad) { /* frozen (FIRE's init_L): no gradient on either path */
+            cr_assert(!p1.tensors[i]->grad && !p2.tensors[i]->grad, "%s is frozen but has a grad", p1.names[i]);
+            continue;
+        }
         cr_assert_not_null(p1.tensors[i]->grad, "%s has no grad", p1.names[i]);
         assert_close(p1.tensors[i]->grad, p2.tensors[i]->grad, 1e-12, p1.names[i]);
     }
@@ -155,6 +170,20 @@ Test(flash_mha, fused_equals_unfused_rel1d)
     pg_tensor_free(x);
 }
 
+/* FIRE and CoPE (a bias per pair, mod_bias alone) through the kernel's pair_bias: FIRE's
+ * (1, H, L, L) shared by the batches, CoPE's (B, H, L, L) per batch, both with a distance
+ * bias beside; every parameter's gradient as on the reference path; several tiles, a band */
+Test(flash_mha, fused_equals_unfused_fire_cope)
+{
+    assert_fused_equals_unfused(WITH_FIRE, true, true);
+    assert_fused_equals_unfused(WITH_COPE_ROTARY, false, true);
+    assert_fused_equals_unfused(WITH_FIRE_COPE_ALIBI, true, false);
+    assert_fused_equals_unfused_at(WITH_FIRE, false, true, NULL, 150);
+    assert_fused_equals_unfused_at(WITH_FIRE_COPE_ALIBI, true, true, NULL, 97);
+    const pg_attn_band windows = {.window = 2, .look_backward = 1};
+    assert_band_fused_equals_unfused(WITH_FIRE_COPE_ALIBI, true, true, &windows);
+}
+
 /* counts the fused op in a graph's tape */
 static int fused_nodes(const pg_graph *g)
 {
@@ -190,6 +219,14 @@ Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
     pg_mha *rel = make(WITH_REL1D, true, false);
     cr_assert_not_null(pg_mha_forward(g, rel, x, NULL, NULL), "%s", pg_graph_error(g));
     cr_assert_eq(fused_nodes(g), 1, "rel1d at default positions: fused");
+    pg_graph_reset(g);
+    pg_mha *fire = make(WITH_FIRE_COPE_ALIBI, true, false);
+    cr_assert_not_null(pg_mha_forward(g, fire, x, NULL, NULL), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 1, "FIRE, CoPE at default positions: fused");
+    pg_graph_reset(g);
+    cr_assert_not_null(pg_mha_forward(g, fire, x, NULL, &(pg_attn_args){.pos = pos}), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 0, "FIRE, CoPE at explicit positions: the reference path");
+    pg_module_free(&fire->base);
     pg_module_free(&rel->base);
     pg_module_free(&xl->base);
     pg_graph_free(g);
