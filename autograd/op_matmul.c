@@ -241,8 +241,20 @@ typedef struct bias_rows_job {
 static void bias_rows_slice(void *ctx, int64_t r0, int64_t r1)
 {
     const bias_rows_job *j = ctx;
-    for (int64_t r = r0; r < r1; r++)
-        memcpy(j->y + (size_t)r * j->row, j->bias, j->row);
+    if (r1 <= r0)
+        return;
+    /* The first row, then the rows written so far copied onto the next ones, doubling up to
+     * blocks of ~32 KiB (still in cache): a few long copies instead of one call per row,
+     * which for short rows (FIRE's 4-wide output, 65536 rows) cost more than the bytes. */
+    char *dst = j->y + (size_t)r0 * j->row;
+    const size_t total = (size_t)(r1 - r0) * j->row, cap = j->row * (32768 / j->row + 1);
+    memcpy(dst, j->bias, j->row);
+    for (size_t done = j->row; done < total;) {
+        size_t n = done < cap ? done : cap;
+        n = n < total - done ? n : total - done; /* every term a whole number of rows */
+        memcpy(dst + done, dst, n);
+        done += n;
+    }
 }
 
 pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bias)
