@@ -271,8 +271,10 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
                                  * (as the bias matrix has it) */
             const T a = sep[0] ? sep[0][i0 + r] : (T)0;
             const T *restrict sk = sep[1] ? sep[1] + j0 : NULL;
-            for (int64_t c = 0; c < bk; c++)
-                s[c] += sk ? a - sk[c] : a;
+            for (int64_t c = 0; sk && c < bk; c++) /* two loops: no load from a NULL sk, not even masked */
+                s[c] += a - sk[c];
+            for (int64_t c = 0; !sk && c < bk; c++)
+                s[c] += a;
         }
         if (mk)
             for (int64_t c = 0; c < bk; c++)
