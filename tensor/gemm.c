@@ -24,7 +24,7 @@
  * arithmetic wherever it lies. beta is applied on the first K block only
  * (later blocks accumulate with beta 1), and beta == 0 never reads C.
  *
- * Threads: a product of 2^25 flops or more is cut into one block of C rows
+ * Threads: a product of 2^22 flops or more is cut into one block of C rows
  * (or of columns when N > M) per thread on pg_parallel_for, at multiples of
  * MR (NR); each thread runs the scheme above on its block with its own
  * packing buffers. The K blocking never depends on the split, so each element
@@ -117,10 +117,13 @@
 #ifndef WIDE_BYTES
 #define WIDE_BYTES 4096
 #endif
-/* below this many flops (2 M N K) a product stays on the calling thread: a
- * pool dispatch costs 10-45 us on this machine, 2^25 flops ~300 us on a core */
+/* below this many flops (2 M N K) a product stays on the calling thread: 2^22 flops take
+ * ~20-40 us on a core, a dispatch to the pool's spinning workers a few us (10-45 us if they
+ * slept). Measured on a 2-core EPYC, 2 threads: FIRE's step 41.4 -> 38.9 ms (its 65536 x 32
+ * x 4 products of ~2^24 flops had stayed on one thread at 2^25), rotary 26.5 -> 25.6 ms;
+ * 2^20 gave nothing more. */
 #ifndef PARALLEL_MIN_FLOPS
-#define PARALLEL_MIN_FLOPS (1 << 25)
+#define PARALLEL_MIN_FLOPS (1 << 22)
 #endif
 
 /* Micro-kernels stay separate functions: inlined into their callers, gcc's

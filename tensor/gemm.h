@@ -14,7 +14,7 @@
  * The implementation packs panels of op(A) and op(B) into contiguous blocks
  * (cache blocking MC x KC x NC) and runs a register-tiled MR x NR micro-kernel
  * over them, or reads an operand in place when its layout already suits the
- * micro-kernel. Products of 2^25 flops (2 M N K) or more are split over the thread
+ * micro-kernel. Products of 2^22 flops (2 M N K) or more are split over the thread
  * pool (tensor/threadpool.h) by blocks of C rows or columns. Results are
  * deterministic and identical for any thread count: each element of C is
  * summed over K in an order that depends only on the shapes. If the packing
