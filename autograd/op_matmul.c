@@ -231,32 +231,6 @@ static bool linear_args_ok(pg_graph *g, const char *fn, const pg_tensor *x, cons
     return ok;
 }
 
-/* y's rows [r0, r1) = the bias row (the GEMM then adds x W^T with beta 1) */
-typedef struct bias_rows_job {
-    char *y;
-    const char *bias;
-    size_t row;
-} bias_rows_job;
-
-static void bias_rows_slice(void *ctx, int64_t r0, int64_t r1)
-{
-    const bias_rows_job *j = ctx;
-    if (r1 <= r0)
-        return;
-    /* The first row, then the rows written so far copied onto the next ones, doubling up to
-     * blocks of ~32 KiB (still in cache): a few long copies instead of one call per row,
-     * which for short rows (FIRE's 4-wide output, 65536 rows) cost more than the bytes. */
-    char *dst = j->y + (size_t)r0 * j->row;
-    const size_t total = (size_t)(r1 - r0) * j->row, cap = j->row * (32768 / j->row + 1);
-    memcpy(dst, j->bias, j->row);
-    for (size_t done = j->row; done < total;) {
-        size_t n = done < cap ? done : cap;
-        n = n < total - done ? n : total - done; /* every term a whole number of rows */
-        memcpy(dst + done, dst, n);
-        done += n;
-    }
-}
-
 pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bias)
 {
     const char *fn = "pg_affine";
@@ -269,10 +243,12 @@ pg_tensor *pg_affine(pg_graph *g, pg_tensor *x, pg_tensor *weight, pg_tensor *bi
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, shape);
     if (!y)
         return NULL;
-    bias_rows_job bj = {y->data, bias ? bias->data : NULL, (size_t)N * pg_dtype_size(x->dtype)};
-    if (bias) /* rows on the thread pool from 256 KiB in all */
-        pg_parallel_range(M, ((int64_t)1 << 18) / (int64_t)(bj.row ? bj.row : 1) + 1, bias_rows_slice, &bj);
-    gemm(x->dtype, false, true, M, N, K, x->data, 0, K, weight->data, 0, K, bias ? 1.0 : 0.0, y->data, 0, N);
+    if (!bias) /* y = x W^T */
+        gemm(x->dtype, false, true, M, N, K, x->data, 0, K, weight->data, 0, K, 0.0, y->data, 0, N);
+    else if (x->dtype == PG_F32) /* + b in every row, added as the GEMM writes y */
+        pg_gemm_bias_f32(false, true, M, N, K, 1.0f, x->data, K, weight->data, K, bias->data, y->data, N);
+    else
+        pg_gemm_bias_f64(false, true, M, N, K, 1.0, x->data, K, weight->data, K, bias->data, y->data, N);
     pg_node *n = pg_op_record(g, fn, y, bias ? 3 : 2, (pg_tensor *[]){x, weight, bias}, linear_backward);
     if (n)
         n->ip[0] = M;

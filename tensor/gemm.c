@@ -139,11 +139,12 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /* ---- micro-kernels ------------------------------------------------------------
  * Every kernel: c[0:R, 0:NR] = alpha * sum_p a(:, p) b(p, :) + beta * c, c not
- * read when beta == 0. Row i of op(A) at step p is a[i * ars + p * aks] (packed
+ * read when beta == 0; with bias (NR entries) instead + 1 * bias in every row (an
+ * fma by 1, so the same bits as beta 1 on a c preloaded with the bias). Row i of op(A) at step p is a[i * ars + p * aks] (packed
  * slivers: ars 1, aks MR); row p of the op(B) sliver starts at b + p * bks. */
 #define KERNEL_ARGS(T)                                                                                                 \
     int64_t kc, const T *restrict a, int64_t ars, int64_t aks, const T *restrict b, int64_t bks, T alpha, T beta,      \
-        T *restrict c, int64_t ldc
+        const T *restrict bias, T *restrict c, int64_t ldc
 
 #if VEC_KERNELS
 /* R rows x 2 vectors of accumulators; per k two vectors of the B row and one
@@ -169,12 +170,18 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
                 c1[i] = FMA_##sfx(ai, b1, c1[i]);                                                                      \
             }                                                                                                          \
         }                                                                                                              \
-        V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta);                                                         \
+        V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta), one = SET1_##sfx((T)1), bias0 = ZERO_##sfx(),           \
+                bias1 = ZERO_##sfx();                                                                                  \
+        if (bias)                                                                                                      \
+            bias0 = LOAD_##sfx(bias), bias1 = LOAD_##sfx(bias + LANES_##sfx);                                          \
         _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                           \
         {                                                                                                              \
             T *ci = c + i * ldc;                                                                                       \
             V_##sfx r0 = MUL_##sfx(va, c0[i]), r1 = MUL_##sfx(va, c1[i]);                                              \
-            if (beta != 0) { /* beta == 0 never reads C */                                                             \
+            if (bias) {                                                                                                \
+                r0 = FMA_##sfx(one, bias0, r0);                                                                        \
+                r1 = FMA_##sfx(one, bias1, r1);                                                                        \
+            } else if (beta != 0) { /* beta == 0 never reads C */                                                      \
                 r0 = FMA_##sfx(vb, LOAD_##sfx(ci), r0);                                                                \
                 r1 = FMA_##sfx(vb, LOAD_##sfx(ci + LANES_##sfx), r1);                                                  \
             }                                                                                                          \
@@ -227,7 +234,9 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
         }                                                                                                              \
         for (int i = 0; i < MR_; i++)                                                                                  \
             for (int j = 0; j < NR_; j++)                                                                              \
-                c[i * ldc + j] = beta == 0 ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];            \
+                c[i * ldc + j] = bias      ? alpha * acc[i][j] + bias[j]                                               \
+                                 : beta == 0 ? alpha * acc[i][j]                                                       \
+                                             : alpha * acc[i][j] + beta * c[i * ldc + j];                              \
     }
 #endif
 
@@ -269,15 +278,15 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
         }                                                                                                              \
     }
 
-/* ---- C = beta * C (beta == 0: zeros without reading C) ------------------------ */
+/* ---- C = bias in every row, or beta * C (beta == 0: zeros without reading C) ----- */
 #define DEFINE_SCALE(T, sfx)                                                                                           \
-    static void scale_c_##sfx(int64_t M, int64_t N, T beta, T *C, int64_t ldc)                                         \
+    static void fill_c_##sfx(int64_t M, int64_t N, T beta, const T *bias, T *C, int64_t ldc)                          \
     {                                                                                                                  \
-        if (beta == 1)                                                                                                 \
+        if (!bias && beta == 1)                                                                                        \
             return;                                                                                                    \
         for (int64_t i = 0; i < M; i++)                                                                                \
             for (int64_t j = 0; j < N; j++)                                                                            \
-                C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];                                             \
+                C[i * ldc + j] = bias ? bias[j] : beta == 0 ? (T)0 : beta * C[i * ldc + j];                           \
     }
 
 /* ---- fallback without packing buffers: row of C += alpha * a_ip * row of op(B) - */
@@ -345,6 +354,7 @@ typedef struct gemm_plan {
     const void *A, *B;
     void *C;
     double alpha, beta;
+    const void *bias;   /* (N) added to every row of C, or NULL (then beta applies) */
     bool split_rows;    /* threads take blocks of rows (else of columns) */
     int64_t chunk;      /* rows / columns per task */
 } gemm_plan;
@@ -374,7 +384,7 @@ typedef struct operand {
     /* C[0:mc, 0:nc] (+)= alpha * op(A) op(B) over one kc block. A ragged column                                     \
      * sliver runs on a tile loaded with C's values, the same arithmetic as in place. */                               \
     static void block_##sfx(int64_t mc, int64_t nc, int64_t kc, T alpha, operand a, bool a_packed, const T *b,         \
-                            int64_t bks, int64_t b_step, T beta, T *C, int64_t ldc)                                    \
+                            int64_t bks, int64_t b_step, T beta, const T *bias, T *C, int64_t ldc)                     \
     {                                                                                                                  \
         for (int64_t j0 = 0; j0 < nc; j0 += NR) {                                                                      \
             int64_t n = min64(NR, nc - j0);                                                                            \
@@ -384,15 +394,18 @@ typedef struct operand {
                 const T *ai = (const T *)a.p + i0 * a.row_step;                                                        \
                 T *c = C + i0 * ldc + j0;                                                                              \
                 if (n == NR && (ROW_KERNELS || m == MR)) {                                                             \
-                    KERNEL_FOR(sfx, MR, a_packed, m)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, c, ldc);                \
+                    KERNEL_FOR(sfx, MR, a_packed, m)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, bias ? bias + j0 : NULL,  \
+                                                     c, ldc);                                                          \
                     continue;                                                                                          \
                 }                                                                                                      \
-                T tile[MR * NR] = {0};                                                                                 \
-                if (beta != 0)                                                                                         \
+                T tile[MR * NR] = {0}, tile_bias[NR] = {0}; /* the bias padded to NR columns */                      \
+                if (beta != 0 && !bias)                                                                                \
                     for (int64_t i = 0; i < m; i++)                                                                    \
                         memcpy(tile + i * NR, c + i * ldc, (size_t)n * sizeof(T));                                     \
-                KERNEL_FOR(sfx, MR, a_packed, ROW_KERNELS ? m : MR)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, tile,    \
-                                                                    NR);                                               \
+                if (bias)                                                                                              \
+                    memcpy(tile_bias, bias + j0, (size_t)n * sizeof(T));                                               \
+                KERNEL_FOR(sfx, MR, a_packed, ROW_KERNELS ? m : MR)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta,          \
+                                                                    bias ? tile_bias : NULL, tile, NR);                \
                 for (int64_t i = 0; i < m; i++)                                                                        \
                     memcpy(c + i * ldc, tile + i * NR, (size_t)n * sizeof(T));                                         \
             }                                                                                                          \
@@ -409,7 +422,7 @@ typedef struct operand {
         T *ap = g->pack_a ? scratch(0, (size_t)(kc_max * mc_max) * sizeof(T)) : NULL;                                  \
         T *bp = g->pack_b ? scratch(1, (size_t)(kc_max * nc_max) * sizeof(T)) : NULL;                                  \
         if ((g->pack_a && !ap) || (g->pack_b && !bp)) {                                                                \
-            scale_c_##sfx(M, N, beta, C, ldc);                                                                         \
+            fill_c_##sfx(M, N, beta, g->bias ? (const T *)g->bias + n0 : NULL, C, ldc);                                \
             gemm_plain_##sfx(ta, tb, M, N, K, alpha, ta ? A + m0 : A + m0 * lda, lda, tb ? B + n0 * ldb : B + n0, ldb, \
                              C, ldc);                                                                                  \
             return;                                                                                                    \
@@ -425,6 +438,7 @@ typedef struct operand {
                     b = bp, bks = NR, b_step = NR * kc;                                                                \
                 }                                                                                                      \
                 T beta_eff = pc == 0 ? beta : (T)1;                                                                    \
+                const T *bias = pc == 0 && g->bias ? (const T *)g->bias + j : NULL; /* first K block: + bias */       \
                 for (int64_t ic = 0; ic < M; ic += MC) {                                                               \
                     int64_t mc = min64(MC, M - ic), i = m0 + ic;                                                       \
                     operand a = ta ? (operand){A + pc * lda + i, 1, lda, 1}                                            \
@@ -433,7 +447,8 @@ typedef struct operand {
                         pack_a_##sfx(ta, mc, kc, a.p, lda, ap);                                                        \
                         a = (operand){ap, 1, MR, kc};                                                                  \
                     }                                                                                                  \
-                    block_##sfx(mc, nc, kc, alpha, a, g->pack_a, b, bks, b_step, beta_eff, C + ic * ldc + jc, ldc);    \
+                    block_##sfx(mc, nc, kc, alpha, a, g->pack_a, b, bks, b_step, beta_eff, bias, C + ic * ldc + jc,    \
+                                ldc);                                                                                  \
                 }                                                                                                      \
             }                                                                                                          \
         }                                                                                                              \
@@ -448,25 +463,41 @@ typedef struct operand {
         else                                                                                                           \
             gemm_range_##sfx(g, 0, g->M, lo, min64(g->N, lo + g->chunk));                                             \
     }                                                                                                                  \
-    void pg_gemm_##sfx(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T *A,               \
-                       int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                                \
+    /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
+    static void gemm_run_##sfx(const char *fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,   \
+                               const T *A, int64_t lda, const T *B, int64_t ldb, T beta, const T *bias, T *C,          \
+                               int64_t ldc)                                                                            \
     {                                                                                                                  \
         if (M <= 0 || N <= 0)                                                                                          \
             return;                                                                                                    \
-        if (!gemm_args_ok("pg_gemm_" #sfx, C, K > 0 && alpha != 0, A, B))                                             \
+        if (!gemm_args_ok(fn, C, K > 0 && alpha != 0, A, B))                                                           \
             return;                                                                                                    \
         if (K <= 0 || alpha == 0) {                                                                                    \
-            scale_c_##sfx(M, N, beta, C, ldc);                                                                         \
+            fill_c_##sfx(M, N, beta, bias, C, ldc);                                                                    \
             return;                                                                                                    \
         }                                                                                                              \
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
-                       .A = A, .B = B, .C = C, .alpha = alpha, .beta = beta};                                          \
+                       .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
         plan_packing(&g, NR, sizeof(T));                                                                               \
         plan_split(&g, MR, NR);                                                                                        \
         if (g.chunk == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
         else                                                                                                           \
             pg_parallel_for(((g.split_rows ? M : N) + g.chunk - 1) / g.chunk, gemm_task_##sfx, &g);                   \
+    }                                                                                                                  \
+    void pg_gemm_##sfx(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T *A,               \
+                       int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                                \
+    {                                                                                                                  \
+        gemm_run_##sfx("pg_gemm_" #sfx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, C, ldc);        \
+    }                                                                                                                  \
+    void pg_gemm_bias_##sfx(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T *A,          \
+                            int64_t lda, const T *B, int64_t ldb, const T *bias, T *C, int64_t ldc)                    \
+    {                                                                                                                  \
+        if (!bias && M > 0 && N > 0) {                                                                                 \
+            pg_set_error("pg_gemm_bias_" #sfx ": bias is NULL");                                                       \
+            return;                                                                                                    \
+        }                                                                                                              \
+        gemm_run_##sfx("pg_gemm_bias_" #sfx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, 0, bias, C, ldc);       \
     }
 
 /* C must be given whenever it has elements; A and B when they are read. */

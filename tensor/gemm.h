@@ -31,4 +31,13 @@ void pg_gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
 void pg_gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
                  int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
 
+/* C = alpha op(A) op(B) + bias, bias (N) added to every row (a linear layer's forward):
+ * the bias joins each tile of C as the first K block writes it, instead of a pass that
+ * fills C with it first (the same bits as that fill and pg_gemm with beta 1). bias NULL:
+ * an error (pg_last_error), C untouched. */
+void pg_gemm_bias_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, const float *bias, float *C, int64_t ldc);
+void pg_gemm_bias_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+                      int64_t lda, const double *B, int64_t ldb, const double *bias, double *C, int64_t ldc);
+
 #endif

@@ -203,6 +203,49 @@ Test(gemm, degenerate_sizes)
         cr_assert_eq(F[i], 0.5);
 }
 
+/* pg_gemm_bias: C = alpha op(A) op(B) + bias in every row, the same bits as C filled
+ * with the bias rows and pg_gemm with beta 1 (what pg_affine did before), for every
+ * path: ragged and full tiles, operands in place and packed, K over several blocks
+ * (the bias joins the first), 1 and 2 threads, f32 and f64; K = 0 gives the bias rows */
+static void check_gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int threads, uint64_t seed)
+{
+    double *A = rand_buf(M * K, seed), *B = rand_buf(K * N, seed + 1), *bias = rand_buf(N, seed + 2);
+    float *A32 = to_f32(A, M * K), *B32 = to_f32(B, K * N), *b32 = to_f32(bias, N);
+    double *c = malloc((size_t)(M * N) * sizeof *c), *want = malloc((size_t)(M * N) * sizeof *want);
+    float *c32 = malloc((size_t)(M * N) * sizeof *c32), *want32 = malloc((size_t)(M * N) * sizeof *want32);
+    for (int64_t i = 0; i < M * N; i++) {
+        want[i] = bias[i % N], want32[i] = b32[i % N];
+        c[i] = NAN, c32[i] = NAN; /* never read */
+    }
+    cr_assert_eq(pg_set_num_threads(threads), 0);
+    int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    pg_gemm_f64(ta, tb, M, N, K, 0.75, A, lda, B, ldb, 1.0, want, N);
+    pg_gemm_bias_f64(ta, tb, M, N, K, 0.75, A, lda, B, ldb, bias, c, N);
+    pg_gemm_f32(ta, tb, M, N, K, 1.0f, A32, lda, B32, ldb, 1.0f, want32, N);
+    pg_gemm_bias_f32(ta, tb, M, N, K, 1.0f, A32, lda, B32, ldb, b32, c32, N);
+    cr_assert(!memcmp(c, want, (size_t)(M * N) * sizeof *c), "f64 M %lld N %lld K %lld ta %d tb %d, %d threads",
+              (long long)M, (long long)N, (long long)K, ta, tb, threads);
+    cr_assert(!memcmp(c32, want32, (size_t)(M * N) * sizeof *c32), "f32 M %lld N %lld K %lld ta %d tb %d, %d threads",
+              (long long)M, (long long)N, (long long)K, ta, tb, threads);
+    free(A), free(B), free(bias), free(A32), free(B32), free(b32), free(c), free(want), free(c32), free(want32);
+}
+
+Test(gemm, bias_rows_same_bits_as_prefilled_c)
+{
+    int saved = pg_num_threads();
+    const int64_t shapes[][3] = {{7, 5, 3}, {30, 64, 9}, {17, 1040, 3}, {20, 32, 1100}, {200, 96, 900},
+                                 {2048, 40, 128}, {13, 1, 600}, {5, 9, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++)
+            check_gemm_bias(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1 + (int)((s + t) % 2),
+                            700 + 10 * s + t);
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+    float C[2] = {1, 2}, A[1] = {1};
+    pg_gemm_bias_f32(false, false, 1, 2, 1, 1.0f, A, 1, A, 2, NULL, C, 2);
+    cr_assert(strstr(pg_last_error(), "pg_gemm_bias_f32: bias is NULL"), "%s", pg_last_error());
+    cr_assert(C[0] == 1 && C[1] == 2, "C untouched");
+}
+
 /* ---- pg_matmul forward --------------------------------------------------------------- */
 
 /* a = [[-1, -0.5, 0], [0.5, 1, 1.5]], b = [[1, 2], [3, -1], [0.5, 4]];
