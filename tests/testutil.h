@@ -225,6 +225,41 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
 
 /* key mask (2, 5) as the attention fixtures: batch 0 hides key 3, batch 1 hides key 0 */
 static inline pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
+/* a[i] and b[i] (heap tensors, or both NULL) hold the same bytes for i < n, named names[i]
+ * in the message (NULL: by index); all freed. For "the same bits for any thread count". */
+static inline void assert_same_bits_free(pg_tensor **a, pg_tensor **b, int n, const char *const *names)
+{
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "output %d", i);
+        const char *what = names ? names[i] : name;
+        cr_assert_eq(a[i] == NULL, b[i] == NULL, "%s: present in one run only", what);
+        if (a[i])
+            cr_assert(a[i]->numel == b[i]->numel &&
+                          !memcmp(a[i]->data, b[i]->data, (size_t)a[i]->numel * pg_dtype_size(a[i]->dtype)),
+                      "%s differs", what);
+        pg_tensor_free(a[i]);
+        pg_tensor_free(b[i]);
+    }
+}
+
+/* fn(ctx, res) fills res[0..n) with heap tensors (outputs, gradients): run on 1 and then
+ * 2 threads, the same bits both times (the thread count restored) */
+static inline void assert_same_bits_on_1_and_2_threads(void (*fn)(void *ctx, pg_tensor **res), void *ctx, int n,
+                                                       const char *const *names)
+{
+    enum { MAX_RES = 16 };
+    cr_assert_leq(n, MAX_RES);
+    pg_tensor *a[MAX_RES], *b[MAX_RES];
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(1), 0);
+    fn(ctx, a);
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    fn(ctx, b);
+    pg_set_num_threads(saved);
+    assert_same_bits_free(a, b, n, names);
+}
+
 /* a heap copy of t's gradient, which is then zeroed (NULL for t NULL); fails the test when
  * no gradient reached t */
 static inline pg_tensor *take_grad(pg_tensor *t)
