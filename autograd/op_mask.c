@@ -8,6 +8,8 @@
  * tril and triu take any dtype (gradients for float only). */
 #include "op_util.h"
 
+#include "../tensor/threadpool.h"
+
 #include <string.h>
 
 /* Loops over a broadcast plan p (a const pg_bcast *); the body sees AT(k), the
@@ -15,10 +17,13 @@
  * uint8_t pointers (which may alias anything) do not force reloads. When every
  * inner stride is 1 (no broadcasting in the inner loop, the common case) a
  * second copy of the loop shadows the strides with the constant 1, so the
- * compiler sees contiguous accesses and can vectorise. */
-#define PLAN_LOOP(...)                                                                                          \
+ * compiler sees contiguous accesses and can vectorise. PLAN_LOOP_ROWS runs the
+ * inner loops [r0, r1) only (a slice on the thread pool). */
+#define PLAN_LOOP(...) PLAN_LOOP_ROWS(0, p->outer, __VA_ARGS__)
+#define PLAN_LOOP_ROWS(r0, r1, ...)                                                                             \
     do {                                                                                                        \
         int64_t idx_[PG_MAX_DIMS] = {0}, o_[PG_BCAST_MAX] = {0}, s_[PG_BCAST_MAX] = {1, 1, 1, 1};               \
+        pg_bcast_seek(p, r0, idx_, o_);                                                                         \
         bool unit_ = true;                                                                                      \
         for (int k_ = 0; k_ < p->n; k_++) {                                                                     \
             s_[k_] = p->istride[k_];                                                                            \
@@ -26,7 +31,7 @@
         }                                                                                                       \
         const int64_t n_ = p->inner, s0_ = s_[0], s1_ = s_[1], s2_ = s_[2], s3_ = s_[3];                        \
         (void)s0_, (void)s1_, (void)s2_, (void)s3_;                                                             \
-        for (int64_t r_ = 0; r_ < p->outer; r_++, pg_bcast_next(p, idx_, o_)) {                                 \
+        for (int64_t r_ = r0; r_ < (r1); r_++, pg_bcast_next(p, idx_, o_)) {                                    \
             const int64_t b0_ = o_[0], b1_ = o_[1], b2_ = o_[2], b3_ = o_[3];                                   \
             (void)b1_, (void)b2_, (void)b3_;                                                                    \
             if (unit_) {                                                                                        \
@@ -222,26 +227,60 @@ pg_tensor *pg_where(pg_graph *g, pg_tensor *cond, pg_tensor *a, pg_tensor *b)
 
 /* ---- masked_fill: y = mask ? value : x, mask broadcast to x ------------------------------------ */
 
-typedef void (*fill_kernel)(const pg_bcast *p, void *y, const void *x, const uint8_t *m, const void *value);
+/* One job, forward (y = mask ? value : x) or backward (gx += gy where the mask is false),
+ * over a slice [r0, r1) of the plan's inner loops: every element is written by one slice,
+ * so the thread pool's split never changes a result. */
+typedef struct fill_job {
+    const pg_bcast *p;
+    pg_dtype dtype;
+    bool backward;
+    void *out;              /* y, or gx */
+    const void *in;         /* x, or gy */
+    const uint8_t *m;
+    const void *value;
+} fill_job;
+
+typedef void (*fill_kernel)(const fill_job *j, int64_t r0, int64_t r1);
 
 /* plan operands: (x, mask); y shares x's layout */
 #define DEFINE_FILL_T(T, sfx, unused)                                                                           \
-    static void fill_##sfx(const pg_bcast *p, void *yv, const void *xv, const uint8_t *m, const void *value)     \
+    static void fill_##sfx(const fill_job *j, int64_t r0, int64_t r1)                                           \
     {                                                                                                           \
-        T *restrict y = yv;                                                                                     \
-        const T *x = xv, v = *(const T *)value;                                                                 \
-        PLAN_LOOP(y[AT(0)] = m[AT(1)] ? v : x[AT(0)]);                                                          \
+        const pg_bcast *p = j->p;                                                                               \
+        const uint8_t *m = j->m;                                                                                \
+        T *restrict y = j->out;                                                                                 \
+        const T *x = j->in, v = *(const T *)j->value;                                                           \
+        PLAN_LOOP_ROWS(r0, r1, y[AT(0)] = m[AT(1)] ? v : x[AT(0)]);                                             \
     }
 ALL_TYPES(DEFINE_FILL_T, 0)
 static const fill_kernel fill_kernels[4] = {fill_f32, fill_f64, fill_i64, fill_b8};
 
 /* gx += gy where the mask is false */
 #define DEFINE_FILL_BWD_T(T, sfx, unused)                                                                       \
-    static void fill_bwd_##sfx(const pg_bcast *p, T *restrict gx, const T *gy, const uint8_t *m)                \
+    static void fill_bwd_##sfx(const fill_job *j, int64_t r0, int64_t r1)                                       \
     {                                                                                                           \
-        PLAN_LOOP(gx[AT(0)] += m[AT(1)] ? (T)0 : gy[AT(0)]);                                                    \
+        const pg_bcast *p = j->p;                                                                               \
+        const uint8_t *m = j->m;                                                                                \
+        T *restrict gx = j->out;                                                                                \
+        const T *gy = j->in;                                                                                    \
+        PLAN_LOOP_ROWS(r0, r1, gx[AT(0)] += m[AT(1)] ? (T)0 : gy[AT(0)]);                                       \
     }
 FLOAT_TYPES(DEFINE_FILL_BWD_T, 0)
+
+static void fill_slice(void *ctx, int64_t r0, int64_t r1)
+{
+    const fill_job *j = ctx;
+    if (j->backward)
+        (j->dtype == PG_F32 ? fill_bwd_f32 : fill_bwd_f64)(j, r0, r1);
+    else
+        fill_kernels[j->dtype](j, r0, r1);
+}
+
+/* the job's inner loops on the pool, slices of at least ~32768 elements */
+static void fill_run(const fill_job *j)
+{
+    pg_parallel_range(j->p->outer, 32768 / (j->p->inner ? j->p->inner : 1) + 1, fill_slice, (void *)j);
+}
 
 static int masked_fill_backward(pg_graph *g, pg_node *n)
 {
@@ -251,10 +290,7 @@ static int masked_fill_backward(pg_graph *g, pg_node *n)
         return -1;
     pg_bcast p;
     pg_bcast_plan(&p, x->ndim, x->shape, 2, (const pg_tensor *[]){x, m});
-    if (x->dtype == PG_F32)
-        fill_bwd_f32(&p, gx->data, y->grad->data, m->data);
-    else
-        fill_bwd_f64(&p, gx->data, y->grad->data, m->data);
+    fill_run(&(fill_job){&p, x->dtype, true, gx->data, y->grad->data, m->data, NULL});
     return 0;
 }
 
@@ -300,7 +336,7 @@ pg_tensor *pg_masked_fill(pg_graph *g, pg_tensor *x, pg_tensor *mask, double val
         return NULL;
     pg_bcast p;
     pg_bcast_plan(&p, x->ndim, x->shape, 2, (const pg_tensor *[]){x, mask});
-    fill_kernels[x->dtype](&p, y->data, x->data, mask->data, &v);
+    fill_run(&(fill_job){&p, x->dtype, false, y->data, x->data, mask->data, &v});
     if (pg_dtype_is_float(x->dtype))
         pg_op_record(g, fn, y, 2, (pg_tensor *[]){x, mask}, masked_fill_backward);
     return y;

@@ -104,6 +104,20 @@ void pg_bcast_next(const pg_bcast *p, int64_t *idx, int64_t *off)
     }
 }
 
+void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off)
+{
+    for (int k = 0; k < p->n; k++)
+        off[k] = 0;
+    for (int d = 0; d < p->ndim - 1; d++)
+        idx[d] = 0;
+    for (int d = p->ndim - 2; d >= 0 && r > 0; d--) { /* r > 0: no dim is empty */
+        idx[d] = r % p->shape[d];
+        r /= p->shape[d];
+        for (int k = 0; k < p->n; k++)
+            off[k] += idx[d] * p->stride[k][d];
+    }
+}
+
 #define SUM_TO(T)                                                                                  \
     do {                                                                                           \
         T *d = dst->data;                                                                          \

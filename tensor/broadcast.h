@@ -34,6 +34,9 @@ bool pg_bcast_shape(const char *fn, int n, const pg_tensor *const *ts, int *ndim
 void pg_bcast_plan(pg_bcast *p, int ndim, const int64_t *shape, int n, const pg_tensor *const *ts);
 /* Advances the outer multi-index (all but the inner dim) and the offsets. */
 void pg_bcast_next(const pg_bcast *p, int64_t *idx, int64_t *off);
+/* The outer multi-index and offsets of inner loop r (0 <= r < outer): where r calls
+ * of pg_bcast_next from zeros leave them (a slice of the loops starts there). */
+void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off);
 
 /* dst (shape of x, any broadcastable-to-src shape) += src summed over the
  * dims where dst broadcasts. Same float dtype. */

@@ -222,6 +222,52 @@ static pg_tensor *fill_inf_exp_fn(pg_graph *g, pg_tensor *const *in, int n, void
     return pg_exp(g, pg_masked_fill(g, in[0], in[1], -INFINITY));
 }
 
+/* masked_fill on the thread pool (slices of the broadcast plan's inner loops): large
+ * tensors with masks broadcast three ways give every element as a plain loop does,
+ * forward and backward, and the same bits on 1 and 2 threads */
+typedef struct fill_case {
+    pg_tensor *x, *mask, *up;
+} fill_case;
+
+static void fill_run_case(void *ctx, pg_tensor **res)
+{
+    fill_case *c = ctx;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_masked_fill(g, c->x, c->mask, -2.5);
+    cr_assert_not_null(y, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_backward_with(g, y, c->up), 0, "%s", pg_graph_error(g));
+    res[0] = pg_tensor_copy(NULL, y);
+    res[1] = take_grad(c->x);
+    pg_graph_free(g);
+}
+
+Test(mask, masked_fill_on_the_pool)
+{
+    const int64_t mshapes[][4] = {{1, 1, 130, 257}, {4, 1, 1, 257}, {4, 3, 130, 1}};
+    for (int s = 0; s < 3; s++) {
+        fill_case c = {randt(PG_SHAPE(4, 3, 130, 257), 1 + s, true), NULL,
+                       randt(PG_SHAPE(4, 3, 130, 257), 10 + s, false)};
+        const int64_t *ms = mshapes[s];
+        c.mask = pg_tensor_empty(NULL, PG_BOOL, 4, ms);
+        for (int64_t i = 0; i < c.mask->numel; i++)
+            pg_bool(c.mask)[i] = (i * 7 + s) % 5 == 0;
+        pg_tensor *res[2];
+        fill_run_case(&c, res);
+        for (int64_t i = 0; i < c.x->numel; i++) { /* (b, h, r, k) against the mask's broadcast entry */
+            int64_t k = i % 257, r = i / 257 % 130, h = i / (257 * 130) % 3, b = i / (257 * 130 * 3);
+            int64_t mi = ((ms[0] > 1 ? b : 0) * ms[1] + (ms[1] > 1 ? h : 0)) * ms[2] * ms[3] +
+                         (ms[2] > 1 ? r : 0) * ms[3] + (ms[3] > 1 ? k : 0);
+            bool hide = pg_bool(c.mask)[mi];
+            cr_assert_eq(pg_get(res[0], i), hide ? -2.5 : pg_get(c.x, i), "case %d, element %lld", s, (long long)i);
+            cr_assert_eq(pg_get(res[1], i), hide ? 0.0 : pg_get(c.up, i), "case %d, gradient %lld", s, (long long)i);
+        }
+        pg_tensor_free(res[0]);
+        pg_tensor_free(res[1]);
+        assert_same_bits_on_1_and_2_threads(fill_run_case, &c, 2, (const char *const[]){"y", "dx"});
+        free_all(3, (pg_tensor *[]){c.x, c.mask, c.up});
+    }
+}
+
 Test(mask, masked_fill_gradcheck)
 {
     double value = 0.75;
