@@ -126,7 +126,8 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
 void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi);
 
 /* pg_flash_attention for a caller that has checked the operands itself:
- * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), a finite
+ * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), pair_bias
+ * (Bb, H, Lq, Lk) of q's dtype with Bb 1 or B, a finite
  * scale and rel_scale, a finite xpos_scale_base >= 0 (> 0 only with an even D) and a band with
  * window, look_backward, look_forward >= 0, as pg_flash_attention does. Only a NULL q, k, v
  * or o is refused here (naming pg_flash_attention); anything else unchecked is undefined behaviour. For the
