@@ -32,11 +32,13 @@ static inline float sigmoid_f(float x)
  * (parity with PyTorch to rounding) */
 static inline float gelu_f(float x) { return x * pg_vncdff(x); }
 static inline double gelu_d(double x) { return x * (0.5 * (1.0 + erf(x * INV_SQRT2))); }
+/* Phi(x) + x phi(x) from e = e^(-x^2/2) and cdf = Phi(x) (also the saving forward below) */
+static inline float dgelu_with_f(float x, float e, float cdf) { return fmaf(x * (float)INV_SQRT2PI, e, cdf); }
 static inline float dgelu_f(float x, float y)
 {
     (void)y;
     const float e = pg_vgaussf(x);
-    return fmaf(x * (float)INV_SQRT2PI, e, pg_vncdff_with(x, e));
+    return dgelu_with_f(x, e, pg_vncdff_with(x, e));
 }
 /* double: Phi(x) = y / x from the forward's output (no second erf; exact to an
  * ulp, and Phi(0) = 1/2), phi from vmath's exp: the loop vectorises */
@@ -146,7 +148,7 @@ static void gelu_fwd_saving_f32(float *restrict ys, float *restrict ds, const fl
     for (int64_t i = 0; i < n; i++) {
         const float x = xs[i], e = pg_vgaussf(x), cdf = pg_vncdff_with(x, e);
         ys[i] = x * cdf;
-        ds[i] = fmaf(x * (float)INV_SQRT2PI, e, cdf);
+        ds[i] = dgelu_with_f(x, e, cdf);
     }
 }
 
