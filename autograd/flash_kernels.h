@@ -167,8 +167,6 @@ static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_
     }
 }
 
-/* The window bias's columns of query i in the tile (j0, bk): [*c0, *c1), column c at slot
- * *sl0 + c (flash.h window_bias: slots from key (floor(i / w) - lb) w on). */
 #ifndef FLASH_WBIAS_SPAN
 #define FLASH_WBIAS_SPAN
 /* The stream index of pair (i, j0) of row bh_i for the dropout mask, and the tile's
@@ -189,6 +187,8 @@ static uint64_t drop_row(const flash_dims *d, int64_t bh_i, int64_t i, int64_t j
     return (uint64_t)(((bh_i * d->dW + om) * d->dw + i % d->dw) * d->dS + s0); /* wraps for s0 < 0: c0 skips it */
 }
 
+/* The window bias's columns of query i in the tile (j0, bk): [*c0, *c1), column c at slot
+ * *sl0 + c (flash.h window_bias: slots from key (floor(i / w) - lb) w on). */
 static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, int64_t *c0, int64_t *c1,
                        int64_t *sl0)
 {
