@@ -28,10 +28,11 @@ static inline float sigmoid_f(float x)
 #define SIGN(x) (T)((x) > 0 ? 1 : (x) < 0 ? -1 : (x))
 
 /* GELU and its derivative Phi(x) + x phi(x): tensor/vmath.h's float functions for
- * float (the loops vectorise 16 lanes wide; Phi and phi share e^(-x^2/2)), libm's erf for double
- * (parity with PyTorch to rounding) */
+ * float (the loops vectorise 16 lanes wide; Phi and phi share e^(-x^2/2)), and for double
+ * PyTorch's formula x (1 + erf(x / sqrt 2)) / 2 with vmath's erf (within an ulp, as libm's,
+ * which is a call: the loop did not vectorise) */
 static inline float gelu_f(float x) { return x * pg_vncdff(x); }
-static inline double gelu_d(double x) { return x * (0.5 * (1.0 + erf(x * INV_SQRT2))); }
+static inline double gelu_d(double x) { return x * (0.5 * (1.0 + pg_verf(x * INV_SQRT2))); }
 /* Phi(x) + x phi(x) from e = e^(-x^2/2) and cdf = Phi(x) (also the saving forward below) */
 static inline float dgelu_with_f(float x, float e, float cdf) { return fmaf(x * (float)INV_SQRT2PI, e, cdf); }
 static inline float dgelu_f(float x, float y)

@@ -4,11 +4,12 @@
  * vectorising it. These are branch-free arithmetic on doubles (selects, not
  * jumps), so a loop over floats that calls them becomes SIMD code, and the
  * float result is rounded once from a double accurate to ~1e-8 relative:
- * within an ulp or so of the correctly rounded value. The float64 kernels keep
- * libm (exact parity with PyTorch to 1e-10).
+ * within an ulp or so of the correctly rounded value. The float64 kernels use
+ * libm or, for GELU's erf, pg_verf: within an ulp, as libm's erf.
  *
  *   pg_vexp(x)  = e^x            (relative error < 1e-15 for x in [-708, 708];
  *                                 0 below, +inf above, NaN stays NaN)
+ *   pg_verf(x)  = erf(x)         (within an ulp of the correctly rounded value)
  *   pg_vncdf(x) = Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF
  *                                (relative error < 3e-8 for x >= -16.9, which covers
  *                                every float result but 0) */
@@ -80,6 +81,54 @@ static inline double pg_vncdf_with(double x, double e)
 }
 
 static inline double pg_vncdf(double x) { return pg_vncdf_with(x, pg_vexp(-0.5 * x * x)); }
+
+/* erf(x) in double, within an ulp of the correctly rounded value (as glibc's erf; tests/
+ * test_vmath.c checks it against tests/fixtures/vmath_erf.safetensors, mpmath's values).
+ * Two branch-free pieces, both evaluated and one selected, so that a loop vectorises:
+ *   |x| < 1:      erf(x) = x A(x^2), A of degree 11 (Chebyshev interpolation of erf(a) / a
+ *                 in z = a^2 on [0, 1], as monomials in z);
+ *   1 <= |x| < 6: erf(x) = 1 - e^(-x^2) erfcx(|x|), erfcx(a) = e^(a^2) erfc(a) = B(u) of degree
+ *                 14 in u, t = 1 / (1 + a / 2) mapped onto [-1, 1] (t in [1/4, 2/3]);
+ *   |x| >= 6:     +-1 (erfc(6) = 2e-17 is below half an ulp of 1).
+ * The coefficients come from tests/fixtures/gen_vmath_erf.py. NaN stays NaN, erf(+-inf) = +-1,
+ * erf(-0) = -0. */
+static inline double pg_verf(double x)
+{
+    const double a = fabs(x), z = a * a;
+    double p = -7.795898827002142e-10;
+    p = fma(p, z, 1.3720064546777686e-08);
+    p = fma(p, z, -1.6208483801871705e-07);
+    p = fma(p, z, 1.6447424703317362e-06);
+    p = fma(p, z, -1.492473690741966e-05);
+    p = fma(p, z, 0.00012055294904839707);
+    p = fma(p, z, -0.0008548325975389692);
+    p = fma(p, z, 0.0052239776071164225);
+    p = fma(p, z, -0.02686617064323777);
+    p = fma(p, z, 0.11283791670945006);
+    p = fma(p, z, -0.37612638903183543);
+    p = fma(p, z, 1.1283791670955126);
+    const double near0 = a * p;
+    const double ab = a < 1.0 ? 1.0 : a < 6.0 ? a : 6.0; /* the tail's argument, kept in [1, 6] */
+    const double t = 1.0 / fma(0.5, ab, 1.0), u = (t - 11.0 / 24.0) * 4.8; /* t in [1/4, 2/3] -> u in [-1, 1] */
+    double q = 1.8620989806815163e-11;
+    q = fma(q, u, -7.290508535165398e-11);
+    q = fma(q, u, -2.634243021000669e-10);
+    q = fma(q, u, 2.622350032514279e-09);
+    q = fma(q, u, -5.926361315281833e-10);
+    q = fma(q, u, -7.005170205475373e-08);
+    q = fma(q, u, 1.6350102372087984e-07);
+    q = fma(q, u, 1.979561158209264e-06);
+    q = fma(q, u, -7.340518284999869e-06);
+    q = fma(q, u, -8.079220411804128e-05);
+    q = fma(q, u, 0.00019713917776008889);
+    q = fma(q, u, 0.0055888162818258785);
+    q = fma(q, u, 0.038560570425181566);
+    q = fma(q, u, 0.16189356804102537);
+    q = fma(q, u, 0.2214295402299318);
+    const double tail = 1.0 - pg_vexp(-ab * ab) * q;
+    const double r = a < 1.0 ? near0 : a < 6.0 ? tail : 1.0;
+    return x == x ? copysign(r, x) : x;
+}
 
 /* ---- float32 lanes: 16 a zmm register, fused multiply-adds ----------------------------------
  * For the float32 kernels whose cost these functions are (GELU forward and backward): float
