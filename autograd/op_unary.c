@@ -32,20 +32,23 @@ static inline float sigmoid_f(float x)
  * PyTorch's formula x (1 + erf(x / sqrt 2)) / 2 with vmath's erf (within an ulp, as libm's,
  * which is a call: the loop did not vectorise) */
 static inline float gelu_f(float x) { return x * pg_vncdff(x); }
-static inline double gelu_d(double x) { return x * (0.5 * (1.0 + pg_verf(x * INV_SQRT2))); }
-/* Phi(x) + x phi(x) from e = e^(-x^2/2) and cdf = Phi(x) (also the saving forward below) */
+static inline double ncdf_d(double x) { return 0.5 * (1.0 + pg_verf(x * INV_SQRT2)); }
+static inline double gelu_d(double x) { return x * ncdf_d(x); }
+/* Phi(x) + x phi(x) from e = e^(-x^2/2) (float) and cdf = Phi(x) (also the saving forwards below) */
 static inline float dgelu_with_f(float x, float e, float cdf) { return fmaf(x * (float)INV_SQRT2PI, e, cdf); }
+static inline double dgelu_with_d(double x, double cdf) { return cdf + x * INV_SQRT2PI * pg_vexp(-0.5 * x * x); }
+/* the table's backward below; a recorded GELU saves f'(x) in its forward instead (the
+ * saving kernels), so only a direct call of the kernel would reach these */
 static inline float dgelu_f(float x, float y)
 {
     (void)y;
     const float e = pg_vgaussf(x);
     return dgelu_with_f(x, e, pg_vncdff_with(x, e));
 }
-/* double: Phi(x) = y / x from the forward's output (no second erf; exact to an
- * ulp, and Phi(0) = 1/2), phi from vmath's exp: the loop vectorises */
 static inline double dgelu_d(double x, double y)
 {
-    return (x != 0 ? y / x : 0.5) + x * INV_SQRT2PI * pg_vexp(-0.5 * x * x);
+    (void)y;
+    return dgelu_with_d(x, ncdf_d(x));
 }
 #define GELU(x) _Generic((x), float: gelu_f, default: gelu_d)(x)
 #define DGELU(x, y) _Generic((x), float: dgelu_f, default: dgelu_d)(x, y)
@@ -137,15 +140,18 @@ static inline double dgelu_d(double x, double y)
 UNARY_OPS(DEFINE_KERNELS)
 FLAT_OPS(DEFINE_FLAT_KERNELS)
 
-/* ---- f32 ops whose forward also saves the derivative ----------------------------
- * GELU's f32 backward would compute e^(-x^2/2) and Phi(x) again: as much work as the
- * forward. When the op is recorded, the forward writes f'(x) = Phi(x) + x phi(x) beside
- * y (the expressions of gelu_f and dgelu_f, so the same bits) and the backward is one
- * product per element: gx (+)= gy * d. */
-typedef void (*fwd_saving_f32)(float *, float *, const float *, int64_t);
+/* ---- ops whose forward also saves the derivative ---------------------------------
+ * GELU's backward would compute e^(-x^2/2) and Phi(x) again (f32), or e^(-x^2/2) and a
+ * division (f64): as much work as the forward. When the op is recorded, the forward writes
+ * f'(x) = Phi(x) + x phi(x) beside y (f32: the expressions of gelu_f and dgelu_f, so the same
+ * bits; f64: Phi from the forward's erf) and the backward is one product per element:
+ * gx (+)= gy * d. */
+typedef void (*fwd_saving)(void *, void *, const void *, int64_t);
 
-static void gelu_fwd_saving_f32(float *restrict ys, float *restrict ds, const float *restrict xs, int64_t n)
+static void gelu_fwd_saving_f32(void *ys_, void *ds_, const void *xs_, int64_t n)
 {
+    float *restrict ys = ys_, *restrict ds = ds_;
+    const float *restrict xs = xs_;
     for (int64_t i = 0; i < n; i++) {
         const float x = xs[i], e = pg_vgaussf(x), cdf = pg_vncdff_with(x, e);
         ys[i] = x * cdf;
@@ -153,16 +159,30 @@ static void gelu_fwd_saving_f32(float *restrict ys, float *restrict ds, const fl
     }
 }
 
-static void bwd_saved_f32(float *restrict gx, const float *restrict gy, const float *restrict ds, int64_t n,
-                          bool assign)
+static void gelu_fwd_saving_f64(void *ys_, void *ds_, const void *xs_, int64_t n)
 {
-    if (assign)
-        for (int64_t i = 0; i < n; i++)
-            gx[i] = gy[i] * ds[i];
-    else
-        for (int64_t i = 0; i < n; i++)
-            gx[i] += gy[i] * ds[i];
+    double *restrict ys = ys_, *restrict ds = ds_;
+    const double *restrict xs = xs_;
+    for (int64_t i = 0; i < n; i++) {
+        const double x = xs[i], cdf = ncdf_d(x);
+        ys[i] = x * cdf;
+        ds[i] = dgelu_with_d(x, cdf);
+    }
 }
+
+#define DEFINE_BWD_SAVED(T, sfx)                                                                               \
+    static void bwd_saved_##sfx(T *restrict gx, const T *restrict gy, const T *restrict ds, int64_t n,         \
+                                bool assign)                                                                   \
+    {                                                                                                          \
+        if (assign)                                                                                            \
+            for (int64_t i = 0; i < n; i++)                                                                    \
+                gx[i] = gy[i] * ds[i];                                                                         \
+        else                                                                                                   \
+            for (int64_t i = 0; i < n; i++)                                                                    \
+                gx[i] += gy[i] * ds[i];                                                                        \
+    }
+DEFINE_BWD_SAVED(float, f32)
+DEFINE_BWD_SAVED(double, f64)
 
 /* ---- the shared driver --------------------------------------------------------- */
 
@@ -189,18 +209,22 @@ typedef struct unary_job {
     void *out;                  /* y, or gx */
     const void *x, *y, *gy;
     double a, b;
-    fwd_saving_f32 saving; /* forward: also write f'(x) into d */
-    float *d;              /* the saved f'(x), or NULL */
+    fwd_saving saving; /* forward: also write f'(x) into d */
+    void *d;           /* the saved f'(x) (x's dtype), or NULL */
 } unary_job;
 
 static void unary_slice(void *ctx, int64_t i0, int64_t i1)
 {
     const unary_job *j = ctx;
     int64_t n = i1 - i0;
-    if (j->d && !j->backward)
-        j->saving((float *)j->out + i0, j->d + i0, (const float *)j->x + i0, n);
+    if (j->d && !j->backward && j->f32)
+        j->saving((float *)j->out + i0, (float *)j->d + i0, (const float *)j->x + i0, n);
+    else if (j->d && !j->backward)
+        j->saving((double *)j->out + i0, (double *)j->d + i0, (const double *)j->x + i0, n);
+    else if (j->d && j->f32)
+        bwd_saved_f32((float *)j->out + i0, (const float *)j->gy + i0, (const float *)j->d + i0, n, j->assign);
     else if (j->d)
-        bwd_saved_f32((float *)j->out + i0, (const float *)j->gy + i0, j->d + i0, n, j->assign);
+        bwd_saved_f64((double *)j->out + i0, (const double *)j->gy + i0, (const double *)j->d + i0, n, j->assign);
     else if (j->f32 && !j->backward)
         j->k->f32((float *)j->out + i0, (const float *)j->x + i0, n, j->a, j->b);
     else if (!j->backward)
@@ -227,7 +251,7 @@ static int unary_backward(pg_graph *g, pg_node *n)
     return 0;
 }
 
-static fwd_saving_f32 saving_kernel(const unary_kind *k, const pg_tensor *x);
+static fwd_saving saving_kernel(const unary_kind *k, const pg_tensor *x);
 
 static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a, double b)
 {
@@ -237,8 +261,8 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
     if (!y)
         return NULL;
     pg_tensor *d = NULL; /* f'(x) for the backward, when the forward can save it */
-    fwd_saving_f32 saving = pg_op_needs_grad(g, 1, &x) ? saving_kernel(k, x) : NULL;
-    if (saving && !(d = pg_op_output(g, k->name, PG_F32, x->ndim, x->shape)))
+    fwd_saving saving = pg_op_needs_grad(g, 1, &x) ? saving_kernel(k, x) : NULL;
+    if (saving && !(d = pg_op_output(g, k->name, x->dtype, x->ndim, x->shape)))
         return NULL;
     unary_job j = {k, x->dtype == PG_F32, false, false, y->data, x->data, NULL, NULL, a, b, saving, d ? d->data : NULL};
     pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
@@ -261,10 +285,12 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
 UNARY_OPS(DEFINE_KIND)
 FLAT_OPS(DEFINE_FLAT_KIND)
 
-/* the saving forward of k for x, or NULL (f64, and every op but GELU) */
-static fwd_saving_f32 saving_kernel(const unary_kind *k, const pg_tensor *x)
+/* the saving forward of k for x's dtype, or NULL (every op but GELU) */
+static fwd_saving saving_kernel(const unary_kind *k, const pg_tensor *x)
 {
-    return k == &gelu_kind && x->dtype == PG_F32 ? gelu_fwd_saving_f32 : NULL;
+    if (k != &gelu_kind)
+        return NULL;
+    return x->dtype == PG_F32 ? gelu_fwd_saving_f32 : gelu_fwd_saving_f64;
 }
 
 /* ---- public functions ------------------------------------------------------------ */

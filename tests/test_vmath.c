@@ -148,43 +148,58 @@ Test(vmath, gelu_f32_within_ulps_of_f64)
     pg_tensor_free(x64);
 }
 
-/* The recorded f32 GELU writes f'(x) beside y and its backward multiplies by it:
- * its y equals the unrecorded forward's bit for bit (odd lengths reach the loops'
- * remainders), the fresh (=) and accumulating (+=) backward agree (two uses of x:
- * the gradient is the sum of both products), and an upstream gradient scales it. */
-Test(vmath, gelu_f32_saved_derivative_paths_agree)
+/* The recorded GELU writes f'(x) beside y and its backward multiplies by it: its y
+ * equals the unrecorded forward's bit for bit (odd lengths reach the loops' remainders),
+ * the fresh (=) and accumulating (+=) backward agree (two uses of x: the gradient is the
+ * sum of both products), and an upstream gradient scales it. Values read as double. */
+static double at(const pg_tensor *t, int i) { return t->dtype == PG_F32 ? pg_f32(t)[i] : pg_f64(t)[i]; }
+
+static void saved_derivative_paths_agree(pg_dtype dtype)
 {
     enum { N = 1037 };
     pg_rng r = pg_rng_init(11);
-    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(N), &r), *up = pg_randn(NULL, PG_F32, PG_SHAPE(N), &r);
-    for (int i = 0; i < N; i++)
-        pg_f32(x)[i] *= 4.0f;
+    pg_tensor *x = pg_randn(NULL, dtype, PG_SHAPE(N), &r), *up = pg_randn(NULL, dtype, PG_SHAPE(N), &r);
+    pg_tensor *x4 = pg_mul_scalar(NULL, x, 4.0);
+    pg_tensor_free(x);
+    x = x4;
     pg_tensor *plain = pg_gelu(NULL, x);
     pg_set_requires_grad(x, true);
     pg_graph *g = pg_graph_new();
     pg_tensor *y = pg_gelu(g, x);
     cr_assert(plain && y, "%s", pg_last_error());
-    cr_assert_eq(memcmp(pg_f32(plain), pg_f32(y), N * sizeof(float)), 0, "recorded and plain GELU differ");
+    cr_assert_eq(memcmp(plain->data, y->data, (size_t)N * pg_dtype_size(dtype)), 0, "recorded and plain GELU differ");
     cr_assert_eq(pg_backward_with(g, y, up), 0, "%s", pg_graph_error(g));
-    pg_tensor *once = pg_cast(NULL, x->grad, PG_F32);
+    pg_tensor *once = pg_cast(NULL, x->grad, dtype);
     pg_zero_grad(x);
     pg_graph_reset(g);
     pg_tensor *y1 = pg_gelu(g, x), *y2 = pg_gelu(g, x);
     cr_assert_eq(pg_backward_with(g, pg_add(g, y1, y2), up), 0, "%s", pg_graph_error(g));
     for (int i = 0; i < N; i++)
-        cr_assert_eq(pg_f32(x->grad)[i], pg_f32(once)[i] + pg_f32(once)[i], "element %d: %.9g vs 2 x %.9g", i,
-                     pg_f32(x->grad)[i], pg_f32(once)[i]);
+        cr_assert_eq(at(x->grad, i), at(once, i) + at(once, i), "element %d: %.17g vs 2 x %.17g", i, at(x->grad, i),
+                     at(once, i));
     pg_zero_grad(x);
     pg_graph_reset(g);
     cr_assert_eq(pg_backward(g, pg_sum(g, pg_gelu(g, x), 0, NULL, false)), 0, "%s", pg_graph_error(g));
-    for (int i = 0; i < N; i++)
-        cr_assert_eq(pg_f32(once)[i], pg_f32(up)[i] * pg_f32(x->grad)[i], "element %d", i);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(at(once, i), dtype == PG_F32 ? (double)(pg_f32(up)[i] * pg_f32(x->grad)[i])
+                                                  : pg_f64(up)[i] * pg_f64(x->grad)[i], "element %d", i);
+        if (dtype == PG_F64) { /* Phi(x) + x phi(x) through libm's erfc: within a few ulps of its terms,
+                                * plus eps for Phi = (1 + erf) / 2, which cancels in the left tail */
+            double xi = pg_f64(x)[i], cdf = 0.5 * erfc(-xi / sqrt(2.0));
+            double xpdf = xi * exp(-0.5 * xi * xi) / sqrt(2.0 * 3.14159265358979323846);
+            cr_assert_leq(fabs(pg_f64(x->grad)[i] - (cdf + xpdf)), 4 * DBL_EPSILON * (fabs(cdf) + fabs(xpdf)) + DBL_EPSILON,
+                          "gelu'(%.17g) = %.17g, libm %.17g", xi, pg_f64(x->grad)[i], cdf + xpdf);
+        }
+    }
     pg_graph_free(g);
     pg_tensor_free(once);
     pg_tensor_free(plain);
     pg_tensor_free(up);
     pg_tensor_free(x);
 }
+
+Test(vmath, gelu_f32_saved_derivative_paths_agree) { saved_derivative_paths_agree(PG_F32); }
+Test(vmath, gelu_f64_saved_derivative_paths_agree) { saved_derivative_paths_agree(PG_F64); }
 
 /* f32 sigmoid (e^-|x| from pg_vexpf, vectorised) against libm in double at the same float
  * inputs: within 2.5e-7 relative on [-87, 30]; 0 and 1 at the far ends, NaN kept; its
