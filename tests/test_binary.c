@@ -3,6 +3,8 @@
  * PyTorch 1.13 (torch.add ... torch.pow, float64) unless noted. */
 #include "testutil.h"
 
+#include "../tensor/broadcast.h"
+
 /* the shape arguments of a 0-dim tensor */
 #define SCALAR 0, NULL
 
@@ -342,4 +344,67 @@ Test(binary, same_shape_slices_on_the_pool)
     }
     cr_assert_eq(memcmp(grad[0], grad[1], sizeof grad[0]), 0, "1 and 3 threads differ");
     cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
+/* Broadcast gradients (dst += src summed over the dims where dst broadcasts, the
+ * backward of every broadcasting op, tensor/broadcast.c): for reductions over leading,
+ * middle, inner, non-adjacent and all dims, and over a long inner dim of dst's own, the
+ * sums equal a plain loop over src within rounding and are the same bits on 1 and 2
+ * threads. */
+typedef struct sum_case {
+    int nd;
+    int64_t src[4], dst[4]; /* dst as broadcast to src's rank (1 where it broadcasts) */
+    pg_dtype dtype;
+} sum_case;
+
+static void sum_to_run(void *ctx, pg_tensor **res)
+{
+    const sum_case *c = ctx;
+    pg_rng r = pg_rng_init(5);
+    pg_tensor *src = pg_randn(NULL, c->dtype, c->nd, c->src, &r), *dst = pg_randn(NULL, c->dtype, c->nd, c->dst, &r);
+    pg_sum_to_accumulate(dst, src);
+    res[0] = dst;
+    pg_tensor_free(src);
+}
+
+/* the expected dst in double: its start plus every src element added where it maps */
+static void sum_to_expected(const sum_case *c, pg_tensor *dst, double tol)
+{
+    pg_rng r = pg_rng_init(5);
+    pg_tensor *src = pg_randn(NULL, c->dtype, c->nd, c->src, &r), *d0 = pg_randn(NULL, c->dtype, c->nd, c->dst, &r);
+    pg_tensor *s64 = pg_cast(NULL, src, PG_F64), *e = pg_cast(NULL, d0, PG_F64); /* the run's values */
+    for (int64_t f = 0; f < s64->numel; f++) {
+        int64_t rem = f, at = 0, scale = 1;
+        for (int d = c->nd - 1; d >= 0; d--) {
+            int64_t i = rem % c->src[d];
+            rem /= c->src[d];
+            at += (c->dst[d] == 1 ? 0 : i) * scale;
+            scale *= c->dst[d];
+        }
+        pg_f64(e)[at] += pg_f64(s64)[f];
+    }
+    pg_tensor *got = pg_cast(NULL, dst, PG_F64);
+    for (int64_t i = 0; i < e->numel; i++)
+        cr_assert_leq(fabs(pg_f64(got)[i] - pg_f64(e)[i]), tol * (1 + fabs(pg_f64(e)[i])), "element %lld: %.17g vs %.17g",
+                      (long long)i, pg_f64(got)[i], pg_f64(e)[i]);
+    pg_tensor *all[] = {src, d0, s64, e, got};
+    free_all(5, all);
+}
+
+Test(binary, broadcast_gradient_sums)
+{
+    const sum_case cases[] = {
+        {3, {64, 300, 40}, {1, 300, 40}, PG_F64},    {3, {64, 300, 40}, {64, 1, 40}, PG_F64},
+        {3, {64, 300, 40}, {64, 300, 1}, PG_F64},    {3, {64, 300, 40}, {1, 1, 1}, PG_F64},
+        {2, {16, 5000}, {1, 5000}, PG_F64},          {4, {2, 30, 4, 500}, {1, 30, 1, 500}, PG_F64},
+        {4, {5, 60, 7, 80}, {5, 1, 7, 1}, PG_F32},   {3, {64, 300, 40}, {1, 300, 40}, PG_F32},
+        {2, {3, 70001}, {1, 70001}, PG_F32},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        pg_tensor *res[1];
+        sum_to_run((void *)&cases[k], res);
+        sum_to_expected(&cases[k], res[0], cases[k].dtype == PG_F64 ? 1e-12 : 1e-4);
+        pg_tensor_free(res[0]);
+        assert_same_bits_on_1_and_2_threads(sum_to_run, (void *)&cases[k], 1, NULL);
+    }
 }
