@@ -91,8 +91,9 @@ static inline double pg_vncdf(double x) { return pg_vncdf_with(x, pg_vexp(-0.5 *
  *                 14 in u, t = 1 / (1 + a / 2) mapped onto [-1, 1] (t in [1/4, 2/3]);
  *   |x| >= 6:     +-1 (erfc(6) = 2e-17 is below half an ulp of 1).
  * The coefficients come from tests/fixtures/gen_vmath_erf.py. NaN stays NaN, erf(+-inf) = +-1,
- * erf(-0) = -0. */
-static inline double pg_verf(double x)
+ * erf(-0) = -0. pg_verf_with takes e = pg_vexp(-x * x) from the caller (GELU's derivative
+ * shares it), the same bits as pg_verf. */
+static inline double pg_verf_with(double x, double e)
 {
     const double a = fabs(x), z = a * a;
     double p = -7.795898827002142e-10;
@@ -125,10 +126,12 @@ static inline double pg_verf(double x)
     q = fma(q, u, 0.038560570425181566);
     q = fma(q, u, 0.16189356804102537);
     q = fma(q, u, 0.2214295402299318);
-    const double tail = 1.0 - pg_vexp(-ab * ab) * q;
+    const double tail = 1.0 - e * q; /* e = e^(-x^2) = e^(-ab^2) where the tail is taken */
     const double r = a < 1.0 ? near0 : a < 6.0 ? tail : 1.0;
     return x == x ? copysign(r, x) : x;
 }
+
+static inline double pg_verf(double x) { return pg_verf_with(x, pg_vexp(-x * x)); }
 
 /* ---- float32 lanes: 16 a zmm register, fused multiply-adds ----------------------------------
  * For the float32 kernels whose cost these functions are (GELU forward and backward): float
