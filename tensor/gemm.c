@@ -117,6 +117,9 @@
 #ifndef WIDE_BYTES
 #define WIDE_BYTES 4096
 #endif
+#ifndef B_ROWS_BYTES
+#define B_ROWS_BYTES 2048
+#endif
 /* below this many flops (2 M N K) a product stays on the calling thread: 2^22 flops take
  * ~20-40 us on a core, a dispatch to the pool's spinning workers a few us (10-45 us if they
  * slept). Measured on a 2-core EPYC, 2 threads: FIRE's step 41.4 -> 38.9 ms (its 65536 x 32
@@ -516,15 +519,19 @@ static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const voi
  * 2048x128x128 111 vs 100, 128x2048x128 tn 114 vs 101, 64^3 109 vs 88). It
  * loses when consecutive reads sit a multiple of 4 KiB apart (they share L1
  * and L2 sets: 512x2048x128 tn 101 vs 109) and when C's rows are 4 KiB or more
- * (each A block serves many B slivers: 1024^3 56 vs 92). The portable kernel
- * always reads packed slivers. */
+ * (each A block serves many B slivers: 1024^3 56 vs 92). A full KC-row sliver
+ * of op(B) read in place with rows a multiple of 2 KiB apart falls on a 32nd of
+ * L2's sets: packed instead (half-width AVX-512 EPYC, 128x2048x512 tn, best of
+ * 25: 61-92 in place, 90-94 packed). The portable kernel always reads packed
+ * slivers. */
 static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 {
 #if VEC_KERNELS
     /* (lda mod WIDE_BYTES) * elem: lda * elem may not be representable (one row, a huge stride) */
     bool wide = g->N >= WIDE_BYTES / (int64_t)elem;
+    bool b_sets = g->K >= KC && g->ldb % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
     g->pack_a = wide || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
-    g->pack_b = wide || g->tb || g->N % NR != 0;
+    g->pack_b = wide || b_sets || g->tb || g->N % NR != 0;
 #else
     (void)NR, (void)elem;
     g->pack_a = g->pack_b = true;
