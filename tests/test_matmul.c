@@ -38,10 +38,12 @@ static float *to_f32(const double *v, int64_t n)
 
 /* One case: stored A, B with padded leading dims, C prefilled (NaN when beta
  * is 0); f64 and f32 results against the naive loop. */
-static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, double beta, uint64_t seed)
+/* padded: leading dimensions past the rows (lda + 3, ldb + 1, ldc + 2), else exact */
+static void check_gemm_ld(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, double beta, uint64_t seed,
+                          bool padded)
 {
     int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-    int64_t lda = ac + 3, ldb = bc + 1, ldc = N + 2;
+    int64_t lda = ac + 3 * padded, ldb = bc + padded, ldc = N + 2 * padded;
     double *A = rand_buf(ar * lda, seed), *B = rand_buf(br * ldb, seed + 1), *C = rand_buf(M * ldc, seed + 2);
     if (beta == 0)
         for (int64_t i = 0; i < M * ldc; i++)
@@ -71,6 +73,11 @@ static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double
                       (long long)M, (long long)N, (long long)K, (long long)i, (long long)j, (double)c32[k], ref[k]);
         }
     free(A), free(B), free(C), free(ref), free(c64), free(A32), free(B32), free(c32);
+}
+
+static void check_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, double beta, uint64_t seed)
+{
+    check_gemm_ld(ta, tb, M, N, K, alpha, beta, seed, true);
 }
 
 Test(gemm, awkward_sizes_all_transposes)
@@ -106,7 +113,8 @@ Test(gemm, blocking_boundaries)
 /* Every row count of a micro-kernel (1 .. 30 covers MR 4, 6, 14 and two
  * slivers), on each path: op(A) and op(B) read in place (N a multiple of NR,
  * narrow C), op(B) packed (transposed or ragged N), both packed (C rows of
- * 4 KiB or more), and K over one KC block with in-place operands. */
+ * 4 KiB or more), K over one KC block with in-place operands, and op(B)'s rows
+ * exactly 2 KiB apart over K >= KC (packed: N 512 in f32, 256 in f64). */
 Test(gemm, row_counts_and_packing_paths)
 {
     uint64_t seed = 100;
@@ -118,6 +126,8 @@ Test(gemm, row_counts_and_packing_paths)
     for (int t = 0; t < 4; t++) {
         check_gemm(t & 1, t & 2, 17, 1040, 3, 1.0, 0.5, seed++);
         check_gemm(t & 1, t & 2, 20, 32, 1100, 1.0, 0.0, seed++);
+        check_gemm_ld(t & 1, false, 19, 512, 600, 1.0, 0.0, seed++, false);
+        check_gemm_ld(t & 1, false, 19, 256, 600, 1.0, 0.5, seed++, false);
     }
 }
 
