@@ -152,9 +152,9 @@ FLAT_OPS(DEFINE_FLAT_KERNELS)
 /* ---- ops whose forward also saves the derivative ---------------------------------
  * GELU's backward would compute e^(-x^2/2) and Phi(x) again (f32), or e^(-x^2/2) and a
  * division (f64): as much work as the forward. When the op is recorded, the forward writes
- * f'(x) = Phi(x) + x phi(x) beside y (f32: the expressions of gelu_f and dgelu_f, so the same
- * bits; f64: Phi from the forward's erf) and the backward is one product per element:
- * gx (+)= gy * d. */
+ * f'(x) = Phi(x) + x phi(x) beside y (the expressions of gelu_f / gelu_d and dgelu_f /
+ * dgelu_d, so the same bits as the unrecorded forward) and the backward is one product per
+ * element: gx (+)= gy * d. */
 typedef void (*fwd_saving)(void *, void *, const void *, int64_t);
 
 static void gelu_fwd_saving_f32(void *ys_, void *ds_, const void *xs_, int64_t n)
@@ -226,10 +226,9 @@ static void unary_slice(void *ctx, int64_t i0, int64_t i1)
 {
     const unary_job *j = ctx;
     int64_t n = i1 - i0;
-    if (j->d && !j->backward && j->f32)
-        j->saving((float *)j->out + i0, (float *)j->d + i0, (const float *)j->x + i0, n);
-    else if (j->d && !j->backward)
-        j->saving((double *)j->out + i0, (double *)j->d + i0, (const double *)j->x + i0, n);
+    const size_t at = (size_t)i0 * (j->f32 ? sizeof(float) : sizeof(double)); /* byte offset of element i0 */
+    if (j->d && !j->backward)
+        j->saving((char *)j->out + at, (char *)j->d + at, (const char *)j->x + at, n);
     else if (j->d && j->f32)
         bwd_saved_f32((float *)j->out + i0, (const float *)j->gy + i0, (const float *)j->d + i0, n, j->assign);
     else if (j->d)
