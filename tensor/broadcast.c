@@ -1,6 +1,8 @@
 /* NumPy broadcasting plans (see broadcast.h). */
 #include "broadcast.h"
 
+#include "threadpool.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -118,30 +120,96 @@ void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off)
     }
 }
 
-#define SUM_TO(T)                                                                                  \
+/* dst += src summed over dst's broadcast dims. The plan's loops run outer index r, then
+ * the inner dim, so each dst element gets its terms in r order. Two common shapes run on
+ * the thread pool without changing that order (so the bits are those of the serial loop
+ * for any thread count): one outer dim that dst broadcasts along and an inner dim of its
+ * own (a bias's gradient, (rows, n) -> (n): slices of the columns), and an inner dim that
+ * dst broadcasts along (row sums, (rows, n) -> (rows, 1): slices of the rows). */
+#define SUM_GRAIN 32768 /* src elements per slice, about */
+
+typedef struct sum_job {
+    const pg_bcast *p;
+    void *d;
+    const void *s;
+    bool f32;
+} sum_job;
+
+#define SUM_TO(T, r0, r1)                                                                          \
     do {                                                                                           \
-        T *d = dst->data;                                                                          \
-        const T *s = src->data;                                                                    \
-        for (int64_t r = 0; r < p.outer; r++, pg_bcast_next(&p, idx, off)) {                       \
-            if (p.istride[1] == 0) {                                                               \
+        T *d = j->d;                                                                               \
+        const T *s = j->s;                                                                         \
+        pg_bcast_seek(p, r0, idx, off);                                                            \
+        for (int64_t r = r0; r < (r1); r++, pg_bcast_next(p, idx, off)) {                          \
+            if (p->istride[1] == 0) {                                                              \
                 T acc = 0;                                                                         \
-                for (int64_t i = 0; i < p.inner; i++)                                              \
-                    acc += s[off[0] + i * p.istride[0]];                                           \
+                for (int64_t i = 0; i < p->inner; i++)                                             \
+                    acc += s[off[0] + i * p->istride[0]];                                          \
                 d[off[1]] += acc;                                                                  \
             } else {                                                                               \
-                for (int64_t i = 0; i < p.inner; i++)                                              \
-                    d[off[1] + i * p.istride[1]] += s[off[0] + i * p.istride[0]];                  \
+                for (int64_t i = 0; i < p->inner; i++)                                             \
+                    d[off[1] + i * p->istride[1]] += s[off[0] + i * p->istride[0]];                \
             }                                                                                      \
         }                                                                                          \
     } while (0)
 
+/* outer indices [r0, r1), every inner element */
+static void sum_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const sum_job *j = ctx;
+    const pg_bcast *p = j->p;
+    int64_t idx[PG_MAX_DIMS], off[PG_BCAST_MAX];
+    if (j->f32)
+        SUM_TO(float, r0, r1);
+    else
+        SUM_TO(double, r0, r1);
+}
+
+/* columns [c0, c1) of (rows, n) -> (n): every row in order */
+#define SUM_COLUMNS(T)                                                                             \
+    do {                                                                                           \
+        T *d = (T *)j->d + c0;                                                                     \
+        const T *s = (const T *)j->s + c0 * p->istride[0];                                         \
+        const int64_t rs = p->stride[0][0], cs = p->istride[0];                                    \
+        for (int64_t r = 0; r < p->shape[0]; r++, s += rs)                                         \
+            if (cs == 1)                                                                           \
+                for (int64_t c = 0; c < c1 - c0; c++)                                              \
+                    d[c] += s[c];                                                                  \
+            else                                                                                   \
+                for (int64_t c = 0; c < c1 - c0; c++)                                              \
+                    d[c] += s[c * cs];                                                             \
+    } while (0)
+
+static void sum_columns(void *ctx, int64_t c0, int64_t c1)
+{
+    const sum_job *j = ctx;
+    const pg_bcast *p = j->p;
+    if (j->f32)
+        SUM_COLUMNS(float);
+    else
+        SUM_COLUMNS(double);
+}
+
+/* dst has a stride along every outer dim: no two outer indices write one element */
+static bool dst_kept_along_outer(const pg_bcast *p)
+{
+    for (int d = 0; d < p->ndim - 1; d++)
+        if (p->stride[1][d] == 0)
+            return false;
+    return true;
+}
+
 void pg_sum_to_accumulate(pg_tensor *dst, const pg_tensor *src)
 {
     pg_bcast p;
-    int64_t idx[PG_MAX_DIMS] = {0}, off[PG_BCAST_MAX] = {0};
     pg_bcast_plan(&p, src->ndim, src->shape, 2, (const pg_tensor *[]){src, dst});
-    if (dst->dtype == PG_F32)
-        SUM_TO(float);
+    sum_job j = {&p, dst->data, src->data, dst->dtype == PG_F32};
+    if (p.outer == 0 || p.inner == 0)
+        return;
+    if (p.ndim == 2 && p.stride[1][0] == 0 && p.istride[1] == 1) /* (rows, n) -> (n) */
+        pg_parallel_range(p.inner, SUM_GRAIN / p.shape[0] + 1, sum_columns, &j);
+    else if (p.istride[1] == 0 && dst_kept_along_outer(&p)) /* row sums */
+        pg_parallel_range(p.outer, SUM_GRAIN / p.inner + 1, sum_rows, &j);
     else
-        SUM_TO(double);
+        sum_rows(&j, 0, p.outer);
 }
