@@ -199,6 +199,69 @@ static bool dst_kept_along_outer(const pg_bcast *p)
     return true;
 }
 
+/* Few columns over many rows ((65536, 4) -> (4): FIRE's MLP biases) cannot be shared out
+ * by columns: the rows go in blocks whose count and size follow from the shape alone
+ * (SUM_BLOCK_ROWS or more rows each, at most SUM_MAX_BLOCKS), each block's column sums
+ * into a slot of its own, and the slots are added in block order: the same bits for any
+ * thread count (though not those of one pass over the rows). */
+enum { SUM_FEW_COLUMNS = 64, SUM_BLOCK_ROWS = 4096, SUM_MAX_BLOCKS = 64 };
+
+typedef struct block_job {
+    const sum_job *j;
+    int64_t blocks, rows_per_block, tasks;
+    double slots[SUM_MAX_BLOCKS * SUM_FEW_COLUMNS]; /* block b's sums at b * n (T each) */
+} block_job;
+
+#define SUM_BLOCK(T)                                                                               \
+    do {                                                                                           \
+        T *slot = (T *)bj->slots + b * n;                                                          \
+        const T *s = (const T *)bj->j->s + r0 * rs;                                                \
+        for (int64_t c = 0; c < n; c++)                                                            \
+            slot[c] = 0;                                                                           \
+        for (int64_t r = r0; r < r1; r++, s += rs)                                                 \
+            for (int64_t c = 0; c < n; c++)                                                        \
+                slot[c] += s[c * cs];                                                              \
+    } while (0)
+
+static void sum_blocks_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    block_job *bj = ctx;
+    const pg_bcast *p = bj->j->p;
+    const int64_t n = p->inner, rs = p->stride[0][0], cs = p->istride[0], rows = p->shape[0];
+    for (int64_t b = bj->blocks * t / bj->tasks; b < bj->blocks * (t + 1) / bj->tasks; b++) {
+        const int64_t r0 = b * bj->rows_per_block, r1 = r0 + bj->rows_per_block < rows ? r0 + bj->rows_per_block : rows;
+        if (bj->j->f32)
+            SUM_BLOCK(float);
+        else
+            SUM_BLOCK(double);
+    }
+}
+
+#define ADD_SLOTS(T)                                                                               \
+    for (int64_t c = 0; c < n; c++) {                                                              \
+        T acc = ((const T *)bj.slots)[c];                                                          \
+        for (int64_t b = 1; b < bj.blocks; b++)                                                    \
+            acc += ((const T *)bj.slots)[b * n + c];                                               \
+        ((T *)j->d)[c] += acc;                                                                     \
+    }
+
+static void sum_column_blocks(const sum_job *j)
+{
+    const int64_t rows = j->p->shape[0], n = j->p->inner;
+    block_job bj = {.j = j, .blocks = rows / SUM_BLOCK_ROWS};
+    bj.blocks = bj.blocks < SUM_MAX_BLOCKS ? bj.blocks : SUM_MAX_BLOCKS;
+    bj.rows_per_block = (rows + bj.blocks - 1) / bj.blocks;
+    bj.blocks = (rows + bj.rows_per_block - 1) / bj.rows_per_block;
+    bj.tasks = pg_parallel_tasks(rows * n, SUM_GRAIN);
+    bj.tasks = bj.tasks < bj.blocks ? bj.tasks : bj.blocks;
+    pg_parallel_for(bj.tasks, sum_blocks_task, &bj);
+    if (j->f32)
+        ADD_SLOTS(float)
+    else
+        ADD_SLOTS(double)
+}
+
 void pg_sum_to_accumulate(pg_tensor *dst, const pg_tensor *src)
 {
     pg_bcast p;
@@ -206,7 +269,10 @@ void pg_sum_to_accumulate(pg_tensor *dst, const pg_tensor *src)
     sum_job j = {&p, dst->data, src->data, dst->dtype == PG_F32};
     if (p.outer == 0 || p.inner == 0)
         return;
-    if (p.ndim == 2 && p.stride[1][0] == 0 && p.istride[1] == 1) /* (rows, n) -> (n) */
+    bool columns = p.ndim == 2 && p.stride[1][0] == 0 && p.istride[1] == 1; /* (rows, n) -> (n) */
+    if (columns && p.inner < SUM_FEW_COLUMNS && p.shape[0] >= 2 * SUM_BLOCK_ROWS)
+        sum_column_blocks(&j);
+    else if (columns)
         pg_parallel_range(p.inner, SUM_GRAIN / p.shape[0] + 1, sum_columns, &j);
     else if (p.istride[1] == 0 && dst_kept_along_outer(&p)) /* row sums */
         pg_parallel_range(p.outer, SUM_GRAIN / p.inner + 1, sum_rows, &j);

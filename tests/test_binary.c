@@ -348,7 +348,8 @@ Test(binary, same_shape_slices_on_the_pool)
 
 /* Broadcast gradients (dst += src summed over the dims where dst broadcasts, the
  * backward of every broadcasting op, tensor/broadcast.c): for reductions over leading,
- * middle, inner, non-adjacent and all dims, and over a long inner dim of dst's own, the
+ * middle, inner, non-adjacent and all dims, over a long inner dim of dst's own (slices of
+ * columns), row sums (slices of rows) and few columns over many rows (blocks of rows), the
  * sums equal a plain loop over src within rounding and are the same bits on 1 and 2
  * threads. */
 typedef struct sum_case {
@@ -399,7 +400,8 @@ Test(binary, broadcast_gradient_sums)
         {2, {16, 5000}, {1, 5000}, PG_F64},          {4, {2, 30, 4, 500}, {1, 30, 1, 500}, PG_F64},
         {4, {5, 60, 7, 80}, {5, 1, 7, 1}, PG_F32},   {3, {64, 300, 40}, {1, 300, 40}, PG_F32},
         {2, {3, 70001}, {1, 70001}, PG_F32},         {4, {2, 30, 4, 5000}, {1, 30, 1, 1}, PG_F64},
-        {3, {40, 3000, 7}, {40, 3000, 1}, PG_F32},
+        {3, {40, 3000, 7}, {40, 3000, 1}, PG_F32},   {2, {70000, 4}, {1, 4}, PG_F32},
+        {3, {3, 9000, 7}, {1, 1, 7}, PG_F64},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         pg_tensor *res[1];
