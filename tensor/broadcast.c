@@ -125,7 +125,8 @@ void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off)
  * the thread pool without changing that order (so the bits are those of the serial loop
  * for any thread count): one outer dim that dst broadcasts along and an inner dim of its
  * own (a bias's gradient, (rows, n) -> (n): slices of the columns), and an inner dim that
- * dst broadcasts along (row sums, (rows, n) -> (rows, 1): slices of the rows). */
+ * dst broadcasts along (row sums, (rows, n) -> (rows, 1): slices of the rows). A bias's
+ * gradient with few columns over many rows goes in blocks of rows (sum_column_blocks). */
 #define SUM_GRAIN 32768 /* src elements per slice, about */
 
 typedef struct sum_job {
@@ -209,12 +210,15 @@ enum { SUM_FEW_COLUMNS = 64, SUM_BLOCK_ROWS = 4096, SUM_MAX_BLOCKS = 64 };
 typedef struct block_job {
     const sum_job *j;
     int64_t blocks, rows_per_block, tasks;
-    double slots[SUM_MAX_BLOCKS * SUM_FEW_COLUMNS]; /* block b's sums at b * n (T each) */
+    union { /* block b's sums at b * n */
+        float f32[SUM_MAX_BLOCKS * SUM_FEW_COLUMNS];
+        double f64[SUM_MAX_BLOCKS * SUM_FEW_COLUMNS];
+    } slots;
 } block_job;
 
-#define SUM_BLOCK(T)                                                                               \
+#define SUM_BLOCK(T, sfx)                                                                          \
     do {                                                                                           \
-        T *slot = (T *)bj->slots + b * n;                                                          \
+        T *slot = bj->slots.sfx + b * n;                                                           \
         const T *s = (const T *)bj->j->s + r0 * rs;                                                \
         for (int64_t c = 0; c < n; c++)                                                            \
             slot[c] = 0;                                                                           \
@@ -232,17 +236,17 @@ static void sum_blocks_task(void *ctx, int64_t t, int thread)
     for (int64_t b = bj->blocks * t / bj->tasks; b < bj->blocks * (t + 1) / bj->tasks; b++) {
         const int64_t r0 = b * bj->rows_per_block, r1 = r0 + bj->rows_per_block < rows ? r0 + bj->rows_per_block : rows;
         if (bj->j->f32)
-            SUM_BLOCK(float);
+            SUM_BLOCK(float, f32);
         else
-            SUM_BLOCK(double);
+            SUM_BLOCK(double, f64);
     }
 }
 
-#define ADD_SLOTS(T)                                                                               \
+#define ADD_SLOTS(T, slots)                                                                        \
     for (int64_t c = 0; c < n; c++) {                                                              \
-        T acc = ((const T *)bj.slots)[c];                                                          \
+        T acc = slots[c];                                                                          \
         for (int64_t b = 1; b < bj.blocks; b++)                                                    \
-            acc += ((const T *)bj.slots)[b * n + c];                                               \
+            acc += slots[b * n + c];                                                               \
         ((T *)j->d)[c] += acc;                                                                     \
     }
 
@@ -257,9 +261,9 @@ static void sum_column_blocks(const sum_job *j)
     bj.tasks = bj.tasks < bj.blocks ? bj.tasks : bj.blocks;
     pg_parallel_for(bj.tasks, sum_blocks_task, &bj);
     if (j->f32)
-        ADD_SLOTS(float)
+        ADD_SLOTS(float, bj.slots.f32)
     else
-        ADD_SLOTS(double)
+        ADD_SLOTS(double, bj.slots.f64)
 }
 
 void pg_sum_to_accumulate(pg_tensor *dst, const pg_tensor *src)
