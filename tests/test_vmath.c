@@ -68,7 +68,7 @@ Test(vmath, erf_within_an_ulp_of_mpmath)
     cr_assert_eq(pg_verf(INFINITY), 1.0);
     cr_assert_eq(pg_verf(-INFINITY), -1.0);
     cr_assert(isnan(pg_verf(NAN)));
-    pg_tensor_list_free(&l);
+    pg_tensor_list_free_all(&l);
 }
 
 /* f64 GELU (x (1 + erf(x / sqrt 2)) / 2, PyTorch's formula, through pg_verf) beside the same
