@@ -151,9 +151,7 @@ Test(vmath, gelu_f32_within_ulps_of_f64)
 /* The recorded GELU writes f'(x) beside y and its backward multiplies by it: its y
  * equals the unrecorded forward's bit for bit (odd lengths reach the loops' remainders),
  * the fresh (=) and accumulating (+=) backward agree (two uses of x: the gradient is the
- * sum of both products), and an upstream gradient scales it. Values read as double. */
-static double at(const pg_tensor *t, int i) { return t->dtype == PG_F32 ? pg_f32(t)[i] : pg_f64(t)[i]; }
-
+ * sum of both products), and an upstream gradient scales it. Values read as double (pg_get). */
 static void saved_derivative_paths_agree(pg_dtype dtype)
 {
     enum { N = 1037 };
@@ -175,13 +173,13 @@ static void saved_derivative_paths_agree(pg_dtype dtype)
     pg_tensor *y1 = pg_gelu(g, x), *y2 = pg_gelu(g, x);
     cr_assert_eq(pg_backward_with(g, pg_add(g, y1, y2), up), 0, "%s", pg_graph_error(g));
     for (int i = 0; i < N; i++)
-        cr_assert_eq(at(x->grad, i), at(once, i) + at(once, i), "element %d: %.17g vs 2 x %.17g", i, at(x->grad, i),
-                     at(once, i));
+        cr_assert_eq(pg_get(x->grad, i), pg_get(once, i) + pg_get(once, i), "element %d: %.17g vs 2 x %.17g", i, pg_get(x->grad, i),
+                     pg_get(once, i));
     pg_zero_grad(x);
     pg_graph_reset(g);
     cr_assert_eq(pg_backward(g, pg_sum(g, pg_gelu(g, x), 0, NULL, false)), 0, "%s", pg_graph_error(g));
     for (int i = 0; i < N; i++) {
-        cr_assert_eq(at(once, i), dtype == PG_F32 ? (double)(pg_f32(up)[i] * pg_f32(x->grad)[i])
+        cr_assert_eq(pg_get(once, i), dtype == PG_F32 ? (double)(pg_f32(up)[i] * pg_f32(x->grad)[i])
                                                   : pg_f64(up)[i] * pg_f64(x->grad)[i], "element %d", i);
         if (dtype == PG_F64) { /* Phi(x) + x phi(x) through libm's erfc: within a few ulps of its terms,
                                 * plus eps for Phi = (1 + erf) / 2, which cancels in the left tail */
