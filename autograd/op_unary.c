@@ -16,15 +16,7 @@
 #define SQRT_2_OVER_PI 0.79788456080286535588
 #define GELU_C 0.044715
 
-static inline double sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
-/* float: e = e^-|x| from tensor/vmath.h (the loop vectorises; libm's expf is a call),
- * 1 / (1 + e) for x >= 0, e / (1 + e) below: no overflow either side */
-static inline float sigmoid_f(float x)
-{
-    const float e = pg_vexpf(x < 0 ? x : -x), s = 1.0f / (1.0f + e);
-    return x >= 0 ? s : e * s;
-}
-#define SIGMOID(x) _Generic((x), float: sigmoid_f, default: sigmoid_d)(x)
+#define SIGMOID(x) _Generic((x), float: pg_vsigmoidf, default: pg_sigmoid_d)(x)
 #define SIGN(x) (T)((x) > 0 ? 1 : (x) < 0 ? -1 : (x))
 
 /* GELU and its derivative Phi(x) + x phi(x): tensor/vmath.h's float functions for

@@ -156,6 +156,16 @@ pg_tensor *pg_gather(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
  * c = min(f + 1, n - 1), w = p_j - f (CoPE's interpolation). Gradients reach z and p
  * (dp = z[c] - z[f]: the right-hand slope at an integer p). */
 pg_tensor *pg_gather_lerp(pg_graph *g, pg_tensor *z, pg_tensor *p);
+/* CoPE's bias from the logits in one op (autograd/op_cope.c, docs/pos/cope.md (1)-(4)):
+ * logits (B, H, Lq, Lk), z (B, H, Lq, n), key_mask (B, Lk) bool or NULL (false: hidden).
+ * g_ij = sigmoid(in_scale logits_ij), 0 where key j is hidden from query i (the key mask,
+ * or causal and j > i); p_ij = min(sum_{t >= j} g_it, n - 1); out_ij = out_scale times
+ * z_i read at p_ij as pg_gather_lerp reads it. The same bits as that chain of ops
+ * (mul_scalar, sigmoid, masked_fill, cumsum_reverse, clamp, gather_lerp, mul_scalar);
+ * gradients reach logits and z. A NaN logit (of a visible key) makes the bias NaN at
+ * it and at the keys before it in its row (their sums include it). */
+pg_tensor *pg_cope_interp(pg_graph *g, pg_tensor *logits, pg_tensor *z, pg_tensor *key_mask, bool causal,
+                          double in_scale, double out_scale);
 /* Entries of x along `axis` at the 1-D PG_I64 `index`. */
 pg_tensor *pg_index_select(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 /* Rows of table (V, D) at ids (any shape, PG_I64): out ids.shape + (D). */

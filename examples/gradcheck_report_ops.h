@@ -119,6 +119,8 @@ OPFN(op_split_heads, pg_mul(g, pg_split_heads(g, X, 1, 2, 2), pg_split_heads(g, 
 OPFN(op_merge_heads, pg_merge_heads(g, X))
 OPFN(op_gather, pg_gather(g, X, 1, GC_I64(g, PG_SHAPE(2, 2), 2, 0, 1, 1)))
 OPFN(op_gather_lerp, pg_gather_lerp(g, X, pg_mul_scalar(g, pg_sigmoid(g, Y), 2.5)))
+/* CoPE's bias, causal, sums of up to 5 gates over 4 values: some clamped */
+OPFN(op_cope_interp, pg_cope_interp(g, pg_mul_scalar(g, X, 3.0), Y, NULL, true, 0.9, 0.6))
 OPFN(op_index_select, pg_index_select(g, X, 0, GC_I64(g, PG_SHAPE(3), 2, 0, 2)))
 OPFN(op_embedding, pg_embedding(g, X, GC_I64(g, PG_SHAPE(2, 3), 4, 0, 4, 1, 3, 0)))
 OPFN(op_scatter_add, pg_scatter_add(g, X, 0, GC_I64(g, PG_SHAPE(2, 4), 2, 0, 1, 2, 0, 0, 2, 1), Y))
@@ -201,6 +203,7 @@ static const gc_op_case GC_OPS[] = {
     {"shape/rotate_pairs interleaved", op_rotate_inter, "u1x2x4x6 u1x1x4x3 u1x1x4x3"},
     {"shape/rel_shift", op_rel_shift, "u1x2x3x6"}, {"shape/split_heads", op_split_heads, "u2x3x9"},
     {"shape/merge_heads", op_merge_heads, "u2x2x3x2"}, {"index/gather", op_gather, "u2x3"}, {"index/gather_lerp", op_gather_lerp, "u2x3x4 u2x3x5"},
+    {"index/cope_interp", op_cope_interp, "u1x2x5x5 u1x2x5x4"},
     {"index/index_select", op_index_select, "u3x4"}, {"index/embedding", op_embedding, "u5x3"},
     {"index/scatter_add", op_scatter_add, "u3x4 u2x4"},
     {"loss/cross_entropy ignore", op_cross_entropy, "u2x3x5"},

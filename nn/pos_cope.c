@@ -1,7 +1,8 @@
-/* CoPE (nn/pos_cope.h; docs/pos/cope.md). Built from differentiable ops:
- * matmul, sigmoid, masked_fill, a reversed cumsum (index_select flips, cumsum),
- * clamp, gather; only the integer indices floor p / ceil p are computed by hand
- * (they carry no gradient). The soft one-hot (5): sub, abs, softmax, matmul. */
+/* CoPE (nn/pos_cope.h; docs/pos/cope.md). The bias is one op, pg_cope_interp
+ * (autograd/op_cope.c: gates (1), suffix sums and clamp (2), interpolation (4) in one
+ * pass over the (B, H, Lq, Lk) logits), beside the matmuls of the logits and of (3).
+ * The soft one-hot (5) is built from differentiable ops: sigmoid, masked_fill, a
+ * reversed cumsum, clamp, then sub, abs, softmax, matmul. */
 #include "pos_cope.h"
 
 #include <math.h>
@@ -71,16 +72,6 @@ static bool check_call(pg_graph *g, pg_cope *m, const pg_tensor *q, const pg_ten
     return true;
 }
 
-/* (4): z (B, H, Lq, npos) read at p (B, H, Lq, Lk) by linear interpolation */
-static pg_tensor *interp_bias(pg_graph *g, pg_tensor *p, pg_tensor *z)
-{
-    /* z[f] + w (z[f + 1] - z[f]), f = floor p, w = p - f; the upper index floor p + 1 (not
-     * ceil p), so at an integer p the gradient is the right-hand slope z[f + 1] - z[f], a
-     * one-sided derivative, where ceil p = floor p (the references) gives 0, which is
-     * neither (docs/pos/cope.md) */
-    return p && z ? pg_gather_lerp(g, z, p) : NULL;
-}
-
 /* (5): a_ijn = softmax_n(-|p_ij - n| / temp) (B, H, Lq, Lk, npos); bias_ij = sum_n a_ijn z_i[n].
  * Smooth in p except where p is an integer (the kink of |p - n|). */
 static pg_tensor *soft_bias(pg_graph *g, pg_tensor *p, pg_tensor *z, double temp)
@@ -96,7 +87,19 @@ static pg_tensor *soft_bias(pg_graph *g, pg_tensor *p, pg_tensor *z, double temp
     return bias ? pg_reshape(g, bias, 4, p->shape) : NULL;
 }
 
-/* mod_bias: (B, H, Lq, Lk), docs/pos/cope.md (1)-(5) */
+/* (1), (2) and (5) from the scaled logits s (B, H, Lq, Lk): the soft one-hot's chain of ops */
+static pg_tensor *soft_onehot_bias(pg_graph *g, pg_cope *m, pg_tensor *s, pg_tensor *z, const pg_pos_ctx *c)
+{
+    pg_tensor *gates = pg_sigmoid(g, s); /* (1), 0 where hidden (masked_fill: no gradient there) */
+    if (c->mask || c->causal)
+        gates = pg_masked_fill(g, gates, hidden(g, c), 0.0);
+    return soft_bias(g, positions(g, gates, m->npos), z, m->soft_onehot_temp);
+}
+
+/* mod_bias: (B, H, Lq, Lk), docs/pos/cope.md (1)-(5). (4) reads z at p by linear
+ * interpolation with the upper index floor p + 1 (not ceil p), so at an integer p the
+ * gradient is the right-hand slope z[f + 1] - z[f], a one-sided derivative, where
+ * ceil p = floor p (the references) gives 0, which is neither (docs/pos/cope.md). */
 static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, pg_tensor *v,
                             const pg_pos_ctx *c)
 {
@@ -104,17 +107,18 @@ static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor 
     if (!check_call(g, m, q, k, v, c))
         return NULL;
     double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
+    /* RAM: softmax((q.k + bias) / sqrt(Dh)), the bias scaled too; XT adds it after the scaling */
+    double out_scale = m->convention == PG_COPE_RAM && !m->nodiv ? scale : 1.0;
     pg_tensor *kg = m->gates == PG_COPE_GATES_VALUE ? v : k;
-    /* (1) gates, 0 where hidden (masked_fill: no gradient there) */
-    pg_tensor *s = pg_mul_scalar(g, pg_matmul(g, q, kg, false, true), scale); /* (B, H, Lq, Lk) */
-    pg_tensor *gates = pg_sigmoid(g, s);
-    if (c->mask || c->causal)
-        gates = pg_masked_fill(g, gates, hidden(g, c), 0.0);
-    pg_tensor *p = positions(g, gates, m->npos); /* (2) */
-    pg_tensor *z = int_logits(g, m, q);          /* (3) (B, H, Lq, npos) */
-    pg_tensor *bias = m->soft_onehot ? soft_bias(g, p, z, m->soft_onehot_temp) : interp_bias(g, p, z);
-    if (m->convention == PG_COPE_RAM && !m->nodiv) /* RAM: softmax((q.k + bias) / sqrt(Dh)) */
-        bias = pg_mul_scalar(g, bias, scale);
+    pg_tensor *logits = pg_matmul(g, q, kg, false, true); /* (B, H, Lq, Lk), unscaled */
+    pg_tensor *z = int_logits(g, m, q);                   /* (3) (B, H, Lq, npos) */
+    pg_tensor *bias = NULL;
+    if (m->soft_onehot) {
+        bias = soft_onehot_bias(g, m, pg_mul_scalar(g, logits, scale), z, c);
+        bias = bias && out_scale != 1.0 ? pg_mul_scalar(g, bias, out_scale) : bias;
+    } else if (logits && z) {
+        bias = pg_cope_interp(g, logits, z, c->mask, c->causal, scale, out_scale);
+    }
     if (!bias && !pg_graph_error(g))
         pg_graph_fail(g, "cope: failed for q %s, k %s", SHAPE(q), SHAPE(k));
     return bias;

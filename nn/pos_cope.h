@@ -22,7 +22,7 @@
  * zeros (the references): (1, Dh, npos) in the RAM convention
  * (facebookresearch/RAM projects/cope), (npos, Dh) in x-transformers'.
  *
- * (4) is one op, pg_gather_lerp (autograd/ops.h).
+ * (1), (2) and (4) are one op, pg_cope_interp (autograd/ops.h).
  * Memory: mod_bias materialises (B, H, Lq, Lk) gates, positions and bias (the
  * suffix sum needs the whole row), so MultiheadAttention takes its unfused path
  * and memory is quadratic in L (soft_onehot: also (B, H, Lq, Lk, npos) weights).

@@ -171,6 +171,16 @@ static inline float pg_vexpf(float x)
     return x == x ? y : x;
 }
 
+/* sigmoid(x) = 1 / (1 + e^-x) from e = e^-|x|: 1 / (1 + e) for x >= 0, e / (1 + e) below
+ * (no overflow either side). Float through pg_vexpf (the loops vectorise); the double
+ * version calls libm's exp (pg_sigmoid and CoPE's gates, autograd/op_cope.c, share both). */
+static inline float pg_vsigmoidf(float x)
+{
+    const float e = pg_vexpf(x < 0 ? x : -x), s = 1.0f / (1.0f + e);
+    return x >= 0 ? s : e * s;
+}
+static inline double pg_sigmoid_d(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+
 /* e^(-x^2 / 2) with x^2 = h + l split exactly by an fma (h = fl(x^2)): e^(-h/2) (1 - l/2).
  * Rounding x^2 first would cost up to x^2 2^-25 of relative error: 4e-6 at x = 12. */
 static inline float pg_vgaussf(float x)

@@ -109,6 +109,61 @@ static void bench_op_overhead(void)
     pg_tensor_free(c.up);
 }
 
+/* ---- CoPE's bias: forward + backward on the toy model's shape ---------------------------
+ * logits (8, 4, 256, 256) f32, z (8, 4, 256, 257), causal: pg_cope_interp beside the chain
+ * of ops it replaced (mul_scalar, sigmoid, masked_fill, cumsum_reverse, clamp,
+ * gather_lerp, mul_scalar; the same bits), at 1 and 2 threads */
+typedef struct cope_ctx {
+    pg_graph *g;
+    pg_tensor *s, *z, *hide, *up;
+    bool chain;
+} cope_ctx;
+
+static void cope_run(void *p, int reps)
+{
+    cope_ctx *c = p;
+    const double scale = 1.0 / sqrt(32.0);
+    for (int i = 0; i < reps; i++) {
+        pg_graph_reset(c->g);
+        pg_tensor *y;
+        if (c->chain) {
+            pg_tensor *gates = pg_masked_fill(c->g, pg_sigmoid(c->g, pg_mul_scalar(c->g, c->s, scale)), c->hide, 0);
+            pg_tensor *p = pg_clamp(c->g, pg_cumsum_reverse(c->g, gates, -1), -INFINITY, 256);
+            y = pg_mul_scalar(c->g, pg_gather_lerp(c->g, c->z, p), scale);
+        } else {
+            y = pg_cope_interp(c->g, c->s, c->z, NULL, true, scale, scale);
+        }
+        if (!y || pg_backward_with(c->g, y, c->up) != 0)
+            fprintf(stderr, "cope_bias: %s\n", pg_graph_error(c->g));
+    }
+}
+
+static void bench_cope_bias(void)
+{
+    pg_rng r = pg_rng_init(5);
+    cope_ctx c = {pg_graph_new(), pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 256), &r),
+                  pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 257), &r), pg_empty(NULL, PG_BOOL, PG_SHAPE(1, 1, 256, 256)),
+                  pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 256), &r), false};
+    for (int64_t i = 0; i < 256 * 256; i++)
+        pg_bool(c.hide)[i] = i % 256 > i / 256; /* causal: key j > query i */
+    pg_set_requires_grad(c.s, true);
+    pg_set_requires_grad(c.z, true);
+    int saved = pg_num_threads();
+    for (int t = 1; t <= 2; t++) {
+        pg_set_num_threads(t);
+        for (int chain = 0; chain <= 1; chain++) {
+            c.chain = chain;
+            printf("cope_bias_%s_t%d %.2f ms\n", chain ? "chain" : "fused", t, median_time(cope_run, &c, 3) * 1e3);
+        }
+    }
+    pg_set_num_threads(saved);
+    pg_graph_free(c.g);
+    pg_tensor_free(c.s);
+    pg_tensor_free(c.z);
+    pg_tensor_free(c.hide);
+    pg_tensor_free(c.up);
+}
+
 /* ---- attention scaling: forward + backward at length L (batch 1, 4 heads, head dim 32,
  * f32, causal), each case in its own process for its peak memory ---------------------- */
 
@@ -207,6 +262,8 @@ int main(int argc, char **argv)
     if (bench_selected(only, "op_overhead"))
         bench_op_overhead();
     bench_gemm_all(only);
+    if (bench_selected(only, "cope_bias"))
+        bench_cope_bias();
     bench_train_all(only);
     bench_png_all(only);
     bench_generate_all(only);

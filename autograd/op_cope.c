@@ -1,0 +1,326 @@
+/* pg_cope_interp (autograd/ops.h): CoPE's position bias from the attention logits,
+ * forward and backward side by side (docs/pos/cope.md (1), (2), (4)).
+ *
+ *   s (B, H, Lq, Lk) logits, z (B, H, Lq, n) position logits, keep (B, Lk) key mask or NULL
+ *   g_ij = 0 where key j is hidden from query i (keep[b, j] false, or causal and j > i),
+ *          else sigmoid(in_scale s_ij)                                           (1)
+ *   x_ij = sum_{t >= j} g_it,  p_ij = min(x_ij, n - 1)                             (2)
+ *   out_ij = out_scale (z_i[f] + w (z_i[c] - z_i[f])), f = floor p, w = p - f,
+ *            c = min(f + 1, n - 1)                                               (4)
+ *
+ * Backward, d = out_scale dout:
+ *   dz_i[f] += d (1 - w),  dz_i[c] += d w
+ *   dx_ij = d (z_i[c] - z_i[f])   (0 where the clamp holds x: there p = n - 1 and c = f,
+ *                                  so the clamp's mask of the gradient is not needed)
+ *   dg_it = sum_{j <= t} dx_ij                       (x_ij sums g_it over t >= j)
+ *   ds_it = in_scale dg_it g_it (1 - g_it), 0 where hidden
+ *
+ * It is the chain mul_scalar, sigmoid, masked_fill, cumsum_reverse, clamp,
+ * gather_lerp, mul_scalar in one op: the same operations in the same order with
+ * the same roundings (sums in double, rounded once per element), so the same
+ * bits for finite logits (tests/test_cope_interp.c), while the (B, H, Lq, Lk)
+ * tensors are read and written once instead of once per op. A NaN logit of a
+ * visible key makes x NaN at it and at the keys before it in its row, and the
+ * bias there NaN (the chain stopped with an error at the gather instead). Rows of one (b, h) go COPE_ROWS at a time, so
+ * the additions of their running sums overlap; the groups run on the thread
+ * pool, each writing its own rows of out, ds and dz. */
+#include "op_util.h"
+
+#include <math.h>
+
+#include "../tensor/vmath.h"
+
+enum { COPE_ROWS = 8 };
+
+typedef struct cope_job {
+    pg_dtype dt;
+    int64_t H, Lq, Lk, n, groups; /* groups: ceil(Lq / COPE_ROWS) per (b, h) */
+    const uint8_t *keep;          /* (B, Lk), true: visible; NULL: no mask */
+    bool causal, ds_fresh, dz_fresh;
+    double in_scale, out_scale;
+    const void *s, *z, *dout;     /* dout NULL: forward */
+    void *out, *ds, *dz;
+    char *scratch; /* backward: 2 COPE_ROWS Lk elements per thread */
+} cope_job;
+
+/* the group of rows i0 .. i0 + nr - 1 of one (b, h) */
+typedef struct cope_rows {
+    int64_t at_s, at_z, i0, m; /* offsets of the first row in s (and out) and in z; m = Lk */
+    int n, nr;
+    const uint8_t *keep; /* this batch's row of the key mask, or NULL */
+    bool causal;
+} cope_rows;
+
+/* row k may see keys 0 .. visible - 1 (causal: j <= i), less those the key mask hides */
+static inline int64_t cope_visible(const cope_rows *r, int k)
+{
+    const int64_t last = r->i0 + k + 1;
+    return r->causal && last < r->m ? last : r->m;
+}
+
+/* Each step is a loop along a row (vectorised) but for the running sums, which go
+ * COPE_ROWS rows at a time so that their additions' latencies overlap. Under a causal
+ * mask the keys after a row's query (j >= visible) have sum 0: the bias there is the
+ * constant z[0] + 0 (z[c] - z[0]) and ds 0, so the scans stop at the group's last
+ * visible key and only the gradient to z walks the rest. */
+#define DEFINE_COPE(T, sfx, SIGMOID, FLOOR)                                                                    \
+    /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1 */             \
+    static void cope_gates_##sfx(T *restrict g, const T *restrict s, const cope_rows *r, int64_t len, T in_scale) \
+    {                                                                                                          \
+        for (int k = 0; k < r->nr; k++) {                                                                      \
+            T *gk = g + k * r->m;                                                                              \
+            const T *sk = s + k * r->m;                                                                        \
+            const int64_t vis = cope_visible(r, k);                                                            \
+            if (r->keep)                                                                                       \
+                for (int64_t j = 0; j < vis; j++) {                                                            \
+                    const T v = SIGMOID(sk[j] * in_scale);                                                     \
+                    gk[j] = r->keep[j] ? v : (T)0;                                                             \
+                }                                                                                              \
+            else                                                                                               \
+                for (int64_t j = 0; j < vis; j++)                                                              \
+                    gk[j] = SIGMOID(sk[j] * in_scale);                                                         \
+            for (int64_t j = vis; j < len; j++)                                                                \
+                gk[j] = 0;                                                                                     \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* running sums along the first len entries of the rows of x (nr, m), in place: suffix   \
+     * sums (2) or prefix sums (dg), in double and rounded to T once per element, as          \
+     * pg_cumsum. A constant count of rows keeps their sums in registers. */                  \
+    static void cope_scan_##sfx(T *x, int nr, int64_t m, int64_t len, bool suffix)                            \
+    {                                                                                                          \
+        if (nr == COPE_ROWS) {                                                                                 \
+            double acc[COPE_ROWS] = {0};                                                                       \
+            for (int64_t t = 0; t < len; t++) {                                                                \
+                const int64_t j = suffix ? len - 1 - t : t;                                                    \
+                for (int k = 0; k < COPE_ROWS; k++) {                                                          \
+                    acc[k] += x[k * m + j];                                                                    \
+                    x[k * m + j] = (T)acc[k];                                                                  \
+                }                                                                                              \
+            }                                                                                                  \
+            return;                                                                                            \
+        }                                                                                                      \
+        for (int k = 0; k < nr; k++) {                                                                         \
+            double acc = 0;                                                                                    \
+            for (int64_t t = 0; t < len; t++) {                                                                \
+                const int64_t j = k * m + (suffix ? len - 1 - t : t);                                          \
+                acc += x[j];                                                                                   \
+                x[j] = (T)acc;                                                                                 \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* (4) along a row, in place: x -> out_scale z read at p = min(x, n - 1); NaN stays NaN.  \
+     * Scalar on purpose: vectorised, the z reads are gathers, slower than these loads on the  \
+     * AVX-512 EPYCs measured (tests/bench: cope_bias). */                                     \
+    static void cope_lerp_row_##sfx(T *o, const T *restrict z, int64_t vis, int64_t m, int n, T out_scale)     \
+    {                                                                                                          \
+        const T top = (T)(n - 1), at0 = (z[0] + (T)0 * (z[n > 1] - z[0])) * out_scale; /* p = 0 */             \
+        for (int64_t j = vis; j < m; j++)                                                                      \
+            o[j] = at0;                                                                                        \
+        for (int64_t j = 0; j < vis; j++) {                                                                    \
+            const T p = o[j] > top ? top : o[j];                                                               \
+            if (p != p)                                                                                        \
+                continue;                                                                                      \
+            const T fl = FLOOR(p);                                                                             \
+            const int f = (int)fl, c = f + 1 < n ? f + 1 : f;                                                  \
+            o[j] = (z[f] + (p - fl) * (z[c] - z[f])) * out_scale;                                              \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* (4) backward along a row, x in place: dx = d (z[c] - z[f]) for the visible keys, and   \
+     * dz[f] += d (1 - w), dz[c] += d w for all (dz NULL: none), d = out_scale dout. dz's     \
+     * shares gather in registers while f stays (p falls along a row), as pg_gather_lerp's;  \
+     * a NaN p passes nothing (dx 0). The hidden keys' dx would reach only their own ds (0). */ \
+    static void cope_lerp_bwd_row_##sfx(T *restrict dz, T *restrict x, const T *restrict dout,                 \
+                                        const T *restrict z, int64_t vis, int64_t m, int n, T out_scale)       \
+    {                                                                                                          \
+        const T top = (T)(n - 1);                                                                              \
+        int cur = -1;                                                                                          \
+        T acc_f = 0, acc_c = 0;                                                                                \
+        for (int64_t j = 0; j < vis; j++) {                                                                    \
+            const T p = x[j] > top ? top : x[j], d = dout[j] * out_scale;                                      \
+            x[j] = 0;                                                                                          \
+            if (p != p)                                                                                        \
+                continue;                                                                                      \
+            const T fl = FLOOR(p), w = p - fl;                                                                 \
+            const int f = (int)fl, c = f + 1 < n ? f + 1 : f;                                                  \
+            x[j] = d * (z[c] - z[f]);                                                                          \
+            if (f != cur) {                                                                                    \
+                if (dz && cur >= 0)                                                                            \
+                    dz[cur] += acc_f, dz[cur + 1 < n ? cur + 1 : cur] += acc_c;                                \
+                cur = f, acc_f = 0, acc_c = 0;                                                                 \
+            }                                                                                                  \
+            acc_f += d - w * d;                                                                                \
+            acc_c += w * d;                                                                                    \
+        }                                                                                                      \
+        if (!dz)                                                                                               \
+            return;                                                                                            \
+        if (vis < m && cur != 0) { /* the keys after the query: p = 0, f = 0, w = 0 */                         \
+            if (cur > 0)                                                                                       \
+                dz[cur] += acc_f, dz[cur + 1 < n ? cur + 1 : cur] += acc_c;                                    \
+            cur = 0, acc_f = 0, acc_c = 0;                                                                     \
+        }                                                                                                      \
+        for (int64_t j = vis; j < m; j++) {                                                                    \
+            const T d = dout[j] * out_scale;                                                                   \
+            acc_f += d - (T)0 * d;                                                                             \
+            acc_c += (T)0 * d;                                                                                 \
+        }                                                                                                      \
+        if (cur >= 0)                                                                                          \
+            dz[cur] += acc_f, dz[cur + 1 < n ? cur + 1 : cur] += acc_c;                                        \
+    }                                                                                                          \
+    /* (1) backward along row k: ds (+)= dg g (1 - g) in_scale; where hidden, the chain's   \
+     * 0 g (1 - g) in_scale = 0 in_scale */                                                                    \
+    static void cope_ds_row_##sfx(T *restrict ds, bool fresh, const T *restrict dg, const T *restrict g,       \
+                                  const cope_rows *r, int k, T in_scale)                                       \
+    {                                                                                                          \
+        const int64_t vis = cope_visible(r, k);                                                                \
+        const T hid = (T)0 * in_scale;                                                                         \
+        for (int64_t j = 0; j < vis; j++) {                                                                    \
+            const T v = dg[j] * (g[j] * ((T)1 - g[j])) * in_scale, w = r->keep && !r->keep[j] ? hid : v;     \
+            ds[j] = fresh ? w : ds[j] + w;                                                                     \
+        }                                                                                                      \
+        for (int64_t j = vis; j < r->m; j++)                                                                   \
+            ds[j] = fresh ? hid : ds[j] + hid;                                                                 \
+    }                                                                                                          \
+    /* out (nr, m): gates, then sums, then the bias, in place */                                               \
+    static void cope_fwd_##sfx(T *out, const T *s, const T *z, const cope_rows *r, T in_scale, T out_scale)    \
+    {                                                                                                          \
+        const int64_t len = cope_visible(r, r->nr - 1);                                                        \
+        cope_gates_##sfx(out, s, r, len, in_scale);                                                            \
+        cope_scan_##sfx(out, r->nr, r->m, len, true);                                                          \
+        for (int k = 0; k < r->nr; k++)                                                                        \
+            cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);     \
+    }                                                                                                          \
+    /* g, x: scratch (nr, m) each; ds (nr, m) and dz (nr, n) NULL when not wanted */                           \
+    static void cope_bwd_##sfx(const cope_job *jb, const cope_rows *r, T *g, T *x)                              \
+    {                                                                                                          \
+        const T in_scale = (T)jb->in_scale, out_scale = (T)jb->out_scale;                                      \
+        const T *z = (const T *)jb->z + r->at_z, *dout = (const T *)jb->dout + r->at_s;                       \
+        T *ds = jb->ds ? (T *)jb->ds + r->at_s : NULL, *dz = jb->dz ? (T *)jb->dz + r->at_z : NULL;           \
+        const int64_t m = r->m, n = r->n, len = cope_visible(r, r->nr - 1);                                    \
+        cope_gates_##sfx(g, (const T *)jb->s + r->at_s, r, len, in_scale);                                      \
+        for (int k = 0; k < r->nr; k++)                                                                        \
+            memcpy(x + k * m, g + k * m, (size_t)len * sizeof(T));                                             \
+        cope_scan_##sfx(x, r->nr, m, len, true);                                                               \
+        for (int k = 0; k < r->nr; k++) {                                                                      \
+            const int64_t vis = cope_visible(r, k);                                                            \
+            if (dz && jb->dz_fresh)                                                                            \
+                memset(dz + k * n, 0, (size_t)n * sizeof(T));                                                  \
+            cope_lerp_bwd_row_##sfx(dz ? dz + k * n : NULL, x + k * m, dout + k * m, z + k * n, vis, m, r->n,   \
+                                    out_scale);                                                                \
+        }                                                                                                      \
+        cope_scan_##sfx(x, r->nr, m, len, false); /* dg */                                                     \
+        for (int k = 0; ds && k < r->nr; k++)                                                                  \
+            cope_ds_row_##sfx(ds + k * m, jb->ds_fresh, x + k * m, g + k * m, r, k, in_scale);                 \
+    }
+DEFINE_COPE(float, f32, pg_vsigmoidf, floorf)
+DEFINE_COPE(double, f64, pg_sigmoid_d, floor)
+
+static void cope_group(void *ctx, int64_t u, int thread)
+{
+    const cope_job *jb = ctx;
+    const int64_t bh = u / jb->groups, i0 = (u % jb->groups) * COPE_ROWS, left = jb->Lq - i0;
+    const int64_t b = bh / jb->H;
+    cope_rows r = {.at_s = (bh * jb->Lq + i0) * jb->Lk, .at_z = (bh * jb->Lq + i0) * jb->n, .i0 = i0,
+                   .m = jb->Lk, .n = (int)jb->n, .nr = (int)(left < COPE_ROWS ? left : COPE_ROWS),
+                   .keep = jb->keep ? jb->keep + b * jb->Lk : NULL, .causal = jb->causal};
+    size_t es = pg_dtype_size(jb->dt), half = (size_t)(COPE_ROWS * jb->Lk) * es;
+    char *scr = jb->scratch + (size_t)thread * 2 * half;
+    if (jb->dt == PG_F32) {
+        if (!jb->dout)
+            cope_fwd_f32((float *)jb->out + r.at_s, (const float *)jb->s + r.at_s, (const float *)jb->z + r.at_z,
+                         &r, (float)jb->in_scale, (float)jb->out_scale);
+        else
+            cope_bwd_f32(jb, &r, (float *)scr, (float *)(scr + half));
+    } else {
+        if (!jb->dout)
+            cope_fwd_f64((double *)jb->out + r.at_s, (const double *)jb->s + r.at_s,
+                         (const double *)jb->z + r.at_z, &r, jb->in_scale, jb->out_scale);
+        else
+            cope_bwd_f64(jb, &r, (double *)scr, (double *)(scr + half));
+    }
+}
+
+static void cope_run(cope_job *j, int64_t B)
+{
+    int64_t units = B * j->H * j->groups;
+    op_parallel_for(units, units * COPE_ROWS * j->Lk, 32768, cope_group, j);
+}
+
+static cope_job cope_job_of(const pg_tensor *s, const pg_tensor *z, const pg_tensor *keep, bool causal,
+                            double in_scale, double out_scale)
+{
+    int64_t Lq = s->shape[2];
+    return (cope_job){.dt = s->dtype, .H = s->shape[1], .Lq = Lq, .Lk = s->shape[3], .n = z->shape[3],
+                      .groups = (Lq + COPE_ROWS - 1) / COPE_ROWS, .keep = keep ? pg_bool(keep) : NULL,
+                      .causal = causal, .in_scale = in_scale, .out_scale = out_scale, .s = s->data, .z = z->data};
+}
+
+/* node: in {s, z}, saved the key mask, p {in_scale, out_scale}, ip[0] causal */
+static int cope_backward(pg_graph *g, pg_node *node)
+{
+    pg_tensor *s = node->in[0], *z = node->in[1];
+    cope_job j = cope_job_of(s, z, node->saved, node->ip[0] != 0, node->p[0], node->p[1]);
+    pg_tensor *ds = s->requires_grad ? pg_grad_fresh(g, s, &j.ds_fresh) : NULL;
+    pg_tensor *dz = z->requires_grad ? pg_grad_fresh(g, z, &j.dz_fresh) : NULL;
+    if ((s->requires_grad && !ds) || (z->requires_grad && !dz))
+        return -1;
+    if (s->numel == 0) { /* no keys (Lk 0): nothing reaches z */
+        if (dz && j.dz_fresh)
+            memset(dz->data, 0, (size_t)dz->numel * pg_dtype_size(dz->dtype));
+        return 0;
+    }
+    j.ds = ds ? ds->data : NULL;
+    j.dz = dz ? dz->data : NULL;
+    j.dout = node->out->grad->data;
+    j.scratch = pg_graph_alloc(g, (size_t)pg_num_threads() * 2 * COPE_ROWS * (size_t)j.Lk * pg_dtype_size(s->dtype));
+    if (!j.scratch)
+        return -1;
+    cope_run(&j, s->shape[0]);
+    return 0;
+}
+
+static bool cope_args_ok(pg_graph *g, const char *fn, const pg_tensor *s, const pg_tensor *z, const pg_tensor *keep,
+                         double in_scale, double out_scale)
+{
+    if (!arg_float(g, fn, "logits", s) || !arg_float(g, fn, "z", z))
+        return false;
+    if (s->ndim != 4 || z->ndim != 4 || z->dtype != s->dtype || z->shape[0] != s->shape[0] ||
+        z->shape[1] != s->shape[1] || z->shape[2] != s->shape[2] || z->shape[3] < 1 || z->shape[3] > INT32_MAX) {
+        pg_graph_fail(g, "%s: logits is %s, z is %s: expected logits (B, H, Lq, Lk) and z (B, H, Lq, n), "
+                         "1 <= n <= 2^31 - 1, of one float dtype", fn, SHAPE(s), SHAPE(z));
+        return false;
+    }
+    if (keep && (keep->dtype != PG_BOOL || keep->ndim != 2 || keep->shape[0] != s->shape[0] ||
+                 keep->shape[1] != s->shape[3])) {
+        pg_graph_fail(g, "%s: the key mask is %s, expected bool (B, Lk) = (%lld, %lld) for logits %s", fn, SHAPE(keep),
+                      (long long)s->shape[0], (long long)s->shape[3], SHAPE(s));
+        return false;
+    }
+    if (!isfinite(in_scale) || !isfinite(out_scale)) {
+        pg_graph_fail(g, "%s: the scales must be finite, got in_scale %g, out_scale %g", fn, in_scale, out_scale);
+        return false;
+    }
+    return true;
+}
+
+pg_tensor *pg_cope_interp(pg_graph *g, pg_tensor *logits, pg_tensor *z, pg_tensor *key_mask, bool causal,
+                          double in_scale, double out_scale)
+{
+    const char *fn = "pg_cope_interp";
+    if (!cope_args_ok(g, fn, logits, z, key_mask, in_scale, out_scale))
+        return NULL;
+    pg_tensor *out = pg_op_output(g, fn, logits->dtype, logits->ndim, logits->shape);
+    if (!out)
+        return NULL;
+    cope_job j = cope_job_of(logits, z, key_mask, causal, in_scale, out_scale);
+    j.out = out->data;
+    if (out->numel > 0)
+        cope_run(&j, logits->shape[0]);
+    pg_node *n = pg_op_record(g, fn, out, 2, (pg_tensor *[]){logits, z}, cope_backward);
+    if (n) {
+        n->saved = key_mask;
+        n->p[0] = in_scale;
+        n->p[1] = out_scale;
+        n->ip[0] = causal;
+    }
+    return out;
+}
