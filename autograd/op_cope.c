@@ -21,9 +21,9 @@
  * bits for finite logits (tests/test_cope_interp.c), while the (B, H, Lq, Lk)
  * tensors are read and written once instead of once per op. A NaN logit of a
  * visible key makes x NaN at it and at the keys before it in its row, and the
- * bias there NaN (the chain stopped with an error at the gather instead). Rows of one (b, h) go COPE_ROWS at a time, so
- * the additions of their running sums overlap; the groups run on the thread
- * pool, each writing its own rows of out, ds and dz. */
+ * bias there NaN (the chain stopped with an error at the gather instead). The
+ * rows of one (b, h) go in groups of COPE_ROWS (below); the groups run on the
+ * thread pool, each writing its own rows of out, ds and dz. */
 #include "op_util.h"
 
 #include <math.h>
@@ -39,8 +39,8 @@ typedef struct cope_job {
     bool causal, ds_fresh, dz_fresh;
     double in_scale, out_scale;
     const void *s, *z, *dout;     /* dout NULL: forward */
-    void *out, *ds, *dz;
-    char *scratch; /* backward: 2 COPE_ROWS Lk elements per thread */
+    void *out, *ds, *dz;          /* ds, dz NULL: not wanted */
+    char *scratch;                /* backward: 2 COPE_ROWS Lk elements per thread */
 } cope_job;
 
 /* the group of rows i0 .. i0 + nr - 1 of one (b, h) */

@@ -142,7 +142,8 @@ static void bench_cope_bias(void)
 {
     pg_rng r = pg_rng_init(5);
     cope_ctx c = {pg_graph_new(), pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 256), &r),
-                  pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 257), &r), pg_empty(NULL, PG_BOOL, PG_SHAPE(1, 1, 256, 256)),
+                  pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 257), &r),
+                  pg_empty(NULL, PG_BOOL, PG_SHAPE(1, 1, 256, 256)),
                   pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 256), &r), false};
     for (int64_t i = 0; i < 256 * 256; i++)
         pg_bool(c.hide)[i] = i % 256 > i / 256; /* causal: key j > query i */
