@@ -25,54 +25,34 @@
     /* torch: d/da is 0 where b == 0; d/db is 0 where a == 0 and b >= 0 */                                     \
     X(pow, pow(a, b), b == 0 ? (T)0 : b * pow(a, b - (T)1), (a == 0 && b >= 0) ? (T)0 : y * log(a))
 
-/* Loops over the plan of (out, a, b) with offsets off[0..2]; BODY sees the
- * element indices io, ia, ib. */
-#define PLAN_LOOP(p, ...)                                                                                      \
-    do {                                                                                                       \
-        int64_t idx_[PG_MAX_DIMS] = {0}, off[PG_BCAST_MAX] = {0};                                              \
-        bool unit_ = (p).istride[0] == 1 && (p).istride[1] == 1 && (p).istride[2] == 1;                        \
-        for (int64_t r_ = 0; r_ < (p).outer; r_++, pg_bcast_next(&(p), idx_, off)) {                           \
-            if (unit_) { /* the common case, a loop the compiler vectorises */                                 \
-                for (int64_t i_ = 0; i_ < (p).inner; i_++) {                                                   \
-                    int64_t io = off[0] + i_, ia = off[1] + i_, ib = off[2] + i_;                              \
-                    __VA_ARGS__;                                                                               \
-                }                                                                                              \
-            } else {                                                                                           \
-                for (int64_t i_ = 0; i_ < (p).inner; i_++) {                                                   \
-                    int64_t io = off[0] + i_ * (p).istride[0];                                                 \
-                    int64_t ia = off[1] + i_ * (p).istride[1];                                                 \
-                    int64_t ib = off[2] + i_ * (p).istride[2];                                                 \
-                    __VA_ARGS__;                                                                               \
-                }                                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
-    } while (0)
-
+/* Kernels over the inner loops [r0, r1) of the plan of (out, a, b) (PLAN_LOOP_ROWS,
+ * op_util.h: PLAN_AT(0), PLAN_AT(1), PLAN_AT(2) index y, a and b) */
 #define DEFINE_BINARY(name, fwd, da, db)                                                                       \
     DEFINE_BINARY_T(name, fwd, da, db, float, f32)                                                             \
     DEFINE_BINARY_T(name, fwd, da, db, double, f64)
 
 #define DEFINE_BINARY_T(name, fwd, da, db, TY, sfx)                                                            \
-    static void name##_fwd_##sfx(const pg_bcast *p, TY *ys, const TY *as, const TY *bs)                        \
-    {                                                                                                          \
-        typedef TY T;                                                                                          \
-        PLAN_LOOP(*p, {                                                                                        \
-            T a = as[ia], b = bs[ib];                                                                          \
-            ys[io] = fwd;                                                                                      \
-        });                                                                                                    \
-    }                                                                                                          \
-    /* ga, gb may be NULL; they have the inputs' (broadcast) strides */                                        \
-    static void name##_bwd_##sfx(const pg_bcast *p, TY *ga, TY *gb, const TY *gy, const TY *ys, const TY *as,  \
+    static void name##_fwd_##sfx(const pg_bcast *p, int64_t r0, int64_t r1, TY *ys, const TY *as,              \
                                  const TY *bs)                                                                 \
     {                                                                                                          \
         typedef TY T;                                                                                          \
-        PLAN_LOOP(*p, {                                                                                        \
-            T a = as[ia], b = bs[ib], y = ys[io];                                                              \
+        PLAN_LOOP_ROWS(r0, r1, {                                                                               \
+            T a = as[PLAN_AT(1)], b = bs[PLAN_AT(2)];                                                          \
+            ys[PLAN_AT(0)] = fwd;                                                                              \
+        });                                                                                                    \
+    }                                                                                                          \
+    /* ga, gb may be NULL; they have the inputs' (broadcast) strides */                                        \
+    static void name##_bwd_##sfx(const pg_bcast *p, int64_t r0, int64_t r1, TY *ga, TY *gb, const TY *gy,      \
+                                 const TY *ys, const TY *as, const TY *bs)                                     \
+    {                                                                                                          \
+        typedef TY T;                                                                                          \
+        PLAN_LOOP_ROWS(r0, r1, {                                                                               \
+            T a = as[PLAN_AT(1)], b = bs[PLAN_AT(2)], y = ys[PLAN_AT(0)];                                      \
             (void)y, (void)a, (void)b;                                                                         \
             if (ga)                                                                                            \
-                ga[ia] += gy[io] * (da);                                                                       \
+                ga[PLAN_AT(1)] += gy[PLAN_AT(0)] * (da);                                                       \
             if (gb)                                                                                            \
-                gb[ib] += gy[io] * (db);                                                                       \
+                gb[PLAN_AT(2)] += gy[PLAN_AT(0)] * (db);                                                       \
         });                                                                                                    \
     }
 
@@ -80,11 +60,12 @@ BINARY_OPS(DEFINE_BINARY)
 
 typedef struct binary_kind {
     const char *name;
-    void (*f32)(const pg_bcast *, float *, const float *, const float *);
-    void (*f64)(const pg_bcast *, double *, const double *, const double *);
-    void (*b32)(const pg_bcast *, float *, float *, const float *, const float *, const float *, const float *);
-    void (*b64)(const pg_bcast *, double *, double *, const double *, const double *, const double *,
-                const double *);
+    void (*f32)(const pg_bcast *, int64_t, int64_t, float *, const float *, const float *);
+    void (*f64)(const pg_bcast *, int64_t, int64_t, double *, const double *, const double *);
+    void (*b32)(const pg_bcast *, int64_t, int64_t, float *, float *, const float *, const float *, const float *,
+                const float *);
+    void (*b64)(const pg_bcast *, int64_t, int64_t, double *, double *, const double *, const double *,
+                const double *, const double *);
 } binary_kind;
 
 #define DEFINE_KIND(name, fwd, da, db)                                                                         \
@@ -92,11 +73,16 @@ typedef struct binary_kind {
                                             name##_bwd_f64};
 BINARY_OPS(DEFINE_KIND)
 
-/* ---- the same-shape case on the thread pool ----------------------------------------
+/* ---- on the thread pool ---------------------------------------------------------------
  * When a, b and y have one shape (the residual adds, the gates), the plan is one flat
  * loop, cut into slices: element i's result never depends on the split. A fresh gradient
  * (pg_grad_fresh) is zeroed slice by slice just before its slice accumulates, while it
- * is in cache, instead of in a separate pass over memory. */
+ * is in cache, instead of in a separate pass over memory. With broadcasting, slices of
+ * the plan's inner loops: always forward (each writes its own rows of y), and backward
+ * for a gradient no two of whose loops add into one element (rows_own_gradient); the
+ * other's (a reduction: FIRE's |c| times d, XL's u broadcast over batch and length)
+ * runs on the calling thread. Either way an element's terms add in the serial order:
+ * the same bits for any thread count. */
 #define BINARY_GRAIN 32768
 
 typedef struct binary_job {
@@ -104,33 +90,64 @@ typedef struct binary_job {
     bool f32, backward, fresh_a, fresh_b;
     void *y, *ga, *gb;
     const void *a, *b, *gy;
+    const pg_bcast *p; /* broadcasting: the plan whose inner loops are sliced */
 } binary_job;
 
+/* the kernel over the inner loops [r0, r1) of p, the operands offset by o bytes */
+static void binary_call(const binary_job *j, const pg_bcast *p, int64_t r0, int64_t r1, size_t o, void *ga, void *gb)
+{
+    const char *y = j->y, *a = j->a, *b = j->b, *gy = j->gy;
+    if (!j->backward && j->f32)
+        j->k->f32(p, r0, r1, (float *)(y + o), (const float *)(a + o), (const float *)(b + o));
+    else if (!j->backward)
+        j->k->f64(p, r0, r1, (double *)(y + o), (const double *)(a + o), (const double *)(b + o));
+    else if (j->f32)
+        j->k->b32(p, r0, r1, ga, gb, (const float *)(gy + o), (const float *)(y + o), (const float *)(a + o),
+                  (const float *)(b + o));
+    else
+        j->k->b64(p, r0, r1, ga, gb, (const double *)(gy + o), (const double *)(y + o), (const double *)(a + o),
+                  (const double *)(b + o));
+}
+
+/* same shapes: elements i0 .. i1 - 1 as one inner loop */
 static void binary_slice(void *ctx, int64_t i0, int64_t i1)
 {
     const binary_job *j = ctx;
     size_t es = j->f32 ? sizeof(float) : sizeof(double), o = (size_t)i0 * es;
     pg_bcast p = {.ndim = 1, .n = 3, .shape = {i1 - i0}, .inner = i1 - i0, .istride = {1, 1, 1}, .outer = 1};
-    char *y = j->y, *ga = j->ga, *gb = j->gb;
-    const char *a = j->a, *b = j->b, *gy = j->gy;
-    if (!j->backward) {
-        if (j->f32)
-            j->k->f32(&p, (float *)(y + o), (const float *)(a + o), (const float *)(b + o));
-        else
-            j->k->f64(&p, (double *)(y + o), (const double *)(a + o), (const double *)(b + o));
-        return;
-    }
+    char *ga = j->ga, *gb = j->gb;
     if (j->fresh_a)
         memset(ga + o, 0, (size_t)(i1 - i0) * es);
     if (j->fresh_b)
         memset(gb + o, 0, (size_t)(i1 - i0) * es);
-    void *da = ga ? ga + o : NULL, *db = gb ? gb + o : NULL;
-    if (j->f32)
-        j->k->b32(&p, da, db, (const float *)(gy + o), (const float *)(y + o), (const float *)(a + o),
-                  (const float *)(b + o));
+    binary_call(j, &p, 0, 1, o, ga ? ga + o : NULL, gb ? gb + o : NULL);
+}
+
+/* broadcasting: inner loops r0 .. r1 - 1 of the plan */
+static void bcast_slice(void *ctx, int64_t r0, int64_t r1)
+{
+    const binary_job *j = ctx;
+    binary_call(j, j->p, r0, r1, 0, j->ga, j->gb);
+}
+
+static void bcast_run(const binary_job *j, bool parallel)
+{
+    const pg_bcast *p = j->p;
+    if (parallel)
+        pg_parallel_range(p->outer, BINARY_GRAIN / (p->inner ? p->inner : 1), bcast_slice, (void *)j);
     else
-        j->k->b64(&p, da, db, (const double *)(gy + o), (const double *)(y + o), (const double *)(a + o),
-                  (const double *)(b + o));
+        bcast_slice((void *)j, 0, p->outer);
+}
+
+/* operand k (1: a, 2: b) of plan p is read at distinct elements by distinct inner loops:
+ * it is not broadcast along any outer dim (an inner loop may still read one element
+ * n times: it adds those terms itself) */
+static bool rows_own_gradient(const pg_bcast *p, int k)
+{
+    for (int d = 0; d < p->ndim - 1; d++)
+        if (p->shape[d] > 1 && p->stride[k][d] == 0)
+            return false;
+    return true;
 }
 
 static bool same_shapes(const pg_tensor *y, const pg_tensor *a, const pg_tensor *b)
@@ -148,9 +165,9 @@ static int binary_backward(pg_graph *g, pg_node *n)
         gb = ga;
     if ((a->requires_grad && !ga) || (b->requires_grad && !gb))
         return -1;
+    binary_job j = {k, y->dtype == PG_F32, true, fresh_a, fresh_b, y->data, ga ? ga->data : NULL,
+                    gb ? gb->data : NULL, a->data, b->data, y->grad->data, NULL};
     if (same_shapes(y, a, b) && a != b) {
-        binary_job j = {k, y->dtype == PG_F32, true, fresh_a, fresh_b, y->data, ga ? ga->data : NULL,
-                        gb ? gb->data : NULL, a->data, b->data, y->grad->data};
         pg_parallel_range(y->numel, BINARY_GRAIN, binary_slice, &j);
         return 0;
     }
@@ -160,11 +177,22 @@ static int binary_backward(pg_graph *g, pg_node *n)
         pg_fill(gb, 0.0);
     pg_bcast p;
     pg_bcast_plan(&p, y->ndim, y->shape, 3, (const pg_tensor *[]){y, a, b});
-    void *da = ga ? ga->data : NULL, *db = gb ? gb->data : NULL;
-    if (y->dtype == PG_F32)
-        k->b32(&p, da, db, y->grad->data, y->data, a->data, b->data);
-    else
-        k->b64(&p, da, db, y->grad->data, y->data, a->data, b->data);
+    j.p = &p;
+    if (a == b) { /* one gradient, two terms per element */
+        bcast_run(&j, false);
+        return 0;
+    }
+    bool own_a = !ga || rows_own_gradient(&p, 1), own_b = !gb || rows_own_gradient(&p, 2);
+    if (own_a && own_b) {
+        bcast_run(&j, true);
+        return 0;
+    }
+    binary_job own = j, rest = j; /* the owned gradient on the pool, the reduction here */
+    own.ga = own_a ? j.ga : NULL, own.gb = own_b ? j.gb : NULL;
+    rest.ga = own_a ? NULL : j.ga, rest.gb = own_b ? NULL : j.gb;
+    if (own.ga || own.gb)
+        bcast_run(&own, true);
+    bcast_run(&rest, false);
     return 0;
 }
 
@@ -178,16 +206,14 @@ static pg_tensor *binary(pg_graph *g, const binary_kind *k, pg_tensor *a, pg_ten
     pg_tensor *y = pg_op_output(g, k->name, a->dtype, ndim, shape);
     if (!y)
         return NULL;
+    binary_job j = {k, y->dtype == PG_F32, false, false, false, y->data, NULL, NULL, a->data, b->data, NULL, NULL};
     if (same_shapes(y, a, b)) {
-        binary_job j = {k, y->dtype == PG_F32, false, false, false, y->data, NULL, NULL, a->data, b->data, NULL};
         pg_parallel_range(y->numel, BINARY_GRAIN, binary_slice, &j);
     } else {
         pg_bcast p;
         pg_bcast_plan(&p, ndim, shape, 3, (const pg_tensor *[]){y, a, b});
-        if (y->dtype == PG_F32)
-            k->f32(&p, y->data, a->data, b->data);
-        else
-            k->f64(&p, y->data, a->data, b->data);
+        j.p = &p;
+        bcast_run(&j, true);
     }
     pg_node *n = pg_op_record(g, k->name, y, 2, (pg_tensor *[]){a, b}, binary_backward);
     if (n)

@@ -12,42 +12,7 @@
 
 #include <string.h>
 
-/* Loops over a broadcast plan p (a const pg_bcast *); the body sees AT(k), the
- * element index of operand k. Strides are hoisted into locals so stores through
- * uint8_t pointers (which may alias anything) do not force reloads. When every
- * inner stride is 1 (no broadcasting in the inner loop, the common case) a
- * second copy of the loop shadows the strides with the constant 1, so the
- * compiler sees contiguous accesses and can vectorise. PLAN_LOOP_ROWS runs the
- * inner loops [r0, r1) only (a slice on the thread pool). */
-#define PLAN_LOOP(...) PLAN_LOOP_ROWS(0, p->outer, __VA_ARGS__)
-#define PLAN_LOOP_ROWS(r0, r1, ...)                                                                             \
-    do {                                                                                                        \
-        int64_t idx_[PG_MAX_DIMS] = {0}, o_[PG_BCAST_MAX] = {0}, s_[PG_BCAST_MAX] = {1, 1, 1, 1};               \
-        pg_bcast_seek(p, r0, idx_, o_);                                                                         \
-        bool unit_ = true;                                                                                      \
-        for (int k_ = 0; k_ < p->n; k_++) {                                                                     \
-            s_[k_] = p->istride[k_];                                                                            \
-            unit_ = unit_ && s_[k_] == 1;                                                                       \
-        }                                                                                                       \
-        const int64_t n_ = p->inner, s0_ = s_[0], s1_ = s_[1], s2_ = s_[2], s3_ = s_[3];                        \
-        (void)s0_, (void)s1_, (void)s2_, (void)s3_;                                                             \
-        for (int64_t r_ = r0; r_ < (r1); r_++, pg_bcast_next(p, idx_, o_)) {                                    \
-            const int64_t b0_ = o_[0], b1_ = o_[1], b2_ = o_[2], b3_ = o_[3];                                   \
-            (void)b1_, (void)b2_, (void)b3_;                                                                    \
-            if (unit_) {                                                                                        \
-                const int64_t s0_ = 1, s1_ = 1, s2_ = 1, s3_ = 1;                                               \
-                (void)s0_, (void)s1_, (void)s2_, (void)s3_;                                                     \
-                for (int64_t i_ = 0; i_ < n_; i_++) {                                                           \
-                    __VA_ARGS__;                                                                                \
-                }                                                                                               \
-            } else {                                                                                            \
-                for (int64_t i_ = 0; i_ < n_; i_++) {                                                           \
-                    __VA_ARGS__;                                                                                \
-                }                                                                                               \
-            }                                                                                                   \
-        }                                                                                                       \
-    } while (0)
-#define AT(k) (b##k##_ + i_ * s##k##_)
+#define PLAN_LOOP(...) PLAN_LOOP_ROWS(0, p->outer, __VA_ARGS__) /* every inner loop (op_util.h) */
 
 /* the element types, indexed by pg_dtype (PG_F32, PG_F64, PG_I64, PG_BOOL) */
 #define ALL_TYPES(X, ...)                                                                                       \
@@ -85,7 +50,7 @@ typedef void (*pair_kernel)(const pg_bcast *p, uint8_t *restrict y, const void *
     static void name##_##sfx(const pg_bcast *p, uint8_t *restrict y, const void *av, const void *bv)            \
     {                                                                                                           \
         const T *a = av, *b = bv;                                                                               \
-        PLAN_LOOP(y[AT(0)] = a[AT(1)] op b[AT(2)]);                                                             \
+        PLAN_LOOP(y[PLAN_AT(0)] = a[PLAN_AT(1)] op b[PLAN_AT(2)]);                                              \
     }
 #define DEFINE_CMP(name, op)                                                                                    \
     ALL_TYPES(DEFINE_CMP_T, name, op)                                                                           \
@@ -95,13 +60,13 @@ CMP_OPS(DEFINE_CMP)
 static void and_kernel(const pg_bcast *p, uint8_t *restrict y, const void *av, const void *bv)
 {
     const uint8_t *a = av, *b = bv;
-    PLAN_LOOP(y[AT(0)] = (a[AT(1)] != 0) & (b[AT(2)] != 0));
+    PLAN_LOOP(y[PLAN_AT(0)] = (a[PLAN_AT(1)] != 0) & (b[PLAN_AT(2)] != 0));
 }
 
 static void or_kernel(const pg_bcast *p, uint8_t *restrict y, const void *av, const void *bv)
 {
     const uint8_t *a = av, *b = bv;
-    PLAN_LOOP(y[AT(0)] = (a[AT(1)] != 0) | (b[AT(2)] != 0));
+    PLAN_LOOP(y[PLAN_AT(0)] = (a[PLAN_AT(1)] != 0) | (b[PLAN_AT(2)] != 0));
 }
 
 /* Checked (a, b) of one dtype -> broadcast bool result of kernel. */
@@ -172,7 +137,7 @@ typedef void (*where_kernel)(const pg_bcast *p, void *y, const uint8_t *c, const
     {                                                                                                           \
         T *restrict y = yv;                                                                                     \
         const T *a = av, *b = bv;                                                                               \
-        PLAN_LOOP(y[AT(0)] = c[AT(1)] ? a[AT(2)] : b[AT(3)]);                                                   \
+        PLAN_LOOP(y[PLAN_AT(0)] = c[PLAN_AT(1)] ? a[PLAN_AT(2)] : b[PLAN_AT(3)]);                               \
     }
 ALL_TYPES(DEFINE_WHERE_T, 0)
 static const where_kernel where_kernels[4] = {where_f32, where_f64, where_i64, where_b8};
@@ -183,9 +148,9 @@ static const where_kernel where_kernels[4] = {where_f32, where_f64, where_i64, w
     static void where_bwd_##sfx(const pg_bcast *p, T *ga, T *gb, const T *gy, const uint8_t *c)                 \
     {                                                                                                           \
         if (ga)                                                                                                 \
-            PLAN_LOOP(ga[AT(2)] += c[AT(1)] ? gy[AT(0)] : (T)0);                                                \
+            PLAN_LOOP(ga[PLAN_AT(2)] += c[PLAN_AT(1)] ? gy[PLAN_AT(0)] : (T)0);                                 \
         if (gb)                                                                                                 \
-            PLAN_LOOP(gb[AT(3)] += c[AT(1)] ? (T)0 : gy[AT(0)]);                                                \
+            PLAN_LOOP(gb[PLAN_AT(3)] += c[PLAN_AT(1)] ? (T)0 : gy[PLAN_AT(0)]);                                 \
     }
 FLOAT_TYPES(DEFINE_WHERE_BWD_T, 0)
 
@@ -250,7 +215,7 @@ typedef void (*fill_kernel)(const fill_job *j, int64_t r0, int64_t r1);
         const uint8_t *m = j->m;                                                                                \
         T *restrict y = j->out;                                                                                 \
         const T *x = j->in, v = *(const T *)j->value;                                                           \
-        PLAN_LOOP_ROWS(r0, r1, y[AT(0)] = m[AT(1)] ? v : x[AT(0)]);                                             \
+        PLAN_LOOP_ROWS(r0, r1, y[PLAN_AT(0)] = m[PLAN_AT(1)] ? v : x[PLAN_AT(0)]);                              \
     }
 ALL_TYPES(DEFINE_FILL_T, 0)
 static const fill_kernel fill_kernels[4] = {fill_f32, fill_f64, fill_i64, fill_b8};
@@ -263,7 +228,7 @@ static const fill_kernel fill_kernels[4] = {fill_f32, fill_f64, fill_i64, fill_b
         const uint8_t *m = j->m;                                                                                \
         T *restrict gx = j->out;                                                                                \
         const T *gy = j->in;                                                                                    \
-        PLAN_LOOP_ROWS(r0, r1, gx[AT(0)] += m[AT(1)] ? (T)0 : gy[AT(0)]);                                       \
+        PLAN_LOOP_ROWS(r0, r1, gx[PLAN_AT(0)] += m[PLAN_AT(1)] ? (T)0 : gy[PLAN_AT(0)]);                        \
     }
 FLOAT_TYPES(DEFINE_FILL_BWD_T, 0)
 

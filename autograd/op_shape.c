@@ -224,55 +224,94 @@ static bool loops_next(const loops *l, int64_t *idx, int64_t *doff, int64_t *sof
     return false;
 }
 
+/* The work of a permuted copy: each iteration of the outer loops copies one row (j ==
+ * last) or one size[j] x size[last] tile, in blocks of PERMUTE_COLS columns of the last
+ * dim. Items (iteration, block) write disjoint parts of dst, so slices of them run on
+ * the thread pool (the same bytes for any split). */
+#define PERMUTE_COLS 4096
+
+typedef struct permute_job {
+    loops m, outer; /* m: the merged dims; outer: all but j and the last */
+    int j, last;    /* j: the dim contiguous in the source */
+    int64_t blocks; /* of columns per iteration */
+    char *dst;
+    const char *src;
+    size_t es;
+} permute_job;
+
+/* items t0 .. t1 - 1: iteration t / blocks of the outer loops (row-major order of their
+ * indices), column block t % blocks */
+static void permute_slice(void *ctx, int64_t t0, int64_t t1)
+{
+    const permute_job *p = ctx;
+    const loops *o = &p->outer;
+    int64_t idx[PG_MAX_DIMS] = {0}, doff = 0, soff = 0, rest = t0 / p->blocks;
+    for (int d = o->n - 1; d >= 0; d--) { /* seek: the iteration in mixed radix */
+        idx[d] = rest % o->size[d];
+        rest /= o->size[d];
+        doff += idx[d] * o->ds[d];
+        soff += idx[d] * o->ss[d];
+    }
+    const int64_t cols = p->m.size[p->last], rows = p->j == p->last ? 1 : p->m.size[p->j];
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t c0 = (t % p->blocks) * PERMUTE_COLS, n = cols - c0 < PERMUTE_COLS ? cols - c0 : PERMUTE_COLS;
+        char *d = p->dst + (size_t)(doff + c0) * p->es; /* the last dim is contiguous in dst */
+        const char *s = p->src + (size_t)(soff + c0 * p->m.ss[p->last]) * p->es;
+        if (p->j == p->last)
+            memcpy(d, s, (size_t)n * p->es);
+        else
+            tile(d, p->m.ds[p->j], s, p->m.ss[p->last], rows, n, p->es);
+        if (t % p->blocks == p->blocks - 1)
+            loops_next(o, idx, &doff, &soff);
+    }
+}
+
 /* dst (contiguous, shape oshape) gets src, where output dim d walks the
  * source with stride ss[d] (elements). Size-1 dims are dropped and output
  * dims that are adjacent in the source merged; then either the last dim is
  * contiguous in the source (rows copied whole) or a tiled 2-D transpose runs
- * between it and the dim that is contiguous in the source. */
+ * between it and the dim that is contiguous in the source. Slices of the
+ * work of 2^16 elements or more run on the thread pool. */
 static void permute_copy(void *dst, const void *src, size_t es, int ndim, const int64_t *oshape, const int64_t *ss)
 {
-    loops m = {0};
+    permute_job p = {.dst = dst, .src = src, .es = es};
+    loops *m = &p.m;
     int64_t numel = 1;
     for (int d = 0; d < ndim; d++) {
         numel *= oshape[d];
         if (oshape[d] == 1)
             continue;
-        if (m.n > 0 && m.ss[m.n - 1] == ss[d] * oshape[d]) {
-            m.size[m.n - 1] *= oshape[d];
-            m.ss[m.n - 1] = ss[d];
+        if (m->n > 0 && m->ss[m->n - 1] == ss[d] * oshape[d]) {
+            m->size[m->n - 1] *= oshape[d];
+            m->ss[m->n - 1] = ss[d];
         } else {
-            m.size[m.n] = oshape[d];
-            m.ss[m.n++] = ss[d];
+            m->size[m->n] = oshape[d];
+            m->ss[m->n++] = ss[d];
         }
     }
     if (numel == 0)
         return;
-    if (m.n == 0) {
+    if (m->n == 0) {
         memcpy(dst, src, es);
         return;
     }
-    for (int d = m.n - 1; d >= 0; d--)
-        m.ds[d] = d == m.n - 1 ? 1 : m.ds[d + 1] * m.size[d + 1];
-    int last = m.n - 1, j = 0;
-    while (m.ss[j] != 1) /* the source's innermost dim is among them */
-        j++;
-    loops outer = {0};
-    for (int d = 0; d < last; d++) {
-        if (d == j)
+    for (int d = m->n - 1; d >= 0; d--)
+        m->ds[d] = d == m->n - 1 ? 1 : m->ds[d + 1] * m->size[d + 1];
+    p.last = m->n - 1;
+    while (m->ss[p.j] != 1) /* the source's innermost dim is among them */
+        p.j++;
+    int64_t iterations = 1;
+    for (int d = 0; d < p.last; d++) {
+        if (d == p.j)
             continue;
-        outer.size[outer.n] = m.size[d];
-        outer.ds[outer.n] = m.ds[d];
-        outer.ss[outer.n++] = m.ss[d];
+        p.outer.size[p.outer.n] = m->size[d];
+        p.outer.ds[p.outer.n] = m->ds[d];
+        p.outer.ss[p.outer.n++] = m->ss[d];
+        iterations *= m->size[d];
     }
-    int64_t idx[PG_MAX_DIMS] = {0}, doff = 0, soff = 0;
-    do {
-        char *d = (char *)dst + (size_t)doff * es;
-        const char *s = (const char *)src + (size_t)soff * es;
-        if (j == last)
-            memcpy(d, s, (size_t)m.size[last] * es);
-        else
-            tile(d, m.ds[j], s, m.ss[last], m.size[j], m.size[last], es);
-    } while (loops_next(&outer, idx, &doff, &soff));
+    p.blocks = (m->size[p.last] + PERMUTE_COLS - 1) / PERMUTE_COLS;
+    int64_t items = iterations * p.blocks, per = numel / items; /* elements an item copies, about */
+    pg_parallel_range(items, ((int64_t)1 << 16) / per + 1, permute_slice, &p);
 }
 
 static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)

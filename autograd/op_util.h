@@ -118,6 +118,45 @@ static inline int axis_arg(pg_graph *g, const char *fn, int axis, int ndim, cons
         return s;                                                                                                      \
     }
 
+/* ---- loops over a broadcast plan ------------------------------------------------------ */
+
+/* Loops over a broadcast plan p (a const pg_bcast *); the body sees PLAN_AT(k), the
+ * element index of operand k. Strides are hoisted into locals so stores through
+ * uint8_t pointers (which may alias anything) do not force reloads. When every
+ * inner stride is 1 (no broadcasting in the inner loop, the common case) a
+ * second copy of the loop shadows the strides with the constant 1, so the
+ * compiler sees contiguous accesses and can vectorise. PLAN_LOOP_ROWS runs the
+ * inner loops [r0, r1) only (a slice on the thread pool). Used by op_mask.c and
+ * op_binary.c. */
+#define PLAN_LOOP_ROWS(r0, r1, ...)                                                                             \
+    do {                                                                                                        \
+        int64_t idx_[PG_MAX_DIMS] = {0}, o_[PG_BCAST_MAX] = {0}, s_[PG_BCAST_MAX] = {1, 1, 1, 1};               \
+        pg_bcast_seek(p, r0, idx_, o_);                                                                         \
+        bool unit_ = true;                                                                                      \
+        for (int k_ = 0; k_ < p->n; k_++) {                                                                     \
+            s_[k_] = p->istride[k_];                                                                            \
+            unit_ = unit_ && s_[k_] == 1;                                                                       \
+        }                                                                                                       \
+        const int64_t n_ = p->inner, s0_ = s_[0], s1_ = s_[1], s2_ = s_[2], s3_ = s_[3];                        \
+        (void)s0_, (void)s1_, (void)s2_, (void)s3_;                                                             \
+        for (int64_t r_ = r0; r_ < (r1); r_++, pg_bcast_next(p, idx_, o_)) {                                    \
+            const int64_t b0_ = o_[0], b1_ = o_[1], b2_ = o_[2], b3_ = o_[3];                                   \
+            (void)b1_, (void)b2_, (void)b3_;                                                                    \
+            if (unit_) {                                                                                        \
+                const int64_t s0_ = 1, s1_ = 1, s2_ = 1, s3_ = 1;                                               \
+                (void)s0_, (void)s1_, (void)s2_, (void)s3_;                                                     \
+                for (int64_t i_ = 0; i_ < n_; i_++) {                                                           \
+                    __VA_ARGS__;                                                                                \
+                }                                                                                               \
+            } else {                                                                                            \
+                for (int64_t i_ = 0; i_ < n_; i_++) {                                                           \
+                    __VA_ARGS__;                                                                                \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+    } while (0)
+#define PLAN_AT(k) (b##k##_ + i_ * s##k##_)
+
 /* ---- a large copy on the thread pool -------------------------------------------------- */
 
 typedef struct op_copy_job {

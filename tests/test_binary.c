@@ -411,3 +411,94 @@ Test(binary, broadcast_gradient_sums)
         assert_same_bits_on_1_and_2_threads(sum_to_run, (void *)&cases[k], 1, NULL);
     }
 }
+
+/* Broadcasting ops on the pool: the forward in slices of the plan's inner loops, the
+ * backward too for a gradient no two loops add into one element of (FIRE's num / den
+ * with den (1, L, 1)), the other on one thread (XL's q + u with u (H, 1, D)). The product and
+ * both gradients equal a plain loop over the output in row-major order bit for bit (the
+ * terms of a broadcast gradient added in that order), and the same bits on 1 and 2
+ * threads, for mul and div, float and double. */
+typedef struct bcast_case {
+    int nd;
+    int64_t sa[4], sb[4];
+    pg_dtype dtype;
+    bool div;
+} bcast_case;
+
+static void bcast_run_case(void *ctx, pg_tensor **res)
+{
+    const bcast_case *c = ctx;
+    pg_rng r = pg_rng_init(9);
+    pg_tensor *a = pg_randn(NULL, c->dtype, c->nd, c->sa, &r), *b = pg_rand(NULL, c->dtype, c->nd, c->sb, &r);
+    pg_set_requires_grad(a, true);
+    pg_set_requires_grad(b, true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = c->div ? pg_div(g, a, b) : pg_mul(g, a, b);
+    cr_assert_not_null(y, "%s", pg_graph_error(g));
+    pg_rng ru = pg_rng_init(10);
+    cr_assert_eq(pg_backward_with(g, y, pg_randn(g, c->dtype, y->ndim, y->shape, &ru)), 0, "%s", pg_graph_error(g));
+    res[0] = pg_tensor_copy(NULL, y);
+    res[1] = take_grad(a);
+    res[2] = take_grad(b);
+    pg_graph_free(g);
+    free_all(2, (pg_tensor *[]){a, b});
+}
+
+/* flat index of operand s (broadcast to shape o) at output index f */
+static int64_t bcast_at(int nd, const int64_t *o, const int64_t *s, int64_t f)
+{
+    int64_t at = 0, scale = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        int64_t i = f % o[d];
+        f /= o[d];
+        at += (s[d] == 1 ? 0 : i) * scale;
+        scale *= s[d];
+    }
+    return at;
+}
+
+#define BCAST_REFERENCE(T, sfx)                                                                                \
+    static void bcast_reference_##sfx(const bcast_case *c, pg_tensor *const *got)                              \
+    {                                                                                                          \
+        pg_rng r = pg_rng_init(9), ru = pg_rng_init(10);                                                       \
+        pg_tensor *a = pg_randn(NULL, c->dtype, c->nd, c->sa, &r), *b = pg_rand(NULL, c->dtype, c->nd, c->sb, &r); \
+        pg_tensor *up = pg_randn(NULL, c->dtype, got[0]->ndim, got[0]->shape, &ru);                            \
+        pg_tensor *ga = pg_zeros(NULL, c->dtype, c->nd, c->sa), *gb = pg_zeros(NULL, c->dtype, c->nd, c->sb);  \
+        const T *av = a->data, *bv = b->data, *gy = up->data, *y = got[0]->data;                               \
+        T *da = ga->data, *db = gb->data;                                                                      \
+        for (int64_t f = 0; f < got[0]->numel; f++) {                                                          \
+            int64_t ia = bcast_at(c->nd, got[0]->shape, c->sa, f), ib = bcast_at(c->nd, got[0]->shape, c->sb, f); \
+            cr_assert_eq(y[f], av[ia] * bv[ib], "y[%lld]", (long long)f);                                      \
+            da[ia] += gy[f] * bv[ib];                                                                          \
+            db[ib] += gy[f] * av[ia];                                                                          \
+        }                                                                                                      \
+        cr_assert(!memcmp(da, got[1]->data, (size_t)ga->numel * sizeof(T)), "da differs from the plain loop"); \
+        cr_assert(!memcmp(db, got[2]->data, (size_t)gb->numel * sizeof(T)), "db differs from the plain loop"); \
+        free_all(4, (pg_tensor *[]){a, b, up, ga});                                                            \
+        pg_tensor_free(gb);                                                                                    \
+    }
+BCAST_REFERENCE(float, f32)
+BCAST_REFERENCE(double, f64)
+
+Test(binary, broadcast_ops_on_the_pool)
+{
+    const bcast_case cases[] = {
+        {3, {1, 256, 256}, {1, 256, 1}, PG_F32, false}, /* rows own their gradients */
+        {3, {1, 256, 256}, {1, 256, 1}, PG_F64, false},
+        {2, {300, 200}, {300, 1}, PG_F32, false},
+        {4, {2, 4, 64, 32}, {1, 4, 1, 32}, PG_F32, false}, /* b broadcast along outer dims */
+        {3, {1, 1, 1}, {64, 30, 40}, PG_F32, false},       /* a one element (FIRE's |c| d) */
+        {3, {64, 1, 300}, {1, 40, 300}, PG_F64, false},    /* both */
+        {3, {1, 256, 256}, {1, 256, 1}, PG_F32, true},
+        {4, {2, 4, 64, 32}, {1, 4, 1, 32}, PG_F64, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        pg_tensor *res[3];
+        bcast_run_case((void *)&cases[i], res);
+        if (!cases[i].div)
+            (cases[i].dtype == PG_F32 ? bcast_reference_f32 : bcast_reference_f64)(&cases[i], res);
+        free_all(3, res);
+        assert_same_bits_on_1_and_2_threads(bcast_run_case, (void *)&cases[i], 3,
+                                            (const char *const[]){"y", "da", "db"});
+    }
+}

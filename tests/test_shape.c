@@ -58,7 +58,8 @@ static void naive_permute(const pg_tensor *x, const int *perm, double *out)
 Test(shape, permute_paths_match_reference)
 {
     /* every kernel path: rows copied whole (last axis kept), tiled transposes
-     * larger than a tile, size-1 dims, and every dtype */
+     * larger than a tile, size-1 dims, and every dtype; the last four large enough for
+     * slices on 2 threads, blocks of columns among them (FIRE's (B, L, L, H) -> (B, H, L, L)) */
     struct {
         int ndim;
         int64_t shape[4];
@@ -67,7 +68,11 @@ Test(shape, permute_paths_match_reference)
         {4, {3, 5, 7, 9}, {0, 2, 1, 3}}, {4, {3, 5, 7, 9}, {3, 2, 1, 0}}, {4, {2, 3, 4, 5}, {1, 3, 0, 2}},
         {3, {2, 40, 70}, {0, 2, 1}},     {2, {33, 65}, {1, 0}},           {4, {1, 6, 1, 5}, {3, 1, 2, 0}},
         {3, {4, 1, 37}, {2, 1, 0}},      {4, {2, 3, 4, 5}, {2, 3, 0, 1}},
+        {4, {2, 128, 100, 8}, {0, 3, 1, 2}}, {4, {6, 50, 40, 30}, {1, 0, 2, 3}}, {3, {70, 60, 50}, {2, 0, 1}},
+        {3, {4, 6, 5000}, {1, 0, 2}},
     };
+    int threads = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(2), 0);
     pg_dtype dtypes[] = {PG_F64, PG_F32, PG_I64, PG_BOOL};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (size_t k = 0; k < 4; k++) {
@@ -87,6 +92,7 @@ Test(shape, permute_paths_match_reference)
             pg_tensor *ts[] = {x64, x, y};
             free_all(3, ts);
         }
+    pg_set_num_threads(threads);
 }
 
 Test(shape, transpose_values)
