@@ -225,43 +225,50 @@ static bool loops_next(const loops *l, int64_t *idx, int64_t *doff, int64_t *sof
 }
 
 /* The work of a permuted copy: each iteration of the outer loops copies one row (j ==
- * last) or one size[j] x size[last] tile, in blocks of PERMUTE_COLS columns of the last
- * dim. Items (iteration, block) write disjoint parts of dst, so slices of them run on
- * the thread pool (the same bytes for any split). */
+ * last) or one size[j] x size[last] tile, in blocks of PERMUTE_ROWS rows (of dim j) and
+ * PERMUTE_COLS columns (of the last dim). Items (iteration, row block, column block)
+ * write disjoint parts of dst, so slices of them run on the thread pool (the same bytes
+ * for any split). */
+#define PERMUTE_ROWS 256
 #define PERMUTE_COLS 4096
 
 typedef struct permute_job {
-    loops m, outer; /* m: the merged dims; outer: all but j and the last */
-    int j, last;    /* j: the dim contiguous in the source */
-    int64_t blocks; /* of columns per iteration */
+    loops m, outer;            /* m: the merged dims; outer: all but j and the last */
+    int j, last;               /* j: the dim contiguous in the source */
+    int64_t rblocks, cblocks;  /* blocks per iteration */
     char *dst;
     const char *src;
     size_t es;
 } permute_job;
 
-/* items t0 .. t1 - 1: iteration t / blocks of the outer loops (row-major order of their
- * indices), column block t % blocks */
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* items t0 .. t1 - 1: iteration t / (rblocks cblocks) of the outer loops (row-major order
+ * of their indices), then the row block, then the column block */
 static void permute_slice(void *ctx, int64_t t0, int64_t t1)
 {
     const permute_job *p = ctx;
     const loops *o = &p->outer;
-    int64_t idx[PG_MAX_DIMS] = {0}, doff = 0, soff = 0, rest = t0 / p->blocks;
+    const int64_t per = p->rblocks * p->cblocks;
+    int64_t idx[PG_MAX_DIMS] = {0}, doff = 0, soff = 0, rest = t0 / per;
     for (int d = o->n - 1; d >= 0; d--) { /* seek: the iteration in mixed radix */
         idx[d] = rest % o->size[d];
         rest /= o->size[d];
         doff += idx[d] * o->ds[d];
         soff += idx[d] * o->ss[d];
     }
-    const int64_t cols = p->m.size[p->last], rows = p->j == p->last ? 1 : p->m.size[p->j];
+    const bool rows = p->j != p->last;
+    const int64_t nr = rows ? p->m.size[p->j] : 1, nc = p->m.size[p->last];
     for (int64_t t = t0; t < t1; t++) {
-        const int64_t c0 = (t % p->blocks) * PERMUTE_COLS, n = cols - c0 < PERMUTE_COLS ? cols - c0 : PERMUTE_COLS;
-        char *d = p->dst + (size_t)(doff + c0) * p->es; /* the last dim is contiguous in dst */
-        const char *s = p->src + (size_t)(soff + c0 * p->m.ss[p->last]) * p->es;
-        if (p->j == p->last)
-            memcpy(d, s, (size_t)n * p->es);
+        const int64_t r0 = (t / p->cblocks % p->rblocks) * PERMUTE_ROWS, c0 = (t % p->cblocks) * PERMUTE_COLS;
+        const int64_t dr = rows ? p->m.ds[p->j] : 0; /* dst: row r0 of the tile, column c0 (contiguous) */
+        char *d = p->dst + (size_t)(doff + r0 * dr + c0) * p->es;
+        const char *s = p->src + (size_t)(soff + r0 + c0 * p->m.ss[p->last]) * p->es; /* dim j: stride 1 */
+        if (rows)
+            tile(d, dr, s, p->m.ss[p->last], min64(PERMUTE_ROWS, nr - r0), min64(PERMUTE_COLS, nc - c0), p->es);
         else
-            tile(d, p->m.ds[p->j], s, p->m.ss[p->last], rows, n, p->es);
-        if (t % p->blocks == p->blocks - 1)
+            memcpy(d, s, (size_t)min64(PERMUTE_COLS, nc - c0) * p->es);
+        if (t % per == per - 1)
             loops_next(o, idx, &doff, &soff);
     }
 }
@@ -309,8 +316,9 @@ static void permute_copy(void *dst, const void *src, size_t es, int ndim, const 
         p.outer.ss[p.outer.n++] = m->ss[d];
         iterations *= m->size[d];
     }
-    p.blocks = (m->size[p.last] + PERMUTE_COLS - 1) / PERMUTE_COLS;
-    int64_t items = iterations * p.blocks, per = numel / items; /* elements an item copies, about */
+    p.rblocks = p.j == p.last ? 1 : (m->size[p.j] + PERMUTE_ROWS - 1) / PERMUTE_ROWS;
+    p.cblocks = (m->size[p.last] + PERMUTE_COLS - 1) / PERMUTE_COLS;
+    int64_t items = iterations * p.rblocks * p.cblocks, per = numel / items; /* elements an item copies, about */
     pg_parallel_range(items, ((int64_t)1 << 16) / per + 1, permute_slice, &p);
 }
 

@@ -58,8 +58,9 @@ static void naive_permute(const pg_tensor *x, const int *perm, double *out)
 Test(shape, permute_paths_match_reference)
 {
     /* every kernel path: rows copied whole (last axis kept), tiled transposes
-     * larger than a tile, size-1 dims, and every dtype; the last four large enough for
-     * slices on 2 threads, blocks of columns among them (FIRE's (B, L, L, H) -> (B, H, L, L)) */
+     * larger than a tile, size-1 dims, and every dtype; the last five large enough for
+     * slices on 2 threads, in blocks of columns or rows (FIRE's (B, L, L, H) -> (B, H, L, L)
+     * and back) */
     struct {
         int ndim;
         int64_t shape[4];
@@ -69,7 +70,7 @@ Test(shape, permute_paths_match_reference)
         {3, {2, 40, 70}, {0, 2, 1}},     {2, {33, 65}, {1, 0}},           {4, {1, 6, 1, 5}, {3, 1, 2, 0}},
         {3, {4, 1, 37}, {2, 1, 0}},      {4, {2, 3, 4, 5}, {2, 3, 0, 1}},
         {4, {2, 128, 100, 8}, {0, 3, 1, 2}}, {4, {6, 50, 40, 30}, {1, 0, 2, 3}}, {3, {70, 60, 50}, {2, 0, 1}},
-        {3, {4, 6, 5000}, {1, 0, 2}},
+        {3, {4, 6, 5000}, {1, 0, 2}},        {4, {2, 4, 128, 100}, {0, 2, 3, 1}},
     };
     int threads = pg_num_threads();
     cr_assert_eq(pg_set_num_threads(2), 0);
