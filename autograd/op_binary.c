@@ -177,11 +177,7 @@ static int binary_backward(pg_graph *g, pg_node *n)
         pg_fill(gb, 0.0);
     pg_bcast p;
     pg_bcast_plan(&p, y->ndim, y->shape, 3, (const pg_tensor *[]){y, a, b});
-    j.p = &p;
-    if (a == b) { /* one gradient, two terms per element */
-        bcast_run(&j, false);
-        return 0;
-    }
+    j.p = &p; /* x op x: one gradient, its two terms per element added in one loop */
     bool own_a = !ga || rows_own_gradient(&p, 1), own_b = !gb || rows_own_gradient(&p, 2);
     if (own_a && own_b) {
         bcast_run(&j, true);
