@@ -58,11 +58,11 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
     return r->causal && last < r->m ? last : r->m;
 }
 
-/* Each step is a loop along a row (vectorised) but for the running sums, which go
- * COPE_ROWS rows at a time so that their additions' latencies overlap. Under a causal
- * mask the keys after a row's query (j >= visible) have sum 0: the bias there is the
- * constant z[0] + 0 (z[c] - z[0]) and ds 0, so the scans stop at the group's last
- * visible key and only the gradient to z walks the rest. */
+/* Each step is a loop along a row (the gates' and ds's vectorised), but for the running
+ * sums, which go COPE_ROWS rows at a time so that their additions' latencies overlap
+ * (cope_scan). Under a causal mask the keys after a row's query (j >= visible) have
+ * sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0]) and ds 0, so the scans
+ * stop at the group's last visible key and only the gradient to z walks the rest. */
 #define DEFINE_COPE(T, sfx, SIGMOID, FLOOR)                                                                    \
     /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1 */             \
     static void cope_gates_##sfx(T *restrict g, const T *restrict s, const cope_rows *r, int64_t len, T in_scale) \
@@ -125,10 +125,16 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             o[j] = (z[f] + (p - fl) * (z[c] - z[f])) * out_scale;                                              \
         }                                                                                                      \
     }                                                                                                          \
+    /* dz[f] and dz[c] of a run of equal f get the run's shares, added in one go */                           \
+    static inline void cope_dz_add_##sfx(T *dz, int f, int n, T acc_f, T acc_c)                                \
+    {                                                                                                          \
+        dz[f] += acc_f;                                                                                        \
+        dz[f + 1 < n ? f + 1 : f] += acc_c;                                                                    \
+    }                                                                                                          \
     /* (4) backward along a row, x in place: dx = d (z[c] - z[f]) for the visible keys, and   \
      * dz[f] += d (1 - w), dz[c] += d w for all (dz NULL: none), d = out_scale dout. dz's     \
      * shares gather in registers while f stays (p falls along a row), as pg_gather_lerp's;  \
-     * a NaN p passes nothing (dx 0). The hidden keys' dx would reach only their own ds (0). */ \
+     * a NaN p passes nothing (dx 0). A hidden key's dx would reach only its own ds (0). */   \
     static void cope_lerp_bwd_row_##sfx(T *restrict dz, T *restrict x, const T *restrict dout,                 \
                                         const T *restrict z, int64_t vis, int64_t m, int n, T out_scale)       \
     {                                                                                                          \
@@ -145,7 +151,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             x[j] = d * (z[c] - z[f]);                                                                          \
             if (f != cur) {                                                                                    \
                 if (dz && cur >= 0)                                                                            \
-                    dz[cur] += acc_f, dz[cur + 1 < n ? cur + 1 : cur] += acc_c;                                \
+                    cope_dz_add_##sfx(dz, cur, n, acc_f, acc_c);                                               \
                 cur = f, acc_f = 0, acc_c = 0;                                                                 \
             }                                                                                                  \
             acc_f += d - w * d;                                                                                \
@@ -155,7 +161,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             return;                                                                                            \
         if (vis < m && cur != 0) { /* the keys after the query: p = 0, f = 0, w = 0 */                         \
             if (cur > 0)                                                                                       \
-                dz[cur] += acc_f, dz[cur + 1 < n ? cur + 1 : cur] += acc_c;                                    \
+                cope_dz_add_##sfx(dz, cur, n, acc_f, acc_c);                                                   \
             cur = 0, acc_f = 0, acc_c = 0;                                                                     \
         }                                                                                                      \
         for (int64_t j = vis; j < m; j++) {                                                                    \
@@ -164,7 +170,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             acc_c += (T)0 * d;                                                                                 \
         }                                                                                                      \
         if (cur >= 0)                                                                                          \
-            dz[cur] += acc_f, dz[cur + 1 < n ? cur + 1 : cur] += acc_c;                                        \
+            cope_dz_add_##sfx(dz, cur, n, acc_f, acc_c);                                                       \
     }                                                                                                          \
     /* (1) backward along row k: ds (+)= dg g (1 - g) in_scale; where hidden, the chain's   \
      * 0 g (1 - g) in_scale = 0 in_scale */                                                                    \
