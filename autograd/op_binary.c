@@ -79,7 +79,7 @@ BINARY_OPS(DEFINE_KIND)
  * (pg_grad_fresh) is zeroed slice by slice just before its slice accumulates, while it
  * is in cache, instead of in a separate pass over memory. With broadcasting, slices of
  * the plan's inner loops: always forward (each writes its own rows of y), and backward
- * for a gradient no two of whose loops add into one element (rows_own_gradient); the
+ * for a gradient no two of whose loops add into one element (pg_bcast_rows_own); the
  * other's (a reduction: FIRE's |c| times d, XL's u broadcast over batch and length)
  * runs on the calling thread. Either way an element's terms add in the serial order:
  * the same bits for any thread count. */
@@ -139,17 +139,6 @@ static void bcast_run(const binary_job *j, bool parallel)
         bcast_slice((void *)j, 0, p->outer);
 }
 
-/* operand k (1: a, 2: b) of plan p is read at distinct elements by distinct inner loops:
- * it is not broadcast along any outer dim (an inner loop may still read one element
- * n times: it adds those terms itself) */
-static bool rows_own_gradient(const pg_bcast *p, int k)
-{
-    for (int d = 0; d < p->ndim - 1; d++)
-        if (p->shape[d] > 1 && p->stride[k][d] == 0)
-            return false;
-    return true;
-}
-
 static bool same_shapes(const pg_tensor *y, const pg_tensor *a, const pg_tensor *b)
 {
     return a->numel == y->numel && b->numel == y->numel;
@@ -178,7 +167,7 @@ static int binary_backward(pg_graph *g, pg_node *n)
     pg_bcast p;
     pg_bcast_plan(&p, y->ndim, y->shape, 3, (const pg_tensor *[]){y, a, b});
     j.p = &p; /* x op x: one gradient, its two terms per element added in one loop */
-    bool own_a = !ga || rows_own_gradient(&p, 1), own_b = !gb || rows_own_gradient(&p, 2);
+    bool own_a = !ga || pg_bcast_rows_own(&p, 1), own_b = !gb || pg_bcast_rows_own(&p, 2);
     if (own_a && own_b) {
         bcast_run(&j, true);
         return 0;

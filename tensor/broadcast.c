@@ -106,6 +106,14 @@ void pg_bcast_next(const pg_bcast *p, int64_t *idx, int64_t *off)
     }
 }
 
+bool pg_bcast_rows_own(const pg_bcast *p, int k)
+{
+    for (int d = 0; d < p->ndim - 1; d++) /* size-1 dims are not in the plan */
+        if (p->stride[k][d] == 0)
+            return false;
+    return true;
+}
+
 void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off)
 {
     for (int k = 0; k < p->n; k++)
@@ -191,14 +199,6 @@ static void sum_columns(void *ctx, int64_t c0, int64_t c1)
         SUM_COLUMNS(double);
 }
 
-/* dst has a stride along every outer dim: no two outer indices write one element */
-static bool dst_kept_along_outer(const pg_bcast *p)
-{
-    for (int d = 0; d < p->ndim - 1; d++)
-        if (p->stride[1][d] == 0)
-            return false;
-    return true;
-}
 
 /* Few columns over many rows ((65536, 4) -> (4): FIRE's MLP biases) cannot be shared out
  * by columns: the rows go in blocks whose count and size follow from the shape alone
@@ -278,7 +278,7 @@ void pg_sum_to_accumulate(pg_tensor *dst, const pg_tensor *src)
         sum_column_blocks(&j);
     else if (columns)
         pg_parallel_range(p.inner, SUM_GRAIN / p.shape[0] + 1, sum_columns, &j);
-    else if (p.istride[1] == 0 && dst_kept_along_outer(&p)) /* row sums */
+    else if (p.istride[1] == 0 && pg_bcast_rows_own(&p, 1)) /* row sums */
         pg_parallel_range(p.outer, SUM_GRAIN / p.inner + 1, sum_rows, &j);
     else
         sum_rows(&j, 0, p.outer);

@@ -37,6 +37,10 @@ void pg_bcast_next(const pg_bcast *p, int64_t *idx, int64_t *off);
 /* The outer multi-index and offsets of inner loop r (0 <= r < outer): where r calls
  * of pg_bcast_next from zeros leave them (a slice of the loops starts there). */
 void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off);
+/* Operand k has a stride along every outer dim of p: distinct inner loops touch distinct
+ * elements of it (one loop may touch one element n times), so slices of the loops may
+ * write it from different threads. */
+bool pg_bcast_rows_own(const pg_bcast *p, int k);
 
 /* dst (shape of x, any broadcastable-to-src shape) += src summed over the
  * dims where dst broadcasts. Same float dtype. */
