@@ -25,8 +25,8 @@
  * (later blocks accumulate with beta 1), and beta == 0 never reads C.
  *
  * Threads: a product of 2^22 flops or more is cut into one block of C rows
- * (or of columns when N > M) per thread on pg_parallel_for, at multiples of
- * MR (NR); each thread runs the scheme above on its block with its own
+ * (or of columns when N > M) per thread on pg_parallel_for, at the multiples
+ * of MR (NR) nearest the even shares; each thread runs the scheme above on its block with its own
  * packing buffers. The K blocking never depends on the split, so each element
  * is summed in the same order for every thread count: identical results.
  *
@@ -359,7 +359,8 @@ typedef struct gemm_plan {
     double alpha, beta;
     const void *bias;   /* (N) added to every row of C, or NULL (then beta applies) */
     bool split_rows;    /* threads take blocks of rows (else of columns) */
-    int64_t chunk;      /* rows / columns per task */
+    int64_t tasks;      /* per-thread blocks (0: run on the calling thread) */
+    int64_t unit;       /* blocks start at multiples of unit (MR or NR) */
 } gemm_plan;
 
 /* The operand view handed to the block loop: the sliver for rows i0.. (i0 a
@@ -460,11 +461,13 @@ typedef struct operand {
     {                                                                                                                  \
         (void)thread;                                                                                                  \
         const gemm_plan *g = ctx;                                                                                      \
-        int64_t lo = t * g->chunk;                                                                                     \
+        int64_t lo = split_bound(g, t), hi = split_bound(g, t + 1);                                                    \
+        if (lo >= hi)                                                                                                  \
+            return;                                                                                                    \
         if (g->split_rows)                                                                                             \
-            gemm_range_##sfx(g, lo, min64(g->M, lo + g->chunk), 0, g->N);                                              \
+            gemm_range_##sfx(g, lo, hi, 0, g->N);                                                                      \
         else                                                                                                           \
-            gemm_range_##sfx(g, 0, g->M, lo, min64(g->N, lo + g->chunk));                                             \
+            gemm_range_##sfx(g, 0, g->M, lo, hi);                                                                      \
     }                                                                                                                  \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
     static void gemm_run_##sfx(const char *fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,   \
@@ -483,10 +486,10 @@ typedef struct operand {
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
         plan_packing(&g, NR, sizeof(T));                                                                               \
         plan_split(&g, MR, NR);                                                                                        \
-        if (g.chunk == 0)                                                                                              \
+        if (g.tasks == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
         else                                                                                                           \
-            pg_parallel_for(((g.split_rows ? M : N) + g.chunk - 1) / g.chunk, gemm_task_##sfx, &g);                   \
+            pg_parallel_for(g.tasks, gemm_task_##sfx, &g);                                                             \
     }                                                                                                                  \
     void pg_gemm_##sfx(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T *A,               \
                        int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                                \
@@ -538,22 +541,35 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 #endif
 }
 
-/* One task per thread over blocks of rows (or of columns when N > M), cut at
- * multiples of MR (NR). Splitting the larger dimension measured best even
- * when the other balances better (128x2048x128 tn on 2 threads: rows 70 + 58
- * 208 GFLOP/s, columns 64 + 64 198). chunk 0: run on the calling thread. */
+/* One task per thread over blocks of rows (or of columns when N > M). Splitting
+ * the larger dimension measured best even when the other balances better
+ * (128x2048x128 tn on 2 threads: rows 70 + 58 208 GFLOP/s, columns 64 + 64
+ * 198). tasks 0: run on the calling thread. */
 static void plan_split(gemm_plan *g, int64_t MR, int64_t NR)
 {
-    g->chunk = 0;
+    g->tasks = 0;
     int threads = pg_num_threads();
     double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
     if (threads < 2 || flops < PARALLEL_MIN_FLOPS)
         return;
     g->split_rows = g->M >= g->N;
-    int64_t extent = g->split_rows ? g->M : g->N, unit = g->split_rows ? MR : NR;
-    g->chunk = round_up((extent + threads - 1) / threads, unit);
-    if (g->chunk >= extent) /* one task: nothing to share */
-        g->chunk = 0;
+    g->unit = g->split_rows ? MR : NR;
+    int64_t extent = g->split_rows ? g->M : g->N;
+    if (extent > g->unit) /* else one task: nothing to share */
+        g->tasks = min64(threads, (extent + g->unit - 1) / g->unit);
+}
+
+/* Where task t's block starts: t / tasks of the extent, rounded to the nearest
+ * multiple of the unit (512 rows, MR 14: 252 + 260, where rounding the block
+ * size up gave 266 + 246). Every block but the last starts and ends on a
+ * sliver boundary; a task whose bounds meet has nothing to do. */
+static int64_t split_bound(const gemm_plan *g, int64_t t)
+{
+    int64_t extent = g->split_rows ? g->M : g->N;
+    if (t >= g->tasks)
+        return extent;
+    int64_t span = g->tasks * g->unit; /* t * extent / span units, rounded */
+    return min64(extent, g->unit * ((t * extent + span / 2) / span));
 }
 
 DEFINE_KERNELS(float, f32, MR_F32, NR_F32)
