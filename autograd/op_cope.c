@@ -24,6 +24,7 @@
  * bias there NaN (the chain stopped with an error at the gather instead). The
  * rows of one (b, h) go in groups of COPE_ROWS (below); the groups run on the
  * thread pool, each writing its own rows of out, ds and dz. */
+#include "op_reduce.h"
 #include "op_util.h"
 
 #include <math.h>
@@ -60,8 +61,8 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
 
 /* Each step is a loop along a row (the gates' and ds's vectorised), but for the running
  * sums, which go COPE_ROWS rows at a time so that their additions' latencies overlap
- * (cope_scan). Under a causal mask the keys after a row's query (j >= visible) have
- * sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0]) and ds 0, so the scans
+ * (pg_scan_rows, pg_cumsum's). Under a causal mask the keys after a row's query
+ * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0]) and ds 0, so the scans
  * stop at the group's last visible key and only the gradient to z walks the rest. */
 #define DEFINE_COPE(T, sfx, SIGMOID, FLOOR)                                                                    \
     /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1 */             \
@@ -81,31 +82,6 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
                     gk[j] = SIGMOID(sk[j] * in_scale);                                                         \
             for (int64_t j = vis; j < len; j++)                                                                \
                 gk[j] = 0;                                                                                     \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* running sums along the first len entries of the rows of x (nr, m), in place: suffix   \
-     * sums (2) or prefix sums (dg), in double and rounded to T once per element, as          \
-     * pg_cumsum. A constant count of rows keeps their sums in registers. */                  \
-    static void cope_scan_##sfx(T *x, int nr, int64_t m, int64_t len, bool suffix)                            \
-    {                                                                                                          \
-        if (nr == COPE_ROWS) {                                                                                 \
-            double acc[COPE_ROWS] = {0};                                                                       \
-            for (int64_t t = 0; t < len; t++) {                                                                \
-                const int64_t j = suffix ? len - 1 - t : t;                                                    \
-                for (int k = 0; k < COPE_ROWS; k++) {                                                          \
-                    acc[k] += x[k * m + j];                                                                    \
-                    x[k * m + j] = (T)acc[k];                                                                  \
-                }                                                                                              \
-            }                                                                                                  \
-            return;                                                                                            \
-        }                                                                                                      \
-        for (int k = 0; k < nr; k++) {                                                                         \
-            double acc = 0;                                                                                    \
-            for (int64_t t = 0; t < len; t++) {                                                                \
-                const int64_t j = k * m + (suffix ? len - 1 - t : t);                                          \
-                acc += x[j];                                                                                   \
-                x[j] = (T)acc;                                                                                 \
-            }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
     /* (4) along a row, in place: x -> out_scale z read at p = min(x, n - 1); NaN stays NaN.  \
@@ -191,7 +167,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
     {                                                                                                          \
         const int64_t len = cope_visible(r, r->nr - 1);                                                        \
         cope_gates_##sfx(out, s, r, len, in_scale);                                                            \
-        cope_scan_##sfx(out, r->nr, r->m, len, true);                                                          \
+        pg_scan_rows_##sfx(out, out, r->nr, r->m, len, true, false);                                           \
         for (int k = 0; k < r->nr; k++)                                                                        \
             cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);     \
     }                                                                                                          \
@@ -205,7 +181,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         cope_gates_##sfx(g, (const T *)jb->s + r->at_s, r, len, in_scale);                                      \
         for (int k = 0; k < r->nr; k++)                                                                        \
             memcpy(x + k * m, g + k * m, (size_t)len * sizeof(T));                                             \
-        cope_scan_##sfx(x, r->nr, m, len, true);                                                               \
+        pg_scan_rows_##sfx(x, x, r->nr, m, len, true, false);                                                  \
         for (int k = 0; k < r->nr; k++) {                                                                      \
             const int64_t vis = cope_visible(r, k);                                                            \
             if (dz && jb->dz_fresh)                                                                            \
@@ -213,7 +189,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             cope_lerp_bwd_row_##sfx(dz ? dz + k * n : NULL, x + k * m, dout + k * m, z + k * n, vis, m, r->n,   \
                                     out_scale);                                                                \
         }                                                                                                      \
-        cope_scan_##sfx(x, r->nr, m, len, false); /* dg */                                                     \
+        pg_scan_rows_##sfx(x, x, r->nr, m, len, false, false); /* dg */                                        \
         for (int k = 0; ds && k < r->nr; k++)                                                                  \
             cope_ds_row_##sfx(ds + k * m, jb->ds_fresh, x + k * m, g + k * m, r, k, in_scale);                 \
     }

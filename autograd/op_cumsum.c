@@ -1,7 +1,8 @@
 /* pg_cumsum, pg_cumsum_reverse: the running sum along one axis (from the end
  * for the reverse: the suffix sums), forward and backward. x is seen
  * as (outer, n, inner) with n the scanned axis (the reductions' layout,
- * op_reduce.h); sums accumulate in double, CHUNK columns at a time, and are
+ * op_reduce.h); sums accumulate in double, CHUNK columns (or ROWS rows) at a
+ * time, and are
  * rounded to the dtype once per element. The gradient is the reversed cumsum
  * of the upstream gradient. */
 #include "op_reduce.h"
@@ -12,29 +13,59 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
- * x[o, r', i], accumulated in double; add: y += that instead. */
-#define DEFINE_CUMSUM(T, sfx)                                                                                  \
-    /* the scanned axis innermost: ROWS rows at once, so their sums' add latencies overlap */                 \
-    static int64_t cumsum_rows_##sfx(const T *x, T *y, int64_t outer, int64_t n, bool reverse, bool add)       \
+/* pg_scan_rows (op_reduce.h): ROWS rows at once, so their sums' add latencies
+ * overlap, then the rest one by one; y may be x. The body is inlined for each
+ * (reverse, add), so that neither is tested per element. */
+#define DEFINE_SCAN_ROWS(T, sfx)                                                                               \
+    static inline __attribute__((always_inline)) void scan_rows_##sfx(const T *x, T *y, int64_t rows,           \
+                                                                      int64_t stride, int64_t len,              \
+                                                                      bool reverse, bool add)                   \
     {                                                                                                          \
         int64_t o = 0;                                                                                         \
-        for (; o + ROWS <= outer; o += ROWS) {                                                                 \
+        for (; o + ROWS <= rows; o += ROWS) {                                                                  \
             double acc[ROWS] = {0};                                                                            \
-            for (int64_t k = 0; k < n; k++) {                                                                  \
-                int64_t at = o * n + (reverse ? n - 1 - k : k);                                                \
-                for (int r = 0; r < ROWS; r++, at += n) {                                                      \
+            for (int64_t k = 0; k < len; k++) {                                                                \
+                int64_t at = o * stride + (reverse ? len - 1 - k : k);                                         \
+                for (int r = 0; r < ROWS; r++, at += stride) {                                                 \
                     acc[r] += x[at];                                                                           \
                     y[at] = add ? y[at] + (T)acc[r] : (T)acc[r];                                               \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
-        return o;                                                                                              \
+        for (; o < rows; o++) {                                                                                \
+            double acc = 0;                                                                                    \
+            for (int64_t k = 0; k < len; k++) {                                                                \
+                int64_t at = o * stride + (reverse ? len - 1 - k : k);                                         \
+                acc += x[at];                                                                                  \
+                y[at] = add ? y[at] + (T)acc : (T)acc;                                                         \
+            }                                                                                                  \
+        }                                                                                                      \
     }                                                                                                          \
+    void pg_scan_rows_##sfx(const T *x, T *y, int64_t rows, int64_t stride, int64_t len, bool reverse, bool add) \
+    {                                                                                                          \
+        if (reverse && add)                                                                                    \
+            scan_rows_##sfx(x, y, rows, stride, len, true, true);                                              \
+        else if (reverse)                                                                                      \
+            scan_rows_##sfx(x, y, rows, stride, len, true, false);                                             \
+        else if (add)                                                                                          \
+            scan_rows_##sfx(x, y, rows, stride, len, false, true);                                             \
+        else                                                                                                   \
+            scan_rows_##sfx(x, y, rows, stride, len, false, false);                                            \
+    }
+DEFINE_SCAN_ROWS(float, f32)
+DEFINE_SCAN_ROWS(double, f64)
+
+/* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
+ * x[o, r', i], accumulated in double; add: y += that instead. The scanned axis
+ * innermost: pg_scan_rows; else CHUNK columns at a time. */
+#define DEFINE_CUMSUM(T, sfx)                                                                                  \
     static void cumsum_##sfx(const T *x, T *y, int64_t outer, int64_t n, int64_t inner, bool reverse, bool add) \
     {                                                                                                          \
-        int64_t done = inner == 1 ? cumsum_rows_##sfx(x, y, outer, n, reverse, add) : 0;                       \
-        for (int64_t o = done; o < outer; o++)                                                                 \
+        if (inner == 1) {                                                                                      \
+            pg_scan_rows_##sfx(x, y, outer, n, n, reverse, add);                                               \
+            return;                                                                                            \
+        }                                                                                                      \
+        for (int64_t o = 0; o < outer; o++)                                                                    \
             for (int64_t i0 = 0; i0 < inner; i0 += CHUNK) {                                                    \
                 int64_t w = min64(CHUNK, inner - i0);                                                          \
                 double acc[CHUNK] = {0};                                                                       \

@@ -25,4 +25,11 @@ void pg_reduce_plan(rplan *p, const pg_tensor *x, uint32_t mask);
  * (as torch); they reduce nothing. */
 bool pg_reduce_axes(pg_graph *g, const char *fn, const pg_tensor *x, int n_axes, const int *axes, uint32_t *mask);
 
+/* Running sums along len entries of each of `rows` rows, row r at x + r * stride
+ * (and y + r * stride; y may be x): prefix sums, or suffix sums when reverse,
+ * accumulated in double and rounded once per element; add: y += the sums.
+ * pg_cumsum's rows, and CoPE's (op_cope.c). */
+void pg_scan_rows_f32(const float *x, float *y, int64_t rows, int64_t stride, int64_t len, bool reverse, bool add);
+void pg_scan_rows_f64(const double *x, double *y, int64_t rows, int64_t stride, int64_t len, bool reverse, bool add);
+
 #endif
