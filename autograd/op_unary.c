@@ -201,8 +201,10 @@ typedef struct unary_kind {
 } unary_kind;
 
 /* Elementwise kernels run over slices of the tensor on the thread pool (each
- * element's result does not depend on the split). */
+ * element's result does not depend on the split), of at least UNARY_GRAIN
+ * elements, or LIBM_GRAIN for the ops that call libm per element (unary_grain). */
 #define UNARY_GRAIN 32768
+#define LIBM_GRAIN 4096
 
 typedef struct unary_job {
     const unary_kind *k;
@@ -237,6 +239,8 @@ static void unary_slice(void *ctx, int64_t i0, int64_t i1)
                   (const double *)j->y + i0, n, j->a, j->b, j->assign);
 }
 
+static int64_t unary_grain(const unary_kind *k);
+
 static int unary_backward(pg_graph *g, pg_node *n)
 {
     const unary_kind *k = n->ctx;
@@ -247,7 +251,7 @@ static int unary_backward(pg_graph *g, pg_node *n)
         return -1;
     unary_job j = {k,       x->dtype == PG_F32, true, fresh, gx->data, x->data, y->data, y->grad->data,
                    n->p[0], n->p[1], NULL, n->saved ? n->saved->data : NULL};
-    pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
+    pg_parallel_range(x->numel, unary_grain(k), unary_slice, &j);
     return 0;
 }
 
@@ -265,7 +269,7 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
     if (saving && !(d = pg_op_output(g, k->name, x->dtype, x->ndim, x->shape)))
         return NULL;
     unary_job j = {k, x->dtype == PG_F32, false, false, y->data, x->data, NULL, NULL, a, b, saving, d ? d->data : NULL};
-    pg_parallel_range(x->numel, UNARY_GRAIN, unary_slice, &j);
+    pg_parallel_range(x->numel, unary_grain(k), unary_slice, &j);
     if (k->b32) {
         pg_node *n = pg_op_record(g, k->name, y, 1, &x, unary_backward);
         if (n) {
@@ -284,6 +288,19 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
 #define DEFINE_FLAT_KIND(name, fwd) FLAT_KIND(name)
 UNARY_OPS(DEFINE_KIND)
 FLAT_OPS(DEFINE_FLAT_KIND)
+
+/* An element of these costs a libm call (10-40 ns) forward or backward, 10-100
+ * times a vectorised op's: XL's sinusoid table (511 x 64) is one task at
+ * UNARY_GRAIN, the other ops' tensors are larger or cheap */
+static int64_t unary_grain(const unary_kind *k)
+{
+    static const unary_kind *const libm[] = {&exp_kind,  &log_kind,       &log1p_kind,    &sin_kind,       &cos_kind,
+                                             &tanh_kind, &gelu_tanh_kind, &softplus_kind, &pow_scalar_kind};
+    for (size_t i = 0; i < sizeof libm / sizeof libm[0]; i++)
+        if (k == libm[i])
+            return LIBM_GRAIN;
+    return UNARY_GRAIN;
+}
 
 /* the saving forward of k for x's dtype, or NULL (every op but GELU) */
 static fwd_saving saving_kernel(const unary_kind *k, const pg_tensor *x)

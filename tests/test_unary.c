@@ -147,6 +147,65 @@ Test(unary, f32_matches_f64)
     pg_tensor_free(y);
 }
 
+/* The ops that call libm per element run on the pool from 4096 elements (unary.c's
+ * LIBM_GRAIN): on 2 threads, y and x's gradient (y's upstream gradient is 1) are the
+ * same bits as on 1, and each element of sin / cos / exp / log is libm's own (a
+ * slice at a wrong offset would differ), f32 and f64. */
+typedef struct libm_case {
+    unary_fn f;
+    pg_dtype dt;
+} libm_case;
+
+static void libm_run(void *ctx, pg_tensor **res)
+{
+    const libm_case *c = ctx;
+    pg_tensor *x = rand_param(PG_SHAPE(20001), 0.1, 3, 7);
+    pg_tensor *x32 = c->dt == PG_F32 ? pg_cast(NULL, x, PG_F32) : NULL;
+    pg_tensor *in = x32 ? x32 : x;
+    in->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = c->f(g, in);
+    cr_assert(y && pg_backward(g, pg_sum(g, y, 0, NULL, false)) == 0, "%s", pg_last_error());
+    res[0] = pg_tensor_copy(NULL, y);
+    res[1] = pg_tensor_copy(NULL, in->grad);
+    pg_graph_free(g);
+    pg_tensor_free(x32);
+    pg_tensor_free(x);
+}
+
+Test(unary, libm_ops_on_the_pool)
+{
+    const unary_fn fs[] = {pg_sin, pg_cos, pg_exp, pg_log, pg_log1p, pg_tanh, pg_gelu_tanh, pg_softplus};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        for (int t = 0; t < 2; t++) {
+            libm_case c = {fs[i], t ? PG_F32 : PG_F64};
+            assert_same_bits_on_1_and_2_threads(libm_run, &c, 2, (const char *const[]){"y", "x's gradient"});
+        }
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    const struct {
+        unary_fn f;
+        float (*f32)(float);
+        double (*f64)(double);
+    } ref[] = {{pg_sin, sinf, sin}, {pg_cos, cosf, cos}, {pg_exp, expf, exp}, {pg_log, logf, log}};
+    for (int i = 0; i < 4; i++)
+        for (int t = 0; t < 2; t++) {
+            pg_tensor *y[2];
+            libm_run(&(libm_case){ref[i].f, t ? PG_F32 : PG_F64}, y);
+            pg_tensor *x = rand_param(PG_SHAPE(20001), 0.1, 3, 7);
+            for (int64_t k = 0; k < x->numel; k++) {
+                double xk = pg_f64(x)[k];
+                double want = t ? (double)ref[i].f32((float)xk) : ref[i].f64(xk), got = pg_get(y[0], k);
+                cr_assert(got == want, "op %d %s element %lld: %.17g, libm %.17g", i, t ? "f32" : "f64",
+                          (long long)k, got, want);
+            }
+            pg_tensor_free(x);
+            pg_tensor_free(y[0]);
+            pg_tensor_free(y[1]);
+        }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
 Test(unary, bad_input)
 {
     pg_graph *g = pg_graph_new();
