@@ -525,16 +525,20 @@ static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const voi
  * (each A block serves many B slivers: 1024^3 56 vs 92). A full KC-row sliver
  * of op(B) read in place with rows a multiple of 2 KiB apart falls on a 32nd of
  * L2's sets: packed instead (half-width AVX-512 EPYC, 128x2048x512 tn, best of
- * 25: 61-92 in place, 90-94 packed). The portable kernel always reads packed
- * slivers. */
+ * 25: 61-92 in place, 90-94 packed). The AVX2 kernels' op(B) slivers, one
+ * cache line a row, are packed from K > 64 on (same machine, AVX2 build, f32
+ * best of 40: 2048x512x128 85-89 in place, 112 packed; 384x2048x128 tn 84,
+ * 96-100; 2048x128x128 102, 110; f64 tn 31-36, 41-46; but 64^3 101-104 in
+ * place, 84 packed). The portable kernel always reads packed slivers. */
 static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 {
 #if VEC_KERNELS
     /* (lda mod WIDE_BYTES) * elem: lda * elem may not be representable (one row, a huge stride) */
     bool wide = g->N >= WIDE_BYTES / (int64_t)elem;
     bool b_sets = g->K >= KC && g->ldb % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
+    bool b_line_rows = NR * (int64_t)elem <= 64 && g->K > 64; /* AVX2 */
     g->pack_a = wide || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
-    g->pack_b = wide || b_sets || g->tb || g->N % NR != 0;
+    g->pack_b = wide || b_sets || b_line_rows || g->tb || g->N % NR != 0;
 #else
     (void)NR, (void)elem;
     g->pack_a = g->pack_b = true;
