@@ -251,19 +251,22 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 #define DEFINE_PACK(T, sfx, MR, NR)                                                                                    \
     static void pack_a_##sfx(bool trans, int64_t mc, int64_t kc, const T *A, int64_t lda, T *restrict ap)              \
     {                                                                                                                  \
-        for (int64_t i0 = 0; i0 < mc; i0 += MR, ap += kc * MR) {                                                       \
-            int64_t m = min64(MR, mc - i0);                                                                            \
-            if (m < MR)                                                                                                \
-                memset(ap, 0, (size_t)(kc * MR) * sizeof(T));                                                          \
-            if (trans) /* stored (K, M): row p of the store is column p of the sliver */                               \
-                for (int64_t p = 0; p < kc; p++)                                                                       \
-                    for (int64_t i = 0; i < m; i++)                                                                    \
-                        ap[p * MR + i] = A[p * lda + i0 + i];                                                          \
-            else                                                                                                       \
-                for (int64_t i = 0; i < m; i++)                                                                        \
+        const int64_t full = mc / MR * MR; /* rows of the whole slivers */                                            \
+        if (full < mc)                                                                                                 \
+            memset(ap + full * kc, 0, (size_t)(kc * MR) * sizeof(T)); /* the ragged sliver's padding rows */          \
+        if (trans) /* stored (K, M): row p of the store is row p of every sliver, read along the row */              \
+            for (int64_t p = 0; p < kc; p++) {                                                                         \
+                const T *row = A + p * lda;                                                                            \
+                for (int64_t i0 = 0; i0 < full; i0 += MR) /* a constant size: inlined */                             \
+                    memcpy(ap + i0 * kc + p * MR, row + i0, MR * sizeof(T));                                           \
+                if (full < mc)                                                                                         \
+                    memcpy(ap + full * kc + p * MR, row + full, (size_t)(mc - full) * sizeof(T));                      \
+            }                                                                                                          \
+        else                                                                                                           \
+            for (int64_t i0 = 0; i0 < mc; i0 += MR)                                                                    \
+                for (int64_t i = 0; i < min64(MR, mc - i0); i++)                                                       \
                     for (int64_t p = 0; p < kc; p++)                                                                   \
-                        ap[p * MR + i] = A[(i0 + i) * lda + p];                                                        \
-        }                                                                                                              \
+                        ap[i0 * kc + p * MR + i] = A[(i0 + i) * lda + p];                                              \
     }                                                                                                                  \
     static void pack_b_##sfx(bool trans, int64_t kc, int64_t nc, const T *B, int64_t ldb, T *restrict bp)              \
     {                                                                                                                  \
@@ -532,7 +535,11 @@ static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const voi
  * cache line a row, are packed from K > 64 on (same machine, AVX2 build, f32
  * best of 40: 2048x512x128 85-89 in place, 112 packed; 384x2048x128 tn 84,
  * 96-100; 2048x128x128 102, 110; f64 tn 31-36, 41-46; but 64^3 101-104 in
- * place, 84 packed). The portable kernel always reads packed slivers. */
+ * place, 84 packed). A transposed op(A) whose stored rows are a multiple of 2
+ * KiB apart over K of KC or more is packed too, along its stored rows (the
+ * same machine, 512x2048x128 tn, alternated in one process, medians of 40:
+ * AVX-512 88 in place, 99 packed; AVX2 74, 77; at 1.5 KiB, 384 rows, in place
+ * stays ahead: 110 vs 102). The portable kernel always reads packed slivers. */
 static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 {
 #if VEC_KERNELS
@@ -540,7 +547,8 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
     bool wide = g->N >= WIDE_BYTES / (int64_t)elem;
     bool b_sets = g->K >= KC && g->ldb % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
     bool b_line_rows = NR * (int64_t)elem <= 64 && g->K > 64; /* AVX2 */
-    g->pack_a = wide || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
+    bool a_sets = g->ta && g->K >= KC && g->lda % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
+    g->pack_a = wide || a_sets || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
     g->pack_b = wide || b_sets || b_line_rows || g->tb || g->N % NR != 0;
 #else
     (void)NR, (void)elem;

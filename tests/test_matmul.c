@@ -129,6 +129,8 @@ Test(gemm, row_counts_and_packing_paths)
         check_gemm_ld(t & 1, false, 19, 512, 600, 1.0, 0.0, seed++, false);
         check_gemm_ld(t & 1, false, 19, 256, 600, 1.0, 0.5, seed++, false);
     }
+    /* op(A) transposed, its rows 2 KiB apart in f32 over K >= KC: packed along the stored rows */
+    check_gemm_ld(true, false, 512, 20, 600, 1.0, 0.5, seed++, false);
 }
 
 /* C = op(A) op(B) on t threads into a fresh buffer */
