@@ -27,8 +27,9 @@
  * Threads: a product of 2^22 flops or more is cut into one block of C rows
  * (or of columns when N > M) per thread on pg_parallel_for, at the multiples
  * of MR (NR) nearest the even shares; each thread runs the scheme above on its
- * block with its own packing buffers. The K blocking never depends on the split, so each element
- * is summed in the same order for every thread count: identical results.
+ * block with its own packing buffers. The K blocking never depends on the
+ * split, so each element is summed in the same order for every thread count:
+ * identical results.
  *
  * Micro-kernels, chosen at build time:
  *   AVX-512 (__AVX512F__):      14 x 32 f32, 14 x 16 f64 (28 zmm accumulators)
