@@ -62,8 +62,9 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
 /* Each step is a loop along a row (the gates' and ds's vectorised), but for the running
  * sums, which go COPE_ROWS rows at a time so that their additions' latencies overlap
  * (pg_scan_rows, pg_cumsum's). Under a causal mask the keys after a row's query
- * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0]) and ds 0, so the scans
- * stop at the group's last visible key and only the gradient to z walks the rest. */
+ * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0])
+ * and ds 0, so the scans stop at the group's last visible key and only the gradient
+ * to z walks the rest. */
 #define DEFINE_COPE(T, sfx, SIGMOID, FLOOR)                                                                    \
     /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1 */             \
     static void cope_gates_##sfx(T *restrict g, const T *restrict s, const cope_rows *r, int64_t len, T in_scale) \

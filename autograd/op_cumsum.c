@@ -2,8 +2,7 @@
  * for the reverse: the suffix sums), forward and backward. x is seen
  * as (outer, n, inner) with n the scanned axis (the reductions' layout,
  * op_reduce.h); sums accumulate in double, CHUNK columns (or ROWS rows) at a
- * time, and are
- * rounded to the dtype once per element. The gradient is the reversed cumsum
+ * time, and are rounded to the dtype once per element. The gradient is the reversed cumsum
  * of the upstream gradient. */
 #include "op_reduce.h"
 #include "op_util.h"
