@@ -245,47 +245,53 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 #endif
 
 /* ---- packing -----------------------------------------------------------------
- * pack_a: op(A)[0:mc, 0:kc] (A already offset to the block) -> ap as
- *   ceil(mc/MR) slivers of (kc, MR), rows past mc zero.
- * pack_b: op(B)[0:kc, 0:nc] -> bp as ceil(nc/NR) slivers of (kc, NR), columns
- *   past nc zero. The inner loops run along the stored rows. */
+ * Both operands become slivers of W columns (W = MR for op(A)^T, NR for op(B)):
+ * X holds the n columns wanted over kc rows, and xp gets ceil(n/W) slivers of
+ * (kc, W), element (p, j) of sliver s at xp[s * kc * W + p * W + j], columns
+ * past n zero. Each pack runs along the stored rows.
+ * pack_rows_<W>: X stored (kc, n), row p at X + p * ldx: row p of the store is
+ *   row p of every sliver, copied whole (a constant size W: inlined; a libc
+ *   call a row cost a third of the AVX2 build's 128x2048x512 tn, and the
+ *   sliver-by-sliver order, reading the store's columns, a fifth).
+ * pack_cols_<W>: X stored (n, kc), column j at X + j * ldx: a transpose.
+ * op(A) is the transpose of its (mc, kc) sliver layout: pack_a uses rows when
+ * A is stored transposed; op(B) is the (kc, nc) layout: pack_b uses rows when
+ * B is not. */
+#define DEFINE_PACK_WIDTH(T, sfx, W, tag)                                                                              \
+    static void pack_rows_##sfx##_##tag(int64_t kc, int64_t n, const T *X, int64_t ldx, T *restrict xp)              \
+    {                                                                                                                  \
+        const int64_t full = n / W * W; /* columns of the whole slivers */                                             \
+        if (full < n)                                                                                                  \
+            memset(xp + full * kc, 0, (size_t)(kc * W) * sizeof(T)); /* the ragged sliver's padding */                 \
+        for (int64_t p = 0; p < kc; p++) {                                                                             \
+            const T *row = X + p * ldx;                                                                                \
+            for (int64_t j0 = 0; j0 < full; j0 += W)                                                                   \
+                memcpy(xp + j0 * kc + p * W, row + j0, W * sizeof(T));                                                 \
+            if (full < n)                                                                                              \
+                memcpy(xp + full * kc + p * W, row + full, (size_t)(n - full) * sizeof(T));                            \
+        }                                                                                                              \
+    }                                                                                                                  \
+    static void pack_cols_##sfx##_##tag(int64_t kc, int64_t n, const T *X, int64_t ldx, T *restrict xp)              \
+    {                                                                                                                  \
+        for (int64_t j0 = 0; j0 < n; j0 += W, xp += kc * W) {                                                          \
+            int64_t w = min64(W, n - j0);                                                                              \
+            if (w < W)                                                                                                 \
+                memset(xp, 0, (size_t)(kc * W) * sizeof(T));                                                           \
+            for (int64_t j = 0; j < w; j++)                                                                            \
+                for (int64_t p = 0; p < kc; p++)                                                                       \
+                    xp[p * W + j] = X[(j0 + j) * ldx + p];                                                             \
+        }                                                                                                              \
+    }
 #define DEFINE_PACK(T, sfx, MR, NR)                                                                                    \
+    DEFINE_PACK_WIDTH(T, sfx, MR, a)                                                                                   \
+    DEFINE_PACK_WIDTH(T, sfx, NR, b)                                                                                   \
     static void pack_a_##sfx(bool trans, int64_t mc, int64_t kc, const T *A, int64_t lda, T *restrict ap)              \
     {                                                                                                                  \
-        const int64_t full = mc / MR * MR; /* rows of the whole slivers */                                            \
-        if (full < mc)                                                                                                 \
-            memset(ap + full * kc, 0, (size_t)(kc * MR) * sizeof(T)); /* the ragged sliver's padding rows */          \
-        if (trans) /* stored (K, M): row p of the store is row p of every sliver, read along the row */              \
-            for (int64_t p = 0; p < kc; p++) {                                                                         \
-                const T *row = A + p * lda;                                                                            \
-                for (int64_t i0 = 0; i0 < full; i0 += MR) /* a constant size: inlined */                             \
-                    memcpy(ap + i0 * kc + p * MR, row + i0, MR * sizeof(T));                                           \
-                if (full < mc)                                                                                         \
-                    memcpy(ap + full * kc + p * MR, row + full, (size_t)(mc - full) * sizeof(T));                      \
-            }                                                                                                          \
-        else                                                                                                           \
-            for (int64_t i0 = 0; i0 < mc; i0 += MR)                                                                    \
-                for (int64_t i = 0; i < min64(MR, mc - i0); i++)                                                       \
-                    for (int64_t p = 0; p < kc; p++)                                                                   \
-                        ap[i0 * kc + p * MR + i] = A[(i0 + i) * lda + p];                                              \
+        (trans ? pack_rows_##sfx##_a : pack_cols_##sfx##_a)(kc, mc, A, lda, ap);                                       \
     }                                                                                                                  \
     static void pack_b_##sfx(bool trans, int64_t kc, int64_t nc, const T *B, int64_t ldb, T *restrict bp)              \
     {                                                                                                                  \
-        for (int64_t j0 = 0; j0 < nc; j0 += NR, bp += kc * NR) {                                                       \
-            int64_t n = min64(NR, nc - j0);                                                                            \
-            if (n < NR)                                                                                                \
-                memset(bp, 0, (size_t)(kc * NR) * sizeof(T));                                                          \
-            if (trans) /* stored (N, K) */                                                                             \
-                for (int64_t j = 0; j < n; j++)                                                                        \
-                    for (int64_t p = 0; p < kc; p++)                                                                   \
-                        bp[p * NR + j] = B[(j0 + j) * ldb + p];                                                        \
-            else if (n == NR) /* a constant size: the copy is inlined (a libc call a row cost a third of */     \
-                for (int64_t p = 0; p < kc; p++) /* the AVX2 build's 128x2048x512 tn) */                             \
-                    memcpy(bp + p * NR, B + p * ldb + j0, NR * sizeof(T));                                             \
-            else                                                                                                       \
-                for (int64_t p = 0; p < kc; p++)                                                                       \
-                    memcpy(bp + p * NR, B + p * ldb + j0, (size_t)n * sizeof(T));                                      \
-        }                                                                                                              \
+        (trans ? pack_cols_##sfx##_b : pack_rows_##sfx##_b)(kc, nc, B, ldb, bp);                                       \
     }
 
 /* ---- C = bias in every row, or beta * C (beta == 0: zeros without reading C) ----- */
