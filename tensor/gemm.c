@@ -571,11 +571,12 @@ static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const voi
  * KiB apart over K of KC or more is packed too, along its stored rows (the
  * same machine, 512x2048x128 tn, alternated in one process, medians of 40:
  * AVX-512 88 in place, 99 packed; AVX2 74, 77; at 1.5 KiB, 384 rows, in place
- * stays ahead: 110 vs 102). The AVX2 kernels also pack a transposed op(A) with
- * stored rows of 512 bytes or less over K >= KC (medians of 40 alternated, f32:
- * 128x2048x128 tn 61-79 in place, 68-87 packed; 128x2048x384 tn 70, 77-82; at
- * 1 KiB, 256 rows, in place stays ahead: 97-100 vs 96-98; the AVX-512 kernels
- * lose by packing at 512 bytes too: 103 vs 97). The portable kernel always reads
+ * stays ahead: 110 vs 102). The AVX2 kernels pack every transposed op(A) over
+ * K >= KC (f32, medians of 40 alternated in one process: 128x2048x128 tn 61-79
+ * in place, 68-87 packed, 128x2048x384 tn 70, 77-82; beside OpenBLAS-AVX2 in
+ * `bench blas`, three alternated runs: 256x2048x128 tn 0.75-0.99x in place,
+ * 1.01-1.07x packed, 384x2048x128 tn 0.94-0.99x, 0.96-1.33x), where the AVX-512
+ * ones lose by it (128x2048x128 tn 103 vs 97). The portable kernel always reads
  * packed slivers. */
 static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 {
@@ -586,8 +587,8 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
     bool line_rows = NR * (int64_t)elem <= 64; /* AVX2: a row of an op(B) sliver is one cache line */
     bool b_line_rows = line_rows && g->K > 64;
     bool a_sets = g->ta && g->K >= KC && g->lda % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
-    bool a_short_rows = line_rows && g->ta && g->K >= KC && g->lda <= 512 / (int64_t)elem;
-    g->pack_a = wide || a_sets || a_short_rows || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
+    bool a_line_rows = line_rows && g->ta && g->K >= KC;
+    g->pack_a = wide || a_sets || a_line_rows || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
     g->pack_b = wide || b_sets || b_line_rows || g->tb || g->N % NR != 0;
 #else
     (void)NR, (void)elem;

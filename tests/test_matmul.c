@@ -113,10 +113,9 @@ Test(gemm, blocking_boundaries)
 /* Every row count of a micro-kernel (1 .. 30 covers MR 4, 6, 14 and two
  * slivers), on each path: op(A) and op(B) read in place (N a multiple of NR,
  * narrow C), op(B) packed (transposed or ragged N), both packed (C rows of
- * 4 KiB or more), K over one KC block with in-place operands (a transposed
- * op(A) of rows up to 512 bytes is packed there by the AVX2 kernels), and
- * op(B)'s rows exactly 2 KiB apart over K >= KC (packed: N 512 in f32, 256 in
- * f64). */
+ * 4 KiB or more), K over one KC block with in-place operands (the AVX2
+ * kernels pack a transposed op(A) there), and op(B)'s rows exactly 2 KiB apart
+ * over K >= KC (packed: N 512 in f32, 256 in f64). */
 Test(gemm, row_counts_and_packing_paths)
 {
     uint64_t seed = 100;
