@@ -427,6 +427,69 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
     }
 }
 
+/* One head's slices of the gradients (NULL where not asked for): dq, dk, dv, dsq, dsk, drq
+ * of head bh_i of the B x H; db, drk of its head h (shared by the batches); dwb, dpb of
+ * its share of the window and pair biases (their wb_H / pb_H heads). The layouts are
+ * head_at's. */
+typedef struct F(head_grads) {
+    T *dq, *dk, *dv, *dsq, *dsk, *drq, *db, *drk, *dwb, *dpb;
+} F(head_grads);
+
+static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *const *w, void *const *sh)
+{
+    const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, h = bh_i % d->H, NB = Lq + Lk - 1;
+    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
+    T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3];
+    return (F(head_grads)){dq ? dq + bh_i * Lq * D : NULL,
+                           dk ? dk + bh_i * Lk * D : NULL,
+                           dv ? dv + bh_i * Lk * d->Dv : NULL,
+                           dsq ? dsq + bh_i * Lq : NULL,
+                           dsk ? dsk + bh_i * Lk : NULL,
+                           drq ? drq + bh_i * Lq * D : NULL,
+                           db ? db + h * NB : NULL,
+                           drk ? drk + h * NB * D : NULL,
+                           dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
+                           dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL};
+}
+
+/* Whether any gradient but dv's is asked for (they all come from dS) */
+static bool F(needs_ds)(const F(head_grads) *g)
+{
+    return g->dq || g->dk || g->dsq || g->dsk || g->drq || g->db || g->drk || g->dwb || g->dpb;
+}
+
+/* The biases' gradients of one tile from its dS (BQ, BK): the distance bias
+ * (db[i - j + Lk - 1]), the pair bias (dpb[i, j]), the separable biases, the
+ * relative keys and the window bias (dwb[i mod w, slot]), each where asked for. */
+static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, const F(rel_head) *rh,
+                               const T *restrict dS, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+{
+    for (int64_t r = 0; g->db && r < bq; r++) {
+        T *restrict gb = g->db + (i0 + r - j0 + d->Lk - 1);
+        const T *restrict ds = dS + r * BK;
+        for (int64_t c = 0; c < bk; c++)
+            gb[-c] += ds[c];
+    }
+    for (int64_t r = 0; g->dpb && r < bq; r++) {
+        T *restrict gp = g->dpb + (i0 + r) * d->Lk + j0;
+        const T *restrict ds = dS + r * BK;
+        for (int64_t c = 0; c < bk; c++)
+            gp[c] += ds[c];
+    }
+    if (g->dsq || g->dsk)
+        F(sep_grads)(g->dsq, g->dsk, dS, i0, bq, j0, bk);
+    if (g->drq || g->drk)
+        F(rel_grads)(d, dS, rh, g->drq, g->drk, i0, bq, j0, bk);
+    for (int64_t r = 0; g->dwb && r < bq; r++) {
+        int64_t c0, c1, sl0;
+        wbias_span(d, i0 + r, j0, bk, &c0, &c1, &sl0);
+        T *restrict gw = g->dwb + ((i0 + r) % d->w) * d->wb_S + sl0;
+        const T *restrict ds = dS + r * BK;
+        for (int64_t c = c0; c < c1; c++)
+            gw[c] += ds[c];
+    }
+}
+
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
  * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
  * Heads bh_i = first, first + step, ... (the w slices are theirs alone; sh is shared by the
@@ -435,11 +498,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                          const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
                          int64_t step)
 {
-    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv, NB = Lq + Lk - 1;
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const T scale = (T)d->scale;
-    T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
-    T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3];
-    const bool need_ds = dq || dk || db || dsq || dsk || drq || drk || dwb || dpb;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
@@ -450,16 +510,12 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     if (xt)
         F(xpos_init)(d, xt, scratch);
     for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
-        const int64_t h = bh_i % H;
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
+        const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
-        T *dqh = dq ? dq + bh_i * Lq * D : NULL, *dkh = dk ? dk + bh_i * Lk * D : NULL;
-        T *dsqh = dsq ? dsq + bh_i * Lq : NULL, *dskh = dsk ? dsk + bh_i * Lk : NULL;
-        T *dvh = dv ? dv + bh_i * Lk * Dv : NULL, *dbh = db ? db + h * NB : NULL;
-        T *drqh = drq ? drq + bh_i * Lq * D : NULL, *drkh = drk ? drk + h * NB * D : NULL;
-        T *dwbh = dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL;
-        T *dpbh = dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL;
+        T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
+        const bool need_ds = F(needs_ds)(&hg);
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, Lk, Dv);
@@ -527,31 +583,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
                 } else if (dkh) { /* dk += scale dS^T q */
                     F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale, false);
                 }
-                if (dbh) /* dbias[i - j + Lk - 1] += dS[i, j] */
-                    for (int64_t r = 0; r < bq; r++) {
-                        T *restrict g = dbh + (i0 + r - j0 + Lk - 1);
-                        const T *restrict ds = dS + r * BK;
-                        for (int64_t c = 0; c < bk; c++)
-                            g[-c] += ds[c];
-                    }
-                for (int64_t r = 0; dpbh && r < bq; r++) { /* dpair[i, j] += dS[i, j] */
-                    T *restrict gp = dpbh + (i0 + r) * Lk + j0;
-                    const T *restrict ds = dS + r * BK;
-                    for (int64_t c = 0; c < bk; c++)
-                        gp[c] += ds[c];
-                }
-                if (dsqh || dskh)
-                    F(sep_grads)(dsqh, dskh, dS, i0, bq, j0, bk);
-                if (drqh || drkh)
-                    F(rel_grads)(d, dS, rh, drqh, drkh, i0, bq, j0, bk);
-                for (int64_t r = 0; dwbh && r < bq; r++) { /* dwb[i mod w, slot] += dS */
-                    int64_t c0, c1, sl0;
-                    wbias_span(d, i0 + r, j0, bk, &c0, &c1, &sl0);
-                    T *restrict gw = dwbh + ((i0 + r) % d->w) * d->wb_S + sl0;
-                    const T *restrict ds = dS + r * BK;
-                    for (int64_t c = c0; c < c1; c++)
-                        gw[c] += ds[c];
-                }
+                F(tile_bias_grads)(d, &hg, rh, dS, i0, bq, j0, bk);
             }
             if (dqh && xt) /* dq += dQx zq */
                 F(xpos_dq)(d, xt, dqh, i0, bq);
