@@ -575,9 +575,11 @@ static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const voi
  * K >= KC (f32, medians of 40 alternated in one process: 128x2048x128 tn 61-79
  * in place, 68-87 packed, 128x2048x384 tn 70, 77-82; beside OpenBLAS-AVX2 in
  * `bench blas`, three alternated runs: 256x2048x128 tn 0.75-0.99x in place,
- * 1.01-1.07x packed, 384x2048x128 tn 0.94-0.99x, 0.96-1.33x), where the AVX-512
- * ones lose by it (128x2048x128 tn 103 vs 97). The portable kernel always reads
- * packed slivers. */
+ * 1.01-1.07x packed, 384x2048x128 tn 0.94-0.99x, 0.96-1.33x; in place varies
+ * with where the buffers fall: another process's 256x2048x128 tn ran 108 in
+ * place, 103 packed; f64 128x2048x128 tn 50, 51), where the AVX-512 ones lose
+ * by it (128x2048x128 tn 103 vs 97). The portable kernel always reads packed
+ * slivers. */
 static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 {
 #if VEC_KERNELS
