@@ -254,9 +254,9 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
  *   call a row cost a third of the AVX2 build's 128x2048x512 tn, and the
  *   sliver-by-sliver order, reading the store's columns, a fifth).
  * pack_cols_<W>: X stored (n, kc), column j at X + j * ldx: a transpose.
- * op(A) is the transpose of its (mc, kc) sliver layout: pack_a uses rows when
- * A is stored transposed; op(B) is the (kc, nc) layout: pack_b uses rows when
- * B is not. */
+ * op(A) (mc, kc) is stored (kc, mc) when transposed: pack_a takes the row pack
+ * then, the transpose otherwise; op(B) (kc, nc) is stored so when not
+ * transposed: pack_b takes the row pack then. */
 /* step: the elements from one sliver's start to the next. Back to back (kc * W)
  * every sliver would start on the same L1 set whenever kc * W * elem is a
  * multiple of 4 KiB (kc 512: every f32 sliver of 16 or 32 columns, and MR 6's
