@@ -262,10 +262,11 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
  * multiple of 4 KiB (kc 512: every f32 sliver of 16 or 32 columns, and MR 6's
  * at 12 KiB), and a row pack, writing row p of all slivers in turn, would fight
  * over that set's 8 ways. A gap staggers the starts: MR * 8 elements for op(A)
- * (whole lines for MR 4, 6, 14; the sliver of rows i0 starts at i0 * (kc + 8)),
- * a line for op(B). Measured: AVX2 128x2048x512 tn 0.90 -> 0.99 of
- * OpenBLAS-AVX2, alternated in one process; other shapes within the noise. */
-static int64_t a_sliver_step(int64_t kc, int64_t MR) { return (kc + 8) * MR; }
+ * (whole lines for MR 4, 6, 14; a_row_step is op(A)'s step per row, so the
+ * sliver of rows i0 starts at i0 * (kc + 8)), a line for op(B). Measured: AVX2
+ * 128x2048x512 tn 0.90 -> 0.99 of OpenBLAS-AVX2, alternated in one process;
+ * other shapes within the noise. */
+static int64_t a_row_step(int64_t kc) { return kc + 8; }
 static int64_t b_sliver_step(int64_t kc, int64_t NR, size_t elem) { return kc * NR + 64 / (int64_t)elem; }
 
 /* A row pack touches each line of the stored row PREFETCH_ROWS ahead: the rows
@@ -312,7 +313,7 @@ static void prefetch_row(const void *row, int64_t bytes)
     DEFINE_PACK_WIDTH(T, sfx, NR, b)                                                                                   \
     static void pack_a_##sfx(bool trans, int64_t mc, int64_t kc, const T *A, int64_t lda, T *restrict ap)              \
     {                                                                                                                  \
-        (trans ? pack_rows_##sfx##_a : pack_cols_##sfx##_a)(kc, mc, A, lda, ap, a_sliver_step(kc, MR));                \
+        (trans ? pack_rows_##sfx##_a : pack_cols_##sfx##_a)(kc, mc, A, lda, ap, a_row_step(kc) * MR);                  \
     }                                                                                                                  \
     static void pack_b_##sfx(bool trans, int64_t kc, int64_t nc, const T *B, int64_t ldb, T *restrict bp)              \
     {                                                                                                                  \
@@ -461,7 +462,7 @@ typedef struct operand {
         int64_t M = m1 - m0, N = n1 - n0, K = g->K, lda = g->lda, ldb = g->ldb, ldc = g->ldc;                         \
         bool ta = g->ta, tb = g->tb;                                                                                   \
         int64_t kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR), nc_max = round_up(min64(N, NC), NR);       \
-        T *ap = g->pack_a ? scratch(0, (size_t)(a_sliver_step(kc_max, MR) * mc_max / MR) * sizeof(T)) : NULL;          \
+        T *ap = g->pack_a ? scratch(0, (size_t)(a_row_step(kc_max) * mc_max) * sizeof(T)) : NULL;                      \
         T *bp = g->pack_b ? scratch(1, (size_t)(b_sliver_step(kc_max, NR, sizeof(T)) * nc_max / NR) * sizeof(T)) : NULL; \
         if ((g->pack_a && !ap) || (g->pack_b && !bp)) {                                                                \
             fill_c_##sfx(M, N, beta, g->bias ? (const T *)g->bias + n0 : NULL, C, ldc);                                \
@@ -487,7 +488,7 @@ typedef struct operand {
                                    : (operand){A + i * lda + pc, lda, 1, lda};                                         \
                     if (g->pack_a) {                                                                                   \
                         pack_a_##sfx(ta, mc, kc, a.p, lda, ap);                                                        \
-                        a = (operand){ap, 1, MR, a_sliver_step(kc, MR) / MR};                                          \
+                        a = (operand){ap, 1, MR, a_row_step(kc)};                                                      \
                     }                                                                                                  \
                     block_##sfx(mc, nc, kc, alpha, a, g->pack_a, b, bks, b_step, beta_eff, bias, C + ic * ldc + jc,    \
                                 ldc);                                                                                  \
