@@ -97,6 +97,12 @@ bench: $(BUILD)/tests/bench
 bench-compare: $(BUILD)/tests/bench examples/train_lm
 	BENCH=$(BUILD)/tests/bench tests/bench/compare.sh
 
+# where a steady-state training step goes, by perf (tests/bench/profile.sh):
+# PROFILE_SCHEME, PROFILE_STEPS, PROFILE_THREADS, PROFILE_DTYPE, PROFILE_TOP
+.PHONY: profile
+profile: $(BUILD)/tests/bench
+	BENCH=$(BUILD)/tests/bench PROFILE_DATA=$(BUILD)/profile.data tests/bench/profile.sh
+
 # bias_lab's report.html in headless Chromium (tests/need.sh installs it): the
 # page's own self-test, then a screenshot decoded by tests/browser/shot_check.
 # Its own target, not in make test (about half a minute).

@@ -25,6 +25,12 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+double median_of(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    return t[n / 2];
+}
+
 /* median seconds of one call of fn(ctx, reps) divided by reps */
 double median_time(void (*fn)(void *, int), void *ctx, int reps)
 {
@@ -35,8 +41,7 @@ double median_time(void (*fn)(void *, int), void *ctx, int reps)
         fn(ctx, reps);
         t[r] = (now_s() - t0) / reps;
     }
-    qsort(t, RUNS, sizeof t[0], cmp_double);
-    return t[RUNS / 2];
+    return median_of(t, RUNS);
 }
 
 /* Runs `argv0 --case NAME ARG` as a fresh process (fork + exec of this binary,
@@ -206,8 +211,7 @@ static double attn_run(void *p)
         if (rep >= 0)
             t[rep] = now_s() - t0;
     }
-    qsort(t, RUNS, sizeof t[0], cmp_double);
-    return t[RUNS / 2] * 1e3;
+    return median_of(t, RUNS) * 1e3;
 }
 
 static void bench_attention(const char *argv0, attn_kind kind, int64_t max_L)
@@ -252,10 +256,43 @@ static int run_case(const char *name, const char *arg)
     return 2;
 }
 
+/* An integer argument in lo..hi, or -1 with a message naming it */
+static long int_arg(const char *what, const char *s, long lo, long hi)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "bench --steps: %s '%s' is not an integer in %ld..%ld\n", what, s, lo, hi);
+        return -1;
+    }
+    return v;
+}
+
+/* `bench --steps SCHEME [STEPS [THREADS [f32|f64]]]` (defaults 60, 1, f32) */
+static int run_steps(int argc, char **argv)
+{
+    if (argc < 3 || argc > 6) {
+        fprintf(stderr, "usage: bench --steps SCHEME [STEPS [THREADS [f32|f64]]]\n");
+        return 2;
+    }
+    long steps = argc > 3 ? int_arg("STEPS", argv[3], 1, 100000) : 60;
+    long threads = argc > 4 ? int_arg("THREADS", argv[4], 1, PG_MAX_THREADS) : 1;
+    const char *dt = argc > 5 ? argv[5] : "f32";
+    if (strcmp(dt, "f32") && strcmp(dt, "f64")) {
+        fprintf(stderr, "bench --steps: dtype '%s' is neither f32 nor f64\n", dt);
+        return 2;
+    }
+    if (steps < 0 || threads < 0)
+        return 2;
+    return bench_train_steps(argv[2], (int)steps, (int)threads, strcmp(dt, "f64") ? PG_F32 : PG_F64);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--case"))
         return run_case(argv[2], argv[3]);
+    if (argc >= 2 && !strcmp(argv[1], "--steps"))
+        return run_steps(argc, argv);
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
     /* the machine's yardstick first: every figure below means something only beside it */
     if (bench_selected(only, "fma_peak") || (only && !strncmp(only, "gemm", 4)))

@@ -11,6 +11,7 @@
 #define RUNS 7
 
 double now_s(void);
+double median_of(double *t, int n); /* sorts t[0..n) in place; its middle element (n > 0) */
 /* median seconds of one call of fn(ctx, reps) divided by reps, after a warm-up call */
 double median_time(void (*fn)(void *, int), void *ctx, int reps);
 /* runs `argv0 --case name arg` as a fresh process: returns its peak resident MB, *ms the
@@ -45,6 +46,8 @@ typedef struct toy_shape {
 } toy_shape;
 int bench_toy_shapes(toy_shape out[BENCH_TOY_SHAPES]);
 void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 */
+/* bench_train.c, `bench --steps`: timed steps of one scheme after a `steady_from` line; 0 or 1 */
+int bench_train_steps(const char *scheme, int steps, int threads, pg_dtype dtype);
 void bench_png_all(const char *only);   /* bench_png.c: png_encode_*, png_decode_* */
 void bench_generate_all(const char *only); /* bench_generate.c: generate_cached_tok_s, generate_full_tok_s */
 void bench_blas_all(const char *only);     /* bench_blas.c: `bench blas`, posgrad beside OpenBLAS (only when named) */

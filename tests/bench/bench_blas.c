@@ -106,12 +106,6 @@ static void warm(void (*fn)(void *, int), void *ctx, int reps)
         fn(ctx, reps);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* largest |posgrad - OpenBLAS| over C relative to the largest |C| (the same product twice) */
 static double blas_disagreement(blas_case *bc)
 {
@@ -155,9 +149,7 @@ static void blas_shape(const blas_lib *lib, const char *shape, bool ta, bool tb,
             tb_[k] = median_time(run_blas, &bc, reps);
             settle();
         }
-        qsort(tp, ROUNDS, sizeof tp[0], cmp_double);
-        qsort(tb_, ROUNDS, sizeof tb_[0], cmp_double);
-        double mine = flops / tp[ROUNDS / 2] * 1e-9, theirs = flops / tb_[ROUNDS / 2] * 1e-9;
+        double mine = flops / median_of(tp, ROUNDS) * 1e-9, theirs = flops / median_of(tb_, ROUNDS) * 1e-9;
         printf("gemm_f32_%s_t%d %.2f GFLOP/s\n", shape, threads, mine);
         printf("blas_sgemm_%s_t%d %.2f GFLOP/s\n", shape, threads, theirs);
         printf("blas_ratio_%s_t%d %.3f x\n", shape, threads, mine / theirs);

@@ -11,6 +11,7 @@
 #include "../../examples/lm_common.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { VOCAB = 256, DIM = 128, HEADS = 4, LAYERS = 2, SEQ = 256, BATCH = 8 };
@@ -23,15 +24,17 @@ typedef struct train_ctx {
     int failed;
 } train_ctx;
 
-static pg_lm_config toy_config(const char *scheme, pg_dtype dtype)
+/* false (and a message) when scheme is not a --pos choice */
+static bool toy_config(pg_lm_config *c, const char *scheme, pg_dtype dtype)
 {
-    pg_lm_config c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
-    c.dtype = dtype;
-    c.max_len = SEQ;
-    c.seed = 1;
-    if (lm_config_pos(&c, scheme, SEQ / 4) != 0) /* local: window 64, one back */
-        fprintf(stderr, "train_%s: not a --pos choice\n", scheme);
-    return c;
+    *c = pg_lm_defaults(VOCAB, DIM, HEADS, LAYERS);
+    c->dtype = dtype;
+    c->max_len = SEQ;
+    c->seed = 1;
+    if (lm_config_pos(c, scheme, SEQ / 4) == 0) /* local: window 64, one back */
+        return true;
+    fprintf(stderr, "train_%s: not a --pos choice of examples/train_lm\n", scheme);
+    return false;
 }
 
 static void train_steps(void *p, int reps)
@@ -49,39 +52,89 @@ static void train_steps(void *p, int reps)
     }
 }
 
+/* The toy model of one scheme, its optimizer and random tokens; false (and a message)
+ * on failure, with whatever was made left for train_ctx_free. */
+static bool train_ctx_init(train_ctx *c, const char *scheme, pg_dtype dtype)
+{
+    pg_lm_config cfg;
+    *c = (train_ctx){0};
+    if (!toy_config(&cfg, scheme, dtype))
+        return false;
+    c->lm = pg_lm_new(&cfg);
+    c->g = pg_graph_new();
+    pg_rng r = pg_rng_init(4);
+    c->ids = pg_empty(NULL, PG_I64, PG_SHAPE(BATCH, SEQ));
+    c->targets = pg_empty(NULL, PG_I64, PG_SHAPE(BATCH, SEQ));
+    for (int64_t i = 0; c->ids && c->targets && i < BATCH * SEQ; i++) {
+        pg_i64(c->ids)[i] = (int64_t)(pg_rng_uniform(&r) * VOCAB) % VOCAB;
+        pg_i64(c->targets)[i] = (int64_t)(pg_rng_uniform(&r) * VOCAB) % VOCAB;
+    }
+    if (c->lm && c->g && c->ids && c->targets) {
+        pg_tensor_list params = pg_module_parameters(&c->lm->base);
+        pg_optim_hparams h = pg_adam_hparams(1e-3);
+        c->opt = pg_optim_new(PG_ADAM, &h);
+        bool ok = c->opt && pg_optim_add_group(c->opt, params.tensors, params.n, NULL) >= 0;
+        pg_tensor_list_free(&params);
+        if (ok)
+            return true;
+    }
+    fprintf(stderr, "train_%s: %s\n", scheme, pg_last_error());
+    return false;
+}
+
+static void train_ctx_free(train_ctx *c)
+{
+    pg_optim_free(c->opt);
+    pg_tensor_free(c->ids);
+    pg_tensor_free(c->targets);
+    pg_graph_free(c->g);
+    if (c->lm)
+        pg_module_free(&c->lm->base);
+}
+
 /* tokens/s of one scheme at a thread count, or -1 */
 static double train_rate(const char *scheme, pg_dtype dtype, int threads)
 {
     pg_set_num_threads(threads);
-    pg_lm_config cfg = toy_config(scheme, dtype);
-    train_ctx c = {.lm = pg_lm_new(&cfg), .g = pg_graph_new()};
-    pg_rng r = pg_rng_init(4);
-    c.ids = pg_empty(NULL, PG_I64, PG_SHAPE(BATCH, SEQ));
-    c.targets = pg_empty(NULL, PG_I64, PG_SHAPE(BATCH, SEQ));
-    for (int64_t i = 0; c.ids && c.targets && i < BATCH * SEQ; i++) {
-        pg_i64(c.ids)[i] = (int64_t)(pg_rng_uniform(&r) * VOCAB) % VOCAB;
-        pg_i64(c.targets)[i] = (int64_t)(pg_rng_uniform(&r) * VOCAB) % VOCAB;
-    }
+    train_ctx c;
     double rate = -1;
-    if (c.lm && c.g && c.ids && c.targets) {
-        pg_tensor_list params = pg_module_parameters(&c.lm->base);
-        pg_optim_hparams h = pg_adam_hparams(1e-3);
-        c.opt = pg_optim_new(PG_ADAM, &h);
-        if (c.opt && pg_optim_add_group(c.opt, params.tensors, params.n, NULL) >= 0) {
-            double t = median_time(train_steps, &c, 1);
-            rate = c.failed ? -1 : (double)(BATCH * SEQ) / t;
-        }
-        pg_optim_free(c.opt);
-        pg_tensor_list_free(&params);
-    } else {
-        fprintf(stderr, "train_%s: %s\n", scheme, pg_last_error());
+    if (train_ctx_init(&c, scheme, dtype)) {
+        double t = median_time(train_steps, &c, 1);
+        rate = c.failed ? -1 : (double)(BATCH * SEQ) / t;
     }
-    pg_tensor_free(c.ids);
-    pg_tensor_free(c.targets);
-    pg_graph_free(c.g);
-    if (c.lm)
-        pg_module_free(&c.lm->base);
+    train_ctx_free(&c);
     return rate;
+}
+
+/* `bench --steps`: warm-up steps, then `steady_from` (CLOCK_MONOTONIC seconds, the clock of
+ * `perf record -k CLOCK_MONOTONIC`, so that `perf report --time` can skip the start-up),
+ * then `steps` timed steps and their median. tests/bench/profile.sh runs it under perf. */
+int bench_train_steps(const char *scheme, int steps, int threads, pg_dtype dtype)
+{
+    enum { WARMUP = 3 };
+    pg_set_num_threads(threads);
+    train_ctx c = {0};
+    double *t = malloc((size_t)steps * sizeof *t);
+    bool ok = t && train_ctx_init(&c, scheme, dtype);
+    if (ok) {
+        train_steps(&c, WARMUP);
+        printf("steady_from %.6f s\n", now_s());
+        for (int i = 0; i < steps && !c.failed; i++) {
+            double t0 = now_s();
+            train_steps(&c, 1);
+            t[i] = now_s() - t0;
+        }
+        ok = !c.failed;
+    }
+    if (ok) {
+        const char *dt = dtype == PG_F64 ? "_f64" : "";
+        double med = median_of(t, steps);
+        printf("steps_%s%s_t%d %.2f ms/step (median of %d)\n", scheme, dt, threads, 1e3 * med, steps);
+        printf("steps_%s%s_t%d_rate %.0f tokens/s\n", scheme, dt, threads, (double)(BATCH * SEQ) / med);
+    }
+    train_ctx_free(&c);
+    free(t);
+    return ok ? 0 : 1;
 }
 
 void bench_train_all(const char *only)
