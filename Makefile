@@ -7,7 +7,12 @@ OPT     ?= -O3
 ARCH    ?= native
 WERROR  ?=
 CFLAGS  ?=
-override CFLAGS += -std=c11 $(OPT) -march=$(ARCH) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L -fno-math-errno
+# -fno-math-errno and -fno-trapping-math: posgrad reads neither errno after a libm call
+# nor the floating-point exception flags, so GCC may inline sqrt and compute both arms of
+# a select (without the latter, a select whose arm multiplies stays a branch on AVX2 and
+# the elementwise math loops do not vectorise). Neither changes a result; -ffast-math and
+# -Ofast would (finite-math, reassociation), and are never used.
+override CFLAGS += -std=c11 $(OPT) -march=$(ARCH) -g -Wall -Wextra -Wpedantic $(WERROR) -fPIC -D_POSIX_C_SOURCE=200809L -fno-math-errno -fno-trapping-math
 LDLIBS  = -lm -lpthread
 
 # The library's layers, each using only those before it (README, "Layout").
@@ -37,7 +42,16 @@ DEPFLAGS  = -MMD -MP
 $(BUILD)/%.d: ;
 .PRECIOUS: $(BUILD)/%.d
 
-$(BUILD)/%.o: %.c $(BUILD)/%.d
+# The compiler and flags a build directory was built with: its objects are rebuilt when they
+# change (another ARCH, OPT or CFLAGS in the same BUILD, or an edit of the flags above).
+FLAGS_STAMP = $(BUILD)/.flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@) && printf '%s\n' '$(subst ','\'',$(CC) $(CFLAGS))' >$@.new
+	@if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+.PHONY: FORCE
+FORCE:
+
+$(BUILD)/%.o: %.c $(BUILD)/%.d $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
