@@ -208,7 +208,7 @@ DEFINE_ROW_SUM(double, f64)
  * n = round(t / ln 2), r = t - n ln 2 in two parts (|r| <= ln 2 / 2), exp(r) by
  * its degree-7 Taylor polynomial (relative error < 3e-8; within 1.2e-7 of exp
  * overall), 2^n built in the exponent bits; below 2^-126 the result is 0.
- * Values that are NaN or above 1 take expf. Elsewhere: vmath's exp in double. */
+ * Values that are NaN or above 1 take expf. Elsewhere: vmath's exp (below). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -274,14 +274,21 @@ static float row_max_f32(const float *restrict x, int64_t n)
     return _mm512_reduce_max_ps(mx);
 }
 
-#else /* portable: vmath's exp in double (the loop vectorises for SSE2 / AVX2) */
+#else
 DEFINE_ROW_MAX(float, f32)
 DEFINE_ROW_SUM(float, f32)
 
+/* With FMA (AVX2): vmath's float exp, 8 lanes, within 1.4 ulps (on rows of 64, 4x the
+ * speed of the double exp, both vectorised); without FMA, fmaf is a libm call and the
+ * double exp is the faster, by 4.7x. */
 static float exp_row_f32(float *restrict y, float m, int64_t n)
 {
     for (int64_t c = 0; c < n; c++)
+#if defined(__FMA__)
+        y[c] = pg_vexpf(y[c] - m);
+#else
         y[c] = (float)pg_vexp((double)y[c] - (double)m);
+#endif
     return row_sum_f32(y, n);
 }
 #endif
