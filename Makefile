@@ -88,7 +88,7 @@ check: test
 
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # The suites on an AVX2 build (x86-64-v3): its GEMM kernels (6 x 16) and its vectorised
-# math differ from the native AVX-512 build's. Skipped on a CPU without AVX2 and FMA.
+# math differ from the native AVX-512 build's. Skipped on a CPU without AVX2, FMA or BMI2.
 .PHONY: test-avx2
 test-avx2:
 	@if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then \
