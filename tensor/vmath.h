@@ -135,11 +135,13 @@ static inline double pg_verf(double x) { return pg_verf_with(x, pg_vexp(-x * x))
 
 /* ---- float32 lanes: 16 a zmm register, fused multiply-adds ----------------------------------
  * For the float32 kernels whose cost these functions are (GELU forward and backward): float
- * arithmetic where float suffices, double only where float would lose accuracy. Measured over
- * every float input (tests/test_vmath.c samples them): pg_vexpf within 1.4 ulps on [-87, 88]
- * (0 below -87, where e^x is subnormal; +inf from 88.73); pg_vgaussf = e^(-x^2/2) within
- * 1.2e-7 relative; pg_vncdff and x pg_vncdff(x) (GELU) within 2.3e-7 relative down to
- * x = -12.5 (the double versions above: 3e-8, at half the lanes and a double division). */
+ * arithmetic throughout, fmas keeping exact the roundings that matter. Measured over every
+ * float input (tests/test_vmath.c samples them): pg_vexpf within 1.4 ulps on [-87, 88] (0
+ * below -87, where e^x is subnormal; +inf from 88.73); pg_vgaussf = e^(-x^2/2) within 1.2e-7
+ * relative; on [-12.5, 12.5] pg_vncdff within 1.8e-7 relative and x pg_vncdff(x) (GELU, the
+ * product rounded in float) within 2.2e-7, and Phi within 2e-7 down to x = -12.85; below,
+ * the result is subnormal (4e-7 at -13, 1e-6 at -13.15, 0 from -13.2). The double versions
+ * above: 3e-8, at half the lanes and a double division. */
 
 /* e^x as pg_vexp: n = round(x / ln 2) by the addition of 1.5 * 2^23, ln 2 in two parts
  * (n ln2_hi is exact for |n| < 2^13), e^r by Taylor to degree 7 (|r| <= 0.35: truncation
@@ -192,42 +194,54 @@ static inline float pg_vgaussf(float x)
     return fmaf(-0.5f * l, e, e);
 }
 
-/* pg_vncdf_with for float x, e = pg_vgaussf(x). Phi's tail erfc(|x| / sqrt 2) / 2 =
- * t P(t) e / 2 with vmath's double fit (t = 1 / (1 + 0.3 |x| / sqrt 2)), evaluated in double:
- * P magnifies a relative error of t up to ~4x near t = 1, and float's Horner would lose
- * ~1.4e-7; the reciprocal starts in float and one Newton step in double finishes it. Near
- * 0 a float series instead (below). */
+/* R(v) of pg_vncdff_with's P = C + R(v): degree 11, fitted by tests/fixtures/gen_vmath_ncdff.py */
+static inline float pg_vncdff_r(float v)
+{
+    float r = 0.06841329485177994f;
+    r = fmaf(r, v, -0.25686460733413696f);
+    r = fmaf(r, v, 0.36453911662101746f);
+    r = fmaf(r, v, -0.17046022415161133f);
+    r = fmaf(r, v, -0.1298529952764511f);
+    r = fmaf(r, v, 0.1610693782567978f);
+    r = fmaf(r, v, 0.05792813003063202f);
+    r = fmaf(r, v, -0.13731645047664642f);
+    r = fmaf(r, v, -0.07483464479446411f);
+    r = fmaf(r, v, 0.14550715684890747f);
+    r = fmaf(r, v, 0.2805614769458771f);
+    return fmaf(r, v, 1.1558215717855091e-08f);
+}
+
+/* pg_vncdf_with for float x, e = pg_vgaussf(x), in float throughout. With a = |x|,
+ * Phi(-a) = erfc(a / sqrt 2) / 2 = e g(a), g(a) = e^(a^2/2) erfc(a / sqrt 2) / 2 falling
+ * from 1/2 at a = 0 to 0.03 at a = 13.5 (beyond 13.2, e = 0 in float), and Phi(a) = 1 -
+ * Phi(-a). g = t P(t) with t = 1 / (1 + a/2) in [0.129, 1] and P = C + R(t - t0) between
+ * 0.23 and 1/2, R of degree 11 (gen_vmath_ncdff.py: 3.4e-9 relative, a = 0 to 13.5). No
+ * separate series near 0 then: 8 operations fewer, and for |x| < 1/2 within 1.6e-7 (e's
+ * error included) where the series gave 0.9e-7. Evaluated plainly in float, g's roundings
+ * add to e's own error (1.2e-7) and the result's rounding (6e-8): 3.7e-7 in all (5e-7 with a
+ * fit in t = 1 / (1 + 0.3 a / sqrt 2), whose P magnifies t's error 4x near t = 1). Three
+ * exact remainders, each an fma or two, leave g's part near the fit's (1.8e-7 in all, below
+ * the double tail's 1.9e-7):
+ *  - t's two roundings (d = 1 + a/2 and 1 / d: g follows t one to one): with d's remainder
+ *    rem = 1 + a/2 - d (an fma; 1 - d is exact), the exact reciprocal is t (1 + dl), dl =
+ *    1 - (d + rem) t, and g moves by t dl (t P)', a slope needed to a few percent only (a
+ *    line in v);
+ *  - P's rounding p = C + R: its error R - (p - C) is exact (Fast2Sum: C > |R|);
+ *  - t p = hi + its remainder, exact; so g = hi + lo, lo a few ulps of g, and e g =
+ *    fma(e, hi, e lo) rounds once. */
 static inline float pg_vncdff_with(float x, float e)
 {
-    const float ax = x < 0 ? -x : x;
-    const double d = fma(0.3 * 0.70710678118654752440, (double)ax, 1.0), t0 = (double)(1.0f / (float)d);
-    const double t = t0 * fma(-d, t0, 2.0); /* 1 / d to ~1e-14 */
-    double p = -0.12910959126972466;
-    p = fma(p, t, 0.48364367879323261);
-    p = fma(p, t, -0.50849330159579442);
-    p = fma(p, t, 0.54359245356866848);
-    p = fma(p, t, -0.091934903425368419);
-    p = fma(p, t, 0.21382518906156556);
-    p = fma(p, t, 0.14860686161274106);
-    p = fma(p, t, 0.17067963281084197);
-    p = fma(p, t, 0.16918998044383771);
-    const double half_erfc = 0.5 * t * p * (double)e;
-    /* |x| < 1/2: 1/2 + x S(x^2), the Taylor series of erf (Phi(x) - 1/2 = x / sqrt(2 pi) *
-     * sum_k (-x^2 / 2)^k / (k! (2k + 1)), truncation < 1e-10), free of the fit's cancellation */
-    const float u = x * x;
-    float s = 6.659693667643296e-07f;
-    s = fmaf(s, u, -9.44465591601329e-06f);
-    s = fmaf(s, u, 0.00011543469008756801f);
-    s = fmaf(s, u, -0.0011873282492160797f);
-    s = fmaf(s, u, 0.009973556734621525f);
-    s = fmaf(s, u, -0.06649038195610046f);
-    s = fmaf(s, u, 0.3989422917366028f);
-    const float near0 = fmaf(x, s, 0.5f);
-    /* 1 - h in float from h rounded: an error of h's last bit is 3e-8 of 1 - h >= 1/2. (The
-     * select is taken in float: GCC 12 does not vectorise a double select on a float test.) */
-    const float lower = (float)half_erfc, tail = x < 0 ? lower : 1.0f - lower;
+    const float a = x < 0 ? -x : x;
+    const float d = fmaf(0.5f, a, 1.0f), rem = fmaf(0.5f, a, 1.0f - d); /* 1 + a/2 = d + rem */
+    const float t = 1.0f / d, dl = fmaf(-rem, t, fmaf(-d, t, 1.0f));
+    const float v = t - 0.25999999046325684f; /* exact for t in [0.13, 0.52]: a >= 1.85 */
+    const float c = 0.26190823316574097f, r = pg_vncdff_r(v), p = c + r, p_err = r - (p - c);
+    const float slope = fmaf(0.6396522521972656f, v, 0.34231677651405334f); /* (t P)' */
+    const float hi = t * p, lo = fmaf(t, fmaf(dl, slope, p_err), fmaf(t, p, -hi));
+    const float lower = fmaf(e, hi, e * lo); /* Phi(-a) */
+    const float tail = x < 0 ? lower : 1.0f - lower;
     const float far = x < 0 ? 0.0f : 1.0f; /* |x| > 14: e = 0 (and +-inf would give 0 * NaN) */
-    return ax < 0.5f ? near0 : ax > 14.0f ? far : tail;
+    return a > 14.0f ? far : tail;
 }
 
 static inline float pg_vncdff(float x) { return pg_vncdff_with(x, pg_vgaussf(x)); }
