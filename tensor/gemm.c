@@ -291,8 +291,9 @@ static void prefetch_row(const void *row, int64_t bytes)
             const T *row = X + p * ldx;                                                                                \
             if (p + PREFETCH_ROWS < kc)                                                                                \
                 prefetch_row(row + PREFETCH_ROWS * ldx, n * (int64_t)sizeof(T));                                       \
-            for (int64_t j0 = 0; j0 < full; j0 += W)                                                                   \
-                memcpy(xp + j0 / W * step + p * W, row + j0, W * sizeof(T));                                          \
+            T *dst = xp + p * W; /* row p of the sliver of columns j0 */                                               \
+            for (int64_t j0 = 0; j0 < full; j0 += W, dst += step)                                                      \
+                memcpy(dst, row + j0, W * sizeof(T));                                                                  \
             if (full < n)                                                                                              \
                 memcpy(ragged + p * W, row + full, (size_t)(n - full) * sizeof(T));                                    \
         }                                                                                                              \
