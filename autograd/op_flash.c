@@ -301,6 +301,14 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
     return row_sum_f64(y, n);
 }
 
+/* gemm_acc stays a function of its own: `make profile` counts its samples as the tile
+ * products (inlined, they counted as their caller's) */
+#if defined(__GNUC__)
+#define FLASH_NOINLINE __attribute__((noinline))
+#else
+#define FLASH_NOINLINE
+#endif
+
 #define FLASH_T float
 #define FLASH_SFX f32
 #include "flash_kernels.h"
