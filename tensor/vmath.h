@@ -12,7 +12,10 @@
  *   pg_verf(x)  = erf(x)         (within an ulp of the correctly rounded value)
  *   pg_vncdf(x) = Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF
  *                                (relative error < 3e-8 for x >= -16.9, which covers
- *                                every float result but 0) */
+ *                                every float result but 0)
+ *
+ * Below them, float32 versions in float arithmetic for the GELU kernels (pg_vexpf,
+ * pg_vgaussf, pg_vncdff: twice the lanes, their accuracy in their own comment). */
 #ifndef PG_VMATH_H
 #define PG_VMATH_H
 
