@@ -18,7 +18,8 @@
  * or = with `set` (C is then not read), A[r, c] at A[r * ars + c * acs] (a
  * transposed A costs nothing: its entries are broadcast one at a time).
  * Blocks of RB rows x CB columns accumulate in registers. */
-FLASH_NOINLINE static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
+FLASH_NOINLINE
+static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
                         const T *restrict Bm, int64_t ldb, int64_t rows, int64_t n, int64_t w, T alpha, bool set)
 {
     if (set) { /* only the edges accumulate in place: zero them */
