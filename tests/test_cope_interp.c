@@ -51,6 +51,7 @@ typedef struct chain_case {
     bool causal, masked, shared; /* shared: logits and z feed a second op too (accumulated gradients) */
     double in_scale, out_scale;
     bool z_frozen; /* z needs no gradient */
+    bool zero_hidden; /* the upstream gradient +-0 at the pairs attention hides, as attention's is */
 } chain_case;
 
 /* the ops CoPE used before the fused op: the same bits are expected */
@@ -62,6 +63,20 @@ static pg_tensor *chain(pg_graph *g, const chain_case *c, pg_tensor *s, pg_tenso
     pg_tensor *p = pg_clamp(g, pg_cumsum_reverse(g, gates, -1), -INFINITY, (double)(c->n - 1));
     pg_tensor *out = pg_gather_lerp(g, z, p);
     return c->out_scale != 1.0 ? pg_mul_scalar(g, out, c->out_scale) : out;
+}
+
+/* x (B, H, Lq, Lk) times 0 where hide (B, 1, Lq, Lk) is true: -0 where x < 0, else +0 */
+static void times_zero_where(pg_tensor *x, const pg_tensor *hide)
+{
+    int64_t H = x->shape[1], plane = x->shape[2] * x->shape[3];
+    for (int64_t i = 0; i < x->numel; i++) {
+        if (!pg_bool(hide)[i / (H * plane) * plane + i % plane])
+            continue;
+        if (x->dtype == PG_F32)
+            pg_f32(x)[i] *= 0.0f;
+        else
+            pg_f64(x)[i] *= 0.0;
+    }
 }
 
 static pg_tensor *total(pg_graph *g, pg_tensor *x) { return pg_sum(g, x, 0, NULL, false); }
@@ -79,7 +94,10 @@ static void run_case(const chain_case *c, bool fused, pg_tensor **res)
     pg_tensor *y = fused ? pg_cope_interp(g, s, z, keep, c->causal, c->in_scale, c->out_scale)
                          : chain(g, c, s, z, keep);
     cr_assert_not_null(y, "%s", pg_graph_error(g));
-    pg_tensor *loss = total(g, pg_mul(g, y, pg_randn(g, c->dt, y->ndim, y->shape, &r)));
+    pg_tensor *up = pg_randn(g, c->dt, y->ndim, y->shape, &r);
+    if (c->zero_hidden) /* times 0: -0 where the weight is negative, +0 elsewhere */
+        times_zero_where(up, hidden_pairs(g, c->B, c->Lq, c->Lk, keep, c->causal, 0));
+    pg_tensor *loss = total(g, pg_mul(g, y, up));
     if (c->shared) /* recorded after y: their gradients are written first, y's added to them */
         loss = pg_add(g, loss, pg_add(g, total(g, pg_square(g, s)), total(g, pg_square(g, z))));
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
@@ -95,13 +113,19 @@ static const char *const NAMES[3] = {"out", "dlogits", "dz"};
 Test(cope_interp, same_bits_as_the_chain_of_ops)
 {
     const chain_case cases[] = {
-        {PG_F64, 2, 3, 13, 11, 5, true, true, false, 0.7, 0.35, false},   /* rows not a multiple of 8, Lq != Lk */
-        {PG_F32, 2, 3, 13, 11, 5, true, true, false, 0.7, 0.35, false},
-        {PG_F64, 1, 2, 9, 17, 24, false, false, true, 0.25, 1.0, false}, /* nothing clamped, accumulated */
-        {PG_F32, 1, 2, 9, 17, 24, false, true, true, 0.25, 1.0, false},
-        {PG_F32, 2, 2, 20, 20, 4, true, false, true, 1.0, 0.5, false}, /* most sums clamped */
-        {PG_F64, 1, 1, 16, 16, 17, true, false, false, 0.125, 0.125, false},
-        {PG_F32, 2, 1, 8, 12, 6, true, true, false, 0.5, 1.0, true},
+        {PG_F64, 2, 3, 13, 11, 5, true, true, false, 0.7, 0.35, false, false}, /* rows not a multiple of 8, Lq != Lk */
+        {PG_F32, 2, 3, 13, 11, 5, true, true, false, 0.7, 0.35, false, false},
+        {PG_F64, 1, 2, 9, 17, 24, false, false, true, 0.25, 1.0, false, false}, /* nothing clamped, accumulated */
+        {PG_F32, 1, 2, 9, 17, 24, false, true, true, 0.25, 1.0, false, false},
+        {PG_F32, 2, 2, 20, 20, 4, true, false, true, 1.0, 0.5, false, false}, /* most sums clamped */
+        {PG_F64, 1, 1, 16, 16, 17, true, false, false, 0.125, 0.125, false, false},
+        {PG_F32, 2, 1, 8, 12, 6, true, true, false, 0.5, 1.0, true, false},
+        /* n >= 32: AVX-512 builds read z 16 keys at a time (blocks, then a scalar tail) */
+        {PG_F32, 2, 2, 70, 70, 65, true, true, false, 0.5, 0.5, false, false},
+        {PG_F32, 1, 2, 40, 100, 40, false, false, true, 0.3, 1.0, false, false}, /* clamped: windows at n - 32 */
+        {PG_F32, 2, 2, 50, 50, 51, true, false, false, 0.5, 0.5, false, true}, /* hidden gradients +-0 */
+        {PG_F64, 2, 2, 50, 50, 51, true, true, false, 0.5, 0.5, false, true},
+        {PG_F32, 1, 1, 64, 64, 33, false, true, false, 4.0, 0.25, false, true}, /* saturated gates: p steps by 1 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         pg_tensor *a[3], *b[3];
@@ -139,7 +163,7 @@ static void run_fused(void *ctx, pg_tensor **res) { run_case(ctx, true, res); }
 
 Test(cope_interp, same_bits_for_any_thread_count)
 {
-    chain_case c = {PG_F32, 2, 4, 70, 64, 65, true, true, false, 0.5, 0.5, false}; /* enough for the pool */
+    chain_case c = {PG_F32, 2, 4, 70, 64, 65, true, true, false, 0.5, 0.5, false, false}; /* enough for the pool */
     assert_same_bits_on_1_and_2_threads(run_fused, &c, 3, NAMES);
     c.dt = PG_F64;
     assert_same_bits_on_1_and_2_threads(run_fused, &c, 3, NAMES);

@@ -115,7 +115,8 @@ static void bench_op_overhead(void)
 }
 
 /* ---- CoPE's bias: forward + backward on the toy model's shape ---------------------------
- * logits (8, 4, 256, 256) f32, z (8, 4, 256, 257), causal: pg_cope_interp beside the chain
+ * logits (8, 4, 256, 256) f32, z (8, 4, 256, 257), causal, the upstream gradient zero at
+ * the hidden keys (as attention's): pg_cope_interp beside the chain
  * of ops it replaced (mul_scalar, sigmoid, masked_fill, cumsum_reverse, clamp,
  * gather_lerp, mul_scalar; the same bits), at 1 and 2 threads */
 typedef struct cope_ctx {
@@ -152,6 +153,8 @@ static void bench_cope_bias(void)
                   pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 256), &r), false};
     for (int64_t i = 0; i < 256 * 256; i++)
         pg_bool(c.hide)[i] = i % 256 > i / 256; /* causal: key j > query i */
+    for (int64_t i = 0; i < c.up->numel; i++) /* attention's gradient: +-0 at the keys it hides */
+        pg_f32(c.up)[i] *= pg_bool(c.hide)[i % (256 * 256)] ? 0.0f : 1.0f;
     pg_set_requires_grad(c.s, true);
     pg_set_requires_grad(c.z, true);
     int saved = pg_num_threads();
