@@ -365,28 +365,50 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
     const flash_job *j = ctx;
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     void *sh[N_SHARED];
-    for (int i = 0; i < N_SHARED; i++)
+    for (int i = 0; i < N_SHARED; i++) {
         sh[i] = j->shared[i] && j->T > 1 ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
+        if (sh[i] && j->T > 1) /* this thread's own slice, zeroed by the thread that fills it */
+            memset(sh[i], 0, j->shared_bytes[i]);
+    }
     if (j->dtype == PG_F32)
         flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
     else
         flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
 }
 
-/* dst += src (numel of dst elements of its float dtype) */
-static void add_into(pg_tensor *dst, const void *src)
+/* A shared gradient += its T per-thread slices, each element adding them in thread order
+ * (so the same bits as adding the slices one after another), elements split over the pool */
+typedef struct slices_job {
+    void *dst;
+    const char *slices;
+    size_t slice_bytes;
+    int T;
+    bool f32;
+} slices_job;
+
+static void add_slices_range(void *ctx, int64_t lo, int64_t hi)
 {
-    if (dst->dtype == PG_F32) {
-        float *a = dst->data;
-        const float *b = src;
-        for (int64_t i = 0; i < dst->numel; i++)
-            a[i] += b[i];
-    } else {
-        double *a = dst->data;
-        const double *b = src;
-        for (int64_t i = 0; i < dst->numel; i++)
-            a[i] += b[i];
+    const slices_job *j = ctx;
+    for (int t = 0; t < j->T; t++) {
+        const char *src = j->slices + (size_t)t * j->slice_bytes;
+        if (j->f32) {
+            float *a = j->dst;
+            const float *b = (const float *)src;
+            for (int64_t i = lo; i < hi; i++)
+                a[i] += b[i];
+        } else {
+            double *a = j->dst;
+            const double *b = (const double *)src;
+            for (int64_t i = lo; i < hi; i++)
+                a[i] += b[i];
+        }
     }
+}
+
+static void add_slices(pg_tensor *dst, const void *slices, size_t slice_bytes, int T)
+{
+    slices_job j = {dst->data, slices, slice_bytes, T, dst->dtype == PG_F32};
+    pg_parallel_range(dst->numel, 32768, add_slices_range, &j);
 }
 
 /* ---- the op --------------------------------------------------------------------------------- */
@@ -433,23 +455,22 @@ static int flash_backward(pg_graph *g, pg_node *node)
     if (!j.scratch)
         return -1;
     /* dbias, drk, dwb and a shared dpair are summed over rows that different threads handle: one
-     * zeroed buffer per thread, added up in thread order after the join */
+     * buffer per thread (zeroed by it), added up in thread order after the join */
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
             continue;
         j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(q->dtype);
         j.shared[i] = shared[i]->data;
         if (j.T > 1) {
-            j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)j.T);
+            j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)j.T); /* zeroed in flash_bwd_task */
             if (!j.shared[i])
                 return -1;
-            memset(j.shared[i], 0, j.shared_bytes[i] * (size_t)j.T);
         }
     }
     pg_parallel_for(j.T, flash_bwd_task, &j);
     for (int i = 0; i < N_SHARED; i++)
-        for (int t = 0; shared[i] && j.T > 1 && t < j.T; t++)
-            add_into(shared[i], (char *)j.shared[i] + (size_t)t * j.shared_bytes[i]);
+        if (shared[i] && j.T > 1)
+            add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
     return 0;
 }
 

@@ -170,12 +170,13 @@ static inline void op_copy_slice(void *ctx, int64_t b0, int64_t b1)
     memcpy(j->dst + b0, j->src + b0, (size_t)(b1 - b0));
 }
 
-/* memcpy(dst, src, bytes), split over the threads from 1 MiB on (a serial copy is
- * the other thread's idle time in a 2-thread step) */
+/* memcpy(dst, src, bytes), split over the threads in slices of at least 256 KiB (a
+ * serial copy is the other thread's idle time in a 2-thread step; FIRE's 1 MiB bias
+ * gradient was one) */
 static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
 {
     op_copy_job j = {dst, src};
-    pg_parallel_range((int64_t)bytes, (int64_t)1 << 20, op_copy_slice, &j);
+    pg_parallel_range((int64_t)bytes, (int64_t)1 << 18, op_copy_slice, &j);
 }
 
 /* pg_parallel_for over n tasks when the work (elements, say) is worth the pool: below

@@ -157,15 +157,17 @@ static float *gemm_on_threads_f32(int t, bool ta, bool tb, int64_t M, int64_t N,
 /* Products large enough to be split over the pool (over 2^22 flops; rows
  * when M >= N, else columns; ragged and not; in place, packed, A packed for
  * its 4 KiB row stride; a skinny one as FIRE's output layer; 20 rows, fewer
- * slivers than 3 threads) give the same bits on 1, 2 and 3 threads, and match
- * a naive loop. */
+ * slivers than 3 threads; one sliver of columns or less with a long K, as the
+ * weight gradient of FIRE's output layer, split in half slivers) give the same
+ * bits on 1, 2 and 3 threads, and match a naive loop. */
 Test(gemm, thread_count_does_not_change_bits)
 {
     int saved = pg_num_threads();
     struct {
         int64_t M, N, K;
-    } shapes[] = {{200, 96, 900}, {30, 1100, 520}, {45, 390, 1024}, {20000, 4, 32}, {20, 4, 30000}};
-    for (int s = 0; s < 5; s++)
+    } shapes[] = {{200, 96, 900}, {30, 1100, 520}, {45, 390, 1024}, {20000, 4, 32},
+                  {20, 4, 30000}, {4, 32, 20000},   {3, 20, 40000}};
+    for (int s = 0; s < 7; s++)
         for (int t = s % 2; t < 4; t += 2) { /* two transposes per shape: small for valgrind */
             bool ta = t & 1, tb = t & 2;
             int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
