@@ -12,10 +12,75 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* ROWS = 8 float rows with AVX-512: 8 keys of the 8 rows loaded, transposed so that a
+ * register holds one key of every row, widened to double and added to the 8 rows' sums
+ * (one lane a row: each row's additions in the same order as the scalar loop's), each
+ * sum rounded to float, transposed back and stored. Returns the keys done (whole blocks of
+ * 8, in scan order); acc: the rows' sums so far, for the scalar loop to go on from. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+_Static_assert(ROWS == 8, "scan8_f32 takes 8 rows, one a lane");
+
+/* r[0..7] (8 rows of 8) -> their transpose, in place */
+static inline void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+static inline __attribute__((always_inline)) int64_t scan8_f32(const float *x, float *y, int64_t stride,
+                                                               int64_t len, bool reverse, bool add, double acc[8])
+{
+    __m512d sum = _mm512_setzero_pd();
+    int64_t k = 0;
+    for (; k + 8 <= len; k += 8) {
+        const int64_t p = reverse ? len - 8 - k : k; /* the block's first key */
+        __m256 v[8], w[8];
+        for (int r = 0; r < 8; r++)
+            v[r] = _mm256_loadu_ps(x + r * stride + p);
+        transpose8(v); /* v[c]: key p + c of every row */
+        if (add) {
+            for (int r = 0; r < 8; r++)
+                w[r] = _mm256_loadu_ps(y + r * stride + p);
+            transpose8(w);
+        }
+        for (int i = 0; i < 8; i++) {
+            const int c = reverse ? 7 - i : i;
+            sum = _mm512_add_pd(sum, _mm512_cvtps_pd(v[c]));
+            v[c] = add ? _mm256_add_ps(w[c], _mm512_cvtpd_ps(sum)) : _mm512_cvtpd_ps(sum);
+        }
+        transpose8(v);
+        for (int r = 0; r < 8; r++)
+            _mm256_storeu_ps(y + r * stride + p, v[r]);
+    }
+    _mm512_storeu_pd(acc, sum);
+    return k;
+}
+#define SCAN8_F32 scan8_f32
+#else
+#define SCAN8_F32 SCAN8_NONE
+#endif
+#define SCAN8_NONE(...) ((int64_t)0) /* no vector form: the scalar loop does every key */
+
 /* pg_scan_rows (op_reduce.h): ROWS rows at once, so their sums' add latencies
- * overlap, then the rest one by one; y may be x. The body is inlined for each
- * (reverse, add), so that neither is tested per element. */
-#define DEFINE_SCAN_ROWS(T, sfx)                                                                               \
+ * overlap (their first keys 8 at a time by SCAN8 where it has a vector form), then
+ * the rest one by one; y may be x. The body is inlined for each (reverse, add), so
+ * that neither is tested per element. */
+#define DEFINE_SCAN_ROWS(T, sfx, SCAN8)                                                                        \
     static inline __attribute__((always_inline)) void scan_rows_##sfx(const T *x, T *y, int64_t rows,           \
                                                                       int64_t stride, int64_t len,              \
                                                                       bool reverse, bool add)                   \
@@ -23,7 +88,8 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
         int64_t o = 0;                                                                                         \
         for (; o + ROWS <= rows; o += ROWS) {                                                                  \
             double acc[ROWS] = {0};                                                                            \
-            for (int64_t k = 0; k < len; k++) {                                                                \
+            const int64_t k0 = SCAN8(x + o * stride, y + o * stride, stride, len, reverse, add, acc);          \
+            for (int64_t k = k0; k < len; k++) {                                                               \
                 int64_t at = o * stride + (reverse ? len - 1 - k : k);                                         \
                 for (int r = 0; r < ROWS; r++, at += stride) {                                                 \
                     acc[r] += x[at];                                                                           \
@@ -51,8 +117,8 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
         else                                                                                                   \
             scan_rows_##sfx(x, y, rows, stride, len, false, false);                                            \
     }
-DEFINE_SCAN_ROWS(float, f32)
-DEFINE_SCAN_ROWS(double, f64)
+DEFINE_SCAN_ROWS(float, f32, SCAN8_F32)
+DEFINE_SCAN_ROWS(double, f64, SCAN8_NONE)
 
 /* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
  * x[o, r', i], accumulated in double; add: y += that instead. The scanned axis

@@ -614,9 +614,11 @@ static void plan_split(gemm_plan *g, int64_t MR, int64_t NR)
     g->split_rows = g->M >= g->N;
     g->unit = g->split_rows ? MR : NR;
     int64_t extent = g->split_rows ? g->M : g->N;
-    if (!g->split_rows && extent <= g->unit) /* one sliver of columns, the flops all in K (a weight */
-        g->unit /= 2;                        /* gradient of few outputs): half slivers, as the last */
-    if (extent > g->unit)                    /* sliver of a wider product has its narrower width */
+    if (!g->split_rows && extent <= g->unit) { /* one sliver of columns, the flops all in K (a weight */
+        g->unit /= 2;                          /* gradient of few outputs): half slivers, packed as the */
+        g->pack_b = true;                      /* ragged last sliver of a wider product is (the kernel */
+    }                                          /* reads a whole sliver's width of op(B) in place) */
+    if (extent > g->unit)
         g->tasks = min64(threads, (extent + g->unit - 1) / g->unit);
 }
 

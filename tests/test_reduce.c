@@ -570,6 +570,45 @@ Test(reduce, cumsum_on_the_pool)
     cr_assert_eq(pg_set_num_threads(saved), 0);
 }
 
+/* Along the last axis, rows go 8 at a time (transposed into vector lanes with AVX-512):
+ * (19, 45) f32, two groups of 8 rows and 3 alone, 5 blocks of 8 keys and a tail of 5;
+ * prefix and suffix sums bit for bit against a naive double sum rounded once, and the
+ * gradient of x used by both (a fresh one, then one added to) against its own sums. */
+Test(reduce, cumsum_rows_by_eight_match_a_naive_sum)
+{
+    const int64_t R = 19, N = 45;
+    pg_rng r = pg_rng_init(41);
+    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(R, N), &r);
+    pg_set_requires_grad(x, true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *up = pg_randn(g, PG_F32, PG_SHAPE(R, N), &r);
+    pg_tensor *fwd = pg_cumsum(g, x, 1), *rev = pg_cumsum_reverse(g, x, 1);
+    pg_tensor *loss =
+        pg_add(g, pg_sum(g, pg_mul(g, fwd, up), 0, NULL, false), pg_sum(g, pg_mul(g, rev, up), 0, NULL, false));
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    const float *xs = pg_f32(x), *us = pg_f32(up);
+    for (int64_t i = 0; i < R; i++) {
+        double pre = 0, suf = 0, gpre = 0, gsuf = 0;
+        float grad_rev[45]; /* the reverse cumsum's gradient: a prefix sum of up, written first */
+        for (int64_t k = 0; k < N; k++) {
+            pre += xs[i * N + k];
+            suf += xs[i * N + N - 1 - k];
+            gpre += us[i * N + k];
+            grad_rev[k] = (float)gpre;
+            cr_assert_eq(pg_f32(fwd)[i * N + k], (float)pre, "prefix (%lld, %lld)", (long long)i, (long long)k);
+            cr_assert_eq(pg_f32(rev)[i * N + N - 1 - k], (float)suf, "suffix (%lld, %lld)", (long long)i,
+                         (long long)(N - 1 - k));
+        }
+        for (int64_t k = N - 1; k >= 0; k--) { /* then the forward cumsum's: a suffix sum of up, added */
+            gsuf += us[i * N + k];
+            cr_assert_eq(pg_f32(x->grad)[i * N + k], grad_rev[k] + (float)gsuf, "gradient (%lld, %lld)", (long long)i,
+                         (long long)k);
+        }
+    }
+    pg_graph_free(g);
+    pg_tensor_free(x);
+}
+
 /* pg_cumsum_reverse: the suffix sums, equal bit for bit to flip, cumsum, flip (forward and
  * gradient, f32 and f64, each axis), gradcheck, bad input named */
 static pg_tensor *flip_axis(pg_graph *g, pg_tensor *x, int axis)
