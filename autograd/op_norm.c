@@ -165,6 +165,17 @@ static bool acc_for(pg_graph *g, const pg_tensor *grad, int64_t D, double **acc)
  * the backward's dw, db are summed per task and then over tasks in task order ---------- */
 #define NORM_GRAIN 32768 /* elements per task at least */
 
+/* The backward's task count: from the shape alone (about NORM_GRAIN / 4 elements a task,
+ * at most 64 tasks and one a row), so that dw and db, sums over rows grouped by task, have
+ * the same bits for any thread count (grouped by thread, float64's showed it) */
+static int64_t norm_blocks(int64_t rows, int64_t D)
+{
+    int64_t nb = rows * D / (NORM_GRAIN / 4);
+    nb = nb < 64 ? nb : 64;
+    nb = nb < rows ? nb : rows;
+    return nb > 1 ? nb : 1;
+}
+
 typedef struct norm_job {
     bool f32, center;
     int64_t rows, D, T;
@@ -219,13 +230,13 @@ static int norm_backward(pg_graph *g, pg_node *n)
     pg_tensor *gx = pg_grad_of(g, x), *gw = pg_grad_of(g, w), *gb = pg_grad_of(g, b);
     if ((x->requires_grad && !gx) || (w && w->requires_grad && !gw) || (b && b->requires_grad && !gb))
         return -1;
-    int64_t rows = n->ip[0], D = n->ip[1], T = pg_parallel_tasks(rows * D, NORM_GRAIN);
+    int64_t rows = n->ip[0], D = n->ip[1], T = norm_blocks(rows, D);
     double *aw, *ab;
     if (!acc_for(g, gw, T * D, &aw) || !acc_for(g, gb, T * D, &ab))
         return -1;
     norm_job j = {x->dtype == PG_F32, c->center, rows, D, T, 0.0, gx ? gx->data : NULL, x->data,
                   w ? w->data : NULL, NULL, y->grad->data, c->stats, aw, ab};
-    pg_parallel_for(T, norm_bwd_task, &j);
+    op_parallel_for(T, rows * D, 2 * NORM_GRAIN, norm_bwd_task, &j); /* small: on the caller */
     if (gw)
         add_task_sums(gw, aw, T, D);
     if (gb)

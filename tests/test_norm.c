@@ -249,6 +249,36 @@ Test(norm, grad_to_params_only)
     free_all(3, all);
 }
 
+/* ctx: center (layer norm) or not (rms norm); res: gx, gw, gb of a (700, 96) float64 norm */
+static void norm_grads(void *ctx, pg_tensor **res)
+{
+    const bool center = *(const bool *)ctx;
+    pg_rng r = pg_rng_init(17);
+    pg_tensor *x = pg_randn(NULL, PG_F64, PG_SHAPE(700, 96), &r), *w = pg_randn(NULL, PG_F64, PG_SHAPE(96), &r);
+    pg_tensor *b = center ? pg_randn(NULL, PG_F64, PG_SHAPE(96), &r) : NULL;
+    x->requires_grad = w->requires_grad = true;
+    if (b)
+        b->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = center ? pg_layer_norm(g, x, 1, w, b, 1e-5) : pg_rms_norm(g, x, 1, w, 1e-5);
+    cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, PG_SHAPE(700, 96), &r)), 0, "%s", pg_graph_error(g));
+    res[0] = take_grad(x), res[1] = take_grad(w), res[2] = center ? take_grad(b) : pg_zeros(NULL, PG_F64, 1, NULL);
+    pg_graph_free(g);
+    pg_tensor *all[] = {x, w, b};
+    free_all(b ? 3 : 2, all);
+}
+
+/* dw and db sum over rows in groups that depend on the shape alone: float64 (where those
+ * double sums are the result) gives the same bits on 1 and 2 threads */
+Test(norm, same_bits_on_1_and_2_threads)
+{
+    static const char *const names[3] = {"gx", "gw", "gb"};
+    for (int center = 0; center <= 1; center++) {
+        bool c = center;
+        assert_same_bits_on_1_and_2_threads(norm_grads, &c, 3, names);
+    }
+}
+
 Test(norm, bad_input)
 {
     pg_graph *g = pg_graph_new();
