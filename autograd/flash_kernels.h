@@ -493,8 +493,8 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
  * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
- * Heads bh_i = first, first + step, ... (the w slices are theirs alone; sh is shared by the
- * batches of a head). */
+ * Heads bh_i with (d->group ? bh_i mod group : bh_i) mod step = first, in increasing order (the
+ * w slices are theirs alone; sh is shared by the batches of a head). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
                          const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
                          int64_t step)
@@ -510,7 +510,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
+    for (int64_t bh_i = 0; bh_i < d->B * H; bh_i++) {
+        if ((d->group ? bh_i % d->group : bh_i) % step != first)
+            continue;
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;

@@ -58,6 +58,8 @@ typedef struct flash_dims {
     int64_t dw, dW, dS, dlb; /* the mask's band layout (flash.h dropout_window ...; dw 0: (B, H, Lq, Lk)) */
     const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
     int64_t pb_H;
+    int64_t group; /* backward: row bh goes to thread (bh mod group) mod T when group > 0 (see
+                    * flash_backward), else bh mod T */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -320,7 +322,8 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
 #undef FLASH_T
 #undef FLASH_SFX
 
-/* ---- threads: heads spread over the pool, thread t takes heads t, t + T, ... ------------------ */
+/* ---- threads: heads spread over the pool, thread t takes rows bh = t, t + T, ... (the backward:
+ * by region of its shared gradients, flash_backward) ---------------------------------------- */
 
 enum { N_SHARED = 4 }; /* gradients summed over rows that different threads handle */
 
@@ -332,9 +335,10 @@ typedef struct flash_job {
     size_t scr_bytes;
     void *w[7];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq, dpair (one per head) */
     const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
-    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, dpair (shared by batches): T slices each (the grad itself if
-                             * T == 1) */
+    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, dpair (shared by batches): the grads themselves, or T
+                             * slices each when `sliced` */
     size_t shared_bytes[N_SHARED];
+    bool sliced;
 } flash_job;
 
 /* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
@@ -366,8 +370,8 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     void *sh[N_SHARED];
     for (int i = 0; i < N_SHARED; i++) {
-        sh[i] = j->shared[i] && j->T > 1 ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
-        if (sh[i] && j->T > 1) /* this thread's own slice, zeroed by the thread that fills it */
+        sh[i] = j->shared[i] && j->sliced ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
+        if (sh[i] && j->sliced) /* this thread's own slice, zeroed by the thread that fills it */
             memset(sh[i], 0, j->shared_bytes[i]);
     }
     if (j->dtype == PG_F32)
@@ -424,6 +428,20 @@ typedef struct flash_saved {
     pg_tensor *pair;          /* or NULL */
 } flash_saved;
 
+static int64_t gcd64(int64_t a, int64_t b) { return b ? gcd64(b, a % b) : a; }
+
+/* the gcd of the head periods of the shared gradients present (db, drk: H; dwb: wb_H; a
+ * shared dpair: pb_H), 0 when none */
+static int64_t shared_group(const flash_dims *d, pg_tensor *const *shared)
+{
+    const int64_t period[N_SHARED] = {d->H, d->H, d->wb_H, d->pb_H};
+    int64_t g = 0;
+    for (int i = 0; i < N_SHARED; i++)
+        if (shared[i])
+            g = gcd64(g, period[i]);
+    return g;
+}
+
 /* The gradient of t (NULL when t is NULL or needs none); *fail when t needs one and none came. */
 static pg_tensor *grad_if(pg_graph *g, pg_tensor *t, bool *fail)
 {
@@ -445,7 +463,8 @@ static int flash_backward(pg_graph *g, pg_node *node)
                                    grad_if(g, s->wbias, &fail), pair_own ? NULL : dpair}; /* db, drk, dwb, dpair */
     if (fail)
         return -1;
-    flash_job j = {.d = &s->d, .dtype = q->dtype, .T = flash_threads(&s->d),
+    flash_dims d = s->d;
+    flash_job j = {.d = &d, .dtype = q->dtype, .T = flash_threads(&s->d),
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
                    .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dsq ? dsq->data : NULL,
                          dsk ? dsk->data : NULL, drq ? drq->data : NULL, dpair && pair_own ? dpair->data : NULL},
@@ -454,14 +473,20 @@ static int flash_backward(pg_graph *g, pg_node *node)
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
     if (!j.scratch)
         return -1;
-    /* dbias, drk, dwb and a shared dpair are summed over rows that different threads handle: one
-     * buffer per thread (zeroed by it), added up in thread order after the join */
+    /* dbias, drk, dwb and a shared dpair sum over rows bh: region bh mod G of each (G = H, wb_H,
+     * pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, thread t takes the
+     * rows with (bh mod g) mod T = t: each region's rows fall to one thread, in increasing bh as
+     * on one thread, and go straight into the gradients: the same bits for any thread count.
+     * Fewer regions than threads (a window bias shared by every head, say): one buffer per
+     * thread (zeroed by it), added up in thread order after the join (bits that depend on T). */
+    d.group = shared_group(&s->d, shared);
+    j.sliced = j.T > 1 && d.group < j.T;
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
             continue;
         j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(q->dtype);
         j.shared[i] = shared[i]->data;
-        if (j.T > 1) {
+        if (j.sliced) {
             j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)j.T); /* zeroed in flash_bwd_task */
             if (!j.shared[i])
                 return -1;
@@ -469,7 +494,7 @@ static int flash_backward(pg_graph *g, pg_node *node)
     }
     pg_parallel_for(j.T, flash_bwd_task, &j);
     for (int i = 0; i < N_SHARED; i++)
-        if (shared[i] && j.T > 1)
+        if (shared[i] && j.sliced)
             add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
     return 0;
 }
@@ -584,7 +609,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
-                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0};
+                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, 0};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;

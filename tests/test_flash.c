@@ -311,3 +311,36 @@ Test(flash, no_grad_records_nothing)
     pg_graph_free(g);
     free_all(3, (pg_tensor *[]){q, k, v});
 }
+
+/* ctx: {H, B, accumulated}; res: the distance bias's gradient of a causal (B, H, 64, 16)
+ * float64 attention, accumulated onto the gradient of a second use of the bias when asked */
+static void dist_bias_grad(void *ctx, pg_tensor **res)
+{
+    const int64_t *c = ctx, H = c[0], B = c[1], L = 64, D = 16;
+    pg_rng r = pg_rng_init(3);
+    pg_tensor *q = pg_randn(NULL, PG_F64, PG_SHAPE(B, H, L, D), &r);
+    pg_tensor *k = pg_randn(NULL, PG_F64, PG_SHAPE(B, H, L, D), &r);
+    pg_tensor *v = pg_randn(NULL, PG_F64, PG_SHAPE(B, H, L, D), &r);
+    pg_tensor *db = pg_randn(NULL, PG_F64, PG_SHAPE(H, 2 * L - 1), &r);
+    db->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    const pg_flash_opts o = {.dist_bias = db, .causal = true};
+    pg_tensor *y = pg_flash_attention(g, q, k, v, &o);
+    pg_tensor *loss = pg_sum(g, pg_mul(g, y, y), 0, NULL, false);
+    if (c[2]) /* recorded after y: its gradient is written first, the attention's added to it */
+        loss = pg_add(g, loss, pg_sum(g, pg_mul(g, db, db), 0, NULL, false));
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    res[0] = take_grad(db);
+    pg_graph_free(g);
+    free_all(4, (pg_tensor *[]){q, k, v, db});
+}
+
+/* The distance bias's gradient sums over batches: each head's rows go to one thread in
+ * batch order, straight into the gradient, so 1 and 2 threads give the same bits with an
+ * odd head count (3 heads of 3 batches) and onto a gradient that already has a value. */
+Test(flash, shared_bias_gradient_same_bits_for_any_thread_count)
+{
+    const int64_t cases[4][3] = {{4, 2, 0}, {4, 2, 1}, {3, 3, 0}, {3, 3, 1}};
+    for (int i = 0; i < 4; i++)
+        assert_same_bits_on_1_and_2_threads(dist_bias_grad, (void *)cases[i], 1, NULL);
+}
