@@ -15,8 +15,10 @@
  * Packing makes both operands contiguous whatever the transposes. When an
  * operand is already suitable it is read in place instead (the micro-kernel
  * takes strides): op(A) always can be (the kernel broadcasts one element per
- * row), op(B) when it is not transposed and N is a multiple of NR. Whether
- * to pack depends only on the shapes (plan_packing), so does the result.
+ * row), op(B) when it is not transposed and N (and each thread's block of
+ * columns) is a multiple of NR. Whether to pack is decided from the shapes and
+ * the split (plan_packing); packed or in place, the kernel's arithmetic is the
+ * same, so the result does not depend on it.
  *
  * SIMD builds have a micro-kernel per row count 1..MR, so a ragged last row
  * sliver costs only its own rows; a ragged last column sliver goes through a
@@ -524,8 +526,8 @@ typedef struct operand {
         }                                                                                                              \
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
-        plan_packing(&g, NR, sizeof(T));                                                                               \
         plan_split(&g, MR, NR);                                                                                        \
+        plan_packing(&g, NR, sizeof(T));                                                                               \
         if (g.tasks == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
         else                                                                                                           \
@@ -555,10 +557,12 @@ static bool gemm_args_ok(const char *fn, const void *C, bool reads_ab, const voi
     return !null;
 }
 
-/* Which operands to pack, from the shapes alone (so results never depend on
- * the thread split). Reading op(A) in place (either transpose) and op(B) in
- * place (not transposed, N a multiple of NR) saves the copies and beats
- * packing on narrow products (Zen 5, f32 GFLOP/s in place vs packed:
+/* Which operands to pack, from the shapes (and the thread split's column
+ * blocks: a block narrower than a sliver is packed; the kernels do the same
+ * arithmetic on packed and in-place operands, so results do not depend on it).
+ * Reading op(A) in place (either transpose) and op(B) in place (not
+ * transposed, N and the column blocks multiples of NR) saves the copies and
+ * beats packing on narrow products (Zen 5, f32 GFLOP/s in place vs packed:
  * 2048x128x128 111 vs 100, 128x2048x128 tn 114 vs 101, 64^3 109 vs 88). It
  * loses when consecutive reads sit a multiple of 4 KiB apart (they share L1
  * and L2 sets: 512x2048x128 tn 101 vs 109) and when C's rows are 4 KiB or more
@@ -593,7 +597,8 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
     bool a_sets = g->ta && g->K >= KC && g->lda % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
     bool a_line_rows = line_rows && g->ta && g->K >= KC;
     g->pack_a = wide || a_sets || a_line_rows || g->lda % WIDE_BYTES * (int64_t)elem % WIDE_BYTES == 0;
-    g->pack_b = wide || b_sets || b_line_rows || g->tb || g->N % NR != 0;
+    bool narrow = g->N % NR != 0 || (g->tasks && !g->split_rows && g->unit % NR != 0); /* a sliver < NR wide */
+    g->pack_b = wide || b_sets || b_line_rows || g->tb || narrow;
 #else
     (void)NR, (void)elem;
     g->pack_a = g->pack_b = true;
@@ -614,11 +619,9 @@ static void plan_split(gemm_plan *g, int64_t MR, int64_t NR)
     g->split_rows = g->M >= g->N;
     g->unit = g->split_rows ? MR : NR;
     int64_t extent = g->split_rows ? g->M : g->N;
-    if (!g->split_rows && extent <= g->unit) { /* one sliver of columns, the flops all in K (a weight */
-        g->unit /= 2;                          /* gradient of few outputs): half slivers, packed as the */
-        g->pack_b = true;                      /* ragged last sliver of a wider product is (the kernel */
-    }                                          /* reads a whole sliver's width of op(B) in place) */
-    if (extent > g->unit)
+    if (!g->split_rows && extent <= g->unit) /* one sliver of columns, the flops all in K (a weight */
+        g->unit /= 2;                        /* gradient of few outputs): half slivers (plan_packing */
+    if (extent > g->unit)                    /* packs them, as the ragged last sliver of a wider one) */
         g->tasks = min64(threads, (extent + g->unit - 1) / g->unit);
 }
 
