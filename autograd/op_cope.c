@@ -103,10 +103,9 @@ static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, cons
 #define COPE_LERP_VEC_F32 cope_lerp_vec_f32
 #define COPE_LERP_BWD_VEC_F32 cope_lerp_bwd_vec_f32
 #else
-#define COPE_LERP_VEC_F32 COPE_SCALAR_ONLY
-#define COPE_LERP_BWD_VEC_F32 COPE_SCALAR_ONLY
+#define COPE_LERP_VEC_F32 OP_NO_VECTOR_FORM
+#define COPE_LERP_BWD_VEC_F32 OP_NO_VECTOR_FORM
 #endif
-#define COPE_SCALAR_ONLY(...) ((int64_t)0) /* no vector form: the scalar loop does every key */
 
 typedef struct cope_job {
     pg_dtype dt;
@@ -330,7 +329,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             cope_ds_row_##sfx(ds + k * m, jb->ds_fresh, x + k * m, g + k * m, r, k, in_scale);                 \
     }
 DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32)
-DEFINE_COPE(double, f64, pg_sigmoid_d, floor, COPE_SCALAR_ONLY, COPE_SCALAR_ONLY)
+DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM)
 
 /* one thread's backward scratch: g and x (COPE_ROWS, Lk), a and b (Lk), fo (Lk ints), in
  * bytes rounded up to 64 (each thread's slice starts aligned) */

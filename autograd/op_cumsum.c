@@ -72,9 +72,8 @@ static inline __attribute__((always_inline)) int64_t scan8_f32(const float *x, f
 }
 #define SCAN8_F32 scan8_f32
 #else
-#define SCAN8_F32 SCAN8_NONE
+#define SCAN8_F32 OP_NO_VECTOR_FORM
 #endif
-#define SCAN8_NONE(...) ((int64_t)0) /* no vector form: the scalar loop does every key */
 
 /* pg_scan_rows (op_reduce.h): ROWS rows at once, so their sums' add latencies
  * overlap (their first keys 8 at a time by SCAN8 where it has a vector form), then
@@ -118,7 +117,7 @@ static inline __attribute__((always_inline)) int64_t scan8_f32(const float *x, f
             scan_rows_##sfx(x, y, rows, stride, len, false, false);                                            \
     }
 DEFINE_SCAN_ROWS(float, f32, SCAN8_F32)
-DEFINE_SCAN_ROWS(double, f64, SCAN8_NONE)
+DEFINE_SCAN_ROWS(double, f64, OP_NO_VECTOR_FORM)
 
 /* x, y: (outer, n, inner). y[o, r, i] = sum over r' <= r (reverse: r' >= r) of
  * x[o, r', i], accumulated in double; add: y += that instead. The scanned axis

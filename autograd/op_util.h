@@ -179,6 +179,10 @@ static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
     pg_parallel_range((int64_t)bytes, (int64_t)1 << 18, op_copy_slice, &j);
 }
 
+/* A kernel's vector form where a build has none: it did no elements, the scalar loop that
+ * goes on from its count does them all (op_cope.c, op_cumsum.c) */
+#define OP_NO_VECTOR_FORM(...) ((int64_t)0)
+
 /* pg_parallel_for over n tasks when the work (elements, say) is worth the pool: below
  * `grain` the caller runs every task itself as thread 0 (a hand-off to a sleeping
  * worker costs 10-45 us, more than a small op). Tasks must not depend on the split. */
