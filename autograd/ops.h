@@ -166,6 +166,14 @@ pg_tensor *pg_gather_lerp(pg_graph *g, pg_tensor *z, pg_tensor *p);
  * it and at the keys before it in its row (their sums include it). */
 pg_tensor *pg_cope_interp(pg_graph *g, pg_tensor *logits, pg_tensor *z, pg_tensor *key_mask, bool causal,
                           double in_scale, double out_scale);
+/* A two-layer ReLU MLP applied to every scalar of u (autograd/op_mlp.c; FIRE's MLP,
+ * docs/pos/fire.md (3)): u (B, R), w0 (F, 1), b0 (F) or NULL, w2 (H, F), b2 (H) or
+ * NULL (the weights of Linear(1, F) and Linear(F, H)), out (B, H, R):
+ *   out[b, h, r] = b2[h] + sum_k w2[h, k] relu(w0[k] u[b, r] + b0[k]).
+ * The chain pg_affine, pg_relu, pg_affine, permute in one pass without the (B, R, F)
+ * activations; its values to rounding (sums in another order). Gradients reach all
+ * five, the same bits for any thread count. */
+pg_tensor *pg_scalar_mlp(pg_graph *g, pg_tensor *u, pg_tensor *w0, pg_tensor *b0, pg_tensor *w2, pg_tensor *b2);
 /* Entries of x along `axis` at the 1-D PG_I64 `index`. */
 pg_tensor *pg_index_select(pg_graph *g, pg_tensor *x, int axis, pg_tensor *index);
 /* Rows of table (V, D) at ids (any shape, PG_I64): out ids.shape + (D). */

@@ -92,6 +92,8 @@ OPFN(op_matmul_ta, pg_matmul(g, X, Y, true, false))
 OPFN(op_matmul_tb, pg_matmul(g, X, Y, false, true))
 OPFN(op_affine, pg_affine(g, X, Y, Z))
 OPFN(op_affine_nb, pg_affine(g, X, Y, NULL))
+/* FIRE's MLP: 2 rows of 6 scalars, 3 hidden units, 2 outputs */
+OPFN(op_scalar_mlp, pg_scalar_mlp(g, X, Y, Z, in[3], in[4]))
 
 /* ---- softmax and norms --------------------------------------------------------------------- */
 OPFN(op_softmax, pg_softmax(g, X, -1))
@@ -218,6 +220,8 @@ static const gc_op_case GC_OPS[] = {
     {"attn/flash window bias", op_flash_wbias, "u1x2x6x4 u1x2x6x4 u1x2x6x3 u2x2x4"},
     {"attn/flash xpos", op_flash_xpos, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
     {"attn/flash dropout", op_flash_dropout, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
+    /* last: each row's inputs are drawn with its index as seed, so the rows above keep theirs */
+    {"matmul/scalar_mlp", op_scalar_mlp, "u2x6 u3x1 u3 u2x3 u2"},
 };
 
 /* One input from its word ("u2x3"); NULL for a bad word. */

@@ -33,9 +33,10 @@ static pg_tensor *fire_of(pg_graph *g, pg_fire *m, pg_tensor *pq, pg_tensor *pk)
     if (!u)
         return NULL;
     int64_t Bo = u->shape[0];
-    pg_tensor *h = pg_reshape(g, u, PG_SHAPE(Bo, Lpq, Lpk, 1));
-    h = pg_linear_forward(g, m->lin2, pg_relu(g, pg_linear_forward(g, m->lin0, h))); /* (3): (Bo, Lpq, Lpk, H) */
-    return pg_permute(g, h, (const int[]){0, 3, 1, 2});                               /* (Bo, H, Lpq, Lpk) */
+    /* (3): mlp.2(relu(mlp.0(u))) for every u, in one op, head-major: (Bo, H, Lpq Lpk) */
+    pg_tensor *h = pg_scalar_mlp(g, pg_reshape(g, u, PG_SHAPE(Bo, Lpq * Lpk)), m->lin0->weight, m->lin0->bias,
+                                 m->lin2->weight, m->lin2->bias);
+    return h ? pg_reshape(g, h, PG_SHAPE(Bo, m->heads, Lpq, Lpk)) : NULL; /* (Bo, H, Lpq, Lpk) */
 }
 
 static bool ctx_ok(pg_graph *g, const char *fn, pg_fire *m, const pg_pos_ctx *c)
