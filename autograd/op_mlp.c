@@ -65,34 +65,28 @@ typedef int32_t mlp_vi32 __attribute__((vector_size(16 * sizeof(int32_t)), align
 typedef double mlp_vf64 __attribute__((vector_size(16 * sizeof(double)), aligned(sizeof(double))));
 typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), aligned(sizeof(int64_t))));
 
+/* relu as pg_relu (NaN stays NaN) and its gradient's mask [a > 0] as 1 or 0, for a vector
+ * a of type V (VI: its integer twin); macros, not functions: a vector wider than the build's
+ * registers passed by value would change the ABI (gcc's -Wpsabi) */
+#define MLP_RELU(V, VI, a) ((V)((VI)(a) & (((a) > 0) | ((a) != (a)))))
+#define MLP_STEP(V, a) __builtin_convertvector(-((a) > 0), V)
+/* v = n <= 16 entries of x, the rest 0 */
+#define MLP_LOAD(V, v, x, n)                                                                                   \
+    V v = {0};                                                                                                 \
+    memcpy(&v, (x), (size_t)(n) * sizeof v[0])
+
 #define DEFINE_MLP(T, sfx, V, VI)                                                                              \
-    /* relu as pg_relu (NaN stays NaN), and its gradient's mask [a > 0] as 1 or 0 */                          \
-    static inline V mlp_relu_##sfx(V a)                                                                        \
-    {                                                                                                          \
-        return (V)((VI)a & ((a > 0) | (a != a)));                                                              \
-    }                                                                                                          \
-    static inline V mlp_step_##sfx(V a)                                                                        \
-    {                                                                                                          \
-        return __builtin_convertvector(-(a > 0), V);                                                           \
-    }                                                                                                          \
-    /* n <= 16 entries of x into a vector, the rest 0 */                                                       \
-    static inline V mlp_load_##sfx(const T *x, int n)                                                          \
-    {                                                                                                          \
-        V v = {0};                                                                                             \
-        memcpy(&v, x, (size_t)n * sizeof(T));                                                                  \
-        return v;                                                                                              \
-    }                                                                                                          \
     /* 16 entries of u (n <= 16 real): out (H rows R apart). The heads go MLP_HEADS at a                    \
      * time, their sums in registers (each k's h_k recomputed per block of heads). */                          \
     static void mlp_fwd16_##sfx(T *out, const T *u, int n, const mlp_job *j)                                   \
     {                                                                                                          \
         const T *w0 = j->w0, *b0 = j->b0, *w2 = j->w2, *b2 = j->b2;                                            \
         const int64_t F = j->F, H = j->H, R = j->R;                                                            \
-        const V uu = mlp_load_##sfx(u, n);                                                                     \
+        MLP_LOAD(V, uu, u, n);                                                                                 \
         for (int64_t h0 = 0; h0 < H; h0 += MLP_HEADS) {                                                        \
             V acc[MLP_HEADS] = {{0}};                                                                          \
             for (int64_t k = 0; k < F; k++) {                                                                  \
-                const V hk = mlp_relu_##sfx(w0[k] * uu + (b0 ? b0[k] : (T)0));                                 \
+                const V a = w0[k] * uu + (b0 ? b0[k] : (T)0), hk = MLP_RELU(V, VI, a);                         \
                 for (int i = 0; i < MLP_HEADS; i++)                                                            \
                     if (h0 + i < H)                                                                            \
                         acc[i] += w2[(h0 + i) * F + k] * hk;                                                   \
@@ -111,26 +105,28 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
         const T *w0 = j->w0, *b0 = j->b0, *w2 = j->w2;                                                         \
         const int64_t F = j->F, H = j->H, R = j->R;                                                            \
         V *sw2 = sums, *sw0 = sw2 + H * F, *sb0 = sw0 + F, *sb2 = sb0 + F, dul = {0};                          \
-        const V uu = mlp_load_##sfx(u, n);                                                                     \
+        MLP_LOAD(V, uu, u, n);                                                                                 \
         for (int64_t h = 0; h < H; h++) {                                                                      \
-            dd[h] = mlp_load_##sfx(dout + h * R, n);                                                           \
+            MLP_LOAD(V, dv, dout + h * R, n);                                                                  \
+            dd[h] = dv;                                                                                        \
             sb2[h] += dd[h];                                                                                   \
         }                                                                                                      \
         for (int64_t k = 0; k < F; k++) {                                                                      \
-            const V a = w0[k] * uu + (b0 ? b0[k] : (T)0), hk = mlp_relu_##sfx(a);                              \
+            const V a = w0[k] * uu + (b0 ? b0[k] : (T)0), hk = MLP_RELU(V, VI, a);                             \
             V dh = {0};                                                                                        \
             for (int64_t h = 0; h < H; h++) {                                                                  \
                 dh += dd[h] * w2[h * F + k];                                                                   \
                 sw2[h * F + k] += dd[h] * hk;                                                                  \
             }                                                                                                  \
-            const V da = dh * mlp_step_##sfx(a);                                                               \
+            const V da = dh * MLP_STEP(V, a);                                                                  \
             sw0[k] += da * uu;                                                                                 \
             sb0[k] += da;                                                                                      \
             dul += da * w0[k];                                                                                 \
         }                                                                                                      \
         if (!du)                                                                                               \
             return;                                                                                            \
-        const V old = j->du_fresh ? (V){0} : mlp_load_##sfx(du, n), sum = j->du_fresh ? dul : old + dul;       \
+        MLP_LOAD(V, old, du, j->du_fresh ? 0 : n);                                                             \
+        const V sum = j->du_fresh ? dul : old + dul;                                                           \
         memcpy(du, &sum, (size_t)n * sizeof(T));                                                               \
     }                                                                                                          \
     /* chunk c of row b */                                                                                     \
