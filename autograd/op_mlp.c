@@ -60,20 +60,37 @@ static int64_t mlp_chunk(int64_t R)
 
 /* 16 entries in one vector (GCC / clang vector extensions: AVX-512 registers here, two
  * or four narrower ones on other builds); aligned as their elements, so any address */
-typedef float mlp_vf32 __attribute__((vector_size(16 * sizeof(float)), aligned(sizeof(float))));
-typedef int32_t mlp_vi32 __attribute__((vector_size(16 * sizeof(int32_t)), aligned(sizeof(int32_t))));
-typedef double mlp_vf64 __attribute__((vector_size(16 * sizeof(double)), aligned(sizeof(double))));
-typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), aligned(sizeof(int64_t))));
+typedef float mlp_vf32 __attribute__((vector_size(16 * sizeof(float)), aligned(sizeof(float)), may_alias));
+typedef int32_t mlp_vi32 __attribute__((vector_size(16 * sizeof(int32_t)), aligned(sizeof(int32_t)), may_alias));
+typedef double mlp_vf64 __attribute__((vector_size(16 * sizeof(double)), aligned(sizeof(double)), may_alias));
+typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), aligned(sizeof(int64_t)), may_alias));
 
 /* relu as pg_relu (NaN stays NaN) and its gradient's mask [a > 0] as 1 or 0, for a vector
  * a of type V (VI: its integer twin); macros, not functions: a vector wider than the build's
  * registers passed by value would change the ABI (gcc's -Wpsabi) */
 #define MLP_RELU(V, VI, a) ((V)((VI)(a) & (((a) > 0) | ((a) != (a)))))
 #define MLP_STEP(V, a) __builtin_convertvector(-((a) > 0), V)
-/* v = n <= 16 entries of x, the rest 0 */
+/* v = n <= 16 entries of x, the rest 0; and n entries of v to x. A whole vector is read
+ * and written in place (the types are may_alias, aligned as their elements); a part goes
+ * through a copy, which keeps v itself out of memory. */
 #define MLP_LOAD(V, v, x, n)                                                                                   \
-    V v = {0};                                                                                                 \
-    memcpy(&v, (x), (size_t)(n) * sizeof v[0])
+    V v;                                                                                                       \
+    if ((n) == MLP_LANES) {                                                                                    \
+        v = *(const V *)(const void *)(x);                                                                     \
+    } else {                                                                                                   \
+        V part_ = {0};                                                                                         \
+        memcpy(&part_, (x), (size_t)(n) * sizeof part_[0]);                                                    \
+        v = part_;                                                                                             \
+    }
+#define MLP_STORE(V, x, v, n)                                                                                  \
+    do {                                                                                                       \
+        if ((n) == MLP_LANES) {                                                                                \
+            *(V *)(void *)(x) = (v);                                                                           \
+        } else {                                                                                               \
+            const V part_ = (v);                                                                               \
+            memcpy((x), &part_, (size_t)(n) * sizeof part_[0]);                                                \
+        }                                                                                                      \
+    } while (0)
 
 #define DEFINE_MLP(T, sfx, V, VI)                                                                              \
     /* 16 entries of u (n <= 16 real): out (H rows R apart). The heads go MLP_HEADS at a                    \
@@ -93,7 +110,7 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
             }                                                                                                  \
             for (int i = 0; i < MLP_HEADS && h0 + i < H; i++) {                                                \
                 const V o = acc[i] + (b2 ? b2[h0 + i] : (T)0);                                                 \
-                memcpy(out + (h0 + i) * R, &o, (size_t)n * sizeof(T));                                         \
+                MLP_STORE(V, out + (h0 + i) * R, o, n);                                                        \
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
@@ -126,8 +143,10 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
         if (!du)                                                                                               \
             return;                                                                                            \
         MLP_LOAD(V, old, du, j->du_fresh ? 0 : n);                                                             \
-        const V sum = j->du_fresh ? dul : old + dul;                                                           \
-        memcpy(du, &sum, (size_t)n * sizeof(T));                                                               \
+        V sum = dul;                                                                                           \
+        if (!j->du_fresh)                                                                                      \
+            sum = old + sum;                                                                                   \
+        MLP_STORE(V, du, sum, n);                                                                              \
     }                                                                                                          \
     /* chunk c of row b */                                                                                     \
     static void mlp_chunk_##sfx(const mlp_job *j, int64_t b, int64_t c, char *scratch)                         \
