@@ -15,10 +15,12 @@
  * a fixed order, not the GEMM's: the chain's values to rounding, not its bits
  * (tests/test_scalar_mlp.c).
  *
- * Each row of u is cut into chunks whose length follows from R alone (mlp_chunk); a
- * chunk is a task of the thread pool. The weights' gradients sum a chunk's entries in
- * 16 lanes (entry r in lane r mod 16), the lanes in order into the chunk's slot, and the
- * slots in chunk order into the gradient: the same bits for any thread count. */
+ * Each row of u is cut into chunks whose length follows from R alone (mlp_chunk), rows
+ * shorter than MLP_MIN_CHUNK going several to a task (so that the slots below stay a
+ * small part of the data); a task is one chunk of a block of rows. The weights'
+ * gradients sum a task's entries in 16 lanes (entry r of a row in lane r mod 16, row
+ * after row), the lanes in order into the task's slot, and the slots in task order into
+ * the gradient: the same bits for any thread count. */
 #include "op_util.h"
 
 #include <stdint.h>
@@ -28,6 +30,7 @@ enum { MLP_LANES = 16, MLP_HEADS = 8, MLP_MIN_CHUNK = 512, MLP_MAX_CHUNKS = 32 }
 typedef struct mlp_job {
     pg_dtype dt;
     int64_t B, R, F, H, chunk, chunks; /* chunks per row of u */
+    int64_t rows;                      /* rows of u per task (rows shorter than a chunk go together) */
     const void *u, *w0, *b0, *w2, *b2; /* b0, b2 NULL: zero */
     const void *dout;                  /* NULL: forward */
     void *out;                         /* forward: (B, H, R) */
@@ -49,6 +52,12 @@ static size_t mlp_scratch_bytes(const mlp_job *j)
 {
     size_t lanes = (size_t)(j->H + mlp_slot_len(j)) * MLP_LANES * pg_dtype_size(j->dt);
     return (lanes + 63) / 64 * 64;
+}
+
+/* the tasks: chunks of blocks of rows */
+static int64_t mlp_tasks(const mlp_job *j)
+{
+    return (j->B + j->rows - 1) / j->rows * j->chunks;
 }
 
 /* entries of a chunk: R / MLP_MAX_CHUNKS rounded up to 16, at least MLP_MIN_CHUNK */
@@ -148,25 +157,28 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
             sum = old + sum;                                                                                   \
         MLP_STORE(V, du, sum, n);                                                                              \
     }                                                                                                          \
-    /* chunk c of row b */                                                                                     \
-    static void mlp_chunk_##sfx(const mlp_job *j, int64_t b, int64_t c, char *scratch)                         \
+    /* task t: chunk t mod chunks of the rows of block t / chunks */                                        \
+    static void mlp_part_##sfx(const mlp_job *j, int64_t t, char *scratch)                                     \
     {                                                                                                          \
-        const int64_t R = j->R, H = j->H, r0 = c * j->chunk, r1 = r0 + j->chunk < R ? r0 + j->chunk : R;       \
-        const T *u = (const T *)j->u + b * R;                                                                  \
-        V *lanes = (V *)(void *)scratch;                                                                       \
+        const int64_t R = j->R, H = j->H, c = t % j->chunks, b0 = t / j->chunks * j->rows;                     \
+        const int64_t b1 = b0 + j->rows < j->B ? b0 + j->rows : j->B;                                          \
+        const int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < R ? r0 + j->chunk : R;                           \
         if (!j->dout) {                                                                                        \
-            for (int64_t r = r0; r < r1; r += MLP_LANES)                                                       \
-                mlp_fwd16_##sfx((T *)j->out + b * H * R + r, u + r, (int)(r1 - r < 16 ? r1 - r : 16), j);        \
+            for (int64_t b = b0; b < b1; b++)                                                                  \
+                for (int64_t r = r0; r < r1; r += MLP_LANES)                                                   \
+                    mlp_fwd16_##sfx((T *)j->out + b * H * R + r, (const T *)j->u + b * R + r,                  \
+                                    (int)(r1 - r < 16 ? r1 - r : 16), j);                                      \
             return;                                                                                            \
         }                                                                                                      \
         const int64_t S = mlp_slot_len(j);                                                                     \
-        V *sums = lanes + H;                                                                                   \
-        T *slot = (T *)j->slots + (b * j->chunks + c) * S;                                                     \
+        V *dd = (V *)(void *)scratch, *sums = dd + H;                                                          \
+        T *slot = (T *)j->slots + t * S;                                                                       \
         for (int64_t i = 0; i < S; i++)                                                                        \
             sums[i] = (V){0};                                                                                  \
-        for (int64_t r = r0; r < r1; r += MLP_LANES)                                                           \
-            mlp_bwd16_##sfx(j->du ? (T *)j->du + b * R + r : NULL, (const T *)j->dout + b * H * R + r, u + r,  \
-                            (int)(r1 - r < 16 ? r1 - r : 16), j, lanes, sums);                                 \
+        for (int64_t b = b0; b < b1; b++)                                                                      \
+            for (int64_t r = r0; r < r1; r += MLP_LANES)                                                       \
+                mlp_bwd16_##sfx(j->du ? (T *)j->du + b * R + r : NULL, (const T *)j->dout + b * H * R + r,     \
+                                (const T *)j->u + b * R + r, (int)(r1 - r < 16 ? r1 - r : 16), j, dd, sums);   \
         for (int64_t i = 0; i < S; i++) { /* the lanes in order */                                             \
             T s = sums[i][0];                                                                                  \
             for (int l = 1; l < MLP_LANES; l++)                                                                \
@@ -174,10 +186,10 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
             slot[i] = s;                                                                                       \
         }                                                                                                      \
     }                                                                                                          \
-    /* grad[i] += the slots' entry `at + i`, chunk after chunk (NULL grad: not wanted) */                      \
+    /* grad[i] += the slots' entry `at + i`, task after task (NULL grad: not wanted) */                        \
     static void mlp_add_slots_##sfx(T *grad, const mlp_job *j, int64_t at, int64_t len)                       \
     {                                                                                                          \
-        const int64_t S = mlp_slot_len(j), n = j->B * j->chunks;                                               \
+        const int64_t S = mlp_slot_len(j), n = mlp_tasks(j);                                                   \
         const T *slots = (const T *)j->slots + at;                                                             \
         for (int64_t i = 0; grad && i < len; i++) {                                                            \
             T s = slots[i];                                                                                    \
@@ -194,16 +206,15 @@ static void mlp_task(void *ctx, int64_t t, int thread)
     const mlp_job *j = ctx;
     char *scratch = j->dout ? j->scratch + (size_t)thread * mlp_scratch_bytes(j) : NULL;
     if (j->dt == PG_F32)
-        mlp_chunk_f32(j, t / j->chunks, t % j->chunks, scratch);
+        mlp_part_f32(j, t, scratch);
     else
-        mlp_chunk_f64(j, t / j->chunks, t % j->chunks, scratch);
+        mlp_part_f64(j, t, scratch);
 }
 
 /* the chunks on the pool */
 static void mlp_run(mlp_job *j)
 {
-    int64_t tasks = j->B * j->chunks;
-    op_parallel_for(tasks, j->B * j->R * j->F * j->H, 16384, mlp_task, j);
+    op_parallel_for(mlp_tasks(j), j->B * j->R * j->F * j->H, 16384, mlp_task, j);
 }
 
 static mlp_job mlp_job_of(pg_tensor *const *in)
@@ -214,6 +225,7 @@ static mlp_job mlp_job_of(pg_tensor *const *in)
                  .b2 = in[4] ? in[4]->data : NULL};
     j.chunk = mlp_chunk(j.R);
     j.chunks = (j.R + j.chunk - 1) / j.chunk;
+    j.rows = j.R >= MLP_MIN_CHUNK ? 1 : MLP_MIN_CHUNK / (j.R > 0 ? j.R : 1);
     return j;
 }
 
@@ -241,7 +253,7 @@ static int mlp_backward(pg_graph *g, pg_node *node)
     bool bad = false;
     void *dw0 = mlp_grad(g, in[1], &bad), *db0 = mlp_grad(g, b0, &bad);
     void *dw2 = mlp_grad(g, in[3], &bad), *db2 = mlp_grad(g, b2, &bad);
-    int64_t S = mlp_slot_len(&j), tasks = j.B * j.chunks;
+    int64_t S = mlp_slot_len(&j), tasks = mlp_tasks(&j);
     j.slots = bad ? NULL : pg_graph_alloc(g, (size_t)(tasks * S) * pg_dtype_size(j.dt));
     j.scratch = j.slots ? pg_graph_alloc(g, (size_t)pg_num_threads() * mlp_scratch_bytes(&j)) : NULL;
     if (!j.scratch)

@@ -132,27 +132,34 @@ Test(scalar_mlp, f32_agrees_with_f64)
     free_inputs(in32);
 }
 
-/* ctx: the dtype; res: out and the five gradients of FIRE's shape (one row of 5000, 10 chunks) */
+typedef struct bits_case {
+    pg_dtype dt;
+    int64_t B, R;
+} bits_case;
+
+/* ctx: a bits_case; res: out and the five gradients, F 32, H 4 */
 static void mlp_grads(void *ctx, pg_tensor **res)
 {
+    const bits_case *c = ctx;
     pg_tensor *in[5];
-    make_inputs(in, 1, 5000, 32, 4, true, 50);
-    for (int i = 0; *(const pg_dtype *)ctx == PG_F32 && i < 5; i++) {
-        pg_tensor *c = pg_tensor_cast(NULL, in[i], PG_F32);
-        c->requires_grad = true;
+    make_inputs(in, c->B, c->R, 32, 4, true, 50);
+    for (int i = 0; c->dt == PG_F32 && i < 5; i++) {
+        pg_tensor *t = pg_tensor_cast(NULL, in[i], PG_F32);
+        t->requires_grad = true;
         pg_tensor_free(in[i]);
-        in[i] = c;
+        in[i] = t;
     }
     run(in, true, 7, res);
     free_inputs(in);
 }
 
+/* FIRE's shape, one row of 5000 (10 chunks); and 300 rows of 20, several to a task */
 Test(scalar_mlp, same_bits_on_1_and_2_threads)
 {
     static const char *const what[6] = {"out", "du", "dw0", "db0", "dw2", "db2"};
-    const pg_dtype dts[2] = {PG_F32, PG_F64};
-    for (int i = 0; i < 2; i++)
-        assert_same_bits_on_1_and_2_threads(mlp_grads, (void *)&dts[i], 6, what);
+    const bits_case cases[4] = {{PG_F32, 1, 5000}, {PG_F64, 1, 5000}, {PG_F32, 300, 20}, {PG_F64, 300, 20}};
+    for (int i = 0; i < 4; i++)
+        assert_same_bits_on_1_and_2_threads(mlp_grads, (void *)&cases[i], 6, what);
 }
 
 Test(scalar_mlp, bad_input)
