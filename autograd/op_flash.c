@@ -428,8 +428,6 @@ typedef struct flash_saved {
     pg_tensor *pair;          /* or NULL */
 } flash_saved;
 
-static int64_t gcd64(int64_t a, int64_t b) { return b ? gcd64(b, a % b) : a; }
-
 /* the gcd of the head periods of the shared gradients present (db, drk: H; dwb: wb_H; a
  * shared dpair: pb_H), 0 when none */
 static int64_t shared_group(const flash_dims *d, pg_tensor *const *shared)
@@ -438,7 +436,7 @@ static int64_t shared_group(const flash_dims *d, pg_tensor *const *shared)
     int64_t g = 0;
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i])
-            g = gcd64(g, period[i]);
+            g = pg_gcd64(g, period[i]);
     return g;
 }
 

@@ -36,11 +36,11 @@ typedef struct mlp_job {
     void *out;                         /* forward: (B, H, R) */
     void *du;                          /* backward: (B, R) or NULL; du_fresh: assign */
     bool du_fresh;
-    void *slots;   /* backward: chunk c's weight gradient sums at c * mlp_slot_len */
+    void *slots;   /* backward: task t's weight gradient sums at t * mlp_slot_len */
     char *scratch; /* backward: mlp_scratch_bytes per thread */
 } mlp_job;
 
-/* a chunk's weight gradient sums: dw2 (H F), dw0 (F), db0 (F), db2 (H) */
+/* a task's weight gradient sums: dw2 (H F), dw0 (F), db0 (F), db2 (H) */
 static int64_t mlp_slot_len(const mlp_job *j)
 {
     return j->H * j->F + 2 * j->F + j->H;
@@ -102,7 +102,7 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
     } while (0)
 
 #define DEFINE_MLP(T, sfx, V, VI)                                                                              \
-    /* 16 entries of u (n <= 16 real): out (H rows R apart). The heads go MLP_HEADS at a                    \
+    /* 16 entries of u (n <= 16 real): out (H rows R apart). The heads go MLP_HEADS at a                       \
      * time, their sums in registers (each k's h_k recomputed per block of heads). */                          \
     static void mlp_fwd16_##sfx(T *out, const T *u, int n, const mlp_job *j)                                   \
     {                                                                                                          \
@@ -125,7 +125,7 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
     }                                                                                                          \
     /* 16 entries' backward: du (n entries; NULL: not wanted), and the weight gradients' sums                  \
      * in lanes, sums = sw2 (H F vectors), sw0, sb0 (F each), sb2 (H); dd: H vectors of scratch */             \
-    static void mlp_bwd16_##sfx(T *du, const T *dout, const T *u, int n, const mlp_job *j, V *restrict dd,    \
+    static void mlp_bwd16_##sfx(T *du, const T *dout, const T *u, int n, const mlp_job *j, V *restrict dd,     \
                                 V *restrict sums)                                                              \
     {                                                                                                          \
         const T *w0 = j->w0, *b0 = j->b0, *w2 = j->w2;                                                         \
@@ -157,7 +157,7 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
             sum = old + sum;                                                                                   \
         MLP_STORE(V, du, sum, n);                                                                              \
     }                                                                                                          \
-    /* task t: chunk t mod chunks of the rows of block t / chunks */                                        \
+    /* task t: chunk t mod chunks of the rows of block t / chunks */                                           \
     static void mlp_part_##sfx(const mlp_job *j, int64_t t, char *scratch)                                     \
     {                                                                                                          \
         const int64_t R = j->R, H = j->H, c = t % j->chunks, b0 = t / j->chunks * j->rows;                     \
@@ -167,7 +167,7 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
             for (int64_t b = b0; b < b1; b++)                                                                  \
                 for (int64_t r = r0; r < r1; r += MLP_LANES)                                                   \
                     mlp_fwd16_##sfx((T *)j->out + b * H * R + r, (const T *)j->u + b * R + r,                  \
-                                    (int)(r1 - r < 16 ? r1 - r : 16), j);                                      \
+                                    (int)(r1 - r < MLP_LANES ? r1 - r : MLP_LANES), j);                        \
             return;                                                                                            \
         }                                                                                                      \
         const int64_t S = mlp_slot_len(j);                                                                     \
@@ -178,7 +178,8 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
         for (int64_t b = b0; b < b1; b++)                                                                      \
             for (int64_t r = r0; r < r1; r += MLP_LANES)                                                       \
                 mlp_bwd16_##sfx(j->du ? (T *)j->du + b * R + r : NULL, (const T *)j->dout + b * H * R + r,     \
-                                (const T *)j->u + b * R + r, (int)(r1 - r < 16 ? r1 - r : 16), j, dd, sums);   \
+                                (const T *)j->u + b * R + r, (int)(r1 - r < MLP_LANES ? r1 - r : MLP_LANES),   \
+                                j, dd, sums);                                                                  \
         for (int64_t i = 0; i < S; i++) { /* the lanes in order */                                             \
             T s = sums[i][0];                                                                                  \
             for (int l = 1; l < MLP_LANES; l++)                                                                \
@@ -187,7 +188,7 @@ typedef int64_t mlp_vi64 __attribute__((vector_size(16 * sizeof(int64_t)), align
         }                                                                                                      \
     }                                                                                                          \
     /* grad[i] += the slots' entry `at + i`, task after task (NULL grad: not wanted) */                        \
-    static void mlp_add_slots_##sfx(T *grad, const mlp_job *j, int64_t at, int64_t len)                       \
+    static void mlp_add_slots_##sfx(T *grad, const mlp_job *j, int64_t at, int64_t len)                        \
     {                                                                                                          \
         const int64_t S = mlp_slot_len(j), n = mlp_tasks(j);                                                   \
         const T *slots = (const T *)j->slots + at;                                                             \
@@ -211,7 +212,7 @@ static void mlp_task(void *ctx, int64_t t, int thread)
         mlp_part_f64(j, t, scratch);
 }
 
-/* the chunks on the pool */
+/* the tasks on the pool */
 static void mlp_run(mlp_job *j)
 {
     op_parallel_for(mlp_tasks(j), j->B * j->R * j->F * j->H, 16384, mlp_task, j);

@@ -308,8 +308,6 @@ static bool pos_arg_ok(pg_graph *g, const char *fn, const char *name, const pg_t
     return true;
 }
 
-static int64_t gcd64(int64_t a, int64_t b) { return b ? gcd64(b, a % b) : a; }
-
 /* The positions of R rows over the ne >= n (autopadded) tokens as f64 (R, ne): row r
  * takes pos[r / (R / B0)] (B0 dividing R), NULL gives 0..n-1; autopadded tokens
  * t >= n continue from the last position by +1 (hidden keys, cut queries: any finite
@@ -367,7 +365,7 @@ static pg_tensor *scheme_bias_at(pg_graph *g, const char *fn, pg_local_attention
 {
     int64_t b = sim->shape[0], W = bd->W, w = bd->w, S = sim->shape[3];
     int64_t Bq = a->pos_q ? a->pos_q->shape[0] : 1, Bk = a->pos_k ? a->pos_k->shape[0] : 1;
-    int64_t G = Bq / gcd64(Bq, Bk) * Bk, D = G * W * w * S;
+    int64_t G = Bq / pg_gcd64(Bq, Bk) * Bk, D = G * W * w * S;
     pg_tensor *pq = row_positions(g, a->pos_q, G, n, ne), *pk = row_positions(g, a->pos_k, G, n, ne);
     pg_tensor *dist = pg_empty(g, sim->dtype, PG_SHAPE(D));
     if (!pq || !pk || !dist)
