@@ -405,6 +405,23 @@ static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p
     return b;
 }
 
+/* A module's bias over distance for this call (dist_bias_if), checked as distance_bias:
+ * *b (H, Lq + Lk - 1); 1 when the call's bias is not one of the distance (nothing recorded) */
+static int distance_bias_if(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c, pg_tensor **b)
+{
+    int rc = p->ops->dist_bias_if(g, p, distances(g, c->Lq, c->Lk, c->dtype), c, b);
+    if (rc == 1)
+        return 1;
+    if (rc == 0 && *b && (*b)->ndim == 2 && (*b)->shape[0] == c->heads && (*b)->shape[1] == c->Lq + c->Lk - 1 &&
+        (*b)->dtype == c->dtype)
+        return 0;
+    if (!pg_graph_error(g))
+        pg_graph_fail(g, "%s: positional module %d (%s): dist_bias_if %s %s, expected (%lld, %lld)", fn, i,
+                      p->base.type, rc == 0 ? "gave" : "failed", *b ? SHAPE(*b) : "NULL", (long long)c->heads,
+                      (long long)(c->Lq + c->Lk - 1));
+    return -1;
+}
+
 /* A module's separable bias for the fused kernel: sep[0] += a (B, H, Lq), sep[1] += e (B, H, Lk). */
 static bool separable_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c, pg_tensor *sep[2])
 {
@@ -488,7 +505,17 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
                 return false;
             }
         }
-        if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
+        int by_dist = 1; /* dist_bias_if: 0 took the call's bias over distance into *bias, 1 declined */
+        if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->dist_bias_if) {
+            pg_tensor *b = NULL;
+            if ((by_dist = distance_bias_if(g, fn, i, p, c, &b)) < 0)
+                return false;
+            if (by_dist == 0 && !(*bias = *bias ? pg_add(g, *bias, b) : b))
+                return false;
+        }
+        if (by_dist == 0) {
+            continue;
+        } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
             if (!relative_keys(g, fn, i, p, *q, *k, c, rel, sep))
                 return false;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->sep_bias) {

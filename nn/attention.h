@@ -76,7 +76,8 @@ typedef struct pg_mha_config {
     pg_attn_band band;     /* self-attention only; window 0: full */
     /* The fused kernel (autograd/flash.h: tiled, memory linear in L) runs
      * whenever the call allows it: default positions, Lq == Lk, no user bias,
-     * and every positional bias a function of distance (dist_bias), separable
+     * and every positional bias a function of distance (dist_bias, or dist_bias_if
+     * where the module accepts the call: FIRE below its threshold), separable
      * (sep_bias), one set of relative keys (rel_bias), or else mod_bias's
      * bias per pair (FIRE, CoPE) read per tile as the kernel's pair_bias. Attention dropout runs
      * in it too, with the very mask the reference path draws from args.rng.

@@ -193,7 +193,47 @@ static pg_tensor *fire_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_te
     return pg_reshape(g, t, PG_SHAPE(b, W, w, S));
 }
 
-static const pg_posmod_ops FIRE_OPS = {.mod_bias = fire_bias, .bias_table = fire_table, .band_bias = fire_band_bias};
+/* L = |L_multiplier init_L| as the graph computes it, in the module's dtype */
+static double threshold(const pg_fire *m)
+{
+    double L = fabs(pg_get(m->L_multiplier, 0) * pg_get(m->init_L, 0)); /* exact in double for f32 factors */
+    return m->dtype == PG_F32 ? (double)(float)L : L;
+}
+
+/* pg_posmod_ops.dist_bias_if: with every query position i below L, max(L, i) = L and
+ * u = psi(d) / (psi(L) + eps) depends on the distance alone, docs/pos/fire.md
+ * ("Below the threshold"): d (D) signed distances -> (H, D), entry by entry the bits
+ * of fire_of's (the same operations on the same values). Default positions only (the
+ * queries Lk-Lq..Lk-1 end-aligned), not while drawing random positions. */
+static int fire_dist_if(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c, pg_tensor **b)
+{
+    const char *fn = "fire";
+    pg_fire *m = (pg_fire *)pm;
+    *b = NULL;
+    if (!ctx_ok(g, fn, m, c) || pg_pos_dist_check(g, fn, d) != 0)
+        return -1;
+    if (d->dtype != m->dtype) {
+        pg_graph_fail(g, "%s: dist_bias_if: the distances are %s, the module's dtype is %s", fn, SHAPE(d),
+                      pg_dtype_name(m->dtype));
+        return -1;
+    }
+    if (c->pos_q || c->pos_k || draws(m, c) || !((double)(c->Lk - 1) < threshold(m)))
+        return 1;
+    int64_t D = d->shape[0];
+    pg_tensor *cabs = pg_abs(g, m->c);
+    pg_tensor *L = pg_abs(g, pg_mul(g, m->L_multiplier, m->init_L));
+    pg_tensor *dd = pg_detach(g, d);
+    dd = m->dist == PG_FIRE_DIST_TRIL ? pg_relu(g, dd) : pg_abs(g, dd);
+    pg_tensor *num = pg_log1p(g, pg_mul(g, cabs, dd));                          /* (1): psi(d), (D) */
+    pg_tensor *den = pg_add_scalar(g, pg_log1p(g, pg_mul(g, cabs, L)), m->eps); /* (2): psi(L) + eps */
+    pg_tensor *u = pg_reshape(g, pg_div(g, num, den), PG_SHAPE(1, D));
+    pg_tensor *h = pg_scalar_mlp(g, u, m->lin0->weight, m->lin0->bias, m->lin2->weight, m->lin2->bias);
+    *b = h ? pg_reshape(g, h, PG_SHAPE(m->heads, D)) : NULL; /* (1, H, D) -> (H, D) */
+    return *b ? 0 : -1;
+}
+
+static const pg_posmod_ops FIRE_OPS = {
+    .mod_bias = fire_bias, .bias_table = fire_table, .band_bias = fire_band_bias, .dist_bias_if = fire_dist_if};
 
 /* ---- construction ---------------------------------------------------------------------- */
 

@@ -10,8 +10,11 @@
  *
  * with the distance d = |i - j| (dist ABS, the default) or d = max(i - j, 0)
  * (dist TRIL: u = 0 and the bias f(0) for keys after the query). The bias
- * depends on i as well as i - j once i > L: it has no dist_bias; LocalAttention
- * takes it through band_bias (the positions of its band).
+ * depends on i as well as i - j once i > L: it has no dist_bias, but
+ * dist_bias_if gives the (H, D) table over distances on the calls where every
+ * query position is below L (default positions, Lk - 1 < L, not drawing), which
+ * MultiheadAttention's fused path takes; LocalAttention takes FIRE through
+ * band_bias (the positions of its band).
  *
  * Parameters (the references' state-dict names): "c" (0-dim, init 0.1),
  * "init_L" (0-dim, init 512; FROZEN: it does not require grad, gets no gradient,

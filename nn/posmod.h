@@ -9,9 +9,10 @@
  *   mod_qkv   q, k, v (B, H, L, Dh) -> q', k', v'   after the projections
  *   mod_bias  -> an additive logits bias broadcastable to (B, H, Lq, Lk)
  *
- * Four more hooks let banded and fused attention compute a bias on the pairs they
+ * Five more hooks let banded and fused attention compute a bias on the pairs they
  * visit only, never as an L x L matrix: dist_bias (a bias that depends on the
- * distance alone: a (H, D) table over distances), band_bias (a bias that also
+ * distance alone: a (H, D) table over distances), dist_bias_if (the same for the
+ * calls where a scheme's bias happens to depend on the distance alone), band_bias (a bias that also
  * needs q and k, on LocalAttention's band of windows), sep_bias (a bias
  * a_i - e_j of one vector per side, for the fused kernel) and rel_bias (a query
  * vector dotted with a key of the distance, Transformer-XL's term, for the fused
@@ -127,6 +128,14 @@ typedef struct pg_posmod_ops {
      * LocalAttention and the fused attention use it to bias a window band or a
      * tile without ever building an L x L matrix. NULL: not such a scheme. */
     pg_tensor *(*dist_bias)(pg_graph *g, pg_posmod *m, pg_tensor *d, const pg_pos_ctx *c);
+    /* dist_bias for one call: *b = the (H, D) table over d, as dist_bias, for a scheme
+     * whose bias is f_h(p_q - p_k) on some calls only (FIRE while every query position
+     * lies below its threshold L). 0; 1 when this call's bias is not such a function
+     * (nothing recorded, no error: the caller takes mod_bias); -1 after pg_graph_fail.
+     * MultiheadAttention's fused path calls it (default positions, Lq = Lk) for a
+     * module without dist_bias; LocalAttention does not (band_bias serves it there).
+     * NULL: not such a scheme. */
+    int (*dist_bias_if)(pg_graph *g, pg_posmod *m, pg_tensor *d, const pg_pos_ctx *c, pg_tensor **b);
     /* the bias on LocalAttention's band, for schemes whose bias needs q and k
      * (Transformer-XL): q, k (b, W w, Dh) of one float dtype are the call's packed
      * rows (row r is head r mod heads of the scheme), as given to the attention
@@ -331,14 +340,15 @@ typedef enum pg_pos_role {
 
 /* The hooks a kind's modules implement (bits of pg_posmod_kind_info.hooks). */
 enum {
-    PG_POS_HOOK_X = 1 << 0,     /* mod_x */
-    PG_POS_HOOK_QKV = 1 << 1,   /* mod_qkv */
-    PG_POS_HOOK_BIAS = 1 << 2,  /* mod_bias */
-    PG_POS_HOOK_TABLE = 1 << 3, /* bias_table */
-    PG_POS_HOOK_DIST = 1 << 4,  /* dist_bias */
-    PG_POS_HOOK_BAND = 1 << 5,  /* band_bias */
-    PG_POS_HOOK_SEP = 1 << 6,   /* sep_bias */
-    PG_POS_HOOK_REL = 1 << 7,   /* rel_bias */
+    PG_POS_HOOK_X = 1 << 0,       /* mod_x */
+    PG_POS_HOOK_QKV = 1 << 1,     /* mod_qkv */
+    PG_POS_HOOK_BIAS = 1 << 2,    /* mod_bias */
+    PG_POS_HOOK_TABLE = 1 << 3,   /* bias_table */
+    PG_POS_HOOK_DIST = 1 << 4,    /* dist_bias */
+    PG_POS_HOOK_BAND = 1 << 5,    /* band_bias */
+    PG_POS_HOOK_SEP = 1 << 6,     /* sep_bias */
+    PG_POS_HOOK_REL = 1 << 7,     /* rel_bias */
+    PG_POS_HOOK_DIST_IF = 1 << 8, /* dist_bias_if */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

@@ -15,7 +15,9 @@
  *            DIST (dist_bias: the bias depends on the query-key distance only, so
  *            the fused kernel and LocalAttention's bands take it), BAND
  *            (band_bias: a bias that reads q/k on LocalAttention's window band),
- *            SEP (sep_bias: a bias a_i - e_j the fused kernel adds per tile)
+ *            SEP (sep_bias: a bias a_i - e_j the fused kernel adds per tile),
+ *            REL (rel_bias: relative keys), DIST_IF (dist_bias_if: a bias of the
+ *            distance on the calls where it is one, for the fused kernel)
  *   props    PG_POS_* or-ed, or 0: NEEDS_QK (its hooks modify q/k or its bias
  *            reads them), MAX_LEN (a table of rows up to args.max_len),
  *            NEEDS_OPTS (no defaults: its options struct is required), VISION
@@ -62,7 +64,7 @@ PG_POSMOD(kerple, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | 
           "minus a learned per-head log or power kernel of the query-key distance (KERPLE, Chi et al. 2022)")
 PG_POSMOD(sandwich, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_sandwich.c",
           "the inner product of sinusoidal embeddings of two positions, minus its maximum, per-head scaled (Sandwich, Chi et al. 2023)")
-PG_POSMOD(fire, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_BAND, 0, "nn/pos_fire.c",
+PG_POSMOD(fire, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_BAND | PG_POS_HOOK_DIST_IF, 0, "nn/pos_fire.c",
           "an MLP of the log-distance normalised by the log of max(L, query position) (FIRE, Li et al. 2024)")
 PG_POSMOD(cope, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN, "nn/pos_cope.c",
           "positions counted by sigmoid gates of q . k, interpolated learned embeddings dotted with q (CoPE, Golovneva et al. 2024)")

@@ -224,28 +224,141 @@ static pg_mha *mha_with(int64_t dim, int64_t heads, bool causal, bool unfused, p
     return test_mha(dim, heads, (test_mha_flags){.causal = causal, .unfused = unfused}, &pos, 1, seed);
 }
 
+/* the row length of the graph's FIRE MLP: 2 L - 1 distances (dist_bias_if) or L^2 pairs; -1: none */
+static int64_t mlp_row_length(const pg_graph *g)
+{
+    for (int i = 0; i < pg_graph_num_nodes(g); i++) {
+        const pg_node *n = pg_graph_node(g, i);
+        if (strcmp(n->name, "pg_scalar_mlp") == 0)
+            return n->out->shape[2];
+    }
+    return -1;
+}
+
+/* L = 2.75 (rows on both sides) and L = 5.2 (above every position 0..4: the fused
+ * path takes FIRE's table over the 9 distances, the reference path the 25 pairs) */
 Test(pos_fire, mha_matches_torch)
 {
-    pg_tensor_list l = fixture("pos_fire_mha.safetensors");
-    for (int unfused = 0; unfused < 2; unfused++) {
-        pg_mha *m = mha_with(8, 4, true, unfused, &fire_f64(4, &(pg_fire_opts){.hidden = 8}, 1)->pm, 1);
-        load_params(&m->base, &l, "");
-        pg_tensor *x = fx_copy(&l, "x", true);
-        pg_graph *g = pg_graph_new();
-        pg_tensor *out = pg_mha_forward(g, m, x, NULL, &(pg_attn_args){.mask = fx(&l, "mask")});
-        cr_assert_not_null(out, "%s", pg_graph_error(g));
-        assert_close(out, fx(&l, "out"), 1e-10, "out");
-        note(&worst_out, max_err(out, fx(&l, "out")));
-        cr_assert_eq(pg_backward_with(g, out, fx(&l, "dy")), 0, "%s", pg_graph_error(g));
-        assert_close(x->grad, fx(&l, "grad.x"), 1e-10, "grad x");
-        check_grads(&m->base, &l, "");
-        cr_log_info("pos_fire mha parity (%s): out %.3g, grad x %.3g", unfused ? "unfused" : "default",
-                    max_err(out, fx(&l, "out")), max_err(x->grad, fx(&l, "grad.x")));
-        pg_graph_free(g);
-        pg_tensor_free(x);
-        pg_module_free(&m->base);
-    }
-    pg_tensor_list_free_all(&l);
+    static const char *const files[2] = {"pos_fire_mha.safetensors", "pos_fire_mha_below.safetensors"};
+    for (int f = 0; f < 2; f++)
+        for (int unfused = 0; unfused < 2; unfused++) {
+            pg_tensor_list l = fixture(files[f]);
+            pg_mha *m = mha_with(8, 4, true, unfused, &fire_f64(4, &(pg_fire_opts){.hidden = 8}, 1)->pm, 1);
+            load_params(&m->base, &l, "");
+            pg_tensor *x = fx_copy(&l, "x", true);
+            pg_graph *g = pg_graph_new();
+            pg_tensor *out = pg_mha_forward(g, m, x, NULL, &(pg_attn_args){.mask = fx(&l, "mask")});
+            cr_assert_not_null(out, "%s", pg_graph_error(g));
+            cr_assert_eq(mlp_row_length(g), f == 1 && !unfused ? 9 : 25, "%s, %s: the MLP ran on %lld entries",
+                         files[f], unfused ? "unfused" : "fused", (long long)mlp_row_length(g));
+            assert_close(out, fx(&l, "out"), 1e-10, "out");
+            note(&worst_out, max_err(out, fx(&l, "out")));
+            cr_assert_eq(pg_backward_with(g, out, fx(&l, "dy")), 0, "%s", pg_graph_error(g));
+            assert_close(x->grad, fx(&l, "grad.x"), 1e-10, "grad x");
+            check_grads(&m->base, &l, "");
+            cr_log_info("pos_fire mha parity (%s, %s): out %.3g, grad x %.3g", files[f],
+                        unfused ? "unfused" : "default", max_err(out, fx(&l, "out")),
+                        max_err(x->grad, fx(&l, "grad.x")));
+            pg_graph_free(g);
+            pg_tensor_free(x);
+            pg_module_free(&m->base);
+            pg_tensor_list_free_all(&l);
+        }
+}
+
+/* ===================================================================================
+ * dist_bias_if: the table over distances below the threshold
+ * =================================================================================== */
+
+/* the hook at default positions, Lq = Lk = L: rc, and *b (H, 2L - 1) on 0 */
+static int dist_if(pg_graph *g, pg_fire *m, int64_t L, pg_dtype dt, const pg_tensor *pos, pg_tensor **b)
+{
+    pg_pos_ctx c = {(pg_tensor *)pos, (pg_tensor *)pos, NULL, true, false, 1, m->heads, 2, L, L, 1.0, dt, NULL, NULL};
+    return m->pm.ops->dist_bias_if(g, &m->pm, pg_arange(g, dt, (double)(1 - L), (double)L, 1.0), &c, b);
+}
+
+/* every entry of the table (H, L, L) equals the hook's entry at its distance, bit for bit */
+static void assert_table_by_distance(pg_fire *m, int64_t L, pg_dtype dt)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *b = NULL;
+    cr_assert_eq(dist_if(g, m, L, dt, NULL, &b), 0, "%s", pg_graph_error(g));
+    assert_shape(b, 2, (int64_t[]){m->heads, 2 * L - 1});
+    pg_pos_ctx c = {.self_attn = true, .B = 1, .heads = m->heads, .head_dim = 2, .Lq = L, .Lk = L, .dtype = dt};
+    pg_tensor *t = pg_posmod_bias_table(g, &m->pm, &c);
+    cr_assert_not_null(t, "%s", pg_graph_error(g));
+    for (int64_t h = 0; h < m->heads; h++)
+        for (int64_t i = 0; i < L; i++)
+            for (int64_t j = 0; j < L; j++) {
+                double want = pg_get(t, (h * L + i) * L + j), got = pg_get(b, h * (2 * L - 1) + i - j + L - 1);
+                cr_assert(got == want, "%s h %lld (%lld, %lld): %.17g, the table %.17g", pg_dtype_name(dt),
+                          (long long)h, (long long)i, (long long)j, got, want);
+            }
+    pg_graph_free(g);
+}
+
+Test(pos_fire, dist_bias_if_below_the_threshold)
+{
+    for (int dt = 0; dt < 2; dt++)
+        for (int dist = 0; dist < 2; dist++) {
+            pg_dtype dtype = dt ? PG_F64 : PG_F32;
+            pg_rng r = pg_rng_init(7);
+            /* L = 9.5 * 1.25 = 11.875 above the positions 0..10 of 11 tokens */
+            pg_fire *m = (pg_fire *)pg_fire_new(3, &(pg_fire_opts){.hidden = 6, .init_c = 0.4, .init_L = 9.5,
+                                                                    .dist = dist}, dtype, &r);
+            cr_assert_not_null(m, "%s", pg_last_error());
+            pg_set(m->L_multiplier, 0, 1.25);
+            assert_table_by_distance(m, 11, dtype);
+            pg_module_free(&m->pm.base);
+        }
+}
+
+/* 1 (declined, nothing recorded, no error) wherever the bias is not one of the distance */
+Test(pos_fire, dist_bias_if_declines)
+{
+    pg_fire *m = fire_f64(2, &(pg_fire_opts){.init_L = 4, .train_max_len = 64}, 1);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *b = NULL, *pos = T64(PG_SHAPE(1, 4), 0.0, 1.0, 2.0, 3.0);
+    pg_module_train(&m->pm.base, false);
+    cr_assert_eq(dist_if(g, m, 4, PG_F64, NULL, &b), 0, "positions 0..3 below L 4: %s", pg_graph_error(g));
+    int nodes = pg_graph_num_nodes(g);
+    cr_assert_eq(dist_if(g, m, 5, PG_F64, NULL, &b), 1, "a tie: the query at 4 = L");
+    cr_assert_eq(dist_if(g, m, 9, PG_F64, NULL, &b), 1, "queries above L");
+    cr_assert_eq(dist_if(g, m, 4, PG_F64, pos, &b), 1, "explicit positions");
+    pg_module_train(&m->pm.base, true); /* train_max_len 64 > 4: draws random positions */
+    cr_assert_eq(dist_if(g, m, 4, PG_F64, NULL, &b), 1, "drawing positions");
+    cr_assert_null(b);
+    cr_assert_eq(pg_graph_num_nodes(g), nodes, "a declining call recorded nodes");
+    cr_assert_null(pg_graph_error(g), "%s", pg_graph_error(g));
+    pg_graph_free(g);
+    pg_tensor_free(pos);
+    pg_module_free(&m->pm.base);
+}
+
+Test(pos_fire, dist_bias_if_bad_input)
+{
+    pg_fire *m = fire_f64(2, NULL, 1);
+    pg_tensor *b = NULL, *d32 = T32(PG_SHAPE(3), -1.0f, 0.0f, 1.0f), *d2 = T64(PG_SHAPE(1, 3), -1.0, 0.0, 1.0);
+    pg_pos_ctx c = self_ctx(2, 2);
+    pg_graph *g = pg_graph_new();
+    cr_assert_eq(m->pm.ops->dist_bias_if(g, &m->pm, d32, &c, &b), -1);
+    cr_assert(strstr(pg_graph_error(g), "fire: dist_bias_if: the distances are f32[3], the module's dtype is f64"),
+              "%s", pg_graph_error(g));
+    pg_graph_free(g);
+    g = pg_graph_new();
+    cr_assert_eq(m->pm.ops->dist_bias_if(g, &m->pm, d2, &c, &b), -1);
+    cr_assert(strstr(pg_graph_error(g), "fire: dist_bias needs distances (D) of f32/f64, got f64[1,3]"), "%s",
+              pg_graph_error(g));
+    pg_graph_free(g);
+    g = pg_graph_new();
+    c.heads = 3;
+    cr_assert_eq(m->pm.ops->dist_bias_if(g, &m->pm, d2, &c, &b), -1);
+    cr_assert(strstr(pg_graph_error(g), "fire: the module has 2 heads"), "%s", pg_graph_error(g));
+    cr_assert_null(b);
+    pg_graph_free(g);
+    pg_tensor *own[] = {d32, d2};
+    free_all(2, own);
+    pg_module_free(&m->pm.base);
 }
 
 /* ===================================================================================
@@ -334,10 +447,14 @@ Test(pos_fire, gradcheck_every_parameter)
         gradcheck_worst(call_table, n, in, &t);
         pg_tensor_free(t.pos);
         pg_module_free(&m->pm.base);
-        /* inside MHA (causal with TRIL), default and unfused path: x and every parameter */
-        for (int unfused = 0; unfused < 2; unfused++) {
+        /* inside MHA (causal with TRIL), default and unfused path: x and every parameter;
+         * L 3.25 (rows on both sides) and 5.2 (above the positions 0..4: dist_bias_if) */
+        for (int variant = 0; variant < 4; variant++) { /* unfused: odd; L 5.2: 2, 3 */
             pg_fire *f = away_from_kinks(2, 4, dist, 3);
-            pg_mha *mha = mha_with(4, 2, dist == PG_FIRE_DIST_TRIL, unfused, &f->pm, 4);
+            if (variant >= 2)
+                pg_set(f->L_multiplier, 0, 2.08);
+            cr_assert_gt(min_preact(f, 5), 0.02, "a ReLU pre-activation near its kink: %g", min_preact(f, 5));
+            pg_mha *mha = mha_with(4, 2, dist == PG_FIRE_DIST_TRIL, variant % 2, &f->pm, 4);
             mha_case c = {mha, key_mask()};
             pg_tensor *x = randt(PG_SHAPE(2, 5, 4), 9, true);
             pg_tensor *in2[16] = {x};
