@@ -75,10 +75,11 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
     }
 }
 
-/* X (n, w) -> Xt (w, n; row stride ldt), in strips of 16 rows of X (contiguous stores) */
+/* X (n, w) -> Xt (w, n; row stride ldt): the vector form's squares in registers
+ * (op_flash.c, TRANSPOSE_VEC_*), the rest in strips of 16 rows of X (contiguous stores) */
 static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w)
 {
-    int64_t c0 = 0;
+    int64_t c0 = CAT(TRANSPOSE_VEC, FLASH_SFX)(Xt, ldt, X, n, w);
     for (; c0 + 16 <= n; c0 += 16)
         for (int64_t e = 0; e < w; e++)
             for (int l = 0; l < 16; l++)

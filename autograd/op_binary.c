@@ -54,6 +54,21 @@
             if (gb)                                                                                            \
                 gb[PLAN_AT(2)] += gy[PLAN_AT(0)] * (db);                                                       \
         });                                                                                                    \
+    }                                                                                                          \
+    /* same shapes, elements [0, n): as above, a gradient with set_* starting from 0 (0 + t: the               \
+     * bits of a zero-filled buffer added to, -0 included) instead of its contents */                          \
+    static void name##_flat_##sfx(int64_t n, TY *ga, TY *gb, const TY *gy, const TY *ys, const TY *as,         \
+                                  const TY *bs, bool set_a, bool set_b)                                        \
+    {                                                                                                          \
+        typedef TY T;                                                                                          \
+        for (int64_t i = 0; i < n; i++) {                                                                      \
+            T a = as[i], b = bs[i], y = ys[i];                                                                 \
+            (void)y, (void)a, (void)b;                                                                         \
+            if (ga)                                                                                            \
+                ga[i] = (set_a ? (T)0 : ga[i]) + gy[i] * (da);                                                 \
+            if (gb)                                                                                            \
+                gb[i] = (set_b ? (T)0 : gb[i]) + gy[i] * (db);                                                 \
+        }                                                                                                      \
     }
 
 BINARY_OPS(DEFINE_BINARY)
@@ -66,22 +81,24 @@ typedef struct binary_kind {
                 const float *);
     void (*b64)(const pg_bcast *, int64_t, int64_t, double *, double *, const double *, const double *,
                 const double *, const double *);
+    void (*flat32)(int64_t, float *, float *, const float *, const float *, const float *, const float *, bool, bool);
+    void (*flat64)(int64_t, double *, double *, const double *, const double *, const double *, const double *, bool,
+                   bool);
 } binary_kind;
 
 #define DEFINE_KIND(name, fwd, da, db)                                                                         \
     static const binary_kind name##_kind = {"pg_" #name, name##_fwd_f32, name##_fwd_f64, name##_bwd_f32,       \
-                                            name##_bwd_f64};
+                                            name##_bwd_f64, name##_flat_f32, name##_flat_f64};
 BINARY_OPS(DEFINE_KIND)
 
 /* ---- on the thread pool ---------------------------------------------------------------
  * When a, b and y have one shape (the residual adds, the gates), the plan is one flat
  * loop, cut into slices: element i's result never depends on the split. A fresh gradient
- * (pg_grad_fresh) is zeroed slice by slice just before its slice accumulates, while it
- * is in cache, instead of in a separate pass over memory. With broadcasting, slices of
- * the plan's inner loops: always forward (each writes its own rows of y), and backward
- * for a gradient no two of whose loops add into one element (pg_bcast_rows_own); the
- * other's (a reduction: FIRE's |c| times d, XL's u broadcast over batch and length)
- * runs on the calling thread. Either way an element's terms add in the serial order:
+ * (pg_grad_fresh) is written as 0 + its term by the flat kernels, never zero-filled.
+ * With broadcasting, slices of the plan's inner loops: always forward (each writes its
+ * own rows of y), and backward for a gradient no two of whose loops add into one element
+ * (pg_bcast_rows_own); the other's (a reduction: FIRE's |c| times d, XL's u broadcast
+ * over batch and length) runs on the calling thread. Either way an element's terms add in the serial order:
  * the same bits for any thread count. */
 #define BINARY_GRAIN 32768
 
@@ -109,18 +126,26 @@ static void binary_call(const binary_job *j, const pg_bcast *p, int64_t r0, int6
                   (const double *)(b + o));
 }
 
-/* same shapes: elements i0 .. i1 - 1 as one inner loop */
+/* same shapes: elements i0 .. i1 - 1 as one inner loop; backward, a fresh gradient
+ * written rather than zeroed and added to (the flat kernels) */
 static void binary_slice(void *ctx, int64_t i0, int64_t i1)
 {
     const binary_job *j = ctx;
     size_t es = j->f32 ? sizeof(float) : sizeof(double), o = (size_t)i0 * es;
-    pg_bcast p = {.ndim = 1, .n = 3, .shape = {i1 - i0}, .inner = i1 - i0, .istride = {1, 1, 1}, .outer = 1};
+    if (!j->backward) {
+        pg_bcast p = {.ndim = 1, .n = 3, .shape = {i1 - i0}, .inner = i1 - i0, .istride = {1, 1, 1}, .outer = 1};
+        binary_call(j, &p, 0, 1, o, NULL, NULL);
+        return;
+    }
     char *ga = j->ga, *gb = j->gb;
-    if (j->fresh_a)
-        memset(ga + o, 0, (size_t)(i1 - i0) * es);
-    if (j->fresh_b)
-        memset(gb + o, 0, (size_t)(i1 - i0) * es);
-    binary_call(j, &p, 0, 1, o, ga ? ga + o : NULL, gb ? gb + o : NULL);
+    const char *y = j->y, *a = j->a, *b = j->b, *gy = j->gy;
+    if (j->f32)
+        j->k->flat32(i1 - i0, ga ? (float *)(ga + o) : NULL, gb ? (float *)(gb + o) : NULL, (const float *)(gy + o),
+                     (const float *)(y + o), (const float *)(a + o), (const float *)(b + o), j->fresh_a, j->fresh_b);
+    else
+        j->k->flat64(i1 - i0, ga ? (double *)(ga + o) : NULL, gb ? (double *)(gb + o) : NULL,
+                     (const double *)(gy + o), (const double *)(y + o), (const double *)(a + o),
+                     (const double *)(b + o), j->fresh_a, j->fresh_b);
 }
 
 /* broadcasting: inner loops r0 .. r1 - 1 of the plan */

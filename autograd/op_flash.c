@@ -311,6 +311,96 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
 #define FLASH_NOINLINE
 #endif
 
+/* The keys' and values' transposes (flash_kernels.h's transpose: X (n, w) -> Xt (w, n;
+ * row stride ldt)) with AVX-512: the strips of whole blocks of rows of X (16 floats, 8
+ * doubles) go a square in registers at a time, the last columns loaded masked; each
+ * returns the rows it did, the scalar loop does the rest. Data moved, nothing computed. */
+#if defined(__AVX512F__)
+/* The 4 x 4 grid of 128-bit lanes of a, b, c, d transposed in place (lane r of the k-th
+ * output is lane k of the r-th input), SHUF the lane shuffle of floats or doubles */
+#define LANE_GRID4(V, SHUF, a, b, c, d)                                                                        \
+    do {                                                                                                       \
+        const V p_ = SHUF(a, b, 0x44), q_ = SHUF(a, b, 0xEE), r_ = SHUF(c, d, 0x44), s_ = SHUF(c, d, 0xEE);    \
+        a = SHUF(p_, r_, 0x88), b = SHUF(p_, r_, 0xDD), c = SHUF(q_, s_, 0x88), d = SHUF(q_, s_, 0xDD);        \
+    } while (0)
+
+/* r[0..15], 16 rows of 16 floats -> their transpose: pairs of rows interleaved, then
+ * 4 x 4 squares inside each lane (r[4 g + c], lane k: column 4 k + c of rows 4 g..4 g + 3),
+ * then the grid of lanes of each c */
+static inline void transpose16_f32(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) /* lane k of r[4 g + c] -> lane g of r[4 k + c]: r[j] is column j */
+        LANE_GRID4(__m512, _mm512_shuffle_f32x4, r[c], r[4 + c], r[8 + c], r[12 + c]);
+}
+
+/* r[0..7], 8 rows of 8 doubles -> their transpose (t[2 g + c], lane k: column 2 k + c of
+ * rows 2 g, 2 g + 1; then the grid of lanes) */
+static inline void transpose8_f64(__m512d r[8])
+{
+    __m512d t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (int c = 0; c < 2; c++) /* lane k of t[2 g + c] -> lane g of t[2 k + c]: t[j] is column j */
+        LANE_GRID4(__m512d, _mm512_shuffle_f64x2, t[c], t[2 + c], t[4 + c], t[6 + c]);
+    for (int i = 0; i < 8; i++)
+        r[i] = t[i];
+}
+
+static int64_t transpose_vec_f32(float *restrict Xt, int64_t ldt, const float *restrict X, int64_t n, int64_t w)
+{
+    int64_t c0 = 0;
+    for (; c0 + 16 <= n; c0 += 16)
+        for (int64_t e0 = 0; e0 < w; e0 += 16) {
+            const int64_t cols = w - e0 < 16 ? w - e0 : 16;
+            const __mmask16 m = (__mmask16)((1u << cols) - 1);
+            __m512 r[16];
+            for (int l = 0; l < 16; l++)
+                r[l] = _mm512_maskz_loadu_ps(m, X + (c0 + l) * w + e0);
+            transpose16_f32(r);
+            for (int j = 0; j < 16; j++)
+                if (j < cols)
+                    _mm512_storeu_ps(Xt + (e0 + j) * ldt + c0, r[j]);
+        }
+    return c0;
+}
+
+static int64_t transpose_vec_f64(double *restrict Xt, int64_t ldt, const double *restrict X, int64_t n, int64_t w)
+{
+    int64_t c0 = 0;
+    for (; c0 + 8 <= n; c0 += 8)
+        for (int64_t e0 = 0; e0 < w; e0 += 8) {
+            const int64_t cols = w - e0 < 8 ? w - e0 : 8;
+            const __mmask8 m = (__mmask8)((1u << cols) - 1);
+            __m512d r[8];
+            for (int l = 0; l < 8; l++)
+                r[l] = _mm512_maskz_loadu_pd(m, X + (c0 + l) * w + e0);
+            transpose8_f64(r);
+            for (int j = 0; j < 8; j++)
+                if (j < cols)
+                    _mm512_storeu_pd(Xt + (e0 + j) * ldt + c0, r[j]);
+        }
+    return c0;
+}
+#define TRANSPOSE_VEC_f32 transpose_vec_f32
+#define TRANSPOSE_VEC_f64 transpose_vec_f64
+#else
+#define TRANSPOSE_VEC_f32 OP_NO_VECTOR_FORM
+#define TRANSPOSE_VEC_f64 OP_NO_VECTOR_FORM
+#endif
+
 #define FLASH_T float
 #define FLASH_SFX f32
 #include "flash_kernels.h"

@@ -189,6 +189,32 @@ Test(flash, gradcheck)
 }
 
 /* f32 (fast exp) against f64 over several tiles */
+/* head and value widths around the transposes' blocks of columns (16 floats, 8 doubles;
+ * the last block loaded masked) with key counts around their blocks of rows: against the
+ * unfused attention in f64, and float32 against float64 */
+Test(flash, widths_around_the_transpose_blocks)
+{
+    const int64_t dims[][3] = {{40, 7, 9}, {37, 8, 16}, {33, 17, 24}, {48, 33, 8}, {19, 16, 33}};
+    for (size_t s = 0; s < sizeof dims / sizeof dims[0]; s++) {
+        int64_t L = dims[s][0], D = dims[s][1], Dv = dims[s][2];
+        fcase c = {1, 2, L, L, D, Dv, true, 1, true, 0};
+        check_case(&c, 300 + s);
+        pg_tensor *q = randt(PG_SHAPE(1, 2, L, D), 7, true), *k = randt(PG_SHAPE(1, 2, L, D), 8, true);
+        pg_tensor *v = randt(PG_SHAPE(1, 2, L, Dv), 9, true), *w = randt(PG_SHAPE(1, 2, L, Dv), 11, false);
+        pg_tensor *q32 = pg_tensor_cast(NULL, q, PG_F32), *k32 = pg_tensor_cast(NULL, k, PG_F32);
+        pg_tensor *v32 = pg_tensor_cast(NULL, v, PG_F32);
+        q32->requires_grad = k32->requires_grad = v32->requires_grad = true;
+        run_out a = run(true, q, k, v, NULL, NULL, true, 0, w), b = run(true, q32, k32, v32, NULL, NULL, true, 0, w);
+        assert_close(b.out, a.out, 1e-5, "out");
+        assert_close(b.gq, a.gq, 1e-4, "dq");
+        assert_close(b.gk, a.gk, 1e-4, "dk");
+        assert_close(b.gv, a.gv, 1e-5, "dv");
+        run_free(&a);
+        run_free(&b);
+        free_all(7, (pg_tensor *[]){q, k, v, w, q32, k32, v32});
+    }
+}
+
 Test(flash, f32_agrees_with_f64)
 {
     fcase c = {1, 2, 130, 100, 8, 8, true, 1, true, 0};
