@@ -201,5 +201,10 @@ void bench_gemm_all(const char *only)
         if (bench_selected(only, name))
             bench_gemm(name, PG_F32, toy[c].ta, toy[c].tb, toy[c].M, toy[c].K, toy[c].N);
     }
+    for (int c = 0, n = bench_toy_shapes(toy); c < n; c++) { /* the float64 step's products */
+        snprintf(name, sizeof name, "gemm_f64_%s", toy[c].name);
+        if (bench_selected(only, name))
+            bench_gemm(name, PG_F64, toy[c].ta, toy[c].tb, toy[c].M, toy[c].K, toy[c].N);
+    }
     pg_set_num_threads(saved);
 }
