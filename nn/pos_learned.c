@@ -56,7 +56,7 @@ static pg_tensor *learned_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, const p
                           (long long)s->max_seq_len, SHAPE(x));
             return NULL;
         }
-        ids = pg_pos_resolve(g, NULL, B, L, PG_I64);
+        ids = pg_pos_resolve(g, NULL, 1, L, PG_I64); /* one row for every batch: (1, L, dim) */
         if (!ids)
             return NULL;
     } else {
@@ -145,7 +145,7 @@ static pg_tensor *continuous_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
 {
     const char *fn = "pg_pos_continuous";
     pos_continuous *s = (pos_continuous *)m;
-    pg_tensor *h = pg_pos_abs_positions(g, fn, x, c); /* (B, Lp, 1) */
+    pg_tensor *h = pg_pos_abs_positions(g, fn, x, c); /* (B or 1, Lp, 1) */
     if (!h)
         return NULL;
     if (x->shape[2] != s->dim) {

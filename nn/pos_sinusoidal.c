@@ -36,11 +36,11 @@ pg_tensor *pg_pos_abs_positions(pg_graph *g, const char *fn, pg_tensor *x, const
         return NULL;
     }
     pg_tensor *p;
-    if (!c->pos_q)
-        p = pg_pos_resolve(g, NULL, B, L, x->dtype);
+    if (!c->pos_q) /* one row for every batch */
+        p = pg_pos_resolve(g, NULL, 1, L, x->dtype);
     else /* float positions keep their gradient (pg_cast is differentiable between floats) */
         p = pg_cast(g, c->pos_q, x->dtype);
-    return p ? pg_reshape(g, p, PG_SHAPE(B, p->shape[1], 1)) : NULL;
+    return p ? pg_reshape(g, p, PG_SHAPE(p->shape[0], p->shape[1], 1)) : NULL;
 }
 
 pg_tensor *pg_pos_abs_add(pg_graph *g, const char *fn, pg_tensor *x, pg_tensor *pe, const pg_pos_ctx *c,
@@ -53,15 +53,17 @@ pg_tensor *pg_pos_abs_add(pg_graph *g, const char *fn, pg_tensor *x, pg_tensor *
         return NULL;
     }
     int64_t B = x->shape[0], L = x->shape[1], dim = x->shape[2];
-    if (pe->ndim != 3 || pe->shape[0] != B || pe->shape[1] > L || pe->shape[2] != dim) {
-        pg_graph_fail(g, "%s: encoding is %s, expected (%lld, <= %lld, %lld) for x %s", fn, SHAPE(pe), (long long)B,
-                      (long long)L, (long long)dim, SHAPE(x));
+    if (pe->ndim != 3 || (pe->shape[0] != B && pe->shape[0] != 1) || pe->shape[1] > L || pe->shape[2] != dim) {
+        pg_graph_fail(g, "%s: encoding is %s, expected (%lld or 1, <= %lld, %lld) for x %s", fn, SHAPE(pe),
+                      (long long)B, (long long)L, (long long)dim, SHAPE(x));
         return NULL;
     }
     if (pe->shape[1] < L) /* left padding: the first L - Lp tokens get no encoding */
         pe = pg_pad(g, pe, 1, L - pe->shape[1], 0, 0.0);
     if (use_mask && c->mask) { /* false = this token gets no encoding */
         pg_tensor *hide = pg_reshape(g, pg_logical_not(g, c->mask), PG_SHAPE(B, L, 1));
+        if (pe && pe->shape[0] != B)
+            pe = pg_broadcast_to(g, pe, PG_SHAPE(B, L, dim));
         pe = pg_masked_fill(g, pe, hide, 0.0);
     }
     return pg_add(g, x, pe);
@@ -73,7 +75,7 @@ static pg_tensor *sinusoidal_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
 {
     const char *fn = "pg_pos_sinusoidal";
     pos_sinusoidal *s = (pos_sinusoidal *)m;
-    pg_tensor *p = pg_pos_abs_positions(g, fn, x, c); /* (B, Lp, 1) */
+    pg_tensor *p = pg_pos_abs_positions(g, fn, x, c); /* (B or 1, Lp, 1) */
     if (!p)
         return NULL;
     if (x->shape[2] != s->dim) {
@@ -86,11 +88,11 @@ static pg_tensor *sinusoidal_mod_x(pg_graph *g, pg_posmod *m, pg_tensor *x, cons
                       s->div ? "div" : "scale", pg_dtype_name(own->dtype));
         return NULL;
     }
-    int64_t B = x->shape[0], Lp = p->shape[1], half = s->dim / 2;
+    int64_t B = p->shape[0], Lp = p->shape[1], half = s->dim / 2; /* B 1: default positions */
     pg_tensor *f = pg_empty(g, x->dtype, PG_SHAPE(half));
     for (int64_t i = 0; f && i < half; i++)
         pg_set(f, i, 1.0 / pow(s->o.base, (double)(2 * i) / (double)s->dim));
-    pg_tensor *th = pg_pos_divide_by(g, pg_mul(g, p, f), s->div, s->o.divide); /* (B, Lp, dim/2) */
+    pg_tensor *th = pg_pos_divide_by(g, pg_mul(g, p, f), s->div, s->o.divide); /* (B or 1, Lp, dim/2) */
     pg_tensor *sc[2] = {pg_sin(g, th), pg_cos(g, th)};
     pg_tensor *pe = s->o.cat_halves ? pg_concat(g, 2, sc, 2) /* (B, Lp, dim): sines, then cosines */
                                     : pg_reshape(g, pg_stack(g, 2, sc, 3), PG_SHAPE(B, Lp, s->dim)); /* pairs */

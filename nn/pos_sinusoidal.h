@@ -46,13 +46,16 @@ pg_posmod *pg_posmod_make_sinusoidal(const pg_posmod_args *a);
 pg_posmod *pg_sinusoidal_new(int64_t dim, const pg_sinusoidal_opts *o, pg_dtype dtype);
 
 /* ---- shared by the absolute (mod_x) schemes of posgrad (nn/pos_learned.c) -------------
- * Finishes an absolute encoding: pe (B, Lp, dim) for the positioned tokens is left-padded
- * with zero rows to (B, L, dim), zeroed where the context's key mask is false (if use_mask),
- * and added to x (B, L, dim). fn names the scheme in errors. */
+ * Finishes an absolute encoding: pe (B, Lp, dim), or (1, Lp, dim) for every batch alike,
+ * for the positioned tokens is left-padded with zero rows to (B or 1, L, dim), zeroed where
+ * the context's key mask is false (if use_mask; pe is broadcast to (B, L, dim) first), and
+ * added to x (B, L, dim). fn names the scheme in errors. */
 pg_tensor *pg_pos_abs_add(pg_graph *g, const char *fn, pg_tensor *x, pg_tensor *pe, const pg_pos_ctx *c,
                           bool use_mask);
 /* The positions of x's tokens as a (B, Lp, 1) tensor of dtype: the context's pos_q (cast,
- * keeping the gradient of float positions) or 0..L-1. Checks the context against x. */
+ * keeping the gradient of float positions), or 0..L-1 as (1, L, 1): the same for every
+ * batch, so that an encoding of them is computed once and broadcast. Checks the context
+ * against x. */
 pg_tensor *pg_pos_abs_positions(pg_graph *g, const char *fn, pg_tensor *x, const pg_pos_ctx *c);
 
 #endif

@@ -215,6 +215,70 @@ Test(pos_sinusoidal, int_positions_equal_float_and_ignore_mask)
     free_mod(mi);
 }
 
+/* the output of the graph's first node named op; NULL: none */
+static const pg_tensor *first_out(const pg_graph *g, const char *op)
+{
+    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+        if (strcmp(pg_graph_node(g, i)->name, op) == 0)
+            return pg_graph_node(g, i)->out;
+    return NULL;
+}
+
+/* Default positions are the same for every batch: each scheme encodes them once, (1, L, .),
+ * and the sum broadcasts. Equal, bit for bit, to explicit positions 0..L-1 in every batch
+ * (encoded per batch); the parameters' gradients to rounding (summed in another order). */
+Test(pos_abs, default_positions_encoded_once)
+{
+    pg_posmod *mods[3] = {sin_f64(6, 3, true), learned_f64(6, 9, 4), cont_f64(6, 2, true, 2, true, 5)};
+    const char *ops[3] = {"pg_sin", "pg_embedding", "pg_affine"};
+    pg_tensor *x = randt(PG_SHAPE(3, 7, 6), 8, true), *w = randt(PG_SHAPE(3, 7, 6), 9, false), *mask = NULL;
+    pg_tensor *pf = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(3, 7)), *pi = pg_tensor_empty(NULL, PG_I64, PG_SHAPE(3, 7));
+    for (int64_t k = 0; k < 21; k++) {
+        pg_set(pf, k, (double)(k % 7));
+        pg_i64(pi)[k] = k % 7;
+    }
+    for (int with_mask = 0; with_mask < 2; with_mask++, mask = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(3, 7))) {
+        if (mask)
+            for (int64_t k = 0; k < 21; k++)
+                pg_bool(mask)[k] = k % 5 != 2;
+        for (int s = 0; s < 3; s++) {
+            pg_tensor_list grads[2];
+            pg_tensor *y[2], *gx[2];
+            for (int explicit = 0; explicit < 2; explicit++) {
+                pg_graph *g = pg_graph_new();
+                pg_module_zero_grad(&mods[s]->base);
+                y[explicit] = pg_posmod_apply_x(g, &mods[s], 1, x, explicit ? (s == 1 ? pi : pf) : NULL, mask, 0,
+                                                0, NULL);
+                cr_assert_not_null(y[explicit], "%s", pg_graph_error(g));
+                const pg_tensor *enc = first_out(g, ops[s]);
+                cr_assert_not_null(enc, "%s: no %s node", mods[s]->base.type, ops[s]);
+                cr_assert_eq(enc->shape[0], explicit ? 3 : 1, "%s: %s over %lld batches", mods[s]->base.type,
+                             ops[s], (long long)enc->shape[0]);
+                cr_assert_eq(pg_backward_with(g, y[explicit], w), 0, "%s", pg_graph_error(g));
+                y[explicit] = pg_tensor_copy(NULL, y[explicit]);
+                gx[explicit] = take_grad(x);
+                grads[explicit] = pg_module_parameters(&mods[s]->base);
+                for (int i = 0; i < grads[explicit].n; i++)
+                    grads[explicit].tensors[i] = pg_tensor_copy(NULL, grads[explicit].tensors[i]->grad);
+                pg_graph_free(g);
+            }
+            assert_close(y[0], y[1], 0, "the output, default vs explicit positions");
+            assert_close(gx[0], gx[1], 0, "the gradient of x");
+            for (int i = 0; i < grads[0].n; i++)
+                assert_close(grads[0].tensors[i], grads[1].tensors[i], 1e-12, grads[0].names[i]);
+            for (int e = 0; e < 2; e++) {
+                pg_tensor *own[] = {y[e], gx[e]};
+                free_all(2, own);
+                pg_tensor_list_free_all(&grads[e]);
+            }
+        }
+    }
+    pg_tensor *own[] = {x, w, mask, pf, pi};
+    free_all(5, own);
+    for (int s = 0; s < 3; s++)
+        free_mod(mods[s]);
+}
+
 Test(pos_abs, f32_agrees_with_f64)
 {
     pg_sinusoidal_opts so = {.divide = 2, .learned_div = true};
