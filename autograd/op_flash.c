@@ -359,41 +359,27 @@ static inline void transpose8_f64(__m512d r[8])
         r[i] = t[i];
 }
 
-static int64_t transpose_vec_f32(float *restrict Xt, int64_t ldt, const float *restrict X, int64_t n, int64_t w)
-{
-    int64_t c0 = 0;
-    for (; c0 + 16 <= n; c0 += 16)
-        for (int64_t e0 = 0; e0 < w; e0 += 16) {
-            const int64_t cols = w - e0 < 16 ? w - e0 : 16;
-            const __mmask16 m = (__mmask16)((1u << cols) - 1);
-            __m512 r[16];
-            for (int l = 0; l < 16; l++)
-                r[l] = _mm512_maskz_loadu_ps(m, X + (c0 + l) * w + e0);
-            transpose16_f32(r);
-            for (int j = 0; j < 16; j++)
-                if (j < cols)
-                    _mm512_storeu_ps(Xt + (e0 + j) * ldt + c0, r[j]);
-        }
-    return c0;
-}
-
-static int64_t transpose_vec_f64(double *restrict Xt, int64_t ldt, const double *restrict X, int64_t n, int64_t w)
-{
-    int64_t c0 = 0;
-    for (; c0 + 8 <= n; c0 += 8)
-        for (int64_t e0 = 0; e0 < w; e0 += 8) {
-            const int64_t cols = w - e0 < 8 ? w - e0 : 8;
-            const __mmask8 m = (__mmask8)((1u << cols) - 1);
-            __m512d r[8];
-            for (int l = 0; l < 8; l++)
-                r[l] = _mm512_maskz_loadu_pd(m, X + (c0 + l) * w + e0);
-            transpose8_f64(r);
-            for (int j = 0; j < 8; j++)
-                if (j < cols)
-                    _mm512_storeu_pd(Xt + (e0 + j) * ldt + c0, r[j]);
-        }
-    return c0;
-}
+/* transpose_vec_<sfx>: strips of N rows of X, N columns a square (the last masked) */
+#define DEFINE_TRANSPOSE_VEC(sfx, T, V, N, MASK, LOADZ, STORE, SQUARE)                                         \
+    static int64_t transpose_vec_##sfx(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w) \
+    {                                                                                                          \
+        int64_t c0 = 0;                                                                                        \
+        for (; c0 + N <= n; c0 += N)                                                                           \
+            for (int64_t e0 = 0; e0 < w; e0 += N) {                                                            \
+                const int64_t cols = w - e0 < N ? w - e0 : N;                                                  \
+                const MASK m = (MASK)((1u << cols) - 1);                                                       \
+                V r[N];                                                                                        \
+                for (int l = 0; l < N; l++)                                                                    \
+                    r[l] = LOADZ(m, X + (c0 + l) * w + e0);                                                    \
+                SQUARE(r);                                                                                     \
+                for (int j = 0; j < N; j++)                                                                    \
+                    if (j < cols)                                                                              \
+                        STORE(Xt + (e0 + j) * ldt + c0, r[j]);                                                 \
+            }                                                                                                  \
+        return c0;                                                                                             \
+    }
+DEFINE_TRANSPOSE_VEC(f32, float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, _mm512_storeu_ps, transpose16_f32)
+DEFINE_TRANSPOSE_VEC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _mm512_storeu_pd, transpose8_f64)
 #define TRANSPOSE_VEC_f32 transpose_vec_f32
 #define TRANSPOSE_VEC_f64 transpose_vec_f64
 #else

@@ -189,6 +189,20 @@ Test(flash, gradcheck)
 }
 
 /* f32 (fast exp) against f64 over several tiles */
+/* the fused attention in float32 (b) against float64 (a): out, the gradients (and the
+ * bias's where there is one), then both freed */
+static void assert_f32_near_f64(run_out *a, run_out *b)
+{
+    assert_close(b->out, a->out, 1e-5, "out");
+    assert_close(b->gq, a->gq, 1e-4, "dq");
+    assert_close(b->gk, a->gk, 1e-4, "dk");
+    assert_close(b->gv, a->gv, 1e-5, "dv");
+    if (a->gb)
+        assert_close(b->gb, a->gb, 1e-4, "dbias");
+    run_free(a);
+    run_free(b);
+}
+
 /* head and value widths around the transposes' blocks of columns (16 floats, 8 doubles;
  * the last block loaded masked) with key counts around their blocks of rows: against the
  * unfused attention in f64, and float32 against float64 */
@@ -205,12 +219,7 @@ Test(flash, widths_around_the_transpose_blocks)
         pg_tensor *v32 = pg_tensor_cast(NULL, v, PG_F32);
         q32->requires_grad = k32->requires_grad = v32->requires_grad = true;
         run_out a = run(true, q, k, v, NULL, NULL, true, 0, w), b = run(true, q32, k32, v32, NULL, NULL, true, 0, w);
-        assert_close(b.out, a.out, 1e-5, "out");
-        assert_close(b.gq, a.gq, 1e-4, "dq");
-        assert_close(b.gk, a.gk, 1e-4, "dk");
-        assert_close(b.gv, a.gv, 1e-5, "dv");
-        run_free(&a);
-        run_free(&b);
+        assert_f32_near_f64(&a, &b);
         free_all(7, (pg_tensor *[]){q, k, v, w, q32, k32, v32});
     }
 }
@@ -230,13 +239,7 @@ Test(flash, f32_agrees_with_f64)
         p32[i]->requires_grad = true;
     run_out a = run(true, q, k, v, db, mask, true, 0, w);
     run_out b = run(true, q32, k32, v32, db32, mask, true, 0, w);
-    assert_close(b.out, a.out, 1e-5, "out");
-    assert_close(b.gq, a.gq, 1e-4, "dq");
-    assert_close(b.gk, a.gk, 1e-4, "dk");
-    assert_close(b.gv, a.gv, 1e-5, "dv");
-    assert_close(b.gb, a.gb, 1e-4, "dbias");
-    run_free(&a);
-    run_free(&b);
+    assert_f32_near_f64(&a, &b);
     free_all(10, (pg_tensor *[]){q, k, v, db, w, mask, q32, k32, v32, db32});
 }
 
