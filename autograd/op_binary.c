@@ -98,8 +98,8 @@ BINARY_OPS(DEFINE_KIND)
  * With broadcasting, slices of the plan's inner loops: always forward (each writes its
  * own rows of y), and backward for a gradient no two of whose loops add into one element
  * (pg_bcast_rows_own); the other's (a reduction: FIRE's |c| times d, XL's u broadcast
- * over batch and length) runs on the calling thread. Either way an element's terms add in the serial order:
- * the same bits for any thread count. */
+ * over batch and length) runs on the calling thread. Either way an element's terms add
+ * in the serial order: the same bits for any thread count. */
 #define BINARY_GRAIN 32768
 
 typedef struct binary_job {

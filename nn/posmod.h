@@ -12,8 +12,8 @@
  * Five more hooks let banded and fused attention compute a bias on the pairs they
  * visit only, never as an L x L matrix: dist_bias (a bias that depends on the
  * distance alone: a (H, D) table over distances), dist_bias_if (the same for the
- * calls where a scheme's bias happens to depend on the distance alone), band_bias (a bias that also
- * needs q and k, on LocalAttention's band of windows), sep_bias (a bias
+ * calls where a scheme's bias happens to depend on the distance alone), band_bias
+ * (a bias that also needs q and k, on LocalAttention's band of windows), sep_bias (a bias
  * a_i - e_j of one vector per side, for the fused kernel) and rel_bias (a query
  * vector dotted with a key of the distance, Transformer-XL's term, for the fused
  * kernel). A layer that needs one of
