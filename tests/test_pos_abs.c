@@ -231,16 +231,16 @@ Test(pos_abs, default_positions_encoded_once)
 {
     pg_posmod *mods[3] = {sin_f64(6, 3, true), learned_f64(6, 9, 4), cont_f64(6, 2, true, 2, true, 5)};
     const char *ops[3] = {"pg_sin", "pg_embedding", "pg_affine"};
-    pg_tensor *x = randt(PG_SHAPE(3, 7, 6), 8, true), *w = randt(PG_SHAPE(3, 7, 6), 9, false), *mask = NULL;
+    pg_tensor *x = randt(PG_SHAPE(3, 7, 6), 8, true), *w = randt(PG_SHAPE(3, 7, 6), 9, false);
     pg_tensor *pf = pg_tensor_empty(NULL, PG_F64, PG_SHAPE(3, 7)), *pi = pg_tensor_empty(NULL, PG_I64, PG_SHAPE(3, 7));
+    pg_tensor *keys = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(3, 7));
     for (int64_t k = 0; k < 21; k++) {
         pg_set(pf, k, (double)(k % 7));
         pg_i64(pi)[k] = k % 7;
+        pg_bool(keys)[k] = k % 5 != 2;
     }
-    for (int with_mask = 0; with_mask < 2; with_mask++, mask = pg_tensor_empty(NULL, PG_BOOL, PG_SHAPE(3, 7))) {
-        if (mask)
-            for (int64_t k = 0; k < 21; k++)
-                pg_bool(mask)[k] = k % 5 != 2;
+    for (int with_mask = 0; with_mask < 2; with_mask++) {
+        pg_tensor *mask = with_mask ? keys : NULL;
         for (int s = 0; s < 3; s++) {
             pg_tensor_list grads[2];
             pg_tensor *y[2], *gx[2];
@@ -273,7 +273,7 @@ Test(pos_abs, default_positions_encoded_once)
             }
         }
     }
-    pg_tensor *own[] = {x, w, mask, pf, pi};
+    pg_tensor *own[] = {x, w, keys, pf, pi};
     free_all(5, own);
     for (int s = 0; s < 3; s++)
         free_mod(mods[s]);
