@@ -385,10 +385,12 @@ static pg_tensor *distances(pg_graph *g, int64_t Lq, int64_t Lk, pg_dtype dtype)
     return pg_arange(g, dtype, (double)(1 - Lk), (double)Lq, 1.0);
 }
 
-/* A module's bias over distance for the fused kernel: (H, Lq + Lk - 1). */
-static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c)
+/* A module's table over distance b from its hook (dist_bias or dist_bias_if, named in
+ * the message): b itself when it is (H, Lq + Lk - 1) of the call's dtype, else NULL after
+ * pg_graph_fail (b NULL: the hook failed). */
+static pg_tensor *distance_table(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c, pg_tensor *b,
+                                 const char *hook)
 {
-    pg_tensor *b = p->ops->dist_bias(g, p, distances(g, c->Lq, c->Lk, c->dtype), c);
     int64_t D = c->Lq + c->Lk - 1;
     if (b && b->ndim == 2 && b->shape[0] != c->heads) {
         pg_graph_fail(g, "%s: positional module %d (%s): the module has %lld heads, the attention %lld", fn, i,
@@ -401,25 +403,26 @@ static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p
         return NULL;
     }
     if (!b && !pg_graph_error(g))
-        pg_graph_fail(g, "%s: positional module %d (%s): dist_bias failed", fn, i, p->base.type);
+        pg_graph_fail(g, "%s: positional module %d (%s): %s failed", fn, i, p->base.type, hook);
     return b;
 }
 
-/* A module's bias over distance for this call (dist_bias_if), checked as distance_bias:
- * *b (H, Lq + Lk - 1); 1 when the call's bias is not one of the distance (nothing recorded) */
+/* A module's bias over distance for the fused kernel: (H, Lq + Lk - 1). */
+static pg_tensor *distance_bias(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c)
+{
+    pg_tensor *b = p->ops->dist_bias(g, p, distances(g, c->Lq, c->Lk, c->dtype), c);
+    return distance_table(g, fn, i, p, c, b, "dist_bias");
+}
+
+/* The same from dist_bias_if, for this call: 0 with *b (H, Lq + Lk - 1); 1 when the
+ * call's bias is not one of the distance (nothing recorded); -1 after pg_graph_fail */
 static int distance_bias_if(pg_graph *g, const char *fn, int i, pg_posmod *p, const pg_pos_ctx *c, pg_tensor **b)
 {
     int rc = p->ops->dist_bias_if(g, p, distances(g, c->Lq, c->Lk, c->dtype), c, b);
     if (rc == 1)
         return 1;
-    if (rc == 0 && *b && (*b)->ndim == 2 && (*b)->shape[0] == c->heads && (*b)->shape[1] == c->Lq + c->Lk - 1 &&
-        (*b)->dtype == c->dtype)
-        return 0;
-    if (!pg_graph_error(g))
-        pg_graph_fail(g, "%s: positional module %d (%s): dist_bias_if %s %s, expected (%lld, %lld)", fn, i,
-                      p->base.type, rc == 0 ? "gave" : "failed", *b ? SHAPE(*b) : "NULL", (long long)c->heads,
-                      (long long)(c->Lq + c->Lk - 1));
-    return -1;
+    *b = distance_table(g, fn, i, p, c, rc == 0 ? *b : NULL, "dist_bias_if");
+    return *b ? 0 : -1;
 }
 
 /* A module's separable bias for the fused kernel: sep[0] += a (B, H, Lq), sep[1] += e (B, H, Lk). */

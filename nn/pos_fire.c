@@ -202,8 +202,8 @@ static double threshold(const pg_fire *m)
 
 /* pg_posmod_ops.dist_bias_if: with every query position i below L, max(L, i) = L and
  * u = psi(d) / (psi(L) + eps) depends on the distance alone, docs/pos/fire.md
- * ("Below the threshold"): d (D) signed distances -> (H, D), entry by entry the bits
- * of fire_of's (the same operations on the same values). Default positions only (the
+ * ("Below the threshold"): d (D) signed distances -> (H, D) by fire_of itself, so entry
+ * by entry the bits of the (H, L, L) bias. Default positions only (the
  * queries Lk-Lq..Lk-1 end-aligned), not while drawing random positions. */
 static int fire_dist_if(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_ctx *c, pg_tensor **b)
 {
@@ -219,16 +219,13 @@ static int fire_dist_if(pg_graph *g, pg_posmod *pm, pg_tensor *d, const pg_pos_c
     }
     if (c->pos_q || c->pos_k || draws(m, c) || !((double)(c->Lk - 1) < threshold(m)))
         return 1;
+    /* fire_of itself at one query at 0 (max(L, 0) = L, as max(L, i) below L) and keys at
+     * -d, whose distances 0 - (-d) are d exactly */
     int64_t D = d->shape[0];
-    pg_tensor *cabs = pg_abs(g, m->c);
-    pg_tensor *L = pg_abs(g, pg_mul(g, m->L_multiplier, m->init_L));
-    pg_tensor *dd = pg_detach(g, d);
-    dd = m->dist == PG_FIRE_DIST_TRIL ? pg_relu(g, dd) : pg_abs(g, dd);
-    pg_tensor *num = pg_log1p(g, pg_mul(g, cabs, dd));                          /* (1): psi(d), (D) */
-    pg_tensor *den = pg_add_scalar(g, pg_log1p(g, pg_mul(g, cabs, L)), m->eps); /* (2): psi(L) + eps */
-    pg_tensor *u = pg_reshape(g, pg_div(g, num, den), PG_SHAPE(1, D));
-    pg_tensor *h = pg_scalar_mlp(g, u, m->lin0->weight, m->lin0->bias, m->lin2->weight, m->lin2->bias);
-    *b = h ? pg_reshape(g, h, PG_SHAPE(m->heads, D)) : NULL; /* (1, H, D) -> (H, D) */
+    pg_tensor *pq = pg_zeros(g, m->dtype, PG_SHAPE(1, 1));
+    pg_tensor *pk = pg_reshape(g, pg_neg(g, pg_detach(g, d)), PG_SHAPE(1, D));
+    pg_tensor *t = fire_of(g, m, pq, pk); /* (1, H, 1, D) */
+    *b = t ? pg_reshape(g, t, PG_SHAPE(m->heads, D)) : NULL;
     return *b ? 0 : -1;
 }
 

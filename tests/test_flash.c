@@ -188,7 +188,6 @@ Test(flash, gradcheck)
         }
 }
 
-/* f32 (fast exp) against f64 over several tiles */
 /* the fused attention in float32 (b) against float64 (a): out, the gradients (and the
  * bias's where there is one), then both freed */
 static void assert_f32_near_f64(run_out *a, run_out *b)
@@ -224,6 +223,7 @@ Test(flash, widths_around_the_transpose_blocks)
     }
 }
 
+/* f32 (fast exp) against f64 over several tiles */
 Test(flash, f32_agrees_with_f64)
 {
     fcase c = {1, 2, 130, 100, 8, 8, true, 1, true, 0};
