@@ -588,9 +588,12 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  *   per position (any batch)   4 dim layers
  *   per score   q batch heads L^2 layers, for schemes the fused kernel cannot run
  * with a, d, q of the scheme below (rotary's q and k rotated copies, the input
- * tables, the (B, H, L, L) logits, bias, weights and their gradients of xl and
- * rel); the fit is exact to 0.1% over dim 32..256, 1..4 layers, 2..4 heads,
- * vocab 65..256. Parameters cost 16 bytes each in f32 (value, gradient, Adam's
+ * tables, the (B, H, L, L) logits, bias, weights and their gradients of FIRE
+ * and CoPE; q of xl and rel is unused since they run in the fused kernel). The
+ * fit was exact to 0.1% over dim 32..256, 1..4 layers, 2..4 heads, vocab
+ * 65..256 on the kernels of 2026-12-02; later kernels keep fewer tensors, so it
+ * now counts high for most schemes (docs/examples.md, "Memory", has the
+ * figures). Parameters cost 16 bytes each in f32 (value, gradient, Adam's
  * two moments); the process itself (code, thread pool, GEMM buffers) about
  * 3 MB + 1 MB per thread; the corpus one byte per character. Loading a
  * training checkpoint holds, besides the model and Adam's state, the file's
