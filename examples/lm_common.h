@@ -582,30 +582,35 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
 /* What one training step of pg_lm (forward, backward, clipping, an AdamW step)
  * holds at its peak, in bytes. The graph of a step keeps every activation and
  * its gradient until the graph is reset, so the activations are counted per
- * token: measured with pg_arena_used on pg_lm's defaults (GELU MLP of 4 dim,
- * LayerNorm, no dropout), a step holds, in floats of the model's dtype,
- *   per token   (61 + a) dim layers + (4 + d) dim + 9 layers + heads layers + 2 vocab + 10
- *   per position (any batch)   4 dim layers
- *   per score   q batch heads L^2 layers, for schemes the fused kernel cannot run
- * with a, d, q of the scheme below (rotary's q and k rotated copies, the input
- * tables, the (B, H, L, L) logits, bias, weights and their gradients of FIRE
- * and CoPE; q of xl and rel is unused since they run in the fused kernel). The
- * fit was exact to 0.1% over dim 32..256, 1..4 layers, 2..4 heads, vocab
- * 65..256 on the kernels of 2026-12-02; later kernels keep fewer tensors, so it
- * now counts high for most schemes (docs/examples.md, "Memory", has the
- * figures). Parameters cost 16 bytes each in f32 (value, gradient, Adam's
- * two moments); the process itself (code, thread pool, GEMM buffers) about
- * 3 MB + 1 MB per thread; the corpus one byte per character. Loading a
- * training checkpoint holds, besides the model and Adam's state, the file's
- * tensors and a copy of the optimizer state: 32 bytes per f32 parameter in
- * all, which passes a step's peak for models of many parameters and short
- * windows. docs/examples.md compares these with the peak resident memory of
- * real runs. */
+ * token. Fitted to pg_arena_used after a step of pg_lm's defaults (GELU MLP of
+ * 4 dim, LayerNorm, no dropout) on the kernels of 2026-12-04, a step holds, in
+ * floats of the model's dtype, with N layers, H heads, Dh = dim / H, T threads:
+ *   per token      (48.3 + a) dim N + (4.15 + d) dim + H N + 2 vocab
+ *   per position   (4.8 T Dh + p dim) N        (the fused attention's rows, per thread)
+ *   per layer      18000 T + c + cT T
+ *   per pair       (q B H + qh H + ql) L^2 N   (only the schemes the fused kernel cannot run)
+ * with a, d, p, c, cT, q, qh, ql of the scheme below: rotary's rotated q and k
+ * (a), the input encodings (d, p), relative tables (p, c, cT), CoPE's (B, H, L,
+ * L) logits, bias and gradients (q), FIRE's (H, L, L) bias and its MLP's (L, L)
+ * pairs (qh, ql). Within 2.4% of the arena (1.3% but for rel) over dim 64..256,
+ * 1..4 layers, 1..8 heads of width >= 16, vocab 65..256, batch >= 2 and 512
+ * tokens or more, 1 and 2 threads; smaller runs within 1.6% (docs/examples.md,
+ * "Memory"). FIRE is counted with its pairs although it
+ * runs over distances while every position is below its threshold: the
+ * threshold is learned and may fall below seq during a run. Parameters cost 16
+ * bytes each in f32 (value, gradient, Adam's two moments); the process itself
+ * (code, thread pool, GEMM buffers) about 3 MB + 1 MB per thread; the corpus one
+ * byte per character. Loading a training checkpoint holds, besides the model
+ * and Adam's state, the file's tensors and a copy of the optimizer state: 32
+ * bytes per f32 parameter in all, which passes a step's peak for models of many
+ * parameters and short windows. docs/examples.md compares these with the peak
+ * resident memory of real runs. */
 typedef struct lm_mem {
     int64_t params;
     double param_bytes;     /* parameters, gradients and AdamW's moments */
     double act_bytes;       /* the step's graph */
-    double scores_bytes;    /* the part of act_bytes in (B, H, L, L) tensors */
+    double scores_bytes;    /* the part of act_bytes in tensors over (query, key) pairs */
+    const char *scores_what; /* what those are, for messages ("(batch, heads, seq, seq) attention scores") */
     double base_bytes;      /* the process and the corpus */
     double total;           /* a training step's peak */
     double load_bytes;      /* the peak while loading a checkpoint (pg_checkpoint_load) */
@@ -614,38 +619,64 @@ typedef struct lm_mem {
 
 typedef struct lm_scheme_cost {
     const char *pos;
-    double a, d, q;
+    double a, d, p, c, cT, q, qh, ql; /* as in lm_step_memory's comment */
+    const char *pairs;            /* what the pair terms hold, NULL: none */
 } lm_scheme_cost;
 
 /* Measured per --pos choice (not a list of choices: a choice measured nowhere
- * here, e.g. a newly registered scheme, gets the most expensive costs below). */
+ * here, e.g. a newly registered scheme, gets LM_UNMEASURED_COST). */
+#define LM_SCORES "(batch, heads, seq, seq) attention scores"
+#define LM_FIRE_PAIRS "(heads, seq, seq) biases and (seq, seq) pairs through its MLP"
 static const lm_scheme_cost LM_SCHEME_COSTS[] = {
-    {"none", 0, 0, 0},   {"sinusoidal", 0, 4.5, 0}, {"learned", 0, 4, 0}, {"continuous", 0, 4, 0},
-    {"rotary", 4, 0, 0}, {"xpos", 4, 0, 0},         {"alibi", 0, 0, 0},   {"dpb", 0, 0, 0},
-    {"xl", 2, 0, 20},    {"t5", 0, 0, 0},           {"rel", 0, 0, 32},    {"local", 4, 0, 0},
+    /*  --pos        a     d    p     c       cT     q  qh ql */
+    {"none",         0,    0,   0,    0,      0,     0, 0, 0, NULL},
+    {"sinusoidal",   0,    2.5, 1.1,  0,      0,     0, 0, 0, NULL},
+    {"learned",      0,    2.4, 0.7,  0,      0,     0, 0, 0, NULL},
+    {"continuous",   0,    2.4, 0.7,  0,      0,     0, 0, 0, NULL},
+    {"rotary",       3.9,  0,   0,    0,      0,     0, 0, 0, NULL},
+    {"xpos",         3.9,  0,   2.2,  0,      0,     0, 0, 0, NULL},
+    {"alibi",        0,    0,   0,    2300,   0,     0, 0, 0, NULL},
+    {"dpb",          0,    0,   4,    4700,   0,     0, 0, 0, NULL},
+    {"xl",           2,    0,   18.8, -26400, 66700, 0, 0, 0, NULL},
+    {"t5",           0,    0,   0,    5500,   0,     0, 0, 0, NULL},
+    {"kerple",       0,    0,   0,    6000,   0,     0, 0, 0, NULL},
+    {"sandwich",     0,    0,   0,    0,      0,     0, 0, 0, NULL},
+    {"fire",         0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS},
+    {"cope",         0,    0,   0,    5500,   0,     6, 0, 0, LM_SCORES},
+    {"fox",          0.14, 0,   0,    21100,  0,     0, 0, 0, NULL},
+    {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL},
+    {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL},
 };
+/* the largest of each measured column, and for the pair terms the unfused
+ * attention's logits, bias, weights and their gradients (32 floats a score) */
+static const lm_scheme_cost LM_UNMEASURED_COST = {NULL, 3.9, 2.5, 18.8, 21100, 66700, 32, 0, 0, LM_SCORES};
 
-/* c: the model (vocab set); pos: the --pos name (NULL or unknown: the most
- * expensive costs measured); B x L tokens a step; corpus_bytes; threads. 0 or -1. */
+/* c: the model (vocab set); pos: the --pos name (NULL or unknown:
+ * LM_UNMEASURED_COST); B x L tokens a step; corpus_bytes; threads. 0 or -1. */
 static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t B, int64_t L, int64_t corpus_bytes,
                                  int threads, lm_mem *m)
 {
     memset(m, 0, sizeof *m);
     if (lm_count_params(c, &m->params, &m->quadratic) != 0)
         return -1;
-    lm_scheme_cost k = {NULL, 4, 4.5, 32};
+    lm_scheme_cost k = LM_UNMEASURED_COST;
     for (size_t i = 0; pos && i < sizeof LM_SCHEME_COSTS / sizeof LM_SCHEME_COSTS[0]; i++)
         if (!strcmp(pos, LM_SCHEME_COSTS[i].pos))
             k = LM_SCHEME_COSTS[i];
-    if (m->quadratic && !(k.q > 0))
-        k.q = 32;
-    double D = (double)c->dim, layers = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
-    double tokens = (double)B * (double)L, size = c->dtype == PG_F64 ? 8.0 : 4.0;
-    double per_token = (61 + k.a) * D * layers + (4 + k.d) * D + 9 * layers + H * layers + 2 * V + 10;
-    m->scores_bytes = m->quadratic ? k.q * (double)B * H * (double)L * (double)L * layers * size : 0;
-    m->act_bytes = (tokens * per_token + 4 * D * layers * (double)L) * size + m->scores_bytes;
+    if (m->quadratic && !k.pairs) /* attention dropout keeps the weights of any scheme */
+        k.q = LM_UNMEASURED_COST.q, k.pairs = LM_SCORES;
+    double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
+    double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
+    double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;
+    double per_token = (48.3 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
+    double per_position = (4.8 * T * Dh + k.p * D) * N;
+    double fixed = (18000 * T + k.c + k.cT * T) * N;
+    double pairs = m->quadratic ? (k.q * (double)B * H + k.qh * H + k.ql) * Lf * Lf * N : 0;
+    m->scores_bytes = pairs * size;
+    m->scores_what = m->quadratic ? k.pairs : NULL;
+    m->act_bytes = (tokens * per_token + Lf * per_position + fixed + pairs) * size;
     m->param_bytes = (double)m->params * size * 4;
-    m->base_bytes = 3e6 + 1e6 * (threads > 0 ? threads : 1) + (double)corpus_bytes;
+    m->base_bytes = 3e6 + 1e6 * T + (double)corpus_bytes;
     m->total = m->act_bytes + m->param_bytes + m->base_bytes;
     m->load_bytes = (double)m->params * size * 8 + m->base_bytes;
     return 0;

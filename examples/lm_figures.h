@@ -374,6 +374,20 @@ static int lm_figs_attention(lm_figs *f, pg_graph *g, pg_lm *lm, const lm_corpus
     return rc;
 }
 
+/* ---- their memory --------------------------------------------------------------------------------- */
+/* What drawing the figures adds to a run's peak, in bytes (the figures are drawn between
+ * steps, while the step's graph is still held). One figure at a time: the attention maps'
+ * canvas of a panel per head is the largest, ~2.5 MB a head at 64 positions, and a
+ * distance-only scheme's bias_vs_distance.png holds a 560 x 400 panel per layer and their
+ * grid (~1.4 MB a layer). Measured on train_lm's defaults (dim 64, --seq 64, 1..8 layers,
+ * 4 and 8 heads, none, rotary, sinusoidal, alibi, dpb): 10-24 MB, this within 5 MB above. */
+static inline double lm_figs_memory(const char *pos, int64_t heads, int64_t layers)
+{
+    const pg_posmod_kind_info *k = lm_pos_info(pos);
+    bool dist = k && (k->hooks & PG_POS_HOOK_TABLE) && k->dist_only;
+    return 1.5e6 + 2.5e6 * (double)heads + (dist ? 1.4e6 * (double)layers : 0);
+}
+
 /* ---- all of them ---------------------------------------------------------------------------------- */
 /* Draws every figure of the run (a failed one is named on stderr; the others
  * are still drawn). 0, or -1 when any failed. */

@@ -210,9 +210,9 @@ static int judge_memory(const train_lm_opts *o, const lm_mem *m, double avail, c
                          "lower --seq (%d) or --batch (%d): the activations grow with batch x seq", o->seq, o->batch);
         if (m->quadratic && m->scores_bytes > m->act_bytes / 2 && k > 0 && k < (int)sizeof advice)
             k += snprintf(advice + k, sizeof advice - (size_t)k,
-                          ", and --pos %s keeps (batch, heads, seq, seq) attention scores, which grow with seq^2 "
-                          "(%s run in the fused kernel, linear in --seq)",
-                          o->pos, lm_fused_names(fused, sizeof fused));
+                          ", and --pos %s keeps %s, which grow with seq^2 (%s run in the fused kernel, linear "
+                          "in --seq)",
+                          o->pos, m->scores_what, lm_fused_names(fused, sizeof fused));
         if (k > 0 && k < (int)sizeof advice)
             snprintf(advice + k, sizeof advice - (size_t)k, "; or lower --dim (%d) or --layers (%d)", o->dim,
                      o->layers);
@@ -244,14 +244,20 @@ static int check_memory(trainer *t)
         fprintf(stderr, "train_lm: %s\n", pg_last_error());
         return -1;
     }
+    if (o->figures) { /* drawn between steps, while the step's graph is held */
+        double fig = lm_figs_memory(o->pos, o->heads, o->layers);
+        m->base_bytes += fig;
+        m->total += fig;
+    }
     char total[32], act[32], par[32], base[32], sc[32], av[32];
     const char *source = NULL;
     double avail = lm_mem_available(&source);
     printf("memory: ~%s per step (activations %s", lm_fmt_bytes(total, sizeof total, m->total),
            lm_fmt_bytes(act, sizeof act, m->act_bytes));
     if (m->quadratic)
-        printf(", %s of them (batch, heads, seq, seq) attention scores", lm_fmt_bytes(sc, sizeof sc, m->scores_bytes));
-    printf(", parameters+Adam %s, program and corpus %s)", lm_fmt_bytes(par, sizeof par, m->param_bytes),
+        printf(", %s of them %s", lm_fmt_bytes(sc, sizeof sc, m->scores_bytes), m->scores_what);
+    printf(", parameters+Adam %s, %s %s)", lm_fmt_bytes(par, sizeof par, m->param_bytes),
+           o->figures ? "program, corpus and figures" : "program and corpus",
            lm_fmt_bytes(base, sizeof base, m->base_bytes));
     if (o->resume && m->load_bytes > m->total) { /* loading the checkpoint is the peak */
         printf("; ~%s while loading the checkpoint", lm_fmt_bytes(sc, sizeof sc, m->load_bytes));
