@@ -595,16 +595,16 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * pairs (qh, ql). Within 2.4% of the arena (1.3% but for rel) over dim 64..256,
  * 1..4 layers, 1..8 heads of width >= 16, vocab 65..256, batch >= 2 and 512
  * tokens or more, 1 and 2 threads; smaller runs within 1.6% (docs/examples.md,
- * "Memory"). FIRE is counted with its pairs although it
- * runs over distances while every position is below its threshold: the
- * threshold is learned and may fall below seq during a run. Parameters cost 16
- * bytes each in f32 (value, gradient, Adam's two moments); the process itself
- * (code, thread pool, GEMM buffers) about 3 MB + 1 MB per thread; the corpus one
- * byte per character. Loading a training checkpoint holds, besides the model
- * and Adam's state, the file's tensors and a copy of the optimizer state: 32
- * bytes per f32 parameter in all, which passes a step's peak for models of many
- * parameters and short windows. docs/examples.md compares these with the peak
- * resident memory of real runs. */
+ * "Memory"). FIRE is counted with its pairs although it runs over distances
+ * while every position is below its threshold: the threshold is learned and
+ * may fall below seq during a run. Parameters cost 16 bytes each in f32 (value,
+ * gradient, Adam's two moments); the process itself (code, thread pool, GEMM
+ * buffers) about 3 MB + 1 MB per thread; the corpus one byte per character
+ * (train_lm adds its figures, lm_figs_memory). Loading a training checkpoint
+ * holds, besides the model and Adam's state, the file's tensors and a copy of
+ * the optimizer state: 32 bytes per f32 parameter in all, which passes a step's
+ * peak for models of many parameters and short windows. docs/examples.md
+ * compares these with the peak resident memory of real runs. */
 typedef struct lm_mem {
     int64_t params;
     double param_bytes;     /* parameters, gradients and AdamW's moments */
