@@ -624,7 +624,7 @@ typedef struct lm_scheme_cost {
 } lm_scheme_cost;
 
 /* Measured per --pos choice (not a list of choices: a choice measured nowhere
- * here, e.g. a newly registered scheme, gets LM_UNMEASURED_COST). */
+ * here, e.g. a newly registered scheme, gets lm_unmeasured_cost). */
 #define LM_SCORES "(batch, heads, seq, seq) attention scores"
 #define LM_FIRE_PAIRS "(heads, seq, seq) biases and (seq, seq) pairs through its MLP"
 static const lm_scheme_cost LM_SCHEME_COSTS[] = {
@@ -647,24 +647,37 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL},
     {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL},
 };
-/* the largest of each measured column, and for the pair terms the unfused
- * attention's logits, bias, weights and their gradients (32 floats a score) */
-static const lm_scheme_cost LM_UNMEASURED_COST = {NULL, 3.9, 2.5, 18.8, 21100, 66700, 32, 0, 0, LM_SCORES};
+/* floats a score of a bias the fused kernel cannot take, measured nowhere: the unfused
+ * attention's logits, bias, weights and their gradients */
+#define LM_UNFUSED_SCORE_FLOATS 32
+
+/* The costs of a choice measured nowhere: the largest of each column of LM_SCHEME_COSTS,
+ * and LM_UNFUSED_SCORE_FLOATS a score for the pair terms */
+static inline lm_scheme_cost lm_unmeasured_cost(void)
+{
+    lm_scheme_cost u = {NULL, 0, 0, 0, 0, 0, LM_UNFUSED_SCORE_FLOATS, 0, 0, LM_SCORES};
+    for (size_t i = 0; i < sizeof LM_SCHEME_COSTS / sizeof LM_SCHEME_COSTS[0]; i++) {
+        const lm_scheme_cost *k = &LM_SCHEME_COSTS[i];
+        u.a = fmax(u.a, k->a), u.d = fmax(u.d, k->d), u.p = fmax(u.p, k->p);
+        u.c = fmax(u.c, k->c), u.cT = fmax(u.cT, k->cT);
+    }
+    return u;
+}
 
 /* c: the model (vocab set); pos: the --pos name (NULL or unknown:
- * LM_UNMEASURED_COST); B x L tokens a step; corpus_bytes; threads. 0 or -1. */
+ * lm_unmeasured_cost); B x L tokens a step; corpus_bytes; threads. 0 or -1. */
 static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t B, int64_t L, int64_t corpus_bytes,
                                  int threads, lm_mem *m)
 {
     memset(m, 0, sizeof *m);
     if (lm_count_params(c, &m->params, &m->quadratic) != 0)
         return -1;
-    lm_scheme_cost k = LM_UNMEASURED_COST;
+    lm_scheme_cost k = lm_unmeasured_cost();
     for (size_t i = 0; pos && i < sizeof LM_SCHEME_COSTS / sizeof LM_SCHEME_COSTS[0]; i++)
         if (!strcmp(pos, LM_SCHEME_COSTS[i].pos))
             k = LM_SCHEME_COSTS[i];
     if (m->quadratic && !k.pairs) /* attention dropout keeps the weights of any scheme */
-        k.q = LM_UNMEASURED_COST.q, k.pairs = LM_SCORES;
+        k.q = LM_UNFUSED_SCORE_FLOATS, k.pairs = LM_SCORES;
     double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;

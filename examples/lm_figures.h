@@ -171,13 +171,19 @@ static int lm_figs_distance(lm_figs *f, pg_canvas *panels, int64_t n)
     return rc;
 }
 
+/* Whether a run draws bias_vs_distance.png: a layer scheme with bias tables (whose
+ * figures lm_figs_draw draws) whose bias is of the distance alone */
+static inline bool lm_figs_draws_distance(const pg_posmod_kind_info *k)
+{
+    return k && k->role != PG_POS_ROLE_INPUT && (k->hooks & PG_POS_HOOK_TABLE) && k->dist_only;
+}
+
 /* pos_layerN.png of each layer's first module with a bias_table, and for a
  * distance-only scheme bias_vs_distance.png. 0 or -1 after a message. */
 static int lm_figs_biases(lm_figs *f, pg_graph *g, pg_lm *lm)
 {
     int64_t H = lm->cfg.heads, L = f->L, layers = lm->cfg.layers, drawn = 0;
-    const pg_posmod_kind_info *k = lm_pos_info(f->pos);
-    bool dist = k && k->dist_only;
+    bool dist = lm_figs_draws_distance(lm_pos_info(f->pos));
     pg_canvas *panels = calloc((size_t)layers, sizeof *panels);
     int rc = panels ? 0 : -1;
     for (int64_t layer = 0; rc == 0 && layer < layers; layer++) {
@@ -383,8 +389,7 @@ static int lm_figs_attention(lm_figs *f, pg_graph *g, pg_lm *lm, const lm_corpus
  * 4 and 8 heads, none, rotary, sinusoidal, alibi, dpb): 10-24 MB, this within 5 MB above. */
 static inline double lm_figs_memory(const char *pos, int64_t heads, int64_t layers)
 {
-    const pg_posmod_kind_info *k = lm_pos_info(pos);
-    bool dist = k && (k->hooks & PG_POS_HOOK_TABLE) && k->dist_only;
+    bool dist = lm_figs_draws_distance(lm_pos_info(pos));
     return 1.5e6 + 2.5e6 * (double)heads + (dist ? 1.4e6 * (double)layers : 0);
 }
 
