@@ -31,7 +31,9 @@
  * of MR (NR) nearest the even shares; each thread runs the scheme above on its
  * block with its own packing buffers. The K blocking never depends on the
  * split, so each element is summed in the same order for every thread count:
- * identical results.
+ * identical results. A weight gradient's shape (K >= 2 KC and >= 4 max(M, N))
+ * is summed in two halves of K on every thread count (split_k_at), the halves
+ * on their own threads when there are two, added once per element.
  *
  * Micro-kernels, chosen at build time:
  *   AVX-512 (__AVX512F__):      14 x 32 f32, 14 x 16 f64 (28 zmm accumulators)
@@ -352,8 +354,8 @@ static void prefetch_row(const void *row, int64_t bytes)
  * a call needs more and then reused: no allocation (and no page faults) per
  * call once warm. */
 typedef struct scratch_bufs {
-    void *buf[2];
-    size_t cap[2];
+    void *buf[3]; /* packed A, packed B, the second half of a split-K product's sums */
+    size_t cap[3];
 } scratch_bufs;
 
 static pthread_key_t scratch_key;
@@ -363,8 +365,8 @@ static bool scratch_key_ok;
 static void scratch_free(void *p)
 {
     scratch_bufs *s = p;
-    free(s->buf[0]);
-    free(s->buf[1]);
+    for (int slot = 0; slot < 3; slot++)
+        free(s->buf[slot]);
     free(s);
 }
 
@@ -511,6 +513,44 @@ typedef struct operand {
         else                                                                                                           \
             gemm_range_##sfx(g, 0, g->M, lo, hi);                                                                      \
     }                                                                                                                  \
+    /* split-K: task t sums half t / sub of K into block t % sub of its C (sub: a half's tasks, or 1) */       \
+    static void gemm_half_task_##sfx(void *ctx, int64_t t, int thread)                                         \
+    {                                                                                                          \
+        const gemm_plan *halves = ctx;                                                                         \
+        const int64_t sub = halves[0].tasks > 0 ? halves[0].tasks : 1;                                         \
+        const gemm_plan *h = &halves[t / sub];                                                                 \
+        if (h->tasks == 0)                                                                                     \
+            gemm_range_##sfx(h, 0, h->M, 0, h->N);                                                             \
+        else                                                                                                   \
+            gemm_task_##sfx((void *)h, t % sub, thread);                                                       \
+    }                                                                                                          \
+    /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                    \
+     * the calling thread's partial sums, each half on its share of the threads, then one                      \
+     * addition per element. false: no memory for the partial sums (nothing done) */                           \
+    static bool gemm_split_k_##sfx(const gemm_plan *g, int64_t at, int threads)                                \
+    {                                                                                                          \
+        T *part = scratch(2, (size_t)(g->M * g->N) * sizeof(T));                                               \
+        if (!part)                                                                                             \
+            return false;                                                                                      \
+        gemm_plan h[2] = {half_of(g, 0, at, g->C, g->ldc, g->beta, g->bias, sizeof(T)),                        \
+                          half_of(g, at, g->K, part, g->N, 0, NULL, sizeof(T))};                               \
+        for (int i = 0; i < 2; i++) {                                                                          \
+            plan_split(&h[i], MR, NR, threads / 2);                                                            \
+            plan_packing(&h[i], NR, sizeof(T));                                                                \
+        }                                                                                                      \
+        const int64_t sub = h[0].tasks > 0 ? h[0].tasks : 1;                                                   \
+        if (threads >= 2) {                                                                                    \
+            pg_parallel_for(2 * sub, gemm_half_task_##sfx, h);                                                 \
+        } else {                                                                                               \
+            gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                         \
+            gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                         \
+        }                                                                                                      \
+        T *C = g->C;                                                                                           \
+        for (int64_t i = 0; i < g->M; i++)                                                                     \
+            for (int64_t j = 0; j < g->N; j++)                                                                 \
+                C[i * g->ldc + j] += part[i * g->N + j];                                                       \
+        return true;                                                                                           \
+    }                                                                                                          \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
     static void gemm_run_##sfx(const char *fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,   \
                                const T *A, int64_t lda, const T *B, int64_t ldb, T beta, const T *bias, T *C,          \
@@ -526,7 +566,11 @@ typedef struct operand {
         }                                                                                                              \
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
-        plan_split(&g, MR, NR);                                                                                        \
+        const int threads = pg_num_threads();                                                                  \
+        const int64_t at = split_k_at(&g);                                                                     \
+        if (at > 0 && gemm_split_k_##sfx(&g, at, threads))                                                     \
+            return;                                                                                            \
+        plan_split(&g, MR, NR, threads);                                                                       \
         plan_packing(&g, NR, sizeof(T));                                                                               \
         if (g.tasks == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
@@ -605,14 +649,44 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 #endif
 }
 
+/* Where a tall-K product is cut in two, at a multiple of KC; 0: not cut. A weight
+ * gradient (K tokens summed into an M x N matrix, K >= 2 KC and >= 4 max(M, N)) is
+ * summed in two halves of K whatever the thread count, so that two threads each read
+ * (and pack) half of both operands, where a split of C's rows had both read all of
+ * op(B); the halves' sums are added once per element, in one order for every thread
+ * count: identical results. */
+static int64_t split_k_at(const gemm_plan *g)
+{
+    double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
+    int64_t side = g->M > g->N ? g->M : g->N;
+    if (flops < PARALLEL_MIN_FLOPS || g->K < 2 * KC || g->K / 4 < side)
+        return 0;
+    return KC * ((g->K / KC + 1) / 2);
+}
+
+/* The product over op(A)'s columns and op(B)'s rows k0 .. k1 - 1, into C (ldc), with
+ * beta and bias; not yet split or planned */
+static gemm_plan half_of(const gemm_plan *g, int64_t k0, int64_t k1, void *C, int64_t ldc, double beta,
+                         const void *bias, size_t elem)
+{
+    gemm_plan h = *g;
+    h.A = (const char *)g->A + (size_t)(g->ta ? k0 * g->lda : k0) * elem;
+    h.B = (const char *)g->B + (size_t)(g->tb ? k0 : k0 * g->ldb) * elem;
+    h.K = k1 - k0;
+    h.C = C;
+    h.ldc = ldc;
+    h.beta = beta;
+    h.bias = bias;
+    return h;
+}
+
 /* One task per thread over blocks of rows (or of columns when N > M). Splitting
  * the larger dimension measured best even when the other balances better
  * (128x2048x128 tn on 2 threads: rows 70 + 58 208 GFLOP/s, columns 64 + 64
  * 198). tasks 0: run on the calling thread. */
-static void plan_split(gemm_plan *g, int64_t MR, int64_t NR)
+static void plan_split(gemm_plan *g, int64_t MR, int64_t NR, int threads)
 {
     g->tasks = 0;
-    int threads = pg_num_threads();
     double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
     if (threads < 2 || flops < PARALLEL_MIN_FLOPS)
         return;

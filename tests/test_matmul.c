@@ -206,6 +206,46 @@ Test(gemm, thread_count_does_not_change_bits)
     cr_assert_eq(pg_set_num_threads(saved), 0);
 }
 
+/* A weight gradient's shape (K >= 2 KC and >= 4 max(M, N)) is summed in two halves of K
+ * whatever the thread count (tensor/gemm.c, split_k_at): the same bits on 1, 2 and 4
+ * threads (4: each half split again by rows or columns), ragged halves (2100 = 1024 +
+ * 1076), beta and alpha applied once, and the naive sum's value. */
+Test(gemm, split_k_same_bits_on_1_2_4_threads)
+{
+    int saved = pg_num_threads();
+    const int64_t shapes[][3] = {{70, 40, 2100}, {128, 128, 2048}, {9, 300, 4096}};
+    for (int s = 0; s < 3; s++) {
+        int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        double *A = rand_buf(M * K, 900 + s), *B = rand_buf(K * N, 910 + s), *C0 = rand_buf(M * N, 920 + s);
+        float *A32 = to_f32(A, M * K), *B32 = to_f32(B, K * N);
+        bool ta = s != 1, tb = s == 2;
+        double *c1 = gemm_on_threads(1, ta, tb, M, N, K, A, B, C0);
+        float *f1 = gemm_on_threads_f32(1, ta, tb, M, N, K, A32, B32);
+        for (int threads = 2; threads <= 4; threads += 2) {
+            double *c = gemm_on_threads(threads, ta, tb, M, N, K, A, B, C0);
+            float *f = gemm_on_threads_f32(threads, ta, tb, M, N, K, A32, B32);
+            cr_assert(!memcmp(c1, c, (size_t)(M * N) * sizeof *c), "f64 %lldx%lldx%lld differs on %d threads",
+                      (long long)M, (long long)N, (long long)K, threads);
+            cr_assert(!memcmp(f1, f, (size_t)(M * N) * sizeof *f), "f32 %lldx%lldx%lld differs on %d threads",
+                      (long long)M, (long long)N, (long long)K, threads);
+            free(c), free(f);
+        }
+        for (int64_t i = 0; i < M; i += M / 3 + 1)
+            for (int64_t j = 0; j < N; j += N / 3 + 1) {
+                double ref = 0;
+                for (int64_t p = 0; p < K; p++)
+                    ref += (ta ? A[p * M + i] : A[i * K + p]) * (tb ? B[j * K + p] : B[p * N + j]);
+                cr_assert(fabs(c1[i * N + j] - (0.5 * ref - C0[i * N + j])) <= 1e-12 * (double)K,
+                          "f64 C[%lld,%lld] = %.17g, expected %.17g", (long long)i, (long long)j, c1[i * N + j],
+                          0.5 * ref - C0[i * N + j]);
+                cr_assert(fabs(f1[i * N + j] - ref) <= 1e-5 * (double)K, "f32 C[%lld,%lld] = %.9g, expected %.17g",
+                          (long long)i, (long long)j, (double)f1[i * N + j], ref);
+            }
+        free(A), free(B), free(C0), free(A32), free(B32), free(c1), free(f1);
+    }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
 Test(gemm, degenerate_sizes)
 {
     /* K = 0: C = beta C, and beta 0 writes zeros over NaN; M or N = 0: nothing */
@@ -256,8 +296,8 @@ static void check_gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, i
 Test(gemm, bias_rows_same_bits_as_prefilled_c)
 {
     int saved = pg_num_threads();
-    const int64_t shapes[][3] = {{7, 5, 3}, {30, 64, 9}, {17, 1040, 3}, {20, 32, 1100}, {200, 96, 900},
-                                 {2048, 40, 128}, {13, 1, 600}, {5, 9, 0}};
+    const int64_t shapes[][3] = {{7, 5, 3},      {30, 64, 9},  {17, 1040, 3}, {20, 32, 1100}, {200, 96, 900},
+                                 {2048, 40, 128}, {13, 1, 600}, {5, 9, 0},     {70, 40, 2100}}; /* last: split K */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int t = 0; t < 4; t++)
             check_gemm_bias(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1 + (int)((s + t) % 2),
