@@ -513,44 +513,44 @@ typedef struct operand {
         else                                                                                                           \
             gemm_range_##sfx(g, 0, g->M, lo, hi);                                                                      \
     }                                                                                                                  \
-    /* split-K: task t sums half t / sub of K into block t % sub of its C (sub: a half's tasks, or 1) */       \
-    static void gemm_half_task_##sfx(void *ctx, int64_t t, int thread)                                         \
-    {                                                                                                          \
-        const gemm_plan *halves = ctx;                                                                         \
-        const int64_t sub = halves[0].tasks > 0 ? halves[0].tasks : 1;                                         \
-        const gemm_plan *h = &halves[t / sub];                                                                 \
-        if (h->tasks == 0)                                                                                     \
-            gemm_range_##sfx(h, 0, h->M, 0, h->N);                                                             \
-        else                                                                                                   \
-            gemm_task_##sfx((void *)h, t % sub, thread);                                                       \
-    }                                                                                                          \
-    /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                    \
-     * the calling thread's partial sums, each half on its share of the threads, then one                      \
-     * addition per element. false: no memory for the partial sums (nothing done) */                           \
-    static bool gemm_split_k_##sfx(const gemm_plan *g, int64_t at, int threads)                                \
-    {                                                                                                          \
-        T *part = scratch(2, (size_t)(g->M * g->N) * sizeof(T));                                               \
-        if (!part)                                                                                             \
-            return false;                                                                                      \
-        gemm_plan h[2] = {half_of(g, 0, at, g->C, g->ldc, g->beta, g->bias, sizeof(T)),                        \
-                          half_of(g, at, g->K, part, g->N, 0, NULL, sizeof(T))};                               \
-        for (int i = 0; i < 2; i++) {                                                                          \
-            plan_split(&h[i], MR, NR, threads / 2);                                                            \
-            plan_packing(&h[i], NR, sizeof(T));                                                                \
-        }                                                                                                      \
-        const int64_t sub = h[0].tasks > 0 ? h[0].tasks : 1;                                                   \
-        if (threads >= 2) {                                                                                    \
-            pg_parallel_for(2 * sub, gemm_half_task_##sfx, h);                                                 \
-        } else {                                                                                               \
-            gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                         \
-            gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                         \
-        }                                                                                                      \
-        T *C = g->C;                                                                                           \
-        for (int64_t i = 0; i < g->M; i++)                                                                     \
-            for (int64_t j = 0; j < g->N; j++)                                                                 \
-                C[i * g->ldc + j] += part[i * g->N + j];                                                       \
-        return true;                                                                                           \
-    }                                                                                                          \
+    /* split-K: task t sums half t / sub of K into block t % sub of its C (sub: a half's tasks, or 1) */               \
+    static void gemm_half_task_##sfx(void *ctx, int64_t t, int thread)                                                 \
+    {                                                                                                                  \
+        const gemm_plan *halves = ctx;                                                                                 \
+        const int64_t sub = halves[0].tasks > 0 ? halves[0].tasks : 1;                                                 \
+        const gemm_plan *h = &halves[t / sub];                                                                         \
+        if (h->tasks == 0)                                                                                             \
+            gemm_range_##sfx(h, 0, h->M, 0, h->N);                                                                     \
+        else                                                                                                           \
+            gemm_task_##sfx((void *)h, t % sub, thread);                                                               \
+    }                                                                                                                  \
+    /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                            \
+     * the calling thread's partial sums, each half on its share of the threads, then one                              \
+     * addition per element. false: no memory for the partial sums (nothing done) */                                   \
+    static bool gemm_split_k_##sfx(const gemm_plan *g, int64_t at, int threads)                                        \
+    {                                                                                                                  \
+        T *part = scratch(2, (size_t)(g->M * g->N) * sizeof(T));                                                       \
+        if (!part)                                                                                                     \
+            return false;                                                                                              \
+        gemm_plan h[2] = {half_of(g, 0, at, g->C, g->ldc, g->beta, g->bias, sizeof(T)),                                \
+                          half_of(g, at, g->K, part, g->N, 0, NULL, sizeof(T))};                                       \
+        for (int i = 0; i < 2; i++) {                                                                                  \
+            plan_split(&h[i], MR, NR, threads / 2);                                                                    \
+            plan_packing(&h[i], NR, sizeof(T));                                                                        \
+        }                                                                                                              \
+        const int64_t sub = h[0].tasks > 0 ? h[0].tasks : 1;                                                           \
+        if (threads >= 2) {                                                                                            \
+            pg_parallel_for(2 * sub, gemm_half_task_##sfx, h);                                                         \
+        } else {                                                                                                       \
+            gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
+            gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
+        }                                                                                                              \
+        T *C = g->C;                                                                                                   \
+        for (int64_t i = 0; i < g->M; i++)                                                                             \
+            for (int64_t j = 0; j < g->N; j++)                                                                         \
+                C[i * g->ldc + j] += part[i * g->N + j];                                                               \
+        return true;                                                                                                   \
+    }                                                                                                                  \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
     static void gemm_run_##sfx(const char *fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,   \
                                const T *A, int64_t lda, const T *B, int64_t ldb, T beta, const T *bias, T *C,          \
@@ -566,11 +566,11 @@ typedef struct operand {
         }                                                                                                              \
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
-        const int threads = pg_num_threads();                                                                  \
-        const int64_t at = split_k_at(&g);                                                                     \
-        if (at > 0 && gemm_split_k_##sfx(&g, at, threads))                                                     \
-            return;                                                                                            \
-        plan_split(&g, MR, NR, threads);                                                                       \
+        const int threads = pg_num_threads();                                                                          \
+        const int64_t at = split_k_at(&g);                                                                             \
+        if (at > 0 && gemm_split_k_##sfx(&g, at, threads))                                                             \
+            return;                                                                                                    \
+        plan_split(&g, MR, NR, threads);                                                                               \
         plan_packing(&g, NR, sizeof(T));                                                                               \
         if (g.tasks == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
