@@ -551,10 +551,13 @@ static int flash_backward(pg_graph *g, pg_node *node)
      * pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, thread t takes the
      * rows with (bh mod g) mod T = t: each region's rows fall to one thread, in increasing bh as
      * on one thread, and go straight into the gradients: the same bits for any thread count.
-     * Fewer regions than threads (a window bias shared by every head, say): one buffer per
-     * thread (zeroed by it), added up in thread order after the join (bits that depend on T). */
+     * Fewer regions than threads (a window bias shared by every head, or one head): one buffer
+     * per thread (zeroed by it), the rows dealt bh mod T (group 0), added up in thread order
+     * after the join (bits that depend on T). */
     d.group = shared_group(&s->d, shared);
     j.sliced = j.T > 1 && d.group < j.T;
+    if (j.sliced) /* (bh mod group) mod T would give every row to thread 0 */
+        d.group = 0;
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
             continue;

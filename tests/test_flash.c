@@ -364,6 +364,51 @@ static void dist_bias_grad(void *ctx, pg_tensor **res)
     free_all(4, (pg_tensor *[]){q, k, v, db});
 }
 
+/* ctx: {B}; res: q's and the distance bias's gradients of a one-head causal (B, 1, 128, 16)
+ * float64 attention (enough work for the kernel to take 2 threads from B = 2) */
+static void one_head_grads(void *ctx, pg_tensor **res)
+{
+    const int64_t B = *(const int64_t *)ctx, L = 128, D = 16;
+    pg_rng r = pg_rng_init(5);
+    pg_tensor *q = pg_randn(NULL, PG_F64, PG_SHAPE(B, 1, L, D), &r);
+    pg_tensor *k = pg_randn(NULL, PG_F64, PG_SHAPE(B, 1, L, D), &r);
+    pg_tensor *v = pg_randn(NULL, PG_F64, PG_SHAPE(B, 1, L, D), &r);
+    pg_tensor *db = pg_randn(NULL, PG_F64, PG_SHAPE(1, 2 * L - 1), &r);
+    q->requires_grad = db->requires_grad = true;
+    pg_graph *g = pg_graph_new();
+    const pg_flash_opts o = {.dist_bias = db, .causal = true};
+    pg_tensor *y = pg_flash_attention(g, q, k, v, &o);
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y, y), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+    res[0] = take_grad(q);
+    res[1] = take_grad(db);
+    pg_graph_free(g);
+    free_all(4, (pg_tensor *[]){q, k, v, db});
+}
+
+/* One head shares the distance bias's gradient among all rows, fewer regions than threads:
+ * the rows are dealt to the threads (each into its own buffer, added after the join; they
+ * all went to the first thread before). q's gradient, a row's own, keeps its bits; the
+ * bias's agrees with one thread's to rounding. */
+Test(flash, one_head_shared_gradient_on_2_threads)
+{
+    int saved = pg_num_threads();
+    for (int64_t B = 2; B <= 5; B += 3) {
+        pg_tensor *a[2], *b[2];
+        cr_assert_eq(pg_set_num_threads(1), 0);
+        one_head_grads(&B, a);
+        cr_assert_eq(pg_set_num_threads(2), 0);
+        one_head_grads(&B, b);
+        cr_assert(!memcmp(a[0]->data, b[0]->data, (size_t)a[0]->numel * sizeof(double)), "dq differs, B %lld",
+                  (long long)B);
+        const double *x = a[1]->data, *y = b[1]->data;
+        for (int64_t i = 0; i < a[1]->numel; i++)
+            cr_assert(fabs(x[i] - y[i]) <= 1e-12 * (fabs(x[i]) + 1), "dbias[%lld] %.17g on 1 thread, %.17g on 2",
+                      (long long)i, x[i], y[i]);
+        free_all(4, (pg_tensor *[]){a[0], a[1], b[0], b[1]});
+    }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
 /* The distance bias's gradient sums over batches: each head's rows go to one thread in
  * batch order, straight into the gradient, so 1 and 2 threads give the same bits with an
  * odd head count (3 heads of 3 batches) and onto a gradient that already has a value. */

@@ -173,6 +173,49 @@ static void bench_cope_bias(void)
     pg_tensor_free(c.up);
 }
 
+/* ---- one head with a distance bias: the bias's gradient is shared by every row, fewer
+ * regions than threads, so the backward's rows are dealt to per-thread buffers (before
+ * 2026-12-05 they all fell to the first thread): forward + backward, (16, 1, 512, 32) f32,
+ * causal, 1 and 2 threads ------------------------------------------------------------ */
+
+typedef struct one_head_ctx {
+    pg_graph *g;
+    pg_tensor *q, *k, *v, *bias;
+} one_head_ctx;
+
+static void one_head_run(void *p, int reps)
+{
+    one_head_ctx *c = p;
+    const pg_flash_opts o = {.causal = true, .dist_bias = c->bias};
+    for (int i = 0; i < reps; i++) {
+        pg_graph_reset(c->g);
+        pg_tensor *loss = pg_sum(c->g, pg_flash_attention(c->g, c->q, c->k, c->v, &o), 0, NULL, false);
+        if (!loss || pg_backward(c->g, loss) != 0)
+            fprintf(stderr, "attn_one_head: %s\n", pg_graph_error(c->g));
+    }
+}
+
+static void bench_one_head(void)
+{
+    pg_rng r = pg_rng_init(9);
+    one_head_ctx c = {pg_graph_new(), pg_randn(NULL, PG_F32, PG_SHAPE(16, 1, 512, 32), &r),
+                      pg_randn(NULL, PG_F32, PG_SHAPE(16, 1, 512, 32), &r),
+                      pg_randn(NULL, PG_F32, PG_SHAPE(16, 1, 512, 32), &r),
+                      pg_randn(NULL, PG_F32, PG_SHAPE(1, 1023), &r)};
+    pg_tensor *all[4] = {c.q, c.k, c.v, c.bias};
+    for (int i = 0; i < 4; i++)
+        pg_set_requires_grad(all[i], true);
+    int saved = pg_num_threads();
+    for (int t = 1; t <= 2; t++) {
+        pg_set_num_threads(t);
+        printf("attn_one_head_dist_bias_t%d %.2f ms\n", t, median_time(one_head_run, &c, 5) * 1e3);
+    }
+    pg_set_num_threads(saved);
+    pg_graph_free(c.g);
+    for (int i = 0; i < 4; i++)
+        pg_tensor_free(all[i]);
+}
+
 /* ---- attention scaling: forward + backward at length L (batch 1, 4 heads, head dim 32,
  * f32, causal), each case in its own process for its peak memory ---------------------- */
 
@@ -305,6 +348,8 @@ int main(int argc, char **argv)
     bench_gemm_all(only);
     if (bench_selected(only, "cope_bias"))
         bench_cope_bias();
+    if (bench_selected(only, "attn_one_head"))
+        bench_one_head();
     bench_train_all(only);
     bench_png_all(only);
     bench_generate_all(only);
