@@ -382,7 +382,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                         memset(s, 0, (size_t)bk * sizeof(T));
                         continue;
                     }
-                    T alpha = (T)exp((double)(m[r] - mn));
+                    /* exp(0) = 1 and exp(-inf) = 0 exactly: libm only where the max moved */
+                    T alpha = m[r] == mn ? (T)1 : m[r] == -INFINITY ? (T)0 : (T)exp((double)(m[r] - mn));
                     l[r] = l[r] * alpha + F(exp_row)(s, mn, bk);
                     m[r] = mn;
                     if (alpha != 1) {
