@@ -293,12 +293,16 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
     }
 }
 
-/* rh for head bh_i: its queries of the term and keys, the keys transposed into Rt */
+/* rh for head bh_i: its queries of the term and keys, the keys transposed into Rt (kept
+ * when the previous row was of the same head h: the keys are the head's, not the row's) */
 static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_t bh_i)
 {
     const int64_t NB = d->Lq + d->Lk - 1;
+    const T *rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
     rh->q = (const T *)d->rq + bh_i * d->Lq * d->D;
-    rh->rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
+    if (rh->Rt == Rt && rh->rk == rk)
+        return;
+    rh->rk = rk;
     const int64_t ldr = r_stride(d);
     F(transpose)(Rt, ldr, rh->rk, NB, d->D);
     for (int64_t e = 0; e < d->D; e++) /* the padding columns a tile's product may read */
@@ -344,7 +348,15 @@ static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh,
         F(rel_head_load)(d, rh, Rt, bh_i);
 }
 
-/* Heads bh_i = first, first + step, ... of the B x H of them. */
+/* The u-th row of a thread's walk over the B x H rows bh = b H + h: with relative keys
+ * (shared by the batches of a head) head-major, h = u / B, so that a thread's consecutive
+ * rows share their keys' transpose; else u itself. */
+static inline int64_t F(row_at)(const flash_dims *d, int64_t u)
+{
+    return d->rq ? (u % d->B) * d->H + u / d->B : u;
+}
+
+/* Rows bh_i = row_at(u), u = first, first + step, ... of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
                          void *scratch, int64_t first, int64_t step)
 {
@@ -357,7 +369,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    for (int64_t bh_i = first; bh_i < d->B * H; bh_i += step) {
+    for (int64_t u = first; u < d->B * H; u += step) {
+        const int64_t bh_i = F(row_at)(d, u);
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
@@ -495,8 +508,9 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
  * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
- * Heads bh_i with (d->group ? bh_i mod group : bh_i) mod step = first, in increasing order (the
- * w slices are theirs alone; sh is shared by the batches of a head). */
+ * Heads bh_i with (d->group ? bh_i mod group : bh_i) mod step = first, in row_at's order: a
+ * head's rows in increasing bh either way (the w slices are theirs alone; sh is shared by the
+ * batches of a head). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
                          const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
                          int64_t step)
@@ -512,7 +526,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    for (int64_t bh_i = 0; bh_i < d->B * H; bh_i++) {
+    for (int64_t u = 0; u < d->B * H; u++) {
+        const int64_t bh_i = F(row_at)(d, u);
         if ((d->group ? bh_i % d->group : bh_i) % step != first)
             continue;
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
