@@ -294,13 +294,14 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
 }
 
 /* rh for head bh_i: its queries of the term and keys, the keys transposed into Rt (kept
- * when the previous row was of the same head h: the keys are the head's, not the row's) */
+ * when the previous row was of the same head h: the keys are the head's, not the row's;
+ * rh starts zeroed, so the first row always transposes) */
 static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_t bh_i)
 {
     const int64_t NB = d->Lq + d->Lk - 1;
     const T *rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
     rh->q = (const T *)d->rq + bh_i * d->Lq * d->D;
-    if (rh->Rt == Rt && rh->rk == rk)
+    if (rh->rk == rk)
         return;
     rh->rk = rk;
     const int64_t ldr = r_stride(d);
