@@ -59,7 +59,7 @@ typedef struct flash_dims {
     const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
     int64_t pb_H;
     int64_t group; /* backward: row bh goes to thread (bh mod group) mod T when group > 0 (see
-                    * flash_backward), else bh mod T */
+                    * flash_backward), else a thread takes consecutive rows (rows_from) */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -552,8 +552,8 @@ static int flash_backward(pg_graph *g, pg_node *node)
      * rows with (bh mod g) mod T = t: each region's rows fall to one thread, in increasing bh as
      * on one thread, and go straight into the gradients: the same bits for any thread count.
      * Fewer regions than threads (a window bias shared by every head, or one head): one buffer
-     * per thread (zeroed by it), the rows dealt bh mod T (group 0), added up in thread order
-     * after the join (bits that depend on T). */
+     * per thread (zeroed by it), each thread taking consecutive rows (group 0), added up in
+     * thread order after the join (bits that depend on T). */
     d.group = shared_group(&s->d, shared);
     j.sliced = j.T > 1 && d.group < j.T;
     if (j.sliced) /* (bh mod group) mod T would give every row to thread 0 */

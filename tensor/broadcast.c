@@ -130,11 +130,10 @@ void pg_bcast_seek(const pg_bcast *p, int64_t r, int64_t *idx, int64_t *off)
 
 /* dst += src summed over dst's broadcast dims. The plan's loops run outer index r, then
  * the inner dim, so each dst element gets its terms in r order. Two common shapes run on
- * the thread pool without changing that order (so the bits are those of the serial loop
- * for any thread count): one outer dim that dst broadcasts along and an inner dim of its
- * own (a bias's gradient, (rows, n) -> (n): slices of the columns), and an inner dim that
- * dst broadcasts along (row sums, (rows, n) -> (rows, 1): slices of the rows). A bias's
- * gradient with few columns over many rows goes in blocks of rows (sum_column_blocks). */
+ * the thread pool: a bias's gradient, (rows, n) -> (n), in blocks of rows when there are
+ * enough of them (sum_column_blocks), else in slices of the columns, and row sums, (rows,
+ * n) -> (rows, 1), in slices of the rows. Both give the same bits for any thread count;
+ * slices keep those of the serial loop. */
 #define SUM_GRAIN 32768 /* src elements per slice, about */
 
 typedef struct sum_job {
@@ -200,21 +199,32 @@ static void sum_columns(void *ctx, int64_t c0, int64_t c1)
 }
 
 
-/* Few columns over many rows ((65536, 4) -> (4): FIRE's MLP biases) cannot be shared out
- * by columns: the rows go in blocks whose count and size follow from the shape alone
- * (SUM_BLOCK_ROWS or more rows each, at most SUM_MAX_BLOCKS), each block's column sums
- * into a slot of its own, and the slots are added in block order: the same bits for any
- * thread count (though not those of one pass over the rows). */
-enum { SUM_FEW_COLUMNS = 64, SUM_BLOCK_ROWS = 4096, SUM_MAX_BLOCKS = 64 };
+/* A bias's gradient over enough rows ((2048, 128) -> (128), FIRE's (65536, 4) -> (4)) goes
+ * in blocks of consecutive rows whose count and size follow from the shape alone (at least
+ * SUM_BLOCK_ELEMS elements each, at most SUM_SLOTS / n of them): each block's column sums
+ * into a slot of its own, and the slots are added in block order, the same bits for any
+ * thread count (though not those of one pass over the rows). A thread takes a run of
+ * consecutive blocks, so it reads the rows that the op before, shared out by rows, left in
+ * its own core's cache (slices of columns read half of every row from the other core:
+ * 2.6x the time of one thread in a 2-thread step). */
+enum { SUM_BLOCK_ELEMS = 8192, SUM_SLOTS = 4096 };
 
 typedef struct block_job {
     const sum_job *j;
     int64_t blocks, rows_per_block, tasks;
     union { /* block b's sums at b * n */
-        float f32[SUM_MAX_BLOCKS * SUM_FEW_COLUMNS];
-        double f64[SUM_MAX_BLOCKS * SUM_FEW_COLUMNS];
+        float f32[SUM_SLOTS];
+        double f64[SUM_SLOTS];
     } slots;
 } block_job;
+
+/* how many blocks sum_column_blocks would cut (rows, n) into: 1 when not worth it */
+static int64_t sum_blocks_of(int64_t rows, int64_t n)
+{
+    int64_t by_work = rows * n / SUM_BLOCK_ELEMS, by_slots = SUM_SLOTS / n;
+    int64_t b = by_work < by_slots ? by_work : by_slots;
+    return b < rows ? b : rows;
+}
 
 #define SUM_BLOCK(T, sfx)                                                                          \
     do {                                                                                           \
@@ -223,8 +233,12 @@ typedef struct block_job {
         for (int64_t c = 0; c < n; c++)                                                            \
             slot[c] = 0;                                                                           \
         for (int64_t r = r0; r < r1; r++, s += rs)                                                 \
-            for (int64_t c = 0; c < n; c++)                                                        \
-                slot[c] += s[c * cs];                                                              \
+            if (cs == 1)                                                                           \
+                for (int64_t c = 0; c < n; c++)                                                    \
+                    slot[c] += s[c];                                                               \
+            else                                                                                   \
+                for (int64_t c = 0; c < n; c++)                                                    \
+                    slot[c] += s[c * cs];                                                          \
     } while (0)
 
 static void sum_blocks_task(void *ctx, int64_t t, int thread)
@@ -250,12 +264,11 @@ static void sum_blocks_task(void *ctx, int64_t t, int thread)
         ((T *)j->d)[c] += acc;                                                                     \
     }
 
-static void sum_column_blocks(const sum_job *j)
+static void sum_column_blocks(const sum_job *j, int64_t blocks)
 {
     const int64_t rows = j->p->shape[0], n = j->p->inner;
-    block_job bj = {.j = j, .blocks = rows / SUM_BLOCK_ROWS};
-    bj.blocks = bj.blocks < SUM_MAX_BLOCKS ? bj.blocks : SUM_MAX_BLOCKS;
-    bj.rows_per_block = (rows + bj.blocks - 1) / bj.blocks;
+    block_job bj = {.j = j};
+    bj.rows_per_block = (rows + blocks - 1) / blocks;
     bj.blocks = (rows + bj.rows_per_block - 1) / bj.rows_per_block;
     bj.tasks = pg_parallel_tasks(rows * n, SUM_GRAIN);
     bj.tasks = bj.tasks < bj.blocks ? bj.tasks : bj.blocks;
@@ -274,8 +287,9 @@ void pg_sum_to_accumulate(pg_tensor *dst, const pg_tensor *src)
     if (p.outer == 0 || p.inner == 0)
         return;
     bool columns = p.ndim == 2 && p.stride[1][0] == 0 && p.istride[1] == 1; /* (rows, n) -> (n) */
-    if (columns && p.inner < SUM_FEW_COLUMNS && p.shape[0] >= 2 * SUM_BLOCK_ROWS)
-        sum_column_blocks(&j);
+    int64_t blocks = columns ? sum_blocks_of(p.shape[0], p.inner) : 1;
+    if (blocks >= 2)
+        sum_column_blocks(&j, blocks);
     else if (columns)
         pg_parallel_range(p.inner, SUM_GRAIN / p.shape[0] + 1, sum_columns, &j);
     else if (p.istride[1] == 0 && pg_bcast_rows_own(&p, 1)) /* row sums */

@@ -50,9 +50,10 @@ static void cpu_relax(void)
 #endif
 }
 
+/* thread t of T: tasks [t n / T, (t + 1) n / T) (threadpool.h) */
 static void run_share(void (*fn)(void *, int64_t, int), void *ctx, int64_t n, int t, int T)
 {
-    for (int64_t i = t; i < n; i += T)
+    for (int64_t i = n * t / T; i < n * (t + 1) / T; i++)
         fn(ctx, i, t);
 }
 
