@@ -108,10 +108,15 @@
  * MC x KC block of op(A) (168 KiB f32) and the KC x NR sliver of op(B) (64
  * KiB) stream from L2 into the kernel, the KC x NC panel of op(B) from L3. A
  * long KC halves the passes over C against KC 256 (1024^3: 101 vs 95
- * GFLOP/s); MC is a multiple of every MR (14, 6, 4), NC of every NR. */
-#ifndef KC
-#define KC 512
+ * GFLOP/s); MC is a multiple of every MR (14, 6, 4), NC of every NR. KC is
+ * KC_BYTES of a row: 512 floats, 256 doubles (the same bytes of A's slivers:
+ * at 512 doubles the float64 step's products were 7-17% slower, full-width
+ * AVX-512 EPYC, 1 thread: 384x2048x128 tn 85 vs 100 GFLOP/s, 128x2048x128 tn
+ * 87 vs 99, 2048x512x128 79 vs 84; 1024^3 the same). */
+#ifndef KC_BYTES
+#define KC_BYTES 2048
 #endif
+#define KC_OF(elem) ((int64_t)(KC_BYTES / (elem)))
 #ifndef MC
 #define MC 84
 #endif
@@ -466,7 +471,7 @@ typedef struct operand {
         T *C = (T *)g->C + m0 * g->ldc + n0, alpha = (T)g->alpha, beta = (T)g->beta;                                   \
         int64_t M = m1 - m0, N = n1 - n0, K = g->K, lda = g->lda, ldb = g->ldb, ldc = g->ldc;                         \
         bool ta = g->ta, tb = g->tb;                                                                                   \
-        int64_t kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR), nc_max = round_up(min64(N, NC), NR);       \
+        int64_t KC = KC_OF(sizeof(T)), kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR), nc_max = round_up(min64(N, NC), NR);       \
         T *ap = g->pack_a ? scratch(0, (size_t)(a_row_step(kc_max) * mc_max) * sizeof(T)) : NULL;                      \
         T *bp = g->pack_b ? scratch(1, (size_t)(b_sliver_step(kc_max, NR, sizeof(T)) * nc_max / NR) * sizeof(T)) : NULL; \
         if ((g->pack_a && !ap) || (g->pack_b && !bp)) {                                                                \
@@ -567,7 +572,7 @@ typedef struct operand {
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
         const int threads = pg_num_threads();                                                                          \
-        const int64_t at = split_k_at(&g);                                                                             \
+        const int64_t at = split_k_at(&g, sizeof(T));                                                                             \
         if (at > 0 && gemm_split_k_##sfx(&g, at, threads))                                                             \
             return;                                                                                                    \
         plan_split(&g, MR, NR, threads);                                                                               \
@@ -635,6 +640,7 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 #if VEC_KERNELS
     /* (lda mod WIDE_BYTES) * elem: lda * elem may not be representable (one row, a huge stride) */
     bool wide = g->N >= WIDE_BYTES / (int64_t)elem;
+    const int64_t KC = KC_OF(elem);
     bool b_sets = g->K >= KC && g->ldb % B_ROWS_BYTES * (int64_t)elem % B_ROWS_BYTES == 0;
     bool line_rows = NR * (int64_t)elem <= 64; /* AVX2: a row of an op(B) sliver is one cache line */
     bool b_line_rows = line_rows && g->K > 64;
@@ -655,8 +661,9 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
  * (and pack) half of both operands, where a split of C's rows had both read all of
  * op(B); the halves' sums are added once per element, in one order for every thread
  * count: identical results. */
-static int64_t split_k_at(const gemm_plan *g)
+static int64_t split_k_at(const gemm_plan *g, size_t elem)
 {
+    const int64_t KC = KC_OF(elem);
     double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
     int64_t side = g->M > g->N ? g->M : g->N;
     if (flops < PARALLEL_MIN_FLOPS || g->K < 2 * KC || g->K / 4 < side)

@@ -102,7 +102,7 @@ Test(gemm, alpha_beta_and_nan_in_c)
 
 Test(gemm, blocking_boundaries)
 {
-    /* K beyond one KC block (512), M beyond MC (84), N beyond NC (1024) */
+    /* K beyond one KC block (512 floats, 256 doubles), M beyond MC (84), N beyond NC (1024) */
     for (int t = 0; t < 4; t++) {
         check_gemm(t & 1, t & 2, 5, 9, 600, 1.0, 0.0, 40 + t);
         check_gemm(t & 1, t & 2, 150, 20, 300, 1.0, 0.5, 50 + t);
