@@ -349,7 +349,8 @@ Test(binary, same_shape_slices_on_the_pool)
 /* Broadcast gradients (dst += src summed over the dims where dst broadcasts, the
  * backward of every broadcasting op, tensor/broadcast.c): for reductions over leading,
  * middle, inner, non-adjacent and all dims, over a long inner dim of dst's own (slices of
- * columns), row sums (slices of rows) and few columns over many rows (blocks of rows), the
+ * columns), row sums (slices of rows) and a bias's gradient over enough rows (blocks of
+ * rows: few columns, a linear layer's 128 over 2048 rows, 384 over 1000 in 10 blocks), the
  * sums equal a plain loop over src within rounding and are the same bits on 1 and 2
  * threads. */
 typedef struct sum_case {
@@ -401,7 +402,8 @@ Test(binary, broadcast_gradient_sums)
         {4, {5, 60, 7, 80}, {5, 1, 7, 1}, PG_F32},   {3, {64, 300, 40}, {1, 300, 40}, PG_F32},
         {2, {3, 70001}, {1, 70001}, PG_F32},         {4, {2, 30, 4, 5000}, {1, 30, 1, 1}, PG_F64},
         {3, {40, 3000, 7}, {40, 3000, 1}, PG_F32},   {2, {70000, 4}, {1, 4}, PG_F32},
-        {3, {3, 9000, 7}, {1, 1, 7}, PG_F64},
+        {3, {3, 9000, 7}, {1, 1, 7}, PG_F64},        {2, {2048, 128}, {1, 128}, PG_F32},
+        {2, {1000, 384}, {1, 384}, PG_F64},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         pg_tensor *res[1];
