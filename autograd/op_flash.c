@@ -34,6 +34,7 @@
 
 #include "op_util.h"
 
+#include "../tensor/simd_transpose.h"
 #include "../tensor/threadpool.h"
 #include "../tensor/vmath.h"
 
@@ -316,49 +317,6 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
  * doubles) go a square in registers at a time, the last columns loaded masked; each
  * returns the rows it did, the scalar loop does the rest. Data moved, nothing computed. */
 #if defined(__AVX512F__)
-/* The 4 x 4 grid of 128-bit lanes of a, b, c, d transposed in place (lane r of the k-th
- * output is lane k of the r-th input), SHUF the lane shuffle of floats or doubles */
-#define LANE_GRID4(V, SHUF, a, b, c, d)                                                                        \
-    do {                                                                                                       \
-        const V p_ = SHUF(a, b, 0x44), q_ = SHUF(a, b, 0xEE), r_ = SHUF(c, d, 0x44), s_ = SHUF(c, d, 0xEE);    \
-        a = SHUF(p_, r_, 0x88), b = SHUF(p_, r_, 0xDD), c = SHUF(q_, s_, 0x88), d = SHUF(q_, s_, 0xDD);        \
-    } while (0)
-
-/* r[0..15], 16 rows of 16 floats -> their transpose: pairs of rows interleaved, then
- * 4 x 4 squares inside each lane (r[4 g + c], lane k: column 4 k + c of rows 4 g..4 g + 3),
- * then the grid of lanes of each c */
-static inline void transpose16_f32(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int c = 0; c < 4; c++) /* lane k of r[4 g + c] -> lane g of r[4 k + c]: r[j] is column j */
-        LANE_GRID4(__m512, _mm512_shuffle_f32x4, r[c], r[4 + c], r[8 + c], r[12 + c]);
-}
-
-/* r[0..7], 8 rows of 8 doubles -> their transpose (t[2 g + c], lane k: column 2 k + c of
- * rows 2 g, 2 g + 1; then the grid of lanes) */
-static inline void transpose8_f64(__m512d r[8])
-{
-    __m512d t[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
-    }
-    for (int c = 0; c < 2; c++) /* lane k of t[2 g + c] -> lane g of t[2 k + c]: t[j] is column j */
-        LANE_GRID4(__m512d, _mm512_shuffle_f64x2, t[c], t[2 + c], t[4 + c], t[6 + c]);
-    for (int i = 0; i < 8; i++)
-        r[i] = t[i];
-}
-
 /* transpose_vec_<sfx>: strips of N rows of X, N columns a square (the last masked) */
 #define DEFINE_TRANSPOSE_VEC(sfx, T, V, N, MASK, LOADZ, STORE, SQUARE)                                         \
     static int64_t transpose_vec_##sfx(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w) \
@@ -398,7 +356,7 @@ DEFINE_TRANSPOSE_VEC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _
 #undef FLASH_T
 #undef FLASH_SFX
 
-/* ---- threads: heads spread over the pool, thread t takes rows bh = t, t + T, ... (the backward:
+/* ---- threads: heads spread over the pool, thread t takes consecutive rows bh (the backward:
  * by region of its shared gradients, flash_backward) ---------------------------------------- */
 
 enum { N_SHARED = 4 }; /* gradients summed over rows that different threads handle */

@@ -44,6 +44,7 @@
 #include "gemm.h"
 #include "tensor.h"
 
+#include "simd_transpose.h"
 #include "threadpool.h"
 
 #include <pthread.h>
@@ -289,57 +290,42 @@ static void prefetch_row(const void *row, int64_t bytes)
         __builtin_prefetch((const char *)row + b);
 }
 
-/* pack_cols of doubles with AVX-512: 8 columns of a sliver's rows at a time, each group of
- * 8 rows (the last padded with zeros) one 8 x 8 transpose in registers, stored a row of the
- * sliver (8 lanes, or the group's rows masked) at a time, where the scalar loop stored one
- * element at a time: the float64 step packs op(A) of its 2048 x 512 products (rows 4 KiB
- * apart) and op(B) of every x W^T. Returns the columns done, a multiple of 8; the scalar
+/* pack_cols with AVX-512: G columns of a sliver's rows at a time (G = 16 floats, 8
+ * doubles), each group of G rows (the last padded with zeros) one G x G transpose in
+ * registers (tensor/simd_transpose.h), stored a row of the sliver (G lanes, or the group's
+ * rows masked) at a time, where the scalar loop stored one element at a time: the float64
+ * step packs op(A) of its 2048 x 512 products (rows 4 KiB apart), and both dtypes op(B) of
+ * every x W^T. Returns the columns done, a multiple of G, for w <= 2 G rows; the scalar
  * loop does the rest. Data moved, nothing computed: the same result. */
 #if defined(__AVX512F__)
-/* r[i] = row i in, column i out */
-static inline void transpose8_f64(__m512d r[8])
-{
-    __m512d t[8], u[8];
-    for (int i = 0; i < 8; i += 2) { /* t[i]: (r_i[2k], r_i+1[2k]) pairs, t[i + 1]: the odd k */
-        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+/* the w rows X (w, kc), row stride ldx, into the sliver xp (kc, W) */
+#define DEFINE_PACK_COLS_VEC(T, sfx, V, G, MASK, LOAD, ZERO, STORE_MASKED, SQUARE)                                   \
+    static int64_t pack_cols_vec_##sfx(int64_t kc, int64_t w, const T *X, int64_t ldx, T *restrict xp, int64_t W)   \
+    {                                                                                                                  \
+        int64_t p = 0;                                                                                                 \
+        for (; w <= 2 * G && p + G <= kc; p += G)                                                                      \
+            for (int64_t j0 = 0; j0 < w; j0 += G) {                                                                    \
+                const int64_t rows = w - j0 < G ? w - j0 : G;                                                          \
+                V r[G];                                                                                                \
+                for (int64_t j = 0; j < G; j++)                                                                        \
+                    r[j] = j < rows ? LOAD(X + (j0 + j) * ldx + p) : ZERO();                                           \
+                SQUARE(r);                                                                                             \
+                const MASK lanes = (MASK)((1u << rows) - 1);                                                           \
+                for (int q = 0; q < G; q++)                                                                            \
+                    STORE_MASKED(xp + (p + q) * W + j0, lanes, r[q]);                                                  \
+            }                                                                                                          \
+        return p;                                                                                                      \
     }
-    for (int i = 0; i < 2; i++) { /* 128-bit lanes 0, 2 and 1, 3 of row pairs (0, 1) with (2, 3), (4, 5) with (6, 7) */
-        u[i] = _mm512_shuffle_f64x2(t[i], t[i + 2], 0x88);
-        u[i + 2] = _mm512_shuffle_f64x2(t[i], t[i + 2], 0xDD);
-        u[i + 4] = _mm512_shuffle_f64x2(t[i + 4], t[i + 6], 0x88);
-        u[i + 6] = _mm512_shuffle_f64x2(t[i + 4], t[i + 6], 0xDD);
-    }
-    for (int i = 0; i < 2; i++) { /* column c = 2 (2 m + h) + i: m of lanes 0..3 from u[i + 2 m], h the half */
-        r[i] = _mm512_shuffle_f64x2(u[i], u[i + 4], 0x88);
-        r[i + 4] = _mm512_shuffle_f64x2(u[i], u[i + 4], 0xDD);
-        r[i + 2] = _mm512_shuffle_f64x2(u[i + 2], u[i + 6], 0x88);
-        r[i + 6] = _mm512_shuffle_f64x2(u[i + 2], u[i + 6], 0xDD);
-    }
-}
-
-/* the w <= 16 rows X (w, kc), row stride ldx, into the sliver xp (kc, W) */
-static int64_t pack_cols_vec_f64(int64_t kc, int64_t w, const double *X, int64_t ldx, double *restrict xp, int64_t W)
-{
-    int64_t p = 0;
-    for (; w <= 16 && p + 8 <= kc; p += 8)
-        for (int64_t j0 = 0; j0 < w; j0 += 8) {
-            const int64_t rows = w - j0 < 8 ? w - j0 : 8;
-            __m512d r[8];
-            for (int64_t j = 0; j < 8; j++)
-                r[j] = j < rows ? _mm512_loadu_pd(X + (j0 + j) * ldx + p) : _mm512_setzero_pd();
-            transpose8_f64(r);
-            const __mmask8 lanes = (__mmask8)((1u << rows) - 1);
-            for (int q = 0; q < 8; q++)
-                _mm512_mask_storeu_pd(xp + (p + q) * W + j0, lanes, r[q]);
-        }
-    return p;
-}
+DEFINE_PACK_COLS_VEC(float, f32, __m512, 16, __mmask16, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_mask_storeu_ps,
+                     transpose16_f32)
+DEFINE_PACK_COLS_VEC(double, f64, __m512d, 8, __mmask8, _mm512_loadu_pd, _mm512_setzero_pd, _mm512_mask_storeu_pd,
+                     transpose8_f64)
+#define PACK_COLS_VEC_f32(kc, w, X, ldx, xp, W) pack_cols_vec_f32(kc, w, X, ldx, xp, W)
 #define PACK_COLS_VEC_f64(kc, w, X, ldx, xp, W) pack_cols_vec_f64(kc, w, X, ldx, xp, W)
 #else
+#define PACK_COLS_VEC_f32(kc, w, X, ldx, xp, W) 0
 #define PACK_COLS_VEC_f64(kc, w, X, ldx, xp, W) 0
 #endif
-#define PACK_COLS_VEC_f32(kc, w, X, ldx, xp, W) 0
 
 #define DEFINE_PACK_WIDTH(T, sfx, W, tag)                                                                              \
     static void pack_rows_##sfx##_##tag(int64_t kc, int64_t n, const T *X, int64_t ldx, T *restrict xp, int64_t step) \

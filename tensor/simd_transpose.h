@@ -1,0 +1,54 @@
+/* Square transposes in AVX-512 registers (internal): 16 x 16 floats, 8 x 8 doubles, shared
+ * by the GEMM's column packs (tensor/gemm.c) and the fused attention's transposes of keys
+ * and values (autograd/op_flash.c). Data moved, nothing computed. Only with __AVX512F__. */
+#ifndef PG_SIMD_TRANSPOSE_H
+#define PG_SIMD_TRANSPOSE_H
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* The 4 x 4 grid of 128-bit lanes of a, b, c, d transposed in place (lane r of the k-th
+ * output is lane k of the r-th input), SHUF the lane shuffle of floats or doubles */
+#define LANE_GRID4(V, SHUF, a, b, c, d)                                                                        \
+    do {                                                                                                       \
+        const V p_ = SHUF(a, b, 0x44), q_ = SHUF(a, b, 0xEE), r_ = SHUF(c, d, 0x44), s_ = SHUF(c, d, 0xEE);    \
+        a = SHUF(p_, r_, 0x88), b = SHUF(p_, r_, 0xDD), c = SHUF(q_, s_, 0x88), d = SHUF(q_, s_, 0xDD);        \
+    } while (0)
+
+/* r[0..15], 16 rows of 16 floats -> their transpose: pairs of rows interleaved, then
+ * 4 x 4 squares inside each lane (r[4 g + c], lane k: column 4 k + c of rows 4 g..4 g + 3),
+ * then the grid of lanes of each c */
+static inline void transpose16_f32(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) /* lane k of r[4 g + c] -> lane g of r[4 k + c]: r[j] is column j */
+        LANE_GRID4(__m512, _mm512_shuffle_f32x4, r[c], r[4 + c], r[8 + c], r[12 + c]);
+}
+
+/* r[0..7], 8 rows of 8 doubles -> their transpose (t[2 g + c], lane k: column 2 k + c of
+ * rows 2 g, 2 g + 1; then the grid of lanes) */
+static inline void transpose8_f64(__m512d r[8])
+{
+    __m512d t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (int c = 0; c < 2; c++) /* lane k of t[2 g + c] -> lane g of t[2 k + c]: t[j] is column j */
+        LANE_GRID4(__m512d, _mm512_shuffle_f64x2, t[c], t[2 + c], t[4 + c], t[6 + c]);
+    for (int i = 0; i < 8; i++)
+        r[i] = t[i];
+}
+
+#endif
+#endif
