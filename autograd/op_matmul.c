@@ -10,6 +10,7 @@
 #include "op_util.h"
 
 #include "../tensor/gemm.h"
+#include "../tensor/threadpool.h"
 
 #include <string.h>
 
@@ -128,6 +129,91 @@ static void gemm(pg_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                     (double *)C + ic, ldc);
 }
 
+/* One output batch z's products (a, b at matrix indices za, zb). Forward: out[z] = op(a)
+ * op(b). Backward (G = d out): the gradients into ga, gb (either may be NULL). */
+typedef struct mm_job {
+    const mm_plan *p;
+    pg_dtype dt;
+    bool ta, tb;
+    const void *a, *b, *G; /* G NULL: the forward */
+    void *out, *ga, *gb;
+    double beta_a, beta_b;
+} mm_job;
+
+static void mm_batch(const mm_job *j, int64_t z, int64_t za, int64_t zb)
+{
+    const mm_plan *p = j->p;
+    const int64_t M = p->M, N = p->N, K = p->K, oa = za * M * K, ob = zb * K * N, oc = z * M * N;
+    if (!j->G) {
+        gemm(j->dt, j->ta, j->tb, M, N, K, j->a, oa, p->lda, j->b, ob, p->ldb, 0.0, j->out, oc, N);
+        return;
+    }
+    if (j->ga) {
+        if (!j->ta) /* dA (M x K) = G op(B)^T */
+            gemm(j->dt, false, !j->tb, M, K, N, j->G, oc, N, j->b, ob, p->ldb, j->beta_a, j->ga, oa, K);
+        else /* dA stored (K x M) = op(B) G^T */
+            gemm(j->dt, j->tb, true, K, M, N, j->b, ob, p->ldb, j->G, oc, N, j->beta_a, j->ga, oa, M);
+    }
+    if (j->gb) {
+        if (!j->tb) /* dB (K x N) = op(A)^T G */
+            gemm(j->dt, !j->ta, false, K, N, M, j->a, oa, p->lda, j->G, oc, N, j->beta_b, j->gb, ob, N);
+        else /* dB stored (N x K) = G^T op(A) */
+            gemm(j->dt, true, j->ta, N, K, M, j->G, oc, N, j->a, oa, p->lda, j->beta_b, j->gb, ob, K);
+    }
+}
+
+/* za, zb of output batch z, as batch_next reaches them */
+static void batch_at(const mm_plan *p, int64_t z, int64_t *za, int64_t *zb)
+{
+    *za = *zb = 0;
+    for (int d = p->nb - 1; d >= 0; d--) {
+        const int64_t i = z % p->bshape[d];
+        z /= p->bshape[d];
+        *za += i * p->astr[d];
+        *zb += i * p->bstr[d];
+    }
+}
+
+typedef struct mm_share {
+    const mm_job *j;
+    int64_t tasks;
+} mm_share;
+
+/* task t: the consecutive batches [t n / T, (t + 1) n / T) */
+static void mm_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const mm_share *s = ctx;
+    const int64_t n = s->j->p->nbatch;
+    for (int64_t z = n * t / s->tasks; z < n * (t + 1) / s->tasks; z++) {
+        int64_t za, zb;
+        batch_at(s->j->p, z, &za, &zb);
+        mm_batch(s->j, z, za, zb);
+    }
+}
+
+/* Every batch's products. Many of them (CoPE's (B, H) logits, 256 x 32 x 256 each) go over
+ * the pool a batch to a thread, each product then on one thread, where each had been cut
+ * across the threads, both packing its op(B) and meeting at a barrier a product (CoPE's
+ * 2-thread step 1.83x of 1 thread). When no gradient slot is shared by batches (shared:
+ * a broadcast operand's gradient, summed batch after batch) and the batches share out
+ * evenly or the products are too small for the pool anyway. The same result: a product's
+ * bits do not depend on the thread it runs on. */
+static void mm_run(const mm_job *j, bool shared)
+{
+    const mm_plan *p = j->p;
+    const int64_t T = pg_num_threads();
+    const double flops = 2.0 * (double)p->M * (double)p->N * (double)p->K;
+    if (!shared && T > 1 && p->nbatch >= 2 && (p->nbatch % T == 0 || p->nbatch >= 4 * T || flops < (1 << 22))) {
+        mm_share s = {j, p->nbatch < T ? p->nbatch : T};
+        pg_parallel_for(s.tasks, mm_task, &s);
+        return;
+    }
+    int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
+    for (int64_t z = 0; z < p->nbatch; z++, batch_next(p, idx, &za, &zb))
+        mm_batch(j, z, za, zb);
+}
+
 static int matmul_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *a = n->in[0], *b = n->in[1];
@@ -141,33 +227,18 @@ static int matmul_backward(pg_graph *g, pg_node *n)
     if (!plan_matmul(g, a, b, ta, tb, &p, shape))
         return -1;
     fold_batch(&p, ta, a, b);
-    int64_t M = p.M, N = p.N, K = p.K, msize_a = M * K, msize_b = K * N, msize_c = M * N;
-    /* beta 0 for a fresh buffer whose every slot one batch writes once (no broadcast:
-     * the operand has as many matrices as the output); else zero it and accumulate */
-    double beta_a = fresh_a && a->numel / (msize_a ? msize_a : 1) == p.nbatch ? 0.0 : 1.0;
-    double beta_b = fresh_b && b->numel / (msize_b ? msize_b : 1) == p.nbatch ? 0.0 : 1.0;
+    int64_t msize_a = p.M * p.K, msize_b = p.K * p.N;
+    /* one slot a batch when the operand has as many matrices as the output (no broadcast):
+     * beta 0 for a fresh buffer; else zero it and accumulate */
+    bool own_a = a->numel / (msize_a ? msize_a : 1) == p.nbatch, own_b = b->numel / (msize_b ? msize_b : 1) == p.nbatch;
+    double beta_a = fresh_a && own_a ? 0.0 : 1.0, beta_b = fresh_b && own_b ? 0.0 : 1.0;
     if (fresh_a && beta_a == 1.0)
         pg_fill(ga, 0.0);
     if (fresh_b && beta_b == 1.0)
         pg_fill(gb, 0.0);
-    pg_dtype dt = a->dtype;
-    const void *G = n->out->grad->data;
-    int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
-    for (int64_t z = 0; z < p.nbatch; z++, batch_next(&p, idx, &za, &zb)) {
-        int64_t oa = za * msize_a, ob = zb * msize_b, oc = z * msize_c;
-        if (ga) {
-            if (!ta) /* dA (M x K) = G op(B)^T */
-                gemm(dt, false, !tb, M, K, N, G, oc, N, b->data, ob, p.ldb, beta_a, ga->data, oa, K);
-            else /* dA stored (K x M) = op(B) G^T */
-                gemm(dt, tb, true, K, M, N, b->data, ob, p.ldb, G, oc, N, beta_a, ga->data, oa, M);
-        }
-        if (gb) {
-            if (!tb) /* dB (K x N) = op(A)^T G */
-                gemm(dt, !ta, false, K, N, M, a->data, oa, p.lda, G, oc, N, beta_b, gb->data, ob, N);
-            else /* dB stored (N x K) = G^T op(A) */
-                gemm(dt, true, ta, N, K, M, G, oc, N, a->data, oa, p.lda, beta_b, gb->data, ob, K);
-        }
-    }
+    mm_job j = {&p, a->dtype, ta, tb, a->data, b->data, n->out->grad->data, NULL, ga ? ga->data : NULL,
+                gb ? gb->data : NULL, beta_a, beta_b};
+    mm_run(&j, (ga && !own_a) || (gb && !own_b));
     return 0;
 }
 
@@ -182,10 +253,8 @@ pg_tensor *pg_matmul(pg_graph *g, pg_tensor *a, pg_tensor *b, bool trans_a, bool
     if (!out)
         return NULL;
     fold_batch(&p, trans_a, a, b);
-    int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
-    for (int64_t z = 0; z < p.nbatch; z++, batch_next(&p, idx, &za, &zb))
-        gemm(a->dtype, trans_a, trans_b, p.M, p.N, p.K, a->data, za * p.M * p.K, p.lda, b->data, zb * p.K * p.N,
-             p.ldb, 0.0, out->data, z * p.M * p.N, p.N);
+    mm_job j = {&p, a->dtype, trans_a, trans_b, a->data, b->data, NULL, out->data, NULL, NULL, 0.0, 0.0};
+    mm_run(&j, false);
     pg_node *n = pg_op_record(g, "pg_matmul", out, 2, (pg_tensor *[]){a, b}, matmul_backward);
     if (n) {
         n->ip[0] = trans_a;

@@ -514,6 +514,53 @@ Test(matmul, gradient_values)
     free_all(2, (pg_tensor *[]){a, b});
 }
 
+/* A batch of products goes over the pool a batch to a thread (autograd/op_matmul.c, mm_run):
+ * for a full batch, 3 batches on 2 threads (products too small for the pool), and a
+ * broadcast operand (its gradient summed batch after batch, on one thread), the product
+ * and both gradients have the same bits on 1 and 2 threads, and batch 5 of the full case
+ * (the second thread's) equals its own product computed alone. */
+typedef struct batch_case {
+    int64_t ab, bb, M, K, N; /* a (ab, M, K), b (bb, K, N) */
+    bool ta, tb;
+} batch_case;
+
+static void batch_run(void *ctx, pg_tensor **res)
+{
+    const batch_case *c = ctx;
+    pg_tensor *a = operand(3, (int64_t[]){c->ab, c->M, c->K}, c->ta, 70);
+    pg_tensor *b = operand(3, (int64_t[]){c->bb, c->K, c->N}, c->tb, 71);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_matmul(g, a, b, c->ta, c->tb);
+    cr_assert_not_null(y, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y, y), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+    res[0] = pg_tensor_copy(NULL, y);
+    res[1] = take_grad(a);
+    res[2] = take_grad(b);
+    pg_graph_free(g);
+    free_all(2, (pg_tensor *[]){a, b});
+}
+
+Test(matmul, batches_on_the_pool_same_bits)
+{
+    const batch_case cases[] = {{8, 8, 64, 32, 64, false, true}, {3, 3, 20, 7, 9, true, false},
+                                {8, 1, 64, 32, 64, false, false}};
+    const char *names[] = {"y", "da", "db"};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        assert_same_bits_on_1_and_2_threads(batch_run, (void *)&cases[k], 3, names);
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    pg_tensor *res[3];
+    batch_run((void *)&cases[0], res);
+    pg_tensor *a = operand(3, (int64_t[]){8, 64, 32}, false, 70), *b = operand(3, (int64_t[]){8, 32, 64}, true, 71);
+    pg_tensor *a5 = pg_narrow(NULL, a, 0, 5, 1), *b5 = pg_narrow(NULL, b, 0, 5, 1);
+    pg_tensor *y5 = pg_matmul(NULL, a5, b5, false, true);
+    cr_assert_not_null(y5);
+    for (int64_t i = 0; i < y5->numel; i++)
+        cr_assert_eq(pg_get(res[0], 5 * y5->numel + i), pg_get(y5, i), "batch 5 element %lld", (long long)i);
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+    free_all(8, (pg_tensor *[]){res[0], res[1], res[2], a, b, a5, b5, y5});
+}
+
 Test(matmul, empty_dims)
 {
     /* K = 0 gives zeros; a zero batch gives an empty result */
