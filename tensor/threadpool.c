@@ -50,10 +50,17 @@ static void cpu_relax(void)
 #endif
 }
 
-/* thread t of T: tasks [t n / T, (t + 1) n / T) (threadpool.h) */
+/* where thread t of T's consecutive tasks start (threadpool.h): n / T each, the first
+ * n mod T threads one more (no product n t to overflow) */
+static int64_t share_start(int64_t n, int t, int T)
+{
+    const int64_t q = n / T, r = n % T;
+    return q * t + (t < r ? t : r);
+}
+
 static void run_share(void (*fn)(void *, int64_t, int), void *ctx, int64_t n, int t, int T)
 {
-    for (int64_t i = n * t / T; i < n * (t + 1) / T; i++)
+    for (int64_t i = share_start(n, t, T); i < share_start(n, t + 1, T); i++)
         fn(ctx, i, t);
 }
 

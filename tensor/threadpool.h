@@ -16,11 +16,13 @@
  * print it and exit with status 2, as for a bad --threads).
  *
  * pg_parallel_for(n, fn, ctx) calls fn(ctx, i, t) for every i in [0, n), thread
- * t (the caller is thread 0) running the consecutive tasks [t n / T, (t + 1) n /
- * T): a fixed partition, so results that reduce per thread in thread order are
- * identical from run to run for a fixed thread count. Consecutive, not dealt
- * i mod T: ops that cut the same rows into tasks the same way then find them in
- * the cache of the core that wrote them (a 2-thread training step 4-7% faster). Calls do not nest: a parallel
+ * t (the caller is thread 0) running a run of consecutive tasks: n / T each, the
+ * first n mod T threads one more, in thread order (T = 2, n = 5: tasks 0-2 on
+ * thread 0, 3-4 on thread 1). A fixed partition, so results that reduce per
+ * thread in thread order are identical from run to run for a fixed thread
+ * count. Consecutive, not dealt i mod T: ops that cut the same rows into tasks
+ * the same way then find them in the cache of the core that wrote them (a
+ * 2-thread training step 4-7% faster). Calls do not nest: a parallel
  * call from inside fn runs serially on the calling thread. fn NULL records an
  * error (pg_last_error) and runs nothing. */
 #ifndef PG_THREADPOOL_H

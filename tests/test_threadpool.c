@@ -31,9 +31,9 @@ Test(threadpool, every_task_once_on_its_thread)
         cr_assert_eq(pg_num_threads(), T);
         count_ctx *c = calloc(1, sizeof *c);
         pg_parallel_for(1000, count, c);
-        for (int i = 0, t = 0; i < 1000; i++) {
-            while (i >= 1000 * (t + 1) / T) /* thread t's share: [1000 t / T, 1000 (t + 1) / T) */
-                t++;
+        for (int i = 0, t = 0, end = 1000 / T + (1000 % T > 0); i < 1000; i++) {
+            while (i >= end) /* thread t's share: 1000 / T tasks, one more for t < 1000 mod T */
+                end += 1000 / T + (1000 % T > ++t);
             cr_assert_eq(c->runs[i], 1, "T %d: task %d ran %d times", T, i, c->runs[i]);
             cr_assert_eq(c->thread_of[i], t, "T %d: task %d on thread %d, not %d", T, i, c->thread_of[i], t);
         }
