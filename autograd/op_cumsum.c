@@ -7,6 +7,8 @@
 #include "op_reduce.h"
 #include "op_util.h"
 
+#include "../tensor/simd_transpose.h"
+
 #define CHUNK 64 /* columns scanned together when the axis is not innermost */
 #define ROWS 8   /* rows scanned together when it is */
 
@@ -22,26 +24,6 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 _Static_assert(ROWS == 8, "scan8_f32 takes 8 rows, one a lane");
 
-/* r[0..7] (8 rows of 8) -> their transpose, in place */
-static inline void transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-    }
-}
-
 static inline __attribute__((always_inline)) int64_t scan8_f32(const float *x, float *y, int64_t stride,
                                                                int64_t len, bool reverse, bool add, double acc[8])
 {
@@ -52,18 +34,18 @@ static inline __attribute__((always_inline)) int64_t scan8_f32(const float *x, f
         __m256 v[8], w[8];
         for (int r = 0; r < 8; r++)
             v[r] = _mm256_loadu_ps(x + r * stride + p);
-        transpose8(v); /* v[c]: key p + c of every row */
+        transpose8_f32_ymm(v); /* v[c]: key p + c of every row */
         if (add) {
             for (int r = 0; r < 8; r++)
                 w[r] = _mm256_loadu_ps(y + r * stride + p);
-            transpose8(w);
+            transpose8_f32_ymm(w);
         }
         for (int i = 0; i < 8; i++) {
             const int c = reverse ? 7 - i : i;
             sum = _mm512_add_pd(sum, _mm512_cvtps_pd(v[c]));
             v[c] = add ? _mm256_add_ps(w[c], _mm512_cvtpd_ps(sum)) : _mm512_cvtpd_ps(sum);
         }
-        transpose8(v);
+        transpose8_f32_ymm(v);
         for (int r = 0; r < 8; r++)
             _mm256_storeu_ps(y + r * stride + p, v[r]);
     }

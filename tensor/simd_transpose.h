@@ -1,6 +1,7 @@
 /* Square transposes in AVX-512 registers (internal): 16 x 16 floats, 8 x 8 doubles, shared
  * by the GEMM's column packs (tensor/gemm.c) and the fused attention's transposes of keys
- * and values (autograd/op_flash.c). Data moved, nothing computed. Only with __AVX512F__. */
+ * and values (autograd/op_flash.c), and 8 x 8 floats in ymm (the row scans of
+ * autograd/op_cumsum.c). Data moved, nothing computed. Only with __AVX512F__. */
 #ifndef PG_SIMD_TRANSPOSE_H
 #define PG_SIMD_TRANSPOSE_H
 
@@ -48,6 +49,27 @@ static inline void transpose8_f64(__m512d r[8])
         LANE_GRID4(__m512d, _mm512_shuffle_f64x2, t[c], t[2 + c], t[4 + c], t[6 + c]);
     for (int i = 0; i < 8; i++)
         r[i] = t[i];
+}
+
+/* r[0..7], 8 rows of 8 floats in ymm registers -> their transpose (autograd/op_cumsum.c's
+ * scans of 8 rows) */
+static inline void transpose8_f32_ymm(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
 }
 
 #endif
