@@ -364,7 +364,7 @@ static inline int64_t F(row_at)(const flash_dims *d, int64_t u)
     return d->rq ? (u % d->B) * d->H + u / d->B : u;
 }
 
-/* Rows bh_i = row_at(u) for u in thread first's share of the B x H of them (rows_of). */
+/* Rows bh_i = row_at(u) for u in thread first's share of the B x H of them (rows_from). */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
                          void *scratch, int64_t first, int64_t step)
 {

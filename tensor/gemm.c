@@ -510,7 +510,8 @@ typedef struct operand {
         T *C = (T *)g->C + m0 * g->ldc + n0, alpha = (T)g->alpha, beta = (T)g->beta;                                   \
         int64_t M = m1 - m0, N = n1 - n0, K = g->K, lda = g->lda, ldb = g->ldb, ldc = g->ldc;                         \
         bool ta = g->ta, tb = g->tb;                                                                                   \
-        int64_t KC = KC_OF(sizeof(T)), kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR), nc_max = round_up(min64(N, NC), NR);       \
+        const int64_t KC = KC_OF(sizeof(T));                                                                           \
+        int64_t kc_max = min64(K, KC), mc_max = round_up(min64(M, MC), MR), nc_max = round_up(min64(N, NC), NR);       \
         T *ap = g->pack_a ? scratch(0, (size_t)(a_row_step(kc_max) * mc_max) * sizeof(T)) : NULL;                      \
         T *bp = g->pack_b ? scratch(1, (size_t)(b_sliver_step(kc_max, NR, sizeof(T)) * nc_max / NR) * sizeof(T)) : NULL; \
         if ((g->pack_a && !ap) || (g->pack_b && !bp)) {                                                                \
@@ -611,7 +612,7 @@ typedef struct operand {
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
         const int threads = pg_num_threads();                                                                          \
-        const int64_t at = split_k_at(&g, sizeof(T));                                                                             \
+        const int64_t at = split_k_at(&g, sizeof(T));                                                                  \
         if (at > 0 && gemm_split_k_##sfx(&g, at, threads))                                                             \
             return;                                                                                                    \
         plan_split(&g, MR, NR, threads);                                                                               \
