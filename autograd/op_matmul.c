@@ -174,22 +174,13 @@ static void batch_at(const mm_plan *p, int64_t z, int64_t *za, int64_t *zb)
     }
 }
 
-typedef struct mm_share {
-    const mm_job *j;
-    int64_t tasks;
-} mm_share;
-
-/* task t: the consecutive batches [t n / T, (t + 1) n / T) */
-static void mm_task(void *ctx, int64_t t, int thread)
+/* task z: output batch z (the pool gives each thread a run of consecutive batches) */
+static void mm_task(void *ctx, int64_t z, int thread)
 {
     (void)thread;
-    const mm_share *s = ctx;
-    const int64_t n = s->j->p->nbatch;
-    for (int64_t z = n * t / s->tasks; z < n * (t + 1) / s->tasks; z++) {
-        int64_t za, zb;
-        batch_at(s->j->p, z, &za, &zb);
-        mm_batch(s->j, z, za, zb);
-    }
+    int64_t za, zb;
+    batch_at(((const mm_job *)ctx)->p, z, &za, &zb);
+    mm_batch(ctx, z, za, zb);
 }
 
 /* Every batch's products. Many of them (CoPE's (B, H) logits, 256 x 32 x 256 each) go over
@@ -205,8 +196,7 @@ static void mm_run(const mm_job *j, bool shared)
     const int64_t T = pg_num_threads();
     const double flops = 2.0 * (double)p->M * (double)p->N * (double)p->K;
     if (!shared && T > 1 && p->nbatch >= 2 && (p->nbatch % T == 0 || p->nbatch >= 4 * T || flops < (1 << 22))) {
-        mm_share s = {j, p->nbatch < T ? p->nbatch : T};
-        pg_parallel_for(s.tasks, mm_task, &s);
+        pg_parallel_for(p->nbatch, mm_task, (void *)j);
         return;
     }
     int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
