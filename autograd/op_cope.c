@@ -24,88 +24,7 @@
  * bias there NaN (the chain stopped with an error at the gather instead). The
  * rows of one (b, h) go in groups of COPE_ROWS (below); the groups run on the
  * thread pool, each writing its own rows of out, ds and dz. */
-#include "op_reduce.h"
-#include "op_util.h"
-
-#include <math.h>
-
-#include "../tensor/vmath.h"
-
-enum { COPE_ROWS = 8 };
-
-/* (4) 16 keys at a time, float with AVX-512: a row's sums fall along it (gates >= 0) by at
- * most 1 a key (gates <= 1), so the floors f and the c = min(f + 1, n - 1) of 16 keys lie
- * within 18 consecutive entries of z, and two permutes of a 32-entry window of z read z[f]
- * and z[c] where 32 scalar loads did (gathers measured slower than those). Each function
- * returns how many keys of [0, vis) it did, whole blocks from the start, stopping at a NaN
- * p or a block whose window does not hold its f and c; the scalar loop does the rest. The
- * arithmetic is the scalar loop's, operation by operation (no fma): the same bits. */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-
-typedef struct cope_v16 {
-    __m512 p, w, zf, zc; /* p = min(x, n - 1), w = p - floor p, z[f], z[c] */
-    __m512i f;
-} cope_v16;
-
-/* the 16 keys at x (sums) reading z (n >= 32 entries); false: the scalar loop takes them */
-static inline bool cope_v16_at(cope_v16 *v, const float *x, const float *z, int n)
-{
-    const __m512 top = _mm512_set1_ps((float)(n - 1)), xv = _mm512_loadu_ps(x);
-    v->p = _mm512_mask_mov_ps(xv, _mm512_cmp_ps_mask(xv, top, _CMP_GT_OQ), top);
-    if (_mm512_cmp_ps_mask(v->p, v->p, _CMP_UNORD_Q))
-        return false;
-    const __m512 fl = _mm512_roundscale_ps(v->p, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    v->w = _mm512_sub_ps(v->p, fl);
-    v->f = _mm512_cvttps_epi32(fl);
-    const __m512i c = _mm512_min_epi32(_mm512_add_epi32(v->f, _mm512_set1_epi32(1)), _mm512_set1_epi32(n - 1));
-    const int last = _mm_extract_epi32(_mm512_extracti32x4_epi32(v->f, 3), 3); /* the smallest f */
-    const int base = last < n - 32 ? last : n - 32;
-    const __m512i b = _mm512_set1_epi32(base), fi = _mm512_sub_epi32(v->f, b), ci = _mm512_sub_epi32(c, b);
-    const __m512i top_i = _mm512_set1_epi32(31); /* unsigned: a negative index fails too */
-    if (base < 0 || _mm512_cmpgt_epu32_mask(fi, top_i) || _mm512_cmpgt_epu32_mask(ci, top_i))
-        return false;
-    const __m512 lo = _mm512_loadu_ps(z + base), hi = _mm512_loadu_ps(z + base + 16);
-    v->zf = _mm512_permutex2var_ps(lo, fi, hi);
-    v->zc = _mm512_permutex2var_ps(lo, ci, hi);
-    return true;
-}
-
-/* forward: o = out_scale (z[f] + w (z[c] - z[f])) in place of the sums */
-static int64_t cope_lerp_vec_f32(float *o, const float *z, int64_t vis, int n, float out_scale)
-{
-    int64_t j = 0;
-    const __m512 os = _mm512_set1_ps(out_scale);
-    cope_v16 v;
-    for (; n >= 32 && j + 16 <= vis && cope_v16_at(&v, o + j, z, n); j += 16) {
-        const __m512 at = _mm512_add_ps(v.zf, _mm512_mul_ps(v.w, _mm512_sub_ps(v.zc, v.zf)));
-        _mm512_storeu_ps(o + j, _mm512_mul_ps(at, os));
-    }
-    return j;
-}
-
-/* backward: x = d (z[c] - z[f]) in place of the sums; a = d - w d, b = w d, fo = f */
-static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, const float *dout, const float *z,
-                                     int64_t vis, int n, float out_scale)
-{
-    int64_t j = 0;
-    const __m512 os = _mm512_set1_ps(out_scale);
-    cope_v16 v;
-    for (; n >= 32 && j + 16 <= vis && cope_v16_at(&v, x + j, z, n); j += 16) {
-        const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(dout + j), os), wd = _mm512_mul_ps(v.w, d);
-        _mm512_storeu_ps(x + j, _mm512_mul_ps(d, _mm512_sub_ps(v.zc, v.zf)));
-        _mm512_storeu_ps(a + j, _mm512_sub_ps(d, wd));
-        _mm512_storeu_ps(b + j, wd);
-        _mm512_storeu_si512(fo + j, v.f);
-    }
-    return j;
-}
-#define COPE_LERP_VEC_F32 cope_lerp_vec_f32
-#define COPE_LERP_BWD_VEC_F32 cope_lerp_bwd_vec_f32
-#else
-#define COPE_LERP_VEC_F32 OP_NO_VECTOR_FORM
-#define COPE_LERP_BWD_VEC_F32 OP_NO_VECTOR_FORM
-#endif
+#include "cope_rows.h"
 
 typedef struct cope_job {
     pg_dtype dt;
@@ -118,249 +37,31 @@ typedef struct cope_job {
     char *scratch;                /* backward: cope_scratch bytes per thread */
 } cope_job;
 
-/* *sa = (fresh ? 0 : *sa) + a, and *sb likewise: C's select became a branch; with AVX-512
- * a zero-masking move keeps it in the adder's registers (one cycle on the sums' chain) */
-#if defined(__AVX512F__) && defined(__AVX512VL__)
-static inline void cope_restart_f32(float *sa, float *sb, bool fresh, float a, float b)
-{
-    const __mmask8 keep = _cvtu32_mask8(!fresh);
-    *sa = _mm_cvtss_f32(_mm_add_ss(_mm_maskz_mov_ps(keep, _mm_set_ss(*sa)), _mm_set_ss(a)));
-    *sb = _mm_cvtss_f32(_mm_add_ss(_mm_maskz_mov_ps(keep, _mm_set_ss(*sb)), _mm_set_ss(b)));
-}
-#else
-static inline void cope_restart_f32(float *sa, float *sb, bool fresh, float a, float b)
-{
-    *sa = (fresh ? 0.0f : *sa) + a;
-    *sb = (fresh ? 0.0f : *sb) + b;
-}
-#endif
-static inline void cope_restart_f64(double *sa, double *sb, bool fresh, double a, double b)
-{
-    *sa = (fresh ? 0.0 : *sa) + a;
-    *sb = (fresh ? 0.0 : *sb) + b;
-}
-
-/* the group of rows i0 .. i0 + nr - 1 of one (b, h) */
-typedef struct cope_rows {
-    int64_t at_s, at_z, i0, m; /* offsets of the first row in s (and out) and in z; m = Lk */
-    int n, nr;
-    const uint8_t *keep; /* this batch's row of the key mask, or NULL */
-    bool causal;
-} cope_rows;
-
-/* row k may see keys 0 .. visible - 1 (causal: j <= i), less those the key mask hides */
-static inline int64_t cope_visible(const cope_rows *r, int k)
-{
-    const int64_t last = r->i0 + k + 1;
-    return r->causal && last < r->m ? last : r->m;
-}
-
-/* Each step is a loop along a row (the gates' and ds's vectorised), but for the running
- * sums, which go COPE_ROWS rows at a time so that their additions' latencies overlap
- * (pg_scan_rows, pg_cumsum's). Under a causal mask the keys after a row's query
- * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0])
- * and ds 0, so the scans stop at the group's last visible key and only the gradient
- * to z walks the rest. */
-#define DEFINE_COPE(T, sfx, SIGMOID, FLOOR, LERP_VEC, LERP_BWD_VEC)                                            \
-    /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1.                 \
-     * 16 keys a step up to the visible ones rounded up to 16 where the row has them (the                      \
-     * extra gates are then overwritten by 0, or lie past len): no scalar tail of sigmoids. */                 \
-    static void cope_gates_##sfx(T *restrict g, const T *restrict s, const cope_rows *r, int64_t len, T in_scale) \
-    {                                                                                                          \
-        for (int k = 0; k < r->nr; k++) {                                                                      \
-            T *gk = g + k * r->m;                                                                              \
-            const T *sk = s + k * r->m;                                                                        \
-            const int64_t vis = cope_visible(r, k), up = (vis + 15) / 16 * 16, end = up <= r->m ? up : vis;    \
-            int64_t j = 0;                                                                                     \
-            for (; j + 16 <= end; j += 16)                                                                     \
-                for (int i = 0; i < 16; i++)                                                                   \
-                    gk[j + i] = SIGMOID(sk[j + i] * in_scale);                                                 \
-            for (; j < end; j++)                                                                               \
-                gk[j] = SIGMOID(sk[j] * in_scale);                                                             \
-            if (r->keep)                                                                                       \
-                for (j = 0; j < vis; j++)                                                                      \
-                    gk[j] = r->keep[j] ? gk[j] : (T)0;                                                         \
-            for (j = vis; j < len; j++)                                                                        \
-                gk[j] = 0;                                                                                     \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* (4) along a row, in place: x -> out_scale z read at p = min(x, n - 1); NaN stays NaN                    \
-     * (LERP_VEC first: 16 keys at a time with AVX-512 in float, cope_lerp_vec_f32) */                         \
-    static void cope_lerp_row_##sfx(T *o, const T *restrict z, int64_t vis, int64_t m, int n, T out_scale)     \
-    {                                                                                                          \
-        const T top = (T)(n - 1), at0 = (z[0] + (T)0 * (z[n > 1] - z[0])) * out_scale; /* p = 0 */             \
-        for (int64_t j = vis; j < m; j++)                                                                      \
-            o[j] = at0;                                                                                        \
-        for (int64_t j = LERP_VEC(o, z, vis, n, out_scale); j < vis; j++) {                                    \
-            const T p = o[j] > top ? top : o[j];                                                               \
-            if (p != p)                                                                                        \
-                continue;                                                                                      \
-            const T fl = FLOOR(p);                                                                             \
-            const int f = (int)fl, c = f + 1 < n ? f + 1 : f;                                                  \
-            o[j] = (z[f] + (p - fl) * (z[c] - z[f])) * out_scale;                                              \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* (4) backward along a row's visible keys, x in place: dx = d (z[c] - z[f]), d = out_scale                \
-     * dout, and each key's shares of dz, a = d - w d for dz[f] and b = w d for dz[c], with f                  \
-     * in fo; a NaN p passes nothing (dx 0, fo -1). A hidden key's dx would reach only its own                 \
-     * ds (0). */                                                                                              \
-    static void cope_lerp_bwd_keys_##sfx(T *restrict x, T *restrict a, T *restrict b, int *restrict fo,        \
-                                         const T *restrict dout, const T *restrict z, int64_t vis, int n,      \
-                                         T out_scale)                                                          \
-    {                                                                                                          \
-        const T top = (T)(n - 1);                                                                              \
-        for (int64_t j = LERP_BWD_VEC(x, a, b, fo, dout, z, vis, n, out_scale); j < vis; j++) {                \
-            const T p = x[j] > top ? top : x[j], d = dout[j] * out_scale;                                      \
-            if (p != p) {                                                                                      \
-                x[j] = 0, fo[j] = -1;                                                                          \
-                continue;                                                                                      \
-            }                                                                                                  \
-            const T fl = FLOOR(p), w = p - fl;                                                                 \
-            const int f = (int)fl, c = f + 1 < n ? f + 1 : f;                                                  \
-            x[j] = d * (z[c] - z[f]);                                                                          \
-            a[j] = d - w * d;                                                                                  \
-            b[j] = w * d;                                                                                      \
-            fo[j] = f;                                                                                         \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* The shares summed per run of keys with one f (p falls along a row: one run per f), each                 \
-     * run's keys in order from 0, as pg_gather_lerp's backward sums them. Without a branch per                \
-     * key (it would be mispredicted at every new run): each key rewrites its run's record k                   \
-     * in place (k <= the key), a fresh run's sums restarting from +0 (cope_restart). Returns                  \
-     * the runs. */                                                                                            \
-    static int64_t cope_runs_##sfx(T *a, T *b, int *fo, int64_t vis)                                           \
-    {                                                                                                          \
-        int64_t k = -1;                                                                                        \
-        int cur = -1;                                                                                          \
-        T sa = 0, sb = 0;                                                                                      \
-        for (int64_t j = 0; j < vis; j++) {                                                                    \
-            const int f = fo[j];                                                                               \
-            if (f < 0)                                                                                         \
-                continue;                                                                                      \
-            const bool fresh = f != cur;                                                                       \
-            k += fresh;                                                                                        \
-            cur = f;                                                                                           \
-            cope_restart_##sfx(&sa, &sb, fresh, a[j], b[j]);                                                   \
-            a[k] = sa, b[k] = sb, fo[k] = f;                                                                   \
-        }                                                                                                      \
-        return k + 1;                                                                                          \
-    }                                                                                                          \
-    /* The keys after the query (p = 0: f = 0, w = 0) add a = d - 0 d and b = 0 d to the run                   \
-     * of f = 0, in order. When every d is zero (attention's gradient at the keys it hides),                   \
-     * every a and b is a zero, and adding zeros changes nothing: a sum started from +0 is                     \
-     * never -0 (x + y is -0 only when both are), so the chain of additions is skipped. */                     \
-    static void cope_trail_##sfx(T *sa, T *sb, const T *restrict dout, int64_t vis, int64_t m, T out_scale)    \
-    {                                                                                                          \
-        int zero = 1;                                                                                          \
-        for (int64_t j = vis; j < m; j++)                                                                      \
-            zero &= dout[j] * out_scale == 0;                                                                  \
-        for (int64_t j = vis; !zero && j < m; j++) {                                                           \
-            const T d = dout[j] * out_scale;                                                                   \
-            *sa += d - (T)0 * d;                                                                               \
-            *sb += (T)0 * d;                                                                                   \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* dz[f] and dz[c] get a run's sums */                                                                     \
-    static inline void cope_dz_add_##sfx(T *dz, int f, int n, T sum_a, T sum_b)                                \
-    {                                                                                                          \
-        dz[f] += sum_a;                                                                                        \
-        dz[f + 1 < n ? f + 1 : f] += sum_b;                                                                    \
-    }                                                                                                          \
-    /* (4) backward along a row: dx into x, and dz (NULL: not wanted) += its runs' sums */                     \
-    static void cope_lerp_bwd_row_##sfx(T *restrict dz, T *restrict x, const T *restrict dout,                 \
-                                        const T *restrict z, T *a, T *b, int *fo, int64_t vis, int64_t m,      \
-                                        int n, T out_scale)                                                    \
-    {                                                                                                          \
-        cope_lerp_bwd_keys_##sfx(x, a, b, fo, dout, z, vis, n, out_scale);                                     \
-        if (!dz)                                                                                               \
-            return;                                                                                            \
-        int64_t runs = cope_runs_##sfx(a, b, fo, vis);                                                         \
-        if (vis < m) {                                                                                         \
-            if (runs == 0 || fo[runs - 1] != 0)                                                                \
-                a[runs] = 0, b[runs] = 0, fo[runs] = 0, runs++;                                                \
-            cope_trail_##sfx(&a[runs - 1], &b[runs - 1], dout, vis, m, out_scale);                             \
-        }                                                                                                      \
-        for (int64_t k = 0; k < runs; k++)                                                                     \
-            cope_dz_add_##sfx(dz, fo[k], n, a[k], b[k]);                                                       \
-    }                                                                                                          \
-    /* (1) backward along row k: ds (+)= dg g (1 - g) in_scale; where hidden, the chain's                      \
-     * 0 g (1 - g) in_scale = 0 in_scale */                                                                    \
-    static void cope_ds_row_##sfx(T *restrict ds, bool fresh, const T *restrict dg, const T *restrict g,       \
-                                  const cope_rows *r, int k, T in_scale)                                       \
-    {                                                                                                          \
-        const int64_t vis = cope_visible(r, k);                                                                \
-        const T hid = (T)0 * in_scale;                                                                         \
-        for (int64_t j = 0; j < vis; j++) {                                                                    \
-            const T v = dg[j] * (g[j] * ((T)1 - g[j])) * in_scale, w = r->keep && !r->keep[j] ? hid : v;       \
-            ds[j] = fresh ? w : ds[j] + w;                                                                     \
-        }                                                                                                      \
-        for (int64_t j = vis; j < r->m; j++)                                                                   \
-            ds[j] = fresh ? hid : ds[j] + hid;                                                                 \
-    }                                                                                                          \
-    /* out (nr, m): gates, then sums, then the bias, in place */                                               \
-    static void cope_fwd_##sfx(T *out, const T *s, const T *z, const cope_rows *r, T in_scale, T out_scale)    \
-    {                                                                                                          \
-        const int64_t len = cope_visible(r, r->nr - 1);                                                        \
-        cope_gates_##sfx(out, s, r, len, in_scale);                                                            \
-        pg_scan_rows_##sfx(out, out, r->nr, r->m, len, true, false);                                           \
-        for (int k = 0; k < r->nr; k++)                                                                        \
-            cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);      \
-    }                                                                                                          \
-    /* scratch: g, x (nr, m) each, then a row's shares a, b (m) and floors fo (m ints), as                     \
-     * cope_scratch lays them out; ds (nr, m) and dz (nr, n) NULL when not wanted */                           \
-    static void cope_bwd_##sfx(const cope_job *jb, const cope_rows *r, char *scratch)                          \
-    {                                                                                                          \
-        const T in_scale = (T)jb->in_scale, out_scale = (T)jb->out_scale;                                      \
-        const T *z = (const T *)jb->z + r->at_z, *dout = (const T *)jb->dout + r->at_s;                        \
-        T *ds = jb->ds ? (T *)jb->ds + r->at_s : NULL, *dz = jb->dz ? (T *)jb->dz + r->at_z : NULL;            \
-        const int64_t m = r->m, n = r->n, len = cope_visible(r, r->nr - 1);                                    \
-        T *g = (T *)scratch, *x = g + COPE_ROWS * m, *a = x + COPE_ROWS * m, *b = a + m;                       \
-        int *fo = (int *)(b + m);                                                                              \
-        cope_gates_##sfx(g, (const T *)jb->s + r->at_s, r, len, in_scale);                                     \
-        pg_scan_rows_##sfx(g, x, r->nr, m, len, true, false);                                                  \
-        for (int k = 0; k < r->nr; k++) {                                                                      \
-            if (dz && jb->dz_fresh)                                                                            \
-                memset(dz + k * n, 0, (size_t)n * sizeof(T));                                                  \
-            cope_lerp_bwd_row_##sfx(dz ? dz + k * n : NULL, x + k * m, dout + k * m, z + k * n, a, b, fo,      \
-                                    cope_visible(r, k), m, r->n, out_scale);                                   \
-        }                                                                                                      \
-        pg_scan_rows_##sfx(x, x, r->nr, m, len, false, false); /* dg */                                        \
-        for (int k = 0; ds && k < r->nr; k++)                                                                  \
-            cope_ds_row_##sfx(ds + k * m, jb->ds_fresh, x + k * m, g + k * m, r, k, in_scale);                 \
-    }
-DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32)
-DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM)
-
-/* one thread's backward scratch: g and x (COPE_ROWS, Lk), a and b (Lk), fo (Lk ints), in
- * bytes rounded up to 64 (each thread's slice starts aligned) */
-static size_t cope_scratch(int64_t Lk, pg_dtype dt)
-{
-    size_t bytes = (size_t)Lk * ((2 * COPE_ROWS + 2) * pg_dtype_size(dt) + sizeof(int));
-    return (bytes + 63) / 64 * 64;
-}
-
 static void cope_group(void *ctx, int64_t u, int thread)
 {
     const cope_job *jb = ctx;
     const int64_t bh = u / jb->groups, i0 = (u % jb->groups) * COPE_ROWS, left = jb->Lq - i0;
-    const int64_t b = bh / jb->H;
-    cope_rows r = {.at_s = (bh * jb->Lq + i0) * jb->Lk, .at_z = (bh * jb->Lq + i0) * jb->n, .i0 = i0,
-                   .m = jb->Lk, .n = (int)jb->n, .nr = (int)(left < COPE_ROWS ? left : COPE_ROWS),
+    const int64_t b = bh / jb->H, at_s = (bh * jb->Lq + i0) * jb->Lk, at_z = (bh * jb->Lq + i0) * jb->n;
+    const size_t es = pg_dtype_size(jb->dt);
+    cope_rows r = {.i0 = i0, .m = jb->Lk, .n = (int)jb->n, .nr = (int)(left < COPE_ROWS ? left : COPE_ROWS),
                    .keep = jb->keep ? jb->keep + b * jb->Lk : NULL, .causal = jb->causal};
-    char *scr = jb->scratch + (size_t)thread * cope_scratch(jb->Lk, jb->dt);
-    if (jb->dt == PG_F32) {
-        if (!jb->dout)
-            cope_fwd_f32((float *)jb->out + r.at_s, (const float *)jb->s + r.at_s, (const float *)jb->z + r.at_z,
-                         &r, (float)jb->in_scale, (float)jb->out_scale);
+    const char *s = (const char *)jb->s + at_s * es, *z = (const char *)jb->z + at_z * es;
+    if (!jb->dout) {
+        char *out = (char *)jb->out + at_s * es;
+        if (jb->dt == PG_F32)
+            cope_fwd_f32((float *)out, (const float *)s, (const float *)z, &r, (float)jb->in_scale,
+                         (float)jb->out_scale);
         else
-            cope_bwd_f32(jb, &r, scr);
-    } else {
-        if (!jb->dout)
-            cope_fwd_f64((double *)jb->out + r.at_s, (const double *)jb->s + r.at_s,
-                         (const double *)jb->z + r.at_z, &r, jb->in_scale, jb->out_scale);
-        else
-            cope_bwd_f64(jb, &r, scr);
+            cope_fwd_f64((double *)out, (const double *)s, (const double *)z, &r, jb->in_scale, jb->out_scale);
+        return;
     }
+    const cope_grads io = {s, z, (const char *)jb->dout + at_s * es, jb->ds ? (char *)jb->ds + at_s * es : NULL,
+                           jb->dz ? (char *)jb->dz + at_z * es : NULL, jb->ds_fresh, jb->dz_fresh};
+    char *scr = jb->scratch + (size_t)thread * cope_scratch(jb->Lk, jb->dt);
+    if (jb->dt == PG_F32)
+        cope_bwd_f32(&io, &r, scr, (float)jb->in_scale, (float)jb->out_scale);
+    else
+        cope_bwd_f64(&io, &r, scr, jb->in_scale, jb->out_scale);
 }
 
 static void cope_run(cope_job *j, int64_t B)
