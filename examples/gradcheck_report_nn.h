@@ -143,7 +143,8 @@ static void gc_pos_row(gc_report *rep, const pg_posmod_kind_info *k, const char 
  * q and k only), or a bias it adds per tile (a distance or separable bias, relative keys). */
 static bool gc_pos_fusable(const pg_posmod_kind_info *k)
 {
-    return !(k->hooks & PG_POS_HOOK_BIAS) || (k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL));
+    return !(k->hooks & PG_POS_HOOK_BIAS) ||
+           (k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL | PG_POS_HOOK_ATTEND));
 }
 
 /* Every registered kind: its defaults (or required options), its variants, and the

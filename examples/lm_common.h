@@ -586,12 +586,14 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * 4 dim, LayerNorm, no dropout) on the kernels of 2026-12-04, a step holds, in
  * floats of the model's dtype, with N layers, H heads, Dh = dim / H, T threads:
  *   per token      (48.3 + a) dim N + (4.15 + d) dim + H N + 2 vocab
- *   per position   (4.8 T Dh + p dim) N        (the fused attention's rows, per thread)
+ *   per position   (4.8 T Dh + p dim) N        (the fused attention's rows, per thread;
+ *                                                 CoPE's own attention: pT T in place of 4.8 T Dh)
  *   per layer      18000 T + c + cT T
  *   per pair       (q B H + qh H + ql) L^2 N   (only the schemes the fused kernel cannot run)
  * with a, d, p, c, cT, q, qh, ql of the scheme below: rotary's rotated q and k
  * (a), the input encodings (d, p), relative tables (p, c, cT), CoPE's (B, H, L,
- * L) logits, bias and gradients (q), FIRE's (H, L, L) bias and its MLP's (L, L)
+ * max_len + 1) position logits and their gradients (q; with attention dropout its bias goes
+ * through mod_bias, with its (B, H, L, L) logits, bias and gradients), FIRE's (H, L, L) bias and its MLP's (L, L)
  * pairs (qh, ql). Within 2.4% of the arena (1.3% but for rel) over dim 64..256,
  * 1..4 layers, 1..8 heads of width >= 16, vocab 65..256, batch >= 2 and 512
  * tokens or more, 1 and 2 threads; smaller runs within 1.6% (docs/examples.md,
@@ -621,31 +623,33 @@ typedef struct lm_scheme_cost {
     const char *pos;
     double a, d, p, c, cT, q, qh, ql; /* as in lm_step_memory's comment */
     const char *pairs;            /* what the pair terms hold, NULL: none */
+    double pT;                    /* its own attention's rows (pos_cope's attend); 0: the fused kernel's */
 } lm_scheme_cost;
 
 /* Measured per --pos choice (not a list of choices: a choice measured nowhere
  * here, e.g. a newly registered scheme, gets lm_unmeasured_cost). */
 #define LM_SCORES "(batch, heads, seq, seq) attention scores"
 #define LM_FIRE_PAIRS "(heads, seq, seq) biases and (seq, seq) pairs through its MLP"
+#define LM_COPE_PAIRS "(batch, heads, seq, max_len + 1) position logits"
 static const lm_scheme_cost LM_SCHEME_COSTS[] = {
-    /*  --pos        a     d    p     c       cT     q  qh ql */
-    {"none",         0,    0,   0,    0,      0,     0, 0, 0, NULL},
-    {"sinusoidal",   0,    2.5, 1.1,  0,      0,     0, 0, 0, NULL},
-    {"learned",      0,    2.4, 0.7,  0,      0,     0, 0, 0, NULL},
-    {"continuous",   0,    2.4, 0.7,  0,      0,     0, 0, 0, NULL},
-    {"rotary",       3.9,  0,   0,    0,      0,     0, 0, 0, NULL},
-    {"xpos",         3.9,  0,   2.2,  0,      0,     0, 0, 0, NULL},
-    {"alibi",        0,    0,   0,    2300,   0,     0, 0, 0, NULL},
-    {"dpb",          0,    0,   4,    4700,   0,     0, 0, 0, NULL},
-    {"xl",           2,    0,   18.8, -26400, 66700, 0, 0, 0, NULL},
-    {"t5",           0,    0,   0,    5500,   0,     0, 0, 0, NULL},
-    {"kerple",       0,    0,   0,    6000,   0,     0, 0, 0, NULL},
-    {"sandwich",     0,    0,   0,    0,      0,     0, 0, 0, NULL},
-    {"fire",         0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS},
-    {"cope",         0,    0,   0,    5500,   0,     6, 0, 0, LM_SCORES},
-    {"fox",          0.14, 0,   0,    21100,  0,     0, 0, 0, NULL},
-    {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL},
-    {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL},
+    /*  --pos        a     d    p     c       cT     q  qh ql   pairs            pT */
+    {"none",         0,    0,   0,    0,      0,     0, 0, 0, NULL, 0},
+    {"sinusoidal",   0,    2.5, 1.1,  0,      0,     0, 0, 0, NULL, 0},
+    {"learned",      0,    2.4, 0.7,  0,      0,     0, 0, 0, NULL, 0},
+    {"continuous",   0,    2.4, 0.7,  0,      0,     0, 0, 0, NULL, 0},
+    {"rotary",       3.9,  0,   0,    0,      0,     0, 0, 0, NULL, 0},
+    {"xpos",         3.9,  0,   2.2,  0,      0,     0, 0, 0, NULL, 0},
+    {"alibi",        0,    0,   0,    2300,   0,     0, 0, 0, NULL, 0},
+    {"dpb",          0,    0,   4,    4700,   0,     0, 0, 0, NULL, 0},
+    {"xl",           2,    0,   18.8, -26400, 66700, 0, 0, 0, NULL, 0},
+    {"t5",           0,    0,   0,    5500,   0,     0, 0, 0, NULL, 0},
+    {"kerple",       0,    0,   0,    6000,   0,     0, 0, 0, NULL, 0},
+    {"sandwich",     0,    0,   0,    0,      0,     0, 0, 0, NULL, 0},
+    {"fire",         0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0},
+    {"cope",         0,    0,   0,    5500,   0,     2, 0, 0, LM_COPE_PAIRS, 358},
+    {"fox",          0.14, 0,   0,    21100,  0,     0, 0, 0, NULL, 0},
+    {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL, 0},
+    {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL, 0},
 };
 /* floats a score of a bias the fused kernel cannot take, measured nowhere: the unfused
  * attention's logits, bias, weights and their gradients */
@@ -655,7 +659,7 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
  * and LM_UNFUSED_SCORE_FLOATS a score for the pair terms */
 static inline lm_scheme_cost lm_unmeasured_cost(void)
 {
-    lm_scheme_cost u = {NULL, 0, 0, 0, 0, 0, LM_UNFUSED_SCORE_FLOATS, 0, 0, LM_SCORES};
+    lm_scheme_cost u = {NULL, 0, 0, 0, 0, 0, LM_UNFUSED_SCORE_FLOATS, 0, 0, LM_SCORES, 0};
     for (size_t i = 0; i < sizeof LM_SCHEME_COSTS / sizeof LM_SCHEME_COSTS[0]; i++) {
         const lm_scheme_cost *k = &LM_SCHEME_COSTS[i];
         u.a = fmax(u.a, k->a), u.d = fmax(u.d, k->d), u.p = fmax(u.p, k->p);
@@ -678,11 +682,13 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
             k = LM_SCHEME_COSTS[i];
     if (m->quadratic && !k.pairs) /* attention dropout keeps the weights of any scheme */
         k.q = LM_UNFUSED_SCORE_FLOATS, k.pairs = LM_SCORES;
+    if (k.pT > 0 && c->attn_dropout > 0) /* its bias then goes through mod_bias: (B, H, L, L) */
+        k.q += LM_UNFUSED_SCORE_FLOATS, k.pT = 0, k.pairs = LM_SCORES;
     double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;
     double per_token = (48.3 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
-    double per_position = (4.8 * T * Dh + k.p * D) * N;
+    double per_position = ((k.pT > 0 ? k.pT : 4.8 * Dh) * T + k.p * D) * N;
     double fixed = (18000 * T + k.c + k.cT * T) * N;
     double pairs = m->quadratic ? (k.q * (double)B * H + k.qh * H + k.ql) * Lf * Lf * N : 0;
     m->scores_bytes = pairs * size;

@@ -599,6 +599,24 @@ static pg_tensor *band_bias(pg_graph *g, const pg_attn_band *b, int64_t L, pg_dt
     return dtype == PG_F64 ? t : pg_cast(g, t, dtype);
 }
 
+/* The attention of the call's only positional module when it computes whole attentions
+ * (the attend hook): 0 with *out, 1 when there is no such module or it declines, -1 after
+ * pg_graph_fail. */
+static int module_attends(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3], const pg_pos_ctx *c,
+                          pg_tensor **out)
+{
+    pg_posmod *p = m->n_pos == 1 ? m->pos[0] : NULL;
+    if (!p || !p->ops->attend)
+        return 1;
+    int rc = p->ops->attend(g, p, qkv[0], qkv[1], qkv[2], c, out);
+    if (rc < 0 || (rc == 0 && !*out)) {
+        if (!pg_graph_error(g))
+            pg_graph_fail(g, "%s: positional module 0 (%s): attend failed", fn, p->base.type);
+        return -1;
+    }
+    return rc;
+}
+
 /* Whether the fused kernel computes exactly what this call asks (see pg_mha_config.unfused). */
 static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t Lk)
 {
@@ -696,12 +714,17 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     int64_t Lq = pc.Lq, Lk = pc.Lk;
     bool drop = m->base.training && c->dropout > 0;
     bool fused = fusable(m, a, Lq, Lk);
-    pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *pair = NULL, *out;
+    pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *pair = NULL, *out = NULL;
     pg_pos_rel rel = {0};
-    if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel, &pair))
-        return NULL;
     const pg_attn_band *band = &c->band;
-    if (fused) {
+    int attended = fused && !drop && band->window == 0 ? module_attends(g, fn, m, qkv, &pc, &out) : 1;
+    if (attended < 0)
+        return NULL;
+    if (attended == 0) {
+        /* the module's attention: out (B, H, Lq, Dh) */
+    } else if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel, &pair)) {
+        return NULL;
+    } else if (fused) {
         pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,

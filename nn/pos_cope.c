@@ -124,7 +124,27 @@ static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor 
     return bias;
 }
 
-static const pg_posmod_ops COPE_OPS = {.mod_bias = cope_bias};
+/* The attention with the bias of cope_bias in one op (pg_cope_attention: no Lq x Lk
+ * tensor); the soft one-hot (5) is left to mod_bias */
+static int cope_attend(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c,
+                       pg_tensor **out)
+{
+    pg_cope *m = (pg_cope *)pm;
+    if (m->soft_onehot)
+        return 1;
+    if (!check_call(g, m, q, k, v, c))
+        return -1;
+    double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
+    pg_cope_attn_opts o = {.scale = scale,
+                           .out_scale = m->convention == PG_COPE_RAM && !m->nodiv ? scale : 1.0,
+                           .causal = c->causal,
+                           .mask = c->mask,
+                           .gates_from_values = m->gates == PG_COPE_GATES_VALUE};
+    *out = pg_cope_attention(g, q, k, v, int_logits(g, m, q), &o);
+    return *out ? 0 : -1;
+}
+
+static const pg_posmod_ops COPE_OPS = {.mod_bias = cope_bias, .attend = cope_attend};
 
 static int check_opts(const char *fn, int64_t head_dim, int64_t max_len, const pg_cope_opts *o, pg_dtype dtype)
 {

@@ -166,6 +166,15 @@ typedef struct pg_posmod_ops {
      * LocalAttention then takes its band of ops);
      * -1 after pg_graph_fail. NULL: not such a scheme. */
     int (*rel_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r);
+    /* the whole attention, for a scheme whose bias needs every row of the logits (CoPE's
+     * gates): *out (B, H, Lq, Dv) = softmax(q k^T c->scale + bias, hidden entries -inf) v
+     * with this module's bias, as mod_bias's bias would give it, computed without an
+     * Lq x Lk tensor. MultiheadAttention calls it instead of mod_bias when the call is
+     * fusable and this module is its only positional module, without attention dropout
+     * or a band. 0; 1 when the scheme does not take this call (nothing recorded, no
+     * error: the caller takes mod_bias); -1 after pg_graph_fail. NULL: not such a scheme. */
+    int (*attend)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c,
+                  pg_tensor **out);
 } pg_posmod_ops;
 
 struct pg_posmod {
@@ -349,6 +358,7 @@ enum {
     PG_POS_HOOK_SEP = 1 << 6,     /* sep_bias */
     PG_POS_HOOK_REL = 1 << 7,     /* rel_bias */
     PG_POS_HOOK_DIST_IF = 1 << 8, /* dist_bias_if */
+    PG_POS_HOOK_ATTEND = 1 << 9,  /* attend */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

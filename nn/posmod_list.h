@@ -66,7 +66,7 @@ PG_POSMOD(sandwich, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE 
           "the inner product of sinusoidal embeddings of two positions, minus its maximum, per-head scaled (Sandwich, Chi et al. 2023)")
 PG_POSMOD(fire, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_BAND | PG_POS_HOOK_DIST_IF, 0, "nn/pos_fire.c",
           "an MLP of the log-distance normalised by the log of max(L, query position) (FIRE, Li et al. 2024)")
-PG_POSMOD(cope, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN, "nn/pos_cope.c",
+PG_POSMOD(cope, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_ATTEND, PG_POS_NEEDS_QK | PG_POS_MAX_LEN, "nn/pos_cope.c",
           "positions counted by sigmoid gates of q . k, interpolated learned embeddings dotted with q (CoPE, Golovneva et al. 2024)")
 PG_POSMOD(fox, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_SEP, PG_POS_NEEDS_X, "nn/pos_fox.c",
           "c_i - c_j, c the running sum of per-head log forget gates of the layer's input (FoX, Lin et al. 2025)")

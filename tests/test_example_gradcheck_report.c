@@ -120,9 +120,11 @@ Test(example_gradcheck_report, markdown_rows_are_stable)
     cr_assert(!strncmp(r->out, "| what | elements | worst abs err | result | kinks |\n|---|--:|--:|---|--:|\n", 74),
               "%s", r->out);
     cr_assert(!strstr(r->out, "time"), "no time column: %s", r->out);
-    cr_assert(strstr(r->out, "\n| pos/cope | 356 | ") && strstr(r->out, "\n| pos/cope soft onehot | 356 | "), "%s",
+    cr_assert(strstr(r->out, "\n| pos/cope | 356 | ") && strstr(r->out, "\n| pos/cope soft onehot | 356 | ") &&
+                  strstr(r->out, "\n| pos/cope fused | 356 | "),
+              "%s",
               r->out);
-    cr_assert(strstr(r->out, " | pass | 0 |\n") && strstr(r->out, "\n4 checks, 0 failures\n"), "%s", r->out);
+    cr_assert(strstr(r->out, " | pass | 0 |\n") && strstr(r->out, "\n5 checks, 0 failures\n"), "%s", r->out);
     EX_RUN(again, gradcheck_report_main, "gradcheck_report", "--markdown", "--filter", "pos/cope");
     cr_assert_str_eq(r->out, again->out, "the digits differ between two runs");
     free(r);

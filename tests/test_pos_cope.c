@@ -180,25 +180,35 @@ static pg_mha *mha_with(int64_t dim, int64_t heads, bool causal, pg_posmod *pos,
     return test_mha(dim, heads, (test_mha_flags){.causal = causal}, &pos, 1, seed);
 }
 
+/* both paths of MultiheadAttention: the fused one (the module's attend hook,
+ * pg_cope_attention) and the reference (mod_bias, then softmax) */
 Test(pos_cope, mha_matches_torch)
 {
     pg_tensor_list l = fixture("pos_cope.safetensors");
-    pg_mha *m = mha_with(8, 4, true, &cope_f64(2, 0, &(pg_cope_opts){.npos = 6})->pm, 1);
-    load_params(&m->base, &l, "mha.");
-    pg_tensor *x = fx_copy(&l, "mha.x", true);
-    pg_graph *g = pg_graph_new();
-    pg_tensor *out = pg_mha_forward(g, m, x, NULL, &(pg_attn_args){.mask = fx(&l, "mha.mask")});
-    cr_assert_not_null(out, "%s", pg_graph_error(g));
-    assert_close(out, fx(&l, "mha.out"), 1e-10, "mha out");
-    cr_assert_eq(pg_backward_with(g, out, fx(&l, "mha.dy")), 0, "%s", pg_graph_error(g));
-    assert_close(x->grad, fx(&l, "mha.grad.x"), 1e-10, "grad x");
-    check_param_grads(&m->base, &l, "mha.", 1e-10);
-    cr_log_info("pos_cope mha parity: out %.3g, grad x %.3g, grad pos_emb %.3g", max_err(out, fx(&l, "mha.out")),
-                max_err(x->grad, fx(&l, "mha.grad.x")),
-                max_err(pg_module_find_param(&m->base, "pos.pos_emb")->grad, fx(&l, "mha.grad.pos.pos_emb")));
-    pg_graph_free(g);
-    pg_tensor_free(x);
-    pg_module_free(&m->base);
+    for (int unfused = 0; unfused < 2; unfused++) {
+        pg_posmod *pos = &cope_f64(2, 0, &(pg_cope_opts){.npos = 6})->pm;
+        pg_mha *m = test_mha(8, 4, (test_mha_flags){.causal = true, .unfused = unfused}, &pos, 1, 1);
+        load_params(&m->base, &l, "mha.");
+        pg_tensor *x = fx_copy(&l, "mha.x", true);
+        pg_graph *g = pg_graph_new();
+        pg_tensor *out = pg_mha_forward(g, m, x, NULL, &(pg_attn_args){.mask = fx(&l, "mha.mask")});
+        cr_assert_not_null(out, "%s", pg_graph_error(g));
+        bool attended = false; /* which op made the attention */
+        for (int i = 0; i < pg_graph_num_nodes(g); i++)
+            attended = attended || !strcmp(pg_graph_node(g, i)->name, "pg_cope_attention");
+        cr_assert_eq(attended, !unfused, "unfused %d: pg_cope_attention %s", unfused, attended ? "used" : "not used");
+        assert_close(out, fx(&l, "mha.out"), 1e-10, "mha out");
+        cr_assert_eq(pg_backward_with(g, out, fx(&l, "mha.dy")), 0, "%s", pg_graph_error(g));
+        assert_close(x->grad, fx(&l, "mha.grad.x"), 1e-10, "grad x");
+        check_param_grads(&m->base, &l, "mha.", 1e-10);
+        cr_log_info("pos_cope mha parity (%s): out %.3g, grad x %.3g, grad pos_emb %.3g",
+                    unfused ? "reference" : "fused", max_err(out, fx(&l, "mha.out")),
+                    max_err(x->grad, fx(&l, "mha.grad.x")),
+                    max_err(pg_module_find_param(&m->base, "pos.pos_emb")->grad, fx(&l, "mha.grad.pos.pos_emb")));
+        pg_graph_free(g);
+        pg_tensor_free(x);
+        pg_module_free(&m->base);
+    }
     pg_tensor_list_free_all(&l);
 }
 
