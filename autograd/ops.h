@@ -168,22 +168,25 @@ pg_tensor *pg_cope_interp(pg_graph *g, pg_tensor *logits, pg_tensor *z, pg_tenso
                           double in_scale, double out_scale);
 /* Attention with CoPE's bias in one op (autograd/op_cope_attn.c, docs/pos/cope.md):
  *   out = softmax(scale q k^T + bias, hidden entries -inf) v,
- *   bias = pg_cope_interp(q g^T, z, mask, causal, scale, out_scale), g = k, or v with
+ *   bias = pg_cope_interp(q g^T, q E, mask, causal, scale, out_scale), g = k, or v with
  *   gates_from_values,
  * q (B, H, Lq, D), k (B, H, Lk, D), v (B, H, Lk, Dv) (Dv = D with gates_from_values),
- * z (B, H, Lq, n), one float dtype; hidden entries as pg_flash_attention's (the key mask,
- * causal j > i), a query that sees no key gives 0. The chain pg_matmul, pg_cope_interp,
- * pg_flash_attention (pair_bias) to rounding, without any Lq x Lk tensor: a block of
- * queries at a time, memory linear in L, the same bits for any thread count. Gradients
- * reach q, k, v and z. g NULL: a heap result the caller frees, nothing recorded. */
+ * pos_emb E (D, n), or (n, D) with emb_by_position (leading dims of 1 allowed: CoPE's
+ * (1, D, n)), one float dtype; hidden entries as pg_flash_attention's (the key mask,
+ * causal j > i), a query that sees no key gives 0. The chain pg_matmul (q E, q g^T),
+ * pg_cope_interp, pg_flash_attention (pair_bias) to rounding, without any Lq x Lk or
+ * Lq x n tensor: a block of queries at a time, memory linear in L, the same bits for any
+ * thread count. Gradients reach q, k, v and E. g NULL: a heap result the caller frees,
+ * nothing recorded. */
 typedef struct pg_cope_attn_opts {
     double scale;           /* of q k^T and of the gates' logits; 0: 1 / sqrt(D) */
     double out_scale;       /* the bias's factor (CoPE's RAM convention: scale; x-transformers: 1) */
     bool causal;            /* hide key j from query i when j > i */
     pg_tensor *mask;        /* (B, Lk) bool, false = hidden; NULL: none */
     bool gates_from_values; /* the gates read q . v_j instead of q . k_j */
+    bool emb_by_position;   /* pos_emb is (n, D) (x-transformers' layout), not (D, n) */
 } pg_cope_attn_opts;
-pg_tensor *pg_cope_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *z,
+pg_tensor *pg_cope_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *pos_emb,
                              const pg_cope_attn_opts *o);
 /* A two-layer ReLU MLP applied to every scalar of u (autograd/op_mlp.c; FIRE's MLP,
  * docs/pos/fire.md (3)): u (B, R), w0 (F, 1), b0 (F) or NULL, w2 (H, F), b2 (H) or

@@ -473,7 +473,8 @@ static inline const pg_posmod_kind_info *lm_pos_info(const char *pos)
 
 /* The choices whose attention runs in the fused kernel (memory linear in the
  * length), from the registry: no logits bias, or one of the distance alone
- * (dist_bias), separable (sep_bias) or in relative keys (rel_bias). Space-separated into buf (n bytes). */
+ * (dist_bias), separable (sep_bias), in relative keys (rel_bias) or computed with
+ * the attention (attend: CoPE). Space-separated into buf (n bytes). */
 static inline const char *lm_fused_names(char *buf, size_t n)
 {
     const lm_pos_choices *l = lm_pos_choice_list();
@@ -481,7 +482,8 @@ static inline const char *lm_fused_names(char *buf, size_t n)
     buf[0] = '\0';
     for (int i = 0; i < l->n && used < n; i++) {
         const pg_posmod_kind_info *k = l->c[i].kind ? pg_posmod_info(l->c[i].kind) : NULL;
-        if (k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL)))
+        if (k && (k->hooks & PG_POS_HOOK_BIAS) &&
+            !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL | PG_POS_HOOK_ATTEND)))
             continue;
         used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? " " : "", l->names[i]);
     }
@@ -565,7 +567,7 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
                     return -1;
                 at[j] = pg_module_num_elements(&m->base);
                 quadratic = quadratic || (side && m->ops->mod_bias && !m->ops->dist_bias && !m->ops->sep_bias &&
-                                          !m->ops->rel_bias);
+                                          !m->ops->rel_bias && !m->ops->attend);
                 pg_module_free(&m->base);
             }
             int64_t per_row = at[1] - at[0];
@@ -630,7 +632,6 @@ typedef struct lm_scheme_cost {
  * here, e.g. a newly registered scheme, gets lm_unmeasured_cost). */
 #define LM_SCORES "(batch, heads, seq, seq) attention scores"
 #define LM_FIRE_PAIRS "(heads, seq, seq) biases and (seq, seq) pairs through its MLP"
-#define LM_COPE_PAIRS "(batch, heads, seq, max_len + 1) position logits"
 static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     /*  --pos        a     d    p     c       cT     q  qh ql   pairs            pT */
     {"none",         0,    0,   0,    0,      0,     0, 0, 0, NULL, 0},
@@ -646,7 +647,7 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"kerple",       0,    0,   0,    6000,   0,     0, 0, 0, NULL, 0},
     {"sandwich",     0,    0,   0,    0,      0,     0, 0, 0, NULL, 0},
     {"fire",         0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0},
-    {"cope",         0,    0,   0,    5500,   0,     2, 0, 0, LM_COPE_PAIRS, 358},
+    {"cope",         1,    0,   0,    5500,   0,     0, 0, 0, NULL, 800},
     {"fox",          0.14, 0,   0,    21100,  0,     0, 0, 0, NULL, 0},
     {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL, 0},
     {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL, 0},
@@ -683,7 +684,7 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
     if (m->quadratic && !k.pairs) /* attention dropout keeps the weights of any scheme */
         k.q = LM_UNFUSED_SCORE_FLOATS, k.pairs = LM_SCORES;
     if (k.pT > 0 && c->attn_dropout > 0) /* its bias then goes through mod_bias: (B, H, L, L) */
-        k.q += LM_UNFUSED_SCORE_FLOATS, k.pT = 0, k.pairs = LM_SCORES;
+        k.q = LM_UNFUSED_SCORE_FLOATS, k.pT = 0, k.pairs = LM_SCORES;
     double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;

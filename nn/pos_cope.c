@@ -139,8 +139,10 @@ static int cope_attend(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, p
                            .out_scale = m->convention == PG_COPE_RAM && !m->nodiv ? scale : 1.0,
                            .causal = c->causal,
                            .mask = c->mask,
-                           .gates_from_values = m->gates == PG_COPE_GATES_VALUE};
-    *out = pg_cope_attention(g, q, k, v, int_logits(g, m, q), &o);
+                           .gates_from_values = m->gates == PG_COPE_GATES_VALUE,
+                           .emb_by_position = m->convention == PG_COPE_XT};
+    pg_tensor *E = m->pos_emb->dtype != q->dtype ? pg_cast(g, m->pos_emb, q->dtype) : m->pos_emb;
+    *out = E ? pg_cope_attention(g, q, k, v, E, &o) : NULL;
     return *out ? 0 : -1;
 }
 

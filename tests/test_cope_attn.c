@@ -1,21 +1,22 @@
 /* pg_cope_attention (autograd/op_cope_attn.c): a value by hand; outputs and gradients equal
- * to the chain it replaces (pg_matmul, pg_cope_interp, pg_flash_attention with the bias as
- * pair_bias) over several blocks of queries, both dtypes, causal, a key mask, gates from
- * the values, Lq != Lk, both positions' paths (n < 32 and n >= 32); the same bits for any
- * thread count; gradchecks; bad input. */
+ * to the chain it replaces (pg_matmul for z = q E and the logits, pg_cope_interp,
+ * pg_flash_attention with the bias as pair_bias) over several blocks of queries, both
+ * dtypes, causal, a key mask, gates from the values, Lq != Lk, both layouts of E, both
+ * paths of the interpolation (n < 32 and n >= 32); the same bits for any thread count;
+ * gradchecks; bad input. */
 #include "../autograd/flash.h"
 #include "testutil.h"
 
 #include <string.h>
 
-/* one head, one query, two keys, D 1: q = 1, k = (0, ln 3), v = (1, 10), z = (2, 6, 7),
+/* one head, one query, two keys, D 1: q = 1, k = (0, ln 3), v = (1, 10), E = z = (2, 6, 7),
  * scale and out_scale 1. Gates sigmoid(0) = 1/2 and sigmoid(ln 3) = 3/4, running sums from
  * the right x = (5/4, 3/4), the bias z read there, the logits q . k + bias. */
 Test(cope_attn, by_hand)
 {
     const double l3 = log(3.0);
     pg_tensor *q = T64(PG_SHAPE(1, 1, 1, 1), 1), *k = T64(PG_SHAPE(1, 1, 2, 1), 0, l3);
-    pg_tensor *v = T64(PG_SHAPE(1, 1, 2, 1), 1, 10), *z = T64(PG_SHAPE(1, 1, 1, 3), 2, 6, 7);
+    pg_tensor *v = T64(PG_SHAPE(1, 1, 2, 1), 1, 10), *z = T64(PG_SHAPE(1, 3), 2, 6, 7);
     pg_tensor *out = pg_cope_attention(NULL, q, k, v, z, &(pg_cope_attn_opts){.scale = 1, .out_scale = 1});
     cr_assert_not_null(out, "%s", pg_last_error());
     /* p = 5/4: z1 + 1/4 (z2 - z1) = 6.25; p = 3/4: z0 + 3/4 (z1 - z0) = 5 */
@@ -29,23 +30,28 @@ typedef struct ccase {
     int64_t B, H, Lq, Lk, D, n;
     bool causal, masked, gates_v;
     double scale, out_scale;
+    bool nd;       /* E (n, D), else (1, D, n) */
+    bool positive; /* q, k, v in [0, 1): gates near 1, sums as far as the keys reach */
 } ccase;
 
 enum { N_IN = 4, N_OUT = 1 + N_IN };
 
 typedef struct cin {
-    pg_tensor *t[N_IN]; /* q, k, v, z */
+    pg_tensor *t[N_IN]; /* q, k, v, E */
     pg_tensor *mask;
 } cin;
 
-/* inputs of c's dtype; z spread over [-2, 2] so that the bias matters */
+/* inputs of c's dtype; E spread over [-2, 2] so that the bias matters */
 static cin make_inputs(const ccase *c, uint64_t seed)
 {
     const int64_t sh[N_IN][4] = {{c->B, c->H, c->Lq, c->D}, {c->B, c->H, c->Lk, c->D}, {c->B, c->H, c->Lk, c->D},
-                                 {c->B, c->H, c->Lq, c->n}};
+                                 {1, c->D, c->n}};
+    const int64_t e_nd[2] = {c->n, c->D};
     cin in = {{NULL}, c->masked ? key_mask_pattern(c->B, c->Lk, 3, 2) : NULL};
     for (int i = 0; i < N_IN; i++) {
-        pg_tensor *t = rand_param(4, sh[i], i == 3 ? -2 : -1, i == 3 ? 2 : 1, seed + (uint64_t)i);
+        const bool e = i == 3;
+        pg_tensor *t = rand_param(e ? (c->nd ? 2 : 3) : 4, e && c->nd ? e_nd : sh[i], e ? -2 : c->positive ? 0 : -1,
+                                  e ? 2 : 1, seed + (uint64_t)i);
         in.t[i] = c->dt == PG_F64 ? t : pg_tensor_cast(NULL, t, c->dt);
         if (in.t[i] != t)
             pg_tensor_free(t);
@@ -63,11 +69,12 @@ static void free_inputs(cin *in)
 /* the fused op, or the chain of ops it replaces */
 static pg_tensor *attend(pg_graph *g, const ccase *c, bool fused, pg_tensor *const *t, pg_tensor *mask)
 {
-    const pg_cope_attn_opts o = {c->scale, c->out_scale, c->causal, mask, c->gates_v};
+    const pg_cope_attn_opts o = {c->scale, c->out_scale, c->causal, mask, c->gates_v, c->nd};
     if (fused)
         return pg_cope_attention(g, t[0], t[1], t[2], t[3], &o);
     pg_tensor *s = pg_matmul(g, t[0], c->gates_v ? t[2] : t[1], false, true);
-    pg_tensor *bias = pg_cope_interp(g, s, t[3], mask, c->causal, c->scale, c->out_scale);
+    pg_tensor *z = pg_matmul(g, t[0], t[3], false, c->nd); /* (B, H, Lq, n) */
+    pg_tensor *bias = pg_cope_interp(g, s, z, mask, c->causal, c->scale, c->out_scale);
     return pg_flash_attention(g, t[0], t[1], t[2],
                               &(pg_flash_opts){.scale = c->scale, .causal = c->causal, .mask = mask,
                                                .pair_bias = bias});
@@ -86,7 +93,7 @@ static void run(bool fused, const ccase *c, cin *in, pg_tensor *w, pg_tensor **r
     pg_graph_free(g);
 }
 
-static const char *const NAMES[N_OUT] = {"out", "dq", "dk", "dv", "dz"};
+static const char *const NAMES[N_OUT] = {"out", "dq", "dk", "dv", "dE"};
 
 static void assert_equals_chain(const ccase *cases, size_t n, double tol, const char *what)
 {
@@ -114,16 +121,19 @@ static void assert_equals_chain(const ccase *cases, size_t n, double tol, const 
     cr_log_info("cope_attn vs the chain (%s): %.3g (outputs and gradients)", what, worst);
 }
 
-/* Lq over two and three blocks of 32 queries, a last block of 1 and of 6; n >= 32 reads z
+/* Lq over two and three blocks of 32 queries, a last block of 1 and of 6, two chunks of
+ * 128 (z computed only as far as a chunk's sums reach: n above the keys); n >= 32 reads z
  * through the float kernel's windows */
 Test(cope_attn, equals_the_chain_f64)
 {
     const ccase cases[] = {
-        {PG_F64, 2, 3, 70, 70, 8, 12, true, false, false, 0.35, 0.35},
-        {PG_F64, 2, 2, 65, 65, 4, 40, true, true, false, 0.5, 1.0},
-        {PG_F64, 1, 2, 38, 50, 5, 9, false, true, true, 0.3, 0.3},
-        {PG_F64, 2, 1, 50, 38, 6, 7, true, false, true, 0.25, 1.0},
-        {PG_F64, 1, 1, 3, 9, 2, 3, false, false, false, 1.0, 1.0},
+        {PG_F64, 2, 3, 70, 70, 8, 12, true, false, false, 0.35, 0.35, false, false},
+        {PG_F64, 2, 2, 65, 65, 4, 40, true, true, false, 0.5, 1.0, true, false},
+        {PG_F64, 1, 2, 38, 50, 5, 9, false, true, true, 0.3, 0.3, false, false},
+        {PG_F64, 2, 1, 50, 38, 6, 7, true, false, true, 0.25, 1.0, true, false},
+        {PG_F64, 1, 1, 3, 9, 2, 3, false, false, false, 1.0, 1.0, false, false},
+        {PG_F64, 2, 2, 160, 160, 4, 170, true, true, false, 0.35, 0.35, false, false}, /* two chunks, z cut short */
+        {PG_F64, 1, 2, 140, 140, 8, 150, true, false, false, 3.0, 1.0, false, true}, /* sums reach the keys */
     };
     assert_equals_chain(cases, sizeof cases / sizeof cases[0], 1e-12, "f64");
 }
@@ -131,9 +141,10 @@ Test(cope_attn, equals_the_chain_f64)
 Test(cope_attn, equals_the_chain_f32)
 {
     const ccase cases[] = {
-        {PG_F32, 2, 3, 70, 70, 8, 12, true, false, false, 0.35, 0.35},
-        {PG_F32, 2, 2, 97, 97, 16, 48, true, true, false, 0.25, 1.0},
-        {PG_F32, 1, 2, 38, 50, 5, 33, false, true, true, 0.3, 0.3},
+        {PG_F32, 2, 3, 70, 70, 8, 12, true, false, false, 0.35, 0.35, false, false},
+        {PG_F32, 2, 2, 97, 97, 16, 48, true, true, false, 0.25, 1.0, true, false},
+        {PG_F32, 1, 2, 38, 50, 5, 33, false, true, true, 0.3, 0.3, false, false},
+        {PG_F32, 1, 2, 150, 150, 8, 151, true, false, false, 3.0, 1.0, true, true},
     };
     assert_equals_chain(cases, sizeof cases / sizeof cases[0], 5e-6, "f32");
 }
@@ -152,8 +163,8 @@ static void run_fused(void *ctx, pg_tensor **res)
 
 Test(cope_attn, same_bits_for_any_thread_count)
 {
-    const ccase cases[] = {{PG_F32, 3, 3, 90, 90, 8, 40, true, true, false, 0.35, 0.35},
-                           {PG_F64, 2, 3, 40, 40, 4, 6, true, false, true, 0.5, 1.0}};
+    const ccase cases[] = {{PG_F32, 3, 3, 90, 90, 8, 40, true, true, false, 0.35, 0.35, false, false},
+                           {PG_F64, 2, 3, 40, 40, 4, 6, true, false, true, 0.5, 1.0, true, false}};
     for (size_t k = 0; k < 2; k++) {
         const ccase *c = &cases[k];
         cin in = make_inputs(c, 7 + k);
@@ -170,7 +181,7 @@ Test(cope_attn, same_bits_for_any_thread_count)
 /* the result without a graph: the graph's bits, nothing recorded, nothing leaked */
 Test(cope_attn, without_a_graph)
 {
-    const ccase c = {PG_F64, 1, 2, 40, 40, 4, 6, true, true, false, 0.5, 0.5};
+    const ccase c = {PG_F64, 1, 2, 40, 40, 4, 6, true, true, false, 0.5, 0.5, false, false};
     cin in = make_inputs(&c, 3);
     pg_tensor *a = attend(NULL, &c, true, in.t, in.mask);
     cr_assert_not_null(a, "%s", pg_last_error());
@@ -194,12 +205,14 @@ static pg_tensor *cope_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
     return attend(g, &x->c, true, in, x->mask);
 }
 
-/* q, k, v and z over two blocks of queries; causal and not, gates from keys and values */
+/* q, k, v and E over two blocks of queries; causal and not, gates from keys and values,
+ * both layouts of E */
 Test(cope_attn, gradcheck)
 {
-    const ccase cases[] = {{PG_F64, 1, 2, 34, 34, 2, 5, true, false, false, 0.7, 0.7},
-                           {PG_F64, 2, 1, 5, 7, 3, 4, false, true, true, 0.6, 1.0},
-                           {PG_F64, 1, 1, 9, 9, 2, 3, true, true, false, 0.8, 1.0}};
+    const ccase cases[] = {{PG_F64, 1, 2, 34, 34, 2, 5, true, false, false, 0.7, 0.7, false, false},
+                           {PG_F64, 2, 1, 5, 7, 3, 4, false, true, true, 0.6, 1.0, true, false},
+                           {PG_F64, 1, 1, 9, 9, 2, 3, true, true, false, 0.8, 1.0, false, false},
+                           {PG_F64, 1, 1, 9, 9, 2, 12, true, false, false, 1.5, 1.0, true, false}}; /* n > L + 1 */
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         grad_case x = {cases[k], NULL};
         cin in = make_inputs(&x.c, 1 + 7 * k);
@@ -214,28 +227,34 @@ Test(cope_attn, bad_input)
 {
     pg_graph *g = pg_graph_new();
     pg_tensor *q = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 4)), *k = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 5, 4));
-    pg_tensor *v3 = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 5, 3)), *z = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 7));
+    pg_tensor *v3 = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 5, 3)), *E = pg_zeros(g, PG_F64, PG_SHAPE(1, 4, 7));
     const pg_cope_attn_opts o = {.out_scale = 1};
-    ASSERT_FAILS(pg_cope_attention(g, q, k, k, z, NULL), "pg_cope_attention: opts is NULL");
-    ASSERT_FAILS(pg_cope_attention(g, q, k, k, NULL, &o), "pg_cope_attention: z is NULL");
-    ASSERT_FAILS(pg_cope_attention(g, NULL, k, k, z, &o), "pg_cope_attention: q is NULL");
-    pg_tensor *bad_z[] = {pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 5, 7)), pg_zeros(g, PG_F32, PG_SHAPE(2, 3, 6, 7)),
-                          pg_zeros(g, PG_F64, PG_SHAPE(3, 6, 7))};
-    const char *shown[] = {"f64[2,3,5,7]", "f32[2,3,6,7]", "f64[3,6,7]"};
-    for (int i = 0; i < 3; i++) {
+    ASSERT_FAILS(pg_cope_attention(g, q, k, k, E, NULL), "pg_cope_attention: opts is NULL");
+    ASSERT_FAILS(pg_cope_attention(g, q, k, k, NULL, &o), "pg_cope_attention: pos_emb is NULL");
+    ASSERT_FAILS(pg_cope_attention(g, NULL, k, k, E, &o), "pg_cope_attention: q is NULL");
+    pg_tensor *bad_E[] = {pg_zeros(g, PG_F64, PG_SHAPE(2, 4, 7)), pg_zeros(g, PG_F32, PG_SHAPE(4, 7)),
+                          pg_zeros(g, PG_F64, PG_SHAPE(7, 4)), pg_zeros(g, PG_F64, PG_SHAPE(4))};
+    const char *shown[] = {"f64[2,4,7]", "f32[4,7]", "f64[7,4]", "f64[4]"};
+    for (int i = 0; i < 4; i++) {
         char want[200];
         snprintf(want, sizeof want,
-                 "pg_cope_attention: z is %s, expected f64 (B, H, Lq, n) = (2, 3, 6, n), 1 <= n <= 2^31 - 1",
+                 "pg_cope_attention: pos_emb is %s, expected f64 (D, n) = (D of q, n) with 1 <= n <= 2^31 - 1 "
+                 "(leading dims 1) for q f64[2,3,6,4]",
                  shown[i]);
-        ASSERT_FAILS(pg_cope_attention(g, q, k, k, bad_z[i], &o), want);
+        ASSERT_FAILS(pg_cope_attention(g, q, k, k, bad_E[i], &o), want);
     }
-    ASSERT_FAILS(pg_cope_attention(g, q, k, v3, z, &(pg_cope_attn_opts){.out_scale = 1, .gates_from_values = true}),
+    ASSERT_FAILS(pg_cope_attention(g, q, k, k, E, &(pg_cope_attn_opts){.out_scale = 1, .emb_by_position = true}),
+                 "pg_cope_attention: pos_emb is f64[1,4,7], expected f64 (n, D) = (n, D of q)");
+    ASSERT_FAILS(pg_cope_attention(g, q, k, v3, E, &(pg_cope_attn_opts){.out_scale = 1, .gates_from_values = true}),
                  "pg_cope_attention: gates from the values need v's head dim 3 to be q's 4");
-    ASSERT_FAILS(pg_cope_attention(g, q, k, k, z, &(pg_cope_attn_opts){.scale = INFINITY}),
+    ASSERT_FAILS(pg_cope_attention(g, q, k, k, E, &(pg_cope_attn_opts){.scale = INFINITY}),
                  "pg_cope_attention: the scales must be finite, got scale inf, out_scale 0");
     pg_tensor *mask = pg_empty(g, PG_BOOL, PG_SHAPE(2, 6));
-    ASSERT_FAILS(pg_cope_attention(g, q, k, k, z, &(pg_cope_attn_opts){.mask = mask}),
+    ASSERT_FAILS(pg_cope_attention(g, q, k, k, E, &(pg_cope_attn_opts){.mask = mask}),
                  "pg_cope_attention: mask is bool[2,6], expected a bool key mask (B, Lk) = (2, 5)");
-    cr_assert_not_null(pg_cope_attention(g, q, k, v3, z, &o), "%s", pg_last_error());
+    cr_assert_not_null(pg_cope_attention(g, q, k, v3, E, &o), "%s", pg_last_error());
+    pg_tensor *E_nd = pg_zeros(g, PG_F64, PG_SHAPE(7, 4));
+    cr_assert_not_null(pg_cope_attention(g, q, k, v3, E_nd, &(pg_cope_attn_opts){.emb_by_position = true}), "%s",
+                       pg_last_error());
     pg_graph_free(g);
 }

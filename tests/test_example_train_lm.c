@@ -831,8 +831,8 @@ Test(example_train_lm, fused_schemes_named_from_the_registry)
     char buf[512], padded[520];
     snprintf(padded, sizeof padded, " %s ", lm_fused_names(buf, sizeof buf));
     const char *fused[] = {"none", "sinusoidal", "rotary", "alibi", "dpb", "t5", "kerple", "sandwich", "fox", "local",
-                           "xl", "rel"};
-    const char *quadratic[] = {"fire", "cope"};
+                           "xl", "rel", "cope"};
+    const char *quadratic[] = {"fire"};
     char w[32];
     for (size_t i = 0; i < sizeof fused / sizeof fused[0]; i++) {
         snprintf(w, sizeof w, " %s ", fused[i]);
@@ -861,10 +861,12 @@ Test(example_train_lm, memory_estimate_counts_every_parameter)
             cr_assert_eq(m.params, pg_module_num_elements(&lm->base), "--pos %s%s: counted %lld, the model has %lld",
                          LM_SCHEMES[i], glu ? " (GLU, RMSNorm, no biases)" : "", (long long)m.params,
                          (long long)pg_module_num_elements(&lm->base));
-            /* quadratic: a bias that is neither a function of distance alone, separable nor relative keys (fire, cope) */
+            /* quadratic: a bias that is neither a function of distance alone, separable, relative keys nor
+             * computed with its attention (fire) */
             const lm_pos_choice *ch = lm_pos_find(LM_SCHEMES[i]);
             const pg_posmod_kind_info *k = ch->kind ? pg_posmod_info(ch->kind) : NULL;
-            bool qk_bias = k && (k->hooks & PG_POS_HOOK_BIAS) && !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL));
+            bool qk_bias = k && (k->hooks & PG_POS_HOOK_BIAS) &&
+                           !(k->hooks & (PG_POS_HOOK_DIST | PG_POS_HOOK_SEP | PG_POS_HOOK_REL | PG_POS_HOOK_ATTEND));
             cr_assert_eq(m.quadratic, qk_bias, "--pos %s: quadratic %d", LM_SCHEMES[i], m.quadratic);
             cr_assert_eq(m.scores_bytes > 0, qk_bias);
             cr_assert(m.total > m.act_bytes + m.param_bytes);
