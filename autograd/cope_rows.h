@@ -285,17 +285,27 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         for (int k = 0; k < r->nr; k++)                                                                        \
             cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);      \
     }                                                                                                          \
-    /* scratch: g, x (nr, m) each, then a row's shares a, b (m) and floors fo (m ints), as                     \
-     * cope_scratch lays them out; io's ds (nr, m) and dz (nr, n) NULL when not wanted */                      \
-    static void cope_bwd_##sfx(const cope_grads *io, const cope_rows *r, char *scratch, T in_scale, T out_scale) \
+    /* cope_fwd keeping the gates in g and the sums in x (nr, m) for cope_bwd_kept */                          \
+    static inline void cope_fwd_kept_##sfx(T *out, T *g, T *x, const T *s, const T *z, const cope_rows *r,     \
+                                    T in_scale, T out_scale)                                                   \
+    {                                                                                                          \
+        const int64_t len = cope_visible(r, r->nr - 1);                                                        \
+        cope_gates_##sfx(g, s, r, len, in_scale);                                                              \
+        pg_scan_rows_##sfx(g, out, r->nr, r->m, len, true, false);                                             \
+        memcpy(x, out, (size_t)(r->nr * r->m) * sizeof(T));                                                    \
+        for (int k = 0; k < r->nr; k++)                                                                        \
+            cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);      \
+    }                                                                                                          \
+    /* the backward from the gates g and sums x (nr, m; x is overwritten); ab: a row's shares                  \
+     * a, b (m) and floors fo (m ints); io's ds (nr, m) and dz (nr, n) NULL when not wanted */                 \
+    static inline void cope_bwd_kept_##sfx(const cope_grads *io, const cope_rows *r, const T *g, T *x,        \
+                                           char *ab, T in_scale, T out_scale)                                                   \
     {                                                                                                          \
         const T *z = io->z, *dout = io->dout;                                                                  \
         T *ds = io->ds, *dz = io->dz;                                                                          \
         const int64_t m = r->m, n = r->n, len = cope_visible(r, r->nr - 1);                                    \
-        T *g = (T *)scratch, *x = g + COPE_ROWS * m, *a = x + COPE_ROWS * m, *b = a + m;                       \
+        T *a = (T *)ab, *b = a + m;                                                                            \
         int *fo = (int *)(b + m);                                                                              \
-        cope_gates_##sfx(g, io->s, r, len, in_scale);                                                          \
-        pg_scan_rows_##sfx(g, x, r->nr, m, len, true, false);                                                  \
         for (int k = 0; k < r->nr; k++) {                                                                      \
             if (dz && io->dz_fresh)                                                                            \
                 memset(dz + k * n, 0, (size_t)n * sizeof(T));                                                  \
@@ -305,13 +315,28 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         pg_scan_rows_##sfx(x, x, r->nr, m, len, false, false); /* dg */                                        \
         for (int k = 0; ds && k < r->nr; k++)                                                                  \
             cope_ds_row_##sfx(ds + k * m, io->ds_fresh, x + k * m, g + k * m, r, k, in_scale);                 \
+    }                                                                                                          \
+    /* scratch: g, x (nr, m) each, then cope_bwd_kept's ab, as cope_scratch lays them out */                   \
+    static inline void cope_bwd_##sfx(const cope_grads *io, const cope_rows *r, char *scratch, T in_scale,     \
+                                      T out_scale)                                                             \
+    {                                                                                                          \
+        const int64_t m = r->m, len = cope_visible(r, r->nr - 1);                                              \
+        T *g = (T *)scratch, *x = g + COPE_ROWS * m;                                                           \
+        cope_gates_##sfx(g, io->s, r, len, in_scale);                                                          \
+        pg_scan_rows_##sfx(g, x, r->nr, m, len, true, false);                                                  \
+        cope_bwd_kept_##sfx(io, r, g, x, (char *)(x + COPE_ROWS * m), in_scale, out_scale);                    \
     }
 DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32)
 DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM)
 
 /* one thread's backward scratch: g and x (COPE_ROWS, Lk), a and b (Lk), fo (Lk ints), in
- * bytes rounded up to 64 (each thread's slice starts aligned) */
-static size_t cope_scratch(int64_t Lk, pg_dtype dt)
+ * bytes rounded up to 64 (each thread's slice starts aligned); cope_bwd_kept's ab: its
+ * last cope_ab_bytes */
+static inline size_t cope_ab_bytes(int64_t Lk, pg_dtype dt)
+{
+    return (size_t)Lk * (2 * pg_dtype_size(dt) + sizeof(int));
+}
+static inline size_t cope_scratch(int64_t Lk, pg_dtype dt)
 {
     size_t bytes = (size_t)Lk * ((2 * COPE_ROWS + 2) * pg_dtype_size(dt) + sizeof(int));
     return (bytes + 63) / 64 * 64;

@@ -66,15 +66,16 @@ static int64_t chunk_positions(const cattn_job *j, int64_t c0, int64_t cn)
 }
 
 /* per thread: s, a (the attention's q . k when the gates read v), L (bias, logits, P),
- * dS and ds (ROWS, Lk) each, z and dz (CHUNK, n), rowsum(dO o) (ROWS), then CoPE's
- * backward scratch */
+ * dS, ds, the gates and their sums (ROWS, Lk) each, z and dz (CHUNK, n), rowsum(dO o)
+ * (ROWS), then CoPE's backward's shares of a row (cope_ab_bytes) */
+enum { MATS = 7 };
 static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
 {
-    size_t es = pg_dtype_size(dt), mats = ((size_t)5 * ROWS * (size_t)Lk + 2 * CHUNK * (size_t)n + ROWS) * es;
-    return (mats + 63) / 64 * 64 + cope_scratch(Lk, dt);
+    size_t es = pg_dtype_size(dt), mats = ((size_t)MATS * ROWS * (size_t)Lk + 2 * CHUNK * (size_t)n + ROWS) * es;
+    return (mats + 63) / 64 * 64 + cope_ab_bytes(Lk, dt);
 }
 
-#define DEFINE_COPE_ATTN(T, sfx)                                                                                   \
+#define DEFINE_COPE_ATTN(T, sfx)                                                                                    \
     /* one head's operands: bh = b H + h */                                                                         \
     typedef struct head_##sfx {                                                                                     \
         const T *q, *k, *v, *g;                                                                                     \
@@ -86,16 +87,17 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         return (head_##sfx){(const T *)j->q + bh * j->Lq * j->D, k, v, j->gates_v ? v : k,                          \
                             j->keep ? j->keep + bh / j->H * j->Lk : NULL};                                          \
     }                                                                                                               \
-    /* z (cn, nz) = q E[:, :nz] for the chunk of queries c0 .. c0 + cn - 1 */                                      \
+    /* z (cn, nz) = q E[:, :nz] for the chunk of queries c0 .. c0 + cn - 1 */                                       \
     static void chunk_z_##sfx(const cattn_job *j, const head_##sfx *hd, int64_t c0, int64_t cn, int64_t nz, T *Z)   \
     {                                                                                                               \
         const int64_t D = j->D;                                                                                     \
         pg_gemm_##sfx(false, j->e_nd, cn, nz, D, 1, hd->q + c0 * D, D, j->E, j->e_nd ? D : j->n, 0, Z, nz);         \
     }                                                                                                               \
     /* The block's s (nr, len) = q g^T, a = q k^T (a = s when the gates read k), and in L the                       \
-     * logits scale a + bias, -inf where hidden; rows of stride len; Zb: its rows of z (stride nz) */               \
+     * logits scale a + bias, -inf where hidden; rows of stride len; Zb: its rows of z (stride nz);                 \
+     * G, X: where the gates and their sums are kept for the backward (NULL: not kept) */                           \
     static void block_logits_##sfx(const cattn_job *j, const head_##sfx *hd, int64_t i0, int64_t nr, int64_t len,   \
-                                   const T *Zb, int64_t nz, T *S, T *A, T *L)                                       \
+                                   const T *Zb, int64_t nz, T *S, T *A, T *L, T *G, T *X)                           \
     {                                                                                                               \
         const int64_t D = j->D;                                                                                     \
         pg_gemm_##sfx(false, true, nr, len, D, 1, hd->q + i0 * D, D, hd->g, D, 0, S, len);                          \
@@ -105,8 +107,11 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
             const cope_rows r = {.i0 = i0 + k0, .m = len, .n = (int)nz,                                             \
                                  .nr = (int)(nr - k0 < COPE_ROWS ? nr - k0 : COPE_ROWS), .keep = hd->keep,          \
                                  .causal = j->causal};                                                              \
-            cope_fwd_##sfx(L + k0 * len, S + k0 * len, Zb + k0 * nz, &r, (T)j->scale,                               \
-                           (T)j->out_scale);                                                                        \
+            if (G)                                                                                                  \
+                cope_fwd_kept_##sfx(L + k0 * len, G + k0 * len, X + k0 * len, S + k0 * len, Zb + k0 * nz, &r,       \
+                                    (T)j->scale, (T)j->out_scale);                                                  \
+            else                                                                                                    \
+                cope_fwd_##sfx(L + k0 * len, S + k0 * len, Zb + k0 * nz, &r, (T)j->scale, (T)j->out_scale);         \
         }                                                                                                           \
         const T scale = (T)j->scale;                                                                                \
         for (int64_t r = 0; r < nr; r++) {                                                                          \
@@ -126,7 +131,8 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
     {                                                                                                               \
         const head_##sfx hd = head_at_##sfx(j, bh);                                                                 \
         const int64_t Lk = j->Lk, Dv = j->Dv;                                                                       \
-        T *S = (T *)scratch, *A = j->gates_v ? S + ROWS * Lk : S, *L = S + 2 * ROWS * Lk, *Z = S + 5 * ROWS * Lk;   \
+        T *S = (T *)scratch, *A = j->gates_v ? S + ROWS * Lk : S, *L = S + 2 * ROWS * Lk;                           \
+        T *Z = S + MATS * ROWS * Lk;                                                                                \
         T *out = (T *)j->out + bh * j->Lq * Dv, *lse = (T *)j->lse + bh * j->Lq;                                    \
         int64_t nz = 0;                                                                                             \
         for (int64_t i0 = 0; i0 < j->Lq; i0 += ROWS) {                                                              \
@@ -137,7 +143,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                 nz = chunk_positions(j, c0, cn);                                                                    \
                 chunk_z_##sfx(j, &hd, c0, cn, nz, Z);                                                               \
             }                                                                                                       \
-            block_logits_##sfx(j, &hd, i0, nr, len, Z + (i0 - c0) * nz, nz, S, A, L);                               \
+            block_logits_##sfx(j, &hd, i0, nr, len, Z + (i0 - c0) * nz, nz, S, A, L, NULL, NULL);                   \
             for (int64_t r = 0; r < nr; r++) { /* P = softmax, a row that sees no key 0 */                          \
                 T *p = L + r * len;                                                                                 \
                 const T mx = row_max_##sfx(p, len);                                                                 \
@@ -159,7 +165,8 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                                int64_t len, T *L, T *dS, T *Di)                                                     \
     {                                                                                                               \
         const int64_t Dv = j->Dv, at = bh * j->Lq + i0;                                                             \
-        const T *lse = (const T *)j->lse + at, *o = (const T *)j->out + at * Dv, *go = (const T *)j->dout + at * Dv; \
+        const T *lse = (const T *)j->lse + at, *o = (const T *)j->out + at * Dv;                                    \
+        const T *go = (const T *)j->dout + at * Dv;                                                                 \
         for (int64_t r = 0; r < nr; r++) {                                                                          \
             if (lse[r] == -INFINITY)                                                                                \
                 memset(L + r * len, 0, (size_t)len * sizeof(T));                                                    \
@@ -178,18 +185,19 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                 ds[c] = p[c] * (ds[c] - Di[r]);                                                                     \
         }                                                                                                           \
     }                                                                                                               \
-    /* CoPE's backward of the block: C = ds (of s) and dZ (nr, nz) = dz, each NULL when not wanted */              \
+    /* CoPE's backward of the block from its gates G and sums X (overwritten): C = ds (of s) and                    \
+     * dZ (nr, nz) = dz, each NULL when not wanted */                                                               \
     static void block_cope_bwd_##sfx(const cattn_job *j, const head_##sfx *hd, int64_t i0, int64_t nr,              \
-                                     int64_t len, const T *Z, int64_t nz, const T *S, const T *dS, T *C, T *dZ,     \
-                                     char *cope_scr)                                                                \
+                                     int64_t len, const T *Z, int64_t nz, const T *G, T *X, const T *dS, T *C,      \
+                                     T *dZ, char *ab)                                                               \
     {                                                                                                               \
         for (int64_t k0 = 0; k0 < nr; k0 += COPE_ROWS) {                                                            \
             const cope_rows r = {.i0 = i0 + k0, .m = len, .n = (int)nz,                                             \
                                  .nr = (int)(nr - k0 < COPE_ROWS ? nr - k0 : COPE_ROWS), .keep = hd->keep,          \
                                  .causal = j->causal};                                                              \
-            const cope_grads io = {S + k0 * len, Z + k0 * nz, dS + k0 * len, C ? C + k0 * len : NULL,               \
+            const cope_grads io = {NULL, Z + k0 * nz, dS + k0 * len, C ? C + k0 * len : NULL,                       \
                                    dZ ? dZ + k0 * nz : NULL, true, true};                                           \
-            cope_bwd_##sfx(&io, &r, cope_scr, (T)j->scale, (T)j->out_scale);                                        \
+            cope_bwd_kept_##sfx(&io, &r, G + k0 * len, X + k0 * len, ab, (T)j->scale, (T)j->out_scale);             \
         }                                                                                                           \
     }                                                                                                               \
     /* the gradients of q and the keys from dS and C = ds; dq, dk, dv at the head */                                \
@@ -216,7 +224,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         if (dv)                                                                                                     \
             pg_gemm_##sfx(true, false, len, D, nr, 1, C, len, qb, D, 1, dv, D);                                     \
     }                                                                                                               \
-    /* the chunk's dq += dZ E[:, :nz]^T and E's slice of the head dEh[:, :nz] += q^T dZ, dZ (cn, nz)               \
+    /* the chunk's dq += dZ E[:, :nz]^T and E's slice of the head dEh[:, :nz] += q^T dZ, dZ (cn, nz)                \
      * (dq, dEh NULL when not wanted) */                                                                            \
     static void chunk_z_grads_##sfx(const cattn_job *j, const head_##sfx *hd, int64_t c0, int64_t cn, int64_t nz,   \
                                     const T *dZ, T *dq, T *dEh)                                                     \
@@ -230,14 +238,14 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         else if (dEh)                                                                                               \
             pg_gemm_##sfx(true, false, nz, D, cn, 1, dZ, nz, qc, D, 1, dEh, D);                                     \
     }                                                                                                               \
-    /* backward of head bh: its slices of dq, dk, dv (assigned where fresh) and of dE (zeroed here) */             \
+    /* backward of head bh: its slices of dq, dk, dv (assigned where fresh) and of dE (zeroed here) */              \
     static void bwd_head_##sfx(const cattn_job *j, int64_t bh, char *scratch)                                       \
     {                                                                                                               \
         const head_##sfx hd = head_at_##sfx(j, bh);                                                                 \
         const int64_t Lq = j->Lq, Lk = j->Lk, D = j->D, Dv = j->Dv, M = ROWS * Lk;                                  \
         T *S = (T *)scratch, *A = j->gates_v ? S + M : S, *L = S + 2 * M, *dS = S + 3 * M, *C = S + 4 * M;          \
-        T *Z = S + 5 * M, *dZ = Z + CHUNK * j->n, *Di = dZ + CHUNK * j->n;                                          \
-        char *cope_scr = scratch + scratch_bytes(Lk, j->n, j->dt) - cope_scratch(Lk, j->dt);                        \
+        T *G = S + 5 * M, *X = S + 6 * M, *Z = S + MATS * M, *dZ = Z + CHUNK * j->n, *Di = dZ + CHUNK * j->n;       \
+        char *ab = scratch + scratch_bytes(Lk, j->n, j->dt) - cope_ab_bytes(Lk, j->dt);                             \
         T *dq = j->dq ? (T *)j->dq + bh * Lq * D : NULL, *dk = j->dk ? (T *)j->dk + bh * Lk * D : NULL;             \
         T *dv = j->dv ? (T *)j->dv + bh * Lk * Dv : NULL, *dEh = j->dE ? (T *)j->dE + bh * D * j->n : NULL;         \
         T *const zero[4] = {j->fresh[0] ? dq : NULL, j->fresh[1] ? dk : NULL, j->fresh[2] ? dv : NULL, dEh};        \
@@ -252,13 +260,13 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
             for (int64_t i0 = c0; i0 < c0 + cn; i0 += ROWS) {                                                       \
                 const int64_t nr = Lq - i0 < ROWS ? Lq - i0 : ROWS, len = block_keys(j, i0, nr), zr = i0 - c0;      \
                 const T *go = (const T *)j->dout + (bh * Lq + i0) * Dv;                                             \
-                block_logits_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, S, A, L);                                  \
+                block_logits_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, S, A, L, G, X);                            \
                 block_dS_##sfx(j, &hd, bh, i0, nr, len, L, dS, Di);                                                 \
                 if (dv) /* dv += P^T dO */                                                                          \
                     pg_gemm_##sfx(true, false, len, Dv, nr, 1, L, len, go, Dv, 1, dv, Dv);                          \
                 if (need_ds || need_dz)                                                                             \
-                    block_cope_bwd_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, S, dS, need_ds ? C : NULL,           \
-                                         need_dz ? dZ + zr * nz : NULL, cope_scr);                                  \
+                    block_cope_bwd_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, G, X, dS, need_ds ? C : NULL,        \
+                                         need_dz ? dZ + zr * nz : NULL, ab);                                        \
                 if (need_ds)                                                                                        \
                     block_qk_grads_##sfx(j, &hd, i0, nr, len, dS, C, dq, dk, dv);                                   \
             }                                                                                                       \
@@ -267,7 +275,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         }                                                                                                           \
     }                                                                                                               \
     /* dE [begin, end) (+)= the heads' slices, in head order */                                                     \
-    static void dE_sum_##sfx(T *restrict dE, const T *restrict slices, int64_t heads, int64_t size, int64_t begin, \
+    static void dE_sum_##sfx(T *restrict dE, const T *restrict slices, int64_t heads, int64_t size, int64_t begin,  \
                              int64_t end, bool fresh)                                                               \
     {                                                                                                               \
         for (int64_t e = begin; e < end; e++) {                                                                     \

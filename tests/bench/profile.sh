@@ -17,8 +17,9 @@
 # the timed steps alone (the model's set-up, first-touch page faults and warm-up left out).
 # Functions are counted as:
 #   gemm_kernels    the GEMM's micro-kernels (tensor/gemm.c ks_*, kp_*)
-#   gemm_packing    its packing copies (pack_rows_*, pack_cols_*)
-#   gemm_driver     its loops around them (gemm_range_*, gemm_task_*, block_f32 / block_f64)
+#   gemm_packing    its packing copies (pack_rows_*, pack_cols_*, pack_cols_vec_*, plan_packing)
+#   gemm_driver     its loops around them (pg_gemm_*, gemm_run_*, gemm_range_*, gemm_task_*,
+#                   gemm_half_task_*, block_f32 / block_f64)
 #   attn_products   the attention kernel's tile products (autograd/flash_kernels.h gemm_acc)
 #   non_gemm        everything else (the kernel's samples too): listed, largest first
 set -u
@@ -75,8 +76,9 @@ perf report -i "$DATA" --time "$from," --no-children --sort symbol --stdio --per
         s = $3
         sub(/\.(constprop|isra|part|cold)\..*$/, "", s)
         if (s ~ /^k[sp]_f(32|64)_/) cls = "gemm_kernels"
-        else if (s ~ /^pack_(rows|cols)_f(32|64)_/) cls = "gemm_packing"
-        else if (s ~ /^(gemm_range_f|gemm_task_f|block_f)(32|64)$/) cls = "gemm_driver"
+        else if (s ~ /^pack_(rows|cols|cols_vec)_f(32|64)/ || s ~ /^plan_packing/) cls = "gemm_packing"
+        else if (s ~ /^(pg_gemm_f|pg_gemm_bias_f|gemm_run_f|gemm_range_f|gemm_task_f|gemm_half_task_f|block_f)(32|64)$/)
+            cls = "gemm_driver"
         else if (s ~ /^gemm_acc_f(32|64)$/) cls = "attn_products"
         else { cls = "other"; other[s] += p }
         share[cls] += p
