@@ -298,8 +298,8 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
     }                                                                                                          \
     /* the backward from the gates g and sums x (nr, m; x is overwritten); ab: a row's shares                  \
      * a, b (m) and floors fo (m ints); io's ds (nr, m) and dz (nr, n) NULL when not wanted */                 \
-    static inline void cope_bwd_kept_##sfx(const cope_grads *io, const cope_rows *r, const T *g, T *x,        \
-                                           char *ab, T in_scale, T out_scale)                                                   \
+    static inline void cope_bwd_kept_##sfx(const cope_grads *io, const cope_rows *r, const T *g, T *x,         \
+                                           char *ab, T in_scale, T out_scale)                                  \
     {                                                                                                          \
         const T *z = io->z, *dout = io->dout;                                                                  \
         T *ds = io->ds, *dz = io->dz;                                                                          \
