@@ -205,24 +205,30 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
     /* The shares summed per run of keys with one f (p falls along a row: one run per f), each                 \
      * run's keys in order from 0, as pg_gather_lerp's backward sums them. Without a branch per                \
      * key (it would be mispredicted at every new run): each key rewrites its run's record k                   \
-     * in place (k <= the key), a fresh run's sums restarting from +0 (cope_restart). Returns                  \
-     * the runs. */                                                                                            \
-    static int64_t cope_runs_##sfx(T *a, T *b, int *fo, int64_t vis)                                           \
+     * in place (k <= the key), a fresh run's sums restarting from +0 (cope_restart). Four                     \
+     * rows (a, b, fo + q m, q < nr4 <= 4) step together, their chains of additions                            \
+     * overlapping; each row's additions in its own order, as alone. runs[q]: row q's runs. */                 \
+    static void cope_runs4_##sfx(T *a, T *b, int *fo, int64_t m, const int64_t *vis, int nr4, int64_t *runs)   \
     {                                                                                                          \
-        int64_t k = -1;                                                                                        \
-        int cur = -1;                                                                                          \
-        T sa = 0, sb = 0;                                                                                      \
-        for (int64_t j = 0; j < vis; j++) {                                                                    \
-            const int f = fo[j];                                                                               \
-            if (f < 0)                                                                                         \
-                continue;                                                                                      \
-            const bool fresh = f != cur;                                                                       \
-            k += fresh;                                                                                        \
-            cur = f;                                                                                           \
-            cope_restart_##sfx(&sa, &sb, fresh, a[j], b[j]);                                                   \
-            a[k] = sa, b[k] = sb, fo[k] = f;                                                                   \
-        }                                                                                                      \
-        return k + 1;                                                                                          \
+        int64_t k[4] = {-1, -1, -1, -1}, v[4] = {0, 0, 0, 0}, vmax = 0;                                        \
+        int cur[4] = {-1, -1, -1, -1};                                                                         \
+        T sa[4] = {0, 0, 0, 0}, sb[4] = {0, 0, 0, 0};                                                          \
+        for (int q = 0; q < nr4; q++)                                                                          \
+            v[q] = vis[q], vmax = vis[q] > vmax ? vis[q] : vmax;                                               \
+        for (int64_t j = 0; j < vmax; j++)                                                                     \
+            for (int q = 0; q < 4; q++) {                                                                      \
+                const int64_t at = q * m + j;                                                                  \
+                const int f = j < v[q] ? fo[at] : -1;                                                          \
+                if (f < 0)                                                                                     \
+                    continue;                                                                                  \
+                const bool fresh = f != cur[q];                                                                \
+                k[q] += fresh;                                                                                 \
+                cur[q] = f;                                                                                    \
+                cope_restart_##sfx(&sa[q], &sb[q], fresh, a[at], b[at]);                                       \
+                a[q * m + k[q]] = sa[q], b[q * m + k[q]] = sb[q], fo[q * m + k[q]] = f;                        \
+            }                                                                                                  \
+        for (int q = 0; q < nr4; q++)                                                                          \
+            runs[q] = k[q] + 1;                                                                                \
     }                                                                                                          \
     /* The keys after the query (p = 0: f = 0, w = 0) add a = d - 0 d and b = 0 d to the run                   \
      * of f = 0, in order. When every d is zero (attention's gradient at the keys it hides),                   \
@@ -239,28 +245,61 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             *sb += (T)0 * d;                                                                                   \
         }                                                                                                      \
     }                                                                                                          \
-    /* dz[f] and dz[c] get a run's sums */                                                                     \
-    static inline void cope_dz_add_##sfx(T *dz, int f, int n, T sum_a, T sum_b)                                \
+    /* dz[f] += sum_a, then dz[c] += sum_b, run by run (f falls from run to run), without                      \
+     * reading back through memory what the last run stored: dz[f] is kept in a register until                 \
+     * the next run's sum_b (c = f + 1 there, but where the first run's f = n - 1) has joined                  \
+     * it. The same additions in the same order as run by run. */                                              \
+    static void cope_dz_runs_##sfx(T *dz, const int *fo, const T *sum_a, const T *sum_b, int64_t runs, int n)  \
     {                                                                                                          \
-        dz[f] += sum_a;                                                                                        \
-        dz[f + 1 < n ? f + 1 : f] += sum_b;                                                                    \
+        if (runs == 0)                                                                                         \
+            return;                                                                                            \
+        int pf = fo[0];                                                                                        \
+        T pend = dz[pf] + sum_a[0];                                                                            \
+        if (pf + 1 < n)                                                                                        \
+            dz[pf + 1] += sum_b[0];                                                                            \
+        else                                                                                                   \
+            pend += sum_b[0];                                                                                  \
+        for (int64_t k = 1; k < runs; k++) {                                                                   \
+            const int f = fo[k];                                                                               \
+            if (f + 1 == pf) {                                                                                 \
+                dz[pf] = pend + sum_b[k];                                                                      \
+            } else {                                                                                           \
+                dz[pf] = pend;                                                                                 \
+                dz[f + 1] += sum_b[k];                                                                         \
+            }                                                                                                  \
+            pend = dz[f] + sum_a[k];                                                                           \
+            pf = f;                                                                                            \
+        }                                                                                                      \
+        dz[pf] = pend;                                                                                         \
     }                                                                                                          \
-    /* (4) backward along a row: dx into x, and dz (NULL: not wanted) += its runs' sums */                     \
-    static void cope_lerp_bwd_row_##sfx(T *restrict dz, T *restrict x, const T *restrict dout,                 \
-                                        const T *restrict z, T *a, T *b, int *fo, int64_t vis, int64_t m,      \
-                                        int n, T out_scale)                                                    \
+    /* (4) backward along the group's rows: dx into x (nr, m), and dz (nr, n; NULL: not wanted)                \
+     * += the runs' sums; a, b, fo: (nr, m) each */                                                            \
+    static void cope_lerp_bwd_rows_##sfx(T *restrict dz, T *restrict x, const T *restrict dout,                \
+                                         const T *restrict z, T *a, T *b, int *fo, const cope_rows *r,         \
+                                         T out_scale)                                                          \
     {                                                                                                          \
-        cope_lerp_bwd_keys_##sfx(x, a, b, fo, dout, z, vis, n, out_scale);                                     \
+        const int64_t m = r->m, n = r->n;                                                                      \
+        int64_t vis[COPE_ROWS], runs[COPE_ROWS];                                                               \
+        for (int k = 0; k < r->nr; k++) {                                                                      \
+            vis[k] = cope_visible(r, k);                                                                       \
+            cope_lerp_bwd_keys_##sfx(x + k * m, a + k * m, b + k * m, fo + k * m, dout + k * m, z + k * n,     \
+                                     vis[k], r->n, out_scale);                                                 \
+        }                                                                                                      \
         if (!dz)                                                                                               \
             return;                                                                                            \
-        int64_t runs = cope_runs_##sfx(a, b, fo, vis);                                                         \
-        if (vis < m) {                                                                                         \
-            if (runs == 0 || fo[runs - 1] != 0)                                                                \
-                a[runs] = 0, b[runs] = 0, fo[runs] = 0, runs++;                                                \
-            cope_trail_##sfx(&a[runs - 1], &b[runs - 1], dout, vis, m, out_scale);                             \
+        for (int k = 0; k < r->nr; k += 4)                                                                     \
+            cope_runs4_##sfx(a + k * m, b + k * m, fo + k * m, m, vis + k, r->nr - k < 4 ? r->nr - k : 4,      \
+                             runs + k);                                                                        \
+        for (int k = 0; k < r->nr; k++) {                                                                      \
+            T *ak = a + k * m, *bk = b + k * m, *dzk = dz + k * n;                                             \
+            int *fk = fo + k * m;                                                                              \
+            if (vis[k] < m) {                                                                                  \
+                if (runs[k] == 0 || fk[runs[k] - 1] != 0)                                                      \
+                    ak[runs[k]] = 0, bk[runs[k]] = 0, fk[runs[k]] = 0, runs[k]++;                              \
+                cope_trail_##sfx(&ak[runs[k] - 1], &bk[runs[k] - 1], dout + k * m, vis[k], m, out_scale);      \
+            }                                                                                                  \
+            cope_dz_runs_##sfx(dzk, fk, ak, bk, runs[k], (int)n);                                              \
         }                                                                                                      \
-        for (int64_t k = 0; k < runs; k++)                                                                     \
-            cope_dz_add_##sfx(dz, fo[k], n, a[k], b[k]);                                                       \
     }                                                                                                          \
     /* (1) backward along row k: ds (+)= dg g (1 - g) in_scale; where hidden, the chain's                      \
      * 0 g (1 - g) in_scale = 0 in_scale */                                                                    \
@@ -296,22 +335,19 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         for (int k = 0; k < r->nr; k++)                                                                        \
             cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);      \
     }                                                                                                          \
-    /* the backward from the gates g and sums x (nr, m; x is overwritten); ab: a row's shares                  \
-     * a, b (m) and floors fo (m ints); io's ds (nr, m) and dz (nr, n) NULL when not wanted */                 \
+    /* the backward from the gates g and sums x (nr, m; x is overwritten); ab: the rows' shares                \
+     * a, b and floors fo (COPE_ROWS, m) each; io's ds (nr, m) and dz (nr, n) NULL when not wanted */          \
     static inline void cope_bwd_kept_##sfx(const cope_grads *io, const cope_rows *r, const T *g, T *x,         \
                                            char *ab, T in_scale, T out_scale)                                  \
     {                                                                                                          \
         const T *z = io->z, *dout = io->dout;                                                                  \
         T *ds = io->ds, *dz = io->dz;                                                                          \
         const int64_t m = r->m, n = r->n, len = cope_visible(r, r->nr - 1);                                    \
-        T *a = (T *)ab, *b = a + m;                                                                            \
-        int *fo = (int *)(b + m);                                                                              \
-        for (int k = 0; k < r->nr; k++) {                                                                      \
-            if (dz && io->dz_fresh)                                                                            \
-                memset(dz + k * n, 0, (size_t)n * sizeof(T));                                                  \
-            cope_lerp_bwd_row_##sfx(dz ? dz + k * n : NULL, x + k * m, dout + k * m, z + k * n, a, b, fo,      \
-                                    cope_visible(r, k), m, r->n, out_scale);                                   \
-        }                                                                                                      \
+        T *a = (T *)ab, *b = a + COPE_ROWS * m;                                                                \
+        int *fo = (int *)(b + COPE_ROWS * m);                                                                  \
+        if (dz && io->dz_fresh)                                                                                \
+            memset(dz, 0, (size_t)(r->nr * n) * sizeof(T));                                                    \
+        cope_lerp_bwd_rows_##sfx(dz, x, dout, z, a, b, fo, r, out_scale);                                      \
         pg_scan_rows_##sfx(x, x, r->nr, m, len, false, false); /* dg */                                        \
         for (int k = 0; ds && k < r->nr; k++)                                                                  \
             cope_ds_row_##sfx(ds + k * m, io->ds_fresh, x + k * m, g + k * m, r, k, in_scale);                 \
@@ -329,16 +365,16 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
 DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32)
 DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM)
 
-/* one thread's backward scratch: g and x (COPE_ROWS, Lk), a and b (Lk), fo (Lk ints), in
- * bytes rounded up to 64 (each thread's slice starts aligned); cope_bwd_kept's ab: its
- * last cope_ab_bytes */
+/* one thread's backward scratch: g and x (COPE_ROWS, Lk), then cope_bwd_kept's ab: a, b
+ * (COPE_ROWS, Lk) and fo (COPE_ROWS, Lk ints), in bytes rounded up to 64 (each thread's
+ * slice starts aligned) */
 static inline size_t cope_ab_bytes(int64_t Lk, pg_dtype dt)
 {
-    return (size_t)Lk * (2 * pg_dtype_size(dt) + sizeof(int));
+    return (size_t)COPE_ROWS * (size_t)Lk * (2 * pg_dtype_size(dt) + sizeof(int));
 }
 static inline size_t cope_scratch(int64_t Lk, pg_dtype dt)
 {
-    size_t bytes = (size_t)Lk * ((2 * COPE_ROWS + 2) * pg_dtype_size(dt) + sizeof(int));
+    size_t bytes = (size_t)Lk * 2 * COPE_ROWS * pg_dtype_size(dt) + cope_ab_bytes(Lk, dt);
     return (bytes + 63) / 64 * 64;
 }
 
