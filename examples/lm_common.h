@@ -647,7 +647,7 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"kerple",       0,    0,   0,    6000,   0,     0, 0, 0, NULL, 0},
     {"sandwich",     0,    0,   0,    0,      0,     0, 0, 0, NULL, 0},
     {"fire",         0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0},
-    {"cope",         1,    0,   0,    5500,   0,     0, 0, 0, NULL, 800},
+    {"cope",         1,    0,   0,    5500,   0,     0, 0, 0, NULL, 940},
     {"fox",          0.14, 0,   0,    21100,  0,     0, 0, 0, NULL, 0},
     {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL, 0},
     {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL, 0},
