@@ -258,3 +258,26 @@ Test(cope_attn, bad_input)
                        pg_last_error());
     pg_graph_free(g);
 }
+
+/* a NaN in one query: its row as the chain gives it (the fused kernel's rule: logits that
+ * are all NaN see no key, the row 0), every other row finite and the chain's */
+Test(cope_attn, nan_query_as_the_chain)
+{
+    const ccase c = {PG_F64, 1, 2, 40, 40, 4, 12, true, false, false, 0.5, 0.5, false, false};
+    cin in = make_inputs(&c, 21);
+    pg_f64(in.t[0])[5 * 4 + 1] = NAN; /* head 0, query 5 */
+    pg_graph *g = pg_graph_new();
+    pg_tensor *a = attend(g, &c, true, in.t, NULL), *b = attend(g, &c, false, in.t, NULL);
+    cr_assert(a && b, "%s", pg_graph_error(g));
+    int64_t nonfinite = 0;
+    for (int64_t e = 0; e < a->numel; e++) {
+        double x = pg_f64(a)[e], y = pg_f64(b)[e];
+        nonfinite += !isfinite(x);
+        cr_assert(isnan(x) ? isnan(y) : fabs(x - y) < 1e-12, "entry %lld: %g, the chain %g", (long long)e, x, y);
+    }
+    cr_assert_eq(nonfinite, 0, "only query 5 of head 0 holds a NaN, and its row is 0");
+    for (int64_t e = 5 * 4; e < 6 * 4; e++)
+        cr_assert_eq(pg_f64(a)[e], 0.0);
+    pg_graph_free(g);
+    free_inputs(&in);
+}
