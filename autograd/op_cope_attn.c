@@ -126,38 +126,41 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                 l[c] = (T)-INFINITY;                                                                                \
         }                                                                                                           \
     }                                                                                                               \
-    /* forward of head bh: out (Lq, Dv) and lse (Lq) */                                                             \
+    /* P (nr, len) = softmax of the logits in L, in place, and the rows' lse; a row that sees                       \
+     * no key: P 0, lse -inf */                                                                                     \
+    static void block_softmax_##sfx(T *L, int64_t nr, int64_t len, T *lse)                                          \
+    {                                                                                                               \
+        for (int64_t r = 0; r < nr; r++) {                                                                          \
+            T *p = L + r * len;                                                                                     \
+            const T mx = row_max_##sfx(p, len);                                                                     \
+            if (mx == -INFINITY) {                                                                                  \
+                memset(p, 0, (size_t)len * sizeof(T));                                                              \
+                lse[r] = (T)-INFINITY;                                                                              \
+                continue;                                                                                           \
+            }                                                                                                       \
+            const T sum = exp_row_##sfx(p, mx, len), inv = (T)1 / sum;                                              \
+            for (int64_t c = 0; c < len; c++)                                                                       \
+                p[c] *= inv;                                                                                        \
+            lse[r] = mx + (T)log((double)sum);                                                                      \
+        }                                                                                                           \
+    }                                                                                                               \
+    /* forward of head bh: out (Lq, Dv) and lse (Lq), chunk by chunk, block by block */                             \
     static void fwd_head_##sfx(const cattn_job *j, int64_t bh, char *scratch)                                       \
     {                                                                                                               \
         const head_##sfx hd = head_at_##sfx(j, bh);                                                                 \
-        const int64_t Lk = j->Lk, Dv = j->Dv;                                                                       \
+        const int64_t Lq = j->Lq, Lk = j->Lk, Dv = j->Dv;                                                           \
         T *S = (T *)scratch, *A = j->gates_v ? S + ROWS * Lk : S, *L = S + 2 * ROWS * Lk;                           \
         T *Z = S + MATS * ROWS * Lk;                                                                                \
-        T *out = (T *)j->out + bh * j->Lq * Dv, *lse = (T *)j->lse + bh * j->Lq;                                    \
-        int64_t nz = 0;                                                                                             \
-        for (int64_t i0 = 0; i0 < j->Lq; i0 += ROWS) {                                                              \
-            const int64_t nr = j->Lq - i0 < ROWS ? j->Lq - i0 : ROWS, len = block_keys(j, i0, nr);                  \
-            const int64_t c0 = i0 / CHUNK * CHUNK;                                                                  \
-            if (i0 == c0) {                                                                                         \
-                const int64_t cn = j->Lq - c0 < CHUNK ? j->Lq - c0 : CHUNK;                                         \
-                nz = chunk_positions(j, c0, cn);                                                                    \
-                chunk_z_##sfx(j, &hd, c0, cn, nz, Z);                                                               \
+        T *out = (T *)j->out + bh * Lq * Dv, *lse = (T *)j->lse + bh * Lq;                                          \
+        for (int64_t c0 = 0; c0 < Lq; c0 += CHUNK) {                                                                \
+            const int64_t cn = Lq - c0 < CHUNK ? Lq - c0 : CHUNK, nz = chunk_positions(j, c0, cn);                  \
+            chunk_z_##sfx(j, &hd, c0, cn, nz, Z);                                                                   \
+            for (int64_t i0 = c0; i0 < c0 + cn; i0 += ROWS) {                                                       \
+                const int64_t nr = Lq - i0 < ROWS ? Lq - i0 : ROWS, len = block_keys(j, i0, nr);                    \
+                block_logits_##sfx(j, &hd, i0, nr, len, Z + (i0 - c0) * nz, nz, S, A, L, NULL, NULL);               \
+                block_softmax_##sfx(L, nr, len, lse + i0);                                                          \
+                pg_gemm_##sfx(false, false, nr, Dv, len, 1, L, len, hd.v, Dv, 0, out + i0 * Dv, Dv);                \
             }                                                                                                       \
-            block_logits_##sfx(j, &hd, i0, nr, len, Z + (i0 - c0) * nz, nz, S, A, L, NULL, NULL);                   \
-            for (int64_t r = 0; r < nr; r++) { /* P = softmax, a row that sees no key 0 */                          \
-                T *p = L + r * len;                                                                                 \
-                const T mx = row_max_##sfx(p, len);                                                                 \
-                if (mx == -INFINITY) {                                                                              \
-                    memset(p, 0, (size_t)len * sizeof(T));                                                          \
-                    lse[i0 + r] = (T)-INFINITY;                                                                     \
-                    continue;                                                                                       \
-                }                                                                                                   \
-                const T sum = exp_row_##sfx(p, mx, len), inv = (T)1 / sum;                                          \
-                for (int64_t c = 0; c < len; c++)                                                                   \
-                    p[c] *= inv;                                                                                    \
-                lse[i0 + r] = mx + (T)log((double)sum);                                                             \
-            }                                                                                                       \
-            pg_gemm_##sfx(false, false, nr, Dv, len, 1, L, len, hd.v, Dv, 0, out + i0 * Dv, Dv);                    \
         }                                                                                                           \
     }                                                                                                               \
     /* P (nr, len) from the logits in L and the rows' lse; dS = P (dO v^T - rowsum(dO o)) */                        \
@@ -172,10 +175,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                 memset(L + r * len, 0, (size_t)len * sizeof(T));                                                    \
             else                                                                                                    \
                 exp_row_##sfx(L + r * len, lse[r], len);                                                            \
-            T s = 0;                                                                                                \
-            for (int64_t e = 0; e < Dv; e++)                                                                        \
-                s += go[r * Dv + e] * o[r * Dv + e];                                                                \
-            Di[r] = s;                                                                                              \
+            Di[r] = row_dot_##sfx(go + r * Dv, o + r * Dv, Dv);                                                     \
         }                                                                                                           \
         pg_gemm_##sfx(false, true, nr, len, Dv, 1, go, Dv, hd->v, Dv, 0, dS, len);                                  \
         for (int64_t r = 0; r < nr; r++) {                                                                          \
@@ -285,6 +285,8 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
             dE[e] = acc;                                                                                            \
         }                                                                                                           \
     }
+DEFINE_ROW_DOT(float, f32)
+DEFINE_ROW_DOT(double, f64)
 DEFINE_COPE_ATTN(float, f32)
 DEFINE_COPE_ATTN(double, f64)
 

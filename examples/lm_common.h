@@ -683,8 +683,8 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
             k = LM_SCHEME_COSTS[i];
     if (m->quadratic && !k.pairs) /* attention dropout keeps the weights of any scheme */
         k.q = LM_UNFUSED_SCORE_FLOATS, k.pairs = LM_SCORES;
-    if (k.pT > 0 && c->attn_dropout > 0) /* its bias then goes through mod_bias: (B, H, L, L) */
-        k.q = LM_UNFUSED_SCORE_FLOATS, k.pT = 0, k.pairs = LM_SCORES;
+    if (c->attn_dropout > 0) /* a scheme's own attention then gives way to mod_bias: pairs (above), the kernel's rows */
+        k.pT = 0;
     double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;

@@ -38,10 +38,25 @@ static pg_tensor *positions(pg_graph *g, pg_tensor *gates, int64_t npos)
     return pg_clamp(g, p, -INFINITY, (double)(npos - 1)); /* gradient 0 where clamped */
 }
 
+/* the position embeddings E in the call's dtype */
+static pg_tensor *emb_as(pg_graph *g, pg_cope *m, pg_dtype dtype)
+{
+    return m->pos_emb->dtype != dtype ? pg_cast(g, m->pos_emb, dtype) : m->pos_emb;
+}
+
+/* the scale of the logits (and the gates' in_scale) and the bias's factor: RAM divides
+ * (q.k + bias) by sqrt(Dh), the bias scaled too; XT (and nodiv) adds it after the scaling */
+static double call_scale(const pg_cope *m, const pg_pos_ctx *c, double *out_scale)
+{
+    double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
+    *out_scale = m->convention == PG_COPE_RAM && !m->nodiv ? scale : 1.0;
+    return scale;
+}
+
 /* (3): z = q E, (B, H, Lq, npos), from the unscaled q */
 static pg_tensor *int_logits(pg_graph *g, pg_cope *m, pg_tensor *q)
 {
-    pg_tensor *E = m->pos_emb->dtype != q->dtype ? pg_cast(g, m->pos_emb, q->dtype) : m->pos_emb;
+    pg_tensor *E = emb_as(g, m, q->dtype);
     if (m->convention == PG_COPE_RAM) /* (1, Dh, npos) broadcasts over (B, H) */
         return pg_matmul(g, q, E, false, false);
     return pg_matmul(g, q, E, false, true); /* XT: (npos, Dh) */
@@ -106,9 +121,7 @@ static pg_tensor *cope_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor 
     pg_cope *m = (pg_cope *)pm;
     if (!check_call(g, m, q, k, v, c))
         return NULL;
-    double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
-    /* RAM: softmax((q.k + bias) / sqrt(Dh)), the bias scaled too; XT adds it after the scaling */
-    double out_scale = m->convention == PG_COPE_RAM && !m->nodiv ? scale : 1.0;
+    double out_scale, scale = call_scale(m, c, &out_scale);
     pg_tensor *kg = m->gates == PG_COPE_GATES_VALUE ? v : k;
     pg_tensor *logits = pg_matmul(g, q, kg, false, true); /* (B, H, Lq, Lk), unscaled */
     pg_tensor *z = int_logits(g, m, q);                   /* (3) (B, H, Lq, npos) */
@@ -134,14 +147,12 @@ static int cope_attend(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, p
         return 1;
     if (!check_call(g, m, q, k, v, c))
         return -1;
-    double scale = c->scale != 0 ? c->scale : 1.0 / sqrt((double)m->head_dim);
-    pg_cope_attn_opts o = {.scale = scale,
-                           .out_scale = m->convention == PG_COPE_RAM && !m->nodiv ? scale : 1.0,
-                           .causal = c->causal,
+    pg_cope_attn_opts o = {.causal = c->causal,
                            .mask = c->mask,
                            .gates_from_values = m->gates == PG_COPE_GATES_VALUE,
                            .emb_by_position = m->convention == PG_COPE_XT};
-    pg_tensor *E = m->pos_emb->dtype != q->dtype ? pg_cast(g, m->pos_emb, q->dtype) : m->pos_emb;
+    o.scale = call_scale(m, c, &o.out_scale);
+    pg_tensor *E = emb_as(g, m, q->dtype);
     *out = E ? pg_cope_attention(g, q, k, v, E, &o) : NULL;
     return *out ? 0 : -1;
 }
