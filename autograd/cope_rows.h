@@ -19,8 +19,9 @@ enum { COPE_ROWS = 8 };
  * most 1 a key (gates <= 1), so the floors f and the c = min(f + 1, n - 1) of 16 keys lie
  * within 18 consecutive entries of z, and two permutes of a 32-entry window of z read z[f]
  * and z[c] where 32 scalar loads did (gathers measured slower than those). Each function
- * returns how many keys of [0, vis) it did, whole blocks from the start, stopping at a NaN
- * p or a block whose window does not hold its f and c; the scalar loop does the rest. The
+ * returns how many keys of [0, vis) it did, blocks from the start (the last one short of 16
+ * keys when vis is not a multiple), stopping at a NaN p or a block whose window does not
+ * hold its f and c; the scalar loop does the rest. The
  * arithmetic is the scalar loop's, operation by operation (no fma): the same bits. */
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -30,10 +31,17 @@ typedef struct cope_v16 {
     __m512i f;
 } cope_v16;
 
-/* the 16 keys at x (sums) reading z (n >= 32 entries); false: the scalar loop takes them */
-static inline bool cope_v16_at(cope_v16 *v, const float *x, const float *z, int n)
+/* the first `keys` of 16 lanes (all 16 from 16 on) */
+static inline __mmask16 cope_live(int64_t keys)
 {
-    const __m512 top = _mm512_set1_ps((float)(n - 1)), xv = _mm512_loadu_ps(x);
+    return keys >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << keys) - 1);
+}
+
+/* the 16 keys at x (sums) reading z (n >= 32 entries), the lanes of `live` (the others read as
+ * a sum of 0); false: the scalar loop takes them */
+static inline bool cope_v16_at(cope_v16 *v, const float *x, const float *z, int n, __mmask16 live)
+{
+    const __m512 top = _mm512_set1_ps((float)(n - 1)), xv = _mm512_maskz_loadu_ps(live, x);
     v->p = _mm512_mask_mov_ps(xv, _mm512_cmp_ps_mask(xv, top, _CMP_GT_OQ), top);
     if (_mm512_cmp_ps_mask(v->p, v->p, _CMP_UNORD_Q))
         return false;
@@ -59,11 +67,14 @@ static int64_t cope_lerp_vec_f32(float *o, const float *z, int64_t vis, int n, f
     int64_t j = 0;
     const __m512 os = _mm512_set1_ps(out_scale);
     cope_v16 v;
-    for (; n >= 32 && j + 16 <= vis && cope_v16_at(&v, o + j, z, n); j += 16) {
+    for (; n >= 32 && j < vis; j += 16) {
+        const __mmask16 live = cope_live(vis - j);
+        if (!cope_v16_at(&v, o + j, z, n, live))
+            return j;
         const __m512 at = _mm512_add_ps(v.zf, _mm512_mul_ps(v.w, _mm512_sub_ps(v.zc, v.zf)));
-        _mm512_storeu_ps(o + j, _mm512_mul_ps(at, os));
+        _mm512_mask_storeu_ps(o + j, live, _mm512_mul_ps(at, os));
     }
-    return j;
+    return j < vis ? j : vis;
 }
 
 /* backward: x = d (z[c] - z[f]) in place of the sums; a = d - w d, b = w d, fo = f */
@@ -73,20 +84,73 @@ static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, cons
     int64_t j = 0;
     const __m512 os = _mm512_set1_ps(out_scale);
     cope_v16 v;
-    for (; n >= 32 && j + 16 <= vis && cope_v16_at(&v, x + j, z, n); j += 16) {
-        const __m512 d = _mm512_mul_ps(_mm512_loadu_ps(dout + j), os), wd = _mm512_mul_ps(v.w, d);
-        _mm512_storeu_ps(x + j, _mm512_mul_ps(d, _mm512_sub_ps(v.zc, v.zf)));
-        _mm512_storeu_ps(a + j, _mm512_sub_ps(d, wd));
-        _mm512_storeu_ps(b + j, wd);
-        _mm512_storeu_si512(fo + j, v.f);
+    for (; n >= 32 && j < vis; j += 16) {
+        const __mmask16 live = cope_live(vis - j);
+        if (!cope_v16_at(&v, x + j, z, n, live))
+            return j;
+        const __m512 d = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, dout + j), os), wd = _mm512_mul_ps(v.w, d);
+        _mm512_mask_storeu_ps(x + j, live, _mm512_mul_ps(d, _mm512_sub_ps(v.zc, v.zf)));
+        _mm512_mask_storeu_ps(a + j, live, _mm512_sub_ps(d, wd));
+        _mm512_mask_storeu_ps(b + j, live, wd);
+        _mm512_mask_storeu_epi32(fo + j, live, v.f);
     }
+    return j < vis ? j : vis;
+}
+
+/* The runs of one row's visible keys in place, 16 keys at a time (rows in free order only,
+ * cope_rows.free_order): within the 16, a segmented scan (log2 16 steps, each lane adding the
+ * partial sum s lanes before it where that lane has its f) leaves each run's total at its
+ * last lane, and the totals are appended with their f (a run from the last block adding its
+ * record to its first). Records never pass the keys read (at most 16 for 16), so the
+ * full-width stores land on keys already read. Returns the keys done, whole blocks from the
+ * start, stopping at a block holding a NaN's f = -1; *k: the records. */
+static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64_t *k)
+{
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i next = _mm512_min_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(1)), _mm512_set1_epi32(15));
+    int64_t j = 0, at = 0;
+    int last_f = -1; /* the last record's f, a and b (a, b in every lane) */
+    __m512 last_a = _mm512_setzero_ps(), last_b = _mm512_setzero_ps();
+    for (; j + 16 <= vis; j += 16) {
+        const __m512i f = _mm512_loadu_si512(fo + j);
+        if (_mm512_cmplt_epi32_mask(f, _mm512_setzero_si512()))
+            break;
+        __m512 av = _mm512_loadu_ps(a + j), bv = _mm512_loadu_ps(b + j);
+        for (int s = 1; s < 16; s *= 2) {
+            const __m512i from = _mm512_sub_epi32(lane, _mm512_set1_epi32(s)); /* lanes < s: masked off */
+            const __mmask16 same =
+                _mm512_mask_cmpeq_epi32_mask((__mmask16)(0xFFFFu << s), f, _mm512_permutexvar_epi32(from, f));
+            av = _mm512_mask_add_ps(av, same, av, _mm512_permutexvar_ps(from, av));
+            bv = _mm512_mask_add_ps(bv, same, bv, _mm512_permutexvar_ps(from, bv));
+        }
+        const __mmask16 ends = _mm512_cmpneq_epi32_mask(f, _mm512_permutexvar_epi32(next, f)) | 0x8000u;
+        const int runs = __builtin_popcount(ends), goes_on = _mm512_cvtsi512_si32(f) == last_f;
+        const __m512i fr = _mm512_maskz_compress_epi32(ends, f);
+        __m512 ar = _mm512_maskz_compress_ps(ends, av), br = _mm512_maskz_compress_ps(ends, bv);
+        /* the last block's last run goes on: its record joins this block's first (no branch) */
+        at -= goes_on;
+        ar = _mm512_mask_add_ps(ar, (__mmask16)goes_on, ar, last_a);
+        br = _mm512_mask_add_ps(br, (__mmask16)goes_on, br, last_b);
+        _mm512_storeu_ps(a + at, ar);
+        _mm512_storeu_ps(b + at, br);
+        _mm512_storeu_si512(fo + at, fr);
+        at += runs;
+        const __m512i lastv = _mm512_set1_epi32(runs - 1);
+        last_a = _mm512_permutexvar_ps(lastv, ar), last_b = _mm512_permutexvar_ps(lastv, br);
+        last_f = _mm_extract_epi32(_mm512_extracti32x4_epi32(f, 3), 3);
+    }
+    *k = at;
     return j;
 }
 #define COPE_LERP_VEC_F32 cope_lerp_vec_f32
 #define COPE_LERP_BWD_VEC_F32 cope_lerp_bwd_vec_f32
+#define COPE_RUNS_VEC_F32 cope_runs_vec_f32
+#define COPE_RUNS_VEC_F32_ON true
 #else
 #define COPE_LERP_VEC_F32 OP_NO_VECTOR_FORM
 #define COPE_LERP_BWD_VEC_F32 OP_NO_VECTOR_FORM
+#define COPE_RUNS_VEC_F32 OP_NO_VECTOR_FORM
+#define COPE_RUNS_VEC_F32_ON false
 #endif
 
 /* *sa = (fresh ? 0 : *sa) + a, and *sb likewise: C's select became a branch; with AVX-512
@@ -117,6 +181,8 @@ typedef struct cope_rows {
     int n, nr;
     const uint8_t *keep; /* this batch's row of the key mask, or NULL */
     bool causal;
+    bool free_order; /* dz's additions in any fixed order (cope_runs_vec_f32 where there is one);
+                        false: pg_gather_lerp's order, as the chain of ops */
 } cope_rows;
 
 /* The backward's operands and results at the group's first row: s, dout and ds (nr, m),
@@ -140,7 +206,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
  * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0])
  * and ds 0, so the scans stop at the group's last visible key and only the gradient
  * to z walks the rest. */
-#define DEFINE_COPE(T, sfx, SIGMOID, FLOOR, LERP_VEC, LERP_BWD_VEC)                                            \
+#define DEFINE_COPE(T, sfx, SIGMOID, FLOOR, LERP_VEC, LERP_BWD_VEC, RUNS_VEC, RUNS_VEC_ON)                     \
     /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1.                 \
      * 16 keys a step up to the visible ones rounded up to 16 where the row has them (the                      \
      * extra gates are then overwritten by 0, or lie past len): no scalar tail of sigmoids. */                 \
@@ -230,6 +296,25 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         for (int q = 0; q < nr4; q++)                                                                          \
             runs[q] = k[q] + 1;                                                                                \
     }                                                                                                          \
+    /* One row's runs as cope_runs4 leaves them, in free order: RUNS_VEC's blocks of 16, then key              \
+     * by key (a run's keys joining its last record when they share its f). Returns the records. */            \
+    static int64_t cope_runs_row_##sfx(T *a, T *b, int *fo, int64_t vis)                                       \
+    {                                                                                                          \
+        int64_t k = 0, j = RUNS_VEC(a, b, fo, vis, &k);                                                        \
+        int cur = k ? fo[k - 1] : -1;                                                                          \
+        T sa = k ? a[k - 1] : 0, sb = k ? b[k - 1] : 0;                                                        \
+        for (; j < vis; j++) {                                                                                 \
+            const int f = fo[j];                                                                               \
+            if (f < 0)                                                                                         \
+                continue;                                                                                      \
+            const bool fresh = f != cur;                                                                       \
+            k += fresh;                                                                                        \
+            cur = f;                                                                                           \
+            cope_restart_##sfx(&sa, &sb, fresh, a[j], b[j]);                                                   \
+            a[k - 1] = sa, b[k - 1] = sb, fo[k - 1] = f;                                                       \
+        }                                                                                                      \
+        return k;                                                                                              \
+    }                                                                                                          \
     /* The keys after the query (p = 0: f = 0, w = 0) add a = d - 0 d and b = 0 d to the run                   \
      * of f = 0, in order. When every d is zero (attention's gradient at the keys it hides),                   \
      * every a and b is a zero, and adding zeros changes nothing: a sum started from +0 is                     \
@@ -287,7 +372,10 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         }                                                                                                      \
         if (!dz)                                                                                               \
             return;                                                                                            \
-        for (int k = 0; k < r->nr; k += 4)                                                                     \
+        const bool by_vector = r->free_order && RUNS_VEC_ON;                                                   \
+        for (int k = 0; by_vector && k < r->nr; k++)                                                           \
+            runs[k] = cope_runs_row_##sfx(a + k * m, b + k * m, fo + k * m, vis[k]);                           \
+        for (int k = 0; !by_vector && k < r->nr; k += 4)                                                       \
             cope_runs4_##sfx(a + k * m, b + k * m, fo + k * m, m, vis + k, r->nr - k < 4 ? r->nr - k : 4,      \
                              runs + k);                                                                        \
         for (int k = 0; k < r->nr; k++) {                                                                      \
@@ -362,8 +450,9 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         pg_scan_rows_##sfx(g, x, r->nr, m, len, true, false);                                                  \
         cope_bwd_kept_##sfx(io, r, g, x, (char *)(x + COPE_ROWS * m), in_scale, out_scale);                    \
     }
-DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32)
-DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM)
+DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32, COPE_RUNS_VEC_F32,
+            COPE_RUNS_VEC_F32_ON)
+DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, false)
 
 /* one thread's backward scratch: g and x (COPE_ROWS, Lk), then cope_bwd_kept's ab: a, b
  * (COPE_ROWS, Lk) and fo (COPE_ROWS, Lk ints), in bytes rounded up to 64 (each thread's

@@ -194,7 +194,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         for (int64_t k0 = 0; k0 < nr; k0 += COPE_ROWS) {                                                            \
             const cope_rows r = {.i0 = i0 + k0, .m = len, .n = (int)nz,                                             \
                                  .nr = (int)(nr - k0 < COPE_ROWS ? nr - k0 : COPE_ROWS), .keep = hd->keep,          \
-                                 .causal = j->causal};                                                              \
+                                 .causal = j->causal, .free_order = true};                                          \
             const cope_grads io = {NULL, Z + k0 * nz, dS + k0 * len, C ? C + k0 * len : NULL,                       \
                                    dZ ? dZ + k0 * nz : NULL, true, true};                                           \
             cope_bwd_kept_##sfx(&io, &r, G + k0 * len, X + k0 * len, ab, (T)j->scale, (T)j->out_scale);             \
@@ -238,6 +238,18 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         else if (dEh)                                                                                               \
             pg_gemm_##sfx(true, false, nz, D, cn, 1, dZ, nz, qc, D, 1, dEh, D);                                     \
     }                                                                                                               \
+    /* fresh gradients zeroed as a block first reaches them: dq's rows i0 .. i0 + nr - 1 and                        \
+     * the keys' rows k0 .. k1 - 1 of dk and dv */                                                                  \
+    static void fresh_rows_##sfx(const cattn_job *j, T *dq, T *dk, T *dv, int64_t i0, int64_t nr, int64_t k0,       \
+                                 int64_t k1)                                                                        \
+    {                                                                                                               \
+        if (dq && j->fresh[0])                                                                                      \
+            memset(dq + i0 * j->D, 0, (size_t)(nr * j->D) * sizeof(T));                                             \
+        if (dk && j->fresh[1] && k1 > k0)                                                                           \
+            memset(dk + k0 * j->D, 0, (size_t)((k1 - k0) * j->D) * sizeof(T));                                      \
+        if (dv && j->fresh[2] && k1 > k0)                                                                           \
+            memset(dv + k0 * j->Dv, 0, (size_t)((k1 - k0) * j->Dv) * sizeof(T));                                    \
+    }                                                                                                               \
     /* backward of head bh: its slices of dq, dk, dv (assigned where fresh) and of dE (zeroed here) */              \
     static void bwd_head_##sfx(const cattn_job *j, int64_t bh, char *scratch)                                       \
     {                                                                                                               \
@@ -248,11 +260,9 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         char *ab = scratch + scratch_bytes(Lk, j->n, j->dt) - cope_ab_bytes(Lk, j->dt);                             \
         T *dq = j->dq ? (T *)j->dq + bh * Lq * D : NULL, *dk = j->dk ? (T *)j->dk + bh * Lk * D : NULL;             \
         T *dv = j->dv ? (T *)j->dv + bh * Lk * Dv : NULL, *dEh = j->dE ? (T *)j->dE + bh * D * j->n : NULL;         \
-        T *const zero[4] = {j->fresh[0] ? dq : NULL, j->fresh[1] ? dk : NULL, j->fresh[2] ? dv : NULL, dEh};        \
-        const int64_t numel[4] = {Lq * D, Lk * D, Lk * Dv, D * j->n};                                               \
-        for (int i = 0; i < 4; i++)                                                                                 \
-            if (zero[i])                                                                                            \
-                memset(zero[i], 0, (size_t)numel[i] * sizeof(T));                                                   \
+        if (dEh)                                                                                                    \
+            memset(dEh, 0, (size_t)(D * j->n) * sizeof(T));                                                         \
+        int64_t fresh_keys = 0; /* dk, dv rows [0, fresh_keys) zeroed or added to */                                \
         const bool need_ds = dq || dk || (j->gates_v && dv), need_dz = dq || dEh;                                   \
         for (int64_t c0 = 0; c0 < Lq; c0 += CHUNK) {                                                                \
             const int64_t cn = Lq - c0 < CHUNK ? Lq - c0 : CHUNK, nz = chunk_positions(j, c0, cn);                  \
@@ -261,6 +271,8 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                 const int64_t nr = Lq - i0 < ROWS ? Lq - i0 : ROWS, len = block_keys(j, i0, nr), zr = i0 - c0;      \
                 const T *go = (const T *)j->dout + (bh * Lq + i0) * Dv;                                             \
                 block_logits_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, S, A, L, G, X);                            \
+                fresh_rows_##sfx(j, dq, dk, dv, i0, nr, fresh_keys, len);                                           \
+                fresh_keys = len > fresh_keys ? len : fresh_keys;                                                   \
                 block_dS_##sfx(j, &hd, bh, i0, nr, len, L, dS, Di);                                                 \
                 if (dv) /* dv += P^T dO */                                                                          \
                     pg_gemm_##sfx(true, false, len, Dv, nr, 1, L, len, go, Dv, 1, dv, Dv);                          \
@@ -273,6 +285,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
             if (need_dz)                                                                                            \
                 chunk_z_grads_##sfx(j, &hd, c0, cn, nz, dZ, dq, dEh);                                               \
         }                                                                                                           \
+        fresh_rows_##sfx(j, NULL, dk, dv, 0, 0, fresh_keys, Lk);                                                    \
     }                                                                                                               \
     /* dE [begin, end) (+)= the heads' slices, in head order */                                                     \
     static void dE_sum_##sfx(T *restrict dE, const T *restrict slices, int64_t heads, int64_t size, int64_t begin,  \
