@@ -97,11 +97,11 @@ static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, cons
     return j < vis ? j : vis;
 }
 
-/* The runs of one row's visible keys in place, 16 keys at a time (rows in free order only,
- * cope_rows.free_order): within the 16, a segmented scan (log2 16 steps, each lane adding the
- * partial sum s lanes before it where that lane has its f) leaves each run's total at its
- * last lane, and the totals are appended with their f (a run from the last block adding its
- * record to its first). Records never pass the keys read (at most 16 for 16), so the
+/* The runs of one row's visible keys in place, 16 keys at a time (the fused attention's
+ * rows only, cope_rows.fused): within the 16, a segmented scan (log2 16 steps, each lane
+ * adding the partial sum s lanes before it where that lane has its f) leaves each run's
+ * total at its last lane, and the totals are appended with their f (a run from the last
+ * block adding its record to its first). Records never pass the keys read (at most 16 for 16), so the
  * full-width stores land on keys already read. Returns the keys done, whole blocks from the
  * start, stopping at a block holding a NaN's f = -1; *k: the records. */
 static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64_t *k)
@@ -142,11 +142,49 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
     *k = at;
     return j;
 }
+
+/* pg_vsigmoidf of 16 floats, operation by operation (the same bits): e = e^-|x| by
+ * pg_vexpf's steps, then 1 / (1 + e) or e / (1 + e). The compiler's loop over
+ * pg_vsigmoidf left a scalar tail in each row: pg_cope_attention 2-3% slower. */
+static inline __m512 cope_sigmoid16(__m512 x)
+{
+    const __m512 nx = _mm512_min_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), x)); /* -|x|; NaN stays */
+    const __m512 xc = _mm512_max_ps(nx, _mm512_set1_ps(-87.0f)), shifter = _mm512_set1_ps(12582912.0f);
+    const __m512 kd = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
+    const __m512 n = _mm512_sub_ps(kd, shifter);
+    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc));
+    static const float taylor[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    for (int i = 0; i < 7; i++)
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(taylor[i]));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd), _mm512_set1_epi32(127)), 23);
+    __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(nx, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), e);
+    e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(nx, nx, _CMP_UNORD_Q), nx);
+    const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
+    const __m512 inv = _mm512_div_ps(one, d);
+    const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ); /* x < 0 or NaN */
+    return _mm512_mask_mul_ps(inv, below, e, inv);
+}
+
+/* the gates g = pg_vsigmoidf(in_scale s) of a row's keys [0, vis), the last block masked */
+static int64_t cope_gates_vec_f32(float *g, const float *s, int64_t vis, float in_scale)
+{
+    const __m512 scale = _mm512_set1_ps(in_scale);
+    for (int64_t j = 0; j < vis; j += 16) {
+        const __mmask16 live = cope_live(vis - j);
+        _mm512_mask_storeu_ps(g + j, live, cope_sigmoid16(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, s + j), scale)));
+    }
+    return vis;
+}
+#define COPE_GATES_VEC_F32 cope_gates_vec_f32
 #define COPE_LERP_VEC_F32 cope_lerp_vec_f32
 #define COPE_LERP_BWD_VEC_F32 cope_lerp_bwd_vec_f32
 #define COPE_RUNS_VEC_F32 cope_runs_vec_f32
 #define COPE_RUNS_VEC_F32_ON true
 #else
+#define COPE_GATES_VEC_F32 OP_NO_VECTOR_FORM
 #define COPE_LERP_VEC_F32 OP_NO_VECTOR_FORM
 #define COPE_LERP_BWD_VEC_F32 OP_NO_VECTOR_FORM
 #define COPE_RUNS_VEC_F32 OP_NO_VECTOR_FORM
@@ -181,8 +219,8 @@ typedef struct cope_rows {
     int n, nr;
     const uint8_t *keep; /* this batch's row of the key mask, or NULL */
     bool causal;
-    bool free_order; /* dz's additions in any fixed order (cope_runs_vec_f32 where there is one);
-                        false: pg_gather_lerp's order, as the chain of ops */
+    bool fused; /* pg_cope_attention's rows, not bound to the chain's bits: in float with AVX-512
+                   dz's additions by cope_runs_vec_f32; false: in the chain's order (pg_cope_interp) */
 } cope_rows;
 
 /* The backward's operands and results at the group's first row: s, dout and ds (nr, m),
@@ -206,17 +244,19 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
  * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0])
  * and ds 0, so the scans stop at the group's last visible key and only the gradient
  * to z walks the rest. */
-#define DEFINE_COPE(T, sfx, SIGMOID, FLOOR, LERP_VEC, LERP_BWD_VEC, RUNS_VEC, RUNS_VEC_ON)                     \
+#define DEFINE_COPE(T, sfx, SIGMOID, GATES_VEC, FLOOR, LERP_VEC, LERP_BWD_VEC, RUNS_VEC, RUNS_VEC_ON)          \
     /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1.                 \
-     * 16 keys a step up to the visible ones rounded up to 16 where the row has them (the                      \
-     * extra gates are then overwritten by 0, or lie past len): no scalar tail of sigmoids. */                 \
+     * GATES_VEC takes a row's visible keys where there is one (float, AVX-512); else 16 keys                  \
+     * a step up to the visible ones rounded up to 16 where the row has them (the extra gates                  \
+     * are then overwritten by 0, or lie past len), and the scalar tail where it has not. */                   \
     static void cope_gates_##sfx(T *restrict g, const T *restrict s, const cope_rows *r, int64_t len, T in_scale) \
     {                                                                                                          \
         for (int k = 0; k < r->nr; k++) {                                                                      \
             T *gk = g + k * r->m;                                                                              \
             const T *sk = s + k * r->m;                                                                        \
-            const int64_t vis = cope_visible(r, k), up = (vis + 15) / 16 * 16, end = up <= r->m ? up : vis;    \
-            int64_t j = 0;                                                                                     \
+            const int64_t vis = cope_visible(r, k), up = (vis + 15) / 16 * 16;                                 \
+            int64_t j = GATES_VEC(gk, sk, vis, in_scale); /* vis, or 0: no vector form */                      \
+            const int64_t end = j == vis || up > r->m ? vis : up;                                              \
             for (; j + 16 <= end; j += 16)                                                                     \
                 for (int i = 0; i < 16; i++)                                                                   \
                     gk[j + i] = SIGMOID(sk[j + i] * in_scale);                                                 \
@@ -296,7 +336,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         for (int q = 0; q < nr4; q++)                                                                          \
             runs[q] = k[q] + 1;                                                                                \
     }                                                                                                          \
-    /* One row's runs as cope_runs4 leaves them, in free order: RUNS_VEC's blocks of 16, then key              \
+    /* One row's runs as cope_runs4 leaves them, in the fused order: RUNS_VEC's blocks of 16, then key         \
      * by key (a run's keys joining its last record when they share its f). Returns the records. */            \
     static int64_t cope_runs_row_##sfx(T *a, T *b, int *fo, int64_t vis)                                       \
     {                                                                                                          \
@@ -372,7 +412,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         }                                                                                                      \
         if (!dz)                                                                                               \
             return;                                                                                            \
-        const bool by_vector = r->free_order && RUNS_VEC_ON;                                                   \
+        const bool by_vector = r->fused && RUNS_VEC_ON;                                                        \
         for (int k = 0; by_vector && k < r->nr; k++)                                                           \
             runs[k] = cope_runs_row_##sfx(a + k * m, b + k * m, fo + k * m, vis[k]);                           \
         for (int k = 0; !by_vector && k < r->nr; k += 4)                                                       \
@@ -450,9 +490,9 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         pg_scan_rows_##sfx(g, x, r->nr, m, len, true, false);                                                  \
         cope_bwd_kept_##sfx(io, r, g, x, (char *)(x + COPE_ROWS * m), in_scale, out_scale);                    \
     }
-DEFINE_COPE(float, f32, pg_vsigmoidf, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32, COPE_RUNS_VEC_F32,
+DEFINE_COPE(float, f32, pg_vsigmoidf, COPE_GATES_VEC_F32, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32, COPE_RUNS_VEC_F32,
             COPE_RUNS_VEC_F32_ON)
-DEFINE_COPE(double, f64, pg_sigmoid_d, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, false)
+DEFINE_COPE(double, f64, pg_sigmoid_d, OP_NO_VECTOR_FORM, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, false)
 
 /* one thread's backward scratch: g and x (COPE_ROWS, Lk), then cope_bwd_kept's ab: a, b
  * (COPE_ROWS, Lk) and fo (COPE_ROWS, Lk ints), in bytes rounded up to 64 (each thread's

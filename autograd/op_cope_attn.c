@@ -106,7 +106,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         for (int64_t k0 = 0; k0 < nr; k0 += COPE_ROWS) {                                                            \
             const cope_rows r = {.i0 = i0 + k0, .m = len, .n = (int)nz,                                             \
                                  .nr = (int)(nr - k0 < COPE_ROWS ? nr - k0 : COPE_ROWS), .keep = hd->keep,          \
-                                 .causal = j->causal};                                                              \
+                                 .causal = j->causal, .fused = true};                                               \
             if (G)                                                                                                  \
                 cope_fwd_kept_##sfx(L + k0 * len, G + k0 * len, X + k0 * len, S + k0 * len, Zb + k0 * nz, &r,       \
                                     (T)j->scale, (T)j->out_scale);                                                  \
@@ -194,7 +194,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         for (int64_t k0 = 0; k0 < nr; k0 += COPE_ROWS) {                                                            \
             const cope_rows r = {.i0 = i0 + k0, .m = len, .n = (int)nz,                                             \
                                  .nr = (int)(nr - k0 < COPE_ROWS ? nr - k0 : COPE_ROWS), .keep = hd->keep,          \
-                                 .causal = j->causal, .free_order = true};                                          \
+                                 .causal = j->causal, .fused = true};                                               \
             const cope_grads io = {NULL, Z + k0 * nz, dS + k0 * len, C ? C + k0 * len : NULL,                       \
                                    dZ ? dZ + k0 * nz : NULL, true, true};                                           \
             cope_bwd_kept_##sfx(&io, &r, G + k0 * len, X + k0 * len, ab, (T)j->scale, (T)j->out_scale);             \

@@ -262,3 +262,35 @@ Test(vmath, sigmoid_f32_within_ulps_of_f64)
     pg_tensor_free(y);
     pg_tensor_free(x);
 }
+
+/* CoPE's gates 16 at a time (autograd/cope_rows.h, cope_gates_vec_f32 with AVX-512): the
+ * same bits as pg_vsigmoidf(in_scale s) key by key, over a ramp through [-100, 100], the
+ * ends of pg_vexpf's range, +-0, +-inf, NaN and a last block of 7 keys (masked) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "../autograd/cope_rows.h"
+#pragma GCC diagnostic pop
+
+Test(vmath, cope_gates_vector_same_bits_as_pg_vsigmoidf)
+{
+#if defined(__AVX512F__)
+    enum { N = 4096 + 7 };
+    static float s[N], g[N];
+    const float edges[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -87.0f, -87.01f, 86.99f, 88.0f,
+                           88.73f, -88.73f, 1e-30f, -1e-30f, 1e30f, -1e30f, FLT_MIN, -FLT_MIN};
+    const int n_edges = (int)(sizeof edges / sizeof edges[0]);
+    for (int i = 0; i < N; i++)
+        s[i] = i < n_edges ? edges[i] : -100.0f + 200.0f * (float)i / (float)(N - 1);
+    for (int k = 0; k < 2; k++) {
+        const float in_scale = k == 0 ? 1.0f : 0.17677669f;
+        cr_assert_eq(cope_gates_vec_f32(g, s, N, in_scale), N);
+        for (int i = 0; i < N; i++) {
+            const float want = pg_vsigmoidf(s[i] * in_scale);
+            cr_assert(memcmp(&g[i], &want, sizeof want) == 0 || (isnan(g[i]) && isnan(want)),
+                      "s = %.9g, scale %g: %.9g against pg_vsigmoidf's %.9g", s[i], in_scale, g[i], want);
+        }
+    }
+#else
+    cr_skip_test("an AVX-512 build's kernel");
+#endif
+}
