@@ -178,18 +178,54 @@ static int64_t cope_gates_vec_f32(float *g, const float *s, int64_t vis, float i
     }
     return vis;
 }
-#define COPE_GATES_VEC_F32 cope_gates_vec_f32
-#define COPE_LERP_VEC_F32 cope_lerp_vec_f32
-#define COPE_LERP_BWD_VEC_F32 cope_lerp_bwd_vec_f32
-#define COPE_RUNS_VEC_F32 cope_runs_vec_f32
-#define COPE_RUNS_VEC_F32_ON true
+/* cope_dz_runs from record k on, 16 records at a time while their floors step down by 1
+ * from the pending bin's (the usual case: p falls by at most 1 a key, so a row's floors
+ * are consecutive): bin pf gets its last share b_k, bins f_k .. f_k - 14 their own a and
+ * then the next record's b, as the scalar loop adds them (the same bits), and bin f_k - 15
+ * its a, pending. Returns the records done (0 where the next 16 are not such a run). */
+static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a, const float *sum_b, int64_t k,
+                                    int64_t runs, int *pf, float *pend)
+{
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i rev = _mm512_sub_epi32(_mm512_set1_epi32(15), lane);
+    const int64_t k0 = k;
+    for (; k + 16 <= runs; k += 16) {
+        const int fk = *pf - 1; /* record k + i has f = fk - i */
+        if (_mm512_cmpneq_epi32_mask(_mm512_loadu_si512(fo + k), _mm512_sub_epi32(_mm512_set1_epi32(fk), lane)))
+            break;
+        /* lane u: bin fk - 15 + u, record i = 15 - u: a_i, then b_(i+1) but in lane 0 */
+        const __m512 a = _mm512_permutexvar_ps(rev, _mm512_loadu_ps(sum_a + k));
+        const __m512 b = _mm512_permutexvar_ps(rev, _mm512_maskz_loadu_ps(0x7FFF, sum_b + k + 1));
+        dz[*pf] = *pend + sum_b[k];
+        const __m512 with_a = _mm512_add_ps(_mm512_loadu_ps(dz + fk - 15), a);
+        _mm512_mask_storeu_ps(dz + fk - 15, 0xFFFE, _mm512_add_ps(with_a, b));
+        *pend = _mm512_cvtss_f32(with_a);
+        *pf = fk - 15;
+    }
+    return k - k0;
+}
+/* the vector forms by name and suffix (DEFINE_COPE pastes COPE_<NAME>_<sfx>): AVX-512 float's,
+ * or none (OP_NO_VECTOR_FORM: 0 keys or records done) */
+#define COPE_GATES_VEC_f32 cope_gates_vec_f32
+#define COPE_LERP_VEC_f32 cope_lerp_vec_f32
+#define COPE_LERP_BWD_VEC_f32 cope_lerp_bwd_vec_f32
+#define COPE_RUNS_VEC_f32 cope_runs_vec_f32
+#define COPE_RUNS_VEC_ON_f32 true
+#define COPE_DZ_RUNS_VEC_f32 cope_dz_runs_vec_f32
 #else
-#define COPE_GATES_VEC_F32 OP_NO_VECTOR_FORM
-#define COPE_LERP_VEC_F32 OP_NO_VECTOR_FORM
-#define COPE_LERP_BWD_VEC_F32 OP_NO_VECTOR_FORM
-#define COPE_RUNS_VEC_F32 OP_NO_VECTOR_FORM
-#define COPE_RUNS_VEC_F32_ON false
+#define COPE_GATES_VEC_f32 OP_NO_VECTOR_FORM
+#define COPE_LERP_VEC_f32 OP_NO_VECTOR_FORM
+#define COPE_LERP_BWD_VEC_f32 OP_NO_VECTOR_FORM
+#define COPE_RUNS_VEC_f32 OP_NO_VECTOR_FORM
+#define COPE_RUNS_VEC_ON_f32 false
+#define COPE_DZ_RUNS_VEC_f32 OP_NO_VECTOR_FORM
 #endif
+#define COPE_GATES_VEC_f64 OP_NO_VECTOR_FORM
+#define COPE_LERP_VEC_f64 OP_NO_VECTOR_FORM
+#define COPE_LERP_BWD_VEC_f64 OP_NO_VECTOR_FORM
+#define COPE_RUNS_VEC_f64 OP_NO_VECTOR_FORM
+#define COPE_RUNS_VEC_ON_f64 false
+#define COPE_DZ_RUNS_VEC_f64 OP_NO_VECTOR_FORM
 
 /* *sa = (fresh ? 0 : *sa) + a, and *sb likewise: C's select became a branch; with AVX-512
  * a zero-masking move keeps it in the adder's registers (one cycle on the sums' chain) */
@@ -244,9 +280,9 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
  * (j >= visible) have sum 0: the bias there is the constant z[0] + 0 (z[c] - z[0])
  * and ds 0, so the scans stop at the group's last visible key and only the gradient
  * to z walks the rest. */
-#define DEFINE_COPE(T, sfx, SIGMOID, GATES_VEC, FLOOR, LERP_VEC, LERP_BWD_VEC, RUNS_VEC, RUNS_VEC_ON)          \
+#define DEFINE_COPE(T, sfx, SIGMOID, FLOOR)                                                                    \
     /* (1): g (nr, len) from s (nr, m), 0 where hidden; len: the group's last visible key + 1.                 \
-     * GATES_VEC takes a row's visible keys where there is one (float, AVX-512); else 16 keys                  \
+     * COPE_GATES_VEC takes a row's visible keys where there is one (float, AVX-512); else 16 keys             \
      * a step up to the visible ones rounded up to 16 where the row has them (the extra gates                  \
      * are then overwritten by 0, or lie past len), and the scalar tail where it has not. */                   \
     static void cope_gates_##sfx(T *restrict g, const T *restrict s, const cope_rows *r, int64_t len, T in_scale) \
@@ -255,7 +291,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
             T *gk = g + k * r->m;                                                                              \
             const T *sk = s + k * r->m;                                                                        \
             const int64_t vis = cope_visible(r, k), up = (vis + 15) / 16 * 16;                                 \
-            int64_t j = GATES_VEC(gk, sk, vis, in_scale); /* vis, or 0: no vector form */                      \
+            int64_t j = COPE_GATES_VEC_##sfx(gk, sk, vis, in_scale); /* vis, or 0: no vector form */           \
             const int64_t end = j == vis || up > r->m ? vis : up;                                              \
             for (; j + 16 <= end; j += 16)                                                                     \
                 for (int i = 0; i < 16; i++)                                                                   \
@@ -270,13 +306,13 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         }                                                                                                      \
     }                                                                                                          \
     /* (4) along a row, in place: x -> out_scale z read at p = min(x, n - 1); NaN stays NaN                    \
-     * (LERP_VEC first: 16 keys at a time with AVX-512 in float, cope_lerp_vec_f32) */                         \
+     * (COPE_LERP_VEC first: 16 keys at a time with AVX-512 in float, cope_lerp_vec_f32) */                    \
     static void cope_lerp_row_##sfx(T *o, const T *restrict z, int64_t vis, int64_t m, int n, T out_scale)     \
     {                                                                                                          \
         const T top = (T)(n - 1), at0 = (z[0] + (T)0 * (z[n > 1] - z[0])) * out_scale; /* p = 0 */             \
         for (int64_t j = vis; j < m; j++)                                                                      \
             o[j] = at0;                                                                                        \
-        for (int64_t j = LERP_VEC(o, z, vis, n, out_scale); j < vis; j++) {                                    \
+        for (int64_t j = COPE_LERP_VEC_##sfx(o, z, vis, n, out_scale); j < vis; j++) {                         \
             const T p = o[j] > top ? top : o[j];                                                               \
             if (p != p)                                                                                        \
                 continue;                                                                                      \
@@ -294,7 +330,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
                                          T out_scale)                                                          \
     {                                                                                                          \
         const T top = (T)(n - 1);                                                                              \
-        for (int64_t j = LERP_BWD_VEC(x, a, b, fo, dout, z, vis, n, out_scale); j < vis; j++) {                \
+        for (int64_t j = COPE_LERP_BWD_VEC_##sfx(x, a, b, fo, dout, z, vis, n, out_scale); j < vis; j++) {     \
             const T p = x[j] > top ? top : x[j], d = dout[j] * out_scale;                                      \
             if (p != p) {                                                                                      \
                 x[j] = 0, fo[j] = -1;                                                                          \
@@ -336,11 +372,11 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         for (int q = 0; q < nr4; q++)                                                                          \
             runs[q] = k[q] + 1;                                                                                \
     }                                                                                                          \
-    /* One row's runs as cope_runs4 leaves them, in the fused order: RUNS_VEC's blocks of 16, then key         \
+    /* One row's runs as cope_runs4 leaves them, in the fused order: COPE_RUNS_VEC's 16 at a time, then key    \
      * by key (a run's keys joining its last record when they share its f). Returns the records. */            \
     static int64_t cope_runs_row_##sfx(T *a, T *b, int *fo, int64_t vis)                                       \
     {                                                                                                          \
-        int64_t k = 0, j = RUNS_VEC(a, b, fo, vis, &k);                                                        \
+        int64_t k = 0, j = COPE_RUNS_VEC_##sfx(a, b, fo, vis, &k);                                             \
         int cur = k ? fo[k - 1] : -1;                                                                          \
         T sa = k ? a[k - 1] : 0, sb = k ? b[k - 1] : 0;                                                        \
         for (; j < vis; j++) {                                                                                 \
@@ -385,6 +421,9 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         else                                                                                                   \
             pend += sum_b[0];                                                                                  \
         for (int64_t k = 1; k < runs; k++) {                                                                   \
+            k += COPE_DZ_RUNS_VEC_##sfx(dz, fo, sum_a, sum_b, k, runs, &pf, &pend);                            \
+            if (k == runs)                                                                                     \
+                break;                                                                                         \
             const int f = fo[k];                                                                               \
             if (f + 1 == pf) {                                                                                 \
                 dz[pf] = pend + sum_b[k];                                                                      \
@@ -412,7 +451,7 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         }                                                                                                      \
         if (!dz)                                                                                               \
             return;                                                                                            \
-        const bool by_vector = r->fused && RUNS_VEC_ON;                                                        \
+        const bool by_vector = r->fused && COPE_RUNS_VEC_ON_##sfx;                                             \
         for (int k = 0; by_vector && k < r->nr; k++)                                                           \
             runs[k] = cope_runs_row_##sfx(a + k * m, b + k * m, fo + k * m, vis[k]);                           \
         for (int k = 0; !by_vector && k < r->nr; k += 4)                                                       \
@@ -490,9 +529,8 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         pg_scan_rows_##sfx(g, x, r->nr, m, len, true, false);                                                  \
         cope_bwd_kept_##sfx(io, r, g, x, (char *)(x + COPE_ROWS * m), in_scale, out_scale);                    \
     }
-DEFINE_COPE(float, f32, pg_vsigmoidf, COPE_GATES_VEC_F32, floorf, COPE_LERP_VEC_F32, COPE_LERP_BWD_VEC_F32, COPE_RUNS_VEC_F32,
-            COPE_RUNS_VEC_F32_ON)
-DEFINE_COPE(double, f64, pg_sigmoid_d, OP_NO_VECTOR_FORM, floor, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, OP_NO_VECTOR_FORM, false)
+DEFINE_COPE(float, f32, pg_vsigmoidf, floorf)
+DEFINE_COPE(double, f64, pg_sigmoid_d, floor)
 
 /* one thread's backward scratch: g and x (COPE_ROWS, Lk), then cope_bwd_kept's ab: a, b
  * (COPE_ROWS, Lk) and fo (COPE_ROWS, Lk ints), in bytes rounded up to 64 (each thread's
