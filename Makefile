@@ -75,7 +75,8 @@ need-criterion:
 	@tests/need.sh criterion
 
 $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
-	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libposgrad.a -lcriterion $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libposgrad.a -lcriterion $(LDLIBS) \
+	  -Wl,--export-dynamic-symbol=mbedtls_x509_crt_parse_file
 
 # Criterion runs suites in forked workers; -j2 matches this machine.
 TEST_ARGS ?= -j2
@@ -99,12 +100,20 @@ asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 CFLAGS="$(SAN)" LDFLAGS="$(SAN)" build-asan/tests/run_tests
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/checked_run.sh build-asan/tests/run_tests -j2
 
-# valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build.
-valgrind:
+# valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build. `make valgrind`
+# leaves out tests/valgrind_skip.txt's tests (the example suites, the heaviest gradchecks:
+# the file says why), `make valgrind-all` runs every test.
+VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	  --trace-children=yes -q
+.PHONY: valgrind valgrind-all valgrind-build
+valgrind: valgrind-build
+	filter=$$(tests/valgrind_filter.sh build-vg/tests/run_tests) && \
+	  tests/checked_run.sh $(VALGRIND) build-vg/tests/run_tests -j2 --filter "$$filter"
+valgrind-all: valgrind-build
+	tests/checked_run.sh $(VALGRIND) build-vg/tests/run_tests -j2
+valgrind-build:
 	@tests/need.sh valgrind
 	$(MAKE) BUILD=build-vg ARCH=x86-64 build-vg/tests/run_tests
-	tests/checked_run.sh valgrind --error-exitcode=1 --leak-check=full \
-	  --errors-for-leak-kinds=definite,indirect --trace-children=yes -q build-vg/tests/run_tests -j2
 
 $(BUILD)/tests/bench: $(wildcard tests/bench/*.c tests/bench/*.h) $(BUILD)/libposgrad.a
 	@mkdir -p $(dir $@)
