@@ -61,18 +61,23 @@ static inline bool cope_v16_at(cope_v16 *v, const float *x, const float *z, int 
     return true;
 }
 
-/* forward: o = out_scale (z[f] + w (z[c] - z[f])) in place of the sums */
-static int64_t cope_lerp_vec_f32(float *o, const float *z, int64_t vis, int n, float out_scale)
+/* forward: o = out_scale (z[f] + w (z[c] - z[f])) from the sums x (o may be x), plus a_scale a
+ * (the attention's logits) where a is not NULL */
+static int64_t cope_lerp_vec_f32(float *o, const float *x, const float *z, const float *a, float a_scale,
+                                 int64_t vis, int n, float out_scale)
 {
     int64_t j = 0;
-    const __m512 os = _mm512_set1_ps(out_scale);
+    const __m512 os = _mm512_set1_ps(out_scale), as = _mm512_set1_ps(a_scale);
     cope_v16 v;
     for (; n >= 32 && j < vis; j += 16) {
         const __mmask16 live = cope_live(vis - j);
-        if (!cope_v16_at(&v, o + j, z, n, live))
+        if (!cope_v16_at(&v, x + j, z, n, live))
             return j;
         const __m512 at = _mm512_add_ps(v.zf, _mm512_mul_ps(v.w, _mm512_sub_ps(v.zc, v.zf)));
-        _mm512_mask_storeu_ps(o + j, live, _mm512_mul_ps(at, os));
+        __m512 bias = _mm512_mul_ps(at, os);
+        if (a)
+            bias = _mm512_add_ps(_mm512_mul_ps(as, _mm512_maskz_loadu_ps(live, a + j)), bias);
+        _mm512_mask_storeu_ps(o + j, live, bias);
     }
     return j < vis ? j : vis;
 }
@@ -305,20 +310,25 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
                 gk[j] = 0;                                                                                     \
         }                                                                                                      \
     }                                                                                                          \
-    /* (4) along a row, in place: x -> out_scale z read at p = min(x, n - 1); NaN stays NaN                    \
-     * (COPE_LERP_VEC first: 16 keys at a time with AVX-512 in float, cope_lerp_vec_f32) */                    \
-    static void cope_lerp_row_##sfx(T *o, const T *restrict z, int64_t vis, int64_t m, int n, T out_scale)     \
+    /* (4) along a row: the sums x -> o = out_scale z read at p = min(x, n - 1) (o may be x); NaN              \
+     * stays NaN (COPE_LERP_VEC first: 16 keys at a time with AVX-512 in float, cope_lerp_vec_f32).            \
+     * With a (the attention's a = q k^T row): a_scale a + that where visible, -inf after. */                  \
+    static void cope_lerp_row_##sfx(T *o, const T *x, const T *restrict z, const T *restrict a, T a_scale,     \
+                                    int64_t vis, int64_t m, int n, T out_scale)                                \
     {                                                                                                          \
         const T top = (T)(n - 1), at0 = (z[0] + (T)0 * (z[n > 1] - z[0])) * out_scale; /* p = 0 */             \
         for (int64_t j = vis; j < m; j++)                                                                      \
-            o[j] = at0;                                                                                        \
-        for (int64_t j = COPE_LERP_VEC_##sfx(o, z, vis, n, out_scale); j < vis; j++) {                         \
-            const T p = o[j] > top ? top : o[j];                                                               \
-            if (p != p)                                                                                        \
+            o[j] = a ? (T)-INFINITY : at0;                                                                     \
+        for (int64_t j = COPE_LERP_VEC_##sfx(o, x, z, a, a_scale, vis, n, out_scale); j < vis; j++) {          \
+            const T p = x[j] > top ? top : x[j];                                                               \
+            if (p != p) {                                                                                      \
+                o[j] = p;                                                                                      \
                 continue;                                                                                      \
+            }                                                                                                  \
             const T fl = FLOOR(p);                                                                             \
             const int f = (int)fl, c = f + 1 < n ? f + 1 : f;                                                  \
-            o[j] = (z[f] + (p - fl) * (z[c] - z[f])) * out_scale;                                              \
+            const T bias = (z[f] + (p - fl) * (z[c] - z[f])) * out_scale;                                      \
+            o[j] = a ? a_scale * a[j] + bias : bias;                                                           \
         }                                                                                                      \
     }                                                                                                          \
     /* (4) backward along a row's visible keys, x in place: dx = d (z[c] - z[f]), d = out_scale                \
@@ -482,25 +492,28 @@ static inline int64_t cope_visible(const cope_rows *r, int k)
         for (int64_t j = vis; j < r->m; j++)                                                                   \
             ds[j] = fresh ? hid : ds[j] + hid;                                                                 \
     }                                                                                                          \
-    /* out (nr, m): gates, then sums, then the bias, in place */                                               \
-    static void cope_fwd_##sfx(T *out, const T *s, const T *z, const cope_rows *r, T in_scale, T out_scale)    \
+    /* out (nr, m): gates, then sums, then the bias, in place; with a (nr, m; the attention's                  \
+     * q k^T), the logits a_scale a + bias, -inf after each row's visible keys */                              \
+    static void cope_fwd_##sfx(T *out, const T *s, const T *z, const cope_rows *r, T in_scale, T out_scale,    \
+                               const T *a, T a_scale)                                                          \
     {                                                                                                          \
         const int64_t len = cope_visible(r, r->nr - 1);                                                        \
         cope_gates_##sfx(out, s, r, len, in_scale);                                                            \
         pg_scan_rows_##sfx(out, out, r->nr, r->m, len, true, false);                                           \
         for (int k = 0; k < r->nr; k++)                                                                        \
-            cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);      \
+            cope_lerp_row_##sfx(out + k * r->m, out + k * r->m, z + k * r->n, a ? a + k * r->m : NULL,         \
+                                a_scale, cope_visible(r, k), r->m, r->n, out_scale);                           \
     }                                                                                                          \
     /* cope_fwd keeping the gates in g and the sums in x (nr, m) for cope_bwd_kept */                          \
     static inline void cope_fwd_kept_##sfx(T *out, T *g, T *x, const T *s, const T *z, const cope_rows *r,     \
-                                    T in_scale, T out_scale)                                                   \
+                                           T in_scale, T out_scale, const T *a, T a_scale)                     \
     {                                                                                                          \
         const int64_t len = cope_visible(r, r->nr - 1);                                                        \
         cope_gates_##sfx(g, s, r, len, in_scale);                                                              \
-        pg_scan_rows_##sfx(g, out, r->nr, r->m, len, true, false);                                             \
-        memcpy(x, out, (size_t)(r->nr * r->m) * sizeof(T));                                                    \
+        pg_scan_rows_##sfx(g, x, r->nr, r->m, len, true, false);                                               \
         for (int k = 0; k < r->nr; k++)                                                                        \
-            cope_lerp_row_##sfx(out + k * r->m, z + k * r->n, cope_visible(r, k), r->m, r->n, out_scale);      \
+            cope_lerp_row_##sfx(out + k * r->m, x + k * r->m, z + k * r->n, a ? a + k * r->m : NULL, a_scale,  \
+                                cope_visible(r, k), r->m, r->n, out_scale);                                    \
     }                                                                                                          \
     /* the backward from the gates g and sums x (nr, m; x is overwritten); ab: the rows' shares                \
      * a, b and floors fo (COPE_ROWS, m) each; io's ds (nr, m) and dz (nr, n) NULL when not wanted */          \

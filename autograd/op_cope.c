@@ -50,9 +50,10 @@ static void cope_group(void *ctx, int64_t u, int thread)
         char *out = (char *)jb->out + at_s * es;
         if (jb->dt == PG_F32)
             cope_fwd_f32((float *)out, (const float *)s, (const float *)z, &r, (float)jb->in_scale,
-                         (float)jb->out_scale);
+                         (float)jb->out_scale, NULL, 0);
         else
-            cope_fwd_f64((double *)out, (const double *)s, (const double *)z, &r, jb->in_scale, jb->out_scale);
+            cope_fwd_f64((double *)out, (const double *)s, (const double *)z, &r, jb->in_scale, jb->out_scale,
+                         NULL, 0);
         return;
     }
     const cope_grads io = {s, z, (const char *)jb->dout + at_s * es, jb->ds ? (char *)jb->ds + at_s * es : NULL,

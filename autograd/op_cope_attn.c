@@ -94,8 +94,9 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         pg_gemm_##sfx(false, j->e_nd, cn, nz, D, 1, hd->q + c0 * D, D, j->E, j->e_nd ? D : j->n, 0, Z, nz);         \
     }                                                                                                               \
     /* The block's s (nr, len) = q g^T, a = q k^T (a = s when the gates read k), and in L the                       \
-     * logits scale a + bias, -inf where hidden; rows of stride len; Zb: its rows of z (stride nz);                 \
-     * G, X: where the gates and their sums are kept for the backward (NULL: not kept) */                           \
+     * logits scale a + bias (CoPE's interpolation adds scale a), -inf where hidden; rows of stride                 \
+     * len; Zb: its rows of z (stride nz); G, X: where the gates and their sums are kept for the                    \
+     * backward (NULL: not kept) */                                                                                 \
     static void block_logits_##sfx(const cattn_job *j, const head_##sfx *hd, int64_t i0, int64_t nr, int64_t len,   \
                                    const T *Zb, int64_t nz, T *S, T *A, T *L, T *G, T *X)                           \
     {                                                                                                               \
@@ -107,23 +108,17 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
             const cope_rows r = {.i0 = i0 + k0, .m = len, .n = (int)nz,                                             \
                                  .nr = (int)(nr - k0 < COPE_ROWS ? nr - k0 : COPE_ROWS), .keep = hd->keep,          \
                                  .causal = j->causal, .fused = true};                                               \
+            const T scale = (T)j->scale, *Ak = A + k0 * len;                                                        \
             if (G)                                                                                                  \
                 cope_fwd_kept_##sfx(L + k0 * len, G + k0 * len, X + k0 * len, S + k0 * len, Zb + k0 * nz, &r,       \
-                                    (T)j->scale, (T)j->out_scale);                                                  \
+                                    scale, (T)j->out_scale, Ak, scale);                                             \
             else                                                                                                    \
-                cope_fwd_##sfx(L + k0 * len, S + k0 * len, Zb + k0 * nz, &r, (T)j->scale, (T)j->out_scale);         \
+                cope_fwd_##sfx(L + k0 * len, S + k0 * len, Zb + k0 * nz, &r, scale, (T)j->out_scale, Ak, scale);    \
         }                                                                                                           \
-        const T scale = (T)j->scale;                                                                                \
-        for (int64_t r = 0; r < nr; r++) {                                                                          \
-            T *restrict l = L + r * len;                                                                            \
-            const T *restrict a = A + r * len;                                                                      \
-            const int64_t vis = j->causal && i0 + r + 1 < len ? i0 + r + 1 : len;                                   \
-            for (int64_t c = 0; c < vis; c++)                                                                       \
-                l[c] = scale * a[c] + l[c];                                                                         \
-            for (int64_t c = 0; hd->keep && c < vis; c++)                                                           \
+        for (int64_t r = 0; hd->keep && r < nr; r++) {                                                              \
+            T *l = L + r * len;                                                                                     \
+            for (int64_t c = 0; c < len; c++)                                                                       \
                 l[c] = hd->keep[c] ? l[c] : (T)-INFINITY;                                                           \
-            for (int64_t c = vis; c < len; c++)                                                                     \
-                l[c] = (T)-INFINITY;                                                                                \
         }                                                                                                           \
     }                                                                                                               \
     /* P (nr, len) = softmax of the logits in L, in place, and the rows' lse; a row that sees                       \

@@ -173,6 +173,52 @@ static void bench_cope_bias(void)
     pg_tensor_free(c.up);
 }
 
+/* ---- CoPE's attention: forward + backward on the toy model's shape ----------------------
+ * pg_cope_attention: q, k, v (8, 4, 256, 32) f32, E (1, 32, 257), causal, scale and
+ * out_scale 1 / sqrt(32) (CoPE's RAM convention, train_lm's cope), every input with a
+ * gradient, at 1 and 2 threads */
+typedef struct cope_attn_ctx {
+    pg_graph *g;
+    pg_tensor *in[4], *up; /* q, k, v, E */
+} cope_attn_ctx;
+
+static void cope_attn_run(void *p, int reps)
+{
+    cope_attn_ctx *c = p;
+    const double scale = 1.0 / sqrt(32.0);
+    const pg_cope_attn_opts o = {.scale = scale, .out_scale = scale, .causal = true};
+    for (int i = 0; i < reps; i++) {
+        pg_graph_reset(c->g);
+        for (int k = 0; k < 4; k++)
+            pg_zero_grad(c->in[k]);
+        pg_tensor *y = pg_cope_attention(c->g, c->in[0], c->in[1], c->in[2], c->in[3], &o);
+        if (!y || pg_backward_with(c->g, y, c->up) != 0)
+            fprintf(stderr, "cope_attn: %s\n", pg_graph_error(c->g));
+    }
+}
+
+static void bench_cope_attn(void)
+{
+    pg_rng r = pg_rng_init(6);
+    cope_attn_ctx c = {pg_graph_new(), {NULL}, NULL};
+    for (int k = 0; k < 3; k++)
+        c.in[k] = pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 32), &r);
+    c.in[3] = pg_randn(NULL, PG_F32, PG_SHAPE(1, 32, 257), &r);
+    c.up = pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 32), &r);
+    for (int k = 0; k < 4; k++)
+        pg_set_requires_grad(c.in[k], true);
+    int saved = pg_num_threads();
+    for (int t = 1; t <= 2; t++) {
+        pg_set_num_threads(t);
+        printf("cope_attn_t%d %.2f ms\n", t, median_time(cope_attn_run, &c, 5) * 1e3);
+    }
+    pg_set_num_threads(saved);
+    pg_graph_free(c.g);
+    for (int k = 0; k < 4; k++)
+        pg_tensor_free(c.in[k]);
+    pg_tensor_free(c.up);
+}
+
 /* ---- one head with a distance bias: the bias's gradient is shared by every row, fewer
  * regions than threads, so the backward's rows are dealt to per-thread buffers (before
  * 2026-12-05 they all fell to the first thread): forward + backward, (16, 1, 512, 32) f32,
@@ -348,6 +394,8 @@ int main(int argc, char **argv)
     bench_gemm_all(only);
     if (bench_selected(only, "cope_bias"))
         bench_cope_bias();
+    if (bench_selected(only, "cope_attn"))
+        bench_cope_attn();
     if (bench_selected(only, "attn_one_head"))
         bench_one_head();
     bench_train_all(only);
