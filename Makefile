@@ -103,8 +103,10 @@ asan:
 # valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build. `make valgrind`
 # leaves out tests/valgrind_skip.txt's tests (the example suites, the heaviest gradchecks:
 # the file says why), `make valgrind-all` runs every test.
+# (--read-inline-info=no: 0.2 s less at each test's start; reports name the function, not
+# the inlined callee)
 VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --trace-children=yes -q
+	  --trace-children=yes --read-inline-info=no -q
 .PHONY: valgrind valgrind-all valgrind-build
 valgrind: valgrind-build
 	filter=$$(tests/valgrind_filter.sh build-vg/tests/run_tests) && \
