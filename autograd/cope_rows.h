@@ -106,9 +106,9 @@ static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, cons
  * rows only, cope_rows.fused): within the 16, a segmented scan (log2 16 steps, each lane
  * adding the partial sum s lanes before it where that lane has its f) leaves each run's
  * total at its last lane, and the totals are appended with their f (a run from the last
- * block adding its record to its first). Records never pass the keys read (at most 16 for 16), so the
- * full-width stores land on keys already read. Returns the keys done, whole blocks from the
- * start, stopping at a block holding a NaN's f = -1; *k: the records. */
+ * block adding its record to its first). Records never pass the keys read (at most 16 for
+ * 16), so the full-width stores land on keys already read. Returns the keys done, whole
+ * blocks from the start, stopping at a block holding a NaN's f = -1; *k: the records. */
 static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64_t *k)
 {
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -183,6 +183,7 @@ static int64_t cope_gates_vec_f32(float *g, const float *s, int64_t vis, float i
     }
     return vis;
 }
+
 /* cope_dz_runs from record k on, 16 records at a time while their floors step down by 1
  * from the pending bin's (the usual case: p falls by at most 1 a key, so a row's floors
  * are consecutive): bin pf gets its last share b_k, bins f_k .. f_k - 14 their own a and
@@ -209,6 +210,7 @@ static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a
     }
     return k - k0;
 }
+
 /* the vector forms by name and suffix (DEFINE_COPE pastes COPE_<NAME>_<sfx>): AVX-512 float's,
  * or none (OP_NO_VECTOR_FORM: 0 keys or records done) */
 #define COPE_GATES_VEC_f32 cope_gates_vec_f32
