@@ -31,6 +31,12 @@ typedef struct cope_v16 {
     __m512i f;
 } cope_v16;
 
+/* the lanes' numbers, 0 .. 15 */
+static inline __m512i cope_lanes(void)
+{
+    return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+
 /* the first `keys` of 16 lanes (all 16 from 16 on) */
 static inline __mmask16 cope_live(int64_t keys)
 {
@@ -111,7 +117,7 @@ static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, cons
  * blocks from the start, stopping at a block holding a NaN's f = -1; *k: the records. */
 static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64_t *k)
 {
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i lane = cope_lanes();
     const __m512i next = _mm512_min_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(1)), _mm512_set1_epi32(15));
     int64_t j = 0, at = 0;
     int last_f = -1; /* the last record's f, a and b (a, b in every lane) */
@@ -192,7 +198,7 @@ static int64_t cope_gates_vec_f32(float *g, const float *s, int64_t vis, float i
 static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a, const float *sum_b, int64_t k,
                                     int64_t runs, int *pf, float *pend)
 {
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i lane = cope_lanes();
     const __m512i rev = _mm512_sub_epi32(_mm512_set1_epi32(15), lane);
     const int64_t k0 = k;
     for (; k + 16 <= runs; k += 16) {

@@ -114,6 +114,18 @@ static void bench_op_overhead(void)
     pg_tensor_free(c.up);
 }
 
+/* `NAME_t1 ms` and `NAME_t2 ms`: fn's median time at 1 and at 2 threads (the caller's count
+ * restored) */
+static void print_ms_at_1_and_2_threads(const char *name, void (*fn)(void *, int), void *ctx, int reps)
+{
+    int saved = pg_num_threads();
+    for (int t = 1; t <= 2; t++) {
+        pg_set_num_threads(t);
+        printf("%s_t%d %.2f ms\n", name, t, median_time(fn, ctx, reps) * 1e3);
+    }
+    pg_set_num_threads(saved);
+}
+
 /* ---- CoPE's bias: forward + backward on the toy model's shape ---------------------------
  * logits (8, 4, 256, 256) f32, z (8, 4, 256, 257), causal, the upstream gradient zero at
  * the hidden keys (as attention's): pg_cope_interp beside the chain
@@ -207,12 +219,7 @@ static void bench_cope_attn(void)
     c.up = pg_randn(NULL, PG_F32, PG_SHAPE(8, 4, 256, 32), &r);
     for (int k = 0; k < 4; k++)
         pg_set_requires_grad(c.in[k], true);
-    int saved = pg_num_threads();
-    for (int t = 1; t <= 2; t++) {
-        pg_set_num_threads(t);
-        printf("cope_attn_t%d %.2f ms\n", t, median_time(cope_attn_run, &c, 5) * 1e3);
-    }
-    pg_set_num_threads(saved);
+    print_ms_at_1_and_2_threads("cope_attn", cope_attn_run, &c, 5);
     pg_graph_free(c.g);
     for (int k = 0; k < 4; k++)
         pg_tensor_free(c.in[k]);
@@ -251,12 +258,7 @@ static void bench_one_head(void)
     pg_tensor *all[4] = {c.q, c.k, c.v, c.bias};
     for (int i = 0; i < 4; i++)
         pg_set_requires_grad(all[i], true);
-    int saved = pg_num_threads();
-    for (int t = 1; t <= 2; t++) {
-        pg_set_num_threads(t);
-        printf("attn_one_head_dist_bias_t%d %.2f ms\n", t, median_time(one_head_run, &c, 5) * 1e3);
-    }
-    pg_set_num_threads(saved);
+    print_ms_at_1_and_2_threads("attn_one_head_dist_bias", one_head_run, &c, 5);
     pg_graph_free(c.g);
     for (int i = 0; i < 4; i++)
         pg_tensor_free(all[i]);
