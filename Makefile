@@ -78,6 +78,24 @@ $(BUILD)/tests/run_tests: $(TEST_OBJ) $(BUILD)/libposgrad.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libposgrad.a -lcriterion $(LDLIBS) \
 	  -Wl,--export-dynamic-symbol=mbedtls_x509_crt_parse_file
 
+# The same test files built against tests/memcheck/criterion/criterion.h, with a runner
+# that runs them all in one process (tests/memcheck/runner.c): `make valgrind` starts
+# valgrind once per shard instead of once per test.
+MEMCHECK_OBJ = $(patsubst %.c,$(BUILD)/memcheck/%.o,$(TEST_SRC) tests/memcheck/runner.c)
+-include $(MEMCHECK_OBJ:.o=.d)
+$(BUILD)/memcheck/%.o: %.c $(BUILD)/memcheck/%.d $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/memcheck -I. $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/tests/memcheck_tests: $(MEMCHECK_OBJ) $(BUILD)/libposgrad.a
+	$(CC) $(CFLAGS) -o $@ $(MEMCHECK_OBJ) $(BUILD)/libposgrad.a $(LDLIBS)
+
+# the runner's own test: what it must report, planted (tests/memcheck/selftest.sh)
+MEMCHECK_SELFTEST_OBJ = $(BUILD)/memcheck/tests/memcheck/runner.o $(BUILD)/memcheck/tests/memcheck/selftest.o
+-include $(MEMCHECK_SELFTEST_OBJ:.o=.d)
+$(BUILD)/tests/memcheck_selftest: $(MEMCHECK_SELFTEST_OBJ) $(BUILD)/libposgrad.a
+	$(CC) $(CFLAGS) -o $@ $(MEMCHECK_SELFTEST_OBJ) $(BUILD)/libposgrad.a $(LDLIBS)
+
 # Criterion runs suites in forked workers; -j2 matches this machine.
 TEST_ARGS ?= -j2
 test: $(BUILD)/tests/run_tests examples/gradcheck_report
@@ -101,21 +119,24 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/checked_run.sh build-asan/tests/run_tests -j2
 
 # valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build. `make valgrind`
-# leaves out tests/valgrind_skip.txt's tests (the example suites, the heaviest gradchecks:
-# the file says why), `make valgrind-all` runs every test.
-# (--read-inline-info=no: 0.2 s less at each test's start; reports name the function, not
-# the inlined callee)
+# runs the suites in one process per shard (tests/memcheck/: Criterion would start each
+# test as a program, 1.1 s apiece under valgrind), less tests/valgrind_skip.txt's tests
+# (the example suites, the heaviest gradchecks: the file says why), after the runner's
+# self-test; `make valgrind-all` runs every test through Criterion, a process each.
+# (leaks shown are those that fail: glibc's thread and environment blocks come out
+# "possibly lost" in a leak search while the process runs)
 VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --trace-children=yes --read-inline-info=no -q
+	  --show-leak-kinds=definite,indirect --trace-children=yes -q
+MEMCHECK_SHARDS ?= 2
 .PHONY: valgrind valgrind-all valgrind-build
 valgrind: valgrind-build
-	filter=$$(tests/valgrind_filter.sh build-vg/tests/run_tests) && \
-	  tests/checked_run.sh $(VALGRIND) build-vg/tests/run_tests -j2 --filter "$$filter"
+	VALGRIND="$(VALGRIND)" tests/memcheck/run.sh build-vg $(MEMCHECK_SHARDS) --skip tests/valgrind_skip.txt
 valgrind-all: valgrind-build
+	$(MAKE) BUILD=build-vg ARCH=x86-64 build-vg/tests/run_tests
 	tests/checked_run.sh $(VALGRIND) build-vg/tests/run_tests -j2
 valgrind-build:
 	@tests/need.sh valgrind
-	$(MAKE) BUILD=build-vg ARCH=x86-64 build-vg/tests/run_tests
+	$(MAKE) BUILD=build-vg ARCH=x86-64 build-vg/tests/memcheck_tests build-vg/tests/memcheck_selftest
 
 $(BUILD)/tests/bench: $(wildcard tests/bench/*.c tests/bench/*.h) $(BUILD)/libposgrad.a
 	@mkdir -p $(dir $@)
