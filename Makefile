@@ -121,8 +121,8 @@ asan:
 # valgrind does not decode AVX-512: memcheck runs a portable (x86-64) build. `make valgrind`
 # runs the suites in one process per shard (tests/memcheck/: Criterion would start each
 # test as a program, 1.1 s apiece under valgrind), less tests/valgrind_skip.txt's tests
-# (the example suites, the heaviest gradchecks: the file says why), after the runner's
-# self-test; `make valgrind-all` runs every test through Criterion, a process each.
+# (the example suites: the file says why), after the runner's self-test; `make
+# valgrind-all` runs every test through Criterion, a process each.
 # (leaks shown are those that fail: glibc's thread and environment blocks come out
 # "possibly lost" in a leak search while the process runs)
 VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -69,6 +69,7 @@ static int OUTCOME;
 
 static void say(const char *tag, const char *file, int line, const char *fmt, va_list ap)
 {
+    fflush(stdout); /* the test's own output first, in the log as it happened */
     if (file)
         fprintf(stderr, "[%s] %s/%s: %s:%d: ", tag, CURRENT->suite, CURRENT->name, file, line);
     else
@@ -82,6 +83,7 @@ void mc_check(bool ok, bool fatal, const char *file, int line, const char *what,
     if (ok)
         return;
     OUTCOME = MC_FAILED;
+    fflush(stdout);
     fprintf(stderr, "[FAIL] %s/%s: %s:%d: %s is false%s", CURRENT->suite, CURRENT->name, file, line, what,
             *fmt ? ": " : "\n");
     if (*fmt) {
@@ -202,6 +204,7 @@ static int run_one(const mc_test *t, const process_state *start, bool verbose)
     const unsigned long after = RUNNING_ON_VALGRIND ? leaked_bytes() : 0;
     const bool leaked = after > leaks;
     leaks = after;
+    fflush(stdout);
     if (VALGRIND_COUNT_ERRORS != errors || leaked) {
         fprintf(stderr, "[FAIL] %s/%s: memcheck reported errors or leaks (above)\n", t->suite, t->name);
         OUTCOME = MC_FAILED;
