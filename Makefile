@@ -88,12 +88,14 @@ $(BUILD)/memcheck/%.o: %.c $(BUILD)/memcheck/%.d $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) -Itests/memcheck -I. $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/tests/memcheck_tests: $(MEMCHECK_OBJ) $(BUILD)/libposgrad.a
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(MEMCHECK_OBJ) $(BUILD)/libposgrad.a $(LDLIBS)
 
 # the runner's own test: what it must report, planted (tests/memcheck/selftest.sh)
 MEMCHECK_SELFTEST_OBJ = $(BUILD)/memcheck/tests/memcheck/runner.o $(BUILD)/memcheck/tests/memcheck/selftest.o
 -include $(MEMCHECK_SELFTEST_OBJ:.o=.d)
 $(BUILD)/tests/memcheck_selftest: $(MEMCHECK_SELFTEST_OBJ) $(BUILD)/libposgrad.a
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(MEMCHECK_SELFTEST_OBJ) $(BUILD)/libposgrad.a $(LDLIBS)
 
 # Criterion runs suites in forked workers; -j2 matches this machine.

@@ -391,6 +391,8 @@ int main(int argc, char **argv)
     /* the machine's yardstick first: every figure below means something only beside it */
     if (bench_selected(only, "fma_peak") || (only && !strncmp(only, "gemm", 4)))
         bench_fma_peak();
+    if (bench_selected(only, "core_skew"))
+        bench_core_skew();
     if (bench_selected(only, "op_overhead"))
         bench_op_overhead();
     bench_gemm_all(only);

@@ -21,6 +21,7 @@ double in_fresh_process(const char *argv0, const char *name, long long arg, doub
 bool bench_selected(const char *only, const char *name);
 
 void bench_fma_peak(void);              /* bench_gemm.c: fma_peak_t1, fma_peak_t2 (first of all) */
+void bench_core_skew(void);             /* bench_gemm.c: core_skew, the 2 threads' speed ratio */
 /* `name value GFLOP/s (P% of fma_peak_t<threads>)` once bench_fma_peak has run */
 void print_gflops(const char *name, int threads, double gflops);
 void bench_gemm_all(const char *only);  /* bench_gemm.c: gemm_* */

@@ -97,6 +97,47 @@ void bench_fma_peak(void)
     pg_set_num_threads(saved);
 }
 
+/* ---- core_skew: the second thread's time over the first's for the same work ----------- */
+/* Both threads run the same product (the toy model's 2048 x 128 x 512, each on its own
+ * matrices) at the same time, each timing itself; a step's static split waits for the
+ * slower one. On a quiet host the ratio is 1.00 +- 0.02; in some stretches one core of
+ * this two-core VM ran 15-25% slower than the other (docs/performance.md). */
+#define SKEW_REPS 21
+
+typedef struct skew_job {
+    gemm_case g[2];
+    double secs[2];
+} skew_job;
+
+static void skew_task(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    skew_job *j = ctx;
+    double t0 = now_s();
+    gemm_case_run(&j->g[i], 1); /* nested in a task: runs on this thread alone */
+    j->secs[i] = now_s() - t0;
+}
+
+void bench_core_skew(void)
+{
+    skew_job j;
+    bool ok = gemm_case_init(&j.g[0], PG_F32, false, false, 2048, 128, 512);
+    ok = gemm_case_init(&j.g[1], PG_F32, false, false, 2048, 128, 512) && ok;
+    int saved = pg_num_threads();
+    if (ok && pg_set_num_threads(2) == 0) {
+        double ratio[SKEW_REPS];
+        pg_parallel_for(2, skew_task, &j); /* warm-up: pages, the worker */
+        for (int r = 0; r < SKEW_REPS; r++) {
+            pg_parallel_for(2, skew_task, &j);
+            ratio[r] = j.secs[1] / j.secs[0];
+        }
+        printf("core_skew %.3f (second thread's time / first's, median of %d)\n", median_of(ratio, SKEW_REPS),
+               SKEW_REPS);
+    }
+    pg_set_num_threads(saved);
+    gemm_case_free(&j.g[0]), gemm_case_free(&j.g[1]);
+}
+
 /* `name GFLOP/s` and, after the unit, the share of this run's fma_peak at that
  * thread count (measured first by bench_fma_peak) */
 void print_gflops(const char *name, int threads, double gflops)

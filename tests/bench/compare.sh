@@ -13,7 +13,9 @@
 #   OPENBLAS_CORETYPE passed to OpenBLAS as set (SkylakeX: its AVX-512 kernels)
 #   BENCH, PYTHON     the bench binary (build/tests/bench) and the Python (/usr/bin/python3)
 #
-# Each round runs, per scheme and thread count, `bench train_<scheme>_t<T>` and then
+# Each round first prints core_skew_round<r> (`bench core_skew`: the two cores' speed ratio
+# at that moment; a 2-thread figure waits for the slower core), then runs, per scheme and
+# thread count, `bench train_<scheme>_t<T>` and then
 # tests/bench/torch_train.py (OMP_WAIT_POLICY=PASSIVE, OPENBLAS_NUM_THREADS, jemalloc through
 # LD_PRELOAD when libjemalloc2 is installed: torch_run below), each a warm-up step and the
 # median of 7 timed steps.
@@ -105,6 +107,8 @@ echo "# machine: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo 2>/d
 "$BENCH" fma_peak
 for r in $(seq "$ROUNDS"); do
     echo "# round $r of $ROUNDS" >&2
+    # the two cores' speed ratio now: a 2-thread figure waits for the slower one
+    "$BENCH" core_skew | sed "s/^core_skew /core_skew_round$r /"
     for s in $SCHEMES; do
         for t in $THREADS; do
             measure "$s" "$t" f32
