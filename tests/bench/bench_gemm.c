@@ -99,9 +99,9 @@ void bench_fma_peak(void)
 
 /* ---- core_skew: the second thread's time over the first's for the same work ----------- */
 /* Both threads run the same product (the toy model's 2048 x 128 x 512, each on its own
- * matrices) at the same time, each timing itself; a step's static split waits for the
- * slower one. On a quiet host the ratio is 1.00 +- 0.02; in some stretches one core of
- * this two-core VM ran 15-25% slower than the other (docs/performance.md). */
+ * matrices) at the same time, each timing itself; a step's even split waits for the
+ * slower one. On the two-core VMs of docs/performance.md it read 0.88-1.08 in runs a few
+ * seconds apart, and a training step's jobs once found the worker 7-30% slower. */
 #define SKEW_REPS 21
 
 typedef struct skew_job {
