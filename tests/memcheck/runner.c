@@ -67,13 +67,11 @@ static pthread_t RUNNER;
 static const mc_test *CURRENT;
 static int OUTCOME;
 
-static void say(const char *tag, const char *file, int line, const char *fmt, va_list ap)
+/* "[TAG] suite/name: message" on stderr, after what the test printed */
+static void say(const char *tag, const char *fmt, va_list ap)
 {
-    fflush(stdout); /* the test's own output first, in the log as it happened */
-    if (file)
-        fprintf(stderr, "[%s] %s/%s: %s:%d: ", tag, CURRENT->suite, CURRENT->name, file, line);
-    else
-        fprintf(stderr, "[%s] %s/%s: ", tag, CURRENT->suite, CURRENT->name);
+    fflush(stdout);
+    fprintf(stderr, "[%s] %s/%s: ", tag, CURRENT->suite, CURRENT->name);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
 }
@@ -102,7 +100,7 @@ void mc_skip(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    say("SKIP", NULL, 0, fmt, ap);
+    say("SKIP", fmt, ap);
     va_end(ap);
     OUTCOME = MC_SKIPPED;
     longjmp(TEST_EXIT, 1);
@@ -112,7 +110,7 @@ void mc_log(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    say("LOG ", NULL, 0, fmt, ap);
+    say("LOG ", fmt, ap);
     va_end(ap);
 }
 
