@@ -93,7 +93,7 @@ $(BUILD)/tests/memcheck_tests: $(MEMCHECK_OBJ) $(BUILD)/libposgrad.a
 
 # the runner's own test: what it must report, planted (tests/memcheck/selftest.sh)
 MEMCHECK_SELFTEST_OBJ = $(BUILD)/memcheck/tests/memcheck/runner.o $(BUILD)/memcheck/tests/memcheck/selftest.o
--include $(MEMCHECK_SELFTEST_OBJ:.o=.d)
+-include $(BUILD)/memcheck/tests/memcheck/selftest.d
 $(BUILD)/tests/memcheck_selftest: $(MEMCHECK_SELFTEST_OBJ) $(BUILD)/libposgrad.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(MEMCHECK_SELFTEST_OBJ) $(BUILD)/libposgrad.a $(LDLIBS)

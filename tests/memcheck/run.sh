@@ -6,15 +6,14 @@
 # once, each running every SHARDS-th test of BUILD/tests/memcheck_tests in one process
 # (--shard K/SHARDS, the RUNNER ARGS after it), each through tests/checked_run.sh. Their
 # logs follow one another once all have ended. Exit 0 when the self-test and every shard
-# passed. VALGRIND: the valgrind command (the Makefile's).
+# passed. VALGRIND (required): the valgrind command, the Makefile's VALGRIND.
 set -u
 build=${1:?usage: tests/memcheck/run.sh BUILD SHARDS [RUNNER ARGS...]}
 shards=${2:?usage: tests/memcheck/run.sh BUILD SHARDS [RUNNER ARGS...]}
 shift 2
 case "$shards" in '' | *[!0-9]* | 0) echo "memcheck: SHARDS must be a positive integer, not '$shards'" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
-VALGRIND=${VALGRIND:-valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-    --show-leak-kinds=definite,indirect -q}
+VALGRIND=${VALGRIND:?set VALGRIND to the valgrind command and its options (make valgrind passes its own)}
 
 # shellcheck disable=SC2086 # VALGRIND is a command with its options
 "$here/selftest.sh" "$build/tests/memcheck_selftest" $VALGRIND || exit 1

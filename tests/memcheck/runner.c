@@ -67,11 +67,17 @@ static pthread_t RUNNER;
 static const mc_test *CURRENT;
 static int OUTCOME;
 
-/* "[TAG] suite/name: message" on stderr, after what the test printed */
-static void say(const char *tag, const char *fmt, va_list ap)
+/* "[TAG] suite/name: " on stderr, after what the test printed */
+static void begin_line(const char *tag, const mc_test *t)
 {
     fflush(stdout);
-    fprintf(stderr, "[%s] %s/%s: ", tag, CURRENT->suite, CURRENT->name);
+    fprintf(stderr, "[%s] %s/%s: ", tag, t->suite, t->name);
+}
+
+/* "[TAG] suite/name: message" */
+static void say(const char *tag, const char *fmt, va_list ap)
+{
+    begin_line(tag, CURRENT);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
 }
@@ -81,16 +87,13 @@ void mc_check(bool ok, bool fatal, const char *file, int line, const char *what,
     if (ok)
         return;
     OUTCOME = MC_FAILED;
-    fflush(stdout);
-    fprintf(stderr, "[FAIL] %s/%s: %s:%d: %s is false%s", CURRENT->suite, CURRENT->name, file, line, what,
-            *fmt ? ": " : "\n");
-    if (*fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-    }
+    begin_line("FAIL", CURRENT);
+    fprintf(stderr, "%s:%d: %s is false%s", file, line, what, *fmt ? ": " : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
     /* a check on another thread (a pool worker) marks the test failed but cannot end it */
     if (fatal && pthread_equal(pthread_self(), RUNNER))
         longjmp(TEST_EXIT, 1);
@@ -123,6 +126,11 @@ bool mc_float_eq(double actual, double expected, double eps)
 bool mc_str_eq(const char *a, const char *b)
 {
     return a && b && strcmp(a, b) == 0;
+}
+
+bool mc_str_neq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) != 0;
 }
 
 bool mc_arr_eq(const void *a, const void *b, size_t size)
@@ -182,8 +190,9 @@ static void restore_state(const process_state *s)
         sigaction(SIGNALS[i], &s->actions[i], NULL);
 }
 
-/* runs t as a fresh process would start it; its outcome, memcheck's findings included */
-static int run_one(const mc_test *t, const process_state *start, bool verbose)
+/* runs t as a fresh process would start it; its outcome, memcheck's findings included.
+ * *leaks: the definitely and indirectly lost bytes before it, updated */
+static int run_one(const mc_test *t, const process_state *start, bool verbose, unsigned long *leaks)
 {
     if (verbose)
         fprintf(stderr, "[RUN ] %s/%s\n", t->suite, t->name);
@@ -191,20 +200,17 @@ static int run_one(const mc_test *t, const process_state *start, bool verbose)
     if (pg_num_threads() != start->threads) /* the default pool, as in a new process */
         pg_set_num_threads(start->threads);
     pg_clear_error();
-    static unsigned long leaks = 0; /* definitely and indirectly lost bytes before the test */
-    static bool searched = false;
-    if (RUNNING_ON_VALGRIND && !searched)
-        leaks = leaked_bytes(), searched = true;
     const unsigned errors = VALGRIND_COUNT_ERRORS;
     CURRENT = t;
     OUTCOME = MC_PASSED;
     run_body(t);
+    fflush(stdout); /* the test's output before memcheck's report of it */
     const unsigned long after = RUNNING_ON_VALGRIND ? leaked_bytes() : 0;
-    const bool leaked = after > leaks;
-    leaks = after;
-    fflush(stdout);
+    const bool leaked = after > *leaks;
+    *leaks = after;
     if (VALGRIND_COUNT_ERRORS != errors || leaked) {
-        fprintf(stderr, "[FAIL] %s/%s: memcheck reported errors or leaks (above)\n", t->suite, t->name);
+        begin_line("FAIL", t);
+        fputs("memcheck reported errors or leaks (above)\n", stderr);
         OUTCOME = MC_FAILED;
     }
     return OUTCOME;
@@ -282,7 +288,10 @@ static bool parse_args(int argc, char **argv, options *o)
             o->verbose = true;
         else if (!strcmp(a, "--skip") && next)
             o->skip_file = argv[++i];
-        else if (!strcmp(a, "--filter") && next && o->n_filters < MAX_FILTERS)
+        else if (!strcmp(a, "--filter") && next && o->n_filters == MAX_FILTERS) {
+            fprintf(stderr, "%s: more than %d --filter patterns\n", PROGRAM, MAX_FILTERS);
+            return false;
+        } else if (!strcmp(a, "--filter") && next)
             o->filters[o->n_filters++] = argv[++i];
         else if (!strcmp(a, "--shard") && next) {
             if (!parse_shard(argv[++i], o)) {
@@ -323,6 +332,7 @@ int main(int argc, char **argv)
     RUNNER = pthread_self();
     process_state start;
     save_state(&start);
+    unsigned long leaks = RUNNING_ON_VALGRIND && !o.list ? leaked_bytes() : 0; /* the baseline */
     size_t chosen = 0, counts[3] = {0};
     for (size_t i = 0; i < N_TESTS; i++) {
         if (skip[i] || !chosen_by_filters(&o, TESTS[i]))
@@ -332,7 +342,7 @@ int main(int argc, char **argv)
         if (o.list)
             printf("%s/%s\n", TESTS[i]->suite, TESTS[i]->name);
         else
-            counts[run_one(TESTS[i], &start, o.verbose)]++;
+            counts[run_one(TESTS[i], &start, o.verbose, &leaks)]++;
     }
     free(skip), free(TESTS);
     if (o.list)
