@@ -349,13 +349,6 @@ static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh,
         F(rel_head_load)(d, rh, Rt, bh_i);
 }
 
-/* Where thread t's share of n rows starts: consecutive rows, so that a thread reads
- * the heads the ops around the kernel (shared out by rows too) leave in its core's cache. */
-#ifndef FLASH_ROWS_FROM
-#define FLASH_ROWS_FROM
-static inline int64_t rows_from(int64_t n, int64_t t, int64_t threads) { return n * t / threads; }
-#endif
-
 /* The u-th row of a thread's walk over the B x H rows bh = b H + h: with relative keys
  * (shared by the batches of a head) head-major, h = u / B, so that a thread's consecutive
  * rows share their keys' transpose; else u itself. */
@@ -364,11 +357,11 @@ static inline int64_t F(row_at)(const flash_dims *d, int64_t u)
     return d->rq ? (u % d->B) * d->H + u / d->B : u;
 }
 
-/* Rows bh_i = row_at(u) for u in thread first's share of the B x H of them (rows_from). */
+/* Rows bh_i = row_at(u) for u in [u0, u1) of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
-                         void *scratch, int64_t first, int64_t step)
+                         void *scratch, int64_t u0, int64_t u1)
 {
-    const int64_t H = d->H, Lq = d->Lq, D = d->D, Dv = d->Dv;
+    const int64_t Lq = d->Lq, D = d->D, Dv = d->Dv;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
@@ -377,7 +370,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    for (int64_t u = rows_from(d->B * H, first, step); u < rows_from(d->B * H, first + 1, step); u++) {
+    for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = F(row_at)(d, u);
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
@@ -516,14 +509,14 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
  * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
- * Heads bh_i with (bh_i mod group) mod step = first when d->group > 0, else thread first's
- * share of them (rows_from), in row_at's order: a head's rows in increasing bh either way (the
- * w slices are theirs alone; sh is shared by the batches of a head). */
+ * Heads bh_i = row_at(u) for u in [u0, u1), in that order, and when d->group > 0 only those with
+ * (bh_i mod group) mod step = first: a head's rows in increasing bh either way (the w slices
+ * are theirs alone; sh is shared by the batches of a head). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
-                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t first,
-                         int64_t step)
+                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t u0,
+                         int64_t u1, int64_t first, int64_t step)
 {
-    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
+    const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const T scale = (T)d->scale;
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
@@ -534,8 +527,6 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    const int64_t u0 = d->group ? 0 : rows_from(d->B * H, first, step);
-    const int64_t u1 = d->group ? d->B * H : rows_from(d->B * H, first + 1, step);
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = F(row_at)(d, u);
         if (d->group && bh_i % d->group % step != first)

@@ -61,7 +61,7 @@ typedef struct flash_dims {
     const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
     int64_t pb_H;
     int64_t group; /* backward: row bh goes to thread (bh mod group) mod T when group > 0 (see
-                    * flash_backward), else a thread takes consecutive rows (rows_from) */
+                    * flash_backward), else a thread takes consecutive rows */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -284,21 +284,20 @@ static int flash_threads(const flash_dims *d)
     return (int)(heads < T ? heads : T);
 }
 
-static void flash_fwd_task(void *ctx, int64_t t, int thread)
+/* rows u0 .. u1 - 1 of the B x H (row_at's order) on slice t's scratch */
+static void flash_fwd_slice(void *ctx, int64_t u0, int64_t u1, int t)
 {
-    (void)thread;
     const flash_job *j = ctx;
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     if (j->dtype == PG_F32)
-        flash_fwd_f32(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, t, j->T);
+        flash_fwd_f32(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, u0, u1);
     else
-        flash_fwd_f64(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, t, j->T);
+        flash_fwd_f64(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, u0, u1);
 }
 
-static void flash_bwd_task(void *ctx, int64_t t, int thread)
+/* the backward over rows u0 .. u1 - 1 (of those thread t of T takes by region, when d->group) */
+static void flash_bwd_rows(const flash_job *j, int64_t u0, int64_t u1, int t)
 {
-    (void)thread;
-    const flash_job *j = ctx;
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     void *sh[N_SHARED];
     for (int i = 0; i < N_SHARED; i++) {
@@ -307,9 +306,26 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
             memset(sh[i], 0, j->shared_bytes[i]);
     }
     if (j->dtype == PG_F32)
-        flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
+        flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, u0, u1, t,
+                      j->T);
     else
-        flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, t, j->T);
+        flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, u0, u1, t,
+                      j->T);
+}
+
+/* no shared gradients: any split of the rows gives the same bits */
+static void flash_bwd_slice(void *ctx, int64_t u0, int64_t u1, int t) { flash_bwd_rows(ctx, u0, u1, t); }
+
+/* thread t of T: by region (d->group), or (sliced) an even run of rows into its own buffers */
+static void flash_bwd_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const flash_job *j = ctx;
+    const int64_t n = j->d->B * j->d->H;
+    if (j->d->group)
+        flash_bwd_rows(j, 0, n, (int)t);
+    else
+        flash_bwd_rows(j, n * t / j->T, n * (t + 1) / j->T, (int)t);
 }
 
 /* A shared gradient += its T per-thread slices, each element adding them in thread order
@@ -425,7 +441,10 @@ static int flash_backward(pg_graph *g, pg_node *node)
                 return -1;
         }
     }
-    pg_parallel_for(j.T, flash_bwd_task, &j);
+    if (j.d->group || j.sliced)
+        pg_parallel_for(j.T, flash_bwd_task, &j);
+    else
+        pg_parallel_slices(d.B * d.H, 1, j.T, flash_bwd_slice, &j);
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i] && j.sliced)
             add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
@@ -598,7 +617,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
     }
     flash_job j = {.d = &d, .dtype = q->dtype, .T = T, .scratch = scr, .scr_bytes = scratch_elems(&d) * esz,
                    .w = {out->data, lse_data, NULL, NULL}, .r = {q->data, k->data, v->data, bias ? bias->data : NULL}};
-    pg_parallel_for(T, flash_fwd_task, &j);
+    pg_parallel_slices(d.B * d.H, 1, T, flash_fwd_slice, &j);
     if (d.drop > 0) /* the stream moves on as pg_dropout's fill of the weights would */
         o->rng->counter += d.dw > 0 ? (uint64_t)(d.B * d.H * d.dW * d.dw * d.dS) : (uint64_t)(d.B * d.H * d.Lq * d.Lk);
     if (!g) {

@@ -186,11 +186,10 @@ typedef struct norm_job {
     double *aw, *ab; /* backward: T slices of D each, or NULL */
 } norm_job;
 
-static void norm_task(void *ctx, int64_t t, int thread, bool backward)
+/* rows r0 .. r1 - 1; the backward's weight and bias sums into slice t of aw, ab */
+static void norm_rows(const norm_job *j, int64_t r0, int64_t r1, int64_t t, bool backward)
 {
-    (void)thread;
-    const norm_job *j = ctx;
-    int64_t r0 = t * j->rows / j->T, r1 = (t + 1) * j->rows / j->T, off = r0 * j->D, n = r1 - r0;
+    int64_t off = r0 * j->D, n = r1 - r0;
     size_t es = j->f32 ? sizeof(float) : sizeof(double);
     void *out = j->y_or_gx ? (char *)j->y_or_gx + (size_t)off * es : NULL;
     const void *x = (const char *)j->x + (size_t)off * es;
@@ -210,8 +209,15 @@ static void norm_task(void *ctx, int64_t t, int thread, bool backward)
         norm_bwd_f64(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center);
 }
 
-static void norm_fwd_task(void *ctx, int64_t t, int thread) { norm_task(ctx, t, thread, false); }
-static void norm_bwd_task(void *ctx, int64_t t, int thread) { norm_task(ctx, t, thread, true); }
+/* the forward: each row alone, so any split */
+static void norm_fwd_slice(void *ctx, int64_t r0, int64_t r1, int t) { norm_rows(ctx, r0, r1, t, false); }
+/* the backward: task t of T, an even share of the rows (its sums in slice t) */
+static void norm_bwd_task(void *ctx, int64_t t, int thread)
+{
+    (void)thread;
+    const norm_job *j = ctx;
+    norm_rows(j, t * j->rows / j->T, (t + 1) * j->rows / j->T, t, true);
+}
 
 /* gw += the T per-task sums of acc (T slices of D), added in task order */
 static void add_task_sums(pg_tensor *gw, double *acc, int64_t T, int64_t D)
@@ -297,7 +303,7 @@ static pg_tensor *norm_op(pg_graph *g, const char *fn, pg_tensor *x, int norm_nd
         return NULL;
     norm_job j = {x->dtype == PG_F32, center, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps, y->data, x->data,
                   w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
-    pg_parallel_for(j.T, norm_fwd_task, &j);
+    pg_parallel_slices(rows, 1, (int)j.T, norm_fwd_slice, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, in, norm_backward);
     if (n) {
         n->ctx = c;

@@ -183,18 +183,32 @@ static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
  * goes on from its count does them all (op_cope.c, op_cumsum.c) */
 #define OP_NO_VECTOR_FORM(...) ((int64_t)0)
 
-/* pg_parallel_for over n tasks when the work (elements, say) is worth the pool: below
- * `grain` the caller runs every task itself as thread 0 (a hand-off to a sleeping
- * worker costs 10-45 us, more than a small op). Tasks must not depend on the split. */
+/* fn(ctx, i, thread) for i in [0, n) on the pool when the work (elements, say) is worth
+ * it: below `grain` the caller runs every task itself as thread 0 (a hand-off to a
+ * sleeping worker costs 10-45 us, more than a small op). Each thread takes a run of
+ * consecutive tasks, sized to the threads' speeds (pg_parallel_slices), so the tasks
+ * must cost about the same and not depend on the split; `thread` may index
+ * per-thread scratch. */
+typedef struct op_tasks {
+    void (*fn)(void *ctx, int64_t i, int thread);
+    void *ctx;
+} op_tasks;
+
+static inline void op_tasks_run(void *ctx, int64_t begin, int64_t end, int slice)
+{
+    const op_tasks *j = ctx;
+    for (int64_t i = begin; i < end; i++)
+        j->fn(j->ctx, i, slice);
+}
+
 static inline void op_parallel_for(int64_t n, int64_t work, int64_t grain,
                                    void (*fn)(void *ctx, int64_t i, int thread), void *ctx)
 {
-    if (work < grain) {
-        for (int64_t i = 0; i < n; i++)
-            fn(ctx, i, 0);
-    } else {
-        pg_parallel_for(n, fn, ctx);
-    }
+    op_tasks j = {fn, ctx};
+    if (work < grain)
+        op_tasks_run(&j, 0, n, 0);
+    else
+        pg_parallel_slices(n, 1, pg_num_threads(), op_tasks_run, &j);
 }
 
 #endif

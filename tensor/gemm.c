@@ -546,11 +546,11 @@ typedef struct operand {
             }                                                                                                          \
         }                                                                                                              \
     }                                                                                                                  \
-    static void gemm_task_##sfx(void *ctx, int64_t t, int thread)                                                      \
+    /* C's rows (or columns) lo .. hi - 1 */                                                                           \
+    static void gemm_slice_##sfx(void *ctx, int64_t lo, int64_t hi, int slice)                                         \
     {                                                                                                                  \
-        (void)thread;                                                                                                  \
+        (void)slice;                                                                                                   \
         const gemm_plan *g = ctx;                                                                                      \
-        int64_t lo = split_bound(g, t), hi = split_bound(g, t + 1);                                                    \
         if (lo >= hi)                                                                                                  \
             return;                                                                                                    \
         if (g->split_rows)                                                                                             \
@@ -558,20 +558,20 @@ typedef struct operand {
         else                                                                                                           \
             gemm_range_##sfx(g, 0, g->M, lo, hi);                                                                      \
     }                                                                                                                  \
-    /* split-K: task t sums half t / sub of K into block t % sub of its C (sub: a half's tasks, or 1) */               \
-    static void gemm_half_task_##sfx(void *ctx, int64_t t, int thread)                                                 \
+    /* split-K: the two halves' blocks side by side, each padded to a multiple of the unit \
+     * (span); slice lo .. hi - 1 of that line takes its part of each half */                                         \
+    static void gemm_halves_slice_##sfx(void *ctx, int64_t lo, int64_t hi, int slice)                                  \
     {                                                                                                                  \
-        const gemm_plan *halves = ctx;                                                                                 \
-        const int64_t sub = halves[0].tasks > 0 ? halves[0].tasks : 1;                                                 \
-        const gemm_plan *h = &halves[t / sub];                                                                         \
-        if (h->tasks == 0)                                                                                             \
-            gemm_range_##sfx(h, 0, h->M, 0, h->N);                                                                     \
-        else                                                                                                           \
-            gemm_task_##sfx((void *)h, t % sub, thread);                                                               \
+        const gemm_plan *h = ctx;                                                                                      \
+        const int64_t extent = h[0].split_rows ? h[0].M : h[0].N, span = round_up(extent, h[0].unit);                  \
+        for (int i = 0; i < 2; i++)                                                                                    \
+            gemm_slice_##sfx((void *)&h[i], min64(extent, lo - min64(lo, i * span)),                                   \
+                             min64(extent, hi - min64(hi, i * span)), slice);                                          \
     }                                                                                                                  \
     /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                            \
-     * the calling thread's partial sums, each half on its share of the threads, then one                              \
-     * addition per element. false: no memory for the partial sums (nothing done) */                                   \
+     * the calling thread's partial sums, the two halves' blocks side by side cut into one                             \
+     * slice per thread (even: a half each on two threads), then one addition per element.                             \
+     * false: no memory for the partial sums (nothing done) */                                                         \
     static bool gemm_split_k_##sfx(const gemm_plan *g, int64_t at, int threads)                                        \
     {                                                                                                                  \
         T *part = scratch(2, (size_t)(g->M * g->N) * sizeof(T));                                                       \
@@ -580,12 +580,14 @@ typedef struct operand {
         gemm_plan h[2] = {half_of(g, 0, at, g->C, g->ldc, g->beta, g->bias, sizeof(T)),                                \
                           half_of(g, at, g->K, part, g->N, 0, NULL, sizeof(T))};                                       \
         for (int i = 0; i < 2; i++) {                                                                                  \
-            plan_split(&h[i], MR, NR, threads / 2);                                                                    \
+            h[i].split_rows = g->M >= g->N; /* as plan_split cuts */                                                   \
+            h[i].unit = h[i].split_rows ? MR : NR;                                                                     \
+            h[i].tasks = threads >= 2 ? threads : 0;                                                                   \
             plan_packing(&h[i], NR, sizeof(T));                                                                        \
         }                                                                                                              \
-        const int64_t sub = h[0].tasks > 0 ? h[0].tasks : 1;                                                           \
         if (threads >= 2) {                                                                                            \
-            pg_parallel_for(2 * sub, gemm_half_task_##sfx, h);                                                         \
+            int64_t extent = h[0].split_rows ? g->M : g->N;                                                            \
+            pg_parallel_slices(2 * round_up(extent, h[0].unit), h[0].unit, threads, gemm_halves_slice_##sfx, h);       \
         } else {                                                                                                       \
             gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
             gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
@@ -620,7 +622,7 @@ typedef struct operand {
         if (g.tasks == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
         else                                                                                                           \
-            pg_parallel_for(g.tasks, gemm_task_##sfx, &g);                                                             \
+            pg_parallel_slices(g.split_rows ? M : N, g.unit, (int)g.tasks, gemm_slice_##sfx, &g);                      \
     }                                                                                                                  \
     void pg_gemm_##sfx(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T *A,               \
                        int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                                \
@@ -744,19 +746,6 @@ static void plan_split(gemm_plan *g, int64_t MR, int64_t NR, int threads)
         g->unit /= 2;                        /* gradient of few outputs): half slivers (plan_packing */
     if (extent > g->unit)                    /* packs them, as the ragged last sliver of a wider one) */
         g->tasks = min64(threads, (extent + g->unit - 1) / g->unit);
-}
-
-/* Where task t's block starts: t / tasks of the extent, rounded to the nearest
- * multiple of the unit (512 rows, MR 14: 252 + 260, where rounding the block
- * size up gave 266 + 246). Every block but the last starts and ends on a
- * sliver boundary; a task whose bounds meet has nothing to do. */
-static int64_t split_bound(const gemm_plan *g, int64_t t)
-{
-    int64_t extent = g->split_rows ? g->M : g->N;
-    if (t >= g->tasks)
-        return extent;
-    int64_t span = g->tasks * g->unit; /* t * extent / span units, rounded */
-    return min64(extent, g->unit * ((t * extent + span / 2) / span));
 }
 
 DEFINE_KERNELS(float, f32, MR_F32, NR_F32)

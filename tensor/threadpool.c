@@ -16,10 +16,12 @@
 #include "tensor.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SPIN 4000
@@ -248,19 +250,184 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
     pthread_mutex_unlock(&P.mu);
 }
 
+/* ---- slices sized to the threads' speeds --------------------------------------------
+ *
+ * The two virtual cores of a shared host do not always run at one speed: for seconds
+ * at a time one can be 10-20% slower (bench core_skew), and an even split then waits
+ * for it. So pg_parallel_slices times each thread's slice, and the next split gives
+ * each thread a share of the items in proportion to its recent speed. Items per second
+ * is a different number for every kernel, so a job only compares its threads with one
+ * another: thread t's rate over the mean rate of the job's threads, averaged over jobs
+ * (an exponential average, quicker for longer jobs, whose times say more). */
+
+#define SPEED_MIN_SECONDS 20e-6 /* shorter jobs' times are mostly noise: not counted */
+#define SPEED_FULL_SECONDS 1e-3 /* a job this long moves the estimate by SPEED_STEP */
+#define SPEED_STEP 0.25
+#define SPEED_CLAMP 2.0 /* no thread's estimate strays more than 2x from the others' mean */
+
+static struct {
+    pthread_mutex_t mu;
+    int T;                          /* the thread count the estimates are for */
+    double speed[PG_MAX_THREADS];   /* relative speeds, mean 1 over the T threads */
+    bool off;                       /* pg_parallel_balance(false): even slices */
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* the estimates for T threads, reset to equal when T changed; under S.mu */
+static double *speeds_for(int T)
+{
+    if (S.T != T) {
+        S.T = T;
+        for (int t = 0; t < PG_MAX_THREADS; t++)
+            S.speed[t] = 1.0;
+    }
+    return S.speed;
+}
+
+void pg_parallel_balance(bool on)
+{
+    pthread_mutex_lock(&S.mu);
+    S.off = !on;
+    pthread_mutex_unlock(&S.mu);
+}
+
+int pg_parallel_speeds(double *out, int n)
+{
+    int T = pg_num_threads();
+    pthread_mutex_lock(&S.mu);
+    const double *s = speeds_for(T);
+    for (int t = 0; t < n && t < T; t++)
+        out[t] = s[t];
+    pthread_mutex_unlock(&S.mu);
+    return T;
+}
+
+void pg_parallel_set_speeds(const double *speeds, int n)
+{
+    int T = pg_num_threads();
+    pthread_mutex_lock(&S.mu);
+    double *s = speeds_for(T);
+    for (int t = 0; t < n && t < T; t++)
+        s[t] = speeds[t];
+    pthread_mutex_unlock(&S.mu);
+}
+
+void pg_split_bounds(int64_t extent, int64_t unit, int parts, const double *weight, int64_t *bounds)
+{
+    double total = 0;
+    for (int t = 0; t < parts; t++)
+        total += weight ? weight[t] : 1.0;
+    double cum = 0;
+    bounds[0] = 0;
+    for (int t = 1; t < parts; t++) {
+        cum += weight ? weight[t - 1] : 1.0;
+        double units = (double)extent / (double)unit * cum / total; /* where slice t starts, in units */
+        int64_t b = unit * (int64_t)(units + 0.5);
+        b = b < bounds[t - 1] ? bounds[t - 1] : b > extent ? extent : b;
+        bounds[t] = b;
+    }
+    bounds[parts] = extent;
+}
+
+typedef struct slices_job {
+    void (*fn)(void *ctx, int64_t begin, int64_t end, int slice);
+    void *ctx;
+    const int64_t *bounds;
+    double secs[PG_MAX_THREADS];
+    _Atomic bool serial; /* a slice ran on another thread than its own: nothing to learn */
+} slices_job;
+
+static void slice_task(void *ctx, int64_t i, int thread)
+{
+    slices_job *j = ctx;
+    if (thread != i)
+        atomic_store_explicit(&j->serial, true, memory_order_relaxed);
+    int64_t begin = j->bounds[i], end = j->bounds[i + 1];
+    double t0 = seconds_now();
+    if (begin < end)
+        j->fn(j->ctx, begin, end, (int)i);
+    j->secs[i] = seconds_now() - t0;
+}
+
+/* Moves the estimates of threads 0..parts-1 toward this job's relative rates. */
+static void learn_speeds(const slices_job *j, int parts, int T)
+{
+    double rate[PG_MAX_THREADS], rate_sum = 0, longest = 0;
+    for (int t = 0; t < parts; t++) {
+        int64_t items = j->bounds[t + 1] - j->bounds[t];
+        if (items <= 0 || j->secs[t] <= 0)
+            return;
+        rate[t] = (double)items / j->secs[t];
+        rate_sum += rate[t];
+        longest = j->secs[t] > longest ? j->secs[t] : longest;
+    }
+    if (longest < SPEED_MIN_SECONDS)
+        return;
+    double step = SPEED_STEP * (longest < SPEED_FULL_SECONDS ? longest / SPEED_FULL_SECONDS : 1.0);
+    pthread_mutex_lock(&S.mu);
+    double *s = speeds_for(T), speed_sum = 0;
+    for (int t = 0; t < parts; t++)
+        speed_sum += s[t];
+    for (int t = 0; t < parts; t++) {
+        double seen = rate[t] / rate_sum * speed_sum; /* on the estimates' scale */
+        s[t] += step * (seen - s[t]);
+    }
+    double mean = 0;
+    for (int t = 0; t < T; t++)
+        mean += s[t] / T;
+    for (int t = 0; t < T; t++) /* mean 1, each within SPEED_CLAMP of it */
+        s[t] = fmax(1 / SPEED_CLAMP, fmin(SPEED_CLAMP, s[t] / mean));
+    pthread_mutex_unlock(&S.mu);
+}
+
+void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
+                        void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx)
+{
+    if (!fn) {
+        pg_set_error("pg_parallel_slices: fn is NULL");
+        return;
+    }
+    if (extent <= 0)
+        return;
+    int T = pg_num_threads();
+    unit = unit > 0 ? unit : 1;
+    int64_t units = (extent + unit - 1) / unit;
+    parts = parts < 1 ? 1 : parts > T ? T : parts;
+    parts = parts > units ? (int)units : parts;
+    if (parts == 1) {
+        fn(ctx, 0, extent, 0);
+        return;
+    }
+    double weight[PG_MAX_THREADS];
+    pthread_mutex_lock(&S.mu);
+    const double *s = speeds_for(T);
+    for (int t = 0; t < parts; t++)
+        weight[t] = S.off ? 1.0 : s[t];
+    pthread_mutex_unlock(&S.mu);
+    int64_t bounds[PG_MAX_THREADS + 1];
+    pg_split_bounds(extent, unit, parts, weight, bounds);
+    slices_job j = {.fn = fn, .ctx = ctx, .bounds = bounds};
+    pg_parallel_for(parts, slice_task, &j);
+    if (!atomic_load(&j.serial))
+        learn_speeds(&j, parts, T);
+}
+
 typedef struct range_job {
     void (*fn)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
-    int64_t n, slice;
 } range_job;
 
-static void range_task(void *ctx, int64_t i, int thread)
+static void range_slice(void *ctx, int64_t begin, int64_t end, int slice)
 {
-    (void)thread;
+    (void)slice;
     const range_job *j = ctx;
-    int64_t begin = i * j->slice, end = begin + j->slice < j->n ? begin + j->slice : j->n;
-    if (begin < end)
-        j->fn(j->ctx, begin, end);
+    j->fn(j->ctx, begin, end);
 }
 
 int64_t pg_parallel_tasks(int64_t work, int64_t grain)
@@ -285,8 +452,6 @@ void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t b
         fn(ctx, 0, n);
         return;
     }
-    int64_t slice = (n + T - 1) / T;
-    slice = (slice + 15) / 16 * 16;
-    range_job j = {fn, ctx, n, slice};
-    pg_parallel_for((n + slice - 1) / slice, range_task, &j);
+    range_job j = {fn, ctx};
+    pg_parallel_slices(n, 16, (int)T, range_slice, &j);
 }

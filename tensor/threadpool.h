@@ -28,6 +28,7 @@
 #ifndef PG_THREADPOOL_H
 #define PG_THREADPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define PG_MAX_THREADS 64
@@ -50,10 +51,36 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
 int64_t pg_parallel_tasks(int64_t work, int64_t grain);
 
 /* fn(ctx, begin, end) over contiguous slices that cover [0, n) once: one slice
- * per thread, each at least `grain` items (so small n stays on the caller),
- * boundaries multiples of 16 items (whole cache lines of floats). For
- * elementwise and row-wise kernels: each item's result does not depend on the
- * split. */
+ * per thread (pg_parallel_tasks(n, grain) of them, so small n stays on the
+ * caller), boundaries multiples of 16 items (whole cache lines of floats), sized
+ * as pg_parallel_slices sizes them. For elementwise and row-wise kernels: each
+ * item's result does not depend on the split. */
 void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
+
+/* fn(ctx, begin, end, t) on slice t of [0, extent) on thread t, for t < parts (at
+ * most the thread count; nested calls run every slice on the caller, in order):
+ * boundaries multiples of `unit` (the last slice ends at extent, a slice may be
+ * empty and then fn is not called for it), sizes in proportion to the threads'
+ * measured speeds. The pool times each slice and moves its estimate of each
+ * thread's speed toward what the job saw (that thread's items per second over the
+ * job's mean), so when one core of a shared host runs slower for a while, it gets
+ * less to do. For work whose items each cost about the same and whose results do
+ * not depend on where the boundaries fall: then the bits are those of any other
+ * split. t may index per-thread scratch. */
+void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
+                        void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx);
+
+/* Boundaries of `parts` slices of [0, extent): bounds[0] = 0, bounds[parts] = extent,
+ * bounds[t] the multiple of unit nearest extent * (weight[0] + .. + weight[t-1]) /
+ * (sum of the weights), never below bounds[t - 1]. weight NULL: equal. */
+void pg_split_bounds(int64_t extent, int64_t unit, int parts, const double *weight, int64_t *bounds);
+
+/* Speed-sized slices on (true, the default) or even slices (false; for measuring
+ * what the sizing gains). Either way the results are the same. */
+void pg_parallel_balance(bool on);
+/* The speed estimates (mean 1) of the current thread count's threads into out[0..n-1];
+ * returns the thread count. Set them for tests; the next jobs move them again. */
+int pg_parallel_speeds(double *out, int n);
+void pg_parallel_set_speeds(const double *speeds, int n);
 
 #endif

@@ -381,12 +381,28 @@ static int run_steps(int argc, char **argv)
     return bench_train_steps(argv[2], (int)steps, (int)threads, strcmp(dt, "f64") ? PG_F32 : PG_F64);
 }
 
+/* `bench --balance SCHEME [STEPS [THREADS]]` (defaults 60, 2) */
+static int run_balance(int argc, char **argv)
+{
+    if (argc < 3 || argc > 5) {
+        fprintf(stderr, "usage: bench --balance SCHEME [STEPS [THREADS]]\n");
+        return 2;
+    }
+    long steps = argc > 3 ? int_arg("STEPS", argv[3], 1, 100000) : 60;
+    long threads = argc > 4 ? int_arg("THREADS", argv[4], 1, PG_MAX_THREADS) : 2;
+    if (steps < 0 || threads < 0)
+        return 2;
+    return bench_train_balance(argv[2], (int)steps, (int)threads);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--case"))
         return run_case(argv[2], argv[3]);
     if (argc >= 2 && !strcmp(argv[1], "--steps"))
         return run_steps(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "--balance"))
+        return run_balance(argc, argv);
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
     /* the machine's yardstick first: every figure below means something only beside it */
     if (bench_selected(only, "fma_peak") || (only && !strncmp(only, "gemm", 4)))

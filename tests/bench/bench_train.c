@@ -137,6 +137,44 @@ int bench_train_steps(const char *scheme, int steps, int threads, pg_dtype dtype
     return ok ? 0 : 1;
 }
 
+/* `bench --balance`: the same steps with speed-sized slices (threadpool.h) and with even
+ * ones, alternated in blocks of 5 in one process, so that both see the same stretch of
+ * the host; then each one's median and the speed estimates the pool ended with. */
+int bench_train_balance(const char *scheme, int steps, int threads)
+{
+    enum { WARMUP = 3, BLOCK = 5 };
+    pg_set_num_threads(threads);
+    train_ctx c = {0};
+    double *t[2] = {malloc((size_t)steps * sizeof(double)), malloc((size_t)steps * sizeof(double))};
+    bool ok = t[0] && t[1] && train_ctx_init(&c, scheme, PG_F32);
+    if (ok)
+        train_steps(&c, WARMUP);
+    for (int i = 0; ok && i < steps; i += BLOCK)
+        for (int even = 0; even < 2 && ok; even++) {
+            pg_parallel_balance(!even);
+            for (int k = i; k < i + BLOCK && k < steps && !c.failed; k++) {
+                double t0 = now_s();
+                train_steps(&c, 1);
+                t[even][k] = now_s() - t0;
+            }
+            ok = !c.failed;
+        }
+    pg_parallel_balance(true);
+    if (ok) {
+        double sized = median_of(t[0], steps), even = median_of(t[1], steps), speed[PG_MAX_THREADS];
+        int T = pg_parallel_speeds(speed, PG_MAX_THREADS);
+        printf("balance_%s_t%d_sized %.2f ms/step (median of %d)\n", scheme, threads, 1e3 * sized, steps);
+        printf("balance_%s_t%d_even %.2f ms/step (median of %d)\n", scheme, threads, 1e3 * even, steps);
+        printf("balance_%s_t%d_gain %.3f (even / sized)\n", scheme, threads, even / sized);
+        for (int i = 0; i < T; i++)
+            printf("balance_speed_thread%d %.3f\n", i, speed[i]);
+    }
+    train_ctx_free(&c);
+    free(t[0]);
+    free(t[1]);
+    return ok ? 0 : 1;
+}
+
 void bench_train_all(const char *only)
 {
     int saved = pg_num_threads();
