@@ -269,8 +269,8 @@ static struct {
     pthread_mutex_t mu;
     int T;                          /* the thread count the estimates are for */
     double speed[PG_MAX_THREADS];   /* relative speeds, mean 1 over the T threads */
-    bool off;                       /* pg_parallel_balance(false): even slices */
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    pg_balance mode;
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER, .mode = PG_BALANCE_MEASURED};
 
 static double seconds_now(void)
 {
@@ -290,11 +290,16 @@ static double *speeds_for(int T)
     return S.speed;
 }
 
-void pg_parallel_balance(bool on)
+pg_balance pg_parallel_balance(pg_balance mode)
 {
     pthread_mutex_lock(&S.mu);
-    S.off = !on;
+    pg_balance was = S.mode;
+    if (mode == PG_BALANCE_MEASURED || mode == PG_BALANCE_EVEN || mode == PG_BALANCE_FIXED)
+        S.mode = mode;
+    else
+        pg_set_error("pg_parallel_balance: %d is not a pg_balance", (int)mode);
     pthread_mutex_unlock(&S.mu);
+    return was;
 }
 
 int pg_parallel_speeds(double *out, int n)
@@ -308,18 +313,34 @@ int pg_parallel_speeds(double *out, int n)
     return T;
 }
 
-void pg_parallel_set_speeds(const double *speeds, int n)
+int pg_parallel_set_speeds(const double *speeds, int n)
 {
+    if (!speeds) {
+        pg_set_error("pg_parallel_set_speeds: speeds is NULL");
+        return -1;
+    }
+    for (int t = 0; t < n; t++)
+        if (!(speeds[t] > 0 && speeds[t] <= 1e6)) { /* also NaN */
+            pg_set_error("pg_parallel_set_speeds: speeds[%d] is %g, not in (0, 1e6]", t, speeds[t]);
+            return -1;
+        }
     int T = pg_num_threads();
     pthread_mutex_lock(&S.mu);
     double *s = speeds_for(T);
     for (int t = 0; t < n && t < T; t++)
         s[t] = speeds[t];
     pthread_mutex_unlock(&S.mu);
+    return 0;
 }
 
 void pg_split_bounds(int64_t extent, int64_t unit, int parts, const double *weight, int64_t *bounds)
 {
+    if (!bounds || parts < 1 || unit < 1 || extent < 0) {
+        pg_set_error("pg_split_bounds: %s (extent %lld, unit %lld, parts %d)",
+                     !bounds ? "bounds is NULL" : "needs extent >= 0, unit >= 1, parts >= 1", (long long)extent,
+                     (long long)unit, parts);
+        return;
+    }
     double total = 0;
     for (int t = 0; t < parts; t++)
         total += weight ? weight[t] : 1.0;
@@ -355,35 +376,37 @@ static void slice_task(void *ctx, int64_t i, int thread)
     j->secs[i] = seconds_now() - t0;
 }
 
-/* Moves the estimates of threads 0..parts-1 toward this job's relative rates. */
-static void learn_speeds(const slices_job *j, int parts, int T)
+void pg_speeds_update(double *speed, int T, int parts, const int64_t *bounds, const double *secs)
 {
+    if (!speed || !bounds || !secs || T < 1 || T > PG_MAX_THREADS || parts < 1 || parts > T) {
+        pg_set_error("pg_speeds_update: %s (T %d, parts %d)", !speed ? "speed is NULL" : !bounds ? "bounds is NULL"
+                     : !secs ? "secs is NULL" : "parts not in 1..T <= 64", T, parts);
+        return;
+    }
     double rate[PG_MAX_THREADS], rate_sum = 0, longest = 0;
     for (int t = 0; t < parts; t++) {
-        int64_t items = j->bounds[t + 1] - j->bounds[t];
-        if (items <= 0 || j->secs[t] <= 0)
+        int64_t items = bounds[t + 1] - bounds[t];
+        if (items <= 0 || !(secs[t] > 0))
             return;
-        rate[t] = (double)items / j->secs[t];
+        rate[t] = (double)items / secs[t];
         rate_sum += rate[t];
-        longest = j->secs[t] > longest ? j->secs[t] : longest;
+        longest = secs[t] > longest ? secs[t] : longest;
     }
     if (longest < SPEED_MIN_SECONDS)
         return;
     double step = SPEED_STEP * (longest < SPEED_FULL_SECONDS ? longest / SPEED_FULL_SECONDS : 1.0);
-    pthread_mutex_lock(&S.mu);
-    double *s = speeds_for(T), speed_sum = 0;
+    double speed_sum = 0;
     for (int t = 0; t < parts; t++)
-        speed_sum += s[t];
+        speed_sum += speed[t];
     for (int t = 0; t < parts; t++) {
         double seen = rate[t] / rate_sum * speed_sum; /* on the estimates' scale */
-        s[t] += step * (seen - s[t]);
+        speed[t] += step * (seen - speed[t]);
     }
     double mean = 0;
     for (int t = 0; t < T; t++)
-        mean += s[t] / T;
+        mean += speed[t] / T;
     for (int t = 0; t < T; t++) /* mean 1, each within SPEED_CLAMP of it */
-        s[t] = fmax(1 / SPEED_CLAMP, fmin(SPEED_CLAMP, s[t] / mean));
-    pthread_mutex_unlock(&S.mu);
+        speed[t] = fmax(1 / SPEED_CLAMP, fmin(SPEED_CLAMP, speed[t] / mean));
 }
 
 void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
@@ -407,15 +430,19 @@ void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
     double weight[PG_MAX_THREADS];
     pthread_mutex_lock(&S.mu);
     const double *s = speeds_for(T);
+    const bool learn = S.mode != PG_BALANCE_FIXED; /* even slices measure as well */
     for (int t = 0; t < parts; t++)
-        weight[t] = S.off ? 1.0 : s[t];
+        weight[t] = S.mode == PG_BALANCE_EVEN ? 1.0 : s[t];
     pthread_mutex_unlock(&S.mu);
     int64_t bounds[PG_MAX_THREADS + 1];
     pg_split_bounds(extent, unit, parts, weight, bounds);
     slices_job j = {.fn = fn, .ctx = ctx, .bounds = bounds};
     pg_parallel_for(parts, slice_task, &j);
-    if (!atomic_load(&j.serial))
-        learn_speeds(&j, parts, T);
+    if (learn && !atomic_load(&j.serial)) {
+        pthread_mutex_lock(&S.mu);
+        pg_speeds_update(speeds_for(T), T, parts, bounds, j.secs);
+        pthread_mutex_unlock(&S.mu);
+    }
 }
 
 typedef struct range_job {

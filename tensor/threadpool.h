@@ -75,12 +75,29 @@ void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
  * (sum of the weights), never below bounds[t - 1]. weight NULL: equal. */
 void pg_split_bounds(int64_t extent, int64_t unit, int parts, const double *weight, int64_t *bounds);
 
-/* Speed-sized slices on (true, the default) or even slices (false; for measuring
- * what the sizing gains). Either way the results are the same. */
-void pg_parallel_balance(bool on);
-/* The speed estimates (mean 1) of the current thread count's threads into out[0..n-1];
- * returns the thread count. Set them for tests; the next jobs move them again. */
+/* How pg_parallel_slices sizes the slices. Whichever, the results are the same. */
+typedef enum pg_balance {
+    PG_BALANCE_MEASURED, /* the default: to the speeds the pool measures as it goes */
+    PG_BALANCE_EVEN,     /* equal, still measuring (to see what the sizing gains: bench --balance) */
+    PG_BALANCE_FIXED,    /* to the speeds given by pg_parallel_set_speeds, never updated
+                          * (cores known to differ; tests of uneven splits) */
+} pg_balance;
+
+/* Sets the mode and returns the one before; anything but a pg_balance records an
+ * error and changes nothing. */
+pg_balance pg_parallel_balance(pg_balance mode);
+/* The speeds (mean 1 when measured) of the current thread count's threads into
+ * out[0..n-1]; returns the thread count. */
 int pg_parallel_speeds(double *out, int n);
-void pg_parallel_set_speeds(const double *speeds, int n);
+/* Sets the speeds of threads 0..n-1 (each in (0, 1e6]; the others keep theirs) until the
+ * thread count changes. 0, or -1 with an error and nothing changed. */
+int pg_parallel_set_speeds(const double *speeds, int n);
+
+/* One job's lesson (what pg_parallel_slices does after each measured job): slice t of
+ * `parts` had bounds[t + 1] - bounds[t] items and took secs[t]; speed[t] moves toward
+ * its rate over the slices' mean rate (on the scale of speed[0..parts-1]) by a step of
+ * up to 1/4, the whole step for a job of 1 ms or more, none below 20 us or when a
+ * slice is empty. Then speed[0..T-1] is scaled to mean 1 and each kept in [1/2, 2]. */
+void pg_speeds_update(double *speed, int T, int parts, const int64_t *bounds, const double *secs);
 
 #endif

@@ -151,7 +151,7 @@ int bench_train_balance(const char *scheme, int steps, int threads)
         train_steps(&c, WARMUP);
     for (int i = 0; ok && i < steps; i += BLOCK)
         for (int even = 0; even < 2 && ok; even++) {
-            pg_parallel_balance(!even);
+            pg_parallel_balance(even ? PG_BALANCE_EVEN : PG_BALANCE_MEASURED);
             for (int k = i; k < i + BLOCK && k < steps && !c.failed; k++) {
                 double t0 = now_s();
                 train_steps(&c, 1);
@@ -159,7 +159,7 @@ int bench_train_balance(const char *scheme, int steps, int threads)
             }
             ok = !c.failed;
         }
-    pg_parallel_balance(true);
+    pg_parallel_balance(PG_BALANCE_MEASURED);
     if (ok) {
         double sized = median_of(t[0], steps), even = median_of(t[1], steps), speed[PG_MAX_THREADS];
         int T = pg_parallel_speeds(speed, PG_MAX_THREADS);

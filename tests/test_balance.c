@@ -1,0 +1,207 @@
+/* Slices sized to the threads' speeds (pg_parallel_slices, threadpool.h): where
+ * the boundaries fall for given speeds, how one job's times move the estimates,
+ * and that no split changes a bit of a forward and backward pass through every
+ * kernel that takes sized slices (GEMM with its split-K halves, an elementwise
+ * range, the norm, the fused attention, op_parallel_for's tasks). */
+#include "testutil.h"
+
+#include "../tensor/threadpool.h"
+
+static void assert_bounds(int64_t extent, int64_t unit, int parts, const double *w, const int64_t *want)
+{
+    int64_t b[PG_MAX_THREADS + 1];
+    pg_split_bounds(extent, unit, parts, w, b);
+    for (int t = 0; t <= parts; t++)
+        cr_assert_eq(b[t], want[t], "extent %lld unit %lld parts %d: bound %d is %lld, not %lld", (long long)extent,
+                     (long long)unit, parts, t, (long long)b[t], (long long)want[t]);
+}
+
+Test(balance, split_bounds)
+{
+    assert_bounds(1000, 1, 2, NULL, (const int64_t[]){0, 500, 1000});
+    assert_bounds(1000, 1, 2, (const double[]){1, 3}, (const int64_t[]){0, 250, 1000});
+    /* 250 and 500 to the nearest multiple of 16: 256, 496 (31.25 units) */
+    assert_bounds(1000, 16, 3, (const double[]){1, 1, 2}, (const int64_t[]){0, 256, 496, 1000});
+    /* GEMM's rows: 512 by MR 14 evenly, 252 + 260 (18.3 units) */
+    assert_bounds(512, 14, 2, NULL, (const int64_t[]){0, 252, 512});
+    /* a weight too small for one unit gives an empty slice, never a bound past extent */
+    assert_bounds(100, 32, 3, (const double[]){0.01, 0.01, 10}, (const int64_t[]){0, 0, 0, 100});
+    assert_bounds(100, 32, 2, (const double[]){10, 0.01}, (const int64_t[]){0, 96, 100});
+    assert_bounds(7, 1, 1, NULL, (const int64_t[]){0, 7});
+    assert_bounds(0, 16, 2, NULL, (const int64_t[]){0, 0, 0});
+}
+
+Test(balance, speeds_update)
+{
+    /* two slices of 100 items, 1 ms and 2 ms: rates 2:1, seen 4/3 and 2/3; a 2 ms job takes the whole step (1/4) */
+    double s[2] = {1, 1};
+    pg_speeds_update(s, 2, 2, (const int64_t[]){0, 100, 200}, (const double[]){1e-3, 2e-3});
+    cr_assert_float_eq(s[0], 1 + 0.25 / 3, 1e-12, "%.17g", s[0]);
+    cr_assert_float_eq(s[1], 1 - 0.25 / 3, 1e-12, "%.17g", s[1]);
+    /* a 0.5 ms job moves them half as far; mean 1 kept */
+    double h[2] = {1, 1};
+    pg_speeds_update(h, 2, 2, (const int64_t[]){0, 100, 200}, (const double[]){0.25e-3, 0.5e-3});
+    cr_assert_float_eq(h[0], 1 + 0.125 / 3, 1e-12);
+    cr_assert_float_eq(h[1], 1 - 0.125 / 3, 1e-12);
+    /* too short to say anything, or an empty slice: unchanged */
+    double u[2] = {1.2, 0.8};
+    pg_speeds_update(u, 2, 2, (const int64_t[]){0, 100, 200}, (const double[]){1e-6, 9e-6});
+    pg_speeds_update(u, 2, 2, (const int64_t[]){0, 0, 200}, (const double[]){1e-3, 2e-3});
+    cr_assert(u[0] == 1.2 && u[1] == 0.8);
+    /* a thread stalled for a long job: at most 2x from the mean */
+    double c[2] = {1.9, 0.1};
+    pg_speeds_update(c, 2, 2, (const int64_t[]){0, 100, 200}, (const double[]){1e-3, 1.0});
+    cr_assert(c[0] <= 2.0 && c[1] >= 0.5, "%g %g", c[0], c[1]);
+    /* three threads, two in the job: the third keeps its estimate but for the rescale to mean 1 */
+    double t3[3] = {1, 1, 1};
+    pg_speeds_update(t3, 3, 2, (const int64_t[]){0, 100, 200}, (const double[]){1e-3, 1e-3});
+    cr_assert(t3[0] == 1 && t3[1] == 1 && t3[2] == 1);
+    pg_clear_error();
+    pg_speeds_update(NULL, 2, 2, (const int64_t[]){0, 1, 2}, (const double[]){1, 1});
+    cr_assert_not_null(strstr(pg_last_error(), "pg_speeds_update: speed is NULL"), "%s", pg_last_error());
+    pg_speeds_update(c, 2, 3, (const int64_t[]){0, 1, 2, 3}, (const double[]){1, 1, 1});
+    cr_assert_not_null(strstr(pg_last_error(), "parts not in 1..T"), "%s", pg_last_error());
+}
+
+typedef struct seen {
+    int64_t begin[PG_MAX_THREADS], end[PG_MAX_THREADS];
+    int runs[1000];
+} seen;
+
+static void note_slice(void *ctx, int64_t begin, int64_t end, int slice)
+{
+    seen *s = ctx;
+    s->begin[slice] = begin;
+    s->end[slice] = end;
+    for (int64_t i = begin; i < end; i++)
+        s->runs[i]++;
+}
+
+static void assert_slices(int T, const double *speeds, pg_balance mode, int64_t unit, const int64_t *want)
+{
+    cr_assert_eq(pg_set_num_threads(T), 0);
+    cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0, "%s", pg_last_error());
+    pg_balance was = pg_parallel_balance(mode);
+    seen *s = calloc(1, sizeof *s);
+    pg_parallel_slices(1000, unit, T, note_slice, s);
+    pg_parallel_balance(was);
+    for (int t = 0; t < T; t++) {
+        cr_assert_eq(s->begin[t], want[t], "T %d: slice %d begins at %lld, not %lld", T, t, (long long)s->begin[t],
+                     (long long)want[t]);
+        cr_assert_eq(s->end[t], want[t + 1], "T %d: slice %d ends at %lld", T, t, (long long)s->end[t]);
+    }
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(s->runs[i], 1, "item %d ran %d times", i, s->runs[i]);
+    free(s);
+}
+
+Test(balance, slices_follow_the_speeds)
+{
+    int saved = pg_num_threads();
+    assert_slices(2, (const double[]){1, 3}, PG_BALANCE_FIXED, 1, (const int64_t[]){0, 250, 1000});
+    assert_slices(2, (const double[]){1, 3}, PG_BALANCE_EVEN, 1, (const int64_t[]){0, 500, 1000});
+    assert_slices(3, (const double[]){1, 1, 2}, PG_BALANCE_FIXED, 16, (const int64_t[]){0, 256, 496, 1000});
+    /* measured: the job uses the speeds given, then learns at most a quarter of the way */
+    assert_slices(2, (const double[]){3, 1}, PG_BALANCE_MEASURED, 1, (const int64_t[]){0, 750, 1000});
+    double sp[PG_MAX_THREADS];
+    cr_assert_eq(pg_parallel_speeds(sp, PG_MAX_THREADS), 2);
+    cr_assert(sp[0] > sp[1], "%g %g", sp[0], sp[1]);
+    /* a new thread count starts from equal speeds */
+    cr_assert_eq(pg_set_num_threads(3), 0);
+    cr_assert_eq(pg_parallel_speeds(sp, PG_MAX_THREADS), 3);
+    cr_assert(sp[0] == 1 && sp[1] == 1 && sp[2] == 1, "%g %g %g", sp[0], sp[1], sp[2]);
+    pg_set_num_threads(saved);
+}
+
+Test(balance, bad_input)
+{
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    cr_assert_eq(pg_parallel_set_speeds((const double[]){1, 2}, 2), 0);
+    const double bad[][2] = {{0, 1}, {-1, 1}, {1, NAN}, {1, INFINITY}};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(pg_parallel_set_speeds(bad[i], 2), -1);
+        cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_set_speeds: speeds["), "%s", pg_last_error());
+    }
+    double sp[2];
+    pg_parallel_speeds(sp, 2);
+    cr_assert(sp[0] == 1 && sp[1] == 2, "a rejected call changed the speeds: %g %g", sp[0], sp[1]);
+    pg_balance was = pg_parallel_balance(PG_BALANCE_FIXED);
+    cr_assert_eq(pg_parallel_balance((pg_balance)7), PG_BALANCE_FIXED);
+    cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_balance: 7 is not a pg_balance"), "%s", pg_last_error());
+    cr_assert_eq(pg_parallel_balance(was), PG_BALANCE_FIXED, "a rejected mode was kept");
+    int64_t b[3] = {-1, -1, -1};
+    pg_split_bounds(10, 0, 2, NULL, b);
+    cr_assert_not_null(strstr(pg_last_error(), "pg_split_bounds: needs extent >= 0, unit >= 1"), "%s",
+                       pg_last_error());
+    cr_assert(b[0] == -1 && b[1] == -1 && b[2] == -1, "bounds written on bad input");
+    pg_set_num_threads(saved);
+}
+
+/* x (1024, 64) @ w (64, 128) -> gelu -> layer norm; the rows as (2, 4, 128, 128)
+ * queries, keys and values of a causal fused attention; the heads merged back
+ * and a squared-error loss. The GEMMs split rows (x w, dy w^T) and K (x^T dy: two
+ * halves side by side); gelu is an elementwise range; the norm's forward and the
+ * attention's rows take sized slices, the head merge op_parallel_for's tasks.
+ * Results: y, dx, dw, dln_w, dln_b. */
+enum { N_RES = 5 };
+
+static void pass_with(int T, const double *speeds, pg_tensor **res)
+{
+    cr_assert_eq(pg_set_num_threads(T), 0);
+    pg_balance was = pg_parallel_balance(speeds ? PG_BALANCE_FIXED : PG_BALANCE_MEASURED);
+    if (speeds)
+        cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0);
+    pg_rng r = pg_rng_init(31);
+    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(1024, 64), &r), *w = pg_randn(NULL, PG_F32, PG_SHAPE(64, 128), &r);
+    pg_tensor *lw = pg_randn(NULL, PG_F32, PG_SHAPE(128), &r), *lb = pg_randn(NULL, PG_F32, PG_SHAPE(128), &r);
+    pg_tensor *target = pg_randn(NULL, PG_F32, PG_SHAPE(8, 128, 128), &r);
+    pg_tensor *leaves[] = {x, w, lw, lb};
+    for (int i = 0; i < 4; i++)
+        pg_set_requires_grad(leaves[i], true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *h = pg_layer_norm(g, pg_gelu(g, pg_matmul(g, x, w, false, false)), 1, lw, lb, 1e-5);
+    pg_tensor *qkv = pg_split_heads(g, pg_reshape(g, h, PG_SHAPE(8, 128, 128)), 0, 4, 32);
+    pg_flash_opts o = {.causal = true};
+    pg_tensor *y = pg_merge_heads(g, pg_flash_attention(g, qkv, qkv, qkv, &o));
+    pg_tensor *loss = pg_mse_loss(g, y, target, PG_REDUCE_SUM);
+    cr_assert_not_null(loss, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    res[0] = pg_tensor_copy(NULL, y);
+    for (int i = 0; i < 4; i++)
+        res[1 + i] = pg_tensor_copy(NULL, leaves[i]->grad);
+    pg_graph_free(g);
+    free_all(4, leaves);
+    pg_tensor_free(target);
+    pg_parallel_balance(was);
+}
+
+Test(balance, uneven_slices_give_the_same_bits)
+{
+    int saved = pg_num_threads();
+    static const char *what[N_RES] = {"y", "dx", "dw", "d layer-norm weight", "d layer-norm bias"};
+    pg_tensor *even[N_RES], *other[N_RES];
+    pass_with(2, (const double[]){1, 1}, even);
+    const double *speeds[] = {(const double[]){0.3, 1.7}, (const double[]){1.7, 0.3}, NULL};
+    for (int c = 0; c < 3; c++) {
+        pass_with(2, speeds[c], other);
+        for (int i = 0; i < N_RES; i++)
+            cr_assert_eq(memcmp(even[i]->data, other[i]->data, (size_t)even[i]->numel * sizeof(float)), 0,
+                         "%s differs between even slices and case %d", what[i], c);
+        free_all(N_RES, other);
+    }
+    /* against one thread (the layer norm's parameter sums aside: see test_threadpool.c) and three */
+    pg_tensor *one[N_RES], *three[N_RES];
+    pass_with(1, NULL, one);
+    pass_with(3, (const double[]){0.5, 1.5, 1}, three);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(memcmp(even[i]->data, one[i]->data, (size_t)even[i]->numel * sizeof(float)), 0,
+                     "%s differs between 1 and 2 threads", what[i]);
+        cr_assert_eq(memcmp(three[i]->data, one[i]->data, (size_t)even[i]->numel * sizeof(float)), 0,
+                     "%s differs between 1 and 3 threads", what[i]);
+    }
+    free_all(N_RES, even);
+    free_all(N_RES, one);
+    free_all(N_RES, three);
+    pg_set_num_threads(saved);
+}
