@@ -586,8 +586,9 @@ typedef struct operand {
             plan_packing(&h[i], NR, sizeof(T));                                                                        \
         }                                                                                                              \
         if (threads >= 2) {                                                                                            \
-            int64_t extent = h[0].split_rows ? g->M : g->N;                                                            \
-            pg_parallel_slices(2 * round_up(extent, h[0].unit), h[0].unit, threads, gemm_halves_slice_##sfx, h);       \
+            int64_t bounds[PG_MAX_THREADS + 1];                                                                        \
+            int parts = halves_bounds(&h[0], threads, bounds);                                                         \
+            pg_parallel_slices_at(parts, bounds, gemm_halves_slice_##sfx, h);                                          \
         } else {                                                                                                       \
             gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
             gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
@@ -711,6 +712,22 @@ static int64_t split_k_at(const gemm_plan *g, size_t elem)
     if (flops < PARALLEL_MIN_FLOPS || g->K < 2 * KC || g->K / 4 < side)
         return 0;
     return KC * ((g->K / KC + 1) / 2);
+}
+
+/* The split-K slices (gemm_halves_slice): the two halves' blocks side by side, each
+ * padded to span, a multiple of the unit, cut to the threads' speeds; a boundary that
+ * falls within an eighth of a half from the middle moves onto it, since a thread that
+ * takes a sliver of the other half packs that half's operand for it too. */
+static int halves_bounds(const gemm_plan *h, int threads, int64_t *bounds)
+{
+    const int64_t span = round_up(h->split_rows ? h->M : h->N, h->unit);
+    double weight[PG_MAX_THREADS];
+    int parts = pg_parallel_weights(threads, weight);
+    pg_split_bounds(2 * span, h->unit, parts, weight, bounds);
+    for (int t = 1; t < parts; t++)
+        if (bounds[t] != span && llabs(bounds[t] - span) < span / 8 && bounds[t - 1] <= span && span <= bounds[t + 1])
+            bounds[t] = span;
+    return parts;
 }
 
 /* The product over op(A)'s columns and op(B)'s rows k0 .. k1 - 1, into C (ldc), with

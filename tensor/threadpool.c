@@ -264,6 +264,9 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
 #define SPEED_FULL_SECONDS 1e-3 /* a job this long moves the estimate by SPEED_STEP */
 #define SPEED_STEP 0.25
 #define SPEED_CLAMP 2.0 /* no thread's estimate strays more than 2x from the others' mean */
+#define SPEED_QUANTUM 0.05 /* the slices follow the estimates in steps of 5%: a boundary does not
+                            * move for the estimates' noise, and the ops on either side of it keep
+                            * their rows in one core's cache */
 
 static struct {
     pthread_mutex_t mu;
@@ -409,6 +412,45 @@ void pg_speeds_update(double *speed, int T, int parts, const int64_t *bounds, co
         speed[t] = fmax(1 / SPEED_CLAMP, fmin(SPEED_CLAMP, speed[t] / mean));
 }
 
+int pg_parallel_weights(int parts, double *weight)
+{
+    int T = pg_num_threads();
+    parts = parts < 1 ? 1 : parts > T ? T : parts;
+    pthread_mutex_lock(&S.mu);
+    const double *s = speeds_for(T);
+    for (int t = 0; t < parts; t++) /* measured: in steps of SPEED_QUANTUM, 1 within +-QUANTUM / 2 */
+        weight[t] = S.mode == PG_BALANCE_EVEN       ? 1.0
+                    : S.mode == PG_BALANCE_MEASURED ? SPEED_QUANTUM * round(s[t] / SPEED_QUANTUM)
+                                                    : s[t];
+    pthread_mutex_unlock(&S.mu);
+    return parts;
+}
+
+void pg_parallel_slices_at(int parts, const int64_t *bounds,
+                           void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx)
+{
+    if (!fn || !bounds) {
+        pg_set_error("pg_parallel_slices_at: %s is NULL", fn ? "bounds" : "fn");
+        return;
+    }
+    int T = pg_num_threads();
+    if (parts < 1 || parts > T) {
+        pg_set_error("pg_parallel_slices_at: %d slices for %d threads", parts, T);
+        return;
+    }
+    slices_job j = {.fn = fn, .ctx = ctx, .bounds = bounds};
+    if (parts == 1) {
+        if (bounds[0] < bounds[1])
+            fn(ctx, bounds[0], bounds[1], 0);
+        return;
+    }
+    pg_parallel_for(parts, slice_task, &j);
+    pthread_mutex_lock(&S.mu);
+    if (S.mode != PG_BALANCE_FIXED && !atomic_load(&j.serial)) /* even slices measure as well */
+        pg_speeds_update(speeds_for(T), T, parts, bounds, j.secs);
+    pthread_mutex_unlock(&S.mu);
+}
+
 void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
                         void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx)
 {
@@ -418,31 +460,13 @@ void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
     }
     if (extent <= 0)
         return;
-    int T = pg_num_threads();
     unit = unit > 0 ? unit : 1;
     int64_t units = (extent + unit - 1) / unit;
-    parts = parts < 1 ? 1 : parts > T ? T : parts;
-    parts = parts > units ? (int)units : parts;
-    if (parts == 1) {
-        fn(ctx, 0, extent, 0);
-        return;
-    }
     double weight[PG_MAX_THREADS];
-    pthread_mutex_lock(&S.mu);
-    const double *s = speeds_for(T);
-    const bool learn = S.mode != PG_BALANCE_FIXED; /* even slices measure as well */
-    for (int t = 0; t < parts; t++)
-        weight[t] = S.mode == PG_BALANCE_EVEN ? 1.0 : s[t];
-    pthread_mutex_unlock(&S.mu);
+    parts = pg_parallel_weights(parts > units ? (int)units : parts, weight);
     int64_t bounds[PG_MAX_THREADS + 1];
     pg_split_bounds(extent, unit, parts, weight, bounds);
-    slices_job j = {.fn = fn, .ctx = ctx, .bounds = bounds};
-    pg_parallel_for(parts, slice_task, &j);
-    if (learn && !atomic_load(&j.serial)) {
-        pthread_mutex_lock(&S.mu);
-        pg_speeds_update(speeds_for(T), T, parts, bounds, j.secs);
-        pthread_mutex_unlock(&S.mu);
-    }
+    pg_parallel_slices_at(parts, bounds, fn, ctx);
 }
 
 typedef struct range_job {

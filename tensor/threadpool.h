@@ -70,6 +70,15 @@ void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t b
 void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
                         void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx);
 
+/* The two halves of pg_parallel_slices, for a caller that moves the boundaries
+ * itself: the weights of threads 0..parts-1 (parts clamped to 1..threads, the count
+ * returned; measured speeds in steps of 5%, so that estimates within 2.5% of each
+ * other give equal slices), and running fn on given bounds[0..parts] (parts at most
+ * the thread count), timed and learnt from like any other slices. */
+int pg_parallel_weights(int parts, double *weight);
+void pg_parallel_slices_at(int parts, const int64_t *bounds,
+                           void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx);
+
 /* Boundaries of `parts` slices of [0, extent): bounds[0] = 0, bounds[parts] = extent,
  * bounds[t] the multiple of unit nearest extent * (weight[0] + .. + weight[t-1]) /
  * (sum of the weights), never below bounds[t - 1]. weight NULL: equal. */
