@@ -27,13 +27,15 @@
  * (later blocks accumulate with beta 1), and beta == 0 never reads C.
  *
  * Threads: a product of 2^22 flops or more is cut into one block of C rows
- * (or of columns when N > M) per thread on pg_parallel_for, at the multiples
- * of MR (NR) nearest the even shares; each thread runs the scheme above on its
- * block with its own packing buffers. The K blocking never depends on the
- * split, so each element is summed in the same order for every thread count:
+ * (or of columns when N > M) per thread on pg_parallel_slices, at the multiples
+ * of MR (NR) nearest the threads' shares (even, or sized to the cores' measured
+ * speeds); each thread runs the scheme above on its block with its own packing
+ * buffers. The K blocking never depends on the split, so each element is summed
+ * in the same order wherever the blocks are cut and for every thread count:
  * identical results. A weight gradient's shape (K >= 2 KC and >= 4 max(M, N))
- * is summed in two halves of K on every thread count (split_k_at), the halves
- * on their own threads when there are two, added once per element.
+ * is summed in two halves of K on every thread count (split_k_at), the two
+ * halves' blocks side by side cut into one slice per thread (a half each on two
+ * threads of equal speed), added once per element.
  *
  * Micro-kernels, chosen at build time:
  *   AVX-512 (__AVX512F__):      14 x 32 f32, 14 x 16 f64 (28 zmm accumulators)

@@ -308,6 +308,10 @@ pg_balance pg_parallel_balance(pg_balance mode)
 int pg_parallel_speeds(double *out, int n)
 {
     int T = pg_num_threads();
+    if (!out && n > 0) {
+        pg_set_error("pg_parallel_speeds: out is NULL");
+        return -1;
+    }
     pthread_mutex_lock(&S.mu);
     const double *s = speeds_for(T);
     for (int t = 0; t < n && t < T; t++)
@@ -414,6 +418,10 @@ void pg_speeds_update(double *speed, int T, int parts, const int64_t *bounds, co
 
 int pg_parallel_weights(int parts, double *weight)
 {
+    if (!weight) {
+        pg_set_error("pg_parallel_weights: weight is NULL");
+        return -1;
+    }
     int T = pg_num_threads();
     parts = parts < 1 ? 1 : parts > T ? T : parts;
     pthread_mutex_lock(&S.mu);

@@ -24,7 +24,17 @@
  * the same way then find them in the cache of the core that wrote them (a
  * 2-thread training step 4-7% faster). Calls do not nest: a parallel
  * call from inside fn runs serially on the calling thread. fn NULL records an
- * error (pg_last_error) and runs nothing. */
+ * error (pg_last_error) and runs nothing.
+ *
+ * The two virtual cores of a shared host do not always run at one speed (for
+ * seconds at a time one can be 10-20% slower: bench core_skew), and an even
+ * split then waits for the slower. So the kernels whose results do not depend
+ * on where a split falls (the GEMM, elementwise ranges, the norm's forward, the
+ * fused attention's rows, op_parallel_for's tasks) cut their work with
+ * pg_parallel_slices: one slice per thread, sized to speeds the pool measures as
+ * it goes (PG_BALANCE_MEASURED), or evenly, or to given speeds (pg_balance). The
+ * bits are the same whichever (tests/test_balance.c). Splits whose bits depend on
+ * the partition (per-task partial sums) keep pg_parallel_for's fixed one. */
 #ifndef PG_THREADPOOL_H
 #define PG_THREADPOOL_H
 
@@ -74,7 +84,8 @@ void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
  * itself: the weights of threads 0..parts-1 (parts clamped to 1..threads, the count
  * returned; measured speeds in steps of 5%, so that estimates within 2.5% of each
  * other give equal slices), and running fn on given bounds[0..parts] (parts at most
- * the thread count), timed and learnt from like any other slices. */
+ * the thread count), timed and learnt from like any other slices. weight NULL: -1
+ * with an error; bad bounds or parts: an error, nothing run. */
 int pg_parallel_weights(int parts, double *weight);
 void pg_parallel_slices_at(int parts, const int64_t *bounds,
                            void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx);
@@ -96,7 +107,7 @@ typedef enum pg_balance {
  * error and changes nothing. */
 pg_balance pg_parallel_balance(pg_balance mode);
 /* The speeds (mean 1 when measured) of the current thread count's threads into
- * out[0..n-1]; returns the thread count. */
+ * out[0..n-1]; returns the thread count (-1 with an error when out is NULL). */
 int pg_parallel_speeds(double *out, int n);
 /* Sets the speeds of threads 0..n-1 (each in (0, 1e6]; the others keep theirs) until the
  * thread count changes. 0, or -1 with an error and nothing changed. */

@@ -253,6 +253,10 @@ NUM(copy_into_src, "pg_copy_into", pg_copy_into(Y, NULL), -1)
 #define SECTION "kernels"
 
 static float F4[4] = {1, 2, 3, 4};
+static void noop_slice(void *ctx, int64_t begin, int64_t end, int slice)
+{
+    (void)ctx, (void)begin, (void)end, (void)slice;
+}
 static double D4[4] = {1, 2, 3, 4};
 VOID(gemm_f32_a, "pg_gemm_f32", pg_gemm_f32(false, false, 2, 2, 2, 1.0f, NULL, 2, F4, 2, 0.0f, F4, 2))
 VOID(gemm_f32_b, "pg_gemm_f32", pg_gemm_f32(false, false, 2, 2, 2, 1.0f, F4, 2, NULL, 2, 0.0f, F4, 2))
@@ -265,6 +269,11 @@ VOID(parallel_range, "pg_parallel_range", pg_parallel_range(4, 1, NULL, NULL))
 VOID(parallel_slices, "pg_parallel_slices", pg_parallel_slices(4, 1, 2, NULL, NULL))
 NUM(parallel_set_speeds, "pg_parallel_set_speeds", pg_parallel_set_speeds(NULL, 2), -1)
 VOID(split_bounds, "pg_split_bounds", pg_split_bounds(4, 1, 2, NULL, NULL))
+NUM(parallel_speeds, "pg_parallel_speeds", pg_parallel_speeds(NULL, 2), -1)
+NUM(parallel_weights, "pg_parallel_weights", pg_parallel_weights(2, NULL), -1)
+VOID(parallel_slices_at_fn, "pg_parallel_slices_at", pg_parallel_slices_at(1, (const int64_t[]){0, 4}, NULL, NULL))
+VOID(parallel_slices_at_bounds, "pg_parallel_slices_at",
+     pg_parallel_slices_at(1, NULL, noop_slice, NULL))
 VOID(speeds_update_speed, "pg_speeds_update", pg_speeds_update(NULL, 2, 2, (const int64_t[]){0, 1, 2}, D4))
 VOID(speeds_update_bounds, "pg_speeds_update", pg_speeds_update(D4, 2, 2, NULL, D4))
 VOID(speeds_update_secs, "pg_speeds_update", pg_speeds_update(D4, 2, 2, (const int64_t[]){0, 1, 2}, NULL))

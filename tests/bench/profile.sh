@@ -18,8 +18,8 @@
 # Functions are counted as:
 #   gemm_kernels    the GEMM's micro-kernels (tensor/gemm.c ks_*, kp_*)
 #   gemm_packing    its packing copies (pack_rows_*, pack_cols_*, pack_cols_vec_*, plan_packing)
-#   gemm_driver     its loops around them (pg_gemm_*, gemm_run_*, gemm_range_*, gemm_task_*,
-#                   gemm_half_task_*, block_f32 / block_f64)
+#   gemm_driver     its loops around them (pg_gemm_*, gemm_run_*, gemm_range_*, gemm_slice_*,
+#                   gemm_halves_slice_*, block_f32 / block_f64)
 #   attn_products   the attention kernel's tile products (autograd/flash_kernels.h gemm_acc)
 #   non_gemm        everything else (the kernel's samples too): listed, largest first
 set -u
@@ -77,7 +77,7 @@ perf report -i "$DATA" --time "$from," --no-children --sort symbol --stdio --per
         sub(/\.(constprop|isra|part|cold)\..*$/, "", s)
         if (s ~ /^k[sp]_f(32|64)_/) cls = "gemm_kernels"
         else if (s ~ /^pack_(rows|cols|cols_vec)_f(32|64)/ || s ~ /^plan_packing/) cls = "gemm_packing"
-        else if (s ~ /^(pg_gemm_f|pg_gemm_bias_f|gemm_run_f|gemm_range_f|gemm_task_f|gemm_half_task_f|block_f)(32|64)$/)
+        else if (s ~ /^(pg_gemm_f|pg_gemm_bias_f|gemm_run_f|gemm_range_f|gemm_slice_f|gemm_halves_slice_f|block_f)(32|64)$/)
             cls = "gemm_driver"
         else if (s ~ /^gemm_acc_f(32|64)$/) cls = "attn_products"
         else { cls = "other"; other[s] += p }
