@@ -509,12 +509,12 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
  * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
- * Heads bh_i = row_at(u) for u in [u0, u1), in that order, and when d->group > 0 only those with
- * (bh_i mod group) mod step = first: a head's rows in increasing bh either way (the w slices
- * are theirs alone; sh is shared by the batches of a head). */
+ * Heads bh_i = order[u] (order NULL: row_at(u)) for u in [u0, u1), in that order (the w slices
+ * are theirs alone; sh is shared by the batches of a head, so the caller keeps the order in
+ * which its rows reach it). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
-                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch, int64_t u0,
-                         int64_t u1, int64_t first, int64_t step)
+                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch,
+                         const int64_t *order, int64_t u0, int64_t u1)
 {
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const T scale = (T)d->scale;
@@ -528,9 +528,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
     if (xt)
         F(xpos_init)(d, xt, scratch);
     for (int64_t u = u0; u < u1; u++) {
-        const int64_t bh_i = F(row_at)(d, u);
-        if (d->group && bh_i % d->group % step != first)
-            continue;
+        const int64_t bh_i = order ? order[u] : F(row_at)(d, u);
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;

@@ -29,6 +29,8 @@
 #include "flash.h"
 
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,8 +62,6 @@ typedef struct flash_dims {
     int64_t dw, dW, dS, dlb; /* the mask's band layout (flash.h dropout_window ...; dw 0: (B, H, Lq, Lk)) */
     const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
     int64_t pb_H;
-    int64_t group; /* backward: row bh goes to thread (bh mod group) mod T when group > 0 (see
-                    * flash_backward), else a thread takes consecutive rows */
 } flash_dims;
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
@@ -254,8 +254,8 @@ DEFINE_TRANSPOSE_VEC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _
 #undef FLASH_T
 #undef FLASH_SFX
 
-/* ---- threads: heads spread over the pool, thread t takes consecutive rows bh (the backward:
- * by region of its shared gradients, flash_backward) ---------------------------------------- */
+/* ---- threads: heads spread over the pool, thread t takes consecutive rows bh (the backward
+ * with shared gradients: consecutive rows of their regions, flash_backward) ------------------ */
 
 enum { N_SHARED = 4 }; /* gradients summed over rows that different threads handle */
 
@@ -271,6 +271,9 @@ typedef struct flash_job {
                              * slices each when `sliced` */
     size_t shared_bytes[N_SHARED];
     bool sliced;
+    const int64_t *order; /* backward by regions: the rows bh region by region (NULL: row_at's order) */
+    int64_t region;       /* rows per region */
+    _Atomic bool region_done[PG_MAX_THREADS]; /* slice t is done with the region slice t + 1 goes on with */
 } flash_job;
 
 /* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
@@ -295,37 +298,70 @@ static void flash_fwd_slice(void *ctx, int64_t u0, int64_t u1, int t)
         flash_fwd_f64(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, u0, u1);
 }
 
-/* the backward over rows u0 .. u1 - 1 (of those thread t of T takes by region, when d->group) */
+/* the backward over rows u0 .. u1 - 1 of j->order (or of row_at's order), on slice t's scratch
+ * and (sliced) its own buffers of the shared gradients */
 static void flash_bwd_rows(const flash_job *j, int64_t u0, int64_t u1, int t)
 {
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     void *sh[N_SHARED];
-    for (int i = 0; i < N_SHARED; i++) {
+    for (int i = 0; i < N_SHARED; i++)
         sh[i] = j->shared[i] && j->sliced ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
-        if (sh[i] && j->sliced) /* this thread's own slice, zeroed by the thread that fills it */
-            memset(sh[i], 0, j->shared_bytes[i]);
-    }
     if (j->dtype == PG_F32)
-        flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, u0, u1, t,
-                      j->T);
+        flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, j->order,
+                      u0, u1);
     else
-        flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, u0, u1, t,
-                      j->T);
+        flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, j->order,
+                      u0, u1);
 }
 
 /* no shared gradients: any split of the rows gives the same bits */
 static void flash_bwd_slice(void *ctx, int64_t u0, int64_t u1, int t) { flash_bwd_rows(ctx, u0, u1, t); }
 
-/* thread t of T: by region (d->group), or (sliced) an even run of rows into its own buffers */
+/* sliced: thread t of T, an even run of rows into its own buffers (zeroed here) */
 static void flash_bwd_task(void *ctx, int64_t t, int thread)
 {
     (void)thread;
     const flash_job *j = ctx;
+    for (int i = 0; i < N_SHARED; i++)
+        if (j->shared[i])
+            memset((char *)j->shared[i] + (size_t)t * j->shared_bytes[i], 0, j->shared_bytes[i]);
     const int64_t n = j->d->B * j->d->H;
-    if (j->d->group)
-        flash_bwd_rows(j, 0, n, (int)t);
-    else
-        flash_bwd_rows(j, n * t / j->T, n * (t + 1) / j->T, (int)t);
+    flash_bwd_rows(j, n * t / j->T, n * (t + 1) / j->T, (int)t);
+}
+
+/* By regions: slice t of j->order, [u0, u1), sized to the speeds. Each region's rows must
+ * reach the shared gradients in order, so a region cut between slices t and t + 1 is begun
+ * by thread t, first thing, and finished by thread t + 1, last thing, once thread t has
+ * flagged it: the lead [u0, lead) goes on with slice t - 1's region, the trail [trail, u1)
+ * begins a region slice t + 1 goes on with, the regions between are whole. */
+static void flash_bwd_regions(void *ctx, int64_t u0, int64_t u1, int t)
+{
+    flash_job *j = ctx;
+    const int64_t R = j->region;
+    const int64_t lead = u0 % R ? (u0 / R + 1) * R < u1 ? (u0 / R + 1) * R : u1 : u0;
+    const int64_t trail = u1 % R && u1 / R * R > lead ? u1 / R * R : u1;
+    flash_bwd_rows(j, trail, u1, t);
+    if (trail < u1)
+        atomic_store_explicit(&j->region_done[t], true, memory_order_release);
+    flash_bwd_rows(j, lead, trail, t);
+    if (u0 < lead) {
+        for (int spins = 0; !atomic_load_explicit(&j->region_done[t - 1], memory_order_acquire); spins++)
+            if (spins > 1000)
+                sched_yield(); /* a descheduled thread t - 1 (or valgrind, one thread at a time) */
+        flash_bwd_rows(j, u0, lead, t);
+    }
+    atomic_store_explicit(&j->region_done[t], true, memory_order_release);
+}
+
+/* the rows bh of the B x H, region by region (bh mod g), each region's in row_at's order */
+static void region_order(const flash_dims *d, int64_t g, int64_t *order)
+{
+    const int64_t n = d->B * d->H;
+    int64_t k = 0;
+    for (int64_t r = 0; r < g; r++)
+        for (int64_t u = 0; u < n; u++)
+            if (row_at_f32(d, u) % g == r)
+                order[k++] = row_at_f32(d, u);
 }
 
 /* A shared gradient += its T per-thread slices, each element adding them in thread order
@@ -420,16 +456,22 @@ static int flash_backward(pg_graph *g, pg_node *node)
     if (!j.scratch)
         return -1;
     /* dbias, drk, dwb and a shared dpair sum over rows bh: region bh mod G of each (G = H, wb_H,
-     * pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, thread t takes the
-     * rows with (bh mod g) mod T = t: each region's rows fall to one thread, in increasing bh as
-     * on one thread, and go straight into the gradients: the same bits for any thread count.
-     * Fewer regions than threads (a window bias shared by every head, or one head): one buffer
-     * per thread (zeroed by it), each thread taking consecutive rows (group 0), added up in
-     * thread order after the join (bits that depend on T). */
-    d.group = shared_group(&s->d, shared);
-    j.sliced = j.T > 1 && d.group < j.T;
-    if (j.sliced) /* (bh mod group) mod T would give every row to thread 0 */
-        d.group = 0;
+     * pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, the rows go region
+     * by region (region_order), cut into slices sized to the threads' speeds, each region's rows
+     * reaching the gradients in one order on any split (flash_bwd_regions), straight into the
+     * gradients: the same bits for any thread count. Fewer regions than threads (a window bias
+     * shared by every head, or one head): one buffer per thread, each thread taking an even run
+     * of consecutive rows, added up in thread order after the join (bits that depend on T). */
+    const int64_t group = shared_group(&s->d, shared);
+    j.sliced = j.T > 1 && group < j.T;
+    if (group > 0 && !j.sliced) {
+        int64_t *order = pg_graph_alloc(g, (size_t)(d.B * d.H) * sizeof *order);
+        if (!order)
+            return -1;
+        region_order(&d, group, order);
+        j.order = order;
+        j.region = d.B * d.H / group;
+    }
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
             continue;
@@ -441,10 +483,10 @@ static int flash_backward(pg_graph *g, pg_node *node)
                 return -1;
         }
     }
-    if (j.d->group || j.sliced)
+    if (j.sliced)
         pg_parallel_for(j.T, flash_bwd_task, &j);
     else
-        pg_parallel_slices(d.B * d.H, 1, j.T, flash_bwd_slice, &j);
+        pg_parallel_slices(d.B * d.H, 1, j.T, j.order ? flash_bwd_regions : flash_bwd_slice, &j);
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i] && j.sliced)
             add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
@@ -561,7 +603,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
-                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, 0};
+                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0};
     pg_tensor *out = pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
         return NULL;

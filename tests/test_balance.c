@@ -205,3 +205,53 @@ Test(balance, uneven_slices_give_the_same_bits)
     free_all(N_RES, three);
     pg_set_num_threads(saved);
 }
+
+/* The fused attention's backward with gradients shared by the batches of a head (a
+ * distance bias (H, 2L - 1) and relative keys (H, 2L - 1, D), as Transformer-XL's): its
+ * rows go region by region (bh mod H), and a split that cuts a region has the next thread
+ * finish it after the first (flash_bwd_regions). B 4, H 4: 4 rows a region, so 0.3 : 1.7
+ * cuts region 0 after 2 rows, 1.7 : 0.3 region 3, and 0.5 : 1.5 : 1 regions 0 and 2.
+ * Results: out, dq, dk, dv, d rel_q, d bias, d rel_k. */
+enum { N_SHARED_RES = 7 };
+
+static void shared_pass_with(int T, const double *speeds, pg_tensor **res)
+{
+    cr_assert_eq(pg_set_num_threads(T), 0);
+    pg_balance was = pg_parallel_balance(PG_BALANCE_FIXED);
+    cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0);
+    pg_tensor *q = randt(PG_SHAPE(4, 4, 64, 16), 1, true), *k = randt(PG_SHAPE(4, 4, 64, 16), 2, true);
+    pg_tensor *v = randt(PG_SHAPE(4, 4, 64, 16), 3, true), *rq = randt(PG_SHAPE(4, 4, 64, 16), 4, true);
+    pg_tensor *db = randt(PG_SHAPE(4, 127), 5, true), *rk = randt(PG_SHAPE(4, 127, 16), 6, true);
+    pg_graph *g = pg_graph_new();
+    pg_flash_opts o = {.causal = true, .dist_bias = db, .rel_q = rq, .rel_k = rk, .rel_scale = 0.5};
+    pg_tensor *y = pg_flash_attention(g, q, k, v, &o);
+    pg_rng r = pg_rng_init(8);
+    cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
+    pg_tensor *in[] = {q, k, v, rq, db, rk};
+    res[0] = pg_tensor_copy(NULL, y);
+    for (int i = 0; i < 6; i++)
+        res[1 + i] = pg_tensor_copy(NULL, in[i]->grad);
+    pg_graph_free(g);
+    free_all(6, in);
+    pg_parallel_balance(was);
+}
+
+Test(balance, regions_cut_between_threads_give_the_same_bits)
+{
+    int saved = pg_num_threads();
+    static const char *what[N_SHARED_RES] = {"out", "dq", "dk", "dv", "d rel_q", "d bias", "d rel_k"};
+    pg_tensor *one[N_SHARED_RES], *other[N_SHARED_RES];
+    shared_pass_with(1, (const double[]){1}, one);
+    const int T[] = {2, 2, 2, 3, 3};
+    const double *speeds[] = {(const double[]){1, 1}, (const double[]){0.3, 1.7}, (const double[]){1.7, 0.3},
+                              (const double[]){0.5, 1.5, 1}, (const double[]){1, 1, 1}};
+    for (int c = 0; c < 5; c++) {
+        shared_pass_with(T[c], speeds[c], other);
+        for (int i = 0; i < N_SHARED_RES; i++)
+            cr_assert_eq(memcmp(one[i]->data, other[i]->data, (size_t)one[i]->numel * sizeof(double)), 0,
+                         "%s differs between 1 thread and case %d (%d threads)", what[i], c, T[c]);
+        free_all(N_SHARED_RES, other);
+    }
+    free_all(N_SHARED_RES, one);
+    pg_set_num_threads(saved);
+}
