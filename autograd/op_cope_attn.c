@@ -25,6 +25,7 @@
 #include "attn_check.h"
 #include "cope_rows.h"
 #include "exp_rows.h"
+#include "op_util.h"
 
 #include <stdlib.h>
 
@@ -308,9 +309,10 @@ static void cattn_task(void *ctx, int64_t bh, int thread)
         (j->dt == PG_F32 ? fwd_head_f32 : fwd_head_f64)(j, bh, scr);
 }
 
+/* the heads over the pool, a run of consecutive heads a thread, sized to the cores' speeds */
 static void cattn_run(cattn_job *j, int64_t B)
 {
-    pg_parallel_for(B * j->H, cattn_task, j);
+    op_parallel_for(B * j->H, B * j->H, 0, cattn_task, j);
 }
 
 /* dE (+)= the heads' slices: a range of E's entries a task */

@@ -174,7 +174,7 @@ static void batch_at(const mm_plan *p, int64_t z, int64_t *za, int64_t *zb)
     }
 }
 
-/* task z: output batch z (the pool gives each thread a run of consecutive batches) */
+/* task z: output batch z (each thread takes a run of consecutive batches) */
 static void mm_task(void *ctx, int64_t z, int thread)
 {
     (void)thread;
@@ -196,7 +196,7 @@ static void mm_run(const mm_job *j, bool shared)
     const int64_t T = pg_num_threads();
     const double flops = 2.0 * (double)p->M * (double)p->N * (double)p->K;
     if (!shared && T > 1 && p->nbatch >= 2 && (p->nbatch % T == 0 || p->nbatch >= 4 * T || flops < (1 << 22))) {
-        pg_parallel_for(p->nbatch, mm_task, (void *)j);
+        op_parallel_for(p->nbatch, p->nbatch, 0, mm_task, (void *)j); /* runs sized to the cores' speeds */
         return;
     }
     int64_t idx[PG_MAX_DIMS] = {0}, za = 0, zb = 0;
