@@ -423,25 +423,24 @@ static adam_coef adam_coefs(const pg_optim_hparams *h, int64_t step, bool decoup
     return c;
 }
 
-/* ---- one pass over every parameter's elements, split evenly over the threads ----------------
- * The elements of the n parameters laid end to end, [0, total); task t of T takes
- * [t total / T, (t + 1) total / T) (boundaries multiples of 16 elements), whatever
- * parameters that range crosses. Elementwise work, so any split gives the same bits;
- * many small parameters share a thread instead of each running on the caller. */
+/* ---- one pass over every parameter's elements, split over the threads ---------------------
+ * The elements of the n parameters laid end to end, [0, total), cut into one slice per
+ * thread (boundaries multiples of 16 elements, sizes following the cores' speeds:
+ * pg_parallel_range), whatever parameters a slice crosses. Elementwise work, so any split
+ * gives the same bits; many small parameters share a thread instead of each running on
+ * the caller. */
 typedef struct flat_job {
     pg_param_state **st; /* n parameters */
     adam_coef *coef;     /* n, or NULL (zeroing) */
     int64_t *start;      /* n + 1 prefix sums of the element counts */
-    int n, T;
+    int n;
     void (*slice)(const struct flat_job *j, int k, int64_t i0, int64_t i1); /* parameter k, its elements [i0, i1) */
 } flat_job;
 
-static void flat_task(void *ctx, int64_t t, int thread)
+/* the elements [lo, hi) of the parameters laid end to end */
+static void flat_range(void *ctx, int64_t lo, int64_t hi)
 {
-    (void)thread;
     const flat_job *j = ctx;
-    int64_t total = j->start[j->n];
-    int64_t lo = total * t / j->T / 16 * 16, hi = t + 1 == j->T ? total : total * (t + 1) / j->T / 16 * 16;
     for (int k = 0; k < j->n && lo < hi; k++) {
         int64_t a = j->start[k], b = j->start[k + 1];
         if (b <= lo)
@@ -458,8 +457,7 @@ static void flat_run(flat_job *j)
     j->start[0] = 0;
     for (int k = 0; k < j->n; k++)
         j->start[k + 1] = j->start[k] + j->st[k]->param->numel;
-    j->T = (int)pg_parallel_tasks(j->start[j->n], 65536);
-    pg_parallel_for(j->T, flat_task, j);
+    pg_parallel_range(j->start[j->n], 65536, flat_range, j);
 }
 
 static void adam_flat_slice(const flat_job *j, int k, int64_t i0, int64_t i1)
