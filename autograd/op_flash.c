@@ -271,9 +271,9 @@ typedef struct flash_job {
                              * slices each when `sliced` */
     size_t shared_bytes[N_SHARED];
     bool sliced;
-    const int64_t *order; /* backward by regions: the rows bh region by region (NULL: row_at's order) */
-    int64_t region;       /* rows per region */
-    _Atomic bool region_done[PG_MAX_THREADS]; /* slice t is done with the region slice t + 1 goes on with */
+    const int64_t *order;       /* backward by regions: the rows bh region by region (NULL: row_at's order) */
+    int64_t region;             /* rows per region */
+    _Atomic int64_t *rows_done; /* per region: how many of its first rows are done */
 } flash_job;
 
 /* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
@@ -330,27 +330,29 @@ static void flash_bwd_task(void *ctx, int64_t t, int thread)
 }
 
 /* By regions: slice t of j->order, [u0, u1), sized to the speeds. Each region's rows must
- * reach the shared gradients in order, so a region cut between slices t and t + 1 is begun
- * by thread t, first thing, and finished by thread t + 1, last thing, once thread t has
- * flagged it: the lead [u0, lead) goes on with slice t - 1's region, the trail [trail, u1)
- * begins a region slice t + 1 goes on with, the regions between are whole. */
+ * reach the shared gradients in order, so a region cut between slices is begun by one
+ * thread, first thing, and finished by the next with rows of it (slices may be empty), last
+ * thing, once the rows before its own are counted done: the lead [u0, lead) goes on with a
+ * region begun before u0, the trail [trail, u1) begins a region that goes on after u1, the
+ * regions between are whole. */
 static void flash_bwd_regions(void *ctx, int64_t u0, int64_t u1, int t)
 {
-    flash_job *j = ctx;
+    const flash_job *j = ctx;
     const int64_t R = j->region;
     const int64_t lead = u0 % R ? (u0 / R + 1) * R < u1 ? (u0 / R + 1) * R : u1 : u0;
-    const int64_t trail = u1 % R && u1 / R * R > lead ? u1 / R * R : u1;
+    const int64_t trail = u1 % R == 0 ? u1 : u1 / R * R > lead ? u1 / R * R : lead;
     flash_bwd_rows(j, trail, u1, t);
     if (trail < u1)
-        atomic_store_explicit(&j->region_done[t], true, memory_order_release);
+        atomic_store_explicit(&j->rows_done[trail / R], u1 - trail, memory_order_release);
     flash_bwd_rows(j, lead, trail, t);
     if (u0 < lead) {
-        for (int spins = 0; !atomic_load_explicit(&j->region_done[t - 1], memory_order_acquire); spins++)
+        _Atomic int64_t *done = &j->rows_done[u0 / R];
+        for (int spins = 0; atomic_load_explicit(done, memory_order_acquire) < u0 % R; spins++)
             if (spins > 1000)
-                sched_yield(); /* a descheduled thread t - 1 (or valgrind, one thread at a time) */
+                sched_yield(); /* the thread before descheduled (or valgrind: one thread at a time) */
         flash_bwd_rows(j, u0, lead, t);
+        atomic_store_explicit(done, lead - u0 / R * R, memory_order_release);
     }
-    atomic_store_explicit(&j->region_done[t], true, memory_order_release);
 }
 
 /* the rows bh of the B x H, region by region (bh mod g), each region's in row_at's order */
@@ -471,6 +473,11 @@ static int flash_backward(pg_graph *g, pg_node *node)
         region_order(&d, group, order);
         j.order = order;
         j.region = d.B * d.H / group;
+        j.rows_done = pg_graph_alloc(g, (size_t)group * sizeof *j.rows_done);
+        if (!j.rows_done)
+            return -1;
+        for (int64_t r = 0; r < group; r++)
+            atomic_init(&j.rows_done[r], 0);
     }
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])

@@ -210,7 +210,8 @@ Test(balance, uneven_slices_give_the_same_bits)
  * distance bias (H, 2L - 1) and relative keys (H, 2L - 1, D), as Transformer-XL's): its
  * rows go region by region (bh mod H), and a split that cuts a region has the next thread
  * finish it after the first (flash_bwd_regions). B 4, H 4: 4 rows a region, so 0.3 : 1.7
- * cuts region 0 after 2 rows, 1.7 : 0.3 region 3, and 0.5 : 1.5 : 1 regions 0 and 2.
+ * cuts region 0 after 2 rows, 1.7 : 0.3 region 3, 0.5 : 1.5 : 1 regions 0 and 2, and
+ * 0.9 : 1e-6 : 1.1 region 1 between threads 0 and 2, thread 1 having no rows.
  * Results: out, dq, dk, dv, d rel_q, d bias, d rel_k. */
 enum { N_SHARED_RES = 7 };
 
@@ -242,10 +243,12 @@ Test(balance, regions_cut_between_threads_give_the_same_bits)
     static const char *what[N_SHARED_RES] = {"out", "dq", "dk", "dv", "d rel_q", "d bias", "d rel_k"};
     pg_tensor *one[N_SHARED_RES], *other[N_SHARED_RES];
     shared_pass_with(1, (const double[]){1}, one);
-    const int T[] = {2, 2, 2, 3, 3};
-    const double *speeds[] = {(const double[]){1, 1}, (const double[]){0.3, 1.7}, (const double[]){1.7, 0.3},
-                              (const double[]){0.5, 1.5, 1}, (const double[]){1, 1, 1}};
-    for (int c = 0; c < 5; c++) {
+    /* the last: slice 1 empty (bounds 0, 7, 7, 16), slice 2 goes on with region 1 begun by slice 0 */
+    const int T[] = {2, 2, 2, 3, 3, 3};
+    const double *speeds[] = {(const double[]){1, 1},       (const double[]){0.3, 1.7},
+                              (const double[]){1.7, 0.3},   (const double[]){0.5, 1.5, 1},
+                              (const double[]){1, 1, 1},    (const double[]){0.9, 1e-6, 1.1}};
+    for (int c = 0; c < 6; c++) {
         shared_pass_with(T[c], speeds[c], other);
         for (int i = 0; i < N_SHARED_RES; i++)
             cr_assert_eq(memcmp(one[i]->data, other[i]->data, (size_t)one[i]->numel * sizeof(double)), 0,
