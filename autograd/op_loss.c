@@ -125,9 +125,19 @@ DEFINE_CE_GRAD_ROW(double, f64)
 DEFINE_CE(float, f32)
 DEFINE_CE(double, f64)
 
-/* ---- rows over the thread pool: task t of T takes rows [t rows / T, (t + 1) rows / T);
- * the forward's per-task loss sums are added in task order ------------------------------- */
-#define CE_GRAIN 16384 /* logits per task at least */
+/* ---- rows in blocks over the thread pool: block t of T takes rows [t rows / T, (t + 1) rows
+ * / T), T fixed by the size alone (ce_blocks), so the forward's per-block loss sums, added in
+ * block order, are the same bits for any thread count and any split of the blocks ---------- */
+#define CE_GRAIN 16384 /* logits per thread at least */
+
+/* blocks of at least CE_GRAIN / 4 logits, at most 64 and at most one per row */
+static int64_t ce_blocks(int64_t rows, int64_t C)
+{
+    int64_t nb = rows * C / (CE_GRAIN / 4);
+    nb = nb < 64 ? nb : 64;
+    nb = nb < rows ? nb : rows;
+    return nb > 1 ? nb : 1;
+}
 
 typedef struct ce_job {
     bool f32, backward;
@@ -137,7 +147,7 @@ typedef struct ce_job {
     const void *x, *lse_in;
     void *lse;
     const int64_t *tg;
-    double *totals; /* forward: T per-task sums */
+    double *totals; /* forward: T per-block sums */
 } ce_job;
 
 static void ce_task(void *ctx, int64_t t, int thread)
@@ -174,9 +184,9 @@ static int cross_entropy_backward(pg_graph *g, pg_node *n)
         return 0; /* every target ignored: zero gradient */
     double up = pg_get(n->out->grad, 0) / count;
     ce_job j = {.f32 = x->dtype == PG_F32, .backward = true, .rows = rows, .C = C,
-                .T = pg_parallel_tasks(rows * C, CE_GRAIN),
+                .T = ce_blocks(rows, C),
                 .ignore = ignore, .s = s, .up = up, .gx = gx->data, .x = x->data, .lse_in = n->ctx, .tg = tg->data};
-    pg_parallel_for(j.T, ce_task, &j);
+    op_parallel_for(j.T, rows * C, 2 * CE_GRAIN, ce_task, &j);
     return 0;
 }
 
@@ -250,11 +260,11 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
     void *lse = keep ? pg_graph_alloc(g, (size_t)rows * pg_dtype_size(logits->dtype)) : NULL;
     if (keep && !lse)
         return NULL;
-    double totals[PG_MAX_THREADS], total = 0;
-    ce_job j = {.f32 = logits->dtype == PG_F32, .rows = rows, .C = C, .T = pg_parallel_tasks(rows * C, CE_GRAIN),
+    double totals[64], total = 0;
+    ce_job j = {.f32 = logits->dtype == PG_F32, .rows = rows, .C = C, .T = ce_blocks(rows, C),
                 .ignore = ignore_index,
                 .s = label_smoothing, .x = logits->data, .lse = lse, .tg = targets->data, .totals = totals};
-    pg_parallel_for(j.T, ce_task, &j);
+    op_parallel_for(j.T, rows * C, 2 * CE_GRAIN, ce_task, &j);
     for (int64_t t = 0; t < j.T; t++)
         total += totals[t];
     pg_set(out, 0, count ? total / (double)count : 0.0);

@@ -154,8 +154,8 @@ static inline float log_sigmoid_f(float x) { return (x < 0 ? x : 0.0f) - log1p(e
 DEFINE_BCE_T(float, f32)
 DEFINE_BCE_T(double, f64)
 
-/* ---- the shared driver: elements over the thread pool, task t of T takes
- * [t n / T, (t + 1) n / T) ------------------------------------------------------------------------ */
+/* ---- the shared driver: elements in blocks over the thread pool, block t of T takes
+ * [t n / T, (t + 1) n / T) (run_job) ------------------------------------------------------------- */
 
 typedef struct loss_job {
     const reg_kind *k; /* NULL: bce */
@@ -164,7 +164,7 @@ typedef struct loss_job {
     double a, up0;
     void *out, *gx, *gy;          /* out: per-element losses (NONE) or NULL */
     const void *x, *y, *w, *pw, *up;
-    double sums[PG_MAX_THREADS];  /* forward with out NULL: per-task sums */
+    double sums[PG_MAX_THREADS];  /* forward with out NULL: per-block sums */
 } loss_job;
 
 #define AT(TY, p) ((p) ? (TY *)(p) + i0 : NULL)
@@ -196,15 +196,14 @@ static void loss_task(void *ctx, int64_t t, int thread)
     }
 }
 
+/* blocks of at least LOSS_GRAIN / 4 elements, at most PG_MAX_THREADS: fixed by the size alone,
+ * so the per-block sums, added in block order, are the same bits for any thread count; the
+ * blocks go over the pool in runs sized to the cores' speeds */
 static void run_job(loss_job *j)
 {
-    j->T = pg_parallel_tasks(j->n, LOSS_GRAIN);
-    if (j->T > PG_MAX_THREADS)
-        j->T = PG_MAX_THREADS;
-    if (j->T <= 1)
-        loss_task(j, 0, 0);
-    else
-        pg_parallel_for(j->T, loss_task, j);
+    int64_t nb = j->n / (LOSS_GRAIN / 4);
+    j->T = nb < 1 ? 1 : nb > PG_MAX_THREADS ? PG_MAX_THREADS : nb;
+    op_parallel_for(j->T, j->n, 2 * LOSS_GRAIN, loss_task, j);
 }
 
 /* node: in = {x, y, w, pw} (bce's weights broadcast to x's shape, or NULL), ctx

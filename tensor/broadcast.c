@@ -241,13 +241,14 @@ static int64_t sum_blocks_of(int64_t rows, int64_t n)
                     slot[c] += s[c * cs];                                                          \
     } while (0)
 
-static void sum_blocks_task(void *ctx, int64_t t, int thread)
+/* blocks b0 .. b1 - 1, each into its own slot: any split of the blocks, the same bits */
+static void sum_blocks_slice(void *ctx, int64_t b0, int64_t b1, int slice)
 {
-    (void)thread;
+    (void)slice;
     block_job *bj = ctx;
     const pg_bcast *p = bj->j->p;
     const int64_t n = p->inner, rs = p->stride[0][0], cs = p->istride[0], rows = p->shape[0];
-    for (int64_t b = bj->blocks * t / bj->tasks; b < bj->blocks * (t + 1) / bj->tasks; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         const int64_t r0 = b * bj->rows_per_block, r1 = r0 + bj->rows_per_block < rows ? r0 + bj->rows_per_block : rows;
         if (bj->j->f32)
             SUM_BLOCK(float, f32);
@@ -272,7 +273,7 @@ static void sum_column_blocks(const sum_job *j, int64_t blocks)
     bj.blocks = (rows + bj.rows_per_block - 1) / bj.rows_per_block;
     bj.tasks = pg_parallel_tasks(rows * n, SUM_GRAIN);
     bj.tasks = bj.tasks < bj.blocks ? bj.tasks : bj.blocks;
-    pg_parallel_for(bj.tasks, sum_blocks_task, &bj);
+    pg_parallel_slices(bj.blocks, 1, (int)bj.tasks, sum_blocks_slice, &bj);
     if (j->f32)
         ADD_SLOTS(float, bj.slots.f32)
     else

@@ -560,8 +560,8 @@ typedef struct operand {
         else                                                                                                           \
             gemm_range_##sfx(g, 0, g->M, lo, hi);                                                                      \
     }                                                                                                                  \
-    /* split-K: the two halves' blocks side by side, each padded to a multiple of the unit \
-     * (span); slice lo .. hi - 1 of that line takes its part of each half */                                         \
+    /* split-K: the two halves' blocks side by side, each padded to a multiple of the unit                             \
+     * (span); slice lo .. hi - 1 of that line takes its part of each half */                                          \
     static void gemm_halves_slice_##sfx(void *ctx, int64_t lo, int64_t hi, int slice)                                  \
     {                                                                                                                  \
         const gemm_plan *h = ctx;                                                                                      \

@@ -258,3 +258,49 @@ Test(balance, regions_cut_between_threads_give_the_same_bits)
     free_all(N_SHARED_RES, one);
     pg_set_num_threads(saved);
 }
+
+/* The losses sum over elements or rows in blocks fixed by the size alone, added in block
+ * order (pg_cross_entropy, the regression losses and pg_bce_with_logits): the same bits for
+ * any thread count and split. x, y (600, 500) f64 (float32 terms summed in double would come
+ * out exact in any grouping): 300000 elements, 64 blocks. */
+static void losses_with(int T, const double *speeds, double *out)
+{
+    cr_assert_eq(pg_set_num_threads(T), 0);
+    pg_balance was = pg_parallel_balance(PG_BALANCE_FIXED);
+    cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0);
+    pg_rng r = pg_rng_init(41);
+    pg_tensor *x = pg_randn(NULL, PG_F64, PG_SHAPE(600, 500), &r), *y = pg_rand(NULL, PG_F64, PG_SHAPE(600, 500), &r);
+    pg_tensor *tg = pg_empty(NULL, PG_I64, PG_SHAPE(600));
+    for (int i = 0; i < 600; i++)
+        pg_i64(tg)[i] = (i * 37) % 500;
+    pg_graph *g = pg_graph_new();
+    pg_tensor *l[5] = {pg_cross_entropy(g, x, tg, -100, 0.1), pg_mse_loss(g, x, y, PG_REDUCE_SUM),
+                       pg_l1_loss(g, x, y, PG_REDUCE_MEAN), pg_smooth_l1_loss(g, x, y, 0.5, PG_REDUCE_SUM),
+                       pg_bce_with_logits(g, x, y, NULL, NULL, PG_REDUCE_MEAN)};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_not_null(l[i], "%s", pg_graph_error(g));
+        out[i] = pg_get(l[i], 0);
+    }
+    pg_graph_free(g);
+    pg_tensor_free(x);
+    pg_tensor_free(y);
+    pg_tensor_free(tg);
+    pg_parallel_balance(was);
+}
+
+Test(balance, losses_same_bits_for_any_thread_count)
+{
+    int saved = pg_num_threads();
+    static const char *what[5] = {"cross-entropy", "mse", "l1", "smooth l1", "bce with logits"};
+    double one[5], other[5];
+    losses_with(1, (const double[]){1}, one);
+    const int T[] = {2, 2, 3};
+    const double *speeds[] = {(const double[]){1, 1}, (const double[]){0.3, 1.7}, (const double[]){0.5, 1.5, 1}};
+    for (int c = 0; c < 3; c++) {
+        losses_with(T[c], speeds[c], other);
+        for (int i = 0; i < 5; i++)
+            cr_assert(memcmp(&one[i], &other[i], sizeof(double)) == 0, "%s: %.17g on 1 thread, %.17g in case %d",
+                      what[i], one[i], other[i], c);
+    }
+    pg_set_num_threads(saved);
+}
