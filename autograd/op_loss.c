@@ -130,14 +130,8 @@ DEFINE_CE(double, f64)
  * block order, are the same bits for any thread count and any split of the blocks ---------- */
 #define CE_GRAIN 16384 /* logits per thread at least */
 
-/* blocks of at least CE_GRAIN / 4 logits, at most 64 and at most one per row */
-static int64_t ce_blocks(int64_t rows, int64_t C)
-{
-    int64_t nb = rows * C / (CE_GRAIN / 4);
-    nb = nb < 64 ? nb : 64;
-    nb = nb < rows ? nb : rows;
-    return nb > 1 ? nb : 1;
-}
+/* blocks of at least CE_GRAIN / 4 logits (op_sum_blocks) */
+static int64_t ce_blocks(int64_t rows, int64_t C) { return op_sum_blocks(rows, rows * C, CE_GRAIN / 4); }
 
 typedef struct ce_job {
     bool f32, backward;
@@ -260,7 +254,7 @@ pg_tensor *pg_cross_entropy(pg_graph *g, pg_tensor *logits, pg_tensor *targets, 
     void *lse = keep ? pg_graph_alloc(g, (size_t)rows * pg_dtype_size(logits->dtype)) : NULL;
     if (keep && !lse)
         return NULL;
-    double totals[64], total = 0;
+    double totals[OP_SUM_BLOCKS_MAX], total = 0;
     ce_job j = {.f32 = logits->dtype == PG_F32, .rows = rows, .C = C, .T = ce_blocks(rows, C),
                 .ignore = ignore_index,
                 .s = label_smoothing, .x = logits->data, .lse = lse, .tg = targets->data, .totals = totals};

@@ -164,7 +164,7 @@ typedef struct loss_job {
     double a, up0;
     void *out, *gx, *gy;          /* out: per-element losses (NONE) or NULL */
     const void *x, *y, *w, *pw, *up;
-    double sums[PG_MAX_THREADS];  /* forward with out NULL: per-block sums */
+    double sums[OP_SUM_BLOCKS_MAX]; /* forward with out NULL: per-block sums */
 } loss_job;
 
 #define AT(TY, p) ((p) ? (TY *)(p) + i0 : NULL)
@@ -196,13 +196,12 @@ static void loss_task(void *ctx, int64_t t, int thread)
     }
 }
 
-/* blocks of at least LOSS_GRAIN / 4 elements, at most PG_MAX_THREADS: fixed by the size alone,
+/* blocks of at least LOSS_GRAIN / 4 elements (op_sum_blocks): fixed by the size alone,
  * so the per-block sums, added in block order, are the same bits for any thread count; the
  * blocks go over the pool in runs sized to the cores' speeds */
 static void run_job(loss_job *j)
 {
-    int64_t nb = j->n / (LOSS_GRAIN / 4);
-    j->T = nb < 1 ? 1 : nb > PG_MAX_THREADS ? PG_MAX_THREADS : nb;
+    j->T = op_sum_blocks(j->n, j->n, LOSS_GRAIN / 4);
     op_parallel_for(j->T, j->n, 2 * LOSS_GRAIN, loss_task, j);
 }
 

@@ -165,16 +165,10 @@ static bool acc_for(pg_graph *g, const pg_tensor *grad, int64_t D, double **acc)
  * the backward's dw, db are summed per task and then over tasks in task order ---------- */
 #define NORM_GRAIN 32768 /* elements per task at least */
 
-/* The backward's task count: from the shape alone (about NORM_GRAIN / 4 elements a task,
- * at most 64 tasks and one a row), so that dw and db, sums over rows grouped by task, have
- * the same bits for any thread count (grouped by thread, float64's showed it) */
-static int64_t norm_blocks(int64_t rows, int64_t D)
-{
-    int64_t nb = rows * D / (NORM_GRAIN / 4);
-    nb = nb < 64 ? nb : 64;
-    nb = nb < rows ? nb : rows;
-    return nb > 1 ? nb : 1;
-}
+/* The backward's task count: from the shape alone (op_sum_blocks, about NORM_GRAIN / 4
+ * elements a task), so that dw and db, sums over rows grouped by task, have the same bits
+ * for any thread count (grouped by thread, float64's showed it) */
+static int64_t norm_blocks(int64_t rows, int64_t D) { return op_sum_blocks(rows, rows * D, NORM_GRAIN / 4); }
 
 typedef struct norm_job {
     bool f32, center;

@@ -33,8 +33,11 @@
  * fused attention's rows, op_parallel_for's tasks) cut their work with
  * pg_parallel_slices: one slice per thread, sized to speeds the pool measures as
  * it goes (PG_BALANCE_MEASURED), or evenly, or to given speeds (pg_balance). The
- * bits are the same whichever (tests/test_balance.c). Splits whose bits depend on
- * the partition (per-task partial sums) keep pg_parallel_for's fixed one. */
+ * bits are the same whichever (tests/test_balance.c). Sums over rows go in blocks
+ * fixed by the size alone, whichever thread takes them; what keeps
+ * pg_parallel_for's fixed partition: the fused attention's backward with fewer
+ * shared-gradient regions than threads (a buffer per thread) and the non-finite
+ * scan. */
 #ifndef PG_THREADPOOL_H
 #define PG_THREADPOOL_H
 

@@ -350,16 +350,25 @@ static int run_case(const char *name, const char *arg)
     return 2;
 }
 
-/* An integer argument in lo..hi, or -1 with a message naming it */
-static long int_arg(const char *what, const char *s, long lo, long hi)
+/* An integer argument in lo..hi, or -1 with a message naming the mode and the argument */
+static long int_arg(const char *mode, const char *what, const char *s, long lo, long hi)
 {
     char *end;
     long v = strtol(s, &end, 10);
     if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "bench --steps: %s '%s' is not an integer in %ld..%ld\n", what, s, lo, hi);
+        fprintf(stderr, "bench %s: %s '%s' is not an integer in %ld..%ld\n", mode, what, s, lo, hi);
         return -1;
     }
     return v;
+}
+
+/* argv: bench MODE SCHEME [STEPS [THREADS ...]]: STEPS (default 60) and THREADS (default
+ * `threads`) into *steps, *threads; false (and a message) when one is not valid */
+static bool steps_threads(int argc, char **argv, long threads_default, long *steps, long *threads)
+{
+    *steps = argc > 3 ? int_arg(argv[1], "STEPS", argv[3], 1, 100000) : 60;
+    *threads = argc > 4 ? int_arg(argv[1], "THREADS", argv[4], 1, PG_MAX_THREADS) : threads_default;
+    return *steps > 0 && *threads > 0;
 }
 
 /* `bench --steps SCHEME [STEPS [THREADS [f32|f64]]]` (defaults 60, 1, f32) */
@@ -369,15 +378,14 @@ static int run_steps(int argc, char **argv)
         fprintf(stderr, "usage: bench --steps SCHEME [STEPS [THREADS [f32|f64]]]\n");
         return 2;
     }
-    long steps = argc > 3 ? int_arg("STEPS", argv[3], 1, 100000) : 60;
-    long threads = argc > 4 ? int_arg("THREADS", argv[4], 1, PG_MAX_THREADS) : 1;
+    long steps, threads;
+    if (!steps_threads(argc, argv, 1, &steps, &threads))
+        return 2;
     const char *dt = argc > 5 ? argv[5] : "f32";
     if (strcmp(dt, "f32") && strcmp(dt, "f64")) {
         fprintf(stderr, "bench --steps: dtype '%s' is neither f32 nor f64\n", dt);
         return 2;
     }
-    if (steps < 0 || threads < 0)
-        return 2;
     return bench_train_steps(argv[2], (int)steps, (int)threads, strcmp(dt, "f64") ? PG_F32 : PG_F64);
 }
 
@@ -388,9 +396,8 @@ static int run_balance(int argc, char **argv)
         fprintf(stderr, "usage: bench --balance SCHEME [STEPS [THREADS]]\n");
         return 2;
     }
-    long steps = argc > 3 ? int_arg("STEPS", argv[3], 1, 100000) : 60;
-    long threads = argc > 4 ? int_arg("THREADS", argv[4], 1, PG_MAX_THREADS) : 2;
-    if (steps < 0 || threads < 0)
+    long steps, threads;
+    if (!steps_threads(argc, argv, 2, &steps, &threads))
         return 2;
     return bench_train_balance(argv[2], (int)steps, (int)threads);
 }
