@@ -183,12 +183,12 @@ static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
  * goes on from its count does them all (op_cope.c, op_cumsum.c) */
 #define OP_NO_VECTOR_FORM(...) ((int64_t)0)
 
-/* How many blocks a sum over `rows` rows (`work` elements in all) is taken in: one per
- * block_work elements, at most OP_SUM_BLOCKS_MAX and at most one a row, at least 1. From the shape alone,
- * so sums grouped by block, added in block order, have the same bits for any thread count
- * (the norms' weight gradients, the losses). */
 #define OP_SUM_BLOCKS_MAX 64
 
+/* How many blocks a sum over `rows` rows (`work` elements in all) is taken in: one per
+ * block_work elements, at most OP_SUM_BLOCKS_MAX and one a row, at least 1. From the
+ * shape alone, so sums grouped by block, added in block order, have the same bits for any
+ * thread count (the norms' weight gradients, the losses). */
 static inline int64_t op_sum_blocks(int64_t rows, int64_t work, int64_t block_work)
 {
     int64_t nb = work / block_work;

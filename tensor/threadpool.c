@@ -446,6 +446,12 @@ void pg_parallel_slices_at(int parts, const int64_t *bounds,
         pg_set_error("pg_parallel_slices_at: %d slices for %d threads", parts, T);
         return;
     }
+    for (int t = 0; t < parts; t++)
+        if (bounds[t] < 0 || bounds[t] > bounds[t + 1]) {
+            pg_set_error("pg_parallel_slices_at: bounds[%d..%d] = %lld, %lld: not 0 <= ascending", t, t + 1,
+                         (long long)bounds[t], (long long)bounds[t + 1]);
+            return;
+        }
     slices_job j = {.fn = fn, .ctx = ctx, .bounds = bounds};
     if (parts == 1) {
         if (bounds[0] < bounds[1])

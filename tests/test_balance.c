@@ -1,8 +1,9 @@
 /* Slices sized to the threads' speeds (pg_parallel_slices, threadpool.h): where
  * the boundaries fall for given speeds, how one job's times move the estimates,
- * and that no split changes a bit of a forward and backward pass through every
- * kernel that takes sized slices (GEMM with its split-K halves, an elementwise
- * range, the norm, the fused attention, op_parallel_for's tasks). */
+ * bad input, and that no split changes a bit of a forward and backward pass
+ * through every kernel that takes sized slices (GEMM with its split-K halves, an
+ * elementwise range, the norm, the fused attention with and without shared
+ * gradients, op_parallel_for's tasks), nor of the losses' block sums. */
 #include "testutil.h"
 
 #include "../tensor/threadpool.h"
@@ -130,6 +131,12 @@ Test(balance, bad_input)
     cr_assert_eq(pg_parallel_balance((pg_balance)7), PG_BALANCE_FIXED);
     cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_balance: 7 is not a pg_balance"), "%s", pg_last_error());
     cr_assert_eq(pg_parallel_balance(was), PG_BALANCE_FIXED, "a rejected mode was kept");
+    pg_parallel_slices_at(2, (const int64_t[]){0, 5, 3}, note_slice, NULL);
+    cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_slices_at: bounds[1..2] = 5, 3: not 0 <= ascending"),
+                       "%s", pg_last_error());
+    pg_parallel_slices_at(3, (const int64_t[]){0, 1, 2, 3}, note_slice, NULL);
+    cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_slices_at: 3 slices for 2 threads"), "%s",
+                       pg_last_error());
     int64_t b[3] = {-1, -1, -1};
     pg_split_bounds(10, 0, 2, NULL, b);
     cr_assert_not_null(strstr(pg_last_error(), "pg_split_bounds: needs extent >= 0, unit >= 1"), "%s",
