@@ -20,6 +20,10 @@
 # LD_PRELOAD when libjemalloc2 is installed: torch_run below), each a warm-up step and the
 # median of 7 timed steps.
 # Without python3-torch it says so and prints posgrad's figures alone.
+# The ratios between posgrad's own figures come twice: of the medians (<who>_t2_over_t1_<s>,
+# <who>_f64_over_f32) and paired (..._paired: the median and range over the rounds of each
+# round's ratio, its two figures taken a minute apart rather than across the whole run, so
+# that a slow minute of a shared host falls on both or neither).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -89,13 +93,15 @@ torch_run() { # scheme threads dtype name
         --scheme "$scheme" --threads "$threads" --dtype "$dtype" 2>/dev/null | value_of "$name"
 }
 
-# one alternated measurement: appends "who name value" lines to $out
+# one alternated measurement: appends "who name value round" lines to $out (round: $r)
 measure() { # scheme threads dtype
     suffix=$([ "$3" = f64 ] && echo _f64)
     name="train_$1${suffix}_t$2"
-    echo "posgrad $name $(posgrad_run "$name")" >>"$out"
+    v=$(posgrad_run "$name")
+    echo "posgrad $name ${v:-0} $r" >>"$out" # 0: the run failed (left out below)
     if [ "$torch" = 1 ]; then
-        echo "torch $name $(torch_run "$1" "$2" "$3" "$name")" >>"$out"
+        v=$(torch_run "$1" "$2" "$3" "$name")
+        echo "torch $name ${v:-0} $r" >>"$out"
     fi
 }
 
@@ -127,7 +133,15 @@ function median(k,    n, i, j, t, v) {
     return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
 }
 function cell(k) { return (k in cnt) ? sprintf("%.0f (%.0f-%.0f)", med[k], lo[k], hi[k]) : "-" }
-$3 != "" && $3 > 0 { k = $1 " " $2; cnt[k]++; val[k, cnt[k]] = $3 }
+$3 != "" && $3 > 0 { k = $1 " " $2; cnt[k]++; val[k, cnt[k]] = $3; at[k, $4] = $3 }
+# the median (range) of a / b over the rounds that measured both: a pair taken a minute apart
+function paired(a, b,    r, n, i, j, t, v) {
+    n = 0
+    for (r = 1; r <= rounds; r++) if (((a, r) in at) && ((b, r) in at)) v[++n] = at[a, r] / at[b, r]
+    if (n == 0) return ""
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return sprintf("%.2f x (%.2f-%.2f, %d rounds)", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2, v[1], v[n], n)
+}
 END {
     for (k in cnt) med[k] = median(k)
     ns = split(schemes, S, " "); nt = split(threads, T, " ")
@@ -148,9 +162,17 @@ END {
         who = w ? "torch" : "posgrad"; a = who " train_" S[i] "_t2"; b = who " train_" S[i] "_t1"
         if ((a in cnt) && (b in cnt)) printf "%s_t2_over_t1_%s %.2f x\n", who, S[i], med[a] / med[b]
     }
+    for (i = 1; i <= ns; i++) for (w = 0; w < 2; w++) {
+        who = w ? "torch" : "posgrad"; p = paired(who " train_" S[i] "_t2", who " train_" S[i] "_t1")
+        if (p != "") printf "%s_t2_over_t1_paired_%s %s\n", who, S[i], p
+    }
     for (w = 0; w < 2; w++) {
         who = w ? "torch" : "posgrad"; a = who " train_none_f64_t2"; b = who " train_none_t2"
         if ((a in cnt) && (b in cnt)) printf "%s_f64_over_f32 %.2f x\n", who, med[a] / med[b]
+    }
+    for (w = 0; w < 2; w++) {
+        who = w ? "torch" : "posgrad"; p = paired(who " train_none_f64_t2", who " train_none_t2")
+        if (p != "") printf "%s_f64_over_f32_paired %s\n", who, p
     }
 }' "$out"
 
