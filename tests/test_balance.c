@@ -78,6 +78,16 @@ static void note_slice(void *ctx, int64_t begin, int64_t end, int slice)
         s->runs[i]++;
 }
 
+/* T threads splitting to `speeds` (PG_BALANCE_FIXED), or to measured speeds when speeds is
+ * NULL; returns the mode before, for the caller to put back */
+static pg_balance split_with(int T, const double *speeds)
+{
+    cr_assert_eq(pg_set_num_threads(T), 0);
+    if (speeds)
+        cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0, "%s", pg_last_error());
+    return pg_parallel_balance(speeds ? PG_BALANCE_FIXED : PG_BALANCE_MEASURED);
+}
+
 static void assert_slices(int T, const double *speeds, pg_balance mode, int64_t unit, const int64_t *want)
 {
     cr_assert_eq(pg_set_num_threads(T), 0);
@@ -155,10 +165,7 @@ enum { N_RES = 5 };
 
 static void pass_with(int T, const double *speeds, pg_tensor **res)
 {
-    cr_assert_eq(pg_set_num_threads(T), 0);
-    pg_balance was = pg_parallel_balance(speeds ? PG_BALANCE_FIXED : PG_BALANCE_MEASURED);
-    if (speeds)
-        cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0);
+    pg_balance was = split_with(T, speeds);
     pg_rng r = pg_rng_init(31);
     pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(1024, 64), &r), *w = pg_randn(NULL, PG_F32, PG_SHAPE(64, 128), &r);
     pg_tensor *lw = pg_randn(NULL, PG_F32, PG_SHAPE(128), &r), *lb = pg_randn(NULL, PG_F32, PG_SHAPE(128), &r);
@@ -224,9 +231,7 @@ enum { N_SHARED_RES = 7 };
 
 static void shared_pass_with(int T, const double *speeds, pg_tensor **res)
 {
-    cr_assert_eq(pg_set_num_threads(T), 0);
-    pg_balance was = pg_parallel_balance(PG_BALANCE_FIXED);
-    cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0);
+    pg_balance was = split_with(T, speeds);
     pg_tensor *q = randt(PG_SHAPE(4, 4, 64, 16), 1, true), *k = randt(PG_SHAPE(4, 4, 64, 16), 2, true);
     pg_tensor *v = randt(PG_SHAPE(4, 4, 64, 16), 3, true), *rq = randt(PG_SHAPE(4, 4, 64, 16), 4, true);
     pg_tensor *db = randt(PG_SHAPE(4, 127), 5, true), *rk = randt(PG_SHAPE(4, 127, 16), 6, true);
@@ -272,9 +277,7 @@ Test(balance, regions_cut_between_threads_give_the_same_bits)
  * out exact in any grouping): 300000 elements, 64 blocks. */
 static void losses_with(int T, const double *speeds, double *out)
 {
-    cr_assert_eq(pg_set_num_threads(T), 0);
-    pg_balance was = pg_parallel_balance(PG_BALANCE_FIXED);
-    cr_assert_eq(pg_parallel_set_speeds(speeds, T), 0);
+    pg_balance was = split_with(T, speeds);
     pg_rng r = pg_rng_init(41);
     pg_tensor *x = pg_randn(NULL, PG_F64, PG_SHAPE(600, 500), &r), *y = pg_rand(NULL, PG_F64, PG_SHAPE(600, 500), &r);
     pg_tensor *tg = pg_empty(NULL, PG_I64, PG_SHAPE(600));

@@ -125,22 +125,27 @@ done
 
 # median (range) per who and name, the table, the compare_ lines and the ratios
 awk -v rounds="$ROUNDS" -v torch="$torch" -v threads="$THREADS" -v schemes="$SCHEMES" '
-function median(k,    n, i, j, t, v) {
+# v[1..n] sorted in place; returns their median
+function sorted_median(v, n,    i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function median(k,    n, i, m, v) {
     n = cnt[k]
     for (i = 1; i <= n; i++) v[i] = val[k, i]
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    m = sorted_median(v, n)
     lo[k] = v[1]; hi[k] = v[n]
-    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    return m
 }
 function cell(k) { return (k in cnt) ? sprintf("%.0f (%.0f-%.0f)", med[k], lo[k], hi[k]) : "-" }
 $3 != "" && $3 > 0 { k = $1 " " $2; cnt[k]++; val[k, cnt[k]] = $3; at[k, $4] = $3 }
 # the median (range) of a / b over the rounds that measured both: a pair taken a minute apart
-function paired(a, b,    r, n, i, j, t, v) {
+function paired(a, b,    r, n, m, v) {
     n = 0
     for (r = 1; r <= rounds; r++) if (((a, r) in at) && ((b, r) in at)) v[++n] = at[a, r] / at[b, r]
     if (n == 0) return ""
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
-    return sprintf("%.2f x (%.2f-%.2f, %d rounds)", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2, v[1], v[n], n)
+    m = sorted_median(v, n)
+    return sprintf("%.2f x (%.2f-%.2f, %d rounds)", m, v[1], v[n], n)
 }
 END {
     for (k in cnt) med[k] = median(k)
