@@ -169,6 +169,62 @@ static bool same_shapes(const pg_tensor *y, const pg_tensor *a, const pg_tensor 
     return a->numel == y->numel && b->numel == y->numel;
 }
 
+/* A gradient summed over broadcast loops (XL's v over batch and length, FIRE's |c| d): the
+ * loops cut into op_sum_blocks' blocks (fixed by the shape), each block summed into its own
+ * zeroed partial gradient on the pool, the partials then added to the gradient in block
+ * order: the same bits for any thread count. */
+typedef struct bcast_sum_job {
+    binary_job j;   /* its ga / gb: the summed gradients (either may be NULL) */
+    int64_t blocks;
+    char *part[2];  /* per gradient, `blocks` partial gradients of bytes[i] each */
+    size_t bytes[2];
+} bcast_sum_job;
+
+static void bcast_sum_task(void *ctx, int64_t k, int thread)
+{
+    (void)thread;
+    const bcast_sum_job *s = ctx;
+    binary_job j = s->j;
+    void **gr[2] = {&j.ga, &j.gb};
+    for (int i = 0; i < 2; i++)
+        if (*gr[i]) {
+            *gr[i] = s->part[i] + (size_t)k * s->bytes[i];
+            memset(*gr[i], 0, s->bytes[i]);
+        }
+    const int64_t outer = j.p->outer;
+    binary_call(&j, j.p, outer * k / s->blocks, outer * (k + 1) / s->blocks, 0, j.ga, j.gb);
+}
+
+/* the reduction of rest (the summed gradients gr[0], gr[1], NULL where none) over `work`
+ * elements: in blocks when the partials are small beside the work, else on this thread */
+static int bcast_sum(pg_graph *g, const char *name, const binary_job *rest, int64_t work,
+                     const pg_tensor *const gr[2])
+{
+    bcast_sum_job s = {*rest, op_sum_blocks(rest->p->outer, work, BINARY_GRAIN), {NULL, NULL}, {0, 0}};
+    int64_t size = (gr[0] ? gr[0]->numel : 0) + (gr[1] ? gr[1]->numel : 0);
+    if (s.blocks < 2 || size * s.blocks * 4 > work) {
+        bcast_run(rest, false);
+        return 0;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!gr[i])
+            continue;
+        s.bytes[i] = (size_t)gr[i]->numel * pg_dtype_size(gr[i]->dtype);
+        pg_tensor *t = pg_tensor_empty(pg_graph_arena(g), gr[i]->dtype, PG_SHAPE(s.blocks * gr[i]->numel));
+        if (!t) {
+            pg_graph_fail(g, "%s backward: out of memory for %lld partial sums of %s", name, (long long)s.blocks,
+                          SHAPE(gr[i]));
+            return -1;
+        }
+        s.part[i] = t->data;
+    }
+    op_parallel_for(s.blocks, work, 0, bcast_sum_task, &s);
+    for (int i = 0; i < 2; i++)
+        if (gr[i])
+            op_add_partials(gr[i], s.part[i], s.blocks);
+    return 0;
+}
+
 static int binary_backward(pg_graph *g, pg_node *n)
 {
     const binary_kind *k = n->ctx;
@@ -197,13 +253,12 @@ static int binary_backward(pg_graph *g, pg_node *n)
         bcast_run(&j, true);
         return 0;
     }
-    binary_job own = j, rest = j; /* the owned gradient on the pool, the reduction here */
+    binary_job own = j, rest = j; /* the owned gradient on the pool, the reduction in blocks */
     own.ga = own_a ? j.ga : NULL, own.gb = own_b ? j.gb : NULL;
     rest.ga = own_a ? NULL : j.ga, rest.gb = own_b ? NULL : j.gb;
     if (own.ga || own.gb)
         bcast_run(&own, true);
-    bcast_run(&rest, false);
-    return 0;
+    return bcast_sum(g, n->name, &rest, y->numel, (const pg_tensor *[]){own_a ? NULL : ga, own_b ? NULL : gb});
 }
 
 static pg_tensor *binary(pg_graph *g, const binary_kind *k, pg_tensor *a, pg_tensor *b)
@@ -242,6 +297,33 @@ static int broadcast_to_backward(pg_graph *g, pg_node *n)
     return pg_grad_accumulate(g, n->in[0], n->out->grad);
 }
 
+typedef struct broadcast_job {
+    const pg_bcast *p; /* of (y, x) */
+    char *dst;
+    const char *src;
+    size_t es;
+} broadcast_job;
+
+/* y's inner loops r0 .. r1 - 1 from x: a run that x holds contiguously in one copy (the
+ * rows of a table repeated over heads), else element by element (a broadcast inner dim) */
+static void broadcast_slice(void *ctx, int64_t r0, int64_t r1)
+{
+    const broadcast_job *j = ctx;
+    const pg_bcast *p = j->p;
+    const size_t es = j->es;
+    int64_t idx[PG_MAX_DIMS], off[PG_BCAST_MAX];
+    pg_bcast_seek(p, r0, idx, off);
+    for (int64_t r = r0; r < r1; r++, pg_bcast_next(p, idx, off)) {
+        char *d = j->dst + (size_t)off[0] * es;
+        const char *s = j->src + (size_t)off[1] * es;
+        if (p->istride[0] == 1 && p->istride[1] == 1)
+            memcpy(d, s, (size_t)p->inner * es);
+        else
+            for (int64_t i = 0; i < p->inner; i++)
+                memcpy(d + (size_t)(i * p->istride[0]) * es, s + (size_t)(i * p->istride[1]) * es, es);
+    }
+}
+
 pg_tensor *pg_broadcast_to(pg_graph *g, pg_tensor *x, int ndim, const int64_t *shape)
 {
     const char *fn = "pg_broadcast_to";
@@ -264,14 +346,8 @@ pg_tensor *pg_broadcast_to(pg_graph *g, pg_tensor *x, int ndim, const int64_t *s
         return NULL;
     pg_bcast p;
     pg_bcast_plan(&p, ndim, shape, 2, (const pg_tensor *[]){y, x});
-    size_t es = pg_dtype_size(x->dtype);
-    const char *src = x->data;
-    char *dst = y->data;
-    int64_t idx[PG_MAX_DIMS] = {0}, off[PG_BCAST_MAX] = {0};
-    for (int64_t r = 0; r < p.outer; r++, pg_bcast_next(&p, idx, off))
-        for (int64_t i = 0; i < p.inner; i++)
-            memcpy(dst + (size_t)(off[0] + i * p.istride[0]) * es, src + (size_t)(off[1] + i * p.istride[1]) * es,
-                   es);
+    broadcast_job j = {&p, y->data, x->data, pg_dtype_size(x->dtype)};
+    pg_parallel_range(p.outer, BINARY_GRAIN / (p.inner ? p.inner : 1) + 1, broadcast_slice, &j);
     if (pg_dtype_is_float(x->dtype))
         pg_op_record(g, fn, y, 1, &x, broadcast_to_backward);
     return y;

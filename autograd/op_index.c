@@ -288,6 +288,30 @@ DEFINE_SELECT1(1)
 DEFINE_SELECT1(4)
 DEFINE_SELECT1(8)
 
+typedef struct select_job {
+    const rows *r;
+    char *y;
+    const char *x;
+    const int64_t *index;
+    size_t es;
+} select_job;
+
+/* rows t0 .. t1 - 1 of y (row o k + j: x's row index[j] of block o), inner > 1 */
+static void select_slice(void *ctx, int64_t t0, int64_t t1)
+{
+    const select_job *s = ctx;
+    const rows *r = s->r;
+    size_t row = (size_t)r->inner * s->es;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t o = t / r->k, j = t % r->k;
+        memcpy(s->y + (size_t)t * row, s->x + (size_t)(o * r->n + s->index[j]) * row, row);
+    }
+}
+
+/* y's rows gathered from x: an embedding's (B L) rows of D on the pool, each thread its
+ * own rows (at least SELECT_GRAIN bytes a thread) */
+#define SELECT_GRAIN 65536
+
 static void select_rows(const rows *r, void *y, const void *x, const int64_t *index, size_t es)
 {
     if (r->inner == 1) {
@@ -300,26 +324,46 @@ static void select_rows(const rows *r, void *y, const void *x, const int64_t *in
     size_t row = (size_t)r->inner * es;
     if (row == 0)
         return;
-    for (int64_t o = 0; o < r->outer; o++)
-        for (int64_t j = 0; j < r->k; j++)
-            memcpy((char *)y + (size_t)(o * r->k + j) * row, (const char *)x + (size_t)(o * r->n + index[j]) * row,
-                   row);
+    select_job s = {r, y, x, index, es};
+    int64_t grain = (int64_t)(SELECT_GRAIN / row) + 1;
+    pg_parallel_range(r->outer * r->k, grain, select_slice, &s);
 }
 
-/* gx[o, index[j], :] += gy[o, j, :] */
+/* gx[o, index[j], c] += gy[o, j, c] for the columns c0 .. c1 - 1: a repeated index adds into
+ * one row, so the pool splits the columns, never the rows (the same order per element) */
 #define DEFINE_SELECT_BWD(T, sfx)                                                                              \
-    static void select_bwd_##sfx(const rows *r, T *gx, const T *gy, const int64_t *index)                      \
+    static void select_bwd_##sfx(const rows *r, T *gx, const T *gy, const int64_t *index, int64_t c0,          \
+                                 int64_t c1)                                                                   \
     {                                                                                                          \
         for (int64_t o = 0; o < r->outer; o++)                                                                 \
             for (int64_t j = 0; j < r->k; j++) {                                                               \
                 T *restrict d = gx + (o * r->n + index[j]) * r->inner;                                         \
                 const T *restrict s = gy + (o * r->k + j) * r->inner;                                          \
-                for (int64_t i = 0; i < r->inner; i++)                                                         \
-                    d[i] += s[i];                                                                              \
+                for (int64_t c = c0; c < c1; c++)                                                              \
+                    d[c] += s[c];                                                                              \
             }                                                                                                  \
     }
 DEFINE_SELECT_BWD(float, f32)
 DEFINE_SELECT_BWD(double, f64)
+
+#define SELECT_BWD_GRAIN 32768 /* additions a thread's columns take at least */
+
+typedef struct select_bwd_job {
+    rows r;
+    bool f32;
+    void *gx;
+    const void *gy;
+    const int64_t *index;
+} select_bwd_job;
+
+static void select_bwd_slice(void *ctx, int64_t c0, int64_t c1)
+{
+    const select_bwd_job *s = ctx;
+    if (s->f32)
+        select_bwd_f32(&s->r, s->gx, s->gy, s->index, c0, c1);
+    else
+        select_bwd_f64(&s->r, s->gx, s->gy, s->index, c0, c1);
+}
 
 /* ip[0] axis; saved: the index (any shape, read flat) */
 static int select_backward(pg_graph *g, pg_node *n)
@@ -327,11 +371,10 @@ static int select_backward(pg_graph *g, pg_node *n)
     pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
     if (!gx)
         return x->requires_grad ? -1 : 0;
-    rows r = rows_around(x, (int)n->ip[0], n->saved->numel);
-    if (x->dtype == PG_F32)
-        select_bwd_f32(&r, gx->data, n->out->grad->data, n->saved->data);
-    else
-        select_bwd_f64(&r, gx->data, n->out->grad->data, n->saved->data);
+    select_bwd_job s = {rows_around(x, (int)n->ip[0], n->saved->numel), x->dtype == PG_F32, gx->data,
+                        n->out->grad->data, n->saved->data};
+    int64_t lines = s.r.outer * s.r.k; /* additions per column */
+    pg_parallel_range(s.r.inner, SELECT_BWD_GRAIN / (lines > 0 ? lines : 1) + 1, select_bwd_slice, &s);
     return 0;
 }
 

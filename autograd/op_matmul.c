@@ -204,6 +204,59 @@ static void mm_run(const mm_job *j, bool shared)
         mm_batch(j, z, za, zb);
 }
 
+/* A gradient summed over batches (its operand broadcast over them: XL's u over the batch):
+ * the batches cut into op_sum_blocks' blocks (fixed by the shape), each block's products
+ * summed into its own zeroed partial gradient on the pool, the partials then added to the
+ * gradient in block order: the same bits for any thread count. */
+#define MM_SUM_GRAIN 32768 /* multiply-adds a block of batches takes at least */
+
+typedef struct mm_sum_job {
+    const mm_job *j; /* its one gradient (ga or gb) is the summed one */
+    int64_t blocks;
+    char *part;      /* `blocks` partial gradients of `bytes` each */
+    size_t bytes;
+} mm_sum_job;
+
+static void mm_sum_task(void *ctx, int64_t k, int thread)
+{
+    (void)thread;
+    const mm_sum_job *s = ctx;
+    mm_job j = *s->j;
+    char *part = s->part + (size_t)k * s->bytes;
+    memset(part, 0, s->bytes);
+    *(j.ga ? &j.ga : &j.gb) = part;
+    const int64_t nb = j.p->nbatch;
+    for (int64_t z = nb * k / s->blocks; z < nb * (k + 1) / s->blocks; z++) {
+        int64_t za, zb;
+        batch_at(j.p, z, &za, &zb);
+        mm_batch(&j, z, za, zb);
+    }
+}
+
+/* j's one gradient gr, summed over the batches: in blocks when the partials are small beside
+ * the products, else batch after batch on this thread */
+static int mm_sum(pg_graph *g, const char *name, const mm_job *j, const pg_tensor *gr)
+{
+    const mm_plan *p = j->p;
+    const int64_t work = p->nbatch * p->M * p->N * p->K;
+    mm_sum_job s = {j, op_sum_blocks(p->nbatch, work, MM_SUM_GRAIN), NULL, 0};
+    if (s.blocks < 2 || gr->numel * s.blocks * 4 > work) {
+        mm_run(j, true);
+        return 0;
+    }
+    s.bytes = (size_t)gr->numel * pg_dtype_size(gr->dtype);
+    pg_tensor *t = pg_tensor_empty(pg_graph_arena(g), gr->dtype, PG_SHAPE(s.blocks * gr->numel));
+    if (!t) {
+        pg_graph_fail(g, "%s backward: out of memory for %lld partial sums of %s", name, (long long)s.blocks,
+                      SHAPE(gr));
+        return -1;
+    }
+    s.part = t->data;
+    op_parallel_for(s.blocks, work, 0, mm_sum_task, &s);
+    op_add_partials(gr, s.part, s.blocks);
+    return 0;
+}
+
 static int matmul_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *a = n->in[0], *b = n->in[1];
@@ -228,7 +281,15 @@ static int matmul_backward(pg_graph *g, pg_node *n)
         pg_fill(gb, 0.0);
     mm_job j = {&p, a->dtype, ta, tb, a->data, b->data, n->out->grad->data, NULL, ga ? ga->data : NULL,
                 gb ? gb->data : NULL, beta_a, beta_b};
-    mm_run(&j, (ga && !own_a) || (gb && !own_b));
+    bool shared_a = ga && !own_a, shared_b = gb && !own_b;
+    if (shared_a != shared_b) { /* one gradient a batch's own (on the pool), the other summed over batches */
+        mm_job own = j, sum = j;
+        *(shared_a ? &own.ga : &own.gb) = NULL;
+        *(shared_a ? &sum.gb : &sum.ga) = NULL;
+        mm_run(&own, false);
+        return mm_sum(g, n->name, &sum, shared_a ? ga : gb);
+    }
+    mm_run(&j, shared_a || shared_b);
     return 0;
 }
 

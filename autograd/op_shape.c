@@ -278,7 +278,7 @@ static void permute_slice(void *ctx, int64_t t0, int64_t t1)
  * dims that are adjacent in the source merged; then either the last dim is
  * contiguous in the source (rows copied whole) or a tiled 2-D transpose runs
  * between it and the dim that is contiguous in the source. Slices of the
- * work of 2^16 elements or more run on the thread pool. */
+ * work of 2^14 elements or more run on the thread pool. */
 static void permute_copy(void *dst, const void *src, size_t es, int ndim, const int64_t *oshape, const int64_t *ss)
 {
     permute_job p = {.dst = dst, .src = src, .es = es};
@@ -319,7 +319,7 @@ static void permute_copy(void *dst, const void *src, size_t es, int ndim, const 
     p.rblocks = p.j == p.last ? 1 : (m->size[p.j] + PERMUTE_ROWS - 1) / PERMUTE_ROWS;
     p.cblocks = (m->size[p.last] + PERMUTE_COLS - 1) / PERMUTE_COLS;
     int64_t items = iterations * p.rblocks * p.cblocks, per = numel / items; /* elements an item copies, about */
-    pg_parallel_range(items, ((int64_t)1 << 16) / per + 1, permute_slice, &p);
+    pg_parallel_range(items, ((int64_t)1 << 14) / per + 1, permute_slice, &p);
 }
 
 static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)

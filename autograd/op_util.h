@@ -170,13 +170,13 @@ static inline void op_copy_slice(void *ctx, int64_t b0, int64_t b1)
     memcpy(j->dst + b0, j->src + b0, (size_t)(b1 - b0));
 }
 
-/* memcpy(dst, src, bytes), split over the threads in slices of at least 256 KiB (a
+/* memcpy(dst, src, bytes), split over the threads in slices of at least 64 KiB (a
  * serial copy is the other thread's idle time in a 2-thread step; FIRE's 1 MiB bias
  * gradient was one) */
 static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
 {
     op_copy_job j = {dst, src};
-    pg_parallel_range((int64_t)bytes, (int64_t)1 << 18, op_copy_slice, &j);
+    pg_parallel_range((int64_t)bytes, (int64_t)1 << 16, op_copy_slice, &j);
 }
 
 /* A kernel's vector form where a build has none: it did no elements, the scalar loop that
@@ -195,6 +195,21 @@ static inline int64_t op_sum_blocks(int64_t rows, int64_t work, int64_t block_wo
     nb = nb < OP_SUM_BLOCKS_MAX ? nb : OP_SUM_BLOCKS_MAX;
     nb = nb < rows ? nb : rows;
     return nb > 1 ? nb : 1;
+}
+
+/* gr (f32 or f64) += blocks partial sums of gr's shape laid one after another, added in
+ * block order (a sum cut into op_sum_blocks' blocks: the same bits for any thread count) */
+static inline void op_add_partials(const pg_tensor *gr, const void *part, int64_t blocks)
+{
+    const int64_t n = gr->numel;
+    for (int64_t k = 0; k < blocks; k++) {
+        if (gr->dtype == PG_F32)
+            for (int64_t e = 0; e < n; e++)
+                ((float *)gr->data)[e] += ((const float *)part)[k * n + e];
+        else
+            for (int64_t e = 0; e < n; e++)
+                ((double *)gr->data)[e] += ((const double *)part)[k * n + e];
+    }
 }
 
 /* fn(ctx, i, thread) for i in [0, n) on the pool when the work (elements, say) is worth

@@ -441,6 +441,10 @@ static void *scratch(int slot, size_t bytes)
 }
 
 /* ---- one product, split into per-thread blocks of C ----------------------------- */
+
+/* A split-K sum of at least this many elements of C is added on the pool (each thread a
+ * band of rows): below, a job's start costs more than the addition it would share. */
+#define SUM_PARALLEL_MIN 16384
 typedef struct gemm_plan {
     bool ta, tb, pack_a, pack_b;
     int64_t M, N, K, lda, ldb, ldc;
@@ -570,6 +574,17 @@ typedef struct operand {
             gemm_slice_##sfx((void *)&h[i], min64(extent, lo - min64(lo, i * span)),                                   \
                              min64(extent, hi - min64(hi, i * span)), slice);                                          \
     }                                                                                                                  \
+    /* rows lo .. hi - 1 of the split-K sum: half 0's C += half 1's partial sums (h[1].C, ld N) */               \
+    static void add_half_##sfx(void *ctx, int64_t lo, int64_t hi, int slice)                                           \
+    {                                                                                                                  \
+        (void)slice;                                                                                                   \
+        const gemm_plan *h = ctx;                                                                                      \
+        T *C = h[0].C;                                                                                                 \
+        const T *part = h[1].C;                                                                                        \
+        for (int64_t i = lo; i < hi; i++)                                                                              \
+            for (int64_t j = 0; j < h[0].N; j++)                                                                       \
+                C[i * h[0].ldc + j] += part[i * h[0].N + j];                                                           \
+    }                                                                                                                  \
     /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                            \
      * the calling thread's partial sums, the two halves' blocks side by side cut into one                             \
      * slice per thread (even: a half each on two threads), then one addition per element.                             \
@@ -595,10 +610,10 @@ typedef struct operand {
             gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
             gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
         }                                                                                                              \
-        T *C = g->C;                                                                                                   \
-        for (int64_t i = 0; i < g->M; i++)                                                                             \
-            for (int64_t j = 0; j < g->N; j++)                                                                         \
-                C[i * g->ldc + j] += part[i * g->N + j];                                                               \
+        if (threads >= 2 && g->M * g->N >= SUM_PARALLEL_MIN)                                                           \
+            pg_parallel_slices(g->M, 1, threads, add_half_##sfx, h);                                                   \
+        else                                                                                                           \
+            add_half_##sfx(h, 0, g->M, 0);                                                                             \
         return true;                                                                                                   \
     }                                                                                                                  \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \

@@ -3,7 +3,8 @@
  * bad input, and that no split changes a bit of a forward and backward pass
  * through every kernel that takes sized slices (GEMM with its split-K halves, an
  * elementwise range, the norm, the fused attention with and without shared
- * gradients, op_parallel_for's tasks), nor of the losses' block sums. */
+ * gradients, op_parallel_for's tasks), nor of the losses' block sums, nor of the gathers
+ * and block sums of broadcast gradients. */
 #include "testutil.h"
 
 #include "../tensor/threadpool.h"
@@ -312,5 +313,115 @@ Test(balance, losses_same_bits_for_any_thread_count)
             cr_assert(memcmp(&one[i], &other[i], sizeof(double)) == 0, "%s: %.17g on 1 thread, %.17g in case %d",
                       what[i], one[i], other[i], c);
     }
+    pg_set_num_threads(saved);
+}
+
+/* Ops whose serial pieces went to the pool, at sizes that take it: an embedding (its rows
+ * gathered in slices, its table's gradient summed by columns), a table broadcast over heads
+ * and permuted (2^16 elements), a bias broadcast over batch and length (its gradient summed
+ * in fixed blocks of the loops, more than one term per block), a product whose one operand
+ * is broadcast over all 32 batches (its gradient summed in fixed blocks of batches, the
+ * other's on the pool), and a Linear layer whose weight gradient is a split-K product with
+ * its halves added on the pool. Results: the five outputs, then the gradients of table, r,
+ * v, u, k, w. */
+enum { N_POOLED = 11 };
+
+static void pooled_pass_with(int T, const double *speeds, pg_tensor **res, pg_tensor **in)
+{
+    pg_balance was = split_with(T, speeds);
+    pg_tensor *table = randt(PG_SHAPE(50, 128), 11, true), *r = randt(PG_SHAPE(1, 511, 32), 12, true);
+    pg_tensor *q = randt(PG_SHAPE(8, 4, 256, 32), 13, false), *v = randt(PG_SHAPE(4, 1, 32), 14, true);
+    pg_tensor *u = randt(PG_SHAPE(1, 1, 32), 15, true), *k = randt(PG_SHAPE(8, 4, 256, 32), 16, true);
+    pg_tensor *x = randt(PG_SHAPE(2048, 128), 17, false), *w = randt(PG_SHAPE(128, 128), 18, true);
+    pg_tensor *ids = pg_empty(NULL, PG_I64, PG_SHAPE(16, 256));
+    for (int64_t i = 0; i < ids->numel; i++)
+        pg_i64(ids)[i] = (i * 7 + i / 5) % 50; /* every row of the table many times */
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y[5] = {pg_embedding(g, table, ids), pg_broadcast_to(g, r, PG_SHAPE(4, 511, 32)), pg_add(g, q, v),
+                       pg_matmul(g, u, k, false, true), pg_affine(g, x, w, NULL)};
+    y[1] = pg_permute(g, y[1], (const int[]){1, 0, 2});
+    pg_tensor *loss = NULL;
+    for (int i = 0; i < 5; i++) { /* sum_i <y_i, G_i> with fixed random G_i */
+        pg_rng rr = pg_rng_init(40 + (uint64_t)i);
+        cr_assert_not_null(y[i], "%s", pg_graph_error(g));
+        pg_tensor *t = pg_sum(g, pg_mul(g, y[i], pg_randn(g, PG_F64, y[i]->ndim, y[i]->shape, &rr)), 0, NULL, false);
+        loss = loss ? pg_add(g, loss, t) : t;
+    }
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    pg_tensor *leaves[6] = {table, r, v, u, k, w};
+    for (int i = 0; i < 5; i++)
+        res[i] = pg_tensor_copy(NULL, y[i]);
+    for (int i = 0; i < 6; i++)
+        res[5 + i] = pg_tensor_copy(NULL, leaves[i]->grad);
+    pg_graph_free(g);
+    pg_tensor *kept[] = {table, r, q, v, u, k, x, w, ids};
+    if (in) { /* the caller checks values against them */
+        for (int i = 0; i < 9; i++)
+            in[i] = kept[i];
+    } else {
+        free_all(9, kept);
+    }
+    pg_parallel_balance(was);
+}
+
+Test(balance, pooled_gathers_and_sums_give_the_same_bits)
+{
+    int saved = pg_num_threads();
+    static const char *what[N_POOLED] = {"embedding", "broadcast + permute", "q + v", "u k^T", "x w^T",
+                                         "d table", "d r", "d v", "d u", "d k", "d w"};
+    pg_tensor *one[N_POOLED], *in[9];
+    pooled_pass_with(1, NULL, one, in);
+    const int T[] = {2, 2, 3};
+    const double *speeds[] = {(const double[]){1, 1}, (const double[]){0.3, 1.7}, (const double[]){0.5, 1.5, 1}};
+    for (int c = 0; c < 3; c++) {
+        pg_tensor *other[N_POOLED], *ref[N_POOLED];
+        pooled_pass_with(T[c], speeds[c], other, NULL);
+        for (int i = 0; i < N_POOLED; i++)
+            ref[i] = pg_tensor_copy(NULL, one[i]);
+        assert_same_bits_free(ref, other, N_POOLED, what);
+    }
+    /* values, on one thread, against sums taken here: d v[h, d] = sum over (b, l) of G_2;
+     * d u; d table[t, c] = sum of G_0 over the positions holding id t; the embedding's rows */
+    pg_rng r2 = pg_rng_init(42), r0 = pg_rng_init(40);
+    pg_tensor *G2 = pg_randn(NULL, PG_F64, PG_SHAPE(8, 4, 256, 32), &r2);
+    pg_tensor *G0 = pg_randn(NULL, PG_F64, PG_SHAPE(16, 256, 128), &r0);
+    for (int64_t h = 0; h < 4; h++)
+        for (int64_t d = 0; d < 32; d++) {
+            double s = 0;
+            for (int64_t b = 0; b < 8; b++)
+                for (int64_t l = 0; l < 256; l++)
+                    s += pg_f64(G2)[((b * 4 + h) * 256 + l) * 32 + d];
+            double got = pg_f64(one[7])[h * 32 + d];
+            cr_assert(fabs(got - s) <= 1e-12 * (1 + fabs(s)), "d v[%lld, %lld] %.17g, summed here %.17g", (long long)h,
+                      (long long)d, got, s);
+        }
+    pg_rng r3 = pg_rng_init(43); /* d u[d] = sum over (b, h, l) of G_3[b, h, 0, l] k[b, h, l, d] */
+    pg_tensor *G3 = pg_randn(NULL, PG_F64, PG_SHAPE(8, 4, 1, 256), &r3);
+    for (int64_t d = 0; d < 32; d++) {
+        double s = 0;
+        for (int64_t bh = 0; bh < 32; bh++)
+            for (int64_t l = 0; l < 256; l++)
+                s += pg_f64(G3)[bh * 256 + l] * pg_f64(in[5])[(bh * 256 + l) * 32 + d];
+        double got = pg_f64(one[8])[d];
+        cr_assert(fabs(got - s) <= 1e-12 * (1 + fabs(s)), "d u[%lld] %.17g, summed here %.17g", (long long)d, got, s);
+    }
+    pg_tensor_free(G3);
+    for (int64_t t = 0; t < 50; t++)
+        for (int64_t c = 0; c < 128; c += 17) {
+            double s = 0;
+            for (int64_t p = 0; p < 16 * 256; p++)
+                if (pg_i64(in[8])[p] == t)
+                    s += pg_f64(G0)[p * 128 + c];
+            double got = pg_f64(one[5])[t * 128 + c];
+            cr_assert(fabs(got - s) <= 1e-12 * (1 + fabs(s)), "d table[%lld, %lld] %.17g, summed here %.17g",
+                      (long long)t, (long long)c, got, s);
+        }
+    for (int64_t p = 0; p < 16 * 256; p += 97)
+        cr_assert(pg_f64(one[0])[p * 128 + 5] == pg_f64(in[0])[pg_i64(in[8])[p] * 128 + 5], "embedding row %lld",
+                  (long long)p);
+    pg_tensor_free(G0);
+    pg_tensor_free(G2);
+    free_all(N_POOLED, one);
+    free_all(9, in);
     pg_set_num_threads(saved);
 }

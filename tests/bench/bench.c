@@ -402,6 +402,19 @@ static int run_balance(int argc, char **argv)
     return bench_train_balance(argv[2], (int)steps, (int)threads);
 }
 
+/* `bench --scaling SCHEME [STEPS [THREADS]]` (defaults 60, 2) */
+static int run_scaling(int argc, char **argv)
+{
+    if (argc < 3 || argc > 5) {
+        fprintf(stderr, "usage: bench --scaling SCHEME [STEPS [THREADS]]\n");
+        return 2;
+    }
+    long steps, threads;
+    if (!steps_threads(argc, argv, 2, &steps, &threads))
+        return 2;
+    return bench_train_scaling(argv[2], (int)steps, (int)threads);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && !strcmp(argv[1], "--case"))
@@ -410,6 +423,8 @@ int main(int argc, char **argv)
         return run_steps(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "--balance"))
         return run_balance(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "--scaling"))
+        return run_scaling(argc, argv);
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
     /* the machine's yardstick first: every figure below means something only beside it */
     if (bench_selected(only, "fma_peak") || (only && !strncmp(only, "gemm", 4)))

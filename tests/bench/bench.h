@@ -50,6 +50,7 @@ void bench_train_all(const char *only); /* bench_train.c: train_<scheme>_t1/t2 *
 /* bench_train.c, `bench --steps`: timed steps of one scheme after a `steady_from` line; 0 or 1 */
 int bench_train_steps(const char *scheme, int steps, int threads, pg_dtype dtype);
 int bench_train_balance(const char *scheme, int steps, int threads);
+int bench_train_scaling(const char *scheme, int steps, int threads);
 void bench_png_all(const char *only);   /* bench_png.c: png_encode_*, png_decode_* */
 void bench_generate_all(const char *only); /* bench_generate.c: generate_cached_tok_s, generate_full_tok_s */
 void bench_blas_all(const char *only);     /* bench_blas.c: `bench blas`, posgrad beside OpenBLAS (only when named) */

@@ -137,42 +137,91 @@ int bench_train_steps(const char *scheme, int steps, int threads, pg_dtype dtype
     return ok ? 0 : 1;
 }
 
-/* `bench --balance`: the same steps with speed-sized slices (threadpool.h) and with even
- * ones, alternated in blocks of 5 in one process, so that both see the same stretch of
- * the host; then each one's median and the speed estimates the pool ended with. */
-int bench_train_balance(const char *scheme, int steps, int threads)
+/* One of two set-ups of an alternated pair: which is 0 or 1, arg the command's THREADS. */
+typedef void (*pair_setup)(int which, int arg);
+
+/* `steps` timed steps of each of two set-ups, alternated in blocks of 5 in one process so
+ * that both see the same stretch of the host: t[w][k] the k-th step of set-up w. After a
+ * switch, `settle` untimed steps (a new thread count starts its workers on the first one).
+ * False (and the message) when a step fails. */
+static bool alternate_steps(train_ctx *c, int steps, int settle, pair_setup set, int arg, double *t[2])
 {
     enum { WARMUP = 3, BLOCK = 5 };
-    pg_set_num_threads(threads);
+    train_steps(c, WARMUP);
+    for (int i = 0; i < steps && !c->failed; i += BLOCK)
+        for (int w = 0; w < 2 && !c->failed; w++) {
+            set(w, arg);
+            train_steps(c, settle);
+            for (int k = i; k < i + BLOCK && k < steps && !c->failed; k++) {
+                double t0 = now_s();
+                train_steps(c, 1);
+                t[w][k] = now_s() - t0;
+            }
+        }
+    return !c->failed;
+}
+
+/* the median ms per step of each of an alternated pair (alternate_steps) of the toy model of
+ * `scheme`; false (and a message) on failure */
+static bool alternated_medians(const char *scheme, int steps, int settle, pair_setup set, int arg, double med[2])
+{
     train_ctx c = {0};
     double *t[2] = {malloc((size_t)steps * sizeof(double)), malloc((size_t)steps * sizeof(double))};
-    bool ok = t[0] && t[1] && train_ctx_init(&c, scheme, PG_F32);
+    bool ok = t[0] && t[1] && train_ctx_init(&c, scheme, PG_F32) && alternate_steps(&c, steps, settle, set, arg, t);
     if (ok)
-        train_steps(&c, WARMUP);
-    for (int i = 0; ok && i < steps; i += BLOCK)
-        for (int even = 0; even < 2 && ok; even++) {
-            pg_parallel_balance(even ? PG_BALANCE_EVEN : PG_BALANCE_MEASURED);
-            for (int k = i; k < i + BLOCK && k < steps && !c.failed; k++) {
-                double t0 = now_s();
-                train_steps(&c, 1);
-                t[even][k] = now_s() - t0;
-            }
-            ok = !c.failed;
-        }
-    pg_parallel_balance(PG_BALANCE_MEASURED);
-    if (ok) {
-        double sized = median_of(t[0], steps), even = median_of(t[1], steps), speed[PG_MAX_THREADS];
-        int T = pg_parallel_speeds(speed, PG_MAX_THREADS);
-        printf("balance_%s_t%d_sized %.2f ms/step (median of %d)\n", scheme, threads, 1e3 * sized, steps);
-        printf("balance_%s_t%d_even %.2f ms/step (median of %d)\n", scheme, threads, 1e3 * even, steps);
-        printf("balance_%s_t%d_gain %.3f (even / sized)\n", scheme, threads, even / sized);
-        for (int i = 0; i < T; i++)
-            printf("balance_speed_thread%d %.3f\n", i, speed[i]);
-    }
+        for (int w = 0; w < 2; w++)
+            med[w] = 1e3 * median_of(t[w], steps);
     train_ctx_free(&c);
     free(t[0]);
     free(t[1]);
-    return ok ? 0 : 1;
+    return ok;
+}
+
+static void set_balance(int even, int threads)
+{
+    (void)threads;
+    pg_parallel_balance(even ? PG_BALANCE_EVEN : PG_BALANCE_MEASURED);
+}
+
+/* `bench --balance`: the same steps with speed-sized slices (threadpool.h) and with even
+ * ones, alternated; each one's median and the speed estimates the pool ended with. */
+int bench_train_balance(const char *scheme, int steps, int threads)
+{
+    double ms[2];
+    pg_set_num_threads(threads);
+    bool ok = alternated_medians(scheme, steps, 0, set_balance, threads, ms);
+    pg_parallel_balance(PG_BALANCE_MEASURED);
+    if (!ok)
+        return 1;
+    double speed[PG_MAX_THREADS];
+    int T = pg_parallel_speeds(speed, PG_MAX_THREADS);
+    printf("balance_%s_t%d_sized %.2f ms/step (median of %d)\n", scheme, threads, ms[0], steps);
+    printf("balance_%s_t%d_even %.2f ms/step (median of %d)\n", scheme, threads, ms[1], steps);
+    printf("balance_%s_t%d_gain %.3f (even / sized)\n", scheme, threads, ms[1] / ms[0]);
+    for (int i = 0; i < T; i++)
+        printf("balance_speed_thread%d %.3f\n", i, speed[i]);
+    return 0;
+}
+
+static void set_threads(int many, int threads)
+{
+    pg_set_num_threads(many ? threads : 1);
+}
+
+/* `bench --scaling`: the same steps on 1 thread and on `threads`, alternated, so that a slow
+ * stretch of a shared host falls on both; each one's median and their ratio (the speed-up). */
+int bench_train_scaling(const char *scheme, int steps, int threads)
+{
+    double ms[2];
+    int saved = pg_num_threads();
+    bool ok = alternated_medians(scheme, steps, 1, set_threads, threads, ms);
+    pg_set_num_threads(saved);
+    if (!ok)
+        return 1;
+    printf("scaling_%s_t1 %.2f ms/step (median of %d)\n", scheme, ms[0], steps);
+    printf("scaling_%s_t%d %.2f ms/step (median of %d)\n", scheme, threads, ms[1], steps);
+    printf("scaling_%s_t%d_over_t1 %.3f x\n", scheme, threads, ms[0] / ms[1]);
+    return 0;
 }
 
 void bench_train_all(const char *only)

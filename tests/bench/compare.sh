@@ -23,7 +23,10 @@
 # The ratios between posgrad's own figures come twice: of the medians (<who>_t2_over_t1_<s>,
 # <who>_f64_over_f32) and paired (..._paired: the median and range over the rounds of each
 # round's ratio, its two figures taken a minute apart rather than across the whole run, so
-# that a slow minute of a shared host falls on both or neither).
+# that a slow minute of a shared host falls on both or neither). With COMPARE_THREADS
+# holding 1 and 2, each round also runs `bench --scaling <s> 40 2` (1 and 2 threads in one
+# process, in turns of 5 steps a fraction of a second apart), and
+# posgrad_t2_over_t1_interleaved_<s> is the median and range over the rounds of its ratio.
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -110,6 +113,8 @@ echo "# machine: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo 2>/d
     "PyTorch $([ "$torch" = 1 ] && "$PYTHON" -c 'import torch; print(torch.__version__)' || echo missing)," \
     "allocator $([ -n "$jemalloc" ] && echo "jemalloc $jemalloc" || echo "glibc (libjemalloc2 not installed)")"
 [ "$torch" = 1 ] && echo "# PyTorch's BLAS (libblas.so.3): $torch_blas; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+interleave=0
+case " $THREADS " in *" 1 "*) case " $THREADS " in *" 2 "*) interleave=1 ;; esac ;; esac
 "$BENCH" fma_peak
 for r in $(seq "$ROUNDS"); do
     echo "# round $r of $ROUNDS" >&2
@@ -119,6 +124,10 @@ for r in $(seq "$ROUNDS"); do
         for t in $THREADS; do
             measure "$s" "$t" f32
         done
+        if [ "$interleave" = 1 ]; then # 1 and 2 threads in one process, blocks of 5 steps in turn
+            v=$("$BENCH" --scaling "$s" 40 2 2>/dev/null | value_of "scaling_${s}_t2_over_t1")
+            echo "interleaved $s ${v:-0} $r" >>"$out"
+        fi
     done
     case " $THREADS " in *" 2 "*) measure none 2 f64 ;; esac
 done
@@ -170,6 +179,10 @@ END {
     for (i = 1; i <= ns; i++) for (w = 0; w < 2; w++) {
         who = w ? "torch" : "posgrad"; p = paired(who " train_" S[i] "_t2", who " train_" S[i] "_t1")
         if (p != "") printf "%s_t2_over_t1_paired_%s %s\n", who, S[i], p
+    }
+    for (i = 1; i <= ns; i++) {
+        k = "interleaved " S[i]
+        if (k in cnt) printf "posgrad_t2_over_t1_interleaved_%s %.2f x (%.2f-%.2f, %d rounds)\n", S[i], med[k], lo[k], hi[k], cnt[k]
     }
     for (w = 0; w < 2; w++) {
         who = w ? "torch" : "posgrad"; a = who " train_none_f64_t2"; b = who " train_none_t2"
