@@ -76,20 +76,41 @@ static block block_reversed(block b)
     return r;
 }
 
-/* dst[o, dst_start + k*dst_step, :] = src[o, src_start + k*src_step, :] */
-static void block_copy(const block *b, void *dst, const void *src, size_t es)
+typedef struct block_job {
+    const block *b;
+    char *dst;
+    const char *src;
+    size_t es;
+} block_job;
+
+/* the block copy's outer indices o0 .. o1 - 1 */
+static void block_copy_slice(void *ctx, int64_t o0, int64_t o1)
 {
-    size_t row = (size_t)b->inner * es;
-    if (b->count <= 0 || row == 0)
-        return;
+    const block_job *j = ctx;
+    const block *b = j->b;
+    size_t row = (size_t)b->inner * j->es;
     /* a single entry has no stride (and a huge step must not overflow one) */
     int64_t ds = b->count > 1 ? b->dst_step * (int64_t)row : (int64_t)row;
     int64_t ss = b->count > 1 ? b->src_step * (int64_t)row : (int64_t)row;
-    for (int64_t o = 0; o < b->outer; o++) {
-        const char *s = (const char *)src + (size_t)((o * b->src_n + b->src_start) * b->inner) * es;
-        char *d = (char *)dst + (size_t)((o * b->dst_n + b->dst_start) * b->inner) * es;
+    for (int64_t o = o0; o < o1; o++) {
+        const char *s = j->src + (size_t)((o * b->src_n + b->src_start) * b->inner) * j->es;
+        char *d = j->dst + (size_t)((o * b->dst_n + b->dst_start) * b->inner) * j->es;
         copy_rows(d, ds, s, ss, b->count, row);
     }
+}
+
+/* dst[o, dst_start + k*dst_step, :] = src[o, src_start + k*src_step, :]; the outer index
+ * sliced over the pool when the copy has BLOCK_GRAIN bytes a thread (a concatenation of
+ * XL's sines and cosines: 511 rows of 256 bytes each side) */
+#define BLOCK_GRAIN 65536
+
+static void block_copy(const block *b, void *dst, const void *src, size_t es)
+{
+    size_t per = (size_t)(b->count * b->inner) * es; /* bytes an outer index copies */
+    if (b->count <= 0 || per == 0)
+        return;
+    block_job j = {b, dst, src, es};
+    pg_parallel_range(b->outer, (int64_t)(BLOCK_GRAIN / per) + 1, block_copy_slice, &j);
 }
 
 /* dst[o, dst_start + k, :] = *elem for k < count (dst_step 1) */

@@ -131,7 +131,7 @@ int pg_fill(pg_tensor *t, double value)
         return -1;
     if (t->dtype == PG_F32 || t->dtype == PG_F64) {
         fill_job j = {t, value};
-        pg_parallel_range(t->numel, 65536, fill_slice, &j);
+        pg_parallel_range(t->numel, 16384, fill_slice, &j);
     } else {
         for (int64_t i = 0; i < t->numel; i++)
             pg_set(t, i, value);

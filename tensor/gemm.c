@@ -441,10 +441,6 @@ static void *scratch(int slot, size_t bytes)
 }
 
 /* ---- one product, split into per-thread blocks of C ----------------------------- */
-
-/* A split-K sum of at least this many elements of C is added on the pool (each thread a
- * band of rows): below, a job's start costs more than the addition it would share. */
-#define SUM_PARALLEL_MIN 16384
 typedef struct gemm_plan {
     bool ta, tb, pack_a, pack_b;
     int64_t M, N, K, lda, ldb, ldc;
@@ -574,17 +570,6 @@ typedef struct operand {
             gemm_slice_##sfx((void *)&h[i], min64(extent, lo - min64(lo, i * span)),                                   \
                              min64(extent, hi - min64(hi, i * span)), slice);                                          \
     }                                                                                                                  \
-    /* rows lo .. hi - 1 of the split-K sum: half 0's C += half 1's partial sums (h[1].C, ld N) */               \
-    static void add_half_##sfx(void *ctx, int64_t lo, int64_t hi, int slice)                                           \
-    {                                                                                                                  \
-        (void)slice;                                                                                                   \
-        const gemm_plan *h = ctx;                                                                                      \
-        T *C = h[0].C;                                                                                                 \
-        const T *part = h[1].C;                                                                                        \
-        for (int64_t i = lo; i < hi; i++)                                                                              \
-            for (int64_t j = 0; j < h[0].N; j++)                                                                       \
-                C[i * h[0].ldc + j] += part[i * h[0].N + j];                                                           \
-    }                                                                                                                  \
     /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                            \
      * the calling thread's partial sums, the two halves' blocks side by side cut into one                             \
      * slice per thread (even: a half each on two threads), then one addition per element.                             \
@@ -604,16 +589,16 @@ typedef struct operand {
         }                                                                                                              \
         if (threads >= 2) {                                                                                            \
             int64_t bounds[PG_MAX_THREADS + 1];                                                                        \
-            int parts = halves_bounds(&h[0], threads, bounds);                                                         \
+            int parts = halves_bounds(&h[0], threads, gemm_halves_slice_##sfx, bounds);                                \
             pg_parallel_slices_at(parts, bounds, gemm_halves_slice_##sfx, h);                                          \
         } else {                                                                                                       \
             gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
             gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
         }                                                                                                              \
-        if (threads >= 2 && g->M * g->N >= SUM_PARALLEL_MIN)                                                           \
-            pg_parallel_slices(g->M, 1, threads, add_half_##sfx, h);                                                   \
-        else                                                                                                           \
-            add_half_##sfx(h, 0, g->M, 0);                                                                             \
+        T *C = g->C;                                                                                                   \
+        for (int64_t i = 0; i < g->M; i++)                                                                             \
+            for (int64_t j = 0; j < g->N; j++)                                                                         \
+                C[i * g->ldc + j] += part[i * g->N + j];                                                               \
         return true;                                                                                                   \
     }                                                                                                                  \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
@@ -734,12 +719,13 @@ static int64_t split_k_at(const gemm_plan *g, size_t elem)
 /* The split-K slices (gemm_halves_slice): the two halves' blocks side by side, each
  * padded to span, a multiple of the unit, cut to the threads' speeds; a boundary that
  * falls within an eighth of a half from the middle moves onto it, since a thread that
- * takes a sliver of the other half packs that half's operand for it too. */
-static int halves_bounds(const gemm_plan *h, int threads, int64_t *bounds)
+ * takes a sliver of the other half packs that half's operand for it too. fn: the slices'
+ * function, whose kind of job keeps its own speed estimates. */
+static int halves_bounds(const gemm_plan *h, int threads, pg_slice_fn fn, int64_t *bounds)
 {
     const int64_t span = round_up(h->split_rows ? h->M : h->N, h->unit);
     double weight[PG_MAX_THREADS];
-    int parts = pg_parallel_weights(threads, weight);
+    int parts = pg_parallel_weights(threads, weight, fn, 2 * span);
     pg_split_bounds(2 * span, h->unit, parts, weight, bounds);
     for (int t = 1; t < parts; t++)
         if (bounds[t] != span && llabs(bounds[t] - span) < span / 8 && bounds[t - 1] <= span && span <= bounds[t + 1])

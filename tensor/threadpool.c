@@ -279,7 +279,14 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
  * each thread a share of the items in proportion to its recent speed. Items per second
  * is a different number for every kernel, so a job only compares its threads with one
  * another: thread t's rate over the mean rate of the job's threads, averaged over jobs
- * (an exponential average, quicker for longer jobs, whose times say more). */
+ * (an exponential average, quicker for longer jobs, whose times say more).
+ *
+ * Nor do kernels see the same ratio between the cores: when one core is slowed, a
+ * memory-bound pass loses more on it than a GEMM does (in one such stretch the second
+ * thread ran a GEMM's slices at 0.92 of the first's rate, the fused attention's at 0.81,
+ * elementwise ranges at 0.6-0.9). So each kind of job (its slice function and extent, a
+ * "site") keeps its own estimates, starting from the pool-wide ones, which learn from
+ * every job. */
 
 #define SPEED_MIN_SECONDS 20e-6 /* shorter jobs' times are mostly noise: not counted */
 #define SPEED_FULL_SECONDS 1e-3 /* a job this long moves the estimate by SPEED_STEP */
@@ -288,13 +295,28 @@ void pg_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i, int thread), vo
 #define SPEED_QUANTUM 0.05 /* the slices follow the estimates in steps of 5%: a boundary does not
                             * move for the estimates' noise, and the ops on either side of it keep
                             * their rows in one core's cache */
+#define SITES 256          /* kinds of job with their own estimates; more share the pool-wide ones */
+
+typedef struct site {
+    pg_slice_fn fn; /* NULL: a free entry */
+    int64_t extent;
+    double speed[PG_MAX_THREADS];
+} site;
 
 static struct {
     pthread_mutex_t mu;
     int T;                          /* the thread count the estimates are for */
-    double speed[PG_MAX_THREADS];   /* relative speeds, mean 1 over the T threads */
+    double speed[PG_MAX_THREADS];   /* pool-wide relative speeds, mean 1 over the T threads */
+    site sites[SITES];              /* open addressing on (fn, extent) */
     pg_balance mode;
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER, .mode = PG_BALANCE_MEASURED};
+
+/* every site forgotten (its next job starts from the pool-wide estimates); under S.mu */
+static void forget_sites(void)
+{
+    for (int i = 0; i < SITES; i++)
+        S.sites[i].fn = NULL;
+}
 
 /* the estimates for T threads, reset to equal when T changed; under S.mu */
 static double *speeds_for(int T)
@@ -303,8 +325,34 @@ static double *speeds_for(int T)
         S.T = T;
         for (int t = 0; t < PG_MAX_THREADS; t++)
             S.speed[t] = 1.0;
+        forget_sites();
     }
     return S.speed;
+}
+
+/* the estimates of the jobs of fn over extent (T threads): its site's, made from the
+ * pool-wide ones when `make` and there is room, else the pool-wide ones; under S.mu */
+static double *site_speeds(pg_slice_fn fn, int64_t extent, int T, bool make)
+{
+    double *pool_wide = speeds_for(T);
+    if (!fn)
+        return pool_wide;
+    uint64_t h = ((uint64_t)(uintptr_t)fn >> 4) * 0x9E3779B97F4A7C15u ^ (uint64_t)extent * 0xC2B2AE3D27D4EB4Fu;
+    for (int probe = 0; probe < 8; probe++) {
+        site *e = &S.sites[(h + (uint64_t)probe) % SITES];
+        if (e->fn == fn && e->extent == extent)
+            return e->speed;
+        if (!e->fn) {
+            if (!make)
+                return pool_wide;
+            e->fn = fn;
+            e->extent = extent;
+            for (int t = 0; t < PG_MAX_THREADS; t++)
+                e->speed[t] = pool_wide[t];
+            return e->speed;
+        }
+    }
+    return pool_wide;
 }
 
 pg_balance pg_parallel_balance(pg_balance mode)
@@ -350,6 +398,7 @@ int pg_parallel_set_speeds(const double *speeds, int n)
     double *s = speeds_for(T);
     for (int t = 0; t < n && t < T; t++)
         s[t] = speeds[t];
+    forget_sites(); /* every kind of job starts again from these */
     pthread_mutex_unlock(&S.mu);
     return 0;
 }
@@ -378,7 +427,7 @@ void pg_split_bounds(int64_t extent, int64_t unit, int parts, const double *weig
 }
 
 typedef struct slices_job {
-    void (*fn)(void *ctx, int64_t begin, int64_t end, int slice);
+    pg_slice_fn fn;
     void *ctx;
     const int64_t *bounds;
     double secs[PG_MAX_THREADS];
@@ -430,7 +479,7 @@ void pg_speeds_update(double *speed, int T, int parts, const int64_t *bounds, co
         speed[t] = fmax(1 / SPEED_CLAMP, fmin(SPEED_CLAMP, speed[t] / mean));
 }
 
-int pg_parallel_weights(int parts, double *weight)
+int pg_parallel_weights(int parts, double *weight, pg_slice_fn fn, int64_t extent)
 {
     if (!weight) {
         pg_set_error("pg_parallel_weights: weight is NULL");
@@ -439,7 +488,7 @@ int pg_parallel_weights(int parts, double *weight)
     int T = pg_num_threads();
     parts = parts < 1 ? 1 : parts > T ? T : parts;
     pthread_mutex_lock(&S.mu);
-    const double *s = speeds_for(T);
+    const double *s = S.mode == PG_BALANCE_FIXED ? speeds_for(T) : site_speeds(fn, extent, T, false);
     for (int t = 0; t < parts; t++) /* measured: in steps of SPEED_QUANTUM, 1 within +-QUANTUM / 2 */
         weight[t] = S.mode == PG_BALANCE_EVEN       ? 1.0
                     : S.mode == PG_BALANCE_MEASURED ? SPEED_QUANTUM * round(s[t] / SPEED_QUANTUM)
@@ -448,8 +497,28 @@ int pg_parallel_weights(int parts, double *weight)
     return parts;
 }
 
-void pg_parallel_slices_at(int parts, const int64_t *bounds,
-                           void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx)
+void pg_parallel_learn(pg_slice_fn fn, int parts, const int64_t *bounds, const double *secs)
+{
+    if (!bounds || !secs) {
+        pg_set_error("pg_parallel_learn: %s is NULL", bounds ? "secs" : "bounds");
+        return;
+    }
+    int T = pg_num_threads();
+    if (parts < 1 || parts > T) {
+        pg_set_error("pg_parallel_learn: %d slices for %d threads", parts, T);
+        return;
+    }
+    pthread_mutex_lock(&S.mu);
+    if (S.mode != PG_BALANCE_FIXED) { /* even slices measure as well */
+        pg_speeds_update(speeds_for(T), T, parts, bounds, secs);
+        double *own = site_speeds(fn, bounds[parts], T, true);
+        if (own != S.speed)
+            pg_speeds_update(own, T, parts, bounds, secs);
+    }
+    pthread_mutex_unlock(&S.mu);
+}
+
+void pg_parallel_slices_at(int parts, const int64_t *bounds, pg_slice_fn fn, void *ctx)
 {
     if (!fn || !bounds) {
         pg_set_error("pg_parallel_slices_at: %s is NULL", fn ? "bounds" : "fn");
@@ -473,14 +542,11 @@ void pg_parallel_slices_at(int parts, const int64_t *bounds,
         return;
     }
     pg_parallel_for(parts, slice_task, &j);
-    pthread_mutex_lock(&S.mu);
-    if (S.mode != PG_BALANCE_FIXED && !atomic_load(&j.serial)) /* even slices measure as well */
-        pg_speeds_update(speeds_for(T), T, parts, bounds, j.secs);
-    pthread_mutex_unlock(&S.mu);
+    if (!atomic_load(&j.serial))
+        pg_parallel_learn(fn, parts, bounds, j.secs);
 }
 
-void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
-                        void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx)
+void pg_parallel_slices(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx)
 {
     if (!fn) {
         pg_set_error("pg_parallel_slices: fn is NULL");
@@ -491,7 +557,7 @@ void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
     unit = unit > 0 ? unit : 1;
     int64_t units = (extent + unit - 1) / unit;
     double weight[PG_MAX_THREADS];
-    parts = pg_parallel_weights(parts > units ? (int)units : parts, weight);
+    parts = pg_parallel_weights(parts > units ? (int)units : parts, weight, fn, extent);
     int64_t bounds[PG_MAX_THREADS + 1];
     pg_split_bounds(extent, unit, parts, weight, bounds);
     pg_parallel_slices_at(parts, bounds, fn, ctx);

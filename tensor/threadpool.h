@@ -80,18 +80,25 @@ void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t b
  * less to do. For work whose items each cost about the same and whose results do
  * not depend on where the boundaries fall: then the bits are those of any other
  * split. t may index per-thread scratch. */
-void pg_parallel_slices(int64_t extent, int64_t unit, int parts,
-                        void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx);
+typedef void (*pg_slice_fn)(void *ctx, int64_t begin, int64_t end, int slice);
+void pg_parallel_slices(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx);
 
 /* The two halves of pg_parallel_slices, for a caller that moves the boundaries
- * itself: the weights of threads 0..parts-1 (parts clamped to 1..threads, the count
- * returned; measured speeds in steps of 5%, so that estimates within 2.5% of each
- * other give equal slices), and running fn on given bounds[0..parts] (parts at most
- * the thread count), timed and learnt from like any other slices. weight NULL: -1
- * with an error; bad bounds or parts: an error, nothing run. */
-int pg_parallel_weights(int parts, double *weight);
-void pg_parallel_slices_at(int parts, const int64_t *bounds,
-                           void (*fn)(void *ctx, int64_t begin, int64_t end, int slice), void *ctx);
+ * itself: the weights of threads 0..parts-1 for slices of fn over [0, extent) (parts
+ * clamped to 1..threads, the count returned; measured speeds in steps of 5%, so that
+ * estimates within 2.5% of each other give equal slices), and running fn on given
+ * bounds[0..parts] (parts at most the thread count; the extent is bounds[parts]),
+ * timed and learnt from like any other slices. Each kind of job, fn and extent,
+ * keeps its own estimates (the cores' ratio differs between a GEMM and a
+ * memory-bound pass), starting from the pool-wide ones; fn NULL: the pool-wide
+ * ones. weight NULL: -1 with an error; bad bounds or parts: an error, nothing run. */
+int pg_parallel_weights(int parts, double *weight, pg_slice_fn fn, int64_t extent);
+/* What a job of fn with slices bounds[0..parts] that took secs[0..parts-1] seconds teaches
+ * the estimates (fn's kind of job's and the pool-wide ones; nothing in PG_BALANCE_FIXED):
+ * pg_parallel_slices_at calls it after each job; a caller that times its own slices may
+ * too. NULL bounds or secs, or parts outside 1..threads: an error, nothing learnt. */
+void pg_parallel_learn(pg_slice_fn fn, int parts, const int64_t *bounds, const double *secs);
+void pg_parallel_slices_at(int parts, const int64_t *bounds, pg_slice_fn fn, void *ctx);
 
 /* Boundaries of `parts` slices of [0, extent): bounds[0] = 0, bounds[parts] = extent,
  * bounds[t] the multiple of unit nearest extent * (weight[0] + .. + weight[t-1]) /
@@ -109,11 +116,12 @@ typedef enum pg_balance {
 /* Sets the mode and returns the one before; anything but a pg_balance records an
  * error and changes nothing. */
 pg_balance pg_parallel_balance(pg_balance mode);
-/* The speeds (mean 1 when measured) of the current thread count's threads into
- * out[0..n-1]; returns the thread count (-1 with an error when out is NULL). */
+/* The pool-wide speeds (mean 1 when measured) of the current thread count's threads
+ * into out[0..n-1]; returns the thread count (-1 with an error when out is NULL). */
 int pg_parallel_speeds(double *out, int n);
-/* Sets the speeds of threads 0..n-1 (each in (0, 1e6]; the others keep theirs) until the
- * thread count changes. 0, or -1 with an error and nothing changed. */
+/* Sets the pool-wide speeds of threads 0..n-1 (each in (0, 1e6]; the others keep theirs)
+ * until the thread count changes; every kind of job's own estimates start again from
+ * them. 0, or -1 with an error and nothing changed. */
 int pg_parallel_set_speeds(const double *speeds, int n);
 
 /* One job's lesson (what pg_parallel_slices does after each measured job): slice t of

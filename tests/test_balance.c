@@ -125,6 +125,56 @@ Test(balance, slices_follow_the_speeds)
     pg_set_num_threads(saved);
 }
 
+static void slice_a(void *ctx, int64_t begin, int64_t end, int slice) { note_slice(ctx, begin, end, slice); }
+static void slice_b(void *ctx, int64_t begin, int64_t end, int slice) { note_slice(ctx, begin, end, slice); }
+
+/* Each kind of job (slice function and extent) learns its own estimates: jobs of slice_a
+ * over 200 where thread 1 takes twice as long, of slice_b over 200 where both take as
+ * long, and of slice_a over 400 never seen; a new thread count or pg_parallel_set_speeds
+ * starts every kind again from the pool-wide estimates. */
+Test(balance, each_kind_of_job_learns_its_own_speeds)
+{
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    cr_assert_eq(pg_parallel_set_speeds((const double[]){1, 1}, 2), 0);
+    pg_balance was = pg_parallel_balance(PG_BALANCE_MEASURED);
+    const int64_t b[3] = {0, 100, 200};
+    for (int i = 0; i < 40; i++) {
+        pg_parallel_learn(slice_a, 2, b, (const double[]){1e-3, 2e-3});
+        pg_parallel_learn(slice_b, 2, b, (const double[]){1e-3, 1e-3});
+    }
+    double wa[2], wb[2], wn[2], pool[2];
+    cr_assert_eq(pg_parallel_weights(2, wa, slice_a, 200), 2);
+    cr_assert_eq(pg_parallel_weights(2, wb, slice_b, 200), 2);
+    pg_parallel_weights(2, wn, slice_a, 400);
+    pg_parallel_speeds(pool, 2);
+    /* slice_a: rates 2:1, estimates 4/3 : 2/3; slice_b: equal; the pool-wide in between */
+    cr_assert(fabs(wa[0] - 1.35) < 1e-9 && fabs(wa[1] - 0.65) < 1e-9, "slice_a weights %g %g", wa[0], wa[1]);
+    cr_assert(wb[0] == 1 && wb[1] == 1, "slice_b weights %g %g", wb[0], wb[1]);
+    cr_assert(pool[0] > 1.05 && pool[0] < 1.3 && pool[1] < 0.95, "pool-wide %g %g", pool[0], pool[1]);
+    cr_assert(fabs(wn[0] - 0.05 * round(pool[0] / 0.05)) < 1e-9, "an unseen kind %g, pool-wide %g", wn[0], pool[0]);
+    /* the slices of slice_a follow its weights */
+    seen *s = calloc(1, sizeof *s);
+    pg_parallel_slices(200, 1, 2, slice_a, s);
+    cr_assert(s->end[0] == 135 && s->begin[1] == 135, "slice_a cut at %lld", (long long)s->end[0]);
+    free(s);
+    /* set_speeds: every kind starts again from them */
+    cr_assert_eq(pg_parallel_set_speeds((const double[]){1, 1}, 2), 0);
+    pg_parallel_weights(2, wa, slice_a, 200);
+    cr_assert(wa[0] == 1 && wa[1] == 1, "after set_speeds %g %g", wa[0], wa[1]);
+    /* FIXED: nothing learnt */
+    pg_parallel_balance(PG_BALANCE_FIXED);
+    pg_parallel_learn(slice_a, 2, b, (const double[]){1e-3, 2e-3});
+    pg_parallel_balance(PG_BALANCE_MEASURED);
+    pg_parallel_weights(2, wa, slice_a, 200);
+    cr_assert(wa[0] == 1 && wa[1] == 1, "learnt in FIXED mode: %g %g", wa[0], wa[1]);
+    pg_clear_error();
+    pg_parallel_learn(slice_a, 3, (const int64_t[]){0, 1, 2, 3}, (const double[]){1, 1, 1});
+    cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_learn: 3 slices for 2 threads"), "%s", pg_last_error());
+    pg_parallel_balance(was);
+    pg_set_num_threads(saved);
+}
+
 Test(balance, bad_input)
 {
     int saved = pg_num_threads();

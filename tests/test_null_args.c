@@ -270,10 +270,12 @@ VOID(parallel_slices, "pg_parallel_slices", pg_parallel_slices(4, 1, 2, NULL, NU
 NUM(parallel_set_speeds, "pg_parallel_set_speeds", pg_parallel_set_speeds(NULL, 2), -1)
 VOID(split_bounds, "pg_split_bounds", pg_split_bounds(4, 1, 2, NULL, NULL))
 NUM(parallel_speeds, "pg_parallel_speeds", pg_parallel_speeds(NULL, 2), -1)
-NUM(parallel_weights, "pg_parallel_weights", pg_parallel_weights(2, NULL), -1)
+NUM(parallel_weights, "pg_parallel_weights", pg_parallel_weights(2, NULL, NULL, 0), -1)
 VOID(parallel_slices_at_fn, "pg_parallel_slices_at", pg_parallel_slices_at(1, (const int64_t[]){0, 4}, NULL, NULL))
 VOID(parallel_slices_at_bounds, "pg_parallel_slices_at",
      pg_parallel_slices_at(1, NULL, noop_slice, NULL))
+VOID(parallel_learn_bounds, "pg_parallel_learn", pg_parallel_learn(noop_slice, 1, NULL, D4))
+VOID(parallel_learn_secs, "pg_parallel_learn", pg_parallel_learn(noop_slice, 1, (const int64_t[]){0, 4}, NULL))
 VOID(speeds_update_speed, "pg_speeds_update", pg_speeds_update(NULL, 2, 2, (const int64_t[]){0, 1, 2}, D4))
 VOID(speeds_update_bounds, "pg_speeds_update", pg_speeds_update(D4, 2, 2, NULL, D4))
 VOID(speeds_update_secs, "pg_speeds_update", pg_speeds_update(D4, 2, 2, (const int64_t[]){0, 1, 2}, NULL))
