@@ -497,17 +497,19 @@ int pg_parallel_weights(int parts, double *weight, pg_slice_fn fn, int64_t exten
     return parts;
 }
 
-void pg_parallel_learn(pg_slice_fn fn, int parts, const int64_t *bounds, const double *secs)
+/* the thread count, or 0 with an error naming fn when parts is not in 1..it */
+static int threads_for(const char *fn, int parts)
 {
-    if (!bounds || !secs) {
-        pg_set_error("pg_parallel_learn: %s is NULL", bounds ? "secs" : "bounds");
-        return;
-    }
     int T = pg_num_threads();
-    if (parts < 1 || parts > T) {
-        pg_set_error("pg_parallel_learn: %d slices for %d threads", parts, T);
-        return;
-    }
+    if (parts >= 1 && parts <= T)
+        return T;
+    pg_set_error("%s: %d slices for %d threads", fn, parts, T);
+    return 0;
+}
+
+/* pg_parallel_learn with its arguments checked */
+static void learn(pg_slice_fn fn, int T, int parts, const int64_t *bounds, const double *secs)
+{
     pthread_mutex_lock(&S.mu);
     if (S.mode != PG_BALANCE_FIXED) { /* even slices measure as well */
         pg_speeds_update(speeds_for(T), T, parts, bounds, secs);
@@ -518,17 +520,26 @@ void pg_parallel_learn(pg_slice_fn fn, int parts, const int64_t *bounds, const d
     pthread_mutex_unlock(&S.mu);
 }
 
+void pg_parallel_learn(pg_slice_fn fn, int parts, const int64_t *bounds, const double *secs)
+{
+    if (!bounds || !secs) {
+        pg_set_error("pg_parallel_learn: %s is NULL", bounds ? "secs" : "bounds");
+        return;
+    }
+    int T = threads_for("pg_parallel_learn", parts);
+    if (T)
+        learn(fn, T, parts, bounds, secs);
+}
+
 void pg_parallel_slices_at(int parts, const int64_t *bounds, pg_slice_fn fn, void *ctx)
 {
     if (!fn || !bounds) {
         pg_set_error("pg_parallel_slices_at: %s is NULL", fn ? "bounds" : "fn");
         return;
     }
-    int T = pg_num_threads();
-    if (parts < 1 || parts > T) {
-        pg_set_error("pg_parallel_slices_at: %d slices for %d threads", parts, T);
+    int T = threads_for("pg_parallel_slices_at", parts);
+    if (!T)
         return;
-    }
     for (int t = 0; t < parts; t++)
         if (bounds[t] < 0 || bounds[t] > bounds[t + 1]) {
             pg_set_error("pg_parallel_slices_at: bounds[%d..%d] = %lld, %lld: not 0 <= ascending", t, t + 1,
@@ -543,7 +554,7 @@ void pg_parallel_slices_at(int parts, const int64_t *bounds, pg_slice_fn fn, voi
     }
     pg_parallel_for(parts, slice_task, &j);
     if (!atomic_load(&j.serial))
-        pg_parallel_learn(fn, parts, bounds, j.secs);
+        learn(fn, T, parts, bounds, j.secs);
 }
 
 void pg_parallel_slices(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx)

@@ -389,30 +389,18 @@ static int run_steps(int argc, char **argv)
     return bench_train_steps(argv[2], (int)steps, (int)threads, strcmp(dt, "f64") ? PG_F32 : PG_F64);
 }
 
-/* `bench --balance SCHEME [STEPS [THREADS]]` (defaults 60, 2) */
-static int run_balance(int argc, char **argv)
+/* `bench --balance|--scaling SCHEME [STEPS [THREADS]]` (defaults 60, 2): the alternated pair
+ * of bench_train.c that fn runs */
+static int run_alternated(int argc, char **argv, int (*fn)(const char *scheme, int steps, int threads))
 {
     if (argc < 3 || argc > 5) {
-        fprintf(stderr, "usage: bench --balance SCHEME [STEPS [THREADS]]\n");
+        fprintf(stderr, "usage: bench %s SCHEME [STEPS [THREADS]]\n", argv[1]);
         return 2;
     }
     long steps, threads;
     if (!steps_threads(argc, argv, 2, &steps, &threads))
         return 2;
-    return bench_train_balance(argv[2], (int)steps, (int)threads);
-}
-
-/* `bench --scaling SCHEME [STEPS [THREADS]]` (defaults 60, 2) */
-static int run_scaling(int argc, char **argv)
-{
-    if (argc < 3 || argc > 5) {
-        fprintf(stderr, "usage: bench --scaling SCHEME [STEPS [THREADS]]\n");
-        return 2;
-    }
-    long steps, threads;
-    if (!steps_threads(argc, argv, 2, &steps, &threads))
-        return 2;
-    return bench_train_scaling(argv[2], (int)steps, (int)threads);
+    return fn(argv[2], (int)steps, (int)threads);
 }
 
 int main(int argc, char **argv)
@@ -422,9 +410,9 @@ int main(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "--steps"))
         return run_steps(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "--balance"))
-        return run_balance(argc, argv);
+        return run_alternated(argc, argv, bench_train_balance);
     if (argc >= 2 && !strcmp(argv[1], "--scaling"))
-        return run_scaling(argc, argv);
+        return run_alternated(argc, argv, bench_train_scaling);
     const char *only = argc > 1 ? argv[1] : NULL; /* a name prefix to run just some */
     /* the machine's yardstick first: every figure below means something only beside it */
     if (bench_selected(only, "fma_peak") || (only && !strncmp(only, "gemm", 4)))
