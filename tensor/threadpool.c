@@ -609,5 +609,5 @@ void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t b
         return;
     }
     range_job j = {fn, ctx};
-    pg_parallel_slices(n, 16, (int)T, range_slice, &j);
+    pg_parallel_slices(n, n >= 16 * T ? 16 : 1, (int)T, range_slice, &j); /* few items: each a big one */
 }

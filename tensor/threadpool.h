@@ -65,9 +65,10 @@ int64_t pg_parallel_tasks(int64_t work, int64_t grain);
 
 /* fn(ctx, begin, end) over contiguous slices that cover [0, n) once: one slice
  * per thread (pg_parallel_tasks(n, grain) of them, so small n stays on the
- * caller), boundaries multiples of 16 items (whole cache lines of floats), sized
- * as pg_parallel_slices sizes them. For elementwise and row-wise kernels: each
- * item's result does not depend on the split. */
+ * caller), boundaries multiples of 16 items (whole cache lines of floats) unless
+ * there are fewer than 16 a slice (then each item is a large one: a table's copy
+ * per head), sized as pg_parallel_slices sizes them. For elementwise and row-wise
+ * kernels: each item's result does not depend on the split. */
 void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
 /* fn(ctx, begin, end, t) on slice t of [0, extent) on thread t, for t < parts (at

@@ -9,6 +9,8 @@
 
 #include "../tensor/threadpool.h"
 
+#include <stdatomic.h>
+
 static void assert_bounds(int64_t extent, int64_t unit, int parts, const double *w, const int64_t *want)
 {
     int64_t b[PG_MAX_THREADS + 1];
@@ -122,6 +124,41 @@ Test(balance, slices_follow_the_speeds)
     cr_assert_eq(pg_set_num_threads(3), 0);
     cr_assert_eq(pg_parallel_speeds(sp, PG_MAX_THREADS), 3);
     cr_assert(sp[0] == 1 && sp[1] == 1 && sp[2] == 1, "%g %g %g", sp[0], sp[1], sp[2]);
+    pg_set_num_threads(saved);
+}
+
+typedef struct ranges {
+    int64_t begin[4], end[4];
+    _Atomic int n;
+} ranges;
+
+static void note_range(void *ctx, int64_t begin, int64_t end)
+{
+    ranges *r = ctx;
+    int i = atomic_fetch_add(&r->n, 1);
+    if (i < 4) {
+        r->begin[i] = begin;
+        r->end[i] = end;
+    }
+}
+
+/* pg_parallel_range cuts at multiples of 16 items, but for fewer than 16 items a slice
+ * (each a large one, as a table's copy per head) at any item: 4 items on 2 threads go 2
+ * and 2, where a 16-item unit left them all to one thread */
+Test(balance, range_splits_few_large_items)
+{
+    int saved = pg_num_threads();
+    pg_balance was = split_with(2, (const double[]){1, 1});
+    const int64_t n[2] = {4, 1000}, cut[2] = {2, 496};
+    for (int c = 0; c < 2; c++) {
+        ranges r = {0};
+        pg_parallel_range(n[c], 1, note_range, &r);
+        cr_assert_eq(atomic_load(&r.n), 2, "%lld items: %d slices", (long long)n[c], atomic_load(&r.n));
+        int first = r.begin[0] == 0 ? 0 : 1;
+        cr_assert(r.end[first] == cut[c] && r.begin[1 - first] == cut[c] && r.end[1 - first] == n[c],
+                  "%lld items cut at %lld, not %lld", (long long)n[c], (long long)r.end[first], (long long)cut[c]);
+    }
+    pg_parallel_balance(was);
     pg_set_num_threads(saved);
 }
 
