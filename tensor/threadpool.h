@@ -32,7 +32,8 @@
  * on where a split falls (the GEMM, elementwise ranges, the norm's forward, the
  * fused attention's rows, op_parallel_for's tasks) cut their work with
  * pg_parallel_slices: one slice per thread, sized to speeds the pool measures as
- * it goes (PG_BALANCE_MEASURED), or evenly, or to given speeds (pg_balance). The
+ * it goes, per kind of job (PG_BALANCE_MEASURED: a slowed core loses more on a
+ * memory-bound pass than on a GEMM), or evenly, or to given speeds (pg_balance). The
  * bits are the same whichever (tests/test_balance.c). Sums over rows go in blocks
  * fixed by the size alone, whichever thread takes them; what keeps
  * pg_parallel_for's fixed partition: the fused attention's backward with fewer
