@@ -202,7 +202,7 @@ static int bcast_sum(pg_graph *g, const char *name, const binary_job *rest, int6
 {
     bcast_sum_job s = {*rest, op_sum_blocks(rest->p->outer, work, BINARY_GRAIN), {NULL, NULL}, {0, 0}};
     int64_t size = (gr[0] ? gr[0]->numel : 0) + (gr[1] ? gr[1]->numel : 0);
-    if (s.blocks < 2 || size * s.blocks * 4 > work) {
+    if (!op_partials_worth(s.blocks, size, work)) {
         bcast_run(rest, false);
         return 0;
     }
@@ -210,13 +210,8 @@ static int bcast_sum(pg_graph *g, const char *name, const binary_job *rest, int6
         if (!gr[i])
             continue;
         s.bytes[i] = (size_t)gr[i]->numel * pg_dtype_size(gr[i]->dtype);
-        pg_tensor *t = pg_tensor_empty(pg_graph_arena(g), gr[i]->dtype, PG_SHAPE(s.blocks * gr[i]->numel));
-        if (!t) {
-            pg_graph_fail(g, "%s backward: out of memory for %lld partial sums of %s", name, (long long)s.blocks,
-                          SHAPE(gr[i]));
+        if (!(s.part[i] = op_partials(g, name, gr[i], s.blocks)))
             return -1;
-        }
-        s.part[i] = t->data;
     }
     op_parallel_for(s.blocks, work, 0, bcast_sum_task, &s);
     for (int i = 0; i < 2; i++)

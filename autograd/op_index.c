@@ -288,23 +288,25 @@ DEFINE_SELECT1(1)
 DEFINE_SELECT1(4)
 DEFINE_SELECT1(8)
 
+/* A select's slices on the thread pool, forward (out = y, in = x) or backward (out = gx,
+ * in = gy) */
 typedef struct select_job {
-    const rows *r;
-    char *y;
-    const char *x;
-    const int64_t *index;
+    rows r;
     size_t es;
+    char *out;
+    const char *in;
+    const int64_t *index;
 } select_job;
 
 /* rows t0 .. t1 - 1 of y (row o k + j: x's row index[j] of block o), inner > 1 */
 static void select_slice(void *ctx, int64_t t0, int64_t t1)
 {
     const select_job *s = ctx;
-    const rows *r = s->r;
+    const rows *r = &s->r;
     size_t row = (size_t)r->inner * s->es;
     for (int64_t t = t0; t < t1; t++) {
         int64_t o = t / r->k, j = t % r->k;
-        memcpy(s->y + (size_t)t * row, s->x + (size_t)(o * r->n + s->index[j]) * row, row);
+        memcpy(s->out + (size_t)t * row, s->in + (size_t)(o * r->n + s->index[j]) * row, row);
     }
 }
 
@@ -324,7 +326,7 @@ static void select_rows(const rows *r, void *y, const void *x, const int64_t *in
     size_t row = (size_t)r->inner * es;
     if (row == 0)
         return;
-    select_job s = {r, y, x, index, es};
+    select_job s = {*r, es, y, x, index};
     int64_t grain = (int64_t)(SELECT_GRAIN / row) + 1;
     pg_parallel_range(r->outer * r->k, grain, select_slice, &s);
 }
@@ -348,21 +350,14 @@ DEFINE_SELECT_BWD(double, f64)
 
 #define SELECT_BWD_GRAIN 32768 /* additions a thread's columns take at least */
 
-typedef struct select_bwd_job {
-    rows r;
-    bool f32;
-    void *gx;
-    const void *gy;
-    const int64_t *index;
-} select_bwd_job;
-
+/* columns c0 .. c1 - 1 of the backward (select_job: out = gx, in = gy) */
 static void select_bwd_slice(void *ctx, int64_t c0, int64_t c1)
 {
-    const select_bwd_job *s = ctx;
-    if (s->f32)
-        select_bwd_f32(&s->r, s->gx, s->gy, s->index, c0, c1);
+    const select_job *s = ctx;
+    if (s->es == sizeof(float))
+        select_bwd_f32(&s->r, (float *)s->out, (const float *)s->in, s->index, c0, c1);
     else
-        select_bwd_f64(&s->r, s->gx, s->gy, s->index, c0, c1);
+        select_bwd_f64(&s->r, (double *)s->out, (const double *)s->in, s->index, c0, c1);
 }
 
 /* ip[0] axis; saved: the index (any shape, read flat) */
@@ -371,8 +366,8 @@ static int select_backward(pg_graph *g, pg_node *n)
     pg_tensor *x = n->in[0], *gx = pg_grad_of(g, x);
     if (!gx)
         return x->requires_grad ? -1 : 0;
-    select_bwd_job s = {rows_around(x, (int)n->ip[0], n->saved->numel), x->dtype == PG_F32, gx->data,
-                        n->out->grad->data, n->saved->data};
+    select_job s = {rows_around(x, (int)n->ip[0], n->saved->numel), pg_dtype_size(x->dtype), gx->data,
+                    n->out->grad->data, n->saved->data};
     int64_t lines = s.r.outer * s.r.k; /* additions per column */
     pg_parallel_range(s.r.inner, SELECT_BWD_GRAIN / (lines > 0 ? lines : 1) + 1, select_bwd_slice, &s);
     return 0;

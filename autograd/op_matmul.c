@@ -240,18 +240,13 @@ static int mm_sum(pg_graph *g, const char *name, const mm_job *j, const pg_tenso
     const mm_plan *p = j->p;
     const int64_t work = p->nbatch * p->M * p->N * p->K;
     mm_sum_job s = {j, op_sum_blocks(p->nbatch, work, MM_SUM_GRAIN), NULL, 0};
-    if (s.blocks < 2 || gr->numel * s.blocks * 4 > work) {
+    if (!op_partials_worth(s.blocks, gr->numel, work)) {
         mm_run(j, true);
         return 0;
     }
     s.bytes = (size_t)gr->numel * pg_dtype_size(gr->dtype);
-    pg_tensor *t = pg_tensor_empty(pg_graph_arena(g), gr->dtype, PG_SHAPE(s.blocks * gr->numel));
-    if (!t) {
-        pg_graph_fail(g, "%s backward: out of memory for %lld partial sums of %s", name, (long long)s.blocks,
-                      SHAPE(gr));
+    if (!(s.part = op_partials(g, name, gr, s.blocks)))
         return -1;
-    }
-    s.part = t->data;
     op_parallel_for(s.blocks, work, 0, mm_sum_task, &s);
     op_add_partials(gr, s.part, s.blocks);
     return 0;

@@ -197,6 +197,24 @@ static inline int64_t op_sum_blocks(int64_t rows, int64_t work, int64_t block_wo
     return nb > 1 ? nb : 1;
 }
 
+/* A gradient summed in op_sum_blocks' blocks, each block into its own partial on the pool:
+ * worth it when there are 2 blocks or more and the partials (partial_elems each) stay
+ * small beside the work they sum (a quarter of it at most) */
+static inline bool op_partials_worth(int64_t blocks, int64_t partial_elems, int64_t work)
+{
+    return blocks >= 2 && partial_elems * blocks * 4 <= work;
+}
+
+/* room in g's arena for `blocks` partials of gr's shape, laid one after another; NULL
+ * after pg_graph_fail naming op `name` */
+static inline void *op_partials(pg_graph *g, const char *name, const pg_tensor *gr, int64_t blocks)
+{
+    pg_tensor *t = pg_tensor_empty(pg_graph_arena(g), gr->dtype, PG_SHAPE(blocks * gr->numel));
+    if (!t)
+        pg_graph_fail(g, "%s backward: out of memory for %lld partial sums of %s", name, (long long)blocks, SHAPE(gr));
+    return t ? t->data : NULL;
+}
+
 /* gr (f32 or f64) += blocks partial sums of gr's shape laid one after another, added in
  * block order (a sum cut into op_sum_blocks' blocks: the same bits for any thread count) */
 static inline void op_add_partials(const pg_tensor *gr, const void *part, int64_t blocks)
