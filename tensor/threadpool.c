@@ -305,8 +305,9 @@ typedef struct site {
 
 static struct {
     pthread_mutex_t mu;
-    int T;                          /* the thread count the estimates are for */
+    int T;                          /* the thread count (above 1) the estimates are for */
     double speed[PG_MAX_THREADS];   /* pool-wide relative speeds, mean 1 over the T threads */
+    double single[PG_MAX_THREADS];  /* what one thread sees: 1 */
     site sites[SITES];              /* open addressing on (fn, extent) */
     pg_balance mode;
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER, .mode = PG_BALANCE_MEASURED};
@@ -318,9 +319,14 @@ static void forget_sites(void)
         S.sites[i].fn = NULL;
 }
 
-/* the estimates for T threads, reset to equal when T changed; under S.mu */
+/* the estimates for T threads, reset to equal when T changed to another count above 1 (a
+ * stretch on one thread, which has nothing to balance, keeps them); under S.mu */
 static double *speeds_for(int T)
 {
+    if (T == 1) {
+        S.single[0] = 1.0;
+        return S.single;
+    }
     if (S.T != T) {
         S.T = T;
         for (int t = 0; t < PG_MAX_THREADS; t++)
@@ -335,7 +341,7 @@ static double *speeds_for(int T)
 static double *site_speeds(pg_slice_fn fn, int64_t extent, int T, bool make)
 {
     double *pool_wide = speeds_for(T);
-    if (!fn)
+    if (!fn || T == 1)
         return pool_wide;
     uint64_t h = ((uint64_t)(uintptr_t)fn >> 4) * 0x9E3779B97F4A7C15u ^ (uint64_t)extent * 0xC2B2AE3D27D4EB4Fu;
     for (int probe = 0; probe < 8; probe++) {
@@ -512,9 +518,10 @@ static void learn(pg_slice_fn fn, int T, int parts, const int64_t *bounds, const
 {
     pthread_mutex_lock(&S.mu);
     if (S.mode != PG_BALANCE_FIXED) { /* even slices measure as well */
-        pg_speeds_update(speeds_for(T), T, parts, bounds, secs);
+        double *pool_wide = speeds_for(T);
+        pg_speeds_update(pool_wide, T, parts, bounds, secs);
         double *own = site_speeds(fn, bounds[parts], T, true);
-        if (own != S.speed)
+        if (own != pool_wide)
             pg_speeds_update(own, T, parts, bounds, secs);
     }
     pthread_mutex_unlock(&S.mu);

@@ -122,8 +122,9 @@ pg_balance pg_parallel_balance(pg_balance mode);
  * into out[0..n-1]; returns the thread count (-1 with an error when out is NULL). */
 int pg_parallel_speeds(double *out, int n);
 /* Sets the pool-wide speeds of threads 0..n-1 (each in (0, 1e6]; the others keep theirs)
- * until the thread count changes; every kind of job's own estimates start again from
- * them. 0, or -1 with an error and nothing changed. */
+ * until the thread count changes to another count above 1 (a stretch on one thread keeps
+ * every estimate); every kind of job's own estimates start again from them. 0, or -1
+ * with an error and nothing changed. */
 int pg_parallel_set_speeds(const double *speeds, int n);
 
 /* One job's lesson (what pg_parallel_slices does after each measured job): slice t of

@@ -195,6 +195,21 @@ Test(balance, each_kind_of_job_learns_its_own_speeds)
     pg_parallel_slices(200, 1, 2, slice_a, s);
     cr_assert(s->end[0] == 135 && s->begin[1] == 135, "slice_a cut at %lld", (long long)s->end[0]);
     free(s);
+    /* a stretch on one thread keeps them; another count above 1 starts again */
+    cr_assert_eq(pg_set_num_threads(1), 0);
+    double w1;
+    cr_assert_eq(pg_parallel_weights(1, &w1, slice_a, 200), 1);
+    cr_assert(w1 == 1, "one thread's weight %g", w1);
+    pg_parallel_learn(slice_a, 1, (const int64_t[]){0, 200}, (const double[]){1e-3});
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    pg_parallel_weights(2, wa, slice_a, 200);
+    cr_assert(fabs(wa[0] - 1.35) < 1e-9 && fabs(wa[1] - 0.65) < 1e-9, "after 1 thread: %g %g", wa[0], wa[1]);
+    cr_assert_eq(pg_set_num_threads(3), 0);
+    pg_parallel_weights(2, wa, slice_a, 200);
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    pg_parallel_weights(2, wb, slice_a, 200);
+    cr_assert(wa[0] == 1 && wa[1] == 1 && wb[0] == 1 && wb[1] == 1, "after 3 threads: %g %g, %g %g", wa[0], wa[1],
+              wb[0], wb[1]);
     /* set_speeds: every kind starts again from them */
     cr_assert_eq(pg_parallel_set_speeds((const double[]){1, 1}, 2), 0);
     pg_parallel_weights(2, wa, slice_a, 200);

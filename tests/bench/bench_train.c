@@ -144,9 +144,10 @@ typedef void (*pair_setup)(int which, int arg);
  * that both see the same stretch of the host: t[w][k] the k-th step of set-up w. After a
  * switch, `settle` untimed steps (a new thread count starts its workers on the first one).
  * False (and the message) when a step fails. */
+enum { ALTERNATE_BLOCK = 5 };
 static bool alternate_steps(train_ctx *c, int steps, int settle, pair_setup set, int arg, double *t[2])
 {
-    enum { WARMUP = 3, BLOCK = 5 };
+    enum { WARMUP = 3, BLOCK = ALTERNATE_BLOCK };
     train_steps(c, WARMUP);
     for (int i = 0; i < steps && !c->failed; i += BLOCK)
         for (int w = 0; w < 2 && !c->failed; w++) {
@@ -161,13 +162,37 @@ static bool alternate_steps(train_ctx *c, int steps, int settle, pair_setup set,
     return !c->failed;
 }
 
+/* The median over the blocks of alternate_steps of (set-up 0's median step in the block) /
+ * (set-up 1's in the same block): a drift of the host's speed from one block to the next,
+ * which moves both medians of a block alike, cancels in each block's ratio. */
+static double blockwise_ratio(double *const t[2], int steps)
+{
+    double *ratio = malloc((size_t)(steps / ALTERNATE_BLOCK + 1) * sizeof(double)), block[2][ALTERNATE_BLOCK];
+    if (!ratio)
+        return NAN;
+    int blocks = 0;
+    for (int i = 0; i < steps; i += ALTERNATE_BLOCK, blocks++) {
+        int n = steps - i < ALTERNATE_BLOCK ? steps - i : ALTERNATE_BLOCK;
+        for (int w = 0; w < 2; w++)
+            memcpy(block[w], t[w] + i, (size_t)n * sizeof(double));
+        ratio[blocks] = median_of(block[0], n) / median_of(block[1], n);
+    }
+    double median = median_of(ratio, blocks);
+    free(ratio);
+    return median;
+}
+
 /* the median ms per step of each of an alternated pair (alternate_steps) of the toy model of
- * `scheme`; false (and a message) on failure */
-static bool alternated_medians(const char *scheme, int steps, int settle, pair_setup set, int arg, double med[2])
+ * `scheme` and their blockwise_ratio (when `ratio` is not NULL); false (and a message) on
+ * failure */
+static bool alternated_medians(const char *scheme, int steps, int settle, pair_setup set, int arg, double med[2],
+                               double *ratio)
 {
     train_ctx c = {0};
     double *t[2] = {malloc((size_t)steps * sizeof(double)), malloc((size_t)steps * sizeof(double))};
     bool ok = t[0] && t[1] && train_ctx_init(&c, scheme, PG_F32) && alternate_steps(&c, steps, settle, set, arg, t);
+    if (ok && ratio)
+        *ratio = blockwise_ratio(t, steps);
     if (ok)
         for (int w = 0; w < 2; w++)
             med[w] = 1e3 * median_of(t[w], steps);
@@ -189,7 +214,7 @@ int bench_train_balance(const char *scheme, int steps, int threads)
 {
     double ms[2];
     pg_set_num_threads(threads);
-    bool ok = alternated_medians(scheme, steps, 0, set_balance, threads, ms);
+    bool ok = alternated_medians(scheme, steps, 0, set_balance, threads, ms, NULL);
     pg_parallel_balance(PG_BALANCE_MEASURED);
     if (!ok)
         return 1;
@@ -209,18 +234,21 @@ static void set_threads(int many, int threads)
 }
 
 /* `bench --scaling`: the same steps on 1 thread and on `threads`, alternated, so that a slow
- * stretch of a shared host falls on both; each one's median and their ratio (the speed-up). */
+ * stretch of a shared host falls on both; each one's median, their ratio (the speed-up) and
+ * the speed-up taken block by block (blockwise_ratio). */
 int bench_train_scaling(const char *scheme, int steps, int threads)
 {
-    double ms[2];
+    double ms[2], blockwise;
     int saved = pg_num_threads();
-    bool ok = alternated_medians(scheme, steps, 1, set_threads, threads, ms);
+    bool ok = alternated_medians(scheme, steps, 1, set_threads, threads, ms, &blockwise);
     pg_set_num_threads(saved);
     if (!ok)
         return 1;
     printf("scaling_%s_t1 %.2f ms/step (median of %d)\n", scheme, ms[0], steps);
     printf("scaling_%s_t%d %.2f ms/step (median of %d)\n", scheme, threads, ms[1], steps);
     printf("scaling_%s_t%d_over_t1 %.3f x\n", scheme, threads, ms[0] / ms[1]);
+    printf("scaling_%s_t%d_over_t1_blockwise %.3f x (median of %d blocks' ratios)\n", scheme, threads, blockwise,
+           (steps + ALTERNATE_BLOCK - 1) / ALTERNATE_BLOCK);
     return 0;
 }
 

@@ -26,7 +26,9 @@
 # that a slow minute of a shared host falls on both or neither). With COMPARE_THREADS
 # holding 1 and 2, each round also runs `bench --scaling <s> 40 2` (1 and 2 threads in one
 # process, in turns of 5 steps a fraction of a second apart), and
-# posgrad_t2_over_t1_interleaved_<s> is the median and range over the rounds of its ratio.
+# posgrad_t2_over_t1_interleaved_<s> is the median and range over the rounds of its ratio of
+# medians, posgrad_t2_over_t1_blockwise_<s> the same of its median of the 8 turns' ratios
+# (each turn's 1-thread median over the 2-thread median of the same turn).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -125,8 +127,11 @@ for r in $(seq "$ROUNDS"); do
             measure "$s" "$t" f32
         done
         if [ "$interleave" = 1 ]; then # 1 and 2 threads in one process, blocks of 5 steps in turn
-            v=$("$BENCH" --scaling "$s" 40 2 2>/dev/null | value_of "scaling_${s}_t2_over_t1")
+            sc=$("$BENCH" --scaling "$s" 40 2 2>/dev/null)
+            v=$(printf '%s\n' "$sc" | value_of "scaling_${s}_t2_over_t1")
+            b=$(printf '%s\n' "$sc" | value_of "scaling_${s}_t2_over_t1_blockwise")
             echo "interleaved $s ${v:-0} $r" >>"$out"
+            echo "blockwise $s ${b:-0} $r" >>"$out"
         fi
     done
     case " $THREADS " in *" 2 "*) measure none 2 f64 ;; esac
@@ -183,6 +188,10 @@ END {
     for (i = 1; i <= ns; i++) {
         k = "interleaved " S[i]
         if (k in cnt) printf "posgrad_t2_over_t1_interleaved_%s %.2f x (%.2f-%.2f, %d rounds)\n", S[i], med[k], lo[k], hi[k], cnt[k]
+    }
+    for (i = 1; i <= ns; i++) {
+        k = "blockwise " S[i]
+        if (k in cnt) printf "posgrad_t2_over_t1_blockwise_%s %.2f x (%.2f-%.2f, %d rounds)\n", S[i], med[k], lo[k], hi[k], cnt[k]
     }
     for (w = 0; w < 2; w++) {
         who = w ? "torch" : "posgrad"; a = who " train_none_f64_t2"; b = who " train_none_t2"
