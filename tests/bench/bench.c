@@ -419,6 +419,8 @@ int main(int argc, char **argv)
         bench_fma_peak();
     if (bench_selected(only, "core_skew"))
         bench_core_skew();
+    if (bench_selected(only, "stream"))
+        bench_stream();
     if (bench_selected(only, "op_overhead"))
         bench_op_overhead();
     bench_gemm_all(only);

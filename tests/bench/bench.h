@@ -22,6 +22,7 @@ bool bench_selected(const char *only, const char *name);
 
 void bench_fma_peak(void);              /* bench_gemm.c: fma_peak_t1, fma_peak_t2 (first of all) */
 void bench_core_skew(void);             /* bench_gemm.c: core_skew, the 2 threads' speed ratio */
+void bench_stream(void);                /* bench_stream.c: stream_*, a memory-bound pass on 1 and 2 threads */
 /* `name value GFLOP/s (P% of fma_peak_t<threads>)` once bench_fma_peak has run */
 void print_gflops(const char *name, int threads, double gflops);
 void bench_gemm_all(const char *only);  /* bench_gemm.c: gemm_* */

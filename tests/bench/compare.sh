@@ -14,7 +14,9 @@
 #   BENCH, PYTHON     the bench binary (build/tests/bench) and the Python (/usr/bin/python3)
 #
 # Each round first prints core_skew_round<r> (`bench core_skew`: the two cores' speed ratio
-# at that moment; a 2-thread figure waits for the slower core), then runs, per scheme and
+# at that moment; a 2-thread figure waits for the slower core) and
+# stream_4096k_t2_over_t1_round<r> (`bench stream`: what the second thread adds to a
+# memory-bound pass over 4 MiB arrays at that moment), then runs, per scheme and
 # thread count, `bench train_<scheme>_t<T>` and then
 # tests/bench/torch_train.py (OMP_WAIT_POLICY=PASSIVE, OPENBLAS_NUM_THREADS, jemalloc through
 # LD_PRELOAD when libjemalloc2 is installed: torch_run below), each a warm-up step and the
@@ -122,6 +124,8 @@ for r in $(seq "$ROUNDS"); do
     echo "# round $r of $ROUNDS" >&2
     # the two cores' speed ratio now: a 2-thread figure waits for the slower one
     "$BENCH" core_skew | sed "s/^core_skew /core_skew_round$r /"
+    # and what a second thread adds to a memory-bound pass of the MLP's size (bench_stream.c)
+    "$BENCH" stream | sed -n "s/^stream_4096k_t2_over_t1 /stream_4096k_t2_over_t1_round$r /p"
     for s in $SCHEMES; do
         for t in $THREADS; do
             measure "$s" "$t" f32
