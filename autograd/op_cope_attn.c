@@ -196,27 +196,39 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
             cope_bwd_kept_##sfx(&io, &r, G + k0 * len, X + k0 * len, ab, (T)j->scale, (T)j->out_scale);             \
         }                                                                                                           \
     }                                                                                                               \
-    /* the gradients of q and the keys from dS and C = ds; dq, dk, dv at the head */                                \
+    /* dst (len, N) += alpha X^T Y, X (K, len) of stride len, Y (K, N): rows from `from` on                        \
+     * assigned (a fresh gradient's rows no block reached before), the rows before added to */                      \
+    static void keys_gemm_##sfx(int64_t len, int64_t N, int64_t K, T alpha, const T *X, const T *Y, int64_t from,    \
+                                T *dst)                                                                             \
+    {                                                                                                               \
+        from = from < len ? from : len;                                                                             \
+        if (from > 0)                                                                                               \
+            pg_gemm_##sfx(true, false, from, N, K, alpha, X, len, Y, N, 1, dst, N);                                 \
+        if (len > from)                                                                                             \
+            pg_gemm_##sfx(true, false, len - from, N, K, alpha, X + from, len, Y, N, 0, dst + from * N, N);         \
+    }                                                                                                               \
+    /* the gradients of q and the keys from dS and C = ds; dq, dk, dv at the head; dq's rows of                     \
+     * the block assigned when fresh, dk's from key dk_from on, dv added to */                                      \
     static void block_qk_grads_##sfx(const cattn_job *j, const head_##sfx *hd, int64_t i0, int64_t nr,              \
-                                     int64_t len, T *dS, T *C, T *dq, T *dk, T *dv)                                 \
+                                     int64_t len, T *dS, T *C, T *dq, T *dk, int64_t dk_from, T *dv)                \
     {                                                                                                               \
         const int64_t D = j->D;                                                                                     \
-        const T scale = (T)j->scale, *qb = hd->q + i0 * D;                                                          \
+        const T scale = (T)j->scale, *qb = hd->q + i0 * D, dq_beta = j->fresh[0] ? 0 : 1;                           \
         if (!j->gates_v) { /* C = scale dS + ds, the gradient of q k^T */                                           \
             for (int64_t e = 0; e < nr * len; e++)                                                                  \
                 C[e] = scale * dS[e] + C[e];                                                                        \
             if (dq)                                                                                                 \
-                pg_gemm_##sfx(false, false, nr, D, len, 1, C, len, hd->k, D, 1, dq + i0 * D, D);                    \
+                pg_gemm_##sfx(false, false, nr, D, len, 1, C, len, hd->k, D, dq_beta, dq + i0 * D, D);              \
             if (dk)                                                                                                 \
-                pg_gemm_##sfx(true, false, len, D, nr, 1, C, len, qb, D, 1, dk, D);                                 \
+                keys_gemm_##sfx(len, D, nr, 1, C, qb, dk_from, dk);                                                 \
             return;                                                                                                 \
         }                                                                                                           \
         if (dq) {                                                                                                   \
-            pg_gemm_##sfx(false, false, nr, D, len, scale, dS, len, hd->k, D, 1, dq + i0 * D, D);                   \
+            pg_gemm_##sfx(false, false, nr, D, len, scale, dS, len, hd->k, D, dq_beta, dq + i0 * D, D);             \
             pg_gemm_##sfx(false, false, nr, D, len, 1, C, len, hd->v, D, 1, dq + i0 * D, D);                        \
         }                                                                                                           \
         if (dk)                                                                                                     \
-            pg_gemm_##sfx(true, false, len, D, nr, scale, dS, len, qb, D, 1, dk, D);                                \
+            keys_gemm_##sfx(len, D, nr, scale, dS, qb, dk_from, dk);                                                \
         if (dv)                                                                                                     \
             pg_gemm_##sfx(true, false, len, D, nr, 1, C, len, qb, D, 1, dv, D);                                     \
     }                                                                                                               \
@@ -234,17 +246,14 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         else if (dEh)                                                                                               \
             pg_gemm_##sfx(true, false, nz, D, cn, 1, dZ, nz, qc, D, 1, dEh, D);                                     \
     }                                                                                                               \
-    /* fresh gradients zeroed as a block first reaches them: dq's rows i0 .. i0 + nr - 1 and                        \
-     * the keys' rows k0 .. k1 - 1 of dk and dv */                                                                  \
-    static void fresh_rows_##sfx(const cattn_job *j, T *dq, T *dk, T *dv, int64_t i0, int64_t nr, int64_t k0,       \
-                                 int64_t k1)                                                                        \
+    /* the rows k0 .. Lk - 1 of fresh dk and dv, which no block reached (their keys hidden from                    \
+     * every query by the causal mask), zeroed */                                                                   \
+    static void fresh_keys_left_##sfx(const cattn_job *j, T *dk, T *dv, int64_t k0)                                 \
     {                                                                                                               \
-        if (dq && j->fresh[0])                                                                                      \
-            memset(dq + i0 * j->D, 0, (size_t)(nr * j->D) * sizeof(T));                                             \
-        if (dk && j->fresh[1] && k1 > k0)                                                                           \
-            memset(dk + k0 * j->D, 0, (size_t)((k1 - k0) * j->D) * sizeof(T));                                      \
-        if (dv && j->fresh[2] && k1 > k0)                                                                           \
-            memset(dv + k0 * j->Dv, 0, (size_t)((k1 - k0) * j->Dv) * sizeof(T));                                    \
+        if (dk && j->fresh[1] && j->Lk > k0)                                                                        \
+            memset(dk + k0 * j->D, 0, (size_t)((j->Lk - k0) * j->D) * sizeof(T));                                   \
+        if (dv && j->fresh[2] && j->Lk > k0)                                                                        \
+            memset(dv + k0 * j->Dv, 0, (size_t)((j->Lk - k0) * j->Dv) * sizeof(T));                                 \
     }                                                                                                               \
     /* backward of head bh: its slices of dq, dk, dv (assigned where fresh) and of dE (zeroed here) */              \
     static void bwd_head_##sfx(const cattn_job *j, int64_t bh, char *scratch)                                       \
@@ -258,7 +267,7 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
         T *dv = j->dv ? (T *)j->dv + bh * Lk * Dv : NULL, *dEh = j->dE ? (T *)j->dE + bh * D * j->n : NULL;         \
         if (dEh)                                                                                                    \
             memset(dEh, 0, (size_t)(D * j->n) * sizeof(T));                                                         \
-        int64_t fresh_keys = 0; /* dk, dv rows [0, fresh_keys) zeroed or added to */                                \
+        int64_t fresh_keys = 0; /* dk, dv rows [0, fresh_keys) reached by a block */                                \
         const bool need_ds = dq || dk || (j->gates_v && dv), need_dz = dq || dEh;                                   \
         for (int64_t c0 = 0; c0 < Lq; c0 += CHUNK) {                                                                \
             const int64_t cn = Lq - c0 < CHUNK ? Lq - c0 : CHUNK, nz = chunk_positions(j, c0, cn);                  \
@@ -267,21 +276,20 @@ static size_t scratch_bytes(int64_t Lk, int64_t n, pg_dtype dt)
                 const int64_t nr = Lq - i0 < ROWS ? Lq - i0 : ROWS, len = block_keys(j, i0, nr), zr = i0 - c0;      \
                 const T *go = (const T *)j->dout + (bh * Lq + i0) * Dv;                                             \
                 block_logits_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, S, A, L, G, X);                            \
-                fresh_rows_##sfx(j, dq, dk, dv, i0, nr, fresh_keys, len);                                           \
-                fresh_keys = len > fresh_keys ? len : fresh_keys;                                                   \
                 block_dS_##sfx(j, &hd, bh, i0, nr, len, L, dS, Di);                                                 \
-                if (dv) /* dv += P^T dO */                                                                          \
-                    pg_gemm_##sfx(true, false, len, Dv, nr, 1, L, len, go, Dv, 1, dv, Dv);                          \
+                if (dv) /* dv += P^T dO, its first product: the keys new to this block assigned when fresh */       \
+                    keys_gemm_##sfx(len, Dv, nr, 1, L, go, j->fresh[2] ? fresh_keys : len, dv);                     \
                 if (need_ds || need_dz)                                                                             \
                     block_cope_bwd_##sfx(j, &hd, i0, nr, len, Z + zr * nz, nz, G, X, dS, need_ds ? C : NULL,        \
                                          need_dz ? dZ + zr * nz : NULL, ab);                                        \
                 if (need_ds)                                                                                        \
-                    block_qk_grads_##sfx(j, &hd, i0, nr, len, dS, C, dq, dk, dv);                                   \
+                    block_qk_grads_##sfx(j, &hd, i0, nr, len, dS, C, dq, dk, j->fresh[1] ? fresh_keys : len, dv);   \
+                fresh_keys = len > fresh_keys ? len : fresh_keys;                                                   \
             }                                                                                                       \
             if (need_dz)                                                                                            \
                 chunk_z_grads_##sfx(j, &hd, c0, cn, nz, dZ, dq, dEh);                                               \
         }                                                                                                           \
-        fresh_rows_##sfx(j, NULL, dk, dv, 0, 0, fresh_keys, Lk);                                                    \
+        fresh_keys_left_##sfx(j, dk, dv, fresh_keys);                                                               \
     }                                                                                                               \
     /* dE [begin, end) (+)= the heads' slices, in head order */                                                     \
     static void dE_sum_##sfx(T *restrict dE, const T *restrict slices, int64_t heads, int64_t size, int64_t begin,  \
@@ -358,14 +366,12 @@ static int cattn_backward(pg_graph *g, pg_node *node)
                    .gates_v = node->ip[1] != 0, .scale = node->p[0], .out_scale = node->p[1], .q = q->data,
                    .k = k->data, .v = v->data, .E = E->data, .e_nd = e_nd, .out = node->out->data,
                    .lse = node->saved->data, .dout = node->out->grad->data};
-    pg_tensor *in[3] = {q, k, v}, *grad;
-    void **slot[3] = {&j.dq, &j.dk, &j.dv};
-    for (int i = 0; i < 3; i++) {
-        grad = in[i]->requires_grad ? pg_grad_fresh(g, in[i], &j.fresh[i]) : NULL;
-        if (in[i]->requires_grad && !grad)
-            return -1;
-        *slot[i] = grad ? grad->data : NULL;
-    }
+    pg_tensor *grad[3];
+    if (op_grads_fresh(g, 3, (pg_tensor *[]){q, k, v}, grad, j.fresh) != 0)
+        return -1;
+    j.dq = grad[0] ? grad[0]->data : NULL;
+    j.dk = grad[1] ? grad[1]->data : NULL;
+    j.dv = grad[2] ? grad[2]->data : NULL;
     bool e_fresh = false;
     pg_tensor *dE = E->requires_grad ? pg_grad_fresh(g, E, &e_fresh) : NULL;
     const int64_t heads = q->shape[0] * j.H;

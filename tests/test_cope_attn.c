@@ -2,8 +2,8 @@
  * to the chain it replaces (pg_matmul for z = q E and the logits, pg_cope_interp,
  * pg_flash_attention with the bias as pair_bias) over several blocks of queries, both
  * dtypes, causal, a key mask, gates from the values, Lq != Lk, both layouts of E, both
- * paths of the interpolation (n < 32 and n >= 32); the same bits for any thread count;
- * gradchecks; bad input. */
+ * paths of the interpolation (n < 32 and n >= 32), one tensor in two or three roles;
+ * the same bits for any thread count; gradchecks; bad input. */
 #include "../autograd/flash.h"
 #include "testutil.h"
 
@@ -147,6 +147,47 @@ Test(cope_attn, equals_the_chain_f32)
         {PG_F32, 1, 2, 150, 150, 8, 151, true, false, false, 3.0, 1.0, true, true},
     };
     assert_equals_chain(cases, sizeof cases / sizeof cases[0], 5e-6, "f32");
+}
+
+/* One tensor in two or three roles (q = k: shared query-key projections; k = v; q = k = v),
+ * causal and not, gates from the keys and from the values: the shared tensor's gradient is
+ * the sum of its roles', as the chain accumulates it. The fused op runs first (every
+ * gradient new to it) and again after the chain (each gradient then zeroed, added to). */
+Test(cope_attn, shared_inputs_equal_the_chain)
+{
+    static const int roles[3][3] = {{0, 0, 2}, {0, 1, 1}, {0, 0, 0}}; /* q, k, v: which of in.t */
+    static const bool fused_run[3] = {true, false, true};
+    double worst = 0;
+    for (int share = 0; share < 3; share++)
+        for (int causal = 0; causal < 2; causal++) {
+            const ccase c = {PG_F64, 2, 2, 70, 70, 8, 12, causal, false, share > 0, 0.35, 0.35, false, false};
+            cin in = make_inputs(&c, 300 + 2 * (uint64_t)share + (uint64_t)causal);
+            pg_tensor *t[N_IN] = {in.t[roles[share][0]], in.t[roles[share][1]], in.t[roles[share][2]], in.t[3]};
+            pg_tensor *w = randt(PG_SHAPE(c.B, c.H, c.Lq, c.D), 41, false), *res[3][N_OUT] = {{NULL}};
+            for (int r = 0; r < 3; r++) {
+                pg_graph *g = pg_graph_new();
+                pg_tensor *out = attend(g, &c, fused_run[r], t, NULL);
+                cr_assert_not_null(out, "%s", pg_graph_error(g));
+                cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, out, w), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+                res[r][0] = pg_tensor_copy(NULL, out);
+                for (int i = 0; i < N_IN; i++) /* the tensors in some role */
+                    if (i == 3 || i == roles[share][0] || i == roles[share][1] || i == roles[share][2])
+                        res[r][1 + i] = take_grad(in.t[i]);
+                pg_graph_free(g);
+            }
+            for (int r = 0; r < 3; r += 2)
+                for (int i = 0; i < N_OUT; i++) {
+                    double e = res[1][i] ? max_err(res[r][i], res[1][i]) : 0;
+                    cr_assert_lt(e, 1e-12, "share %d, causal %d, run %d: %s of in.t: %g", share, causal, r, NAMES[i], e);
+                    worst = e > worst ? e : worst;
+                }
+            for (int r = 0; r < 3; r++)
+                for (int i = 0; i < N_OUT; i++)
+                    pg_tensor_free(res[r][i]);
+            pg_tensor_free(w);
+            free_inputs(&in);
+        }
+    cr_log_info("cope_attn with shared inputs vs the chain: %.3g", worst);
 }
 
 typedef struct fused_run {

@@ -158,6 +158,22 @@ Test(cope_interp, gradcheck)
     pg_tensor_free(keep);
 }
 
+static pg_tensor *interp_self_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n;
+    return pg_cope_interp(g, in[0], in[0], NULL, *(const bool *)ctx, 0.9, 0.6);
+}
+
+/* one tensor as both the logits and z (n = Lk): its gradient is the sum of both roles',
+ * causal and not (the logits' gradient had overwritten z's in each group of rows) */
+Test(cope_interp, logits_and_z_one_tensor)
+{
+    pg_tensor *x = randt(PG_SHAPE(1, 2, 10, 6), 23, true);
+    for (int causal = 0; causal < 2; causal++)
+        assert_gradcheck(interp_self_fn, 1, &x, &(bool){causal != 0}, NULL);
+    pg_tensor_free(x);
+}
+
 /* ctx: the case; res: out, dlogits, dz */
 static void run_fused(void *ctx, pg_tensor **res) { run_case(ctx, true, res); }
 
