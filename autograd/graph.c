@@ -274,13 +274,28 @@ int pg_grad_accumulate(pg_graph *g, pg_tensor *x, const pg_tensor *delta)
 
 /* ---- backward -------------------------------------------------------------------- */
 
+/* An input given to an op in two roles (pg_mul(g, x, x), attention with q = k) has one
+ * gradient buffer. Made zeroed before the op's backward runs, every role adds to it: a rule
+ * that assigns a fresh gradient piece by piece (pg_grad_fresh) would otherwise let one
+ * role's assignments wipe what the other had added (tests/test_shared_roles.c). */
+static int zero_shared_inputs(pg_graph *g, const pg_node *n)
+{
+    for (int i = 0; i < n->n_in; i++) {
+        pg_tensor *x = n->in[i];
+        for (int k = i + 1; x && x->requires_grad && !x->grad && k < n->n_in; k++)
+            if (n->in[k] == x && !pg_grad_of(g, x))
+                return -1;
+    }
+    return 0;
+}
+
 static int run_tape(pg_graph *g)
 {
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         pg_node *n = g->tape[i];
         if (!n->out->grad)
             continue; /* no gradient reached this op */
-        if (n->backward(g, n) != 0) {
+        if (zero_shared_inputs(g, n) != 0 || n->backward(g, n) != 0) {
             if (!g->has_error)
                 pg_graph_fail(g, "pg_backward: backward of %s failed", n->name);
             return -1;

@@ -85,12 +85,10 @@ static int cope_backward(pg_graph *g, pg_node *node)
 {
     pg_tensor *s = node->in[0], *z = node->in[1];
     cope_job j = cope_job_of(s, z, node->saved, node->ip[0] != 0, node->p[0], node->p[1]);
-    pg_tensor *grad[2];
-    bool fresh[2];
-    if (op_grads_fresh(g, 2, (pg_tensor *[]){s, z}, grad, fresh) != 0)
+    pg_tensor *ds = s->requires_grad ? pg_grad_fresh(g, s, &j.ds_fresh) : NULL;
+    pg_tensor *dz = z->requires_grad ? pg_grad_fresh(g, z, &j.dz_fresh) : NULL;
+    if ((s->requires_grad && !ds) || (z->requires_grad && !dz))
         return -1;
-    pg_tensor *ds = grad[0], *dz = grad[1];
-    j.ds_fresh = fresh[0], j.dz_fresh = fresh[1];
     if (s->numel == 0) { /* no keys (Lk 0): nothing reaches z */
         if (dz && j.dz_fresh)
             memset(dz->data, 0, (size_t)dz->numel * pg_dtype_size(dz->dtype));

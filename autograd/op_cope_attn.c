@@ -366,12 +366,14 @@ static int cattn_backward(pg_graph *g, pg_node *node)
                    .gates_v = node->ip[1] != 0, .scale = node->p[0], .out_scale = node->p[1], .q = q->data,
                    .k = k->data, .v = v->data, .E = E->data, .e_nd = e_nd, .out = node->out->data,
                    .lse = node->saved->data, .dout = node->out->grad->data};
-    pg_tensor *grad[3];
-    if (op_grads_fresh(g, 3, (pg_tensor *[]){q, k, v}, grad, j.fresh) != 0)
-        return -1;
-    j.dq = grad[0] ? grad[0]->data : NULL;
-    j.dk = grad[1] ? grad[1]->data : NULL;
-    j.dv = grad[2] ? grad[2]->data : NULL;
+    pg_tensor *in[3] = {q, k, v}, *grad;
+    void **slot[3] = {&j.dq, &j.dk, &j.dv};
+    for (int i = 0; i < 3; i++) {
+        grad = in[i]->requires_grad ? pg_grad_fresh(g, in[i], &j.fresh[i]) : NULL;
+        if (in[i]->requires_grad && !grad)
+            return -1;
+        *slot[i] = grad ? grad->data : NULL;
+    }
     bool e_fresh = false;
     pg_tensor *dE = E->requires_grad ? pg_grad_fresh(g, E, &e_fresh) : NULL;
     const int64_t heads = q->shape[0] * j.H;

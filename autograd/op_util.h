@@ -179,31 +179,6 @@ static inline void op_copy_parallel(void *dst, const void *src, size_t bytes)
     pg_parallel_range((int64_t)bytes, (int64_t)1 << 16, op_copy_slice, &j);
 }
 
-/* ---- gradients of an input in two roles ---------------------------------------------- */
-
-/* The gradients of in[0..n-1] (NULL where one needs none; -1 when one could not be had) as
- * pg_grad_fresh gives them, for a backward that writes them piece by piece, assigning a
- * fresh one's pieces as it first reaches them. One tensor in two roles (pg_cope_attention's
- * q = k, pg_cope_interp's logits = z) has one buffer, which the first role would assign
- * piece by piece while the second adds into it, its additions to a piece the first has not
- * yet reached then lost: such a buffer is zeroed here and every role adds (fresh false). */
-static inline int op_grads_fresh(pg_graph *g, int n, pg_tensor *const *in, pg_tensor **grad, bool *fresh)
-{
-    for (int i = 0; i < n; i++) {
-        fresh[i] = false;
-        grad[i] = in[i]->requires_grad ? pg_grad_fresh(g, in[i], &fresh[i]) : NULL;
-        if (in[i]->requires_grad && !grad[i])
-            return -1;
-    }
-    for (int i = 0; i < n; i++)
-        for (int k = i + 1; fresh[i] && k < n; k++)
-            if (in[k] == in[i]) {
-                memset(grad[i]->data, 0, (size_t)grad[i]->numel * pg_dtype_size(grad[i]->dtype));
-                fresh[i] = false;
-            }
-    return 0;
-}
-
 /* A kernel's vector form where a build has none: it did no elements, the scalar loop that
  * goes on from its count does them all (op_cope.c, op_cumsum.c) */
 #define OP_NO_VECTOR_FORM(...) ((int64_t)0)

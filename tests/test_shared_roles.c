@@ -3,7 +3,8 @@
  * for the first role only (pg_grad_fresh), and its gradient is the sum of its roles'.
  * Every op of more than one float input is gradchecked so, causal and not where it has a
  * mask: a backward that assigns one role's share piece by piece while another adds into
- * the same buffer fails here (the fused CoPE ops did, autograd/op_util.h op_grads_fresh). */
+ * the same buffer fails here unless the tape zero-fills such a buffer first (the fused CoPE
+ * ops did: autograd/graph.c, zero_shared_inputs). */
 #include "testutil.h"
 
 #include "../autograd/flash.h"
