@@ -469,6 +469,19 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
                            dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL};
 }
 
+/* A fresh gradient of q, k or v (bit 0, 1, 2 of fresh: made by pg_grad_fresh, not yet
+ * written) has its head's slice zeroed here, just before the tiles add to it, by the thread
+ * that adds: no pass over the whole buffer first, and the slice is in this core's cache */
+static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, unsigned fresh)
+{
+    if (fresh & 1u)
+        memset(g->dq, 0, (size_t)(d->Lq * d->D) * sizeof(T));
+    if (fresh & 2u)
+        memset(g->dk, 0, (size_t)(d->Lk * d->D) * sizeof(T));
+    if (fresh & 4u)
+        memset(g->dv, 0, (size_t)(d->Lk * d->Dv) * sizeof(T));
+}
+
 /* Whether any gradient but dv's is asked for (they all come from dS) */
 static bool F(needs_ds)(const F(head_grads) *g)
 {
@@ -508,13 +521,14 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 }
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
- * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
+ * (each may be NULL; dq, dk, dv zeroed first, head by head, where `fresh` says so: zero_fresh),
+ * the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
  * Heads bh_i = order[u] (order NULL: row_at(u)) for u in [u0, u1), in that order (the w slices
  * are theirs alone; sh is shared by the batches of a head, so the caller keeps the order in
  * which its rows reach it). */
-static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, const T *q, const T *k, const T *v,
-                         const T *bias, const T *out, const T *dout, const T *lse, void *scratch,
-                         const int64_t *order, int64_t u0, int64_t u1)
+static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, unsigned fresh, const T *q,
+                         const T *k, const T *v, const T *bias, const T *out, const T *dout, const T *lse,
+                         void *scratch, const int64_t *order, int64_t u0, int64_t u1)
 {
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const T scale = (T)d->scale;
@@ -535,6 +549,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, c
         const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
+        F(zero_fresh)(d, &hg, fresh);
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, Lk, Dv);

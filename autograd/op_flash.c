@@ -271,6 +271,7 @@ typedef struct flash_job {
                              * slices each when `sliced` */
     size_t shared_bytes[N_SHARED];
     bool sliced;
+    unsigned fresh;             /* backward: bits 0, 1, 2: dq, dk, dv fresh (zeroed head by head) */
     const int64_t *order;       /* backward by regions: the rows bh region by region (NULL: row_at's order) */
     int64_t region;             /* rows per region */
     _Atomic int64_t *rows_done; /* per region: how many of its first rows are done */
@@ -307,11 +308,11 @@ static void flash_bwd_rows(const flash_job *j, int64_t u0, int64_t u1, int t)
     for (int i = 0; i < N_SHARED; i++)
         sh[i] = j->shared[i] && j->sliced ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
     if (j->dtype == PG_F32)
-        flash_bwd_f32(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, j->order,
-                      u0, u1);
+        flash_bwd_f32(j->d, j->w, sh, j->fresh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr,
+                      j->order, u0, u1);
     else
-        flash_bwd_f64(j->d, j->w, sh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr, j->order,
-                      u0, u1);
+        flash_bwd_f64(j->d, j->w, sh, j->fresh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr,
+                      j->order, u0, u1);
 }
 
 /* no shared gradients: any split of the rows gives the same bits */
@@ -434,12 +435,23 @@ static pg_tensor *grad_if(pg_graph *g, pg_tensor *t, bool *fail)
     return gt;
 }
 
-static int flash_backward(pg_graph *g, pg_node *node)
+/* grad_if without the zero-fill: a fresh buffer sets `bit` in *fresh (zeroed head by head in
+ * the kernel, zero_fresh) */
+static pg_tensor *grad_fresh_if(pg_graph *g, pg_tensor *t, bool *fail, unsigned *fresh, unsigned bit)
+{
+    bool is_fresh = false;
+    pg_tensor *gt = t && t->requires_grad ? pg_grad_fresh(g, t, &is_fresh) : NULL;
+    *fail = *fail || (t && t->requires_grad && !gt);
+    *fresh |= is_fresh ? bit : 0u;
+    return gt;
+}
+
+/* the backward into dq, dk, dv (NULL where not asked for; `fresh` says which are unwritten) */
+static int flash_backward_into(pg_graph *g, pg_node *node, pg_tensor *dq, pg_tensor *dk, pg_tensor *dv, unsigned fresh)
 {
     const flash_saved *s = node->ctx;
     pg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2], *out = node->out;
     bool fail = false;
-    pg_tensor *dq = grad_if(g, q, &fail), *dk = grad_if(g, k, &fail), *dv = grad_if(g, v, &fail);
     pg_tensor *dsq = grad_if(g, s->sep_q, &fail), *dsk = grad_if(g, s->sep_k, &fail);
     pg_tensor *drq = grad_if(g, s->rel_q, &fail), *dpair = grad_if(g, s->pair, &fail);
     bool pair_own = s->d.pb_H == s->d.B * s->d.H; /* a slice per head: written by its thread alone */
@@ -448,7 +460,7 @@ static int flash_backward(pg_graph *g, pg_node *node)
     if (fail)
         return -1;
     flash_dims d = s->d;
-    flash_job j = {.d = &d, .dtype = q->dtype, .T = flash_threads(&s->d),
+    flash_job j = {.d = &d, .dtype = q->dtype, .T = flash_threads(&s->d), .fresh = fresh,
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
                    .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dsq ? dsq->data : NULL,
                          dsk ? dsk->data : NULL, drq ? drq->data : NULL, dpair && pair_own ? dpair->data : NULL},
@@ -498,6 +510,21 @@ static int flash_backward(pg_graph *g, pg_node *node)
         if (shared[i] && j.sliced)
             add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
     return 0;
+}
+
+static int flash_backward(pg_graph *g, pg_node *node)
+{
+    bool fail = false;
+    unsigned fresh = 0;
+    pg_tensor *d[3];
+    for (int i = 0; i < 3; i++)
+        d[i] = grad_fresh_if(g, node->in[i], &fail, &fresh, 1u << i);
+    if (!fail && flash_backward_into(g, node, d[0], d[1], d[2], fresh) == 0)
+        return 0;
+    for (int i = 0; i < 3; i++) /* a gradient is never left unwritten */
+        if (fresh & (1u << i))
+            memset(d[i]->data, 0, (size_t)d[i]->numel * pg_dtype_size(d[i]->dtype));
+    return -1;
 }
 
 /* window_bias (Hb, w, (lb + lf + 1) w) of q's dtype with Hb dividing B H, and a band w > 0 */

@@ -105,6 +105,84 @@ Test(heads, fresh_gradient_zeroes_other_columns)
     pg_tensor_free(x);
 }
 
+/* Splits of one x recorded back to back go back as a group (op_heads.c): the first of
+ * their backwards writes every split's columns and zeroes the rest. Each pattern below
+ * against the composites, bit for bit, on gradient buffers in an arena full of NaN
+ * (a column left unwritten shows): W = 12 columns, Dh = 2. */
+enum { GROUP_B = 2, GROUP_L = 5, GROUP_W = 12 };
+typedef enum group_pattern {
+    GROUP_QKV,         /* three splits taking every column */
+    GROUP_GAPS,        /* columns 0, 5, 6 and 11 taken by none */
+    GROUP_ONE_UNUSED,  /* the last split reaches the loss through no path: its columns zero */
+    GROUP_FIRST_ONLY,  /* only the first split reaches the loss */
+    GROUP_OVERLAP,     /* two splits sharing columns 4..7: they add */
+    GROUP_INTERRUPTED, /* an op recorded between the splits: two groups */
+    GROUP_PATTERNS
+} group_pattern;
+
+static pg_tensor *split_either(pg_graph *g, pg_tensor *x, bool fused, int64_t off, int64_t H)
+{
+    return fused ? pg_split_heads(g, x, off, H, 2) : split_composite(g, x, off, H, 2);
+}
+
+/* x (B, L, W) in g -> a scalar through the pattern's splits */
+static pg_tensor *group_chain(pg_graph *g, pg_tensor *x, bool fused, group_pattern pat)
+{
+    static const int64_t offs[GROUP_PATTERNS][3] = {{0, 4, 8}, {1, 7, 9}, {0, 4, 8}, {0, 4, 8}, {0, 4, 8}, {0, 4, 8}};
+    pg_tensor *s[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t off = pat == GROUP_OVERLAP && i == 1 ? 2 : offs[pat][i];
+        s[i] = split_either(g, x, fused, off, pat == GROUP_GAPS && i == 0 ? 2 : pat == GROUP_GAPS ? 1 : 2);
+        if (pat == GROUP_INTERRUPTED && i == 0)
+            s[0] = pg_mul(g, s[0], s[0]);
+    }
+    /* sum s0^2 + sum s1^3 + sum s2: each split's gradient its own, over all its heads */
+    pg_tensor *loss = pg_sum(g, pg_mul(g, s[0], s[0]), 0, NULL, false);
+    if (pat != GROUP_FIRST_ONLY)
+        loss = pg_add(g, loss, pg_sum(g, pg_mul(g, s[1], pg_mul(g, s[1], s[1])), 0, NULL, false));
+    if (pat != GROUP_FIRST_ONLY && pat != GROUP_ONE_UNUSED)
+        loss = pg_add(g, loss, pg_sum(g, s[2], 0, NULL, false));
+    return loss;
+}
+
+/* the leaf p's gradient through x = 2 p (x in the graph: its gradient fresh, in the arena) */
+static pg_tensor *group_grad(pg_graph *g, pg_tensor *p, bool fused, group_pattern pat, int passes)
+{
+    pg_graph_reset(g);
+    pg_tensor *junk = pg_full(g, p->dtype, PG_SHAPE(1 << 16), NAN); /* the arena's memory, NaN */
+    cr_assert(junk, "%s", pg_graph_error(g));
+    pg_graph_reset(g);
+    pg_zero_grad(p);
+    pg_tensor *loss = group_chain(g, pg_mul_scalar(g, p, 2.0), fused, pat);
+    cr_assert(loss, "%s", pg_graph_error(g));
+    for (int k = 0; k < passes; k++) /* a second pass accumulates into the leaf */
+        cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    return p->grad;
+}
+
+Test(heads, grouped_splits_same_as_the_composites)
+{
+    for (int dt = 0; dt < 2; dt++)
+        for (int pat = 0; pat < GROUP_PATTERNS; pat++)
+            for (int passes = 1; passes <= 2; passes++) {
+                pg_dtype dtype = dt ? PG_F32 : PG_F64;
+                pg_rng r = pg_rng_init(21);
+                pg_tensor *p = pg_randn(NULL, dtype, PG_SHAPE(GROUP_B, GROUP_L, GROUP_W), &r);
+                pg_set_requires_grad(p, true);
+                pg_graph *g = pg_graph_new();
+                pg_tensor *want = pg_copy(NULL, group_grad(g, p, false, (group_pattern)pat, passes));
+                pg_tensor *got = group_grad(g, p, true, (group_pattern)pat, passes);
+                cr_assert(want && got);
+                for (int64_t i = 0; i < got->numel; i++)
+                    cr_assert(pg_get(got, i) == pg_get(want, i), "%s, pattern %d, %d passes: grad[%lld] (column %lld) "
+                              "%g, expected %g", pg_dtype_name(dtype), pat, passes, (long long)i,
+                              (long long)(i % GROUP_W), pg_get(got, i), pg_get(want, i));
+                pg_graph_free(g);
+                pg_tensor_free(want);
+                pg_tensor_free(p);
+            }
+}
+
 static pg_tensor *split_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
     (void)n, (void)ctx;
