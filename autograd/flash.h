@@ -103,6 +103,10 @@ typedef struct pg_flash_opts {
      * the pair (i, j), read per tile. Differentiable (with Bb 1 the batches' gradients
      * are summed). NULL: none. Memory: the caller's L x L tensor, nothing more. */
     pg_tensor *pair_bias;
+    /* true: the result is (B, Lq, H Dv), head h in columns h Dv .. (h + 1) Dv - 1 of each
+     * row, which is pg_merge_heads of the (B, H, Lq, Dv) result, written so by the kernel
+     * (and its gradient read so) instead of copied each way. false: (B, H, Lq, Dv). */
+    bool merge_heads;
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,

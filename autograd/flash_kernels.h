@@ -374,7 +374,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         const int64_t bh_i = F(row_at)(d, u);
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
-        T *oh = out + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
+        T *oh = out + out_at(d, bh_i), *lh = lse + bh_i * Lq;
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
@@ -411,7 +411,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1, false); /* acc += P v */
             }
             for (int64_t r = 0; r < bq; r++) {
-                T *restrict o = oh + (i0 + r) * Dv;
+                T *restrict o = oh + (i0 + r) * d->o_ld;
                 const T *restrict a = acc + r * Dv;
                 if (l[r] == 0) {
                     for (int64_t e = 0; e < Dv; e++)
@@ -546,7 +546,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
-        const T *oh = out + bh_i * Lq * Dv, *gh = dout + bh_i * Lq * Dv, *lh = lse + bh_i * Lq;
+        const T *oh = out + out_at(d, bh_i), *gh = dout + out_at(d, bh_i), *lh = lse + bh_i * Lq;
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
         F(zero_fresh)(d, &hg, fresh);
@@ -559,7 +559,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             key_range(d, i0, bq, &jstart, &jend);
             bool any = false;
             for (int64_t r = 0; r < bq; r++) { /* D_i = rowsum(dO * O) */
-                const T *restrict o = oh + (i0 + r) * Dv, *restrict go = gh + (i0 + r) * Dv;
+                const T *restrict o = oh + (i0 + r) * d->o_ld, *restrict go = gh + (i0 + r) * d->o_ld;
                 T s = 0;
                 for (int64_t e = 0; e < Dv; e++)
                     s += go[e] * o[e];
@@ -589,13 +589,13 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                     for (int64_t r = 0; r < bq; r++)
                         for (int64_t c = 0; c < bk; c++)
                             dS[r * BK + c] = P[r * BK + c] * Z[r * BK + c];
-                    F(gemm_acc)(dvh + j0 * Dv, Dv, dS, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1, false);
+                    F(gemm_acc)(dvh + j0 * Dv, Dv, dS, 1, BK, gh + i0 * d->o_ld, d->o_ld, bk, bq, Dv, 1, false);
                 } else if (dvh) { /* dv += P^T dO */
-                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * Dv, Dv, bk, bq, Dv, 1, false);
+                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * d->o_ld, d->o_ld, bk, bq, Dv, 1, false);
                 }
                 if (!need_ds)
                     continue;
-                F(gemm_acc)(dS, BK, gh + i0 * Dv, Dv, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
+                F(gemm_acc)(dS, BK, gh + i0 * d->o_ld, d->o_ld, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
                 for (int64_t r = 0; r < bq; r++) { /* dS = P (dP - D_i), dP through the dropout: dP Z */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK, *restrict z = Z + r * BK;

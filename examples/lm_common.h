@@ -587,7 +587,7 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * token. Fitted to pg_arena_used after a step of pg_lm's defaults (GELU MLP of
  * 4 dim, LayerNorm, no dropout) on the kernels of 2026-12-04, a step holds, in
  * floats of the model's dtype, with N layers, H heads, Dh = dim / H, T threads:
- *   per token      (48.3 + a) dim N + (4.15 + d) dim + H N + 2 vocab
+ *   per token      (46.3 + a) dim N + (4.15 + d) dim + H N + 2 vocab
  *   per position   (4.8 T Dh + p dim) N        (the fused attention's rows, per thread;
  *                                                 CoPE's own attention: pT T in place of 4.8 T Dh)
  *   per layer      18000 T + c + cT T
@@ -647,7 +647,7 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"kerple",       0,    0,   0,    6000,   0,     0, 0, 0, NULL, 0},
     {"sandwich",     0,    0,   0,    0,      0,     0, 0, 0, NULL, 0},
     {"fire",         0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0},
-    {"cope",         1,    0,   0,    5500,   0,     0, 0, 0, NULL, 940},
+    {"cope",         3,    0,   0,    5500,   0,     0, 0, 0, NULL, 940},
     {"fox",          0.14, 0,   0,    21100,  0,     0, 0, 0, NULL, 0},
     {"rel",          0,    0,   9.7,  -35000, 66700, 0, 0, 0, NULL, 0},
     {"local",        3.9,  0,   0,    0,      0,     0, 0, 0, NULL, 0},
@@ -688,7 +688,7 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
     double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;
-    double per_token = (48.3 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
+    double per_token = (46.3 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
     double per_position = ((k.pT > 0 ? k.pT : 4.8 * Dh) * T + k.p * D) * N;
     double fixed = (18000 * T + k.c + k.cT * T) * N;
     double pairs = m->quadratic ? (k.q * (double)B * H + k.qh * H + k.ql) * Lf * Lf * N : 0;

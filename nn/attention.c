@@ -716,6 +716,7 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     bool fused = fusable(m, a, Lq, Lk);
     pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *pair = NULL, *out = NULL;
     pg_pos_rel rel = {0};
+    bool merged = false; /* out already (B, Lq, H Dh): the fused kernel writes it so */
     const pg_attn_band *band = &c->band;
     int attended = fused && !drop && band->window == 0 ? module_attends(g, fn, m, qkv, &pc, &out) : 1;
     if (attended < 0)
@@ -730,14 +731,16 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .look_forward = band->look_forward, .exact_window = band->exact,
                             .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k,
                             .rel_scale = rel.scale, .pair_bias = pair, .dropout = drop ? c->dropout : 0.0,
-                            .rng = a->rng};
-        out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, H, Lq, Dh); checked above */
+                            .rng = a->rng, .merge_heads = true};
+        out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, Lq, H Dh); checked above */
+        merged = true;
     } else {
         bias = reference_bias(g, m, a, bias, Lq);
         pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
         out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }
-    out = pg_merge_heads(g, out); /* (B, Lq, H Dh), heads outer: (n h) */
+    if (!merged)
+        out = pg_merge_heads(g, out); /* (B, Lq, H Dh), heads outer: (n h) */
     return out ? pg_linear_forward(g, m->to_out, out) : NULL;
 }
 
