@@ -469,17 +469,35 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
                            dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL};
 }
 
-/* A fresh gradient of q, k or v (bit 0, 1, 2 of fresh: made by pg_grad_fresh, not yet
- * written) has its head's slice zeroed here, just before the tiles add to it, by the thread
- * that adds: no pass over the whole buffer first, and the slice is in this core's cache */
+/* Fresh gradients of q, k and v (bits 0, 1, 2 of `fresh`: made by pg_grad_fresh, not yet
+ * written) are not zero-filled first: their first product assigns (fresh_rows below). With
+ * xPos, dq and dk come through the tile's dQx and dKx and add; those two get their head's
+ * slice zeroed here, just before the tiles, by the thread that adds to it. */
 static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, unsigned fresh)
 {
     if (fresh & 1u)
         memset(g->dq, 0, (size_t)(d->Lq * d->D) * sizeof(T));
     if (fresh & 2u)
         memset(g->dk, 0, (size_t)(d->Lk * d->D) * sizeof(T));
-    if (fresh & 4u)
-        memset(g->dv, 0, (size_t)(d->Lk * d->Dv) * sizeof(T));
+}
+
+/* rows [r0, r1) of a gradient of row width w zeroed when `fresh` (else left alone) */
+static void F(zero_rows)(T *g, int64_t w, int64_t r0, int64_t r1, bool fresh)
+{
+    if (fresh && r1 > r0)
+        memset(g + r0 * w, 0, (size_t)((r1 - r0) * w) * sizeof(T));
+}
+
+/* dst rows [j0, j0 + bk) (row width w) += alpha A (bk, n) B (n, w), A as in gemm_acc; with
+ * `fresh`, the rows from kfresh on (no product reached them yet) assigned instead */
+static void F(keys_acc)(T *dst, int64_t w, const T *A, int64_t ars, int64_t acs, const T *Bm, int64_t ldb,
+                        int64_t j0, int64_t bk, int64_t n, T alpha, int64_t kfresh, bool fresh)
+{
+    int64_t s = !fresh ? j0 + bk : kfresh < j0 ? j0 : kfresh > j0 + bk ? j0 + bk : kfresh;
+    if (s > j0)
+        F(gemm_acc)(dst + j0 * w, w, A, ars, acs, Bm, ldb, s - j0, n, w, alpha, false);
+    if (j0 + bk > s)
+        F(gemm_acc)(dst + s * w, w, A + (s - j0) * ars, ars, acs, Bm, ldb, j0 + bk - s, n, w, alpha, true);
 }
 
 /* Whether any gradient but dv's is asked for (they all come from dS) */
@@ -521,7 +539,8 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 }
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
- * (each may be NULL; dq, dk, dv zeroed first, head by head, where `fresh` says so: zero_fresh),
+ * (each may be NULL; where `fresh` says dq, dk or dv is unwritten, their first products assign:
+ * zero_fresh),
  * the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
  * Heads bh_i = order[u] (order NULL: row_at(u)) for u in [u0, u1), in that order (the w slices
  * are theirs alone; sh is shared by the batches of a head, so the caller keeps the order in
@@ -549,7 +568,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         const T *oh = out + out_at(d, bh_i), *gh = dout + out_at(d, bh_i), *lh = lse + bh_i * Lq;
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
-        F(zero_fresh)(d, &hg, fresh);
+        const unsigned zeroed = xt ? fresh & 3u : 0u, assign = fresh & ~zeroed; /* fresh: assigned, or zeroed */
+        const bool q_new = assign & 1u, k_new = assign & 2u, v_new = assign & 4u;
+        int64_t kf = 0; /* the rows [0, kf) of dk and dv are written */
+        F(zero_fresh)(d, &hg, zeroed);
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, Lk, Dv);
@@ -566,14 +588,23 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 Di[r] = s;
                 any = any || lh[i0 + r] != -INFINITY;
             }
-            if (!any) /* no query of the block sees a key: no gradient */
+            bool dq_first = q_new; /* the block's first product into dq assigns */
+            if (!any) { /* no query of the block sees a key: no gradient */
+                F(zero_rows)(dqh, D, i0, i0 + bq, q_new);
                 continue;
+            }
             if (xt) { /* the block's scaled queries; dQx summed over its tiles */
                 F(xpos_queries)(d, xt, qh, i0, bq);
                 memset(xt->dQx, 0, (size_t)(bq * D) * sizeof(T));
             }
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
+                if (j0 > kf) { /* keys no block reached, which none will */
+                    F(zero_rows)(dkh, D, kf, j0, k_new);
+                    F(zero_rows)(dvh, Dv, kf, j0, v_new);
+                }
+                const int64_t kfresh = kf > j0 ? kf : j0; /* this tile's rows from kfresh on are new */
+                kf = j0 + bk > kfresh ? j0 + bk : kfresh;
                 F(tile_logits)(d, P, &hd, Kt, rh, xt, i0, bq, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
@@ -589,9 +620,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                     for (int64_t r = 0; r < bq; r++)
                         for (int64_t c = 0; c < bk; c++)
                             dS[r * BK + c] = P[r * BK + c] * Z[r * BK + c];
-                    F(gemm_acc)(dvh + j0 * Dv, Dv, dS, 1, BK, gh + i0 * d->o_ld, d->o_ld, bk, bq, Dv, 1, false);
+                    F(keys_acc)(dvh, Dv, dS, 1, BK, gh + i0 * d->o_ld, d->o_ld, j0, bk, bq, 1, kfresh, v_new);
                 } else if (dvh) { /* dv += P^T dO */
-                    F(gemm_acc)(dvh + j0 * Dv, Dv, P, 1, BK, gh + i0 * d->o_ld, d->o_ld, bk, bq, Dv, 1, false);
+                    F(keys_acc)(dvh, Dv, P, 1, BK, gh + i0 * d->o_ld, d->o_ld, j0, bk, bq, 1, kfresh, v_new);
                 }
                 if (!need_ds)
                     continue;
@@ -610,18 +641,22 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 if (dqh && xt) /* dQx += scale dS Kx */
                     F(gemm_acc)(xt->dQx, D, dS, BK, 1, xt->Kxr, D, bq, bk, D, scale, false);
                 else if (dqh) /* dq += scale dS k */
-                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale, false);
+                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale, dq_first);
+                dq_first = false;
                 if (dkh && xt) { /* dKx = scale dS^T Qx, dk += dKx kf */
                     F(gemm_acc)(xt->dKx, D, dS, 1, BK, xt->Qx, D, bk, bq, D, scale, true);
                     F(xpos_dk)(d, xt, dkh, j0, bk);
                 } else if (dkh) { /* dk += scale dS^T q */
-                    F(gemm_acc)(dkh + j0 * D, D, dS, 1, BK, qh + i0 * D, D, bk, bq, D, scale, false);
+                    F(keys_acc)(dkh, D, dS, 1, BK, qh + i0 * D, D, j0, bk, bq, scale, kfresh, k_new);
                 }
                 F(tile_bias_grads)(d, &hg, rh, dS, i0, bq, j0, bk);
             }
+            F(zero_rows)(dqh, D, i0, i0 + bq, dq_first); /* the block had no tile */
             if (dqh && xt) /* dq += dQx zq */
                 F(xpos_dq)(d, xt, dqh, i0, bq);
         }
+        F(zero_rows)(dkh, D, kf, Lk, k_new); /* the keys after the last reached */
+        F(zero_rows)(dvh, Dv, kf, Lk, v_new);
     }
 }
 
