@@ -470,7 +470,7 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
 }
 
 /* Fresh gradients of q, k and v (bits 0, 1, 2 of `fresh`: made by pg_grad_fresh, not yet
- * written) are not zero-filled first: their first product assigns (fresh_rows below). With
+ * written) are not zero-filled first: their first product assigns (keys_acc, zero_rows). With
  * xPos, dq and dk come through the tile's dQx and dKx and add; those two get their head's
  * slice zeroed here, just before the tiles, by the thread that adds to it. */
 static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, unsigned fresh)
@@ -539,9 +539,8 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 }
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
- * (each may be NULL; where `fresh` says dq, dk or dv is unwritten, their first products assign:
- * zero_fresh),
- * the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads).
+ * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads);
+ * where `fresh` says dq, dk or dv is unwritten, their first products assign (zero_fresh).
  * Heads bh_i = order[u] (order NULL: row_at(u)) for u in [u0, u1), in that order (the w slices
  * are theirs alone; sh is shared by the batches of a head, so the caller keeps the order in
  * which its rows reach it). */
@@ -626,7 +625,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 }
                 if (!need_ds)
                     continue;
-                F(gemm_acc)(dS, BK, gh + i0 * d->o_ld, d->o_ld, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
+                /* dP = dO v^T */
+                F(gemm_acc)(dS, BK, gh + i0 * d->o_ld, d->o_ld, 1, Vt + j0, ldt, bq, Dv, bk, 1, true);
                 for (int64_t r = 0; r < bq; r++) { /* dS = P (dP - D_i), dP through the dropout: dP Z */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK, *restrict z = Z + r * BK;

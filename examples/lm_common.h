@@ -585,7 +585,8 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * holds at its peak, in bytes. The graph of a step keeps every activation and
  * its gradient until the graph is reset, so the activations are counted per
  * token. Fitted to pg_arena_used after a step of pg_lm's defaults (GELU MLP of
- * 4 dim, LayerNorm, no dropout) on the kernels of 2026-12-04, a step holds, in
+ * 4 dim, LayerNorm, no dropout) on the kernels of 2026-12-04 (per token 2 dim N
+ * fewer from 2026-12-06: the fused attention writes its heads merged), a step holds, in
  * floats of the model's dtype, with N layers, H heads, Dh = dim / H, T threads:
  *   per token      (46.3 + a) dim N + (4.15 + d) dim + H N + 2 vocab
  *   per position   (4.8 T Dh + p dim) N        (the fused attention's rows, per thread;
