@@ -375,6 +375,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + out_at(d, bh_i), *lh = lse + bh_i * Lq;
+        const int64_t ldo = out_ld(d);
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
@@ -411,7 +412,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1, false); /* acc += P v */
             }
             for (int64_t r = 0; r < bq; r++) {
-                T *restrict o = oh + (i0 + r) * d->o_ld;
+                T *restrict o = oh + (i0 + r) * ldo;
                 const T *restrict a = acc + r * Dv;
                 if (l[r] == 0) {
                     for (int64_t e = 0; e < Dv; e++)
@@ -565,6 +566,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         const T *oh = out + out_at(d, bh_i), *gh = dout + out_at(d, bh_i), *lh = lse + bh_i * Lq;
+        const int64_t ldo = out_ld(d);
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
         const unsigned zeroed = xt ? fresh & 3u : 0u, assign = fresh & ~zeroed; /* fresh: assigned, or zeroed */
@@ -580,14 +582,15 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             key_range(d, i0, bq, &jstart, &jend);
             bool any = false;
             for (int64_t r = 0; r < bq; r++) { /* D_i = rowsum(dO * O) */
-                const T *restrict o = oh + (i0 + r) * d->o_ld, *restrict go = gh + (i0 + r) * d->o_ld;
+                const T *restrict o = oh + (i0 + r) * ldo, *restrict go = gh + (i0 + r) * ldo;
                 T s = 0;
                 for (int64_t e = 0; e < Dv; e++)
                     s += go[e] * o[e];
                 Di[r] = s;
                 any = any || lh[i0 + r] != -INFINITY;
             }
-            bool dq_first = q_new; /* the block's first product into dq assigns */
+            bool dq_first = q_new; /* the block's first product into dq assigns (a block that sees a
+                                    * key has a tile: every dq row gets written) */
             if (!any) { /* no query of the block sees a key: no gradient */
                 F(zero_rows)(dqh, D, i0, i0 + bq, q_new);
                 continue;
@@ -619,14 +622,13 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                     for (int64_t r = 0; r < bq; r++)
                         for (int64_t c = 0; c < bk; c++)
                             dS[r * BK + c] = P[r * BK + c] * Z[r * BK + c];
-                    F(keys_acc)(dvh, Dv, dS, 1, BK, gh + i0 * d->o_ld, d->o_ld, j0, bk, bq, 1, kfresh, v_new);
+                    F(keys_acc)(dvh, Dv, dS, 1, BK, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
                 } else if (dvh) { /* dv += P^T dO */
-                    F(keys_acc)(dvh, Dv, P, 1, BK, gh + i0 * d->o_ld, d->o_ld, j0, bk, bq, 1, kfresh, v_new);
+                    F(keys_acc)(dvh, Dv, P, 1, BK, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
                 }
                 if (!need_ds)
                     continue;
-                /* dP = dO v^T */
-                F(gemm_acc)(dS, BK, gh + i0 * d->o_ld, d->o_ld, 1, Vt + j0, ldt, bq, Dv, bk, 1, true);
+                F(gemm_acc)(dS, BK, gh + i0 * ldo, ldo, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
                 for (int64_t r = 0; r < bq; r++) { /* dS = P (dP - D_i), dP through the dropout: dP Z */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK, *restrict z = Z + r * BK;
@@ -651,7 +653,6 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 }
                 F(tile_bias_grads)(d, &hg, rh, dS, i0, bq, j0, bk);
             }
-            F(zero_rows)(dqh, D, i0, i0 + bq, dq_first); /* the block had no tile */
             if (dqh && xt) /* dq += dQx zq */
                 F(xpos_dq)(d, xt, dqh, i0, bq);
         }

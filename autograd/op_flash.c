@@ -63,14 +63,14 @@ typedef struct flash_dims {
     const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
     int64_t pb_H;
     bool merged;             /* out (and its gradient) (B, Lq, H Dv), else (B, H, Lq, Dv) */
-    int64_t o_ld;            /* their row stride: H Dv merged, else Dv */
 } flash_dims;
 
-/* where row 0 of head bh = b H + h of out (or of its gradient) starts */
+/* where row 0 of head bh = b H + h of out (or of its gradient) starts, and their row stride */
 static int64_t out_at(const flash_dims *d, int64_t bh)
 {
     return d->merged ? ((bh / d->H) * d->Lq * d->H + bh % d->H) * d->Dv : bh * d->Lq * d->Dv;
 }
+static int64_t out_ld(const flash_dims *d) { return d->merged ? d->H * d->Dv : d->Dv; }
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
 static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
@@ -645,8 +645,7 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
-                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads,
-                    o->merge_heads ? q->shape[1] * v->shape[3] : v->shape[3]};
+                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads};
     pg_tensor *out = o->merge_heads ? pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.Lq, d.H * d.Dv))
                                     : pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)

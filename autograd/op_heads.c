@@ -146,9 +146,11 @@ static int split_backward(pg_graph *g, pg_node *n)
         return n->in[0]->requires_grad ? -1 : 0;
     heads_cover c = {&self->j, gx->data, 0, {0}, {0}};
     bool apart = true;
-    for (const pg_node *m = self->first; m && apart; m = saved_of(m)->next)
+    for (const pg_node *m = self->first; m && apart; m = saved_of(m)->next) {
+        const heads_job *mj = &saved_of(m)->j;
         if (m->out->grad)
-            apart = cover_add(&c, saved_of(m)->j.off, saved_of(m)->j.off + saved_of(m)->j.H * saved_of(m)->j.Dh);
+            apart = cover_add(&c, mj->off, mj->off + mj->H * mj->Dh);
+    }
     if (!apart) /* columns taken twice: every split adds, into zeros when fresh */
         c.n = 0;
     bool assign = fresh && apart;
