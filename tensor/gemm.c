@@ -133,11 +133,11 @@
 #ifndef B_ROWS_BYTES
 #define B_ROWS_BYTES 2048
 #endif
-/* below this many flops (2 M N K) a product stays on the calling thread: 2^22 flops take
- * ~20-40 us on a core, a dispatch to the pool's spinning workers a few us (10-45 us if they
- * slept). Measured on a 2-core EPYC, 2 threads: FIRE's step 41.4 -> 38.9 ms (its 65536 x 32
- * x 4 products of ~2^24 flops had stayed on one thread at 2^25), rotary 26.5 -> 25.6 ms;
- * 2^20 gave nothing more. */
+/* below this cost (gemm_cost: flops, with the padding and memory traffic of narrow shapes) a
+ * product stays on the calling thread: 2^22 flops take ~20-40 us on a core, a dispatch to the
+ * pool's spinning workers a few us (10-45 us if they slept). Measured on a 2-core EPYC, 2
+ * threads: FIRE's step 41.4 -> 38.9 ms (its 65536 x 32 x 4 products of ~2^24 flops had stayed
+ * on one thread at 2^25), rotary 26.5 -> 25.6 ms; 2^20 gave nothing more. */
 #ifndef PARALLEL_MIN_FLOPS
 #define PARALLEL_MIN_FLOPS (1 << 22)
 #endif
@@ -440,6 +440,16 @@ static void *scratch(int slot, size_t bytes)
     return s->buf[slot];
 }
 
+/* split-K's last pass, C += the second half's sums, over the pool: rows of at least this many
+ * elements a thread (an addition per element: below ~2^15 a hand-off costs more than it saves) */
+#define PART_SUM_GRAIN 16384
+
+typedef struct part_sum {
+    void *C;
+    const void *part; /* M x N, row stride N */
+    int64_t N, ldc;
+} part_sum;
+
 /* ---- one product, split into per-thread blocks of C ----------------------------- */
 typedef struct gemm_plan {
     bool ta, tb, pack_a, pack_b;
@@ -570,6 +580,16 @@ typedef struct operand {
             gemm_slice_##sfx((void *)&h[i], min64(extent, lo - min64(lo, i * span)),                                   \
                              min64(extent, hi - min64(hi, i * span)), slice);                                          \
     }                                                                                                                  \
+    /* C[i0 .. i1 - 1] += the partial sums' rows (split-K's second half) */                                            \
+    static void part_sum_rows_##sfx(void *ctx, int64_t i0, int64_t i1)                                                \
+    {                                                                                                                  \
+        const part_sum *p = ctx;                                                                                       \
+        T *C = p->C;                                                                                                   \
+        const T *part = p->part;                                                                                       \
+        for (int64_t i = i0; i < i1; i++)                                                                              \
+            for (int64_t j = 0; j < p->N; j++)                                                                         \
+                C[i * p->ldc + j] += part[i * p->N + j];                                                               \
+    }                                                                                                                  \
     /* C = half 0 + half 1 (split_k_at): half 0 into C (with beta or the bias), half 1 into                            \
      * the calling thread's partial sums, the two halves' blocks side by side cut into one                             \
      * slice per thread (even: a half each on two threads), then one addition per element.                             \
@@ -595,10 +615,11 @@ typedef struct operand {
             gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
             gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
         }                                                                                                              \
-        T *C = g->C;                                                                                                   \
-        for (int64_t i = 0; i < g->M; i++)                                                                             \
-            for (int64_t j = 0; j < g->N; j++)                                                                         \
-                C[i * g->ldc + j] += part[i * g->N + j];                                                               \
+        part_sum p = {g->C, part, g->N, g->ldc};                                                                       \
+        if (threads >= 2)                                                                                              \
+            pg_parallel_range(g->M, PART_SUM_GRAIN / g->N + 1, part_sum_rows_##sfx, &p);                               \
+        else                                                                                                           \
+            part_sum_rows_##sfx(&p, 0, g->M);                                                                          \
         return true;                                                                                                   \
     }                                                                                                                  \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
@@ -617,7 +638,7 @@ typedef struct operand {
         gemm_plan g = {.ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,      \
                        .A = A, .B = B, .C = C, .alpha = alpha, .beta = bias ? 0.0 : beta, .bias = bias};               \
         const int threads = pg_num_threads();                                                                          \
-        const int64_t at = split_k_at(&g, sizeof(T));                                                                  \
+        const int64_t at = split_k_at(&g, NR, sizeof(T));                                                              \
         if (at > 0 && gemm_split_k_##sfx(&g, at, threads))                                                             \
             return;                                                                                                    \
         plan_split(&g, MR, NR, threads);                                                                               \
@@ -700,18 +721,29 @@ static void plan_packing(gemm_plan *g, int64_t NR, size_t elem)
 #endif
 }
 
+/* What a product costs a core, in flops: the micro-kernel's, with op(B)'s columns padded to
+ * whole slivers of NR (N = 4 costs as N = NR), plus 16 a matrix element read or written. The
+ * skinny products of a gate or a positional MLP ((2048 x 128) x (128 x 4), or K = 1 or 4) do
+ * few flops but move megabytes: 2^21 flops that took 50-140 us on one thread (FoX's gates,
+ * 2.6% of a 2-thread step), where 2^22 flops of a square product take ~25. */
+static double gemm_cost(const gemm_plan *g, int64_t NR)
+{
+    double M = (double)g->M, N = (double)g->N, K = (double)g->K;
+    double padded_n = (double)((g->N + NR - 1) / NR * NR);
+    return 2.0 * M * padded_n * K + 16.0 * (M * N + M * K + K * N);
+}
+
 /* Where a tall-K product is cut in two, at a multiple of KC; 0: not cut. A weight
  * gradient (K tokens summed into an M x N matrix, K >= 2 KC and >= 4 max(M, N)) is
  * summed in two halves of K whatever the thread count, so that two threads each read
  * (and pack) half of both operands, where a split of C's rows had both read all of
  * op(B); the halves' sums are added once per element, in one order for every thread
  * count: identical results. */
-static int64_t split_k_at(const gemm_plan *g, size_t elem)
+static int64_t split_k_at(const gemm_plan *g, int64_t NR, size_t elem)
 {
     const int64_t KC = KC_OF(elem);
-    double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
     int64_t side = g->M > g->N ? g->M : g->N;
-    if (flops < PARALLEL_MIN_FLOPS || g->K < 2 * KC || g->K / 4 < side)
+    if (gemm_cost(g, NR) < PARALLEL_MIN_FLOPS || g->K < 2 * KC || g->K / 4 < side)
         return 0;
     return KC * ((g->K / KC + 1) / 2);
 }
@@ -756,8 +788,7 @@ static gemm_plan half_of(const gemm_plan *g, int64_t k0, int64_t k1, void *C, in
 static void plan_split(gemm_plan *g, int64_t MR, int64_t NR, int threads)
 {
     g->tasks = 0;
-    double flops = 2.0 * (double)g->M * (double)g->N * (double)g->K;
-    if (threads < 2 || flops < PARALLEL_MIN_FLOPS)
+    if (threads < 2 || gemm_cost(g, NR) < PARALLEL_MIN_FLOPS)
         return;
     g->split_rows = g->M >= g->N;
     g->unit = g->split_rows ? MR : NR;

@@ -158,16 +158,18 @@ static float *gemm_on_threads_f32(int t, bool ta, bool tb, int64_t M, int64_t N,
  * when M >= N, else columns; ragged and not; in place, packed, A packed for
  * its 4 KiB row stride; a skinny one as FIRE's output layer; 20 rows, fewer
  * slivers than 3 threads; one sliver of columns or less with a long K, as the
- * weight gradient of FIRE's output layer, split in half slivers) give the same
- * bits on 1, 2 and 3 threads, and match a naive loop. */
+ * weight gradient of FIRE's output layer, split in half slivers; FoX's gate
+ * and its input gradient, 2^21 flops that go to the pool for the memory they
+ * move, tensor/gemm.c gemm_cost) give the same bits on 1, 2 and 3 threads, and
+ * match a naive loop. */
 Test(gemm, thread_count_does_not_change_bits)
 {
     int saved = pg_num_threads();
     struct {
         int64_t M, N, K;
     } shapes[] = {{200, 96, 900}, {30, 1100, 520}, {45, 390, 1024}, {20000, 4, 32},
-                  {20, 4, 30000}, {4, 32, 20000},   {3, 20, 40000}};
-    for (int s = 0; s < 7; s++)
+                  {20, 4, 30000}, {4, 32, 20000},   {3, 20, 40000}, {2048, 4, 128}, {2048, 128, 4}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++)
         for (int t = s % 2; t < 4; t += 2) { /* two transposes per shape: small for valgrind */
             bool ta = t & 1, tb = t & 2;
             int64_t M = shapes[s].M, N = shapes[s].N, K = shapes[s].K;
@@ -209,12 +211,14 @@ Test(gemm, thread_count_does_not_change_bits)
 /* A weight gradient's shape (K >= 2 KC and >= 4 max(M, N)) is summed in two halves of K
  * whatever the thread count (tensor/gemm.c, split_k_at): the same bits on 1, 2 and 4
  * threads (4: each half split again by rows or columns), ragged halves (2100 = 1024 +
- * 1076), beta and alpha applied once, and the naive sum's value. */
+ * 1076), a gate's weight gradient (4 x 128, 2^21 flops: split for the memory it reads),
+ * the halves' sum on the pool (264 rows of 128), beta and alpha applied once, and the
+ * naive sum's value. */
 Test(gemm, split_k_same_bits_on_1_2_4_threads)
 {
     int saved = pg_num_threads();
-    const int64_t shapes[][3] = {{70, 40, 2100}, {128, 128, 2048}, {9, 300, 4096}};
-    for (int s = 0; s < 3; s++) {
+    const int64_t shapes[][3] = {{70, 40, 2100}, {128, 128, 2048}, {9, 300, 4096}, {4, 128, 2048}, {264, 128, 2048}};
+    for (int s = 0; s < (int)(sizeof shapes / sizeof shapes[0]); s++) {
         int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         double *A = rand_buf(M * K, 900 + s), *B = rand_buf(K * N, 910 + s), *C0 = rand_buf(M * N, 920 + s);
         float *A32 = to_f32(A, M * K), *B32 = to_f32(B, K * N);
