@@ -204,7 +204,7 @@ typedef struct unary_kind {
  * element's result does not depend on the split), of at least UNARY_GRAIN
  * elements, or LIBM_GRAIN for the ops that call libm per element (unary_grain). */
 #define UNARY_GRAIN 32768
-#define LIBM_GRAIN 4096
+#define LIBM_GRAIN 1024
 
 typedef struct unary_job {
     const unary_kind *k;
@@ -289,9 +289,12 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
 UNARY_OPS(DEFINE_KIND)
 FLAT_OPS(DEFINE_FLAT_KIND)
 
-/* An element of these costs a libm call (10-40 ns) forward or backward, 10-100
+/* An element of these costs a libm call (7-40 ns) forward or backward, 10-100
  * times a vectorised op's: XL's sinusoid table (511 x 64) is one task at
- * UNARY_GRAIN, the other ops' tensors are larger or cheap */
+ * UNARY_GRAIN; rotary's and xPos's cos, sin and exp tables (256 x 16, 4096
+ * elements a layer, a side) took 29.5 us a call on one thread, 16 us on two
+ * (LIBM_GRAIN 4096 had kept them on one: two tasks need twice the grain); the
+ * other ops' tensors are larger or cheap */
 static int64_t unary_grain(const unary_kind *k)
 {
     static const unary_kind *const libm[] = {&exp_kind,  &log_kind,       &log1p_kind,    &sin_kind,       &cos_kind,
