@@ -34,11 +34,6 @@ static double distance(const pg_sandwich *s, double delta)
     return s->dist == PG_SANDWICH_DIST_TRIL ? (delta > 0 ? delta : 0.0) : fabs(delta);
 }
 
-/* delta (outer, 1, n) -> out (outer, H, n) of dtype, given as its nd-dim shape
- * ((Bo, H, Lpq, Lpk) or (H, D)): the value of each head at each distance (no
- * gradient: Sandwich has no parameters). The sum once per distance, the frequencies
- * w_k once per call (the same bits as pg_sandwich_value: a training step of the toy
- * model spent 2% of its time in pow and cos here, per head). */
 typedef struct sandwich_job {
     const pg_sandwich *s;
     const double *w;
@@ -59,6 +54,11 @@ static void sandwich_range(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
+/* delta (outer, 1, n) -> out (outer, H, n) of dtype, given as its nd-dim shape
+ * ((Bo, H, Lpq, Lpk) or (H, D)): the value of each head at each distance (no
+ * gradient: Sandwich has no parameters). The sum once per distance, the frequencies
+ * w_k once per call (the same bits as pg_sandwich_value: a training step of the toy
+ * model spent 2% of its time in pow and cos here, per head). */
 static pg_tensor *sandwich_of(pg_graph *g, const pg_sandwich *s, const pg_tensor *delta, int64_t outer, int64_t n,
                               pg_dtype dtype, int nd, const int64_t *shape)
 {
