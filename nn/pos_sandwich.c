@@ -62,9 +62,9 @@ static void sandwich_range(void *ctx, int64_t i0, int64_t i1)
 static pg_tensor *sandwich_of(pg_graph *g, const pg_sandwich *s, const pg_tensor *delta, int64_t outer, int64_t n,
                               pg_dtype dtype, int nd, const int64_t *shape)
 {
-    int64_t half = s->dim / 2;
+    const int64_t half = s->dim / 2, terms = half > 0 ? half : 1;
     pg_tensor *out = pg_empty(g, dtype, nd, shape);
-    double *w = out ? malloc((size_t)(half > 0 ? half : 1) * sizeof *w) : NULL; /* NULL: pow per term */
+    double *w = out ? malloc((size_t)terms * sizeof *w) : NULL; /* NULL: pow per term */
     for (int64_t k = 1; w && k <= half; k++)
         w[k - 1] = pow(s->base, -2.0 * (double)k / (double)s->dim);
     /* D'/2 cosines an entry (10-15 ns each): tasks of at least 1024 of them. The toy model's
@@ -72,7 +72,7 @@ static pg_tensor *sandwich_of(pg_graph *g, const pg_sandwich *s, const pg_tensor
      * largest serial piece */
     sandwich_job j = {s, w, delta, out, n};
     if (out)
-        pg_parallel_range(outer * n, 1024 / (half > 0 ? half : 1) + 1, sandwich_range, &j);
+        pg_parallel_range(outer * n, 1024 / terms + 1, sandwich_range, &j);
     free(w);
     return out;
 }

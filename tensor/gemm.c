@@ -615,11 +615,8 @@ typedef struct operand {
             gemm_range_##sfx(&h[0], 0, g->M, 0, g->N);                                                                 \
             gemm_range_##sfx(&h[1], 0, g->M, 0, g->N);                                                                 \
         }                                                                                                              \
-        part_sum p = {g->C, part, g->N, g->ldc};                                                                       \
-        if (threads >= 2)                                                                                              \
-            pg_parallel_range(g->M, PART_SUM_GRAIN / g->N + 1, part_sum_rows_##sfx, &p);                               \
-        else                                                                                                           \
-            part_sum_rows_##sfx(&p, 0, g->M);                                                                          \
+        part_sum p = {g->C, part, g->N, g->ldc}; /* one thread: one range, on the caller */                          \
+        pg_parallel_range(g->M, PART_SUM_GRAIN / g->N + 1, part_sum_rows_##sfx, &p);                                   \
         return true;                                                                                                   \
     }                                                                                                                  \
     /* C = alpha op(A) op(B) + (bias ? bias in every row : beta C) */                                                 \
