@@ -14,6 +14,37 @@
 #define MADD CAT(MADD, FLASH_SFX)
 #define RB CAT(RB, FLASH_SFX)
 
+/* One register block: C (RB, CB; row stride ldc) += alpha * A (RB, n) B (n, CB), or = with
+ * `set`, A as in gemm_acc below; with AVX-512 op_flash.c's acc_block_vec */
+#if defined(__AVX512F__)
+#define ACC_BLOCK CAT(ACC_BLOCK_VEC, FLASH_SFX)
+#else
+#define ACC_BLOCK F(acc_block)
+static inline void F(acc_block)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
+                                const T *restrict Bm, int64_t ldb, int64_t n, T alpha, bool set)
+{
+    T acc[RB][CB];
+    memset(acc, 0, sizeof acc);
+    for (int64_t c = 0; c < n; c++) {
+        const T *restrict b = Bm + c * ldb;
+        for (int i = 0; i < RB; i++) {
+            const T a = A[i * ars + c * acs];
+            for (int l = 0; l < CB; l++)
+                acc[i][l] = MADD(a, b[l], acc[i][l]);
+        }
+    }
+    for (int i = 0; i < RB; i++) {
+        T *restrict cr = C + i * ldc;
+        if (set)
+            for (int l = 0; l < CB; l++)
+                cr[l] = alpha * acc[i][l];
+        else
+            for (int l = 0; l < CB; l++)
+                cr[l] += alpha * acc[i][l];
+    }
+}
+#endif
+
 /* C (rows, w; row stride ldc) += alpha * A (rows, n) B (n, w; row stride ldb),
  * or = with `set` (C is then not read), A[r, c] at A[r * ars + c * acs] (a
  * transposed A costs nothing: its entries are broadcast one at a time).
@@ -33,27 +64,8 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
     int64_t r = 0;
     for (; r + RB <= rows; r += RB) {
         int64_t e0 = 0;
-        for (; e0 + CB <= w; e0 += CB) {
-            T acc[RB][CB];
-            memset(acc, 0, sizeof acc);
-            for (int64_t c = 0; c < n; c++) {
-                const T *restrict b = Bm + c * ldb + e0;
-                for (int i = 0; i < RB; i++) {
-                    const T a = A[(r + i) * ars + c * acs];
-                    for (int l = 0; l < CB; l++)
-                        acc[i][l] = MADD(a, b[l], acc[i][l]);
-                }
-            }
-            for (int i = 0; i < RB; i++) {
-                T *restrict cr = C + (r + i) * ldc + e0;
-                if (set)
-                    for (int l = 0; l < CB; l++)
-                        cr[l] = alpha * acc[i][l];
-                else
-                    for (int l = 0; l < CB; l++)
-                        cr[l] += alpha * acc[i][l];
-            }
-        }
+        for (; e0 + CB <= w; e0 += CB)
+            ACC_BLOCK(C + r * ldc + e0, ldc, A + r * ars, ars, acs, Bm + e0, ldb, n, alpha, set);
         for (int i = 0; e0 < w && i < RB; i++) { /* the last w % CB columns */
             T *restrict cr = C + (r + i) * ldc;
             for (int64_t c = 0; c < n; c++) {
@@ -91,21 +103,18 @@ static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64
 
 #include "flash_xpos.h" /* xPos tiles: F(xpos_tile), F(xpos_keys), ... */
 
-/* One head's relative keys for the tiles: the head's queries of the term (Lq, D),
- * its keys rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride) and a
- * (BQ, LDR) tile of relative logits (or of their gradient). */
+/* One head's relative keys for the tiles: the head's queries of the term (Lq, D), its keys
+ * rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride), and for the current block
+ * of queries the band of distances its tiles meet, [t_lo, t_lo + w), with the block's
+ * relative logits tab (bq, w; row stride r_stride) and in the backward their gradient dtab. */
 typedef struct F(rel_head) {
     const T *q, *rk, *Rt;
-    T *tile;
+    T *tab, *dtab;
+    int64_t t_lo, w;
 } F(rel_head);
 
-/* The relative keys' products run over blocks of REL_ROWS rows of the tile: row r of the
- * tile needs the distances t = r + bk - 1 - c of its visible keys c < rel_cols(r), so a
- * block [r0, r1) needs t in [r0 + bk - cmax, r1 + bk - 1), cmax its last row's count: about
- * 3/4 of the bq + bk - 1 columns of the whole tile, and a causal diagonal tile half that. */
-#ifndef FLASH_REL_ROWS
-#define FLASH_REL_ROWS
-#define REL_ROWS 32
+#ifndef FLASH_REL_COLS
+#define FLASH_REL_COLS
 /* the keys c < this count of row r of the tile (i0, j0, bk) can be visible (causal: j <= i) */
 static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, int64_t bk)
 {
@@ -116,57 +125,67 @@ static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, 
 }
 #endif
 
-/* S += rs q_i . rk[i - j + Lk - 1] over the tile: per block of rows, Tr = rs q (rows, D) x
- * Rt band (D, the block's distances, rounded up to whole register blocks: Rt's zero padding),
- * then row r takes Tr[r, r + bk - 1 - c] for its visible c */
+/* The block of queries [i0, i0 + bq) against keys [jstart, jend): its distance indices t =
+ * i - j + Lk - 1 span [t_lo, t_hi] (causal: j <= i, so t >= Lk - 1), and tab = rs q (bq, D)
+ * x Rt band (D, w rounded up to whole register blocks: Rt's zero padding), one product a
+ * block where a product a tile would compute each tile's bq + bk - 1 distances (1.4x the
+ * tiles' logits at L = 256, 64 x 64 tiles). With dtab (the backward) its band zeroed. */
+static void F(rel_block)(const flash_dims *d, F(rel_head) *rh, int64_t i0, int64_t bq, int64_t jstart, int64_t jend,
+                         bool grads)
+{
+    const int64_t Lk = d->Lk, t_hi = i0 + bq - 1 - jstart + Lk - 1;
+    int64_t t_lo = i0 - (jend - 1) + Lk - 1;
+    if (d->causal && t_lo < Lk - 1)
+        t_lo = Lk - 1;
+    rh->t_lo = t_lo;
+    rh->w = t_hi >= t_lo ? t_hi - t_lo + 1 : 0;
+    if (rh->w == 0)
+        return;
+    const int64_t ld = r_stride(d), wp = (rh->w + CB - 1) / CB * CB; /* t_lo + wp <= r_stride */
+    F(gemm_acc)(rh->tab, ld, rh->q + i0 * d->D, d->D, 1, rh->Rt + t_lo, ld, bq, d->D, wp, (T)d->rs, true);
+    for (int64_t r = 0; grads && r < bq; r++)
+        memset(rh->dtab + r * ld, 0, (size_t)rh->w * sizeof(T));
+}
+
+/* S += rs q_i . rk[i - j + Lk - 1] over the tile (i0, j0, bk): row r takes its visible keys'
+ * entries of the block's tab, c at t = i0 + r - j0 - c + Lk - 1 */
 static void F(rel_tile)(const flash_dims *d, T *restrict S, const F(rel_head) *rh, int64_t i0, int64_t bq,
                         int64_t j0, int64_t bk)
 {
-    const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
-    for (int64_t r0 = 0; r0 < bq; r0 += REL_ROWS) {
-        const int64_t r1 = r0 + REL_ROWS < bq ? r0 + REL_ROWS : bq, cmax = rel_cols(d, i0, r1 - 1, j0, bk);
-        if (cmax <= 0)
-            continue;
-        const int64_t t_lo = r0 + bk - cmax, w = (r1 - r0 + cmax - 1 + CB - 1) / CB * CB; /* t_lo + w <= LDR */
-        F(gemm_acc)(rh->tile + r0 * LDR + t_lo, LDR, rh->q + (i0 + r0) * D, D, 1, rh->Rt + base + t_lo,
-                    r_stride(d), r1 - r0, D, w, (T)d->rs, true);
-        for (int64_t r = r0; r < r1; r++) {
-            T *restrict s = S + r * BK;
-            const T *restrict tr = rh->tile + r * LDR + r + bk - 1;
-            const int64_t cm = rel_cols(d, i0, r, j0, bk); /* the rest is hidden */
-            for (int64_t c = 0; c < cm; c++)
-                s[c] += tr[-c];
-        }
+    const int64_t ld = r_stride(d);
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict s = S + r * BK;
+        const T *restrict tr = rh->tab + r * ld + (i0 + r - j0 + d->Lk - 1 - rh->t_lo);
+        for (int64_t c = 0, cm = rel_cols(d, i0, r, j0, bk); c < cm; c++) /* the rest is hidden */
+            s[c] += tr[-c];
     }
 }
 
-/* The relative keys' gradients of one tile from dS, per block of rows as above:
- * dTr[r, r + bk - 1 - c] = dS[r, c] (every other entry of the block's columns 0), then
- * drq (rows, D) += rs dTr rk band and drk band += rs dTr^T q. */
-static void F(rel_grads)(const flash_dims *d, const T *restrict dS, const F(rel_head) *rh, T *drq, T *drk,
-                         int64_t i0, int64_t bq, int64_t j0, int64_t bk)
+/* The tile's share of the block's dtab: dtab[r, t] = dS[r, c] for its visible keys (each
+ * (r, t) is one key's, so assigned) */
+static void F(rel_tile_grads)(const flash_dims *d, const T *restrict dS, const F(rel_head) *rh, int64_t i0,
+                              int64_t bq, int64_t j0, int64_t bk)
 {
-    const int64_t D = d->D, base = tile_base(d, i0, j0, bk);
-    for (int64_t r0 = 0; r0 < bq; r0 += REL_ROWS) {
-        const int64_t r1 = r0 + REL_ROWS < bq ? r0 + REL_ROWS : bq, cmax = rel_cols(d, i0, r1 - 1, j0, bk);
-        if (cmax <= 0)
-            continue;
-        const int64_t t_lo = r0 + bk - cmax, w = r1 - r0 + cmax - 1;
-        T *blk = rh->tile + r0 * LDR + t_lo;
-        for (int64_t r = r0; r < r1; r++) {
-            T *restrict tr = rh->tile + r * LDR;
-            const T *restrict ds = dS + r * BK;
-            memset(tr + t_lo, 0, (size_t)w * sizeof(T));
-            for (int64_t c = 0, cm = rel_cols(d, i0, r, j0, bk); c < cm; c++)
-                tr[r + bk - 1 - c] = ds[c];
-        }
-        if (drq)
-            F(gemm_acc)(drq + (i0 + r0) * D, D, blk, LDR, 1, rh->rk + (base + t_lo) * D, D, r1 - r0, w, D,
-                        (T)d->rs, false);
-        if (drk)
-            F(gemm_acc)(drk + (base + t_lo) * D, D, blk, 1, LDR, rh->q + (i0 + r0) * D, D, w, r1 - r0, D,
-                        (T)d->rs, false);
+    const int64_t ld = r_stride(d);
+    for (int64_t r = 0; r < bq; r++) {
+        T *restrict tr = rh->dtab + r * ld + (i0 + r - j0 + d->Lk - 1 - rh->t_lo);
+        const T *restrict ds = dS + r * BK;
+        for (int64_t c = 0, cm = rel_cols(d, i0, r, j0, bk); c < cm; c++)
+            tr[-c] = ds[c];
     }
+}
+
+/* The block's relative gradients once its tiles are done: drq (bq, D) += rs dtab rk band,
+ * drk band += rs dtab^T q */
+static void F(rel_block_grads)(const flash_dims *d, const F(rel_head) *rh, T *drq, T *drk, int64_t i0, int64_t bq)
+{
+    const int64_t D = d->D, ld = r_stride(d);
+    if (rh->w == 0)
+        return;
+    if (drq)
+        F(gemm_acc)(drq + i0 * D, D, rh->dtab, ld, 1, rh->rk + rh->t_lo * D, D, bq, rh->w, D, (T)d->rs, false);
+    if (drk)
+        F(gemm_acc)(drk + rh->t_lo * D, D, rh->dtab, 1, ld, rh->q + i0 * D, D, rh->w, bq, D, (T)d->rs, false);
 }
 
 #ifndef FLASH_WBIAS_SPAN
@@ -365,8 +384,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *S = Kt + D * ldt, *acc = S + BQ * BK, *m = acc + BQ * Dv, *l = m + BQ;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
-    T *Rt = l + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
-    rel.tile = Rt + D * r_stride(d);
+    T *Rt = l + BQ; /* with relative keys: Rt (D, r_stride), then the block's tab */
+    rel.tab = Rt + D * r_stride(d);
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
@@ -386,6 +405,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
             if (xt && jstart < jend)
                 F(xpos_queries)(d, xt, qh, i0, bq);
+            if (rh && jstart < jend)
+                F(rel_block)(d, rh, i0, bq, jstart, jend, false);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 F(tile_logits)(d, S, &hd, Kt, rh, xt, i0, bq, j0, bk);
@@ -528,7 +549,7 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
     if (g->dsq || g->dsk)
         F(sep_grads)(g->dsq, g->dsk, dS, i0, bq, j0, bk);
     if (g->drq || g->drk)
-        F(rel_grads)(d, dS, rh, g->drq, g->drk, i0, bq, j0, bk);
+        F(rel_tile_grads)(d, dS, rh, i0, bq, j0, bk);
     for (int64_t r = 0; g->dwb && r < bq; r++) {
         int64_t c0, c1, sl0;
         wbias_span(d, i0 + r, j0, bk, &c0, &c1, &sl0);
@@ -554,9 +575,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
     const int64_t ldt = t_stride(d);
     T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
-    T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the tile */
-    rel.tile = Rt + D * r_stride(d);
-    T *Z = d->rq ? rel.tile + 2 * BQ * LDR : Rt; /* with dropout: the tile's factors (BQ, BK) */
+    T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the block's tab and dtab */
+    rel.tab = Rt + D * r_stride(d);
+    rel.dtab = rel.tab + BQ * r_stride(d);
+    T *Z = d->rq ? rel.dtab + BQ * r_stride(d) : Rt; /* with dropout: the tile's factors (BQ, BK) */
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
@@ -599,6 +621,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 F(xpos_queries)(d, xt, qh, i0, bq);
                 memset(xt->dQx, 0, (size_t)(bq * D) * sizeof(T));
             }
+            const bool rel_grads = rh && (hg.drq || hg.drk);
+            if (rh)
+                F(rel_block)(d, rh, i0, bq, jstart, jend, rel_grads);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 if (j0 > kf) { /* keys no block reached, which none will */
@@ -655,6 +680,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             }
             if (dqh && xt) /* dq += dQx zq */
                 F(xpos_dq)(d, xt, dqh, i0, bq);
+            if (rel_grads)
+                F(rel_block_grads)(d, rh, hg.drq, hg.drk, i0, bq);
         }
         F(zero_rows)(dkh, D, kf, Lk, k_new); /* the keys after the last reached */
         F(zero_rows)(dvh, Dv, kf, Lk, v_new);
@@ -665,5 +692,6 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
 #undef F
 #undef MADD
 #undef RB
+#undef ACC_BLOCK
 #undef CAT
 #undef CAT2

@@ -147,16 +147,6 @@ static int64_t r_stride(const flash_dims *d)
 /* Columns of a register block in gemm_acc (below) */
 #define CB 32
 
-/* Row stride of a tile's relative logits over its band of distances: bq + bk - 1 and a
- * block's rounding up to whole register blocks (flash_kernels.h rel_tile) fit. */
-#define LDR (BQ + BK + CB)
-
-/* The first distance index i - j + Lk - 1 of the tile (i0, j0, bk): its pairs
- * meet the bq + bk - 1 indices from there, pair (r, c) at base + r - c + bk - 1. */
-static int64_t tile_base(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk)
-{
-    return i0 - j0 - (bk - 1) + d->Lk - 1;
-}
 
 /* With xPos, the first elements of a thread's scratch (flash_xpos.h): g, kf in
  * double (counted as two elements each), Qx, Kxr, Kx, dQx, dKx; else none. */
@@ -167,11 +157,11 @@ static size_t xpos_elems(const flash_dims *d)
 
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
  * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di; with relative keys
- * also Rt and two (BQ, LDR) tiles; with xPos its tiles first (whole slices
+ * also Rt and a block's two (BQ, r_stride) tables; with xPos its tiles first (whole slices
  * a multiple of 16 elements: the doubles stay aligned). Linear in Lq + Lk. */
 static size_t scratch_elems(const flash_dims *d)
 {
-    size_t rel = d->rq ? (size_t)d->D * (size_t)r_stride(d) + 2 * (size_t)BQ * LDR : 0;
+    size_t rel = d->rq ? (size_t)(d->D + 2 * BQ) * (size_t)r_stride(d) : 0;
     size_t drop = d->drop > 0 ? (size_t)BQ * BK : 0; /* the backward's kept-and-scaled tile */
     size_t n = (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
                2 * (size_t)BQ + rel + drop;
@@ -246,6 +236,58 @@ DEFINE_TRANSPOSE_VEC(f32, float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, _
 DEFINE_TRANSPOSE_VEC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _mm512_storeu_pd, transpose8_f64)
 #define TRANSPOSE_VEC_f32 transpose_vec_f32
 #define TRANSPOSE_VEC_f64 transpose_vec_f64
+
+/* gemm_acc's whole register blocks with AVX-512 (flash_kernels.h acc_block): RB rows x NV
+ * vectors of C, A's entries broadcast one at a time, the 16 accumulators in registers from
+ * the first multiply-add to the store (the generic loop's were spilled to the stack and
+ * cleared by a memset on every block: a quarter of a 64 x 32 tile's product over D = 32).
+ * The same operations in the same order as the generic loop: the same bits. */
+/* loops over the registers unrolled before gcc places the accumulators (else they live on the stack) */
+#if defined(__GNUC__)
+#define UNROLL_ALL _Pragma("GCC unroll 16")
+#else
+#define UNROLL_ALL
+#endif
+#define DEFINE_ACC_BLOCK_VEC(sfx, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO)                   \
+    static inline void acc_block_vec_##sfx(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars,              \
+                                           int64_t acs, const T *restrict Bm, int64_t ldb, int64_t n, T alpha,        \
+                                           bool set)                                                                  \
+    {                                                                                                                 \
+        V acc[RBN][NV];                                                                                               \
+        UNROLL_ALL                                                                                                    \
+        for (int i = 0; i < RBN; i++)                                                                                 \
+            UNROLL_ALL                                                                                                \
+            for (int v = 0; v < NV; v++)                                                                              \
+                acc[i][v] = ZERO();                                                                                   \
+        for (int64_t c = 0; c < n; c++) {                                                                             \
+            V b[NV];                                                                                                  \
+            UNROLL_ALL                                                                                                \
+            for (int v = 0; v < NV; v++)                                                                              \
+                b[v] = LOADU(Bm + c * ldb + v * LANES);                                                               \
+            UNROLL_ALL                                                                                                \
+            for (int i = 0; i < RBN; i++) {                                                                           \
+                const V a = SET1(A[i * ars + c * acs]);                                                               \
+                UNROLL_ALL                                                                                            \
+                for (int v = 0; v < NV; v++)                                                                          \
+                    acc[i][v] = FMADD(a, b[v], acc[i][v]);                                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+        const V va = SET1(alpha);                                                                                     \
+        UNROLL_ALL                                                                                                    \
+        for (int i = 0; i < RBN; i++)                                                                                 \
+            UNROLL_ALL                                                                                                \
+            for (int v = 0; v < NV; v++) {                                                                            \
+                T *restrict cr = C + i * ldc + v * LANES;                                                             \
+                const V p = MUL(va, acc[i][v]);                                                                       \
+                STOREU(cr, set ? p : ADD(LOADU(cr), p));                                                              \
+            }                                                                                                         \
+    }
+DEFINE_ACC_BLOCK_VEC(f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+                     _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps)
+DEFINE_ACC_BLOCK_VEC(f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd,
+                     _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd)
+#define ACC_BLOCK_VEC_f32 acc_block_vec_f32
+#define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #else
 #define TRANSPOSE_VEC_f32 OP_NO_VECTOR_FORM
 #define TRANSPOSE_VEC_f64 OP_NO_VECTOR_FORM

@@ -122,6 +122,8 @@ Test(flash_rel, matches_unfused_f64)
         {1, 2, 130, 100, 5, true, true, false, 0, 1.5}, {1, 2, 100, 130, 5, false, true, true, 0, 0},
         {2, 2, 150, 150, 7, true, false, true, 0, 0.125}, {1, 2, 200, 200, 4, true, true, false, 48, 0.5},
         {1, 1, 3, 9, 2, false, false, false, 0, -2},
+        /* head dims of whole register blocks: every product through the vector blocks */
+        {1, 2, 140, 140, 32, true, false, false, 0, 0.5}, {1, 1, 90, 75, 40, false, true, true, 0, 0.3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_case(&cases[i], 100 + 10 * i);
