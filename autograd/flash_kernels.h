@@ -103,18 +103,13 @@ static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64
 
 #include "flash_xpos.h" /* xPos tiles: F(xpos_tile), F(xpos_keys), ... */
 
-/* One head's relative keys for the tiles: the head's queries of the term (Lq, D), its keys
- * rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride), and for the current block
- * of queries the band of distances its tiles meet, [t_lo, t_lo + w), with the block's
- * relative logits tab (bq, w; row stride r_stride) and in the backward their gradient dtab. */
-typedef struct F(rel_head) {
-    const T *q, *rk, *Rt;
-    T *tab, *dtab;
-    int64_t t_lo, w;
-} F(rel_head);
-
 #ifndef FLASH_REL_COLS
 #define FLASH_REL_COLS
+/* A block's relative logits are computed in chunks of REL_ROWS queries, each over the
+ * distances its own rows meet (causal: row r of the block needs i0 + r + 1 of them) */
+#define REL_ROWS 32
+#define REL_CHUNKS ((BQ + REL_ROWS - 1) / REL_ROWS)
+
 /* the keys c < this count of row r of the tile (i0, j0, bk) can be visible (causal: j <= i) */
 static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, int64_t bk)
 {
@@ -125,26 +120,42 @@ static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, 
 }
 #endif
 
-/* The block of queries [i0, i0 + bq) against keys [jstart, jend): its distance indices t =
- * i - j + Lk - 1 span [t_lo, t_hi] (causal: j <= i, so t >= Lk - 1), and tab = rs q (bq, D)
- * x Rt band (D, w rounded up to whole register blocks: Rt's zero padding), one product a
- * block where a product a tile would compute each tile's bq + bk - 1 distances (1.4x the
- * tiles' logits at L = 256, 64 x 64 tiles). With dtab (the backward) its band zeroed. */
+/* One head's relative keys for the tiles: the head's queries of the term (Lq, D), its keys
+ * rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride), and for the current block
+ * of queries the band of distance indices its tiles meet, from t_lo on, with the block's
+ * relative logits tab (bq rows of stride r_stride, column t - t_lo) and in the backward
+ * their gradient dtab; chunk h of REL_ROWS rows covers columns [off[h], off[h] + w[h]). */
+typedef struct F(rel_head) {
+    const T *q, *rk, *Rt;
+    T *tab, *dtab;
+    int64_t t_lo, off[REL_CHUNKS], w[REL_CHUNKS];
+} F(rel_head);
+
+/* The block of queries [i0, i0 + bq) against keys [jstart, jend): distance indices t =
+ * i - j + Lk - 1 (causal: j <= i, so t >= Lk - 1), and per chunk of rows [r0, r1) tab =
+ * rs q (rows, D) x Rt band (D, the chunk's distances rounded up to whole register blocks:
+ * Rt's zero padding). One product a chunk where a product a tile would compute each tile's
+ * bq + bk - 1 distances (1.4x the tiles' logits at L = 256, 64 x 64 tiles; the chunks
+ * 0.9x). With grads (the backward) the chunks' bands of dtab zeroed. */
 static void F(rel_block)(const flash_dims *d, F(rel_head) *rh, int64_t i0, int64_t bq, int64_t jstart, int64_t jend,
                          bool grads)
 {
-    const int64_t Lk = d->Lk, t_hi = i0 + bq - 1 - jstart + Lk - 1;
-    int64_t t_lo = i0 - (jend - 1) + Lk - 1;
-    if (d->causal && t_lo < Lk - 1)
-        t_lo = Lk - 1;
+    const int64_t Lk = d->Lk, D = d->D, ld = r_stride(d), t_min = d->causal ? Lk - 1 : 0;
+    const int64_t t_lo = i0 - (jend - 1) + Lk - 1 > t_min ? i0 - (jend - 1) + Lk - 1 : t_min;
     rh->t_lo = t_lo;
-    rh->w = t_hi >= t_lo ? t_hi - t_lo + 1 : 0;
-    if (rh->w == 0)
-        return;
-    const int64_t ld = r_stride(d), wp = (rh->w + CB - 1) / CB * CB; /* t_lo + wp <= r_stride */
-    F(gemm_acc)(rh->tab, ld, rh->q + i0 * d->D, d->D, 1, rh->Rt + t_lo, ld, bq, d->D, wp, (T)d->rs, true);
-    for (int64_t r = 0; grads && r < bq; r++)
-        memset(rh->dtab + r * ld, 0, (size_t)rh->w * sizeof(T));
+    for (int64_t h = 0, r0 = 0; h < REL_CHUNKS; h++, r0 += REL_ROWS) {
+        const int64_t r1 = r0 + REL_ROWS < bq ? r0 + REL_ROWS : bq, hi = i0 + r1 - 1 - jstart + Lk - 1;
+        const int64_t lo = i0 + r0 - (jend - 1) + Lk - 1 > t_lo ? i0 + r0 - (jend - 1) + Lk - 1 : t_lo;
+        rh->off[h] = lo - t_lo;
+        rh->w[h] = r0 < bq && hi >= lo ? hi - lo + 1 : 0;
+        if (rh->w[h] == 0)
+            continue;
+        const int64_t wp = (rh->w[h] + CB - 1) / CB * CB; /* lo + wp <= r_stride */
+        F(gemm_acc)(rh->tab + r0 * ld + rh->off[h], ld, rh->q + (i0 + r0) * D, D, 1, rh->Rt + lo, ld, r1 - r0, D, wp,
+                    (T)d->rs, true);
+        for (int64_t r = r0; grads && r < r1; r++)
+            memset(rh->dtab + r * ld + rh->off[h], 0, (size_t)rh->w[h] * sizeof(T));
+    }
 }
 
 /* S += rs q_i . rk[i - j + Lk - 1] over the tile (i0, j0, bk): row r takes its visible keys'
@@ -175,17 +186,19 @@ static void F(rel_tile_grads)(const flash_dims *d, const T *restrict dS, const F
     }
 }
 
-/* The block's relative gradients once its tiles are done: drq (bq, D) += rs dtab rk band,
- * drk band += rs dtab^T q */
+/* The block's relative gradients once its tiles are done, chunk by chunk: drq (rows, D) +=
+ * rs dtab rk band, drk band += rs dtab^T q */
 static void F(rel_block_grads)(const flash_dims *d, const F(rel_head) *rh, T *drq, T *drk, int64_t i0, int64_t bq)
 {
     const int64_t D = d->D, ld = r_stride(d);
-    if (rh->w == 0)
-        return;
-    if (drq)
-        F(gemm_acc)(drq + i0 * D, D, rh->dtab, ld, 1, rh->rk + rh->t_lo * D, D, bq, rh->w, D, (T)d->rs, false);
-    if (drk)
-        F(gemm_acc)(drk + rh->t_lo * D, D, rh->dtab, 1, ld, rh->q + i0 * D, D, rh->w, bq, D, (T)d->rs, false);
+    for (int64_t h = 0, r0 = 0; h < REL_CHUNKS && r0 < bq; h++, r0 += REL_ROWS) {
+        const int64_t rows = r0 + REL_ROWS < bq ? REL_ROWS : bq - r0, w = rh->w[h], t0 = rh->t_lo + rh->off[h];
+        const T *blk = rh->dtab + r0 * ld + rh->off[h];
+        if (drq && w > 0)
+            F(gemm_acc)(drq + (i0 + r0) * D, D, blk, ld, 1, rh->rk + t0 * D, D, rows, w, D, (T)d->rs, false);
+        if (drk && w > 0)
+            F(gemm_acc)(drk + t0 * D, D, blk, 1, ld, rh->q + (i0 + r0) * D, D, w, rows, D, (T)d->rs, false);
+    }
 }
 
 #ifndef FLASH_WBIAS_SPAN
