@@ -468,11 +468,8 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
 {
     for (int64_t r = 0; r < bq; r++) {
         const T *restrict ds = dS + r * BK;
-        T rs = 0;
-        for (int64_t c = 0; c < bk; c++)
-            rs += ds[c];
         if (dsq)
-            dsq[i0 + r] += rs;
+            dsq[i0 + r] += F(row_sum)(ds, bk);
         if (dsk)
             for (int64_t c = 0; c < bk; c++)
                 dsk[j0 + c] -= ds[c];

@@ -288,6 +288,10 @@ DEFINE_ACC_BLOCK_VEC(f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _m
                      _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
+
+/* row sums of a tile's dS for the separable bias (exp_rows.h has the float one without
+ * AVX-512 only): 16 lanes of partial sums, where one running sum waits on every addition */
+DEFINE_ROW_SUM(float, f32)
 #else
 #define TRANSPOSE_VEC_f32 OP_NO_VECTOR_FORM
 #define TRANSPOSE_VEC_f64 OP_NO_VECTOR_FORM
