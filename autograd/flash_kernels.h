@@ -120,6 +120,62 @@ static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, 
 }
 #endif
 
+/* Causal tiles that cross the diagonal go in chunks of CUT_ROWS queries (or keys), each over
+ * the keys its rows can see (or the queries that see its keys): of a 64 x 64 diagonal tile's
+ * products a quarter is skipped, a tenth of all the tile products at L = 256. */
+#ifndef FLASH_CUT_ROWS
+#define FLASH_CUT_ROWS
+#define CUT_ROWS 32
+/* whether the tile (i0, j0, bk) hides a key from a row (causal: from its first row) */
+static bool tile_cut(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk)
+{
+    return d->causal && j0 + bk - 1 > i0;
+}
+
+/* the first row of the tile (i0, j0) that sees key c (causal: j <= i), at most bq */
+static int64_t first_row(int64_t i0, int64_t j0, int64_t c, int64_t bq)
+{
+    const int64_t r = j0 + c - i0;
+    return r < 0 ? 0 : r < bq ? r : bq;
+}
+#endif
+
+/* C (bq, bk) = alpha A (bq, n) B (n, bk) over the tile's keys (A's entries at r * ars + c):
+ * per chunk of rows the keys they can see rounded up to whole register blocks, the rest of
+ * the chunk's rows zeroed (keys hidden from all of them) */
+static void F(tile_cols)(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk, T *C, int64_t ldc, const T *A,
+                         int64_t ars, const T *Bm, int64_t ldb, int64_t bq, int64_t n, T alpha)
+{
+    if (!tile_cut(d, i0, j0, bk)) {
+        F(gemm_acc)(C, ldc, A, ars, 1, Bm, ldb, bq, n, bk, alpha, true);
+        return;
+    }
+    for (int64_t r0 = 0; r0 < bq; r0 += CUT_ROWS) {
+        const int64_t r1 = r0 + CUT_ROWS < bq ? r0 + CUT_ROWS : bq, vis = rel_cols(d, i0, r1 - 1, j0, bk);
+        const int64_t w = (vis + CB - 1) / CB * CB < bk ? (vis + CB - 1) / CB * CB : bk;
+        if (w > 0)
+            F(gemm_acc)(C + r0 * ldc, ldc, A + r0 * ars, ars, 1, Bm, ldb, r1 - r0, n, w, alpha, true);
+        for (int64_t r = r0; w < bk && r < r1; r++)
+            memset(C + r * ldc + w, 0, (size_t)(bk - w) * sizeof(T));
+    }
+}
+
+/* C (bq, w) (+)= alpha A (bq, bk) B (bk, w), the inner dimension the tile's keys (A's
+ * entries at r * ars + c, 0 where hidden): per chunk of rows over the keys they can see */
+static void F(tile_inner)(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk, T *C, int64_t ldc, const T *A,
+                          int64_t ars, const T *Bm, int64_t ldb, int64_t bq, int64_t w, T alpha, bool set)
+{
+    if (!tile_cut(d, i0, j0, bk)) {
+        F(gemm_acc)(C, ldc, A, ars, 1, Bm, ldb, bq, bk, w, alpha, set);
+        return;
+    }
+    for (int64_t r0 = 0; r0 < bq; r0 += CUT_ROWS) {
+        const int64_t r1 = r0 + CUT_ROWS < bq ? r0 + CUT_ROWS : bq;
+        F(gemm_acc)(C + r0 * ldc, ldc, A + r0 * ars, ars, 1, Bm, ldb, r1 - r0, rel_cols(d, i0, r1 - 1, j0, bk), w,
+                    alpha, set);
+    }
+}
+
 /* One head's relative keys for the tiles: the head's queries of the term (Lq, D), its keys
  * rk (Lq + Lk - 1, D), the same transposed (Rt, D x r_stride), and for the current block
  * of queries the band of distance indices its tiles meet, from t_lo on, with the block's
@@ -267,9 +323,9 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
     const uint8_t *restrict mk = hd->mask;
     if (xt) { /* S = scale Qx Kx */
         F(xpos_keys)(d, xt, i0, j0, bk);
-        F(gemm_acc)(S, BK, xt->Qx, D, 1, xt->Kx, BK, bq, D, bk, (T)d->scale, true);
+        F(tile_cols)(d, i0, j0, bk, S, BK, xt->Qx, D, xt->Kx, BK, bq, D, (T)d->scale);
     } else {
-        F(gemm_acc)(S, BK, qh + i0 * D, D, 1, Kt + j0, t_stride(d), bq, D, bk, (T)d->scale, true);
+        F(tile_cols)(d, i0, j0, bk, S, BK, qh + i0 * D, D, Kt + j0, t_stride(d), bq, D, (T)d->scale);
     }
     if (rh)
         F(rel_tile)(d, S, rh, i0, bq, j0, bk);
@@ -443,7 +499,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 }
                 if (d->drop > 0) /* l keeps the undropped sum */
                     F(drop_tile)(d, S, NULL, bh_i, i0, bq, j0, bk);
-                F(gemm_acc)(acc, Dv, S, BK, 1, vh + j0 * Dv, Dv, bq, bk, Dv, 1, false); /* acc += P v */
+                F(tile_inner)(d, i0, j0, bk, acc, Dv, S, BK, vh + j0 * Dv, Dv, bq, Dv, 1, false); /* acc += P v */
             }
             for (int64_t r = 0; r < bq; r++) {
                 T *restrict o = oh + (i0 + r) * ldo;
@@ -530,6 +586,22 @@ static void F(keys_acc)(T *dst, int64_t w, const T *A, int64_t ars, int64_t acs,
         F(gemm_acc)(dst + j0 * w, w, A, ars, acs, Bm, ldb, s - j0, n, w, alpha, false);
     if (j0 + bk > s)
         F(gemm_acc)(dst + s * w, w, A + (s - j0) * ars, ars, acs, Bm, ldb, j0 + bk - s, n, w, alpha, true);
+}
+
+/* keys_acc of the tile (i0, j0, bk) with A = a tile transposed (A[c + r BK], P or dS, 0 where
+ * hidden) and Bm the block's rows (row stride ldb): a cut tile in chunks of CUT_ROWS keys,
+ * each over the rows that see its first key on */
+static void F(keys_acc_cut)(const flash_dims *d, int64_t i0, T *dst, int64_t w, const T *A, const T *Bm, int64_t ldb,
+                            int64_t j0, int64_t bk, int64_t bq, T alpha, int64_t kfresh, bool fresh)
+{
+    if (!tile_cut(d, i0, j0, bk)) {
+        F(keys_acc)(dst, w, A, 1, BK, Bm, ldb, j0, bk, bq, alpha, kfresh, fresh);
+        return;
+    }
+    for (int64_t c0 = 0; c0 < bk; c0 += CUT_ROWS) {
+        const int64_t r0 = first_row(i0, j0, c0, bq), n = c0 + CUT_ROWS < bk ? CUT_ROWS : bk - c0;
+        F(keys_acc)(dst, w, A + c0 + r0 * BK, 1, BK, Bm + r0 * ldb, ldb, j0 + c0, n, bq - r0, alpha, kfresh, fresh);
+    }
 }
 
 /* Whether any gradient but dv's is asked for (they all come from dS) */
@@ -657,13 +729,13 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                     for (int64_t r = 0; r < bq; r++)
                         for (int64_t c = 0; c < bk; c++)
                             dS[r * BK + c] = P[r * BK + c] * Z[r * BK + c];
-                    F(keys_acc)(dvh, Dv, dS, 1, BK, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
+                    F(keys_acc_cut)(d, i0, dvh, Dv, dS, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
                 } else if (dvh) { /* dv += P^T dO */
-                    F(keys_acc)(dvh, Dv, P, 1, BK, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
+                    F(keys_acc_cut)(d, i0, dvh, Dv, P, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
                 }
                 if (!need_ds)
                     continue;
-                F(gemm_acc)(dS, BK, gh + i0 * ldo, ldo, 1, Vt + j0, ldt, bq, Dv, bk, 1, true); /* dP = dO v^T */
+                F(tile_cols)(d, i0, j0, bk, dS, BK, gh + i0 * ldo, ldo, Vt + j0, ldt, bq, Dv, 1); /* dP = dO v^T */
                 for (int64_t r = 0; r < bq; r++) { /* dS = P (dP - D_i), dP through the dropout: dP Z */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK, *restrict z = Z + r * BK;
@@ -676,15 +748,19 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                             ds[c] = p[c] * (ds[c] - di);
                 }
                 if (dqh && xt) /* dQx += scale dS Kx */
-                    F(gemm_acc)(xt->dQx, D, dS, BK, 1, xt->Kxr, D, bq, bk, D, scale, false);
+                    F(tile_inner)(d, i0, j0, bk, xt->dQx, D, dS, BK, xt->Kxr, D, bq, D, scale, false);
                 else if (dqh) /* dq += scale dS k */
-                    F(gemm_acc)(dqh + i0 * D, D, dS, BK, 1, kh + j0 * D, D, bq, bk, D, scale, dq_first);
+                    F(tile_inner)(d, i0, j0, bk, dqh + i0 * D, D, dS, BK, kh + j0 * D, D, bq, D, scale, dq_first);
                 dq_first = false;
                 if (dkh && xt) { /* dKx = scale dS^T Qx, dk += dKx kf */
-                    F(gemm_acc)(xt->dKx, D, dS, 1, BK, xt->Qx, D, bk, bq, D, scale, true);
+                    for (int64_t c0 = 0; c0 < bk; c0 += CUT_ROWS) { /* keys c0 .. seen from row r0 on */
+                        const int64_t r0 = tile_cut(d, i0, j0, bk) ? first_row(i0, j0, c0, bq) : 0;
+                        F(gemm_acc)(xt->dKx + c0 * D, D, dS + c0 + r0 * BK, 1, BK, xt->Qx + r0 * D, D,
+                                    c0 + CUT_ROWS < bk ? CUT_ROWS : bk - c0, bq - r0, D, scale, true);
+                    }
                     F(xpos_dk)(d, xt, dkh, j0, bk);
                 } else if (dkh) { /* dk += scale dS^T q */
-                    F(keys_acc)(dkh, D, dS, 1, BK, qh + i0 * D, D, j0, bk, bq, scale, kfresh, k_new);
+                    F(keys_acc_cut)(d, i0, dkh, D, dS, qh + i0 * D, D, j0, bk, bq, scale, kfresh, k_new);
                 }
                 F(tile_bias_grads)(d, &hg, rh, dS, i0, bq, j0, bk);
             }
