@@ -17,7 +17,6 @@
 #include "op_util.h"
 
 #include "../tensor/threadpool.h"
-#include <string.h>
 
 #define ROT_GRAIN 32768 /* elements of t below which the rotation stays on the caller */
 
@@ -54,11 +53,21 @@ typedef struct rot_job {
                 y[e] = x[e];                                                                                   \
         }                                                                                                      \
     }                                                                                                          \
-    /* gx (L, Dh) += dx of one slab from gy */                                                                 \
-    NO_SLP static void rot_bwd_x_##sfx(const rot_job *j, T *restrict gx, const T *restrict gy, const T *restrict C,   \
-                                const T *restrict S)                                                           \
+    /* gx (L, Dh) += dx of one slab from gy, or = when assign (a fresh gradient: no zero pass) */              \
+    NO_SLP static void rot_bwd_x_##sfx(const rot_job *j, T *restrict gx, const T *restrict gy,                 \
+                                       const T *restrict C, const T *restrict S, bool assign)                  \
     {                                                                                                          \
         for (int64_t l = 0; l < j->L; l++, gx += j->Dh, gy += j->Dh, C += j->R, S += j->R) {                   \
+            if (assign) {                                                                                      \
+                for (int64_t i = 0; i < j->R; i++) {                                                           \
+                    const T ga = gy[PAIR_A(i)], gb = gy[PAIR_B(i)];                                            \
+                    gx[PAIR_A(i)] = ga * C[i] + gb * S[i];                                                     \
+                    gx[PAIR_B(i)] = gb * C[i] - ga * S[i];                                                     \
+                }                                                                                              \
+                for (int64_t e = 2 * j->R; e < j->Dh; e++)                                                     \
+                    gx[e] = gy[e];                                                                             \
+                continue;                                                                                      \
+            }                                                                                                  \
             for (int64_t i = 0; i < j->R; i++) {                                                               \
                 const T ga = gy[PAIR_A(i)], gb = gy[PAIR_B(i)];                                                \
                 gx[PAIR_A(i)] += ga * C[i] + gb * S[i];                                                        \
@@ -108,15 +117,12 @@ static void rot_bwd_task(void *ctx, int64_t s, int thread)
     (void)thread;
     const rot_job *j = ctx;
     int64_t ox = slab_x(j, s), oc = slab_cs(j, s);
-    size_t es = j->f32 ? sizeof(float) : sizeof(double);
-    if (j->fresh)
-        memset((char *)j->out + (size_t)ox * es, 0, (size_t)(j->L * j->Dh) * es);
     if (j->f32)
         rot_bwd_x_f32(j, (float *)j->out + ox, (const float *)j->gy + ox, (const float *)j->C + oc,
-                      (const float *)j->S + oc);
+                      (const float *)j->S + oc, j->fresh);
     else
         rot_bwd_x_f64(j, (double *)j->out + ox, (const double *)j->gy + ox, (const double *)j->C + oc,
-                      (const double *)j->S + oc);
+                      (const double *)j->S + oc, j->fresh);
 }
 
 /* n->in: t, C, S; n->ip[0]: R, n->ip[1]: interleaved */
