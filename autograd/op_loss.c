@@ -79,12 +79,17 @@ static inline float exp_diff_f(float a, float b) { return exp_f(a - b); }
 static inline double exp_diff_d(double a, double b) { return pg_vexp(a - b); }
 #define EXP_DIFF(a, b) _Generic((a), float: exp_diff_f, default: exp_diff_d)(a, b)
 
-/* gx[c] += up * (softmax_c - off) for one row, softmax_c = exp(x_c - lse) */
+/* gx[c] += up * (softmax_c - off) for one row, softmax_c = exp(x_c - lse); = when assign
+ * (a fresh gradient, pg_grad_fresh) */
 #define DEFINE_CE_GRAD_ROW(T, sfx)                                                                                     \
-    static void ce_grad_row_##sfx(T *restrict gx, const T *restrict x, int64_t C, T lse, T up, T off)                  \
+    static void ce_grad_row_##sfx(T *restrict gx, const T *restrict x, int64_t C, T lse, T up, T off, bool assign)     \
     {                                                                                                                  \
-        for (int64_t c = 0; c < C; c++)                                                                                \
-            gx[c] += up * (EXP_DIFF(x[c], lse) - off);                                                                 \
+        if (assign)                                                                                                    \
+            for (int64_t c = 0; c < C; c++)                                                                            \
+                gx[c] = up * (EXP_DIFF(x[c], lse) - off);                                                              \
+        else                                                                                                           \
+            for (int64_t c = 0; c < C; c++)                                                                            \
+                gx[c] += up * (EXP_DIFF(x[c], lse) - off);                                                             \
     }
 DEFINE_CE_GRAD_ROW(float, f32)
 DEFINE_CE_GRAD_ROW(double, f64)
@@ -111,13 +116,16 @@ DEFINE_CE_GRAD_ROW(double, f64)
     }                                                                                                                  \
     /* gx += up * (softmax - smoothed one-hot) for the kept rows */                                                    \
     static void ce_bwd_##sfx(T *gx, const T *x, const int64_t *tg, const T *lse, int64_t rows, int64_t C,              \
-                             int64_t ignore, T s, T up)                                                                \
+                             int64_t ignore, T s, T up, bool assign)                                                   \
     {                                                                                                                  \
         T off = s / (T)C;                                                                                              \
         for (int64_t r = 0; r < rows; r++, x += C, gx += C) {                                                          \
-            if (tg[r] == ignore)                                                                                       \
+            if (tg[r] == ignore) { /* no gradient: a fresh row is zeroed */                                            \
+                for (int64_t c = 0; assign && c < C; c++)                                                              \
+                    gx[c] = 0;                                                                                         \
                 continue;                                                                                              \
-            ce_grad_row_##sfx(gx, x, C, lse[r], up, off);                                                              \
+            }                                                                                                          \
+            ce_grad_row_##sfx(gx, x, C, lse[r], up, off, assign);                                                      \
             gx[tg[r]] -= up * ((T)1 - s);                                                                              \
         }                                                                                                              \
     }
@@ -134,7 +142,7 @@ DEFINE_CE(double, f64)
 static int64_t ce_blocks(int64_t rows, int64_t C) { return op_sum_blocks(rows, rows * C, CE_GRAIN / 4); }
 
 typedef struct ce_job {
-    bool f32, backward;
+    bool f32, backward, assign; /* assign: the backward's gx is fresh */
     int64_t rows, C, T, ignore;
     double s, up;
     void *gx;
@@ -154,13 +162,14 @@ static void ce_task(void *ctx, int64_t t, int thread)
         const float *x = (const float *)j->x + off;
         if (j->backward)
             ce_bwd_f32((float *)j->gx + off, x, tg, (const float *)j->lse_in + r0, n, j->C, j->ignore, (float)j->s,
-                       (float)j->up);
+                       (float)j->up, j->assign);
         else
             j->totals[t] = ce_fwd_f32(x, tg, n, j->C, j->ignore, (float)j->s, j->lse ? (float *)j->lse + r0 : NULL);
     } else {
         const double *x = (const double *)j->x + off;
         if (j->backward)
-            ce_bwd_f64((double *)j->gx + off, x, tg, (const double *)j->lse_in + r0, n, j->C, j->ignore, j->s, j->up);
+            ce_bwd_f64((double *)j->gx + off, x, tg, (const double *)j->lse_in + r0, n, j->C, j->ignore, j->s, j->up,
+                       j->assign);
         else
             j->totals[t] = ce_fwd_f64(x, tg, n, j->C, j->ignore, j->s, j->lse ? (double *)j->lse + r0 : NULL);
     }
@@ -169,15 +178,19 @@ static void ce_task(void *ctx, int64_t t, int thread)
 static int cross_entropy_backward(pg_graph *g, pg_node *n)
 {
     pg_tensor *x = n->in[0], *tg = n->in[1];
-    pg_tensor *gx = pg_grad_of(g, x);
+    bool fresh;
+    pg_tensor *gx = pg_grad_fresh(g, x, &fresh);
     if (!gx)
         return -1;
     int64_t C = x->shape[x->ndim - 1], rows = tg->numel, ignore = n->ip[0];
     double count = n->p[0], s = n->p[1];
-    if (count == 0)
-        return 0; /* every target ignored: zero gradient */
+    if (count == 0) { /* every target ignored: zero gradient */
+        if (fresh)
+            memset(gx->data, 0, (size_t)gx->numel * pg_dtype_size(gx->dtype));
+        return 0;
+    }
     double up = pg_get(n->out->grad, 0) / count;
-    ce_job j = {.f32 = x->dtype == PG_F32, .backward = true, .rows = rows, .C = C,
+    ce_job j = {.f32 = x->dtype == PG_F32, .backward = true, .assign = fresh, .rows = rows, .C = C,
                 .T = ce_blocks(rows, C),
                 .ignore = ignore, .s = s, .up = up, .gx = gx->data, .x = x->data, .lse_in = n->ctx, .tg = tg->data};
     op_parallel_for(j.T, rows * C, 2 * CE_GRAIN, ce_task, &j);

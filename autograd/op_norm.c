@@ -100,10 +100,10 @@ DEFINE_ROW_SUMS(double, f64)
                 y[j] = (x[j] - mu) * rs * (w ? w[j] : (T)1) + (b ? b[j] : (T)0);                               \
         }                                                                                                      \
     }                                                                                                          \
-    /* gx (rows, D) += dx, or NULL; aw, ab (D) += dw, db in double, or NULL */                                 \
+    /* gx (rows, D) += dx (= with assign), or NULL; aw, ab (D) += dw, db in double, or NULL */                \
     static void norm_bwd_##sfx(TY *restrict gx, double *restrict aw, double *restrict ab, const TY *restrict gy,   \
                                const TY *restrict x, const TY *restrict w, const double *restrict stats,         \
-                               int64_t rows, int64_t D, bool center)                                           \
+                               int64_t rows, int64_t D, bool center, bool assign)                              \
     {                                                                                                          \
         typedef TY T;                                                                                          \
         for (int64_t r = 0; r < rows; r++, x += D, gy += D) {                                                  \
@@ -120,10 +120,12 @@ DEFINE_ROW_SUMS(double, f64)
             double sd, sdx;                                                                                    \
             grad_sums_##sfx(&sd, &sdx, gy, x, w, D, mu, rs);                                                   \
             T md = center ? (T)(sd / (double)D) : (T)0, mdx = (T)(sdx / (double)D);                           \
-            for (int64_t j = 0; j < D; j++) {                                                                  \
-                T d = gy[j] * (w ? w[j] : (T)1);                                                               \
-                gx[j] += rs * (d - md - (x[j] - mu) * rs * mdx);                                               \
-            }                                                                                                  \
+            if (assign) /* the same expression, once assigned, once added */                                  \
+                for (int64_t j = 0; j < D; j++)                                                                \
+                    gx[j] = rs * (gy[j] * (w ? w[j] : (T)1) - md - (x[j] - mu) * rs * mdx);                   \
+            else                                                                                               \
+                for (int64_t j = 0; j < D; j++)                                                                \
+                    gx[j] += rs * (gy[j] * (w ? w[j] : (T)1) - md - (x[j] - mu) * rs * mdx);                  \
             gx += D;                                                                                           \
         }                                                                                                      \
     }
@@ -171,7 +173,7 @@ static bool acc_for(pg_graph *g, const pg_tensor *grad, int64_t D, double **acc)
 static int64_t norm_blocks(int64_t rows, int64_t D) { return op_sum_blocks(rows, rows * D, NORM_GRAIN / 4); }
 
 typedef struct norm_job {
-    bool f32, center;
+    bool f32, center, assign; /* assign: the backward's gx is fresh (pg_grad_fresh) */
     int64_t rows, D, T;
     double eps;
     void *y_or_gx;
@@ -198,9 +200,9 @@ static void norm_rows(const norm_job *j, int64_t r0, int64_t r1, int64_t t, bool
     const void *gy = (const char *)j->gy + (size_t)off * es;
     double *aw = j->aw ? j->aw + t * j->D : NULL, *ab = j->ab ? j->ab + t * j->D : NULL;
     if (j->f32)
-        norm_bwd_f32(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center);
+        norm_bwd_f32(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center, j->assign);
     else
-        norm_bwd_f64(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center);
+        norm_bwd_f64(out, aw, ab, gy, x, j->w, stats, n, j->D, j->center, j->assign);
 }
 
 /* the forward: each row alone, so any split */
@@ -227,14 +229,15 @@ static int norm_backward(pg_graph *g, pg_node *n)
 {
     const norm_ctx *c = n->ctx;
     pg_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *y = n->out;
-    pg_tensor *gx = pg_grad_of(g, x), *gw = pg_grad_of(g, w), *gb = pg_grad_of(g, b);
+    bool fresh = false;
+    pg_tensor *gx = pg_grad_fresh(g, x, &fresh), *gw = pg_grad_of(g, w), *gb = pg_grad_of(g, b);
     if ((x->requires_grad && !gx) || (w && w->requires_grad && !gw) || (b && b->requires_grad && !gb))
         return -1;
     int64_t rows = n->ip[0], D = n->ip[1], T = norm_blocks(rows, D);
     double *aw, *ab;
     if (!acc_for(g, gw, T * D, &aw) || !acc_for(g, gb, T * D, &ab))
         return -1;
-    norm_job j = {x->dtype == PG_F32, c->center, rows, D, T, 0.0, gx ? gx->data : NULL, x->data,
+    norm_job j = {x->dtype == PG_F32, c->center, fresh, rows, D, T, 0.0, gx ? gx->data : NULL, x->data,
                   w ? w->data : NULL, NULL, y->grad->data, c->stats, aw, ab};
     op_parallel_for(T, rows * D, 2 * NORM_GRAIN, norm_bwd_task, &j); /* small: on the caller */
     if (gw)
@@ -295,7 +298,7 @@ static pg_tensor *norm_op(pg_graph *g, const char *fn, pg_tensor *x, int norm_nd
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    norm_job j = {x->dtype == PG_F32, center, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps, y->data, x->data,
+    norm_job j = {x->dtype == PG_F32, center, false, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps, y->data, x->data,
                   w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
     pg_parallel_slices(rows, 1, (int)j.T, norm_fwd_slice, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, in, norm_backward);
