@@ -479,9 +479,11 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 F(tile_logits)(d, S, &hd, Kt, rh, xt, i0, bq, j0, bk);
+                const bool cut = tile_cut(d, i0, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
-                    T mx = F(row_max)(s, bk);
+                    const int64_t vis = cut ? rel_cols(d, i0, r, j0, bk) : bk; /* -inf from there on */
+                    T mx = F(row_max)(s, vis);
                     T mn = mx > m[r] ? mx : m[r];
                     if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
                         memset(s, 0, (size_t)bk * sizeof(T));
@@ -489,7 +491,8 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                     }
                     /* exp(0) = 1 and exp(-inf) = 0 exactly: libm only where the max moved */
                     T alpha = m[r] == mn ? (T)1 : m[r] == -INFINITY ? (T)0 : (T)exp((double)(m[r] - mn));
-                    l[r] = l[r] * alpha + F(exp_row)(s, mn, bk);
+                    l[r] = l[r] * alpha + F(exp_row)(s, mn, vis);
+                    memset(s + vis, 0, (size_t)(bk - vis) * sizeof(T));
                     m[r] = mn;
                     if (alpha != 1) {
                         T *restrict a = acc + r * Dv;
@@ -715,12 +718,12 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 const int64_t kfresh = kf > j0 ? kf : j0; /* this tile's rows from kfresh on are new */
                 kf = j0 + bk > kfresh ? j0 + bk : kfresh;
                 F(tile_logits)(d, P, &hd, Kt, rh, xt, i0, bq, j0, bk);
+                const bool cut = tile_cut(d, i0, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
-                    if (li == -INFINITY) /* no visible key: P = 0 */
-                        memset(P + r * BK, 0, (size_t)bk * sizeof(T));
-                    else
-                        F(exp_row)(P + r * BK, li, bk);
+                    const int64_t vis = li == -INFINITY ? 0 : cut ? rel_cols(d, i0, r, j0, bk) : bk;
+                    F(exp_row)(P + r * BK, li, vis); /* the keys from vis on are hidden: P = 0 */
+                    memset(P + r * BK + vis, 0, (size_t)(bk - vis) * sizeof(T));
                 }
                 const bool drop = d->drop > 0;
                 if (drop)
