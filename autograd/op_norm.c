@@ -100,7 +100,7 @@ DEFINE_ROW_SUMS(double, f64)
                 y[j] = (x[j] - mu) * rs * (w ? w[j] : (T)1) + (b ? b[j] : (T)0);                               \
         }                                                                                                      \
     }                                                                                                          \
-    /* gx (rows, D) += dx (= with assign), or NULL; aw, ab (D) += dw, db in double, or NULL */                \
+    /* gx (rows, D) += dx (= with assign), or NULL; aw, ab (D) += dw, db in double, or NULL */                 \
     static void norm_bwd_##sfx(TY *restrict gx, double *restrict aw, double *restrict ab, const TY *restrict gy,   \
                                const TY *restrict x, const TY *restrict w, const double *restrict stats,         \
                                int64_t rows, int64_t D, bool center, bool assign)                              \
@@ -120,12 +120,12 @@ DEFINE_ROW_SUMS(double, f64)
             double sd, sdx;                                                                                    \
             grad_sums_##sfx(&sd, &sdx, gy, x, w, D, mu, rs);                                                   \
             T md = center ? (T)(sd / (double)D) : (T)0, mdx = (T)(sdx / (double)D);                           \
-            if (assign) /* the same expression, once assigned, once added */                                  \
+            if (assign) /* the same expression, once assigned, once added */                                   \
                 for (int64_t j = 0; j < D; j++)                                                                \
-                    gx[j] = rs * (gy[j] * (w ? w[j] : (T)1) - md - (x[j] - mu) * rs * mdx);                   \
+                    gx[j] = rs * (gy[j] * (w ? w[j] : (T)1) - md - (x[j] - mu) * rs * mdx);                    \
             else                                                                                               \
                 for (int64_t j = 0; j < D; j++)                                                                \
-                    gx[j] += rs * (gy[j] * (w ? w[j] : (T)1) - md - (x[j] - mu) * rs * mdx);                  \
+                    gx[j] += rs * (gy[j] * (w ? w[j] : (T)1) - md - (x[j] - mu) * rs * mdx);                   \
             gx += D;                                                                                           \
         }                                                                                                      \
     }
@@ -298,8 +298,8 @@ static pg_tensor *norm_op(pg_graph *g, const char *fn, pg_tensor *x, int norm_nd
     pg_tensor *y = pg_op_output(g, fn, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    norm_job j = {x->dtype == PG_F32, center, false, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps, y->data, x->data,
-                  w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
+    norm_job j = {x->dtype == PG_F32, center, false, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps,
+                  y->data, x->data, w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
     pg_parallel_slices(rows, 1, (int)j.T, norm_fwd_slice, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, in, norm_backward);
     if (n) {
