@@ -5,7 +5,7 @@
  *
  * Internal: autograd/op_flash.c includes this once per type with FLASH_T (float,
  * double) and FLASH_SFX (f32, f64) defined, after its type-free helpers (the band,
- * exp_row_*, row_max_*, MADD_*, RB_*, CB, LDR, scratch layout); no include guard. */
+ * exp_row_*, row_max_*, MADD_*, RB_*, CB, scratch layout); no include guard. */
 
 #define T FLASH_T
 #define CAT2(a, b) a##_##b
@@ -103,15 +103,15 @@ static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64
 
 #include "flash_xpos.h" /* xPos tiles: F(xpos_tile), F(xpos_keys), ... */
 
-#ifndef FLASH_REL_COLS
-#define FLASH_REL_COLS
+#ifndef FLASH_VISIBLE_COLS
+#define FLASH_VISIBLE_COLS
 /* A block's relative logits are computed in chunks of REL_ROWS queries, each over the
  * distances its own rows meet (causal: row r of the block needs i0 + r + 1 of them) */
 #define REL_ROWS 32
 #define REL_CHUNKS ((BQ + REL_ROWS - 1) / REL_ROWS)
 
 /* the keys c < this count of row r of the tile (i0, j0, bk) can be visible (causal: j <= i) */
-static int64_t rel_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, int64_t bk)
+static int64_t visible_cols(const flash_dims *d, int64_t i0, int64_t r, int64_t j0, int64_t bk)
 {
     if (!d->causal)
         return bk;
@@ -151,8 +151,8 @@ static void F(tile_cols)(const flash_dims *d, int64_t i0, int64_t j0, int64_t bk
         return;
     }
     for (int64_t r0 = 0; r0 < bq; r0 += CUT_ROWS) {
-        const int64_t r1 = r0 + CUT_ROWS < bq ? r0 + CUT_ROWS : bq, vis = rel_cols(d, i0, r1 - 1, j0, bk);
-        const int64_t w = (vis + CB - 1) / CB * CB < bk ? (vis + CB - 1) / CB * CB : bk;
+        const int64_t r1 = r0 + CUT_ROWS < bq ? r0 + CUT_ROWS : bq, vis = visible_cols(d, i0, r1 - 1, j0, bk);
+        const int64_t up = (vis + CB - 1) / CB * CB, w = up < bk ? up : bk;
         if (w > 0)
             F(gemm_acc)(C + r0 * ldc, ldc, A + r0 * ars, ars, 1, Bm, ldb, r1 - r0, n, w, alpha, true);
         for (int64_t r = r0; w < bk && r < r1; r++)
@@ -170,9 +170,8 @@ static void F(tile_inner)(const flash_dims *d, int64_t i0, int64_t j0, int64_t b
         return;
     }
     for (int64_t r0 = 0; r0 < bq; r0 += CUT_ROWS) {
-        const int64_t r1 = r0 + CUT_ROWS < bq ? r0 + CUT_ROWS : bq;
-        F(gemm_acc)(C + r0 * ldc, ldc, A + r0 * ars, ars, 1, Bm, ldb, r1 - r0, rel_cols(d, i0, r1 - 1, j0, bk), w,
-                    alpha, set);
+        const int64_t r1 = r0 + CUT_ROWS < bq ? r0 + CUT_ROWS : bq, vis = visible_cols(d, i0, r1 - 1, j0, bk);
+        F(gemm_acc)(C + r0 * ldc, ldc, A + r0 * ars, ars, 1, Bm, ldb, r1 - r0, vis, w, alpha, set);
     }
 }
 
@@ -223,7 +222,7 @@ static void F(rel_tile)(const flash_dims *d, T *restrict S, const F(rel_head) *r
     for (int64_t r = 0; r < bq; r++) {
         T *restrict s = S + r * BK;
         const T *restrict tr = rh->tab + r * ld + (i0 + r - j0 + d->Lk - 1 - rh->t_lo);
-        for (int64_t c = 0, cm = rel_cols(d, i0, r, j0, bk); c < cm; c++) /* the rest is hidden */
+        for (int64_t c = 0, cm = visible_cols(d, i0, r, j0, bk); c < cm; c++) /* the rest is hidden */
             s[c] += tr[-c];
     }
 }
@@ -237,7 +236,7 @@ static void F(rel_tile_grads)(const flash_dims *d, const T *restrict dS, const F
     for (int64_t r = 0; r < bq; r++) {
         T *restrict tr = rh->dtab + r * ld + (i0 + r - j0 + d->Lk - 1 - rh->t_lo);
         const T *restrict ds = dS + r * BK;
-        for (int64_t c = 0, cm = rel_cols(d, i0, r, j0, bk); c < cm; c++)
+        for (int64_t c = 0, cm = visible_cols(d, i0, r, j0, bk); c < cm; c++)
             tr[-c] = ds[c];
     }
 }
@@ -329,8 +328,7 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
     }
     if (rh)
         F(rel_tile)(d, S, rh, i0, bq, j0, bk);
-    /* the causal and band tests can be skipped for a tile every query of which sees every key */
-    const bool causal = d->causal && j0 + bk - 1 > i0;
+    /* the band test can be skipped for a tile every query of which sees every key */
     bool banded = false;
     if (d->w > 0) {
         int64_t lo_last, hi_last, lo_first, hi_first; /* lo and hi grow with i */
@@ -369,9 +367,8 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
         if (mk)
             for (int64_t c = 0; c < bk; c++)
                 s[c] = mk[j0 + c] ? s[c] : (T)-INFINITY;
-        if (causal)
-            for (int64_t c = i0 + r - j0 + 1 > 0 ? i0 + r - j0 + 1 : 0; c < bk; c++) /* j > i */
-                s[c] = (T)-INFINITY;
+        for (int64_t c = visible_cols(d, i0, r, j0, bk); c < bk; c++) /* causal: j > i */
+            s[c] = (T)-INFINITY;
         if (banded) { /* outside the local band */
             int64_t lo, hi;
             band(d, i0 + r, &lo, &hi);
@@ -479,10 +476,9 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 F(tile_logits)(d, S, &hd, Kt, rh, xt, i0, bq, j0, bk);
-                const bool cut = tile_cut(d, i0, j0, bk);
                 for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
                     T *restrict s = S + r * BK;
-                    const int64_t vis = cut ? rel_cols(d, i0, r, j0, bk) : bk; /* -inf from there on */
+                    const int64_t vis = visible_cols(d, i0, r, j0, bk); /* -inf from there on */
                     T mx = F(row_max)(s, vis);
                     T mn = mx > m[r] ? mx : m[r];
                     if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
@@ -718,10 +714,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 const int64_t kfresh = kf > j0 ? kf : j0; /* this tile's rows from kfresh on are new */
                 kf = j0 + bk > kfresh ? j0 + bk : kfresh;
                 F(tile_logits)(d, P, &hd, Kt, rh, xt, i0, bq, j0, bk);
-                const bool cut = tile_cut(d, i0, j0, bk);
                 for (int64_t r = 0; r < bq; r++) {
                     const T li = lh[i0 + r];
-                    const int64_t vis = li == -INFINITY ? 0 : cut ? rel_cols(d, i0, r, j0, bk) : bk;
+                    const int64_t vis = li == -INFINITY ? 0 : visible_cols(d, i0, r, j0, bk);
                     F(exp_row)(P + r * BK, li, vis); /* the keys from vis on are hidden: P = 0 */
                     memset(P + r * BK + vis, 0, (size_t)(bk - vis) * sizeof(T));
                 }

@@ -137,8 +137,9 @@ static int64_t t_stride(const flash_dims *d)
     return (d->Lk + 15) / 16 * 16 + 16;
 }
 
-/* Row stride of a head's relative keys transposed (Rt, D x (Lq + Lk - 1)), padded as above
- * and by CB - 1 zero columns more: a tile's product runs over whole register blocks. */
+/* Row stride of a head's relative keys transposed (Rt, D x (Lq + Lk - 1)) and of a query
+ * block's relative logits (tab, dtab), padded as above and by CB - 1 zero columns more: a
+ * chunk's product runs over whole register blocks. */
 static int64_t r_stride(const flash_dims *d)
 {
     return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 48;
