@@ -27,52 +27,41 @@ static inline float exp_f(float x)
 #endif
 }
 
-/* log sum_c exp(x_c) of one row and, through *xsum, sum_c x_c, exp from
- * tensor/vmath.h (vectorisable). f64: pg_vexp (relative error < 1e-15), sums in
- * order. f32: exp_f of the float difference, 16 partial maxima and sums so that the
- * loops vectorise, sums in double. */
-static double lse_row_f64(const double *x, int64_t C, double *xsum)
-{
-    double m = x[0], sum = 0, xs = 0;
-    for (int64_t c = 1; c < C; c++)
-        m = x[c] > m ? x[c] : m;
-    for (int64_t c = 0; c < C; c++) {
-        sum += pg_vexp(x[c] - m);
-        xs += x[c];
-    }
-    *xsum = xs;
-    return m + log(sum);
-}
-
+/* log sum_c exp(x_c) of one row and, through *xsum, sum_c x_c, exp from tensor/vmath.h
+ * (vectorisable): 16 partial maxima and sums, so that the loops run in lanes, sums in
+ * double. f64: pg_vexp (relative error < 1e-15); f32: exp_f of the float difference. */
 #define CE_LANES 16
-static float lse_row_f32(const float *x, int64_t C, double *xsum)
-{
-    float mp[CE_LANES];
-    double sp[CE_LANES] = {0}, xp[CE_LANES] = {0};
-    for (int l = 0; l < CE_LANES; l++)
-        mp[l] = -INFINITY;
-    int64_t c0 = C / CE_LANES * CE_LANES;
-    for (int64_t c = 0; c < c0; c += CE_LANES)
-        for (int l = 0; l < CE_LANES; l++)
-            mp[l] = x[c + l] > mp[l] ? x[c + l] : mp[l];
-    float m = x[0];
-    for (int l = 0; l < CE_LANES; l++)
-        m = mp[l] > m ? mp[l] : m;
-    for (int64_t c = c0; c < C; c++)
-        m = x[c] > m ? x[c] : m;
-    for (int64_t c = 0; c < c0; c += CE_LANES)
-        for (int l = 0; l < CE_LANES; l++) {
-            sp[l] += (double)exp_f(x[c + l] - m);
-            xp[l] += (double)x[c + l];
-        }
-    double sum = 0, xs = 0;
-    for (int l = 0; l < CE_LANES; l++)
-        sum += sp[l], xs += xp[l];
-    for (int64_t c = c0; c < C; c++)
-        sum += (double)exp_f(x[c] - m), xs += (double)x[c];
-    *xsum = xs;
-    return (float)((double)m + log(sum));
-}
+#define DEFINE_LSE_ROW(T, sfx, EXP)                                                                                    \
+    static T lse_row_##sfx(const T *x, int64_t C, double *xsum)                                                        \
+    {                                                                                                                  \
+        T mp[CE_LANES];                                                                                                \
+        double sp[CE_LANES] = {0}, xp[CE_LANES] = {0};                                                                 \
+        for (int l = 0; l < CE_LANES; l++)                                                                             \
+            mp[l] = -INFINITY;                                                                                         \
+        int64_t c0 = C / CE_LANES * CE_LANES;                                                                          \
+        for (int64_t c = 0; c < c0; c += CE_LANES)                                                                     \
+            for (int l = 0; l < CE_LANES; l++)                                                                         \
+                mp[l] = x[c + l] > mp[l] ? x[c + l] : mp[l];                                                           \
+        T m = x[0]; /* NaN in x[0] stays: every comparison with it is false */                                         \
+        for (int l = 0; l < CE_LANES; l++)                                                                             \
+            m = mp[l] > m ? mp[l] : m;                                                                                 \
+        for (int64_t c = c0; c < C; c++)                                                                               \
+            m = x[c] > m ? x[c] : m;                                                                                   \
+        for (int64_t c = 0; c < c0; c += CE_LANES)                                                                     \
+            for (int l = 0; l < CE_LANES; l++) {                                                                       \
+                sp[l] += (double)EXP(x[c + l] - m);                                                                    \
+                xp[l] += (double)x[c + l];                                                                             \
+            }                                                                                                          \
+        double sum = 0, xs = 0;                                                                                        \
+        for (int l = 0; l < CE_LANES; l++)                                                                             \
+            sum += sp[l], xs += xp[l];                                                                                 \
+        for (int64_t c = c0; c < C; c++)                                                                               \
+            sum += (double)EXP(x[c] - m), xs += (double)x[c];                                                          \
+        *xsum = xs;                                                                                                    \
+        return (T)((double)m + log(sum));                                                                              \
+    }
+DEFINE_LSE_ROW(double, f64, pg_vexp)
+DEFINE_LSE_ROW(float, f32, exp_f)
 
 /* exp(a - b) through vmath: f32 in float lanes (exp_f), f64 in double */
 static inline float exp_diff_f(float a, float b) { return exp_f(a - b); }
