@@ -140,6 +140,19 @@ void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, i
 pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v,
                                         const pg_flash_opts *o);
 
+/* pg_flash_attention over the heads of one self-attention projection qkv (B, L, 3 H D),
+ * H = heads: q's head h is columns h D .. h D + D - 1 of each row, k's H D + h D .., v's
+ * 2 H D + h D .. (pg_split_heads of qkv at 0, H D and 2 H D). The kernel reads them in place
+ * and writes qkv's gradient so (every column of it): the result and every gradient are those
+ * of pg_flash_attention over the three splits, bit for bit, without the splits' copies either
+ * way. o as pg_flash_attention's, checked the same way (messages give the heads' shapes,
+ * (B, H, L, D)). */
+pg_tensor *pg_flash_attention_qkv(pg_graph *g, pg_tensor *qkv, int64_t heads, const pg_flash_opts *o);
+
+/* The same unchecked, as pg_flash_attention_unchecked: qkv f32 or f64 (B, L, 3 heads D) with
+ * B, L, D, heads >= 1 and o as checked by pg_flash_attention; a NULL qkv or o is refused. */
+pg_tensor *pg_flash_attention_qkv_unchecked(pg_graph *g, pg_tensor *qkv, int64_t heads, const pg_flash_opts *o);
+
 /* Tile sizes (queries x keys) of the kernels. */
 #define PG_FLASH_BQ 64
 #define PG_FLASH_BK 64

@@ -87,18 +87,19 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
     }
 }
 
-/* X (n, w) -> Xt (w, n; row stride ldt): the vector form's squares in registers
- * (op_flash.c, TRANSPOSE_VEC_*), the rest in strips of 16 rows of X (contiguous stores) */
-static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w)
+/* X (n, w; row stride ldx) -> Xt (w, n; row stride ldt): the vector form's squares in
+ * registers (op_flash.c, TRANSPOSE_VEC_*), the rest in strips of 16 rows of X (contiguous
+ * stores) */
+static void F(transpose)(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t ldx, int64_t n, int64_t w)
 {
-    int64_t c0 = CAT(TRANSPOSE_VEC, FLASH_SFX)(Xt, ldt, X, n, w);
+    int64_t c0 = CAT(TRANSPOSE_VEC, FLASH_SFX)(Xt, ldt, X, ldx, n, w);
     for (; c0 + 16 <= n; c0 += 16)
         for (int64_t e = 0; e < w; e++)
             for (int l = 0; l < 16; l++)
-                Xt[e * ldt + c0 + l] = X[(c0 + l) * w + e];
+                Xt[e * ldt + c0 + l] = X[(c0 + l) * ldx + e];
     for (; c0 < n; c0++)
         for (int64_t e = 0; e < w; e++)
-            Xt[e * ldt + c0] = X[c0 * w + e];
+            Xt[e * ldt + c0] = X[c0 * ldx + e];
 }
 
 #include "flash_xpos.h" /* xPos tiles: F(xpos_tile), F(xpos_keys), ... */
@@ -290,7 +291,7 @@ static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, i
 
 /* One head's operands, bh_i = b H + h: its queries, keys, values and the biases' rows */
 typedef struct F(head) {
-    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv) */
+    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv), row strides qkv_ld */
     const T *bias;      /* dist_bias row (Lq + Lk - 1) or NULL */
     const T *wb;        /* window bias (w, NS) or NULL */
     const T *sep[2];    /* separable bias (Lq), (Lk) or NULL */
@@ -301,7 +302,7 @@ typedef struct F(head) {
 static F(head) F(head_at)(const flash_dims *d, int64_t bh_i, const T *q, const T *k, const T *v, const T *bias)
 {
     const int64_t Lq = d->Lq, Lk = d->Lk;
-    F(head) hd = {q + bh_i * Lq * d->D, k + bh_i * Lk * d->D, v + bh_i * Lk * d->Dv,
+    F(head) hd = {q + qkv_at(d, bh_i, Lq, d->D), k + qkv_at(d, bh_i, Lk, d->D), v + qkv_at(d, bh_i, Lk, d->Dv),
                   bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
                   d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
                   {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL},
@@ -324,7 +325,8 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
         F(xpos_keys)(d, xt, i0, j0, bk);
         F(tile_cols)(d, i0, j0, bk, S, BK, xt->Qx, D, xt->Kx, BK, bq, D, (T)d->scale);
     } else {
-        F(tile_cols)(d, i0, j0, bk, S, BK, qh + i0 * D, D, Kt + j0, t_stride(d), bq, D, (T)d->scale);
+        const int64_t ldq = qkv_ld(d, D);
+        F(tile_cols)(d, i0, j0, bk, S, BK, qh + i0 * ldq, ldq, Kt + j0, t_stride(d), bq, D, (T)d->scale);
     }
     if (rh)
         F(rel_tile)(d, S, rh, i0, bq, j0, bk);
@@ -390,7 +392,7 @@ static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_
         return;
     rh->rk = rk;
     const int64_t ldr = r_stride(d);
-    F(transpose)(Rt, ldr, rh->rk, NB, d->D);
+    F(transpose)(Rt, ldr, rh->rk, d->D, NB, d->D);
     for (int64_t e = 0; e < d->D; e++) /* the padding columns a tile's product may read */
         memset(Rt + e * ldr + NB, 0, (size_t)(ldr - NB) * sizeof(T));
     rh->Rt = Rt;
@@ -429,7 +431,7 @@ static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh,
     if (xt)
         xt->kh = kh;
     else
-        F(transpose)(Kt, t_stride(d), kh, d->Lk, d->D);
+        F(transpose)(Kt, t_stride(d), kh, qkv_ld(d, d->D), d->Lk, d->D);
     if (rh)
         F(rel_head_load)(d, rh, Rt, bh_i);
 }
@@ -460,7 +462,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
         const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + out_at(d, bh_i), *lh = lse + bh_i * Lq;
-        const int64_t ldo = out_ld(d);
+        const int64_t ldo = out_ld(d), ldv = qkv_ld(d, Dv);
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
@@ -498,7 +500,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 }
                 if (d->drop > 0) /* l keeps the undropped sum */
                     F(drop_tile)(d, S, NULL, bh_i, i0, bq, j0, bk);
-                F(tile_inner)(d, i0, j0, bk, acc, Dv, S, BK, vh + j0 * Dv, Dv, bq, Dv, 1, false); /* acc += P v */
+                F(tile_inner)(d, i0, j0, bk, acc, Dv, S, BK, vh + j0 * ldv, ldv, bq, Dv, 1, false); /* acc += P v */
             }
             for (int64_t r = 0; r < bq; r++) {
                 T *restrict o = oh + (i0 + r) * ldo;
@@ -544,9 +546,9 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, h = bh_i % d->H, NB = Lq + Lk - 1;
     T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
     T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3];
-    return (F(head_grads)){dq ? dq + bh_i * Lq * D : NULL,
-                           dk ? dk + bh_i * Lk * D : NULL,
-                           dv ? dv + bh_i * Lk * d->Dv : NULL,
+    return (F(head_grads)){dq ? dq + qkv_at(d, bh_i, Lq, D) : NULL,
+                           dk ? dk + qkv_at(d, bh_i, Lk, D) : NULL,
+                           dv ? dv + qkv_at(d, bh_i, Lk, d->Dv) : NULL,
                            dsq ? dsq + bh_i * Lq : NULL,
                            dsk ? dsk + bh_i * Lk : NULL,
                            drq ? drq + bh_i * Lq * D : NULL,
@@ -560,46 +562,50 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
  * written) are not zero-filled first: their first product assigns (keys_acc, zero_rows). With
  * xPos, dq and dk come through the tile's dQx and dKx and add; those two get their head's
  * slice zeroed here, just before the tiles, by the thread that adds to it. */
+/* rows [r0, r1) of a gradient of row width w (row stride ld) zeroed when `fresh` (else left
+ * alone) */
+static void F(zero_rows)(T *g, int64_t ld, int64_t w, int64_t r0, int64_t r1, bool fresh)
+{
+    if (fresh && r1 > r0 && ld == w)
+        memset(g + r0 * w, 0, (size_t)((r1 - r0) * w) * sizeof(T));
+    else if (fresh)
+        for (int64_t r = r0; r < r1; r++)
+            memset(g + r * ld, 0, (size_t)w * sizeof(T));
+}
+
 static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, unsigned fresh)
 {
-    if (fresh & 1u)
-        memset(g->dq, 0, (size_t)(d->Lq * d->D) * sizeof(T));
-    if (fresh & 2u)
-        memset(g->dk, 0, (size_t)(d->Lk * d->D) * sizeof(T));
+    F(zero_rows)(g->dq, qkv_ld(d, d->D), d->D, 0, d->Lq, fresh & 1u);
+    F(zero_rows)(g->dk, qkv_ld(d, d->D), d->D, 0, d->Lk, fresh & 2u);
 }
 
-/* rows [r0, r1) of a gradient of row width w zeroed when `fresh` (else left alone) */
-static void F(zero_rows)(T *g, int64_t w, int64_t r0, int64_t r1, bool fresh)
-{
-    if (fresh && r1 > r0)
-        memset(g + r0 * w, 0, (size_t)((r1 - r0) * w) * sizeof(T));
-}
-
-/* dst rows [j0, j0 + bk) (row width w) += alpha A (bk, n) B (n, w), A as in gemm_acc; with
- * `fresh`, the rows from kfresh on (no product reached them yet) assigned instead */
-static void F(keys_acc)(T *dst, int64_t w, const T *A, int64_t ars, int64_t acs, const T *Bm, int64_t ldb,
-                        int64_t j0, int64_t bk, int64_t n, T alpha, int64_t kfresh, bool fresh)
+/* dst rows [j0, j0 + bk) (row width w, row stride ldd) += alpha A (bk, n) B (n, w), A as in
+ * gemm_acc; with `fresh`, the rows from kfresh on (no product reached them yet) assigned instead */
+static void F(keys_acc)(T *dst, int64_t ldd, int64_t w, const T *A, int64_t ars, int64_t acs, const T *Bm,
+                        int64_t ldb, int64_t j0, int64_t bk, int64_t n, T alpha, int64_t kfresh, bool fresh)
 {
     int64_t s = !fresh ? j0 + bk : kfresh < j0 ? j0 : kfresh > j0 + bk ? j0 + bk : kfresh;
     if (s > j0)
-        F(gemm_acc)(dst + j0 * w, w, A, ars, acs, Bm, ldb, s - j0, n, w, alpha, false);
+        F(gemm_acc)(dst + j0 * ldd, ldd, A, ars, acs, Bm, ldb, s - j0, n, w, alpha, false);
     if (j0 + bk > s)
-        F(gemm_acc)(dst + s * w, w, A + (s - j0) * ars, ars, acs, Bm, ldb, j0 + bk - s, n, w, alpha, true);
+        F(gemm_acc)(dst + s * ldd, ldd, A + (s - j0) * ars, ars, acs, Bm, ldb, j0 + bk - s, n, w, alpha, true);
 }
 
 /* keys_acc of the tile (i0, j0, bk) with A = a tile transposed (A[c + r BK], P or dS, 0 where
  * hidden) and Bm the block's rows (row stride ldb): a cut tile in chunks of CUT_ROWS keys,
  * each over the rows that see its first key on */
-static void F(keys_acc_cut)(const flash_dims *d, int64_t i0, T *dst, int64_t w, const T *A, const T *Bm, int64_t ldb,
-                            int64_t j0, int64_t bk, int64_t bq, T alpha, int64_t kfresh, bool fresh)
+static void F(keys_acc_cut)(const flash_dims *d, int64_t i0, T *dst, int64_t ldd, int64_t w, const T *A,
+                            const T *Bm, int64_t ldb, int64_t j0, int64_t bk, int64_t bq, T alpha, int64_t kfresh,
+                            bool fresh)
 {
     if (!tile_cut(d, i0, j0, bk)) {
-        F(keys_acc)(dst, w, A, 1, BK, Bm, ldb, j0, bk, bq, alpha, kfresh, fresh);
+        F(keys_acc)(dst, ldd, w, A, 1, BK, Bm, ldb, j0, bk, bq, alpha, kfresh, fresh);
         return;
     }
     for (int64_t c0 = 0; c0 < bk; c0 += CUT_ROWS) {
         const int64_t r0 = first_row(i0, j0, c0, bq), n = c0 + CUT_ROWS < bk ? CUT_ROWS : bk - c0;
-        F(keys_acc)(dst, w, A + c0 + r0 * BK, 1, BK, Bm + r0 * ldb, ldb, j0 + c0, n, bq - r0, alpha, kfresh, fresh);
+        F(keys_acc)(dst, ldd, w, A + c0 + r0 * BK, 1, BK, Bm + r0 * ldb, ldb, j0 + c0, n, bq - r0, alpha, kfresh,
+                    fresh);
     }
 }
 
@@ -669,7 +675,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         const T *oh = out + out_at(d, bh_i), *gh = dout + out_at(d, bh_i), *lh = lse + bh_i * Lq;
-        const int64_t ldo = out_ld(d);
+        const int64_t ldo = out_ld(d), ldq = qkv_ld(d, D), ldk = ldq, ldv = qkv_ld(d, Dv);
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
         const unsigned zeroed = xt ? fresh & 3u : 0u, assign = fresh & ~zeroed; /* fresh: assigned, or zeroed */
@@ -678,7 +684,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         F(zero_fresh)(d, &hg, zeroed);
         F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
         if (need_ds)
-            F(transpose)(Vt, ldt, vh, Lk, Dv);
+            F(transpose)(Vt, ldt, vh, ldv, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -695,7 +701,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             bool dq_first = q_new; /* the block's first product into dq assigns (a block that sees a
                                     * key has a tile: every dq row gets written) */
             if (!any) { /* no query of the block sees a key: no gradient */
-                F(zero_rows)(dqh, D, i0, i0 + bq, q_new);
+                F(zero_rows)(dqh, ldq, D, i0, i0 + bq, q_new);
                 continue;
             }
             if (xt) { /* the block's scaled queries; dQx summed over its tiles */
@@ -708,8 +714,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 if (j0 > kf) { /* keys no block reached, which none will */
-                    F(zero_rows)(dkh, D, kf, j0, k_new);
-                    F(zero_rows)(dvh, Dv, kf, j0, v_new);
+                    F(zero_rows)(dkh, ldk, D, kf, j0, k_new);
+                    F(zero_rows)(dvh, ldv, Dv, kf, j0, v_new);
                 }
                 const int64_t kfresh = kf > j0 ? kf : j0; /* this tile's rows from kfresh on are new */
                 kf = j0 + bk > kfresh ? j0 + bk : kfresh;
@@ -727,9 +733,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                     for (int64_t r = 0; r < bq; r++)
                         for (int64_t c = 0; c < bk; c++)
                             dS[r * BK + c] = P[r * BK + c] * Z[r * BK + c];
-                    F(keys_acc_cut)(d, i0, dvh, Dv, dS, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
+                    F(keys_acc_cut)(d, i0, dvh, ldv, Dv, dS, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
                 } else if (dvh) { /* dv += P^T dO */
-                    F(keys_acc_cut)(d, i0, dvh, Dv, P, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
+                    F(keys_acc_cut)(d, i0, dvh, ldv, Dv, P, gh + i0 * ldo, ldo, j0, bk, bq, 1, kfresh, v_new);
                 }
                 if (!need_ds)
                     continue;
@@ -748,7 +754,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 if (dqh && xt) /* dQx += scale dS Kx */
                     F(tile_inner)(d, i0, j0, bk, xt->dQx, D, dS, BK, xt->Kxr, D, bq, D, scale, false);
                 else if (dqh) /* dq += scale dS k */
-                    F(tile_inner)(d, i0, j0, bk, dqh + i0 * D, D, dS, BK, kh + j0 * D, D, bq, D, scale, dq_first);
+                    F(tile_inner)(d, i0, j0, bk, dqh + i0 * ldq, ldq, dS, BK, kh + j0 * ldk, ldk, bq, D, scale,
+                                  dq_first);
                 dq_first = false;
                 if (dkh && xt) { /* dKx = scale dS^T Qx, dk += dKx kf */
                     for (int64_t c0 = 0; c0 < bk; c0 += CUT_ROWS) { /* keys c0 .. seen from row r0 on */
@@ -758,7 +765,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                     }
                     F(xpos_dk)(d, xt, dkh, j0, bk);
                 } else if (dkh) { /* dk += scale dS^T q */
-                    F(keys_acc_cut)(d, i0, dkh, D, dS, qh + i0 * D, D, j0, bk, bq, scale, kfresh, k_new);
+                    F(keys_acc_cut)(d, i0, dkh, ldk, D, dS, qh + i0 * ldq, ldq, j0, bk, bq, scale, kfresh, k_new);
                 }
                 F(tile_bias_grads)(d, &hg, rh, dS, i0, bq, j0, bk);
             }
@@ -767,8 +774,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             if (rel_grads)
                 F(rel_block_grads)(d, rh, hg.drq, hg.drk, i0, bq);
         }
-        F(zero_rows)(dkh, D, kf, Lk, k_new); /* the keys after the last reached */
-        F(zero_rows)(dvh, Dv, kf, Lk, v_new);
+        F(zero_rows)(dkh, ldk, D, kf, Lk, k_new); /* the keys after the last reached */
+        F(zero_rows)(dvh, ldv, Dv, kf, Lk, v_new);
     }
 }
 

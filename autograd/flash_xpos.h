@@ -39,15 +39,17 @@ static void F(xpos_init)(const flash_dims *d, F(xpos_tile) *xt, void *scratch)
     xt->dKx = xt->dQx + BQ * D;
 }
 
-/* Qx = the queries i0 .. i0 + bq - 1 of qh (Lq, D) times zq */
+/* Qx = the queries i0 .. i0 + bq - 1 of qh (Lq, D; row stride qkv_ld) times zq */
 static void F(xpos_queries)(const flash_dims *d, F(xpos_tile) *xt, const T *qh, int64_t i0, int64_t bq)
 {
-    const int64_t n = bq * d->D;
-    const T *restrict q = qh + i0 * d->D;
-    const double *restrict z = xt->zq;
-    T *restrict x = xt->Qx;
-    for (int64_t e = 0; e < n; e++)
-        x[e] = (T)((double)q[e] * z[e]);
+    const int64_t D = d->D, ldq = qkv_ld(d, D);
+    for (int64_t r = 0; r < bq; r++) {
+        const T *restrict q = qh + (i0 + r) * ldq;
+        const double *restrict z = xt->zq + r * D;
+        T *restrict x = xt->Qx + r * D;
+        for (int64_t e = 0; e < D; e++)
+            x[e] = (T)((double)q[e] * z[e]);
+    }
 }
 
 /* kf, Kxr and Kx for the keys j0 .. j0 + bk - 1 seen from the block at i0:
@@ -62,34 +64,37 @@ static void F(xpos_keys)(const flash_dims *d, F(xpos_tile) *xt, int64_t i0, int6
     for (int64_t c = 0; c < bk; c++) {
         const double *restrict z = xt->zk + c * D;
         double *restrict f = xt->kf + c * D;
-        const T *restrict k = xt->kh + (j0 + c) * D;
+        const T *restrict k = xt->kh + (j0 + c) * qkv_ld(d, D);
         T *restrict x = xt->Kxr + c * D;
         for (int64_t e = 0; e < D; e++) {
             f[e] = g[e] * z[e];
             x[e] = (T)((double)k[e] * f[e]);
         }
     }
-    F(transpose)(xt->Kx, BK, xt->Kxr, bk, D);
+    F(transpose)(xt->Kx, BK, xt->Kxr, D, bk, D);
+}
+
+/* rows [r0, r0 + n) of g (row stride ld) += the rows of x (n, D) times f (n, D) */
+static void F(xpos_chain)(const flash_dims *d, T *g, int64_t ld, int64_t r0, int64_t n, const T *x, const double *f)
+{
+    const int64_t D = d->D;
+    for (int64_t r = 0; r < n; r++) {
+        T *restrict gr = g + (r0 + r) * ld;
+        const T *restrict xr = x + r * D;
+        const double *restrict fr = f + r * D;
+        for (int64_t e = 0; e < D; e++)
+            gr[e] += (T)((double)xr[e] * fr[e]);
+    }
 }
 
 /* dk[j0 + c] += dKx[c] kf[c] for the tile's keys (the chain rule through Kxr = k kf) */
 static void F(xpos_dk)(const flash_dims *d, const F(xpos_tile) *xt, T *dkh, int64_t j0, int64_t bk)
 {
-    const int64_t n = bk * d->D;
-    T *restrict dk = dkh + j0 * d->D;
-    const T *restrict dx = xt->dKx;
-    const double *restrict f = xt->kf;
-    for (int64_t e = 0; e < n; e++)
-        dk[e] += (T)((double)dx[e] * f[e]);
+    F(xpos_chain)(d, dkh, qkv_ld(d, d->D), j0, bk, xt->dKx, xt->kf);
 }
 
 /* dq[i0 + r] += dQx[r] zq[r] for the block's queries (the chain rule through Qx = q zq) */
 static void F(xpos_dq)(const flash_dims *d, const F(xpos_tile) *xt, T *dqh, int64_t i0, int64_t bq)
 {
-    const int64_t n = bq * d->D;
-    T *restrict dq = dqh + i0 * d->D;
-    const T *restrict dx = xt->dQx;
-    const double *restrict z = xt->zq;
-    for (int64_t e = 0; e < n; e++)
-        dq[e] += (T)((double)dx[e] * z[e]);
+    F(xpos_chain)(d, dqh, qkv_ld(d, d->D), i0, bq, xt->dQx, xt->zq);
 }

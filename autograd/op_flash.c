@@ -63,6 +63,8 @@ typedef struct flash_dims {
     const void *pb;          /* pair bias (pb_H, Lq, Lk), pb_H = H or B H, of the element type, or NULL */
     int64_t pb_H;
     bool merged;             /* out (and its gradient) (B, Lq, H Dv), else (B, H, Lq, Dv) */
+    int64_t qkv_ld;          /* 0: q, k, v and their gradients (B, H, L, D); else rows of one (B, L, qkv_ld)
+                              * projection, head h at columns h D of each one's start (pg_flash_attention_qkv) */
 } flash_dims;
 
 /* where row 0 of head bh = b H + h of out (or of its gradient) starts, and their row stride */
@@ -71,6 +73,13 @@ static int64_t out_at(const flash_dims *d, int64_t bh)
     return d->merged ? ((bh / d->H) * d->Lq * d->H + bh % d->H) * d->Dv : bh * d->Lq * d->Dv;
 }
 static int64_t out_ld(const flash_dims *d) { return d->merged ? d->H * d->Dv : d->Dv; }
+
+/* the same for q, k or v (and their gradients) of L rows of width w */
+static int64_t qkv_at(const flash_dims *d, int64_t bh, int64_t L, int64_t w)
+{
+    return d->qkv_ld ? (bh / d->H) * L * d->qkv_ld + (bh % d->H) * w : bh * L * w;
+}
+static int64_t qkv_ld(const flash_dims *d, int64_t w) { return d->qkv_ld ? d->qkv_ld : w; }
 
 /* a + b and a * b for a, b >= 0, INT64_MAX when the result is not representable */
 static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
@@ -209,14 +218,15 @@ static void xpos_tables(double *xz, int64_t D, double s)
 #define FLASH_NOINLINE
 #endif
 
-/* The keys' and values' transposes (flash_kernels.h's transpose: X (n, w) -> Xt (w, n;
- * row stride ldt)) with AVX-512: the strips of whole blocks of rows of X (16 floats, 8
+/* The keys' and values' transposes (flash_kernels.h's transpose: X (n, w; row stride ldx) ->
+ * Xt (w, n; row stride ldt)) with AVX-512: the strips of whole blocks of rows of X (16 floats, 8
  * doubles) go a square in registers at a time, the last columns loaded masked; each
  * returns the rows it did, the scalar loop does the rest. Data moved, nothing computed. */
 #if defined(__AVX512F__)
 /* transpose_vec_<sfx>: strips of N rows of X, N columns a square (the last masked) */
 #define DEFINE_TRANSPOSE_VEC(sfx, T, V, N, MASK, LOADZ, STORE, SQUARE)                                         \
-    static int64_t transpose_vec_##sfx(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t n, int64_t w) \
+    static int64_t transpose_vec_##sfx(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t ldx, int64_t n, \
+                                       int64_t w)                                                              \
     {                                                                                                          \
         int64_t c0 = 0;                                                                                        \
         for (; c0 + N <= n; c0 += N)                                                                           \
@@ -225,7 +235,7 @@ static void xpos_tables(double *xz, int64_t D, double s)
                 const MASK m = (MASK)((1u << cols) - 1);                                                       \
                 V r[N];                                                                                        \
                 for (int l = 0; l < N; l++)                                                                    \
-                    r[l] = LOADZ(m, X + (c0 + l) * w + e0);                                                    \
+                    r[l] = LOADZ(m, X + (c0 + l) * ldx + e0);                                                  \
                 SQUARE(r);                                                                                     \
                 for (int j = 0; j < N; j++)                                                                    \
                     if (j < cols)                                                                              \
@@ -502,11 +512,24 @@ static pg_tensor *grad_fresh_if(pg_graph *g, pg_tensor *t, bool *fail, unsigned 
     return gt;
 }
 
+/* q, k and v's data (or their gradients'): t[0 .. 3), or the heads of the one projection t[0]
+ * (B, L, 3 H D) at columns 0, H D and 2 H D (flash_dims.qkv_ld); NULL where t is NULL */
+static void qkv_data(const flash_dims *d, pg_tensor *const *t, void *p[3])
+{
+    for (int i = 0; i < 3; i++) {
+        pg_tensor *ti = d->qkv_ld ? t[0] : t[i];
+        size_t at = d->qkv_ld ? (size_t)(i * d->H * d->D) * pg_dtype_size(ti ? ti->dtype : PG_F32) : 0;
+        p[i] = ti ? (char *)ti->data + at : NULL;
+    }
+}
+
 /* the backward into dq, dk, dv (NULL where not asked for; `fresh` says which are unwritten) */
-static int flash_backward_into(pg_graph *g, pg_node *node, pg_tensor *dq, pg_tensor *dk, pg_tensor *dv, unsigned fresh)
+static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], unsigned fresh)
 {
     const flash_saved *s = node->ctx;
-    pg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2], *out = node->out;
+    pg_tensor *out = node->out;
+    void *r[3];
+    qkv_data(&s->d, node->in, r);
     bool fail = false;
     pg_tensor *dsq = grad_if(g, s->sep_q, &fail), *dsk = grad_if(g, s->sep_k, &fail);
     pg_tensor *drq = grad_if(g, s->rel_q, &fail), *dpair = grad_if(g, s->pair, &fail);
@@ -516,12 +539,11 @@ static int flash_backward_into(pg_graph *g, pg_node *node, pg_tensor *dq, pg_ten
     if (fail)
         return -1;
     flash_dims d = s->d;
-    flash_job j = {.d = &d, .dtype = q->dtype, .T = flash_threads(&s->d), .fresh = fresh,
-                   .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(q->dtype),
-                   .w = {dq ? dq->data : NULL, dk ? dk->data : NULL, dv ? dv->data : NULL, dsq ? dsq->data : NULL,
-                         dsk ? dsk->data : NULL, drq ? drq->data : NULL, dpair && pair_own ? dpair->data : NULL},
-                   .r = {q->data, k->data, v->data, s->bias ? s->bias->data : NULL, out->data, out->grad->data,
-                         s->lse->data}};
+    flash_job j = {.d = &d, .dtype = out->dtype, .T = flash_threads(&s->d), .fresh = fresh,
+                   .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(out->dtype),
+                   .w = {dqkv[0], dqkv[1], dqkv[2], dsq ? dsq->data : NULL, dsk ? dsk->data : NULL,
+                         drq ? drq->data : NULL, dpair && pair_own ? dpair->data : NULL},
+                   .r = {r[0], r[1], r[2], s->bias ? s->bias->data : NULL, out->data, out->grad->data, s->lse->data}};
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
     if (!j.scratch)
         return -1;
@@ -550,7 +572,7 @@ static int flash_backward_into(pg_graph *g, pg_node *node, pg_tensor *dq, pg_ten
     for (int i = 0; i < N_SHARED; i++) {
         if (!shared[i])
             continue;
-        j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(q->dtype);
+        j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(out->dtype);
         j.shared[i] = shared[i]->data;
         if (j.sliced) {
             j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)j.T); /* zeroed in flash_bwd_task */
@@ -568,17 +590,23 @@ static int flash_backward_into(pg_graph *g, pg_node *node, pg_tensor *dq, pg_ten
     return 0;
 }
 
+/* the gradients of q, k, v: three inputs, or one projection's (whose fresh gradient sets the
+ * three bits: the kernel writes every column of it) */
 static int flash_backward(pg_graph *g, pg_node *node)
 {
+    const flash_saved *s = node->ctx;
+    const int n = s->d.qkv_ld ? 1 : 3;
     bool fail = false;
     unsigned fresh = 0;
-    pg_tensor *d[3];
-    for (int i = 0; i < 3; i++)
-        d[i] = grad_fresh_if(g, node->in[i], &fail, &fresh, 1u << i);
-    if (!fail && flash_backward_into(g, node, d[0], d[1], d[2], fresh) == 0)
+    pg_tensor *d[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < n; i++)
+        d[i] = grad_fresh_if(g, node->in[i], &fail, &fresh, n == 1 ? 7u : 1u << i);
+    void *dqkv[3];
+    qkv_data(&s->d, d, dqkv);
+    if (!fail && flash_backward_into(g, node, dqkv, fresh) == 0)
         return 0;
-    for (int i = 0; i < 3; i++) /* a gradient is never left unwritten */
-        if (fresh & (1u << i))
+    for (int i = 0; i < n; i++) /* a gradient is never left unwritten */
+        if (d[i] && (fresh & (n == 1 ? 7u : 1u << i)))
             memset(d[i]->data, 0, (size_t)d[i]->numel * pg_dtype_size(d[i]->dtype));
     return -1;
 }
@@ -675,14 +703,11 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
     return pg_flash_attention_unchecked(g, q, k, v, o);
 }
 
-pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v,
-                                        const pg_flash_opts *o)
+/* The op over q, k, v (B, H, L, D), or with qkv over its heads in place (q, k, v then headers
+ * that give the heads' shapes alone, pg_flash_attention_qkv); fn names it on the tape */
+static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *qkv,
+                           const pg_flash_opts *o)
 {
-    const char *fn = "pg_flash_attention"; /* the op's name on the tape and in messages */
-    if (!q || !k || !v || !o) {
-        pg_graph_fail(g, "%s: %s is NULL", fn, !q ? "q" : !k ? "k" : !v ? "v" : "opts");
-        return NULL;
-    }
     flash_dims d = {q->shape[0], q->shape[1], q->shape[2], k->shape[2], q->shape[3], v->shape[3],
                     o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
@@ -693,7 +718,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
                     o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
-                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads};
+                    o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads,
+                    qkv ? qkv->shape[2] : 0};
     pg_tensor *out = o->merge_heads ? pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.Lq, d.H * d.Dv))
                                     : pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
@@ -714,6 +740,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* either may be NULL */
     pg_tensor *ins[10] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
+    if (qkv) /* the one projection, then the extras */
+        ins[0] = qkv, n_in = 1;
     pg_tensor *extra[7] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias};
     for (int i = 0; i < 7; i++)
         if (extra[i])
@@ -749,7 +777,11 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
         return NULL;
     }
     flash_job j = {.d = &d, .dtype = q->dtype, .T = T, .scratch = scr, .scr_bytes = scratch_elems(&d) * esz,
-                   .w = {out->data, lse_data, NULL, NULL}, .r = {q->data, k->data, v->data, bias ? bias->data : NULL}};
+                   .w = {out->data, lse_data, NULL, NULL}, .r = {NULL, NULL, NULL, bias ? bias->data : NULL}};
+    void *r[3];
+    qkv_data(&d, ins, r);
+    for (int i = 0; i < 3; i++)
+        j.r[i] = r[i];
     pg_parallel_slices(d.B * d.H, 1, T, flash_fwd_slice, &j);
     if (d.drop > 0) /* the stream moves on as pg_dropout's fill of the weights would */
         o->rng->counter += d.dw > 0 ? (uint64_t)(d.B * d.H * d.dW * d.dw * d.dS) : (uint64_t)(d.B * d.H * d.Lq * d.Lk);
@@ -772,4 +804,54 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
         n->saved = lse;
     }
     return out;
+}
+
+pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v,
+                                        const pg_flash_opts *o)
+{
+    const char *fn = "pg_flash_attention"; /* the op's name on the tape and in messages */
+    if (!q || !k || !v || !o) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !q ? "q" : !k ? "k" : !v ? "v" : "opts");
+        return NULL;
+    }
+    return flash_op(g, fn, q, k, v, NULL, o);
+}
+
+/* headers (shape and dtype, no data) of the heads of qkv (B, L, 3 H D): q, k, v (B, H, L, D) */
+static void qkv_heads(const pg_tensor *qkv, int64_t H, pg_tensor heads[3])
+{
+    const int64_t D = qkv->shape[2] / (3 * H);
+    for (int i = 0; i < 3; i++)
+        heads[i] = (pg_tensor){.dtype = qkv->dtype, .ndim = 4, .shape = {qkv->shape[0], H, qkv->shape[1], D},
+                               .numel = qkv->numel / 3};
+}
+
+pg_tensor *pg_flash_attention_qkv(pg_graph *g, pg_tensor *qkv, int64_t heads, const pg_flash_opts *o)
+{
+    const char *fn = "pg_flash_attention_qkv";
+    const pg_flash_opts none = {0};
+    o = o ? o : &none;
+    if (!qkv || qkv->ndim != 3 || !pg_dtype_is_float(qkv->dtype) || heads < 1 || qkv->shape[2] % (3 * heads) != 0 ||
+        qkv->numel == 0) {
+        pg_graph_fail(g, "%s: qkv is %s with heads %lld, expected f32 or f64 (B, L, 3 heads D), B, L, D, heads >= 1",
+                      fn, qkv ? PG_SHAPE_STR(qkv) : "NULL", (long long)heads);
+        return NULL;
+    }
+    pg_tensor h[3];
+    qkv_heads(qkv, heads, h);
+    if (!flash_args_ok(g, fn, &h[0], &h[1], &h[2], o))
+        return NULL;
+    return flash_op(g, fn, &h[0], &h[1], &h[2], qkv, o);
+}
+
+pg_tensor *pg_flash_attention_qkv_unchecked(pg_graph *g, pg_tensor *qkv, int64_t heads, const pg_flash_opts *o)
+{
+    const char *fn = "pg_flash_attention_qkv";
+    if (!qkv || !o) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !qkv ? "qkv" : "opts");
+        return NULL;
+    }
+    pg_tensor h[3];
+    qkv_heads(qkv, heads, h);
+    return flash_op(g, fn, &h[0], &h[1], &h[2], qkv, o);
 }

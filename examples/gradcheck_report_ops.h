@@ -139,6 +139,8 @@ OPFN(op_flash_wbias, gc_flash(g, in, (pg_flash_opts){.window = 2, .look_backward
 OPFN(op_flash_xpos, gc_flash(g, in, (pg_flash_opts){.xpos_scale_base = 2.0}))
 /* dropout 0.3 from the same generator state at every evaluation: one fixed mask */
 OPFN(op_flash_dropout, gc_flash(g, in, (pg_flash_opts){.dropout = 0.3, .rng = &(pg_rng){pg_rng_init(5).seed, 0}}))
+/* q, k, v read in place from one (B, L, 3 H D) projection, 2 heads of 4, with xPos */
+OPFN(op_flash_qkv, pg_flash_attention_qkv(g, in[0], 2, &(pg_flash_opts){.causal = true, .xpos_scale_base = 2.0}))
 
 /* ---- losses ----------------------------------------------------------------------------------- */
 OPFN(op_cross_entropy, pg_cross_entropy(g, X, GC_I64(g, PG_SHAPE(2, 3), 1, 4, -100, 0, 2, 3), -100, 0.0))
@@ -220,6 +222,7 @@ static const gc_op_case GC_OPS[] = {
     {"attn/flash window bias", op_flash_wbias, "u1x2x6x4 u1x2x6x4 u1x2x6x3 u2x2x4"},
     {"attn/flash xpos", op_flash_xpos, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
     {"attn/flash dropout", op_flash_dropout, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
+    {"attn/flash qkv", op_flash_qkv, "u1x5x24"},
     /* last: each row's inputs are drawn with its index as seed, so the rows above keep theirs */
     {"matmul/scalar_mlp", op_scalar_mlp, "u2x6 u3x1 u3 u2x3 u2"},
 };

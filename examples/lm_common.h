@@ -588,13 +588,14 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * 4 dim, LayerNorm, no dropout) on the kernels of 2026-12-04 (per token 2 dim N
  * fewer from 2026-12-06: the fused attention writes its heads merged), a step holds, in
  * floats of the model's dtype, with N layers, H heads, Dh = dim / H, T threads:
- *   per token      (46.3 + a) dim N + (4.15 + d) dim + H N + 2 vocab
+ *   per token      (40.2 + a) dim N + (4.15 + d) dim + H N + 2 vocab
  *   per position   ((4.8 Dh + rT) T + p dim) N (the fused attention's rows, per thread;
  *                                                 CoPE's own attention: pT in place of 4.8 Dh)
  *   per layer      18000 T + c + cT T
  *   per pair       (q B H + qh H + ql) L^2 N   (only the schemes the fused kernel cannot run)
- * with a, d, p, c, cT, q, qh, ql, rT of the scheme below: rotary's rotated q and k
- * (a), the input encodings (d, p), relative tables (p, c, cT; rT, the fused kernel's
+ * with a, d, p, c, cT, q, qh, ql, rT of the scheme below: q, k and v split from the
+ * projection and their gradients where a module takes them (6.1; the fused kernel reads the
+ * rest in place, pg_flash_attention_qkv) and rotary's rotated q and k (a), the input encodings (d, p), relative tables (p, c, cT; rT, the fused kernel's
  * relative logits of a query block and their gradient, 2 x 64 x (Lq + Lk - 1) floats in
  * the forward's scratch and again in the backward's), CoPE's (B, H, L,
  * max_len + 1) position logits and their gradients (q; with attention dropout its bias goes
@@ -642,19 +643,19 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"sinusoidal", 0,    2.5, 1.1,  0,      0,     0, 0, 0,   NULL,          0,   0},
     {"learned",    0,    2.4, 0.7,  0,      0,     0, 0, 0,   NULL,          0,   0},
     {"continuous", 0,    2.4, 0.7,  0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"rotary",     3.9,  0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"xpos",       3.9,  0,   2.2,  0,      0,     0, 0, 0,   NULL,          0,   0},
+    {"rotary",     10,   0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
+    {"xpos",       10,   0,   2.2,  0,      0,     0, 0, 0,   NULL,          0,   0},
     {"alibi",      0,    0,   0,    2300,   0,     0, 0, 0,   NULL,          0,   0},
     {"dpb",        0,    0,   4,    4700,   0,     0, 0, 0,   NULL,          0,   0},
-    {"xl",         2,    0,   18.8, -26400, 28600, 0, 0, 0,   NULL,          0,   512},
+    {"xl",         8.1,  0,   18.8, -26400, 28600, 0, 0, 0,   NULL,          0,   512},
     {"t5",         0,    0,   0,    5500,   0,     0, 0, 0,   NULL,          0,   0},
     {"kerple",     0,    0,   0,    6000,   0,     0, 0, 0,   NULL,          0,   0},
     {"sandwich",   0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
     {"fire",       0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0,   0},
-    {"cope",       3,    0,   0,    5500,   0,     0, 0, 0,   NULL,          940, 0},
+    {"cope",       9.1,  0,   0,    5500,   0,     0, 0, 0,   NULL,          940, 0},
     {"fox",        0.14, 0,   0,    21100,  0,     0, 0, 0,   NULL,          0,   0},
-    {"rel",        0,    0,   9.7,  -35000, 28600, 0, 0, 0,   NULL,          0,   512},
-    {"local",      3.9,  0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
+    {"rel",        6.1,  0,   9.7,  -35000, 28600, 0, 0, 0,   NULL,          0,   512},
+    {"local",      10,   0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
 };
 /* floats a score of a bias the fused kernel cannot take, measured nowhere: the unfused
  * attention's logits, bias, weights and their gradients */
@@ -692,7 +693,7 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
     double D = (double)c->dim, N = (double)c->layers, H = (double)c->heads, V = (double)c->vocab;
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;
-    double per_token = (46.3 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
+    double per_token = (40.2 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
     double per_position = (((k.pT > 0 ? k.pT : 4.8 * Dh) + k.rT) * T + k.p * D) * N;
     double fixed = (18000 * T + k.c + k.cT * T) * N;
     double pairs = m->quadratic ? (k.q * (double)B * H + k.qh * H + k.ql) * Lf * Lf * N : 0;

@@ -367,6 +367,20 @@ static bool heads_of(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *context, p
     return qkv[0] && qkv[1] && qkv[2];
 }
 
+/* A self-attention's q, k, v left in its projection p (B, L, 3 H Dh) for the fused kernel to
+ * read in place (pg_flash_attention_qkv), split now that something needs them as tensors
+ * (heads_of's splits, when nothing else applies: no qk_norm, H kv heads). Nothing to do when
+ * they are split already (qkv[0] set) or p is NULL. */
+static bool split_packed(pg_graph *g, const pg_mha *m, pg_tensor *p, pg_tensor *qkv[3])
+{
+    if (qkv[0] || !p)
+        return true;
+    int64_t H = m->cfg.heads, Dh = m->head_dim;
+    for (int i = 0; i < 3; i++)
+        qkv[i] = split_heads(g, p, i * H * Dh, H, Dh);
+    return qkv[0] && qkv[1] && qkv[2];
+}
+
 static bool check_input(pg_graph *g, const char *fn, const char *name, const pg_tensor *x, int64_t width,
                         pg_dtype dtype)
 {
@@ -487,13 +501,16 @@ static pg_tensor *pair_shaped(pg_graph *g, pg_tensor *b, const pg_pos_ctx *c)
  * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias,
  * from rel_bias as relative keys *rel, or from mod_bias alone as *pair
  * (Bb, H, Lq, Lk) for the kernel's pair_bias. */
-static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, pg_tensor **k, pg_tensor **v,
+static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3], pg_tensor *packed,
                         const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2], pg_pos_rel *rel,
                         pg_tensor **pair)
 {
+    pg_tensor **q = &qkv[0], **k = &qkv[1], **v = &qkv[2];
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
         if (p->ops->mod_qkv) {
+            if (!split_packed(g, m, packed, qkv)) /* the hooks given q, k, v need them split */
+                return false;
             pg_tensor *q0 = *q, *k0 = *k, *v0 = *v;
             if (p->ops->mod_qkv(g, p, q, k, v, c) != 0) {
                 if (!pg_graph_error(g)) /* a hook that failed without saying why */
@@ -519,7 +536,7 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
         if (by_dist == 0) {
             continue;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
-            if (!relative_keys(g, fn, i, p, *q, *k, c, rel, sep))
+            if (!split_packed(g, m, packed, qkv) || !relative_keys(g, fn, i, p, *q, *k, c, rel, sep))
                 return false;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->sep_bias) {
             if (!separable_bias(g, fn, i, p, c, sep))
@@ -530,7 +547,7 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor **q, p
                 return false;
             *bias = *bias ? pg_add(g, *bias, b) : b;
         } else if (p->ops->mod_bias) { /* a bias per pair: the reference's bias, or the kernel's pair_bias */
-            pg_tensor *b = p->ops->mod_bias(g, p, *q, *k, *v, c);
+            pg_tensor *b = split_packed(g, m, packed, qkv) ? p->ops->mod_bias(g, p, *q, *k, *v, c) : NULL;
             if (!b) {
                 if (!pg_graph_error(g))
                     pg_graph_fail(g, "%s: positional module %d (%s): mod_bias failed", fn, i, p->base.type);
@@ -602,12 +619,14 @@ static pg_tensor *band_bias(pg_graph *g, const pg_attn_band *b, int64_t L, pg_dt
 /* The attention of the call's only positional module when it computes whole attentions
  * (the attend hook): 0 with *out, 1 when there is no such module or it declines, -1 after
  * pg_graph_fail. */
-static int module_attends(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3], const pg_pos_ctx *c,
-                          pg_tensor **out)
+static int module_attends(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3], pg_tensor *packed,
+                          const pg_pos_ctx *c, pg_tensor **out)
 {
     pg_posmod *p = m->n_pos == 1 ? m->pos[0] : NULL;
     if (!p || !p->ops->attend)
         return 1;
+    if (!split_packed(g, m, packed, qkv))
+        return -1;
     int rc = p->ops->attend(g, p, qkv[0], qkv[1], qkv[2], c, out);
     if (rc < 0 || (rc == 0 && !*out)) {
         if (!pg_graph_error(g))
@@ -632,15 +651,19 @@ static bool fusable(const pg_mha *m, const pg_attn_args *a, int64_t Lq, int64_t 
 }
 
 /* The checked inputs projected: q (B, H, Lq, Dh), k, v (B, H, Lk, Dh) into qkv and
- * the positional context of the call into *pc. false after pg_graph_fail. */
+ * the positional context of the call into *pc. With `packed` non-NULL, a call the fused
+ * kernel will take whose q, k, v are the self-attention projection's plain splits leaves them
+ * there: *packed = the projection (B, L, 3 H Dh), qkv NULL (split_packed splits them if a
+ * positional module needs them). false after pg_graph_fail. */
 static bool project(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_tensor *context, const pg_attn_args *a,
-                    pg_tensor *qkv[3], pg_pos_ctx *pc)
+                    pg_tensor *qkv[3], pg_tensor **packed, pg_pos_ctx *pc)
 {
     if (!mha_inputs_ok(g, fn, m, x, context, a))
         return false;
     const pg_mha_config *c = &m->cfg;
     int64_t B = x->shape[0], Lq = x->shape[1], Lk = c->cross ? context->shape[1] : Lq, H = c->heads;
-    bool ok = heads_of(g, m, x, context, qkv);
+    bool plain = packed && a && !c->cross && !c->qk_norm && m->kv_heads == H && fusable(m, a, Lq, Lk);
+    bool ok = plain ? (*packed = pg_linear_forward(g, m->to_qkv, x)) != NULL : heads_of(g, m, x, context, qkv);
     *pc = (pg_pos_ctx){c->cross ? a->pos_q : a->pos, c->cross ? a->pos_k : a->pos, a->mask, !c->cross, c->causal, B,
                        H, m->head_dim, Lq, Lk, c->scale, c->dtype, a->rng, x};
     return ok;
@@ -654,8 +677,8 @@ static bool positional_terms(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *
     pg_tensor *sep[2] = {NULL, NULL}, *pair = NULL;
     pg_pos_rel rel = {0};
     *bias = NULL;
-    return project(g, fn, m, x, context, a, qkv, pc) &&
-           run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], pc, false, bias, sep, &rel, &pair);
+    return project(g, fn, m, x, context, a, qkv, NULL, pc) &&
+           run_posmods(g, fn, m, qkv, NULL, pc, false, bias, sep, &rel, &pair);
 }
 
 static const pg_attn_args NO_ATTN_ARGS = {0};
@@ -706,9 +729,9 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     const char *fn = "pg_mha_forward";
     PG_NN_SCRATCH(g, fn, pg_mha_forward(g, m, x, context, a));
     a = a ? a : &NO_ATTN_ARGS;
-    pg_tensor *qkv[3] = {NULL, NULL, NULL};
+    pg_tensor *qkv[3] = {NULL, NULL, NULL}, *packed = NULL; /* packed: q, k, v read in place */
     pg_pos_ctx pc;
-    if (!project(g, fn, m, x, context, a, qkv, &pc))
+    if (!project(g, fn, m, x, context, a, qkv, &packed, &pc))
         return NULL;
     const pg_mha_config *c = &m->cfg;
     int64_t Lq = pc.Lq, Lk = pc.Lk;
@@ -718,12 +741,12 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     pg_pos_rel rel = {0};
     bool merged = false; /* out already (B, Lq, H Dh): the fused kernel writes it so */
     const pg_attn_band *band = &c->band;
-    int attended = fused && !drop && band->window == 0 ? module_attends(g, fn, m, qkv, &pc, &out) : 1;
+    int attended = fused && !drop && band->window == 0 ? module_attends(g, fn, m, qkv, packed, &pc, &out) : 1;
     if (attended < 0)
         return NULL;
     if (attended == 0) {
         /* the module's attention: out (B, H, Lq, Dh) */
-    } else if (!run_posmods(g, fn, m, &qkv[0], &qkv[1], &qkv[2], &pc, fused, &bias, sep, &rel, &pair)) {
+    } else if (!run_posmods(g, fn, m, qkv, packed, &pc, fused, &bias, sep, &rel, &pair)) {
         return NULL;
     } else if (fused) {
         pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
@@ -732,7 +755,8 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k,
                             .rel_scale = rel.scale, .pair_bias = pair, .dropout = drop ? c->dropout : 0.0,
                             .rng = a->rng, .merge_heads = true};
-        out = pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo); /* (B, Lq, H Dh); checked above */
+        out = qkv[0] ? pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo) /* (B, Lq, H Dh); checked above */
+                     : pg_flash_attention_qkv_unchecked(g, packed, c->heads, &fo);
         merged = true;
     } else {
         bias = reference_bias(g, m, a, bias, Lq);

@@ -1,0 +1,287 @@
+/* The fused attention over the heads of one projection, read in place (autograd/flash.h:
+ * pg_flash_attention_qkv): the result and every input's gradient equal bit for bit to
+ * pg_flash_attention over pg_split_heads of the projection at 0, H D and 2 H D, over the
+ * kernel's options (causal, key mask, distance and separable biases, relative keys, xPos, a
+ * band with its window bias, a pair bias, dropout, the heads merged), float64 and float32, 1
+ * and 3 threads; a gradient the projection already holds (added to, as the splits' is); the
+ * op without a graph; a gradcheck; bad arguments. */
+#include "../autograd/flash.h"
+#include "../nn/attention.h"
+#include "../nn/pos_alibi.h"
+#include "../nn/pos_rotary.h"
+#include "../tensor/threadpool.h"
+#include "testutil.h"
+
+typedef enum qcase {
+    Q_CAUSAL,  /* causal */
+    Q_MASKED,  /* key mask, distance bias, separable biases */
+    Q_REL,     /* relative keys and a distance bias, causal */
+    Q_XPOS,    /* xPos, causal */
+    Q_BAND,    /* a band with its window bias, look_forward 1 */
+    Q_PAIR,    /* a pair bias shared by the batches */
+    Q_DROPOUT, /* dropout 0.3, causal */
+    Q_MERGED,  /* causal, the result (B, L, H D) */
+    Q_CASES
+} qcase;
+
+/* L = 90: a whole tile of 64 and a ragged one */
+enum { QB = 2, QH = 3, QD = 8, QL = 90, N_EXTRA = 7 };
+
+typedef struct qrun {
+    pg_tensor *qkv;           /* (B, L, 3 H D) */
+    pg_tensor *extra[N_EXTRA]; /* dist_bias, sep_q, sep_k, rel_q, rel_k, window_bias, pair_bias */
+    pg_tensor *mask;
+} qrun;
+
+static pg_tensor *leaf(pg_dtype dt, int ndim, const int64_t *shape, uint64_t seed)
+{
+    pg_tensor *t = randt(ndim, shape, seed, false);
+    if (dt != PG_F64) {
+        pg_tensor *c = pg_cast(NULL, t, dt);
+        pg_tensor_free(t);
+        t = c;
+    }
+    pg_set_requires_grad(t, true);
+    return t;
+}
+
+static qrun make_run(qcase c, pg_dtype dt)
+{
+    qrun r = {leaf(dt, PG_SHAPE(QB, QL, 3 * QH * QD), 1), {NULL}, NULL};
+    if (c == Q_MASKED || c == Q_REL)
+        r.extra[0] = leaf(dt, PG_SHAPE(QH, 2 * QL - 1), 4);
+    if (c == Q_MASKED) {
+        r.extra[1] = leaf(dt, PG_SHAPE(QB, QH, QL), 5);
+        r.extra[2] = leaf(dt, PG_SHAPE(QB, QH, QL), 6);
+        r.mask = key_mask_pattern(QB, QL, 3, 2);
+    }
+    if (c == Q_REL) {
+        r.extra[3] = leaf(dt, PG_SHAPE(QB, QH, QL, QD), 7);
+        r.extra[4] = leaf(dt, PG_SHAPE(QH, 2 * QL - 1, QD), 8);
+    }
+    if (c == Q_BAND)
+        r.extra[5] = leaf(dt, PG_SHAPE(QH, 16, 3 * 16), 9); /* window 16, look_backward 1, look_forward 1 */
+    if (c == Q_PAIR)
+        r.extra[6] = leaf(dt, PG_SHAPE(1, QH, QL, QL), 10);
+    return r;
+}
+
+static pg_flash_opts opts_of(qcase c, const qrun *r, pg_rng *rng)
+{
+    pg_tensor *const *e = r->extra;
+    pg_flash_opts o = {.causal = c != Q_MASKED && c != Q_BAND && c != Q_PAIR, .mask = r->mask, .dist_bias = e[0],
+                       .sep_q = e[1], .sep_k = e[2], .rel_q = e[3], .rel_k = e[4], .window_bias = e[5],
+                       .pair_bias = e[6], .merge_heads = c == Q_MERGED};
+    if (c == Q_XPOS)
+        o.xpos_scale_base = 32;
+    if (c == Q_BAND)
+        o.window = 16, o.look_backward = 1, o.look_forward = 1;
+    if (c == Q_DROPOUT)
+        o.dropout = 0.3, o.rng = rng;
+    return o;
+}
+
+/* out and the gradients of sum(w out) (+ sum(w2 qkv) when `held`, recorded after the attention
+ * so that its gradient reaches qkv first) for each input present; `packed`: the op over qkv,
+ * else over its three splits */
+static void run(qcase c, qrun *r, bool packed, bool held, pg_tensor *res[2 + N_EXTRA])
+{
+    pg_rng rng = pg_rng_init(77);
+    pg_flash_opts o = opts_of(c, r, &rng);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *out;
+    if (packed) {
+        out = pg_flash_attention_qkv(g, r->qkv, QH, &o);
+    } else {
+        pg_tensor *q = pg_split_heads(g, r->qkv, 0, QH, QD), *k = pg_split_heads(g, r->qkv, QH * QD, QH, QD);
+        out = pg_flash_attention(g, q, k, pg_split_heads(g, r->qkv, 2 * QH * QD, QH, QD), &o);
+    }
+    cr_assert_not_null(out, "%s", pg_graph_error(g));
+    pg_tensor *w = randt(out->ndim, out->shape, 99, false);
+    pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
+    if (held) {
+        pg_tensor *w2 = randt(r->qkv->ndim, r->qkv->shape, 98, false);
+        loss = pg_add(g, loss, pg_sum(g, pg_mul(g, r->qkv, pg_cast(g, w2, out->dtype)), 0, NULL, false));
+        pg_tensor_free(w2);
+    }
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
+    pg_tensor_free(w);
+    res[0] = pg_tensor_copy(NULL, out);
+    res[1] = take_grad(r->qkv);
+    for (int i = 0; i < N_EXTRA; i++)
+        res[2 + i] = r->extra[i] ? take_grad(r->extra[i]) : NULL;
+    pg_graph_free(g);
+}
+
+static void free_run(qrun *r)
+{
+    pg_tensor_free(r->qkv);
+    free_all(N_EXTRA, r->extra);
+    pg_tensor_free(r->mask);
+}
+
+static const char *const NAMES[2 + N_EXTRA] = {"out",   "dqkv",   "ddist_bias", "dsep_q",      "dsep_k",
+                                               "drel_q", "drel_k", "dwindow_bias", "dpair_bias"};
+
+static void assert_same_as_splits(qcase c, pg_dtype dt, int threads)
+{
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(threads), 0);
+    qrun r = make_run(c, dt);
+    pg_tensor *want[2 + N_EXTRA], *got[2 + N_EXTRA];
+    run(c, &r, false, false, want);
+    run(c, &r, true, false, got);
+    for (int i = 0; i < 2 + N_EXTRA; i++) {
+        if (!want[i])
+            continue;
+        cr_assert(got[i] && got[i]->numel == want[i]->numel);
+        cr_assert_eq(memcmp(got[i]->data, want[i]->data, (size_t)got[i]->numel * pg_dtype_size(dt)), 0,
+                     "case %d, %s, %d threads: %s differs (max %.3g)", (int)c, pg_dtype_name(dt), threads, NAMES[i],
+                     max_err(got[i], want[i]));
+    }
+    free_all(2 + N_EXTRA, want);
+    free_all(2 + N_EXTRA, got);
+    free_run(&r);
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
+Test(flash_qkv, equals_the_splits)
+{
+    for (int c = 0; c < Q_CASES; c++)
+        for (int threads = 1; threads <= 3; threads += 2) {
+            assert_same_as_splits((qcase)c, PG_F64, threads);
+            assert_same_as_splits((qcase)c, PG_F32, threads);
+        }
+}
+
+/* qkv's gradient already holds a term: the kernel adds to it (in its own order, where the
+ * splits add a finished dq: equal to rounding) */
+Test(flash_qkv, adds_to_a_held_gradient)
+{
+    for (int c = 0; c < Q_CASES; c++) {
+        qrun r = make_run((qcase)c, PG_F64);
+        pg_tensor *want[2 + N_EXTRA], *got[2 + N_EXTRA];
+        run((qcase)c, &r, false, true, want);
+        run((qcase)c, &r, true, true, got);
+        for (int i = 0; i < 2 + N_EXTRA; i++)
+            if (want[i]) {
+                char what[64];
+                snprintf(what, sizeof what, "case %d: %s", c, NAMES[i]);
+                assert_close(got[i], want[i], 1e-12, what);
+            }
+        free_all(2 + N_EXTRA, want);
+        free_all(2 + N_EXTRA, got);
+        free_run(&r);
+    }
+}
+
+Test(flash_qkv, without_a_graph)
+{
+    qrun r = make_run(Q_MASKED, PG_F64);
+    pg_flash_opts o = opts_of(Q_MASKED, &r, NULL);
+    pg_tensor *q = pg_split_heads(NULL, r.qkv, 0, QH, QD), *k = pg_split_heads(NULL, r.qkv, QH * QD, QH, QD),
+              *v = pg_split_heads(NULL, r.qkv, 2 * QH * QD, QH, QD);
+    pg_tensor *want = pg_flash_attention(NULL, q, k, v, &o), *got = pg_flash_attention_qkv(NULL, r.qkv, QH, &o);
+    cr_assert(want && got, "%s", pg_last_error());
+    assert_shape(got, PG_SHAPE(QB, QH, QL, QD));
+    cr_assert_eq(memcmp(got->data, want->data, (size_t)got->numel * sizeof(double)), 0);
+    pg_tensor *ts[] = {q, k, v, want, got};
+    free_all(5, ts);
+    free_run(&r);
+}
+
+static pg_tensor *qkv_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    pg_flash_opts o = {.causal = true, .dist_bias = in[1], .sep_k = in[2]};
+    return pg_flash_attention_qkv(g, in[0], 2, &o);
+}
+
+Test(flash_qkv, gradcheck)
+{
+    pg_tensor *in[3] = {randt(PG_SHAPE(2, 5, 3 * 2 * 4), 1, true), randt(PG_SHAPE(2, 9), 2, true),
+                        randt(PG_SHAPE(2, 2, 5), 3, true)};
+    assert_gradcheck(qkv_fn, 3, in, NULL, NULL);
+    free_all(3, in);
+}
+
+Test(flash_qkv, bad_arguments)
+{
+    pg_tensor *qkv = randt(PG_SHAPE(2, 5, 12), 1, false), *flat = randt(PG_SHAPE(5, 12), 2, false);
+    pg_tensor *ints = pg_zeros(NULL, PG_I64, PG_SHAPE(2, 5, 12));
+    const pg_flash_opts causal = {.causal = true}, band = {.window = -1};
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, NULL, 2, &causal), "pg_flash_attention_qkv: qkv is NULL with heads 2");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, flat, 2, &causal),
+                 "pg_flash_attention_qkv: qkv is f64[5,12] with heads 2, expected f32 or f64 (B, L, 3 heads D)");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 3, NULL), "qkv is f64[2,5,12] with heads 3");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 0, NULL), "qkv is f64[2,5,12] with heads 0");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, ints, 2, NULL), "qkv is i64[2,5,12] with heads 2");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 2, &band), "pg_flash_attention_qkv: bad local band: window -1");
+    ASSERT_FAILS(pg_flash_attention_qkv_unchecked(NULL, NULL, 2, &causal), "pg_flash_attention_qkv: qkv is NULL");
+    ASSERT_FAILS(pg_flash_attention_qkv_unchecked(NULL, qkv, 2, NULL), "pg_flash_attention_qkv: opts is NULL");
+    pg_tensor *a = pg_flash_attention_qkv_unchecked(NULL, qkv, 2, &causal),
+              *b = pg_flash_attention_qkv(NULL, qkv, 2, &causal);
+    cr_assert(a && b, "%s", pg_last_error());
+    cr_assert_eq(memcmp(a->data, b->data, (size_t)a->numel * sizeof(double)), 0);
+    pg_tensor *ts[] = {qkv, flat, ints, a, b};
+    free_all(5, ts);
+}
+
+/* ---- MultiheadAttention reads its projection in place where nothing else takes q, k, v ---- */
+
+/* how many nodes of g are named op */
+static int count_ops(const pg_graph *g, const char *op)
+{
+    int n = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+        n += strcmp(pg_graph_node(g, i)->name, op) == 0;
+    return n;
+}
+
+/* out of m over x (2, 9, 24), its splits and in-place calls counted; *grad = x's gradient */
+static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, pg_tensor **grad)
+{
+    pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *out = pg_mha_forward(g, m, x, NULL, NULL);
+    cr_assert_not_null(out, "%s", pg_graph_error(g));
+    *splits = count_ops(g, "pg_split_heads");
+    *in_place = count_ops(g, "pg_flash_attention_qkv");
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, out, out), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+    pg_tensor *res = pg_tensor_copy(NULL, out);
+    *grad = take_grad(x);
+    pg_graph_free(g);
+    pg_tensor_free(x);
+    return res;
+}
+
+/* the fused call reads q, k, v in place (want_in_place) or splits them, and agrees with the
+ * unfused reference path */
+static void assert_mha_path(pg_posmod *fused_pos, pg_posmod *ref_pos, bool want_in_place)
+{
+    test_mha_flags f = {.causal = true};
+    pg_mha *fused = test_mha(24, 3, f, fused_pos ? &fused_pos : NULL, fused_pos != NULL, 3);
+    f.unfused = true;
+    pg_mha *ref = test_mha(24, 3, f, ref_pos ? &ref_pos : NULL, ref_pos != NULL, 3);
+    int splits, in_place, ref_splits, ref_in_place;
+    pg_tensor *dx, *ref_dx, *out = mha_run(fused, &splits, &in_place, &dx);
+    pg_tensor *ref_out = mha_run(ref, &ref_splits, &ref_in_place, &ref_dx);
+    const char *scheme = fused_pos ? fused_pos->base.type : "none";
+    cr_assert(want_in_place ? in_place == 1 && splits == 0 : in_place == 0 && splits == 3,
+              "%s: %d in-place calls and %d splits", scheme, in_place, splits);
+    cr_assert(ref_in_place == 0 && ref_splits == 3, "%s: the reference path split %d", scheme, ref_splits);
+    assert_close(out, ref_out, 1e-12, scheme);
+    assert_close(dx, ref_dx, 1e-12, scheme);
+    pg_tensor *ts[] = {out, ref_out, dx, ref_dx};
+    free_all(4, ts);
+    pg_module_free(&fused->base);
+    pg_module_free(&ref->base);
+}
+
+Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
+{
+    assert_mha_path(NULL, NULL, true);
+    assert_mha_path(pg_alibi_new(3, NULL, PG_F64), pg_alibi_new(3, NULL, PG_F64), true);
+    /* rotary rotates q and k first: they are split */
+    assert_mha_path(pg_rotary_new(8, NULL, PG_F64), pg_rotary_new(8, NULL, PG_F64), false);
+}
