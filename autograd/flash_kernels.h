@@ -720,12 +720,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 const int64_t kfresh = kf > j0 ? kf : j0; /* this tile's rows from kfresh on are new */
                 kf = j0 + bk > kfresh ? j0 + bk : kfresh;
                 F(tile_logits)(d, P, &hd, Kt, rh, xt, i0, bq, j0, bk);
-                for (int64_t r = 0; r < bq; r++) {
-                    const T li = lh[i0 + r];
-                    const int64_t vis = li == -INFINITY ? 0 : visible_cols(d, i0, r, j0, bk);
-                    F(exp_row)(P + r * BK, li, vis); /* the keys from vis on are hidden: P = 0 */
-                    memset(P + r * BK + vis, 0, (size_t)(bk - vis) * sizeof(T));
-                }
+                int64_t vis[BQ]; /* the keys from vis on are hidden: P = 0 */
+                for (int64_t r = 0; r < bq; r++)
+                    vis[r] = lh[i0 + r] == -INFINITY ? 0 : visible_cols(d, i0, r, j0, bk);
+                F(exp_rows)(P, BK, lh + i0, vis, bq, bk);
                 const bool drop = d->drop > 0;
                 if (drop)
                     F(drop_tile)(d, NULL, Z, bh_i, i0, bq, j0, bk);
