@@ -74,7 +74,7 @@ static inline __attribute__((always_inline)) __m512 exp_chunk(const float *y, __
 }
 
 /* One pass in chunks of 16 (the tail masked). */
-static float exp_row_f32(float *restrict y, float m, int64_t n)
+static inline float exp_row_f32(float *restrict y, float m, int64_t n)
 {
     const __m512 vm = _mm512_set1_ps(m);
     __m512 sum = _mm512_setzero_ps();
@@ -88,18 +88,25 @@ static float exp_row_f32(float *restrict y, float m, int64_t n)
 }
 
 /* exp_rows: rows r < rows of y (row stride ld, width w): y[c] = exp(y[c] - m[r]) for c <
- * n[r] (the elements exp_row gives), 0 from n[r] to w; no sums (the attention's backward:
- * one call a tile, the rows' sums never formed). */
+ * n[r] (the elements exp_row gives), 0 from n[r] to w, and with `sums` each row's sum as
+ * exp_row returns it (the attention's tiles: one call a tile, where a call a row cost more
+ * than its exponentials). */
 static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, const int64_t *n, int64_t rows,
-                                int64_t w)
+                                int64_t w, float *sums)
 {
     for (int64_t r = 0; r < rows; r++) {
         float *restrict yr = y + r * ld;
         const __m512 vm = _mm512_set1_ps(m[r]);
+        __m512 sum = _mm512_setzero_ps();
         for (int64_t c = 0; c < w; c += 16) {
             const __mmask16 lanes = lanes_from(c, w), live = c < n[r] ? lanes_from(c, n[r]) & lanes : 0;
-            _mm512_mask_storeu_ps(yr + c, lanes, live ? exp_chunk(yr + c, vm, live) : _mm512_setzero_ps());
+            const __m512 e = live ? exp_chunk(yr + c, vm, live) : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(yr + c, lanes, e);
+            if (live) /* exp_row's sum: its chunks' alone */
+                sum = _mm512_add_ps(sum, e);
         }
+        if (sums)
+            sums[r] = _mm512_reduce_add_ps(sum);
     }
 }
 
@@ -121,7 +128,7 @@ DEFINE_ROW_SUM(float, f32)
 /* With FMA (AVX2's 8 lanes, aarch64): vmath's float exp, within 1.4 ulps (AVX2, rows of
  * 64: 4x the speed of the double exp, both vectorised); without FMA, fmaf is a libm call
  * and the double exp is the faster, by 4.7x. */
-static float exp_row_f32(float *restrict y, float m, int64_t n)
+static inline float exp_row_f32(float *restrict y, float m, int64_t n)
 {
     for (int64_t c = 0; c < n; c++)
 #if defined(__FMA__) || defined(__aarch64__)
@@ -141,29 +148,22 @@ static double exp_row_f64(double *restrict y, double m, int64_t n)
     return row_sum_f64(y, n);
 }
 
-/* exp_rows (above) for f64 (the elements exp_row_f64 gives, no sums) and, where it is not
- * written in vectors, f32 (through exp_row_f32) */
-static inline void exp_rows_f64(double *restrict y, int64_t ld, const double *m, const int64_t *n, int64_t rows,
-                                int64_t w)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        double *restrict yr = y + r * ld;
-        for (int64_t c = 0; c < n[r]; c++)
-            yr[c] = pg_vexp(yr[c] - m[r]);
-        for (int64_t c = n[r]; c < w; c++)
-            yr[c] = 0;
+/* exp_rows (above) through exp_row: f64, and f32 where it is not written in vectors */
+#define DEFINE_EXP_ROWS(T, sfx)                                                                                        \
+    static inline void exp_rows_##sfx(T *restrict y, int64_t ld, const T *m, const int64_t *n, int64_t rows,         \
+                                      int64_t w, T *sums)                                                          \
+    {                                                                                                                  \
+        for (int64_t r = 0; r < rows; r++) {                                                                           \
+            const T sum = exp_row_##sfx(y + r * ld, m[r], n[r]);                                                       \
+            for (int64_t c = n[r]; c < w; c++)                                                                         \
+                y[r * ld + c] = 0;                                                                                     \
+            if (sums)                                                                                                  \
+                sums[r] = sum;                                                                                         \
+        }                                                                                                              \
     }
-}
+DEFINE_EXP_ROWS(double, f64)
 #if !defined(__AVX512F__)
-static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, const int64_t *n, int64_t rows,
-                                int64_t w)
-{
-    for (int64_t r = 0; r < rows; r++) {
-        exp_row_f32(y + r * ld, m[r], n[r]);
-        for (int64_t c = n[r]; c < w; c++)
-            y[r * ld + c] = 0;
-    }
-}
+DEFINE_EXP_ROWS(float, f32)
 #endif
 
 #endif

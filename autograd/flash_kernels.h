@@ -478,20 +478,22 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
                 int64_t bk = jend - j0 < BK ? jend - j0 : BK;
                 F(tile_logits)(d, S, &hd, Kt, rh, xt, i0, bq, j0, bk);
-                for (int64_t r = 0; r < bq; r++) { /* online softmax: S becomes P */
-                    T *restrict s = S + r * BK;
-                    const int64_t vis = visible_cols(d, i0, r, j0, bk); /* -inf from there on */
-                    T mx = F(row_max)(s, vis);
-                    T mn = mx > m[r] ? mx : m[r];
-                    if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
-                        memset(s, 0, (size_t)bk * sizeof(T));
+                int64_t vis[BQ]; /* online softmax: S becomes P, -inf from vis on */
+                T mn[BQ], sum[BQ];
+                for (int64_t r = 0; r < bq; r++) {
+                    vis[r] = visible_cols(d, i0, r, j0, bk);
+                    const T mx = F(row_max)(S + r * BK, vis[r]);
+                    mn[r] = mx > m[r] ? mx : m[r];
+                    vis[r] = mn[r] == -INFINITY ? 0 : vis[r]; /* nothing visible yet: P = 0 */
+                }
+                F(exp_rows)(S, BK, mn, vis, bq, bk, sum);
+                for (int64_t r = 0; r < bq; r++) {
+                    if (mn[r] == -INFINITY)
                         continue;
-                    }
                     /* exp(0) = 1 and exp(-inf) = 0 exactly: libm only where the max moved */
-                    T alpha = m[r] == mn ? (T)1 : m[r] == -INFINITY ? (T)0 : (T)exp((double)(m[r] - mn));
-                    l[r] = l[r] * alpha + F(exp_row)(s, mn, vis);
-                    memset(s + vis, 0, (size_t)(bk - vis) * sizeof(T));
-                    m[r] = mn;
+                    T alpha = m[r] == mn[r] ? (T)1 : m[r] == -INFINITY ? (T)0 : (T)exp((double)(m[r] - mn[r]));
+                    l[r] = l[r] * alpha + sum[r];
+                    m[r] = mn[r];
                     if (alpha != 1) {
                         T *restrict a = acc + r * Dv;
                         for (int64_t e = 0; e < Dv; e++)
@@ -723,7 +725,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 int64_t vis[BQ]; /* the keys from vis on are hidden: P = 0 */
                 for (int64_t r = 0; r < bq; r++)
                     vis[r] = lh[i0 + r] == -INFINITY ? 0 : visible_cols(d, i0, r, j0, bk);
-                F(exp_rows)(P, BK, lh + i0, vis, bq, bk);
+                F(exp_rows)(P, BK, lh + i0, vis, bq, bk, NULL);
                 const bool drop = d->drop > 0;
                 if (drop)
                     F(drop_tile)(d, NULL, Z, bh_i, i0, bq, j0, bk);
