@@ -1,4 +1,4 @@
-/* Softmax rows for the fused attention kernels (internal): exp_row_<sfx>, row_max_<sfx>
+/* Softmax rows for the fused attention kernels (internal): exp_row_<sfx>, exp_rows_<sfx>, row_max_<sfx>
  * (autograd/op_flash.c's tiles, autograd/op_cope_attn.c's rows). */
 #ifndef PG_EXP_ROWS_H
 #define PG_EXP_ROWS_H

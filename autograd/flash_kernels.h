@@ -5,7 +5,7 @@
  *
  * Internal: autograd/op_flash.c includes this once per type with FLASH_T (float,
  * double) and FLASH_SFX (f32, f64) defined, after its type-free helpers (the band,
- * exp_row_*, row_max_*, MADD_*, RB_*, CB, scratch layout); no include guard. */
+ * exp_row_*, exp_rows_*, row_max_*, MADD_*, RB_*, CB, scratch layout); no include guard. */
 
 #define T FLASH_T
 #define CAT2(a, b) a##_##b

@@ -831,8 +831,8 @@ pg_tensor *pg_flash_attention_qkv(pg_graph *g, pg_tensor *qkv, int64_t heads, co
     const char *fn = "pg_flash_attention_qkv";
     const pg_flash_opts none = {0};
     o = o ? o : &none;
-    if (!qkv || qkv->ndim != 3 || !pg_dtype_is_float(qkv->dtype) || heads < 1 || qkv->shape[2] % (3 * heads) != 0 ||
-        qkv->numel == 0) {
+    if (!qkv || qkv->ndim != 3 || !pg_dtype_is_float(qkv->dtype) || heads < 1 || heads > qkv->shape[2] / 3 ||
+        qkv->shape[2] % (3 * heads) != 0 || qkv->numel == 0) { /* heads <= W / 3: 3 heads does not overflow */
         pg_graph_fail(g, "%s: qkv is %s with heads %lld, expected f32 or f64 (B, L, 3 heads D), B, L, D, heads >= 1",
                       fn, qkv ? PG_SHAPE_STR(qkv) : "NULL", (long long)heads);
         return NULL;

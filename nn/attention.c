@@ -500,7 +500,8 @@ static pg_tensor *pair_shaped(pg_graph *g, pg_tensor *b, const pg_pos_ctx *c)
  * dist_bias as (H, Lq + Lk - 1) tables over distance instead, from sep_bias
  * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias,
  * from rel_bias as relative keys *rel, or from mod_bias alone as *pair
- * (Bb, H, Lq, Lk) for the kernel's pair_bias. */
+ * (Bb, H, Lq, Lk) for the kernel's pair_bias. qkv NULL with `packed`: q, k, v still in the
+ * projection (project), split before the first hook that takes them. */
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3], pg_tensor *packed,
                         const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2], pg_pos_rel *rel,
                         pg_tensor **pair)

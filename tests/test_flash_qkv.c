@@ -215,6 +215,8 @@ Test(flash_qkv, bad_arguments)
                  "pg_flash_attention_qkv: qkv is f64[5,12] with heads 2, expected f32 or f64 (B, L, 3 heads D)");
     ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 3, NULL), "qkv is f64[2,5,12] with heads 3");
     ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 0, NULL), "qkv is f64[2,5,12] with heads 0");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 5, NULL), "qkv is f64[2,5,12] with heads 5");
+    ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, INT64_MAX, NULL), "with heads 9223372036854775807");
     ASSERT_FAILS(pg_flash_attention_qkv(NULL, ints, 2, NULL), "qkv is i64[2,5,12] with heads 2");
     ASSERT_FAILS(pg_flash_attention_qkv(NULL, qkv, 2, &band), "pg_flash_attention_qkv: bad local band: window -1");
     ASSERT_FAILS(pg_flash_attention_qkv_unchecked(NULL, NULL, 2, &causal), "pg_flash_attention_qkv: qkv is NULL");
