@@ -116,16 +116,9 @@ static void assert_merged_same(mcase c, pg_dtype dt, int threads)
     pg_tensor *want[1 + N_IN], *got[1 + N_IN];
     run(c, &r, false, want);
     run(c, &r, true, got);
-    for (int i = 0; i < 1 + N_IN; i++) {
-        if (!want[i])
-            continue;
-        cr_assert(got[i] && got[i]->numel == want[i]->numel);
-        cr_assert_eq(memcmp(got[i]->data, want[i]->data, (size_t)got[i]->numel * pg_dtype_size(dt)), 0,
-                     "case %d, %s, %d threads: %s differs (max %.3g)", (int)c, pg_dtype_name(dt), threads, names[i],
-                     max_err(got[i], want[i]));
-    }
-    free_all(1 + N_IN, want);
-    free_all(1 + N_IN, got);
+    char ctx[64];
+    snprintf(ctx, sizeof ctx, "case %d, %s, %d threads: ", (int)c, pg_dtype_name(dt), threads);
+    assert_same_bits_free_in(ctx, got, want, 1 + N_IN, names);
     free_run(&r);
     cr_assert_eq(pg_set_num_threads(saved), 0);
 }

@@ -131,16 +131,9 @@ static void assert_same_as_splits(qcase c, pg_dtype dt, int threads)
     pg_tensor *want[2 + N_EXTRA], *got[2 + N_EXTRA];
     run(c, &r, false, false, want);
     run(c, &r, true, false, got);
-    for (int i = 0; i < 2 + N_EXTRA; i++) {
-        if (!want[i])
-            continue;
-        cr_assert(got[i] && got[i]->numel == want[i]->numel);
-        cr_assert_eq(memcmp(got[i]->data, want[i]->data, (size_t)got[i]->numel * pg_dtype_size(dt)), 0,
-                     "case %d, %s, %d threads: %s differs (max %.3g)", (int)c, pg_dtype_name(dt), threads, NAMES[i],
-                     max_err(got[i], want[i]));
-    }
-    free_all(2 + N_EXTRA, want);
-    free_all(2 + N_EXTRA, got);
+    char ctx[64];
+    snprintf(ctx, sizeof ctx, "case %d, %s, %d threads: ", (int)c, pg_dtype_name(dt), threads);
+    assert_same_bits_free_in(ctx, got, want, 2 + N_EXTRA, NAMES);
     free_run(&r);
     cr_assert_eq(pg_set_num_threads(saved), 0);
 }

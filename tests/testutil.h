@@ -227,20 +227,25 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
 static inline pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
 /* a[i] and b[i] (heap tensors, or both NULL) hold the same bytes for i < n, named names[i]
  * in the message (NULL: by index); all freed. For "the same bits for any thread count". */
-static inline void assert_same_bits_free(pg_tensor **a, pg_tensor **b, int n, const char *const *names)
+static inline void assert_same_bits_free_in(const char *ctx, pg_tensor **a, pg_tensor **b, int n,
+                                            const char *const *names)
 {
     for (int i = 0; i < n; i++) {
         char name[32];
         snprintf(name, sizeof name, "output %d", i);
         const char *what = names ? names[i] : name;
-        cr_assert_eq(a[i] == NULL, b[i] == NULL, "%s: present in one run only", what);
+        cr_assert_eq(a[i] == NULL, b[i] == NULL, "%s%s: present in one run only", ctx, what);
         if (a[i])
             cr_assert(a[i]->numel == b[i]->numel &&
                           !memcmp(a[i]->data, b[i]->data, (size_t)a[i]->numel * pg_dtype_size(a[i]->dtype)),
-                      "%s differs", what);
+                      "%s%s differs (max %.3g)", ctx, what, a[i]->numel == b[i]->numel ? max_err(a[i], b[i]) : NAN);
         pg_tensor_free(a[i]);
         pg_tensor_free(b[i]);
     }
+}
+static inline void assert_same_bits_free(pg_tensor **a, pg_tensor **b, int n, const char *const *names)
+{
+    assert_same_bits_free_in("", a, b, n, names);
 }
 
 /* fn(ctx, res) fills res[0..n) with heap tensors (outputs, gradients): run on 1 and then
