@@ -73,24 +73,10 @@ static inline __attribute__((always_inline)) __m512 exp_chunk(const float *y, __
     return _mm512_maskz_mov_ps(lanes, e);
 }
 
-/* One pass in chunks of 16 (the tail masked). */
-static inline float exp_row_f32(float *restrict y, float m, int64_t n)
-{
-    const __m512 vm = _mm512_set1_ps(m);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t c = 0; c < n; c += 16) {
-        const __mmask16 lanes = lanes_from(c, n);
-        const __m512 e = exp_chunk(y + c, vm, lanes);
-        _mm512_mask_storeu_ps(y + c, lanes, e);
-        sum = _mm512_add_ps(sum, e);
-    }
-    return _mm512_reduce_add_ps(sum);
-}
-
 /* exp_rows: rows r < rows of y (row stride ld, width w): y[c] = exp(y[c] - m[r]) for c <
- * n[r] (the elements exp_row gives), 0 from n[r] to w, and with `sums` each row's sum as
- * exp_row returns it (the attention's tiles: one call a tile, where a call a row cost more
- * than its exponentials). */
+ * n[r], 0 from n[r] to w, and with `sums` each row's sum of them (the attention's tiles: one
+ * call a tile, where a call a row cost more than its exponentials). In chunks of 16 (the
+ * tail masked), the sum over the chunks that hold any of the n[r]. */
 static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, const int64_t *n, int64_t rows,
                                 int64_t w, float *sums)
 {
@@ -102,7 +88,7 @@ static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, c
             const __mmask16 lanes = lanes_from(c, w), live = c < n[r] ? lanes_from(c, n[r]) & lanes : 0;
             const __m512 e = live ? exp_chunk(yr + c, vm, live) : _mm512_setzero_ps();
             _mm512_mask_storeu_ps(yr + c, lanes, e);
-            if (live) /* exp_row's sum: its chunks' alone */
+            if (live)
                 sum = _mm512_add_ps(sum, e);
         }
         if (sums)
@@ -110,12 +96,20 @@ static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, c
     }
 }
 
+/* exp_row: one row of exp_rows */
+static inline float exp_row_f32(float *restrict y, float m, int64_t n)
+{
+    float sum;
+    exp_rows_f32(y, n, &m, &n, 1, n, &sum);
+    return sum;
+}
+
 /* the largest of x[0 .. n) ignoring NaN; -inf for none */
 static float row_max_f32(const float *restrict x, int64_t n)
 {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int64_t c = 0; c < n; c += 16) {
-        const __mmask16 lanes = n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1);
+        const __mmask16 lanes = lanes_from(c, n);
         mx = _mm512_mask_max_ps(mx, lanes, _mm512_maskz_loadu_ps(lanes, x + c), mx); /* NaN: keeps mx */
     }
     return _mm512_reduce_max_ps(mx);
