@@ -70,14 +70,7 @@ static void grads(fcase c, pg_tensor *const qkv[3], pg_tensor *mask, bool fresh,
     pg_graph_free(g);
 }
 
-static pg_tensor *leaf(pg_dtype dt, int64_t L, uint64_t seed)
-{
-    pg_tensor *t = randt(PG_SHAPE(FB, FH, L, FD), seed, false);
-    pg_tensor *c = pg_cast(NULL, t, dt);
-    pg_tensor_free(t);
-    pg_set_requires_grad(c, true);
-    return c;
-}
+static pg_tensor *leaf(pg_dtype dt, int64_t L, uint64_t seed) { return rand_leaf(dt, PG_SHAPE(FB, FH, L, FD), seed); }
 
 static void assert_fresh_same(fcase c, pg_dtype dt, int threads)
 {

@@ -27,39 +27,27 @@ typedef struct mrun {
     pg_tensor *mask;
 } mrun;
 
-static pg_tensor *leaf(pg_dtype dt, int ndim, const int64_t *shape, uint64_t seed)
-{
-    pg_tensor *t = randt(ndim, shape, seed, false);
-    if (dt != PG_F64) {
-        pg_tensor *c = pg_cast(NULL, t, dt);
-        pg_tensor_free(t);
-        t = c;
-    }
-    pg_set_requires_grad(t, true);
-    return t;
-}
-
 static mrun make_run(mcase c, pg_dtype dt)
 {
     mrun r = {70, c == M_MASKED ? 90 : 70, c == M_CAUSAL ? 6 : MD, {NULL}, NULL};
-    r.in[0] = leaf(dt, PG_SHAPE(MB, MH, r.Lq, MD), 1);
-    r.in[1] = leaf(dt, PG_SHAPE(MB, MH, r.Lk, MD), 2);
-    r.in[2] = leaf(dt, PG_SHAPE(MB, MH, r.Lk, r.Dv), 3);
+    r.in[0] = rand_leaf(dt, PG_SHAPE(MB, MH, r.Lq, MD), 1);
+    r.in[1] = rand_leaf(dt, PG_SHAPE(MB, MH, r.Lk, MD), 2);
+    r.in[2] = rand_leaf(dt, PG_SHAPE(MB, MH, r.Lk, r.Dv), 3);
     if (c == M_MASKED || c == M_REL)
-        r.in[3] = leaf(dt, PG_SHAPE(MH, r.Lq + r.Lk - 1), 4);
+        r.in[3] = rand_leaf(dt, PG_SHAPE(MH, r.Lq + r.Lk - 1), 4);
     if (c == M_MASKED) {
-        r.in[4] = leaf(dt, PG_SHAPE(MB, MH, r.Lq), 5);
-        r.in[5] = leaf(dt, PG_SHAPE(MB, MH, r.Lk), 6);
+        r.in[4] = rand_leaf(dt, PG_SHAPE(MB, MH, r.Lq), 5);
+        r.in[5] = rand_leaf(dt, PG_SHAPE(MB, MH, r.Lk), 6);
         r.mask = key_mask_pattern(MB, r.Lk, 3, 2);
     }
     if (c == M_REL) {
-        r.in[6] = leaf(dt, PG_SHAPE(MB, MH, r.Lq, MD), 7);
-        r.in[7] = leaf(dt, PG_SHAPE(MH, r.Lq + r.Lk - 1, MD), 8);
+        r.in[6] = rand_leaf(dt, PG_SHAPE(MB, MH, r.Lq, MD), 7);
+        r.in[7] = rand_leaf(dt, PG_SHAPE(MH, r.Lq + r.Lk - 1, MD), 8);
     }
     if (c == M_BAND)
-        r.in[8] = leaf(dt, PG_SHAPE(MH, 16, 3 * 16), 9); /* window 16, look_backward 1, look_forward 1 */
+        r.in[8] = rand_leaf(dt, PG_SHAPE(MH, 16, 3 * 16), 9); /* window 16, look_backward 1, look_forward 1 */
     if (c == M_PAIR)
-        r.in[9] = leaf(dt, PG_SHAPE(1, MH, r.Lq, r.Lk), 10);
+        r.in[9] = rand_leaf(dt, PG_SHAPE(1, MH, r.Lq, r.Lk), 10);
     return r;
 }
 

@@ -33,36 +33,24 @@ typedef struct qrun {
     pg_tensor *mask;
 } qrun;
 
-static pg_tensor *leaf(pg_dtype dt, int ndim, const int64_t *shape, uint64_t seed)
-{
-    pg_tensor *t = randt(ndim, shape, seed, false);
-    if (dt != PG_F64) {
-        pg_tensor *c = pg_cast(NULL, t, dt);
-        pg_tensor_free(t);
-        t = c;
-    }
-    pg_set_requires_grad(t, true);
-    return t;
-}
-
 static qrun make_run(qcase c, pg_dtype dt)
 {
-    qrun r = {leaf(dt, PG_SHAPE(QB, QL, 3 * QH * QD), 1), {NULL}, NULL};
+    qrun r = {rand_leaf(dt, PG_SHAPE(QB, QL, 3 * QH * QD), 1), {NULL}, NULL};
     if (c == Q_MASKED || c == Q_REL)
-        r.extra[0] = leaf(dt, PG_SHAPE(QH, 2 * QL - 1), 4);
+        r.extra[0] = rand_leaf(dt, PG_SHAPE(QH, 2 * QL - 1), 4);
     if (c == Q_MASKED) {
-        r.extra[1] = leaf(dt, PG_SHAPE(QB, QH, QL), 5);
-        r.extra[2] = leaf(dt, PG_SHAPE(QB, QH, QL), 6);
+        r.extra[1] = rand_leaf(dt, PG_SHAPE(QB, QH, QL), 5);
+        r.extra[2] = rand_leaf(dt, PG_SHAPE(QB, QH, QL), 6);
         r.mask = key_mask_pattern(QB, QL, 3, 2);
     }
     if (c == Q_REL) {
-        r.extra[3] = leaf(dt, PG_SHAPE(QB, QH, QL, QD), 7);
-        r.extra[4] = leaf(dt, PG_SHAPE(QH, 2 * QL - 1, QD), 8);
+        r.extra[3] = rand_leaf(dt, PG_SHAPE(QB, QH, QL, QD), 7);
+        r.extra[4] = rand_leaf(dt, PG_SHAPE(QH, 2 * QL - 1, QD), 8);
     }
     if (c == Q_BAND)
-        r.extra[5] = leaf(dt, PG_SHAPE(QH, 16, 3 * 16), 9); /* window 16, look_backward 1, look_forward 1 */
+        r.extra[5] = rand_leaf(dt, PG_SHAPE(QH, 16, 3 * 16), 9); /* window 16, look_backward 1, look_forward 1 */
     if (c == Q_PAIR)
-        r.extra[6] = leaf(dt, PG_SHAPE(1, QH, QL, QL), 10);
+        r.extra[6] = rand_leaf(dt, PG_SHAPE(1, QH, QL, QL), 10);
     return r;
 }
 

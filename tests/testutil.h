@@ -223,6 +223,19 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
     return t;
 }
 
+/* randt's values in dtype dt (f32: rounded from them), a leaf requiring grad */
+static inline pg_tensor *rand_leaf(pg_dtype dt, int ndim, const int64_t *shape, uint64_t seed)
+{
+    pg_tensor *t = randt(ndim, shape, seed, false);
+    if (dt != PG_F64) {
+        pg_tensor *c = pg_cast(NULL, t, dt);
+        pg_tensor_free(t);
+        t = c;
+    }
+    pg_set_requires_grad(t, true);
+    return t;
+}
+
 /* key mask (2, 5) as the attention fixtures: batch 0 hides key 3, batch 1 hides key 0 */
 static inline pg_tensor *key_mask(void) { return TBOOL(PG_SHAPE(2, 5), 1, 1, 1, 0, 1, 0, 1, 1, 1, 1); }
 /* a[i] and b[i] (heap tensors, or both NULL) hold the same bytes for i < n, named names[i]
