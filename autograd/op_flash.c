@@ -597,16 +597,16 @@ static int flash_backward(pg_graph *g, pg_node *node)
     const flash_saved *s = node->ctx;
     const int n = s->d.qkv_ld ? 1 : 3;
     bool fail = false;
-    unsigned fresh = 0;
+    unsigned fresh = 0, bit[3] = {n == 1 ? 7u : 1u, 2u, 4u}; /* the fresh bits of input i */
     pg_tensor *d[3] = {NULL, NULL, NULL};
     for (int i = 0; i < n; i++)
-        d[i] = grad_fresh_if(g, node->in[i], &fail, &fresh, n == 1 ? 7u : 1u << i);
+        d[i] = grad_fresh_if(g, node->in[i], &fail, &fresh, bit[i]);
     void *dqkv[3];
     qkv_data(&s->d, d, dqkv);
     if (!fail && flash_backward_into(g, node, dqkv, fresh) == 0)
         return 0;
     for (int i = 0; i < n; i++) /* a gradient is never left unwritten */
-        if (d[i] && (fresh & (n == 1 ? 7u : 1u << i)))
+        if (d[i] && (fresh & bit[i]))
             memset(d[i]->data, 0, (size_t)d[i]->numel * pg_dtype_size(d[i]->dtype));
     return -1;
 }
