@@ -522,17 +522,37 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     }
 }
 
+/* dsk[c] -= dS[r, c] for each row r in turn, SEP_COLS columns at a time held in registers
+ * (through memory, each row's subtraction waited on the last one's store); the same
+ * subtractions in the same order */
+#ifndef SEP_COLS
+#define SEP_COLS 16
+#endif
+static void F(sep_cols)(T *restrict dsk, const T *restrict dS, int64_t bq, int64_t bk)
+{
+    int64_t c0 = 0;
+    for (; c0 + SEP_COLS <= bk; c0 += SEP_COLS) {
+        T acc[SEP_COLS];
+        for (int c = 0; c < SEP_COLS; c++)
+            acc[c] = dsk[c0 + c];
+        for (int64_t r = 0; r < bq; r++)
+            for (int c = 0; c < SEP_COLS; c++)
+                acc[c] -= dS[r * BK + c0 + c];
+        for (int c = 0; c < SEP_COLS; c++)
+            dsk[c0 + c] = acc[c];
+    }
+    for (int64_t r = 0; r < bq; r++)
+        for (int64_t c = c0; c < bk; c++)
+            dsk[c] -= dS[r * BK + c];
+}
+
 /* dS's row sums into dsq[i0 ..] and minus its column sums into dsk[j0 ..] (either may be NULL) */
 static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
-    for (int64_t r = 0; r < bq; r++) {
-        const T *restrict ds = dS + r * BK;
-        if (dsq)
-            dsq[i0 + r] += F(row_sum)(ds, bk);
-        if (dsk)
-            for (int64_t c = 0; c < bk; c++)
-                dsk[j0 + c] -= ds[c];
-    }
+    for (int64_t r = 0; dsq && r < bq; r++)
+        dsq[i0 + r] += F(row_sum)(dS + r * BK, bk);
+    if (dsk)
+        F(sep_cols)(dsk + j0, dS, bq, bk);
 }
 
 /* One head's slices of the gradients (NULL where not asked for): dq, dk, dv, dsq, dsk, drq
