@@ -549,7 +549,11 @@ static void F(sep_cols)(T *restrict dsk, const T *restrict dS, int64_t bq, int64
 /* dS's row sums into dsq[i0 ..] and minus its column sums into dsk[j0 ..] (either may be NULL) */
 static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
-    for (int64_t r = 0; dsq && r < bq; r++)
+    T sums[BQ];
+    const int64_t r_vec = dsq ? CAT(ROWS_SUM_VEC, FLASH_SFX)(sums, dS, bq, bk) : 0; /* op_flash.c */
+    for (int64_t r = 0; r < r_vec; r++)
+        dsq[i0 + r] += sums[r];
+    for (int64_t r = r_vec; dsq && r < bq; r++)
         dsq[i0 + r] += F(row_sum)(dS + r * BK, bk);
     if (dsk)
         F(sep_cols)(dsk + j0, dS, bq, bk);

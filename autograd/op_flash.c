@@ -314,9 +314,42 @@ DEFINE_ACC_BLOCK_VEC(f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _m
 /* row sums of a tile's dS for the separable bias (exp_rows.h has the float one without
  * AVX-512 only): 16 lanes of partial sums, where one running sum waits on every addition */
 DEFINE_ROW_SUM(float, f32)
+
+/* row_sum_f32 of 16 rows at once (x's rows BK apart, n columns) into sums[0 .. 16): each
+ * row's 16 lane sums as row_sum's, the 16 x 16 of them transposed in registers, and the
+ * rows' final sums over their lanes side by side in row_sum's order (0 + lane 0 + lane 1 +
+ * ...), where each row's had waited on all 16 additions of its own; then each row's last n
+ * mod 16 columns. The same sums in the same order: the same bits. Returns the rows done
+ * (a multiple of 16); the caller's row_sum does the rest. */
+static int64_t rows_sum_vec_f32(float *restrict sums, const float *x, int64_t rows, int64_t n)
+{
+    int64_t r0 = 0;
+    const int64_t whole = n / 16 * 16;
+    for (; r0 + 16 <= rows; r0 += 16) {
+        __m512 part[16];
+        for (int r = 0; r < 16; r++) {
+            part[r] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < whole; c += 16)
+                part[r] = _mm512_add_ps(part[r], _mm512_loadu_ps(x + (r0 + r) * BK + c));
+        }
+        transpose16_f32(part);
+        __m512 s = _mm512_setzero_ps();
+        for (int l = 0; l < 16; l++)
+            s = _mm512_add_ps(s, part[l]);
+        _mm512_storeu_ps(sums + r0, s);
+        for (int64_t r = r0; r < r0 + 16; r++)
+            for (int64_t c = whole; c < n; c++)
+                sums[r] += x[r * BK + c];
+    }
+    return r0;
+}
+#define ROWS_SUM_VEC_f32 rows_sum_vec_f32
+#define ROWS_SUM_VEC_f64 OP_NO_VECTOR_FORM
 #else
 #define TRANSPOSE_VEC_f32 OP_NO_VECTOR_FORM
 #define TRANSPOSE_VEC_f64 OP_NO_VECTOR_FORM
+#define ROWS_SUM_VEC_f32 OP_NO_VECTOR_FORM
+#define ROWS_SUM_VEC_f64 OP_NO_VECTOR_FORM
 #endif
 
 #define FLASH_T float
