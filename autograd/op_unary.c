@@ -53,28 +53,10 @@ static inline double dgelu_d(double x, double y)
 }
 #define GELU(x) _Generic((x), float: gelu_f, default: gelu_d)(x)
 
-/* softplus(x) = log(1 + e^x), x itself above 20 (PyTorch's threshold). Float: max(x, 0) +
- * log1p(e), e = e^-|x| in (0, 1], in double through vmath's exp (the loop vectorises; libm's
- * log1pf and expf were calls, 9 ns an element, 0.66% of a 1-thread FoX step), log1p(e) =
- * 2 atanh(s), s = e / (2 + e) <= 1/3, by the series 2 s (1 + z/3 + z^2/5 + ... + z^7/15),
- * z = s^2 <= 1/9 (truncation below 2e-9 relative), rounded to float once: within 0.52 ulps
- * (tests/test_unary.c walks the floats; log1pf(expf(x)) 1.5), down to the subnormal results
- * below -87. Double: libm's log1p(exp(x)). */
-static inline float softplus_f(float xf)
-{
-    const double x = xf, e = pg_vexp(-fabs(x)), s = e / (2.0 + e), z = s * s;
-    double p = 1.0 / 15.0;
-    p = PG_VMADD(p, z, 1.0 / 13.0);
-    p = PG_VMADD(p, z, 1.0 / 11.0);
-    p = PG_VMADD(p, z, 1.0 / 9.0);
-    p = PG_VMADD(p, z, 1.0 / 7.0);
-    p = PG_VMADD(p, z, 1.0 / 5.0);
-    p = PG_VMADD(p, z, 1.0 / 3.0);
-    const double l = 2.0 * s * PG_VMADD(p, z, 1.0);
-    return xf > 20.0f ? xf : (float)((x > 0.0 ? x : 0.0) + l);
-}
+/* softplus(x) = log(1 + e^x), x itself above 20 (PyTorch's threshold): float through
+ * vmath's pg_vsoftplusf (the loop vectorises), double through libm's log1p(exp(x)) */
 static inline double softplus_d(double x) { return x > 20.0 ? x : log1p(exp(x)); }
-#define SOFTPLUS(x) _Generic((x), float: softplus_f, default: softplus_d)(x)
+#define SOFTPLUS(x) _Generic((x), float: pg_vsoftplusf, default: softplus_d)(x)
 #define DGELU(x, y) _Generic((x), float: dgelu_f, default: dgelu_d)(x, y)
 
 /* tanh-form GELU: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) */

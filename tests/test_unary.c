@@ -137,7 +137,7 @@ Test(unary, softplus_threshold_and_stability)
     pg_tensor_free(s);
 }
 
-/* float softplus (op_unary.c softplus_f) at every 1601st float of [-110, 30], walked by its bits
+/* float softplus (tensor/vmath.h pg_vsoftplusf) at every 1601st float of [-110, 30], walked by its bits
  * (~1.4M inputs, each binade its share), against log1p(exp(x)) in double rounded to float:
  * within 0.52 ulps of it (libm's log1pf(expf(x)) is 1.5 off), the subnormal results below -87
  * included; x itself above 20, NaN and the infinities */
