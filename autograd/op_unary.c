@@ -52,12 +52,12 @@ static inline double dgelu_d(double x, double y)
     return dgelu_with_d(x, e, ncdf_with_d(u, e));
 }
 #define GELU(x) _Generic((x), float: gelu_f, default: gelu_d)(x)
+#define DGELU(x, y) _Generic((x), float: dgelu_f, default: dgelu_d)(x, y)
 
 /* softplus(x) = log(1 + e^x), x itself above 20 (PyTorch's threshold): float through
  * vmath's pg_vsoftplusf (the loop vectorises), double through libm's log1p(exp(x)) */
 static inline double softplus_d(double x) { return x > 20.0 ? x : log1p(exp(x)); }
 #define SOFTPLUS(x) _Generic((x), float: pg_vsoftplusf, default: softplus_d)(x)
-#define DGELU(x, y) _Generic((x), float: dgelu_f, default: dgelu_d)(x, y)
 
 /* tanh-form GELU: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
 #define GELU_U(x) ((T)SQRT_2_OVER_PI * ((x) + (T)GELU_C * (x) * (x) * (x)))
@@ -294,9 +294,8 @@ static pg_tensor *unary(pg_graph *g, const unary_kind *k, pg_tensor *x, double a
 UNARY_OPS(DEFINE_KIND)
 FLAT_OPS(DEFINE_FLAT_KIND)
 
-/* An element of these costs a libm call (7-40 ns) forward or backward (softplus in float64;
- * its float forward and backward are vectorised, but one FoX gate a layer, 8192 elements,
- * is the size at which the split paid for the libm calls, so it stays), 10-100
+/* An element of these costs a libm call (7-40 ns) forward or backward (softplus only in
+ * float64: its float kernels are vectorised, and keep this grain, not timed apart), 10-100
  * times a vectorised op's: XL's sinusoid table (511 x 64) is one task at
  * UNARY_GRAIN; rotary's and xPos's cos, sin and exp tables (256 x 16, 4096
  * elements a layer, a side) took 29.5 us a call on one thread, 16 us on two

@@ -137,10 +137,10 @@ Test(unary, softplus_threshold_and_stability)
     pg_tensor_free(s);
 }
 
-/* float softplus (tensor/vmath.h pg_vsoftplusf) at every 1601st float of [-110, 30], walked by its bits
- * (~1.4M inputs, each binade its share), against log1p(exp(x)) in double rounded to float:
- * within 0.52 ulps of it (libm's log1pf(expf(x)) is 1.5 off), the subnormal results below -87
- * included; x itself above 20, NaN and the infinities */
+/* float softplus (tensor/vmath.h pg_vsoftplusf) at every 1601st float of [-110, 30],
+ * walked by its bits (~1.4M inputs, each binade its share), against log1p(exp(x)) in
+ * double: within 0.52 ulps (libm's log1pf(expf(x)) is 1.5 off), the subnormal results
+ * below -87 included; x itself above 20, NaN and the infinities */
 static double float_ulps_off(float v, double ref)
 {
     const float r = (float)fabs(ref);
@@ -148,7 +148,7 @@ static double float_ulps_off(float v, double ref)
     return fabs((double)v - ref) / ulp;
 }
 
-Test(unary, softplus_f32_within_half_an_ulp)
+Test(unary, softplus_f32_within_0_52_ulps)
 {
     enum { CAP = 1 << 21 };
     pg_tensor *x = pg_empty(NULL, PG_F32, PG_SHAPE(CAP));
