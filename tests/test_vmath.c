@@ -122,13 +122,6 @@ Test(vmath, float_exp_and_normal_cdf_match_libm)
  * of [-12.5, 12.5], walked by its bits (so each binade gets its share: ~2.1M inputs), against
  * erfc in double. Every float there gives at most 1.8e-7 and 2.2e-7 (pg_vncdff_with's
  * comment); a tail evaluated in float without its exact remainders gives 5e-7 near x = -0.63 */
-static float float_of_bits(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 static void ncdf_f32_worst(float x, double *worst, double *worst_gelu, float *at, float *at_gelu)
 {
     const double ref = 0.5 * erfc(-(double)x * 0.70710678118654752440), cdf = pg_vncdff(x);

@@ -223,6 +223,14 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
     return t;
 }
 
+/* the float whose bits are u (tests that walk the floats by their bits) */
+static inline float float_of_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 /* randt's values in dtype dt (f32: rounded from them), a leaf requiring grad */
 static inline pg_tensor *rand_leaf(pg_dtype dt, int ndim, const int64_t *shape, uint64_t seed)
 {
