@@ -107,6 +107,18 @@ typedef struct pg_flash_opts {
      * row, which is pg_merge_heads of the (B, H, Lq, Dv) result, written so by the kernel
      * (and its gradient read so) instead of copied each way. false: (B, H, Lq, Dv). */
     bool merge_heads;
+    /* Rotary embedding inside the kernel: q's rows rotated with rot_cos_q / rot_sin_q
+     * (Bc, 1, Lq, R), k's with rot_cos_k / rot_sin_k (Bc, 1, Lk, R), Bc 1 or B (each side
+     * its own), of q's dtype, one R with 1 <= R <= D / 2, channel pairs interleaved or
+     * half-split (rot_interleaved) exactly as pg_rotate_pairs (autograd/ops.h) rotates them:
+     * the result and the gradients of q, k and v are those of pg_rotate_pairs on q and on k
+     * followed by this kernel, bit for bit, but the rotated q and k are never stored (a
+     * thread rotates a head's rows into its scratch; the backward takes that head's dq and dk
+     * back through the rotation). The tables are constants: one that requires grad is
+     * refused (a learned divisor's or float positions' rotation is pg_rotate_pairs' to
+     * differentiate). With xPos as well, xPos scales the rotated q and k. All four NULL: none. */
+    pg_tensor *rot_cos_q, *rot_sin_q, *rot_cos_k, *rot_sin_k;
+    bool rot_interleaved;
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
@@ -132,7 +144,8 @@ void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, i
 /* pg_flash_attention for a caller that has checked the operands itself:
  * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), pair_bias
  * (Bb, H, Lq, Lk) of q's dtype with Bb 1 or B, a finite
- * scale and rel_scale, a finite xpos_scale_base >= 0 (> 0 only with an even D) and a band with
+ * scale and rel_scale, a finite xpos_scale_base >= 0 (> 0 only with an even D), rotation tables as
+ * described at rot_cos_q (none requiring grad) and a band with
  * window, look_backward, look_forward >= 0, as pg_flash_attention does. Only a NULL q, k, v
  * or o is refused here (naming pg_flash_attention); anything else unchecked is undefined behaviour. For the
  * attention layers (MultiheadAttention, LocalAttention), which check their
@@ -145,7 +158,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
  * 2 H D + h D .. (pg_split_heads of qkv at 0, H D and 2 H D). The kernel reads them in place
  * and writes qkv's gradient so (every column of it): the result and every gradient are those
  * of pg_flash_attention over the three splits, bit for bit, without the splits' copies either
- * way. o as pg_flash_attention's, checked the same way (messages give the heads' shapes,
+ * way (a gradient qkv already holds, from an earlier backward, is added to tile by tile where
+ * the splits add their finished sums: the same to rounding). o as pg_flash_attention's, checked the same way (messages give the heads' shapes,
  * (B, H, L, D)). */
 pg_tensor *pg_flash_attention_qkv(pg_graph *g, pg_tensor *qkv, int64_t heads, const pg_flash_opts *o);
 

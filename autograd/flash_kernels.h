@@ -291,7 +291,8 @@ static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, i
 
 /* One head's operands, bh_i = b H + h: its queries, keys, values and the biases' rows */
 typedef struct F(head) {
-    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv), row strides qkv_ld */
+    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv); q and k rows ldqk apart, v's qkv_ld */
+    int64_t ldqk;       /* qkv_ld, or D for the rotated copies (rot_head) */
     const T *bias;      /* dist_bias row (Lq + Lk - 1) or NULL */
     const T *wb;        /* window bias (w, NS) or NULL */
     const T *sep[2];    /* separable bias (Lq), (Lk) or NULL */
@@ -303,7 +304,7 @@ static F(head) F(head_at)(const flash_dims *d, int64_t bh_i, const T *q, const T
 {
     const int64_t Lq = d->Lq, Lk = d->Lk;
     F(head) hd = {q + qkv_at(d, bh_i, Lq, d->D), k + qkv_at(d, bh_i, Lk, d->D), v + qkv_at(d, bh_i, Lk, d->Dv),
-                  bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
+                  qkv_ld(d, d->D), bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
                   d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
                   {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL},
                   d->pb ? (const T *)d->pb + (bh_i % d->pb_H) * Lq * Lk : NULL,
@@ -325,7 +326,7 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
         F(xpos_keys)(d, xt, i0, j0, bk);
         F(tile_cols)(d, i0, j0, bk, S, BK, xt->Qx, D, xt->Kx, BK, bq, D, (T)d->scale);
     } else {
-        const int64_t ldq = qkv_ld(d, D);
+        const int64_t ldq = hd->ldqk;
         F(tile_cols)(d, i0, j0, bk, S, BK, qh + i0 * ldq, ldq, Kt + j0, t_stride(d), bq, D, (T)d->scale);
     }
     if (rh)
@@ -423,17 +424,50 @@ static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int6
     }
 }
 
-/* A head's keys for the tiles: transposed into Kt (row stride t_stride), or with xPos left
- * to the tiles (they scale kh themselves); its relative keys into rh and Rt */
+/* A head's keys (row stride ldk) for the tiles: transposed into Kt (row stride t_stride), or
+ * with xPos left to the tiles (they scale kh themselves); its relative keys into rh and Rt */
 static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh, T *Kt, T *Rt, const T *kh,
-                         int64_t bh_i)
+                         int64_t ldk, int64_t bh_i)
 {
     if (xt)
-        xt->kh = kh;
+        xt->kh = kh, xt->ldk = ldk;
     else
-        F(transpose)(Kt, t_stride(d), kh, qkv_ld(d, d->D), d->Lk, d->D);
+        F(transpose)(Kt, t_stride(d), kh, ldk, d->Lk, d->D);
     if (rh)
         F(rel_head_load)(d, rh, Rt, bh_i);
+}
+
+/* Rotation table i (0, 1: q's cos, sin; 2, 3: k's) at head bh_i's rows (L, rot_R) */
+static const T *F(rot_table)(const flash_dims *d, int i, int64_t bh_i)
+{
+    const int64_t L = i < 2 ? d->Lq : d->Lk;
+    return (const T *)d->rot[i] + (d->rot_batched[i / 2] ? bh_i / d->H : 0) * L * d->rot_R;
+}
+
+/* With the rotation (flash.h rot_*): the head's queries and keys rotated into Qr (Lq, D) and
+ * Kr (Lk, D) of a thread's scratch, which its tiles then read (hd's rows D apart) */
+static void F(rot_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *Qr, T *Kr)
+{
+    const int64_t D = d->D, R = d->rot_R;
+    F(rot_rows)(Qr, D, hd->q, hd->ldqk, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
+                d->rot_interleaved);
+    F(rot_rows)(Kr, D, hd->k, hd->ldqk, F(rot_table)(d, 2, bh_i), F(rot_table)(d, 3, bh_i), d->Lk, R, D,
+                d->rot_interleaved);
+    hd->q = Qr, hd->k = Kr, hd->ldqk = D;
+}
+
+/* The chain rule through rot_head: dq (row stride qkv_ld) += the rotation's backward of the
+ * head's dQr (Lq, D), dk of dKr, each assigned where `fresh` (bits 0, 1) says it is unwritten */
+static void F(rot_head_grads)(const flash_dims *d, int64_t bh_i, T *dq, T *dk, const T *dQr, const T *dKr,
+                              unsigned fresh)
+{
+    const int64_t D = d->D, R = d->rot_R, ld = qkv_ld(d, D);
+    if (dq)
+        F(rot_rows_back)(dq, ld, dQr, D, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
+                         d->rot_interleaved, fresh & 1u);
+    if (dk)
+        F(rot_rows_back)(dk, ld, dKr, D, F(rot_table)(d, 2, bh_i), F(rot_table)(d, 3, bh_i), d->Lk, R, D,
+                         d->rot_interleaved, fresh & 2u);
 }
 
 /* The u-th row of a thread's walk over the B x H rows bh = b H + h: with relative keys
@@ -457,13 +491,16 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
+    T *Qr = (T *)scratch + scratch_elems(d) - rot_elems(d), *Kr = Qr + Lq * D; /* with the rotation */
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = F(row_at)(d, u);
-        const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
+        F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
+        if (d->rot[0])
+            F(rot_head)(d, &hd, bh_i, Qr, Kr);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + out_at(d, bh_i), *lh = lse + bh_i * Lq;
         const int64_t ldo = out_ld(d), ldv = qkv_ld(d, Dv);
-        F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
+        F(keys_load)(d, xt, rh, Kt, Rt, kh, hd.ldqk, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -472,7 +509,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 m[r] = -INFINITY, l[r] = 0;
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
             if (xt && jstart < jend)
-                F(xpos_queries)(d, xt, qh, i0, bq);
+                F(xpos_queries)(d, xt, qh, hd.ldqk, i0, bq);
             if (rh && jstart < jend)
                 F(rel_block)(d, rh, i0, bq, jstart, jend, false);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
@@ -587,7 +624,7 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
 /* Fresh gradients of q, k and v (bits 0, 1, 2 of `fresh`: made by pg_grad_fresh, not yet
  * written) are not zero-filled first: their first product assigns (keys_acc, zero_rows). With
  * xPos, dq and dk come through the tile's dQx and dKx and add; those two get their head's
- * slice zeroed here, just before the tiles, by the thread that adds to it. */
+ * slice zeroed here (row stride ld), just before the tiles, by the thread that adds to it. */
 /* rows [r0, r1) of a gradient of row width w (row stride ld) zeroed when `fresh` (else left
  * alone) */
 static void F(zero_rows)(T *g, int64_t ld, int64_t w, int64_t r0, int64_t r1, bool fresh)
@@ -599,10 +636,10 @@ static void F(zero_rows)(T *g, int64_t ld, int64_t w, int64_t r0, int64_t r1, bo
             memset(g + r * ld, 0, (size_t)w * sizeof(T));
 }
 
-static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, unsigned fresh)
+static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, int64_t ld, unsigned fresh)
 {
-    F(zero_rows)(g->dq, qkv_ld(d, d->D), d->D, 0, d->Lq, fresh & 1u);
-    F(zero_rows)(g->dk, qkv_ld(d, d->D), d->D, 0, d->Lk, fresh & 2u);
+    F(zero_rows)(g->dq, ld, d->D, 0, d->Lq, fresh & 1u);
+    F(zero_rows)(g->dk, ld, d->D, 0, d->Lk, fresh & 2u);
 }
 
 /* dst rows [j0, j0 + bk) (row width w, row stride ldd) += alpha A (bk, n) B (n, w), A as in
@@ -695,20 +732,30 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
+    /* with the rotation: the head's rotated q and k, and their gradients, which the tiles write
+     * (fresh) and rot_head_grads takes through the rotation into dq and dk at the head's end */
+    T *Qr = (T *)scratch + scratch_elems(d) - rot_elems(d), *Kr = Qr + Lq * D, *dQr = Kr + Lk * D, *dKr = dQr + Lq * D;
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = order ? order[u] : F(row_at)(d, u);
-        const F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
-        const F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
+        F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
+        F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
+        T *const dq_out = hg.dq, *const dk_out = hg.dk;
+        unsigned fr = fresh;
+        if (d->rot[0]) {
+            F(rot_head)(d, &hd, bh_i, Qr, Kr);
+            hg.dq = hg.dq ? dQr : NULL, hg.dk = hg.dk ? dKr : NULL;
+            fr |= 3u;
+        }
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         const T *oh = out + out_at(d, bh_i), *gh = dout + out_at(d, bh_i), *lh = lse + bh_i * Lq;
-        const int64_t ldo = out_ld(d), ldq = qkv_ld(d, D), ldk = ldq, ldv = qkv_ld(d, Dv);
+        const int64_t ldo = out_ld(d), ldq = hd.ldqk, ldk = ldq, ldv = qkv_ld(d, Dv);
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
-        const unsigned zeroed = xt ? fresh & 3u : 0u, assign = fresh & ~zeroed; /* fresh: assigned, or zeroed */
+        const unsigned zeroed = xt ? fr & 3u : 0u, assign = fr & ~zeroed; /* fresh: assigned, or zeroed */
         const bool q_new = assign & 1u, k_new = assign & 2u, v_new = assign & 4u;
         int64_t kf = 0; /* the rows [0, kf) of dk and dv are written */
-        F(zero_fresh)(d, &hg, zeroed);
-        F(keys_load)(d, xt, rh, Kt, Rt, kh, bh_i);
+        F(zero_fresh)(d, &hg, ldq, zeroed);
+        F(keys_load)(d, xt, rh, Kt, Rt, kh, ldk, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, ldv, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
@@ -731,7 +778,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 continue;
             }
             if (xt) { /* the block's scaled queries; dQx summed over its tiles */
-                F(xpos_queries)(d, xt, qh, i0, bq);
+                F(xpos_queries)(d, xt, qh, ldq, i0, bq);
                 memset(xt->dQx, 0, (size_t)(bq * D) * sizeof(T));
             }
             const bool rel_grads = rh && (hg.drq || hg.drk);
@@ -787,19 +834,21 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                         F(gemm_acc)(xt->dKx + c0 * D, D, dS + c0 + r0 * BK, 1, BK, xt->Qx + r0 * D, D,
                                     c0 + CUT_ROWS < bk ? CUT_ROWS : bk - c0, bq - r0, D, scale, true);
                     }
-                    F(xpos_dk)(d, xt, dkh, j0, bk);
+                    F(xpos_dk)(d, xt, dkh, ldk, j0, bk);
                 } else if (dkh) { /* dk += scale dS^T q */
                     F(keys_acc_cut)(d, i0, dkh, ldk, D, dS, qh + i0 * ldq, ldq, j0, bk, bq, scale, kfresh, k_new);
                 }
                 F(tile_bias_grads)(d, &hg, rh, dS, i0, bq, j0, bk);
             }
             if (dqh && xt) /* dq += dQx zq */
-                F(xpos_dq)(d, xt, dqh, i0, bq);
+                F(xpos_dq)(d, xt, dqh, ldq, i0, bq);
             if (rel_grads)
                 F(rel_block_grads)(d, rh, hg.drq, hg.drk, i0, bq);
         }
         F(zero_rows)(dkh, ldk, D, kf, Lk, k_new); /* the keys after the last reached */
         F(zero_rows)(dvh, ldv, Dv, kf, Lk, v_new);
+        if (d->rot[0])
+            F(rot_head_grads)(d, bh_i, dq_out, dk_out, dQr, dKr, fresh);
     }
 }
 

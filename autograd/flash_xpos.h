@@ -15,12 +15,14 @@
 /* tables lz (D) = log(zeta) / s, zq (BQ, D), zk (BK, D) (xpos_tables, shared by the
  * threads); per thread g (D) and kf (BK, D) = the tile's key factors, Qx (BQ, D),
  * Kxr (BK, D) and Kx (D, BK) the tile's scaled keys (rows and transposed), dQx (BQ, D)
- * the block's gradient of Qx, dKx (BK, D) a tile's of Kxr; kh the head's keys (Lk, D). */
+ * the block's gradient of Qx, dKx (BK, D) a tile's of Kxr; kh the head's keys (Lk, D; row
+ * stride ldk). */
 typedef struct F(xpos_tile) {
     const double *lz, *zq, *zk;
     double *g, *kf;
     T *Qx, *Kxr, *Kx, *dQx, *dKx;
     const T *kh;
+    int64_t ldk;
 } F(xpos_tile);
 
 /* xt's pointers: the tables of d, the rest in the xpos_elems(d) elements at scratch */
@@ -39,10 +41,10 @@ static void F(xpos_init)(const flash_dims *d, F(xpos_tile) *xt, void *scratch)
     xt->dKx = xt->dQx + BQ * D;
 }
 
-/* Qx = the queries i0 .. i0 + bq - 1 of qh (Lq, D; row stride qkv_ld) times zq */
-static void F(xpos_queries)(const flash_dims *d, F(xpos_tile) *xt, const T *qh, int64_t i0, int64_t bq)
+/* Qx = the queries i0 .. i0 + bq - 1 of qh (Lq, D; row stride ldq) times zq */
+static void F(xpos_queries)(const flash_dims *d, F(xpos_tile) *xt, const T *qh, int64_t ldq, int64_t i0, int64_t bq)
 {
-    const int64_t D = d->D, ldq = qkv_ld(d, D);
+    const int64_t D = d->D;
     for (int64_t r = 0; r < bq; r++) {
         const T *restrict q = qh + (i0 + r) * ldq;
         const double *restrict z = xt->zq + r * D;
@@ -64,7 +66,7 @@ static void F(xpos_keys)(const flash_dims *d, F(xpos_tile) *xt, int64_t i0, int6
     for (int64_t c = 0; c < bk; c++) {
         const double *restrict z = xt->zk + c * D;
         double *restrict f = xt->kf + c * D;
-        const T *restrict k = xt->kh + (j0 + c) * qkv_ld(d, D);
+        const T *restrict k = xt->kh + (j0 + c) * xt->ldk;
         T *restrict x = xt->Kxr + c * D;
         for (int64_t e = 0; e < D; e++) {
             f[e] = g[e] * z[e];
@@ -87,14 +89,16 @@ static void F(xpos_chain)(const flash_dims *d, T *g, int64_t ld, int64_t r0, int
     }
 }
 
-/* dk[j0 + c] += dKx[c] kf[c] for the tile's keys (the chain rule through Kxr = k kf) */
-static void F(xpos_dk)(const flash_dims *d, const F(xpos_tile) *xt, T *dkh, int64_t j0, int64_t bk)
+/* dk[j0 + c] += dKx[c] kf[c] for the tile's keys (the chain rule through Kxr = k kf; dkh's
+ * row stride ld) */
+static void F(xpos_dk)(const flash_dims *d, const F(xpos_tile) *xt, T *dkh, int64_t ld, int64_t j0, int64_t bk)
 {
-    F(xpos_chain)(d, dkh, qkv_ld(d, d->D), j0, bk, xt->dKx, xt->kf);
+    F(xpos_chain)(d, dkh, ld, j0, bk, xt->dKx, xt->kf);
 }
 
-/* dq[i0 + r] += dQx[r] zq[r] for the block's queries (the chain rule through Qx = q zq) */
-static void F(xpos_dq)(const flash_dims *d, const F(xpos_tile) *xt, T *dqh, int64_t i0, int64_t bq)
+/* dq[i0 + r] += dQx[r] zq[r] for the block's queries (the chain rule through Qx = q zq; dqh's
+ * row stride ld) */
+static void F(xpos_dq)(const flash_dims *d, const F(xpos_tile) *xt, T *dqh, int64_t ld, int64_t i0, int64_t bq)
 {
-    F(xpos_chain)(d, dqh, qkv_ld(d, d->D), i0, bq, xt->dQx, xt->zq);
+    F(xpos_chain)(d, dqh, ld, i0, bq, xt->dQx, xt->zq);
 }

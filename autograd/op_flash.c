@@ -36,6 +36,7 @@
 
 #include "exp_rows.h"
 #include "op_util.h"
+#include "rotate_rows.h"
 
 #include "../tensor/simd_transpose.h"
 #include "../tensor/threadpool.h"
@@ -65,6 +66,10 @@ typedef struct flash_dims {
     bool merged;             /* out (and its gradient) (B, Lq, H Dv), else (B, H, Lq, Dv) */
     int64_t qkv_ld;          /* 0: q, k, v and their gradients (B, H, L, D); else rows of one (B, L, qkv_ld)
                               * projection, head h at columns h D of each one's start (pg_flash_attention_qkv) */
+    const void *rot[4];      /* rotation tables cos_q, sin_q (Bc, 1, Lq, R), cos_k, sin_k (Bc, 1, Lk, R), or NULL */
+    int64_t rot_R;
+    bool rot_batched[2];     /* q's, k's tables per batch (Bc = B), else shared (Bc = 1) */
+    bool rot_interleaved;
 } flash_dims;
 
 /* where row 0 of head bh = b H + h of out (or of its gradient) starts, and their row stride */
@@ -165,17 +170,25 @@ static size_t xpos_elems(const flash_dims *d)
     return d->xz ? 2 * (size_t)d->D * (1 + BK) + (size_t)d->D * (2 * BQ + 3 * BK) : 0;
 }
 
+/* With the rotation, the last elements of a thread's scratch: one head's rotated queries
+ * and keys, (Lq, D) and (Lk, D), and in the backward their gradients; else none. */
+static size_t rot_elems(const flash_dims *d)
+{
+    return d->rot[0] ? 2 * (size_t)(d->Lq + d->Lk) * (size_t)d->D : 0;
+}
+
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
  * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di; with relative keys
  * also Rt and a block's two (BQ, r_stride) tables; with xPos its tiles first (whole slices
- * a multiple of 16 elements: the doubles stay aligned). Linear in Lq + Lk. */
+ * a multiple of 16 elements: the doubles stay aligned); with the rotation its heads last.
+ * Linear in Lq + Lk. */
 static size_t scratch_elems(const flash_dims *d)
 {
     size_t rel = d->rq ? (size_t)(d->D + 2 * BQ) * (size_t)r_stride(d) : 0;
     size_t drop = d->drop > 0 ? (size_t)BQ * BK : 0; /* the backward's kept-and-scaled tile */
     size_t n = (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
                2 * (size_t)BQ + rel + drop;
-    return d->xz ? (n + xpos_elems(d) + 15) / 16 * 16 : n;
+    return (d->xz ? (n + xpos_elems(d) + 15) / 16 * 16 : n) + rot_elems(d);
 }
 
 /* xPos tables (flash.h), n_xpos doubles: lz[e] = log(zeta_e) / s, zeta_e = (2 f + 0.4 D) / (1.4 D),
@@ -698,6 +711,48 @@ static bool drop_layout_ok(pg_graph *g, const char *fn, const pg_tensor *q, cons
     return ok;
 }
 
+/* one side's rotation tables C, S (Bc, 1, L, R) of q's dtype, Bc 1 or B, 1 <= R <= D / 2, R as R0's
+ * (R0 0: any) */
+static bool rot_side_ok(const pg_tensor *C, const pg_tensor *S, const pg_tensor *q, int64_t L, int64_t R0)
+{
+    const int64_t B = q->shape[0], D = q->shape[3];
+    const pg_tensor *t[2] = {C, S};
+    for (int i = 0; i < 2; i++)
+        if (!t[i] || t[i]->ndim != 4 || t[i]->dtype != q->dtype ||
+            !(t[i]->shape[0] == 1 || t[i]->shape[0] == B) || t[i]->shape[1] != 1 || t[i]->shape[2] != L ||
+            t[i]->shape[3] < 1 || t[i]->shape[3] > D / 2 || t[i]->shape[3] != t[0]->shape[3] ||
+            t[i]->shape[0] != t[0]->shape[0] || (R0 && t[i]->shape[3] != R0))
+            return false;
+    return true;
+}
+
+/* the rotation's tables: none, or all four as rot_side_ok says for q's (Lq) and k's (Lk), none
+ * requiring grad */
+static bool rot_tables_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_flash_opts *o)
+{
+    const pg_tensor *t[4] = {o->rot_cos_q, o->rot_sin_q, o->rot_cos_k, o->rot_sin_k};
+    static const char *const name[4] = {"rot_cos_q", "rot_sin_q", "rot_cos_k", "rot_sin_k"};
+    if (!t[0] && !t[1] && !t[2] && !t[3])
+        return true;
+    for (int i = 0; i < 4; i++)
+        if (t[i] && t[i]->requires_grad) {
+            pg_graph_fail(g, "%s: %s %s requires grad: the kernel takes the rotation's tables as constants "
+                             "(pg_rotate_pairs on q and k differentiates them)",
+                          fn, name[i], PG_SHAPE_STR(t[i]));
+            return false;
+        }
+    if (rot_side_ok(t[0], t[1], q, q->shape[2], 0) && rot_side_ok(t[2], t[3], q, k->shape[2], t[0]->shape[3]))
+        return true;
+    pg_graph_fail(g, "%s: rotation tables rot_cos_q %s, rot_sin_q %s, rot_cos_k %s, rot_sin_k %s: expected all four "
+                     "or none, of q's dtype %s, q's (1 or B, 1, Lq, R) and k's (1 or B, 1, Lk, R) = (1 or %lld, 1, "
+                     "%lld, R) and (1 or %lld, 1, %lld, R), one R with 1 <= R <= D / 2 = %lld, each side's cos and sin "
+                     "alike",
+                  fn, PG_SHAPE_STR(t[0]), PG_SHAPE_STR(t[1]), PG_SHAPE_STR(t[2]), PG_SHAPE_STR(t[3]),
+                  pg_dtype_name(q->dtype), (long long)q->shape[0], (long long)q->shape[2], (long long)q->shape[0],
+                  (long long)k->shape[2], (long long)(q->shape[3] / 2));
+    return false;
+}
+
 /* The operands (pg_attn_check), the band and the scale. */
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)
@@ -733,7 +788,7 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
                       "got %g with q %s", fn, o->xpos_scale_base, PG_SHAPE_STR(q));
         return false;
     }
-    return true;
+    return rot_tables_ok(g, fn, q, k, o);
 }
 
 pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_flash_opts *o)
@@ -762,7 +817,7 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
                     o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads,
-                    qkv ? qkv->shape[2] : 0};
+                    qkv ? qkv->shape[2] : 0, {NULL, NULL, NULL, NULL}, 0, {false, false}, false};
     pg_tensor *out = o->merge_heads ? pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.Lq, d.H * d.Dv))
                                     : pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
@@ -779,6 +834,14 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
         }
         xpos_tables(xz, d.D, o->xpos_scale_base);
         d.xz = xz;
+    }
+    if (o->rot_cos_q) { /* the rotation (checked: all four tables, one R) */
+        pg_tensor *rt[4] = {o->rot_cos_q, o->rot_sin_q, o->rot_cos_k, o->rot_sin_k};
+        for (int i = 0; i < 4; i++)
+            d.rot[i] = rt[i]->data;
+        d.rot_R = rt[0]->shape[3];
+        d.rot_batched[0] = rt[0]->shape[0] > 1, d.rot_batched[1] = rt[2]->shape[0] > 1;
+        d.rot_interleaved = o->rot_interleaved;
     }
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* either may be NULL */
     pg_tensor *ins[10] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL, NULL};

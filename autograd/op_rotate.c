@@ -10,11 +10,11 @@
  *   dC = sum over the broadcast (b, h) of dy_a x_a + dy_b x_b,
  *   dS = sum over the broadcast (b, h) of dy_b x_a - dy_a x_b.
  * The products are rounded as the composite rounds them (no contraction), so
- * the two agree bit for bit. gcc 12's SLP vectoriser fuses the interleaved
- * pairs' alternating - and + into vfmaddsub even with -ffp-contract=off, so
- * these kernels are compiled without it (NO_SLP). Slabs (b, h) run on the thread pool in the
+ * the two agree bit for bit; the rows' rotation is autograd/rotate_rows.h's, which the
+ * fused attention's in-kernel rotation runs too. Slabs (b, h) run on the thread pool in the
  * forward and in the backward for t; dC and dS are summed serially. */
 #include "op_util.h"
+#include "rotate_rows.h"
 
 #include "../tensor/threadpool.h"
 
@@ -28,55 +28,11 @@ typedef struct rot_job {
     bool fresh; /* dx is a fresh gradient: each task zeroes its slab first, while it is in cache */
 } rot_job;
 
-/* channel offsets of pair i */
+/* channel offsets of pair i, for the table gradients below */
 #define PAIR_A(i) (j->interleaved ? 2 * (i) : (i))
 #define PAIR_B(i) (j->interleaved ? 2 * (i) + 1 : j->R + (i))
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define NO_SLP __attribute__((optimize("no-tree-slp-vectorize")))
-#else
-#define NO_SLP
-#endif
-
 #define DEFINE_ROT(T, sfx)                                                                                     \
-    /* one (b, h) slab: y (L, Dh) from x; C, S (L, R) */                                                       \
-    NO_SLP static void rot_fwd_##sfx(const rot_job *j, T *restrict y, const T *restrict x, const T *restrict C,       \
-                              const T *restrict S)                                                             \
-    {                                                                                                          \
-        for (int64_t l = 0; l < j->L; l++, x += j->Dh, y += j->Dh, C += j->R, S += j->R) {                     \
-            for (int64_t i = 0; i < j->R; i++) {                                                               \
-                const T xa = x[PAIR_A(i)], xb = x[PAIR_B(i)];                                                  \
-                y[PAIR_A(i)] = xa * C[i] - xb * S[i];                                                          \
-                y[PAIR_B(i)] = xb * C[i] + xa * S[i];                                                          \
-            }                                                                                                  \
-            for (int64_t e = 2 * j->R; e < j->Dh; e++)                                                         \
-                y[e] = x[e];                                                                                   \
-        }                                                                                                      \
-    }                                                                                                          \
-    /* gx (L, Dh) += dx of one slab from gy, or = when assign (a fresh gradient: no zero pass) */              \
-    NO_SLP static void rot_bwd_x_##sfx(const rot_job *j, T *restrict gx, const T *restrict gy,                 \
-                                       const T *restrict C, const T *restrict S, bool assign)                  \
-    {                                                                                                          \
-        for (int64_t l = 0; l < j->L; l++, gx += j->Dh, gy += j->Dh, C += j->R, S += j->R) {                   \
-            if (assign) {                                                                                      \
-                for (int64_t i = 0; i < j->R; i++) {                                                           \
-                    const T ga = gy[PAIR_A(i)], gb = gy[PAIR_B(i)];                                            \
-                    gx[PAIR_A(i)] = ga * C[i] + gb * S[i];                                                     \
-                    gx[PAIR_B(i)] = gb * C[i] - ga * S[i];                                                     \
-                }                                                                                              \
-                for (int64_t e = 2 * j->R; e < j->Dh; e++)                                                     \
-                    gx[e] = gy[e];                                                                             \
-                continue;                                                                                      \
-            }                                                                                                  \
-            for (int64_t i = 0; i < j->R; i++) {                                                               \
-                const T ga = gy[PAIR_A(i)], gb = gy[PAIR_B(i)];                                                \
-                gx[PAIR_A(i)] += ga * C[i] + gb * S[i];                                                        \
-                gx[PAIR_B(i)] += gb * C[i] - ga * S[i];                                                        \
-            }                                                                                                  \
-            for (int64_t e = 2 * j->R; e < j->Dh; e++)                                                         \
-                gx[e] += gy[e];                                                                                \
-        }                                                                                                      \
-    }                                                                                                          \
     /* gC, gS (L, R) += the slab's contribution */                                                             \
     static void rot_bwd_cs_##sfx(const rot_job *j, T *restrict gC, T *restrict gS, const T *restrict gy,       \
                                  const T *restrict x)                                                          \
@@ -105,11 +61,11 @@ static void rot_fwd_task(void *ctx, int64_t s, int thread)
     const rot_job *j = ctx;
     int64_t ox = slab_x(j, s), oc = slab_cs(j, s);
     if (j->f32)
-        rot_fwd_f32(j, (float *)j->out + ox, (const float *)j->x + ox, (const float *)j->C + oc,
-                    (const float *)j->S + oc);
+        rot_rows_f32((float *)j->out + ox, j->Dh, (const float *)j->x + ox, j->Dh, (const float *)j->C + oc,
+                     (const float *)j->S + oc, j->L, j->R, j->Dh, j->interleaved);
     else
-        rot_fwd_f64(j, (double *)j->out + ox, (const double *)j->x + ox, (const double *)j->C + oc,
-                    (const double *)j->S + oc);
+        rot_rows_f64((double *)j->out + ox, j->Dh, (const double *)j->x + ox, j->Dh, (const double *)j->C + oc,
+                     (const double *)j->S + oc, j->L, j->R, j->Dh, j->interleaved);
 }
 
 static void rot_bwd_task(void *ctx, int64_t s, int thread)
@@ -118,11 +74,12 @@ static void rot_bwd_task(void *ctx, int64_t s, int thread)
     const rot_job *j = ctx;
     int64_t ox = slab_x(j, s), oc = slab_cs(j, s);
     if (j->f32)
-        rot_bwd_x_f32(j, (float *)j->out + ox, (const float *)j->gy + ox, (const float *)j->C + oc,
-                      (const float *)j->S + oc, j->fresh);
+        rot_rows_back_f32((float *)j->out + ox, j->Dh, (const float *)j->gy + ox, j->Dh, (const float *)j->C + oc,
+                          (const float *)j->S + oc, j->L, j->R, j->Dh, j->interleaved, j->fresh);
     else
-        rot_bwd_x_f64(j, (double *)j->out + ox, (const double *)j->gy + ox, (const double *)j->C + oc,
-                      (const double *)j->S + oc, j->fresh);
+        rot_rows_back_f64((double *)j->out + ox, j->Dh, (const double *)j->gy + ox, j->Dh,
+                          (const double *)j->C + oc, (const double *)j->S + oc, j->L, j->R, j->Dh, j->interleaved,
+                          j->fresh);
 }
 
 /* n->in: t, C, S; n->ip[0]: R, n->ip[1]: interleaved */
