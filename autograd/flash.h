@@ -141,6 +141,14 @@ pg_tensor *pg_flash_attention(pg_graph *g, pg_tensor *q, pg_tensor *k, pg_tensor
  * reference path (nn/attention.c) use it. */
 void pg_flash_band(const pg_flash_opts *o, int64_t i, int64_t Lk, int64_t *lo, int64_t *hi);
 
+/* The rotation tables of o (rot_cos_q .. rot_sin_k) for q (B, H, Lq, D) and k (B, H, Lk, D),
+ * checked as pg_flash_attention checks them, its message naming fn: 0 (also for none), or -1
+ * after pg_graph_fail. For a caller of the unchecked forms below whose tables come from
+ * elsewhere (MultiheadAttention: a positional module's qk_rotation hook). q and k need only
+ * their dtype and shape. */
+int pg_flash_rotation_check(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k,
+                            const pg_flash_opts *o);
+
 /* pg_flash_attention for a caller that has checked the operands itself:
  * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), pair_bias
  * (Bb, H, Lq, Lk) of q's dtype with Bb 1 or B, a finite

@@ -753,6 +753,16 @@ static bool rot_tables_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
     return false;
 }
 
+int pg_flash_rotation_check(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k,
+                            const pg_flash_opts *o)
+{
+    if (!q || !k || !o) {
+        pg_graph_fail(g, "%s: %s is NULL", fn ? fn : "pg_flash_rotation_check", !q ? "q" : !k ? "k" : "opts");
+        return -1;
+    }
+    return rot_tables_ok(g, fn ? fn : "pg_flash_rotation_check", q, k, o) ? 0 : -1;
+}
+
 /* The operands (pg_attn_check), the band and the scale. */
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)

@@ -589,13 +589,15 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * fewer from 2026-12-06: the fused attention writes its heads merged), a step holds, in
  * floats of the model's dtype, with N layers, H heads, Dh = dim / H, T threads:
  *   per token      (40.2 + a) dim N + (4.15 + d) dim + H N + 2 vocab
- *   per position   ((4.8 Dh + rT) T + p dim) N (the fused attention's rows, per thread;
+ *   per position   ((4.8 Dh + rT + rD Dh) T + p dim) N (the fused attention's rows, per thread;
  *                                                 CoPE's own attention: pT in place of 4.8 Dh)
  *   per layer      18000 T + c + cT T
  *   per pair       (q B H + qh H + ql) L^2 N   (only the schemes the fused kernel cannot run)
- * with a, d, p, c, cT, q, qh, ql, rT of the scheme below: q, k and v split from the
+ * with a, d, p, c, cT, q, qh, ql, rT, rD of the scheme below: q, k and v split from the
  * projection and their gradients where a module takes them (6.1; the fused kernel reads the
- * rest in place, pg_flash_attention_qkv) and rotary's rotated q and k (a), the input encodings (d, p), relative tables (p, c, cT; rT, the fused kernel's
+ * rest in place, pg_flash_attention_qkv, and rotates rotary's and xPos's q and k itself, a
+ * head at a time: rD, its rotated q, k and their gradients, 2 (Lq + Lk) Dh floats in the
+ * forward's scratch and again in the backward's), the input encodings (d, p), relative tables (p, c, cT; rT, the fused kernel's
  * relative logits of a query block and their gradient, 2 x 64 x (Lq + Lk - 1) floats in
  * the forward's scratch and again in the backward's), CoPE's (B, H, L,
  * max_len + 1) position logits and their gradients (q; with attention dropout its bias goes
@@ -631,6 +633,7 @@ typedef struct lm_scheme_cost {
     const char *pairs;            /* what the pair terms hold, NULL: none */
     double pT;                    /* its own attention's rows (pos_cope's attend); 0: the fused kernel's */
     double rT;                    /* the fused kernel's relative-key tables, per position and thread */
+    double rD;                    /* the fused kernel's rotated heads, per position and thread, times Dh */
 } lm_scheme_cost;
 
 /* Measured per --pos choice (not a list of choices: a choice measured nowhere
@@ -638,24 +641,24 @@ typedef struct lm_scheme_cost {
 #define LM_SCORES "(batch, heads, seq, seq) attention scores"
 #define LM_FIRE_PAIRS "(heads, seq, seq) biases and (seq, seq) pairs through its MLP"
 static const lm_scheme_cost LM_SCHEME_COSTS[] = {
-    /*  --pos      a     d    p     c       cT     q  qh ql   pairs          pT   rT */
-    {"none",       0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"sinusoidal", 0,    2.5, 1.1,  0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"learned",    0,    2.4, 0.7,  0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"continuous", 0,    2.4, 0.7,  0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"rotary",     10,   0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"xpos",       10,   0,   2.2,  0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"alibi",      0,    0,   0,    2300,   0,     0, 0, 0,   NULL,          0,   0},
-    {"dpb",        0,    0,   4,    4700,   0,     0, 0, 0,   NULL,          0,   0},
-    {"xl",         8.1,  0,   18.8, -26400, 28600, 0, 0, 0,   NULL,          0,   512},
-    {"t5",         0,    0,   0,    5500,   0,     0, 0, 0,   NULL,          0,   0},
-    {"kerple",     0,    0,   0,    6000,   0,     0, 0, 0,   NULL,          0,   0},
-    {"sandwich",   0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
-    {"fire",       0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0,   0},
-    {"cope",       9.1,  0,   0,    5500,   0,     0, 0, 0,   NULL,          940, 0},
-    {"fox",        0.14, 0,   0,    21100,  0,     0, 0, 0,   NULL,          0,   0},
-    {"rel",        6.1,  0,   9.7,  -35000, 28600, 0, 0, 0,   NULL,          0,   512},
-    {"local",      10,   0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0},
+    /*  --pos      a     d    p     c       cT     q  qh ql   pairs          pT   rT   rD */
+    {"none",       0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"sinusoidal", 0,    2.5, 1.1,  0,      0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"learned",    0,    2.4, 0.7,  0,      0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"continuous", 0,    2.4, 0.7,  0,      0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"rotary",     0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0,   8},
+    {"xpos",       0,    0,   2.2,  0,      0,     0, 0, 0,   NULL,          0,   0,   8},
+    {"alibi",      0,    0,   0,    2300,   0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"dpb",        0,    0,   4,    4700,   0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"xl",         8.1,  0,   18.8, -26400, 28600, 0, 0, 0,   NULL,          0,   512, 0},
+    {"t5",         0,    0,   0,    5500,   0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"kerple",     0,    0,   0,    6000,   0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"sandwich",   0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"fire",       0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0,   0,   0},
+    {"cope",       9.1,  0,   0,    5500,   0,     0, 0, 0,   NULL,          940, 0,   0},
+    {"fox",        0.14, 0,   0,    21100,  0,     0, 0, 0,   NULL,          0,   0,   0},
+    {"rel",        6.1,  0,   9.7,  -35000, 28600, 0, 0, 0,   NULL,          0,   512, 0},
+    {"local",      0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0,   8},
 };
 /* floats a score of a bias the fused kernel cannot take, measured nowhere: the unfused
  * attention's logits, bias, weights and their gradients */
@@ -665,11 +668,11 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
  * and LM_UNFUSED_SCORE_FLOATS a score for the pair terms */
 static inline lm_scheme_cost lm_unmeasured_cost(void)
 {
-    lm_scheme_cost u = {NULL, 0, 0, 0, 0, 0, LM_UNFUSED_SCORE_FLOATS, 0, 0, LM_SCORES, 0, 0};
+    lm_scheme_cost u = {NULL, 0, 0, 0, 0, 0, LM_UNFUSED_SCORE_FLOATS, 0, 0, LM_SCORES, 0, 0, 0};
     for (size_t i = 0; i < sizeof LM_SCHEME_COSTS / sizeof LM_SCHEME_COSTS[0]; i++) {
         const lm_scheme_cost *k = &LM_SCHEME_COSTS[i];
         u.a = fmax(u.a, k->a), u.d = fmax(u.d, k->d), u.p = fmax(u.p, k->p);
-        u.c = fmax(u.c, k->c), u.cT = fmax(u.cT, k->cT), u.rT = fmax(u.rT, k->rT);
+        u.c = fmax(u.c, k->c), u.cT = fmax(u.cT, k->cT), u.rT = fmax(u.rT, k->rT), u.rD = fmax(u.rD, k->rD);
     }
     return u;
 }
@@ -694,7 +697,7 @@ static inline int lm_step_memory(const pg_lm_config *c, const char *pos, int64_t
     double T = threads > 0 ? threads : 1, Lf = (double)L, Dh = c->dim_head > 0 ? (double)c->dim_head : D / H;
     double tokens = (double)B * Lf, size = c->dtype == PG_F64 ? 8.0 : 4.0;
     double per_token = (40.2 + k.a) * D * N + (4.15 + k.d) * D + H * N + 2 * V;
-    double per_position = (((k.pT > 0 ? k.pT : 4.8 * Dh) + k.rT) * T + k.p * D) * N;
+    double per_position = (((k.pT > 0 ? k.pT : 4.8 * Dh) + k.rT + k.rD * Dh) * T + k.p * D) * N;
     double fixed = (18000 * T + k.c + k.cT * T) * N;
     double pairs = m->quadratic ? (k.q * (double)B * H + k.qh * H + k.ql) * Lf * Lf * N : 0;
     m->scores_bytes = pairs * size;

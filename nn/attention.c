@@ -495,21 +495,71 @@ static pg_tensor *pair_shaped(pg_graph *g, pg_tensor *b, const pg_pos_ctx *c)
     return pg_add(g, pg_zeros(g, c->dtype, PG_SHAPE(Bb, c->heads, c->Lq, c->Lk)), b);
 }
 
-/* Runs mod_qkv / mod_bias of every positional module in order; *bias
+/* What run_posmods gathers for the attention (all NULL / 0 while none) */
+typedef struct pos_terms {
+    pg_tensor *bias;    /* the reference path's bias, or the kernel's over distance */
+    pg_tensor *sep[2];  /* the kernel's separable bias */
+    pg_tensor *pair;    /* the kernel's pair bias */
+    pg_pos_rel rel;     /* the kernel's relative keys */
+    pg_pos_rotation rot; /* the kernel's rotation of q and k */
+} pos_terms;
+
+/* Whether a module's hooks on a fused call may read q or k (a rotation before it must then
+ * be applied to them, not left to the kernel) */
+static bool reads_qk(const pg_posmod *p)
+{
+    const pg_posmod_ops *o = p->ops;
+    return o->mod_qkv || o->rel_bias || o->attend || (o->mod_bias && !o->dist_bias && !o->sep_bias);
+}
+
+/* Module i's rotation as the kernel's tables into *rot (checked: a scheme's hook is
+ * another's code), when the call is fused, no rotation is there yet and no later module
+ * reads q or k. 0: taken; 1: not (mod_qkv's turn); -1 after pg_graph_fail. */
+static int kernel_rotation(pg_graph *g, const char *fn, const pg_mha *m, int i, const pg_pos_ctx *c,
+                           pg_pos_rotation *rot)
+{
+    pg_posmod *p = m->pos[i];
+    if (!rot || rot->cos_q || !p->ops->qk_rotation)
+        return 1;
+    for (int j = i + 1; j < m->n_pos; j++)
+        if (reads_qk(m->pos[j]))
+            return 1;
+    int r = p->ops->qk_rotation(g, p, c, rot);
+    if (r != 0) {
+        if (r < 0 && !pg_graph_error(g))
+            pg_graph_fail(g, "%s: positional module %d (%s): qk_rotation failed", fn, i, p->base.type);
+        *rot = (pg_pos_rotation){0};
+        return r;
+    }
+    const pg_flash_opts o = {.rot_cos_q = rot->cos_q, .rot_sin_q = rot->sin_q, .rot_cos_k = rot->cos_k,
+                             .rot_sin_k = rot->sin_k};
+    const pg_tensor q = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lq, c->head_dim}};
+    const pg_tensor k = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lk, c->head_dim}};
+    char who[128];
+    snprintf(who, sizeof who, "%s: positional module %d (%s) qk_rotation", fn, i, p->base.type);
+    return pg_flash_rotation_check(g, who, &q, &k, &o) == 0 ? 0 : -1;
+}
+
+/* Runs mod_qkv / mod_bias of every positional module in order; t->bias
  * accumulates the biases (NULL while none). With `fused` the biases come from
  * dist_bias as (H, Lq + Lk - 1) tables over distance instead, from sep_bias
- * as the two halves sep[0] (B, H, Lq), sep[1] (B, H, Lk) of a separable bias,
- * from rel_bias as relative keys *rel, or from mod_bias alone as *pair
- * (Bb, H, Lq, Lk) for the kernel's pair_bias. qkv NULL with `packed`: q, k, v still in the
- * projection (project), split before the first hook that takes them. */
+ * as the two halves t->sep[0] (B, H, Lq), t->sep[1] (B, H, Lk) of a separable bias,
+ * from rel_bias as relative keys t->rel, or from mod_bias alone as t->pair
+ * (Bb, H, Lq, Lk) for the kernel's pair_bias, and a rotation from qk_rotation as t->rot
+ * (kernel_rotation). qkv NULL with `packed`: q, k, v still in the projection (project),
+ * split before the first hook that takes them. */
 static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3], pg_tensor *packed,
-                        const pg_pos_ctx *c, bool fused, pg_tensor **bias, pg_tensor *sep[2], pg_pos_rel *rel,
-                        pg_tensor **pair)
+                        const pg_pos_ctx *c, bool fused, pos_terms *t)
 {
     pg_tensor **q = &qkv[0], **k = &qkv[1], **v = &qkv[2];
+    pg_tensor **bias = &t->bias, **sep = t->sep, **pair = &t->pair;
+    pg_pos_rel *rel = &t->rel;
     for (int i = 0; i < m->n_pos; i++) {
         pg_posmod *p = m->pos[i];
-        if (p->ops->mod_qkv) {
+        int by_kernel = p->ops->mod_qkv ? kernel_rotation(g, fn, m, i, c, fused ? &t->rot : NULL) : 1;
+        if (by_kernel < 0)
+            return false;
+        if (p->ops->mod_qkv && by_kernel) {
             if (!split_packed(g, m, packed, qkv)) /* the hooks given q, k, v need them split */
                 return false;
             pg_tensor *q0 = *q, *k0 = *k, *v0 = *v;
@@ -675,11 +725,10 @@ static bool project(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_ten
 static bool positional_terms(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *x, pg_tensor *context,
                              const pg_attn_args *a, pg_tensor *qkv[3], pg_pos_ctx *pc, pg_tensor **bias)
 {
-    pg_tensor *sep[2] = {NULL, NULL}, *pair = NULL;
-    pg_pos_rel rel = {0};
-    *bias = NULL;
-    return project(g, fn, m, x, context, a, qkv, NULL, pc) &&
-           run_posmods(g, fn, m, qkv, NULL, pc, false, bias, sep, &rel, &pair);
+    pos_terms t = {0};
+    bool ok = project(g, fn, m, x, context, a, qkv, NULL, pc) && run_posmods(g, fn, m, qkv, NULL, pc, false, &t);
+    *bias = t.bias;
+    return ok;
 }
 
 static const pg_attn_args NO_ATTN_ARGS = {0};
@@ -738,8 +787,8 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
     int64_t Lq = pc.Lq, Lk = pc.Lk;
     bool drop = m->base.training && c->dropout > 0;
     bool fused = fusable(m, a, Lq, Lk);
-    pg_tensor *bias = NULL, *sep[2] = {NULL, NULL}, *pair = NULL, *out = NULL;
-    pg_pos_rel rel = {0};
+    pg_tensor *out = NULL;
+    pos_terms t = {0};
     bool merged = false; /* out already (B, Lq, H Dh): the fused kernel writes it so */
     const pg_attn_band *band = &c->band;
     int attended = fused && !drop && band->window == 0 ? module_attends(g, fn, m, qkv, packed, &pc, &out) : 1;
@@ -747,21 +796,21 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
         return NULL;
     if (attended == 0) {
         /* the module's attention: out (B, H, Lq, Dh) */
-    } else if (!run_posmods(g, fn, m, qkv, packed, &pc, fused, &bias, sep, &rel, &pair)) {
+    } else if (!run_posmods(g, fn, m, qkv, packed, &pc, fused, &t)) {
         return NULL;
     } else if (fused) {
-        pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
+        pg_flash_opts fo = {.scale = c->scale, .causal = c->causal, .mask = a->mask, .dist_bias = t.bias,
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,
-                            .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k,
-                            .rel_scale = rel.scale, .pair_bias = pair, .dropout = drop ? c->dropout : 0.0,
-                            .rng = a->rng, .merge_heads = true};
+                            .sep_q = t.sep[0], .sep_k = t.sep[1], .rel_q = t.rel.q, .rel_k = t.rel.k,
+                            .rel_scale = t.rel.scale, .pair_bias = t.pair, .dropout = drop ? c->dropout : 0.0,
+                            .rng = a->rng, .merge_heads = true, .rot_cos_q = t.rot.cos_q, .rot_sin_q = t.rot.sin_q,
+                            .rot_cos_k = t.rot.cos_k, .rot_sin_k = t.rot.sin_k, .rot_interleaved = t.rot.interleaved};
         out = qkv[0] ? pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo) /* (B, Lq, H Dh); checked above */
                      : pg_flash_attention_qkv_unchecked(g, packed, c->heads, &fo);
         merged = true;
     } else {
-        bias = reference_bias(g, m, a, bias, Lq);
-        pg_sdpa_opts o = {bias, a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
+        pg_sdpa_opts o = {reference_bias(g, m, a, t.bias, Lq), a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
         out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }
     if (!merged)

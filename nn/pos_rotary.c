@@ -19,8 +19,9 @@ typedef struct rotary {
 } rotary;
 
 static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c);
+static int rotary_qk_rotation(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rotation *rot);
 
-static const pg_posmod_ops ROTARY_OPS = {.mod_qkv = rotary_qkv};
+static const pg_posmod_ops ROTARY_OPS = {.mod_qkv = rotary_qkv, .qk_rotation = rotary_qk_rotation};
 
 pg_rotary_opts pg_rotary_defaults(void) { return (pg_rotary_opts){0}; }
 
@@ -252,15 +253,12 @@ static bool check_t(pg_graph *g, const char *fn, const char *name, rotary *r, co
     return true;
 }
 
-static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c)
+/* The call's tables for B batches of Lq queries and Lk keys of dtype dt: *rot's (Bp, 1, L, R)
+ * cos and sin of each side (times sigma^(+-1) with xPos); k's are q's when the sides share
+ * their positions and there is no xPos. 0, or -1 after pg_graph_fail. */
+static int call_tables(pg_graph *g, const char *fn, rotary *r, const pg_pos_ctx *c, int64_t B, int64_t Lq,
+                       int64_t Lk, pg_dtype dt, pg_pos_rotation *rot)
 {
-    (void)v; /* v is never rotated (§1.6, §4.3) */
-    const char *fn = "rotary mod_qkv";
-    rotary *r = (rotary *)m;
-    if (!check_t(g, fn, "q", r, *q) || !check_t(g, fn, "k", r, *k))
-        return -1;
-    pg_dtype dt = (*q)->dtype;
-    int64_t B = (*q)->shape[0], Lq = (*q)->shape[2], Lk = (*k)->shape[2];
     pg_tensor *pq = positions(g, fn, c->pos_q, B, Lq, dt);
     pg_tensor *pk = c->self_attn && c->pos_k == c->pos_q && Lq == Lk ? pq : positions(g, fn, c->pos_k, B, Lk, dt);
     if (!pq || !pk)
@@ -268,20 +266,44 @@ static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, p
     double centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(c->pos_k, Lk);
     /* dynamic_*: the call's length is the largest position of either side + 1 */
     double len = fmax(max_pos(c->pos_q, Lq), max_pos(c->pos_k, Lk)) + 1;
-    pg_tensor *Cq, *Sq, *Ck, *Sk;
-    if (tables(g, r, pq, Lq, len, centre, false, dt, &Cq, &Sq) != 0)
+    rot->interleaved = r->o.pairing == PG_ROTARY_INTERLEAVED;
+    if (tables(g, r, pq, Lq, len, centre, false, dt, &rot->cos_q, &rot->sin_q) != 0)
         return -1;
     if (pk == pq && !r->o.use_xpos) {
-        Ck = Cq, Sk = Sq;
-    } else if (tables(g, r, pk, Lk, len, centre, true, dt, &Ck, &Sk) != 0) {
-        return -1;
+        rot->cos_k = rot->cos_q, rot->sin_k = rot->sin_q;
+        return 0;
     }
-    pg_tensor *nq = rotate(g, r, *q, Cq, Sq), *nk = rotate(g, r, *k, Ck, Sk);
+    return tables(g, r, pk, Lk, len, centre, true, dt, &rot->cos_k, &rot->sin_k);
+}
+
+static int rotary_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c)
+{
+    (void)v; /* v is never rotated (§1.6, §4.3) */
+    const char *fn = "rotary mod_qkv";
+    rotary *r = (rotary *)m;
+    if (!check_t(g, fn, "q", r, *q) || !check_t(g, fn, "k", r, *k))
+        return -1;
+    pg_pos_rotation rot;
+    if (call_tables(g, fn, r, c, (*q)->shape[0], (*q)->shape[2], (*k)->shape[2], (*q)->dtype, &rot) != 0)
+        return -1;
+    pg_tensor *nq = rotate(g, r, *q, rot.cos_q, rot.sin_q), *nk = rotate(g, r, *k, rot.cos_k, rot.sin_k);
     if (!nq || !nk)
         return -1;
     *q = nq;
     *k = nk;
     return 0;
+}
+
+/* The same tables for the fused kernel, when they are constants: no learned divisor, no
+ * positions that require grad, q and k of the module's head_dim (else mod_qkv, which says
+ * what is wrong) */
+static int rotary_qk_rotation(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rotation *rot)
+{
+    rotary *r = (rotary *)m;
+    bool constant = !r->div && !(c->pos_q && c->pos_q->requires_grad) && !(c->pos_k && c->pos_k->requires_grad);
+    if (!constant || c->head_dim != r->o.head_dim || !pg_dtype_is_float(c->dtype))
+        return 1;
+    return call_tables(g, "rotary qk_rotation", r, c, c->B, c->Lq, c->Lk, c->dtype, rot) != 0 ? -1 : 0;
 }
 
 pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *pos, bool key, double centre)

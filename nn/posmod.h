@@ -106,6 +106,15 @@ typedef struct pg_pos_rel {
     double scale;
 } pg_pos_rel;
 
+/* A rotation of q's and k's channel pairs as tables (the qk_rotation hook, for the fused
+ * kernel's rot_cos_q .. rot_sin_k, autograd/flash.h): q's rows turned by cos_q / sin_q
+ * (Bc, 1, Lq, R), k's by cos_k / sin_k (Bc, 1, Lk, R), Bc 1 or B, of the call's dtype,
+ * 1 <= R <= Dh / 2, pairs interleaved or half-split as pg_rotate_pairs takes them. */
+typedef struct pg_pos_rotation {
+    pg_tensor *cos_q, *sin_q, *cos_k, *sin_k;
+    bool interleaved;
+} pg_pos_rotation;
+
 /* The hooks; NULL = not implemented. Each records errors with pg_graph_fail
  * naming the scheme. Tensors handed in are not to be modified in place. */
 typedef struct pg_posmod_ops {
@@ -175,6 +184,16 @@ typedef struct pg_posmod_ops {
      * error: the caller takes mod_bias); -1 after pg_graph_fail. NULL: not such a scheme. */
     int (*attend)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c,
                   pg_tensor **out);
+    /* mod_qkv's work as tables, for a scheme whose mod_qkv rotates the channel pairs of q and
+     * k and leaves v alone (rotary, xPos): *r such that pg_rotate_pairs(q, r->cos_q, r->sin_q,
+     * r->interleaved) is the q mod_qkv gives, and the same for k, with tables that do not
+     * require grad. MultiheadAttention's fused path calls it instead of mod_qkv when no later
+     * module reads q or k, and hands the tables to the kernel, which rotates each head in its
+     * scratch: q, k and v stay in the projection, never split or copied rotated. 0; 1 when
+     * this call's rotation is not constant (a learned divisor, positions that require grad)
+     * or not the module's to give (nothing recorded, no error: the caller takes mod_qkv); -1
+     * after pg_graph_fail. NULL: not such a scheme. */
+    int (*qk_rotation)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rotation *r);
 } pg_posmod_ops;
 
 struct pg_posmod {

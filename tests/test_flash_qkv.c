@@ -265,6 +265,9 @@ Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
 {
     assert_mha_path(NULL, NULL, true);
     assert_mha_path(pg_alibi_new(3, NULL, PG_F64), pg_alibi_new(3, NULL, PG_F64), true);
-    /* rotary rotates q and k first: they are split */
-    assert_mha_path(pg_rotary_new(8, NULL, PG_F64), pg_rotary_new(8, NULL, PG_F64), false);
+    /* rotary's tables go to the kernel, which rotates q and k itself */
+    assert_mha_path(pg_rotary_new(8, NULL, PG_F64), pg_rotary_new(8, NULL, PG_F64), true);
+    /* with a learned divisor they require grad: pg_rotate_pairs rotates the splits */
+    pg_rotary_opts learned = {.learned_div = true};
+    assert_mha_path(pg_rotary_new(8, &learned, PG_F64), pg_rotary_new(8, &learned, PG_F64), false);
 }
