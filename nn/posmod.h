@@ -378,6 +378,7 @@ enum {
     PG_POS_HOOK_REL = 1 << 7,     /* rel_bias */
     PG_POS_HOOK_DIST_IF = 1 << 8, /* dist_bias_if */
     PG_POS_HOOK_ATTEND = 1 << 9,  /* attend */
+    PG_POS_HOOK_ROTATION = 1 << 10, /* qk_rotation */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

@@ -42,9 +42,11 @@ PG_POSMOD(learned, PG_POS_ROLE_INPUT, PG_POS_HOOK_X, PG_POS_MAX_LEN | PG_POS_BOU
           "a learned embedding per position (max_len rows) added to the token embeddings")
 PG_POSMOD(continuous, PG_POS_ROLE_INPUT, PG_POS_HOOK_X, 0, "nn/pos_learned.c",
           "an MLP of the real-valued position added to the token embeddings (bio-attention)")
-PG_POSMOD(rotary, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV, PG_POS_NEEDS_QK | PG_POS_ROTARY, "nn/pos_rotary.c",
+PG_POSMOD(rotary, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV | PG_POS_HOOK_ROTATION, PG_POS_NEEDS_QK | PG_POS_ROTARY,
+          "nn/pos_rotary.c",
           "rotates pairs of q and k channels by angles proportional to the position (RoPE, Su et al. 2021)")
-PG_POSMOD(xpos, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV, PG_POS_NEEDS_QK | PG_POS_ROTARY, "nn/pos_rotary.c",
+PG_POSMOD(xpos, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_QKV | PG_POS_HOOK_ROTATION, PG_POS_NEEDS_QK | PG_POS_ROTARY,
+          "nn/pos_rotary.c",
           "rotary plus a per-channel exponential decay of q . k with the distance (xPos, Sun et al. 2022)")
 PG_POSMOD(alibi, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0,
           "nn/pos_alibi.c", "minus a fixed per-head slope times the query-key distance (ALiBi, Press et al. 2022)")

@@ -9,6 +9,7 @@
 #include "../nn/attention.h"
 #include "../nn/pos_alibi.h"
 #include "../nn/pos_rotary.h"
+#include "../nn/pos_xl.h"
 #include "../tensor/threadpool.h"
 #include "testutil.h"
 
@@ -221,8 +222,9 @@ static int count_ops(const pg_graph *g, const char *op)
     return n;
 }
 
-/* out of m over x (2, 9, 24), its splits and in-place calls counted; *grad = x's gradient */
-static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, pg_tensor **grad)
+/* out of m over x (2, 9, 24), its splits, in-place calls and rotations counted; *grad = x's
+ * gradient */
+static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, int *rotations, pg_tensor **grad)
 {
     pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
     pg_graph *g = pg_graph_new();
@@ -230,6 +232,7 @@ static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, pg_tensor **gra
     cr_assert_not_null(out, "%s", pg_graph_error(g));
     *splits = count_ops(g, "pg_split_heads");
     *in_place = count_ops(g, "pg_flash_attention_qkv");
+    *rotations = count_ops(g, "pg_rotate_pairs");
     cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, out, out), 0, NULL, false)), 0, "%s", pg_graph_error(g));
     pg_tensor *res = pg_tensor_copy(NULL, out);
     *grad = take_grad(x);
@@ -238,21 +241,30 @@ static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, pg_tensor **gra
     return res;
 }
 
-/* the fused call reads q, k, v in place (want_in_place) or splits them, and agrees with the
+/* what a fused call's tape holds: pg_flash_attention_qkv calls, splits, pg_rotate_pairs calls */
+typedef struct tape_counts {
+    int in_place, splits, rotations;
+} tape_counts;
+
+/* MultiheadAttention over the n positional modules made by make(i, seed) (twice: the
+ * fused module's and the unfused reference's) gives `want` on its tape and agrees with the
  * unfused reference path */
-static void assert_mha_path(pg_posmod *fused_pos, pg_posmod *ref_pos, bool want_in_place)
+static void assert_mha_path(pg_posmod *(*make)(int i), int n, tape_counts want, const char *scheme)
 {
+    pg_posmod *fp[2], *rp[2];
+    for (int i = 0; i < n; i++)
+        fp[i] = make(i), rp[i] = make(i);
     test_mha_flags f = {.causal = true};
-    pg_mha *fused = test_mha(24, 3, f, fused_pos ? &fused_pos : NULL, fused_pos != NULL, 3);
+    pg_mha *fused = test_mha(24, 3, f, fp, n, 3);
     f.unfused = true;
-    pg_mha *ref = test_mha(24, 3, f, ref_pos ? &ref_pos : NULL, ref_pos != NULL, 3);
-    int splits, in_place, ref_splits, ref_in_place;
-    pg_tensor *dx, *ref_dx, *out = mha_run(fused, &splits, &in_place, &dx);
-    pg_tensor *ref_out = mha_run(ref, &ref_splits, &ref_in_place, &ref_dx);
-    const char *scheme = fused_pos ? fused_pos->base.type : "none";
-    cr_assert(want_in_place ? in_place == 1 && splits == 0 : in_place == 0 && splits == 3,
-              "%s: %d in-place calls and %d splits", scheme, in_place, splits);
-    cr_assert(ref_in_place == 0 && ref_splits == 3, "%s: the reference path split %d", scheme, ref_splits);
+    pg_mha *ref = test_mha(24, 3, f, rp, n, 3);
+    tape_counts got, rc;
+    pg_tensor *dx, *ref_dx, *out = mha_run(fused, &got.splits, &got.in_place, &got.rotations, &dx);
+    pg_tensor *ref_out = mha_run(ref, &rc.splits, &rc.in_place, &rc.rotations, &ref_dx);
+    cr_assert(got.in_place == want.in_place && got.splits == want.splits && got.rotations == want.rotations,
+              "%s: %d in-place calls, %d splits, %d rotations; expected %d, %d, %d", scheme, got.in_place, got.splits,
+              got.rotations, want.in_place, want.splits, want.rotations);
+    cr_assert(rc.in_place == 0 && rc.splits == 3, "%s: the reference path split %d", scheme, rc.splits);
     assert_close(out, ref_out, 1e-12, scheme);
     assert_close(dx, ref_dx, 1e-12, scheme);
     pg_tensor *ts[] = {out, ref_out, dx, ref_dx};
@@ -261,13 +273,92 @@ static void assert_mha_path(pg_posmod *fused_pos, pg_posmod *ref_pos, bool want_
     pg_module_free(&ref->base);
 }
 
+static pg_posmod *make_alibi(int i)
+{
+    (void)i;
+    return pg_alibi_new(3, NULL, PG_F64);
+}
+
+static pg_posmod *make_rotary(int i)
+{
+    (void)i;
+    return pg_rotary_new(8, NULL, PG_F64);
+}
+
+static pg_posmod *make_learned_rotary(int i)
+{
+    (void)i;
+    pg_rotary_opts o = {.learned_div = true};
+    return pg_rotary_new(8, &o, PG_F64);
+}
+
+static pg_posmod *make_xl(void)
+{
+    pg_rng r = pg_rng_init(8);
+    pg_posmod_args a = {.dim = 24, .heads = 3, .head_dim = 8, .dtype = PG_F64, .rng = &r};
+    pg_posmod *p = pg_posmod_make_xl(&a);
+    cr_assert_not_null(p, "%s", pg_last_error());
+    return p;
+}
+
+static pg_posmod *make_rotary_then_xl(int i) { return i == 0 ? make_rotary(i) : make_xl(); }
+static pg_posmod *make_xl_then_rotary(int i) { return i == 0 ? make_xl() : make_rotary(i); }
+
 Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
 {
-    assert_mha_path(NULL, NULL, true);
-    assert_mha_path(pg_alibi_new(3, NULL, PG_F64), pg_alibi_new(3, NULL, PG_F64), true);
+    assert_mha_path(NULL, 0, (tape_counts){1, 0, 0}, "none");
+    assert_mha_path(make_alibi, 1, (tape_counts){1, 0, 0}, "ALiBi");
     /* rotary's tables go to the kernel, which rotates q and k itself */
-    assert_mha_path(pg_rotary_new(8, NULL, PG_F64), pg_rotary_new(8, NULL, PG_F64), true);
+    assert_mha_path(make_rotary, 1, (tape_counts){1, 0, 0}, "rotary");
     /* with a learned divisor they require grad: pg_rotate_pairs rotates the splits */
-    pg_rotary_opts learned = {.learned_div = true};
-    assert_mha_path(pg_rotary_new(8, &learned, PG_F64), pg_rotary_new(8, &learned, PG_F64), false);
+    assert_mha_path(make_learned_rotary, 1, (tape_counts){0, 3, 2}, "rotary, learned divisor");
+    /* Transformer-XL's relative keys read the rotated q: rotated first */
+    assert_mha_path(make_rotary_then_xl, 2, (tape_counts){0, 3, 2}, "rotary, then XL");
+    /* after XL (which takes the splits) nothing reads q or k: the kernel rotates the splits */
+    assert_mha_path(make_xl_then_rotary, 2, (tape_counts){0, 3, 0}, "XL, then rotary");
+}
+
+/* a scheme's qk_rotation hook is another's code: its tables are checked */
+static int keep_qkv(pg_graph *g, pg_posmod *m, pg_tensor **q, pg_tensor **k, pg_tensor **v, const pg_pos_ctx *c)
+{
+    (void)g, (void)m, (void)q, (void)k, (void)v, (void)c;
+    return 0;
+}
+
+/* tables of R = 5 pairs for heads of 8 channels */
+static int wide_rotation(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rotation *r)
+{
+    (void)m;
+    pg_tensor *t = pg_zeros(g, c->dtype, PG_SHAPE(1, 1, c->Lq, 5));
+    *r = (pg_pos_rotation){t, t, t, t, false};
+    return 0;
+}
+
+static int failing_rotation(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rotation *r)
+{
+    (void)g, (void)m, (void)c, (void)r;
+    return -1;
+}
+
+static const pg_posmod_ops WIDE_OPS = {.mod_qkv = keep_qkv, .qk_rotation = wide_rotation};
+static const pg_posmod_ops FAILING_OPS = {.mod_qkv = keep_qkv, .qk_rotation = failing_rotation};
+
+Test(flash_qkv, a_schemes_rotation_tables_are_checked)
+{
+    const pg_posmod_ops *ops[2] = {&WIDE_OPS, &FAILING_OPS};
+    const char *want[2] = {"pg_mha_forward: positional module 0 (Wide) qk_rotation: rotation tables rot_cos_q "
+                           "f64[1,1,9,5]",
+                           "pg_mha_forward: positional module 0 (Failing): qk_rotation failed"};
+    for (int i = 0; i < 2; i++) {
+        pg_posmod *p = pg_posmod_alloc(sizeof(pg_posmod), i ? "Failing" : "Wide", ops[i], NULL, "test");
+        cr_assert_not_null(p);
+        pg_mha *m = test_mha(24, 3, (test_mha_flags){.causal = true}, &p, 1, 3);
+        pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
+        pg_graph *g = pg_graph_new();
+        cr_assert_null(pg_mha_forward(g, m, x, NULL, NULL));
+        cr_assert(strstr(pg_last_error(), want[i]), "got \"%s\"", pg_last_error());
+        pg_graph_free(g);
+        pg_tensor_free(x);
+        pg_module_free(&m->base);
+    }
 }
