@@ -137,6 +137,17 @@ OPFN(op_flash, gc_flash(g, in, (pg_flash_opts){.scale = 0.7}))
 OPFN(op_flash_rel, gc_flash(g, in, (pg_flash_opts){.rel_q = in[3], .rel_k = in[4], .rel_scale = 0.6}))
 OPFN(op_flash_wbias, gc_flash(g, in, (pg_flash_opts){.window = 2, .look_backward = 1, .window_bias = in[3]}))
 OPFN(op_flash_xpos, gc_flash(g, in, (pg_flash_opts){.xpos_scale_base = 2.0}))
+/* rotary in the kernel, interleaved: channels 0 and 1 turned by p radians at position p, 2 and 3 as
+ * they are; constant tables */
+static pg_tensor *op_flash_rotary(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    (void)n, (void)ctx;
+    pg_tensor *C = pg_empty(g, in[0]->dtype, PG_SHAPE(1, 1, 5, 1)), *S = pg_empty(g, in[0]->dtype, PG_SHAPE(1, 1, 5, 1));
+    for (int64_t p = 0; C && S && p < 5; p++)
+        pg_set(C, p, cos((double)p)), pg_set(S, p, sin((double)p));
+    return gc_flash(g, in, (pg_flash_opts){.rot_cos_q = C, .rot_sin_q = S, .rot_cos_k = C, .rot_sin_k = S,
+                                           .rot_interleaved = true});
+}
 /* dropout 0.3 from the same generator state at every evaluation: one fixed mask */
 OPFN(op_flash_dropout, gc_flash(g, in, (pg_flash_opts){.dropout = 0.3, .rng = &(pg_rng){pg_rng_init(5).seed, 0}}))
 /* q, k, v read in place from one (B, L, 3 H D) projection, 2 heads of 4, with xPos */
@@ -223,6 +234,7 @@ static const gc_op_case GC_OPS[] = {
     {"attn/flash xpos", op_flash_xpos, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
     {"attn/flash dropout", op_flash_dropout, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
     {"attn/flash qkv", op_flash_qkv, "u1x5x24"},
+    {"attn/flash rotary", op_flash_rotary, "u1x2x5x4 u1x2x5x4 u1x2x5x3"},
     /* last: each row's inputs are drawn with its index as seed, so the rows above keep theirs */
     {"matmul/scalar_mlp", op_scalar_mlp, "u2x6 u3x1 u3 u2x3 u2"},
 };
