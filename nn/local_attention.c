@@ -502,6 +502,20 @@ typedef struct band_drop {
     int64_t we, W, lbe, S;
 } band_drop;
 
+/* Rotary's tables for the band's queries and keys (B batches of n) at the given positions,
+ * else the true positions 0 .. n - 1, into rot (cos_q, sin_q, cos_k, sin_k) for the kernel to
+ * rotate q and k itself. Built without recording: positions are data (docs/local_attention.md
+ * "Positions"), as on the band of ops. false after pg_graph_fail. */
+static bool band_rotation(pg_graph *g, pg_local_attention *m, const pg_local_args *a, int64_t B, int64_t n,
+                          pg_dtype dt, pg_tensor *rot[4], bool *interleaved)
+{
+    pg_no_grad_begin(g);
+    bool ok = pg_rotary_tables(g, m->rotary, B, n, dt, a->pos_q, false, NAN, &rot[0], &rot[1], interleaved) == 0 &&
+              pg_rotary_tables(g, m->rotary, B, n, dt, a->pos_k, true, NAN, &rot[2], &rot[3], interleaved) == 0;
+    pg_no_grad_end(g);
+    return ok;
+}
+
 /* q, k, v (B, L, d) or (B, H, L, d) through pg_flash_attention with the band;
  * *fallback true (no error) when a scheme's heads do not fit. */
 static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, pg_tensor *k, pg_tensor *v,
@@ -532,17 +546,19 @@ static pg_tensor *band_fused(pg_graph *g, pg_local_attention *m, pg_tensor *q, p
     }
     if (c->shared_qk) /* normalise, then rotary, as the reference */
         t3[1] = unit_keys(g, t3[1]);
-    if (m->rotary) { /* the given positions, else the true positions 0 .. n - 1 */
-        t3[0] = pg_rotary_apply(g, m->rotary, t3[0], a->pos_q, false, NAN);
-        t3[1] = pg_rotary_apply(g, m->rotary, t3[1], a->pos_k, true, NAN);
-    }
+    pg_tensor *rot[4] = {NULL, NULL, NULL, NULL}; /* the kernel's rotation tables: cos_q, sin_q, cos_k, sin_k */
+    bool interleaved = false;
+    if (m->rotary && !band_rotation(g, m, a, B, n, q->dtype, rot, &interleaved))
+        return NULL;
     pg_flash_opts fo = {.scale = sc, .causal = c->causal, .mask = a->mask, .dist_bias = bias,
                         .window = c->exact_windowsize ? c->window_size : w, .look_backward = c->look_backward,
                         .look_forward = c->look_forward, .exact_window = c->exact_windowsize,
                         .sep_q = sep[0], .sep_k = sep[1], .rel_q = rel.q, .rel_k = rel.k, .rel_scale = rel.scale,
                         .xpos_scale_base = c->use_xpos ? c->xpos_scale_base : 0, .window_bias = a->attn_bias,
                         .dropout = dl->p, .rng = dl->p > 0 ? a->rng : NULL, .dropout_window = dl->p > 0 ? dl->we : 0,
-                        .dropout_windows = dl->W, .dropout_slots = dl->S, .dropout_look_backward = dl->lbe};
+                        .dropout_windows = dl->W, .dropout_slots = dl->S, .dropout_look_backward = dl->lbe,
+                        .rot_cos_q = rot[0], .rot_sin_q = rot[1], .rot_cos_k = rot[2], .rot_sin_k = rot[3],
+                        .rot_interleaved = interleaved};
     pg_tensor *out = pg_flash_attention_unchecked(g, t3[0], t3[1], t3[2], &fo); /* (B, H, n, d); checked */
     return nd == 4 ? out : pg_reshape(g, out, nd, q->shape);
 }

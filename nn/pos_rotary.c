@@ -306,23 +306,48 @@ static int rotary_qk_rotation(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg
     return call_tables(g, "rotary qk_rotation", r, c, c->B, c->Lq, c->Lk, c->dtype, rot) != 0 ? -1 : 0;
 }
 
+/* one side's tables for B batches of L tokens of dtype dt (pg_rotary_apply's, pg_rotary_tables') */
+static int side_tables(pg_graph *g, const char *fn, rotary *r, int64_t B, int64_t L, pg_dtype dt, pg_tensor *pos,
+                       bool key, double centre, pg_tensor **C, pg_tensor **S)
+{
+    pg_tensor *p = positions(g, fn, pos, B, L, dt);
+    if (!p)
+        return -1;
+    if (isnan(centre))
+        centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(pos, L);
+    return tables(g, r, p, L, max_pos(pos, L) + 1, centre, key, dt, C, S);
+}
+
 pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *pos, bool key, double centre)
 {
     const char *fn = "pg_rotary_apply";
     PG_NN_SCRATCH(g, fn, pg_rotary_apply(g, m, t, pos, key, centre));
     rotary *r = as_rotary(g, fn, m);
-    if (!r || !check_t(g, fn, "t", r, t))
-        return NULL;
-    pg_tensor *p = positions(g, fn, pos, t->shape[0], t->shape[2], t->dtype);
-    if (!p)
-        return NULL;
-    if (isnan(centre))
-        centre = r->o.xpos_fixed_centre ? r->o.xpos_centre : auto_centre(pos, t->shape[2]);
     pg_tensor *C, *S;
-    double len = max_pos(pos, t->shape[2]) + 1;
-    if (tables(g, r, p, t->shape[2], len, centre, key, t->dtype, &C, &S) != 0)
+    if (!r || !check_t(g, fn, "t", r, t) ||
+        side_tables(g, fn, r, t->shape[0], t->shape[2], t->dtype, pos, key, centre, &C, &S) != 0)
         return NULL;
     return rotate(g, r, t, C, S);
+}
+
+int pg_rotary_tables(pg_graph *g, pg_posmod *m, int64_t B, int64_t L, pg_dtype dtype, pg_tensor *pos, bool key,
+                     double centre, pg_tensor **C, pg_tensor **S, bool *interleaved)
+{
+    const char *fn = "pg_rotary_tables";
+    if (!g || !C || !S || !interleaved) {
+        pg_graph_fail(g, "%s: %s is NULL", fn, !g ? "graph" : !C ? "C" : !S ? "S" : "interleaved");
+        return -1;
+    }
+    rotary *r = as_rotary(g, fn, m);
+    if (!r)
+        return -1;
+    if (B < 1 || L < 1 || !pg_dtype_is_float(dtype) || (r->div && dtype != r->dtype)) {
+        pg_graph_fail(g, "%s: B %lld and L %lld must be >= 1, dtype f32 or f64%s, got %s", fn, (long long)B,
+                      (long long)L, r->div ? " and the module's (learned divisor)" : "", pg_dtype_name(dtype));
+        return -1;
+    }
+    *interleaved = r->o.pairing == PG_ROTARY_INTERLEAVED;
+    return side_tables(g, fn, r, B, L, dtype, pos, key, centre, C, S);
 }
 
 pg_tensor *pg_rotary_angles(pg_graph *g, pg_posmod *m, int64_t L, pg_tensor *pos)

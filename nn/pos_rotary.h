@@ -123,6 +123,14 @@ pg_posmod *pg_rotary_new(int64_t head_dim, const pg_rotary_opts *o, pg_dtype dty
  * rotary module. For LocalAttention's windows and for tests. */
 pg_tensor *pg_rotary_apply(pg_graph *g, pg_posmod *m, pg_tensor *t, pg_tensor *pos, bool key, double centre);
 
+/* pg_rotary_apply's tables instead of its rotation, for t of B batches, L tokens and dtype:
+ * *C, *S (Bp, 1, L, n_dims / 2) such that pg_rotate_pairs(g, t, *C, *S, *interleaved)
+ * (autograd/ops.h) is pg_rotary_apply(g, m, t, pos, key, centre), bit for bit. For a caller
+ * that hands them to the fused attention kernel (autograd/flash.h rot_cos_q ..) when they do
+ * not require grad (LocalAttention). 0, or -1 after pg_graph_fail (g required). */
+int pg_rotary_tables(pg_graph *g, pg_posmod *m, int64_t B, int64_t L, pg_dtype dtype, pg_tensor *pos, bool key,
+                     double centre, pg_tensor **C, pg_tensor **S, bool *interleaved);
+
 /* The angles a[b, s, i] for L tokens at positions pos (as pg_rotary_apply; un-positioned
  * tokens 0): (Bp, L, n_dims / 2) in the module's dtype, Bp = pos's batch (1 for NULL).
  * For heatmaps. */

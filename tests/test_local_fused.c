@@ -63,9 +63,9 @@ static pg_local_attention *make(const band_case *bc, bool unfused)
     return m;
 }
 
-/* forward + backward on (2, 2, L, 4) inputs; counts the fused nodes */
+/* forward + backward on (2, 2, L, 4) inputs; counts the fused nodes and the pg_rotate_pairs ones */
 static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *mask, int64_t wo, pg_tensor *ab,
-                      int *n_fused)
+                      int *n_fused, int *n_rot)
 {
     pg_graph *g = pg_graph_new();
     pg_rng dr = pg_rng_init(99);
@@ -75,9 +75,11 @@ static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *m
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     pg_rng r = pg_rng_init(8);
     cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
-    *n_fused = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+    *n_fused = *n_rot = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++) {
         *n_fused += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
+        *n_rot += strcmp(pg_graph_node(g, i)->name, "pg_rotate_pairs") == 0;
+    }
     pg_tensor *out = pg_tensor_copy(NULL, y);
     pg_graph_free(g);
     return out;
@@ -105,13 +107,15 @@ static void check(band_case bc)
         ab[1] = pg_tensor_copy(NULL, ab[0]);
         ab[1]->requires_grad = true;
     }
-    int nf = 0, nr = 0;
-    pg_tensor *y1 = run(fused, a, mask, bc.wo, ab[0], &nf), *y2 = run(ref, b, mask, bc.wo, ab[1], &nr);
+    int nf = 0, nr = 0, rot_f = 0, rot_r = 0;
+    pg_tensor *y1 = run(fused, a, mask, bc.wo, ab[0], &nf, &rot_f), *y2 = run(ref, b, mask, bc.wo, ab[1], &nr, &rot_r);
     if (bc.ab)
         assert_close(ab[0]->grad, ab[1]->grad, 1e-12, "grad attn_bias");
     cr_assert_eq(nf, bc.ref_only ? 0 : 1, "%s",
                  bc.ref_only ? "the reference serves this case" : "the fused path serves this case");
     cr_assert_eq(nr, 0, "unfused forces the reference");
+    if (!bc.ref_only) /* the kernel rotates q and k itself: its tables are constants here */
+        cr_assert_eq(rot_f, 0, "the fused path rotated q and k with pg_rotate_pairs (%d calls)", rot_f);
     assert_close(y1, y2, 1e-12, "output");
     for (int i = 0; i < 3; i++)
         assert_close(a[i]->grad, b[i]->grad, 1e-12, i == 0 ? "grad q" : i == 1 ? "grad k" : "grad v");

@@ -371,3 +371,47 @@ Test(local_positions, bad_positions)
     pg_tensor_free(pi);
     pg_module_free(&m->base);
 }
+
+/* y and q's gradient after sum(y^2) on path `unfused` at float positions that require grad,
+ * with the fused nodes and the pg_rotate_pairs ones counted; the positions get no gradient */
+static void positions_run(bool unfused, pg_tensor *res[2], int *n_fused, int *n_rot)
+{
+    const int64_t B = 2, H = 2, L = 8, d = 4;
+    lp_case c = {.w = 2, .lb = 1, .lf = -1, .causal = true, .rotary = true, .unfused = unfused};
+    pg_local_attention *m = lp_make(&c, d);
+    pg_tensor *q = randt(PG_SHAPE(B, H, L, d), 50, true), *k = randt(PG_SHAPE(B, H, L, d), 51, false),
+              *v = randt(PG_SHAPE(B, H, L, d), 52, false), *p = positions(PG_F64, B, L, p_irregular);
+    pg_set_requires_grad(p, true);
+    pg_graph *g = pg_graph_new();
+    pg_tensor *y = pg_local_attention_forward(g, m, q, k, v, &(pg_local_args){.pos_q = p, .pos_k = p});
+    cr_assert_not_null(y, "%s", pg_graph_error(g));
+    cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y, y), 0, NULL, false)), 0, "%s", pg_graph_error(g));
+    *n_fused = *n_rot = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++) {
+        *n_fused += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
+        *n_rot += strcmp(pg_graph_node(g, i)->name, "pg_rotate_pairs") == 0;
+    }
+    cr_assert_null(p->grad, "unfused %d: a gradient reached the positions", unfused);
+    res[0] = pg_tensor_copy(NULL, y);
+    res[1] = take_grad(q);
+    pg_graph_free(g);
+    free_all(4, (pg_tensor *[]){q, k, v, p});
+    pg_module_free(&m->base);
+}
+
+/* positions are data on both paths, also when they require grad: the fused path hands rotary's
+ * tables, built without recording, to the kernel (no pg_rotate_pairs on the tape), and agrees
+ * with the band of ops */
+Test(local_positions, positions_are_data_on_both_paths)
+{
+    int nf, nr, uf, ur;
+    pg_tensor *f[2], *u[2];
+    positions_run(false, f, &nf, &nr);
+    positions_run(true, u, &uf, &ur);
+    cr_assert(nf == 1 && nr == 0, "fused path: %d fused nodes and %d rotations, expected 1 and 0", nf, nr);
+    cr_assert_eq(uf, 0, "the band of ops has no fused node");
+    assert_close(f[0], u[0], 1e-12, "output, fused vs band of ops");
+    assert_close(f[1], u[1], 1e-12, "q's gradient, fused vs band of ops");
+    free_all(2, f);
+    free_all(2, u);
+}
