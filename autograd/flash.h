@@ -167,8 +167,8 @@ pg_tensor *pg_flash_attention_unchecked(pg_graph *g, pg_tensor *q, pg_tensor *k,
  * and writes qkv's gradient so (every column of it): the result and every gradient are those
  * of pg_flash_attention over the three splits, bit for bit, without the splits' copies either
  * way (a gradient qkv already holds, from an earlier backward, is added to tile by tile where
- * the splits add their finished sums: the same to rounding). o as pg_flash_attention's, checked the same way (messages give the heads' shapes,
- * (B, H, L, D)). */
+ * the splits add their finished sums: the same to rounding). o as pg_flash_attention's,
+ * checked the same way (messages give the heads' shapes, (B, H, L, D)). */
 pg_tensor *pg_flash_attention_qkv(pg_graph *g, pg_tensor *qkv, int64_t heads, const pg_flash_opts *o);
 
 /* The same unchecked, as pg_flash_attention_unchecked: qkv f32 or f64 (B, L, 3 heads D) with

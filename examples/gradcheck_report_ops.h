@@ -142,7 +142,8 @@ OPFN(op_flash_xpos, gc_flash(g, in, (pg_flash_opts){.xpos_scale_base = 2.0}))
 static pg_tensor *op_flash_rotary(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
     (void)n, (void)ctx;
-    pg_tensor *C = pg_empty(g, in[0]->dtype, PG_SHAPE(1, 1, 5, 1)), *S = pg_empty(g, in[0]->dtype, PG_SHAPE(1, 1, 5, 1));
+    pg_tensor *C = pg_empty(g, in[0]->dtype, PG_SHAPE(1, 1, 5, 1));
+    pg_tensor *S = pg_empty(g, in[0]->dtype, PG_SHAPE(1, 1, 5, 1));
     for (int64_t p = 0; C && S && p < 5; p++)
         pg_set(C, p, cos((double)p)), pg_set(S, p, sin((double)p));
     return gc_flash(g, in, (pg_flash_opts){.rot_cos_q = C, .rot_sin_q = S, .rot_cos_k = C, .rot_sin_k = S,

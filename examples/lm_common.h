@@ -597,12 +597,12 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  * projection and their gradients where a module takes them (6.1; the fused kernel reads the
  * rest in place, pg_flash_attention_qkv, and rotates rotary's and xPos's q and k itself, a
  * head at a time: rD, its rotated q, k and their gradients, 2 (Lq + Lk) Dh floats in the
- * forward's scratch and again in the backward's), the input encodings (d, p), relative tables (p, c, cT; rT, the fused kernel's
- * relative logits of a query block and their gradient, 2 x 64 x (Lq + Lk - 1) floats in
- * the forward's scratch and again in the backward's), CoPE's (B, H, L,
- * max_len + 1) position logits and their gradients (q; with attention dropout its bias goes
- * through mod_bias, with its (B, H, L, L) logits, bias and gradients), FIRE's (H, L, L) bias and its MLP's (L, L)
- * pairs (qh, ql). Within 2.4% of the arena (1.3% but for rel) over dim 64..256,
+ * forward's scratch and again in the backward's), the input encodings (d, p), relative
+ * tables (p, c, cT; rT, the fused kernel's relative logits of a query block and their
+ * gradient, 2 x 64 x (Lq + Lk - 1) floats in the forward's scratch and again in the
+ * backward's), CoPE's (B, H, L, max_len + 1) position logits and their gradients (q; with
+ * attention dropout its bias goes through mod_bias, with its (B, H, L, L) logits, bias and
+ * gradients), FIRE's (H, L, L) bias and its MLP's (L, L) pairs (qh, ql). Within 2.4% of the arena (1.3% but for rel) over dim 64..256,
  * 1..4 layers, 1..8 heads of width >= 16, vocab 65..256, batch >= 2 and 512
  * tokens or more, 1 and 2 threads; smaller runs within 1.6% (docs/examples.md,
  * "Memory"). FIRE is counted with its pairs although it runs over distances

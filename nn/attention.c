@@ -810,7 +810,8 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                      : pg_flash_attention_qkv_unchecked(g, packed, c->heads, &fo);
         merged = true;
     } else {
-        pg_sdpa_opts o = {reference_bias(g, m, a, t.bias, Lq), a->mask, c->causal, c->scale, drop ? c->dropout : 0.0, a->rng};
+        pg_sdpa_opts o = {reference_bias(g, m, a, t.bias, Lq), a->mask, c->causal, c->scale,
+                          drop ? c->dropout : 0.0, a->rng};
         out = sdpa(g, qkv[0], qkv[1], qkv[2], &o); /* (B, H, Lq, Dh); checked above */
     }
     if (!merged)
