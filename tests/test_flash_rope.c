@@ -3,7 +3,7 @@
  * without them, bit for bit, for the output and the gradients of q, k, v (and of the one
  * projection, pg_flash_attention_qkv): both pairings, partial rotation (2R < D), tables per
  * batch or shared, q's and k's tables apart (xPos's sigma^(+-1)), causal / not, masks,
- * local bands, cross attention, xPos on top, sizes that are not multiples of the tile,
+ * local bands, cross attention, xPos on top, attention dropout, sizes that are not multiples of the tile,
  * f32 and f64, gradients fresh or added to; float64 gradchecks; the same bits on 1 and 2
  * threads; bad tables refused with their shapes. */
 #include "../autograd/flash.h"
@@ -15,6 +15,7 @@ typedef struct rcase {
     int64_t w, lb, lf; /* local band (w 0: none) */
     bool batched_q, batched_k; /* tables per batch (Bc = B), else shared */
     double xpos;               /* xpos_scale_base (0: off) */
+    double drop;               /* attention dropout from a fixed generator state (0: none) */
 } rcase;
 
 /* one side's cos and sin (Bc, 1, L, R) of dt: angles p theta_i (+ b / 3 per batch), times
@@ -48,10 +49,15 @@ static tables make_tables(const rcase *c, pg_dtype dt)
     return t;
 }
 
+/* the dropout's generator: the same state for every call (each run draws the same mask) */
+static pg_rng drop_rng;
+
 static pg_flash_opts opts_of(const rcase *c, pg_tensor *mask, const tables *t)
 {
+    drop_rng = pg_rng_init(17);
     pg_flash_opts o = {.causal = c->causal, .mask = mask, .window = c->w, .look_backward = c->lb,
-                       .look_forward = c->lf, .xpos_scale_base = c->xpos};
+                       .look_forward = c->lf, .xpos_scale_base = c->xpos, .dropout = c->drop,
+                       .rng = c->drop > 0 ? &drop_rng : NULL};
     if (t) {
         o.rot_cos_q = t->t[0], o.rot_sin_q = t->t[1], o.rot_cos_k = t->t[2], o.rot_sin_k = t->t[3];
         o.rot_interleaved = c->interleaved;
@@ -145,10 +151,10 @@ static void check_case(const rcase *c, bool packed, pg_dtype dt, bool twice, uin
     char what[240];
     snprintf(what, sizeof what,
              "%s B %lld H %lld Lq %lld Lk %lld D %lld R %lld interleaved %d causal %d mask %d band %lld/%lld/%lld "
-             "batched %d/%d xpos %g packed %d twice %d: ",
+             "batched %d/%d xpos %g drop %g packed %d twice %d: ",
              pg_dtype_name(dt), (long long)c->B, (long long)c->H, (long long)c->Lq, (long long)c->Lk,
              (long long)c->D, (long long)c->R, c->interleaved, c->causal, c->masked, (long long)c->w,
-             (long long)c->lb, (long long)c->lf, c->batched_q, c->batched_k, c->xpos, packed, twice);
+             (long long)c->lb, (long long)c->lf, c->batched_q, c->batched_k, c->xpos, c->drop, packed, twice);
     static const char *const names[4] = {"out", "dq", "dk", "dv"}, *const pnames[2] = {"out", "dqkv"};
     assert_same_bits_free_in(what, f, u, 1 + n, packed ? pnames : names);
     free_all(n, in);
@@ -156,19 +162,20 @@ static void check_case(const rcase *c, bool packed, pg_dtype dt, bool twice, uin
 }
 
 static const rcase CASES[] = {
-    /* B, H, Lq, Lk, D, R, interleaved, causal, masked, w, lb, lf, batched_q, batched_k, xpos */
-    {2, 2, 150, 150, 8, 4, false, true, false, 0, 0, 0, false, false, 0},  /* causal, several tiles */
-    {2, 2, 150, 150, 8, 4, true, false, true, 0, 0, 0, false, false, 0},   /* interleaved, masked */
-    {2, 3, 130, 130, 12, 3, false, true, true, 0, 0, 0, true, false, 0},   /* 2R < D, q's tables per batch */
-    {2, 2, 100, 100, 6, 2, true, true, false, 0, 0, 0, false, true, 0},    /* interleaved 2R < D, k's per batch */
-    {1, 2, 170, 170, 8, 4, false, true, false, 40, 1, 0, true, true, 0},   /* windows of 40 */
-    {2, 2, 150, 150, 8, 4, false, true, true, 0, 0, 0, false, false, 24},  /* xPos on the rotated q, k */
-    {1, 1, 5, 5, 4, 2, true, false, false, 0, 0, 0, false, false, 0},      /* below one tile */
+    /* B, H, Lq, Lk, D, R, interleaved, causal, masked, w, lb, lf, batched_q, batched_k, xpos, drop */
+    {2, 2, 150, 150, 8, 4, false, true, false, 0, 0, 0, false, false, 0, 0},  /* causal, several tiles */
+    {2, 2, 150, 150, 8, 4, true, false, true, 0, 0, 0, false, false, 0, 0},   /* interleaved, masked */
+    {2, 3, 130, 130, 12, 3, false, true, true, 0, 0, 0, true, false, 0, 0},   /* 2R < D, q's tables per batch */
+    {2, 2, 100, 100, 6, 2, true, true, false, 0, 0, 0, false, true, 0, 0},    /* interleaved 2R < D, k's per batch */
+    {1, 2, 170, 170, 8, 4, false, true, false, 40, 1, 0, true, true, 0, 0},   /* windows of 40 */
+    {2, 2, 150, 150, 8, 4, false, true, true, 0, 0, 0, false, false, 24, 0},  /* xPos on the rotated q, k */
+    {1, 1, 5, 5, 4, 2, true, false, false, 0, 0, 0, false, false, 0, 0},      /* below one tile */
+    {2, 2, 100, 100, 8, 4, true, true, false, 0, 0, 0, false, false, 0, 0.3}, /* attention dropout */
 };
 
 static const rcase CROSS[] = {
-    {2, 2, 70, 130, 8, 4, false, false, true, 0, 0, 0, true, false, 0}, /* cross attention */
-    {2, 1, 130, 9, 4, 1, true, true, false, 0, 0, 0, false, true, 0},   /* Lq > Lk */
+    {2, 2, 70, 130, 8, 4, false, false, true, 0, 0, 0, true, false, 0, 0}, /* cross attention */
+    {2, 1, 130, 9, 4, 1, true, true, false, 0, 0, 0, false, true, 0, 0},   /* Lq > Lk */
 };
 
 Test(flash_rope, same_bits_as_rotate_pairs_then_kernel)
@@ -214,9 +221,9 @@ static pg_tensor *rope_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 Test(flash_rope, gradcheck)
 {
     const rcase cases[] = {
-        {1, 2, 5, 6, 4, 2, false, false, false, 0, 0, 0, false, false, 0},
-        {2, 1, 6, 6, 6, 2, true, true, false, 0, 0, 0, true, true, 0},
-        {1, 1, 9, 9, 4, 2, false, false, false, 3, 1, 1, false, true, 2},
+        {1, 2, 5, 6, 4, 2, false, false, false, 0, 0, 0, false, false, 0, 0},
+        {2, 1, 6, 6, 6, 2, true, true, false, 0, 0, 0, true, true, 0, 0},
+        {1, 1, 9, 9, 4, 2, false, false, false, 3, 1, 1, false, true, 2, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const rcase *c = &cases[i];
@@ -248,7 +255,7 @@ static void threads_run(void *ctx, pg_tensor **res)
 /* heads go to threads whole, each rotating its own: the same bits on 1 and 2 threads */
 Test(flash_rope, same_bits_for_any_thread_count)
 {
-    const rcase c = {2, 3, 140, 140, 8, 4, false, true, false, 0, 0, 0, true, false, 0};
+    const rcase c = {2, 3, 140, 140, 8, 4, false, true, false, 0, 0, 0, true, false, 0, 0};
     for (int f32 = 0; f32 < 2; f32++) {
         threads_ctx x = {&c, f32 ? PG_F32 : PG_F64};
         assert_same_bits_on_1_and_2_threads(threads_run, &x, 2, (const char *const[]){"out", "dqkv"});
