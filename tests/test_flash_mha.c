@@ -184,15 +184,6 @@ Test(flash_mha, fused_equals_unfused_fire_cope)
     assert_band_fused_equals_unfused(WITH_FIRE_COPE_ALIBI, true, true, &windows);
 }
 
-/* counts the fused op in a graph's tape */
-static int fused_nodes(const pg_graph *g)
-{
-    int n = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++)
-        n += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
-    return n;
-}
-
 Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
 {
     pg_mha *m = make(WITH_ALIBI, true, false);

@@ -213,15 +213,6 @@ Test(flash_qkv, bad_arguments)
 
 /* ---- MultiheadAttention reads its projection in place where nothing else takes q, k, v ---- */
 
-/* how many nodes of g are named op */
-static int count_ops(const pg_graph *g, const char *op)
-{
-    int n = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++)
-        n += strcmp(pg_graph_node(g, i)->name, op) == 0;
-    return n;
-}
-
 /* out of m over x (2, 9, 24), its splits, in-place calls and rotations counted; *grad = x's
  * gradient */
 static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, int *rotations, pg_tensor **grad)
@@ -230,9 +221,9 @@ static pg_tensor *mha_run(pg_mha *m, int *splits, int *in_place, int *rotations,
     pg_graph *g = pg_graph_new();
     pg_tensor *out = pg_mha_forward(g, m, x, NULL, NULL);
     cr_assert_not_null(out, "%s", pg_graph_error(g));
-    *splits = count_ops(g, "pg_split_heads");
-    *in_place = count_ops(g, "pg_flash_attention_qkv");
-    *rotations = count_ops(g, "pg_rotate_pairs");
+    *splits = count_nodes(g, "pg_split_heads");
+    *in_place = count_nodes(g, "pg_flash_attention_qkv");
+    *rotations = count_nodes(g, "pg_rotate_pairs");
     cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, out, out), 0, NULL, false)), 0, "%s", pg_graph_error(g));
     pg_tensor *res = pg_tensor_copy(NULL, out);
     *grad = take_grad(x);

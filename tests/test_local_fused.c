@@ -75,11 +75,8 @@ static pg_tensor *run(pg_local_attention *m, pg_tensor *const *qkv, pg_tensor *m
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     pg_rng r = pg_rng_init(8);
     cr_assert_eq(pg_backward_with(g, y, pg_randn(g, PG_F64, y->ndim, y->shape, &r)), 0, "%s", pg_graph_error(g));
-    *n_fused = *n_rot = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++) {
-        *n_fused += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
-        *n_rot += strcmp(pg_graph_node(g, i)->name, "pg_rotate_pairs") == 0;
-    }
+    *n_fused = fused_nodes(g);
+    *n_rot = count_nodes(g, "pg_rotate_pairs");
     pg_tensor *out = pg_tensor_copy(NULL, y);
     pg_graph_free(g);
     return out;

@@ -386,11 +386,8 @@ static void positions_run(bool unfused, pg_tensor *res[2], int *n_fused, int *n_
     pg_tensor *y = pg_local_attention_forward(g, m, q, k, v, &(pg_local_args){.pos_q = p, .pos_k = p});
     cr_assert_not_null(y, "%s", pg_graph_error(g));
     cr_assert_eq(pg_backward(g, pg_sum(g, pg_mul(g, y, y), 0, NULL, false)), 0, "%s", pg_graph_error(g));
-    *n_fused = *n_rot = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++) {
-        *n_fused += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
-        *n_rot += strcmp(pg_graph_node(g, i)->name, "pg_rotate_pairs") == 0;
-    }
+    *n_fused = fused_nodes(g);
+    *n_rot = count_nodes(g, "pg_rotate_pairs");
     cr_assert_null(p->grad, "unfused %d: a gradient reached the positions", unfused);
     res[0] = pg_tensor_copy(NULL, y);
     res[1] = take_grad(q);

@@ -83,9 +83,7 @@ static pg_tensor *run(pg_local_attention *m, const sq_case *sc, pg_tensor *const
     if (y->dtype != PG_F64)
         up = pg_cast(g, up, y->dtype);
     cr_assert_eq(pg_backward_with(g, y, up), 0, "%s", pg_graph_error(g));
-    *n_fused = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++)
-        *n_fused += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
+    *n_fused = fused_nodes(g);
     pg_tensor *out = pg_tensor_copy(NULL, y);
     pg_graph_free(g);
     return out;

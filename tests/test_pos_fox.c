@@ -563,15 +563,6 @@ Test(pos_fox, flash_separable_bias_bad_operands)
     free_all(4, own);
 }
 
-/* counts the fused op in a graph's tape */
-static int fused_nodes(const pg_graph *g)
-{
-    int n = 0;
-    for (int i = 0; i < pg_graph_num_nodes(g); i++)
-        n += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
-    return n;
-}
-
 static pg_mha *mha_cfg(bool unfused, pg_fox_opts o, uint64_t seed)
 {
     pg_mha_config c = pg_mha_defaults(4, 2);

@@ -223,6 +223,24 @@ static inline pg_tensor *randt(int ndim, const int64_t *shape, uint64_t seed, bo
     return t;
 }
 
+/* how many of g's nodes are named `name` (pg_split_heads, pg_rotate_pairs, ...) */
+static inline int count_nodes(const pg_graph *g, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+        n += strcmp(pg_graph_node(g, i)->name, name) == 0;
+    return n;
+}
+
+/* how many of g's nodes are the fused attention (a name with "flash" in it) */
+static inline int fused_nodes(const pg_graph *g)
+{
+    int n = 0;
+    for (int i = 0; i < pg_graph_num_nodes(g); i++)
+        n += strstr(pg_graph_node(g, i)->name, "flash") != NULL;
+    return n;
+}
+
 /* the float whose bits are u (tests that walk the floats by their bits) */
 static inline float float_of_bits(uint32_t u)
 {
