@@ -25,22 +25,21 @@ typedef struct rot_job {
     int64_t B, H, L, Dh, R, Bc;
     const void *x, *C, *S, *gy;
     void *out;  /* y, or dx */
-    bool fresh; /* dx is a fresh gradient: each task zeroes its slab first, while it is in cache */
+    bool fresh; /* dx is a fresh gradient: each task assigns its slab (no zero pass) */
 } rot_job;
-
-/* channel offsets of pair i, for the table gradients below */
-#define PAIR_A(i) (j->interleaved ? 2 * (i) : (i))
-#define PAIR_B(i) (j->interleaved ? 2 * (i) + 1 : j->R + (i))
 
 #define DEFINE_ROT(T, sfx)                                                                                     \
     /* gC, gS (L, R) += the slab's contribution */                                                             \
     static void rot_bwd_cs_##sfx(const rot_job *j, T *restrict gC, T *restrict gS, const T *restrict gy,       \
                                  const T *restrict x)                                                          \
     {                                                                                                          \
+        const bool interleaved = j->interleaved; /* for ROT_PAIR_A / B (rotate_rows.h) */                      \
+        const int64_t R = j->R;                                                                                \
         for (int64_t l = 0; l < j->L; l++, gy += j->Dh, x += j->Dh) {                                          \
-            T *restrict gc = gC ? gC + l * j->R : NULL, *restrict gs = gS ? gS + l * j->R : NULL;              \
-            for (int64_t i = 0; i < j->R; i++) {                                                               \
-                const T ga = gy[PAIR_A(i)], gb = gy[PAIR_B(i)], xa = x[PAIR_A(i)], xb = x[PAIR_B(i)];          \
+            T *restrict gc = gC ? gC + l * R : NULL, *restrict gs = gS ? gS + l * R : NULL;                    \
+            for (int64_t i = 0; i < R; i++) {                                                                  \
+                const T ga = gy[ROT_PAIR_A(i)], gb = gy[ROT_PAIR_B(i)];                                        \
+                const T xa = x[ROT_PAIR_A(i)], xb = x[ROT_PAIR_B(i)];                                          \
                 if (gc)                                                                                        \
                     gc[i] += ga * xa + gb * xb;                                                                \
                 if (gs)                                                                                        \
