@@ -444,11 +444,25 @@ static const T *F(rot_table)(const flash_dims *d, int i, int64_t bh_i)
     return (const T *)d->rot[i] + (d->rot_batched[i / 2] ? bh_i / d->H : 0) * L * d->rot_R;
 }
 
-/* With the rotation (flash.h rot_*): the head's queries and keys rotated into Qr (Lq, D) and
- * Kr (Lk, D) of a thread's scratch, which its tiles then read (hd's rows D apart) */
-static void F(rot_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *Qr, T *Kr)
+/* With the rotation, a thread's last rot_elems(d) elements of scratch (NULL without): part
+ * 0 the head's rotated queries Qr (Lq, D), 1 its keys Kr (Lk, D), in the backward 2 and 3
+ * their gradients dQr (Lq, D), dKr (Lk, D) */
+static T *F(rot_scratch)(const flash_dims *d, void *scratch)
+{
+    return d->rot[0] ? (T *)scratch + scratch_elems(d) - rot_elems(d) : NULL;
+}
+static T *F(rot_part)(const flash_dims *d, T *rot, int part)
+{
+    const int64_t q = d->Lq * d->D, k = d->Lk * d->D;
+    return rot + (part == 0 ? 0 : part == 1 ? q : part == 2 ? q + k : 2 * q + k);
+}
+
+/* With the rotation (flash.h rot_*): the head's queries and keys rotated into Qr and Kr of
+ * the thread's rotation scratch, which its tiles then read (hd's rows D apart) */
+static void F(rot_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *rot)
 {
     const int64_t D = d->D, R = d->rot_R;
+    T *Qr = F(rot_part)(d, rot, 0), *Kr = F(rot_part)(d, rot, 1);
     F(rot_rows)(Qr, D, hd->q, hd->ldqk, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
                 d->rot_interleaved);
     F(rot_rows)(Kr, D, hd->k, hd->ldqk, F(rot_table)(d, 2, bh_i), F(rot_table)(d, 3, bh_i), d->Lk, R, D,
@@ -457,11 +471,11 @@ static void F(rot_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *Qr, T
 }
 
 /* The chain rule through rot_head: dq (row stride qkv_ld) += the rotation's backward of the
- * head's dQr (Lq, D), dk of dKr, each assigned where `fresh` (bits 0, 1) says it is unwritten */
-static void F(rot_head_grads)(const flash_dims *d, int64_t bh_i, T *dq, T *dk, const T *dQr, const T *dKr,
-                              unsigned fresh)
+ * head's dQr, dk of dKr, each assigned where `fresh` (bits 0, 1) says it is unwritten */
+static void F(rot_head_grads)(const flash_dims *d, int64_t bh_i, T *dq, T *dk, T *rot, unsigned fresh)
 {
     const int64_t D = d->D, R = d->rot_R, ld = qkv_ld(d, D);
+    const T *dQr = F(rot_part)(d, rot, 2), *dKr = F(rot_part)(d, rot, 3);
     if (dq)
         F(rot_rows_back)(dq, ld, dQr, D, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
                          d->rot_interleaved, fresh & 1u);
@@ -491,12 +505,12 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    T *Qr = (T *)scratch + scratch_elems(d) - rot_elems(d), *Kr = Qr + Lq * D; /* with the rotation */
+    T *const rot = F(rot_scratch)(d, scratch);
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = F(row_at)(d, u);
         F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
-        if (d->rot[0])
-            F(rot_head)(d, &hd, bh_i, Qr, Kr);
+        if (rot)
+            F(rot_head)(d, &hd, bh_i, rot);
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         T *oh = out + out_at(d, bh_i), *lh = lse + bh_i * Lq;
         const int64_t ldo = out_ld(d), ldv = qkv_ld(d, Dv);
@@ -734,16 +748,16 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         F(xpos_init)(d, xt, scratch);
     /* with the rotation: the head's rotated q and k, and their gradients, which the tiles write
      * (fresh) and rot_head_grads takes through the rotation into dq and dk at the head's end */
-    T *Qr = (T *)scratch + scratch_elems(d) - rot_elems(d), *Kr = Qr + Lq * D, *dQr = Kr + Lk * D, *dKr = dQr + Lq * D;
+    T *const rot = F(rot_scratch)(d, scratch);
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = order ? order[u] : F(row_at)(d, u);
         F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         T *const dq_out = hg.dq, *const dk_out = hg.dk;
         unsigned fr = fresh;
-        if (d->rot[0]) {
-            F(rot_head)(d, &hd, bh_i, Qr, Kr);
-            hg.dq = hg.dq ? dQr : NULL, hg.dk = hg.dk ? dKr : NULL;
+        if (rot) {
+            F(rot_head)(d, &hd, bh_i, rot);
+            hg.dq = hg.dq ? F(rot_part)(d, rot, 2) : NULL, hg.dk = hg.dk ? F(rot_part)(d, rot, 3) : NULL;
             fr |= 3u;
         }
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
@@ -847,8 +861,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         }
         F(zero_rows)(dkh, ldk, D, kf, Lk, k_new); /* the keys after the last reached */
         F(zero_rows)(dvh, ldv, Dv, kf, Lk, v_new);
-        if (d->rot[0])
-            F(rot_head_grads)(d, bh_i, dq_out, dk_out, dQr, dKr, fresh);
+        if (rot)
+            F(rot_head_grads)(d, bh_i, dq_out, dk_out, rot, fresh);
     }
 }
 
