@@ -155,24 +155,12 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
 }
 
 /* pg_vsigmoidf of 16 floats, operation by operation (the same bits): e = e^-|x| by
- * pg_vexpf's steps, then 1 / (1 + e) or e / (1 + e). The compiler's loop over
+ * tensor/vmath.h's pg_vexpf16, then 1 / (1 + e) or e / (1 + e). The compiler's loop over
  * pg_vsigmoidf left a scalar tail in each row: pg_cope_attention 2-3% slower. */
 static inline __m512 cope_sigmoid16(__m512 x)
 {
     const __m512 nx = _mm512_min_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), x)); /* -|x|; NaN stays */
-    const __m512 xc = _mm512_max_ps(nx, _mm512_set1_ps(-87.0f)), shifter = _mm512_set1_ps(12582912.0f);
-    const __m512 kd = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
-    const __m512 n = _mm512_sub_ps(kd, shifter);
-    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f),
-                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc));
-    static const float taylor[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    for (int i = 0; i < 7; i++)
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(taylor[i]));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd), _mm512_set1_epi32(127)), 23);
-    __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
-    e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(nx, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), e);
-    e = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(nx, nx, _CMP_UNORD_Q), nx);
+    const __m512 e = pg_vexpf16(nx);
     const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
     const __m512 inv = _mm512_div_ps(one, d);
     const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ); /* x < 0 or NaN */

@@ -137,36 +137,11 @@ DEFINE_NORM(double, f64)
  * The loops above end each row's sums in a chain of 16 dependent additions, and gcc keeps
  * their partial sums on the stack: a (2048, 128) float layer norm took 0.09 ms forward and
  * 0.14 backward (1 thread, full-width AVX-512 EPYC), here 0.06 and 0.10; five of them are in
- * a step of the toy model. Here a row's 16 partial sums (lane l: the row's elements l, l + 16, ... in double, in that
- * order) are two vectors of 8 doubles; 8 rows' vectors are transposed (tensor/simd_transpose.h)
- * so that their final sums, 0 + lane 0 + lane 1 + ... + lane 15, run side by side in one
- * vector. Every other operation is the loops' own, element by element (no fma where they have
- * none): the same bits (tests/test_norm_rows.c). D a multiple of 16. */
+ * a step of the toy model. Here 8 rows' final sums run side by side in one vector
+ * (autograd/lane_sums.h). Every other operation is the loops' own, element by element (no
+ * fma where they have none): the same bits (tests/test_norm_rows.c). D a multiple of 16. */
 #if defined(__AVX512F__)
-#include <immintrin.h>
-
-#include "../tensor/simd_transpose.h"
-
-/* the 16 floats of v as doubles: lanes 0-7 and 8-15 */
-static inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-static inline __m512d hi_pd(__m512 v)
-{
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-}
-
-/* out[q] = 0 + lane 0 + ... + lane 15 of row q's partial sums (lo[q]: lanes 0-7, hi[q]: 8-15),
- * q < 8; lo and hi are transposed in place */
-static void row_totals(double *out, __m512d lo[8], __m512d hi[8])
-{
-    transpose8_f64(lo);
-    transpose8_f64(hi);
-    __m512d s = _mm512_setzero_pd();
-    for (int l = 0; l < 8; l++)
-        s = _mm512_add_pd(s, lo[l]);
-    for (int l = 0; l < 8; l++)
-        s = _mm512_add_pd(s, hi[l]);
-    _mm512_storeu_pd(out, s);
-}
+#include "lane_sums.h"
 
 /* the partial sums of rows q < n of x (rows of D): of x, or with mean of (x - mean[q])^2;
  * rows n .. 7 zero */
@@ -177,7 +152,7 @@ static void row_parts(__m512d lo[8], __m512d hi[8], const float *x, int64_t D, i
         const __m512d m = _mm512_set1_pd(mean && q < n ? mean[q] : 0.0);
         for (int64_t j = 0; q < n && j < D; j += 16) {
             const __m512 v = _mm512_loadu_ps(x + q * D + j);
-            __m512d dl = lo_pd(v), dh = hi_pd(v);
+            __m512d dl = pg_lo_pd(v), dh = pg_hi_pd(v);
             if (mean) {
                 dl = _mm512_sub_pd(dl, m), dh = _mm512_sub_pd(dh, m);
                 dl = _mm512_mul_pd(dl, dl), dh = _mm512_mul_pd(dh, dh);
@@ -202,12 +177,12 @@ static bool norm_fwd_vec_f32(float *restrict y, const float *restrict x, const f
         double mean[8] = {0}, var[8];
         if (center) {
             row_parts(lo, hi, xb, D, n, NULL);
-            row_totals(mean, lo, hi);
+            pg_row_totals8(mean, lo, hi);
             for (int q = 0; q < 8; q++)
                 mean[q] /= (double)D;
         }
         row_parts(lo, hi, xb, D, n, mean);
-        row_totals(var, lo, hi);
+        pg_row_totals8(var, lo, hi);
         for (int q = 0; q < n; q++) {
             const double rstd = 1.0 / sqrt(var[q] / (double)D + eps);
             if (stats)
@@ -229,12 +204,47 @@ static inline void affine_grads16(double *restrict aw, double *restrict ab, __m5
 {
     if (aw) {
         const __m512 p = _mm512_mul_ps(g, xhat);
-        _mm512_storeu_pd(aw + j, _mm512_add_pd(_mm512_loadu_pd(aw + j), lo_pd(p)));
-        _mm512_storeu_pd(aw + j + 8, _mm512_add_pd(_mm512_loadu_pd(aw + j + 8), hi_pd(p)));
+        _mm512_storeu_pd(aw + j, _mm512_add_pd(_mm512_loadu_pd(aw + j), pg_lo_pd(p)));
+        _mm512_storeu_pd(aw + j + 8, _mm512_add_pd(_mm512_loadu_pd(aw + j + 8), pg_hi_pd(p)));
     }
     if (ab) {
-        _mm512_storeu_pd(ab + j, _mm512_add_pd(_mm512_loadu_pd(ab + j), lo_pd(g)));
-        _mm512_storeu_pd(ab + j + 8, _mm512_add_pd(_mm512_loadu_pd(ab + j + 8), hi_pd(g)));
+        _mm512_storeu_pd(ab + j, _mm512_add_pd(_mm512_loadu_pd(ab + j), pg_lo_pd(g)));
+        _mm512_storeu_pd(ab + j + 8, _mm512_add_pd(_mm512_loadu_pd(ab + j + 8), pg_hi_pd(g)));
+    }
+}
+
+/* One row of the backward (gy, x: its D values; mu, rs: its statistics): aw and ab += its
+ * terms and, with sums, its partial sums of dxhat and of dxhat xhat into d[0..1], dx[0..1] */
+static void row_grad_parts(__m512d d[2], __m512d dx[2], double *restrict aw, double *restrict ab,
+                           const float *restrict gy, const float *restrict x, const float *restrict w, int64_t D,
+                           float mu, float rs, bool sums)
+{
+    const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
+    d[0] = d[1] = dx[0] = dx[1] = _mm512_setzero_pd();
+    for (int64_t j = 0; j < D; j += 16) {
+        const __m512 g = _mm512_loadu_ps(gy + j);
+        const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmu), vrs);
+        affine_grads16(aw, ab, g, xhat, j);
+        if (!sums)
+            continue;
+        const __m512 dv = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g, dxv = _mm512_mul_ps(dv, xhat);
+        d[0] = _mm512_add_pd(d[0], pg_lo_pd(dv)), d[1] = _mm512_add_pd(d[1], pg_hi_pd(dv));
+        dx[0] = _mm512_add_pd(dx[0], pg_lo_pd(dxv)), dx[1] = _mm512_add_pd(dx[1], pg_hi_pd(dxv));
+    }
+}
+
+/* gx's row (+)= rs (dy w - md - (x - mu) rs mdx) */
+static void row_dx(float *restrict gx, const float *restrict gy, const float *restrict x, const float *restrict w,
+                   int64_t D, float mu, float rs, float md, float mdx, bool assign)
+{
+    const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs), vmd = _mm512_set1_ps(md),
+                 vmdx = _mm512_set1_ps(mdx);
+    for (int64_t j = 0; j < D; j += 16) {
+        const __m512 g = _mm512_loadu_ps(gy + j);
+        const __m512 d = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g;
+        const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmu), vrs);
+        const __m512 t = _mm512_mul_ps(vrs, _mm512_sub_ps(_mm512_sub_ps(d, vmd), _mm512_mul_ps(xhat, vmdx)));
+        _mm512_storeu_ps(gx + j, assign ? t : _mm512_add_ps(_mm512_loadu_ps(gx + j), t));
     }
 }
 
@@ -247,45 +257,28 @@ static bool norm_bwd_vec_f32(float *restrict gx, double *restrict aw, double *re
         return false;
     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
         const int n = rows - r0 < 8 ? (int)(rows - r0) : 8;
-        __m512d dlo[8], dhi[8], xlo[8], xhi[8]; /* the partial sums of dxhat and of dxhat xhat */
+        __m512d d[8][2], dx[8][2]; /* per row: the partial sums of dxhat and of dxhat xhat */
         float mu[8], rs[8];
         for (int q = 0; q < 8; q++) {
-            __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd(), c = _mm512_setzero_pd(),
-                    e = _mm512_setzero_pd();
-            mu[q] = q < n ? (float)stats[2 * (r0 + q)] : 0.0f, rs[q] = q < n ? (float)stats[2 * (r0 + q) + 1] : 0.0f;
-            const __m512 vmu = _mm512_set1_ps(mu[q]), vrs = _mm512_set1_ps(rs[q]);
-            const float *gq = gy + (r0 + q) * D, *xq = x + (r0 + q) * D;
-            for (int64_t j = 0; q < n && j < D; j += 16) {
-                const __m512 g = _mm512_loadu_ps(gq + j);
-                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xq + j), vmu), vrs);
-                affine_grads16(aw, ab, g, xhat, j);
-                if (!gx)
-                    continue;
-                const __m512 d = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g, dx = _mm512_mul_ps(d, xhat);
-                a = _mm512_add_pd(a, lo_pd(d)), b = _mm512_add_pd(b, hi_pd(d));
-                c = _mm512_add_pd(c, lo_pd(dx)), e = _mm512_add_pd(e, hi_pd(dx));
-            }
-            dlo[q] = a, dhi[q] = b, xlo[q] = c, xhi[q] = e;
+            d[q][0] = d[q][1] = dx[q][0] = dx[q][1] = _mm512_setzero_pd();
+            if (q >= n)
+                continue;
+            mu[q] = (float)stats[2 * (r0 + q)], rs[q] = (float)stats[2 * (r0 + q) + 1];
+            row_grad_parts(d[q], dx[q], aw, ab, gy + (r0 + q) * D, x + (r0 + q) * D, w, D, mu[q], rs[q], gx != NULL);
         }
         if (!gx)
             continue;
+        __m512d lo[8], hi[8];
         double sd[8], sdx[8];
-        row_totals(sd, dlo, dhi);
-        row_totals(sdx, xlo, xhi);
-        for (int q = 0; q < n; q++) {
-            const __m512 vmu = _mm512_set1_ps(mu[q]), vrs = _mm512_set1_ps(rs[q]);
-            const __m512 md = _mm512_set1_ps(center ? (float)(sd[q] / (double)D) : 0.0f);
-            const __m512 mdx = _mm512_set1_ps((float)(sdx[q] / (double)D));
-            const float *gq = gy + (r0 + q) * D, *xq = x + (r0 + q) * D;
-            float *gxq = gx + (r0 + q) * D;
-            for (int64_t j = 0; j < D; j += 16) { /* rs (dy w - md - (x - mu) rs mdx) */
-                const __m512 g = _mm512_loadu_ps(gq + j);
-                const __m512 d = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g;
-                const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xq + j), vmu), vrs);
-                const __m512 t = _mm512_mul_ps(vrs, _mm512_sub_ps(_mm512_sub_ps(d, md), _mm512_mul_ps(xhat, mdx)));
-                _mm512_storeu_ps(gxq + j, assign ? t : _mm512_add_ps(_mm512_loadu_ps(gxq + j), t));
-            }
-        }
+        for (int q = 0; q < 8; q++)
+            lo[q] = d[q][0], hi[q] = d[q][1];
+        pg_row_totals8(sd, lo, hi);
+        for (int q = 0; q < 8; q++)
+            lo[q] = dx[q][0], hi[q] = dx[q][1];
+        pg_row_totals8(sdx, lo, hi);
+        for (int q = 0; q < n; q++)
+            row_dx(gx + (r0 + q) * D, gy + (r0 + q) * D, x + (r0 + q) * D, w, D, mu[q], rs[q],
+                   center ? (float)(sd[q] / (double)D) : 0.0f, (float)(sdx[q] / (double)D), assign);
     }
     return true;
 }

@@ -150,6 +150,27 @@ Test(vmath, float_normal_cdf_and_gelu_at_sampled_floats)
     cr_assert_eq(pg_vncdff(14.0f), 1.0f);
 }
 
+/* pg_vexpf16 (AVX-512): pg_vexpf's bits, 16 floats at a time, at every 1021st float bit
+ * pattern (both signs: +-0, subnormals, the clamps at -87 and 88, overflow, +-inf, NaN) and
+ * at the ends of its range (checked over all 2^32 floats when it was written) */
+#if defined(__AVX512F__)
+Test(vmath, float_exp_16_lanes_same_bits)
+{
+    const float edges[16] = {-87.0f, -87.00001f, -86.99999f, 88.0f, 88.72283f, 88.72284f, 88.73f, -88.0f,
+                             0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_TRUE_MIN, -FLT_TRUE_MIN, 1e-20f};
+    float x[16], got[16];
+    for (uint64_t b = 0; b < (1ull << 32) + 16 * 1021; b += 16 * 1021) {
+        for (int l = 0; l < 16; l++)
+            x[l] = b < (1ull << 32) ? float_of_bits((uint32_t)(b + (uint64_t)l * 1021)) : edges[l];
+        _mm512_storeu_ps(got, pg_vexpf16(_mm512_loadu_ps(x)));
+        for (int l = 0; l < 16; l++) {
+            const float want = pg_vexpf(x[l]);
+            cr_assert(!memcmp(&got[l], &want, sizeof want), "pg_vexpf16(%a) = %a, pg_vexpf's %a", x[l], got[l], want);
+        }
+    }
+}
+#endif
+
 /* f32 GELU and its gradient against libm in double at the same float inputs: the
  * value relative to itself, the gradient Phi(x) + x phi(x) relative to its terms'
  * size (the two cancel near x = -0.75, as they do in any float computation) */
