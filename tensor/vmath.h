@@ -287,6 +287,17 @@ static inline float pg_vncdff(float x) { return pg_vncdff_with(x, pg_vgaussf(x))
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+/* e^r for |r| <= ln 2 / 2 by its Taylor polynomial of degree 7, Horner's steps from 1/7!
+ * (pg_vexpf's; autograd/exp_rows.h's exp16 shares them) */
+static inline __m512 pg_vexpf16_taylor(__m512 r)
+{
+    static const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    for (int i = 0; i < 7; i++)
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[i]));
+    return p;
+}
+
 static inline __m512 pg_vexpf16(__m512 x)
 {
     const __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
@@ -294,16 +305,8 @@ static inline __m512 pg_vexpf16(__m512 x)
     const __m512 kd = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter), n = _mm512_sub_ps(kd, shifter);
     const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f),
                                       _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc));
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd), _mm512_set1_epi32(127)), 23);
-    __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    __m512 y = _mm512_mul_ps(pg_vexpf16_taylor(r), _mm512_castsi512_ps(bits));
     y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), _mm512_setzero_ps(), y);
     y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72283905f), _CMP_LT_OQ),
                              _mm512_set1_ps(INFINITY), y);
