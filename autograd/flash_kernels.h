@@ -698,7 +698,8 @@ static bool F(needs_ds)(const F(head_grads) *g)
 static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, const F(rel_head) *rh,
                                const T *restrict dS, int64_t i0, int64_t bq, int64_t j0, int64_t bk)
 {
-    const bool db_vec = g->db && CAT(DIAG_SUMS_VEC, FLASH_SFX)(g->db + (i0 - j0 + d->Lk - 1), dS, bq, bk); /* op_flash.c */
+    /* the distance bias: op_flash.c's vector form, else row by row */
+    const bool db_vec = g->db && CAT(DIAG_SUMS_VEC, FLASH_SFX)(g->db + (i0 - j0 + d->Lk - 1), dS, bq, bk);
     for (int64_t r = 0; g->db && !db_vec && r < bq; r++) {
         T *restrict gb = g->db + (i0 + r - j0 + d->Lk - 1);
         const T *restrict ds = dS + r * BK;

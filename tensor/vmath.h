@@ -302,7 +302,8 @@ static inline __m512 pg_vexpf16(__m512 x)
 {
     const __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
     const __m512 shifter = _mm512_set1_ps(12582912.0f);
-    const __m512 kd = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter), n = _mm512_sub_ps(kd, shifter);
+    const __m512 kd = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
+    const __m512 n = _mm512_sub_ps(kd, shifter);
     const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f),
                                       _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc));
     const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd), _mm512_set1_epi32(127)), 23);

@@ -100,8 +100,9 @@ static void check_case(const ce_case *c)
     cr_assert_not_null(loss, "%s", pg_graph_error(g));
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_graph_error(g));
     const float got = *(const float *)loss->data;
-    cr_assert(!memcmp(&got, &want, sizeof got), "loss %.9g, the loop's %.9g: rows %lld, C %lld, smoothing %g, ignore %d",
-              got, want, (long long)c->rows, (long long)c->C, c->smooth, c->ignore);
+    cr_assert(!memcmp(&got, &want, sizeof got),
+              "loss %.9g, the loop's %.9g: rows %lld, C %lld, smoothing %g, ignore %d", got, want,
+              (long long)c->rows, (long long)c->C, c->smooth, c->ignore);
     cr_assert(!memcmp(x->grad->data, gx, (size_t)x->numel * sizeof *gx),
               "the logits' gradient differs from the loop's: rows %lld, C %lld, smoothing %g, ignore %d",
               (long long)c->rows, (long long)c->C, c->smooth, c->ignore);

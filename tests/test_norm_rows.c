@@ -92,7 +92,8 @@ static void check_case(const norm_case *c)
 {
     const int64_t n = c->rows * c->D;
     pg_rng r = pg_rng_init((uint64_t)(c->rows * 131 + c->D));
-    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(c->rows, c->D), &r), *gy = pg_randn(NULL, PG_F32, PG_SHAPE(c->rows, c->D), &r);
+    pg_tensor *x = pg_randn(NULL, PG_F32, PG_SHAPE(c->rows, c->D), &r);
+    pg_tensor *gy = pg_randn(NULL, PG_F32, PG_SHAPE(c->rows, c->D), &r);
     pg_tensor *w = c->weight ? pg_randn(NULL, PG_F32, PG_SHAPE(c->D), &r) : NULL;
     pg_tensor *b = c->bias ? pg_randn(NULL, PG_F32, PG_SHAPE(c->D), &r) : NULL;
     pg_tensor *all[] = {x, gy, w, b};
