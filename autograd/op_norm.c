@@ -199,7 +199,7 @@ static bool norm_fwd_vec_f32(float *restrict y, const float *restrict x, const f
     return true;
 }
 
-/* aw[j] += dy xhat, ab[j] += dy for row q's 16 columns from j (each NULL when not asked for) */
+/* aw[j] += dy xhat, ab[j] += dy for a row's 16 columns from j (each NULL when not asked for) */
 static inline void affine_grads16(double *restrict aw, double *restrict ab, __m512 g, __m512 xhat, int64_t j)
 {
     if (aw) {
@@ -214,13 +214,15 @@ static inline void affine_grads16(double *restrict aw, double *restrict ab, __m5
 }
 
 /* One row of the backward (gy, x: its D values; mu, rs: its statistics): aw and ab += its
- * terms and, with sums, its partial sums of dxhat and of dxhat xhat into d[0..1], dx[0..1] */
+ * terms and, with sums, its partial sums of dxhat and of dxhat xhat into d[0..1], dx[0..1]
+ * (summed in locals: through d and dx, which may alias aw and ab, every addition went by
+ * memory and waited on the last one's store, and the backward took 0.16 ms instead of 0.10) */
 static void row_grad_parts(__m512d d[2], __m512d dx[2], double *restrict aw, double *restrict ab,
                            const float *restrict gy, const float *restrict x, const float *restrict w, int64_t D,
                            float mu, float rs, bool sums)
 {
     const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
-    d[0] = d[1] = dx[0] = dx[1] = _mm512_setzero_pd();
+    __m512d d0 = _mm512_setzero_pd(), d1 = d0, x0 = d0, x1 = d0;
     for (int64_t j = 0; j < D; j += 16) {
         const __m512 g = _mm512_loadu_ps(gy + j);
         const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmu), vrs);
@@ -228,9 +230,10 @@ static void row_grad_parts(__m512d d[2], __m512d dx[2], double *restrict aw, dou
         if (!sums)
             continue;
         const __m512 dv = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g, dxv = _mm512_mul_ps(dv, xhat);
-        d[0] = _mm512_add_pd(d[0], pg_lo_pd(dv)), d[1] = _mm512_add_pd(d[1], pg_hi_pd(dv));
-        dx[0] = _mm512_add_pd(dx[0], pg_lo_pd(dxv)), dx[1] = _mm512_add_pd(dx[1], pg_hi_pd(dxv));
+        d0 = _mm512_add_pd(d0, pg_lo_pd(dv)), d1 = _mm512_add_pd(d1, pg_hi_pd(dv));
+        x0 = _mm512_add_pd(x0, pg_lo_pd(dxv)), x1 = _mm512_add_pd(x1, pg_hi_pd(dxv));
     }
+    d[0] = d0, d[1] = d1, dx[0] = x0, dx[1] = x1;
 }
 
 /* gx's row (+)= rs (dy w - md - (x - mu) rs mdx) */
