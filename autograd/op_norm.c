@@ -135,9 +135,9 @@ DEFINE_NORM(double, f64)
 
 /* ---- float rows of whole zmm registers (AVX-512): the same arithmetic, 8 rows at a time ----
  * The loops above end each row's sums in a chain of 16 dependent additions, and gcc keeps
- * their partial sums on the stack: a (2048, 128) float layer norm took 0.09 ms forward and
- * 0.14 backward (1 thread, full-width AVX-512 EPYC), here 0.06 and 0.10; five of them are in
- * a step of the toy model. Here 8 rows' final sums run side by side in one vector
+ * their partial sums on the stack: a (2048, 128) float layer norm took 0.09-0.12 ms forward
+ * and 0.14-0.19 backward (1 thread, full-width AVX-512 EPYC), here 0.06-0.08 and 0.10-0.14;
+ * five of them are in a step of the toy model. Here 8 rows' final sums run side by side in one vector
  * (autograd/lane_sums.h). Every other operation is the loops' own, element by element (no
  * fma where they have none): the same bits (tests/test_norm_rows.c). D a multiple of 16. */
 #if defined(__AVX512F__)
