@@ -137,9 +137,10 @@ DEFINE_NORM(double, f64)
  * The loops above end each row's sums in a chain of 16 dependent additions, and gcc keeps
  * their partial sums on the stack: a (2048, 128) float layer norm took 0.09-0.12 ms forward
  * and 0.14-0.19 backward (1 thread, full-width AVX-512 EPYC), here 0.06-0.08 and 0.10-0.14;
- * five of them are in a step of the toy model. Here 8 rows' final sums run side by side in one vector
- * (autograd/lane_sums.h). Every other operation is the loops' own, element by element (no
- * fma where they have none): the same bits (tests/test_norm_rows.c). D a multiple of 16. */
+ * five of them are in a step of the toy model. Here 8 rows' final sums run side by side in
+ * one vector (autograd/lane_sums.h). Every other operation is the loops' own, element by
+ * element (no fma where they have none): the same bits (tests/test_norm_rows.c). D a
+ * multiple of 16. */
 #if defined(__AVX512F__)
 #include "lane_sums.h"
 
@@ -214,10 +215,11 @@ static inline void affine_grads16(double *restrict aw, double *restrict ab, __m5
 }
 
 /* One row of the backward (gy, x: its D values; mu, rs: its statistics): aw and ab += its
- * terms and, with sums, its partial sums of dxhat and of dxhat xhat into d[0..1], dx[0..1]
- * (summed in locals: through d and dx, which may alias aw and ab, every addition went by
- * memory and waited on the last one's store, and the backward took 0.16 ms instead of 0.10) */
-static void row_grad_parts(__m512d d[2], __m512d dx[2], double *restrict aw, double *restrict ab,
+ * terms and, with sums, its lane sums into part[k][q]: k 0 and 1 those of dxhat (lanes 0-7,
+ * 8-15), 2 and 3 those of dxhat xhat (summed in locals: through part, which may alias aw and
+ * ab, every addition went by memory and waited on the last one's store, and the backward
+ * took 0.16 ms instead of 0.10) */
+static void row_grad_parts(__m512d part[4][8], int q, double *restrict aw, double *restrict ab,
                            const float *restrict gy, const float *restrict x, const float *restrict w, int64_t D,
                            float mu, float rs, bool sums)
 {
@@ -233,7 +235,7 @@ static void row_grad_parts(__m512d d[2], __m512d dx[2], double *restrict aw, dou
         d0 = _mm512_add_pd(d0, pg_lo_pd(dv)), d1 = _mm512_add_pd(d1, pg_hi_pd(dv));
         x0 = _mm512_add_pd(x0, pg_lo_pd(dxv)), x1 = _mm512_add_pd(x1, pg_hi_pd(dxv));
     }
-    d[0] = d0, d[1] = d1, dx[0] = x0, dx[1] = x1;
+    part[0][q] = d0, part[1][q] = d1, part[2][q] = x0, part[3][q] = x1;
 }
 
 /* gx's row (+)= rs (dy w - md - (x - mu) rs mdx) */
@@ -260,25 +262,20 @@ static bool norm_bwd_vec_f32(float *restrict gx, double *restrict aw, double *re
         return false;
     for (int64_t r0 = 0; r0 < rows; r0 += 8) {
         const int n = rows - r0 < 8 ? (int)(rows - r0) : 8;
-        __m512d d[8][2], dx[8][2]; /* per row: the partial sums of dxhat and of dxhat xhat */
+        __m512d part[4][8]; /* row_grad_parts' lane sums; rows n .. 7 zero */
         float mu[8], rs[8];
         for (int q = 0; q < 8; q++) {
-            d[q][0] = d[q][1] = dx[q][0] = dx[q][1] = _mm512_setzero_pd();
+            part[0][q] = part[1][q] = part[2][q] = part[3][q] = _mm512_setzero_pd();
             if (q >= n)
                 continue;
             mu[q] = (float)stats[2 * (r0 + q)], rs[q] = (float)stats[2 * (r0 + q) + 1];
-            row_grad_parts(d[q], dx[q], aw, ab, gy + (r0 + q) * D, x + (r0 + q) * D, w, D, mu[q], rs[q], gx != NULL);
+            row_grad_parts(part, q, aw, ab, gy + (r0 + q) * D, x + (r0 + q) * D, w, D, mu[q], rs[q], gx != NULL);
         }
         if (!gx)
             continue;
-        __m512d lo[8], hi[8];
         double sd[8], sdx[8];
-        for (int q = 0; q < 8; q++)
-            lo[q] = d[q][0], hi[q] = d[q][1];
-        pg_row_totals8(sd, lo, hi);
-        for (int q = 0; q < 8; q++)
-            lo[q] = dx[q][0], hi[q] = dx[q][1];
-        pg_row_totals8(sdx, lo, hi);
+        pg_row_totals8(sd, part[0], part[1]);
+        pg_row_totals8(sdx, part[2], part[3]);
         for (int q = 0; q < n; q++)
             row_dx(gx + (r0 + q) * D, gy + (r0 + q) * D, x + (r0 + q) * D, w, D, mu[q], rs[q],
                    center ? (float)(sd[q] / (double)D) : 0.0f, (float)(sdx[q] / (double)D), assign);
