@@ -83,6 +83,19 @@ static inline double exp_diff_d(double a, double b) { return pg_vexp(a - b); }
 DEFINE_CE_GRAD_ROW(float, f32)
 DEFINE_CE_GRAD_ROW(double, f64)
 
+/* a kept row's loss (the formula above) from its log-sum-exp l, its target's logit xt and
+ * the sum of its logits: ce_fwd and ce_fwd_vec_f32 below */
+#define DEFINE_CE_ROW_LOSS(T, sfx)                                                                                     \
+    static inline T ce_row_loss_##sfx(T l, T xt, double xsum, T s, int64_t C)                                          \
+    {                                                                                                                  \
+        T loss = ((T)1 - s) * (l - xt);                                                                                \
+        if (s > 0) /* s == 0 adds nothing, even where a logit is -inf */                                               \
+            loss += s * (l - (T)xsum / (T)C);                                                                          \
+        return loss;                                                                                                   \
+    }
+DEFINE_CE_ROW_LOSS(float, f32)
+DEFINE_CE_ROW_LOSS(double, f64)
+
 #define DEFINE_CE(T, sfx)                                                                                              \
     /* x: (rows, C); lse: (rows) or NULL; returns the sum of the kept rows' losses */                                  \
     static double ce_fwd_##sfx(const T *x, const int64_t *tg, int64_t rows, int64_t C, int64_t ignore, T s,            \
@@ -96,10 +109,7 @@ DEFINE_CE_GRAD_ROW(double, f64)
             T l = lse_row_##sfx(x, C, &xsum);                                                                          \
             if (lse)                                                                                                   \
                 lse[r] = l;                                                                                            \
-            T loss = ((T)1 - s) * (l - x[tg[r]]);                                                                      \
-            if (s > 0) /* s == 0 adds nothing, even where a logit is -inf */                                           \
-                loss += s * (l - (T)xsum / (T)C);                                                                      \
-            total += loss;                                                                                             \
+            total += ce_row_loss_##sfx(l, x[tg[r]], xsum, s, C);                                                       \
         }                                                                                                              \
         return total;                                                                                                  \
     }                                                                                                                  \
@@ -192,10 +202,7 @@ static double ce_fwd_vec_f32(const float *x, const int64_t *tg, int64_t rows, in
                 continue;
             if (lse)
                 lse[r] = l[q];
-            float loss = (1.0f - s) * (l[q] - x[r * C + tg[r]]);
-            if (s > 0)
-                loss += s * (l[q] - (float)xsum[q] / (float)C);
-            total += loss;
+            total += ce_row_loss_f32(l[q], x[r * C + tg[r]], xsum[q], s, C);
         }
     }
     return total;
