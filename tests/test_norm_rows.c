@@ -127,17 +127,15 @@ static void check_case(const norm_case *c)
 
 /* shapes below 2 x 8192 elements (one task: the weight's and bias's gradients summed in row
  * order), D a multiple of 16 and not, rows a multiple of 8 and not */
-Test(norm_rows, same_bits_as_the_loops)
+static void all_cases(void *ctx)
 {
+    (void)ctx;
     static const int64_t shapes[][2] = {{37, 128}, {8, 16}, {9, 48}, {1, 16}, {300, 32}, {23, 100}, {5, 7}};
-    int saved = pg_num_threads();
-    for (int threads = 1; threads <= 2; threads++) {
-        cr_assert_eq(pg_set_num_threads(threads), 0);
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            for (int k = 0; k < 16; k++) {
-                norm_case c = {shapes[s][0], shapes[s][1], k & 1, k & 2, k & 4, k & 8};
-                check_case(&c);
-            }
-    }
-    cr_assert_eq(pg_set_num_threads(saved), 0);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int k = 0; k < 16; k++) {
+            norm_case c = {shapes[s][0], shapes[s][1], k & 1, k & 2, k & 4, k & 8};
+            check_case(&c);
+        }
 }
+
+Test(norm_rows, same_bits_as_the_loops) { on_1_and_2_threads(all_cases, NULL); }

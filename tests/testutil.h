@@ -287,6 +287,17 @@ static inline void assert_same_bits_free(pg_tensor **a, pg_tensor **b, int n, co
     assert_same_bits_free_in("", a, b, n, names);
 }
 
+/* fn(ctx) on 1 and then on 2 threads, the thread count restored after */
+static inline void on_1_and_2_threads(void (*fn)(void *ctx), void *ctx)
+{
+    int saved = pg_num_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        cr_assert_eq(pg_set_num_threads(threads), 0);
+        fn(ctx);
+    }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
 /* fn(ctx, res) fills res[0..n) with heap tensors (outputs, gradients): run on 1 and then
  * 2 threads, the same bits both times (the thread count restored) */
 static inline void assert_same_bits_on_1_and_2_threads(void (*fn)(void *ctx, pg_tensor **res), void *ctx, int n,
