@@ -154,11 +154,38 @@ FLAT_OPS(DEFINE_FLAT_KERNELS)
  * element: gx (+)= gy * d. */
 typedef void (*fwd_saving)(void *, void *, const void *, int64_t);
 
+#if defined(__AVX512F__)
+/* gelu_fwd_saving_f32 on n vectors of 16 floats (the first `last` lanes of the last one):
+ * gelu_f's and dgelu_with_f's operations through vmath.h's 16-lane functions, the same bits */
+static inline __attribute__((always_inline)) void gelu_saving16_n(float *ys, float *ds, const float *xs, int n,
+                                                                  __mmask16 last)
+{
+    __m512 x[4], e[4], cdf[4];
+    PG_VLANES(k, n) x[k] = _mm512_maskz_loadu_ps(k < n - 1 ? (__mmask16)0xFFFF : last, xs + 16 * k);
+    pg_vgaussf16_n(e, x, n);
+    pg_vncdff_with16_n(cdf, x, e, n);
+    PG_VLANES(k, n)
+    {
+        const __mmask16 lanes = k < n - 1 ? (__mmask16)0xFFFF : last;
+        const __m512 d = _mm512_fmadd_ps(_mm512_mul_ps(x[k], _mm512_set1_ps((float)INV_SQRT2PI)), e[k], cdf[k]);
+        _mm512_mask_storeu_ps(ys + 16 * k, lanes, _mm512_mul_ps(x[k], cdf[k]));
+        _mm512_mask_storeu_ps(ds + 16 * k, lanes, d);
+    }
+}
+#endif
+
 static void gelu_fwd_saving_f32(void *ys_, void *ds_, const void *xs_, int64_t n)
 {
     float *restrict ys = ys_, *restrict ds = ds_;
     const float *restrict xs = xs_;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 64 <= n; i += 64) /* four vectors at a time (vmath.h, PG_VLANES) */
+        gelu_saving16_n(ys + i, ds + i, xs + i, 4, (__mmask16)0xFFFF);
+    for (; i < n; i += 16)
+        gelu_saving16_n(ys + i, ds + i, xs + i, 1, n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1));
+#endif
+    for (; i < n; i++) {
         const float x = xs[i], e = pg_vgaussf(x), cdf = pg_vncdff_with(x, e);
         ys[i] = x * cdf;
         ds[i] = dgelu_with_f(x, e, cdf);

@@ -287,31 +287,124 @@ static inline float pg_vncdff(float x) { return pg_vncdff_with(x, pg_vgaussf(x))
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+/* The 16-lane functions named ..._n take n vectors at once (n a constant once inlined, 1 to
+ * 4): each step runs on all n before the next, so that n independent chains of dependent
+ * operations fill the vector units that one chain leaves waiting. GELU's forward four
+ * vectors at a time: 0.63 ms for 2^20 floats against 0.78 one at a time (the same bits). */
+#define PG_VLANES(k, n) _Pragma("GCC unroll 4") for (int k = 0; k < (n); k++)
+
 /* e^r for |r| <= ln 2 / 2 by its Taylor polynomial of degree 7, Horner's steps from 1/7!
  * (pg_vexpf's; autograd/exp_rows.h's exp16 shares them) */
-static inline __m512 pg_vexpf16_taylor(__m512 r)
+static inline __attribute__((always_inline)) void pg_vexpf16_taylor_n(__m512 *p, const __m512 *r, int n)
 {
     static const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    for (int i = 0; i < 7; i++)
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[i]));
+    PG_VLANES(k, n) p[k] = _mm512_set1_ps(1.0f / 5040.0f);
+    _Pragma("GCC unroll 7") for (int i = 0; i < 7; i++)
+    {
+        PG_VLANES(k, n) p[k] = _mm512_fmadd_ps(p[k], r[k], _mm512_set1_ps(c[i]));
+    }
+}
+
+static inline __m512 pg_vexpf16_taylor(__m512 r)
+{
+    __m512 p;
+    pg_vexpf16_taylor_n(&p, &r, 1);
     return p;
+}
+
+static inline __attribute__((always_inline)) void pg_vexpf16_n(__m512 *y, const __m512 *x, int n)
+{
+    const __m512 shifter = _mm512_set1_ps(12582912.0f);
+    __m512 xc[4], kd[4], r[4];
+    PG_VLANES(k, n) xc[k] = _mm512_max_ps(_mm512_min_ps(x[k], _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    PG_VLANES(k, n) kd[k] = _mm512_fmadd_ps(xc[k], _mm512_set1_ps(1.44269504088896341f), shifter);
+    PG_VLANES(k, n)
+    {
+        const __m512 nk = _mm512_sub_ps(kd[k], shifter);
+        r[k] = _mm512_fnmadd_ps(nk, _mm512_set1_ps(-2.12194440e-4f),
+                                _mm512_fnmadd_ps(nk, _mm512_set1_ps(0.693359375f), xc[k]));
+    }
+    pg_vexpf16_taylor_n(y, r, n);
+    PG_VLANES(k, n)
+    {
+        const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd[k]), _mm512_set1_epi32(127)), 23);
+        y[k] = _mm512_mul_ps(y[k], _mm512_castsi512_ps(bits));
+    }
+    PG_VLANES(k, n)
+    y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], _mm512_set1_ps(-87.0f), _CMP_GE_OQ), _mm512_setzero_ps(), y[k]);
+    PG_VLANES(k, n)
+    y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], _mm512_set1_ps(88.72283905f), _CMP_LT_OQ),
+                                _mm512_set1_ps(INFINITY), y[k]);
+    PG_VLANES(k, n) y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
 }
 
 static inline __m512 pg_vexpf16(__m512 x)
 {
-    const __m512 xc = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-    const __m512 shifter = _mm512_set1_ps(12582912.0f);
-    const __m512 kd = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
-    const __m512 n = _mm512_sub_ps(kd, shifter);
-    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f),
-                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd), _mm512_set1_epi32(127)), 23);
-    __m512 y = _mm512_mul_ps(pg_vexpf16_taylor(r), _mm512_castsi512_ps(bits));
-    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ), _mm512_setzero_ps(), y);
-    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.72283905f), _CMP_LT_OQ),
-                             _mm512_set1_ps(INFINITY), y);
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_EQ_OQ), x, y);
+    __m512 y;
+    pg_vexpf16_n(&y, &x, 1);
+    return y;
+}
+
+/* pg_vgaussf */
+static inline __attribute__((always_inline)) void pg_vgaussf16_n(__m512 *e, const __m512 *x, int n)
+{
+    const __m512 half = _mm512_set1_ps(-0.5f);
+    __m512 h[4], l[4];
+    PG_VLANES(k, n) h[k] = _mm512_mul_ps(x[k], x[k]);
+    PG_VLANES(k, n) l[k] = _mm512_fmsub_ps(x[k], x[k], h[k]);
+    PG_VLANES(k, n) l[k] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(l[k], l[k], _CMP_EQ_OQ), l[k]);
+    PG_VLANES(k, n) h[k] = _mm512_mul_ps(half, h[k]);
+    pg_vexpf16_n(e, h, n);
+    PG_VLANES(k, n) e[k] = _mm512_fmadd_ps(_mm512_mul_ps(half, l[k]), e[k], e[k]);
+}
+
+/* pg_vncdff_r: Horner's steps from the leading coefficient */
+static inline __attribute__((always_inline)) void pg_vncdff_r16_n(__m512 *r, const __m512 *v, int n)
+{
+    static const float c[11] = {-0.25686460733413696f, 0.36453911662101746f, -0.17046022415161133f,
+                                -0.1298529952764511f,  0.1610693782567978f,  0.05792813003063202f,
+                                -0.13731645047664642f, -0.07483464479446411f, 0.14550715684890747f,
+                                0.2805614769458771f,   1.1558215717855091e-08f};
+    PG_VLANES(k, n) r[k] = _mm512_set1_ps(0.06841329485177994f);
+    _Pragma("GCC unroll 11") for (int i = 0; i < 11; i++)
+    {
+        PG_VLANES(k, n) r[k] = _mm512_fmadd_ps(r[k], v[k], _mm512_set1_ps(c[i]));
+    }
+}
+
+/* pg_vncdff_with: x < 0 ? -x : x as a blend with the sign flipped, each select a blend */
+static inline __attribute__((always_inline)) void pg_vncdff_with16_n(__m512 *cdf, const __m512 *x, const __m512 *e,
+                                                                    int n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f), c = _mm512_set1_ps(0.26190823316574097f);
+    __mmask16 neg[4];
+    __m512 a[4], d[4], t[4], dl[4], v[4], r[4];
+    PG_VLANES(k, n) neg[k] = _mm512_cmp_ps_mask(x[k], _mm512_setzero_ps(), _CMP_LT_OQ);
+    PG_VLANES(k, n) a[k] = _mm512_mask_blend_ps(neg[k], x[k], _mm512_xor_ps(x[k], _mm512_set1_ps(-0.0f)));
+    PG_VLANES(k, n) d[k] = _mm512_fmadd_ps(half, a[k], one);
+    PG_VLANES(k, n) t[k] = _mm512_div_ps(one, d[k]);
+    PG_VLANES(k, n)
+    {
+        const __m512 rem = _mm512_fmadd_ps(half, a[k], _mm512_sub_ps(one, d[k]));
+        dl[k] = _mm512_fnmadd_ps(rem, t[k], _mm512_fnmadd_ps(d[k], t[k], one));
+    }
+    PG_VLANES(k, n) v[k] = _mm512_sub_ps(t[k], _mm512_set1_ps(0.25999999046325684f));
+    pg_vncdff_r16_n(r, v, n);
+    PG_VLANES(k, n)
+    {
+        const __m512 p = _mm512_add_ps(c, r[k]), p_err = _mm512_sub_ps(r[k], _mm512_sub_ps(p, c));
+        const __m512 slope =
+            _mm512_fmadd_ps(_mm512_set1_ps(0.6396522521972656f), v[k], _mm512_set1_ps(0.34231677651405334f));
+        const __m512 hi = _mm512_mul_ps(t[k], p);
+        const __m512 lo = _mm512_fmadd_ps(t[k], _mm512_fmadd_ps(dl[k], slope, p_err), _mm512_fmsub_ps(t[k], p, hi));
+        r[k] = _mm512_fmadd_ps(e[k], hi, _mm512_mul_ps(e[k], lo)); /* Phi(-a) */
+    }
+    PG_VLANES(k, n)
+    {
+        const __m512 tail = _mm512_mask_blend_ps(neg[k], _mm512_sub_ps(one, r[k]), r[k]);
+        const __m512 far = _mm512_mask_blend_ps(neg[k], one, _mm512_setzero_ps());
+        cdf[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a[k], _mm512_set1_ps(14.0f), _CMP_GT_OQ), tail, far);
+    }
 }
 #endif
 

@@ -171,6 +171,51 @@ Test(vmath, float_exp_16_lanes_same_bits)
 }
 #endif
 
+/* pg_vgaussf16_n and pg_vncdff_with16_n (AVX-512): pg_vgaussf's and pg_vncdff_with's bits, four
+ * vectors at a time and one, at every 1021st float bit pattern (both signs: +-0, subnormals,
+ * the tails past 13.2 and 14, +-inf, NaN) and at the edges of their branches */
+#if defined(__AVX512F__)
+static void gauss_ncdf_lanes_match(const float *x, int n)
+{
+    __m512 xv[4], e[4], cdf[4];
+    float got_e[64], got_cdf[64];
+    for (int k = 0; k < n; k++)
+        xv[k] = _mm512_loadu_ps(x + 16 * k);
+    if (n == 4) {
+        pg_vgaussf16_n(e, xv, 4);
+        pg_vncdff_with16_n(cdf, xv, e, 4);
+    } else {
+        pg_vgaussf16_n(e, xv, 1);
+        pg_vncdff_with16_n(cdf, xv, e, 1);
+    }
+    for (int k = 0; k < n; k++) {
+        _mm512_storeu_ps(got_e + 16 * k, e[k]);
+        _mm512_storeu_ps(got_cdf + 16 * k, cdf[k]);
+    }
+    for (int l = 0; l < 16 * n; l++) {
+        const float want_e = pg_vgaussf(x[l]), want_cdf = pg_vncdff_with(x[l], want_e);
+        cr_assert(!memcmp(&got_e[l], &want_e, sizeof want_e), "pg_vgaussf16_n(%a) = %a, pg_vgaussf's %a", x[l],
+                  got_e[l], want_e);
+        cr_assert(!memcmp(&got_cdf[l], &want_cdf, sizeof want_cdf), "pg_vncdff_with16_n(%a) = %a, pg_vncdff_with's %a",
+                  x[l], got_cdf[l], want_cdf);
+    }
+}
+
+Test(vmath, float_gauss_and_normal_cdf_16_lanes_same_bits)
+{
+    const float edges[16] = {14.0f, 14.000001f, -14.0f, -14.000001f, 13.2f, -13.2f, 1.85f, -1.85f,
+                             0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_TRUE_MIN, -FLT_TRUE_MIN, 1e-20f};
+    float x[64];
+    for (uint64_t b = 0; b < (1ull << 32); b += 64 * 1021) {
+        for (int l = 0; l < 64; l++)
+            x[l] = float_of_bits((uint32_t)(b + (uint64_t)l * 1021));
+        gauss_ncdf_lanes_match(x, 4);
+        gauss_ncdf_lanes_match(x + 16, 1);
+    }
+    gauss_ncdf_lanes_match(edges, 1);
+}
+#endif
+
 /* f32 GELU and its gradient against libm in double at the same float inputs: the
  * value relative to itself, the gradient Phi(x) + x phi(x) relative to its terms'
  * size (the two cancel near x = -0.75, as they do in any float computation) */
