@@ -27,18 +27,31 @@ DEFINE_ROW_SUM(double, f64)
 #define EXP_LN2_HI 0.693145751953125f
 #define EXP_LN2_LO 1.42860682030941723212e-6f
 
-/* 16 lanes of the function above; t <= 1 and not NaN */
+/* 16 lanes of the function above on n vectors at once (tensor/vmath.h's PG_VLANES: each step
+ * on all n, independent chains side by side); t <= 1 and not NaN */
+static inline __attribute__((always_inline)) void exp16_n(__m512 *e, const __m512 *t_in, int n)
+{
+    __m512 t[4], nf[4], r[4];
+    PG_VLANES(k, n) t[k] = _mm512_max_ps(t_in[k], _mm512_set1_ps(-100.0f)); /* also -inf */
+    PG_VLANES(k, n)
+    nf[k] = _mm512_roundscale_ps(_mm512_mul_ps(t[k], _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT);
+    PG_VLANES(k, n)
+    r[k] = _mm512_fnmadd_ps(nf[k], _mm512_set1_ps(EXP_LN2_LO), _mm512_fnmadd_ps(nf[k], _mm512_set1_ps(EXP_LN2_HI), t[k]));
+    pg_vexpf16_taylor_n(e, r, n);
+    PG_VLANES(k, n)
+    {
+        const __m512i ni = _mm512_cvtps_epi32(nf[k]);
+        const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23); /* 2^ni */
+        const __mmask16 normal = _mm512_cmp_epi32_mask(ni, _mm512_set1_epi32(-126), _MM_CMPINT_NLT);
+        e[k] = _mm512_maskz_mul_ps(normal, e[k], _mm512_castsi512_ps(bits));
+    }
+}
+
 static __m512 exp16(__m512 t)
 {
-    t = _mm512_max_ps(t, _mm512_set1_ps(-100.0f)); /* also -inf */
-    const __m512 nf = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(EXP_LN2_HI), t);
-    r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(EXP_LN2_LO), r);
-    const __m512 p = pg_vexpf16_taylor(r);
-    const __m512i ni = _mm512_cvtps_epi32(nf);
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23); /* 2^ni */
-    const __mmask16 normal = _mm512_cmp_epi32_mask(ni, _mm512_set1_epi32(-126), _MM_CMPINT_NLT);
-    return _mm512_maskz_mul_ps(normal, p, _mm512_castsi512_ps(bits));
+    __m512 e;
+    exp16_n(&e, &t, 1);
+    return e;
 }
 
 /* the first min(n - c, 16) lanes (n > c) */
@@ -77,12 +90,28 @@ static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, c
         float *restrict yr = y + r * ld;
         const __m512 vm = _mm512_set1_ps(m[r]);
         __m512 sum = _mm512_setzero_ps();
-        for (int64_t c = 0; c < w; c += 16) {
-            const __mmask16 lanes = lanes_from(c, w), live = c < n[r] ? lanes_from(c, n[r]) & lanes : 0;
-            const __m512 e = live ? exp_chunk(yr + c, vm, live) : _mm512_setzero_ps();
-            _mm512_mask_storeu_ps(yr + c, lanes, e);
-            if (live)
-                sum = _mm512_add_ps(sum, e);
+        for (int64_t c0 = 0; c0 < w; c0 += 64) { /* four chunks side by side (exp16_n) */
+            const int nk = w - c0 >= 64 ? 4 : (int)((w - c0 + 15) / 16);
+            __m512 t[4], e[4];
+            __mmask16 lanes[4], live[4];
+            bool all_small = true; /* every live lane t <= 1: exp16 */
+            for (int k = 0; k < nk; k++) {
+                const int64_t c = c0 + 16 * k;
+                lanes[k] = lanes_from(c, w), live[k] = c < n[r] ? lanes_from(c, n[r]) & lanes[k] : 0;
+                t[k] = _mm512_sub_ps(_mm512_maskz_loadu_ps(live[k], yr + c), vm);
+                all_small = all_small && (_mm512_cmp_ps_mask(t[k], _mm512_set1_ps(1.0f), _CMP_LE_OQ) & live[k]) == live[k];
+            }
+            if (all_small && nk == 4)
+                exp16_n(e, t, 4);
+            for (int k = 0; k < nk; k++) {
+                const int64_t c = c0 + 16 * k;
+                if (!(all_small && nk == 4))
+                    e[k] = live[k] ? exp_chunk(yr + c, vm, live[k]) : _mm512_setzero_ps();
+                e[k] = _mm512_maskz_mov_ps(live[k], e[k]);
+                _mm512_mask_storeu_ps(yr + c, lanes[k], e[k]);
+                if (live[k])
+                    sum = _mm512_add_ps(sum, e[k]);
+            }
         }
         if (sums)
             sums[r] = _mm512_reduce_add_ps(sum);
