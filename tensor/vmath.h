@@ -313,10 +313,11 @@ static inline __m512 pg_vexpf16_taylor(__m512 r)
     return p;
 }
 
-static inline __attribute__((always_inline)) void pg_vexpf16_n(__m512 *y, const __m512 *x, int n)
+static inline __attribute__((always_inline)) void pg_vexpf16_n(__m512 *y, const __m512 *x_in, int n)
 {
     const __m512 shifter = _mm512_set1_ps(12582912.0f);
-    __m512 xc[4], kd[4], r[4];
+    __m512 x[4], xc[4], kd[4], r[4];
+    PG_VLANES(k, n) x[k] = x_in[k]; /* y may be x_in */
     PG_VLANES(k, n) xc[k] = _mm512_max_ps(_mm512_min_ps(x[k], _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
     PG_VLANES(k, n) kd[k] = _mm512_fmadd_ps(xc[k], _mm512_set1_ps(1.44269504088896341f), shifter);
     PG_VLANES(k, n)
@@ -328,14 +329,19 @@ static inline __attribute__((always_inline)) void pg_vexpf16_n(__m512 *y, const 
     pg_vexpf16_taylor_n(y, r, n);
     PG_VLANES(k, n)
     {
-        const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kd[k]), _mm512_set1_epi32(127)), 23);
-        y[k] = _mm512_mul_ps(y[k], _mm512_castsi512_ps(bits));
+        const __m512i biased = _mm512_add_epi32(_mm512_castps_si512(kd[k]), _mm512_set1_epi32(127));
+        y[k] = _mm512_mul_ps(y[k], _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23))); /* p 2^n */
     }
     PG_VLANES(k, n)
-    y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], _mm512_set1_ps(-87.0f), _CMP_GE_OQ), _mm512_setzero_ps(), y[k]);
+    {
+        const __mmask16 normal = _mm512_cmp_ps_mask(x[k], _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+        y[k] = _mm512_mask_blend_ps(normal, _mm512_setzero_ps(), y[k]);
+    }
     PG_VLANES(k, n)
-    y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], _mm512_set1_ps(88.72283905f), _CMP_LT_OQ),
-                                _mm512_set1_ps(INFINITY), y[k]);
+    {
+        y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], _mm512_set1_ps(88.72283905f), _CMP_LT_OQ),
+                                    _mm512_set1_ps(INFINITY), y[k]);
+    }
     PG_VLANES(k, n) y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
 }
 
@@ -344,6 +350,90 @@ static inline __m512 pg_vexpf16(__m512 x)
     __m512 y;
     pg_vexpf16_n(&y, &x, 1);
     return y;
+}
+
+/* pg_vexp on 8 doubles, n vectors at once (y may be x_in): its clamps as min and max (NaN takes the bound,
+ * as the selects do), its products and sums apart (C does not contract them), its Horner
+ * steps fmas, each select a blend */
+static inline __attribute__((always_inline)) void pg_vexp8_n(__m512d *y, const __m512d *x_in, int n)
+{
+    static const double c[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                                 1.0 / 40320.0,     1.0 / 5040.0,      1.0 / 720.0,     1.0 / 120.0,
+                                 1.0 / 24.0,        1.0 / 6.0,         0.5,             1.0,
+                                 1.0};
+    const __m512d shifter = _mm512_set1_pd(6755399441055744.0);
+    __m512d x[4], xc[4], kd[4], r[4];
+    PG_VLANES(k, n) x[k] = x_in[k]; /* y may be x_in */
+    PG_VLANES(k, n) xc[k] = _mm512_max_pd(_mm512_min_pd(x[k], _mm512_set1_pd(709.0)), _mm512_set1_pd(-708.0));
+    PG_VLANES(k, n) kd[k] = _mm512_add_pd(_mm512_mul_pd(xc[k], _mm512_set1_pd(1.4426950408889634074)), shifter);
+    PG_VLANES(k, n)
+    {
+        const __m512d nk = _mm512_sub_pd(kd[k], shifter);
+        r[k] = _mm512_sub_pd(_mm512_sub_pd(xc[k], _mm512_mul_pd(nk, _mm512_set1_pd(0.693147180369123816490))),
+                             _mm512_mul_pd(nk, _mm512_set1_pd(1.90821492927058770002e-10)));
+    }
+    PG_VLANES(k, n) y[k] = _mm512_set1_pd(1.0 / 6227020800.0);
+    _Pragma("GCC unroll 13") for (int i = 0; i < 13; i++)
+    {
+        PG_VLANES(k, n) y[k] = _mm512_fmadd_pd(y[k], r[k], _mm512_set1_pd(c[i]));
+    }
+    PG_VLANES(k, n)
+    {
+        const __m512i biased = _mm512_add_epi64(_mm512_castpd_si512(kd[k]), _mm512_set1_epi64(1023));
+        y[k] = _mm512_mul_pd(y[k], _mm512_castsi512_pd(_mm512_slli_epi64(biased, 52))); /* p 2^n */
+        y[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], _mm512_set1_pd(-708.0), _CMP_GT_OQ), _mm512_setzero_pd(),
+                                    y[k]);
+        y[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], _mm512_set1_pd(709.0), _CMP_LT_OQ),
+                                    _mm512_set1_pd(INFINITY), y[k]);
+        y[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
+    }
+}
+
+/* pg_verf_with on 8 doubles, n vectors at once: fabs and copysign through the sign bit */
+static inline __attribute__((always_inline)) void pg_verf_with8_n(__m512d *erf, const __m512d *x, const __m512d *e,
+                                                                  int n)
+{
+    static const double cp[11] = {1.3720064546777686e-08, -1.6208483801871705e-07, 1.6447424703317362e-06,
+                                  -1.492473690741966e-05, 0.00012055294904839707,  -0.0008548325975389692,
+                                  0.0052239776071164225,  -0.02686617064323777,    0.11283791670945006,
+                                  -0.37612638903183543,   1.1283791670955126};
+    static const double cq[14] = {-7.290508535165398e-11, -2.634243021000669e-10, 2.622350032514279e-09,
+                                  -5.926361315281833e-10, -7.005170205475373e-08, 1.6350102372087984e-07,
+                                  1.979561158209264e-06,  -7.340518284999869e-06, -8.079220411804128e-05,
+                                  0.00019713917776008889, 0.0055888162818258785,  0.038560570425181566,
+                                  0.16189356804102537,    0.2214295402299318};
+    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ull);
+    const __m512d one = _mm512_set1_pd(1.0);
+    __m512d a[4], z[4], p[4], u[4], q[4];
+    PG_VLANES(k, n) a[k] = _mm512_castsi512_pd(_mm512_andnot_si512(sign, _mm512_castpd_si512(x[k])));
+    PG_VLANES(k, n) z[k] = _mm512_mul_pd(a[k], a[k]);
+    PG_VLANES(k, n) p[k] = _mm512_set1_pd(-7.795898827002142e-10);
+    _Pragma("GCC unroll 11") for (int i = 0; i < 11; i++)
+    {
+        PG_VLANES(k, n) p[k] = _mm512_fmadd_pd(p[k], z[k], _mm512_set1_pd(cp[i]));
+    }
+    PG_VLANES(k, n)
+    { /* the tail's argument ab, kept in [1, 6]; t = 1 / (1 + ab / 2) -> u in [-1, 1] */
+        const __mmask8 below6 = _mm512_cmp_pd_mask(a[k], _mm512_set1_pd(6.0), _CMP_LT_OQ);
+        const __m512d ab = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a[k], one, _CMP_LT_OQ),
+                                                _mm512_mask_blend_pd(below6, _mm512_set1_pd(6.0), a[k]), one);
+        const __m512d t = _mm512_div_pd(one, _mm512_fmadd_pd(_mm512_set1_pd(0.5), ab, one));
+        u[k] = _mm512_mul_pd(_mm512_sub_pd(t, _mm512_set1_pd(11.0 / 24.0)), _mm512_set1_pd(4.8));
+    }
+    PG_VLANES(k, n) q[k] = _mm512_set1_pd(1.8620989806815163e-11);
+    _Pragma("GCC unroll 14") for (int i = 0; i < 14; i++)
+    {
+        PG_VLANES(k, n) q[k] = _mm512_fmadd_pd(q[k], u[k], _mm512_set1_pd(cq[i]));
+    }
+    PG_VLANES(k, n)
+    {
+        const __m512d near0 = _mm512_mul_pd(a[k], p[k]), tail = _mm512_sub_pd(one, _mm512_mul_pd(e[k], q[k]));
+        const __m512d far = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a[k], _mm512_set1_pd(6.0), _CMP_LT_OQ), one, tail);
+        const __m512d r = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a[k], one, _CMP_LT_OQ), far, near0);
+        const __m512i rs = _mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castpd_si512(r)),
+                                           _mm512_and_si512(sign, _mm512_castpd_si512(x[k])));
+        erf[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], x[k], _CMP_EQ_OQ), x[k], _mm512_castsi512_pd(rs));
+    }
 }
 
 /* pg_vgaussf */
@@ -373,7 +463,7 @@ static inline __attribute__((always_inline)) void pg_vncdff_r16_n(__m512 *r, con
     }
 }
 
-/* pg_vncdff_with: x < 0 ? -x : x as a blend with the sign flipped, each select a blend */
+/* pg_vncdff_with, each select a blend: x < 0 ? -x : x with -x as 0 - x (the same where x < 0) */
 static inline __attribute__((always_inline)) void pg_vncdff_with16_n(__m512 *cdf, const __m512 *x, const __m512 *e,
                                                                     int n)
 {
@@ -381,7 +471,7 @@ static inline __attribute__((always_inline)) void pg_vncdff_with16_n(__m512 *cdf
     __mmask16 neg[4];
     __m512 a[4], d[4], t[4], dl[4], v[4], r[4];
     PG_VLANES(k, n) neg[k] = _mm512_cmp_ps_mask(x[k], _mm512_setzero_ps(), _CMP_LT_OQ);
-    PG_VLANES(k, n) a[k] = _mm512_mask_blend_ps(neg[k], x[k], _mm512_xor_ps(x[k], _mm512_set1_ps(-0.0f)));
+    PG_VLANES(k, n) a[k] = _mm512_mask_blend_ps(neg[k], x[k], _mm512_sub_ps(_mm512_setzero_ps(), x[k]));
     PG_VLANES(k, n) d[k] = _mm512_fmadd_ps(half, a[k], one);
     PG_VLANES(k, n) t[k] = _mm512_div_ps(one, d[k]);
     PG_VLANES(k, n)

@@ -214,6 +214,67 @@ Test(vmath, float_gauss_and_normal_cdf_16_lanes_same_bits)
     }
     gauss_ncdf_lanes_match(edges, 1);
 }
+
+/* pg_vexp8_n and pg_verf_with8_n (AVX-512): pg_vexp's and pg_verf_with's bits, four vectors
+ * at a time and one, at a million doubles of every exponent (random bit patterns), a million
+ * in [-40, 40] and at the edges of their branches (the clamps at -708 and 709, erf's pieces
+ * at 1 and 6, +-0, subnormals, +-inf, NaN) */
+static void exp_erf_lanes_match(const double *x, int n)
+{
+    __m512d xv[4], e[4], erf[4];
+    double got_e[32], got_erf[32];
+    for (int k = 0; k < n; k++)
+        xv[k] = _mm512_loadu_pd(x + 8 * k);
+    __m512d in_place[4]; /* pg_vexp8_n's result over its argument, as exp_row_f64 takes it */
+    for (int k = 0; k < n; k++)
+        in_place[k] = xv[k];
+    if (n == 4) {
+        pg_vexp8_n(e, xv, 4);
+        pg_vexp8_n(in_place, in_place, 4);
+        pg_verf_with8_n(erf, xv, e, 4);
+    } else {
+        pg_vexp8_n(e, xv, 1);
+        pg_vexp8_n(in_place, in_place, 1);
+        pg_verf_with8_n(erf, xv, e, 1);
+    }
+    for (int k = 0; k < n; k++)
+        cr_assert(!memcmp(&in_place[k], &e[k], sizeof e[k]), "pg_vexp8_n in place differs");
+    for (int k = 0; k < n; k++) {
+        _mm512_storeu_pd(got_e + 8 * k, e[k]);
+        _mm512_storeu_pd(got_erf + 8 * k, erf[k]);
+    }
+    for (int l = 0; l < 8 * n; l++) {
+        const double want_e = pg_vexp(x[l]), want_erf = pg_verf_with(x[l], want_e);
+        cr_assert(!memcmp(&got_e[l], &want_e, sizeof want_e), "pg_vexp8_n(%a) = %a, pg_vexp's %a", x[l], got_e[l],
+                  want_e);
+        cr_assert(!memcmp(&got_erf[l], &want_erf, sizeof want_erf), "pg_verf_with8_n(%a) = %a, pg_verf_with's %a",
+                  x[l], got_erf[l], want_erf);
+    }
+}
+
+Test(vmath, double_exp_and_erf_8_lanes_same_bits)
+{
+    const double edges[40] = {-708.0, -708.0000000001, -707.9999999, 709.0, 709.0000000001, 708.9999999, -745.0, 710.0,
+                              1.0, 0.9999999999999999, 1.0000000000000002, -1.0, 6.0, 5.999999999999999, -6.0, 6.5,
+                              0.0, -0.0, INFINITY, -INFINITY, NAN, -NAN, DBL_TRUE_MIN, -DBL_TRUE_MIN,
+                              DBL_MIN, 1e-300, -1e-300, 0.5, -0.5, 2.0, -3.0, 27.0,
+                              -27.0, 1e300, -1e300, 0.1, 3.0, 4.0, 5.0, 0.75};
+    pg_rng r = pg_rng_init(17);
+    double x[32];
+    for (int i = 0; i < 2 * 31250; i++) {
+        for (int l = 0; l < 32; l++) {
+            uint64_t bits = (uint64_t)(pg_rng_uniform(&r) * 4294967296.0) << 32 |
+                            (uint64_t)(pg_rng_uniform(&r) * 4294967296.0);
+            double v;
+            memcpy(&v, &bits, sizeof v);
+            x[l] = i % 2 ? v : 80.0 * pg_rng_uniform(&r) - 40.0;
+        }
+        exp_erf_lanes_match(x, 4);
+        exp_erf_lanes_match(x + 8, 1);
+    }
+    exp_erf_lanes_match(edges, 4);
+    exp_erf_lanes_match(edges + 32, 1);
+}
 #endif
 
 /* f32 GELU and its gradient against libm in double at the same float inputs: the
