@@ -65,23 +65,18 @@ static __mmask16 lanes_from(int64_t c, int64_t n)
     return n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1);
 }
 
-/* exp(y[c .. c + 16) - m) in the lanes of `lanes`, 0 in the others; a chunk holding NaN
- * or a value above 1 takes expf lane by lane. Always inlined: called, the fused attention's
- * forward and backward took 20% longer. */
-static inline __attribute__((always_inline)) __m512 exp_chunk(const float *y, __m512 vm, __mmask16 lanes)
+/* exp(t) in the lanes of `lanes` (the others are the caller's to clear): exp16 when each of
+ * them is at most 1, else expf lane by lane (a NaN or a value above 1). Always inlined:
+ * called, the fused attention's forward and backward took 20% longer. */
+static inline __attribute__((always_inline)) __m512 exp_chunk(__m512 t, __mmask16 lanes)
 {
-    const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, y), vm);
-    __m512 e;
-    if ((_mm512_cmp_ps_mask(t, _mm512_set1_ps(1.0f), _CMP_LE_OQ) & lanes) == lanes) {
-        e = exp16(t);
-    } else {
-        float tv[16];
-        _mm512_storeu_ps(tv, t);
-        for (int l = 0; l < 16; l++)
-            tv[l] = expf(tv[l]);
-        e = _mm512_loadu_ps(tv);
-    }
-    return _mm512_maskz_mov_ps(lanes, e);
+    if ((_mm512_cmp_ps_mask(t, _mm512_set1_ps(1.0f), _CMP_LE_OQ) & lanes) == lanes)
+        return exp16(t);
+    float tv[16];
+    _mm512_storeu_ps(tv, t);
+    for (int l = 0; l < 16; l++)
+        tv[l] = expf(tv[l]);
+    return _mm512_loadu_ps(tv);
 }
 
 /* exp_rows: rows r < rows of y (row stride ld, width w): y[c] = exp(y[c] - m[r]) for c <
@@ -107,12 +102,13 @@ static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, c
                 const __mmask16 small = _mm512_cmp_ps_mask(t[k], _mm512_set1_ps(1.0f), _CMP_LE_OQ);
                 all_small = all_small && (small & live[k]) == live[k];
             }
-            if (all_small && nk == 4)
+            const bool four = all_small && nk == 4; /* else a chunk at a time */
+            if (four)
                 exp16_n(e, t, 4);
             for (int k = 0; k < nk; k++) {
                 const int64_t c = c0 + 16 * k;
-                if (!(all_small && nk == 4))
-                    e[k] = live[k] ? exp_chunk(yr + c, vm, live[k]) : _mm512_setzero_ps();
+                if (!four)
+                    e[k] = live[k] ? exp_chunk(t[k], live[k]) : _mm512_setzero_ps();
                 e[k] = _mm512_maskz_mov_ps(live[k], e[k]);
                 _mm512_mask_storeu_ps(yr + c, lanes[k], e[k]);
                 if (live[k])
