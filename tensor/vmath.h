@@ -306,13 +306,6 @@ static inline __attribute__((always_inline)) void pg_vexpf16_taylor_n(__m512 *p,
     }
 }
 
-static inline __m512 pg_vexpf16_taylor(__m512 r)
-{
-    __m512 p;
-    pg_vexpf16_taylor_n(&p, &r, 1);
-    return p;
-}
-
 static inline __attribute__((always_inline)) void pg_vexpf16_n(__m512 *y, const __m512 *x_in, int n)
 {
     const __m512 shifter = _mm512_set1_ps(12582912.0f);
