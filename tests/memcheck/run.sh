@@ -5,8 +5,9 @@
 # failure, leak and uninitialised read must each be reported), then SHARDS valgrinds at
 # once, each running every SHARDS-th test of BUILD/tests/memcheck_tests in one process
 # (--shard K/SHARDS, the RUNNER ARGS after it), each through tests/checked_run.sh. Their
-# logs follow one another once all have ended. Exit 0 when the self-test and every shard
-# passed. VALGRIND (required): the valgrind command, the Makefile's VALGRIND.
+# logs follow one another once all have ended; a failed shard's failures are repeated at
+# the very end, where a page showing only the output's tail sees them. Exit 0 when the
+# self-test and every shard passed. VALGRIND (required): the valgrind command, the Makefile's VALGRIND.
 set -u
 build=${1:?usage: tests/memcheck/run.sh BUILD SHARDS [RUNNER ARGS...]}
 shards=${2:?usage: tests/memcheck/run.sh BUILD SHARDS [RUNNER ARGS...]}
@@ -29,13 +30,21 @@ while [ "$k" -lt "$shards" ]; do
     k=$((k + 1))
 done
 wait
-status=0
+failed=
 k=0
 while [ "$k" -lt "$shards" ]; do
     echo "---- memcheck shard $k/$shards"
     cat "$logs/$k.log"
-    [ "$(cat "$logs/$k.status" 2>/dev/null)" = 0 ] || status=1
+    [ "$(cat "$logs/$k.status" 2>/dev/null)" = 0 ] || failed="$failed $k"
     k=$((k + 1))
 done
-[ "$status" = 0 ] || echo "memcheck: a shard failed (its log is above)" >&2
-exit "$status"
+[ -z "$failed" ] && exit 0
+# a CI page may show only the end of this output: what failed, once more, last
+for k in $failed; do
+    echo "---- memcheck shard $k/$shards failed (exit $(cat "$logs/$k.status" 2>/dev/null || echo '?')):" \
+        "its failures, memcheck's reports and its last lines"
+    grep -E '^\[FAIL\]|^==[0-9]+== [^ ]|^checked_run:' "$logs/$k.log" | head -n 40
+    tail -n 5 "$logs/$k.log"
+done
+echo "memcheck: shard(s)$failed failed (above)" >&2
+exit 1
