@@ -39,7 +39,8 @@
  * pairs meets the bq + bk - 1 consecutive distances of a band of rel_k, so each
  * tile costs one more small product, (bq, D) x (D, bq + bk - 1), and memory
  * stays linear in L. Gradients: drel_q[i] += rel_scale sum_j dS_ij rel_k[i - j],
- * drel_k[i - j] += rel_scale sum dS_ij rel_q[i] (summed over batches).
+ * drel_k[i - j] += rel_scale sum dS_ij rel_q[i] (summed over batches). With rel_q_is_q the
+ * queries are q's own rows, and drel_q goes into dq.
  *
  * xPos (xpos_scale_base = s > 0; Sun et al. 2022, as LocalAttention's reference
  * path in nn/local_attention.c): channel c of q_i and k_j is scaled so that the
@@ -74,6 +75,12 @@ typedef struct pg_flash_opts {
     pg_tensor *sep_q, *sep_k; /* (B, H, Lq), (B, H, Lk) of q's dtype: + sep_q[i] - sep_k[j]; either may be NULL (0) */
     pg_tensor *rel_q, *rel_k; /* (B, H, Lq, D), (H, Lq + Lk - 1, D) of q's dtype: relative keys; both or neither */
     double rel_scale;         /* the relative term's factor; 0: 1 */
+    /* true: the relative term's queries are q itself (rel_q stays NULL, rel_k is given), as
+     * Shaw's q_i . R[j - i]: the kernel reads q's rows for it and adds its gradient into q's,
+     * so q is not copied (pg_flash_attention_qkv keeps it in the projection) and there is no
+     * rel_q to differentiate. Not with the rotation tables or xPos (they change the q the
+     * kernel sees). */
+    bool rel_q_is_q;
     double xpos_scale_base;   /* > 0: xPos on q and k with this scale base (above; D even); 0: off */
     /* Attention dropout: each probability P[b, h, i, j] is kept with probability
      * 1 - dropout and then divided by 1 - dropout, else 0 (the normaliser is the

@@ -183,6 +183,7 @@ static void F(tile_inner)(const flash_dims *d, int64_t i0, int64_t j0, int64_t b
  * their gradient dtab; chunk h of REL_ROWS rows covers columns [off[h], off[h] + w[h]). */
 typedef struct F(rel_head) {
     const T *q, *rk, *Rt;
+    int64_t ldq; /* q's row stride: D, or with rq_self q's own (qkv_ld) */
     T *tab, *dtab;
     int64_t t_lo, off[REL_CHUNKS], w[REL_CHUNKS];
 } F(rel_head);
@@ -207,8 +208,8 @@ static void F(rel_block)(const flash_dims *d, F(rel_head) *rh, int64_t i0, int64
         if (rh->w[h] == 0)
             continue;
         const int64_t wp = (rh->w[h] + CB - 1) / CB * CB; /* lo + wp <= r_stride */
-        F(gemm_acc)(rh->tab + r0 * ld + rh->off[h], ld, rh->q + (i0 + r0) * D, D, 1, rh->Rt + lo, ld, r1 - r0, D, wp,
-                    (T)d->rs, true);
+        F(gemm_acc)(rh->tab + r0 * ld + rh->off[h], ld, rh->q + (i0 + r0) * rh->ldq, rh->ldq, 1, rh->Rt + lo, ld,
+                    r1 - r0, D, wp, (T)d->rs, true);
         for (int64_t r = r0; grads && r < r1; r++)
             memset(rh->dtab + r * ld + rh->off[h], 0, (size_t)rh->w[h] * sizeof(T));
     }
@@ -242,18 +243,20 @@ static void F(rel_tile_grads)(const flash_dims *d, const T *restrict dS, const F
     }
 }
 
-/* The block's relative gradients once its tiles are done, chunk by chunk: drq (rows, D) +=
- * rs dtab rk band, drk band += rs dtab^T q */
-static void F(rel_block_grads)(const flash_dims *d, const F(rel_head) *rh, T *drq, T *drk, int64_t i0, int64_t bq)
+/* The block's relative gradients once its tiles are done, chunk by chunk: drq (rows, D; row
+ * stride ldrq) += rs dtab rk band, drk band += rs dtab^T q */
+static void F(rel_block_grads)(const flash_dims *d, const F(rel_head) *rh, T *drq, int64_t ldrq, T *drk, int64_t i0,
+                               int64_t bq)
 {
     const int64_t D = d->D, ld = r_stride(d);
     for (int64_t h = 0, r0 = 0; h < REL_CHUNKS && r0 < bq; h++, r0 += REL_ROWS) {
         const int64_t rows = r0 + REL_ROWS < bq ? REL_ROWS : bq - r0, w = rh->w[h], t0 = rh->t_lo + rh->off[h];
         const T *blk = rh->dtab + r0 * ld + rh->off[h];
         if (drq && w > 0)
-            F(gemm_acc)(drq + (i0 + r0) * D, D, blk, ld, 1, rh->rk + t0 * D, D, rows, w, D, (T)d->rs, false);
+            F(gemm_acc)(drq + (i0 + r0) * ldrq, ldrq, blk, ld, 1, rh->rk + t0 * D, D, rows, w, D, (T)d->rs, false);
         if (drk && w > 0)
-            F(gemm_acc)(drk + t0 * D, D, blk, 1, ld, rh->q + (i0 + r0) * D, D, w, rows, D, (T)d->rs, false);
+            F(gemm_acc)(drk + t0 * D, D, blk, 1, ld, rh->q + (i0 + r0) * rh->ldq, rh->ldq, w, rows, D, (T)d->rs,
+                        false);
     }
 }
 
@@ -388,7 +391,8 @@ static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_
 {
     const int64_t NB = d->Lq + d->Lk - 1;
     const T *rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
-    rh->q = (const T *)d->rq + bh_i * d->Lq * d->D;
+    rh->q = (const T *)d->rq + (d->rq_self ? qkv_at(d, bh_i, d->Lq, d->D) : bh_i * d->Lq * d->D);
+    rh->ldq = d->rq_self ? qkv_ld(d, d->D) : d->D;
     if (rh->rk == rk)
         return;
     rh->rk = rk;
@@ -611,9 +615,9 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
 }
 
 /* One head's slices of the gradients (NULL where not asked for): dq, dk, dv, dsq, dsk, drq
- * of head bh_i of the B x H; db, drk of its head h (shared by the batches); dwb, dpb of
- * its share of the window and pair biases (their wb_H / pb_H heads). The layouts are
- * head_at's. */
+ * (with rq_self dq's own) of head bh_i of the B x H; db, drk of its head h (shared by the
+ * batches); dwb, dpb of its share of the window and pair biases (their wb_H / pb_H heads).
+ * The layouts are head_at's. */
 typedef struct F(head_grads) {
     T *dq, *dk, *dv, *dsq, *dsk, *drq, *db, *drk, *dwb, *dpb;
 } F(head_grads);
@@ -623,12 +627,13 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, h = bh_i % d->H, NB = Lq + Lk - 1;
     T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
     T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3];
-    return (F(head_grads)){dq ? dq + qkv_at(d, bh_i, Lq, D) : NULL,
+    T *dqh = dq ? dq + qkv_at(d, bh_i, Lq, D) : NULL;
+    return (F(head_grads)){dqh,
                            dk ? dk + qkv_at(d, bh_i, Lk, D) : NULL,
                            dv ? dv + qkv_at(d, bh_i, Lk, d->Dv) : NULL,
                            dsq ? dsq + bh_i * Lq : NULL,
                            dsk ? dsk + bh_i * Lk : NULL,
-                           drq ? drq + bh_i * Lq * D : NULL,
+                           d->rq_self ? dqh : drq ? drq + bh_i * Lq * D : NULL,
                            db ? db + h * NB : NULL,
                            drk ? drk + h * NB * D : NULL,
                            dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
@@ -859,7 +864,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             if (dqh && xt) /* dq += dQx zq */
                 F(xpos_dq)(d, xt, dqh, ldq, i0, bq);
             if (rel_grads)
-                F(rel_block_grads)(d, rh, hg.drq, hg.drk, i0, bq);
+                F(rel_block_grads)(d, rh, hg.drq, d->rq_self ? ldq : D, hg.drk, i0, bq);
         }
         F(zero_rows)(dkh, ldk, D, kf, Lk, k_new); /* the keys after the last reached */
         F(zero_rows)(dvh, ldv, Dv, kf, Lk, v_new);

@@ -70,6 +70,8 @@ typedef struct flash_dims {
     int64_t rot_R;
     bool rot_batched[2];     /* q's, k's tables per batch (Bc = B), else shared (Bc = 1) */
     bool rot_interleaved;
+    bool rq_self;            /* the relative keys' queries are q's own rows: rq is q's data, in q's
+                              * layout (qkv_at), and their gradient goes into dq (rel_q_is_q) */
 } flash_dims;
 
 /* where row 0 of head bh = b H + h of out (or of its gradient) starts, and their row stride */
@@ -650,6 +652,8 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
     if (fail)
         return -1;
     flash_dims d = s->d;
+    if (d.rq_self)
+        d.rq = r[0]; /* q's rows, as in the forward */
     flash_job j = {.d = &d, .dtype = out->dtype, .T = flash_threads(&s->d), .fresh = fresh,
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(out->dtype),
                    .w = {dqkv[0], dqkv[1], dqkv[2], dsq ? dsq->data : NULL, dsk ? dsk->data : NULL,
@@ -822,9 +826,16 @@ int pg_flash_rotation_check(pg_graph *g, const char *fn, const pg_tensor *q, con
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)
 {
+    if (o->rel_q_is_q && (o->rel_q || !o->rel_k || o->rot_cos_q || o->xpos_scale_base != 0)) {
+        pg_graph_fail(g, "%s: rel_q_is_q takes q's rows as the relative keys' queries: it wants rel_k and no rel_q, "
+                         "and neither the rotation tables nor xPos; got rel_q %s, rel_k %s, rotation %s, "
+                         "xpos_scale_base %g", fn, o->rel_q ? PG_SHAPE_STR(o->rel_q) : "NULL",
+                      o->rel_k ? PG_SHAPE_STR(o->rel_k) : "NULL", o->rot_cos_q ? "set" : "none", o->xpos_scale_base);
+        return false;
+    }
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask,
                                   .dist_bias = o->dist_bias, .sep_q = o->sep_q, .sep_k = o->sep_k,
-                                  .rel_q = o->rel_q, .rel_k = o->rel_k};
+                                  .rel_q = o->rel_q_is_q ? q : o->rel_q, .rel_k = o->rel_k};
     if (pg_attn_check(g, fn, &ops) != 0)
         return false;
     if (o->window < 0 || (o->window > 0 && (o->look_backward < 0 || o->look_forward < 0))) {
@@ -875,14 +886,15 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
                     o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[3]), o->causal,
                     o->mask ? pg_bool(o->mask) : NULL, o->window, o->look_backward, o->look_forward,
                     o->exact_window, o->sep_q ? o->sep_q->data : NULL, o->sep_k ? o->sep_k->data : NULL,
-                    o->rel_q ? o->rel_q->data : NULL, o->rel_k ? o->rel_k->data : NULL,
+                    o->rel_q ? o->rel_q->data : o->rel_q_is_q ? (qkv ? qkv : q)->data : NULL,
+                    o->rel_k ? o->rel_k->data : NULL,
                     o->rel_scale != 0 ? o->rel_scale : 1.0, NULL, o->window_bias ? o->window_bias->data : NULL,
                     o->window_bias ? o->window_bias->shape[0] : 0, o->window_bias ? o->window_bias->shape[2] : 0,
                     o->dropout > 0 && o->rng ? o->dropout : 0, o->rng ? *o->rng : (pg_rng){0, 0},
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
                     o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads,
-                    qkv ? qkv->shape[2] : 0, {NULL, NULL, NULL, NULL}, 0, {false, false}, false};
+                    qkv ? qkv->shape[2] : 0, {NULL, NULL, NULL, NULL}, 0, {false, false}, false, o->rel_q_is_q};
     pg_tensor *out = o->merge_heads ? pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.Lq, d.H * d.Dv))
                                     : pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)

@@ -594,15 +594,16 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  *   per layer      18000 T + c + cT T
  *   per pair       (q B H + qh H + ql) L^2 N   (only the schemes the fused kernel cannot run)
  * with a, d, p, c, cT, q, qh, ql, rT, rD of the scheme below: q, k and v split from the
- * projection and their gradients where a module takes them (6.1; the fused kernel reads the
- * rest in place, pg_flash_attention_qkv, and rotates rotary's and xPos's q and k itself, a
- * head at a time: rD, its rotated q, k and their gradients, 2 (Lq + Lk) Dh floats in the
- * forward's scratch and again in the backward's), the input encodings (d, p), relative
+ * projection and their gradients where a module takes them (xl's and cope's a; the fused
+ * kernel reads the rest in place, pg_flash_attention_qkv, rel's relative queries too, and
+ * rotates rotary's and xPos's q and k itself, a head at a time: rD, its rotated q, k and
+ * their gradients, 2 (Lq + Lk) Dh floats in the forward's scratch and again in the
+ * backward's; rel's rD its relative keys transposed there), the input encodings (d, p), relative
  * tables (p, c, cT; rT, the fused kernel's relative logits of a query block and their
  * gradient, 2 x 64 x (Lq + Lk - 1) floats in the forward's scratch and again in the
  * backward's), CoPE's (B, H, L, max_len + 1) position logits and their gradients (q; with
  * attention dropout its bias goes through mod_bias, with its (B, H, L, L) logits, bias and
- * gradients), FIRE's (H, L, L) bias and its MLP's (L, L) pairs (qh, ql). Within 2.4% of the arena (1.3% but for rel) over dim 64..256,
+ * gradients), FIRE's (H, L, L) bias and its MLP's (L, L) pairs (qh, ql). Within 1.3% of the arena over dim 64..256,
  * 1..4 layers, 1..8 heads of width >= 16, vocab 65..256, batch >= 2 and 512
  * tokens or more, 1 and 2 threads; smaller runs within 1.6% (docs/examples.md,
  * "Memory"). FIRE is counted with its pairs although it runs over distances
@@ -633,7 +634,8 @@ typedef struct lm_scheme_cost {
     const char *pairs;            /* what the pair terms hold, NULL: none */
     double pT;                    /* its own attention's rows (pos_cope's attend); 0: the fused kernel's */
     double rT;                    /* the fused kernel's relative-key tables, per position and thread */
-    double rD;                    /* the fused kernel's rotated heads, per position and thread, times Dh */
+    double rD;                    /* the fused kernel's rotated heads (rel: relative keys), per position and
+                                   * thread, times Dh */
 } lm_scheme_cost;
 
 /* Measured per --pos choice (not a list of choices: a choice measured nowhere
@@ -657,7 +659,7 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"fire",       0,    0,   0,    12400,  0,     0, 7, 8.9, LM_FIRE_PAIRS, 0,   0,   0},
     {"cope",       9.1,  0,   0,    5500,   0,     0, 0, 0,   NULL,          940, 0,   0},
     {"fox",        0.14, 0,   0,    21100,  0,     0, 0, 0,   NULL,          0,   0,   0},
-    {"rel",        6.1,  0,   9.7,  -35000, 28600, 0, 0, 0,   NULL,          0,   512, 0},
+    {"rel",        0,    0,   5.3,  -28400, 28600, 0, 0, 0,   NULL,          0,   512, 6.5},
     {"local",      0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0,   8},
 };
 /* floats a score of a bias the fused kernel cannot take, measured nowhere: the unfused

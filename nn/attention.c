@@ -501,6 +501,7 @@ typedef struct pos_terms {
     pg_tensor *sep[2];  /* the kernel's separable bias */
     pg_tensor *pair;    /* the kernel's pair bias */
     pg_pos_rel rel;     /* the kernel's relative keys */
+    bool rel_self;      /* their queries are q itself (rel_keys; rel.q NULL): the kernel's rel_q_is_q */
     pg_pos_rotation rot; /* the kernel's rotation of q and k */
 } pos_terms;
 
@@ -540,11 +541,43 @@ static int kernel_rotation(pg_graph *g, const char *fn, const pg_mha *m, int i, 
     return pg_flash_rotation_check(g, who, &q, &k, &o) == 0 ? 0 : -1;
 }
 
+/* Module i's relative keys with q itself as their queries (rel_keys) into *rel, when q is
+ * still in the projection (q_packed) and no later module changes q: 0 taken; 1 not
+ * (rel_bias's turn); -1 after pg_graph_fail. */
+static int own_rel_keys(pg_graph *g, const char *fn, const pg_mha *m, int i, bool q_packed, const pg_pos_ctx *c,
+                        pg_pos_rel *rel)
+{
+    pg_posmod *p = m->pos[i];
+    if (!q_packed || !p->ops->rel_keys)
+        return 1;
+    for (int j = i + 1; j < m->n_pos; j++)
+        if (m->pos[j]->ops->mod_qkv || m->pos[j]->ops->qk_rotation)
+            return 1;
+    int r = p->ops->rel_keys(g, p, c, rel);
+    if (r == 0 && (rel->q || rel->e || !rel->k)) {
+        pg_graph_fail(g, "%s: positional module %d (%s): rel_keys gave rel_q %s, rel_k %s, e %s: expected rel_k "
+                      "alone", fn, i, p->base.type, rel->q ? SHAPE(rel->q) : "NULL", rel->k ? SHAPE(rel->k) : "NULL",
+                      rel->e ? SHAPE(rel->e) : "NULL");
+        r = -1;
+    }
+    if (r != 0) {
+        if (r < 0 && !pg_graph_error(g))
+            pg_graph_fail(g, "%s: positional module %d (%s): rel_keys failed", fn, i, p->base.type);
+        *rel = (pg_pos_rel){0};
+        return r;
+    }
+    const pg_tensor q = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lq, c->head_dim}};
+    const pg_tensor k = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lk, c->head_dim}};
+    const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = &q, .k = &k, .v = &k, .rel_q = &q, .rel_k = rel->k};
+    return pg_attn_check(g, fn, &ops) == 0 ? 0 : -1;
+}
+
 /* Runs mod_qkv / mod_bias of every positional module in order; t->bias
  * accumulates the biases (NULL while none). With `fused` the biases come from
  * dist_bias as (H, Lq + Lk - 1) tables over distance instead, from sep_bias
  * as the two halves t->sep[0] (B, H, Lq), t->sep[1] (B, H, Lk) of a separable bias,
- * from rel_bias as relative keys t->rel, or from mod_bias alone as t->pair
+ * from rel_bias as relative keys t->rel (from rel_keys, their queries q itself: t->rel_self),
+ * or from mod_bias alone as t->pair
  * (Bb, H, Lq, Lk) for the kernel's pair_bias, and a rotation from qk_rotation as t->rot
  * (kernel_rotation). qkv NULL with `packed`: q, k, v still in the projection (project),
  * split before the first hook that takes them. */
@@ -587,7 +620,11 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3
         if (by_dist == 0) {
             continue;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
-            if (!split_packed(g, m, packed, qkv) || !relative_keys(g, fn, i, p, *q, *k, c, rel, sep))
+            int own = own_rel_keys(g, fn, m, i, packed && !*q, c, rel);
+            if (own < 0)
+                return false;
+            t->rel_self = own == 0;
+            if (own && (!split_packed(g, m, packed, qkv) || !relative_keys(g, fn, i, p, *q, *k, c, rel, sep)))
                 return false;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->sep_bias) {
             if (!separable_bias(g, fn, i, p, c, sep))
@@ -614,6 +651,11 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3
             pg_tensor **sum = fused ? pair : bias;
             *sum = *sum ? pg_add(g, *sum, b) : b;
         }
+    }
+    if (t->rel_self && t->rot.cos_q) { /* the kernel's rotation would turn the q the term reads */
+        if (!split_packed(g, m, packed, qkv))
+            return false;
+        rel->q = *q, t->rel_self = false;
     }
     return !fused || !*pair || (*pair = pair_shaped(g, *pair, c));
 }
@@ -803,9 +845,10 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,
                             .sep_q = t.sep[0], .sep_k = t.sep[1], .rel_q = t.rel.q, .rel_k = t.rel.k,
-                            .rel_scale = t.rel.scale, .pair_bias = t.pair, .dropout = drop ? c->dropout : 0.0,
-                            .rng = a->rng, .merge_heads = true, .rot_cos_q = t.rot.cos_q, .rot_sin_q = t.rot.sin_q,
-                            .rot_cos_k = t.rot.cos_k, .rot_sin_k = t.rot.sin_k, .rot_interleaved = t.rot.interleaved};
+                            .rel_scale = t.rel.scale, .rel_q_is_q = t.rel_self, .pair_bias = t.pair,
+                            .dropout = drop ? c->dropout : 0.0, .rng = a->rng, .merge_heads = true,
+                            .rot_cos_q = t.rot.cos_q, .rot_sin_q = t.rot.sin_q, .rot_cos_k = t.rot.cos_k,
+                            .rot_sin_k = t.rot.sin_k, .rot_interleaved = t.rot.interleaved};
         out = qkv[0] ? pg_flash_attention_unchecked(g, qkv[0], qkv[1], qkv[2], &fo) /* (B, Lq, H Dh); checked above */
                      : pg_flash_attention_qkv_unchecked(g, packed, c->heads, &fo);
         merged = true;

@@ -230,38 +230,59 @@ static pg_tensor *posrel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor
     return bias;
 }
 
-/* rel1d's bias in the fused kernel's form (pg_posmod_ops.rel_bias) at default positions,
+/* rel1d's relative keys for the fused kernel (pg_posmod_ops.rel_keys) at default positions,
  * Lq = Lk = L <= tokens: q_i . R[j - i + T - 1] is q_i against the relative key of the
  * kernel's index t = i - j + L - 1, rel_k[t] = R[T + L - 2 - t] (the table's middle
- * 2L - 1 rows, reversed; a shared table repeated over the heads). 1 (another path)
- * with positions or Lq != Lk. */
-static int rel1d_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
+ * 2L - 1 rows, reversed; a shared table repeated over the heads); r->q NULL (q itself).
+ * 1 (another path) with positions or Lq != Lk. */
+static int rel1d_rel_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
 {
-    (void)k;
     posrel *p = (posrel *)m;
     if (!r || c->pos_q || c->pos_k || c->Lq != c->Lk || (p->scaled && c->scale == 0))
         return r ? 1 : -1;
-    int64_t T = p->tokens, L = c->Lq, N = 2 * L - 1;
-    if (!q_ok(g, p, q, c))
+    int64_t T = p->tokens, L = c->Lq, N = 2 * L - 1, H = p->heads > 0 ? p->heads : c->heads;
+    if (c->dtype != p->t0->dtype || H < 1 || (c->head_dim != 0 && c->head_dim != p->d)) {
+        pg_graph_fail(g, "rel1d: the attention has %lld heads of width %lld in %s, the module a table of width %lld "
+                      "in %s", (long long)c->heads, (long long)c->head_dim, pg_dtype_name(c->dtype), (long long)p->d,
+                      pg_dtype_name(p->t0->dtype));
         return -1;
+    }
     if (L > T) {
         pg_graph_fail(g, "rel1d: sequence length %lld but the table covers distances up to %lld (tokens %lld)",
                       (long long)L, (long long)(T - 1), (long long)T);
         return -1;
     }
-    int64_t H = q->shape[1], ax = p->t0->ndim - 2;
+    int64_t ax = p->t0->ndim - 2;
     pg_tensor *idx = pg_empty(g, PG_I64, PG_SHAPE(N));
     for (int64_t t = 0; idx && t < N; t++)
         pg_i64(idx)[t] = N - 1 - t;
     pg_tensor *rk = pg_index_select(g, pg_narrow(g, p->t0, ax, T - L, N), ax, idx); /* ([heads,] N, d) */
     if (rk && rk->ndim == 2)
         rk = pg_broadcast_to(g, pg_reshape(g, rk, PG_SHAPE(1, N, p->d)), PG_SHAPE(H, N, p->d));
-    *r = (pg_pos_rel){q, rk, NULL, p->scaled ? c->scale : 1.0};
+    *r = (pg_pos_rel){NULL, rk, NULL, p->scaled ? c->scale : 1.0};
     return rk ? 0 : -1;
 }
 
+/* rel1d's bias in the fused kernel's form (pg_posmod_ops.rel_bias): rel_keys' keys with
+ * r->q = q. 1 (another path) with positions or Lq != Lk. */
+static int rel1d_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)k;
+    posrel *p = (posrel *)m;
+    if (!r || c->pos_q || c->pos_k || c->Lq != c->Lk || (p->scaled && c->scale == 0))
+        return r ? 1 : -1;
+    if (!q_ok(g, p, q, c))
+        return -1;
+    pg_pos_ctx heads_of_q = *c; /* LocalAttention's band leaves heads and head_dim 0 */
+    heads_of_q.heads = q->shape[1], heads_of_q.head_dim = q->shape[3], heads_of_q.dtype = q->dtype;
+    int rc = rel1d_rel_keys(g, m, &heads_of_q, r);
+    r->q = rc == 0 ? q : NULL;
+    return rc;
+}
+
 static const pg_posmod_ops POSREL_OPS = {.mod_bias = posrel_bias};
-static const pg_posmod_ops REL1D_OPS = {.mod_bias = posrel_bias, .rel_bias = rel1d_rel_bias};
+static const pg_posmod_ops REL1D_OPS = {.mod_bias = posrel_bias, .rel_bias = rel1d_rel_bias,
+                                         .rel_keys = rel1d_rel_keys};
 
 pg_tensor *pg_posrel_logits(pg_graph *g, pg_posmod *m, pg_tensor *q, const pg_pos_ctx *c)
 {

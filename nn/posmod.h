@@ -16,7 +16,7 @@
  * (a bias that also needs q and k, on LocalAttention's band of windows), sep_bias (a bias
  * a_i - e_j of one vector per side, for the fused kernel) and rel_bias (a query
  * vector dotted with a key of the distance, Transformer-XL's term, for the fused
- * kernel). A layer that needs one of
+ * kernel; rel_keys its keys alone when the query vector is q). A layer that needs one of
  * them calls it without knowing the scheme: a module with dist_bias is biased
  * through it; one without dist_bias but with band_bias through that.
  *
@@ -175,6 +175,15 @@ typedef struct pg_posmod_ops {
      * LocalAttention then takes its band of ops);
      * -1 after pg_graph_fail. NULL: not such a scheme. */
     int (*rel_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r);
+    /* rel_bias's work for a scheme whose relative queries are q itself and that has no key
+     * term (Shaw's q_i . R[j - i]): *r as rel_bias gives it, but with r->q and r->e NULL,
+     * from the context alone. MultiheadAttention's fused path calls it instead of rel_bias
+     * when q is still in the projection and no later module changes q (a mod_qkv or a
+     * rotation), and the kernel reads q's own rows for the term (autograd/flash.h
+     * rel_q_is_q): q, k and v are never split or copied. 0; 1 when this call is not the
+     * hook's (positions, Lq != Lk: nothing recorded, no error, the caller takes rel_bias);
+     * -1 after pg_graph_fail. NULL: not such a scheme. */
+    int (*rel_keys)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r);
     /* the whole attention, for a scheme whose bias needs every row of the logits (CoPE's
      * gates): *out (B, H, Lq, Dv) = softmax(q k^T c->scale + bias, hidden entries -inf) v
      * with this module's bias, as mod_bias's bias would give it, computed without an
@@ -379,6 +388,7 @@ enum {
     PG_POS_HOOK_DIST_IF = 1 << 8, /* dist_bias_if */
     PG_POS_HOOK_ATTEND = 1 << 9,  /* attend */
     PG_POS_HOOK_ROTATION = 1 << 10, /* qk_rotation */
+    PG_POS_HOOK_REL_KEYS = 1 << 11, /* rel_keys */
 };
 
 /* What else a kind is (bits of pg_posmod_kind_info.props). */

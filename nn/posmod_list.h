@@ -58,8 +58,9 @@ PG_POSMOD(t5, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_P
           "a learned per-head bias for log-spaced buckets of the distance (T5, Raffel et al. 2020)")
 PG_POSMOD(abs1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_BOUNDED | PG_POS_VISION,
           "nn/pos_rel.c", "q . a learned embedding of the key's position (AI Summer's AbsPosEmb1D)")
-PG_POSMOD(rel1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_REL, PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_BOUNDED | PG_POS_VISION,
-          "nn/pos_rel.c", "q . a learned embedding of the key-query distance (Shaw et al. 2018; AI Summer)")
+PG_POSMOD(rel1d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_REL | PG_POS_HOOK_REL_KEYS,
+          PG_POS_NEEDS_QK | PG_POS_MAX_LEN | PG_POS_BOUNDED | PG_POS_VISION, "nn/pos_rel.c",
+          "q . a learned embedding of the key-query distance (Shaw et al. 2018; AI Summer)")
 PG_POSMOD(rel2d, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS, PG_POS_NEEDS_QK | PG_POS_NEEDS_OPTS | PG_POS_VISION,
           "nn/pos_rel.c", "q . learned row and column distance embeddings on an H x W map (AI Summer's RelPosEmb2D)")
 PG_POSMOD(kerple, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_kerple.c",

@@ -4,7 +4,8 @@
 #include "testutil.h"
 
 typedef enum { NO_POS, WITH_ALIBI, WITH_DPB_T5_ROTARY, WITH_XL, WITH_XL_BIO_ROTARY_ALIBI, WITH_REL1D,
-               WITH_REL1D_HEADS_SCALED_ROTARY, WITH_FIRE, WITH_COPE_ROTARY, WITH_FIRE_COPE_ALIBI } pos_set;
+               WITH_REL1D_HEADS_SCALED_ROTARY, WITH_REL1D_THEN_ROTARY, WITH_FIRE, WITH_COPE_ROTARY,
+               WITH_FIRE_COPE_ALIBI } pos_set;
 
 static pg_posmod *alibi_learned(void)
 {
@@ -45,13 +46,15 @@ static pg_mha *make_band(pos_set set, bool causal, bool unfused, const pg_attn_b
         if (set == WITH_XL_BIO_ROTARY_ALIBI)
             pos[n++] = alibi_learned();
     }
-    if (set == WITH_REL1D || set == WITH_REL1D_HEADS_SCALED_ROTARY) { /* Shaw's 1-D table, 200 tokens */
-        bool per_head = set == WITH_REL1D_HEADS_SCALED_ROTARY;
+    if (set == WITH_REL1D || set == WITH_REL1D_HEADS_SCALED_ROTARY || set == WITH_REL1D_THEN_ROTARY) {
+        bool per_head = set == WITH_REL1D_HEADS_SCALED_ROTARY; /* Shaw's 1-D table, 200 tokens */
         pg_rel1d_opts o = {.tokens = 200, .heads = per_head ? 2 : 0, .scaled = per_head};
         pg_rng pr = pg_rng_init(17);
         if (per_head)
             pos[n++] = pg_rotary_new(4, NULL, PG_F64);
         pos[n++] = pg_posmod_make_rel1d(&(pg_posmod_args){8, 2, 4, 0, 0, PG_F64, &pr, &o});
+        if (set == WITH_REL1D_THEN_ROTARY) /* rel1d reads q unturned, the kernel turns it */
+            pos[n++] = pg_rotary_new(4, NULL, PG_F64);
     }
     if (set == WITH_FIRE || set == WITH_FIRE_COPE_ALIBI) { /* FIRE's bias (1, H, L, L), the same per batch */
         pg_rng pr = pg_rng_init(19);
@@ -148,11 +151,13 @@ Test(flash_mha, fused_equals_unfused_xl)
 }
 
 /* Shaw's 1-D relative table through the kernel's relative keys (the table's middle rows
- * reversed): shared and per-head tables, unscaled and scaled, beside rotary */
+ * reversed): shared and per-head tables, unscaled and scaled, beside rotary before it (q
+ * split and turned first) and after it (q split, the kernel turning it) */
 Test(flash_mha, fused_equals_unfused_rel1d)
 {
     assert_fused_equals_unfused(WITH_REL1D, true, true);
     assert_fused_equals_unfused(WITH_REL1D_HEADS_SCALED_ROTARY, false, true);
+    assert_fused_equals_unfused(WITH_REL1D_THEN_ROTARY, true, true);
     assert_fused_equals_unfused_at(WITH_REL1D, false, true, NULL, 150);
     assert_fused_equals_unfused_at(WITH_REL1D_HEADS_SCALED_ROTARY, true, false, NULL, 200);
     const pg_attn_band windows = {.window = 2, .look_backward = 1};
@@ -210,6 +215,13 @@ Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
     pg_mha *rel = make(WITH_REL1D, true, false);
     cr_assert_not_null(pg_mha_forward(g, rel, x, NULL, NULL), "%s", pg_graph_error(g));
     cr_assert_eq(fused_nodes(g), 1, "rel1d at default positions: fused");
+    cr_assert_eq(count_nodes(g, "pg_split_heads"), 0, "rel1d alone: q, k, v read in the projection (rel_keys)");
+    pg_graph_reset(g);
+    pg_mha *rel_rot = make(WITH_REL1D_THEN_ROTARY, true, false);
+    cr_assert_not_null(pg_mha_forward(g, rel_rot, x, NULL, NULL), "%s", pg_graph_error(g));
+    cr_assert_eq(fused_nodes(g), 1, "rel1d, rotary: fused");
+    cr_assert_eq(count_nodes(g, "pg_split_heads"), 3, "rel1d, rotary after it: q split for rel_bias");
+    pg_module_free(&rel_rot->base);
     pg_graph_reset(g);
     pg_mha *fire = make(WITH_FIRE_COPE_ALIBI, true, false);
     cr_assert_not_null(pg_mha_forward(g, fire, x, NULL, NULL), "%s", pg_graph_error(g));

@@ -292,7 +292,19 @@ static pg_posmod *make_xl(void)
     return p;
 }
 
+static pg_posmod *make_rel1d(int i)
+{
+    (void)i;
+    pg_rng r = pg_rng_init(9);
+    pg_rel1d_opts o = {.tokens = 12};
+    pg_posmod *p = pg_posmod_make_rel1d(&(pg_posmod_args){24, 3, 8, 0, 0, PG_F64, &r, &o});
+    cr_assert_not_null(p, "%s", pg_last_error());
+    return p;
+}
+
 static pg_posmod *make_rotary_then_xl(int i) { return i == 0 ? make_rotary(i) : make_xl(); }
+static pg_posmod *make_rel1d_then_alibi(int i) { return i == 0 ? make_rel1d(i) : make_alibi(i); }
+static pg_posmod *make_rel1d_then_rotary(int i) { return i == 0 ? make_rel1d(i) : make_rotary(i); }
 static pg_posmod *make_xl_then_rotary(int i) { return i == 0 ? make_xl() : make_rotary(i); }
 
 Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
@@ -307,6 +319,70 @@ Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
     assert_mha_path(make_rotary_then_xl, 2, (tape_counts){0, 3, 2}, "rotary, then XL");
     /* after XL (which takes the splits) nothing reads q or k: the kernel rotates the splits */
     assert_mha_path(make_xl_then_rotary, 2, (tape_counts){0, 3, 0}, "XL, then rotary");
+    /* Shaw's relative keys meet q itself (rel_keys): q stays in the projection */
+    assert_mha_path(make_rel1d, 1, (tape_counts){1, 0, 0}, "rel1d");
+    assert_mha_path(make_rel1d_then_alibi, 2, (tape_counts){1, 0, 0}, "rel1d, then ALiBi");
+    /* a later module turns q: rel1d takes the unturned splits (rel_bias) */
+    assert_mha_path(make_rel1d_then_rotary, 2, (tape_counts){0, 3, 0}, "rel1d, then rotary");
+}
+
+/* a scheme's rel_keys hook is another's code: what it gives is checked */
+static pg_tensor *no_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
+{
+    (void)m, (void)q, (void)k, (void)v;
+    return pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq, c->Lk));
+}
+
+static int no_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)g, (void)m, (void)q, (void)k, (void)c, (void)r;
+    return 1;
+}
+
+/* keys of width 5 for heads of 8 channels */
+static int narrow_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)m;
+    *r = (pg_pos_rel){NULL, pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, 5)), NULL, 1.0};
+    return 0;
+}
+
+/* keys with a key-side term, which rel_keys does not give */
+static int keys_and_e(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)m;
+    *r = (pg_pos_rel){NULL, pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, c->head_dim)),
+                      pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->heads, c->Lk)), 1.0};
+    return 0;
+}
+
+static int failing_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)g, (void)m, (void)c, (void)r;
+    return -1;
+}
+
+Test(flash_qkv, a_schemes_relative_keys_are_checked)
+{
+    const pg_posmod_ops ops[3] = {{.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = narrow_keys},
+                                  {.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = keys_and_e},
+                                  {.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = failing_keys}};
+    const char *want[3] = {"pg_mha_forward: rel_q, rel_k are f64[2,3,9,8], f64[3,17,5], expected f64",
+                           "pg_mha_forward: positional module 0 (Keys): rel_keys gave rel_q NULL, rel_k f64[3,17,8], "
+                           "e f64[2,3,9]: expected rel_k alone",
+                           "pg_mha_forward: positional module 0 (Keys): rel_keys failed"};
+    for (int i = 0; i < 3; i++) {
+        pg_posmod *p = pg_posmod_alloc(sizeof(pg_posmod), "Keys", &ops[i], NULL, "test");
+        cr_assert_not_null(p);
+        pg_mha *m = test_mha(24, 3, (test_mha_flags){.causal = true}, &p, 1, 3);
+        pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
+        pg_graph *g = pg_graph_new();
+        cr_assert_null(pg_mha_forward(g, m, x, NULL, NULL));
+        cr_assert(strstr(pg_last_error(), want[i]), "got \"%s\"", pg_last_error());
+        pg_graph_free(g);
+        pg_tensor_free(x);
+        pg_module_free(&m->base);
+    }
 }
 
 /* a scheme's qk_rotation hook is another's code: its tables are checked */

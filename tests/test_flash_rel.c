@@ -4,7 +4,8 @@
  * Outputs and the gradients of q, k, v, rel_q, rel_k in f64 within 1e-12 over
  * several tiles, Lq != Lk, causal, masks, a local band, a distance bias beside
  * them; bit-identical results for 1 and 2 threads; gradchecks; f32 against f64;
- * bad input. */
+ * bad input. The same with q's own rows as the relative queries (rel_q_is_q), q, k, v as
+ * heads or read in one projection (pg_flash_attention_qkv). */
 #include "../autograd/flash.h"
 #include "testutil.h"
 
@@ -205,6 +206,167 @@ Test(flash_rel, f32_agrees_with_f64)
     pg_tensor_free(w);
     free_inputs(&in);
     free_inputs(&in32);
+}
+
+/* ---- rel_q_is_q: the relative term's queries are q's own rows ---------------------------- */
+
+/* the fused call with q as the relative queries: q, k, v as heads, or (qkv non-NULL) read in
+ * the projection qkv (B, L, 3 H D) in place; the result (B, H, Lq, D) */
+static pg_tensor *fused_self(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *qkv,
+                             pg_tensor *rk, pg_tensor *db, pg_tensor *mask)
+{
+    pg_flash_opts o = {.causal = c->causal, .mask = mask, .dist_bias = db, .rel_q_is_q = true, .rel_k = rk,
+                       .rel_scale = c->rs, .window = c->window, .look_backward = 1};
+    return qkv ? pg_flash_attention_qkv(g, qkv, c->H, &o) : pg_flash_attention(g, q, k, v, &o);
+}
+
+enum { N_SELF = 6 }; /* out, dq (or dqkv), dk, dv, drk, ddb */
+static const char *const SELF_NAMES[N_SELF] = {"out", "dq", "dk", "dv", "drel_k", "ddist_bias"};
+
+/* out and the gradients of sum(w * out): fused with rel_q_is_q, or unfused with rel_q = q;
+ * with `packed`, q, k, v split from one projection (B, Lq, 3 H D), whose gradient is dq's */
+static void run_self(bool use_fused, bool packed, const rcase *c, rel_in *in, pg_tensor *qkv, pg_tensor *w,
+                     pg_tensor *res[N_SELF])
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *q = in->q, *k = in->k, *v = in->v;
+    if (packed && !use_fused) {
+        q = pg_split_heads(g, qkv, 0, c->H, c->D);
+        k = pg_split_heads(g, qkv, c->H * c->D, c->H, c->D);
+        v = pg_split_heads(g, qkv, 2 * c->H * c->D, c->H, c->D);
+    }
+    pg_tensor *out = use_fused ? fused_self(g, c, q, k, v, packed ? qkv : NULL, in->rk, in->db, in->mask)
+                               : unfused(g, c, q, k, v, q, in->rk, in->db, in->mask);
+    cr_assert_not_null(out, "%s", pg_last_error());
+    pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
+    cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_last_error());
+    pg_tensor *got[N_SELF] = {pg_tensor_copy(NULL, out), take_grad(packed ? qkv : in->q),
+                              packed ? NULL : take_grad(in->k), packed ? NULL : take_grad(in->v), take_grad(in->rk),
+                              take_grad(in->db)};
+    memcpy(res, got, sizeof got);
+    pg_graph_free(g);
+}
+
+static void check_self(const rcase *c, bool packed, uint64_t seed)
+{
+    rel_in in = make_inputs(c, seed);
+    pg_tensor *qkv = packed ? randt(PG_SHAPE(c->B, c->Lq, 3 * c->H * c->D), seed + 7, true) : NULL;
+    pg_tensor *w = randt(PG_SHAPE(c->B, c->H, c->Lq, c->D), seed + 9, false);
+    pg_tensor *f[N_SELF], *u[N_SELF];
+    run_self(true, packed, c, &in, qkv, w, f);
+    run_self(false, packed, c, &in, qkv, w, u);
+    for (int i = 0; i < N_SELF; i++) {
+        char what[200];
+        snprintf(what, sizeof what, "rel_q_is_q%s %s: B%lld H%lld L%lld D%lld causal %d mask %d bias %d window %lld",
+                 packed ? " (qkv)" : "", SELF_NAMES[i], (long long)c->B, (long long)c->H, (long long)c->Lq,
+                 (long long)c->D, c->causal, c->mask, c->bias, (long long)c->window);
+        cr_assert((f[i] == NULL) == (u[i] == NULL), "%s: one side has no result", what);
+        if (u[i])
+            assert_close(f[i], u[i], 1e-12, what);
+        pg_tensor_free(f[i]);
+        pg_tensor_free(u[i]);
+    }
+    free_all(2, (pg_tensor *[]){w, qkv});
+    free_inputs(&in);
+}
+
+/* q as the relative queries, with q, k, v as heads and read in one projection: the unfused
+ * logits with rel_q = q (both of q's gradients summed by the graph), within 1e-12 in f64 */
+Test(flash_rel, queries_are_q_matches_unfused_f64)
+{
+    const rcase cases[] = {
+        {2, 3, 70, 70, 8, true, false, false, 0, 0.37}, {1, 2, 130, 130, 5, false, true, true, 0, 1.5},
+        {1, 2, 200, 200, 4, true, true, false, 48, 0.5}, {2, 2, 140, 140, 32, true, false, true, 0, 0.25},
+        {1, 1, 3, 3, 2, false, false, false, 0, -2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int packed = 0; packed < 2; packed++)
+            check_self(&cases[i], packed, 300 + 10 * i);
+}
+
+typedef struct self_run {
+    const rcase *c;
+    rel_in *in;
+    pg_tensor *qkv, *w;
+} self_run;
+
+static void run_self_fused(void *ctx, pg_tensor **res)
+{
+    self_run *x = ctx;
+    run_self(true, true, x->c, x->in, x->qkv, x->w, res);
+}
+
+/* drel_k sums over batches, dq gets the relative term's share: the same bits on 1 and 2 threads */
+Test(flash_rel, queries_are_q_same_bits_for_any_thread_count)
+{
+    const rcase c = {3, 4, 90, 90, 8, true, true, true, 0, 0.5};
+    rel_in in = make_inputs(&c, 17);
+    self_run x = {&c, &in, randt(PG_SHAPE(3, 90, 3 * 4 * 8), 18, true), randt(PG_SHAPE(3, 4, 90, 8), 19, false)};
+    assert_same_bits_on_1_and_2_threads(run_self_fused, &x, N_SELF, SELF_NAMES);
+    free_all(2, (pg_tensor *[]){x.w, x.qkv});
+    free_inputs(&in);
+}
+
+static pg_tensor *self_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
+{
+    const gc_ctx *x = ctx;
+    if (n == 2 || n == 3) /* the projection, rel_k (and the distance bias) */
+        return fused_self(g, &x->c, NULL, NULL, NULL, in[0], in[1], n > 2 ? in[2] : NULL, x->mask);
+    return fused_self(g, &x->c, in[0], in[1], in[2], NULL, in[3], n > 4 ? in[4] : NULL, x->mask);
+}
+
+/* gradcheck with q as the relative queries: in q, k, v, rel_k (and a distance bias), and in
+ * the projection read in place */
+Test(flash_rel, queries_are_q_gradcheck)
+{
+    const rcase cases[] = {{2, 2, 4, 4, 3, false, true, true, 0, 0.7},
+                           {1, 1, 6, 6, 2, true, true, false, 0, -1.3},
+                           {1, 1, 70, 70, 2, true, false, true, 32, 0.9}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const rcase *c = &cases[i];
+        gc_ctx x = {*c, c->mask ? key_mask_of(c) : NULL};
+        rel_in in = make_inputs(c, 60 + i);
+        pg_tensor *heads[5] = {in.q, in.k, in.v, in.rk, in.db};
+        assert_gradcheck(self_fn, in.db ? 5 : 4, heads, &x, NULL);
+        pg_tensor *qkv = randt(PG_SHAPE(c->B, c->Lq, 3 * c->H * c->D), 70 + i, true);
+        pg_tensor *proj[3] = {qkv, in.rk, in.db};
+        assert_gradcheck(self_fn, in.db ? 3 : 2, proj, &x, NULL);
+        pg_tensor_free(qkv);
+        free_inputs(&in);
+        pg_tensor_free(x.mask);
+    }
+}
+
+Test(flash_rel, queries_are_q_bad_input)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *q = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 4, 6)), *k = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 6));
+    pg_tensor *v = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 6)), *rq = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 4, 6));
+    pg_tensor *rk = pg_zeros(g, PG_F64, PG_SHAPE(3, 9, 6)), *rk_d = pg_zeros(g, PG_F64, PG_SHAPE(3, 9, 5));
+    pg_tensor *cq = pg_zeros(g, PG_F64, PG_SHAPE(1, 1, 4, 3)), *ck = pg_zeros(g, PG_F64, PG_SHAPE(1, 1, 6, 3));
+    const char *what = "pg_flash_attention: rel_q_is_q takes q's rows as the relative keys' queries: it wants rel_k "
+                       "and no rel_q, and neither the rotation tables nor xPos";
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q_is_q = true}), what);
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q_is_q = true, .rel_q = rq, .rel_k = rk}),
+                 "got rel_q f64[2,3,4,6], rel_k f64[3,9,6], rotation none, xpos_scale_base 0");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v,
+                                    &(pg_flash_opts){.rel_q_is_q = true, .rel_k = rk, .xpos_scale_base = 512}),
+                 "xpos_scale_base 512");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v,
+                                    &(pg_flash_opts){.rel_q_is_q = true, .rel_k = rk, .rot_cos_q = cq, .rot_sin_q = cq,
+                                                     .rot_cos_k = ck, .rot_sin_k = ck}),
+                 "rotation set");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q_is_q = true, .rel_k = rk_d}),
+                 "rel_q, rel_k are f64[2,3,4,6], f64[3,9,5], expected f64 (B, H, Lq, Dh) = (2, 3, 4, 6)");
+    pg_tensor *qkv = pg_zeros(g, PG_F64, PG_SHAPE(2, 4, 3 * 3 * 6));
+    ASSERT_FAILS(pg_flash_attention_qkv(g, qkv, 3, &(pg_flash_opts){.rel_q_is_q = true}),
+                 "pg_flash_attention_qkv: rel_q_is_q takes q's rows");
+    pg_tensor *rk7 = pg_zeros(g, PG_F64, PG_SHAPE(3, 7, 6)); /* Lq = Lk = 4 */
+    cr_assert_not_null(pg_flash_attention_qkv(g, qkv, 3, &(pg_flash_opts){.rel_q_is_q = true, .rel_k = rk7}), "%s",
+                       pg_last_error());
+    cr_assert_not_null(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q_is_q = true, .rel_k = rk}), "%s",
+                       pg_last_error());
+    pg_graph_free(g);
 }
 
 Test(flash_rel, bad_input)

@@ -142,7 +142,7 @@ static unsigned hooks_of(const pg_posmod *m)
            (o->dist_bias ? PG_POS_HOOK_DIST : 0u) | (o->band_bias ? PG_POS_HOOK_BAND : 0u) |
            (o->sep_bias ? PG_POS_HOOK_SEP : 0u) | (o->rel_bias ? PG_POS_HOOK_REL : 0u) |
            (o->dist_bias_if ? PG_POS_HOOK_DIST_IF : 0u) | (o->attend ? PG_POS_HOOK_ATTEND : 0u) |
-           (o->qk_rotation ? PG_POS_HOOK_ROTATION : 0u);
+           (o->qk_rotation ? PG_POS_HOOK_ROTATION : 0u) | (o->rel_keys ? PG_POS_HOOK_REL_KEYS : 0u);
 }
 
 /* m's mod_bias for q, k, v drawn from seed and the layer input x (1, L, DIM) drawn
