@@ -326,6 +326,22 @@ Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
     assert_mha_path(make_rel1d_then_rotary, 2, (tape_counts){0, 3, 0}, "rel1d, then rotary");
 }
 
+/* MultiheadAttention (causal, 3 heads of 8) with one module of `ops` named `name` refuses
+ * x (2, 9, 24) with a message that holds `want` */
+static void assert_scheme_refused(const char *name, const pg_posmod_ops *ops, const char *want)
+{
+    pg_posmod *p = pg_posmod_alloc(sizeof(pg_posmod), name, ops, NULL, "test");
+    cr_assert_not_null(p);
+    pg_mha *m = test_mha(24, 3, (test_mha_flags){.causal = true}, &p, 1, 3);
+    pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
+    pg_graph *g = pg_graph_new();
+    cr_assert_null(pg_mha_forward(g, m, x, NULL, NULL));
+    cr_assert(strstr(pg_last_error(), want), "got \"%s\"", pg_last_error());
+    pg_graph_free(g);
+    pg_tensor_free(x);
+    pg_module_free(&m->base);
+}
+
 /* a scheme's rel_keys hook is another's code: what it gives is checked */
 static pg_tensor *no_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, pg_tensor *v, const pg_pos_ctx *c)
 {
@@ -371,18 +387,8 @@ Test(flash_qkv, a_schemes_relative_keys_are_checked)
                            "pg_mha_forward: positional module 0 (Keys): rel_keys gave rel_q NULL, rel_k f64[3,17,8], "
                            "e f64[2,3,9]: expected rel_k alone",
                            "pg_mha_forward: positional module 0 (Keys): rel_keys failed"};
-    for (int i = 0; i < 3; i++) {
-        pg_posmod *p = pg_posmod_alloc(sizeof(pg_posmod), "Keys", &ops[i], NULL, "test");
-        cr_assert_not_null(p);
-        pg_mha *m = test_mha(24, 3, (test_mha_flags){.causal = true}, &p, 1, 3);
-        pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
-        pg_graph *g = pg_graph_new();
-        cr_assert_null(pg_mha_forward(g, m, x, NULL, NULL));
-        cr_assert(strstr(pg_last_error(), want[i]), "got \"%s\"", pg_last_error());
-        pg_graph_free(g);
-        pg_tensor_free(x);
-        pg_module_free(&m->base);
-    }
+    for (int i = 0; i < 3; i++)
+        assert_scheme_refused("Keys", &ops[i], want[i]);
 }
 
 /* a scheme's qk_rotation hook is another's code: its tables are checked */
@@ -416,16 +422,6 @@ Test(flash_qkv, a_schemes_rotation_tables_are_checked)
     const char *want[2] = {"pg_mha_forward: positional module 0 (Wide) qk_rotation: rotation tables rot_cos_q "
                            "f64[1,1,9,5]",
                            "pg_mha_forward: positional module 0 (Failing): qk_rotation failed"};
-    for (int i = 0; i < 2; i++) {
-        pg_posmod *p = pg_posmod_alloc(sizeof(pg_posmod), i ? "Failing" : "Wide", ops[i], NULL, "test");
-        cr_assert_not_null(p);
-        pg_mha *m = test_mha(24, 3, (test_mha_flags){.causal = true}, &p, 1, 3);
-        pg_tensor *x = randt(PG_SHAPE(2, 9, 24), 5, true);
-        pg_graph *g = pg_graph_new();
-        cr_assert_null(pg_mha_forward(g, m, x, NULL, NULL));
-        cr_assert(strstr(pg_last_error(), want[i]), "got \"%s\"", pg_last_error());
-        pg_graph_free(g);
-        pg_tensor_free(x);
-        pg_module_free(&m->base);
-    }
+    for (int i = 0; i < 2; i++)
+        assert_scheme_refused(i ? "Failing" : "Wide", ops[i], want[i]);
 }
