@@ -513,6 +513,13 @@ static bool reads_qk(const pg_posmod *p)
     return o->mod_qkv || o->rel_bias || o->attend || (o->mod_bias && !o->dist_bias && !o->sep_bias);
 }
 
+/* A header (shape and dtype, no data) of the call's heads over L positions: (B, H, L, Dh),
+ * for checking what a hook gives against the heads it has not seen as tensors */
+static pg_tensor heads_header(const pg_pos_ctx *c, int64_t L)
+{
+    return (pg_tensor){.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, L, c->head_dim}};
+}
+
 /* Module i's rotation as the kernel's tables into *rot (checked: a scheme's hook is
  * another's code), when the call is fused, no rotation is there yet and no later module
  * reads q or k. 0: taken; 1: not (mod_qkv's turn); -1 after pg_graph_fail. */
@@ -534,8 +541,7 @@ static int kernel_rotation(pg_graph *g, const char *fn, const pg_mha *m, int i, 
     }
     const pg_flash_opts o = {.rot_cos_q = rot->cos_q, .rot_sin_q = rot->sin_q, .rot_cos_k = rot->cos_k,
                              .rot_sin_k = rot->sin_k};
-    const pg_tensor q = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lq, c->head_dim}};
-    const pg_tensor k = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lk, c->head_dim}};
+    const pg_tensor q = heads_header(c, c->Lq), k = heads_header(c, c->Lk);
     char who[128];
     snprintf(who, sizeof who, "%s: positional module %d (%s) qk_rotation", fn, i, p->base.type);
     return pg_flash_rotation_check(g, who, &q, &k, &o) == 0 ? 0 : -1;
@@ -566,8 +572,7 @@ static int own_rel_keys(pg_graph *g, const char *fn, const pg_mha *m, int i, boo
         *rel = (pg_pos_rel){0};
         return r;
     }
-    const pg_tensor q = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lq, c->head_dim}};
-    const pg_tensor k = {.dtype = c->dtype, .ndim = 4, .shape = {c->B, c->heads, c->Lk, c->head_dim}};
+    const pg_tensor q = heads_header(c, c->Lq), k = heads_header(c, c->Lk);
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = &q, .k = &k, .v = &k, .rel_q = &q, .rel_k = rel->k};
     return pg_attn_check(g, fn, &ops) == 0 ? 0 : -1;
 }
