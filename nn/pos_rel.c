@@ -230,6 +230,13 @@ static pg_tensor *posrel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor
     return bias;
 }
 
+/* whether the fused kernel's form serves this call: default positions, Lq = Lk, and a
+ * scale given when the table is scaled by it */
+static bool rel1d_fused_call(const posrel *p, const pg_pos_ctx *c)
+{
+    return !c->pos_q && !c->pos_k && c->Lq == c->Lk && !(p->scaled && c->scale == 0);
+}
+
 /* rel1d's relative keys for the fused kernel (pg_posmod_ops.rel_keys) at default positions,
  * Lq = Lk = L <= tokens: q_i . R[j - i + T - 1] is q_i against the relative key of the
  * kernel's index t = i - j + L - 1, rel_k[t] = R[T + L - 2 - t] (the table's middle
@@ -238,7 +245,7 @@ static pg_tensor *posrel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor
 static int rel1d_rel_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
 {
     posrel *p = (posrel *)m;
-    if (!r || c->pos_q || c->pos_k || c->Lq != c->Lk || (p->scaled && c->scale == 0))
+    if (!r || !rel1d_fused_call(p, c))
         return r ? 1 : -1;
     int64_t T = p->tokens, L = c->Lq, N = 2 * L - 1, H = p->heads > 0 ? p->heads : c->heads;
     if (c->dtype != p->t0->dtype || H < 1 || (c->head_dim != 0 && c->head_dim != p->d)) {
@@ -269,7 +276,7 @@ static int rel1d_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k,
 {
     (void)k;
     posrel *p = (posrel *)m;
-    if (!r || c->pos_q || c->pos_k || c->Lq != c->Lk || (p->scaled && c->scale == 0))
+    if (!r || !rel1d_fused_call(p, c))
         return r ? 1 : -1;
     if (!q_ok(g, p, q, c))
         return -1;
