@@ -65,12 +65,12 @@ static __mmask16 lanes_from(int64_t c, int64_t n)
     return n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1);
 }
 
-/* exp(t) in the lanes of `lanes` (the others are the caller's to clear): exp16 when each of
- * them is at most 1, else expf lane by lane (a NaN or a value above 1). Always inlined:
- * called, the fused attention's forward and backward took 20% longer. */
-static inline __attribute__((always_inline)) __m512 exp_chunk(__m512 t, __mmask16 lanes)
+/* exp(t) (the lanes the caller does not want are its to clear): exp16 when each lane it
+ * wants is at most 1 (`small`), else expf lane by lane (a NaN or a value above 1). Always
+ * inlined: called, the fused attention's forward and backward took 20% longer. */
+static inline __attribute__((always_inline)) __m512 exp_chunk(__m512 t, bool small)
 {
-    if ((_mm512_cmp_ps_mask(t, _mm512_set1_ps(1.0f), _CMP_LE_OQ) & lanes) == lanes)
+    if (small)
         return exp16(t);
     float tv[16];
     _mm512_storeu_ps(tv, t);
@@ -94,13 +94,13 @@ static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, c
             const int nk = w - c0 >= 64 ? 4 : (int)((w - c0 + 15) / 16);
             __m512 t[4], e[4];
             __mmask16 lanes[4], live[4];
-            bool all_small = true; /* every live lane t <= 1: exp16 */
+            bool small[4], all_small = true; /* every live lane t <= 1: exp16 */
             for (int k = 0; k < nk; k++) {
                 const int64_t c = c0 + 16 * k;
                 lanes[k] = lanes_from(c, w), live[k] = c < n[r] ? lanes_from(c, n[r]) & lanes[k] : 0;
                 t[k] = _mm512_sub_ps(_mm512_maskz_loadu_ps(live[k], yr + c), vm);
-                const __mmask16 small = _mm512_cmp_ps_mask(t[k], _mm512_set1_ps(1.0f), _CMP_LE_OQ);
-                all_small = all_small && (small & live[k]) == live[k];
+                small[k] = (_mm512_cmp_ps_mask(t[k], _mm512_set1_ps(1.0f), _CMP_LE_OQ) & live[k]) == live[k];
+                all_small = all_small && small[k];
             }
             const bool four = all_small && nk == 4; /* else a chunk at a time */
             if (four)
@@ -108,7 +108,7 @@ static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, c
             for (int k = 0; k < nk; k++) {
                 const int64_t c = c0 + 16 * k;
                 if (!four)
-                    e[k] = live[k] ? exp_chunk(t[k], live[k]) : _mm512_setzero_ps();
+                    e[k] = live[k] ? exp_chunk(t[k], small[k]) : _mm512_setzero_ps();
                 e[k] = _mm512_maskz_mov_ps(live[k], e[k]);
                 _mm512_mask_storeu_ps(yr + c, lanes[k], e[k]);
                 if (live[k])
