@@ -81,6 +81,13 @@ typedef struct pg_flash_opts {
      * rel_q to differentiate. Not with the rotation tables or xPos (they change the q the
      * kernel sees). */
     bool rel_q_is_q;
+    /* (H, D) of q's dtype, or NULL: the kernel's queries are q_i + q_shift[h] for every row i of
+     * head h (Transformer-XL's q + u, nn/pos_xl.h), in the logits and, with rel_q_is_q, in the
+     * relative term: the result and gradients are those of this kernel on q + q_shift,
+     * without storing that sum (a thread shifts a head's rows into its scratch, as for the
+     * rotation). Differentiable: its gradient is the sum of dq over the batches and rows.
+     * Not with the rotation tables or xPos. */
+    pg_tensor *q_shift;
     double xpos_scale_base;   /* > 0: xPos on q and k with this scale base (above; D even); 0: off */
     /* Attention dropout: each probability P[b, h, i, j] is kept with probability
      * 1 - dropout and then divided by 1 - dropout, else 0 (the normaliser is the
@@ -129,7 +136,7 @@ typedef struct pg_flash_opts {
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v, dist_bias, sep_q, sep_k, rel_q, rel_k, window_bias and pair_bias. g NULL: a heap result the caller frees, nothing recorded.
+ * v, dist_bias, sep_q, sep_k, rel_q, rel_k, window_bias, pair_bias and q_shift. g NULL: a heap result the caller frees, nothing recorded.
  *
  * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
  * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v
@@ -158,7 +165,7 @@ int pg_flash_rotation_check(pg_graph *g, const char *fn, const pg_tensor *q, con
 
 /* pg_flash_attention for a caller that has checked the operands itself:
  * q, k, v, mask, dist_bias, sep_q / sep_k and rel_q / rel_k with pg_attn_check (PG_ATTN_HEADS), pair_bias
- * (Bb, H, Lq, Lk) of q's dtype with Bb 1 or B, a finite
+ * (Bb, H, Lq, Lk) of q's dtype with Bb 1 or B, q_shift as described there, a finite
  * scale and rel_scale, a finite xpos_scale_base >= 0 (> 0 only with an even D), rotation tables as
  * described at rot_cos_q (none requiring grad) and a band with
  * window, look_backward, look_forward >= 0, as pg_flash_attention does. Only a NULL q, k, v

@@ -294,8 +294,8 @@ static void wbias_span(const flash_dims *d, int64_t i, int64_t j0, int64_t bk, i
 
 /* One head's operands, bh_i = b H + h: its queries, keys, values and the biases' rows */
 typedef struct F(head) {
-    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv); q and k rows ldqk apart, v's qkv_ld */
-    int64_t ldqk;       /* qkv_ld, or D for the rotated copies (rot_head) */
+    const T *q, *k, *v; /* (Lq, D), (Lk, D), (Lk, Dv); q's rows ldq apart, k's ldk, v's qkv_ld */
+    int64_t ldq, ldk;   /* qkv_ld, or D for the head's own copies (rot_head, shift_head) */
     const T *bias;      /* dist_bias row (Lq + Lk - 1) or NULL */
     const T *wb;        /* window bias (w, NS) or NULL */
     const T *sep[2];    /* separable bias (Lq), (Lk) or NULL */
@@ -307,7 +307,7 @@ static F(head) F(head_at)(const flash_dims *d, int64_t bh_i, const T *q, const T
 {
     const int64_t Lq = d->Lq, Lk = d->Lk;
     F(head) hd = {q + qkv_at(d, bh_i, Lq, d->D), k + qkv_at(d, bh_i, Lk, d->D), v + qkv_at(d, bh_i, Lk, d->Dv),
-                  qkv_ld(d, d->D), bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
+                  qkv_ld(d, d->D), qkv_ld(d, d->D), bias ? bias + (bh_i % d->H) * (Lq + Lk - 1) : NULL,
                   d->wb ? (const T *)d->wb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
                   {d->sq ? (const T *)d->sq + bh_i * Lq : NULL, d->sk ? (const T *)d->sk + bh_i * Lk : NULL},
                   d->pb ? (const T *)d->pb + (bh_i % d->pb_H) * Lq * Lk : NULL,
@@ -329,7 +329,7 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
         F(xpos_keys)(d, xt, i0, j0, bk);
         F(tile_cols)(d, i0, j0, bk, S, BK, xt->Qx, D, xt->Kx, BK, bq, D, (T)d->scale);
     } else {
-        const int64_t ldq = hd->ldqk;
+        const int64_t ldq = hd->ldq;
         F(tile_cols)(d, i0, j0, bk, S, BK, qh + i0 * ldq, ldq, Kt + j0, t_stride(d), bq, D, (T)d->scale);
     }
     if (rh)
@@ -384,15 +384,16 @@ static void F(tile_logits)(const flash_dims *d, T *restrict S, const F(head) *hd
     }
 }
 
-/* rh for head bh_i: its queries of the term and keys, the keys transposed into Rt (kept
- * when the previous row was of the same head h: the keys are the head's, not the row's;
- * rh starts zeroed, so the first row always transposes) */
-static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, int64_t bh_i)
+/* rh for head bh_i (operands hd): its queries of the term (with rq_self the head's own, as
+ * the tiles read them) and keys, the keys transposed into Rt (kept when the previous row was
+ * of the same head h: the keys are the head's, not the row's; rh starts zeroed, so the first
+ * row always transposes) */
+static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, const F(head) *hd, int64_t bh_i)
 {
     const int64_t NB = d->Lq + d->Lk - 1;
     const T *rk = (const T *)d->rk + (bh_i % d->H) * NB * d->D;
-    rh->q = (const T *)d->rq + (d->rq_self ? qkv_at(d, bh_i, d->Lq, d->D) : bh_i * d->Lq * d->D);
-    rh->ldq = d->rq_self ? qkv_ld(d, d->D) : d->D;
+    rh->q = d->rq_self ? hd->q : (const T *)d->rq + bh_i * d->Lq * d->D;
+    rh->ldq = d->rq_self ? hd->ldq : d->D;
     if (rh->rk == rk)
         return;
     rh->rk = rk;
@@ -428,17 +429,17 @@ static void F(drop_tile)(const flash_dims *d, T *restrict P, T *restrict Z, int6
     }
 }
 
-/* A head's keys (row stride ldk) for the tiles: transposed into Kt (row stride t_stride), or
- * with xPos left to the tiles (they scale kh themselves); its relative keys into rh and Rt */
-static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh, T *Kt, T *Rt, const T *kh,
-                         int64_t ldk, int64_t bh_i)
+/* A head's keys (hd's) for the tiles: transposed into Kt (row stride t_stride), or with xPos
+ * left to the tiles (they scale them themselves); its relative keys into rh and Rt */
+static void F(keys_load)(const flash_dims *d, F(xpos_tile) *xt, F(rel_head) *rh, T *Kt, T *Rt, const F(head) *hd,
+                         int64_t bh_i)
 {
     if (xt)
-        xt->kh = kh, xt->ldk = ldk;
+        xt->kh = hd->k, xt->ldk = hd->ldk;
     else
-        F(transpose)(Kt, t_stride(d), kh, ldk, d->Lk, d->D);
+        F(transpose)(Kt, t_stride(d), hd->k, hd->ldk, d->Lk, d->D);
     if (rh)
-        F(rel_head_load)(d, rh, Rt, bh_i);
+        F(rel_head_load)(d, rh, Rt, hd, bh_i);
 }
 
 /* Rotation table i (0, 1: q's cos, sin; 2, 3: k's) at head bh_i's rows (L, rot_R) */
@@ -448,17 +449,18 @@ static const T *F(rot_table)(const flash_dims *d, int i, int64_t bh_i)
     return (const T *)d->rot[i] + (d->rot_batched[i / 2] ? bh_i / d->H : 0) * L * d->rot_R;
 }
 
-/* With the rotation, a thread's last rot_elems(d) elements of scratch (NULL without): part
- * 0 the head's rotated queries Qr (Lq, D), 1 its keys Kr (Lk, D), in the backward 2 and 3
- * their gradients dQr (Lq, D), dKr (Lk, D) */
-static T *F(rot_scratch)(const flash_dims *d, void *scratch)
+/* With the rotation or the queries' shift, a thread's last own_elems(d) elements of scratch
+ * (NULL without): the rotation's part 0 the head's rotated queries Qr (Lq, D), 1 its keys Kr
+ * (Lk, D), in the backward 2 and 3 their gradients dQr (Lq, D), dKr (Lk, D); the shift's
+ * part 0 its shifted queries Qs (Lq, D), 2 their gradient dQs (parts 1 and 3 empty) */
+static T *F(own_scratch)(const flash_dims *d, void *scratch)
 {
-    return d->rot[0] ? (T *)scratch + scratch_elems(d) - rot_elems(d) : NULL;
+    return d->rot[0] || d->qs ? (T *)scratch + scratch_elems(d) - own_elems(d) : NULL;
 }
-static T *F(rot_part)(const flash_dims *d, T *rot, int part)
+static T *F(own_part)(const flash_dims *d, T *own, int part)
 {
-    const int64_t q = d->Lq * d->D, k = d->Lk * d->D;
-    return rot + (part == 0 ? 0 : part == 1 ? q : part == 2 ? q + k : 2 * q + k);
+    const int64_t q = d->Lq * d->D, k = d->rot[0] ? d->Lk * d->D : 0;
+    return own + (part == 0 ? 0 : part == 1 ? q : part == 2 ? q + k : 2 * q + k);
 }
 
 /* With the rotation (flash.h rot_*): the head's queries and keys rotated into Qr and Kr of
@@ -466,12 +468,12 @@ static T *F(rot_part)(const flash_dims *d, T *rot, int part)
 static void F(rot_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *rot)
 {
     const int64_t D = d->D, R = d->rot_R;
-    T *Qr = F(rot_part)(d, rot, 0), *Kr = F(rot_part)(d, rot, 1);
-    F(rot_rows)(Qr, D, hd->q, hd->ldqk, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
+    T *Qr = F(own_part)(d, rot, 0), *Kr = F(own_part)(d, rot, 1);
+    F(rot_rows)(Qr, D, hd->q, hd->ldq, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
                 d->rot_interleaved);
-    F(rot_rows)(Kr, D, hd->k, hd->ldqk, F(rot_table)(d, 2, bh_i), F(rot_table)(d, 3, bh_i), d->Lk, R, D,
+    F(rot_rows)(Kr, D, hd->k, hd->ldk, F(rot_table)(d, 2, bh_i), F(rot_table)(d, 3, bh_i), d->Lk, R, D,
                 d->rot_interleaved);
-    hd->q = Qr, hd->k = Kr, hd->ldqk = D;
+    hd->q = Qr, hd->k = Kr, hd->ldq = hd->ldk = D;
 }
 
 /* The chain rule through rot_head: dq (row stride qkv_ld) += the rotation's backward of the
@@ -479,13 +481,50 @@ static void F(rot_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *rot)
 static void F(rot_head_grads)(const flash_dims *d, int64_t bh_i, T *dq, T *dk, T *rot, unsigned fresh)
 {
     const int64_t D = d->D, R = d->rot_R, ld = qkv_ld(d, D);
-    const T *dQr = F(rot_part)(d, rot, 2), *dKr = F(rot_part)(d, rot, 3);
+    const T *dQr = F(own_part)(d, rot, 2), *dKr = F(own_part)(d, rot, 3);
     if (dq)
         F(rot_rows_back)(dq, ld, dQr, D, F(rot_table)(d, 0, bh_i), F(rot_table)(d, 1, bh_i), d->Lq, R, D,
                          d->rot_interleaved, fresh & 1u);
     if (dk)
         F(rot_rows_back)(dk, ld, dKr, D, F(rot_table)(d, 2, bh_i), F(rot_table)(d, 3, bh_i), d->Lk, R, D,
                          d->rot_interleaved, fresh & 2u);
+}
+
+/* With the queries' shift (flash.h q_shift): the head's queries plus its shift into Qs of
+ * the thread's own scratch, which its tiles (and with rq_self the relative term) then read */
+static void F(shift_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *own)
+{
+    const int64_t D = d->D;
+    T *Qs = F(own_part)(d, own, 0);
+    const T *restrict sh = (const T *)d->qs + (bh_i % d->H) * D;
+    for (int64_t i = 0; i < d->Lq; i++) {
+        const T *restrict qi = hd->q + i * hd->ldq;
+        T *restrict si = Qs + i * D;
+        for (int64_t e = 0; e < D; e++)
+            si[e] = qi[e] + sh[e];
+    }
+    hd->q = Qs, hd->ldq = D;
+}
+
+/* The chain rule through shift_head: dq (row stride qkv_ld; NULL: not asked for) += the
+ * head's dQs, assigned where `fresh` (bit 0) says it is unwritten; the shift's gradient dqs
+ * (its head's D; NULL: not asked for) += each row of dQs in turn */
+static void F(shift_head_grads)(const flash_dims *d, T *dq, T *dqs, const T *own, unsigned fresh)
+{
+    const int64_t D = d->D, ld = qkv_ld(d, D);
+    const T *dQs = own + d->Lq * D; /* own_part 2 */
+    for (int64_t i = 0; dq && i < d->Lq; i++) {
+        T *restrict gi = dq + i * ld;
+        const T *restrict si = dQs + i * D;
+        for (int64_t e = 0; e < D; e++)
+            gi[e] = (fresh & 1u) ? si[e] : gi[e] + si[e];
+    }
+    for (int64_t i = 0; dqs && i < d->Lq; i++) {
+        const T *restrict si = dQs + i * D;
+        T *restrict gs = dqs;
+        for (int64_t e = 0; e < D; e++)
+            gs[e] += si[e];
+    }
 }
 
 /* The u-th row of a thread's walk over the B x H rows bh = b H + h: with relative keys
@@ -509,16 +548,18 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
-    T *const rot = F(rot_scratch)(d, scratch);
+    T *const own = F(own_scratch)(d, scratch);
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = F(row_at)(d, u);
         F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
-        if (rot)
-            F(rot_head)(d, &hd, bh_i, rot);
-        const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
+        if (d->rot[0])
+            F(rot_head)(d, &hd, bh_i, own);
+        if (d->qs)
+            F(shift_head)(d, &hd, bh_i, own);
+        const T *qh = hd.q, *vh = hd.v;
         T *oh = out + out_at(d, bh_i), *lh = lse + bh_i * Lq;
         const int64_t ldo = out_ld(d), ldv = qkv_ld(d, Dv);
-        F(keys_load)(d, xt, rh, Kt, Rt, kh, hd.ldqk, bh_i);
+        F(keys_load)(d, xt, rh, Kt, Rt, &hd, bh_i);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
             int64_t bq = Lq - i0 < BQ ? Lq - i0 : BQ;
             int64_t jstart, jend;
@@ -527,7 +568,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
                 m[r] = -INFINITY, l[r] = 0;
             memset(acc, 0, (size_t)(bq * Dv) * sizeof(T));
             if (xt && jstart < jend)
-                F(xpos_queries)(d, xt, qh, hd.ldqk, i0, bq);
+                F(xpos_queries)(d, xt, qh, hd.ldq, i0, bq);
             if (rh && jstart < jend)
                 F(rel_block)(d, rh, i0, bq, jstart, jend, false);
             for (int64_t j0 = jstart; j0 < jend; j0 += BK) {
@@ -615,18 +656,18 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
 }
 
 /* One head's slices of the gradients (NULL where not asked for): dq, dk, dv, dsq, dsk, drq
- * (with rq_self dq's own) of head bh_i of the B x H; db, drk of its head h (shared by the
- * batches); dwb, dpb of its share of the window and pair biases (their wb_H / pb_H heads).
+ * (with rq_self dq's own) of head bh_i of the B x H; db, drk, dqs of its head h (shared by
+ * the batches); dwb, dpb of its share of the window and pair biases (their wb_H / pb_H heads).
  * The layouts are head_at's. */
 typedef struct F(head_grads) {
-    T *dq, *dk, *dv, *dsq, *dsk, *drq, *db, *drk, *dwb, *dpb;
+    T *dq, *dk, *dv, *dsq, *dsk, *drq, *db, *drk, *dwb, *dpb, *dqs;
 } F(head_grads);
 
 static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *const *w, void *const *sh)
 {
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, h = bh_i % d->H, NB = Lq + Lk - 1;
     T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
-    T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3];
+    T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3], *dqs = sh[4];
     T *dqh = dq ? dq + qkv_at(d, bh_i, Lq, D) : NULL;
     return (F(head_grads)){dqh,
                            dk ? dk + qkv_at(d, bh_i, Lk, D) : NULL,
@@ -637,7 +678,8 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
                            db ? db + h * NB : NULL,
                            drk ? drk + h * NB * D : NULL,
                            dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
-                           dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL};
+                           dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL,
+                           dqs ? dqs + h * D : NULL};
 }
 
 /* Fresh gradients of q, k and v (bits 0, 1, 2 of `fresh`: made by pg_grad_fresh, not yet
@@ -655,10 +697,10 @@ static void F(zero_rows)(T *g, int64_t ld, int64_t w, int64_t r0, int64_t r1, bo
             memset(g + r * ld, 0, (size_t)w * sizeof(T));
 }
 
-static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, int64_t ld, unsigned fresh)
+static void F(zero_fresh)(const flash_dims *d, const F(head_grads) *g, int64_t ldq, int64_t ldk, unsigned fresh)
 {
-    F(zero_rows)(g->dq, ld, d->D, 0, d->Lq, fresh & 1u);
-    F(zero_rows)(g->dk, ld, d->D, 0, d->Lk, fresh & 2u);
+    F(zero_rows)(g->dq, ldq, d->D, 0, d->Lq, fresh & 1u);
+    F(zero_rows)(g->dk, ldk, d->D, 0, d->Lk, fresh & 2u);
 }
 
 /* dst rows [j0, j0 + bk) (row width w, row stride ldd) += alpha A (bk, n) B (n, w), A as in
@@ -694,7 +736,7 @@ static void F(keys_acc_cut)(const flash_dims *d, int64_t i0, T *dst, int64_t ldd
 /* Whether any gradient but dv's is asked for (they all come from dS) */
 static bool F(needs_ds)(const F(head_grads) *g)
 {
-    return g->dq || g->dk || g->dsq || g->dsk || g->drq || g->db || g->drk || g->dwb || g->dpb;
+    return g->dq || g->dk || g->dsq || g->dsk || g->drq || g->db || g->drk || g->dwb || g->dpb || g->dqs;
 }
 
 /* The biases' gradients of one tile from its dS (BQ, BK): the distance bias
@@ -732,7 +774,8 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
 }
 
 /* Accumulates the gradients into dq, dk, dv, dsq, dsk, drq = w[0..6) and db, drk, dwb = sh[0..3)
- * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads);
+ * (each may be NULL), the pair bias's into w[6] (one slice per head) or sh[3] (shared by heads),
+ * the queries' shift's into sh[4];
  * where `fresh` says dq, dk or dv is unwritten, their first products assign (zero_fresh).
  * Heads bh_i = order[u] (order NULL: row_at(u)) for u in [u0, u1), in that order (the w slices
  * are theirs alone; sh is shared by the batches of a head, so the caller keeps the order in
@@ -754,29 +797,36 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
     if (xt)
         F(xpos_init)(d, xt, scratch);
     /* with the rotation: the head's rotated q and k, and their gradients, which the tiles write
-     * (fresh) and rot_head_grads takes through the rotation into dq and dk at the head's end */
-    T *const rot = F(rot_scratch)(d, scratch);
+     * (fresh) and rot_head_grads takes through the rotation into dq and dk at the head's end;
+     * with the shift the same for its shifted q (shift_head_grads) */
+    T *const own = F(own_scratch)(d, scratch);
     for (int64_t u = u0; u < u1; u++) {
         const int64_t bh_i = order ? order[u] : F(row_at)(d, u);
         F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
         T *const dq_out = hg.dq, *const dk_out = hg.dk;
         unsigned fr = fresh;
-        if (rot) {
-            F(rot_head)(d, &hd, bh_i, rot);
-            hg.dq = hg.dq ? F(rot_part)(d, rot, 2) : NULL, hg.dk = hg.dk ? F(rot_part)(d, rot, 3) : NULL;
+        if (d->rot[0]) {
+            F(rot_head)(d, &hd, bh_i, own);
+            hg.dq = hg.dq ? F(own_part)(d, own, 2) : NULL, hg.dk = hg.dk ? F(own_part)(d, own, 3) : NULL;
             fr |= 3u;
+        }
+        if (d->qs) { /* dQs is wanted for dq and for the shift's own gradient */
+            F(shift_head)(d, &hd, bh_i, own);
+            hg.dq = hg.dq || hg.dqs ? F(own_part)(d, own, 2) : NULL;
+            hg.drq = d->rq_self ? hg.dq : hg.drq;
+            fr |= 1u;
         }
         const T *qh = hd.q, *kh = hd.k, *vh = hd.v;
         const T *oh = out + out_at(d, bh_i), *gh = dout + out_at(d, bh_i), *lh = lse + bh_i * Lq;
-        const int64_t ldo = out_ld(d), ldq = hd.ldqk, ldk = ldq, ldv = qkv_ld(d, Dv);
+        const int64_t ldo = out_ld(d), ldq = hd.ldq, ldk = hd.ldk, ldv = qkv_ld(d, Dv);
         T *dqh = hg.dq, *dkh = hg.dk, *dvh = hg.dv;
         const bool need_ds = F(needs_ds)(&hg);
         const unsigned zeroed = xt ? fr & 3u : 0u, assign = fr & ~zeroed; /* fresh: assigned, or zeroed */
         const bool q_new = assign & 1u, k_new = assign & 2u, v_new = assign & 4u;
         int64_t kf = 0; /* the rows [0, kf) of dk and dv are written */
-        F(zero_fresh)(d, &hg, ldq, zeroed);
-        F(keys_load)(d, xt, rh, Kt, Rt, kh, ldk, bh_i);
+        F(zero_fresh)(d, &hg, ldq, ldk, zeroed);
+        F(keys_load)(d, xt, rh, Kt, Rt, &hd, bh_i);
         if (need_ds)
             F(transpose)(Vt, ldt, vh, ldv, Lk, Dv);
         for (int64_t i0 = 0; i0 < Lq; i0 += BQ) {
@@ -868,8 +918,10 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         }
         F(zero_rows)(dkh, ldk, D, kf, Lk, k_new); /* the keys after the last reached */
         F(zero_rows)(dvh, ldv, Dv, kf, Lk, v_new);
-        if (rot)
-            F(rot_head_grads)(d, bh_i, dq_out, dk_out, rot, fresh);
+        if (d->rot[0])
+            F(rot_head_grads)(d, bh_i, dq_out, dk_out, own, fresh);
+        if (d->qs)
+            F(shift_head_grads)(d, dq_out, hg.dqs, own, fresh);
     }
 }
 

@@ -72,6 +72,7 @@ typedef struct flash_dims {
     bool rot_interleaved;
     bool rq_self;            /* the relative keys' queries are q's own rows: rq is q's data, in q's
                               * layout (qkv_at), and their gradient goes into dq (rel_q_is_q) */
+    const void *qs;          /* the queries' shift (H, D) of the element type (q_shift), or NULL */
 } flash_dims;
 
 /* where row 0 of head bh = b H + h of out (or of its gradient) starts, and their row stride */
@@ -173,16 +174,18 @@ static size_t xpos_elems(const flash_dims *d)
 }
 
 /* With the rotation, the last elements of a thread's scratch: one head's rotated queries
- * and keys, (Lq, D) and (Lk, D), and in the backward their gradients; else none. */
-static size_t rot_elems(const flash_dims *d)
+ * and keys, (Lq, D) and (Lk, D), and in the backward their gradients; with the queries' shift
+ * (never with the rotation) its shifted queries and their gradient; else none. */
+static size_t own_elems(const flash_dims *d)
 {
-    return d->rot[0] ? 2 * (size_t)(d->Lq + d->Lk) * (size_t)d->D : 0;
+    return d->rot[0] ? 2 * (size_t)(d->Lq + d->Lk) * (size_t)d->D : d->qs ? 2 * (size_t)d->Lq * (size_t)d->D : 0;
 }
 
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
  * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di; with relative keys
  * also Rt and a block's two (BQ, r_stride) tables; with xPos its tiles first (whole slices
- * a multiple of 16 elements: the doubles stay aligned); with the rotation its heads last.
+ * a multiple of 16 elements: the doubles stay aligned); with the rotation or the shift the
+ * head's own copies last.
  * Linear in Lq + Lk. */
 static size_t scratch_elems(const flash_dims *d)
 {
@@ -190,7 +193,7 @@ static size_t scratch_elems(const flash_dims *d)
     size_t drop = d->drop > 0 ? (size_t)BQ * BK : 0; /* the backward's kept-and-scaled tile */
     size_t n = (size_t)(d->D + d->Dv) * (size_t)t_stride(d) + 2 * (size_t)BQ * BK + (size_t)BQ * (size_t)d->Dv +
                2 * (size_t)BQ + rel + drop;
-    return (d->xz ? (n + xpos_elems(d) + 15) / 16 * 16 : n) + rot_elems(d);
+    return (d->xz ? (n + xpos_elems(d) + 15) / 16 * 16 : n) + own_elems(d);
 }
 
 /* xPos tables (flash.h), n_xpos doubles: lz[e] = log(zeta_e) / s, zeta_e = (2 f + 0.4 D) / (1.4 D),
@@ -436,7 +439,7 @@ DEFINE_DIAG_SUMS_VEC(f64, double, __m512d, 8, _mm512_set_epi64(0, 1, 2, 3, 4, 5,
 /* ---- threads: heads spread over the pool, thread t takes consecutive rows bh (the backward
  * with shared gradients: consecutive rows of their regions, flash_backward) ------------------ */
 
-enum { N_SHARED = 4 }; /* gradients summed over rows that different threads handle */
+enum { N_SHARED = 5 }; /* gradients summed over rows that different threads handle */
 
 typedef struct flash_job {
     const flash_dims *d;
@@ -446,8 +449,8 @@ typedef struct flash_job {
     size_t scr_bytes;
     void *w[7];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq, dpair (one per head) */
     const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
-    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, dpair (shared by batches): the grads themselves, or T
-                             * slices each when `sliced` */
+    void *shared[N_SHARED]; /* backward: dbias, drk, dwb, dpair, dshift (shared by batches): the grads
+                             * themselves, or T slices each when `sliced` */
     size_t shared_bytes[N_SHARED];
     bool sliced;
     unsigned fresh;             /* backward: bits 0, 1, 2: dq, dk, dv fresh (zeroed head by head) */
@@ -592,13 +595,14 @@ typedef struct flash_saved {
     pg_tensor *rel_q, *rel_k; /* or NULL */
     pg_tensor *wbias;         /* or NULL */
     pg_tensor *pair;          /* or NULL */
+    pg_tensor *shift;         /* q_shift or NULL */
 } flash_saved;
 
-/* the gcd of the head periods of the shared gradients present (db, drk: H; dwb: wb_H; a
- * shared dpair: pb_H), 0 when none */
+/* the gcd of the head periods of the shared gradients present (db, drk, dshift: H; dwb: wb_H;
+ * a shared dpair: pb_H), 0 when none */
 static int64_t shared_group(const flash_dims *d, pg_tensor *const *shared)
 {
-    const int64_t period[N_SHARED] = {d->H, d->H, d->wb_H, d->pb_H};
+    const int64_t period[N_SHARED] = {d->H, d->H, d->wb_H, d->pb_H, d->H};
     int64_t g = 0;
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i])
@@ -648,7 +652,8 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
     pg_tensor *drq = grad_if(g, s->rel_q, &fail), *dpair = grad_if(g, s->pair, &fail);
     bool pair_own = s->d.pb_H == s->d.B * s->d.H; /* a slice per head: written by its thread alone */
     pg_tensor *shared[N_SHARED] = {grad_if(g, s->bias, &fail), grad_if(g, s->rel_k, &fail),
-                                   grad_if(g, s->wbias, &fail), pair_own ? NULL : dpair}; /* db, drk, dwb, dpair */
+                                   grad_if(g, s->wbias, &fail), pair_own ? NULL : dpair,
+                                   grad_if(g, s->shift, &fail)}; /* db, drk, dwb, dpair, dshift */
     if (fail)
         return -1;
     flash_dims d = s->d;
@@ -662,8 +667,8 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
     if (!j.scratch)
         return -1;
-    /* dbias, drk, dwb and a shared dpair sum over rows bh: region bh mod G of each (G = H, wb_H,
-     * pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, the rows go region
+    /* dbias, drk, dwb, a shared dpair and dshift sum over rows bh: region bh mod G of each (G = H,
+     * wb_H, pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, the rows go region
      * by region (region_order), cut into slices sized to the threads' speeds, each region's rows
      * reaching the gradients in one order on any split (flash_bwd_regions), straight into the
      * gradients: the same bits for any thread count. Fewer regions than threads (a window bias
@@ -822,6 +827,21 @@ int pg_flash_rotation_check(pg_graph *g, const char *fn, const pg_tensor *q, con
     return rot_tables_ok(g, fn ? fn : "pg_flash_rotation_check", q, k, o) ? 0 : -1;
 }
 
+/* q_shift (H, D) of q's dtype, without the rotation tables or xPos */
+static bool q_shift_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_flash_opts *o)
+{
+    const pg_tensor *s = o->q_shift;
+    if (s->ndim == 2 && s->dtype == q->dtype && s->shape[0] == q->shape[1] && s->shape[1] == q->shape[3] &&
+        !o->rot_cos_q && !o->rot_sin_q && !o->rot_cos_k && !o->rot_sin_k && o->xpos_scale_base == 0)
+        return true;
+    pg_graph_fail(g, "%s: q_shift is %s, expected %s (H, D) = (%lld, %lld) for q %s, and neither the rotation "
+                     "tables nor xPos (rotation %s, xpos_scale_base %g)",
+                  fn, PG_SHAPE_STR(s), pg_dtype_name(q->dtype), (long long)q->shape[1],
+                  (long long)q->shape[3], PG_SHAPE_STR(q), o->rot_cos_q || o->rot_sin_q || o->rot_cos_k ||
+                  o->rot_sin_k ? "set" : "none", o->xpos_scale_base);
+    return false;
+}
+
 /* The operands (pg_attn_check), the band and the scale. */
 static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const pg_tensor *k, const pg_tensor *v,
                           const pg_flash_opts *o)
@@ -833,6 +853,8 @@ static bool flash_args_ok(pg_graph *g, const char *fn, const pg_tensor *q, const
                       o->rel_k ? PG_SHAPE_STR(o->rel_k) : "NULL", o->rot_cos_q ? "set" : "none", o->xpos_scale_base);
         return false;
     }
+    if (o->q_shift && !q_shift_ok(g, fn, q, o))
+        return false;
     const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = q, .k = k, .v = v, .mask = o->mask,
                                   .dist_bias = o->dist_bias, .sep_q = o->sep_q, .sep_k = o->sep_k,
                                   .rel_q = o->rel_q_is_q ? q : o->rel_q, .rel_k = o->rel_k};
@@ -894,7 +916,8 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
                     o->dropout_window, o->dropout_windows, o->dropout_slots, o->dropout_look_backward,
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
                     o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads,
-                    qkv ? qkv->shape[2] : 0, {NULL, NULL, NULL, NULL}, 0, {false, false}, false, o->rel_q_is_q};
+                    qkv ? qkv->shape[2] : 0, {NULL, NULL, NULL, NULL}, 0, {false, false}, false, o->rel_q_is_q,
+                    o->q_shift ? o->q_shift->data : NULL};
     pg_tensor *out = o->merge_heads ? pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.Lq, d.H * d.Dv))
                                     : pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)
@@ -921,12 +944,12 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
         d.rot_interleaved = o->rot_interleaved;
     }
     pg_tensor *bias = o->dist_bias, *sq = o->sep_q, *sk = o->sep_k; /* either may be NULL */
-    pg_tensor *ins[10] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    pg_tensor *ins[11] = {q, k, v, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     int n_in = 3;
     if (qkv) /* the one projection, then the extras */
         ins[0] = qkv, n_in = 1;
-    pg_tensor *extra[7] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias};
-    for (int i = 0; i < 7; i++)
+    pg_tensor *extra[8] = {bias, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias, o->q_shift};
+    for (int i = 0; i < 8; i++)
         if (extra[i])
             ins[n_in++] = extra[i];
     bool rec = g && pg_op_needs_grad(g, n_in, ins);
@@ -982,7 +1005,8 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
                 pg_graph_fail(g, "%s: out of memory recording the op", fn);
             return NULL;
         }
-        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias};
+        *s = (flash_saved){d, lse, bias, o->mask, sq, sk, o->rel_q, o->rel_k, o->window_bias, o->pair_bias,
+                           o->q_shift};
         n->ctx = s;
         n->saved = lse;
     }

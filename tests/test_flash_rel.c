@@ -5,7 +5,8 @@
  * several tiles, Lq != Lk, causal, masks, a local band, a distance bias beside
  * them; bit-identical results for 1 and 2 threads; gradchecks; f32 against f64;
  * bad input. The same with q's own rows as the relative queries (rel_q_is_q), q, k, v as
- * heads or read in one projection (pg_flash_attention_qkv). */
+ * heads or read in one projection (pg_flash_attention_qkv), and with the queries shifted per
+ * head (q_shift: the unfused ops on q + q_shift). */
 #include "../autograd/flash.h"
 #include "testutil.h"
 
@@ -14,10 +15,11 @@ typedef struct rcase {
     bool causal, mask, bias;
     int64_t window; /* > 0: a local band, look_backward 1 */
     double rs;      /* rel_scale (0: 1) */
+    bool shift;     /* the queries shifted per head (q_shift) */
 } rcase;
 
 typedef struct rel_in {
-    pg_tensor *q, *k, *v, *rq, *rk, *db, *mask;
+    pg_tensor *q, *k, *v, *rq, *rk, *db, *mask, *qs;
 } rel_in;
 
 static pg_tensor *key_mask_of(const rcase *c) { return key_mask_pattern(c->B, c->Lk, 5, 3); }
@@ -30,13 +32,20 @@ static rel_in make_inputs(const rcase *c, uint64_t seed)
                  randt(PG_SHAPE(c->B, c->H, c->Lq, c->D), seed + 3, true),
                  randt(PG_SHAPE(c->H, c->Lq + c->Lk - 1, c->D), seed + 4, true),
                  c->bias ? randt(PG_SHAPE(c->H, c->Lq + c->Lk - 1), seed + 5, true) : NULL,
-                 c->mask ? key_mask_of(c) : NULL};
+                 c->mask ? key_mask_of(c) : NULL,
+                 c->shift ? randt(PG_SHAPE(c->H, c->D), seed + 6, true) : NULL};
     return in;
 }
 
 static void free_inputs(rel_in *in)
 {
-    free_all(7, (pg_tensor *[]){in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask});
+    free_all(8, (pg_tensor *[]){in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask, in->qs});
+}
+
+/* q + qs[h] from ops (qs NULL: q) */
+static pg_tensor *shifted(pg_graph *g, pg_tensor *q, pg_tensor *qs)
+{
+    return qs ? pg_add(g, q, pg_reshape(g, qs, PG_SHAPE(1, qs->shape[0], 1, qs->shape[1]))) : q;
 }
 
 /* (B, H, Lq, Lk): rs rq_i . rk[i - j + Lk - 1] from ops */
@@ -69,31 +78,32 @@ static pg_tensor *unfused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *
 }
 
 static pg_tensor *fused(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *rq,
-                        pg_tensor *rk, pg_tensor *db, pg_tensor *mask)
+                        pg_tensor *rk, pg_tensor *db, pg_tensor *mask, pg_tensor *qs)
 {
     pg_flash_opts o = {.causal = c->causal, .mask = mask, .dist_bias = db, .rel_q = rq, .rel_k = rk,
-                       .rel_scale = c->rs, .window = c->window, .look_backward = 1};
+                       .rel_scale = c->rs, .window = c->window, .look_backward = 1, .q_shift = qs};
     return pg_flash_attention(g, q, k, v, &o);
 }
 
-enum { N_OUT = 7 }; /* out, dq, dk, dv, drq, drk, ddb */
+enum { N_OUT = 8 }; /* out, dq, dk, dv, drq, drk, ddb, dqs */
 
 /* out and the gradients of sum(w * out) */
 static void run(bool use_fused, const rcase *c, rel_in *in, pg_tensor *w, pg_tensor *res[N_OUT])
 {
     pg_graph *g = pg_graph_new();
-    pg_tensor *out = use_fused ? fused(g, c, in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask)
-                               : unfused(g, c, in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask);
+    pg_tensor *out = use_fused ? fused(g, c, in->q, in->k, in->v, in->rq, in->rk, in->db, in->mask, in->qs)
+                               : unfused(g, c, shifted(g, in->q, in->qs), in->k, in->v, in->rq, in->rk, in->db,
+                                         in->mask);
     cr_assert_not_null(out, "%s", pg_last_error());
     pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_last_error());
     pg_tensor *got[N_OUT] = {pg_tensor_copy(NULL, out), take_grad(in->q), take_grad(in->k), take_grad(in->v),
-                             take_grad(in->rq), take_grad(in->rk), take_grad(in->db)};
+                             take_grad(in->rq), take_grad(in->rk), take_grad(in->db), take_grad(in->qs)};
     memcpy(res, got, sizeof got);
     pg_graph_free(g);
 }
 
-static const char *const NAMES[N_OUT] = {"out", "dq", "dk", "dv", "drel_q", "drel_k", "ddist_bias"};
+static const char *const NAMES[N_OUT] = {"out", "dq", "dk", "dv", "drel_q", "drel_k", "ddist_bias", "dq_shift"};
 
 static void check_case(const rcase *c, uint64_t seed)
 {
@@ -104,9 +114,10 @@ static void check_case(const rcase *c, uint64_t seed)
     run(false, c, &in, w, u);
     for (int i = 0; i < N_OUT; i++) {
         char what[200];
-        snprintf(what, sizeof what, "%s: B%lld H%lld Lq%lld Lk%lld D%lld causal %d mask %d bias %d window %lld rs %g",
-                 NAMES[i], (long long)c->B, (long long)c->H, (long long)c->Lq, (long long)c->Lk, (long long)c->D,
-                 c->causal, c->mask, c->bias, (long long)c->window, c->rs);
+        snprintf(what, sizeof what,
+                 "%s: B%lld H%lld Lq%lld Lk%lld D%lld causal %d mask %d bias %d window %lld rs %g shift %d", NAMES[i],
+                 (long long)c->B, (long long)c->H, (long long)c->Lq, (long long)c->Lk, (long long)c->D, c->causal,
+                 c->mask, c->bias, (long long)c->window, c->rs, c->shift);
         if (u[i])
             assert_close(f[i], u[i], 1e-12, what);
         pg_tensor_free(f[i]);
@@ -119,12 +130,14 @@ static void check_case(const rcase *c, uint64_t seed)
 Test(flash_rel, matches_unfused_f64)
 {
     const rcase cases[] = {
-        {2, 3, 70, 70, 8, false, false, false, 0, 0},   {2, 3, 70, 70, 8, true, false, false, 0, 0.37},
-        {1, 2, 130, 100, 5, true, true, false, 0, 1.5}, {1, 2, 100, 130, 5, false, true, true, 0, 0},
-        {2, 2, 150, 150, 7, true, false, true, 0, 0.125}, {1, 2, 200, 200, 4, true, true, false, 48, 0.5},
-        {1, 1, 3, 9, 2, false, false, false, 0, -2},
+        {2, 3, 70, 70, 8, false, false, false, 0, 0, false},   {2, 3, 70, 70, 8, true, false, false, 0, 0.37, false},
+        {1, 2, 130, 100, 5, true, true, false, 0, 1.5, false}, {1, 2, 100, 130, 5, false, true, true, 0, 0, false},
+        {2, 2, 150, 150, 7, true, false, true, 0, 0.125, false}, {1, 2, 200, 200, 4, true, true, false, 48, 0.5, false},
+        {1, 1, 3, 9, 2, false, false, false, 0, -2, false},
         /* head dims of whole register blocks: every product through the vector blocks */
-        {1, 2, 140, 140, 32, true, false, false, 0, 0.5}, {1, 1, 90, 75, 40, false, true, true, 0, 0.3},
+        {1, 2, 140, 140, 32, true, false, false, 0, 0.5, false}, {1, 1, 90, 75, 40, false, true, true, 0, 0.3, false},
+        /* the queries shifted (the relative term's queries rel_q are not) */
+        {2, 3, 70, 70, 8, true, false, false, 0, 0.37, true}, {1, 2, 130, 100, 32, false, true, true, 0, 1.5, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_case(&cases[i], 100 + 10 * i);
@@ -145,7 +158,7 @@ static void run_fused(void *ctx, pg_tensor **res)
 /* drel_k sums over batches that different threads handle: the same bits for 1 and 2 threads */
 Test(flash_rel, same_bits_for_any_thread_count)
 {
-    const rcase c = {3, 4, 90, 90, 8, true, true, true, 0, 0.5};
+    const rcase c = {3, 4, 90, 90, 8, true, true, true, 0, 0.5, false};
     rel_in in = make_inputs(&c, 7);
     fused_run x = {&c, &in, randt(PG_SHAPE(3, 4, 90, 8), 8, false)};
     assert_same_bits_on_1_and_2_threads(run_fused, &x, N_OUT, NAMES);
@@ -161,21 +174,22 @@ typedef struct gc_ctx {
 static pg_tensor *rel_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
     const gc_ctx *x = ctx;
-    return fused(g, &x->c, in[0], in[1], in[2], in[3], in[4], n > 5 ? in[5] : NULL, x->mask);
+    return fused(g, &x->c, in[0], in[1], in[2], in[3], in[4], n > 5 ? in[5] : NULL, x->mask, n > 6 ? in[6] : NULL);
 }
 
-/* gradcheck in q, k, v, rel_q, rel_k (and a distance bias), one and several tiles */
+/* gradcheck in q, k, v, rel_q, rel_k (and a distance bias, and the queries' shift), one and several tiles */
 Test(flash_rel, gradcheck)
 {
-    const rcase cases[] = {{2, 2, 4, 4, 3, false, true, true, 0, 0.7},
-                           {1, 2, 3, 6, 3, true, false, false, 0, 0},
-                           {1, 1, 6, 3, 2, true, true, true, 0, -1.3},
-                           {1, 1, 70, 70, 2, true, false, false, 32, 0.9}};
+    const rcase cases[] = {{2, 2, 4, 4, 3, false, true, true, 0, 0.7, false},
+                           {1, 2, 3, 6, 3, true, false, false, 0, 0, false},
+                           {1, 1, 6, 3, 2, true, true, true, 0, -1.3, false},
+                           {1, 1, 70, 70, 2, true, false, false, 32, 0.9, false},
+                           {1, 2, 6, 4, 3, true, true, true, 0, 0.8, true}}; /* a shift: with a distance bias */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         gc_ctx x = {cases[i], cases[i].mask ? key_mask_of(&cases[i]) : NULL};
         rel_in in = make_inputs(&cases[i], 30 + i);
-        pg_tensor *ins[6] = {in.q, in.k, in.v, in.rq, in.rk, in.db};
-        assert_gradcheck(rel_fn, in.db ? 6 : 5, ins, &x, NULL);
+        pg_tensor *ins[7] = {in.q, in.k, in.v, in.rq, in.rk, in.db, in.qs};
+        assert_gradcheck(rel_fn, in.qs ? 7 : in.db ? 6 : 5, ins, &x, NULL);
         free_inputs(&in);
         pg_tensor_free(x.mask);
     }
@@ -184,11 +198,11 @@ Test(flash_rel, gradcheck)
 /* f32 (fast exp) against f64 over several tiles */
 Test(flash_rel, f32_agrees_with_f64)
 {
-    const rcase c = {1, 2, 130, 100, 8, true, true, true, 0, 0.5};
+    const rcase c = {1, 2, 130, 100, 8, true, true, true, 0, 0.5, true};
     rel_in in = make_inputs(&c, 50);
     rel_in in32;
     pg_tensor **src = &in.q, **dst = &in32.q;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         dst[i] = src[i] && src[i]->dtype == PG_F64 ? pg_tensor_cast(NULL, src[i], PG_F32)
                                                    : (src[i] ? pg_tensor_copy(NULL, src[i]) : NULL);
         if (dst[i] && dst[i]->dtype == PG_F32)
@@ -213,15 +227,15 @@ Test(flash_rel, f32_agrees_with_f64)
 /* the fused call with q as the relative queries: q, k, v as heads, or (qkv non-NULL) read in
  * the projection qkv (B, L, 3 H D) in place; the result (B, H, Lq, D) */
 static pg_tensor *fused_self(pg_graph *g, const rcase *c, pg_tensor *q, pg_tensor *k, pg_tensor *v, pg_tensor *qkv,
-                             pg_tensor *rk, pg_tensor *db, pg_tensor *mask)
+                             pg_tensor *rk, pg_tensor *db, pg_tensor *mask, pg_tensor *qs)
 {
     pg_flash_opts o = {.causal = c->causal, .mask = mask, .dist_bias = db, .rel_q_is_q = true, .rel_k = rk,
-                       .rel_scale = c->rs, .window = c->window, .look_backward = 1};
+                       .rel_scale = c->rs, .window = c->window, .look_backward = 1, .q_shift = qs};
     return qkv ? pg_flash_attention_qkv(g, qkv, c->H, &o) : pg_flash_attention(g, q, k, v, &o);
 }
 
-enum { N_SELF = 6 }; /* out, dq (or dqkv), dk, dv, drk, ddb */
-static const char *const SELF_NAMES[N_SELF] = {"out", "dq", "dk", "dv", "drel_k", "ddist_bias"};
+enum { N_SELF = 7 }; /* out, dq (or dqkv), dk, dv, drk, ddb, dqs */
+static const char *const SELF_NAMES[N_SELF] = {"out", "dq", "dk", "dv", "drel_k", "ddist_bias", "dq_shift"};
 
 /* out and the gradients of sum(w * out): fused with rel_q_is_q, or unfused with rel_q = q;
  * with `packed`, q, k, v split from one projection (B, Lq, 3 H D), whose gradient is dq's */
@@ -235,14 +249,15 @@ static void run_self(bool use_fused, bool packed, const rcase *c, rel_in *in, pg
         k = pg_split_heads(g, qkv, c->H * c->D, c->H, c->D);
         v = pg_split_heads(g, qkv, 2 * c->H * c->D, c->H, c->D);
     }
-    pg_tensor *out = use_fused ? fused_self(g, c, q, k, v, packed ? qkv : NULL, in->rk, in->db, in->mask)
-                               : unfused(g, c, q, k, v, q, in->rk, in->db, in->mask);
+    pg_tensor *qs = use_fused ? NULL : shifted(g, q, in->qs); /* the unfused side's queries, both terms' */
+    pg_tensor *out = use_fused ? fused_self(g, c, q, k, v, packed ? qkv : NULL, in->rk, in->db, in->mask, in->qs)
+                               : unfused(g, c, qs, k, v, qs, in->rk, in->db, in->mask);
     cr_assert_not_null(out, "%s", pg_last_error());
     pg_tensor *loss = pg_sum(g, pg_mul(g, out, pg_cast(g, w, out->dtype)), 0, NULL, false);
     cr_assert_eq(pg_backward(g, loss), 0, "%s", pg_last_error());
     pg_tensor *got[N_SELF] = {pg_tensor_copy(NULL, out), take_grad(packed ? qkv : in->q),
                               packed ? NULL : take_grad(in->k), packed ? NULL : take_grad(in->v), take_grad(in->rk),
-                              take_grad(in->db)};
+                              take_grad(in->db), take_grad(in->qs)};
     memcpy(res, got, sizeof got);
     pg_graph_free(g);
 }
@@ -257,9 +272,10 @@ static void check_self(const rcase *c, bool packed, uint64_t seed)
     run_self(false, packed, c, &in, qkv, w, u);
     for (int i = 0; i < N_SELF; i++) {
         char what[200];
-        snprintf(what, sizeof what, "rel_q_is_q%s %s: B%lld H%lld L%lld D%lld causal %d mask %d bias %d window %lld",
+        snprintf(what, sizeof what,
+                 "rel_q_is_q%s %s: B%lld H%lld L%lld D%lld causal %d mask %d bias %d window %lld shift %d",
                  packed ? " (qkv)" : "", SELF_NAMES[i], (long long)c->B, (long long)c->H, (long long)c->Lq,
-                 (long long)c->D, c->causal, c->mask, c->bias, (long long)c->window);
+                 (long long)c->D, c->causal, c->mask, c->bias, (long long)c->window, c->shift);
         cr_assert((f[i] == NULL) == (u[i] == NULL), "%s: one side has no result", what);
         if (u[i])
             assert_close(f[i], u[i], 1e-12, what);
@@ -275,9 +291,12 @@ static void check_self(const rcase *c, bool packed, uint64_t seed)
 Test(flash_rel, queries_are_q_matches_unfused_f64)
 {
     const rcase cases[] = {
-        {2, 3, 70, 70, 8, true, false, false, 0, 0.37}, {1, 2, 130, 130, 5, false, true, true, 0, 1.5},
-        {1, 2, 200, 200, 4, true, true, false, 48, 0.5}, {2, 2, 140, 140, 32, true, false, true, 0, 0.25},
-        {1, 1, 3, 3, 2, false, false, false, 0, -2},
+        {2, 3, 70, 70, 8, true, false, false, 0, 0.37, false}, {1, 2, 130, 130, 5, false, true, true, 0, 1.5, false},
+        {1, 2, 200, 200, 4, true, true, false, 48, 0.5, false}, {2, 2, 140, 140, 32, true, false, true, 0, 0.25, false},
+        {1, 1, 3, 3, 2, false, false, false, 0, -2, false},
+        /* q + q_shift in both terms (Transformer-XL's q + u with a distance bias for v - u) */
+        {2, 3, 70, 70, 8, true, false, true, 0, 0.37, true}, {1, 2, 200, 200, 4, true, true, false, 48, 0.5, true},
+        {2, 2, 140, 140, 32, false, true, true, 0, 0.25, true}, {1, 1, 3, 3, 2, false, false, false, 0, -2, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int packed = 0; packed < 2; packed++)
@@ -296,10 +315,11 @@ static void run_self_fused(void *ctx, pg_tensor **res)
     run_self(true, true, x->c, x->in, x->qkv, x->w, res);
 }
 
-/* drel_k sums over batches, dq gets the relative term's share: the same bits on 1 and 2 threads */
+/* drel_k and dq_shift sum over batches, dq gets the relative term's share: the same bits on 1
+ * and 2 threads */
 Test(flash_rel, queries_are_q_same_bits_for_any_thread_count)
 {
-    const rcase c = {3, 4, 90, 90, 8, true, true, true, 0, 0.5};
+    const rcase c = {3, 4, 90, 90, 8, true, true, true, 0, 0.5, true};
     rel_in in = make_inputs(&c, 17);
     self_run x = {&c, &in, randt(PG_SHAPE(3, 90, 3 * 4 * 8), 18, true), randt(PG_SHAPE(3, 4, 90, 8), 19, false)};
     assert_same_bits_on_1_and_2_threads(run_self_fused, &x, N_SELF, SELF_NAMES);
@@ -307,30 +327,36 @@ Test(flash_rel, queries_are_q_same_bits_for_any_thread_count)
     free_inputs(&in);
 }
 
+/* the fused call on the inputs: q, k, v or the projection, rel_k, the distance bias (NULL when
+ * absent: the gradcheck's inputs are those present) and with c.shift the queries' shift last */
 static pg_tensor *self_fn(pg_graph *g, pg_tensor *const *in, int n, void *ctx)
 {
     const gc_ctx *x = ctx;
-    if (n == 2 || n == 3) /* the projection, rel_k (and the distance bias) */
-        return fused_self(g, &x->c, NULL, NULL, NULL, in[0], in[1], n > 2 ? in[2] : NULL, x->mask);
-    return fused_self(g, &x->c, in[0], in[1], in[2], NULL, in[3], n > 4 ? in[4] : NULL, x->mask);
+    pg_tensor *qs = x->c.shift ? in[n - 1] : NULL;
+    int m = n - x->c.shift; /* without the shift */
+    if (m == 2 || m == 3) /* the projection, rel_k (and the distance bias) */
+        return fused_self(g, &x->c, NULL, NULL, NULL, in[0], in[1], m > 2 ? in[2] : NULL, x->mask, qs);
+    return fused_self(g, &x->c, in[0], in[1], in[2], NULL, in[3], m > 4 ? in[4] : NULL, x->mask, qs);
 }
 
-/* gradcheck with q as the relative queries: in q, k, v, rel_k (and a distance bias), and in
- * the projection read in place */
+/* gradcheck with q as the relative queries: in q, k, v, rel_k (and a distance bias, and the
+ * queries' shift), and in the projection read in place */
 Test(flash_rel, queries_are_q_gradcheck)
 {
-    const rcase cases[] = {{2, 2, 4, 4, 3, false, true, true, 0, 0.7},
-                           {1, 1, 6, 6, 2, true, true, false, 0, -1.3},
-                           {1, 1, 70, 70, 2, true, false, true, 32, 0.9}};
+    const rcase cases[] = {{2, 2, 4, 4, 3, false, true, true, 0, 0.7, false},
+                           {1, 1, 6, 6, 2, true, true, false, 0, -1.3, false},
+                           {1, 1, 70, 70, 2, true, false, true, 32, 0.9, false},
+                           {2, 2, 5, 5, 3, true, true, true, 0, 0.6, true},
+                           {1, 2, 70, 70, 2, false, false, false, 0, 1.1, true}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const rcase *c = &cases[i];
         gc_ctx x = {*c, c->mask ? key_mask_of(c) : NULL};
         rel_in in = make_inputs(c, 60 + i);
-        pg_tensor *heads[5] = {in.q, in.k, in.v, in.rk, in.db};
-        assert_gradcheck(self_fn, in.db ? 5 : 4, heads, &x, NULL);
+        pg_tensor *heads[6] = {in.q, in.k, in.v, in.rk, in.db ? in.db : in.qs, in.db ? in.qs : NULL};
+        assert_gradcheck(self_fn, 4 + (in.db != NULL) + c->shift, heads, &x, NULL);
         pg_tensor *qkv = randt(PG_SHAPE(c->B, c->Lq, 3 * c->H * c->D), 70 + i, true);
-        pg_tensor *proj[3] = {qkv, in.rk, in.db};
-        assert_gradcheck(self_fn, in.db ? 3 : 2, proj, &x, NULL);
+        pg_tensor *proj[4] = {qkv, in.rk, in.db ? in.db : in.qs, in.db ? in.qs : NULL};
+        assert_gradcheck(self_fn, 2 + (in.db != NULL) + c->shift, proj, &x, NULL);
         pg_tensor_free(qkv);
         free_inputs(&in);
         pg_tensor_free(x.mask);
@@ -388,5 +414,37 @@ Test(flash_rel, bad_input)
                  "scale and rel_scale must be finite");
     cr_assert_not_null(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.rel_q = rq, .rel_k = rk}), "%s",
                        pg_last_error());
+    pg_graph_free(g);
+}
+
+/* q_shift: (H, D) of q's dtype, without the rotation or xPos; refused with a message naming
+ * its shape and q's, nothing recorded */
+Test(flash_rel, shifted_queries_bad_input)
+{
+    pg_graph *g = pg_graph_new();
+    pg_tensor *q = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 4, 6)), *k = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 6));
+    pg_tensor *v = pg_zeros(g, PG_F64, PG_SHAPE(2, 3, 6, 6)), *qs = pg_zeros(g, PG_F64, PG_SHAPE(3, 6));
+    pg_tensor *cq = pg_zeros(g, PG_F64, PG_SHAPE(1, 1, 4, 3)), *ck = pg_zeros(g, PG_F64, PG_SHAPE(1, 1, 6, 3));
+    const char *what = "pg_flash_attention: q_shift is f64[2,6], expected f64 (H, D) = (3, 6) for q "
+                       "f64[2,3,4,6], and neither the rotation tables nor xPos (rotation none, xpos_scale_base 0)";
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.q_shift = pg_zeros(g, PG_F64, PG_SHAPE(2, 6))}),
+                 what);
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.q_shift = pg_zeros(g, PG_F64, PG_SHAPE(3, 5))}),
+                 "q_shift is f64[3,5]");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.q_shift = pg_zeros(g, PG_F32, PG_SHAPE(3, 6))}),
+                 "q_shift is f32[3,6], expected f64");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.q_shift = pg_zeros(g, PG_F64, PG_SHAPE(1, 3, 6))}),
+                 "q_shift is f64[1,3,6]");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.q_shift = qs, .xpos_scale_base = 512}),
+                 "xpos_scale_base 512");
+    ASSERT_FAILS(pg_flash_attention(g, q, k, v,
+                                    &(pg_flash_opts){.q_shift = qs, .rot_cos_q = cq, .rot_sin_q = cq, .rot_cos_k = ck,
+                                                     .rot_sin_k = ck}),
+                 "rotation set");
+    pg_tensor *qkv = pg_zeros(g, PG_F64, PG_SHAPE(2, 4, 3 * 3 * 6));
+    ASSERT_FAILS(pg_flash_attention_qkv(g, qkv, 3, &(pg_flash_opts){.q_shift = pg_zeros(g, PG_F64, PG_SHAPE(3, 5))}),
+                 "pg_flash_attention_qkv: q_shift is f64[3,5], expected f64 (H, D) = (3, 6)");
+    cr_assert_not_null(pg_flash_attention_qkv(g, qkv, 3, &(pg_flash_opts){.q_shift = qs}), "%s", pg_last_error());
+    cr_assert_not_null(pg_flash_attention(g, q, k, v, &(pg_flash_opts){.q_shift = qs}), "%s", pg_last_error());
     pg_graph_free(g);
 }
