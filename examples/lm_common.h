@@ -594,11 +594,12 @@ static inline int lm_count_params(const pg_lm_config *c, int64_t *out, bool *mat
  *   per layer      18000 T + c + cT T
  *   per pair       (q B H + qh H + ql) L^2 N   (only the schemes the fused kernel cannot run)
  * with a, d, p, c, cT, q, qh, ql, rT, rD of the scheme below: q, k and v split from the
- * projection and their gradients where a module takes them (xl's and cope's a; the fused
- * kernel reads the rest in place, pg_flash_attention_qkv, rel's relative queries too, and
+ * projection and their gradients where a module takes them (cope's a; the fused kernel
+ * reads the rest in place, pg_flash_attention_qkv, rel's and xl's relative queries too, and
  * rotates rotary's and xPos's q and k itself, a head at a time: rD, its rotated q, k and
  * their gradients, 2 (Lq + Lk) Dh floats in the forward's scratch and again in the
- * backward's; rel's rD its relative keys transposed there), the input encodings (d, p), relative
+ * backward's; rel's rD its relative keys transposed there, xl's those and its shifted q,
+ * q + u, and their gradient), the input encodings (d, p), relative
  * tables (p, c, cT; rT, the fused kernel's relative logits of a query block and their
  * gradient, 2 x 64 x (Lq + Lk - 1) floats in the forward's scratch and again in the
  * backward's), CoPE's (B, H, L, max_len + 1) position logits and their gradients (q; with
@@ -652,7 +653,7 @@ static const lm_scheme_cost LM_SCHEME_COSTS[] = {
     {"xpos",       0,    0,   2.2,  0,      0,     0, 0, 0,   NULL,          0,   0,   8},
     {"alibi",      0,    0,   0,    2300,   0,     0, 0, 0,   NULL,          0,   0,   0},
     {"dpb",        0,    0,   4,    4700,   0,     0, 0, 0,   NULL,          0,   0,   0},
-    {"xl",         8.1,  0,   18.8, -26400, 28600, 0, 0, 0,   NULL,          0,   512, 0},
+    {"xl",         0,    0,   18.8, -26400, 28600, 0, 0, 0,   NULL,          0,   512, 4.5},
     {"t5",         0,    0,   0,    5500,   0,     0, 0, 0,   NULL,          0,   0,   0},
     {"kerple",     0,    0,   0,    6000,   0,     0, 0, 0,   NULL,          0,   0,   0},
     {"sandwich",   0,    0,   0,    0,      0,     0, 0, 0,   NULL,          0,   0,   0},

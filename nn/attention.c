@@ -547,23 +547,32 @@ static int kernel_rotation(pg_graph *g, const char *fn, const pg_mha *m, int i, 
     return pg_flash_rotation_check(g, who, &q, &k, &o) == 0 ? 0 : -1;
 }
 
-/* Module i's relative keys with q itself as their queries (rel_keys) into *rel, when q is
- * still in the projection (q_packed) and no later module changes q: 0 taken; 1 not
- * (rel_bias's turn); -1 after pg_graph_fail. */
+/* Whether a rel_keys hook's result has its keys, no rel_q or e, and a shift of (H, Dh) or none */
+static bool rel_keys_shaped(const pg_pos_rel *rel, const pg_pos_ctx *c)
+{
+    const pg_tensor *s = rel->q_shift;
+    return !rel->q && !rel->e && rel->k &&
+           (!s || (s->ndim == 2 && s->dtype == c->dtype && s->shape[0] == c->heads && s->shape[1] == c->head_dim));
+}
+
+/* Module i's relative keys with q itself (or q + a shift) as their queries (rel_keys) into
+ * *rel, when q is still in the projection (q_packed), no rotation was left to the kernel and
+ * no later module changes q: 0 taken; 1 not (rel_bias's turn); -1 after pg_graph_fail. */
 static int own_rel_keys(pg_graph *g, const char *fn, const pg_mha *m, int i, bool q_packed, const pg_pos_ctx *c,
-                        pg_pos_rel *rel)
+                        const pos_terms *t, pg_pos_rel *rel)
 {
     pg_posmod *p = m->pos[i];
-    if (!q_packed || !p->ops->rel_keys)
+    if (!q_packed || !p->ops->rel_keys || t->rot.cos_q)
         return 1;
     for (int j = i + 1; j < m->n_pos; j++)
         if (m->pos[j]->ops->mod_qkv || m->pos[j]->ops->qk_rotation)
             return 1;
     int r = p->ops->rel_keys(g, p, c, rel);
-    if (r == 0 && (rel->q || rel->e || !rel->k)) {
-        pg_graph_fail(g, "%s: positional module %d (%s): rel_keys gave rel_q %s, rel_k %s, e %s: expected rel_k "
-                      "alone", fn, i, p->base.type, rel->q ? SHAPE(rel->q) : "NULL", rel->k ? SHAPE(rel->k) : "NULL",
-                      rel->e ? SHAPE(rel->e) : "NULL");
+    if (r == 0 && !rel_keys_shaped(rel, c)) {
+        pg_graph_fail(g, "%s: positional module %d (%s): rel_keys gave rel_q %s, rel_k %s, e %s, q_shift %s: "
+                      "expected rel_k, no rel_q or e, and a q_shift of (H, Dh) = (%lld, %lld) %s or none", fn, i,
+                      p->base.type, SHAPE(rel->q), SHAPE(rel->k), SHAPE(rel->e), SHAPE(rel->q_shift),
+                      (long long)c->heads, (long long)c->head_dim, pg_dtype_name(c->dtype));
         r = -1;
     }
     if (r != 0) {
@@ -573,7 +582,8 @@ static int own_rel_keys(pg_graph *g, const char *fn, const pg_mha *m, int i, boo
         return r;
     }
     const pg_tensor q = heads_header(c, c->Lq), k = heads_header(c, c->Lk);
-    const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = &q, .k = &k, .v = &k, .rel_q = &q, .rel_k = rel->k};
+    const pg_attn_operands ops = {.layout = PG_ATTN_HEADS, .q = &q, .k = &k, .v = &k, .rel_q = &q, .rel_k = rel->k,
+                                  .dist_bias = rel->dist};
     return pg_attn_check(g, fn, &ops) == 0 ? 0 : -1;
 }
 
@@ -625,10 +635,12 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3
         if (by_dist == 0) {
             continue;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->rel_bias) {
-            int own = own_rel_keys(g, fn, m, i, packed && !*q, c, rel);
+            int own = own_rel_keys(g, fn, m, i, packed && !*q, c, t, rel);
             if (own < 0)
                 return false;
             t->rel_self = own == 0;
+            if (own == 0 && rel->dist && !(*bias = *bias ? pg_add(g, *bias, rel->dist) : rel->dist))
+                return false;
             if (own && (!split_packed(g, m, packed, qkv) || !relative_keys(g, fn, i, p, *q, *k, c, rel, sep)))
                 return false;
         } else if (p->ops->mod_bias && fused && !p->ops->dist_bias && p->ops->sep_bias) {
@@ -657,7 +669,8 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3
             *sum = *sum ? pg_add(g, *sum, b) : b;
         }
     }
-    if (t->rel_self && t->rot.cos_q) { /* the kernel's rotation would turn the q the term reads */
+    if (t->rel_self && t->rot.cos_q && !rel->q_shift) { /* the kernel's rotation would turn the q the term reads
+                                                        * (own_rel_keys declined a later one, so never shifted) */
         if (!split_packed(g, m, packed, qkv))
             return false;
         rel->q = *q, t->rel_self = false;
@@ -850,7 +863,8 @@ pg_tensor *pg_mha_forward(pg_graph *g, pg_mha *m, pg_tensor *x, pg_tensor *conte
                             .window = band->window, .look_backward = band->look_backward,
                             .look_forward = band->look_forward, .exact_window = band->exact,
                             .sep_q = t.sep[0], .sep_k = t.sep[1], .rel_q = t.rel.q, .rel_k = t.rel.k,
-                            .rel_scale = t.rel.scale, .rel_q_is_q = t.rel_self, .pair_bias = t.pair,
+                            .rel_scale = t.rel.scale, .rel_q_is_q = t.rel_self, .q_shift = t.rel.q_shift,
+                            .pair_bias = t.pair,
                             .dropout = drop ? c->dropout : 0.0, .rng = a->rng, .merge_heads = true,
                             .rot_cos_q = t.rot.cos_q, .rot_sin_q = t.rot.sin_q, .rot_cos_k = t.rot.cos_k,
                             .rot_sin_k = t.rot.sin_k, .rot_interleaved = t.rot.interleaved};

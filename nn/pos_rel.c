@@ -266,7 +266,7 @@ static int rel1d_rel_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos
     pg_tensor *rk = pg_index_select(g, pg_narrow(g, p->t0, ax, T - L, N), ax, idx); /* ([heads,] N, d) */
     if (rk && rk->ndim == 2)
         rk = pg_broadcast_to(g, pg_reshape(g, rk, PG_SHAPE(1, N, p->d)), PG_SHAPE(H, N, p->d));
-    *r = (pg_pos_rel){NULL, rk, NULL, p->scaled ? c->scale : 1.0};
+    *r = (pg_pos_rel){.k = rk, .scale = p->scaled ? c->scale : 1.0};
     return rk ? 0 : -1;
 }
 

@@ -308,9 +308,19 @@ static pg_tensor *xl_band_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tens
     return pg_mul_scalar(g, pg_add(g, uk, p), s);
 }
 
+/* The kernel's relative keys (NH, Lq + Lk - 1, H): r_k[t] = W_R R(t - (Lk - 1) + off), the
+ * distances of the kernel's index t (off = Lk - Lq when end_aligned) */
+static pg_tensor *kernel_keys(pg_graph *g, pg_xl *m, const pg_pos_ctx *c)
+{
+    int64_t NH = m->heads, H = m->head_dim, N = c->Lq + c->Lk - 1;
+    double dmin = (double)((m->o.end_aligned ? c->Lk - c->Lq : 0) - (c->Lk - 1));
+    pg_tensor *d = pg_arange(g, m->dtype, dmin, dmin + (double)N, 1.0);
+    pg_tensor *rk = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (N, NH H) */
+    return pg_permute(g, pg_reshape(g, rk, PG_SHAPE(N, NH, H)), (const int[]){1, 0, 2});
+}
+
 /* The bias in the fused kernel's form (pg_posmod_ops.rel_bias), default positions:
- *   r->q = q_i + v, r->k[t] = W_R R(t - (Lk - 1) + off) (the distances of the kernel's
- *   index t; off = Lk - Lq when end_aligned), r->scale = s (unscaled_pos: 1),
+ *   r->q = q_i + v, r->k = kernel_keys, r->scale = s (unscaled_pos: 1),
  *   r->e = -s u . k_j (the content term u . k_j s as a key-side separable bias). */
 static int xl_rel_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r)
 {
@@ -321,21 +331,45 @@ static int xl_rel_bias(pg_graph *g, pg_posmod *pm, pg_tensor *q, pg_tensor *k, c
         pg_graph_fail(g, "TransformerXLBias: rel_bias: %s is NULL", !r ? "result" : !q ? "q" : "k");
         return -1;
     }
-    int64_t NH = m->heads, H = m->head_dim, Lq = c->Lq, Lk = c->Lk, N = Lq + Lk - 1;
+    int64_t NH = m->heads, H = m->head_dim, Lq = c->Lq, Lk = c->Lk;
     if (c->pos_q || c->pos_k || c->dtype != m->dtype || q->dtype != m->dtype || k->dtype != m->dtype ||
         q->ndim != 4 || k->ndim != 4 || q->shape[1] != NH || k->shape[1] != NH || q->shape[2] != Lq ||
         k->shape[2] != Lk || q->shape[3] != H || k->shape[3] != H)
         return 1; /* q, k not of this module's heads (context without heads) or positions: another path */
-    double s = scale_of(m, c), dmin = (double)((m->o.end_aligned ? Lk - Lq : 0) - (Lk - 1));
-    pg_tensor *d = pg_arange(g, m->dtype, dmin, dmin + (double)N, 1.0);
-    pg_tensor *rk = pg_linear_forward(g, m->embed_lin, pg_xl_rel_encoding(g, &m->pm, d)); /* (N, NH H) */
-    r->k = pg_permute(g, pg_reshape(g, rk, PG_SHAPE(N, NH, H)), (const int[]){1, 0, 2}); /* (NH, N, H) */
-    r->q = pg_add(g, q, pg_reshape(g, m->v, PG_SHAPE(NH, 1, H)));                        /* (B, NH, Lq, H) */
+    double s = scale_of(m, c);
+    r->k = kernel_keys(g, m, c);
+    r->q = pg_add(g, q, pg_reshape(g, m->v, PG_SHAPE(NH, 1, H))); /* (B, NH, Lq, H) */
     pg_tensor *uk = pg_matmul(g, pg_reshape(g, m->u, PG_SHAPE(NH, 1, H)), k, false, true); /* (B, NH, 1, Lk) */
     r->e = pg_mul_scalar(g, pg_reshape(g, uk, PG_SHAPE(k->shape[0], NH, Lk)), -s);
     r->scale = m->o.unscaled_pos ? 1.0 : s;
     return r->k && r->q && r->e ? 0 : -1;
 }
 
+/* The same for the kernel reading q in place (pg_posmod_ops.rel_keys), default positions: its
+ * queries q_i + u in both products (r->q_shift = u), r->k = kernel_keys, r->scale = rs (s;
+ * unscaled_pos: 1), and r->dist[h, t] = rs (v - u) . r_k[t], so that the logit is
+ *   s (q_i + u) . k_j + rs (q_i + u) . r_k[t] + rs (v - u) . r_k[t]
+ *     = s u . k_j + s q_i . k_j + rs (q_i + v) . r_k[t]          (Dai et al. eq. 2, as xl_bias) */
+static int xl_rel_keys(pg_graph *g, pg_posmod *pm, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    pg_xl *m = (pg_xl *)pm;
+    if (!ctx_ok(g, "TransformerXLBias", m, c))
+        return -1;
+    if (!r) {
+        pg_graph_fail(g, "TransformerXLBias: rel_keys: result is NULL");
+        return -1;
+    }
+    if (c->pos_q || c->pos_k || c->heads != m->heads || c->head_dim != m->head_dim)
+        return 1; /* positions, or a context without heads: rel_bias's call */
+    int64_t NH = m->heads, H = m->head_dim, N = c->Lq + c->Lk - 1;
+    double rs = m->o.unscaled_pos ? 1.0 : scale_of(m, c);
+    r->k = kernel_keys(g, m, c);
+    pg_tensor *vu = pg_reshape(g, pg_sub(g, m->v, m->u), PG_SHAPE(NH, 1, H));
+    r->dist = pg_mul_scalar(g, pg_reshape(g, pg_matmul(g, vu, r->k, false, true), PG_SHAPE(NH, N)), rs);
+    r->q_shift = m->u;
+    r->scale = rs;
+    return r->k && r->dist ? 0 : -1;
+}
+
 static const pg_posmod_ops XL_OPS = {.mod_bias = xl_bias, .bias_table = xl_table, .band_bias = xl_band_bias,
-                                     .rel_bias = xl_rel_bias};
+                                     .rel_bias = xl_rel_bias, .rel_keys = xl_rel_keys};

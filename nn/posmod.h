@@ -98,12 +98,16 @@ typedef struct pg_pos_ctx {
                           mod_x leave it NULL; a scheme that reads it (PG_POS_NEEDS_X) fails without it */
 } pg_pos_ctx;
 
-/* A rel_bias hook's result: scale * q[b, h, i] . k[h, i - j + Lk - 1] - e[b, h, j]. */
+/* A rel_bias hook's result: scale * q[b, h, i] . k[h, i - j + Lk - 1] - e[b, h, j]. A rel_keys
+ * hook's: scale * (q_i + q_shift[h]) . k[h, i - j + Lk - 1] + dist[h, i - j + Lk - 1], with the
+ * attention's own queries q_i + q_shift[h] in the content logits too. */
 typedef struct pg_pos_rel {
-    pg_tensor *q; /* (B, H, Lq, Dh) */
-    pg_tensor *k; /* (H, Lq + Lk - 1, Dh) */
-    pg_tensor *e; /* (B, H, Lk) or NULL */
+    pg_tensor *q;       /* (B, H, Lq, Dh); NULL from rel_keys */
+    pg_tensor *k;       /* (H, Lq + Lk - 1, Dh) */
+    pg_tensor *e;       /* (B, H, Lk) or NULL; NULL from rel_keys */
     double scale;
+    pg_tensor *q_shift; /* rel_keys only: (H, Dh) or NULL */
+    pg_tensor *dist;    /* rel_keys only: (H, Lq + Lk - 1) or NULL */
 } pg_pos_rel;
 
 /* A rotation of q's and k's channel pairs as tables (the qk_rotation hook, for the fused
@@ -175,14 +179,19 @@ typedef struct pg_posmod_ops {
      * LocalAttention then takes its band of ops);
      * -1 after pg_graph_fail. NULL: not such a scheme. */
     int (*rel_bias)(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c, pg_pos_rel *r);
-    /* rel_bias's work for a scheme whose relative queries are q itself and that has no key
-     * term (Shaw's q_i . R[j - i]): *r as rel_bias gives it, but with r->q and r->e NULL,
-     * from the context alone. MultiheadAttention's fused path calls it instead of rel_bias
-     * when q is still in the projection and no later module changes q (a mod_qkv or a
-     * rotation), and the kernel reads q's own rows for the term (autograd/flash.h
-     * rel_q_is_q): q, k and v are never split or copied. 0; 1 when this call is not the
-     * hook's (positions, Lq != Lk: nothing recorded, no error, the caller takes rel_bias);
-     * -1 after pg_graph_fail. NULL: not such a scheme. */
+    /* rel_bias's work for a scheme whose relative queries are q itself (Shaw's q_i . R[j - i])
+     * or q plus a vector per head, from the context alone: r->k and r->scale as rel_bias gives
+     * them, r->q and r->e NULL, and for the second kind r->q_shift (H, Dh), which the
+     * attention adds to its queries in the content logits and the relative term alike, with
+     * r->dist (H, Lq + Lk - 1) a bias over distance to even out what that adds where the
+     * scheme wants another vector (Transformer-XL: s (q + u) . k_j + rs (q + u) . R_t
+     * + rs (v - u) . R_t is Dai et al.'s s u . k_j + s q . k_j + rs (q + v) . R_t). Either
+     * may be NULL. MultiheadAttention's fused path calls it instead of rel_bias when q is
+     * still in the projection and no module changes q (a mod_qkv or a rotation), and the
+     * kernel reads q's own rows for the term (autograd/flash.h rel_q_is_q, q_shift): q, k and
+     * v are never split or copied. 0; 1 when this call is not the hook's (positions, Lq !=
+     * Lk: nothing recorded, no error, the caller takes rel_bias); -1 after pg_graph_fail.
+     * NULL: not such a scheme. */
     int (*rel_keys)(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r);
     /* the whole attention, for a scheme whose bias needs every row of the logits (CoPE's
      * gates): *out (B, H, Lq, Dv) = softmax(q k^T c->scale + bias, hidden entries -inf) v

@@ -52,7 +52,9 @@ PG_POSMOD(alibi, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | P
           "nn/pos_alibi.c", "minus a fixed per-head slope times the query-key distance (ALiBi, Press et al. 2022)")
 PG_POSMOD(dpb, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_dpb.c",
           "an MLP of the signed query-key distance gives each head's bias (dynamic position bias)")
-PG_POSMOD(xl, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_BAND | PG_POS_HOOK_REL, PG_POS_NEEDS_QK, "nn/pos_xl.c",
+PG_POSMOD(xl, PG_POS_ROLE_ATTENTION,
+          PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_BAND | PG_POS_HOOK_REL | PG_POS_HOOK_REL_KEYS,
+          PG_POS_NEEDS_QK, "nn/pos_xl.c",
           "(q + u).k + (q + v).r with r projected sinusoids of the distance (Transformer-XL, Dai et al. 2019)")
 PG_POSMOD(t5, PG_POS_ROLE_ATTENTION, PG_POS_HOOK_BIAS | PG_POS_HOOK_TABLE | PG_POS_HOOK_DIST, 0, "nn/pos_t5.c",
           "a learned per-head bias for log-spaced buckets of the distance (T5, Raffel et al. 2020)")

@@ -208,6 +208,7 @@ Test(flash_mha, takes_the_fused_path_only_when_it_computes_the_same)
     pg_mha *xl = make(WITH_XL, true, false);
     cr_assert_not_null(pg_mha_forward(g, xl, x, NULL, NULL), "%s", pg_graph_error(g));
     cr_assert_eq(fused_nodes(g), 1, "Transformer-XL at default positions: fused");
+    cr_assert_eq(count_nodes(g, "pg_split_heads"), 0, "Transformer-XL: q, k, v read in the projection (rel_keys)");
     pg_graph_reset(g);
     cr_assert_not_null(pg_mha_forward(g, xl, x, NULL, &(pg_attn_args){.pos = pos}), "%s", pg_graph_error(g));
     cr_assert_eq(fused_nodes(g), 0, "Transformer-XL at explicit positions: the reference path");

@@ -283,14 +283,16 @@ static pg_posmod *make_learned_rotary(int i)
     return pg_rotary_new(8, &o, PG_F64);
 }
 
-static pg_posmod *make_xl(void)
+/* Transformer-XL with options o (NULL: Dai et al.'s) */
+static pg_posmod *make_xl_with(const pg_xl_opts *o)
 {
     pg_rng r = pg_rng_init(8);
-    pg_posmod_args a = {.dim = 24, .heads = 3, .head_dim = 8, .dtype = PG_F64, .rng = &r};
+    pg_posmod_args a = {.dim = 24, .heads = 3, .head_dim = 8, .dtype = PG_F64, .rng = &r, .opts = o};
     pg_posmod *p = pg_posmod_make_xl(&a);
     cr_assert_not_null(p, "%s", pg_last_error());
     return p;
 }
+static pg_posmod *make_xl(void) { return make_xl_with(NULL); }
 
 static pg_posmod *make_rel1d(int i)
 {
@@ -306,6 +308,14 @@ static pg_posmod *make_rotary_then_xl(int i) { return i == 0 ? make_rotary(i) : 
 static pg_posmod *make_rel1d_then_alibi(int i) { return i == 0 ? make_rel1d(i) : make_alibi(i); }
 static pg_posmod *make_rel1d_then_rotary(int i) { return i == 0 ? make_rel1d(i) : make_rotary(i); }
 static pg_posmod *make_xl_then_rotary(int i) { return i == 0 ? make_xl() : make_rotary(i); }
+static pg_posmod *make_xl_alone(int i) { return (void)i, make_xl(); }
+static pg_posmod *make_xl_bio(int i)
+{
+    (void)i;
+    const pg_xl_opts o = pg_xl_bio();
+    return make_xl_with(&o);
+}
+static pg_posmod *make_xl_then_alibi(int i) { return i == 0 ? make_xl() : make_alibi(i); }
 
 Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
 {
@@ -317,8 +327,12 @@ Test(flash_qkv, multihead_attention_reads_its_projection_in_place)
     assert_mha_path(make_learned_rotary, 1, (tape_counts){0, 3, 2}, "rotary, learned divisor");
     /* Transformer-XL's relative keys read the rotated q: rotated first */
     assert_mha_path(make_rotary_then_xl, 2, (tape_counts){0, 3, 2}, "rotary, then XL");
-    /* after XL (which takes the splits) nothing reads q or k: the kernel rotates the splits */
+    /* after XL (which then takes the splits) nothing reads q or k: the kernel rotates the splits */
     assert_mha_path(make_xl_then_rotary, 2, (tape_counts){0, 3, 0}, "XL, then rotary");
+    /* XL's queries q + u (rel_keys): q stays in the projection, the kernel shifts it */
+    assert_mha_path(make_xl_alone, 1, (tape_counts){1, 0, 0}, "XL");
+    assert_mha_path(make_xl_bio, 1, (tape_counts){1, 0, 0}, "XL, bio-attention's form");
+    assert_mha_path(make_xl_then_alibi, 2, (tape_counts){1, 0, 0}, "XL, then ALiBi");
     /* Shaw's relative keys meet q itself (rel_keys): q stays in the projection */
     assert_mha_path(make_rel1d, 1, (tape_counts){1, 0, 0}, "rel1d");
     assert_mha_path(make_rel1d_then_alibi, 2, (tape_counts){1, 0, 0}, "rel1d, then ALiBi");
@@ -359,16 +373,37 @@ static int no_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, co
 static int narrow_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
 {
     (void)m;
-    *r = (pg_pos_rel){NULL, pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, 5)), NULL, 1.0};
+    *r = (pg_pos_rel){.k = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, 5)), .scale = 1.0};
     return 0;
+}
+
+/* the keys of the heads, and with a shift of 5 channels (shift) or a distance bias one short */
+static int keys_with(pg_graph *g, const pg_pos_ctx *c, pg_pos_rel *r, bool shift)
+{
+    *r = (pg_pos_rel){.k = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, c->head_dim)), .scale = 1.0};
+    if (shift)
+        r->q_shift = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, 5));
+    else
+        r->dist = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 2));
+    return 0;
+}
+static int narrow_shift(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)m;
+    return keys_with(g, c, r, true);
+}
+static int short_dist(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
+{
+    (void)m;
+    return keys_with(g, c, r, false);
 }
 
 /* keys with a key-side term, which rel_keys does not give */
 static int keys_and_e(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
 {
     (void)m;
-    *r = (pg_pos_rel){NULL, pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, c->head_dim)),
-                      pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->heads, c->Lk)), 1.0};
+    *r = (pg_pos_rel){.k = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, c->head_dim)),
+                      .e = pg_zeros(g, c->dtype, PG_SHAPE(c->B, c->heads, c->Lk)), .scale = 1.0};
     return 0;
 }
 
@@ -380,14 +415,20 @@ static int failing_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_r
 
 Test(flash_qkv, a_schemes_relative_keys_are_checked)
 {
-    const pg_posmod_ops ops[3] = {{.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = narrow_keys},
+    const pg_posmod_ops ops[5] = {{.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = narrow_keys},
                                   {.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = keys_and_e},
+                                  {.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = narrow_shift},
+                                  {.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = short_dist},
                                   {.mod_bias = no_bias, .rel_bias = no_rel_bias, .rel_keys = failing_keys}};
-    const char *want[3] = {"pg_mha_forward: rel_q, rel_k are f64[2,3,9,8], f64[3,17,5], expected f64",
+    const char *want[5] = {"pg_mha_forward: rel_q, rel_k are f64[2,3,9,8], f64[3,17,5], expected f64",
                            "pg_mha_forward: positional module 0 (Keys): rel_keys gave rel_q NULL, rel_k f64[3,17,8], "
-                           "e f64[2,3,9]: expected rel_k alone",
+                           "e f64[2,3,9], q_shift NULL: expected rel_k, no rel_q or e, and a q_shift of (H, Dh) = "
+                           "(3, 8) f64 or none",
+                           "pg_mha_forward: positional module 0 (Keys): rel_keys gave rel_q NULL, rel_k f64[3,17,8], "
+                           "e NULL, q_shift f64[3,5]: expected",
+                           "pg_mha_forward: dist_bias is f64[3,16]",
                            "pg_mha_forward: positional module 0 (Keys): rel_keys failed"};
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         assert_scheme_refused("Keys", &ops[i], want[i]);
 }
 
