@@ -205,6 +205,50 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
             STORE_##sfx(ci + LANES_##sfx, r1);                                                                         \
         }                                                                                                              \
     }
+/* The same for R <= 2 rows over two slivers of op(B) side by side (the second b2, C's and the
+ * bias's columns NR on): 4 R accumulators where one sliver's 2 R leave the multiply-adds
+ * waiting on each other's latency (a 128-row product ends in 2 rows: 128 = 21 x 6 + 2, 9 x 14
+ * + 2). Each element's arithmetic is the one-sliver kernel's: the same bits. */
+#define DEFINE_VKERNEL2(T, sfx, name, R, ARS, AKS)                                                                     \
+    NOINLINE static void name(KERNEL_ARGS(T), const T *restrict b2)                                                    \
+    {                                                                                                                  \
+        (void)ars, (void)aks;                                                                                          \
+        enum { NV = 4 };                                                                                               \
+        V_##sfx acc[R][NV];                                                                                            \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)      \
+            acc[i][v] = ZERO_##sfx();                                                                                  \
+        for (int64_t p = 0; p < kc; p++, a += (AKS), b += bks, b2 += bks) {                                            \
+            const V_##sfx bv[NV] = {LOAD_##sfx(b), LOAD_##sfx(b + LANES_##sfx), LOAD_##sfx(b2),                        \
+                                    LOAD_##sfx(b2 + LANES_##sfx)};                                                     \
+            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                       \
+            {                                                                                                          \
+                V_##sfx ai = SET1_##sfx(a[i * (ARS)]);                                                                 \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FMA_##sfx(ai, bv[v], acc[i][v]);      \
+            }                                                                                                          \
+        }                                                                                                              \
+        V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta), one = SET1_##sfx((T)1), bs[NV];                         \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bs[v] = bias ? LOAD_##sfx(bias + v * LANES_##sfx)         \
+                                                                          : ZERO_##sfx();                              \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)      \
+        {                                                                                                              \
+            T *ci = c + i * ldc + v * LANES_##sfx;                                                                     \
+            V_##sfx r = MUL_##sfx(va, acc[i][v]);                                                                      \
+            if (bias)                                                                                                  \
+                r = FMA_##sfx(one, bs[v], r);                                                                          \
+            else if (beta != 0)                                                                                        \
+                r = FMA_##sfx(vb, LOAD_##sfx(ci), r);                                                                  \
+            STORE_##sfx(ci, r);                                                                                        \
+        }                                                                                                              \
+    }
+DEFINE_VKERNEL2(float, f32, kp2_f32_1, 1, 1, MR_F32)
+DEFINE_VKERNEL2(float, f32, kp2_f32_2, 2, 1, MR_F32)
+DEFINE_VKERNEL2(float, f32, ks2_f32_1, 1, ars, aks)
+DEFINE_VKERNEL2(float, f32, ks2_f32_2, 2, ars, aks)
+DEFINE_VKERNEL2(double, f64, kp2_f64_1, 1, 1, MR_F64)
+DEFINE_VKERNEL2(double, f64, kp2_f64_2, 2, 1, MR_F64)
+DEFINE_VKERNEL2(double, f64, ks2_f64_1, 1, ars, aks)
+DEFINE_VKERNEL2(double, f64, ks2_f64_2, 2, ars, aks)
+
 /* kp_<sfx>_<R>: packed A sliver; ks_<sfx>_<R>: op(A) read in place */
 #define DEFINE_VKERNEL_PAIR(R, T, sfx, MR)                                                                             \
     DEFINE_VKERNEL(T, sfx, kp_##sfx##_##R, R, 1, MR)                                                                   \
@@ -227,7 +271,10 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
     FOR_ROWS(DEFINE_VKERNEL_PAIR, T, sfx, MR)                                                                          \
     typedef void (*kernel_##sfx##_fn)(KERNEL_ARGS(T));                                                                 \
     static const kernel_##sfx##_fn kernels_##sfx[2][MR + 1] = {{NULL, FOR_ROWS(KS_NAME, T, sfx, MR)},                 \
-                                                               {NULL, FOR_ROWS(KP_NAME, T, sfx, MR)}};
+                                                               {NULL, FOR_ROWS(KP_NAME, T, sfx, MR)}};                 \
+    typedef void (*kernel2_##sfx##_fn)(KERNEL_ARGS(T), const T *restrict b2);                                          \
+    static const kernel2_##sfx##_fn kernels2_##sfx[2][3] = {{NULL, ks2_##sfx##_1, ks2_##sfx##_2},                      \
+                                                            {NULL, kp2_##sfx##_1, kp2_##sfx##_2}};
 
 #else /* portable */
 /* An MR x NR block of accumulators updated by a rank-1 product per k, the NR
@@ -475,10 +522,14 @@ typedef struct operand {
 
 #if VEC_KERNELS
 #define KERNEL_FOR(sfx, MR, packed, m) kernels_##sfx[packed][m]
+#define TAIL_PAIR_CALL(sfx, packed, m, ...) kernels2_##sfx[packed][m](__VA_ARGS__)
 #define ROW_KERNELS 1
+#define TAIL_PAIRS 1
 #else
 #define KERNEL_FOR(sfx, MR, packed, m) ((void)(packed), kernel_full_##sfx)
+#define TAIL_PAIR_CALL(sfx, packed, m, ...) ((void)0) /* never called: TAIL_PAIRS 0 */
 #define ROW_KERNELS 0
+#define TAIL_PAIRS 0
 #endif
 
 #define DEFINE_GEMM(T, sfx, MR, NR)                                                                                    \
@@ -497,6 +548,13 @@ typedef struct operand {
                 int64_t m = min64(MR, mc - i0);                                                                        \
                 const T *ai = (const T *)a.p + i0 * a.row_step;                                                        \
                 T *c = C + i0 * ldc + j0;                                                                              \
+                if (TAIL_PAIRS && m <= 2 && (j0 / NR) % 2 == 1 && j0 + NR <= nc)                                       \
+                    continue; /* done with the sliver before (below) */                                                \
+                if (TAIL_PAIRS && m <= 2 && (j0 / NR) % 2 == 0 && j0 + 2 * NR <= nc) {                                 \
+                    TAIL_PAIR_CALL(sfx, a_packed, m, kc, ai, a.rs, a.ks, bj, bks, alpha, beta,                         \
+                                   bias ? bias + j0 : NULL, c, ldc, bj + b_step);                                      \
+                    continue;                                                                                          \
+                }                                                                                                      \
                 if (n == NR && (ROW_KERNELS || m == MR)) {                                                             \
                     KERNEL_FOR(sfx, MR, a_packed, m)(kc, ai, a.rs, a.ks, bj, bks, alpha, beta, bias ? bias + j0 : NULL,  \
                                                      c, ldc);                                                          \

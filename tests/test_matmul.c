@@ -134,6 +134,55 @@ Test(gemm, row_counts_and_packing_paths)
     check_gemm_ld(true, false, 512, 20, 600, 1.0, 0.5, seed++, false);
 }
 
+/* The first m rows of a product of 30 rows, as a product of their own: the same bits, each
+ * row's arithmetic does not depend on its block (a tail of 1 or 2 rows runs over two slivers
+ * of op(B) at once, tensor/gemm.c DEFINE_VKERNEL2; others on the kernel for their row count);
+ * N 170 has pairs of whole slivers, a lone one and a ragged one on every build; K over two
+ * blocks (in f64), not cut in halves (split_k_at: K < 4 N); beta 0, beta 0.5 on C and a bias;
+ * A and B in place and packed, f32 and f64 */
+static void check_rows_of_30(bool ta, bool tb, int mode, uint64_t seed)
+{
+    enum { M = 30, N = 170, K = 600 };
+    double *A = rand_buf(M * K, seed), *B = rand_buf(K * N, seed + 1), *C0 = rand_buf(M * N, seed + 2);
+    double *bias = rand_buf(N, seed + 3), *full = malloc(M * N * sizeof *full), *part = malloc(M * N * sizeof *part);
+    float *A32 = to_f32(A, M * K), *B32 = to_f32(B, K * N), *b32 = to_f32(bias, N), *C32 = to_f32(C0, M * N);
+    float *full32 = malloc(M * N * sizeof *full32), *part32 = malloc(M * N * sizeof *part32);
+    const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+    const double beta = mode == 1 ? 0.5 : 0.0;
+    for (int64_t m = 1; m <= M; m++) {
+        double *dst[2] = {m == 1 ? full : part, part};
+        float *dst32[2] = {m == 1 ? full32 : part32, part32};
+        for (int pass = m == 1 ? 0 : 1; pass < 2; pass++) { /* pass 0: all 30 rows, once */
+            const int64_t rows = pass == 0 ? M : m;
+            memcpy(dst[pass], C0, M * N * sizeof *C0);
+            memcpy(dst32[pass], C32, M * N * sizeof *C32);
+            if (mode == 2) {
+                pg_gemm_bias_f64(ta, tb, rows, N, K, 0.75, A, lda, B, ldb, bias, dst[pass], N);
+                pg_gemm_bias_f32(ta, tb, rows, N, K, 0.75f, A32, lda, B32, ldb, b32, dst32[pass], N);
+            } else {
+                pg_gemm_f64(ta, tb, rows, N, K, 0.75, A, lda, B, ldb, beta, dst[pass], N);
+                pg_gemm_f32(ta, tb, rows, N, K, 0.75f, A32, lda, B32, ldb, (float)beta, dst32[pass], N);
+            }
+        }
+        cr_assert(!memcmp(part, full, (size_t)(m * N) * sizeof *part), "f64 rows 0..%lld of 30, ta %d tb %d mode %d",
+                  (long long)m, ta, tb, mode);
+        cr_assert(!memcmp(part32, full32, (size_t)(m * N) * sizeof *part32),
+                  "f32 rows 0..%lld of 30, ta %d tb %d mode %d", (long long)m, ta, tb, mode);
+    }
+    free(A), free(B), free(C0), free(bias), free(full), free(part);
+    free(A32), free(B32), free(b32), free(C32), free(full32), free(part32);
+}
+
+Test(gemm, tail_rows_same_bits_as_full_blocks)
+{
+    int saved = pg_num_threads();
+    cr_assert_eq(pg_set_num_threads(1), 0);
+    for (int t = 0; t < 4; t++)
+        for (int mode = 0; mode < 3; mode++)
+            check_rows_of_30(t & 1, t & 2, mode, 900 + 10 * t + mode);
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
 /* C = op(A) op(B) on t threads into a fresh buffer */
 static double *gemm_on_threads(int t, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const double *A,
                                const double *B, const double *C0)
