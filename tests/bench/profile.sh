@@ -16,7 +16,7 @@
 # and then the timed steps; perf samples on the same clock, so `perf report --time` keeps
 # the timed steps alone (the model's set-up, first-touch page faults and warm-up left out).
 # Functions are counted as:
-#   gemm_kernels    the GEMM's micro-kernels (tensor/gemm.c ks_*, kp_*)
+#   gemm_kernels    the GEMM's micro-kernels (tensor/gemm.c ks_*, kp_*, and ks2_*, kp2_* for two slivers)
 #   gemm_packing    its packing copies (pack_rows_*, pack_cols_*, pack_cols_vec_*, plan_packing)
 #   gemm_driver     its loops around them (pg_gemm_*, gemm_run_*, gemm_range_*, gemm_slice_*,
 #                   gemm_halves_slice_*, block_f32 / block_f64)
@@ -76,7 +76,7 @@ perf report -i "$DATA" --time "$from," --no-children --sort symbol --stdio --per
         p = substr($1, 1, length($1) - 1) + 0
         s = $3
         sub(/\.(constprop|isra|part|cold)\..*$/, "", s)
-        if (s ~ /^k[sp]_f(32|64)_/) cls = "gemm_kernels"
+        if (s ~ /^k[sp]2?_f(32|64)_/) cls = "gemm_kernels"
         else if (s ~ /^pack_(rows|cols|cols_vec)_f(32|64)/ || s ~ /^plan_packing/) cls = "gemm_packing"
         else if (s ~ /^(pg_gemm_f|pg_gemm_bias_f|gemm_run_f|gemm_range_f|gemm_slice_f|gemm_halves_slice_f|block_f)(32|64)$/)
             cls = "gemm_driver"
