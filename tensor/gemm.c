@@ -371,6 +371,33 @@ DEFINE_PACK_COLS_VEC(double, f64, __m512d, 8, __mmask8, _mm512_loadu_pd, _mm512_
                      transpose8_f64)
 #define PACK_COLS_VEC_f32(kc, w, X, ldx, xp, W) pack_cols_vec_f32(kc, w, X, ldx, xp, W)
 #define PACK_COLS_VEC_f64(kc, w, X, ldx, xp, W) pack_cols_vec_f64(kc, w, X, ldx, xp, W)
+#elif defined(__AVX2__)
+/* The same with AVX2 (G = 8 floats, 4 doubles), a row of the sliver stored as G lanes
+ * without a mask: where the group ends past the sliver's width (MR 6: 8 floats, or doubles
+ * 4 .. 7), its last lanes are the zero rows' and land on the next row's first columns, which
+ * a later store writes (the groups go last to first, the rows in order; the scalar loop
+ * writes the rest) or the sliver's gap (a_row_step). */
+#define DEFINE_PACK_COLS_YMM(T, sfx, V, G, LOAD, ZERO, STORE, SQUARE)                                                  \
+    static int64_t pack_cols_vec_##sfx(int64_t kc, int64_t w, const T *X, int64_t ldx, T *restrict xp, int64_t W)   \
+    {                                                                                                                  \
+        int64_t p = 0;                                                                                                 \
+        for (; w <= 2 * G && p + G <= kc; p += G)                                                                      \
+            for (int64_t j0 = (w - 1) / G * G; j0 >= 0; j0 -= G) {                                                     \
+                const int64_t rows = w - j0 < G ? w - j0 : G;                                                          \
+                V r[G];                                                                                                \
+                for (int64_t j = 0; j < G; j++)                                                                        \
+                    r[j] = j < rows ? LOAD(X + (j0 + j) * ldx + p) : ZERO();                                           \
+                SQUARE(r);                                                                                             \
+                for (int q = 0; q < G; q++)                                                                            \
+                    STORE(xp + (p + q) * W + j0, r[q]);                                                                \
+            }                                                                                                          \
+        return p;                                                                                                      \
+    }
+DEFINE_PACK_COLS_YMM(float, f32, __m256, 8, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps, transpose8_f32_ymm)
+DEFINE_PACK_COLS_YMM(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_setzero_pd, _mm256_storeu_pd,
+                     transpose4_f64_ymm)
+#define PACK_COLS_VEC_f32(kc, w, X, ldx, xp, W) pack_cols_vec_f32(kc, w, X, ldx, xp, W)
+#define PACK_COLS_VEC_f64(kc, w, X, ldx, xp, W) pack_cols_vec_f64(kc, w, X, ldx, xp, W)
 #else
 #define PACK_COLS_VEC_f32(kc, w, X, ldx, xp, W) 0
 #define PACK_COLS_VEC_f64(kc, w, X, ldx, xp, W) 0
