@@ -136,7 +136,8 @@ typedef struct pg_flash_opts {
 } pg_flash_opts;
 
 /* o NULL: default scale, no mask, no bias, not causal. Differentiable in q, k,
- * v, dist_bias, sep_q, sep_k, rel_q, rel_k, window_bias, pair_bias and q_shift. g NULL: a heap result the caller frees, nothing recorded.
+ * v, dist_bias, sep_q, sep_k, rel_q, rel_k, window_bias, pair_bias and q_shift. g NULL: a
+ * heap result the caller frees, nothing recorded.
  *
  * The operands are checked by pg_attn_check (autograd/attn_check.h, layout
  * PG_ATTN_HEADS: the messages pg_attention gives too). Every dim of q, k, v
