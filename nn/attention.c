@@ -469,6 +469,11 @@ static bool relative_keys(pg_graph *g, const char *fn, int i, pg_posmod *p, pg_t
                           const pg_pos_ctx *c, pg_pos_rel *rel, pg_tensor *sep[2])
 {
     int rc = p->ops->rel_bias(g, p, q, k, c, rel);
+    if (rc == 0 && (rel->q_shift || rel->dist)) {
+        pg_graph_fail(g, "%s: positional module %d (%s): rel_bias gave q_shift %s, dist %s: those are rel_keys' alone",
+                      fn, i, p->base.type, SHAPE(rel->q_shift), SHAPE(rel->dist));
+        return false;
+    }
     if (rc != 0 || !rel->q || !rel->k) {
         if (!pg_graph_error(g))
             pg_graph_fail(g, "%s: positional module %d (%s): rel_bias %s (q %s, k %s, %lld heads)", fn, i,
@@ -670,7 +675,7 @@ static bool run_posmods(pg_graph *g, const char *fn, pg_mha *m, pg_tensor *qkv[3
         }
     }
     if (t->rel_self && t->rot.cos_q && !rel->q_shift) { /* the kernel's rotation would turn the q the term reads
-                                                        * (own_rel_keys declined a later one, so never shifted) */
+                                                        * (a shifted q never meets one: own_rel_keys declines) */
         if (!split_packed(g, m, packed, qkv))
             return false;
         rel->q = *q, t->rel_self = false;

@@ -407,6 +407,16 @@ static int keys_and_e(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel
     return 0;
 }
 
+/* rel_bias's q and keys with a shift, which only rel_keys gives */
+static int shifted_rel_bias(pg_graph *g, pg_posmod *m, pg_tensor *q, pg_tensor *k, const pg_pos_ctx *c,
+                            pg_pos_rel *r)
+{
+    (void)m, (void)k;
+    *r = (pg_pos_rel){.q = q, .k = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->Lq + c->Lk - 1, c->head_dim)),
+                      .scale = 1.0, .q_shift = pg_zeros(g, c->dtype, PG_SHAPE(c->heads, c->head_dim))};
+    return 0;
+}
+
 static int failing_keys(pg_graph *g, pg_posmod *m, const pg_pos_ctx *c, pg_pos_rel *r)
 {
     (void)g, (void)m, (void)c, (void)r;
@@ -430,6 +440,9 @@ Test(flash_qkv, a_schemes_relative_keys_are_checked)
                            "pg_mha_forward: positional module 0 (Keys): rel_keys failed"};
     for (int i = 0; i < 5; i++)
         assert_scheme_refused("Keys", &ops[i], want[i]);
+    const pg_posmod_ops shifted = {.mod_bias = no_bias, .rel_bias = shifted_rel_bias};
+    assert_scheme_refused("Keys", &shifted, "pg_mha_forward: positional module 0 (Keys): rel_bias gave q_shift "
+                                            "f64[3,8], dist NULL: those are rel_keys' alone");
 }
 
 /* a scheme's qk_rotation hook is another's code: its tables are checked */
