@@ -509,21 +509,18 @@ static void F(shift_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *own
 /* The chain rule through shift_head: dq (row stride qkv_ld; NULL: not asked for) += the
  * head's dQs, assigned where `fresh` (bit 0) says it is unwritten; the shift's gradient dqs
  * (its head's D; NULL: not asked for) += each row of dQs in turn */
-static void F(shift_head_grads)(const flash_dims *d, T *dq, T *dqs, const T *own, unsigned fresh)
+static void F(shift_head_grads)(const flash_dims *d, T *dq, T *dqs, T *own, unsigned fresh)
 {
     const int64_t D = d->D, ld = qkv_ld(d, D);
-    const T *dQs = own + d->Lq * D; /* own_part 2 */
-    for (int64_t i = 0; dq && i < d->Lq; i++) {
-        T *restrict gi = dq + i * ld;
+    const bool assign = fresh & 1u;
+    const T *dQs = F(own_part)(d, own, 2);
+    for (int64_t i = 0; i < d->Lq; i++) {
         const T *restrict si = dQs + i * D;
-        for (int64_t e = 0; e < D; e++)
-            gi[e] = (fresh & 1u) ? si[e] : gi[e] + si[e];
-    }
-    for (int64_t i = 0; dqs && i < d->Lq; i++) {
-        const T *restrict si = dQs + i * D;
-        T *restrict gs = dqs;
-        for (int64_t e = 0; e < D; e++)
-            gs[e] += si[e];
+        T *restrict gi = dq ? dq + i * ld : NULL;
+        for (int64_t e = 0; gi && e < D; e++)
+            gi[e] = assign ? si[e] : gi[e] + si[e];
+        for (int64_t e = 0; dqs && e < D; e++)
+            dqs[e] += si[e];
     }
 }
 
