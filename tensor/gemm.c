@@ -163,47 +163,52 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
         const T *restrict bias, T *restrict c, int64_t ldc
 
 #if VEC_KERNELS
-/* R rows x 2 vectors of accumulators; per k two vectors of the B row and one
- * broadcast A element per row. ARS / AKS: the A strides (constants for packed
- * slivers, so the addressing folds). */
+/* R rows x NV vectors of accumulators; per k NV vectors of the B rows (vectors 0, 1 at b, 2,
+ * 3 at b2) and one broadcast A element per row. ARS / AKS: the A strides (constants for
+ * packed slivers, so the addressing folds). The body of both kernels below. */
+#define VKERNEL_BODY(T, sfx, R, ARS, AKS, NV, b2)                                                                      \
+    (void)ars, (void)aks;                                                                                              \
+    V_##sfx acc[R][NV];                                                                                                \
+    _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
+        acc[i][v] = ZERO_##sfx();                                                                                      \
+    _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) /* the C tile, read or written at the end */                  \
+    {                                                                                                                  \
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);                                                        \
+        _mm_prefetch((const char *)(c + i * ldc + NV * LANES_##sfx - 1), _MM_HINT_T0);                                 \
+    }                                                                                                                  \
+    for (int64_t p = 0; p < kc; p++, a += (AKS), b += bks, b2 += bks) {                                                \
+        V_##sfx bv[NV];                                                                                                \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                          \
+            bv[v] = LOAD_##sfx((v < 2 ? b : b2) + v % 2 * LANES_##sfx);                                                \
+        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                           \
+        {                                                                                                              \
+            V_##sfx ai = SET1_##sfx(a[i * (ARS)]);                                                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FMA_##sfx(ai, bv[v], acc[i][v]);          \
+        }                                                                                                              \
+    }                                                                                                                  \
+    V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta), one = SET1_##sfx((T)1), bs[NV];                             \
+    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bs[v] = bias ? LOAD_##sfx(bias + v * LANES_##sfx)             \
+                                                                      : ZERO_##sfx();                                  \
+    _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                               \
+    {                                                                                                                  \
+        T *ci = c + i * ldc;                                                                                           \
+        V_##sfx r[NV];                                                                                                 \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) r[v] = MUL_##sfx(va, acc[i][v]);                          \
+        if (bias) {                                                                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) r[v] = FMA_##sfx(one, bs[v], r[v]);                   \
+        } else if (beta != 0) { /* beta == 0 never reads C */                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                       \
+                r[v] = FMA_##sfx(vb, LOAD_##sfx(ci + v * LANES_##sfx), r[v]);                                          \
+        }                                                                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) STORE_##sfx(ci + v * LANES_##sfx, r[v]);                  \
+    }
+
+/* R rows over one sliver of op(B): 2 vectors a row */
 #define DEFINE_VKERNEL(T, sfx, name, R, ARS, AKS)                                                                      \
     NOINLINE static void name(KERNEL_ARGS(T))                                                                          \
     {                                                                                                                  \
-        (void)ars, (void)aks;                                                                                          \
-        V_##sfx c0[R], c1[R];                                                                                          \
-        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) c0[i] = c1[i] = ZERO_##sfx();                             \
-        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) /* the C tile, read or written at the end */              \
-        {                                                                                                              \
-            _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);                                                    \
-            _mm_prefetch((const char *)(c + i * ldc + 2 * LANES_##sfx - 1), _MM_HINT_T0);                              \
-        }                                                                                                              \
-        for (int64_t p = 0; p < kc; p++, a += (AKS), b += bks) {                                                       \
-            V_##sfx b0 = LOAD_##sfx(b), b1 = LOAD_##sfx(b + LANES_##sfx);                                              \
-            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                       \
-            {                                                                                                          \
-                V_##sfx ai = SET1_##sfx(a[i * (ARS)]);                                                                 \
-                c0[i] = FMA_##sfx(ai, b0, c0[i]);                                                                      \
-                c1[i] = FMA_##sfx(ai, b1, c1[i]);                                                                      \
-            }                                                                                                          \
-        }                                                                                                              \
-        V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta), one = SET1_##sfx((T)1), bias0 = ZERO_##sfx(),           \
-                bias1 = ZERO_##sfx();                                                                                  \
-        if (bias)                                                                                                      \
-            bias0 = LOAD_##sfx(bias), bias1 = LOAD_##sfx(bias + LANES_##sfx);                                          \
-        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                           \
-        {                                                                                                              \
-            T *ci = c + i * ldc;                                                                                       \
-            V_##sfx r0 = MUL_##sfx(va, c0[i]), r1 = MUL_##sfx(va, c1[i]);                                              \
-            if (bias) {                                                                                                \
-                r0 = FMA_##sfx(one, bias0, r0);                                                                        \
-                r1 = FMA_##sfx(one, bias1, r1);                                                                        \
-            } else if (beta != 0) { /* beta == 0 never reads C */                                                      \
-                r0 = FMA_##sfx(vb, LOAD_##sfx(ci), r0);                                                                \
-                r1 = FMA_##sfx(vb, LOAD_##sfx(ci + LANES_##sfx), r1);                                                  \
-            }                                                                                                          \
-            STORE_##sfx(ci, r0);                                                                                       \
-            STORE_##sfx(ci + LANES_##sfx, r1);                                                                         \
-        }                                                                                                              \
+        const T *b2 = b; /* not read: NV 2 */                                                                          \
+        VKERNEL_BODY(T, sfx, R, ARS, AKS, 2, b2)                                                                       \
     }
 /* The same for R <= 2 rows over two slivers of op(B) side by side (the second b2, C's and the
  * bias's columns NR on): 4 R accumulators where one sliver's 2 R leave the multiply-adds
@@ -212,33 +217,7 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 #define DEFINE_VKERNEL2(T, sfx, name, R, ARS, AKS)                                                                     \
     NOINLINE static void name(KERNEL_ARGS(T), const T *restrict b2)                                                    \
     {                                                                                                                  \
-        (void)ars, (void)aks;                                                                                          \
-        enum { NV = 4 };                                                                                               \
-        V_##sfx acc[R][NV];                                                                                            \
-        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)      \
-            acc[i][v] = ZERO_##sfx();                                                                                  \
-        for (int64_t p = 0; p < kc; p++, a += (AKS), b += bks, b2 += bks) {                                            \
-            const V_##sfx bv[NV] = {LOAD_##sfx(b), LOAD_##sfx(b + LANES_##sfx), LOAD_##sfx(b2),                        \
-                                    LOAD_##sfx(b2 + LANES_##sfx)};                                                     \
-            _Pragma("GCC unroll 16") for (int i = 0; i < R; i++)                                                       \
-            {                                                                                                          \
-                V_##sfx ai = SET1_##sfx(a[i * (ARS)]);                                                                 \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = FMA_##sfx(ai, bv[v], acc[i][v]);      \
-            }                                                                                                          \
-        }                                                                                                              \
-        V_##sfx va = SET1_##sfx(alpha), vb = SET1_##sfx(beta), one = SET1_##sfx((T)1), bs[NV];                         \
-        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) bs[v] = bias ? LOAD_##sfx(bias + v * LANES_##sfx)         \
-                                                                          : ZERO_##sfx();                              \
-        _Pragma("GCC unroll 16") for (int i = 0; i < R; i++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)      \
-        {                                                                                                              \
-            T *ci = c + i * ldc + v * LANES_##sfx;                                                                     \
-            V_##sfx r = MUL_##sfx(va, acc[i][v]);                                                                      \
-            if (bias)                                                                                                  \
-                r = FMA_##sfx(one, bs[v], r);                                                                          \
-            else if (beta != 0)                                                                                        \
-                r = FMA_##sfx(vb, LOAD_##sfx(ci), r);                                                                  \
-            STORE_##sfx(ci, r);                                                                                        \
-        }                                                                                                              \
+        VKERNEL_BODY(T, sfx, R, ARS, AKS, 4, b2)                                                                       \
     }
 DEFINE_VKERNEL2(float, f32, kp2_f32_1, 1, 1, MR_F32)
 DEFINE_VKERNEL2(float, f32, kp2_f32_2, 2, 1, MR_F32)
