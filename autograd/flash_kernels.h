@@ -404,6 +404,21 @@ static void F(rel_head_load)(const flash_dims *d, F(rel_head) *rh, T *Rt, const 
     rh->Rt = Rt;
 }
 
+/* A thread's keys in Rt from its previous call of the job (chunks of a job, pg_parallel_chunks,
+ * come one after another on a thread's scratch): which head's they are, so that a call going on
+ * with that head does not transpose them again. rt_kept NULL: nothing kept. */
+static void F(rel_head_resume)(F(rel_head) *rh, T *Rt, const void *const *rt_kept)
+{
+    if (rh && rt_kept && *rt_kept)
+        rh->rk = *rt_kept, rh->Rt = Rt;
+}
+
+static void F(rel_head_keep)(const F(rel_head) *rh, const void **rt_kept)
+{
+    if (rh && rt_kept)
+        *rt_kept = rh->rk;
+}
+
 /* Dropout of the tile's probabilities (flash.h "dropout"): pair (i, j) of head bh_i is
  * kept where its uniform number of the call's stream (drop_row) is < 1 - p (pg_dropout's
  * mask of the weights) and then scaled by 1 / (1 - p). With Z: the factors into Z
@@ -534,7 +549,7 @@ static inline int64_t F(row_at)(const flash_dims *d, int64_t u)
 
 /* Rows bh_i = row_at(u) for u in [u0, u1) of the B x H of them. */
 static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const T *k, const T *v, const T *bias,
-                         void *scratch, int64_t u0, int64_t u1)
+                         void *scratch, const void **rt_kept, int64_t u0, int64_t u1)
 {
     const int64_t Lq = d->Lq, D = d->D, Dv = d->Dv;
     const int64_t ldt = t_stride(d);
@@ -542,6 +557,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
     T *Rt = l + BQ; /* with relative keys: Rt (D, r_stride), then the block's tab */
     rel.tab = Rt + D * r_stride(d);
+    F(rel_head_resume)(rh, Rt, rt_kept);
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
     if (xt)
         F(xpos_init)(d, xt, scratch);
@@ -613,6 +629,7 @@ static void F(flash_fwd)(const flash_dims *d, T *out, T *lse, const T *q, const 
             }
         }
     }
+    F(rel_head_keep)(rh, rt_kept);
 }
 
 /* dsk[c] -= dS[r, c] for each row r in turn, SEP_COLS columns at a time held in registers
@@ -779,7 +796,7 @@ static void F(tile_bias_grads)(const flash_dims *d, const F(head_grads) *g, cons
  * which its rows reach it). */
 static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, unsigned fresh, const T *q,
                          const T *k, const T *v, const T *bias, const T *out, const T *dout, const T *lse,
-                         void *scratch, const int64_t *order, int64_t u0, int64_t u1)
+                         void *scratch, const void **rt_kept, const int64_t *order, int64_t u0, int64_t u1)
 {
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const T scale = (T)d->scale;
@@ -788,6 +805,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
     T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the block's tab and dtab */
     rel.tab = Rt + D * r_stride(d);
+    F(rel_head_resume)(rh, Rt, rt_kept);
     rel.dtab = rel.tab + BQ * r_stride(d);
     T *Z = d->rq ? rel.dtab + BQ * r_stride(d) : Rt; /* with dropout: the tile's factors (BQ, BK) */
     F(xpos_tile) xpos, *xt = d->xz ? &xpos : NULL;
@@ -920,6 +938,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         if (d->qs)
             F(shift_head_grads)(d, dq_out, hg.dqs, own, fresh);
     }
+    F(rel_head_keep)(rh, rt_kept);
 }
 
 #undef T

@@ -457,6 +457,7 @@ typedef struct flash_job {
     const int64_t *order;       /* backward by regions: the rows bh region by region (NULL: row_at's order) */
     int64_t region;             /* rows per region */
     _Atomic int64_t *rows_done; /* per region: how many of its first rows are done */
+    const void **rt_kept;       /* per slice: whose relative keys its scratch holds (flash_kernels.h) */
 } flash_job;
 
 /* tasks: one per thread, at most one per head, and one alone below ~2^20 multiply-adds
@@ -476,9 +477,9 @@ static void flash_fwd_slice(void *ctx, int64_t u0, int64_t u1, int t)
     const flash_job *j = ctx;
     void *scr = (char *)j->scratch + (size_t)t * j->scr_bytes;
     if (j->dtype == PG_F32)
-        flash_fwd_f32(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, u0, u1);
+        flash_fwd_f32(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, j->rt_kept + t, u0, u1);
     else
-        flash_fwd_f64(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, u0, u1);
+        flash_fwd_f64(j->d, j->w[0], j->w[1], j->r[0], j->r[1], j->r[2], j->r[3], scr, j->rt_kept + t, u0, u1);
 }
 
 /* the backward over rows u0 .. u1 - 1 of j->order (or of row_at's order), on slice t's scratch
@@ -491,10 +492,10 @@ static void flash_bwd_rows(const flash_job *j, int64_t u0, int64_t u1, int t)
         sh[i] = j->shared[i] && j->sliced ? (char *)j->shared[i] + (size_t)t * j->shared_bytes[i] : j->shared[i];
     if (j->dtype == PG_F32)
         flash_bwd_f32(j->d, j->w, sh, j->fresh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr,
-                      j->order, u0, u1);
+                      j->rt_kept + t, j->order, u0, u1);
     else
         flash_bwd_f64(j->d, j->w, sh, j->fresh, j->r[0], j->r[1], j->r[2], j->r[3], j->r[4], j->r[5], j->r[6], scr,
-                      j->order, u0, u1);
+                      j->rt_kept + t, j->order, u0, u1);
 }
 
 /* no shared gradients: any split of the rows gives the same bits */
@@ -700,10 +701,14 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
                 return -1;
         }
     }
+    const void *rt_kept[PG_MAX_THREADS] = {0};
+    j.rt_kept = rt_kept;
     if (j.sliced)
         pg_parallel_for(j.T, flash_bwd_task, &j);
+    else if (j.order) /* a region's rows in order: a slice each */
+        pg_parallel_slices(d.B * d.H, 1, j.T, flash_bwd_regions, &j);
     else
-        pg_parallel_slices(d.B * d.H, 1, j.T, j.order ? flash_bwd_regions : flash_bwd_slice, &j);
+        pg_parallel_chunks(d.B * d.H, 1, j.T, flash_bwd_slice, &j);
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i] && j.sliced)
             add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
@@ -988,7 +993,9 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
     qkv_data(&d, ins, r);
     for (int i = 0; i < 3; i++)
         j.r[i] = r[i];
-    pg_parallel_slices(d.B * d.H, 1, T, flash_fwd_slice, &j);
+    const void *rt_kept[PG_MAX_THREADS] = {0};
+    j.rt_kept = rt_kept;
+    pg_parallel_chunks(d.B * d.H, 1, T, flash_fwd_slice, &j);
     if (d.drop > 0) /* the stream moves on as pg_dropout's fill of the weights would */
         o->rng->counter += d.dw > 0 ? (uint64_t)(d.B * d.H * d.dW * d.dw * d.dS) : (uint64_t)(d.B * d.H * d.Lq * d.Lk);
     if (!g) {

@@ -454,7 +454,7 @@ static pg_tensor *norm_op(pg_graph *g, const char *fn, pg_tensor *x, int norm_nd
         return NULL;
     norm_job j = {x->dtype == PG_F32, center, false, rows, D, pg_parallel_tasks(rows * D, NORM_GRAIN), eps,
                   y->data, x->data, w ? w->data : NULL, b ? b->data : NULL, NULL, c ? c->stats : NULL, NULL, NULL};
-    pg_parallel_slices(rows, 1, (int)j.T, norm_fwd_slice, &j);
+    pg_parallel_chunks(rows, 1, (int)j.T, norm_fwd_slice, &j);
     pg_node *n = pg_op_record(g, fn, y, 3, in, norm_backward);
     if (n) {
         n->ctx = c;

@@ -255,7 +255,7 @@ static inline void op_parallel_for(int64_t n, int64_t work, int64_t grain,
     if (work < grain)
         op_tasks_run(&j, 0, n, 0);
     else
-        pg_parallel_slices(n, 1, pg_num_threads(), op_tasks_run, &j);
+        pg_parallel_chunks(n, 1, pg_num_threads(), op_tasks_run, &j);
 }
 
 #endif

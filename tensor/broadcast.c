@@ -273,7 +273,7 @@ static void sum_column_blocks(const sum_job *j, int64_t blocks)
     bj.blocks = (rows + bj.rows_per_block - 1) / bj.rows_per_block;
     bj.tasks = pg_parallel_tasks(rows * n, SUM_GRAIN);
     bj.tasks = bj.tasks < bj.blocks ? bj.tasks : bj.blocks;
-    pg_parallel_slices(bj.blocks, 1, (int)bj.tasks, sum_blocks_slice, &bj);
+    pg_parallel_chunks(bj.blocks, 1, (int)bj.tasks, sum_blocks_slice, &bj);
     if (j->f32)
         ADD_SLOTS(float, bj.slots.f32)
     else

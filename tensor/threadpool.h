@@ -85,6 +85,16 @@ void pg_parallel_range(int64_t n, int64_t grain, void (*fn)(void *ctx, int64_t b
 typedef void (*pg_slice_fn)(void *ctx, int64_t begin, int64_t end, int slice);
 void pg_parallel_slices(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx);
 
+/* pg_parallel_slices for work that may be cut finer as it runs: the same sized slices, but
+ * each thread runs its own in chunks (each half of what is left of it, boundaries multiples
+ * of `unit`), and a thread whose slice is done takes half of what is left of the slice with
+ * the most left, from its end, until nothing is. So fn is called several times on a thread,
+ * on consecutive pieces (slice: the thread running it, for its scratch), and the threads
+ * end within about a unit of each other even when a core slows down during the job. For
+ * work whose results do not depend on the split and whose calls cost little beyond their
+ * items (not a GEMM, which packs its operand on every call). */
+void pg_parallel_chunks(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx);
+
 /* The two halves of pg_parallel_slices, for a caller that moves the boundaries
  * itself: the weights of threads 0..parts-1 for slices of fn over [0, extent) (parts
  * clamped to 1..threads, the count returned; measured speeds in steps of 5%, so that

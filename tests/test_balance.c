@@ -10,6 +10,7 @@
 #include "../tensor/threadpool.h"
 
 #include <stdatomic.h>
+#include <time.h>
 
 static void assert_bounds(int64_t extent, int64_t unit, int parts, const double *w, const int64_t *want)
 {
@@ -127,37 +128,137 @@ Test(balance, slices_follow_the_speeds)
     pg_set_num_threads(saved);
 }
 
-typedef struct ranges {
-    int64_t begin[4], end[4];
-    _Atomic int n;
-} ranges;
+/* pieces of one job of pg_parallel_chunks (or pg_parallel_range): how often each item ran,
+ * how many items each slice index ran, pieces off the unit's multiples; a slice index that
+ * sleeps 2 ms on each call (a slowed core), -1 none */
+typedef struct pieces {
+    _Atomic int runs[1000];
+    _Atomic int64_t by_slice[PG_MAX_THREADS];
+    _Atomic int calls, misplaced;
+    int64_t unit, extent;
+    int slow;
+} pieces;
 
-static void note_range(void *ctx, int64_t begin, int64_t end)
+static void note_piece(void *ctx, int64_t begin, int64_t end, int slice)
 {
-    ranges *r = ctx;
-    int i = atomic_fetch_add(&r->n, 1);
-    if (i < 4) {
-        r->begin[i] = begin;
-        r->end[i] = end;
-    }
+    pieces *p = ctx;
+    atomic_fetch_add(&p->calls, 1);
+    if (begin >= end || begin % p->unit || (end % p->unit && end != p->extent))
+        atomic_fetch_add(&p->misplaced, 1);
+    for (int64_t i = begin; i < end; i++)
+        atomic_fetch_add(&p->runs[i], 1);
+    atomic_fetch_add(&p->by_slice[slice], end - begin);
+    if (slice == p->slow)
+        nanosleep(&(struct timespec){0, 2000000}, NULL);
 }
 
-/* pg_parallel_range cuts at multiples of 16 items, but for fewer than 16 items a slice
- * (each a large one, as a table's copy per head) at any item: 4 items on 2 threads go 2
- * and 2, where a 16-item unit left them all to one thread */
+static void note_range_piece(void *ctx, int64_t begin, int64_t end) { note_piece(ctx, begin, end, 0); }
+
+static pieces *pieces_new(int64_t extent, int64_t unit, int slow)
+{
+    pieces *p = calloc(1, sizeof *p);
+    cr_assert_not_null(p);
+    p->unit = unit, p->extent = extent, p->slow = slow;
+    return p;
+}
+
+static pieces *chunks_of(int64_t extent, int64_t unit, int parts, int slow)
+{
+    pieces *p = pieces_new(extent, unit, slow);
+    pg_parallel_chunks(extent, unit, parts, note_piece, p);
+    return p;
+}
+
+static void assert_each_item_once(const pieces *p, const char *what)
+{
+    cr_assert_eq(atomic_load(&p->misplaced), 0, "%s: %d pieces empty or not at multiples of %lld", what,
+                 atomic_load(&p->misplaced), (long long)p->unit);
+    for (int64_t i = 0; i < p->extent; i++)
+        cr_assert_eq(atomic_load(&p->runs[i]), 1, "%s: item %lld ran %d times", what, (long long)i,
+                     atomic_load(&p->runs[i]));
+}
+
+/* pg_parallel_range cuts at multiples of 16 items, but for fewer than 16 items a slice (each
+ * a large one, as a table's copy per head) at any item: 4 items on 2 threads in pieces of
+ * one, where a 16-item unit left them all to one call */
 Test(balance, range_splits_few_large_items)
 {
     int saved = pg_num_threads();
     pg_balance was = split_with(2, (const double[]){1, 1});
-    const int64_t n[2] = {4, 1000}, cut[2] = {2, 496};
+    const int64_t n[2] = {4, 1000}, unit[2] = {1, 16};
     for (int c = 0; c < 2; c++) {
-        ranges r = {0};
-        pg_parallel_range(n[c], 1, note_range, &r);
-        cr_assert_eq(atomic_load(&r.n), 2, "%lld items: %d slices", (long long)n[c], atomic_load(&r.n));
-        int first = r.begin[0] == 0 ? 0 : 1;
-        cr_assert(r.end[first] == cut[c] && r.begin[1 - first] == cut[c] && r.end[1 - first] == n[c],
-                  "%lld items cut at %lld, not %lld", (long long)n[c], (long long)r.end[first], (long long)cut[c]);
+        pieces *p = pieces_new(n[c], unit[c], -1);
+        pg_parallel_range(n[c], 1, note_range_piece, p);
+        assert_each_item_once(p, n[c] == 4 ? "4 items" : "1000 items");
+        cr_assert(atomic_load(&p->calls) >= 2, "%lld items in %d pieces", (long long)n[c], atomic_load(&p->calls));
+        free(p);
     }
+    pg_parallel_balance(was);
+    pg_set_num_threads(saved);
+}
+
+/* Chunks cover every item once, in pieces at the unit's multiples, on 2 and 3 threads, for
+ * extents that are and are not multiples of the unit, and fewer items than threads */
+Test(balance, chunks_cover_every_item_once)
+{
+    int saved = pg_num_threads();
+    const int64_t case_of[][2] = {{1000, 1}, {1000, 16}, {999, 16}, {37, 5}, {2, 1}, {1, 1}};
+    for (int T = 2; T <= 3; T++) {
+        pg_balance was = split_with(T, NULL);
+        for (int c = 0; c < 6; c++)
+            for (int rep = 0; rep < 20; rep++) {
+                pieces *p = chunks_of(case_of[c][0], case_of[c][1], T, -1);
+                char what[64];
+                snprintf(what, sizeof what, "%d threads, extent %lld unit %lld", T, (long long)case_of[c][0],
+                         (long long)case_of[c][1]);
+                assert_each_item_once(p, what);
+                free(p);
+            }
+        pg_parallel_balance(was);
+    }
+    pg_set_num_threads(saved);
+}
+
+/* A thread whose slice is done takes what is left of a slower one's: thread 1 sleeping 2 ms
+ * a call, thread 0 runs far more than its half of 1000 items. The job teaches the estimates
+ * that thread 0 is the faster. Nested in another parallel call, every piece runs on the
+ * caller as slice 0. */
+Test(balance, chunks_let_a_done_thread_take_a_slow_ones_items)
+{
+    int saved = pg_num_threads();
+    pg_balance was = split_with(2, (const double[]){1, 1});
+    pieces *p = chunks_of(1000, 1, 2, 1);
+    assert_each_item_once(p, "slow thread 1");
+    cr_assert(atomic_load(&p->by_slice[0]) >= 700, "thread 0 ran %lld of 1000 items, thread 1 %lld",
+              (long long)atomic_load(&p->by_slice[0]), (long long)atomic_load(&p->by_slice[1]));
+    free(p);
+    pg_parallel_balance(PG_BALANCE_MEASURED);
+    double sp[2];
+    for (int i = 0; i < 4; i++)
+        free(chunks_of(1000, 1, 2, 1));
+    pg_parallel_speeds(sp, 2);
+    cr_assert(sp[0] > sp[1], "after a slow thread 1: speeds %g %g", sp[0], sp[1]);
+    pg_parallel_balance(was);
+    pg_set_num_threads(saved);
+}
+
+static void chunks_inside(void *ctx, int64_t i, int thread)
+{
+    (void)thread;
+    if (i == 0)
+        pg_parallel_chunks(1000, 16, 2, note_piece, ctx);
+}
+
+Test(balance, chunks_nested_run_on_the_caller)
+{
+    int saved = pg_num_threads();
+    pg_balance was = split_with(2, (const double[]){1, 1});
+    pieces *p = pieces_new(1000, 16, -1);
+    pg_parallel_for(2, chunks_inside, p);
+    assert_each_item_once(p, "nested");
+    cr_assert_eq(atomic_load(&p->by_slice[0]), 1000, "nested: slice 0 ran %lld",
+                 (long long)atomic_load(&p->by_slice[0]));
+    free(p);
     pg_parallel_balance(was);
     pg_set_num_threads(saved);
 }
@@ -260,6 +361,14 @@ Test(balance, bad_input)
     pg_parallel_slices_at(3, (const int64_t[]){0, 1, 2, 3}, note_slice, NULL);
     cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_slices_at: 3 slices for 2 threads"), "%s",
                        pg_last_error());
+    pg_clear_error();
+    pg_parallel_chunks(10, 1, 2, NULL, NULL);
+    cr_assert_not_null(strstr(pg_last_error(), "pg_parallel_chunks: fn is NULL"), "%s", pg_last_error());
+    pieces *p = pieces_new(0, 1, -1);
+    pg_parallel_chunks(0, 1, 2, note_piece, p);
+    pg_parallel_chunks(-5, 1, 2, note_piece, p);
+    cr_assert_eq(atomic_load(&p->calls), 0, "an empty extent called fn");
+    free(p);
     int64_t b[3] = {-1, -1, -1};
     pg_split_bounds(10, 0, 2, NULL, b);
     cr_assert_not_null(strstr(pg_last_error(), "pg_split_bounds: needs extent >= 0, unit >= 1"), "%s",

@@ -267,6 +267,7 @@ VOID(gemm_f64_c, "pg_gemm_f64", pg_gemm_f64(false, false, 2, 2, 2, 1.0, D4, 2, D
 VOID(parallel_for, "pg_parallel_for", pg_parallel_for(4, NULL, NULL))
 VOID(parallel_range, "pg_parallel_range", pg_parallel_range(4, 1, NULL, NULL))
 VOID(parallel_slices, "pg_parallel_slices", pg_parallel_slices(4, 1, 2, NULL, NULL))
+VOID(parallel_chunks, "pg_parallel_chunks", pg_parallel_chunks(4, 1, 2, NULL, NULL))
 NUM(parallel_set_speeds, "pg_parallel_set_speeds", pg_parallel_set_speeds(NULL, 2), -1)
 VOID(split_bounds, "pg_split_bounds", pg_split_bounds(4, 1, 2, NULL, NULL))
 NUM(parallel_speeds, "pg_parallel_speeds", pg_parallel_speeds(NULL, 2), -1)
