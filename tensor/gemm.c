@@ -50,6 +50,7 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -455,6 +456,8 @@ DEFINE_PACK_COLS_YMM(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_setzero_pd
 typedef struct scratch_bufs {
     void *buf[3]; /* packed A, packed B, the second half of a split-K product's sums */
     size_t cap[3];
+    uint64_t b_job; /* the packed B holds op(B)[b_pc.., b_jc..] of chunked job b_job (0: no job's) */
+    int64_t b_jc, b_pc;
 } scratch_bufs;
 
 static pthread_key_t scratch_key;
@@ -485,12 +488,29 @@ static void *scratch(int slot, size_t bytes)
         }
     }
     if (s->cap[slot] < bytes) {
+        s->b_job = slot == 1 ? 0 : s->b_job;
         free(s->buf[slot]);
         size_t size = (bytes + 63) / 64 * 64;
         s->buf[slot] = aligned_alloc(64, size);
         s->cap[slot] = s->buf[slot] ? size : 0;
     }
     return s->buf[slot];
+}
+
+/* A chunked product's op(B) block: whether this thread's packed B holds block (jc, pc) of job
+ * `job` (packed by one of its earlier chunks of the job), and the note that it now does.
+ * Job 0: never kept. */
+static bool b_kept(uint64_t job, int64_t jc, int64_t pc)
+{
+    scratch_bufs *s = scratch_key_ok ? pthread_getspecific(scratch_key) : NULL;
+    return job && s && s->b_job == job && s->b_jc == jc && s->b_pc == pc;
+}
+
+static void b_keep(uint64_t job, int64_t jc, int64_t pc)
+{
+    scratch_bufs *s = scratch_key_ok ? pthread_getspecific(scratch_key) : NULL;
+    if (s)
+        s->b_job = job, s->b_jc = jc, s->b_pc = pc;
 }
 
 /* split-K's last pass, C += the second half's sums, over the pool: rows of at least this many
@@ -514,6 +534,7 @@ typedef struct gemm_plan {
     bool split_rows;    /* threads take blocks of rows (else of columns) */
     int64_t tasks;      /* per-thread blocks (0: run on the calling thread) */
     int64_t unit;       /* blocks start at multiples of unit (MR or NR) */
+    uint64_t job;       /* chunked rows: an id for the packed op(B) a thread keeps between chunks (0: none) */
 } gemm_plan;
 
 /* The operand view handed to the block loop: the sliver for rows i0.. (i0 a
@@ -603,7 +624,9 @@ typedef struct operand {
                 const T *b = tb ? B + j * ldb + pc : B + pc * ldb + j; /* op(B)[pc, j] */                              \
                 int64_t bks = ldb, b_step = NR;                                                                        \
                 if (g->pack_b) {                                                                                       \
-                    pack_b_##sfx(tb, kc, nc, b, ldb, bp);                                                              \
+                    if (!b_kept(g->job, jc, pc))                                                                       \
+                        pack_b_##sfx(tb, kc, nc, b, ldb, bp);                                                          \
+                    b_keep(g->job, jc, pc);                                                                            \
                     b = bp, bks = NR, b_step = b_sliver_step(kc, NR, sizeof(T));                                       \
                 }                                                                                                      \
                 T beta_eff = pc == 0 ? beta : (T)1;                                                                    \
@@ -706,6 +729,8 @@ typedef struct operand {
         plan_packing(&g, NR, sizeof(T));                                                                               \
         if (g.tasks == 0)                                                                                              \
             gemm_range_##sfx(&g, 0, M, 0, N);                                                                          \
+        else if (chunked(&g, sizeof(T)))                                                                               \
+            pg_parallel_chunks(M, g.unit, (int)g.tasks, gemm_slice_##sfx, &g);                                         \
         else                                                                                                           \
             pg_parallel_slices(g.split_rows ? M : N, g.unit, (int)g.tasks, gemm_slice_##sfx, &g);                      \
     }                                                                                                                  \
@@ -858,6 +883,20 @@ static void plan_split(gemm_plan *g, int64_t MR, int64_t NR, int threads)
         g->unit /= 2;                        /* gradient of few outputs): half slivers (plan_packing */
     if (extent > g->unit)                    /* packs them, as the ragged last sliver of a wider one) */
         g->tasks = min64(threads, (extent + g->unit - 1) / g->unit);
+}
+
+/* Rows in chunks (pg_parallel_chunks: a thread that is done takes part of a slower one's rows)
+ * when each chunk costs no more than its rows: op(B) read in place, or one block of it
+ * (N <= NC, K <= KC) that a thread packs once and keeps for its later chunks (g->job). A
+ * product of several blocks, or split by columns (each chunk would pack all of op(A) again),
+ * takes one slice a thread. */
+static bool chunked(gemm_plan *g, size_t elem)
+{
+    static _Atomic uint64_t jobs;
+    if (!g->split_rows || (g->pack_b && (g->N > NC || g->K > KC_OF(elem))))
+        return false;
+    g->job = atomic_fetch_add_explicit(&jobs, 1, memory_order_relaxed) + 1;
+    return true;
 }
 
 DEFINE_KERNELS(float, f32, MR_F32, NR_F32)

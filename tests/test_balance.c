@@ -130,7 +130,8 @@ Test(balance, slices_follow_the_speeds)
 
 /* pieces of one job of pg_parallel_chunks (or pg_parallel_range): how often each item ran,
  * how many items each slice index ran, pieces off the unit's multiples; a slice index that
- * sleeps 2 ms on each call (a slowed core), -1 none */
+ * sleeps 10 ms on each call (a slowed core; the others then 50 us, time enough for a worker
+ * to wake and take its first chunk), -1 none */
 typedef struct pieces {
     _Atomic int runs[1000];
     _Atomic int64_t by_slice[PG_MAX_THREADS];
@@ -148,8 +149,8 @@ static void note_piece(void *ctx, int64_t begin, int64_t end, int slice)
     for (int64_t i = begin; i < end; i++)
         atomic_fetch_add(&p->runs[i], 1);
     atomic_fetch_add(&p->by_slice[slice], end - begin);
-    if (slice == p->slow)
-        nanosleep(&(struct timespec){0, 2000000}, NULL);
+    if (p->slow >= 0)
+        nanosleep(&(struct timespec){0, slice == p->slow ? 10000000 : 50000}, NULL);
 }
 
 static void note_range_piece(void *ctx, int64_t begin, int64_t end) { note_piece(ctx, begin, end, 0); }
@@ -219,7 +220,7 @@ Test(balance, chunks_cover_every_item_once)
     pg_set_num_threads(saved);
 }
 
-/* A thread whose slice is done takes what is left of a slower one's: thread 1 sleeping 2 ms
+/* A thread whose slice is done takes what is left of a slower one's: thread 1 sleeping 10 ms
  * a call, thread 0 runs far more than its half of 1000 items. The job teaches the estimates
  * that thread 0 is the faster. Nested in another parallel call, every piece runs on the
  * caller as slice 0. */
@@ -232,11 +233,13 @@ Test(balance, chunks_let_a_done_thread_take_a_slow_ones_items)
     cr_assert(atomic_load(&p->by_slice[0]) >= 700, "thread 0 ran %lld of 1000 items, thread 1 %lld",
               (long long)atomic_load(&p->by_slice[0]), (long long)atomic_load(&p->by_slice[1]));
     free(p);
+    /* a job learns when each thread ran some items (not when the worker woke too late for any) */
     pg_parallel_balance(PG_BALANCE_MEASURED);
-    double sp[2];
-    for (int i = 0; i < 4; i++)
+    double sp[2] = {1, 1};
+    for (int i = 0; i < 20 && !(sp[0] > sp[1]); i++) {
         free(chunks_of(1000, 1, 2, 1));
-    pg_parallel_speeds(sp, 2);
+        pg_parallel_speeds(sp, 2);
+    }
     cr_assert(sp[0] > sp[1], "after a slow thread 1: speeds %g %g", sp[0], sp[1]);
     pg_parallel_balance(was);
     pg_set_num_threads(saved);
