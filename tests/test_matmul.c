@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include "../tensor/gemm.h"
+#include "../tensor/threadpool.h"
 
 /* ---- pg_gemm against a naive loop ------------------------------------------------ */
 
@@ -254,6 +255,41 @@ Test(gemm, thread_count_does_not_change_bits)
             }
             free(A), free(B), free(C0), free(A32), free(B32), free(c1), free(c2), free(f1), free(f2);
         }
+    cr_assert_eq(pg_set_num_threads(saved), 0);
+}
+
+/* Products split by rows take chunks, a thread packing op(B) once for all of its chunks of a
+ * product (tensor/gemm.c, chunked): two products one after another, of one shape but with
+ * different op(B)s (transposed, so packed), on 2 threads of uneven speeds, each give the
+ * 1-thread bits: the second does not reuse the first's packed op(B). */
+Test(gemm, chunked_rows_pack_each_products_own_b)
+{
+    int saved = pg_num_threads();
+    const int64_t M = 1000, N = 128, K = 256;
+    double *a64 = rand_buf(M * K, 71), *b64[2];
+    float *A = to_f32(a64, M * K), *B[2], *one[2];
+    for (int i = 0; i < 2; i++) {
+        b64[i] = rand_buf(K * N, 72 + (uint64_t)i);
+        B[i] = to_f32(b64[i], K * N);
+        one[i] = gemm_on_threads_f32(1, false, true, M, N, K, A, B[i]);
+    }
+    cr_assert_eq(pg_set_num_threads(2), 0);
+    pg_balance was = pg_parallel_balance(PG_BALANCE_FIXED);
+    const double speeds[2][2] = {{0.3, 1.7}, {1.7, 0.3}};
+    for (int c = 0; c < 2; c++) {
+        cr_assert_eq(pg_parallel_set_speeds(speeds[c], 2), 0);
+        for (int i = 0; i < 2; i++) {
+            float *two = gemm_on_threads_f32(2, false, true, M, N, K, A, B[i]);
+            cr_assert(!memcmp(one[i], two, (size_t)(M * N) * sizeof *two), "product %d, speeds %g : %g: not the "
+                      "1-thread bits", i, speeds[c][0], speeds[c][1]);
+            free(two);
+        }
+    }
+    pg_parallel_balance(was);
+    cr_assert_eq(pg_parallel_set_speeds((const double[]){1, 1}, 2), 0);
+    for (int i = 0; i < 2; i++)
+        free(b64[i]), free(B[i]), free(one[i]);
+    free(a64), free(A);
     cr_assert_eq(pg_set_num_threads(saved), 0);
 }
 
