@@ -672,14 +672,16 @@ static void F(sep_grads)(T *dsq, T *dsk, const T *restrict dS, int64_t i0, int64
 /* One head's slices of the gradients (NULL where not asked for): dq, dk, dv, dsq, dsk, drq
  * (with rq_self dq's own) of head bh_i of the B x H; db, drk, dqs of its head h (shared by
  * the batches); dwb, dpb of its share of the window and pair biases (their wb_H / pb_H heads).
- * The layouts are head_at's. */
+ * With sh_rows the shared ones are the row's own copies, bh_i of them. The layouts are
+ * head_at's. */
 typedef struct F(head_grads) {
     T *dq, *dk, *dv, *dsq, *dsk, *drq, *db, *drk, *dwb, *dpb, *dqs;
 } F(head_grads);
 
 static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *const *w, void *const *sh)
 {
-    const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, h = bh_i % d->H, NB = Lq + Lk - 1;
+    const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, NB = Lq + Lk - 1;
+    const int64_t h = d->sh_rows ? bh_i : bh_i % d->H; /* sh_rows: the row's own copies */
     T *dq = w[0], *dk = w[1], *dv = w[2], *dsq = w[3], *dsk = w[4], *drq = w[5];
     T *db = sh[0], *drk = sh[1], *dwb = sh[2], *dpb = w[6] ? w[6] : sh[3], *dqs = sh[4];
     T *dqh = dq ? dq + qkv_at(d, bh_i, Lq, D) : NULL;
@@ -691,9 +693,21 @@ static F(head_grads) F(head_grads_at)(const flash_dims *d, int64_t bh_i, void *c
                            d->rq_self ? dqh : drq ? drq + bh_i * Lq * D : NULL,
                            db ? db + h * NB : NULL,
                            drk ? drk + h * NB * D : NULL,
-                           dwb ? dwb + (bh_i % d->wb_H) * d->w * d->wb_S : NULL,
-                           dpb ? dpb + (bh_i % d->pb_H) * Lq * Lk : NULL,
+                           dwb ? dwb + (d->sh_rows ? bh_i : bh_i % d->wb_H) * d->w * d->wb_S : NULL,
+                           dpb ? dpb + (d->sh_rows ? bh_i : bh_i % d->pb_H) * Lq * Lk : NULL,
                            dqs ? dqs + h * D : NULL};
+}
+
+/* sh_rows: the row's copies of the shared gradients zeroed before it adds to them (a shared
+ * pair bias's; a pair bias per row, w[6], is the row's own gradient already) */
+static void F(zero_row_shares)(const flash_dims *d, const F(head_grads) *g, bool pair_own)
+{
+    const int64_t NB = d->Lq + d->Lk - 1;
+    T *const part[5] = {g->db, g->drk, g->dwb, pair_own ? NULL : g->dpb, g->dqs};
+    const int64_t n[5] = {NB, NB * d->D, d->w * d->wb_S, d->Lq * d->Lk, d->D};
+    for (int i = 0; i < 5; i++)
+        if (part[i])
+            memset(part[i], 0, (size_t)n[i] * sizeof(T));
 }
 
 /* Fresh gradients of q, k and v (bits 0, 1, 2 of `fresh`: made by pg_grad_fresh, not yet
@@ -819,6 +833,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
         const int64_t bh_i = order ? order[u] : F(row_at)(d, u);
         F(head) hd = F(head_at)(d, bh_i, q, k, v, bias);
         F(head_grads) hg = F(head_grads_at)(d, bh_i, w, sh);
+        if (d->sh_rows)
+            F(zero_row_shares)(d, &hg, w[6] != NULL);
         T *const dq_out = hg.dq, *const dk_out = hg.dk;
         unsigned fr = fresh;
         if (d->rot[0]) {

@@ -73,6 +73,8 @@ typedef struct flash_dims {
     bool rq_self;            /* the relative keys' queries are q's own rows: rq is q's data, in q's
                               * layout (qkv_at), and their gradient goes into dq (rel_q_is_q) */
     const void *qs;          /* the queries' shift (H, D) of the element type (q_shift), or NULL */
+    bool sh_rows;            /* backward: each row bh adds to its own copy bh of the shared gradients'
+                              * head parts, summed into them after (flash_backward_into) */
 } flash_dims;
 
 /* where row 0 of head bh = b H + h of out (or of its gradient) starts, and their row stride */
@@ -585,6 +587,47 @@ static void add_slices(pg_tensor *dst, const void *slices, size_t slice_bytes, i
     pg_parallel_range(dst->numel, 32768, add_slices_range, &j);
 }
 
+/* sh_rows: a shared gradient (`period` head parts of `region` elements) += the rows' copies,
+ * element k of part r adding those of rows r, r + period, r + 2 period, ... in that order (the
+ * same bits for any split and thread count), elements split over the pool */
+typedef struct copies_job {
+    void *dst;
+    const char *copies;
+    int64_t region, period, rows;
+    bool f32;
+} copies_job;
+
+static void add_copies_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const copies_job *j = ctx;
+    const size_t esz = j->f32 ? sizeof(float) : sizeof(double);
+    for (int64_t e0 = lo; e0 < hi;) { /* [e0, e1): within part r */
+        const int64_t r = e0 / j->region, k0 = e0 % j->region;
+        const int64_t e1 = (r + 1) * j->region < hi ? (r + 1) * j->region : hi, n = e1 - e0;
+        for (int64_t u = r; u < j->rows; u += j->period) {
+            const char *src = j->copies + (size_t)(u * j->region + k0) * esz;
+            if (j->f32) {
+                float *restrict a = (float *)j->dst + e0;
+                const float *restrict b = (const float *)(const void *)src;
+                for (int64_t i = 0; i < n; i++)
+                    a[i] += b[i];
+            } else {
+                double *restrict a = (double *)j->dst + e0;
+                const double *restrict b = (const double *)(const void *)src;
+                for (int64_t i = 0; i < n; i++)
+                    a[i] += b[i];
+            }
+        }
+        e0 = e1;
+    }
+}
+
+static void add_copies(pg_tensor *dst, const void *copies, int64_t period, int64_t rows)
+{
+    copies_job j = {dst->data, copies, dst->numel / period, period, rows, dst->dtype == PG_F32};
+    pg_parallel_range(dst->numel, 32768, add_copies_range, &j);
+}
+
 /* ---- the op --------------------------------------------------------------------------------- */
 
 typedef struct flash_saved {
@@ -599,11 +642,34 @@ typedef struct flash_saved {
     pg_tensor *shift;         /* q_shift or NULL */
 } flash_saved;
 
-/* the gcd of the head periods of the shared gradients present (db, drk, dshift: H; dwb: wb_H;
- * a shared dpair: pb_H), 0 when none */
+/* the head periods of the shared gradients (db, drk, dshift: H; dwb: wb_H; a shared dpair: pb_H) */
+static void shared_periods(const flash_dims *d, int64_t period[N_SHARED])
+{
+    const int64_t p[N_SHARED] = {d->H, d->H, d->wb_H, d->pb_H, d->H};
+    memcpy(period, p, sizeof p);
+}
+
+/* Whether a copy of the shared gradients' head parts for every row (sh_rows) costs no more than
+ * a quarter of q, k and v: a distance bias's (2 L - 1 a row) or the shift's (D) do; relative
+ * keys' (2 L - 1 distances of D a row, two thirds of q, k and v) do not: zeroing and adding up
+ * that much (2 MB a layer of the toy model's Transformer-XL) cost more than the balance gains
+ * (a 2-thread step 1% slower), nor does a pair bias shared by the batches (Lq Lk a row) */
+static bool row_copies_fit(const flash_dims *d, pg_tensor *const *shared)
+{
+    int64_t period[N_SHARED], rows = d->B * d->H;
+    shared_periods(d, period);
+    double copies = 0, qkv = (double)rows * (double)(d->Lq * d->D + d->Lk * (d->D + d->Dv));
+    for (int i = 0; i < N_SHARED; i++)
+        if (shared[i])
+            copies += (double)(rows / period[i]) * (double)shared[i]->numel;
+    return 4 * copies <= qkv;
+}
+
+/* the gcd of the head periods of the shared gradients present, 0 when none */
 static int64_t shared_group(const flash_dims *d, pg_tensor *const *shared)
 {
-    const int64_t period[N_SHARED] = {d->H, d->H, d->wb_H, d->pb_H, d->H};
+    int64_t period[N_SHARED];
+    shared_periods(d, period);
     int64_t g = 0;
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i])
@@ -668,22 +734,31 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
     if (!j.scratch)
         return -1;
-    /* dbias, drk, dwb, a shared dpair and dshift sum over rows bh: region bh mod G of each (G = H,
-     * wb_H, pb_H) takes the rows congruent mod G. With g = gcd of the Gs at least T, the rows go region
-     * by region (region_order), cut into slices sized to the threads' speeds, each region's rows
-     * reaching the gradients in one order on any split (flash_bwd_regions), straight into the
-     * gradients: the same bits for any thread count. Fewer regions than threads (a window bias
-     * shared by every head, or one head): one buffer per thread, each thread taking an even run
-     * of consecutive rows, added up in thread order after the join (bits that depend on T). */
-    const int64_t group = shared_group(&s->d, shared);
-    j.sliced = j.T > 1 && group < j.T;
-    if (group > 0 && !j.sliced) {
-        int64_t *order = pg_graph_alloc(g, (size_t)(d.B * d.H) * sizeof *order);
+    /* dbias, drk, dwb, a shared dpair and dshift sum over rows bh: head part bh mod G of each (G = H,
+     * wb_H, pb_H) takes the rows congruent mod G. Three ways:
+     * - sh_rows, when copies for every row fit (row_copies_fit): each row adds to its own copy of
+     *   its head parts (zeroed first, by its thread), the rows go in chunks as a product's with
+     *   no shared gradient, and after the join each gradient adds its rows' copies in row order
+     *   (add_copies): the same bits for any split and thread count.
+     * - else, with g = gcd of the Gs at least T, region by region (region_order), cut into slices
+     *   sized to the threads' speeds, each region's rows reaching the gradients in one order on
+     *   any split (flash_bwd_regions), straight into the gradients: the same bits for any
+     *   thread count.
+     * - else (fewer regions than threads: a window bias shared by every head, or one head): one
+     *   buffer per thread, each thread taking an even run of consecutive rows, added up in
+     *   thread order after the join (bits that depend on T). */
+    const int64_t group = shared_group(&s->d, shared), rows = d.B * d.H;
+    int64_t period[N_SHARED];
+    shared_periods(&d, period);
+    d.sh_rows = group > 0 && row_copies_fit(&d, shared);
+    j.sliced = !d.sh_rows && j.T > 1 && group > 0 && group < j.T;
+    if (group > 0 && !d.sh_rows && !j.sliced) {
+        int64_t *order = pg_graph_alloc(g, (size_t)rows * sizeof *order);
         if (!order)
             return -1;
         region_order(&d, group, order);
         j.order = order;
-        j.region = d.B * d.H / group;
+        j.region = rows / group;
         j.rows_done = pg_graph_alloc(g, (size_t)group * sizeof *j.rows_done);
         if (!j.rows_done)
             return -1;
@@ -695,8 +770,8 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
             continue;
         j.shared_bytes[i] = (size_t)shared[i]->numel * pg_dtype_size(out->dtype);
         j.shared[i] = shared[i]->data;
-        if (j.sliced) {
-            j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)j.T); /* zeroed in flash_bwd_task */
+        if (j.sliced || d.sh_rows) { /* zeroed in flash_bwd_task, or row by row in the kernel */
+            j.shared[i] = pg_graph_alloc(g, j.shared_bytes[i] * (size_t)(d.sh_rows ? rows / period[i] : j.T));
             if (!j.shared[i])
                 return -1;
         }
@@ -706,12 +781,14 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
     if (j.sliced)
         pg_parallel_for(j.T, flash_bwd_task, &j);
     else if (j.order) /* a region's rows in order: a slice each */
-        pg_parallel_slices(d.B * d.H, 1, j.T, flash_bwd_regions, &j);
+        pg_parallel_slices(rows, 1, j.T, flash_bwd_regions, &j);
     else
-        pg_parallel_chunks(d.B * d.H, 1, j.T, flash_bwd_slice, &j);
+        pg_parallel_chunks(rows, 1, j.T, flash_bwd_slice, &j);
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i] && j.sliced)
             add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
+        else if (shared[i] && d.sh_rows)
+            add_copies(shared[i], j.shared[i], period[i], rows);
     return 0;
 }
 
@@ -922,7 +999,7 @@ static pg_tensor *flash_op(pg_graph *g, const char *fn, pg_tensor *q, pg_tensor 
                     o->pair_bias ? o->pair_bias->data : NULL, /* (Bb, H, Lq, Lk), Bb 1 or B: H or B H rows */
                     o->pair_bias ? o->pair_bias->shape[0] * q->shape[1] : 0, o->merge_heads,
                     qkv ? qkv->shape[2] : 0, {NULL, NULL, NULL, NULL}, 0, {false, false}, false, o->rel_q_is_q,
-                    o->q_shift ? o->q_shift->data : NULL};
+                    o->q_shift ? o->q_shift->data : NULL, false};
     pg_tensor *out = o->merge_heads ? pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.Lq, d.H * d.Dv))
                                     : pg_op_output(g, fn, q->dtype, PG_SHAPE(d.B, d.H, d.Lq, d.Dv));
     if (!out)

@@ -446,20 +446,32 @@ Test(balance, uneven_slices_give_the_same_bits)
 }
 
 /* The fused attention's backward with gradients shared by the batches of a head (a
- * distance bias (H, 2L - 1) and relative keys (H, 2L - 1, D), as Transformer-XL's): its
- * rows go region by region (bh mod H), and a split that cuts a region has the next thread
- * finish it after the first (flash_bwd_regions). B 4, H 4: 4 rows a region, so 0.3 : 1.7
- * cuts region 0 after 2 rows, 1.7 : 0.3 region 3, 0.5 : 1.5 : 1 regions 0 and 2, and
- * 0.9 : 1e-6 : 1.1 region 1 between threads 0 and 2, thread 1 having no rows.
- * Results: out, dq, dk, dv, d rel_q, d bias, d rel_k. */
+ * distance bias (H, 2L - 1) and relative keys (H, 2L - 1, D), as Transformer-XL's), which
+ * it takes one of three ways (op_flash.c flash_backward_into), each tested here:
+ * - with the relative keys' gradient not asked for: a copy of the bias's per row, summed
+ *   after in row order, the rows in chunks on any split. B 4, H 4, L 64, D 16.
+ * - with it, the copies do not fit (127 x 17 a row, over a quarter of q, k and v): region by
+ *   region (bh mod H), a split that cuts a region having the next thread finish it after the
+ *   first (flash_bwd_regions). 4 rows a region, so 0.3 : 1.7 cuts region 0 after 2 rows,
+ *   1.7 : 0.3 region 3, 0.5 : 1.5 : 1 regions 0 and 2, and 0.9 : 1e-6 : 1.1 region 1 between
+ *   threads 0 and 2, thread 1 having no rows.
+ * - the same with one head (L 128, work enough for two threads): fewer regions than threads,
+ *   a buffer per thread added in thread order (bits that depend on the thread count: compared
+ *   with one thread's within 1e-13).
+ * Results: out, dq, dk, dv, d rel_q, d bias and (but for the first way) d rel_k. */
 enum { N_SHARED_RES = 7 };
 
-static void shared_pass_with(int T, const double *speeds, pg_tensor **res)
+typedef enum shared_way { SHARED_ROW_COPIES, SHARED_REGIONS, SHARED_THREAD_BUFFERS } shared_way;
+
+static void shared_pass_with(int T, const double *speeds, shared_way way, pg_tensor **res)
 {
     pg_balance was = split_with(T, speeds);
-    pg_tensor *q = randt(PG_SHAPE(4, 4, 64, 16), 1, true), *k = randt(PG_SHAPE(4, 4, 64, 16), 2, true);
-    pg_tensor *v = randt(PG_SHAPE(4, 4, 64, 16), 3, true), *rq = randt(PG_SHAPE(4, 4, 64, 16), 4, true);
-    pg_tensor *db = randt(PG_SHAPE(4, 127), 5, true), *rk = randt(PG_SHAPE(4, 127, 16), 6, true);
+    const bool one_head = way == SHARED_THREAD_BUFFERS;
+    const int64_t H = one_head ? 1 : 4, L = one_head ? 128 : 64; /* one head: enough work for the pool */
+    pg_tensor *q = randt(PG_SHAPE(4, H, L, 16), 1, true), *k = randt(PG_SHAPE(4, H, L, 16), 2, true);
+    pg_tensor *v = randt(PG_SHAPE(4, H, L, 16), 3, true), *rq = randt(PG_SHAPE(4, H, L, 16), 4, true);
+    pg_tensor *db = randt(PG_SHAPE(H, 2 * L - 1), 5, true);
+    pg_tensor *rk = randt(PG_SHAPE(H, 2 * L - 1, 16), 6, way != SHARED_ROW_COPIES);
     pg_graph *g = pg_graph_new();
     pg_flash_opts o = {.causal = true, .dist_bias = db, .rel_q = rq, .rel_k = rk, .rel_scale = 0.5};
     pg_tensor *y = pg_flash_attention(g, q, k, v, &o);
@@ -468,31 +480,43 @@ static void shared_pass_with(int T, const double *speeds, pg_tensor **res)
     pg_tensor *in[] = {q, k, v, rq, db, rk};
     res[0] = pg_tensor_copy(NULL, y);
     for (int i = 0; i < 6; i++)
-        res[1 + i] = pg_tensor_copy(NULL, in[i]->grad);
+        res[1 + i] = in[i]->grad ? pg_tensor_copy(NULL, in[i]->grad) : NULL;
     pg_graph_free(g);
     free_all(6, in);
     pg_parallel_balance(was);
 }
 
-Test(balance, regions_cut_between_threads_give_the_same_bits)
+static void assert_same_results(pg_tensor *const *one, pg_tensor *const *other, double tol, const char *how)
+{
+    static const char *what[N_SHARED_RES] = {"out", "dq", "dk", "dv", "d rel_q", "d bias", "d rel_k"};
+    for (int i = 0; i < N_SHARED_RES && one[i]; i++) {
+        const double *a = pg_f64(one[i]), *b = pg_f64(other[i]);
+        for (int64_t e = 0; e < one[i]->numel; e++)
+            cr_assert(tol == 0 ? !memcmp(&a[e], &b[e], sizeof a[e]) : fabs(a[e] - b[e]) <= tol * (1 + fabs(a[e])),
+                      "%s[%lld] %.17g on 1 thread, %.17g %s", what[i], (long long)e, a[e], b[e], how);
+    }
+}
+
+Test(balance, shared_gradients_same_bits_on_any_split)
 {
     int saved = pg_num_threads();
-    static const char *what[N_SHARED_RES] = {"out", "dq", "dk", "dv", "d rel_q", "d bias", "d rel_k"};
-    pg_tensor *one[N_SHARED_RES], *other[N_SHARED_RES];
-    shared_pass_with(1, (const double[]){1}, one);
-    /* the last: slice 1 empty (bounds 0, 7, 7, 16), slice 2 goes on with region 1 begun by slice 0 */
     const int T[] = {2, 2, 2, 3, 3, 3};
     const double *speeds[] = {(const double[]){1, 1},       (const double[]){0.3, 1.7},
                               (const double[]){1.7, 0.3},   (const double[]){0.5, 1.5, 1},
                               (const double[]){1, 1, 1},    (const double[]){0.9, 1e-6, 1.1}};
-    for (int c = 0; c < 6; c++) {
-        shared_pass_with(T[c], speeds[c], other);
-        for (int i = 0; i < N_SHARED_RES; i++)
-            cr_assert_eq(memcmp(one[i]->data, other[i]->data, (size_t)one[i]->numel * sizeof(double)), 0,
-                         "%s differs between 1 thread and case %d (%d threads)", what[i], c, T[c]);
-        free_all(N_SHARED_RES, other);
+    static const char *way_name[3] = {"row copies", "regions", "thread buffers"};
+    for (shared_way way = SHARED_ROW_COPIES; way <= SHARED_THREAD_BUFFERS; way++) {
+        pg_tensor *one[N_SHARED_RES], *other[N_SHARED_RES];
+        shared_pass_with(1, (const double[]){1}, way, one);
+        for (int c = 0; c < 6; c++) {
+            shared_pass_with(T[c], speeds[c], way, other);
+            char how[96];
+            snprintf(how, sizeof how, "on %d threads (case %d, %s)", T[c], c, way_name[way]);
+            assert_same_results(one, other, way == SHARED_THREAD_BUFFERS ? 1e-13 : 0, how);
+            free_all(N_SHARED_RES, other);
+        }
+        free_all(N_SHARED_RES, one);
     }
-    free_all(N_SHARED_RES, one);
     pg_set_num_threads(saved);
 }
 
