@@ -34,11 +34,14 @@
  * pg_parallel_slices: one slice per thread, sized to speeds the pool measures as
  * it goes, per kind of job (PG_BALANCE_MEASURED: a slowed core loses more on a
  * memory-bound pass than on a GEMM), or evenly, or to given speeds (pg_balance). The
- * bits are the same whichever (tests/test_balance.c). Sums over rows go in blocks
- * fixed by the size alone, whichever thread takes them; what keeps
- * pg_parallel_for's fixed partition: the fused attention's backward with fewer
- * shared-gradient regions than threads (a buffer per thread) and the non-finite
- * scan. */
+ * bits are the same whichever (tests/test_balance.c). A core can also slow down in
+ * the middle of a job, which no estimate foresees: pg_parallel_chunks lets a thread
+ * that is done take part of a slower one's slice (all of the above but the GEMM's
+ * column splits and split-K halves, which would pack an operand again per chunk).
+ * Sums over rows go in blocks fixed by the size alone, whichever thread takes them;
+ * what keeps pg_parallel_for's fixed partition: the fused attention's backward with
+ * fewer shared-gradient regions than threads and copies too large to keep one per
+ * row (a buffer per thread) and the non-finite scan. */
 #ifndef PG_THREADPOOL_H
 #define PG_THREADPOOL_H
 
