@@ -564,18 +564,28 @@ void pg_parallel_slices_at(int parts, const int64_t *bounds, pg_slice_fn fn, voi
         learn(fn, T, parts, bounds, j.secs);
 }
 
-void pg_parallel_slices(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx)
+/* What pg_parallel_slices and pg_parallel_chunks start with: 0 (nothing to run) for an empty
+ * extent, or for fn NULL with an error naming `who`; else the parts (at most one a unit of
+ * *unit, which a value below 1 makes 1) and their weights */
+static int sized_parts(const char *who, int64_t extent, int64_t *unit, int parts, pg_slice_fn fn, double *weight)
 {
     if (!fn) {
-        pg_set_error("pg_parallel_slices: fn is NULL");
-        return;
+        pg_set_error("%s: fn is NULL", who);
+        return 0;
     }
     if (extent <= 0)
-        return;
-    unit = unit > 0 ? unit : 1;
-    int64_t units = (extent + unit - 1) / unit;
+        return 0;
+    *unit = *unit > 0 ? *unit : 1;
+    int64_t units = (extent + *unit - 1) / *unit;
+    return pg_parallel_weights(parts > units ? (int)units : parts, weight, fn, extent);
+}
+
+void pg_parallel_slices(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx)
+{
     double weight[PG_MAX_THREADS];
-    parts = pg_parallel_weights(parts > units ? (int)units : parts, weight, fn, extent);
+    parts = sized_parts("pg_parallel_slices", extent, &unit, parts, fn, weight);
+    if (parts == 0)
+        return;
     int64_t bounds[PG_MAX_THREADS + 1];
     pg_split_bounds(extent, unit, parts, weight, bounds);
     pg_parallel_slices_at(parts, bounds, fn, ctx);
@@ -653,20 +663,15 @@ static void chunk_task(void *ctx, int64_t i, int thread)
 
 void pg_parallel_chunks(int64_t extent, int64_t unit, int parts, pg_slice_fn fn, void *ctx)
 {
-    if (!fn) {
-        pg_set_error("pg_parallel_chunks: fn is NULL");
+    double weight[PG_MAX_THREADS];
+    parts = sized_parts("pg_parallel_chunks", extent, &unit, parts, fn, weight);
+    if (parts == 0)
         return;
-    }
-    if (extent <= 0)
-        return;
-    unit = unit > 0 ? unit : 1;
-    int64_t units = (extent + unit - 1) / unit;
+    const int64_t units = (extent + unit - 1) / unit;
     if (units > UINT32_MAX / 2) { /* too many to count in 32 bits: fixed slices */
         pg_parallel_slices(extent, unit, parts, fn, ctx);
         return;
     }
-    double weight[PG_MAX_THREADS];
-    parts = pg_parallel_weights(parts > units ? (int)units : parts, weight, fn, extent);
     if (parts == 1) {
         fn(ctx, 0, extent, 0);
         return;
