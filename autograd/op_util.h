@@ -233,8 +233,9 @@ static inline void op_add_partials(const pg_tensor *gr, const void *part, int64_
 /* fn(ctx, i, thread) for i in [0, n) on the pool when the work (elements, say) is worth
  * it: below `grain` the caller runs every task itself as thread 0 (a hand-off to a
  * sleeping worker costs 10-45 us, more than a small op). Each thread takes a run of
- * consecutive tasks, sized to the threads' speeds (pg_parallel_slices), so the tasks
- * must cost about the same and not depend on the split; `thread` may index
+ * consecutive tasks, sized to the threads' speeds, and one that is done takes tasks from
+ * the end of a slower one's run (pg_parallel_chunks), so the tasks must cost about the
+ * same and not depend on the split; `thread` (the thread running the task) may index
  * per-thread scratch. */
 typedef struct op_tasks {
     void (*fn)(void *ctx, int64_t i, int thread);
