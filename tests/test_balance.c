@@ -222,8 +222,7 @@ Test(balance, chunks_cover_every_item_once)
 
 /* A thread whose slice is done takes what is left of a slower one's: thread 1 sleeping 10 ms
  * a call, thread 0 runs far more than its half of 1000 items. The job teaches the estimates
- * that thread 0 is the faster. Nested in another parallel call, every piece runs on the
- * caller as slice 0. */
+ * that thread 0 is the faster. */
 Test(balance, chunks_let_a_done_thread_take_a_slow_ones_items)
 {
     int saved = pg_num_threads();
@@ -252,6 +251,7 @@ static void chunks_inside(void *ctx, int64_t i, int thread)
         pg_parallel_chunks(1000, 16, 2, note_piece, ctx);
 }
 
+/* Nested in another parallel call, every piece runs on the caller as slice 0 */
 Test(balance, chunks_nested_run_on_the_caller)
 {
     int saved = pg_num_threads();
