@@ -552,48 +552,14 @@ static void region_order(const flash_dims *d, int64_t g, int64_t *order)
                 order[k++] = row_at_f32(d, u);
 }
 
-/* A shared gradient += its T per-thread slices, each element adding them in thread order
- * (so the same bits as adding the slices one after another), elements split over the pool */
-typedef struct slices_job {
-    void *dst;
-    const char *slices;
-    size_t slice_bytes;
-    int T;
-    bool f32;
-} slices_job;
-
-static void add_slices_range(void *ctx, int64_t lo, int64_t hi)
-{
-    const slices_job *j = ctx;
-    for (int t = 0; t < j->T; t++) {
-        const char *src = j->slices + (size_t)t * j->slice_bytes;
-        if (j->f32) {
-            float *a = j->dst;
-            const float *b = (const float *)src;
-            for (int64_t i = lo; i < hi; i++)
-                a[i] += b[i];
-        } else {
-            double *a = j->dst;
-            const double *b = (const double *)src;
-            for (int64_t i = lo; i < hi; i++)
-                a[i] += b[i];
-        }
-    }
-}
-
-static void add_slices(pg_tensor *dst, const void *slices, size_t slice_bytes, int T)
-{
-    slices_job j = {dst->data, slices, slice_bytes, T, dst->dtype == PG_F32};
-    pg_parallel_range(dst->numel, 32768, add_slices_range, &j);
-}
-
-/* sh_rows: a shared gradient (`period` head parts of `region` elements) += the rows' copies,
- * element k of part r adding those of rows r, r + period, r + 2 period, ... in that order (the
- * same bits for any split and thread count), elements split over the pool */
+/* A shared gradient (`period` head parts of `region` elements) += copies of them, element k of
+ * part r adding those of copies r, r + period, r + 2 period, ... in that order, elements split
+ * over the pool (the same bits for any split). sh_rows: a copy per row of its head part; the
+ * per-thread buffers: period 1, a whole copy per thread, added in thread order. */
 typedef struct copies_job {
     void *dst;
     const char *copies;
-    int64_t region, period, rows;
+    int64_t region, period, count; /* count: copies of a part times period */
     bool f32;
 } copies_job;
 
@@ -604,7 +570,7 @@ static void add_copies_range(void *ctx, int64_t lo, int64_t hi)
     for (int64_t e0 = lo; e0 < hi;) { /* [e0, e1): within part r */
         const int64_t r = e0 / j->region, k0 = e0 % j->region;
         const int64_t e1 = (r + 1) * j->region < hi ? (r + 1) * j->region : hi, n = e1 - e0;
-        for (int64_t u = r; u < j->rows; u += j->period) {
+        for (int64_t u = r; u < j->count; u += j->period) {
             const char *src = j->copies + (size_t)(u * j->region + k0) * esz;
             if (j->f32) {
                 float *restrict a = (float *)j->dst + e0;
@@ -622,9 +588,9 @@ static void add_copies_range(void *ctx, int64_t lo, int64_t hi)
     }
 }
 
-static void add_copies(pg_tensor *dst, const void *copies, int64_t period, int64_t rows)
+static void add_copies(pg_tensor *dst, const void *copies, int64_t period, int64_t count)
 {
-    copies_job j = {dst->data, copies, dst->numel / period, period, rows, dst->dtype == PG_F32};
+    copies_job j = {dst->data, copies, dst->numel / period, period, count, dst->dtype == PG_F32};
     pg_parallel_range(dst->numel, 32768, add_copies_range, &j);
 }
 
@@ -786,7 +752,7 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
         pg_parallel_chunks(rows, 1, j.T, flash_bwd_slice, &j);
     for (int i = 0; i < N_SHARED; i++)
         if (shared[i] && j.sliced)
-            add_slices(shared[i], j.shared[i], j.shared_bytes[i], j.T);
+            add_copies(shared[i], j.shared[i], 1, j.T);
         else if (shared[i] && d.sh_rows)
             add_copies(shared[i], j.shared[i], period[i], rows);
     return 0;
