@@ -16,7 +16,7 @@
 
 /* One register block: C (RB, CB; row stride ldc) += alpha * A (RB, n) B (n, CB), or = with
  * `set`, A as in gemm_acc below; with AVX-512 op_flash.c's acc_block_vec */
-#if defined(__AVX512F__)
+#if defined(ACC_BLOCK_VEC_f32)
 #define ACC_BLOCK CAT(ACC_BLOCK_VEC, FLASH_SFX)
 #else
 #define ACC_BLOCK F(acc_block)

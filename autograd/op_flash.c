@@ -164,8 +164,13 @@ static int64_t r_stride(const flash_dims *d)
     return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 48;
 }
 
-/* Columns of a register block in gemm_acc (below) */
+/* Columns of a register block in gemm_acc (below): 2 vectors with AVX2, whose 16 registers
+ * hold no more accumulators than RB_f32 x 2 */
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define CB 16
+#else
 #define CB 32
+#endif
 
 
 /* With xPos, the first elements of a thread's scratch (flash_xpos.h): g, kf in
@@ -226,9 +231,14 @@ static void xpos_tables(double *xz, int64_t D, double s)
 #define MADD_f64(a, b, c) ((a) * (b) + (c))
 #endif
 /* rows of a register block in gemm_acc: 16 vector accumulators with AVX-512
- * (RB_f32 x CB floats, RB_f64 x CB doubles) */
+ * (RB_f32 x CB floats, RB_f64 x CB doubles), 8 with AVX2 */
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define RB_f32 4
+#define RB_f64 2
+#else
 #define RB_f32 8
 #define RB_f64 4
+#endif
 
 /* gemm_acc stays a function of its own: `make profile` counts its samples as the tile
  * products (inlined, they counted as their caller's) */
@@ -267,69 +277,6 @@ DEFINE_TRANSPOSE_VEC(f32, float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, _
 DEFINE_TRANSPOSE_VEC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _mm512_storeu_pd, transpose8_f64)
 #define TRANSPOSE_VEC_f32 transpose_vec_f32
 #define TRANSPOSE_VEC_f64 transpose_vec_f64
-
-/* gemm_acc's whole register blocks with AVX-512 (flash_kernels.h acc_block): RB rows x NV
- * vectors of C, A's entries broadcast one at a time, the 16 accumulators in registers from
- * the first multiply-add to the store (gcc spilled the generic loop's to the stack for the
- * store and cleared them with a memset call, block after block: the tile products of a
- * fused forward and backward took 12% less time without). The same operations in the same
- * order as the generic loop: the same bits. UNROLL_ALL unrolls the loops over registers
- * before gcc places the accumulators (else they live on the stack). PIN holds B's row in
- * registers: for the double block (4 rows x 4 vectors) gcc folded B's loads into the
- * multiply-adds, 16 loads of B a step where 4 do, and the block waited on loads (an empty asm
- * that takes the vector in a register keeps it there). A fused causal forward and backward,
- * B 8 H 4 L 256 D 32, 1 thread, full-width AVX-512 EPYC: float64 11.2 -> 9.7 ms; the float
- * block, whose loads gcc already kept, lost 3-6% with it and goes without. */
-#if defined(__GNUC__)
-#define UNROLL_ALL _Pragma("GCC unroll 16")
-#define IN_REGISTER(v) __asm__("" : "+v"(v))
-#else
-#define UNROLL_ALL
-#define IN_REGISTER(v) (void)(v)
-#endif
-#define DEFINE_ACC_BLOCK_VEC(sfx, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO, PIN)              \
-    static inline void acc_block_vec_##sfx(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars,              \
-                                           int64_t acs, const T *restrict Bm, int64_t ldb, int64_t n, T alpha,        \
-                                           bool set)                                                                  \
-    {                                                                                                                 \
-        V acc[RBN][NV];                                                                                               \
-        UNROLL_ALL                                                                                                    \
-        for (int i = 0; i < RBN; i++)                                                                                 \
-            UNROLL_ALL                                                                                                \
-            for (int v = 0; v < NV; v++)                                                                              \
-                acc[i][v] = ZERO();                                                                                   \
-        for (int64_t c = 0; c < n; c++) {                                                                             \
-            V b[NV];                                                                                                  \
-            UNROLL_ALL                                                                                                \
-            for (int v = 0; v < NV; v++)                                                                              \
-            {                                                                                                         \
-                b[v] = LOADU(Bm + c * ldb + v * LANES);                                                               \
-                PIN(b[v]);                                                                                            \
-            }                                                                                                         \
-            UNROLL_ALL                                                                                                \
-            for (int i = 0; i < RBN; i++) {                                                                           \
-                const V a = SET1(A[i * ars + c * acs]);                                                               \
-                UNROLL_ALL                                                                                            \
-                for (int v = 0; v < NV; v++)                                                                          \
-                    acc[i][v] = FMADD(a, b[v], acc[i][v]);                                                            \
-            }                                                                                                         \
-        }                                                                                                             \
-        const V va = SET1(alpha);                                                                                     \
-        UNROLL_ALL                                                                                                    \
-        for (int i = 0; i < RBN; i++)                                                                                 \
-            UNROLL_ALL                                                                                                \
-            for (int v = 0; v < NV; v++) {                                                                            \
-                T *restrict cr = C + i * ldc + v * LANES;                                                             \
-                const V p = MUL(va, acc[i][v]);                                                                       \
-                STOREU(cr, set ? p : ADD(LOADU(cr), p));                                                              \
-            }                                                                                                         \
-    }
-DEFINE_ACC_BLOCK_VEC(f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
-                     _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, (void))
-DEFINE_ACC_BLOCK_VEC(f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd,
-                     _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd, IN_REGISTER)
-#define ACC_BLOCK_VEC_f32 acc_block_vec_f32
-#define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 
 /* row sums of a tile's dS for the separable bias (exp_rows.h has the float one without
  * AVX-512 only): 16 lanes of partial sums, where one running sum waits on every addition */
@@ -425,6 +372,82 @@ DEFINE_DIAG_SUMS_VEC(f64, double, __m512d, 8, _mm512_set_epi64(0, 1, 2, 3, 4, 5,
 #define ROWS_SUM_VEC_f64 OP_NO_VECTOR_FORM
 #define DIAG_SUMS_VEC_f32 OP_NO_VECTOR_FORM
 #define DIAG_SUMS_VEC_f64 OP_NO_VECTOR_FORM
+#endif
+
+/* gemm_acc's whole register blocks in vectors (flash_kernels.h acc_block): RB rows x NV
+ * vectors of C, A's entries broadcast one at a time, the accumulators in registers from
+ * the first multiply-add to the store (gcc spilled the generic loop's to the stack for the
+ * store and cleared them with a memset call, block after block: the tile products of a
+ * fused forward and backward took 12% less time without). The same operations in the same
+ * order as the generic loop: the same bits. UNROLL_ALL unrolls the loops over registers
+ * before gcc places the accumulators (else they live on the stack). PIN holds B's row in
+ * registers: for the double block (4 rows x 4 vectors) gcc folded B's loads into the
+ * multiply-adds, 16 loads of B a step where 4 do, and the block waited on loads (an empty asm
+ * that takes the vector in a register keeps it there). A fused causal forward and backward,
+ * B 8 H 4 L 256 D 32, 1 thread, full-width AVX-512 EPYC: float64 11.2 -> 9.7 ms; the float
+ * block, whose loads gcc already kept, lost 3-6% with it and goes without.
+ * With AVX2 (16 registers of 8 floats) a block is 4 rows x 2 vectors of floats or 2 x 4 of
+ * doubles, B's row pinned in both: the generic 8 x 32 block had 32 accumulators and lived on
+ * the stack. The same call on a Zen 3 EPYC (AVX2 only), medians of alternated runs: float
+ * 21.8 -> 16.4 ms at 1 thread, 11.2 -> 8.0 at 2; double 45.1 -> 27.7 at 1 (33.4 unpinned). */
+#if defined(__GNUC__)
+#define UNROLL_ALL _Pragma("GCC unroll 16")
+#define IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define UNROLL_ALL
+#define IN_REGISTER(v) (void)(v)
+#endif
+#define DEFINE_ACC_BLOCK_VEC(sfx, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO, PIN)              \
+    static inline void acc_block_vec_##sfx(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars,              \
+                                           int64_t acs, const T *restrict Bm, int64_t ldb, int64_t n, T alpha,        \
+                                           bool set)                                                                  \
+    {                                                                                                                 \
+        V acc[RBN][NV];                                                                                               \
+        UNROLL_ALL                                                                                                    \
+        for (int i = 0; i < RBN; i++)                                                                                 \
+            UNROLL_ALL                                                                                                \
+            for (int v = 0; v < NV; v++)                                                                              \
+                acc[i][v] = ZERO();                                                                                   \
+        for (int64_t c = 0; c < n; c++) {                                                                             \
+            V b[NV];                                                                                                  \
+            UNROLL_ALL                                                                                                \
+            for (int v = 0; v < NV; v++)                                                                              \
+            {                                                                                                         \
+                b[v] = LOADU(Bm + c * ldb + v * LANES);                                                               \
+                PIN(b[v]);                                                                                            \
+            }                                                                                                         \
+            UNROLL_ALL                                                                                                \
+            for (int i = 0; i < RBN; i++) {                                                                           \
+                const V a = SET1(A[i * ars + c * acs]);                                                               \
+                UNROLL_ALL                                                                                            \
+                for (int v = 0; v < NV; v++)                                                                          \
+                    acc[i][v] = FMADD(a, b[v], acc[i][v]);                                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+        const V va = SET1(alpha);                                                                                     \
+        UNROLL_ALL                                                                                                    \
+        for (int i = 0; i < RBN; i++)                                                                                 \
+            UNROLL_ALL                                                                                                \
+            for (int v = 0; v < NV; v++) {                                                                            \
+                T *restrict cr = C + i * ldc + v * LANES;                                                             \
+                const V p = MUL(va, acc[i][v]);                                                                       \
+                STOREU(cr, set ? p : ADD(LOADU(cr), p));                                                              \
+            }                                                                                                         \
+    }
+#if defined(__AVX512F__)
+DEFINE_ACC_BLOCK_VEC(f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+                     _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, (void))
+DEFINE_ACC_BLOCK_VEC(f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd,
+                     _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd, IN_REGISTER)
+#define ACC_BLOCK_VEC_f32 acc_block_vec_f32
+#define ACC_BLOCK_VEC_f64 acc_block_vec_f64
+#elif defined(__AVX2__) && defined(__FMA__)
+DEFINE_ACC_BLOCK_VEC(f32, float, __m256, RB_f32, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+                     _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
+DEFINE_ACC_BLOCK_VEC(f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd,
+                     _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_setzero_pd, IN_REGISTER)
+#define ACC_BLOCK_VEC_f32 acc_block_vec_f32
+#define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #endif
 
 #define FLASH_T float
