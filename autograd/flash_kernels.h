@@ -15,9 +15,12 @@
 #define RB CAT(RB, FLASH_SFX)
 
 /* One register block: C (RB, CB; row stride ldc) += alpha * A (RB, n) B (n, CB), or = with
- * `set`, A as in gemm_acc below; with AVX-512 op_flash.c's acc_block_vec */
+ * `set`, A as in gemm_acc below; with AVX-512 or AVX2 op_flash.c's acc_block_vec */
 #if defined(ACC_BLOCK_VEC_f32)
 #define ACC_BLOCK CAT(ACC_BLOCK_VEC, FLASH_SFX)
+#if defined(ACC_PAIR_VEC_f32)
+#define ACC_PAIR CAT(ACC_PAIR_VEC, FLASH_SFX) /* a block of 2 rows */
+#endif
 #else
 #define ACC_BLOCK F(acc_block)
 static inline void F(acc_block)(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,
@@ -76,6 +79,12 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
             }
         }
     }
+#if defined(ACC_PAIR)
+    /* with AVX2 the float blocks are 6 rows: the last 4 or 2 rows of 64 or 32 in blocks of 2 */
+    for (; w % CB == 0 && r + 2 <= rows; r += 2)
+        for (int64_t e0 = 0; e0 < w; e0 += CB)
+            ACC_PAIR(C + r * ldc + e0, ldc, A + r * ars, ars, acs, Bm + e0, ldb, n, alpha, set);
+#endif
     for (; r < rows; r++) { /* the last rows % RB rows */
         T *restrict cr = C + r * ldc;
         for (int64_t c = 0; c < n; c++) {
@@ -962,5 +971,6 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
 #undef MADD
 #undef RB
 #undef ACC_BLOCK
+#undef ACC_PAIR
 #undef CAT
 #undef CAT2

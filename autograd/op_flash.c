@@ -231,9 +231,9 @@ static void xpos_tables(double *xz, int64_t D, double s)
 #define MADD_f64(a, b, c) ((a) * (b) + (c))
 #endif
 /* rows of a register block in gemm_acc: 16 vector accumulators with AVX-512
- * (RB_f32 x CB floats, RB_f64 x CB doubles), 8 with AVX2 */
+ * (RB_f32 x CB floats, RB_f64 x CB doubles); with AVX2 12 of floats, 8 of doubles */
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-#define RB_f32 4
+#define RB_f32 6
 #define RB_f64 2
 #else
 #define RB_f32 8
@@ -386,10 +386,12 @@ DEFINE_DIAG_SUMS_VEC(f64, double, __m512d, 8, _mm512_set_epi64(0, 1, 2, 3, 4, 5,
  * that takes the vector in a register keeps it there). A fused causal forward and backward,
  * B 8 H 4 L 256 D 32, 1 thread, full-width AVX-512 EPYC: float64 11.2 -> 9.7 ms; the float
  * block, whose loads gcc already kept, lost 3-6% with it and goes without.
- * With AVX2 (16 registers of 8 floats) a block is 4 rows x 2 vectors of floats or 2 x 4 of
- * doubles, B's row pinned in both: the generic 8 x 32 block had 32 accumulators and lived on
- * the stack. The same call on a Zen 3 EPYC (AVX2 only), medians of alternated runs: float
- * 21.8 -> 16.4 ms at 1 thread, 11.2 -> 8.0 at 2; double 45.1 -> 27.7 at 1 (33.4 unpinned). */
+ * With AVX2 (16 registers of 8 floats) a block is 6 rows x 2 vectors of floats (the last 4 or 2
+ * rows of 64 or 32 in blocks of 2) or 2 x 4 of doubles, B's row pinned in both: the generic
+ * 8 x 32 block had 32 accumulators and lived on the stack. The same call on a Zen 3 EPYC (AVX2
+ * only), medians of alternated runs: float 21.8 -> 16.4 ms at 1 thread with blocks of 4 x 2,
+ * 11.2 -> 8.0 at 2; blocks of 6 x 2 a further 11-12% (paired calls in one process); double
+ * 45.1 -> 27.7 at 1 (33.4 unpinned). */
 #if defined(__GNUC__)
 #define UNROLL_ALL _Pragma("GCC unroll 16")
 #define IN_REGISTER(v) __asm__("" : "+v"(v))
@@ -397,8 +399,8 @@ DEFINE_DIAG_SUMS_VEC(f64, double, __m512d, 8, _mm512_set_epi64(0, 1, 2, 3, 4, 5,
 #define UNROLL_ALL
 #define IN_REGISTER(v) (void)(v)
 #endif
-#define DEFINE_ACC_BLOCK_VEC(sfx, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO, PIN)              \
-    static inline void acc_block_vec_##sfx(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars,              \
+#define DEFINE_ACC_BLOCK_VEC(name, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO, PIN)              \
+    static inline void name(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars,              \
                                            int64_t acs, const T *restrict Bm, int64_t ldb, int64_t n, T alpha,        \
                                            bool set)                                                                  \
     {                                                                                                                 \
@@ -435,16 +437,20 @@ DEFINE_DIAG_SUMS_VEC(f64, double, __m512d, 8, _mm512_set_epi64(0, 1, 2, 3, 4, 5,
             }                                                                                                         \
     }
 #if defined(__AVX512F__)
-DEFINE_ACC_BLOCK_VEC(f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
                      _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, (void))
-DEFINE_ACC_BLOCK_VEC(f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd,
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd,
                      _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd, IN_REGISTER)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #elif defined(__AVX2__) && defined(__FMA__)
-DEFINE_ACC_BLOCK_VEC(f32, float, __m256, RB_f32, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps,
-                     _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
-DEFINE_ACC_BLOCK_VEC(f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd,
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m256, RB_f32, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
+                     _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
+DEFINE_ACC_BLOCK_VEC(acc_pair_vec_f32, float, __m256, 2, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
+                     _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
+#define ACC_PAIR_VEC_f32 acc_pair_vec_f32
+#define ACC_PAIR_VEC_f64 acc_block_vec_f64 /* RB_f64 is 2 */
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd,
                      _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_setzero_pd, IN_REGISTER)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
