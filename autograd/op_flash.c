@@ -366,8 +366,33 @@ DEFINE_DIAG_SUMS_VEC(f64, double, __m512d, 8, _mm512_set_epi64(0, 1, 2, 3, 4, 5,
 #define DIAG_SUMS_VEC_f32 diag_sums_vec_f32
 #define DIAG_SUMS_VEC_f64 diag_sums_vec_f64
 #else
+#if defined(__AVX2__)
+/* transpose_vec_<sfx> with AVX2: strips of N rows of X (8 floats, 4 doubles), whole N x N squares
+ * in registers; a width w not a multiple of N is left to the scalar strips */
+#define DEFINE_TRANSPOSE_YMM(sfx, T, V, N, LOAD, STORE, SQUARE)                                                   \
+    static int64_t transpose_vec_##sfx(T *restrict Xt, int64_t ldt, const T *restrict X, int64_t ldx, int64_t n, \
+                                       int64_t w)                                                              \
+    {                                                                                                          \
+        int64_t c0 = 0;                                                                                        \
+        for (; w % N == 0 && c0 + N <= n; c0 += N)                                                             \
+            for (int64_t e0 = 0; e0 < w; e0 += N) {                                                            \
+                V r[N];                                                                                        \
+                for (int l = 0; l < N; l++)                                                                    \
+                    r[l] = LOAD(X + (c0 + l) * ldx + e0);                                                      \
+                SQUARE(r);                                                                                     \
+                for (int j = 0; j < N; j++)                                                                    \
+                    STORE(Xt + (e0 + j) * ldt + c0, r[j]);                                                     \
+            }                                                                                                  \
+        return c0;                                                                                             \
+    }
+DEFINE_TRANSPOSE_YMM(f32, float, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, transpose8_f32_ymm)
+DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, transpose4_f64_ymm)
+#define TRANSPOSE_VEC_f32 transpose_vec_f32
+#define TRANSPOSE_VEC_f64 transpose_vec_f64
+#else
 #define TRANSPOSE_VEC_f32 OP_NO_VECTOR_FORM
 #define TRANSPOSE_VEC_f64 OP_NO_VECTOR_FORM
+#endif
 #define ROWS_SUM_VEC_f32 OP_NO_VECTOR_FORM
 #define ROWS_SUM_VEC_f64 OP_NO_VECTOR_FORM
 #define DIAG_SUMS_VEC_f32 OP_NO_VECTOR_FORM
