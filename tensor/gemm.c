@@ -116,7 +116,9 @@
  * KC_BYTES of a row: 512 floats, 256 doubles (the same bytes of A's slivers:
  * at 512 doubles the float64 step's products were 7-17% slower, full-width
  * AVX-512 EPYC, 1 thread: 384x2048x128 tn 85 vs 100 GFLOP/s, 128x2048x128 tn
- * 87 vs 99, 2048x512x128 79 vs 84; 1024^3 the same). */
+ * 87 vs 99, 2048x512x128 79 vs 84; 1024^3 the same). On Zen 3 (32 KiB L1D, 512 KiB
+ * L2, AVX2), where a KC x 16 sliver of op(B) fills L1D, KC 1024 bytes was no better:
+ * the toy's products took 0.93-1.01 as long at 2048 bytes, alternated call by call. */
 #ifndef KC_BYTES
 #define KC_BYTES 2048
 #endif
