@@ -424,10 +424,9 @@ DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
 #define UNROLL_ALL
 #define IN_REGISTER(v) (void)(v)
 #endif
-#define DEFINE_ACC_BLOCK_VEC(name, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO, PIN)              \
-    static inline void name(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars,              \
-                                           int64_t acs, const T *restrict Bm, int64_t ldb, int64_t n, T alpha,        \
-                                           bool set)                                                                  \
+#define DEFINE_ACC_BLOCK_VEC(name, T, V, RBN, NV, LANES, SET1, LOADU, STOREU, FMADD, MUL, ADD, ZERO, PIN)             \
+    static inline void name(T *restrict C, int64_t ldc, const T *restrict A, int64_t ars, int64_t acs,               \
+                            const T *restrict Bm, int64_t ldb, int64_t n, T alpha, bool set)                          \
     {                                                                                                                 \
         V acc[RBN][NV];                                                                                               \
         UNROLL_ALL                                                                                                    \
@@ -462,10 +461,10 @@ DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
             }                                                                                                         \
     }
 #if defined(__AVX512F__)
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
-                     _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, (void))
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd, _mm512_storeu_pd,
-                     _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd, IN_REGISTER)
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps,
+                     _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, (void))
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd,
+                     _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd, IN_REGISTER)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -473,12 +472,12 @@ DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m256, RB_f32, CB / 8, 8, _mm256
                      _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
 DEFINE_ACC_BLOCK_VEC(acc_pair_vec_f32, float, __m256, 2, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
                      _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
-#define ACC_PAIR_VEC_f32 acc_pair_vec_f32
-#define ACC_PAIR_VEC_f64 acc_block_vec_f64 /* RB_f64 is 2 */
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd, _mm256_storeu_pd,
-                     _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_setzero_pd, IN_REGISTER)
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd,
+                     _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_setzero_pd, IN_REGISTER)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
+#define ACC_PAIR_VEC_f32 acc_pair_vec_f32
+#define ACC_PAIR_VEC_f64 acc_block_vec_f64 /* RB_f64 is 2 */
 #endif
 
 #define FLASH_T float
