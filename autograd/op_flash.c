@@ -164,12 +164,17 @@ static int64_t r_stride(const flash_dims *d)
     return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 48;
 }
 
-/* Columns of a register block in gemm_acc (below): 2 vectors with AVX2, whose 16 registers
- * hold no more accumulators than RB_f32 x 2 */
+/* A register block of gemm_acc (below): CB columns, RB_f32 or RB_f64 rows. With AVX-512, 16
+ * vector accumulators (8 x 32 floats, 4 x 32 doubles); with AVX2, whose 16 registers also
+ * hold B's row and A's entry, 12 of floats (6 x 16) and 8 of doubles (2 x 16) */
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #define CB 16
+#define RB_f32 6
+#define RB_f64 2
 #else
 #define CB 32
+#define RB_f32 8
+#define RB_f64 4
 #endif
 
 
@@ -229,15 +234,6 @@ static void xpos_tables(double *xz, int64_t D, double s)
 #else
 #define MADD_f32(a, b, c) ((a) * (b) + (c))
 #define MADD_f64(a, b, c) ((a) * (b) + (c))
-#endif
-/* rows of a register block in gemm_acc: 16 vector accumulators with AVX-512
- * (RB_f32 x CB floats, RB_f64 x CB doubles); with AVX2 12 of floats, 8 of doubles */
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-#define RB_f32 6
-#define RB_f64 2
-#else
-#define RB_f32 8
-#define RB_f64 4
 #endif
 
 /* gemm_acc stays a function of its own: `make profile` counts its samples as the tile
