@@ -155,12 +155,12 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
 }
 
 /* pg_vsigmoidf of 16 floats, operation by operation (the same bits): e = e^-|x| by
- * tensor/vmath.h's pg_vexpf16, then 1 / (1 + e) or e / (1 + e). The compiler's loop over
+ * tensor/vmath.h's pg_vexpf_v, then 1 / (1 + e) or e / (1 + e). The compiler's loop over
  * pg_vsigmoidf left a scalar tail in each row: pg_cope_attention 2-3% slower. */
 static inline __m512 cope_sigmoid16(__m512 x)
 {
     const __m512 nx = _mm512_min_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), x)); /* -|x|; NaN stays */
-    const __m512 e = pg_vexpf16(nx);
+    const __m512 e = pg_vexpf_v(nx);
     const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
     const __m512 inv = _mm512_div_ps(one, d);
     const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ); /* x < 0 or NaN */

@@ -244,6 +244,12 @@ static void xpos_tables(double *xz, int64_t D, double s)
 #define FLASH_NOINLINE
 #endif
 
+/* row sums of a tile's dS for the separable bias (exp_rows.h has the float one without
+ * vectors only): 16 lanes of partial sums, where one running sum waits on every addition */
+#if defined(PG_VEC)
+DEFINE_ROW_SUM(float, f32)
+#endif
+
 /* The keys' and values' transposes (flash_kernels.h's transpose: X (n, w; row stride ldx) ->
  * Xt (w, n; row stride ldt)) with AVX-512: the strips of whole blocks of rows of X (16 floats, 8
  * doubles) go a square in registers at a time, the last columns loaded masked; each
@@ -273,10 +279,6 @@ DEFINE_TRANSPOSE_VEC(f32, float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, _
 DEFINE_TRANSPOSE_VEC(f64, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _mm512_storeu_pd, transpose8_f64)
 #define TRANSPOSE_VEC_f32 transpose_vec_f32
 #define TRANSPOSE_VEC_f64 transpose_vec_f64
-
-/* row sums of a tile's dS for the separable bias (exp_rows.h has the float one without
- * AVX-512 only): 16 lanes of partial sums, where one running sum waits on every addition */
-DEFINE_ROW_SUM(float, f32)
 
 /* row_sum_f32 of 16 rows at once (x's rows BK apart, n columns) into sums[0 .. 16): each
  * row's 16 lane sums as row_sum's, the 16 x 16 of them transposed in registers, and the

@@ -134,7 +134,7 @@ DEFINE_CE(double, f64)
 
 /* ---- float rows of whole zmm registers (AVX-512), 16 rows at a time ------------------------
  * lse_row_f32's arithmetic in vectors: a row's 16 lane maxima (x > m ? x : m, as
- * _mm512_max_ps takes it), its exponentials through tensor/vmath.h's pg_vexpf16 (pg_vexpf's
+ * _mm512_max_ps takes it), its exponentials through tensor/vmath.h's pg_vexpf_v (pg_vexpf's
  * bits), its 16 lane sums in double; 16 rows' maxima transposed so that their final chains
  * (x[0], then lane 0, lane 1, ...) run side by side, and their sums' through
  * autograd/lane_sums.h. The same operations in the same order: the same bits
@@ -172,7 +172,7 @@ static void lse_rows16_f32(float *lse, double *xsum, const float *x, int64_t C, 
         slo[q] = shi[q] = xlo[q] = xhi[q] = _mm512_setzero_pd();
         const __m512 vm = _mm512_set1_ps(q < n ? m[q] : 0.0f);
         for (int64_t c = 0; q < n && c < C; c += 16) {
-            const __m512 v = _mm512_loadu_ps(x + q * C + c), e = pg_vexpf16(_mm512_sub_ps(v, vm));
+            const __m512 v = _mm512_loadu_ps(x + q * C + c), e = pg_vexpf_v(_mm512_sub_ps(v, vm));
             slo[q] = _mm512_add_pd(slo[q], pg_lo_pd(e)), shi[q] = _mm512_add_pd(shi[q], pg_hi_pd(e));
             xlo[q] = _mm512_add_pd(xlo[q], pg_lo_pd(v)), xhi[q] = _mm512_add_pd(xhi[q], pg_hi_pd(v));
         }

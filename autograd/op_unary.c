@@ -154,22 +154,21 @@ FLAT_OPS(DEFINE_FLAT_KERNELS)
  * element: gx (+)= gy * d. */
 typedef void (*fwd_saving)(void *, void *, const void *, int64_t);
 
-#if defined(__AVX512F__)
-/* gelu_fwd_saving_f32 on n vectors of 16 floats (the first `last` lanes of the last one):
- * gelu_f's and dgelu_with_f's operations through vmath.h's 16-lane functions, the same bits */
-static inline __attribute__((always_inline)) void gelu_saving16_n(float *ys, float *ds, const float *xs, int n,
-                                                                  __mmask16 last)
+#if defined(PG_VEC)
+/* gelu_fwd_saving_f32 on n vectors of floats (tensor/vmath.h's width; `last` lanes of the
+ * last one): gelu_f's and dgelu_with_f's operations through vmath.h's vector functions, the
+ * same bits */
+PG_ALWAYS_INLINE void gelu_saving_vf_n(float *ys, float *ds, const float *xs, int n, int64_t last)
 {
-    __m512 x[4], e[4], cdf[4];
-    PG_VLANES(k, n) x[k] = _mm512_maskz_loadu_ps(k < n - 1 ? (__mmask16)0xFFFF : last, xs + 16 * k);
-    pg_vgaussf16_n(e, x, n);
-    pg_vncdff_with16_n(cdf, x, e, n);
+    pg_vf x[4], e[4], cdf[4];
+    PG_VLANES(k, n) x[k] = pg_vf_loadn(xs + PG_VF_LANES * k, k < n - 1 ? PG_VF_LANES : last);
+    pg_vgaussf_n(e, x, n);
+    pg_vncdff_with_n(cdf, x, e, n);
     PG_VLANES(k, n)
     {
-        const __mmask16 lanes = k < n - 1 ? (__mmask16)0xFFFF : last;
-        const __m512 d = _mm512_fmadd_ps(_mm512_mul_ps(x[k], _mm512_set1_ps((float)INV_SQRT2PI)), e[k], cdf[k]);
-        _mm512_mask_storeu_ps(ys + 16 * k, lanes, _mm512_mul_ps(x[k], cdf[k]));
-        _mm512_mask_storeu_ps(ds + 16 * k, lanes, d);
+        const pg_vf d = PG_VF(fmadd)(PG_VF(mul)(x[k], PG_VF(set1)((float)INV_SQRT2PI)), e[k], cdf[k]);
+        pg_vf_storen(ys + PG_VF_LANES * k, k < n - 1 ? PG_VF_LANES : last, PG_VF(mul)(x[k], cdf[k]));
+        pg_vf_storen(ds + PG_VF_LANES * k, k < n - 1 ? PG_VF_LANES : last, d);
     }
 }
 #endif
@@ -179,11 +178,11 @@ static void gelu_fwd_saving_f32(void *ys_, void *ds_, const void *xs_, int64_t n
     float *restrict ys = ys_, *restrict ds = ds_;
     const float *restrict xs = xs_;
     int64_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 64 <= n; i += 64) /* four vectors at a time (vmath.h, PG_VLANES) */
-        gelu_saving16_n(ys + i, ds + i, xs + i, 4, (__mmask16)0xFFFF);
-    for (; i < n; i += 16)
-        gelu_saving16_n(ys + i, ds + i, xs + i, 1, n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1));
+#if defined(PG_VEC)
+    for (; i + 4 * PG_VF_LANES <= n; i += 4 * PG_VF_LANES) /* four vectors at a time (vmath.h, PG_VLANES) */
+        gelu_saving_vf_n(ys + i, ds + i, xs + i, 4, PG_VF_LANES);
+    for (; i < n; i += PG_VF_LANES)
+        gelu_saving_vf_n(ys + i, ds + i, xs + i, 1, n - i);
 #endif
     for (; i < n; i++) {
         const float x = xs[i], e = pg_vgaussf(x), cdf = pg_vncdff_with(x, e);
@@ -192,29 +191,27 @@ static void gelu_fwd_saving_f32(void *ys_, void *ds_, const void *xs_, int64_t n
     }
 }
 
-#if defined(__AVX512F__)
-/* gelu_fwd_saving_f64 on n vectors of 8 doubles (the first `last` lanes of the last one):
- * gelu_d's and dgelu_with_d's operations through vmath.h's 8-lane functions, the same bits */
-static inline __attribute__((always_inline)) void gelu_saving8_n(double *ys, double *ds, const double *xs, int n,
-                                                                 __mmask8 last)
+#if defined(PG_VEC)
+/* gelu_fwd_saving_f64 on n vectors of doubles (`last` lanes of the last one): gelu_d's and
+ * dgelu_with_d's operations through vmath.h's vector functions, the same bits */
+PG_ALWAYS_INLINE void gelu_saving_vd_n(double *ys, double *ds, const double *xs, int n, int64_t last)
 {
-    __m512d x[4], u[4], e[4], erf[4];
-    PG_VLANES(k, n) x[k] = _mm512_maskz_loadu_pd(k < n - 1 ? (__mmask8)0xFF : last, xs + 8 * k);
-    PG_VLANES(k, n) u[k] = _mm512_mul_pd(x[k], _mm512_set1_pd(INV_SQRT2));
+    pg_vd x[4], u[4], e[4], erf[4];
+    PG_VLANES(k, n) x[k] = pg_vd_loadn(xs + PG_VD_LANES * k, k < n - 1 ? PG_VD_LANES : last);
+    PG_VLANES(k, n) u[k] = PG_VD(mul)(x[k], PG_VD(set1)(INV_SQRT2));
     PG_VLANES(k, n)
     { /* (-u) u: u's sign bit flipped, as C's -u */
-        const __m512i neg_u = _mm512_xor_si512(_mm512_castpd_si512(u[k]), _mm512_set1_epi64(INT64_MIN));
-        e[k] = _mm512_mul_pd(_mm512_castsi512_pd(neg_u), u[k]);
+        const pg_vi neg_u = PG_VI_BITS(xor)(PG_VD_BITS(u[k]), PG_VI_SET1_64(INT64_MIN));
+        e[k] = PG_VD(mul)(PG_VD_OF_BITS(neg_u), u[k]);
     }
-    pg_vexp8_n(e, e, n);
-    pg_verf_with8_n(erf, u, e, n);
+    pg_vexp_n(e, e, n);
+    pg_verf_with_n(erf, u, e, n);
     PG_VLANES(k, n)
     {
-        const __mmask8 lanes = k < n - 1 ? (__mmask8)0xFF : last;
-        const __m512d cdf = _mm512_mul_pd(_mm512_set1_pd(0.5), _mm512_add_pd(_mm512_set1_pd(1.0), erf[k]));
-        const __m512d xe = _mm512_mul_pd(_mm512_mul_pd(x[k], _mm512_set1_pd(INV_SQRT2PI)), e[k]);
-        _mm512_mask_storeu_pd(ys + 8 * k, lanes, _mm512_mul_pd(x[k], cdf));
-        _mm512_mask_storeu_pd(ds + 8 * k, lanes, _mm512_add_pd(cdf, xe));
+        const pg_vd cdf = PG_VD(mul)(PG_VD(set1)(0.5), PG_VD(add)(PG_VD(set1)(1.0), erf[k]));
+        const pg_vd xe = PG_VD(mul)(PG_VD(mul)(x[k], PG_VD(set1)(INV_SQRT2PI)), e[k]);
+        pg_vd_storen(ys + PG_VD_LANES * k, k < n - 1 ? PG_VD_LANES : last, PG_VD(mul)(x[k], cdf));
+        pg_vd_storen(ds + PG_VD_LANES * k, k < n - 1 ? PG_VD_LANES : last, PG_VD(add)(cdf, xe));
     }
 }
 #endif
@@ -224,11 +221,11 @@ static void gelu_fwd_saving_f64(void *ys_, void *ds_, const void *xs_, int64_t n
     double *restrict ys = ys_, *restrict ds = ds_;
     const double *restrict xs = xs_;
     int64_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 32 <= n; i += 32) /* four vectors at a time (vmath.h, PG_VLANES) */
-        gelu_saving8_n(ys + i, ds + i, xs + i, 4, (__mmask8)0xFF);
-    for (; i < n; i += 8)
-        gelu_saving8_n(ys + i, ds + i, xs + i, 1, n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1));
+#if defined(PG_VEC)
+    for (; i + 4 * PG_VD_LANES <= n; i += 4 * PG_VD_LANES) /* four vectors at a time (vmath.h, PG_VLANES) */
+        gelu_saving_vd_n(ys + i, ds + i, xs + i, 4, PG_VD_LANES);
+    for (; i < n; i += PG_VD_LANES)
+        gelu_saving_vd_n(ys + i, ds + i, xs + i, 1, n - i);
 #endif
     for (; i < n; i++) {
         const double x = xs[i], u = x * INV_SQRT2, e = gauss_d(u), cdf = ncdf_with_d(u, e);

@@ -28,6 +28,10 @@
  * one operation: C11 does not contract a b + c by itself; pg_vexp's 13 steps as products
  * and sums had a float64 2-thread step of the toy model at 51.8 ms, 50.4 in fmas), else a
  * product and a sum (fma would be a libm call) */
+/* the vector functions below, and their callers' loops around them: called, not inlined, they
+ * pass vectors through memory */
+#define PG_ALWAYS_INLINE static inline __attribute__((always_inline))
+
 #if defined(__FMA__) || defined(__aarch64__)
 #define PG_VMADD(a, b, c) fma(a, b, c)
 #else
@@ -281,13 +285,143 @@ static inline float pg_vncdff_with(float x, float e)
 
 static inline float pg_vncdff(float x) { return pg_vncdff_with(x, pg_vgaussf(x)); }
 
-/* pg_vexpf on 16 floats (AVX-512), operation for operation (each fmaf an fma, each select a
- * masked blend, the clamps `x < c ? x : c` and `x > c ? x : c` as min and max): the same
- * bits for every float (checked over all 2^32) */
-#if defined(__AVX512F__)
+/* ---- the functions above on vectors: 16 floats or 8 doubles a register with AVX-512, 8 or 4
+ * with AVX2 and FMA -------------------------------------------------------------------------
+ * Operation for operation (each fmaf an fma, each select a blend, the clamps `x < c ? x : c`
+ * and `x > c ? x : c` as min and max): the same bits for every input (pg_vexpf's over all
+ * 2^32 floats when it was written; tests/test_vmath.c samples them all). One text serves
+ * both widths through the names below: pg_vf / pg_vd a vector of floats / doubles, PG_VF(op)
+ * and PG_VD(op) their intrinsics (PG_VF(fmadd) is _mm512_fmadd_ps or _mm256_fmadd_ps), PG_VI
+ * and PG_VI_BITS the integer ones; a lane mask (pg_vf_mask, pg_vd_mask) is a __mmask with
+ * AVX-512 and a vector of all-ones / all-zeros lanes with AVX2, made by the comparisons and
+ * pg_vf_first / pg_vd_first and used by the selects, PG_VF_KEEP and the partial loads. */
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#define PG_VEC 1
 
-/* The 16-lane functions named ..._n take n vectors at once (n a constant once inlined, 1 to
+#if defined(__AVX512F__)
+#define PG_VF_LANES 16
+#define PG_VD_LANES 8
+typedef __m512 pg_vf;
+typedef __m512d pg_vd;
+typedef __m512i pg_vi;
+typedef __mmask16 pg_vf_mask;
+typedef __mmask8 pg_vd_mask;
+#define PG_VF(op) _mm512_##op##_ps
+#define PG_VD(op) _mm512_##op##_pd
+#define PG_VI(op) _mm512_##op
+#define PG_VI_BITS(op) _mm512_##op##_si512
+#define PG_VI_SET1_64(x) _mm512_set1_epi64(x)
+#define PG_VF_CMP(a, b, pred) _mm512_cmp_ps_mask(a, b, pred)
+#define PG_VD_CMP(a, b, pred) _mm512_cmp_pd_mask(a, b, pred)
+#define PG_VI_GT32(a, b) _mm512_cmpgt_epi32_mask(a, b) /* a float lane mask */
+#define PG_VF_SELECT(m, no, yes) _mm512_mask_blend_ps(m, no, yes)
+#define PG_VD_SELECT(m, no, yes) _mm512_mask_blend_pd(m, no, yes)
+#define PG_VF_KEEP(m, x) _mm512_maskz_mov_ps(m, x) /* x where m, else 0 */
+#define PG_VF_MASK_AND(a, b) ((pg_vf_mask)((a) & (b)))
+#define PG_VF_MASK_BITS(m) ((unsigned)(m)) /* bit l: lane l */
+#define PG_VF_BITS(x) _mm512_castps_si512(x)
+#define PG_VF_OF_BITS(i) _mm512_castsi512_ps(i)
+#define PG_VD_BITS(x) _mm512_castpd_si512(x)
+#define PG_VD_OF_BITS(i) _mm512_castsi512_pd(i)
+#define PG_VF_ROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT)
+#define PG_VF_LOAD_FIRST(p, m) _mm512_maskz_loadu_ps(m, p) /* the lanes of m, the others 0 */
+#define PG_VF_STORE_FIRST(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define PG_VD_LOAD_FIRST(p, m) _mm512_maskz_loadu_pd(m, p)
+#define PG_VD_STORE_FIRST(p, m, v) _mm512_mask_storeu_pd(p, m, v)
+#define PG_VF_SUM(v) _mm512_reduce_add_ps(v)
+#define PG_VF_MAX(v) _mm512_reduce_max_ps(v)
+
+/* the first min(n, lanes) lanes (n >= 0) */
+static inline pg_vf_mask pg_vf_first(int64_t n) { return n >= 16 ? (pg_vf_mask)0xFFFF : (pg_vf_mask)((1u << n) - 1); }
+static inline pg_vd_mask pg_vd_first(int64_t n) { return n >= 8 ? (pg_vd_mask)0xFF : (pg_vd_mask)((1u << n) - 1); }
+#else
+#define PG_VF_LANES 8
+#define PG_VD_LANES 4
+typedef __m256 pg_vf;
+typedef __m256d pg_vd;
+typedef __m256i pg_vi;
+typedef __m256 pg_vf_mask;
+typedef __m256d pg_vd_mask;
+#define PG_VF(op) _mm256_##op##_ps
+#define PG_VD(op) _mm256_##op##_pd
+#define PG_VI(op) _mm256_##op
+#define PG_VI_BITS(op) _mm256_##op##_si256
+#define PG_VI_SET1_64(x) _mm256_set1_epi64x(x)
+#define PG_VF_CMP(a, b, pred) _mm256_cmp_ps(a, b, pred)
+#define PG_VD_CMP(a, b, pred) _mm256_cmp_pd(a, b, pred)
+#define PG_VI_GT32(a, b) _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, b))
+#define PG_VF_SELECT(m, no, yes) _mm256_blendv_ps(no, yes, m)
+#define PG_VD_SELECT(m, no, yes) _mm256_blendv_pd(no, yes, m)
+#define PG_VF_KEEP(m, x) _mm256_and_ps(m, x)
+#define PG_VF_MASK_AND(a, b) _mm256_and_ps(a, b)
+#define PG_VF_MASK_BITS(m) ((unsigned)_mm256_movemask_ps(m))
+#define PG_VF_BITS(x) _mm256_castps_si256(x)
+#define PG_VF_OF_BITS(i) _mm256_castsi256_ps(i)
+#define PG_VD_BITS(x) _mm256_castpd_si256(x)
+#define PG_VD_OF_BITS(i) _mm256_castsi256_pd(i)
+#define PG_VF_ROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define PG_VF_LOAD_FIRST(p, m) _mm256_maskload_ps(p, _mm256_castps_si256(m))
+#define PG_VF_STORE_FIRST(p, m, v) _mm256_maskstore_ps(p, _mm256_castps_si256(m), v)
+#define PG_VD_LOAD_FIRST(p, m) _mm256_maskload_pd(p, _mm256_castpd_si256(m))
+#define PG_VD_STORE_FIRST(p, m, v) _mm256_maskstore_pd(p, _mm256_castpd_si256(m), v)
+
+static inline pg_vf_mask pg_vf_first(int64_t n)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), lane));
+}
+static inline pg_vd_mask pg_vd_first(int64_t n)
+{
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(n < 4 ? n : 4), lane));
+}
+
+/* lanes 0 + 4, 1 + 5, ... then pairs, then the last two */
+static inline float pg_vf_sum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#define PG_VF_SUM(v) pg_vf_sum8(v)
+
+/* the largest of 8 lanes (none NaN) */
+static inline float pg_vf_max8(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+#define PG_VF_MAX(v) pg_vf_max8(v)
+#endif
+
+/* the first `count` lanes at p (count > 0; the other lanes 0), and their store: a whole
+ * vector's a plain load or store (AVX2's masked stores are slow) */
+PG_ALWAYS_INLINE pg_vf pg_vf_loadn(const float *p, int64_t count)
+{
+    return count >= PG_VF_LANES ? PG_VF(loadu)(p) : PG_VF_LOAD_FIRST(p, pg_vf_first(count));
+}
+PG_ALWAYS_INLINE void pg_vf_storen(float *p, int64_t count, pg_vf v)
+{
+    if (count >= PG_VF_LANES)
+        PG_VF(storeu)(p, v);
+    else
+        PG_VF_STORE_FIRST(p, pg_vf_first(count), v);
+}
+PG_ALWAYS_INLINE pg_vd pg_vd_loadn(const double *p, int64_t count)
+{
+    return count >= PG_VD_LANES ? PG_VD(loadu)(p) : PG_VD_LOAD_FIRST(p, pg_vd_first(count));
+}
+PG_ALWAYS_INLINE void pg_vd_storen(double *p, int64_t count, pg_vd v)
+{
+    if (count >= PG_VD_LANES)
+        PG_VD(storeu)(p, v);
+    else
+        PG_VD_STORE_FIRST(p, pg_vd_first(count), v);
+}
+
+/* The vector functions named ..._n take n vectors at once (n a constant once inlined, 1 to
  * 4): each step runs on all n before the next, so that n independent chains of dependent
  * operations fill the vector units that one chain leaves waiting. GELU's recorded forward
  * on 2^20 floats four vectors at a time: 0.62 ms, against 0.79-0.82 for the loop of the float
@@ -295,96 +429,91 @@ static inline float pg_vncdff(float x) { return pg_vncdff_with(x, pg_vgaussf(x))
 #define PG_VLANES(k, n) _Pragma("GCC unroll 4") for (int k = 0; k < (n); k++)
 
 /* e^r for |r| <= ln 2 / 2 by its Taylor polynomial of degree 7, Horner's steps from 1/7!
- * (pg_vexpf's; autograd/exp_rows.h's exp16 shares them) */
-static inline __attribute__((always_inline)) void pg_vexpf16_taylor_n(__m512 *p, const __m512 *r, int n)
+ * (pg_vexpf's; autograd/exp_rows.h's exp_vec_n shares them) */
+PG_ALWAYS_INLINE void pg_vexpf_taylor_n(pg_vf *p, const pg_vf *r, int n)
 {
     static const float c[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-    PG_VLANES(k, n) p[k] = _mm512_set1_ps(1.0f / 5040.0f);
+    PG_VLANES(k, n) p[k] = PG_VF(set1)(1.0f / 5040.0f);
     _Pragma("GCC unroll 7") for (int i = 0; i < 7; i++)
     {
-        PG_VLANES(k, n) p[k] = _mm512_fmadd_ps(p[k], r[k], _mm512_set1_ps(c[i]));
+        PG_VLANES(k, n) p[k] = PG_VF(fmadd)(p[k], r[k], PG_VF(set1)(c[i]));
     }
 }
 
-static inline __attribute__((always_inline)) void pg_vexpf16_n(__m512 *y, const __m512 *x_in, int n)
+/* pg_vexpf (y may be x_in) */
+PG_ALWAYS_INLINE void pg_vexpf_n(pg_vf *y, const pg_vf *x_in, int n)
 {
-    const __m512 shifter = _mm512_set1_ps(12582912.0f);
-    __m512 x[4], xc[4], kd[4], r[4];
-    PG_VLANES(k, n) x[k] = x_in[k]; /* y may be x_in */
-    PG_VLANES(k, n) xc[k] = _mm512_max_ps(_mm512_min_ps(x[k], _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-    PG_VLANES(k, n) kd[k] = _mm512_fmadd_ps(xc[k], _mm512_set1_ps(1.44269504088896341f), shifter);
+    const pg_vf shifter = PG_VF(set1)(12582912.0f);
+    pg_vf x[4], xc[4], kd[4], r[4];
+    PG_VLANES(k, n) x[k] = x_in[k];
+    PG_VLANES(k, n) xc[k] = PG_VF(max)(PG_VF(min)(x[k], PG_VF(set1)(88.0f)), PG_VF(set1)(-87.0f));
+    PG_VLANES(k, n) kd[k] = PG_VF(fmadd)(xc[k], PG_VF(set1)(1.44269504088896341f), shifter);
     PG_VLANES(k, n)
     {
-        const __m512 nk = _mm512_sub_ps(kd[k], shifter);
-        r[k] = _mm512_fnmadd_ps(nk, _mm512_set1_ps(-2.12194440e-4f),
-                                _mm512_fnmadd_ps(nk, _mm512_set1_ps(0.693359375f), xc[k]));
+        const pg_vf nk = PG_VF(sub)(kd[k], shifter);
+        r[k] = PG_VF(fnmadd)(nk, PG_VF(set1)(-2.12194440e-4f), PG_VF(fnmadd)(nk, PG_VF(set1)(0.693359375f), xc[k]));
     }
-    pg_vexpf16_taylor_n(y, r, n);
+    pg_vexpf_taylor_n(y, r, n);
     PG_VLANES(k, n)
     {
-        const __m512i biased = _mm512_add_epi32(_mm512_castps_si512(kd[k]), _mm512_set1_epi32(127));
-        y[k] = _mm512_mul_ps(y[k], _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23))); /* p 2^n */
-    }
-    PG_VLANES(k, n)
-    {
-        const __mmask16 normal = _mm512_cmp_ps_mask(x[k], _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-        y[k] = _mm512_mask_blend_ps(normal, _mm512_setzero_ps(), y[k]);
+        const pg_vi biased = PG_VI(add_epi32)(PG_VF_BITS(kd[k]), PG_VI(set1_epi32)(127));
+        y[k] = PG_VF(mul)(y[k], PG_VF_OF_BITS(PG_VI(slli_epi32)(biased, 23))); /* p 2^n */
     }
     PG_VLANES(k, n)
     {
-        y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], _mm512_set1_ps(88.72283905f), _CMP_LT_OQ),
-                                    _mm512_set1_ps(INFINITY), y[k]);
+        const pg_vf_mask normal = PG_VF_CMP(x[k], PG_VF(set1)(-87.0f), _CMP_GE_OQ);
+        y[k] = PG_VF_SELECT(normal, PG_VF(setzero)(), y[k]);
     }
-    PG_VLANES(k, n) y[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
+    PG_VLANES(k, n)
+    {
+        y[k] = PG_VF_SELECT(PG_VF_CMP(x[k], PG_VF(set1)(88.72283905f), _CMP_LT_OQ), PG_VF(set1)(INFINITY), y[k]);
+    }
+    PG_VLANES(k, n) y[k] = PG_VF_SELECT(PG_VF_CMP(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
 }
 
-static inline __m512 pg_vexpf16(__m512 x)
+static inline pg_vf pg_vexpf_v(pg_vf x)
 {
-    __m512 y;
-    pg_vexpf16_n(&y, &x, 1);
+    pg_vf y;
+    pg_vexpf_n(&y, &x, 1);
     return y;
 }
 
-/* pg_vexp on 8 doubles, n vectors at once (y may be x_in): its clamps as min and max (NaN takes the bound,
- * as the selects do), its products and sums apart (C does not contract them), its Horner
- * steps fmas, each select a blend */
-static inline __attribute__((always_inline)) void pg_vexp8_n(__m512d *y, const __m512d *x_in, int n)
+/* pg_vexp (y may be x_in): its clamps as min and max (NaN takes the bound, as the selects
+ * do), its products and sums apart (C does not contract them), its Horner steps fmas */
+PG_ALWAYS_INLINE void pg_vexp_n(pg_vd *y, const pg_vd *x_in, int n)
 {
     static const double c[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
                                  1.0 / 40320.0,     1.0 / 5040.0,      1.0 / 720.0,     1.0 / 120.0,
                                  1.0 / 24.0,        1.0 / 6.0,         0.5,             1.0,
                                  1.0};
-    const __m512d shifter = _mm512_set1_pd(6755399441055744.0);
-    __m512d x[4], xc[4], kd[4], r[4];
-    PG_VLANES(k, n) x[k] = x_in[k]; /* y may be x_in */
-    PG_VLANES(k, n) xc[k] = _mm512_max_pd(_mm512_min_pd(x[k], _mm512_set1_pd(709.0)), _mm512_set1_pd(-708.0));
-    PG_VLANES(k, n) kd[k] = _mm512_add_pd(_mm512_mul_pd(xc[k], _mm512_set1_pd(1.4426950408889634074)), shifter);
+    const pg_vd shifter = PG_VD(set1)(6755399441055744.0);
+    pg_vd x[4], xc[4], kd[4], r[4];
+    PG_VLANES(k, n) x[k] = x_in[k];
+    PG_VLANES(k, n) xc[k] = PG_VD(max)(PG_VD(min)(x[k], PG_VD(set1)(709.0)), PG_VD(set1)(-708.0));
+    PG_VLANES(k, n) kd[k] = PG_VD(add)(PG_VD(mul)(xc[k], PG_VD(set1)(1.4426950408889634074)), shifter);
     PG_VLANES(k, n)
     {
-        const __m512d nk = _mm512_sub_pd(kd[k], shifter);
-        r[k] = _mm512_sub_pd(_mm512_sub_pd(xc[k], _mm512_mul_pd(nk, _mm512_set1_pd(0.693147180369123816490))),
-                             _mm512_mul_pd(nk, _mm512_set1_pd(1.90821492927058770002e-10)));
+        const pg_vd nk = PG_VD(sub)(kd[k], shifter);
+        r[k] = PG_VD(sub)(PG_VD(sub)(xc[k], PG_VD(mul)(nk, PG_VD(set1)(0.693147180369123816490))),
+                          PG_VD(mul)(nk, PG_VD(set1)(1.90821492927058770002e-10)));
     }
-    PG_VLANES(k, n) y[k] = _mm512_set1_pd(1.0 / 6227020800.0);
+    PG_VLANES(k, n) y[k] = PG_VD(set1)(1.0 / 6227020800.0);
     _Pragma("GCC unroll 13") for (int i = 0; i < 13; i++)
     {
-        PG_VLANES(k, n) y[k] = _mm512_fmadd_pd(y[k], r[k], _mm512_set1_pd(c[i]));
+        PG_VLANES(k, n) y[k] = PG_VD(fmadd)(y[k], r[k], PG_VD(set1)(c[i]));
     }
     PG_VLANES(k, n)
     {
-        const __m512i biased = _mm512_add_epi64(_mm512_castpd_si512(kd[k]), _mm512_set1_epi64(1023));
-        y[k] = _mm512_mul_pd(y[k], _mm512_castsi512_pd(_mm512_slli_epi64(biased, 52))); /* p 2^n */
-        y[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], _mm512_set1_pd(-708.0), _CMP_GT_OQ), _mm512_setzero_pd(),
-                                    y[k]);
-        y[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], _mm512_set1_pd(709.0), _CMP_LT_OQ),
-                                    _mm512_set1_pd(INFINITY), y[k]);
-        y[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
+        const pg_vi biased = PG_VI(add_epi64)(PG_VD_BITS(kd[k]), PG_VI_SET1_64(1023));
+        y[k] = PG_VD(mul)(y[k], PG_VD_OF_BITS(PG_VI(slli_epi64)(biased, 52))); /* p 2^n */
+        y[k] = PG_VD_SELECT(PG_VD_CMP(x[k], PG_VD(set1)(-708.0), _CMP_GT_OQ), PG_VD(setzero)(), y[k]);
+        y[k] = PG_VD_SELECT(PG_VD_CMP(x[k], PG_VD(set1)(709.0), _CMP_LT_OQ), PG_VD(set1)(INFINITY), y[k]);
+        y[k] = PG_VD_SELECT(PG_VD_CMP(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
     }
 }
 
-/* pg_verf_with on 8 doubles, n vectors at once: fabs and copysign through the sign bit */
-static inline __attribute__((always_inline)) void pg_verf_with8_n(__m512d *erf, const __m512d *x, const __m512d *e,
-                                                                  int n)
+/* pg_verf_with: fabs and copysign through the sign bit */
+PG_ALWAYS_INLINE void pg_verf_with_n(pg_vd *erf, const pg_vd *x, const pg_vd *e, int n)
 {
     static const double cp[11] = {1.3720064546777686e-08, -1.6208483801871705e-07, 1.6447424703317362e-06,
                                   -1.492473690741966e-05, 0.00012055294904839707,  -0.0008548325975389692,
@@ -395,99 +524,97 @@ static inline __attribute__((always_inline)) void pg_verf_with8_n(__m512d *erf, 
                                   1.979561158209264e-06,  -7.340518284999869e-06, -8.079220411804128e-05,
                                   0.00019713917776008889, 0.0055888162818258785,  0.038560570425181566,
                                   0.16189356804102537,    0.2214295402299318};
-    const __m512i sign = _mm512_set1_epi64((long long)0x8000000000000000ull);
-    const __m512d one = _mm512_set1_pd(1.0);
-    __m512d a[4], z[4], p[4], u[4], q[4];
-    PG_VLANES(k, n) a[k] = _mm512_castsi512_pd(_mm512_andnot_si512(sign, _mm512_castpd_si512(x[k])));
-    PG_VLANES(k, n) z[k] = _mm512_mul_pd(a[k], a[k]);
-    PG_VLANES(k, n) p[k] = _mm512_set1_pd(-7.795898827002142e-10);
+    const pg_vi sign = PG_VI_SET1_64((long long)0x8000000000000000ull);
+    const pg_vd one = PG_VD(set1)(1.0);
+    pg_vd a[4], z[4], p[4], u[4], q[4];
+    PG_VLANES(k, n) a[k] = PG_VD_OF_BITS(PG_VI_BITS(andnot)(sign, PG_VD_BITS(x[k])));
+    PG_VLANES(k, n) z[k] = PG_VD(mul)(a[k], a[k]);
+    PG_VLANES(k, n) p[k] = PG_VD(set1)(-7.795898827002142e-10);
     _Pragma("GCC unroll 11") for (int i = 0; i < 11; i++)
     {
-        PG_VLANES(k, n) p[k] = _mm512_fmadd_pd(p[k], z[k], _mm512_set1_pd(cp[i]));
+        PG_VLANES(k, n) p[k] = PG_VD(fmadd)(p[k], z[k], PG_VD(set1)(cp[i]));
     }
     PG_VLANES(k, n)
     { /* the tail's argument ab, kept in [1, 6]; t = 1 / (1 + ab / 2) -> u in [-1, 1] */
-        const __mmask8 below6 = _mm512_cmp_pd_mask(a[k], _mm512_set1_pd(6.0), _CMP_LT_OQ);
-        const __m512d ab = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a[k], one, _CMP_LT_OQ),
-                                                _mm512_mask_blend_pd(below6, _mm512_set1_pd(6.0), a[k]), one);
-        const __m512d t = _mm512_div_pd(one, _mm512_fmadd_pd(_mm512_set1_pd(0.5), ab, one));
-        u[k] = _mm512_mul_pd(_mm512_sub_pd(t, _mm512_set1_pd(11.0 / 24.0)), _mm512_set1_pd(4.8));
+        const pg_vd_mask below6 = PG_VD_CMP(a[k], PG_VD(set1)(6.0), _CMP_LT_OQ);
+        const pg_vd ab = PG_VD_SELECT(PG_VD_CMP(a[k], one, _CMP_LT_OQ),
+                                      PG_VD_SELECT(below6, PG_VD(set1)(6.0), a[k]), one);
+        const pg_vd t = PG_VD(div)(one, PG_VD(fmadd)(PG_VD(set1)(0.5), ab, one));
+        u[k] = PG_VD(mul)(PG_VD(sub)(t, PG_VD(set1)(11.0 / 24.0)), PG_VD(set1)(4.8));
     }
-    PG_VLANES(k, n) q[k] = _mm512_set1_pd(1.8620989806815163e-11);
+    PG_VLANES(k, n) q[k] = PG_VD(set1)(1.8620989806815163e-11);
     _Pragma("GCC unroll 14") for (int i = 0; i < 14; i++)
     {
-        PG_VLANES(k, n) q[k] = _mm512_fmadd_pd(q[k], u[k], _mm512_set1_pd(cq[i]));
+        PG_VLANES(k, n) q[k] = PG_VD(fmadd)(q[k], u[k], PG_VD(set1)(cq[i]));
     }
     PG_VLANES(k, n)
     {
-        const __m512d near0 = _mm512_mul_pd(a[k], p[k]), tail = _mm512_sub_pd(one, _mm512_mul_pd(e[k], q[k]));
-        const __m512d far = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a[k], _mm512_set1_pd(6.0), _CMP_LT_OQ), one, tail);
-        const __m512d r = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a[k], one, _CMP_LT_OQ), far, near0);
-        const __m512i rs = _mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castpd_si512(r)),
-                                           _mm512_and_si512(sign, _mm512_castpd_si512(x[k])));
-        erf[k] = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x[k], x[k], _CMP_EQ_OQ), x[k], _mm512_castsi512_pd(rs));
+        const pg_vd near0 = PG_VD(mul)(a[k], p[k]), tail = PG_VD(sub)(one, PG_VD(mul)(e[k], q[k]));
+        const pg_vd far = PG_VD_SELECT(PG_VD_CMP(a[k], PG_VD(set1)(6.0), _CMP_LT_OQ), one, tail);
+        const pg_vd r = PG_VD_SELECT(PG_VD_CMP(a[k], one, _CMP_LT_OQ), far, near0);
+        const pg_vi rs =
+            PG_VI_BITS(or)(PG_VI_BITS(andnot)(sign, PG_VD_BITS(r)), PG_VI_BITS(and)(sign, PG_VD_BITS(x[k])));
+        erf[k] = PG_VD_SELECT(PG_VD_CMP(x[k], x[k], _CMP_EQ_OQ), x[k], PG_VD_OF_BITS(rs));
     }
 }
 
 /* pg_vgaussf */
-static inline __attribute__((always_inline)) void pg_vgaussf16_n(__m512 *e, const __m512 *x, int n)
+PG_ALWAYS_INLINE void pg_vgaussf_n(pg_vf *e, const pg_vf *x, int n)
 {
-    const __m512 half = _mm512_set1_ps(-0.5f);
-    __m512 h[4], l[4];
-    PG_VLANES(k, n) h[k] = _mm512_mul_ps(x[k], x[k]);
-    PG_VLANES(k, n) l[k] = _mm512_fmsub_ps(x[k], x[k], h[k]);
-    PG_VLANES(k, n) l[k] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(l[k], l[k], _CMP_EQ_OQ), l[k]);
-    PG_VLANES(k, n) h[k] = _mm512_mul_ps(half, h[k]);
-    pg_vexpf16_n(e, h, n);
-    PG_VLANES(k, n) e[k] = _mm512_fmadd_ps(_mm512_mul_ps(half, l[k]), e[k], e[k]);
+    const pg_vf half = PG_VF(set1)(-0.5f);
+    pg_vf h[4], l[4];
+    PG_VLANES(k, n) h[k] = PG_VF(mul)(x[k], x[k]);
+    PG_VLANES(k, n) l[k] = PG_VF(fmsub)(x[k], x[k], h[k]);
+    PG_VLANES(k, n) l[k] = PG_VF_KEEP(PG_VF_CMP(l[k], l[k], _CMP_EQ_OQ), l[k]);
+    PG_VLANES(k, n) h[k] = PG_VF(mul)(half, h[k]);
+    pg_vexpf_n(e, h, n);
+    PG_VLANES(k, n) e[k] = PG_VF(fmadd)(PG_VF(mul)(half, l[k]), e[k], e[k]);
 }
 
 /* pg_vncdff_r: Horner's steps from the leading coefficient */
-static inline __attribute__((always_inline)) void pg_vncdff_r16_n(__m512 *r, const __m512 *v, int n)
+PG_ALWAYS_INLINE void pg_vncdff_r_n(pg_vf *r, const pg_vf *v, int n)
 {
     static const float c[11] = {-0.25686460733413696f, 0.36453911662101746f, -0.17046022415161133f,
                                 -0.1298529952764511f,  0.1610693782567978f,  0.05792813003063202f,
                                 -0.13731645047664642f, -0.07483464479446411f, 0.14550715684890747f,
                                 0.2805614769458771f,   1.1558215717855091e-08f};
-    PG_VLANES(k, n) r[k] = _mm512_set1_ps(0.06841329485177994f);
+    PG_VLANES(k, n) r[k] = PG_VF(set1)(0.06841329485177994f);
     _Pragma("GCC unroll 11") for (int i = 0; i < 11; i++)
     {
-        PG_VLANES(k, n) r[k] = _mm512_fmadd_ps(r[k], v[k], _mm512_set1_ps(c[i]));
+        PG_VLANES(k, n) r[k] = PG_VF(fmadd)(r[k], v[k], PG_VF(set1)(c[i]));
     }
 }
 
 /* pg_vncdff_with, each select a blend: x < 0 ? -x : x with -x as 0 - x (the same where x < 0) */
-static inline __attribute__((always_inline)) void pg_vncdff_with16_n(__m512 *cdf, const __m512 *x, const __m512 *e,
-                                                                    int n)
+PG_ALWAYS_INLINE void pg_vncdff_with_n(pg_vf *cdf, const pg_vf *x, const pg_vf *e, int n)
 {
-    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f), c = _mm512_set1_ps(0.26190823316574097f);
-    __mmask16 neg[4];
-    __m512 a[4], d[4], t[4], dl[4], v[4], r[4];
-    PG_VLANES(k, n) neg[k] = _mm512_cmp_ps_mask(x[k], _mm512_setzero_ps(), _CMP_LT_OQ);
-    PG_VLANES(k, n) a[k] = _mm512_mask_blend_ps(neg[k], x[k], _mm512_sub_ps(_mm512_setzero_ps(), x[k]));
-    PG_VLANES(k, n) d[k] = _mm512_fmadd_ps(half, a[k], one);
-    PG_VLANES(k, n) t[k] = _mm512_div_ps(one, d[k]);
+    const pg_vf one = PG_VF(set1)(1.0f), half = PG_VF(set1)(0.5f), c = PG_VF(set1)(0.26190823316574097f);
+    pg_vf_mask neg[4];
+    pg_vf a[4], d[4], t[4], dl[4], v[4], r[4];
+    PG_VLANES(k, n) neg[k] = PG_VF_CMP(x[k], PG_VF(setzero)(), _CMP_LT_OQ);
+    PG_VLANES(k, n) a[k] = PG_VF_SELECT(neg[k], x[k], PG_VF(sub)(PG_VF(setzero)(), x[k]));
+    PG_VLANES(k, n) d[k] = PG_VF(fmadd)(half, a[k], one);
+    PG_VLANES(k, n) t[k] = PG_VF(div)(one, d[k]);
     PG_VLANES(k, n)
     {
-        const __m512 rem = _mm512_fmadd_ps(half, a[k], _mm512_sub_ps(one, d[k]));
-        dl[k] = _mm512_fnmadd_ps(rem, t[k], _mm512_fnmadd_ps(d[k], t[k], one));
+        const pg_vf rem = PG_VF(fmadd)(half, a[k], PG_VF(sub)(one, d[k]));
+        dl[k] = PG_VF(fnmadd)(rem, t[k], PG_VF(fnmadd)(d[k], t[k], one));
     }
-    PG_VLANES(k, n) v[k] = _mm512_sub_ps(t[k], _mm512_set1_ps(0.25999999046325684f));
-    pg_vncdff_r16_n(r, v, n);
+    PG_VLANES(k, n) v[k] = PG_VF(sub)(t[k], PG_VF(set1)(0.25999999046325684f));
+    pg_vncdff_r_n(r, v, n);
     PG_VLANES(k, n)
     {
-        const __m512 p = _mm512_add_ps(c, r[k]), p_err = _mm512_sub_ps(r[k], _mm512_sub_ps(p, c));
-        const __m512 slope =
-            _mm512_fmadd_ps(_mm512_set1_ps(0.6396522521972656f), v[k], _mm512_set1_ps(0.34231677651405334f));
-        const __m512 hi = _mm512_mul_ps(t[k], p);
-        const __m512 lo = _mm512_fmadd_ps(t[k], _mm512_fmadd_ps(dl[k], slope, p_err), _mm512_fmsub_ps(t[k], p, hi));
-        r[k] = _mm512_fmadd_ps(e[k], hi, _mm512_mul_ps(e[k], lo)); /* Phi(-a) */
+        const pg_vf p = PG_VF(add)(c, r[k]), p_err = PG_VF(sub)(r[k], PG_VF(sub)(p, c));
+        const pg_vf slope = PG_VF(fmadd)(PG_VF(set1)(0.6396522521972656f), v[k], PG_VF(set1)(0.34231677651405334f));
+        const pg_vf hi = PG_VF(mul)(t[k], p);
+        const pg_vf lo = PG_VF(fmadd)(t[k], PG_VF(fmadd)(dl[k], slope, p_err), PG_VF(fmsub)(t[k], p, hi));
+        r[k] = PG_VF(fmadd)(e[k], hi, PG_VF(mul)(e[k], lo)); /* Phi(-a) */
     }
     PG_VLANES(k, n)
     {
-        const __m512 tail = _mm512_mask_blend_ps(neg[k], _mm512_sub_ps(one, r[k]), r[k]);
-        const __m512 far = _mm512_mask_blend_ps(neg[k], one, _mm512_setzero_ps());
-        cdf[k] = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a[k], _mm512_set1_ps(14.0f), _CMP_GT_OQ), tail, far);
+        const pg_vf tail = PG_VF_SELECT(neg[k], PG_VF(sub)(one, r[k]), r[k]);
+        const pg_vf far = PG_VF_SELECT(neg[k], one, PG_VF(setzero)());
+        cdf[k] = PG_VF_SELECT(PG_VF_CMP(a[k], PG_VF(set1)(14.0f), _CMP_GT_OQ), tail, far);
     }
 }
 #endif

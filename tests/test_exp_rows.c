@@ -1,35 +1,39 @@
-/* The fused attention's softmax rows (autograd/exp_rows.h, exp_rows_f32 with AVX-512): four
- * chunks of 16 at a time through exp16_n side by side, against each chunk alone: its
- * exponentials those of exp16 on that chunk (or expf lane by lane where the chunk holds a
- * value above 1 or NaN), zeros from n[r] to the width, and each row's sum the chunks' vectors
- * added in order then reduced. Rows of every width from 1 to 80, every visible count, a value
- * above the maximum (expf's path) next to chunks that take exp16, -inf and NaN. Without
- * AVX-512 the file checks nothing: exp_rows is exp_row's loop there. */
+/* The fused attention's softmax rows (autograd/exp_rows.h, exp_rows_f32 with AVX-512 or AVX2):
+ * four chunks of a vector (16 or 8 floats) at a time through exp_vec_n side by side, against
+ * each chunk alone: its exponentials those of exp_vec on that chunk (or expf lane by lane
+ * where the chunk holds a value above 1 or NaN), zeros from n[r] to the width, and each row's
+ * sum the chunks' vectors added in order then reduced. Rows of every width from 1 to 80,
+ * every visible count, a value above the maximum (expf's path) next to chunks that take
+ * exp_vec, -inf and NaN. Without either the file checks the maxima only: exp_rows is
+ * exp_row's loop there. */
 #include "testutil.h"
 
 #include "../autograd/exp_rows.h"
 
-#if defined(__AVX512F__)
+#if defined(PG_VEC)
+enum { CH = PG_VF_LANES };
+
 /* row y (width w, n visible) as each chunk alone takes it: exponentials into want, the sum */
 static float chunk_by_chunk(float *want, const float *y, float m, int64_t n, int64_t w)
 {
-    const __m512 vm = _mm512_set1_ps(m);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t c = 0; c < w; c += 16) {
-        const __mmask16 live = c < n ? lanes_from(c, n) & lanes_from(c, w) : 0;
-        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, y + c), vm);
-        float tv[16], ev[16];
-        _mm512_storeu_ps(tv, t);
-        _mm512_storeu_ps(ev, exp16(t));
-        const bool small = (_mm512_cmp_ps_mask(t, _mm512_set1_ps(1.0f), _CMP_LE_OQ) & live) == live;
-        for (int l = 0; l < 16; l++)
-            ev[l] = !(live >> l & 1) ? 0.0f : small ? ev[l] : expf(tv[l]);
-        for (int64_t l = 0; l < 16 && c + l < w; l++)
+    pg_vf sum = PG_VF(setzero)();
+    for (int64_t c = 0; c < w; c += CH) {
+        const int64_t left = n - c < CH ? n - c : CH, live = left > 0 ? left : 0; /* n <= w */
+        float tv[CH], ev[CH];
+        for (int l = 0; l < CH; l++)
+            tv[l] = (l < live ? y[c + l] : 0.0f) - m;
+        PG_VF(storeu)(ev, exp_vec(PG_VF(loadu)(tv)));
+        bool small = true;
+        for (int l = 0; l < live; l++)
+            small = small && tv[l] <= 1.0f;
+        for (int l = 0; l < CH; l++)
+            ev[l] = l >= live ? 0.0f : small ? ev[l] : expf(tv[l]);
+        for (int64_t l = 0; l < CH && c + l < w; l++)
             want[c + l] = ev[l];
         if (live)
-            sum = _mm512_add_ps(sum, _mm512_loadu_ps(ev));
+            sum = PG_VF(add)(sum, PG_VF(loadu)(ev));
     }
-    return _mm512_reduce_add_ps(sum);
+    return PG_VF_SUM(sum);
 }
 
 Test(exp_rows, four_chunks_at_once_same_bits_as_one_at_a_time)
@@ -61,32 +65,32 @@ Test(exp_rows, four_chunks_at_once_same_bits_as_one_at_a_time)
             }
 }
 
-/* exp16's own values: within 1.2e-7 relative of expf's from -87 to 1, 0 below 2^-126 */
-Test(exp_rows, exp16_within_its_bound)
+/* exp_vec's own values: within 1.2e-7 relative of expf's from -87 to 1, 0 below 2^-126 */
+Test(exp_rows, exp_vec_within_its_bound)
 {
-    float t[64], e[64];
-    __m512 tv[4], ev[4];
+    float t[4 * CH], e[4 * CH];
+    pg_vf tv[4], ev[4];
     for (float base = -100.0f; base < 1.0f; base += 0.37f) {
-        for (int l = 0; l < 64; l++)
+        for (int l = 0; l < 4 * CH; l++)
             t[l] = fminf(base + 0.0057f * (float)l, 1.0f);
         for (int k = 0; k < 4; k++)
-            tv[k] = _mm512_loadu_ps(t + 16 * k);
-        exp16_n(ev, tv, 4);
+            tv[k] = PG_VF(loadu)(t + CH * k);
+        exp_vec_n(ev, tv, 4);
         for (int k = 0; k < 4; k++)
-            _mm512_storeu_ps(e + 16 * k, ev[k]);
-        for (int l = 0; l < 64; l++) {
+            PG_VF(storeu)(e + CH * k, ev[k]);
+        for (int l = 0; l < 4 * CH; l++) {
             const double ref = exp((double)t[l]);
             if (ref < 0x1p-126)
-                cr_assert(e[l] == 0.0f || fabs(e[l] - ref) <= 1.2e-7 * ref, "exp16(%a) = %a", t[l], e[l]);
+                cr_assert(e[l] == 0.0f || fabs(e[l] - ref) <= 1.2e-7 * ref, "exp_vec(%a) = %a", t[l], e[l]);
             else
-                cr_assert_leq(fabs(e[l] - ref), 1.2e-7 * ref, "exp16(%a) = %a, exp %a", t[l], e[l], ref);
+                cr_assert_leq(fabs(e[l] - ref), 1.2e-7 * ref, "exp_vec(%a) = %a, exp %a", t[l], e[l], ref);
         }
     }
 }
 #endif
 
 /* the rows' maxima that set m: NaN ignored, -inf for none (the float form in vectors with
- * AVX-512, the double form op_util.h's) */
+ * AVX-512 or AVX2, the double form op_util.h's) */
 Test(exp_rows, row_max_ignores_nan)
 {
     const float xf[21] = {1, NAN, 3, -2, NAN, 7.5f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NAN, 7.25f, -INFINITY};

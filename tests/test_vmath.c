@@ -150,11 +150,15 @@ Test(vmath, float_normal_cdf_and_gelu_at_sampled_floats)
     cr_assert_eq(pg_vncdff(14.0f), 1.0f);
 }
 
-/* pg_vexpf16 (AVX-512): pg_vexpf's bits, 16 floats at a time, at every 1021st float bit
- * pattern (both signs: +-0, subnormals, the clamps at -87 and 88, overflow, +-inf, NaN) and
- * at the ends of its range (checked over all 2^32 floats when it was written) */
-#if defined(__AVX512F__)
-Test(vmath, float_exp_16_lanes_same_bits)
+/* The vector forms (tensor/vmath.h, AVX-512's 16 floats / 8 doubles a register or AVX2's 8 /
+ * 4; without either these tests are not built). L and LD: this build's lanes. */
+#if defined(PG_VEC)
+enum { L = PG_VF_LANES, LD = PG_VD_LANES };
+
+/* pg_vexpf_v: pg_vexpf's bits, a vector at a time, at every 1021st float bit pattern (both
+ * signs: +-0, subnormals, the clamps at -87 and 88, overflow, +-inf, NaN) and at the ends of
+ * its range (checked over all 2^32 floats when it was written) */
+Test(vmath, float_exp_vector_same_bits)
 {
     const float edges[16] = {-87.0f, -87.00001f, -86.99999f, 88.0f, 88.72283f, 88.72284f, 88.73f, -88.0f,
                              0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_TRUE_MIN, -FLT_TRUE_MIN, 1e-20f};
@@ -162,97 +166,97 @@ Test(vmath, float_exp_16_lanes_same_bits)
     for (uint64_t b = 0; b < (1ull << 32) + 16 * 1021; b += 16 * 1021) {
         for (int l = 0; l < 16; l++)
             x[l] = b < (1ull << 32) ? float_of_bits((uint32_t)(b + (uint64_t)l * 1021)) : edges[l];
-        _mm512_storeu_ps(got, pg_vexpf16(_mm512_loadu_ps(x)));
+        for (int v = 0; v < 16; v += L)
+            PG_VF(storeu)(got + v, pg_vexpf_v(PG_VF(loadu)(x + v)));
         for (int l = 0; l < 16; l++) {
             const float want = pg_vexpf(x[l]);
-            cr_assert(!memcmp(&got[l], &want, sizeof want), "pg_vexpf16(%a) = %a, pg_vexpf's %a", x[l], got[l], want);
+            cr_assert(!memcmp(&got[l], &want, sizeof want), "pg_vexpf_v(%a) = %a, pg_vexpf's %a", x[l], got[l], want);
         }
     }
 }
-#endif
 
-/* pg_vgaussf16_n and pg_vncdff_with16_n (AVX-512): pg_vgaussf's and pg_vncdff_with's bits, four
- * vectors at a time and one, at every 1021st float bit pattern (both signs: +-0, subnormals,
- * the tails past 13.2 and 14, +-inf, NaN) and at the edges of their branches */
-#if defined(__AVX512F__)
+/* pg_vgaussf_n and pg_vncdff_with_n: pg_vgaussf's and pg_vncdff_with's bits, four vectors at
+ * a time and one, at every 1021st float bit pattern (both signs: +-0, subnormals, the tails
+ * past 13.2 and 14, +-inf, NaN) and at the edges of their branches */
 static void gauss_ncdf_lanes_match(const float *x, int n)
 {
-    __m512 xv[4], e[4], cdf[4];
-    float got_e[64], got_cdf[64];
+    pg_vf xv[4], e[4], cdf[4];
+    float got_e[4 * L], got_cdf[4 * L];
     for (int k = 0; k < n; k++)
-        xv[k] = _mm512_loadu_ps(x + 16 * k);
+        xv[k] = PG_VF(loadu)(x + L * k);
     if (n == 4) {
-        pg_vgaussf16_n(e, xv, 4);
-        pg_vncdff_with16_n(cdf, xv, e, 4);
+        pg_vgaussf_n(e, xv, 4);
+        pg_vncdff_with_n(cdf, xv, e, 4);
     } else {
-        pg_vgaussf16_n(e, xv, 1);
-        pg_vncdff_with16_n(cdf, xv, e, 1);
+        pg_vgaussf_n(e, xv, 1);
+        pg_vncdff_with_n(cdf, xv, e, 1);
     }
     for (int k = 0; k < n; k++) {
-        _mm512_storeu_ps(got_e + 16 * k, e[k]);
-        _mm512_storeu_ps(got_cdf + 16 * k, cdf[k]);
+        PG_VF(storeu)(got_e + L * k, e[k]);
+        PG_VF(storeu)(got_cdf + L * k, cdf[k]);
     }
-    for (int l = 0; l < 16 * n; l++) {
+    for (int l = 0; l < L * n; l++) {
         const float want_e = pg_vgaussf(x[l]), want_cdf = pg_vncdff_with(x[l], want_e);
-        cr_assert(!memcmp(&got_e[l], &want_e, sizeof want_e), "pg_vgaussf16_n(%a) = %a, pg_vgaussf's %a", x[l],
+        cr_assert(!memcmp(&got_e[l], &want_e, sizeof want_e), "pg_vgaussf_n(%a) = %a, pg_vgaussf's %a", x[l],
                   got_e[l], want_e);
-        cr_assert(!memcmp(&got_cdf[l], &want_cdf, sizeof want_cdf), "pg_vncdff_with16_n(%a) = %a, pg_vncdff_with's %a",
+        cr_assert(!memcmp(&got_cdf[l], &want_cdf, sizeof want_cdf), "pg_vncdff_with_n(%a) = %a, pg_vncdff_with's %a",
                   x[l], got_cdf[l], want_cdf);
     }
 }
 
-Test(vmath, float_gauss_and_normal_cdf_16_lanes_same_bits)
+Test(vmath, float_gauss_and_normal_cdf_vectors_same_bits)
 {
     const float edges[16] = {14.0f, 14.000001f, -14.0f, -14.000001f, 13.2f, -13.2f, 1.85f, -1.85f,
                              0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_TRUE_MIN, -FLT_TRUE_MIN, 1e-20f};
-    float x[64];
-    for (uint64_t b = 0; b < (1ull << 32); b += 64 * 1021) {
-        for (int l = 0; l < 64; l++)
+    float x[4 * L];
+    for (uint64_t b = 0; b < (1ull << 32); b += 4 * L * 1021) {
+        for (int l = 0; l < 4 * L; l++)
             x[l] = float_of_bits((uint32_t)(b + (uint64_t)l * 1021));
         gauss_ncdf_lanes_match(x, 4);
-        gauss_ncdf_lanes_match(x + 16, 1);
+        gauss_ncdf_lanes_match(x + L, 1);
     }
-    gauss_ncdf_lanes_match(edges, 1);
+    for (int v = 0; v < 16; v += L)
+        gauss_ncdf_lanes_match(edges + v, 1);
 }
 
-/* pg_vexp8_n and pg_verf_with8_n (AVX-512): pg_vexp's and pg_verf_with's bits, four vectors
- * at a time and one, at a million doubles of every exponent (random bit patterns), a million
- * in [-40, 40] and at the edges of their branches (the clamps at -708 and 709, erf's pieces
- * at 1 and 6, +-0, subnormals, +-inf, NaN) */
+/* pg_vexp_n and pg_verf_with_n: pg_vexp's and pg_verf_with's bits, four vectors at a time and
+ * one, at a million doubles of every exponent (random bit patterns), a million in [-40, 40]
+ * and at the edges of their branches (the clamps at -708 and 709, erf's pieces at 1 and 6,
+ * +-0, subnormals, +-inf, NaN) */
 static void exp_erf_lanes_match(const double *x, int n)
 {
-    __m512d xv[4], e[4], erf[4];
-    double got_e[32], got_erf[32];
+    pg_vd xv[4], e[4], erf[4];
+    double got_e[4 * LD], got_erf[4 * LD];
     for (int k = 0; k < n; k++)
-        xv[k] = _mm512_loadu_pd(x + 8 * k);
-    __m512d in_place[4]; /* pg_vexp8_n's result over its argument, as exp_row_f64 takes it */
+        xv[k] = PG_VD(loadu)(x + LD * k);
+    pg_vd in_place[4]; /* pg_vexp_n's result over its argument, as exp_row_f64 takes it */
     for (int k = 0; k < n; k++)
         in_place[k] = xv[k];
     if (n == 4) {
-        pg_vexp8_n(e, xv, 4);
-        pg_vexp8_n(in_place, in_place, 4);
-        pg_verf_with8_n(erf, xv, e, 4);
+        pg_vexp_n(e, xv, 4);
+        pg_vexp_n(in_place, in_place, 4);
+        pg_verf_with_n(erf, xv, e, 4);
     } else {
-        pg_vexp8_n(e, xv, 1);
-        pg_vexp8_n(in_place, in_place, 1);
-        pg_verf_with8_n(erf, xv, e, 1);
+        pg_vexp_n(e, xv, 1);
+        pg_vexp_n(in_place, in_place, 1);
+        pg_verf_with_n(erf, xv, e, 1);
     }
     for (int k = 0; k < n; k++)
-        cr_assert(!memcmp(&in_place[k], &e[k], sizeof e[k]), "pg_vexp8_n in place differs");
+        cr_assert(!memcmp(&in_place[k], &e[k], sizeof e[k]), "pg_vexp_n in place differs");
     for (int k = 0; k < n; k++) {
-        _mm512_storeu_pd(got_e + 8 * k, e[k]);
-        _mm512_storeu_pd(got_erf + 8 * k, erf[k]);
+        PG_VD(storeu)(got_e + LD * k, e[k]);
+        PG_VD(storeu)(got_erf + LD * k, erf[k]);
     }
-    for (int l = 0; l < 8 * n; l++) {
+    for (int l = 0; l < LD * n; l++) {
         const double want_e = pg_vexp(x[l]), want_erf = pg_verf_with(x[l], want_e);
-        cr_assert(!memcmp(&got_e[l], &want_e, sizeof want_e), "pg_vexp8_n(%a) = %a, pg_vexp's %a", x[l], got_e[l],
+        cr_assert(!memcmp(&got_e[l], &want_e, sizeof want_e), "pg_vexp_n(%a) = %a, pg_vexp's %a", x[l], got_e[l],
                   want_e);
-        cr_assert(!memcmp(&got_erf[l], &want_erf, sizeof want_erf), "pg_verf_with8_n(%a) = %a, pg_verf_with's %a",
+        cr_assert(!memcmp(&got_erf[l], &want_erf, sizeof want_erf), "pg_verf_with_n(%a) = %a, pg_verf_with's %a",
                   x[l], got_erf[l], want_erf);
     }
 }
 
-Test(vmath, double_exp_and_erf_8_lanes_same_bits)
+Test(vmath, double_exp_and_erf_vectors_same_bits)
 {
     const double edges[40] = {-708.0, -708.0000000001, -707.9999999, 709.0, 709.0000000001, 708.9999999, -745.0, 710.0,
                               1.0, 0.9999999999999999, 1.0000000000000002, -1.0, 6.0, 5.999999999999999, -6.0, 6.5,
@@ -269,11 +273,40 @@ Test(vmath, double_exp_and_erf_8_lanes_same_bits)
             memcpy(&v, &bits, sizeof v);
             x[l] = i % 2 ? v : 80.0 * pg_rng_uniform(&r) - 40.0;
         }
-        exp_erf_lanes_match(x, 4);
-        exp_erf_lanes_match(x + 8, 1);
+        for (int v = 0; v < 32; v += 4 * LD)
+            exp_erf_lanes_match(x + v, 4);
+        exp_erf_lanes_match(x + LD, 1);
     }
-    exp_erf_lanes_match(edges, 4);
-    exp_erf_lanes_match(edges + 32, 1);
+    for (int v = 0; v + 4 * LD <= 40; v += 4 * LD)
+        exp_erf_lanes_match(edges + v, 4);
+    for (int v = 0; v < 40; v += LD)
+        exp_erf_lanes_match(edges + v, 1);
+}
+
+/* the partial loads and stores (pg_vf_loadn, pg_vf_storen and the double ones): the first
+ * count lanes, the others 0 loaded and untouched stored */
+Test(vmath, partial_vectors_load_and_store_their_lanes_only)
+{
+    float xf[L], yf[L];
+    double xd[LD], yd[LD];
+    for (int count = 1; count <= L; count++) {
+        for (int l = 0; l < L; l++)
+            xf[l] = (float)(l + 1), yf[l] = -1.0f;
+        pg_vf_storen(yf, count, pg_vf_loadn(xf, count));
+        for (int l = 0; l < L; l++)
+            cr_assert_eq(yf[l], l < count ? xf[l] : -1.0f, "float, %d lanes: lane %d is %g", count, l, yf[l]);
+        float all[L];
+        PG_VF(storeu)(all, pg_vf_loadn(xf, count));
+        for (int l = count; l < L; l++)
+            cr_assert_eq(all[l], 0.0f, "float, %d lanes: lane %d loaded as %g", count, l, all[l]);
+    }
+    for (int count = 1; count <= LD; count++) {
+        for (int l = 0; l < LD; l++)
+            xd[l] = l + 1, yd[l] = -1.0;
+        pg_vd_storen(yd, count, pg_vd_loadn(xd, count));
+        for (int l = 0; l < LD; l++)
+            cr_assert_eq(yd[l], l < count ? xd[l] : -1.0, "double, %d lanes: lane %d is %g", count, l, yd[l]);
+    }
 }
 #endif
 
