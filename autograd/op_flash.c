@@ -409,9 +409,10 @@ DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
  * that takes the vector in a register keeps it there). A fused causal forward and backward,
  * B 8 H 4 L 256 D 32, 1 thread, full-width AVX-512 EPYC: float64 11.2 -> 9.7 ms; the float
  * block, whose loads gcc already kept, lost 3-6% with it and goes without.
- * With AVX2 (16 registers of 8 floats) a block is 6 rows x 2 vectors of floats (the last 4 or 2
- * rows of 64 or 32 in blocks of 2) or 2 x 4 of doubles, B's row pinned in both: the generic
- * 8 x 32 block had 32 accumulators and lived on the stack. The same call on a Zen 3 EPYC (AVX2
+ * With AVX2 (16 registers of 8 floats) a block is 6 rows x 2 vectors of floats (the last 4 rows
+ * of 64 in a block of 4, the last 2 of 32 in a block of 2) or 2 x 4 of doubles, B's row pinned
+ * in all: the generic 8 x 32 block had 32 accumulators and lived on the stack. The same call
+ * on a Zen 3 EPYC (AVX2
  * only), medians of alternated runs: float 21.8 -> 16.4 ms at 1 thread with blocks of 4 x 2,
  * 11.2 -> 8.0 at 2; blocks of 6 x 2 a further 11-12% (paired calls in one process); double
  * 45.1 -> 27.7 at 1 (33.4 unpinned). */
@@ -468,6 +469,8 @@ DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m512d, RB_f64, CB / 8, 8, _mm5
 #elif defined(__AVX2__) && defined(__FMA__)
 DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m256, RB_f32, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
                      _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
+DEFINE_ACC_BLOCK_VEC(acc_quad_vec_f32, float, __m256, 4, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
+                     _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
 DEFINE_ACC_BLOCK_VEC(acc_pair_vec_f32, float, __m256, 2, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
                      _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
 DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd,
@@ -476,6 +479,8 @@ DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m256d, RB_f64, CB / 4, 4, _mm2
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #define ACC_PAIR_VEC_f32 acc_pair_vec_f32
 #define ACC_PAIR_VEC_f64 acc_block_vec_f64 /* RB_f64 is 2 */
+#define ACC_QUAD_VEC_f32 acc_quad_vec_f32
+#define ACC_QUAD_VEC_f64 acc_block_vec_f64 /* never called: RB_f64 is 2 */
 #endif
 
 #define FLASH_T float
