@@ -178,10 +178,10 @@ static void lse_rows16_f32(float *lse, double *xsum, const float *x, int64_t C, 
         }
     }
     double sum[16];
-    pg_row_totals8(sum, slo, shi);
-    pg_row_totals8(sum + 8, slo + 8, shi + 8);
-    pg_row_totals8(xsum, xlo, xhi);
-    pg_row_totals8(xsum + 8, xlo + 8, xhi + 8);
+    pg_row_totals(sum, (pg_vd *const[]){slo, shi});
+    pg_row_totals(sum + 8, (pg_vd *const[]){slo + 8, shi + 8});
+    pg_row_totals(xsum, (pg_vd *const[]){xlo, xhi});
+    pg_row_totals(xsum + 8, (pg_vd *const[]){xlo + 8, xhi + 8});
     for (int q = 0; q < n; q++)
         lse[q] = (float)((double)m[q] + log(sum[q]));
 }

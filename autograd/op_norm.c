@@ -18,6 +18,7 @@
 #include "op_util.h"
 
 #include "../tensor/threadpool.h"
+#include "../tensor/vmath.h" /* PG_VEC: the rows in vectors below */
 
 #include <tgmath.h>
 
@@ -133,35 +134,50 @@ DEFINE_ROW_SUMS(double, f64)
 DEFINE_NORM(float, f32)
 DEFINE_NORM(double, f64)
 
-/* ---- float rows of whole zmm registers (AVX-512): the same arithmetic, 8 rows at a time ----
+/* ---- float rows of whole vectors (AVX-512 or AVX2): the same arithmetic, several rows at a time
  * The loops above end each row's sums in a chain of 16 dependent additions, and gcc keeps
  * their partial sums on the stack: a (2048, 128) float layer norm took 0.09-0.12 ms forward
  * and 0.14-0.19 backward (1 thread, full-width AVX-512 EPYC), here 0.06-0.08 and 0.10-0.14;
- * five of them are in a step of the toy model. Here 8 rows' final sums run side by side in
- * one vector (autograd/lane_sums.h). Every other operation is the loops' own, element by
- * element (no fma where they have none): the same bits (tests/test_norm_rows.c). D a
- * multiple of 16. */
-#if defined(__AVX512F__)
+ * five of them are in a step of the toy model. Here PG_SUM_ROWS rows' final sums (8 with
+ * AVX-512, 4 with AVX2) run side by side in one vector (autograd/lane_sums.h). Every other
+ * operation is the loops' own, element by element (no fma where they have none): the same
+ * bits (tests/test_norm_rows.c). D a multiple of 16. */
+#if defined(PG_VEC)
 #include "lane_sums.h"
 
+enum { NORM_ROWS = PG_SUM_ROWS, NORM_PARTS = PG_SUM_PARTS, VF = PG_VF_LANES };
+
 /* the partial sums of rows q < n of x (rows of D): of x, or with mean of (x - mean[q])^2;
- * rows n .. 7 zero */
-static void row_parts(__m512d lo[8], __m512d hi[8], const float *x, int64_t D, int n, const double *mean)
+ * rows n .. NORM_ROWS - 1 zero. part[p][q]: row q's lanes from p PG_VD_LANES on */
+static void row_parts(pg_vd part[NORM_PARTS][NORM_ROWS], const float *x, int64_t D, int n, const double *mean)
 {
-    for (int q = 0; q < 8; q++) {
-        __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
-        const __m512d m = _mm512_set1_pd(mean && q < n ? mean[q] : 0.0);
-        for (int64_t j = 0; q < n && j < D; j += 16) {
-            const __m512 v = _mm512_loadu_ps(x + q * D + j);
-            __m512d dl = pg_lo_pd(v), dh = pg_hi_pd(v);
-            if (mean) {
-                dl = _mm512_sub_pd(dl, m), dh = _mm512_sub_pd(dh, m);
-                dl = _mm512_mul_pd(dl, dl), dh = _mm512_mul_pd(dh, dh);
+    for (int q = 0; q < NORM_ROWS; q++) {
+        pg_vd a[NORM_PARTS];
+        for (int p = 0; p < NORM_PARTS; p++)
+            a[p] = PG_VD(setzero)();
+        const pg_vd m = PG_VD(set1)(mean && q < n ? mean[q] : 0.0);
+        for (int64_t j = 0; q < n && j < D; j += 16)
+            for (int f = 0; f < PG_SUM_FLOATS; f++) {
+                const pg_vf v = PG_VF(loadu)(x + q * D + j + f * VF);
+                pg_vd dl = pg_lo_pd(v), dh = pg_hi_pd(v);
+                if (mean) {
+                    dl = PG_VD(sub)(dl, m), dh = PG_VD(sub)(dh, m);
+                    dl = PG_VD(mul)(dl, dl), dh = PG_VD(mul)(dh, dh);
+                }
+                a[2 * f] = PG_VD(add)(a[2 * f], dl), a[2 * f + 1] = PG_VD(add)(a[2 * f + 1], dh);
             }
-            a = _mm512_add_pd(a, dl), b = _mm512_add_pd(b, dh);
-        }
-        lo[q] = a, hi[q] = b;
+        for (int p = 0; p < NORM_PARTS; p++)
+            part[p][q] = a[p];
     }
+}
+
+/* out[q] = the total of row q's partial sums (pg_row_totals over part's registers) */
+static void row_totals(double *out, pg_vd part[NORM_PARTS][NORM_ROWS])
+{
+    pg_vd *rows[NORM_PARTS];
+    for (int p = 0; p < NORM_PARTS; p++)
+        rows[p] = part[p];
+    pg_row_totals(out, rows);
 }
 
 /* norm_fwd_f32 for D a multiple of 16; false (nothing done) for another D */
@@ -171,85 +187,88 @@ static bool norm_fwd_vec_f32(float *restrict y, const float *restrict x, const f
 {
     if (D % 16 != 0)
         return false;
-    for (int64_t r0 = 0; r0 < rows; r0 += 8) {
-        const int n = rows - r0 < 8 ? (int)(rows - r0) : 8;
+    for (int64_t r0 = 0; r0 < rows; r0 += NORM_ROWS) {
+        const int n = rows - r0 < NORM_ROWS ? (int)(rows - r0) : NORM_ROWS;
         const float *xb = x + r0 * D;
-        __m512d lo[8], hi[8];
-        double mean[8] = {0}, var[8];
+        pg_vd part[NORM_PARTS][NORM_ROWS];
+        double mean[NORM_ROWS] = {0}, var[NORM_ROWS];
         if (center) {
-            row_parts(lo, hi, xb, D, n, NULL);
-            pg_row_totals8(mean, lo, hi);
-            for (int q = 0; q < 8; q++)
+            row_parts(part, xb, D, n, NULL);
+            row_totals(mean, part);
+            for (int q = 0; q < NORM_ROWS; q++)
                 mean[q] /= (double)D;
         }
-        row_parts(lo, hi, xb, D, n, mean);
-        pg_row_totals8(var, lo, hi);
+        row_parts(part, xb, D, n, mean);
+        row_totals(var, part);
         for (int q = 0; q < n; q++) {
             const double rstd = 1.0 / sqrt(var[q] / (double)D + eps);
             if (stats)
                 stats[2 * (r0 + q)] = mean[q], stats[2 * (r0 + q) + 1] = rstd;
-            const __m512 mu = _mm512_set1_ps((float)mean[q]), rs = _mm512_set1_ps((float)rstd);
-            for (int64_t j = 0; j < D; j += 16) { /* (x - mu) rs w + b; w = 1, b = 0 when absent */
-                __m512 t = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xb + q * D + j), mu), rs);
-                t = _mm512_mul_ps(t, w ? _mm512_loadu_ps(w + j) : _mm512_set1_ps(1.0f));
-                t = _mm512_add_ps(t, b ? _mm512_loadu_ps(b + j) : _mm512_setzero_ps());
-                _mm512_storeu_ps(y + (r0 + q) * D + j, t);
+            const pg_vf mu = PG_VF(set1)((float)mean[q]), rs = PG_VF(set1)((float)rstd);
+            for (int64_t j = 0; j < D; j += VF) { /* (x - mu) rs w + b; w = 1, b = 0 when absent */
+                pg_vf t = PG_VF(mul)(PG_VF(sub)(PG_VF(loadu)(xb + q * D + j), mu), rs);
+                t = PG_VF(mul)(t, w ? PG_VF(loadu)(w + j) : PG_VF(set1)(1.0f));
+                t = PG_VF(add)(t, b ? PG_VF(loadu)(b + j) : PG_VF(setzero)());
+                PG_VF(storeu)(y + (r0 + q) * D + j, t);
             }
         }
     }
     return true;
 }
 
-/* aw[j] += dy xhat, ab[j] += dy for a row's 16 columns from j (each NULL when not asked for) */
-static inline void affine_grads16(double *restrict aw, double *restrict ab, __m512 g, __m512 xhat, int64_t j)
+/* aw[j] += dy xhat, ab[j] += dy for a row's vector of columns from j (each NULL when not asked for) */
+static inline void affine_grads_vec(double *restrict aw, double *restrict ab, pg_vf g, pg_vf xhat, int64_t j)
 {
     if (aw) {
-        const __m512 p = _mm512_mul_ps(g, xhat);
-        _mm512_storeu_pd(aw + j, _mm512_add_pd(_mm512_loadu_pd(aw + j), pg_lo_pd(p)));
-        _mm512_storeu_pd(aw + j + 8, _mm512_add_pd(_mm512_loadu_pd(aw + j + 8), pg_hi_pd(p)));
+        const pg_vf p = PG_VF(mul)(g, xhat);
+        PG_VD(storeu)(aw + j, PG_VD(add)(PG_VD(loadu)(aw + j), pg_lo_pd(p)));
+        PG_VD(storeu)(aw + j + VF / 2, PG_VD(add)(PG_VD(loadu)(aw + j + VF / 2), pg_hi_pd(p)));
     }
     if (ab) {
-        _mm512_storeu_pd(ab + j, _mm512_add_pd(_mm512_loadu_pd(ab + j), pg_lo_pd(g)));
-        _mm512_storeu_pd(ab + j + 8, _mm512_add_pd(_mm512_loadu_pd(ab + j + 8), pg_hi_pd(g)));
+        PG_VD(storeu)(ab + j, PG_VD(add)(PG_VD(loadu)(ab + j), pg_lo_pd(g)));
+        PG_VD(storeu)(ab + j + VF / 2, PG_VD(add)(PG_VD(loadu)(ab + j + VF / 2), pg_hi_pd(g)));
     }
 }
 
 /* One row of the backward (gy, x: its D values; mu, rs: its statistics): aw and ab += its
- * terms and, with sums, its lane sums into part[k][q]: k 0 and 1 those of dxhat (lanes 0-7,
- * 8-15), 2 and 3 those of dxhat xhat (summed in locals: through part, which may alias aw and
+ * terms and, with sums, its lane sums into part[k][q]: k < NORM_PARTS those of dxhat, from
+ * NORM_PARTS on those of dxhat xhat (summed in locals: through part, which may alias aw and
  * ab, every addition went by memory and waited on the last one's store, and the backward
  * took 0.16 ms instead of 0.10) */
-static void row_grad_parts(__m512d part[4][8], int q, double *restrict aw, double *restrict ab,
+static void row_grad_parts(pg_vd part[2 * NORM_PARTS][NORM_ROWS], int q, double *restrict aw, double *restrict ab,
                            const float *restrict gy, const float *restrict x, const float *restrict w, int64_t D,
                            float mu, float rs, bool sums)
 {
-    const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
-    __m512d d0 = _mm512_setzero_pd(), d1 = d0, x0 = d0, x1 = d0;
-    for (int64_t j = 0; j < D; j += 16) {
-        const __m512 g = _mm512_loadu_ps(gy + j);
-        const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmu), vrs);
-        affine_grads16(aw, ab, g, xhat, j);
-        if (!sums)
-            continue;
-        const __m512 dv = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g, dxv = _mm512_mul_ps(dv, xhat);
-        d0 = _mm512_add_pd(d0, pg_lo_pd(dv)), d1 = _mm512_add_pd(d1, pg_hi_pd(dv));
-        x0 = _mm512_add_pd(x0, pg_lo_pd(dxv)), x1 = _mm512_add_pd(x1, pg_hi_pd(dxv));
-    }
-    part[0][q] = d0, part[1][q] = d1, part[2][q] = x0, part[3][q] = x1;
+    const pg_vf vmu = PG_VF(set1)(mu), vrs = PG_VF(set1)(rs);
+    pg_vd d[NORM_PARTS], dx[NORM_PARTS];
+    for (int p = 0; p < NORM_PARTS; p++)
+        d[p] = dx[p] = PG_VD(setzero)();
+    for (int64_t j = 0; j < D; j += 16)
+        for (int f = 0; f < PG_SUM_FLOATS; f++) {
+            const pg_vf g = PG_VF(loadu)(gy + j + f * VF);
+            const pg_vf xhat = PG_VF(mul)(PG_VF(sub)(PG_VF(loadu)(x + j + f * VF), vmu), vrs);
+            affine_grads_vec(aw, ab, g, xhat, j + f * VF);
+            if (!sums)
+                continue;
+            const pg_vf dv = w ? PG_VF(mul)(g, PG_VF(loadu)(w + j + f * VF)) : g, dxv = PG_VF(mul)(dv, xhat);
+            d[2 * f] = PG_VD(add)(d[2 * f], pg_lo_pd(dv)), d[2 * f + 1] = PG_VD(add)(d[2 * f + 1], pg_hi_pd(dv));
+            dx[2 * f] = PG_VD(add)(dx[2 * f], pg_lo_pd(dxv)), dx[2 * f + 1] = PG_VD(add)(dx[2 * f + 1], pg_hi_pd(dxv));
+        }
+    for (int p = 0; p < NORM_PARTS; p++)
+        part[p][q] = d[p], part[NORM_PARTS + p][q] = dx[p];
 }
 
 /* gx's row (+)= rs (dy w - md - (x - mu) rs mdx) */
 static void row_dx(float *restrict gx, const float *restrict gy, const float *restrict x, const float *restrict w,
                    int64_t D, float mu, float rs, float md, float mdx, bool assign)
 {
-    const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs), vmd = _mm512_set1_ps(md),
-                 vmdx = _mm512_set1_ps(mdx);
-    for (int64_t j = 0; j < D; j += 16) {
-        const __m512 g = _mm512_loadu_ps(gy + j);
-        const __m512 d = w ? _mm512_mul_ps(g, _mm512_loadu_ps(w + j)) : g;
-        const __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vmu), vrs);
-        const __m512 t = _mm512_mul_ps(vrs, _mm512_sub_ps(_mm512_sub_ps(d, vmd), _mm512_mul_ps(xhat, vmdx)));
-        _mm512_storeu_ps(gx + j, assign ? t : _mm512_add_ps(_mm512_loadu_ps(gx + j), t));
+    const pg_vf vmu = PG_VF(set1)(mu), vrs = PG_VF(set1)(rs), vmd = PG_VF(set1)(md), vmdx = PG_VF(set1)(mdx);
+    for (int64_t j = 0; j < D; j += VF) {
+        const pg_vf g = PG_VF(loadu)(gy + j);
+        const pg_vf d = w ? PG_VF(mul)(g, PG_VF(loadu)(w + j)) : g;
+        const pg_vf xhat = PG_VF(mul)(PG_VF(sub)(PG_VF(loadu)(x + j), vmu), vrs);
+        const pg_vf t = PG_VF(mul)(vrs, PG_VF(sub)(PG_VF(sub)(d, vmd), PG_VF(mul)(xhat, vmdx)));
+        PG_VF(storeu)(gx + j, assign ? t : PG_VF(add)(PG_VF(loadu)(gx + j), t));
     }
 }
 
@@ -260,12 +279,13 @@ static bool norm_bwd_vec_f32(float *restrict gx, double *restrict aw, double *re
 {
     if (D % 16 != 0)
         return false;
-    for (int64_t r0 = 0; r0 < rows; r0 += 8) {
-        const int n = rows - r0 < 8 ? (int)(rows - r0) : 8;
-        __m512d part[4][8]; /* row_grad_parts' lane sums; rows n .. 7 zero */
-        float mu[8], rs[8];
-        for (int q = 0; q < 8; q++) {
-            part[0][q] = part[1][q] = part[2][q] = part[3][q] = _mm512_setzero_pd();
+    for (int64_t r0 = 0; r0 < rows; r0 += NORM_ROWS) {
+        const int n = rows - r0 < NORM_ROWS ? (int)(rows - r0) : NORM_ROWS;
+        pg_vd part[2 * NORM_PARTS][NORM_ROWS]; /* row_grad_parts' lane sums; rows n .. NORM_ROWS - 1 zero */
+        float mu[NORM_ROWS], rs[NORM_ROWS];
+        for (int q = 0; q < NORM_ROWS; q++) {
+            for (int k = 0; k < 2 * NORM_PARTS; k++)
+                part[k][q] = PG_VD(setzero)();
             if (q >= n)
                 continue;
             mu[q] = (float)stats[2 * (r0 + q)], rs[q] = (float)stats[2 * (r0 + q) + 1];
@@ -273,9 +293,9 @@ static bool norm_bwd_vec_f32(float *restrict gx, double *restrict aw, double *re
         }
         if (!gx)
             continue;
-        double sd[8], sdx[8];
-        pg_row_totals8(sd, part[0], part[1]);
-        pg_row_totals8(sdx, part[2], part[3]);
+        double sd[NORM_ROWS], sdx[NORM_ROWS];
+        row_totals(sd, part);
+        row_totals(sdx, part + NORM_PARTS);
         for (int q = 0; q < n; q++)
             row_dx(gx + (r0 + q) * D, gy + (r0 + q) * D, x + (r0 + q) * D, w, D, mu[q], rs[q],
                    center ? (float)(sd[q] / (double)D) : 0.0f, (float)(sdx[q] / (double)D), assign);
