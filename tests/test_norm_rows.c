@@ -1,8 +1,8 @@
 /* The float norms' rows in whole vectors (autograd/op_norm.c, norm_fwd_vec_f32 and
- * norm_bwd_vec_f32 with AVX-512, D a multiple of 16) against the loops' arithmetic written
- * out here, element by element and sum by sum: the same bits, with and without weight and
- * bias, centred or not, a fresh gradient or one added to. Without AVX-512, and for other D,
- * op_norm.c runs those loops themselves, which this checks the same way. */
+ * norm_bwd_vec_f32 with AVX-512 or AVX2, D a multiple of 16) against the loops' arithmetic
+ * written out here, element by element and sum by sum: the same bits, with and without
+ * weight and bias, centred or not, a fresh gradient or one added to. Without either, and for
+ * other D, op_norm.c runs those loops themselves, which this checks the same way. */
 #include "testutil.h"
 
 #include <string.h>
