@@ -28,11 +28,13 @@ static inline __m512d pg_hi_pd(__m512 v)
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 #define PG_SUM_TRANSPOSE transpose8_f64
+#define PG_VF_TRANSPOSE transpose16_f32 /* a square of PG_VF_LANES rows */
 #else
 /* the 8 floats of v as doubles: lanes 0-3 and 4-7 */
 static inline __m256d pg_lo_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
 static inline __m256d pg_hi_pd(__m256 v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
 #define PG_SUM_TRANSPOSE transpose4_f64_ymm
+#define PG_VF_TRANSPOSE transpose8_f32_ymm
 #endif
 
 /* out[q] = 0 + lane 0 + ... + lane 15 of row q's lane sums, q < PG_SUM_ROWS: part[p][q] holds

@@ -132,56 +132,69 @@ DEFINE_CE_ROW_LOSS(double, f64)
 DEFINE_CE(float, f32)
 DEFINE_CE(double, f64)
 
-/* ---- float rows of whole zmm registers (AVX-512), 16 rows at a time ------------------------
- * lse_row_f32's arithmetic in vectors: a row's 16 lane maxima (x > m ? x : m, as
- * _mm512_max_ps takes it), its exponentials through tensor/vmath.h's pg_vexpf_v (pg_vexpf's
- * bits), its 16 lane sums in double; 16 rows' maxima transposed so that their final chains
- * (x[0], then lane 0, lane 1, ...) run side by side, and their sums' through
- * autograd/lane_sums.h. The same operations in the same order: the same bits
- * (tests/test_loss_rows.c). The loop took 0.43 ms of a toy step's 1-thread forward, (2048,
- * 256) logits: its final reductions one row at a time and its maxima scalar. C a multiple
- * of 16. */
-#if defined(__AVX512F__)
+/* ---- float rows of whole vectors (AVX-512 or AVX2), as many rows at a time as a vector
+ * has lanes (16 or 8) ---------------------------------------------------------------------
+ * lse_row_f32's arithmetic in vectors: a row's 16 lane maxima (x > m ? x : m, as max_ps
+ * takes it), its exponentials through tensor/vmath.h's pg_vexpf_v (pg_vexpf's bits), its 16
+ * lane sums in double; the rows' maxima transposed so that their final chains (x[0], then
+ * lane 0, lane 1, ...) run side by side, and their sums' through autograd/lane_sums.h. The
+ * same operations in the same order: the same bits (tests/test_loss_rows.c). The loop took
+ * 0.43 ms of a toy step's 1-thread forward, (2048, 256) logits, on the full-width AVX-512
+ * machine: its final reductions one row at a time and its maxima scalar. C a multiple of 16. */
+#if defined(PG_VEC)
 #include "lane_sums.h"
 
+enum { CE_ROWS = PG_VF_LANES };
+
 /* m[q] = the largest of row q (NaN in x[0] stays), q < n; the rest -inf */
-static void row_maxima16_f32(float *m, const float *x, int64_t C, int n)
+static void row_maxima_vec_f32(float *m, const float *x, int64_t C, int n)
 {
-    __m512 mx[16];
-    float first[16];
-    for (int q = 0; q < 16; q++) {
-        __m512 mp = _mm512_set1_ps(-INFINITY);
+    pg_vf mx[PG_SUM_FLOATS][CE_ROWS]; /* mx[f][q]: row q's lane maxima from f PG_VF_LANES on */
+    float first[CE_ROWS];
+    for (int q = 0; q < CE_ROWS; q++) {
+        for (int f = 0; f < PG_SUM_FLOATS; f++)
+            mx[f][q] = PG_VF(set1)(-INFINITY);
         for (int64_t c = 0; q < n && c < C; c += 16)
-            mp = _mm512_max_ps(_mm512_loadu_ps(x + q * C + c), mp);
-        mx[q] = mp, first[q] = q < n ? x[q * C] : -INFINITY;
+            for (int f = 0; f < PG_SUM_FLOATS; f++)
+                mx[f][q] = PG_VF(max)(PG_VF(loadu)(x + q * C + c + f * PG_VF_LANES), mx[f][q]);
+        first[q] = q < n ? x[q * C] : -INFINITY;
     }
-    transpose16_f32(mx);
-    __m512 v = _mm512_loadu_ps(first);
-    for (int l = 0; l < 16; l++)
-        v = _mm512_max_ps(mx[l], v);
-    _mm512_storeu_ps(m, v);
+    pg_vf v = PG_VF(loadu)(first);
+    for (int f = 0; f < PG_SUM_FLOATS; f++) {
+        PG_VF_TRANSPOSE(mx[f]);
+        for (int l = 0; l < PG_VF_LANES; l++)
+            v = PG_VF(max)(mx[f][l], v);
+    }
+    PG_VF(storeu)(m, v);
 }
 
 /* lse[q] and xsum[q] (the sum of row q) of rows q < n of x, as lse_row_f32 */
-static void lse_rows16_f32(float *lse, double *xsum, const float *x, int64_t C, int n)
+static void lse_rows_vec_f32(float *lse, double *xsum, const float *x, int64_t C, int n)
 {
-    float m[16];
-    row_maxima16_f32(m, x, C, n);
-    __m512d slo[16], shi[16], xlo[16], xhi[16];
-    for (int q = 0; q < 16; q++) {
-        slo[q] = shi[q] = xlo[q] = xhi[q] = _mm512_setzero_pd();
-        const __m512 vm = _mm512_set1_ps(q < n ? m[q] : 0.0f);
-        for (int64_t c = 0; q < n && c < C; c += 16) {
-            const __m512 v = _mm512_loadu_ps(x + q * C + c), e = pg_vexpf_v(_mm512_sub_ps(v, vm));
-            slo[q] = _mm512_add_pd(slo[q], pg_lo_pd(e)), shi[q] = _mm512_add_pd(shi[q], pg_hi_pd(e));
-            xlo[q] = _mm512_add_pd(xlo[q], pg_lo_pd(v)), xhi[q] = _mm512_add_pd(xhi[q], pg_hi_pd(v));
-        }
+    float m[CE_ROWS];
+    row_maxima_vec_f32(m, x, C, n);
+    pg_vd sp[PG_SUM_PARTS][CE_ROWS], xp[PG_SUM_PARTS][CE_ROWS]; /* [p][q]: row q's lanes from p PG_VD_LANES */
+    for (int q = 0; q < CE_ROWS; q++) {
+        for (int p = 0; p < PG_SUM_PARTS; p++)
+            sp[p][q] = xp[p][q] = PG_VD(setzero)();
+        const pg_vf vm = PG_VF(set1)(q < n ? m[q] : 0.0f);
+        for (int64_t c = 0; q < n && c < C; c += 16)
+            for (int f = 0; f < PG_SUM_FLOATS; f++) {
+                const pg_vf v = PG_VF(loadu)(x + q * C + c + f * PG_VF_LANES), e = pg_vexpf_v(PG_VF(sub)(v, vm));
+                sp[2 * f][q] = PG_VD(add)(sp[2 * f][q], pg_lo_pd(e));
+                sp[2 * f + 1][q] = PG_VD(add)(sp[2 * f + 1][q], pg_hi_pd(e));
+                xp[2 * f][q] = PG_VD(add)(xp[2 * f][q], pg_lo_pd(v));
+                xp[2 * f + 1][q] = PG_VD(add)(xp[2 * f + 1][q], pg_hi_pd(v));
+            }
     }
-    double sum[16];
-    pg_row_totals(sum, (pg_vd *const[]){slo, shi});
-    pg_row_totals(sum + 8, (pg_vd *const[]){slo + 8, shi + 8});
-    pg_row_totals(xsum, (pg_vd *const[]){xlo, xhi});
-    pg_row_totals(xsum + 8, (pg_vd *const[]){xlo + 8, xhi + 8});
+    double sum[CE_ROWS];
+    for (int q0 = 0; q0 < CE_ROWS; q0 += PG_SUM_ROWS) { /* the totals PG_SUM_ROWS rows at a time */
+        pg_vd *s_rows[PG_SUM_PARTS], *x_rows[PG_SUM_PARTS];
+        for (int p = 0; p < PG_SUM_PARTS; p++)
+            s_rows[p] = sp[p] + q0, x_rows[p] = xp[p] + q0;
+        pg_row_totals(sum + q0, s_rows);
+        pg_row_totals(xsum + q0, x_rows);
+    }
     for (int q = 0; q < n; q++)
         lse[q] = (float)((double)m[q] + log(sum[q]));
 }
@@ -191,11 +204,11 @@ static double ce_fwd_vec_f32(const float *x, const int64_t *tg, int64_t rows, in
                              float *lse)
 {
     double total = 0;
-    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
-        const int n = rows - r0 < 16 ? (int)(rows - r0) : 16;
-        float l[16];
-        double xsum[16];
-        lse_rows16_f32(l, xsum, x + r0 * C, C, n);
+    for (int64_t r0 = 0; r0 < rows; r0 += CE_ROWS) {
+        const int n = rows - r0 < CE_ROWS ? (int)(rows - r0) : CE_ROWS;
+        float l[CE_ROWS];
+        double xsum[CE_ROWS];
+        lse_rows_vec_f32(l, xsum, x + r0 * C, C, n);
         for (int q = 0; q < n; q++) {
             const int64_t r = r0 + q;
             if (tg[r] == ignore)

@@ -1,8 +1,8 @@
 /* The float cross-entropy's rows in whole vectors (autograd/op_loss.c, ce_fwd_vec_f32 with
- * AVX-512, C a multiple of 16) against the loop's arithmetic written out here: the loss and
- * the logits' gradient (which reads the saved log-sum-exp) bit for bit, with ignored targets,
- * label smoothing, rows a multiple of 16 and not. Without AVX-512, and for other C,
- * op_loss.c runs that loop itself, which this checks the same way. */
+ * AVX-512 or AVX2, C a multiple of 16) against the loop's arithmetic written out here: the
+ * loss and the logits' gradient (which reads the saved log-sum-exp) bit for bit, with
+ * ignored targets, label smoothing, rows a multiple of 16 and 8 and not. Without either, and
+ * for other C, op_loss.c runs that loop itself, which this checks the same way. */
 #include "testutil.h"
 
 #include "../tensor/vmath.h"
