@@ -24,7 +24,6 @@ DEFINE_ROW_SUM(double, f64)
 #define EXP_LOG2E 1.44269504088896341f
 #define EXP_LN2_HI 0.693145751953125f
 #define EXP_LN2_LO 1.42860682030941723212e-6f
-#define EXP_CHUNK PG_VF_LANES
 
 /* the function above on n vectors at once (tensor/vmath.h's PG_VLANES: each step on all n,
  * independent chains side by side); t <= 1 and not NaN */
@@ -79,7 +78,7 @@ PG_ALWAYS_INLINE pg_vf exp_chunk(pg_vf t, bool small)
 static inline void exp_rows_f32(float *restrict y, int64_t ld, const float *m, const int64_t *n, int64_t rows,
                                 int64_t w, float *sums)
 {
-    enum { L = EXP_CHUNK };
+    enum { L = PG_VF_LANES };
     for (int64_t r = 0; r < rows; r++) {
         float *restrict yr = y + r * ld;
         const pg_vf vm = PG_VF(set1)(m[r]);

@@ -24,14 +24,14 @@
 #include <stdint.h>
 #include <string.h>
 
-/* a b + c in the double polynomials: an fma where fmas are instructions (one rounding and
- * one operation: C11 does not contract a b + c by itself; pg_vexp's 13 steps as products
- * and sums had a float64 2-thread step of the toy model at 51.8 ms, 50.4 in fmas), else a
- * product and a sum (fma would be a libm call) */
 /* the vector functions below, and their callers' loops around them: called, not inlined, they
  * pass vectors through memory */
 #define PG_ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* a b + c in the double polynomials: an fma where fmas are instructions (one rounding and
+ * one operation: C11 does not contract a b + c by itself; pg_vexp's 13 steps as products
+ * and sums had a float64 2-thread step of the toy model at 51.8 ms, 50.4 in fmas), else a
+ * product and a sum (fma would be a libm call) */
 #if defined(__FMA__) || defined(__aarch64__)
 #define PG_VMADD(a, b, c) fma(a, b, c)
 #else
@@ -318,7 +318,6 @@ typedef __mmask8 pg_vd_mask;
 #define PG_VF_SELECT(m, no, yes) _mm512_mask_blend_ps(m, no, yes)
 #define PG_VD_SELECT(m, no, yes) _mm512_mask_blend_pd(m, no, yes)
 #define PG_VF_KEEP(m, x) _mm512_maskz_mov_ps(m, x) /* x where m, else 0 */
-#define PG_VF_MASK_AND(a, b) ((pg_vf_mask)((a) & (b)))
 #define PG_VF_MASK_BITS(m) ((unsigned)(m)) /* bit l: lane l */
 #define PG_VF_BITS(x) _mm512_castps_si512(x)
 #define PG_VF_OF_BITS(i) _mm512_castsi512_ps(i)
@@ -354,7 +353,6 @@ typedef __m256d pg_vd_mask;
 #define PG_VF_SELECT(m, no, yes) _mm256_blendv_ps(no, yes, m)
 #define PG_VD_SELECT(m, no, yes) _mm256_blendv_pd(no, yes, m)
 #define PG_VF_KEEP(m, x) _mm256_and_ps(m, x)
-#define PG_VF_MASK_AND(a, b) _mm256_and_ps(a, b)
 #define PG_VF_MASK_BITS(m) ((unsigned)_mm256_movemask_ps(m))
 #define PG_VF_BITS(x) _mm256_castps_si256(x)
 #define PG_VF_OF_BITS(i) _mm256_castsi256_ps(i)
