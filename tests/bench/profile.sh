@@ -21,7 +21,8 @@
 #   gemm_driver     its loops around them (pg_gemm_*, gemm_run_*, gemm_range_*, gemm_slice_*,
 #                   gemm_halves_slice_*, block_f32 / block_f64)
 #   attn_products   the attention kernel's tile products (autograd/flash_kernels.h gemm_acc and
-#                   its register blocks, acc_block / op_flash.c acc_block_vec)
+#                   its register blocks, acc_block / op_flash.c acc_block_vec, acc_quad_vec,
+#                   acc_pair_vec)
 #   non_gemm        everything else (the kernel's samples too): listed, largest first
 set -u
 
@@ -80,7 +81,7 @@ perf report -i "$DATA" --time "$from," --no-children --sort symbol --stdio --per
         else if (s ~ /^pack_(rows|cols|cols_vec)_f(32|64)/ || s ~ /^plan_packing/) cls = "gemm_packing"
         else if (s ~ /^(pg_gemm_f|pg_gemm_bias_f|gemm_run_f|gemm_range_f|gemm_slice_f|gemm_halves_slice_f|block_f)(32|64)$/)
             cls = "gemm_driver"
-        else if (s ~ /^(gemm_acc|acc_block|acc_block_vec)_f(32|64)$/) cls = "attn_products"
+        else if (s ~ /^(gemm_acc|acc_block|acc_block_vec|acc_quad_vec|acc_pair_vec)_f(32|64)$/) cls = "attn_products"
         else { cls = "other"; other[s] += p }
         share[cls] += p
         total += p
