@@ -412,10 +412,10 @@ DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
  * With AVX2 (16 registers of 8 floats) a block is 6 rows x 2 vectors of floats (the last 4 rows
  * of 64 in a block of 4, the last 2 of 32 in a block of 2) or 2 x 4 of doubles, B's row pinned
  * in all: the generic 8 x 32 block had 32 accumulators and lived on the stack. The same call
- * on a Zen 3 EPYC (AVX2
- * only), medians of alternated runs: float 21.8 -> 16.4 ms at 1 thread with blocks of 4 x 2,
- * 11.2 -> 8.0 at 2; blocks of 6 x 2 a further 11-12% (paired calls in one process); double
- * 45.1 -> 27.7 at 1 (33.4 unpinned). */
+ * on a Zen 3 EPYC (AVX2 only), medians of alternated runs: float 21.8 -> 16.4 ms at 1 thread
+ * with blocks of 4 x 2, 11.2 -> 8.0 at 2; blocks of 6 x 2 a further 11-12% (paired calls in
+ * one process); double 45.1 -> 27.7 at 1 (33.4 unpinned); the last 4 rows in a block of 4
+ * rather than two of 2, 0.5-1.6%. */
 #if defined(__GNUC__)
 #define UNROLL_ALL _Pragma("GCC unroll 16")
 #define IN_REGISTER(v) __asm__("" : "+v"(v))
