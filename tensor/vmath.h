@@ -394,30 +394,23 @@ static inline float pg_vf_max8(__m256 v)
 #define PG_VF_MAX(v) pg_vf_max8(v)
 #endif
 
-/* the first `count` lanes at p (count > 0; the other lanes 0), and their store: a whole
- * vector's a plain load or store (AVX2's masked stores are slow) */
-PG_ALWAYS_INLINE pg_vf pg_vf_loadn(const float *p, int64_t count)
-{
-    return count >= PG_VF_LANES ? PG_VF(loadu)(p) : PG_VF_LOAD_FIRST(p, pg_vf_first(count));
-}
-PG_ALWAYS_INLINE void pg_vf_storen(float *p, int64_t count, pg_vf v)
-{
-    if (count >= PG_VF_LANES)
-        PG_VF(storeu)(p, v);
-    else
-        PG_VF_STORE_FIRST(p, pg_vf_first(count), v);
-}
-PG_ALWAYS_INLINE pg_vd pg_vd_loadn(const double *p, int64_t count)
-{
-    return count >= PG_VD_LANES ? PG_VD(loadu)(p) : PG_VD_LOAD_FIRST(p, pg_vd_first(count));
-}
-PG_ALWAYS_INLINE void pg_vd_storen(double *p, int64_t count, pg_vd v)
-{
-    if (count >= PG_VD_LANES)
-        PG_VD(storeu)(p, v);
-    else
-        PG_VD_STORE_FIRST(p, pg_vd_first(count), v);
-}
+/* pg_vf_loadn / pg_vd_loadn: the first `count` lanes at p (count > 0; the other lanes 0);
+ * pg_vf_storen / pg_vd_storen: their store. A whole vector's a plain load or store (AVX2's
+ * masked stores are slow). */
+#define PG_DEFINE_PARTIAL(v, T, LANES, OP, LOAD_FIRST, STORE_FIRST)                                 \
+    PG_ALWAYS_INLINE pg_##v pg_##v##_loadn(const T *p, int64_t count)                              \
+    {                                                                                              \
+        return count >= LANES ? OP(loadu)(p) : LOAD_FIRST(p, pg_##v##_first(count));              \
+    }                                                                                              \
+    PG_ALWAYS_INLINE void pg_##v##_storen(T *p, int64_t count, pg_##v x)                           \
+    {                                                                                              \
+        if (count >= LANES)                                                                        \
+            OP(storeu)(p, x);                                                                      \
+        else                                                                                       \
+            STORE_FIRST(p, pg_##v##_first(count), x);                                              \
+    }
+PG_DEFINE_PARTIAL(vf, float, PG_VF_LANES, PG_VF, PG_VF_LOAD_FIRST, PG_VF_STORE_FIRST)
+PG_DEFINE_PARTIAL(vd, double, PG_VD_LANES, PG_VD, PG_VD_LOAD_FIRST, PG_VD_STORE_FIRST)
 
 /* The vector functions named ..._n take n vectors at once (n a constant once inlined, 1 to
  * 4): each step runs on all n before the next, so that n independent chains of dependent
