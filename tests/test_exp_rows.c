@@ -1,6 +1,7 @@
 /* The fused attention's softmax rows (autograd/exp_rows.h, exp_rows_f32 with AVX-512 or AVX2):
- * four chunks of a vector (16 or 8 floats) at a time through exp_vec_n side by side, against
- * each chunk alone: its exponentials those of exp_vec on that chunk (or expf lane by lane
+ * four chunks of a vector (16 or 8 floats) at a time through exp_vec_n side by side (whole
+ * visible ones first, without masks), against each chunk alone, its masks written out as
+ * scalar loops: its exponentials those of exp_vec on that chunk (or expf lane by lane
  * where the chunk holds a value above 1 or NaN), zeros from n[r] to the width, and each row's
  * sum the chunks' vectors added in order then reduced. Rows of every width from 1 to 80,
  * every visible count, a value above the maximum (expf's path) next to chunks that take
