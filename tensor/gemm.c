@@ -46,6 +46,7 @@
 #include "gemm.h"
 #include "tensor.h"
 
+#include "prefetch.h"
 #include "simd_transpose.h"
 #include "threadpool.h"
 
@@ -310,16 +311,11 @@ DEFINE_VKERNEL2(double, f64, ks2_f64_2, 2, ars, aks)
 static int64_t a_row_step(int64_t kc) { return kc + 8; }
 static int64_t b_sliver_step(int64_t kc, int64_t NR, size_t elem) { return kc * NR + 64 / (int64_t)elem; }
 
-/* A row pack touches each line of the stored row PREFETCH_ROWS ahead: the rows
+/* A row pack touches each line of the stored row PREFETCH_ROWS ahead (tensor/prefetch.h): the rows
  * are far apart (the packs of a transposed op(A) run on rows a multiple of 2 KiB
  * apart), and the hardware prefetchers left the copy waiting on L3 (AVX2 build,
  * 512x2048x128 tn, 1 thread: 0.95 -> 1.05 of OpenBLAS-AVX2; 4 rows 1.0). */
 #define PREFETCH_ROWS 8
-static void prefetch_row(const void *row, int64_t bytes)
-{
-    for (int64_t b = 0; b < bytes; b += 64)
-        __builtin_prefetch((const char *)row + b);
-}
 
 /* pack_cols with AVX-512: G columns of a sliver's rows at a time (G = 16 floats, 8
  * doubles), each group of G rows (the last padded with zeros) one G x G transpose in
@@ -395,7 +391,7 @@ DEFINE_PACK_COLS_YMM(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_setzero_pd
         for (int64_t p = 0; p < kc; p++) {                                                                             \
             const T *row = X + p * ldx;                                                                                \
             if (p + PREFETCH_ROWS < kc)                                                                                \
-                prefetch_row(row + PREFETCH_ROWS * ldx, n * (int64_t)sizeof(T));                                       \
+                pg_prefetch_row(row + PREFETCH_ROWS * ldx, n * (int64_t)sizeof(T));                                       \
             T *dst = xp + p * W; /* row p of the sliver of columns j0 */                                               \
             for (int64_t j0 = 0; j0 < full; j0 += W, dst += step)                                                      \
                 memcpy(dst, row + j0, W * sizeof(T));                                                                  \
