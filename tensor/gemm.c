@@ -391,7 +391,7 @@ DEFINE_PACK_COLS_YMM(double, f64, __m256d, 4, _mm256_loadu_pd, _mm256_setzero_pd
         for (int64_t p = 0; p < kc; p++) {                                                                             \
             const T *row = X + p * ldx;                                                                                \
             if (p + PREFETCH_ROWS < kc)                                                                                \
-                pg_prefetch_row(row + PREFETCH_ROWS * ldx, n * (int64_t)sizeof(T));                                       \
+                pg_prefetch_row(row + PREFETCH_ROWS * ldx, n * (int64_t)sizeof(T));                                \
             T *dst = xp + p * W; /* row p of the sliver of columns j0 */                                               \
             for (int64_t j0 = 0; j0 < full; j0 += W, dst += step)                                                      \
                 memcpy(dst, row + j0, W * sizeof(T));                                                                  \
