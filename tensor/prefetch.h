@@ -1,7 +1,7 @@
 /* Software prefetch of rows far apart (internal): tensor/gemm.c's row packs and
- * autograd/rotate_rows.h's rotations read rows kilobytes apart, a page or more each, where
- * the hardware prefetchers do not follow; these ask for a row some rows ahead while the
- * current one is copied. */
+ * autograd/rotate_rows.h's rotations read rows a kilobyte or more apart, where the hardware
+ * prefetchers lose the stream at every page boundary; they ask for a row some rows ahead
+ * while the current one is read. */
 #ifndef PG_PREFETCH_H
 #define PG_PREFETCH_H
 
