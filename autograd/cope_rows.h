@@ -15,55 +15,73 @@
 
 enum { COPE_ROWS = 8 };
 
-/* (4) 16 keys at a time, float with AVX-512: a row's sums fall along it (gates >= 0) by at
- * most 1 a key (gates <= 1), so the floors f and the c = min(f + 1, n - 1) of 16 keys lie
- * within 18 consecutive entries of z, and two permutes of a 32-entry window of z read z[f]
- * and z[c] where 32 scalar loads did (gathers measured slower than those). Each function
- * returns how many keys of [0, vis) it did, blocks from the start (the last one short of 16
- * keys when vis is not a multiple), stopping at a NaN p or a block whose window does not
- * hold its f and c; the scalar loop does the rest. The
- * arithmetic is the scalar loop's, operation by operation (no fma): the same bits. */
+/* (4) a vector of keys at a time (PG_VF_LANES: 16 floats with AVX-512, 8 with AVX2): a row's
+ * sums fall along it (gates >= 0) by at most 1 a key (gates <= 1), so the floors f and the
+ * c = min(f + 1, n - 1) of a vector's keys lie within LANES + 2 consecutive entries of z,
+ * and a window of COPE_WINDOW = 2 LANES entries of z, read by permutes, gives z[f] and z[c]
+ * where scalar loads did (gathers measured slower than those with AVX-512). Each function
+ * returns how many keys of [0, vis) it did, vectors from the start (the last one short when
+ * vis is not a multiple), stopping at a NaN p or a vector whose window does not hold its f
+ * and c; the scalar loop does the rest. The arithmetic is the scalar loop's, operation by
+ * operation (no fma): the same bits. */
+#if defined(PG_VEC)
+#define COPE_WINDOW (2 * PG_VF_LANES)
+
+typedef struct cope_vec {
+    pg_vf p, w, zf, zc; /* p = min(x, n - 1), w = p - floor p, z[f], z[c] */
+    pg_vi f;
+} cope_vec;
+
 #if defined(__AVX512F__)
-#include <immintrin.h>
-
-typedef struct cope_v16 {
-    __m512 p, w, zf, zc; /* p = min(x, n - 1), w = p - floor p, z[f], z[c] */
-    __m512i f;
-} cope_v16;
-
-/* the lanes' numbers, 0 .. 15 */
-static inline __m512i cope_lanes(void)
+/* the window lo:hi (32 entries) at idx (0 .. 31) */
+static inline __m512 cope_window_at(__m512 lo, __m512i idx, __m512 hi) { return _mm512_permutex2var_ps(lo, idx, hi); }
+static inline int cope_last_lane(__m512i v) { return _mm_extract_epi32(_mm512_extracti32x4_epi32(v, 3), 3); }
+/* whether a lane of v has a bit of `bits` */
+static inline bool cope_any_bits(__m512i v, int bits) { return _mm512_test_epi32_mask(v, _mm512_set1_epi32(bits)); }
+static inline void cope_store_ints(int *p, int64_t count, __m512i v)
 {
-    return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    _mm512_mask_storeu_epi32(p, pg_vf_first(count), v);
 }
-
-/* the first `keys` of 16 lanes (all 16 from 16 on) */
-static inline __mmask16 cope_live(int64_t keys)
+#else
+/* the window lo:hi (16 entries) at idx (0 .. 15): each half permuted by idx's low 3 bits, the
+ * high half's lanes where idx has bit 3 (shifted into the sign bit, which the blend reads) */
+static inline __m256 cope_window_at(__m256 lo, __m256i idx, __m256 hi)
 {
-    return keys >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << keys) - 1);
+    const __m256 from_hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx), from_hi);
 }
-
-/* the 16 keys at x (sums) reading z (n >= 32 entries), the lanes of `live` (the others read as
- * a sum of 0); false: the scalar loop takes them */
-static inline bool cope_v16_at(cope_v16 *v, const float *x, const float *z, int n, __mmask16 live)
+static inline int cope_last_lane(__m256i v) { return _mm256_extract_epi32(v, 7); }
+static inline bool cope_any_bits(__m256i v, int bits) { return !_mm256_testz_si256(v, _mm256_set1_epi32(bits)); }
+static inline void cope_store_ints(int *p, int64_t count, __m256i v)
 {
-    const __m512 top = _mm512_set1_ps((float)(n - 1)), xv = _mm512_maskz_loadu_ps(live, x);
-    v->p = _mm512_mask_mov_ps(xv, _mm512_cmp_ps_mask(xv, top, _CMP_GT_OQ), top);
-    if (_mm512_cmp_ps_mask(v->p, v->p, _CMP_UNORD_Q))
+    if (count >= 8)
+        _mm256_storeu_si256((__m256i *)p, v);
+    else
+        _mm256_maskstore_epi32(p, _mm256_castps_si256(pg_vf_first(count)), v);
+}
+#endif
+
+/* the keys at x (sums) reading z (n >= COPE_WINDOW entries), the first `live` lanes (the
+ * others read as a sum of 0); false: the scalar loop takes them */
+static inline bool cope_vec_at(cope_vec *v, const float *x, const float *z, int n, int64_t live)
+{
+    const pg_vf top = PG_VF(set1)((float)(n - 1)), xv = pg_vf_loadn(x, live);
+    v->p = PG_VF_SELECT(PG_VF_CMP(xv, top, _CMP_GT_OQ), xv, top);
+    if (PG_VF_MASK_BITS(PG_VF_CMP(v->p, v->p, _CMP_UNORD_Q)))
         return false;
-    const __m512 fl = _mm512_roundscale_ps(v->p, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    v->w = _mm512_sub_ps(v->p, fl);
-    v->f = _mm512_cvttps_epi32(fl);
-    const __m512i c = _mm512_min_epi32(_mm512_add_epi32(v->f, _mm512_set1_epi32(1)), _mm512_set1_epi32(n - 1));
-    const int last = _mm_extract_epi32(_mm512_extracti32x4_epi32(v->f, 3), 3); /* the smallest f */
-    const int base = last < n - 32 ? last : n - 32;
-    const __m512i b = _mm512_set1_epi32(base), fi = _mm512_sub_epi32(v->f, b), ci = _mm512_sub_epi32(c, b);
-    const __m512i top_i = _mm512_set1_epi32(31); /* unsigned: a negative index fails too */
-    if (base < 0 || _mm512_cmpgt_epu32_mask(fi, top_i) || _mm512_cmpgt_epu32_mask(ci, top_i))
+    const pg_vf fl = PG_VF_FLOOR(v->p);
+    v->w = PG_VF(sub)(v->p, fl);
+    v->f = PG_VI(cvttps_epi32)(fl);
+    const pg_vi c = PG_VI(min_epi32)(PG_VI(add_epi32)(v->f, PG_VI(set1_epi32)(1)), PG_VI(set1_epi32)(n - 1));
+    const int last = cope_last_lane(v->f); /* the smallest f */
+    const int base = last < n - COPE_WINDOW ? last : n - COPE_WINDOW;
+    const pg_vi b = PG_VI(set1_epi32)(base), fi = PG_VI(sub_epi32)(v->f, b), ci = PG_VI(sub_epi32)(c, b);
+    /* an index outside 0 .. COPE_WINDOW - 1 (a negative one too) has a bit above them */
+    if (base < 0 || cope_any_bits(PG_VI_BITS(or)(fi, ci), ~(COPE_WINDOW - 1)))
         return false;
-    const __m512 lo = _mm512_loadu_ps(z + base), hi = _mm512_loadu_ps(z + base + 16);
-    v->zf = _mm512_permutex2var_ps(lo, fi, hi);
-    v->zc = _mm512_permutex2var_ps(lo, ci, hi);
+    const pg_vf lo = PG_VF(loadu)(z + base), hi = PG_VF(loadu)(z + base + PG_VF_LANES);
+    v->zf = cope_window_at(lo, fi, hi);
+    v->zc = cope_window_at(lo, ci, hi);
     return true;
 }
 
@@ -73,17 +91,16 @@ static int64_t cope_lerp_vec_f32(float *o, const float *x, const float *z, const
                                  int64_t vis, int n, float out_scale)
 {
     int64_t j = 0;
-    const __m512 os = _mm512_set1_ps(out_scale), as = _mm512_set1_ps(a_scale);
-    cope_v16 v;
-    for (; n >= 32 && j < vis; j += 16) {
-        const __mmask16 live = cope_live(vis - j);
-        if (!cope_v16_at(&v, x + j, z, n, live))
+    const pg_vf os = PG_VF(set1)(out_scale), as = PG_VF(set1)(a_scale);
+    cope_vec v;
+    for (; n >= COPE_WINDOW && j < vis; j += PG_VF_LANES) {
+        if (!cope_vec_at(&v, x + j, z, n, vis - j))
             return j;
-        const __m512 at = _mm512_add_ps(v.zf, _mm512_mul_ps(v.w, _mm512_sub_ps(v.zc, v.zf)));
-        __m512 bias = _mm512_mul_ps(at, os);
+        const pg_vf at = PG_VF(add)(v.zf, PG_VF(mul)(v.w, PG_VF(sub)(v.zc, v.zf)));
+        pg_vf bias = PG_VF(mul)(at, os);
         if (a)
-            bias = _mm512_add_ps(_mm512_mul_ps(as, _mm512_maskz_loadu_ps(live, a + j)), bias);
-        _mm512_mask_storeu_ps(o + j, live, bias);
+            bias = PG_VF(add)(PG_VF(mul)(as, pg_vf_loadn(a + j, vis - j)), bias);
+        pg_vf_storen(o + j, vis - j, bias);
     }
     return j < vis ? j : vis;
 }
@@ -93,19 +110,65 @@ static int64_t cope_lerp_bwd_vec_f32(float *x, float *a, float *b, int *fo, cons
                                      int64_t vis, int n, float out_scale)
 {
     int64_t j = 0;
-    const __m512 os = _mm512_set1_ps(out_scale);
-    cope_v16 v;
-    for (; n >= 32 && j < vis; j += 16) {
-        const __mmask16 live = cope_live(vis - j);
-        if (!cope_v16_at(&v, x + j, z, n, live))
+    const pg_vf os = PG_VF(set1)(out_scale);
+    cope_vec v;
+    for (; n >= COPE_WINDOW && j < vis; j += PG_VF_LANES) {
+        const int64_t live = vis - j;
+        if (!cope_vec_at(&v, x + j, z, n, live))
             return j;
-        const __m512 d = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, dout + j), os), wd = _mm512_mul_ps(v.w, d);
-        _mm512_mask_storeu_ps(x + j, live, _mm512_mul_ps(d, _mm512_sub_ps(v.zc, v.zf)));
-        _mm512_mask_storeu_ps(a + j, live, _mm512_sub_ps(d, wd));
-        _mm512_mask_storeu_ps(b + j, live, wd);
-        _mm512_mask_storeu_epi32(fo + j, live, v.f);
+        const pg_vf d = PG_VF(mul)(pg_vf_loadn(dout + j, live), os), wd = PG_VF(mul)(v.w, d);
+        pg_vf_storen(x + j, live, PG_VF(mul)(d, PG_VF(sub)(v.zc, v.zf)));
+        pg_vf_storen(a + j, live, PG_VF(sub)(d, wd));
+        pg_vf_storen(b + j, live, wd);
+        cope_store_ints(fo + j, live, v.f);
     }
     return j < vis ? j : vis;
+}
+
+/* pg_vsigmoidf of n vectors (1 to 4, the ..._n functions' convention in tensor/vmath.h),
+ * operation by operation (the same bits): e = e^-|x| by pg_vexpf_n, then 1 / (1 + e) or
+ * e / (1 + e). With AVX-512 the compiler's loop over pg_vsigmoidf had left a scalar tail in
+ * each row: pg_cope_attention 2-3% slower. */
+PG_ALWAYS_INLINE void cope_sigmoid_n(pg_vf *y, const pg_vf *x, int n)
+{
+    const pg_vf zero = PG_VF(setzero)(), one = PG_VF(set1)(1.0f);
+    pg_vf e[4];
+    PG_VLANES(k, n) e[k] = PG_VF(min)(x[k], PG_VF(sub)(zero, x[k])); /* -|x|; NaN stays */
+    pg_vexpf_n(e, e, n);
+    PG_VLANES(k, n)
+    {
+        const pg_vf inv = PG_VF(div)(one, PG_VF(add)(one, e[k]));
+        const pg_vf_mask below = PG_VF_CMP(x[k], zero, _CMP_NGE_UQ); /* x < 0 or NaN */
+        y[k] = PG_VF_SELECT(below, inv, PG_VF(mul)(e[k], inv));
+    }
+}
+
+/* the gates g = pg_vsigmoidf(in_scale s) of a row's keys [0, vis), four vectors at a time,
+ * the last vector partial */
+static int64_t cope_gates_vec_f32(float *g, const float *s, int64_t vis, float in_scale)
+{
+    const pg_vf scale = PG_VF(set1)(in_scale);
+    int64_t j = 0;
+    for (; j + 4 * PG_VF_LANES <= vis; j += 4 * PG_VF_LANES) {
+        pg_vf x[4];
+        PG_VLANES(k, 4) x[k] = PG_VF(mul)(PG_VF(loadu)(s + j + k * PG_VF_LANES), scale);
+        cope_sigmoid_n(x, x, 4);
+        PG_VLANES(k, 4) PG_VF(storeu)(g + j + k * PG_VF_LANES, x[k]);
+    }
+    for (; j < vis; j += PG_VF_LANES) {
+        pg_vf x = PG_VF(mul)(pg_vf_loadn(s + j, vis - j), scale);
+        cope_sigmoid_n(&x, &x, 1);
+        pg_vf_storen(g + j, vis - j, x);
+    }
+    return vis;
+}
+#endif
+
+#if defined(__AVX512F__)
+/* the lanes' numbers, 0 .. 15 */
+static inline __m512i cope_lanes(void)
+{
+    return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
 }
 
 /* The runs of one row's visible keys in place, 16 keys at a time (the fused attention's
@@ -154,30 +217,6 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
     return j;
 }
 
-/* pg_vsigmoidf of 16 floats, operation by operation (the same bits): e = e^-|x| by
- * tensor/vmath.h's pg_vexpf_v, then 1 / (1 + e) or e / (1 + e). The compiler's loop over
- * pg_vsigmoidf left a scalar tail in each row: pg_cope_attention 2-3% slower. */
-static inline __m512 cope_sigmoid16(__m512 x)
-{
-    const __m512 nx = _mm512_min_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), x)); /* -|x|; NaN stays */
-    const __m512 e = pg_vexpf_v(nx);
-    const __m512 one = _mm512_set1_ps(1.0f), d = _mm512_add_ps(one, e);
-    const __m512 inv = _mm512_div_ps(one, d);
-    const __mmask16 below = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ); /* x < 0 or NaN */
-    return _mm512_mask_mul_ps(inv, below, e, inv);
-}
-
-/* the gates g = pg_vsigmoidf(in_scale s) of a row's keys [0, vis), the last block masked */
-static int64_t cope_gates_vec_f32(float *g, const float *s, int64_t vis, float in_scale)
-{
-    const __m512 scale = _mm512_set1_ps(in_scale);
-    for (int64_t j = 0; j < vis; j += 16) {
-        const __mmask16 live = cope_live(vis - j);
-        _mm512_mask_storeu_ps(g + j, live, cope_sigmoid16(_mm512_mul_ps(_mm512_maskz_loadu_ps(live, s + j), scale)));
-    }
-    return vis;
-}
-
 /* cope_dz_runs from record k on, 16 records at a time while their floors step down by 1
  * from the pending bin's (the usual case: p falls by at most 1 a key, so a row's floors
  * are consecutive): bin pf gets its last share b_k, bins f_k .. f_k - 14 their own a and
@@ -205,8 +244,106 @@ static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a
     return k - k0;
 }
 
-/* the vector forms by name and suffix (DEFINE_COPE pastes COPE_<NAME>_<sfx>): AVX-512 float's,
- * or none (OP_NO_VECTOR_FORM: 0 keys or records done) */
+#elif defined(__AVX2__) && defined(__FMA__)
+/* The AVX-512 forms above with 8 lanes (AVX2 has no compress and no lane masks): the
+ * compress a permute by the indices of the mask's set lanes (cope_compress_lut), the masked
+ * additions blends of the sums. */
+
+/* the popcount of a byte, and lane i's place among the set lanes of m: constant expressions */
+#define COPE_POP8(x)                                                                                           \
+    (((x) & 1u) + ((x) >> 1 & 1u) + ((x) >> 2 & 1u) + ((x) >> 3 & 1u) + ((x) >> 4 & 1u) + ((x) >> 5 & 1u) +  \
+     ((x) >> 6 & 1u) + ((x) >> 7 & 1u))
+#define COPE_SLOT(m, i) (((m) >> (i) & 1u) * ((unsigned)(i) << 4 * COPE_POP8((m) & ((1u << (i)) - 1))))
+#define COPE_PACKED(m)                                                                                         \
+    (COPE_SLOT(m, 0) | COPE_SLOT(m, 1) | COPE_SLOT(m, 2) | COPE_SLOT(m, 3) | COPE_SLOT(m, 4) |                 \
+     COPE_SLOT(m, 5) | COPE_SLOT(m, 6) | COPE_SLOT(m, 7))
+#define COPE_P4(m) COPE_PACKED(m), COPE_PACKED(m + 1u), COPE_PACKED(m + 2u), COPE_PACKED(m + 3u)
+#define COPE_P16(m) COPE_P4(m), COPE_P4(m + 4u), COPE_P4(m + 8u), COPE_P4(m + 12u)
+#define COPE_P64(m) COPE_P16(m), COPE_P16(m + 16u), COPE_P16(m + 32u), COPE_P16(m + 48u)
+/* entry m: the lanes set in m, lowest first, 4 bits each (the k-th set lane in bits 4k ..
+ * 4k + 2; the slots past them 0) */
+static const uint32_t cope_compress_lut[256] = {COPE_P64(0u), COPE_P64(64u), COPE_P64(128u), COPE_P64(192u)};
+
+/* the permute indices that move the lanes set in m (8 bits) to the front, in order */
+static inline __m256i cope_compress_idx(unsigned m)
+{
+    return _mm256_srlv_epi32(_mm256_set1_epi32((int)cope_compress_lut[m]), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+}
+
+/* cope_runs_vec_f32 8 keys at a time: the segmented scan in 3 steps */
+static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64_t *k)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
+    const __m256 first = _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, 0, 0, 0, 0, 0, 0));
+    int64_t j = 0, at = 0;
+    int last_f = -1; /* the last record's f, a and b (a, b in every lane) */
+    __m256 last_a = _mm256_setzero_ps(), last_b = _mm256_setzero_ps();
+    for (; j + 8 <= vis; j += 8) {
+        const __m256i f = _mm256_loadu_si256((const __m256i *)(fo + j));
+        if (_mm256_movemask_ps(_mm256_castsi256_ps(f)))
+            break;
+        __m256 av = _mm256_loadu_ps(a + j), bv = _mm256_loadu_ps(b + j);
+        for (int s = 1; s < 8; s *= 2) {
+            const __m256i from = _mm256_sub_epi32(lane, _mm256_set1_epi32(s)); /* lanes < s: not added to */
+            const __m256i past = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(s - 1));
+            const __m256 same =
+                _mm256_castsi256_ps(_mm256_and_si256(past, _mm256_cmpeq_epi32(f, _mm256_permutevar8x32_epi32(f, from))));
+            av = _mm256_blendv_ps(av, _mm256_add_ps(av, _mm256_permutevar8x32_ps(av, from)), same);
+            bv = _mm256_blendv_ps(bv, _mm256_add_ps(bv, _mm256_permutevar8x32_ps(bv, from)), same);
+        }
+        const __m256i f_next = _mm256_permutevar8x32_epi32(f, next);
+        const unsigned ends = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(f, f_next))) ^ 0x7Fu;
+        const int runs = __builtin_popcount(ends), goes_on = _mm256_extract_epi32(f, 0) == last_f;
+        const __m256i idx = cope_compress_idx(ends);
+        const __m256i fr = _mm256_permutevar8x32_epi32(f, idx);
+        __m256 ar = _mm256_permutevar8x32_ps(av, idx), br = _mm256_permutevar8x32_ps(bv, idx);
+        /* the last block's last run goes on: its record joins this block's first (no branch) */
+        const __m256 join = _mm256_and_ps(first, _mm256_castsi256_ps(_mm256_set1_epi32(-goes_on)));
+        at -= goes_on;
+        ar = _mm256_blendv_ps(ar, _mm256_add_ps(ar, last_a), join);
+        br = _mm256_blendv_ps(br, _mm256_add_ps(br, last_b), join);
+        _mm256_storeu_ps(a + at, ar);
+        _mm256_storeu_ps(b + at, br);
+        _mm256_storeu_si256((__m256i *)(fo + at), fr);
+        at += runs;
+        const __m256i lastv = _mm256_set1_epi32(runs - 1);
+        last_a = _mm256_permutevar8x32_ps(ar, lastv), last_b = _mm256_permutevar8x32_ps(br, lastv);
+        last_f = _mm256_extract_epi32(f, 7);
+    }
+    *k = at;
+    return j;
+}
+
+/* cope_dz_runs_vec_f32 8 records at a time: bins f_k .. f_k - 6 take their a and then
+ * the next record's b, bin f_k - 7 its a, pending (lane 0 stored back as it was read) */
+static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a, const float *sum_b, int64_t k,
+                                    int64_t runs, int *pf, float *pend)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), rev = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m256 first = _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, 0, 0, 0, 0, 0, 0));
+    const int64_t k0 = k;
+    for (; k + 8 <= runs; k += 8) {
+        const int fk = *pf - 1; /* record k + i has f = fk - i */
+        const __m256i want = _mm256_sub_epi32(_mm256_set1_epi32(fk), lane);
+        if (~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(fo + k)), want))) & 0xFF)
+            break;
+        /* lane u: bin fk - 7 + u, record i = 7 - u: a_i, then b_(i+1) but in lane 0 */
+        const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sum_a + k), rev);
+        const __m256 b = _mm256_permutevar8x32_ps(pg_vf_loadn(sum_b + k + 1, 7), rev);
+        dz[*pf] = *pend + sum_b[k];
+        const __m256 old = _mm256_loadu_ps(dz + fk - 7), with_a = _mm256_add_ps(old, a);
+        _mm256_storeu_ps(dz + fk - 7, _mm256_blendv_ps(_mm256_add_ps(with_a, b), old, first));
+        *pend = _mm256_cvtss_f32(with_a);
+        *pf = fk - 7;
+    }
+    return k - k0;
+}
+#endif
+
+/* the vector forms by name and suffix (DEFINE_COPE pastes COPE_<NAME>_<sfx>): float's with
+ * AVX-512 or AVX2, or none (OP_NO_VECTOR_FORM: 0 keys or records done) */
+#if defined(PG_VEC)
 #define COPE_GATES_VEC_f32 cope_gates_vec_f32
 #define COPE_LERP_VEC_f32 cope_lerp_vec_f32
 #define COPE_LERP_BWD_VEC_f32 cope_lerp_bwd_vec_f32
@@ -228,14 +365,25 @@ static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a
 #define COPE_RUNS_VEC_ON_f64 false
 #define COPE_DZ_RUNS_VEC_f64 OP_NO_VECTOR_FORM
 
-/* *sa = (fresh ? 0 : *sa) + a, and *sb likewise: C's select became a branch; with AVX-512
- * a zero-masking move keeps it in the adder's registers (one cycle on the sums' chain) */
+/* *sa = (fresh ? 0 : *sa) + a, and *sb likewise: C's select became a branch, mispredicted
+ * wherever runs are short; with AVX-512 a zero-masking move keeps it in the adder's
+ * registers (one cycle on the sums' chain), with SSE2 an AND with all ones or zeros (+0) */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 static inline void cope_restart_f32(float *sa, float *sb, bool fresh, float a, float b)
 {
     const __mmask8 keep = _cvtu32_mask8(!fresh);
     *sa = _mm_cvtss_f32(_mm_add_ss(_mm_maskz_mov_ps(keep, _mm_set_ss(*sa)), _mm_set_ss(a)));
     *sb = _mm_cvtss_f32(_mm_add_ss(_mm_maskz_mov_ps(keep, _mm_set_ss(*sb)), _mm_set_ss(b)));
+}
+#elif defined(__SSE2__)
+static inline void cope_restart_f32(float *sa, float *sb, bool fresh, float a, float b)
+{
+    const __m128 keep = _mm_castsi128_ps(_mm_cvtsi32_si128(-(int)!fresh));
+    *sa = _mm_cvtss_f32(_mm_add_ss(_mm_and_ps(keep, _mm_set_ss(*sa)), _mm_set_ss(a)));
+    *sb = _mm_cvtss_f32(_mm_add_ss(_mm_and_ps(keep, _mm_set_ss(*sb)), _mm_set_ss(b)));
 }
 #else
 static inline void cope_restart_f32(float *sa, float *sb, bool fresh, float a, float b)
@@ -244,11 +392,20 @@ static inline void cope_restart_f32(float *sa, float *sb, bool fresh, float a, f
     *sb = (fresh ? 0.0f : *sb) + b;
 }
 #endif
+#if defined(__SSE2__)
+static inline void cope_restart_f64(double *sa, double *sb, bool fresh, double a, double b)
+{
+    const __m128d keep = _mm_castsi128_pd(_mm_set1_epi64x(-(long long)!fresh));
+    *sa = _mm_cvtsd_f64(_mm_add_sd(_mm_and_pd(keep, _mm_set_sd(*sa)), _mm_set_sd(a)));
+    *sb = _mm_cvtsd_f64(_mm_add_sd(_mm_and_pd(keep, _mm_set_sd(*sb)), _mm_set_sd(b)));
+}
+#else
 static inline void cope_restart_f64(double *sa, double *sb, bool fresh, double a, double b)
 {
     *sa = (fresh ? 0.0 : *sa) + a;
     *sb = (fresh ? 0.0 : *sb) + b;
 }
+#endif
 
 /* the group of rows i0 .. i0 + nr - 1 of one (b, h) */
 typedef struct cope_rows {

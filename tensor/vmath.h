@@ -324,6 +324,7 @@ typedef __mmask8 pg_vd_mask;
 #define PG_VD_BITS(x) _mm512_castpd_si512(x)
 #define PG_VD_OF_BITS(i) _mm512_castsi512_pd(i)
 #define PG_VF_ROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT)
+#define PG_VF_FLOOR(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 #define PG_VF_LOAD_FIRST(p, m) _mm512_maskz_loadu_ps(m, p) /* the lanes of m, the others 0 */
 #define PG_VF_STORE_FIRST(p, m, v) _mm512_mask_storeu_ps(p, m, v)
 #define PG_VD_LOAD_FIRST(p, m) _mm512_maskz_loadu_pd(m, p)
@@ -359,6 +360,7 @@ typedef __m256d pg_vd_mask;
 #define PG_VD_BITS(x) _mm256_castpd_si256(x)
 #define PG_VD_OF_BITS(i) _mm256_castsi256_pd(i)
 #define PG_VF_ROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define PG_VF_FLOOR(x) _mm256_round_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 #define PG_VF_LOAD_FIRST(p, m) _mm256_maskload_ps(p, _mm256_castps_si256(m))
 #define PG_VF_STORE_FIRST(p, m, v) _mm256_maskstore_ps(p, _mm256_castps_si256(m), v)
 #define PG_VD_LOAD_FIRST(p, m) _mm256_maskload_pd(p, _mm256_castpd_si256(m))
@@ -462,7 +464,7 @@ PG_ALWAYS_INLINE void pg_vexpf_n(pg_vf *y, const pg_vf *x_in, int n)
     PG_VLANES(k, n) y[k] = PG_VF_SELECT(PG_VF_CMP(x[k], x[k], _CMP_EQ_OQ), x[k], y[k]);
 }
 
-static inline pg_vf pg_vexpf_v(pg_vf x)
+PG_ALWAYS_INLINE pg_vf pg_vexpf_v(pg_vf x)
 {
     pg_vf y;
     pg_vexpf_n(&y, &x, 1);

@@ -416,11 +416,11 @@ Test(vmath, sigmoid_f32_within_ulps_of_f64)
     pg_tensor_free(x);
 }
 
-/* CoPE's gates 16 at a time (autograd/cope_rows.h, cope_gates_vec_f32, AVX-512 builds
- * only): the same bits as pg_vsigmoidf(in_scale s) key by key, over a ramp through
- * [-100, 100], the ends of pg_vexpf's range, +-0, +-inf, NaN and a last block of 7
- * keys (masked) */
-#if defined(__AVX512F__)
+/* CoPE's gates a vector at a time (autograd/cope_rows.h, cope_gates_vec_f32, AVX-512 and
+ * AVX2 builds): the same bits as pg_vsigmoidf(in_scale s) key by key, over a ramp through
+ * [-100, 100], the ends of pg_vexpf's range, +-0, +-inf, NaN and a last vector of 7
+ * keys (partial) */
+#if defined(PG_VEC)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "../autograd/cope_rows.h"
