@@ -5,7 +5,7 @@
  *
  * Internal: autograd/op_flash.c includes this once per type with FLASH_T (float,
  * double) and FLASH_SFX (f32, f64) defined, after its type-free helpers (the band,
- * exp_row_*, exp_rows_*, row_max_*, MADD_*, RB_*, CB, scratch layout); no include guard. */
+ * exp_row_*, exp_rows_*, row_max_*, MADD_*, RB_*, CB_*, scratch layout); no include guard. */
 
 #define T FLASH_T
 #define CAT2(a, b) a##_##b
@@ -13,6 +13,7 @@
 #define F(name) CAT(name, FLASH_SFX)
 #define MADD CAT(MADD, FLASH_SFX)
 #define RB CAT(RB, FLASH_SFX)
+#define CB CAT(CB, FLASH_SFX)
 
 /* One register block: C (RB, CB; row stride ldc) += alpha * A (RB, n) B (n, CB), or = with
  * `set`, A as in gemm_acc below; with AVX-512 or AVX2 op_flash.c's acc_block_vec */
@@ -81,8 +82,8 @@ static void F(gemm_acc)(T *restrict C, int64_t ldc, const T *restrict A, int64_t
         }
     }
 #if defined(ACC_PAIR)
-    /* with AVX2 the float blocks are 6 rows: the last 4 rows of 64 in a block of 4 (two blocks
-     * of 2 have half the independent multiply-adds: the fused forward and backward took
+    /* with AVX2 the blocks are 6 rows: the last 4 rows of 64 in a block of 4 (two blocks of 2
+     * have half the independent multiply-adds: the fused float forward and backward took
      * 0.5-1.6% longer), the last 2 of 32 in a block of 2 */
     for (; RB > 4 && w % CB == 0 && r + 4 <= rows; r += 4)
         for (int64_t e0 = 0; e0 < w; e0 += CB)
@@ -976,6 +977,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
 #undef F
 #undef MADD
 #undef RB
+#undef CB
 #undef ACC_BLOCK
 #undef ACC_PAIR
 #undef ACC_QUAD

@@ -157,22 +157,26 @@ static int64_t t_stride(const flash_dims *d)
 }
 
 /* Row stride of a head's relative keys transposed (Rt, D x (Lq + Lk - 1)) and of a query
- * block's relative logits (tab, dtab), padded as above and by CB - 1 zero columns more: a
+ * block's relative logits (tab, dtab), padded as above and by CB_* - 1 zero columns more: a
  * chunk's product runs over whole register blocks. */
 static int64_t r_stride(const flash_dims *d)
 {
     return (d->Lq + d->Lk - 1 + 15) / 16 * 16 + 48;
 }
 
-/* A register block of gemm_acc (below): CB columns, RB_f32 or RB_f64 rows. With AVX-512, 16
- * vector accumulators (8 x 32 floats, 4 x 32 doubles); with AVX2, whose 16 registers also
- * hold B's row and A's entry, 12 of floats (6 x 16) and 8 of doubles (2 x 16) */
+/* A register block of gemm_acc (below): CB_f32 or CB_f64 columns, RB_f32 or RB_f64 rows.
+ * With AVX-512, 16 vector accumulators (8 x 32 floats, 4 x 32 doubles); with AVX2, whose 16
+ * registers also hold B's row and A's entry, 12 (6 x 16 floats, 6 x 8 doubles: two vectors
+ * a row, as the GEMM's kernels; 2 x 16 doubles, 8 accumulators and four of B's vectors, had
+ * left the float64 step's tile products at 2.7 times the float ones' time) */
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-#define CB 16
+#define CB_f32 16
+#define CB_f64 8
 #define RB_f32 6
-#define RB_f64 2
+#define RB_f64 6
 #else
-#define CB 32
+#define CB_f32 32
+#define CB_f64 32
 #define RB_f32 8
 #define RB_f64 4
 #endif
@@ -460,27 +464,30 @@ DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
             }                                                                                                         \
     }
 #if defined(__AVX512F__)
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m512, RB_f32, CB / 16, 16, _mm512_set1_ps, _mm512_loadu_ps,
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m512, RB_f32, CB_f32 / 16, 16, _mm512_set1_ps, _mm512_loadu_ps,
                      _mm512_storeu_ps, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, (void))
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m512d, RB_f64, CB / 8, 8, _mm512_set1_pd, _mm512_loadu_pd,
+DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m512d, RB_f64, CB_f64 / 8, 8, _mm512_set1_pd, _mm512_loadu_pd,
                      _mm512_storeu_pd, _mm512_fmadd_pd, _mm512_mul_pd, _mm512_add_pd, _mm512_setzero_pd, IN_REGISTER)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #elif defined(__AVX2__) && defined(__FMA__)
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f32, float, __m256, RB_f32, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
-                     _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
-DEFINE_ACC_BLOCK_VEC(acc_quad_vec_f32, float, __m256, 4, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
-                     _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
-DEFINE_ACC_BLOCK_VEC(acc_pair_vec_f32, float, __m256, 2, CB / 8, 8, _mm256_set1_ps, _mm256_loadu_ps,
-                     _mm256_storeu_ps, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, IN_REGISTER)
-DEFINE_ACC_BLOCK_VEC(acc_block_vec_f64, double, __m256d, RB_f64, CB / 4, 4, _mm256_set1_pd, _mm256_loadu_pd,
-                     _mm256_storeu_pd, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_setzero_pd, IN_REGISTER)
+/* the AVX2 blocks of rows, one text for both types (T, V, the intrinsics' suffix ps / pd) */
+#define DEFINE_ACC_BLOCK_YMM(name, T, V, RBN, CBN, LANES, sfx)                                                        \
+    DEFINE_ACC_BLOCK_VEC(name, T, V, RBN, CBN / LANES, LANES, _mm256_set1_##sfx, _mm256_loadu_##sfx,                 \
+                         _mm256_storeu_##sfx, _mm256_fmadd_##sfx, _mm256_mul_##sfx, _mm256_add_##sfx,                \
+                         _mm256_setzero_##sfx, IN_REGISTER)
+DEFINE_ACC_BLOCK_YMM(acc_block_vec_f32, float, __m256, RB_f32, CB_f32, 8, ps)
+DEFINE_ACC_BLOCK_YMM(acc_quad_vec_f32, float, __m256, 4, CB_f32, 8, ps)
+DEFINE_ACC_BLOCK_YMM(acc_pair_vec_f32, float, __m256, 2, CB_f32, 8, ps)
+DEFINE_ACC_BLOCK_YMM(acc_block_vec_f64, double, __m256d, RB_f64, CB_f64, 4, pd)
+DEFINE_ACC_BLOCK_YMM(acc_quad_vec_f64, double, __m256d, 4, CB_f64, 4, pd)
+DEFINE_ACC_BLOCK_YMM(acc_pair_vec_f64, double, __m256d, 2, CB_f64, 4, pd)
 #define ACC_BLOCK_VEC_f32 acc_block_vec_f32
 #define ACC_BLOCK_VEC_f64 acc_block_vec_f64
 #define ACC_PAIR_VEC_f32 acc_pair_vec_f32
-#define ACC_PAIR_VEC_f64 acc_block_vec_f64 /* RB_f64 is 2 */
+#define ACC_PAIR_VEC_f64 acc_pair_vec_f64
 #define ACC_QUAD_VEC_f32 acc_quad_vec_f32
-#define ACC_QUAD_VEC_f64 acc_block_vec_f64 /* never called: RB_f64 is 2 */
+#define ACC_QUAD_VEC_f64 acc_quad_vec_f64
 #endif
 
 #define FLASH_T float
