@@ -267,7 +267,8 @@ static const uint32_t cope_compress_lut[256] = {COPE_P64(0u), COPE_P64(64u), COP
 /* the permute indices that move the lanes set in m (8 bits) to the front, in order */
 static inline __m256i cope_compress_idx(unsigned m)
 {
-    return _mm256_srlv_epi32(_mm256_set1_epi32((int)cope_compress_lut[m]), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    return _mm256_srlv_epi32(_mm256_set1_epi32((int)cope_compress_lut[m]), shifts);
 }
 
 /* cope_runs_vec_f32 8 keys at a time: the segmented scan in 3 steps */
@@ -287,8 +288,8 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
         for (int s = 1; s < 8; s *= 2) {
             const __m256i from = _mm256_sub_epi32(lane, _mm256_set1_epi32(s)); /* lanes < s: not added to */
             const __m256i past = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(s - 1));
-            const __m256 same =
-                _mm256_castsi256_ps(_mm256_and_si256(past, _mm256_cmpeq_epi32(f, _mm256_permutevar8x32_epi32(f, from))));
+            const __m256i f_from = _mm256_permutevar8x32_epi32(f, from);
+            const __m256 same = _mm256_castsi256_ps(_mm256_and_si256(past, _mm256_cmpeq_epi32(f, f_from)));
             av = _mm256_blendv_ps(av, _mm256_add_ps(av, _mm256_permutevar8x32_ps(av, from)), same);
             bv = _mm256_blendv_ps(bv, _mm256_add_ps(bv, _mm256_permutevar8x32_ps(bv, from)), same);
         }
@@ -326,7 +327,8 @@ static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a
     for (; k + 8 <= runs; k += 8) {
         const int fk = *pf - 1; /* record k + i has f = fk - i */
         const __m256i want = _mm256_sub_epi32(_mm256_set1_epi32(fk), lane);
-        if (~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(fo + k)), want))) & 0xFF)
+        const __m256i got = _mm256_loadu_si256((const __m256i *)(fo + k));
+        if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(got, want))) != 0xFF)
             break;
         /* lane u: bin fk - 7 + u, record i = 7 - u: a_i, then b_(i+1) but in lane 0 */
         const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sum_a + k), rev);
