@@ -211,7 +211,7 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
         at += runs;
         const __m512i lastv = _mm512_set1_epi32(runs - 1);
         last_a = _mm512_permutexvar_ps(lastv, ar), last_b = _mm512_permutexvar_ps(lastv, br);
-        last_f = _mm_extract_epi32(_mm512_extracti32x4_epi32(f, 3), 3);
+        last_f = cope_last_lane(f);
     }
     *k = at;
     return j;
@@ -271,10 +271,13 @@ static inline __m256i cope_compress_idx(unsigned m)
     return _mm256_srlv_epi32(_mm256_set1_epi32((int)cope_compress_lut[m]), shifts);
 }
 
+/* the lanes' numbers, 0 .. 7 */
+static inline __m256i cope_lanes(void) { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+
 /* cope_runs_vec_f32 8 keys at a time: the segmented scan in 3 steps */
 static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64_t *k)
 {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i lane = cope_lanes();
     const __m256i next = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
     const __m256 first = _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, 0, 0, 0, 0, 0, 0));
     int64_t j = 0, at = 0;
@@ -310,7 +313,7 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
         at += runs;
         const __m256i lastv = _mm256_set1_epi32(runs - 1);
         last_a = _mm256_permutevar8x32_ps(ar, lastv), last_b = _mm256_permutevar8x32_ps(br, lastv);
-        last_f = _mm256_extract_epi32(f, 7);
+        last_f = cope_last_lane(f);
     }
     *k = at;
     return j;
@@ -321,7 +324,7 @@ static int64_t cope_runs_vec_f32(float *a, float *b, int *fo, int64_t vis, int64
 static int64_t cope_dz_runs_vec_f32(float *dz, const int *fo, const float *sum_a, const float *sum_b, int64_t k,
                                     int64_t runs, int *pf, float *pend)
 {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), rev = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    const __m256i lane = cope_lanes(), rev = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
     const __m256 first = _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, 0, 0, 0, 0, 0, 0));
     const int64_t k0 = k;
     for (; k + 8 <= runs; k += 8) {

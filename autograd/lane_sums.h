@@ -1,6 +1,6 @@
 /* Row sums kept in 16 lanes of double, their final sums several rows at a time (internal,
- * AVX-512 or AVX2): autograd/op_norm.c's float norms and autograd/op_loss.c's float
- * cross-entropy.
+ * AVX-512 or AVX2): autograd/op_norm.c's norms (float and double) and autograd/op_loss.c's
+ * float cross-entropy.
  *
  * Their loops sum a row in 16 lanes (lane l: elements l, l + 16, ... in order, in double)
  * and end with 0 + lane 0 + lane 1 + ... + lane 15, a chain of 16 dependent additions per

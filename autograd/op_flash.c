@@ -413,13 +413,14 @@ DEFINE_TRANSPOSE_YMM(f64, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
  * that takes the vector in a register keeps it there). A fused causal forward and backward,
  * B 8 H 4 L 256 D 32, 1 thread, full-width AVX-512 EPYC: float64 11.2 -> 9.7 ms; the float
  * block, whose loads gcc already kept, lost 3-6% with it and goes without.
- * With AVX2 (16 registers of 8 floats) a block is 6 rows x 2 vectors of floats (the last 4 rows
- * of 64 in a block of 4, the last 2 of 32 in a block of 2) or 2 x 4 of doubles, B's row pinned
- * in all: the generic 8 x 32 block had 32 accumulators and lived on the stack. The same call
- * on a Zen 3 EPYC (AVX2 only), medians of alternated runs: float 21.8 -> 16.4 ms at 1 thread
- * with blocks of 4 x 2, 11.2 -> 8.0 at 2; blocks of 6 x 2 a further 11-12% (paired calls in
- * one process); double 45.1 -> 27.7 at 1 (33.4 unpinned); the last 4 rows in a block of 4
- * rather than two of 2, 0.5-1.6%. */
+ * With AVX2 (16 registers of 8 floats) a block is 6 rows x 2 vectors, of floats or of doubles
+ * (the last 4 rows of 64 in a block of 4, the last 2 of 32 in a block of 2), B's row pinned in
+ * all: the generic 8 x 32 block had 32 accumulators and lived on the stack. The same call on a
+ * Zen 3 EPYC (AVX2 only), medians of alternated runs: float 21.8 -> 16.4 ms at 1 thread with
+ * blocks of 4 x 2, 11.2 -> 8.0 at 2; blocks of 6 x 2 a further 11-12% (paired calls in one
+ * process); double 45.1 -> 27.7 at 1 with blocks of 2 x 4 (33.4 unpinned), whose tile
+ * products then took 17.5% of a 1-thread float64 step, 14.4% with 6 x 2; the last 4 rows in a
+ * block of 4 rather than two of 2, 0.5-1.6%. */
 #if defined(__GNUC__)
 #define UNROLL_ALL _Pragma("GCC unroll 16")
 #define IN_REGISTER(v) __asm__("" : "+v"(v))

@@ -37,7 +37,7 @@ typedef struct norm_case {
                                                                                                                      \
     /* y, and per row mean and rstd, as the loops compute them */                                                    \
     static void loop_forward_##sfx(const norm_case *c, T *y, double *mean, double *rstd, const T *x, const T *w,     \
-                                  const T *b)                                                                        \
+                                   const T *b)                                                                       \
     {                                                                                                                \
         for (int64_t r = 0; r < c->rows; r++) {                                                                      \
             const T *xr = x + r * c->D;                                                                              \
@@ -52,7 +52,7 @@ typedef struct norm_case {
     /* gx (+)= dx row by row; gw, gb = the rows' sums of dy xhat and dy in double, in row order                      \
      * (one task: rows x D below op_norm.c's block of work), rounded to the element type */                          \
     static void loop_backward_##sfx(const norm_case *c, T *gx, T *gw, T *gb, const T *gy, const T *x, const T *w,    \
-                                   const double *mean, const double *rstd)                                           \
+                                    const double *mean, const double *rstd)                                          \
     {                                                                                                                \
         const int64_t D = c->D;                                                                                      \
         double *aw = calloc((size_t)D, sizeof *aw), *ab = calloc((size_t)D, sizeof *ab);                             \
