@@ -531,6 +531,8 @@ static void F(shift_head)(const flash_dims *d, F(head) *hd, int64_t bh_i, T *own
     for (int64_t i = 0; i < d->Lq; i++) {
         const T *restrict qi = hd->q + i * hd->ldq;
         T *restrict si = Qs + i * D;
+        if (i + ROT_AHEAD < d->Lq) /* the projection's rows, far apart: as rot_rows (rotate_rows.h) */
+            pg_prefetch_row(qi + ROT_AHEAD * hd->ldq, D * (int64_t)sizeof(T));
         for (int64_t e = 0; e < D; e++)
             si[e] = qi[e] + sh[e];
     }
@@ -547,9 +549,16 @@ static void F(shift_head_grads)(const flash_dims *d, T *dq, T *dqs, T *own, unsi
     const T *dQs = F(own_part)(d, own, 2);
     for (int64_t i = 0; i < d->Lq; i++) {
         const T *restrict si = dQs + i * D;
-        T *restrict gi = dq ? dq + i * ld : NULL;
-        for (int64_t e = 0; gi && e < D; e++)
-            gi[e] = assign ? si[e] : gi[e] + si[e];
+        if (dq) {
+            T *restrict gi = dq + i * ld;
+            if (i + ROT_AHEAD < d->Lq) /* rows far apart, as shift_head's */
+                pg_prefetch_row_for_write(gi + ROT_AHEAD * ld, D * (int64_t)sizeof(T));
+            if (assign)
+                memcpy(gi, si, (size_t)D * sizeof(T));
+            else
+                for (int64_t e = 0; e < D; e++)
+                    gi[e] += si[e];
+        }
         for (int64_t e = 0; dqs && e < D; e++)
             dqs[e] += si[e];
     }

@@ -59,6 +59,8 @@
                                            int64_t Dh, bool interleaved, bool assign)                          \
     {                                                                                                          \
         for (int64_t l = 0; l < n; l++, gx += ldx, gy += ldy, C += R, S += R) {                                \
+            if (l + ROT_AHEAD < n) /* gx's rows are the projection's gradient's, as far apart */               \
+                pg_prefetch_row_for_write(gx + ROT_AHEAD * ldx, Dh * (int64_t)sizeof(T));                      \
             if (assign) {                                                                                      \
                 for (int64_t i = 0; i < R; i++) {                                                              \
                     const T ga = gy[ROT_PAIR_A(i)], gb = gy[ROT_PAIR_B(i)];                                    \

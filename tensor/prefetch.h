@@ -18,4 +18,15 @@ static inline void pg_prefetch_row(const void *row, int64_t bytes)
 #endif
 }
 
+/* the same for rows about to be written (a prefetch with write intent) */
+static inline void pg_prefetch_row_for_write(void *row, int64_t bytes)
+{
+#if defined(__GNUC__)
+    for (int64_t b = 0; b < bytes; b += 64)
+        __builtin_prefetch((char *)row + b, 1);
+#else
+    (void)row, (void)bytes;
+#endif
+}
+
 #endif
