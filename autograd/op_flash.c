@@ -514,7 +514,7 @@ typedef struct flash_job {
     void *scratch;     /* T slices of scr_bytes */
     size_t scr_bytes;
     void *w[7];        /* forward: out, lse; backward: dq, dk, dv, dsq, dsk, drq, dpair (one per head) */
-    const void *r[7];  /* q, k, v, bias; backward also out, dout, lse */
+    const void *r[7];  /* q, k, v, bias; backward also rowsum(dO O) (rowsums), dout, lse */
     void *shared[N_SHARED]; /* backward: dbias, drk, dwb, dpair, dshift (shared by batches): the grads
                              * themselves, or T slices each when `sliced` */
     size_t shared_bytes[N_SHARED];
@@ -566,6 +566,35 @@ static void flash_bwd_rows(const flash_job *j, int64_t u0, int64_t u1, int t)
 
 /* no shared gradients: any split of the rows gives the same bits */
 static void flash_bwd_slice(void *ctx, int64_t u0, int64_t u1, int t) { flash_bwd_rows(ctx, u0, u1, t); }
+
+/* D_i = rowsum(dO O) of every row before the heads' backward (flash_kernels.h rowsum_rows):
+ * rows (b, l) of out and its gradient a range at a time */
+typedef struct rowsum_job {
+    const flash_dims *d;
+    pg_dtype dtype;
+    const void *out, *dout;
+    void *di; /* (B H, Lq) */
+} rowsum_job;
+
+static void rowsum_range(void *ctx, int64_t r0, int64_t r1)
+{
+    const rowsum_job *x = ctx;
+    if (x->dtype == PG_F32)
+        rowsum_rows_f32(x->d, x->out, x->dout, x->di, r0, r1);
+    else
+        rowsum_rows_f64(x->d, x->out, x->dout, x->di, r0, r1);
+}
+
+/* di = rowsum_rows of the node's out and its gradient, in the graph's memory; NULL: out of memory */
+static void *rowsums(pg_graph *g, const flash_dims *d, const pg_tensor *out)
+{
+    void *di = pg_graph_alloc(g, (size_t)(d->B * d->H * d->Lq) * pg_dtype_size(out->dtype));
+    if (di) {
+        rowsum_job x = {d, out->dtype, out->data, out->grad->data, di};
+        pg_parallel_range(d->B * d->Lq, 16384 / (d->H * d->Dv) + 1, rowsum_range, &x);
+    }
+    return di;
+}
 
 /* sliced: thread t of T, an even run of rows into its own buffers (zeroed here) */
 static void flash_bwd_task(void *ctx, int64_t t, int thread)
@@ -760,9 +789,10 @@ static int flash_backward_into(pg_graph *g, pg_node *node, void *const dqkv[3], 
                    .scr_bytes = scratch_elems(&s->d) * pg_dtype_size(out->dtype),
                    .w = {dqkv[0], dqkv[1], dqkv[2], dsq ? dsq->data : NULL, dsk ? dsk->data : NULL,
                          drq ? drq->data : NULL, dpair && pair_own ? dpair->data : NULL},
-                   .r = {r[0], r[1], r[2], s->bias ? s->bias->data : NULL, out->data, out->grad->data, s->lse->data}};
+                   .r = {r[0], r[1], r[2], s->bias ? s->bias->data : NULL, rowsums(g, &d, out), out->grad->data,
+                         s->lse->data}};
     j.scratch = pg_graph_alloc(g, j.scr_bytes * (size_t)j.T);
-    if (!j.scratch)
+    if (!j.scratch || !j.r[4])
         return -1;
     /* dbias, drk, dwb, a shared dpair and dshift sum over rows bh: head part bh mod G of each (G = H,
      * wb_H, pb_H) takes the rows congruent mod G. Three ways:
