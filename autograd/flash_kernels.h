@@ -861,9 +861,9 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
     const int64_t Lq = d->Lq, Lk = d->Lk, D = d->D, Dv = d->Dv;
     const T scale = (T)d->scale;
     const int64_t ldt = t_stride(d);
-    T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK, *Di = dS + BQ * BK;
+    T *Kt = (T *)scratch + xpos_elems(d), *Vt = Kt + D * ldt, *P = Vt + Dv * ldt, *dS = P + BQ * BK;
     F(rel_head) rel = {0}, *rh = d->rq ? &rel : NULL;
-    T *Rt = Di + BQ; /* with relative keys: Rt (D, r_stride), then the block's tab and dtab */
+    T *Rt = dS + BQ * BK; /* with relative keys: Rt (D, r_stride), then the block's tab and dtab */
     rel.tab = Rt + D * r_stride(d);
     F(rel_head_resume)(rh, Rt, rt_kept);
     rel.dtab = rel.tab + BQ * r_stride(d);
@@ -911,10 +911,8 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
             int64_t jstart, jend;
             key_range(d, i0, bq, &jstart, &jend);
             bool any = false;
-            for (int64_t r = 0; r < bq; r++) { /* D_i = rowsum(dO * O), from rowsum_rows */
-                Di[r] = dih[i0 + r];
+            for (int64_t r = 0; r < bq; r++) /* does a query of the block see a key */
                 any = any || lh[i0 + r] != -INFINITY;
-            }
             bool dq_first = q_new; /* the block's first product into dq assigns (a block that sees a
                                     * key has a tile: every dq row gets written) */
             if (!any) { /* no query of the block sees a key: no gradient */
@@ -958,7 +956,7 @@ static void F(flash_bwd)(const flash_dims *d, void *const *w, void *const *sh, u
                 for (int64_t r = 0; r < bq; r++) { /* dS = P (dP - D_i), dP through the dropout: dP Z */
                     T *restrict ds = dS + r * BK;
                     const T *restrict p = P + r * BK, *restrict z = Z + r * BK;
-                    const T di = Di[r];
+                    const T di = dih[i0 + r]; /* D_i = rowsum(dO * O), from rowsum_rows */
                     if (drop)
                         for (int64_t c = 0; c < bk; c++)
                             ds[c] = p[c] * (ds[c] * z[c] - di);

@@ -198,7 +198,7 @@ static size_t own_elems(const flash_dims *d)
 }
 
 /* Scratch of one call, in elements of T: forward Kt (one head's keys
- * transposed), S, acc, m, l; backward Kt, Vt, P, dS, Di; with relative keys
+ * transposed), S, acc, m, l; backward Kt, Vt, P, dS; with relative keys
  * also Rt and a block's two (BQ, r_stride) tables; with xPos its tiles first (whole slices
  * a multiple of 16 elements: the doubles stay aligned); with the rotation or the shift the
  * head's own copies last.
